@@ -1,0 +1,28 @@
+// Shared pieces of the ckptguard command line: exit codes, error reporting
+// and the options that set parser limits.
+#ifndef CKPTGUARD_CLI_CLI_UTIL_H_
+#define CKPTGUARD_CLI_CLI_UTIL_H_
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "ckptguard/error.h"
+#include "ckptguard/pickle_decoder.h"
+
+namespace ckptguard::cli {
+
+// Exit codes shared by every command (the scanner's contract).
+inline constexpr int kExitOk = 0;        // everything read, nothing found
+inline constexpr int kExitFindings = 1;  // something suspicious or dangerous
+inline constexpr int kExitError = 2;     // a file could not be read or decoded
+
+// ReportError prints "ckptguard: PATH: <error>" to stderr.
+void ReportError(const std::string& path, const Error& error);
+
+// AddPickleLimitOptions adds --max-operand-len, --max-line-len, --max-ops...
+// to `cmd`, writing into `limits` (whose current values are the defaults).
+void AddPickleLimitOptions(CLI::App& cmd, PickleLimits& limits);
+
+}  // namespace ckptguard::cli
+
+#endif  // CKPTGUARD_CLI_CLI_UTIL_H_

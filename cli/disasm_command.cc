@@ -1,0 +1,215 @@
+// `ckptguard disasm`: print the opcodes of every pickle in model files.
+#include "disasm_command.h"
+
+#include <cmath>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "ckptguard/mapped_file.h"
+#include "ckptguard/pickle_disasm.h"
+#include "ckptguard/pickle_locator.h"
+#include "cli_util.h"
+
+namespace ckptguard::cli {
+namespace {
+
+using nlohmann::json;
+
+json ErrorJson(const Error& error) {
+  return json{{"code", std::string(ErrorCodeName(error.code))},
+              {"offset", error.offset},
+              {"where", error.where},
+              {"detail", error.detail},
+              {"message", error.ToString()}};
+}
+
+json ArgJson(const PickleOp& op, size_t max_chars) {
+  const PickleArg& arg = op.arg;
+  switch (arg.type) {
+    case PickleArgType::kNone: return nullptr;
+    case PickleArgType::kUInt: return arg.uint_value;
+    case PickleArgType::kInt: return arg.int_value;
+    case PickleArgType::kBool: return arg.int_value != 0;
+    case PickleArgType::kBigInt: return json{{"int", ArgRepr(op)}};
+    case PickleArgType::kFloat:
+      if (std::isfinite(arg.float_value)) return arg.float_value;
+      return json{{"float", ArgRepr(op)}};
+    case PickleArgType::kString: {
+      std::string_view s = arg.Data();
+      json out = std::string(max_chars != 0 && s.size() > max_chars ? s.substr(0, max_chars) : s);
+      return out;
+    }
+    case PickleArgType::kGlobal: return json{{"module", std::string(arg.Data())}, {"name", std::string(arg.Name())}};
+    case PickleArgType::kBytes: {
+      static constexpr char kHex[] = "0123456789abcdef";
+      std::string_view d = arg.Data();
+      if (max_chars != 0 && d.size() * 2 > max_chars) d = d.substr(0, max_chars / 2);
+      std::string hex;
+      hex.reserve(d.size() * 2);
+      for (char c : d) {
+        hex.push_back(kHex[static_cast<uint8_t>(c) >> 4]);
+        hex.push_back(kHex[static_cast<uint8_t>(c) & 0xf]);
+      }
+      return json{{"hex", hex}, {"len", arg.Data().size()}};
+    }
+  }
+  return nullptr;
+}
+
+std::string SourceTitle(const std::string& path, const LocatedPickles& located, const PickleSource& source) {
+  std::string title = "== " + path + ": " + located.container;
+  if (!source.entry.empty()) {
+    title += ", entry '" + source.entry + "' (" + (source.deflated ? "deflated" : "stored") + ", " +
+             std::to_string(source.data.size()) + " bytes";
+    if (source.file_offset) title += " at file offset " + std::to_string(*source.file_offset);
+    title += ")";
+  }
+  if (source.start != 0) title += ", pickle at offset " + std::to_string(source.start);
+  return title;
+}
+
+struct FileOutcome {
+  bool ok = true;
+  json doc;
+};
+
+FileOutcome DisasmOne(const std::string& path, const DisasmFlags& flags, std::ostream& out) {
+  FileOutcome outcome;
+  outcome.doc = json{{"path", path}};
+  Result<MappedFile> file = MappedFile::Open(path);
+  if (!file) {
+    ReportError(path, file.error());
+    outcome.ok = false;
+    outcome.doc["error"] = ErrorJson(file.error());
+    return outcome;
+  }
+  Result<LocatedPickles> located = LocatePickles(file->data());
+  if (!located) {
+    ReportError(path, located.error());
+    outcome.ok = false;
+    outcome.doc["error"] = ErrorJson(located.error());
+    return outcome;
+  }
+  outcome.doc["container"] = located->container;
+  outcome.doc["notes"] = located->notes;
+  json entry_errors = json::array();
+  for (const Error& error : located->entry_errors) {
+    ReportError(path, error);
+    entry_errors.push_back(ErrorJson(error));
+    outcome.ok = false;
+  }
+  outcome.doc["entry_errors"] = entry_errors;
+  if (!flags.json) {
+    for (const std::string& note : located->notes) out << "== " << path << ": " << note << "\n";
+  }
+  DisasmOptions options;
+  options.indent = flags.indent;
+  options.max_arg_chars = flags.full_args ? 0 : flags.max_arg_chars;
+  json sources = json::array();
+  for (const PickleSource& source : located->sources) {
+    SourcePickles decoded = DecodeSource(source, flags.limits);
+    const auto pickles = SplitPickles(decoded.stream);
+    json src{{"entry", source.entry},
+             {"deflated", source.deflated},
+             {"file_offset", source.file_offset ? json(*source.file_offset) : json(nullptr)},
+             {"start", source.start},
+             {"legacy_torch", decoded.legacy_torch},
+             {"pickles", decoded.stream.num_pickles},
+             {"trailing_len", decoded.trailing_len},
+             {"error", decoded.stream.error ? ErrorJson(*decoded.stream.error) : json(nullptr)}};
+    if (flags.json) {
+      json ops = json::array();
+      for (const PickleOp& op : decoded.stream.ops) {
+        json o{{"pickle", op.pickle_index},
+               {"offset", op.offset},
+               {"length", op.length},
+               {"opcode", std::string(op.Info().name)},
+               {"byte", static_cast<int>(op.code)},
+               {"proto", op.Info().proto},
+               {"arg", ArgJson(op, options.max_arg_chars)},
+               {"repr", ArgRepr(op, options.max_arg_chars)}};
+        if (source.file_offset) o["file_offset"] = *source.file_offset + op.offset;
+        ops.push_back(std::move(o));
+      }
+      src["ops"] = std::move(ops);
+    } else {
+      out << SourceTitle(path, *located, source) << "\n";
+      for (size_t i = 0; i < pickles.size(); ++i) {
+        if (pickles.size() > 1 || decoded.stream.error) {
+          out << "-- pickle " << i + 1 << " at offset " << pickles[i].front().offset << "\n";
+        }
+        const bool complete = pickles[i].back().code == Opcode::kStop;
+        out << DisassemblePickle(pickles[i], complete, options);
+      }
+      if (decoded.legacy_torch) {
+        out << "-- legacy torch format: " << decoded.trailing_len
+            << " bytes of raw storage records follow the five pickles\n";
+      }
+      if (decoded.stream.error) out << "!! " << decoded.stream.error->ToString() << "\n";
+    }
+    if (decoded.stream.error) {
+      Error error = *decoded.stream.error;
+      if (!source.entry.empty()) error.where = source.entry + (error.where.empty() ? "" : ", " + error.where);
+      ReportError(path, error);
+      outcome.ok = false;
+    }
+    sources.push_back(std::move(src));
+  }
+  outcome.doc["sources"] = std::move(sources);
+  return outcome;
+}
+
+}  // namespace
+
+void AddDisasmCommand(CLI::App& app, DisasmFlags& flags) {
+  CLI::App* cmd = app.add_subcommand("disasm", "Print the opcodes of every pickle in model files, like pickletools.dis");
+  cmd->footer(R"(What it reads:
+  The container is decided by content, never by the file name. A zip (torch.save
+  since 1.6, TorchScript, .npz) is read through its central directory, as torch
+  reads it, and every entry holding a pickle is shown under its entry name; a
+  .npy with an object dtype shows the pickle after its header; safetensors holds
+  no pickle; anything else is a stream of pickles from byte 0 (legacy torch
+  files are five pickles followed by raw storage records).
+
+Output:
+  Each line is "offset: opcode-byte [MARK indentation] NAME argument", the layout
+  of Python's pickletools.dis, offsets relative to the entry. Lines starting with
+  "!!" mark what pickletools would refuse (a memo key read before it is stored,
+  a missing MARK) and decoding errors, with their byte offset. Nothing is ever
+  executed: this only decodes.
+
+Exit status: 0 when every pickle decoded, 2 when a file or entry could not be read
+or decoded (what was decoded before the error is still printed).
+
+Examples:
+  ckptguard disasm model.pt
+  ckptguard disasm --json model.pt | jq '.files[0].sources[0].ops[] | select(.opcode=="GLOBAL")')");
+  cmd->add_option("files", flags.files, "Model files to disassemble")->required()->type_name("FILE");
+  cmd->add_flag("--json", flags.json,
+                "Print one JSON document: files[].sources[].ops[], one object per opcode with "
+                "pickle, offset, length, opcode, byte, proto, arg (typed) and repr");
+  cmd->add_option("--indent", flags.indent, "Blanks per MARK level")->default_val(4)->check(CLI::Range(0, 16));
+  cmd->add_option("--max-arg", flags.max_arg_chars,
+                  "Cut operand reprs longer than this many characters")
+      ->default_val(2048);
+  cmd->add_flag("--full-args", flags.full_args, "Never cut operands (as pickletools prints them)");
+  AddPickleLimitOptions(*cmd, flags.limits);
+}
+
+int RunDisasm(const DisasmFlags& flags) {
+  bool all_ok = true;
+  json files = json::array();
+  for (const std::string& path : flags.files) {
+    FileOutcome outcome = DisasmOne(path, flags, std::cout);
+    all_ok = all_ok && outcome.ok;
+    if (flags.json) files.push_back(std::move(outcome.doc));
+  }
+  if (flags.json) {
+    std::cout << json{{"files", std::move(files)}}.dump(1, ' ', false, json::error_handler_t::replace) << "\n";
+  }
+  std::cout.flush();
+  return all_ok ? kExitOk : kExitError;
+}
+
+}  // namespace ckptguard::cli

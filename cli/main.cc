@@ -1,0 +1,34 @@
+// ckptguard: the command-line front end. Each subcommand lives in its own
+// *_command.cc; this file only wires them up and catches what must not escape.
+#include <CLI/CLI.hpp>
+#include <exception>
+#include <iostream>
+#include <new>
+
+#include "cli_util.h"
+#include "disasm_command.h"
+
+int main(int argc, char** argv) {
+  using namespace ckptguard::cli;
+  CLI::App app{"ckptguard: inspect untrusted PyTorch checkpoints without executing them"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("ckptguard ") + CKPTGUARD_VERSION);
+  app.footer("Run 'ckptguard COMMAND --help' for what a command reads, prints and returns.");
+  DisasmFlags disasm_flags;
+  AddDisasmCommand(app, disasm_flags);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitError;
+  }
+  try {
+    if (app.got_subcommand("disasm")) return RunDisasm(disasm_flags);
+  } catch (const std::bad_alloc&) {
+    std::cerr << "ckptguard: out of memory\n";
+    return kExitError;
+  } catch (const std::exception& e) {
+    std::cerr << "ckptguard: internal error: " << e.what() << "\n";
+    return kExitError;
+  }
+  return kExitError;
+}

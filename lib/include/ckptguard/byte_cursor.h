@@ -1,0 +1,81 @@
+// ByteCursor: the one bounds-checked reader of untrusted bytes.
+//
+// A non-owning view of a byte span plus a read position. Every read checks the
+// requested length against what remains (by subtraction, never by forming a
+// pointer past the end) and a failed read leaves the cursor unchanged. Errors
+// are kTruncated with the absolute offset of the failed read (`base_offset` is
+// added so a cursor over a zip entry reports offsets within the whole file when
+// asked to).
+#ifndef CKPTGUARD_BYTE_CURSOR_H_
+#define CKPTGUARD_BYTE_CURSOR_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "ckptguard/error.h"
+
+namespace ckptguard {
+
+using Bytes = std::span<const uint8_t>;
+
+// AsStringView views `bytes` as characters; the view lives as long as `bytes`.
+inline std::string_view AsStringView(Bytes bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+// AsBytes views a string's characters as bytes.
+inline Bytes AsBytes(std::string_view text) {
+  return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
+}
+
+class ByteCursor {
+ public:
+  // ByteCursor reads `data`, which must outlive the cursor. `base_offset` is
+  // added to every offset the cursor reports (Offset(), errors).
+  explicit ByteCursor(Bytes data, uint64_t base_offset = 0)
+      : data_(data), base_offset_(base_offset) {}
+
+  // Offset is the absolute offset of the next byte to be read.
+  uint64_t Offset() const { return base_offset_ + pos_; }
+  // Position is the offset of the next byte relative to the start of the span.
+  size_t Position() const { return pos_; }
+  size_t Remaining() const { return data_.size() - pos_; }
+  bool Empty() const { return pos_ == data_.size(); }
+  // Rest views the unread bytes without consuming them.
+  Bytes Rest() const { return data_.subspan(pos_); }
+
+  Result<uint8_t> ReadU8();
+  Result<uint16_t> ReadU16LE();
+  Result<uint32_t> ReadU32LE();
+  Result<int32_t> ReadI32LE();
+  Result<uint64_t> ReadU64LE();
+  Result<double> ReadF64BE();
+  // PeekU8 returns the next byte without consuming it.
+  Result<uint8_t> PeekU8() const;
+  // ReadBytes consumes `n` bytes and returns a view of them (zero-copy).
+  Result<Bytes> ReadBytes(uint64_t n);
+  // ReadCursor consumes `n` bytes and returns a cursor over them whose offsets
+  // continue this cursor's absolute offsets.
+  Result<ByteCursor> ReadCursor(uint64_t n);
+  // ReadLine consumes bytes up to and including the next '\n' and returns them
+  // without the newline. It looks at no more than `max_len` bytes before the
+  // newline: a longer line is kLimitExceeded, a missing newline kTruncated.
+  Result<Bytes> ReadLine(uint64_t max_len);
+  // Skip consumes `n` bytes.
+  Status Skip(uint64_t n);
+
+ private:
+  // Take is the only place that advances the position: it checks `n` against
+  // the remaining length and returns a pointer to the `n` bytes, or an error
+  // leaving the cursor unchanged.
+  Result<const uint8_t*> Take(uint64_t n);
+
+  Bytes data_;
+  size_t pos_ = 0;
+  uint64_t base_offset_ = 0;
+};
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_BYTE_CURSOR_H_

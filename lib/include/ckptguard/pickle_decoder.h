@@ -1,0 +1,162 @@
+// PickleDecoder: a streaming decoder of pickle opcodes (protocols 0 to 5).
+//
+// It turns bytes into (opcode, offset, decoded operand) one opcode at a time,
+// with the operand rules of CPython's C unpickler (_pickle.c), which is what
+// torch.load runs. It executes nothing and keeps no stack or memo: that is the
+// VM's and the scanner's job. Several pickles may follow one another in one
+// stream (the legacy torch format is five); each STOP ends one and the next
+// opcode starts the next. Every length, line and count is bounded by
+// PickleLimits, and a malformed opcode ends decoding with a precise Error while
+// everything decoded before it stays valid.
+#ifndef CKPTGUARD_PICKLE_DECODER_H_
+#define CKPTGUARD_PICKLE_DECODER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptguard/byte_cursor.h"
+#include "ckptguard/error.h"
+#include "ckptguard/pickle_opcodes.h"
+
+namespace ckptguard {
+
+// PickleLimits bounds what one decoder will accept. Defaults suit real
+// checkpoints (torch writes protocol 2 with short strings and no frames);
+// fuzzers use small values. Clamped() caps each field at its hard ceiling.
+struct PickleLimits {
+  // Longest counted operand in bytes (BINBYTES8, BINUNICODE8, BYTEARRAY8,
+  // BINSTRING...). Default 1 GiB: pickled bytes objects can be large, and the
+  // operand is a zero-copy view, so this bounds work, not memory. Ceiling 2^40.
+  uint64_t max_operand_len = uint64_t{1} << 30;
+  // Longest text-opcode line (INT, FLOAT, STRING, UNICODE, GLOBAL, PERSID...),
+  // newline excluded. Default 1 MiB: protocol-0 pickles of long strings put
+  // them on one line. Ceiling 1 GiB. Text lines are copied when unescaped.
+  uint64_t max_line_len = uint64_t{1} << 20;
+  // Longest LONG1/LONG4 operand in bytes. Default 64 KiB (a 157,000-digit
+  // integer; CPython refuses to print more than 4300 digits anyway). Ceiling
+  // 16 MiB.
+  uint64_t max_long_len = uint64_t{1} << 16;
+  // Largest FRAME length. Default 1 GiB; CPython's pickler makes 64 KiB frames
+  // and writes large operands outside them. Ceiling 2^40.
+  uint64_t max_frame_len = uint64_t{1} << 30;
+  // Most opcodes decoded from one stream, over all its pickles. Default 2^28;
+  // a state dict of 10,000 tensors takes about 300,000. Ceiling 2^40.
+  uint64_t max_ops = uint64_t{1} << 28;
+  // Most pickles in one stream. Default 1024 (legacy torch has 5). Ceiling 2^20.
+  uint64_t max_pickles = 1024;
+
+  PickleLimits Clamped() const;
+};
+
+// PickleArgType says which fields of a PickleArg hold the operand.
+enum class PickleArgType : uint8_t {
+  kNone,    // no operand
+  kUInt,    // uint_value: PROTO, FRAME, EXT1, EXT2, BININT1, BININT2, BINGET, BINPUT, LONG_BINGET, LONG_BINPUT
+  kInt,     // int_value: BININT, EXT4; INT, LONG, LONG1, LONG4, GET, PUT when they fit in int64
+  kBigInt,  // Data(): two's-complement little-endian bytes of an int that does not fit in int64
+  kBool,    // int_value 0 or 1: INT written as "00" or "01"
+  kFloat,   // float_value: FLOAT, BINFLOAT
+  kBytes,   // Data(): BINBYTES*, SHORT_BINBYTES, BYTEARRAY8, BINSTRING, SHORT_BINSTRING, STRING (unescaped)
+  kString,  // Data() as UTF-8 (lone surrogates kept, as CPython's "surrogatepass"): *UNICODE*, PERSID
+  kGlobal,  // Data() is the module, Name() the qualified name: GLOBAL, INST
+};
+
+// PickleArg is a decoded operand. Counted operands are zero-copy views of the
+// decoder's input (valid while the input lives); operands that had to be
+// unescaped or converted are owned.
+class PickleArg {
+ public:
+  PickleArgType type = PickleArgType::kNone;
+  uint64_t uint_value = 0;
+  int64_t int_value = 0;
+  double float_value = 0.0;
+
+  // Data returns the bytes/string/module/big-int bytes of the operand.
+  std::string_view Data() const { return owned_ ? std::string_view(storage_) : view_; }
+  // Name returns the second line of GLOBAL/INST.
+  std::string_view Name() const { return name_; }
+
+  void SetView(std::string_view view) {
+    view_ = view;
+    owned_ = false;
+  }
+  void SetOwned(std::string data) {
+    storage_ = std::move(data);
+    owned_ = true;
+  }
+  void SetName(std::string name) { name_ = std::move(name); }
+
+ private:
+  std::string_view view_;
+  std::string storage_;
+  std::string name_;
+  bool owned_ = false;
+};
+
+// PickleOp is one decoded opcode: its code, the absolute offset of the opcode
+// byte, its length (opcode byte plus operand), the index of the pickle in the
+// stream it belongs to (0 for the first), and its operand.
+struct PickleOp {
+  Opcode code = Opcode::kStop;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint32_t pickle_index = 0;
+  PickleArg arg;
+
+  const OpcodeInfo& Info() const { return *FindOpcode(static_cast<uint8_t>(code)); }
+};
+
+class PickleDecoder {
+ public:
+  // PickleDecoder reads `input`, which must outlive the decoder and every op it
+  // returns. Offsets are reported as `base_offset` + position in `input`.
+  explicit PickleDecoder(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0);
+
+  // Next decodes the next opcode. On failure the decoder stays failed and
+  // every later call returns the same error. Calling Next at the end of the
+  // input is kTruncated ("pickle exhausted before STOP") inside a pickle, and
+  // kInvalidArgument between pickles (check AtEnd first).
+  Result<PickleOp> Next();
+
+  // AtEnd is true when every byte of the input has been consumed.
+  bool AtEnd() const { return cursor_.Empty(); }
+  // BetweenPickles is true before the first opcode and right after a STOP.
+  bool BetweenPickles() const { return between_pickles_; }
+  // Offset is the absolute offset of the next opcode.
+  uint64_t Offset() const { return cursor_.Offset(); }
+  // NumPicklesFinished counts the STOPs decoded so far.
+  uint32_t NumPicklesFinished() const { return num_finished_; }
+
+ private:
+  Status DecodeOperand(const OpcodeInfo& info, PickleOp& op);
+
+  ByteCursor cursor_;
+  PickleLimits limits_;
+  uint64_t num_ops_ = 0;
+  uint32_t num_finished_ = 0;
+  bool between_pickles_ = true;
+  std::optional<Error> failed_;
+};
+
+// DecodedStream is everything decoded from a stream: the ops of every pickle
+// in order, and the error that stopped decoding, if any (the ops before it
+// are kept). `end_offset` is the absolute offset where decoding stopped.
+struct DecodedStream {
+  std::vector<PickleOp> ops;
+  std::optional<Error> error;
+  uint64_t end_offset = 0;
+  uint32_t num_pickles = 0;  // complete pickles (STOPs seen)
+};
+
+// DecodeStream decodes pickles one after another until the input ends, an
+// error occurs, or `max_pickles` pickles are complete (0 means no such stop;
+// the legacy torch format passes 5 because raw storage bytes follow).
+DecodedStream DecodeStream(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0,
+                           uint32_t max_pickles = 0);
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_PICKLE_DECODER_H_

@@ -1,0 +1,63 @@
+// Disassembly of pickles in the layout of CPython's pickletools.dis.
+//
+// DecodeSource decodes the pickles of one PickleSource (stopping after five
+// for the legacy torch format, whose storage records follow); the Disassemble
+// functions print them as pickletools.dis does: offset, opcode byte, MARK
+// indentation, opcode name, Python repr of the operand, "(MARK at N)" and
+// "(as N)" notes, and "highest protocol among opcodes = N" after STOP. Where
+// pickletools would raise (a memo key used before it is stored, a missing
+// MARK, a stack underflow) a line starting with "!!" says so and the
+// disassembly goes on.
+#ifndef CKPTGUARD_PICKLE_DISASM_H_
+#define CKPTGUARD_PICKLE_DISASM_H_
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "ckptguard/pickle_decoder.h"
+#include "ckptguard/pickle_locator.h"
+
+namespace ckptguard {
+
+// SourcePickles is a decoded PickleSource. `stream.ops` offsets are relative to
+// the source's data. `trailing_len` counts the bytes left after the last pickle
+// of a legacy torch stream (its raw storage records).
+struct SourcePickles {
+  DecodedStream stream;
+  bool legacy_torch = false;
+  uint64_t trailing_len = 0;
+};
+
+// kLegacyTorchMagic is the magic number pickled first by torch's legacy format.
+inline constexpr std::string_view kLegacyTorchMagicLE = "\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+
+// DecodeSource decodes pickle after pickle from source.start until the data
+// ends or an error; a stream whose first pickle is the legacy magic number, or
+// whose second is the legacy protocol version 1001, stops after five pickles.
+SourcePickles DecodeSource(const PickleSource& source, const PickleLimits& limits = {});
+
+struct DisasmOptions {
+  // Blanks per MARK level (pickletools' indentlevel).
+  int indent = 4;
+  // Operand reprs longer than this are cut with "...(N more chars)"; 0 keeps
+  // them whole, as pickletools does.
+  size_t max_arg_chars = 0;
+};
+
+// ArgRepr is the operand of `op` as pickletools shows it (Python repr of its
+// decoded value), or "" for opcodes without one.
+std::string ArgRepr(const PickleOp& op, size_t max_chars = 0);
+
+// DisassemblePickle renders one pickle's ops (all with the same pickle_index,
+// in order). `complete` says the last op is its STOP; then the
+// "highest protocol" line is added.
+std::string DisassemblePickle(std::span<const PickleOp> ops, bool complete,
+                              const DisasmOptions& options = {});
+
+// SplitPickles returns, for each pickle of `stream`, the span of its ops.
+std::vector<std::span<const PickleOp>> SplitPickles(const DecodedStream& stream);
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_PICKLE_DISASM_H_

@@ -1,0 +1,83 @@
+// ZipArchive: reads a zip the way torch's reader (miniz) does.
+//
+// Names, sizes, methods and offsets come from the central directory (found
+// through the end-of-central-directory record, or its zip64 form); the local
+// header is read only for its name and extra-field lengths, to find the data.
+// Stored entries are zero-copy views of the input; deflated entries are
+// inflated with zlib into an owned buffer, bounded by ZipLimits.
+#ifndef CKPTGUARD_ZIP_READER_H_
+#define CKPTGUARD_ZIP_READER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ckptguard/byte_cursor.h"
+#include "ckptguard/error.h"
+
+namespace ckptguard {
+
+// ZipLimits bounds what one archive may make us do.
+struct ZipLimits {
+  // Most central-directory entries. Default 1,000,000 (a checkpoint has one
+  // record per storage plus a few). Ceiling 2^24.
+  uint64_t max_entries = 1'000'000;
+  // Longest entry name in bytes. Default 4096 (PATH_MAX). Ceiling 65535 (the
+  // field is 16 bits).
+  uint64_t max_name_len = 4096;
+  // Largest inflated size of one deflated entry. Default 4 GiB; ceiling 2^40.
+  uint64_t max_inflated_len = uint64_t{4} << 30;
+  // Largest inflated/compressed ratio of one deflated entry (zip bombs).
+  // Default 1100 (deflate's best is about 1032). Ceiling 1,000,000.
+  uint64_t max_ratio = 1100;
+
+  ZipLimits Clamped() const;
+};
+
+inline constexpr uint16_t kZipMethodStored = 0;
+inline constexpr uint16_t kZipMethodDeflated = 8;
+
+// ZipEntry is one central-directory record, with zip64 values applied.
+struct ZipEntry {
+  std::string name;
+  uint16_t method = 0;
+  uint16_t flags = 0;
+  uint32_t crc32 = 0;
+  uint64_t compressed_len = 0;
+  uint64_t uncompressed_len = 0;
+  uint64_t local_header_offset = 0;
+  uint64_t central_offset = 0;  // where this record sits in the file
+};
+
+class ZipArchive {
+ public:
+  // Open parses the end records and the whole central directory of `file`
+  // (which must outlive the archive). Failure: kTruncated/kMalformed with the
+  // offset of the bad record, kLimitExceeded naming the limit.
+  static Result<ZipArchive> Open(Bytes file, const ZipLimits& limits = {});
+
+  const std::vector<ZipEntry>& entries() const { return entries_; }
+
+  // DataOffset locates an entry's data through its local header and checks
+  // that `compressed_len` bytes fit in the file.
+  Result<uint64_t> DataOffset(const ZipEntry& entry) const;
+  // StoredData is the zero-copy view of a stored entry's data.
+  Result<Bytes> StoredData(const ZipEntry& entry) const;
+  // ReadEntry returns the entry's uncompressed bytes: a copy of a stored entry
+  // or the inflated data of a deflated one, bounded by the limits. Other
+  // methods are kUnsupportedFormat.
+  Result<std::string> ReadEntry(const ZipEntry& entry) const;
+
+ private:
+  Bytes file_;
+  ZipLimits limits_;
+  std::vector<ZipEntry> entries_;
+};
+
+// LooksLikeZip is true when `file` starts with a local file header
+// (PK\x03\x04): the test torch itself uses to choose the zip reader.
+bool LooksLikeZip(Bytes file);
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_ZIP_READER_H_

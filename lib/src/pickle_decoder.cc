@@ -1,0 +1,354 @@
+#include "ckptguard/pickle_decoder.h"
+
+#include <algorithm>
+#include <string>
+
+#include "py_text.h"
+
+namespace ckptguard {
+namespace {
+
+constexpr uint64_t kCeilingOperandLen = uint64_t{1} << 40;
+constexpr uint64_t kCeilingLineLen = uint64_t{1} << 30;
+constexpr uint64_t kCeilingLongLen = uint64_t{1} << 24;
+constexpr uint64_t kCeilingFrameLen = uint64_t{1} << 40;
+constexpr uint64_t kCeilingOps = uint64_t{1} << 40;
+constexpr uint64_t kCeilingPickles = uint64_t{1} << 20;
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+// Rebase turns an error from a text helper (offset relative to the text) into
+// one at `base` + that offset, naming the opcode.
+Error Rebase(Error error, uint64_t base, std::string_view opname) {
+  error.offset += base;
+  error.where = std::string(opname);
+  return error;
+}
+
+void SetInt(PickleArg& arg, const py::PyInt& value) {
+  if (value.big) {
+    arg.type = PickleArgType::kBigInt;
+    arg.SetOwned(value.twos_le);
+  } else {
+    arg.type = PickleArgType::kInt;
+    arg.int_value = value.small;
+  }
+}
+
+}  // namespace
+
+PickleLimits PickleLimits::Clamped() const {
+  PickleLimits out = *this;
+  out.max_operand_len = std::min(max_operand_len, kCeilingOperandLen);
+  out.max_line_len = std::min(max_line_len, kCeilingLineLen);
+  out.max_long_len = std::min(max_long_len, kCeilingLongLen);
+  out.max_frame_len = std::min(max_frame_len, kCeilingFrameLen);
+  out.max_ops = std::min(max_ops, kCeilingOps);
+  out.max_pickles = std::min(max_pickles, kCeilingPickles);
+  return out;
+}
+
+PickleDecoder::PickleDecoder(Bytes input, const PickleLimits& limits, uint64_t base_offset)
+    : cursor_(input, base_offset), limits_(limits.Clamped()) {}
+
+Result<PickleOp> PickleDecoder::Next() {
+  if (failed_) return std::unexpected(*failed_);
+  const uint64_t start = cursor_.Offset();
+  ByteCursor saved = cursor_;
+  auto fail = [&](Error error) -> Result<PickleOp> {
+    cursor_ = saved;
+    failed_ = error;
+    return std::unexpected(std::move(error));
+  };
+  if (cursor_.Empty()) {
+    if (between_pickles_) {
+      return MakeError(ErrorCode::kInvalidArgument, start, "no pickle data left to decode");
+    }
+    return fail(Error{ErrorCode::kTruncated, start, {}, "pickle exhausted before STOP"});
+  }
+  if (num_ops_ >= limits_.max_ops) {
+    return fail(Error{ErrorCode::kLimitExceeded, start, {},
+                      "max_ops (" + Num(limits_.max_ops) + ") opcodes decoded"});
+  }
+  if (between_pickles_ && num_finished_ >= limits_.max_pickles) {
+    return fail(Error{ErrorCode::kLimitExceeded, start, {},
+                      "max_pickles (" + Num(limits_.max_pickles) + ") pickles in one stream"});
+  }
+  uint8_t byte = *cursor_.ReadU8();
+  const OpcodeInfo* info = FindOpcode(byte);
+  if (info == nullptr) {
+    static constexpr char kHexDigits[] = "0123456789abcdef";
+    std::string shown = "0x";
+    shown.push_back(kHexDigits[byte >> 4]);
+    shown.push_back(kHexDigits[byte & 0xf]);
+    return fail(Error{ErrorCode::kUnsupportedOpcode, start, {}, "unknown opcode " + shown});
+  }
+  PickleOp op;
+  op.code = info->code;
+  op.offset = start;
+  op.pickle_index = num_finished_;
+  if (Status st = DecodeOperand(*info, op); !st) {
+    Error error = std::move(st).error();
+    if (error.where.empty()) error.where = std::string(info->name);
+    return fail(std::move(error));
+  }
+  op.length = cursor_.Offset() - start;
+  ++num_ops_;
+  between_pickles_ = op.code == Opcode::kStop;
+  if (between_pickles_) ++num_finished_;
+  return op;
+}
+
+Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
+  PickleArg& arg = op.arg;
+  const std::string_view name = info.name;
+
+  // ReadCounted reads a length-prefixed operand after checking the length
+  // against `limit` (named `limit_name`) and against what remains.
+  auto read_counted = [&](uint64_t len, uint64_t limit, const char* limit_name) -> Result<Bytes> {
+    if (len > limit) {
+      return MakeError(ErrorCode::kLimitExceeded, op.offset,
+                       std::string(limit_name) + " (" + Num(limit) + ") exceeded by an operand of " +
+                           Num(len) + " bytes");
+    }
+    uint64_t at = cursor_.Offset();
+    Result<Bytes> bytes = cursor_.ReadBytes(len);
+    if (!bytes) {
+      return MakeError(ErrorCode::kTruncated, at,
+                       "operand of " + Num(len) + " bytes, only " + Num(cursor_.Remaining()) + " remain");
+    }
+    return bytes;
+  };
+  auto read_line = [&]() -> Result<Bytes> { return cursor_.ReadLine(limits_.max_line_len); };
+  auto check_utf8 = [&](std::string_view text, uint64_t at, bool surrogates) -> Status {
+    if (std::optional<size_t> bad = py::Utf8Error(text, surrogates)) {
+      return MakeError(ErrorCode::kMalformed, at + *bad, "invalid UTF-8");
+    }
+    return OkStatus();
+  };
+
+  switch (info.operand) {
+    case OperandKind::kNone:
+      return OkStatus();
+    case OperandKind::kUInt1: {
+      CKG_ASSIGN_OR_RETURN(uint8_t v, cursor_.ReadU8());
+      arg.type = PickleArgType::kUInt;
+      arg.uint_value = v;
+      break;
+    }
+    case OperandKind::kUInt2: {
+      CKG_ASSIGN_OR_RETURN(uint16_t v, cursor_.ReadU16LE());
+      arg.type = PickleArgType::kUInt;
+      arg.uint_value = v;
+      break;
+    }
+    case OperandKind::kUInt4: {
+      CKG_ASSIGN_OR_RETURN(uint32_t v, cursor_.ReadU32LE());
+      arg.type = PickleArgType::kUInt;
+      arg.uint_value = v;
+      break;
+    }
+    case OperandKind::kInt4: {
+      CKG_ASSIGN_OR_RETURN(int32_t v, cursor_.ReadI32LE());
+      arg.type = PickleArgType::kInt;
+      arg.int_value = v;
+      break;
+    }
+    case OperandKind::kUInt8: {  // FRAME
+      CKG_ASSIGN_OR_RETURN(uint64_t v, cursor_.ReadU64LE());
+      arg.type = PickleArgType::kUInt;
+      arg.uint_value = v;
+      if (v > limits_.max_frame_len) {
+        return MakeError(ErrorCode::kLimitExceeded, op.offset,
+                         "max_frame_len (" + Num(limits_.max_frame_len) + ") exceeded by a frame of " +
+                             Num(v) + " bytes");
+      }
+      if (v > cursor_.Remaining()) {
+        return MakeError(ErrorCode::kTruncated, op.offset,
+                         "frame of " + Num(v) + " bytes, only " + Num(cursor_.Remaining()) + " remain");
+      }
+      break;
+    }
+    case OperandKind::kFloat8: {
+      CKG_ASSIGN_OR_RETURN(double v, cursor_.ReadF64BE());
+      arg.type = PickleArgType::kFloat;
+      arg.float_value = v;
+      break;
+    }
+    case OperandKind::kDecimalNlShort:
+    case OperandKind::kDecimalNlLong: {
+      const uint64_t at = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
+      std::string_view text = AsStringView(line);
+      if (op.code == Opcode::kInt && (text == "00" || text == "01")) {
+        arg.type = PickleArgType::kBool;
+        arg.int_value = text == "01" ? 1 : 0;
+        break;
+      }
+      if (info.operand == OperandKind::kDecimalNlLong && !text.empty() && text.back() == 'L') {
+        text.remove_suffix(1);
+      }
+      Result<py::PyInt> value = py::ParseIntLiteral(text);
+      if (!value) return std::unexpected(Rebase(value.error(), at, name));
+      SetInt(arg, *value);
+      break;
+    }
+    case OperandKind::kFloatNl: {
+      const uint64_t at = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
+      Result<double> value = py::ParseFloatLiteral(AsStringView(line));
+      if (!value) return std::unexpected(Rebase(value.error(), at, name));
+      arg.type = PickleArgType::kFloat;
+      arg.float_value = *value;
+      break;
+    }
+    case OperandKind::kLong1:
+    case OperandKind::kLong4: {
+      uint64_t len;
+      if (info.operand == OperandKind::kLong1) {
+        CKG_ASSIGN_OR_RETURN(uint8_t n, cursor_.ReadU8());
+        len = n;
+      } else {
+        CKG_ASSIGN_OR_RETURN(int32_t n, cursor_.ReadI32LE());
+        if (n < 0) return MakeError(ErrorCode::kMalformed, op.offset + 1, "LONG4 byte count < 0");
+        len = static_cast<uint64_t>(n);
+      }
+      CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(len, limits_.max_long_len, "max_long_len"));
+      py::PyInt value = py::IntFromTwosComplement(AsStringView(bytes));
+      if (value.big) {
+        arg.type = PickleArgType::kBigInt;
+        arg.SetView(AsStringView(bytes));
+      } else {
+        arg.type = PickleArgType::kInt;
+        arg.int_value = value.small;
+      }
+      break;
+    }
+    case OperandKind::kStringNl: {  // STRING: quoted, escaped
+      const uint64_t at = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
+      std::string_view text = AsStringView(line);
+      if (text.size() < 2 || text.front() != text.back() || (text.front() != '\'' && text.front() != '"')) {
+        return MakeError(ErrorCode::kMalformed, at, "the STRING opcode argument must be quoted");
+      }
+      Result<std::string> decoded = py::DecodeBytesEscape(text.substr(1, text.size() - 2));
+      if (!decoded) return std::unexpected(Rebase(decoded.error(), at + 1, name));
+      arg.type = PickleArgType::kBytes;
+      arg.SetOwned(std::move(*decoded));
+      break;
+    }
+    case OperandKind::kStringNlNoEscape: {  // PERSID: ASCII line
+      const uint64_t at = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
+      for (size_t i = 0; i < line.size(); ++i) {
+        if (line[i] >= 0x80) {
+          return MakeError(ErrorCode::kMalformed, at + i, "persistent IDs in protocol 0 must be ASCII strings");
+        }
+      }
+      arg.type = PickleArgType::kString;
+      arg.SetView(AsStringView(line));
+      break;
+    }
+    case OperandKind::kStringNlNoEscapePair: {  // GLOBAL, INST: module line, name line
+      const uint64_t at_module = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes module, read_line());
+      CKG_TRY(check_utf8(AsStringView(module), at_module, false));
+      const uint64_t at_name = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes qualname, read_line());
+      CKG_TRY(check_utf8(AsStringView(qualname), at_name, false));
+      arg.type = PickleArgType::kGlobal;
+      arg.SetView(AsStringView(module));
+      arg.SetName(std::string(AsStringView(qualname)));
+      break;
+    }
+    case OperandKind::kString1:
+    case OperandKind::kBytes1:
+    case OperandKind::kUnicodeString1: {
+      CKG_ASSIGN_OR_RETURN(uint8_t n, cursor_.ReadU8());
+      const uint64_t at = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(n, limits_.max_operand_len, "max_operand_len"));
+      if (info.operand == OperandKind::kUnicodeString1) {
+        CKG_TRY(check_utf8(AsStringView(bytes), at, true));
+        arg.type = PickleArgType::kString;
+      } else {
+        arg.type = PickleArgType::kBytes;
+      }
+      arg.SetView(AsStringView(bytes));
+      break;
+    }
+    case OperandKind::kString4: {  // BINSTRING: signed length
+      CKG_ASSIGN_OR_RETURN(int32_t n, cursor_.ReadI32LE());
+      if (n < 0) return MakeError(ErrorCode::kMalformed, op.offset + 1, "BINSTRING pickle has negative byte count");
+      CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(static_cast<uint64_t>(n), limits_.max_operand_len, "max_operand_len"));
+      arg.type = PickleArgType::kBytes;
+      arg.SetView(AsStringView(bytes));
+      break;
+    }
+    case OperandKind::kBytes4:
+    case OperandKind::kUnicodeString4: {
+      CKG_ASSIGN_OR_RETURN(uint32_t n, cursor_.ReadU32LE());
+      const uint64_t at = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(n, limits_.max_operand_len, "max_operand_len"));
+      if (info.operand == OperandKind::kUnicodeString4) {
+        CKG_TRY(check_utf8(AsStringView(bytes), at, true));
+        arg.type = PickleArgType::kString;
+      } else {
+        arg.type = PickleArgType::kBytes;
+      }
+      arg.SetView(AsStringView(bytes));
+      break;
+    }
+    case OperandKind::kBytes8:
+    case OperandKind::kByteArray8:
+    case OperandKind::kUnicodeString8: {
+      CKG_ASSIGN_OR_RETURN(uint64_t n, cursor_.ReadU64LE());
+      const uint64_t at = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(n, limits_.max_operand_len, "max_operand_len"));
+      if (info.operand == OperandKind::kUnicodeString8) {
+        CKG_TRY(check_utf8(AsStringView(bytes), at, true));
+        arg.type = PickleArgType::kString;
+      } else {
+        arg.type = PickleArgType::kBytes;
+      }
+      arg.SetView(AsStringView(bytes));
+      break;
+    }
+    case OperandKind::kUnicodeStringNl: {
+      const uint64_t at = cursor_.Offset();
+      CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
+      Result<std::string> decoded = py::DecodeRawUnicodeEscape(AsStringView(line));
+      if (!decoded) return std::unexpected(Rebase(decoded.error(), at, name));
+      arg.type = PickleArgType::kString;
+      arg.SetOwned(std::move(*decoded));
+      break;
+    }
+  }
+  if (op.code == Opcode::kProto && arg.uint_value > static_cast<uint64_t>(kHighestProtocol)) {
+    return MakeError(ErrorCode::kMalformed, op.offset + 1,
+                     "unsupported pickle protocol: " + Num(arg.uint_value));
+  }
+  return OkStatus();
+}
+
+DecodedStream DecodeStream(Bytes input, const PickleLimits& limits, uint64_t base_offset,
+                           uint32_t max_pickles) {
+  DecodedStream out;
+  PickleDecoder decoder(input, limits, base_offset);
+  while (true) {
+    if (decoder.BetweenPickles() &&
+        (decoder.AtEnd() || (max_pickles != 0 && decoder.NumPicklesFinished() >= max_pickles))) {
+      break;
+    }
+    Result<PickleOp> op = decoder.Next();
+    if (!op) {
+      out.error = std::move(op).error();
+      break;
+    }
+    out.ops.push_back(std::move(*op));
+  }
+  out.end_offset = decoder.Offset();
+  out.num_pickles = decoder.NumPicklesFinished();
+  return out;
+}
+
+}  // namespace ckptguard
