@@ -24,8 +24,12 @@ if(CKPTGUARD_SANITIZE)
   target_link_options(ckptguard_sanitize INTERFACE -fsanitize=${_ckg_san})
 endif()
 
-if(CKPTGUARD_FUZZ AND NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
-  message(FATAL_ERROR "CKPTGUARD_FUZZ=ON needs clang (libFuzzer); configure with the 'fuzz' preset")
+if(CKPTGUARD_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "CKPTGUARD_FUZZ=ON needs clang (libFuzzer); configure with the 'fuzz' preset")
+  endif()
+  # Coverage instrumentation for everything the fuzz targets link.
+  target_compile_options(ckptguard_sanitize INTERFACE -fsanitize=fuzzer-no-link)
 endif()
 
 # ckptguard_defaults bundles the three for project targets.

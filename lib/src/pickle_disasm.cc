@@ -5,36 +5,11 @@
 #include <set>
 #include <vector>
 
+#include "ckptguard/torch_legacy.h"
 #include "py_text.h"
 
 namespace ckptguard {
 namespace {
-
-constexpr int64_t kLegacyProtocolVersion = 1001;
-
-// SingleIntPickle is true when `ops` is one pickle holding just the int
-// `value` (PROTO is allowed before it): how the legacy torch header looks.
-bool SingleIntPickle(std::span<const PickleOp> ops, int64_t value, std::string_view big_value) {
-  std::vector<const PickleOp*> body;
-  for (const PickleOp& op : ops) {
-    if (op.code != Opcode::kProto) body.push_back(&op);
-  }
-  if (body.size() != 2 || body[1]->code != Opcode::kStop) return false;
-  const PickleArg& arg = body[0]->arg;
-  if (arg.type == PickleArgType::kInt) return big_value.empty() && arg.int_value == value;
-  if (arg.type == PickleArgType::kUInt) {  // BININT1, BININT2
-    return big_value.empty() && value >= 0 && arg.uint_value == static_cast<uint64_t>(value);
-  }
-  if (arg.type == PickleArgType::kBigInt) {
-    // Compare values, not encodings: drop redundant sign-extension bytes.
-    std::string_view data = arg.Data();
-    while (data.size() > 1 && data.back() == '\0' && static_cast<uint8_t>(data[data.size() - 2]) < 0x80) {
-      data.remove_suffix(1);
-    }
-    return !big_value.empty() && data == big_value;
-  }
-  return false;
-}
 
 std::string OpcodeColumn(Opcode code) {
   auto byte = static_cast<uint8_t>(code);
@@ -90,10 +65,7 @@ SourcePickles DecodeSource(const PickleSource& source, const PickleLimits& limit
     std::span<const PickleOp> pickle(out.stream.ops.data() + pickle_begin, out.stream.ops.size() - pickle_begin);
     pickle_begin = out.stream.ops.size();
     const uint32_t finished = decoder.NumPicklesFinished();
-    if (finished == 1) out.legacy_torch = SingleIntPickle(pickle, 0, kLegacyTorchMagicLE);
-    if (finished == 2 && !out.legacy_torch) {
-      out.legacy_torch = SingleIntPickle(pickle, kLegacyProtocolVersion, {});
-    }
+    if (finished <= 2 && !out.legacy_torch) out.legacy_torch = IsLegacyHeaderPickle(pickle, static_cast<int>(finished) - 1);
   }
   out.stream.end_offset = decoder.Offset();
   out.stream.num_pickles = decoder.NumPicklesFinished();

@@ -29,9 +29,6 @@ struct SourcePickles {
   uint64_t trailing_len = 0;
 };
 
-// kLegacyTorchMagic is the magic number pickled first by torch's legacy format.
-inline constexpr std::string_view kLegacyTorchMagicLE = "\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
-
 // DecodeSource decodes pickle after pickle from source.start until the data
 // ends or an error; a stream whose first pickle is the legacy magic number, or
 // whose second is the legacy protocol version 1001, stops after five pickles.

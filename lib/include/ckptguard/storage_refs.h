@@ -1,0 +1,38 @@
+// CollectStorageRefs: the storages a torch pickle refers to, without running it.
+//
+// torch.save writes each storage as BINPERSID of the tuple
+// ('storage', <GLOBAL torch XStorage>, key, location, numel[, view_metadata]).
+// The container layer needs those (key -> storage type, numel) to check the
+// records (zip data/<key>, legacy raw records) before anything loads them.
+#ifndef CKPTGUARD_STORAGE_REFS_H_
+#define CKPTGUARD_STORAGE_REFS_H_
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ckptguard/pickle_decoder.h"
+
+namespace ckptguard {
+
+struct StorageRef {
+  uint64_t offset = 0;        // offset of the BINPERSID op
+  std::string module;         // "torch"
+  std::string storage_type;   // "FloatStorage"
+  std::string key;            // "0"
+  std::string location;       // "cpu"
+  int64_t numel = 0;          // elements of the storage type (bytes for UntypedStorage)
+};
+
+// CollectStorageRefs walks the ops of one pickle with a crude stack machine
+// that tracks only literal strings, ints, globals and tuples (through the
+// memo), and returns every persistent id shaped like a torch storage, in
+// order (a storage used twice appears twice). Anything else on the stack is
+// opaque; nothing is called. Persistent ids of another shape are ignored here
+// (the VM refuses them). Linear in the number of ops.
+std::vector<StorageRef> CollectStorageRefs(std::span<const PickleOp> ops);
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_STORAGE_REFS_H_

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job on the sample files in examples/: installs what is needed,
+# builds ckptguard (release) and shows what it sees inside each sample,
+# benign and hostile, without executing anything.
+# Usage: scripts/demo.sh   (from anywhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$(nproc)" --target ckptguard
+bin=build/release/cli/ckptguard
+for f in examples/*; do
+  case "$f" in *.md) continue ;; esac
+  echo
+  echo "### ckptguard disasm $f"
+  "$bin" disasm "$f"
+done

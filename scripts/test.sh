@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this):
+#   1. install the Debian packages (scripts/setup.sh),
+#   2. build with AddressSanitizer + UBSan and run every CTest test
+#      (Boost.Test suites, the pickletools oracle, fuzz-target replays),
+#   3. build the libFuzzer targets with clang and run each briefly.
+# Usage: scripts/test.sh   (from anywhere; FUZZ_SECONDS=N changes step 3's time box)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+jobs=$(nproc)
+cmake --preset asan-ubsan >/dev/null
+cmake --build --preset asan-ubsan -j "$jobs"
+ctest --preset asan-ubsan -j "$jobs"
+
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz -j "$jobs"
+bash scripts/run_fuzzers.sh build/fuzz "${FUZZ_SECONDS:-20}"
+
+# Nothing from the hostile corpus may ever have run.
+if ls /tmp/ckptguard-pwned-* >/dev/null 2>&1; then
+  echo "FAIL: payload markers exist: $(ls /tmp/ckptguard-pwned-*)" >&2
+  exit 1
+fi
