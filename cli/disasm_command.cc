@@ -8,7 +8,7 @@
 
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/pickle_disasm.h"
-#include "ckptguard/pickle_locator.h"
+#include "ckptguard/container.h"
 #include "cli_util.h"
 
 namespace ckptguard::cli {
@@ -57,12 +57,16 @@ json ArgJson(const PickleOp& op, size_t max_chars) {
   return nullptr;
 }
 
-std::string SourceTitle(const std::string& path, const LocatedPickles& located, const PickleSource& source) {
-  std::string title = "== " + path + ": " + located.container;
+std::string SourceTitle(const std::string& path, const std::string& nested_path, const Container& container,
+                        const PickleSource& source) {
+  std::string title = "== " + path;
+  if (!nested_path.empty()) title += " > " + nested_path;
+  title += ": " + std::string(ContainerFormatName(container.format));
+  for (Wrapper w : container.wrappers) title += " in " + std::string(WrapperName(w));
   if (!source.entry.empty()) {
     title += ", entry '" + source.entry + "' (" + (source.deflated ? "deflated" : "stored") + ", " +
              std::to_string(source.data.size()) + " bytes";
-    if (source.file_offset) title += " at file offset " + std::to_string(*source.file_offset);
+    if (source.file_offset) title += " at offset " + std::to_string(*source.file_offset);
     title += ")";
   }
   if (source.start != 0) title += ", pickle at offset " + std::to_string(source.start);
@@ -74,6 +78,60 @@ struct FileOutcome {
   json doc;
 };
 
+void DisasmSource(const std::string& path, const std::string& nested_path, const Container& container,
+                  const PickleSource& source, const DisasmFlags& flags, const DisasmOptions& options,
+                  std::ostream& out, FileOutcome& outcome, json& sources) {
+  SourcePickles decoded = DecodeSource(source, flags.limits);
+  const auto pickles = SplitPickles(decoded.stream);
+  json src{{"container", nested_path},
+           {"format", std::string(ContainerFormatName(container.format))},
+           {"entry", source.entry},
+           {"deflated", source.deflated},
+           {"file_offset", source.file_offset ? json(*source.file_offset) : json(nullptr)},
+           {"start", source.start},
+           {"legacy_torch", decoded.legacy_torch},
+           {"pickles", decoded.stream.num_pickles},
+           {"trailing_len", decoded.trailing_len},
+           {"error", decoded.stream.error ? ErrorJson(*decoded.stream.error) : json(nullptr)}};
+  if (flags.json) {
+    json ops = json::array();
+    for (const PickleOp& op : decoded.stream.ops) {
+      json o{{"pickle", op.pickle_index},
+             {"offset", op.offset},
+             {"length", op.length},
+             {"opcode", std::string(op.Info().name)},
+             {"byte", static_cast<int>(op.code)},
+             {"proto", op.Info().proto},
+             {"arg", ArgJson(op, options.max_arg_chars)},
+             {"repr", ArgRepr(op, options.max_arg_chars)}};
+      if (source.file_offset) o["file_offset"] = *source.file_offset + op.offset;
+      ops.push_back(std::move(o));
+    }
+    src["ops"] = std::move(ops);
+  } else {
+    out << SourceTitle(path, nested_path, container, source) << "\n";
+    for (size_t i = 0; i < pickles.size(); ++i) {
+      if (pickles.size() > 1 || decoded.stream.error) {
+        out << "-- pickle " << i + 1 << " at offset " << pickles[i].front().offset << "\n";
+      }
+      const bool complete = pickles[i].back().code == Opcode::kStop;
+      out << DisassemblePickle(pickles[i], complete, options);
+    }
+    if (decoded.legacy_torch) {
+      out << "-- legacy torch format: " << decoded.trailing_len
+          << " bytes of raw storage records follow the five pickles\n";
+    }
+    if (decoded.stream.error) out << "!! " << decoded.stream.error->ToString() << "\n";
+  }
+  if (decoded.stream.error) {
+    Error error = *decoded.stream.error;
+    if (!source.entry.empty()) error.where = source.entry + (error.where.empty() ? "" : ", " + error.where);
+    ReportError(path, error);
+    outcome.ok = false;
+  }
+  sources.push_back(std::move(src));
+}
+
 FileOutcome DisasmOne(const std::string& path, const DisasmFlags& flags, std::ostream& out) {
   FileOutcome outcome;
   outcome.doc = json{{"path", path}};
@@ -84,78 +142,39 @@ FileOutcome DisasmOne(const std::string& path, const DisasmFlags& flags, std::os
     outcome.doc["error"] = ErrorJson(file.error());
     return outcome;
   }
-  Result<LocatedPickles> located = LocatePickles(file->data());
-  if (!located) {
-    ReportError(path, located.error());
-    outcome.ok = false;
-    outcome.doc["error"] = ErrorJson(located.error());
-    return outcome;
-  }
-  outcome.doc["container"] = located->container;
-  outcome.doc["notes"] = located->notes;
-  json entry_errors = json::array();
-  for (const Error& error : located->entry_errors) {
-    ReportError(path, error);
-    entry_errors.push_back(ErrorJson(error));
-    outcome.ok = false;
-  }
-  outcome.doc["entry_errors"] = entry_errors;
-  if (!flags.json) {
-    for (const std::string& note : located->notes) out << "== " << path << ": " << note << "\n";
-  }
+  ContainerLimits limits;
+  limits.pickle = flags.limits;
+  const Container root = OpenContainer(file->data(), limits);
+  outcome.doc["format"] = std::string(ContainerFormatName(root.format));
   DisasmOptions options;
   options.indent = flags.indent;
   options.max_arg_chars = flags.full_args ? 0 : flags.max_arg_chars;
   json sources = json::array();
-  for (const PickleSource& source : located->sources) {
-    SourcePickles decoded = DecodeSource(source, flags.limits);
-    const auto pickles = SplitPickles(decoded.stream);
-    json src{{"entry", source.entry},
-             {"deflated", source.deflated},
-             {"file_offset", source.file_offset ? json(*source.file_offset) : json(nullptr)},
-             {"start", source.start},
-             {"legacy_torch", decoded.legacy_torch},
-             {"pickles", decoded.stream.num_pickles},
-             {"trailing_len", decoded.trailing_len},
-             {"error", decoded.stream.error ? ErrorJson(*decoded.stream.error) : json(nullptr)}};
-    if (flags.json) {
-      json ops = json::array();
-      for (const PickleOp& op : decoded.stream.ops) {
-        json o{{"pickle", op.pickle_index},
-               {"offset", op.offset},
-               {"length", op.length},
-               {"opcode", std::string(op.Info().name)},
-               {"byte", static_cast<int>(op.code)},
-               {"proto", op.Info().proto},
-               {"arg", ArgJson(op, options.max_arg_chars)},
-               {"repr", ArgRepr(op, options.max_arg_chars)}};
-        if (source.file_offset) o["file_offset"] = *source.file_offset + op.offset;
-        ops.push_back(std::move(o));
-      }
-      src["ops"] = std::move(ops);
-    } else {
-      out << SourceTitle(path, *located, source) << "\n";
-      for (size_t i = 0; i < pickles.size(); ++i) {
-        if (pickles.size() > 1 || decoded.stream.error) {
-          out << "-- pickle " << i + 1 << " at offset " << pickles[i].front().offset << "\n";
-        }
-        const bool complete = pickles[i].back().code == Opcode::kStop;
-        out << DisassemblePickle(pickles[i], complete, options);
-      }
-      if (decoded.legacy_torch) {
-        out << "-- legacy torch format: " << decoded.trailing_len
-            << " bytes of raw storage records follow the five pickles\n";
-      }
-      if (decoded.stream.error) out << "!! " << decoded.stream.error->ToString() << "\n";
-    }
-    if (decoded.stream.error) {
-      Error error = *decoded.stream.error;
-      if (!source.entry.empty()) error.where = source.entry + (error.where.empty() ? "" : ", " + error.where);
-      ReportError(path, error);
+  json notes = json::array();
+  json errors = json::array();
+  ForEachContainer(root, [&](const Container& container, const std::string& nested_path) {
+    const std::string where = nested_path.empty() ? path : path + " > " + nested_path;
+    if (container.error) {
+      ReportError(where, *container.error);
+      errors.push_back(ErrorJson(*container.error));
       outcome.ok = false;
     }
-    sources.push_back(std::move(src));
-  }
+    if (container.format == ContainerFormat::kUnknown) {
+      const std::string note = "not a model file ckptguard knows: " + container.reason;
+      if (!flags.json) out << "== " << where << ": " << note << "\n";
+      notes.push_back(note);
+      outcome.ok = false;
+    } else if (container.pickles.empty()) {
+      const std::string note = std::string(ContainerFormatName(container.format)) + ": holds no pickle";
+      if (!flags.json) out << "== " << where << ": " << note << "\n";
+      notes.push_back(note);
+    }
+    for (const PickleSource& source : container.pickles) {
+      DisasmSource(path, nested_path, container, source, flags, options, out, outcome, sources);
+    }
+  });
+  outcome.doc["notes"] = std::move(notes);
+  outcome.doc["errors"] = std::move(errors);
   outcome.doc["sources"] = std::move(sources);
   return outcome;
 }
@@ -165,12 +184,15 @@ FileOutcome DisasmOne(const std::string& path, const DisasmFlags& flags, std::os
 void AddDisasmCommand(CLI::App& app, DisasmFlags& flags) {
   CLI::App* cmd = app.add_subcommand("disasm", "Print the opcodes of every pickle in model files, like pickletools.dis");
   cmd->footer(R"(What it reads:
-  The container is decided by content, never by the file name. A zip (torch.save
-  since 1.6, TorchScript, .npz) is read through its central directory, as torch
-  reads it, and every entry holding a pickle is shown under its entry name; a
-  .npy with an object dtype shows the pickle after its header; safetensors holds
-  no pickle; anything else is a stream of pickles from byte 0 (legacy torch
-  files are five pickles followed by raw storage records).
+  The container is decided by content, never by the file name (see 'ckptguard
+  info'). A zip (torch.save since 1.6, TorchScript, .npz) is read through its
+  central directory, as torch reads it, and every entry holding a pickle is
+  shown under its entry name; a .npy with an object dtype shows the pickle after
+  its header; gzip, bzip2 and xz wrappers are opened; safetensors holds no
+  pickle (unless it is also a pickle, which torch.load would run); anything else
+  is a stream of pickles from byte 0 (legacy torch files are five pickles
+  followed by raw storage records). Archives inside archives and zips appended
+  to pickles are shown too, under "file > entry".
 
 Output:
   Each line is "offset: opcode-byte [MARK indentation] NAME argument", the layout

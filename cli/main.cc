@@ -7,6 +7,7 @@
 
 #include "cli_util.h"
 #include "disasm_command.h"
+#include "info_command.h"
 
 int main(int argc, char** argv) {
   using namespace ckptguard::cli;
@@ -14,6 +15,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("ckptguard ") + CKPTGUARD_VERSION);
   app.footer("Run 'ckptguard COMMAND --help' for what a command reads, prints and returns.");
+  InfoFlags info_flags;
+  AddInfoCommand(app, info_flags);
   DisasmFlags disasm_flags;
   AddDisasmCommand(app, disasm_flags);
   try {
@@ -22,6 +25,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? kExitOk : kExitError;
   }
   try {
+    if (app.got_subcommand("info")) return RunInfo(info_flags);
     if (app.got_subcommand("disasm")) return RunDisasm(disasm_flags);
   } catch (const std::bad_alloc&) {
     std::cerr << "ckptguard: out of memory\n";

@@ -8,7 +8,7 @@ PACKAGES=(
   # toolchain and build
   g++ cmake ninja-build pkg-config
   # libraries
-  zlib1g-dev nlohmann-json3-dev libcli11-dev
+  zlib1g-dev libbz2-dev liblzma-dev nlohmann-json3-dev libcli11-dev
   # tests: Boost.Test, and Debian's python3 for the pickletools oracle
   libboost-test-dev python3
   # fuzzing: clang-16 with libFuzzer and libc++ (libstdc++ 12's <expected>

@@ -13,7 +13,7 @@
 
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/pickle_disasm.h"
-#include "ckptguard/pickle_locator.h"
+#include "ckptguard/container.h"
 #include "test_util.h"
 
 namespace ckptguard {
@@ -48,14 +48,14 @@ BOOST_DATA_TEST_CASE(disassembly_equals_pickletools, bdata::make(FileNames()), f
   const json oracle = Oracle(file);
   Result<MappedFile> mapped = MappedFile::Open(file.string());
   BOOST_REQUIRE(mapped.has_value());
-  Result<LocatedPickles> located = LocatePickles(mapped->data());
-  if (!located) BOOST_FAIL(located.error().ToString());
-  BOOST_TEST(located->entry_errors.empty());
+  const Container container = OpenContainer(mapped->data());
+  BOOST_TEST(!container.error.has_value());
+  BOOST_TEST(container.nested.empty());
 
   const json& sources = oracle.at("sources");
-  BOOST_REQUIRE_EQUAL(located->sources.size(), sources.size());
+  BOOST_REQUIRE_EQUAL(container.pickles.size(), sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {
-    const PickleSource& source = located->sources[i];
+    const PickleSource& source = container.pickles[i];
     BOOST_TEST_CONTEXT("entry '" << source.entry << "'") {
       BOOST_TEST(source.entry == sources[i].at("entry").get<std::string>());
       SourcePickles decoded = DecodeSource(source);
@@ -91,10 +91,9 @@ BOOST_AUTO_TEST_CASE(hostile_pickles_are_found_where_torch_reads_them) {
     BOOST_TEST_CONTEXT(name) {
       Result<MappedFile> mapped = MappedFile::Open((testing::CorpusDir() / "malicious" / name).string());
       BOOST_REQUIRE(mapped.has_value());
-      Result<LocatedPickles> located = LocatePickles(mapped->data());
-      BOOST_REQUIRE(located.has_value());
+      const Container container = OpenContainer(mapped->data());
       bool found = false;
-      for (const PickleSource& source : located->sources) {
+      for (const PickleSource& source : container.pickles) {
         for (const PickleOp& op : DecodeSource(source).stream.ops) {
           if (op.code == Opcode::kGlobal && op.arg.Data() == "os" && op.arg.Name() == "system") found = true;
           if (op.code == Opcode::kShortBinUnicode && op.arg.Data() == "system") found = true;

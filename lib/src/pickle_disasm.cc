@@ -50,7 +50,8 @@ SourcePickles DecodeSource(const PickleSource& source, const PickleLimits& limit
   PickleDecoder decoder(data, limits, source.start);
   size_t pickle_begin = 0;
   while (!(decoder.BetweenPickles() && decoder.AtEnd())) {
-    if (out.legacy_torch && decoder.BetweenPickles() && decoder.NumPicklesFinished() == 5) {
+    if (decoder.BetweenPickles() && ((out.legacy_torch && decoder.NumPicklesFinished() == 5) ||
+                                     (source.max_pickles != 0 && decoder.NumPicklesFinished() >= source.max_pickles))) {
       out.trailing_len = source.data.size() - (decoder.Offset());
       break;
     }

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <cstdio>
+#include <map>
+#include <optional>
 
 namespace ckptguard {
 namespace {
@@ -42,6 +45,8 @@ struct Directory {
   uint64_t num_entries = 0;
   uint64_t size = 0;
   uint64_t offset = 0;
+  uint64_t zip64_end_offset = 0;
+  bool zip64 = false;
 };
 
 Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
@@ -53,7 +58,7 @@ Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
   CKG_ASSIGN_OR_RETURN(uint16_t entries_total, end.ReadU16LE());
   CKG_ASSIGN_OR_RETURN(uint32_t cd_size, end.ReadU32LE());
   CKG_ASSIGN_OR_RETURN(uint32_t cd_offset, end.ReadU32LE());
-  Directory dir{entries_total, cd_size, cd_offset};
+  Directory dir{entries_total, cd_size, cd_offset, 0, false};
   if (disk != 0 || cd_disk != 0 || entries_on_disk != entries_total) {
     return MakeError(ErrorCode::kUnsupportedFormat, end_pos, "multi-disk zip archives are not supported");
   }
@@ -80,7 +85,7 @@ Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
     if (z_on_disk != z_total) {
       return MakeError(ErrorCode::kUnsupportedFormat, z64_pos, "multi-disk zip archives are not supported");
     }
-    dir = Directory{z_total, z_size, z_offset};
+    dir = Directory{z_total, z_size, z_offset, z64_pos, true};
   }
   if (dir.offset > file.size() || dir.size > file.size() - dir.offset) {
     return MakeError(ErrorCode::kMalformed, end_pos,
@@ -136,6 +141,17 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
   zip.limits_ = limits.Clamped();
   CKG_ASSIGN_OR_RETURN(uint64_t end_pos, FindEndRecord(file));
   CKG_ASSIGN_OR_RETURN(Directory dir, ReadDirectoryLocation(file, end_pos));
+  {
+    ByteCursor end(file.subspan(static_cast<size_t>(end_pos)), end_pos);
+    CKG_TRY(end.Skip(20));
+    CKG_ASSIGN_OR_RETURN(uint16_t comment_len, end.ReadU16LE());
+    zip.layout_.end_record_offset = end_pos;
+    zip.layout_.end_record_len = kEndRecordLen + comment_len;
+    zip.layout_.directory_offset = dir.offset;
+    zip.layout_.directory_len = dir.size;
+    zip.layout_.zip64 = dir.zip64;
+    zip.layout_.zip64_end_offset = dir.zip64_end_offset;
+  }
   if (dir.num_entries > zip.limits_.max_entries) {
     return MakeError(ErrorCode::kLimitExceeded, end_pos,
                      "max_entries (" + Num(zip.limits_.max_entries) + ") exceeded: the directory lists " +
@@ -179,10 +195,11 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
                             local_offset == 0xffffffffu));
     zip.entries_.push_back(std::move(entry));
   }
+  zip.layout_.directory_end = cd.Offset();
   return zip;
 }
 
-Result<uint64_t> ZipArchive::DataOffset(const ZipEntry& entry) const {
+Result<ZipLocalHeader> ZipArchive::ReadLocalHeader(const ZipEntry& entry) const {
   const uint64_t at = entry.local_header_offset;
   if (at > file_.size() || file_.size() - at < 30) {
     return MakeError(ErrorCode::kMalformed, entry.central_offset,
@@ -193,10 +210,40 @@ Result<uint64_t> ZipArchive::DataOffset(const ZipEntry& entry) const {
   if (sig != kLocalHeaderSig) {
     return MakeError(ErrorCode::kMalformed, at, "bad local header signature", entry.name);
   }
-  CKG_TRY(local.Skip(22));
+  ZipLocalHeader header;
+  CKG_TRY(local.Skip(2));  // version needed
+  CKG_ASSIGN_OR_RETURN(header.flags, local.ReadU16LE());
+  CKG_ASSIGN_OR_RETURN(header.method, local.ReadU16LE());
+  CKG_TRY(local.Skip(4));  // time, date
+  CKG_ASSIGN_OR_RETURN(header.crc32, local.ReadU32LE());
+  CKG_ASSIGN_OR_RETURN(uint32_t csize, local.ReadU32LE());
+  CKG_ASSIGN_OR_RETURN(uint32_t usize, local.ReadU32LE());
   CKG_ASSIGN_OR_RETURN(uint16_t name_len, local.ReadU16LE());
   CKG_ASSIGN_OR_RETURN(uint16_t extra_len, local.ReadU16LE());
-  const uint64_t data = at + 30 + name_len + extra_len;
+  Result<Bytes> name = local.ReadBytes(name_len);
+  const uint64_t extra_offset = local.Offset();
+  Result<Bytes> extra = name ? local.ReadBytes(extra_len) : name;
+  if (!name || !extra) {
+    return MakeError(ErrorCode::kTruncated, at, "local header name or extra field runs past the end of the file",
+                     entry.name);
+  }
+  header.name = std::string(AsStringView(*name));
+  header.compressed_len = csize;
+  header.uncompressed_len = usize;
+  ZipEntry sizes;
+  sizes.compressed_len = csize;
+  sizes.uncompressed_len = usize;
+  if (ApplyZip64Extra(*extra, extra_offset, sizes, usize == 0xffffffffu, csize == 0xffffffffu, false)) {
+    header.compressed_len = sizes.compressed_len;
+    header.uncompressed_len = sizes.uncompressed_len;
+  }
+  header.data_offset = local.Offset();
+  return header;
+}
+
+Result<uint64_t> ZipArchive::DataOffset(const ZipEntry& entry) const {
+  CKG_ASSIGN_OR_RETURN(ZipLocalHeader local, ReadLocalHeader(entry));
+  const uint64_t data = local.data_offset;
   if (data > file_.size() || entry.compressed_len > file_.size() - data) {
     return MakeError(ErrorCode::kTruncated, data,
                      "entry data (" + Num(entry.compressed_len) + " bytes) runs past the end of the file",
@@ -277,6 +324,170 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry) const {
     return MakeError(ErrorCode::kMalformed, data_offset + in_pos,
                      "inflates to " + Num(out_pos) + " bytes, not the declared " + Num(entry.uncompressed_len),
                      entry.name);
+  }
+  return out;
+}
+
+namespace {
+
+constexpr uint32_t kDataDescriptorSig = 0x08074b50;
+constexpr uint16_t kFlagEncrypted = 0x0001;
+constexpr uint16_t kFlagDataDescriptor = 0x0008;
+constexpr uint16_t kFlagPatched = 0x0020;
+constexpr uint16_t kFlagStrongEncryption = 0x0040;
+
+// Crc32 of `data`, fed to zlib in chunks its 32-bit length can take.
+uint32_t Crc32(Bytes data) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  size_t pos = 0;
+  while (pos < data.size()) {
+    const size_t n = std::min<size_t>(data.size() - pos, size_t{1} << 30);
+    crc = crc32(crc, data.data() + pos, static_cast<uInt>(n));
+    pos += n;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+// DescriptorLen is the length of the data descriptor that follows an entry's
+// data when flag bit 3 is set: signature optional, sizes 4 or 8 bytes. The
+// length that makes the next record start right after it wins.
+uint64_t DescriptorLen(Bytes file, uint64_t data_end, uint64_t next_start) {
+  const bool has_sig = data_end <= file.size() && file.size() - data_end >= 4 &&
+                       LoadU32(file, static_cast<size_t>(data_end)) == kDataDescriptorSig;
+  const uint64_t short_len = has_sig ? 16 : 12, long_len = has_sig ? 24 : 20;
+  return data_end + long_len == next_start ? long_len : short_len;
+}
+
+struct Span {
+  uint64_t begin, end;
+  size_t entry;  // index, or SIZE_MAX for the archive's own records
+};
+
+}  // namespace
+
+Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses) {
+  Anomalies out;
+  std::vector<ZipEntryStatus> local_statuses;
+  std::vector<ZipEntryStatus>& status = statuses != nullptr ? *statuses : local_statuses;
+  status.assign(zip.entries().size(), ZipEntryStatus{});
+  const Bytes file = zip.file();
+  const auto& entries = zip.entries();
+  const ZipLayout& layout = zip.layout();
+  std::vector<Span> spans;
+  std::map<std::string, std::vector<size_t>> by_name;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const ZipEntry& e = entries[i];
+    by_name[e.name].push_back(i);
+    if ((e.flags & kFlagEncrypted) != 0) {
+      out.push_back({"zip.encrypted", e.central_offset, e.name, "entry is encrypted (flag bit 0); torch refuses it"});
+    }
+    if ((e.flags & (kFlagPatched | kFlagStrongEncryption)) != 0) {
+      out.push_back({"zip.refused_flags", e.central_offset, e.name,
+                     std::string((e.flags & kFlagPatched) != 0 ? "flag bit 5 (patched data)" : "flag bit 6 (strong encryption)") +
+                         " is refused by torch's reader"});
+    }
+    if (e.method != kZipMethodStored && e.method != kZipMethodDeflated) {
+      out.push_back({"zip.unsupported_method", e.central_offset, e.name,
+                     "compression method " + Num(e.method) + "; torch reads only stored (0) and deflated (8)"});
+    }
+    Result<ZipLocalHeader> local = zip.ReadLocalHeader(e);
+    if (!local) {
+      out.push_back({"zip.bad_entry", local.error().offset, e.name, local.error().detail});
+      continue;
+    }
+    if (local->name != e.name) {
+      out.push_back({"zip.local_name_mismatch", e.local_header_offset, e.name,
+                     "local header names it '" + local->name + "'; torch reads the central directory's '" + e.name +
+                         "'"});
+    }
+    std::string fields;
+    if (local->method != e.method) fields += " method";
+    if ((local->flags & ~kFlagDataDescriptor) != (e.flags & ~kFlagDataDescriptor)) fields += " flags";
+    // With a data descriptor the local sizes and CRC may legitimately be zero.
+    const bool deferred = (local->flags & kFlagDataDescriptor) != 0;
+    if (!(deferred && local->crc32 == 0) && local->crc32 != e.crc32) fields += " crc32";
+    if (!(deferred && local->compressed_len == 0) && local->compressed_len != e.compressed_len) {
+      fields += " compressed_size";
+    }
+    if (!(deferred && local->uncompressed_len == 0) && local->uncompressed_len != e.uncompressed_len) {
+      fields += " uncompressed_size";
+    }
+    if (!fields.empty()) {
+      out.push_back({"zip.local_header_mismatch", e.local_header_offset, e.name,
+                     "local header disagrees with the central directory on:" + fields});
+    }
+    if (local->data_offset > file.size() || e.compressed_len > file.size() - local->data_offset) {
+      out.push_back({"zip.bad_entry", local->data_offset, e.name, "entry data runs past the end of the file"});
+      continue;
+    }
+    status[i].data_offset = local->data_offset;
+    const uint64_t data_end = local->data_offset + e.compressed_len;
+    spans.push_back({e.local_header_offset, data_end, i});
+    // CRC: torch never checks it, so a mismatch means the bytes were changed.
+    if ((e.flags & kFlagEncrypted) == 0) {
+      std::optional<uint32_t> crc;
+      if (e.method == kZipMethodStored) {
+        crc = Crc32(file.subspan(static_cast<size_t>(local->data_offset), static_cast<size_t>(e.compressed_len)));
+      } else if (e.method == kZipMethodDeflated) {
+        Result<std::string> data = zip.ReadEntry(e);
+        if (data) {
+          crc = Crc32(AsBytes(*data));
+        } else {
+          out.push_back({"zip.bad_entry", data.error().offset, e.name, data.error().detail});
+        }
+      }
+      if (crc) status[i].crc_ok = *crc == e.crc32;
+      if (crc && *crc != e.crc32) {
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), "CRC-32 is %08x, the directory says %08x", *crc, e.crc32);
+        out.push_back({"zip.crc_mismatch", local->data_offset, e.name,
+                       std::string(buf) + " (torch does not check CRCs)"});
+      }
+    }
+  }
+  for (const auto& [name, indexes] : by_name) {
+    if (indexes.size() < 2) continue;
+    const ZipEntry& used = entries[indexes.back()];
+    out.push_back({"zip.duplicate_name", entries[indexes.front()].central_offset, name,
+                   "name appears " + Num(indexes.size()) + " times; torch reads the last, at offset " +
+                       Num(used.local_header_offset)});
+  }
+  // Coverage: entries (with their data descriptors), then the directory and
+  // end records; anything between is a gap, anything overlapping is hostile.
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  for (size_t i = 0; i < spans.size(); ++i) {
+    const ZipEntry& e = entries[spans[i].entry];
+    if ((e.flags & kFlagDataDescriptor) != 0) {
+      const uint64_t next = i + 1 < spans.size() ? spans[i + 1].begin : layout.directory_offset;
+      spans[i].end = std::min<uint64_t>(file.size(), spans[i].end + DescriptorLen(file, spans[i].end, next));
+    }
+  }
+  spans.push_back({layout.directory_offset, layout.directory_end, SIZE_MAX});
+  if (layout.zip64) {
+    // The zip64 end record (56 bytes + extensible data) and the locator sit
+    // between the directory and the end record.
+    spans.push_back({layout.zip64_end_offset, layout.end_record_offset, SIZE_MAX});
+  }
+  spans.push_back({layout.end_record_offset, layout.end_record_offset + layout.end_record_len, SIZE_MAX});
+  std::stable_sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  auto name_of = [&](const Span& s) { return s.entry == SIZE_MAX ? std::string("the central directory") : entries[s.entry].name; };
+  uint64_t covered = 0;
+  const Span* previous = nullptr;
+  for (const Span& s : spans) {
+    if (s.begin > covered) {
+      out.push_back({"zip.gap", covered, previous ? name_of(*previous) : std::string(),
+                     Num(s.begin - covered) + " bytes that no entry or record accounts for"});
+    } else if (s.begin < covered && previous != nullptr) {
+      out.push_back({"zip.overlapping_entries", s.begin, name_of(s),
+                     "starts inside " + name_of(*previous) + ", which ends at " + Num(covered)});
+    }
+    if (s.end > covered) {
+      covered = s.end;
+      previous = &s;
+    }
+  }
+  if (covered < file.size()) {
+    out.push_back({"zip.trailing_data", covered, "", Num(file.size() - covered) + " bytes after the end record"});
   }
   return out;
 }

@@ -16,7 +16,7 @@
 #include <string>
 
 #include "ckptguard/pickle_decoder.h"
-#include "ckptguard/pickle_locator.h"
+#include "ckptguard/container.h"
 
 namespace ckptguard {
 
@@ -30,8 +30,9 @@ struct SourcePickles {
 };
 
 // DecodeSource decodes pickle after pickle from source.start until the data
-// ends or an error; a stream whose first pickle is the legacy magic number, or
-// whose second is the legacy protocol version 1001, stops after five pickles.
+// ends, an error, or source.max_pickles pickles; a stream whose first pickle
+// is the legacy magic number, or whose second is the legacy protocol version
+// 1001, stops after five pickles.
 SourcePickles DecodeSource(const PickleSource& source, const PickleLimits& limits = {});
 
 struct DisasmOptions {

@@ -9,9 +9,11 @@
 #define CKPTGUARD_ZIP_READER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "ckptguard/anomaly.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 
@@ -49,6 +51,28 @@ struct ZipEntry {
   uint64_t central_offset = 0;  // where this record sits in the file
 };
 
+// ZipLayout is where the archive's own records sit in the file.
+struct ZipLayout {
+  uint64_t directory_offset = 0;   // first central-directory record
+  uint64_t directory_len = 0;      // as the end record declares it
+  uint64_t directory_end = 0;      // where parsing the records actually ended
+  uint64_t zip64_end_offset = 0;   // zip64 end record, when present
+  bool zip64 = false;
+  uint64_t end_record_offset = 0;  // end-of-central-directory record
+  uint64_t end_record_len = 0;     // 22 + its comment
+};
+
+// ZipLocalHeader is an entry's local file header.
+struct ZipLocalHeader {
+  std::string name;
+  uint16_t flags = 0;
+  uint16_t method = 0;
+  uint32_t crc32 = 0;
+  uint64_t compressed_len = 0;     // 0xffffffff fields resolved from its zip64 extra
+  uint64_t uncompressed_len = 0;
+  uint64_t data_offset = 0;        // right after the header, its name and extra field
+};
+
 class ZipArchive {
  public:
   // Open parses the end records and the whole central directory of `file`
@@ -57,6 +81,12 @@ class ZipArchive {
   static Result<ZipArchive> Open(Bytes file, const ZipLimits& limits = {});
 
   const std::vector<ZipEntry>& entries() const { return entries_; }
+  const ZipLayout& layout() const { return layout_; }
+  Bytes file() const { return file_; }
+
+  // ReadLocalHeader parses the local header of `entry` (kMalformed when its
+  // signature is wrong or it lies outside the file).
+  Result<ZipLocalHeader> ReadLocalHeader(const ZipEntry& entry) const;
 
   // DataOffset locates an entry's data through its local header and checks
   // that `compressed_len` bytes fit in the file.
@@ -71,8 +101,26 @@ class ZipArchive {
  private:
   Bytes file_;
   ZipLimits limits_;
+  ZipLayout layout_;
   std::vector<ZipEntry> entries_;
 };
+
+// CheckZip lists what a strict reader notices and torch's does not: local
+// headers that disagree with the central directory (zip.local_name_mismatch,
+// zip.local_header_mismatch), CRC mismatches (zip.crc_mismatch; torch does not
+// check them), flag bits torch refuses (zip.encrypted, zip.refused_flags),
+// compression methods it cannot read (zip.unsupported_method), duplicate names
+// (zip.duplicate_name, naming the entry torch uses: the later one), entries
+// overlapping each other (zip.overlapping_entries), bytes no entry accounts
+// for (zip.gap), bytes after the end record (zip.trailing_data), unreadable
+// local headers or data (zip.bad_entry). Offsets are absolute. CRCs of
+// deflated entries are checked by inflating them within the archive's limits.
+// When `statuses` is given it receives one status per entry, in directory order.
+struct ZipEntryStatus {
+  std::optional<uint64_t> data_offset;  // unset when the local header is unreadable
+  std::optional<bool> crc_ok;           // unset when the CRC could not be computed
+};
+Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses = nullptr);
 
 // LooksLikeZip is true when `file` starts with a local file header
 // (PK\x03\x04): the test torch itself uses to choose the zip reader.

@@ -1,0 +1,134 @@
+// OpenContainer: what a model file is, decided by content the way torch,
+// numpy and safetensors decide it, with every anomaly a strict reader sees.
+//
+// Detection order: a zip when the file starts with PK\x03\x04 (torch's own
+// test; then torchscript, torch-zip, numpy-zip or plain zip by its entries);
+// numpy when it starts with \x93NUMPY; gzip, bzip2 and xz wrappers are
+// unwrapped (bounded) and their content detected in turn; safetensors when
+// the first 8 bytes are a header length that fits and JSON follows; a pickle
+// stream otherwise (legacy torch when its first pickle is the magic number or
+// its second the protocol 1001); else unknown, with the reason. A file that is
+// two things at once (a pickle with a zip appended, a pickle that is also a
+// safetensors file, a zip inside a pickle's bytes) is reported as what torch
+// reads, plus a "polyglot.*" anomaly and the other reading as a nested
+// container.
+#ifndef CKPTGUARD_CONTAINER_H_
+#define CKPTGUARD_CONTAINER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptguard/anomaly.h"
+#include "ckptguard/byte_cursor.h"
+#include "ckptguard/error.h"
+#include "ckptguard/npy_reader.h"
+#include "ckptguard/pickle_decoder.h"
+#include "ckptguard/safetensors_reader.h"
+#include "ckptguard/torch_legacy.h"
+#include "ckptguard/zip_reader.h"
+
+namespace ckptguard {
+
+// The kinds, named as the corpus's .expect.json files name them.
+enum class ContainerFormat : uint8_t {
+  kTorchZip,     // torch.save since 1.6: <prefix>/data.pkl + data/<key> records
+  kTorchLegacy,  // five pickles, then raw storage records
+  kTorchScript,  // torch.jit.save: a zip with constants.pkl and code/
+  kSafetensors,  // u64 header length, JSON header, raw data
+  kNumpy,        // .npy
+  kNumpyZip,     // .npz: a zip of .npy members
+  kPickle,       // a plain pickle stream
+  kZip,          // any other zip
+  kUnknown,      // none of these; `reason` says why
+};
+
+// ContainerFormatName: "torch-zip", "torch-legacy", "torchscript", ...
+std::string_view ContainerFormatName(ContainerFormat format);
+
+enum class Wrapper : uint8_t { kGzip, kBzip2, kXz };
+std::string_view WrapperName(Wrapper wrapper);  // "gzip", "bzip2", "xz"
+
+struct ContainerLimits {
+  ZipLimits zip;
+  PickleLimits pickle;
+  SafetensorsLimits safetensors;
+  NpyLimits npy;
+  // Largest decompressed size of a gzip/bzip2/xz wrapper. Default 4 GiB;
+  // ceiling 2^40. The ratio limit of `zip` applies to wrappers too.
+  uint64_t max_unwrapped_len = uint64_t{4} << 30;
+  // Deepest nesting of wrappers and archives inside archives. Default 4;
+  // ceiling 16. Deeper content is reported, not opened.
+  uint32_t max_depth = 4;
+
+  ContainerLimits Clamped() const;
+};
+
+// PickleSource is one run of bytes that holds one or more pickles.
+struct PickleSource {
+  std::string entry;       // zip entry name (central directory); empty for the stream itself
+  Bytes data;              // the entry's (inflated) data, or the container's bytes
+  uint64_t start = 0;      // offset in `data` of the first pickle
+  // Where data[0] sits in the container's bytes: set for the stream itself
+  // and for stored entries, unset for inflated ones.
+  std::optional<uint64_t> file_offset;
+  bool deflated = false;
+  uint32_t max_pickles = 0;  // 5 for legacy torch (records follow); 0 = until the data ends
+};
+
+// ContainerEntry is one zip entry as `info` shows it.
+struct ContainerEntry {
+  ZipEntry zip;
+  std::optional<uint64_t> data_offset;  // unset when its local header is unreadable
+  std::optional<bool> crc_ok;           // unset when it could not be checked
+  bool holds_pickle = false;
+};
+
+struct Container;
+
+// NestedContainer is a container found inside another: a zip entry that is
+// itself a zip, the zip appended to a pickle, the content of a wrapper.
+struct NestedContainer {
+  std::string entry;  // entry name, or "@<offset>" for a container at a byte offset
+  std::unique_ptr<Container> container;
+};
+
+struct Container {
+  ContainerFormat format = ContainerFormat::kUnknown;
+  std::string reason;              // for kUnknown: why; otherwise empty
+  std::vector<Wrapper> wrappers;   // outermost first; offsets below are in the unwrapped bytes
+  Bytes bytes;                     // the bytes the format was found in
+  std::string prefix;              // torch zip/torchscript archive prefix, without the '/'
+  std::vector<ContainerEntry> entries;  // zip entries, directory order
+  std::vector<PickleSource> pickles;    // every place holding pickles
+  std::optional<LegacyCheckpoint> legacy;
+  std::optional<SafetensorsFile> safetensors;
+  std::optional<NpyArray> npy;
+  std::vector<std::pair<std::string, NpyArray>> npz_members;  // numpy-zip: entry -> array
+  std::vector<NestedContainer> nested;
+  Anomalies anomalies;
+  // The problem that stopped reading, when the detected format could not be
+  // read completely (what was read before it is kept).
+  std::optional<Error> error;
+  // Inflated and unwrapped data that `bytes`, `pickles` and nested containers may view.
+  std::vector<std::unique_ptr<std::string>> buffers;
+};
+
+// ForEachContainer calls `fn` on `root` and then on every nested container,
+// depth first, with the entry names that lead to it joined by " > " ("" for
+// the root). Iterative: no recursion however deep the nesting.
+void ForEachContainer(const Container& root,
+                      const std::function<void(const Container&, const std::string& path)>& fn);
+
+// OpenContainer reads `file` (which must outlive the result). It does not
+// fail: unreadable content gives kUnknown or a format with `error` set.
+// Nesting is bounded by limits.max_depth.
+Container OpenContainer(Bytes file, const ContainerLimits& limits = {});
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_CONTAINER_H_

@@ -1,0 +1,457 @@
+#include "ckptguard/container.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "ckptguard/storage_refs.h"
+#include "ckptguard/storage_types.h"
+#include "unwrap.h"
+
+namespace ckptguard {
+namespace {
+
+constexpr std::string_view kNpyMagic = "\x93NUMPY";
+constexpr std::string_view kZipMagic = "PK\x03\x04";
+// How far into a safetensors header whitespace may go before the '{'.
+constexpr size_t kMaxLeadingSpace = 64;
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+bool StartsWith(Bytes data, std::string_view magic) { return AsStringView(data).starts_with(magic); }
+
+bool EndsWith(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
+
+// LooksLikeSafetensors: a u64 header length that fits in the file, then JSON
+// (possibly after whitespace, which the strict parser then refuses).
+bool LooksLikeSafetensors(Bytes data) {
+  if (data.size() < 9) return false;
+  ByteCursor c(data);
+  const uint64_t header_len = *c.ReadU64LE();
+  if (header_len == 0 || header_len > data.size() - 8) return false;
+  for (size_t i = 8; i < data.size() && i < 8 + std::min<uint64_t>(header_len, kMaxLeadingSpace); ++i) {
+    if (data[i] == '{') return true;
+    if (data[i] != ' ' && data[i] != '\t' && data[i] != '\n' && data[i] != '\r') return false;
+  }
+  return false;
+}
+
+// FirstPickleEnd decodes one pickle from the start of `data` and returns its
+// end offset, or the error.
+Result<uint64_t> FirstPickleEnd(Bytes data, const PickleLimits& limits) {
+  PickleDecoder decoder(data, limits);
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(PickleOp op, decoder.Next());
+    if (op.code == Opcode::kStop) return decoder.Offset();
+  }
+}
+
+bool InRange(Bytes outer, std::string_view inner) {
+  const auto* b = reinterpret_cast<const uint8_t*>(inner.data());
+  return b >= outer.data() && b + inner.size() <= outer.data() + outer.size();
+}
+
+class Opener {
+ public:
+  explicit Opener(const ContainerLimits& limits) : limits_(limits) {}
+
+  Container Open(Bytes bytes, uint32_t depth) {
+    Container c;
+    c.bytes = bytes;
+    if (LooksLikeZip(bytes)) {
+      OpenZip(c, depth);
+    } else if (StartsWith(bytes, kNpyMagic)) {
+      OpenNpy(c);
+    } else if (std::optional<Wrapper> wrapper = DetectWrapper(bytes)) {
+      return OpenWrapped(bytes, *wrapper, depth);
+    } else if (LooksLikeSafetensors(bytes)) {
+      OpenSafetensors(c);
+    } else {
+      OpenPickleStream(c, depth);
+    }
+    return c;
+  }
+
+ private:
+  void AddNested(Container& c, std::string entry, Bytes bytes, uint32_t depth) {
+    if (depth + 1 > limits_.max_depth) {
+      c.anomalies.push_back({"container.too_deep", 0, entry,
+                             "nested container not opened: max_depth (" + Num(limits_.max_depth) + ") reached"});
+      return;
+    }
+    c.nested.push_back({std::move(entry), std::make_unique<Container>(Open(bytes, depth + 1))});
+  }
+
+  Container OpenWrapped(Bytes bytes, Wrapper wrapper, uint32_t depth) {
+    const std::string name(WrapperName(wrapper));
+    if (depth + 1 > limits_.max_depth) {
+      Container c;
+      c.bytes = bytes;
+      c.wrappers.push_back(wrapper);
+      c.reason = name + " wrapper nested deeper than max_depth (" + Num(limits_.max_depth) + ")";
+      return c;
+    }
+    Result<Unwrapped> unwrapped = Unwrap(wrapper, bytes, limits_.max_unwrapped_len, limits_.zip.max_ratio);
+    if (!unwrapped) {
+      Container c;
+      c.bytes = bytes;
+      c.wrappers.push_back(wrapper);
+      c.reason = name + " content could not be decompressed";
+      c.error = unwrapped.error();
+      c.error->where = name;
+      return c;
+    }
+    auto buffer = std::make_unique<std::string>(std::move(unwrapped->data));
+    Container inner = Open(AsBytes(*buffer), depth + 1);
+    inner.wrappers.insert(inner.wrappers.begin(), wrapper);
+    inner.buffers.push_back(std::move(buffer));
+    if (unwrapped->trailing_len > 0) {
+      inner.anomalies.push_back({"wrapper.trailing_data", unwrapped->trailing_offset, name,
+                                 Num(unwrapped->trailing_len) + " bytes after the " + name +
+                                     " stream (offset in the wrapped file)"});
+    }
+    return inner;
+  }
+
+  void OpenNpy(Container& c) {
+    c.format = ContainerFormat::kNumpy;
+    Result<NpyArray> array = ParseNpy(c.bytes, limits_.npy, 0);
+    if (!array) {
+      c.error = array.error();
+      return;
+    }
+    c.anomalies.insert(c.anomalies.end(), array->anomalies.begin(), array->anomalies.end());
+    if (array->is_object) {
+      c.anomalies.push_back({"npy.object_array", array->data_offset, "",
+                             "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
+      c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, 0});
+    }
+    c.npy = std::move(*array);
+  }
+
+  void OpenSafetensors(Container& c) {
+    c.format = ContainerFormat::kSafetensors;
+    Result<SafetensorsFile> file = ParseSafetensors(c.bytes, limits_.safetensors);
+    if (!file) {
+      c.error = file.error();
+    } else {
+      c.anomalies.insert(c.anomalies.end(), file->anomalies.begin(), file->anomalies.end());
+      c.safetensors = std::move(*file);
+    }
+    // torch.load would read these bytes as a legacy pickle stream: if they
+    // also decode as a complete pickle, torch.load runs it.
+    if (Result<uint64_t> end = FirstPickleEnd(c.bytes, limits_.pickle)) {
+      c.anomalies.push_back({"polyglot.pickle_and_safetensors", 0, "",
+                             "the first " + Num(*end) + " bytes also decode as a pickle, which torch.load would run"});
+      c.pickles.push_back(PickleSource{"", c.bytes, 0, 0, false, 0});
+    }
+  }
+
+  void OpenPickleStream(Container& c, uint32_t depth) {
+    const Bytes bytes = c.bytes;
+    if (bytes.empty()) {
+      c.reason = "empty file";
+      return;
+    }
+    if (LooksLikeTorchLegacy(bytes, limits_.pickle)) {
+      c.format = ContainerFormat::kTorchLegacy;
+      c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 5});
+      Result<LegacyCheckpoint> legacy = ParseTorchLegacy(bytes, limits_.pickle);
+      if (!legacy) {
+        c.error = legacy.error();
+        return;
+      }
+      c.anomalies.insert(c.anomalies.end(), legacy->anomalies.begin(), legacy->anomalies.end());
+      c.legacy = std::move(*legacy);
+      return;
+    }
+    Result<uint64_t> first_end = FirstPickleEnd(bytes, limits_.pickle);
+    const bool proto_start = bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] <= kHighestProtocol;
+    if (!first_end && !proto_start) {
+      char magic[48];
+      std::snprintf(magic, sizeof(magic), "%02x %02x %02x %02x", bytes[0], bytes.size() > 1 ? bytes[1] : 0,
+                    bytes.size() > 2 ? bytes[2] : 0, bytes.size() > 3 ? bytes[3] : 0);
+      c.reason = std::string("no known magic (first bytes ") + magic + ") and not a pickle: " +
+                 first_end.error().ToString();
+      return;
+    }
+    c.format = ContainerFormat::kPickle;
+    c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 0});
+    // Find where the complete pickles end; what follows is trailing data
+    // (or another container appended to the pickle).
+    PickleDecoder decoder(bytes, limits_.pickle);
+    uint64_t complete_end = 0;
+    std::optional<Error> error;
+    std::vector<std::pair<uint64_t, std::string_view>> zips_in_bytes;
+    while (!(decoder.AtEnd() && decoder.BetweenPickles())) {
+      Result<PickleOp> op = decoder.Next();
+      if (!op) {
+        error = op.error();
+        break;
+      }
+      if ((op->arg.type == PickleArgType::kBytes || op->arg.type == PickleArgType::kString) &&
+          op->arg.Data().starts_with(kZipMagic) && InRange(bytes, op->arg.Data())) {
+        zips_in_bytes.emplace_back(op->offset, op->arg.Data());
+      }
+      if (op->code == Opcode::kStop) complete_end = decoder.Offset();
+    }
+    if (error && complete_end == 0) {
+      // Not even one complete pickle: the stream itself is broken.
+      c.error = error;
+    } else if (complete_end < bytes.size()) {
+      const Bytes rest = bytes.subspan(static_cast<size_t>(complete_end));
+      const size_t zip_at = AsStringView(rest).find(kZipMagic);
+      if (zip_at != std::string_view::npos) {
+        const uint64_t at = complete_end + zip_at;
+        c.anomalies.push_back({"polyglot.zip_after_pickle", at, "",
+                               "a zip archive follows the pickle; torch.load reads the pickle (the file does not "
+                               "start with PK\\x03\\x04)"});
+        AddNested(c, "@" + Num(at), rest.subspan(zip_at), depth);
+      } else {
+        c.anomalies.push_back({"pickle.trailing_data", complete_end, "",
+                               Num(rest.size()) + " bytes after the last complete pickle" +
+                                   (error ? " (" + error->ToString() + ")" : std::string())});
+      }
+    }
+    for (const auto& [op_offset, data] : zips_in_bytes) {
+      const uint64_t at = static_cast<uint64_t>(reinterpret_cast<const uint8_t*>(data.data()) - bytes.data());
+      c.anomalies.push_back({"polyglot.zip_in_pickle_bytes", at, "",
+                             "a pickle operand (op at " + Num(op_offset) + ") holds a zip archive"});
+      AddNested(c, "@" + Num(at), AsBytes(data), depth);
+    }
+  }
+
+  // EntryData returns an entry's bytes: a view when stored, an owned inflated
+  // copy (kept in c.buffers) when deflated.
+  Result<std::pair<Bytes, bool>> EntryData(Container& c, const ZipArchive& zip, const ZipEntry& entry) {
+    if (entry.method == kZipMethodStored) {
+      CKG_ASSIGN_OR_RETURN(Bytes data, zip.StoredData(entry));
+      return std::pair<Bytes, bool>{data, false};
+    }
+    CKG_ASSIGN_OR_RETURN(std::string inflated, zip.ReadEntry(entry));
+    c.buffers.push_back(std::make_unique<std::string>(std::move(inflated)));
+    return std::pair<Bytes, bool>{AsBytes(*c.buffers.back()), true};
+  }
+
+  void OpenZip(Container& c, uint32_t depth) {
+    c.format = ContainerFormat::kZip;
+    Result<ZipArchive> opened = ZipArchive::Open(c.bytes, limits_.zip);
+    if (!opened) {
+      c.error = opened.error();
+      return;
+    }
+    const ZipArchive& zip = *opened;
+    std::vector<ZipEntryStatus> statuses;
+    c.anomalies = CheckZip(zip, &statuses);
+    std::map<std::string, size_t> last_by_name;  // torch reads the later duplicate
+    for (size_t i = 0; i < zip.entries().size(); ++i) {
+      const ZipEntry& e = zip.entries()[i];
+      c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false});
+      last_by_name[e.name] = i;
+    }
+    if (zip.entries().empty()) return;
+
+    const std::string& first = zip.entries().front().name;
+    const size_t slash = first.find('/');
+    c.prefix = slash == std::string::npos ? std::string() : first.substr(0, slash);
+    const std::string root = c.prefix + "/";
+    auto has = [&](const std::string& name) { return last_by_name.contains(name); };
+    const bool has_code = std::any_of(zip.entries().begin(), zip.entries().end(),
+                                      [&](const ZipEntry& e) { return e.name.starts_with(root + "code/"); });
+    if (!c.prefix.empty() && (has(root + "constants.pkl") || (has_code && has(root + "data.pkl")))) {
+      c.format = ContainerFormat::kTorchScript;
+    } else if (!c.prefix.empty() && has(root + "data.pkl")) {
+      c.format = ContainerFormat::kTorchZip;
+    } else if (std::all_of(zip.entries().begin(), zip.entries().end(),
+                           [](const ZipEntry& e) { return EndsWith(e.name, ".npy"); })) {
+      c.format = ContainerFormat::kNumpyZip;
+    }
+
+    // Entries: pickles, npz members, nested archives.
+    for (size_t i = 0; i < zip.entries().size(); ++i) {
+      const ZipEntry& e = zip.entries()[i];
+      if (!statuses[i].data_offset) continue;  // CheckZip reported it
+      if (e.method != kZipMethodStored && e.method != kZipMethodDeflated) continue;
+      if ((e.flags & 0x1) != 0) continue;  // encrypted
+      Result<std::pair<Bytes, bool>> data = EntryData(c, zip, e);
+      if (!data) continue;  // CheckZip reported it (zip.bad_entry)
+      const auto [bytes, deflated] = *data;
+      const std::optional<uint64_t> file_offset =
+          deflated ? std::nullopt : std::optional<uint64_t>(*statuses[i].data_offset);
+      if (StartsWith(bytes, kNpyMagic)) {
+        Result<NpyArray> array = ParseNpy(bytes, limits_.npy, file_offset.value_or(0));
+        if (!array) {
+          Error error = array.error();
+          c.anomalies.push_back({"npy.unreadable_member", file_offset.value_or(0) + error.offset, e.name,
+                                 error.ToString()});
+          continue;
+        }
+        for (Anomaly a : array->anomalies) {
+          a.entry = e.name;
+          c.anomalies.push_back(std::move(a));
+        }
+        if (array->is_object) {
+          const uint64_t base = file_offset.value_or(0);
+          c.anomalies.push_back({"npy.object_array", file_offset ? array->data_offset : e.local_header_offset, e.name,
+                                 "object dtype: the member's data is a pickle"});
+          c.pickles.push_back(PickleSource{e.name, bytes, array->data_offset - base, file_offset, deflated, 0});
+          c.entries[i].holds_pickle = true;
+        }
+        c.npz_members.emplace_back(e.name, std::move(*array));
+        continue;
+      }
+      if (LooksLikeZip(bytes) || DetectWrapper(bytes)) {
+        c.anomalies.push_back({"zip.nested_archive", e.local_header_offset, e.name,
+                               "the entry is itself an archive; torch does not read it, a scanner must"});
+        AddNested(c, e.name, bytes, depth);
+        continue;
+      }
+      const bool proto_start = bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= kHighestProtocol;
+      if (EndsWith(e.name, ".pkl") || EndsWith(e.name, ".debug_pkl") || proto_start) {
+        c.pickles.push_back(PickleSource{e.name, bytes, 0, file_offset, deflated, 0});
+        c.entries[i].holds_pickle = true;
+      }
+    }
+    if (c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript) {
+      CheckTorchArchive(c, zip, last_by_name);
+    }
+  }
+
+  // CheckTorchArchive applies the rules of torch's PyTorchStreamReader and
+  // checks each storage record against the persistent ids of data.pkl.
+  void CheckTorchArchive(Container& c, const ZipArchive& zip, const std::map<std::string, size_t>& last_by_name) {
+    const auto& entries = zip.entries();
+    const std::string root = c.prefix + "/";
+    if (entries.front().name.find('/') == std::string::npos) {
+      c.anomalies.push_back({"torch.no_prefix", entries.front().central_offset, entries.front().name,
+                             "the first entry has no folder; torch refuses the archive"});
+    }
+    for (const ZipEntry& e : entries) {
+      if (!e.name.starts_with(root)) {
+        c.anomalies.push_back({"zip.outside_prefix", e.central_offset, e.name,
+                               "entry outside the archive prefix '" + c.prefix + "'; torch refuses the archive"});
+      }
+    }
+    auto find = [&](const std::string& name) -> const ZipEntry* {
+      auto it = last_by_name.find(name);
+      return it == last_by_name.end() ? nullptr : &entries[it->second];
+    };
+    auto small_text = [&](const ZipEntry& e) -> std::optional<std::string> {
+      if (e.uncompressed_len > 64) return std::nullopt;
+      Result<std::string> text = zip.ReadEntry(e);
+      return text ? std::optional<std::string>(*text) : std::nullopt;
+    };
+    const ZipEntry* version = find(root + ".data/version");
+    if (version == nullptr) version = find(root + "version");
+    if (version == nullptr) {
+      c.anomalies.push_back({"torch.missing_version", 0, root + "version", "no version record; torch refuses the archive"});
+    } else {
+      std::optional<std::string> text = small_text(*version);
+      std::string digits = text.value_or("");
+      while (!digits.empty() && (digits.back() == '\n' || digits.back() == '\r' || digits.back() == ' ')) digits.pop_back();
+      const bool ok = !digits.empty() && digits.size() <= 2 &&
+                      std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
+                      std::stoi(digits) >= 1 && std::stoi(digits) <= 10;
+      if (!ok) {
+        c.anomalies.push_back({"torch.bad_version", version->local_header_offset, version->name,
+                               "version record is not a number from 1 to 10"});
+      }
+    }
+    if (const ZipEntry* byteorder = find(root + "byteorder")) {
+      std::optional<std::string> text = small_text(*byteorder);
+      if (text != std::optional<std::string>("little") && text != std::optional<std::string>("big")) {
+        c.anomalies.push_back({"torch.bad_byteorder", byteorder->local_header_offset, byteorder->name,
+                               "byteorder record is neither 'little' nor 'big'"});
+      }
+    }
+    // Records against data.pkl's storages.
+    const PickleSource* data_pkl = nullptr;
+    for (const PickleSource& s : c.pickles) {
+      if (s.entry == root + "data.pkl") data_pkl = &s;
+    }
+    if (data_pkl == nullptr) return;
+    DecodedStream stream = DecodeStream(data_pkl->data, limits_.pickle, 0, 1);
+    if (stream.error) {
+      c.anomalies.push_back({"pickle.decode_error", data_pkl->file_offset.value_or(0) + stream.error->offset,
+                             data_pkl->entry, stream.error->ToString()});
+    }
+    std::set<std::string> checked;
+    for (const StorageRef& ref : CollectStorageRefs(stream.ops)) {
+      if (!checked.insert(ref.key).second) continue;
+      const std::string name = root + "data/" + ref.key;
+      const ZipEntry* record = find(name);
+      if (record == nullptr) {
+        c.anomalies.push_back({"torch.missing_record", data_pkl->file_offset.value_or(0) + ref.offset, name,
+                               "data.pkl refers to storage '" + ref.key + "' but the archive has no record for it"});
+        continue;
+      }
+      std::optional<StorageType> type = ref.module == "torch" ? FindStorageType(ref.storage_type) : std::nullopt;
+      if (!type || ref.numel < 0) continue;  // the loader refuses unknown storage types with their name
+      const uint64_t numel = static_cast<uint64_t>(ref.numel);
+      if (numel > UINT64_MAX / type->elem_size || numel * type->elem_size != record->uncompressed_len) {
+        c.anomalies.push_back({"torch.record_size_mismatch", record->local_header_offset, name,
+                               "record holds " + Num(record->uncompressed_len) + " bytes; data.pkl declares " +
+                                   std::to_string(ref.numel) + " x " + Num(type->elem_size) + " bytes"});
+      }
+    }
+  }
+
+  const ContainerLimits& limits_;
+};
+
+}  // namespace
+
+std::string_view ContainerFormatName(ContainerFormat format) {
+  switch (format) {
+    case ContainerFormat::kTorchZip: return "torch-zip";
+    case ContainerFormat::kTorchLegacy: return "torch-legacy";
+    case ContainerFormat::kTorchScript: return "torchscript";
+    case ContainerFormat::kSafetensors: return "safetensors";
+    case ContainerFormat::kNumpy: return "numpy";
+    case ContainerFormat::kNumpyZip: return "numpy-zip";
+    case ContainerFormat::kPickle: return "pickle";
+    case ContainerFormat::kZip: return "zip";
+    case ContainerFormat::kUnknown: return "unknown";
+  }
+  return "unknown";
+}
+
+std::string_view WrapperName(Wrapper wrapper) {
+  switch (wrapper) {
+    case Wrapper::kGzip: return "gzip";
+    case Wrapper::kBzip2: return "bzip2";
+    case Wrapper::kXz: return "xz";
+  }
+  return "?";
+}
+
+ContainerLimits ContainerLimits::Clamped() const {
+  ContainerLimits out = *this;
+  out.zip = zip.Clamped();
+  out.pickle = pickle.Clamped();
+  out.safetensors = safetensors.Clamped();
+  out.npy = npy.Clamped();
+  out.max_unwrapped_len = std::min<uint64_t>(max_unwrapped_len, uint64_t{1} << 40);
+  out.max_depth = std::min<uint32_t>(max_depth, 16);
+  return out;
+}
+
+void ForEachContainer(const Container& root,
+                      const std::function<void(const Container&, const std::string& path)>& fn) {
+  std::vector<std::pair<const Container*, std::string>> stack{{&root, ""}};
+  while (!stack.empty()) {
+    auto [container, path] = std::move(stack.back());
+    stack.pop_back();
+    fn(*container, path);
+    for (auto it = container->nested.rbegin(); it != container->nested.rend(); ++it) {
+      stack.emplace_back(it->container.get(), path.empty() ? it->entry : path + " > " + it->entry);
+    }
+  }
+}
+
+Container OpenContainer(Bytes file, const ContainerLimits& limits) {
+  const ContainerLimits clamped = limits.Clamped();
+  return Opener(clamped).Open(file, 0);
+}
+
+}  // namespace ckptguard

@@ -1,0 +1,563 @@
+#include "ckptguard/npy_reader.h"
+
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <string>
+#include <string_view>
+
+#include "py_text.h"
+
+namespace ckptguard {
+namespace {
+
+constexpr std::string_view kMagic = "\x93NUMPY";
+constexpr uint64_t kNumpyMaxHeaderChars = 10'000;  // numpy.lib.format._MAX_HEADER_SIZE
+constexpr uint64_t kDataAlign = 16;                  // the oldest alignment numpy's writer used
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsHexDigit(char c) { return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+bool IsIdentChar(char c) {
+  return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+// IsSpace: the whitespace Python's tokenizer skips between tokens inside
+// brackets (newlines included) and at the end of an eval input.
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'; }
+
+uint32_t HexValue(char c) {
+  if (IsDigit(c)) return static_cast<uint32_t>(c - '0');
+  if (c >= 'a' && c <= 'f') return static_cast<uint32_t>(c - 'a' + 10);
+  return static_cast<uint32_t>(c - 'A' + 10);
+}
+
+void AppendUtf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else {
+    out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  }
+}
+
+// IsObjectDescr: a dtype string numpy reads as the object dtype.
+bool IsObjectDescr(std::string_view s) {
+  if (!s.empty() && (s[0] == '<' || s[0] == '>' || s[0] == '|' || s[0] == '=')) s.remove_prefix(1);
+  if (s == "object" || s == "object_") return true;
+  if (s.empty() || s[0] != 'O') return false;
+  return std::all_of(s.begin() + 1, s.end(), IsDigit);
+}
+
+// HeaderParser parses the dict literal of one header, iteratively (the only
+// nesting, structured descrs, uses an explicit bounded stack).
+class HeaderParser {
+ public:
+  HeaderParser(std::string_view text, uint64_t base, bool utf8, bool allow_long_suffix,
+               const NpyLimits& limits, NpyArray& out)
+      : text_(text), base_(base), utf8_(utf8), allow_long_suffix_(allow_long_suffix), limits_(limits), out_(out) {}
+
+  Status Parse() {
+    // literal_eval strips leading spaces and tabs.
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t')) ++pos_;
+    if (pos_ >= text_.size() || text_[pos_] != '{') return Malformed(pos_, "the header is not a dict literal");
+    ++pos_;
+    std::array<bool, 3> seen{};
+    size_t close_pos = 0;
+    while (true) {
+      SkipSpace();
+      if (pos_ >= text_.size()) return Malformed(pos_, "the header ends inside the dict");
+      if (text_[pos_] == '}') {
+        close_pos = pos_++;
+        break;
+      }
+      const size_t key_pos = pos_;
+      if (!AtString()) return Malformed(pos_, "expected a string key");
+      CKG_ASSIGN_OR_RETURN(std::string key, ParseString());
+      const int which = key == "descr" ? 0 : key == "fortran_order" ? 1 : key == "shape" ? 2 : -1;
+      if (which < 0) return Malformed(key_pos, "unexpected key " + py::ReprStr(key));
+      if (seen[static_cast<size_t>(which)]) return Malformed(key_pos, "duplicate key " + py::ReprStr(key));
+      seen[static_cast<size_t>(which)] = true;
+      SkipSpace();
+      if (pos_ >= text_.size() || text_[pos_] != ':') return Malformed(pos_, "expected ':' after a key");
+      ++pos_;
+      SkipSpace();
+      switch (which) {
+        case 0: CKG_TRY(ParseDescr()); break;
+        case 1: CKG_TRY(ParseBool()); break;
+        default: CKG_TRY(ParseShape()); break;
+      }
+      SkipSpace();
+      if (pos_ < text_.size() && text_[pos_] == ',') {
+        ++pos_;
+        continue;
+      }
+      if (pos_ < text_.size() && text_[pos_] == '}') {
+        close_pos = pos_++;
+        break;
+      }
+      return Malformed(pos_, "expected ',' or '}'");
+    }
+    SkipSpace();
+    if (pos_ < text_.size()) return Malformed(pos_, "unexpected text after the header dict");
+    static constexpr std::array<std::string_view, 3> kKeys = {"'descr'", "'fortran_order'", "'shape'"};
+    for (size_t i = 0; i < seen.size(); ++i) {
+      if (!seen[i]) return Malformed(close_pos, "the header lacks the key " + std::string(kKeys[i]));
+    }
+    return out_.structured ? OkStatus() : InterpretDescr();
+  }
+
+  uint64_t shape_offset() const { return base_ + shape_pos_; }
+  uint64_t descr_offset() const { return base_ + descr_pos_; }
+  bool saw_long_suffix() const { return saw_long_suffix_; }
+  uint64_t long_suffix_offset() const { return base_ + long_suffix_pos_; }
+
+ private:
+  std::unexpected<Error> Fail(ErrorCode code, size_t pos, std::string detail) const {
+    // Keep the offset inside the header (positions at its end point at its last byte).
+    const size_t at = text_.empty() ? 0 : std::min(pos, text_.size() - 1);
+    return MakeError(code, base_ + at, std::move(detail));
+  }
+  std::unexpected<Error> Malformed(size_t pos, std::string detail) const {
+    return Fail(ErrorCode::kMalformed, pos, std::move(detail));
+  }
+
+  void SkipSpace() {
+    while (pos_ < text_.size() && IsSpace(text_[pos_])) ++pos_;
+  }
+  bool AtString() const {
+    if (pos_ >= text_.size()) return false;
+    const char c = text_[pos_];
+    if (c == '\'' || c == '"') return true;
+    return (c == 'u' || c == 'U') && pos_ + 1 < text_.size() && (text_[pos_ + 1] == '\'' || text_[pos_ + 1] == '"');
+  }
+
+  // AppendByte adds one source byte to a decoded string: as is for UTF-8
+  // headers (already validated), as a latin-1 code point otherwise.
+  void AppendByte(std::string& out, char c) const {
+    if (utf8_ || static_cast<unsigned char>(c) < 0x80) {
+      out.push_back(c);
+    } else {
+      AppendUtf8(out, static_cast<unsigned char>(c));
+    }
+  }
+
+  // RawText is header text as UTF-8 (latin-1 headers converted).
+  std::string RawText(size_t begin, size_t end) const {
+    std::string out;
+    for (size_t i = begin; i < end; ++i) AppendByte(out, text_[i]);
+    return out;
+  }
+
+  // ReadHex reads exactly `n` hex digits after an escape.
+  Result<uint32_t> ReadHex(size_t n, size_t escape_pos) {
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (pos_ >= text_.size() || !IsHexDigit(text_[pos_])) {
+        return Malformed(escape_pos, "truncated \\x, \\u or \\U escape");
+      }
+      v = (v << 4) | HexValue(text_[pos_++]);
+    }
+    return v;
+  }
+
+  // ParseString reads a Python string literal at pos_ (AtString() is true).
+  Result<std::string> ParseString() {
+    const size_t start = pos_;
+    if (text_[pos_] == 'u' || text_[pos_] == 'U') ++pos_;
+    const char quote = text_[pos_];
+    if (pos_ + 2 < text_.size() && text_[pos_ + 1] == quote && text_[pos_ + 2] == quote) {
+      return Malformed(start, "triple-quoted strings are not supported");
+    }
+    ++pos_;
+    std::string out;
+    while (true) {
+      if (pos_ >= text_.size()) return Malformed(start, "unterminated string");
+      const char c = text_[pos_++];
+      if (c == quote) return out;
+      if (c == '\n' || c == '\r') return Malformed(start, "unterminated string (a newline inside it)");
+      if (c != '\\') {
+        AppendByte(out, c);
+        continue;
+      }
+      const size_t escape_pos = pos_ - 1;
+      if (pos_ >= text_.size()) return Malformed(start, "unterminated string");
+      const char e = text_[pos_++];
+      switch (e) {
+        case '\n': break;  // line continuation
+        case '\r':
+          if (pos_ < text_.size() && text_[pos_] == '\n') ++pos_;
+          break;
+        case '\\': case '\'': case '"': out.push_back(e); break;
+        case 'a': out.push_back('\a'); break;
+        case 'b': out.push_back('\b'); break;
+        case 'f': out.push_back('\f'); break;
+        case 'n': out.push_back('\n'); break;
+        case 'r': out.push_back('\r'); break;
+        case 't': out.push_back('\t'); break;
+        case 'v': out.push_back('\v'); break;
+        case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': {
+          uint32_t v = static_cast<uint32_t>(e - '0');
+          for (int i = 0; i < 2 && pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '7'; ++i) {
+            v = v * 8 + static_cast<uint32_t>(text_[pos_++] - '0');
+          }
+          AppendUtf8(out, v);
+          break;
+        }
+        case 'x':
+        case 'u':
+        case 'U': {
+          CKG_ASSIGN_OR_RETURN(uint32_t cp, ReadHex(e == 'x' ? 2 : e == 'u' ? 4 : 8, escape_pos));
+          if (cp > 0x10ffff) return Malformed(escape_pos, "escape beyond U+10FFFF");
+          if (cp >= 0xd800 && cp <= 0xdfff) return Malformed(escape_pos, "surrogate escapes are not supported");
+          AppendUtf8(out, cp);
+          break;
+        }
+        case 'N': return Malformed(escape_pos, "\\N{...} escapes are not supported");
+        default:  // Python keeps unknown escapes as written
+          out.push_back('\\');
+          AppendByte(out, e);
+          break;
+      }
+    }
+  }
+
+  // ParseUInt reads a plain decimal integer (a shape dimension).
+  Result<uint64_t> ParseUInt() {
+    const size_t start = pos_;
+    if (pos_ < text_.size() && (text_[pos_] == '-' || text_[pos_] == '+')) {
+      return Malformed(start, "signed integer where a non-negative dimension is expected");
+    }
+    if (pos_ >= text_.size() || !IsDigit(text_[pos_])) return Malformed(start, "expected an integer");
+    if (text_[pos_] == '0' && pos_ + 1 < text_.size() && IsDigit(text_[pos_ + 1])) {
+      return Malformed(start, "integer with a leading zero");
+    }
+    uint64_t v = 0;
+    while (pos_ < text_.size() && IsDigit(text_[pos_])) {
+      const uint64_t d = static_cast<uint64_t>(text_[pos_] - '0');
+      if (v > (std::numeric_limits<uint64_t>::max() - d) / 10) {
+        return Malformed(start, "integer does not fit in 64 bits");
+      }
+      v = v * 10 + d;
+      ++pos_;
+    }
+    if (allow_long_suffix_ && pos_ < text_.size() && text_[pos_] == 'L') {
+      if (!saw_long_suffix_) long_suffix_pos_ = pos_;
+      saw_long_suffix_ = true;
+      ++pos_;
+    }
+    if (pos_ < text_.size() && (IsIdentChar(text_[pos_]) || text_[pos_] == '.')) {
+      return Malformed(start, "not a plain decimal integer");
+    }
+    return v;
+  }
+
+  Status ParseBool() {
+    for (auto [word, value] : {std::pair<std::string_view, bool>{"True", true}, {"False", false}}) {
+      if (text_.substr(pos_).starts_with(word) &&
+          (pos_ + word.size() >= text_.size() || !IsIdentChar(text_[pos_ + word.size()]))) {
+        pos_ += word.size();
+        out_.fortran_order = value;
+        return OkStatus();
+      }
+    }
+    return Malformed(pos_, "fortran_order is not True or False");
+  }
+
+  Status ParseShape() {
+    shape_pos_ = pos_;
+    if (pos_ >= text_.size() || text_[pos_] != '(') return Malformed(pos_, "shape is not a tuple");
+    ++pos_;
+    bool comma = false;
+    while (true) {
+      SkipSpace();
+      if (pos_ < text_.size() && text_[pos_] == ')') {
+        if (out_.shape.size() == 1 && !comma) {
+          return Malformed(shape_pos_, "shape is a parenthesized int, not a tuple (a 1-tuple needs a comma)");
+        }
+        ++pos_;
+        return OkStatus();
+      }
+      if (out_.shape.size() >= limits_.max_rank) {
+        return Fail(ErrorCode::kLimitExceeded, pos_, "max_rank (" + Num(limits_.max_rank) + ") exceeded by the shape");
+      }
+      CKG_ASSIGN_OR_RETURN(uint64_t dim, ParseUInt());
+      out_.shape.push_back(dim);
+      SkipSpace();
+      comma = pos_ < text_.size() && text_[pos_] == ',';
+      if (comma) {
+        ++pos_;
+      } else if (pos_ >= text_.size() || text_[pos_] != ')') {
+        return Malformed(pos_, "expected ',' or ')' in the shape");
+      }
+    }
+  }
+
+  Status ParseDescr() {
+    descr_pos_ = pos_;
+    if (pos_ < text_.size() && (text_[pos_] == '[' || text_[pos_] == '(')) {
+      CKG_TRY(ScanStructured());
+      out_.descr = RawText(descr_pos_, pos_);
+      out_.structured = true;
+      out_.kind = 'V';
+      out_.byte_order = '|';
+      out_.item_size = 0;
+      return OkStatus();
+    }
+    if (!AtString()) return Malformed(pos_, "descr is neither a string nor a list");
+    CKG_ASSIGN_OR_RETURN(out_.descr, ParseString());
+    return OkStatus();  // interpreted once the whole dict has parsed, as numpy does
+  }
+
+  // ScanStructured checks the syntax of a list/tuple literal of strings,
+  // non-negative ints and nested lists/tuples, with an explicit stack.
+  Status ScanStructured() {
+    enum class State : uint8_t { kAfterOpen, kAfterComma, kAfterValue };
+    std::vector<char> closers;
+    State state = State::kAfterOpen;
+    while (true) {
+      SkipSpace();
+      if (pos_ >= text_.size()) return Malformed(descr_pos_, "unterminated descr list");
+      const char c = text_[pos_];
+      if (c == '[' || c == '(') {
+        if (state == State::kAfterValue) return Malformed(pos_, "expected ',' or a closing bracket");
+        if (closers.size() >= limits_.max_descr_depth) {
+          return Fail(ErrorCode::kLimitExceeded, pos_,
+                      "max_descr_depth (" + Num(limits_.max_descr_depth) + ") exceeded by the descr");
+        }
+        closers.push_back(c == '[' ? ']' : ')');
+        ++pos_;
+        state = State::kAfterOpen;
+      } else if (c == ']' || c == ')') {
+        if (c != closers.back()) return Malformed(pos_, "mismatched bracket in the descr");
+        ++pos_;
+        closers.pop_back();
+        state = State::kAfterValue;
+        if (closers.empty()) return OkStatus();
+      } else if (c == ',') {
+        if (state != State::kAfterValue) return Malformed(pos_, "unexpected ',' in the descr");
+        ++pos_;
+        state = State::kAfterComma;
+      } else if (state == State::kAfterValue) {
+        return Malformed(pos_, "expected ',' or a closing bracket");
+      } else if (AtString()) {
+        Result<std::string> s = ParseString();
+        if (!s) return std::unexpected(std::move(s).error());
+        if (IsObjectDescr(*s)) out_.is_object = true;
+        state = State::kAfterValue;
+      } else if (IsDigit(c)) {
+        CKG_TRY(ParseUInt());
+        state = State::kAfterValue;
+      } else {
+        return Malformed(pos_, "unexpected character in a structured descr");
+      }
+    }
+  }
+
+  // InterpretDescr splits a dtype string as numpy writes it (dtype.str):
+  // byte order, kind, size, and for datetimes a unit in brackets.
+  Status InterpretDescr() {
+    const std::string& s = out_.descr;
+    auto unsupported = [&] {
+      return Fail(ErrorCode::kUnsupportedFormat, descr_pos_,
+                  "descr " + py::ReprStr(s) + " is not a dtype string numpy writes");
+    };
+    size_t i = 0;
+    char order = '=';
+    if (!s.empty() && (s[0] == '<' || s[0] == '>' || s[0] == '|' || s[0] == '=')) order = s[i++];
+    if (i >= s.size()) return unsupported();
+    char kind = s[i++];
+    const size_t digits_begin = i;
+    uint64_t size = 0;
+    while (i < s.size() && IsDigit(s[i])) {
+      if (size > (std::numeric_limits<uint64_t>::max() - 9) / 10) return unsupported();
+      size = size * 10 + static_cast<uint64_t>(s[i++] - '0');
+    }
+    const bool has_size = i > digits_begin;
+    bool has_unit = false;
+    if (i < s.size() && s[i] == '[') {
+      const size_t close = s.find(']', i);
+      if (close == std::string::npos || close + 1 != s.size() || close == i + 1 || close - i > 24) return unsupported();
+      size_t j = i + 1;
+      while (j < close && IsDigit(s[j])) ++j;
+      if (j == close) return unsupported();
+      for (; j < close; ++j) {
+        if (!((s[j] >= 'a' && s[j] <= 'z') || (s[j] >= 'A' && s[j] <= 'Z'))) return unsupported();
+      }
+      has_unit = true;
+      i = close + 1;
+    }
+    if (i != s.size()) return unsupported();
+    if (has_unit && kind != 'M' && kind != 'm') return unsupported();
+    auto one_of = [&](std::initializer_list<uint64_t> sizes) {
+      return has_size && std::find(sizes.begin(), sizes.end(), size) != sizes.end();
+    };
+    uint64_t item_size = size;
+    switch (kind) {
+      case 'b': if (!one_of({1})) return unsupported(); break;
+      case 'i': case 'u': if (!one_of({1, 2, 4, 8})) return unsupported(); break;
+      case 'f': if (!one_of({2, 4, 8, 12, 16})) return unsupported(); break;
+      case 'c': if (!one_of({8, 16, 24, 32})) return unsupported(); break;
+      case 'M': case 'm': if (!one_of({8})) return unsupported(); break;
+      case 'a': kind = 'S'; [[fallthrough]];
+      case 'S': case 'V': if (!has_size) return unsupported(); break;
+      case 'U':
+        if (!has_size || size > std::numeric_limits<uint64_t>::max() / 4) return unsupported();
+        item_size = size * 4;
+        break;
+      case 'O':
+        if (has_size && !one_of({4, 8})) return unsupported();
+        item_size = has_size ? size : 8;
+        out_.is_object = true;
+        break;
+      default: return unsupported();
+    }
+    out_.byte_order = order;
+    out_.kind = kind;
+    out_.item_size = item_size;
+    const bool order_matters = item_size > 1 && (kind == 'i' || kind == 'u' || kind == 'f' || kind == 'c' ||
+                                                 kind == 'M' || kind == 'm' || kind == 'U');
+    if (order_matters && (order == '=' || order == '|')) {
+      out_.anomalies.push_back({"npy.native_byte_order", base_ + descr_pos_, "",
+                                "descr " + py::ReprStr(s) +
+                                    " does not say '<' or '>': its numbers depend on the reading machine"});
+    }
+    return OkStatus();
+  }
+
+  std::string_view text_;
+  uint64_t base_;
+  bool utf8_;
+  bool allow_long_suffix_;
+  const NpyLimits& limits_;
+  NpyArray& out_;
+  size_t pos_ = 0;
+  size_t shape_pos_ = 0;
+  size_t descr_pos_ = 0;
+  bool saw_long_suffix_ = false;
+  size_t long_suffix_pos_ = 0;
+};
+
+}  // namespace
+
+NpyLimits NpyLimits::Clamped() const {
+  NpyLimits out = *this;
+  out.max_header_len = std::min<uint64_t>(max_header_len, 1'000'000);
+  out.max_rank = std::min<uint64_t>(max_rank, 1024);
+  out.max_descr_depth = std::min<uint64_t>(max_descr_depth, 200);
+  return out;
+}
+
+Result<NpyArray> ParseNpy(Bytes file, const NpyLimits& limits_in, uint64_t base_offset) {
+  const NpyLimits limits = limits_in.Clamped();
+  ByteCursor cursor(file, base_offset);
+  NpyArray out;
+  CKG_ASSIGN_OR_RETURN(Bytes magic, cursor.ReadBytes(kMagic.size()));
+  if (AsStringView(magic) != kMagic) {
+    return MakeError(ErrorCode::kMalformed, base_offset, "bad magic: not a .npy file");
+  }
+  const uint64_t version_offset = cursor.Offset();
+  CKG_ASSIGN_OR_RETURN(out.major, cursor.ReadU8());
+  CKG_ASSIGN_OR_RETURN(out.minor, cursor.ReadU8());
+  if (out.minor != 0 || out.major < 1 || out.major > 3) {
+    return MakeError(ErrorCode::kUnsupportedFormat, version_offset,
+                     "format version " + Num(out.major) + "." + Num(out.minor) + " is not 1.0, 2.0 or 3.0");
+  }
+  const uint64_t length_offset = cursor.Offset();
+  if (out.major == 1) {
+    CKG_ASSIGN_OR_RETURN(out.header_len, cursor.ReadU16LE());
+  } else {
+    CKG_ASSIGN_OR_RETURN(out.header_len, cursor.ReadU32LE());
+  }
+  if (out.header_len > limits.max_header_len) {
+    return MakeError(ErrorCode::kLimitExceeded, length_offset,
+                     "max_header_len (" + Num(limits.max_header_len) + ") exceeded: the header declares " +
+                         Num(out.header_len) + " bytes");
+  }
+  const uint64_t header_offset = cursor.Offset();
+  Result<Bytes> header_bytes = cursor.ReadBytes(out.header_len);
+  if (!header_bytes) {
+    return MakeError(ErrorCode::kTruncated, header_offset,
+                     "the header (" + Num(out.header_len) + " bytes) runs past the end of the file (" +
+                         Num(cursor.Remaining()) + " bytes remain)");
+  }
+  out.data_offset = cursor.Offset();
+  const std::string_view header = AsStringView(*header_bytes);
+  const bool utf8 = out.major == 3;
+
+  // Python refuses source text with NUL bytes; 3.0 headers are UTF-8.
+  if (const size_t nul = header.find('\0'); nul != std::string_view::npos) {
+    return MakeError(ErrorCode::kMalformed, header_offset + nul, "NUL byte in the header");
+  }
+  uint64_t num_chars = header.size();
+  if (utf8) {
+    if (std::optional<size_t> bad = py::Utf8Error(header, /*allow_surrogates=*/false)) {
+      return MakeError(ErrorCode::kMalformed, header_offset + *bad, "the 3.0 header is not valid UTF-8");
+    }
+    num_chars = static_cast<uint64_t>(
+        std::count_if(header.begin(), header.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xc0) != 0x80; }));
+  }
+
+  HeaderParser parser(header, header_offset, utf8, /*allow_long_suffix=*/out.major < 3, limits, out);
+  CKG_TRY(parser.Parse());
+
+  if (header.back() != '\n') {
+    out.anomalies.push_back({"npy.header_no_newline", header_offset + header.size() - 1, "",
+                             "the header does not end with a newline as numpy's writer ends it"});
+  }
+  if (num_chars > kNumpyMaxHeaderChars) {
+    out.anomalies.push_back({"npy.large_header", length_offset, "",
+                             "the header has " + Num(num_chars) +
+                                 " characters; numpy.load refuses more than 10000 unless max_header_size is "
+                                 "raised or allow_pickle=True"});
+  }
+  if (parser.saw_long_suffix()) {
+    out.anomalies.push_back({"npy.python2_header", parser.long_suffix_offset(), "",
+                             "an 'L' suffix on an integer: written by Python 2; numpy rereads it with "
+                             "_filter_header"});
+  }
+  if ((out.data_offset - base_offset) % kDataAlign != 0) {
+    out.anomalies.push_back({"npy.unaligned_data", out.data_offset, "",
+                             "the data starts " + Num(out.data_offset - base_offset) +
+                                 " bytes into the .npy, not a multiple of 16 as numpy's writer aligns it"});
+  }
+
+  for (uint64_t dim : out.shape) {
+    if (__builtin_mul_overflow(out.num_elements, dim, &out.num_elements)) {
+      return MakeError(ErrorCode::kMalformed, parser.shape_offset(), "the product of the shape overflows 64 bits");
+    }
+  }
+  const uint64_t remaining = cursor.Remaining();
+  if (out.is_object) {
+    if (remaining == 0) {
+      return MakeError(ErrorCode::kTruncated, out.data_offset, "object array without pickle data");
+    }
+    return out;
+  }
+  if (out.structured) return out;
+  if (__builtin_mul_overflow(out.num_elements, out.item_size, &out.data_len)) {
+    return MakeError(ErrorCode::kMalformed, parser.shape_offset(),
+                     Num(out.num_elements) + " elements of " + Num(out.item_size) + " bytes overflow 64 bits");
+  }
+  if (remaining < out.data_len) {
+    return MakeError(ErrorCode::kTruncated, out.data_offset,
+                     "the array data needs " + Num(out.data_len) + " bytes, " + Num(remaining) + " remain");
+  }
+  if (remaining > out.data_len) {
+    out.anomalies.push_back({"npy.trailing_data", out.data_offset + out.data_len, "",
+                             Num(remaining - out.data_len) + " bytes after the array data (numpy.load ignores them)"});
+  }
+  return out;
+}
+
+}  // namespace ckptguard

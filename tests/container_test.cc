@@ -1,0 +1,532 @@
+// Containers: every corpus file is detected as what it is, real torch files
+// show no anomaly, and hostile containers built byte by byte show exactly
+// the anomaly they carry.
+#define BOOST_TEST_MODULE container_test
+#include <bzlib.h>
+#include <lzma.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+#include <map>
+
+#include "ckptguard/container.h"
+#include "ckptguard/mapped_file.h"
+#include "test_util.h"
+#include "zip_builder.h"
+
+namespace ckptguard {
+namespace {
+
+namespace bdata = boost::unit_test::data;
+using testing::CorpusDir;
+using testing::ZipBuilder;
+using testing::ZipItem;
+
+Container OpenBytes(const std::string& bytes, const ContainerLimits& limits = {}) {
+  return OpenContainer(AsBytes(bytes), limits);
+}
+
+std::vector<std::string> Kinds(const Container& c) {
+  std::vector<std::string> kinds;
+  for (const Anomaly& a : c.anomalies) kinds.push_back(a.kind);
+  return kinds;
+}
+
+bool Has(const Container& c, const std::string& kind) {
+  return std::any_of(c.anomalies.begin(), c.anomalies.end(), [&](const Anomaly& a) { return a.kind == kind; });
+}
+
+const Anomaly& Find(const Container& c, const std::string& kind) {
+  auto it = std::find_if(c.anomalies.begin(), c.anomalies.end(), [&](const Anomaly& a) { return a.kind == kind; });
+  BOOST_REQUIRE_MESSAGE(it != c.anomalies.end(), "no anomaly " << kind);
+  return *it;
+}
+
+std::string Describe(const Container& c) {
+  std::string out = std::string(ContainerFormatName(c.format)) + " [";
+  for (const Anomaly& a : c.anomalies) out += a.kind + "@" + std::to_string(a.offset) + " " + a.detail + "; ";
+  if (c.error) out += "error: " + c.error->ToString();
+  return out + "]";
+}
+
+// ---------------------------------------------------------------------------
+// The corpus.
+
+struct CorpusCase {
+  const char* file;
+  ContainerFormat format;
+};
+
+std::ostream& operator<<(std::ostream& os, const CorpusCase& c) { return os << c.file; }
+
+// Benign kinds come from the .expect.json files (checked below); the others
+// are what each file is by content.
+const CorpusCase kCorpus[] = {
+    {"benign/array_bigendian_i4.npy", ContainerFormat::kNumpy},
+    {"benign/array_f32.npy", ContainerFormat::kNumpy},
+    {"benign/arrays.npz", ContainerFormat::kNumpyZip},
+    {"benign/arrays_compressed.npz", ContainerFormat::kNumpyZip},
+    {"benign/containers.pt", ContainerFormat::kTorchZip},
+    {"benign/convnet_sgd.ckpt", ContainerFormat::kTorchZip},
+    {"benign/dtypes.pt", ContainerFormat::kTorchZip},
+    {"benign/exotic_quantized_sparse.pt", ContainerFormat::kTorchZip},
+    {"benign/mlp.params", ContainerFormat::kTorchZip},
+    {"benign/mlp.safetensors", ContainerFormat::kSafetensors},
+    {"benign/mlp_full_checkpoint.pt", ContainerFormat::kTorchZip},
+    {"benign/mlp_full_legacy.pth", ContainerFormat::kTorchLegacy},
+    {"benign/mlp_input.pt", ContainerFormat::kTorchZip},
+    {"benign/mlp_legacy.pt", ContainerFormat::kTorchLegacy},
+    {"benign/mlp_output.pt", ContainerFormat::kTorchZip},
+    {"benign/mlp_torchscript.pt", ContainerFormat::kTorchScript},
+    {"benign/parameters.pt", ContainerFormat::kTorchZip},
+    {"benign/torch2_bigendian_dtypes.pt", ContainerFormat::kTorchZip},
+    {"benign/torch2_layout_checkpoint.pt", ContainerFormat::kTorchZip},
+    {"benign/views_and_sharing.pt", ContainerFormat::kTorchZip},
+    {"benign/whole_module.pt", ContainerFormat::kTorchZip},
+    {"malicious/argparse_namespace.pkl", ContainerFormat::kPickle},
+    {"malicious/builtin_exec_p0.pkl", ContainerFormat::kPickle},
+    {"malicious/builtins_eval.pkl", ContainerFormat::kPickle},
+    {"malicious/getattr_import_chain.pkl", ContainerFormat::kPickle},
+    {"malicious/importlib_import.pkl", ContainerFormat::kPickle},
+    {"malicious/inst_os_system.pkl", ContainerFormat::kPickle},
+    {"malicious/nested_pickle_loads.pkl", ContainerFormat::kPickle},
+    {"malicious/numpy_object_array.npy", ContainerFormat::kNumpy},
+    {"malicious/obj_os_system.pkl", ContainerFormat::kPickle},
+    {"malicious/os_system_p0.pkl", ContainerFormat::kPickle},
+    {"malicious/os_system_p2.pkl", ContainerFormat::kPickle},
+    {"malicious/os_system_p4.pkl", ContainerFormat::kPickle},
+    {"malicious/os_system_p5.pkl", ContainerFormat::kPickle},
+    {"malicious/posix_system.pkl", ContainerFormat::kPickle},
+    {"malicious/runpy_run_code.pkl", ContainerFormat::kPickle},
+    {"malicious/second_pickle_after_stop.pkl", ContainerFormat::kPickle},
+    {"malicious/stack_global_memo.pkl", ContainerFormat::kPickle},
+    {"malicious/subprocess_popen.pkl", ContainerFormat::kPickle},
+    {"malicious/torch_legacy_magic_payload.pt", ContainerFormat::kTorchLegacy},
+    {"malicious/torch_zip_deflated.pt", ContainerFormat::kTorchZip},
+    {"malicious/torch_zip_injected.bin", ContainerFormat::kTorchZip},
+    {"malicious/torch_zip_injected.pt", ContainerFormat::kTorchZip},
+    {"malicious/torch_zip_odd_extension.jpg", ContainerFormat::kTorchZip},
+    {"malicious/webbrowser_open.pkl", ContainerFormat::kPickle},
+    {"malicious/zip_name_mismatch.pt", ContainerFormat::kTorchZip},
+};
+
+BOOST_AUTO_TEST_CASE(corpus_table_covers_every_model_file) {
+  std::set<std::string> listed;
+  for (const CorpusCase& c : kCorpus) listed.insert(c.file);
+  for (const auto& path : testing::CorpusModelFiles()) {
+    const std::string rel = path.parent_path().filename().string() + "/" + path.filename().string();
+    BOOST_TEST(listed.contains(rel), rel << " is not in kCorpus");
+  }
+}
+
+BOOST_DATA_TEST_CASE(corpus_file_is_detected_by_content, bdata::make(kCorpus), c) {
+  Result<MappedFile> file = MappedFile::Open((CorpusDir() / c.file).string());
+  BOOST_REQUIRE(file.has_value());
+  const Container container = OpenContainer(file->data());
+  BOOST_TEST(ContainerFormatName(container.format) == ContainerFormatName(c.format), Describe(container));
+  BOOST_TEST(!container.error.has_value(), Describe(container));
+  // The expectation file, when there is one, names the same kind (a whole
+  // pickled module is a torch zip as a container; the loader tells it apart).
+  const auto expect = CorpusDir() / (std::string(c.file) + ".expect.json");
+  if (std::filesystem::exists(expect)) {
+    std::string kind = nlohmann::json::parse(testing::ReadFile(expect)).at("kind").get<std::string>();
+    if (kind == "torch-zip-module") kind = "torch-zip";
+    BOOST_TEST(kind == std::string(ContainerFormatName(container.format)));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(real_torch_files_have_no_anomaly) {
+  for (const CorpusCase& c : kCorpus) {
+    if (!std::string(c.file).starts_with("benign/")) continue;
+    BOOST_TEST_CONTEXT(c.file) {
+      Result<MappedFile> file = MappedFile::Open((CorpusDir() / c.file).string());
+      BOOST_REQUIRE(file.has_value());
+      const Container container = OpenContainer(file->data());
+      BOOST_TEST(container.anomalies.empty(), Describe(container));
+      for (const ContainerEntry& e : container.entries) BOOST_TEST((e.crc_ok == std::optional<bool>(true)), e.zip.name);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(hostile_corpus_containers_show_their_trick) {
+  auto open = [](const char* name) {
+    Result<MappedFile> file = MappedFile::Open((CorpusDir() / "malicious" / name).string());
+    BOOST_REQUIRE(file.has_value());
+    auto bytes = std::make_shared<std::string>(AsStringView(file->data()));
+    return std::pair(OpenContainer(AsBytes(*bytes)), bytes);
+  };
+  {
+    auto [c, keep] = open("zip_name_mismatch.pt");
+    BOOST_TEST(Find(c, "zip.local_name_mismatch").entry == "archive/data.pkl");
+    BOOST_TEST(c.pickles.size() == 1u);
+  }
+  {
+    auto [c, keep] = open("torch_legacy_magic_payload.pt");
+    BOOST_TEST(Has(c, "legacy.bad_magic"));
+    BOOST_REQUIRE(c.legacy.has_value());
+    BOOST_TEST(c.legacy->records.size() == 4u);
+  }
+  {
+    auto [c, keep] = open("numpy_object_array.npy");
+    BOOST_TEST(Has(c, "npy.object_array"));
+    BOOST_REQUIRE(c.pickles.size() == 1u);
+    BOOST_TEST(c.pickles[0].start == c.npy->data_offset);
+  }
+  {
+    auto [c, keep] = open("torch_zip_deflated.pt");
+    BOOST_REQUIRE(!c.pickles.empty());
+    BOOST_TEST(c.pickles[0].deflated);
+    BOOST_TEST(!c.pickles[0].file_offset.has_value());
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Zip anomalies, one hostile archive each.
+
+BOOST_AUTO_TEST_CASE(clean_built_archive_has_no_anomaly) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  const Container c = OpenBytes(zip.Build());
+  BOOST_TEST(c.format == ContainerFormat::kTorchZip);
+  BOOST_TEST(c.prefix == "archive");
+  BOOST_TEST(c.anomalies.empty(), Describe(c));
+  BOOST_TEST(c.pickles.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(local_name_mismatch) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[0].local_name = "archive/harmless";
+  const Container c = OpenBytes(zip.Build());
+  const Anomaly& a = Find(c, "zip.local_name_mismatch");
+  BOOST_TEST(a.offset == 0u);
+  BOOST_TEST(a.entry == "archive/data.pkl");
+  BOOST_TEST(a.detail.find("'archive/harmless'") != std::string::npos);
+  BOOST_TEST(c.format == ContainerFormat::kTorchZip);  // torch reads the directory's name
+}
+
+BOOST_AUTO_TEST_CASE(local_method_mismatch) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].local_method = 8;
+  const Container c = OpenBytes(zip.Build());
+  const Anomaly& a = Find(c, "zip.local_header_mismatch");
+  BOOST_TEST(a.entry == "archive/data/0");
+  BOOST_TEST(a.detail.find("method") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(crc_mismatch_stored_and_deflated) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].crc = 0x12345678;
+  zip.items[0].deflate = true;
+  zip.items[0].crc = 0xdeadbeef;
+  const Container c = OpenBytes(zip.Build());
+  std::vector<std::string> entries;
+  for (const Anomaly& a : c.anomalies) {
+    if (a.kind == "zip.crc_mismatch") entries.push_back(a.entry);
+  }
+  BOOST_TEST((entries == std::vector<std::string>{"archive/data.pkl", "archive/data/0"}), Describe(c));
+  BOOST_TEST((c.entries[1].crc_ok == std::optional<bool>(false)));
+  BOOST_TEST((c.entries[2].crc_ok == std::optional<bool>(true)));
+  BOOST_TEST(c.pickles.size() == 1u);  // still read: torch does not check CRCs
+}
+
+BOOST_AUTO_TEST_CASE(flags_torch_refuses) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].flags = 0x0001;
+  zip.items[2].flags = 0x0020;
+  const Container c = OpenBytes(zip.Build());
+  BOOST_TEST(Find(c, "zip.encrypted").entry == "archive/data/0");
+  BOOST_TEST(Find(c, "zip.refused_flags").entry == "archive/version");
+}
+
+BOOST_AUTO_TEST_CASE(unsupported_method) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].method_override = 12;  // bzip2
+  const Container c = OpenBytes(zip.Build());
+  BOOST_TEST(Find(c, "zip.unsupported_method").entry == "archive/data/0");
+}
+
+BOOST_AUTO_TEST_CASE(duplicate_names_say_which_torch_reads) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items.push_back(ZipItem{"archive/data.pkl", "\x80\x02N."});
+  const std::string bytes = zip.Build();
+  const Container c = OpenBytes(bytes);
+  const Anomaly& a = Find(c, "zip.duplicate_name");
+  BOOST_TEST(a.entry == "archive/data.pkl");
+  const uint64_t later = c.entries.back().zip.local_header_offset;
+  BOOST_TEST(a.detail.find("torch reads the last, at offset " + std::to_string(later)) != std::string::npos, a.detail);
+  BOOST_TEST(c.pickles.size() == 2u);  // both are scanned
+}
+
+BOOST_AUTO_TEST_CASE(entry_outside_prefix) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items.push_back(ZipItem{"elsewhere/payload.pkl", "\x80\x02N."});
+  const Container c = OpenBytes(zip.Build());
+  BOOST_TEST(Find(c, "zip.outside_prefix").entry == "elsewhere/payload.pkl");
+  BOOST_TEST(c.pickles.size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(overlapping_entries) {
+  // The version record's directory entry points at data/0's local header:
+  // two names read the same bytes.
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.overlap_index = 2;
+  const Container c = OpenBytes(zip.Build());
+  const Anomaly& a = Find(c, "zip.overlapping_entries");
+  BOOST_TEST(a.offset == c.entries[1].zip.local_header_offset);
+  BOOST_TEST(Has(c, "zip.local_name_mismatch"));
+}
+
+BOOST_AUTO_TEST_CASE(hidden_local_entry_is_a_gap) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  ZipItem hidden{"archive/hidden.pkl", "\x80\x02N."};
+  hidden.in_directory = false;
+  zip.items.insert(zip.items.begin() + 1, hidden);
+  const Container c = OpenBytes(zip.Build());
+  const Anomaly& a = Find(c, "zip.gap");
+  BOOST_TEST(a.offset > 0u);
+  BOOST_TEST(a.detail.find("bytes that no entry or record accounts for") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(bytes_between_entries_and_before_directory) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.between = "JUNK";
+  zip.before_directory = "MORE";
+  const Container c = OpenBytes(zip.Build());
+  const auto kinds = Kinds(c);
+  BOOST_TEST(std::count(kinds.begin(), kinds.end(), "zip.gap") == 3, Describe(c));
+}
+
+BOOST_AUTO_TEST_CASE(trailing_data_after_end_record) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.trailing = "appended payload";
+  const std::string bytes = zip.Build();
+  const Container c = OpenBytes(bytes);
+  // The end record is found by scanning back over the "comment" window; the
+  // bytes after it are reported either way.
+  BOOST_TEST(Find(c, "zip.trailing_data").offset == bytes.size() - 16);
+}
+
+BOOST_AUTO_TEST_CASE(torch_records_against_data_pkl) {
+  {
+    ZipBuilder zip{testing::MinimalTorchZip()};
+    zip.items.erase(zip.items.begin() + 1);  // no data/0
+    const Container c = OpenBytes(zip.Build());
+    BOOST_TEST(Find(c, "torch.missing_record").entry == "archive/data/0");
+  }
+  {
+    ZipBuilder zip{testing::MinimalTorchZip()};
+    zip.items[1].data = std::string(4, '\x01');  // 1 float, data.pkl says 2
+    const Container c = OpenBytes(zip.Build());
+    BOOST_TEST(Find(c, "torch.record_size_mismatch").detail.find("holds 4 bytes; data.pkl declares 2 x 4") !=
+               std::string::npos);
+  }
+  {
+    ZipBuilder zip{testing::MinimalTorchZip()};
+    zip.items.pop_back();  // no version
+    BOOST_TEST(Has(OpenBytes(zip.Build()), "torch.missing_version"));
+    zip.items.push_back(ZipItem{"archive/version", "99\n"});
+    BOOST_TEST(Has(OpenBytes(zip.Build()), "torch.bad_version"));
+  }
+  {
+    ZipBuilder zip{testing::MinimalTorchZip()};
+    zip.items.push_back(ZipItem{"archive/byteorder", "middle"});
+    BOOST_TEST(Has(OpenBytes(zip.Build()), "torch.bad_byteorder"));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(classification_by_entries) {
+  ZipBuilder torchscript{testing::MinimalTorchZip()};
+  torchscript.items.push_back(ZipItem{"archive/constants.pkl", "\x80\x02)."});
+  torchscript.items.push_back(ZipItem{"archive/code/__torch__.py", "def forward(self): ...\n"});
+  BOOST_TEST(OpenBytes(torchscript.Build()).format == ContainerFormat::kTorchScript);
+  ZipBuilder plain{{ZipItem{"readme.txt", "hello"}}};
+  const Container c = OpenBytes(plain.Build());
+  BOOST_TEST(c.format == ContainerFormat::kZip);
+  BOOST_TEST(c.pickles.empty());
+}
+
+BOOST_AUTO_TEST_CASE(zip_inside_zip_is_opened) {
+  ZipBuilder inner{testing::MinimalTorchZip()};
+  ZipBuilder outer{{ZipItem{"bundle/model.pt", inner.Build()}}};
+  const Container c = OpenBytes(outer.Build());
+  BOOST_TEST(Find(c, "zip.nested_archive").entry == "bundle/model.pt");
+  BOOST_REQUIRE(c.nested.size() == 1u);
+  BOOST_TEST(c.nested[0].entry == "bundle/model.pt");
+  BOOST_TEST(c.nested[0].container->format == ContainerFormat::kTorchZip);
+  BOOST_TEST(c.nested[0].container->pickles.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(nesting_is_bounded) {
+  std::string bytes = ZipBuilder{testing::MinimalTorchZip()}.Build();
+  for (int i = 0; i < 6; ++i) bytes = ZipBuilder{{ZipItem{"n" + std::to_string(i) + ".zip", bytes}}}.Build();
+  ContainerLimits limits;
+  limits.max_depth = 3;
+  const Container c = OpenBytes(bytes, limits);
+  int depth = 0;
+  bool too_deep = false;
+  ForEachContainer(c, [&](const Container& inner, const std::string& path) {
+    depth = std::max<int>(depth, static_cast<int>(std::count(path.begin(), path.end(), '>')) + (path.empty() ? 0 : 1));
+    too_deep = too_deep || Has(inner, "container.too_deep");
+  });
+  BOOST_TEST(depth == 3);
+  BOOST_TEST(too_deep);
+}
+
+BOOST_AUTO_TEST_CASE(broken_directory_is_an_error_not_a_crash) {
+  std::string bytes = ZipBuilder{testing::MinimalTorchZip()}.Build();
+  bytes.resize(bytes.size() - 10);  // cut into the end record
+  const Container c = OpenBytes(bytes);
+  BOOST_TEST(c.format == ContainerFormat::kZip);
+  BOOST_REQUIRE(c.error.has_value());
+  BOOST_TEST(c.error->detail == "no end-of-central-directory record");
+}
+
+// ---------------------------------------------------------------------------
+// Polyglots.
+
+BOOST_AUTO_TEST_CASE(pickle_with_zip_appended_is_a_pickle) {
+  const std::string pickle = testing::ReadFile(CorpusDir() / "malicious" / "os_system_p2.pkl");
+  const std::string zip = ZipBuilder{testing::MinimalTorchZip()}.Build();
+  const Container c = OpenBytes(pickle + zip);
+  BOOST_TEST(c.format == ContainerFormat::kPickle);
+  BOOST_TEST(Find(c, "polyglot.zip_after_pickle").offset == pickle.size());
+  BOOST_REQUIRE(c.nested.size() == 1u);
+  BOOST_TEST(c.nested[0].container->format == ContainerFormat::kTorchZip);
+}
+
+BOOST_AUTO_TEST_CASE(zip_inside_pickle_bytes) {
+  const std::string zip = ZipBuilder{testing::MinimalTorchZip()}.Build();
+  std::string pickle = "\x80\x03" "B";
+  testing::PutU32(pickle, static_cast<uint32_t>(zip.size()));
+  pickle += zip + ".";
+  const Container c = OpenBytes(pickle);
+  BOOST_TEST(c.format == ContainerFormat::kPickle);
+  BOOST_TEST(Find(c, "polyglot.zip_in_pickle_bytes").offset == 7u);
+  BOOST_REQUIRE(c.nested.size() == 1u);
+  BOOST_TEST(c.nested[0].container->format == ContainerFormat::kTorchZip);
+}
+
+BOOST_AUTO_TEST_CASE(garbage_after_pickle) {
+  const Container c = OpenBytes(std::string("\x80\x02N.", 4) + "\xff\xfe");
+  BOOST_TEST(c.format == ContainerFormat::kPickle);
+  BOOST_TEST(Find(c, "pickle.trailing_data").offset == 4u);
+}
+
+// ---------------------------------------------------------------------------
+// Wrappers.
+
+std::string Gzip(const std::string& data) {
+  z_stream zs{};
+  deflateInit2(&zs, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&zs, static_cast<uLong>(data.size())) + 32, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = static_cast<uInt>(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+std::string Bzip2(const std::string& data) {
+  std::string out(data.size() + data.size() / 100 + 1024, '\0');
+  unsigned len = static_cast<unsigned>(out.size());
+  BZ2_bzBuffToBuffCompress(out.data(), &len, const_cast<char*>(data.data()), static_cast<unsigned>(data.size()), 9, 0,
+                           0);
+  out.resize(len);
+  return out;
+}
+
+std::string Xz(const std::string& data) {
+  std::string out(lzma_stream_buffer_bound(data.size()), '\0');
+  size_t pos = 0;
+  lzma_easy_buffer_encode(6, LZMA_CHECK_CRC64, nullptr, reinterpret_cast<const uint8_t*>(data.data()), data.size(),
+                          reinterpret_cast<uint8_t*>(out.data()), &pos, out.size());
+  out.resize(pos);
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(wrapped_pickles_are_unwrapped) {
+  const std::string pickle = testing::ReadFile(CorpusDir() / "malicious" / "os_system_p2.pkl");
+  const std::pair<Wrapper, std::string> cases[] = {
+      {Wrapper::kGzip, Gzip(pickle)}, {Wrapper::kBzip2, Bzip2(pickle)}, {Wrapper::kXz, Xz(pickle)}};
+  for (const auto& [wrapper, bytes] : cases) {
+    BOOST_TEST_CONTEXT(WrapperName(wrapper)) {
+      const Container c = OpenBytes(bytes);
+      BOOST_TEST(c.format == ContainerFormat::kPickle, Describe(c));
+      BOOST_TEST((c.wrappers == std::vector<Wrapper>{wrapper}));
+      BOOST_REQUIRE(c.pickles.size() == 1u);
+      BOOST_TEST(AsStringView(c.pickles[0].data) == pickle);
+    }
+  }
+  // gzip of a torch zip of...: wrappers and archives compose.
+  const Container c = OpenBytes(Gzip(ZipBuilder{testing::MinimalTorchZip()}.Build()));
+  BOOST_TEST(c.format == ContainerFormat::kTorchZip);
+}
+
+BOOST_AUTO_TEST_CASE(wrapper_bombs_and_corruption_fail_closed) {
+  ContainerLimits limits;
+  limits.max_unwrapped_len = 1 << 20;
+  const Container bomb = OpenBytes(Gzip(std::string(4 << 20, '\0')), limits);
+  BOOST_TEST(bomb.format == ContainerFormat::kUnknown);
+  BOOST_REQUIRE(bomb.error.has_value());
+  BOOST_TEST(bomb.error->code == ErrorCode::kLimitExceeded);
+  BOOST_TEST(bomb.error->detail.find("max_unwrapped_len") != std::string::npos);
+
+  std::string cut = Gzip(std::string(1000, 'x'));
+  cut.resize(cut.size() / 2);
+  const Container truncated = OpenBytes(cut);
+  BOOST_REQUIRE(truncated.error.has_value());
+  BOOST_TEST(truncated.error->code == ErrorCode::kTruncated);
+}
+
+// ---------------------------------------------------------------------------
+// Legacy records.
+
+BOOST_AUTO_TEST_CASE(legacy_records_are_walked_and_checked) {
+  const std::string bytes = testing::ReadFile(CorpusDir() / "benign" / "mlp_legacy.pt");
+  const Container c = OpenBytes(bytes);
+  BOOST_REQUIRE(c.legacy.has_value());
+  BOOST_TEST(c.legacy->records.size() == 4u);
+  uint64_t end = 0;
+  for (const LegacyRecord& r : c.legacy->records) {
+    BOOST_TEST(r.storage_type == "FloatStorage");
+    BOOST_TEST(static_cast<int64_t>(r.num_elements) == r.declared_numel);
+    BOOST_TEST(r.data_offset == r.count_offset + 8);
+    end = r.data_offset + r.data_len;
+  }
+  BOOST_TEST(end == bytes.size());
+
+  // Truncated inside the last record: an error naming its key.
+  const Container cut = OpenBytes(bytes.substr(0, bytes.size() - 3));
+  BOOST_REQUIRE(cut.error.has_value());
+  BOOST_TEST(cut.error->code == ErrorCode::kTruncated);
+  BOOST_TEST(cut.error->where == c.legacy->records.back().key);
+
+  // Extra bytes after the records.
+  BOOST_TEST(Has(OpenBytes(bytes + "tail"), "legacy.trailing_data"));
+
+  // A count that disagrees with the persistent id.
+  std::string changed = bytes;
+  const LegacyRecord& first = c.legacy->records.front();
+  changed[first.count_offset] = static_cast<char>(changed[first.count_offset] - 1);
+  const Container mismatch = OpenBytes(changed);
+  BOOST_TEST(Find(mismatch, "legacy.numel_mismatch").entry == first.key);
+}
+
+// ---------------------------------------------------------------------------
+// Unknown.
+
+BOOST_AUTO_TEST_CASE(unknown_says_why) {
+  const Container c = OpenBytes("\x01\x02\x03\x04 this is not a model");
+  BOOST_TEST(c.format == ContainerFormat::kUnknown);
+  BOOST_TEST(c.reason.find("no known magic (first bytes 01 02 03 04)") != std::string::npos, c.reason);
+  const Container empty = OpenBytes("");
+  BOOST_TEST(empty.format == ContainerFormat::kUnknown);
+  BOOST_TEST(empty.reason == "empty file");
+}
+
+}  // namespace
+}  // namespace ckptguard
