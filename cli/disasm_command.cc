@@ -159,6 +159,14 @@ FileOutcome DisasmOne(const std::string& path, const DisasmFlags& flags, std::os
       errors.push_back(ErrorJson(*container.error));
       outcome.ok = false;
     }
+    for (const Anomaly& a : container.anomalies) {
+      if (a.kind != "zip.bad_entry") continue;
+      std::cerr << "ckptguard: " << where << ": unreadable entry at byte " << a.offset << " (" << a.entry
+                << "): " << a.detail << "\n";
+      errors.push_back(json{{"code", "unreadable_entry"}, {"offset", a.offset}, {"where", a.entry},
+                            {"detail", a.detail}});
+      outcome.ok = false;
+    }
     if (container.format == ContainerFormat::kUnknown) {
       const std::string note = "not a model file ckptguard knows: " + container.reason;
       if (!flags.json) out << "== " << where << ": " << note << "\n";
