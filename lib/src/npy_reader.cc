@@ -33,25 +33,6 @@ uint32_t HexValue(char c) {
   return static_cast<uint32_t>(c - 'A' + 10);
 }
 
-void AppendUtf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else {
-    out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  }
-}
-
-// IsObjectDescr: a dtype string numpy reads as the object dtype.
 bool IsObjectDescr(std::string_view s) {
   if (!s.empty() && (s[0] == '<' || s[0] == '>' || s[0] == '|' || s[0] == '=')) s.remove_prefix(1);
   if (s == "object" || s == "object_") return true;
@@ -148,7 +129,7 @@ class HeaderParser {
     if (utf8_ || static_cast<unsigned char>(c) < 0x80) {
       out.push_back(c);
     } else {
-      AppendUtf8(out, static_cast<unsigned char>(c));
+      py::AppendUtf8(out, static_cast<unsigned char>(c));
     }
   }
 
@@ -211,7 +192,7 @@ class HeaderParser {
           for (int i = 0; i < 2 && pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '7'; ++i) {
             v = v * 8 + static_cast<uint32_t>(text_[pos_++] - '0');
           }
-          AppendUtf8(out, v);
+          py::AppendUtf8(out, v);
           break;
         }
         case 'x':
@@ -220,7 +201,7 @@ class HeaderParser {
           CKG_ASSIGN_OR_RETURN(uint32_t cp, ReadHex(e == 'x' ? 2 : e == 'u' ? 4 : 8, escape_pos));
           if (cp > 0x10ffff) return Malformed(escape_pos, "escape beyond U+10FFFF");
           if (cp >= 0xd800 && cp <= 0xdfff) return Malformed(escape_pos, "surrogate escapes are not supported");
-          AppendUtf8(out, cp);
+          py::AppendUtf8(out, cp);
           break;
         }
         case 'N': return Malformed(escape_pos, "\\N{...} escapes are not supported");

@@ -26,6 +26,10 @@ inline constexpr size_t kMaxIntStrDigits = 4300;
 // are accepted (CPython's "surrogatepass").
 std::optional<size_t> Utf8Error(std::string_view text, bool allow_surrogates);
 
+// AppendUtf8 appends code point `cp` (<= 0x10ffff) to `out` as UTF-8; lone
+// surrogates are encoded as three bytes, as CPython's "surrogatepass" does.
+void AppendUtf8(std::string& out, uint32_t cp);
+
 // DecodeBytesEscape undoes Python bytes-literal escapes (codecs.escape_decode):
 // \\ \' \" \a \b \f \n \r \t \v \<newline> \ooo \xhh; unknown escapes stay.
 Result<std::string> DecodeBytesEscape(std::string_view text);
