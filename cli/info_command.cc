@@ -228,7 +228,8 @@ Exit status: 0 when every file was read, 2 when one could not be read completely
 
 Examples:
   ckptguard info model.pt
-  ckptguard info --json model.pt | jq '.files[0].anomalies')");
+  ckptguard info --json model.pt | jq '.files[0].anomalies'
+)");
   cmd->add_option("files", flags.files, "Model files to describe")->required()->type_name("FILE");
   cmd->add_flag("--json", flags.json,
                 "Print one JSON document: files[] with path, format, wrappers, prefix, entries, pickles, "

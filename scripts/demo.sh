@@ -9,8 +9,14 @@ bash scripts/setup.sh
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$(nproc)" --target ckptguard
 bin=build/release/cli/ckptguard
+samples=()
 for f in examples/*; do
   case "$f" in *.md) continue ;; esac
+  samples+=("$f")
+done
+echo "### ckptguard info examples/* (formats by content, entries, pickles, anomalies)"
+"$bin" info "${samples[@]}"
+for f in "${samples[@]}"; do
   echo
   echo "### ckptguard disasm $f"
   "$bin" disasm "$f"

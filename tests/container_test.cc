@@ -10,6 +10,8 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <set>
 
 #include "ckptguard/container.h"
 #include "ckptguard/mapped_file.h"
@@ -17,12 +19,21 @@
 #include "zip_builder.h"
 
 namespace ckptguard {
+
+// Boost.Test prints values of these types through ADL (so not in the
+// anonymous namespace).
+std::ostream& boost_test_print_type(std::ostream& os, ContainerFormat f) { return os << ContainerFormatName(f); }
+std::ostream& boost_test_print_type(std::ostream& os, ErrorCode e) { return os << ErrorCodeName(e); }
+
 namespace {
 
 namespace bdata = boost::unit_test::data;
+
 using testing::CorpusDir;
 using testing::ZipBuilder;
 using testing::ZipItem;
+using testing::BuildZip;
+using testing::Gzip;
 
 Container OpenBytes(const std::string& bytes, const ContainerLimits& limits = {}) {
   return OpenContainer(AsBytes(bytes), limits);
@@ -214,6 +225,84 @@ BOOST_AUTO_TEST_CASE(local_method_mismatch) {
   BOOST_TEST(a.detail.find("method") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(local_size_mismatch) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].local_size = 4;
+  const Container c = OpenBytes(zip.Build());
+  const Anomaly& a = Find(c, "zip.local_header_mismatch");
+  BOOST_TEST(a.entry == "archive/data/0");
+  BOOST_TEST(a.offset == c.entries[1].zip.local_header_offset);
+  BOOST_TEST(a.detail.find("uncompressed_size") != std::string::npos, a.detail);
+  BOOST_TEST(a.detail.find("compressed_size uncompressed") == std::string::npos, a.detail);
+}
+
+BOOST_AUTO_TEST_CASE(zip64_end_record_is_followed) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.zip64 = true;
+  const Container c = OpenBytes(zip.Build());
+  BOOST_TEST(c.format == ContainerFormat::kTorchZip, Describe(c));
+  BOOST_TEST(c.entries.size() == 3u);
+  BOOST_TEST(c.anomalies.empty(), Describe(c));
+  // A locator pointing outside the file is an error with its offset.
+  std::string broken = zip.Build();
+  const size_t locator = broken.size() - 22 - 20;
+  broken[locator + 15] = '\x7f';
+  const Container bad = OpenBytes(broken);
+  BOOST_REQUIRE(bad.error.has_value());
+  BOOST_TEST(bad.error->offset == locator);
+}
+
+BOOST_AUTO_TEST_CASE(deflated_entry_caps_size_and_ratio) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].data = std::string(4 << 20, '\0');  // 4 MiB of zeros: ratio ~1000
+  zip.items[1].deflate = true;
+  ContainerLimits limits;
+  limits.zip.max_inflated_len = 1 << 20;
+  const Container big = OpenBytes(zip.Build(), limits);
+  const Anomaly& a = Find(big, "zip.bad_entry");
+  BOOST_TEST(a.entry == "archive/data/0");
+  BOOST_TEST(a.detail.find("max_inflated_len") != std::string::npos, a.detail);
+
+  limits = {};
+  limits.zip.max_ratio = 100;
+  const Container bomb = OpenBytes(zip.Build(), limits);
+  BOOST_TEST(Find(bomb, "zip.bad_entry").detail.find("max_ratio") != std::string::npos, Describe(bomb));
+  // Within the limits the same archive is clean.
+  BOOST_TEST(!Has(OpenBytes(zip.Build()), "zip.bad_entry"));
+}
+
+BOOST_AUTO_TEST_CASE(torch_archive_without_prefix) {
+  const Container c = OpenBytes(BuildZip({ZipItem{"data.pkl", testing::kMinimalDataPkl},
+                                          ZipItem{"data/0", std::string(8, '\x01')}, ZipItem{"version", "3\n"}}));
+  BOOST_TEST(c.format == ContainerFormat::kZip);  // torch refuses it
+  BOOST_TEST(Find(c, "torch.no_prefix").entry == "data.pkl", Describe(c));
+}
+
+BOOST_AUTO_TEST_CASE(unreadable_npz_member_offset_is_in_the_archive) {
+  // A stored .npy member whose header length runs past its data.
+  const std::string npy = std::string("\x93NUMPY\x01\x00\xff\x00", 10) + "{'descr'";
+  ZipBuilder zip;
+  zip.items = {ZipItem{"a.npy", npy}};
+  const Container c = OpenBytes(zip.Build());
+  const Anomaly& a = Find(c, "npy.unreadable_member");
+  const uint64_t member_begin = 30 + 5;  // local header + name
+  BOOST_TEST(a.entry == "a.npy");
+  BOOST_TEST(a.offset >= member_begin, Describe(c));
+  BOOST_TEST(a.offset <= member_begin + npy.size(), Describe(c));
+}
+
+BOOST_AUTO_TEST_CASE(safetensors_that_is_also_a_pickle) {
+  // Header length 0x2e4e: its bytes "N." are a complete pickle (None), which
+  // torch.load would run as a legacy file.
+  std::string header = R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+  header.resize(0x2e4e, ' ');
+  std::string file("N.\0\0\0\0\0\0", 8);
+  file += header + "x";
+  const Container c = OpenBytes(file);
+  BOOST_TEST(c.format == ContainerFormat::kSafetensors, Describe(c));
+  BOOST_TEST(Find(c, "polyglot.pickle_and_safetensors").offset == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(crc_mismatch_stored_and_deflated) {
   ZipBuilder zip{testing::MinimalTorchZip()};
   zip.items[1].crc = 0x12345678;
@@ -358,7 +447,7 @@ BOOST_AUTO_TEST_CASE(zip_inside_zip_is_opened) {
 }
 
 BOOST_AUTO_TEST_CASE(nesting_is_bounded) {
-  std::string bytes = ZipBuilder{testing::MinimalTorchZip()}.Build();
+  std::string bytes = BuildZip(testing::MinimalTorchZip());
   for (int i = 0; i < 6; ++i) bytes = ZipBuilder{{ZipItem{"n" + std::to_string(i) + ".zip", bytes}}}.Build();
   ContainerLimits limits;
   limits.max_depth = 3;
@@ -374,7 +463,7 @@ BOOST_AUTO_TEST_CASE(nesting_is_bounded) {
 }
 
 BOOST_AUTO_TEST_CASE(broken_directory_is_an_error_not_a_crash) {
-  std::string bytes = ZipBuilder{testing::MinimalTorchZip()}.Build();
+  std::string bytes = BuildZip(testing::MinimalTorchZip());
   bytes.resize(bytes.size() - 10);  // cut into the end record
   const Container c = OpenBytes(bytes);
   BOOST_TEST(c.format == ContainerFormat::kZip);
@@ -387,7 +476,7 @@ BOOST_AUTO_TEST_CASE(broken_directory_is_an_error_not_a_crash) {
 
 BOOST_AUTO_TEST_CASE(pickle_with_zip_appended_is_a_pickle) {
   const std::string pickle = testing::ReadFile(CorpusDir() / "malicious" / "os_system_p2.pkl");
-  const std::string zip = ZipBuilder{testing::MinimalTorchZip()}.Build();
+  const std::string zip = BuildZip(testing::MinimalTorchZip());
   const Container c = OpenBytes(pickle + zip);
   BOOST_TEST(c.format == ContainerFormat::kPickle);
   BOOST_TEST(Find(c, "polyglot.zip_after_pickle").offset == pickle.size());
@@ -396,7 +485,7 @@ BOOST_AUTO_TEST_CASE(pickle_with_zip_appended_is_a_pickle) {
 }
 
 BOOST_AUTO_TEST_CASE(zip_inside_pickle_bytes) {
-  const std::string zip = ZipBuilder{testing::MinimalTorchZip()}.Build();
+  const std::string zip = BuildZip(testing::MinimalTorchZip());
   std::string pickle = "\x80\x03" "B";
   testing::PutU32(pickle, static_cast<uint32_t>(zip.size()));
   pickle += zip + ".";
@@ -415,20 +504,6 @@ BOOST_AUTO_TEST_CASE(garbage_after_pickle) {
 
 // ---------------------------------------------------------------------------
 // Wrappers.
-
-std::string Gzip(const std::string& data) {
-  z_stream zs{};
-  deflateInit2(&zs, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&zs, static_cast<uLong>(data.size())) + 32, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  deflate(&zs, Z_FINISH);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
 
 std::string Bzip2(const std::string& data) {
   std::string out(data.size() + data.size() / 100 + 1024, '\0');
@@ -462,7 +537,7 @@ BOOST_AUTO_TEST_CASE(wrapped_pickles_are_unwrapped) {
     }
   }
   // gzip of a torch zip of...: wrappers and archives compose.
-  const Container c = OpenBytes(Gzip(ZipBuilder{testing::MinimalTorchZip()}.Build()));
+  const Container c = OpenBytes(Gzip(BuildZip(testing::MinimalTorchZip())));
   BOOST_TEST(c.format == ContainerFormat::kTorchZip);
 }
 
@@ -508,12 +583,16 @@ BOOST_AUTO_TEST_CASE(legacy_records_are_walked_and_checked) {
   // Extra bytes after the records.
   BOOST_TEST(Has(OpenBytes(bytes + "tail"), "legacy.trailing_data"));
 
-  // A count that disagrees with the persistent id.
+  // A count that disagrees with the persistent id (the last record, so the
+  // walk stays aligned: the element it loses becomes trailing data).
   std::string changed = bytes;
-  const LegacyRecord& first = c.legacy->records.front();
-  changed[first.count_offset] = static_cast<char>(changed[first.count_offset] - 1);
+  const LegacyRecord& last = c.legacy->records.back();
+  const uint64_t fewer = last.num_elements - 1;
+  for (size_t i = 0; i < 8; ++i) changed[last.count_offset + i] = static_cast<char>((fewer >> (8 * i)) & 0xff);
   const Container mismatch = OpenBytes(changed);
-  BOOST_TEST(Find(mismatch, "legacy.numel_mismatch").entry == first.key);
+  BOOST_TEST(Find(mismatch, "legacy.numel_mismatch").entry == last.key);
+  BOOST_TEST(Find(mismatch, "legacy.numel_mismatch").offset == last.count_offset);
+  BOOST_TEST(Has(mismatch, "legacy.trailing_data"));
 }
 
 // ---------------------------------------------------------------------------

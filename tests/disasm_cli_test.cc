@@ -1,8 +1,6 @@
 // `ckptguard disasm` as a user runs it: exit codes, the text and JSON
 // contracts, errors that name the file, entry and byte offset.
 #define BOOST_TEST_MODULE disasm_cli_test
-#include <unistd.h>
-
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
 
@@ -14,24 +12,11 @@ namespace {
 using nlohmann::json;
 using testing::CorpusDir;
 using testing::ShellQuote;
+using testing::TempDir;
 
 testing::CommandResult Cli(const std::string& args, bool merge_stderr = false) {
   return testing::Run(ShellQuote(CKPTGUARD_CLI) + " disasm " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null"));
 }
-
-// TempDir is a fresh folder removed when the test ends.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "ckg-test-XXXXXX").string();
-    path = ::mkdtemp(templ.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string Write(const std::string& name, const std::string& bytes) const {
-    std::ofstream(path / name, std::ios::binary) << bytes;
-    return (path / name).string();
-  }
-};
 
 BOOST_AUTO_TEST_CASE(text_output_names_entries_and_ops) {
   auto r = Cli(ShellQuote((CorpusDir() / "benign" / "mlp.params").string()));

@@ -4,6 +4,7 @@
 #define CKPTGUARD_TESTS_TEST_UTIL_H_
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -74,6 +75,22 @@ inline std::vector<std::filesystem::path> CorpusModelFiles() {
   std::sort(files.begin(), files.end());
   return files;
 }
+
+// TempDir is a fresh folder removed when the test ends.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string templ = (std::filesystem::temp_directory_path() / "ckg-test-XXXXXX").string();
+    path = ::mkdtemp(templ.data());
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() { std::filesystem::remove_all(path); }
+  std::string Write(const std::string& name, const std::string& bytes) const {
+    std::ofstream(path / name, std::ios::binary) << bytes;
+    return (path / name).string();
+  }
+};
 
 }  // namespace ckptguard::testing
 

@@ -28,11 +28,12 @@ inline uint32_t Crc32Of(const std::string& data) {
   return static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size())));
 }
 
-// RawDeflate compresses `data` as a zip "deflated" entry (no zlib header).
-inline std::string RawDeflate(const std::string& data) {
+// Deflate compresses `data` with zlib's window_bits convention: negative for
+// a raw stream, 16 + MAX_WBITS for a gzip member.
+inline std::string Deflate(const std::string& data, int window_bits) {
   z_stream zs{};
-  deflateInit2(&zs, Z_BEST_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&zs, static_cast<uLong>(data.size())), '\0');
+  deflateInit2(&zs, Z_BEST_COMPRESSION, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&zs, static_cast<uLong>(data.size())) + 32, '\0');
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   zs.avail_in = static_cast<uInt>(data.size());
   zs.next_out = reinterpret_cast<Bytef*>(out.data());
@@ -43,6 +44,12 @@ inline std::string RawDeflate(const std::string& data) {
   return out;
 }
 
+// RawDeflate compresses `data` as a zip "deflated" entry (no zlib header).
+inline std::string RawDeflate(const std::string& data) { return Deflate(data, -MAX_WBITS); }
+
+// Gzip wraps `data` in a gzip member.
+inline std::string Gzip(const std::string& data) { return Deflate(data, 16 + MAX_WBITS); }
+
 struct ZipItem {
   std::string name;
   std::string data;              // uncompressed content
@@ -51,6 +58,7 @@ struct ZipItem {
   std::optional<std::string> local_name;    // local header name (central keeps `name`)
   std::optional<uint32_t> crc;              // both headers' CRC (default: the true one)
   std::optional<uint16_t> local_method;     // local header method
+  std::optional<uint32_t> local_size;       // local header uncompressed size
   uint16_t flags = 0;                       // both headers
   std::optional<uint16_t> method_override;  // both headers (e.g. 12 = bzip2)
   bool in_directory = true;                 // false: local header and data only
@@ -65,6 +73,9 @@ struct ZipBuilder {
   std::string comment;
   // The directory record of entry `overlap_index` points at the previous entry's local header.
   std::optional<size_t> overlap_index;
+  // Write a zip64 end record and locator (the classic end record then holds
+  // 0xffff/0xffffffff, as writers do when the archive needs zip64).
+  bool zip64 = false;
 
   std::string Build() const {
     std::string out = leading;
@@ -86,7 +97,7 @@ struct ZipBuilder {
       PutU16(out, 0);
       PutU32(out, it.crc ? *it.crc : Crc32Of(it.data));
       PutU32(out, static_cast<uint32_t>(data.size()));
-      PutU32(out, static_cast<uint32_t>(it.data.size()));
+      PutU32(out, it.local_size ? *it.local_size : static_cast<uint32_t>(it.data.size()));
       PutU16(out, static_cast<uint32_t>(lname.size()));
       PutU16(out, 0);
       out += lname;
@@ -120,13 +131,30 @@ struct ZipBuilder {
       out += it.name;
     }
     const uint32_t cd_size = static_cast<uint32_t>(out.size()) - cd_offset;
+    if (zip64) {
+      const uint64_t z64_pos = out.size();
+      PutU32(out, 0x06064b50);
+      PutU64(out, 44);  // size of the rest of the record
+      PutU16(out, 45);
+      PutU16(out, 45);
+      PutU32(out, 0);
+      PutU32(out, 0);
+      PutU64(out, count);
+      PutU64(out, count);
+      PutU64(out, cd_size);
+      PutU64(out, cd_offset);
+      PutU32(out, 0x07064b50);
+      PutU32(out, 0);
+      PutU64(out, z64_pos);
+      PutU32(out, 1);
+    }
     PutU32(out, 0x06054b50);
     PutU16(out, 0);
     PutU16(out, 0);
-    PutU16(out, count);
-    PutU16(out, count);
-    PutU32(out, cd_size);
-    PutU32(out, cd_offset);
+    PutU16(out, zip64 ? 0xffff : count);
+    PutU16(out, zip64 ? 0xffff : count);
+    PutU32(out, zip64 ? 0xffffffff : cd_size);
+    PutU32(out, zip64 ? 0xffffffff : cd_offset);
     PutU16(out, static_cast<uint32_t>(comment.size()));
     out += comment;
     out += trailing;
@@ -150,6 +178,13 @@ inline const std::string kMinimalDataPkl(
     "\x69\x63\x74\x0a\x71\x0a\x29\x52\x71\x0b\x74\x71\x0c\x52\x71\x0d"
     "\x73\x2e",
     162);
+
+// BuildZip builds an honest archive of `items`.
+inline std::string BuildZip(std::vector<ZipItem> items) {
+  ZipBuilder builder;
+  builder.items = std::move(items);
+  return builder.Build();
+}
 
 // MinimalTorchZip: a torch.save-like archive holding that tensor, its 8-byte
 // record data/0 and the version record.

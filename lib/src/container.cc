@@ -256,6 +256,13 @@ class Opener {
     c.prefix = slash == std::string::npos ? std::string() : first.substr(0, slash);
     const std::string root = c.prefix + "/";
     auto has = [&](const std::string& name) { return last_by_name.contains(name); };
+    if (c.prefix.empty() && has("data.pkl")) {
+      // Shaped like a checkpoint, but torch takes the prefix from the first
+      // entry's folder and refuses an archive whose first entry has none.
+      c.anomalies.push_back({"torch.no_prefix", zip.entries().front().central_offset, first,
+                             "data.pkl without a folder prefix: torch refuses the archive (first entry '" + first +
+                                 "' is not in a subdirectory)"});
+    }
     const bool has_code = std::any_of(zip.entries().begin(), zip.entries().end(),
                                       [&](const ZipEntry& e) { return e.name.starts_with(root + "code/"); });
     if (!c.prefix.empty() && (has(root + "constants.pkl") || (has_code && has(root + "data.pkl")))) {
@@ -281,9 +288,10 @@ class Opener {
       if (StartsWith(bytes, kNpyMagic)) {
         Result<NpyArray> array = ParseNpy(bytes, limits_.npy, file_offset.value_or(0));
         if (!array) {
+          // ParseNpy already added file_offset (the member's place in the
+          // archive); a deflated member's offsets are inside its inflated bytes.
           Error error = array.error();
-          c.anomalies.push_back({"npy.unreadable_member", file_offset.value_or(0) + error.offset, e.name,
-                                 error.ToString()});
+          c.anomalies.push_back({"npy.unreadable_member", error.offset, e.name, error.ToString()});
           continue;
         }
         for (Anomaly a : array->anomalies) {
@@ -322,10 +330,6 @@ class Opener {
   void CheckTorchArchive(Container& c, const ZipArchive& zip, const std::map<std::string, size_t>& last_by_name) {
     const auto& entries = zip.entries();
     const std::string root = c.prefix + "/";
-    if (entries.front().name.find('/') == std::string::npos) {
-      c.anomalies.push_back({"torch.no_prefix", entries.front().central_offset, entries.front().name,
-                             "the first entry has no folder; torch refuses the archive"});
-    }
     for (const ZipEntry& e : entries) {
       if (!e.name.starts_with(root)) {
         c.anomalies.push_back({"zip.outside_prefix", e.central_offset, e.name,
