@@ -175,20 +175,46 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
       arg.float_value = v;
       break;
     }
-    case OperandKind::kDecimalNlShort:
-    case OperandKind::kDecimalNlLong: {
+    case OperandKind::kDecimalNlShort:  // INT, GET, PUT
+    case OperandKind::kDecimalNlLong: {  // LONG
       const uint64_t at = cursor_.Offset();
       CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
       std::string_view text = AsStringView(line);
-      if (op.code == Opcode::kInt && (text == "00" || text == "01")) {
-        arg.type = PickleArgType::kBool;
-        arg.int_value = text == "01" ? 1 : 0;
-        break;
+      if (text.empty()) {
+        // load_int & co.: `if (len < 2) return bad_readline();`
+        return MakeError(ErrorCode::kMalformed, at, "empty line (pickle data was truncated)");
       }
-      if (info.operand == OperandKind::kDecimalNlLong && !text.empty() && text.back() == 'L') {
-        text.remove_suffix(1);
+      Result<py::PyInt> value;
+      if (op.code == Opcode::kInt) {
+        // load_int: strtol(s, &end, 0) first; a two-character line whose
+        // value is 0 or 1 is a bool ("00", "01", "+1", " 0", "1\0"...).
+        if (std::optional<int64_t> x = py::ParseStrtolLine(text)) {
+          if (text.size() == 2 && (*x == 0 || *x == 1)) {
+            arg.type = PickleArgType::kBool;
+          } else {
+            arg.type = PickleArgType::kInt;
+          }
+          arg.int_value = *x;
+          break;
+        }
+        value = py::ParsePyLong(text, 0);
+      } else if (op.code == Opcode::kLong) {
+        // load_long: drops one trailing 'L', then PyLong_FromString(s, NULL, 0).
+        if (text.back() == 'L') text.remove_suffix(1);
+        value = py::ParsePyLong(text, 0);
+      } else {
+        // load_get/load_put: PyLong_FromString(s, NULL, 10), then
+        // PyLong_AsSsize_t; PUT refuses a negative key, and a negative GET
+        // key is never in the memo ("Memo value not found").
+        value = py::ParsePyLong(text, 10);
+        if (value && value->big) {
+          return MakeError(ErrorCode::kMalformed, at, "memo key does not fit in ssize_t");
+        }
+        if (value && value->small < 0) {
+          return MakeError(ErrorCode::kMalformed, at,
+                           op.code == Opcode::kPut ? "negative PUT argument" : "negative GET argument");
+        }
       }
-      Result<py::PyInt> value = py::ParseIntLiteral(text);
       if (!value) return std::unexpected(Rebase(value.error(), at, name));
       SetInt(arg, *value);
       break;
@@ -250,12 +276,27 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
       break;
     }
     case OperandKind::kStringNlNoEscapePair: {  // GLOBAL, INST: module line, name line
-      const uint64_t at_module = cursor_.Offset();
-      CKG_ASSIGN_OR_RETURN(Bytes module, read_line());
-      CKG_TRY(check_utf8(AsStringView(module), at_module, false));
-      const uint64_t at_name = cursor_.Offset();
-      CKG_ASSIGN_OR_RETURN(Bytes qualname, read_line());
-      CKG_TRY(check_utf8(AsStringView(qualname), at_name, false));
+      // load_global decodes each line as strict UTF-8, load_inst as ASCII;
+      // both refuse an empty line (bad_readline). The module line is checked
+      // before the name line is read, as CPython does.
+      auto read_name_line = [&](const char* what) -> Result<Bytes> {
+        const uint64_t at = cursor_.Offset();
+        CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
+        if (line.empty()) {
+          return MakeError(ErrorCode::kMalformed, at,
+                           std::string("empty ") + what + " line (pickle data was truncated)");
+        }
+        if (op.code == Opcode::kInst) {
+          for (size_t i = 0; i < line.size(); ++i) {
+            if (line[i] >= 0x80) return MakeError(ErrorCode::kMalformed, at + i, "INST lines must be ASCII");
+          }
+        } else {
+          CKG_TRY(check_utf8(AsStringView(line), at, false));
+        }
+        return line;
+      };
+      CKG_ASSIGN_OR_RETURN(Bytes module, read_name_line("module"));
+      CKG_ASSIGN_OR_RETURN(Bytes qualname, read_name_line("name"));
       arg.type = PickleArgType::kGlobal;
       arg.SetView(AsStringView(module));
       arg.SetName(std::string(AsStringView(qualname)));

@@ -99,7 +99,7 @@ std::string ArgRepr(const PickleOp& op, size_t max_chars) {
     }
     case PickleArgType::kBytes:
       switch (op.code) {
-        case Opcode::kByteArray8: repr = "bytearray(" + py::ReprBytes(arg.Data()) + ")"; break;
+        case Opcode::kByteArray8: repr = py::ReprByteArray(arg.Data()); break;
         case Opcode::kBinString:
         case Opcode::kShortBinString: repr = py::ReprLatin1(arg.Data()); break;
         case Opcode::kString: {

@@ -110,13 +110,16 @@ Magnitude ToMagnitude(std::string_view twos_le, bool* negative) {
   return mag;
 }
 
-std::unexpected<Error> BadInt(std::string_view text) {
+std::unexpected<Error> BadInt(std::string_view text, int base) {
   std::string shown(text.substr(0, 40));
-  return MakeError(ErrorCode::kMalformed, 0, "invalid integer literal '" + shown + "'");
+  return MakeError(ErrorCode::kMalformed, 0,
+                   "invalid literal for int() with base " + std::to_string(base) + ": '" + shown + "'");
 }
 
-// ParseIntAsStrtol mirrors C strtol(text, &end, 0) with the unpickler's check
-// that the whole text was consumed; nullopt means "fall back to PyLong".
+// ParseIntAsStrtol mirrors glibc strtol(text, &end, 0) (64-bit long) with
+// load_int's check that the whole text was consumed; `text` holds no NUL.
+// nullopt means "fall back to PyLong". "0x" without a hex digit after it
+// converts the 0 and stops at the x, so it falls back too.
 std::optional<int64_t> ParseIntAsStrtol(std::string_view text) {
   size_t i = 0;
   while (i < text.size() && IsCSpace(text[i])) ++i;
@@ -354,15 +357,19 @@ Result<std::string> DecodeRawUnicodeEscape(std::string_view text) {
   return out;
 }
 
-Result<PyInt> ParseIntLiteral(std::string_view text) {
+std::optional<int64_t> ParseStrtolLine(std::string_view line) {
+  if (size_t nul = line.find('\0'); nul != std::string_view::npos) line = line.substr(0, nul);
+  // Nothing before the NUL: strtol converts nothing and sets end = s, which
+  // points at that NUL, so load_int takes the value 0.
+  if (line.empty()) return 0;
+  return ParseIntAsStrtol(line);
+}
+
+Result<PyInt> ParsePyLong(std::string_view text, int base) {
+  if (base != 0 && base != 10) return MakeError(ErrorCode::kInternal, 0, "ParsePyLong base must be 0 or 10");
   if (size_t nul = text.find('\0'); nul != std::string_view::npos) text = text.substr(0, nul);
-  if (std::optional<int64_t> v = ParseIntAsStrtol(text)) {
-    PyInt out;
-    out.small = *v;
-    return out;
-  }
-  // int(text, 0): surrounding whitespace, sign, optional prefix, digits with
-  // single underscores between them.
+  // Surrounding whitespace, sign, optional prefix, digits with single
+  // underscores between them.
   size_t b = 0, e = text.size();
   while (b < e && IsCSpace(text[b])) ++b;
   while (e > b && IsCSpace(text[e - 1])) --e;
@@ -370,33 +377,43 @@ Result<PyInt> ParseIntLiteral(std::string_view text) {
   size_t i = 0;
   bool negative = false;
   if (i < s.size() && (s[i] == '+' || s[i] == '-')) negative = s[i++] == '-';
-  int base = 10;
-  if (i + 1 < s.size() && s[i] == '0') {
-    char p = static_cast<char>(s[i + 1] | 0x20);
-    if (p == 'x') base = 16;
-    if (p == 'o') base = 8;
-    if (p == 'b') base = 2;
-    if (base != 10) {
-      i += 2;
-      if (i < s.size() && s[i] == '_') ++i;
+  bool error_if_nonzero = false;  // base 0 with a C-style leading 0
+  if (base == 0) {
+    base = 10;
+    if (i < s.size() && s[i] == '0') {
+      const char p = i + 1 < s.size() ? s[i + 1] : '\0';
+      if (p == 'x' || p == 'X') {
+        base = 16;
+      } else if (p == 'o' || p == 'O') {
+        base = 8;
+      } else if (p == 'b' || p == 'B') {
+        base = 2;
+      } else {
+        error_if_nonzero = true;
+      }
+      if (base != 10) {
+        i += 2;
+        if (i < s.size() && s[i] == '_') ++i;  // one underscore may follow the prefix
+      }
     }
   }
+  const int shown_base = error_if_nonzero ? 0 : base;
   std::string digits;
   bool last_underscore = true;  // forbids a leading underscore
   for (; i < s.size(); ++i) {
     if (s[i] == '_') {
-      if (last_underscore) return BadInt(text);
+      if (last_underscore) return BadInt(text, shown_base);
       last_underscore = true;
       continue;
     }
-    if (DigitValue(s[i]) >= base) return BadInt(text);
+    if (DigitValue(s[i]) >= base) return BadInt(text, shown_base);
     digits.push_back(s[i]);
     last_underscore = false;
   }
-  if (digits.empty() || last_underscore) return BadInt(text);
-  if (base == 10 && digits.size() > 1 && digits[0] == '0') {
-    // Base 0 forbids leading zeros on a non-zero decimal.
-    if (digits.find_first_not_of('0') != std::string::npos) return BadInt(text);
+  if (digits.empty() || last_underscore) return BadInt(text, shown_base);
+  if (error_if_nonzero && digits.find_first_not_of('0') != std::string::npos) {
+    // Base 0 forbids leading zeros on a non-zero decimal ("010").
+    return BadInt(text, 0);
   }
   if (base == 10 && digits.size() > kMaxIntStrDigits) {
     return MakeError(ErrorCode::kLimitExceeded, 0,
@@ -536,15 +553,19 @@ std::string ReprLatin1(std::string_view bytes) {
   return ReprCodePoints(cps);
 }
 
-std::string ReprBytes(std::string_view bytes) {
+namespace {
+
+// AppendBytesRepr appends b'...' as bytes_repr does, or as bytearray_repr
+// does when `always_escape_single` (it escapes ' even inside double quotes).
+void AppendBytesRepr(std::string& out, std::string_view bytes, bool always_escape_single) {
   const bool has_single = bytes.find('\'') != std::string_view::npos;
   const bool has_double = bytes.find('"') != std::string_view::npos;
   const char quote = ChooseQuote(has_single, has_double);
-  std::string out = "b";
+  out.push_back('b');
   out.push_back(quote);
   for (char ch : bytes) {
     auto c = static_cast<uint8_t>(ch);
-    if (c == static_cast<uint8_t>(quote) || c == '\\') {
+    if (c == static_cast<uint8_t>(quote) || c == '\\' || (always_escape_single && c == '\'')) {
       out.push_back('\\');
       out.push_back(ch);
     } else if (c == '\t') {
@@ -560,6 +581,20 @@ std::string ReprBytes(std::string_view bytes) {
     }
   }
   out.push_back(quote);
+}
+
+}  // namespace
+
+std::string ReprBytes(std::string_view bytes) {
+  std::string out;
+  AppendBytesRepr(out, bytes, false);
+  return out;
+}
+
+std::string ReprByteArray(std::string_view bytes) {
+  std::string out = "bytearray(";
+  AppendBytesRepr(out, bytes, true);
+  out.push_back(')');
   return out;
 }
 

@@ -1,7 +1,7 @@
 // Private to lib/: Python's text rules, as CPython 3.11 implements them.
 //
 // Parsing: the literal forms the C unpickler accepts in text opcodes (ints
-// with strtol/PyLong_FromString base 0, floats, backslash escapes,
+// with strtol and PyLong_FromString, floats, backslash escapes,
 // raw-unicode-escape) and UTF-8 validation. Formatting: Python's repr() of
 // str, bytes, float and arbitrary-size ints, for pickletools-style output.
 // Errors carry offsets relative to the start of the text passed in.
@@ -47,11 +47,23 @@ struct PyInt {
   std::string twos_le;
 };
 
-// ParseIntLiteral parses `text` as the C unpickler parses INT/LONG/GET/PUT
-// lines: first as C strtol(base 0) (leading space, sign, 0x hex, leading-0
-// octal), else as Python's int(text, 0) (underscores, 0o, 0b, surrounding
-// whitespace). Text stops at the first NUL, as in C.
-Result<PyInt> ParseIntLiteral(std::string_view text);
+// ParseStrtolLine mirrors what the C unpickler's load_int does first:
+// strtol(s, &end, 0) on the line as a C string (so it stops at the first
+// NUL), accepted only when `end` is at the newline or at a NUL and errno is
+// not set. That is C rules: leading C whitespace, a sign, "0x"/"0X" hex, a
+// leading 0 for octal, no underscores, and the range of a 64-bit C long. A
+// line starting with NUL converts nothing and leaves `end` on that NUL, so it
+// is accepted as 0. nullopt means CPython falls back to ParsePyLong(line, 0).
+std::optional<int64_t> ParseStrtolLine(std::string_view line);
+
+// ParsePyLong parses `text` as PyLong_FromString(s, NULL, base) does on the C
+// string s (so text stops at the first NUL). `base` is 0 or 10. Both allow
+// surrounding whitespace, a sign and single underscores between digits; base
+// 0 also takes 0x/0o/0b prefixes (one underscore may follow the prefix) and
+// refuses a non-zero decimal with leading zeros ("010"), while base 10 reads
+// "010" as 10 and refuses prefixes. More than kMaxIntStrDigits decimal digits
+// is kLimitExceeded, any other refusal kMalformed at offset 0.
+Result<PyInt> ParsePyLong(std::string_view text, int base);
 
 // IntFromTwosComplement reads little-endian two's-complement bytes (LONG1/4).
 // At most `max_len` bytes are accepted by the caller; this does not allocate
@@ -68,6 +80,10 @@ std::string ReprStr(std::string_view utf8);
 std::string ReprLatin1(std::string_view bytes);
 // ReprBytes is repr() of a bytes object.
 std::string ReprBytes(std::string_view bytes);
+// ReprByteArray is repr() of a bytearray: "bytearray(b'...')". The quote is
+// chosen as for bytes, but a single quote is always escaped, also inside
+// double quotes (Objects/bytearrayobject.c, bytearray_repr): b"\'".
+std::string ReprByteArray(std::string_view bytes);
 // ReprFloat is repr() of a float (shortest round-trip digits, Python layout).
 std::string ReprFloat(double value);
 // ReprInt is the decimal repr() of `value`; for more than kMaxIntStrDigits

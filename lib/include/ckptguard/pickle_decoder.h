@@ -57,7 +57,8 @@ enum class PickleArgType : uint8_t {
   kUInt,    // uint_value: PROTO, FRAME, EXT1, EXT2, BININT1, BININT2, BINGET, BINPUT, LONG_BINGET, LONG_BINPUT
   kInt,     // int_value: BININT, EXT4; INT, LONG, LONG1, LONG4, GET, PUT when they fit in int64
   kBigInt,  // Data(): two's-complement little-endian bytes of an int that does not fit in int64
-  kBool,    // int_value 0 or 1: INT written as "00" or "01"
+  kBool,    // int_value 0 or 1: INT whose line is two characters that strtol reads as 0 or 1
+            // ("00", "01", "+1", " 0", "1\0"), as load_int decides
   kFloat,   // float_value: FLOAT, BINFLOAT
   kBytes,   // Data(): BINBYTES*, SHORT_BINBYTES, BYTEARRAY8, BINSTRING, SHORT_BINSTRING, STRING (unescaped)
   kString,  // Data() as UTF-8 (lone surrogates kept, as CPython's "surrogatepass"): *UNICODE*, PERSID
