@@ -8,6 +8,7 @@
 #include "cli_util.h"
 #include "disasm_command.h"
 #include "info_command.h"
+#include "inspect_command.h"
 
 int main(int argc, char** argv) {
   using namespace ckptguard::cli;
@@ -17,6 +18,8 @@ int main(int argc, char** argv) {
   app.footer("Run 'ckptguard COMMAND --help' for what a command reads, prints and returns.");
   InfoFlags info_flags;
   AddInfoCommand(app, info_flags);
+  InspectFlags inspect_flags;
+  AddInspectCommand(app, inspect_flags);
   DisasmFlags disasm_flags;
   AddDisasmCommand(app, disasm_flags);
   try {
@@ -27,6 +30,7 @@ int main(int argc, char** argv) {
   try {
     if (app.got_subcommand("info")) return RunInfo(info_flags);
     if (app.got_subcommand("disasm")) return RunDisasm(disasm_flags);
+    if (app.got_subcommand("inspect")) return RunInspect(inspect_flags);
   } catch (const std::bad_alloc&) {
     std::cerr << "ckptguard: out of memory\n";
     return kExitError;

@@ -1,0 +1,228 @@
+// `ckptguard inspect`: what the hardened loader reads from a checkpoint.
+#include "inspect_command.h"
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli_util.h"
+
+namespace ckptguard::cli {
+namespace {
+
+using nlohmann::json;
+
+std::string Dims(const std::vector<int64_t>& dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+  return out + "]";
+}
+
+json ErrorJson(const Error& e) {
+  return json{{"code", std::string(ErrorCodeName(e.code))}, {"offset", e.offset}, {"where", e.where},
+              {"detail", e.detail}, {"message", e.ToString()}};
+}
+
+// ExpectJson is the corpus's .expect.json shape: kind, tensors, skeleton.
+Result<json> ExpectJson(const Checkpoint& ckpt, const std::string& path, const InspectFlags& flags) {
+  CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> named, ckpt.StateDict(flags.prefix));
+  json tensors = json::object();
+  for (const NamedTensor& nt : named) {
+    const Tensor& t = ckpt.tensors()[nt.tensor];
+    json entry{{"dtype", std::string(DTypeName(t.dtype))},
+               {"shape", t.shape},
+               {"stride", t.stride},
+               {"storage_offset", t.storage_offset},
+               {"parameter", t.parameter}};
+    if (!flags.no_digest) {
+      CKG_ASSIGN_OR_RETURN(std::string digest, ckpt.Sha256Hex(nt.tensor));
+      entry["sha256"] = digest;
+    }
+    tensors[nt.path] = std::move(entry);
+  }
+  CKG_ASSIGN_OR_RETURN(std::string skeleton, ckpt.SkeletonJson());
+  json out{{"file", std::filesystem::path(path).filename().string()},
+           {"path", path},
+           {"kind", std::string(ContainerFormatName(ckpt.format()))},
+           {"tensors", std::move(tensors)},
+           {"skeleton", json::parse(skeleton)}};
+  if (!ckpt.notes().empty()) out["notes"] = ckpt.notes();
+  if (!ckpt.anomalies().empty()) {
+    json anomalies = json::array();
+    for (const Anomaly& a : ckpt.anomalies()) {
+      anomalies.push_back(json{{"kind", a.kind}, {"offset", a.offset}, {"entry", a.entry}, {"detail", a.detail}});
+    }
+    out["anomalies"] = std::move(anomalies);
+  }
+  return out;
+}
+
+// PrintTree prints the value tree, indented, tensors as dtype/shape, at most
+// max_lines lines (iterative: no recursion on the file's nesting).
+void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
+  struct Frame {
+    ValueId id;
+    std::string label;
+    size_t depth;
+  };
+  const ValueArena& values = ckpt.values();
+  std::vector<Frame> stack{{ckpt.root(), "", 0}};
+  uint64_t lines = 0;
+  while (!stack.empty()) {
+    if (lines++ >= max_lines) {
+      out << "  ... (more; --max-tree-lines N shows more)\n";
+      return;
+    }
+    const Frame f = stack.back();
+    stack.pop_back();
+    const Value& v = values.Get(f.id);
+    std::string line = std::string(2 + 2 * std::min<size_t>(f.depth, 40), ' ') + f.label;
+    auto scalar = [&]() -> std::string {
+      switch (v.kind) {
+        case ValueKind::kNone: return "None";
+        case ValueKind::kBool: return v.int_value ? "True" : "False";
+        case ValueKind::kInt: return std::to_string(v.int_value);
+        case ValueKind::kBigInt: return v.text;
+        case ValueKind::kFloat: {
+          std::ostringstream s;
+          s.precision(17);
+          s << v.float_value;
+          return s.str();
+        }
+        case ValueKind::kStr: return "'" + v.text.substr(0, 80) + (v.text.size() > 80 ? "...'" : "'");
+        case ValueKind::kBytes: return "<" + std::to_string(v.text.size()) + " bytes>";
+        case ValueKind::kDtype: return "torch." + std::string(DTypeName(v.dtype));
+        case ValueKind::kDevice: return "device('" + v.text + "')";
+        case ValueKind::kTensor: {
+          const Tensor& t = ckpt.tensors()[v.index];
+          return std::string(t.parameter ? "Parameter " : "tensor ") + std::string(DTypeName(t.dtype)) + " " +
+                 Dims(t.shape);
+        }
+        default: return "<" + std::string(ValueKindName(v.kind)) + ">";
+      }
+    };
+    const bool is_dict = v.kind == ValueKind::kDict || v.kind == ValueKind::kObject;
+    const bool is_seq = v.kind == ValueKind::kList || v.kind == ValueKind::kTuple || v.kind == ValueKind::kSet;
+    if (is_dict || is_seq) {
+      const size_t n = is_dict ? v.items.size() / 2 : v.items.size();
+      std::string kind = v.kind == ValueKind::kObject ? v.text
+                         : v.ordered_dict             ? "OrderedDict"
+                         : v.frozen && v.kind == ValueKind::kTuple ? "torch.Size"
+                                                                   : std::string(ValueKindName(v.kind));
+      out << line << (f.label.empty() ? "" : " ") << kind << " (" << n << ")\n";
+      if (f.depth >= 64) continue;
+      for (size_t i = n; i-- > 0;) {
+        if (is_dict) {
+          const Value& key = values.Get(v.items[2 * i]);
+          std::string label = key.kind == ValueKind::kStr ? key.text : key.kind == ValueKind::kInt
+                                                                            ? std::to_string(key.int_value)
+                                                                            : "<" + std::string(ValueKindName(key.kind)) + ">";
+          stack.push_back({v.items[2 * i + 1], label + ":", f.depth + 1});
+        } else {
+          stack.push_back({v.items[i], "[" + std::to_string(i) + "]", f.depth + 1});
+        }
+      }
+    } else {
+      out << line << (f.label.empty() ? "" : " ") << scalar() << "\n";
+    }
+  }
+}
+
+int InspectOne(const std::string& path, const InspectFlags& flags) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(path, flags.load);
+  Result<json> doc = ckpt ? ExpectJson(*ckpt, path, flags) : Result<json>(std::unexpected(ckpt.error()));
+  if (!doc) {
+    ReportError(path, doc.error());
+    if (flags.json) {
+      std::cout << json{{"path", path}, {"error", ErrorJson(doc.error())}}.dump(-1, ' ', false,
+                                                                               json::error_handler_t::replace)
+                << "\n";
+    }
+    return kExitError;
+  }
+  if (flags.json) {
+    std::cout << doc->dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
+  std::cout << "== " << path << "\n";
+  std::cout << "format: " << ContainerFormatName(ckpt->format()) << "\n";
+  for (const std::string& note : ckpt->notes()) std::cout << "note: " << note << "\n";
+  const json& tensors = (*doc)["tensors"];
+  std::cout << "tensors (" << tensors.size() << (flags.prefix.empty() ? "" : " under '" + flags.prefix + "'") << "):\n";
+  for (const auto& [name, t] : tensors.items()) {
+    std::cout << "  " << name << "  " << t["dtype"].get<std::string>() << " " << t["shape"].dump() << " stride "
+              << t["stride"].dump() << " offset " << t["storage_offset"].get<int64_t>()
+              << (t["parameter"].get<bool>() ? " parameter" : "");
+    if (t.contains("sha256")) std::cout << "  sha256 " << t["sha256"].get<std::string>();
+    std::cout << "\n";
+  }
+  std::cout << "tree:\n";
+  PrintTree(*ckpt, flags.max_tree_lines, std::cout);
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
+  CLI::App* cmd = app.add_subcommand("inspect", "Load checkpoints with the hardened VM and show tensors and values");
+  cmd->footer(R"(What it does:
+  Loads each file as a C++ program would with ckptguard::LoadCheckpoint: torch
+  zip (1.x and 2.x layouts), legacy torch, safetensors, numpy .npy/.npz, and the
+  weights of TorchScript archives (their code is never run). The pickle runs in
+  a restricted VM that knows only the tensor-rebuild globals in
+  rules/allowlist.toml; any other global or call stops the load with an error
+  naming it and its byte offset. Nothing is imported, called or executed.
+
+  For every tensor reachable from the top object it prints the dotted key path
+  (model.hidden.weight, optimizer.state.0.exp_avg), dtype, shape, stride,
+  storage offset, whether it is an nn.Parameter, and the SHA-256 of its elements
+  in C order, little-endian (big-endian records are swapped first); then the
+  values as a tree.
+
+  --json prints one JSON object per file and line, shaped like the test corpus's
+  .expect.json files (kind, tensors, skeleton), so the two compare directly.
+
+Exit status: 0 when every file loaded, 2 when one did not (the error names the
+file, the entry, the global or limit, and the byte offset).
+
+Examples:
+  ckptguard inspect model.pt
+  ckptguard inspect --prefix model checkpoint.pt        # one sub-dict
+  ckptguard inspect --json model.pt | jq '.tensors | keys'
+  ckptguard inspect --rules my_allowlist.toml model.pt  # extra allowed globals
+)");
+  cmd->add_option("files", flags.files, "Checkpoint files to load")->required()->type_name("FILE");
+  cmd->add_flag("--json", flags.json, "One JSON object per file and line: kind, tensors, skeleton (.expect.json shape)");
+  cmd->add_option("--prefix", flags.prefix, "List only the tensors under this dotted path (e.g. model)");
+  cmd->add_flag("--no-digest", flags.no_digest, "Skip the per-tensor SHA-256 (reads no tensor data)");
+  cmd->add_option("--rules", flags.rules_file,
+                  "A TOML allowlist file that extends the built-in one (or replaces it with mode = \"replace\")")
+      ->type_name("FILE");
+  cmd->add_flag("--allow-anomalies", flags.load.allow_anomalies,
+                "Load even when the container has anomalies (reads what torch would read)");
+  cmd->add_option("--max-tree-lines", flags.max_tree_lines, "Most lines of the value tree in text output")
+      ->capture_default_str();
+  AddPickleLimitOptions(*cmd, flags.load.limits.pickle);
+}
+
+int RunInspect(InspectFlags& flags) {
+  std::optional<Allowlist> allowlist;
+  if (!flags.rules_file.empty()) {
+    Result<Allowlist> loaded = LoadAllowlistFile(flags.rules_file);
+    if (!loaded) {
+      ReportError(flags.rules_file, loaded.error());
+      return kExitError;
+    }
+    allowlist.emplace(std::move(*loaded));
+    flags.load.allowlist = &*allowlist;
+  }
+  flags.load.container.pickle = flags.load.limits.pickle;
+  int status = kExitOk;
+  for (const std::string& path : flags.files) {
+    if (InspectOne(path, flags) != kExitOk) status = kExitError;
+  }
+  std::cout.flush();
+  return status;
+}
+
+}  // namespace ckptguard::cli

@@ -1,0 +1,110 @@
+// LoadCheckpoint: a checkpoint file into native tensors, executing nothing.
+//
+// Reads torch zip (1.x and 2.x layouts, stored or deflated records), legacy
+// torch, safetensors, numpy .npy/.npz and the data.pkl of TorchScript archives
+// (weights only: the archive's code is never run). The file is memory-mapped;
+// tensors are zero-copy views of its records (a deflated record is inflated
+// once into a buffer the Checkpoint owns), valid while the Checkpoint lives.
+#ifndef CKPTGUARD_CHECKPOINT_H_
+#define CKPTGUARD_CHECKPOINT_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptguard/allowlist.h"
+#include "ckptguard/container.h"
+#include "ckptguard/error.h"
+#include "ckptguard/mapped_file.h"
+#include "ckptguard/value.h"
+#include "ckptguard/vm.h"
+
+namespace ckptguard {
+
+struct LoadOptions {
+  VmLimits limits;
+  ContainerLimits container;
+  const Allowlist* allowlist = nullptr;  // nullptr: BuiltinAllowlist()
+  // By default any container anomaly (a local header that disagrees with the
+  // directory, a CRC mismatch, a record of the wrong size...) fails the load:
+  // the file is not what torch wrote. true loads anyway, reading what torch
+  // would read; the anomalies stay in Checkpoint::anomalies().
+  bool allow_anomalies = false;
+};
+
+// NamedTensor is a tensor reachable from the root with its dotted path, as
+// the corpus names them: dict keys and list/tuple indexes joined by '.'.
+struct NamedTensor {
+  std::string path;
+  uint32_t tensor = 0;  // index into tensors()
+};
+
+class Checkpoint {
+ public:
+  Checkpoint(Checkpoint&&) noexcept;
+  Checkpoint& operator=(Checkpoint&&) noexcept;
+  ~Checkpoint();
+
+  ContainerFormat format() const;
+  // ContainerInfo: the container as read (entries, anomalies).
+  const Container& container() const;
+  const Anomalies& anomalies() const;
+  // Notes: facts a user should know, e.g. that a TorchScript archive's code
+  // was not run.
+  const std::vector<std::string>& notes() const;
+
+  const ValueArena& values() const;
+  ValueId root() const;
+  const std::vector<Tensor>& tensors() const;
+  const std::vector<Storage>& storages() const;
+
+  // Find follows a dotted path of dict keys / list indexes from the root
+  // ("model", "optimizer.state.0"); nullopt when there is none. A dict key
+  // that contains dots ("hidden.weight") is matched whole first.
+  std::optional<ValueId> Find(std::string_view dotted_path) const;
+
+  // NamedTensors lists every tensor reachable from `from` (default the root),
+  // depth first in dict/list order, with its path. A tensor reachable twice is
+  // listed twice. Fails with kLimitExceeded on cycles or huge expansions.
+  Result<std::vector<NamedTensor>> NamedTensors(std::optional<ValueId> from = std::nullopt) const;
+
+  // StateDict is NamedTensors of the value at `prefix` ("" for the root),
+  // failing with kInvalidArgument naming the prefix when it is not there.
+  Result<std::vector<NamedTensor>> StateDict(std::string_view prefix = "") const;
+
+  // GetInt returns the int at a dotted path (e.g. "epoch").
+  std::optional<int64_t> GetInt(std::string_view dotted_path) const;
+
+  // ContiguousBytes copies a tensor's elements in C order, little-endian
+  // (big-endian records are swapped), bool as one byte per element.
+  Result<std::vector<uint8_t>> ContiguousBytes(uint32_t tensor) const;
+  // Sha256Hex is the SHA-256 of ContiguousBytes, computed without the copy.
+  Result<std::string> Sha256Hex(uint32_t tensor) const;
+  // TensorBytes is the zero-copy span of the storage bytes a view covers
+  // (from its first to its last element), in the file's byte order.
+  Bytes StorageBytes(uint32_t tensor) const;
+
+  // SkeletonJson renders the non-tensor structure as the corpus's
+  // .expect.json "skeleton" (tensors as "<tensor>").
+  Result<std::string> SkeletonJson() const;
+
+  struct State;  // opaque: the mapped file, container, values and buffers
+
+ private:
+  friend Result<Checkpoint> LoadCheckpointImpl(MappedFile file, std::string name, const LoadOptions& options);
+  explicit Checkpoint(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+// LoadCheckpoint maps and loads `path`. Errors name the file, the entry and
+// the byte offset: kForbiddenGlobal for any global outside the allowlist,
+// kUnsupportedFormat for known but unsupported content (quantized/sparse
+// tensors, object arrays), kMalformed/kTruncated for broken files, and
+// kLimitExceeded naming the limit.
+Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options = {});
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_CHECKPOINT_H_

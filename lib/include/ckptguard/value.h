@@ -1,0 +1,110 @@
+// Values: what the hardened VM builds from a pickle, stored in an arena.
+//
+// A checkpoint's object graph is a DAG through the pickle memo, and can even
+// be cyclic (a list that contains itself), so values are not owned by their
+// parents: every value lives in one ValueArena and refers to others by
+// ValueId. Destruction is flat, walks use explicit worklists, and shared
+// subobjects stay shared. Tensors and storages live in their own tables and
+// are referred to by index.
+#ifndef CKPTGUARD_VALUE_H_
+#define CKPTGUARD_VALUE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptguard/byte_cursor.h"
+#include "ckptguard/dtype.h"
+
+namespace ckptguard {
+
+using ValueId = uint32_t;
+
+enum class ValueKind : uint8_t {
+  kNone,
+  kBool,       // int_value 0/1
+  kInt,        // int_value
+  kBigInt,     // text: decimal digits with optional '-', beyond int64
+  kFloat,      // float_value
+  kComplex,    // float_value (real), imag_value
+  kStr,        // text (UTF-8, lone surrogates kept as CPython's surrogatepass)
+  kBytes,      // text holds the bytes; byte_array marks bytearray
+  kTuple,      // items
+  kList,       // items
+  kDict,       // items: key, value, key, value...; ordered_dict marks OrderedDict/Counter
+  kSet,        // items; frozen marks frozenset
+  kTensor,     // index into Checkpoint tensors
+  kStorage,    // index into Checkpoint storages
+  kGlobal,     // an allowlisted global: text "module.name", index = AllowAction
+  kDtype,      // dtype
+  kDevice,     // text: "cpu", "cuda:0"
+  kObject,     // TorchScript module object: text = class name, items = attribute dict (key, value...)
+};
+
+std::string_view ValueKindName(ValueKind kind);
+
+struct Value {
+  ValueKind kind = ValueKind::kNone;
+  bool ordered_dict = false;  // kDict from collections.OrderedDict/Counter
+  bool frozen = false;        // kSet: frozenset; kTuple: torch.Size
+  bool byte_array = false;    // kBytes: bytearray
+  DType dtype = DType::kFloat32;
+  int64_t int_value = 0;
+  double float_value = 0.0;
+  double imag_value = 0.0;
+  uint32_t index = 0;         // kTensor, kStorage, kGlobal (AllowAction)
+  std::string text;
+  std::vector<ValueId> items;
+  // Attributes set by BUILD on an OrderedDict (state_dict()._metadata):
+  // key, value, key, value...
+  std::vector<ValueId> attrs;
+};
+
+// Storage is one record of tensor data: a zip `data/<key>` entry, a legacy
+// raw record, a safetensors or npy byte range. `bytes` views the memory-mapped
+// file (stored records) or a buffer the Checkpoint owns (inflated ones).
+struct Storage {
+  std::string key;            // "0", a safetensors name, an npz member
+  std::string location;       // "cpu", "cuda:0" as written (data is always read to host memory)
+  DType dtype = DType::kUInt8;  // element type of the storage as typed in the file
+  uint64_t num_elements = 0;  // elements of `dtype`
+  Bytes bytes;                // num_elements x DTypeSize(dtype) bytes
+  bool big_endian = false;    // records written big-endian (torch 2.x byteorder, '>' npy)
+  uint64_t file_offset = 0;   // where the record starts in the container bytes (0 when inflated)
+  bool inflated = false;
+};
+
+// Tensor is a strided view of a storage, exactly as torch describes it:
+// element i0,i1,... lives at storage element storage_offset + sum(i_k*stride_k).
+// Every view is checked against its storage before it is made.
+struct Tensor {
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;
+  std::vector<int64_t> stride;
+  int64_t storage_offset = 0;
+  uint32_t storage = 0;        // index into the storages
+  bool parameter = false;      // nn.Parameter
+  bool requires_grad = false;
+  uint64_t num_elements = 0;   // product of shape
+};
+
+// ValueArena owns every Value of one load. ValueIds index it.
+class ValueArena {
+ public:
+  ValueId Add(Value value) {
+    values_.push_back(std::move(value));
+    return static_cast<ValueId>(values_.size() - 1);
+  }
+  const Value& Get(ValueId id) const { return values_[id]; }
+  Value& Mutable(ValueId id) { return values_[id]; }
+  size_t size() const { return values_.size(); }
+
+ private:
+  std::vector<Value> values_;
+};
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_VALUE_H_

@@ -1,0 +1,102 @@
+// The hardened pickle VM: runs one pickle with a real stack, mark stack and
+// memo, but only the operations weights-only checkpoints need, and never
+// imports or calls anything.
+//
+// Globals are looked up in an Allowlist and bound to built-in actions (build a
+// tensor view, an OrderedDict, a dtype...). Anything else, and every opcode
+// that would call arbitrary code (NEWOBJ, OBJ, INST, EXT*, REDUCE of a
+// non-allowlisted callable, BUILD on anything but an OrderedDict), stops the
+// run with an error naming the global or opcode and its byte offset. Storages
+// come from BINPERSID through a resolver the caller provides, and each tensor
+// view is checked against its storage's size before it exists.
+#ifndef CKPTGUARD_VM_H_
+#define CKPTGUARD_VM_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckptguard/allowlist.h"
+#include "ckptguard/byte_cursor.h"
+#include "ckptguard/error.h"
+#include "ckptguard/pickle_decoder.h"
+#include "ckptguard/value.h"
+
+namespace ckptguard {
+
+// VmLimits bounds one load. Each field says what it bounds, its default and
+// its ceiling (Clamped). Hitting one is kLimitExceeded naming the field.
+struct VmLimits {
+  PickleLimits pickle;
+  // Most memo entries. Default 2^22 (a state dict of 100,000 tensors uses
+  // about 1.2 million). Ceiling 2^28.
+  uint64_t max_memo_entries = uint64_t{1} << 22;
+  // Deepest object stack. Default 2^20. Ceiling 2^28.
+  uint64_t max_stack_depth = uint64_t{1} << 20;
+  // Deepest MARK nesting (how deeply literals nest). Default 10,000. Ceiling 2^20.
+  uint64_t max_mark_depth = 10'000;
+  // Most elements in one container. Default 2^24. Ceiling 2^28.
+  uint64_t max_container_len = uint64_t{1} << 24;
+  // Most values built in one load. Default 2^24. Ceiling 2^28.
+  uint64_t max_values = uint64_t{1} << 24;
+  // Bytes of strings and container slots built, all told (the file's tensor
+  // data is never copied and does not count). Default 1 GiB. Ceiling 2^40.
+  uint64_t max_alloc_bytes = uint64_t{1} << 30;
+  // Most tensors. Default 2^22. Ceiling 2^26.
+  uint64_t max_tensors = uint64_t{1} << 22;
+  // Most dimensions of one tensor. Default 64 (torch's own cap). Ceiling 1024.
+  uint64_t max_tensor_dims = 64;
+  // Most value visits of one walk over the object graph (tensor paths, the
+  // skeleton); shared subobjects count each time they are reached. Default
+  // 2^24. Ceiling 2^30.
+  uint64_t max_walk_nodes = uint64_t{1} << 24;
+  // Deepest path of such a walk (a cycle reaches it). Default 1,000. Ceiling 10,000.
+  uint64_t max_walk_depth = 1'000;
+
+  VmLimits Clamped() const;
+};
+
+// StorageRequest is one persistent id ('storage', type, key, location, numel[, view]).
+struct StorageRequest {
+  std::string key;
+  DType dtype = DType::kUInt8;   // from the storage type global
+  std::string type_name;         // "torch.FloatStorage"
+  std::string location;
+  int64_t num_elements = 0;
+  uint64_t offset = 0;           // of the BINPERSID opcode
+};
+
+// StorageResolver returns the index (into the load's storages) of the record
+// for `request`, resolving the same key to the same index; errors name the key.
+using StorageResolver = std::function<Result<uint32_t>(const StorageRequest& request)>;
+
+// VmState is what a run builds: the values, tensors and storages (the resolver
+// appends storages). Several runs may share one state.
+struct VmState {
+  ValueArena values;
+  std::vector<Tensor> tensors;
+  std::vector<Storage> storages;
+  uint64_t alloc_bytes = 0;  // accounted against max_alloc_bytes
+};
+
+struct VmOptions {
+  const Allowlist* allowlist = nullptr;  // nullptr: BuiltinAllowlist()
+  VmLimits limits;
+  // TorchScript archives: instances of "__torch__.*" classes become plain
+  // attribute holders (kObject), so their tensors can be read. Their code,
+  // including any __setstate__, is never run.
+  bool script_objects = false;
+};
+
+// RunPickle runs the pickle at the start of `data` (offsets reported as
+// base_offset + position; `where` names the entry in errors) and returns the
+// root value. `data` and `state` must outlive the values (strings are copied;
+// storages view what the resolver gives them).
+Result<ValueId> RunPickle(Bytes data, uint64_t base_offset, const std::string& where, VmState& state,
+                          const StorageResolver& resolver, const VmOptions& options = {});
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_VM_H_

@@ -1,0 +1,764 @@
+#include "ckptguard/checkpoint.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <new>
+#include <nlohmann/json.hpp>
+
+#include "ckptguard/npy_reader.h"
+#include "ckptguard/safetensors_reader.h"
+#include "ckptguard/torch_legacy.h"
+#include "ckptguard/zip_reader.h"
+#include "py_text.h"
+
+namespace ckptguard {
+
+struct Checkpoint::State {
+  MappedFile file;
+  std::string name;
+  Container container;
+  VmState vm;
+  ValueId root = 0;
+  VmLimits limits;
+  std::vector<std::string> notes;
+  std::vector<std::unique_ptr<std::string>> buffers;  // inflated records
+};
+
+namespace {
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+bool EndsWith(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
+
+// Loader builds one Checkpoint::State from its container.
+class Loader {
+ public:
+  Loader(Checkpoint::State& s, const LoadOptions& options) : s_(s), options_(options) {}
+
+  Status Load() {
+    const Container& c = s_.container;
+    switch (c.format) {
+      case ContainerFormat::kTorchZip:
+        return LoadTorchZip(false);
+      case ContainerFormat::kTorchScript:
+        s_.notes.push_back(
+            "TorchScript archive: only the weights in data.pkl were read; its code (code/, constants.pkl) was not "
+            "run, and torch.jit.load would run it");
+        return LoadTorchZip(true);
+      case ContainerFormat::kTorchLegacy:
+        return LoadLegacy();
+      case ContainerFormat::kSafetensors:
+        return LoadSafetensors();
+      case ContainerFormat::kNumpy:
+        return LoadNpy();
+      case ContainerFormat::kNumpyZip:
+        return LoadNpz();
+      case ContainerFormat::kPickle:
+        return LoadPlainPickle();
+      case ContainerFormat::kZip:
+        return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                         "a zip archive that is not a torch checkpoint (no <prefix>/data.pkl) or numpy .npz");
+      case ContainerFormat::kUnknown:
+        return MakeError(ErrorCode::kUnsupportedFormat, 0, "not a model file: " + c.reason);
+    }
+    return MakeError(ErrorCode::kInternal, 0, "unhandled container format");
+  }
+
+ private:
+  // --- storages ------------------------------------------------------------
+  Result<uint32_t> AddStorage(Storage storage) {
+    s_.vm.storages.push_back(std::move(storage));
+    return static_cast<uint32_t>(s_.vm.storages.size() - 1);
+  }
+
+  // CheckRequest makes a second reference to a key agree with the first.
+  Status CheckSame(const StorageRequest& r, const Storage& st) const {
+    if (st.dtype != r.dtype || st.num_elements != static_cast<uint64_t>(r.num_elements)) {
+      return MakeError(ErrorCode::kMalformed, r.offset,
+                       "storage '" + r.key + "' is declared twice with different types or sizes (" +
+                           std::string(DTypeName(st.dtype)) + " x " + Num(st.num_elements) + " and " + r.type_name +
+                           " x " + std::to_string(r.num_elements) + ")");
+    }
+    return OkStatus();
+  }
+
+  Result<uint64_t> RecordLen(const StorageRequest& r) const {
+    uint64_t len;
+    if (__builtin_mul_overflow(static_cast<uint64_t>(r.num_elements), uint64_t{DTypeSize(r.dtype)}, &len)) {
+      return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' size overflows");
+    }
+    return len;
+  }
+
+  // ZipRecord returns the bytes of a zip entry: a view of the file for stored
+  // entries, an owned inflated copy for deflated ones.
+  Result<std::pair<Bytes, bool>> ZipRecord(const ContainerEntry& e) {
+    if (!e.data_offset) return MakeError(ErrorCode::kMalformed, e.zip.local_header_offset, "unreadable local header", e.zip.name);
+    if (e.zip.method == kZipMethodStored) {
+      const Bytes all = s_.container.bytes;
+      if (*e.data_offset > all.size() || e.zip.compressed_len > all.size() - *e.data_offset) {
+        return MakeError(ErrorCode::kTruncated, *e.data_offset, "record runs past the end of the file", e.zip.name);
+      }
+      return std::pair<Bytes, bool>(all.subspan(static_cast<size_t>(*e.data_offset), static_cast<size_t>(e.zip.compressed_len)), false);
+    }
+    if (!zip_) {
+      CKG_ASSIGN_OR_RETURN(ZipArchive zip, ZipArchive::Open(s_.container.bytes, options_.container.zip));
+      zip_.emplace(std::move(zip));
+    }
+    Result<std::string> data = zip_->ReadEntry(e.zip);
+    if (!data) {
+      Error err = data.error();
+      err.where = e.zip.name;
+      return std::unexpected(std::move(err));
+    }
+    s_.buffers.push_back(std::make_unique<std::string>(std::move(*data)));
+    return std::pair<Bytes, bool>(AsBytes(*s_.buffers.back()), true);
+  }
+
+  const ContainerEntry* FindEntry(const std::string& name) const {
+    const ContainerEntry* found = nullptr;
+    for (const ContainerEntry& e : s_.container.entries) {
+      if (e.zip.name == name) found = &e;  // torch reads the later duplicate
+    }
+    return found;
+  }
+
+  // --- formats -------------------------------------------------------------
+  Status LoadTorchZip(bool torchscript) {
+    const Container& c = s_.container;
+    const std::string root = c.prefix + "/";
+    const PickleSource* source = nullptr;
+    for (const PickleSource& p : c.pickles) {
+      if (p.entry == root + "data.pkl") source = &p;
+    }
+    if (source == nullptr) {
+      return MakeError(ErrorCode::kMalformed, 0, "archive has no readable " + root + "data.pkl");
+    }
+    bool big_endian = false;
+    if (const ContainerEntry* order = FindEntry(root + "byteorder")) {
+      CKG_ASSIGN_OR_RETURN(auto record, ZipRecord(*order));
+      const std::string_view text = AsStringView(record.first);
+      if (text == "big") {
+        big_endian = true;
+      } else if (text != "little") {
+        return MakeError(ErrorCode::kMalformed, order->data_offset.value_or(0),
+                         "byteorder record says '" + std::string(text.substr(0, 16)) + "'", order->zip.name);
+      }
+    }
+    std::map<std::string, uint32_t> by_key;
+    StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
+      if (auto it = by_key.find(r.key); it != by_key.end()) {
+        CKG_TRY(CheckSame(r, s_.vm.storages[it->second]));
+        return it->second;
+      }
+      const std::string name = root + "data/" + r.key;
+      const ContainerEntry* entry = FindEntry(name);
+      if (entry == nullptr) {
+        return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' has no record " + name, source->entry);
+      }
+      CKG_ASSIGN_OR_RETURN(auto record, ZipRecord(*entry));
+      CKG_ASSIGN_OR_RETURN(uint64_t want, RecordLen(r));
+      if (record.first.size() != want) {
+        return MakeError(ErrorCode::kMalformed, r.offset,
+                         "record " + name + " holds " + Num(record.first.size()) + " bytes; data.pkl declares " +
+                             std::to_string(r.num_elements) + " x " + Num(DTypeSize(r.dtype)) + " (" + r.type_name + ")",
+                         source->entry);
+      }
+      Storage st{r.key, r.location, r.dtype, static_cast<uint64_t>(r.num_elements), record.first, big_endian,
+                 record.second ? 0 : entry->data_offset.value_or(0), record.second};
+      CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
+      by_key.emplace(r.key, index);
+      return index;
+    };
+    VmOptions vm_options{options_.allowlist, options_.limits, torchscript};
+    const Bytes data = source->data.subspan(static_cast<size_t>(source->start));
+    const uint64_t base = source->file_offset ? *source->file_offset + source->start : source->start;
+    CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, source->entry, s_.vm, resolver, vm_options));
+    return OkStatus();
+  }
+
+  Status LoadLegacy() {
+    const Container& c = s_.container;
+    const LegacyCheckpoint& legacy = *c.legacy;
+    const uint64_t begin = legacy.pickle_offsets[3];
+    const uint64_t end = legacy.pickle_offsets[4];
+    if (begin > end || end > c.bytes.size()) return MakeError(ErrorCode::kInternal, begin, "legacy pickle offsets");
+    std::map<std::string, uint32_t> by_key;
+    const std::string where = "legacy object pickle";
+    StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
+      if (auto it = by_key.find(r.key); it != by_key.end()) {
+        CKG_TRY(CheckSame(r, s_.vm.storages[it->second]));
+        return it->second;
+      }
+      const LegacyRecord* record = nullptr;
+      for (const LegacyRecord& rec : legacy.records) {
+        if (rec.key == r.key) record = &rec;
+      }
+      if (record == nullptr) {
+        return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' has no raw record", where);
+      }
+      CKG_ASSIGN_OR_RETURN(uint64_t want, RecordLen(r));
+      if (record->data_len != want || record->elem_size != DTypeSize(r.dtype)) {
+        return MakeError(ErrorCode::kMalformed, record->count_offset,
+                         "record '" + r.key + "' holds " + Num(record->num_elements) + " elements; the object pickle declares " +
+                             std::to_string(r.num_elements) + " of " + r.type_name,
+                         where);
+      }
+      Storage st{r.key, r.location, r.dtype, record->num_elements,
+                 c.bytes.subspan(static_cast<size_t>(record->data_offset), static_cast<size_t>(record->data_len)),
+                 false, record->data_offset, false};
+      CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
+      by_key.emplace(r.key, index);
+      return index;
+    };
+    VmOptions vm_options{options_.allowlist, options_.limits, false};
+    // torch runs the sys_info pickle (the third) before the object: it must
+    // be a plain dict too. (The magic number and protocol pickles are checked
+    // opcode by opcode by the container layer.)
+    const uint64_t info_begin = legacy.pickle_offsets[2];
+    CKG_ASSIGN_OR_RETURN(ValueId sys_info,
+                         RunPickle(c.bytes.subspan(static_cast<size_t>(info_begin), static_cast<size_t>(begin - info_begin)),
+                                   info_begin, "legacy sys_info pickle", s_.vm, NoStorages(), vm_options));
+    if (s_.vm.values.Get(sys_info).kind != ValueKind::kDict) {
+      return MakeError(ErrorCode::kMalformed, info_begin, "the sys_info pickle is not a dict", "legacy sys_info pickle");
+    }
+    CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(c.bytes.subspan(static_cast<size_t>(begin), static_cast<size_t>(end - begin)),
+                                            begin, where, s_.vm, resolver, vm_options));
+    return OkStatus();
+  }
+
+  Result<ValueId> AddValue(Value v) {
+    if (s_.vm.values.size() >= s_.limits.max_values) {
+      return MakeError(ErrorCode::kLimitExceeded, 0, "max_values (" + Num(s_.limits.max_values) + ") exceeded");
+    }
+    return s_.vm.values.Add(std::move(v));
+  }
+
+  // AddDenseTensor adds a C-order (or Fortran-order) tensor over a whole storage.
+  Result<ValueId> AddDenseTensor(uint32_t storage, const std::vector<uint64_t>& shape, bool fortran) {
+    if (shape.size() > s_.limits.max_tensor_dims) {
+      return MakeError(ErrorCode::kLimitExceeded, 0, "max_tensor_dims (" + Num(s_.limits.max_tensor_dims) + ") exceeded");
+    }
+    if (s_.vm.tensors.size() >= s_.limits.max_tensors) {
+      return MakeError(ErrorCode::kLimitExceeded, 0, "max_tensors (" + Num(s_.limits.max_tensors) + ") exceeded");
+    }
+    Tensor t;
+    t.dtype = s_.vm.storages[storage].dtype;
+    t.storage = storage;
+    t.num_elements = 1;
+    for (uint64_t d : shape) {
+      if (d > static_cast<uint64_t>(INT64_MAX)) return MakeError(ErrorCode::kMalformed, 0, "dimension too large");
+      t.shape.push_back(static_cast<int64_t>(d));
+      t.num_elements *= d;  // the readers checked the product against the data
+    }
+    t.stride.assign(shape.size(), 0);
+    int64_t step = 1;
+    for (size_t k = 0; k < shape.size(); ++k) {
+      const size_t i = fortran ? k : shape.size() - 1 - k;
+      t.stride[i] = step;
+      step *= std::max<int64_t>(t.shape[i], 1);
+    }
+    s_.vm.tensors.push_back(std::move(t));
+    Value v;
+    v.kind = ValueKind::kTensor;
+    v.index = static_cast<uint32_t>(s_.vm.tensors.size() - 1);
+    return AddValue(std::move(v));
+  }
+
+  Status AddItem(ValueId dict, const std::string& key, ValueId value) {
+    Value k;
+    k.kind = ValueKind::kStr;
+    k.text = key;
+    CKG_ASSIGN_OR_RETURN(ValueId kid, AddValue(std::move(k)));
+    Value& d = s_.vm.values.Mutable(dict);
+    d.items.push_back(kid);
+    d.items.push_back(value);
+    return OkStatus();
+  }
+
+  static std::optional<DType> SafetensorsDType(std::string_view name) {
+    static const std::pair<std::string_view, DType> kMap[] = {
+        {"F64", DType::kFloat64}, {"F32", DType::kFloat32},  {"F16", DType::kFloat16}, {"BF16", DType::kBFloat16},
+        {"I64", DType::kInt64},   {"I32", DType::kInt32},    {"I16", DType::kInt16},   {"I8", DType::kInt8},
+        {"U64", DType::kUInt64},  {"U32", DType::kUInt32},   {"U16", DType::kUInt16},  {"U8", DType::kUInt8},
+        {"BOOL", DType::kBool},   {"C64", DType::kComplex64}, {"F8_E5M2", DType::kFloat8E5M2},
+        {"F8_E4M3", DType::kFloat8E4M3FN},
+    };
+    for (const auto& [n, d] : kMap) {
+      if (n == name) return d;
+    }
+    return std::nullopt;
+  }
+
+  Status LoadSafetensors() {
+    const SafetensorsFile& file = *s_.container.safetensors;
+    Value root;
+    root.kind = ValueKind::kDict;
+    CKG_ASSIGN_OR_RETURN(s_.root, AddValue(std::move(root)));
+    for (const SafetensorsTensor& t : file.tensors) {
+      const std::optional<DType> dtype = SafetensorsDType(t.dtype);
+      if (!dtype) {
+        return MakeError(ErrorCode::kUnsupportedFormat, t.header_offset,
+                         "tensor '" + t.name + "': dtype " + t.dtype + " is not supported");
+      }
+      const Bytes bytes = s_.container.bytes.subspan(static_cast<size_t>(t.file_offset), static_cast<size_t>(t.end - t.begin));
+      Storage st{t.name, "cpu", *dtype, bytes.size() / DTypeSize(*dtype), bytes, false, t.file_offset, false};
+      CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
+      CKG_ASSIGN_OR_RETURN(ValueId tensor, AddDenseTensor(index, t.shape, false));
+      CKG_TRY(AddItem(s_.root, t.name, tensor));
+    }
+    return OkStatus();
+  }
+
+  static Result<DType> NpyDType(const NpyArray& a, uint64_t offset) {
+    if (a.is_object) {
+      return MakeError(ErrorCode::kForbiddenGlobal, offset,
+                       "object array: its data is a pickle (numpy.load(allow_pickle=True) would run it); not loaded");
+    }
+    const std::pair<char, uint64_t> key{a.kind, a.item_size};
+    static const std::pair<std::pair<char, uint64_t>, DType> kMap[] = {
+        {{'f', 8}, DType::kFloat64}, {{'f', 4}, DType::kFloat32}, {{'f', 2}, DType::kFloat16},
+        {{'i', 8}, DType::kInt64},   {{'i', 4}, DType::kInt32},   {{'i', 2}, DType::kInt16},
+        {{'i', 1}, DType::kInt8},    {{'u', 8}, DType::kUInt64},  {{'u', 4}, DType::kUInt32},
+        {{'u', 2}, DType::kUInt16},  {{'u', 1}, DType::kUInt8},   {{'b', 1}, DType::kBool},
+        {{'c', 8}, DType::kComplex64}, {{'c', 16}, DType::kComplex128},
+    };
+    for (const auto& [k, d] : kMap) {
+      if (k == key) return d;
+    }
+    return MakeError(ErrorCode::kUnsupportedFormat, offset, "numpy dtype '" + a.descr + "' is not supported");
+  }
+
+  Result<ValueId> NpyTensor(const NpyArray& a, Bytes member, uint64_t member_base, const std::string& key,
+                            bool inflated) {
+    CKG_ASSIGN_OR_RETURN(DType dtype, NpyDType(a, a.data_offset));
+    const uint64_t rel = a.data_offset - member_base;
+    if (rel > member.size() || a.data_len > member.size() - rel) {
+      return MakeError(ErrorCode::kTruncated, a.data_offset, "array data runs past the end", key);
+    }
+    Storage st{key, "cpu", dtype, a.num_elements, member.subspan(static_cast<size_t>(rel), static_cast<size_t>(a.data_len)),
+               a.byte_order == '>' && a.item_size > 1, inflated ? 0 : a.data_offset, inflated};
+    CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
+    return AddDenseTensor(index, a.shape, a.fortran_order);
+  }
+
+  Status LoadNpy() {
+    CKG_ASSIGN_OR_RETURN(s_.root, NpyTensor(*s_.container.npy, s_.container.bytes, 0, "", false));
+    return OkStatus();
+  }
+
+  Status LoadNpz() {
+    Value root;
+    root.kind = ValueKind::kDict;
+    CKG_ASSIGN_OR_RETURN(s_.root, AddValue(std::move(root)));
+    for (const auto& [name, array] : s_.container.npz_members) {
+      const ContainerEntry* entry = FindEntry(name);
+      if (entry == nullptr) return MakeError(ErrorCode::kInternal, 0, "npz member vanished", name);
+      CKG_ASSIGN_OR_RETURN(auto record, ZipRecord(*entry));
+      const uint64_t base = record.second ? 0 : entry->data_offset.value_or(0);
+      CKG_ASSIGN_OR_RETURN(ValueId tensor, NpyTensor(array, record.first, base, name, record.second));
+      CKG_TRY(AddItem(s_.root, EndsWith(name, ".npy") ? name.substr(0, name.size() - 4) : name, tensor));
+    }
+    return OkStatus();
+  }
+
+  Status LoadPlainPickle() {
+    const Container& c = s_.container;
+    if (c.pickles.empty()) return MakeError(ErrorCode::kMalformed, 0, "no pickle found");
+    const PickleSource& source = c.pickles.front();
+    VmOptions vm_options{options_.allowlist, options_.limits, false};
+    const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
+    const uint64_t base = source.file_offset.value_or(0) + source.start;
+    CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, "pickle", s_.vm, NoStorages(), vm_options));
+    // pickle.load reads one pickle; bytes after its STOP are where a second
+    // payload hides (a later load of the same stream would run it).
+    const DecodedStream first = DecodeStream(data, options_.limits.pickle, base, 1);
+    if (!first.error && first.end_offset < base + data.size()) {
+      VmState scratch;
+      Result<ValueId> second = RunPickle(data.subspan(static_cast<size_t>(first.end_offset - base)), first.end_offset,
+                                         "pickle", scratch, NoStorages(), vm_options);
+      if (!second && second.error().code == ErrorCode::kForbiddenGlobal) {
+        Error e = second.error();
+        e.detail += " (in a second pickle after the first one's STOP)";
+        return std::unexpected(std::move(e));
+      }
+      return MakeError(ErrorCode::kMalformed, first.end_offset,
+                       Num(base + data.size() - first.end_offset) +
+                           " bytes follow the pickle's STOP (a second pickle would run on the next load); not loaded",
+                       "pickle");
+    }
+    return OkStatus();
+  }
+
+  static StorageResolver NoStorages() {
+    return [](const StorageRequest& r) -> Result<uint32_t> {
+      return MakeError(ErrorCode::kUnsupportedFormat, r.offset,
+                       "a storage reference where there are no records to read it from");
+    };
+  }
+
+  Checkpoint::State& s_;
+  const LoadOptions& options_;
+  std::optional<ZipArchive> zip_;
+};
+
+// --- walks -----------------------------------------------------------------
+
+std::string KeyText(const ValueArena& values, ValueId id) {
+  const Value& v = values.Get(id);
+  switch (v.kind) {
+    case ValueKind::kStr: return v.text;
+    case ValueKind::kInt: return std::to_string(v.int_value);
+    case ValueKind::kBigInt: return v.text;
+    case ValueKind::kBool: return v.int_value ? "True" : "False";
+    case ValueKind::kNone: return "None";
+    case ValueKind::kFloat: return py::ReprFloat(v.float_value);
+    case ValueKind::kTuple: {
+      std::string out = "(";
+      for (size_t i = 0; i < v.items.size(); ++i) {
+        const Value& item = values.Get(v.items[i]);
+        out += i ? ", " : "";
+        out += item.kind == ValueKind::kStr ? py::ReprStr(item.text) : KeyText(values, v.items[i]).substr(0, 64);
+      }
+      return out + (v.items.size() == 1 ? ",)" : ")");
+    }
+    default: return "<" + std::string(ValueKindName(v.kind)) + ">";
+  }
+}
+
+// Children lists (key text, child) pairs of a container in order.
+void Children(const ValueArena& values, ValueId id, std::vector<std::pair<std::string, ValueId>>& out) {
+  out.clear();
+  const Value& v = values.Get(id);
+  if (v.kind == ValueKind::kDict || v.kind == ValueKind::kObject) {
+    for (size_t i = 0; i + 1 < v.items.size(); i += 2) out.emplace_back(KeyText(values, v.items[i]), v.items[i + 1]);
+  } else if (v.kind == ValueKind::kList || v.kind == ValueKind::kTuple) {
+    for (size_t i = 0; i < v.items.size(); ++i) out.emplace_back(std::to_string(i), v.items[i]);
+  }
+}
+
+std::string Hex(std::string_view bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+// ForEachChunk calls fn with runs of a tensor's elements in C order, each run
+// as bytes in little-endian order (swapped through `scratch` when needed).
+template <typename Fn>
+void ForEachChunk(const Tensor& t, const Storage& st, Fn&& fn) {
+  const uint64_t item = DTypeSize(t.dtype);
+  if (t.num_elements == 0) return;
+  const uint8_t* base = st.bytes.data();
+  const uint32_t unit = DTypeSwapUnit(t.dtype);
+  const bool swap = st.big_endian && unit > 1;
+  // Contiguous C order and no swap: one run.
+  bool contiguous = true;
+  int64_t expect = 1;
+  for (size_t i = t.shape.size(); i-- > 0;) {
+    if (t.shape[i] != 1 && t.stride[i] != expect) contiguous = false;
+    expect *= t.shape[i];
+  }
+  if (contiguous && !swap) {
+    fn(base + static_cast<uint64_t>(t.storage_offset) * item, t.num_elements * item);
+    return;
+  }
+  std::vector<uint8_t> scratch;
+  scratch.reserve(64 * 1024);
+  std::vector<int64_t> index(t.shape.size(), 0);
+  const size_t dims = t.shape.size();
+  auto flush = [&] {
+    if (!scratch.empty()) fn(scratch.data(), scratch.size());
+    scratch.clear();
+  };
+  for (uint64_t n = 0; n < t.num_elements; ++n) {
+    int64_t pos = t.storage_offset;
+    for (size_t d = 0; d < dims; ++d) pos += index[d] * t.stride[d];
+    const uint8_t* src = base + static_cast<uint64_t>(pos) * item;
+    const size_t at = scratch.size();
+    scratch.insert(scratch.end(), src, src + item);
+    if (swap) {
+      for (uint64_t u = 0; u < item; u += unit) std::reverse(scratch.begin() + static_cast<std::ptrdiff_t>(at + u),
+                                                             scratch.begin() + static_cast<std::ptrdiff_t>(at + u + unit));
+    }
+    if (scratch.size() >= 60 * 1024) flush();
+    for (size_t d = dims; d-- > 0;) {
+      if (++index[d] < t.shape[d]) break;
+      index[d] = 0;
+    }
+  }
+  flush();
+}
+
+}  // namespace
+
+Checkpoint::Checkpoint(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Checkpoint::Checkpoint(Checkpoint&&) noexcept = default;
+Checkpoint& Checkpoint::operator=(Checkpoint&&) noexcept = default;
+Checkpoint::~Checkpoint() = default;
+
+ContainerFormat Checkpoint::format() const { return state_->container.format; }
+const Container& Checkpoint::container() const { return state_->container; }
+const Anomalies& Checkpoint::anomalies() const { return state_->container.anomalies; }
+const std::vector<std::string>& Checkpoint::notes() const { return state_->notes; }
+const ValueArena& Checkpoint::values() const { return state_->vm.values; }
+ValueId Checkpoint::root() const { return state_->root; }
+const std::vector<Tensor>& Checkpoint::tensors() const { return state_->vm.tensors; }
+const std::vector<Storage>& Checkpoint::storages() const { return state_->vm.storages; }
+
+std::optional<ValueId> Checkpoint::Find(std::string_view dotted_path) const {
+  ValueId at = state_->root;
+  std::string_view rest = dotted_path;
+  std::vector<std::pair<std::string, ValueId>> children;
+  while (!rest.empty()) {
+    Children(values(), at, children);
+    // The longest key that matches a prefix of `rest` up to a dot boundary.
+    std::optional<std::pair<size_t, ValueId>> best;
+    for (const auto& [key, child] : children) {
+      if (rest.starts_with(key) && (rest.size() == key.size() || rest[key.size()] == '.') &&
+          (!best || key.size() > best->first)) {
+        best.emplace(key.size(), child);
+      }
+    }
+    if (!best) return std::nullopt;
+    at = best->second;
+    rest.remove_prefix(std::min(rest.size(), best->first + 1));
+  }
+  return at;
+}
+
+Result<std::vector<NamedTensor>> Checkpoint::NamedTensors(std::optional<ValueId> from) const {
+  const VmLimits& limits = state_->limits;
+  struct Frame {
+    ValueId id;
+    std::string path;
+    uint64_t depth;
+  };
+  std::vector<NamedTensor> out;
+  std::vector<Frame> stack{{from.value_or(state_->root), "", 0}};
+  std::vector<std::pair<std::string, ValueId>> children;
+  uint64_t visits = 0;
+  while (!stack.empty()) {
+    Frame f = std::move(stack.back());
+    stack.pop_back();
+    if (++visits > limits.max_walk_nodes) {
+      return MakeError(ErrorCode::kLimitExceeded, 0,
+                       "max_walk_nodes (" + Num(limits.max_walk_nodes) + ") exceeded listing tensors (shared subobjects "
+                       "expand at every reference)");
+    }
+    const Value& v = values().Get(f.id);
+    if (v.kind == ValueKind::kTensor) {
+      out.push_back({f.path, v.index});
+      continue;
+    }
+    Children(values(), f.id, children);
+    if (!children.empty() && f.depth + 1 > limits.max_walk_depth) {
+      return MakeError(ErrorCode::kLimitExceeded, 0,
+                       "max_walk_depth (" + Num(limits.max_walk_depth) + ") exceeded at '" + f.path.substr(0, 200) +
+                           "' (a cycle or very deep nesting)");
+    }
+    for (size_t i = children.size(); i-- > 0;) {
+      stack.push_back({children[i].second, f.path.empty() ? children[i].first : f.path + "." + children[i].first,
+                       f.depth + 1});
+    }
+  }
+  return out;
+}
+
+Result<std::vector<NamedTensor>> Checkpoint::StateDict(std::string_view prefix) const {
+  std::string_view p = prefix;
+  if (p.ends_with('.')) p.remove_suffix(1);
+  std::optional<ValueId> at = p.empty() ? std::optional<ValueId>(state_->root) : Find(p);
+  if (!at) return MakeError(ErrorCode::kInvalidArgument, 0, "no value at '" + std::string(prefix) + "'");
+  return NamedTensors(*at);
+}
+
+std::optional<int64_t> Checkpoint::GetInt(std::string_view dotted_path) const {
+  std::optional<ValueId> at = Find(dotted_path);
+  if (!at) return std::nullopt;
+  const Value& v = values().Get(*at);
+  if (v.kind != ValueKind::kInt) return std::nullopt;
+  return v.int_value;
+}
+
+Result<std::vector<uint8_t>> Checkpoint::ContiguousBytes(uint32_t tensor) const {
+  if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
+  const Tensor& t = tensors()[tensor];
+  std::vector<uint8_t> out;
+  try {
+    out.reserve(t.num_elements * DTypeSize(t.dtype));
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory copying a tensor");
+  }
+  ForEachChunk(t, storages()[t.storage], [&](const uint8_t* p, size_t n) { out.insert(out.end(), p, p + n); });
+  return out;
+}
+
+Result<std::string> Checkpoint::Sha256Hex(uint32_t tensor) const {
+  if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
+  const Tensor& t = tensors()[tensor];
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
+    return MakeError(ErrorCode::kInternal, 0, "OpenSSL SHA-256 init failed");
+  }
+  bool ok = true;
+  ForEachChunk(t, storages()[t.storage], [&](const uint8_t* p, size_t n) {
+    ok = ok && EVP_DigestUpdate(ctx.get(), p, n) == 1;
+  });
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!ok || EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1) {
+    return MakeError(ErrorCode::kInternal, 0, "OpenSSL SHA-256 failed");
+  }
+  return Hex(std::string_view(reinterpret_cast<const char*>(digest), len));
+}
+
+Bytes Checkpoint::StorageBytes(uint32_t tensor) const {
+  const Tensor& t = tensors()[tensor];
+  const Storage& st = storages()[t.storage];
+  const uint64_t item = DTypeSize(t.dtype);
+  if (t.num_elements == 0) return st.bytes.subspan(0, 0);
+  uint64_t last = static_cast<uint64_t>(t.storage_offset);
+  for (size_t i = 0; i < t.shape.size(); ++i) last += static_cast<uint64_t>((t.shape[i] - 1) * t.stride[i]);
+  const uint64_t begin = static_cast<uint64_t>(t.storage_offset) * item;
+  return st.bytes.subspan(static_cast<size_t>(begin), static_cast<size_t>((last + 1) * item - begin));
+}
+
+Result<std::string> Checkpoint::SkeletonJson() const {
+  using nlohmann::json;
+  const VmLimits& limits = state_->limits;
+  json root;
+  struct Frame {
+    ValueId id;
+    json* slot;
+    uint64_t depth;
+  };
+  std::vector<Frame> stack{{state_->root, &root, 0}};
+  uint64_t visits = 0;
+  while (!stack.empty()) {
+    const Frame f = stack.back();
+    stack.pop_back();
+    if (++visits > limits.max_walk_nodes) {
+      return MakeError(ErrorCode::kLimitExceeded, 0, "max_walk_nodes (" + Num(limits.max_walk_nodes) + ") exceeded");
+    }
+    if (f.depth > limits.max_walk_depth) {
+      return MakeError(ErrorCode::kLimitExceeded, 0,
+                       "max_walk_depth (" + Num(limits.max_walk_depth) + ") exceeded (a cycle or very deep nesting)");
+    }
+    const Value& v = values().Get(f.id);
+    json& slot = *f.slot;
+    auto sequence = [&](const char* tag, const std::vector<ValueId>& items) {
+      slot = json::object({{tag, json::array()}});
+      json& arr = slot[tag];
+      arr.get_ref<json::array_t&>().resize(items.size());
+      for (size_t i = items.size(); i-- > 0;) stack.push_back({items[i], &arr[i], f.depth + 1});
+    };
+    switch (v.kind) {
+      case ValueKind::kNone: slot = nullptr; break;
+      case ValueKind::kBool: slot = v.int_value != 0; break;
+      case ValueKind::kInt:
+        if (v.int_value >= (int64_t{1} << 53) || v.int_value <= -(int64_t{1} << 53)) {
+          slot = json::object({{"__bigint__", std::to_string(v.int_value)}});
+        } else {
+          slot = v.int_value;
+        }
+        break;
+      case ValueKind::kBigInt: slot = json::object({{"__bigint__", v.text}}); break;
+      case ValueKind::kFloat:
+        if (std::isfinite(v.float_value)) {
+          slot = v.float_value;
+        } else {
+          slot = json::object({{"__float__", py::ReprFloat(v.float_value)}});
+        }
+        break;
+      case ValueKind::kComplex: slot = json::object({{"__complex__", {v.float_value, v.imag_value}}}); break;
+      case ValueKind::kStr: slot = v.text; break;
+      case ValueKind::kBytes: slot = json::object({{"__bytes__", Hex(v.text)}}); break;
+      case ValueKind::kTensor: slot = "<tensor>"; break;
+      case ValueKind::kStorage: slot = "<storage>"; break;
+      case ValueKind::kDtype: slot = "torch." + std::string(DTypeName(v.dtype)); break;
+      case ValueKind::kDevice: slot = json::object({{"__device__", v.text}}); break;
+      case ValueKind::kGlobal: slot = json::object({{"__global__", v.text}}); break;
+      case ValueKind::kList: sequence("__list__", v.items); break;
+      case ValueKind::kTuple: sequence("__tuple__", v.items); break;
+      case ValueKind::kSet: sequence("__set__", v.items); break;
+      case ValueKind::kDict:
+      case ValueKind::kObject: {
+        const size_t n = v.items.size() / 2;
+        slot = json::object({{"__dict__", json::array()}});
+        if (v.kind == ValueKind::kObject) slot["__object__"] = v.text;
+        json& arr = slot["__dict__"];
+        arr.get_ref<json::array_t&>().assign(n, json::array({nullptr, nullptr}));
+        for (size_t i = n; i-- > 0;) {
+          stack.push_back({v.items[2 * i + 1], &arr[i][1], f.depth + 1});
+          stack.push_back({v.items[2 * i], &arr[i][0], f.depth + 1});
+        }
+        break;
+      }
+    }
+  }
+  return root.dump();
+}
+
+// FindForbiddenGlobal runs the first pickle of every place that holds one in
+// a scratch VM and returns the first forbidden-global error.
+std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& options) {
+  StorageResolver refuse = [](const StorageRequest& r) -> Result<uint32_t> {
+    return MakeError(ErrorCode::kUnsupportedFormat, r.offset, "storage");
+  };
+  VmOptions vm_options{options.allowlist, options.limits, false};
+  for (const PickleSource& p : c.pickles) {
+    VmState scratch;
+    const Bytes data = p.data.subspan(static_cast<size_t>(p.start));
+    Result<ValueId> r =
+        RunPickle(data, p.file_offset.value_or(0) + p.start, p.entry.empty() ? "pickle" : p.entry, scratch, refuse, vm_options);
+    if (!r && r.error().code == ErrorCode::kForbiddenGlobal) return r.error();
+  }
+  return std::nullopt;
+}
+
+Result<Checkpoint> LoadCheckpointImpl(MappedFile file, std::string name, const LoadOptions& options) {
+  auto state = std::make_unique<Checkpoint::State>();
+  state->file = std::move(file);
+  state->name = std::move(name);
+  state->limits = options.limits.Clamped();
+  state->container = OpenContainer(state->file.data(), options.container);
+  const Container& c = state->container;
+  if (c.error) return std::unexpected(*c.error);
+  if (!options.allow_anomalies && !c.anomalies.empty()) {
+    // A hostile file usually carries its payload in a pickle: name the global
+    // it imports first (running each pickle in the VM, which calls nothing).
+    if (std::optional<Error> forbidden = FindForbiddenGlobal(c, options)) {
+      forbidden->detail += " (the container also has anomaly " + c.anomalies.front().kind + ")";
+      return std::unexpected(std::move(*forbidden));
+    }
+    const Anomaly& a = c.anomalies.front();
+    return MakeError(ErrorCode::kMalformed, a.offset,
+                     "container anomaly " + a.kind + ": " + a.detail +
+                         (c.anomalies.size() > 1 ? " (and " + Num(c.anomalies.size() - 1) + " more; see 'ckptguard info')"
+                                                 : std::string()),
+                     a.entry);
+  }
+  Loader loader(*state, options);
+  CKG_TRY(loader.Load());
+  return Checkpoint(std::move(state));
+}
+
+Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options) {
+  try {
+    CKG_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
+    return LoadCheckpointImpl(std::move(file), path, options);
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory", path);
+  }
+}
+
+}  // namespace ckptguard

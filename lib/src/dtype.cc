@@ -1,0 +1,48 @@
+#include "ckptguard/dtype.h"
+
+#include <array>
+
+namespace ckptguard {
+namespace {
+
+struct DTypeInfo {
+  DType dtype;
+  std::string_view name;
+  uint32_t size;
+  uint32_t swap_unit;
+};
+
+constexpr std::array<DTypeInfo, 20> kDTypes = {{
+    {DType::kFloat32, "float32", 4, 4},      {DType::kFloat64, "float64", 8, 8},
+    {DType::kFloat16, "float16", 2, 2},      {DType::kBFloat16, "bfloat16", 2, 2},
+    {DType::kInt8, "int8", 1, 1},            {DType::kUInt8, "uint8", 1, 1},
+    {DType::kInt16, "int16", 2, 2},          {DType::kInt32, "int32", 4, 4},
+    {DType::kInt64, "int64", 8, 8},          {DType::kUInt16, "uint16", 2, 2},
+    {DType::kUInt32, "uint32", 4, 4},        {DType::kUInt64, "uint64", 8, 8},
+    {DType::kBool, "bool", 1, 1},            {DType::kComplex64, "complex64", 8, 4},
+    {DType::kComplex128, "complex128", 16, 8}, {DType::kFloat8E5M2, "float8_e5m2", 1, 1},
+    {DType::kFloat8E4M3FN, "float8_e4m3fn", 1, 1}, {DType::kQInt8, "qint8", 1, 1},
+    {DType::kQUInt8, "quint8", 1, 1},        {DType::kQInt32, "qint32", 4, 4},
+}};
+
+const DTypeInfo& Info(DType dtype) {
+  for (const DTypeInfo& info : kDTypes) {
+    if (info.dtype == dtype) return info;
+  }
+  return kDTypes[0];  // unreachable: every enumerator is in the table
+}
+
+}  // namespace
+
+std::string_view DTypeName(DType dtype) { return Info(dtype).name; }
+uint32_t DTypeSize(DType dtype) { return Info(dtype).size; }
+uint32_t DTypeSwapUnit(DType dtype) { return Info(dtype).swap_unit; }
+
+std::optional<DType> ParseDType(std::string_view name) {
+  for (const DTypeInfo& info : kDTypes) {
+    if (info.name == name) return info.dtype;
+  }
+  return std::nullopt;
+}
+
+}  // namespace ckptguard

@@ -1,0 +1,1066 @@
+#include "ckptguard/vm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <unordered_map>
+
+#include "py_text.h"
+
+namespace ckptguard {
+namespace {
+
+constexpr uint32_t kScriptClass = 0xffff;  // kGlobal index for a TorchScript "__torch__.*" class
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+std::string Limit(const char* name, uint64_t value) {
+  return std::string(name) + " (" + Num(value) + ") exceeded";
+}
+
+// CanonicalKey renders a hashable scalar (or a tuple of them) so that keys
+// Python considers equal render the same: True == 1 == 1.0.
+std::optional<std::string> ScalarKey(const Value& v) {
+  switch (v.kind) {
+    case ValueKind::kNone:
+      return std::string("n");
+    case ValueKind::kBool:
+    case ValueKind::kInt:
+      return "i" + std::to_string(v.int_value);
+    case ValueKind::kBigInt:
+      return "i" + v.text;
+    case ValueKind::kFloat: {
+      double ip;
+      if (std::isfinite(v.float_value) && std::modf(v.float_value, &ip) == 0.0 && std::fabs(ip) < 9.2e18) {
+        return "i" + std::to_string(static_cast<int64_t>(ip));
+      }
+      if (std::isnan(v.float_value)) return std::nullopt;  // nan keys are never equal
+      return "f" + py::ReprFloat(v.float_value);
+    }
+    case ValueKind::kStr:
+      return "s" + v.text;
+    case ValueKind::kBytes:
+      return v.byte_array ? std::nullopt : std::optional<std::string>("b" + v.text);
+    case ValueKind::kDtype:
+      return "d" + std::string(DTypeName(v.dtype));
+    case ValueKind::kDevice:
+      return "v" + v.text;
+    case ValueKind::kGlobal:
+      return "g" + v.text;
+    default:
+      return std::nullopt;
+  }
+}
+
+class Vm {
+ public:
+  Vm(Bytes data, uint64_t base_offset, const std::string& where, VmState& state, const StorageResolver& resolver,
+     const VmOptions& options)
+      : data_(data),
+        base_offset_(base_offset),
+        where_(where),
+        state_(state),
+        resolver_(resolver),
+        allowlist_(options.allowlist != nullptr ? *options.allowlist : BuiltinAllowlist()),
+        limits_(options.limits.Clamped()),
+        script_objects_(options.script_objects) {}
+
+  Result<ValueId> Run() {
+    PickleDecoder decoder(data_, limits_.pickle, base_offset_);
+    while (true) {
+      Result<PickleOp> op = decoder.Next();
+      if (!op) {
+        Error e = op.error();
+        if (e.where.empty()) e.where = where_;
+        return std::unexpected(std::move(e));
+      }
+      if (op->code == Opcode::kStop) {
+        CKG_ASSIGN_OR_RETURN(ValueId root, Pop(*op));
+        return root;
+      }
+      Status s = Step(*op);
+      if (!s) {
+        Error e = s.error();
+        if (e.code == ErrorCode::kForbiddenGlobal) AppendOtherGlobals(decoder, e);
+        if (e.where.empty()) e.where = where_;
+        return std::unexpected(std::move(e));
+      }
+    }
+  }
+
+ private:
+  // --- errors -------------------------------------------------------------
+  std::unexpected<Error> Fail(ErrorCode code, const PickleOp& op, std::string detail) const {
+    return MakeError(code, op.offset, std::move(detail), where_);
+  }
+  std::unexpected<Error> Malformed(const PickleOp& op, std::string detail) const {
+    return Fail(ErrorCode::kMalformed, op, std::string(op.Info().name) + ": " + detail);
+  }
+
+  // After a forbidden global, name the other globals the pickle imports (a
+  // pickled nn.Module names all its classes), reading on without running.
+  void AppendOtherGlobals(PickleDecoder& decoder, Error& error) const {
+    std::vector<std::string> names;
+    std::set<std::string> seen;
+    std::string last_str[2];
+    for (int i = 0; i < 1'000'000 && names.size() < 12; ++i) {
+      Result<PickleOp> op = decoder.Next();
+      if (!op) break;
+      std::string name;
+      if (op->arg.type == PickleArgType::kGlobal) {
+        name = std::string(op->arg.Data()) + "." + std::string(op->arg.Name());
+      } else if (op->code == Opcode::kStackGlobal && !last_str[0].empty()) {
+        name = last_str[0] + "." + last_str[1];
+      }
+      if (op->arg.type == PickleArgType::kString) {
+        last_str[0] = std::move(last_str[1]);
+        last_str[1] = std::string(op->arg.Data());
+      } else if (op->code != Opcode::kMemoize && op->code != Opcode::kBinPut && op->code != Opcode::kLongBinPut &&
+                 op->code != Opcode::kPut) {
+        last_str[0].clear();
+        last_str[1].clear();
+      }
+      const size_t dot = name.find('.');
+      const bool allowed = dot != std::string::npos &&
+                           allowlist_.Find(std::string_view(name).substr(0, dot), std::string_view(name).substr(dot + 1));
+      // Find joins module and name again, so any split of the dotted name
+      // works; the first keeps module aliases ("__builtin__") applicable.
+      if (!name.empty() && !allowed && seen.insert(name).second &&
+          error.detail.find("'" + name + "'") == std::string::npos) {
+        names.push_back(name);
+      }
+      if (op->code == Opcode::kStop) break;
+    }
+    if (names.empty()) return;
+    error.detail += "; the pickle also names:";
+    for (size_t i = 0; i < names.size(); ++i) error.detail += (i == 0 ? " " : ", ") + names[i];
+  }
+
+  // --- arena and accounting ------------------------------------------------
+  Result<ValueId> Add(const PickleOp& op, Value v) {
+    if (state_.values.size() >= limits_.max_values) {
+      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_values", limits_.max_values));
+    }
+    CKG_TRY(Account(op, sizeof(Value) + v.text.size() + v.items.size() * sizeof(ValueId)));
+    return state_.values.Add(std::move(v));
+  }
+  Status Account(const PickleOp& op, uint64_t bytes) {
+    state_.alloc_bytes += bytes;
+    if (state_.alloc_bytes > limits_.max_alloc_bytes) {
+      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_alloc_bytes", limits_.max_alloc_bytes));
+    }
+    return OkStatus();
+  }
+  const Value& Get(ValueId id) const { return state_.values.Get(id); }
+
+  // --- stack ---------------------------------------------------------------
+  size_t Fence() const { return marks_.empty() ? 0 : marks_.back(); }
+
+  Status Push(const PickleOp& op, ValueId id) {
+    if (stack_.size() >= limits_.max_stack_depth) {
+      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_stack_depth", limits_.max_stack_depth));
+    }
+    stack_.push_back(id);
+    return OkStatus();
+  }
+  Status PushNew(const PickleOp& op, Value v) {
+    CKG_ASSIGN_OR_RETURN(ValueId id, Add(op, std::move(v)));
+    return Push(op, id);
+  }
+  Result<ValueId> Pop(const PickleOp& op) {
+    if (stack_.size() <= Fence()) {
+      return Fail(ErrorCode::kMalformed, op,
+                  std::string(op.Info().name) + ": stack underflow" + (marks_.empty() ? "" : " (below the MARK)"));
+    }
+    ValueId id = stack_.back();
+    stack_.pop_back();
+    return id;
+  }
+  Result<ValueId> Top(const PickleOp& op) const {
+    if (stack_.size() <= Fence()) {
+      return Fail(ErrorCode::kMalformed, op, std::string(op.Info().name) + ": stack underflow");
+    }
+    return stack_.back();
+  }
+  // PopMark removes everything above the topmost MARK and the MARK itself.
+  Result<std::vector<ValueId>> PopMark(const PickleOp& op) {
+    if (marks_.empty()) return Fail(ErrorCode::kMalformed, op, std::string(op.Info().name) + ": no MARK");
+    const size_t mark = marks_.back();
+    marks_.pop_back();
+    std::vector<ValueId> items(stack_.begin() + static_cast<std::ptrdiff_t>(mark), stack_.end());
+    stack_.resize(mark);
+    if (items.size() > limits_.max_container_len) {
+      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_container_len", limits_.max_container_len));
+    }
+    return items;
+  }
+
+  // --- containers ----------------------------------------------------------
+  Result<std::string> HashKey(const PickleOp& op, ValueId id) const {
+    const Value& v = Get(id);
+    if (v.kind == ValueKind::kTuple) {
+      std::string key = "t(";
+      for (ValueId item : v.items) {
+        std::optional<std::string> k = ScalarKey(Get(item));
+        if (!k) break;
+        key += std::to_string(k->size()) + ":" + *k;
+      }
+      if (key.size() > 2 || v.items.empty()) return key + ")";
+    } else if (std::optional<std::string> k = ScalarKey(v)) {
+      return *k;
+    }
+    return Fail(ErrorCode::kUnsupportedFormat, op,
+                std::string(op.Info().name) + ": a " + std::string(ValueKindName(v.kind)) +
+                    " as a dict key or set element is not supported");
+  }
+
+  Status CheckLen(const PickleOp& op, size_t len) const {
+    if (len > limits_.max_container_len) {
+      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_container_len", limits_.max_container_len));
+    }
+    return OkStatus();
+  }
+
+  // SetItem: d[key] = value with dict semantics (a repeated key keeps its
+  // place and takes the new value).
+  Status SetItem(const PickleOp& op, ValueId dict, ValueId key, ValueId value) {
+    CKG_ASSIGN_OR_RETURN(std::string k, HashKey(op, key));
+    auto& index = dict_index_[dict];
+    Value& d = state_.values.Mutable(dict);
+    auto [it, inserted] = index.emplace(std::move(k), static_cast<uint32_t>(d.items.size()));
+    if (!inserted) {
+      d.items[it->second + 1] = value;
+      return OkStatus();
+    }
+    CKG_TRY(CheckLen(op, d.items.size() / 2 + 1));
+    CKG_TRY(Account(op, 2 * sizeof(ValueId) + it->first.size() + 32));
+    d.items.push_back(key);
+    d.items.push_back(value);
+    return OkStatus();
+  }
+
+  Status AddToSet(const PickleOp& op, ValueId set, ValueId item) {
+    CKG_ASSIGN_OR_RETURN(std::string k, HashKey(op, item));
+    auto& index = dict_index_[set];
+    Value& s = state_.values.Mutable(set);
+    if (!index.emplace(std::move(k), static_cast<uint32_t>(s.items.size())).second) return OkStatus();
+    CKG_TRY(CheckLen(op, s.items.size() + 1));
+    CKG_TRY(Account(op, sizeof(ValueId) + 32));
+    s.items.push_back(item);
+    return OkStatus();
+  }
+
+  Result<ValueId> NewDict(const PickleOp& op, bool ordered) {
+    Value v;
+    v.kind = ValueKind::kDict;
+    v.ordered_dict = ordered;
+    return Add(op, std::move(v));
+  }
+
+  // --- scalars -------------------------------------------------------------
+  Value IntValue(const py::PyInt& i) const {
+    Value v;
+    if (!i.big) {
+      v.kind = ValueKind::kInt;
+      v.int_value = i.small;
+    } else {
+      v.kind = ValueKind::kBigInt;
+      v.text = py::ReprInt(i);
+    }
+    return v;
+  }
+
+  Status PushStrFromBytes(const PickleOp& op) {
+    // torch.load unpickles with encoding='utf-8': Python 2 str operands
+    // become str, and bytes that are not UTF-8 fail the load.
+    const std::string_view data = op.arg.Data();
+    if (std::optional<size_t> bad = py::Utf8Error(data, false)) {
+      return Fail(ErrorCode::kMalformed, op,
+                  std::string(op.Info().name) + ": Python 2 string is not UTF-8 at byte " + Num(*bad) +
+                      " of the operand (torch.load decodes it as UTF-8)");
+    }
+    Value v;
+    v.kind = ValueKind::kStr;
+    v.text = std::string(data);
+    return PushNew(op, std::move(v));
+  }
+
+  // --- globals -------------------------------------------------------------
+  Status PushGlobal(const PickleOp& op, std::string_view module, std::string_view name) {
+    const std::string full = std::string(module) + "." + std::string(name);
+    if (script_objects_ && (module == "__torch__" || module.starts_with("__torch__."))) {
+      Value v;
+      v.kind = ValueKind::kGlobal;
+      v.index = kScriptClass;
+      v.text = full;
+      return PushNew(op, std::move(v));
+    }
+    const AllowEntry* entry = allowlist_.Find(module, name);
+    if (entry == nullptr) {
+      const std::string_view canonical = allowlist_.CanonicalModule(module);
+      return Fail(ErrorCode::kForbiddenGlobal, op,
+                  "global '" + full + "'" +
+                      (canonical != module ? " (" + std::string(canonical) + "." + std::string(name) + ")" : "") +
+                      " is not on the allowlist (nothing was imported or called)");
+    }
+    Value v;
+    if (entry->action == AllowAction::kDtype) {
+      v.kind = ValueKind::kDtype;
+      v.dtype = *entry->dtype;
+    } else {
+      v.kind = ValueKind::kGlobal;
+      v.index = static_cast<uint32_t>(entry->action);
+      v.text = std::string(allowlist_.CanonicalModule(module)) + "." + std::string(name);
+      if (entry->dtype) v.dtype = *entry->dtype;
+    }
+    return PushNew(op, std::move(v));
+  }
+
+  // --- argument helpers ----------------------------------------------------
+  Result<int64_t> ArgInt(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+    const Value& v = Get(id);
+    if (v.kind != ValueKind::kInt && v.kind != ValueKind::kBool) {
+      return Malformed(op, fn + ": " + what + " must be an int, not " + std::string(ValueKindName(v.kind)));
+    }
+    return v.int_value;
+  }
+  Result<bool> ArgBool(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+    const Value& v = Get(id);
+    if (v.kind != ValueKind::kBool && v.kind != ValueKind::kInt) {
+      return Malformed(op, fn + ": " + what + " must be a bool, not " + std::string(ValueKindName(v.kind)));
+    }
+    return v.int_value != 0;
+  }
+  Result<std::vector<int64_t>> ArgInts(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+    const Value& v = Get(id);
+    if (v.kind != ValueKind::kTuple && v.kind != ValueKind::kList) {
+      return Malformed(op, fn + ": " + what + " must be a tuple of ints, not " + std::string(ValueKindName(v.kind)));
+    }
+    if (v.items.size() > limits_.max_tensor_dims) {
+      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensor_dims", limits_.max_tensor_dims));
+    }
+    std::vector<int64_t> out;
+    for (ValueId item : v.items) {
+      CKG_ASSIGN_OR_RETURN(int64_t x, ArgInt(op, fn, item, what));
+      out.push_back(x);
+    }
+    return out;
+  }
+  Status NoHooks(const PickleOp& op, const std::string& fn, ValueId id) const {
+    const Value& v = Get(id);
+    if (v.kind == ValueKind::kNone) return OkStatus();
+    if (v.kind != ValueKind::kDict || !v.items.empty()) {
+      return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": backward hooks are not loaded (expected an empty OrderedDict)");
+    }
+    return OkStatus();
+  }
+
+  // MakeTensor checks a view against its storage and adds the tensor.
+  Status MakeTensor(const PickleOp& op, const std::string& fn, ValueId storage_id, int64_t offset,
+                    std::vector<int64_t> shape, std::vector<int64_t> stride, bool requires_grad,
+                    std::optional<DType> dtype) {
+    const Value& sv = Get(storage_id);
+    if (sv.kind != ValueKind::kStorage) {
+      return Malformed(op, fn + ": first argument must be a storage, not " + std::string(ValueKindName(sv.kind)));
+    }
+    const Storage& storage = state_.storages[sv.index];
+    Tensor t;
+    t.dtype = dtype.value_or(storage.dtype);
+    t.storage = sv.index;
+    t.requires_grad = requires_grad;
+    if (shape.size() != stride.size()) {
+      return Malformed(op, fn + ": size has " + Num(shape.size()) + " dimensions, stride " + Num(stride.size()));
+    }
+    if (offset < 0) return Malformed(op, fn + ": negative storage offset " + std::to_string(offset));
+    // Extent in elements: offset + sum((size-1)*stride) + 1, with overflow checks.
+    uint64_t numel = 1;
+    uint64_t last = static_cast<uint64_t>(offset);
+    bool empty = false;
+    for (size_t i = 0; i < shape.size(); ++i) {
+      if (shape[i] < 0 || stride[i] < 0) {
+        return Malformed(op, fn + ": negative size or stride in dimension " + Num(i));
+      }
+      if (shape[i] == 0) empty = true;
+      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(shape[i]), &numel)) {
+        return Malformed(op, fn + ": element count overflows");
+      }
+    }
+    if (!empty) {
+      for (size_t i = 0; i < shape.size(); ++i) {
+        uint64_t span;
+        if (__builtin_mul_overflow(static_cast<uint64_t>(shape[i] - 1), static_cast<uint64_t>(stride[i]), &span) ||
+            __builtin_add_overflow(last, span, &last)) {
+          return Malformed(op, fn + ": view extent overflows");
+        }
+      }
+    }
+    const uint64_t item = DTypeSize(t.dtype);
+    const uint64_t storage_bytes = storage.bytes.size();
+    uint64_t end_bytes;  // bytes the view needs from the start of the storage
+    if (__builtin_mul_overflow(empty ? static_cast<uint64_t>(offset) : last + 1, item, &end_bytes) ||
+        end_bytes > storage_bytes) {
+      return Fail(ErrorCode::kMalformed, op,
+                  fn + ": view (offset " + std::to_string(offset) + ", size " + DimsText(shape) + ", stride " +
+                      DimsText(stride) + ") reaches past storage '" + storage.key + "' (" + Num(storage_bytes) +
+                      " bytes of " + std::string(DTypeName(storage.dtype)) + ")");
+    }
+    if (state_.tensors.size() >= limits_.max_tensors) {
+      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensors", limits_.max_tensors));
+    }
+    t.shape = std::move(shape);
+    t.stride = std::move(stride);
+    t.storage_offset = offset;
+    t.num_elements = numel;
+    CKG_TRY(Account(op, sizeof(Tensor) + 16 * t.shape.size()));
+    state_.tensors.push_back(std::move(t));
+    Value v;
+    v.kind = ValueKind::kTensor;
+    v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
+    return PushNew(op, std::move(v));
+  }
+
+  static std::string DimsText(const std::vector<int64_t>& dims) {
+    std::string out = "[";
+    for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+    return out + "]";
+  }
+
+  // --- REDUCE --------------------------------------------------------------
+  Status Reduce(const PickleOp& op) {
+    CKG_ASSIGN_OR_RETURN(ValueId args_id, Pop(op));
+    CKG_ASSIGN_OR_RETURN(ValueId fn_id, Pop(op));
+    const Value& fnv = Get(fn_id);
+    if (fnv.kind != ValueKind::kGlobal) {
+      return Fail(ErrorCode::kForbiddenGlobal, op,
+                  "REDUCE: calling a " + std::string(ValueKindName(fnv.kind)) + " is not allowed");
+    }
+    const std::string fn = fnv.text;
+    if (fnv.index == kScriptClass) {
+      return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: calling TorchScript class '" + fn + "' is not allowed");
+    }
+    const Value& argv = Get(args_id);
+    if (argv.kind != ValueKind::kTuple) {
+      return Malformed(op, fn + ": arguments must be a tuple, not " + std::string(ValueKindName(argv.kind)));
+    }
+    const std::vector<ValueId> args = argv.items;
+    auto want = [&](size_t lo, size_t hi) -> Status {
+      if (args.size() < lo || args.size() > hi) {
+        return Malformed(op, fn + " takes " + (lo == hi ? Num(lo) : Num(lo) + " to " + Num(hi)) + " arguments, got " +
+                                 Num(args.size()));
+      }
+      return OkStatus();
+    };
+    const AllowAction action = static_cast<AllowAction>(fnv.index);
+    switch (action) {
+      case AllowAction::kRebuildTensorV2:
+      case AllowAction::kRebuildTensorV3: {
+        const bool v3 = action == AllowAction::kRebuildTensorV3;
+        CKG_TRY(v3 ? want(7, 8) : want(6, 7));
+        CKG_ASSIGN_OR_RETURN(int64_t offset, ArgInt(op, fn, args[1], "storage_offset"));
+        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> size, ArgInts(op, fn, args[2], "size"));
+        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> stride, ArgInts(op, fn, args[3], "stride"));
+        CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[4], "requires_grad"));
+        CKG_TRY(NoHooks(op, fn, args[5]));
+        std::optional<DType> dtype;
+        if (v3) {
+          const Value& d = Get(args[6]);
+          if (d.kind != ValueKind::kDtype) return Malformed(op, fn + ": dtype argument is not a dtype");
+          dtype = d.dtype;
+        }
+        return MakeTensor(op, fn, args[0], offset, std::move(size), std::move(stride), requires_grad, dtype);
+      }
+      case AllowAction::kRebuildParameter:
+      case AllowAction::kRebuildParameterWithState: {
+        const bool with_state = action == AllowAction::kRebuildParameterWithState;
+        CKG_TRY(with_state ? want(4, 4) : want(3, 3));
+        const Value& data = Get(args[0]);
+        if (data.kind != ValueKind::kTensor) return Malformed(op, fn + ": data must be a tensor");
+        CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[1], "requires_grad"));
+        CKG_TRY(NoHooks(op, fn, args[2]));
+        if (with_state) {
+          const Value& st = Get(args[3]);
+          if (st.kind != ValueKind::kDict && st.kind != ValueKind::kNone && st.kind != ValueKind::kTuple) {
+            return Malformed(op, fn + ": state must be a dict");
+          }
+        }
+        Tensor t = state_.tensors[data.index];
+        t.parameter = true;
+        t.requires_grad = requires_grad;
+        if (state_.tensors.size() >= limits_.max_tensors) {
+          return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensors", limits_.max_tensors));
+        }
+        state_.tensors.push_back(std::move(t));
+        Value v;
+        v.kind = ValueKind::kTensor;
+        v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
+        return PushNew(op, std::move(v));
+      }
+      case AllowAction::kOrderedDict:
+      case AllowAction::kCounter: {
+        CKG_TRY(want(0, 1));
+        CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, true));
+        if (args.size() == 1) {
+          const Value& src = Get(args[0]);
+          if (src.kind == ValueKind::kDict) {
+            const std::vector<ValueId> items = src.items;
+            for (size_t i = 0; i + 1 < items.size(); i += 2) CKG_TRY(SetItem(op, d, items[i], items[i + 1]));
+          } else if (src.kind == ValueKind::kList || src.kind == ValueKind::kTuple) {
+            const std::vector<ValueId> pairs = src.items;
+            for (ValueId p : pairs) {
+              const Value& pair = Get(p);
+              if ((pair.kind != ValueKind::kTuple && pair.kind != ValueKind::kList) || pair.items.size() != 2) {
+                return Malformed(op, fn + ": items must be (key, value) pairs");
+              }
+              CKG_TRY(SetItem(op, d, pair.items[0], pair.items[1]));
+            }
+          } else {
+            return Malformed(op, fn + ": argument must be a dict or a list of pairs");
+          }
+        }
+        return Push(op, d);
+      }
+      case AllowAction::kTorchSize: {
+        CKG_TRY(want(1, 1));
+        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> dims, ArgInts(op, fn, args[0], "sizes"));
+        Value v;
+        v.kind = ValueKind::kTuple;
+        v.frozen = true;
+        v.items = Get(args[0]).items;
+        return PushNew(op, std::move(v));
+      }
+      case AllowAction::kDevice: {
+        CKG_TRY(want(1, 2));
+        const Value& type = Get(args[0]);
+        if (type.kind != ValueKind::kStr || type.text.size() > 64) return Malformed(op, fn + ": device must be a short str");
+        Value v;
+        v.kind = ValueKind::kDevice;
+        v.text = type.text;
+        if (args.size() == 2) {
+          CKG_ASSIGN_OR_RETURN(int64_t index, ArgInt(op, fn, args[1], "index"));
+          v.text += ":" + std::to_string(index);
+        }
+        return PushNew(op, std::move(v));
+      }
+      case AllowAction::kCodecsEncode: {
+        CKG_TRY(want(1, 2));
+        const Value& text = Get(args[0]);
+        if (text.kind != ValueKind::kStr) return Malformed(op, fn + ": text must be a str");
+        if (args.size() == 2) {
+          const Value& enc = Get(args[1]);
+          if (enc.kind != ValueKind::kStr || (enc.text != "latin1" && enc.text != "latin-1" && enc.text != "latin_1" &&
+                                              enc.text != "iso-8859-1" && enc.text != "iso8859-1")) {
+            return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": only the latin1 encoding is supported");
+          }
+        } else {
+          return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": only encode(text, 'latin1') is supported");
+        }
+        // UTF-8 code points below 256 -> one byte each.
+        Value v;
+        v.kind = ValueKind::kBytes;
+        v.text.reserve(text.text.size());
+        const std::string& s = text.text;
+        for (size_t i = 0; i < s.size();) {
+          const uint8_t c = static_cast<uint8_t>(s[i]);
+          if (c < 0x80) {
+            v.text.push_back(static_cast<char>(c));
+            i += 1;
+          } else if ((c & 0xe0) == 0xc0 && i + 1 < s.size() && c <= 0xc3) {
+            v.text.push_back(static_cast<char>(((c & 0x1f) << 6) | (static_cast<uint8_t>(s[i + 1]) & 0x3f)));
+            i += 2;
+          } else {
+            return Malformed(op, fn + ": character outside latin1 in the text");
+          }
+        }
+        return PushNew(op, std::move(v));
+      }
+      case AllowAction::kSet:
+      case AllowAction::kFrozenSet: {
+        CKG_TRY(want(0, 1));
+        Value v;
+        v.kind = ValueKind::kSet;
+        v.frozen = action == AllowAction::kFrozenSet;
+        CKG_ASSIGN_OR_RETURN(ValueId s, Add(op, std::move(v)));
+        if (args.size() == 1) {
+          const Value& src = Get(args[0]);
+          if (src.kind != ValueKind::kList && src.kind != ValueKind::kTuple && src.kind != ValueKind::kSet) {
+            return Malformed(op, fn + ": argument must be a list, tuple or set");
+          }
+          const std::vector<ValueId> items = src.items;
+          for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
+        }
+        return Push(op, s);
+      }
+      case AllowAction::kComplex: {
+        CKG_TRY(want(1, 2));
+        auto number = [&](ValueId id) -> Result<double> {
+          const Value& x = Get(id);
+          if (x.kind == ValueKind::kFloat) return x.float_value;
+          if (x.kind == ValueKind::kInt || x.kind == ValueKind::kBool) return static_cast<double>(x.int_value);
+          return Malformed(op, fn + ": arguments must be numbers");
+        };
+        Value v;
+        v.kind = ValueKind::kComplex;
+        CKG_ASSIGN_OR_RETURN(v.float_value, number(args[0]));
+        if (args.size() == 2) {
+          CKG_ASSIGN_OR_RETURN(v.imag_value, number(args[1]));
+        }
+        return PushNew(op, std::move(v));
+      }
+      case AllowAction::kByteArray: {
+        CKG_TRY(want(0, 1));
+        Value v;
+        v.kind = ValueKind::kBytes;
+        v.byte_array = true;
+        if (args.size() == 1) {
+          const Value& src = Get(args[0]);
+          if (src.kind != ValueKind::kBytes) return Malformed(op, fn + ": argument must be bytes");
+          v.text = src.text;
+        }
+        return PushNew(op, std::move(v));
+      }
+      case AllowAction::kUnsupported: {
+        const AllowEntry* entry = FindEntry(fn);
+        return Fail(ErrorCode::kUnsupportedFormat, op,
+                    "'" + fn + "' is not supported: " + (entry != nullptr ? entry->why : std::string("not loaded")));
+      }
+      case AllowAction::kStorageType:
+      case AllowAction::kDtype:
+      case AllowAction::kConstant:
+        return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: '" + fn + "' is not callable here");
+    }
+    return Fail(ErrorCode::kInternal, op, "unhandled allowlist action");
+  }
+
+  const AllowEntry* FindEntry(const std::string& full) const {
+    auto it = allowlist_.entries().find(full);
+    return it == allowlist_.entries().end() ? nullptr : &it->second;
+  }
+
+  // --- BINPERSID -----------------------------------------------------------
+  Status PersistentLoad(const PickleOp& op) {
+    CKG_ASSIGN_OR_RETURN(ValueId pid_id, Pop(op));
+    const Value& pid = Get(pid_id);
+    if (pid.kind != ValueKind::kTuple || pid.items.size() < 5 || pid.items.size() > 6) {
+      return Malformed(op, "persistent id must be ('storage', type, key, location, numel[, view]), not a " +
+                               std::string(ValueKindName(pid.kind)) + " of " + Num(pid.items.size()));
+    }
+    const Value& tag = Get(pid.items[0]);
+    if (tag.kind != ValueKind::kStr || tag.text != "storage") {
+      return Fail(ErrorCode::kUnsupportedFormat, op, "persistent id of kind other than 'storage'");
+    }
+    const Value& type = Get(pid.items[1]);
+    if (type.kind != ValueKind::kGlobal || type.index != static_cast<uint32_t>(AllowAction::kStorageType)) {
+      return Malformed(op, "persistent id: second element must be a storage type global");
+    }
+    const Value& key = Get(pid.items[2]);
+    const Value& location = Get(pid.items[3]);
+    const Value& numel = Get(pid.items[4]);
+    if (key.kind != ValueKind::kStr || key.text.empty() || key.text.size() > 256) {
+      return Malformed(op, "persistent id: storage key must be a short non-empty str");
+    }
+    if (location.kind != ValueKind::kStr || location.text.size() > 64) {
+      return Malformed(op, "persistent id: location must be a short str");
+    }
+    if (numel.kind != ValueKind::kInt || numel.int_value < 0) {
+      return Malformed(op, "persistent id: element count must be a non-negative int");
+    }
+    if (pid.items.size() == 6 && Get(pid.items[5]).kind != ValueKind::kNone) {
+      return Fail(ErrorCode::kUnsupportedFormat, op,
+                  "persistent id: storage views (legacy view_metadata) are not supported");
+    }
+    StorageRequest request{key.text, type.dtype, type.text, location.text, numel.int_value, op.offset};
+    Result<uint32_t> index = resolver_(request);
+    if (!index) return std::unexpected(index.error());
+    Value v;
+    v.kind = ValueKind::kStorage;
+    v.index = *index;
+    return PushNew(op, std::move(v));
+  }
+
+  // --- the interpreter -----------------------------------------------------
+  Status Memo(const PickleOp& op, uint64_t key) {
+    CKG_ASSIGN_OR_RETURN(ValueId top, Top(op));
+    auto it = memo_.find(key);
+    if (it == memo_.end()) {
+      if (memo_.size() >= limits_.max_memo_entries) {
+        return Fail(ErrorCode::kLimitExceeded, op, Limit("max_memo_entries", limits_.max_memo_entries));
+      }
+      CKG_TRY(Account(op, 32));
+      memo_.emplace(key, top);
+    } else {
+      it->second = top;
+    }
+    return OkStatus();
+  }
+
+  Status Step(const PickleOp& op) {
+    const PickleArg& arg = op.arg;
+    Value v;
+    switch (op.code) {
+      case Opcode::kProto:
+      case Opcode::kFrame:
+        return OkStatus();
+      case Opcode::kMark:
+        if (marks_.size() >= limits_.max_mark_depth) {
+          return Fail(ErrorCode::kLimitExceeded, op, Limit("max_mark_depth", limits_.max_mark_depth));
+        }
+        marks_.push_back(stack_.size());
+        return OkStatus();
+      case Opcode::kPop:
+        // As CPython's load_pop: a MARK right at the top is popped instead.
+        if (!marks_.empty() && marks_.back() == stack_.size()) {
+          marks_.pop_back();
+          return OkStatus();
+        }
+        {
+          CKG_ASSIGN_OR_RETURN(ValueId unused, Pop(op));
+          (void)unused;
+        }
+        return OkStatus();
+      case Opcode::kPopMark: {
+        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> unused, PopMark(op));
+        (void)unused;
+        return OkStatus();
+      }
+      case Opcode::kDup: {
+        CKG_ASSIGN_OR_RETURN(ValueId top, Top(op));
+        return Push(op, top);
+      }
+      case Opcode::kNone:
+        return PushNew(op, Value{});
+      case Opcode::kNewTrue:
+      case Opcode::kNewFalse:
+        v.kind = ValueKind::kBool;
+        v.int_value = op.code == Opcode::kNewTrue ? 1 : 0;
+        return PushNew(op, std::move(v));
+      case Opcode::kInt:
+      case Opcode::kBinInt:
+      case Opcode::kBinInt1:
+      case Opcode::kBinInt2:
+      case Opcode::kLong:
+      case Opcode::kLong1:
+      case Opcode::kLong4:
+        if (arg.type == PickleArgType::kBool) {
+          v.kind = ValueKind::kBool;
+          v.int_value = arg.int_value;
+        } else if (arg.type == PickleArgType::kBigInt) {
+          v = IntValue(py::IntFromTwosComplement(arg.Data()));
+        } else {
+          v.kind = ValueKind::kInt;
+          v.int_value = arg.type == PickleArgType::kUInt ? static_cast<int64_t>(arg.uint_value) : arg.int_value;
+        }
+        return PushNew(op, std::move(v));
+      case Opcode::kFloat:
+      case Opcode::kBinFloat:
+        v.kind = ValueKind::kFloat;
+        v.float_value = arg.float_value;
+        return PushNew(op, std::move(v));
+      case Opcode::kString:
+      case Opcode::kBinString:
+      case Opcode::kShortBinString:
+        return PushStrFromBytes(op);
+      case Opcode::kUnicode:
+      case Opcode::kBinUnicode:
+      case Opcode::kShortBinUnicode:
+      case Opcode::kBinUnicode8:
+        v.kind = ValueKind::kStr;
+        v.text = std::string(arg.Data());
+        return PushNew(op, std::move(v));
+      case Opcode::kBinBytes:
+      case Opcode::kShortBinBytes:
+      case Opcode::kBinBytes8:
+      case Opcode::kByteArray8:
+        v.kind = ValueKind::kBytes;
+        v.byte_array = op.code == Opcode::kByteArray8;
+        v.text = std::string(arg.Data());
+        return PushNew(op, std::move(v));
+      case Opcode::kEmptyTuple:
+        v.kind = ValueKind::kTuple;
+        return PushNew(op, std::move(v));
+      case Opcode::kTuple: {
+        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
+        v.kind = ValueKind::kTuple;
+        v.items = std::move(items);
+        return PushNew(op, std::move(v));
+      }
+      case Opcode::kTuple1:
+      case Opcode::kTuple2:
+      case Opcode::kTuple3: {
+        const size_t n = op.code == Opcode::kTuple1 ? 1 : op.code == Opcode::kTuple2 ? 2 : 3;
+        v.kind = ValueKind::kTuple;
+        v.items.resize(n);
+        for (size_t i = n; i-- > 0;) {
+          CKG_ASSIGN_OR_RETURN(v.items[i], Pop(op));
+        }
+        return PushNew(op, std::move(v));
+      }
+      case Opcode::kEmptyList:
+        v.kind = ValueKind::kList;
+        return PushNew(op, std::move(v));
+      case Opcode::kList: {
+        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
+        v.kind = ValueKind::kList;
+        v.items = std::move(items);
+        return PushNew(op, std::move(v));
+      }
+      case Opcode::kAppend:
+      case Opcode::kAppends: {
+        std::vector<ValueId> items;
+        if (op.code == Opcode::kAppend) {
+          CKG_ASSIGN_OR_RETURN(ValueId item, Pop(op));
+          items.push_back(item);
+        } else {
+          CKG_ASSIGN_OR_RETURN(items, PopMark(op));
+        }
+        CKG_ASSIGN_OR_RETURN(ValueId list, Top(op));
+        if (Get(list).kind != ValueKind::kList) {
+          return Fail(ErrorCode::kForbiddenGlobal, op,
+                      std::string(op.Info().name) + " on a " + std::string(ValueKindName(Get(list).kind)) +
+                          " (only lists; on other objects it would call their append/extend)");
+        }
+        Value& l = state_.values.Mutable(list);
+        CKG_TRY(CheckLen(op, l.items.size() + items.size()));
+        CKG_TRY(Account(op, items.size() * sizeof(ValueId)));
+        l.items.insert(l.items.end(), items.begin(), items.end());
+        return OkStatus();
+      }
+      case Opcode::kEmptyDict: {
+        CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, false));
+        return Push(op, d);
+      }
+      case Opcode::kDict: {
+        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
+        if (items.size() % 2 != 0) return Malformed(op, "odd number of items for a dict");
+        CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, false));
+        for (size_t i = 0; i < items.size(); i += 2) CKG_TRY(SetItem(op, d, items[i], items[i + 1]));
+        return Push(op, d);
+      }
+      case Opcode::kSetItem:
+      case Opcode::kSetItems: {
+        std::vector<ValueId> items;
+        if (op.code == Opcode::kSetItem) {
+          CKG_ASSIGN_OR_RETURN(ValueId value, Pop(op));
+          CKG_ASSIGN_OR_RETURN(ValueId key, Pop(op));
+          items = {key, value};
+        } else {
+          CKG_ASSIGN_OR_RETURN(items, PopMark(op));
+          if (items.size() % 2 != 0) return Malformed(op, "odd number of items for SETITEMS");
+        }
+        CKG_ASSIGN_OR_RETURN(ValueId d, Top(op));
+        if (Get(d).kind != ValueKind::kDict) {
+          return Fail(ErrorCode::kForbiddenGlobal, op,
+                      std::string(op.Info().name) + " on a " + std::string(ValueKindName(Get(d).kind)) +
+                          " (only dicts; on other objects it would call their __setitem__)");
+        }
+        for (size_t i = 0; i < items.size(); i += 2) CKG_TRY(SetItem(op, d, items[i], items[i + 1]));
+        return OkStatus();
+      }
+      case Opcode::kEmptySet:
+        v.kind = ValueKind::kSet;
+        return PushNew(op, std::move(v));
+      case Opcode::kAddItems: {
+        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
+        CKG_ASSIGN_OR_RETURN(ValueId s, Top(op));
+        if (Get(s).kind != ValueKind::kSet || Get(s).frozen) {
+          return Fail(ErrorCode::kForbiddenGlobal, op, "ADDITEMS on a " + std::string(ValueKindName(Get(s).kind)));
+        }
+        for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
+        return OkStatus();
+      }
+      case Opcode::kFrozenSet: {
+        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
+        v.kind = ValueKind::kSet;
+        v.frozen = true;
+        CKG_ASSIGN_OR_RETURN(ValueId s, Add(op, std::move(v)));
+        for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
+        return Push(op, s);
+      }
+      case Opcode::kGet:
+      case Opcode::kBinGet:
+      case Opcode::kLongBinGet: {
+        const uint64_t key = arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
+        if (arg.type == PickleArgType::kInt && arg.int_value < 0) return Malformed(op, "negative memo key");
+        auto it = memo_.find(key);
+        if (it == memo_.end()) return Malformed(op, "memo key " + Num(key) + " was never stored");
+        return Push(op, it->second);
+      }
+      case Opcode::kPut:
+      case Opcode::kBinPut:
+      case Opcode::kLongBinPut: {
+        if (arg.type == PickleArgType::kInt && arg.int_value < 0) return Malformed(op, "negative memo key");
+        if (arg.type == PickleArgType::kBigInt) return Malformed(op, "memo key too large");
+        return Memo(op, arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value));
+      }
+      case Opcode::kMemoize:
+        return Memo(op, memo_.size());
+      case Opcode::kGlobal:
+        return PushGlobal(op, arg.Data(), arg.Name());
+      case Opcode::kStackGlobal: {
+        CKG_ASSIGN_OR_RETURN(ValueId name, Pop(op));
+        CKG_ASSIGN_OR_RETURN(ValueId module, Pop(op));
+        if (Get(name).kind != ValueKind::kStr || Get(module).kind != ValueKind::kStr) {
+          return Fail(ErrorCode::kForbiddenGlobal, op, "STACK_GLOBAL: module and name must be str");
+        }
+        return PushGlobal(op, Get(module).text, Get(name).text);
+      }
+      case Opcode::kReduce:
+        return Reduce(op);
+      case Opcode::kBuild:
+        return Build(op);
+      case Opcode::kNewObj: {
+        CKG_ASSIGN_OR_RETURN(ValueId args, Pop(op));
+        CKG_ASSIGN_OR_RETURN(ValueId cls, Pop(op));
+        const Value& c = Get(cls);
+        if (c.kind == ValueKind::kGlobal && c.index == kScriptClass) {
+          if (Get(args).kind != ValueKind::kTuple || !Get(args).items.empty()) {
+            return Malformed(op, "NEWOBJ of TorchScript class '" + c.text + "' with arguments");
+          }
+          v.kind = ValueKind::kObject;
+          v.text = c.text;
+          return PushNew(op, std::move(v));
+        }
+        return Fail(ErrorCode::kForbiddenGlobal, op,
+                    "NEWOBJ: creating an instance of " +
+                        (c.kind == ValueKind::kGlobal ? "'" + c.text + "'" : std::string(ValueKindName(c.kind))) +
+                        " is not allowed");
+      }
+      case Opcode::kNewObjEx:
+      case Opcode::kObj: {
+        std::string what;
+        if (op.code == Opcode::kNewObjEx && stack_.size() >= Fence() + 3) {
+          const Value& c = Get(stack_[stack_.size() - 3]);
+          if (c.kind == ValueKind::kGlobal) what = " of '" + c.text + "'";
+        } else if (op.code == Opcode::kObj && !marks_.empty() && stack_.size() > marks_.back()) {
+          const Value& c = Get(stack_[marks_.back()]);
+          if (c.kind == ValueKind::kGlobal) what = " of '" + c.text + "'";
+        }
+        return Fail(ErrorCode::kForbiddenGlobal, op,
+                    std::string(op.Info().name) + ": creating an instance" + what + " is not allowed");
+      }
+      case Opcode::kInst:
+        return Fail(ErrorCode::kForbiddenGlobal, op,
+                    "INST: global '" + std::string(arg.Data()) + "." + std::string(arg.Name()) +
+                        "' is not on the allowlist (nothing was imported or called)");
+      case Opcode::kExt1:
+      case Opcode::kExt2:
+      case Opcode::kExt4:
+        return Fail(ErrorCode::kForbiddenGlobal, op,
+                    std::string(op.Info().name) + ": extension code " +
+                        Num(arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value)) +
+                        " (copyreg registry) is not allowed");
+      case Opcode::kPersId:
+        return Fail(ErrorCode::kUnsupportedFormat, op, "PERSID: text persistent ids are not torch storages");
+      case Opcode::kBinPersId:
+        return PersistentLoad(op);
+      case Opcode::kNextBuffer:
+      case Opcode::kReadonlyBuffer:
+        return Fail(ErrorCode::kUnsupportedFormat, op,
+                    std::string(op.Info().name) + ": out-of-band buffers are not supported");
+      case Opcode::kStop:
+        return OkStatus();
+    }
+    return Fail(ErrorCode::kUnsupportedOpcode, op, "opcode not handled by the VM");
+  }
+
+  Status Build(const PickleOp& op) {
+    CKG_ASSIGN_OR_RETURN(ValueId state, Pop(op));
+    CKG_ASSIGN_OR_RETURN(ValueId obj, Top(op));
+    const Value& o = Get(obj);
+    const Value& s = Get(state);
+    if (o.kind == ValueKind::kDict && o.ordered_dict) {
+      // OrderedDict.__reduce__ gives vars(od) as state: state_dict()._metadata.
+      if (s.kind == ValueKind::kNone) return OkStatus();
+      if (s.kind != ValueKind::kDict) return Malformed(op, "state of an OrderedDict must be a dict");
+      std::vector<ValueId> attrs = s.items;
+      CKG_TRY(Account(op, attrs.size() * sizeof(ValueId)));
+      Value& target = state_.values.Mutable(obj);
+      target.attrs.insert(target.attrs.end(), attrs.begin(), attrs.end());
+      return OkStatus();
+    }
+    if (o.kind == ValueKind::kObject) {
+      // A TorchScript object: record its state; its __setstate__ (TorchScript
+      // code, if any) is never run.
+      std::vector<ValueId> attrs;
+      if (s.kind == ValueKind::kDict) {
+        attrs = s.items;
+      } else {
+        Value key;
+        key.kind = ValueKind::kStr;
+        key.text = "__state__";
+        CKG_ASSIGN_OR_RETURN(ValueId k, Add(op, std::move(key)));
+        attrs = {k, state};
+      }
+      CKG_TRY(Account(op, attrs.size() * sizeof(ValueId)));
+      Value& target = state_.values.Mutable(obj);
+      target.items.insert(target.items.end(), attrs.begin(), attrs.end());
+      return OkStatus();
+    }
+    return Fail(ErrorCode::kForbiddenGlobal, op,
+                "BUILD on a " + std::string(ValueKindName(o.kind)) +
+                    " is not allowed (it would call __setstate__ or set attributes)");
+  }
+
+  Bytes data_;
+  uint64_t base_offset_;
+  const std::string& where_;
+  VmState& state_;
+  const StorageResolver& resolver_;
+  const Allowlist& allowlist_;
+  VmLimits limits_;
+  bool script_objects_;
+  std::vector<ValueId> stack_;
+  std::vector<size_t> marks_;
+  std::unordered_map<uint64_t, ValueId> memo_;
+  std::unordered_map<ValueId, std::unordered_map<std::string, uint32_t>> dict_index_;
+};
+
+}  // namespace
+
+std::string_view ValueKindName(ValueKind kind) {
+  switch (kind) {
+    case ValueKind::kNone: return "None";
+    case ValueKind::kBool: return "bool";
+    case ValueKind::kInt: return "int";
+    case ValueKind::kBigInt: return "int";
+    case ValueKind::kFloat: return "float";
+    case ValueKind::kComplex: return "complex";
+    case ValueKind::kStr: return "str";
+    case ValueKind::kBytes: return "bytes";
+    case ValueKind::kTuple: return "tuple";
+    case ValueKind::kList: return "list";
+    case ValueKind::kDict: return "dict";
+    case ValueKind::kSet: return "set";
+    case ValueKind::kTensor: return "tensor";
+    case ValueKind::kStorage: return "storage";
+    case ValueKind::kGlobal: return "global";
+    case ValueKind::kDtype: return "dtype";
+    case ValueKind::kDevice: return "device";
+    case ValueKind::kObject: return "object";
+  }
+  return "value";
+}
+
+VmLimits VmLimits::Clamped() const {
+  VmLimits out = *this;
+  out.pickle = pickle.Clamped();
+  out.max_memo_entries = std::min<uint64_t>(max_memo_entries, uint64_t{1} << 28);
+  out.max_stack_depth = std::min<uint64_t>(max_stack_depth, uint64_t{1} << 28);
+  out.max_mark_depth = std::min<uint64_t>(max_mark_depth, uint64_t{1} << 20);
+  out.max_container_len = std::min<uint64_t>(max_container_len, uint64_t{1} << 28);
+  out.max_values = std::min<uint64_t>(max_values, uint64_t{1} << 28);
+  out.max_alloc_bytes = std::min<uint64_t>(max_alloc_bytes, uint64_t{1} << 40);
+  out.max_tensors = std::min<uint64_t>(max_tensors, uint64_t{1} << 26);
+  out.max_tensor_dims = std::min<uint64_t>(max_tensor_dims, 1024);
+  out.max_walk_nodes = std::min<uint64_t>(max_walk_nodes, uint64_t{1} << 30);
+  out.max_walk_depth = std::min<uint64_t>(max_walk_depth, 10'000);
+  return out;
+}
+
+Result<ValueId> RunPickle(Bytes data, uint64_t base_offset, const std::string& where, VmState& state,
+                          const StorageResolver& resolver, const VmOptions& options) {
+  Vm vm(data, base_offset, where, state, resolver, options);
+  return vm.Run();
+}
+
+}  // namespace ckptguard
