@@ -23,37 +23,13 @@ json ErrorJson(const Error& e) {
               {"detail", e.detail}, {"message", e.ToString()}};
 }
 
-// ExpectJson is the corpus's .expect.json shape: kind, tensors, skeleton.
+// ExpectJson is the corpus's .expect.json shape (kind, tensors, skeleton)
+// with the file's name and path.
 Result<json> ExpectJson(const Checkpoint& ckpt, const std::string& path, const InspectFlags& flags) {
-  CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> named, ckpt.StateDict(flags.prefix));
-  json tensors = json::object();
-  for (const NamedTensor& nt : named) {
-    const Tensor& t = ckpt.tensors()[nt.tensor];
-    json entry{{"dtype", std::string(DTypeName(t.dtype))},
-               {"shape", t.shape},
-               {"stride", t.stride},
-               {"storage_offset", t.storage_offset},
-               {"parameter", t.parameter}};
-    if (!flags.no_digest) {
-      CKG_ASSIGN_OR_RETURN(std::string digest, ckpt.Sha256Hex(nt.tensor));
-      entry["sha256"] = digest;
-    }
-    tensors[nt.path] = std::move(entry);
-  }
-  CKG_ASSIGN_OR_RETURN(std::string skeleton, ckpt.SkeletonJson());
-  json out{{"file", std::filesystem::path(path).filename().string()},
-           {"path", path},
-           {"kind", std::string(ContainerFormatName(ckpt.format()))},
-           {"tensors", std::move(tensors)},
-           {"skeleton", json::parse(skeleton)}};
-  if (!ckpt.notes().empty()) out["notes"] = ckpt.notes();
-  if (!ckpt.anomalies().empty()) {
-    json anomalies = json::array();
-    for (const Anomaly& a : ckpt.anomalies()) {
-      anomalies.push_back(json{{"kind", a.kind}, {"offset", a.offset}, {"entry", a.entry}, {"detail", a.detail}});
-    }
-    out["anomalies"] = std::move(anomalies);
-  }
+  CKG_ASSIGN_OR_RETURN(std::string text, ckpt.DescribeJson(flags.prefix, !flags.no_digest));
+  json out = json::parse(text);
+  out["file"] = std::filesystem::path(path).filename().string();
+  out["path"] = path;
   return out;
 }
 

@@ -14,7 +14,7 @@
 namespace ckptguard {
 namespace {
 
-constexpr std::array<std::pair<AllowAction, std::string_view>, 17> kActions = {{
+constexpr std::array<std::pair<AllowAction, std::string_view>, 18> kActions = {{
     {AllowAction::kRebuildTensorV2, "rebuild_tensor_v2"},
     {AllowAction::kRebuildTensorV3, "rebuild_tensor_v3"},
     {AllowAction::kRebuildParameter, "rebuild_parameter"},
@@ -30,6 +30,7 @@ constexpr std::array<std::pair<AllowAction, std::string_view>, 17> kActions = {{
     {AllowAction::kFrozenSet, "frozenset"},
     {AllowAction::kComplex, "complex"},
     {AllowAction::kByteArray, "bytearray"},
+    {AllowAction::kBytes, "bytes"},
     {AllowAction::kConstant, "constant"},
     {AllowAction::kUnsupported, "unsupported"},
 }};

@@ -17,8 +17,7 @@
 namespace ckptguard {
 
 struct Checkpoint::State {
-  MappedFile file;
-  std::string name;
+  MappedFile file;  // empty when loading from caller-owned bytes
   Container container;
   VmState vm;
   ValueId root = 0;
@@ -632,6 +631,38 @@ Bytes Checkpoint::StorageBytes(uint32_t tensor) const {
   return st.bytes.subspan(static_cast<size_t>(begin), static_cast<size_t>((last + 1) * item - begin));
 }
 
+Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool digests) const {
+  using nlohmann::json;
+  CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> named, StateDict(prefix));
+  json tensors = json::object();
+  for (const NamedTensor& nt : named) {
+    const Tensor& t = this->tensors()[nt.tensor];
+    json entry{{"dtype", std::string(DTypeName(t.dtype))},
+               {"shape", t.shape},
+               {"stride", t.stride},
+               {"storage_offset", t.storage_offset},
+               {"parameter", t.parameter}};
+    if (digests) {
+      CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(nt.tensor));
+      entry["sha256"] = std::move(digest);
+    }
+    tensors[nt.path] = std::move(entry);
+  }
+  CKG_ASSIGN_OR_RETURN(std::string skeleton, SkeletonJson());
+  json out{{"kind", std::string(ContainerFormatName(format()))},
+           {"tensors", std::move(tensors)},
+           {"skeleton", json::parse(skeleton)}};
+  if (!notes().empty()) out["notes"] = notes();
+  if (!anomalies().empty()) {
+    json list = json::array();
+    for (const Anomaly& a : anomalies()) {
+      list.push_back(json{{"kind", a.kind}, {"offset", a.offset}, {"entry", a.entry}, {"detail", a.detail}});
+    }
+    out["anomalies"] = std::move(list);
+  }
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 Result<std::string> Checkpoint::SkeletonJson() const {
   using nlohmann::json;
   const VmLimits& limits = state_->limits;
@@ -705,7 +736,7 @@ Result<std::string> Checkpoint::SkeletonJson() const {
       }
     }
   }
-  return root.dump();
+  return root.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 // FindForbiddenGlobal runs the first pickle of every place that holds one in
@@ -725,12 +756,11 @@ std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& 
   return std::nullopt;
 }
 
-Result<Checkpoint> LoadCheckpointImpl(MappedFile file, std::string name, const LoadOptions& options) {
+Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOptions& options) {
   auto state = std::make_unique<Checkpoint::State>();
   state->file = std::move(file);
-  state->name = std::move(name);
   state->limits = options.limits.Clamped();
-  state->container = OpenContainer(state->file.data(), options.container);
+  state->container = OpenContainer(state->file.data().empty() ? data : state->file.data(), options.container);
   const Container& c = state->container;
   if (c.error) return std::unexpected(*c.error);
   if (!options.allow_anomalies && !c.anomalies.empty()) {
@@ -755,9 +785,17 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, std::string name, const L
 Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options) {
   try {
     CKG_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
-    return LoadCheckpointImpl(std::move(file), path, options);
+    return LoadCheckpointImpl(std::move(file), {}, options);
   } catch (const std::bad_alloc&) {
     return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory", path);
+  }
+}
+
+Result<Checkpoint> LoadCheckpointBytes(Bytes data, const LoadOptions& options) {
+  try {
+    return LoadCheckpointImpl(MappedFile(), data, options);
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory");
   }
 }
 

@@ -607,11 +607,12 @@ class Vm {
         }
         return PushNew(op, std::move(v));
       }
-      case AllowAction::kByteArray: {
+      case AllowAction::kByteArray:
+      case AllowAction::kBytes: {
         CKG_TRY(want(0, 1));
         Value v;
         v.kind = ValueKind::kBytes;
-        v.byte_array = true;
+        v.byte_array = action == AllowAction::kByteArray;
         if (args.size() == 1) {
           const Value& src = Get(args[0]);
           if (src.kind != ValueKind::kBytes) return Malformed(op, fn + ": argument must be bytes");

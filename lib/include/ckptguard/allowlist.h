@@ -37,6 +37,7 @@ enum class AllowAction : uint8_t {
   kFrozenSet,                 // builtins.frozenset([items])
   kComplex,                   // builtins.complex(real, imag)
   kByteArray,                 // builtins.bytearray([bytes])
+  kBytes,                     // builtins.bytes() (protocol 2 writes b'' this way)
   kConstant,                  // a named constant (qscheme, layout); not callable
   kUnsupported,               // known, deliberately not loaded: the load fails naming it
 };

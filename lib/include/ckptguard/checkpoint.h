@@ -90,10 +90,17 @@ class Checkpoint {
   // .expect.json "skeleton" (tensors as "<tensor>").
   Result<std::string> SkeletonJson() const;
 
+  // DescribeJson renders the load in the shape of the corpus's .expect.json:
+  // {"kind", "tensors": {path: {dtype, shape, stride, storage_offset,
+  // parameter, sha256}}, "skeleton"}, plus "notes" and "anomalies" when there
+  // are any. `prefix` selects a sub-dict as StateDict does; `digests` false
+  // skips the SHA-256 (and so reads no tensor data).
+  Result<std::string> DescribeJson(std::string_view prefix = "", bool digests = true) const;
+
   struct State;  // opaque: the mapped file, container, values and buffers
 
  private:
-  friend Result<Checkpoint> LoadCheckpointImpl(MappedFile file, std::string name, const LoadOptions& options);
+  friend Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOptions& options);
   explicit Checkpoint(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
@@ -104,6 +111,10 @@ class Checkpoint {
 // tensors, object arrays), kMalformed/kTruncated for broken files, and
 // kLimitExceeded naming the limit.
 Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options = {});
+
+// LoadCheckpointBytes loads a checkpoint held in memory (an upload buffer, a
+// fuzzer input). `data` must outlive the result; errors as LoadCheckpoint.
+Result<Checkpoint> LoadCheckpointBytes(Bytes data, const LoadOptions& options = {});
 
 }  // namespace ckptguard
 
