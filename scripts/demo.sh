@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cmake --preset release >/dev/null
+cmake --preset release -DCKPTGUARD_BUILD_TESTS=OFF >/dev/null
 cmake --build --preset release -j "$(nproc)" --target ckptguard
 bin=build/release/cli/ckptguard
 samples=()

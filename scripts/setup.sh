@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Installs every Debian package ckptguard needs to build, test and fuzz.
+# Installs the Debian packages ckptguard needs.
+#   scripts/setup.sh          to build (the demo)
+#   scripts/setup.sh --tests  also to test and fuzz: Boost.Test, clang-16 with
+#                             libFuzzer, and Debian's python3 with torch and
+#                             numpy (the real producers the interop tests use)
 # Idempotent: when everything is installed it prints nothing and touches nothing.
 # Runs apt-get as root (directly, or through sudo when not root).
 set -euo pipefail
@@ -8,13 +12,18 @@ PACKAGES=(
   # toolchain and build
   g++ cmake ninja-build pkg-config
   # libraries
-  zlib1g-dev libbz2-dev liblzma-dev nlohmann-json3-dev libcli11-dev
-  # tests: Boost.Test, and Debian's python3 for the pickletools oracle
-  libboost-test-dev python3
-  # fuzzing: clang-16 with libFuzzer and libc++ (libstdc++ 12's <expected>
-  # needs a newer clang than Debian 12 has)
-  clang-16 libclang-rt-16-dev libc++-16-dev libc++abi-16-dev
+  zlib1g-dev libbz2-dev liblzma-dev nlohmann-json3-dev libcli11-dev libssl-dev libtomlplusplus-dev
 )
+if [ "${1:-}" = "--tests" ]; then
+  PACKAGES+=(
+    # tests: Boost.Test; Debian's python3 for the pickletools oracle, with
+    # torch 1.13 and numpy for the interop tests (call /usr/bin/python3)
+    libboost-test-dev python3 python3-torch python3-numpy
+    # fuzzing: clang-16 with libFuzzer and libc++ (libstdc++ 12's <expected>
+    # needs a newer clang than Debian 12 has)
+    clang-16 libclang-rt-16-dev libc++-16-dev libc++abi-16-dev
+  )
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

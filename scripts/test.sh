@@ -7,7 +7,7 @@
 # Usage: scripts/test.sh   (from anywhere; FUZZ_SECONDS=N changes step 3's time box)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 
 jobs=$(nproc)
 cmake --preset asan-ubsan >/dev/null

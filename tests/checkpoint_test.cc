@@ -1,0 +1,294 @@
+// LoadCheckpoint on real files: every benign corpus file is read bit-exactly
+// as its .expect.json says (made by torch 1.13 and numpy), every hostile file
+// is refused naming its global, and nothing ever runs.
+#define BOOST_TEST_MODULE checkpoint_test
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "ckptguard/checkpoint.h"
+#include "test_util.h"
+#include "zip_builder.h"
+
+namespace ckptguard {
+
+std::ostream& boost_test_print_type(std::ostream& os, ErrorCode e) { return os << ErrorCodeName(e); }
+std::ostream& boost_test_print_type(std::ostream& os, ContainerFormat f) { return os << ContainerFormatName(f); }
+
+namespace {
+
+namespace bdata = boost::unit_test::data;
+using nlohmann::json;
+using testing::CorpusDir;
+
+// Why returns the error text of a failed result, "" for a success (Boost
+// evaluates assertion messages even when the assertion holds).
+template <typename T>
+std::string Why(const Result<T>& r) {
+  return r ? std::string() : r.error().ToString();
+}
+
+std::string Path(const char* sub, const std::string& name) { return (CorpusDir() / sub / name).string(); }
+
+bool NoPwnedMarkers() {
+  for (const auto& entry : std::filesystem::directory_iterator("/tmp")) {
+    if (entry.path().filename().string().starts_with("ckptguard-pwned-")) return false;
+  }
+  return true;
+}
+
+// CompareWithExpect checks every tensor field and the skeleton of `got`
+// (DescribeJson) against an .expect.json.
+void CompareWithExpect(const json& got, const json& expect, const std::string& what) {
+  if (expect.contains("kind") && expect.at("kind") != "torch-zip-module") {
+    BOOST_TEST(got.at("kind") == expect.at("kind"), what);
+  }
+  const json& want = expect.at("tensors");
+  const json& have = got.at("tensors");
+  BOOST_TEST(have.size() == want.size(), what << ": " << have.size() << " tensors, expected " << want.size());
+  for (const auto& [path, fields] : want.items()) {
+    BOOST_TEST_CONTEXT(what << " tensor '" << path << "'") {
+      BOOST_REQUIRE_MESSAGE(have.contains(path), "missing");
+      for (const auto& [field, value] : fields.items()) {
+        BOOST_TEST(have.at(path).at(field) == value, field << ": " << have.at(path).at(field) << " != " << value);
+      }
+    }
+  }
+  if (expect.contains("skeleton")) BOOST_TEST(got.at("skeleton") == expect.at("skeleton"), what << " skeleton");
+}
+
+std::vector<std::string> BenignWithExpectations() {
+  std::vector<std::string> out;
+  for (const auto& entry : std::filesystem::directory_iterator(CorpusDir() / "benign")) {
+    const std::string name = entry.path().filename().string();
+    if (name.ends_with(".expect.json")) out.push_back(name.substr(0, name.size() - 12));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Files that are not plain weights: refused with a precise error, never a
+// wrong value.
+bool Refused(const std::string& name) { return name == "exotic_quantized_sparse.pt" || name == "whole_module.pt"; }
+
+BOOST_DATA_TEST_CASE(benign_corpus_is_bit_exact, bdata::make(BenignWithExpectations()), name) {
+  const json expect = json::parse(testing::ReadFile(Path("benign", name + ".expect.json")));
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", name));
+  if (Refused(name)) {
+    BOOST_REQUIRE(!ckpt.has_value());
+    return;
+  }
+  BOOST_REQUIRE_MESSAGE(ckpt.has_value(), name << ": " << Why(ckpt));
+  Result<std::string> described = ckpt->DescribeJson();
+  BOOST_REQUIRE_MESSAGE(described.has_value(), Why(described));
+  CompareWithExpect(json::parse(*described), expect, name);
+  BOOST_TEST(ckpt->anomalies().empty());
+}
+
+BOOST_AUTO_TEST_CASE(exotic_tensors_are_refused_naming_the_global) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", "exotic_quantized_sparse.pt"));
+  BOOST_REQUIRE(!ckpt.has_value());
+  BOOST_TEST(ckpt.error().code == ErrorCode::kUnsupportedFormat);
+  BOOST_TEST(ckpt.error().detail.find("torch._utils._rebuild_qtensor") != std::string::npos, ckpt.error().detail);
+  BOOST_TEST(ckpt.error().where == "exotic_quantized_sparse/data.pkl");
+}
+
+BOOST_AUTO_TEST_CASE(whole_module_is_refused_naming_its_classes) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", "whole_module.pt"));
+  BOOST_REQUIRE(!ckpt.has_value());
+  const Error& e = ckpt.error();
+  BOOST_TEST(e.code == ErrorCode::kForbiddenGlobal);
+  BOOST_TEST(e.detail.find("'__main__.MLP'") != std::string::npos, e.detail);
+  BOOST_TEST(e.detail.find("torch.nn.modules.linear.Linear") != std::string::npos, e.detail);
+  // Allowlisted names are not listed as offenders.
+  BOOST_TEST(e.detail.find("collections.OrderedDict") == std::string::npos, e.detail);
+  BOOST_TEST(e.offset > 0u);
+}
+
+struct HostileCase {
+  std::string file;
+  std::vector<std::string> globals;
+};
+std::ostream& operator<<(std::ostream& os, const HostileCase& c) { return os << c.file; }
+
+std::vector<HostileCase> Manifest() {
+  std::vector<HostileCase> out;
+  std::istringstream lines(testing::ReadFile(CorpusDir() / "malicious" / "manifest.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    const json m = json::parse(line);
+    out.push_back({m.at("file"), m.at("globals").get<std::vector<std::string>>()});
+  }
+  return out;
+}
+
+BOOST_DATA_TEST_CASE(hostile_corpus_is_refused_naming_its_global, bdata::make(Manifest()), c) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("malicious", c.file));
+  BOOST_REQUIRE_MESSAGE(!ckpt.has_value(), c.file << " loaded");
+  const Error& e = ckpt.error();
+  BOOST_TEST(e.code == ErrorCode::kForbiddenGlobal, e.ToString());
+  bool named = false;
+  for (const std::string& g : c.globals) {
+    // __builtin__ and builtins name the same module.
+    std::string alt = g.starts_with("builtins.") ? "__builtin__." + g.substr(9) : g;
+    named = named || e.detail.find(g) != std::string::npos || e.detail.find(alt) != std::string::npos;
+  }
+  BOOST_TEST(named, e.ToString());
+  BOOST_TEST(e.offset < std::filesystem::file_size(Path("malicious", c.file)));
+  BOOST_TEST(NoPwnedMarkers());
+}
+
+BOOST_AUTO_TEST_CASE(full_checkpoint_api) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", "mlp_full_checkpoint.pt"));
+  BOOST_REQUIRE(ckpt.has_value());
+  BOOST_TEST(ckpt->format() == ContainerFormat::kTorchZip);
+  BOOST_TEST((ckpt->GetInt("epoch") == std::optional<int64_t>(3)));
+  BOOST_TEST(!ckpt->GetInt("model").has_value());
+  BOOST_TEST(!ckpt->GetInt("nope").has_value());
+
+  Result<std::vector<NamedTensor>> model = ckpt->StateDict("model");
+  BOOST_REQUIRE(model.has_value());
+  std::vector<std::string> keys;
+  for (const NamedTensor& t : *model) keys.push_back(t.path);
+  BOOST_TEST((keys == std::vector<std::string>{"hidden.weight", "hidden.bias", "output.weight", "output.bias"}));
+  BOOST_TEST(ckpt->StateDict("model.").has_value());  // a trailing dot is accepted
+  Result<std::vector<NamedTensor>> missing = ckpt->StateDict("modle");
+  BOOST_REQUIRE(!missing.has_value());
+  BOOST_TEST(missing.error().code == ErrorCode::kInvalidArgument);
+  BOOST_TEST(missing.error().detail.find("modle") != std::string::npos);
+
+  // Find resolves keys that contain dots and nested int keys.
+  BOOST_TEST(ckpt->Find("model.hidden.weight").has_value());
+  BOOST_TEST(ckpt->Find("optimizer.state.0.exp_avg").has_value());
+  BOOST_TEST(!ckpt->Find("optimizer.state.9").has_value());
+
+  // Zero-copy: a stored record's tensor views the mapped file.
+  const Tensor& w = ckpt->tensors()[(*model)[0].tensor];
+  BOOST_TEST((w.shape == std::vector<int64_t>{256, 20}));
+  const Storage& st = ckpt->storages()[w.storage];
+  BOOST_TEST(!st.inflated);
+  BOOST_TEST(st.file_offset > 0u);
+  BOOST_TEST(ckpt->StorageBytes((*model)[0].tensor).size() == 256u * 20u * 4u);
+  Result<std::vector<uint8_t>> bytes = ckpt->ContiguousBytes((*model)[0].tensor);
+  BOOST_REQUIRE(bytes.has_value());
+  BOOST_TEST(bytes->size() == 256u * 20u * 4u);
+  BOOST_TEST(std::memcmp(bytes->data(), st.bytes.data(), bytes->size()) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(shared_storages_stay_shared_and_views_copy_in_c_order) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", "views_and_sharing.pt"));
+  BOOST_REQUIRE(ckpt.has_value());
+  Result<std::vector<NamedTensor>> named = ckpt->NamedTensors();
+  BOOST_REQUIRE(named.has_value());
+  std::map<std::string, uint32_t> by_path;
+  for (const NamedTensor& t : *named) by_path[t.path] = t.tensor;
+  const Tensor& base = ckpt->tensors()[by_path.at("base")];
+  const Tensor& transposed = ckpt->tensors()[by_path.at("transposed")];
+  const Tensor& col = ckpt->tensors()[by_path.at("col_view")];
+  BOOST_TEST(base.storage == transposed.storage);
+  BOOST_TEST(base.storage == col.storage);
+  BOOST_TEST(ckpt->storages().size() < named->size());
+  // col_view = base[:, 3]: copying it gathers every 8th float from offset 3.
+  Result<std::vector<uint8_t>> col_bytes = ckpt->ContiguousBytes(by_path.at("col_view"));
+  BOOST_REQUIRE(col_bytes.has_value());
+  BOOST_REQUIRE(col_bytes->size() == 6u * 4u);
+  const uint8_t* data = ckpt->storages()[base.storage].bytes.data();
+  for (int i = 0; i < 6; ++i) BOOST_TEST(std::memcmp(col_bytes->data() + 4 * i, data + 4 * (3 + 8 * i), 4) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(big_endian_records_are_swapped_on_copy) {
+  Result<Checkpoint> little = LoadCheckpoint(Path("benign", "dtypes.pt"));
+  Result<Checkpoint> big = LoadCheckpoint(Path("benign", "torch2_bigendian_dtypes.pt"));
+  BOOST_REQUIRE(little.has_value());
+  BOOST_REQUIRE(big.has_value());
+  const std::vector<NamedTensor> a = *little->NamedTensors();
+  const std::vector<NamedTensor> b = *big->NamedTensors();
+  BOOST_REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    BOOST_TEST_CONTEXT(a[i].path) {
+      BOOST_TEST((*little->ContiguousBytes(a[i].tensor) == *big->ContiguousBytes(b[i].tensor)));
+      BOOST_TEST(big->storages()[big->tensors()[b[i].tensor].storage].big_endian);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(torchscript_weights_are_read_and_the_code_is_not_run) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", "mlp_torchscript.pt"));
+  BOOST_REQUIRE(ckpt.has_value());
+  BOOST_TEST(ckpt->format() == ContainerFormat::kTorchScript);
+  BOOST_REQUIRE(ckpt->notes().size() == 1u);
+  BOOST_TEST(ckpt->notes()[0].find("was not run") != std::string::npos);
+}
+
+// Hostile containers built byte by byte: the loader fails closed.
+BOOST_AUTO_TEST_CASE(record_size_must_match_the_persistent_id) {
+  testing::ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].data = std::string(4, '\x01');  // data.pkl declares 2 floats
+  const std::string bytes = zip.Build();
+  Result<Checkpoint> strict = LoadCheckpointBytes(AsBytes(bytes));
+  BOOST_REQUIRE(!strict.has_value());
+  BOOST_TEST(strict.error().detail.find("torch.record_size_mismatch") != std::string::npos, Why(strict));
+  // Even when anomalies are allowed, a short record never becomes a view.
+  LoadOptions lax;
+  lax.allow_anomalies = true;
+  Result<Checkpoint> loaded = LoadCheckpointBytes(AsBytes(bytes), lax);
+  BOOST_REQUIRE(!loaded.has_value());
+  BOOST_TEST(loaded.error().code == ErrorCode::kMalformed);
+  BOOST_TEST(loaded.error().detail.find("holds 4 bytes") != std::string::npos, Why(loaded));
+}
+
+BOOST_AUTO_TEST_CASE(anomalies_fail_the_load_unless_allowed) {
+  testing::ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].crc = 0x12345678;
+  const std::string bytes = zip.Build();
+  Result<Checkpoint> strict = LoadCheckpointBytes(AsBytes(bytes));
+  BOOST_REQUIRE(!strict.has_value());
+  BOOST_TEST(strict.error().detail.find("zip.crc_mismatch") != std::string::npos);
+  BOOST_TEST(strict.error().where == "archive/data/0");
+  LoadOptions lax;
+  lax.allow_anomalies = true;
+  Result<Checkpoint> loaded = LoadCheckpointBytes(AsBytes(bytes), lax);
+  BOOST_REQUIRE_MESSAGE(loaded.has_value(), Why(loaded));
+  BOOST_TEST(loaded->anomalies().size() == 1u);
+  BOOST_TEST(loaded->tensors().size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(missing_record_is_named) {
+  testing::ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items.erase(zip.items.begin() + 1);
+  const std::string bytes = zip.Build();
+  LoadOptions lax;
+  lax.allow_anomalies = true;
+  Result<Checkpoint> loaded = LoadCheckpointBytes(AsBytes(bytes), lax);
+  BOOST_REQUIRE(!loaded.has_value());
+  BOOST_TEST(loaded.error().detail.find("archive/data/0") != std::string::npos, Why(loaded));
+  BOOST_TEST(loaded.error().where == "archive/data.pkl");
+}
+
+BOOST_AUTO_TEST_CASE(deflated_records_are_inflated_once_and_owned) {
+  testing::ZipBuilder zip{testing::MinimalTorchZip()};
+  for (auto& item : zip.items) item.deflate = true;
+  const std::string bytes = zip.Build();
+  Result<Checkpoint> ckpt = LoadCheckpointBytes(AsBytes(bytes));
+  BOOST_REQUIRE_MESSAGE(ckpt.has_value(), Why(ckpt));
+  BOOST_REQUIRE(ckpt->storages().size() == 1u);
+  BOOST_TEST(ckpt->storages()[0].inflated);
+  BOOST_TEST((*ckpt->ContiguousBytes(0) == std::vector<uint8_t>(8, 1)));
+}
+
+BOOST_AUTO_TEST_CASE(unreadable_inputs_fail_with_the_reason) {
+  Result<Checkpoint> missing = LoadCheckpoint("/nonexistent/model.pt");
+  BOOST_REQUIRE(!missing.has_value());
+  BOOST_TEST(missing.error().code == ErrorCode::kIo);
+  const std::string text = "just some text, not a model";
+  Result<Checkpoint> unknown = LoadCheckpointBytes(AsBytes(text));
+  BOOST_REQUIRE(!unknown.has_value());
+  BOOST_TEST(unknown.error().code == ErrorCode::kUnsupportedFormat);
+  BOOST_TEST(unknown.error().detail.find("not a model file") != std::string::npos, Why(unknown));
+}
+
+BOOST_AUTO_TEST_CASE(no_payload_ever_ran) { BOOST_TEST(NoPwnedMarkers()); }
+
+}  // namespace
+}  // namespace ckptguard

@@ -1,0 +1,66 @@
+// Interop with real PyTorch: Debian's torch 1.13 (/usr/bin/python3) writes
+// fresh checkpoints during the test run (random shapes, every dtype, views,
+// Parameters, optimizer states, scalars; zip and legacy), with its own account
+// of every tensor (tests/interop/gen_torch_checkpoints.py); LoadCheckpoint must
+// read each one bit for bit the same. CKPTGUARD_INTEROP_SEED picks other files.
+#define BOOST_TEST_MODULE interop_test
+#include <boost/test/unit_test.hpp>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "ckptguard/checkpoint.h"
+#include "test_util.h"
+
+namespace ckptguard {
+namespace {
+
+using nlohmann::json;
+using testing::ShellQuote;
+
+std::string Seed() {
+  const char* env = std::getenv("CKPTGUARD_INTEROP_SEED");
+  return env != nullptr && *env != '\0' ? env : "20261129";
+}
+
+BOOST_AUTO_TEST_CASE(torch_written_checkpoints_load_bit_exact) {
+  testing::TempDir dir;
+  const std::string script = std::string(CKPTGUARD_SOURCE_DIR) + "/tests/interop/gen_torch_checkpoints.py";
+  const auto gen = testing::Run(ShellQuote(CKPTGUARD_PYTHON) + " " + ShellQuote(script) + " " +
+                                ShellQuote(dir.path.string()) + " --seed " + Seed() + " --count 48 2>&1");
+  BOOST_REQUIRE_MESSAGE(gen.exit_code == 0, "generator failed (needs python3-torch):\n" << gen.out);
+  BOOST_TEST_MESSAGE("seed " << Seed() << ": " << gen.out);
+
+  size_t checked = 0, zip = 0, legacy = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.ends_with(".expect.json")) continue;
+    const std::string model = (dir.path / name.substr(0, name.size() - 12)).string();
+    const json expect = json::parse(testing::ReadFile(entry.path()));
+    BOOST_TEST_CONTEXT(model) {
+      Result<Checkpoint> ckpt = LoadCheckpoint(model);
+      BOOST_REQUIRE_MESSAGE(ckpt.has_value(), (ckpt ? std::string() : ckpt.error().ToString()));
+      Result<std::string> described = ckpt->DescribeJson();
+      BOOST_REQUIRE(described.has_value());
+      const json got = json::parse(*described);
+      BOOST_TEST(got.at("kind") == expect.at("kind"));
+      BOOST_TEST(got.at("skeleton") == expect.at("skeleton"));
+      const json& want = expect.at("tensors");
+      const json& have = got.at("tensors");
+      BOOST_TEST(have.size() == want.size());
+      for (const auto& [path, fields] : want.items()) {
+        BOOST_REQUIRE_MESSAGE(have.contains(path), "missing tensor " << path);
+        for (const auto& [field, value] : fields.items()) {
+          BOOST_TEST(have.at(path).at(field) == value, path << "." << field);
+        }
+      }
+      (expect.at("kind") == "torch-legacy" ? legacy : zip)++;
+      ++checked;
+    }
+  }
+  BOOST_TEST(checked == 48u);
+  BOOST_TEST(zip > 0u);
+  BOOST_TEST(legacy > 0u);
+}
+
+}  // namespace
+}  // namespace ckptguard
