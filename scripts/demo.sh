@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release -DCKPTGUARD_BUILD_TESTS=OFF >/dev/null
-cmake --build --preset release -j "$(nproc)" --target ckptguard
+cmake --build --preset release -j "$(nproc)" --target ckptguard mlp_forward
 bin=build/release/cli/ckptguard
 samples=()
 for f in examples/*; do
@@ -21,3 +21,13 @@ for f in "${samples[@]}"; do
   echo "### ckptguard disasm $f"
   "$bin" disasm "$f"
 done
+
+echo
+echo "### ckptguard inspect examples/mlp.params (the hardened loader: tensors, digests, values)"
+"$bin" inspect examples/mlp.params
+echo
+echo "### ckptguard inspect on a hostile sample: refused, naming the global; nothing runs"
+"$bin" inspect examples/os_system_p4.pkl || true
+echo
+echo "### examples/mlp_forward.cc: load the weights in C++ and run the MLP like torch did"
+build/release/examples/mlp_forward examples/mlp.params examples/mlp_input.pt examples/mlp_output.pt
