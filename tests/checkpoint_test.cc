@@ -226,32 +226,54 @@ BOOST_AUTO_TEST_CASE(record_size_must_match_the_persistent_id) {
   testing::ZipBuilder zip{testing::MinimalTorchZip()};
   zip.items[1].data = std::string(4, '\x01');  // data.pkl declares 2 floats
   const std::string bytes = zip.Build();
-  Result<Checkpoint> strict = LoadCheckpointBytes(AsBytes(bytes));
-  BOOST_REQUIRE(!strict.has_value());
-  BOOST_TEST(strict.error().detail.find("torch.record_size_mismatch") != std::string::npos, Why(strict));
-  // Even when anomalies are allowed, a short record never becomes a view.
-  LoadOptions lax;
-  lax.allow_anomalies = true;
-  Result<Checkpoint> loaded = LoadCheckpointBytes(AsBytes(bytes), lax);
+  // The VM checks the record it resolves: a short record never becomes a view.
+  Result<Checkpoint> loaded = LoadCheckpointBytes(AsBytes(bytes));
   BOOST_REQUIRE(!loaded.has_value());
   BOOST_TEST(loaded.error().code == ErrorCode::kMalformed);
-  BOOST_TEST(loaded.error().detail.find("holds 4 bytes") != std::string::npos, Why(loaded));
+  BOOST_TEST(loaded.error().where == "archive/data.pkl");
+  BOOST_TEST(loaded.error().detail.find("record archive/data/0 holds 4 bytes; data.pkl declares 2 x 4") !=
+                 std::string::npos,
+             Why(loaded));
+  // With the container's full checks the same file fails on the anomaly.
+  LoadOptions full;
+  full.container = ContainerLimits{};
+  Result<Checkpoint> checked = LoadCheckpointBytes(AsBytes(bytes), full);
+  BOOST_REQUIRE(!checked.has_value());
+  BOOST_TEST(checked.error().detail.find("torch.record_size_mismatch") != std::string::npos, Why(checked));
 }
 
 BOOST_AUTO_TEST_CASE(anomalies_fail_the_load_unless_allowed) {
   testing::ZipBuilder zip{testing::MinimalTorchZip()};
-  zip.items[1].crc = 0x12345678;
+  zip.items[0].local_name = "archive/data.txt";
   const std::string bytes = zip.Build();
   Result<Checkpoint> strict = LoadCheckpointBytes(AsBytes(bytes));
   BOOST_REQUIRE(!strict.has_value());
-  BOOST_TEST(strict.error().detail.find("zip.crc_mismatch") != std::string::npos);
-  BOOST_TEST(strict.error().where == "archive/data/0");
+  BOOST_TEST(strict.error().detail.find("zip.local_name_mismatch") != std::string::npos, Why(strict));
+  BOOST_TEST(strict.error().where == "archive/data.pkl");
+  BOOST_TEST(strict.error().offset == 0u);
   LoadOptions lax;
   lax.allow_anomalies = true;
   Result<Checkpoint> loaded = LoadCheckpointBytes(AsBytes(bytes), lax);
   BOOST_REQUIRE_MESSAGE(loaded.has_value(), Why(loaded));
   BOOST_TEST(loaded->anomalies().size() == 1u);
   BOOST_TEST(loaded->tensors().size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(crcs_are_left_to_verify_unless_asked) {
+  testing::ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].crc = 0x12345678;
+  const std::string bytes = zip.Build();
+  // Like torch, a load does not read records to check their CRCs...
+  Result<Checkpoint> fast = LoadCheckpointBytes(AsBytes(bytes));
+  BOOST_REQUIRE_MESSAGE(fast.has_value(), Why(fast));
+  BOOST_TEST(!fast->container().entries[1].crc_ok.has_value());
+  // ...and with full container checks the mismatch is an anomaly.
+  LoadOptions full;
+  full.container = ContainerLimits{};
+  Result<Checkpoint> checked = LoadCheckpointBytes(AsBytes(bytes), full);
+  BOOST_REQUIRE(!checked.has_value());
+  BOOST_TEST(checked.error().detail.find("zip.crc_mismatch") != std::string::npos, Why(checked));
+  BOOST_TEST(checked.error().where == "archive/data/0");
 }
 
 BOOST_AUTO_TEST_CASE(missing_record_is_named) {

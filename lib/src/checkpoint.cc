@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <unordered_map>
 #include <new>
 #include <nlohmann/json.hpp>
 
@@ -117,12 +118,13 @@ class Loader {
     return std::pair<Bytes, bool>(AsBytes(*s_.buffers.back()), true);
   }
 
-  const ContainerEntry* FindEntry(const std::string& name) const {
-    const ContainerEntry* found = nullptr;
-    for (const ContainerEntry& e : s_.container.entries) {
-      if (e.zip.name == name) found = &e;  // torch reads the later duplicate
+  const ContainerEntry* FindEntry(const std::string& name) {
+    if (entry_index_.empty()) {
+      const auto& entries = s_.container.entries;
+      for (size_t i = 0; i < entries.size(); ++i) entry_index_[entries[i].zip.name] = i;  // the later duplicate wins, as in torch
     }
-    return found;
+    auto it = entry_index_.find(name);
+    return it == entry_index_.end() ? nullptr : &s_.container.entries[it->second];
   }
 
   // --- formats -------------------------------------------------------------
@@ -402,6 +404,7 @@ class Loader {
   Checkpoint::State& s_;
   const LoadOptions& options_;
   std::optional<ZipArchive> zip_;
+  std::unordered_map<std::string, size_t> entry_index_;
 };
 
 // --- walks -----------------------------------------------------------------
@@ -498,6 +501,13 @@ void ForEachChunk(const Tensor& t, const Storage& st, Fn&& fn) {
 }
 
 }  // namespace
+
+ContainerLimits LoaderContainerLimits() {
+  ContainerLimits limits;
+  limits.zip.max_crc_check_len = 0;
+  limits.check_torch_records = false;
+  return limits;
+}
 
 Checkpoint::Checkpoint(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Checkpoint::Checkpoint(Checkpoint&&) noexcept = default;

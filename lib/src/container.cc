@@ -368,7 +368,10 @@ class Opener {
                                "byteorder record is neither 'little' nor 'big'"});
       }
     }
-    // Records against data.pkl's storages.
+    // Records against data.pkl's storages (the loader skips this: its VM
+    // checks each record it resolves, and decoding data.pkl twice is its
+    // largest cost on big checkpoints).
+    if (!limits_.check_torch_records) return;
     const PickleSource* data_pkl = nullptr;
     for (const PickleSource& s : c.pickles) {
       if (s.entry == root + "data.pkl") data_pkl = &s;

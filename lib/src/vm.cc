@@ -53,6 +53,38 @@ std::optional<std::string> ScalarKey(const Value& v) {
   }
 }
 
+// MemoTable maps memo keys to values. Picklers number them 0, 1, 2...: those live
+// in a vector; a sparse key (a hostile pickle's 2^60) goes to a hash map, so
+// no key can size an allocation.
+class MemoTable {
+ public:
+  static constexpr ValueId kUnset = UINT32_MAX;
+  const ValueId* Find(uint64_t key) const {
+    if (key < dense_.size()) return dense_[key] == kUnset ? nullptr : &dense_[key];
+    auto it = sparse_.find(key);
+    return it == sparse_.end() ? nullptr : &it->second;
+  }
+  // Set returns true when `key` is new.
+  bool Set(uint64_t key, ValueId value) {
+    if (key < dense_.size() + 1024 && key < (uint64_t{1} << 28)) {
+      if (key >= dense_.size()) dense_.resize(static_cast<size_t>(key) + 1, kUnset);
+      const bool fresh = dense_[key] == kUnset;
+      dense_[key] = value;
+      count_ += fresh ? 1 : 0;
+      return fresh;
+    }
+    const bool fresh = sparse_.insert_or_assign(key, value).second;
+    count_ += fresh ? 1 : 0;
+    return fresh;
+  }
+  uint64_t size() const { return count_; }
+
+ private:
+  std::vector<ValueId> dense_;
+  std::unordered_map<uint64_t, ValueId> sparse_;
+  uint64_t count_ = 0;
+};
+
 class Vm {
  public:
   Vm(Bytes data, uint64_t base_offset, const std::string& where, VmState& state, const StorageResolver& resolver,
@@ -67,6 +99,12 @@ class Vm {
         script_objects_(options.script_objects) {}
 
   Result<ValueId> Run() {
+    // A value takes at least ~4 pickle bytes in real files (an opcode and a
+    // memo PUT): reserving from the length avoids regrowing the arena. The
+    // reservation is capped (2^18 values, ~30 MB of address space, touched
+    // only as used) so that a pickle full of bytes cannot inflate it.
+    state_.values.Reserve(static_cast<size_t>(std::min<uint64_t>(
+        state_.values.size() + std::min<uint64_t>(data_.size() / 4, uint64_t{1} << 18), limits_.max_values)));
     PickleDecoder decoder(data_, limits_.pickle, base_offset_);
     while (true) {
       Result<PickleOp> op = decoder.Next();
@@ -682,16 +720,13 @@ class Vm {
   // --- the interpreter -----------------------------------------------------
   Status Memo(const PickleOp& op, uint64_t key) {
     CKG_ASSIGN_OR_RETURN(ValueId top, Top(op));
-    auto it = memo_.find(key);
-    if (it == memo_.end()) {
+    if (memo_.Find(key) == nullptr) {
       if (memo_.size() >= limits_.max_memo_entries) {
         return Fail(ErrorCode::kLimitExceeded, op, Limit("max_memo_entries", limits_.max_memo_entries));
       }
       CKG_TRY(Account(op, 32));
-      memo_.emplace(key, top);
-    } else {
-      it->second = top;
     }
+    memo_.Set(key, top);
     return OkStatus();
   }
 
@@ -882,9 +917,9 @@ class Vm {
       case Opcode::kLongBinGet: {
         const uint64_t key = arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
         if (arg.type == PickleArgType::kInt && arg.int_value < 0) return Malformed(op, "negative memo key");
-        auto it = memo_.find(key);
-        if (it == memo_.end()) return Malformed(op, "memo key " + Num(key) + " was never stored");
-        return Push(op, it->second);
+        const ValueId* found = memo_.Find(key);
+        if (found == nullptr) return Malformed(op, "memo key " + Num(key) + " was never stored");
+        return Push(op, *found);
       }
       case Opcode::kPut:
       case Opcode::kBinPut:
@@ -1012,7 +1047,7 @@ class Vm {
   bool script_objects_;
   std::vector<ValueId> stack_;
   std::vector<size_t> marks_;
-  std::unordered_map<uint64_t, ValueId> memo_;
+  MemoTable memo_;
   std::unordered_map<ValueId, std::unordered_map<std::string, uint32_t>> dict_index_;
 };
 

@@ -424,7 +424,7 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses)
     const uint64_t data_end = local->data_offset + e.compressed_len;
     spans.push_back({e.local_header_offset, data_end, i});
     // CRC: torch never checks it, so a mismatch means the bytes were changed.
-    if ((e.flags & kFlagEncrypted) == 0) {
+    if ((e.flags & kFlagEncrypted) == 0 && e.uncompressed_len <= zip.limits().max_crc_check_len) {
       std::optional<uint32_t> crc;
       if (e.method == kZipMethodStored) {
         crc = Crc32(file.subspan(static_cast<size_t>(local->data_offset), static_cast<size_t>(e.compressed_len)));

@@ -23,9 +23,15 @@
 
 namespace ckptguard {
 
+// LoaderContainerLimits: ContainerLimits for loading. CRCs are not computed
+// (torch does not check them either; `ckptguard info` and `verify` do), so a
+// load never pages in tensor data it is not asked for, and the records are
+// checked against data.pkl by the VM as it resolves them, not decoded twice.
+ContainerLimits LoaderContainerLimits();
+
 struct LoadOptions {
   VmLimits limits;
-  ContainerLimits container;
+  ContainerLimits container = LoaderContainerLimits();
   const Allowlist* allowlist = nullptr;  // nullptr: BuiltinAllowlist()
   // By default any container anomaly (a local header that disagrees with the
   // directory, a CRC mismatch, a record of the wrong size...) fails the load:

@@ -64,6 +64,11 @@ struct ContainerLimits {
   // Deepest nesting of wrappers and archives inside archives. Default 4;
   // ceiling 16. Deeper content is reported, not opened.
   uint32_t max_depth = 4;
+  // Decode a torch archive's data.pkl here to check every data/<key> record
+  // against its persistent ids (torch.missing_record, record_size_mismatch,
+  // unlisted_record). Default on; the loader turns it off because its VM
+  // checks each record it resolves.
+  bool check_torch_records = true;
 
   ContainerLimits Clamped() const;
 };

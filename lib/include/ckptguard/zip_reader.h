@@ -32,6 +32,11 @@ struct ZipLimits {
   // Largest inflated/compressed ratio of one deflated entry (zip bombs).
   // Default 1100 (deflate's best is about 1032). Ceiling 1,000,000.
   uint64_t max_ratio = 1100;
+  // Largest entry (uncompressed) whose CRC CheckZip computes. Default: all
+  // (2^40), as `info` and `verify` want. The loader and the scanner pass a
+  // small value so that opening a checkpoint never reads its tensor records;
+  // larger entries are left unchecked (crc_ok unset).
+  uint64_t max_crc_check_len = uint64_t{1} << 40;
 
   ZipLimits Clamped() const;
 };
@@ -83,6 +88,7 @@ class ZipArchive {
   const std::vector<ZipEntry>& entries() const { return entries_; }
   const ZipLayout& layout() const { return layout_; }
   Bytes file() const { return file_; }
+  const ZipLimits& limits() const { return limits_; }
 
   // ReadLocalHeader parses the local header of `entry` (kMalformed when its
   // signature is wrong or it lies outside the file).
@@ -114,11 +120,12 @@ class ZipArchive {
 // overlapping each other (zip.overlapping_entries), bytes no entry accounts
 // for (zip.gap), bytes after the end record (zip.trailing_data), unreadable
 // local headers or data (zip.bad_entry). Offsets are absolute. CRCs of
-// deflated entries are checked by inflating them within the archive's limits.
+// deflated entries are checked by inflating them within the archive's limits;
+// entries larger than max_crc_check_len are not checked.
 // When `statuses` is given it receives one status per entry, in directory order.
 struct ZipEntryStatus {
   std::optional<uint64_t> data_offset;  // unset when the local header is unreadable
-  std::optional<bool> crc_ok;           // unset when the CRC could not be computed
+  std::optional<bool> crc_ok;           // unset when the CRC was not (or could not be) computed
 };
 Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses = nullptr);
 
