@@ -32,8 +32,13 @@ std::optional<std::string> ScalarKey(const Value& v) {
       return "i" + v.text;
     case ValueKind::kFloat: {
       double ip;
-      if (std::isfinite(v.float_value) && std::modf(v.float_value, &ip) == 0.0 && std::fabs(ip) < 9.2e18) {
-        return "i" + std::to_string(static_cast<int64_t>(ip));
+      if (std::isfinite(v.float_value) && std::modf(v.float_value, &ip) == 0.0) {
+        if (std::fabs(ip) < 9.2e18) return "i" + std::to_string(static_cast<int64_t>(ip));
+        // An integral float beyond int64 equals the int of the same value:
+        // print its exact decimal expansion, as the big int's repr would.
+        char buf[400];
+        std::snprintf(buf, sizeof(buf), "%.0f", ip);
+        return "i" + std::string(buf);
       }
       if (std::isnan(v.float_value)) return std::nullopt;  // nan keys are never equal
       return "f" + py::ReprFloat(v.float_value);
@@ -109,8 +114,9 @@ class Vm {
     while (true) {
       Result<PickleOp> op = decoder.Next();
       if (!op) {
+        // The decoder names the opcode; keep the entry too.
         Error e = op.error();
-        if (e.where.empty()) e.where = where_;
+        e.where = e.where.empty() ? where_ : where_ + ": " + e.where;
         return std::unexpected(std::move(e));
       }
       if (op->code == Opcode::kStop) {
@@ -235,22 +241,48 @@ class Vm {
   }
 
   // --- containers ----------------------------------------------------------
+  // HashKey renders a dict key or set element so that keys Python considers
+  // equal render the same. Tuples (also nested, also frozensets) are walked
+  // with an explicit stack; anything unhashable in CPython (a list, a dict, a
+  // set) or not a plain scalar fails the load, as it fails in torch.
   Result<std::string> HashKey(const PickleOp& op, ValueId id) const {
-    const Value& v = Get(id);
-    if (v.kind == ValueKind::kTuple) {
-      std::string key = "t(";
-      for (ValueId item : v.items) {
-        std::optional<std::string> k = ScalarKey(Get(item));
-        if (!k) break;
-        key += std::to_string(k->size()) + ":" + *k;
+    std::string key;
+    struct Item {
+      ValueId id;
+      bool close;  // emit the tuple's closing bracket
+    };
+    std::vector<Item> todo{{id, false}};
+    size_t visited = 0;
+    while (!todo.empty()) {
+      const Item item = todo.back();
+      todo.pop_back();
+      if (item.close) {
+        key += ")";
+        continue;
       }
-      if (key.size() > 2 || v.items.empty()) return key + ")";
-    } else if (std::optional<std::string> k = ScalarKey(v)) {
-      return *k;
+      const Value& v = Get(item.id);
+      if (++visited > 4096 || key.size() > (size_t{1} << 20)) {
+        return Fail(ErrorCode::kUnsupportedFormat, op,
+                    std::string(op.Info().name) + ": dict key or set element too large or too deeply nested");
+      }
+      if (v.kind == ValueKind::kTuple || (v.kind == ValueKind::kSet && v.frozen)) {
+        key += v.kind == ValueKind::kTuple ? "t(" : "z(";
+        todo.push_back({0, true});
+        // Frozenset elements are already deduplicated; their order is part of
+        // the key here, which only makes two equal frozensets distinct keys
+        // (a stricter dict than Python's, never a merged one).
+        for (size_t i = v.items.size(); i-- > 0;) todo.push_back({v.items[i], false});
+        continue;
+      }
+      std::optional<std::string> k = ScalarKey(v);
+      if (!k) {
+        return Fail(ErrorCode::kUnsupportedFormat, op,
+                    std::string(op.Info().name) + ": a " + std::string(ValueKindName(v.kind)) +
+                        " as a dict key or set element is not supported (unhashable, or not a plain value)");
+      }
+      key += std::to_string(k->size()) + ":" + *k + ",";
     }
-    return Fail(ErrorCode::kUnsupportedFormat, op,
-                std::string(op.Info().name) + ": a " + std::string(ValueKindName(v.kind)) +
-                    " as a dict key or set element is not supported");
+    return key;
   }
 
   Status CheckLen(const PickleOp& op, size_t len) const {
@@ -434,6 +466,16 @@ class Vm {
       }
     }
     const uint64_t item = DTypeSize(t.dtype);
+    uint64_t view_bytes;
+    if (numel > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, item, &view_bytes) ||
+        view_bytes > limits_.max_view_bytes) {
+      // torch refuses views of more than INT64_MAX elements; stride-0 views
+      // can claim far more elements than their storage holds, and copying or
+      // hashing one costs its logical size.
+      return Fail(ErrorCode::kLimitExceeded, op,
+                  fn + ": a view of " + Num(numel) + " elements of " + Num(item) + " bytes: " +
+                      Limit("max_view_bytes", limits_.max_view_bytes));
+    }
     const uint64_t storage_bytes = storage.bytes.size();
     uint64_t end_bytes;  // bytes the view needs from the start of the storage
     if (__builtin_mul_overflow(empty ? static_cast<uint64_t>(offset) : last + 1, item, &end_bytes) ||
@@ -1088,6 +1130,7 @@ VmLimits VmLimits::Clamped() const {
   out.max_alloc_bytes = std::min<uint64_t>(max_alloc_bytes, uint64_t{1} << 40);
   out.max_tensors = std::min<uint64_t>(max_tensors, uint64_t{1} << 26);
   out.max_tensor_dims = std::min<uint64_t>(max_tensor_dims, 1024);
+  out.max_view_bytes = std::min<uint64_t>(max_view_bytes, uint64_t{1} << 44);
   out.max_walk_nodes = std::min<uint64_t>(max_walk_nodes, uint64_t{1} << 30);
   out.max_walk_depth = std::min<uint64_t>(max_walk_depth, 10'000);
   return out;

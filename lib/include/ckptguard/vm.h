@@ -48,6 +48,11 @@ struct VmLimits {
   uint64_t max_tensors = uint64_t{1} << 22;
   // Most dimensions of one tensor. Default 64 (torch's own cap). Ceiling 1024.
   uint64_t max_tensor_dims = 64;
+  // Largest logical size (elements x element size) of one tensor view.
+  // Default 64 GiB. A stride-0 view can claim far more elements than its
+  // storage holds, and copying or hashing it costs its logical size, so this
+  // bounds that work. Ceiling 2^44.
+  uint64_t max_view_bytes = uint64_t{64} << 30;
   // Most value visits of one walk over the object graph (tensor paths, the
   // skeleton); shared subobjects count each time they are reached. Default
   // 2^24. Ceiling 2^30.
