@@ -1355,7 +1355,7 @@ BOOST_AUTO_TEST_CASE(LimitsAreEnforcedAndNamed) {
   cases.push_back({"pickle max_ops passes through", [](VmLimits& l) { l.pickle.max_ops = 3; },
                    Pk().Int(1).Int(2).Op(O::kTuple2), "max_ops (3)"});
   cases.push_back({"pickle max_operand_len passes through", [](VmLimits& l) { l.pickle.max_operand_len = 8; },
-                   Pk().Str("0123456789"), "max_operand_len (8) exceeded", "BINUNICODE"});
+                   Pk().Str("0123456789"), "max_operand_len (8) exceeded", "data.pkl: BINUNICODE"});
   for (LimitCase& c : cases) {
     BOOST_TEST_CONTEXT(c.name) {
       const BadCase bad = Bad(c.name, c.pickle, kLimit, c.needle);
