@@ -1,10 +1,11 @@
-// Interop with real PyTorch: Debian's torch 1.13 (/usr/bin/python3) writes
+// Interop with real producers: Debian's torch 1.13 and numpy (/usr/bin/python3) write
 // fresh checkpoints during the test run (random shapes, every dtype, views,
 // Parameters, optimizer states, scalars; zip and legacy), with its own account
 // of every tensor (tests/interop/gen_torch_checkpoints.py); LoadCheckpoint must
 // read each one bit for bit the same. CKPTGUARD_INTEROP_SEED picks other files.
 #define BOOST_TEST_MODULE interop_test
 #include <boost/test/unit_test.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -22,15 +23,17 @@ std::string Seed() {
   return env != nullptr && *env != '\0' ? env : "20261129";
 }
 
-BOOST_AUTO_TEST_CASE(torch_written_checkpoints_load_bit_exact) {
-  testing::TempDir dir;
-  const std::string script = std::string(CKPTGUARD_SOURCE_DIR) + "/tests/interop/gen_torch_checkpoints.py";
+// Generate runs a generator script into `dir` and loads every file it wrote
+// next to an .expect.json, comparing kind, skeleton and every tensor field.
+// Returns the kinds seen, one per file.
+std::vector<std::string> GenerateAndCompare(const std::string& script_name, const testing::TempDir& dir,
+                                            const std::string& args) {
+  const std::string script = std::string(CKPTGUARD_SOURCE_DIR) + "/tests/interop/" + script_name;
   const auto gen = testing::Run(ShellQuote(CKPTGUARD_PYTHON) + " " + ShellQuote(script) + " " +
-                                ShellQuote(dir.path.string()) + " --seed " + Seed() + " --count 48 2>&1");
-  BOOST_REQUIRE_MESSAGE(gen.exit_code == 0, "generator failed (needs python3-torch):\n" << gen.out);
-  BOOST_TEST_MESSAGE("seed " << Seed() << ": " << gen.out);
-
-  size_t checked = 0, zip = 0, legacy = 0;
+                                ShellQuote(dir.path.string()) + " " + args + " 2>&1");
+  BOOST_REQUIRE_MESSAGE(gen.exit_code == 0, script_name << " failed (needs python3-torch/numpy):\n" << gen.out);
+  BOOST_TEST_MESSAGE(gen.out);
+  std::vector<std::string> kinds;
   for (const auto& entry : std::filesystem::directory_iterator(dir.path)) {
     const std::string name = entry.path().filename().string();
     if (!name.ends_with(".expect.json")) continue;
@@ -53,13 +56,29 @@ BOOST_AUTO_TEST_CASE(torch_written_checkpoints_load_bit_exact) {
           BOOST_TEST(have.at(path).at(field) == value, path << "." << field);
         }
       }
-      (expect.at("kind") == "torch-legacy" ? legacy : zip)++;
-      ++checked;
+      kinds.push_back(expect.at("kind"));
     }
   }
-  BOOST_TEST(checked == 48u);
-  BOOST_TEST(zip > 0u);
-  BOOST_TEST(legacy > 0u);
+  return kinds;
+}
+
+BOOST_AUTO_TEST_CASE(torch_written_checkpoints_load_bit_exact) {
+  testing::TempDir dir;
+  const std::vector<std::string> kinds =
+      GenerateAndCompare("gen_torch_checkpoints.py", dir, "--seed " + Seed() + " --count 48");
+  BOOST_TEST(kinds.size() == 48u);
+  BOOST_TEST(std::count(kinds.begin(), kinds.end(), "torch-zip") > 0);
+  BOOST_TEST(std::count(kinds.begin(), kinds.end(), "torch-legacy") > 0);
+}
+
+BOOST_AUTO_TEST_CASE(numpy_written_arrays_load_bit_exact) {
+  // Every dtype, both byte orders, C and Fortran order, 0-d and empty arrays,
+  // stored and deflated .npz.
+  testing::TempDir dir;
+  const std::vector<std::string> kinds = GenerateAndCompare("gen_numpy_arrays.py", dir, "--seed " + Seed() + " --count 32");
+  BOOST_TEST(kinds.size() == 32u);
+  BOOST_TEST(std::count(kinds.begin(), kinds.end(), "numpy") == 16);
+  BOOST_TEST(std::count(kinds.begin(), kinds.end(), "numpy-zip") == 16);
 }
 
 }  // namespace
