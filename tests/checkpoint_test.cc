@@ -4,6 +4,7 @@
 #define BOOST_TEST_MODULE checkpoint_test
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -146,6 +147,9 @@ BOOST_AUTO_TEST_CASE(full_checkpoint_api) {
   BOOST_TEST((ckpt->GetInt("epoch") == std::optional<int64_t>(3)));
   BOOST_TEST(!ckpt->GetInt("model").has_value());
   BOOST_TEST(!ckpt->GetInt("nope").has_value());
+  BOOST_TEST((ckpt->GetFloat("optimizer.param_groups.0.lr") == std::optional<double>(0.001)));
+  BOOST_TEST((ckpt->GetFloat("epoch") == std::optional<double>(3.0)));
+  BOOST_TEST(!ckpt->GetString("epoch").has_value());
 
   Result<std::vector<NamedTensor>> model = ckpt->StateDict("model");
   BOOST_REQUIRE(model.has_value());
@@ -211,6 +215,17 @@ BOOST_AUTO_TEST_CASE(big_endian_records_are_swapped_on_copy) {
       BOOST_TEST(big->storages()[big->tensors()[b[i].tensor].storage].big_endian);
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(scalars_of_every_kind) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", "containers.pt"));
+  BOOST_REQUIRE(ckpt.has_value());
+  BOOST_TEST((ckpt->GetInt("int_neg") == std::optional<int64_t>(-123456)));
+  BOOST_TEST(!ckpt->GetInt("int_big").has_value());  // beyond int64: see the value tree
+  BOOST_TEST((ckpt->GetString("text") == std::optional<std::string>("h\u00e9llo w\u00f6rld \u2713")));
+  BOOST_TEST(std::isnan(*ckpt->GetFloat("nan")));
+  BOOST_TEST((ckpt->GetInt("int_keys.1").has_value() == false));  // a str value
+  BOOST_TEST((ckpt->GetString("int_keys.1") == std::optional<std::string>("one")));
 }
 
 BOOST_AUTO_TEST_CASE(torchscript_weights_are_read_and_the_code_is_not_run) {

@@ -598,6 +598,23 @@ std::optional<int64_t> Checkpoint::GetInt(std::string_view dotted_path) const {
   return v.int_value;
 }
 
+std::optional<double> Checkpoint::GetFloat(std::string_view dotted_path) const {
+  std::optional<ValueId> at = Find(dotted_path);
+  if (!at) return std::nullopt;
+  const Value& v = values().Get(*at);
+  if (v.kind == ValueKind::kFloat) return v.float_value;
+  if (v.kind == ValueKind::kInt) return static_cast<double>(v.int_value);
+  return std::nullopt;
+}
+
+std::optional<std::string> Checkpoint::GetString(std::string_view dotted_path) const {
+  std::optional<ValueId> at = Find(dotted_path);
+  if (!at) return std::nullopt;
+  const Value& v = values().Get(*at);
+  if (v.kind != ValueKind::kStr) return std::nullopt;
+  return v.text;
+}
+
 Result<std::vector<uint8_t>> Checkpoint::ContiguousBytes(uint32_t tensor) const {
   if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
   const Tensor& t = tensors()[tensor];

@@ -80,8 +80,12 @@ class Checkpoint {
   // failing with kInvalidArgument naming the prefix when it is not there.
   Result<std::vector<NamedTensor>> StateDict(std::string_view prefix = "") const;
 
-  // GetInt returns the int at a dotted path (e.g. "epoch").
+  // GetInt returns the int at a dotted path (e.g. "epoch"); GetFloat a float
+  // (or an int, converted); GetString a str. nullopt when the path is absent
+  // or holds another kind of value.
   std::optional<int64_t> GetInt(std::string_view dotted_path) const;
+  std::optional<double> GetFloat(std::string_view dotted_path) const;
+  std::optional<std::string> GetString(std::string_view dotted_path) const;
 
   // ContiguousBytes copies a tensor's elements in C order, little-endian
   // (big-endian records are swapped), bool as one byte per element.
