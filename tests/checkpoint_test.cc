@@ -9,13 +9,11 @@
 #include <nlohmann/json.hpp>
 
 #include "ckptguard/checkpoint.h"
+#include "print_types.h"
 #include "test_util.h"
 #include "zip_builder.h"
 
 namespace ckptguard {
-
-std::ostream& boost_test_print_type(std::ostream& os, ErrorCode e) { return os << ErrorCodeName(e); }
-std::ostream& boost_test_print_type(std::ostream& os, ContainerFormat f) { return os << ContainerFormatName(f); }
 
 namespace {
 

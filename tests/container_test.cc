@@ -15,15 +15,11 @@
 
 #include "ckptguard/container.h"
 #include "ckptguard/mapped_file.h"
+#include "print_types.h"
 #include "test_util.h"
 #include "zip_builder.h"
 
 namespace ckptguard {
-
-// Boost.Test prints values of these types through ADL (so not in the
-// anonymous namespace).
-std::ostream& boost_test_print_type(std::ostream& os, ContainerFormat f) { return os << ContainerFormatName(f); }
-std::ostream& boost_test_print_type(std::ostream& os, ErrorCode e) { return os << ErrorCodeName(e); }
 
 namespace {
 
