@@ -309,6 +309,12 @@ BOOST_AUTO_TEST_CASE(deflated_records_are_inflated_once_and_owned) {
   BOOST_REQUIRE_MESSAGE(ckpt.has_value(), Why(ckpt));
   BOOST_REQUIRE(ckpt->storages().size() == 1u);
   BOOST_TEST(ckpt->storages()[0].inflated);
+  // The record was inflated once, by the container layer, and the view is of
+  // that buffer.
+  const ContainerEntry& record = ckpt->container().entries[1];
+  BOOST_REQUIRE(record.inflated.has_value());
+  BOOST_TEST((record.inflated->data() == ckpt->storages()[0].bytes.data()));
+  BOOST_TEST(!record.crc_ok.has_value());  // the loader computes no CRCs
   BOOST_TEST((*ckpt->ContiguousBytes(0) == std::vector<uint8_t>(8, 1)));
 }
 

@@ -104,6 +104,7 @@ class Loader {
       }
       return std::pair<Bytes, bool>(all.subspan(static_cast<size_t>(*e.data_offset), static_cast<size_t>(e.zip.compressed_len)), false);
     }
+    if (e.inflated) return std::pair<Bytes, bool>(*e.inflated, true);  // the container inflated it
     if (!zip_) {
       CKG_ASSIGN_OR_RETURN(ZipArchive zip, ZipArchive::Open(s_.container.bytes, options_.container.zip));
       zip_.emplace(std::move(zip));

@@ -1,6 +1,7 @@
 #include "ckptguard/container.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -242,11 +243,12 @@ class Opener {
     }
     const ZipArchive& zip = *opened;
     std::vector<ZipEntryStatus> statuses;
-    c.anomalies = CheckZip(zip, &statuses);
+    // Deflated entries are inflated once, below, and checked there.
+    c.anomalies = CheckZip(zip, &statuses, false);
     std::map<std::string, size_t> last_by_name;  // torch reads the later duplicate
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
-      c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false});
+      c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false, std::nullopt});
       last_by_name[e.name] = i;
     }
     if (zip.entries().empty()) return;
@@ -281,8 +283,26 @@ class Opener {
       if (e.method != kZipMethodStored && e.method != kZipMethodDeflated) continue;
       if ((e.flags & 0x1) != 0) continue;  // encrypted
       Result<std::pair<Bytes, bool>> data = EntryData(c, zip, e);
-      if (!data) continue;  // CheckZip reported it (zip.bad_entry)
+      if (!data) {
+        if (e.method == kZipMethodDeflated) {
+          c.anomalies.push_back({"zip.bad_entry", data.error().offset, e.name, data.error().detail});
+        }
+        continue;  // (stored entries: CheckZip reported it)
+      }
       const auto [bytes, deflated] = *data;
+      if (deflated) {
+        c.entries[i].inflated = bytes;
+        if (e.uncompressed_len <= limits_.zip.max_crc_check_len) {
+          const uint32_t crc = ZipCrc32(bytes);
+          c.entries[i].crc_ok = crc == e.crc32;
+          if (crc != e.crc32) {
+            char buf[64];
+            std::snprintf(buf, sizeof(buf), "CRC-32 is %08x, the directory says %08x", crc, e.crc32);
+            c.anomalies.push_back({"zip.crc_mismatch", *statuses[i].data_offset, e.name,
+                                   std::string(buf) + " (torch does not check CRCs)"});
+          }
+        }
+      }
       const std::optional<uint64_t> file_offset =
           deflated ? std::nullopt : std::optional<uint64_t>(*statuses[i].data_offset);
       if (StartsWith(bytes, kNpyMagic)) {
@@ -323,6 +343,9 @@ class Opener {
     if (c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript) {
       CheckTorchArchive(c, zip, last_by_name);
     }
+    // In file order, whichever check found them.
+    std::stable_sort(c.anomalies.begin(), c.anomalies.end(),
+                     [](const Anomaly& a, const Anomaly& b) { return a.offset < b.offset; });
   }
 
   // CheckTorchArchive applies the rules of torch's PyTorchStreamReader and

@@ -336,8 +336,9 @@ constexpr uint16_t kFlagDataDescriptor = 0x0008;
 constexpr uint16_t kFlagPatched = 0x0020;
 constexpr uint16_t kFlagStrongEncryption = 0x0040;
 
-// Crc32 of `data`, fed to zlib in chunks its 32-bit length can take.
-uint32_t Crc32(Bytes data) {
+}  // namespace
+
+uint32_t ZipCrc32(Bytes data) {
   uLong crc = crc32(0L, Z_NULL, 0);
   size_t pos = 0;
   while (pos < data.size()) {
@@ -347,6 +348,8 @@ uint32_t Crc32(Bytes data) {
   }
   return static_cast<uint32_t>(crc);
 }
+
+namespace {
 
 // DescriptorLen is the length of the data descriptor that follows an entry's
 // data when flag bit 3 is set: signature optional, sizes 4 or 8 bytes. The
@@ -365,7 +368,7 @@ struct Span {
 
 }  // namespace
 
-Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses) {
+Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses, bool check_deflated) {
   Anomalies out;
   std::vector<ZipEntryStatus> local_statuses;
   std::vector<ZipEntryStatus>& status = statuses != nullptr ? *statuses : local_statuses;
@@ -424,14 +427,15 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses)
     const uint64_t data_end = local->data_offset + e.compressed_len;
     spans.push_back({e.local_header_offset, data_end, i});
     // CRC: torch never checks it, so a mismatch means the bytes were changed.
-    if ((e.flags & kFlagEncrypted) == 0 && e.uncompressed_len <= zip.limits().max_crc_check_len) {
+    if ((e.flags & kFlagEncrypted) == 0 && e.uncompressed_len <= zip.limits().max_crc_check_len &&
+        (check_deflated || e.method != kZipMethodDeflated)) {
       std::optional<uint32_t> crc;
       if (e.method == kZipMethodStored) {
-        crc = Crc32(file.subspan(static_cast<size_t>(local->data_offset), static_cast<size_t>(e.compressed_len)));
+        crc = ZipCrc32(file.subspan(static_cast<size_t>(local->data_offset), static_cast<size_t>(e.compressed_len)));
       } else if (e.method == kZipMethodDeflated) {
         Result<std::string> data = zip.ReadEntry(e);
         if (data) {
-          crc = Crc32(AsBytes(*data));
+          crc = ZipCrc32(AsBytes(*data));
         } else {
           out.push_back({"zip.bad_entry", data.error().offset, e.name, data.error().detail});
         }

@@ -91,6 +91,9 @@ struct ContainerEntry {
   std::optional<uint64_t> data_offset;  // unset when its local header is unreadable
   std::optional<bool> crc_ok;           // unset when it could not be checked
   bool holds_pickle = false;
+  // A deflated entry's inflated bytes (in Container::buffers), set once the
+  // container layer has inflated it, so that no reader inflates it again.
+  std::optional<Bytes> inflated;
 };
 
 struct Container;

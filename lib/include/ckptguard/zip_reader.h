@@ -127,7 +127,14 @@ struct ZipEntryStatus {
   std::optional<uint64_t> data_offset;  // unset when the local header is unreadable
   std::optional<bool> crc_ok;           // unset when the CRC was not (or could not be) computed
 };
-Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses = nullptr);
+// With `check_deflated` false, deflated entries are neither inflated nor
+// CRC-checked (nor their inflate errors reported) here: a caller that
+// inflates them anyway checks them then (ZipCrc32), so nothing is inflated twice.
+Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses = nullptr,
+                   bool check_deflated = true);
+
+// ZipCrc32 is the zip CRC-32 of `data`.
+uint32_t ZipCrc32(Bytes data);
 
 // LooksLikeZip is true when `file` starts with a local file header
 // (PK\x03\x04): the test torch itself uses to choose the zip reader.
