@@ -96,7 +96,13 @@ class Loader {
   // ZipRecord returns the bytes of a zip entry: a view of the file for stored
   // entries, an owned inflated copy for deflated ones.
   Result<std::pair<Bytes, bool>> ZipRecord(const ContainerEntry& e) {
-    if (!e.data_offset) return MakeError(ErrorCode::kMalformed, e.zip.local_header_offset, "unreadable local header", e.zip.name);
+    if (!e.data_offset) {
+      // The offset the directory declares may lie outside the file: point at
+      // the directory record that declares it.
+      return MakeError(ErrorCode::kMalformed, e.zip.central_offset,
+                       "unreadable local header (the directory puts it at byte " + Num(e.zip.local_header_offset) + ")",
+                       e.zip.name);
+    }
     if (e.zip.method == kZipMethodStored) {
       const Bytes all = s_.container.bytes;
       if (*e.data_offset > all.size() || e.zip.compressed_len > all.size() - *e.data_offset) {

@@ -1,0 +1,178 @@
+// Fuzz target for LoadCheckpointBytes: every container format, the VM, the
+// storage resolvers and the walks over a loaded checkpoint, with small limits.
+//
+// Invariants checked, strict (anomalies refused) and with allow_anomalies
+// (abort on violation):
+//  * never a kInternal error, from the load or from any accessor;
+//  * an error offset lies within the bytes it indexes: the input when the
+//    container has no gzip/bzip2/xz wrapper (otherwise offsets are in the
+//    unwrapped bytes, which are not checked), or the inflated data of the
+//    deflated zip entry the error names;
+//  * on success, every tensor's StorageBytes lies inside its storage's bytes
+//    (empty for an empty tensor, at least one element otherwise);
+//  * NamedTensors and DescribeJson succeed or fail with kLimitExceeded;
+//    Sha256Hex and ContiguousBytes succeed on every tensor, the digest is 64
+//    hex digits and the copy holds every element;
+//  * loading the same bytes twice gives the identical DescribeJson.
+//
+// Digests and copies take time (and a copy memory) in proportion to a
+// tensor's logical size; VmLimits::max_view_bytes bounds it (a stride-0 view
+// of a one-element storage may claim 2^62 elements: see
+// regressions/checkpoint/broadcast-2e62-elements.pt), here to 16 MiB.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckptguard/checkpoint.h"
+#include "ckptguard/container.h"
+#include "ckptguard/dtype.h"
+#include "ckptguard/error.h"
+
+namespace {
+
+using ckptguard::Bytes;
+using ckptguard::Checkpoint;
+using ckptguard::Container;
+using ckptguard::Error;
+using ckptguard::ErrorCode;
+using ckptguard::LoadOptions;
+using ckptguard::Result;
+
+void Check(bool ok, const char* what, const std::string& detail = {}) {
+  if (!ok) {
+    std::fprintf(stderr, "invariant violated: %s%s%s\n", what, detail.empty() ? "" : ": ", detail.c_str());
+    std::abort();
+  }
+}
+
+LoadOptions SmallOptions(bool allow_anomalies) {
+  LoadOptions o;
+  ckptguard::PickleLimits pickle;
+  pickle.max_operand_len = 1 << 20;
+  pickle.max_line_len = 1 << 12;
+  pickle.max_long_len = 1 << 10;
+  pickle.max_frame_len = 1 << 20;
+  pickle.max_ops = 1 << 16;
+  pickle.max_pickles = 16;
+
+  o.limits.pickle = pickle;
+  o.limits.max_memo_entries = 1 << 16;
+  o.limits.max_stack_depth = 1 << 16;
+  o.limits.max_mark_depth = 1 << 10;
+  o.limits.max_container_len = 1 << 16;
+  o.limits.max_values = 1 << 16;
+  o.limits.max_alloc_bytes = 16 << 20;
+  o.limits.max_tensors = 1 << 12;
+  o.limits.max_tensor_dims = 64;
+  o.limits.max_view_bytes = 16 << 20;
+  o.limits.max_walk_nodes = 1 << 16;
+  o.limits.max_walk_depth = 256;
+
+  o.container.pickle = pickle;
+  o.container.zip.max_entries = 1 << 12;
+  o.container.zip.max_name_len = 1 << 10;
+  o.container.zip.max_inflated_len = 16 << 20;
+  o.container.safetensors.max_header_len = 1 << 20;
+  o.container.safetensors.max_tensors = 1 << 12;
+  o.container.safetensors.max_metadata_entries = 1 << 12;
+  o.container.npy.max_header_len = 1 << 16;
+  o.container.max_unwrapped_len = 16 << 20;
+  o.container.max_depth = 4;
+  o.allow_anomalies = allow_anomalies;
+  return o;
+}
+
+// CheckErrorOffset: where the error's offset points must exist.
+void CheckErrorOffset(const Error& err, const Container& container, size_t size, const LoadOptions& options) {
+  if (!container.wrappers.empty()) return;  // offsets are in the unwrapped bytes
+  uint64_t bound = size;
+  // Errors inside a deflated entry's data are offsets in the inflated data.
+  for (const ckptguard::ContainerEntry& e : container.entries) {
+    if (e.zip.name == err.where && e.zip.method != ckptguard::kZipMethodStored) {
+      bound = std::max<uint64_t>(bound, options.container.zip.max_inflated_len);
+    }
+  }
+  Check(err.offset <= bound, "error offset inside input", err.ToString() + " (input " + std::to_string(size) + ")");
+}
+
+void CheckNotInternal(const Error& err, const char* what) {
+  Check(err.code != ErrorCode::kInternal, what, err.ToString());
+}
+
+// CheckLoaded checks a successful load and returns its DescribeJson (or the
+// kLimitExceeded message, which must be deterministic too).
+std::string CheckLoaded(const Checkpoint& ck, bool digests) {
+  const auto& tensors = ck.tensors();
+  const auto& storages = ck.storages();
+  for (uint32_t i = 0; i < tensors.size(); ++i) {
+    const ckptguard::Tensor& t = tensors[i];
+    Check(t.storage < storages.size(), "tensor storage index in range");
+    Check(t.shape.size() == t.stride.size(), "shape and stride have the same rank");
+    const ckptguard::Storage& st = storages[t.storage];
+    const Bytes view = ck.StorageBytes(i);
+    if (t.num_elements == 0) {
+      Check(view.empty(), "an empty tensor covers no bytes");
+    } else {
+      const uint8_t* lo = st.bytes.data();
+      const uint8_t* hi = lo + st.bytes.size();
+      Check(view.data() >= lo && view.data() <= hi && view.size() <= static_cast<size_t>(hi - view.data()),
+            "StorageBytes inside its storage");
+      Check(view.size() >= ckptguard::DTypeSize(t.dtype), "a non-empty tensor covers at least one element");
+    }
+    if (!digests) continue;
+    Result<std::string> digest = ck.Sha256Hex(i);
+    Check(digest.has_value(), "Sha256Hex succeeds", digest ? std::string() : digest.error().ToString());
+    Check(digest->size() == 64, "Sha256Hex is 64 hex digits");
+    Result<std::vector<uint8_t>> bytes = ck.ContiguousBytes(i);
+    Check(bytes.has_value() || bytes.error().code == ErrorCode::kLimitExceeded, "ContiguousBytes succeeds",
+          bytes ? std::string() : bytes.error().ToString());
+    if (bytes) {
+      Check(bytes->size() == t.num_elements * ckptguard::DTypeSize(t.dtype), "ContiguousBytes has every element");
+    }
+  }
+  Result<std::vector<ckptguard::NamedTensor>> named = ck.NamedTensors();
+  if (named) {
+    for (const auto& nt : *named) Check(nt.tensor < tensors.size(), "NamedTensors index in range");
+  } else {
+    Check(named.error().code == ErrorCode::kLimitExceeded, "NamedTensors fails only on limits",
+          named.error().ToString());
+  }
+  Result<std::string> json = ck.DescribeJson("", digests);
+  if (json) return *json;
+  Check(json.error().code == ErrorCode::kLimitExceeded, "DescribeJson fails only on limits", json.error().ToString());
+  return "error: " + json.error().ToString();
+}
+
+void RunOnce(const uint8_t* data, size_t size, bool allow_anomalies, const Container& container) {
+  const LoadOptions options = SmallOptions(allow_anomalies);
+  const Bytes input(data, size);
+  Result<Checkpoint> first = ckptguard::LoadCheckpointBytes(input, options);
+  if (!first) {
+    CheckNotInternal(first.error(), "load is never kInternal");
+    CheckErrorOffset(first.error(), container, size, options);
+    return;
+  }
+  Check(!first->anomalies().empty() ? allow_anomalies : true, "a strict load has no anomalies");
+  const bool digests = true;
+  const std::string dump = CheckLoaded(*first, digests);
+  Result<Checkpoint> second = ckptguard::LoadCheckpointBytes(input, options);
+  Check(second.has_value(), "a second load of the same bytes succeeds",
+        second ? std::string() : second.error().ToString());
+  Result<std::string> again = second->DescribeJson("", digests);
+  const std::string dump2 = again ? *again : "error: " + again.error().ToString();
+  Check(dump == dump2, "DescribeJson is deterministic");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const LoadOptions options = SmallOptions(false);
+  const Container container = ckptguard::OpenContainer(Bytes(data, size), options.container);
+  RunOnce(data, size, false, container);
+  RunOnce(data, size, true, container);
+  return 0;
+}
