@@ -11,7 +11,7 @@ cmake --build --preset release -j "$(nproc)" --target ckptguard mlp_forward
 bin=build/release/cli/ckptguard
 samples=()
 for f in examples/*; do
-  case "$f" in *.md) continue ;; esac
+  case "$f" in *.md | *.cc | *.txt) continue ;; esac
   samples+=("$f")
 done
 echo "### ckptguard info examples/* (formats by content, entries, pickles, anomalies)"
