@@ -5,14 +5,16 @@
 #include <iostream>
 #include <new>
 
+#include "check_command.h"
 #include "cli_util.h"
 #include "disasm_command.h"
 #include "info_command.h"
 #include "inspect_command.h"
+#include "scan_command.h"
 
 int main(int argc, char** argv) {
   using namespace ckptguard::cli;
-  CLI::App app{"ckptguard: inspect untrusted PyTorch checkpoints without executing them"};
+  CLI::App app{"ckptguard: scan, inspect and load untrusted PyTorch checkpoints without executing them"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("ckptguard ") + CKPTGUARD_VERSION);
   app.footer("Run 'ckptguard COMMAND --help' for what a command reads, prints and returns.");
@@ -22,6 +24,10 @@ int main(int argc, char** argv) {
   AddInspectCommand(app, inspect_flags);
   DisasmFlags disasm_flags;
   AddDisasmCommand(app, disasm_flags);
+  ScanFlags scan_flags;
+  AddScanCommand(app, scan_flags);
+  CheckFlags check_flags;
+  AddCheckCommand(app, check_flags);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -31,6 +37,8 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("info")) return RunInfo(info_flags);
     if (app.got_subcommand("disasm")) return RunDisasm(disasm_flags);
     if (app.got_subcommand("inspect")) return RunInspect(inspect_flags);
+    if (app.got_subcommand("check")) return RunCheck(check_flags);
+    if (app.got_subcommand("scan")) return RunScan(scan_flags);
   } catch (const std::bad_alloc&) {
     std::cerr << "ckptguard: out of memory\n";
     return kExitError;

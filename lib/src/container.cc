@@ -338,6 +338,18 @@ class Opener {
       if (EndsWith(e.name, ".pkl") || EndsWith(e.name, ".debug_pkl") || proto_start) {
         c.pickles.push_back(PickleSource{e.name, bytes, 0, file_offset, deflated, 0});
         c.entries[i].holds_pickle = true;
+        // A pickle is read whole anyway: check its CRC whatever the limit
+        // for records says (a changed pickle is the tampering that matters).
+        if (!c.entries[i].crc_ok && (e.flags & 0x1) == 0) {
+          const uint32_t crc = ZipCrc32(bytes);
+          c.entries[i].crc_ok = crc == e.crc32;
+          if (crc != e.crc32) {
+            char buf[64];
+            std::snprintf(buf, sizeof(buf), "CRC-32 is %08x, the directory says %08x", crc, e.crc32);
+            c.anomalies.push_back({"zip.crc_mismatch", *statuses[i].data_offset, e.name,
+                                   std::string(buf) + " (torch does not check CRCs)"});
+          }
+        }
       }
     }
     if (c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript) {

@@ -66,4 +66,8 @@ void MappedFile::Reset() {
   size_ = 0;
 }
 
+void MappedFile::AdviseRandom() const {
+  if (addr_ != nullptr && size_ > 0) ::madvise(addr_, size_, MADV_RANDOM);
+}
+
 }  // namespace ckptguard

@@ -29,6 +29,10 @@ class MappedFile {
   ~MappedFile();
 
   Bytes data() const { return {static_cast<const uint8_t*>(addr_), size_}; }
+  // AdviseRandom tells the kernel that access will be sparse (a scan reads
+  // directories, headers and pickles, never tensor data): no readahead
+  // around each page touched. Advisory; errors are ignored.
+  void AdviseRandom() const;
   const std::string& path() const { return path_; }
 
  private:

@@ -1,0 +1,28 @@
+// `ckptguard check FILE --expect SCHEMA`: would load_state_dict accept this
+// checkpoint's keys and shapes?
+#ifndef CKPTGUARD_CLI_CHECK_COMMAND_H_
+#define CKPTGUARD_CLI_CHECK_COMMAND_H_
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "ckptguard/checkpoint.h"
+
+namespace ckptguard::cli {
+
+struct CheckFlags {
+  std::string file;
+  std::string expect;         // JSON schema or reference checkpoint
+  bool non_strict = false;    // load_state_dict(strict=False)
+  std::string prefix;         // sub-dict of FILE ("model")
+  std::string expect_prefix;  // sub-dict of a reference checkpoint
+  bool json = false;
+  LoadOptions load;
+};
+
+void AddCheckCommand(CLI::App& app, CheckFlags& flags);
+int RunCheck(CheckFlags& flags);
+
+}  // namespace ckptguard::cli
+
+#endif  // CKPTGUARD_CLI_CHECK_COMMAND_H_

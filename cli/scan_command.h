@@ -1,0 +1,29 @@
+// `ckptguard scan PATH...`: find what loading model files would run.
+#ifndef CKPTGUARD_CLI_SCAN_COMMAND_H_
+#define CKPTGUARD_CLI_SCAN_COMMAND_H_
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+namespace ckptguard::cli {
+
+struct ScanFlags {
+  std::vector<std::string> paths;
+  std::string format = "text";
+  std::vector<std::string> include;
+  std::vector<std::string> exclude;
+  bool follow_symlinks = false;
+  bool strict = false;
+  std::vector<std::string> allow;
+  std::vector<std::string> rules_files;
+  unsigned jobs = 0;  // 0: every core
+  std::string output;  // "" or "-": standard output
+};
+
+void AddScanCommand(CLI::App& app, ScanFlags& flags);
+int RunScan(const ScanFlags& flags);
+
+}  // namespace ckptguard::cli
+
+#endif  // CKPTGUARD_CLI_SCAN_COMMAND_H_

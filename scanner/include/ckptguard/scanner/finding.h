@@ -1,0 +1,55 @@
+// Findings, verdicts and per-file reports: what the scanner says about a file.
+#ifndef CKPTGUARD_SCANNER_FINDING_H_
+#define CKPTGUARD_SCANNER_FINDING_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptguard/error.h"
+
+namespace ckptguard::scanner {
+
+// Severity of one finding. Ordered: a file's verdict is its worst finding.
+enum class Severity : uint8_t {
+  kInfo,        // worth knowing, not a risk (e.g. a note on the format)
+  kSuspicious,  // needs code or a decision to load (unknown globals, whole modules, anomalies)
+  kDangerous,   // runs code or reaches files/network when loaded by torch/pickle
+};
+// SeverityName: "info", "suspicious", "dangerous".
+std::string_view SeverityName(Severity severity);
+std::optional<Severity> ParseSeverity(std::string_view name);
+
+struct Finding {
+  std::string rule;     // rule id, e.g. "CKG-D001"
+  Severity severity = Severity::kSuspicious;
+  std::string message;  // one sentence, no trailing period
+  std::string entry;    // zip entry, "" for the file itself; nested paths joined by " > "
+  uint64_t offset = 0;  // byte offset in the (unwrapped) container bytes, or in the entry when inflated
+  std::string global;   // "module.name" when the finding is about a global; else ""
+};
+
+enum class Verdict : uint8_t { kSafe, kSuspicious, kDangerous, kError };
+// VerdictName: "safe", "suspicious", "dangerous", "error".
+std::string_view VerdictName(Verdict verdict);
+
+// FileReport is the scan of one file. `error` is set when the file could not
+// be read completely (the findings before the problem are kept); verdict is
+// then kError unless a finding is dangerous (a dangerous finding is never
+// hidden behind an error).
+struct FileReport {
+  std::string path;
+  std::string format;  // ContainerFormatName ("torch-zip", ...)
+  Verdict verdict = Verdict::kSafe;
+  std::vector<Finding> findings;
+  std::optional<Error> error;
+};
+
+// VerdictOf computes the verdict from findings and error as described above.
+Verdict VerdictOf(const std::vector<Finding>& findings, const std::optional<Error>& error);
+
+}  // namespace ckptguard::scanner
+
+#endif  // CKPTGUARD_SCANNER_FINDING_H_

@@ -1,0 +1,93 @@
+// RuleSet: the scanner's rules as data.
+//
+// Three sources decide what a global is:
+//   - the loader's allowlist (rules/allowlist.toml, lib/allowlist.h): what
+//     weights-only checkpoints need; such globals are safe (its
+//     "unsupported" entries are safe too: they rebuild data, not code);
+//   - the denylist (rules/denylist.toml, built in, plus user rule files):
+//     known code-execution, file and network primitives, each rule an RE2
+//     pattern over dotted names with an id, severity, description and
+//     reference; a module pattern covers its submodules, and a name is
+//     checked component by component ("torch" + "os.system" is checked as
+//     "torch", "torch.os", "torch.os.system" and, since attribute access can
+//     reach any module's attributes, as "os", "os.system" too);
+//   - the policy for everything else: suspicious (rule CKG-P001), dangerous
+//     with strict mode.
+// Users can add rule files and allow globals explicitly (--allow).
+#ifndef CKPTGUARD_SCANNER_RULES_H_
+#define CKPTGUARD_SCANNER_RULES_H_
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptguard/allowlist.h"
+#include "ckptguard/error.h"
+#include "ckptguard/scanner/finding.h"
+
+namespace ckptguard::scanner {
+
+// Rule is one entry of a rules file ([[rule]] in rules/denylist.toml).
+struct Rule {
+  std::string id;           // "CKG-D001"; unique across all loaded files
+  Severity severity = Severity::kDangerous;
+  std::string pattern;      // RE2, matched in full against dotted names (globals rules)
+  std::string description;  // what it catches and why it is dangerous
+  std::string reference;    // a URL or document section
+};
+
+// GlobalClass is what a RuleSet says about one global.
+struct GlobalClass {
+  enum Kind : uint8_t { kAllowed, kDenied, kUnknown } kind = kUnknown;
+  const Rule* rule = nullptr;  // the denylist rule (kDenied) or the policy rule (kUnknown); null when allowed
+  Severity severity = Severity::kSuspicious;  // for kDenied/kUnknown
+  std::string matched;         // the dotted name the rule matched ("os.system")
+};
+
+class RuleSet {
+ public:
+  // Builtin: the built-in allowlist and denylist. Never fails at run time
+  // (a broken built-in file fails the tests).
+  static const RuleSet& Builtin();
+
+  RuleSet(const RuleSet&);
+  RuleSet& operator=(const RuleSet&);
+  RuleSet(RuleSet&&) noexcept;
+  RuleSet& operator=(RuleSet&&) noexcept;
+  ~RuleSet();
+
+  // AddRulesFile adds the [[rule]] entries of a user's TOML rules file (same
+  // format as rules/denylist.toml); [[allow]] entries in it extend the
+  // allowlist. Errors name the file and line; duplicate ids are refused.
+  Status AddRulesFile(const std::filesystem::path& path);
+  // AddRulesText is AddRulesFile for text already in memory (`source` names it).
+  Status AddRulesText(std::string_view text, std::string_view source);
+  // Allow marks "module.name" safe (the command line's --allow).
+  void Allow(std::string_view dotted_global);
+  // SetStrict makes unknown globals dangerous instead of suspicious.
+  void SetStrict(bool strict);
+  bool strict() const;
+
+  // ClassifyGlobal decides about GLOBAL/STACK_GLOBAL/INST `module` + `name`
+  // (name may contain dots). Aliases (__builtin__ -> builtins) apply.
+  GlobalClass ClassifyGlobal(std::string_view module, std::string_view name) const;
+
+  // FixedRule returns the built-in rule for a non-global finding by id
+  // (see rules/denylist.toml, section "fixed rules": CKG-F...); a rule with
+  // that id always exists for the ids the scanner uses.
+  const Rule& FixedRule(std::string_view id) const;
+
+  const Allowlist& allowlist() const;
+  const std::vector<Rule>& rules() const;
+
+ private:
+  RuleSet();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ckptguard::scanner
+
+#endif  // CKPTGUARD_SCANNER_RULES_H_

@@ -1,0 +1,348 @@
+// scanner::LoadSchema and CheckKeys: load_state_dict's verdicts on the corpus
+// (torch-made files), edited schemas, DataParallel prefixes, reference
+// checkpoints as schemas, and malformed schema files.
+#define BOOST_TEST_MODULE key_check_test
+#include <boost/test/unit_test.hpp>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "ckptguard/scanner/key_check.h"
+#include "print_types.h"
+#include "test_util.h"
+
+namespace ckptguard::scanner {
+namespace {
+
+using json = nlohmann::ordered_json;  // keeps the schema file's key order
+using testing::CorpusDir;
+
+template <typename T>
+std::string Why(const Result<T>& r) {
+  return r ? std::string() : r.error().ToString();
+}
+
+std::string Benign(const std::string& name) { return (CorpusDir() / "benign" / name).string(); }
+
+json MlpSchema() { return json::parse(testing::ReadFile(CorpusDir() / "benign" / "mlp.schema.json")); }
+
+Checkpoint Load(const std::string& path) {
+  Result<Checkpoint> ckpt = LoadCheckpoint(path);
+  BOOST_REQUIRE_MESSAGE(ckpt.has_value(), Why(ckpt));
+  return std::move(*ckpt);
+}
+
+std::vector<ExpectedTensor> Schema(const std::string& path, const std::string& prefix = "") {
+  Result<std::vector<ExpectedTensor>> schema = LoadSchema(path, prefix);
+  BOOST_REQUIRE_MESSAGE(schema.has_value(), Why(schema));
+  return std::move(*schema);
+}
+
+KeyCheckResult Check(const Checkpoint& ckpt, const std::vector<ExpectedTensor>& expected, bool strict,
+                     const std::string& prefix = "") {
+  Result<KeyCheckResult> r = CheckKeys(ckpt, expected, KeyCheckOptions{.strict = strict, .prefix = prefix});
+  BOOST_REQUIRE_MESSAGE(r.has_value(), Why(r));
+  return std::move(*r);
+}
+
+using Keys = std::vector<std::string>;
+
+// Safetensors builds a safetensors file of zero-filled float32 tensors, the
+// header padded with spaces to `header_len` bytes (default: to align the data).
+std::string Safetensors(const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
+                        uint64_t header_len = 0) {
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, shape] : tensors) {
+    uint64_t n = 4;
+    for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+    header[name] = json{{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + n}}};
+    offset += n;
+  }
+  std::string text = header.dump();
+  if (header_len == 0) header_len = (text.size() + 7) / 8 * 8;  // the data 8-byte aligned, as the writer does
+  BOOST_REQUIRE(header_len >= text.size());
+  text.append(header_len - text.size(), ' ');
+  std::string out;
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((text.size() >> (8 * i)) & 0xff));
+  return out + text + std::string(offset, '\0');
+}
+
+const std::vector<std::pair<std::string, std::vector<int64_t>>> kMlp = {
+    {"hidden.weight", {256, 20}}, {"hidden.bias", {256}}, {"output.weight", {10, 256}}, {"output.bias", {10}}};
+
+BOOST_AUTO_TEST_CASE(state_dict_fits_its_schema) {
+  const Checkpoint ckpt = Load(Benign("mlp.params"));
+  const std::vector<ExpectedTensor> schema = Schema(Benign("mlp.schema.json"));
+  BOOST_REQUIRE(schema.size() == 4u);
+  BOOST_TEST(schema[0].key == "hidden.weight");  // the file's order
+  BOOST_TEST(schema[0].dtype.value_or("") == "float32");
+  BOOST_TEST(schema[0].shape == (std::vector<int64_t>{256, 20}));
+  for (bool strict : {true, false}) {
+    const KeyCheckResult r = Check(ckpt, schema, strict);
+    BOOST_TEST(r.ok);
+    BOOST_TEST(r.missing.empty());
+    BOOST_TEST(r.unexpected.empty());
+    BOOST_TEST(r.mismatched.empty());
+    BOOST_TEST(!r.stripped_prefix.has_value());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(full_checkpoint_fits_under_its_prefix) {
+  const Checkpoint ckpt = Load(Benign("mlp_full_checkpoint.pt"));
+  const std::vector<ExpectedTensor> schema = Schema(Benign("mlp.schema.json"));
+  for (const std::string prefix : {"model", "model."}) {
+    const KeyCheckResult r = Check(ckpt, schema, true, prefix);
+    BOOST_TEST(r.ok, prefix);
+    BOOST_TEST(r.missing.empty());
+    BOOST_TEST(r.unexpected.empty());
+  }
+  // Without the prefix: every expected key is missing, and everything in the
+  // training checkpoint (model, optimizer state, rng state) is unexpected.
+  const KeyCheckResult strict = Check(ckpt, schema, true);
+  BOOST_TEST(!strict.ok);
+  BOOST_TEST(strict.missing == (Keys{"hidden.weight", "hidden.bias", "output.weight", "output.bias"}));
+  BOOST_TEST(strict.unexpected.size() == 17u);
+  BOOST_TEST(strict.unexpected.front() == "model.hidden.weight");
+  BOOST_TEST(std::ranges::count(strict.unexpected, "optimizer.state.0.exp_avg") == 1);
+  BOOST_TEST(strict.unexpected.back() == "rng_state");
+  BOOST_TEST(!strict.stripped_prefix.has_value());  // not every key starts with "model."
+  BOOST_TEST(Check(ckpt, schema, false).ok);        // strict=False loads nothing and passes
+
+  Result<KeyCheckResult> bad = CheckKeys(ckpt, schema, KeyCheckOptions{.strict = true, .prefix = "modle"});
+  BOOST_REQUIRE(!bad.has_value());
+  BOOST_TEST(bad.error().code == ErrorCode::kInvalidArgument);
+  BOOST_TEST(bad.error().detail.find("'modle'") != std::string::npos, bad.error().detail);
+}
+
+// One edit of the schema, and what load_state_dict makes of it in each mode.
+struct EditCase {
+  const char* name;
+  void (*edit)(json&);
+  Keys missing;
+  Keys unexpected;
+  std::string mismatch;  // expected detail of the one mismatch, "" for none
+  bool strict_ok;
+  bool non_strict_ok;
+};
+
+const EditCase kEdits[] = {
+    {"key removed: unexpected", [](json& s) { s.erase("output.bias"); }, {}, {"output.bias"}, "", false, true},
+    {"key added: missing",
+     [](json& s) { s["extra.weight"] = json{{"dtype", "float32"}, {"shape", {3}}}; },
+     {"extra.weight"},
+     {},
+     "",
+     false,
+     true},
+    {"shape changed: fails in both modes",
+     [](json& s) { s["hidden.weight"]["shape"] = {20, 256}; },
+     {},
+     {},
+     "shape [256, 20] in the checkpoint, [20, 256] expected",
+     false,
+     false},
+    {"dtype changed: reported, converted",
+     [](json& s) { s["output.bias"]["dtype"] = "float16"; },
+     {},
+     {},
+     "dtype float32 in the checkpoint, float16 expected (load_state_dict converts it)",
+     true,
+     true},
+    {"torch. spelling and no dtype are accepted",
+     [](json& s) {
+       s["output.bias"]["dtype"] = "torch.float32";
+       s["hidden.bias"].erase("dtype");
+       s["output.weight"]["dtype"] = nullptr;
+     },
+     {},
+     {},
+     "",
+     true,
+     true},
+};
+
+BOOST_AUTO_TEST_CASE(schema_edits_follow_load_state_dict) {
+  const Checkpoint ckpt = Load(Benign("mlp.params"));
+  testing::TempDir dir;
+  for (const EditCase& c : kEdits) {
+    BOOST_TEST_CONTEXT(c.name) {
+      json schema = MlpSchema();
+      c.edit(schema);
+      const std::vector<ExpectedTensor> expected = Schema(dir.Write("schema.json", schema.dump()));
+      for (bool strict : {true, false}) {
+        const KeyCheckResult r = Check(ckpt, expected, strict);
+        BOOST_TEST(r.ok == (strict ? c.strict_ok : c.non_strict_ok), "strict=" << strict);
+        BOOST_TEST(r.missing == c.missing);
+        BOOST_TEST(r.unexpected == c.unexpected);
+        if (c.mismatch.empty()) {
+          BOOST_TEST(r.mismatched.empty());
+        } else {
+          BOOST_REQUIRE(r.mismatched.size() == 1u);
+          BOOST_TEST(r.mismatched[0].detail == c.mismatch);
+        }
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(data_parallel_prefix_on_the_expected_side) {
+  const Checkpoint ckpt = Load(Benign("mlp.params"));
+  testing::TempDir dir;
+  json wrapped = json::object();
+  const json plain = MlpSchema();
+  for (const auto& [key, entry] : plain.items()) wrapped["module." + key] = entry;
+  const KeyCheckResult r = Check(ckpt, Schema(dir.Write("wrapped.json", wrapped.dump())), true);
+  BOOST_TEST(r.ok);
+  BOOST_TEST(r.stripped_prefix.value_or("") == "module.");
+  BOOST_TEST(r.missing.empty());
+  BOOST_TEST(r.unexpected.empty());
+
+  // Keys are compared (and reported) without the prefix.
+  wrapped["module.extra"] = json{{"shape", {1}}};
+  wrapped["module.hidden.bias"]["shape"] = {255};
+  const KeyCheckResult bad = Check(ckpt, Schema(dir.Write("wrapped.json", wrapped.dump())), false);
+  BOOST_TEST(!bad.ok);
+  BOOST_TEST(bad.stripped_prefix.value_or("") == "module.");
+  BOOST_TEST(bad.missing == Keys{"extra"});
+  BOOST_REQUIRE(bad.mismatched.size() == 1u);
+  BOOST_TEST(bad.mismatched[0].key == "hidden.bias");
+}
+
+BOOST_AUTO_TEST_CASE(data_parallel_prefix_on_the_checkpoint_side) {
+  testing::TempDir dir;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> wrapped;
+  for (const auto& [key, shape] : kMlp) wrapped.emplace_back("module." + key, shape);
+  const Checkpoint ckpt = Load(dir.Write("wrapped.safetensors", Safetensors(wrapped)));
+  const std::vector<ExpectedTensor> schema = Schema(Benign("mlp.schema.json"));
+  const KeyCheckResult r = Check(ckpt, schema, true);
+  BOOST_TEST(r.ok);
+  BOOST_TEST(r.stripped_prefix.value_or("") == "module.");
+
+  std::vector<ExpectedTensor> fewer(schema.begin(), schema.end() - 1);
+  const KeyCheckResult extra = Check(ckpt, fewer, true);
+  BOOST_TEST(!extra.ok);
+  BOOST_TEST(extra.stripped_prefix.value_or("") == "module.");
+  BOOST_TEST(extra.unexpected == Keys{"output.bias"});
+}
+
+BOOST_AUTO_TEST_CASE(a_common_prefix_that_matches_nothing_is_kept) {
+  // Every expected key starts with "encoder." but stripping it matches no
+  // checkpoint key: nothing is stripped, all keys are reported as they are.
+  const Checkpoint ckpt = Load(Benign("mlp.params"));
+  const std::vector<ExpectedTensor> expected = {{"encoder.layer.weight", "float32", {4, 4}},
+                                                {"encoder.layer.bias", "float32", {4}}};
+  const KeyCheckResult r = Check(ckpt, expected, true);
+  BOOST_TEST(!r.ok);
+  BOOST_TEST(!r.stripped_prefix.has_value());
+  BOOST_TEST(r.missing == (Keys{"encoder.layer.weight", "encoder.layer.bias"}));
+  BOOST_TEST(r.unexpected.size() == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(a_reference_checkpoint_is_a_schema) {
+  const Checkpoint ckpt = Load(Benign("mlp.params"));
+  const std::vector<ExpectedTensor> legacy = Schema(Benign("mlp_legacy.pt"));
+  BOOST_TEST(legacy.size() == 4u);
+  BOOST_TEST(Check(ckpt, legacy, true).ok);
+  const std::vector<ExpectedTensor> full = Schema(Benign("mlp_full_checkpoint.pt"), "model");
+  BOOST_TEST(full.size() == 4u);
+  BOOST_TEST(Check(ckpt, full, true).ok);
+  BOOST_TEST(Schema(Benign("mlp_full_checkpoint.pt")).size() == 17u);
+
+  // Decided by content, not name. A safetensors file whose header length
+  // starts with '{' (0x17b = 379 bytes) is tried as JSON, then as a
+  // checkpoint; the reference writer never makes one (it aligns the data to
+  // 8 bytes, so the length is even), and the loader refuses it for that.
+  testing::TempDir dir;
+  const std::string bytes = Safetensors(kMlp, 0x17b);
+  BOOST_REQUIRE(bytes[0] == '{');
+  const Result<std::vector<ExpectedTensor>> sniffed = LoadSchema(dir.Write("schema.json", bytes));
+  BOOST_REQUIRE(!sniffed.has_value());
+  BOOST_TEST(sniffed.error().detail.find("neither a JSON schema (not valid JSON") != std::string::npos,
+             sniffed.error().detail);
+  BOOST_TEST(sniffed.error().detail.find("nor a checkpoint (malformed at byte 387: container anomaly "
+                                         "safetensors.unaligned_data") != std::string::npos,
+             sniffed.error().detail);
+  // An aligned safetensors reference (a .json name does not matter).
+  const std::vector<ExpectedTensor> named_json = Schema(dir.Write("other.json", Safetensors(kMlp)));
+  BOOST_TEST(named_json.size() == 4u);
+  BOOST_TEST(Check(ckpt, named_json, true).ok);
+
+  // A hostile reference is refused as any checkpoint is.
+  Result<std::vector<ExpectedTensor>> hostile =
+      LoadSchema((CorpusDir() / "malicious" / "torch_zip_injected.pt").string());
+  BOOST_REQUIRE(!hostile.has_value());
+  BOOST_TEST(hostile.error().code == ErrorCode::kForbiddenGlobal);
+  BOOST_TEST(hostile.error().detail.find("os.system") != std::string::npos, hostile.error().detail);
+}
+
+struct BadSchema {
+  const char* text;
+  ErrorCode code;
+  const char* detail;  // a substring of the error's detail
+};
+
+const BadSchema kBadSchemas[] = {
+    {"[1, 2]", ErrorCode::kMalformed, "must be an object mapping each key to {\"dtype\", \"shape\"}, got a list"},
+    {R"({"w": [1, 2]})", ErrorCode::kMalformed, "key 'w': expected an object"},
+    {R"({"w": {"dtype": "float32"}})", ErrorCode::kMalformed, "key 'w': no \"shape\""},
+    {R"({"w": {"shape": "1,2"}})", ErrorCode::kMalformed, "key 'w': \"shape\" must be a list of non-negative integers, got a string"},
+    {R"({"w": {"shape": [1, 2.5]}})", ErrorCode::kMalformed, "key 'w': shape[1] must be a non-negative integer, got a float"},
+    {R"({"w": {"shape": [true]}})", ErrorCode::kMalformed, "key 'w': shape[0] must be a non-negative integer, got a boolean"},
+    {R"({"ok": {"shape": [1]}, "w": {"shape": [3, -1]}})", ErrorCode::kMalformed, "key 'w': shape[1] is -1; dimensions must be >= 0"},
+    {R"({"w": {"shape": [18446744073709551615]}})", ErrorCode::kMalformed, "key 'w': shape[0] is too large"},
+    {R"({"w": {"dtype": 5, "shape": [1]}})", ErrorCode::kMalformed, "key 'w': \"dtype\" must be a string"},
+    {R"({"w": {"dtype": "float33", "shape": [1]}})", ErrorCode::kMalformed, "key 'w': unknown dtype 'float33'"},
+    {R"({"w": {"shape": [1]}, "w": {"shape": [2]}})", ErrorCode::kMalformed, "key 'w' appears twice"},
+    {R"({"w": )", ErrorCode::kMalformed, "neither a JSON schema (not valid JSON"},
+};
+
+BOOST_AUTO_TEST_CASE(malformed_schemas_name_the_key) {
+  testing::TempDir dir;
+  for (const BadSchema& c : kBadSchemas) {
+    BOOST_TEST_CONTEXT(c.text) {
+      const Result<std::vector<ExpectedTensor>> r = LoadSchema(dir.Write("bad.json", c.text));
+      BOOST_REQUIRE(!r.has_value());
+      BOOST_TEST(r.error().code == c.code);
+      BOOST_TEST(r.error().detail.find(c.detail) != std::string::npos, r.error().detail);
+    }
+  }
+  // A syntax error is located.
+  const Result<std::vector<ExpectedTensor>> truncated = LoadSchema(dir.Write("bad.json", R"({"w": )"));
+  BOOST_REQUIRE(!truncated.has_value());
+  BOOST_TEST(truncated.error().offset == 6u);
+
+  // A prefix only applies to a reference checkpoint.
+  const Result<std::vector<ExpectedTensor>> prefixed = LoadSchema(Benign("mlp.schema.json"), "model");
+  BOOST_REQUIRE(!prefixed.has_value());
+  BOOST_TEST(prefixed.error().code == ErrorCode::kInvalidArgument);
+
+  const Result<std::vector<ExpectedTensor>> absent = LoadSchema((dir.path / "absent.json").string());
+  BOOST_REQUIRE(!absent.has_value());
+  BOOST_TEST(absent.error().code == ErrorCode::kIo);
+
+  // Duplicate expected keys handed to CheckKeys directly.
+  const Checkpoint ckpt = Load(Benign("mlp.params"));
+  const Result<KeyCheckResult> twice = CheckKeys(ckpt, {{"a", std::nullopt, {1}}, {"a", std::nullopt, {1}}});
+  BOOST_REQUIRE(!twice.has_value());
+  BOOST_TEST(twice.error().code == ErrorCode::kInvalidArgument);
+}
+
+BOOST_AUTO_TEST_CASE(a_huge_schema_file_is_refused_before_it_is_read) {
+  testing::TempDir dir;
+  const std::string path = dir.Write("huge.json", "{\"w\": {\"shape\": [1]}}");
+  std::filesystem::resize_file(path, (64u << 20) + 1);  // sparse: nothing is written
+  const Result<std::vector<ExpectedTensor>> r = LoadSchema(path);
+  BOOST_REQUIRE(!r.has_value());
+  BOOST_TEST(r.error().code == ErrorCode::kLimitExceeded);
+  BOOST_TEST(r.error().detail.find("64 MiB") != std::string::npos, r.error().detail);
+  // At the limit exactly it is read (and fails on the NUL padding, which
+  // nlohmann alone would take for the end of the input).
+  std::filesystem::resize_file(path, 64u << 20);
+  const Result<std::vector<ExpectedTensor>> at_limit = LoadSchema(path);
+  BOOST_REQUIRE(!at_limit.has_value());
+  BOOST_TEST(at_limit.error().code == ErrorCode::kMalformed);
+  BOOST_TEST(at_limit.error().detail.find("a NUL byte") != std::string::npos, at_limit.error().detail);
+}
+
+}  // namespace
+}  // namespace ckptguard::scanner

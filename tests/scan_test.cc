@@ -1,0 +1,286 @@
+// The scanner on the corpus and on hostile files built byte by byte for each
+// class of ../shared/docs/threats.md.
+#define BOOST_TEST_MODULE scan_test
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+#include <nlohmann/json.hpp>
+
+#include "ckptguard/scanner/scan.h"
+#include "print_types.h"
+#include "test_util.h"
+#include "zip_builder.h"
+
+namespace ckptguard::scanner {
+
+std::ostream& boost_test_print_type(std::ostream& os, Verdict v) { return os << VerdictName(v); }
+
+namespace {
+
+namespace bdata = boost::unit_test::data;
+using nlohmann::json;
+using testing::CorpusDir;
+
+std::string Describe(const FileReport& r) {
+  std::string out = r.path + " [" + std::string(VerdictName(r.verdict)) + "]";
+  for (const Finding& f : r.findings) {
+    out += "\n  " + f.rule + " " + std::string(SeverityName(f.severity)) + " @" + std::to_string(f.offset) + " (" +
+           f.entry + ") " + f.global + ": " + f.message;
+  }
+  if (r.error) out += "\n  error: " + r.error->ToString();
+  return out;
+}
+
+FileReport Scan(const std::string& bytes) { return ScanBytes(AsBytes(bytes), "<test>"); }
+
+bool HasRule(const FileReport& r, const std::string& rule, const std::string& global = "") {
+  return std::any_of(r.findings.begin(), r.findings.end(), [&](const Finding& f) {
+    return f.rule == rule && (global.empty() || f.global == global);
+  });
+}
+
+bool NamesGlobal(const FileReport& r, const std::string& global) {
+  return std::any_of(r.findings.begin(), r.findings.end(), [&](const Finding& f) { return f.global == global; });
+}
+
+int Rank(Verdict v) {
+  switch (v) {
+    case Verdict::kSafe: return 0;
+    case Verdict::kSuspicious: return 1;
+    case Verdict::kDangerous: return 2;
+    case Verdict::kError: return 1;
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// The corpus.
+
+struct Labelled {
+  std::string file;
+  std::string verdict;
+  std::vector<std::string> globals;
+};
+std::ostream& operator<<(std::ostream& os, const Labelled& l) { return os << l.file; }
+
+std::vector<Labelled> Manifest() {
+  std::vector<Labelled> out;
+  std::istringstream lines(testing::ReadFile(CorpusDir() / "malicious" / "manifest.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    const json m = json::parse(line);
+    out.push_back({m.at("file"), m.at("verdict"), m.at("globals").get<std::vector<std::string>>()});
+  }
+  return out;
+}
+
+BOOST_DATA_TEST_CASE(hostile_files_get_at_least_their_verdict, bdata::make(Manifest()), l) {
+  const FileReport r = ScanFile((CorpusDir() / "malicious" / l.file).string());
+  const Verdict want = l.verdict == "dangerous" ? Verdict::kDangerous : Verdict::kSuspicious;
+  BOOST_TEST(Rank(r.verdict) >= Rank(want), Describe(r));
+  BOOST_TEST(r.verdict != Verdict::kSafe, Describe(r));
+  bool named = false;
+  for (const std::string& g : l.globals) {
+    const std::string alt = g.starts_with("builtins.") ? "__builtin__." + g.substr(9) : g;
+    named = named || NamesGlobal(r, g) || NamesGlobal(r, alt);
+  }
+  BOOST_TEST(named, Describe(r));
+}
+
+std::vector<std::string> BenignFiles() {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(CorpusDir() / "benign")) {
+    const std::string ext = e.path().extension().string();
+    if (ext != ".json") out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+BOOST_DATA_TEST_CASE(benign_files_are_never_dangerous, bdata::make(BenignFiles()), name) {
+  const FileReport r = ScanFile((CorpusDir() / "benign" / name).string());
+  BOOST_TEST(r.verdict != Verdict::kDangerous, Describe(r));
+  BOOST_TEST(r.verdict != Verdict::kError, Describe(r));
+  // Plain weights are safe; only the pickled module and the TorchScript
+  // archive need code to load.
+  if (name != "whole_module.pt" && name != "mlp_torchscript.pt") {
+    BOOST_TEST(r.verdict == Verdict::kSafe, Describe(r));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(whole_module_is_suspicious_naming_its_classes) {
+  const FileReport r = ScanFile((CorpusDir() / "benign" / "whole_module.pt").string());
+  BOOST_TEST(r.verdict == Verdict::kSuspicious, Describe(r));
+  BOOST_TEST(NamesGlobal(r, "__main__.MLP"), Describe(r));
+  BOOST_TEST(NamesGlobal(r, "torch.nn.modules.linear.Linear"), Describe(r));
+  BOOST_TEST(HasRule(r, "CKG-F050"), Describe(r));
+}
+
+BOOST_AUTO_TEST_CASE(torchscript_code_is_reported) {
+  const FileReport r = ScanFile((CorpusDir() / "benign" / "mlp_torchscript.pt").string());
+  BOOST_TEST(r.verdict == Verdict::kSuspicious, Describe(r));
+  BOOST_TEST(HasRule(r, "CKG-F030"), Describe(r));
+  BOOST_TEST(r.format == "torchscript");
+}
+
+// ---------------------------------------------------------------------------
+// Threat classes built byte by byte.
+
+// P2 is a protocol-2 pickle of `body` (the caller ends it with '.').
+std::string P2(const std::string& body) { return std::string("\x80\x02", 2) + body; }
+std::string U(const std::string& s) {  // SHORT_BINUNICODE
+  return std::string("\x8c", 1) + static_cast<char>(s.size()) + s;
+}
+std::string P4(const std::string& body) { return std::string("\x80\x04", 2) + body; }
+
+BOOST_AUTO_TEST_CASE(names_nobody_listed_are_still_caught) {
+  // A global on neither list is suspicious; with --strict dangerous.
+  const std::string p = P2("cmysterious.module\nrun\n)R.");
+  const FileReport r = Scan(p);
+  BOOST_TEST(r.verdict == Verdict::kSuspicious, Describe(r));
+  BOOST_TEST(HasRule(r, "CKG-P001", "mysterious.module.run"), Describe(r));
+  RuleSet strict = RuleSet::Builtin();
+  strict.SetStrict(true);
+  ScanOptions options;
+  options.rules = &strict;
+  BOOST_TEST(ScanBytes(AsBytes(p), "<test>", options).verdict == Verdict::kDangerous);
+  // An explicit --allow makes it safe.
+  RuleSet allowed = RuleSet::Builtin();
+  allowed.Allow("mysterious.module.run");
+  options.rules = &allowed;
+  BOOST_TEST(ScanBytes(AsBytes(p), "<test>", options).verdict == Verdict::kSafe);
+}
+
+BOOST_AUTO_TEST_CASE(dotted_names_and_submodules) {
+  // Protocol 4: "torch" + "os.system" is os.system.
+  const FileReport a = Scan(P4(U("torch") + U("os.system") + "\x93" + U("id") + "\x85R."));
+  BOOST_TEST(a.verdict == Verdict::kDangerous, Describe(a));
+  const FileReport b = Scan(P4(U("builtins") + U("print.__class__.__base__.__subclasses__") + "\x93)R."));
+  BOOST_TEST(b.verdict == Verdict::kDangerous, Describe(b));
+  const FileReport c = Scan(P2("casyncio.unix_events\n_UnixSelectorEventLoop\n)R."));
+  BOOST_TEST(c.verdict == Verdict::kDangerous, Describe(c));
+  const FileReport d = Scan(P2("c__builtin__\neval\n(Vprint(1)\ntR."));
+  BOOST_TEST(d.verdict == Verdict::kDangerous, Describe(d));
+}
+
+BOOST_AUTO_TEST_CASE(stack_global_through_memo_and_overwrites) {
+  // The strings come from the memo; a slot is overwritten after a benign use.
+  const std::string get01("h\x00h\x01\x93", 5);  // BINGET 0, BINGET 1, STACK_GLOBAL
+  const std::string memo = P4(U("collections") + "\x94" + U("OrderedDict") + "\x94" + get01 + "0" + U("os") +
+                              std::string("q\x00", 2) + U("system") + "q\x01" + get01 + U("id") + "\x85R.");
+  const FileReport r = Scan(memo);
+  BOOST_TEST(r.verdict == Verdict::kDangerous, Describe(r));
+  BOOST_TEST(NamesGlobal(r, "os.system"), Describe(r));
+  // Operands that are not literal strings: the name cannot be known.
+  const FileReport u = Scan(P4(U("os") + "K\x01\x93)R."));
+  BOOST_TEST(HasRule(u, "CKG-F001"), Describe(u));
+  BOOST_TEST(u.verdict == Verdict::kDangerous, Describe(u));
+  // A GET of a key never PUT feeds STACK_GLOBAL.
+  const FileReport g = Scan(P4(U("os") + "h\x07\x93)R."));
+  BOOST_TEST(HasRule(g, "CKG-F001"), Describe(g));
+}
+
+BOOST_AUTO_TEST_CASE(calls_hidden_in_other_opcodes) {
+  // INST, OBJ, NEWOBJ, NEWOBJ_EX each call a class; POP hides the result.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"INST", "(S'id'\nios\nsystem\n0N."},
+      {"OBJ", P2(std::string("(cos\nsystem\nX\x02\x00\x00\x00ido0N.", 23))},
+      {"NEWOBJ", P2("csubprocess\nPopen\n)\x81" "0N.")},
+      {"NEWOBJ_EX", P4(U("subprocess") + U("Popen") + "\x93)}\x92" "0N.")},
+  };
+  for (const auto& [name, bytes] : cases) {
+    BOOST_TEST_CONTEXT(name) {
+      const FileReport r = Scan(bytes);
+      BOOST_TEST(r.verdict == Verdict::kDangerous, Describe(r));
+    }
+  }
+  // REDUCE of a call's result: the target is not a named global.
+  const FileReport chain = Scan(P2("ccollections\nOrderedDict\n)R)R."));
+  BOOST_TEST(HasRule(chain, "CKG-F002"), Describe(chain));
+  // EXT1: a global from the copyreg registry.
+  const FileReport ext = Scan(P2("\x82\x01)R."));
+  BOOST_TEST(HasRule(ext, "CKG-F003"), Describe(ext));
+  BOOST_TEST(ext.verdict == Verdict::kDangerous);
+}
+
+BOOST_AUTO_TEST_CASE(the_scanner_reads_on) {
+  // A benign pickle, then a hostile one in the same stream.
+  const FileReport two = Scan(P2("N.") + P2("cos\nsystem\n(S'id'\ntR."));
+  BOOST_TEST(two.verdict == Verdict::kDangerous, Describe(two));
+  // The payload, then a broken stream: the finding is kept, the break reported.
+  const FileReport broken = Scan(P2("cos\nsystem\n(S'id'\ntR\xff\xff"));
+  BOOST_TEST(broken.verdict == Verdict::kDangerous, Describe(broken));
+  BOOST_TEST(HasRule(broken, "CKG-F020"), Describe(broken));
+  // Truncated after benign content: suspicious, not safe.
+  const FileReport cut = Scan(P2(std::string("]q\x00(K\x01K\x02", 8)));
+  BOOST_TEST(cut.verdict == Verdict::kSuspicious, Describe(cut));
+  // A FRAME that claims more than the stream holds.
+  const FileReport frame = Scan(P4(std::string("\x95\xff\xff\x00\x00\x00\x00\x00\x00", 9) + "N."));
+  BOOST_TEST(frame.verdict != Verdict::kSafe, Describe(frame));
+}
+
+BOOST_AUTO_TEST_CASE(billion_laughs_is_reported) {
+  // Each level a list of 10 references to the previous: 10^9 values from ~60 ops.
+  std::string body("]q\x00", 3);
+  for (int level = 0; level < 9; ++level) {
+    body += "]q" + std::string(1, static_cast<char>(level + 1)) + "(";
+    for (int i = 0; i < 10; ++i) body += "h" + std::string(1, static_cast<char>(level));
+    body += "e";
+  }
+  const FileReport r = Scan(P2(body + "."));
+  BOOST_TEST(HasRule(r, "CKG-F040"), Describe(r));
+  BOOST_TEST(r.verdict == Verdict::kSuspicious, Describe(r));
+}
+
+BOOST_AUTO_TEST_CASE(nested_pickles_in_bytes_are_scanned) {
+  const std::string inner = P2("cos\nsystem\n(S'id'\ntR.");
+  const std::string outer = P2("cpickle\nloads\n(C" + std::string(1, static_cast<char>(inner.size())) + inner + "tR.");
+  const FileReport r = Scan(outer);
+  BOOST_TEST(r.verdict == Verdict::kDangerous, Describe(r));
+  BOOST_TEST(NamesGlobal(r, "os.system"), Describe(r));
+  BOOST_TEST(HasRule(r, "CKG-F060"), Describe(r));
+}
+
+BOOST_AUTO_TEST_CASE(zip_disagreements_and_polyglots) {
+  const std::string payload = P2("cos\nsystem\n(S'id'\ntR.");
+  // A zip whose local header renames data.pkl; torch reads the directory.
+  testing::ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[0].data = payload;
+  zip.items[0].local_name = "archive/data.txt";
+  const FileReport renamed = Scan(zip.Build());
+  BOOST_TEST(renamed.verdict == Verdict::kDangerous, Describe(renamed));
+  BOOST_TEST(HasRule(renamed, "CKG-F010"), Describe(renamed));
+  // A pickle in an entry with an innocent name and no .pkl extension.
+  testing::ZipBuilder hidden{testing::MinimalTorchZip()};
+  hidden.items.push_back(testing::ZipItem{"archive/extra/notes", payload});
+  BOOST_TEST(Scan(hidden.Build()).verdict == Verdict::kDangerous);
+  // Deflated data.pkl.
+  testing::ZipBuilder deflated{testing::MinimalTorchZip()};
+  deflated.items[0].data = payload;
+  deflated.items[0].deflate = true;
+  BOOST_TEST(Scan(deflated.Build()).verdict == Verdict::kDangerous);
+  // A pickle with a benign torch zip appended: torch runs the pickle.
+  const FileReport poly = Scan(payload + testing::BuildZip(testing::MinimalTorchZip()));
+  BOOST_TEST(poly.verdict == Verdict::kDangerous, Describe(poly));
+  // A gzip-wrapped pickle.
+  BOOST_TEST(Scan(testing::Gzip(payload)).verdict == Verdict::kDangerous);
+  // A zip inside a zip.
+  const std::string inner = testing::BuildZip({testing::ZipItem{"archive/data.pkl", payload}});
+  BOOST_TEST(Scan(testing::BuildZip({testing::ZipItem{"bundle/model.pt", inner}})).verdict == Verdict::kDangerous);
+}
+
+BOOST_AUTO_TEST_CASE(not_a_model_file_is_an_error) {
+  const FileReport r = Scan("hello, this is text");
+  BOOST_TEST(r.verdict == Verdict::kError, Describe(r));
+  BOOST_REQUIRE(r.error.has_value());
+  const FileReport missing = ScanFile("/nonexistent/x.pt");
+  BOOST_TEST(missing.verdict == Verdict::kError);
+}
+
+BOOST_AUTO_TEST_CASE(no_payload_ever_ran) {
+  for (const auto& e : std::filesystem::directory_iterator("/tmp")) {
+    BOOST_TEST(!e.path().filename().string().starts_with("ckptguard-pwned-"), e.path());
+  }
+}
+
+}  // namespace
+}  // namespace ckptguard::scanner
