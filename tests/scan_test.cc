@@ -268,6 +268,40 @@ BOOST_AUTO_TEST_CASE(zip_disagreements_and_polyglots) {
   BOOST_TEST(Scan(testing::BuildZip({testing::ZipItem{"bundle/model.pt", inner}})).verdict == Verdict::kDangerous);
 }
 
+BOOST_AUTO_TEST_CASE(tensor_data_that_starts_like_a_pickle_is_not_a_finding) {
+  // One record in ~16,000 of random float data starts with 0x80 0x02..0x05
+  // (PROTO): it is scanned, but its parse error is not a finding.
+  testing::ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[1].data = std::string("\x80\x02\xff\xfe\x01\x02\x03\x04", 8);
+  const FileReport r = Scan(zip.Build());
+  BOOST_TEST(r.verdict == Verdict::kSafe, Describe(r));
+  // The same record holding a complete payload is found.
+  zip.items[1].data = P2("cos\nsystem\n(S'id'\ntR.");
+  zip.items[1].data.resize(8 * ((zip.items[1].data.size() + 7) / 8), '\0');
+  BOOST_TEST(Scan(zip.Build()).verdict == Verdict::kDangerous);
+}
+
+BOOST_AUTO_TEST_CASE(records_that_disagree_with_data_pkl) {
+  // The storage size bug class (a record shorter than data.pkl declares):
+  // the scan checks every persistent id against its record.
+  testing::ZipBuilder short_record{testing::MinimalTorchZip()};
+  short_record.items[1].data = std::string(4, '\x01');
+  const FileReport r = Scan(short_record.Build());
+  BOOST_TEST(r.verdict == Verdict::kSuspicious, Describe(r));
+  BOOST_TEST(std::any_of(r.findings.begin(), r.findings.end(),
+                         [](const Finding& f) {
+                           return f.rule == "CKG-F010" && f.message.starts_with("torch.record_size_mismatch") &&
+                                  f.entry == "archive/data/0";
+                         }),
+             Describe(r));
+  testing::ZipBuilder missing{testing::MinimalTorchZip()};
+  missing.items.erase(missing.items.begin() + 1);
+  const FileReport m = Scan(missing.Build());
+  BOOST_TEST(std::any_of(m.findings.begin(), m.findings.end(),
+                         [](const Finding& f) { return f.message.starts_with("torch.missing_record"); }),
+             Describe(m));
+}
+
 BOOST_AUTO_TEST_CASE(not_a_model_file_is_an_error) {
   const FileReport r = Scan("hello, this is text");
   BOOST_TEST(r.verdict == Verdict::kError, Describe(r));

@@ -125,13 +125,9 @@ class Loader {
     return std::pair<Bytes, bool>(AsBytes(*s_.buffers.back()), true);
   }
 
-  const ContainerEntry* FindEntry(const std::string& name) {
-    if (entry_index_.empty()) {
-      const auto& entries = s_.container.entries;
-      for (size_t i = 0; i < entries.size(); ++i) entry_index_[entries[i].zip.name] = i;  // the later duplicate wins, as in torch
-    }
-    auto it = entry_index_.find(name);
-    return it == entry_index_.end() ? nullptr : &s_.container.entries[it->second];
+  const ContainerEntry* FindEntry(const std::string& name) const {
+    auto it = s_.container.entry_index.find(name);  // the later duplicate, as in torch
+    return it == s_.container.entry_index.end() ? nullptr : &s_.container.entries[it->second];
   }
 
   // --- formats -------------------------------------------------------------
@@ -411,7 +407,6 @@ class Loader {
   Checkpoint::State& s_;
   const LoadOptions& options_;
   std::optional<ZipArchive> zip_;
-  std::unordered_map<std::string, size_t> entry_index_;
 };
 
 // --- walks -----------------------------------------------------------------

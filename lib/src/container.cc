@@ -125,7 +125,7 @@ class Opener {
     if (array->is_object) {
       c.anomalies.push_back({"npy.object_array", array->data_offset, "",
                              "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
-      c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, 0});
+      c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, 0, false});
     }
     c.npy = std::move(*array);
   }
@@ -144,7 +144,7 @@ class Opener {
     if (Result<uint64_t> end = FirstPickleEnd(c.bytes, limits_.pickle)) {
       c.anomalies.push_back({"polyglot.pickle_and_safetensors", 0, "",
                              "the first " + Num(*end) + " bytes also decode as a pickle, which torch.load would run"});
-      c.pickles.push_back(PickleSource{"", c.bytes, 0, 0, false, 0});
+      c.pickles.push_back(PickleSource{"", c.bytes, 0, 0, false, 0, false});
     }
   }
 
@@ -156,7 +156,7 @@ class Opener {
     }
     if (LooksLikeTorchLegacy(bytes, limits_.pickle)) {
       c.format = ContainerFormat::kTorchLegacy;
-      c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 5});
+      c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 5, false});
       Result<LegacyCheckpoint> legacy = ParseTorchLegacy(bytes, limits_.pickle);
       if (!legacy) {
         c.error = legacy.error();
@@ -177,7 +177,7 @@ class Opener {
       return;
     }
     c.format = ContainerFormat::kPickle;
-    c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 0});
+    c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 0, false});
     // Find where the complete pickles end; what follows is trailing data
     // (or another container appended to the pickle).
     PickleDecoder decoder(bytes, limits_.pickle);
@@ -250,6 +250,7 @@ class Opener {
       const ZipEntry& e = zip.entries()[i];
       c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false, std::nullopt});
       last_by_name[e.name] = i;
+      c.entry_index[e.name] = i;
     }
     if (zip.entries().empty()) return;
 
@@ -322,7 +323,7 @@ class Opener {
           const uint64_t base = file_offset.value_or(0);
           c.anomalies.push_back({"npy.object_array", file_offset ? array->data_offset : e.local_header_offset, e.name,
                                  "object dtype: the member's data is a pickle"});
-          c.pickles.push_back(PickleSource{e.name, bytes, array->data_offset - base, file_offset, deflated, 0});
+          c.pickles.push_back(PickleSource{e.name, bytes, array->data_offset - base, file_offset, deflated, 0, false});
           c.entries[i].holds_pickle = true;
         }
         c.npz_members.emplace_back(e.name, std::move(*array));
@@ -335,8 +336,9 @@ class Opener {
         continue;
       }
       const bool proto_start = bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= kHighestProtocol;
-      if (EndsWith(e.name, ".pkl") || EndsWith(e.name, ".debug_pkl") || proto_start) {
-        c.pickles.push_back(PickleSource{e.name, bytes, 0, file_offset, deflated, 0});
+      const bool named = EndsWith(e.name, ".pkl") || EndsWith(e.name, ".debug_pkl");
+      if (named || proto_start) {
+        c.pickles.push_back(PickleSource{e.name, bytes, 0, file_offset, deflated, 0, !named});
         c.entries[i].holds_pickle = true;
         // A pickle is read whole anyway: check its CRC whatever the limit
         // for records says (a changed pickle is the tampering that matters).
@@ -412,31 +414,19 @@ class Opener {
       if (s.entry == root + "data.pkl") data_pkl = &s;
     }
     if (data_pkl == nullptr) return;
-    DecodedStream stream = DecodeStream(data_pkl->data, limits_.pickle, 0, 1);
-    if (stream.error) {
-      c.anomalies.push_back({"pickle.decode_error", data_pkl->file_offset.value_or(0) + stream.error->offset,
-                             data_pkl->entry, stream.error->ToString()});
+    std::optional<Error> decode_error;
+    const std::vector<StorageRef> refs = CollectStorageRefs(data_pkl->data, limits_.pickle, &decode_error);
+    if (decode_error) {
+      c.anomalies.push_back({"pickle.decode_error", data_pkl->file_offset.value_or(0) + decode_error->offset,
+                             data_pkl->entry, decode_error->ToString()});
     }
     std::set<std::string> checked;
-    for (const StorageRef& ref : CollectStorageRefs(stream.ops)) {
+    for (const StorageRef& ref : refs) {
       if (!checked.insert(ref.key).second) continue;
-      const std::string name = root + "data/" + ref.key;
-      const ZipEntry* record = find(name);
-      if (record == nullptr) {
-        c.anomalies.push_back({"torch.missing_record", data_pkl->file_offset.value_or(0) + ref.offset, name,
-                               "data.pkl refers to storage '" + ref.key + "' but the archive has no record for it"});
-        continue;
+      if (std::optional<Anomaly> a = CheckStorageRecord(c, ref, data_pkl->file_offset.value_or(0) + ref.offset)) {
+        c.anomalies.push_back(std::move(*a));
       }
-      std::optional<StorageType> type = ref.module == "torch" ? FindStorageType(ref.storage_type) : std::nullopt;
-      if (!type || ref.numel < 0) continue;  // the loader refuses unknown storage types with their name
-      const uint64_t numel = static_cast<uint64_t>(ref.numel);
-      if (numel > UINT64_MAX / type->elem_size || numel * type->elem_size != record->uncompressed_len) {
-        c.anomalies.push_back({"torch.record_size_mismatch", record->local_header_offset, name,
-                               "record holds " + Num(record->uncompressed_len) + " bytes; data.pkl declares " +
-                                   std::to_string(ref.numel) + " x " + Num(type->elem_size) + " bytes"});
-      }
-    }
-  }
+    }  }
 
   const ContainerLimits& limits_;
 };
@@ -476,6 +466,25 @@ ContainerLimits ContainerLimits::Clamped() const {
   out.max_unwrapped_len = std::min<uint64_t>(max_unwrapped_len, uint64_t{1} << 40);
   out.max_depth = std::min<uint32_t>(max_depth, 16);
   return out;
+}
+
+std::optional<Anomaly> CheckStorageRecord(const Container& c, const StorageRef& ref, uint64_t pid_offset) {
+  const std::string name = c.prefix + "/data/" + ref.key;
+  auto it = c.entry_index.find(name);
+  if (it == c.entry_index.end()) {
+    return Anomaly{"torch.missing_record", pid_offset, name,
+                   "data.pkl refers to storage '" + ref.key + "' but the archive has no record for it"};
+  }
+  const ZipEntry& record = c.entries[it->second].zip;
+  std::optional<StorageType> type = ref.module == "torch" ? FindStorageType(ref.storage_type) : std::nullopt;
+  if (!type || ref.numel < 0) return std::nullopt;
+  const uint64_t numel = static_cast<uint64_t>(ref.numel);
+  if (numel > UINT64_MAX / type->elem_size || numel * type->elem_size != record.uncompressed_len) {
+    return Anomaly{"torch.record_size_mismatch", record.local_header_offset, name,
+                   "record holds " + Num(record.uncompressed_len) + " bytes; data.pkl declares " +
+                       std::to_string(ref.numel) + " x " + Num(type->elem_size) + " bytes"};
+  }
+  return std::nullopt;
 }
 
 void ForEachContainer(const Container& root,

@@ -1,5 +1,7 @@
 #include "ckptguard/storage_refs.h"
 
+#include <deque>
+#include <optional>
 #include <unordered_map>
 
 namespace ckptguard {
@@ -19,6 +21,27 @@ class Walker {
  public:
   std::vector<StorageRef> Run(std::span<const PickleOp> ops) {
     for (const PickleOp& op : ops) Step(op);
+    return std::move(refs_);
+  }
+
+  // RunDecoder walks one pickle straight from a decoder, without keeping its
+  // ops; text the ops own is copied into the walker first.
+  std::vector<StorageRef> RunDecoder(PickleDecoder& decoder, std::optional<Error>* error) {
+    while (!decoder.AtEnd()) {
+      Result<PickleOp> op = decoder.Next();
+      if (!op) {
+        if (error != nullptr) *error = op.error();
+        break;
+      }
+      if (op->code == Opcode::kStop) break;
+      keep_owned_ = true;
+      current_ = &op->arg;
+      Step(*op);
+      current_ = nullptr;
+    }
+    if (error != nullptr && !*error && !decoder.BetweenPickles()) {
+      *error = Error{ErrorCode::kTruncated, decoder.Offset(), "", "pickle exhausted before STOP"};
+    }
     return std::move(refs_);
   }
 
@@ -57,10 +80,21 @@ class Walker {
     items_.insert(items_.end(), ids.begin(), ids.end());
     return t;
   }
-  static std::string MemoKey(const PickleArg& arg) {
-    if (arg.type == PickleArgType::kUInt) return std::to_string(arg.uint_value);
-    if (arg.type == PickleArgType::kInt || arg.type == PickleArgType::kBool) return std::to_string(arg.int_value);
-    return std::string(arg.Data());
+  static uint64_t MemoKey(const PickleArg& arg) {
+    // The decoder refuses negative and oversized memo keys (as CPython).
+    return arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
+  }
+  // Text views the op's data; when the op owns it (and the op will not
+  // outlive this step) a copy is kept.
+  std::string_view Text(std::string_view data) {
+    if (!keep_owned_ || current_ == nullptr || !current_->IsOwned()) return data;
+    owned_.emplace_back(data);
+    return owned_.back();
+  }
+  std::string_view Name(std::string_view name) {
+    if (!keep_owned_) return name;
+    owned_.emplace_back(name);  // GLOBAL's name is always owned by the op
+    return owned_.back();
   }
 
   void Persistent(uint64_t offset, uint32_t id) {
@@ -88,8 +122,8 @@ class Walker {
       case Opcode::kGlobal: {
         Value g;
         g.kind = Value::Kind::kGlobal;
-        g.text = arg.Data();
-        g.name = arg.Name();
+        g.text = Text(arg.Data());
+        g.name = Name(arg.Name());
         Push(g);
         return;
       }
@@ -126,7 +160,7 @@ class Walker {
         if (stack_.size() > StackFloor()) memo_[MemoKey(arg)] = stack_.back();
         return;
       case Opcode::kMemoize:
-        if (stack_.size() > StackFloor()) memo_[std::to_string(memo_.size())] = stack_.back();
+        if (stack_.size() > StackFloor()) memo_[memo_.size()] = stack_.back();
         return;
       case Opcode::kGet:
       case Opcode::kBinGet:
@@ -160,7 +194,7 @@ class Walker {
       case PickleArgType::kBytes: {
         Value s;
         s.kind = Value::Kind::kStr;
-        s.text = arg.Data();
+        s.text = Text(arg.Data());
         Push(s);
         return;
       }
@@ -196,12 +230,20 @@ class Walker {
   std::vector<uint32_t> items_;
   std::vector<uint32_t> stack_;
   std::vector<size_t> marks_;
-  std::unordered_map<std::string, uint32_t> memo_;
+  std::unordered_map<uint64_t, uint32_t> memo_;
   std::vector<StorageRef> refs_;
+  std::deque<std::string> owned_;  // stable addresses for views
+  bool keep_owned_ = false;
+  const PickleArg* current_ = nullptr;
 };
 
 }  // namespace
 
 std::vector<StorageRef> CollectStorageRefs(std::span<const PickleOp> ops) { return Walker().Run(ops); }
+
+std::vector<StorageRef> CollectStorageRefs(Bytes data, const PickleLimits& limits, std::optional<Error>* error) {
+  PickleDecoder decoder(data, limits);
+  return Walker().RunDecoder(decoder, error);
+}
 
 }  // namespace ckptguard

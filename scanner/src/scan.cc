@@ -17,8 +17,8 @@ std::string Num(uint64_t v) { return std::to_string(v); }
 
 // Functions that unpickle the bytes they are given: a bytes literal passed to
 // one of them is scanned as a nested pickle.
-bool IsPickleLoader(const std::string& global) {
-  static const std::set<std::string> kLoaders = {
+bool IsPickleLoader(std::string_view global) {
+  static const std::set<std::string, std::less<>> kLoaders = {
       "pickle.loads",       "_pickle.loads",      "cPickle.loads",         "pickle._loads",
       "dill.loads",         "dill._dill.loads",   "cloudpickle.loads",     "joblib.load",
       "torch.load",         "torch.serialization.load", "torch.storage._load_from_bytes",
@@ -43,8 +43,11 @@ struct Sym {
   } kind = kUnknown;
   bool allowed = false;
   bool truncated = false;  // text was cut at the copy bound
-  std::string text;
+  // The string, bytes or global name: a view of the stream's data, or of a
+  // copy kept in Scanner::texts_ (valid until the pickle ends).
+  std::string_view text;
   std::vector<uint32_t> items;  // tuples (for call arguments)
+  int64_t number = 0;           // kScalar ints that fit in int64
   uint64_t weight = 1;          // values reachable counting repeats (expansion check), saturating
 };
 
@@ -84,10 +87,15 @@ class Scanner {
               Num(code_files) + " files under " + c.prefix + "/code/)",
           entry_name(""), 0, "");
     }
+    const bool torch_archive = c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript;
+    records_ = torch_archive ? &c : nullptr;
+    records_entry_ = entry_name(c.prefix + "/data.pkl");
+    checked_keys_.clear();
     for (const PickleSource& source : c.pickles) {
       const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
       const uint64_t base = source.file_offset.value_or(0) + source.start;
-      ScanStream(data, base, entry_name(source.entry.empty() ? "" : source.entry), source.max_pickles, 0);
+      ScanStream(data, base, entry_name(source.entry.empty() ? "" : source.entry), source.max_pickles, 0,
+                 source.sniffed);
     }
     // Pickles handed to loaders as bytes, breadth first, bounded in depth.
     while (!nested_.empty()) {
@@ -130,14 +138,17 @@ class Scanner {
                          uint64_t offset, Sym& out) {
     const std::string full = module + "." + name;
     out.kind = Sym::kGlobal;
-    out.text = full;
+    out.text = Keep(full);
     if (torchscript_ && (module == "__torch__" || module.starts_with("__torch__.") || module == "torch.jit._pickle")) {
       // TorchScript's own classes and the list/tensor builders of its
       // debug_pkl and constants pickles: covered by the CKG-F030 finding.
       out.allowed = true;
       return;
     }
-    const GlobalClass cls = rules_.ClassifyGlobal(module, name);
+    // A state dict names the same few globals thousands of times.
+    auto cached = classes_.find(full);
+    if (cached == classes_.end()) cached = classes_.emplace(full, rules_.ClassifyGlobal(module, name)).first;
+    const GlobalClass& cls = cached->second;
     if (cls.kind == GlobalClass::kAllowed) {
       out.allowed = true;
       return;
@@ -152,15 +163,21 @@ class Scanner {
 
   // ScanStream runs the pickles of one stream symbolically, one after
   // another until the data ends (or max_pickles are done).
-  void ScanStream(Bytes data, uint64_t base, const std::string& entry, uint32_t max_pickles, uint32_t depth) {
+  // `sniffed`: found by its first bytes only (maybe tensor data): a parse
+  // error is then not a finding, though globals decoded before it are.
+  void ScanStream(Bytes data, uint64_t base, const std::string& entry, uint32_t max_pickles, uint32_t depth,
+                  bool sniffed = false) {
     PickleDecoder decoder(data, options_.container.pickle, base);
     uint32_t done = 0;
     uint64_t ops_in_pickle = 0;
     Reset();
+    // Sized from the stream's length (a value takes a few bytes), capped.
+    values_.reserve(static_cast<size_t>(std::min<uint64_t>({data.size() / 4, uint64_t{1} << 18, options_.max_values})));
     while (!decoder.AtEnd() && (max_pickles == 0 || done < max_pickles)) {
       Result<PickleOp> op = decoder.Next();
       if (!op) {
         const Error& e = op.error();
+        if (sniffed) return;
         Add("CKG-F020", rules_.FixedRule("CKG-F020").severity,
             "the pickle stops parsing (" + e.ToString() + ")" +
                 (ops_in_pickle > 0 || done > 0 ? "; what it decoded before is scanned above" : ""),
@@ -177,7 +194,7 @@ class Scanner {
       }
       Step(*op, entry, depth);
     }
-    if (!decoder.BetweenPickles()) {
+    if (!decoder.BetweenPickles() && !sniffed) {
       // The data ended inside a pickle: CPython raises here, after running
       // everything before.
       Add("CKG-F020", rules_.FixedRule("CKG-F020").severity,
@@ -189,6 +206,7 @@ class Scanner {
 
   void Reset() {
     values_.clear();
+    texts_.clear();
     stack_.clear();
     marks_.clear();
     memo_.clear();
@@ -230,11 +248,19 @@ class Scanner {
   }
   Sym& Val(uint32_t id) { return values_[id]; }
 
-  Sym Text(Sym::Kind kind, std::string_view data) {
+  // Keep copies `text` where it lives as long as the pickle's values.
+  std::string_view Keep(std::string_view text) {
+    texts_.emplace_back(text);
+    return texts_.back();
+  }
+
+  Sym Text(Sym::Kind kind, const PickleArg& arg) {
+    const std::string_view data = arg.Data();
     Sym s;
     s.kind = kind;
     s.truncated = data.size() > kMaxTextCopy;
-    s.text = std::string(data.substr(0, kMaxTextCopy));
+    // Operands that view the stream stay views; converted ones are copied.
+    s.text = arg.IsOwned() ? Keep(data.substr(0, kMaxTextCopy)) : data.substr(0, kMaxTextCopy);
     return s;
   }
 
@@ -267,41 +293,45 @@ class Scanner {
       PushNew(Sym{});
       return;
     }
-    const std::string global = t.text;
-    if (IsPickleLoader(global) && !args.empty() && Val(args[0]).kind == Sym::kBytes && depth < kMaxNestedDepth) {
+    const std::string_view global = t.text;
+    if (!args.empty() && Val(args[0]).kind == Sym::kBytes && depth < kMaxNestedDepth && IsPickleLoader(global)) {
+      const std::string name(global);
       Add("CKG-F060", rules_.FixedRule("CKG-F060").severity,
-          "bytes handed to " + global + " are themselves a pickle; scanned as entry '" + entry + " > " + global +
-              "@" + Num(op.offset) + "'",
-          entry, op.offset, global);
-      nested_.push_back({Val(args[0]).text, entry + " > " + global + "@" + Num(op.offset), depth + 1});
+          "bytes handed to " + name + " are themselves a pickle; scanned as entry '" + entry + " > " + name + "@" +
+              Num(op.offset) + "'",
+          entry, op.offset, name);
+      nested_.push_back({std::string(Val(args[0]).text), entry + " > " + name + "@" + Num(op.offset), depth + 1});
     }
     Sym result;
     if (builds_object && !t.allowed) {
       result.kind = Sym::kObject;
-      result.text = global;
+      result.text = t.text;
+      const std::string name(global);
       Add("CKG-F050", rules_.FixedRule("CKG-F050").severity,
-          "an instance of '" + global + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
-          entry, op.offset, global);
+          "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
+          entry, op.offset, name);
     } else if (global == "_codecs.encode" && args.size() >= 1 && Val(args[0]).kind == Sym::kStr) {
       // How protocol 2 spells bytes: latin1 code points -> bytes.
       result.kind = Sym::kBytes;
-      const std::string& s = Val(args[0]).text;
+      const std::string_view s = Val(args[0]).text;
+      std::string bytes;
       for (size_t i = 0; i < s.size();) {
         const uint8_t c = static_cast<uint8_t>(s[i]);
         if (c < 0x80) {
-          result.text.push_back(static_cast<char>(c));
+          bytes.push_back(static_cast<char>(c));
           ++i;
         } else if ((c & 0xe0) == 0xc0 && i + 1 < s.size()) {
-          result.text.push_back(static_cast<char>(((c & 0x1f) << 6) | (static_cast<uint8_t>(s[i + 1]) & 0x3f)));
+          bytes.push_back(static_cast<char>(((c & 0x1f) << 6) | (static_cast<uint8_t>(s[i + 1]) & 0x3f)));
           i += 2;
         } else {
           result.kind = Sym::kUnknown;
           break;
         }
       }
+      if (result.kind == Sym::kBytes) result.text = Keep(bytes);
     } else {
       result.kind = Sym::kUnknown;
-      result.text = global;
+      result.text = t.text;
     }
     result.weight = WeightOf(args);
     PushNew(std::move(result));
@@ -346,6 +376,8 @@ class Scanner {
       case Opcode::kBinFloat: {
         Sym s;
         s.kind = Sym::kScalar;
+        if (arg.type == PickleArgType::kInt || arg.type == PickleArgType::kBool) s.number = arg.int_value;
+        if (arg.type == PickleArgType::kUInt) s.number = static_cast<int64_t>(arg.uint_value);
         PushNew(std::move(s));
         return;
       }
@@ -358,13 +390,13 @@ class Scanner {
       case Opcode::kBinUnicode8:
         // Python 2 strings become str under torch.load's encoding='utf-8',
         // and STACK_GLOBAL takes either.
-        PushNew(Text(Sym::kStr, arg.Data()));
+        PushNew(Text(Sym::kStr, arg));
         return;
       case Opcode::kBinBytes:
       case Opcode::kShortBinBytes:
       case Opcode::kBinBytes8:
       case Opcode::kByteArray8:
-        PushNew(Text(Sym::kBytes, arg.Data()));
+        PushNew(Text(Sym::kBytes, arg));
         return;
       case Opcode::kEmptyTuple:
       case Opcode::kEmptyList:
@@ -461,7 +493,7 @@ class Scanner {
         Sym s;
         if (Val(name).kind == Sym::kStr && Val(module).kind == Sym::kStr && !Val(name).truncated &&
             !Val(module).truncated) {
-          ClassifyAndReport(Val(module).text, Val(name).text, entry, op.offset, s);
+          ClassifyAndReport(std::string(Val(module).text), std::string(Val(name).text), entry, op.offset, s);
         } else {
           Add("CKG-F001", rules_.FixedRule("CKG-F001").severity,
               "STACK_GLOBAL operands are not two literal strings (a " + KindName(Val(module).kind) + " and a " +
@@ -534,7 +566,7 @@ class Scanner {
         PushNew(Sym{});
         return;
       case Opcode::kBinPersId:
-        Pop();
+        CheckRecord(op, Pop(), entry);
         PushNew(Sym{});
         return;
       case Opcode::kNextBuffer:
@@ -542,6 +574,31 @@ class Scanner {
         PushNew(Sym{});
         return;
     }
+  }
+
+  // CheckRecord checks a torch storage persistent id of data.pkl against its
+  // data/<key> record (the container layer's rule, applied as the scan meets
+  // each id instead of decoding data.pkl a second time).
+  void CheckRecord(const PickleOp& op, uint32_t pid, const std::string& entry) {
+    if (records_ == nullptr || entry != records_entry_) return;
+    const Sym& t = Val(pid);
+    if (t.kind != Sym::kTuple || t.items.size() < 5) return;
+    const Sym& tag = Val(t.items[0]);
+    const Sym& type = Val(t.items[1]);
+    const Sym& key = Val(t.items[2]);
+    const Sym& numel = Val(t.items[4]);
+    if (tag.kind != Sym::kStr || tag.text != "storage" || type.kind != Sym::kGlobal || key.kind != Sym::kStr ||
+        numel.kind != Sym::kScalar || !type.text.starts_with("torch.")) {
+      return;
+    }
+    StorageRef ref;
+    ref.offset = op.offset;
+    ref.module = "torch";
+    ref.storage_type = std::string(type.text.substr(6));
+    ref.key = std::string(key.text);
+    ref.numel = numel.number;
+    if (!checked_keys_.insert(ref.key).second) return;
+    if (std::optional<Anomaly> a = CheckStorageRecord(*records_, ref, op.offset)) AddAnomaly(*a, a->entry);
   }
 
   static std::string KindName(Sym::Kind kind) {
@@ -567,10 +624,15 @@ class Scanner {
   bool overflow_reported_ = false;
   std::set<std::string> seen_;
   std::vector<Sym> values_;
+  std::deque<std::string> texts_;  // copies that Sym::text views
   std::vector<uint32_t> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, uint32_t> memo_;
   std::deque<Nested> nested_;
+  std::unordered_map<std::string, GlobalClass> classes_;
+  const Container* records_ = nullptr;  // the torch archive whose data.pkl is being scanned
+  std::string records_entry_;
+  std::set<std::string> checked_keys_;
 };
 
 }  // namespace
@@ -578,7 +640,7 @@ class Scanner {
 ContainerLimits ScanContainerLimits() {
   ContainerLimits limits;
   limits.zip.max_crc_check_len = 0;  // records are not read; pickle entries are checked as they are read
-  limits.check_torch_records = true;
+  limits.check_torch_records = false;  // the scan checks records at each BINPERSID instead
   return limits;
 }
 

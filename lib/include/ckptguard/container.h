@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "ckptguard/anomaly.h"
@@ -29,6 +30,7 @@
 #include "ckptguard/npy_reader.h"
 #include "ckptguard/pickle_decoder.h"
 #include "ckptguard/safetensors_reader.h"
+#include "ckptguard/storage_refs.h"
 #include "ckptguard/torch_legacy.h"
 #include "ckptguard/zip_reader.h"
 
@@ -83,6 +85,10 @@ struct PickleSource {
   std::optional<uint64_t> file_offset;
   bool deflated = false;
   uint32_t max_pickles = 0;  // 5 for legacy torch (records follow); 0 = until the data ends
+  // Found by content only (an entry whose bytes start with a PROTO opcode but
+  // whose name says nothing): it may be tensor data that happens to start
+  // with those bytes, so a parse error there is not a finding by itself.
+  bool sniffed = false;
 };
 
 // ContainerEntry is one zip entry as `info` shows it.
@@ -112,6 +118,9 @@ struct Container {
   Bytes bytes;                     // the bytes the format was found in
   std::string prefix;              // torch zip/torchscript archive prefix, without the '/'
   std::vector<ContainerEntry> entries;  // zip entries, directory order
+  // Entry name -> index in `entries`; with duplicate names, the later entry
+  // (the one torch reads).
+  std::unordered_map<std::string, size_t> entry_index;
   std::vector<PickleSource> pickles;    // every place holding pickles
   std::optional<LegacyCheckpoint> legacy;
   std::optional<SafetensorsFile> safetensors;
@@ -125,6 +134,13 @@ struct Container {
   // Inflated and unwrapped data that `bytes`, `pickles` and nested containers may view.
   std::vector<std::unique_ptr<std::string>> buffers;
 };
+
+// CheckStorageRecord checks one storage persistent id of a torch archive's
+// data.pkl against its record <prefix>/data/<key>: torch.missing_record when
+// there is none (at `pid_offset`), torch.record_size_mismatch when the record
+// does not hold numel x element-size bytes. nullopt when it is fine or the
+// storage type is unknown (the loader refuses those by name).
+std::optional<Anomaly> CheckStorageRecord(const Container& c, const StorageRef& ref, uint64_t pid_offset);
 
 // ForEachContainer calls `fn` on `root` and then on every nested container,
 // depth first, with the entry names that lead to it joined by " > " ("" for

@@ -89,6 +89,9 @@ class PickleArg {
     owned_ = true;
   }
   void SetName(std::string name) { name_ = std::move(name); }
+  // IsOwned is true when Data() views this PickleArg's own copy (unescaped or
+  // converted text), false when it views the decoder's input.
+  bool IsOwned() const { return owned_; }
 
  private:
   std::string_view view_;

@@ -8,6 +8,7 @@
 #define CKPTGUARD_STORAGE_REFS_H_
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -32,6 +33,12 @@ struct StorageRef {
 // opaque; nothing is called. Persistent ids of another shape are ignored here
 // (the VM refuses them). Linear in the number of ops.
 std::vector<StorageRef> CollectStorageRefs(std::span<const PickleOp> ops);
+
+// CollectStorageRefs (streaming) does the same for the first pickle of
+// `data`, decoding as it goes instead of keeping every op (a state dict of
+// 20,000 tensors is ~700,000 ops). A decode error, or the data ending before
+// STOP, is stored in `error` (the refs before it are returned).
+std::vector<StorageRef> CollectStorageRefs(Bytes data, const PickleLimits& limits, std::optional<Error>* error);
 
 }  // namespace ckptguard
 
