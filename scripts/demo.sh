@@ -11,9 +11,12 @@ cmake --build --preset release -j "$(nproc)" --target ckptguard mlp_forward
 bin=build/release/cli/ckptguard
 samples=()
 for f in examples/*; do
-  case "$f" in *.md | *.cc | *.txt) continue ;; esac
+  case "$f" in *.md | *.cc | *.txt | *.json) continue ;; esac
   samples+=("$f")
 done
+echo "### ckptguard scan examples/ (what loading each file would run; nothing is run)"
+"$bin" scan examples/ || true
+echo
 echo "### ckptguard info examples/* (formats by content, entries, pickles, anomalies)"
 "$bin" info "${samples[@]}"
 for f in "${samples[@]}"; do
@@ -28,6 +31,9 @@ echo "### ckptguard inspect examples/mlp.params (the hardened loader: tensors, d
 echo
 echo "### ckptguard inspect on a hostile sample: refused, naming the global; nothing runs"
 "$bin" inspect examples/os_system_p4.pkl || true
+echo
+echo "### ckptguard check: does mlp.params fit the MLP's expected keys and shapes?"
+"$bin" check examples/mlp.params --expect examples/mlp.schema.json
 echo
 echo "### examples/mlp_forward.cc: load the weights in C++ and run the MLP like torch did"
 build/release/examples/mlp_forward examples/mlp.params examples/mlp_input.pt examples/mlp_output.pt
