@@ -11,6 +11,7 @@
 #include "info_command.h"
 #include "inspect_command.h"
 #include "scan_command.h"
+#include "verify_command.h"
 
 int main(int argc, char** argv) {
   using namespace ckptguard::cli;
@@ -24,6 +25,10 @@ int main(int argc, char** argv) {
   AddInspectCommand(app, inspect_flags);
   DisasmFlags disasm_flags;
   AddDisasmCommand(app, disasm_flags);
+  VerifyFlags verify_flags;
+  AddVerifyCommand(app, verify_flags);
+  LatestFlags latest_flags;
+  AddLatestCommand(app, latest_flags);
   ScanFlags scan_flags;
   AddScanCommand(app, scan_flags);
   CheckFlags check_flags;
@@ -39,6 +44,8 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("inspect")) return RunInspect(inspect_flags);
     if (app.got_subcommand("check")) return RunCheck(check_flags);
     if (app.got_subcommand("scan")) return RunScan(scan_flags);
+    if (app.got_subcommand("verify")) return RunVerify(verify_flags);
+    if (app.got_subcommand("latest")) return RunLatest(latest_flags);
   } catch (const std::bad_alloc&) {
     std::cerr << "ckptguard: out of memory\n";
     return kExitError;
