@@ -11,6 +11,7 @@
 #include "info_command.h"
 #include "inspect_command.h"
 #include "scan_command.h"
+#include "convert_command.h"
 #include "verify_command.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
   AddInspectCommand(app, inspect_flags);
   DisasmFlags disasm_flags;
   AddDisasmCommand(app, disasm_flags);
+  ConvertFlags convert_flags;
+  AddConvertCommand(app, convert_flags);
   VerifyFlags verify_flags;
   AddVerifyCommand(app, verify_flags);
   LatestFlags latest_flags;
@@ -45,6 +48,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("check")) return RunCheck(check_flags);
     if (app.got_subcommand("scan")) return RunScan(scan_flags);
     if (app.got_subcommand("verify")) return RunVerify(verify_flags);
+    if (app.got_subcommand("convert")) return RunConvert(convert_flags);
     if (app.got_subcommand("latest")) return RunLatest(latest_flags);
   } catch (const std::bad_alloc&) {
     std::cerr << "ckptguard: out of memory\n";

@@ -1,0 +1,220 @@
+// `ckptguard convert IN OUT`: .pt/.bin/.ckpt/legacy/npz/safetensors to
+// safetensors or a torch zip, through the hardened loader only.
+#include "convert_command.h"
+
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "ckptguard/checkpoint.h"
+#include "ckptguard/safetensors_writer.h"
+#include "ckptguard/torch_writer.h"
+#include "cli_util.h"
+
+namespace ckptguard::cli {
+namespace {
+
+using nlohmann::json;
+
+// Leaf is a non-tensor value met while walking the part being converted.
+struct Leaf {
+  std::string path;
+  json value;
+};
+
+std::string JoinPath(const std::string& a, const std::string& b) { return a.empty() ? b : a + "." + b; }
+
+std::string KeyText(const ValueArena& values, ValueId id) {
+  const Value& k = values.Get(id);
+  if (k.kind == ValueKind::kStr) return k.text;
+  if (k.kind == ValueKind::kInt) return std::to_string(k.int_value);
+  return "<" + std::string(ValueKindName(k.kind)) + ">";
+}
+
+// NonTensorLeaves lists the plain values (numbers, strings, None...) under
+// `from`, iteratively and bounded, as JSON for __metadata__.
+std::vector<Leaf> NonTensorLeaves(const Checkpoint& ckpt, ValueId from, size_t max_leaves) {
+  std::vector<Leaf> out;
+  std::vector<std::pair<ValueId, std::string>> stack{{from, ""}};
+  size_t visits = 0;
+  while (!stack.empty() && out.size() < max_leaves && ++visits < (size_t{1} << 22)) {
+    auto [id, path] = stack.back();
+    stack.pop_back();
+    const Value& v = ckpt.values().Get(id);
+    switch (v.kind) {
+      case ValueKind::kTensor:
+        break;
+      case ValueKind::kDict:
+        for (size_t i = v.items.size() / 2; i-- > 0;) {
+          stack.emplace_back(v.items[2 * i + 1], JoinPath(path, KeyText(ckpt.values(), v.items[2 * i])));
+        }
+        break;
+      case ValueKind::kList:
+      case ValueKind::kTuple:
+        for (size_t i = v.items.size(); i-- > 0;) stack.emplace_back(v.items[i], JoinPath(path, std::to_string(i)));
+        break;
+      case ValueKind::kNone: out.push_back({path, nullptr}); break;
+      case ValueKind::kBool: out.push_back({path, v.int_value != 0}); break;
+      case ValueKind::kInt: out.push_back({path, v.int_value}); break;
+      case ValueKind::kFloat:
+        out.push_back({path, std::isfinite(v.float_value) ? json(v.float_value) : json(std::to_string(v.float_value))});
+        break;
+      case ValueKind::kStr: out.push_back({path, v.text}); break;
+      default: out.push_back({path, "<" + std::string(ValueKindName(v.kind)) + ">"}); break;
+    }
+  }
+  return out;
+}
+
+std::string Format(const ConvertFlags& flags) {
+  if (!flags.to.empty()) return flags.to;
+  const std::string& out = flags.output;
+  if (out.ends_with(".safetensors")) return "safetensors";
+  for (const char* ext : {".pt", ".pth", ".bin", ".ckpt"}) {
+    if (out.ends_with(ext)) return "pt";
+  }
+  return "";
+}
+
+int Fail(const std::string& path, const std::string& detail) {
+  std::cerr << "ckptguard convert: " << path << ": " << detail << "\n";
+  return kExitError;
+}
+
+int ToSafetensors(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
+  Result<std::vector<NamedTensor>> named = ckpt.NamedTensors(from);
+  if (!named) return Fail(flags.input, named.error().ToString());
+  if (named->empty()) return Fail(flags.input, "no tensors to convert" + (flags.prefix.empty() ? "" : " under '" + flags.prefix + "'"));
+  // Plain values: kept as JSON in __metadata__ only when asked.
+  const std::vector<Leaf> leaves = NonTensorLeaves(ckpt, from, 100'000);
+  std::vector<std::pair<std::string, std::string>> metadata;
+  if (!leaves.empty()) {
+    if (!flags.keep_metadata) {
+      std::string names;
+      for (size_t i = 0; i < leaves.size() && i < 5; ++i) names += (i ? ", " : "") + leaves[i].path;
+      return Fail(flags.input, std::to_string(leaves.size()) + " non-tensor value(s) (" + names +
+                                   (leaves.size() > 5 ? ", ..." : "") +
+                                   ") have no place in safetensors: pass --keep-metadata to store them in "
+                                   "__metadata__ as JSON, or --prefix to convert a state dict only");
+    }
+    json values = json::object();
+    for (const Leaf& l : leaves) values[l.path] = l.value;
+    metadata.emplace_back("ckptguard.values", values.dump());
+  }
+  // A tensor reachable under two keys (tied weights) is written once.
+  std::map<std::tuple<uint32_t, int64_t, std::vector<int64_t>, std::vector<int64_t>, int>, std::string> seen;
+  json aliases = json::object();
+  std::vector<std::vector<uint8_t>> buffers;
+  std::vector<SafetensorsTensorData> tensors;
+  buffers.reserve(named->size());
+  for (const NamedTensor& nt : *named) {
+    const Tensor& t = ckpt.tensors()[nt.tensor];
+    const auto key = std::make_tuple(t.storage, t.storage_offset, t.shape, t.stride, static_cast<int>(t.dtype));
+    if (auto it = seen.find(key); it != seen.end()) {
+      aliases[nt.path] = it->second;
+      continue;
+    }
+    seen.emplace(key, nt.path);
+    Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(nt.tensor);
+    if (!bytes) return Fail(flags.input, nt.path + ": " + bytes.error().ToString());
+    buffers.push_back(std::move(*bytes));
+    tensors.push_back(SafetensorsTensorData{nt.path, t.dtype, t.shape, Bytes(buffers.back().data(), buffers.back().size())});
+  }
+  if (!aliases.empty()) metadata.emplace_back("ckptguard.aliases", aliases.dump());
+  metadata.emplace_back("format", "pt");
+  Status written = WriteSafetensors(flags.output, std::move(tensors), metadata);
+  if (!written) return Fail(flags.output, written.error().ToString());
+  std::cout << flags.output << ": " << buffers.size() << " tensors written as safetensors"
+            << (aliases.empty() ? "" : ", " + std::to_string(aliases.size()) + " shared tensor(s) noted in __metadata__")
+            << (leaves.empty() ? "" : ", " + std::to_string(leaves.size()) + " plain values in __metadata__") << "\n";
+  return kExitOk;
+}
+
+int ToTorch(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
+  Result<SaveTree> tree = SaveTreeFromCheckpoint(ckpt);
+  if (!tree) return Fail(flags.input, tree.error().ToString());
+  if (!flags.prefix.empty()) {
+    // A sub-dict: rebuild the tree as an OrderedDict of its tensors (views
+    // become contiguous copies).
+    Result<std::vector<NamedTensor>> named = ckpt.NamedTensors(from);
+    if (!named) return Fail(flags.input, named.error().ToString());
+    SaveTree sub;
+    std::vector<std::pair<SaveId, SaveId>> items;
+    for (const NamedTensor& nt : *named) {
+      const Tensor& t = ckpt.tensors()[nt.tensor];
+      Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(nt.tensor);
+      if (!bytes) return Fail(flags.input, nt.path + ": " + bytes.error().ToString());
+      const uint32_t storage = sub.AddOwnedStorage(t.dtype, std::string(bytes->begin(), bytes->end()));
+      SaveTensor st;
+      st.dtype = t.dtype;
+      st.shape = t.shape;
+      st.stride.assign(t.shape.size(), 1);
+      for (size_t i = t.shape.size(); i-- > 1;) st.stride[i - 1] = st.stride[i] * std::max<int64_t>(t.shape[i], 1);
+      st.storage = storage;
+      st.parameter = t.parameter;
+      st.requires_grad = t.requires_grad;
+      items.emplace_back(sub.Str(nt.path), sub.Tensor(std::move(st)));
+    }
+    sub.root = sub.OrderedDict(items);
+    tree = std::move(sub);
+  }
+  const std::string stem = std::filesystem::path(flags.output).stem().string();
+  Status written = WriteTorchZip(flags.output, *tree, stem.empty() ? "archive" : stem);
+  if (!written) return Fail(flags.output, written.error().ToString());
+  std::cout << flags.output << ": " << tree->tensors.size() << " tensors written as a torch zip checkpoint\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddConvertCommand(CLI::App& app, ConvertFlags& flags) {
+  CLI::App* cmd = app.add_subcommand("convert", "Convert checkpoints to safetensors or a torch zip, executing nothing");
+  cmd->footer(R"(What it does:
+  Reads IN with the hardened loader (torch zip, legacy torch, safetensors,
+  numpy .npz/.npy, TorchScript weights; nothing is ever executed, and a file
+  that names any global outside the allowlist is refused) and writes OUT as
+  safetensors (OUT ends in .safetensors, or --to safetensors) or as a torch zip
+  checkpoint that torch.load reads (.pt/.pth/.bin/.ckpt, or --to pt).
+
+  safetensors holds only tensors: a tensor reachable under two keys (tied
+  weights) is written once and the other key noted in __metadata__
+  ("ckptguard.aliases"); plain values (epoch, lr, ...) are refused unless
+  --keep-metadata stores them in __metadata__ as JSON ("ckptguard.values");
+  --prefix picks a sub-dict (e.g. the model of a training checkpoint).
+
+  OUT is written atomically (a temporary file in the same folder, fsync,
+  rename) after the written bytes were read back and checked: a failure at any
+  point leaves no OUT, or the previous OUT untouched.
+
+Exit status: 0 written, 2 not written (the error says why).
+
+Examples:
+  ckptguard convert pytorch_model.bin model.safetensors
+  ckptguard convert --prefix model checkpoint.pt model.safetensors
+  ckptguard convert --keep-metadata checkpoint.pt checkpoint.safetensors
+  ckptguard convert model.safetensors model.pt
+)");
+  cmd->add_option("input", flags.input, "Checkpoint to read")->required()->type_name("IN");
+  cmd->add_option("output", flags.output, "File to write")->required()->type_name("OUT");
+  cmd->add_option("--to", flags.to, "Output format, when OUT's extension does not say")
+      ->check(CLI::IsMember({"safetensors", "pt"}));
+  cmd->add_option("--prefix", flags.prefix, "Convert only the sub-dict at this dotted path (e.g. model)");
+  cmd->add_flag("--keep-metadata", flags.keep_metadata,
+                "safetensors: store plain values as JSON in __metadata__ instead of refusing");
+}
+
+int RunConvert(const ConvertFlags& flags) {
+  const std::string format = Format(flags);
+  if (format.empty()) {
+    return Fail(flags.output, "cannot tell the output format from the name: use --to safetensors or --to pt");
+  }
+  Result<Checkpoint> ckpt = LoadCheckpoint(flags.input);
+  if (!ckpt) return Fail(flags.input, ckpt.error().ToString());
+  std::string prefix = flags.prefix;
+  if (prefix.ends_with('.')) prefix.pop_back();
+  const std::optional<ValueId> from = prefix.empty() ? std::optional<ValueId>(ckpt->root()) : ckpt->Find(prefix);
+  if (!from) return Fail(flags.input, "no value at '" + flags.prefix + "'");
+  return format == "safetensors" ? ToSafetensors(*ckpt, *from, flags) : ToTorch(*ckpt, *from, flags);
+}
+
+}  // namespace ckptguard::cli

@@ -1,0 +1,62 @@
+// AtomicFile: write a file whole or not at all.
+//
+// The bytes go to a temporary file in the destination's folder; Commit()
+// fsyncs it, renames it over the destination and fsyncs the folder. A crash
+// or failure at any step leaves either the old file or the new one, never a
+// torn one; a failed or abandoned AtomicFile removes its temporary file.
+#ifndef CKPTGUARD_ATOMIC_FILE_H_
+#define CKPTGUARD_ATOMIC_FILE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "ckptguard/byte_cursor.h"
+#include "ckptguard/error.h"
+
+namespace ckptguard {
+
+class AtomicFile {
+ public:
+  // Create opens a new temporary file ".<name>.tmp-XXXXXX" next to `path`.
+  // Failure: kIo naming the folder and the errno text.
+  static Result<AtomicFile> Create(const std::string& path);
+
+  AtomicFile(AtomicFile&& other) noexcept;
+  AtomicFile& operator=(AtomicFile&& other) noexcept;
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  // The destructor removes the temporary file unless Commit succeeded.
+  ~AtomicFile();
+
+  // Write appends `data` (short writes and EINTR are retried). Failure: kIo
+  // naming the destination and the errno text (e.g. "No space left on device").
+  Status Write(Bytes data);
+  uint64_t size() const { return size_; }
+  const std::string& temp_path() const { return temp_path_; }
+
+  // Commit: fsync the file, close it, rename it over the destination, fsync
+  // the folder. After a failure the destination is unchanged.
+  Status Commit();
+
+ private:
+  AtomicFile() = default;
+  void Abandon();
+  std::string path_;
+  std::string temp_path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  uint32_t writes_ = 0;
+  bool committed_ = false;
+};
+
+// WriteFileAtomically writes `data` to `path` with an AtomicFile.
+Status WriteFileAtomically(const std::string& path, Bytes data);
+
+// Test-only failure injection: make one step of every AtomicFile fail with
+// `errno_value` (kWrite: the `nth` write, counting from 1). kNone turns it off.
+enum class AtomicFileStep : uint8_t { kNone, kCreate, kWrite, kFsync, kRename, kFsyncDir };
+void SetAtomicFileFailureForTesting(AtomicFileStep step, int errno_value, uint32_t nth = 1);
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_ATOMIC_FILE_H_

@@ -1,0 +1,137 @@
+#include "ckptguard/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+namespace ckptguard {
+namespace {
+
+std::atomic<AtomicFileStep> g_fail_step{AtomicFileStep::kNone};
+std::atomic<int> g_fail_errno{0};
+std::atomic<uint32_t> g_fail_nth{1};
+
+// Injected returns the errno to fail `step` with, or 0.
+int Injected(AtomicFileStep step, uint32_t nth = 1) {
+  if (g_fail_step.load() != step) return 0;
+  if (step == AtomicFileStep::kWrite && nth != g_fail_nth.load()) return 0;
+  return g_fail_errno.load();
+}
+
+std::unexpected<Error> IoError(const std::string& path, const std::string& what, int err) {
+  return MakeError(ErrorCode::kIo, 0, what + ": " + std::strerror(err), path);
+}
+
+std::string FolderOf(const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  return parent.empty() ? std::string(".") : parent.string();
+}
+
+}  // namespace
+
+void SetAtomicFileFailureForTesting(AtomicFileStep step, int errno_value, uint32_t nth) {
+  g_fail_errno = errno_value;
+  g_fail_nth = nth;
+  g_fail_step = step;
+}
+
+Result<AtomicFile> AtomicFile::Create(const std::string& path) {
+  if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, 0, "empty output path");
+  const std::filesystem::path p(path);
+  std::string templ = (std::filesystem::path(FolderOf(path)) / ("." + p.filename().string() + ".tmp-XXXXXX")).string();
+  if (int err = Injected(AtomicFileStep::kCreate)) return IoError(path, "cannot create a temporary file", err);
+  const int fd = ::mkostemp(templ.data(), O_CLOEXEC);
+  if (fd < 0) return IoError(path, "cannot create a temporary file in " + FolderOf(path), errno);
+  // mkstemp makes 0600; a checkpoint is an ordinary file: 0666 & ~umask.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);
+  AtomicFile out;
+  out.path_ = path;
+  out.temp_path_ = templ;
+  out.fd_ = fd;
+  return out;
+}
+
+AtomicFile::AtomicFile(AtomicFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      temp_path_(std::move(other.temp_path_)),
+      fd_(std::exchange(other.fd_, -1)),
+      size_(other.size_),
+      writes_(other.writes_),
+      committed_(std::exchange(other.committed_, true)) {}
+
+AtomicFile& AtomicFile::operator=(AtomicFile&& other) noexcept {
+  if (this != &other) {
+    Abandon();
+    path_ = std::move(other.path_);
+    temp_path_ = std::move(other.temp_path_);
+    fd_ = std::exchange(other.fd_, -1);
+    size_ = other.size_;
+    writes_ = other.writes_;
+    committed_ = std::exchange(other.committed_, true);
+  }
+  return *this;
+}
+
+AtomicFile::~AtomicFile() { Abandon(); }
+
+void AtomicFile::Abandon() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!committed_ && !temp_path_.empty()) ::unlink(temp_path_.c_str());
+  committed_ = true;
+}
+
+Status AtomicFile::Write(Bytes data) {
+  if (fd_ < 0) return MakeError(ErrorCode::kInvalidArgument, 0, "write after commit or failure", path_);
+  ++writes_;
+  if (int err = Injected(AtomicFileStep::kWrite, writes_)) return IoError(path_, "cannot write", err);
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd_, data.data() + done, std::min<size_t>(data.size() - done, size_t{1} << 30));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return IoError(path_, "cannot write", errno);
+    if (n == 0) return IoError(path_, "cannot write", EIO);
+    done += static_cast<size_t>(n);
+  }
+  size_ += data.size();
+  return OkStatus();
+}
+
+Status AtomicFile::Commit() {
+  if (fd_ < 0) return MakeError(ErrorCode::kInvalidArgument, 0, "commit after commit or failure", path_);
+  int err = Injected(AtomicFileStep::kFsync);
+  if (err == 0 && ::fsync(fd_) != 0) err = errno;
+  if (err != 0) return IoError(path_, "cannot flush to disk", err);
+  const int fd = std::exchange(fd_, -1);
+  if (::close(fd) != 0) return IoError(path_, "cannot close", errno);
+  err = Injected(AtomicFileStep::kRename);
+  if (err == 0 && ::rename(temp_path_.c_str(), path_.c_str()) != 0) err = errno;
+  if (err != 0) return IoError(path_, "cannot rename the finished file into place", err);
+  committed_ = true;  // the new file is in place; only its folder entry may still be unsynced
+  err = Injected(AtomicFileStep::kFsyncDir);
+  const int dir = err == 0 ? ::open(FolderOf(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+  if (err == 0 && dir < 0) err = errno;
+  if (err == 0 && ::fsync(dir) != 0) err = errno;
+  if (dir >= 0) ::close(dir);
+  if (err != 0) return IoError(path_, "written, but the folder could not be flushed to disk", err);
+  return OkStatus();
+}
+
+Status WriteFileAtomically(const std::string& path, Bytes data) {
+  CKG_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
+  CKG_TRY(file.Write(data));
+  return file.Commit();
+}
+
+}  // namespace ckptguard
