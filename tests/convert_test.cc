@@ -272,6 +272,40 @@ BOOST_AUTO_TEST_CASE(converted_full_checkpoint_loads_in_torch) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_model_rebuilt_from_written_weights_gives_torchs_output_bit_for_bit) {
+  // The seed's check: the state dict written by ckptguard (through safetensors
+  // and back to a torch zip), loaded into the MLP class by torch, gives
+  // exactly the output torch recorded for the original weights.
+  TempDir dir;
+  const std::string st = (dir.path / "mlp.safetensors").string();
+  const std::string pt = (dir.path / "mlp.pt").string();
+  BOOST_REQUIRE(Convert(ShellQuote((CorpusDir() / "benign" / "mlp.params").string()) + " " + ShellQuote(st)).exit_code == 0);
+  BOOST_REQUIRE(Convert(ShellQuote(st) + " " + ShellQuote(pt)).exit_code == 0);
+  const std::string script = dir.Write("mlp.py",
+      "import sys, torch\n"
+      "from torch import nn\n"
+      "from torch.nn import functional as F\n"
+      "class MLP(nn.Module):\n"
+      "    def __init__(self):\n"
+      "        super().__init__()\n"
+      "        self.hidden = nn.Linear(20, 256)\n"
+      "        self.output = nn.Linear(256, 10)\n"
+      "    def forward(self, x):\n"
+      "        return self.output(F.relu(self.hidden(x)))\n"
+      "net = MLP()\n"
+      "net.load_state_dict(torch.load(sys.argv[1], weights_only=True))\n"
+      "x = torch.load(sys.argv[2], weights_only=True)\n"
+      "y = torch.load(sys.argv[3], weights_only=True)\n"
+      "with torch.no_grad():\n"
+      "    out = net(x)\n"
+      "print('identical' if torch.equal(out, y) else 'different', float((out - y).abs().max()))\n");
+  const auto r = testing::Run(ShellQuote(CKPTGUARD_PYTHON) + " " + ShellQuote(script) + " " + ShellQuote(pt) + " " +
+                              ShellQuote((CorpusDir() / "benign" / "mlp_input.pt").string()) + " " +
+                              ShellQuote((CorpusDir() / "benign" / "mlp_output.pt").string()) + " 2>&1");
+  BOOST_TEST(r.exit_code == 0, r.out);
+  BOOST_TEST(r.out.starts_with("identical"), r.out);
+}
+
 BOOST_AUTO_TEST_CASE(kill_9_during_a_conversion_never_leaves_a_wrong_file) {
   TempDir dir;
   // A checkpoint big enough that writing it takes a while: made by torch.
