@@ -35,5 +35,12 @@ echo
 echo "### ckptguard check: does mlp.params fit the MLP's expected keys and shapes?"
 "$bin" check examples/mlp.params --expect examples/mlp.schema.json
 echo
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+echo "### ckptguard convert + verify: mlp.params to safetensors and back, checked"
+"$bin" convert examples/mlp.params "$out/mlp.safetensors"
+"$bin" convert "$out/mlp.safetensors" "$out/mlp.pt"
+"$bin" verify "$out/mlp.safetensors" "$out/mlp.pt"
+echo
 echo "### examples/mlp_forward.cc: load the weights in C++ and run the MLP like torch did"
 build/release/examples/mlp_forward examples/mlp.params examples/mlp_input.pt examples/mlp_output.pt
