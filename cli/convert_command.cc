@@ -131,7 +131,9 @@ int ToSafetensors(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flag
 }
 
 int ToTorch(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
-  Result<SaveTree> tree = SaveTreeFromCheckpoint(ckpt);
+  // The whole file keeps its structure, sharing and views; a sub-dict is
+  // rebuilt from its tensors alone (so values elsewhere cannot stop it).
+  Result<SaveTree> tree = flags.prefix.empty() ? SaveTreeFromCheckpoint(ckpt) : Result<SaveTree>(SaveTree());
   if (!tree) return Fail(flags.input, tree.error().ToString());
   if (!flags.prefix.empty()) {
     // A sub-dict: rebuild the tree as an OrderedDict of its tensors (views

@@ -6,13 +6,10 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <array>
 #include <bit>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <new>
-#include <optional>
 #include <string_view>
 #include <unordered_map>
 
