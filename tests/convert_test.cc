@@ -267,7 +267,8 @@ BOOST_AUTO_TEST_CASE(converted_full_checkpoint_loads_in_torch) {
                               ShellQuote(std::string(CKPTGUARD_SOURCE_DIR) + "/tests/interop/describe_with_torch.py") +
                               " " + ShellQuote(pt) + " 2>&1");
   BOOST_REQUIRE_MESSAGE(w.exit_code == 0, w.out);
-  for (const auto& [k, v] : json::parse(w.out).at("tensors").items()) {
+  const json model_view = json::parse(w.out);  // a named value: items() views it
+  for (const auto& [k, v] : model_view.at("tensors").items()) {
     BOOST_TEST(v.at("sha256") == expect.at("tensors").at("model." + k).at("sha256"), k);
   }
 }
