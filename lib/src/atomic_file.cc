@@ -4,11 +4,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/random.h>
+
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
 #include <utility>
 
 namespace ckptguard {
@@ -44,20 +50,38 @@ void SetAtomicFileFailureForTesting(AtomicFileStep step, int errno_value, uint32
 
 Result<AtomicFile> AtomicFile::Create(const std::string& path) {
   if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, 0, "empty output path");
-  const std::filesystem::path p(path);
-  std::string templ = (std::filesystem::path(FolderOf(path)) / ("." + p.filename().string() + ".tmp-XXXXXX")).string();
-  if (int err = Injected(AtomicFileStep::kCreate)) return IoError(path, "cannot create a temporary file", err);
-  const int fd = ::mkostemp(templ.data(), O_CLOEXEC);
-  if (fd < 0) return IoError(path, "cannot create a temporary file in " + FolderOf(path), errno);
-  // mkstemp makes 0600; a checkpoint is an ordinary file: 0666 & ~umask.
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
-  ::fchmod(fd, 0666 & ~mask);
-  AtomicFile out;
-  out.path_ = path;
-  out.temp_path_ = templ;
-  out.fd_ = fd;
-  return out;
+  const std::string folder = FolderOf(path);
+  const std::string prefix =
+      (std::filesystem::path(folder) / ("." + std::filesystem::path(path).filename().string() + ".tmp-")).string();
+  if (int err = Injected(AtomicFileStep::kCreate)) return IoError(path, "cannot create a temporary file in " + folder, err);
+  // open(O_CREAT | O_EXCL, 0666) rather than mkstemp: mkstemp makes 0600, and
+  // fixing that up needs the umask, which only umask() (process-wide, racy
+  // with other threads) can read. Here the kernel applies the umask itself.
+  static constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::array<uint8_t, 6> random{};
+    if (::getrandom(random.data(), random.size(), 0) != static_cast<ssize_t>(random.size())) {
+      // No getrandom (old kernel, seccomp): names need only be unlikely to
+      // collide, O_EXCL does the rest. std::random_device could throw.
+      static std::atomic<uint64_t> counter{0};
+      const uint64_t fallback =
+          (static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull) ^
+          (static_cast<uint64_t>(::getpid()) << 20) ^ counter.fetch_add(1);
+      for (size_t i = 0; i < random.size(); ++i) random[i] = static_cast<uint8_t>(fallback >> (8 * i));
+    }
+    std::string temp = prefix;
+    for (uint8_t r : random) temp.push_back(kAlphabet[r % kAlphabet.size()]);
+    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == EINTR) continue;
+    if (fd < 0 && errno == EEXIST) continue;
+    if (fd < 0) return IoError(path, "cannot create a temporary file in " + folder, errno);
+    AtomicFile out;
+    out.path_ = path;
+    out.temp_path_ = std::move(temp);
+    out.fd_ = fd;
+    return out;
+  }
+  return IoError(path, "cannot create a temporary file in " + folder, EEXIST);
 }
 
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept
@@ -95,13 +119,21 @@ void AtomicFile::Abandon() {
 Status AtomicFile::Write(Bytes data) {
   if (fd_ < 0) return MakeError(ErrorCode::kInvalidArgument, 0, "write after commit or failure", path_);
   ++writes_;
-  if (int err = Injected(AtomicFileStep::kWrite, writes_)) return IoError(path_, "cannot write", err);
+  // A failed write leaves a file of unknown content: drop it, so that a later
+  // Commit fails instead of publishing it.
+  if (int err = Injected(AtomicFileStep::kWrite, writes_)) {
+    Abandon();
+    return IoError(path_, "cannot write", err);
+  }
   size_t done = 0;
   while (done < data.size()) {
     const ssize_t n = ::write(fd_, data.data() + done, std::min<size_t>(data.size() - done, size_t{1} << 30));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return IoError(path_, "cannot write", errno);
-    if (n == 0) return IoError(path_, "cannot write", EIO);
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      Abandon();
+      return IoError(path_, "cannot write", err);
+    }
     done += static_cast<size_t>(n);
   }
   size_ += data.size();
@@ -112,12 +144,24 @@ Status AtomicFile::Commit() {
   if (fd_ < 0) return MakeError(ErrorCode::kInvalidArgument, 0, "commit after commit or failure", path_);
   int err = Injected(AtomicFileStep::kFsync);
   if (err == 0 && ::fsync(fd_) != 0) err = errno;
-  if (err != 0) return IoError(path_, "cannot flush to disk", err);
+  // After a failed fsync the page cache may already have dropped the dirty
+  // pages (retrying can "succeed" on lost data): give the file up.
+  if (err != 0) {
+    Abandon();
+    return IoError(path_, "cannot flush to disk", err);
+  }
   const int fd = std::exchange(fd_, -1);
-  if (::close(fd) != 0) return IoError(path_, "cannot close", errno);
+  if (::close(fd) != 0) {
+    err = errno;
+    Abandon();
+    return IoError(path_, "cannot close", err);
+  }
   err = Injected(AtomicFileStep::kRename);
   if (err == 0 && ::rename(temp_path_.c_str(), path_.c_str()) != 0) err = errno;
-  if (err != 0) return IoError(path_, "cannot rename the finished file into place", err);
+  if (err != 0) {
+    Abandon();
+    return IoError(path_, "cannot rename the finished file into place", err);
+  }
   committed_ = true;  // the new file is in place; only its folder entry may still be unsynced
   err = Injected(AtomicFileStep::kFsyncDir);
   const int dir = err == 0 ? ::open(FolderOf(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;

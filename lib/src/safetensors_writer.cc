@@ -4,7 +4,9 @@
 #include <array>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <string_view>
 
 #include "ckptguard/atomic_file.h"
 #include "ckptguard/mapped_file.h"
@@ -14,14 +16,19 @@
 namespace ckptguard {
 namespace {
 
-// The reference's Dtype enum, in declaration order (its sort key).
+// The reference's Dtype enum (safetensors/src/tensor.rs, "MUST be in
+// increasing alignment order") in declaration order, which is its derived Ord
+// and so the sort key of its serializer: BOOL, F4, F6_E2M3, F6_E3M2, U8, I8,
+// F8_E5M2, F8_E4M3, F8_E8M0, I16, U16, F16, BF16, I32, U32, F32, C64, F64,
+// I64, U64 (the sub-byte and E8M0 types have no DType here; leaving them out
+// keeps the relative order of the rest).
 constexpr std::array<std::pair<DType, std::string_view>, 16> kNames = {{
     {DType::kBool, "BOOL"},        {DType::kUInt8, "U8"},       {DType::kInt8, "I8"},
     {DType::kFloat8E5M2, "F8_E5M2"}, {DType::kFloat8E4M3FN, "F8_E4M3"}, {DType::kInt16, "I16"},
     {DType::kUInt16, "U16"},       {DType::kFloat16, "F16"},    {DType::kBFloat16, "BF16"},
     {DType::kInt32, "I32"},        {DType::kUInt32, "U32"},     {DType::kFloat32, "F32"},
-    {DType::kFloat64, "F64"},      {DType::kInt64, "I64"},      {DType::kUInt64, "U64"},
-    {DType::kComplex64, "C64"},
+    {DType::kComplex64, "C64"},    {DType::kFloat64, "F64"},    {DType::kInt64, "I64"},
+    {DType::kUInt64, "U64"},
 }};
 
 int Rank(DType dtype) {
@@ -66,7 +73,17 @@ Result<std::string> SafetensorsHeader(std::vector<SafetensorsTensorData>& tensor
                            std::to_string(numel) + " elements of " + std::string(DTypeName(t.dtype)));
     }
   }
-  // The reference (safetensors' serialize) writes larger dtypes first, then by name.
+  std::set<std::string_view> keys;
+  for (const auto& [k, v] : metadata) {
+    if (py::Utf8Error(k, false) || py::Utf8Error(v, false)) {
+      return MakeError(ErrorCode::kInvalidArgument, 0, "metadata entry '" + k + "' is not valid UTF-8");
+    }
+    if (!keys.insert(k).second) {
+      return MakeError(ErrorCode::kInvalidArgument, 0, "two metadata entries named '" + k + "'");
+    }
+  }
+  // The reference (safetensors' prepare()) sorts by dtype, descending in the
+  // enum order above (larger alignment first), then by name (byte order).
   std::sort(tensors.begin(), tensors.end(), [](const SafetensorsTensorData& a, const SafetensorsTensorData& b) {
     const int ra = Rank(a.dtype), rb = Rank(b.dtype);
     return ra != rb ? ra > rb : a.name < b.name;
@@ -92,14 +109,16 @@ Result<std::string> SafetensorsHeader(std::vector<SafetensorsTensorData>& tensor
   return out + text;
 }
 
+Result<std::string> SafetensorsBytes(std::vector<SafetensorsTensorData> tensors,
+                                     const std::vector<std::pair<std::string, std::string>>& metadata) {
+  CKG_ASSIGN_OR_RETURN(std::string out, SafetensorsHeader(tensors, metadata));
+  for (const SafetensorsTensorData& t : tensors) out.append(AsStringView(t.data));
+  return out;
+}
+
 Status WriteSafetensors(const std::string& path, std::vector<SafetensorsTensorData> tensors,
                         const std::vector<std::pair<std::string, std::string>>& metadata) {
-  std::string header;
-  try {
-    CKG_ASSIGN_OR_RETURN(header, SafetensorsHeader(tensors, metadata));
-  } catch (const nlohmann::json::exception& e) {
-    return MakeError(ErrorCode::kInvalidArgument, 0, std::string("metadata is not valid UTF-8: ") + e.what(), path);
-  }
+  CKG_ASSIGN_OR_RETURN(const std::string header, SafetensorsHeader(tensors, metadata));
   CKG_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
   CKG_TRY(file.Write(AsBytes(header)));
   for (const SafetensorsTensorData& t : tensors) CKG_TRY(file.Write(t.data));

@@ -17,8 +17,10 @@ namespace ckptguard {
 
 class AtomicFile {
  public:
-  // Create opens a new temporary file ".<name>.tmp-XXXXXX" next to `path`.
-  // Failure: kIo naming the folder and the errno text.
+  // Create opens a new temporary file ".<name>.tmp-XXXXXX" next to `path`
+  // (O_EXCL, O_CLOEXEC, mode 0666 minus the umask, as any new file). Failure:
+  // kInvalidArgument for an empty path, kIo naming `path`, the folder and the
+  // errno text.
   static Result<AtomicFile> Create(const std::string& path);
 
   AtomicFile(AtomicFile&& other) noexcept;
@@ -29,13 +31,18 @@ class AtomicFile {
   ~AtomicFile();
 
   // Write appends `data` (short writes and EINTR are retried). Failure: kIo
-  // naming the destination and the errno text (e.g. "No space left on device").
+  // naming the destination and the errno text (e.g. "No space left on device");
+  // the temporary file is then removed and a later Commit fails.
   Status Write(Bytes data);
   uint64_t size() const { return size_; }
   const std::string& temp_path() const { return temp_path_; }
 
   // Commit: fsync the file, close it, rename it over the destination, fsync
-  // the folder. After a failure the destination is unchanged.
+  // the folder. A failure before the rename (fsync, close, rename) leaves the
+  // destination unchanged and removes the temporary file. A failure of the
+  // folder fsync comes after the rename: the new file is in place (it is
+  // complete and flushed; only the durability of the rename is unknown), and
+  // the error says so. Commit works once; any call after a failure fails.
   Status Commit();
 
  private:
@@ -52,8 +59,11 @@ class AtomicFile {
 // WriteFileAtomically writes `data` to `path` with an AtomicFile.
 Status WriteFileAtomically(const std::string& path, Bytes data);
 
-// Test-only failure injection: make one step of every AtomicFile fail with
-// `errno_value` (kWrite: the `nth` write, counting from 1). kNone turns it off.
+// SetAtomicFileFailureForTesting is for tests only: it makes one step of
+// every AtomicFile in the process fail with `errno_value` (kWrite: the `nth`
+// Write call of each file, counting from 1), without touching the disk for
+// that step. kNone turns injection off. Not thread-safe with respect to the
+// AtomicFiles it affects; never call it outside tests.
 enum class AtomicFileStep : uint8_t { kNone, kCreate, kWrite, kFsync, kRename, kFsyncDir };
 void SetAtomicFileFailureForTesting(AtomicFileStep step, int errno_value, uint32_t nth = 1);
 

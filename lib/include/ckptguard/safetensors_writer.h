@@ -8,7 +8,9 @@
 #ifndef CKPTGUARD_SAFETENSORS_WRITER_H_
 #define CKPTGUARD_SAFETENSORS_WRITER_H_
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -31,14 +33,25 @@ std::optional<std::string_view> SafetensorsDTypeName(DType dtype);
 
 // SafetensorsHeader builds the header (length prefix included) and orders
 // `tensors` as they must be written. Failure: kInvalidArgument naming the
-// tensor (size mismatch, duplicate or bad name), kUnsupportedFormat for a
-// dtype safetensors cannot hold.
+// tensor (size mismatch, bad shape, duplicate or bad name) or the metadata
+// entry (invalid UTF-8, duplicate key), kUnsupportedFormat naming the tensor
+// for a dtype safetensors cannot hold.
 Result<std::string> SafetensorsHeader(std::vector<SafetensorsTensorData>& tensors,
                                       const std::vector<std::pair<std::string, std::string>>& metadata);
 
+// SafetensorsBytes is the whole file in memory: SafetensorsHeader, then each
+// tensor's data in that order (byte-identical to the reference's serialize()
+// for the same tensors and at most one metadata entry; with more, the
+// reference's HashMap order is unspecified and ours is `metadata` order).
+Result<std::string> SafetensorsBytes(std::vector<SafetensorsTensorData> tensors,
+                                     const std::vector<std::pair<std::string, std::string>>& metadata = {});
+
 // WriteSafetensors writes the file atomically (AtomicFile): header, then each
 // tensor's data; before the rename, the written file is parsed back with the
-// strict reader (ParseSafetensors) and each tensor's bytes compared.
+// strict reader (ParseSafetensors, over a fresh read-only mapping of the
+// temporary file) and each tensor's name and bytes compared, so a file that
+// does not read back never replaces anything. Streams: no whole-file buffer.
+// Errors as SafetensorsHeader and AtomicFile.
 Status WriteSafetensors(const std::string& path, std::vector<SafetensorsTensorData> tensors,
                         const std::vector<std::pair<std::string, std::string>>& metadata = {});
 
