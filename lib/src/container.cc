@@ -234,6 +234,19 @@ class Opener {
     return std::pair<Bytes, bool>{AsBytes(*c.buffers.back()), true};
   }
 
+  // CheckCrc checks entry i's CRC-32 over its (inflated) bytes, recording
+  // the result and a zip.crc_mismatch anomaly at `data_offset`.
+  static void CheckCrc(Container& c, size_t i, Bytes bytes, uint64_t data_offset) {
+    const ZipEntry& e = c.entries[i].zip;
+    const uint32_t crc = ZipCrc32(bytes);
+    c.entries[i].crc_ok = crc == e.crc32;
+    if (crc != e.crc32) {
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), "CRC-32 is %08x, the directory says %08x", crc, e.crc32);
+      c.anomalies.push_back({"zip.crc_mismatch", data_offset, e.name, std::string(buf) + " (torch does not check CRCs)"});
+    }
+  }
+
   void OpenZip(Container& c, uint32_t depth) {
     c.format = ContainerFormat::kZip;
     Result<ZipArchive> opened = ZipArchive::Open(c.bytes, limits_.zip);
@@ -294,14 +307,7 @@ class Opener {
       if (deflated) {
         c.entries[i].inflated = bytes;
         if (e.uncompressed_len <= limits_.zip.max_crc_check_len) {
-          const uint32_t crc = ZipCrc32(bytes);
-          c.entries[i].crc_ok = crc == e.crc32;
-          if (crc != e.crc32) {
-            char buf[64];
-            std::snprintf(buf, sizeof(buf), "CRC-32 is %08x, the directory says %08x", crc, e.crc32);
-            c.anomalies.push_back({"zip.crc_mismatch", *statuses[i].data_offset, e.name,
-                                   std::string(buf) + " (torch does not check CRCs)"});
-          }
+          CheckCrc(c, i, bytes, *statuses[i].data_offset);
         }
       }
       const std::optional<uint64_t> file_offset =
@@ -343,14 +349,7 @@ class Opener {
         // A pickle is read whole anyway: check its CRC whatever the limit
         // for records says (a changed pickle is the tampering that matters).
         if (!c.entries[i].crc_ok && (e.flags & 0x1) == 0) {
-          const uint32_t crc = ZipCrc32(bytes);
-          c.entries[i].crc_ok = crc == e.crc32;
-          if (crc != e.crc32) {
-            char buf[64];
-            std::snprintf(buf, sizeof(buf), "CRC-32 is %08x, the directory says %08x", crc, e.crc32);
-            c.anomalies.push_back({"zip.crc_mismatch", *statuses[i].data_offset, e.name,
-                                   std::string(buf) + " (torch does not check CRCs)"});
-          }
+          CheckCrc(c, i, bytes, *statuses[i].data_offset);
         }
       }
     }
