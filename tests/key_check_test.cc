@@ -8,6 +8,7 @@
 
 #include "ckptguard/scanner/key_check.h"
 #include "print_types.h"
+#include "expect_util.h"
 #include "test_util.h"
 
 namespace ckptguard::scanner {
@@ -16,10 +17,7 @@ namespace {
 using json = nlohmann::ordered_json;  // keeps the schema file's key order
 using testing::CorpusDir;
 
-template <typename T>
-std::string Why(const Result<T>& r) {
-  return r ? std::string() : r.error().ToString();
-}
+using testing::Why;
 
 std::string Benign(const std::string& name) { return (CorpusDir() / "benign" / name).string(); }
 

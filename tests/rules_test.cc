@@ -9,6 +9,7 @@
 
 #include "ckptguard/scanner/rules.h"
 #include "print_types.h"
+#include "expect_util.h"
 #include "test_util.h"
 
 namespace ckptguard::scanner {
@@ -28,7 +29,7 @@ namespace {
 namespace bdata = boost::unit_test::data;
 using nlohmann::json;
 
-std::string Why(const Status& s) { return s ? std::string() : s.error().ToString(); }
+using testing::Why;
 
 // Split cuts "module.name" at its last dot, as GLOBAL spells most names.
 std::pair<std::string, std::string> Split(const std::string& dotted) {

@@ -15,6 +15,7 @@
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/torch_writer.h"
 #include "print_types.h"
+#include "expect_util.h"
 #include "test_util.h"
 
 namespace ckptguard {
@@ -26,29 +27,8 @@ using nlohmann::json;
 using testing::CorpusDir;
 using testing::ShellQuote;
 
-template <typename T>
-std::string Why(const Result<T>& r) {
-  return r ? std::string() : r.error().ToString();
-}
-
-// Same as checkpoint_test's: every tensor field of `expect` and its skeleton.
-void CompareWithExpect(const json& got, const json& expect, const std::string& what) {
-  const json& want = expect.at("tensors");
-  const json& have = got.at("tensors");
-  BOOST_TEST(have.size() == want.size(), what << ": " << have.size() << " tensors, expected " << want.size());
-  for (const auto& [path, fields] : want.items()) {
-    BOOST_TEST_CONTEXT(what << " tensor '" << path << "'") {
-      BOOST_REQUIRE_MESSAGE(have.contains(path), "missing");
-      for (const auto& [field, value] : fields.items()) {
-        BOOST_TEST(have.at(path).at(field) == value, field << ": " << have.at(path).at(field) << " != " << value);
-      }
-    }
-  }
-  if (!expect.contains("skeleton")) return;  // safetensors expectations have none
-  BOOST_TEST(got.at("skeleton") == expect.at("skeleton"), what << " skeleton:\n"
-                                                                << got.at("skeleton").dump() << "\nexpected\n"
-                                                                << expect.at("skeleton").dump());
-}
+using testing::CompareWithExpect;
+using testing::Why;
 
 // Written is a tree's file with what our loader makes of it.
 struct Written {
