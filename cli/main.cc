@@ -10,7 +10,9 @@
 #include "disasm_command.h"
 #include "info_command.h"
 #include "inspect_command.h"
+#include "registry_command.h"
 #include "scan_command.h"
+#include "sign_command.h"
 #include "convert_command.h"
 #include "verify_command.h"
 
@@ -36,6 +38,14 @@ int main(int argc, char** argv) {
   AddScanCommand(app, scan_flags);
   CheckFlags check_flags;
   AddCheckCommand(app, check_flags);
+  SignFlags sign_flags;
+  AddSignCommand(app, sign_flags);
+  KeygenFlags keygen_flags;
+  AddKeygenCommand(app, keygen_flags);
+  VerifySignatureFlags verify_signature_flags;
+  AddVerifySignatureCommand(app, verify_signature_flags);
+  RegistryFlags registry_flags;
+  AddRegistryCommand(app, registry_flags);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -47,9 +57,13 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("inspect")) return RunInspect(inspect_flags);
     if (app.got_subcommand("check")) return RunCheck(check_flags);
     if (app.got_subcommand("scan")) return RunScan(scan_flags);
+    if (app.got_subcommand("registry")) return RunRegistry(registry_flags);
     if (app.got_subcommand("verify")) return RunVerify(verify_flags);
     if (app.got_subcommand("convert")) return RunConvert(convert_flags);
     if (app.got_subcommand("latest")) return RunLatest(latest_flags);
+    if (app.got_subcommand("sign")) return RunSign(sign_flags);
+    if (app.got_subcommand("keygen")) return RunKeygen(keygen_flags);
+    if (app.got_subcommand("verify-signature")) return RunVerifySignature(verify_signature_flags);
   } catch (const std::bad_alloc&) {
     std::cerr << "ckptguard: out of memory\n";
     return kExitError;

@@ -1,0 +1,44 @@
+// `ckptguard registry push|pull|verify|list|revoke`: the client of ckptguardd.
+#ifndef CKPTGUARD_CLI_REGISTRY_COMMAND_H_
+#define CKPTGUARD_CLI_REGISTRY_COMMAND_H_
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+namespace ckptguard::cli {
+
+struct RegistryFlags {
+  std::string url;
+  std::string token;
+  int timeout_seconds = 120;
+  bool json = false;
+  // push
+  std::vector<std::string> files;
+  std::string name;
+  std::string tag;
+  // pull
+  std::string ref;
+  std::string out;
+  std::string signature_out;
+  std::vector<std::string> keys;
+  bool allow_revoked = false;
+  // list
+  std::string status;
+  unsigned limit = 100;
+  // revoke
+  std::string reason;
+
+  CLI::App* push = nullptr;
+  CLI::App* pull = nullptr;
+  CLI::App* verify = nullptr;
+  CLI::App* list = nullptr;
+  CLI::App* revoke = nullptr;
+};
+
+void AddRegistryCommand(CLI::App& app, RegistryFlags& flags);
+int RunRegistry(RegistryFlags& flags);
+
+}  // namespace ckptguard::cli
+
+#endif  // CKPTGUARD_CLI_REGISTRY_COMMAND_H_

@@ -1,0 +1,151 @@
+// Catalog: the registry's SQLite database (WAL, foreign keys, versioned
+// schema migrations). It records every checkpoint pushed (stored or rejected,
+// with its findings and state-dict manifest), the signing keys (active,
+// retired, revoked), write tokens (only their SHA-256 is stored) and an
+// append-only audit log. One Catalog is shared by the server's threads; every
+// method is safe to call concurrently (one connection, serialized by a mutex;
+// each write is one transaction).
+#ifndef CKPTGUARD_DAEMON_CATALOG_H_
+#define CKPTGUARD_DAEMON_CATALOG_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckptguard/error.h"
+
+namespace ckptguard::daemon {
+
+// The schema version this build writes; Open migrates older databases up to
+// it, one numbered step at a time, and refuses newer ones.
+inline constexpr int kCatalogSchemaVersion = 1;
+
+struct ManifestEntry {
+  std::string key;             // state-dict key ("layer.0.weight")
+  std::string dtype;           // as torch prints it ("float32")
+  std::vector<int64_t> shape;  // sizes
+};
+
+struct FindingRecord {
+  std::string rule;      // "CKG-D001"
+  std::string severity;  // "info" | "suspicious" | "dangerous"
+  std::string message;
+  std::string entry;     // zip entry or ""
+  uint64_t offset = 0;
+  std::string global;    // "module.name" or ""
+};
+
+// One push. status: "stored" (blob in the store, signed), "rejected" (findings
+// only, no blob), "revoked" (was stored; revoked_* say by whom and why).
+struct CheckpointRecord {
+  int64_t id = 0;              // assigned by InsertCheckpoint
+  std::string name;
+  std::string tag;
+  std::string sha256;          // hex, lower case, of the whole file
+  uint64_t size = 0;
+  std::string format;          // ContainerFormatName ("torch-zip", ...)
+  std::string verdict;         // scanner VerdictName ("safe", "suspicious", "dangerous", "error")
+  std::string status;          // "stored" | "rejected" | "revoked"
+  std::vector<ManifestEntry> manifest;
+  std::vector<FindingRecord> findings;
+  std::string signature;       // model-signing bundle JSON ("" when rejected)
+  std::string key_id;          // signer key id ("" when rejected)
+  std::string uploader;        // token name
+  int64_t created_at = 0;      // unix seconds
+  std::string revoked_reason;  // "" unless revoked
+  std::string revoked_by;
+  int64_t revoked_at = 0;
+};
+
+// A signing key's public half and its state. state: "active" (signs new
+// pushes; exactly one at a time), "retired" (rotated out, still verifies),
+// "revoked" (verifies nothing).
+struct KeyRecord {
+  std::string key_id;       // hex SHA-256 of the PEM public key text (the bundle's hint)
+  std::string public_pem;
+  std::string curve;        // "P-256" | "P-384" | "P-521"
+  std::string state;
+  int64_t created_at = 0;
+  std::string revoked_reason;
+  int64_t revoked_at = 0;
+};
+
+struct TokenRecord {
+  std::string name;
+  std::string scope;        // "write" | "admin" (admin may also revoke)
+  int64_t created_at = 0;
+  bool revoked = false;
+};
+
+struct AuditRecord {
+  int64_t id = 0;
+  int64_t at = 0;           // unix seconds
+  std::string who;          // token name, "anonymous" or "local" (command line)
+  std::string action;       // "push", "revoke-checkpoint", "revoke-key", "rotate-key", "token-create", ...
+  std::string target;       // sha256, key id, token name
+  std::string result;       // "stored", "rejected", "ok", "denied", "error"
+  std::string detail;       // one sentence
+};
+
+struct CheckpointQuery {
+  std::string name;         // "" = any
+  std::string tag;          // "" = any
+  std::string status;       // "" = any
+  uint32_t limit = 100;     // at most 1000
+  int64_t before_id = 0;    // paging: only ids below this (0 = from the newest)
+};
+
+class Catalog {
+ public:
+  // Open creates the database file when it is missing and migrates it to
+  // kCatalogSchemaVersion (schema_version table; each migration one
+  // transaction). Sets WAL, foreign_keys=ON, synchronous=FULL, busy_timeout.
+  static Result<std::unique_ptr<Catalog>> Open(const std::string& db_path);
+  ~Catalog();
+  Catalog(const Catalog&) = delete;
+  Catalog& operator=(const Catalog&) = delete;
+
+  Result<int> SchemaVersion();
+
+  // Checkpoints. InsertCheckpoint writes the row, its manifest and findings in
+  // one transaction and returns the id. The same sha256 may be pushed again
+  // under another name/tag (a new row; the blob is shared).
+  Result<int64_t> InsertCheckpoint(const CheckpointRecord& record);
+  Result<std::vector<CheckpointRecord>> ListCheckpoints(const CheckpointQuery& query);  // newest first, no manifest/findings
+  // The newest row for this sha256 with status stored or revoked (with manifest
+  // and findings), or nullopt.
+  Result<std::optional<CheckpointRecord>> FindBySha256(const std::string& sha256);
+  Result<std::optional<CheckpointRecord>> FindById(int64_t id);
+  // Marks every stored row of sha256 revoked; false when there was none.
+  Result<bool> RevokeCheckpoint(const std::string& sha256, const std::string& reason, const std::string& by);
+  // Every sha256 that some stored or revoked row references (for reconciling the blob store).
+  Result<std::vector<std::string>> ReferencedBlobs();
+
+  // Keys.
+  Status AddKey(const KeyRecord& key);  // state "active" retires the previous active key in the same transaction
+  Result<std::vector<KeyRecord>> ListKeys();  // every key, newest first
+  Result<std::optional<KeyRecord>> ActiveKey();
+  Result<bool> RevokeKey(const std::string& key_id, const std::string& reason);
+
+  // Tokens: the raw token is never stored, only its SHA-256 (hex).
+  Status AddToken(const std::string& name, const std::string& token_sha256, const std::string& scope);
+  Result<std::optional<TokenRecord>> FindToken(const std::string& token_sha256);  // nullopt if unknown or revoked
+  Result<bool> RevokeToken(const std::string& name);
+  Result<std::vector<TokenRecord>> ListTokens();
+
+  // Audit log: append only (no method updates or deletes; the schema has
+  // triggers that abort UPDATE and DELETE on the table).
+  Status Audit(const AuditRecord& record);  // id and at (when 0) are filled in
+  Result<std::vector<AuditRecord>> ListAudit(int64_t after_id = 0, uint32_t limit = 1000);
+
+ private:
+  struct Impl;
+  explicit Catalog(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ckptguard::daemon
+
+#endif  // CKPTGUARD_DAEMON_CATALOG_H_

@@ -1,0 +1,59 @@
+// RegistryClient: the HTTP side of `ckptguard registry ...`. One connection
+// per call; every step (connect, send, each read) is bounded by a timeout;
+// files are streamed in 1 MiB chunks both ways, never held whole.
+#ifndef CKPTGUARD_DAEMON_CLIENT_H_
+#define CKPTGUARD_DAEMON_CLIENT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "ckptguard/atomic_file.h"
+#include "ckptguard/error.h"
+
+namespace ckptguard::daemon {
+
+struct ClientOptions {
+  std::string url = "http://127.0.0.1:8470";  // http://HOST:PORT
+  std::string token;                          // sent as "Authorization: Bearer TOKEN" when set
+  std::chrono::seconds timeout{120};          // per step: connect, each write, each read
+  uint64_t max_response_bytes = uint64_t{64} << 20;  // JSON answers
+  uint64_t max_download_bytes = uint64_t{1} << 40;   // blobs
+  // Called as bytes move (done, total; total 0 when unknown); e.g. a progress bar.
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+struct Response {
+  int status = 0;
+  std::string content_type;
+  std::string body;
+};
+
+class RegistryClient {
+ public:
+  // Create checks the URL ("http://HOST:PORT", optionally ending in "/").
+  static Result<RegistryClient> Create(ClientOptions options);
+
+  // Call sends a small request and returns the whole answer (any status).
+  Result<Response> Call(std::string_view method, const std::string& target, const std::string& body = {},
+                        const std::string& content_type = "application/json");
+  // SendFile streams the file at `path` as the request body.
+  Result<Response> SendFile(std::string_view method, const std::string& target, const std::string& path);
+  // Download streams a 200 answer's body into `out` (not committed) and sets
+  // `sha256_hex` to its digest; any other status comes back with its body.
+  Result<Response> Download(const std::string& target, AtomicFile& out, std::string& sha256_hex);
+
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  explicit RegistryClient(ClientOptions options) : options_(std::move(options)) {}
+  ClientOptions options_;
+  std::string host_;
+  std::string port_;
+};
+
+}  // namespace ckptguard::daemon
+
+#endif  // CKPTGUARD_DAEMON_CLIENT_H_

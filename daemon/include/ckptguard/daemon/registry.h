@@ -1,0 +1,115 @@
+// Registry: what ckptguardd does, without the HTTP. It owns the data folder
+//   DATA/catalog.db        the Catalog (SQLite)
+//   DATA/blobs/, DATA/tmp/ the BlobStore
+//   DATA/keys/<id>.pem     private signing keys (folder 0700, files 0600)
+// and runs the ingest pipeline: upload (hashed while it streamed) -> scan
+// -> policy -> sign -> blob into the store -> one catalog transaction. A
+// rejected upload is catalogued with its findings and its bytes dropped.
+//
+// Crash safety: a blob is committed before its row, and Open removes
+// uploads left in tmp/ and blobs no row references, so after kill -9 at any
+// moment and a restart there is no row without its blob and no blob without
+// its row.
+#ifndef CKPTGUARD_DAEMON_REGISTRY_H_
+#define CKPTGUARD_DAEMON_REGISTRY_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckptguard/daemon/blob_store.h"
+#include "ckptguard/daemon/catalog.h"
+#include "ckptguard/error.h"
+#include "ckptguard/signing/model_signing.h"
+
+namespace ckptguard::daemon {
+
+struct RegistryOptions {
+  std::string data_dir;
+  // Policy: dangerous and unreadable files are always rejected; suspicious
+  // ones (unknown globals, container anomalies) only when this is false.
+  bool accept_suspicious = false;
+  signing::Curve key_curve = signing::Curve::kP256;  // for keys this registry creates
+};
+
+struct IngestRequest {
+  std::string name;      // [A-Za-z0-9._/-], 1..200 chars
+  std::string tag;       // [A-Za-z0-9._-], 0..128 chars
+  std::string uploader;  // token name
+};
+
+struct VerifyReport {
+  std::string sha256;
+  bool catalogued = false;     // some row has this digest
+  std::string status;          // the newest row's status ("" when not catalogued)
+  bool blob_present = false;   // the store holds the bytes
+  bool unchanged = false;      // the bytes hash to sha256 (re-hashed when asked, or the uploaded file)
+  bool signature_valid = false;// the bundle verifies with a key that is not revoked and names this digest
+  std::string key_id;
+  std::string key_state;
+  std::string detail;          // why not, one sentence ("" when verified)
+  std::optional<CheckpointRecord> record;
+  bool verified() const { return catalogued && status == "stored" && unchanged && signature_valid; }
+};
+
+class Registry {
+ public:
+  // Open creates DATA and everything in it on first start (database, a
+  // signing key), then reconciles the blob store with the catalog.
+  static Result<std::unique_ptr<Registry>> Open(const RegistryOptions& options);
+
+  // Ingest takes a finished upload. Returns the catalogued record: status
+  // "stored" (signed, blob kept) or "rejected" (findings, blob dropped).
+  Result<CheckpointRecord> Ingest(Upload& upload, const IngestRequest& request);
+
+  // VerifyDigest: is `sha256` catalogued, stored, signed by a trusted key,
+  // and (rehash) does the stored blob still hash to it?
+  Result<VerifyReport> VerifyDigest(const std::string& sha256, bool rehash);
+  // VerifyUpload: the same for a file a client sent (its digest was computed while it streamed).
+  Result<VerifyReport> VerifyUpload(const Upload& upload);
+
+  Result<bool> RevokeCheckpoint(const std::string& sha256, const std::string& reason, const std::string& who);
+  // RotateKey creates a new active key; the previous one is retired (still verifies).
+  Result<KeyRecord> RotateKey(const std::string& who);
+  // RevokeKey: the key verifies nothing any more and its private file is
+  // deleted; revoking the active key rotates first.
+  Result<bool> RevokeKey(const std::string& key_id, const std::string& reason, const std::string& who);
+  // CreateToken returns the raw token ("ckg_" + 64 hex); only its SHA-256 is kept.
+  Result<std::string> CreateToken(const std::string& name, const std::string& scope, const std::string& who);
+  Result<bool> RevokeToken(const std::string& name, const std::string& who);
+  // Authenticate maps a raw bearer token to its record (nullopt: unknown or revoked).
+  Result<std::optional<TokenRecord>> Authenticate(const std::string& raw_token);
+
+  // Trusted public keys as PEM, one after another, active first ("# key <id> <state>" lines between).
+  Result<std::string> TrustedKeysPem();
+
+  Catalog& catalog() { return *catalog_; }
+  const BlobStore& blobs() const { return blobs_; }
+  const RegistryOptions& options() const { return options_; }
+
+ private:
+  Registry(RegistryOptions options, std::unique_ptr<Catalog> catalog, BlobStore blobs);
+  Status EnsureSigningKey();
+  Status Reconcile();
+  Result<std::vector<signing::PublicKey>> TrustedKeys();
+  std::string KeyPath(const std::string& key_id) const;
+
+  RegistryOptions options_;
+  std::unique_ptr<Catalog> catalog_;
+  BlobStore blobs_;
+  std::mutex key_mutex_;                          // guards signer_
+  std::optional<signing::PrivateKey> signer_;     // the active key
+  std::string signer_id_;
+};
+
+// ValidName / ValidTag / ValidSha256: the registry's accepted spellings.
+bool ValidName(const std::string& name);
+bool ValidTag(const std::string& tag);
+bool ValidSha256(const std::string& hex);
+
+}  // namespace ckptguard::daemon
+
+#endif  // CKPTGUARD_DAEMON_REGISTRY_H_

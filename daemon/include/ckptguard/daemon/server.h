@@ -1,0 +1,71 @@
+// Server: ckptguardd's HTTP/JSON front end over a Registry (Boost.Beast).
+//
+// Every request is bounded: the header by size and time, a JSON body by
+// size, an upload by size, by an idle timeout between chunks and by a total
+// deadline. Uploads stream to a temp file and are hashed as they arrive;
+// scanning and signing run on a worker pool, never on the I/O threads.
+//
+// Routes (JSON unless said):
+//   GET  /v1/health
+//   POST /v1/checkpoints?name=N&tag=T           raw file body; write token; 201 stored, 422 rejected
+//   GET  /v1/checkpoints?name=&tag=&status=&limit=&before=
+//   GET  /v1/checkpoints/{sha256}                record, manifest, findings, signature
+//   GET  /v1/checkpoints/{sha256}/blob           the file (410 when revoked)
+//   GET  /v1/checkpoints/{sha256}/signature      the model-signing bundle
+//   POST /v1/checkpoints/{sha256}/revoke         {"reason": ...}; admin token
+//   POST /v1/verify?sha256=H[&rehash=1]          or the file as the body
+//   GET  /v1/keys                                trusted public keys, PEM (?format=json: states)
+//   POST /v1/keys/rotate, POST /v1/keys/{id}/revoke   admin token
+//   GET  /v1/audit?after=&limit=                 admin token
+#ifndef CKPTGUARD_DAEMON_SERVER_H_
+#define CKPTGUARD_DAEMON_SERVER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ckptguard/daemon/registry.h"
+#include "ckptguard/error.h"
+
+namespace ckptguard::daemon {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8470;          // 0: any free port (see Server::port)
+  std::string unix_socket;       // also listen here when set (mode 0660)
+  unsigned io_threads = 2;
+  unsigned workers = 2;          // scan/sign/verify threads
+  uint32_t max_connections = 256;
+  uint32_t max_header_bytes = 16 * 1024;
+  uint32_t max_json_bytes = 64 * 1024;
+  uint64_t max_upload_bytes = uint64_t{16} << 30;
+  std::chrono::seconds header_timeout{30};   // to receive a whole request header
+  std::chrono::seconds idle_timeout{60};     // between two chunks of a body, and keep-alive
+  std::chrono::seconds request_timeout{3600};// a whole upload
+  bool reads_need_token = false;             // GETs and verify need a token too
+  std::chrono::seconds drain_timeout{30};    // on SIGTERM: how long in-flight requests may finish
+};
+
+class Server {
+ public:
+  // Start binds (failing with kIo naming the address when it cannot) and
+  // starts the I/O threads; requests are served until Stop or a signal.
+  static Result<std::unique_ptr<Server>> Start(Registry& registry, const ServerOptions& options);
+  ~Server();
+  uint16_t port() const;
+  // Wait blocks until the server stopped: after SIGTERM/SIGINT (accepting
+  // stops, in-flight requests finish within drain_timeout) or Stop().
+  void Wait();
+  void Stop();
+
+  struct Impl;
+
+ private:
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ckptguard::daemon
+
+#endif  // CKPTGUARD_DAEMON_SERVER_H_

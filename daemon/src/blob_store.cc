@@ -1,0 +1,326 @@
+#include "ckptguard/daemon/blob_store.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <new>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace ckptguard::daemon {
+namespace {
+
+constexpr size_t kHashChunk = size_t{1} << 20;  // Sha256FileHex read size
+
+struct EvpMdCtxDeleter {
+  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+};
+using EvpMdCtxPtr = std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter>;
+
+bool IsSha256Hex(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::unexpected<Error> IoError(const std::string& path, std::string_view what, int err) {
+  return MakeError(ErrorCode::kIo, 0, std::string(what) + ": " + std::strerror(err), path);
+}
+
+std::unexpected<Error> CryptoError(std::string_view what) {
+  return MakeError(ErrorCode::kIo, 0, std::string(what) + ": OpenSSL SHA-256 failed", "sha256");
+}
+
+Result<EvpMdCtxPtr> NewSha256() {
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) return CryptoError("init");
+  return ctx;
+}
+
+Result<std::string> FinishHex(EVP_MD_CTX* ctx) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != 32) return CryptoError("final");
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(64);
+  for (unsigned int i = 0; i < md_len; ++i) {
+    out.push_back(kHex[md[i] >> 4]);
+    out.push_back(kHex[md[i] & 0xf]);
+  }
+  return out;
+}
+
+// FsyncDir flushes a folder's entries (after a create, rename or unlink in it).
+Status FsyncDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return IoError(dir, "cannot open folder to flush it", errno);
+  int err = 0;
+  if (::fsync(fd) != 0) err = errno;
+  ::close(fd);
+  if (err != 0) return IoError(dir, "cannot flush folder to disk", err);
+  return OkStatus();
+}
+
+// MakeDir creates `dir` (mode 0700) unless it exists as a folder; `created`
+// says whether it did.
+Status MakeDir(const std::string& dir, bool* created = nullptr) {
+  if (created != nullptr) *created = false;
+  if (::mkdir(dir.c_str(), 0700) == 0) {
+    if (created != nullptr) *created = true;
+    return OkStatus();
+  }
+  const int err = errno;
+  struct stat st{};
+  if (err == EEXIST && ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return OkStatus();
+  return IoError(dir, "cannot create folder", err == EEXIST ? ENOTDIR : err);
+}
+
+Status WriteAll(int fd, const uint8_t* data, size_t len, const std::string& path) {
+  size_t done = 0;
+  while (done < len) {
+    const ssize_t n = ::write(fd, data + done, std::min<size_t>(len - done, size_t{1} << 30));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return IoError(path, "cannot write upload", n < 0 ? errno : EIO);
+    done += static_cast<size_t>(n);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+struct Upload::Impl {
+  std::string temp_path;
+  int fd = -1;
+  EvpMdCtxPtr ctx;
+  uint64_t size = 0;
+  uint64_t max_bytes = 0;
+  std::string sha256;
+  bool finished = false;
+  bool failed = false;
+  bool committed = false;  // the temp file was moved into place or dropped
+
+  ~Impl() {
+    if (fd >= 0) ::close(fd);
+    if (!committed && !temp_path.empty()) ::unlink(temp_path.c_str());
+  }
+};
+
+Upload::Upload(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Upload::~Upload() = default;
+Upload::Upload(Upload&&) noexcept = default;
+Upload& Upload::operator=(Upload&&) noexcept = default;
+
+Status Upload::Append(Bytes chunk) {
+  if (!impl_) return MakeError(ErrorCode::kInvalidArgument, 0, "append to a moved-from upload");
+  Impl& u = *impl_;
+  if (u.finished || u.failed || u.fd < 0) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "append after finish or failure", u.temp_path);
+  }
+  if (chunk.size() > u.max_bytes - u.size) {
+    u.failed = true;
+    return MakeError(ErrorCode::kLimitExceeded, u.size,
+                     "upload exceeds max_bytes (" + std::to_string(u.max_bytes) + ")", u.temp_path);
+  }
+  if (EVP_DigestUpdate(u.ctx.get(), chunk.data(), chunk.size()) != 1) {
+    u.failed = true;
+    return CryptoError("update");
+  }
+  if (auto st = WriteAll(u.fd, chunk.data(), chunk.size(), u.temp_path); !st) {
+    u.failed = true;
+    return st;
+  }
+  u.size += chunk.size();
+  return OkStatus();
+}
+
+Status Upload::Finish() {
+  if (!impl_) return MakeError(ErrorCode::kInvalidArgument, 0, "finish a moved-from upload");
+  Impl& u = *impl_;
+  if (u.finished || u.failed || u.fd < 0) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "finish after finish or failure", u.temp_path);
+  }
+  if (::fsync(u.fd) != 0) {
+    u.failed = true;
+    return IoError(u.temp_path, "cannot flush upload to disk", errno);
+  }
+  const int fd = std::exchange(u.fd, -1);
+  if (::close(fd) != 0) {
+    u.failed = true;
+    return IoError(u.temp_path, "cannot close upload", errno);
+  }
+  auto hex = FinishHex(u.ctx.get());
+  if (!hex) {
+    u.failed = true;
+    return std::unexpected(hex.error());
+  }
+  u.sha256 = std::move(*hex);
+  u.finished = true;
+  return OkStatus();
+}
+
+uint64_t Upload::size() const { return impl_ ? impl_->size : 0; }
+
+const std::string& Upload::sha256() const {
+  static const std::string kEmpty;
+  return impl_ ? impl_->sha256 : kEmpty;
+}
+
+const std::string& Upload::temp_path() const {
+  static const std::string kEmpty;
+  return impl_ ? impl_->temp_path : kEmpty;
+}
+
+Result<BlobStore> BlobStore::Open(const std::string& root) {
+  if (root.empty()) return MakeError(ErrorCode::kInvalidArgument, 0, "empty blob store root");
+  std::error_code ec;
+  std::filesystem::create_directories(root, ec);
+  if (ec) return IoError(root, "cannot create blob store root", ec.value());
+  CKG_TRY(MakeDir(root + "/blobs"));
+  CKG_TRY(MakeDir(root + "/tmp"));
+  return BlobStore(root);
+}
+
+Result<Upload> BlobStore::BeginUpload(uint64_t max_bytes) const {
+  try {
+    auto impl = std::make_unique<Upload::Impl>();
+    CKG_ASSIGN_OR_RETURN(impl->ctx, NewSha256());
+    std::string templ = root_ + "/tmp/upload-XXXXXX";
+    // mkostemp: O_EXCL, mode 0600, unique name.
+    const int fd = ::mkostemp(templ.data(), O_CLOEXEC);
+    if (fd < 0) return IoError(root_ + "/tmp", "cannot create upload file", errno);
+    impl->fd = fd;
+    impl->temp_path = std::move(templ);
+    impl->max_bytes = max_bytes;
+    return Upload(std::move(impl));
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kIo, 0, "begin upload: out of memory", root_);
+  }
+}
+
+Status BlobStore::Commit(Upload& upload) const {
+  if (!upload.impl_) return MakeError(ErrorCode::kInvalidArgument, 0, "commit a moved-from upload");
+  Upload::Impl& u = *upload.impl_;
+  if (!u.finished || u.committed) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "commit needs a finished, uncommitted upload", u.temp_path);
+  }
+  if (!IsSha256Hex(u.sha256)) return MakeError(ErrorCode::kInternal, 0, "upload digest is not hex", u.temp_path);
+  const std::string blobs = root_ + "/blobs";
+  const std::string fan = blobs + "/" + u.sha256.substr(0, 2);
+  const std::string dest = fan + "/" + u.sha256;
+  bool created = false;
+  CKG_TRY(MakeDir(fan, &created));
+  if (created) CKG_TRY(FsyncDir(blobs));
+  struct stat st{};
+  if (::lstat(dest.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    // Same digest, same content: keep the blob we have.
+    ::unlink(u.temp_path.c_str());
+    u.committed = true;
+    return OkStatus();
+  }
+  if (::rename(u.temp_path.c_str(), dest.c_str()) != 0) {
+    return IoError(dest, "cannot move upload into the blob store", errno);
+  }
+  u.committed = true;
+  CKG_TRY(FsyncDir(fan));
+  return FsyncDir(blobs);
+}
+
+std::string BlobStore::PathOf(const std::string& sha256) const {
+  if (!IsSha256Hex(sha256)) return {};
+  return root_ + "/blobs/" + sha256.substr(0, 2) + "/" + sha256;
+}
+
+bool BlobStore::Has(const std::string& sha256) const {
+  if (!IsSha256Hex(sha256)) return false;
+  struct stat st{};
+  return ::lstat(PathOf(sha256).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+Status BlobStore::Remove(const std::string& sha256) const {
+  if (!IsSha256Hex(sha256)) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "blob digest is not 64 lower-case hex digits");
+  }
+  const std::string path = PathOf(sha256);
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return OkStatus();  // already gone: removal is idempotent
+    return IoError(path, "cannot remove blob", errno);
+  }
+  return FsyncDir(root_ + "/blobs/" + sha256.substr(0, 2));
+}
+
+Result<std::vector<std::string>> BlobStore::List() const {
+  namespace fs = std::filesystem;
+  std::vector<std::string> out;
+  std::error_code ec;
+  const std::string blobs = root_ + "/blobs";
+  fs::directory_iterator fans(blobs, ec);
+  if (ec) return IoError(blobs, "cannot list blobs", ec.value());
+  for (; fans != fs::directory_iterator(); fans.increment(ec)) {
+    if (ec) return IoError(blobs, "cannot list blobs", ec.value());
+    const std::string fan_name = fans->path().filename().string();
+    if (fan_name.size() != 2 || !fans->is_directory(ec)) continue;
+    fs::directory_iterator files(fans->path(), ec);
+    if (ec) return IoError(fans->path().string(), "cannot list blobs", ec.value());
+    for (; files != fs::directory_iterator(); files.increment(ec)) {
+      if (ec) return IoError(fans->path().string(), "cannot list blobs", ec.value());
+      const std::string name = files->path().filename().string();
+      if (IsSha256Hex(name) && name.compare(0, 2, fan_name) == 0 && files->is_regular_file(ec)) {
+        out.push_back(name);
+      }
+    }
+    if (ec) return IoError(fans->path().string(), "cannot list blobs", ec.value());
+  }
+  if (ec) return IoError(blobs, "cannot list blobs", ec.value());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Status BlobStore::RemoveTemp() const {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string tmp = root_ + "/tmp";
+  std::vector<fs::path> entries;
+  fs::directory_iterator it(tmp, ec);
+  if (ec) return IoError(tmp, "cannot list temp folder", ec.value());
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (ec) return IoError(tmp, "cannot list temp folder", ec.value());
+    entries.push_back(it->path());
+  }
+  if (ec) return IoError(tmp, "cannot list temp folder", ec.value());
+  for (const fs::path& p : entries) {
+    fs::remove_all(p, ec);
+    if (ec) return IoError(p.string(), "cannot remove temp file", ec.value());
+  }
+  return OkStatus();
+}
+
+Result<std::string> Sha256FileHex(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return IoError(path, "cannot open", errno);
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  CKG_ASSIGN_OR_RETURN(EvpMdCtxPtr ctx, NewSha256());
+  std::unique_ptr<uint8_t[]> buf(new (std::nothrow) uint8_t[kHashChunk]);
+  if (!buf) return MakeError(ErrorCode::kIo, 0, "out of memory", path);
+  while (true) {
+    const ssize_t n = ::read(fd, buf.get(), kHashChunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return IoError(path, "cannot read", errno);
+    if (n == 0) break;
+    if (EVP_DigestUpdate(ctx.get(), buf.get(), static_cast<size_t>(n)) != 1) return CryptoError("update");
+  }
+  return FinishHex(ctx.get());
+}
+
+}  // namespace ckptguard::daemon

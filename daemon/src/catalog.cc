@@ -1,0 +1,776 @@
+#include "ckptguard/daemon/catalog.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <charconv>
+#include <ctime>
+#include <limits>
+#include <mutex>
+#include <new>
+#include <string_view>
+#include <utility>
+
+namespace ckptguard::daemon {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+// kMigrations[i] takes the schema from version i to version i + 1. Each runs
+// in one transaction together with the schema_version row that records it.
+// Append new steps; never edit a released one.
+constexpr std::string_view kMigrations[] = {
+    // 0 -> 1: the first schema.
+    R"sql(
+CREATE TABLE checkpoints (
+  id             INTEGER PRIMARY KEY AUTOINCREMENT,
+  name           TEXT    NOT NULL,
+  tag            TEXT    NOT NULL,
+  sha256         TEXT    NOT NULL CHECK (length(sha256) = 64),
+  size           INTEGER NOT NULL CHECK (size >= 0),
+  format         TEXT    NOT NULL,
+  verdict        TEXT    NOT NULL,
+  status         TEXT    NOT NULL CHECK (status IN ('stored', 'rejected', 'revoked')),
+  signature      TEXT    NOT NULL DEFAULT '',
+  key_id         TEXT    NOT NULL DEFAULT '',
+  uploader       TEXT    NOT NULL,
+  created_at     INTEGER NOT NULL,
+  revoked_reason TEXT    NOT NULL DEFAULT '',
+  revoked_by     TEXT    NOT NULL DEFAULT '',
+  revoked_at     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX checkpoints_sha256 ON checkpoints (sha256);
+CREATE INDEX checkpoints_name_tag ON checkpoints (name, tag);
+CREATE INDEX checkpoints_status ON checkpoints (status);
+
+CREATE TABLE manifest (
+  id            INTEGER PRIMARY KEY,
+  checkpoint_id INTEGER NOT NULL REFERENCES checkpoints (id) ON DELETE CASCADE,
+  position      INTEGER NOT NULL,
+  key           TEXT    NOT NULL,
+  dtype         TEXT    NOT NULL,
+  shape         TEXT    NOT NULL  -- comma list of sizes, "" for a scalar
+);
+CREATE INDEX manifest_checkpoint ON manifest (checkpoint_id, position);
+
+CREATE TABLE findings (
+  id            INTEGER PRIMARY KEY,
+  checkpoint_id INTEGER NOT NULL REFERENCES checkpoints (id) ON DELETE CASCADE,
+  position      INTEGER NOT NULL,
+  rule          TEXT    NOT NULL,
+  severity      TEXT    NOT NULL,
+  message       TEXT    NOT NULL,
+  entry         TEXT    NOT NULL,
+  byte_offset   INTEGER NOT NULL,
+  global_name   TEXT    NOT NULL
+);
+CREATE INDEX findings_checkpoint ON findings (checkpoint_id, position);
+
+CREATE TABLE keys (
+  key_id         TEXT    PRIMARY KEY NOT NULL,
+  public_pem     TEXT    NOT NULL,
+  curve          TEXT    NOT NULL,
+  state          TEXT    NOT NULL CHECK (state IN ('active', 'retired', 'revoked')),
+  created_at     INTEGER NOT NULL,
+  revoked_reason TEXT    NOT NULL DEFAULT '',
+  revoked_at     INTEGER NOT NULL DEFAULT 0
+);
+-- At most one active key, whatever the code does.
+CREATE UNIQUE INDEX keys_one_active ON keys (state) WHERE state = 'active';
+
+CREATE TABLE tokens (
+  id           INTEGER PRIMARY KEY,
+  name         TEXT    NOT NULL UNIQUE,
+  token_sha256 TEXT    NOT NULL UNIQUE CHECK (length(token_sha256) = 64),
+  scope        TEXT    NOT NULL CHECK (scope IN ('write', 'admin')),
+  created_at   INTEGER NOT NULL,
+  revoked      INTEGER NOT NULL DEFAULT 0,
+  revoked_at   INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE audit (
+  id     INTEGER PRIMARY KEY AUTOINCREMENT,
+  at     INTEGER NOT NULL,
+  who    TEXT    NOT NULL,
+  action TEXT    NOT NULL,
+  target TEXT    NOT NULL,
+  result TEXT    NOT NULL,
+  detail TEXT    NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+)sql",
+};
+static_assert(std::size(kMigrations) == kCatalogSchemaVersion,
+              "one migration step per schema version");
+
+constexpr std::string_view kWhere = "catalog";
+
+int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+bool IsSha256Hex(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::unexpected<Error> InvalidArgument(std::string detail) {
+  return MakeError(ErrorCode::kInvalidArgument, 0, std::move(detail), std::string(kWhere));
+}
+
+// SqliteError turns the connection's last error into an Error naming the
+// operation. Constraint violations (duplicate token name, bad state...) are the
+// caller's: kInvalidArgument; the rest is kIo.
+std::unexpected<Error> SqliteError(sqlite3* db, std::string_view op) {
+  const int code = db != nullptr ? sqlite3_errcode(db) : SQLITE_NOMEM;
+  const char* msg = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
+  const ErrorCode ec = (code & 0xff) == SQLITE_CONSTRAINT ? ErrorCode::kInvalidArgument : ErrorCode::kIo;
+  return MakeError(ec, 0, std::string(op) + ": " + msg, std::string(kWhere));
+}
+
+std::string ShapeToText(const std::vector<int64_t>& shape) {
+  std::string out;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i != 0) out.push_back(',');
+    out += std::to_string(shape[i]);
+  }
+  return out;
+}
+
+Result<std::vector<int64_t>> ShapeFromText(std::string_view text) {
+  std::vector<int64_t> out;
+  if (text.empty()) return out;
+  size_t pos = 0;
+  while (true) {
+    const size_t comma = text.find(',', pos);
+    const std::string_view part = text.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    int64_t v = 0;
+    const auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    if (ec != std::errc() || ptr != part.data() + part.size() || part.empty()) {
+      return MakeError(ErrorCode::kMalformed, 0, "manifest shape is not a comma list of integers", std::string(kWhere));
+    }
+    out.push_back(v);
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+// Stmt owns one prepared statement. Bind* take 1-based indexes; Step returns
+// true for a row, false when done.
+class Stmt {
+ public:
+  static Result<Stmt> Prepare(sqlite3* db, std::string_view sql, std::string_view op) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK) {
+      return SqliteError(db, op);
+    }
+    return Stmt(db, stmt, op);
+  }
+  Stmt(Stmt&& other) noexcept
+      : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), op_(other.op_) {}
+  Stmt& operator=(Stmt&&) = delete;
+  Stmt(const Stmt&) = delete;
+  ~Stmt() {
+    if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+  }
+
+  Status Bind(int i, std::string_view text) {
+    if (sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) != SQLITE_OK) {
+      return SqliteError(db_, op_);
+    }
+    return OkStatus();
+  }
+  Status Bind(int i, int64_t v) {
+    if (sqlite3_bind_int64(stmt_, i, v) != SQLITE_OK) return SqliteError(db_, op_);
+    return OkStatus();
+  }
+  Result<bool> Step() {
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteError(db_, op_);
+  }
+  // Run steps a statement that returns no rows.
+  Status Run() {
+    CKG_ASSIGN_OR_RETURN(bool row, Step());
+    (void)row;
+    return OkStatus();
+  }
+  std::string Text(int col) const {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    const int n = sqlite3_column_bytes(stmt_, col);
+    return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  // Reset readies the statement for another Step with new bindings.
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+ private:
+  Stmt(sqlite3* db, sqlite3_stmt* stmt, std::string_view op) : db_(db), stmt_(stmt), op_(op) {}
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  std::string_view op_;  // always a literal
+};
+
+// Exec runs fixed SQL text (no parameters: pragmas, schema steps, BEGIN/COMMIT).
+Status Exec(sqlite3* db, std::string_view sql, std::string_view op) {
+  const std::string text(sql);
+  if (sqlite3_exec(db, text.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) return SqliteError(db, op);
+  return OkStatus();
+}
+
+// InTransaction runs `body` between BEGIN (IMMEDIATE for writes) and COMMIT,
+// rolling back when the body or the commit fails.
+template <typename Fn>
+auto InTransaction(sqlite3* db, bool write, std::string_view op, Fn&& body) -> decltype(body()) {
+  CKG_TRY(Exec(db, write ? "BEGIN IMMEDIATE" : "BEGIN", op));
+  auto result = body();
+  if (!result) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return result;
+  }
+  if (sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    auto err = SqliteError(db, op);
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return err;
+  }
+  return result;
+}
+
+// The columns CheckpointFromRow reads, in its order (a literal, so queries
+// stay compile-time constants).
+#define CKG_CHECKPOINT_COLUMNS                                                                   \
+  "id, name, tag, sha256, size, format, verdict, status, signature, key_id, uploader, created_at, " \
+  "revoked_reason, revoked_by, revoked_at"
+
+
+CheckpointRecord CheckpointFromRow(const Stmt& s) {
+  CheckpointRecord r;
+  r.id = s.Int(0);
+  r.name = s.Text(1);
+  r.tag = s.Text(2);
+  r.sha256 = s.Text(3);
+  r.size = static_cast<uint64_t>(s.Int(4));
+  r.format = s.Text(5);
+  r.verdict = s.Text(6);
+  r.status = s.Text(7);
+  r.signature = s.Text(8);
+  r.key_id = s.Text(9);
+  r.uploader = s.Text(10);
+  r.created_at = s.Int(11);
+  r.revoked_reason = s.Text(12);
+  r.revoked_by = s.Text(13);
+  r.revoked_at = s.Int(14);
+  return r;
+}
+
+KeyRecord KeyFromRow(const Stmt& s) {
+  KeyRecord k;
+  k.key_id = s.Text(0);
+  k.public_pem = s.Text(1);
+  k.curve = s.Text(2);
+  k.state = s.Text(3);
+  k.created_at = s.Int(4);
+  k.revoked_reason = s.Text(5);
+  k.revoked_at = s.Int(6);
+  return k;
+}
+
+TokenRecord TokenFromRow(const Stmt& s) {
+  TokenRecord t;
+  t.name = s.Text(0);
+  t.scope = s.Text(1);
+  t.created_at = s.Int(2);
+  t.revoked = s.Int(3) != 0;
+  return t;
+}
+
+bool IsStatus(std::string_view s) { return s == "stored" || s == "rejected" || s == "revoked"; }
+
+Result<int> ReadSchemaVersion(sqlite3* db) {
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                                             "read schema version"));
+  CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return 0;
+  const int64_t v = s.Int(0);
+  if (v < 0 || v > std::numeric_limits<int>::max()) {
+    return MakeError(ErrorCode::kMalformed, 0, "schema_version holds an impossible version", std::string(kWhere));
+  }
+  return static_cast<int>(v);
+}
+
+Status Migrate(sqlite3* db) {
+  CKG_TRY(Exec(db,
+               "CREATE TABLE IF NOT EXISTS schema_version ("
+               "version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)",
+               "create schema_version"));
+  CKG_ASSIGN_OR_RETURN(int version, ReadSchemaVersion(db));
+  if (version > kCatalogSchemaVersion) {
+    return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                     "catalog schema version " + std::to_string(version) + " is newer than this build's " +
+                         std::to_string(kCatalogSchemaVersion) + "; upgrade ckptguardd",
+                     std::string(kWhere));
+  }
+  while (version < kCatalogSchemaVersion) {
+    const int next = version + 1;
+    Status step = InTransaction(db, true, "migrate schema", [&]() -> Status {
+      // Re-read inside the write lock: another process may have migrated.
+      CKG_ASSIGN_OR_RETURN(int now_version, ReadSchemaVersion(db));
+      if (now_version >= next) return OkStatus();
+      CKG_TRY(Exec(db, kMigrations[version], "migrate schema"));
+      CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+                                                 "record schema version"));
+      CKG_TRY(s.Bind(1, int64_t{next}));
+      CKG_TRY(s.Bind(2, Now()));
+      return s.Run();
+    });
+    if (!step) return step;
+    CKG_ASSIGN_OR_RETURN(version, ReadSchemaVersion(db));
+    if (version < next) return MakeError(ErrorCode::kInternal, 0, "migration did not record its version", std::string(kWhere));
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+struct Catalog::Impl {
+  sqlite3* db = nullptr;
+  std::mutex mu;
+  ~Impl() {
+    if (db != nullptr) sqlite3_close_v2(db);
+  }
+};
+
+Catalog::Catalog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Catalog::~Catalog() = default;
+
+Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& db_path) {
+  if (db_path.empty()) return InvalidArgument("empty catalog path");
+  try {
+    auto impl = std::make_unique<Impl>();
+    const int rc = sqlite3_open_v2(db_path.c_str(), &impl->db,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
+                                       SQLITE_OPEN_NOFOLLOW,
+                                   nullptr);
+    if (rc != SQLITE_OK) {
+      auto err = SqliteError(impl->db, "open " + db_path);
+      return err;
+    }
+    sqlite3 *db = impl->db;
+    sqlite3_extended_result_codes(db, 1);
+    if (sqlite3_busy_timeout(db, kBusyTimeoutMs) != SQLITE_OK) return SqliteError(db, "set busy_timeout");
+    CKG_TRY(Exec(db, "PRAGMA foreign_keys = ON", "enable foreign keys"));
+    CKG_TRY(Exec(db, "PRAGMA synchronous = FULL", "set synchronous"));
+    {
+      CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "PRAGMA journal_mode = WAL", "set WAL journal mode"));
+      CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row || s.Text(0) != "wal") {
+        return MakeError(ErrorCode::kIo, 0, "set WAL journal mode: the database refused WAL", db_path);
+      }
+    }
+    CKG_TRY(Migrate(db));
+    return std::unique_ptr<Catalog>(new Catalog(std::move(impl)));
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kIo, 0, "open catalog: out of memory", std::string(kWhere));
+  }
+}
+
+Result<int> Catalog::SchemaVersion() {
+  std::lock_guard lock(impl_->mu);
+  return ReadSchemaVersion(impl_->db);
+}
+
+Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r) {
+  if (r.name.empty()) return InvalidArgument("insert checkpoint: empty name");
+  if (!IsSha256Hex(r.sha256)) return InvalidArgument("insert checkpoint: sha256 is not 64 lower-case hex digits");
+  if (!IsStatus(r.status)) return InvalidArgument("insert checkpoint: status must be stored, rejected or revoked");
+  if (r.size > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return InvalidArgument("insert checkpoint: size too large");
+  }
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "insert checkpoint", [&]() -> Result<int64_t> {
+    CKG_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db,
+                              "INSERT INTO checkpoints (name, tag, sha256, size, format, verdict, status, signature, "
+                              "key_id, uploader, created_at, revoked_reason, revoked_by, revoked_at) "
+                              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                              "insert checkpoint"));
+    CKG_TRY(s.Bind(1, r.name));
+    CKG_TRY(s.Bind(2, r.tag));
+    CKG_TRY(s.Bind(3, r.sha256));
+    CKG_TRY(s.Bind(4, static_cast<int64_t>(r.size)));
+    CKG_TRY(s.Bind(5, r.format));
+    CKG_TRY(s.Bind(6, r.verdict));
+    CKG_TRY(s.Bind(7, r.status));
+    CKG_TRY(s.Bind(8, r.signature));
+    CKG_TRY(s.Bind(9, r.key_id));
+    CKG_TRY(s.Bind(10, r.uploader));
+    CKG_TRY(s.Bind(11, r.created_at != 0 ? r.created_at : Now()));
+    CKG_TRY(s.Bind(12, r.revoked_reason));
+    CKG_TRY(s.Bind(13, r.revoked_by));
+    CKG_TRY(s.Bind(14, r.revoked_at));
+    CKG_TRY(s.Run());
+    const int64_t id = sqlite3_last_insert_rowid(db);
+
+    CKG_ASSIGN_OR_RETURN(Stmt m, Stmt::Prepare(db,
+                                               "INSERT INTO manifest (checkpoint_id, position, key, dtype, shape) "
+                                               "VALUES (?1, ?2, ?3, ?4, ?5)",
+                                               "insert manifest"));
+    for (size_t i = 0; i < r.manifest.size(); ++i) {
+      const ManifestEntry& e = r.manifest[i];
+      CKG_TRY(m.Bind(1, id));
+      CKG_TRY(m.Bind(2, static_cast<int64_t>(i)));
+      CKG_TRY(m.Bind(3, e.key));
+      CKG_TRY(m.Bind(4, e.dtype));
+      CKG_TRY(m.Bind(5, ShapeToText(e.shape)));
+      CKG_TRY(m.Run());
+      m.Reset();
+    }
+    CKG_ASSIGN_OR_RETURN(Stmt f, Stmt::Prepare(db,
+                                               "INSERT INTO findings (checkpoint_id, position, rule, severity, "
+                                               "message, entry, byte_offset, global_name) "
+                                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                               "insert findings"));
+    for (size_t i = 0; i < r.findings.size(); ++i) {
+      const FindingRecord& e = r.findings[i];
+      CKG_TRY(f.Bind(1, id));
+      CKG_TRY(f.Bind(2, static_cast<int64_t>(i)));
+      CKG_TRY(f.Bind(3, e.rule));
+      CKG_TRY(f.Bind(4, e.severity));
+      CKG_TRY(f.Bind(5, e.message));
+      CKG_TRY(f.Bind(6, e.entry));
+      CKG_TRY(f.Bind(7, static_cast<int64_t>(e.offset)));
+      CKG_TRY(f.Bind(8, e.global));
+      CKG_TRY(f.Run());
+      f.Reset();
+    }
+    return id;
+  });
+}
+
+Result<std::vector<CheckpointRecord>> Catalog::ListCheckpoints(const CheckpointQuery& query) {
+  if (!query.status.empty() && !IsStatus(query.status)) {
+    return InvalidArgument("list checkpoints: status must be stored, rejected or revoked");
+  }
+  const int64_t limit = query.limit == 0 ? 100 : std::min<int64_t>(query.limit, 1000);
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  // Two constant statements: with a name, "name = ?1" lets the (name, tag)
+  // index drive the search; without one, the walk goes down the ids.
+  constexpr std::string_view kByName = "SELECT " CKG_CHECKPOINT_COLUMNS
+                                       " FROM checkpoints WHERE name = ?1 AND (?2 = '' OR tag = ?2)"
+                                       " AND (?3 = '' OR status = ?3) AND (?4 <= 0 OR id < ?4)"
+                                       " ORDER BY id DESC LIMIT ?5";
+  constexpr std::string_view kAny = "SELECT " CKG_CHECKPOINT_COLUMNS
+                                    " FROM checkpoints WHERE ?1 = '' AND (?2 = '' OR tag = ?2)"
+                                    " AND (?3 = '' OR status = ?3) AND (?4 <= 0 OR id < ?4)"
+                                    " ORDER BY id DESC LIMIT ?5";
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, query.name.empty() ? kAny : kByName, "list checkpoints"));
+  CKG_TRY(s.Bind(1, query.name));
+  CKG_TRY(s.Bind(2, query.tag));
+  CKG_TRY(s.Bind(3, query.status));
+  CKG_TRY(s.Bind(4, query.before_id));
+  CKG_TRY(s.Bind(5, limit));
+  std::vector<CheckpointRecord> out;
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(CheckpointFromRow(s));
+  }
+  return out;
+}
+
+namespace {
+
+// LoadDetails fills the manifest and findings of `r` (r.id set).
+Status LoadDetails(sqlite3* db, CheckpointRecord& r) {
+  CKG_ASSIGN_OR_RETURN(Stmt m, Stmt::Prepare(db,
+                                             "SELECT key, dtype, shape FROM manifest WHERE checkpoint_id = ?1 "
+                                             "ORDER BY position",
+                                             "read manifest"));
+  CKG_TRY(m.Bind(1, r.id));
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(bool row, m.Step());
+    if (!row) break;
+    ManifestEntry e;
+    e.key = m.Text(0);
+    e.dtype = m.Text(1);
+    CKG_ASSIGN_OR_RETURN(e.shape, ShapeFromText(m.Text(2)));
+    r.manifest.push_back(std::move(e));
+  }
+  CKG_ASSIGN_OR_RETURN(Stmt f, Stmt::Prepare(db,
+                                             "SELECT rule, severity, message, entry, byte_offset, global_name "
+                                             "FROM findings WHERE checkpoint_id = ?1 ORDER BY position",
+                                             "read findings"));
+  CKG_TRY(f.Bind(1, r.id));
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(bool row, f.Step());
+    if (!row) break;
+    FindingRecord e;
+    e.rule = f.Text(0);
+    e.severity = f.Text(1);
+    e.message = f.Text(2);
+    e.entry = f.Text(3);
+    e.offset = static_cast<uint64_t>(f.Int(4));
+    e.global = f.Text(5);
+    r.findings.push_back(std::move(e));
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<std::optional<CheckpointRecord>> Catalog::FindBySha256(const std::string& sha256) {
+  if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, false, "find checkpoint", [&]() -> Result<std::optional<CheckpointRecord>> {
+    constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS
+                            " FROM checkpoints WHERE sha256 = ?1 AND status IN ('stored', 'revoked')"
+                            " ORDER BY id DESC LIMIT 1";
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find checkpoint"));
+    CKG_TRY(s.Bind(1, sha256));
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::optional<CheckpointRecord>();
+    CheckpointRecord r = CheckpointFromRow(s);
+    CKG_TRY(LoadDetails(db, r));
+    return std::optional<CheckpointRecord>(std::move(r));
+  });
+}
+
+Result<std::optional<CheckpointRecord>> Catalog::FindById(int64_t id) {
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, false, "find checkpoint by id", [&]() -> Result<std::optional<CheckpointRecord>> {
+    constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS " FROM checkpoints WHERE id = ?1";
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find checkpoint by id"));
+    CKG_TRY(s.Bind(1, id));
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::optional<CheckpointRecord>();
+    CheckpointRecord r = CheckpointFromRow(s);
+    CKG_TRY(LoadDetails(db, r));
+    return std::optional<CheckpointRecord>(std::move(r));
+  });
+}
+
+Result<bool> Catalog::RevokeCheckpoint(const std::string& sha256, const std::string& reason, const std::string& by) {
+  if (!IsSha256Hex(sha256)) return InvalidArgument("revoke checkpoint: sha256 is not 64 lower-case hex digits");
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "revoke checkpoint", [&]() -> Result<bool> {
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
+                                               "UPDATE checkpoints SET status = 'revoked', revoked_reason = ?1, "
+                                               "revoked_by = ?2, revoked_at = ?3 WHERE sha256 = ?4 AND status = 'stored'",
+                                               "revoke checkpoint"));
+    CKG_TRY(s.Bind(1, reason));
+    CKG_TRY(s.Bind(2, by));
+    CKG_TRY(s.Bind(3, Now()));
+    CKG_TRY(s.Bind(4, sha256));
+    CKG_TRY(s.Run());
+    return sqlite3_changes(db) > 0;
+  });
+}
+
+Result<std::vector<std::string>> Catalog::ReferencedBlobs() {
+  std::lock_guard lock(impl_->mu);
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
+                                             "SELECT DISTINCT sha256 FROM checkpoints "
+                                             "WHERE status IN ('stored', 'revoked') ORDER BY sha256",
+                                             "list referenced blobs"));
+  std::vector<std::string> out;
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(s.Text(0));
+  }
+  return out;
+}
+
+Status Catalog::AddKey(const KeyRecord& key) {
+  if (!IsSha256Hex(key.key_id)) return InvalidArgument("add key: key_id is not 64 lower-case hex digits");
+  if (key.public_pem.empty()) return InvalidArgument("add key: empty public key");
+  if (key.curve != "P-256" && key.curve != "P-384" && key.curve != "P-521") {
+    return InvalidArgument("add key: curve must be P-256, P-384 or P-521");
+  }
+  if (key.state != "active" && key.state != "retired" && key.state != "revoked") {
+    return InvalidArgument("add key: state must be active, retired or revoked");
+  }
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "add key", [&]() -> Status {
+    if (key.state == "active") {
+      CKG_ASSIGN_OR_RETURN(Stmt r, Stmt::Prepare(db, "UPDATE keys SET state = 'retired' WHERE state = 'active'",
+                                                 "retire the active key"));
+      CKG_TRY(r.Run());
+    }
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
+                                               "INSERT INTO keys (key_id, public_pem, curve, state, created_at, "
+                                               "revoked_reason, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                               "add key"));
+    CKG_TRY(s.Bind(1, key.key_id));
+    CKG_TRY(s.Bind(2, key.public_pem));
+    CKG_TRY(s.Bind(3, key.curve));
+    CKG_TRY(s.Bind(4, key.state));
+    CKG_TRY(s.Bind(5, key.created_at != 0 ? key.created_at : Now()));
+    CKG_TRY(s.Bind(6, key.revoked_reason));
+    CKG_TRY(s.Bind(7, key.state == "revoked" && key.revoked_at == 0 ? Now() : key.revoked_at));
+    return s.Run();
+  });
+}
+
+Result<std::vector<KeyRecord>> Catalog::ListKeys() {
+  std::lock_guard lock(impl_->mu);
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
+                                             "SELECT key_id, public_pem, curve, state, created_at, revoked_reason, "
+                                             "revoked_at FROM keys ORDER BY created_at DESC, rowid DESC",
+                                             "list keys"));
+  std::vector<KeyRecord> out;
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(KeyFromRow(s));
+  }
+  return out;
+}
+
+Result<std::optional<KeyRecord>> Catalog::ActiveKey() {
+  std::lock_guard lock(impl_->mu);
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
+                                             "SELECT key_id, public_pem, curve, state, created_at, revoked_reason, "
+                                             "revoked_at FROM keys WHERE state = 'active'",
+                                             "read the active key"));
+  CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<KeyRecord>();
+  return std::optional<KeyRecord>(KeyFromRow(s));
+}
+
+Result<bool> Catalog::RevokeKey(const std::string& key_id, const std::string& reason) {
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "revoke key", [&]() -> Result<bool> {
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
+                                               "UPDATE keys SET state = 'revoked', revoked_reason = ?1, revoked_at = ?2 "
+                                               "WHERE key_id = ?3 AND state != 'revoked'",
+                                               "revoke key"));
+    CKG_TRY(s.Bind(1, reason));
+    CKG_TRY(s.Bind(2, Now()));
+    CKG_TRY(s.Bind(3, key_id));
+    CKG_TRY(s.Run());
+    return sqlite3_changes(db) > 0;
+  });
+}
+
+Status Catalog::AddToken(const std::string& name, const std::string& token_sha256, const std::string& scope) {
+  if (name.empty()) return InvalidArgument("add token: empty name");
+  if (!IsSha256Hex(token_sha256)) return InvalidArgument("add token: token_sha256 is not 64 lower-case hex digits");
+  if (scope != "write" && scope != "admin") return InvalidArgument("add token: scope must be write or admin");
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "add token", [&]() -> Status {
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
+                                               "INSERT INTO tokens (name, token_sha256, scope, created_at) "
+                                               "VALUES (?1, ?2, ?3, ?4)",
+                                               "add token"));
+    CKG_TRY(s.Bind(1, name));
+    CKG_TRY(s.Bind(2, token_sha256));
+    CKG_TRY(s.Bind(3, scope));
+    CKG_TRY(s.Bind(4, Now()));
+    return s.Run();
+  });
+}
+
+Result<std::optional<TokenRecord>> Catalog::FindToken(const std::string& token_sha256) {
+  if (!IsSha256Hex(token_sha256)) return std::optional<TokenRecord>();
+  std::lock_guard lock(impl_->mu);
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
+                                             "SELECT name, scope, created_at, revoked FROM tokens "
+                                             "WHERE token_sha256 = ?1 AND revoked = 0",
+                                             "find token"));
+  CKG_TRY(s.Bind(1, token_sha256));
+  CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<TokenRecord>();
+  return std::optional<TokenRecord>(TokenFromRow(s));
+}
+
+Result<bool> Catalog::RevokeToken(const std::string& name) {
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "revoke token", [&]() -> Result<bool> {
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
+                                               "UPDATE tokens SET revoked = 1, revoked_at = ?1 "
+                                               "WHERE name = ?2 AND revoked = 0",
+                                               "revoke token"));
+    CKG_TRY(s.Bind(1, Now()));
+    CKG_TRY(s.Bind(2, name));
+    CKG_TRY(s.Run());
+    return sqlite3_changes(db) > 0;
+  });
+}
+
+Result<std::vector<TokenRecord>> Catalog::ListTokens() {
+  std::lock_guard lock(impl_->mu);
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
+                                             "SELECT name, scope, created_at, revoked FROM tokens ORDER BY id",
+                                             "list tokens"));
+  std::vector<TokenRecord> out;
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(TokenFromRow(s));
+  }
+  return out;
+}
+
+Status Catalog::Audit(const AuditRecord& record) {
+  if (record.action.empty()) return InvalidArgument("audit: empty action");
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "append audit record", [&]() -> Status {
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
+                                               "INSERT INTO audit (at, who, action, target, result, detail) "
+                                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                               "append audit record"));
+    CKG_TRY(s.Bind(1, record.at != 0 ? record.at : Now()));
+    CKG_TRY(s.Bind(2, record.who));
+    CKG_TRY(s.Bind(3, record.action));
+    CKG_TRY(s.Bind(4, record.target));
+    CKG_TRY(s.Bind(5, record.result));
+    CKG_TRY(s.Bind(6, record.detail));
+    return s.Run();
+  });
+}
+
+Result<std::vector<AuditRecord>> Catalog::ListAudit(int64_t after_id, uint32_t limit) {
+  const int64_t n = limit == 0 ? 1000 : std::min<int64_t>(limit, 1000);
+  std::lock_guard lock(impl_->mu);
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
+                                             "SELECT id, at, who, action, target, result, detail FROM audit "
+                                             "WHERE id > ?1 ORDER BY id LIMIT ?2",
+                                             "list audit records"));
+  CKG_TRY(s.Bind(1, after_id));
+  CKG_TRY(s.Bind(2, n));
+  std::vector<AuditRecord> out;
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    AuditRecord a;
+    a.id = s.Int(0);
+    a.at = s.Int(1);
+    a.who = s.Text(2);
+    a.action = s.Text(3);
+    a.target = s.Text(4);
+    a.result = s.Text(5);
+    a.detail = s.Text(6);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+}  // namespace ckptguard::daemon

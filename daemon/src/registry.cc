@@ -1,0 +1,383 @@
+// Registry: the ingest pipeline and the registry's state (see registry.h).
+#include "ckptguard/daemon/registry.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <utility>
+
+#include "ckptguard/checkpoint.h"
+#include "ckptguard/container.h"
+#include "ckptguard/dtype.h"
+#include "ckptguard/scanner/finding.h"
+#include "ckptguard/scanner/scan.h"
+
+namespace ckptguard::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool AllOf(const std::string& s, std::string_view extra) {
+  return std::all_of(s.begin(), s.end(), [&](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           extra.find(c) != std::string_view::npos;
+  });
+}
+
+std::string HexOf(const unsigned char* data, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kHex[data[i] >> 4]);
+    out.push_back(kHex[data[i] & 15]);
+  }
+  return out;
+}
+
+std::string Sha256Of(std::string_view text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), digest, &len, EVP_sha256(), nullptr);
+  return HexOf(digest, len);
+}
+
+Status MakeDir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    return MakeError(ErrorCode::kIo, 0, std::string("cannot create folder: ") + std::strerror(errno), path);
+  }
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return MakeError(ErrorCode::kIo, 0, "exists and is not a folder", path);
+  }
+  return OkStatus();
+}
+
+// The state-dict manifest of an accepted file: every tensor reachable from
+// the root with its dtype and shape. A file the loader cannot represent
+// (a TorchScript archive, a quantized tensor) is stored without one.
+std::vector<ManifestEntry> ManifestOf(const std::string& path) {
+  std::vector<ManifestEntry> out;
+  auto checkpoint = LoadCheckpoint(path);
+  if (!checkpoint) return out;
+  auto named = checkpoint->NamedTensors();
+  if (!named) return out;
+  constexpr size_t kMaxManifest = 200000;
+  for (const NamedTensor& entry : *named) {
+    if (out.size() >= kMaxManifest) break;
+    const Tensor& tensor = checkpoint->tensors()[entry.tensor];
+    out.push_back({entry.path, std::string(DTypeName(tensor.dtype)), tensor.shape});
+  }
+  return out;
+}
+
+std::string CurveNameOf(signing::Curve curve) { return std::string(signing::CurveName(curve)); }
+
+}  // namespace
+
+bool ValidName(const std::string& name) {
+  return !name.empty() && name.size() <= 200 && AllOf(name, "._/-") && name.front() != '/' &&
+         name.find("..") == std::string::npos;
+}
+bool ValidTag(const std::string& tag) { return tag.size() <= 128 && AllOf(tag, "._-"); }
+bool ValidSha256(const std::string& hex) {
+  return hex.size() == 64 && std::all_of(hex.begin(), hex.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+Registry::Registry(RegistryOptions options, std::unique_ptr<Catalog> catalog, BlobStore blobs)
+    : options_(std::move(options)), catalog_(std::move(catalog)), blobs_(std::move(blobs)) {}
+
+Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options) {
+  if (options.data_dir.empty()) return MakeError(ErrorCode::kInvalidArgument, 0, "no data folder given");
+  CKG_TRY(MakeDir(options.data_dir, 0700));
+  CKG_TRY(MakeDir(options.data_dir + "/keys", 0700));
+  CKG_ASSIGN_OR_RETURN(auto catalog, Catalog::Open(options.data_dir + "/catalog.db"));
+  CKG_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(options.data_dir));
+  std::unique_ptr<Registry> registry(new Registry(options, std::move(catalog), std::move(blobs)));
+  CKG_TRY(registry->Reconcile());
+  CKG_TRY(registry->EnsureSigningKey());
+  return registry;
+}
+
+std::string Registry::KeyPath(const std::string& key_id) const {
+  return options_.data_dir + "/keys/" + key_id + ".pem";
+}
+
+// Reconcile: uploads interrupted by a crash are dropped, and so are blobs
+// that were committed but whose catalog transaction never did.
+Status Registry::Reconcile() {
+  CKG_TRY(blobs_.RemoveTemp());
+  CKG_ASSIGN_OR_RETURN(auto referenced, catalog_->ReferencedBlobs());
+  std::set<std::string> keep(referenced.begin(), referenced.end());
+  CKG_ASSIGN_OR_RETURN(auto present, blobs_.List());
+  for (const std::string& sha : present) {
+    if (!keep.contains(sha)) CKG_TRY(blobs_.Remove(sha));
+  }
+  return OkStatus();
+}
+
+Status Registry::EnsureSigningKey() {
+  std::lock_guard lock(key_mutex_);
+  CKG_ASSIGN_OR_RETURN(auto active, catalog_->ActiveKey());
+  if (active) {
+    auto key = signing::PrivateKey::LoadFile(KeyPath(active->key_id));
+    if (!key) {
+      return MakeError(ErrorCode::kIo, 0,
+                       "the active signing key's private file is missing or unreadable (" +
+                           key.error().ToString() + "); restore it or run 'ckptguardd key rotate'",
+                       KeyPath(active->key_id));
+    }
+    if (key->KeyId() != active->key_id) {
+      return MakeError(ErrorCode::kMalformed, 0, "private key file does not match the catalogued key id",
+                       KeyPath(active->key_id));
+    }
+    signer_ = std::move(*key);
+    signer_id_ = active->key_id;
+    return OkStatus();
+  }
+  CKG_ASSIGN_OR_RETURN(auto key, signing::PrivateKey::Generate(options_.key_curve));
+  const std::string id = key.KeyId();
+  CKG_TRY(key.WriteFile(KeyPath(id)));
+  CKG_TRY(catalog_->AddKey({id, key.PublicPem(), CurveNameOf(key.curve()), "active", NowSeconds(), "", 0}));
+  CKG_TRY(catalog_->Audit({0, 0, "local", "key-create", id, "ok", "first start: created the signing key"}));
+  signer_ = std::move(key);
+  signer_id_ = id;
+  return OkStatus();
+}
+
+Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& request) {
+  if (!ValidName(request.name)) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "name must be 1-200 characters of A-Z a-z 0-9 . _ / -");
+  }
+  if (!ValidTag(request.tag)) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "tag must be 0-128 characters of A-Z a-z 0-9 . _ -");
+  }
+  CheckpointRecord record;
+  record.name = request.name;
+  record.tag = request.tag;
+  record.sha256 = upload.sha256();
+  record.size = upload.size();
+  record.uploader = request.uploader;
+  record.created_at = NowSeconds();
+
+  const scanner::FileReport report = scanner::ScanFile(upload.temp_path());
+  record.format = report.format;
+  record.verdict = std::string(scanner::VerdictName(report.verdict));
+  for (const scanner::Finding& f : report.findings) {
+    record.findings.push_back({f.rule, std::string(scanner::SeverityName(f.severity)), f.message, f.entry,
+                               f.offset, f.global});
+  }
+  if (report.error) {
+    record.findings.push_back({"CKG-E000", "dangerous", "the file could not be read: " + report.error->ToString(),
+                               "", report.error->offset, ""});
+  }
+  const bool accepted = report.verdict == scanner::Verdict::kSafe ||
+                        (report.verdict == scanner::Verdict::kSuspicious && options_.accept_suspicious);
+  if (!accepted) {
+    record.status = "rejected";
+    CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record));
+    CKG_TRY(catalog_->Audit({0, 0, request.uploader, "push", record.sha256, "rejected",
+                             "name " + record.name + " tag " + record.tag + ": verdict " + record.verdict + ", " +
+                                 std::to_string(record.findings.size()) + " finding(s)"}));
+    return record;
+  }
+
+  record.manifest = ManifestOf(upload.temp_path());
+  {
+    std::lock_guard lock(key_mutex_);
+    if (!signer_) return MakeError(ErrorCode::kInternal, 0, "no active signing key");
+    // The model is the single file, named "." (model_signing's single-file
+    // form); it was hashed once, while it streamed in.
+    CKG_ASSIGN_OR_RETURN(record.signature,
+                         signing::SignResources(*signer_, record.name, {{".", record.sha256}}));
+    record.key_id = signer_id_;
+  }
+  record.status = "stored";
+  CKG_TRY(blobs_.Commit(upload));
+  CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record));
+  CKG_TRY(catalog_->Audit({0, 0, request.uploader, "push", record.sha256, "stored",
+                           "name " + record.name + " tag " + record.tag + ": verdict " + record.verdict +
+                               ", signed by " + record.key_id}));
+  return record;
+}
+
+Result<std::vector<signing::PublicKey>> Registry::TrustedKeys() {
+  CKG_ASSIGN_OR_RETURN(auto keys, catalog_->ListKeys());
+  std::vector<signing::PublicKey> out;
+  for (const KeyRecord& key : keys) {
+    if (key.state == "revoked") continue;
+    CKG_ASSIGN_OR_RETURN(auto pub, signing::PublicKey::FromPem(key.public_pem));
+    out.push_back(std::move(pub));
+  }
+  return out;
+}
+
+Result<std::string> Registry::TrustedKeysPem() {
+  CKG_ASSIGN_OR_RETURN(auto keys, catalog_->ListKeys());
+  std::stable_sort(keys.begin(), keys.end(),
+                   [](const KeyRecord& a, const KeyRecord& b) { return a.state == "active" && b.state != "active"; });
+  std::string out;
+  for (const KeyRecord& key : keys) {
+    if (key.state == "revoked") continue;
+    out += "# key " + key.key_id + " " + key.curve + " " + key.state + "\n" + key.public_pem;
+    if (!out.empty() && out.back() != '\n') out.push_back('\n');
+  }
+  return out;
+}
+
+namespace {
+
+// Judge fills the signature and status fields of `report` from the record.
+void Judge(VerifyReport& report, const CheckpointRecord& record, const std::vector<KeyRecord>& keys,
+           const std::vector<signing::PublicKey>& trusted) {
+  report.catalogued = true;
+  report.status = record.status;
+  report.key_id = record.key_id;
+  for (const KeyRecord& key : keys) {
+    if (key.key_id == record.key_id) report.key_state = key.state;
+  }
+  if (record.status == "rejected") {
+    report.detail = "this file was pushed and rejected by the scanner (verdict " + record.verdict + ")";
+    return;
+  }
+  auto statement = signing::VerifyBundle(record.signature, trusted);
+  if (!statement) {
+    report.detail = "the signature does not verify with a trusted key: " + statement.error().ToString();
+    return;
+  }
+  if (statement->resources.size() != 1 || statement->resources[0].name != "." ||
+      statement->resources[0].sha256_hex != record.sha256) {
+    report.detail = "the signature is valid but signs other content than this digest";
+    return;
+  }
+  report.signature_valid = true;
+  if (record.status == "revoked") {
+    report.detail = "the checkpoint was revoked by " + record.revoked_by + ": " + record.revoked_reason;
+  }
+}
+
+}  // namespace
+
+Result<VerifyReport> Registry::VerifyDigest(const std::string& sha256, bool rehash) {
+  if (!ValidSha256(sha256)) return MakeError(ErrorCode::kInvalidArgument, 0, "sha256 must be 64 lower-case hex digits");
+  VerifyReport report;
+  report.sha256 = sha256;
+  CKG_ASSIGN_OR_RETURN(auto record, catalog_->FindBySha256(sha256));
+  if (!record) {
+    report.detail = "no stored checkpoint has this digest";
+    return report;
+  }
+  CKG_ASSIGN_OR_RETURN(auto keys, catalog_->ListKeys());
+  CKG_ASSIGN_OR_RETURN(auto trusted, TrustedKeys());
+  report.blob_present = blobs_.Has(sha256);
+  if (report.blob_present) {
+    if (rehash) {
+      CKG_ASSIGN_OR_RETURN(auto actual, Sha256FileHex(blobs_.PathOf(sha256)));
+      report.unchanged = actual == sha256;
+    } else {
+      report.unchanged = true;  // content-addressed: only a re-hash can say more
+    }
+  }
+  Judge(report, *record, keys, trusted);
+  if (report.detail.empty() && !report.blob_present) report.detail = "the blob is missing from the store";
+  if (report.detail.empty() && !report.unchanged) report.detail = "the stored blob no longer hashes to its digest";
+  report.record = std::move(record);
+  return report;
+}
+
+Result<VerifyReport> Registry::VerifyUpload(const Upload& upload) {
+  VerifyReport report;
+  report.sha256 = upload.sha256();
+  CKG_ASSIGN_OR_RETURN(auto record, catalog_->FindBySha256(report.sha256));
+  if (!record) {
+    report.detail = "no stored checkpoint has this file's digest (changed, or never pushed)";
+    return report;
+  }
+  CKG_ASSIGN_OR_RETURN(auto keys, catalog_->ListKeys());
+  CKG_ASSIGN_OR_RETURN(auto trusted, TrustedKeys());
+  report.blob_present = blobs_.Has(report.sha256);
+  report.unchanged = true;  // the bytes the client sent hash to the catalogued digest
+  Judge(report, *record, keys, trusted);
+  report.record = std::move(record);
+  return report;
+}
+
+Result<bool> Registry::RevokeCheckpoint(const std::string& sha256, const std::string& reason, const std::string& who) {
+  if (!ValidSha256(sha256)) return MakeError(ErrorCode::kInvalidArgument, 0, "sha256 must be 64 lower-case hex digits");
+  CKG_ASSIGN_OR_RETURN(bool revoked, catalog_->RevokeCheckpoint(sha256, reason, who));
+  CKG_TRY(catalog_->Audit({0, 0, who, "revoke-checkpoint", sha256, revoked ? "ok" : "not-found", reason}));
+  return revoked;
+}
+
+Result<KeyRecord> Registry::RotateKey(const std::string& who) {
+  std::lock_guard lock(key_mutex_);
+  CKG_ASSIGN_OR_RETURN(auto key, signing::PrivateKey::Generate(options_.key_curve));
+  const std::string id = key.KeyId();
+  CKG_TRY(key.WriteFile(KeyPath(id)));
+  KeyRecord record{id, key.PublicPem(), CurveNameOf(key.curve()), "active", NowSeconds(), "", 0};
+  CKG_TRY(catalog_->AddKey(record));
+  CKG_TRY(catalog_->Audit({0, 0, who, "rotate-key", id, "ok", "new active key; the previous one is retired"}));
+  signer_ = std::move(key);
+  signer_id_ = id;
+  return record;
+}
+
+Result<bool> Registry::RevokeKey(const std::string& key_id, const std::string& reason, const std::string& who) {
+  if (!ValidSha256(key_id)) return MakeError(ErrorCode::kInvalidArgument, 0, "a key id is 64 lower-case hex digits");
+  bool was_active = false;
+  {
+    std::lock_guard lock(key_mutex_);
+    was_active = key_id == signer_id_;
+  }
+  if (was_active) CKG_TRY(RotateKey(who));
+  CKG_ASSIGN_OR_RETURN(bool revoked, catalog_->RevokeKey(key_id, reason));
+  if (revoked) {
+    std::error_code ec;
+    fs::remove(KeyPath(key_id), ec);  // a revoked key must never sign again
+  }
+  CKG_TRY(catalog_->Audit({0, 0, who, "revoke-key", key_id, revoked ? "ok" : "not-found", reason}));
+  return revoked;
+}
+
+Result<std::string> Registry::CreateToken(const std::string& name, const std::string& scope, const std::string& who) {
+  if (name.empty() || name.size() > 64 || !AllOf(name, "._-")) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "a token name is 1-64 characters of A-Z a-z 0-9 . _ -");
+  }
+  if (scope != "write" && scope != "admin") {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "scope must be write or admin");
+  }
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) return MakeError(ErrorCode::kIo, 0, "the random generator failed");
+  const std::string token = "ckg_" + HexOf(raw, sizeof raw);
+  CKG_TRY(catalog_->AddToken(name, Sha256Of(token), scope));
+  CKG_TRY(catalog_->Audit({0, 0, who, "token-create", name, "ok", "scope " + scope}));
+  return token;
+}
+
+Result<bool> Registry::RevokeToken(const std::string& name, const std::string& who) {
+  CKG_ASSIGN_OR_RETURN(bool revoked, catalog_->RevokeToken(name));
+  CKG_TRY(catalog_->Audit({0, 0, who, "token-revoke", name, revoked ? "ok" : "not-found", ""}));
+  return revoked;
+}
+
+Result<std::optional<TokenRecord>> Registry::Authenticate(const std::string& raw_token) {
+  if (raw_token.size() != 68 || raw_token.rfind("ckg_", 0) != 0) return std::optional<TokenRecord>();
+  return catalog_->FindToken(Sha256Of(raw_token));
+}
+
+}  // namespace ckptguard::daemon
