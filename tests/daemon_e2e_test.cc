@@ -1,0 +1,439 @@
+// End-to-end tests of the registry as users run it: the real ckptguardd
+// process on a free loopback port with a temp data folder, driven by the real
+// `ckptguard registry` client processes, concurrently; then kill -9 at
+// arbitrary moments (crash consistency) and SIGTERM mid-upload (drain).
+#define BOOST_TEST_MODULE daemon_e2e_test
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ckptguard/daemon/catalog.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using ckptguard::testing::CorpusDir;
+using ckptguard::testing::ReadFile;
+using ckptguard::testing::Run;
+using ckptguard::testing::ShellQuote;
+using ckptguard::testing::TempDir;
+
+namespace {
+
+const std::string kCli = CKPTGUARD_CLI;
+const std::string kDaemon = CKPTGUARD_DAEMON;
+
+std::string LastLine(const std::string& text) {
+  std::string t = text;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  const size_t nl = t.rfind('\n');
+  return nl == std::string::npos ? t : t.substr(nl + 1);
+}
+
+// Daemon runs ckptguardd in the background on port 0 and reads the port it bound.
+struct Daemon {
+  pid_t pid = -1;
+  int port = 0;
+  fs::path dir;
+  fs::path log;
+
+  Daemon(const fs::path& data_dir, const fs::path& work, std::vector<std::string> extra = {}) : dir(data_dir) {
+    const fs::path port_file = work / ("port-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    log = work / (port_file.filename().string() + ".log");
+    std::vector<std::string> args = {kDaemon, "--data-dir", data_dir.string(), "--listen", "127.0.0.1:0",
+                                     "--port-file", port_file.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid = ::fork();
+    if (pid == 0) {
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    for (int i = 0; i < 600 && port == 0; ++i) {  // ASan start-up can be slow: up to 60 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (fs::exists(port_file)) port = std::stoi(ReadFile(port_file));
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        break;
+      }
+    }
+    BOOST_REQUIRE_MESSAGE(port != 0, "ckptguardd did not start: " << ReadFile(log));
+  }
+  ~Daemon() { Stop(SIGTERM); }
+
+  std::string Url() const { return "http://127.0.0.1:" + std::to_string(port); }
+
+  // Stop sends `signal` and waits; returns the exit status (-1 if killed by a signal).
+  int Stop(int signal) {
+    if (pid <= 0) return -1;
+    ::kill(pid, signal);
+    int status = 0;
+    for (int i = 0; i < 600; ++i) {
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    pid = -1;
+    return -2;
+  }
+  static inline int counter = 0;
+};
+
+std::string MakeToken(const fs::path& data_dir, const std::string& name, const std::string& scope) {
+  auto r = Run(ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data_dir.string()) + " token create " + name +
+               " --scope " + scope + " 2>&1");
+  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.out);
+  return LastLine(r.out);
+}
+
+std::string Env(const Daemon& d, const std::string& token) {
+  return "CKPTGUARD_REGISTRY=" + d.Url() + " CKPTGUARD_TOKEN=" + token + " ";
+}
+
+std::vector<fs::path> Files(const char* sub) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(CorpusDir() / sub)) {
+    const std::string ext = e.path().extension().string();
+    if (ext == ".json" || ext == ".jsonl" || ext == ".md") continue;
+    out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The scanner's verdict for a file, from `ckptguard scan --format json`.
+std::string ScanVerdict(const fs::path& file) {
+  auto r = Run(ShellQuote(kCli) + " scan --format json " + ShellQuote(file.string()) + " 2>/dev/null");
+  json j = json::parse(r.out, nullptr, false);
+  BOOST_REQUIRE_MESSAGE(!j.is_discarded(), "scan output of " << file << ": " << r.out);
+  if (j.is_object() && j.contains("files")) return j["files"][0].value("verdict", "");
+  if (j.is_array()) return j[0].value("verdict", "");
+  return j.value("verdict", "");
+}
+
+std::set<std::string> BlobDigests(const fs::path& data_dir) {
+  std::set<std::string> out;
+  if (!fs::exists(data_dir / "blobs")) return out;
+  for (const auto& e : fs::recursive_directory_iterator(data_dir / "blobs")) {
+    if (e.is_regular_file()) out.insert(e.path().filename().string());
+  }
+  return out;
+}
+
+// CheckConsistent: no stored/revoked row without its blob; with `strict`,
+// also no blob without a row (what a restart's reconciliation guarantees).
+void CheckConsistent(const fs::path& data_dir, bool strict) {
+  auto catalog = ckptguard::daemon::Catalog::Open((data_dir / "catalog.db").string());
+  if (!catalog) BOOST_FAIL("cannot open the catalog: " << catalog.error().ToString());
+  auto referenced = (*catalog)->ReferencedBlobs();
+  BOOST_REQUIRE(referenced.has_value());
+  const std::set<std::string> blobs = BlobDigests(data_dir);
+  for (const auto& sha : *referenced) BOOST_CHECK_MESSAGE(blobs.contains(sha), "row without blob: " << sha);
+  if (strict) {
+    const std::set<std::string> rows(referenced->begin(), referenced->end());
+    for (const auto& sha : blobs) BOOST_CHECK_MESSAGE(rows.contains(sha), "blob without row: " << sha);
+    BOOST_CHECK_MESSAGE(fs::is_empty(data_dir / "tmp"), "uploads left in tmp/");
+  }
+}
+
+size_t CountRows(const fs::path& data_dir) {
+  auto catalog = ckptguard::daemon::Catalog::Open((data_dir / "catalog.db").string());
+  if (!catalog) return 0;
+  auto rows = (*catalog)->ListCheckpoints({"", "", "", 1000, 0});
+  return rows ? rows->size() : 0;
+}
+
+int Connect(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  return fd;
+}
+
+void SendAll(int fd, const std::string& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    BOOST_REQUIRE(n > 0);
+    sent += static_cast<size_t>(n);
+  }
+}
+
+std::string ReadAll(int fd) {
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(ConcurrentPushesOfTheCorporaAreCataloguedSignedAndAudited) {
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  const std::string token = MakeToken(data, "e2e", "admin");
+  Daemon daemon(data, work.path);
+  const auto benign = Files("benign");
+  const auto hostile = Files("malicious");
+  BOOST_REQUIRE_GE(benign.size(), 15u);
+  BOOST_REQUIRE_GE(hostile.size(), 20u);
+
+  // Expected: a benign file is stored when the scanner calls it safe (the
+  // default policy also rejects suspicious ones); every hostile file is rejected.
+  std::map<std::string, bool> expect_stored;  // by file name
+  for (const auto& f : benign) expect_stored[f.filename().string()] = ScanVerdict(f) == "safe";
+  for (const auto& f : hostile) expect_stored[f.filename().string()] = false;
+
+  // Four clients, each pushing every file (interleaved benign/hostile), at once.
+  constexpr int kClients = 4;
+  std::vector<std::string> all;
+  for (size_t i = 0; i < std::max(benign.size(), hostile.size()); ++i) {
+    if (i < benign.size()) all.push_back(benign[i].string());
+    if (i < hostile.size()) all.push_back(hostile[i].string());
+  }
+  std::vector<ckptguard::testing::CommandResult> results(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      std::string cmd = Env(daemon, token) + ShellQuote(kCli) + " registry push --json --tag client" + std::to_string(c);
+      for (const auto& f : all) cmd += " " + ShellQuote(f);
+      results[c] = Run(cmd + " 2>&1");
+    });
+  }
+  for (auto& t : clients) t.join();
+
+  size_t pushes = 0, stored = 0;
+  std::set<std::string> stored_digests;
+  for (int c = 0; c < kClients; ++c) {
+    BOOST_TEST_CONTEXT("client " << c) {
+      BOOST_CHECK_EQUAL(results[c].exit_code, 1);  // some were rejected
+      json records = json::parse(results[c].out, nullptr, false);
+      BOOST_REQUIRE_MESSAGE(records.is_array(), results[c].out.substr(0, 2000));
+      BOOST_CHECK_EQUAL(records.size(), all.size());  // an answer for every push
+      for (const auto& r : records) {
+        const std::string file = fs::path(r.value("path", "")).filename().string();
+        BOOST_TEST_CONTEXT(file) {
+          ++pushes;
+          BOOST_CHECK_EQUAL(r.value("tag", ""), "client" + std::to_string(c));
+          BOOST_CHECK_EQUAL(r.value("status", ""), expect_stored[file] ? "stored" : "rejected");
+          if (r.value("status", "") == "stored") {
+            ++stored;
+            stored_digests.insert(r.value("sha256", ""));
+            BOOST_CHECK(r["signature"].is_object());
+            BOOST_CHECK_EQUAL(r.value("key_id", "").size(), 64u);
+          } else {
+            BOOST_CHECK(!r["findings"].empty());
+            BOOST_CHECK(r.value("verdict", "") == "dangerous" || r.value("verdict", "") == "suspicious");
+          }
+        }
+      }
+    }
+  }
+  BOOST_CHECK_EQUAL(pushes, kClients * all.size());
+
+  // The catalog has every push, the store every accepted file, nothing else.
+  auto list = Run(Env(daemon, token) + ShellQuote(kCli) + " registry list --json --limit 1000");
+  json rows = json::parse(list.out, nullptr, false);
+  BOOST_REQUIRE(rows.is_object());
+  BOOST_CHECK_EQUAL(rows["checkpoints"].size(), pushes);
+  BOOST_CHECK(BlobDigests(data) == stored_digests);
+
+  // Each stored file pulls back byte for byte and its bundle verifies with
+  // the registry's published key, independently of the daemon.
+  const std::string keys = (work.path / "registry-keys.pem").string();
+  BOOST_REQUIRE_EQUAL(Run("curl -sf " + daemon.Url() + "/v1/keys -o " + ShellQuote(keys)).exit_code, 0);
+  for (const auto& f : benign) {
+    if (!expect_stored[f.filename().string()]) continue;
+    BOOST_TEST_CONTEXT(f.filename()) {
+      const std::string out = (work.path / f.filename()).string();
+      auto pull = Run(Env(daemon, token) + ShellQuote(kCli) + " registry pull " + f.filename().string() +
+                      ":client0 --key " + ShellQuote(keys) + " --out " + ShellQuote(out) + " 2>&1");
+      BOOST_CHECK_MESSAGE(pull.exit_code == 0, pull.out);
+      BOOST_CHECK(ReadFile(out) == ReadFile(f));
+      auto check = Run(ShellQuote(kCli) + " verify-signature " + ShellQuote(out) + " --signature " +
+                       ShellQuote(out + ".sig") + " --key " + ShellQuote(keys) + " 2>&1");
+      BOOST_CHECK_MESSAGE(check.exit_code == 0, check.out);
+      auto verify = Run(Env(daemon, token) + ShellQuote(kCli) + " registry verify " + ShellQuote(out) + " 2>&1");
+      BOOST_CHECK_MESSAGE(verify.exit_code == 0, verify.out);
+    }
+  }
+
+  // The audit log has one push row per push, with the outcome.
+  auto audit = Run(ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string()) + " audit");
+  BOOST_REQUIRE_EQUAL(audit.exit_code, 0);
+  size_t audit_stored = 0, audit_rejected = 0;
+  std::istringstream lines(audit.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("\tpush\t") == std::string::npos) continue;
+    BOOST_CHECK(line.find("\te2e\t") != std::string::npos);
+    if (line.find("\tstored\t") != std::string::npos) ++audit_stored;
+    if (line.find("\trejected\t") != std::string::npos) ++audit_rejected;
+  }
+  BOOST_CHECK_EQUAL(audit_stored, stored);
+  BOOST_CHECK_EQUAL(audit_stored + audit_rejected, pushes);
+
+  BOOST_CHECK_EQUAL(daemon.Stop(SIGTERM), 0);
+  CheckConsistent(data, /*strict=*/true);
+}
+
+BOOST_AUTO_TEST_CASE(KillNineAtAnyMomentLeavesNoRowWithoutBlobNorBlobWithoutRow) {
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  const std::string token = MakeToken(data, "crash", "write");
+  const auto benign = Files("benign");
+  // Several rounds, killed after different delays, while 3 clients push.
+  size_t rows_before = 0;
+  for (int round = 0; round < 4; ++round) {
+    BOOST_TEST_CONTEXT("round " << round) {
+      auto daemon = std::make_unique<Daemon>(data, work.path);
+      CheckConsistent(data, /*strict=*/true);  // the restart reconciled the last crash
+      std::vector<std::thread> clients;
+      for (int c = 0; c < 3; ++c) {
+        clients.emplace_back([&, c] {
+          std::string cmd = Env(*daemon, token) + ShellQuote(kCli) + " registry push --tag r" + std::to_string(round) +
+                            "c" + std::to_string(c);
+          for (int rep = 0; rep < 3; ++rep) {
+            for (const auto& f : benign) cmd += " " + ShellQuote(f.string());
+          }
+          Run(cmd + " >/dev/null 2>&1");
+        });
+      }
+      // Kill once a few more pushes landed (a different number each round).
+      const size_t wanted = rows_before + 1 + 6 * static_cast<size_t>(round);
+      for (int i = 0; i < 600 && CountRows(data) < wanted; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      daemon->Stop(SIGKILL);
+      for (auto& t : clients) t.join();
+      CheckConsistent(data, /*strict=*/false);  // never a row without its blob, even before recovery
+      // The kill came while pushes were landing (else this round tested nothing).
+      auto catalog = ckptguard::daemon::Catalog::Open((data / "catalog.db").string());
+      BOOST_REQUIRE(catalog.has_value());
+      auto rows = (*catalog)->ListCheckpoints({"", "", "", 1000, 0});
+      BOOST_REQUIRE(rows.has_value());
+      BOOST_CHECK_GT(rows->size(), rows_before);
+      BOOST_CHECK_LT(rows->size(), rows_before + 3 * 3 * benign.size());
+      rows_before = rows->size();
+    }
+  }
+  Daemon last(data, work.path);
+  CheckConsistent(data, /*strict=*/true);
+  // The registry still works after the crashes.
+  auto push = Run(Env(last, token) + ShellQuote(kCli) + " registry push " +
+                  ShellQuote((CorpusDir() / "benign" / "mlp.params").string()) + " --tag after 2>&1");
+  BOOST_CHECK_MESSAGE(push.exit_code == 0, push.out);
+}
+
+BOOST_AUTO_TEST_CASE(SigtermLetsAnUploadInFlightFinish) {
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  const std::string token = MakeToken(data, "drain", "write");
+  Daemon daemon(data, work.path);
+  const std::string file = ReadFile(CorpusDir() / "benign" / "mlp.params");
+  const int fd = Connect(daemon.port);
+  SendAll(fd, "POST /v1/checkpoints?name=drained&tag=t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
+                  "\r\nContent-Length: " + std::to_string(file.size()) + "\r\n\r\n" + file.substr(0, file.size() / 2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ::kill(daemon.pid, SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // New connections are refused while the upload finishes.
+  {
+    const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(daemon.port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_CHECK(::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0);
+    ::close(probe);
+  }
+  SendAll(fd, file.substr(file.size() / 2));
+  const std::string answer = ReadAll(fd);
+  ::close(fd);
+  BOOST_CHECK_MESSAGE(answer.rfind("HTTP/1.1 201", 0) == 0, answer.substr(0, 500));
+  BOOST_CHECK_EQUAL(daemon.Stop(SIGTERM), 0);
+  CheckConsistent(data, /*strict=*/true);
+  auto catalog = ckptguard::daemon::Catalog::Open((data / "catalog.db").string());
+  BOOST_REQUIRE(catalog.has_value());
+  auto rows = (*catalog)->ListCheckpoints({"drained", "t", "stored", 10, 0});
+  BOOST_REQUIRE(rows.has_value());
+  BOOST_CHECK_EQUAL(rows->size(), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(ClientErrorsAreClearAndPullWritesNothingUnverified) {
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  const std::string token = MakeToken(data, "w", "write");
+  Daemon daemon(data, work.path);
+  const std::string mlp = (CorpusDir() / "benign" / "mlp.params").string();
+
+  // A wrong token: refused with the server's reason, exit 2.
+  auto bad = Run("CKPTGUARD_REGISTRY=" + daemon.Url() + " CKPTGUARD_TOKEN=ckg_nope " + ShellQuote(kCli) +
+                 " registry push " + ShellQuote(mlp) + " 2>&1");
+  BOOST_CHECK_EQUAL(bad.exit_code, 2);
+  BOOST_CHECK_MESSAGE(bad.out.find("401") != std::string::npos, bad.out);
+  // Nobody listening: exit 2 naming the URL.
+  auto down = Run("CKPTGUARD_REGISTRY=http://127.0.0.1:1 " + ShellQuote(kCli) + " registry list 2>&1");
+  BOOST_CHECK_EQUAL(down.exit_code, 2);
+  BOOST_CHECK_MESSAGE(down.out.find("http://127.0.0.1:1") != std::string::npos, down.out);
+
+  auto push = Run(Env(daemon, token) + ShellQuote(kCli) + " registry push " + ShellQuote(mlp) + " --name mlp --tag v1 2>&1");
+  BOOST_REQUIRE_MESSAGE(push.exit_code == 0, push.out);
+  // Pull with a pinned key that did not sign it: exit 1, nothing written.
+  const std::string other_key = (work.path / "other.pem").string();
+  auto keygen = Run(ShellQuote(kCli) + " keygen --out " + ShellQuote(other_key) + " 2>&1");
+  BOOST_REQUIRE_MESSAGE(keygen.exit_code == 0, keygen.out);
+  auto pub = Run("openssl pkey -in " + ShellQuote(other_key) + " -pubout -out " + ShellQuote(other_key + ".pub"));
+  BOOST_REQUIRE_EQUAL(pub.exit_code, 0);
+  const std::string out = (work.path / "pulled.pt").string();
+  auto pull = Run(Env(daemon, token) + ShellQuote(kCli) + " registry pull mlp:v1 --out " + ShellQuote(out) +
+                  " --key " + ShellQuote(other_key + ".pub") + " 2>&1");
+  BOOST_CHECK_EQUAL(pull.exit_code, 1);
+  BOOST_CHECK_MESSAGE(pull.out.find("does not verify") != std::string::npos, pull.out);
+  BOOST_CHECK(!fs::exists(out));
+  // A write token cannot revoke.
+  auto sha = Run("sha256sum " + ShellQuote(mlp) + " | cut -d' ' -f1");
+  auto revoke = Run(Env(daemon, token) + ShellQuote(kCli) + " registry revoke " + LastLine(sha.out) +
+                    " --reason test 2>&1");
+  BOOST_CHECK_EQUAL(revoke.exit_code, 2);
+  BOOST_CHECK_MESSAGE(revoke.out.find("403") != std::string::npos, revoke.out);
+  // An admin can; then verify says so and pull refuses.
+  const std::string admin = MakeToken(data, "admin", "admin");
+  revoke = Run(Env(daemon, admin) + ShellQuote(kCli) + " registry revoke " + LastLine(sha.out) + " --reason leaked 2>&1");
+  BOOST_CHECK_MESSAGE(revoke.exit_code == 0, revoke.out);
+  auto verify = Run(Env(daemon, token) + ShellQuote(kCli) + " registry verify " + ShellQuote(mlp) + " 2>&1");
+  BOOST_CHECK_EQUAL(verify.exit_code, 1);
+  BOOST_CHECK_MESSAGE(verify.out.find("leaked") != std::string::npos, verify.out);
+  pull = Run(Env(daemon, token) + ShellQuote(kCli) + " registry pull " + LastLine(sha.out) + " --out " +
+             ShellQuote(out) + " 2>&1");
+  BOOST_CHECK_EQUAL(pull.exit_code, 1);
+  BOOST_CHECK(!fs::exists(out));
+}
