@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release -DCKPTGUARD_BUILD_TESTS=OFF >/dev/null
-cmake --build --preset release -j "$(nproc)" --target ckptguard mlp_forward
+cmake --build --preset release -j "$(nproc)" --target ckptguard ckptguardd mlp_forward
 bin=build/release/cli/ckptguard
 samples=()
 for f in examples/*; do
@@ -44,3 +44,30 @@ echo "### ckptguard convert + verify: mlp.params to safetensors and back, checke
 echo
 echo "### examples/mlp_forward.cc: load the weights in C++ and run the MLP like torch did"
 build/release/examples/mlp_forward examples/mlp.params examples/mlp_input.pt examples/mlp_output.pt
+
+echo
+echo "### ckptguard keygen / sign / verify-signature: OpenSSF model-signing without a daemon"
+"$bin" keygen --out "$out/signer.pem"
+"$bin" sign examples/mlp.params --key "$out/signer.pem" --signature "$out/mlp.params.sig"
+openssl pkey -in "$out/signer.pem" -pubout -out "$out/signer.pub.pem"
+"$bin" verify-signature examples/mlp.params --signature "$out/mlp.params.sig" --key "$out/signer.pub.pem"
+
+echo
+echo "### ckptguardd: a signed registry on a free loopback port, fed the examples"
+daemon=build/release/daemon/ckptguardd
+data="$out/registry"
+token=$("$daemon" --data-dir "$data" token create demo | tail -1)
+"$daemon" --data-dir "$data" --listen 127.0.0.1:0 --port-file "$out/port" 2>"$out/ckptguardd.log" &
+daemon_pid=$!
+trap 'kill "$daemon_pid" 2>/dev/null || true; rm -rf "$out"' EXIT
+for _ in $(seq 100); do [ -s "$out/port" ] && break; sleep 0.1; done
+export CKPTGUARD_REGISTRY="http://127.0.0.1:$(cat "$out/port")" CKPTGUARD_TOKEN="$token"
+"$bin" registry push examples/mlp.params --name mlp --tag v1
+"$bin" registry push examples/os_system_p4.pkl --name not-a-model || true
+"$bin" registry list
+"$bin" registry pull mlp:v1 --out "$out/mlp-pulled.pt"
+"$bin" registry verify "$out/mlp-pulled.pt"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid"
+echo "(ckptguardd log:)"
+cat "$out/ckptguardd.log"

@@ -13,8 +13,9 @@ PACKAGES=(
   g++ cmake ninja-build pkg-config
   # libraries
   zlib1g-dev libbz2-dev liblzma-dev nlohmann-json3-dev libcli11-dev libssl-dev libtomlplusplus-dev libre2-dev
-  # daemon: SQLite catalog, Boost.Beast/Asio HTTP (header-only)
-  libsqlite3-dev libboost-dev
+  # daemon: SQLite catalog, Boost.Beast/Asio HTTP (header-only); the openssl
+  # command (the demo, and the tests' independent check of our signatures)
+  libsqlite3-dev libboost-dev openssl
 )
 if [ "${1:-}" = "--tests" ]; then
   PACKAGES+=(
@@ -22,8 +23,8 @@ if [ "${1:-}" = "--tests" ]; then
     # torch 1.13 and numpy for the interop tests (call /usr/bin/python3), and
     # jsonschema to validate SARIF output against the official schema
     libboost-test-dev python3 python3-torch python3-numpy python3-jsonschema
-    # the openssl command: an independent check of our signatures; curl for the e2e test
-    openssl curl
+    # curl: the e2e test fetches the registry's keys as any user would
+    curl
     # fuzzing: clang-16 with libFuzzer and libc++ (libstdc++ 12's <expected>
     # needs a newer clang than Debian 12 has)
     clang-16 libclang-rt-16-dev libc++-16-dev libc++abi-16-dev
