@@ -165,9 +165,24 @@ Result<Response> RegistryClient::SendFile(std::string_view method, const std::st
     SetCommon(req, host_, options_);
     req.set(http::field::content_type, "application/octet-stream");
     req.content_length(total);
+    // Ask first: a refusal (bad token, too large) then arrives before any body
+    // byte is sent, instead of as a broken pipe halfway through the file.
+    req.set(http::field::expect, "100-continue");
     http::request_serializer<http::empty_body> serializer(req);
     stream.expires_after(options_.timeout);
     co_await http::async_write_header(stream, serializer, net::use_awaitable);
+    beast::flat_buffer buffer;
+    {
+      http::response_parser<http::string_body> first;
+      first.body_limit(options_.max_response_bytes);
+      stream.expires_after(options_.timeout);
+      co_await http::async_read_header(stream, buffer, first, net::use_awaitable);
+      if (first.get().result() != http::status::continue_) {
+        if (!first.is_done()) co_await http::async_read(stream, buffer, first, net::use_awaitable);
+        co_return Response{static_cast<int>(first.get().result_int()),
+                           std::string(first.get()[http::field::content_type]), std::move(first.get().body())};
+      }
+    }
     std::vector<char> chunk(kChunk);
     uint64_t sent = 0;
     while (sent < total) {
@@ -181,7 +196,6 @@ Result<Response> RegistryClient::SendFile(std::string_view method, const std::st
       sent += static_cast<uint64_t>(n);
       if (options_.progress) options_.progress(sent, total);
     }
-    beast::flat_buffer buffer;
     co_return co_await ReadSmall(stream, buffer, options_);
   });
   if (read_error) return std::unexpected(*read_error);

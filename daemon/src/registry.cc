@@ -175,6 +175,22 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
   record.uploader = request.uploader;
   record.created_at = NowSeconds();
 
+  // Revoked content stays revoked: pushing the same bytes again (under any
+  // name) must not bring it back; only an admin decision could.
+  CKG_ASSIGN_OR_RETURN(auto previous, catalog_->FindBySha256(record.sha256));
+  if (previous && previous->status == "revoked") {
+    record.status = "rejected";
+    record.verdict = previous->verdict;
+    record.format = previous->format;
+    record.findings.push_back({"CKG-R001", "dangerous",
+                               "this content was revoked by " + previous->revoked_by + ": " + previous->revoked_reason,
+                               "", 0, ""});
+    CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record));
+    CKG_TRY(catalog_->Audit({0, 0, request.uploader, "push", record.sha256, "rejected",
+                             "name " + record.name + " tag " + record.tag + ": the content was revoked"}));
+    return record;
+  }
+
   const scanner::FileReport report = scanner::ScanFile(upload.temp_path());
   record.format = report.format;
   record.verdict = std::string(scanner::VerdictName(report.verdict));
@@ -300,9 +316,12 @@ Result<VerifyReport> Registry::VerifyDigest(const std::string& sha256, bool reha
   return report;
 }
 
-Result<VerifyReport> Registry::VerifyUpload(const Upload& upload) {
+Result<VerifyReport> Registry::VerifyUpload(const Upload& upload) { return VerifyBytesDigest(upload.sha256()); }
+
+Result<VerifyReport> Registry::VerifyBytesDigest(const std::string& sha256) {
+  if (!ValidSha256(sha256)) return MakeError(ErrorCode::kInvalidArgument, 0, "sha256 must be 64 lower-case hex digits");
   VerifyReport report;
-  report.sha256 = upload.sha256();
+  report.sha256 = sha256;
   CKG_ASSIGN_OR_RETURN(auto record, catalog_->FindBySha256(report.sha256));
   if (!record) {
     report.detail = "no stored checkpoint has this file's digest (changed, or never pushed)";

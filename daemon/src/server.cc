@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "http_util.h"
+#include <openssl/evp.h>
 
 namespace ckptguard::daemon {
 namespace {
@@ -33,10 +35,42 @@ namespace http = beast::http;
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// UploadBody: a Beast body that streams into an Upload (temp file + SHA-256).
+// StreamHasher: SHA-256 of a body that is only checked, never kept (verify).
+class StreamHasher {
+ public:
+  StreamHasher() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~StreamHasher() { EVP_MD_CTX_free(ctx_); }
+  StreamHasher(const StreamHasher&) = delete;
+  StreamHasher& operator=(const StreamHasher&) = delete;
+  void Update(const void* data, size_t n) {
+    EVP_DigestUpdate(ctx_, data, n);
+    size_ += n;
+  }
+  uint64_t size() const { return size_; }
+  std::string Hex() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, digest, &len);
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) {
+      out.push_back(kHex[digest[i] >> 4]);
+      out.push_back(kHex[digest[i] & 15]);
+    }
+    return out;
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+  uint64_t size_ = 0;
+};
+
+// UploadBody: a Beast body that streams into an Upload (temp file + SHA-256),
+// or, for a verify, only into a StreamHasher (nothing touches the disk).
 struct UploadBody {
   struct value_type {
     Upload* upload = nullptr;
+    StreamHasher* hasher = nullptr;
     std::optional<Error> error;
   };
   class reader {
@@ -44,12 +78,18 @@ struct UploadBody {
     template <bool isRequest, class Fields>
     reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
     void init(const boost::optional<std::uint64_t>&, beast::error_code& ec) {
-      ec = body_.upload ? beast::error_code{} : beast::errc::make_error_code(beast::errc::bad_file_descriptor);
+      ec = (body_.upload || body_.hasher) ? beast::error_code{}
+                                          : beast::errc::make_error_code(beast::errc::bad_file_descriptor);
     }
     template <class ConstBufferSequence>
     std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
       std::size_t n = 0;
       for (auto buffer : beast::buffers_range_ref(buffers)) {
+        if (body_.hasher) {  // the parser's body_limit bounds the size
+          body_.hasher->Update(buffer.data(), buffer.size());
+          n += buffer.size();
+          continue;
+        }
         auto status = body_.upload->Append(Bytes(static_cast<const uint8_t*>(buffer.data()), buffer.size()));
         if (!status) {
           body_.error = status.error();
@@ -86,8 +126,17 @@ struct Server::Impl {
         tcp_acceptor(ioc), unix_acceptor(ioc), signals(ioc, SIGTERM, SIGINT), drain_timer(ioc),
         pool(std::max(1u, options.workers)) {}
 
+  // Declared before the io_context: sessions still queued in it when it is
+  // destroyed touch these from their destructors.
   Registry& registry;
   ServerOptions options;
+  std::atomic<uint32_t> sessions{0};
+  std::atomic<uint32_t> inflight{0};
+  std::atomic<bool> draining{false};
+  Clock::time_point drain_deadline{};
+  std::mutex log_mutex;
+  std::once_flag joined;
+  uint16_t bound_port = 0;
   net::io_context ioc;
   net::ip::tcp::acceptor tcp_acceptor;
   net::local::stream_protocol::acceptor unix_acceptor;
@@ -95,12 +144,6 @@ struct Server::Impl {
   net::steady_timer drain_timer;
   net::thread_pool pool;
   std::vector<std::thread> threads;
-  std::atomic<uint32_t> sessions{0};
-  std::atomic<uint32_t> inflight{0};
-  std::atomic<bool> draining{false};
-  Clock::time_point drain_deadline{};
-  std::mutex log_mutex;
-  std::once_flag joined;
 
   void Log(const std::string& line) {
     std::lock_guard lock(log_mutex);
@@ -172,6 +215,13 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
     if (server_.draining) return Close();
     header_parser_.emplace();
     header_parser_->header_limit(server_.options.max_header_bytes);
+    // No body limit while only the header is read: Beast checks Content-Length
+    // against the limit when the header completes, and its default (1 MiB)
+    // would refuse every larger upload as a bad header. Each route sets its
+    // own limit once it is known (OnAuthenticated). Not boost::none: Boost
+    // 1.74's finish_header compares `len_ > body_limit_` with the optional,
+    // and any length compares greater than an empty one.
+    header_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     stream_.expires_after(server_.options.header_timeout);
     http::async_read_header(stream_, buffer_, *header_parser_,
                             [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
@@ -268,9 +318,9 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
     }
     auto& req = header_parser_->get();
     const bool streams_file =
-        method_ == "POST" && ((route_.segments.size() == 2 && route_.segments[1] == "checkpoints") ||
-                              (route_.segments.size() == 2 && route_.segments[1] == "verify" &&
-                               !route_.query.contains("sha256")));
+        method_ == "POST" && route_.segments.size() == 2 && route_.segments[0] == "v1" &&
+        (route_.segments[1] == "checkpoints" ||
+         (route_.segments[1] == "verify" && !route_.query.contains("sha256")));
     if (streams_file) {
       if (req.has_content_length()) {
         auto length = header_parser_->content_length();
@@ -282,14 +332,32 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
           return Send(std::move(reply));
         }
       }
-      auto upload = server_.registry.blobs().BeginUpload(server_.options.max_upload_bytes);
-      if (!upload) return Send(FromError(upload.error()));
-      upload_.emplace(std::move(*upload));
+      const bool verify_only = route_.segments[1] == "verify";
+      if (verify_only) {
+        hasher_ = std::make_unique<StreamHasher>();
+      } else {
+        auto upload = server_.registry.blobs().BeginUpload(server_.options.max_upload_bytes);
+        if (!upload) return Send(FromError(upload.error()));
+        upload_.emplace(std::move(*upload));
+      }
       upload_parser_.emplace(std::move(*header_parser_));
       upload_parser_->body_limit(server_.options.max_upload_bytes);
-      upload_parser_->get().body().upload = &*upload_;
+      if (verify_only) {
+        upload_parser_->get().body().hasher = hasher_.get();
+      } else {
+        upload_parser_->get().body().upload = &*upload_;
+      }
       if (expect_continue) return SendContinue([self = this->shared_from_this()] { self->ReadUploadChunk(); });
       return ReadUploadChunk();
+    }
+    // The limit is checked against Content-Length when the header completes,
+    // so one set now only bounds chunked bodies: check the length here.
+    if (auto length = header_parser_->content_length(); length && *length > server_.options.max_json_bytes) {
+      Reply reply = ErrorReply(http::status::payload_too_large,
+                               "a request body may be at most " + std::to_string(server_.options.max_json_bytes) +
+                                   " bytes here");
+      reply.close = true;
+      return Send(std::move(reply));
     }
     string_parser_.emplace(std::move(*header_parser_));
     string_parser_->body_limit(server_.options.max_json_bytes);
@@ -384,6 +452,17 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   // --- handlers (on the pool) ---
 
   Reply HandleUpload() {
+    if (hasher_) {
+      if (hasher_->size() == 0) {
+        hasher_.reset();
+        return ErrorReply(http::status::bad_request, "the body is empty: send the file's bytes as the request body");
+      }
+      const std::string digest = hasher_->Hex();
+      hasher_.reset();
+      auto report = server_.registry.VerifyBytesDigest(digest);
+      if (!report) return FromError(report.error());
+      return JsonReply(http::status::ok, VerifyJson(*report));
+    }
     if (upload_->size() == 0) {
       upload_.reset();
       return ErrorReply(http::status::bad_request, "the body is empty: send the file's bytes as the request body");
@@ -391,12 +470,6 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
     auto finished = upload_->Finish();
     if (!finished) return FromError(finished.error());
     Registry& registry = server_.registry;
-    if (route_.segments[1] == "verify") {
-      auto report = registry.VerifyUpload(*upload_);
-      upload_.reset();
-      if (!report) return FromError(report.error());
-      return JsonReply(http::status::ok, VerifyJson(*report));
-    }
     IngestRequest request{route_.Query("name"), route_.Query("tag"), who_};
     auto record = registry.Ingest(*upload_, request);
     upload_.reset();  // stored: committed already; rejected: the temp file goes now
@@ -525,6 +598,25 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
     const bool close = reply.close || !keep_alive_ || server_.draining;
     reply.who = who_;
     last_status_ = static_cast<int>(reply.status);
+    if (method_ == "HEAD") {
+      // The header only, with the length a GET would have had (RFC 9110
+      // 9.3.2): a body here would be read as the next response.
+      uint64_t length = reply.body.size();
+      if (!reply.file.empty()) {
+        struct stat st{};
+        length = ::stat(reply.file.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+      }
+      auto res = std::make_shared<http::response<http::empty_body>>(reply.status, 11);
+      res->set(http::field::server, "ckptguardd");
+      res->set(http::field::content_type, reply.content_type);
+      res->content_length(length);
+      res->keep_alive(!close);
+      sent_bytes_ = 0;
+      http::async_write(stream_, *res, [self = this->shared_from_this(), res, close](beast::error_code ec, std::size_t) {
+        self->OnWritten(ec, close);
+      });
+      return;
+    }
     if (!reply.file.empty()) {
       auto res = std::make_shared<http::response<http::file_body>>();
       beast::error_code open_ec;
@@ -566,6 +658,8 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
     upload_parser_.reset();
     token_.reset();
     who_ = "anonymous";
+    method_.clear();  // a malformed next request must not inherit this one's method (HEAD) or target
+    target_.clear();
     ReadHeader();
   }
 
@@ -588,6 +682,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   std::optional<http::request_parser<http::string_body>> string_parser_;
   std::optional<http::request_parser<UploadBody>> upload_parser_;
   std::optional<Upload> upload_;
+  std::unique_ptr<StreamHasher> hasher_;
   std::optional<TokenRecord> token_;
   std::string who_ = "anonymous";
   std::string method_;
@@ -660,11 +755,7 @@ Server::~Server() {
   Wait();
 }
 
-uint16_t Server::port() const {
-  beast::error_code ec;
-  auto endpoint = impl_->tcp_acceptor.local_endpoint(ec);
-  return ec ? impl_->options.port : endpoint.port();
-}
+uint16_t Server::port() const { return impl_->bound_port; }
 
 void Server::Wait() { impl_->Join(); }
 
@@ -685,7 +776,14 @@ Result<std::unique_ptr<Server>> Server::Start(Registry& registry, const ServerOp
   if (!ec) impl->tcp_acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) return MakeError(ErrorCode::kIo, 0, "cannot listen: " + ec.message(), where);
   if (!options.unix_socket.empty()) {
-    ::unlink(options.unix_socket.c_str());
+    // Replace a stale socket, but never delete some other file the option names by mistake.
+    struct stat st{};
+    if (::lstat(options.unix_socket.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return MakeError(ErrorCode::kIo, 0, "cannot listen: exists and is not a socket", options.unix_socket);
+      }
+      ::unlink(options.unix_socket.c_str());
+    }
     net::local::stream_protocol::endpoint unix_endpoint(options.unix_socket);
     impl->unix_acceptor.open(unix_endpoint.protocol(), ec);
     if (!ec) impl->unix_acceptor.bind(unix_endpoint, ec);
@@ -694,6 +792,7 @@ Result<std::unique_ptr<Server>> Server::Start(Registry& registry, const ServerOp
     ::chmod(options.unix_socket.c_str(), 0660);
     impl->Accept(impl->unix_acceptor);
   }
+  impl->bound_port = impl->tcp_acceptor.local_endpoint(ec).port();
   impl->Accept(impl->tcp_acceptor);
   impl->signals.async_wait([raw = impl.get()](beast::error_code e, int signal) {
     if (e) return;

@@ -70,6 +70,9 @@ class Registry {
   Result<VerifyReport> VerifyDigest(const std::string& sha256, bool rehash);
   // VerifyUpload: the same for a file a client sent (its digest was computed while it streamed).
   Result<VerifyReport> VerifyUpload(const Upload& upload);
+  // VerifyBytesDigest: the same for bytes a client sent that the server only
+  // hashed (their digest; the bytes themselves were never stored).
+  Result<VerifyReport> VerifyBytesDigest(const std::string& sha256);
 
   Result<bool> RevokeCheckpoint(const std::string& sha256, const std::string& reason, const std::string& who);
   // RotateKey creates a new active key; the previous one is retired (still verifies).
@@ -83,7 +86,7 @@ class Registry {
   // Authenticate maps a raw bearer token to its record (nullopt: unknown or revoked).
   Result<std::optional<TokenRecord>> Authenticate(const std::string& raw_token);
 
-  // Trusted public keys as PEM, one after another, active first ("# key <id> <state>" lines between).
+  // Trusted public keys as PEM, one after another, active first ("# key <id> <curve> <state>" lines between).
   Result<std::string> TrustedKeysPem();
 
   Catalog& catalog() { return *catalog_; }

@@ -40,8 +40,8 @@ struct ServerOptions {
   uint32_t max_header_bytes = 16 * 1024;
   uint32_t max_json_bytes = 64 * 1024;
   uint64_t max_upload_bytes = uint64_t{16} << 30;
-  std::chrono::seconds header_timeout{30};   // to receive a whole request header
-  std::chrono::seconds idle_timeout{60};     // between two chunks of a body, and keep-alive
+  std::chrono::seconds header_timeout{30};   // to receive a whole request header (also: keep-alive idle)
+  std::chrono::seconds idle_timeout{60};     // between two chunks of a body; to write an answer
   std::chrono::seconds request_timeout{3600};// a whole upload
   bool reads_need_token = false;             // GETs and verify need a token too
   std::chrono::seconds drain_timeout{30};    // on SIGTERM: how long in-flight requests may finish
