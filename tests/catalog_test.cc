@@ -609,6 +609,41 @@ BOOST_AUTO_TEST_CASE(blob_upload_commit_has_path_list) {
   BOOST_TEST(Ok(store.List()).empty());
 }
 
+// A large upload is hashed on a background thread while it is written (and
+// writeback starts early): the digest must still be that of every byte, in
+// order, for chunk sizes that straddle the inline threshold and the queue.
+BOOST_AUTO_TEST_CASE(blob_large_upload_hashed_in_background_is_exact) {
+  TempDir dir;
+  auto store = Ok(BlobStore::Open((dir.path / "data").string()));
+  std::string big(size_t{40} << 20, '\0');
+  uint32_t x = 12345;
+  for (char& c : big) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  auto upload = Ok(store.BeginUpload(big.size()));
+  size_t at = 0;
+  const size_t sizes[] = {1, 4095, 65536, 1 << 20, 3 << 20, 7, 262144, 5 << 20};
+  for (size_t i = 0; at < big.size(); ++i) {
+    const size_t n = std::min(sizes[i % std::size(sizes)], big.size() - at);
+    OkStatus(upload.Append(Bytes(reinterpret_cast<const uint8_t*>(big.data()) + at, n)));
+    at += n;
+  }
+  OkStatus(upload.Finish());
+  const std::string from_file = Ok(Sha256FileHex(upload.temp_path()));
+  BOOST_TEST(upload.sha256() == from_file);
+  BOOST_TEST(ReadFile(upload.temp_path()) == big);
+  // And an upload dropped half-way (a client that vanished) joins its hasher
+  // and leaves no temp file.
+  std::string temp;
+  {
+    auto dropped = Ok(store.BeginUpload(big.size()));
+    temp = dropped.temp_path();
+    OkStatus(dropped.Append(Bytes(reinterpret_cast<const uint8_t*>(big.data()), size_t{9} << 20)));
+  }
+  BOOST_TEST(!fs::exists(temp));
+}
+
 BOOST_AUTO_TEST_CASE(blob_duplicate_commit_drops_temp) {
   TempDir dir;
   const std::string root = (dir.path / "data").string();

@@ -6,6 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -97,10 +103,81 @@ Status WriteAll(int fd, const uint8_t* data, size_t len, const std::string& path
 
 }  // namespace
 
+namespace {
+
+// BackgroundHasher: SHA-256 on a thread of its own, fed in order through a
+// bounded queue, so hashing a large upload overlaps receiving and writing it
+// (the bytes are still hashed exactly once, as they stream).
+class BackgroundHasher {
+ public:
+  explicit BackgroundHasher(EVP_MD_CTX* ctx) : ctx_(ctx), thread_([this] { Run(); }) {}
+  ~BackgroundHasher() { Close(); }
+  BackgroundHasher(const BackgroundHasher&) = delete;
+  BackgroundHasher& operator=(const BackgroundHasher&) = delete;
+
+  // Push copies the chunk; it blocks while kMaxQueued bytes wait.
+  void Push(const uint8_t* data, size_t n) {
+    std::unique_lock lock(mu_);
+    space_.wait(lock, [&] { return queued_ < kMaxQueued; });
+    queue_.emplace_back(data, data + n);
+    queued_ += n;
+    ready_.notify_one();
+  }
+  // Close waits until everything pushed is hashed; false if OpenSSL failed.
+  bool Close() {
+    {
+      std::lock_guard lock(mu_);
+      closed_ = true;
+    }
+    ready_.notify_one();
+    if (thread_.joinable()) thread_.join();
+    return ok_;
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = size_t{16} << 20;
+  void Run() {
+    for (;;) {
+      std::vector<uint8_t> chunk;
+      {
+        std::unique_lock lock(mu_);
+        ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
+        if (queue_.empty()) return;
+        chunk = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (EVP_DigestUpdate(ctx_, chunk.data(), chunk.size()) != 1) ok_ = false;
+      {
+        std::lock_guard lock(mu_);
+        queued_ -= chunk.size();
+      }
+      space_.notify_one();
+    }
+  }
+  EVP_MD_CTX* ctx_;
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::condition_variable space_;
+  std::deque<std::vector<uint8_t>> queue_;
+  size_t queued_ = 0;
+  bool closed_ = false;
+  std::atomic<bool> ok_{true};
+  std::thread thread_;
+};
+
+// Below this size an upload is hashed inline (a thread is not worth it).
+constexpr uint64_t kInlineHashBytes = uint64_t{4} << 20;
+// Writeback is started every this many bytes, so Finish's fsync has little left.
+constexpr uint64_t kWritebackBytes = uint64_t{16} << 20;
+
+}  // namespace
+
 struct Upload::Impl {
   std::string temp_path;
   int fd = -1;
   EvpMdCtxPtr ctx;
+  std::unique_ptr<BackgroundHasher> hasher;  // after ctx: destroyed (joined) first
+  uint64_t writeback_from = 0;
   uint64_t size = 0;
   uint64_t max_bytes = 0;
   std::string sha256;
@@ -130,7 +207,12 @@ Status Upload::Append(Bytes chunk) {
     return MakeError(ErrorCode::kLimitExceeded, u.size,
                      "upload exceeds max_bytes (" + std::to_string(u.max_bytes) + ")", u.temp_path);
   }
-  if (EVP_DigestUpdate(u.ctx.get(), chunk.data(), chunk.size()) != 1) {
+  if (!u.hasher && u.size + chunk.size() > kInlineHashBytes) {
+    u.hasher = std::make_unique<BackgroundHasher>(u.ctx.get());
+  }
+  if (u.hasher) {
+    u.hasher->Push(chunk.data(), chunk.size());
+  } else if (EVP_DigestUpdate(u.ctx.get(), chunk.data(), chunk.size()) != 1) {
     u.failed = true;
     return CryptoError("update");
   }
@@ -139,6 +221,13 @@ Status Upload::Append(Bytes chunk) {
     return st;
   }
   u.size += chunk.size();
+  if (u.size - u.writeback_from >= kWritebackBytes) {
+    // Start writing back what is written so far (no wait); a failure here is
+    // only lost overlap, Finish's fsync still decides.
+    (void)::sync_file_range(u.fd, static_cast<off_t>(u.writeback_from),
+                            static_cast<off_t>(u.size - u.writeback_from), SYNC_FILE_RANGE_WRITE);
+    u.writeback_from = u.size;
+  }
   return OkStatus();
 }
 
@@ -147,6 +236,10 @@ Status Upload::Finish() {
   Impl& u = *impl_;
   if (u.finished || u.failed || u.fd < 0) {
     return MakeError(ErrorCode::kInvalidArgument, 0, "finish after finish or failure", u.temp_path);
+  }
+  if (u.hasher && !u.hasher->Close()) {
+    u.failed = true;
+    return CryptoError("update");
   }
   if (::fsync(u.fd) != 0) {
     u.failed = true;

@@ -386,7 +386,27 @@ Result<int> Catalog::SchemaVersion() {
   return ReadSchemaVersion(impl_->db);
 }
 
-Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r) {
+namespace {
+
+// AppendAudit inserts one audit row; the caller holds the mutex and a transaction.
+Status AppendAudit(sqlite3* db, const AuditRecord& record) {
+  if (record.action.empty()) return InvalidArgument("audit: empty action");
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
+                                             "INSERT INTO audit (at, who, action, target, result, detail) "
+                                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                             "append audit record"));
+  CKG_TRY(s.Bind(1, record.at != 0 ? record.at : Now()));
+  CKG_TRY(s.Bind(2, record.who));
+  CKG_TRY(s.Bind(3, record.action));
+  CKG_TRY(s.Bind(4, record.target));
+  CKG_TRY(s.Bind(5, record.result));
+  CKG_TRY(s.Bind(6, record.detail));
+  return s.Run();
+}
+
+}  // namespace
+
+Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r, const AuditRecord* audit) {
   if (r.name.empty()) return InvalidArgument("insert checkpoint: empty name");
   if (!IsSha256Hex(r.sha256)) return InvalidArgument("insert checkpoint: sha256 is not 64 lower-case hex digits");
   if (!IsStatus(r.status)) return InvalidArgument("insert checkpoint: status must be stored, rejected or revoked");
@@ -450,6 +470,11 @@ Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r) {
       CKG_TRY(f.Bind(8, e.global));
       CKG_TRY(f.Run());
       f.Reset();
+    }
+    if (audit != nullptr) {
+      AuditRecord with_target = *audit;
+      if (with_target.target.empty()) with_target.target = r.sha256;
+      CKG_TRY(AppendAudit(db, with_target));
     }
     return id;
   });
@@ -732,19 +757,7 @@ Status Catalog::Audit(const AuditRecord& record) {
   if (record.action.empty()) return InvalidArgument("audit: empty action");
   std::lock_guard lock(impl_->mu);
   sqlite3* db = impl_->db;
-  return InTransaction(db, true, "append audit record", [&]() -> Status {
-    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
-                                               "INSERT INTO audit (at, who, action, target, result, detail) "
-                                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                                               "append audit record"));
-    CKG_TRY(s.Bind(1, record.at != 0 ? record.at : Now()));
-    CKG_TRY(s.Bind(2, record.who));
-    CKG_TRY(s.Bind(3, record.action));
-    CKG_TRY(s.Bind(4, record.target));
-    CKG_TRY(s.Bind(5, record.result));
-    CKG_TRY(s.Bind(6, record.detail));
-    return s.Run();
-  });
+  return InTransaction(db, true, "append audit record", [&]() -> Status { return AppendAudit(db, record); });
 }
 
 Result<std::vector<AuditRecord>> Catalog::ListAudit(int64_t after_id, uint32_t limit) {

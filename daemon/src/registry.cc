@@ -185,9 +185,9 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
     record.findings.push_back({"CKG-R001", "dangerous",
                                "this content was revoked by " + previous->revoked_by + ": " + previous->revoked_reason,
                                "", 0, ""});
-    CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record));
-    CKG_TRY(catalog_->Audit({0, 0, request.uploader, "push", record.sha256, "rejected",
-                             "name " + record.name + " tag " + record.tag + ": the content was revoked"}));
+    const AuditRecord audit{0, 0, request.uploader, "push", record.sha256, "rejected",
+                             "name " + record.name + " tag " + record.tag + ": the content was revoked"};
+    CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit));
     return record;
   }
 
@@ -206,10 +206,10 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
                         (report.verdict == scanner::Verdict::kSuspicious && options_.accept_suspicious);
   if (!accepted) {
     record.status = "rejected";
-    CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record));
-    CKG_TRY(catalog_->Audit({0, 0, request.uploader, "push", record.sha256, "rejected",
+    const AuditRecord audit{0, 0, request.uploader, "push", record.sha256, "rejected",
                              "name " + record.name + " tag " + record.tag + ": verdict " + record.verdict + ", " +
-                                 std::to_string(record.findings.size()) + " finding(s)"}));
+                                 std::to_string(record.findings.size()) + " finding(s)"};
+    CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit));
     return record;
   }
 
@@ -225,10 +225,10 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
   }
   record.status = "stored";
   CKG_TRY(blobs_.Commit(upload));
-  CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record));
-  CKG_TRY(catalog_->Audit({0, 0, request.uploader, "push", record.sha256, "stored",
+  const AuditRecord audit{0, 0, request.uploader, "push", record.sha256, "stored",
                            "name " + record.name + " tag " + record.tag + ": verdict " + record.verdict +
-                               ", signed by " + record.key_id}));
+                               ", signed by " + record.key_id};
+  CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit));
   return record;
 }
 

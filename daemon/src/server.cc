@@ -35,6 +35,8 @@ namespace http = beast::http;
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+constexpr std::size_t kUploadReadBytes = std::size_t{256} << 10;
+
 // StreamHasher: SHA-256 of a body that is only checked, never kept (verify).
 class StreamHasher {
  public:
@@ -342,6 +344,9 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
       }
       upload_parser_.emplace(std::move(*header_parser_));
       upload_parser_->body_limit(server_.options.max_upload_bytes);
+      // Beast reads what the buffer has room for (512 bytes when it only
+      // ever held a header): give uploads large reads.
+      buffer_.reserve(kUploadReadBytes);
       if (verify_only) {
         upload_parser_->get().body().hasher = hasher_.get();
       } else {

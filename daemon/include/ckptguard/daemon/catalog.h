@@ -112,7 +112,9 @@ class Catalog {
   // Checkpoints. InsertCheckpoint writes the row, its manifest and findings in
   // one transaction and returns the id. The same sha256 may be pushed again
   // under another name/tag (a new row; the blob is shared).
-  Result<int64_t> InsertCheckpoint(const CheckpointRecord& record);
+  // With `audit`, its audit row (target defaulting to the sha256) is written
+  // in the same transaction: the row and its audit line land together.
+  Result<int64_t> InsertCheckpoint(const CheckpointRecord& record, const AuditRecord* audit = nullptr);
   Result<std::vector<CheckpointRecord>> ListCheckpoints(const CheckpointQuery& query);  // newest first, no manifest/findings
   // The newest row for this sha256 with status stored or revoked (with manifest
   // and findings), or nullopt.

@@ -35,7 +35,7 @@ struct ServerOptions {
   uint16_t port = 8470;          // 0: any free port (see Server::port)
   std::string unix_socket;       // also listen here when set (mode 0660)
   unsigned io_threads = 2;
-  unsigned workers = 2;          // scan/sign/verify threads
+  unsigned workers = 4;          // scan/sign/verify threads (they also wait on fsync)
   uint32_t max_connections = 256;
   uint32_t max_header_bytes = 16 * 1024;
   uint32_t max_json_bytes = 64 * 1024;
