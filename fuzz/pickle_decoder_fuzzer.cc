@@ -6,7 +6,11 @@
 //  * decoding is a pure function of the bytes an op covers: decoding a prefix
 //    of the input gives exactly the ops of the full decode that fit in the
 //    prefix, and then an error unless the prefix ends between pickles;
-//  * the disassembly of the same ops is the same text twice (no hidden state).
+//  * the disassembly of the same ops is the same text twice (no hidden state);
+//  * decode -> dump -> decode gives the same dump: each complete pickle,
+//    decoded again on its own from the bytes its ops and FRAMEs cover (at the
+//    same base offset), gives the same ops and the same disassembly text.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstdio>
@@ -64,6 +68,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const std::string dump = Dump(full);
   Check(dump == Dump(full), "disassembly is deterministic");
+
+  // Each complete pickle re-decoded alone disassembles to the same text.
+  for (auto pickle : ckptguard::SplitPickles(full)) {
+    if (pickle.empty() || pickle.back().code != ckptguard::Opcode::kStop) continue;
+    // A FRAME may reach past the STOP (the decoder, as CPython, needs its
+    // whole frame): the pickle's bytes are those its ops and frames cover.
+    const uint64_t begin = pickle.front().offset;
+    uint64_t end = pickle.back().offset + pickle.back().length;
+    for (const auto& op : pickle) {
+      if (op.code == ckptguard::Opcode::kFrame) end = std::max(end, op.offset + op.length + op.arg.uint_value);
+    }
+    const DecodedStream alone =
+        ckptguard::DecodeStream(input.subspan(begin, end - begin), limits, begin, /*max_pickles=*/1);
+    Check(!alone.error && alone.num_pickles == 1 && alone.ops.size() == pickle.size(),
+          "a complete pickle decodes alone to the same ops");
+    Check(ckptguard::DisassemblePickle(alone.ops, true) == ckptguard::DisassemblePickle(pickle, true),
+          "decode -> dump -> decode gives the same dump");
+  }
 
   // Prefix property, at a cut point derived from the input itself.
   if (size > 1) {

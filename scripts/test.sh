@@ -3,7 +3,8 @@
 #   1. install the Debian packages (scripts/setup.sh),
 #   2. build with AddressSanitizer + UBSan and run every CTest test
 #      (Boost.Test suites, the pickletools oracle, fuzz-target replays),
-#   3. build the libFuzzer targets with clang and run each briefly.
+#   3. build the libFuzzer targets with clang and run each briefly, then the
+#      planted-bug test (scripts/planted_bug_test.sh).
 # Usage: scripts/test.sh   (from anywhere; FUZZ_SECONDS=N changes step 3's time box)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,9 @@ ctest --preset asan-ubsan -j "$jobs"
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j "$jobs"
 bash scripts/run_fuzzers.sh build/fuzz "${FUZZ_SECONDS:-20}"
+# The fuzzers find bugs: npy_fuzzer must find a planted one (a test-only build
+# without a bounds check) within 60 s.
+bash scripts/planted_bug_test.sh 60
 
 # Nothing from the hostile corpus may ever have run.
 if ls /tmp/ckptguard-pwned-* >/dev/null 2>&1; then

@@ -415,6 +415,15 @@ const BadFile kBadFiles[] = {
     {"version = 1\n\n[[allow]]\nglobal = \"x.y\"\naction = \"explode\"\n", ErrorCode::kMalformed,
      "user.toml:3: unknown action 'explode'"},
     {"version = 1\n" + std::string(size_t{4} << 20, '#'), ErrorCode::kLimitExceeded, "max_file_len"},
+    // Non-ASCII outside strings and comments (TOML forbids it; toml++ 3.3
+    // reaches __builtin_unreachable on it: fuzz/regressions/rules/).
+    {"version = 1\nx = \xc3\xa9\n", ErrorCode::kMalformed,
+     "user.toml:2: a non-ASCII character outside a string or comment"},
+    {"version = 1\n\xcf\x8c = 1\n", ErrorCode::kMalformed,
+     "user.toml:2: a non-ASCII character outside a string or comment"},
+    {kRuleHead + "id = \"A\"\nseverity = \"info\"\npattern = 'x'\ndescription = \"\"\"d\\\n  \xc3\xa9\"\"\"\n"
+         "reference = \"r\"\n",
+     ErrorCode::kMalformed, "user.toml:8: a non-ASCII character after a backslash in a string"},
 };
 
 BOOST_DATA_TEST_CASE(bad_user_files_are_refused_with_file_and_line, bdata::make(kBadFiles), bad) {
@@ -426,6 +435,15 @@ BOOST_DATA_TEST_CASE(bad_user_files_are_refused_with_file_and_line, bdata::make(
   BOOST_TEST(status.error().detail.find(bad.detail) != std::string::npos, status.error().detail);
   // Nothing was added.
   BOOST_TEST(rules.rules().size() == before);
+}
+
+BOOST_AUTO_TEST_CASE(non_ascii_in_strings_and_comments_is_fine) {
+  RuleSet rules = RuleSet::Builtin();
+  const Status status = rules.AddRulesText(
+      "\xEF\xBB\xBFversion = 1 # caf\xc3\xa9\n[[rule]]\nid = \"U-1\"\nseverity = \"info\"\npattern = 'caf\xc3\xa9'\n"
+      "description = \"\"\"na\xc3\xafve \\\"\xc3\xbc\\\" \"\"\"\"\nreference = '''\xc3\xbc'''\n",
+      "user.toml");
+  BOOST_TEST(status.has_value(), (status ? std::string() : status.error().ToString()));
 }
 
 BOOST_AUTO_TEST_CASE(rule_count_limit) {

@@ -70,6 +70,86 @@ void Allowlist::Merge(const Allowlist& other, bool replace) {
   for (const auto& [k, v] : other.aliases_) aliases_[k] = v;
 }
 
+Status CheckTomlText(std::string_view text, std::string_view source_name) {
+  enum class State : uint8_t { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
+  State state = State::kCode;
+  const size_t n = text.size();
+  uint64_t line = 1;
+  auto bad = [&](size_t at, const char* what) {
+    return MakeError(ErrorCode::kMalformed, at, "line " + std::to_string(line) + ": " + what, std::string(source_name));
+  };
+  auto starts = [&](size_t at, std::string_view s) { return text.substr(at).starts_with(s); };
+  // A closing """ or ''' may have up to two more quotes before it.
+  auto close_multi = [&](size_t at, char q) {
+    size_t end = at + 3;
+    for (int extra = 0; extra < 2 && end < n && text[end] == q; ++extra) ++end;
+    return end;
+  };
+  size_t i = starts(0, "\xEF\xBB\xBF") ? 3 : 0;  // a UTF-8 byte-order mark
+  while (i < n) {
+    const char c = text[i];
+    switch (state) {
+      case State::kCode:
+        if (static_cast<unsigned char>(c) >= 0x80) return bad(i, "a non-ASCII character outside a string or comment");
+        if (c == '\n') ++line;
+        if (c == '#') state = State::kComment;
+        if (c == '"') {
+          state = starts(i, R"(""")") ? State::kMultiBasic : State::kBasic;
+          if (state == State::kMultiBasic) i += 2;
+        }
+        if (c == '\'') {
+          state = starts(i, "'''") ? State::kMultiLiteral : State::kLiteral;
+          if (state == State::kMultiLiteral) i += 2;
+        }
+        ++i;
+        break;
+      case State::kComment:
+      case State::kLiteral:
+        if (c == '\n') ++line;
+        if (c == '\n' || (state == State::kLiteral && c == '\'')) state = State::kCode;
+        ++i;
+        break;
+      case State::kMultiLiteral:
+        if (starts(i, "'''")) {
+          i = close_multi(i, '\'');
+          state = State::kCode;
+        } else {
+          if (c == '\n') ++line;
+          ++i;
+        }
+        break;
+      case State::kBasic:
+      case State::kMultiBasic:
+        if (c == '\\') {
+          // An escape, or (multi-line) a line-ending backslash and the
+          // whitespace it trims: the first character after it that is not
+          // ASCII whitespace is where toml++ asks "is this whitespace?".
+          size_t j = i + 1;
+          while (j < n && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' || text[j] == '\n')) {
+            if (text[j] == '\n') ++line;
+            ++j;
+          }
+          if (j < n && static_cast<unsigned char>(text[j]) >= 0x80) {
+            return bad(j, "a non-ASCII character after a backslash in a string");
+          }
+          i = j == i + 1 ? i + 2 : j;
+        } else if (state == State::kBasic && (c == '"' || c == '\n')) {
+          if (c == '\n') ++line;
+          state = State::kCode;
+          ++i;
+        } else if (state == State::kMultiBasic && starts(i, R"(""")")) {
+          i = close_multi(i, '"');
+          state = State::kCode;
+        } else {
+          if (c == '\n') ++line;
+          ++i;
+        }
+        break;
+    }
+  }
+  return OkStatus();
+}
+
 Result<Allowlist> ParseAllowlist(std::string_view text, std::string_view source_name, const AllowlistLimits& limits) {
   const std::string source(source_name);
   if (text.size() > limits.max_file_len) {
@@ -78,6 +158,7 @@ Result<Allowlist> ParseAllowlist(std::string_view text, std::string_view source_
                          std::to_string(text.size()) + " bytes",
                      source);
   }
+  CKG_TRY(CheckTomlText(text, source_name));
   toml::parse_result parsed = toml::parse(text, source_name);
   if (!parsed) {
     const toml::parse_error& err = parsed.error();

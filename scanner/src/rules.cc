@@ -93,6 +93,13 @@ Result<std::vector<ParsedRule>> ParseRules(std::string_view text, std::string_vi
                          std::to_string(text.size()) + " bytes",
                      src);
   }
+  if (Status ok = CheckTomlText(text, source); !ok) {
+    // Its detail starts "line N: "; errors here say "file:N: ".
+    const std::string& detail = ok.error().detail;
+    const size_t colon = detail.find(": ");
+    return MakeError(ErrorCode::kMalformed, ok.error().offset, src + ":" + detail.substr(5, colon - 5) + detail.substr(colon),
+                     src);
+  }
   toml::parse_result parsed = toml::parse(text, source);
   if (!parsed) {
     const toml::parse_error& err = parsed.error();

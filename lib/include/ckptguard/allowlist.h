@@ -91,6 +91,16 @@ class Allowlist {
 // with the line in the detail, or kLimitExceeded.
 // (ParseAllowlist is declared above the class.)
 
+// CheckTomlText is run on a rules file before toml++ parses it (here and by
+// the scanner's RuleSet). TOML 1.0 allows non-ASCII characters only inside
+// strings and comments; toml++ 3.3 (Debian 12's) asks whether such a
+// character is whitespace where it may not be (between tokens, and after a
+// backslash in a basic string), and for most code points from U+00A1 to
+// U+0499 that question reaches __builtin_unreachable (undefined behaviour;
+// found by fuzz/rules_fuzzer.cc, see fuzz/regressions/rules/). Failure:
+// kMalformed at the byte offset, the line in the detail.
+Status CheckTomlText(std::string_view text, std::string_view source_name);
+
 // BuiltinAllowlist is rules/allowlist.toml as built into the binary, parsed
 // once. Never fails (a bad built-in file fails the build's tests).
 const Allowlist& BuiltinAllowlist();
