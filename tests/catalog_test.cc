@@ -23,6 +23,7 @@
 #include "ckptguard/daemon/blob_store.h"
 #include "ckptguard/daemon/catalog.h"
 #include "ckptguard/error.h"
+#include "ckptguard/sha256.h"
 #include "test_util.h"
 
 namespace ckptguard::daemon {

@@ -40,6 +40,7 @@
 #include "ckptguard/dtype.h"
 #include "ckptguard/error.h"
 #include "ckptguard/safetensors_writer.h"
+#include "ckptguard/sha256.h"
 #include "ckptguard/signing/model_signing.h"
 #include "test_util.h"
 
@@ -103,7 +104,7 @@ std::vector<signing::PublicKey> PublicKeysOf(Registry& registry, bool include_re
   return out;
 }
 
-std::string Sha256Hex(const std::string& path) { return Ok(Sha256FileHex(path)); }
+std::string FileSha256(const std::string& path) { return Ok(Sha256FileHex(path)); }
 
 // The tensors an expectation file lists: key -> (dtype, shape).
 std::map<std::string, std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const std::string& expect_json) {
@@ -178,7 +179,7 @@ BOOST_AUTO_TEST_CASE(ingest_benign_stores_signs_and_catalogues) {
   TempDir tmp;
   auto registry = OpenRegistry(tmp.path / "data");
   const std::string path = Benign("mlp.params");
-  const std::string sha = Sha256Hex(path);
+  const std::string sha = FileSha256(path);
   const CheckpointRecord record = Ok(IngestFile(*registry, path, "team/mlp", "v1.0"));
   BOOST_TEST(record.status == "stored");
   BOOST_TEST(record.verdict == "safe");
@@ -735,7 +736,7 @@ BOOST_AUTO_TEST_CASE(health_and_bind_errors) {
 
 BOOST_AUTO_TEST_CASE(push_benign_and_hostile) {
   const std::string path = Benign("mlp.params");
-  const std::string sha = Sha256Hex(path);
+  const std::string sha = FileSha256(path);
   Response r = Push(path, "name=mlp&tag=v1", write_token);
   BOOST_TEST(r.status == 201, r.body);
   Json j = BodyJson(r);
@@ -932,7 +933,7 @@ BOOST_AUTO_TEST_CASE(verify_routes) {
   BOOST_TEST(BodyJson(r)["verified"] == false);
   BOOST_TEST(BodyJson(r)["catalogued"] == false);
   BOOST_TEST(CountFiles(tmp.path / "data" / "tmp") == 0u, "verify uploads leave no temp file");
-  BOOST_TEST(!registry->blobs().Has(Sha256Hex(Benign("mlp_output.pt"))), "verify never stores");
+  BOOST_TEST(!registry->blobs().Has(FileSha256(Benign("mlp_output.pt"))), "verify never stores");
 }
 
 BOOST_AUTO_TEST_CASE(upload_limits) {
@@ -1124,7 +1125,7 @@ BOOST_AUTO_TEST_CASE(keep_alive_two_requests_on_one_connection) {
   conn.Send(HttpGet("/v1/checkpoints?name=ka", "Connection: close\r\n"));
   auto fourth = conn.ReadReply();
   BOOST_TEST(fourth.status == 200);
-  BOOST_TEST(fourth.body.find(Sha256Hex(Benign("mlp_input.pt"))) != std::string::npos);
+  BOOST_TEST(fourth.body.find(FileSha256(Benign("mlp_input.pt"))) != std::string::npos);
   BOOST_TEST(conn.ClosedWithin(std::chrono::seconds(3)), "Connection: close is honoured");
 }
 
@@ -1243,7 +1244,7 @@ BOOST_AUTO_TEST_CASE(concurrent_pushes_all_land) {
   BOOST_TEST(push_rows == kThreads);
   BOOST_TEST(Ok(registry->blobs().List()).size() == 1u, "one shared blob");
   BOOST_TEST(CountFiles(tmp.path / "data" / "tmp") == 0u);
-  BOOST_TEST(Ok(registry->VerifyDigest(Sha256Hex(path), true)).verified());
+  BOOST_TEST(Ok(registry->VerifyDigest(FileSha256(path), true)).verified());
 }
 
 BOOST_AUTO_TEST_CASE(stop_drains_in_flight_request) {

@@ -1,7 +1,8 @@
 #include "ckptguard/daemon/blob_store.h"
 
+#include "ckptguard/sha256.h"
+
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,13 +25,6 @@
 namespace ckptguard::daemon {
 namespace {
 
-constexpr size_t kHashChunk = size_t{1} << 20;  // Sha256FileHex read size
-
-struct EvpMdCtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-using EvpMdCtxPtr = std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter>;
-
 bool IsSha256Hex(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -39,30 +33,6 @@ bool IsSha256Hex(std::string_view s) {
 
 std::unexpected<Error> IoError(const std::string& path, std::string_view what, int err) {
   return MakeError(ErrorCode::kIo, 0, std::string(what) + ": " + std::strerror(err), path);
-}
-
-std::unexpected<Error> CryptoError(std::string_view what) {
-  return MakeError(ErrorCode::kIo, 0, std::string(what) + ": OpenSSL SHA-256 failed", "sha256");
-}
-
-Result<EvpMdCtxPtr> NewSha256() {
-  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) return CryptoError("init");
-  return ctx;
-}
-
-Result<std::string> FinishHex(EVP_MD_CTX* ctx) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != 32) return CryptoError("final");
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(64);
-  for (unsigned int i = 0; i < md_len; ++i) {
-    out.push_back(kHex[md[i] >> 4]);
-    out.push_back(kHex[md[i] & 0xf]);
-  }
-  return out;
 }
 
 // FsyncDir flushes a folder's entries (after a create, rename or unlink in it).
@@ -110,7 +80,7 @@ namespace {
 // (the bytes are still hashed exactly once, as they stream).
 class BackgroundHasher {
  public:
-  explicit BackgroundHasher(EVP_MD_CTX* ctx) : ctx_(ctx), thread_([this] { Run(); }) {}
+  explicit BackgroundHasher(Sha256* hash) : hash_(hash), thread_([this] { Run(); }) {}
   ~BackgroundHasher() { Close(); }
   BackgroundHasher(const BackgroundHasher&) = delete;
   BackgroundHasher& operator=(const BackgroundHasher&) = delete;
@@ -123,15 +93,14 @@ class BackgroundHasher {
     queued_ += n;
     ready_.notify_one();
   }
-  // Close waits until everything pushed is hashed; false if OpenSSL failed.
-  bool Close() {
+  // Close waits until everything pushed is hashed.
+  void Close() {
     {
       std::lock_guard lock(mu_);
       closed_ = true;
     }
     ready_.notify_one();
     if (thread_.joinable()) thread_.join();
-    return ok_;
   }
 
  private:
@@ -146,7 +115,7 @@ class BackgroundHasher {
         chunk = std::move(queue_.front());
         queue_.pop_front();
       }
-      if (EVP_DigestUpdate(ctx_, chunk.data(), chunk.size()) != 1) ok_ = false;
+      hash_->Update(chunk.data(), chunk.size());
       {
         std::lock_guard lock(mu_);
         queued_ -= chunk.size();
@@ -154,14 +123,13 @@ class BackgroundHasher {
       space_.notify_one();
     }
   }
-  EVP_MD_CTX* ctx_;
+  Sha256* hash_;
   std::mutex mu_;
   std::condition_variable ready_;
   std::condition_variable space_;
   std::deque<std::vector<uint8_t>> queue_;
   size_t queued_ = 0;
   bool closed_ = false;
-  std::atomic<bool> ok_{true};
   std::thread thread_;
 };
 
@@ -175,8 +143,8 @@ constexpr uint64_t kWritebackBytes = uint64_t{16} << 20;
 struct Upload::Impl {
   std::string temp_path;
   int fd = -1;
-  EvpMdCtxPtr ctx;
-  std::unique_ptr<BackgroundHasher> hasher;  // after ctx: destroyed (joined) first
+  Sha256 hash;
+  std::unique_ptr<BackgroundHasher> hasher;  // after hash: destroyed (joined) first
   uint64_t writeback_from = 0;
   uint64_t size = 0;
   uint64_t max_bytes = 0;
@@ -208,13 +176,12 @@ Status Upload::Append(Bytes chunk) {
                      "upload exceeds max_bytes (" + std::to_string(u.max_bytes) + ")", u.temp_path);
   }
   if (!u.hasher && u.size + chunk.size() > kInlineHashBytes) {
-    u.hasher = std::make_unique<BackgroundHasher>(u.ctx.get());
+    u.hasher = std::make_unique<BackgroundHasher>(&u.hash);
   }
   if (u.hasher) {
     u.hasher->Push(chunk.data(), chunk.size());
-  } else if (EVP_DigestUpdate(u.ctx.get(), chunk.data(), chunk.size()) != 1) {
-    u.failed = true;
-    return CryptoError("update");
+  } else {
+    u.hash.Update(chunk.data(), chunk.size());
   }
   if (auto st = WriteAll(u.fd, chunk.data(), chunk.size(), u.temp_path); !st) {
     u.failed = true;
@@ -237,10 +204,7 @@ Status Upload::Finish() {
   if (u.finished || u.failed || u.fd < 0) {
     return MakeError(ErrorCode::kInvalidArgument, 0, "finish after finish or failure", u.temp_path);
   }
-  if (u.hasher && !u.hasher->Close()) {
-    u.failed = true;
-    return CryptoError("update");
-  }
+  if (u.hasher) u.hasher->Close();
   if (::fsync(u.fd) != 0) {
     u.failed = true;
     return IoError(u.temp_path, "cannot flush upload to disk", errno);
@@ -250,7 +214,7 @@ Status Upload::Finish() {
     u.failed = true;
     return IoError(u.temp_path, "cannot close upload", errno);
   }
-  auto hex = FinishHex(u.ctx.get());
+  auto hex = u.hash.FinishHex();
   if (!hex) {
     u.failed = true;
     return std::unexpected(hex.error());
@@ -285,7 +249,6 @@ Result<BlobStore> BlobStore::Open(const std::string& root) {
 Result<Upload> BlobStore::BeginUpload(uint64_t max_bytes) const {
   try {
     auto impl = std::make_unique<Upload::Impl>();
-    CKG_ASSIGN_OR_RETURN(impl->ctx, NewSha256());
     std::string templ = root_ + "/tmp/upload-XXXXXX";
     // mkostemp: O_EXCL, mode 0600, unique name.
     const int fd = ::mkostemp(templ.data(), O_CLOEXEC);
@@ -394,26 +357,6 @@ Status BlobStore::RemoveTemp() const {
     if (ec) return IoError(p.string(), "cannot remove temp file", ec.value());
   }
   return OkStatus();
-}
-
-Result<std::string> Sha256FileHex(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return IoError(path, "cannot open", errno);
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { ::close(fd); }
-  } closer{fd};
-  CKG_ASSIGN_OR_RETURN(EvpMdCtxPtr ctx, NewSha256());
-  std::unique_ptr<uint8_t[]> buf(new (std::nothrow) uint8_t[kHashChunk]);
-  if (!buf) return MakeError(ErrorCode::kIo, 0, "out of memory", path);
-  while (true) {
-    const ssize_t n = ::read(fd, buf.get(), kHashChunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return IoError(path, "cannot read", errno);
-    if (n == 0) break;
-    if (EVP_DigestUpdate(ctx.get(), buf.get(), static_cast<size_t>(n)) != 1) return CryptoError("update");
-  }
-  return FinishHex(ctx.get());
 }
 
 }  // namespace ckptguard::daemon

@@ -2,9 +2,9 @@
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange
 
 #include "ckptguard/daemon/client.h"
+#include "ckptguard/sha256.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,24 +31,6 @@ struct Fd {
   int fd = -1;
   ~Fd() {
     if (fd >= 0) ::close(fd);
-  }
-};
-
-struct DigestCtx {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  DigestCtx() { EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr); }
-  ~DigestCtx() { EVP_MD_CTX_free(ctx); }
-  std::string Hex() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx, digest, &len);
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < len; ++i) {
-      out.push_back(kHex[digest[i] >> 4]);
-      out.push_back(kHex[digest[i] & 15]);
-    }
-    return out;
   }
 };
 
@@ -224,7 +206,7 @@ Result<Response> RegistryClient::Download(const std::string& target, AtomicFile&
                          std::string(rest.get()[http::field::content_type]), std::move(rest.get().body())};
     }
     const uint64_t total = parser.content_length().value_or(0);
-    DigestCtx digest;
+    Sha256 digest;
     std::vector<char> chunk(kChunk);
     uint64_t received = 0;
     while (!parser.is_done()) {
@@ -236,7 +218,7 @@ Result<Response> RegistryClient::Download(const std::string& target, AtomicFile&
       if (ec && ec != http::error::need_buffer) throw boost::system::system_error(ec);
       const size_t n = chunk.size() - parser.get().body().size;
       if (n == 0) continue;
-      EVP_DigestUpdate(digest.ctx, chunk.data(), n);
+      digest.Update(chunk.data(), n);
       auto written = out.Write(Bytes(reinterpret_cast<const uint8_t*>(chunk.data()), n));
       if (!written) {
         write_error = written.error();
@@ -245,7 +227,12 @@ Result<Response> RegistryClient::Download(const std::string& target, AtomicFile&
       received += n;
       if (options_.progress) options_.progress(received, total);
     }
-    sha256_hex = digest.Hex();
+    auto hex = digest.FinishHex();
+    if (!hex) {
+      write_error = hex.error();
+      co_return Response{};
+    }
+    sha256_hex = *hex;
     co_return Response{200, std::string(parser.get()[http::field::content_type]), {}};
   });
   if (write_error) return std::unexpected(*write_error);

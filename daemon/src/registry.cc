@@ -1,7 +1,6 @@
 // Registry: the ingest pipeline and the registry's state (see registry.h).
 #include "ckptguard/daemon/registry.h"
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 
@@ -18,6 +17,7 @@
 #include "ckptguard/dtype.h"
 #include "ckptguard/scanner/finding.h"
 #include "ckptguard/scanner/scan.h"
+#include "ckptguard/sha256.h"
 
 namespace ckptguard::daemon {
 namespace {
@@ -35,24 +35,6 @@ bool AllOf(const std::string& s, std::string_view extra) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            extra.find(c) != std::string_view::npos;
   });
-}
-
-std::string HexOf(const unsigned char* data, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(kHex[data[i] >> 4]);
-    out.push_back(kHex[data[i] & 15]);
-  }
-  return out;
-}
-
-std::string Sha256Of(std::string_view text) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(text.data(), text.size(), digest, &len, EVP_sha256(), nullptr);
-  return HexOf(digest, len);
 }
 
 Status MakeDir(const std::string& path, mode_t mode) {
@@ -382,8 +364,8 @@ Result<std::string> Registry::CreateToken(const std::string& name, const std::st
   }
   unsigned char raw[32];
   if (RAND_bytes(raw, sizeof raw) != 1) return MakeError(ErrorCode::kIo, 0, "the random generator failed");
-  const std::string token = "ckg_" + HexOf(raw, sizeof raw);
-  CKG_TRY(catalog_->AddToken(name, Sha256Of(token), scope));
+  const std::string token = "ckg_" + HexLower(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+  CKG_TRY(catalog_->AddToken(name, Sha256Hex(token), scope));
   CKG_TRY(catalog_->Audit({0, 0, who, "token-create", name, "ok", "scope " + scope}));
   return token;
 }
@@ -396,7 +378,7 @@ Result<bool> Registry::RevokeToken(const std::string& name, const std::string& w
 
 Result<std::optional<TokenRecord>> Registry::Authenticate(const std::string& raw_token) {
   if (raw_token.size() != 68 || raw_token.rfind("ckg_", 0) != 0) return std::optional<TokenRecord>();
-  return catalog_->FindToken(Sha256Of(raw_token));
+  return catalog_->FindToken(Sha256Hex(raw_token));
 }
 
 }  // namespace ckptguard::daemon

@@ -23,8 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "ckptguard/sha256.h"
 #include "http_util.h"
-#include <openssl/evp.h>
 
 namespace ckptguard::daemon {
 namespace {
@@ -37,42 +37,12 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kUploadReadBytes = std::size_t{256} << 10;
 
-// StreamHasher: SHA-256 of a body that is only checked, never kept (verify).
-class StreamHasher {
- public:
-  StreamHasher() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~StreamHasher() { EVP_MD_CTX_free(ctx_); }
-  StreamHasher(const StreamHasher&) = delete;
-  StreamHasher& operator=(const StreamHasher&) = delete;
-  void Update(const void* data, size_t n) {
-    EVP_DigestUpdate(ctx_, data, n);
-    size_ += n;
-  }
-  uint64_t size() const { return size_; }
-  std::string Hex() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_, digest, &len);
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < len; ++i) {
-      out.push_back(kHex[digest[i] >> 4]);
-      out.push_back(kHex[digest[i] & 15]);
-    }
-    return out;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-  uint64_t size_ = 0;
-};
-
 // UploadBody: a Beast body that streams into an Upload (temp file + SHA-256),
-// or, for a verify, only into a StreamHasher (nothing touches the disk).
+// or, for a verify, only into a Sha256 (nothing touches the disk).
 struct UploadBody {
   struct value_type {
     Upload* upload = nullptr;
-    StreamHasher* hasher = nullptr;
+    Sha256* hasher = nullptr;
     std::optional<Error> error;
   };
   class reader {
@@ -336,7 +306,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
       }
       const bool verify_only = route_.segments[1] == "verify";
       if (verify_only) {
-        hasher_ = std::make_unique<StreamHasher>();
+        hasher_ = std::make_unique<Sha256>();
       } else {
         auto upload = server_.registry.blobs().BeginUpload(server_.options.max_upload_bytes);
         if (!upload) return Send(FromError(upload.error()));
@@ -462,9 +432,10 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
         hasher_.reset();
         return ErrorReply(http::status::bad_request, "the body is empty: send the file's bytes as the request body");
       }
-      const std::string digest = hasher_->Hex();
+      auto digest = hasher_->FinishHex();
       hasher_.reset();
-      auto report = server_.registry.VerifyBytesDigest(digest);
+      if (!digest) return FromError(digest.error());
+      auto report = server_.registry.VerifyBytesDigest(*digest);
       if (!report) return FromError(report.error());
       return JsonReply(http::status::ok, VerifyJson(*report));
     }
@@ -687,7 +658,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   std::optional<http::request_parser<http::string_body>> string_parser_;
   std::optional<http::request_parser<UploadBody>> upload_parser_;
   std::optional<Upload> upload_;
-  std::unique_ptr<StreamHasher> hasher_;
+  std::unique_ptr<Sha256> hasher_;
   std::optional<TokenRecord> token_;
   std::string who_ = "anonymous";
   std::string method_;

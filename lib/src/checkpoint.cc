@@ -1,6 +1,7 @@
 #include "ckptguard/checkpoint.h"
 
-#include <openssl/evp.h>
+#include "ckptguard/sha256.h"
+
 
 #include <algorithm>
 #include <cmath>
@@ -444,16 +445,7 @@ void Children(const ValueArena& values, ValueId id, std::vector<std::pair<std::s
   }
 }
 
-std::string Hex(std::string_view bytes) {
-  static const char* kDigits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
+std::string Hex(std::string_view bytes) { return HexLower(bytes); }
 
 // ForEachChunk calls fn with runs of a tensor's elements in C order, each run
 // as bytes in little-endian order (swapped through `scratch` when needed).
@@ -633,20 +625,9 @@ Result<std::vector<uint8_t>> Checkpoint::ContiguousBytes(uint32_t tensor) const 
 Result<std::string> Checkpoint::Sha256Hex(uint32_t tensor) const {
   if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
   const Tensor& t = tensors()[tensor];
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    return MakeError(ErrorCode::kInternal, 0, "OpenSSL SHA-256 init failed");
-  }
-  bool ok = true;
-  ForEachChunk(t, storages()[t.storage], [&](const uint8_t* p, size_t n) {
-    ok = ok && EVP_DigestUpdate(ctx.get(), p, n) == 1;
-  });
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!ok || EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1) {
-    return MakeError(ErrorCode::kInternal, 0, "OpenSSL SHA-256 failed");
-  }
-  return Hex(std::string_view(reinterpret_cast<const char*>(digest), len));
+  Sha256 hash;
+  ForEachChunk(t, storages()[t.storage], [&](const uint8_t* p, size_t n) { hash.Update(p, n); });
+  return hash.FinishHex();
 }
 
 Bytes Checkpoint::StorageBytes(uint32_t tensor) const {

@@ -3,7 +3,8 @@
 // alignment, and the read-back check.
 #include "ckptguard/torch_writer.h"
 
-#include <openssl/evp.h>
+#include "ckptguard/sha256.h"
+
 
 #include <algorithm>
 #include <bit>
@@ -182,40 +183,27 @@ void ForEachRun(const SaveTensor& t, const SaveStorage& st, Fn&& fn) {
 }
 
 Result<std::string> TensorSha256(const SaveTensor& t, const SaveStorage& st) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    return MakeError(ErrorCode::kInternal, 0, "OpenSSL SHA-256 init failed");
-  }
   // Small runs are gathered so that a transposed view is not hashed one
   // element per call.
+  Sha256 hash;
   std::string scratch;
-  bool ok = true;
   ForEachRun(t, st, [&](const uint8_t* p, uint64_t len) {
     if (len >= 4096) {
       if (!scratch.empty()) {
-        ok = ok && EVP_DigestUpdate(ctx.get(), scratch.data(), scratch.size()) == 1;
+        hash.Update(scratch);
         scratch.clear();
       }
-      ok = ok && EVP_DigestUpdate(ctx.get(), p, len) == 1;
+      hash.Update(p, static_cast<size_t>(len));
       return;
     }
-    scratch.append(reinterpret_cast<const char*>(p), len);
+    scratch.append(reinterpret_cast<const char*>(p), static_cast<size_t>(len));
     if (scratch.size() >= 65536) {
-      ok = ok && EVP_DigestUpdate(ctx.get(), scratch.data(), scratch.size()) == 1;
+      hash.Update(scratch);
       scratch.clear();
     }
   });
-  if (!scratch.empty()) ok = ok && EVP_DigestUpdate(ctx.get(), scratch.data(), scratch.size()) == 1;
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!ok || EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1) return MakeError(ErrorCode::kInternal, 0, "OpenSSL SHA-256 failed");
-  static const char* kDigits = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kDigits[digest[i] >> 4]);
-    out.push_back(kDigits[digest[i] & 15]);
-  }
-  return out;
+  if (!scratch.empty()) hash.Update(scratch);
+  return hash.FinishHex();
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 
 #include "ckptguard/atomic_file.h"
 #include "ckptguard/signing/model_signing.h"
+#include "ckptguard/sha256.h"
 #include "signing_internal.h"
 
 namespace ckptguard::signing {
@@ -91,24 +92,6 @@ const EVP_MD* CurveDigest(Curve curve) {
     case Curve::kP521: return EVP_sha512();
   }
   return EVP_sha256();
-}
-
-std::string Sha256Hex(std::string_view bytes) {
-  unsigned char md[32];
-  unsigned int md_len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &md_len, EVP_sha256(), nullptr);
-  return HexEncode(std::string_view(reinterpret_cast<const char*>(md), md_len));
-}
-
-std::string HexEncode(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
-  }
-  return out;
 }
 
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_len) {
@@ -219,7 +202,7 @@ Status PrivateKey::WriteFile(const std::string& path) const {
 }
 
 std::string PrivateKey::PublicPem() const { return PublicPemOf(key_.get()); }
-std::string PrivateKey::KeyId() const { return Sha256Hex(PublicPem()); }
+std::string PrivateKey::KeyId() const { return ckptguard::Sha256Hex(PublicPem()); }
 
 Result<PublicKey> PublicKey::FromPem(std::string_view text) {
   if (text.size() > kMaxKeyFileLen) {
@@ -241,7 +224,7 @@ Result<PublicKey> PublicKey::FromPem(std::string_view text) {
   CKG_ASSIGN_OR_RETURN(const Curve curve, KeyCurve(key.get()));
   PublicKey out;
   out.pem_ = PublicPemOf(key.get());
-  out.key_id_ = Sha256Hex(out.pem_);
+  out.key_id_ = ckptguard::Sha256Hex(out.pem_);
   out.curve_ = curve;
   out.key_ = std::shared_ptr<EVP_PKEY>(key.release(), PkeyDeleter());
   return out;

@@ -3,7 +3,6 @@
 #include "ckptguard/signing/model_signing.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "ckptguard/sha256.h"
 #include "signing_internal.h"
 
 namespace ckptguard::signing {
@@ -32,7 +32,6 @@ constexpr std::string_view kPayloadType = "application/vnd.in-toto+json";
 constexpr std::string_view kStatementType = "https://in-toto.io/Statement/v1";
 constexpr std::string_view kPredicateType = "https://model_signing/signature/v1.0";
 constexpr uint64_t kMaxFilesCeiling = 10'000'000;
-constexpr size_t kHashChunkLen = 1 << 20;
 
 std::unexpected<Error> Bad(std::string detail, std::string where = {}) {
   return MakeError(ErrorCode::kMalformed, 0, std::move(detail), std::move(where));
@@ -115,30 +114,9 @@ Result<std::string> HashFile(const std::string& path, const std::string& name) {
     ::close(fd);
     return MakeError(ErrorCode::kInvalidArgument, 0, "not a regular file", name);
   }
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    ::close(fd);
-    return MakeError(ErrorCode::kInternal, 0, "SHA-256 init failed");
-  }
-  std::vector<char> buf(kHashChunkLen);
-  uint64_t total = 0;
-  for (;;) {
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return MakeError(ErrorCode::kIo, total, std::string("cannot read: ") + std::strerror(err), name);
-    }
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
-    total += static_cast<uint64_t>(n);
-  }
+  auto hex = Sha256FdHex(fd, name);
   ::close(fd);
-  unsigned char md[32];
-  unsigned int md_len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &md_len);
-  return HexEncode(std::string_view(reinterpret_cast<const char*>(md), md_len));
+  return hex;
 }
 
 // ModelName is the last component of `model_path` ("models/bert/" -> "bert").
@@ -526,7 +504,7 @@ Result<std::string> RootDigest(const std::vector<Resource>& resources) {
       raw.push_back(static_cast<char>(nibble(r.sha256_hex[i]) << 4 | nibble(r.sha256_hex[i + 1])));
     }
   }
-  return Sha256Hex(raw);
+  return ckptguard::Sha256Hex(raw);
 }
 
 std::string Base64Encode(std::string_view bytes) {

@@ -13,8 +13,6 @@ namespace ckptguard::signing {
 
 // CurveDigest: SHA-256 for P-256, SHA-384 for P-384, SHA-512 for P-521.
 const EVP_MD* CurveDigest(Curve curve);
-std::string HexEncode(std::string_view bytes);
-std::string Sha256Hex(std::string_view bytes);
 // ReadSmallFile reads all of `path`, failing with kLimitExceeded past `max_len`.
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_len);
 // SignBytes: DER ECDSA signature of `data` with the curve's hash.

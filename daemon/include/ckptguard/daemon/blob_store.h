@@ -64,8 +64,7 @@ class BlobStore {
   std::string root_;
 };
 
-// Sha256Hex hashes a whole file in bounded chunks (no mapping, no full read).
-Result<std::string> Sha256FileHex(const std::string& path);
+// (Sha256FileHex, to re-hash a blob, is in ckptguard/sha256.h.)
 
 }  // namespace ckptguard::daemon
 
