@@ -31,6 +31,8 @@
 #include "ckptguard/container.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/error.h"
+#include "fuzz_check.h"
+#include "fuzz_limits.h"
 
 namespace {
 
@@ -41,50 +43,9 @@ using ckptguard::Error;
 using ckptguard::ErrorCode;
 using ckptguard::LoadOptions;
 using ckptguard::Result;
+using ckptguard::fuzz::Check;
 
-void Check(bool ok, const char* what, const std::string& detail = {}) {
-  if (!ok) {
-    std::fprintf(stderr, "invariant violated: %s%s%s\n", what, detail.empty() ? "" : ": ", detail.c_str());
-    std::abort();
-  }
-}
-
-LoadOptions SmallOptions(bool allow_anomalies) {
-  LoadOptions o;
-  ckptguard::PickleLimits pickle;
-  pickle.max_operand_len = 1 << 20;
-  pickle.max_line_len = 1 << 12;
-  pickle.max_long_len = 1 << 10;
-  pickle.max_frame_len = 1 << 20;
-  pickle.max_ops = 1 << 16;
-  pickle.max_pickles = 16;
-
-  o.limits.pickle = pickle;
-  o.limits.max_memo_entries = 1 << 16;
-  o.limits.max_stack_depth = 1 << 16;
-  o.limits.max_mark_depth = 1 << 10;
-  o.limits.max_container_len = 1 << 16;
-  o.limits.max_values = 1 << 16;
-  o.limits.max_alloc_bytes = 16 << 20;
-  o.limits.max_tensors = 1 << 12;
-  o.limits.max_tensor_dims = 64;
-  o.limits.max_view_bytes = 16 << 20;
-  o.limits.max_walk_nodes = 1 << 16;
-  o.limits.max_walk_depth = 256;
-
-  o.container.pickle = pickle;
-  o.container.zip.max_entries = 1 << 12;
-  o.container.zip.max_name_len = 1 << 10;
-  o.container.zip.max_inflated_len = 16 << 20;
-  o.container.safetensors.max_header_len = 1 << 20;
-  o.container.safetensors.max_tensors = 1 << 12;
-  o.container.safetensors.max_metadata_entries = 1 << 12;
-  o.container.npy.max_header_len = 1 << 16;
-  o.container.max_unwrapped_len = 16 << 20;
-  o.container.max_depth = 4;
-  o.allow_anomalies = allow_anomalies;
-  return o;
-}
+LoadOptions SmallOptions(bool allow_anomalies) { return ckptguard::fuzz::SmallLoadOptions(allow_anomalies); }
 
 // CheckErrorOffset: where the error's offset points must exist.
 void CheckErrorOffset(const Error& err, const Container& container, size_t size, const LoadOptions& options) {

@@ -34,6 +34,7 @@
 #include "ckptguard/scanner/rules.h"
 #include "ckptguard/scanner/scan.h"
 #include "fuzz_check.h"
+#include "fuzz_limits.h"
 
 namespace {
 
@@ -46,51 +47,11 @@ using ckptguard::scanner::Finding;
 using ckptguard::scanner::Severity;
 using ckptguard::scanner::Verdict;
 
-ckptguard::ContainerLimits SmallContainer(ckptguard::ContainerLimits c) {
-  c.pickle.max_operand_len = 1 << 20;
-  c.pickle.max_line_len = 1 << 12;
-  c.pickle.max_long_len = 1 << 10;
-  c.pickle.max_frame_len = 1 << 20;
-  c.pickle.max_ops = 1 << 16;
-  c.pickle.max_pickles = 16;
-  c.zip.max_entries = 1 << 12;
-  c.zip.max_name_len = 1 << 10;
-  c.zip.max_inflated_len = 16 << 20;
-  c.safetensors.max_header_len = 1 << 20;
-  c.safetensors.max_tensors = 1 << 12;
-  c.npy.max_header_len = 1 << 16;
-  c.max_unwrapped_len = 16 << 20;
-  c.max_depth = 4;
-  return c;
-}
-
-LoadOptions LoaderOptions(bool allow_anomalies) {
-  LoadOptions o;
-  o.limits.pickle.max_operand_len = 1 << 20;
-  o.limits.pickle.max_line_len = 1 << 12;
-  o.limits.pickle.max_long_len = 1 << 10;
-  o.limits.pickle.max_frame_len = 1 << 20;
-  o.limits.pickle.max_ops = 1 << 16;
-  o.limits.pickle.max_pickles = 16;
-  o.limits.max_memo_entries = 1 << 16;
-  o.limits.max_stack_depth = 1 << 16;
-  o.limits.max_mark_depth = 1 << 10;
-  o.limits.max_container_len = 1 << 16;
-  o.limits.max_values = 1 << 16;
-  o.limits.max_alloc_bytes = 16 << 20;
-  o.limits.max_tensors = 1 << 12;
-  o.limits.max_tensor_dims = 64;
-  o.limits.max_view_bytes = 16 << 20;
-  o.limits.max_walk_nodes = 1 << 16;
-  o.limits.max_walk_depth = 256;
-  o.container = SmallContainer(o.container);
-  o.allow_anomalies = allow_anomalies;
-  return o;
-}
+LoadOptions LoaderOptions(bool allow_anomalies) { return ckptguard::fuzz::SmallLoadOptions(allow_anomalies); }
 
 ckptguard::scanner::ScanOptions ScannerOptions() {
   ckptguard::scanner::ScanOptions o;
-  o.container = SmallContainer(ckptguard::scanner::ScanContainerLimits());
+  o.container = ckptguard::fuzz::SmallContainer(ckptguard::scanner::ScanContainerLimits());
   o.max_values = 1 << 18;
   return o;
 }

@@ -85,6 +85,17 @@ Result<Curve> ParseCurve(std::string_view name) {
                    "unknown curve '" + std::string(name) + "' (P-256, P-384 or P-521)");
 }
 
+// NamedBy: a key parsed from a file's text reports the file as where it failed.
+template <typename T>
+Result<T> NamedBy(Result<T> result, const std::string& path) {
+  if (!result) {
+    Error e = std::move(result).error();
+    e.where = path;
+    return std::unexpected(std::move(e));
+  }
+  return result;
+}
+
 const EVP_MD* CurveDigest(Curve curve) {
   switch (curve) {
     case Curve::kP256: return EVP_sha256();
@@ -176,13 +187,7 @@ Result<PrivateKey> PrivateKey::FromPem(std::string_view pem) {
 
 Result<PrivateKey> PrivateKey::LoadFile(const std::string& path) {
   CKG_ASSIGN_OR_RETURN(const std::string text, ReadSmallFile(path, kMaxKeyFileLen));
-  auto key = FromPem(text);
-  if (!key) {
-    Error e = std::move(key).error();
-    e.where = path;
-    return std::unexpected(std::move(e));
-  }
-  return key;
+  return NamedBy(FromPem(text), path);
 }
 
 Status PrivateKey::WriteFile(const std::string& path) const {
@@ -232,13 +237,7 @@ Result<PublicKey> PublicKey::FromPem(std::string_view text) {
 
 Result<PublicKey> PublicKey::LoadFile(const std::string& path) {
   CKG_ASSIGN_OR_RETURN(const std::string text, ReadSmallFile(path, kMaxKeyFileLen));
-  auto key = FromPem(text);
-  if (!key) {
-    Error e = std::move(key).error();
-    e.where = path;
-    return std::unexpected(std::move(e));
-  }
-  return key;
+  return NamedBy(FromPem(text), path);
 }
 
 Result<PublicKey> PublicKey::FromPrivate(const PrivateKey& key) { return FromPem(key.PublicPem()); }
