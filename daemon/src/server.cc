@@ -281,8 +281,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
       denied->close = true;  // the body (if any) is not read
       const std::string detail = method_ + " " + route_.path + ": " + std::string(denied->body.substr(0, 200));
       net::post(server_.pool, [self = this->shared_from_this(), denied = std::move(*denied), detail]() mutable {
-        (void)self->server_.registry.catalog().Audit(
-            {0, 0, self->who_, "auth", self->route_.path, "denied", self->method_ + " " + self->route_.path});
+        (void)self->server_.registry.catalog().Audit({0, 0, self->who_, "auth", self->route_.path, "denied", detail});
         net::dispatch(self->stream_.get_executor(),
                       [self, denied = std::move(denied)]() mutable { self->Send(std::move(denied)); });
       });
