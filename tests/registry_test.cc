@@ -1274,6 +1274,33 @@ BOOST_AUTO_TEST_CASE(stop_drains_in_flight_request) {
   ::close(fd);
 }
 
+// An idle keep-alive connection does not hold up a drain (it is closed at
+// once, not after drain_timeout), while a request that is mid-flight on
+// another connection still gets its answer.
+BOOST_AUTO_TEST_CASE(stop_closes_idle_keep_alive_connections_at_once) {
+  const std::string bytes = ReadFile(Benign("mlp.params"));
+  RawConn idle(server->port());
+  idle.Send("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n");
+  BOOST_TEST(idle.ReadReply().status == 200);
+  RawConn busy(server->port());
+  const size_t half = bytes.size() / 2;
+  busy.Send("POST /v1/checkpoints?name=drain2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + write_token +
+            "\r\nContent-Length: " + std::to_string(bytes.size()) + "\r\n\r\n" + bytes.substr(0, half));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto stopped_at = std::chrono::steady_clock::now();
+  server->Stop();
+  // The idle connection is closed by the server: EOF, no answer.
+  const auto eof = idle.Recv();
+  BOOST_TEST((eof.has_value() && eof->empty()), "the idle connection is closed (EOF), not left open");
+  busy.Send(bytes.substr(half));
+  auto reply = busy.ReadReply();
+  BOOST_TEST(reply.status == 201, reply.head << reply.body);
+  BOOST_TEST(reply.head.find("Connection: close") != std::string::npos, reply.head);
+  server->Wait();
+  const auto took = std::chrono::steady_clock::now() - stopped_at;
+  BOOST_TEST(took < std::chrono::seconds(5), "drain took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 }  // namespace

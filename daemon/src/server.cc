@@ -15,6 +15,7 @@
 #include <ctime>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -92,6 +93,15 @@ std::string TimeNow() {
 
 }  // namespace
 
+// SessionBase: what the server needs of a live connection when it drains.
+struct SessionBase {
+  virtual ~SessionBase() = default;
+  // CloseIfIdle closes the connection if it is waiting for a next request
+  // (keep-alive); a request in progress finishes first (its answer then says
+  // "Connection: close").
+  virtual void CloseIfIdle() = 0;
+};
+
 struct Server::Impl {
   Impl(Registry& r, ServerOptions o)
       : registry(r), options(std::move(o)), ioc(static_cast<int>(std::max(1u, options.io_threads))),
@@ -108,6 +118,8 @@ struct Server::Impl {
   Clock::time_point drain_deadline{};
   std::mutex log_mutex;
   std::once_flag joined;
+  std::mutex live_mutex;  // guards live: every session, to close idle ones on drain
+  std::map<SessionBase*, std::weak_ptr<SessionBase>> live;
   uint16_t bound_port = 0;
   net::io_context ioc;
   net::ip::tcp::acceptor tcp_acceptor;
@@ -168,7 +180,7 @@ Reply FromError(const Error& error) {
 }
 
 template <class Protocol>
-class Session : public std::enable_shared_from_this<Session<Protocol>> {
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Protocol>> {
  public:
   using Stream = beast::basic_stream<Protocol, net::any_io_executor, beast::unlimited_rate_policy>;
 
@@ -176,10 +188,26 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
       : server_(server), stream_(std::move(socket)) {
     ++server_.sessions;
   }
-  ~Session() { --server_.sessions; }
+  ~Session() override {
+    {
+      std::lock_guard lock(server_.live_mutex);
+      server_.live.erase(this);
+    }
+    --server_.sessions;
+  }
 
   void Start() {
+    {
+      std::lock_guard lock(server_.live_mutex);
+      server_.live.emplace(this, std::weak_ptr<SessionBase>(this->shared_from_this()));
+    }
     net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->ReadHeader(); });
+  }
+
+  void CloseIfIdle() override {
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if (self->idle_) self->stream_.cancel();  // the header read ends with operation_aborted: Close
+    });
   }
 
  private:
@@ -195,6 +223,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
     // and any length compares greater than an empty one.
     header_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     stream_.expires_after(server_.options.header_timeout);
+    idle_ = true;
     http::async_read_header(stream_, buffer_, *header_parser_,
                             [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                               self->OnHeader(ec);
@@ -202,6 +231,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   }
 
   void OnHeader(beast::error_code ec) {
+    idle_ = false;
     if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
         ec == net::error::operation_aborted || ec == net::error::connection_reset) {
       return Close();
@@ -652,6 +682,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
 
   Server::Impl& server_;
   Stream stream_;
+  bool idle_ = false;  // waiting for a request header (on the strand only)
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::empty_body>> header_parser_;
   std::optional<http::request_parser<http::string_body>> string_parser_;
@@ -698,13 +729,26 @@ void Server::Impl::BeginDrain() {
     unix_acceptor.close(ec);
     ::unlink(options.unix_socket.c_str());
   }
+  signals.cancel(ec);
   drain_deadline = Clock::now() + options.drain_timeout;
+  std::vector<std::shared_ptr<SessionBase>> open;
+  {
+    std::lock_guard lock(live_mutex);
+    for (auto& [raw, weak] : live) {
+      if (auto session = weak.lock()) open.push_back(std::move(session));
+    }
+  }
+  for (auto& session : open) session->CloseIfIdle();
+  open.clear();
   CheckDrained();
 }
 
 void Server::Impl::CheckDrained() {
   net::post(ioc, [this] {
-    if (inflight.load() == 0 || Clock::now() >= drain_deadline) {
+    // Done when no connection is left: one whose request header has just
+    // arrived is still a session, so it cannot be dropped between its read
+    // and its count in `inflight`.
+    if ((inflight.load() == 0 && sessions.load() == 0) || Clock::now() >= drain_deadline) {
       if (inflight.load() != 0) Log("drain timeout: stopping with requests in flight");
       ioc.stop();
       return;
