@@ -424,6 +424,13 @@ const BadFile kBadFiles[] = {
     {kRuleHead + "id = \"A\"\nseverity = \"info\"\npattern = 'x'\ndescription = \"\"\"d\\\n  \xc3\xa9\"\"\"\n"
          "reference = \"r\"\n",
      ErrorCode::kMalformed, "user.toml:8: a non-ASCII character after a backslash in a string"},
+    // A quote inside a bare word is not a string start: toml++ would keep
+    // scanning the word, and the non-ASCII after it (the hour-long fuzz run's
+    // input, fuzz/regressions/rules/toml-quote-inside-bare-value.toml).
+    {"version = 1\nmode =444t\"\xcc\x96x\"\n", ErrorCode::kMalformed,
+     "user.toml:2: a quote inside a bare key or value (not TOML)"},
+    {"version = 1\nmode = \"a\"\"\xc3\xa9\"\n", ErrorCode::kMalformed,
+     "user.toml:2: a quote inside a bare key or value (not TOML)"},
 };
 
 BOOST_DATA_TEST_CASE(bad_user_files_are_refused_with_file_and_line, bdata::make(kBadFiles), bad) {
@@ -441,7 +448,10 @@ BOOST_AUTO_TEST_CASE(non_ascii_in_strings_and_comments_is_fine) {
   RuleSet rules = RuleSet::Builtin();
   const Status status = rules.AddRulesText(
       "\xEF\xBB\xBFversion = 1 # caf\xc3\xa9\n[[rule]]\nid = \"U-1\"\nseverity = \"info\"\npattern = 'caf\xc3\xa9'\n"
-      "description = \"\"\"na\xc3\xafve \\\"\xc3\xbc\\\" \"\"\"\"\nreference = '''\xc3\xbc'''\n",
+      "description = \"\"\"na\xc3\xafve \\\"\xc3\xbc\\\" \"\"\"\"\nreference = '''\xc3\xbc'''\n"
+      // quotes where TOML allows them: arrays, inline tables, dotted and quoted keys
+      "[extra]\nlist = [\"\xc3\xa9\", '\xc3\xa9',\n  \"x\"]\ninline = { \"k\" = \"\xc3\xa9\" }\na.\"b\".c = \"\xc3\xa9\"\n"
+      "\"quoted key\" = 1\n",
       "user.toml");
   BOOST_TEST(status.has_value(), (status ? std::string() : status.error().ToString()));
 }

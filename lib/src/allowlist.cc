@@ -86,13 +86,28 @@ Status CheckTomlText(std::string_view text, std::string_view source_name) {
     return end;
   };
   size_t i = starts(0, "\xEF\xBB\xBF") ? 3 : 0;  // a UTF-8 byte-order mark
+  // The last character outside strings, spaces and tabs on this line ('\n' at
+  // its start). A quote opens a string only where TOML allows one (a line's
+  // start, or after = [ , { .); anywhere else it sits inside a bare word,
+  // which toml++ keeps scanning (through any non-ASCII that follows) while it
+  // builds its error, so such a quote is refused here.
+  char prev = '\n';
+  auto quote_allowed = [&] {
+    return prev == '\n' || prev == '=' || prev == '[' || prev == ',' || prev == '{' || prev == '.';
+  };
   while (i < n) {
     const char c = text[i];
     switch (state) {
       case State::kCode:
         if (static_cast<unsigned char>(c) >= 0x80) return bad(i, "a non-ASCII character outside a string or comment");
-        if (c == '\n') ++line;
+        if (c == '\n') {
+          ++line;
+          prev = '\n';
+        }
         if (c == '#') state = State::kComment;
+        if ((c == '"' || c == '\'') && !quote_allowed()) {
+          return bad(i, "a quote inside a bare key or value (not TOML)");
+        }
         if (c == '"') {
           state = starts(i, R"(""")") ? State::kMultiBasic : State::kBasic;
           if (state == State::kMultiBasic) i += 2;
@@ -101,11 +116,15 @@ Status CheckTomlText(std::string_view text, std::string_view source_name) {
           state = starts(i, "'''") ? State::kMultiLiteral : State::kLiteral;
           if (state == State::kMultiLiteral) i += 2;
         }
+        if (c != ' ' && c != '\t' && c != '\r' && c != '\n' && c != '#') prev = c;
         ++i;
         break;
       case State::kComment:
       case State::kLiteral:
-        if (c == '\n') ++line;
+        if (c == '\n') {
+          ++line;
+          prev = '\n';
+        }
         if (c == '\n' || (state == State::kLiteral && c == '\'')) state = State::kCode;
         ++i;
         break;
@@ -134,7 +153,10 @@ Status CheckTomlText(std::string_view text, std::string_view source_name) {
           }
           i = j == i + 1 ? i + 2 : j;
         } else if (state == State::kBasic && (c == '"' || c == '\n')) {
-          if (c == '\n') ++line;
+          if (c == '\n') {
+            ++line;
+            prev = '\n';
+          }
           state = State::kCode;
           ++i;
         } else if (state == State::kMultiBasic && starts(i, R"(""")")) {
