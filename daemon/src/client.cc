@@ -78,6 +78,12 @@ void SetCommon(Request& req, const std::string& host, const ClientOptions& optio
   if (!options.token.empty()) req.set(http::field::authorization, "Bearer " + options.token);
 }
 
+// TakeResponse moves a parsed answer (status, content type, body) out of its parser.
+Response TakeResponse(http::response_parser<http::string_body>& parser) {
+  return Response{static_cast<int>(parser.get().result_int()),
+                  std::string(parser.get()[http::field::content_type]), std::move(parser.get().body())};
+}
+
 // ReadSmall reads a whole answer into a Response (bounded).
 net::awaitable<Result<Response>> ReadSmall(beast::tcp_stream& stream, beast::flat_buffer& buffer,
                                            const ClientOptions& options) {
@@ -85,11 +91,7 @@ net::awaitable<Result<Response>> ReadSmall(beast::tcp_stream& stream, beast::fla
   parser.body_limit(options.max_response_bytes);
   stream.expires_after(options.timeout);
   co_await http::async_read(stream, buffer, parser, net::use_awaitable);
-  Response out;
-  out.status = static_cast<int>(parser.get().result_int());
-  out.content_type = std::string(parser.get()[http::field::content_type]);
-  out.body = std::move(parser.get().body());
-  co_return out;
+  co_return TakeResponse(parser);
 }
 
 }  // namespace
@@ -161,8 +163,7 @@ Result<Response> RegistryClient::SendFile(std::string_view method, const std::st
       co_await http::async_read_header(stream, buffer, first, net::use_awaitable);
       if (first.get().result() != http::status::continue_) {
         if (!first.is_done()) co_await http::async_read(stream, buffer, first, net::use_awaitable);
-        co_return Response{static_cast<int>(first.get().result_int()),
-                           std::string(first.get()[http::field::content_type]), std::move(first.get().body())};
+        co_return TakeResponse(first);
       }
     }
     std::vector<char> chunk(kChunk);
@@ -202,8 +203,7 @@ Result<Response> RegistryClient::Download(const std::string& target, AtomicFile&
       rest.body_limit(options_.max_response_bytes);
       stream.expires_after(options_.timeout);
       co_await http::async_read(stream, buffer, rest, net::use_awaitable);
-      co_return Response{static_cast<int>(rest.get().result_int()),
-                         std::string(rest.get()[http::field::content_type]), std::move(rest.get().body())};
+      co_return TakeResponse(rest);
     }
     const uint64_t total = parser.content_length().value_or(0);
     Sha256 digest;
