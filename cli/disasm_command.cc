@@ -8,6 +8,7 @@
 
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/pickle_disasm.h"
+#include "ckptguard/source_pickles.h"
 #include "ckptguard/container.h"
 #include "cli_util.h"
 

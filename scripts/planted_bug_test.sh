@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The planted-bug test: proves a fuzz target finds a real bounds bug within the
-# CI time box. Builds npy_fuzzer in the `fuzz-planted` preset (CKPTGUARD_PLANTED_BUG
-# drops the header-length check in lib/src/npy_reader.cc, test-only), runs it
+# CI time box. Copies the source tree to a temporary folder, applies
+# scripts/planted_bug.patch there (it drops the header-length check in
+# lib/formats/src/npy_reader.cc; the production source never carries the bug,
+# not even behind a macro), builds npy_fuzzer with the `fuzz` preset, runs it
 # from its seed corpus for at most SECONDS (default 60) and succeeds only if
 # libFuzzer stops on an AddressSanitizer report. Scratch corpus and crash
 # artifacts go to a temporary folder, never to fuzz/corpus, fuzz/crashes or
@@ -15,9 +17,14 @@ target=npy
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-cmake --preset fuzz-planted >/dev/null
-cmake --build --preset fuzz-planted --target "${target}_fuzzer" -j "${JOBS:-$(nproc)}" >/dev/null
-bin=build/fuzz-planted/fuzz/${target}_fuzzer
+# The patched copy: everything but build folders and git's data.
+src=$work/src
+mkdir -p "$src"
+tar -C "$root" --exclude='./build*' --exclude=./.git -cf - . | tar -C "$src" -xf -
+patch -s -p1 -d "$src" < scripts/planted_bug.patch
+(cd "$src" && cmake --preset fuzz >/dev/null &&
+ cmake --build --preset fuzz --target "${target}_fuzzer" -j "${JOBS:-$(nproc)}" >/dev/null)
+bin=$src/build/fuzz/fuzz/${target}_fuzzer
 
 mkdir -p "$work/corpus" "$work/artifacts"
 cp fuzz/corpus/$target/* "$work/corpus"/

@@ -13,6 +13,7 @@
 
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/pickle_disasm.h"
+#include "ckptguard/source_pickles.h"
 #include "ckptguard/container.h"
 #include "test_util.h"
 

@@ -1,8 +1,6 @@
 // Disassembly of pickles in the layout of CPython's pickletools.dis.
 //
-// DecodeSource decodes the pickles of one PickleSource (stopping after five
-// for the legacy torch format, whose storage records follow); the Disassemble
-// functions print them as pickletools.dis does: offset, opcode byte, MARK
+// The Disassemble functions print them as pickletools.dis does: offset, opcode byte, MARK
 // indentation, opcode name, Python repr of the operand, "(MARK at N)" and
 // "(as N)" notes, and "highest protocol among opcodes = N" after STOP. Where
 // pickletools would raise (a memo key used before it is stored, a missing
@@ -14,26 +12,11 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "ckptguard/pickle_decoder.h"
-#include "ckptguard/container.h"
 
 namespace ckptguard {
-
-// SourcePickles is a decoded PickleSource. `stream.ops` offsets are relative to
-// the source's data. `trailing_len` counts the bytes left after the last pickle
-// of a legacy torch stream (its raw storage records).
-struct SourcePickles {
-  DecodedStream stream;
-  bool legacy_torch = false;
-  uint64_t trailing_len = 0;
-};
-
-// DecodeSource decodes pickle after pickle from source.start until the data
-// ends, an error, or source.max_pickles pickles; a stream whose first pickle
-// is the legacy magic number, or whose second is the legacy protocol version
-// 1001, stops after five pickles.
-SourcePickles DecodeSource(const PickleSource& source, const PickleLimits& limits = {});
 
 struct DisasmOptions {
   // Blanks per MARK level (pickletools' indentlevel).

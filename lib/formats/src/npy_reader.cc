@@ -466,16 +466,7 @@ Result<NpyArray> ParseNpy(Bytes file, const NpyLimits& limits_in, uint64_t base_
                          Num(out.header_len) + " bytes");
   }
   const uint64_t header_offset = cursor.Offset();
-#ifdef CKPTGUARD_PLANTED_BUG
-  // TEST ONLY (CMake option CKPTGUARD_PLANTED_BUG, preset fuzz-planted): the
-  // declared header length is not checked against the file, so a short file
-  // makes the NUL scan below read past its end. scripts/planted_bug_test.sh
-  // shows that npy_fuzzer finds this within the CI time box.
-  Result<Bytes> header_bytes = Bytes(file.data() + (header_offset - base_offset), out.header_len);
-  (void)cursor.Skip(std::min<uint64_t>(out.header_len, cursor.Remaining()));
-#else
   Result<Bytes> header_bytes = cursor.ReadBytes(out.header_len);
-#endif
   if (!header_bytes) {
     return MakeError(ErrorCode::kTruncated, header_offset,
                      "the header (" + Num(out.header_len) + " bytes) runs past the end of the file (" +
