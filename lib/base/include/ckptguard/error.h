@@ -39,6 +39,9 @@ struct Error {
   uint64_t offset = 0;
   std::string where;
   std::string detail;
+  // For kLimitExceeded from a Budget (budget.h): the limit's name
+  // ("max_inflated_bytes"), so callers need not parse `detail`. Else empty.
+  std::string limit{};
 
   // ToString renders "truncated at byte 12 (BINUNICODE): operand needs 7 bytes, 3 remain".
   std::string ToString() const;

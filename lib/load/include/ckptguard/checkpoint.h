@@ -38,6 +38,10 @@ struct LoadOptions {
   // the file is not what torch wrote. true loads anyway, reading what torch
   // would read; the anomalies stay in Checkpoint::anomalies().
   bool allow_anomalies = false;
+  // The per-file budget (budget.h): LoadCheckpoint creates one Budget from
+  // these and every stage charges it (unwrapping, inflating, the container,
+  // each pickle, the walks, digests and copies of views).
+  BudgetLimits budget;
 };
 
 // NamedTensor is a tensor reachable from the root with its dotted path, as

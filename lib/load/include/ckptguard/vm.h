@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ckptguard/allowlist.h"
+#include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
@@ -93,6 +94,10 @@ struct VmOptions {
   // attribute holders (kObject), so their tensors can be read. Their code,
   // including any __setstate__, is never run.
   bool script_objects = false;
+  // The file's budget (budget.h), charged for opcodes, memo slots, values and
+  // nesting besides the per-run limits above. nullptr: a budget of this run
+  // alone with default limits.
+  Budget* budget = nullptr;
 };
 
 // RunPickle runs the pickle at the start of `data` (offsets reported as

@@ -13,6 +13,7 @@
 
 #include <string>
 
+#include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/container.h"
 #include "ckptguard/scanner/finding.h"
@@ -34,6 +35,10 @@ struct ScanOptions {
   // A pickle whose memo GETs and DUPs reference more than this many values
   // per opcode on average is reported as a resource-exhaustion pattern.
   uint64_t expansion_ratio = 64;
+  // The per-file budget (budget.h) every stage of the scan charges: the
+  // container layer, each pickle's decoder and symbolic machine, nested
+  // pickles. ScanFile and ScanBytes create one Budget per file from these.
+  BudgetLimits budget;
 };
 
 // ScanBytes scans `data` (which must outlive the call); `path` only names it.

@@ -1,0 +1,66 @@
+// Tests of Budget: one allowance per file, charged by every stage.
+#define BOOST_TEST_MODULE budget_test
+#include <boost/test/unit_test.hpp>
+
+#include "ckptguard/budget.h"
+
+using ckptguard::Budget;
+using ckptguard::BudgetKind;
+using ckptguard::BudgetLimits;
+using ckptguard::ErrorCode;
+
+BOOST_AUTO_TEST_CASE(ChargesAddUpAcrossStagesAndFailAtTheLimit) {
+  BudgetLimits limits;
+  limits.max_inflated_bytes = 100;
+  Budget budget(limits);
+  BOOST_TEST(budget.Charge(BudgetKind::kInflatedBytes, 60, 10, "a.pt > inner.zip", "inflate").has_value());
+  BOOST_TEST(budget.used(BudgetKind::kInflatedBytes) == 60u);
+  BOOST_TEST(budget.remaining(BudgetKind::kInflatedBytes) == 40u);
+  auto s = budget.Charge(BudgetKind::kInflatedBytes, 41, 77, "data.pkl", "inflate");
+  BOOST_REQUIRE(!s);
+  BOOST_TEST(static_cast<int>(s.error().code) == static_cast<int>(ErrorCode::kLimitExceeded));
+  BOOST_TEST(s.error().limit == "max_inflated_bytes");
+  BOOST_TEST(s.error().offset == 77u);
+  BOOST_TEST(s.error().where == "data.pkl");
+  BOOST_TEST(s.error().detail.find("max_inflated_bytes (100)") != std::string::npos);
+  BOOST_TEST(s.error().detail.find("101") != std::string::npos);
+  // A failed charge keeps the budget spent: nothing charges after it.
+  BOOST_TEST(!budget.Charge(BudgetKind::kInflatedBytes, 1));
+  // Other kinds are independent.
+  BOOST_TEST(budget.Charge(BudgetKind::kOpcodes, 1000).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(OverflowSaturatesAndFails) {
+  Budget budget;
+  BOOST_TEST(budget.Charge(BudgetKind::kReadBytes, 5).has_value());
+  auto s = budget.Charge(BudgetKind::kReadBytes, UINT64_MAX);
+  BOOST_REQUIRE(!s);
+  BOOST_TEST(s.error().limit == "max_read_bytes");
+}
+
+BOOST_AUTO_TEST_CASE(NestingKeepsTheDeepest) {
+  BudgetLimits limits;
+  limits.max_nesting = 3;
+  Budget budget(limits);
+  BOOST_TEST(budget.Nest(2).has_value());
+  BOOST_TEST(budget.Nest(1).has_value());
+  BOOST_TEST(budget.used(BudgetKind::kNesting) == 2u);
+  BOOST_TEST(budget.Nest(3).has_value());
+  auto s = budget.Nest(4, 9, "x");
+  BOOST_REQUIRE(!s);
+  BOOST_TEST(s.error().limit == "max_nesting");
+}
+
+BOOST_AUTO_TEST_CASE(LimitsAreClampedAndNamed) {
+  BudgetLimits limits;
+  limits.max_nesting = UINT64_MAX;
+  limits.max_opcodes = UINT64_MAX;
+  const BudgetLimits c = limits.Clamped();
+  BOOST_TEST(c.max_nesting == (uint64_t{1} << 20));
+  BOOST_TEST(c.max_opcodes == (uint64_t{1} << 36));
+  BOOST_TEST(ckptguard::BudgetLimitName(BudgetKind::kViewBytes) == "max_view_bytes");
+  BudgetLimits set;
+  set.Set(BudgetKind::kMemoSlots, 7);
+  BOOST_TEST(set.max_memo_slots == 7u);
+  BOOST_TEST(set.Get(BudgetKind::kMemoSlots) == 7u);
+}
