@@ -54,7 +54,7 @@ bool InRange(Bytes outer, std::string_view inner) {
 
 class Opener {
  public:
-  explicit Opener(const ContainerLimits& limits) : limits_(limits) {}
+  Opener(const ContainerLimits& limits, Budget& budget) : limits_(limits), budget_(budget) {}
 
   Container Open(Bytes bytes, uint32_t depth) {
     Container c;
@@ -428,6 +428,7 @@ class Opener {
     }  }
 
   const ContainerLimits& limits_;
+  Budget& budget_;
 };
 
 }  // namespace
@@ -499,9 +500,10 @@ void ForEachContainer(const Container& root,
   }
 }
 
-Container OpenContainer(Bytes file, const ContainerLimits& limits) {
+Container OpenContainer(Bytes file, const ContainerLimits& limits, Budget* budget) {
   const ContainerLimits clamped = limits.Clamped();
-  return Opener(clamped).Open(file, 0);
+  Budget own;
+  return Opener(clamped, budget != nullptr ? *budget : own).Open(file, 0);
 }
 
 }  // namespace ckptguard

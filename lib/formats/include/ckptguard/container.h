@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "ckptguard/anomaly.h"
+#include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/npy_reader.h"
@@ -150,8 +151,11 @@ void ForEachContainer(const Container& root,
 
 // OpenContainer reads `file` (which must outlive the result). It does not
 // fail: unreadable content gives kUnknown or a format with `error` set.
-// Nesting is bounded by limits.max_depth.
-Container OpenContainer(Bytes file, const ContainerLimits& limits = {});
+// Nesting is bounded by limits.max_depth. Every byte inflated or unwrapped,
+// every opcode decoded and every level of nesting is charged to `budget`, the
+// file's (nullptr: a budget of this call alone with default limits); when it
+// runs out, `error` names the limit.
+Container OpenContainer(Bytes file, const ContainerLimits& limits = {}, Budget* budget = nullptr);
 
 }  // namespace ckptguard
 
