@@ -217,6 +217,7 @@ Examples:
   cmd->add_flag("--allow-anomalies", flags.load.allow_anomalies,
                 "Load even when the container has anomalies (reads what torch would read)");
   AddPickleLimitOptions(*cmd, flags.load.limits.pickle);
+  AddBudgetOptions(*cmd, flags.load.budget);
 }
 
 int RunCheck(CheckFlags& flags) {

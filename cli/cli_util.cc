@@ -24,4 +24,36 @@ void AddPickleLimitOptions(CLI::App& cmd, PickleLimits& limits) {
       ->capture_default_str()->group(group);
 }
 
+void AddBudgetOptions(CLI::App& cmd, BudgetLimits& budget) {
+  const std::string group =
+      "Per-file budget (every stage of reading one file charges it; the first limit passed stops the file "
+      "with limit_exceeded naming it. Limits scale with the file's size: see --inflate-ratio, --work-ratio, "
+      "--view-ratio)";
+  cmd.add_option("--max-read-bytes", budget.max_read_bytes, "Bytes handed to parsers: the file and inflated data")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--max-inflated-bytes", budget.max_inflated_bytes,
+                 "Bytes made by inflate/gzip/bzip2/xz, every entry at every depth together")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--max-opcodes", budget.max_opcodes, "Pickle opcodes decoded, every pickle together")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--max-memo-slots", budget.max_memo_slots, "Pickle memo slots allocated, every pickle together")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--max-values", budget.max_values, "Values built, every pickle together")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--max-nesting", budget.max_nesting, "Deepest nesting of MARKs, containers and archives")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--max-view-bytes", budget.max_view_bytes,
+                 "Logical bytes of tensor views hashed, copied or written (stride-0 views count every element)")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--inflate-ratio", budget.inflate_per_file_byte,
+                 "Inflated bytes per byte of the file (0: no scaling)")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--work-ratio", budget.work_per_input_byte,
+                 "Opcodes, values, memo slots and bytes read per byte of input (0: no scaling)")
+      ->capture_default_str()->group(group);
+  cmd.add_option("--view-ratio", budget.views_per_file_byte,
+                 "View bytes hashed or copied per byte of the file (0: no scaling)")
+      ->capture_default_str()->group(group);
+}
+
 }  // namespace ckptguard::cli

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "ckptguard/budget.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
 
@@ -22,6 +23,11 @@ void ReportError(const std::string& path, const Error& error);
 // AddPickleLimitOptions adds --max-operand-len, --max-line-len, --max-ops...
 // to `cmd`, writing into `limits` (whose current values are the defaults).
 void AddPickleLimitOptions(CLI::App& cmd, PickleLimits& limits);
+
+// AddBudgetOptions adds the per-file budget (--max-inflated-bytes,
+// --max-opcodes, --max-view-bytes, ... and the ratios that scale them with the
+// file's size) to `cmd`, writing into `budget` (whose values are the defaults).
+void AddBudgetOptions(CLI::App& cmd, BudgetLimits& budget);
 
 }  // namespace ckptguard::cli
 

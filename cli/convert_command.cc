@@ -203,6 +203,7 @@ Examples:
   cmd->add_option("--prefix", flags.prefix, "Convert only the sub-dict at this dotted path (e.g. model)");
   cmd->add_flag("--keep-metadata", flags.keep_metadata,
                 "safetensors: store plain values as JSON in __metadata__ instead of refusing");
+  AddBudgetOptions(*cmd, flags.budget);
 }
 
 int RunConvert(const ConvertFlags& flags) {
@@ -210,7 +211,9 @@ int RunConvert(const ConvertFlags& flags) {
   if (format.empty()) {
     return Fail(flags.output, "cannot tell the output format from the name: use --to safetensors or --to pt");
   }
-  Result<Checkpoint> ckpt = LoadCheckpoint(flags.input);
+  LoadOptions load;
+  load.budget = flags.budget;
+  Result<Checkpoint> ckpt = LoadCheckpoint(flags.input, load);
   if (!ckpt) return Fail(flags.input, ckpt.error().ToString());
   std::string prefix = flags.prefix;
   if (prefix.ends_with('.')) prefix.pop_back();

@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "ckptguard/budget.h"
+
 namespace ckptguard::cli {
 
 struct ConvertFlags {
@@ -13,6 +15,7 @@ struct ConvertFlags {
   std::string to;  // "safetensors" | "pt" | "" (by OUT's extension)
   std::string prefix;
   bool keep_metadata = false;
+  BudgetLimits budget;
 };
 
 void AddConvertCommand(CLI::App& app, ConvertFlags& flags);

@@ -235,6 +235,7 @@ Examples:
                 "Print one JSON document: files[] with path, format, wrappers, prefix, entries, pickles, "
                 "legacy/safetensors/numpy details, anomalies, error and nested containers");
   AddPickleLimitOptions(*cmd, flags.limits.pickle);
+  AddBudgetOptions(*cmd, flags.budget);
 }
 
 int RunInfo(const InfoFlags& flags) {
@@ -248,7 +249,8 @@ int RunInfo(const InfoFlags& flags) {
       if (flags.json) files.push_back(json{{"path", path}, {"error", json{{"message", file.error().ToString()}}}});
       continue;
     }
-    const Container container = OpenContainer(file->data(), flags.limits);
+    Budget budget(flags.budget);
+    const Container container = OpenContainer(file->data(), flags.limits, &budget);
     bool ok = true;
     ForEachContainer(container, [&](const Container& c, const std::string& nested) {
       if (c.error) {

@@ -14,6 +14,7 @@ struct InfoFlags {
   std::vector<std::string> files;
   bool json = false;
   ContainerLimits limits;
+  BudgetLimits budget;
 };
 
 // AddInfoCommand registers the subcommand; its options write into `flags`.

@@ -179,6 +179,7 @@ Examples:
   cmd->add_option("--max-tree-lines", flags.max_tree_lines, "Most lines of the value tree in text output")
       ->capture_default_str();
   AddPickleLimitOptions(*cmd, flags.load.limits.pickle);
+  AddBudgetOptions(*cmd, flags.load.budget);
 }
 
 int RunInspect(InspectFlags& flags) {

@@ -134,6 +134,7 @@ Examples:
   cmd->add_option("--rules", flags.rules_files, "Add the rules of a TOML rules file (repeatable)")
       ->type_name("FILE");
   cmd->add_option("--jobs,-j", flags.jobs, "Files scanned at once (default: every core)");
+  AddBudgetOptions(*cmd, flags.budget);
 }
 
 int RunScan(const ScanFlags& flags) {
@@ -156,6 +157,7 @@ int RunScan(const ScanFlags& flags) {
 
   scanner::ScanOptions options;
   options.rules = &rules;
+  options.budget = flags.budget;
   const unsigned jobs = std::max(1u, std::min<unsigned>(flags.jobs != 0 ? flags.jobs : std::thread::hardware_concurrency(),
                                                           static_cast<unsigned>(std::max<size_t>(files.size(), 1))));
   std::atomic<size_t> next{0}, done{0};

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "ckptguard/budget.h"
+
 namespace ckptguard::cli {
 
 struct ScanFlags {
@@ -19,6 +21,7 @@ struct ScanFlags {
   std::vector<std::string> rules_files;
   unsigned jobs = 0;  // 0: every core
   std::string output;  // "" or "-": standard output
+  BudgetLimits budget;
 };
 
 void AddScanCommand(CLI::App& app, ScanFlags& flags);

@@ -63,12 +63,15 @@ Examples:
 )");
   cmd->add_option("files", flags.files, "Checkpoint files")->required()->type_name("FILE");
   cmd->add_flag("--json", flags.json, "One JSON object per file and line: path, format, ok, tensors, problems");
+  AddBudgetOptions(*cmd, flags.budget);
 }
 
 int RunVerify(const VerifyFlags& flags) {
   int status = kExitOk;
   for (const std::string& path : flags.files) {
-    const VerifyReport r = VerifyCheckpoint(path);
+    LoadOptions load;
+    load.budget = flags.budget;
+    const VerifyReport r = VerifyCheckpoint(path, load);
     if (flags.json) {
       std::cout << ReportJson(r).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
     } else {
@@ -102,10 +105,13 @@ Examples:
 )help");
   cmd->add_option("dir", flags.dir, "Folder of checkpoints")->required()->type_name("DIR");
   cmd->add_flag("--json", flags.json, "One JSON document: chosen, skipped (with problems), not_models");
+  AddBudgetOptions(*cmd, flags.budget);
 }
 
 int RunLatest(const LatestFlags& flags) {
-  Result<LatestResult> result = FindLatest(flags.dir);
+  LoadOptions load;
+  load.budget = flags.budget;
+  Result<LatestResult> result = FindLatest(flags.dir, load);
   if (!result) {
     ReportError(flags.dir, result.error());
     return kExitError;

@@ -7,16 +7,20 @@
 #include <string>
 #include <vector>
 
+#include "ckptguard/budget.h"
+
 namespace ckptguard::cli {
 
 struct VerifyFlags {
   std::vector<std::string> files;
   bool json = false;
+  BudgetLimits budget;
 };
 
 struct LatestFlags {
   std::string dir;
   bool json = false;
+  BudgetLimits budget;
 };
 
 void AddVerifyCommand(CLI::App& app, VerifyFlags& flags);

@@ -64,3 +64,31 @@ BOOST_AUTO_TEST_CASE(LimitsAreClampedAndNamed) {
   BOOST_TEST(set.max_memo_slots == 7u);
   BOOST_TEST(set.Get(BudgetKind::kMemoSlots) == 7u);
 }
+
+BOOST_AUTO_TEST_CASE(LimitsScaleWithTheFileOnceItsSizeIsKnown) {
+  BudgetLimits limits;
+  limits.floor_bytes = 1000;
+  limits.floor_count = 100;
+  Budget budget(limits);
+  // Unknown size: the absolute limits.
+  BOOST_TEST(budget.Limit(BudgetKind::kInflatedBytes) == limits.max_inflated_bytes);
+  budget.SetFileSize(10);
+  budget.SetFileSize(1'000'000);  // the first call wins (nested containers)
+  BOOST_TEST(budget.Limit(BudgetKind::kInflatedBytes) == 1100u * 10 + 1000);
+  BOOST_TEST(budget.Limit(BudgetKind::kViewBytes) == 16u * 10 + 1000);
+  BOOST_TEST(budget.Limit(BudgetKind::kOpcodes) == 16u * 10 + 100);
+  // Inflated bytes are input too: a compressed pickle may hold more opcodes.
+  BOOST_TEST(budget.Charge(BudgetKind::kInflatedBytes, 500).has_value());
+  BOOST_TEST(budget.Limit(BudgetKind::kOpcodes) == 16u * 510 + 100);
+  auto s = budget.Charge(BudgetKind::kViewBytes, 2000, 5, "data.pkl", "digest of tensor 'w'");
+  BOOST_REQUIRE(!s);
+  BOOST_TEST(s.error().limit == "max_view_bytes");
+  BOOST_TEST(s.error().detail.find("scaled to this file's 10 bytes") != std::string::npos);
+  BOOST_TEST(s.error().detail.find("digest of tensor 'w'") != std::string::npos);
+  // A ratio of 0 turns scaling off for its kinds.
+  BudgetLimits off = limits;
+  off.views_per_file_byte = 0;
+  Budget unscaled(off);
+  unscaled.SetFileSize(10);
+  BOOST_TEST(unscaled.Limit(BudgetKind::kViewBytes) == off.max_view_bytes);
+}

@@ -23,6 +23,9 @@ constexpr std::array<KindInfo, kNumBudgetKinds> kKinds = {{
 
 const KindInfo& Info(BudgetKind kind) { return kKinds[static_cast<size_t>(kind)]; }
 
+uint64_t SatMul(uint64_t a, uint64_t b) { return (b != 0 && a > UINT64_MAX / b) ? UINT64_MAX : a * b; }
+uint64_t SatAdd(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
 }  // namespace
 
 std::string_view BudgetLimitName(BudgetKind kind) { return Info(kind).name; }
@@ -30,7 +33,37 @@ std::string_view BudgetLimitName(BudgetKind kind) { return Info(kind).name; }
 BudgetLimits BudgetLimits::Clamped() const {
   BudgetLimits out = *this;
   for (const KindInfo& k : kKinds) out.*k.field = std::min(out.*k.field, k.ceiling);
+  constexpr uint64_t kRatioCeiling = uint64_t{1} << 20, kFloorCeiling = uint64_t{1} << 40;
+  out.inflate_per_file_byte = std::min(out.inflate_per_file_byte, kRatioCeiling);
+  out.work_per_input_byte = std::min(out.work_per_input_byte, kRatioCeiling);
+  out.views_per_file_byte = std::min(out.views_per_file_byte, kRatioCeiling);
+  out.floor_bytes = std::min(out.floor_bytes, kFloorCeiling);
+  out.floor_count = std::min(out.floor_count, kFloorCeiling);
   return out;
+}
+
+void Budget::SetFileSize(uint64_t file_len) {
+  if (!file_len_) file_len_ = file_len;
+}
+
+uint64_t Budget::Limit(BudgetKind kind) const {
+  const uint64_t absolute = limits_.Get(kind);
+  if (!file_len_) return absolute;
+  const uint64_t file = *file_len_;
+  const uint64_t input = SatAdd(file, used_[static_cast<size_t>(BudgetKind::kInflatedBytes)]);
+  auto scaled = [&](uint64_t ratio, uint64_t base, uint64_t floor) {
+    return ratio == 0 ? absolute : std::min(absolute, SatAdd(SatMul(ratio, base), floor));
+  };
+  switch (kind) {
+    case BudgetKind::kInflatedBytes: return scaled(limits_.inflate_per_file_byte, file, limits_.floor_bytes);
+    case BudgetKind::kViewBytes: return scaled(limits_.views_per_file_byte, file, limits_.floor_bytes);
+    case BudgetKind::kReadBytes: return scaled(limits_.work_per_input_byte, input, limits_.floor_bytes);
+    case BudgetKind::kOpcodes:
+    case BudgetKind::kValues:
+    case BudgetKind::kMemoSlots: return scaled(limits_.work_per_input_byte, input, limits_.floor_count);
+    case BudgetKind::kNesting: return absolute;
+  }
+  return absolute;
 }
 
 uint64_t BudgetLimits::Get(BudgetKind kind) const { return this->*Info(kind).field; }
@@ -38,15 +71,19 @@ uint64_t BudgetLimits::Get(BudgetKind kind) const { return this->*Info(kind).fie
 void BudgetLimits::Set(BudgetKind kind, uint64_t value) { this->*Info(kind).field = value; }
 
 uint64_t Budget::remaining(BudgetKind kind) const {
-  const uint64_t limit = limits_.Get(kind);
+  const uint64_t limit = Limit(kind);
   const uint64_t used = used_[static_cast<size_t>(kind)];
   return used >= limit ? 0 : limit - used;
 }
 
 std::unexpected<Error> Budget::Exceeded(BudgetKind kind, uint64_t would_be, uint64_t offset,
                                         std::string_view where, std::string_view what) const {
-  std::string detail = "budget limit " + std::string(Info(kind).name) + " (" + std::to_string(limits_.Get(kind)) +
-                       ") exceeded";
+  const uint64_t limit = Limit(kind);
+  std::string detail = "budget limit " + std::string(Info(kind).name) + " (" + std::to_string(limit) + ") exceeded";
+  if (limit < limits_.Get(kind)) {
+    detail += " (scaled to this file's " + std::to_string(*file_len_) + " bytes; absolute limit " +
+              std::to_string(limits_.Get(kind)) + ")";
+  }
   if (kind == BudgetKind::kNesting) {
     detail += ": nesting depth " + std::to_string(would_be);
   } else {
@@ -60,19 +97,22 @@ std::unexpected<Error> Budget::Exceeded(BudgetKind kind, uint64_t would_be, uint
 Status Budget::Charge(BudgetKind kind, uint64_t amount, uint64_t offset, std::string_view where,
                       std::string_view what) {
   uint64_t& used = used_[static_cast<size_t>(kind)];
-  const uint64_t limit = limits_.Get(kind);
-  const uint64_t would_be = amount > UINT64_MAX - used ? UINT64_MAX : used + amount;
+  const uint64_t limit = Limit(kind);
+  const uint64_t would_be = SatAdd(used, amount);
   if (would_be > limit) {
-    used = limit;
-    return Exceeded(kind, would_be, offset, where, what);
+    std::unexpected<Error> error = Exceeded(kind, would_be, offset, where, what);
+    used = std::max(used, limit);
+    exhausted_[static_cast<size_t>(kind)] = true;
+    return error;
   }
+  if (exhausted_[static_cast<size_t>(kind)]) return Exceeded(kind, would_be, offset, where, what);
   used = would_be;
   return OkStatus();
 }
 
 Status Budget::Nest(uint64_t depth, uint64_t offset, std::string_view where, std::string_view what) {
   uint64_t& used = used_[static_cast<size_t>(BudgetKind::kNesting)];
-  if (depth > limits_.max_nesting) return Exceeded(BudgetKind::kNesting, depth, offset, where, what);
+  if (depth > Limit(BudgetKind::kNesting)) return Exceeded(BudgetKind::kNesting, depth, offset, where, what);
   used = std::max(used, depth);
   return OkStatus();
 }

@@ -39,10 +39,11 @@ bool LooksLikeSafetensors(Bytes data) {
 
 // FirstPickleEnd decodes one pickle from the start of `data` and returns its
 // end offset, or the error.
-Result<uint64_t> FirstPickleEnd(Bytes data, const PickleLimits& limits) {
+Result<uint64_t> FirstPickleEnd(Bytes data, const PickleLimits& limits, Budget& budget) {
   PickleDecoder decoder(data, limits);
   while (true) {
     CKG_ASSIGN_OR_RETURN(PickleOp op, decoder.Next());
+    CKG_TRY(budget.Charge(BudgetKind::kOpcodes, 1, op.offset, "", "pickle detection"));
     if (op.code == Opcode::kStop) return decoder.Offset();
   }
 }
@@ -59,6 +60,11 @@ class Opener {
   Container Open(Bytes bytes, uint32_t depth) {
     Container c;
     c.bytes = bytes;
+    if (Status read = budget_.Charge(BudgetKind::kReadBytes, bytes.size(), 0, "", "container"); !read) {
+      c.reason = "not read: the file's budget ran out";
+      c.error = read.error();
+      return c;
+    }
     if (LooksLikeZip(bytes)) {
       OpenZip(c, depth);
     } else if (StartsWith(bytes, kNpyMagic)) {
@@ -80,6 +86,16 @@ class Opener {
                              "nested container not opened: max_depth (" + Num(limits_.max_depth) + ") reached"});
       return;
     }
+    if (++num_nested_ > limits_.max_nested) {
+      c.anomalies.push_back({"container.too_many", 0, entry,
+                             "nested container not opened: max_nested (" + Num(limits_.max_nested) +
+                                 ") containers already opened in this file"});
+      return;
+    }
+    if (Status nest = budget_.Nest(depth + 1, 0, entry, "nested container"); !nest) {
+      c.anomalies.push_back({"container.too_deep", 0, entry, "nested container not opened: " + nest.error().detail});
+      return;
+    }
     c.nested.push_back({std::move(entry), std::make_unique<Container>(Open(bytes, depth + 1))});
   }
 
@@ -92,7 +108,22 @@ class Opener {
       c.reason = name + " wrapper nested deeper than max_depth (" + Num(limits_.max_depth) + ")";
       return c;
     }
-    Result<Unwrapped> unwrapped = Unwrap(wrapper, bytes, limits_.max_unwrapped_len, limits_.zip.max_ratio);
+    if (++num_nested_ > limits_.max_nested) {
+      Container c;
+      c.bytes = bytes;
+      c.wrappers.push_back(wrapper);
+      c.reason = name + " wrapper not opened: max_nested (" + Num(limits_.max_nested) + ") containers already opened";
+      return c;
+    }
+    if (Status nest = budget_.Nest(depth + 1, 0, name, "wrapper"); !nest) {
+      Container c;
+      c.bytes = bytes;
+      c.wrappers.push_back(wrapper);
+      c.reason = name + " wrapper not opened";
+      c.error = nest.error();
+      return c;
+    }
+    Result<Unwrapped> unwrapped = Unwrap(wrapper, bytes, limits_.max_unwrapped_len, limits_.zip.max_ratio, &budget_);
     if (!unwrapped) {
       Container c;
       c.bytes = bytes;
@@ -125,7 +156,7 @@ class Opener {
     if (array->is_object) {
       c.anomalies.push_back({"npy.object_array", array->data_offset, "",
                              "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
-      c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, 0, false});
+      c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, 0, false, std::nullopt});
     }
     c.npy = std::move(*array);
   }
@@ -141,10 +172,10 @@ class Opener {
     }
     // torch.load would read these bytes as a legacy pickle stream: if they
     // also decode as a complete pickle, torch.load runs it.
-    if (Result<uint64_t> end = FirstPickleEnd(c.bytes, limits_.pickle)) {
+    if (Result<uint64_t> end = FirstPickleEnd(c.bytes, limits_.pickle, budget_)) {
       c.anomalies.push_back({"polyglot.pickle_and_safetensors", 0, "",
                              "the first " + Num(*end) + " bytes also decode as a pickle, which torch.load would run"});
-      c.pickles.push_back(PickleSource{"", c.bytes, 0, 0, false, 0, false});
+      c.pickles.push_back(PickleSource{"", c.bytes, 0, 0, false, 0, false, std::nullopt});
     }
   }
 
@@ -154,9 +185,9 @@ class Opener {
       c.reason = "empty file";
       return;
     }
-    if (LooksLikeTorchLegacy(bytes, limits_.pickle)) {
+    if (LooksLikeTorchLegacy(bytes, limits_.pickle, &budget_)) {
       c.format = ContainerFormat::kTorchLegacy;
-      c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 5, false});
+      c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 5, false, std::nullopt});
       Result<LegacyCheckpoint> legacy = ParseTorchLegacy(bytes, limits_.pickle);
       if (!legacy) {
         c.error = legacy.error();
@@ -166,7 +197,12 @@ class Opener {
       c.legacy = std::move(*legacy);
       return;
     }
-    Result<uint64_t> first_end = FirstPickleEnd(bytes, limits_.pickle);
+    Result<uint64_t> first_end = FirstPickleEnd(bytes, limits_.pickle, budget_);
+    if (!first_end && first_end.error().code == ErrorCode::kLimitExceeded && !first_end.error().limit.empty()) {
+      c.format = ContainerFormat::kPickle;
+      c.error = first_end.error();
+      return;
+    }
     const bool proto_start = bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] <= kHighestProtocol;
     if (!first_end && !proto_start) {
       char magic[48];
@@ -177,7 +213,7 @@ class Opener {
       return;
     }
     c.format = ContainerFormat::kPickle;
-    c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 0, false});
+    c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 0, false, std::nullopt});
     // Find where the complete pickles end; what follows is trailing data
     // (or another container appended to the pickle).
     PickleDecoder decoder(bytes, limits_.pickle);
@@ -189,6 +225,10 @@ class Opener {
       if (!op) {
         error = op.error();
         break;
+      }
+      if (Status charged = budget_.Charge(BudgetKind::kOpcodes, 1, op->offset, "", "pickle stream check"); !charged) {
+        c.error = charged.error();
+        return;
       }
       if ((op->arg.type == PickleArgType::kBytes || op->arg.type == PickleArgType::kString) &&
           op->arg.Data().starts_with(kZipMagic) && InRange(bytes, op->arg.Data())) {
@@ -229,7 +269,7 @@ class Opener {
       CKG_ASSIGN_OR_RETURN(Bytes data, zip.StoredData(entry));
       return std::pair<Bytes, bool>{data, false};
     }
-    CKG_ASSIGN_OR_RETURN(std::string inflated, zip.ReadEntry(entry));
+    CKG_ASSIGN_OR_RETURN(std::string inflated, zip.ReadEntry(entry, &budget_));
     c.buffers.push_back(std::make_unique<std::string>(std::move(inflated)));
     return std::pair<Bytes, bool>{AsBytes(*c.buffers.back()), true};
   }
@@ -290,21 +330,74 @@ class Opener {
       c.format = ContainerFormat::kNumpyZip;
     }
 
-    // Entries: pickles, npz members, nested archives.
+    // Entries: pickles, npz members, nested archives. A central directory
+    // may name the same bytes (local header offset and size) many times: they
+    // are inflated, checked and opened once, and the other names say so.
+    struct SeenData {
+      size_t entry;                   // the first entry with these bytes
+      std::optional<Bytes> bytes;     // its (inflated) bytes, once read
+      std::optional<size_t> pickle;   // its index in c.pickles
+    };
+    std::map<std::tuple<uint64_t, uint64_t, uint16_t>, SeenData> seen_data;
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
       if (!statuses[i].data_offset) continue;  // CheckZip reported it
       if (e.method != kZipMethodStored && e.method != kZipMethodDeflated) continue;
       if ((e.flags & 0x1) != 0) continue;  // encrypted
-      Result<std::pair<Bytes, bool>> data = EntryData(c, zip, e);
+      const auto key = std::make_tuple(e.local_header_offset, e.compressed_len, e.method);
+      auto [it, first_time] = seen_data.try_emplace(key, SeenData{i, std::nullopt, std::nullopt});
+      SeenData& seen = it->second;
+      const size_t pickles_before = c.pickles.size();
+      if (first_time) {
+        seen.bytes = OpenZipEntry(c, zip, statuses, i, depth, std::nullopt);
+        if (c.pickles.size() > pickles_before) seen.pickle = pickles_before;
+        continue;
+      }
+      const ContainerEntry& first_entry = c.entries[seen.entry];
+      c.anomalies.push_back({"zip.shared_data", e.central_offset, e.name,
+                             "the entry names the same bytes as '" + first_entry.zip.name + "' (read once)"});
+      if (!seen.bytes) continue;  // unreadable: reported for the first entry
+      c.entries[i].inflated = first_entry.inflated;
+      c.entries[i].crc_ok = first_entry.crc_ok;
+      // The same bytes under this name: classified by this name too, but
+      // never inflated, checked or opened as a nested archive again.
+      OpenZipEntry(c, zip, statuses, i, depth, seen.bytes);
+      if (c.pickles.size() > pickles_before) {
+        if (seen.pickle) {
+          c.pickles.back().same_as = *seen.pickle;
+        } else {
+          seen.pickle = pickles_before;
+        }
+      }
+    }
+    if (c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript) {
+      CheckTorchArchive(c, zip, last_by_name);
+    }
+    // In file order, whichever check found them.
+    std::stable_sort(c.anomalies.begin(), c.anomalies.end(),
+                     [](const Anomaly& a, const Anomaly& b) { return a.offset < b.offset; });
+  }
+
+  // OpenZipEntry reads entry i: its pickle, npz member or nested archive.
+  // `shared` is set when an earlier entry named the same bytes: they are used
+  // as they are (not inflated or CRC-checked again) and a nested archive in
+  // them is not opened again. Returns the entry's bytes, or nullopt when they
+  // could not be read.
+  std::optional<Bytes> OpenZipEntry(Container& c, const ZipArchive& zip, const std::vector<ZipEntryStatus>& statuses,
+                                    size_t i, uint32_t depth, std::optional<Bytes> shared) {
+    {
+      const ZipEntry& e = zip.entries()[i];
+      Result<std::pair<Bytes, bool>> data =
+          shared ? Result<std::pair<Bytes, bool>>(std::pair<Bytes, bool>{*shared, e.method == kZipMethodDeflated})
+                 : EntryData(c, zip, e);
       if (!data) {
         if (e.method == kZipMethodDeflated) {
           c.anomalies.push_back({"zip.bad_entry", data.error().offset, e.name, data.error().detail});
         }
-        continue;  // (stored entries: CheckZip reported it)
+        return std::nullopt;  // (stored entries: CheckZip reported it)
       }
       const auto [bytes, deflated] = *data;
-      if (deflated) {
+      if (deflated && !shared) {
         c.entries[i].inflated = bytes;
         if (e.uncompressed_len <= limits_.zip.max_crc_check_len) {
           CheckCrc(c, i, bytes, *statuses[i].data_offset);
@@ -319,7 +412,7 @@ class Opener {
           // archive); a deflated member's offsets are inside its inflated bytes.
           Error error = array.error();
           c.anomalies.push_back({"npy.unreadable_member", error.offset, e.name, error.ToString()});
-          continue;
+          return bytes;
         }
         for (Anomaly a : array->anomalies) {
           a.entry = e.name;
@@ -329,36 +422,31 @@ class Opener {
           const uint64_t base = file_offset.value_or(0);
           c.anomalies.push_back({"npy.object_array", file_offset ? array->data_offset : e.local_header_offset, e.name,
                                  "object dtype: the member's data is a pickle"});
-          c.pickles.push_back(PickleSource{e.name, bytes, array->data_offset - base, file_offset, deflated, 0, false});
+          c.pickles.push_back(PickleSource{e.name, bytes, array->data_offset - base, file_offset, deflated, 0, false, std::nullopt});
           c.entries[i].holds_pickle = true;
         }
         c.npz_members.emplace_back(e.name, std::move(*array));
-        continue;
+        return bytes;
       }
       if (LooksLikeZip(bytes) || DetectWrapper(bytes)) {
         c.anomalies.push_back({"zip.nested_archive", e.local_header_offset, e.name,
                                "the entry is itself an archive; torch does not read it, a scanner must"});
-        AddNested(c, e.name, bytes, depth);
-        continue;
+        if (!shared) AddNested(c, e.name, bytes, depth);
+        return bytes;
       }
       const bool proto_start = bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= kHighestProtocol;
       const bool named = EndsWith(e.name, ".pkl") || EndsWith(e.name, ".debug_pkl");
       if (named || proto_start) {
-        c.pickles.push_back(PickleSource{e.name, bytes, 0, file_offset, deflated, 0, !named});
+        c.pickles.push_back(PickleSource{e.name, bytes, 0, file_offset, deflated, 0, !named, std::nullopt});
         c.entries[i].holds_pickle = true;
         // A pickle is read whole anyway: check its CRC whatever the limit
         // for records says (a changed pickle is the tampering that matters).
-        if (!c.entries[i].crc_ok && (e.flags & 0x1) == 0) {
+        if (!c.entries[i].crc_ok && !shared && (e.flags & 0x1) == 0) {
           CheckCrc(c, i, bytes, *statuses[i].data_offset);
         }
       }
+      return bytes;
     }
-    if (c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript) {
-      CheckTorchArchive(c, zip, last_by_name);
-    }
-    // In file order, whichever check found them.
-    std::stable_sort(c.anomalies.begin(), c.anomalies.end(),
-                     [](const Anomaly& a, const Anomaly& b) { return a.offset < b.offset; });
   }
 
   // CheckTorchArchive applies the rules of torch's PyTorchStreamReader and
@@ -429,6 +517,7 @@ class Opener {
 
   const ContainerLimits& limits_;
   Budget& budget_;
+  uint64_t num_nested_ = 0;  // containers opened inside the file, all depths
 };
 
 }  // namespace
@@ -465,6 +554,7 @@ ContainerLimits ContainerLimits::Clamped() const {
   out.npy = npy.Clamped();
   out.max_unwrapped_len = std::min<uint64_t>(max_unwrapped_len, uint64_t{1} << 40);
   out.max_depth = std::min<uint32_t>(max_depth, 16);
+  out.max_nested = std::min<uint64_t>(max_nested, 65'536);
   return out;
 }
 
@@ -503,7 +593,9 @@ void ForEachContainer(const Container& root,
 Container OpenContainer(Bytes file, const ContainerLimits& limits, Budget* budget) {
   const ContainerLimits clamped = limits.Clamped();
   Budget own;
-  return Opener(clamped, budget != nullptr ? *budget : own).Open(file, 0);
+  Budget& charged = budget != nullptr ? *budget : own;
+  charged.SetFileSize(file.size());
+  return Opener(clamped, charged).Open(file, 0);
 }
 
 }  // namespace ckptguard

@@ -38,20 +38,30 @@ bool IsLegacyHeaderPickle(std::span<const PickleOp> ops, int index) {
   return data == kLegacyMagicLE;
 }
 
-bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits) {
+bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits, Budget* budget) {
+  // A header pickle is PROTO, one int and STOP: only that many ops are kept.
+  // A longer pickle (a hostile one in the magic number's place) is decoded to
+  // its STOP without keeping its ops, so that the second can be checked.
+  constexpr size_t kMaxHeaderOps = 8;
   PickleDecoder decoder(file, limits);
   std::vector<PickleOp> ops;
-  size_t begin = 0;
   for (int pickle = 0; pickle < 2; ++pickle) {
+    ops.clear();
+    size_t body = 0;
+    bool header_shaped = true;
     while (true) {
       Result<PickleOp> op = decoder.Next();
       if (!op) return false;
+      if (budget != nullptr && !budget->Charge(BudgetKind::kOpcodes, 1, op->offset, "", "legacy format check")) {
+        return false;
+      }
       const bool stop = op->code == Opcode::kStop;
-      ops.push_back(std::move(*op));
+      if (op->code != Opcode::kProto) ++body;
+      if (body > 2 || ops.size() >= kMaxHeaderOps) header_shaped = false;
+      if (header_shaped) ops.push_back(std::move(*op));
       if (stop) break;
     }
-    if (IsLegacyHeaderPickle(std::span<const PickleOp>(ops).subspan(begin), pickle)) return true;
-    begin = ops.size();
+    if (header_shaped && IsLegacyHeaderPickle(ops, pickle)) return true;
     if (decoder.AtEnd()) return false;
   }
   return false;

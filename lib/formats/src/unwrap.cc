@@ -25,8 +25,14 @@ struct Sink {
   uint64_t max_len;
   uint64_t max_ratio;
   std::string_view name;
+  Budget* budget = nullptr;
+  uint64_t charged = 0;  // bytes of `out` already charged to the budget
 
-  Status Check(uint64_t at) const {
+  Status Check(uint64_t at) {
+    if (budget != nullptr && out.size() > charged) {
+      CKG_TRY(budget->Charge(BudgetKind::kInflatedBytes, out.size() - charged, at, name, "unwrap"));
+      charged = out.size();
+    }
     if (out.size() > max_len) {
       return MakeError(ErrorCode::kLimitExceeded, at,
                        "max_unwrapped_len (" + Num(max_len) + ") exceeded by " + std::string(name) + " content");
@@ -173,9 +179,9 @@ std::optional<Wrapper> DetectWrapper(Bytes data) {
   return std::nullopt;
 }
 
-Result<Unwrapped> Unwrap(Wrapper wrapper, Bytes data, uint64_t max_len, uint64_t max_ratio) {
+Result<Unwrapped> Unwrap(Wrapper wrapper, Bytes data, uint64_t max_len, uint64_t max_ratio, Budget* budget) {
   std::string out;
-  Sink sink{out, data.size(), max_len, max_ratio, WrapperName(wrapper)};
+  Sink sink{out, data.size(), max_len, max_ratio, WrapperName(wrapper), budget};
   switch (wrapper) {
     case Wrapper::kGzip: return Gunzip(data, sink);
     case Wrapper::kBzip2: return Bunzip2(data, sink);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ckptguard/anomaly.h"
+#include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/container.h"
 #include "ckptguard/error.h"
@@ -26,8 +27,10 @@ struct Unwrapped {
 // Unwrap decompresses every concatenated stream of `wrapper` in `data`.
 // Output is bounded by `max_len` and by `max_ratio` x input (for outputs over
 // 64 KiB): kLimitExceeded naming the limit. Corrupt or truncated streams are
-// kMalformed/kTruncated at the input offset where the decoder stopped.
-Result<Unwrapped> Unwrap(Wrapper wrapper, Bytes data, uint64_t max_len, uint64_t max_ratio);
+// kMalformed/kTruncated at the input offset where the decoder stopped. Every
+// decompressed byte is charged to `budget` (BudgetKind::kInflatedBytes) when given.
+Result<Unwrapped> Unwrap(Wrapper wrapper, Bytes data, uint64_t max_len, uint64_t max_ratio,
+                         Budget* budget = nullptr);
 
 }  // namespace ckptguard
 

@@ -260,9 +260,12 @@ Result<Bytes> ZipArchive::StoredData(const ZipEntry& entry) const {
   return file_.subspan(static_cast<size_t>(data), static_cast<size_t>(entry.compressed_len));
 }
 
-Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry) const {
+Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry, Budget* budget) const {
   if (entry.method == kZipMethodStored) {
     CKG_ASSIGN_OR_RETURN(Bytes data, StoredData(entry));
+    if (budget != nullptr) {
+      CKG_TRY(budget->Charge(BudgetKind::kReadBytes, data.size(), entry.local_header_offset, entry.name, "zip entry copy"));
+    }
     return std::string(AsStringView(data));
   }
   if (entry.method != kZipMethodDeflated) {
@@ -284,7 +287,13 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry) const {
                          " bytes declared to inflate to " + Num(entry.uncompressed_len),
                      entry.name);
   }
-  std::string out(static_cast<size_t>(entry.uncompressed_len), '\0');
+  // The output grows as data arrives (never sized from the declared length
+  // alone: a 100-byte entry may declare 4 GiB), and every inflated byte is
+  // charged to the file's budget before it is kept.
+  std::string out;
+  const uint64_t declared = entry.uncompressed_len;
+  const uint64_t first_len = std::min<uint64_t>(declared, std::max<uint64_t>(uint64_t{1} << 16, entry.compressed_len * 4));
+  out.resize(static_cast<size_t>(first_len));
   z_stream zs{};
   if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) {
     return MakeError(ErrorCode::kInternal, data_offset, "zlib inflateInit2 failed", entry.name);
@@ -294,6 +303,9 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry) const {
   int rc = Z_OK;
   constexpr uint64_t kChunk = uint64_t{1} << 30;  // z_stream counts are 32-bit
   while (rc == Z_OK) {
+    if (out_pos == out.size() && out.size() < declared) {
+      out.resize(static_cast<size_t>(std::min<uint64_t>(declared, out.size() * 2)));
+    }
     const uint64_t in_left = in.size() - in_pos, out_left = out.size() - out_pos;
     uint8_t spare = 0;
     zs.next_in = const_cast<Bytef*>(in.data() + in_pos);
@@ -311,6 +323,14 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry) const {
       return MakeError(ErrorCode::kMalformed, data_offset + in_pos,
                        "inflates to more than the declared " + Num(entry.uncompressed_len) + " bytes", entry.name);
     }
+    if (budget != nullptr && produced > 0) {
+      if (Status charged = budget->Charge(BudgetKind::kInflatedBytes, produced, data_offset + in_pos, entry.name,
+                                          "zip entry inflate");
+          !charged) {
+        inflateEnd(&zs);
+        return std::unexpected(std::move(charged).error());
+      }
+    }
     out_pos += produced;
     if (rc == Z_OK && avail_in_before == zs.avail_in && produced == 0) rc = Z_BUF_ERROR;
   }
@@ -320,7 +340,7 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry) const {
     return MakeError(in_pos >= in.size() ? ErrorCode::kTruncated : ErrorCode::kMalformed,
                      data_offset + in_pos, "deflate stream is corrupt (zlib: " + zlib_msg + ")", entry.name);
   }
-  if (out_pos != out.size()) {
+  if (out_pos != declared) {
     return MakeError(ErrorCode::kMalformed, data_offset + in_pos,
                      "inflates to " + Num(out_pos) + " bytes, not the declared " + Num(entry.uncompressed_len),
                      entry.name);

@@ -26,6 +26,9 @@ struct Checkpoint::State {
   VmLimits limits;
   std::vector<std::string> notes;
   std::vector<std::unique_ptr<std::string>> buffers;  // inflated records
+  // The file's budget: the container, every pickle and the walks charge it
+  // while loading; digests and copies of views charge it afterwards.
+  mutable Budget budget;
 };
 
 namespace {
@@ -116,7 +119,7 @@ class Loader {
       CKG_ASSIGN_OR_RETURN(ZipArchive zip, ZipArchive::Open(s_.container.bytes, options_.container.zip));
       zip_.emplace(std::move(zip));
     }
-    Result<std::string> data = zip_->ReadEntry(e.zip);
+    Result<std::string> data = zip_->ReadEntry(e.zip, &s_.budget);
     if (!data) {
       Error err = data.error();
       err.where = e.zip.name;
@@ -179,6 +182,7 @@ class Loader {
       return index;
     };
     VmOptions vm_options{options_.allowlist, options_.limits, torchscript};
+    vm_options.budget = &s_.budget;
     const Bytes data = source->data.subspan(static_cast<size_t>(source->start));
     const uint64_t base = source->file_offset ? *source->file_offset + source->start : source->start;
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, source->entry, s_.vm, resolver, vm_options));
@@ -220,6 +224,7 @@ class Loader {
       return index;
     };
     VmOptions vm_options{options_.allowlist, options_.limits, false};
+    vm_options.budget = &s_.budget;
     // torch runs the sys_info pickle (the third) before the object: it must
     // be a plain dict too. (The magic number and protocol pickles are checked
     // opcode by opcode by the container layer.)
@@ -375,6 +380,7 @@ class Loader {
     if (c.pickles.empty()) return MakeError(ErrorCode::kMalformed, 0, "no pickle found");
     const PickleSource& source = c.pickles.front();
     VmOptions vm_options{options_.allowlist, options_.limits, false};
+    vm_options.budget = &s_.budget;
     const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
     const uint64_t base = source.file_offset.value_or(0) + source.start;
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, "pickle", s_.vm, NoStorages(), vm_options));
@@ -609,8 +615,18 @@ std::optional<std::string> Checkpoint::GetString(std::string_view dotted_path) c
   return v.text;
 }
 
-Result<std::vector<uint8_t>> Checkpoint::ContiguousBytes(uint32_t tensor) const {
+Status Checkpoint::ChargeView(uint32_t tensor, std::string_view what) const {
   if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
+  const Tensor& t = tensors()[tensor];
+  const uint64_t item = DTypeSize(t.dtype);
+  const uint64_t logical = t.num_elements > UINT64_MAX / std::max<uint64_t>(item, 1) ? UINT64_MAX : t.num_elements * item;
+  return state_->budget.Charge(BudgetKind::kViewBytes, logical, 0, "", std::string(what) + " of tensor " + Num(tensor));
+}
+
+uint64_t Checkpoint::BudgetUsed(BudgetKind kind) const { return state_->budget.used(kind); }
+
+Result<std::vector<uint8_t>> Checkpoint::ContiguousBytes(uint32_t tensor) const {
+  CKG_TRY(ChargeView(tensor, "copy"));
   const Tensor& t = tensors()[tensor];
   std::vector<uint8_t> out;
   try {
@@ -623,7 +639,7 @@ Result<std::vector<uint8_t>> Checkpoint::ContiguousBytes(uint32_t tensor) const 
 }
 
 Result<std::string> Checkpoint::Sha256Hex(uint32_t tensor) const {
-  if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
+  CKG_TRY(ChargeView(tensor, "digest"));
   const Tensor& t = tensors()[tensor];
   Sha256 hash;
   ForEachChunk(t, storages()[t.storage], [&](const uint8_t* p, size_t n) { hash.Update(p, n); });
@@ -751,17 +767,19 @@ Result<std::string> Checkpoint::SkeletonJson() const {
 
 // FindForbiddenGlobal runs the first pickle of every place that holds one in
 // a scratch VM and returns the first forbidden-global error.
-std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& options) {
+std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& options, Budget& budget) {
   StorageResolver refuse = [](const StorageRequest& r) -> Result<uint32_t> {
     return MakeError(ErrorCode::kUnsupportedFormat, r.offset, "storage");
   };
   VmOptions vm_options{options.allowlist, options.limits, false};
+  vm_options.budget = &budget;
   for (const PickleSource& p : c.pickles) {
+    if (p.same_as) continue;  // the same bytes were run already
     VmState scratch;
     const Bytes data = p.data.subspan(static_cast<size_t>(p.start));
     Result<ValueId> r =
         RunPickle(data, p.file_offset.value_or(0) + p.start, p.entry.empty() ? "pickle" : p.entry, scratch, refuse, vm_options);
-    if (!r && r.error().code == ErrorCode::kForbiddenGlobal) return r.error();
+    if (!r && (r.error().code == ErrorCode::kForbiddenGlobal || !r.error().limit.empty())) return r.error();
   }
   return std::nullopt;
 }
@@ -770,13 +788,15 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
   auto state = std::make_unique<Checkpoint::State>();
   state->file = std::move(file);
   state->limits = options.limits.Clamped();
-  state->container = OpenContainer(state->file.data().empty() ? data : state->file.data(), options.container);
+  state->budget = Budget(options.budget);
+  state->container =
+      OpenContainer(state->file.data().empty() ? data : state->file.data(), options.container, &state->budget);
   const Container& c = state->container;
   if (c.error) return std::unexpected(*c.error);
   if (!options.allow_anomalies && !c.anomalies.empty()) {
     // A hostile file usually carries its payload in a pickle: name the global
     // it imports first (running each pickle in the VM, which calls nothing).
-    if (std::optional<Error> forbidden = FindForbiddenGlobal(c, options)) {
+    if (std::optional<Error> forbidden = FindForbiddenGlobal(c, options, state->budget)) {
       forbidden->detail += " (the container also has anomaly " + c.anomalies.front().kind + ")";
       return std::unexpected(std::move(*forbidden));
     }

@@ -43,7 +43,8 @@ VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& option
   ContainerLimits full = options.container;
   full.zip.max_crc_check_len = ContainerLimits{}.zip.max_crc_check_len;
   full.check_torch_records = true;
-  const Container container = OpenContainer(file->data(), full);
+  Budget budget(options.budget);
+  const Container container = OpenContainer(file->data(), full, &budget);
   report.format = std::string(ContainerFormatName(container.format));
   for (const Anomaly& a : container.anomalies) report.problems.push_back({a.kind, a.entry, a.offset, a.detail});
   if (container.error) {

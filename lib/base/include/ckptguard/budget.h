@@ -18,6 +18,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -42,9 +43,18 @@ inline constexpr size_t kNumBudgetKinds = 7;
 std::string_view BudgetLimitName(BudgetKind kind);
 
 // BudgetLimits: the allowance of one file. Each field says what it bounds, its
-// default and its ceiling (Clamped). The defaults let the largest real
-// checkpoints through (a 100 GB file of 100,000 tensors) while a small file
-// cannot make work much larger than itself.
+// default and its ceiling (Clamped). The max_* fields are absolute; once the
+// file's size is known (Budget::SetFileSize, which OpenContainer calls) the
+// limits also scale with the input, so that a small file cannot make work much
+// larger than itself while the largest real checkpoints (a 100 GB file of
+// 100,000 tensors) pass:
+//   inflated bytes      <= inflate_per_file_byte x file size + floor_bytes
+//   view bytes          <= views_per_file_byte   x file size + floor_bytes
+//   read bytes          <= work_per_input_byte   x input     + floor_bytes
+//   opcodes, values,
+//   memo slots          <= work_per_input_byte   x input     + floor_count
+// where input = file size + bytes inflated so far (a compressed pickle holds
+// more opcodes than its file has bytes). Set a ratio to 0 to turn its scaling off.
 struct BudgetLimits {
   // Bytes handed to parsers: the file itself and every inflated or unwrapped
   // buffer (each time a stage reads it). Default 2^40 (1 TiB). Ceiling 2^50.
@@ -68,6 +78,22 @@ struct BudgetLimits {
   // 4 bytes). Default 256 GiB. Ceiling 2^48.
   uint64_t max_view_bytes = uint64_t{256} << 30;
 
+  // Deflate's best ratio is about 1032:1; 1100 lets every honest entry and
+  // wrapper through, while entries that share or overlap compressed bytes
+  // cannot multiply it. Default 1100. Ceiling 2^20.
+  uint64_t inflate_per_file_byte = 1100;
+  // Every stage reads the input a few times (container checks, the machine,
+  // storage records): 16 passes is far more than any honest file needs.
+  // Default 16. Ceiling 2^20.
+  uint64_t work_per_input_byte = 16;
+  // Views of a storage (tied weights, slices of one buffer) rarely add up to
+  // more than a few times the data; stride-0 broadcasts can claim any size.
+  // Default 16. Ceiling 2^20.
+  uint64_t views_per_file_byte = 16;
+  // What a tiny file may always use. Defaults 64 MiB and 2^20. Ceilings 2^40.
+  uint64_t floor_bytes = uint64_t{64} << 20;
+  uint64_t floor_count = uint64_t{1} << 20;
+
   BudgetLimits Clamped() const;
   uint64_t Get(BudgetKind kind) const;
   void Set(BudgetKind kind, uint64_t value);
@@ -76,6 +102,13 @@ struct BudgetLimits {
 class Budget {
  public:
   explicit Budget(const BudgetLimits& limits = {}) : limits_(limits.Clamped()) {}
+
+  // SetFileSize turns on the limits that scale with the input (see
+  // BudgetLimits). The first call wins: nested containers do not reset it.
+  void SetFileSize(uint64_t file_len);
+  bool HasFileSize() const { return file_len_.has_value(); }
+  // Limit is the limit in force now for `kind` (absolute, or scaled).
+  uint64_t Limit(BudgetKind kind) const;
 
   // Charge adds `amount` to the total of `kind`. Failure: kLimitExceeded at
   // `offset` in `where`, with Error::limit set to the limit's name and the
@@ -97,6 +130,8 @@ class Budget {
 
   BudgetLimits limits_;
   std::array<uint64_t, kNumBudgetKinds> used_{};
+  std::array<bool, kNumBudgetKinds> exhausted_{};
+  std::optional<uint64_t> file_len_;
 };
 
 }  // namespace ckptguard

@@ -67,6 +67,10 @@ struct ContainerLimits {
   // Deepest nesting of wrappers and archives inside archives. Default 4;
   // ceiling 16. Deeper content is reported, not opened.
   uint32_t max_depth = 4;
+  // Most containers opened inside one file, all depths together (archives in
+  // archives, wrappers, polyglot readings). Default 256; ceiling 65,536. More
+  // are reported (container.too_many), not opened.
+  uint64_t max_nested = 256;
   // Decode a torch archive's data.pkl here to check every data/<key> record
   // against its persistent ids (torch.missing_record, record_size_mismatch,
   // unlisted_record). Default on; the loader turns it off because its VM
@@ -90,6 +94,10 @@ struct PickleSource {
   // whose name says nothing): it may be tensor data that happens to start
   // with those bytes, so a parse error there is not a finding by itself.
   bool sniffed = false;
+  // Set when an earlier source (this index in Container::pickles) holds the
+  // very same bytes: a zip whose directory names one member several times.
+  // Readers that judge content (the scanner) read it once.
+  std::optional<size_t> same_as;
 };
 
 // ContainerEntry is one zip entry as `info` shows it.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ckptguard/anomaly.h"
+#include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
@@ -46,8 +47,9 @@ bool IsLegacyHeaderPickle(std::span<const PickleOp> ops, int index);
 // LooksLikeTorchLegacy decodes at most the first two pickles of `file` and
 // says whether it is a legacy torch stream: the first pickle is the magic
 // number, or (when a hostile first pickle replaced it) the second is the
-// protocol version 1001.
-bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits = {});
+// protocol version 1001. Only a header-shaped pickle's few ops are kept; each
+// op decoded is charged to `budget` when given (running out: false).
+bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits = {}, Budget* budget = nullptr);
 
 // ParseTorchLegacy reads the five pickles and walks the storage records,
 // checking each count against the file and against its persistent id.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ckptguard/anomaly.h"
+#include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 
@@ -101,8 +102,10 @@ class ZipArchive {
   Result<Bytes> StoredData(const ZipEntry& entry) const;
   // ReadEntry returns the entry's uncompressed bytes: a copy of a stored entry
   // or the inflated data of a deflated one, bounded by the limits. Other
-  // methods are kUnsupportedFormat.
-  Result<std::string> ReadEntry(const ZipEntry& entry) const;
+  // methods are kUnsupportedFormat. The output grows as data inflates; each
+  // inflated byte (and a stored entry's copy) is charged to `budget` when
+  // given, and running out stops the inflate with the budget's error.
+  Result<std::string> ReadEntry(const ZipEntry& entry, Budget* budget = nullptr) const;
 
  private:
   Bytes file_;

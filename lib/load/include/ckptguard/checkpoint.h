@@ -95,7 +95,16 @@ class Checkpoint {
   // (big-endian records are swapped), bool as one byte per element.
   Result<std::vector<uint8_t>> ContiguousBytes(uint32_t tensor) const;
   // Sha256Hex is the SHA-256 of ContiguousBytes, computed without the copy.
+  // Both charge the view's logical size (elements x element size, which a
+  // stride-0 view makes far larger than its storage) to the file's budget
+  // (BudgetKind::kViewBytes) first, and fail naming max_view_bytes when it
+  // runs out.
   Result<std::string> Sha256Hex(uint32_t tensor) const;
+  // ChargeView charges what ContiguousBytes/Sha256Hex would, for callers that
+  // read a view's elements themselves (writers, converters).
+  Status ChargeView(uint32_t tensor, std::string_view what) const;
+  // BudgetUsed is what the load has charged to the file's budget so far.
+  uint64_t BudgetUsed(BudgetKind kind) const;
   // TensorBytes is the zero-copy span of the storage bytes a view covers
   // (from its first to its last element), in the file's byte order.
   Bytes StorageBytes(uint32_t tensor) const;
