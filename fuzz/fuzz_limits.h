@@ -1,6 +1,12 @@
 // Shared by the fuzz targets that load or scan whole files: limits small
 // enough that one input cannot take the fuzzer's memory or seconds, large
 // enough for every seed in fuzz/corpus to load.
+//
+// Built with CKPTGUARD_FUZZ_DEFAULT_LIMITS (the <target>_defaults_fuzzer
+// binaries, fuzz/CMakeLists.txt), every helper here returns the defaults a
+// user gets instead: small test limits would hide exactly the amplifiers the
+// per-file budget exists for, and run_fuzzers.sh runs every target under
+// -rss_limit_mb/-malloc_limit_mb, so an amplifier is a crash.
 #ifndef CKPTGUARD_FUZZ_FUZZ_LIMITS_H_
 #define CKPTGUARD_FUZZ_FUZZ_LIMITS_H_
 
@@ -9,7 +15,15 @@
 
 namespace ckptguard::fuzz {
 
+// kDefaultLimits: this binary fuzzes with the user's default limits.
+#ifdef CKPTGUARD_FUZZ_DEFAULT_LIMITS
+inline constexpr bool kDefaultLimits = true;
+#else
+inline constexpr bool kDefaultLimits = false;
+#endif
+
 inline PickleLimits SmallPickleLimits() {
+  if (kDefaultLimits) return PickleLimits{};
   PickleLimits pickle;
   pickle.max_operand_len = 1 << 20;
   pickle.max_line_len = 1 << 12;
@@ -22,6 +36,7 @@ inline PickleLimits SmallPickleLimits() {
 
 // SmallContainer narrows `c` (the loader's or the scanner's defaults).
 inline ContainerLimits SmallContainer(ContainerLimits c) {
+  if (kDefaultLimits) return c;
   c.pickle = SmallPickleLimits();
   c.zip.max_entries = 1 << 12;
   c.zip.max_name_len = 1 << 10;
@@ -37,6 +52,10 @@ inline ContainerLimits SmallContainer(ContainerLimits c) {
 
 inline LoadOptions SmallLoadOptions(bool allow_anomalies) {
   LoadOptions o;
+  if (kDefaultLimits) {
+    o.allow_anomalies = allow_anomalies;
+    return o;
+  }
   o.limits.pickle = SmallPickleLimits();
   o.limits.max_memo_entries = 1 << 16;
   o.limits.max_stack_depth = 1 << 16;

@@ -18,6 +18,7 @@
 
 #include "ckptguard/pickle_decoder.h"
 #include "ckptguard/pickle_disasm.h"
+#include "fuzz_limits.h"
 
 namespace {
 
@@ -44,12 +45,14 @@ std::string Dump(const DecodedStream& stream) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ckptguard::PickleLimits limits;
-  limits.max_operand_len = 1 << 16;
-  limits.max_line_len = 1 << 12;
-  limits.max_long_len = 1 << 10;
-  limits.max_frame_len = 1 << 16;
-  limits.max_ops = 1 << 14;
-  limits.max_pickles = 16;
+  if (!ckptguard::fuzz::kDefaultLimits) {
+    limits.max_operand_len = 1 << 16;
+    limits.max_line_len = 1 << 12;
+    limits.max_long_len = 1 << 10;
+    limits.max_frame_len = 1 << 16;
+    limits.max_ops = 1 << 14;
+    limits.max_pickles = 16;
+  }
   const Bytes input(data, size);
   const DecodedStream full = ckptguard::DecodeStream(input, limits);
 

@@ -52,7 +52,7 @@ LoadOptions LoaderOptions(bool allow_anomalies) { return ckptguard::fuzz::SmallL
 ckptguard::scanner::ScanOptions ScannerOptions() {
   ckptguard::scanner::ScanOptions o;
   o.container = ckptguard::fuzz::SmallContainer(ckptguard::scanner::ScanContainerLimits());
-  o.max_values = 1 << 18;
+  if (!ckptguard::fuzz::kDefaultLimits) o.max_values = 1 << 18;
   return o;
 }
 
