@@ -42,6 +42,7 @@
 #include "ckptguard/safetensors_writer.h"
 #include "ckptguard/sha256.h"
 #include "ckptguard/signing/model_signing.h"
+#include "amplifiers.h"
 #include "test_util.h"
 
 namespace ckptguard::daemon {
@@ -257,6 +258,32 @@ BOOST_AUTO_TEST_CASE(ingest_every_safe_benign_file_is_stored) {
     BOOST_TEST(record.status == "stored", name << ": " << record.verdict);
     BOOST_TEST(registry->blobs().Has(record.sha256), name);
   }
+}
+
+// The amplifiers of issue 13 (tests/amplifiers.h): every push is answered
+// (the scan and the manifest load charge one budget per file each), nothing
+// hostile is stored, and no temporary file is left.
+BOOST_AUTO_TEST_CASE(ingest_amplifiers_is_answered_and_bounded) {
+  TempDir tmp;
+  auto registry = OpenRegistry(tmp.path / "data");
+  const std::vector<std::pair<std::string, std::string>> inputs = {
+      {"nested-shared", testing::NestedSharedZip()},
+      {"none-pop", testing::NonePopPickle()},
+      {"sparse-memo", testing::SparseMemoPickle()},
+      {"huge-declared", testing::HugeDeclaredEntryZip()},
+      {"broadcast-view", testing::BroadcastViewCheckpoint()},
+  };
+  for (const auto& [name, bytes] : inputs) {
+    Upload upload = UploadBytes(registry->blobs(), bytes);
+    const CheckpointRecord record = Ok(registry->Ingest(upload, IngestRequest{"amp/" + name, "v1", "tester"}));
+    BOOST_TEST((record.status == "stored" || record.status == "rejected"), name);
+    if (record.status == "stored") {
+      // Only content the scanner calls safe is stored (the None pickle, the
+      // broadcast view whose digest the budget refuses: its manifest says so).
+      BOOST_TEST(record.verdict == "safe", name);
+    }
+  }
+  BOOST_TEST(CountFiles(tmp.path / "data" / "tmp") == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(ingest_dangerous_is_rejected_with_findings_and_no_blob) {
