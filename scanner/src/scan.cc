@@ -7,8 +7,11 @@
 #include <set>
 #include <unordered_map>
 
+#include "ckptguard/allowlist.h"
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/pickle_decoder.h"
+#include "ckptguard/pickle_machine.h"
+#include "ckptguard/pickle_semantics.h"
 
 namespace ckptguard::scanner {
 namespace {
@@ -31,7 +34,7 @@ bool IsPickleLoader(std::string_view global) {
 struct Sym {
   enum Kind : uint8_t {
     kUnknown,  // the result of a call, a persistent load, anything opaque
-    kScalar,   // None, bool, int, float
+    kScalar,   // None, bool, int, float, complex, device
     kStr,      // text: the string (bounded copy)
     kBytes,    // text: the bytes (bounded copy)
     kTuple,
@@ -40,15 +43,22 @@ struct Sym {
     kSet,
     kGlobal,   // text: "module.name"; allowed: on the allowlist (or --allow)
     kObject,   // an instance built by NEWOBJ/OBJ/INST of `text`
+    kTensor,   // what torch._utils._rebuild_tensor*/_rebuild_parameter* return
   } kind = kUnknown;
   bool allowed = false;
   bool truncated = false;  // text was cut at the copy bound
+  bool is_int = false;     // kScalar: a Python int that fits in int64 (number)
+  bool frozen = false;     // kSet: a frozenset
+  bool ordered = false;    // kDict: an OrderedDict (BUILD takes its attributes)
+  uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
   std::string_view text;
   std::vector<uint32_t> items;  // tuples (for call arguments)
   int64_t number = 0;           // kScalar ints that fit in int64
   uint64_t weight = 1;          // values reachable counting repeats (expansion check), saturating
+
+  static constexpr uint8_t kNoAction = 0xff;
 };
 
 constexpr uint64_t kMaxTextCopy = uint64_t{1} << 20;  // bytes kept of one str/bytes literal
@@ -65,10 +75,16 @@ struct Nested {
   uint32_t depth = 0;
 };
 
+// Scanner runs every pickle of a file through the PickleMachine
+// (pickle_machine.h) as its lenient domain: symbolic values, findings for
+// what loading would import or call, and the unpickler's own failures
+// reported (CKG-F020) while the scan reads on.
 class Scanner {
  public:
-  Scanner(const RuleSet& rules, const ScanOptions& options, FileReport& report)
-      : rules_(rules), options_(options), report_(report) {}
+  using Id = MachineId;
+
+  Scanner(const RuleSet& rules, const ScanOptions& options, FileReport& report, Budget& budget)
+      : rules_(rules), options_(options), report_(report), budget_(budget) {}
 
   void ScanContainer(const Container& c, const std::string& nested_path) {
     auto entry_name = [&](const std::string& entry) {
@@ -105,7 +121,13 @@ class Scanner {
     }
   }
 
+  // budget_error is the file's budget running out during a pickle (the scan
+  // stopped there; ScanBytes makes it the report's error).
+  const std::optional<Error>& budget_error() const { return budget_error_; }
+
  private:
+  friend class PickleMachine<Scanner>;
+
   // Add records a finding once per rule, global, entry and `kind` (anomaly
   // kinds share a rule): the first place says where.
   void Add(const std::string& rule, Severity severity, std::string message, const std::string& entry, uint64_t offset,
@@ -121,6 +143,9 @@ class Scanner {
     }
     report_.findings.push_back({rule, severity, std::move(message), entry, offset, global});
   }
+  void AddFixed(const std::string& rule, std::string message, uint64_t offset, const std::string& global = "") {
+    Add(rule, rules_.FixedRule(rule).severity, std::move(message), *entry_, offset, global);
+  }
 
   void AddAnomaly(const Anomaly& a, const std::string& entry) {
     if (a.kind == "pickle.decode_error") return;  // the scan reports its own parse errors
@@ -134,8 +159,12 @@ class Scanner {
     Add(id, rules_.FixedRule(id).severity, a.kind + ": " + a.detail, entry, a.offset, "", a.kind);
   }
 
-  void ClassifyAndReport(const std::string& module, const std::string& name, const std::string& entry,
-                         uint64_t offset, Sym& out) {
+  struct Classified {
+    GlobalClass cls;
+    uint8_t action = Sym::kNoAction;
+  };
+
+  void ClassifyAndReport(const std::string& module, const std::string& name, uint64_t offset, Sym& out) {
     const std::string full = module + "." + name;
     out.kind = Sym::kGlobal;
     out.text = Keep(full);
@@ -147,10 +176,17 @@ class Scanner {
     }
     // A state dict names the same few globals thousands of times.
     auto cached = classes_.find(full);
-    if (cached == classes_.end()) cached = classes_.emplace(full, rules_.ClassifyGlobal(module, name)).first;
-    const GlobalClass& cls = cached->second;
+    if (cached == classes_.end()) {
+      Classified c{rules_.ClassifyGlobal(module, name)};
+      if (c.cls.kind == GlobalClass::kAllowed) {
+        if (const AllowEntry* entry = rules_.allowlist().Find(module, name)) c.action = static_cast<uint8_t>(entry->action);
+      }
+      cached = classes_.emplace(full, std::move(c)).first;
+    }
+    const GlobalClass& cls = cached->second.cls;
     if (cls.kind == GlobalClass::kAllowed) {
       out.allowed = true;
+      out.action = cached->second.action;
       return;
     }
     const std::string id = cls.rule != nullptr ? cls.rule->id : "CKG-P001";
@@ -158,58 +194,73 @@ class Scanner {
                               ? "global '" + full + "'" + (cls.matched != full ? " (reaches " + cls.matched + ")" : "") +
                                     ": " + (cls.rule != nullptr ? cls.rule->description : std::string())
                               : "global '" + full + "' is on neither the allowlist nor the denylist";
-    Add(id, cls.severity, std::move(message), entry, offset, full);
+    Add(id, cls.severity, std::move(message), *entry_, offset, full);
   }
 
-  // ScanStream runs the pickles of one stream symbolically, one after
+  // ScanStream runs the pickles of one stream through the machine, one after
   // another until the data ends (or max_pickles are done).
   // `sniffed`: found by its first bytes only (maybe tensor data): a parse
   // error is then not a finding, though globals decoded before it are.
   void ScanStream(Bytes data, uint64_t base, const std::string& entry, uint32_t max_pickles, uint32_t depth,
                   bool sniffed = false) {
+    if (budget_error_) return;
     PickleDecoder decoder(data, options_.container.pickle, base);
+    entry_ = &entry;
+    depth_ = depth;
+    sniffed_ = sniffed;
+    // The scanner's own bounds are max_values (values and memo entries per
+    // pickle) and the file's budget; stack and MARK depth only at their
+    // ceilings.
+    MachineLimits limits;
+    limits.max_stack_depth = ~uint64_t{0};
+    limits.max_mark_depth = ~uint64_t{0};
+    limits.max_memo_entries = options_.max_values;
+    PickleMachine<Scanner> machine(*this, limits, budget_, MachineMode::kLenient, entry);
     uint32_t done = 0;
-    uint64_t ops_in_pickle = 0;
     Reset();
     // Sized from the stream's length (a value takes a few bytes), capped.
     values_.reserve(static_cast<size_t>(std::min<uint64_t>({data.size() / 4, uint64_t{1} << 18, options_.max_values})));
     while (!decoder.AtEnd() && (max_pickles == 0 || done < max_pickles)) {
-      Result<PickleOp> op = decoder.Next();
-      if (!op) {
-        const Error& e = op.error();
-        if (sniffed) return;
-        Add("CKG-F020", rules_.FixedRule("CKG-F020").severity,
-            "the pickle stops parsing (" + e.ToString() + ")" +
-                (ops_in_pickle > 0 || done > 0 ? "; what it decoded before is scanned above" : ""),
-            entry, e.offset, "");
-        return;
-      }
-      ++ops_in_pickle;
-      if (op->code == Opcode::kStop) {
-        CheckExpansion(entry, op->offset, ops_in_pickle);
+      machine.Reset();
+      Result<Id> root = machine.Run(decoder);
+      if (root) {
+        CheckExpansion(entry, decoder.Offset() - 1, machine.ops());
         ++done;
-        ops_in_pickle = 0;
         Reset();
         continue;
       }
-      Step(*op, entry, depth);
-    }
-    if (!decoder.BetweenPickles() && !sniffed) {
-      // The data ended inside a pickle: CPython raises here, after running
-      // everything before.
-      Add("CKG-F020", rules_.FixedRule("CKG-F020").severity,
-          "the pickle ends before its STOP at byte " + Num(decoder.Offset()) +
-              "; what it decoded before is scanned above",
-          entry, decoder.Offset(), "");
+      const Error& e = root.error();
+      if (!e.limit.empty()) {
+        // The file's budget ran out: the scan is incomplete, an error of
+        // the report (never "safe").
+        budget_error_ = e;
+        if (budget_error_->where.empty()) budget_error_->where = entry;
+        return;
+      }
+      if (sniffed) return;
+      if (machine.ended_before_stop()) {
+        // The data ended inside a pickle: CPython raises here, after running
+        // everything before.
+        AddFixed("CKG-F020",
+                 "the pickle ends before its STOP at byte " + Num(decoder.Offset()) +
+                     "; what it decoded before is scanned above",
+                 decoder.Offset());
+      } else if (e.code == ErrorCode::kLimitExceeded && !machine.decode_failed()) {
+        AddFixed("CKG-F040", "the pickle exceeds the scanner's limits (" + e.ToString() + "); the rest is not scanned",
+                 e.offset);
+      } else {
+        AddFixed("CKG-F020",
+                 "the pickle stops parsing (" + e.ToString() + ")" +
+                     (machine.ops() > 0 || done > 0 ? "; what it decoded before is scanned above" : ""),
+                 e.offset);
+      }
+      return;
     }
   }
 
   void Reset() {
     values_.clear();
     texts_.clear();
-    stack_.clear();
-    marks_.clear();
-    memo_.clear();
   }
 
   uint32_t New(Sym s) {
@@ -226,25 +277,6 @@ class Scanner {
     }
     values_.push_back(std::move(s));
     return static_cast<uint32_t>(values_.size() - 1);
-  }
-  void Push(uint32_t id) { stack_.push_back(id); }
-  void PushNew(Sym s) { Push(New(std::move(s))); }
-  size_t Fence() const { return marks_.empty() ? 0 : marks_.back(); }
-  // Pop returns an opaque value on underflow: CPython would stop there, but a
-  // scanner keeps reading (the stream's later bytes are reported anyway).
-  uint32_t Pop() {
-    if (stack_.size() <= Fence()) return New(Sym{});
-    const uint32_t id = stack_.back();
-    stack_.pop_back();
-    return id;
-  }
-  std::vector<uint32_t> PopMark() {
-    if (marks_.empty()) return {};
-    const size_t mark = std::min(marks_.back(), stack_.size());
-    marks_.pop_back();
-    std::vector<uint32_t> items(stack_.begin() + static_cast<std::ptrdiff_t>(mark), stack_.end());
-    stack_.resize(mark);
-    return items;
   }
   Sym& Val(uint32_t id) { return values_[id]; }
 
@@ -264,7 +296,7 @@ class Scanner {
     return s;
   }
 
-  uint64_t WeightOf(const std::vector<uint32_t>& items) {
+  uint64_t WeightOf(std::span<const uint32_t> items) {
     uint64_t w = 1;
     for (uint32_t i : items) w = AddWeight(w, Val(i).weight);
     return w;
@@ -282,105 +314,140 @@ class Scanner {
   }
 
   // Call handles a call of `target` (a REDUCE, NEWOBJ...) with `args`.
-  void Call(const PickleOp& op, uint32_t target, const std::vector<uint32_t>& args, const std::string& entry,
-            uint32_t depth, bool builds_object) {
+  uint32_t Call(const PickleOp& op, uint32_t target, std::span<const uint32_t> args, bool builds_object) {
     const Sym& t = Val(target);
     if (t.kind != Sym::kGlobal) {
-      Add("CKG-F002", rules_.FixedRule("CKG-F002").severity,
-          std::string(op.Info().name) + " calls a value that is not a named global (the result of another call, a " +
-              "persistent load or a container)",
-          entry, op.offset, "");
-      PushNew(Sym{});
-      return;
+      AddFixed("CKG-F002",
+               std::string(op.Info().name) + " calls a value that is not a named global (the result of another call, " +
+                   "a persistent load or a container)",
+               op.offset);
+      return New(Sym{});
     }
     const std::string_view global = t.text;
-    if (!args.empty() && Val(args[0]).kind == Sym::kBytes && depth < kMaxNestedDepth && IsPickleLoader(global)) {
+    const bool allowed = t.allowed;
+    const uint8_t action = t.action;
+    if (!args.empty() && Val(args[0]).kind == Sym::kBytes && depth_ < kMaxNestedDepth && IsPickleLoader(global)) {
       const std::string name(global);
-      Add("CKG-F060", rules_.FixedRule("CKG-F060").severity,
-          "bytes handed to " + name + " are themselves a pickle; scanned as entry '" + entry + " > " + name + "@" +
-              Num(op.offset) + "'",
-          entry, op.offset, name);
-      nested_.push_back({std::string(Val(args[0]).text), entry + " > " + name + "@" + Num(op.offset), depth + 1});
+      AddFixed("CKG-F060",
+               "bytes handed to " + name + " are themselves a pickle; scanned as entry '" + *entry_ + " > " + name +
+                   "@" + Num(op.offset) + "'",
+               op.offset, name);
+      nested_.push_back({std::string(Val(args[0]).text), *entry_ + " > " + name + "@" + Num(op.offset), depth_ + 1});
     }
     Sym result;
-    if (builds_object && !t.allowed) {
+    result.kind = Sym::kUnknown;
+    result.text = global;
+    if (builds_object && (!allowed || action != Sym::kNoAction)) {
+      // Also for a class on the allowlist: the loader only calls what the
+      // allowlist binds, and never instantiates (NEWOBJ, OBJ, INST).
       result.kind = Sym::kObject;
-      result.text = t.text;
       const std::string name(global);
-      Add("CKG-F050", rules_.FixedRule("CKG-F050").severity,
-          "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
-          entry, op.offset, name);
-    } else if (global == "_codecs.encode" && args.size() >= 1 && Val(args[0]).kind == Sym::kStr) {
-      // How protocol 2 spells bytes: latin1 code points -> bytes.
-      result.kind = Sym::kBytes;
-      const std::string_view s = Val(args[0]).text;
-      std::string bytes;
-      for (size_t i = 0; i < s.size();) {
-        const uint8_t c = static_cast<uint8_t>(s[i]);
-        if (c < 0x80) {
-          bytes.push_back(static_cast<char>(c));
-          ++i;
-        } else if ((c & 0xe0) == 0xc0 && i + 1 < s.size()) {
-          bytes.push_back(static_cast<char>(((c & 0x1f) << 6) | (static_cast<uint8_t>(s[i + 1]) & 0x3f)));
-          i += 2;
-        } else {
-          result.kind = Sym::kUnknown;
+      AddFixed("CKG-F050",
+               "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
+               op.offset, name);
+    } else if (!builds_object && action != Sym::kNoAction) {
+      // What the loader builds for this global (vm.cc's Reduce), so that
+      // the operations applied to the result are judged as it judges them.
+      switch (static_cast<AllowAction>(action)) {
+        case AllowAction::kRebuildTensorV2:
+        case AllowAction::kRebuildTensorV3:
+        case AllowAction::kRebuildParameter:
+        case AllowAction::kRebuildParameterWithState:
+          result.kind = Sym::kTensor;
+          break;
+        case AllowAction::kOrderedDict:
+        case AllowAction::kCounter:
+          result.kind = Sym::kDict;
+          result.ordered = true;
+          break;
+        case AllowAction::kTorchSize:
+          result.kind = Sym::kTuple;
+          break;
+        case AllowAction::kSet:
+        case AllowAction::kFrozenSet:
+          result.kind = Sym::kSet;
+          result.frozen = static_cast<AllowAction>(action) == AllowAction::kFrozenSet;
+          break;
+        case AllowAction::kComplex:
+        case AllowAction::kDevice:
+          result.kind = Sym::kScalar;
+          break;
+        case AllowAction::kByteArray:
+        case AllowAction::kBytes:
+          result.kind = Sym::kBytes;
+          result.text = {};
+          break;
+        case AllowAction::kCodecsEncode: {
+          // How protocol 2 spells bytes; the loader's own decoding
+          // (pickle_semantics.h). Anything it refuses stays unknown.
+          if (args.empty() || Val(args[0]).kind != Sym::kStr || Val(args[0]).truncated) break;
+          std::optional<std::string_view> encoding;
+          if (args.size() == 2 && Val(args[1]).kind == Sym::kStr) encoding = Val(args[1]).text;
+          if (args.size() > 2) break;
+          if (Result<std::string> bytes = CodecsEncodeLatin1(Val(args[0]).text, encoding)) {
+            result.kind = Sym::kBytes;
+            result.text = Keep(*bytes);
+          }
           break;
         }
+        case AllowAction::kStorageType:
+        case AllowAction::kDtype:
+        case AllowAction::kConstant: {
+          const std::string name(global);
+          AddFixed("CKG-F002",
+                   std::string(op.Info().name) + " calls '" + name +
+                       "', which the loader never calls (a storage type, dtype or constant)",
+                   op.offset, name);
+          result = Sym{};
+          break;
+        }
+        case AllowAction::kUnsupported:
+          break;
       }
-      if (result.kind == Sym::kBytes) result.text = Keep(bytes);
-    } else {
-      result.kind = Sym::kUnknown;
-      result.text = t.text;
     }
     result.weight = WeightOf(args);
-    PushNew(std::move(result));
+    return New(std::move(result));
   }
 
-  void Step(const PickleOp& op, const std::string& entry, uint32_t depth) {
+  // TargetOk says whether APPEND(S), SETITEM(S), ADDITEMS or BUILD applies
+  // to `target` as the loader allows (lists, dicts, sets, an OrderedDict's
+  // attributes); on anything else they call a method of the value. Objects
+  // and results of named calls are judged by their call.
+  bool TargetOk(Opcode code, const Sym& target) const {
+    if (target.kind == Sym::kObject || (target.kind == Sym::kUnknown && !target.text.empty())) return true;
+    switch (code) {
+      case Opcode::kAppend:
+      case Opcode::kAppends: return target.kind == Sym::kList;
+      case Opcode::kSetItem:
+      case Opcode::kSetItems: return target.kind == Sym::kDict;
+      case Opcode::kAddItems: return target.kind == Sym::kSet && !target.frozen;
+      case Opcode::kBuild: return target.kind == Sym::kDict && target.ordered;
+      default: return true;
+    }
+  }
+  void CheckTarget(const PickleOp& op, uint32_t target) {
+    const Sym& t = Val(target);
+    if (TargetOk(op.code, t)) return;
+    if (op.code == Opcode::kBuild && t.kind == Sym::kUnknown) {
+      // BUILD on something no call named: its __setstate__ is unknown.
+      AddFixed("CKG-F002", "BUILD calls __setstate__ of a value whose class is unknown", op.offset);
+      return;
+    }
+    AddFixed("CKG-F002",
+             std::string(op.Info().name) + " on a " + KindName(t.kind) +
+                 " calls a method of it (append, extend, __setitem__, add or __setstate__)",
+             op.offset);
+  }
+  void AddWeightTo(uint32_t target, std::span<const uint32_t> items) {
+    const uint64_t w = WeightOf(items);
+    Sym& t = Val(target);
+    t.weight = AddWeight(t.weight, w - 1);
+  }
+
+  // --- the domain (pickle_machine.h) -------------------------------------
+  Result<Id> Literal(const PickleOp& op) {
     const PickleArg& arg = op.arg;
     switch (op.code) {
-      case Opcode::kProto:
-      case Opcode::kFrame:
-      case Opcode::kStop:
-        return;
-      case Opcode::kMark:
-        marks_.push_back(stack_.size());
-        return;
-      case Opcode::kPop:
-        if (!marks_.empty() && marks_.back() == stack_.size()) {
-          marks_.pop_back();
-        } else {
-          Pop();
-        }
-        return;
-      case Opcode::kPopMark:
-        PopMark();
-        return;
-      case Opcode::kDup: {
-        const uint32_t top = stack_.size() > Fence() ? stack_.back() : New(Sym{});
-        Push(top);
-        return;
-      }
-      case Opcode::kNone:
-      case Opcode::kNewTrue:
-      case Opcode::kNewFalse:
-      case Opcode::kInt:
-      case Opcode::kBinInt:
-      case Opcode::kBinInt1:
-      case Opcode::kBinInt2:
-      case Opcode::kLong:
-      case Opcode::kLong1:
-      case Opcode::kLong4:
-      case Opcode::kFloat:
-      case Opcode::kBinFloat: {
-        Sym s;
-        s.kind = Sym::kScalar;
-        if (arg.type == PickleArgType::kInt || arg.type == PickleArgType::kBool) s.number = arg.int_value;
-        if (arg.type == PickleArgType::kUInt) s.number = static_cast<int64_t>(arg.uint_value);
-        PushNew(std::move(s));
-        return;
-      }
       case Opcode::kString:
       case Opcode::kBinString:
       case Opcode::kShortBinString:
@@ -390,213 +457,151 @@ class Scanner {
       case Opcode::kBinUnicode8:
         // Python 2 strings become str under torch.load's encoding='utf-8',
         // and STACK_GLOBAL takes either.
-        PushNew(Text(Sym::kStr, arg));
-        return;
+        return New(Text(Sym::kStr, arg));
       case Opcode::kBinBytes:
       case Opcode::kShortBinBytes:
       case Opcode::kBinBytes8:
       case Opcode::kByteArray8:
-        PushNew(Text(Sym::kBytes, arg));
-        return;
-      case Opcode::kEmptyTuple:
-      case Opcode::kEmptyList:
-      case Opcode::kEmptyDict:
-      case Opcode::kEmptySet: {
+        return New(Text(Sym::kBytes, arg));
+      default: {
         Sym s;
-        s.kind = op.code == Opcode::kEmptyTuple  ? Sym::kTuple
-                 : op.code == Opcode::kEmptyList ? Sym::kList
-                 : op.code == Opcode::kEmptyDict ? Sym::kDict
-                                                 : Sym::kSet;
-        PushNew(std::move(s));
-        return;
+        s.kind = Sym::kScalar;
+        if (arg.type == PickleArgType::kInt || arg.type == PickleArgType::kBool) s.number = arg.int_value;
+        if (arg.type == PickleArgType::kUInt) s.number = static_cast<int64_t>(arg.uint_value);
+        s.is_int = arg.type == PickleArgType::kInt ||
+                   (arg.type == PickleArgType::kUInt && arg.uint_value <= static_cast<uint64_t>(INT64_MAX));
+        return New(std::move(s));
       }
-      case Opcode::kTuple:
-      case Opcode::kList:
-      case Opcode::kDict:
-      case Opcode::kFrozenSet: {
-        Sym s;
-        s.kind = op.code == Opcode::kTuple ? Sym::kTuple
-                 : op.code == Opcode::kList ? Sym::kList
-                 : op.code == Opcode::kDict ? Sym::kDict
-                                            : Sym::kSet;
-        s.items = PopMark();
-        s.weight = WeightOf(s.items);
-        if (s.kind != Sym::kTuple) s.items.clear();
-        PushNew(std::move(s));
-        return;
-      }
-      case Opcode::kTuple1:
-      case Opcode::kTuple2:
-      case Opcode::kTuple3: {
-        const size_t n = op.code == Opcode::kTuple1 ? 1 : op.code == Opcode::kTuple2 ? 2 : 3;
-        Sym s;
-        s.kind = Sym::kTuple;
-        s.items.resize(n);
-        for (size_t i = n; i-- > 0;) s.items[i] = Pop();
-        s.weight = WeightOf(s.items);
-        PushNew(std::move(s));
-        return;
-      }
-      case Opcode::kAppend:
-      case Opcode::kAppends:
-      case Opcode::kSetItem:
-      case Opcode::kSetItems:
-      case Opcode::kAddItems: {
-        std::vector<uint32_t> items;
-        if (op.code == Opcode::kAppend) {
-          items.push_back(Pop());
-        } else if (op.code == Opcode::kSetItem) {
-          const uint32_t v = Pop();
-          items = {Pop(), v};
-        } else {
-          items = PopMark();
-        }
-        if (stack_.size() > Fence()) {
-          Sym& target = Val(stack_.back());
-          target.weight = AddWeight(target.weight, WeightOf(items) - 1);
-          if (target.kind == Sym::kObject) {
-            // On an object these call its append/extend/__setitem__: the
-            // object's class is already reported (CKG-F050).
-          }
-        }
-        return;
-      }
-      case Opcode::kGet:
-      case Opcode::kBinGet:
-      case Opcode::kLongBinGet: {
-        const uint64_t key = arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
-        auto it = memo_.find(key);
-        Push(it != memo_.end() ? it->second : New(Sym{}));  // a key never PUT: CPython fails here
-        return;
-      }
-      case Opcode::kPut:
-      case Opcode::kBinPut:
-      case Opcode::kLongBinPut:
-      case Opcode::kMemoize: {
-        if (stack_.size() <= Fence()) return;
-        const uint64_t key = op.code == Opcode::kMemoize
-                                 ? memo_.size()
-                                 : (arg.type == PickleArgType::kUInt ? arg.uint_value
-                                                                     : static_cast<uint64_t>(arg.int_value));
-        if (memo_.size() < options_.max_values || memo_.contains(key)) memo_[key] = stack_.back();
-        return;
-      }
-      case Opcode::kGlobal: {
-        Sym s;
-        ClassifyAndReport(std::string(arg.Data()), std::string(arg.Name()), entry, op.offset, s);
-        PushNew(std::move(s));
-        return;
-      }
-      case Opcode::kStackGlobal: {
-        const uint32_t name = Pop();
-        const uint32_t module = Pop();
-        Sym s;
-        if (Val(name).kind == Sym::kStr && Val(module).kind == Sym::kStr && !Val(name).truncated &&
-            !Val(module).truncated) {
-          ClassifyAndReport(std::string(Val(module).text), std::string(Val(name).text), entry, op.offset, s);
-        } else {
-          Add("CKG-F001", rules_.FixedRule("CKG-F001").severity,
-              "STACK_GLOBAL operands are not two literal strings (a " + KindName(Val(module).kind) + " and a " +
-                  KindName(Val(name).kind) + "): the imported name cannot be known",
-              entry, op.offset, "");
-          s.kind = Sym::kGlobal;
-          s.text = "<unresolved>";
-        }
-        PushNew(std::move(s));
-        return;
-      }
-      case Opcode::kInst: {
-        Sym cls;
-        ClassifyAndReport(std::string(arg.Data()), std::string(arg.Name()), entry, op.offset, cls);
-        const uint32_t target = New(std::move(cls));
-        const std::vector<uint32_t> args = PopMark();
-        Call(op, target, args, entry, depth, true);
-        return;
-      }
-      case Opcode::kObj: {
-        std::vector<uint32_t> items = PopMark();
-        if (items.empty()) {
-          PushNew(Sym{});
-          return;
-        }
-        const uint32_t target = items.front();
-        items.erase(items.begin());
-        Call(op, target, items, entry, depth, true);
-        return;
-      }
-      case Opcode::kReduce: {
-        const uint32_t args = Pop();
-        const uint32_t target = Pop();
-        const std::vector<uint32_t> items = Val(args).kind == Sym::kTuple ? Val(args).items : std::vector<uint32_t>{};
-        Call(op, target, items, entry, depth, false);
-        return;
-      }
-      case Opcode::kNewObj:
-      case Opcode::kNewObjEx: {
-        if (op.code == Opcode::kNewObjEx) Pop();  // kwargs
-        const uint32_t args = Pop();
-        const uint32_t target = Pop();
-        const std::vector<uint32_t> items = Val(args).kind == Sym::kTuple ? Val(args).items : std::vector<uint32_t>{};
-        Call(op, target, items, entry, depth, true);
-        return;
-      }
-      case Opcode::kBuild: {
-        Pop();  // state
-        if (stack_.size() > Fence()) {
-          const Sym& obj = Val(stack_.back());
-          if (obj.kind == Sym::kUnknown && obj.text.empty()) {
-            // BUILD on something no call named: its __setstate__ is unknown.
-            Add("CKG-F002", rules_.FixedRule("CKG-F002").severity,
-                "BUILD calls __setstate__ of a value whose class is unknown", entry, op.offset, "");
-          }
-        }
-        return;
-      }
-      case Opcode::kExt1:
-      case Opcode::kExt2:
-      case Opcode::kExt4:
-        Add("CKG-F003", rules_.FixedRule("CKG-F003").severity,
-            std::string(op.Info().name) + " fetches a global from the copyreg extension registry (code " +
-                Num(arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value)) +
-                "): what it names depends on the loading process",
-            entry, op.offset, "");
-        PushNew(Sym{});
-        return;
-      case Opcode::kPersId:
-        PushNew(Sym{});
-        return;
-      case Opcode::kBinPersId:
-        CheckRecord(op, Pop(), entry);
-        PushNew(Sym{});
-        return;
-      case Opcode::kNextBuffer:
-      case Opcode::kReadonlyBuffer:
-        PushNew(Sym{});
-        return;
     }
+  }
+  Result<Id> Tuple(const PickleOp&, std::span<const Id> items) {
+    Sym s;
+    s.kind = Sym::kTuple;
+    s.items.assign(items.begin(), items.end());
+    s.weight = WeightOf(items);
+    return New(std::move(s));
+  }
+  Result<Id> MakeContainer(Sym::Kind kind, std::span<const Id> items) {
+    Sym s;
+    s.kind = kind;
+    s.weight = WeightOf(items);
+    return New(std::move(s));
+  }
+  Result<Id> List(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kList, items); }
+  Result<Id> Dict(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kDict, items); }
+  Result<Id> Set(const PickleOp&, std::span<const Id> items, bool frozen) {
+    CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(Sym::kSet, items));
+    Val(id).frozen = frozen;
+    return id;
+  }
+  Status Append(const PickleOp& op, Id target, std::span<const Id> items) {
+    CheckTarget(op, target);
+    AddWeightTo(target, items);
+    return OkStatus();
+  }
+  Status SetItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
+  Status AddItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
+
+  Result<Id> Global(const PickleOp& op, std::string_view module, std::string_view name) {
+    Sym s;
+    ClassifyAndReport(std::string(module), std::string(name), op.offset, s);
+    return New(std::move(s));
+  }
+  Result<Id> StackGlobal(const PickleOp& op, Id module, Id name) {
+    const Sym& m = Val(module);
+    const Sym& n = Val(name);
+    // The loader's rule (pickle_semantics.h): both exactly str.
+    Result<GlobalName> g = StackGlobalName(StrOperand{m.kind == Sym::kStr, !m.truncated, m.text},
+                                           StrOperand{n.kind == Sym::kStr, !n.truncated, n.text});
+    Sym s;
+    if (g) {
+      ClassifyAndReport(std::string(g->module), std::string(g->name), op.offset, s);
+    } else {
+      AddFixed("CKG-F001",
+               "STACK_GLOBAL operands are not two literal strings (a " + KindName(m.kind) + " and a " +
+                   KindName(n.kind) + "): the imported name cannot be known",
+               op.offset);
+      s.kind = Sym::kGlobal;
+      s.text = "<unresolved>";
+    }
+    return New(std::move(s));
+  }
+  std::vector<uint32_t> TupleItems(Id args) {
+    return Val(args).kind == Sym::kTuple ? Val(args).items : std::vector<uint32_t>{};
+  }
+  Result<Id> Reduce(const PickleOp& op, Id callable, Id args) {
+    const std::vector<uint32_t> items = TupleItems(args);
+    return Call(op, callable, items, false);
+  }
+  Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id*) {
+    const std::vector<uint32_t> items = TupleItems(args);
+    return Call(op, cls, items, true);
+  }
+  Result<Id> Obj(const PickleOp& op, Id cls, std::span<const Id> args) { return Call(op, cls, args, true); }
+  Result<Id> Inst(const PickleOp& op, std::string_view module, std::string_view name, std::span<const Id> args) {
+    Sym cls;
+    ClassifyAndReport(std::string(module), std::string(name), op.offset, cls);
+    const uint32_t target = New(std::move(cls));
+    return Call(op, target, args, true);
+  }
+  Status Build(const PickleOp& op, Id obj, Id) {
+    CheckTarget(op, obj);
+    return OkStatus();
+  }
+  Result<Id> Ext(const PickleOp& op, uint64_t code) {
+    AddFixed("CKG-F003",
+             std::string(op.Info().name) + " fetches a global from the copyreg extension registry (code " + Num(code) +
+                 "): what it names depends on the loading process",
+             op.offset);
+    return New(Sym{});
+  }
+  Result<Id> PersistentLoad(const PickleOp& op, const Id* pid) {
+    if (pid != nullptr) CheckRecord(op, *pid);
+    return New(Sym{});
+  }
+  Result<Id> Buffer(const PickleOp&, const Id* target) { return target != nullptr ? *target : New(Sym{}); }
+  Id Opaque() { return New(Sym{}); }
+  // The C unpickler fails here (a stack underflow, a missing MARK, a memo
+  // key never stored): what torch ran before stays reported, and the scan
+  // reads on in case another unpickler would not have stopped.
+  void Malformed(const Error& e) {
+    if (sniffed_) return;
+    AddFixed("CKG-F020", "the unpickler fails here (" + e.ToString() + "); the scan reads on", e.offset);
   }
 
   // CheckRecord checks a torch storage persistent id of data.pkl against its
   // data/<key> record (the container layer's rule, applied as the scan meets
   // each id instead of decoding data.pkl a second time).
-  void CheckRecord(const PickleOp& op, uint32_t pid, const std::string& entry) {
-    if (records_ == nullptr || entry != records_entry_) return;
+  void CheckRecord(const PickleOp& op, uint32_t pid) {
+    if (records_ == nullptr || *entry_ != records_entry_) return;
     const Sym& t = Val(pid);
-    if (t.kind != Sym::kTuple || t.items.size() < 5) return;
-    const Sym& tag = Val(t.items[0]);
-    const Sym& type = Val(t.items[1]);
-    const Sym& key = Val(t.items[2]);
-    const Sym& numel = Val(t.items[4]);
-    if (tag.kind != Sym::kStr || tag.text != "storage" || type.kind != Sym::kGlobal || key.kind != Sym::kStr ||
-        numel.kind != Sym::kScalar || !type.text.starts_with("torch.")) {
-      return;
+    if (t.kind != Sym::kTuple || t.items.size() < 5 || t.items.size() > 6) return;
+    PidItem items[6];
+    for (size_t i = 0; i < t.items.size(); ++i) {
+      const Sym& x = Val(t.items[i]);
+      PidItem& item = items[i];
+      if (x.kind == Sym::kStr && !x.truncated) {
+        item.kind = PidItem::kStr;
+        item.text = x.text;
+      } else if (x.kind == Sym::kScalar && x.is_int) {
+        item.kind = PidItem::kInt;
+        item.number = x.number;
+      } else if (x.kind == Sym::kGlobal && x.text.starts_with("torch.")) {
+        item.kind = PidItem::kGlobal;
+        item.module = "torch";
+        item.name = x.text.substr(6);
+        item.storage_type = x.action == static_cast<uint8_t>(AllowAction::kStorageType);
+      }
     }
+    Result<StoragePid> parsed = ParseStoragePid(std::span<const PidItem>(items, t.items.size()));
+    if (!parsed) return;  // the loader refuses it; nothing to check against a record
     StorageRef ref;
     ref.offset = op.offset;
-    ref.module = "torch";
-    ref.storage_type = std::string(type.text.substr(6));
-    ref.key = std::string(key.text);
-    ref.numel = numel.number;
+    ref.module = std::string(parsed->module);
+    ref.storage_type = std::string(parsed->type);
+    ref.key = std::string(parsed->key);
+    ref.location = std::string(parsed->location);
+    ref.numel = parsed->numel;
     if (!checked_keys_.insert(ref.key).second) return;
     if (std::optional<Anomaly> a = CheckStorageRecord(*records_, ref, op.offset)) AddAnomaly(*a, a->entry);
   }
@@ -613,6 +618,7 @@ class Scanner {
       case Sym::kSet: return "set";
       case Sym::kGlobal: return "global";
       case Sym::kObject: return "object";
+      case Sym::kTensor: return "tensor";
     }
     return "value";
   }
@@ -620,16 +626,19 @@ class Scanner {
   const RuleSet& rules_;
   const ScanOptions& options_;
   FileReport& report_;
+  Budget& budget_;
+  std::optional<Error> budget_error_;
   bool torchscript_ = false;
   bool overflow_reported_ = false;
+  // The stream being scanned.
+  const std::string* entry_ = nullptr;
+  uint32_t depth_ = 0;
+  bool sniffed_ = false;
   std::set<std::string> seen_;
   std::vector<Sym> values_;
   std::deque<std::string> texts_;  // copies that Sym::text views
-  std::vector<uint32_t> stack_;
-  std::vector<size_t> marks_;
-  std::unordered_map<uint64_t, uint32_t> memo_;
   std::deque<Nested> nested_;
-  std::unordered_map<std::string, GlobalClass> classes_;
+  std::unordered_map<std::string, Classified> classes_;
   const Container* records_ = nullptr;  // the torch archive whose data.pkl is being scanned
   std::string records_entry_;
   std::set<std::string> checked_keys_;
@@ -649,20 +658,26 @@ FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& opt
   report.path = path;
   try {
     const RuleSet& rules = options.rules != nullptr ? *options.rules : RuleSet::Builtin();
-    const Container root = OpenContainer(data, options.container);
+    // One budget for the whole file: the container layer, every pickle and
+    // every nested pickle charge it.
+    Budget budget(options.budget);
+    const Container root = OpenContainer(data, options.container, &budget);
     report.format = std::string(ContainerFormatName(root.format));
-    Scanner scanner(rules, options, report);
+    Scanner scanner(rules, options, report, budget);
     std::optional<Error> first_error;
     ForEachContainer(root, [&](const Container& c, const std::string& nested) {
       scanner.ScanContainer(c, nested);
       // A pickle stream that stops parsing was still scanned up to the break
       // (CKG-F020); other formats' errors mean part of the file was not read.
       const bool stream = c.format == ContainerFormat::kPickle || c.format == ContainerFormat::kTorchLegacy;
-      if (c.error && !first_error && !stream) {
+      // A budget error is always the scan's error: part of the file was
+      // not read.
+      if (c.error && !first_error && (!stream || !c.error->limit.empty())) {
         first_error = *c.error;
         if (!nested.empty()) first_error->where = nested + (first_error->where.empty() ? "" : " > " + first_error->where);
       }
     });
+    if (scanner.budget_error() && !first_error) first_error = *scanner.budget_error();
     if (root.format == ContainerFormat::kUnknown) {
       first_error = Error{ErrorCode::kUnsupportedFormat, 0, "", "not a model file: " + root.reason};
     }

@@ -6,6 +6,8 @@
 #include <set>
 #include <unordered_map>
 
+#include "ckptguard/pickle_machine.h"
+#include "ckptguard/pickle_semantics.h"
 #include "py_text.h"
 
 namespace ckptguard {
@@ -58,40 +60,12 @@ std::optional<std::string> ScalarKey(const Value& v) {
   }
 }
 
-// MemoTable maps memo keys to values. Picklers number them 0, 1, 2...: those live
-// in a vector; a sparse key (a hostile pickle's 2^60) goes to a hash map, so
-// no key can size an allocation.
-class MemoTable {
- public:
-  static constexpr ValueId kUnset = UINT32_MAX;
-  const ValueId* Find(uint64_t key) const {
-    if (key < dense_.size()) return dense_[key] == kUnset ? nullptr : &dense_[key];
-    auto it = sparse_.find(key);
-    return it == sparse_.end() ? nullptr : &it->second;
-  }
-  // Set returns true when `key` is new.
-  bool Set(uint64_t key, ValueId value) {
-    if (key < dense_.size() + 1024 && key < (uint64_t{1} << 28)) {
-      if (key >= dense_.size()) dense_.resize(static_cast<size_t>(key) + 1, kUnset);
-      const bool fresh = dense_[key] == kUnset;
-      dense_[key] = value;
-      count_ += fresh ? 1 : 0;
-      return fresh;
-    }
-    const bool fresh = sparse_.insert_or_assign(key, value).second;
-    count_ += fresh ? 1 : 0;
-    return fresh;
-  }
-  uint64_t size() const { return count_; }
-
- private:
-  std::vector<ValueId> dense_;
-  std::unordered_map<uint64_t, ValueId> sparse_;
-  uint64_t count_ = 0;
-};
-
+// Vm is the restricted VM: the PickleMachine's strict domain whose values
+// live in the run's ValueArena.
 class Vm {
  public:
+  using Id = MachineId;
+
   Vm(Bytes data, uint64_t base_offset, const std::string& where, VmState& state, const StorageResolver& resolver,
      const VmOptions& options)
       : data_(data),
@@ -101,7 +75,8 @@ class Vm {
         resolver_(resolver),
         allowlist_(options.allowlist != nullptr ? *options.allowlist : BuiltinAllowlist()),
         limits_(options.limits.Clamped()),
-        script_objects_(options.script_objects) {}
+        script_objects_(options.script_objects),
+        budget_(options.budget != nullptr ? *options.budget : own_budget_) {}
 
   Result<ValueId> Run() {
     // A value takes at least ~4 pickle bytes in real files (an opcode and a
@@ -111,29 +86,188 @@ class Vm {
     state_.values.Reserve(static_cast<size_t>(std::min<uint64_t>(
         state_.values.size() + std::min<uint64_t>(data_.size() / 4, uint64_t{1} << 18), limits_.max_values)));
     PickleDecoder decoder(data_, limits_.pickle, base_offset_);
-    while (true) {
-      Result<PickleOp> op = decoder.Next();
-      if (!op) {
-        // The decoder names the opcode; keep the entry too.
-        Error e = op.error();
-        e.where = e.where.empty() ? where_ : where_ + ": " + e.where;
-        return std::unexpected(std::move(e));
-      }
-      if (op->code == Opcode::kStop) {
-        CKG_ASSIGN_OR_RETURN(ValueId root, Pop(*op));
-        return root;
-      }
-      Status s = Step(*op);
-      if (!s) {
-        Error e = s.error();
-        if (e.code == ErrorCode::kForbiddenGlobal) AppendOtherGlobals(decoder, e);
-        if (e.where.empty()) e.where = where_;
-        return std::unexpected(std::move(e));
-      }
+    MachineLimits machine_limits{limits_.max_stack_depth, limits_.max_mark_depth, limits_.max_memo_entries};
+    PickleMachine<Vm> machine(*this, machine_limits, budget_, MachineMode::kStrict, where_);
+    Result<ValueId> root = machine.Run(decoder);
+    if (root) return root;
+    Error e = std::move(root).error();
+    if (machine.decode_failed()) {
+      // The decoder names the opcode; keep the entry too.
+      e.where = e.where.empty() ? where_ : where_ + ": " + e.where;
+    } else {
+      if (e.code == ErrorCode::kForbiddenGlobal) AppendOtherGlobals(decoder, e);
+      if (e.where.empty()) e.where = where_;
     }
+    return std::unexpected(std::move(e));
   }
 
+  // --- the domain (pickle_machine.h) -------------------------------------
+  Result<Id> Literal(const PickleOp& op) {
+    const PickleArg& arg = op.arg;
+    Value v;
+    switch (op.code) {
+      case Opcode::kNone:
+        break;
+      case Opcode::kNewTrue:
+      case Opcode::kNewFalse:
+        v.kind = ValueKind::kBool;
+        v.int_value = op.code == Opcode::kNewTrue ? 1 : 0;
+        break;
+      case Opcode::kFloat:
+      case Opcode::kBinFloat:
+        v.kind = ValueKind::kFloat;
+        v.float_value = arg.float_value;
+        break;
+      case Opcode::kString:
+      case Opcode::kBinString:
+      case Opcode::kShortBinString:
+        return StrFromBytes(op);
+      case Opcode::kUnicode:
+      case Opcode::kBinUnicode:
+      case Opcode::kShortBinUnicode:
+      case Opcode::kBinUnicode8:
+        v.kind = ValueKind::kStr;
+        v.text = std::string(arg.Data());
+        break;
+      case Opcode::kBinBytes:
+      case Opcode::kShortBinBytes:
+      case Opcode::kBinBytes8:
+      case Opcode::kByteArray8:
+        v.kind = ValueKind::kBytes;
+        v.byte_array = op.code == Opcode::kByteArray8;
+        v.text = std::string(arg.Data());
+        break;
+      default:  // INT, BININT*, LONG*
+        if (arg.type == PickleArgType::kBool) {
+          v.kind = ValueKind::kBool;
+          v.int_value = arg.int_value;
+        } else if (arg.type == PickleArgType::kBigInt) {
+          v = IntValue(py::IntFromTwosComplement(arg.Data()));
+        } else {
+          v.kind = ValueKind::kInt;
+          v.int_value = arg.type == PickleArgType::kUInt ? static_cast<int64_t>(arg.uint_value) : arg.int_value;
+        }
+        break;
+    }
+    return Add(op, std::move(v));
+  }
+  Result<Id> Tuple(const PickleOp& op, std::span<const Id> items) {
+    Value v;
+    v.kind = ValueKind::kTuple;
+    CKG_TRY(CheckLen(op, items.size()));
+    v.items.assign(items.begin(), items.end());
+    return Add(op, std::move(v));
+  }
+  Result<Id> List(const PickleOp& op, std::span<const Id> items) {
+    Value v;
+    v.kind = ValueKind::kList;
+    CKG_TRY(CheckLen(op, items.size()));
+    v.items.assign(items.begin(), items.end());
+    return Add(op, std::move(v));
+  }
+  Result<Id> Dict(const PickleOp& op, std::span<const Id> items) {
+    CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, false));
+    for (size_t i = 0; i + 1 < items.size(); i += 2) CKG_TRY(SetItem(op, d, items[i], items[i + 1]));
+    return d;
+  }
+  Result<Id> Set(const PickleOp& op, std::span<const Id> items, bool frozen) {
+    Value v;
+    v.kind = ValueKind::kSet;
+    v.frozen = frozen;
+    CKG_ASSIGN_OR_RETURN(ValueId s, Add(op, std::move(v)));
+    for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
+    return s;
+  }
+  Status Append(const PickleOp& op, Id list, std::span<const Id> items) {
+    if (Get(list).kind != ValueKind::kList) {
+      return Fail(ErrorCode::kForbiddenGlobal, op,
+                  std::string(op.Info().name) + " on a " + std::string(ValueKindName(Get(list).kind)) +
+                      " (only lists; on other objects it would call their append/extend)");
+    }
+    Value& l = state_.values.Mutable(list);
+    CKG_TRY(CheckLen(op, l.items.size() + items.size()));
+    CKG_TRY(Account(op, items.size() * sizeof(ValueId)));
+    l.items.insert(l.items.end(), items.begin(), items.end());
+    return OkStatus();
+  }
+  Status SetItems(const PickleOp& op, Id d, std::span<const Id> items) {
+    if (Get(d).kind != ValueKind::kDict) {
+      return Fail(ErrorCode::kForbiddenGlobal, op,
+                  std::string(op.Info().name) + " on a " + std::string(ValueKindName(Get(d).kind)) +
+                      " (only dicts; on other objects it would call their __setitem__)");
+    }
+    for (size_t i = 0; i + 1 < items.size(); i += 2) CKG_TRY(SetItem(op, d, items[i], items[i + 1]));
+    return OkStatus();
+  }
+  Status AddItems(const PickleOp& op, Id s, std::span<const Id> items) {
+    if (Get(s).kind != ValueKind::kSet || Get(s).frozen) {
+      return Fail(ErrorCode::kForbiddenGlobal, op, "ADDITEMS on a " + std::string(ValueKindName(Get(s).kind)));
+    }
+    for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
+    return OkStatus();
+  }
+  Result<Id> Global(const PickleOp& op, std::string_view module, std::string_view name) {
+    return GlobalValue(op, module, name);
+  }
+  Result<Id> StackGlobal(const PickleOp& op, Id module, Id name) {
+    const Value& m = Get(module);
+    const Value& n = Get(name);
+    Result<GlobalName> g = StackGlobalName(StrOperand{m.kind == ValueKind::kStr, true, m.text},
+                                           StrOperand{n.kind == ValueKind::kStr, true, n.text});
+    if (!g) return Fail(g.error().code, op, g.error().detail);
+    // The views point into the arena's strings, which GlobalValue copies
+    // before it adds a value.
+    const std::string module_text(g->module);
+    const std::string name_text(g->name);
+    return GlobalValue(op, module_text, name_text);
+  }
+  Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id* kwargs) {
+    const Value& c = Get(cls);
+    if (kwargs != nullptr) {
+      return Fail(ErrorCode::kForbiddenGlobal, op,
+                  "NEWOBJ_EX: creating an instance" +
+                      (c.kind == ValueKind::kGlobal ? " of '" + c.text + "'" : std::string()) + " is not allowed");
+    }
+    if (c.kind == ValueKind::kGlobal && c.index == kScriptClass) {
+      if (Get(args).kind != ValueKind::kTuple || !Get(args).items.empty()) {
+        return Malformed(op, "NEWOBJ of TorchScript class '" + c.text + "' with arguments");
+      }
+      Value v;
+      v.kind = ValueKind::kObject;
+      v.text = c.text;
+      return Add(op, std::move(v));
+    }
+    return Fail(ErrorCode::kForbiddenGlobal, op,
+                "NEWOBJ: creating an instance of " +
+                    (c.kind == ValueKind::kGlobal ? "'" + c.text + "'" : std::string(ValueKindName(c.kind))) +
+                    " is not allowed");
+  }
+  Result<Id> Obj(const PickleOp& op, Id cls, std::span<const Id>) {
+    const Value& c = Get(cls);
+    return Fail(ErrorCode::kForbiddenGlobal, op,
+                "OBJ: creating an instance" + (c.kind == ValueKind::kGlobal ? " of '" + c.text + "'" : std::string()) +
+                    " is not allowed");
+  }
+  Result<Id> Inst(const PickleOp& op, std::string_view module, std::string_view name, std::span<const Id>) {
+    return Fail(ErrorCode::kForbiddenGlobal, op,
+                "INST: global '" + std::string(module) + "." + std::string(name) +
+                    "' is not on the allowlist (nothing was imported or called)");
+  }
+  Result<Id> Ext(const PickleOp& op, uint64_t code) {
+    return Fail(ErrorCode::kForbiddenGlobal, op,
+                std::string(op.Info().name) + ": extension code " + Num(code) + " (copyreg registry) is not allowed");
+  }
+  Result<Id> Buffer(const PickleOp& op, const Id*) {
+    return Fail(ErrorCode::kUnsupportedFormat, op,
+                std::string(op.Info().name) + ": out-of-band buffers are not supported");
+  }
+  // Strict mode: the machine never substitutes values.
+  Id Opaque() { return 0; }
+  void Malformed(const Error&) {}
+
  private:
+  friend class PickleMachine<Vm>;
+
   // --- errors -------------------------------------------------------------
   std::unexpected<Error> Fail(ErrorCode code, const PickleOp& op, std::string detail) const {
     return MakeError(code, op.offset, std::move(detail), where_);
@@ -147,35 +281,16 @@ class Vm {
   void AppendOtherGlobals(PickleDecoder& decoder, Error& error) const {
     std::vector<std::string> names;
     std::set<std::string> seen;
-    std::string last_str[2];
-    for (int i = 0; i < 1'000'000 && names.size() < 12; ++i) {
-      Result<PickleOp> op = decoder.Next();
-      if (!op) break;
-      std::string name;
-      if (op->arg.type == PickleArgType::kGlobal) {
-        name = std::string(op->arg.Data()) + "." + std::string(op->arg.Name());
-      } else if (op->code == Opcode::kStackGlobal && !last_str[0].empty()) {
-        name = last_str[0] + "." + last_str[1];
-      }
-      if (op->arg.type == PickleArgType::kString) {
-        last_str[0] = std::move(last_str[1]);
-        last_str[1] = std::string(op->arg.Data());
-      } else if (op->code != Opcode::kMemoize && op->code != Opcode::kBinPut && op->code != Opcode::kLongBinPut &&
-                 op->code != Opcode::kPut) {
-        last_str[0].clear();
-        last_str[1].clear();
-      }
-      const size_t dot = name.find('.');
-      const bool allowed = dot != std::string::npos &&
-                           allowlist_.Find(std::string_view(name).substr(0, dot), std::string_view(name).substr(dot + 1));
+    CollectGlobalNames(decoder, 1'000'000, [&](std::string_view module, std::string_view global) {
       // Find joins module and name again, so any split of the dotted name
       // works; the first keeps module aliases ("__builtin__") applicable.
-      if (!name.empty() && !allowed && seen.insert(name).second &&
+      const std::string name = std::string(module) + "." + std::string(global);
+      if (!allowlist_.Find(module, global) && seen.insert(name).second &&
           error.detail.find("'" + name + "'") == std::string::npos) {
         names.push_back(name);
       }
-      if (op->code == Opcode::kStop) break;
-    }
+      return names.size() < 12;
+    });
     if (names.empty()) return;
     error.detail += "; the pickle also names:";
     for (size_t i = 0; i < names.size(); ++i) error.detail += (i == 0 ? " " : ", ") + names[i];
@@ -197,48 +312,6 @@ class Vm {
     return OkStatus();
   }
   const Value& Get(ValueId id) const { return state_.values.Get(id); }
-
-  // --- stack ---------------------------------------------------------------
-  size_t Fence() const { return marks_.empty() ? 0 : marks_.back(); }
-
-  Status Push(const PickleOp& op, ValueId id) {
-    if (stack_.size() >= limits_.max_stack_depth) {
-      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_stack_depth", limits_.max_stack_depth));
-    }
-    stack_.push_back(id);
-    return OkStatus();
-  }
-  Status PushNew(const PickleOp& op, Value v) {
-    CKG_ASSIGN_OR_RETURN(ValueId id, Add(op, std::move(v)));
-    return Push(op, id);
-  }
-  Result<ValueId> Pop(const PickleOp& op) {
-    if (stack_.size() <= Fence()) {
-      return Fail(ErrorCode::kMalformed, op,
-                  std::string(op.Info().name) + ": stack underflow" + (marks_.empty() ? "" : " (below the MARK)"));
-    }
-    ValueId id = stack_.back();
-    stack_.pop_back();
-    return id;
-  }
-  Result<ValueId> Top(const PickleOp& op) const {
-    if (stack_.size() <= Fence()) {
-      return Fail(ErrorCode::kMalformed, op, std::string(op.Info().name) + ": stack underflow");
-    }
-    return stack_.back();
-  }
-  // PopMark removes everything above the topmost MARK and the MARK itself.
-  Result<std::vector<ValueId>> PopMark(const PickleOp& op) {
-    if (marks_.empty()) return Fail(ErrorCode::kMalformed, op, std::string(op.Info().name) + ": no MARK");
-    const size_t mark = marks_.back();
-    marks_.pop_back();
-    std::vector<ValueId> items(stack_.begin() + static_cast<std::ptrdiff_t>(mark), stack_.end());
-    stack_.resize(mark);
-    if (items.size() > limits_.max_container_len) {
-      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_container_len", limits_.max_container_len));
-    }
-    return items;
-  }
 
   // --- containers ----------------------------------------------------------
   // HashKey renders a dict key or set element so that keys Python considers
@@ -341,7 +414,7 @@ class Vm {
     return v;
   }
 
-  Status PushStrFromBytes(const PickleOp& op) {
+  Result<ValueId> StrFromBytes(const PickleOp& op) {
     // torch.load unpickles with encoding='utf-8': Python 2 str operands
     // become str, and bytes that are not UTF-8 fail the load.
     const std::string_view data = op.arg.Data();
@@ -353,18 +426,18 @@ class Vm {
     Value v;
     v.kind = ValueKind::kStr;
     v.text = std::string(data);
-    return PushNew(op, std::move(v));
+    return Add(op, std::move(v));
   }
 
   // --- globals -------------------------------------------------------------
-  Status PushGlobal(const PickleOp& op, std::string_view module, std::string_view name) {
+  Result<ValueId> GlobalValue(const PickleOp& op, std::string_view module, std::string_view name) {
     const std::string full = std::string(module) + "." + std::string(name);
     if (script_objects_ && (module == "__torch__" || module.starts_with("__torch__."))) {
       Value v;
       v.kind = ValueKind::kGlobal;
       v.index = kScriptClass;
       v.text = full;
-      return PushNew(op, std::move(v));
+      return Add(op, std::move(v));
     }
     const AllowEntry* entry = allowlist_.Find(module, name);
     if (entry == nullptr) {
@@ -384,7 +457,7 @@ class Vm {
       v.text = std::string(allowlist_.CanonicalModule(module)) + "." + std::string(name);
       if (entry->dtype) v.dtype = *entry->dtype;
     }
-    return PushNew(op, std::move(v));
+    return Add(op, std::move(v));
   }
 
   // --- argument helpers ----------------------------------------------------
@@ -427,7 +500,7 @@ class Vm {
   }
 
   // MakeTensor checks a view against its storage and adds the tensor.
-  Status MakeTensor(const PickleOp& op, const std::string& fn, ValueId storage_id, int64_t offset,
+  Result<ValueId> MakeTensor(const PickleOp& op, const std::string& fn, ValueId storage_id, int64_t offset,
                     std::vector<int64_t> shape, std::vector<int64_t> stride, bool requires_grad,
                     std::optional<DType> dtype) {
     const Value& sv = Get(storage_id);
@@ -497,7 +570,7 @@ class Vm {
     Value v;
     v.kind = ValueKind::kTensor;
     v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
-    return PushNew(op, std::move(v));
+    return Add(op, std::move(v));
   }
 
   static std::string DimsText(const std::vector<int64_t>& dims) {
@@ -507,9 +580,7 @@ class Vm {
   }
 
   // --- REDUCE --------------------------------------------------------------
-  Status Reduce(const PickleOp& op) {
-    CKG_ASSIGN_OR_RETURN(ValueId args_id, Pop(op));
-    CKG_ASSIGN_OR_RETURN(ValueId fn_id, Pop(op));
+  Result<Id> Reduce(const PickleOp& op, Id fn_id, Id args_id) {
     const Value& fnv = Get(fn_id);
     if (fnv.kind != ValueKind::kGlobal) {
       return Fail(ErrorCode::kForbiddenGlobal, op,
@@ -574,7 +645,7 @@ class Vm {
         Value v;
         v.kind = ValueKind::kTensor;
         v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
-        return PushNew(op, std::move(v));
+        return Add(op, std::move(v));
       }
       case AllowAction::kOrderedDict:
       case AllowAction::kCounter: {
@@ -598,7 +669,7 @@ class Vm {
             return Malformed(op, fn + ": argument must be a dict or a list of pairs");
           }
         }
-        return Push(op, d);
+        return d;
       }
       case AllowAction::kTorchSize: {
         CKG_TRY(want(1, 1));
@@ -607,7 +678,7 @@ class Vm {
         v.kind = ValueKind::kTuple;
         v.frozen = true;
         v.items = Get(args[0]).items;
-        return PushNew(op, std::move(v));
+        return Add(op, std::move(v));
       }
       case AllowAction::kDevice: {
         CKG_TRY(want(1, 2));
@@ -620,39 +691,22 @@ class Vm {
           CKG_ASSIGN_OR_RETURN(int64_t index, ArgInt(op, fn, args[1], "index"));
           v.text += ":" + std::to_string(index);
         }
-        return PushNew(op, std::move(v));
+        return Add(op, std::move(v));
       }
       case AllowAction::kCodecsEncode: {
         CKG_TRY(want(1, 2));
         const Value& text = Get(args[0]);
         if (text.kind != ValueKind::kStr) return Malformed(op, fn + ": text must be a str");
-        if (args.size() == 2) {
-          const Value& enc = Get(args[1]);
-          if (enc.kind != ValueKind::kStr || (enc.text != "latin1" && enc.text != "latin-1" && enc.text != "latin_1" &&
-                                              enc.text != "iso-8859-1" && enc.text != "iso8859-1")) {
-            return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": only the latin1 encoding is supported");
-          }
-        } else {
-          return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": only encode(text, 'latin1') is supported");
-        }
-        // UTF-8 code points below 256 -> one byte each.
+        std::optional<std::string_view> encoding;
+        if (args.size() == 2 && Get(args[1]).kind == ValueKind::kStr) encoding = Get(args[1]).text;
+        if (args.size() == 2 && !encoding) encoding = std::string_view("(not a str)");
+        // One decoding for the VM and the scanner (pickle_semantics.h).
+        Result<std::string> bytes = CodecsEncodeLatin1(text.text, encoding);
+        if (!bytes) return Fail(bytes.error().code, op, fn + ": " + bytes.error().detail);
         Value v;
         v.kind = ValueKind::kBytes;
-        v.text.reserve(text.text.size());
-        const std::string& s = text.text;
-        for (size_t i = 0; i < s.size();) {
-          const uint8_t c = static_cast<uint8_t>(s[i]);
-          if (c < 0x80) {
-            v.text.push_back(static_cast<char>(c));
-            i += 1;
-          } else if ((c & 0xe0) == 0xc0 && i + 1 < s.size() && c <= 0xc3) {
-            v.text.push_back(static_cast<char>(((c & 0x1f) << 6) | (static_cast<uint8_t>(s[i + 1]) & 0x3f)));
-            i += 2;
-          } else {
-            return Malformed(op, fn + ": character outside latin1 in the text");
-          }
-        }
-        return PushNew(op, std::move(v));
+        v.text = std::move(*bytes);
+        return Add(op, std::move(v));
       }
       case AllowAction::kSet:
       case AllowAction::kFrozenSet: {
@@ -669,7 +723,7 @@ class Vm {
           const std::vector<ValueId> items = src.items;
           for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
         }
-        return Push(op, s);
+        return s;
       }
       case AllowAction::kComplex: {
         CKG_TRY(want(1, 2));
@@ -685,7 +739,7 @@ class Vm {
         if (args.size() == 2) {
           CKG_ASSIGN_OR_RETURN(v.imag_value, number(args[1]));
         }
-        return PushNew(op, std::move(v));
+        return Add(op, std::move(v));
       }
       case AllowAction::kByteArray:
       case AllowAction::kBytes: {
@@ -698,7 +752,7 @@ class Vm {
           if (src.kind != ValueKind::kBytes) return Malformed(op, fn + ": argument must be bytes");
           v.text = src.text;
         }
-        return PushNew(op, std::move(v));
+        return Add(op, std::move(v));
       }
       case AllowAction::kUnsupported: {
         const AllowEntry* entry = FindEntry(fn);
@@ -719,331 +773,64 @@ class Vm {
   }
 
   // --- BINPERSID -----------------------------------------------------------
-  Status PersistentLoad(const PickleOp& op) {
-    CKG_ASSIGN_OR_RETURN(ValueId pid_id, Pop(op));
+  Result<Id> PersistentLoad(const PickleOp& op, const Id* pid_ptr) {
+    if (pid_ptr == nullptr) {
+      return Fail(ErrorCode::kUnsupportedFormat, op, "PERSID: text persistent ids are not torch storages");
+    }
+    const ValueId pid_id = *pid_ptr;
     const Value& pid = Get(pid_id);
     if (pid.kind != ValueKind::kTuple || pid.items.size() < 5 || pid.items.size() > 6) {
       return Malformed(op, "persistent id must be ('storage', type, key, location, numel[, view]), not a " +
                                std::string(ValueKindName(pid.kind)) + " of " + Num(pid.items.size()));
     }
-    const Value& tag = Get(pid.items[0]);
-    if (tag.kind != ValueKind::kStr || tag.text != "storage") {
-      return Fail(ErrorCode::kUnsupportedFormat, op, "persistent id of kind other than 'storage'");
+    // The shape is decided once, for the VM, the scanner and the container
+    // layer's walker (ParseStoragePid).
+    PidItem items[6];
+    for (size_t i = 0; i < pid.items.size(); ++i) {
+      const Value& x = Get(pid.items[i]);
+      PidItem& item = items[i];
+      switch (x.kind) {
+        case ValueKind::kStr:
+          item.kind = PidItem::kStr;
+          item.text = x.text;
+          break;
+        case ValueKind::kInt:
+          item.kind = PidItem::kInt;
+          item.number = x.int_value;
+          break;
+        case ValueKind::kNone:
+          item.kind = PidItem::kNone;
+          break;
+        case ValueKind::kGlobal:
+          item.kind = PidItem::kGlobal;
+          item.module = x.text;
+          item.storage_type = x.index == static_cast<uint32_t>(AllowAction::kStorageType);
+          break;
+        default:
+          break;
+      }
     }
-    const Value& type = Get(pid.items[1]);
-    if (type.kind != ValueKind::kGlobal || type.index != static_cast<uint32_t>(AllowAction::kStorageType)) {
-      return Malformed(op, "persistent id: second element must be a storage type global");
+    Result<StoragePid> parsed = ParseStoragePid(std::span<const PidItem>(items, pid.items.size()));
+    if (!parsed) {
+      const Error& e = parsed.error();
+      return e.code == ErrorCode::kMalformed ? Malformed(op, e.detail) : Fail(e.code, op, e.detail);
     }
-    const Value& key = Get(pid.items[2]);
-    const Value& location = Get(pid.items[3]);
-    const Value& numel = Get(pid.items[4]);
-    if (key.kind != ValueKind::kStr || key.text.empty() || key.text.size() > 256) {
-      return Malformed(op, "persistent id: storage key must be a short non-empty str");
-    }
-    if (location.kind != ValueKind::kStr || location.text.size() > 64) {
-      return Malformed(op, "persistent id: location must be a short str");
-    }
-    if (numel.kind != ValueKind::kInt || numel.int_value < 0) {
-      return Malformed(op, "persistent id: element count must be a non-negative int");
-    }
-    if (pid.items.size() == 6 && Get(pid.items[5]).kind != ValueKind::kNone) {
+    if (parsed->view_metadata) {
       return Fail(ErrorCode::kUnsupportedFormat, op,
                   "persistent id: storage views (legacy view_metadata) are not supported");
     }
-    StorageRequest request{key.text, type.dtype, type.text, location.text, numel.int_value, op.offset};
+    const Value& type = Get(pid.items[1]);
+    StorageRequest request{std::string(parsed->key), type.dtype, type.text, std::string(parsed->location),
+                           parsed->numel, op.offset};
     Result<uint32_t> index = resolver_(request);
     if (!index) return std::unexpected(index.error());
     Value v;
     v.kind = ValueKind::kStorage;
     v.index = *index;
-    return PushNew(op, std::move(v));
+    return Add(op, std::move(v));
   }
 
-  // --- the interpreter -----------------------------------------------------
-  Status Memo(const PickleOp& op, uint64_t key) {
-    CKG_ASSIGN_OR_RETURN(ValueId top, Top(op));
-    if (memo_.Find(key) == nullptr) {
-      if (memo_.size() >= limits_.max_memo_entries) {
-        return Fail(ErrorCode::kLimitExceeded, op, Limit("max_memo_entries", limits_.max_memo_entries));
-      }
-      CKG_TRY(Account(op, 32));
-    }
-    memo_.Set(key, top);
-    return OkStatus();
-  }
-
-  Status Step(const PickleOp& op) {
-    const PickleArg& arg = op.arg;
-    Value v;
-    switch (op.code) {
-      case Opcode::kProto:
-      case Opcode::kFrame:
-        return OkStatus();
-      case Opcode::kMark:
-        if (marks_.size() >= limits_.max_mark_depth) {
-          return Fail(ErrorCode::kLimitExceeded, op, Limit("max_mark_depth", limits_.max_mark_depth));
-        }
-        marks_.push_back(stack_.size());
-        return OkStatus();
-      case Opcode::kPop:
-        // As CPython's load_pop: a MARK right at the top is popped instead.
-        if (!marks_.empty() && marks_.back() == stack_.size()) {
-          marks_.pop_back();
-          return OkStatus();
-        }
-        {
-          CKG_ASSIGN_OR_RETURN(ValueId unused, Pop(op));
-          (void)unused;
-        }
-        return OkStatus();
-      case Opcode::kPopMark: {
-        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> unused, PopMark(op));
-        (void)unused;
-        return OkStatus();
-      }
-      case Opcode::kDup: {
-        CKG_ASSIGN_OR_RETURN(ValueId top, Top(op));
-        return Push(op, top);
-      }
-      case Opcode::kNone:
-        return PushNew(op, Value{});
-      case Opcode::kNewTrue:
-      case Opcode::kNewFalse:
-        v.kind = ValueKind::kBool;
-        v.int_value = op.code == Opcode::kNewTrue ? 1 : 0;
-        return PushNew(op, std::move(v));
-      case Opcode::kInt:
-      case Opcode::kBinInt:
-      case Opcode::kBinInt1:
-      case Opcode::kBinInt2:
-      case Opcode::kLong:
-      case Opcode::kLong1:
-      case Opcode::kLong4:
-        if (arg.type == PickleArgType::kBool) {
-          v.kind = ValueKind::kBool;
-          v.int_value = arg.int_value;
-        } else if (arg.type == PickleArgType::kBigInt) {
-          v = IntValue(py::IntFromTwosComplement(arg.Data()));
-        } else {
-          v.kind = ValueKind::kInt;
-          v.int_value = arg.type == PickleArgType::kUInt ? static_cast<int64_t>(arg.uint_value) : arg.int_value;
-        }
-        return PushNew(op, std::move(v));
-      case Opcode::kFloat:
-      case Opcode::kBinFloat:
-        v.kind = ValueKind::kFloat;
-        v.float_value = arg.float_value;
-        return PushNew(op, std::move(v));
-      case Opcode::kString:
-      case Opcode::kBinString:
-      case Opcode::kShortBinString:
-        return PushStrFromBytes(op);
-      case Opcode::kUnicode:
-      case Opcode::kBinUnicode:
-      case Opcode::kShortBinUnicode:
-      case Opcode::kBinUnicode8:
-        v.kind = ValueKind::kStr;
-        v.text = std::string(arg.Data());
-        return PushNew(op, std::move(v));
-      case Opcode::kBinBytes:
-      case Opcode::kShortBinBytes:
-      case Opcode::kBinBytes8:
-      case Opcode::kByteArray8:
-        v.kind = ValueKind::kBytes;
-        v.byte_array = op.code == Opcode::kByteArray8;
-        v.text = std::string(arg.Data());
-        return PushNew(op, std::move(v));
-      case Opcode::kEmptyTuple:
-        v.kind = ValueKind::kTuple;
-        return PushNew(op, std::move(v));
-      case Opcode::kTuple: {
-        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
-        v.kind = ValueKind::kTuple;
-        v.items = std::move(items);
-        return PushNew(op, std::move(v));
-      }
-      case Opcode::kTuple1:
-      case Opcode::kTuple2:
-      case Opcode::kTuple3: {
-        const size_t n = op.code == Opcode::kTuple1 ? 1 : op.code == Opcode::kTuple2 ? 2 : 3;
-        v.kind = ValueKind::kTuple;
-        v.items.resize(n);
-        for (size_t i = n; i-- > 0;) {
-          CKG_ASSIGN_OR_RETURN(v.items[i], Pop(op));
-        }
-        return PushNew(op, std::move(v));
-      }
-      case Opcode::kEmptyList:
-        v.kind = ValueKind::kList;
-        return PushNew(op, std::move(v));
-      case Opcode::kList: {
-        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
-        v.kind = ValueKind::kList;
-        v.items = std::move(items);
-        return PushNew(op, std::move(v));
-      }
-      case Opcode::kAppend:
-      case Opcode::kAppends: {
-        std::vector<ValueId> items;
-        if (op.code == Opcode::kAppend) {
-          CKG_ASSIGN_OR_RETURN(ValueId item, Pop(op));
-          items.push_back(item);
-        } else {
-          CKG_ASSIGN_OR_RETURN(items, PopMark(op));
-        }
-        CKG_ASSIGN_OR_RETURN(ValueId list, Top(op));
-        if (Get(list).kind != ValueKind::kList) {
-          return Fail(ErrorCode::kForbiddenGlobal, op,
-                      std::string(op.Info().name) + " on a " + std::string(ValueKindName(Get(list).kind)) +
-                          " (only lists; on other objects it would call their append/extend)");
-        }
-        Value& l = state_.values.Mutable(list);
-        CKG_TRY(CheckLen(op, l.items.size() + items.size()));
-        CKG_TRY(Account(op, items.size() * sizeof(ValueId)));
-        l.items.insert(l.items.end(), items.begin(), items.end());
-        return OkStatus();
-      }
-      case Opcode::kEmptyDict: {
-        CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, false));
-        return Push(op, d);
-      }
-      case Opcode::kDict: {
-        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
-        if (items.size() % 2 != 0) return Malformed(op, "odd number of items for a dict");
-        CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, false));
-        for (size_t i = 0; i < items.size(); i += 2) CKG_TRY(SetItem(op, d, items[i], items[i + 1]));
-        return Push(op, d);
-      }
-      case Opcode::kSetItem:
-      case Opcode::kSetItems: {
-        std::vector<ValueId> items;
-        if (op.code == Opcode::kSetItem) {
-          CKG_ASSIGN_OR_RETURN(ValueId value, Pop(op));
-          CKG_ASSIGN_OR_RETURN(ValueId key, Pop(op));
-          items = {key, value};
-        } else {
-          CKG_ASSIGN_OR_RETURN(items, PopMark(op));
-          if (items.size() % 2 != 0) return Malformed(op, "odd number of items for SETITEMS");
-        }
-        CKG_ASSIGN_OR_RETURN(ValueId d, Top(op));
-        if (Get(d).kind != ValueKind::kDict) {
-          return Fail(ErrorCode::kForbiddenGlobal, op,
-                      std::string(op.Info().name) + " on a " + std::string(ValueKindName(Get(d).kind)) +
-                          " (only dicts; on other objects it would call their __setitem__)");
-        }
-        for (size_t i = 0; i < items.size(); i += 2) CKG_TRY(SetItem(op, d, items[i], items[i + 1]));
-        return OkStatus();
-      }
-      case Opcode::kEmptySet:
-        v.kind = ValueKind::kSet;
-        return PushNew(op, std::move(v));
-      case Opcode::kAddItems: {
-        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
-        CKG_ASSIGN_OR_RETURN(ValueId s, Top(op));
-        if (Get(s).kind != ValueKind::kSet || Get(s).frozen) {
-          return Fail(ErrorCode::kForbiddenGlobal, op, "ADDITEMS on a " + std::string(ValueKindName(Get(s).kind)));
-        }
-        for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
-        return OkStatus();
-      }
-      case Opcode::kFrozenSet: {
-        CKG_ASSIGN_OR_RETURN(std::vector<ValueId> items, PopMark(op));
-        v.kind = ValueKind::kSet;
-        v.frozen = true;
-        CKG_ASSIGN_OR_RETURN(ValueId s, Add(op, std::move(v)));
-        for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
-        return Push(op, s);
-      }
-      case Opcode::kGet:
-      case Opcode::kBinGet:
-      case Opcode::kLongBinGet: {
-        const uint64_t key = arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
-        if (arg.type == PickleArgType::kInt && arg.int_value < 0) return Malformed(op, "negative memo key");
-        const ValueId* found = memo_.Find(key);
-        if (found == nullptr) return Malformed(op, "memo key " + Num(key) + " was never stored");
-        return Push(op, *found);
-      }
-      case Opcode::kPut:
-      case Opcode::kBinPut:
-      case Opcode::kLongBinPut: {
-        if (arg.type == PickleArgType::kInt && arg.int_value < 0) return Malformed(op, "negative memo key");
-        if (arg.type == PickleArgType::kBigInt) return Malformed(op, "memo key too large");
-        return Memo(op, arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value));
-      }
-      case Opcode::kMemoize:
-        return Memo(op, memo_.size());
-      case Opcode::kGlobal:
-        return PushGlobal(op, arg.Data(), arg.Name());
-      case Opcode::kStackGlobal: {
-        CKG_ASSIGN_OR_RETURN(ValueId name, Pop(op));
-        CKG_ASSIGN_OR_RETURN(ValueId module, Pop(op));
-        if (Get(name).kind != ValueKind::kStr || Get(module).kind != ValueKind::kStr) {
-          return Fail(ErrorCode::kForbiddenGlobal, op, "STACK_GLOBAL: module and name must be str");
-        }
-        return PushGlobal(op, Get(module).text, Get(name).text);
-      }
-      case Opcode::kReduce:
-        return Reduce(op);
-      case Opcode::kBuild:
-        return Build(op);
-      case Opcode::kNewObj: {
-        CKG_ASSIGN_OR_RETURN(ValueId args, Pop(op));
-        CKG_ASSIGN_OR_RETURN(ValueId cls, Pop(op));
-        const Value& c = Get(cls);
-        if (c.kind == ValueKind::kGlobal && c.index == kScriptClass) {
-          if (Get(args).kind != ValueKind::kTuple || !Get(args).items.empty()) {
-            return Malformed(op, "NEWOBJ of TorchScript class '" + c.text + "' with arguments");
-          }
-          v.kind = ValueKind::kObject;
-          v.text = c.text;
-          return PushNew(op, std::move(v));
-        }
-        return Fail(ErrorCode::kForbiddenGlobal, op,
-                    "NEWOBJ: creating an instance of " +
-                        (c.kind == ValueKind::kGlobal ? "'" + c.text + "'" : std::string(ValueKindName(c.kind))) +
-                        " is not allowed");
-      }
-      case Opcode::kNewObjEx:
-      case Opcode::kObj: {
-        std::string what;
-        if (op.code == Opcode::kNewObjEx && stack_.size() >= Fence() + 3) {
-          const Value& c = Get(stack_[stack_.size() - 3]);
-          if (c.kind == ValueKind::kGlobal) what = " of '" + c.text + "'";
-        } else if (op.code == Opcode::kObj && !marks_.empty() && stack_.size() > marks_.back()) {
-          const Value& c = Get(stack_[marks_.back()]);
-          if (c.kind == ValueKind::kGlobal) what = " of '" + c.text + "'";
-        }
-        return Fail(ErrorCode::kForbiddenGlobal, op,
-                    std::string(op.Info().name) + ": creating an instance" + what + " is not allowed");
-      }
-      case Opcode::kInst:
-        return Fail(ErrorCode::kForbiddenGlobal, op,
-                    "INST: global '" + std::string(arg.Data()) + "." + std::string(arg.Name()) +
-                        "' is not on the allowlist (nothing was imported or called)");
-      case Opcode::kExt1:
-      case Opcode::kExt2:
-      case Opcode::kExt4:
-        return Fail(ErrorCode::kForbiddenGlobal, op,
-                    std::string(op.Info().name) + ": extension code " +
-                        Num(arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value)) +
-                        " (copyreg registry) is not allowed");
-      case Opcode::kPersId:
-        return Fail(ErrorCode::kUnsupportedFormat, op, "PERSID: text persistent ids are not torch storages");
-      case Opcode::kBinPersId:
-        return PersistentLoad(op);
-      case Opcode::kNextBuffer:
-      case Opcode::kReadonlyBuffer:
-        return Fail(ErrorCode::kUnsupportedFormat, op,
-                    std::string(op.Info().name) + ": out-of-band buffers are not supported");
-      case Opcode::kStop:
-        return OkStatus();
-    }
-    return Fail(ErrorCode::kUnsupportedOpcode, op, "opcode not handled by the VM");
-  }
-
-  Status Build(const PickleOp& op) {
-    CKG_ASSIGN_OR_RETURN(ValueId state, Pop(op));
-    CKG_ASSIGN_OR_RETURN(ValueId obj, Top(op));
+  Status Build(const PickleOp& op, Id obj, Id state) {
     const Value& o = Get(obj);
     const Value& s = Get(state);
     if (o.kind == ValueKind::kDict && o.ordered_dict) {
@@ -1087,9 +874,8 @@ class Vm {
   const Allowlist& allowlist_;
   VmLimits limits_;
   bool script_objects_;
-  std::vector<ValueId> stack_;
-  std::vector<size_t> marks_;
-  MemoTable memo_;
+  Budget own_budget_;  // when the options name no budget
+  Budget& budget_;
   std::unordered_map<ValueId, std::unordered_map<std::string, uint32_t>> dict_index_;
 };
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "ckptguard/budget.h"
 #include "ckptguard/pickle_decoder.h"
 
 namespace ckptguard {
@@ -26,19 +27,24 @@ struct StorageRef {
   int64_t numel = 0;          // elements of the storage type (bytes for UntypedStorage)
 };
 
-// CollectStorageRefs walks the ops of one pickle with a crude stack machine
-// that tracks only literal strings, ints, globals and tuples (through the
-// memo), and returns every persistent id shaped like a torch storage, in
-// order (a storage used twice appears twice). Anything else on the stack is
-// opaque; nothing is called. Persistent ids of another shape are ignored here
-// (the VM refuses them). Linear in the number of ops.
-std::vector<StorageRef> CollectStorageRefs(std::span<const PickleOp> ops);
+// CollectStorageRefs runs the ops of one pickle through the PickleMachine
+// (pickle_machine.h) in a domain that knows only literal strings, ints,
+// globals and tuples (through the memo), leniently, and returns every
+// persistent id shaped like a torch storage (ParseStoragePid in
+// pickle_semantics.h), in order (a storage used twice appears twice).
+// Anything else on the stack is opaque; nothing is called. Persistent ids of
+// another shape are ignored here (the VM refuses them). Linear in the number
+// of ops. `budget` (nullptr: one of this walk alone) is charged for opcodes,
+// values and memo slots; the walk stops when it runs out.
+std::vector<StorageRef> CollectStorageRefs(std::span<const PickleOp> ops, Budget* budget = nullptr);
 
 // CollectStorageRefs (streaming) does the same for the first pickle of
 // `data`, decoding as it goes instead of keeping every op (a state dict of
 // 20,000 tensors is ~700,000 ops). A decode error, or the data ending before
 // STOP, is stored in `error` (the refs before it are returned).
-std::vector<StorageRef> CollectStorageRefs(Bytes data, const PickleLimits& limits, std::optional<Error>* error);
+// A budget error is stored in `error` too.
+std::vector<StorageRef> CollectStorageRefs(Bytes data, const PickleLimits& limits, std::optional<Error>* error,
+                                           Budget* budget = nullptr);
 
 }  // namespace ckptguard
 

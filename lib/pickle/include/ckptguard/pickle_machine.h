@@ -1,0 +1,557 @@
+// PickleMachine: the one implementation of pickle's stack semantics.
+//
+// The restricted VM (lib/load), the scanner's symbolic machine (scanner/) and
+// the storage-reference walker (storage_refs.h) differ only in what a value
+// is and what a global, a call or a persistent id means; the stack, the MARK
+// stack, the memo, the limits and the mapping opcode -> operation are here,
+// once, with the C unpickler's rules (_pickle.c, which torch.load runs):
+// the fence a MARK puts on the stack, POP taking a MARK at the top, the
+// order in which operands are popped, "nothing to do" for an empty APPENDS,
+// SETITEMS and ADDITEMS, MEMOIZE storing at len(memo), and so on.
+//
+// A Domain is a class with these members (Id is MachineId, a handle the
+// domain hands out; kMachineNoValue is never one):
+//
+//   // Scalars and literals: NONE, NEWTRUE/NEWFALSE, INT, BININT*, LONG*,
+//   // FLOAT, BINFLOAT, STRING, BINSTRING, SHORT_BINSTRING, *UNICODE*,
+//   // *BINBYTES*, BYTEARRAY8 (the operand is op.arg).
+//   Result<Id> Literal(const PickleOp& op);
+//   // Containers: EMPTY_TUPLE/TUPLE/TUPLE1-3, EMPTY_LIST/LIST,
+//   // EMPTY_DICT/DICT (items are key, value pairs), EMPTY_SET/FROZENSET.
+//   Result<Id> Tuple(const PickleOp& op, std::span<const Id> items);
+//   Result<Id> List(const PickleOp& op, std::span<const Id> items);
+//   Result<Id> Dict(const PickleOp& op, std::span<const Id> items);
+//   Result<Id> Set(const PickleOp& op, std::span<const Id> items, bool frozen);
+//   // In-place updates (never called with no items, as _pickle.c):
+//   // APPEND/APPENDS, SETITEM/SETITEMS (pairs), ADDITEMS.
+//   Status Append(const PickleOp& op, Id list, std::span<const Id> items);
+//   Status SetItems(const PickleOp& op, Id dict, std::span<const Id> items);
+//   Status AddItems(const PickleOp& op, Id set, std::span<const Id> items);
+//   // Names: GLOBAL (module, name from op.arg) and STACK_GLOBAL (the two
+//   // popped values; StackGlobalName in pickle_semantics.h decides them).
+//   Result<Id> Global(const PickleOp& op, std::string_view module, std::string_view name);
+//   Result<Id> StackGlobal(const PickleOp& op, Id module, Id name);
+//   // Calls: REDUCE, NEWOBJ/NEWOBJ_EX (kwargs null for NEWOBJ), OBJ, INST,
+//   // BUILD (obj stays on the stack), EXT1/2/4.
+//   Result<Id> Reduce(const PickleOp& op, Id callable, Id args);
+//   Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id* kwargs);
+//   Result<Id> Obj(const PickleOp& op, Id cls, std::span<const Id> args);
+//   Result<Id> Inst(const PickleOp& op, std::string_view module, std::string_view name, std::span<const Id> args);
+//   Status Build(const PickleOp& op, Id obj, Id state);
+//   Result<Id> Ext(const PickleOp& op, uint64_t code);
+//   // Persistent ids: BINPERSID (pid popped) and PERSID (pid null; the text
+//   // is op.arg). Out-of-band buffers: NEXT_BUFFER (target null) and
+//   // READONLY_BUFFER (target: the top, which the result replaces).
+//   Result<Id> PersistentLoad(const PickleOp& op, const Id* pid);
+//   Result<Id> Buffer(const PickleOp& op, const Id* target);
+//   // Lenient mode only: an unknown value put where the C unpickler would
+//   // have failed, and the failure itself (a stack underflow, a missing
+//   // MARK, a memo key never stored...), reported before the machine reads on.
+//   Id Opaque();
+//   void Malformed(const Error& error);
+//
+// In strict mode (the VM) every such failure ends the run with kMalformed at
+// the opcode; in lenient mode (the scanner, the walkers) the domain hears of
+// it and the machine goes on, so that what follows is still seen. Limits
+// (MachineLimits, and the file's Budget: opcodes, values built, memo slots,
+// MARK nesting) end the run in both modes with kLimitExceeded.
+//
+// The hot loop allocates nothing per opcode beyond what the domain builds:
+// container items are passed as spans of the machine's own stack.
+#ifndef CKPTGUARD_PICKLE_MACHINE_H_
+#define CKPTGUARD_PICKLE_MACHINE_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ckptguard/budget.h"
+#include "ckptguard/error.h"
+#include "ckptguard/pickle_decoder.h"
+
+namespace ckptguard {
+
+using MachineId = uint32_t;
+inline constexpr MachineId kMachineNoValue = UINT32_MAX;
+
+// MachineLimits bounds one run of the machine (one pickle). Each field says
+// what it bounds, its default and its ceiling (Clamped). The file's Budget
+// bounds all runs of a file together.
+struct MachineLimits {
+  // Deepest object stack. Default 2^20. Ceiling 2^28.
+  uint64_t max_stack_depth = uint64_t{1} << 20;
+  // Deepest MARK nesting. Default 10,000. Ceiling 2^20.
+  uint64_t max_mark_depth = 10'000;
+  // Most memo entries. Default 2^22 (a state dict of 100,000 tensors uses
+  // about 1.2 million). Ceiling 2^28.
+  uint64_t max_memo_entries = uint64_t{1} << 22;
+
+  MachineLimits Clamped() const {
+    MachineLimits out = *this;
+    out.max_stack_depth = std::min<uint64_t>(max_stack_depth, uint64_t{1} << 28);
+    out.max_mark_depth = std::min<uint64_t>(max_mark_depth, uint64_t{1} << 20);
+    out.max_memo_entries = std::min<uint64_t>(max_memo_entries, uint64_t{1} << 28);
+    return out;
+  }
+};
+
+enum class MachineMode : uint8_t {
+  kStrict,   // a failure of the C unpickler ends the run (the loader)
+  kLenient,  // it is reported to the domain and the run goes on (the scanner, walkers)
+};
+
+// MachineMemo maps memo keys to ids. Picklers number keys 0, 1, 2...: those
+// live in a dense vector; a key that would leave the dense part less than
+// half full (a hostile pickle's 2^60, or keys 1000 apart) goes to a hash
+// map, so no key sizes an allocation. Every slot allocated is charged to the
+// budget (BudgetKind::kMemoSlots): dense capacity as it grows, and
+// kSparseSlotCost per sparse key (a hash node is about eight dense slots).
+class MachineMemo {
+ public:
+  static constexpr uint64_t kSparseSlotCost = 8;
+  static constexpr uint64_t kDenseSlack = 64;  // farthest a key may land past the dense end
+
+  const MachineId* Find(uint64_t key) const {
+    if (key < dense_.size()) return dense_[key] == kMachineNoValue ? nullptr : &dense_[key];
+    if (sparse_.empty()) return nullptr;
+    auto it = sparse_.find(key);
+    return it == sparse_.end() ? nullptr : &it->second;
+  }
+  // Set stores `value` at `key`, charging `budget` for new slots first.
+  Status Set(uint64_t key, MachineId value, Budget& budget, uint64_t offset, std::string_view where) {
+    if (key < dense_.size()) {
+      count_ += dense_[key] == kMachineNoValue ? 1 : 0;
+      dense_[key] = value;
+      return OkStatus();
+    }
+    const bool dense = key < dense_.size() + kDenseSlack && key < (uint64_t{1} << 28) &&
+                       2 * (dense_count_ + 1) >= key + 1;
+    if (dense) {
+      if (key >= dense_.capacity()) {
+        const uint64_t cap = std::max<uint64_t>({2 * dense_.capacity(), key + 1, 64});
+        CKG_TRY(budget.Charge(BudgetKind::kMemoSlots, cap - dense_.capacity(), offset, where, "memo"));
+        dense_.reserve(static_cast<size_t>(cap));
+      }
+      dense_.resize(static_cast<size_t>(key) + 1, kMachineNoValue);
+      dense_[key] = value;
+      ++count_;
+      ++dense_count_;
+      return OkStatus();
+    }
+    auto it = sparse_.find(key);
+    if (it != sparse_.end()) {
+      it->second = value;
+      return OkStatus();
+    }
+    CKG_TRY(budget.Charge(BudgetKind::kMemoSlots, kSparseSlotCost, offset, where, "memo"));
+    sparse_.emplace(key, value);
+    ++count_;
+    return OkStatus();
+  }
+  // size is the number of keys stored (len(memo), where MEMOIZE stores).
+  uint64_t size() const { return count_; }
+  void Clear() {
+    dense_.clear();
+    sparse_.clear();
+    count_ = 0;
+    dense_count_ = 0;
+  }
+
+ private:
+  std::vector<MachineId> dense_;
+  std::unordered_map<uint64_t, MachineId> sparse_;
+  uint64_t count_ = 0;
+  uint64_t dense_count_ = 0;  // keys stored in dense_
+};
+
+template <typename Domain>
+class PickleMachine {
+ public:
+  using Id = MachineId;
+
+  // PickleMachine runs pickles for `domain`, charging `budget`; both must
+  // outlive it. `where` names the entry in errors.
+  PickleMachine(Domain& domain, const MachineLimits& limits, Budget& budget, MachineMode mode, std::string where = {})
+      : domain_(domain), limits_(limits.Clamped()), budget_(budget), mode_(mode), where_(std::move(where)) {}
+
+  // Reset forgets the stack, marks and memo: a new pickle starts.
+  void Reset() {
+    stack_.clear();
+    marks_.clear();
+    memo_.Clear();
+    ops_ = 0;
+    decode_failed_ = false;
+    ended_before_stop_ = false;
+  }
+
+  // Run applies the ops of one pickle from `decoder` until its STOP and
+  // returns the root value. Errors are the decoder's (decode_failed(); when
+  // the data ended before a STOP, ended_before_stop() too), the machine's
+  // and the domain's.
+  Result<Id> Run(PickleDecoder& decoder) {
+    while (true) {
+      ended_before_stop_ = decoder.AtEnd();
+      Result<PickleOp> op = decoder.Next();
+      if (!op) {
+        decode_failed_ = true;
+        return std::unexpected(std::move(op).error());
+      }
+      CKG_TRY(Step(*op));
+      if (op->code == Opcode::kStop) return root_;
+    }
+  }
+
+  // Step applies one op. After STOP, root() is the pickle's value.
+  Status Step(const PickleOp& op) {
+    ++ops_;
+    CKG_TRY(budget_.Charge(BudgetKind::kOpcodes, 1, op.offset, where_, "pickle opcodes"));
+    const PickleArg& arg = op.arg;
+    switch (op.code) {
+      case Opcode::kProto:
+      case Opcode::kFrame:
+        return OkStatus();
+      case Opcode::kStop: {
+        CKG_ASSIGN_OR_RETURN(root_, Pop(op));
+        return OkStatus();
+      }
+      case Opcode::kMark:
+        if (marks_.size() >= limits_.max_mark_depth) return Limit(op, "max_mark_depth", limits_.max_mark_depth);
+        CKG_TRY(budget_.Nest(marks_.size() + 1, op.offset, where_, "MARK nesting"));
+        marks_.push_back(stack_.size());
+        return OkStatus();
+      case Opcode::kPop:
+        // As load_pop: a MARK right at the top is popped instead.
+        if (!marks_.empty() && marks_.back() == stack_.size()) {
+          marks_.pop_back();
+          return OkStatus();
+        }
+        if (stack_.size() <= Fence()) return Structural(op, Underflow(op));
+        stack_.pop_back();
+        return OkStatus();
+      case Opcode::kPopMark: {
+        CKG_ASSIGN_OR_RETURN(size_t start, PopMark(op));
+        stack_.resize(start);
+        return OkStatus();
+      }
+      case Opcode::kDup: {
+        if (stack_.size() <= Fence()) {
+          CKG_TRY(Structural(op, Underflow(op)));
+          return Push(op, domain_.Opaque());
+        }
+        return Push(op, stack_.back());
+      }
+      case Opcode::kNone:
+      case Opcode::kNewTrue:
+      case Opcode::kNewFalse:
+      case Opcode::kInt:
+      case Opcode::kBinInt:
+      case Opcode::kBinInt1:
+      case Opcode::kBinInt2:
+      case Opcode::kLong:
+      case Opcode::kLong1:
+      case Opcode::kLong4:
+      case Opcode::kFloat:
+      case Opcode::kBinFloat:
+      case Opcode::kString:
+      case Opcode::kBinString:
+      case Opcode::kShortBinString:
+      case Opcode::kUnicode:
+      case Opcode::kBinUnicode:
+      case Opcode::kShortBinUnicode:
+      case Opcode::kBinUnicode8:
+      case Opcode::kBinBytes:
+      case Opcode::kShortBinBytes:
+      case Opcode::kBinBytes8:
+      case Opcode::kByteArray8: {
+        CKG_TRY(ChargeValue(op));
+        CKG_ASSIGN_OR_RETURN(Id v, domain_.Literal(op));
+        return Push(op, v);
+      }
+      case Opcode::kEmptyTuple:
+        return Make(op, [&] { return domain_.Tuple(op, {}); });
+      case Opcode::kEmptyList:
+        return Make(op, [&] { return domain_.List(op, {}); });
+      case Opcode::kEmptyDict:
+        return Make(op, [&] { return domain_.Dict(op, {}); });
+      case Opcode::kEmptySet:
+        return Make(op, [&] { return domain_.Set(op, {}, false); });
+      case Opcode::kTuple:
+      case Opcode::kList:
+      case Opcode::kDict:
+      case Opcode::kFrozenSet: {
+        CKG_ASSIGN_OR_RETURN(size_t start, PopMark(op));
+        std::span<const Id> items = Above(start);
+        if (op.code == Opcode::kDict && items.size() % 2 != 0) {
+          CKG_TRY(Structural(op, Name(op) + ": odd number of items for a dict"));
+          items = items.first(items.size() - 1);
+        }
+        CKG_TRY(ChargeValue(op));
+        Result<Id> v = op.code == Opcode::kTuple  ? domain_.Tuple(op, items)
+                       : op.code == Opcode::kList ? domain_.List(op, items)
+                       : op.code == Opcode::kDict ? domain_.Dict(op, items)
+                                                  : domain_.Set(op, items, true);
+        if (!v) return std::unexpected(std::move(v).error());
+        stack_.resize(start);
+        return Push(op, *v);
+      }
+      case Opcode::kTuple1:
+      case Opcode::kTuple2:
+      case Opcode::kTuple3: {
+        const size_t n = op.code == Opcode::kTuple1 ? 1 : op.code == Opcode::kTuple2 ? 2 : 3;
+        Id items[3];
+        for (size_t i = n; i-- > 0;) {
+          CKG_ASSIGN_OR_RETURN(items[i], Pop(op));
+        }
+        return Make(op, [&] { return domain_.Tuple(op, std::span<const Id>(items, n)); });
+      }
+      case Opcode::kAppend:
+      case Opcode::kSetItem: {
+        // do_append / do_setitems at len - 1 (len - 2): the target must be
+        // above the fence too.
+        const size_t n = op.code == Opcode::kAppend ? 1 : 2;
+        if (stack_.size() < Fence() + n + 1) {
+          CKG_TRY(Structural(op, Underflow(op)));
+          stack_.resize(std::max(Fence(), stack_.size() >= n ? stack_.size() - n : 0));
+          return OkStatus();
+        }
+        const size_t start = stack_.size() - n;
+        const Id target = stack_[start - 1];
+        CKG_TRY(op.code == Opcode::kAppend ? domain_.Append(op, target, Above(start))
+                                           : domain_.SetItems(op, target, Above(start)));
+        stack_.resize(start);
+        return OkStatus();
+      }
+      case Opcode::kAppends:
+      case Opcode::kSetItems:
+      case Opcode::kAddItems: {
+        CKG_ASSIGN_OR_RETURN(size_t start, PopMark(op));
+        if (start <= Fence()) {
+          // No target above the (new) fence.
+          CKG_TRY(Structural(op, Underflow(op)));
+          stack_.resize(std::max(start, Fence()));
+          return OkStatus();
+        }
+        std::span<const Id> items = Above(start);
+        if (items.empty()) return OkStatus();  // "nothing to do": the target is not even looked at
+        if (op.code == Opcode::kSetItems && items.size() % 2 != 0) {
+          CKG_TRY(Structural(op, Name(op) + ": odd number of items for SETITEMS"));
+          items = items.first(items.size() - 1);
+        }
+        const Id target = stack_[start - 1];
+        CKG_TRY(op.code == Opcode::kAppends    ? domain_.Append(op, target, items)
+                : op.code == Opcode::kSetItems ? domain_.SetItems(op, target, items)
+                                               : domain_.AddItems(op, target, items));
+        stack_.resize(start);
+        return OkStatus();
+      }
+      case Opcode::kGet:
+      case Opcode::kBinGet:
+      case Opcode::kLongBinGet: {
+        if (arg.type == PickleArgType::kInt && arg.int_value < 0) {
+          CKG_TRY(Structural(op, Name(op) + ": negative memo key"));
+          return Push(op, domain_.Opaque());
+        }
+        const uint64_t key = MemoKey(arg);
+        const Id* found = arg.type == PickleArgType::kBigInt ? nullptr : memo_.Find(key);
+        if (found == nullptr) {
+          CKG_TRY(Structural(op, Name(op) + ": memo key " + std::to_string(key) + " was never stored"));
+          return Push(op, domain_.Opaque());
+        }
+        return Push(op, *found);
+      }
+      case Opcode::kPut:
+      case Opcode::kBinPut:
+      case Opcode::kLongBinPut:
+        if (arg.type == PickleArgType::kInt && arg.int_value < 0) {
+          return Structural(op, Name(op) + ": negative memo key");
+        }
+        if (arg.type == PickleArgType::kBigInt) return Structural(op, Name(op) + ": memo key too large");
+        return Memo(op, MemoKey(arg));
+      case Opcode::kMemoize:
+        return Memo(op, memo_.size());
+      case Opcode::kGlobal:
+        return Make(op, [&] { return domain_.Global(op, arg.Data(), arg.Name()); });
+      case Opcode::kStackGlobal: {
+        CKG_ASSIGN_OR_RETURN(Id name, Pop(op));
+        CKG_ASSIGN_OR_RETURN(Id module, Pop(op));
+        return Make(op, [&] { return domain_.StackGlobal(op, module, name); });
+      }
+      case Opcode::kReduce: {
+        CKG_ASSIGN_OR_RETURN(Id args, Pop(op));
+        CKG_ASSIGN_OR_RETURN(Id callable, Pop(op));
+        return Make(op, [&] { return domain_.Reduce(op, callable, args); });
+      }
+      case Opcode::kNewObj:
+      case Opcode::kNewObjEx: {
+        Id kwargs = kMachineNoValue;
+        if (op.code == Opcode::kNewObjEx) {
+          CKG_ASSIGN_OR_RETURN(kwargs, Pop(op));
+        }
+        CKG_ASSIGN_OR_RETURN(Id args, Pop(op));
+        CKG_ASSIGN_OR_RETURN(Id cls, Pop(op));
+        return Make(op, [&] {
+          return domain_.NewObj(op, cls, args, op.code == Opcode::kNewObjEx ? &kwargs : nullptr);
+        });
+      }
+      case Opcode::kObj: {
+        // load_obj: the MARK, then at least the class above it.
+        CKG_ASSIGN_OR_RETURN(size_t start, PopMark(op));
+        if (stack_.size() <= start) {
+          CKG_TRY(Structural(op, Underflow(op)));
+          return Push(op, domain_.Opaque());
+        }
+        const std::span<const Id> items = Above(start);
+        CKG_TRY(ChargeValue(op));
+        CKG_ASSIGN_OR_RETURN(Id v, domain_.Obj(op, items[0], items.subspan(1)));
+        stack_.resize(start);
+        return Push(op, v);
+      }
+      case Opcode::kInst: {
+        // load_inst: the MARK first, then find_class, then the arguments.
+        CKG_ASSIGN_OR_RETURN(size_t start, PopMark(op));
+        CKG_TRY(ChargeValue(op));
+        CKG_ASSIGN_OR_RETURN(Id v, domain_.Inst(op, arg.Data(), arg.Name(), Above(start)));
+        stack_.resize(start);
+        return Push(op, v);
+      }
+      case Opcode::kBuild: {
+        CKG_ASSIGN_OR_RETURN(Id state, Pop(op));
+        if (stack_.size() <= Fence()) return Structural(op, Underflow(op));
+        return domain_.Build(op, stack_.back(), state);
+      }
+      case Opcode::kExt1:
+      case Opcode::kExt2:
+      case Opcode::kExt4:
+        return Make(op, [&] { return domain_.Ext(op, MemoKey(arg)); });
+      case Opcode::kPersId:
+        return Make(op, [&] { return domain_.PersistentLoad(op, nullptr); });
+      case Opcode::kBinPersId: {
+        CKG_ASSIGN_OR_RETURN(Id pid, Pop(op));
+        return Make(op, [&] { return domain_.PersistentLoad(op, &pid); });
+      }
+      case Opcode::kNextBuffer:
+        return Make(op, [&] { return domain_.Buffer(op, nullptr); });
+      case Opcode::kReadonlyBuffer: {
+        if (stack_.size() <= Fence()) return Structural(op, Underflow(op));
+        const Id target = stack_.back();
+        CKG_ASSIGN_OR_RETURN(Id v, domain_.Buffer(op, &target));
+        stack_.back() = v;
+        return OkStatus();
+      }
+    }
+    return std::unexpected(Error{ErrorCode::kUnsupportedOpcode, op.offset, where_, Name(op) + ": not handled"});
+  }
+
+  // root is the value STOP popped.
+  Id root() const { return root_; }
+  // ops counts the opcodes of the current pickle (since Reset).
+  uint64_t ops() const { return ops_; }
+  bool decode_failed() const { return decode_failed_; }
+  bool ended_before_stop() const { return ended_before_stop_; }
+  // stack is the object stack, bottom first (for error messages).
+  std::span<const Id> stack() const { return stack_; }
+  const std::string& where() const { return where_; }
+  void set_where(std::string where) { where_ = std::move(where); }
+
+ private:
+  static std::string Name(const PickleOp& op) { return std::string(op.Info().name); }
+  static uint64_t MemoKey(const PickleArg& arg) {
+    return arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
+  }
+  size_t Fence() const { return marks_.empty() ? 0 : marks_.back(); }
+  std::span<const Id> Above(size_t start) const {
+    return std::span<const Id>(stack_.data() + start, stack_.size() - start);
+  }
+  std::string Underflow(const PickleOp& op) const {
+    return Name(op) + ": stack underflow" + (marks_.empty() ? "" : " (below the MARK)");
+  }
+
+  // Structural: a failure of the C unpickler. Strict: the run's error.
+  // Lenient: the domain hears of it and the caller substitutes.
+  Status Structural(const PickleOp& op, std::string detail) {
+    Error e{ErrorCode::kMalformed, op.offset, where_, std::move(detail)};
+    if (mode_ == MachineMode::kStrict) return std::unexpected(std::move(e));
+    domain_.Malformed(e);
+    return OkStatus();
+  }
+  std::unexpected<Error> Limit(const PickleOp& op, const char* name, uint64_t value) const {
+    return std::unexpected(Error{ErrorCode::kLimitExceeded, op.offset, where_,
+                                 std::string(name) + " (" + std::to_string(value) + ") exceeded"});
+  }
+  Status ChargeValue(const PickleOp& op) {
+    return budget_.Charge(BudgetKind::kValues, 1, op.offset, where_, "values built");
+  }
+
+  Status Push(const PickleOp& op, Id id) {
+    if (stack_.size() >= limits_.max_stack_depth) return Limit(op, "max_stack_depth", limits_.max_stack_depth);
+    stack_.push_back(id);
+    return OkStatus();
+  }
+  // Make charges one value, asks the domain for it and pushes it.
+  template <typename F>
+  Status Make(const PickleOp& op, F&& make) {
+    CKG_TRY(ChargeValue(op));
+    CKG_ASSIGN_OR_RETURN(Id v, make());
+    return Push(op, v);
+  }
+  Result<Id> Pop(const PickleOp& op) {
+    if (stack_.size() <= Fence()) {
+      CKG_TRY(Structural(op, Underflow(op)));
+      return domain_.Opaque();
+    }
+    const Id id = stack_.back();
+    stack_.pop_back();
+    return id;
+  }
+  // PopMark removes the topmost MARK (as marker() does; the fence drops to
+  // the MARK below) and returns where the items above it start. Lenient and
+  // no MARK: no items.
+  Result<size_t> PopMark(const PickleOp& op) {
+    if (marks_.empty()) {
+      CKG_TRY(Structural(op, Name(op) + ": no MARK"));
+      return stack_.size();
+    }
+    const size_t start = marks_.back();
+    marks_.pop_back();
+    return start;
+  }
+  Status Memo(const PickleOp& op, uint64_t key) {
+    if (stack_.size() <= Fence()) return Structural(op, Underflow(op));
+    if (memo_.Find(key) == nullptr && memo_.size() >= limits_.max_memo_entries) {
+      return Limit(op, "max_memo_entries", limits_.max_memo_entries);
+    }
+    return memo_.Set(key, stack_.back(), budget_, op.offset, where_);
+  }
+
+  Domain& domain_;
+  MachineLimits limits_;
+  Budget& budget_;
+  MachineMode mode_;
+  std::string where_;
+  std::vector<Id> stack_;
+  std::vector<size_t> marks_;
+  MachineMemo memo_;
+  Id root_ = kMachineNoValue;
+  uint64_t ops_ = 0;
+  bool decode_failed_ = false;
+  bool ended_before_stop_ = false;
+};
+
+// CollectGlobalNames reads on from `decoder` (after a run stopped, say)
+// through the machine in a names-only domain (str, int, tuple and global
+// values; everything else opaque; lenient) and calls `on_global` with the
+// (module, name) of every GLOBAL, resolved STACK_GLOBAL and INST, in order,
+// until STOP, the end of the data, a decode error, `max_ops` opcodes, or
+// `on_global` returning false. The VM names the other globals of a pickle
+// this way after refusing one.
+void CollectGlobalNames(PickleDecoder& decoder, uint64_t max_ops,
+                        const std::function<bool(std::string_view module, std::string_view name)>& on_global);
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_PICKLE_MACHINE_H_
