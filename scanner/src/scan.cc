@@ -108,6 +108,9 @@ class Scanner {
     records_entry_ = entry_name(c.prefix + "/data.pkl");
     checked_keys_.clear();
     for (const PickleSource& source : c.pickles) {
+      // A zip member named again by the directory: the same bytes were
+      // scanned under the first name (the container reports zip.shared_data).
+      if (source.same_as) continue;
       const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
       const uint64_t base = source.file_offset.value_or(0) + source.start;
       ScanStream(data, base, entry_name(source.entry.empty() ? "" : source.entry), source.max_pickles, 0,

@@ -188,7 +188,7 @@ class Opener {
     if (LooksLikeTorchLegacy(bytes, limits_.pickle, &budget_)) {
       c.format = ContainerFormat::kTorchLegacy;
       c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 5, false, std::nullopt});
-      Result<LegacyCheckpoint> legacy = ParseTorchLegacy(bytes, limits_.pickle);
+      Result<LegacyCheckpoint> legacy = ParseTorchLegacy(bytes, limits_.pickle, &budget_);
       if (!legacy) {
         c.error = legacy.error();
         return;
@@ -502,7 +502,7 @@ class Opener {
     }
     if (data_pkl == nullptr) return;
     std::optional<Error> decode_error;
-    const std::vector<StorageRef> refs = CollectStorageRefs(data_pkl->data, limits_.pickle, &decode_error);
+    const std::vector<StorageRef> refs = CollectStorageRefs(data_pkl->data, limits_.pickle, &decode_error, &budget_);
     if (decode_error) {
       c.anomalies.push_back({"pickle.decode_error", data_pkl->file_offset.value_or(0) + decode_error->offset,
                              data_pkl->entry, decode_error->ToString()});

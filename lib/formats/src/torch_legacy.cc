@@ -1,6 +1,7 @@
 #include "ckptguard/torch_legacy.h"
 
 #include <set>
+#include <optional>
 #include <unordered_map>
 
 #include "ckptguard/storage_types.h"
@@ -67,59 +68,75 @@ bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits, Budget* budget
   return false;
 }
 
-Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits) {
+Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits, Budget* budget) {
+  // The five pickles are decoded as a stream, never kept whole: the header
+  // pickles keep their few ops (to check them), the object pickle is walked
+  // for its storages afterwards, the key pickle is read as it decodes.
   LegacyCheckpoint out;
   PickleDecoder decoder(file, limits);
-  std::vector<size_t> starts;
+  std::vector<PickleOp> header[2];
+  bool header_shaped[2] = {true, true};
+  std::vector<std::string> keys;
   for (int pickle = 0; pickle < kNumPickles; ++pickle) {
     out.pickle_offsets[pickle] = decoder.Offset();
-    starts.push_back(out.ops.size());
+    size_t body = 0;
     while (true) {
       if (decoder.AtEnd() && decoder.BetweenPickles()) {
         return MakeError(ErrorCode::kTruncated, decoder.Offset(),
                          "legacy torch file ends after " + Num(static_cast<uint64_t>(pickle)) + " of its 5 pickles");
       }
       CKG_ASSIGN_OR_RETURN(PickleOp op, decoder.Next());
+      if (budget != nullptr) CKG_TRY(budget->Charge(BudgetKind::kOpcodes, 1, op.offset, "", "legacy format"));
       const bool stop = op.code == Opcode::kStop;
-      out.ops.push_back(std::move(op));
+      if (pickle < 2) {
+        if (op.code != Opcode::kProto) ++body;
+        if (body > 2 || header[pickle].size() >= 8) header_shaped[pickle] = false;
+        if (header_shaped[pickle]) header[pickle].push_back(std::move(op));
+      } else if (pickle == 4) {
+        // Pickle 5: a list of key strings and nothing else.
+        switch (op.code) {
+          case Opcode::kProto: case Opcode::kFrame: case Opcode::kEmptyList: case Opcode::kMark:
+          case Opcode::kAppend: case Opcode::kAppends: case Opcode::kBinPut: case Opcode::kLongBinPut:
+          case Opcode::kPut: case Opcode::kMemoize: case Opcode::kStop:
+            break;
+          case Opcode::kBinUnicode: case Opcode::kShortBinUnicode: case Opcode::kBinUnicode8:
+          case Opcode::kUnicode:
+            keys.emplace_back(op.arg.Data());
+            break;
+          default:
+            out.anomalies.push_back({"legacy.keys_pickle_unexpected", op.offset, "",
+                                     "the storage-key pickle holds " + std::string(op.Info().name) +
+                                         ", not just a list of strings"});
+            break;
+        }
+      }
       if (stop) break;
     }
   }
-  starts.push_back(out.ops.size());
-  auto pickle_ops = [&](int i) {
-    return std::span<const PickleOp>(out.ops).subspan(starts[i], starts[i + 1] - starts[i]);
-  };
-  if (!IsLegacyHeaderPickle(pickle_ops(0), 0)) {
+  if (!header_shaped[0] || !IsLegacyHeaderPickle(header[0], 0)) {
     out.anomalies.push_back({"legacy.bad_magic", out.pickle_offsets[0], "",
                              "the first pickle is not the magic number; torch runs it before checking"});
   }
-  if (!IsLegacyHeaderPickle(pickle_ops(1), 1)) {
+  if (!header_shaped[1] || !IsLegacyHeaderPickle(header[1], 1)) {
     out.anomalies.push_back({"legacy.bad_protocol", out.pickle_offsets[1], "",
                              "the second pickle is not the protocol version 1001"});
   }
-  out.storages = CollectStorageRefs(pickle_ops(3));
+  // The object pickle (the fourth), walked for its storage persistent ids.
+  {
+    const uint64_t begin = out.pickle_offsets[3];
+    std::optional<Error> walk_error;
+    out.storages = CollectStorageRefs(file.subspan(static_cast<size_t>(begin),
+                                                   static_cast<size_t>(out.pickle_offsets[4] - begin)),
+                                      limits, &walk_error, budget);
+    if (walk_error && !walk_error->limit.empty()) {
+      walk_error->offset += begin;
+      return std::unexpected(std::move(*walk_error));
+    }
+    for (StorageRef& ref : out.storages) ref.offset += begin;
+  }
   std::unordered_map<std::string, const StorageRef*> by_key;
   for (const StorageRef& ref : out.storages) by_key.emplace(ref.key, &ref);
 
-  // Pickle 5: a list of key strings and nothing else.
-  std::vector<std::string> keys;
-  for (const PickleOp& op : pickle_ops(4)) {
-    switch (op.code) {
-      case Opcode::kProto: case Opcode::kFrame: case Opcode::kEmptyList: case Opcode::kMark:
-      case Opcode::kAppend: case Opcode::kAppends: case Opcode::kBinPut: case Opcode::kLongBinPut:
-      case Opcode::kPut: case Opcode::kMemoize: case Opcode::kStop:
-        break;
-      case Opcode::kBinUnicode: case Opcode::kShortBinUnicode: case Opcode::kBinUnicode8:
-      case Opcode::kUnicode:
-        keys.emplace_back(op.arg.Data());
-        break;
-      default:
-        out.anomalies.push_back({"legacy.keys_pickle_unexpected", op.offset, "",
-                                 "the storage-key pickle holds " + std::string(op.Info().name) +
-                                     ", not just a list of strings"});
-        break;
-    }
-  }
   std::set<std::string> seen;
   ByteCursor records(file.subspan(static_cast<size_t>(decoder.Offset())), decoder.Offset());
   out.records_offset = decoder.Offset();

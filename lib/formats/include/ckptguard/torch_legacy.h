@@ -31,7 +31,6 @@ struct LegacyRecord {
 };
 
 struct LegacyCheckpoint {
-  std::vector<PickleOp> ops;           // the ops of the five pickles (pickle_index 0..4)
   uint64_t pickle_offsets[5] = {};     // where each pickle starts
   std::vector<StorageRef> storages;    // persistent ids of the object pickle
   uint64_t records_offset = 0;         // where the first record starts
@@ -58,7 +57,7 @@ bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits = {}, Budget* b
 // (kMalformed). Facts torch tolerates or that differ from what torch writes
 // (bad magic, count != declared numel, trailing bytes...) are anomalies.
 // Offsets are absolute offsets in `file` (which must outlive the result).
-Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits = {});
+Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits = {}, Budget* budget = nullptr);
 
 }  // namespace ckptguard
 
