@@ -231,6 +231,7 @@ int RunCheck(CheckFlags& flags) {
   Result<KeyCheckResult> result =
       scanner::CheckKeys(*ckpt, *expected, scanner::KeyCheckOptions{.strict = !flags.non_strict, .prefix = flags.prefix});
   if (!result) return Fail(flags, flags.file, result.error());
+  if (Status unchanged = ckpt->CheckUnchanged(); !unchanged) return Fail(flags, flags.file, unchanged.error());
 
   // Which side carried the stripped prefix: the checkpoint (saved from a
   // wrapped model) or the expectation (a wrapped model).

@@ -122,6 +122,9 @@ int ToSafetensors(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flag
   }
   if (!aliases.empty()) metadata.emplace_back("ckptguard.aliases", aliases.dump());
   metadata.emplace_back("format", "pt");
+  // Every tensor was copied out of the map above: if the file changed while
+  // it was read, the copies are torn and nothing is written.
+  if (Status unchanged = ckpt.CheckUnchanged(); !unchanged) return Fail(flags.input, unchanged.error().ToString());
   Status written = WriteSafetensors(flags.output, std::move(tensors), metadata);
   if (!written) return Fail(flags.output, written.error().ToString());
   std::cout << flags.output << ": " << buffers.size() << " tensors written as safetensors"
@@ -161,7 +164,10 @@ int ToTorch(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
     tree = std::move(sub);
   }
   const std::string stem = std::filesystem::path(flags.output).stem().string();
-  Status written = WriteTorchZip(flags.output, *tree, stem.empty() ? "archive" : stem);
+  // The writer copies every storage out of the map before it writes; the
+  // check runs then, before anything is committed.
+  Status written = WriteTorchZip(flags.output, *tree, stem.empty() ? "archive" : stem, SaveLimits{},
+                                 [&ckpt] { return ckpt.CheckUnchanged(); });
   if (!written) return Fail(flags.output, written.error().ToString());
   std::cout << flags.output << ": " << tree->tensors.size() << " tensors written as a torch zip checkpoint\n";
   return kExitOk;

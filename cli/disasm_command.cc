@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -133,19 +134,12 @@ void DisasmSource(const std::string& path, const std::string& nested_path, const
   sources.push_back(std::move(src));
 }
 
-FileOutcome DisasmOne(const std::string& path, const DisasmFlags& flags, std::ostream& out) {
-  FileOutcome outcome;
-  outcome.doc = json{{"path", path}};
-  Result<MappedFile> file = MappedFile::Open(path);
-  if (!file) {
-    ReportError(path, file.error());
-    outcome.ok = false;
-    outcome.doc["error"] = ErrorJson(file.error());
-    return outcome;
-  }
+// DisasmMapped disassembles the bytes of `file` into `out` and `outcome`.
+void DisasmMapped(const MappedFile& file, const std::string& path, const DisasmFlags& flags, std::ostream& out,
+                  FileOutcome& outcome) {
   ContainerLimits limits;
   limits.pickle = flags.limits;
-  const Container root = OpenContainer(file->data(), limits);
+  const Container root = OpenContainer(file.data(), limits);
   outcome.doc["format"] = std::string(ContainerFormatName(root.format));
   DisasmOptions options;
   options.indent = flags.indent;
@@ -185,6 +179,45 @@ FileOutcome DisasmOne(const std::string& path, const DisasmFlags& flags, std::os
   outcome.doc["notes"] = std::move(notes);
   outcome.doc["errors"] = std::move(errors);
   outcome.doc["sources"] = std::move(sources);
+}
+
+// CaptureStderr sends std::cerr to a buffer while it lives.
+class CaptureStderr {
+ public:
+  explicit CaptureStderr(std::ostringstream& to) : old_(std::cerr.rdbuf(to.rdbuf())) {}
+  ~CaptureStderr() { std::cerr.rdbuf(old_); }
+  CaptureStderr(const CaptureStderr&) = delete;
+  CaptureStderr& operator=(const CaptureStderr&) = delete;
+
+ private:
+  std::streambuf* old_;
+};
+
+FileOutcome DisasmOne(const std::string& path, const DisasmFlags& flags, std::ostream& out) {
+  FileOutcome outcome;
+  outcome.doc = json{{"path", path}};
+  Result<MappedFile> file = MappedFile::Open(path);
+  if (!file) {
+    ReportError(path, file.error());
+    outcome.ok = false;
+    outcome.doc["error"] = ErrorJson(file.error());
+    return outcome;
+  }
+  // Output and errors are held back until the file is known not to have
+  // changed while it was read: then only that error is printed, nothing torn.
+  std::ostringstream text, errors;
+  {
+    CaptureStderr capture(errors);
+    DisasmMapped(*file, path, flags, text, outcome);
+  }
+  if (Status unchanged = file->CheckUnchanged(); !unchanged) {
+    ReportError(path, unchanged.error());
+    outcome.ok = false;
+    outcome.doc = json{{"path", path}, {"error", ErrorJson(unchanged.error())}};
+    return outcome;
+  }
+  std::cerr << errors.str();
+  out << text.str();
   return outcome;
 }
 

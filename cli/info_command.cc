@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -251,6 +252,23 @@ int RunInfo(const InfoFlags& flags) {
     }
     Budget budget(flags.budget);
     const Container container = OpenContainer(file->data(), flags.limits, &budget);
+    // Everything said about the file is computed before it is printed, so a
+    // file that changed while it was read prints that error and nothing torn.
+    json doc;
+    std::ostringstream text;
+    if (flags.json) {
+      doc = ContainerJson(container, 0);
+      doc["path"] = path;
+    } else {
+      text << "== " << path << "\n";
+      PrintContainer(container, "", text);
+    }
+    if (Status unchanged = file->CheckUnchanged(); !unchanged) {
+      ReportError(path, unchanged.error());
+      all_ok = false;
+      if (flags.json) files.push_back(json{{"path", path}, {"error", json{{"message", unchanged.error().ToString()}}}});
+      continue;
+    }
     bool ok = true;
     ForEachContainer(container, [&](const Container& c, const std::string& nested) {
       if (c.error) {
@@ -260,12 +278,9 @@ int RunInfo(const InfoFlags& flags) {
     });
     all_ok = all_ok && ok;
     if (flags.json) {
-      json doc = ContainerJson(container, 0);
-      doc["path"] = path;
       files.push_back(std::move(doc));
     } else {
-      std::cout << "== " << path << "\n";
-      PrintContainer(container, "", std::cout);
+      std::cout << text.str();
     }
   }
   if (flags.json) {

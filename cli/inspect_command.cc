@@ -107,6 +107,11 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
 int InspectOne(const std::string& path, const InspectFlags& flags) {
   Result<Checkpoint> ckpt = LoadCheckpoint(path, flags.load);
   Result<json> doc = ckpt ? ExpectJson(*ckpt, path, flags) : Result<json>(std::unexpected(ckpt.error()));
+  // The digests read tensor data through the map: torn if the file changed
+  // (which also explains any error they gave).
+  if (ckpt) {
+    if (Status unchanged = ckpt->CheckUnchanged(); !unchanged) doc = std::unexpected(unchanged.error());
+  }
   if (!doc) {
     ReportError(path, doc.error());
     if (flags.json) {

@@ -38,7 +38,7 @@ bool Matches(const std::vector<std::string>& globs, const fs::path& path) {
 // command line always, files found in folders when the globs take them.
 // `walked` says, per file, whether it was found in a folder.
 std::vector<std::string> Collect(const ScanFlags& flags, std::vector<FileReport>& errors, size_t& skipped_links,
-                                 std::vector<bool>& walked) {
+                                 std::vector<bool>& walked, std::vector<std::string>& not_regular) {
   std::vector<std::string> files;
   auto wanted = [&](const fs::path& p) {
     return (flags.include.empty() || Matches(flags.include, p)) && !Matches(flags.exclude, p);
@@ -69,7 +69,12 @@ std::vector<std::string> Collect(const ScanFlags& flags, std::vector<FileReport>
         ++skipped_links;
         continue;
       }
-      if (!e.is_regular_file(ec)) continue;
+      if (!e.is_regular_file(ec)) {
+        // FIFOs, devices and sockets are never opened (one could block the
+        // scan forever): skipped, and named on stderr.
+        if (!e.is_directory(ec) && wanted(e.path())) not_regular.push_back(e.path().string());
+        continue;
+      }
       if (wanted(e.path())) found.push_back(e.path().string());
     }
     if (ec) {
@@ -151,7 +156,8 @@ int RunScan(const ScanFlags& flags) {
   std::vector<FileReport> reports;
   size_t skipped_links = 0;
   std::vector<bool> walked;
-  const std::vector<std::string> files = Collect(flags, reports, skipped_links, walked);
+  std::vector<std::string> not_regular;
+  const std::vector<std::string> files = Collect(flags, reports, skipped_links, walked, not_regular);
   const size_t first = reports.size();
   reports.resize(first + files.size());
 
@@ -205,6 +211,9 @@ int RunScan(const ScanFlags& flags) {
   if (not_models > 0) {
     std::cerr << "ckptguard scan: left out " << not_models
               << " file(s) in folders that are not model files (no pickle, zip, numpy or safetensors content)\n";
+  }
+  for (const std::string& path : not_regular) {
+    std::cerr << "ckptguard scan: skipped " << path << ": not a regular file (a FIFO, device or socket; never opened)\n";
   }
   if (skipped_links > 0) {
     std::cerr << "ckptguard scan: skipped " << skipped_links << " symbolic link(s) (--follow-symlinks to follow)\n";

@@ -2,6 +2,7 @@
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange
 
 #include "ckptguard/daemon/client.h"
+#include "ckptguard/input_file.h"
 #include "ckptguard/sha256.h"
 
 #include <fcntl.h>
@@ -26,13 +27,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 constexpr size_t kChunk = size_t{1} << 20;
-
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 // Runs `body` (a coroutine taking the connected stream) and turns exceptions
 // (Asio reports network errors as system_error) into Error values.
@@ -134,14 +128,11 @@ Result<Response> RegistryClient::Call(std::string_view method, const std::string
 }
 
 Result<Response> RegistryClient::SendFile(std::string_view method, const std::string& target, const std::string& path) {
-  auto file = std::make_shared<Fd>();
-  file->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (file->fd < 0) return MakeError(ErrorCode::kIo, 0, std::string("cannot open: ") + std::strerror(errno), path);
-  struct stat st{};
-  if (::fstat(file->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    return MakeError(ErrorCode::kInvalidArgument, 0, "not a regular file", path);
-  }
-  const uint64_t total = static_cast<uint64_t>(st.st_size);
+  // A FIFO, device or socket is refused before it is opened (input_file.h).
+  Result<InputFile> opened = OpenInputFile(path);
+  if (!opened) return std::unexpected(std::move(opened).error());
+  auto file = std::make_shared<InputFile>(std::move(*opened));
+  const uint64_t total = static_cast<uint64_t>(file->identity().size);
   const std::string what = std::string(method) + " " + target;
   std::optional<Error> read_error;
   auto result = RunCall(options_, host_, port_, what, [&](beast::tcp_stream& stream) -> net::awaitable<Result<Response>> {
@@ -169,9 +160,17 @@ Result<Response> RegistryClient::SendFile(std::string_view method, const std::st
     std::vector<char> chunk(kChunk);
     uint64_t sent = 0;
     while (sent < total) {
-      const ssize_t n = ::pread(file->fd, chunk.data(), std::min<uint64_t>(kChunk, total - sent), static_cast<off_t>(sent));
+      const ssize_t n = ::pread(file->fd(), chunk.data(), std::min<uint64_t>(kChunk, total - sent), static_cast<off_t>(sent));
       if (n <= 0) {
         read_error = Error{ErrorCode::kIo, sent, path, n == 0 ? "the file shrank while it was sent" : std::strerror(errno)};
+        co_return Response{};
+      }
+      // Each chunk is sent only if the file is still what it was at open: a
+      // file rewritten in place stops the upload before its last byte, so the
+      // registry never stores a torn mix (it discards a short body).
+      if (Status unchanged = file->CheckUnchanged(); !unchanged) {
+        read_error = unchanged.error();
+        read_error->offset = sent;
         co_return Response{};
       }
       stream.expires_after(options_.timeout);

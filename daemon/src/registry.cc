@@ -15,6 +15,7 @@
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/container.h"
 #include "ckptguard/dtype.h"
+#include "ckptguard/input_file.h"
 #include "ckptguard/scanner/finding.h"
 #include "ckptguard/scanner/scan.h"
 #include "ckptguard/sha256.h"
@@ -283,15 +284,24 @@ Result<VerifyReport> Registry::VerifyDigest(const std::string& sha256, bool reha
   CKG_ASSIGN_OR_RETURN(auto keys, catalog_->ListKeys());
   CKG_ASSIGN_OR_RETURN(auto trusted, TrustedKeys());
   report.blob_present = blobs_.Has(sha256);
+  bool changed_under_rehash = false;
   if (report.blob_present) {
     if (rehash) {
-      CKG_ASSIGN_OR_RETURN(auto actual, Sha256FileHex(blobs_.PathOf(sha256)));
-      report.unchanged = actual == sha256;
+      Result<std::string> actual = Sha256FileHex(blobs_.PathOf(sha256));
+      if (!actual && IsChangedWhileReading(actual.error())) {
+        // Something rewrote the blob under the re-hash: not what was stored.
+        report.unchanged = false;
+        changed_under_rehash = true;
+      } else {
+        if (!actual) return std::unexpected(std::move(actual).error());
+        report.unchanged = *actual == sha256;
+      }
     } else {
       report.unchanged = true;  // content-addressed: only a re-hash can say more
     }
   }
   Judge(report, *record, keys, trusted);
+  if (report.detail.empty() && changed_under_rehash) report.detail = "the stored blob changed while it was re-hashed";
   if (report.detail.empty() && !report.blob_present) report.detail = "the blob is missing from the store";
   if (report.detail.empty() && !report.unchanged) report.detail = "the stored blob no longer hashes to its digest";
   report.record = std::move(record);

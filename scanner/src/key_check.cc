@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "ckptguard/dtype.h"
+#include "ckptguard/input_file.h"
 
 namespace ckptguard::scanner {
 namespace {
@@ -39,14 +40,6 @@ std::string Dims(const std::vector<int64_t>& dims) {
 }
 
 std::string Quoted(std::string_view key) { return "'" + std::string(key) + "'"; }
-
-// Fd closes a POSIX file descriptor when it goes out of scope.
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 // ReadUpTo appends at most `max_len` bytes of `fd` (from its current position)
 // to `out`, stopping early at end of file.
@@ -201,23 +194,25 @@ Result<std::vector<ExpectedTensor>> LoadSchemaImpl(const std::string& path, cons
     CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, LoadCheckpoint(path));
     return SchemaFromCheckpoint(ckpt, prefix);
   };
-  Fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  struct stat st {};
-  // Anything not a readable regular file: the checkpoint loader names the problem.
-  if (file.fd < 0 || ::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) return load_reference();
+  // OpenInputFile refuses a FIFO or device unopened (nothing blocks); for
+  // anything not a readable regular file the checkpoint loader names the problem.
+  Result<InputFile> file = OpenInputFile(path);
+  if (!file) return load_reference();
+  const int64_t size = file->identity().size;
   std::string text;
-  CKG_TRY(ReadUpTo(file.fd, kSniffLen, path, text));
+  CKG_TRY(ReadUpTo(file->fd(), kSniffLen, path, text));
   if (!LooksLikeJson(text)) return load_reference();
 
-  if (static_cast<uint64_t>(st.st_size) > kMaxSchemaJsonLen) {
+  if (static_cast<uint64_t>(size) > kMaxSchemaJsonLen) {
     Result<std::vector<ExpectedTensor>> reference = load_reference();
     if (reference) return reference;
     return MakeError(ErrorCode::kLimitExceeded, 0,
-                     "schema JSON is " + std::to_string(st.st_size) + " bytes, over the limit of " +
+                     "schema JSON is " + std::to_string(size) + " bytes, over the limit of " +
                          std::to_string(kMaxSchemaJsonLen) + " (max_schema_json_len, 64 MiB)");
   }
   // Read one byte past the limit so a file that grows is still caught.
-  CKG_TRY(ReadUpTo(file.fd, kMaxSchemaJsonLen + 1 - text.size(), path, text));
+  CKG_TRY(ReadUpTo(file->fd(), kMaxSchemaJsonLen + 1 - text.size(), path, text));
+  CKG_TRY(file->CheckUnchanged());
   if (text.size() > kMaxSchemaJsonLen) {
     return MakeError(ErrorCode::kLimitExceeded, 0,
                      "schema JSON is over the limit of " + std::to_string(kMaxSchemaJsonLen) +

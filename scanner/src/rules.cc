@@ -18,6 +18,7 @@
 #include <toml++/toml.h>
 
 #include "builtin_denylist.h"
+#include "ckptguard/input_file.h"
 
 namespace ckptguard::scanner {
 namespace {
@@ -374,21 +375,14 @@ Status RuleSet::AddRulesText(std::string_view text, std::string_view source) {
 
 Status RuleSet::AddRulesFile(const std::filesystem::path& path) {
   const std::string name = path.string();
-  std::error_code ec;
-  const uintmax_t size = std::filesystem::file_size(path, ec);
-  if (ec) return MakeError(ErrorCode::kIo, 0, "cannot read rules file: " + ec.message(), name);
-  if (size > kMaxRulesFileLen) {
+  // OpenInputFile refuses a FIFO or device before opening it: nothing blocks.
+  Result<std::string> text = ReadInputFile(name, kMaxRulesFileLen);
+  if (!text && text.error().code == ErrorCode::kLimitExceeded) {
     return MakeError(ErrorCode::kLimitExceeded, 0,
-                     "max_file_len (" + std::to_string(kMaxRulesFileLen) + ") exceeded: rules file has " +
-                         std::to_string(size) + " bytes",
-                     name);
+                     "max_file_len (" + std::to_string(kMaxRulesFileLen) + ") exceeded: rules file is larger", name);
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(ErrorCode::kIo, 0, "cannot open rules file", name);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return MakeError(ErrorCode::kIo, 0, "cannot read rules file", name);
-  return AddRulesText(text.str(), name);
+  if (!text) return std::unexpected(std::move(text).error());
+  return AddRulesText(*text, name);
 }
 
 void RuleSet::Allow(std::string_view dotted_global) {

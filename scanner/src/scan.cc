@@ -693,7 +693,7 @@ FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& opt
 }
 
 FileReport ScanFile(const std::string& path, const ScanOptions& options) {
-  Result<MappedFile> file = MappedFile::Open(path);
+  Result<MappedFile> file = MappedFile::Open(path, options.file);
   if (!file) {
     FileReport report;
     report.path = path;
@@ -703,7 +703,14 @@ FileReport ScanFile(const std::string& path, const ScanOptions& options) {
     return report;
   }
   file->AdviseRandom();
-  return ScanBytes(file->data(), path, options);
+  FileReport report = ScanBytes(file->data(), path, options);
+  // Findings in torn bytes are about no file that ever existed: one error.
+  if (Status unchanged = file->CheckUnchanged(); !unchanged) {
+    report.findings.clear();
+    report.error = unchanged.error();
+    report.verdict = Verdict::kError;
+  }
+  return report;
 }
 
 }  // namespace ckptguard::scanner

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "ckptguard/atomic_file.h"
+#include "ckptguard/input_file.h"
 #include "ckptguard/signing/model_signing.h"
 #include "ckptguard/sha256.h"
 #include "signing_internal.h"
@@ -106,29 +107,9 @@ const EVP_MD* CurveDigest(Curve curve) {
 }
 
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_len) {
-  if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, 0, "empty path");
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return MakeError(ErrorCode::kIo, 0, std::string("cannot open: ") + std::strerror(errno), path);
-  std::string out;
-  char buf[16384];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return MakeError(ErrorCode::kIo, out.size(), std::string("cannot read: ") + std::strerror(err), path);
-    }
-    if (n == 0) break;
-    if (static_cast<size_t>(n) > max_len - out.size()) {
-      ::close(fd);
-      return MakeError(ErrorCode::kLimitExceeded, max_len,
-                       "file is larger than the " + std::to_string(max_len) + "-byte limit", path);
-    }
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
+  // OpenInputFile refuses a FIFO, device or socket before opening it (nothing
+  // blocks) and a file that changed while it was read.
+  return ReadInputFile(path, max_len);
 }
 
 Result<std::string> SignBytes(const PrivateKey& key, std::string_view data) {

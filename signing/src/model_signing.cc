@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "ckptguard/input_file.h"
 #include "ckptguard/sha256.h"
 #include "signing_internal.h"
 
@@ -103,19 +104,20 @@ Result<std::set<std::string>> IgnoreSet(const SignOptions& options,
 }
 
 Result<std::string> HashFile(const std::string& path, const std::string& name) {
-  // O_NOFOLLOW and O_NONBLOCK: a file swapped for a symlink or a FIFO after
-  // the walk looked at it fails here instead of being followed or blocking.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) {
-    return MakeError(ErrorCode::kIo, 0, std::string("cannot open: ") + std::strerror(errno), name);
+  // Not followed if it became a symlink since the walk looked at it; a FIFO
+  // swapped in is refused before it is opened (input_file.h).
+  Result<InputFile> file = OpenInputFile(path, OpenInputOptions{.follow_symlinks = false});
+  if (!file) {
+    Error e = std::move(file).error();
+    e.where = name;
+    return std::unexpected(std::move(e));
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return MakeError(ErrorCode::kInvalidArgument, 0, "not a regular file", name);
+  // Signing bytes that never existed together (a file rewritten in place
+  // while it was hashed) would vouch for a torn snapshot: refuse it.
+  Result<std::string> hex = Sha256FdHex(file->fd(), name);
+  if (hex) {
+    if (Status unchanged = file->CheckUnchanged(); !unchanged) return ChangedWhileReading(name);
   }
-  auto hex = Sha256FdHex(fd, name);
-  ::close(fd);
   return hex;
 }
 

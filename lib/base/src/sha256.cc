@@ -2,12 +2,15 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <utility>
 #include <vector>
+
+#include "ckptguard/input_file.h"
 
 namespace ckptguard {
 namespace {
@@ -71,6 +74,10 @@ std::string Sha256Hex(std::string_view bytes) {
 }
 
 Result<std::string> Sha256FdHex(int fd, const std::string& name) {
+  // A regular file that changes while it is hashed (truncated, rewritten in
+  // place) would give the digest of bytes that never existed together.
+  struct stat before {};
+  const bool regular = ::fstat(fd, &before) == 0 && S_ISREG(before.st_mode);
   Sha256 hash;
   std::vector<char> buffer(size_t{1} << 20);
   for (;;) {
@@ -82,14 +89,19 @@ Result<std::string> Sha256FdHex(int fd, const std::string& name) {
     if (n == 0) break;
     hash.Update(buffer.data(), static_cast<size_t>(n));
   }
+  if (regular) {
+    struct stat after {};
+    if (::fstat(fd, &after) != 0 || !(FileIdentity::Of(after) == FileIdentity::Of(before))) {
+      return ChangedWhileReading(name);
+    }
+  }
   return hash.FinishHex();
 }
 
 Result<std::string> Sha256FileHex(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return MakeError(ErrorCode::kIo, 0, std::string("cannot open: ") + std::strerror(errno), path);
-  auto hex = Sha256FdHex(fd, path);
-  ::close(fd);
+  CKG_ASSIGN_OR_RETURN(InputFile file, OpenInputFile(path));
+  CKG_ASSIGN_OR_RETURN(std::string hex, Sha256FdHex(file.fd(), path));
+  CKG_TRY(file.CheckUnchanged());  // also against the identity OpenInputFile saw
   return hex;
 }
 

@@ -10,6 +10,7 @@
 #include <toml++/toml.h>
 
 #include "builtin_rules.h"
+#include "ckptguard/input_file.h"
 
 namespace ckptguard {
 namespace {
@@ -283,20 +284,15 @@ const Allowlist& BuiltinAllowlist() {
 }
 
 Result<Allowlist> LoadAllowlistFile(const std::filesystem::path& path, const AllowlistLimits& limits) {
-  std::error_code ec;
-  const uintmax_t size = std::filesystem::file_size(path, ec);
-  if (ec) return MakeError(ErrorCode::kIo, 0, "cannot read rules file: " + ec.message(), path.string());
-  if (size > limits.max_file_len) {
+  // OpenInputFile refuses a FIFO or device before opening it: nothing blocks.
+  Result<std::string> text = ReadInputFile(path.string(), limits.max_file_len);
+  if (!text && text.error().code == ErrorCode::kLimitExceeded) {
     return MakeError(ErrorCode::kLimitExceeded, 0,
-                     "max_file_len (" + std::to_string(limits.max_file_len) + ") exceeded: rules file has " +
-                         std::to_string(size) + " bytes",
+                     "max_file_len (" + std::to_string(limits.max_file_len) + ") exceeded: rules file is larger",
                      path.string());
   }
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (!in && !in.eof()) return MakeError(ErrorCode::kIo, 0, "cannot read rules file", path.string());
-  CKG_ASSIGN_OR_RETURN(Allowlist user, ParseAllowlist(text.str(), path.string(), limits));
+  if (!text) return std::unexpected(std::move(text).error());
+  CKG_ASSIGN_OR_RETURN(Allowlist user, ParseAllowlist(*text, path.string(), limits));
   Allowlist out = BuiltinAllowlist();
   out.Merge(user, user.replace_mode());
   return out;

@@ -515,6 +515,7 @@ Checkpoint& Checkpoint::operator=(Checkpoint&&) noexcept = default;
 Checkpoint::~Checkpoint() = default;
 
 ContainerFormat Checkpoint::format() const { return state_->container.format; }
+Status Checkpoint::CheckUnchanged() const { return state_->file.CheckUnchanged(); }
 const Container& Checkpoint::container() const { return state_->container; }
 const Anomalies& Checkpoint::anomalies() const { return state_->container.anomalies; }
 const std::vector<std::string>& Checkpoint::notes() const { return state_->notes; }
@@ -792,29 +793,35 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
   state->container =
       OpenContainer(state->file.data().empty() ? data : state->file.data(), options.container, &state->budget);
   const Container& c = state->container;
-  if (c.error) return std::unexpected(*c.error);
+  // A file that changed while it was read explains any error its bytes gave.
+  auto fail = [&](Error e) -> Result<Checkpoint> {
+    CKG_TRY(state->file.CheckUnchanged());
+    return std::unexpected(std::move(e));
+  };
+  if (c.error) return fail(*c.error);
   if (!options.allow_anomalies && !c.anomalies.empty()) {
     // A hostile file usually carries its payload in a pickle: name the global
     // it imports first (running each pickle in the VM, which calls nothing).
     if (std::optional<Error> forbidden = FindForbiddenGlobal(c, options, state->budget)) {
       forbidden->detail += " (the container also has anomaly " + c.anomalies.front().kind + ")";
-      return std::unexpected(std::move(*forbidden));
+      return fail(std::move(*forbidden));
     }
     const Anomaly& a = c.anomalies.front();
-    return MakeError(ErrorCode::kMalformed, a.offset,
+    return fail(MakeError(ErrorCode::kMalformed, a.offset,
                      "container anomaly " + a.kind + ": " + a.detail +
                          (c.anomalies.size() > 1 ? " (and " + Num(c.anomalies.size() - 1) + " more; see 'ckptguard info')"
                                                  : std::string()),
-                     a.entry);
+                     a.entry).error());
   }
   Loader loader(*state, options);
-  CKG_TRY(loader.Load());
+  if (Status loaded = loader.Load(); !loaded) return fail(std::move(loaded).error());
+  CKG_TRY(state->file.CheckUnchanged());
   return Checkpoint(std::move(state));
 }
 
 Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options) {
   try {
-    CKG_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
+    CKG_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path, options.file));
     return LoadCheckpointImpl(std::move(file), {}, options);
   } catch (const std::bad_alloc&) {
     return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory", path);

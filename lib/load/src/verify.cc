@@ -28,36 +28,27 @@ void FindProgress(const Checkpoint& ckpt, VerifyReport& r) {
   }
 }
 
-}  // namespace
-
-VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& options) {
-  VerifyReport report;
-  report.path = path;
-  Result<MappedFile> file = MappedFile::Open(path);
-  if (!file) {
-    AddError(report, "io", file.error());
-    report.format = "unknown";
-    return report;
-  }
+// VerifyMapped fills `report` from the bytes of `file`.
+void VerifyMapped(const MappedFile& file, const LoadOptions& options, VerifyReport& report) {
   // The container with every check: all CRCs, records against data.pkl.
   ContainerLimits full = options.container;
   full.zip.max_crc_check_len = ContainerLimits{}.zip.max_crc_check_len;
   full.check_torch_records = true;
   Budget budget(options.budget);
-  const Container container = OpenContainer(file->data(), full, &budget);
+  const Container container = OpenContainer(file.data(), full, &budget);
   report.format = std::string(ContainerFormatName(container.format));
   for (const Anomaly& a : container.anomalies) report.problems.push_back({a.kind, a.entry, a.offset, a.detail});
   if (container.error) {
     AddError(report, "container", *container.error);
-    return report;
+    return;
   }
   // The load (anomalies are already listed above).
   LoadOptions load = options;
   load.allow_anomalies = true;
-  Result<Checkpoint> ckpt = LoadCheckpointBytes(file->data(), load);
+  Result<Checkpoint> ckpt = LoadCheckpointBytes(file.data(), load);
   if (!ckpt) {
     AddError(report, "load", ckpt.error());
-    return report;
+    return;
   }
   FindProgress(*ckpt, report);
   // Every tensor's bytes, to the last one (a view reaching past its record
@@ -70,6 +61,28 @@ VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& option
       continue;
     }
     report.tensor_bytes += ckpt->StorageBytes(t).size();
+  }
+}
+
+}  // namespace
+
+VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& options) {
+  VerifyReport report;
+  report.path = path;
+  Result<MappedFile> file = MappedFile::Open(path, options.file);
+  if (!file) {
+    AddError(report, "io", file.error());
+    report.format = "unknown";
+    return report;
+  }
+  VerifyMapped(*file, options, report);
+  // Whatever was found in torn bytes is not about this file: one io problem.
+  if (Status unchanged = file->CheckUnchanged(); !unchanged) {
+    VerifyReport changed;
+    changed.path = path;
+    changed.format = report.format;
+    AddError(changed, "io", unchanged.error());
+    return changed;
   }
   return report;
 }
@@ -90,10 +103,12 @@ Result<LatestResult> FindLatest(const std::filesystem::path& dir, const LoadOpti
     c.mtime = e.last_write_time(ec);
     // A cheap look at the content first: files that are no model format at
     // all are not candidates.
-    Result<MappedFile> file = MappedFile::Open(c.path.string());
+    Result<MappedFile> file = MappedFile::Open(c.path.string(), options.file);
     if (file) {
       ContainerLimits quick = LoaderContainerLimits();
-      if (OpenContainer(file->data(), quick).format == ContainerFormat::kUnknown) {
+      // A file that changed under this look is still a candidate: the
+      // verification below says what it is (or that it changed again).
+      if (OpenContainer(file->data(), quick).format == ContainerFormat::kUnknown && file->CheckUnchanged()) {
         out.not_models.push_back(c.path);
         continue;
       }

@@ -838,9 +838,10 @@ Status VerifyTorchZip(Bytes file, const SaveTree& tree, const SaveLimits& limits
 }
 
 Status WriteTorchZip(const std::string& path, const SaveTree& tree, const std::string& archive_name,
-                     const SaveLimits& limits) {
+                     const SaveLimits& limits, const std::function<Status()>& sources_unchanged) {
   if (path.empty()) return Invalid("empty output path");
   CKG_ASSIGN_OR_RETURN(std::string bytes, TorchZipBytes(tree, archive_name, limits));
+  if (sources_unchanged) CKG_TRY(sources_unchanged());
   try {
     CKG_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
     CKG_TRY(file.Write(AsBytes(bytes)));

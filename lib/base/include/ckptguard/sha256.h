@@ -42,11 +42,14 @@ std::string HexLower(std::string_view bytes);
 // abort-worthy invariant, reported as 64 zeros never matching a real digest).
 std::string Sha256Hex(std::string_view bytes);
 // Sha256FileHex hashes a whole file in 1 MiB reads (no mapping, no full
-// read); kIo names the path, the byte reached and the errno text.
+// read), opened with OpenInputFile (input_file.h: FIFOs, devices, sockets and
+// folders are refused unopened); kIo names the path, the byte reached and the
+// errno text, or is ChangedWhileReading when the file changed while hashed.
 Result<std::string> Sha256FileHex(const std::string& path);
 // Sha256FdHex: the same for a file the caller opened (and checked) itself,
 // read from where it stands to its end; `name` is what errors name. The
-// caller keeps and closes `fd`.
+// caller keeps and closes `fd`. For a regular file, an fstat before and after
+// must agree (else kIo ChangedWhileReading).
 Result<std::string> Sha256FdHex(int fd, const std::string& name);
 
 }  // namespace ckptguard

@@ -5,6 +5,12 @@
 // (weights only: the archive's code is never run). The file is memory-mapped;
 // tensors are zero-copy views of its records (a deflated record is inflated
 // once into a buffer the Checkpoint owns), valid while the Checkpoint lives.
+//
+// Zero-copy views see the file as it is when they are read: if another
+// process truncates or rewrites the file while the Checkpoint lives, tensor
+// data may change under the views or read as zero pages (never a crash; see
+// mapped_file.h). Checkpoint::CheckUnchanged tells; LoadOptions::file.mode =
+// MapMode::kRead reads the file into owned memory instead and is immune.
 #ifndef CKPTGUARD_CHECKPOINT_H_
 #define CKPTGUARD_CHECKPOINT_H_
 
@@ -42,6 +48,10 @@ struct LoadOptions {
   // these and every stage charges it (unwrapping, inflating, the container,
   // each pickle, the walks, digests and copies of views).
   BudgetLimits budget;
+  // How LoadCheckpoint reads the file (mapped_file.h): a guarded zero-copy
+  // map (the default) or, with file.mode = MapMode::kRead, a pread into
+  // memory the Checkpoint owns (at most file.max_read_len bytes).
+  MappedFileOptions file;
 };
 
 // NamedTensor is a tensor reachable from the root with its dotted path, as
@@ -109,6 +119,12 @@ class Checkpoint {
   // (from its first to its last element), in the file's byte order.
   Bytes StorageBytes(uint32_t tensor) const;
 
+  // CheckUnchanged: kIo ChangedWhileReading (input_file.h) when the file the
+  // Checkpoint maps was truncated or rewritten since it was opened, so what
+  // was read from it (values, tensor bytes, digests) may be torn. Call it
+  // after reading tensor data. OK for LoadCheckpointBytes and kRead loads.
+  Status CheckUnchanged() const;
+
   // SkeletonJson renders the non-tensor structure as the corpus's
   // .expect.json "skeleton" (tensors as "<tensor>").
   Result<std::string> SkeletonJson() const;
@@ -128,7 +144,9 @@ class Checkpoint {
   std::unique_ptr<State> state_;
 };
 
-// LoadCheckpoint maps and loads `path`. Errors name the file, the entry and
+// LoadCheckpoint maps (or reads, per options.file) and loads `path`. A file
+// that changed while it was loaded fails with kIo ChangedWhileReading instead
+// of whatever the torn bytes gave. Errors name the file, the entry and
 // the byte offset: kForbiddenGlobal for any global outside the allowlist,
 // kUnsupportedFormat for known but unsupported content (quantized/sparse
 // tensors, object arrays), kMalformed/kTruncated for broken files, and

@@ -39,7 +39,10 @@ struct VerifyReport {
 };
 
 // VerifyCheckpoint reads the whole file: the container with every CRC, the
-// load, and every tensor's bytes. Never fails: problems are in the report.
+// load, and every tensor's bytes. Never fails: problems are in the report. A
+// file that changed while it was read (truncated, rewritten) has exactly one
+// problem, kind "io", "changed while being read" (FindLatest skips it with
+// that reason); a FIFO, device or socket is refused unopened ("io").
 VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& options = {});
 
 struct LatestCandidate {

@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -234,8 +235,13 @@ Status VerifyTorchZip(Bytes file, const SaveTree& tree, const SaveLimits& limits
 // VerifyTorchZip does, and only then renamed over `path`. On any failure
 // `path` is untouched and the temporary file removed. Failure: as
 // TorchZipBytes and VerifyTorchZip, kIo from the file system.
+// `sources_unchanged`, when given, is called once the bytes are built (every
+// storage copied out of whatever the tree views) and before anything is
+// written; its error stops the write. `ckptguard convert` passes
+// Checkpoint::CheckUnchanged, so a source file that changed while it was read
+// never becomes an output.
 Status WriteTorchZip(const std::string& path, const SaveTree& tree, const std::string& archive_name = "archive",
-                     const SaveLimits& limits = {});
+                     const SaveLimits& limits = {}, const std::function<Status()>& sources_unchanged = {});
 
 }  // namespace ckptguard
 

@@ -16,6 +16,7 @@
 #include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/container.h"
+#include "ckptguard/mapped_file.h"
 #include "ckptguard/scanner/finding.h"
 #include "ckptguard/scanner/rules.h"
 
@@ -39,12 +40,16 @@ struct ScanOptions {
   // container layer, each pickle's decoder and symbolic machine, nested
   // pickles. ScanFile and ScanBytes create one Budget per file from these.
   BudgetLimits budget;
+  // How ScanFile reads the file (mapped_file.h): a guarded map by default.
+  MappedFileOptions file;
 };
 
 // ScanBytes scans `data` (which must outlive the call); `path` only names it.
 FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& options = {});
-// ScanFile maps `path` and scans it; an unreadable file is a report with
-// verdict kError.
+// ScanFile maps `path` and scans it; an unreadable file (a FIFO, device or
+// socket is refused unopened) is a report with verdict kError, and so is a
+// file that changed while it was scanned (error kIo ChangedWhileReading,
+// no findings: they would be about torn bytes).
 FileReport ScanFile(const std::string& path, const ScanOptions& options = {});
 
 }  // namespace ckptguard::scanner
