@@ -564,6 +564,13 @@ class Scanner {
   }
   Result<Id> Buffer(const PickleOp&, const Id* target) { return target != nullptr ? *target : New(Sym{}); }
   Id Opaque() { return New(Sym{}); }
+  // Discard reclaims a literal the pickle dropped right after building it
+  // (NONE POP...): nothing can refer to it any more.
+  void Discard(Id id) {
+    if (id == 0 || id + 1 != values_.size()) return;
+    const Sym& s = values_[id];
+    if (s.kind == Sym::kScalar || s.kind == Sym::kStr || s.kind == Sym::kBytes) values_.pop_back();
+  }
   // The C unpickler fails here (a stack underflow, a missing MARK, a memo
   // key never stored): what torch ran before stays reported, and the scan
   // reads on in case another unpickler would not have stopped.

@@ -386,7 +386,25 @@ class Loader {
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, "pickle", s_.vm, NoStorages(), vm_options));
     // pickle.load reads one pickle; bytes after its STOP are where a second
     // payload hides (a later load of the same stream would run it).
-    const DecodedStream first = DecodeStream(data, options_.limits.pickle, base, 1);
+    // Where the first pickle ends: decoded again as a stream (its ops are
+    // not kept: a pickle of millions of ops would otherwise be held whole).
+    struct {
+      std::optional<Error> error;
+      uint64_t end_offset = 0;
+    } first;
+    {
+      PickleDecoder decoder(data, options_.limits.pickle, base);
+      while (true) {
+        Result<PickleOp> op = decoder.Next();
+        if (!op) {
+          first.error = op.error();
+          break;
+        }
+        CKG_TRY(s_.budget.Charge(BudgetKind::kOpcodes, 1, op->offset, "pickle", "finding the pickle's end"));
+        if (op->code == Opcode::kStop) break;
+      }
+      first.end_offset = decoder.Offset();
+    }
     if (!first.error && first.end_offset < base + data.size()) {
       VmState scratch;
       Result<ValueId> second = RunPickle(data.subspan(static_cast<size_t>(first.end_offset - base)), first.end_offset,

@@ -263,6 +263,25 @@ class Vm {
   }
   // Strict mode: the machine never substitutes values.
   Id Opaque() { return 0; }
+  // Discard reclaims a plain value the pickle dropped right after building
+  // it (NONE POP, 1 POP...): nothing can refer to it, and without this a
+  // pickle of such pairs would grow the arena by a Value per two bytes.
+  void Discard(Id id) {
+    if (id + 1 != state_.values.size()) return;
+    switch (state_.values.Get(id).kind) {
+      case ValueKind::kNone:
+      case ValueKind::kBool:
+      case ValueKind::kInt:
+      case ValueKind::kBigInt:
+      case ValueKind::kFloat:
+      case ValueKind::kStr:
+      case ValueKind::kBytes:
+        state_.values.PopLast();
+        break;
+      default:
+        break;
+    }
+  }
   void Malformed(const Error&) {}
 
  private:

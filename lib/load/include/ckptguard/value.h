@@ -100,6 +100,9 @@ class ValueArena {
   const Value& Get(ValueId id) const { return values_[id]; }
   Value& Mutable(ValueId id) { return values_[id]; }
   size_t size() const { return values_.size(); }
+  // PopLast forgets the last value added (the VM reclaims a plain value that
+  // nothing refers to). Its id may be handed out again.
+  void PopLast() { values_.pop_back(); }
   // Reserve avoids regrowing (and re-faulting) the arena; callers size it
   // from the pickle's length, capped by their limits.
   void Reserve(size_t n) { values_.reserve(n); }

@@ -49,6 +49,11 @@
 //   // MARK, a memo key never stored...), reported before the machine reads on.
 //   Id Opaque();
 //   void Malformed(const Error& error);
+//   // Optional: POP and POP_MARK dropped `id` and nothing the machine holds
+//   // refers to it any more (not the memo, not another stack slot). A
+//   // domain may reclaim it when it was the last value it built (a pickle of
+//   // NONE POP pairs then costs no memory per pair).
+//   void Discard(Id id);
 //
 // In strict mode (the VM) every such failure ends the run with kMalformed at
 // the opcode; in lenient mode (the scanner, the walkers) the domain hears of
@@ -184,6 +189,7 @@ class PickleMachine {
     stack_.clear();
     marks_.clear();
     memo_.Clear();
+    memo_high_ = -1;
     ops_ = 0;
     decode_failed_ = false;
     ended_before_stop_ = false;
@@ -231,11 +237,11 @@ class PickleMachine {
           return OkStatus();
         }
         if (stack_.size() <= Fence()) return Structural(op, Underflow(op));
-        stack_.pop_back();
+        DropTo(stack_.size() - 1);
         return OkStatus();
       case Opcode::kPopMark: {
         CKG_ASSIGN_OR_RETURN(size_t start, PopMark(op));
-        stack_.resize(start);
+        DropTo(start);
         return OkStatus();
       }
       case Opcode::kDup: {
@@ -525,7 +531,24 @@ class PickleMachine {
     if (memo_.Find(key) == nullptr && memo_.size() >= limits_.max_memo_entries) {
       return Limit(op, "max_memo_entries", limits_.max_memo_entries);
     }
+    memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(stack_.back()));
     return memo_.Set(key, stack_.back(), budget_, op.offset, where_);
+  }
+
+  // DropTo shrinks the stack to `size` (POP, POP_MARK), telling a domain that
+  // wants to know (Discard) of each dropped id nothing refers to any more:
+  // ids are handed out in increasing order, so one above every id ever
+  // memoized is not in the memo, and a copy left by DUP sits right below it.
+  void DropTo(size_t size) {
+    while (stack_.size() > size) {
+      const Id id = stack_.back();
+      stack_.pop_back();
+      if constexpr (requires(Domain& d) { d.Discard(id); }) {
+        if (id != kMachineNoValue && static_cast<int64_t>(id) > memo_high_ && (stack_.empty() || stack_.back() != id)) {
+          domain_.Discard(id);
+        }
+      }
+    }
   }
 
   Domain& domain_;
@@ -536,6 +559,7 @@ class PickleMachine {
   std::vector<Id> stack_;
   std::vector<size_t> marks_;
   MachineMemo memo_;
+  int64_t memo_high_ = -1;  // the highest id ever memoized (-1: none)
   Id root_ = kMachineNoValue;
   uint64_t ops_ = 0;
   bool decode_failed_ = false;
