@@ -44,6 +44,11 @@ BudgetLimits BudgetLimits::Clamped() const {
 
 void Budget::SetFileSize(uint64_t file_len) {
   if (!file_len_) file_len_ = file_len;
+  Refresh();
+}
+
+void Budget::Refresh() {
+  for (size_t k = 0; k < kNumBudgetKinds; ++k) cached_limit_[k] = Limit(static_cast<BudgetKind>(k));
 }
 
 uint64_t Budget::Limit(BudgetKind kind) const {
@@ -94,8 +99,8 @@ std::unexpected<Error> Budget::Exceeded(BudgetKind kind, uint64_t would_be, uint
   return std::unexpected<Error>(std::move(e));
 }
 
-Status Budget::Charge(BudgetKind kind, uint64_t amount, uint64_t offset, std::string_view where,
-                      std::string_view what) {
+Status Budget::ChargeSlow(BudgetKind kind, uint64_t amount, uint64_t offset, std::string_view where,
+                          std::string_view what) {
   uint64_t& used = used_[static_cast<size_t>(kind)];
   const uint64_t limit = Limit(kind);
   const uint64_t would_be = SatAdd(used, amount);
@@ -107,6 +112,8 @@ Status Budget::Charge(BudgetKind kind, uint64_t amount, uint64_t offset, std::st
   }
   if (exhausted_[static_cast<size_t>(kind)]) return Exceeded(kind, would_be, offset, where, what);
   used = would_be;
+  // Inflated bytes are input too: the limits that scale with it move.
+  if (kind == BudgetKind::kInflatedBytes) Refresh();
   return OkStatus();
 }
 

@@ -6,21 +6,11 @@
 
 namespace ckptguard {
 
-Result<const uint8_t*> ByteCursor::Take(uint64_t n) {
-  if (n > data_.size() - pos_) {
-    return MakeError(ErrorCode::kTruncated, Offset(),
-                     "needs " + std::to_string(n) + " bytes, " +
-                         std::to_string(data_.size() - pos_) + " remain");
-  }
-  const uint8_t* p = data_.data() + pos_;
-  pos_ += static_cast<size_t>(n);
-  return p;
+std::unexpected<Error> ByteCursor::Short(uint64_t n) const {
+  return MakeError(ErrorCode::kTruncated, Offset(),
+                   "needs " + std::to_string(n) + " bytes, " + std::to_string(data_.size() - pos_) + " remain");
 }
 
-Result<uint8_t> ByteCursor::ReadU8() {
-  CKG_ASSIGN_OR_RETURN(const uint8_t* p, Take(1));
-  return p[0];
-}
 
 Result<uint8_t> ByteCursor::PeekU8() const {
   if (pos_ == data_.size()) {
@@ -29,16 +19,7 @@ Result<uint8_t> ByteCursor::PeekU8() const {
   return data_[pos_];
 }
 
-Result<uint16_t> ByteCursor::ReadU16LE() {
-  CKG_ASSIGN_OR_RETURN(const uint8_t* p, Take(2));
-  return static_cast<uint16_t>(p[0] | (p[1] << 8));
-}
 
-Result<uint32_t> ByteCursor::ReadU32LE() {
-  CKG_ASSIGN_OR_RETURN(const uint8_t* p, Take(4));
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
-}
 
 Result<int32_t> ByteCursor::ReadI32LE() {
   CKG_ASSIGN_OR_RETURN(uint32_t u, ReadU32LE());
@@ -59,10 +40,6 @@ Result<double> ByteCursor::ReadF64BE() {
   return std::bit_cast<double>(v);
 }
 
-Result<Bytes> ByteCursor::ReadBytes(uint64_t n) {
-  CKG_ASSIGN_OR_RETURN(const uint8_t* p, Take(n));
-  return Bytes(p, static_cast<size_t>(n));
-}
 
 Result<ByteCursor> ByteCursor::ReadCursor(uint64_t n) {
   uint64_t start = Offset();
@@ -87,9 +64,5 @@ Result<Bytes> ByteCursor::ReadLine(uint64_t max_len) {
   return Bytes(p, line_len);
 }
 
-Status ByteCursor::Skip(uint64_t n) {
-  CKG_TRY(Take(n));
-  return OkStatus();
-}
 
 }  // namespace ckptguard

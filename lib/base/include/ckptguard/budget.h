@@ -101,7 +101,7 @@ struct BudgetLimits {
 
 class Budget {
  public:
-  explicit Budget(const BudgetLimits& limits = {}) : limits_(limits.Clamped()) {}
+  explicit Budget(const BudgetLimits& limits = {}) : limits_(limits.Clamped()) { Refresh(); }
 
   // SetFileSize turns on the limits that scale with the input (see
   // BudgetLimits). The first call wins: nested containers do not reset it.
@@ -114,8 +114,18 @@ class Budget {
   // `offset` in `where`, with Error::limit set to the limit's name and the
   // detail saying the limit, the total it would reach and what was charging.
   // A failed charge leaves the total at the limit (later charges fail too).
+  // Inline fast path (a pickle charges per opcode): the limit in force is
+  // cached and recomputed only when it can change (SetFileSize, inflation).
   Status Charge(BudgetKind kind, uint64_t amount, uint64_t offset = 0, std::string_view where = {},
-                std::string_view what = {});
+                std::string_view what = {}) {
+    const size_t k = static_cast<size_t>(kind);
+    if (amount <= cached_limit_[k] - used_[k] && used_[k] <= cached_limit_[k] && !exhausted_[k] &&
+        kind != BudgetKind::kInflatedBytes) {
+      used_[k] += amount;
+      return OkStatus();
+    }
+    return ChargeSlow(kind, amount, offset, where, what);
+  }
   // Nest raises the current nesting depth to `depth` (MARK depth, archive
   // depth); only the deepest is kept. Same failure as Charge.
   Status Nest(uint64_t depth, uint64_t offset = 0, std::string_view where = {}, std::string_view what = {});
@@ -125,12 +135,17 @@ class Budget {
   const BudgetLimits& limits() const { return limits_; }
 
  private:
+  Status ChargeSlow(BudgetKind kind, uint64_t amount, uint64_t offset, std::string_view where, std::string_view what);
+  // Refresh recomputes cached_limit_ from the limits, the file size and the
+  // bytes inflated so far.
+  void Refresh();
   std::unexpected<Error> Exceeded(BudgetKind kind, uint64_t would_be, uint64_t offset, std::string_view where,
                                   std::string_view what) const;
 
   BudgetLimits limits_;
   std::array<uint64_t, kNumBudgetKinds> used_{};
   std::array<bool, kNumBudgetKinds> exhausted_{};
+  std::array<uint64_t, kNumBudgetKinds> cached_limit_{};
   std::optional<uint64_t> file_len_;
 };
 

@@ -45,16 +45,31 @@ class ByteCursor {
   // Rest views the unread bytes without consuming them.
   Bytes Rest() const { return data_.subspan(pos_); }
 
-  Result<uint8_t> ReadU8();
-  Result<uint16_t> ReadU16LE();
-  Result<uint32_t> ReadU32LE();
+  // The hot readers are inline (a pickle decode calls them per opcode); the
+  // error path is not.
+  Result<uint8_t> ReadU8() {
+    CKG_ASSIGN_OR_RETURN(const uint8_t* p, Take(1));
+    return p[0];
+  }
+  Result<uint16_t> ReadU16LE() {
+    CKG_ASSIGN_OR_RETURN(const uint8_t* p, Take(2));
+    return static_cast<uint16_t>(p[0] | (p[1] << 8));
+  }
+  Result<uint32_t> ReadU32LE() {
+    CKG_ASSIGN_OR_RETURN(const uint8_t* p, Take(4));
+    return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+           (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+  }
   Result<int32_t> ReadI32LE();
   Result<uint64_t> ReadU64LE();
   Result<double> ReadF64BE();
   // PeekU8 returns the next byte without consuming it.
   Result<uint8_t> PeekU8() const;
   // ReadBytes consumes `n` bytes and returns a view of them (zero-copy).
-  Result<Bytes> ReadBytes(uint64_t n);
+  Result<Bytes> ReadBytes(uint64_t n) {
+    CKG_ASSIGN_OR_RETURN(const uint8_t* p, Take(n));
+    return Bytes(p, static_cast<size_t>(n));
+  }
   // ReadCursor consumes `n` bytes and returns a cursor over them whose offsets
   // continue this cursor's absolute offsets.
   Result<ByteCursor> ReadCursor(uint64_t n);
@@ -63,13 +78,23 @@ class ByteCursor {
   // newline: a longer line is kLimitExceeded, a missing newline kTruncated.
   Result<Bytes> ReadLine(uint64_t max_len);
   // Skip consumes `n` bytes.
-  Status Skip(uint64_t n);
+  Status Skip(uint64_t n) {
+    CKG_TRY(Take(n));
+    return OkStatus();
+  }
 
  private:
   // Take is the only place that advances the position: it checks `n` against
   // the remaining length and returns a pointer to the `n` bytes, or an error
   // leaving the cursor unchanged.
-  Result<const uint8_t*> Take(uint64_t n);
+  Result<const uint8_t*> Take(uint64_t n) {
+    if (n > data_.size() - pos_) return Short(n);
+    const uint8_t* p = data_.data() + pos_;
+    pos_ += static_cast<size_t>(n);
+    return p;
+  }
+  // Short is Take's error: kTruncated saying how many bytes were wanted.
+  std::unexpected<Error> Short(uint64_t n) const;
 
   Bytes data_;
   size_t pos_ = 0;
