@@ -298,11 +298,11 @@ class Opener {
     std::vector<ZipEntryStatus> statuses;
     // Deflated entries are inflated once, below, and checked there.
     c.anomalies = CheckZip(zip, &statuses, false);
-    std::map<std::string, size_t> last_by_name;  // torch reads the later duplicate
+    c.entries.reserve(zip.entries().size());
+    c.entry_index.reserve(zip.entries().size());
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
       c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false, std::nullopt});
-      last_by_name[e.name] = i;
       c.entry_index[e.name] = i;
     }
     if (zip.entries().empty()) return;
@@ -311,7 +311,8 @@ class Opener {
     const size_t slash = first.find('/');
     c.prefix = slash == std::string::npos ? std::string() : first.substr(0, slash);
     const std::string root = c.prefix + "/";
-    auto has = [&](const std::string& name) { return last_by_name.contains(name); };
+    // c.entry_index keeps the later of duplicate names: the one torch reads.
+    auto has = [&](const std::string& name) { return c.entry_index.contains(name); };
     if (c.prefix.empty() && has("data.pkl")) {
       // Shaped like a checkpoint, but torch takes the prefix from the first
       // entry's folder and refuses an archive whose first entry has none.
@@ -371,7 +372,7 @@ class Opener {
       }
     }
     if (c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript) {
-      CheckTorchArchive(c, zip, last_by_name);
+      CheckTorchArchive(c, zip);
     }
     // In file order, whichever check found them.
     std::stable_sort(c.anomalies.begin(), c.anomalies.end(),
@@ -451,7 +452,7 @@ class Opener {
 
   // CheckTorchArchive applies the rules of torch's PyTorchStreamReader and
   // checks each storage record against the persistent ids of data.pkl.
-  void CheckTorchArchive(Container& c, const ZipArchive& zip, const std::map<std::string, size_t>& last_by_name) {
+  void CheckTorchArchive(Container& c, const ZipArchive& zip) {
     const auto& entries = zip.entries();
     const std::string root = c.prefix + "/";
     for (const ZipEntry& e : entries) {
@@ -461,8 +462,8 @@ class Opener {
       }
     }
     auto find = [&](const std::string& name) -> const ZipEntry* {
-      auto it = last_by_name.find(name);
-      return it == last_by_name.end() ? nullptr : &entries[it->second];
+      auto it = c.entry_index.find(name);
+      return it == c.entry_index.end() ? nullptr : &entries[it->second];
     };
     auto small_text = [&](const ZipEntry& e) -> std::optional<std::string> {
       if (e.uncompressed_len > 64) return std::nullopt;

@@ -6,6 +6,7 @@
 #include <limits>
 #include <cstdio>
 #include <map>
+#include <unordered_map>
 #include <optional>
 
 namespace ckptguard {
@@ -397,10 +398,19 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses,
   const auto& entries = zip.entries();
   const ZipLayout& layout = zip.layout();
   std::vector<Span> spans;
-  std::map<std::string, std::vector<size_t>> by_name;
+  // Name -> (first index, last index, count): a hash map of views, as a
+  // checkpoint's directory has one record per tensor.
+  struct NameUse {
+    size_t first, last, count;
+  };
+  std::unordered_map<std::string_view, NameUse> by_name;
+  by_name.reserve(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     const ZipEntry& e = entries[i];
-    by_name[e.name].push_back(i);
+    if (auto [it, fresh] = by_name.try_emplace(e.name, NameUse{i, i, 1}); !fresh) {
+      it->second.last = i;
+      ++it->second.count;
+    }
     if ((e.flags & kFlagEncrypted) != 0) {
       out.push_back({"zip.encrypted", e.central_offset, e.name, "entry is encrypted (flag bit 0); torch refuses it"});
     }
@@ -469,11 +479,16 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses,
       }
     }
   }
-  for (const auto& [name, indexes] : by_name) {
-    if (indexes.size() < 2) continue;
-    const ZipEntry& used = entries[indexes.back()];
-    out.push_back({"zip.duplicate_name", entries[indexes.front()].central_offset, name,
-                   "name appears " + Num(indexes.size()) + " times; torch reads the last, at offset " +
+  std::vector<std::pair<std::string_view, NameUse>> duplicates;
+  for (const auto& [name, use] : by_name) {
+    if (use.count >= 2) duplicates.emplace_back(name, use);
+  }
+  // By name, as before: deterministic.
+  std::sort(duplicates.begin(), duplicates.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [name, use] : duplicates) {
+    const ZipEntry& used = entries[use.last];
+    out.push_back({"zip.duplicate_name", entries[use.first].central_offset, std::string(name),
+                   "name appears " + Num(use.count) + " times; torch reads the last, at offset " +
                        Num(used.local_header_offset)});
   }
   // Coverage: entries (with their data descriptors), then the directory and

@@ -156,7 +156,7 @@ class Loader {
                          "byteorder record says '" + std::string(text.substr(0, 16)) + "'", order->zip.name);
       }
     }
-    std::map<std::string, uint32_t> by_key;
+    std::unordered_map<std::string, uint32_t> by_key;
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
       if (auto it = by_key.find(r.key); it != by_key.end()) {
         CKG_TRY(CheckSame(r, s_.vm.storages[it->second]));
@@ -195,7 +195,7 @@ class Loader {
     const uint64_t begin = legacy.pickle_offsets[3];
     const uint64_t end = legacy.pickle_offsets[4];
     if (begin > end || end > c.bytes.size()) return MakeError(ErrorCode::kInternal, begin, "legacy pickle offsets");
-    std::map<std::string, uint32_t> by_key;
+    std::unordered_map<std::string, uint32_t> by_key;
     const std::string where = "legacy object pickle";
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
       if (auto it = by_key.find(r.key); it != by_key.end()) {
