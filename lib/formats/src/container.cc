@@ -364,9 +364,11 @@ class Opener {
       // never inflated, checked or opened as a nested archive again.
       OpenZipEntry(c, zip, statuses, i, depth, seen.bytes);
       if (c.pickles.size() > pickles_before) {
-        if (seen.pickle) {
+        // Read once, unless this name makes the bytes a named pickle where
+        // the first name only sniffed one (then parse errors matter here).
+        if (seen.pickle && (c.pickles.back().sniffed || !c.pickles[*seen.pickle].sniffed)) {
           c.pickles.back().same_as = *seen.pickle;
-        } else {
+        } else if (!seen.pickle) {
           seen.pickle = pickles_before;
         }
       }
