@@ -37,17 +37,6 @@ bool LooksLikeSafetensors(Bytes data) {
   return false;
 }
 
-// FirstPickleEnd decodes one pickle from the start of `data` and returns its
-// end offset, or the error.
-Result<uint64_t> FirstPickleEnd(Bytes data, const PickleLimits& limits, Budget& budget) {
-  PickleDecoder decoder(data, limits);
-  while (true) {
-    CKG_ASSIGN_OR_RETURN(PickleOp op, decoder.Next());
-    CKG_TRY(budget.Charge(BudgetKind::kOpcodes, 1, op.offset, "", "pickle detection"));
-    if (op.code == Opcode::kStop) return decoder.Offset();
-  }
-}
-
 bool InRange(Bytes outer, std::string_view inner) {
   const auto* b = reinterpret_cast<const uint8_t*>(inner.data());
   return b >= outer.data() && b + inner.size() <= outer.data() + outer.size();
@@ -172,7 +161,7 @@ class Opener {
     }
     // torch.load would read these bytes as a legacy pickle stream: if they
     // also decode as a complete pickle, torch.load runs it.
-    if (Result<uint64_t> end = FirstPickleEnd(c.bytes, limits_.pickle, budget_)) {
+    if (Result<uint64_t> end = FirstPickleEnd(c.bytes, limits_.pickle, 0, &budget_)) {
       c.anomalies.push_back({"polyglot.pickle_and_safetensors", 0, "",
                              "the first " + Num(*end) + " bytes also decode as a pickle, which torch.load would run"});
       c.pickles.push_back(PickleSource{"", c.bytes, 0, 0, false, 0, false, std::nullopt});
@@ -197,7 +186,7 @@ class Opener {
       c.legacy = std::move(*legacy);
       return;
     }
-    Result<uint64_t> first_end = FirstPickleEnd(bytes, limits_.pickle, budget_);
+    Result<uint64_t> first_end = FirstPickleEnd(bytes, limits_.pickle, 0, &budget_);
     if (!first_end && first_end.error().code == ErrorCode::kLimitExceeded && !first_end.error().limit.empty()) {
       c.format = ContainerFormat::kPickle;
       c.error = first_end.error();

@@ -39,17 +39,34 @@ bool IsLegacyHeaderPickle(std::span<const PickleOp> ops, int index) {
   return data == kLegacyMagicLE;
 }
 
+namespace {
+
+// HeaderOps keeps the ops of one pickle only while it could be a header
+// pickle (PROTO, one int, STOP): a longer pickle (a hostile one in the magic
+// number's place) is decoded to its STOP without keeping its ops.
+class HeaderOps {
+ public:
+  void Add(PickleOp op) {
+    if (op.code != Opcode::kProto) ++body_;
+    if (body_ > 2 || ops_.size() >= kMaxOps) shaped_ = false;
+    if (shaped_) ops_.push_back(std::move(op));
+  }
+  // Is says whether the pickle was header pickle number `index` (0, 1).
+  bool Is(int index) const { return shaped_ && IsLegacyHeaderPickle(ops_, index); }
+
+ private:
+  static constexpr size_t kMaxOps = 8;
+  std::vector<PickleOp> ops_;
+  size_t body_ = 0;
+  bool shaped_ = true;
+};
+
+}  // namespace
+
 bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits, Budget* budget) {
-  // A header pickle is PROTO, one int and STOP: only that many ops are kept.
-  // A longer pickle (a hostile one in the magic number's place) is decoded to
-  // its STOP without keeping its ops, so that the second can be checked.
-  constexpr size_t kMaxHeaderOps = 8;
   PickleDecoder decoder(file, limits);
-  std::vector<PickleOp> ops;
   for (int pickle = 0; pickle < 2; ++pickle) {
-    ops.clear();
-    size_t body = 0;
-    bool header_shaped = true;
+    HeaderOps header;
     while (true) {
       Result<PickleOp> op = decoder.Next();
       if (!op) return false;
@@ -57,12 +74,10 @@ bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits, Budget* budget
         return false;
       }
       const bool stop = op->code == Opcode::kStop;
-      if (op->code != Opcode::kProto) ++body;
-      if (body > 2 || ops.size() >= kMaxHeaderOps) header_shaped = false;
-      if (header_shaped) ops.push_back(std::move(*op));
+      header.Add(std::move(*op));
       if (stop) break;
     }
-    if (header_shaped && IsLegacyHeaderPickle(ops, pickle)) return true;
+    if (header.Is(pickle)) return true;
     if (decoder.AtEnd()) return false;
   }
   return false;
@@ -74,12 +89,10 @@ Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits
   // for its storages afterwards, the key pickle is read as it decodes.
   LegacyCheckpoint out;
   PickleDecoder decoder(file, limits);
-  std::vector<PickleOp> header[2];
-  bool header_shaped[2] = {true, true};
+  HeaderOps header[2];
   std::vector<std::string> keys;
   for (int pickle = 0; pickle < kNumPickles; ++pickle) {
     out.pickle_offsets[pickle] = decoder.Offset();
-    size_t body = 0;
     while (true) {
       if (decoder.AtEnd() && decoder.BetweenPickles()) {
         return MakeError(ErrorCode::kTruncated, decoder.Offset(),
@@ -89,9 +102,7 @@ Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits
       if (budget != nullptr) CKG_TRY(budget->Charge(BudgetKind::kOpcodes, 1, op.offset, "", "legacy format"));
       const bool stop = op.code == Opcode::kStop;
       if (pickle < 2) {
-        if (op.code != Opcode::kProto) ++body;
-        if (body > 2 || header[pickle].size() >= 8) header_shaped[pickle] = false;
-        if (header_shaped[pickle]) header[pickle].push_back(std::move(op));
+        header[pickle].Add(std::move(op));
       } else if (pickle == 4) {
         // Pickle 5: a list of key strings and nothing else.
         switch (op.code) {
@@ -113,11 +124,11 @@ Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits
       if (stop) break;
     }
   }
-  if (!header_shaped[0] || !IsLegacyHeaderPickle(header[0], 0)) {
+  if (!header[0].Is(0)) {
     out.anomalies.push_back({"legacy.bad_magic", out.pickle_offsets[0], "",
                              "the first pickle is not the magic number; torch runs it before checking"});
   }
-  if (!header_shaped[1] || !IsLegacyHeaderPickle(header[1], 1)) {
+  if (!header[1].Is(1)) {
     out.anomalies.push_back({"legacy.bad_protocol", out.pickle_offsets[1], "",
                              "the second pickle is not the protocol version 1001"});
   }

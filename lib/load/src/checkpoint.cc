@@ -386,36 +386,21 @@ class Loader {
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, "pickle", s_.vm, NoStorages(), vm_options));
     // pickle.load reads one pickle; bytes after its STOP are where a second
     // payload hides (a later load of the same stream would run it).
-    // Where the first pickle ends: decoded again as a stream (its ops are
-    // not kept: a pickle of millions of ops would otherwise be held whole).
-    struct {
-      std::optional<Error> error;
-      uint64_t end_offset = 0;
-    } first;
-    {
-      PickleDecoder decoder(data, options_.limits.pickle, base);
-      while (true) {
-        Result<PickleOp> op = decoder.Next();
-        if (!op) {
-          first.error = op.error();
-          break;
-        }
-        CKG_TRY(s_.budget.Charge(BudgetKind::kOpcodes, 1, op->offset, "pickle", "finding the pickle's end"));
-        if (op->code == Opcode::kStop) break;
-      }
-      first.end_offset = decoder.Offset();
-    }
-    if (!first.error && first.end_offset < base + data.size()) {
+    // Where the first pickle ends (decoded as a stream: its ops are not kept).
+    const Result<uint64_t> end = FirstPickleEnd(data, options_.limits.pickle, base, &s_.budget, "pickle");
+    if (!end && !end.error().limit.empty()) return std::unexpected(end.error());
+    if (end && *end < base + data.size()) {
+      const uint64_t end_offset = *end;
       VmState scratch;
-      Result<ValueId> second = RunPickle(data.subspan(static_cast<size_t>(first.end_offset - base)), first.end_offset,
+      Result<ValueId> second = RunPickle(data.subspan(static_cast<size_t>(end_offset - base)), end_offset,
                                          "pickle", scratch, NoStorages(), vm_options);
       if (!second && second.error().code == ErrorCode::kForbiddenGlobal) {
         Error e = second.error();
         e.detail += " (in a second pickle after the first one's STOP)";
         return std::unexpected(std::move(e));
       }
-      return MakeError(ErrorCode::kMalformed, first.end_offset,
-                       Num(base + data.size() - first.end_offset) +
+      return MakeError(ErrorCode::kMalformed, end_offset,
+                       Num(base + data.size() - end_offset) +
                            " bytes follow the pickle's STOP (a second pickle would run on the next load); not loaded",
                        "pickle");
     }

@@ -371,6 +371,16 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
   return OkStatus();
 }
 
+Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits, uint64_t base_offset, Budget* budget,
+                                std::string_view where) {
+  PickleDecoder decoder(input, limits, base_offset);
+  while (true) {
+    CKG_ASSIGN_OR_RETURN(PickleOp op, decoder.Next());
+    if (budget != nullptr) CKG_TRY(budget->Charge(BudgetKind::kOpcodes, 1, op.offset, where, "finding a pickle's end"));
+    if (op.code == Opcode::kStop) return decoder.Offset();
+  }
+}
+
 DecodedStream DecodeStream(Bytes input, const PickleLimits& limits, uint64_t base_offset,
                            uint32_t max_pickles) {
   DecodedStream out;

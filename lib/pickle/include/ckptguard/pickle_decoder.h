@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_opcodes.h"
@@ -158,6 +159,14 @@ struct DecodedStream {
 // DecodeStream decodes pickles one after another until the input ends, an
 // error occurs, or `max_pickles` pickles are complete (0 means no such stop;
 // the legacy torch format passes 5 because raw storage bytes follow).
+// FirstPickleEnd decodes the first pickle of `input` as a stream (its ops are
+// not kept) and returns the absolute offset just past its STOP. Each opcode is
+// charged to `budget` (BudgetKind::kOpcodes) when given; `where` names the
+// input in a budget error. Failure: the decoder's error, or the budget's
+// (Error::limit set).
+Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0,
+                                Budget* budget = nullptr, std::string_view where = {});
+
 DecodedStream DecodeStream(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0,
                            uint32_t max_pickles = 0);
 
