@@ -247,6 +247,14 @@ std::optional<size_t> Utf8Error(std::string_view text, bool allow_surrogates) {
   size_t i = 0;
   auto cont = [&](size_t k) { return k < n && (s[k] & 0xc0) == 0x80; };
   while (i < n) {
+    if (n - i >= 8) {  // eight ASCII bytes at once (keys and names are ASCII)
+      uint64_t w;
+      std::memcpy(&w, s + i, 8);
+      if ((w & 0x8080808080808080ULL) == 0) {
+        i += 8;
+        continue;
+      }
+    }
     uint8_t c = s[i];
     if (c < 0x80) {
       ++i;

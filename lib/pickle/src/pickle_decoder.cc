@@ -52,10 +52,16 @@ PickleDecoder::PickleDecoder(Bytes input, const PickleLimits& limits, uint64_t b
     : cursor_(input, base_offset), limits_(limits.Clamped()) {}
 
 Result<PickleOp> PickleDecoder::Next() {
+  PickleOp op;
+  CKG_TRY(Next(op));
+  return op;
+}
+
+Status PickleDecoder::Next(PickleOp& op) {
   if (failed_) return std::unexpected(*failed_);
   const uint64_t start = cursor_.Offset();
   ByteCursor saved = cursor_;
-  auto fail = [&](Error error) -> Result<PickleOp> {
+  auto fail = [&](Error error) -> Status {
     cursor_ = saved;
     failed_ = error;
     return std::unexpected(std::move(error));
@@ -74,7 +80,8 @@ Result<PickleOp> PickleDecoder::Next() {
     return fail(Error{ErrorCode::kLimitExceeded, start, {},
                       "max_pickles (" + Num(limits_.max_pickles) + ") pickles in one stream"});
   }
-  uint8_t byte = *cursor_.ReadU8();
+  uint8_t byte = 0;
+  cursor_.TryReadU8(byte);  // not empty: checked above
   const OpcodeInfo* info = FindOpcode(byte);
   if (info == nullptr) {
     static constexpr char kHexDigits[] = "0123456789abcdef";
@@ -83,10 +90,11 @@ Result<PickleOp> PickleDecoder::Next() {
     shown.push_back(kHexDigits[byte & 0xf]);
     return fail(Error{ErrorCode::kUnsupportedOpcode, start, {}, "unknown opcode " + shown});
   }
-  PickleOp op;
   op.code = info->code;
   op.offset = start;
+  op.length = 0;
   op.pickle_index = num_finished_;
+  op.arg.Reset();
   if (Status st = DecodeOperand(*info, op); !st) {
     Error error = std::move(st).error();
     if (error.where.empty()) error.where = std::string(info->name);
@@ -96,7 +104,7 @@ Result<PickleOp> PickleDecoder::Next() {
   ++num_ops_;
   between_pickles_ = op.code == Opcode::kStop;
   if (between_pickles_) ++num_finished_;
-  return op;
+  return OkStatus();
 }
 
 Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
@@ -111,6 +119,8 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
                        std::string(limit_name) + " (" + Num(limit) + ") exceeded by an operand of " +
                            Num(len) + " bytes");
     }
+    Bytes fast;
+    if (cursor_.TryReadBytes(len, fast)) return fast;
     uint64_t at = cursor_.Offset();
     Result<Bytes> bytes = cursor_.ReadBytes(len);
     if (!bytes) {
@@ -131,27 +141,39 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
     case OperandKind::kNone:
       return OkStatus();
     case OperandKind::kUInt1: {
-      CKG_ASSIGN_OR_RETURN(uint8_t v, cursor_.ReadU8());
+      uint8_t v;
+      if (!cursor_.TryReadU8(v)) {
+        CKG_ASSIGN_OR_RETURN(v, cursor_.ReadU8());
+      }
       arg.type = PickleArgType::kUInt;
       arg.uint_value = v;
       break;
     }
     case OperandKind::kUInt2: {
-      CKG_ASSIGN_OR_RETURN(uint16_t v, cursor_.ReadU16LE());
+      uint16_t v;
+      if (!cursor_.TryReadU16LE(v)) {
+        CKG_ASSIGN_OR_RETURN(v, cursor_.ReadU16LE());
+      }
       arg.type = PickleArgType::kUInt;
       arg.uint_value = v;
       break;
     }
     case OperandKind::kUInt4: {
-      CKG_ASSIGN_OR_RETURN(uint32_t v, cursor_.ReadU32LE());
+      uint32_t v;
+      if (!cursor_.TryReadU32LE(v)) {
+        CKG_ASSIGN_OR_RETURN(v, cursor_.ReadU32LE());
+      }
       arg.type = PickleArgType::kUInt;
       arg.uint_value = v;
       break;
     }
     case OperandKind::kInt4: {
-      CKG_ASSIGN_OR_RETURN(int32_t v, cursor_.ReadI32LE());
+      uint32_t u;
+      if (!cursor_.TryReadU32LE(u)) {
+        CKG_ASSIGN_OR_RETURN(u, cursor_.ReadU32LE());
+      }
       arg.type = PickleArgType::kInt;
-      arg.int_value = v;
+      arg.int_value = static_cast<int32_t>(u);
       break;
     }
     case OperandKind::kUInt8: {  // FRAME
@@ -305,7 +327,10 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
     case OperandKind::kString1:
     case OperandKind::kBytes1:
     case OperandKind::kUnicodeString1: {
-      CKG_ASSIGN_OR_RETURN(uint8_t n, cursor_.ReadU8());
+      uint8_t n;
+      if (!cursor_.TryReadU8(n)) {
+        CKG_ASSIGN_OR_RETURN(n, cursor_.ReadU8());
+      }
       const uint64_t at = cursor_.Offset();
       CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(n, limits_.max_operand_len, "max_operand_len"));
       if (info.operand == OperandKind::kUnicodeString1) {
@@ -327,7 +352,10 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
     }
     case OperandKind::kBytes4:
     case OperandKind::kUnicodeString4: {
-      CKG_ASSIGN_OR_RETURN(uint32_t n, cursor_.ReadU32LE());
+      uint32_t n;
+      if (!cursor_.TryReadU32LE(n)) {
+        CKG_ASSIGN_OR_RETURN(n, cursor_.ReadU32LE());
+      }
       const uint64_t at = cursor_.Offset();
       CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(n, limits_.max_operand_len, "max_operand_len"));
       if (info.operand == OperandKind::kUnicodeString4) {
@@ -374,8 +402,9 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
 Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits, uint64_t base_offset, Budget* budget,
                                 std::string_view where) {
   PickleDecoder decoder(input, limits, base_offset);
+  PickleOp op;
   while (true) {
-    CKG_ASSIGN_OR_RETURN(PickleOp op, decoder.Next());
+    CKG_TRY(decoder.Next(op));
     if (budget != nullptr) CKG_TRY(budget->Charge(BudgetKind::kOpcodes, 1, op.offset, where, "finding a pickle's end"));
     if (op.code == Opcode::kStop) return decoder.Offset();
   }

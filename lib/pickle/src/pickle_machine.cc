@@ -17,9 +17,9 @@ void CollectGlobalNames(PickleDecoder& decoder, uint64_t max_ops,
   limits.max_opcodes = max_ops;
   Budget budget(limits);
   PickleMachine<LiteralDomain> machine(domain, MachineLimits{}, budget, MachineMode::kLenient);
+  PickleOp op;
   while (more && !decoder.AtEnd()) {
-    Result<PickleOp> op = decoder.Next();
-    if (!op || !machine.Step(*op) || op->code == Opcode::kStop) break;
+    if (!decoder.Next(op) || !machine.Step(op) || op.code == Opcode::kStop) break;
   }
 }
 

@@ -60,6 +60,35 @@ class ByteCursor {
     return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
            (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
   }
+  // TryRead* are the hot paths' readers: they read and return true, or
+  // return false and consume nothing (the caller then asks Read* for the
+  // precise error). No Result is built on the way.
+  bool TryReadU8(uint8_t& out) {
+    if (pos_ >= data_.size()) return false;
+    out = data_[pos_++];
+    return true;
+  }
+  bool TryReadU16LE(uint16_t& out) {
+    if (data_.size() - pos_ < 2) return false;
+    const uint8_t* p = data_.data() + pos_;
+    out = static_cast<uint16_t>(p[0] | (p[1] << 8));
+    pos_ += 2;
+    return true;
+  }
+  bool TryReadU32LE(uint32_t& out) {
+    if (data_.size() - pos_ < 4) return false;
+    const uint8_t* p = data_.data() + pos_;
+    out = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+          (static_cast<uint32_t>(p[3]) << 24);
+    pos_ += 4;
+    return true;
+  }
+  bool TryReadBytes(uint64_t n, Bytes& out) {
+    if (n > data_.size() - pos_) return false;
+    out = Bytes(data_.data() + pos_, static_cast<size_t>(n));
+    pos_ += static_cast<size_t>(n);
+    return true;
+  }
   Result<int32_t> ReadI32LE();
   Result<uint64_t> ReadU64LE();
   Result<double> ReadF64BE();

@@ -90,6 +90,19 @@ class PickleArg {
     owned_ = true;
   }
   void SetName(std::string name) { name_ = std::move(name); }
+  // Reset empties the operand and keeps the capacity of its own strings, so
+  // a decoder loop that reuses one PickleOp allocates only for operands that
+  // must be copied.
+  void Reset() {
+    type = PickleArgType::kNone;
+    uint_value = 0;
+    int_value = 0;
+    float_value = 0.0;
+    view_ = {};
+    storage_.clear();
+    name_.clear();
+    owned_ = false;
+  }
   // IsOwned is true when Data() views this PickleArg's own copy (unescaped or
   // converted text), false when it views the decoder's input.
   bool IsOwned() const { return owned_; }
@@ -125,6 +138,9 @@ class PickleDecoder {
   // input is kTruncated ("pickle exhausted before STOP") inside a pickle, and
   // kInvalidArgument between pickles (check AtEnd first).
   Result<PickleOp> Next();
+  // Next(op) decodes into `op`, reusing its storage (the hot loops of the
+  // machine and the walkers): same results and errors as Next().
+  Status Next(PickleOp& op);
 
   // AtEnd is true when every byte of the input has been consumed.
   bool AtEnd() const { return cursor_.Empty(); }

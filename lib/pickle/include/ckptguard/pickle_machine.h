@@ -200,15 +200,15 @@ class PickleMachine {
   // the data ended before a STOP, ended_before_stop() too), the machine's
   // and the domain's.
   Result<Id> Run(PickleDecoder& decoder) {
+    PickleOp op;  // reused: operands that are views allocate nothing
     while (true) {
       ended_before_stop_ = decoder.AtEnd();
-      Result<PickleOp> op = decoder.Next();
-      if (!op) {
+      if (Status st = decoder.Next(op); !st) {
         decode_failed_ = true;
-        return std::unexpected(std::move(op).error());
+        return std::unexpected(std::move(st).error());
       }
-      CKG_TRY(Step(*op));
-      if (op->code == Opcode::kStop) return root_;
+      CKG_TRY(Step(op));
+      if (op.code == Opcode::kStop) return root_;
     }
   }
 
