@@ -157,12 +157,15 @@ class Loader {
       }
     }
     std::unordered_map<std::string, uint32_t> by_key;
+    std::string name;  // reused: root + "data/" + key
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
       if (auto it = by_key.find(r.key); it != by_key.end()) {
         CKG_TRY(CheckSame(r, s_.vm.storages[it->second]));
         return it->second;
       }
-      const std::string name = root + "data/" + r.key;
+      name.assign(root);
+      name += "data/";
+      name += r.key;
       const ContainerEntry* entry = FindEntry(name);
       if (entry == nullptr) {
         return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' has no record " + name, source->entry);
@@ -196,16 +199,19 @@ class Loader {
     const uint64_t end = legacy.pickle_offsets[4];
     if (begin > end || end > c.bytes.size()) return MakeError(ErrorCode::kInternal, begin, "legacy pickle offsets");
     std::unordered_map<std::string, uint32_t> by_key;
+    // The records by key, the last of a repeated key winning as before (a
+    // scan per request made a file of n storages cost n^2).
+    std::unordered_map<std::string_view, const LegacyRecord*> records;
+    records.reserve(legacy.records.size());
+    for (const LegacyRecord& rec : legacy.records) records[rec.key] = &rec;
     const std::string where = "legacy object pickle";
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
       if (auto it = by_key.find(r.key); it != by_key.end()) {
         CKG_TRY(CheckSame(r, s_.vm.storages[it->second]));
         return it->second;
       }
-      const LegacyRecord* record = nullptr;
-      for (const LegacyRecord& rec : legacy.records) {
-        if (rec.key == r.key) record = &rec;
-      }
+      const auto found = records.find(r.key);
+      const LegacyRecord* record = found == records.end() ? nullptr : found->second;
       if (record == nullptr) {
         return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' has no raw record", where);
       }

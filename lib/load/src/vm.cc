@@ -1,6 +1,7 @@
 #include "ckptguard/vm.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -21,44 +22,123 @@ std::string Limit(const char* name, uint64_t value) {
   return std::string(name) + " (" + Num(value) + ") exceeded";
 }
 
-// CanonicalKey renders a hashable scalar (or a tuple of them) so that keys
-// Python considers equal render the same: True == 1 == 1.0.
-std::optional<std::string> ScalarKey(const Value& v) {
+// AppendScalarKey appends the key text of a hashable scalar to `out` and
+// returns false for anything else (nan floats, bytearrays, containers).
+// Keys Python considers equal get equal text: 1, True and 1.0 are "i1".
+bool AppendScalarKey(const Value& v, std::string& out) {
   switch (v.kind) {
     case ValueKind::kNone:
-      return std::string("n");
+      out += 'n';
+      return true;
     case ValueKind::kBool:
-    case ValueKind::kInt:
-      return "i" + std::to_string(v.int_value);
+    case ValueKind::kInt: {
+      char buf[24];
+      const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v.int_value);
+      out += 'i';
+      out.append(buf, end);
+      return true;
+    }
     case ValueKind::kBigInt:
-      return "i" + v.text;
+      out += 'i';
+      out += v.text;
+      return true;
     case ValueKind::kFloat: {
       double ip;
       if (std::isfinite(v.float_value) && std::modf(v.float_value, &ip) == 0.0) {
-        if (std::fabs(ip) < 9.2e18) return "i" + std::to_string(static_cast<int64_t>(ip));
+        char buf[400];
+        if (std::fabs(ip) < 9.2e18) {
+          const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), static_cast<int64_t>(ip));
+          out += 'i';
+          out.append(buf, end);
+          return true;
+        }
         // An integral float beyond int64 equals the int of the same value:
         // print its exact decimal expansion, as the big int's repr would.
-        char buf[400];
         std::snprintf(buf, sizeof(buf), "%.0f", ip);
-        return "i" + std::string(buf);
+        out += 'i';
+        out += buf;
+        return true;
       }
-      if (std::isnan(v.float_value)) return std::nullopt;  // nan keys are never equal
-      return "f" + py::ReprFloat(v.float_value);
+      if (std::isnan(v.float_value)) return false;  // nan keys are never equal
+      out += 'f';
+      out += py::ReprFloat(v.float_value);
+      return true;
     }
     case ValueKind::kStr:
-      return "s" + v.text;
+      out += 's';
+      out += v.text;
+      return true;
     case ValueKind::kBytes:
-      return v.byte_array ? std::nullopt : std::optional<std::string>("b" + v.text);
+      if (v.byte_array) return false;
+      out += 'b';
+      out += v.text;
+      return true;
     case ValueKind::kDtype:
-      return "d" + std::string(DTypeName(v.dtype));
+      out += 'd';
+      out += DTypeName(v.dtype);
+      return true;
     case ValueKind::kDevice:
-      return "v" + v.text;
+      out += 'v';
+      out += v.text;
+      return true;
     case ValueKind::kGlobal:
-      return "g" + v.text;
+      out += 'g';
+      out += v.text;
+      return true;
     default:
-      return std::nullopt;
+      return false;
   }
 }
+
+// KeyIndex finds the items of one dict or set by key: an open-addressed
+// table of (hash of the key text, position in the items), so adding a key
+// allocates nothing but the table's own growth. Equal hashes are confirmed
+// by comparing the key texts.
+class KeyIndex {
+ public:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+
+  // Find returns the position stored for a key of text hash `hash` that
+  // `same(position)` confirms, or kEmpty; `slot` receives where to insert.
+  template <typename Same>
+  uint32_t Find(uint64_t hash, const Same& same, size_t& slot) {
+    if (pos_.empty()) Rehash(16);
+    const size_t mask = pos_.size() - 1;
+    for (size_t i = static_cast<size_t>(hash) & mask;; i = (i + 1) & mask) {
+      if (pos_[i] == kEmpty) {
+        slot = i;
+        return kEmpty;
+      }
+      if (hash_[i] == hash && same(pos_[i])) return pos_[i];
+    }
+  }
+  // Insert stores `position` at `slot` (from Find, with no insert between).
+  void Insert(size_t slot, uint64_t hash, uint32_t position) {
+    pos_[slot] = position;
+    hash_[slot] = hash;
+    if (2 * ++count_ > pos_.size()) Rehash(2 * pos_.size());
+  }
+
+ private:
+  void Rehash(size_t size) {
+    std::vector<uint32_t> old_pos = std::move(pos_);
+    std::vector<uint64_t> old_hash = std::move(hash_);
+    pos_.assign(size, kEmpty);
+    hash_.assign(size, 0);
+    const size_t mask = size - 1;
+    for (size_t j = 0; j < old_pos.size(); ++j) {
+      if (old_pos[j] == kEmpty) continue;
+      size_t i = static_cast<size_t>(old_hash[j]) & mask;
+      while (pos_[i] != kEmpty) i = (i + 1) & mask;
+      pos_[i] = old_pos[j];
+      hash_[i] = old_hash[j];
+    }
+  }
+
+  std::vector<uint32_t> pos_;
+  std::vector<uint64_t> hash_;
+  size_t count_ = 0;
+};
 
 // Vm is the restricted VM: the PickleMachine's strict domain whose values
 // live in the run's ValueArena.
@@ -80,9 +160,9 @@ class Vm {
 
   Result<ValueId> Run() {
     // A value takes at least ~4 pickle bytes in real files (an opcode and a
-    // memo PUT): reserving from the length avoids regrowing the arena. The
-    // reservation is capped (2^18 values, ~30 MB of address space, touched
-    // only as used) so that a pickle full of bytes cannot inflate it.
+    // memo PUT): reserving the arena's chunk list from the length avoids
+    // regrowing it. Capped (2^18 values: 64 chunk pointers) so that a pickle
+    // full of bytes cannot inflate it.
     state_.values.Reserve(static_cast<size_t>(std::min<uint64_t>(
         state_.values.size() + std::min<uint64_t>(data_.size() / 4, uint64_t{1} << 18), limits_.max_values)));
     PickleDecoder decoder(data_, limits_.pickle, base_offset_);
@@ -127,7 +207,7 @@ class Vm {
       case Opcode::kShortBinUnicode:
       case Opcode::kBinUnicode8:
         v.kind = ValueKind::kStr;
-        v.text = std::string(arg.Data());
+        v.text.assign(arg.Data());
         break;
       case Opcode::kBinBytes:
       case Opcode::kShortBinBytes:
@@ -135,7 +215,7 @@ class Vm {
       case Opcode::kByteArray8:
         v.kind = ValueKind::kBytes;
         v.byte_array = op.code == Opcode::kByteArray8;
-        v.text = std::string(arg.Data());
+        v.text.assign(arg.Data());
         break;
       default:  // INT, BININT*, LONG*
         if (arg.type == PickleArgType::kBool) {
@@ -316,7 +396,7 @@ class Vm {
   }
 
   // --- arena and accounting ------------------------------------------------
-  Result<ValueId> Add(const PickleOp& op, Value v) {
+  Result<ValueId> Add(const PickleOp& op, Value&& v) {
     if (state_.values.size() >= limits_.max_values) {
       return Fail(ErrorCode::kLimitExceeded, op, Limit("max_values", limits_.max_values));
     }
@@ -337,16 +417,14 @@ class Vm {
   // equal render the same. Tuples (also nested, also frozensets) are walked
   // with an explicit stack; anything unhashable in CPython (a list, a dict, a
   // set) or not a plain scalar fails the load, as it fails in torch.
-  Result<std::string> HashKey(const PickleOp& op, ValueId id) const {
-    std::string key;
-    struct Item {
-      ValueId id;
-      bool close;  // emit the tuple's closing bracket
-    };
-    std::vector<Item> todo{{id, false}};
+  Status HashKey(const PickleOp& op, ValueId id, std::string& key) {
+    key.clear();
+    std::vector<KeyItem>& todo = key_todo_;
+    todo.clear();
+    todo.push_back({id, false});
     size_t visited = 0;
     while (!todo.empty()) {
-      const Item item = todo.back();
+      const KeyItem item = todo.back();
       todo.pop_back();
       if (item.close) {
         key += ")";
@@ -366,15 +444,40 @@ class Vm {
         for (size_t i = v.items.size(); i-- > 0;) todo.push_back({v.items[i], false});
         continue;
       }
-      std::optional<std::string> k = ScalarKey(v);
-      if (!k) {
+      scalar_key_.clear();
+      if (!AppendScalarKey(v, scalar_key_)) {
         return Fail(ErrorCode::kUnsupportedFormat, op,
                     std::string(op.Info().name) + ": a " + std::string(ValueKindName(v.kind)) +
                         " as a dict key or set element is not supported (unhashable, or not a plain value)");
       }
-      key += std::to_string(k->size()) + ":" + *k + ",";
+      char len[24];
+      const auto [end, ec] = std::to_chars(len, len + sizeof(len), scalar_key_.size());
+      key.append(len, end);
+      key += ':';
+      key += scalar_key_;
+      key += ',';
     }
-    return key;
+    return OkStatus();
+  }
+
+  // FindKey looks `key_id` up in the index of `container` (whose items hold
+  // keys at positions from `position_of_key`): the position of an equal key,
+  // or KeyIndex::kEmpty with `slot` and `hash` set for Insert.
+  Result<uint32_t> FindKey(const PickleOp& op, ValueId container, ValueId key_id, size_t& slot, uint64_t& hash) {
+    CKG_TRY(HashKey(op, key_id, key_text_));
+    hash = std::hash<std::string_view>{}(key_text_);
+    KeyIndex& index = dict_index_[container];
+    Status same_failed = OkStatus();
+    const uint32_t found = index.Find(hash, [&](uint32_t position) {
+      Status st = HashKey(op, Get(container).items[position], other_key_text_);
+      if (!st) {
+        same_failed = std::move(st);
+        return false;
+      }
+      return other_key_text_ == key_text_;
+    }, slot);
+    CKG_TRY(std::move(same_failed));
+    return found;
   }
 
   Status CheckLen(const PickleOp& op, size_t len) const {
@@ -387,28 +490,31 @@ class Vm {
   // SetItem: d[key] = value with dict semantics (a repeated key keeps its
   // place and takes the new value).
   Status SetItem(const PickleOp& op, ValueId dict, ValueId key, ValueId value) {
-    CKG_ASSIGN_OR_RETURN(std::string k, HashKey(op, key));
-    auto& index = dict_index_[dict];
+    size_t slot = 0;
+    uint64_t hash = 0;
+    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, dict, key, slot, hash));
     Value& d = state_.values.Mutable(dict);
-    auto [it, inserted] = index.emplace(std::move(k), static_cast<uint32_t>(d.items.size()));
-    if (!inserted) {
-      d.items[it->second + 1] = value;
+    if (found != KeyIndex::kEmpty) {
+      d.items[found + 1] = value;
       return OkStatus();
     }
     CKG_TRY(CheckLen(op, d.items.size() / 2 + 1));
-    CKG_TRY(Account(op, 2 * sizeof(ValueId) + it->first.size() + 32));
+    CKG_TRY(Account(op, 2 * sizeof(ValueId) + key_text_.size() + 32));
+    dict_index_[dict].Insert(slot, hash, static_cast<uint32_t>(d.items.size()));
     d.items.push_back(key);
     d.items.push_back(value);
     return OkStatus();
   }
 
   Status AddToSet(const PickleOp& op, ValueId set, ValueId item) {
-    CKG_ASSIGN_OR_RETURN(std::string k, HashKey(op, item));
-    auto& index = dict_index_[set];
+    size_t slot = 0;
+    uint64_t hash = 0;
+    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, set, item, slot, hash));
+    if (found != KeyIndex::kEmpty) return OkStatus();
     Value& s = state_.values.Mutable(set);
-    if (!index.emplace(std::move(k), static_cast<uint32_t>(s.items.size())).second) return OkStatus();
     CKG_TRY(CheckLen(op, s.items.size() + 1));
     CKG_TRY(Account(op, sizeof(ValueId) + 32));
+    dict_index_[set].Insert(slot, hash, static_cast<uint32_t>(s.items.size()));
     s.items.push_back(item);
     return OkStatus();
   }
@@ -605,7 +711,10 @@ class Vm {
       return Fail(ErrorCode::kForbiddenGlobal, op,
                   "REDUCE: calling a " + std::string(ValueKindName(fnv.kind)) + " is not allowed");
     }
-    const std::string fn = fnv.text;
+    // Reused buffers: the arena may grow (and move the strings) while the
+    // call runs, and copying per call would allocate per tensor.
+    reduce_fn_.assign(fnv.text);
+    const std::string& fn = reduce_fn_;
     if (fnv.index == kScriptClass) {
       return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: calling TorchScript class '" + fn + "' is not allowed");
     }
@@ -613,7 +722,8 @@ class Vm {
     if (argv.kind != ValueKind::kTuple) {
       return Malformed(op, fn + ": arguments must be a tuple, not " + std::string(ValueKindName(argv.kind)));
     }
-    const std::vector<ValueId> args = argv.items;
+    reduce_args_.assign(argv.items.begin(), argv.items.end());
+    const std::vector<ValueId>& args = reduce_args_;
     auto want = [&](size_t lo, size_t hi) -> Status {
       if (args.size() < lo || args.size() > hi) {
         return Malformed(op, fn + " takes " + (lo == hi ? Num(lo) : Num(lo) + " to " + Num(hi)) + " arguments, got " +
@@ -839,8 +949,13 @@ class Vm {
                   "persistent id: storage views (legacy view_metadata) are not supported");
     }
     const Value& type = Get(pid.items[1]);
-    StorageRequest request{std::string(parsed->key), type.dtype, type.text, std::string(parsed->location),
-                           parsed->numel, op.offset};
+    StorageRequest& request = request_;  // reused: its strings keep their capacity
+    request.key.assign(parsed->key);
+    request.dtype = type.dtype;
+    request.type_name.assign(type.text);
+    request.location.assign(parsed->location);
+    request.num_elements = parsed->numel;
+    request.offset = op.offset;
     Result<uint32_t> index = resolver_(request);
     if (!index) return std::unexpected(index.error());
     Value v;
@@ -895,7 +1010,21 @@ class Vm {
   bool script_objects_;
   Budget own_budget_;  // when the options name no budget
   Budget& budget_;
-  std::unordered_map<ValueId, std::unordered_map<std::string, uint32_t>> dict_index_;
+  struct KeyItem {
+    ValueId id;
+    bool close;  // emit the tuple's closing bracket
+  };
+  std::unordered_map<ValueId, KeyIndex> dict_index_;
+  // Reused buffers of the key rendering (HashKey), so that indexing a key
+  // allocates nothing once they have grown.
+  std::vector<KeyItem> key_todo_;
+  std::string key_text_;
+  std::string other_key_text_;
+  std::string scalar_key_;
+  // Reused by Reduce and PersistentLoad (neither runs inside the other).
+  std::string reduce_fn_;
+  std::vector<ValueId> reduce_args_;
+  StorageRequest request_;
 };
 
 }  // namespace

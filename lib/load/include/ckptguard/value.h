@@ -9,7 +9,9 @@
 #ifndef CKPTGUARD_VALUE_H_
 #define CKPTGUARD_VALUE_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -90,25 +92,38 @@ struct Tensor {
   uint64_t num_elements = 0;   // product of shape
 };
 
-// ValueArena owns every Value of one load. ValueIds index it.
+// ValueArena owns every Value of one load. ValueIds index it. Values live
+// in fixed-size chunks, so adding one never moves the others (references
+// stay valid, and a large load neither copies its values on growth nor holds
+// an old and a new array at once).
 class ValueArena {
  public:
-  ValueId Add(Value value) {
-    values_.push_back(std::move(value));
-    return static_cast<ValueId>(values_.size() - 1);
+  static constexpr size_t kChunkBits = 12;
+  static constexpr size_t kChunkSize = size_t{1} << kChunkBits;  // values per chunk
+
+  ValueId Add(Value&& value) {
+    if ((size_ & (kChunkSize - 1)) == 0 && size_ >> kChunkBits == chunks_.size()) {
+      chunks_.push_back(std::make_unique<Value[]>(kChunkSize));
+    }
+    chunks_[size_ >> kChunkBits][size_ & (kChunkSize - 1)] = std::move(value);
+    return static_cast<ValueId>(size_++);
   }
-  const Value& Get(ValueId id) const { return values_[id]; }
-  Value& Mutable(ValueId id) { return values_[id]; }
-  size_t size() const { return values_.size(); }
+  const Value& Get(ValueId id) const { return chunks_[id >> kChunkBits][id & (kChunkSize - 1)]; }
+  Value& Mutable(ValueId id) { return chunks_[id >> kChunkBits][id & (kChunkSize - 1)]; }
+  size_t size() const { return size_; }
   // PopLast forgets the last value added (the VM reclaims a plain value that
   // nothing refers to). Its id may be handed out again.
-  void PopLast() { values_.pop_back(); }
-  // Reserve avoids regrowing (and re-faulting) the arena; callers size it
-  // from the pickle's length, capped by their limits.
-  void Reserve(size_t n) { values_.reserve(n); }
+  void PopLast() {
+    --size_;
+    Mutable(static_cast<ValueId>(size_)) = Value{};
+  }
+  // Reserve makes room for the chunk list of `n` values (the chunks
+  // themselves are allocated as they fill).
+  void Reserve(size_t n) { chunks_.reserve((n + kChunkSize - 1) >> kChunkBits); }
 
  private:
-  std::vector<Value> values_;
+  std::vector<std::unique_ptr<Value[]>> chunks_;
+  size_t size_ = 0;
 };
 
 }  // namespace ckptguard
