@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -436,4 +437,126 @@ BOOST_AUTO_TEST_CASE(ClientErrorsAreClearAndPullWritesNothingUnverified) {
              ShellQuote(out) + " 2>&1");
   BOOST_CHECK_EQUAL(pull.exit_code, 1);
   BOOST_CHECK(!fs::exists(out));
+}
+
+// Issue 15's data loss, as an operator meets it: clients push while
+// `ckptguardd token list` and `audit` run in a loop on the same folder.
+// Every push is answered by the scanner's verdict (none wrongly rejected,
+// no 500), every stored row keeps its blob, and a second server refuses
+// to start on the folder.
+BOOST_AUTO_TEST_CASE(AdminCommandsBesideARunningServerLoseNothing) {
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  const std::string token = MakeToken(data, "stress", "write");
+  Daemon daemon(data, work.path);
+  const std::string daemon_cmd = ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string());
+
+  // A second server on the same folder refuses, naming the first.
+  auto second = Run(daemon_cmd + " --listen 127.0.0.1:0 2>&1");
+  BOOST_CHECK_EQUAL(second.exit_code, 2);
+  BOOST_CHECK_MESSAGE(second.out.find("another ckptguardd serves this data folder (pid " +
+                                      std::to_string(daemon.pid) + ")") != std::string::npos,
+                      second.out);
+
+  const auto benign = Files("benign");
+  std::map<std::string, std::string> expect;  // file name -> status
+  for (const auto& f : benign) expect[f.filename().string()] = ScanVerdict(f) == "safe" ? "stored" : "rejected";
+  std::atomic<bool> pushing{true};
+  std::atomic<int> admin_runs{0}, admin_failures{0};
+  std::thread admin([&] {
+    while (pushing) {
+      for (const char* sub : {" token list", " audit --after 0", " key list"}) {
+        auto r = Run(daemon_cmd + sub + " >/dev/null 2>&1");
+        ++admin_runs;
+        if (r.exit_code != 0) ++admin_failures;
+      }
+    }
+  });
+  constexpr int kClients = 3;
+  std::vector<ckptguard::testing::CommandResult> results(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      std::string cmd = Env(daemon, token) + ShellQuote(kCli) + " registry push --json --tag s" + std::to_string(c);
+      for (int rep = 0; rep < 2; ++rep) {
+        for (const auto& f : benign) cmd += " " + ShellQuote(f.string());
+      }
+      results[c] = Run(cmd + " 2>&1");
+    });
+  }
+  for (auto& t : clients) t.join();
+  pushing = false;
+  admin.join();
+  BOOST_CHECK_GT(admin_runs.load(), 0);
+  BOOST_CHECK_EQUAL(admin_failures.load(), 0);
+  for (int c = 0; c < kClients; ++c) {
+    json records = json::parse(results[c].out, nullptr, false);
+    BOOST_REQUIRE_MESSAGE(records.is_array(), results[c].out.substr(0, 2000));
+    BOOST_CHECK_EQUAL(records.size(), 2 * benign.size());
+    for (const auto& r : records) {
+      const std::string file = fs::path(r.value("path", "")).filename().string();
+      BOOST_CHECK_MESSAGE(r.value("status", "") == expect[file], file << ": " << r.dump().substr(0, 500));
+    }
+  }
+  CheckConsistent(data, /*strict=*/false);  // while serving: every row has its blob
+  BOOST_CHECK_EQUAL(daemon.Stop(SIGTERM), 0);
+  CheckConsistent(data, /*strict=*/true);
+}
+
+// `ckptguardd key revoke` from the command line reaches the running server:
+// its next signature uses the new active key, never the revoked one.
+BOOST_AUTO_TEST_CASE(KeyRevokedFromTheCommandLineStopsSigningAtOnce) {
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  const std::string token = MakeToken(data, "k", "write");
+  Daemon daemon(data, work.path);
+  const std::string daemon_cmd = ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string());
+  auto push = [&](const std::string& file, const std::string& tag) {
+    auto r = Run(Env(daemon, token) + ShellQuote(kCli) + " registry push --json --tag " + tag + " " +
+                 ShellQuote((CorpusDir() / "benign" / file).string()) + " 2>&1");
+    json j = json::parse(r.out, nullptr, false);
+    BOOST_REQUIRE_MESSAGE(j.is_array() && j.size() == 1, r.out);
+    BOOST_REQUIRE_EQUAL(j[0].value("status", ""), "stored");
+    return j[0].value("key_id", "");
+  };
+  const std::string k1 = push("mlp.params", "a");
+  auto revoke = Run(daemon_cmd + " key revoke " + k1 + " --reason leaked 2>&1");
+  BOOST_REQUIRE_MESSAGE(revoke.exit_code == 0, revoke.out);
+  const std::string k2 = push("mlp_input.pt", "b");
+  BOOST_CHECK_NE(k2, k1);
+  auto keys = Run(daemon_cmd + " key list 2>&1");
+  BOOST_CHECK_MESSAGE(keys.out.find(k1 + "\t") != std::string::npos && keys.out.find("revoked") != std::string::npos,
+                      keys.out);
+  BOOST_CHECK_MESSAGE(keys.out.find(k2 + "\tP-256\tactive") != std::string::npos, keys.out);
+}
+
+// What clients sent reaches the audit log; printing it must not let a
+// newline forge an entry, a tab forge a column, or an escape drive the
+// operator's terminal.
+BOOST_AUTO_TEST_CASE(AuditOutputEscapesControlCharacters) {
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  MakeToken(data, "t", "write");
+  {
+    auto catalog = ckptguard::daemon::Catalog::Open((data / "catalog.db").string());
+    BOOST_REQUIRE(catalog.has_value());
+    BOOST_REQUIRE((*catalog)
+                      ->Audit({0, 0, "anonymous", "push", "evil\n9999\t0\tadmin\tkey-create\tforged\tok\tx",
+                               "denied", "path /v1/\x1b]0;owned\x07\x1b[2J and a \\ backslash"})
+                      .has_value());
+  }
+  auto audit = Run(ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string()) + " audit");
+  BOOST_REQUIRE_EQUAL(audit.exit_code, 0);
+  size_t lines = 0;
+  for (const char c : audit.out) lines += c == '\n' ? 1 : 0;
+  BOOST_CHECK_EQUAL(lines, 3u);  // the key and token creations and the hostile row, one line each
+  BOOST_CHECK(audit.out.find('\x1b') == std::string::npos);
+  BOOST_CHECK(audit.out.find('\x07') == std::string::npos);
+  BOOST_CHECK_MESSAGE(audit.out.find("evil\\x0a9999\\t0\\tadmin") != std::string::npos, audit.out);
+  BOOST_CHECK_MESSAGE(audit.out.find("\\x1b]0;owned\\x07\\x1b[2J and a \\\\ backslash") != std::string::npos, audit.out);
+  // Each line still has exactly seven tab-separated fields.
+  std::istringstream in(audit.out);
+  for (std::string line; std::getline(in, line);) {
+    BOOST_CHECK_EQUAL(std::count(line.begin(), line.end(), '\t'), 6);
+  }
 }

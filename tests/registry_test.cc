@@ -601,6 +601,134 @@ BOOST_AUTO_TEST_CASE(reconcile_removes_strays_keeps_referenced) {
   BOOST_TEST(Ok(registry->VerifyDigest(kept, true)).verified());
 }
 
+// One writer per data folder: a serving registry holds DATA/lock; a second
+// one refuses to start; administration beside it never cleans up (the data
+// loss of issue 15: a cleanup that read the catalog before listing blobs
+// deleted blobs whose rows were being committed).
+BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) {
+  TempDir tmp;
+  const fs::path data = tmp.path / "data";
+  RegistryOptions serve;
+  serve.data_dir = data.string();
+  serve.serve = true;
+  serve.lock_wait = std::chrono::milliseconds(200);
+  auto server = Ok(Registry::Open(serve));
+  const std::string kept = Ok(IngestFile(*server, Benign("mlp.params"), "kept")).sha256;
+  // A blob committed whose row is not written yet (a push in flight).
+  Upload upload = UploadBytes(server->blobs(), "a push between blob and row");
+  const std::string in_flight = upload.sha256();
+  Check(server->blobs().Commit(upload));
+  std::ofstream(data / "tmp" / "upload-inflight") << "half an upload";
+
+  // A second server refuses, naming the holder.
+  auto second = Registry::Open(serve);
+  BOOST_REQUIRE(!second.has_value());
+  BOOST_TEST(second.error().detail.find("another ckptguardd serves this data folder") != std::string::npos,
+             second.error().ToString());
+  BOOST_TEST(second.error().detail.find("pid " + std::to_string(::getpid())) != std::string::npos,
+             second.error().ToString());
+
+  // Administration opens beside it and removes nothing.
+  {
+    auto admin = OpenRegistry(data);
+    BOOST_TEST(Ok(admin->catalog().ListTokens()).empty());
+  }
+  BOOST_TEST(server->blobs().Has(in_flight), "a blob whose row may still commit survives an admin command");
+  BOOST_TEST(server->blobs().Has(kept));
+  BOOST_TEST(fs::exists(data / "tmp" / "upload-inflight"));
+
+  // Once the server is gone, the next open is alone and cleans up.
+  server.reset();
+  {
+    auto admin = OpenRegistry(data);
+    BOOST_TEST(!admin->blobs().Has(in_flight));
+    BOOST_TEST(admin->blobs().Has(kept));
+    BOOST_TEST(!fs::exists(data / "tmp" / "upload-inflight"));
+  }
+  // And a server can start again.
+  BOOST_TEST(Registry::Open(serve).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(catalog_files_and_data_folder_are_owner_only) {
+  TempDir tmp;
+  const fs::path data = tmp.path / "data";
+  fs::create_directories(data);
+  ::chmod(data.c_str(), 0755);
+  auto registry = OpenRegistry(data);
+  Ok(IngestFile(*registry, Benign("mlp.params"), "m"));
+  BOOST_REQUIRE_EQUAL(registry->warnings().size(), 1u);
+  BOOST_TEST(registry->warnings()[0].find("was mode 0755; narrowed to 0700") != std::string::npos);
+  for (const char* name : {"catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"}) {
+    BOOST_TEST_CONTEXT(name) {
+      struct stat st{};
+      if (::stat((data / name).c_str(), &st) != 0) continue;  // -wal/-shm exist only while open
+      BOOST_TEST((st.st_mode & 077) == 0u);
+    }
+  }
+  struct stat st{};
+  BOOST_REQUIRE_EQUAL(::stat(data.c_str(), &st), 0);
+  BOOST_TEST((st.st_mode & 07777) == 0700u);
+  BOOST_TEST(OpenRegistry(data)->warnings().empty(), "no warning once narrowed");
+}
+
+// Revocation is final: the catalog refuses a "stored" row for content some
+// row marks revoked inside the insert's own transaction, so a revocation
+// committed while a push was scanned and signed wins.
+BOOST_AUTO_TEST_CASE(a_stored_row_is_never_written_for_revoked_content) {
+  TempDir tmp;
+  const fs::path data = tmp.path / "data";
+  auto registry = OpenRegistry(data);
+  CheckpointRecord first = Ok(IngestFile(*registry, Benign("mlp.params"), "m", "v1"));
+  BOOST_REQUIRE(first.status == "stored");
+  BOOST_REQUIRE(Ok(registry->RevokeCheckpoint(first.sha256, "backdoored", "admin")));
+  // What a push that passed its early revocation check before the revoke commits.
+  CheckpointRecord late = first;
+  late.id = 0;
+  late.tag = "v2";
+  std::optional<CheckpointRecord> revoked;
+  const int64_t id = Ok(registry->catalog().InsertCheckpoint(late, nullptr, &revoked));
+  BOOST_TEST(id == 0);
+  BOOST_REQUIRE(revoked.has_value());
+  BOOST_TEST(revoked->revoked_reason == "backdoored");
+  BOOST_TEST(revoked->revoked_by == "admin");
+  for (const CheckpointRecord& row : Ok(registry->catalog().ListCheckpoints({"m", "", "", 100, 0}))) {
+    BOOST_TEST(row.status != "stored", "row " << row.id << " tag " << row.tag);
+  }
+  // Pushing the bytes again is rejected naming the revocation.
+  CheckpointRecord again = Ok(IngestFile(*registry, Benign("mlp.params"), "m", "v3"));
+  BOOST_TEST(again.status == "rejected");
+  BOOST_TEST(Ok(registry->VerifyDigest(first.sha256, false)).verified() == false);
+}
+
+// Keys rotated or revoked by another process (the `ckptguardd key` command
+// beside a running server) are in force at the server's next signature.
+BOOST_AUTO_TEST_CASE(key_changes_by_another_process_reach_the_signer_at_once) {
+  TempDir tmp;
+  const fs::path data = tmp.path / "data";
+  RegistryOptions serve;
+  serve.data_dir = data.string();
+  serve.serve = true;
+  auto server = Ok(Registry::Open(serve));
+  const std::string k1 = Ok(IngestFile(*server, Benign("mlp.params"), "a")).key_id;
+  std::string k2;
+  {
+    auto admin = OpenRegistry(data);  // another process, in effect
+    BOOST_REQUIRE(Ok(admin->RevokeKey(k1, "leaked", "local")));
+    k2 = Ok(admin->catalog().ActiveKey())->key_id;
+  }
+  BOOST_REQUIRE(k2 != k1);
+  const CheckpointRecord signed_after = Ok(IngestFile(*server, Benign("mlp_input.pt"), "b"));
+  BOOST_TEST(signed_after.key_id == k2, "the server signs with the key made by the other process");
+  BOOST_TEST(Ok(server->VerifyDigest(signed_after.sha256, true)).verified());
+  std::string k3;
+  {
+    auto admin = OpenRegistry(data);
+    k3 = Ok(admin->RotateKey("local")).key_id;
+  }
+  const CheckpointRecord rotated = Ok(IngestFile(*server, Benign("mlp.params"), "c"));
+  BOOST_TEST(rotated.key_id == k3);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // ------------------------------------------------------------------ Server

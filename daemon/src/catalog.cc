@@ -1,9 +1,14 @@
 #include "ckptguard/daemon/catalog.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <ctime>
 #include <limits>
 #include <mutex>
@@ -354,6 +359,27 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& db_path) {
   if (db_path.empty()) return InvalidArgument("empty catalog path");
   try {
     auto impl = std::make_unique<Impl>();
+    // The catalog holds token hashes and the audit log: owner-only. SQLite
+    // gives the -wal and -shm files the database file's mode, so the file is
+    // created 0600 here, and files an older version made wider are narrowed.
+    {
+      // O_EXCL: an existing database is never opened (and closed) here, as
+      // closing any descriptor of a file drops the fcntl locks this process's
+      // SQLite connections hold on it.
+      const int fd = ::open(db_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd >= 0) {
+        ::close(fd);
+      } else if (errno != EEXIST) {
+        return MakeError(ErrorCode::kIo, 0, std::string("cannot create: ") + std::strerror(errno), db_path);
+      }
+      for (const char* suffix : {"", "-wal", "-shm"}) {
+        const std::string path = db_path + suffix;
+        struct stat st{};
+        if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0) {
+          ::chmod(path.c_str(), 0600);
+        }
+      }
+    }
     const int rc = sqlite3_open_v2(db_path.c_str(), &impl->db,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
                                        SQLITE_OPEN_NOFOLLOW,
@@ -406,7 +432,8 @@ Status AppendAudit(sqlite3* db, const AuditRecord& record) {
 
 }  // namespace
 
-Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r, const AuditRecord* audit) {
+Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r, const AuditRecord* audit,
+                                          std::optional<CheckpointRecord>* revoked) {
   if (r.name.empty()) return InvalidArgument("insert checkpoint: empty name");
   if (!IsSha256Hex(r.sha256)) return InvalidArgument("insert checkpoint: sha256 is not 64 lower-case hex digits");
   if (!IsStatus(r.status)) return InvalidArgument("insert checkpoint: status must be stored, rejected or revoked");
@@ -416,6 +443,27 @@ Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r, const Audit
   std::lock_guard lock(impl_->mu);
   sqlite3* db = impl_->db;
   return InTransaction(db, true, "insert checkpoint", [&]() -> Result<int64_t> {
+    if (r.status == "stored") {
+      // Revocation is final: checked under the same write lock as the insert.
+      CKG_ASSIGN_OR_RETURN(Stmt q, Stmt::Prepare(db,
+                                                 "SELECT revoked_reason, revoked_by, revoked_at FROM checkpoints "
+                                                 "WHERE sha256 = ?1 AND status = 'revoked' ORDER BY id DESC LIMIT 1",
+                                                 "check revocation"));
+      CKG_TRY(q.Bind(1, r.sha256));
+      CKG_ASSIGN_OR_RETURN(bool found, q.Step());
+      if (found) {
+        if (revoked != nullptr) {
+          CheckpointRecord row;
+          row.sha256 = r.sha256;
+          row.status = "revoked";
+          row.revoked_reason = q.Text(0);
+          row.revoked_by = q.Text(1);
+          row.revoked_at = q.Int(2);
+          *revoked = std::move(row);
+        }
+        return int64_t{0};
+      }
+    }
     CKG_ASSIGN_OR_RETURN(
         Stmt s, Stmt::Prepare(db,
                               "INSERT INTO checkpoints (name, tag, sha256, size, format, verdict, status, signature, "

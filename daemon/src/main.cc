@@ -1,7 +1,8 @@
 // ckptguardd: the signed checkpoint registry. `ckptguardd --data-dir DIR`
 // serves; `ckptguardd --data-dir DIR token|key|audit ...` administers the
 // same data folder from the command line (the server may be running: the
-// catalog is SQLite in WAL mode).
+// catalog is SQLite in WAL mode; only the server, or an admin command when
+// none runs, holds DIR/lock and cleans up).
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -42,6 +43,31 @@ bool ParseListen(const std::string& listen, ServerOptions& options) {
   return true;
 }
 
+// Field prints one audit field on one line whatever it holds: the audit log
+// records what clients sent (paths, names), and a newline, tab or terminal
+// escape in them must not forge a line or a column, nor drive the terminal.
+// Backslash, tab, control characters and DEL become \\, \t, \xNN.
+std::string Field(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,7 +77,8 @@ int main(int argc, char** argv) {
       "are rejected and recorded with their findings; accepted ones are signed (OpenSSF\n"
       "model-signing v1.0, key mode: 'model_signing verify key' accepts the bundles), stored by\n"
       "SHA-256 and catalogued in SQLite with their state-dict manifest. A fresh DIR just works:\n"
-      "the database and an ECDSA signing key are created on first start.\n\n"
+      "the database and an ECDSA signing key are created on first start. One server per data\n"
+      "folder (it holds DIR/lock); the token, key and audit commands work beside a running one.\n\n"
       "  ckptguardd --data-dir DIR --listen 127.0.0.1:8470     serve\n"
       "  ckptguardd --data-dir DIR token create ci             print a write token (last line)\n"
       "  ckptguardd --data-dir DIR key rotate                  new signing key; old ones still verify\n"};
@@ -130,9 +157,13 @@ int main(int argc, char** argv) {
   }
 
   try {
+    // Serving holds the data folder's lock; administration works beside a
+    // running server (and cleans up only when none runs).
+    registry_options.serve = !token->parsed() && !key->parsed() && !audit->parsed();
     auto registry = Registry::Open(registry_options);
     if (!registry) return Fail(registry_options.data_dir, registry.error());
     Registry& r = **registry;
+    for (const std::string& warning : r.warnings()) std::cerr << "ckptguardd: warning: " << warning << "\n";
 
     if (token->parsed()) {
       if (token_create->parsed()) {
@@ -152,7 +183,7 @@ int main(int argc, char** argv) {
       auto tokens = r.catalog().ListTokens();
       if (!tokens) return Fail("token list", tokens.error());
       for (const auto& t : *tokens) {
-        std::cout << t.name << "\t" << t.scope << "\t" << (t.revoked ? "revoked" : "active") << "\t" << t.created_at << "\n";
+        std::cout << Field(t.name) << "\t" << t.scope << "\t" << (t.revoked ? "revoked" : "active") << "\t" << t.created_at << "\n";
       }
       return kExitOk;
     }
@@ -178,8 +209,8 @@ int main(int argc, char** argv) {
       auto rows = r.catalog().ListAudit(audit_after, 1000);
       if (!rows) return Fail("audit", rows.error());
       for (const auto& a : *rows) {
-        std::cout << a.id << "\t" << a.at << "\t" << a.who << "\t" << a.action << "\t" << a.target << "\t"
-                  << a.result << "\t" << a.detail << "\n";
+        std::cout << a.id << "\t" << a.at << "\t" << Field(a.who) << "\t" << Field(a.action) << "\t"
+                  << Field(a.target) << "\t" << Field(a.result) << "\t" << Field(a.detail) << "\n";
       }
       return kExitOk;
     }

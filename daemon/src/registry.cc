@@ -2,7 +2,10 @@
 #include "ckptguard/daemon/registry.h"
 
 #include <openssl/rand.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -10,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "ckptguard/checkpoint.h"
@@ -85,15 +89,102 @@ bool ValidSha256(const std::string& hex) {
 Registry::Registry(RegistryOptions options, std::unique_ptr<Catalog> catalog, BlobStore blobs)
     : options_(std::move(options)), catalog_(std::move(catalog)), blobs_(std::move(blobs)) {}
 
+namespace {
+
+// FolderLock is DATA/lock: an open descriptor with an exclusive flock(), or
+// -1 when another process holds it.
+struct FolderLock {
+  int fd = -1;
+  FolderLock() = default;
+  FolderLock(FolderLock&& other) noexcept : fd(other.Release()) {}
+  FolderLock& operator=(FolderLock&&) = delete;
+  FolderLock(const FolderLock&) = delete;
+  ~FolderLock() {
+    if (fd >= 0) ::close(fd);
+  }
+  int Release() {
+    const int out = fd;
+    fd = -1;
+    return out;
+  }
+};
+
+// LockFolder takes DATA/lock exclusively, waiting up to `wait`. Returns a
+// FolderLock with fd -1 when someone else still holds it after that; then
+// `holder` is what the lock file says about them.
+Result<FolderLock> LockFolder(const std::string& data_dir, std::chrono::milliseconds wait, std::string& holder) {
+  const std::string path = data_dir + "/lock";
+  FolderLock lock;
+  lock.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (lock.fd < 0) return MakeError(ErrorCode::kIo, 0, std::string("cannot open the lock file: ") + std::strerror(errno), path);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      return MakeError(ErrorCode::kIo, 0, std::string("cannot lock: ") + std::strerror(errno), path);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      char buf[64] = {};
+      const ssize_t n = ::pread(lock.fd, buf, sizeof(buf) - 1, 0);
+      holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+      return FolderLock{};  // closes our descriptor
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return lock;
+}
+
+}  // namespace
+
+Registry::~Registry() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
 Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options) {
   if (options.data_dir.empty()) return MakeError(ErrorCode::kInvalidArgument, 0, "no data folder given");
   CKG_TRY(MakeDir(options.data_dir, 0700));
   CKG_TRY(MakeDir(options.data_dir + "/keys", 0700));
+  std::vector<std::string> warnings;
+  {
+    // Owner-only, whatever an older version or a umask made of it.
+    struct stat st{};
+    if (::stat(options.data_dir.c_str(), &st) == 0 && (st.st_mode & 077) != 0 && st.st_uid == ::geteuid()) {
+      char mode[8];
+      std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      if (::chmod(options.data_dir.c_str(), 0700) == 0) {
+        warnings.push_back("the data folder " + options.data_dir + " was mode " + mode + "; narrowed to 0700");
+      }
+    }
+  }
+  // A server waits for the lock (an admin command may hold it while it
+  // cleans up); an admin command only tries: a running server means "do
+  // no cleanup".
+  std::string holder;
+  CKG_ASSIGN_OR_RETURN(FolderLock lock,
+                       LockFolder(options.data_dir, options.serve ? options.lock_wait : std::chrono::milliseconds(0), holder));
+  if (options.serve && lock.fd < 0) {
+    return MakeError(ErrorCode::kInvalidArgument, 0,
+                     "another ckptguardd serves this data folder" + (holder.empty() ? std::string() : " (" + holder + ")") +
+                         "; one server per folder (stop it first, or use another --data-dir)",
+                     options.data_dir);
+  }
   CKG_ASSIGN_OR_RETURN(auto catalog, Catalog::Open(options.data_dir + "/catalog.db"));
   CKG_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(options.data_dir));
   std::unique_ptr<Registry> registry(new Registry(options, std::move(catalog), std::move(blobs)));
-  CKG_TRY(registry->Reconcile());
+  registry->warnings_ = std::move(warnings);
+  if (lock.fd >= 0) {
+    // Nobody else writes this folder: uploads left in tmp/ and blobs no row
+    // references are leftovers of a crash.
+    CKG_TRY(registry->Reconcile());
+  }
   CKG_TRY(registry->EnsureSigningKey());
+  if (options.serve) {
+    const std::string text = "pid " + std::to_string(::getpid()) + "\n";
+    if (::ftruncate(lock.fd, 0) != 0 || ::pwrite(lock.fd, text.data(), text.size(), 0) < 0) {
+      // Only informative (who holds the lock); the flock is what counts.
+    }
+    registry->lock_fd_ = lock.Release();
+  }
   return registry;
 }
 
@@ -111,6 +202,28 @@ Status Registry::Reconcile() {
   for (const std::string& sha : present) {
     if (!keep.contains(sha)) CKG_TRY(blobs_.Remove(sha));
   }
+  return OkStatus();
+}
+
+Status Registry::RefreshSignerLocked() {
+  CKG_ASSIGN_OR_RETURN(auto active, catalog_->ActiveKey());
+  if (!active) {
+    signer_.reset();
+    signer_id_.clear();
+    return MakeError(ErrorCode::kInternal, 0, "no active signing key (run 'ckptguardd key rotate')");
+  }
+  if (signer_ && active->key_id == signer_id_) return OkStatus();
+  auto key = signing::PrivateKey::LoadFile(KeyPath(active->key_id));
+  if (!key) {
+    return MakeError(ErrorCode::kIo, 0, "the active signing key's private file is unreadable: " + key.error().ToString(),
+                     KeyPath(active->key_id));
+  }
+  if (key->KeyId() != active->key_id) {
+    return MakeError(ErrorCode::kMalformed, 0, "private key file does not match the catalogued key id",
+                     KeyPath(active->key_id));
+  }
+  signer_ = std::move(*key);
+  signer_id_ = active->key_id;
   return OkStatus();
 }
 
@@ -199,7 +312,9 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
   record.manifest = ManifestOf(upload.temp_path());
   {
     std::lock_guard lock(key_mutex_);
-    if (!signer_) return MakeError(ErrorCode::kInternal, 0, "no active signing key");
+    // The active key as the catalog says now: `ckptguardd key rotate|revoke`
+    // run by another process takes effect at this signature.
+    CKG_TRY(RefreshSignerLocked());
     // The model is the single file, named "." (model_signing's single-file
     // form); it was hashed once, while it streamed in.
     CKG_ASSIGN_OR_RETURN(record.signature,
@@ -211,7 +326,23 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
   const AuditRecord audit{0, 0, request.uploader, "push", record.sha256, "stored",
                            "name " + record.name + " tag " + record.tag + ": verdict " + record.verdict +
                                ", signed by " + record.key_id};
-  CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit));
+  std::optional<CheckpointRecord> revoked;
+  CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit, &revoked));
+  if (revoked) {
+    // Revoked while this push was scanned and signed: the revocation wins
+    // (the catalog checked it inside the insert's transaction). The blob
+    // stays referenced by the revoked row.
+    record.status = "rejected";
+    record.signature.clear();
+    record.key_id.clear();
+    record.findings.push_back({"CKG-R001", "dangerous",
+                               "this content was revoked by " + revoked->revoked_by + ": " + revoked->revoked_reason,
+                               "", 0, ""});
+    const AuditRecord rejected{0, 0, request.uploader, "push", record.sha256, "rejected",
+                               "name " + record.name + " tag " + record.tag +
+                                   ": the content was revoked while the push was scanned"};
+    CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &rejected));
+  }
   return record;
 }
 
@@ -350,11 +481,10 @@ Result<KeyRecord> Registry::RotateKey(const std::string& who) {
 
 Result<bool> Registry::RevokeKey(const std::string& key_id, const std::string& reason, const std::string& who) {
   if (!ValidSha256(key_id)) return MakeError(ErrorCode::kInvalidArgument, 0, "a key id is 64 lower-case hex digits");
-  bool was_active = false;
-  {
-    std::lock_guard lock(key_mutex_);
-    was_active = key_id == signer_id_;
-  }
+  // Active as the catalog says (another process may have rotated since
+  // this one loaded its key).
+  CKG_ASSIGN_OR_RETURN(auto active, catalog_->ActiveKey());
+  const bool was_active = active && active->key_id == key_id;
   if (was_active) CKG_TRY(RotateKey(who));
   CKG_ASSIGN_OR_RETURN(bool revoked, catalog_->RevokeKey(key_id, reason));
   if (revoked) {

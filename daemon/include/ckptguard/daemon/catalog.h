@@ -114,7 +114,13 @@ class Catalog {
   // under another name/tag (a new row; the blob is shared).
   // With `audit`, its audit row (target defaulting to the sha256) is written
   // in the same transaction: the row and its audit line land together.
-  Result<int64_t> InsertCheckpoint(const CheckpointRecord& record, const AuditRecord* audit = nullptr);
+  // A "stored" row is never written for content some row marks revoked:
+  // the check runs inside the insert's own transaction, so a revocation that
+  // commits while a push is scanned and signed still wins. Then nothing is
+  // written, the result is 0 and `revoked` (when given) receives the revoked
+  // row (who and why).
+  Result<int64_t> InsertCheckpoint(const CheckpointRecord& record, const AuditRecord* audit = nullptr,
+                                   std::optional<CheckpointRecord>* revoked = nullptr);
   Result<std::vector<CheckpointRecord>> ListCheckpoints(const CheckpointQuery& query);  // newest first, no manifest/findings
   // The newest row for this sha256 with status stored or revoked (with manifest
   // and findings), or nullopt.

@@ -10,9 +10,20 @@
 // uploads left in tmp/ and blobs no row references, so after kill -9 at any
 // moment and a restart there is no row without its blob and no blob without
 // its row.
+//
+// One writer per data folder: DATA/lock is flock()ed. A serving registry
+// (RegistryOptions::serve) holds it exclusively for its lifetime, and a
+// second one refuses to start. Administration (token, key, audit commands)
+// opens the same folder while a server runs; it cleans up (removes
+// unreferenced blobs and stale uploads) only when it gets the lock, i.e.
+// when no server runs, and releases it at once. So cleanup never races a
+// push whose blob is committed and whose row is not yet. Key changes made
+// by another process reach a running server at its next signature (the
+// active key is read from the catalog each time).
 #ifndef CKPTGUARD_DAEMON_REGISTRY_H_
 #define CKPTGUARD_DAEMON_REGISTRY_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -33,6 +44,11 @@ struct RegistryOptions {
   // ones (unknown globals, container anomalies) only when this is false.
   bool accept_suspicious = false;
   signing::Curve key_curve = signing::Curve::kP256;  // for keys this registry creates
+  // serve: hold DATA/lock for the registry's lifetime (a server). Open waits
+  // up to lock_wait for it (an admin command may hold it for its cleanup),
+  // then fails naming the process that holds it.
+  bool serve = false;
+  std::chrono::milliseconds lock_wait{5000};
 };
 
 struct IngestRequest {
@@ -60,6 +76,9 @@ class Registry {
   // Open creates DATA and everything in it on first start (database, a
   // signing key), then reconciles the blob store with the catalog.
   static Result<std::unique_ptr<Registry>> Open(const RegistryOptions& options);
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
 
   // Ingest takes a finished upload. Returns the catalogued record: status
   // "stored" (signed, blob kept) or "rejected" (findings, blob dropped).
@@ -92,10 +111,15 @@ class Registry {
   Catalog& catalog() { return *catalog_; }
   const BlobStore& blobs() const { return blobs_; }
   const RegistryOptions& options() const { return options_; }
+  // Warnings of Open (a data folder narrowed to 0700), for the operator.
+  const std::vector<std::string>& warnings() const { return warnings_; }
 
  private:
   Registry(RegistryOptions options, std::unique_ptr<Catalog> catalog, BlobStore blobs);
   Status EnsureSigningKey();
+  // RefreshSignerLocked (key_mutex_ held) loads the catalog's active key when
+  // another process rotated or revoked keys since this one last signed.
+  Status RefreshSignerLocked();
   Status Reconcile();
   Result<std::vector<signing::PublicKey>> TrustedKeys();
   std::string KeyPath(const std::string& key_id) const;
@@ -106,6 +130,8 @@ class Registry {
   std::mutex key_mutex_;                          // guards signer_
   std::optional<signing::PrivateKey> signer_;     // the active key
   std::string signer_id_;
+  int lock_fd_ = -1;  // DATA/lock, flock()ed exclusively while serving
+  std::vector<std::string> warnings_;
 };
 
 // ValidName / ValidTag / ValidSha256: the registry's accepted spellings.
