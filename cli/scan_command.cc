@@ -208,12 +208,8 @@ class Walker {
     struct stat lst;
     if (::lstat(arg.c_str(), &lst) != 0) {
       const int e = errno;
-      FileReport r;
-      r.path = arg;
-      r.format = "unknown";
-      r.error = Error{ErrorCode::kIo, 0, arg, e == ENOENT ? "no such file or folder" : "cannot read: " + Errno(e)};
-      r.verdict = Verdict::kError;
-      problems_.emplace_back(root, std::move(r));
+      Problem(root, arg, "unknown", scanner::kRuleUnreadable,
+              (e == ENOENT ? std::string("no such file or folder") : "cannot read: " + Errno(e)) + "; not scanned", true);
       return;
     }
     ++seen_[root];

@@ -51,6 +51,8 @@ BOOST_AUTO_TEST_CASE(exit_codes) {
   BOOST_TEST(Scan(Corpus("benign", "whole_module.pt")).exit_code == 1);
   BOOST_TEST(Scan(Corpus("malicious", "os_system_p0.pkl")).exit_code == 1);
   BOOST_TEST(Scan("/nonexistent/model.pt").exit_code == 2);
+  const auto missing = Scan("--format json /nonexistent/model.pt");
+  BOOST_TEST(json::parse(missing.out).at("files").at(0).at("findings").at(0).at("rule") == "CKG-W006");
   TempDir dir;
   BOOST_TEST(Scan(ShellQuote(dir.Write("notes.txt", "hello"))).exit_code == 2);  // named explicitly: reported
 }

@@ -368,8 +368,8 @@ const std::vector<Rule>& InputRules() {
                 "a symbolic link leads back to a folder above it or to itself: everything it names is scanned once "
                 "under its other name, but no model download makes such links"),
       InputRule(kRuleUnreadable, Severity::kSuspicious,
-                "a folder or file could not be read while walking (permission denied, I/O error): what it holds was "
-                "not scanned"),
+                "a folder or file could not be read while walking (permission denied, I/O error) or does not exist: "
+                "what it holds was not scanned"),
       InputRule(kRuleNotRegular, Severity::kSuspicious,
                 "a FIFO, socket or device where model files are expected: never opened (it could block the scan or "
                 "yield different bytes to each reader), so not scanned"),
