@@ -1,17 +1,55 @@
 // `ckptguard scan`: walk files and folders, scan each in parallel, report.
+//
+// Never fail open: the scan exits 0 only when it read everything it was
+// asked to. Whatever the walk cannot or will not read (a symbolic link
+// skipped, escaping the scanned folders, dangling or looping; a folder or
+// file it may not read; a FIFO, socket or device; a path with nothing to
+// scan; a shard index naming shards outside its folder or missing) is a
+// finding of an input rule (CKG-W..., report.h, docs/rules.md) on a report
+// of its own, so every format shows it, and all but loops and the notes on
+// other names set an error, so the exit status is 2.
+//
+// Symbolic links (--symlinks=follow, the default) are followed once:
+//   - a link whose target (fully resolved) lies inside one of the folders
+//     named on the command line, or inside the blobs folder of the Hugging
+//     Face cache repository the link sits in (<cache>/models--org--name/
+//     snapshots/<rev>/... -> <cache>/models--org--name/blobs/...), is
+//     followed; the target is read through its resolved path, so the link
+//     cannot be swapped between the check and the read;
+//   - any other target is an escape (CKG-W003): not read;
+//   - a link to a folder above it, or a chain of links that never ends, is a
+//     loop (CKG-W005); a link to a folder already walked is a note (CKG-W009);
+//   - files are deduplicated by (device, inode): one file named by several
+//     paths (two snapshots linking one blob) is read and scanned once and
+//     reported under every name, each later name with a CKG-W009 note naming
+//     the first (in sorted order).
+// --symlinks=skip reports each link as CKG-W002 instead of following it.
 #include "scan_command.h"
 
+#include <fcntl.h>
 #include <fnmatch.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
+#include <tuple>
+#include <utility>
 
+#include "ckptguard/input_file.h"
 #include "ckptguard/scanner/report.h"
 #include "ckptguard/scanner/scan.h"
 #include "cli_util.h"
@@ -21,6 +59,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using scanner::FileReport;
+using scanner::Finding;
+using scanner::Severity;
+using scanner::Verdict;
+
+// Largest shard index read (real ones are well under 1 MiB).
+constexpr uint64_t kMaxShardIndexLen = uint64_t{64} << 20;
 
 bool Matches(const std::vector<std::string>& globs, const fs::path& path) {
   const std::string full = path.string();
@@ -34,63 +78,416 @@ bool Matches(const std::vector<std::string>& globs, const fs::path& path) {
   return false;
 }
 
-// Collect lists the files to scan, in a stable order: files named on the
-// command line always, files found in folders when the globs take them.
-// `walked` says, per file, whether it was found in a folder.
-std::vector<std::string> Collect(const ScanFlags& flags, std::vector<FileReport>& errors, size_t& skipped_links,
-                                 std::vector<bool>& walked, std::vector<std::string>& not_regular) {
-  std::vector<std::string> files;
-  auto wanted = [&](const fs::path& p) {
-    return (flags.include.empty() || Matches(flags.include, p)) && !Matches(flags.exclude, p);
+struct FileId {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  auto operator<=>(const FileId&) const = default;
+};
+
+FileId IdOf(const struct stat& st) { return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)}; }
+
+// A regular file to scan: the name it is reported under and the link-free
+// path it is read from.
+struct Candidate {
+  std::string display;
+  std::string real;
+  FileId id;
+  size_t root = 0;     // index of the command-line path it was found under
+  bool walked = true;  // found in a folder (not named on the command line, not a listed shard)
+  bool shard = false;  // named by a shard index
+};
+
+// IsUnder: `path` is `dir` or inside it (both absolute and link-free).
+bool IsUnder(const std::string& path, const std::string& dir) {
+  if (dir == "/") return true;
+  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+}
+
+// HfBlobsOf: for a folder inside a Hugging Face cache snapshot
+// (<cache>/models--org--name/snapshots/<rev>/...), that repository's blobs
+// folder; "" otherwise. Datasets and spaces are cached alike.
+std::string HfBlobsOf(const fs::path& real_dir) {
+  const std::vector<fs::path> parts(real_dir.begin(), real_dir.end());
+  for (size_t i = parts.size(); i-- > 0;) {
+    const std::string name = parts[i].string();
+    const bool repo = name.starts_with("models--") || name.starts_with("datasets--") || name.starts_with("spaces--");
+    if (repo && i + 1 < parts.size() && parts[i + 1] == "snapshots") {
+      fs::path blobs;
+      for (size_t j = 0; j <= i; ++j) blobs /= parts[j];
+      return (blobs / "blobs").string();
+    }
+  }
+  return "";
+}
+
+std::string KindOf(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a regular file";
+}
+
+std::string Errno(int e) { return std::strerror(e); }
+
+// RealPath resolves every link in `path`; errno is kept on failure.
+std::optional<std::string> RealPath(const std::string& path) {
+  char* resolved = ::realpath(path.c_str(), nullptr);
+  if (resolved == nullptr) return std::nullopt;
+  std::string out(resolved);
+  std::free(resolved);
+  return out;
+}
+
+std::string ReadLink(const std::string& path) {
+  std::string buf(PATH_MAX, '\0');
+  const ssize_t n = ::readlink(path.c_str(), buf.data(), buf.size());
+  if (n < 0) return "?";
+  buf.resize(static_cast<size_t>(n));
+  return buf;
+}
+
+// Walker lists what `scan` reads: candidates (regular files), shard indexes,
+// and a report for everything it cannot or will not read.
+class Walker {
+ public:
+  explicit Walker(const ScanFlags& flags) : flags_(flags), skip_links_(flags.symlinks == "skip") {}
+
+  void Run() {
+    const size_t num_roots = flags_.paths.size();
+    seen_.assign(num_roots, 0);
+    excluded_.assign(num_roots, 0);
+    // Every folder named on the command line, resolved first: a link in one
+    // may lead into another.
+    for (const std::string& arg : flags_.paths) {
+      struct stat st;
+      if (::stat(arg.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        if (std::optional<std::string> real = RealPath(arg)) roots_.push_back(*real);
+      }
+    }
+    for (size_t root = 0; root < num_roots; ++root) WalkRoot(root, flags_.paths[root]);
+    adding_shards_ = true;
+    for (size_t i = 0; i < indexes_.size(); ++i) CheckShardIndex(indexes_[i]);
+    // Sorted per command-line path, in command-line order; listed shards last.
+    std::stable_sort(candidates_.begin(), candidates_.end(), [](const Candidate& a, const Candidate& b) {
+      return std::tie(a.shard, a.root, a.display) < std::tie(b.shard, b.root, b.display);
+    });
+  }
+
+  const std::vector<Candidate>& candidates() const { return candidates_; }
+  std::vector<std::pair<size_t, FileReport>>& problems() { return problems_; }
+  std::vector<std::pair<size_t, FileReport>>& index_reports() { return index_reports_; }
+  size_t seen(size_t root) const { return seen_[root]; }
+  size_t excluded(size_t root) const { return excluded_[root]; }
+
+ private:
+  struct Folder {
+    size_t root;
+    std::string display;
+    std::string real;
   };
-  for (const std::string& arg : flags.paths) {
+
+  bool Wanted(const fs::path& p) const {
+    return (flags_.include.empty() || Matches(flags_.include, p)) && !Matches(flags_.exclude, p);
+  }
+
+  void Problem(size_t root, const std::string& path, const std::string& format, const char* rule,
+               const std::string& message, bool error) {
+    FileReport r;
+    r.path = path;
+    r.format = format;
+    const scanner::Rule* input_rule = scanner::FindInputRule(rule);
+    r.findings.push_back(Finding{rule, input_rule != nullptr ? input_rule->severity : Severity::kSuspicious, message,
+                                 "", 0, ""});
+    if (error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not scanned (") + rule + ")"};
+    r.verdict = scanner::VerdictOf(r.findings, r.error);
+    problems_.emplace_back(root, std::move(r));
+  }
+
+  void WalkRoot(size_t root, const std::string& arg) {
+    struct stat lst;
+    if (::lstat(arg.c_str(), &lst) != 0) {
+      const int e = errno;
+      Problem(root, arg, "unknown", scanner::kRuleUnreadable,
+              (e == ENOENT ? std::string("no such file or folder") : "cannot read: " + Errno(e)) + "; not scanned", true);
+      return;
+    }
+    ++seen_[root];
+    struct stat st;
+    if (::stat(arg.c_str(), &st) != 0) {
+      const int e = errno;
+      if (e == ELOOP) {
+        Problem(root, arg, "symlink", scanner::kRuleLinkLoop, "symbolic link loop: resolving it never ends", false);
+      } else if (e == ENOENT || e == ENOTDIR) {
+        Problem(root, arg, "symlink", scanner::kRuleLinkDangling,
+                "dangling symbolic link to " + ReadLink(arg) + ", which does not exist; not scanned", true);
+      } else {
+        Problem(root, arg, "unknown", scanner::kRuleUnreadable, "cannot read: " + Errno(e) + "; not scanned", true);
+      }
+      return;
+    }
+    const std::optional<std::string> real = RealPath(arg);
+    if (!real) {
+      Problem(root, arg, "unknown", scanner::kRuleUnreadable, "cannot resolve: " + Errno(errno) + "; not scanned", true);
+      return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      visited_.emplace(IdOf(st), arg);
+      stack_.push_back({root, arg, *real});
+      while (!stack_.empty()) {
+        Folder folder = std::move(stack_.back());
+        stack_.pop_back();
+        WalkFolder(folder);
+      }
+    } else if (S_ISREG(st.st_mode)) {
+      AddFile(root, arg, *real, st, /*walked=*/false);
+    } else {
+      Problem(root, arg, "special", scanner::kRuleNotRegular,
+              "is " + KindOf(st.st_mode) + ", not a regular file: never opened, not scanned", true);
+    }
+  }
+
+  void AddFile(size_t root, const std::string& display, const std::string& real, const struct stat& st, bool walked) {
+    // A file this user may not read is a finding of the walk, like a folder
+    // (ScanFile would only say it could not open it).
+    if (::faccessat(AT_FDCWD, real.c_str(), R_OK, AT_EACCESS) != 0) {
+      Problem(root, display, "unknown", scanner::kRuleUnreadable,
+              "cannot read the file: " + Errno(errno) + "; not scanned", true);
+      return;
+    }
+    if (!adding_shards_ && fs::path(display).filename().string().ends_with(".index.json")) {
+      indexes_.push_back(Candidate{display, real, IdOf(st), root, walked});
+      return;
+    }
+    candidates_.push_back(Candidate{display, real, IdOf(st), root, walked, adding_shards_});
+  }
+
+  void WalkFolder(const Folder& folder) {
     std::error_code ec;
-    const fs::file_status st = fs::symlink_status(arg, ec);
-    if (ec || !fs::exists(st)) {
-      FileReport r;
-      r.path = arg;
-      r.format = "unknown";
-      r.error = Error{ErrorCode::kIo, 0, arg, "no such file or folder"};
-      r.verdict = scanner::Verdict::kError;
-      errors.push_back(std::move(r));
-      continue;
+    fs::directory_iterator it(folder.real, ec);
+    if (ec) {
+      Problem(folder.root, folder.display, "folder", scanner::kRuleUnreadable,
+              "cannot read the folder: " + ec.message() + "; what it holds was not scanned", true);
+      return;
     }
-    if (!fs::is_directory(fs::status(arg, ec))) {
-      files.push_back(arg);
-      walked.push_back(false);
-      continue;
-    }
-    fs::directory_options options = fs::directory_options::skip_permission_denied;
-    if (flags.follow_symlinks) options |= fs::directory_options::follow_directory_symlink;
-    std::vector<std::string> found;
-    for (fs::recursive_directory_iterator it(arg, options, ec), end; !ec && it != end; it.increment(ec)) {
-      const fs::directory_entry& e = *it;
-      if (e.is_symlink(ec) && !flags.follow_symlinks) {
-        ++skipped_links;
-        continue;
-      }
-      if (!e.is_regular_file(ec)) {
-        // FIFOs, devices and sockets are never opened (one could block the
-        // scan forever): skipped, and named on stderr.
-        if (!e.is_directory(ec) && wanted(e.path())) not_regular.push_back(e.path().string());
-        continue;
-      }
-      if (wanted(e.path())) found.push_back(e.path().string());
+    std::vector<std::string> names;
+    for (fs::directory_iterator end; it != end; it.increment(ec)) {
+      names.push_back(it->path().filename().string());
     }
     if (ec) {
-      FileReport r;
-      r.path = arg;
-      r.format = "unknown";
-      r.error = Error{ErrorCode::kIo, 0, arg, "cannot walk the folder: " + ec.message()};
-      r.verdict = scanner::Verdict::kError;
-      errors.push_back(std::move(r));
+      Problem(folder.root, folder.display, "folder", scanner::kRuleUnreadable,
+              "cannot read the whole folder: " + ec.message() + "; some of what it holds was not scanned", true);
     }
-    std::sort(found.begin(), found.end());
-    files.insert(files.end(), found.begin(), found.end());
-    walked.resize(files.size(), true);
+    std::sort(names.begin(), names.end());
+    // Pushed in reverse so that sub-folders are walked in name order.
+    std::vector<Folder> subfolders;
+    for (const std::string& name : names) {
+      const std::string display = (fs::path(folder.display) / name).string();
+      const std::string physical = (fs::path(folder.real) / name).string();
+      Entry(folder.root, display, physical, folder.real, /*walked=*/true, {}, &subfolders);
+    }
+    for (auto sub = subfolders.rbegin(); sub != subfolders.rend(); ++sub) stack_.push_back(std::move(*sub));
   }
-  return files;
-}
+
+  // Allowed: a link may lead to `real` (see the top of this file).
+  bool Allowed(const std::string& real, const std::string& link_dir, const std::string& extra_root) const {
+    for (const std::string& root : roots_) {
+      if (IsUnder(real, root)) return true;
+    }
+    if (!extra_root.empty() && IsUnder(real, extra_root)) return true;
+    const std::string blobs = HfBlobsOf(link_dir);
+    return !blobs.empty() && IsUnder(real, blobs);
+  }
+
+  // Entry handles one name: `physical` is `real_dir` (link-free) + name.
+  // Sub-folders go to `subfolders` (null: a folder is not wanted here, as for
+  // a shard). Returns false when nothing exists at the name.
+  bool Entry(size_t root, const std::string& display, const std::string& physical, const std::string& real_dir,
+             bool walked, const std::string& extra_root, std::vector<Folder>* subfolders) {
+    struct stat lst;
+    if (::lstat(physical.c_str(), &lst) != 0) {
+      const int e = errno;
+      if (e == ENOENT || e == ENOTDIR) return false;
+      Problem(root, display, "unknown", scanner::kRuleUnreadable, "cannot read: " + Errno(e) + "; not scanned", true);
+      return true;
+    }
+    if (walked) ++seen_[root];
+    std::string real = physical;
+    struct stat st = lst;
+    const bool link = S_ISLNK(lst.st_mode);
+    if (link) {
+      // --exclude applies to the link's own name; --include to files, so to
+      // links whose target is (or, dangling, would be) a file.
+      if (walked && Matches(flags_.exclude, display)) {
+        ++excluded_[root];
+        return true;
+      }
+      if (skip_links_) {
+        struct stat target;
+        const bool file = ::stat(physical.c_str(), &target) == 0 && S_ISREG(target.st_mode);
+        if (walked && file && !Wanted(display)) {
+          ++excluded_[root];
+          return true;
+        }
+        Problem(root, display, "symlink", scanner::kRuleLinkSkipped,
+                "symbolic link to " + ReadLink(physical) + " skipped (--symlinks=skip): not scanned", true);
+        return true;
+      }
+      const std::optional<std::string> resolved = RealPath(physical);
+      if (!resolved) {
+        const int e = errno;
+        if (walked && !Wanted(display)) {
+          ++excluded_[root];
+          return true;
+        }
+        if (e == ELOOP) {
+          Problem(root, display, "symlink", scanner::kRuleLinkLoop,
+                  "symbolic link loop: resolving " + ReadLink(physical) + " never ends", false);
+        } else if (e == ENOENT || e == ENOTDIR) {
+          Problem(root, display, "symlink", scanner::kRuleLinkDangling,
+                  "dangling symbolic link to " + ReadLink(physical) + ", which does not exist; not scanned", true);
+        } else {
+          Problem(root, display, "symlink", scanner::kRuleUnreadable,
+                  "cannot resolve the symbolic link: " + Errno(e) + "; not scanned", true);
+        }
+        return true;
+      }
+      real = *resolved;
+      if (::stat(real.c_str(), &st) != 0) {
+        Problem(root, display, "symlink", scanner::kRuleUnreadable,
+                "cannot read the target of the symbolic link: " + Errno(errno) + "; not scanned", true);
+        return true;
+      }
+      if (walked && !S_ISDIR(st.st_mode) && !Wanted(display)) {
+        ++excluded_[root];
+        return true;
+      }
+      if (!Allowed(real, real_dir, extra_root)) {
+        Problem(root, display, "symlink", scanner::kRuleLinkEscapes,
+                "symbolic link to " + real + ", outside the scanned folders: not followed, not scanned", true);
+        return true;
+      }
+    }
+    if (S_ISDIR(st.st_mode)) {
+      if (subfolders == nullptr) return false;
+      const FileId id = IdOf(st);
+      if (link) {
+        if (IsUnder(real_dir, real)) {
+          Problem(root, display, "symlink", scanner::kRuleLinkLoop,
+                  "symbolic link to " + real + ", a folder above it: a loop (its files are scanned under their other names)",
+                  false);
+          return true;
+        }
+        if (auto it = visited_.find(id); it != visited_.end()) {
+          Problem(root, display, "symlink", scanner::kRuleSameFile,
+                  "symbolic link to the folder " + it->second + ", which is scanned under that name", false);
+          return true;
+        }
+      }
+      visited_.emplace(id, display);
+      subfolders->push_back(Folder{root, display, real});
+      return true;
+    }
+    if (S_ISREG(st.st_mode)) {
+      if (walked && !Wanted(display)) {
+        ++excluded_[root];
+        return true;
+      }
+      AddFile(root, display, real, st, walked);
+      return true;
+    }
+    if (walked && !Wanted(display)) {
+      ++excluded_[root];
+      return true;
+    }
+    Problem(root, display, "special", scanner::kRuleNotRegular,
+            "is " + KindOf(st.st_mode) + ", not a regular file: never opened, not scanned", true);
+    return true;
+  }
+
+  // CheckShardIndex reads a *.index.json as loaders do (weight_map: tensor
+  // name -> shard file, relative to the index's folder), reports what is
+  // wrong with it, and adds every shard it lists to the files to scan.
+  void CheckShardIndex(const Candidate& index) {
+    FileReport r;
+    r.path = index.display;
+    r.format = "shard-index";
+    auto add = [&](const char* rule, const std::string& message, bool error) {
+      r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, ""});
+      if (error && !r.error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not everything it names was scanned (") + rule + ")"};
+    };
+    Result<std::string> text = ReadInputFile(index.real, kMaxShardIndexLen);
+    std::set<std::string> shards;
+    if (!text) {
+      add(scanner::kRuleUnreadable, "cannot read the shard index: " + text.error().ToString(), true);
+    } else {
+      const nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+      const nlohmann::json* map = nullptr;
+      if (doc.is_object()) {
+        if (auto it = doc.find("weight_map"); it != doc.end() && it->is_object()) map = &*it;
+      }
+      if (map == nullptr) {
+        add(scanner::kRuleShardIndexBad,
+            doc.is_discarded() ? "not JSON: its shards cannot be found" : "no \"weight_map\" object: its shards cannot be found",
+            false);
+      } else {
+        bool bad_value = false;
+        for (const auto& [tensor, shard] : map->items()) {
+          if (shard.is_string()) {
+            shards.insert(shard.get<std::string>());
+          } else {
+            bad_value = true;
+          }
+        }
+        if (bad_value) add(scanner::kRuleShardIndexBad, "a weight_map value is not a file name", false);
+      }
+    }
+    // Shards are looked up beside the index's name, not beside its target:
+    // in a Hugging Face snapshot the index is a link into blobs/.
+    const fs::path display_dir = fs::path(index.display).parent_path();
+    const std::optional<std::string> index_dir = RealPath(display_dir.empty() ? "." : display_dir.string());
+    const fs::path real_dir = index_dir ? fs::path(*index_dir) : fs::path(index.real).parent_path();
+    for (const std::string& shard : shards) {
+      const fs::path rel(shard);
+      bool escapes = shard.empty() || rel.is_absolute() || shard.find('\0') != std::string::npos;
+      for (const fs::path& part : rel) escapes = escapes || part == "..";
+      if (escapes) {
+        add(scanner::kRuleShardEscapes,
+            "weight_map names \"" + shard + "\", outside the index's folder: a loader reads it, the scan does not", true);
+        continue;
+      }
+      // The shard's own folder, resolved (a shard may sit in a sub-folder).
+      const std::optional<std::string> shard_dir = RealPath((real_dir / rel).parent_path().string());
+      bool found = false;
+      if (shard_dir) {
+        const std::string physical = (fs::path(*shard_dir) / rel.filename()).string();
+        const std::string display = (display_dir / rel).string();
+        if (!IsUnder(*shard_dir, real_dir.string()) && !Allowed(*shard_dir, real_dir.string(), real_dir.string())) {
+          add(scanner::kRuleShardEscapes,
+              "weight_map names \"" + shard + "\", whose folder leads outside the index's folder: not scanned", true);
+          continue;
+        }
+        found = Entry(index.root, display, physical, *shard_dir, /*walked=*/false, real_dir.string(), nullptr);
+      }
+      if (!found) add(scanner::kRuleShardMissing, "weight_map names \"" + shard + "\", which is not a file here", false);
+    }
+    r.verdict = scanner::VerdictOf(r.findings, r.error);
+    index_reports_.emplace_back(index.root, std::move(r));
+  }
+
+  const ScanFlags& flags_;
+  const bool skip_links_;
+  bool adding_shards_ = false;  // Entry is adding the shards of an index
+  std::vector<std::string> roots_;  // the folders named on the command line, resolved
+  std::map<FileId, std::string> visited_;  // folder -> the name it was walked under
+  std::vector<Folder> stack_;
+  std::vector<Candidate> candidates_;
+  std::vector<Candidate> indexes_;
+  std::vector<std::pair<size_t, FileReport>> problems_;
+  std::vector<std::pair<size_t, FileReport>> index_reports_;
+  std::vector<size_t> seen_;      // names met under each command-line path
+  std::vector<size_t> excluded_;  // of which --include/--exclude left out
+};
 
 }  // namespace
 
@@ -109,9 +506,24 @@ void AddScanCommand(CLI::App& app, ScanFlags& flags) {
   parse errors, TorchScript code and not-weights-only objects are findings too.
   Formats are decided by content, never by file name.
 
+Folders, symbolic links and shard indexes:
+  Folders are walked recursively. A symbolic link is followed once when its
+  target lies inside a folder named on the command line or, in a Hugging Face
+  cache (models--org--name/snapshots/REV/...), inside that repository's
+  blobs/ folder; a file named by several links is scanned once and reported
+  under every name. A link leading elsewhere (CKG-W003), a dangling link
+  (CKG-W004), a folder that cannot be read (CKG-W006), a FIFO, socket or
+  device (CKG-W007) and a path with no model file (CKG-W008) are findings and
+  make the exit status 2: nothing is skipped silently. A shard index
+  (*.index.json) is checked: every shard it lists is scanned, and shards
+  outside its folder (CKG-W010) or missing (CKG-W011) are findings. Every rule
+  is explained in docs/rules.md.
+
 Verdicts: safe, suspicious, dangerous, error (could not be read completely).
-Exit status: 0 all safe, 1 something suspicious or dangerous, 2 a file could
-not be scanned.
+Exit status: 0 everything asked for was read and all of it is safe;
+1 everything was read and something is suspicious or dangerous; 2 something
+could not be read or was not scanned (an unreadable, skipped or escaping
+path, an empty scan), whatever else was found.
 
 Examples:
   ckptguard scan model.pt
@@ -132,7 +544,13 @@ Examples:
                   "Only files matching GLOB in folders (fnmatch; a pattern with '/' matches the path)")
       ->type_name("GLOB");
   cmd->add_option("--exclude", flags.exclude, "Skip files matching GLOB in folders")->type_name("GLOB");
-  cmd->add_flag("--follow-symlinks", flags.follow_symlinks, "Follow symbolic links in folders (default: skip them)");
+  cmd->add_option("--symlinks", flags.symlinks,
+                  "follow: follow symbolic links that stay inside the scanned folders or lead into their Hugging Face "
+                  "cache blobs (others are findings); skip: report every link as a finding (exit status 2)")
+      ->check(CLI::IsMember({"follow", "skip"}))
+      ->capture_default_str();
+  cmd->add_flag_callback(
+      "--follow-symlinks", [&flags] { flags.symlinks = "follow"; }, "Same as --symlinks=follow (the default)");
   cmd->add_flag("--strict", flags.strict, "Globals on neither list are dangerous, not suspicious");
   cmd->add_option("--allow", flags.allow, "Treat the global module.name as safe (repeatable)")
       ->type_name("GLOBAL");
@@ -153,13 +571,29 @@ int RunScan(const ScanFlags& flags) {
   for (const std::string& g : flags.allow) rules.Allow(g);
   rules.SetStrict(flags.strict);
 
-  std::vector<FileReport> reports;
-  size_t skipped_links = 0;
-  std::vector<bool> walked;
-  std::vector<std::string> not_regular;
-  const std::vector<std::string> files = Collect(flags, reports, skipped_links, walked, not_regular);
-  const size_t first = reports.size();
-  reports.resize(first + files.size());
+  Walker walker(flags);
+  walker.Run();
+  const std::vector<Candidate>& candidates = walker.candidates();
+  // One scan per file: candidates with the same (device, inode) share it.
+  std::vector<std::string> files;                // link-free paths to scan
+  std::vector<size_t> scan_of(candidates.size());  // candidate -> index in files
+  std::vector<size_t> first_of;                  // index in files -> the first candidate naming it
+  std::map<FileId, size_t> by_id;
+  std::set<std::string> names;  // a shard the walk found too is one name
+  std::vector<bool> duplicate(candidates.size(), false);
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (!names.insert(candidates[i].display).second) {
+      duplicate[i] = true;
+      continue;
+    }
+    auto [it, inserted] = by_id.emplace(candidates[i].id, files.size());
+    if (inserted) {
+      files.push_back(candidates[i].real);
+      first_of.push_back(i);
+    }
+    scan_of[i] = it->second;
+  }
+  std::vector<FileReport> scanned(files.size());
 
   scanner::ScanOptions options;
   options.rules = &rules;
@@ -169,7 +603,7 @@ int RunScan(const ScanFlags& flags) {
   std::atomic<size_t> next{0}, done{0};
   auto worker = [&] {
     for (size_t i = next++; i < files.size(); i = next++) {
-      reports[first + i] = scanner::ScanFile(files[i], options);
+      scanned[i] = scanner::ScanFile(files[i], options);
       ++done;
     }
   };
@@ -192,31 +626,70 @@ int RunScan(const ScanFlags& flags) {
   for (std::thread& t : threads) t.join();
   finished = true;
   if (progress_thread.joinable()) progress_thread.join();
-  // Files met in folders that are no model format at all (not even a pickle
-  // from their first byte: torch.load would run nothing) are left out of the
-  // report; files named on the command line are always reported.
+
+  // Reports: what could not be read first, then shard indexes, then files
+  // under every name. Files met in folders that are no model format at all
+  // (not even a pickle from their first byte: torch.load would run nothing)
+  // are left out; files named on the command line or by a shard index are
+  // always reported.
+  const size_t num_roots = flags.paths.size();
+  std::vector<size_t> reported(num_roots, 0), not_models_under(num_roots, 0);
+  std::vector<FileReport> reports;
+  for (auto& [root, report] : walker.problems()) {
+    ++reported[root];
+    reports.push_back(std::move(report));
+  }
+  for (auto& [root, report] : walker.index_reports()) {
+    ++reported[root];
+    reports.push_back(std::move(report));
+  }
   size_t not_models = 0;
-  std::vector<FileReport> kept;
-  kept.reserve(reports.size());
-  for (size_t i = 0; i < reports.size(); ++i) {
-    const bool from_walk = i >= first && walked[i - first];
-    if (from_walk && reports[i].format == "unknown" && reports[i].findings.empty() && reports[i].error &&
-        reports[i].error->code == ErrorCode::kUnsupportedFormat) {
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (duplicate[i]) continue;
+    const Candidate& c = candidates[i];
+    const FileReport& base = scanned[scan_of[i]];
+    if (c.walked && base.format == "unknown" && base.findings.empty() && base.error &&
+        base.error->code == ErrorCode::kUnsupportedFormat) {
       ++not_models;
+      ++not_models_under[c.root];
       continue;
     }
-    kept.push_back(std::move(reports[i]));
+    FileReport report = base;
+    report.path = c.display;
+    const size_t first = first_of[scan_of[i]];
+    if (first != i) {
+      report.findings.push_back(Finding{scanner::kRuleSameFile, Severity::kInfo,
+                                        "the same file as " + candidates[first].display + " (read and scanned once)",
+                                        "", 0, ""});
+    }
+    ++reported[c.root];
+    reports.push_back(std::move(report));
   }
-  reports = std::move(kept);
+  // An empty scan is never clean: a command-line path under which nothing
+  // was reported is a finding with an error.
+  std::vector<FileReport> empties;
+  for (size_t root = 0; root < num_roots; ++root) {
+    if (reported[root] > 0) continue;
+    std::string message;
+    if (walker.seen(root) <= 1) {
+      message = "empty folder: nothing to scan";
+    } else {
+      message = "no model file to scan here (" + std::to_string(not_models_under[root]) + " not model files, " +
+                std::to_string(walker.excluded(root)) + " left out by --include/--exclude)";
+    }
+    FileReport r;
+    r.path = flags.paths[root];
+    r.format = "folder";
+    r.findings.push_back(Finding{scanner::kRuleNothingToScan, Severity::kSuspicious, message, "", 0, ""});
+    r.error = Error{ErrorCode::kIo, 0, "", std::string("nothing scanned (") + scanner::kRuleNothingToScan + ")"};
+    r.verdict = scanner::VerdictOf(r.findings, r.error);
+    std::cerr << "ckptguard scan: " << flags.paths[root] << ": " << message << "\n";
+    empties.push_back(std::move(r));
+  }
+  reports.insert(reports.begin(), std::make_move_iterator(empties.begin()), std::make_move_iterator(empties.end()));
   if (not_models > 0) {
     std::cerr << "ckptguard scan: left out " << not_models
               << " file(s) in folders that are not model files (no pickle, zip, numpy or safetensors content)\n";
-  }
-  for (const std::string& path : not_regular) {
-    std::cerr << "ckptguard scan: skipped " << path << ": not a regular file (a FIFO, device or socket; never opened)\n";
-  }
-  if (skipped_links > 0) {
-    std::cerr << "ckptguard scan: skipped " << skipped_links << " symbolic link(s) (--follow-symlinks to follow)\n";
   }
 
   std::string text;

@@ -15,7 +15,11 @@ struct ScanFlags {
   std::string format = "text";
   std::vector<std::string> include;
   std::vector<std::string> exclude;
-  bool follow_symlinks = false;
+  // "follow" (default): symbolic links in folders are followed once when
+  // they stay inside the scanned folders or lead into the blobs of their
+  // Hugging Face cache repository; "skip": each is a CKG-W002 finding.
+  // --follow-symlinks is kept as a synonym of "follow".
+  std::string symlinks = "follow";
   bool strict = false;
   std::vector<std::string> allow;
   std::vector<std::string> rules_files;

@@ -474,13 +474,14 @@ BOOST_AUTO_TEST_CASE(fifos_devices_and_sockets_are_refused_at_once) {
       BOOST_TEST((o.err + o.out).find("not a regular file") != std::string::npos, line << Describe(o));
     }
   }
-  // A folder scan skips them, names them, and reports the rest.
+  // A folder scan never opens them: each is a finding (CKG-W007) that makes
+  // the scan incomplete (exit 2), and the rest is still reported.
   fs::copy_file(model, dir.path / "mlp.params");
   const Outcome folder = RunChanging({"scan", dir.path.string()});
   BOOST_TEST(folder.exited);
-  BOOST_TEST(folder.exit_code == 0, Describe(folder));
-  BOOST_TEST(folder.err.find("skipped " + fifo) != std::string::npos, Describe(folder));
-  BOOST_TEST(folder.err.find("skipped " + sock) != std::string::npos, Describe(folder));
+  BOOST_TEST(folder.exit_code == 2, Describe(folder));
+  BOOST_TEST(folder.out.find(fifo + " (special): error\n  [suspicious] CKG-W007") != std::string::npos, Describe(folder));
+  BOOST_TEST(folder.out.find(sock + " (special): error\n  [suspicious] CKG-W007") != std::string::npos, Describe(folder));
   BOOST_TEST(folder.out.find("mlp.params") != std::string::npos, Describe(folder));
   ::close(sfd);
 }

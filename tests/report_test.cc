@@ -6,8 +6,11 @@
 #define BOOST_TEST_MODULE report_test
 #include <boost/test/unit_test.hpp>
 #include <cctype>
+#include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -107,8 +110,11 @@ BOOST_AUTO_TEST_CASE(json_contract) {
         const Finding& w = want.findings[j];
         std::set<std::string> finding_fields;
         for (const auto& [key, value] : f.items()) finding_fields.insert(key);
-        BOOST_TEST(finding_fields == (std::set<std::string>{"rule", "severity", "message", "entry", "offset", "global"}),
+        BOOST_TEST(finding_fields ==
+                       (std::set<std::string>{"rule", "severity", "message", "entry", "offset", "global", "help"}),
                    boost::test_tools::per_element());
+        // "help" links the rule's docs/rules.md section; "" for rules of others.
+        BOOST_TEST(f.at("help") == RuleDocUri(w.rule));
         BOOST_TEST(f.at("rule") == w.rule);
         BOOST_TEST(f.at("severity") == std::string(SeverityName(w.severity)));
         BOOST_TEST(f.at("offset").is_number_unsigned());
@@ -123,7 +129,10 @@ BOOST_AUTO_TEST_CASE(json_contract) {
     }
   }
 
+  BOOST_TEST(doc.at("files").at(1).at("findings").at(0).at("help") ==
+             "https://github.com/ckptguard/ckptguard/blob/main/docs/rules.md#ckg-p001");
   const json& evil = doc.at("files").at(2);
+  BOOST_TEST(evil.at("findings").at(0).at("help") == "");  // a user's rule
   BOOST_TEST(evil.at("verdict") == "dangerous");
   BOOST_TEST(evil.at("findings").at(3).at("global") == "");
   BOOST_TEST(evil.at("findings").at(3).at("entry") == "");
@@ -181,6 +190,9 @@ BOOST_AUTO_TEST_CASE(text_layout) {
       "  [dangerous] TEST-D900 at byte 9: global posix.system runs a shell command\n"
       "  error: " + files[4].error->ToString() + "\n"
       "\n"
+      "Rule documentation:\n"
+      "  CKG-P001: https://github.com/ckptguard/ckptguard/blob/main/docs/rules.md#ckg-p001\n"
+      "\n"
       "5 files: 1 safe, 1 suspicious, 2 dangerous, 1 error\n";
   BOOST_TEST(ReportText(files) == expected);
   BOOST_TEST(ReportText(files) == ReportText(files));  // stable
@@ -203,6 +215,9 @@ BOOST_AUTO_TEST_CASE(text_escapes_hostile_names) {
   BOOST_TEST(text ==
              "bad\\xFF\\x0A\\x1B[31m\\u{202E}.pt (torch-zip): suspicious\n"
              "  [suspicious] CKG-P001 at byte 5 (e\\x0Antry\\u{202E}): unknown global \\x1B]0;pwn\\x07\n"
+             "\n"
+             "Rule documentation:\n"
+             "  CKG-P001: https://github.com/ckptguard/ckptguard/blob/main/docs/rules.md#ckg-p001\n"
              "\n"
              "1 file: 0 safe, 1 suspicious, 0 dangerous, 0 errors\n");
   for (char c : text) {
@@ -331,7 +346,8 @@ BOOST_AUTO_TEST_CASE(sarif_contents) {
   const json& rules = driver.at("rules");
   std::vector<std::string> ids;
   for (const json& rule : rules) ids.push_back(rule.at("id"));
-  BOOST_TEST(ids == (std::vector<std::string>{kPolicyRule, kDangerousRule, kSuspiciousRule, kUnknownRule}),
+  // CKG-W001 stands for the read errors (one result per file with an error).
+  BOOST_TEST(ids == (std::vector<std::string>{kPolicyRule, kDangerousRule, kSuspiciousRule, kUnknownRule, kRuleNotScanned}),
              boost::test_tools::per_element());
   for (const json& rule : rules) {
     BOOST_TEST_CONTEXT("rule " << rule.at("id")) {
@@ -356,11 +372,16 @@ BOOST_AUTO_TEST_CASE(sarif_contents) {
   const Rule& policy = TestRules().FixedRule(kPolicyRule);
   BOOST_TEST(rules.at(0).at("fullDescription").at("text") == policy.description);
   BOOST_TEST(rules.at(3).at("name") == "Other1");  // unknown to the rule set: id only
+  // Rules of ckptguard link their docs/rules.md section, in helpUri and help.
+  BOOST_TEST(rules.at(0).at("helpUri") == "https://github.com/ckptguard/ckptguard/blob/main/docs/rules.md#ckg-p001");
+  BOOST_TEST(rules.at(0).at("help").at("text").get<std::string>().starts_with(
+      "Documentation: docs/rules.md#ckg-p001 (https://github.com/ckptguard/ckptguard/blob/main/docs/rules.md#ckg-p001)"));
+  BOOST_TEST(rules.at(4).at("helpUri") == "https://github.com/ckptguard/ckptguard/blob/main/docs/rules.md#ckg-w001");
 
-  // One result per finding; ruleIndex points at its rule.
+  // One result per finding and one per read error; ruleIndex points at its rule.
   const json& results = run.at("results");
   size_t num_findings = 0;
-  for (const FileReport& file : files) num_findings += file.findings.size();
+  for (const FileReport& file : files) num_findings += file.findings.size() + (file.error ? 1 : 0);
   BOOST_REQUIRE_EQUAL(results.size(), num_findings);
   std::set<std::string> fingerprints;
   for (const json& result : results) {
@@ -404,13 +425,21 @@ BOOST_AUTO_TEST_CASE(sarif_contents) {
   BOOST_TEST(results.at(4).at("properties") == (json{{"entry", ""}, {"global", ""}, {"severity", "info"}}));
 
   // An absolute path becomes a file:// URI; hostile bytes are encoded.
-  BOOST_TEST(results.at(5).at("locations").at(0).at("physicalLocation").at("artifactLocation") ==
+  BOOST_TEST(results.at(6).at("locations").at(0).at("physicalLocation").at("artifactLocation") ==
              (json{{"uri", "file:///abs/dir/x%231.bin"}}));
-  BOOST_TEST(results.at(6).at("locations").at(0).at("physicalLocation").at("artifactLocation").at("uri") ==
+  BOOST_TEST(results.at(8).at("locations").at(0).at("physicalLocation").at("artifactLocation").at("uri") ==
              "bad%FF%0A%1B%5B31m%E2%80%AE.pt");
 
-  // Files that could not be read are error notifications; the run did not
-  // succeed.
+  // A read error is a CKG-W001 result at its offset, level error.
+  const json& unread = results.at(5);
+  BOOST_TEST(unread.at("ruleId") == kRuleNotScanned);
+  BOOST_TEST(unread.at("level") == "error");
+  BOOST_TEST(unread.at("message").at("text") == "not scanned completely: " + files[3].error->ToString());
+  BOOST_TEST(unread.at("locations").at(0).at("physicalLocation").at("region").at("byteOffset") == 77);
+  BOOST_TEST(results.at(7).at("ruleId") == kRuleNotScanned);
+
+  // Files that could not be read are error notifications too; the run did
+  // not succeed.
   BOOST_REQUIRE_EQUAL(run.at("invocations").size(), 1u);
   const json& invocation = run.at("invocations").at(0);
   BOOST_TEST(invocation.at("executionSuccessful") == false);
@@ -450,8 +479,13 @@ BOOST_AUTO_TEST_CASE(sarif_with_every_builtin_rule) {
       BOOST_TEST(!short_description.empty());
       BOOST_TEST(short_description.size() <= 120u);
       BOOST_TEST(got.at("fullDescription").at("text") == want.description);
-      BOOST_TEST(got.contains("helpUri") == (want.reference.find("http") != std::string::npos));
-      if (got.contains("helpUri")) BOOST_TEST(IsCleanUri(got.at("helpUri")), got.at("helpUri"));
+      // Every built-in rule links its own section of docs/rules.md.
+      BOOST_TEST(got.at("helpUri") == std::string(kRulesDocUrl) + "#" + RuleDocAnchor(want.id));
+      BOOST_TEST(IsCleanUri(got.at("helpUri")), got.at("helpUri"));
+      BOOST_TEST(got.at("help").at("text").get<std::string>().find("docs/rules.md#" + RuleDocAnchor(want.id)) !=
+                 std::string::npos);
+      // No rule points outside the repository (../shared is not shipped).
+      BOOST_TEST(want.reference.find("../") == std::string::npos, want.reference);
       BOOST_TEST(got.at("defaultConfiguration").at("level") == std::string(SarifLevelOf(want.severity)));
     }
   }
@@ -468,6 +502,118 @@ BOOST_AUTO_TEST_CASE(sarif_successful_run) {
   BOOST_TEST(run.at("results").at(0).at("locations").at(0).at("physicalLocation").at("artifactLocation").at("uri") ==
              "sub/a%3Ab.pt");
   BOOST_TEST(run.at("tool").at("driver").at("rules").size() == 1u);
+}
+
+// ---------------------------------------------------------------------------
+// Rule documentation (docs/rules.md)
+
+namespace fs = std::filesystem;
+
+// RuleIdsInSources: every rule id ("CKG-" + a letter + three digits) in the
+// product's sources and rule files, with a file that names it.
+std::map<std::string, std::string> RuleIdsInSources() {
+  const std::regex id_re("CKG-[A-Z][0-9]{3}");
+  std::map<std::string, std::string> ids;
+  const fs::path root = CKPTGUARD_SOURCE_DIR;
+  for (const char* folder : {"scanner", "cli", "daemon", "lib", "signing", "rules"}) {
+    for (const auto& entry : fs::recursive_directory_iterator(root / folder)) {
+      const std::string ext = entry.path().extension().string();
+      if (!entry.is_regular_file() || (ext != ".cc" && ext != ".h" && ext != ".toml")) continue;
+      const std::string text = testing::ReadFile(entry.path());
+      for (auto it = std::sregex_iterator(text.begin(), text.end(), id_re); it != std::sregex_iterator(); ++it) {
+        ids.emplace(it->str(), fs::relative(entry.path(), root).string());
+      }
+    }
+  }
+  return ids;
+}
+
+// RuleSections: the ids of docs/rules.md's sections ("### CKG-F001"), with
+// how many times each appears.
+std::map<std::string, int> RuleSections(const std::string& doc) {
+  const std::regex heading_re("^#{2,4} (CKG-[A-Z][0-9]{3})[ \t]*$", std::regex::multiline);
+  std::map<std::string, int> sections;
+  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), heading_re); it != std::sregex_iterator(); ++it) {
+    ++sections[(*it)[1].str()];
+  }
+  return sections;
+}
+
+BOOST_AUTO_TEST_CASE(every_rule_id_has_a_section) {
+  const std::string doc = testing::ReadFile(fs::path(CKPTGUARD_SOURCE_DIR) / "docs" / "rules.md");
+  BOOST_REQUIRE(!doc.empty());
+  const std::map<std::string, int> sections = RuleSections(doc);
+  const std::map<std::string, std::string> ids = RuleIdsInSources();
+  BOOST_TEST(ids.size() >= 90u);  // the parse found the rule files and the scanner
+  for (const auto& [id, file] : ids) {
+    BOOST_TEST(sections.contains(id), id << " (named in " << file << ") has no section \"### " << id
+                                          << "\" in docs/rules.md");
+  }
+  // Every rule a RuleSet or the scan command can report, by API too.
+  for (const Rule& rule : RuleSet::Builtin().rules()) BOOST_TEST(sections.contains(rule.id), rule.id);
+  for (const Rule& rule : InputRules()) {
+    BOOST_TEST(sections.contains(rule.id), rule.id);
+    BOOST_TEST(rule.reference == "docs/rules.md#" + RuleDocAnchor(rule.id));
+    BOOST_TEST(!rule.description.empty());
+  }
+  // One section per id, and none for an id nothing emits.
+  for (const auto& [id, count] : sections) {
+    BOOST_TEST(count == 1, id << " has " << count << " sections");
+    BOOST_TEST(ids.contains(id), id << " is documented but no source names it");
+  }
+}
+
+// The check above can fail: a missing heading is seen.
+BOOST_AUTO_TEST_CASE(rule_section_check_can_fail) {
+  const std::map<std::string, int> sections = RuleSections("# Rules\n\n### CKG-F001\n\ntext CKG-F002\n#### CKG-W001 \n");
+  BOOST_TEST(sections.contains("CKG-F001"));
+  BOOST_TEST(sections.contains("CKG-W001"));
+  BOOST_TEST(!sections.contains("CKG-F002"));  // named in text, not a section
+}
+
+BOOST_AUTO_TEST_CASE(rule_doc_uris) {
+  BOOST_TEST(RuleDocAnchor("CKG-D001") == "ckg-d001");
+  BOOST_TEST(RuleDocUri("CKG-D001") == "https://github.com/ckptguard/ckptguard/blob/main/docs/rules.md#ckg-d001");
+  BOOST_TEST(RuleDocUri("CKG-F020") == std::string(kRulesDocUrl) + "#ckg-f020");
+  BOOST_TEST(RuleDocUri(kRuleLinkEscapes) == std::string(kRulesDocUrl) + "#ckg-w003");
+  BOOST_TEST(RuleDocUri("TEST-D900") == "");  // a user's rule
+  BOOST_TEST(RuleDocUri("CKG-Z999") == "");   // no such rule
+  BOOST_TEST((FindInputRule(kRuleSameFile)->severity == Severity::kInfo));
+  BOOST_TEST(FindInputRule("CKG-F001") == nullptr);
+}
+
+// No file of the product points into ../shared (it is not part of a clone).
+BOOST_AUTO_TEST_CASE(no_product_file_points_outside_the_repository) {
+  const fs::path root = CKPTGUARD_SOURCE_DIR;
+  for (const char* folder : {"scanner", "cli", "daemon", "lib", "signing", "rules", "docs", "examples"}) {
+    for (const auto& entry : fs::recursive_directory_iterator(root / folder)) {
+      if (!entry.is_regular_file() || entry.file_size() > (1u << 20)) continue;
+      const std::string text = testing::ReadFile(entry.path());
+      BOOST_TEST(text.find("../shared") == std::string::npos, entry.path());
+    }
+  }
+  BOOST_TEST(testing::ReadFile(root / "README.md").find("../shared") == std::string::npos);
+}
+
+// Every input rule fires once: the SARIF validates and links each section.
+BOOST_AUTO_TEST_CASE(sarif_with_every_input_rule) {
+  std::vector<FileReport> files;
+  for (const Rule& rule : InputRules()) {
+    files.push_back(MakeFile("tree/" + rule.id, {MakeFinding(rule.id, rule.severity, "finding of " + rule.id, "", 0, "")},
+                             rule.severity == Severity::kInfo ? std::nullopt
+                                                              : std::optional<Error>(Error{ErrorCode::kIo, 0, "", "x"})));
+  }
+  const std::string sarif = ReportSarif(files, RuleSet::Builtin(), "1.2.3");
+  const testing::TempDir dir;
+  BOOST_TEST(Validate(sarif, dir, "input.sarif") == "");
+  const json doc = json::parse(sarif);
+  const json& rules = doc.at("runs").at(0).at("tool").at("driver").at("rules");
+  BOOST_REQUIRE_EQUAL(rules.size(), InputRules().size());  // no extra CKG-W001 for explained errors
+  BOOST_TEST(doc.at("runs").at(0).at("results").size() == InputRules().size());
+  for (size_t i = 0; i < rules.size(); ++i) {
+    BOOST_TEST(rules.at(i).at("helpUri") == RuleDocUri(InputRules()[i].id));
+    BOOST_TEST(IsCamelCase(rules.at(i).at("name")), rules.at(i).at("name"));
+  }
 }
 
 }  // namespace

@@ -1,8 +1,18 @@
 // `ckptguard scan` as a user runs it: folders, globs, symlinks, formats,
-// exit codes, --allow/--strict/--rules, reports written whole.
+// exit codes, --allow/--strict/--rules, reports written whole; and never
+// failing open: Hugging Face cache snapshots (every file a link), links that
+// loop, escape or dangle, unreadable folders, FIFOs, empty scans and shard
+// indexes, each seen in every output format.
 #define BOOST_TEST_MODULE scan_cli_test
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <map>
+#include <sstream>
 
 #include "test_util.h"
 
@@ -22,7 +32,8 @@ testing::CommandResult Scan(const std::string& args, bool merge_stderr = false) 
 std::string Corpus(const char* sub, const char* name) { return ShellQuote((CorpusDir() / sub / name).string()); }
 
 // A folder with one benign checkpoint, one hostile pickle under an innocent
-// name, a non-model file, and a symlink to a hostile file.
+// name, a non-model file, and a symlink to a hostile file outside the folder
+// (an escape: not followed, a finding).
 struct Tree {
   TempDir dir;
   Tree() {
@@ -40,6 +51,8 @@ BOOST_AUTO_TEST_CASE(exit_codes) {
   BOOST_TEST(Scan(Corpus("benign", "whole_module.pt")).exit_code == 1);
   BOOST_TEST(Scan(Corpus("malicious", "os_system_p0.pkl")).exit_code == 1);
   BOOST_TEST(Scan("/nonexistent/model.pt").exit_code == 2);
+  const auto missing = Scan("--format json /nonexistent/model.pt");
+  BOOST_TEST(json::parse(missing.out).at("files").at(0).at("findings").at(0).at("rule") == "CKG-W006");
   TempDir dir;
   BOOST_TEST(Scan(ShellQuote(dir.Write("notes.txt", "hello"))).exit_code == 2);  // named explicitly: reported
 }
@@ -47,7 +60,7 @@ BOOST_AUTO_TEST_CASE(exit_codes) {
 BOOST_AUTO_TEST_CASE(folders_are_walked_by_content_not_name) {
   Tree tree;
   const auto r = Scan("--format json " + tree.Models(), true);
-  BOOST_TEST(r.exit_code == 1);
+  BOOST_TEST(r.exit_code == 2);  // the escaping link was not read
   const size_t brace = r.out.find('{');
   BOOST_REQUIRE(brace != std::string::npos);
   const json doc = json::parse(r.out.substr(brace, r.out.rfind('}') - brace + 1));
@@ -56,13 +69,19 @@ BOOST_AUTO_TEST_CASE(folders_are_walked_by_content_not_name) {
   BOOST_TEST(verdicts.at("mlp.params") == "safe");
   BOOST_TEST(verdicts.at("weights.bin") == "dangerous");  // a pickle, whatever the name
   BOOST_TEST(!verdicts.contains("README.txt"));          // not a model file: left out
-  BOOST_TEST(!verdicts.contains("link.pt"));             // symlinks are not followed by default
-  BOOST_TEST(r.out.find("skipped 1 symbolic link") != std::string::npos, r.out);
-  BOOST_TEST(doc.at("summary").at("files") == 2);
+  BOOST_TEST(verdicts.at("link.pt") == "error");         // leads outside: reported, not followed
+  BOOST_TEST(doc.at("summary").at("files") == 3);
   BOOST_TEST(doc.at("summary").at("dangerous") == 1);
 
-  const auto followed = Scan("--format json --follow-symlinks " + tree.Models());
-  BOOST_TEST(json::parse(followed.out).at("summary").at("dangerous") == 2);
+  // A link into another folder named on the command line is followed.
+  const auto both = Scan("--format json --follow-symlinks " + tree.Models() + " " +
+                         ShellQuote((CorpusDir() / "malicious").string()));
+  const json both_doc = json::parse(both.out);
+  bool link_scanned = false;
+  for (const json& f : both_doc.at("files")) {
+    if (f.at("path").get<std::string>().ends_with("/link.pt")) link_scanned = f.at("verdict") == "dangerous";
+  }
+  BOOST_TEST(link_scanned);
 }
 
 BOOST_AUTO_TEST_CASE(include_and_exclude_globs) {
@@ -70,7 +89,7 @@ BOOST_AUTO_TEST_CASE(include_and_exclude_globs) {
   const auto only_params = Scan("--format json --include '*.params' " + tree.Models());
   BOOST_TEST(only_params.exit_code == 0);
   BOOST_TEST(json::parse(only_params.out).at("summary").at("files") == 1);
-  const auto no_cache = Scan("--format json --exclude '*/cache/*' " + tree.Models());
+  const auto no_cache = Scan("--format json --exclude '*/cache/*' --exclude link.pt " + tree.Models());
   BOOST_TEST(no_cache.exit_code == 0);
   BOOST_TEST(json::parse(no_cache.out).at("summary").at("dangerous") == 0);
 }
@@ -136,9 +155,297 @@ reference = "https://example.org/policy"
 BOOST_AUTO_TEST_CASE(help_teaches) {
   const auto r = testing::Run(ShellQuote(CKPTGUARD_CLI) + " scan --help");
   BOOST_TEST(r.exit_code == 0);
-  for (const char* text : {"executed symbolically", "--format", "--allow", "--strict", "Exit status", "sarif"}) {
+  for (const char* text : {"executed symbolically", "--format", "--allow", "--strict", "Exit status", "sarif",
+                           "--symlinks", "Hugging Face", "docs/rules.md", "index.json"}) {
     BOOST_TEST(r.out.find(text) != std::string::npos, text);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Never fail open
+
+// Reports is one scan in every format.
+struct Reports {
+  int text_exit = -1, json_exit = -1, sarif_exit = -1;
+  std::string text;
+  json doc;
+  json sarif;
+};
+
+Reports ScanAll(const std::string& args, const std::string& prefix = "") {
+  Reports r;
+  const auto text = testing::Run(prefix + ShellQuote(CKPTGUARD_CLI) + " scan " + args + " 2>/dev/null");
+  r.text_exit = text.exit_code;
+  r.text = text.out;
+  const auto js = testing::Run(prefix + ShellQuote(CKPTGUARD_CLI) + " scan --format json " + args + " 2>/dev/null");
+  r.json_exit = js.exit_code;
+  r.doc = json::parse(js.out);
+  const auto sarif = testing::Run(prefix + ShellQuote(CKPTGUARD_CLI) + " scan --format sarif " + args + " 2>/dev/null");
+  r.sarif_exit = sarif.exit_code;
+  r.sarif = json::parse(sarif.out);
+  return r;
+}
+
+// ValidSarif: "" when `sarif` validates against the official schema.
+std::string ValidSarif(const json& sarif) {
+  TempDir dir;
+  const std::string path = dir.Write("r.sarif", sarif.dump());
+  const auto valid = testing::Run(
+      ShellQuote(CKPTGUARD_PYTHON) +
+      " -c 'import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' " +
+      ShellQuote(path) + " " + ShellQuote((testing::DataDir() / "sarif" / "sarif-schema-2.1.0.json").string()) + " 2>&1");
+  return valid.exit_code == 0 ? "" : valid.out;
+}
+
+// HasRule: the file whose path ends with `suffix` has a finding of `rule`,
+// in the text, the JSON and the SARIF report alike.
+void ExpectRuleEverywhere(const Reports& r, const std::string& suffix, const std::string& rule) {
+  BOOST_TEST_CONTEXT(suffix << " " << rule) {
+    bool in_text = false;
+    std::istringstream lines(r.text);
+    std::string current;
+    for (std::string line; std::getline(lines, line);) {
+      if (!line.empty() && line[0] != ' ') current = line.substr(0, line.find(" ("));
+      if (current.ends_with(suffix) && line.find("] " + rule + " ") != std::string::npos) in_text = true;
+    }
+    BOOST_TEST(in_text, r.text);
+    bool in_json = false;
+    for (const json& f : r.doc.at("files")) {
+      if (!f.at("path").get<std::string>().ends_with(suffix)) continue;
+      for (const json& finding : f.at("findings")) {
+        if (finding.at("rule") == rule) {
+          in_json = true;
+          BOOST_TEST(finding.at("help") ==
+                     "https://github.com/ckptguard/ckptguard/blob/main/docs/rules.md#" +
+                         std::string(1, 'c') + "kg-" + static_cast<char>(std::tolower(rule[4])) + rule.substr(5));
+        }
+      }
+    }
+    BOOST_TEST(in_json, r.doc.dump(1));
+    bool in_sarif = false;
+    for (const json& result : r.sarif.at("runs").at(0).at("results")) {
+      const std::string uri =
+          result.at("locations").at(0).at("physicalLocation").at("artifactLocation").at("uri").get<std::string>();
+      if (result.at("ruleId") == rule && uri.ends_with(suffix)) in_sarif = true;
+    }
+    BOOST_TEST(in_sarif, r.sarif.dump(1));
+  }
+}
+
+// A Hugging Face hub cache of one model (huggingface_hub's layout): blobs
+// named by hash, snapshots/<rev>/ holding only relative symbolic links into
+// ../../blobs/, refs/main naming the revision. The files are real corpus
+// files; one shard is hostile.
+struct HfCache {
+  TempDir dir;
+  fs::path repo, rev1, rev2;
+  HfCache() {
+    repo = dir.path / "hub" / "models--org--name";
+    rev1 = repo / "snapshots" / "1111111111111111111111111111111111111111";
+    rev2 = repo / "snapshots" / "2222222222222222222222222222222222222222";
+    fs::create_directories(repo / "blobs");
+    fs::create_directories(repo / "refs");
+    fs::create_directories(rev1);
+    fs::create_directories(rev2);
+    std::ofstream(repo / "refs" / "main") << "1111111111111111111111111111111111111111";
+    fs::copy_file(CorpusDir() / "benign" / "mlp.safetensors", repo / "blobs" / "aa01");
+    fs::copy_file(CorpusDir() / "benign" / "mlp.params", repo / "blobs" / "aa02");
+    fs::copy_file(CorpusDir() / "malicious" / "os_system_p2.pkl", repo / "blobs" / "aa03");
+    std::ofstream(repo / "blobs" / "aa04") << R"({"metadata": {"total_size": 1}, "weight_map": {)"
+                                              R"("a.weight": "pytorch_model-00001-of-00002.bin", )"
+                                              R"("b.weight": "pytorch_model-00002-of-00002.bin"}})";
+    std::ofstream(repo / "blobs" / "aa05") << "{\"architectures\": [\"Mlp\"]}";
+    Link("../../blobs/aa01", rev1 / "model.safetensors");
+    Link("../../blobs/aa02", rev1 / "pytorch_model-00001-of-00002.bin");
+    Link("../../blobs/aa03", rev1 / "pytorch_model-00002-of-00002.bin");  // the hostile shard
+    Link("../../blobs/aa04", rev1 / "pytorch_model.bin.index.json");
+    Link("../../blobs/aa05", rev1 / "config.json");
+    Link("../../blobs/aa01", rev2 / "model.safetensors");  // the same blob in another revision
+  }
+  static void Link(const std::string& target, const fs::path& at) { fs::create_symlink(target, at); }
+  std::string Q(const fs::path& p) const { return ShellQuote(p.string()); }
+};
+
+BOOST_AUTO_TEST_CASE(hf_cache_snapshot_is_followed_into_its_blobs) {
+  HfCache hf;
+  const Reports r = ScanAll(hf.Q(hf.rev1));
+  // Before: "0 files, 0 errors", exit 0. Now every shard is read.
+  BOOST_TEST(r.text_exit == 1);
+  BOOST_TEST(r.json_exit == 1);
+  BOOST_TEST(r.sarif_exit == 1);
+  std::map<std::string, std::string> verdicts;
+  for (const json& f : r.doc.at("files")) verdicts[fs::path(f.at("path").get<std::string>()).filename()] = f.at("verdict");
+  BOOST_TEST(verdicts.at("pytorch_model-00002-of-00002.bin") == "dangerous");  // reported under the link's name
+  BOOST_TEST(verdicts.at("pytorch_model-00001-of-00002.bin") == "safe");
+  BOOST_TEST(verdicts.at("model.safetensors") == "safe");
+  BOOST_TEST(verdicts.at("pytorch_model.bin.index.json") == "safe");  // every shard it lists exists
+  BOOST_TEST(!verdicts.contains("config.json"));                       // not a model file: left out
+  BOOST_TEST(ValidSarif(r.sarif) == "");
+
+  // Two revisions naming one blob: read once, reported under both names.
+  const Reports both = ScanAll(hf.Q(hf.repo / "snapshots"));
+  BOOST_TEST(both.json_exit == 1);
+  std::vector<std::string> safetensors;
+  for (const json& f : both.doc.at("files")) {
+    const std::string path = f.at("path");
+    if (path.ends_with("model.safetensors")) safetensors.push_back(path);
+  }
+  BOOST_TEST(safetensors.size() == 2u);
+  ExpectRuleEverywhere(both, "2222222222222222222222222222222222222222/model.safetensors", "CKG-W009");
+
+  // The whole repository folder: blobs scanned once, each snapshot name too.
+  const Reports repo = ScanAll(hf.Q(hf.repo));
+  BOOST_TEST(repo.json_exit == 1);
+  BOOST_TEST(repo.doc.at("summary").at("dangerous") == 2);  // blobs/aa03 and the shard's link
+
+  // --symlinks=skip: every link is a finding, and the scan is incomplete.
+  const Reports skipped = ScanAll("--symlinks=skip " + hf.Q(hf.rev1));
+  BOOST_TEST(skipped.text_exit == 2);
+  BOOST_TEST(skipped.json_exit == 2);
+  BOOST_TEST(skipped.sarif_exit == 2);
+  ExpectRuleEverywhere(skipped, "pytorch_model-00002-of-00002.bin", "CKG-W002");
+  BOOST_TEST(ValidSarif(skipped.sarif) == "");
+}
+
+BOOST_AUTO_TEST_CASE(links_that_loop_escape_or_dangle_are_findings) {
+  HfCache hf;
+  fs::path outside = hf.dir.path / "elsewhere";
+  fs::create_directories(outside);
+  fs::copy_file(CorpusDir() / "malicious" / "posix_system.pkl", outside / "planted.bin");
+  HfCache::Link((outside / "planted.bin").string(), hf.rev2 / "escape.bin");  // outside the scanned folder, not a blob
+  HfCache::Link("../../blobs/missing", hf.rev2 / "dangling.bin");
+  fs::create_directories(hf.rev2 / "sub");
+  HfCache::Link("..", hf.rev2 / "sub" / "up");                                // a folder above: a loop
+  HfCache::Link("self.bin", hf.rev2 / "self.bin");                            // a link to itself
+  BOOST_REQUIRE(::mkfifo((hf.rev2 / "fifo.bin").c_str(), 0644) == 0);
+
+  const Reports r = ScanAll(hf.Q(hf.rev2));
+  BOOST_TEST(r.text_exit == 2);
+  BOOST_TEST(r.json_exit == 2);
+  BOOST_TEST(r.sarif_exit == 2);
+  ExpectRuleEverywhere(r, "/escape.bin", "CKG-W003");
+  ExpectRuleEverywhere(r, "/dangling.bin", "CKG-W004");
+  ExpectRuleEverywhere(r, "/sub/up", "CKG-W005");
+  ExpectRuleEverywhere(r, "/self.bin", "CKG-W005");
+  ExpectRuleEverywhere(r, "/fifo.bin", "CKG-W007");
+  BOOST_TEST(ValidSarif(r.sarif) == "");
+  // The SARIF run did not succeed, and the planted file was never judged safe.
+  BOOST_TEST(r.sarif.at("runs").at(0).at("invocations").at(0).at("executionSuccessful") == false);
+  for (const json& f : r.doc.at("files")) {
+    if (f.at("path").get<std::string>().ends_with("/escape.bin")) BOOST_TEST(f.at("verdict") == "error");
+  }
+  // Excluding a link on purpose is not a finding.
+  const auto excluded = Scan("--exclude escape.bin --exclude dangling.bin --exclude up --exclude self.bin "
+                             "--exclude fifo.bin " + hf.Q(hf.rev2));
+  BOOST_TEST(excluded.exit_code == 0, excluded.out);
+}
+
+// A folder the scanning user may not read. As root, chmod 000 does not deny
+// reads, so the CLI runs as nobody (setpriv); if even that cannot be denied
+// the sub-case is skipped with a message rather than passing vacuously.
+BOOST_AUTO_TEST_CASE(unreadable_folder_and_file_are_findings) {
+  TempDir dir;
+  fs::permissions(dir.path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                fs::perms::others_read | fs::perms::others_exec);
+  fs::create_directories(dir.path / "models" / "private");
+  fs::copy_file(CorpusDir() / "benign" / "mlp.params", dir.path / "models" / "mlp.params");
+  fs::copy_file(CorpusDir() / "malicious" / "os_system_p2.pkl", dir.path / "models" / "private" / "weights.bin");
+  fs::copy_file(CorpusDir() / "benign" / "mlp.params", dir.path / "models" / "locked.params");
+  fs::permissions(dir.path / "models", fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec |
+                                           fs::perms::group_read | fs::perms::group_exec);
+  fs::permissions(dir.path / "models" / "mlp.params", fs::perms::owner_read | fs::perms::others_read);
+  fs::permissions(dir.path / "models" / "private", fs::perms::none);
+  fs::permissions(dir.path / "models" / "locked.params", fs::perms::none);
+  std::string prefix;
+  if (::geteuid() == 0) prefix = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  const std::string private_dir = ShellQuote((dir.path / "models" / "private").string());
+  const auto probe = testing::Run(prefix + "sh -c " + ShellQuote("ls " + private_dir + " >/dev/null 2>&1 && echo readable"));
+  const auto cli_runs = testing::Run(prefix + ShellQuote(CKPTGUARD_CLI) + " --help >/dev/null 2>&1; echo $?");
+  if (probe.out.find("readable") != std::string::npos || cli_runs.out != "0\n") {
+    BOOST_TEST_MESSAGE("skipped: this user can read a chmod 000 folder (or cannot run the CLI as nobody); "
+                       "the unreadable-folder case cannot be tested here");
+    fs::permissions(dir.path / "models" / "private", fs::perms::owner_all);
+    return;
+  }
+  const Reports r = ScanAll(ShellQuote((dir.path / "models").string()), prefix);
+  fs::permissions(dir.path / "models" / "private", fs::perms::owner_all);  // so TempDir can remove it
+  BOOST_TEST(r.text_exit == 2);
+  BOOST_TEST(r.json_exit == 2);
+  BOOST_TEST(r.sarif_exit == 2);
+  ExpectRuleEverywhere(r, "/private", "CKG-W006");
+  ExpectRuleEverywhere(r, "/locked.params", "CKG-W006");
+  BOOST_TEST(ValidSarif(r.sarif) == "");
+}
+
+BOOST_AUTO_TEST_CASE(an_empty_scan_is_not_clean) {
+  TempDir dir;
+  fs::create_directories(dir.path / "empty");
+  const Reports r = ScanAll(ShellQuote((dir.path / "empty").string()));
+  BOOST_TEST(r.text_exit == 2);
+  BOOST_TEST(r.json_exit == 2);
+  BOOST_TEST(r.sarif_exit == 2);
+  ExpectRuleEverywhere(r, "/empty", "CKG-W008");
+  BOOST_TEST(r.text.find("empty folder") != std::string::npos, r.text);
+  BOOST_TEST(ValidSarif(r.sarif) == "");
+  const auto said = Scan(ShellQuote((dir.path / "empty").string()), true);
+  BOOST_TEST(said.out.find("nothing to scan") != std::string::npos, said.out);
+
+  // No model file at all (only notes), or globs that leave nothing: the same.
+  fs::create_directories(dir.path / "notes");
+  dir.Write("notes/README.txt", "not a model\n");
+  const auto notes = Scan("--format json " + ShellQuote((dir.path / "notes").string()));
+  BOOST_TEST(notes.exit_code == 2);
+  BOOST_TEST(json::parse(notes.out).at("files").at(0).at("findings").at(0).at("rule") == "CKG-W008");
+  fs::copy_file(CorpusDir() / "benign" / "mlp.params", dir.path / "notes" / "mlp.params");
+  BOOST_TEST(Scan(ShellQuote((dir.path / "notes").string())).exit_code == 0);
+  BOOST_TEST(Scan("--include '*.pt' " + ShellQuote((dir.path / "notes").string())).exit_code == 2);
+}
+
+BOOST_AUTO_TEST_CASE(shard_index_outside_or_missing_is_a_finding) {
+  HfCache hf;
+  // The index names a shard outside its folder, an absolute path, a missing
+  // shard and a real one.
+  fs::path plain = hf.dir.path / "plain";
+  fs::create_directories(plain);
+  fs::copy_file(CorpusDir() / "benign" / "mlp.safetensors", plain / "model-00001-of-00002.safetensors");
+  fs::copy_file(CorpusDir() / "malicious" / "os_system_p2.pkl", hf.dir.path / "outside.bin");
+  std::ofstream(plain / "model.safetensors.index.json")
+      << R"({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "../outside.bin", "c": "/etc/passwd"}})";
+  const Reports r = ScanAll(hf.Q(plain));
+  BOOST_TEST(r.text_exit == 2);
+  BOOST_TEST(r.json_exit == 2);
+  BOOST_TEST(r.sarif_exit == 2);
+  ExpectRuleEverywhere(r, "model.safetensors.index.json", "CKG-W010");
+  BOOST_TEST(ValidSarif(r.sarif) == "");
+
+  std::ofstream(plain / "model.safetensors.index.json", std::ios::trunc)
+      << R"({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})";
+  const Reports missing = ScanAll(hf.Q(plain));
+  BOOST_TEST(missing.json_exit == 1);  // everything named was read; the model is incomplete
+  ExpectRuleEverywhere(missing, "model.safetensors.index.json", "CKG-W011");
+
+  std::ofstream(plain / "model.safetensors.index.json", std::ios::trunc) << R"({"weight_map": )";
+  const Reports bad = ScanAll(hf.Q(plain));
+  BOOST_TEST(bad.json_exit == 1);
+  ExpectRuleEverywhere(bad, "model.safetensors.index.json", "CKG-W012");
+
+  // Shards listed are scanned even when the globs leave them out, and an
+  // index named on its own brings its shards.
+  std::ofstream(plain / "model.safetensors.index.json", std::ios::trunc)
+      << R"({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "hostile.bin"}})";
+  fs::copy_file(CorpusDir() / "malicious" / "os_system_p2.pkl", plain / "hostile.bin");
+  const auto globbed = Scan("--format json --include '*.json' " + hf.Q(plain));
+  BOOST_TEST(globbed.exit_code == 1);
+  BOOST_TEST(json::parse(globbed.out).at("summary").at("dangerous") == 1);
+  const auto named = Scan("--format json " + hf.Q(plain / "model.safetensors.index.json"));
+  BOOST_TEST(named.exit_code == 1);
+  BOOST_TEST(json::parse(named.out).at("summary").at("dangerous") == 1);
+
+  // In a Hugging Face snapshot the index is a link into blobs/: its shards
+  // are looked up beside the link, and the hostile one is found.
+  const auto snapshot = Scan("--format json " + hf.Q(hf.rev1 / "pytorch_model.bin.index.json"));
+  BOOST_TEST(snapshot.exit_code == 1);
+  BOOST_TEST(json::parse(snapshot.out).at("summary").at("dangerous") == 1);
 }
 
 BOOST_AUTO_TEST_CASE(no_payload_ever_ran) {

@@ -8,6 +8,7 @@
 // URIs are percent-encoded byte by byte, so they stay exact and ASCII.
 #include "ckptguard/scanner/report.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -283,14 +284,21 @@ std::string Fingerprint(const FileReport& file, const Finding& finding) {
 }
 
 // FindRule looks `id` up among the global rules, then among the fixed and
-// policy rules; null when neither knows it.
+// policy rules, then among the input rules; null when none knows it.
 const Rule* FindRule(const RuleSet& rules, std::string_view id) {
   for (const Rule& rule : rules.rules()) {
     if (rule.id == id) return &rule;
   }
-  if (id.starts_with("CKG-F") || id.starts_with("CKG-P")) return &rules.FixedRule(id);
-  return nullptr;
+  if (id.starts_with("CKG-F") || id.starts_with("CKG-P")) {
+    const Rule& fixed = rules.FixedRule(id);
+    if (fixed.id == id) return &fixed;
+  }
+  return FindInputRule(id);
 }
+
+// IsInputFinding: a finding about what was read (CKG-W...), which explains a
+// file's error by itself.
+bool IsInputFinding(const Finding& finding) { return FindInputRule(finding.rule) != nullptr; }
 
 Json ReportingDescriptor(const std::string& id, const Rule* rule, Severity severity) {
   Json descriptor = Json::object();
@@ -308,8 +316,18 @@ Json ReportingDescriptor(const std::string& id, const Rule* rule, Severity sever
     descriptor["shortDescription"] = {{"text", ShortDescription(rule->description)}};
     descriptor["fullDescription"] = {{"text", rule->description}};
   }
-  if (const std::string uri = HelpUri(rule->reference); !uri.empty()) descriptor["helpUri"] = uri;
-  if (!rule->reference.empty()) descriptor["help"] = {{"text", "Reference: " + rule->reference}};
+  // A rule of ckptguard links to its docs/rules.md section; a user's rule to
+  // the URL in its reference.
+  const std::string doc = RuleDocUri(id);
+  if (!doc.empty()) {
+    descriptor["helpUri"] = doc;
+  } else if (const std::string uri = HelpUri(rule->reference); !uri.empty()) {
+    descriptor["helpUri"] = uri;
+  }
+  std::string help;
+  if (!doc.empty()) help = "Documentation: " + std::string(kRulesDocPath) + "#" + RuleDocAnchor(id) + " (" + doc + ")";
+  if (!rule->reference.empty()) help += (help.empty() ? "" : "\n") + std::string("Reference: ") + rule->reference;
+  if (!help.empty()) descriptor["help"] = {{"text", std::move(help)}};
   descriptor["defaultConfiguration"] = {{"level", SarifLevel(rule->severity)}};
   // GitHub code scanning ranks alerts by "security-severity" (9.0+ critical,
   // 4.0-6.9 medium) for rules tagged "security".
@@ -320,7 +338,79 @@ Json ReportingDescriptor(const std::string& id, const Rule* rule, Severity sever
   return descriptor;
 }
 
+Rule InputRule(const char* id, Severity severity, const char* description) {
+  return Rule{id, severity, "", description, "docs/rules.md#" + RuleDocAnchor(id)};
+}
+
 }  // namespace
+
+std::string RuleDocAnchor(std::string_view id) {
+  std::string out(id);
+  for (char& c : out) c = AsciiLower(c);
+  return out;
+}
+
+const std::vector<Rule>& InputRules() {
+  static const std::vector<Rule>* const rules = new std::vector<Rule>{
+      InputRule(kRuleNotScanned, Severity::kSuspicious,
+                "a file could not be read or decoded completely: what was not read was not judged, so the scan is "
+                "incomplete"),
+      InputRule(kRuleLinkSkipped, Severity::kSuspicious,
+                "a symbolic link was skipped (--symlinks=skip): the file or folder it names was not scanned, but a "
+                "loader given this folder follows it"),
+      InputRule(kRuleLinkEscapes, Severity::kSuspicious,
+                "a symbolic link leads outside the scanned folders (and not into the blobs of the same Hugging Face "
+                "cache repository): a loader follows it, the scan does not"),
+      InputRule(kRuleLinkDangling, Severity::kSuspicious,
+                "a symbolic link leads to nothing (a dangling link): what a loader would read there cannot be judged, "
+                "and it can appear later"),
+      InputRule(kRuleLinkLoop, Severity::kSuspicious,
+                "a symbolic link leads back to a folder above it or to itself: everything it names is scanned once "
+                "under its other name, but no model download makes such links"),
+      InputRule(kRuleUnreadable, Severity::kSuspicious,
+                "a folder or file could not be read while walking (permission denied, I/O error) or does not exist: "
+                "what it holds was not scanned"),
+      InputRule(kRuleNotRegular, Severity::kSuspicious,
+                "a FIFO, socket or device where model files are expected: never opened (it could block the scan or "
+                "yield different bytes to each reader), so not scanned"),
+      InputRule(kRuleNothingToScan, Severity::kSuspicious,
+                "nothing to scan under a path: an empty folder, or no model file in it after --include/--exclude; an "
+                "empty scan is never reported as clean"),
+      InputRule(kRuleSameFile, Severity::kInfo,
+                "another name of a file (or folder) already scanned, such as two Hugging Face snapshot links to one "
+                "blob: scanned once, reported under each name"),
+      InputRule(kRuleShardEscapes, Severity::kSuspicious,
+                "a shard index (*.index.json) whose weight_map names an absolute path or one with '..': a loader "
+                "joins it to the folder and reads a file outside it, which the scan does not"),
+      InputRule(kRuleShardMissing, Severity::kSuspicious,
+                "a shard index (*.index.json) whose weight_map names a shard that does not exist or is not a file"),
+      InputRule(kRuleShardIndexBad, Severity::kSuspicious,
+                "a shard index (*.index.json) that is not a JSON object with a weight_map of strings, as loaders "
+                "read it: its shards cannot be found and checked"),
+  };
+  return *rules;
+}
+
+const Rule* FindInputRule(std::string_view id) {
+  for (const Rule& rule : InputRules()) {
+    if (rule.id == id) return &rule;
+  }
+  return nullptr;
+}
+
+std::string RuleDocUri(std::string_view id) {
+  bool known = FindInputRule(id) != nullptr;
+  if (!known) {
+    for (const Rule& rule : RuleSet::Builtin().rules()) {
+      if (rule.id == id) {
+        known = true;
+        break;
+      }
+    }
+  }
+  if (!known) return "";
+  return std::string(kRulesDocUrl) + "#" + RuleDocAnchor(id);
+}
 
 std::string ReportText(const std::vector<FileReport>& files) {
   std::string out;
@@ -356,6 +446,19 @@ std::string ReportText(const std::vector<FileReport>& files) {
     }
     out += "\n";
   }
+  // One link per rule of ckptguard that fired, in the order they first fired.
+  std::vector<std::string> documented;
+  for (const FileReport& file : files) {
+    for (const Finding& finding : file.findings) {
+      if (std::find(documented.begin(), documented.end(), finding.rule) != documented.end()) continue;
+      if (!RuleDocUri(finding.rule).empty()) documented.push_back(finding.rule);
+    }
+  }
+  if (!documented.empty()) {
+    out += "Rule documentation:\n";
+    for (const std::string& id : documented) out += "  " + id + ": " + RuleDocUri(id) + "\n";
+    out += "\n";
+  }
   const Counts counts = CountVerdicts(files);
   out += Plural(files.size(), "file", "files") + ": " + std::to_string(counts.safe) + " safe, " +
          std::to_string(counts.suspicious) + " suspicious, " + std::to_string(counts.dangerous) +
@@ -375,6 +478,7 @@ std::string ReportJson(const std::vector<FileReport>& files) {
           {"entry", finding.entry},
           {"offset", finding.offset},
           {"global", finding.global},
+          {"help", RuleDocUri(finding.rule)},
       });
     }
     Json out_file = {
@@ -436,6 +540,30 @@ std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rul
           {"partialFingerprints", {{"ckptguardFinding/v1", Fingerprint(file, finding)}}},
           {"properties",
            {{"entry", finding.entry}, {"global", finding.global}, {"severity", SeverityName(finding.severity)}}},
+      });
+    }
+    // An error no input finding explains is a CKG-W001 result too: code
+    // scanning shows results, not notifications.
+    const bool explained = std::any_of(file.findings.begin(), file.findings.end(), IsInputFinding);
+    if (file.error && !explained) {
+      Finding finding{kRuleNotScanned, Severity::kSuspicious, "not scanned completely: " + file.error->ToString(),
+                      file.error->where, file.error->offset, ""};
+      auto it = rule_index.find(finding.rule);
+      if (it == rule_index.end()) {
+        descriptors.push_back(ReportingDescriptor(finding.rule, FindRule(rules, finding.rule), finding.severity));
+        it = rule_index.emplace(finding.rule, descriptors.size() - 1).first;
+      }
+      Json region = {{"startLine", 1}, {"byteOffset", finding.offset}, {"byteLength", 1}};
+      results.push_back({
+          {"ruleId", finding.rule},
+          {"ruleIndex", it->second},
+          {"level", "error"},
+          {"message", {{"text", std::move(finding.message)}}},
+          {"locations",
+           Json::array({{{"physicalLocation",
+                          {{"artifactLocation", ArtifactLocation(file.path)}, {"region", std::move(region)}}}}})},
+          {"partialFingerprints", {{"ckptguardFinding/v1", Fingerprint(file, finding)}}},
+          {"properties", {{"entry", finding.entry}, {"global", ""}, {"severity", "error"}}},
       });
     }
     if (file.error) {

@@ -10,7 +10,7 @@
 // sharing and strides survive the round trip. SaveTreeFromCheckpoint builds a
 // tree from a loaded Checkpoint, which is how `convert` re-saves a file.
 //
-// What is written (see ../shared/docs/formats.md, "torch.save zip format"):
+// What is written (the layout torch.save writes; torch/serialization.py):
 //   <archive>/data.pkl        pickle protocol 2 naming only allowlisted globals
 //                             (torch._utils._rebuild_tensor_v2,
 //                             torch._utils._rebuild_parameter, torch.<X>Storage,

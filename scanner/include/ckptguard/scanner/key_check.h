@@ -21,7 +21,7 @@ struct ExpectedTensor {
 };
 
 // LoadSchema reads an expectation: either a JSON schema file mapping key ->
-// {"dtype": "...", "shape": [...]} (like ../shared/corpus/benign/mlp.schema.json)
+// {"dtype": "...", "shape": [...]} (like tests/data/corpus/benign/mlp.schema.json)
 // or, when the file is a checkpoint, its state dict (under `prefix`).
 Result<std::vector<ExpectedTensor>> LoadSchema(const std::string& path, const std::string& prefix = "");
 
