@@ -9,7 +9,7 @@
 //  * a failure is never kIo (no file is read) and is deterministic (the same
 //    error twice).
 // Seeds (fuzz/corpus/model_signing/) are model_signing's interop bundles
-// (../shared/interop/model-signing) as they are, plus copies whose publicKey
+// (the goldens copied in tests/data/model-signing) as they are, plus copies whose publicKey
 // names this key (hint or rawBytes), so that mutations reach the DSSE
 // signature check and the statement parser behind it.
 #include <cstdint>

@@ -1,5 +1,5 @@
 // The scanner on the corpus and on hostile files built byte by byte for each
-// class of ../shared/docs/threats.md.
+// class of docs/rules.md ("Threat classes").
 #define BOOST_TEST_MODULE scan_test
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Loads FILE with PyTorch and prints its expect JSON (the ../shared/corpus format) to stdout.
+"""Loads FILE with PyTorch and prints its expect JSON (the format of tests/data/corpus) to stdout.
 
     /usr/bin/python3 tests/interop/describe_with_torch.py FILE [--kind torch-zip|torch-legacy]
                                                          [--loader weights_only|restricted]

@@ -1,4 +1,4 @@
-"""The `.expect.json` format of ../shared/corpus (see gen_benign.py there), as a module.
+"""The `.expect.json` format of tests/data/corpus (see gen_benign.py there), as a module.
 
 `expect_json(obj, kind, file=None)` returns the dict the corpus writes for a checkpoint whose
 top object is `obj`: {"file", "kind", "torch_version", "tensors", "skeleton"}. Write it with

@@ -5,7 +5,7 @@
 
 Case i uses recipe i % len(RECIPES) and is written as case_NNN.pt (zip, kind "torch-zip") or
 case_NNN.pth (legacy, kind "torch-legacy"); the format alternates so every recipe gets both.
-Each file F gets F.expect.json (the format of ../shared/corpus, see expect_format.py), and
+Each file F gets F.expect.json (the format of tests/data/corpus, see expect_format.py), and
 OUTDIR/manifest.jsonl gets one line per file: file, kind, recipe, and whether torch 1.13's
 torch.load(weights_only=True) accepts it.
 
