@@ -228,7 +228,7 @@ Result<ZipLocalHeader> ZipArchive::ReadLocalHeader(const ZipEntry& entry) const 
     return MakeError(ErrorCode::kTruncated, at, "local header name or extra field runs past the end of the file",
                      entry.name);
   }
-  header.name = std::string(AsStringView(*name));
+  header.name = AsStringView(*name);
   header.compressed_len = csize;
   header.uncompressed_len = usize;
   ZipEntry sizes;
@@ -430,7 +430,7 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses,
     }
     if (local->name != e.name) {
       out.push_back({"zip.local_name_mismatch", e.local_header_offset, e.name,
-                     "local header names it '" + local->name + "'; torch reads the central directory's '" + e.name +
+                     "local header names it '" + std::string(local->name) + "'; torch reads the central directory's '" + e.name +
                          "'"});
     }
     std::string fields;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckptguard/anomaly.h"
@@ -70,7 +71,7 @@ struct ZipLayout {
 
 // ZipLocalHeader is an entry's local file header.
 struct ZipLocalHeader {
-  std::string name;
+  std::string_view name;           // a view of the archive's file
   uint16_t flags = 0;
   uint16_t method = 0;
   uint32_t crc32 = 0;
