@@ -133,16 +133,21 @@ std::string U(const std::string& s) {  // SHORT_BINUNICODE
 std::string P4(const std::string& body) { return std::string("\x80\x04", 2) + body; }
 
 BOOST_AUTO_TEST_CASE(names_nobody_listed_are_still_caught) {
-  // A global on neither list is suspicious; with --strict dangerous.
-  const std::string p = P2("cmysterious.module\nrun\n)R.");
-  const FileReport r = Scan(p);
+  // A global on neither list, only referenced, is suspicious; with --strict
+  // dangerous. Called, it is dangerous whatever its name (default deny).
+  const std::string referenced = P2("cmysterious.module\nrun\n.");
+  const FileReport r = Scan(referenced);
   BOOST_TEST(r.verdict == Verdict::kSuspicious, Describe(r));
   BOOST_TEST(HasRule(r, "CKG-P001", "mysterious.module.run"), Describe(r));
+  const std::string p = P2("cmysterious.module\nrun\n)R.");
+  const FileReport called = Scan(p);
+  BOOST_TEST(called.verdict == Verdict::kDangerous, Describe(called));
+  BOOST_TEST(HasRule(called, "CKG-F080", "mysterious.module.run"), Describe(called));
   RuleSet strict = RuleSet::Builtin();
   strict.SetStrict(true);
   ScanOptions options;
   options.rules = &strict;
-  BOOST_TEST(ScanBytes(AsBytes(p), "<test>", options).verdict == Verdict::kDangerous);
+  BOOST_TEST(ScanBytes(AsBytes(referenced), "<test>", options).verdict == Verdict::kDangerous);
   // An explicit --allow makes it safe.
   RuleSet allowed = RuleSet::Builtin();
   allowed.Allow("mysterious.module.run");
