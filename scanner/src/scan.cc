@@ -59,6 +59,7 @@ struct Sym {
   // a call: the entry of the data callable that built it (BUILD on it is data).
   const CallableEntry* callable = nullptr;
   uint32_t module_len = 0;     // kGlobal: length of the module part of `text`
+  bool data_member = false;    // kGlobal: a capitalised member of a pure-data class (an Enum member)
   // A result that stands for a file: kStream, the bytes of io.BytesIO(b);
   // kPath, a path a file opener was handed.
   enum Payload : uint8_t { kNoPayload, kStream, kPath } payload = kNoPayload;
@@ -134,13 +135,17 @@ class Scanner {
       Nested n = std::move(nested_.front());
       nested_.pop_front();
       const Bytes bytes = AsBytes(n.bytes);
-      const std::string_view head = std::string_view(n.bytes).substr(0, 6);
-      const bool archive = head.starts_with("PK\x03\x04") || head.starts_with("\x1f\x8b") ||
-                           head.starts_with("BZh") || head == std::string_view("\xfd" "7zXZ\0", 6);
-      if (archive) {
-        // torch.load(io.BytesIO(zip)) and wrapped pickles: the same
-        // containers as a file's.
+      {
+        // torch.load(io.BytesIO(zip)), legacy torch streams
+        // (_load_from_bytes) and wrapped pickles: the same containers as a
+        // file's; bytes no reader recognises are scanned as a pickle stream.
         const Container nested = OpenContainer(bytes, options_.container, &budget_);
+        if (nested.error && !nested.error->limit.empty() && !budget_error_) {
+          // The file's budget ran out reading the nested bytes: the scan is
+          // incomplete (the report's error, never "safe").
+          budget_error_ = *nested.error;
+          if (budget_error_->where.empty()) budget_error_->where = n.entry;
+        }
         if (nested.format != ContainerFormat::kUnknown) {
           records_ = nullptr;
           ForEachContainer(nested, [&](const Container& inner, const std::string& path) {
@@ -205,6 +210,7 @@ class Scanner {
     std::string resolved;  // after Python-2 renames and module aliases
     bool data = false;     // a data kind of rules/callables.toml
     bool via_compat = false;  // the dangerous verdict comes from the renamed name
+    bool member = false;      // a capitalised member of a data class (c.callable is the class's entry)
   };
 
   static int SeverityRank(const GlobalClass& c) {
@@ -222,6 +228,23 @@ class Scanner {
       return c;
     }
     c.callable = rules_.FindCallable(c.resolved);
+    if (c.callable == nullptr) {
+      // A capitalised member of a pure-data class (an Enum member such as
+      // _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT, a nested class) is
+      // data too; lowercase members (methods: pathlib.Path.write_text) are
+      // judged by their own name.
+      const size_t dot = c.resolved.rfind('.');
+      const char first = dot + 1 < c.resolved.size() ? c.resolved[dot + 1] : '\0';
+      if (dot != std::string::npos && first >= 'A' && first <= 'Z') {
+        const CallableEntry* parent = rules_.FindCallable(std::string_view(c.resolved).substr(0, dot));
+        if (parent != nullptr && IsDataKind(parent->kind) && parent->kind != CallableKind::kGetattr) {
+          c.data = true;
+          c.member = true;
+          c.callable = parent;
+          return c;
+        }
+      }
+    }
     if (c.callable != nullptr && IsDataKind(c.callable->kind)) {
       // A known pure-data callable wins over the denylist (functools.partial
       // and builtins.getattr are both): what it is handed decides.
@@ -269,6 +292,8 @@ class Scanner {
       return;
     }
     if (c.data) {
+      if (c.member) out.callable = nullptr;  // a member value; calling it is a call (F080)
+      out.data_member = c.member;
       Add("CKG-P002", rules_.FixedRule("CKG-P002").severity,
           "global '" + full + "'" + (c.resolved != full ? " (" + c.resolved + ")" : "") +
               " is pure data when loaded (" + c.callable->why + "), but not weights-only",
@@ -439,12 +464,23 @@ class Scanner {
                  op.offset, name);
       }
     }
-    if (!allowed && callable != nullptr && IsDataKind(callable->kind)) return DataCall(op, *callable, name, args, builds_object);
+    // An empty instance: NEWOBJ of a class with no arguments is
+    // cls.__new__(cls). INST and OBJ with no arguments do the same for a
+    // class, but call anything else (both unpicklers' instantiate): a
+    // capitalised last name component is taken for a class.
+    const size_t last_dot = name.rfind('.');
+    const bool capitalised = last_dot != std::string::npos && last_dot + 1 < name.size() &&
+                             name[last_dot + 1] >= 'A' && name[last_dot + 1] <= 'Z';
+    const bool empty_instance = builds_object && args.empty() &&
+                                (op.code == Opcode::kNewObj || op.code == Opcode::kNewObjEx || capitalised);
+    if (!allowed && callable != nullptr && IsDataKind(callable->kind)) {
+      return DataCall(op, *callable, name, args, empty_instance);
+    }
     if (!allowed) {
       if (callable != nullptr && callable->kind == CallableKind::kCaller) {
         AddFixed("CKG-F084", std::string(op.Info().name) + " calls '" + name + "', which calls what it is handed: " +
                                  callable->why, op.offset, name);
-      } else if (builds_object && args.empty()) {
+      } else if (empty_instance) {
         // A pickled object: its class instantiated without arguments, then
         // given its state by BUILD (judged there).
       } else if (!named_dangerous) {
@@ -454,7 +490,7 @@ class Scanner {
                  op.offset, name);
       }
       Sym result;
-      result.kind = builds_object && args.empty() ? Sym::kObject : Sym::kUnknown;
+      result.kind = empty_instance ? Sym::kObject : Sym::kUnknown;
       if (result.kind == Sym::kObject) {
         AddFixed("CKG-F050",
                  "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
@@ -578,7 +614,8 @@ class Scanner {
 
   // IsDataGlobal: a global that is allowed or a known pure-data callable.
   static bool IsDataGlobal(const Sym& v) {
-    return v.kind == Sym::kGlobal && (v.allowed || (v.callable != nullptr && IsDataKind(v.callable->kind)));
+    return v.kind == Sym::kGlobal &&
+           (v.allowed || v.data_member || (v.callable != nullptr && IsDataKind(v.callable->kind)));
   }
 
   // CheckGlobalArgs: globals handed to a call of `callee`, which may call
@@ -590,6 +627,14 @@ class Scanner {
       if (references != nullptr && std::find(references->begin(), references->end(), i) != references->end()) continue;
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
         const Sym& v = Val(id);
+        if (v.kind == Sym::kObject && v.callable == nullptr) {
+          // An instance of a class not known to be data: the constructor
+          // iterates, hashes or converts it, calling its methods.
+          const std::string cls(v.text);
+          AddFixed("CKG-F081", "an instance of '" + cls + "' is handed to '" + callee + "', which calls its methods",
+                   op.offset, cls);
+          return;
+        }
         if (v.kind != Sym::kGlobal || IsDataGlobal(v) || v.dangerous) return;
         const std::string g(v.text);
         AddFixed("CKG-F081", "global '" + g + "' is handed to '" + callee + "', which may call it", op.offset, g);
@@ -862,8 +907,10 @@ class Scanner {
     const std::vector<uint32_t> items = TupleItems(args);
     return Call(op, callable, items, false);
   }
-  Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id*) {
-    const std::vector<uint32_t> items = TupleItems(args);
+  Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id* kwargs) {
+    std::vector<uint32_t> items = TupleItems(args);
+    // NEWOBJ_EX's keyword arguments are arguments too (an empty dict is not).
+    if (kwargs != nullptr && (Val(*kwargs).kind != Sym::kDict || Val(*kwargs).weight > 1)) items.push_back(*kwargs);
     return Call(op, cls, items, true);
   }
   Result<Id> Obj(const PickleOp& op, Id cls, std::span<const Id> args) { return Call(op, cls, args, true); }
