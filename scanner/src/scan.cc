@@ -1,6 +1,7 @@
 #include "ckptguard/scanner/scan.h"
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <map>
 #include <new>
@@ -584,18 +585,20 @@ class Scanner {
   // the scan keeps).
   template <typename Fn>
   void ForEachArg(std::span<const uint32_t> args, Fn fn) {
-    std::vector<std::pair<uint32_t, uint32_t>> work;  // (id, depth)
-    for (uint32_t a : args) work.emplace_back(a, 0);
+    // A fixed worklist (no allocation per call: a state dict makes one call
+    // per tensor); what does not fit is not looked into.
+    constexpr size_t kMaxWork = 256;
+    std::array<std::pair<uint32_t, uint32_t>, kMaxWork> work;  // (id, depth)
+    size_t top = 0;
+    for (auto it = args.rbegin(); it != args.rend() && top < kMaxWork; ++it) work[top++] = {*it, 0};
     size_t visited = 0;
-    while (!work.empty() && visited < 4096) {
-      const auto [id, depth] = work.back();
-      work.pop_back();
+    while (top > 0 && visited < 4096) {
+      const auto [id, depth] = work[--top];
       ++visited;
       fn(id);
       const Sym& v = Val(id);
-      if (v.kind == Sym::kTuple && depth < 4) {
-        for (uint32_t item : v.items) work.emplace_back(item, depth + 1);
-      }
+      if (v.kind != Sym::kTuple || depth >= 4) continue;
+      for (auto it = v.items.rbegin(); it != v.items.rend() && top < kMaxWork; ++it) work[top++] = {*it, depth + 1};
     }
   }
 
