@@ -49,27 +49,26 @@ struct Sym {
     kObject,   // an instance built by NEWOBJ/OBJ/INST of `text`
     kTensor,   // what torch._utils._rebuild_tensor*/_rebuild_parameter* return
   } kind = kUnknown;
-  bool allowed = false;
-  bool truncated = false;  // text was cut at the copy bound
-  bool is_int = false;     // kScalar: a Python int that fits in int64 (number)
-  bool frozen = false;     // kSet: a frozenset
-  bool ordered = false;    // kDict: an OrderedDict (BUILD takes its attributes)
   uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
-  bool dangerous = false;      // kGlobal: already reported dangerous by name (denylist)
+  // A result that stands for a file: kStream, io.BytesIO(b) with `text` the
+  // bytes b; kPath, what a file opener returns, with `text` the path.
+  enum Payload : uint8_t { kNoPayload, kStream, kPath } payload = kNoPayload;
+  // Flags as bits: a state dict holds hundreds of thousands of values.
+  bool allowed : 1 = false;
+  bool truncated : 1 = false;    // text was cut at the copy bound
+  bool is_int : 1 = false;       // kScalar: a Python int that fits in int64 (number)
+  bool frozen : 1 = false;       // kSet: a frozenset
+  bool ordered : 1 = false;      // kDict: an OrderedDict (BUILD takes its attributes)
+  bool dangerous : 1 = false;    // kGlobal: already reported dangerous by name (denylist)
+  bool data_member : 1 = false;  // kGlobal: a capitalised member of a pure-data class (an Enum member)
   // kGlobal: what calling it does (rules/callables.toml), or null. Results of
   // a call: the entry of the data callable that built it (BUILD on it is data).
   const CallableEntry* callable = nullptr;
-  uint32_t module_len = 0;     // kGlobal: length of the module part of `text`
-  bool data_member = false;    // kGlobal: a capitalised member of a pure-data class (an Enum member)
-  // A result that stands for a file: kStream, the bytes of io.BytesIO(b);
-  // kPath, a path a file opener was handed.
-  enum Payload : uint8_t { kNoPayload, kStream, kPath } payload = kNoPayload;
-  std::string_view payload_text;
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
   std::string_view text;
   std::vector<uint32_t> items;  // tuples (for call arguments)
-  int64_t number = 0;           // kScalar ints that fit in int64
+  int64_t number = 0;           // kScalar ints that fit in int64; kGlobal: length of the module part of `text`
   uint64_t weight = 1;          // values reachable counting repeats (expansion check), saturating
 
   static constexpr uint8_t kNoAction = 0xff;
@@ -274,7 +273,7 @@ class Scanner {
     const std::string full = module + "." + name;
     out.kind = Sym::kGlobal;
     out.text = Keep(full);
-    out.module_len = static_cast<uint32_t>(module.size());
+    out.number = static_cast<int64_t>(module.size());
     if (torchscript_ && (module == "__torch__" || module.starts_with("__torch__.") || module == "torch.jit._pickle")) {
       // TorchScript's own classes and the list/tensor builders of its
       // debug_pkl and constants pickles: covered by the CKG-F030 finding.
@@ -456,9 +455,9 @@ class Scanner {
       if ((loader && a.kind == Sym::kBytes) || looks_pickled) {
         QueueNested(op, name, a.text, a.truncated);
       } else if (loader && a.payload == Sym::kStream) {
-        QueueNested(op, name, a.payload_text, false);
+        QueueNested(op, name, a.text, false);
       } else if (loader && (a.kind == Sym::kStr || a.payload == Sym::kPath)) {
-        const std::string path(a.kind == Sym::kStr ? a.text : a.payload_text);
+        const std::string path(a.text);
         AddFixed("CKG-F061",
                  name + " loads the side file '" + path +
                      "' when this pickle loads: that file was not scanned (scan it too, or refuse this one)",
@@ -501,7 +500,7 @@ class Scanner {
       if (callable != nullptr && callable->kind == CallableKind::kFileOpener && !args.empty() &&
           Val(args[0]).kind == Sym::kStr) {
         result.payload = Sym::kPath;
-        result.payload_text = Val(args[0]).text;
+        result.text = Val(args[0]).text;
       }
       result.weight = WeightOf(args);
       return New(std::move(result));
@@ -699,8 +698,9 @@ class Scanner {
         if (object.kind == Sym::kGlobal && object.text != "<unresolved>") {
           // getattr(global, 'literal') is the global "global.literal" (how
           // Python 3.11 pickles Enum members): judged by that name.
-          const std::string module(object.text.substr(0, object.module_len));
-          const std::string base(object.text.substr(object.module_len + 1));
+          const size_t module_len = static_cast<size_t>(object.number);
+          const std::string module(object.text.substr(0, module_len));
+          const std::string base(object.text.substr(module_len + 1));
           Sym g;
           ClassifyAndReport(module, base + "." + attr, op.offset, g);
           return New(std::move(g));
@@ -774,7 +774,7 @@ class Scanner {
       case CallableKind::kBytesStream:
         if (!args.empty() && Val(args[0]).kind == Sym::kBytes) {
           result.payload = Sym::kStream;
-          result.payload_text = Val(args[0]).text;
+          result.text = Val(args[0]).text;
         }
         break;
       case CallableKind::kFileOpener:
