@@ -394,6 +394,43 @@ def main():
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 1},
                OUT / "optimizer_sgd_legacy.pt", _use_new_zipfile_serialization=False)
 
+    # Records of the standard library and numpy that configs and loggers keep.
+    import array
+    import collections
+    import datetime
+    import decimal
+    import fractions
+    import random
+    import re
+    import uuid
+    misc = {
+        "when": datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc),
+        "day": datetime.date(2024, 5, 1),
+        "took": datetime.timedelta(hours=3, seconds=5),
+        "price": decimal.Decimal("1.25"),
+        "ratio": fractions.Fraction(1, 3),
+        "run_id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "recent": collections.deque([1, 2, 3], maxlen=5),
+        "by_class": defaultdict(list, {"a": [1]}),
+        "counts": collections.Counter("hello"),
+        "ordered": OrderedDict(a=1),
+        "ns": types.SimpleNamespace(a=1),
+        "pure": pathlib.PurePosixPath("/x/y"),
+        "pattern": re.compile(r"layer\.(\d+)\.weight"),
+        "ints": array.array("i", [1, 2, 3]),
+        "py_rng": random.Random(5),
+        "seed_seq": np.random.SeedSequence(42),
+        "masked": np.ma.masked_array([1.0, 2.0], [0, 1]),
+        "when64": np.datetime64("2024-05-01"),
+        "range": range(0, 10, 2),
+        "cut": slice(1, 5),
+        "frozen": frozenset({1, 2}),
+        "cplx": complex(1, 2),
+    }
+    for protocol in (2, 4, 5):
+        with open(OUT / ("stdlib_records_p%d.pkl" % protocol), "wb") as f:
+            pickle.dump(misc, f, protocol=protocol)
+
     w = TensorProperties(dtype=torch.float32)
     metadata = DcpMetadata(
         state_dict_metadata={
