@@ -14,6 +14,14 @@
 //   - the policy for everything else: suspicious (rule CKG-P001), dangerous
 //     with strict mode.
 // Users can add rule files and allow globals explicitly (--allow).
+//
+// Two more built-in files say what the scanner needs to judge calls rather
+// than names (scan.cc): rules/callables.toml, what calling a global does
+// (pure-data constructors and classes, getattr, functools.partial, decoders,
+// loaders, callees that call their arguments; FindCallable), and
+// rules/pickle_names.toml, how the unpickler resolves names (CPython's
+// _compat_pickle renames, ResolveName; module attributes that are other
+// modules under another name, used by ClassifyGlobal).
 #ifndef CKPTGUARD_SCANNER_RULES_H_
 #define CKPTGUARD_SCANNER_RULES_H_
 
