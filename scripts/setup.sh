@@ -23,6 +23,9 @@ if [ "${1:-}" = "--tests" ]; then
     # torch 1.13 and numpy for the interop tests (call /usr/bin/python3), and
     # jsonschema to validate SARIF output against the official schema
     libboost-test-dev python3 python3-torch python3-numpy python3-jsonschema
+    # pytest: tests/python (payloads proven under the real loaders, the
+    # benign real-world corpus)
+    python3-pytest
     # curl: the e2e test fetches the registry's keys as any user would
     curl
     # fuzzing: clang-16 with libFuzzer, on Debian's libstdc++ 12 (the fuzz

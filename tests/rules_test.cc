@@ -68,6 +68,30 @@ std::vector<std::string> AllowlistGlobals() {
   return out;
 }
 
+// rules/callables.toml and rules/pickle_names.toml are built in and parse;
+// Python-2 names resolve as CPython's _compat_pickle maps them.
+BOOST_AUTO_TEST_CASE(builtin_callables_and_names_parse) {
+  const Status ok = CheckBuiltinNames();
+  BOOST_TEST(ok.has_value(), (ok ? "" : ok.error().ToString()));
+  const RuleSet& rules = RuleSet::Builtin();
+  BOOST_TEST(rules.ResolveName("__builtin__", "eval").first == "builtins");
+  BOOST_TEST(rules.ResolveName("cPickle", "loads").first == "pickle");
+  BOOST_TEST((rules.ResolveName("__builtin__", "xrange") == std::pair<std::string, std::string>("builtins", "range")));
+  BOOST_TEST((rules.ResolveName("UserDict", "UserDict") ==
+              std::pair<std::string, std::string>("collections", "UserDict")));
+  BOOST_REQUIRE(rules.FindCallable("pathlib.PosixPath") != nullptr);
+  BOOST_TEST((rules.FindCallable("pathlib.PosixPath")->kind == CallableKind::kConstructor));
+  BOOST_TEST((rules.FindCallable("builtins.map")->kind == CallableKind::kCaller));
+  // Class wildcards take one capitalised name only.
+  BOOST_TEST(rules.FindCallable("torch.optim.Adam") != nullptr);
+  BOOST_TEST(rules.FindCallable("torch.optim.os") == nullptr);
+  BOOST_TEST(rules.FindCallable("torch.optim.Adam.step") == nullptr);
+  BOOST_TEST(rules.FindCallable("os.system") == nullptr);
+  // A module alias in a dotted name: "tempfile" + "_os.system" reaches os.
+  BOOST_TEST(RuleId(rules.ClassifyGlobal("random", "_os.system")) == "CKG-D001");
+  BOOST_TEST(RuleId(rules.ClassifyGlobal("argparse", "_os.system")) == "CKG-D001");
+}
+
 BOOST_AUTO_TEST_CASE(builtin_rules_parse_and_are_distinct) {
   const RuleSet& rules = RuleSet::Builtin();
   BOOST_REQUIRE_GE(rules.rules().size(), 60u);
@@ -107,7 +131,9 @@ BOOST_AUTO_TEST_CASE(fixed_rules_exist) {
       {"CKG-F003", Severity::kDangerous},  {"CKG-F010", Severity::kSuspicious}, {"CKG-F011", Severity::kDangerous},
       {"CKG-F020", Severity::kSuspicious}, {"CKG-F030", Severity::kSuspicious}, {"CKG-F040", Severity::kSuspicious},
       {"CKG-F041", Severity::kDangerous},  {"CKG-F050", Severity::kSuspicious}, {"CKG-F060", Severity::kDangerous},
-      {"CKG-F070", Severity::kSuspicious},
+      {"CKG-F070", Severity::kSuspicious}, {"CKG-P002", Severity::kSuspicious}, {"CKG-F061", Severity::kDangerous},
+      {"CKG-F080", Severity::kDangerous},  {"CKG-F081", Severity::kDangerous},  {"CKG-F082", Severity::kDangerous},
+      {"CKG-F083", Severity::kDangerous},  {"CKG-F084", Severity::kDangerous},
   };
   for (const auto& [id, severity] : fixed) {
     BOOST_TEST_CONTEXT(id) {

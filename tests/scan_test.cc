@@ -4,6 +4,7 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include "ckptguard/scanner/scan.h"
 #include "print_types.h"
@@ -133,16 +134,21 @@ std::string U(const std::string& s) {  // SHORT_BINUNICODE
 std::string P4(const std::string& body) { return std::string("\x80\x04", 2) + body; }
 
 BOOST_AUTO_TEST_CASE(names_nobody_listed_are_still_caught) {
-  // A global on neither list is suspicious; with --strict dangerous.
-  const std::string p = P2("cmysterious.module\nrun\n)R.");
-  const FileReport r = Scan(p);
+  // A global on neither list, only referenced, is suspicious; with --strict
+  // dangerous. Called, it is dangerous whatever its name (default deny).
+  const std::string referenced = P2("cmysterious.module\nrun\n.");
+  const FileReport r = Scan(referenced);
   BOOST_TEST(r.verdict == Verdict::kSuspicious, Describe(r));
   BOOST_TEST(HasRule(r, "CKG-P001", "mysterious.module.run"), Describe(r));
+  const std::string p = P2("cmysterious.module\nrun\n)R.");
+  const FileReport called = Scan(p);
+  BOOST_TEST(called.verdict == Verdict::kDangerous, Describe(called));
+  BOOST_TEST(HasRule(called, "CKG-F080", "mysterious.module.run"), Describe(called));
   RuleSet strict = RuleSet::Builtin();
   strict.SetStrict(true);
   ScanOptions options;
   options.rules = &strict;
-  BOOST_TEST(ScanBytes(AsBytes(p), "<test>", options).verdict == Verdict::kDangerous);
+  BOOST_TEST(ScanBytes(AsBytes(referenced), "<test>", options).verdict == Verdict::kDangerous);
   // An explicit --allow makes it safe.
   RuleSet allowed = RuleSet::Builtin();
   allowed.Allow("mysterious.module.run");
@@ -308,6 +314,126 @@ BOOST_AUTO_TEST_CASE(not_a_model_file_is_an_error) {
   BOOST_REQUIRE(r.error.has_value());
   const FileReport missing = ScanFile("/nonexistent/x.pt");
   BOOST_TEST(missing.verdict == Verdict::kError);
+}
+
+// ---------------------------------------------------------------------------
+// Judging calls, not names (issue 14): default deny, pure-data callables,
+// names resolved as the unpickler resolves them, nested payloads.
+
+std::string G(const std::string& module, const std::string& name) { return "c" + module + "\n" + name + "\n"; }
+std::string T(const std::string& items) { return "(" + items + "t"; }
+std::string Call(const std::string& fn, const std::string& args) { return fn + T(args) + "R"; }
+
+struct PolicyCase {
+  std::string name;
+  std::string bytes;
+  Verdict verdict;
+  std::string rule;  // a finding of this rule must be present ("" for none)
+};
+std::ostream& operator<<(std::ostream& os, const PolicyCase& c) { return os << c.name; }
+
+std::vector<PolicyCase> PolicyCases() {
+  const std::string unknown_fn = G("mystery.module", "run");
+  return {
+      // Referenced only: a pickled object's class, suspicious.
+      {"reference_only", P2(unknown_fn + "."), Verdict::kSuspicious, "CKG-P001"},
+      {"unknown_call_no_args", P2(Call(unknown_fn, "")), Verdict::kDangerous, "CKG-F080"},
+      {"unknown_call_with_code", P2(Call(unknown_fn, U("print(1)"))), Verdict::kDangerous, "CKG-F080"},
+      // An Enum member as Python 3.11 pickles it: getattr(EnumClass, 'NAME').
+      {"enum_by_getattr", P2(Call(G("builtins", "getattr"), G("mystery.enums", "Color") + U("RED"))),
+       Verdict::kSuspicious, "CKG-P001"},
+      {"getattr_os_system", P4(Call(Call(G("builtins", "getattr"), U("shutil") + U("os") + "\x93" + U("system")),
+                                    U("id"))),
+       Verdict::kDangerous, "CKG-D001"},
+      {"getattr_computed_name",
+       P2(Call(G("builtins", "getattr"), G("mystery", "Thing") + Call(G("builtins", "str"), U("x")))),
+       Verdict::kDangerous, "CKG-F083"},
+      {"getattr_member_of_data_class", P2(Call(G("builtins", "getattr"), G("pathlib", "PosixPath") + U("write_text"))),
+       Verdict::kDangerous, "CKG-D059"},
+      // Pure-data constructors.
+      {"posix_path", P2(Call(G("pathlib", "PosixPath"), U("/data") + U("train"))), Verdict::kSuspicious, "CKG-P002"},
+      {"defaultdict_of_list", P2(Call(G("collections", "defaultdict"), G("__builtin__", "list"))),
+       Verdict::kSuspicious, "CKG-P002"},
+      {"defaultdict_of_unknown", P2(Call(G("collections", "defaultdict"), unknown_fn)), Verdict::kDangerous,
+       "CKG-F081"},
+      {"partial_of_class_never_called", P2(Call(G("functools", "partial"), G("torch.optim.adam", "Adam"))),
+       Verdict::kSuspicious, "CKG-P002"},
+      {"partial_then_called", P2(Call(Call(G("functools", "partial"), unknown_fn), U("x"))), Verdict::kDangerous,
+       "CKG-F002"},
+      {"reconstructor_plain_object",
+       P2(Call(G("copy_reg", "_reconstructor"), G("mystery", "Config") + G("__builtin__", "object") + "N") +
+          "}b."),
+       Verdict::kSuspicious, "CKG-F050"},
+      {"reconstructor_unknown_base",
+       P2(Call(G("copy_reg", "_reconstructor"), G("mystery", "Config") + G("mystery", "Base") + U("x")) + "."),
+       Verdict::kDangerous, "CKG-F080"},
+      // Instances: NEWOBJ with no arguments and a dict state is a pickled
+      // object; a non-dict state runs the class's __setstate__.
+      {"newobj_dict_state", P2(G("mystery", "Config") + ")\x81}b."), Verdict::kSuspicious, "CKG-F050"},
+      {"newobj_tuple_state", P2(G("mystery", "Config") + ")\x81" + T(U("x")) + "b."), Verdict::kDangerous,
+       "CKG-F080"},
+      {"newobj_with_args", P2(G("mystery", "Config") + T(U("x")) + "\x81."), Verdict::kDangerous, "CKG-F080"},
+      {"newobj_ex_with_kwargs", P4(G("mystery", "Config") + ")}" + U("k") + U("v") + "s\x92."), Verdict::kDangerous,
+       "CKG-F080"},
+      {"obj_function_no_args", P2("(" + unknown_fn + "o."), Verdict::kDangerous, "CKG-F080"},
+      {"obj_class_no_args", P2("(" + G("mystery", "Config") + "o."), Verdict::kSuspicious, "CKG-F050"},
+      {"instance_handed_to_constructor", P2(Call(G("builtins", "list"), G("mystery", "Config") + ")\x81")),
+       Verdict::kDangerous, "CKG-F081"},
+      // Callees that call their arguments.
+      {"map_of_unknown", P2(Call(G("builtins", "list"), Call(G("builtins", "map"), unknown_fn + "]"))),
+       Verdict::kDangerous, "CKG-F084"},
+      {"copy_reconstruct", P2(Call(G("copy", "_reconstruct"), "NN" + unknown_fn + ")")), Verdict::kDangerous,
+       "CKG-F084"},
+      // Names as the unpickler resolves them.
+      {"compat_cpickle", P2(Call(G("cPickle", "loads"), U("x"))), Verdict::kDangerous, "CKG-D033"},
+      {"compat_dumbdbm", P2(Call(G("dumbdbm", "open"), U("/tmp/x"))), Verdict::kDangerous, "CKG-D034"},
+      {"compat_userdict_reference", P2(G("UserDict", "UserDict") + "."), Verdict::kSuspicious, "CKG-P001"},
+      {"private_module_alias", P4(U("random") + U("_os.system") + "\x93" + U("id") + "\x85R."), Verdict::kDangerous,
+       "CKG-D001"},
+      {"dunder_string", P2(Call(G("pathlib", "PosixPath"), U("__globals__"))), Verdict::kDangerous, "CKG-F082"},
+      // Nested payloads and side files.
+      {"side_file", P2(Call(G("torch", "load"), U("weights.pt"))), Verdict::kDangerous, "CKG-F061"},
+      {"side_file_opened", P2(Call(G("pickle", "load"), Call(G("builtins", "open"), U("x.pkl") + U("rb")))),
+       Verdict::kDangerous, "CKG-F061"},
+  };
+}
+
+BOOST_DATA_TEST_CASE(calls_are_judged_not_names, bdata::make(PolicyCases()), c) {
+  const FileReport r = Scan(c.bytes);
+  BOOST_TEST(r.verdict == c.verdict, Describe(r));
+  if (!c.rule.empty()) BOOST_TEST(HasRule(r, c.rule), Describe(r));
+}
+
+BOOST_AUTO_TEST_CASE(encoded_nested_pickles_are_decoded_and_scanned) {
+  // pickle.loads(zlib.decompress(base64.b64decode('...'))) of a pickle that
+  // calls an unknown function: the inner call is found in the nested entry.
+  const std::string inner = P2(Call(G("mystery.module", "run"), U("x")));
+  uLongf len = compressBound(inner.size());
+  std::string packed(len, '\0');
+  BOOST_REQUIRE(compress(reinterpret_cast<Bytef*>(packed.data()), &len,
+                         reinterpret_cast<const Bytef*>(inner.data()), inner.size()) == Z_OK);
+  packed.resize(len);
+  static const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string text;
+  for (size_t i = 0; i < packed.size(); i += 3) {
+    uint32_t v = static_cast<uint8_t>(packed[i]) << 16;
+    if (i + 1 < packed.size()) v |= static_cast<uint8_t>(packed[i + 1]) << 8;
+    if (i + 2 < packed.size()) v |= static_cast<uint8_t>(packed[i + 2]);
+    text += kB64[(v >> 18) & 63];
+    text += kB64[(v >> 12) & 63];
+    text += i + 1 < packed.size() ? kB64[(v >> 6) & 63] : '=';
+    text += i + 2 < packed.size() ? kB64[v & 63] : '=';
+  }
+  const std::string decoded = Call(G("zlib", "decompress"), Call(G("base64", "b64decode"), U(text)));
+  const FileReport r = Scan(P2(Call(G("pickle", "loads"), decoded)));
+  BOOST_TEST(r.verdict == Verdict::kDangerous, Describe(r));
+  BOOST_TEST(HasRule(r, "CKG-F060", "pickle.loads"), Describe(r));
+  BOOST_TEST(std::any_of(r.findings.begin(), r.findings.end(),
+                         [](const Finding& f) {
+                           return f.rule == "CKG-F080" && f.global == "mystery.module.run" &&
+                                  f.entry.find("pickle.loads@") != std::string::npos;
+                         }),
+             Describe(r));
 }
 
 BOOST_AUTO_TEST_CASE(no_payload_ever_ran) {

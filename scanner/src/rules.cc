@@ -18,6 +18,7 @@
 #include <toml++/toml.h>
 
 #include "builtin_denylist.h"
+#include "builtin_names.h"
 #include "ckptguard/input_file.h"
 
 namespace ckptguard::scanner {
@@ -240,7 +241,110 @@ void AddCandidates(std::string_view module, std::string_view name, std::vector<s
   }
 }
 
+// Names is the parsed form of rules/callables.toml and rules/pickle_names.toml.
+struct Names {
+  std::map<std::string, CallableEntry, std::less<>> callables;        // exact dotted names
+  std::map<std::string, CallableEntry, std::less<>> class_wildcards;  // "module" of "module.*"
+  std::map<std::string, std::string, std::less<>> compat_module;      // _compat_pickle.IMPORT_MAPPING
+  std::map<std::string, std::string, std::less<>> compat_name;        // NAME_MAPPING, dotted -> dotted
+  std::map<std::string, std::string, std::less<>> module_attr;        // "_os" -> "os"
+};
+
+std::optional<CallableKind> ParseCallableKind(std::string_view s) {
+  static const std::pair<std::string_view, CallableKind> kKinds[] = {
+      {"constructor", CallableKind::kConstructor}, {"class", CallableKind::kClass},
+      {"getattr", CallableKind::kGetattr},         {"partial", CallableKind::kPartial},
+      {"reconstructor", CallableKind::kReconstructor}, {"newobj", CallableKind::kNewObj},
+      {"defaultdict", CallableKind::kDefaultDict}, {"decoder", CallableKind::kDecoder},
+      {"bytes_stream", CallableKind::kBytesStream}, {"file_opener", CallableKind::kFileOpener},
+      {"loader", CallableKind::kLoader},           {"caller", CallableKind::kCaller},
+  };
+  for (const auto& [name, kind] : kKinds) {
+    if (name == s) return kind;
+  }
+  return std::nullopt;
+}
+
+// ParseNames reads the built-in callables and name-resolution files. They are
+// part of the binary: a broken one leaves its tables empty and fails
+// rules_test (which checks they parse).
+Status ParseNames(std::string_view text, std::string_view source, Names& out) {
+  if (Status ok = CheckTomlText(text, source); !ok) return ok;
+  toml::parse_result parsed = toml::parse(text, source);
+  if (!parsed) {
+    return MakeError(ErrorCode::kMalformed, parsed.error().source().begin.line,
+                     std::string(source) + ": " + std::string(parsed.error().description()), std::string(source));
+  }
+  const toml::table& root = parsed.table();
+  auto string_map = [&](std::string_view key, std::map<std::string, std::string, std::less<>>& into) -> Status {
+    const toml::table* t = root[key].as_table();
+    if (t == nullptr) return OkStatus();
+    for (const auto& [k, v] : *t) {
+      const std::optional<std::string_view> value = v.value<std::string_view>();
+      if (!value) return Malformed(source, v.source(), std::string(key) + " values must be strings");
+      into.emplace(std::string(k.str()), std::string(*value));
+    }
+    return OkStatus();
+  };
+  CKG_TRY(string_map("compat_module", out.compat_module));
+  CKG_TRY(string_map("module_attr", out.module_attr));
+  if (const toml::array* names = root["compat_name"].as_array()) {
+    for (const toml::node& node : *names) {
+      const toml::table* t = node.as_table();
+      if (t == nullptr) return Malformed(source, node.source(), "[[compat_name]] entry is not a table");
+      const std::optional<std::string_view> from = (*t)["from"].value<std::string_view>();
+      const std::optional<std::string_view> to = (*t)["to"].value<std::string_view>();
+      if (!from || !to) return Malformed(source, node.source(), "[[compat_name]] needs from and to");
+      out.compat_name.emplace(std::string(*from), std::string(*to));
+    }
+  }
+  if (const toml::array* entries = root["callable"].as_array()) {
+    for (const toml::node& node : *entries) {
+      const toml::table* t = node.as_table();
+      if (t == nullptr) return Malformed(source, node.source(), "[[callable]] entry is not a table");
+      const std::optional<std::string_view> global = (*t)["global"].value<std::string_view>();
+      const std::optional<std::string_view> kind_name = (*t)["kind"].value<std::string_view>();
+      const std::optional<std::string_view> why = (*t)["why"].value<std::string_view>();
+      if (!global || !kind_name || !why) {
+        return Malformed(source, node.source(), "[[callable]] needs global, kind and why");
+      }
+      const std::optional<CallableKind> kind = ParseCallableKind(*kind_name);
+      if (!kind) return Malformed(source, node.source(), "unknown callable kind '" + std::string(*kind_name) + "'");
+      CallableEntry entry{std::string(*global), *kind,
+                          std::string((*t)["decode"].value<std::string_view>().value_or("")), std::string(*why)};
+      if (kind == CallableKind::kDecoder && entry.decode.empty()) {
+        return Malformed(source, node.source(), "decoder " + entry.global + " needs decode");
+      }
+      if (entry.global.ends_with(".*")) {
+        if (kind != CallableKind::kClass) {
+          return Malformed(source, node.source(), entry.global + ": only kind class may be a wildcard");
+        }
+        out.class_wildcards.emplace(entry.global.substr(0, entry.global.size() - 2), entry);
+      } else if (!out.callables.emplace(entry.global, entry).second) {
+        return Malformed(source, node.source(), "duplicate [[callable]] " + entry.global);
+      }
+    }
+  }
+  return OkStatus();
+}
+
+const Names& BuiltinNames() {
+  static const Names* const names = [] {
+    auto* out = new Names();
+    (void)ParseNames(kBuiltinCallablesToml, "rules/callables.toml (built in)", *out);
+    (void)ParseNames(kBuiltinPickleNamesToml, "rules/pickle_names.toml (built in)", *out);
+    return out;
+  }();
+  return *names;
+}
+
 }  // namespace
+
+Status CheckBuiltinNames() {
+  Names names;
+  CKG_TRY(ParseNames(kBuiltinCallablesToml, "rules/callables.toml (built in)", names));
+  return ParseNames(kBuiltinPickleNamesToml, "rules/pickle_names.toml (built in)", names);
+}
 
 struct RuleSet::Impl {
   std::vector<Rule> rules;                  // file order: built-in first, then user files
@@ -431,6 +535,27 @@ GlobalClass RuleSet::ClassifyGlobal(std::string_view module, std::string_view na
   }
   std::vector<std::string> candidates;
   AddCandidates(canonical, name, candidates);
+  // Attributes that are other modules under another name ("tempfile" +
+  // "_os.system" is os.system): the name is checked again with each such
+  // component replaced by the module it is.
+  {
+    const Names& names = BuiltinNames();
+    const std::vector<std::string_view> parts = SplitDots(name);
+    std::string renamed;
+    bool any = false;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (i != 0) renamed += '.';
+      auto alias = names.module_attr.find(parts[i]);
+      // The last component is the attribute itself, not a module reached.
+      if (alias != names.module_attr.end() && i + 1 < parts.size()) {
+        renamed += alias->second;
+        any = true;
+      } else {
+        renamed += parts[i];
+      }
+    }
+    if (any) AddCandidates(canonical, renamed, candidates);
+  }
   // The spelling in the file too: a user allowlist in replace mode may have
   // dropped the aliases, and the patterns know both spellings.
   if (canonical != module) AddCandidates(module, name, candidates);
@@ -459,6 +584,33 @@ const Rule& RuleSet::FixedRule(std::string_view id) const {
                                               "a finding whose rule is missing from rules/denylist.toml",
                                               "rules/denylist.toml"};
   return *missing;
+}
+
+const CallableEntry* RuleSet::FindCallable(std::string_view dotted) const {
+  const Names& names = BuiltinNames();
+  if (auto it = names.callables.find(dotted); it != names.callables.end()) return &it->second;
+  const size_t dot = dotted.rfind('.');
+  if (dot == std::string_view::npos || dot + 1 >= dotted.size()) return nullptr;
+  const char first = dotted[dot + 1];
+  if (first < 'A' || first > 'Z') return nullptr;
+  if (auto it = names.class_wildcards.find(dotted.substr(0, dot)); it != names.class_wildcards.end()) {
+    return &it->second;
+  }
+  return nullptr;
+}
+
+std::pair<std::string, std::string> RuleSet::ResolveName(std::string_view module, std::string_view name) const {
+  const Names& names = BuiltinNames();
+  std::string dotted(module);
+  dotted += '.';
+  dotted += name;
+  if (auto it = names.compat_name.find(dotted); it != names.compat_name.end()) {
+    const size_t dot = it->second.rfind('.');  // NAME_MAPPING names have no dots
+    return {it->second.substr(0, dot), it->second.substr(dot + 1)};
+  }
+  std::string_view mod = module;
+  if (auto it = names.compat_module.find(module); it != names.compat_module.end()) mod = it->second;
+  return {std::string(impl_->allowlist.CanonicalModule(mod)), std::string(name)};
 }
 
 const Allowlist& RuleSet::allowlist() const { return impl_->allowlist; }

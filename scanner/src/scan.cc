@@ -1,6 +1,7 @@
 #include "ckptguard/scanner/scan.h"
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <map>
 #include <new>
@@ -12,22 +13,25 @@
 #include "ckptguard/pickle_decoder.h"
 #include "ckptguard/pickle_machine.h"
 #include "ckptguard/pickle_semantics.h"
+#include "decode.h"
 
 namespace ckptguard::scanner {
 namespace {
 
 std::string Num(uint64_t v) { return std::to_string(v); }
 
-// Functions that unpickle the bytes they are given: a bytes literal passed to
-// one of them is scanned as a nested pickle.
-bool IsPickleLoader(std::string_view global) {
-  static const std::set<std::string, std::less<>> kLoaders = {
-      "pickle.loads",       "_pickle.loads",      "cPickle.loads",         "pickle._loads",
-      "dill.loads",         "dill._dill.loads",   "cloudpickle.loads",     "joblib.load",
-      "torch.load",         "torch.serialization.load", "torch.storage._load_from_bytes",
-      "numpy.loads",        "numpy.core.numeric.loads",  "pickle.Unpickler",  "_pickle.Unpickler",
+// Interpreter internals named in a string argument: the way from any object
+// to eval, os or every class of the process (getattr(x, '__globals__'),
+// eval strings, attrgetter paths).
+bool NamesInternals(std::string_view text) {
+  static constexpr std::string_view kDunders[] = {
+      "__globals__", "__builtins__", "__import__", "__subclasses__", "__class__", "__bases__", "__base__",
+      "__mro__",     "__code__",     "__getattribute__", "__reduce__", "__reduce_ex__", "__closure__", "__loader__",
   };
-  return kLoaders.contains(global);
+  for (std::string_view d : kDunders) {
+    if (text.find(d) != std::string_view::npos) return true;
+  }
+  return false;
 }
 
 // A symbolic value: what the scanner knows about a stack slot.
@@ -45,17 +49,26 @@ struct Sym {
     kObject,   // an instance built by NEWOBJ/OBJ/INST of `text`
     kTensor,   // what torch._utils._rebuild_tensor*/_rebuild_parameter* return
   } kind = kUnknown;
-  bool allowed = false;
-  bool truncated = false;  // text was cut at the copy bound
-  bool is_int = false;     // kScalar: a Python int that fits in int64 (number)
-  bool frozen = false;     // kSet: a frozenset
-  bool ordered = false;    // kDict: an OrderedDict (BUILD takes its attributes)
   uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
+  // A result that stands for a file: kStream, io.BytesIO(b) with `text` the
+  // bytes b; kPath, what a file opener returns, with `text` the path.
+  enum Payload : uint8_t { kNoPayload, kStream, kPath } payload = kNoPayload;
+  // Flags as bits: a state dict holds hundreds of thousands of values.
+  bool allowed : 1 = false;
+  bool truncated : 1 = false;    // text was cut at the copy bound
+  bool is_int : 1 = false;       // kScalar: a Python int that fits in int64 (number)
+  bool frozen : 1 = false;       // kSet: a frozenset
+  bool ordered : 1 = false;      // kDict: an OrderedDict (BUILD takes its attributes)
+  bool dangerous : 1 = false;    // kGlobal: already reported dangerous by name (denylist)
+  bool data_member : 1 = false;  // kGlobal: a capitalised member of a pure-data class (an Enum member)
+  // kGlobal: what calling it does (rules/callables.toml), or null. Results of
+  // a call: the entry of the data callable that built it (BUILD on it is data).
+  const CallableEntry* callable = nullptr;
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
   std::string_view text;
   std::vector<uint32_t> items;  // tuples (for call arguments)
-  int64_t number = 0;           // kScalar ints that fit in int64
+  int64_t number = 0;           // kScalar ints that fit in int64; kGlobal: length of the module part of `text`
   uint64_t weight = 1;          // values reachable counting repeats (expansion check), saturating
 
   static constexpr uint8_t kNoAction = 0xff;
@@ -65,6 +78,7 @@ constexpr uint64_t kMaxTextCopy = uint64_t{1} << 20;  // bytes kept of one str/b
 constexpr uint64_t kWeightCap = uint64_t{1} << 62;
 constexpr uint32_t kMaxNestedDepth = 4;
 constexpr size_t kMaxFindings = 1000;
+constexpr uint64_t kMaxDecodedLen = uint64_t{256} << 20;  // bytes one decoder call may produce (and the budget)
 
 uint64_t AddWeight(uint64_t a, uint64_t b) { return a > kWeightCap - b ? kWeightCap : a + b; }
 
@@ -120,7 +134,34 @@ class Scanner {
     while (!nested_.empty()) {
       Nested n = std::move(nested_.front());
       nested_.pop_front();
-      ScanStream(AsBytes(n.bytes), 0, n.entry, 0, n.depth);
+      const Bytes bytes = AsBytes(n.bytes);
+      {
+        // torch.load(io.BytesIO(zip)), legacy torch streams
+        // (_load_from_bytes) and wrapped pickles: the same containers as a
+        // file's; bytes no reader recognises are scanned as a pickle stream.
+        const Container nested = OpenContainer(bytes, options_.container, &budget_);
+        if (nested.error && !nested.error->limit.empty() && !budget_error_) {
+          // The file's budget ran out reading the nested bytes: the scan is
+          // incomplete (the report's error, never "safe").
+          budget_error_ = *nested.error;
+          if (budget_error_->where.empty()) budget_error_->where = n.entry;
+        }
+        if (nested.format != ContainerFormat::kUnknown) {
+          records_ = nullptr;
+          ForEachContainer(nested, [&](const Container& inner, const std::string& path) {
+            const std::string where = path.empty() ? n.entry : n.entry + " > " + path;
+            for (const Anomaly& a : inner.anomalies) AddAnomaly(a, where);
+            for (const PickleSource& source : inner.pickles) {
+              if (source.same_as) continue;
+              const std::string entry = source.entry.empty() ? where : where + " > " + source.entry;
+              ScanStream(source.data.subspan(static_cast<size_t>(source.start)), source.start, entry,
+                         source.max_pickles, n.depth, source.sniffed);
+            }
+          });
+          continue;
+        }
+      }
+      ScanStream(bytes, 0, n.entry, 0, n.depth);
     }
   }
 
@@ -165,12 +206,74 @@ class Scanner {
   struct Classified {
     GlobalClass cls;
     uint8_t action = Sym::kNoAction;
+    const CallableEntry* callable = nullptr;
+    std::string resolved;  // after Python-2 renames and module aliases
+    bool data = false;     // a data kind of rules/callables.toml
+    bool via_compat = false;  // the dangerous verdict comes from the renamed name
+    bool member = false;      // a capitalised member of a data class (c.callable is the class's entry)
   };
+
+  static int SeverityRank(const GlobalClass& c) {
+    if (c.kind == GlobalClass::kAllowed) return 0;
+    return c.severity == Severity::kDangerous ? 3 : c.severity == Severity::kSuspicious ? 2 : 1;
+  }
+
+  Classified Classify(const std::string& module, const std::string& name) {
+    Classified c;
+    c.cls = rules_.ClassifyGlobal(module, name);
+    const auto [resolved_module, resolved_name] = rules_.ResolveName(module, name);
+    c.resolved = resolved_module + "." + resolved_name;
+    if (c.cls.kind == GlobalClass::kAllowed) {
+      if (const AllowEntry* entry = rules_.allowlist().Find(module, name)) c.action = static_cast<uint8_t>(entry->action);
+      return c;
+    }
+    c.callable = rules_.FindCallable(c.resolved);
+    if (c.callable == nullptr) {
+      // A capitalised member of a pure-data class (an Enum member such as
+      // _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT, a nested class) is
+      // data too; lowercase members (methods: pathlib.Path.write_text) are
+      // judged by their own name.
+      const size_t dot = c.resolved.rfind('.');
+      const char first = dot + 1 < c.resolved.size() ? c.resolved[dot + 1] : '\0';
+      if (dot != std::string::npos && first >= 'A' && first <= 'Z') {
+        const CallableEntry* parent = rules_.FindCallable(std::string_view(c.resolved).substr(0, dot));
+        if (parent != nullptr && IsDataKind(parent->kind) && parent->kind != CallableKind::kGetattr) {
+          c.data = true;
+          c.member = true;
+          c.callable = parent;
+          return c;
+        }
+      }
+    }
+    if (c.callable != nullptr && IsDataKind(c.callable->kind)) {
+      // A known pure-data callable wins over the denylist (functools.partial
+      // and builtins.getattr are both): what it is handed decides.
+      c.data = true;
+      return c;
+    }
+    // CPython renames Python-2 names before importing them: judge the name
+    // it imports too, and keep the worse.
+    if (resolved_module != rules_.allowlist().CanonicalModule(module) || resolved_name != name) {
+      GlobalClass renamed = rules_.ClassifyGlobal(resolved_module, resolved_name);
+      if (renamed.kind == GlobalClass::kAllowed) {
+        // The loader only knows the spelling of the allowlist.
+        renamed.kind = GlobalClass::kUnknown;
+        renamed.rule = &rules_.FixedRule("CKG-P001");
+        renamed.severity = renamed.rule->severity;
+      }
+      if (SeverityRank(renamed) > SeverityRank(c.cls)) {
+        c.cls = std::move(renamed);
+        c.via_compat = true;
+      }
+    }
+    return c;
+  }
 
   void ClassifyAndReport(const std::string& module, const std::string& name, uint64_t offset, Sym& out) {
     const std::string full = module + "." + name;
     out.kind = Sym::kGlobal;
     out.text = Keep(full);
+    out.number = static_cast<int64_t>(module.size());
     if (torchscript_ && (module == "__torch__" || module.starts_with("__torch__.") || module == "torch.jit._pickle")) {
       // TorchScript's own classes and the list/tensor builders of its
       // debug_pkl and constants pickles: covered by the CKG-F030 finding.
@@ -179,22 +282,30 @@ class Scanner {
     }
     // A state dict names the same few globals thousands of times.
     auto cached = classes_.find(full);
-    if (cached == classes_.end()) {
-      Classified c{rules_.ClassifyGlobal(module, name)};
-      if (c.cls.kind == GlobalClass::kAllowed) {
-        if (const AllowEntry* entry = rules_.allowlist().Find(module, name)) c.action = static_cast<uint8_t>(entry->action);
-      }
-      cached = classes_.emplace(full, std::move(c)).first;
-    }
-    const GlobalClass& cls = cached->second.cls;
+    if (cached == classes_.end()) cached = classes_.emplace(full, Classify(module, name)).first;
+    const Classified& c = cached->second;
+    const GlobalClass& cls = c.cls;
+    out.callable = c.callable;
     if (cls.kind == GlobalClass::kAllowed) {
       out.allowed = true;
-      out.action = cached->second.action;
+      out.action = c.action;
       return;
     }
+    if (c.data) {
+      if (c.member) out.callable = nullptr;  // a member value; calling it is a call (F080)
+      out.data_member = c.member;
+      Add("CKG-P002", rules_.FixedRule("CKG-P002").severity,
+          "global '" + full + "'" + (c.resolved != full ? " (" + c.resolved + ")" : "") +
+              " is pure data when loaded (" + c.callable->why + "), but not weights-only",
+          *entry_, offset, full);
+      return;
+    }
+    out.dangerous = cls.severity == Severity::kDangerous;
     const std::string id = cls.rule != nullptr ? cls.rule->id : "CKG-P001";
     std::string message = cls.kind == GlobalClass::kDenied
-                              ? "global '" + full + "'" + (cls.matched != full ? " (reaches " + cls.matched + ")" : "") +
+                              ? "global '" + full + "'" +
+                                    (c.via_compat ? " (the unpickler imports it as " + c.resolved + ")" : "") +
+                                    (cls.matched != full && cls.matched != c.resolved ? " (reaches " + cls.matched + ")" : "") +
                                     ": " + (cls.rule != nullptr ? cls.rule->description : std::string())
                               : "global '" + full + "' is on neither the allowlist nor the denylist";
     Add(id, cls.severity, std::move(message), *entry_, offset, full);
@@ -329,14 +440,72 @@ class Scanner {
     const std::string_view global = t.text;
     const bool allowed = t.allowed;
     const uint8_t action = t.action;
-    if (!args.empty() && Val(args[0]).kind == Sym::kBytes && depth_ < kMaxNestedDepth && IsPickleLoader(global)) {
-      const std::string name(global);
-      AddFixed("CKG-F060",
-               "bytes handed to " + name + " are themselves a pickle; scanned as entry '" + *entry_ + " > " + name +
-                   "@" + Num(op.offset) + "'",
-               op.offset, name);
-      nested_.push_back({std::string(Val(args[0]).text), *entry_ + " > " + name + "@" + Num(op.offset), depth_ + 1});
+    const bool named_dangerous = t.dangerous;
+    const CallableEntry* const callable = t.callable;
+    const std::string name(global);
+    CheckStringArgs(op, args, name);
+    // Bytes, a byte stream or a path handed to a loader; bytes that are a
+    // pickle handed to any callee not known to be data.
+    const bool data_call = allowed || (callable != nullptr && IsDataKind(callable->kind));
+    const bool loader = callable != nullptr && callable->kind == CallableKind::kLoader;
+    if (!args.empty() && !data_call) {
+      const Sym& a = Val(args[0]);
+      const bool looks_pickled = a.kind == Sym::kBytes && a.text.size() >= 2 && a.text[0] == '\x80' &&
+                                 static_cast<unsigned char>(a.text[1]) <= 5;
+      if ((loader && a.kind == Sym::kBytes) || looks_pickled) {
+        QueueNested(op, name, a.text, a.truncated);
+      } else if (loader && a.payload == Sym::kStream) {
+        QueueNested(op, name, a.text, false);
+      } else if (loader && (a.kind == Sym::kStr || a.payload == Sym::kPath)) {
+        const std::string path(a.text);
+        AddFixed("CKG-F061",
+                 name + " loads the side file '" + path +
+                     "' when this pickle loads: that file was not scanned (scan it too, or refuse this one)",
+                 op.offset, name);
+      }
     }
+    // An empty instance: NEWOBJ of a class with no arguments is
+    // cls.__new__(cls). INST and OBJ with no arguments do the same for a
+    // class, but call anything else (both unpicklers' instantiate): a
+    // capitalised last name component is taken for a class.
+    const size_t last_dot = name.rfind('.');
+    const bool capitalised = last_dot != std::string::npos && last_dot + 1 < name.size() &&
+                             name[last_dot + 1] >= 'A' && name[last_dot + 1] <= 'Z';
+    const bool empty_instance = builds_object && args.empty() &&
+                                (op.code == Opcode::kNewObj || op.code == Opcode::kNewObjEx || capitalised);
+    if (!allowed && callable != nullptr && IsDataKind(callable->kind)) {
+      return DataCall(op, *callable, name, args, empty_instance);
+    }
+    if (!allowed) {
+      if (callable != nullptr && callable->kind == CallableKind::kCaller) {
+        AddFixed("CKG-F084", std::string(op.Info().name) + " calls '" + name + "', which calls what it is handed: " +
+                                 callable->why, op.offset, name);
+      } else if (empty_instance) {
+        // A pickled object: its class instantiated without arguments, then
+        // given its state by BUILD (judged there).
+      } else if (!named_dangerous) {
+        AddFixed("CKG-F080",
+                 std::string(op.Info().name) + " calls '" + name + "'" + (args.empty() ? "" : " with arguments") +
+                     ", which is neither on the allowlist nor a known pure-data constructor",
+                 op.offset, name);
+      }
+      Sym result;
+      result.kind = empty_instance ? Sym::kObject : Sym::kUnknown;
+      if (result.kind == Sym::kObject) {
+        AddFixed("CKG-F050",
+                 "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
+                 op.offset, name);
+      }
+      result.text = global;
+      if (callable != nullptr && callable->kind == CallableKind::kFileOpener && !args.empty() &&
+          Val(args[0]).kind == Sym::kStr) {
+        result.payload = Sym::kPath;
+        result.text = Val(args[0]).text;
+      }
+      result.weight = WeightOf(args);
+      return New(std::move(result));
+    }
+    CheckGlobalArgs(op, args, name, nullptr);
     Sym result;
     result.kind = Sym::kUnknown;
     result.text = global;
@@ -344,7 +513,6 @@ class Scanner {
       // Also for a class on the allowlist: the loader only calls what the
       // allowlist binds, and never instantiates (NEWOBJ, OBJ, INST).
       result.kind = Sym::kObject;
-      const std::string name(global);
       AddFixed("CKG-F050",
                "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
                op.offset, name);
@@ -396,7 +564,6 @@ class Scanner {
         case AllowAction::kStorageType:
         case AllowAction::kDtype:
         case AllowAction::kConstant: {
-          const std::string name(global);
           AddFixed("CKG-F002",
                    std::string(op.Info().name) + " calls '" + name +
                        "', which the loader never calls (a storage type, dtype or constant)",
@@ -409,6 +576,213 @@ class Scanner {
       }
     }
     result.weight = WeightOf(args);
+    return New(std::move(result));
+  }
+
+  // ForEachArg calls fn on each argument and the items of tuple arguments,
+  // a few levels deep (bounded: tuples are the only containers whose items
+  // the scan keeps).
+  template <typename Fn>
+  void ForEachArg(std::span<const uint32_t> args, Fn fn) {
+    // A fixed worklist (no allocation per call: a state dict makes one call
+    // per tensor); what does not fit is not looked into.
+    constexpr size_t kMaxWork = 256;
+    std::array<std::pair<uint32_t, uint32_t>, kMaxWork> work;  // (id, depth)
+    size_t top = 0;
+    for (auto it = args.rbegin(); it != args.rend() && top < kMaxWork; ++it) work[top++] = {*it, 0};
+    size_t visited = 0;
+    while (top > 0 && visited < 4096) {
+      const auto [id, depth] = work[--top];
+      ++visited;
+      fn(id);
+      const Sym& v = Val(id);
+      if (v.kind != Sym::kTuple || depth >= 4) continue;
+      for (auto it = v.items.rbegin(); it != v.items.rend() && top < kMaxWork; ++it) work[top++] = {*it, depth + 1};
+    }
+  }
+
+  // CheckStringArgs: a string argument naming interpreter internals (F082).
+  void CheckStringArgs(const PickleOp& op, std::span<const uint32_t> args, const std::string& callee) {
+    ForEachArg(args, [&](uint32_t id) {
+      const Sym& v = Val(id);
+      if (v.kind == Sym::kStr && NamesInternals(v.text)) {
+        AddFixed("CKG-F082",
+                 "a string argument of '" + callee + "' names interpreter internals ('" +
+                     std::string(v.text.substr(0, 80)) + (v.text.size() > 80 ? "...'" : "'") + ")",
+                 op.offset, callee);
+      }
+    });
+  }
+
+  // IsDataGlobal: a global that is allowed or a known pure-data callable.
+  static bool IsDataGlobal(const Sym& v) {
+    return v.kind == Sym::kGlobal &&
+           (v.allowed || v.data_member || (v.callable != nullptr && IsDataKind(v.callable->kind)));
+  }
+
+  // CheckGlobalArgs: globals handed to a call of `callee`, which may call
+  // them (a rebuild function, a default factory), must be data (F081).
+  // `references` lists argument positions the callee only references.
+  void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, const std::string& callee,
+                       std::initializer_list<size_t>* references) {
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (references != nullptr && std::find(references->begin(), references->end(), i) != references->end()) continue;
+      ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
+        const Sym& v = Val(id);
+        if (v.kind == Sym::kObject && v.callable == nullptr) {
+          // An instance of a class not known to be data: the constructor
+          // iterates, hashes or converts it, calling its methods.
+          const std::string cls(v.text);
+          AddFixed("CKG-F081", "an instance of '" + cls + "' is handed to '" + callee + "', which calls its methods",
+                   op.offset, cls);
+          return;
+        }
+        if (v.kind != Sym::kGlobal || IsDataGlobal(v) || v.dangerous) return;
+        const std::string g(v.text);
+        AddFixed("CKG-F081", "global '" + g + "' is handed to '" + callee + "', which may call it", op.offset, g);
+      });
+    }
+  }
+
+  // QueueNested schedules bytes handed to a loader for a scan of their own.
+  void QueueNested(const PickleOp& op, const std::string& callee, std::string_view bytes, bool truncated) {
+    if (depth_ >= kMaxNestedDepth) {
+      AddFixed("CKG-F060", "bytes handed to " + callee + " are nested more than " + Num(kMaxNestedDepth) +
+                               " levels deep; not scanned", op.offset, callee);
+      return;
+    }
+    const std::string entry = *entry_ + " > " + callee + "@" + Num(op.offset);
+    AddFixed("CKG-F060",
+             "bytes handed to " + callee + " are themselves a pickle; scanned as entry '" + entry + "'" +
+                 (truncated ? " (only their first bytes are known)" : ""),
+             op.offset, callee);
+    nested_.push_back({std::string(bytes), entry, depth_ + 1});
+  }
+
+  // DataCall is a call of a pure-data callable (rules/callables.toml): what
+  // it is handed decides whether anything runs.
+  uint32_t DataCall(const PickleOp& op, const CallableEntry& entry, const std::string& name,
+                    std::span<const uint32_t> args, bool builds_object) {
+    Sym result;
+    result.kind = Sym::kUnknown;
+    result.text = Keep(name);
+    result.callable = &entry;
+    result.weight = WeightOf(args);
+    switch (entry.kind) {
+      case CallableKind::kConstructor:
+        CheckGlobalArgs(op, args, name, nullptr);
+        break;
+      case CallableKind::kClass:
+        if (!args.empty()) {
+          AddFixed("CKG-F080",
+                   std::string(op.Info().name) + " calls the class '" + name +
+                       "' with arguments: its constructor runs (it is only known as a referenced class)",
+                   op.offset, name);
+        } else if (builds_object) {
+          result.kind = Sym::kObject;
+          result.callable = nullptr;  // a BUILD on it is judged as on any object
+          AddFixed("CKG-F050",
+                   "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
+                   op.offset, name);
+        }
+        break;
+      case CallableKind::kGetattr: {
+        const bool literal_name = args.size() >= 2 && Val(args[1]).kind == Sym::kStr && !Val(args[1]).truncated;
+        if (args.size() < 2 || args.size() > 3 || !literal_name) {
+          AddFixed("CKG-F083", std::string(op.Info().name) + " calls '" + name +
+                                   "' with an attribute name that is not a literal string", op.offset, name);
+          break;
+        }
+        const Sym& object = Val(args[0]);
+        const std::string attr(Val(args[1]).text);
+        if (object.kind == Sym::kGlobal && object.text != "<unresolved>") {
+          // getattr(global, 'literal') is the global "global.literal" (how
+          // Python 3.11 pickles Enum members): judged by that name.
+          const size_t module_len = static_cast<size_t>(object.number);
+          const std::string module(object.text.substr(0, module_len));
+          const std::string base(object.text.substr(module_len + 1));
+          Sym g;
+          ClassifyAndReport(module, base + "." + attr, op.offset, g);
+          return New(std::move(g));
+        }
+        // An attribute of a computed value: a call of it is a call of a
+        // computed value (F002); a dunder reaches interpreter internals.
+        if (NamesInternals(attr) || (attr.starts_with("__") && attr.ends_with("__"))) {
+          AddFixed("CKG-F083", "getattr reaches '" + attr + "' of a computed value", op.offset, name);
+        }
+        result.callable = nullptr;
+        result.text = {};
+        break;
+      }
+      case CallableKind::kPartial:
+        // partial(f, ...) references f; calling the partial object is a
+        // call of a computed value (F002). Its BUILD state repeats f.
+        break;
+      case CallableKind::kReconstructor: {
+        // copyreg._reconstructor(cls, base, state): base.__new__(cls, state)
+        // and, unless base is object, base.__init__(obj, state).
+        if (args.size() >= 2) {
+          const Sym& base = Val(args[1]);
+          const bool plain = base.kind == Sym::kGlobal && (IsDataGlobal(base) || base.text == "builtins.object" ||
+                                                           base.text == "__builtin__.object");
+          if (!plain) {
+            const std::string b = base.kind == Sym::kGlobal ? std::string(base.text) : "a computed value";
+            AddFixed("CKG-F080", "copyreg._reconstructor calls " + b + " to initialise the object", op.offset, b);
+          }
+        }
+        result.kind = Sym::kObject;
+        result.callable = nullptr;
+        result.text = !args.empty() && Val(args[0]).kind == Sym::kGlobal ? Val(args[0]).text : result.text;
+        AddFixed("CKG-F050", "an instance of '" + std::string(result.text) +
+                                 "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
+                 op.offset, std::string(result.text));
+        break;
+      }
+      case CallableKind::kNewObj: {
+        // copyreg.__newobj__(cls, *args) is NEWOBJ.
+        if (args.empty()) break;
+        const Sym& cls = Val(args[0]);
+        if (args.size() > 1 && !IsDataGlobal(cls) && !cls.dangerous) {
+          AddFixed("CKG-F080", "copyreg.__newobj__ calls __new__ of '" + std::string(cls.text) + "' with arguments",
+                   op.offset, std::string(cls.text));
+        }
+        result.kind = Sym::kObject;
+        result.callable = IsDataGlobal(cls) ? &entry : nullptr;
+        result.text = cls.kind == Sym::kGlobal ? cls.text : result.text;
+        break;
+      }
+      case CallableKind::kDefaultDict:
+        CheckGlobalArgs(op, args, name, nullptr);
+        break;
+      case CallableKind::kDecoder: {
+        if (args.empty()) break;
+        const Sym& in = Val(args[0]);
+        if (in.kind != Sym::kStr && in.kind != Sym::kBytes) break;
+        std::string_view encoding;
+        if (args.size() >= 2 && Val(args[1]).kind == Sym::kStr) encoding = Val(args[1]).text;
+        result.kind = Sym::kBytes;
+        result.truncated = true;  // opaque unless decoded below
+        result.text = {};
+        if (!in.truncated) {
+          if (std::optional<std::string> out = DecodePayload(entry.decode, encoding, in.text, kMaxDecodedLen, budget_)) {
+            result.truncated = false;
+            result.text = Keep(*out);
+          }
+        }
+        break;
+      }
+      case CallableKind::kBytesStream:
+        if (!args.empty() && Val(args[0]).kind == Sym::kBytes) {
+          result.payload = Sym::kStream;
+          result.text = Val(args[0]).text;
+        }
+        break;
+      case CallableKind::kFileOpener:
+      case CallableKind::kLoader:
+      case CallableKind::kCaller:
+        break;  // not data kinds
+    }
+    (void)builds_object;
     return New(std::move(result));
   }
 
@@ -536,8 +910,10 @@ class Scanner {
     const std::vector<uint32_t> items = TupleItems(args);
     return Call(op, callable, items, false);
   }
-  Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id*) {
-    const std::vector<uint32_t> items = TupleItems(args);
+  Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id* kwargs) {
+    std::vector<uint32_t> items = TupleItems(args);
+    // NEWOBJ_EX's keyword arguments are arguments too (an empty dict is not).
+    if (kwargs != nullptr && (Val(*kwargs).kind != Sym::kDict || Val(*kwargs).weight > 1)) items.push_back(*kwargs);
     return Call(op, cls, items, true);
   }
   Result<Id> Obj(const PickleOp& op, Id cls, std::span<const Id> args) { return Call(op, cls, args, true); }
@@ -547,8 +923,28 @@ class Scanner {
     const uint32_t target = New(std::move(cls));
     return Call(op, target, args, true);
   }
-  Status Build(const PickleOp& op, Id obj, Id) {
+  Status Build(const PickleOp& op, Id obj, Id state) {
     CheckTarget(op, obj);
+    // An object of a class not known to be data, given a state that is not
+    // a plain dict (or the (dict, slots) pair the default __setstate__
+    // takes): only a __setstate__ of that class accepts it, and it runs.
+    const Sym& target = Val(obj);
+    if (target.kind == Sym::kObject && target.callable == nullptr) {
+      const Sym& st = Val(state);
+      auto plain = [&](uint32_t id) {
+        const Sym& v = Val(id);
+        return v.kind == Sym::kDict || (v.kind == Sym::kScalar && !v.is_int && v.number == 0);
+      };
+      const bool ok = st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items.size() == 2 && plain(st.items[0]) &&
+                                                plain(st.items[1]));
+      if (!ok) {
+        const std::string cls(target.text);
+        AddFixed("CKG-F080",
+                 "BUILD gives an instance of '" + cls + "' a " + KindName(st.kind) +
+                     " state, which only its own __setstate__ accepts: that method runs",
+                 op.offset, cls);
+      }
+    }
     return OkStatus();
   }
   Result<Id> Ext(const PickleOp& op, uint64_t code) {

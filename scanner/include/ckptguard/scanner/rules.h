@@ -14,6 +14,14 @@
 //   - the policy for everything else: suspicious (rule CKG-P001), dangerous
 //     with strict mode.
 // Users can add rule files and allow globals explicitly (--allow).
+//
+// Two more built-in files say what the scanner needs to judge calls rather
+// than names (scan.cc): rules/callables.toml, what calling a global does
+// (pure-data constructors and classes, getattr, functools.partial, decoders,
+// loaders, callees that call their arguments; FindCallable), and
+// rules/pickle_names.toml, how the unpickler resolves names (CPython's
+// _compat_pickle renames, ResolveName; module attributes that are other
+// modules under another name, used by ClassifyGlobal).
 #ifndef CKPTGUARD_SCANNER_RULES_H_
 #define CKPTGUARD_SCANNER_RULES_H_
 
@@ -21,6 +29,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ckptguard/allowlist.h"
@@ -36,6 +45,37 @@ struct Rule {
   std::string pattern;      // RE2, matched in full against dotted names (globals rules)
   std::string description;  // what it catches and why it is dangerous
   std::string reference;    // a URL or document section
+};
+
+// CallableKind is what calling a global does (rules/callables.toml, whose
+// header explains each kind).
+enum class CallableKind : uint8_t {
+  kConstructor,    // pure data from data; calls none of its arguments
+  kClass,          // a class referenced or instantiated empty; a call with arguments is a call
+  kGetattr,        // getattr(global, 'literal') is the global "global.literal"
+  kPartial,        // functools.partial: its callable is referenced, not called
+  kReconstructor,  // copyreg._reconstructor(cls, base, state)
+  kNewObj,         // copyreg.__newobj__(cls, *args)
+  kDefaultDict,    // collections.defaultdict(factory)
+  kDecoder,        // a pure bytes decoder (CallableEntry::decode says how)
+  kBytesStream,    // io.BytesIO(bytes)
+  kFileOpener,     // opens a path named by a string argument
+  kLoader,         // unpickles the bytes, stream, path or file it is handed
+  kCaller,         // calls its arguments (map, filter, functools.reduce, ...)
+};
+
+// IsDataKind: calling a callable of this kind builds data (no code runs when
+// its arguments are data too).
+constexpr bool IsDataKind(CallableKind kind) {
+  return kind != CallableKind::kFileOpener && kind != CallableKind::kLoader && kind != CallableKind::kCaller;
+}
+
+// CallableEntry is one [[callable]] of rules/callables.toml.
+struct CallableEntry {
+  std::string global;  // dotted name; "module.*" for a class wildcard
+  CallableKind kind = CallableKind::kConstructor;
+  std::string decode;  // kDecoder: base64, base64url, hex, zlib, gzip, bz2, lzma, codecs, none
+  std::string why;
 };
 
 // GlobalClass is what a RuleSet says about one global.
@@ -74,6 +114,15 @@ class RuleSet {
   // (name may contain dots). Aliases (__builtin__ -> builtins) apply.
   GlobalClass ClassifyGlobal(std::string_view module, std::string_view name) const;
 
+  // FindCallable returns the rules/callables.toml entry for a dotted name
+  // (after ResolveName), or null.
+  const CallableEntry* FindCallable(std::string_view dotted) const;
+  // ResolveName maps `module` + `name` as CPython's Unpickler.find_class
+  // does for protocol 0-2 pickles (_compat_pickle NAME_MAPPING, then
+  // IMPORT_MAPPING; rules/pickle_names.toml) and applies the allowlist's
+  // module aliases; returns the module and name it imports.
+  std::pair<std::string, std::string> ResolveName(std::string_view module, std::string_view name) const;
+
   // FixedRule returns the built-in rule for a non-global finding by id
   // (see rules/denylist.toml, section "fixed rules": CKG-F...); a rule with
   // that id always exists for the ids the scanner uses.
@@ -87,6 +136,10 @@ class RuleSet {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// CheckBuiltinNames parses the built-in rules/callables.toml and
+// rules/pickle_names.toml (rules_test: they are part of the binary).
+Status CheckBuiltinNames();
 
 }  // namespace ckptguard::scanner
 

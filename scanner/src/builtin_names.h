@@ -1,0 +1,17 @@
+// The built-in rules/callables.toml and rules/pickle_names.toml, generated
+// into the build tree by scanner/CMakeLists.txt.
+#ifndef CKPTGUARD_SCANNER_SRC_BUILTIN_NAMES_H_
+#define CKPTGUARD_SCANNER_SRC_BUILTIN_NAMES_H_
+
+#include <string_view>
+
+namespace ckptguard::scanner {
+
+// kBuiltinCallablesToml is the text of rules/callables.toml.
+extern const std::string_view kBuiltinCallablesToml;
+// kBuiltinPickleNamesToml is the text of rules/pickle_names.toml.
+extern const std::string_view kBuiltinPickleNamesToml;
+
+}  // namespace ckptguard::scanner
+
+#endif  // CKPTGUARD_SCANNER_SRC_BUILTIN_NAMES_H_

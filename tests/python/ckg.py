@@ -1,0 +1,54 @@
+"""Helpers of the pytest suites: run `ckptguard scan` (CKPTGUARD_CLI, set by
+CTest from $<TARGET_FILE:ckptguard>) and the real loaders in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+CLI = os.environ.get("CKPTGUARD_CLI", "")
+DATA = os.environ.get("CKPTGUARD_TEST_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "data"))
+PYTHON = "/usr/bin/python3"
+
+
+def scan(path):
+    """The JSON report of one file: {'verdict', 'findings', ...}."""
+    assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
+    out = subprocess.run([CLI, "scan", "--format", "json", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 1, 2), out.stderr
+    return json.loads(out.stdout)["files"][0]
+
+
+def describe(report):
+    lines = [report["path"] + " [" + report["verdict"] + "]"]
+    for f in report.get("findings", []):
+        lines.append("  %s %s %s: %s" % (f["rule"], f["severity"], f.get("global", ""), f["message"]))
+    if report.get("error"):
+        lines.append("  error: %s" % report["error"])
+    return "\n".join(lines)
+
+
+def marker_path():
+    """A marker file no other test or run uses."""
+    return "/tmp/ckptguard-pwned-%d-%s" % (os.getpid(), uuid.uuid4().hex)
+
+
+LOADERS = {
+    # name -> Python source that loads the file at sys.argv[1] the way a user would.
+    "pickle.loads": "import pickle,sys; pickle.loads(open(sys.argv[1],'rb').read())",
+    "pickle._loads": "import pickle,sys; pickle._loads(open(sys.argv[1],'rb').read())",
+    "torch.load": "import torch,sys; torch.load(sys.argv[1])",
+    "numpy.load": "import numpy,sys; numpy.load(sys.argv[1], allow_pickle=True)",
+}
+
+
+def load_runs_payload(path, marker, loader="pickle.loads", cwd=None):
+    """Loads `path` with a real loader in a subprocess (errors after the
+    payload ran are expected) and says whether the marker file appeared; the
+    marker is removed either way."""
+    try:
+        subprocess.run([PYTHON, "-c", LOADERS[loader], str(path)], capture_output=True, timeout=120, cwd=cwd)
+        return os.path.exists(marker)
+    finally:
+        if os.path.exists(marker):
+            os.remove(marker)
