@@ -1,6 +1,7 @@
 """Hostile files that each real reader runs, one per "reader's view" class.
 
     payloads.py make CLASS OUT MARKER   write the file OUT whose payload touches MARKER
+                                        (MARKER "-": the same layout, harmless data)
     payloads.py load CLASS FILE         load FILE the way that class's real reader does
 
 The payload is os.system("touch MARKER"): harmless, and proof that loading ran
@@ -51,7 +52,10 @@ def gzip_member(data):
 
 
 def make(cls, marker):
-    hostile = payload_pickle(marker)
+    # marker "-": the same layout around harmless data (no view may call it dangerous)
+    benign = marker == "-"
+    hostile = benign_pickle() if benign else payload_pickle(marker)
+    obj = {"benign": [1, 2.5, "x"]} if benign else Payload(marker)
     if cls == "frame_too_long":
         # A FRAME that claims more bytes than the file has: the C unpickler
         # stops at it, pickle._Unpickler reads the short frame and runs it.
@@ -90,7 +94,7 @@ def make(cls, marker):
         import numpy as np
         buf = io.BytesIO()
         np.save(buf, np.arange(6, dtype=np.float32))
-        np.save(buf, np.array([Payload(marker)], dtype=object), allow_pickle=True)
+        np.save(buf, np.array([obj], dtype=object), allow_pickle=True)
         return buf.getvalue()
     if cls in ("zip_prefixed", "zip_bzip2_member", "zip_lzma_member", "zip_duplicate_name"):
         method = {"zip_bzip2_member": zipfile.ZIP_BZIP2, "zip_lzma_member": zipfile.ZIP_LZMA}.get(cls, zipfile.ZIP_STORED)
@@ -110,11 +114,36 @@ def make(cls, marker):
         if cls == "zip_prefixed":
             data = b"not a pickle, not a zip header: data before the archive\n" * 4 + data
         return data
+    if cls == "legacy_tar":
+        # torch < 0.4's format: torch.load tries it first and unpickles the
+        # members 'storages', 'tensors' and then 'pickle'.
+        import tarfile
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in (("sys_info", pickle.dumps({"little_endian": True}, protocol=2)),
+                               ("storages", pickle.dumps(0, protocol=2) + pickle.dumps([], protocol=2)),
+                               ("tensors", pickle.dumps(0, protocol=2)),
+                               ("pickle", hostile)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+    if cls == "sevenz_pickle":
+        import subprocess
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "model.pkl"), "wb") as f:
+                f.write(hostile)
+            out = os.path.join(d, "out.7z")
+            subprocess.run(["bsdtar", "--format", "7zip", "-cf", out, "-C", d, "model.pkl"], check=True)
+            with open(out, "rb") as f:
+                return f.read()
     if cls == "joblib_resumes_after_array":
         import joblib
         import numpy as np
         out = io.BytesIO()
-        joblib.dump({"weights": np.arange(64, dtype=np.float64), "hook": Payload(marker)}, out)
+        joblib.dump({"weights": np.arange(64, dtype=np.float64), "hook": obj,
+                     "more": np.ones((3, 5), dtype=np.int16)}, out)
         return out.getvalue()
     raise SystemExit("unknown class " + cls)
 
@@ -163,6 +192,15 @@ def load(cls, path):
     if cls == "joblib_resumes_after_array":
         import joblib
         joblib.load(path)
+        return
+    if cls == "legacy_tar":
+        import torch
+        torch.load(path)
+        return
+    if cls == "sevenz_pickle":
+        import subprocess
+        data = subprocess.run(["bsdtar", "-xOf", path, "model.pkl"], check=True, stdout=subprocess.PIPE).stdout
+        pickle.loads(data)
         return
     raise SystemExit("unknown class " + cls)
 

@@ -7,6 +7,7 @@
 
 #include "ckptguard/storage_refs.h"
 #include "ckptguard/storage_types.h"
+#include "archive_reader.h"
 #include "joblib_view.h"
 #include "pickle_views.h"
 #include "unwrap.h"
@@ -64,6 +65,8 @@ class Opener {
       OpenNpy(c, depth);
     } else if (std::optional<Container> wrapped = OpenWrapped(bytes, DetectWrapper(bytes), depth)) {
       return std::move(*wrapped);
+    } else if (std::optional<ArchiveKind> archive = DetectArchive(bytes)) {
+      OpenArchive(c, *archive, depth);
     } else if (LooksLikeSafetensors(bytes)) {
       OpenSafetensors(c);
     } else {
@@ -169,7 +172,7 @@ class Opener {
     const Bytes zip_bytes = bytes.subspan(static_cast<size_t>(start));
     Result<ZipArchive> probe = ZipArchive::Open(zip_bytes, limits_.zip);
     if (!probe || probe->entries().empty()) return;
-    c.anomalies.push_back({"polyglot.zip_at_end", start, entry,
+    c.anomalies.push_back({"zip.data_before_archive", start, entry,
                            "Python's zipfile reads a zip archive that ends the file (its end record at " +
                                Num(end_at) + "); torch does not, since the file does not start with PK\\x03\\x04"});
     if (depth + 1 > limits_.max_depth || ++num_nested_ > limits_.max_nested) {
@@ -189,6 +192,41 @@ class Opener {
       AddReaderViews(*inner, depth + 1, false);
     }
     c.nested.push_back({entry, std::move(inner)});
+  }
+
+  // OpenArchive reads a tar or 7z archive (archive_reader.h): every member
+  // is opened as a file of its own. A tar is what torch.load tries first
+  // (its torch < 0.4 format, whose 'storages', 'tensors' and 'pickle'
+  // members it unpickles); the archive itself stays kUnknown (no loader
+  // reads it), with the reason.
+  void OpenArchive(Container& c, ArchiveKind kind, uint32_t depth) {
+    const std::string name = kind == ArchiveKind::kTar ? "tar" : "7z";
+    Result<ArchiveContents> contents = ReadArchive(c.bytes, kind, limits_.zip.max_entries, limits_.max_unwrapped_len,
+                                                   limits_.zip.max_ratio, budget_);
+    if (!contents) {
+      c.reason = "a " + name + " archive that could not be read";
+      c.error = contents.error();
+      return;
+    }
+    bool legacy = false;
+    for (ArchiveMember& m : contents->members) {
+      legacy = legacy || m.name == "storages" || m.name == "tensors" || m.name == "pickle";
+      c.buffers.push_back(std::make_unique<std::string>(std::move(m.data)));
+      AddNested(c, m.name, AsBytes(*c.buffers.back()), depth);
+    }
+    if (kind == ArchiveKind::kTar && legacy) {
+      c.reason = "a tar archive: torch.load reads it as a torch < 0.4 checkpoint, which ckptguard does not load";
+      c.anomalies.push_back({"torch.legacy_tar", 0, "",
+                             "torch.load reads this tar as a torch < 0.4 checkpoint and unpickles its 'storages', "
+                             "'tensors' and 'pickle' members (each scanned as a file of its own)"});
+    } else {
+      c.reason = "a " + name + " archive of " + Num(contents->members.size()) +
+                 " files (each scanned as a file of its own)";
+    }
+    if (contents->error) {
+      const Error& e = *contents->error;
+      c.anomalies.push_back({"archive.corrupt", e.offset, "", e.detail + "; the members read before it are read"});
+    }
   }
 
   // OpenWrapped unwraps `bytes` and opens what they hold; nullopt when
