@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -106,8 +107,10 @@ class Opener {
     for (size_t i = 0; i < num_sources; ++i) {
       if (c.pickles[i].same_as) continue;
       const PickleSource source = c.pickles[i];  // a copy: push_back below moves the vector
-      Result<std::optional<UnframedView>> view =
-          PythonUnpicklerView(source.data, source.start, source.max_pickles, limits_.pickle, budget_, source.entry);
+      Result<std::optional<UnframedView>> view = std::optional<UnframedView>();
+      if (MayReadFramesDifferently(c, source)) {
+        view = PythonUnpicklerView(source.data, source.start, source.max_pickles, limits_.pickle, budget_, source.entry);
+      }
       if (!view) {
         if (!c.error) c.error = view.error();
         return;
@@ -122,6 +125,20 @@ class Opener {
                                        source.max_pickles, source.sniffed, std::nullopt});
     }
     if (zipfile_view && !LooksLikeZip(c.bytes)) AddZipfileView(c, depth);
+  }
+
+  // MayReadFramesDifferently: the readings can only part at a FRAME opcode,
+  // so a source without the byte 0x95 needs no second decode. The records
+  // of a torch archive that declare protocol 2 or 3 (torch's writer) are
+  // read by torch's C unpickler: a FRAME there is a decode error or
+  // trailing data the scan reports, and their second decode is skipped
+  // (it would double the cost of scanning large checkpoints).
+  static bool MayReadFramesDifferently(const Container& c, const PickleSource& source) {
+    const Bytes data = source.data.subspan(static_cast<size_t>(std::min<uint64_t>(source.start, source.data.size())));
+    if (std::memchr(data.data(), 0x95, data.size()) == nullptr) return false;
+    const bool torch_archive = c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript;
+    const bool old_protocol = data.size() >= 2 && data[0] == 0x80 && data[1] < 4;
+    return !(torch_archive && old_protocol);
   }
 
   // AddJoblibView adds joblib.load's reading of `source` when it holds
@@ -158,8 +175,10 @@ class Opener {
     if (bytes.size() < 22) return;
     const std::string_view text = AsStringView(bytes);
     const size_t from = bytes.size() > 65'557 ? bytes.size() - 65'557 : 0;
-    const size_t end_at = text.rfind(std::string_view("PK\x05\x06", 4));
-    if (end_at == std::string_view::npos || end_at < from || bytes.size() - end_at < 22) return;
+    const size_t found = text.substr(from).rfind(std::string_view("PK\x05\x06", 4));
+    if (found == std::string_view::npos) return;
+    const size_t end_at = from + found;
+    if (bytes.size() - end_at < 22) return;
     ByteCursor cur(bytes.subspan(end_at + 12, 8), end_at + 12);
     const uint64_t cd_len = *cur.ReadU32LE();
     const uint64_t cd_offset = *cur.ReadU32LE();
