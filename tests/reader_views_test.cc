@@ -46,8 +46,10 @@ const ViewCase kCases[] = {
     {"zip_bzip2_member", "archive/data.pkl", ""},
     {"zip_lzma_member", "archive/data.pkl", ""},
     {"zip_duplicate_name", "archive/data.pkl", ""},
+    {"zip_protocol0_member", "model/weights.bin", ""},
     {"joblib_resumes_after_array", "[joblib]", "joblib"},
     {"legacy_tar", "pickle", "torch"},
+    {"legacy_tar_second_storage", "storages @", "torch"},
     {"sevenz_pickle", "model.pkl", "bin:bsdtar"},
 };
 

@@ -96,6 +96,12 @@ def make(cls, marker):
         np.save(buf, np.arange(6, dtype=np.float32))
         np.save(buf, np.array([obj], dtype=object), allow_pickle=True)
         return buf.getvalue()
+    if cls == "zip_protocol0_member":
+        # A protocol-0 pickle under a name that says nothing: zipfile + pickle.load runs it.
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("model/weights.bin", pickle.dumps({"benign": 1} if benign else Payload(marker), protocol=0))
+        return buf.getvalue()
     if cls in ("zip_prefixed", "zip_bzip2_member", "zip_lzma_member", "zip_duplicate_name"):
         method = {"zip_bzip2_member": zipfile.ZIP_BZIP2, "zip_lzma_member": zipfile.ZIP_LZMA}.get(cls, zipfile.ZIP_STORED)
         buf = io.BytesIO()
@@ -114,6 +120,22 @@ def make(cls, marker):
         if cls == "zip_prefixed":
             data = b"not a pickle, not a zip header: data before the archive\n" * 4 + data
         return data
+    if cls == "legacy_tar_second_storage":
+        # The payload hides behind a real storage record's raw bytes in 'storages'.
+        import tarfile
+        import torch
+        storages = (pickle.dumps(2, protocol=2) + pickle.dumps(("0", "cpu", torch.FloatStorage), protocol=2) +
+                    struct.pack("<q", 1) + struct.pack("<f", 1.5) +
+                    (pickle.dumps(("1", "cpu", torch.FloatStorage), protocol=2) if benign else hostile) +
+                    struct.pack("<q", 0) + pickle.dumps([], protocol=2))
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in (("storages", storages), ("tensors", pickle.dumps(0, protocol=2)),
+                               ("pickle", pickle.dumps({}, protocol=2))):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return out.getvalue()
     if cls == "legacy_tar":
         # torch < 0.4's format: torch.load tries it first and unpickles the
         # members 'storages', 'tensors' and then 'pickle'.
@@ -185,6 +207,10 @@ def load(cls, path):
             np.load(f)
             np.load(f, allow_pickle=True)
         return
+    if cls == "zip_protocol0_member":
+        with zipfile.ZipFile(path) as z, z.open("model/weights.bin") as f:
+            pickle.load(f)
+        return
     if cls.startswith("zip_"):
         with zipfile.ZipFile(path) as z, z.open("archive/data.pkl") as f:
             pickle.load(f)
@@ -193,7 +219,7 @@ def load(cls, path):
         import joblib
         joblib.load(path)
         return
-    if cls == "legacy_tar":
+    if cls in ("legacy_tar", "legacy_tar_second_storage"):
         import torch
         torch.load(path)
         return

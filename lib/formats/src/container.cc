@@ -228,10 +228,17 @@ class Opener {
       return;
     }
     bool legacy = false;
-    for (ArchiveMember& m : contents->members) {
+    for (const ArchiveMember& m : contents->members) {
       legacy = legacy || m.name == "storages" || m.name == "tensors" || m.name == "pickle";
+    }
+    for (ArchiveMember& m : contents->members) {
       c.buffers.push_back(std::make_unique<std::string>(std::move(m.data)));
-      AddNested(c, m.name, AsBytes(*c.buffers.back()), depth);
+      const Bytes bytes = AsBytes(*c.buffers.back());
+      if (kind == ArchiveKind::kTar && legacy && (m.name == "storages" || m.name == "tensors")) {
+        WalkLegacyTarMember(c, m.name, bytes);
+      } else {
+        AddNested(c, m.name, bytes, depth);
+      }
     }
     if (kind == ArchiveKind::kTar && legacy) {
       c.reason = "a tar archive: torch.load reads it as a torch < 0.4 checkpoint, which ckptguard does not load";
@@ -246,6 +253,73 @@ class Opener {
       const Error& e = *contents->error;
       c.anomalies.push_back({"archive.corrupt", e.offset, "", e.detail + "; the members read before it are read"});
     }
+  }
+
+  // WalkLegacyTarMember follows torch's legacy_load through the 'storages'
+  // or 'tensors' member of a legacy tar: a pickle of the count, then per
+  // record a pickle of its arguments and raw bytes (storages: an int64
+  // element count and the elements, whose size the storage type in the
+  // arguments gives; tensors: ndim, 4 bytes, sizes, strides, offset), then
+  // for storages a pickle of the views. Each pickle is a source of its own
+  // ('storages @<offset>'); where the layout is not understood the walk stops
+  // with torch.legacy_tar_layout (what follows is not read by torch either
+  // without an error, but its pickles before that have run).
+  void WalkLegacyTarMember(Container& c, const std::string& name, Bytes data) {
+    const bool storages = name == "storages";
+    auto stop = [&](uint64_t at, const std::string& why) {
+      c.anomalies.push_back({"torch.legacy_tar_layout", at, name, why + "; not read past offset " + Num(at)});
+    };
+    // One pickle at `at`: added as a source; returns its end and its ops.
+    auto pickle_at = [&](uint64_t at) -> std::optional<std::pair<uint64_t, std::vector<PickleOp>>> {
+      c.pickles.push_back(PickleSource{name + " @" + Num(at), data, at, std::nullopt, true, 1, false, std::nullopt});
+      if (at >= data.size()) return std::nullopt;
+      Result<uint64_t> end = FirstPickleEnd(data.subspan(static_cast<size_t>(at)), limits_.pickle, at, &budget_, name);
+      if (!end) return std::nullopt;  // the scan reports the break
+      DecodedStream ops = DecodeStream(data.subspan(static_cast<size_t>(at), static_cast<size_t>(*end - at)),
+                                       limits_.pickle, at, 1);
+      if (!budget_.Charge(BudgetKind::kOpcodes, ops.ops.size(), at, name, "legacy tar walk")) return std::nullopt;
+      return std::pair<uint64_t, std::vector<PickleOp>>{*end, std::move(ops.ops)};
+    };
+    auto count = pickle_at(0);
+    if (!count) return;
+    std::optional<int64_t> num;
+    for (const PickleOp& op : count->second) {
+      if (op.arg.type == PickleArgType::kInt) num = op.arg.int_value;
+      if (op.arg.type == PickleArgType::kUInt && op.code != Opcode::kProto) num = static_cast<int64_t>(op.arg.uint_value);
+    }
+    if (!num || *num < 0) {
+      stop(count->first, "the first pickle of '" + name + "' is not a count");
+      return;
+    }
+    uint64_t pos = count->first;
+    for (int64_t i = 0; i < *num; ++i) {
+      if (c.pickles.size() > limits_.zip.max_entries) {
+        stop(pos, "more records than max_entries");
+        return;
+      }
+      auto args = pickle_at(pos);
+      if (!args) return;
+      ByteCursor raw(data.subspan(static_cast<size_t>(args->first)), args->first);
+      if (storages) {
+        std::optional<StorageType> type;
+        for (const PickleOp& op : args->second) {
+          if (op.arg.type == PickleArgType::kGlobal && op.arg.Data() == "torch") type = FindStorageType(op.arg.Name());
+        }
+        Result<uint64_t> numel = raw.ReadU64LE();
+        if (!type || !numel || *numel > raw.Remaining() / type->elem_size || !raw.Skip(*numel * type->elem_size)) {
+          stop(args->first, "a storage record whose type or size is not understood");
+          return;
+        }
+      } else {
+        Result<int32_t> ndim = raw.ReadI32LE();
+        if (!ndim || *ndim < 0 || *ndim > 1024 || !raw.Skip(4 + 16 * static_cast<uint64_t>(*ndim) + 8)) {
+          stop(args->first, "a tensor record whose shape is not understood");
+          return;
+        }
+      }
+      pos = raw.Offset();
+    }
+    if (storages) pickle_at(pos);  // storage_views
   }
 
   // OpenWrapped unwraps `bytes` and opens what they hold; nullopt when
@@ -723,7 +797,17 @@ class Opener {
       });
       const bool named = EndsWith(lower, ".pkl") || EndsWith(lower, ".debug_pkl");
       const bool encrypted = (e.flags & 0x1) != 0;
-      if (named || proto_start) {
+      // A protocol 0 or 1 pickle has no PROTO: a reader that picks the
+      // entry by name (zipfile + pickle.load) runs it all the same. Found by
+      // content when it decodes as one complete pickle that fills the entry
+      // (tensor bytes that happen to start with an opcode do not).
+      bool old_protocol = false;
+      if (!named && !proto_start && bytes.size() >= 2 &&
+          std::string_view("(c]})NIVXSKJFGld").find(static_cast<char>(bytes[0])) != std::string_view::npos) {
+        Result<uint64_t> end = FirstPickleEnd(bytes, limits_.pickle, 0, &budget_, e.name);
+        old_protocol = end && *end == bytes.size();
+      }
+      if (named || proto_start || old_protocol) {
         c.pickles.push_back(
             PickleSource{e.name, bytes, 0, file_offset, deflated, 0, !named || encrypted, std::nullopt});
         c.entries[i].holds_pickle = true;
