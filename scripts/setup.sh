@@ -11,8 +11,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain and build
   g++ cmake ninja-build pkg-config
-  # libraries
-  zlib1g-dev libbz2-dev liblzma-dev nlohmann-json3-dev libcli11-dev libssl-dev libtomlplusplus-dev libre2-dev
+  # libraries (libarchive: tar and 7z archives)
+  zlib1g-dev libbz2-dev liblzma-dev libarchive-dev nlohmann-json3-dev libcli11-dev libssl-dev libtomlplusplus-dev libre2-dev
   # daemon: SQLite catalog, Boost.Beast/Asio HTTP (header-only); the openssl
   # command (the demo, and the tests' independent check of our signatures)
   libsqlite3-dev libboost-dev openssl
@@ -26,6 +26,8 @@ if [ "${1:-}" = "--tests" ]; then
     # pytest: tests/python (payloads proven under the real loaders, the
     # benign real-world corpus)
     python3-pytest
+    # the reader-views test: joblib.load, and bsdtar (libarchive) for 7z
+    python3-joblib libarchive-tools
     # curl: the e2e test fetches the registry's keys as any user would
     curl
     # fuzzing: clang-16 with libFuzzer, on Debian's libstdc++ 12 (the fuzz

@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <set>
 
 #include "ckptguard/storage_refs.h"
 #include "ckptguard/storage_types.h"
+#include "archive_reader.h"
+#include "joblib_view.h"
+#include "pickle_views.h"
 #include "unwrap.h"
 
 namespace ckptguard {
@@ -14,6 +18,8 @@ namespace {
 
 constexpr std::string_view kNpyMagic = "\x93NUMPY";
 constexpr std::string_view kZipMagic = "PK\x03\x04";
+// Most .npy arrays read one after another from one file.
+constexpr uint32_t kMaxNpyArrays = 4096;
 // How far into a safetensors header whitespace may go before the '{'.
 constexpr size_t kMaxLeadingSpace = 64;
 
@@ -57,14 +63,17 @@ class Opener {
     if (LooksLikeZip(bytes)) {
       OpenZip(c, depth);
     } else if (StartsWith(bytes, kNpyMagic)) {
-      OpenNpy(c);
-    } else if (std::optional<Wrapper> wrapper = DetectWrapper(bytes)) {
-      return OpenWrapped(bytes, *wrapper, depth);
+      OpenNpy(c, depth);
+    } else if (std::optional<Container> wrapped = OpenWrapped(bytes, DetectWrapper(bytes), depth)) {
+      return std::move(*wrapped);
+    } else if (std::optional<ArchiveKind> archive = DetectArchive(bytes)) {
+      OpenArchive(c, *archive, depth);
     } else if (LooksLikeSafetensors(bytes)) {
       OpenSafetensors(c);
     } else {
       OpenPickleStream(c, depth);
     }
+    AddReaderViews(c, depth);
     return c;
   }
 
@@ -88,7 +97,237 @@ class Opener {
     c.nested.push_back({std::move(entry), std::make_unique<Container>(Open(bytes, depth + 1))});
   }
 
-  Container OpenWrapped(Bytes bytes, Wrapper wrapper, uint32_t depth) {
+  // AddReaderViews adds what other real readers see in c's bytes, beside
+  // what torch sees: the pure-Python unpickler's reading of each pickle
+  // source where its FRAME handling parts from the C unpickler's
+  // (pickle_views.h), and a zip that Python's zipfile finds through the end
+  // record of a file that does not start with one.
+  void AddReaderViews(Container& c, uint32_t depth, bool zipfile_view = true) {
+    const size_t num_sources = c.pickles.size();
+    for (size_t i = 0; i < num_sources; ++i) {
+      if (c.pickles[i].same_as) continue;
+      const PickleSource source = c.pickles[i];  // a copy: push_back below moves the vector
+      Result<std::optional<UnframedView>> view = std::optional<UnframedView>();
+      if (MayReadFramesDifferently(c, source)) {
+        view = PythonUnpicklerView(source.data, source.start, source.max_pickles, limits_.pickle, budget_, source.entry);
+      }
+      if (!view) {
+        if (!c.error) c.error = view.error();
+        return;
+      }
+      AddJoblibView(c, source);
+      if (!*view) continue;
+      const std::string entry = source.entry.empty() ? "[pickle._Unpickler]" : source.entry + " [pickle._Unpickler]";
+      c.anomalies.push_back({"pickle.frame_mismatch", source.file_offset.value_or(0) + (*view)->frame_offset,
+                             source.entry, (*view)->detail + "; that reading is scanned as '" + entry + "'"});
+      c.buffers.push_back(std::make_unique<std::string>(std::move((*view)->bytes)));
+      c.pickles.push_back(PickleSource{entry, AsBytes(*c.buffers.back()), 0, std::nullopt, source.deflated,
+                                       source.max_pickles, source.sniffed, std::nullopt});
+    }
+    if (zipfile_view && !LooksLikeZip(c.bytes)) AddZipfileView(c, depth);
+  }
+
+  // MayReadFramesDifferently: the readings can only part at a FRAME opcode,
+  // so a source without the byte 0x95 needs no second decode. The records
+  // of a torch archive that declare protocol 2 or 3 (torch's writer) are
+  // read by torch's C unpickler: a FRAME there is a decode error or
+  // trailing data the scan reports, and their second decode is skipped
+  // (it would double the cost of scanning large checkpoints).
+  static bool MayReadFramesDifferently(const Container& c, const PickleSource& source) {
+    const Bytes data = source.data.subspan(static_cast<size_t>(std::min<uint64_t>(source.start, source.data.size())));
+    if (std::memchr(data.data(), 0x95, data.size()) == nullptr) return false;
+    const bool torch_archive = c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript;
+    const bool old_protocol = data.size() >= 2 && data[0] == 0x80 && data[1] < 4;
+    return !(torch_archive && old_protocol);
+  }
+
+  // AddJoblibView adds joblib.load's reading of `source` when it holds
+  // NumpyArrayWrapper arrays inline (joblib_view.h): the pickle without the
+  // array bytes, and each object array's own pickle.
+  void AddJoblibView(Container& c, const PickleSource& source) {
+    Result<std::optional<JoblibView>> joblib =
+        ReadJoblibView(source.data, source.start, limits_.pickle, budget_, source.entry);
+    if (!joblib) {
+      if (!c.error) c.error = joblib.error();
+      return;
+    }
+    if (!*joblib) return;
+    const std::string entry = source.entry.empty() ? "[joblib]" : source.entry + " [joblib]";
+    for (Anomaly a : (*joblib)->anomalies) {
+      a.offset += source.file_offset.value_or(0);
+      a.entry = source.entry;
+      c.anomalies.push_back(std::move(a));
+    }
+    c.buffers.push_back(std::make_unique<std::string>(std::move((*joblib)->bytes)));
+    c.pickles.push_back(PickleSource{entry, AsBytes(*c.buffers.back()), 0, std::nullopt, source.deflated, 1,
+                                     source.sniffed, std::nullopt});
+    for (uint64_t at : (*joblib)->object_pickles) {
+      c.pickles.push_back(PickleSource{entry + " @" + Num(at), source.data, at, source.file_offset, source.deflated, 1,
+                                       source.sniffed, std::nullopt});
+    }
+  }
+
+  // AddZipfileView: Python's zipfile finds the end record by searching back
+  // from the end of the file and accepts any data before the archive (it
+  // shifts every offset by the difference); torch wants PK\x03\x04 at 0.
+  void AddZipfileView(Container& c, uint32_t depth) {
+    const Bytes bytes = c.bytes;
+    if (bytes.size() < 22) return;
+    const std::string_view text = AsStringView(bytes);
+    const size_t from = bytes.size() > 65'557 ? bytes.size() - 65'557 : 0;
+    const size_t found = text.substr(from).rfind(std::string_view("PK\x05\x06", 4));
+    if (found == std::string_view::npos) return;
+    const size_t end_at = from + found;
+    if (bytes.size() - end_at < 22) return;
+    ByteCursor cur(bytes.subspan(end_at + 12, 8), end_at + 12);
+    const uint64_t cd_len = *cur.ReadU32LE();
+    const uint64_t cd_offset = *cur.ReadU32LE();
+    if (cd_len + cd_offset > end_at) return;
+    const uint64_t start = end_at - cd_len - cd_offset;
+    const std::string entry = "@" + Num(start);
+    for (const NestedContainer& n : c.nested) {
+      if (n.entry == entry) return;  // already opened (a zip appended to a pickle)
+    }
+    const Bytes zip_bytes = bytes.subspan(static_cast<size_t>(start));
+    Result<ZipArchive> probe = ZipArchive::Open(zip_bytes, limits_.zip);
+    if (!probe || probe->entries().empty()) return;
+    c.anomalies.push_back({"zip.data_before_archive", start, entry,
+                           "Python's zipfile reads a zip archive that ends the file (its end record at " +
+                               Num(end_at) + "); torch does not, since the file does not start with PK\\x03\\x04"});
+    if (depth + 1 > limits_.max_depth || ++num_nested_ > limits_.max_nested) {
+      c.anomalies.push_back({"container.too_deep", start, entry, "the zip archive was not opened: nesting limits"});
+      return;
+    }
+    if (Status nest = budget_.Nest(depth + 1, start, entry, "nested container"); !nest) {
+      c.anomalies.push_back({"container.too_deep", start, entry, "the zip archive was not opened: " + nest.error().detail});
+      return;
+    }
+    auto inner = std::make_unique<Container>();
+    inner->bytes = zip_bytes;
+    if (Status read = budget_.Charge(BudgetKind::kReadBytes, zip_bytes.size(), start, entry, "container"); !read) {
+      inner->error = read.error();
+    } else {
+      OpenZip(*inner, depth + 1);
+      AddReaderViews(*inner, depth + 1, false);
+    }
+    c.nested.push_back({entry, std::move(inner)});
+  }
+
+  // OpenArchive reads a tar or 7z archive (archive_reader.h): every member
+  // is opened as a file of its own. A tar is what torch.load tries first
+  // (its torch < 0.4 format, whose 'storages', 'tensors' and 'pickle'
+  // members it unpickles); the archive itself stays kUnknown (no loader
+  // reads it), with the reason.
+  void OpenArchive(Container& c, ArchiveKind kind, uint32_t depth) {
+    const std::string name = kind == ArchiveKind::kTar ? "tar" : "7z";
+    Result<ArchiveContents> contents = ReadArchive(c.bytes, kind, limits_.zip.max_entries, limits_.max_unwrapped_len,
+                                                   limits_.zip.max_ratio, budget_);
+    if (!contents) {
+      c.reason = "a " + name + " archive that could not be read";
+      c.error = contents.error();
+      return;
+    }
+    bool legacy = false;
+    for (const ArchiveMember& m : contents->members) {
+      legacy = legacy || m.name == "storages" || m.name == "tensors" || m.name == "pickle";
+    }
+    for (ArchiveMember& m : contents->members) {
+      c.buffers.push_back(std::make_unique<std::string>(std::move(m.data)));
+      const Bytes bytes = AsBytes(*c.buffers.back());
+      if (kind == ArchiveKind::kTar && legacy && (m.name == "storages" || m.name == "tensors")) {
+        WalkLegacyTarMember(c, m.name, bytes);
+      } else {
+        AddNested(c, m.name, bytes, depth);
+      }
+    }
+    if (kind == ArchiveKind::kTar && legacy) {
+      c.reason = "a tar archive: torch.load reads it as a torch < 0.4 checkpoint, which ckptguard does not load";
+      c.anomalies.push_back({"torch.legacy_tar", 0, "",
+                             "torch.load reads this tar as a torch < 0.4 checkpoint and unpickles its 'storages', "
+                             "'tensors' and 'pickle' members (each scanned as a file of its own)"});
+    } else {
+      c.reason = "a " + name + " archive of " + Num(contents->members.size()) +
+                 " files (each scanned as a file of its own)";
+    }
+    if (contents->error) {
+      const Error& e = *contents->error;
+      c.anomalies.push_back({"archive.corrupt", e.offset, "", e.detail + "; the members read before it are read"});
+    }
+  }
+
+  // WalkLegacyTarMember follows torch's legacy_load through the 'storages'
+  // or 'tensors' member of a legacy tar: a pickle of the count, then per
+  // record a pickle of its arguments and raw bytes (storages: an int64
+  // element count and the elements, whose size the storage type in the
+  // arguments gives; tensors: ndim, 4 bytes, sizes, strides, offset), then
+  // for storages a pickle of the views. Each pickle is a source of its own
+  // ('storages @<offset>'); where the layout is not understood the walk stops
+  // with torch.legacy_tar_layout (what follows is not read by torch either
+  // without an error, but its pickles before that have run).
+  void WalkLegacyTarMember(Container& c, const std::string& name, Bytes data) {
+    const bool storages = name == "storages";
+    auto stop = [&](uint64_t at, const std::string& why) {
+      c.anomalies.push_back({"torch.legacy_tar_layout", at, name, why + "; not read past offset " + Num(at)});
+    };
+    // One pickle at `at`: added as a source; returns its end and its ops.
+    auto pickle_at = [&](uint64_t at) -> std::optional<std::pair<uint64_t, std::vector<PickleOp>>> {
+      c.pickles.push_back(PickleSource{name + " @" + Num(at), data, at, std::nullopt, true, 1, false, std::nullopt});
+      if (at >= data.size()) return std::nullopt;
+      Result<uint64_t> end = FirstPickleEnd(data.subspan(static_cast<size_t>(at)), limits_.pickle, at, &budget_, name);
+      if (!end) return std::nullopt;  // the scan reports the break
+      DecodedStream ops = DecodeStream(data.subspan(static_cast<size_t>(at), static_cast<size_t>(*end - at)),
+                                       limits_.pickle, at, 1);
+      if (!budget_.Charge(BudgetKind::kOpcodes, ops.ops.size(), at, name, "legacy tar walk")) return std::nullopt;
+      return std::pair<uint64_t, std::vector<PickleOp>>{*end, std::move(ops.ops)};
+    };
+    auto count = pickle_at(0);
+    if (!count) return;
+    std::optional<int64_t> num;
+    for (const PickleOp& op : count->second) {
+      if (op.arg.type == PickleArgType::kInt) num = op.arg.int_value;
+      if (op.arg.type == PickleArgType::kUInt && op.code != Opcode::kProto) num = static_cast<int64_t>(op.arg.uint_value);
+    }
+    if (!num || *num < 0) {
+      stop(count->first, "the first pickle of '" + name + "' is not a count");
+      return;
+    }
+    uint64_t pos = count->first;
+    for (int64_t i = 0; i < *num; ++i) {
+      if (c.pickles.size() > limits_.zip.max_entries) {
+        stop(pos, "more records than max_entries");
+        return;
+      }
+      auto args = pickle_at(pos);
+      if (!args) return;
+      ByteCursor raw(data.subspan(static_cast<size_t>(args->first)), args->first);
+      if (storages) {
+        std::optional<StorageType> type;
+        for (const PickleOp& op : args->second) {
+          if (op.arg.type == PickleArgType::kGlobal && op.arg.Data() == "torch") type = FindStorageType(op.arg.Name());
+        }
+        Result<uint64_t> numel = raw.ReadU64LE();
+        if (!type || !numel || *numel > raw.Remaining() / type->elem_size || !raw.Skip(*numel * type->elem_size)) {
+          stop(args->first, "a storage record whose type or size is not understood");
+          return;
+        }
+      } else {
+        Result<int32_t> ndim = raw.ReadI32LE();
+        if (!ndim || *ndim < 0 || *ndim > 1024 || !raw.Skip(4 + 16 * static_cast<uint64_t>(*ndim) + 8)) {
+          stop(args->first, "a tensor record whose shape is not understood");
+          return;
+        }
+      }
+      pos = raw.Offset();
+    }
+    if (storages) pickle_at(pos);  // storage_views
+  }
+
+  // OpenWrapped unwraps `bytes` and opens what they hold; nullopt when
+  // there is no wrapper, or when a raw zlib or LZMA-alone header (whose
+  // magic is weak) yields nothing: the bytes are then detected as usual.
+  std::optional<Container> OpenWrapped(Bytes bytes, std::optional<Wrapper> detected, uint32_t depth) {
+    if (!detected) return std::nullopt;
+    const Wrapper wrapper = *detected;
     const std::string name(WrapperName(wrapper));
     if (depth + 1 > limits_.max_depth) {
       Container c;
@@ -113,12 +352,14 @@ class Opener {
       return c;
     }
     Result<Unwrapped> unwrapped = Unwrap(wrapper, bytes, limits_.max_unwrapped_len, limits_.zip.max_ratio, &budget_);
-    if (!unwrapped) {
+    const bool weak_magic = wrapper == Wrapper::kZlib || wrapper == Wrapper::kLzmaAlone;
+    if (unwrapped && unwrapped->data.empty() && unwrapped->error && weak_magic) return std::nullopt;
+    if (!unwrapped || (unwrapped->data.empty() && unwrapped->error)) {
       Container c;
       c.bytes = bytes;
       c.wrappers.push_back(wrapper);
       c.reason = name + " content could not be decompressed";
-      c.error = unwrapped.error();
+      c.error = unwrapped ? *unwrapped->error : unwrapped.error();
       c.error->where = name;
       return c;
     }
@@ -126,6 +367,16 @@ class Opener {
     Container inner = Open(AsBytes(*buffer), depth + 1);
     inner.wrappers.insert(inner.wrappers.begin(), wrapper);
     inner.buffers.push_back(std::move(buffer));
+    if (unwrapped->error) {
+      // Python's readers hand out what they decoded before they raise: a
+      // pickle in that prefix has run, so the prefix is read (above) and
+      // the break is an anomaly, not a reason to read nothing.
+      const Error& e = *unwrapped->error;
+      inner.anomalies.push_back({"wrapper.corrupt", e.offset, name,
+                                 e.detail + " at offset " + Num(e.offset) + " of the wrapped file; the " +
+                                     Num(inner.bytes.size()) + " bytes decoded before it are read"});
+      if (!inner.error) inner.error = e;
+    }
     if (unwrapped->trailing_len > 0) {
       inner.anomalies.push_back({"wrapper.trailing_data", unwrapped->trailing_offset, name,
                                  Num(unwrapped->trailing_len) + " bytes after the " + name +
@@ -134,20 +385,108 @@ class Opener {
     return inner;
   }
 
-  void OpenNpy(Container& c) {
+  void OpenNpy(Container& c, uint32_t depth) {
+    (void)depth;
     c.format = ContainerFormat::kNumpy;
     Result<NpyArray> array = ParseNpy(c.bytes, limits_.npy, 0);
     if (!array) {
       c.error = array.error();
+      AddNpyFallback(c);
       return;
     }
     c.anomalies.insert(c.anomalies.end(), array->anomalies.begin(), array->anomalies.end());
+    std::optional<uint64_t> end = NpyEnd(c, *array);
     if (array->is_object) {
       c.anomalies.push_back({"npy.object_array", array->data_offset, "",
                              "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
-      c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, 0, false, std::nullopt});
+      c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, NextIsNpy(c.bytes, end) ? 1u : 0u,
+                                       false, std::nullopt});
     }
     c.npy = std::move(*array);
+    // numpy.load on an open file reads one array and leaves the file right
+    // after it (after the pickle's STOP for an object array): a caller that
+    // loads again reads the next array. Every array appended is read.
+    uint32_t num_arrays = 1;
+    while (NextIsNpy(c.bytes, end)) {
+      const uint64_t at = *end;
+      if (++num_arrays > kMaxNpyArrays) {
+        c.anomalies.push_back({"npy.too_many_arrays", at, "@" + Num(at),
+                               "more arrays follow; not read past " + Num(num_arrays - 1)});
+        break;
+      }
+      const uint64_t header_bound = std::min<uint64_t>(c.bytes.size() - at, limits_.npy.max_header_len + 12);
+      if (Status charged = budget_.Charge(BudgetKind::kReadBytes, header_bound, at, "@" + Num(at), "npy array");
+          !charged) {
+        c.error = charged.error();
+        break;
+      }
+      const std::string entry = "@" + Num(at);
+      c.anomalies.push_back({"npy.appended_array", at, entry,
+                             "another .npy array follows the first; numpy.load on an open file reads it next"});
+      Result<NpyArray> next = ParseNpy(c.bytes.subspan(static_cast<size_t>(at)), limits_.npy, at);
+      if (!next) {
+        c.anomalies.push_back({"npy.unreadable_member", next.error().offset, entry, next.error().ToString()});
+        break;
+      }
+      for (Anomaly a : next->anomalies) {
+        a.entry = entry;
+        c.anomalies.push_back(std::move(a));
+      }
+      end = NpyEnd(c, *next);
+      if (next->is_object) {
+        c.anomalies.push_back({"npy.object_array", next->data_offset, entry,
+                               "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
+        c.pickles.push_back(PickleSource{entry, c.bytes, next->data_offset, 0, false,
+                                         NextIsNpy(c.bytes, end) ? 1u : 0u, false, std::nullopt});
+      }
+    }
+  }
+
+  static bool NextIsNpy(Bytes bytes, std::optional<uint64_t> end) {
+    return end && *end < bytes.size() && StartsWith(bytes.subspan(static_cast<size_t>(*end)), kNpyMagic);
+  }
+
+  // NpyEnd is where numpy.load leaves the file after `array`: after its data,
+  // or after the STOP of an object array's pickle; nullopt when unknown.
+  std::optional<uint64_t> NpyEnd(const Container& c, const NpyArray& array) {
+    if (array.is_object) {
+      if (array.data_offset >= c.bytes.size()) return std::nullopt;
+      Result<uint64_t> end = FirstPickleEnd(c.bytes.subspan(static_cast<size_t>(array.data_offset)), limits_.pickle,
+                                            array.data_offset, &budget_);
+      return end ? std::optional<uint64_t>(*end) : std::nullopt;
+    }
+    if (array.structured) return std::nullopt;
+    if (array.data_len > c.bytes.size() - array.data_offset) return std::nullopt;
+    return array.data_offset + array.data_len;
+  }
+
+  // AddNpyFallback: our header parser refused a header (it refuses some
+  // literals Python's parser takes). numpy finds the data right after the
+  // declared header length whatever the header says: when the header names
+  // an object dtype ('O') or the data starts like a pickle, that data is
+  // read as a pickle found by content.
+  void AddNpyFallback(Container& c) {
+    ByteCursor cur(c.bytes.subspan(std::min<size_t>(6, c.bytes.size())), 6);
+    Result<uint8_t> major = cur.ReadU8();
+    if (!major || !cur.Skip(1)) return;
+    uint64_t header_len = 0;
+    if (*major == 1) {
+      Result<uint16_t> len = cur.ReadU16LE();
+      if (!len) return;
+      header_len = *len;
+    } else {
+      Result<uint32_t> len = cur.ReadU32LE();
+      if (!len) return;
+      header_len = *len;
+    }
+    const uint64_t data_offset = cur.Offset() + header_len;
+    if (data_offset >= c.bytes.size()) return;
+    const std::string_view header = AsStringView(c.bytes).substr(static_cast<size_t>(cur.Offset()),
+                                                                 static_cast<size_t>(header_len));
+    if (header.find('O') == std::string_view::npos && c.bytes[data_offset] != 0x80) return;
+    c.anomalies.push_back({"npy.unparsed_header_pickle", data_offset, "",
+                           "the header could not be parsed; the data after it is read as a pickle"});
+    c.pickles.push_back(PickleSource{"", c.bytes, data_offset, 0, false, 0, true, std::nullopt});
   }
 
   void OpenSafetensors(Container& c) {
@@ -258,6 +597,21 @@ class Opener {
       CKG_ASSIGN_OR_RETURN(Bytes data, zip.StoredData(entry));
       return std::pair<Bytes, bool>{data, false};
     }
+    if (entry.method == kZipMethodBzip2 || entry.method == kZipMethodLzma) {
+      // Python's zipfile reads these; torch's reader does not (CheckZip
+      // reports zip.unsupported_method): what zipfile would hand out is read.
+      CKG_ASSIGN_OR_RETURN(uint64_t at, zip.DataOffset(entry));
+      const Bytes raw = c.bytes.subspan(static_cast<size_t>(at), static_cast<size_t>(entry.compressed_len));
+      CKG_ASSIGN_OR_RETURN(Unwrapped out, DecompressZipMember(entry.method, raw, limits_.zip.max_inflated_len,
+                                                              limits_.zip.max_ratio, &budget_));
+      if (out.error) {
+        if (out.data.empty()) return MakeError(out.error->code, at + out.error->offset, out.error->detail, entry.name);
+        c.anomalies.push_back({"zip.bad_entry", at + out.error->offset, entry.name,
+                               out.error->detail + "; the " + Num(out.data.size()) + " bytes decoded before are read"});
+      }
+      c.buffers.push_back(std::make_unique<std::string>(std::move(out.data)));
+      return std::pair<Bytes, bool>{AsBytes(*c.buffers.back()), true};
+    }
     CKG_ASSIGN_OR_RETURN(std::string inflated, zip.ReadEntry(entry, &budget_));
     c.buffers.push_back(std::make_unique<std::string>(std::move(inflated)));
     return std::pair<Bytes, bool>{AsBytes(*c.buffers.back()), true};
@@ -332,8 +686,13 @@ class Opener {
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
       if (!statuses[i].data_offset) continue;  // CheckZip reported it
-      if (e.method != kZipMethodStored && e.method != kZipMethodDeflated) continue;
-      if ((e.flags & 0x1) != 0) continue;  // encrypted
+      if (e.method != kZipMethodStored && e.method != kZipMethodDeflated && e.method != kZipMethodBzip2 &&
+          e.method != kZipMethodLzma) {
+        continue;
+      }
+      // An entry flagged encrypted is read as it is all the same (below, as
+      // found by content): zipfile refuses it without a password, but the
+      // flag says nothing about the bytes, and other readers ignore it.
       const auto key = std::make_tuple(e.local_header_offset, e.compressed_len, e.method);
       auto [it, first_time] = seen_data.try_emplace(key, SeenData{i, std::nullopt, std::nullopt});
       SeenData& seen = it->second;
@@ -383,7 +742,7 @@ class Opener {
           shared ? Result<std::pair<Bytes, bool>>(std::pair<Bytes, bool>{*shared, e.method == kZipMethodDeflated})
                  : EntryData(c, zip, e);
       if (!data) {
-        if (e.method == kZipMethodDeflated) {
+        if (e.method != kZipMethodStored) {
           c.anomalies.push_back({"zip.bad_entry", data.error().offset, e.name, data.error().detail});
         }
         return std::nullopt;  // (stored entries: CheckZip reported it)
@@ -420,16 +779,37 @@ class Opener {
         c.npz_members.emplace_back(e.name, std::move(*array));
         return bytes;
       }
-      if (LooksLikeZip(bytes) || DetectWrapper(bytes)) {
+      // Only wrappers with a strong magic: raw zlib and LZMA-alone headers
+      // are a few bytes that tensor records start with by chance.
+      const std::optional<Wrapper> wrapper = DetectWrapper(bytes);
+      const bool strong_wrapper = wrapper && *wrapper != Wrapper::kZlib && *wrapper != Wrapper::kLzmaAlone;
+      if (LooksLikeZip(bytes) || strong_wrapper) {
         c.anomalies.push_back({"zip.nested_archive", e.local_header_offset, e.name,
                                "the entry is itself an archive; torch does not read it, a scanner must"});
         if (!shared) AddNested(c, e.name, bytes, depth);
         return bytes;
       }
       const bool proto_start = bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= kHighestProtocol;
-      const bool named = EndsWith(e.name, ".pkl") || EndsWith(e.name, ".debug_pkl");
-      if (named || proto_start) {
-        c.pickles.push_back(PickleSource{e.name, bytes, 0, file_offset, deflated, 0, !named, std::nullopt});
+      // torch's reader (miniz) finds names case-insensitively: DATA.PKL is data.pkl.
+      std::string lower = e.name;
+      std::transform(lower.begin(), lower.end(), lower.begin(), [](char ch) {
+        return ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch;
+      });
+      const bool named = EndsWith(lower, ".pkl") || EndsWith(lower, ".debug_pkl");
+      const bool encrypted = (e.flags & 0x1) != 0;
+      // A protocol 0 or 1 pickle has no PROTO: a reader that picks the
+      // entry by name (zipfile + pickle.load) runs it all the same. Found by
+      // content when it decodes as one complete pickle that fills the entry
+      // (tensor bytes that happen to start with an opcode do not).
+      bool old_protocol = false;
+      if (!named && !proto_start && bytes.size() >= 2 &&
+          std::string_view("(c]})NIVXSKJFGld").find(static_cast<char>(bytes[0])) != std::string_view::npos) {
+        Result<uint64_t> end = FirstPickleEnd(bytes, limits_.pickle, 0, &budget_, e.name);
+        old_protocol = end && *end == bytes.size();
+      }
+      if (named || proto_start || old_protocol) {
+        c.pickles.push_back(
+            PickleSource{e.name, bytes, 0, file_offset, deflated, 0, !named || encrypted, std::nullopt});
         c.entries[i].holds_pickle = true;
         // A pickle is read whole anyway: check its CRC whatever the limit
         // for records says (a changed pickle is the tampering that matters).
@@ -534,6 +914,8 @@ std::string_view WrapperName(Wrapper wrapper) {
     case Wrapper::kGzip: return "gzip";
     case Wrapper::kBzip2: return "bzip2";
     case Wrapper::kXz: return "xz";
+    case Wrapper::kZlib: return "zlib";
+    case Wrapper::kLzmaAlone: return "lzma";
   }
   return "?";
 }

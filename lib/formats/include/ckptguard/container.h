@@ -53,8 +53,10 @@ enum class ContainerFormat : uint8_t {
 // ContainerFormatName: "torch-zip", "torch-legacy", "torchscript", ...
 std::string_view ContainerFormatName(ContainerFormat format);
 
-enum class Wrapper : uint8_t { kGzip, kBzip2, kXz };
-std::string_view WrapperName(Wrapper wrapper);  // "gzip", "bzip2", "xz"
+// kZlib: a raw zlib stream (joblib's compress='zlib'); kLzmaAlone: the old
+// .lzma format (lzma.open reads it as well as xz).
+enum class Wrapper : uint8_t { kGzip, kBzip2, kXz, kZlib, kLzmaAlone };
+std::string_view WrapperName(Wrapper wrapper);  // "gzip", "bzip2", "xz", "zlib", "lzma"
 
 struct ContainerLimits {
   ZipLimits zip;
