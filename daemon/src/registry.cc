@@ -205,6 +205,25 @@ Status Registry::Reconcile() {
   return OkStatus();
 }
 
+// LoadSignerLocked (key_mutex_ held) makes the catalogued active key the
+// signer, from its private file.
+Status Registry::LoadSignerLocked(const KeyRecord& active) {
+  auto key = signing::PrivateKey::LoadFile(KeyPath(active.key_id));
+  if (!key) {
+    return MakeError(ErrorCode::kIo, 0,
+                     "the active signing key's private file is missing or unreadable (" + key.error().ToString() +
+                         "); restore it or run 'ckptguardd key rotate'",
+                     KeyPath(active.key_id));
+  }
+  if (key->KeyId() != active.key_id) {
+    return MakeError(ErrorCode::kMalformed, 0, "private key file does not match the catalogued key id",
+                     KeyPath(active.key_id));
+  }
+  signer_ = std::move(*key);
+  signer_id_ = active.key_id;
+  return OkStatus();
+}
+
 Status Registry::RefreshSignerLocked() {
   CKG_ASSIGN_OR_RETURN(auto active, catalog_->ActiveKey());
   if (!active) {
@@ -213,39 +232,13 @@ Status Registry::RefreshSignerLocked() {
     return MakeError(ErrorCode::kInternal, 0, "no active signing key (run 'ckptguardd key rotate')");
   }
   if (signer_ && active->key_id == signer_id_) return OkStatus();
-  auto key = signing::PrivateKey::LoadFile(KeyPath(active->key_id));
-  if (!key) {
-    return MakeError(ErrorCode::kIo, 0, "the active signing key's private file is unreadable: " + key.error().ToString(),
-                     KeyPath(active->key_id));
-  }
-  if (key->KeyId() != active->key_id) {
-    return MakeError(ErrorCode::kMalformed, 0, "private key file does not match the catalogued key id",
-                     KeyPath(active->key_id));
-  }
-  signer_ = std::move(*key);
-  signer_id_ = active->key_id;
-  return OkStatus();
+  return LoadSignerLocked(*active);
 }
 
 Status Registry::EnsureSigningKey() {
   std::lock_guard lock(key_mutex_);
   CKG_ASSIGN_OR_RETURN(auto active, catalog_->ActiveKey());
-  if (active) {
-    auto key = signing::PrivateKey::LoadFile(KeyPath(active->key_id));
-    if (!key) {
-      return MakeError(ErrorCode::kIo, 0,
-                       "the active signing key's private file is missing or unreadable (" +
-                           key.error().ToString() + "); restore it or run 'ckptguardd key rotate'",
-                       KeyPath(active->key_id));
-    }
-    if (key->KeyId() != active->key_id) {
-      return MakeError(ErrorCode::kMalformed, 0, "private key file does not match the catalogued key id",
-                       KeyPath(active->key_id));
-    }
-    signer_ = std::move(*key);
-    signer_id_ = active->key_id;
-    return OkStatus();
-  }
+  if (active) return LoadSignerLocked(*active);
   CKG_ASSIGN_OR_RETURN(auto key, signing::PrivateKey::Generate(options_.key_curve));
   const std::string id = key.KeyId();
   CKG_TRY(key.WriteFile(KeyPath(id)));

@@ -120,6 +120,7 @@ class Registry {
   // RefreshSignerLocked (key_mutex_ held) loads the catalog's active key when
   // another process rotated or revoked keys since this one last signed.
   Status RefreshSignerLocked();
+  Status LoadSignerLocked(const KeyRecord& active);
   Status Reconcile();
   Result<std::vector<signing::PublicKey>> TrustedKeys();
   std::string KeyPath(const std::string& key_id) const;
