@@ -4,9 +4,12 @@
 #include <array>
 #include <deque>
 #include <map>
+#include <memory>
 #include <new>
 #include <set>
 #include <unordered_map>
+#include <type_traits>
+#include <unordered_set>
 
 #include "ckptguard/allowlist.h"
 #include "ckptguard/mapped_file.h"
@@ -19,6 +22,11 @@ namespace ckptguard::scanner {
 namespace {
 
 std::string Num(uint64_t v) { return std::to_string(v); }
+
+// Message building with names kept as views (C++26 has these in <string>).
+std::string operator+(std::string a, std::string_view b) { return a.append(b); }
+std::string operator+(const char* a, std::string_view b) { return std::string(a).append(b); }
+std::string operator+(std::string_view a, const char* b) { return std::string(a).append(b); }
 
 // Interpreter internals named in a string argument: the way from any object
 // to eval, os or every class of the process (getattr(x, '__globals__'),
@@ -67,7 +75,11 @@ struct Sym {
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
   std::string_view text;
-  std::vector<uint32_t> items;  // tuples (for call arguments)
+  // kTuple: its items, items_[items_begin, items_begin + items_count) of
+  // the Scanner (tuples are immutable; one pool per pickle, no allocation
+  // per tuple).
+  uint32_t items_begin = 0;
+  uint32_t items_count = 0;
   int64_t number = 0;           // kScalar ints that fit in int64; kGlobal: length of the module part of `text`
   uint64_t weight = 1;          // values reachable counting repeats (expansion check), saturating
 
@@ -81,6 +93,48 @@ constexpr size_t kMaxFindings = 1000;
 constexpr uint64_t kMaxDecodedLen = uint64_t{256} << 20;  // bytes one decoder call may produce (and the budget)
 
 uint64_t AddWeight(uint64_t a, uint64_t b) { return a > kWeightCap - b ? kWeightCap : a + b; }
+
+// SymStore holds one pickle's values in fixed chunks: growing never copies
+// or moves a value (a state dict has hundreds of thousands), references stay
+// valid, and the chunks are kept for the next pickle.
+// A chunk's memory is left uninitialised until a value is stored in it, so a
+// small file touches only the pages it uses.
+class SymStore {
+ public:
+  static constexpr uint32_t kChunkBits = 12;
+  static constexpr uint32_t kChunk = uint32_t{1} << kChunkBits;
+  static_assert(std::is_trivially_destructible_v<Sym> && std::is_trivially_copyable_v<Sym>);
+
+  SymStore() = default;
+  SymStore(const SymStore&) = delete;
+  SymStore& operator=(const SymStore&) = delete;
+  ~SymStore() {
+    for (Sym* chunk : chunks_) std::allocator<Sym>().deallocate(chunk, kChunk);
+  }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  void clear() { size_ = 0; }
+  Sym& operator[](uint32_t id) { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
+  const Sym& operator[](uint32_t id) const { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
+  void push_back(Sym&& s) {
+    if ((size_ >> kChunkBits) == chunks_.size()) {
+      chunks_.reserve(chunks_.size() + 1);
+      chunks_.push_back(std::allocator<Sym>().allocate(kChunk));
+    }
+    std::construct_at(&chunks_[size_ >> kChunkBits][size_ & (kChunk - 1)], std::move(s));
+    ++size_;
+  }
+  void pop_back() { --size_; }
+  template <typename Fn>
+  void ForEach(Fn fn) const {
+    for (size_t i = 0; i < size_; ++i) fn((*this)[static_cast<uint32_t>(i)]);
+  }
+
+ private:
+  std::vector<Sym*> chunks_;
+  size_t size_ = 0;
+};
 
 // Nested is a pickle found inside another: bytes handed to a loader.
 struct Nested {
@@ -97,7 +151,9 @@ class Scanner {
  public:
   using Id = MachineId;
 
-  Scanner(const RuleSet& rules, const ScanOptions& options, FileReport& report, Budget& budget)
+  // `rules` null: the built-in rules, parsed when first needed (a pickle
+  // that names no global and has no finding never needs them).
+  Scanner(const RuleSet* rules, const ScanOptions& options, FileReport& report, Budget& budget)
       : rules_(rules), options_(options), report_(report), budget_(budget) {}
 
   void ScanContainer(const Container& c, const std::string& nested_path) {
@@ -175,7 +231,7 @@ class Scanner {
   // Add records a finding once per rule, global, entry and `kind` (anomaly
   // kinds share a rule): the first place says where.
   void Add(const std::string& rule, Severity severity, std::string message, const std::string& entry, uint64_t offset,
-           const std::string& global, const std::string& kind = "") {
+           std::string_view global, const std::string& kind = "") {
     if (!seen_.insert(rule + "\x1f" + global + "\x1f" + entry + "\x1f" + kind).second) return;
     if (report_.findings.size() >= kMaxFindings) {
       if (report_.findings.size() == kMaxFindings) {
@@ -185,22 +241,22 @@ class Scanner {
       }
       return;
     }
-    report_.findings.push_back({rule, severity, std::move(message), entry, offset, global});
+    report_.findings.push_back({rule, severity, std::move(message), entry, offset, std::string(global)});
   }
-  void AddFixed(const std::string& rule, std::string message, uint64_t offset, const std::string& global = "") {
-    Add(rule, rules_.FixedRule(rule).severity, std::move(message), *entry_, offset, global);
+  void AddFixed(const std::string& rule, std::string message, uint64_t offset, std::string_view global = {}) {
+    Add(rule, Rules().FixedRule(rule).severity, std::move(message), *entry_, offset, global);
   }
 
   void AddAnomaly(const Anomaly& a, const std::string& entry) {
     if (a.kind == "pickle.decode_error") return;  // the scan reports its own parse errors
     if (a.kind == "npy.object_array") {
-      Add("CKG-F070", rules_.FixedRule("CKG-F070").severity,
+      Add("CKG-F070", Rules().FixedRule("CKG-F070").severity,
           "numpy object array: its data is a pickle, which numpy.load(allow_pickle=True) runs", entry, a.offset, "");
       return;
     }
     const bool polyglot = a.kind.starts_with("polyglot.");
     const std::string id = polyglot ? "CKG-F011" : "CKG-F010";
-    Add(id, rules_.FixedRule(id).severity, a.kind + ": " + a.detail, entry, a.offset, "", a.kind);
+    Add(id, Rules().FixedRule(id).severity, a.kind + ": " + a.detail, entry, a.offset, "", a.kind);
   }
 
   struct Classified {
@@ -220,14 +276,14 @@ class Scanner {
 
   Classified Classify(const std::string& module, const std::string& name) {
     Classified c;
-    c.cls = rules_.ClassifyGlobal(module, name);
-    const auto [resolved_module, resolved_name] = rules_.ResolveName(module, name);
+    c.cls = Rules().ClassifyGlobal(module, name);
+    const auto [resolved_module, resolved_name] = Rules().ResolveName(module, name);
     c.resolved = resolved_module + "." + resolved_name;
     if (c.cls.kind == GlobalClass::kAllowed) {
-      if (const AllowEntry* entry = rules_.allowlist().Find(module, name)) c.action = static_cast<uint8_t>(entry->action);
+      if (const AllowEntry* entry = Rules().allowlist().Find(module, name)) c.action = static_cast<uint8_t>(entry->action);
       return c;
     }
-    c.callable = rules_.FindCallable(c.resolved);
+    c.callable = Rules().FindCallable(c.resolved);
     if (c.callable == nullptr) {
       // A capitalised member of a pure-data class (an Enum member such as
       // _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT, a nested class) is
@@ -236,7 +292,7 @@ class Scanner {
       const size_t dot = c.resolved.rfind('.');
       const char first = dot + 1 < c.resolved.size() ? c.resolved[dot + 1] : '\0';
       if (dot != std::string::npos && first >= 'A' && first <= 'Z') {
-        const CallableEntry* parent = rules_.FindCallable(std::string_view(c.resolved).substr(0, dot));
+        const CallableEntry* parent = Rules().FindCallable(std::string_view(c.resolved).substr(0, dot));
         if (parent != nullptr && IsDataKind(parent->kind) && parent->kind != CallableKind::kGetattr) {
           c.data = true;
           c.member = true;
@@ -253,12 +309,12 @@ class Scanner {
     }
     // CPython renames Python-2 names before importing them: judge the name
     // it imports too, and keep the worse.
-    if (resolved_module != rules_.allowlist().CanonicalModule(module) || resolved_name != name) {
-      GlobalClass renamed = rules_.ClassifyGlobal(resolved_module, resolved_name);
+    if (resolved_module != Rules().allowlist().CanonicalModule(module) || resolved_name != name) {
+      GlobalClass renamed = Rules().ClassifyGlobal(resolved_module, resolved_name);
       if (renamed.kind == GlobalClass::kAllowed) {
         // The loader only knows the spelling of the allowlist.
         renamed.kind = GlobalClass::kUnknown;
-        renamed.rule = &rules_.FixedRule("CKG-P001");
+        renamed.rule = &Rules().FixedRule("CKG-P001");
         renamed.severity = renamed.rule->severity;
       }
       if (SeverityRank(renamed) > SeverityRank(c.cls)) {
@@ -294,7 +350,7 @@ class Scanner {
     if (c.data) {
       if (c.member) out.callable = nullptr;  // a member value; calling it is a call (F080)
       out.data_member = c.member;
-      Add("CKG-P002", rules_.FixedRule("CKG-P002").severity,
+      Add("CKG-P002", Rules().FixedRule("CKG-P002").severity,
           "global '" + full + "'" + (c.resolved != full ? " (" + c.resolved + ")" : "") +
               " is pure data when loaded (" + c.callable->why + "), but not weights-only",
           *entry_, offset, full);
@@ -332,8 +388,6 @@ class Scanner {
     PickleMachine<Scanner> machine(*this, limits, budget_, MachineMode::kLenient, entry);
     uint32_t done = 0;
     Reset();
-    // Sized from the stream's length (a value takes a few bytes), capped.
-    values_.reserve(static_cast<size_t>(std::min<uint64_t>({data.size() / 4, uint64_t{1} << 18, options_.max_values})));
     while (!decoder.AtEnd() && (max_pickles == 0 || done < max_pickles)) {
       machine.Reset();
       Result<Id> root = machine.Run(decoder);
@@ -374,6 +428,7 @@ class Scanner {
 
   void Reset() {
     values_.clear();
+    items_.clear();
     texts_.clear();
   }
 
@@ -393,6 +448,9 @@ class Scanner {
     return static_cast<uint32_t>(values_.size() - 1);
   }
   Sym& Val(uint32_t id) { return values_[id]; }
+  std::span<const uint32_t> Items(const Sym& tuple) const {
+    return std::span<const uint32_t>(items_).subspan(tuple.items_begin, tuple.items_count);
+  }
 
   // Keep copies `text` where it lives as long as the pickle's values.
   std::string_view Keep(std::string_view text) {
@@ -418,9 +476,9 @@ class Scanner {
 
   void CheckExpansion(const std::string& entry, uint64_t offset, uint64_t ops) {
     uint64_t heaviest = 0;
-    for (const Sym& s : values_) heaviest = std::max(heaviest, s.weight);
+    values_.ForEach([&](const Sym& s) { heaviest = std::max(heaviest, s.weight); });
     if (heaviest > (uint64_t{1} << 24) && heaviest / std::max<uint64_t>(ops, 1) > options_.expansion_ratio) {
-      Add("CKG-F040", rules_.FixedRule("CKG-F040").severity,
+      Add("CKG-F040", Rules().FixedRule("CKG-F040").severity,
           "memo/DUP references expand " + Num(ops) + " opcodes into more than " + Num(heaviest) +
               " values (a 'billion laughs' pattern)",
           entry, offset, "");
@@ -442,7 +500,8 @@ class Scanner {
     const uint8_t action = t.action;
     const bool named_dangerous = t.dangerous;
     const CallableEntry* const callable = t.callable;
-    const std::string name(global);
+    // Only messages copy the name: a state dict makes one call per tensor.
+    const std::string_view name = global;
     CheckStringArgs(op, args, name);
     // Bytes, a byte stream or a path handed to a loader; bytes that are a
     // pickle handed to any callee not known to be data.
@@ -505,7 +564,7 @@ class Scanner {
       result.weight = WeightOf(args);
       return New(std::move(result));
     }
-    CheckGlobalArgs(op, args, name, nullptr);
+    CheckGlobalArgs(op, args, name);
     Sym result;
     result.kind = Sym::kUnknown;
     result.text = global;
@@ -587,7 +646,11 @@ class Scanner {
     // A fixed worklist (no allocation per call: a state dict makes one call
     // per tensor); what does not fit is not looked into.
     constexpr size_t kMaxWork = 256;
-    std::array<std::pair<uint32_t, uint32_t>, kMaxWork> work;  // (id, depth)
+    struct Work {
+      uint32_t id;
+      uint32_t depth;
+    };
+    Work work[kMaxWork];  // left uninitialised: only [0, top) is read
     size_t top = 0;
     for (auto it = args.rbegin(); it != args.rend() && top < kMaxWork; ++it) work[top++] = {*it, 0};
     size_t visited = 0;
@@ -597,12 +660,13 @@ class Scanner {
       fn(id);
       const Sym& v = Val(id);
       if (v.kind != Sym::kTuple || depth >= 4) continue;
-      for (auto it = v.items.rbegin(); it != v.items.rend() && top < kMaxWork; ++it) work[top++] = {*it, depth + 1};
+      const std::span<const uint32_t> items = Items(v);
+      for (auto it = items.rbegin(); it != items.rend() && top < kMaxWork; ++it) work[top++] = {*it, depth + 1};
     }
   }
 
   // CheckStringArgs: a string argument naming interpreter internals (F082).
-  void CheckStringArgs(const PickleOp& op, std::span<const uint32_t> args, const std::string& callee) {
+  void CheckStringArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
     ForEachArg(args, [&](uint32_t id) {
       const Sym& v = Val(id);
       if (v.kind == Sym::kStr && NamesInternals(v.text)) {
@@ -622,11 +686,9 @@ class Scanner {
 
   // CheckGlobalArgs: globals handed to a call of `callee`, which may call
   // them (a rebuild function, a default factory), must be data (F081).
-  // `references` lists argument positions the callee only references.
-  void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, const std::string& callee,
-                       std::initializer_list<size_t>* references) {
+  // Each argument is walked on its own (its own bound on items looked into).
+  void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
     for (size_t i = 0; i < args.size(); ++i) {
-      if (references != nullptr && std::find(references->begin(), references->end(), i) != references->end()) continue;
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
         const Sym& v = Val(id);
         if (v.kind == Sym::kObject && v.callable == nullptr) {
@@ -645,7 +707,7 @@ class Scanner {
   }
 
   // QueueNested schedules bytes handed to a loader for a scan of their own.
-  void QueueNested(const PickleOp& op, const std::string& callee, std::string_view bytes, bool truncated) {
+  void QueueNested(const PickleOp& op, std::string_view callee, std::string_view bytes, bool truncated) {
     if (depth_ >= kMaxNestedDepth) {
       AddFixed("CKG-F060", "bytes handed to " + callee + " are nested more than " + Num(kMaxNestedDepth) +
                                " levels deep; not scanned", op.offset, callee);
@@ -661,7 +723,7 @@ class Scanner {
 
   // DataCall is a call of a pure-data callable (rules/callables.toml): what
   // it is handed decides whether anything runs.
-  uint32_t DataCall(const PickleOp& op, const CallableEntry& entry, const std::string& name,
+  uint32_t DataCall(const PickleOp& op, const CallableEntry& entry, std::string_view name,
                     std::span<const uint32_t> args, bool builds_object) {
     Sym result;
     result.kind = Sym::kUnknown;
@@ -670,7 +732,7 @@ class Scanner {
     result.weight = WeightOf(args);
     switch (entry.kind) {
       case CallableKind::kConstructor:
-        CheckGlobalArgs(op, args, name, nullptr);
+        CheckGlobalArgs(op, args, name);
         break;
       case CallableKind::kClass:
         if (!args.empty()) {
@@ -752,7 +814,7 @@ class Scanner {
         break;
       }
       case CallableKind::kDefaultDict:
-        CheckGlobalArgs(op, args, name, nullptr);
+        CheckGlobalArgs(op, args, name);
         break;
       case CallableKind::kDecoder: {
         if (args.empty()) break;
@@ -854,7 +916,9 @@ class Scanner {
   Result<Id> Tuple(const PickleOp&, std::span<const Id> items) {
     Sym s;
     s.kind = Sym::kTuple;
-    s.items.assign(items.begin(), items.end());
+    s.items_begin = static_cast<uint32_t>(items_.size());
+    s.items_count = static_cast<uint32_t>(items.size());
+    items_.insert(items_.end(), items.begin(), items.end());
     s.weight = WeightOf(items);
     return New(std::move(s));
   }
@@ -903,18 +967,22 @@ class Scanner {
     }
     return New(std::move(s));
   }
-  std::vector<uint32_t> TupleItems(Id args) {
-    return Val(args).kind == Sym::kTuple ? Val(args).items : std::vector<uint32_t>{};
+  // TupleItems: the items of a tuple argument (none for anything else). A
+  // view of items_, which no call handler grows.
+  std::span<const uint32_t> TupleItems(Id args) {
+    const Sym& a = Val(args);
+    return a.kind == Sym::kTuple ? Items(a) : std::span<const uint32_t>();
   }
-  Result<Id> Reduce(const PickleOp& op, Id callable, Id args) {
-    const std::vector<uint32_t> items = TupleItems(args);
-    return Call(op, callable, items, false);
-  }
+  Result<Id> Reduce(const PickleOp& op, Id callable, Id args) { return Call(op, callable, TupleItems(args), false); }
   Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id* kwargs) {
-    std::vector<uint32_t> items = TupleItems(args);
     // NEWOBJ_EX's keyword arguments are arguments too (an empty dict is not).
-    if (kwargs != nullptr && (Val(*kwargs).kind != Sym::kDict || Val(*kwargs).weight > 1)) items.push_back(*kwargs);
-    return Call(op, cls, items, true);
+    if (kwargs != nullptr && (Val(*kwargs).kind != Sym::kDict || Val(*kwargs).weight > 1)) {
+      const std::span<const uint32_t> items = TupleItems(args);
+      call_args_.assign(items.begin(), items.end());
+      call_args_.push_back(*kwargs);
+      return Call(op, cls, call_args_, true);
+    }
+    return Call(op, cls, TupleItems(args), true);
   }
   Result<Id> Obj(const PickleOp& op, Id cls, std::span<const Id> args) { return Call(op, cls, args, true); }
   Result<Id> Inst(const PickleOp& op, std::string_view module, std::string_view name, std::span<const Id> args) {
@@ -935,8 +1003,8 @@ class Scanner {
         const Sym& v = Val(id);
         return v.kind == Sym::kDict || (v.kind == Sym::kScalar && !v.is_int && v.number == 0);
       };
-      const bool ok = st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items.size() == 2 && plain(st.items[0]) &&
-                                                plain(st.items[1]));
+      const bool ok = st.kind == Sym::kDict ||
+                      (st.kind == Sym::kTuple && st.items_count == 2 && plain(Items(st)[0]) && plain(Items(st)[1]));
       if (!ok) {
         const std::string cls(target.text);
         AddFixed("CKG-F080",
@@ -981,10 +1049,11 @@ class Scanner {
   void CheckRecord(const PickleOp& op, uint32_t pid) {
     if (records_ == nullptr || *entry_ != records_entry_) return;
     const Sym& t = Val(pid);
-    if (t.kind != Sym::kTuple || t.items.size() < 5 || t.items.size() > 6) return;
+    if (t.kind != Sym::kTuple || t.items_count < 5 || t.items_count > 6) return;
+    const std::span<const uint32_t> pid_items = Items(t);
     PidItem items[6];
-    for (size_t i = 0; i < t.items.size(); ++i) {
-      const Sym& x = Val(t.items[i]);
+    for (size_t i = 0; i < pid_items.size(); ++i) {
+      const Sym& x = Val(pid_items[i]);
       PidItem& item = items[i];
       if (x.kind == Sym::kStr && !x.truncated) {
         item.kind = PidItem::kStr;
@@ -999,7 +1068,7 @@ class Scanner {
         item.storage_type = x.action == static_cast<uint8_t>(AllowAction::kStorageType);
       }
     }
-    Result<StoragePid> parsed = ParseStoragePid(std::span<const PidItem>(items, t.items.size()));
+    Result<StoragePid> parsed = ParseStoragePid(std::span<const PidItem>(items, pid_items.size()));
     if (!parsed) return;  // the loader refuses it; nothing to check against a record
     StorageRef ref;
     ref.offset = op.offset;
@@ -1029,7 +1098,12 @@ class Scanner {
     return "value";
   }
 
-  const RuleSet& rules_;
+  const RuleSet& Rules() {
+    if (rules_ == nullptr) rules_ = &RuleSet::Builtin();
+    return *rules_;
+  }
+
+  const RuleSet* rules_;
   const ScanOptions& options_;
   FileReport& report_;
   Budget& budget_;
@@ -1041,13 +1115,15 @@ class Scanner {
   uint32_t depth_ = 0;
   bool sniffed_ = false;
   std::set<std::string> seen_;
-  std::vector<Sym> values_;
+  SymStore values_;
+  std::vector<uint32_t> items_;      // the items of every tuple (Sym::items_begin)
+  std::vector<uint32_t> call_args_;  // NEWOBJ_EX's arguments with its keywords
   std::deque<std::string> texts_;  // copies that Sym::text views
   std::deque<Nested> nested_;
   std::unordered_map<std::string, Classified> classes_;
   const Container* records_ = nullptr;  // the torch archive whose data.pkl is being scanned
   std::string records_entry_;
-  std::set<std::string> checked_keys_;
+  std::unordered_set<std::string> checked_keys_;
 };
 
 }  // namespace
@@ -1063,13 +1139,12 @@ FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& opt
   FileReport report;
   report.path = path;
   try {
-    const RuleSet& rules = options.rules != nullptr ? *options.rules : RuleSet::Builtin();
     // One budget for the whole file: the container layer, every pickle and
     // every nested pickle charge it.
     Budget budget(options.budget);
     const Container root = OpenContainer(data, options.container, &budget);
     report.format = std::string(ContainerFormatName(root.format));
-    Scanner scanner(rules, options, report, budget);
+    Scanner scanner(options.rules, options, report, budget);
     std::optional<Error> first_error;
     ForEachContainer(root, [&](const Container& c, const std::string& nested) {
       scanner.ScanContainer(c, nested);
