@@ -599,16 +599,17 @@ class Opener {
   }
 
   // EntryData returns an entry's bytes: a view when stored, an owned inflated
-  // copy (kept in c.buffers) when deflated.
-  Result<std::pair<Bytes, bool>> EntryData(Container& c, const ZipArchive& zip, const ZipEntry& entry) {
+  // copy (kept in c.buffers) when deflated. `at` is where its data starts, as
+  // CheckZip read it from the local header (and checked against the file's
+  // end): the header is not parsed again.
+  Result<std::pair<Bytes, bool>> EntryData(Container& c, const ZipArchive& zip, const ZipEntry& entry, uint64_t at) {
     if (entry.method == kZipMethodStored) {
-      CKG_ASSIGN_OR_RETURN(Bytes data, zip.StoredData(entry));
-      return std::pair<Bytes, bool>{data, false};
+      return std::pair<Bytes, bool>{zip.file().subspan(static_cast<size_t>(at), static_cast<size_t>(entry.compressed_len)),
+                                    false};
     }
     if (entry.method == kZipMethodBzip2 || entry.method == kZipMethodLzma) {
       // Python's zipfile reads these; torch's reader does not (CheckZip
       // reports zip.unsupported_method): what zipfile would hand out is read.
-      CKG_ASSIGN_OR_RETURN(uint64_t at, zip.DataOffset(entry));
       const Bytes raw = c.bytes.subspan(static_cast<size_t>(at), static_cast<size_t>(entry.compressed_len));
       CKG_ASSIGN_OR_RETURN(Unwrapped out, DecompressZipMember(entry.method, raw, limits_.zip.max_inflated_len,
                                                               limits_.zip.max_ratio, &budget_));
@@ -671,8 +672,9 @@ class Opener {
                              "data.pkl without a folder prefix: torch refuses the archive (first entry '" + first +
                                  "' is not in a subdirectory)"});
     }
+    const std::string code_folder = root + "code/";
     const bool has_code = std::any_of(zip.entries().begin(), zip.entries().end(),
-                                      [&](const ZipEntry& e) { return e.name.starts_with(root + "code/"); });
+                                      [&](const ZipEntry& e) { return e.name.starts_with(code_folder); });
     if (!c.prefix.empty() && (has(root + "constants.pkl") || (has_code && has(root + "data.pkl")))) {
       c.format = ContainerFormat::kTorchScript;
     } else if (!c.prefix.empty() && has(root + "data.pkl")) {
@@ -748,7 +750,7 @@ class Opener {
       const ZipEntry& e = zip.entries()[i];
       Result<std::pair<Bytes, bool>> data =
           shared ? Result<std::pair<Bytes, bool>>(std::pair<Bytes, bool>{*shared, e.method == kZipMethodDeflated})
-                 : EntryData(c, zip, e);
+                 : EntryData(c, zip, e, *statuses[i].data_offset);
       if (!data) {
         if (e.method != kZipMethodStored) {
           c.anomalies.push_back({"zip.bad_entry", data.error().offset, e.name, data.error().detail});
