@@ -43,6 +43,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -561,15 +562,20 @@ Examples:
 }
 
 int RunScan(const ScanFlags& flags) {
-  scanner::RuleSet rules = scanner::RuleSet::Builtin();
-  for (const std::string& file : flags.rules_files) {
-    if (Status s = rules.AddRulesFile(file); !s) {
-      ReportError(file, s.error());
-      return kExitError;
+  // The built-in rules as they are need no copy: the scan parses them when a
+  // file first needs them (a start-up cost a tiny file would otherwise pay).
+  std::optional<scanner::RuleSet> custom;
+  if (!flags.rules_files.empty() || !flags.allow.empty() || flags.strict) {
+    custom = scanner::RuleSet::Builtin();
+    for (const std::string& file : flags.rules_files) {
+      if (Status s = custom->AddRulesFile(file); !s) {
+        ReportError(file, s.error());
+        return kExitError;
+      }
     }
+    for (const std::string& g : flags.allow) custom->Allow(g);
+    custom->SetStrict(flags.strict);
   }
-  for (const std::string& g : flags.allow) rules.Allow(g);
-  rules.SetStrict(flags.strict);
 
   Walker walker(flags);
   walker.Run();
@@ -596,7 +602,7 @@ int RunScan(const ScanFlags& flags) {
   std::vector<FileReport> scanned(files.size());
 
   scanner::ScanOptions options;
-  options.rules = &rules;
+  options.rules = custom ? &*custom : nullptr;
   options.budget = flags.budget;
   const unsigned jobs = std::max(1u, std::min<unsigned>(flags.jobs != 0 ? flags.jobs : std::thread::hardware_concurrency(),
                                                           static_cast<unsigned>(std::max<size_t>(files.size(), 1))));
@@ -696,7 +702,7 @@ int RunScan(const ScanFlags& flags) {
   if (flags.format == "json") {
     text = scanner::ReportJson(reports);
   } else if (flags.format == "sarif") {
-    text = scanner::ReportSarif(reports, rules, CKPTGUARD_VERSION);
+    text = scanner::ReportSarif(reports, custom ? *custom : scanner::RuleSet::Builtin(), CKPTGUARD_VERSION);
   } else {
     text = scanner::ReportText(reports);
   }

@@ -92,6 +92,13 @@ BOOST_AUTO_TEST_CASE(builtin_callables_and_names_parse) {
   BOOST_TEST(RuleId(rules.ClassifyGlobal("argparse", "_os.system")) == "CKG-D001");
 }
 
+// The built-in denylist's patterns are not compiled at start-up (only when a
+// global first reaches them): here each compiles on its own and as a set.
+BOOST_AUTO_TEST_CASE(builtin_rule_patterns_compile) {
+  const Status ok = CheckBuiltinRules();
+  BOOST_TEST(ok.has_value(), (ok ? "" : ok.error().ToString()));
+}
+
 BOOST_AUTO_TEST_CASE(builtin_rules_parse_and_are_distinct) {
   const RuleSet& rules = RuleSet::Builtin();
   BOOST_REQUIRE_GE(rules.rules().size(), 60u);

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -55,11 +57,42 @@ RE2::Options PatternOptions() {
 }
 
 // Matcher is the compiled form of the global rules: one RE2::Set over all
-// their patterns, anchored at both ends. Shared (immutable) between copies of
-// a RuleSet.
+// their patterns, anchored at both ends. Shared (immutable once compiled)
+// between copies of a RuleSet. The built-in set is compiled when the first
+// global reaches the patterns (most files name only allowlisted globals, and
+// a start-up that compiles ~200 patterns costs more than scanning a small
+// file); a user's rules file is compiled when it is added, so that its errors
+// are reported then.
 struct Matcher {
-  std::unique_ptr<RE2::Set> set;
-  std::vector<size_t> rule_index;  // set index -> index into RuleSet rules
+  std::vector<std::string> patterns;  // set index -> pattern
+  std::vector<size_t> rule_index;     // set index -> index into RuleSet rules
+  mutable std::once_flag once;
+  mutable std::unique_ptr<RE2::Set> set;  // null when compiling failed
+  mutable std::optional<Error> error;
+
+  // Compiled returns the set, compiling it on first use (thread-safe).
+  const RE2::Set* Compiled(std::string_view source) const {
+    std::call_once(once, [&] {
+      auto compiled = std::make_unique<RE2::Set>(PatternOptions(), RE2::ANCHOR_BOTH);
+      for (size_t k = 0; k < patterns.size(); ++k) {
+        std::string message;
+        if (compiled->Add(patterns[k], &message) < 0) {
+          error = MakeError(ErrorCode::kMalformed, 0, "pattern " + std::to_string(k) + " refused by RE2: " + message,
+                            std::string(source)).error();
+          return;
+        }
+      }
+      if (!compiled->Compile()) {
+        error = MakeError(ErrorCode::kLimitExceeded, 0,
+                          "max_mem (" + std::to_string(kMaxPatternMem) + " bytes) exceeded compiling " +
+                              std::to_string(patterns.size()) + " rule patterns",
+                          std::string(source)).error();
+        return;
+      }
+      set = std::move(compiled);
+    });
+    return set.get();
+  }
 };
 
 std::string Where(std::string_view source, const toml::source_region& region) {
@@ -85,9 +118,11 @@ struct ParsedRule {
   uint64_t line = 0;  // of its [[rule]] header, for errors found later (duplicate ids)
 };
 
-// ParseRules reads the [[rule]] entries of `text`. Each global rule's pattern
-// is compiled once here to report RE2's error with the file and line.
-Result<std::vector<ParsedRule>> ParseRules(std::string_view text, std::string_view source) {
+// ParseRules reads the [[rule]] entries of `text`. With `check_patterns`,
+// each global rule's pattern is compiled once here to report RE2's error with
+// the file and line (the built-in file is checked so by rules_test, not at
+// every start).
+Result<std::vector<ParsedRule>> ParseRules(std::string_view text, std::string_view source, bool check_patterns = true) {
   const std::string src(source);
   if (text.size() > kMaxRulesFileLen) {
     return MakeError(ErrorCode::kLimitExceeded, 0,
@@ -182,9 +217,11 @@ Result<std::vector<ParsedRule>> ParseRules(std::string_view text, std::string_vi
       }
     } else {
       if (!pattern || pattern->empty()) return Malformed(source, node.source(), what + ": missing 'pattern'");
-      const RE2 re(*pattern, options);
-      if (!re.ok()) {
-        return Malformed(source, node.source(), what + ": bad pattern '" + *pattern + "': " + re.error());
+      if (check_patterns) {
+        const RE2 re(*pattern, options);
+        if (!re.ok()) {
+          return Malformed(source, node.source(), what + ": bad pattern '" + *pattern + "': " + re.error());
+        }
       }
       parsed_rule.rule.pattern = std::move(*pattern);
     }
@@ -355,9 +392,12 @@ struct RuleSet::Impl {
   bool strict = false;
   std::shared_ptr<const Matcher> matcher;   // compiled global rules; null when there are none
 
+  std::string matcher_source;               // what the lazily compiled set is named after in errors
+
   // AddParsed appends `parsed` (refusing duplicate ids) and recompiles the
-  // pattern set. On failure nothing changes.
-  Status AddParsed(std::vector<ParsedRule> parsed, std::string_view source) {
+  // pattern set, at once or (`lazy`, the built-in file) on first use. On
+  // failure nothing changes.
+  Status AddParsed(std::vector<ParsedRule> parsed, std::string_view source, bool lazy = false) {
     std::set<std::string, std::less<>> seen;
     for (const ParsedRule& p : parsed) {
       if (by_id.contains(p.rule.id) || !seen.insert(p.rule.id).second) {
@@ -373,7 +413,8 @@ struct RuleSet::Impl {
       new_rules.push_back(std::move(p.rule));
       new_kinds.push_back(p.kind);
     }
-    CKG_ASSIGN_OR_RETURN(std::shared_ptr<const Matcher> new_matcher, Compile(new_rules, new_kinds, source));
+    CKG_ASSIGN_OR_RETURN(std::shared_ptr<const Matcher> new_matcher, Compile(new_rules, new_kinds, source, lazy));
+    matcher_source = std::string(source);
     rules = std::move(new_rules);
     kinds = std::move(new_kinds);
     matcher = std::move(new_matcher);
@@ -383,27 +424,23 @@ struct RuleSet::Impl {
   }
 
   static Result<std::shared_ptr<const Matcher>> Compile(const std::vector<Rule>& all, const std::vector<RuleKind>& kinds,
-                                                        std::string_view source) {
+                                                        std::string_view source, bool lazy) {
     auto out = std::make_shared<Matcher>();
-    out->set = std::make_unique<RE2::Set>(PatternOptions(), RE2::ANCHOR_BOTH);
     for (size_t i = 0; i < all.size(); ++i) {
       if (kinds[i] != RuleKind::kGlobal) continue;
-      std::string error;
-      if (out->set->Add(all[i].pattern, &error) < 0) {
-        // Each pattern compiled on its own in ParseRules; this is a bug.
-        return MakeError(ErrorCode::kInternal, 0, "rule " + all[i].id + ": pattern refused by RE2::Set: " + error,
-                         std::string(source));
-      }
+      out->patterns.push_back(all[i].pattern);
       out->rule_index.push_back(i);
     }
     if (out->rule_index.empty()) return std::shared_ptr<const Matcher>();
-    if (!out->set->Compile()) {
-      return MakeError(ErrorCode::kLimitExceeded, 0,
-                       "max_mem (" + std::to_string(kMaxPatternMem) + " bytes) exceeded compiling " +
-                           std::to_string(out->rule_index.size()) + " rule patterns",
-                       std::string(source));
-    }
+    if (!lazy && out->Compiled(source) == nullptr) return std::unexpected(*out->error);
     return std::shared_ptr<const Matcher>(std::move(out));
+  }
+
+  // CheckMatcher compiles the pattern set now (rules_test: the built-in set,
+  // otherwise compiled on first use, compiles).
+  Status CheckMatcher() const {
+    if (matcher && matcher->Compiled(matcher_source) == nullptr) return std::unexpected(*matcher->error);
+    return OkStatus();
   }
 
   // FirstMatch returns the index (into rules) of the first global rule in
@@ -415,17 +452,18 @@ struct RuleSet::Impl {
     std::string best_name;
     if (!matcher) return {best, best_name};
     std::vector<int> hits;
+    const RE2::Set* set = matcher->Compiled(matcher_source);
     for (const std::string& candidate : candidates) {
       hits.clear();
       RE2::Set::ErrorInfo info{RE2::Set::kNoError};
-      if (!matcher->set->Match(candidate, &hits, &info)) {
-        if (info.kind == RE2::Set::kNoError) continue;
-        // The DFA ran out of memory: match the patterns one by one (slow,
-        // never wrong).
+      if (set == nullptr || !set->Match(candidate, &hits, &info)) {
+        if (set != nullptr && info.kind == RE2::Set::kNoError) continue;
+        // The DFA ran out of memory (or the set did not compile): match the
+        // patterns one by one (slow, never wrong).
         hits.clear();
         const RE2::Options options = PatternOptions();
         for (size_t k = 0; k < matcher->rule_index.size(); ++k) {
-          const RE2 re(rules[matcher->rule_index[k]].pattern, options);
+          const RE2 re(matcher->patterns[k], options);
           if (RE2::FullMatch(candidate, re)) hits.push_back(static_cast<int>(k));
         }
       }
@@ -457,9 +495,12 @@ const RuleSet& RuleSet::Builtin() {
   static const RuleSet* const builtin = [] {
     auto* out = new RuleSet();
     out->impl_->allowlist = BuiltinAllowlist();
-    Result<std::vector<ParsedRule>> parsed = ParseRules(kBuiltinDenylistToml, "rules/denylist.toml (built in)");
+    // Its patterns are checked by CheckBuiltinRules (rules_test), not at
+    // every start, and compiled when first needed.
+    Result<std::vector<ParsedRule>> parsed =
+        ParseRules(kBuiltinDenylistToml, "rules/denylist.toml (built in)", /*check_patterns=*/false);
     // A broken built-in file leaves the denylist empty; rules_test fails on it.
-    if (parsed) (void)out->impl_->AddParsed(std::move(*parsed), "rules/denylist.toml (built in)");
+    if (parsed) (void)out->impl_->AddParsed(std::move(*parsed), "rules/denylist.toml (built in)", /*lazy=*/true);
     return out;
   }();
   return *builtin;
@@ -611,6 +652,11 @@ std::pair<std::string, std::string> RuleSet::ResolveName(std::string_view module
   std::string_view mod = module;
   if (auto it = names.compat_module.find(module); it != names.compat_module.end()) mod = it->second;
   return {std::string(impl_->allowlist.CanonicalModule(mod)), std::string(name)};
+}
+
+Status CheckBuiltinRules() {
+  CKG_TRY(ParseRules(kBuiltinDenylistToml, "rules/denylist.toml (built in)", /*check_patterns=*/true));
+  return RuleSet::Builtin().impl_->CheckMatcher();
 }
 
 const Allowlist& RuleSet::allowlist() const { return impl_->allowlist; }

@@ -132,10 +132,16 @@ class RuleSet {
   const std::vector<Rule>& rules() const;
 
  private:
+  friend Status CheckBuiltinRules();
   RuleSet();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// CheckBuiltinRules parses the built-in rules/denylist.toml with every
+// pattern compiled on its own, then compiles the pattern set (rules_test: at
+// start-up the built-in patterns are not checked, and compiled on first use).
+Status CheckBuiltinRules();
 
 // CheckBuiltinNames parses the built-in rules/callables.toml and
 // rules/pickle_names.toml (rules_test: they are part of the binary).
