@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
+#include "ckptguard/printable.h"
 #include "ckptguard/scanner/key_check.h"
 #include "cli_util.h"
 
@@ -21,24 +22,6 @@ std::string Dims(const std::vector<int64_t>& dims) {
   std::string out = "[";
   for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
   return out + "]";
-}
-
-// Printable escapes control bytes so a hostile key name cannot drive the
-// terminal ("\x1b[2J" is shown, not run).
-std::string Printable(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out;
 }
 
 std::string Plural(size_t n, const std::string& one, const std::string& many) {
@@ -119,7 +102,7 @@ void PrintText(const CheckFlags& flags, const KeyCheckResult& r, const std::vect
   const size_t strip = r.stripped_prefix && prefix_on_expected_side ? r.stripped_prefix->size() : 0;
   for (const ExpectedTensor& e : expected) by_key.emplace(e.key.substr(std::min(strip, e.key.size())), &e);
 
-  std::cout << "== " << flags.file << "\n";
+  std::cout << "== " << Printable(flags.file) << "\n";
   std::cout << "checkpoint: " << Plural(num_checkpoint_keys, "tensor", "tensors")
             << (flags.prefix.empty() ? "" : " under '" + flags.prefix + "'") << "; expected: "
             << Plural(expected.size(), "key", "keys") << " from " << flags.expect << "\n";
@@ -133,7 +116,7 @@ void PrintText(const CheckFlags& flags, const KeyCheckResult& r, const std::vect
     for (const std::string& key : r.missing) {
       std::cout << "  " << Printable(key);
       if (auto it = by_key.find(key); it != by_key.end()) {
-        std::cout << "  " << it->second->dtype.value_or("any dtype") << " " << Dims(it->second->shape);
+        std::cout << "  " << Printable(it->second->dtype.value_or("any dtype")) << " " << Dims(it->second->shape);
       }
       std::cout << "\n";
     }

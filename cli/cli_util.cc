@@ -2,10 +2,14 @@
 
 #include <iostream>
 
+#include "ckptguard/printable.h"
+
 namespace ckptguard::cli {
 
 void ReportError(const std::string& path, const Error& error) {
-  std::cerr << "ckptguard: " << path << ": " << error.ToString() << "\n";
+  // Both may come from a file (a name in a scanned folder, an entry name):
+  // escaped for the terminal.
+  std::cerr << "ckptguard: " << Printable(path) << ": " << Printable(error.ToString()) << "\n";
 }
 
 void AddPickleLimitOptions(CLI::App& cmd, PickleLimits& limits) {

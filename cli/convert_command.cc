@@ -9,6 +9,7 @@
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/safetensors_writer.h"
 #include "ckptguard/torch_writer.h"
+#include "ckptguard/printable.h"
 #include "cli_util.h"
 
 namespace ckptguard::cli {
@@ -77,7 +78,7 @@ std::string Format(const ConvertFlags& flags) {
 }
 
 int Fail(const std::string& path, const std::string& detail) {
-  std::cerr << "ckptguard convert: " << path << ": " << detail << "\n";
+  std::cerr << "ckptguard convert: " << Printable(path) << ": " << Printable(detail) << "\n";
   return kExitError;
 }
 

@@ -9,12 +9,25 @@
 
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/pickle_disasm.h"
+#include "ckptguard/printable.h"
 #include "ckptguard/source_pickles.h"
 #include "ckptguard/container.h"
 #include "cli_util.h"
 
 namespace ckptguard::cli {
 namespace {
+
+// AppendPrintableLines writes `text` line by line, each escaped for the
+// terminal (Printable), keeping its line breaks.
+void AppendPrintableLines(std::ostream& out, std::string_view text) {
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    out << Printable(text.substr(0, nl));
+    if (nl == std::string_view::npos) return;
+    out << '\n';
+    text.remove_prefix(nl + 1);
+  }
+}
 
 using nlohmann::json;
 
@@ -111,19 +124,20 @@ void DisasmSource(const std::string& path, const std::string& nested_path, const
     }
     src["ops"] = std::move(ops);
   } else {
-    out << SourceTitle(path, nested_path, container, source) << "\n";
+    out << Printable(SourceTitle(path, nested_path, container, source)) << "\n";
     for (size_t i = 0; i < pickles.size(); ++i) {
       if (pickles.size() > 1 || decoded.stream.error) {
         out << "-- pickle " << i + 1 << " at offset " << pickles[i].front().offset << "\n";
       }
       const bool complete = pickles[i].back().code == Opcode::kStop;
-      out << DisassemblePickle(pickles[i], complete, options);
+      // Operands are shown as Python reprs; each line is escaped all the same.
+      AppendPrintableLines(out, DisassemblePickle(pickles[i], complete, options));
     }
     if (decoded.legacy_torch) {
       out << "-- legacy torch format: " << decoded.trailing_len
           << " bytes of raw storage records follow the five pickles\n";
     }
-    if (decoded.stream.error) out << "!! " << decoded.stream.error->ToString() << "\n";
+    if (decoded.stream.error) out << "!! " << Printable(decoded.stream.error->ToString()) << "\n";
   }
   if (decoded.stream.error) {
     Error error = *decoded.stream.error;
@@ -156,20 +170,20 @@ void DisasmMapped(const MappedFile& file, const std::string& path, const DisasmF
     }
     for (const Anomaly& a : container.anomalies) {
       if (a.kind != "zip.bad_entry") continue;
-      std::cerr << "ckptguard: " << where << ": unreadable entry at byte " << a.offset << " (" << a.entry
-                << "): " << a.detail << "\n";
+      std::cerr << "ckptguard: " << Printable(where) << ": unreadable entry at byte " << a.offset << " ("
+                << Printable(a.entry) << "): " << Printable(a.detail) << "\n";
       errors.push_back(json{{"code", "unreadable_entry"}, {"offset", a.offset}, {"where", a.entry},
                             {"detail", a.detail}});
       outcome.ok = false;
     }
     if (container.format == ContainerFormat::kUnknown) {
       const std::string note = "not a model file ckptguard knows: " + container.reason;
-      if (!flags.json) out << "== " << where << ": " << note << "\n";
+      if (!flags.json) out << "== " << Printable(where) << ": " << Printable(note) << "\n";
       notes.push_back(note);
       outcome.ok = false;
     } else if (container.pickles.empty()) {
       const std::string note = std::string(ContainerFormatName(container.format)) + ": holds no pickle";
-      if (!flags.json) out << "== " << where << ": " << note << "\n";
+      if (!flags.json) out << "== " << Printable(where) << ": " << Printable(note) << "\n";
       notes.push_back(note);
     }
     for (const PickleSource& source : container.pickles) {

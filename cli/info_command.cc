@@ -9,6 +9,7 @@
 
 #include "ckptguard/container.h"
 #include "ckptguard/mapped_file.h"
+#include "ckptguard/printable.h"
 #include "cli_util.h"
 
 namespace ckptguard::cli {
@@ -122,12 +123,14 @@ json ContainerJson(const Container& c, uint32_t depth) {
   return out;
 }
 
+// Every name, key, type and detail read from the file is escaped for the
+// terminal (Printable): a file cannot drive it.
 void PrintContainer(const Container& c, const std::string& indent, std::ostream& out) {
   out << indent << "format: " << ContainerFormatName(c.format);
   for (Wrapper w : c.wrappers) out << " (inside " << WrapperName(w) << ")";
   out << ", " << c.bytes.size() << " bytes\n";
-  if (!c.reason.empty()) out << indent << "reason: " << c.reason << "\n";
-  if (!c.prefix.empty()) out << indent << "archive prefix: " << c.prefix << "/\n";
+  if (!c.reason.empty()) out << indent << "reason: " << Printable(c.reason) << "\n";
+  if (!c.prefix.empty()) out << indent << "archive prefix: " << Printable(c.prefix) << "/\n";
   if (!c.entries.empty()) {
     out << indent << "entries (" << c.entries.size() << "):\n";
     char line[512];
@@ -143,13 +146,13 @@ void PrintContainer(const Container& c, const std::string& indent, std::ostream&
                     static_cast<unsigned long long>(e.zip.compressed_len),
                     static_cast<unsigned long long>(e.zip.uncompressed_len),
                     static_cast<unsigned long long>(e.zip.local_header_offset), crc);
-      out << line << e.zip.name << (e.holds_pickle ? "  [pickle]" : "") << "\n";
+      out << line << Printable(e.zip.name) << (e.holds_pickle ? "  [pickle]" : "") << "\n";
     }
   }
   if (!c.pickles.empty()) {
     out << indent << "pickles:\n";
     for (const PickleSource& p : c.pickles) {
-      out << indent << "  " << (p.entry.empty() ? std::string("stream") : "'" + p.entry + "'");
+      out << indent << "  " << (p.entry.empty() ? std::string("stream") : "'" + Printable(p.entry) + "'");
       if (p.file_offset) {
         out << " at offset " << *p.file_offset + p.start;
       } else {
@@ -163,7 +166,7 @@ void PrintContainer(const Container& c, const std::string& indent, std::ostream&
     for (uint64_t o : c.legacy->pickle_offsets) out << " " << o;
     out << "; storage records from " << c.legacy->records_offset << ":\n";
     for (const LegacyRecord& r : c.legacy->records) {
-      out << indent << "  key " << r.key << ": " << r.storage_type << " x " << r.num_elements << " at "
+      out << indent << "  key " << Printable(r.key) << ": " << Printable(r.storage_type) << " x " << r.num_elements << " at "
           << r.data_offset << " (" << r.data_len << " bytes)\n";
     }
   }
@@ -171,13 +174,13 @@ void PrintContainer(const Container& c, const std::string& indent, std::ostream&
     out << indent << "safetensors: header " << c.safetensors->header_len << " bytes, "
         << c.safetensors->tensors.size() << " tensors, data from " << c.safetensors->data_offset << "\n";
     for (const SafetensorsTensor& t : c.safetensors->tensors) {
-      out << indent << "  " << t.name << ": " << t.dtype << " [";
+      out << indent << "  " << Printable(t.name) << ": " << Printable(t.dtype) << " [";
       for (size_t i = 0; i < t.shape.size(); ++i) out << (i ? ", " : "") << t.shape[i];
       out << "] at " << t.file_offset << "\n";
     }
   }
   auto print_npy = [&](const NpyArray& a, const std::string& name) {
-    out << indent << (name.empty() ? "numpy" : "  " + name) << ": descr " << a.descr << ", shape (";
+    out << indent << (name.empty() ? "numpy" : "  " + Printable(name)) << ": descr " << Printable(a.descr) << ", shape (";
     for (size_t i = 0; i < a.shape.size(); ++i) out << (i ? ", " : "") << a.shape[i];
     out << (a.shape.size() == 1 ? ",)" : ")") << (a.fortran_order ? ", fortran order" : "")
         << (a.is_object ? ", OBJECT ARRAY (a pickle)" : "") << ", data at " << a.data_offset << "\n";
@@ -193,13 +196,13 @@ void PrintContainer(const Container& c, const std::string& indent, std::ostream&
     out << indent << "anomalies (" << c.anomalies.size() << "):\n";
     for (const Anomaly& a : c.anomalies) {
       out << indent << "  [" << a.kind << "] at byte " << a.offset;
-      if (!a.entry.empty()) out << " (" << a.entry << ")";
-      out << ": " << a.detail << "\n";
+      if (!a.entry.empty()) out << " (" << Printable(a.entry) << ")";
+      out << ": " << Printable(a.detail) << "\n";
     }
   }
-  if (c.error) out << indent << "error: " << c.error->ToString() << "\n";
+  if (c.error) out << indent << "error: " << Printable(c.error->ToString()) << "\n";
   for (const NestedContainer& n : c.nested) {
-    out << indent << "nested in " << n.entry << ":\n";
+    out << indent << "nested in " << Printable(n.entry) << ":\n";
     PrintContainer(*n.container, indent + "    ", out);
   }
 }
@@ -260,7 +263,7 @@ int RunInfo(const InfoFlags& flags) {
       doc = ContainerJson(container, 0);
       doc["path"] = path;
     } else {
-      text << "== " << path << "\n";
+      text << "== " << Printable(path) << "\n";
       PrintContainer(container, "", text);
     }
     if (Status unchanged = file->CheckUnchanged(); !unchanged) {

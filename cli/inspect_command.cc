@@ -5,6 +5,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "ckptguard/printable.h"
 #include "cli_util.h"
 
 namespace ckptguard::cli {
@@ -85,7 +86,7 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
                          : v.ordered_dict             ? "OrderedDict"
                          : v.frozen && v.kind == ValueKind::kTuple ? "torch.Size"
                                                                    : std::string(ValueKindName(v.kind));
-      out << line << (f.label.empty() ? "" : " ") << kind << " (" << n << ")\n";
+      out << Printable(line) << (f.label.empty() ? "" : " ") << Printable(kind) << " (" << n << ")\n";
       if (f.depth >= 64) continue;
       for (size_t i = n; i-- > 0;) {
         if (is_dict) {
@@ -99,7 +100,7 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
         }
       }
     } else {
-      out << line << (f.label.empty() ? "" : " ") << scalar() << "\n";
+      out << Printable(line) << (f.label.empty() ? "" : " ") << Printable(scalar()) << "\n";
     }
   }
 }
@@ -125,13 +126,14 @@ int InspectOne(const std::string& path, const InspectFlags& flags) {
     std::cout << doc->dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
-  std::cout << "== " << path << "\n";
+  std::cout << "== " << Printable(path) << "\n";
   std::cout << "format: " << ContainerFormatName(ckpt->format()) << "\n";
-  for (const std::string& note : ckpt->notes()) std::cout << "note: " << note << "\n";
+  for (const std::string& note : ckpt->notes()) std::cout << "note: " << Printable(note) << "\n";
   const json& tensors = (*doc)["tensors"];
-  std::cout << "tensors (" << tensors.size() << (flags.prefix.empty() ? "" : " under '" + flags.prefix + "'") << "):\n";
+  std::cout << "tensors (" << tensors.size() << (flags.prefix.empty() ? "" : " under '" + Printable(flags.prefix) + "'")
+            << "):\n";
   for (const auto& [name, t] : tensors.items()) {
-    std::cout << "  " << name << "  " << t["dtype"].get<std::string>() << " " << t["shape"].dump() << " stride "
+    std::cout << "  " << Printable(name) << "  " << Printable(t["dtype"].get<std::string>()) << " " << t["shape"].dump() << " stride "
               << t["stride"].dump() << " offset " << t["storage_offset"].get<int64_t>()
               << (t["parameter"].get<bool>() ? " parameter" : "");
     if (t.contains("sha256")) std::cout << "  sha256 " << t["sha256"].get<std::string>();

@@ -51,6 +51,7 @@
 #include <utility>
 
 #include "ckptguard/input_file.h"
+#include "ckptguard/printable.h"
 #include "ckptguard/scanner/report.h"
 #include "ckptguard/scanner/scan.h"
 #include "cli_util.h"
@@ -689,7 +690,7 @@ int RunScan(const ScanFlags& flags) {
     r.findings.push_back(Finding{scanner::kRuleNothingToScan, Severity::kSuspicious, message, "", 0, ""});
     r.error = Error{ErrorCode::kIo, 0, "", std::string("nothing scanned (") + scanner::kRuleNothingToScan + ")"};
     r.verdict = scanner::VerdictOf(r.findings, r.error);
-    std::cerr << "ckptguard scan: " << flags.paths[root] << ": " << message << "\n";
+    std::cerr << "ckptguard scan: " << Printable(flags.paths[root]) << ": " << Printable(message) << "\n";
     empties.push_back(std::move(r));
   }
   reports.insert(reports.begin(), std::make_move_iterator(empties.begin()), std::make_move_iterator(empties.end()));

@@ -8,6 +8,7 @@
 
 #include "ckptguard/atomic_file.h"
 #include "ckptguard/signing/model_signing.h"
+#include "ckptguard/printable.h"
 #include "cli_util.h"
 
 namespace ckptguard::cli {
@@ -242,7 +243,7 @@ int RunVerifySignature(const VerifySignatureFlags& flags) {
     std::cout << flags.model_path << ": signature OK (key " << verified->key_id << ", "
               << verified->resources.size() << " file" << (verified->resources.size() == 1 ? "" : "s") << ")\n";
   } else if (status == kExitFindings) {
-    std::cout << flags.model_path << ": signature does NOT verify: " << verified.error().ToString() << "\n";
+    std::cout << Printable(flags.model_path) << ": signature does NOT verify: " << Printable(verified.error().ToString()) << "\n";
   } else {
     ReportError(flags.model_path, verified.error());
   }

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "ckptguard/printable.h"
 #include "ckptguard/verify.h"
 #include "cli_util.h"
 
@@ -28,17 +29,18 @@ json ReportJson(const VerifyReport& r) {
 }
 
 void PrintReport(const VerifyReport& r, std::ostream& out) {
-  out << r.path << " (" << r.format << "): ";
+  // Paths, keys, entries and details may come from the files: escaped.
+  out << Printable(r.path) << " (" << r.format << "): ";
   if (r.ok()) {
     out << "ok, " << r.num_tensors << " tensors, " << r.tensor_bytes << " bytes of tensor data read";
-    if (r.progress) out << ", " << r.progress_key << " " << *r.progress;
+    if (r.progress) out << ", " << Printable(r.progress_key) << " " << *r.progress;
     out << "\n";
     return;
   }
   out << "BROKEN (" << r.problems.size() << " problem" << (r.problems.size() == 1 ? "" : "s") << ")\n";
   for (const VerifyProblem& p : r.problems) {
-    out << "  [" << p.kind << "] at byte " << p.offset << (p.entry.empty() ? "" : " (" + p.entry + ")") << ": "
-        << p.detail << "\n";
+    out << "  [" << p.kind << "] at byte " << p.offset << (p.entry.empty() ? "" : " (" + Printable(p.entry) + ")")
+        << ": " << Printable(p.detail) << "\n";
   }
 }
 
@@ -133,9 +135,9 @@ int RunLatest(const LatestFlags& flags) {
     if (result->chosen) {
       std::cout << "chosen ";
       PrintReport(result->chosen->report, std::cout);
-      std::cout << result->chosen->path.string() << "\n";
+      std::cout << Printable(result->chosen->path.string()) << "\n";
     } else {
-      std::cerr << "ckptguard latest: no checkpoint in " << flags.dir << " verifies\n";
+      std::cerr << "ckptguard latest: no checkpoint in " << Printable(flags.dir) << " verifies\n";
     }
   }
   std::cout.flush();

@@ -180,7 +180,7 @@ BOOST_AUTO_TEST_CASE(key_names_cannot_drive_the_terminal) {
   const auto r = Check(Params() + " --expect " + ShellQuote(schema));
   BOOST_TEST(r.exit_code == 1);
   BOOST_TEST(!Has(r.out, "\x1b"));
-  BOOST_TEST(Has(r.out, "  \\x1b[2Jevil  any dtype [1]"), r.out);
+  BOOST_TEST(Has(r.out, "  \\x1B[2Jevil  any dtype [1]"), r.out);
 }
 
 BOOST_AUTO_TEST_CASE(help_teaches) {

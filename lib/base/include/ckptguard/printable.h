@@ -1,0 +1,24 @@
+// Untrusted text (keys, names, strings and paths from a file) made safe to
+// print on a terminal.
+#ifndef CKPTGUARD_PRINTABLE_H_
+#define CKPTGUARD_PRINTABLE_H_
+
+#include <string>
+#include <string_view>
+
+namespace ckptguard {
+
+// AppendPrintable appends `text` for a terminal: C0 controls (newline and
+// tab included), DEL, C1 controls and bytes that are not well-formed UTF-8 as
+// \xNN; the bidirectional formatting characters (CVE-2021-42574) as \u{NNNN};
+// everything else as it is. A checkpoint can then neither set the terminal's
+// title or colours, move the cursor, overwrite or forge lines, nor reorder
+// what a line shows.
+void AppendPrintable(std::string& out, std::string_view text);
+
+// Printable returns `text` escaped as AppendPrintable does.
+std::string Printable(std::string_view text);
+
+}  // namespace ckptguard
+
+#endif  // CKPTGUARD_PRINTABLE_H_
