@@ -112,8 +112,12 @@ std::string MakeToken(const fs::path& data_dir, const std::string& name, const s
   return LastLine(r.out);
 }
 
+// Env: the registry and token for a client run; pulls without --key pin the
+// registry's keys in a known-registries file beside the data folder, never
+// under the user's own ~/.config.
 std::string Env(const Daemon& d, const std::string& token) {
-  return "CKPTGUARD_REGISTRY=" + d.Url() + " CKPTGUARD_TOKEN=" + token + " ";
+  return "CKPTGUARD_REGISTRY=" + d.Url() + " CKPTGUARD_TOKEN=" + token + " XDG_CONFIG_HOME=" +
+         ShellQuote((d.dir.parent_path() / "config").string()) + " ";
 }
 
 std::vector<fs::path> Files(const char* sub) {
