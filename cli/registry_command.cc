@@ -1,14 +1,21 @@
 // `ckptguard registry ...`: push, pull, verify, list and revoke against a
-// ckptguardd registry over HTTP. Pull verifies before it writes: the bytes
-// must hash to the digest asked for and the model-signing bundle must verify
-// with a trusted key, else nothing is written.
+// ckptguardd registry over HTTP. Pull verifies before it writes: the
+// model-signing bundle must verify with a trusted key (--key, or the keys
+// pinned for the registry on first use), sign exactly the digest, and name
+// the name, tag and registry asked for; the record and the key must not be
+// revoked; the bytes must hash to the digest. Else nothing is written.
 #include "registry_command.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "ckptguard/atomic_file.h"
@@ -97,14 +104,16 @@ int Push(const RegistryFlags& flags) {
       ReportError(file, client.error());
       return kExitError;
     }
-    auto response = client->SendFile("POST", "/v1/checkpoints?name=" + Encode(name) + "&tag=" + Encode(flags.tag), file);
+    auto response = client->SendFile(
+        "POST", "/v1/checkpoints?name=" + Encode(name) + "&tag=" + Encode(flags.tag) + (flags.force ? "&force=1" : ""),
+        file);
     if (!response) {
       ReportError(file, response.error());
       worst = kExitError;
       continue;
     }
     json record = json::parse(response->body, nullptr, false);
-    if ((response->status != 201 && response->status != 422) || !record.is_object()) {
+    if ((response->status != 200 && response->status != 201 && response->status != 422) || !record.is_object()) {
       std::cerr << "ckptguard: " << file << ": the registry refused the push: " << ServerError(*response) << "\n";
       worst = kExitError;
       continue;
@@ -112,7 +121,14 @@ int Push(const RegistryFlags& flags) {
     if (flags.json) {
       record["path"] = file;
       results.push_back(record);
+    } else if (response->status == 200) {
+      std::cout << file << ": already stored as " << record.value("name", "") << ":" << record.value("tag", "")
+                << " sha256 " << record.value("sha256", "") << " (same content; nothing new)\n";
     } else if (response->status == 201) {
+      if (record.contains("moved_from")) {
+        std::cout << file << ": moved tag " << record.value("name", "") << ":" << record.value("tag", "") << " from sha256 "
+                  << record.value("moved_from", "") << "\n";
+      }
       std::cout << file << ": stored as " << record.value("name", "") << ":" << record.value("tag", "")
                 << " sha256 " << record.value("sha256", "") << ", signed by key " << record.value("key_id", "").substr(0, 16)
                 << "\n";
@@ -149,38 +165,171 @@ Result<std::vector<signing::PublicKey>> ParseKeys(const std::string& text, const
   return keys;
 }
 
+// ------------------------------------------------------------ known registries
+//
+// Trust on first use, as SSH's known_hosts: the first pull from a registry
+// URL without --key pins the registry's id and the keys it presents; later
+// pulls trust only those keys and refuse another id. A key the registry
+// presents later (a rotation) is pinned only with --accept-new-key. The file
+// is JSON, written atomically, mode 0600, in a 0700 folder:
+//   {"registries": [{"url", "registry_id", "registry_name",
+//                    "keys": [{"key_id", "public_pem", "pinned_at"}]}]}
+
+struct PinnedKey {
+  std::string key_id;
+  std::string public_pem;
+  int64_t pinned_at = 0;
+};
+
+struct KnownRegistry {
+  std::string url;
+  std::string registry_id;
+  std::string registry_name;
+  std::vector<PinnedKey> keys;
+};
+
+std::string DefaultKnownKeysPath() {
+  const std::string xdg = Env("XDG_CONFIG_HOME");
+  if (!xdg.empty() && xdg.front() == '/') return xdg + "/ckptguard/known_registries";
+  const std::string home = Env("HOME");
+  if (home.empty()) return "";
+  return home + "/.config/ckptguard/known_registries";
+}
+
+std::string NormalUrl(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+// LoadKnown reads the file; a missing file is an empty list, anything
+// unreadable or malformed is an error (never silently "nothing pinned").
+Result<std::vector<KnownRegistry>> LoadKnown(const std::string& path) {
+  std::vector<KnownRegistry> out;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return out;
+  constexpr uintmax_t kMaxKnownBytes = uintmax_t{4} << 20;
+  if (std::filesystem::file_size(path, ec) > kMaxKnownBytes || ec) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "the known-registries file is unreadable or larger than 4 MiB", path);
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("registries") || !j["registries"].is_array()) {
+    return MakeError(ErrorCode::kMalformed, 0, "the known-registries file is not what ckptguard writes", path);
+  }
+  for (const auto& r : j["registries"]) {
+    if (!r.is_object()) continue;
+    KnownRegistry known{r.value("url", ""), r.value("registry_id", ""), r.value("registry_name", ""), {}};
+    for (const auto& k : r.value("keys", json::array())) {
+      if (k.is_object()) known.keys.push_back({k.value("key_id", ""), k.value("public_pem", ""), k.value("pinned_at", int64_t{0})});
+    }
+    out.push_back(std::move(known));
+  }
+  return out;
+}
+
+Status SaveKnown(const std::string& path, const std::vector<KnownRegistry>& known) {
+  json list = json::array();
+  for (const KnownRegistry& r : known) {
+    json keys = json::array();
+    for (const PinnedKey& k : r.keys) keys.push_back({{"key_id", k.key_id}, {"public_pem", k.public_pem}, {"pinned_at", k.pinned_at}});
+    list.push_back({{"url", r.url}, {"registry_id", r.registry_id}, {"registry_name", r.registry_name}, {"keys", keys}});
+  }
+  const std::string text = json{{"registries", list}}.dump(2) + "\n";
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  if (!folder.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::exists(folder, ec)) {
+      std::filesystem::create_directories(folder, ec);
+      if (ec) return MakeError(ErrorCode::kIo, 0, "cannot create the folder: " + ec.message(), folder.string());
+      ::chmod(folder.c_str(), 0700);
+    }
+  }
+  CKG_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
+  if (::chmod(file.temp_path().c_str(), 0600) != 0) {
+    return MakeError(ErrorCode::kIo, 0, "cannot make the known-registries file owner-only", path);
+  }
+  CKG_TRY(file.Write(Bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
+  return file.Commit();
+}
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// BundleKeyHint: the key id a bundle names (verificationMaterial.publicKey.hint), "" when none.
+std::string BundleKeyHint(const std::string& bundle) {
+  json j = json::parse(bundle, nullptr, false);
+  if (!j.is_object()) return "";
+  const json* vm = j.contains("verificationMaterial") ? &j["verificationMaterial"] : nullptr;
+  if (vm == nullptr || !vm->is_object() || !vm->contains("publicKey") || !(*vm)["publicKey"].is_object()) return "";
+  const json& pk = (*vm)["publicKey"];
+  return pk.contains("hint") && pk["hint"].is_string() ? pk["hint"].get<std::string>() : "";
+}
+
+bool ValidRefPart(const std::string& s, bool is_name) {
+  if (is_name && s.empty()) return false;
+  if (s.size() > 200) return false;
+  for (unsigned char c : s) {
+    if (!(std::isalnum(c) || c == '.' || c == '_' || c == '-' || (is_name && c == '/'))) return false;
+  }
+  return true;
+}
+
+// Refuse prints why the pull was refused (exit 1: nothing written).
+int Refuse(const std::string& ref, const std::string& why) {
+  std::cerr << "ckptguard: " << ref << ": refused: " << why << "; nothing written\n";
+  return kExitFindings;
+}
+
 int Pull(const RegistryFlags& flags) {
   auto client = MakeClient(flags, "pulling " + flags.ref);
   if (!client) {
     ReportError(flags.ref, client.error());
     return kExitError;
   }
-  std::string sha = flags.ref;
-  std::string label = flags.ref;
-  if (!IsSha256(sha)) {
-    const size_t colon = flags.ref.rfind(':');
-    const std::string name = flags.ref.substr(0, colon);
-    const std::string tag = colon == std::string::npos ? "" : flags.ref.substr(colon + 1);
-    auto found = client->Call("GET", "/v1/checkpoints?status=stored&limit=1&name=" + Encode(name) +
-                                         (tag.empty() ? "" : "&tag=" + Encode(tag)));
-    if (!found) {
-      ReportError(flags.ref, found.error());
+  const std::string& ref = flags.ref;
+  const std::string url = NormalUrl(client->options().url);
+  // What is asked for: a digest, or NAME (any tag) or NAME:TAG.
+  const bool by_digest = IsSha256(ref);
+  std::string want_name, want_tag;
+  bool has_tag = false;
+  if (!by_digest) {
+    const size_t colon = ref.rfind(':');
+    want_name = ref.substr(0, colon);
+    has_tag = colon != std::string::npos;
+    if (has_tag) want_tag = ref.substr(colon + 1);
+    if (!ValidRefPart(want_name, true) || !ValidRefPart(want_tag, false)) {
+      std::cerr << "ckptguard: " << ref << ": not a sha256, NAME or NAME:TAG\n";
       return kExitError;
     }
-    json list = json::parse(found->body, nullptr, false);
-    if (found->status != 200 || !list.is_object() || !list.contains("checkpoints")) {
-      std::cerr << "ckptguard: " << flags.ref << ": " << ServerError(*found) << "\n";
-      return kExitError;
-    }
-    if (list["checkpoints"].empty()) {
-      std::cerr << "ckptguard: " << flags.ref << ": no stored checkpoint is named so (NAME or NAME:TAG, or a sha256)\n";
-      return kExitError;
-    }
-    sha = list["checkpoints"][0].value("sha256", "");
   }
-  // Trusted keys: pinned with --key, else the registry's own (said so).
+  auto get = [&](const std::string& target) -> Result<Response> { return client->Call("GET", target); };
+
+  // The registry's identity as it answers now.
+  std::string server_id, server_name;
+  {
+    auto identity = get("/v1/registry");
+    if (!identity) {
+      ReportError(ref, identity.error());
+      return kExitError;
+    }
+    json j = json::parse(identity->body, nullptr, false);
+    if (identity->status == 200 && j.is_object()) {
+      server_id = j.value("registry_id", "");
+      server_name = j.value("registry_name", "");
+    }
+  }
+
+  // Trusted keys and the registry id signatures must name.
   std::vector<signing::PublicKey> trusted;
+  std::string expected_id;
   std::string trust_source;
+  std::string known_path;
+  std::vector<KnownRegistry> known;
+  KnownRegistry* entry = nullptr;
+  bool first_use = false;
+  std::vector<signing::PublicKey> presented;  // keys the registry presents that are not pinned
   if (!flags.keys.empty()) {
     for (const std::string& path : flags.keys) {
       auto key = signing::PublicKey::LoadFile(path);
@@ -190,44 +339,229 @@ int Pull(const RegistryFlags& flags) {
       }
       trusted.push_back(std::move(*key));
     }
+    expected_id = !flags.registry_id.empty() ? flags.registry_id : server_id;
     trust_source = "--key";
   } else {
-    auto keys = client->Call("GET", "/v1/keys");
+    known_path = !flags.known_keys.empty() ? flags.known_keys : DefaultKnownKeysPath();
+    if (known_path.empty()) {
+      std::cerr << "ckptguard: " << ref << ": no --key and nowhere to pin keys (set HOME, XDG_CONFIG_HOME or --known-keys)\n";
+      return kExitError;
+    }
+    auto loaded = LoadKnown(known_path);
+    if (!loaded) {
+      ReportError(known_path, loaded.error());
+      return kExitError;
+    }
+    known = std::move(*loaded);
+    for (KnownRegistry& r : known) {
+      if (NormalUrl(r.url) == url) entry = &r;
+    }
+    if (server_id.empty()) {
+      return Refuse(ref, "the registry at " + url + " does not say its id (GET /v1/registry); keys cannot be pinned to it");
+    }
+    if (entry != nullptr && entry->registry_id != server_id) {
+      return Refuse(ref, "the registry at " + url + " says its id is " + server_id + ", but " + entry->registry_id +
+                             " is pinned for it in " + known_path +
+                             " (another registry answers at this address?); if that is expected, remove its entry");
+    }
+    auto keys = get("/v1/keys");
     if (!keys) {
-      ReportError(flags.ref, keys.error());
+      ReportError(ref, keys.error());
       return kExitError;
     }
     if (keys->status != 200) {
-      std::cerr << "ckptguard: " << flags.ref << ": cannot fetch the registry's keys: " << ServerError(*keys) << "\n";
+      std::cerr << "ckptguard: " << ref << ": cannot fetch the registry's keys: " << ServerError(*keys) << "\n";
       return kExitError;
     }
-    auto parsed = ParseKeys(keys->body, client->options().url + "/v1/keys");
+    auto parsed = ParseKeys(keys->body, url + "/v1/keys");
     if (!parsed) {
-      ReportError(flags.ref, parsed.error());
+      ReportError(ref, parsed.error());
       return kExitError;
     }
-    trusted = std::move(*parsed);
-    trust_source = "the registry's /v1/keys (pin keys with --key)";
+    if (entry == nullptr) {
+      first_use = true;
+      known.push_back({url, server_id, server_name, {}});
+      entry = &known.back();
+      for (const auto& key : *parsed) {
+        entry->keys.push_back({key.KeyId(), key.Pem(), NowSeconds()});
+        trusted.push_back(key);
+      }
+      trust_source = "keys pinned now, on first use, in " + known_path;
+    } else {
+      for (const PinnedKey& pin : entry->keys) {
+        auto key = signing::PublicKey::FromPem(pin.public_pem);
+        if (!key || key->KeyId() != pin.key_id) {
+          std::cerr << "ckptguard: " << known_path << ": a pinned key of " << url << " is damaged\n";
+          return kExitError;
+        }
+        trusted.push_back(std::move(*key));
+      }
+      for (const auto& key : *parsed) {
+        const bool pinned = std::any_of(trusted.begin(), trusted.end(),
+                                        [&](const signing::PublicKey& t) { return t.KeyId() == key.KeyId(); });
+        if (!pinned) presented.push_back(key);
+      }
+      trust_source = "the keys pinned for " + url + " in " + known_path;
+    }
+    expected_id = entry->registry_id;
   }
-  auto bundle = client->Call("GET", "/v1/checkpoints/" + sha + "/signature");
+
+  // Resolve NAME[:TAG] to the row that holds it: the newest stored or
+  // revoked one (a rejected push never takes a tag). A revoked newest
+  // version is refused, never replaced by an older one.
+  std::string sha = by_digest ? ref : std::string();
+  std::string resolved_tag = want_tag;
+  if (!by_digest) {
+    auto found = get("/v1/checkpoints?limit=100&name=" + Encode(want_name) + (has_tag ? "&tag=" + Encode(want_tag) : ""));
+    if (!found) {
+      ReportError(ref, found.error());
+      return kExitError;
+    }
+    json list = json::parse(found->body, nullptr, false);
+    if (found->status != 200 || !list.is_object() || !list.contains("checkpoints") || !list["checkpoints"].is_array()) {
+      std::cerr << "ckptguard: " << ref << ": " << ServerError(*found) << "\n";
+      return kExitError;
+    }
+    const json* holder = nullptr;
+    for (const auto& row : list["checkpoints"]) {
+      if (!row.is_object() || row.value("status", "") == "rejected") continue;
+      holder = &row;
+      break;
+    }
+    if (holder == nullptr) {
+      std::cerr << "ckptguard: " << ref << ": no stored checkpoint is named so (NAME or NAME:TAG, or a sha256)\n";
+      return kExitError;
+    }
+    sha = holder->value("sha256", "");
+    resolved_tag = holder->value("tag", "");
+    if (!IsSha256(sha)) return Refuse(ref, "the registry named no valid digest for it");
+    if (holder->value("status", "") == "revoked" && !flags.allow_revoked) {
+      const json rev = holder->value("revoked", json::object());
+      return Refuse(ref, "its newest version (sha256 " + sha + ") was revoked by " + rev.value("by", "?") + ": " +
+                             rev.value("reason", "?") + " (older versions are not served in its place)");
+    }
+  }
+  const std::string row_query = by_digest ? "" : "?name=" + Encode(want_name) + "&tag=" + Encode(resolved_tag);
+
+  // The record: checkpoint revocation as the registry says it.
+  {
+    auto record = get("/v1/checkpoints/" + sha + row_query);
+    if (!record) {
+      ReportError(ref, record.error());
+      return kExitError;
+    }
+    json j = json::parse(record->body, nullptr, false);
+    if (record->status != 200 || !j.is_object()) {
+      std::cerr << "ckptguard: " << ref << ": " << ServerError(*record) << "\n";
+      return kExitError;
+    }
+    if (j.value("sha256", "") != sha) return Refuse(ref, "the registry's record names another digest than " + sha);
+    const std::string status = j.value("status", "");
+    if (status == "revoked" && !flags.allow_revoked) {
+      const json rev = j.value("revoked", json::object());
+      return Refuse(ref, "checkpoint " + sha + " was revoked by " + rev.value("by", "?") + ": " + rev.value("reason", "?"));
+    }
+    if (status != "stored" && status != "revoked") {
+      return Refuse(ref, "checkpoint " + sha + " has status '" + status + "', not stored");
+    }
+  }
+
+  auto bundle = get("/v1/checkpoints/" + sha + "/signature" + row_query);
   if (!bundle) {
-    ReportError(flags.ref, bundle.error());
+    ReportError(ref, bundle.error());
     return kExitError;
   }
   if (bundle->status != 200) {
-    std::cerr << "ckptguard: " << flags.ref << ": no signature: " << ServerError(*bundle) << "\n";
+    std::cerr << "ckptguard: " << ref << ": no signature: " << ServerError(*bundle) << "\n";
     return kExitError;
   }
+  std::vector<std::string> newly_pinned;
   auto statement = signing::VerifyBundle(bundle->body, trusted);
-  if (!statement) {
-    std::cerr << "ckptguard: " << flags.ref << ": the signature does not verify: " << statement.error().ToString() << "\n";
-    return kExitFindings;
+  if (!statement && flags.keys.empty() && !first_use) {
+    const std::string hint = BundleKeyHint(bundle->body);
+    const bool hint_pinned = std::any_of(trusted.begin(), trusted.end(),
+                                         [&](const signing::PublicKey& t) { return t.KeyId() == hint; });
+    if (!hint_pinned) {
+      const auto offered = std::find_if(presented.begin(), presented.end(),
+                                        [&](const signing::PublicKey& k) { return k.KeyId() == hint; });
+      std::string pinned_ids;
+      for (const PinnedKey& k : entry->keys) pinned_ids += (pinned_ids.empty() ? "" : ", ") + k.key_id.substr(0, 16);
+      if (offered == presented.end() || !flags.accept_new_key) {
+        return Refuse(ref, "the signature is by key " + (hint.empty() ? std::string("(unnamed)") : hint) +
+                               ", which is not pinned for " + url + " in " + known_path + " (pinned: " + pinned_ids +
+                               ")" +
+                               (offered != presented.end()
+                                    ? "; the registry presents it now: if it rotated its key, confirm with its "
+                                      "operator and re-run with --accept-new-key"
+                                    : "; the registry does not even present it"));
+      }
+      entry->keys.push_back({offered->KeyId(), offered->Pem(), NowSeconds()});
+      newly_pinned.push_back(offered->KeyId());
+      trusted.push_back(*offered);
+      statement = signing::VerifyBundle(bundle->body, trusted);
+    }
   }
+  if (!statement) return Refuse(ref, "the signature does not verify: " + statement.error().ToString());
   if (statement->resources.size() != 1 || statement->resources[0].name != "." ||
       statement->resources[0].sha256_hex != sha) {
-    std::cerr << "ckptguard: " << flags.ref << ": the signature covers other content than " << sha << "\n";
-    return kExitFindings;
+    return Refuse(ref, "the signature covers other content than " + sha);
   }
+  // The binding: what was signed is what was asked, from this registry.
+  const auto& claim = statement->registry_claim;
+  if (!claim) {
+    if (!by_digest && !flags.allow_unbound) {
+      return Refuse(ref, "the signature names no checkpoint name, tag or registry (a bundle from before registry "
+                         "binding); pull it by digest, or pass --allow-unbound");
+    }
+  } else {
+    if (claim->registry_id != expected_id) {
+      return Refuse(ref, "the signature is for registry " + claim->registry_id +
+                             (claim->registry_name.empty() ? "" : " (" + claim->registry_name + ")") + ", not " +
+                             (expected_id.empty() ? std::string("(this registry says no id)") : expected_id) + " at " + url);
+    }
+    if (!by_digest && claim->name != want_name) {
+      return Refuse(ref, "the signature is for name '" + claim->name + "', not '" + want_name + "'");
+    }
+    if (!by_digest && claim->tag != resolved_tag) {
+      return Refuse(ref, "the signature is for tag '" + claim->tag + "', not '" + resolved_tag + "'");
+    }
+  }
+  // Key revocation as the registry says it (a pinned or --key key may have
+  // been revoked since).
+  {
+    auto states = get("/v1/keys?format=json");
+    if (!states) {
+      ReportError(ref, states.error());
+      return kExitError;
+    }
+    json j = json::parse(states->body, nullptr, false);
+    if (states->status != 200 || !j.is_object() || !j.contains("keys") || !j["keys"].is_array()) {
+      std::cerr << "ckptguard: " << ref << ": cannot check key revocation: " << ServerError(*states) << "\n";
+      return kExitError;
+    }
+    for (const auto& k : j["keys"]) {
+      if (k.is_object() && k.value("key_id", "") == statement->key_id && k.value("state", "") == "revoked") {
+        return Refuse(ref, "the signature is by key " + statement->key_id + ", which the registry revoked: " +
+                               k.value("revoked_reason", "?"));
+      }
+    }
+  }
+  if (!known_path.empty() && (first_use || !newly_pinned.empty())) {
+    if (Status saved = SaveKnown(known_path, known); !saved) {
+      ReportError(known_path, saved.error());
+      return kExitError;
+    }
+    if (first_use) {
+      std::cout << "pinned registry " << url << " (id " << entry->registry_id
+                << (entry->registry_name.empty() ? "" : ", " + entry->registry_name) << ") on first use in " << known_path
+                << ":\n";
+      for (const PinnedKey& k : entry->keys) std::cout << "  key " << k.key_id << "\n";
+    }
+    for (const std::string& id : newly_pinned) {
+      std::cout << "pinned new key " << id << " for " << url << " (--accept-new-key) in " << known_path << "\n";
+    }
+  }
+
   auto out = AtomicFile::Create(flags.out);
   if (!out) {
     ReportError(flags.out, out.error());
@@ -237,17 +571,15 @@ int Pull(const RegistryFlags& flags) {
   auto response = client->Download("/v1/checkpoints/" + sha + "/blob" + (flags.allow_revoked ? "?allow_revoked=1" : ""),
                                    *out, actual);
   if (!response) {
-    ReportError(flags.ref, response.error());
+    ReportError(ref, response.error());
     return kExitError;
   }
   if (response->status != 200) {
-    std::cerr << "ckptguard: " << flags.ref << ": " << ServerError(*response) << "\n";
+    std::cerr << "ckptguard: " << ref << ": " << ServerError(*response) << "\n";
     return response->status == 410 ? kExitFindings : kExitError;
   }
   if (actual != sha) {
-    std::cerr << "ckptguard: " << flags.ref << ": the downloaded bytes hash to " << actual << ", not " << sha
-              << "; nothing written\n";
-    return kExitFindings;
+    return Refuse(ref, "the downloaded bytes hash to " + actual + ", not " + sha);
   }
   auto committed = out->Commit();
   if (!committed) {
@@ -261,8 +593,14 @@ int Pull(const RegistryFlags& flags) {
     ReportError(sig_path, sig_written.error());
     return kExitError;
   }
-  std::cout << "pulled " << label << " (sha256 " << sha << ") to " << flags.out << "\nsignature verified with key "
-            << statement->key_id << ", trusted from " << trust_source << "; bundle written to " << sig_path << "\n";
+  std::cout << "pulled " << ref << " (sha256 " << sha << ") to " << flags.out << "\nsignature verified with key "
+            << statement->key_id << ", trusted from " << trust_source;
+  if (claim) {
+    std::cout << "; it names " << claim->name << ":" << claim->tag << " at registry " << claim->registry_id;
+  } else {
+    std::cout << "; it names no name, tag or registry (an unbound bundle)";
+  }
+  std::cout << "; bundle written to " << sig_path << "\n";
   return kExitOk;
 }
 
@@ -372,6 +710,7 @@ Examples:
   ckptguardd --data-dir /srv/ckpt token create ci      # on the registry host
   export CKPTGUARD_TOKEN=ckg_...  CKPTGUARD_REGISTRY=http://127.0.0.1:8470
   ckptguard registry push model.pt --name resnet50 --tag v3
+  ckptguard registry pull resnet50:v3 --out model.pt     # pins the registry's keys on first use
   ckptguard registry pull resnet50:v3 --out model.pt --key registry-key.pem
   ckptguard registry verify model.pt
   ckptguard registry list --name resnet50)");
@@ -381,13 +720,26 @@ Examples:
   flags.push->add_option("--name", flags.name, "catalog name (default: the file name)");
   flags.push->add_option("--tag", flags.tag, "version or tag, e.g. v3 or epoch-40");
   flags.push->add_flag("--json", flags.json, "print the catalog records as JSON");
+  flags.push->add_flag("--force", flags.force,
+                       "move NAME:TAG if it holds other content (tags are immutable unless the server runs with "
+                       "--allow-retag; the move is audited)");
 
   flags.pull = cmd->add_subcommand("pull", "Download a stored checkpoint, verified before it is written");
   flags.pull->add_option("REF", flags.ref, "a sha256, or NAME or NAME:TAG (the newest stored)")->required();
   flags.pull->add_option("--out", flags.out, "where to write the file (atomically)")->required();
   flags.pull->add_option("--signature", flags.signature_out, "where to write the signature bundle (default OUT.sig)");
-  flags.pull->add_option("--key", flags.keys, "trusted public key PEM (repeatable); default: the registry's keys");
+  flags.pull->add_option("--key", flags.keys,
+                         "trusted public key PEM (repeatable); default: the keys pinned for the registry on first use");
   flags.pull->add_flag("--allow-revoked", flags.allow_revoked, "fetch a revoked checkpoint anyway");
+  flags.pull->add_option("--known-keys", flags.known_keys,
+                         "the known-registries file (default $XDG_CONFIG_HOME/ckptguard/known_registries, else "
+                         "~/.config/ckptguard/known_registries)");
+  flags.pull->add_flag("--accept-new-key", flags.accept_new_key,
+                       "pin a key the registry presents that is not pinned yet (after a rotation you confirmed)");
+  flags.pull->add_flag("--allow-unbound", flags.allow_unbound,
+                       "accept a NAME[:TAG] whose bundle names no name, tag or registry (signed before binding)");
+  flags.pull->add_option("--registry-id", flags.registry_id,
+                         "with --key: the registry id signatures must name (default: what the registry says)");
 
   flags.verify = cmd->add_subcommand("verify", "Is this file catalogued, unchanged and signed by a trusted key?");
   flags.verify->add_option("FILE", flags.files, "files to check (their bytes are sent)")->required()->check(CLI::ExistingFile);

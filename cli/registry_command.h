@@ -23,6 +23,12 @@ struct RegistryFlags {
   std::string signature_out;
   std::vector<std::string> keys;
   bool allow_revoked = false;
+  std::string known_keys;        // the known-registries file (default: under $XDG_CONFIG_HOME or ~/.config)
+  bool accept_new_key = false;   // pin a key the registry presents that is not pinned yet
+  bool allow_unbound = false;    // accept a bundle that names no name, tag or registry (NAME[:TAG] pulls)
+  std::string registry_id;       // with --key: the registry id the signature must name
+  // push
+  bool force = false;            // move an existing tag (the server must run with --allow-retag)
   // list
   std::string status;
   unsigned limit = 100;

@@ -94,13 +94,13 @@ int64_t RawCount(const std::string& db_path, const std::string& sql) {
 
 // --- Catalog: schema -------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(open_fresh_creates_version_1) {
+BOOST_AUTO_TEST_CASE(open_fresh_creates_version_2) {
   TempDir dir;
   const std::string path = (dir.path / "catalog.db").string();
   auto catalog = Ok(Catalog::Open(path));
   BOOST_TEST(fs::exists(path));
   BOOST_TEST(Ok(catalog->SchemaVersion()) == kCatalogSchemaVersion);
-  BOOST_TEST(Ok(catalog->SchemaVersion()) == 1);
+  BOOST_TEST(Ok(catalog->SchemaVersion()) == 2);
   BOOST_TEST(Ok(catalog->ListCheckpoints({})).empty());
   BOOST_TEST(!Ok(catalog->ActiveKey()).has_value());
 }
@@ -121,7 +121,7 @@ BOOST_AUTO_TEST_CASE(reopen_keeps_data) {
     OkStatus(catalog->AddToken("ci", Sha(50), "write"));
   }
   auto catalog = Ok(Catalog::Open(path));
-  BOOST_TEST(Ok(catalog->SchemaVersion()) == 1);
+  BOOST_TEST(Ok(catalog->SchemaVersion()) == 2);
   auto found = Ok(catalog->FindById(id));
   BOOST_REQUIRE(found.has_value());
   BOOST_TEST(found->name == "resnet");
@@ -132,7 +132,9 @@ BOOST_AUTO_TEST_CASE(newer_schema_version_is_refused) {
   TempDir dir;
   const std::string path = (dir.path / "catalog.db").string();
   { auto catalog = Ok(Catalog::Open(path)); }
-  BOOST_REQUIRE_EQUAL(RawExec(path, "INSERT INTO schema_version (version, applied_at) VALUES (2, 0)"), SQLITE_OK);
+  BOOST_REQUIRE_EQUAL(RawExec(path, "INSERT INTO schema_version (version, applied_at) VALUES (" +
+                                        std::to_string(kCatalogSchemaVersion + 1) + ", 0)"),
+                      SQLITE_OK);
   auto reopened = Catalog::Open(path);
   BOOST_REQUIRE(!reopened.has_value());
   BOOST_TEST(static_cast<int>(reopened.error().code) == static_cast<int>(ErrorCode::kUnsupportedFormat));
@@ -411,6 +413,90 @@ BOOST_AUTO_TEST_CASE(tokens_are_stored_hashed) {
   std::string bytes = ReadFile(path);
   if (fs::exists(path + "-wal")) bytes += ReadFile(path + "-wal");
   BOOST_TEST(bytes.find(raw_token) == std::string::npos);
+}
+
+// Migration 1 -> 2 on a catalog as version 1 left it: tokens keep their
+// names, hashes, scopes and revocations; read tokens and prefixes appear;
+// the registry id is created once and kept.
+BOOST_AUTO_TEST_CASE(migration_2_keeps_tokens_and_adds_scopes_prefixes_and_registry_id) {
+  TempDir dir;
+  const std::string path = (dir.path / "c.db").string();
+  // The version-1 tokens table and schema_version row, as version 1 created them.
+  BOOST_REQUIRE_EQUAL(RawExec(path,
+                              "CREATE TABLE schema_version (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL);"
+                              "INSERT INTO schema_version VALUES (1, 0);"
+                              "CREATE TABLE tokens (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+                              " token_sha256 TEXT NOT NULL UNIQUE CHECK (length(token_sha256) = 64),"
+                              " scope TEXT NOT NULL CHECK (scope IN ('write', 'admin')), created_at INTEGER NOT NULL,"
+                              " revoked INTEGER NOT NULL DEFAULT 0, revoked_at INTEGER NOT NULL DEFAULT 0);"
+                              "INSERT INTO tokens (name, token_sha256, scope, created_at) VALUES ('ci', '" + Sha(1) + "', 'write', 5);"
+                              "INSERT INTO tokens (name, token_sha256, scope, created_at, revoked) VALUES ('old', '" + Sha(2) + "', 'admin', 6, 1);"),
+                      SQLITE_OK);
+  auto catalog = Ok(Catalog::Open(path));
+  BOOST_TEST(Ok(catalog->SchemaVersion()) == 2);
+  auto ci = Ok(catalog->FindToken(Sha(1)));
+  BOOST_REQUIRE(ci.has_value());
+  BOOST_TEST(ci->scope == "write");
+  BOOST_TEST(ci->created_at == 5);
+  BOOST_TEST(ci->prefixes.empty());
+  BOOST_TEST(!Ok(catalog->FindToken(Sha(2))).has_value());  // still revoked
+  OkStatus(catalog->AddToken("reader", Sha(3), "read"));
+  OkStatus(catalog->AddToken("team", Sha(4), "write", {"team-a/", "shared/"}));
+  BOOST_TEST(!catalog->AddToken("bad", Sha(5), "read", {"x/"}).has_value());  // prefixes limit write tokens only
+  BOOST_TEST(!catalog->AddToken("bad", Sha(6), "write", {""}).has_value());
+  auto team = Ok(catalog->FindToken(Sha(4)));
+  BOOST_REQUIRE(team.has_value());
+  BOOST_TEST((team->prefixes == std::vector<std::string>{"team-a/", "shared/"}));
+  BOOST_TEST(Ok(catalog->FindToken(Sha(3)))->scope == "read");
+  const std::string id = Ok(catalog->EnsureRegistryId("first"));
+  BOOST_TEST(id == "first");
+  BOOST_TEST(Ok(catalog->EnsureRegistryId("second")) == "first");
+}
+
+// Tags are immutable under a TagGuard: a repeated push writes nothing, other
+// content is refused naming the holder, a move (when allowed) is audited.
+BOOST_AUTO_TEST_CASE(tag_guard_keeps_tags_immutable) {
+  TempDir dir;
+  auto catalog = Ok(Catalog::Open((dir.path / "c.db").string()));
+  const int64_t first = Ok(catalog->InsertCheckpoint(MakeRecord("m", "v1", Sha(1))));
+  TagGuard same;
+  BOOST_TEST(Ok(catalog->InsertCheckpoint(MakeRecord("m", "v1", Sha(1)), nullptr, nullptr, &same)) == first);
+  BOOST_TEST(same.same_content);
+  TagGuard other;
+  BOOST_TEST(Ok(catalog->InsertCheckpoint(MakeRecord("m", "v1", Sha(2)), nullptr, nullptr, &other)) == 0);
+  BOOST_REQUIRE(other.holder.has_value());
+  BOOST_TEST(other.holder->sha256 == Sha(1));
+  BOOST_TEST(Ok(catalog->ListCheckpoints({.name = "m"})).size() == 1u);
+  // A rejected push never takes a tag; another tag is free.
+  BOOST_TEST(Ok(catalog->InsertCheckpoint(MakeRecord("m", "v2", Sha(3), "rejected"))) > 0);
+  TagGuard free_tag;
+  BOOST_TEST(Ok(catalog->InsertCheckpoint(MakeRecord("m", "v2", Sha(2)), nullptr, nullptr, &free_tag)) > 0);
+  BOOST_TEST(!free_tag.holder.has_value());
+  // A revoked holder still holds the tag.
+  BOOST_TEST(Ok(catalog->RevokeCheckpoint(Sha(1), "bad", "admin")));
+  TagGuard after_revoke;
+  BOOST_TEST(Ok(catalog->InsertCheckpoint(MakeRecord("m", "v1", Sha(4)), nullptr, nullptr, &after_revoke)) == 0);
+  BOOST_REQUIRE(after_revoke.holder.has_value());
+  BOOST_TEST(after_revoke.holder->status == "revoked");
+  // Allowed to move: written, audited as a retag in the same transaction.
+  TagGuard move;
+  move.allow_move = true;
+  const AuditRecord audit{0, 0, "ci", "push", "", "stored", "moved"};
+  BOOST_TEST(Ok(catalog->InsertCheckpoint(MakeRecord("m", "v1", Sha(4)), &audit, nullptr, &move)) > 0);
+  BOOST_TEST(move.moved_from == Sha(1));
+  auto holder = Ok(catalog->FindTagHolder("m", "v1"));
+  BOOST_REQUIRE(holder.has_value());
+  BOOST_TEST(holder->sha256 == Sha(4));
+  bool retag_audited = false;
+  for (const AuditRecord& a : Ok(catalog->ListAudit())) {
+    if (a.action == "retag" && a.target == "m:v1" && a.who == "ci" && a.detail.find(Sha(1)) != std::string::npos) {
+      retag_audited = true;
+    }
+  }
+  BOOST_TEST(retag_audited);
+  // FindByNameTag picks the row of that name and tag.
+  BOOST_TEST(Ok(catalog->FindByNameTag(Sha(2), "m", "v2")).has_value());
+  BOOST_TEST(!Ok(catalog->FindByNameTag(Sha(2), "m", "v1")).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(audit_is_append_only) {

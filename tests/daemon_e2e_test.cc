@@ -112,8 +112,12 @@ std::string MakeToken(const fs::path& data_dir, const std::string& name, const s
   return LastLine(r.out);
 }
 
+// Env: the registry and token for a client run; pulls without --key pin the
+// registry's keys in a known-registries file beside the data folder, never
+// under the user's own ~/.config.
 std::string Env(const Daemon& d, const std::string& token) {
-  return "CKPTGUARD_REGISTRY=" + d.Url() + " CKPTGUARD_TOKEN=" + token + " ";
+  return "CKPTGUARD_REGISTRY=" + d.Url() + " CKPTGUARD_TOKEN=" + token + " XDG_CONFIG_HOME=" +
+         ShellQuote((d.dir.parent_path() / "config").string()) + " ";
 }
 
 std::vector<fs::path> Files(const char* sub) {
@@ -559,4 +563,43 @@ BOOST_AUTO_TEST_CASE(AuditOutputEscapesControlCharacters) {
   for (std::string line; std::getline(in, line);) {
     BOOST_CHECK_EQUAL(std::count(line.begin(), line.end(), '\t'), 6);
   }
+}
+
+// Issue 15 from the command line: a write token limited to a prefix (shown by
+// `token list`) is refused outside it; a taken tag is a 409 naming its
+// digest; `push --force` moves it on a server started with --allow-retag,
+// and the audit log says so.
+BOOST_AUTO_TEST_CASE(PrefixTokensAndRetagFromTheCommandLine) {
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  const std::string daemon_cmd = ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string());
+  auto created = Run(daemon_cmd + " token create team --prefix team-a/ 2>&1");
+  BOOST_REQUIRE_MESSAGE(created.exit_code == 0, created.out);
+  const std::string token = LastLine(created.out);
+  auto list = Run(daemon_cmd + " token list 2>&1");
+  BOOST_CHECK_MESSAGE(list.out.find("team\twrite\tactive\t") != std::string::npos, list.out);
+  BOOST_CHECK_MESSAGE(list.out.find("\tteam-a/\n") != std::string::npos, list.out);
+  Daemon daemon(data, work.path, {"--allow-retag"});
+  const std::string mlp = (CorpusDir() / "benign" / "mlp.params").string();
+  const std::string input = (CorpusDir() / "benign" / "mlp_input.pt").string();
+  const std::string push = Env(daemon, token) + ShellQuote(kCli) + " registry push ";
+  auto outside = Run(push + ShellQuote(mlp) + " --name team-b/m --tag v1 2>&1");
+  BOOST_CHECK_EQUAL(outside.exit_code, 2);
+  BOOST_CHECK_MESSAGE(outside.out.find("403") != std::string::npos && outside.out.find("prefix rule") != std::string::npos,
+                      outside.out);
+  auto first = Run(push + ShellQuote(mlp) + " --name team-a/m --tag v1 2>&1");
+  BOOST_REQUIRE_MESSAGE(first.exit_code == 0, first.out);
+  const std::string mlp_sha = LastLine(Run("sha256sum " + ShellQuote(mlp) + " | cut -d' ' -f1").out);
+  auto again = Run(push + ShellQuote(mlp) + " --name team-a/m --tag v1 2>&1");
+  BOOST_CHECK_EQUAL(again.exit_code, 0);
+  BOOST_CHECK_MESSAGE(again.out.find("already stored") != std::string::npos, again.out);
+  auto taken = Run(push + ShellQuote(input) + " --name team-a/m --tag v1 2>&1");
+  BOOST_CHECK_EQUAL(taken.exit_code, 2);
+  BOOST_CHECK_MESSAGE(taken.out.find("409") != std::string::npos && taken.out.find(mlp_sha) != std::string::npos,
+                      taken.out);
+  auto forced = Run(push + ShellQuote(input) + " --name team-a/m --tag v1 --force 2>&1");
+  BOOST_CHECK_EQUAL(forced.exit_code, 0);
+  BOOST_CHECK_MESSAGE(forced.out.find("moved tag team-a/m:v1 from sha256 " + mlp_sha) != std::string::npos, forced.out);
+  auto audit = Run(daemon_cmd + " audit 2>&1");
+  BOOST_CHECK_MESSAGE(audit.out.find("\tretag\tteam-a/m:v1\t") != std::string::npos, audit.out);
 }

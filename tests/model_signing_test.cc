@@ -536,6 +536,52 @@ BOOST_AUTO_TEST_CASE(bad_statements_behind_a_good_signature_are_named) {
   }
 }
 
+// The registry claim (issue 15): carried in the predicate beside the fields
+// model_signing reads, signed, returned by VerifyBundle; malformed ones fail
+// naming the field; bundles without one (every golden) have none.
+BOOST_AUTO_TEST_CASE(registry_claim_round_trips_and_malformed_claims_are_named) {
+  auto key = PrivateKey::Generate(Curve::kP256);
+  BOOST_REQUIRE(key);
+  auto pub = PublicKey::FromPrivate(*key);
+  BOOST_REQUIRE(pub);
+  const std::string digest(64, 'b');
+  SignOptions options;
+  options.registry_claim = RegistryClaim{"team-a/m", "v3", std::string(32, 'c'), "https://ckpt.example"};
+  auto bundle = SignResources(*key, "team-a/m", {Resource{".", digest}}, options);
+  BOOST_TEST_REQUIRE(bundle.has_value());
+  auto verified = VerifyBundle(*bundle, {*pub});
+  BOOST_TEST_REQUIRE(verified.has_value(), (verified ? "" : ErrorText(verified.error())));
+  BOOST_TEST_REQUIRE(verified->registry_claim.has_value());
+  BOOST_TEST((*verified->registry_claim == *options.registry_claim));
+  // In the payload: predicate.ckptguard_registry, beside serialization and resources.
+  const json envelope = json::parse(*bundle)["dsseEnvelope"];
+  const json statement = json::parse(*Base64Decode(envelope["payload"].get<std::string>()));
+  BOOST_TEST(statement["predicate"]["ckptguard_registry"]["tag"] == "v3");
+  BOOST_TEST(statement["predicate"].contains("serialization"));
+  BOOST_TEST(statement["predicate"].contains("resources"));
+  BOOST_TEST(statement["predicateType"] == "https://model_signing/signature/v1.0");
+  // Without a claim: none.
+  auto plain = VerifyBundle(*SignResources(*key, "m", {Resource{".", digest}}), {*pub});
+  BOOST_TEST_REQUIRE(plain.has_value());
+  BOOST_TEST(!plain->registry_claim.has_value());
+  for (const GoldenCase& c : kGoldenCases) {
+    auto golden = VerifyBundle(ReadFile(Golden() / c.folder / "model.sig"), {GoldenPublicKey()});
+    BOOST_TEST_REQUIRE(golden.has_value(), c.folder);
+    BOOST_TEST(!golden->registry_claim.has_value(), c.folder);
+  }
+  // A claim that is not four strings fails, naming the field.
+  json bad = statement;
+  bad["predicate"]["ckptguard_registry"]["tag"] = 3;
+  auto r = VerifyBundle(SignStatement(*key, bad.dump()), {*pub});
+  BOOST_TEST_REQUIRE(!r.has_value());
+  BOOST_TEST(r.error().where == "statement.predicate.ckptguard_registry.tag", ErrorText(r.error()));
+  bad = statement;
+  bad["predicate"]["ckptguard_registry"].erase("registry_id");
+  r = VerifyBundle(SignStatement(*key, bad.dump()), {*pub});
+  BOOST_TEST_REQUIRE(!r.has_value());
+  BOOST_TEST(ErrorText(r.error()).find("registry_id") != std::string::npos, ErrorText(r.error()));
+}
+
 // CLI ------------------------------------------------------------------------
 
 testing::CommandResult Cli(const std::string& args) {

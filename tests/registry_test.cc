@@ -729,6 +729,115 @@ BOOST_AUTO_TEST_CASE(key_changes_by_another_process_reach_the_signer_at_once) {
   BOOST_TEST(rotated.key_id == k3);
 }
 
+
+// Issue 15: the signed statement binds what a pull asks for.
+BOOST_AUTO_TEST_CASE(statement_binds_name_tag_and_registry_id) {
+  TempDir tmp;
+  std::string id;
+  {
+    RegistryOptions options;
+    options.data_dir = (tmp.path / "data").string();
+    options.registry_name = "https://ckpt.example";
+    auto registry = Ok(Registry::Open(options));
+    id = registry->registry_id();
+    BOOST_TEST(id.size() == 32u);
+    BOOST_TEST(ValidSha256(id + id));  // lower-case hex
+    const CheckpointRecord record = Ok(IngestFile(*registry, Benign("mlp.params"), "team/mlp", "v7"));
+    auto statement = Ok(signing::VerifyBundle(record.signature, PublicKeysOf(*registry)));
+    BOOST_REQUIRE(statement.registry_claim.has_value());
+    BOOST_TEST(statement.registry_claim->name == "team/mlp");
+    BOOST_TEST(statement.registry_claim->tag == "v7");
+    BOOST_TEST(statement.registry_claim->registry_id == id);
+    BOOST_TEST(statement.registry_claim->registry_name == "https://ckpt.example");
+    BOOST_TEST(statement.subject_name == "team/mlp");
+  }
+  // The id is made once, with the data folder.
+  auto reopened = OpenRegistry(tmp.path / "data");
+  BOOST_TEST(reopened->registry_id() == id);
+  TempDir other;
+  BOOST_TEST(OpenRegistry(other.path / "data")->registry_id() != id);
+}
+
+BOOST_AUTO_TEST_CASE(tags_are_immutable_same_content_is_idempotent_retag_needs_both_switches) {
+  TempDir tmp;
+  const std::string a = Benign("mlp.params");
+  const std::string b = Benign("mlp_input.pt");
+  for (const bool allow_retag : {false, true}) {
+    BOOST_TEST_CONTEXT("allow_retag " << allow_retag) {
+      RegistryOptions options;
+      options.data_dir = (tmp.path / (allow_retag ? "retag" : "strict")).string();
+      options.allow_retag = allow_retag;
+      auto registry = Ok(Registry::Open(options));
+      const CheckpointRecord first = Ok(IngestFile(*registry, a, "m", "v1"));
+      BOOST_REQUIRE(first.status == "stored");
+      // Same content, same tag: nothing new, the existing row comes back.
+      {
+        Upload upload = UploadBytes(registry->blobs(), ReadFile(a));
+        IngestOutcome outcome;
+        const CheckpointRecord again = Ok(registry->Ingest(upload, {"m", "v1", "tester"}, &outcome));
+        BOOST_TEST(outcome.unchanged);
+        BOOST_TEST(again.id == first.id);
+        BOOST_TEST(again.manifest.size() == first.manifest.size());
+      }
+      // Other content, same tag, no force: refused naming the digest held.
+      {
+        Upload upload = UploadBytes(registry->blobs(), ReadFile(b));
+        IngestOutcome outcome;
+        auto refused = registry->Ingest(upload, {"m", "v1", "tester"}, &outcome);
+        BOOST_REQUIRE(!refused.has_value());
+        BOOST_TEST(refused.error().detail.find(first.sha256) != std::string::npos, refused.error().ToString());
+        BOOST_REQUIRE(outcome.tag_holder.has_value());
+        BOOST_TEST(outcome.tag_holder->sha256 == first.sha256);
+      }
+      // With force: moved only when the registry allows retagging.
+      Upload upload = UploadBytes(registry->blobs(), ReadFile(b));
+      IngestOutcome outcome;
+      auto forced = registry->Ingest(upload, {"m", "v1", "tester", /*force=*/true}, &outcome);
+      BOOST_TEST(forced.has_value() == allow_retag);
+      if (allow_retag) {
+        BOOST_TEST(forced->status == "stored");
+        BOOST_TEST(outcome.moved_from == first.sha256);
+        BOOST_TEST(Ok(registry->catalog().FindTagHolder("m", "v1"))->sha256 == FileSha256(b));
+        int retags = 0;
+        for (const AuditRecord& r : Ok(registry->catalog().ListAudit())) retags += r.action == "retag" ? 1 : 0;
+        BOOST_TEST(retags == 1);
+      } else {
+        BOOST_TEST(forced.error().detail.find("does not allow retagging") != std::string::npos);
+        BOOST_TEST(Ok(registry->catalog().FindTagHolder("m", "v1"))->sha256 == first.sha256);
+      }
+      const size_t rows = Ok(registry->catalog().ListCheckpoints({.name = "m"})).size();
+      BOOST_TEST(rows == (allow_retag ? 2u : 1u));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(token_scopes_and_prefixes) {
+  TempDir tmp;
+  auto registry = OpenRegistry(tmp.path / "data");
+  const std::string reader = Ok(registry->CreateToken("reader", "read", "local"));
+  const std::string team = Ok(registry->CreateToken("team", "write", "local", {"team-a/", "shared/"}));
+  const std::string any = Ok(registry->CreateToken("any", "write", "local"));
+  const std::string admin = Ok(registry->CreateToken("root", "admin", "local"));
+  BOOST_TEST(!registry->CreateToken("r2", "read", "local", {"team-a/"}).has_value());
+  BOOST_TEST(!registry->CreateToken("w2", "write", "local", {"/abs"}).has_value());
+  BOOST_TEST(!registry->CreateToken("w3", "write", "local", {"a/../b"}).has_value());
+  BOOST_TEST(!registry->CreateToken("w4", "write", "local", {""}).has_value());
+  auto token = [&](const std::string& raw) { return *Ok(registry->Authenticate(raw)); };
+  BOOST_TEST(token(reader).scope == "read");
+  BOOST_TEST(PushDenied(token(reader), "x").value_or("").find("scope read") != std::string::npos);
+  BOOST_TEST(!PushDenied(token(team), "team-a/resnet").has_value());
+  BOOST_TEST(!PushDenied(token(team), "shared/x").has_value());
+  const std::string why = PushDenied(token(team), "team-b/resnet").value_or("");
+  BOOST_TEST(why.find("team-a/") != std::string::npos, why);
+  BOOST_TEST(why.find("prefix rule") != std::string::npos, why);
+  BOOST_TEST(PushDenied(token(team), "team-a").has_value());  // the prefix is "team-a/", not "team-a"
+  BOOST_TEST(!PushDenied(token(any), "anything").has_value());
+  BOOST_TEST(!PushDenied(token(admin), "anything").has_value());
+  auto tokens = Ok(registry->catalog().ListTokens());
+  BOOST_REQUIRE_EQUAL(tokens.size(), 4u);
+  BOOST_TEST((tokens[1].prefixes == std::vector<std::string>{"team-a/", "shared/"}));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // ------------------------------------------------------------------ Server
@@ -1454,6 +1563,90 @@ BOOST_AUTO_TEST_CASE(stop_closes_idle_keep_alive_connections_at_once) {
   server->Wait();
   const auto took = std::chrono::steady_clock::now() - stopped_at;
   BOOST_TEST(took < std::chrono::seconds(5), "drain took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+}
+
+
+// Issue 15: a moved tag is a 409 naming the digest held; the same content
+// again is a 200 (nothing new); force moves it only on a server that allows it.
+BOOST_AUTO_TEST_CASE(push_to_a_taken_tag_is_409_and_same_content_200) {
+  const std::string a = Benign("mlp.params");
+  const std::string b = Benign("mlp_input.pt");
+  Response first = Push(a, "name=m&tag=v1", write_token);
+  BOOST_REQUIRE_EQUAL(first.status, 201);
+  Response again = Push(a, "name=m&tag=v1", write_token);
+  BOOST_TEST(again.status == 200, again.body);
+  BOOST_TEST(BodyJson(again)["unchanged"] == true);
+  BOOST_TEST(BodyJson(again)["id"] == BodyJson(first)["id"]);
+  Response taken = Push(b, "name=m&tag=v1", write_token);
+  BOOST_TEST(taken.status == 409, taken.body);
+  BOOST_TEST(BodyJson(taken)["existing_sha256"] == FileSha256(a));
+  BOOST_TEST(BodyJson(taken)["error"].get<std::string>().find(FileSha256(a)) != std::string::npos);
+  Response forced = Push(b, "name=m&tag=v1&force=1", write_token);
+  BOOST_TEST(forced.status == 409, "this server does not allow retagging: " << forced.body);
+  BOOST_TEST(Ok(registry->catalog().ListCheckpoints({.name = "m"})).size() == 1u);
+  // The registry's identity route.
+  Response identity = Ok(Client().Call("GET", "/v1/registry"));
+  BOOST_TEST(identity.status == 200);
+  BOOST_TEST(BodyJson(identity)["registry_id"] == registry->registry_id());
+}
+
+BOOST_AUTO_TEST_CASE(retag_with_allow_retag_and_force_is_audited) {
+  server->Stop();
+  server->Wait();
+  server.reset();
+  registry.reset();
+  RegistryOptions ro;
+  ro.data_dir = (tmp.path / "data").string();
+  ro.allow_retag = true;
+  registry = Ok(Registry::Open(ro));
+  server = Ok(Server::Start(*registry, options));
+  const std::string a = Benign("mlp.params");
+  const std::string b = Benign("mlp_input.pt");
+  BOOST_REQUIRE_EQUAL(Push(a, "name=m&tag=v1", write_token).status, 201);
+  BOOST_TEST(Push(b, "name=m&tag=v1", write_token).status == 409);
+  Response moved = Push(b, "name=m&tag=v1&force=1", write_token);
+  BOOST_TEST(moved.status == 201, moved.body);
+  BOOST_TEST(BodyJson(moved)["moved_from"] == FileSha256(a));
+  bool audited = false;
+  for (const AuditRecord& r : Ok(registry->catalog().ListAudit())) {
+    audited |= r.action == "retag" && r.target == "m:v1" && r.who == "ci";
+  }
+  BOOST_TEST(audited);
+}
+
+// A write token limited to prefixes is refused (403 naming the rule) before
+// any body byte is read; a read token cannot push but reads when reads need one.
+BOOST_AUTO_TEST_CASE(token_scopes_enforced_before_the_body) {
+  const std::string team = Ok(registry->CreateToken("team", "write", "local", {"team-a/"}));
+  const std::string reader = Ok(registry->CreateToken("reader", "read", "local"));
+  const std::string path = Benign("mlp_input.pt");
+  BOOST_TEST(Push(path, "name=team-a%2Fm&tag=v1", team).status == 201);
+  Response outside = Push(path, "name=team-b%2Fm&tag=v1", team);
+  BOOST_TEST(outside.status == 403, outside.body);
+  BOOST_TEST(BodyJson(outside)["error"].get<std::string>().find("team-a/") != std::string::npos, outside.body);
+  BOOST_TEST(Push(path, "name=x&tag=v1", reader).status == 403);
+  {
+    // Refused on the header alone: the server answers without waiting for
+    // the promised (never sent) body.
+    RawConn conn(server->port());
+    conn.Send("POST /v1/checkpoints?name=team-b/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + team +
+              "\r\nContent-Length: 100000\r\n\r\n");
+    auto reply = conn.ReadReply();
+    BOOST_TEST(reply.status == 403, reply.head);
+  }
+  BOOST_TEST(Ok(registry->catalog().ListCheckpoints({.name = "team-b/m"})).empty());
+  ServerOptions strict = options;
+  strict.reads_need_token = true;
+  auto strict_server = Ok(Server::Start(*registry, strict));
+  ClientOptions o;
+  o.url = "http://127.0.0.1:" + std::to_string(strict_server->port());
+  o.timeout = std::chrono::seconds(10);
+  BOOST_TEST(Ok(Ok(RegistryClient::Create(o)).Call("GET", "/v1/checkpoints")).status == 401);
+  o.token = reader;
+  BOOST_TEST(Ok(Ok(RegistryClient::Create(o)).Call("GET", "/v1/checkpoints")).status == 200);
+  BOOST_TEST(Ok(Ok(RegistryClient::Create(o)).Call("GET", "/v1/audit")).status == 403);
+  strict_server->Stop();
+  strict_server->Wait();
 }
 
 BOOST_AUTO_TEST_SUITE_END()

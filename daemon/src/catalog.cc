@@ -107,6 +107,30 @@ BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 )sql",
+    // 1 -> 2: the registry's identity (registry_meta: a stable registry id
+    // the signatures name), and token scopes read/write/admin with the name
+    // prefixes a write token may push under (SQLite cannot alter a CHECK,
+    // so the table is rebuilt; ids and hashes are kept).
+    R"sql(
+CREATE TABLE registry_meta (
+  key   TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
+);
+CREATE TABLE tokens_v2 (
+  id           INTEGER PRIMARY KEY,
+  name         TEXT    NOT NULL UNIQUE,
+  token_sha256 TEXT    NOT NULL UNIQUE CHECK (length(token_sha256) = 64),
+  scope        TEXT    NOT NULL CHECK (scope IN ('read', 'write', 'admin')),
+  prefixes     TEXT    NOT NULL DEFAULT '',  -- one name prefix per line; '' = any name
+  created_at   INTEGER NOT NULL,
+  revoked      INTEGER NOT NULL DEFAULT 0,
+  revoked_at   INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO tokens_v2 (id, name, token_sha256, scope, prefixes, created_at, revoked, revoked_at)
+  SELECT id, name, token_sha256, scope, '', created_at, revoked, revoked_at FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v2 RENAME TO tokens;
+)sql",
 };
 static_assert(std::size(kMigrations) == kCatalogSchemaVersion,
               "one migration step per schema version");
@@ -293,8 +317,18 @@ TokenRecord TokenFromRow(const Stmt& s) {
   t.scope = s.Text(1);
   t.created_at = s.Int(2);
   t.revoked = s.Int(3) != 0;
+  const std::string prefixes = s.Text(4);
+  size_t start = 0;
+  while (start < prefixes.size()) {
+    size_t end = prefixes.find('\n', start);
+    if (end == std::string::npos) end = prefixes.size();
+    if (end > start) t.prefixes.push_back(prefixes.substr(start, end - start));
+    start = end + 1;
+  }
   return t;
 }
+
+bool IsScope(std::string_view s) { return s == "read" || s == "write" || s == "admin"; }
 
 bool IsStatus(std::string_view s) { return s == "stored" || s == "rejected" || s == "revoked"; }
 
@@ -432,8 +466,31 @@ Status AppendAudit(sqlite3* db, const AuditRecord& record) {
 
 }  // namespace
 
+namespace {
+
+// TagHolderLocked: the newest stored or revoked row of NAME:TAG (a rejected
+// push never takes a tag). The caller holds the mutex.
+Result<std::optional<CheckpointRecord>> TagHolderLocked(sqlite3* db, const std::string& name, const std::string& tag) {
+  constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS
+                                   " FROM checkpoints WHERE name = ?1 AND tag = ?2 AND status IN ('stored', 'revoked')"
+                                   " ORDER BY id DESC LIMIT 1";
+  CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find tag holder"));
+  CKG_TRY(s.Bind(1, name));
+  CKG_TRY(s.Bind(2, tag));
+  CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<CheckpointRecord>();
+  return std::optional<CheckpointRecord>(CheckpointFromRow(s));
+}
+
+}  // namespace
+
+Result<std::optional<CheckpointRecord>> Catalog::FindTagHolder(const std::string& name, const std::string& tag) {
+  std::lock_guard lock(impl_->mu);
+  return TagHolderLocked(impl_->db, name, tag);
+}
+
 Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r, const AuditRecord* audit,
-                                          std::optional<CheckpointRecord>* revoked) {
+                                          std::optional<CheckpointRecord>* revoked, TagGuard* tag_guard) {
   if (r.name.empty()) return InvalidArgument("insert checkpoint: empty name");
   if (!IsSha256Hex(r.sha256)) return InvalidArgument("insert checkpoint: sha256 is not 64 lower-case hex digits");
   if (!IsStatus(r.status)) return InvalidArgument("insert checkpoint: status must be stored, rejected or revoked");
@@ -462,6 +519,27 @@ Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r, const Audit
           *revoked = std::move(row);
         }
         return int64_t{0};
+      }
+    }
+    std::string moved_from;
+    if (r.status == "stored" && tag_guard != nullptr) {
+      // Tags are immutable unless the guard allows a move: checked under
+      // the same write lock as the insert, so two pushes racing for one
+      // tag cannot both take it.
+      CKG_ASSIGN_OR_RETURN(auto holder, TagHolderLocked(db, r.name, r.tag));
+      if (holder && holder->sha256 == r.sha256 && holder->status == "stored") {
+        tag_guard->same_content = true;
+        const int64_t id = holder->id;
+        tag_guard->holder = std::move(holder);
+        return id;
+      }
+      if (holder && holder->sha256 != r.sha256) {
+        if (!tag_guard->allow_move) {
+          tag_guard->holder = std::move(holder);
+          return int64_t{0};
+        }
+        moved_from = holder->sha256;
+        tag_guard->moved_from = moved_from;
       }
     }
     CKG_ASSIGN_OR_RETURN(
@@ -523,6 +601,11 @@ Result<int64_t> Catalog::InsertCheckpoint(const CheckpointRecord& r, const Audit
       AuditRecord with_target = *audit;
       if (with_target.target.empty()) with_target.target = r.sha256;
       CKG_TRY(AppendAudit(db, with_target));
+    }
+    if (!moved_from.empty()) {
+      // A moved tag is audited in the transaction that moves it.
+      CKG_TRY(AppendAudit(db, {0, 0, audit != nullptr ? audit->who : r.uploader, "retag", r.name + ":" + r.tag, "ok",
+                               "tag moved from " + moved_from + " to " + r.sha256}));
     }
     return id;
   });
@@ -625,6 +708,27 @@ Result<std::optional<CheckpointRecord>> Catalog::FindById(int64_t id) {
     constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS " FROM checkpoints WHERE id = ?1";
     CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find checkpoint by id"));
     CKG_TRY(s.Bind(1, id));
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::optional<CheckpointRecord>();
+    CheckpointRecord r = CheckpointFromRow(s);
+    CKG_TRY(LoadDetails(db, r));
+    return std::optional<CheckpointRecord>(std::move(r));
+  });
+}
+
+Result<std::optional<CheckpointRecord>> Catalog::FindByNameTag(const std::string& sha256, const std::string& name,
+                                                               const std::string& tag) {
+  if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, false, "find checkpoint", [&]() -> Result<std::optional<CheckpointRecord>> {
+    constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS
+                                     " FROM checkpoints WHERE sha256 = ?1 AND name = ?2 AND tag = ?3"
+                                     " AND status IN ('stored', 'revoked') ORDER BY id DESC LIMIT 1";
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find checkpoint"));
+    CKG_TRY(s.Bind(1, sha256));
+    CKG_TRY(s.Bind(2, name));
+    CKG_TRY(s.Bind(3, tag));
     CKG_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return std::optional<CheckpointRecord>();
     CheckpointRecord r = CheckpointFromRow(s);
@@ -740,22 +844,50 @@ Result<bool> Catalog::RevokeKey(const std::string& key_id, const std::string& re
   });
 }
 
-Status Catalog::AddToken(const std::string& name, const std::string& token_sha256, const std::string& scope) {
+Status Catalog::AddToken(const std::string& name, const std::string& token_sha256, const std::string& scope,
+                         const std::vector<std::string>& prefixes) {
   if (name.empty()) return InvalidArgument("add token: empty name");
   if (!IsSha256Hex(token_sha256)) return InvalidArgument("add token: token_sha256 is not 64 lower-case hex digits");
-  if (scope != "write" && scope != "admin") return InvalidArgument("add token: scope must be write or admin");
+  if (!IsScope(scope)) return InvalidArgument("add token: scope must be read, write or admin");
+  if (!prefixes.empty() && scope != "write") return InvalidArgument("add token: only write tokens take name prefixes");
+  std::string joined;
+  for (const std::string& p : prefixes) {
+    if (p.empty() || p.find('\n') != std::string::npos) return InvalidArgument("add token: empty prefix or a newline in one");
+    if (!joined.empty()) joined.push_back('\n');
+    joined += p;
+  }
   std::lock_guard lock(impl_->mu);
   sqlite3* db = impl_->db;
   return InTransaction(db, true, "add token", [&]() -> Status {
     CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
-                                               "INSERT INTO tokens (name, token_sha256, scope, created_at) "
-                                               "VALUES (?1, ?2, ?3, ?4)",
+                                               "INSERT INTO tokens (name, token_sha256, scope, prefixes, created_at) "
+                                               "VALUES (?1, ?2, ?3, ?4, ?5)",
                                                "add token"));
     CKG_TRY(s.Bind(1, name));
     CKG_TRY(s.Bind(2, token_sha256));
     CKG_TRY(s.Bind(3, scope));
-    CKG_TRY(s.Bind(4, Now()));
+    CKG_TRY(s.Bind(4, joined));
+    CKG_TRY(s.Bind(5, Now()));
     return s.Run();
+  });
+}
+
+Result<std::string> Catalog::EnsureRegistryId(const std::string& candidate) {
+  if (candidate.empty()) return InvalidArgument("registry id: empty candidate");
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "registry id", [&]() -> Result<std::string> {
+    CKG_ASSIGN_OR_RETURN(Stmt i, Stmt::Prepare(db,
+                                               "INSERT OR IGNORE INTO registry_meta (key, value) "
+                                               "VALUES ('registry_id', ?1)",
+                                               "create registry id"));
+    CKG_TRY(i.Bind(1, candidate));
+    CKG_TRY(i.Run());
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "SELECT value FROM registry_meta WHERE key = 'registry_id'",
+                                               "read registry id"));
+    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return MakeError(ErrorCode::kInternal, 0, "registry id missing after insert", std::string(kWhere));
+    return s.Text(0);
   });
 }
 
@@ -763,7 +895,7 @@ Result<std::optional<TokenRecord>> Catalog::FindToken(const std::string& token_s
   if (!IsSha256Hex(token_sha256)) return std::optional<TokenRecord>();
   std::lock_guard lock(impl_->mu);
   CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
-                                             "SELECT name, scope, created_at, revoked FROM tokens "
+                                             "SELECT name, scope, created_at, revoked, prefixes FROM tokens "
                                              "WHERE token_sha256 = ?1 AND revoked = 0",
                                              "find token"));
   CKG_TRY(s.Bind(1, token_sha256));
@@ -790,7 +922,7 @@ Result<bool> Catalog::RevokeToken(const std::string& name) {
 Result<std::vector<TokenRecord>> Catalog::ListTokens() {
   std::lock_guard lock(impl_->mu);
   CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
-                                             "SELECT name, scope, created_at, revoked FROM tokens ORDER BY id",
+                                             "SELECT name, scope, created_at, revoked, prefixes FROM tokens ORDER BY id",
                                              "list tokens"));
   std::vector<TokenRecord> out;
   while (true) {

@@ -115,14 +115,24 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"P-256", "P-384", "P-521"}))
       ->capture_default_str();
 
-  auto* token = app.add_subcommand("token", "manage write tokens (stored hashed; shown once)");
+  app.add_option("--registry-name", registry_options.registry_name,
+                 "a display name or URL for this registry, signed into every statement beside its id");
+  app.add_flag("--allow-retag", registry_options.allow_retag,
+               "let a push with force=1 (ckptguard registry push --force) move a tag to other content (audited)");
+
+  auto* token = app.add_subcommand("token", "manage tokens (stored hashed; shown once)");
   token->require_subcommand(1);
   std::string token_name, token_scope = "write";
+  std::vector<std::string> token_prefixes;
   auto* token_create = token->add_subcommand("create", "create a token; it is printed on the last line");
   token_create->add_option("NAME", token_name, "who uses it (recorded as the uploader)")->required();
-  token_create->add_option("--scope", token_scope, "write: push; admin: also revoke, rotate, read the audit log")
-      ->check(CLI::IsMember({"write", "admin"}))
+  token_create->add_option("--scope", token_scope,
+                           "read: list, pull, verify (for --reads-need-token); write: also push; "
+                           "admin: also revoke, rotate, read the audit log")
+      ->check(CLI::IsMember({"read", "write", "admin"}))
       ->capture_default_str();
+  token_create->add_option("--prefix", token_prefixes,
+                           "write tokens: push only names starting with this (repeatable, e.g. team-a/)");
   auto* token_revoke = token->add_subcommand("revoke", "revoke a token by name");
   token_revoke->add_option("NAME", token_name)->required();
   token->add_subcommand("list", "list tokens (names and scopes, never the tokens)");
@@ -167,9 +177,11 @@ int main(int argc, char** argv) {
 
     if (token->parsed()) {
       if (token_create->parsed()) {
-        auto raw = r.CreateToken(token_name, token_scope, "local");
+        auto raw = r.CreateToken(token_name, token_scope, "local", token_prefixes);
         if (!raw) return Fail("token create", raw.error());
-        std::cout << "token for " << token_name << " (scope " << token_scope
+        std::string limits;
+        for (const std::string& p : token_prefixes) limits += (limits.empty() ? ", names starting with " : " or ") + p;
+        std::cout << "token for " << token_name << " (scope " << token_scope << limits
                   << "); it is shown once, only its SHA-256 is stored:\n"
                   << *raw << "\n";
         return kExitOk;
@@ -183,7 +195,11 @@ int main(int argc, char** argv) {
       auto tokens = r.catalog().ListTokens();
       if (!tokens) return Fail("token list", tokens.error());
       for (const auto& t : *tokens) {
-        std::cout << Field(t.name) << "\t" << t.scope << "\t" << (t.revoked ? "revoked" : "active") << "\t" << t.created_at << "\n";
+        // Last column: the name prefixes a write token may push under ("*": any).
+        std::string prefixes;
+        for (const std::string& p : t.prefixes) prefixes += (prefixes.empty() ? "" : ",") + p;
+        std::cout << Field(t.name) << "\t" << t.scope << "\t" << (t.revoked ? "revoked" : "active") << "\t" << t.created_at
+                  << "\t" << (prefixes.empty() ? std::string("*") : Field(prefixes)) << "\n";
       }
       return kExitOk;
     }

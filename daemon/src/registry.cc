@@ -86,6 +86,21 @@ bool ValidSha256(const std::string& hex) {
          });
 }
 
+std::optional<std::string> PushDenied(const TokenRecord& token, const std::string& name) {
+  if (token.scope == "admin") return std::nullopt;
+  if (token.scope != "write") {
+    return "token " + token.name + " has scope " + token.scope + "; pushing needs scope write or admin";
+  }
+  if (token.prefixes.empty()) return std::nullopt;
+  std::string rule;
+  for (const std::string& prefix : token.prefixes) {
+    if (name.starts_with(prefix)) return std::nullopt;
+    rule += (rule.empty() ? "" : ", ") + prefix;
+  }
+  return "token " + token.name + " may push only names starting with " + rule + " (prefix rule); '" + name +
+         "' is outside them";
+}
+
 Registry::Registry(RegistryOptions options, std::unique_ptr<Catalog> catalog, BlobStore blobs)
     : options_(std::move(options)), catalog_(std::move(catalog)), blobs_(std::move(blobs)) {}
 
@@ -177,6 +192,15 @@ Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options)
     // references are leftovers of a crash.
     CKG_TRY(registry->Reconcile());
   }
+  {
+    // The registry's identity: created once, with the data folder, and
+    // signed into every statement; clients pin it.
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof raw) != 1) return MakeError(ErrorCode::kIo, 0, "the random generator failed");
+    CKG_ASSIGN_OR_RETURN(registry->registry_id_,
+                         registry->catalog_->EnsureRegistryId(
+                             HexLower(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw))));
+  }
   CKG_TRY(registry->EnsureSigningKey());
   if (options.serve) {
     const std::string text = "pid " + std::to_string(::getpid()) + "\n";
@@ -249,7 +273,23 @@ Status Registry::EnsureSigningKey() {
   return OkStatus();
 }
 
-Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& request) {
+namespace {
+
+std::unexpected<Error> TagTaken(const CheckpointRecord& holder, const std::string& name, const std::string& tag,
+                                bool allow_retag) {
+  return MakeError(ErrorCode::kInvalidArgument, 0,
+                   name + ":" + tag + " already holds sha256 " + holder.sha256 + " (" + holder.status + ", pushed by " +
+                       holder.uploader + "); tags are immutable: push under a new tag" +
+                       (allow_retag ? std::string(", or move this one with force")
+                                    : std::string(" (this registry does not allow retagging)")));
+}
+
+}  // namespace
+
+Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& request, IngestOutcome* outcome) {
+  IngestOutcome scratch;
+  IngestOutcome& out = outcome != nullptr ? *outcome : scratch;
+  out = IngestOutcome{};
   if (!ValidName(request.name)) {
     return MakeError(ErrorCode::kInvalidArgument, 0, "name must be 1-200 characters of A-Z a-z 0-9 . _ / -");
   }
@@ -278,6 +318,22 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
                              "name " + record.name + " tag " + record.tag + ": the content was revoked"};
     CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit));
     return record;
+  }
+
+  // Tags are immutable: decided before the scan (cheap), and again inside
+  // the insert's transaction (a concurrent push may take the tag meanwhile).
+  const bool allow_move = options_.allow_retag && request.force;
+  {
+    CKG_ASSIGN_OR_RETURN(auto holder, catalog_->FindTagHolder(record.name, record.tag));
+    if (holder && holder->sha256 == record.sha256 && holder->status == "stored") {
+      CKG_ASSIGN_OR_RETURN(auto full, catalog_->FindById(holder->id));
+      out.unchanged = true;
+      return full ? std::move(*full) : std::move(*holder);
+    }
+    if (holder && holder->sha256 != record.sha256 && !allow_move) {
+      out.tag_holder = *holder;
+      return TagTaken(*holder, record.name, record.tag, options_.allow_retag);
+    }
   }
 
   const scanner::FileReport report = scanner::ScanFile(upload.temp_path());
@@ -310,8 +366,12 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
     CKG_TRY(RefreshSignerLocked());
     // The model is the single file, named "." (model_signing's single-file
     // form); it was hashed once, while it streamed in.
+    // The statement binds what a pull asks for: name, tag and this registry.
+    signing::SignOptions sign_options;
+    sign_options.registry_claim =
+        signing::RegistryClaim{record.name, record.tag, registry_id_, options_.registry_name};
     CKG_ASSIGN_OR_RETURN(record.signature,
-                         signing::SignResources(*signer_, record.name, {{".", record.sha256}}));
+                         signing::SignResources(*signer_, record.name, {{".", record.sha256}}, sign_options));
     record.key_id = signer_id_;
   }
   record.status = "stored";
@@ -320,7 +380,23 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
                            "name " + record.name + " tag " + record.tag + ": verdict " + record.verdict +
                                ", signed by " + record.key_id};
   std::optional<CheckpointRecord> revoked;
-  CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit, &revoked));
+  TagGuard guard;
+  guard.allow_move = allow_move;
+  CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit, &revoked, &guard));
+  if (guard.same_content) {
+    // A concurrent push of the same bytes to the same tag won the race.
+    CKG_ASSIGN_OR_RETURN(auto full, catalog_->FindById(record.id));
+    out.unchanged = true;
+    return full ? std::move(*full) : std::move(*guard.holder);
+  }
+  if (!revoked && guard.holder) {
+    // Another push took the tag while this one was scanned. Its blob stays
+    // in the store until a start that holds the folder's lock reconciles
+    // (it may be shared with a push of the same bytes still in flight).
+    out.tag_holder = guard.holder;
+    return TagTaken(*guard.holder, record.name, record.tag, options_.allow_retag);
+  }
+  out.moved_from = guard.moved_from;
   if (revoked) {
     // Revoked while this push was scanned and signed: the revocation wins
     // (the catalog checked it inside the insert's transaction). The blob
@@ -488,18 +564,35 @@ Result<bool> Registry::RevokeKey(const std::string& key_id, const std::string& r
   return revoked;
 }
 
-Result<std::string> Registry::CreateToken(const std::string& name, const std::string& scope, const std::string& who) {
+Result<std::string> Registry::CreateToken(const std::string& name, const std::string& scope, const std::string& who,
+                                          const std::vector<std::string>& prefixes) {
   if (name.empty() || name.size() > 64 || !AllOf(name, "._-")) {
     return MakeError(ErrorCode::kInvalidArgument, 0, "a token name is 1-64 characters of A-Z a-z 0-9 . _ -");
   }
-  if (scope != "write" && scope != "admin") {
-    return MakeError(ErrorCode::kInvalidArgument, 0, "scope must be write or admin");
+  if (scope != "read" && scope != "write" && scope != "admin") {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "scope must be read, write or admin");
+  }
+  if (!prefixes.empty() && scope != "write") {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "--prefix limits write tokens only");
+  }
+  constexpr size_t kMaxPrefixes = 64;
+  if (prefixes.size() > kMaxPrefixes) return MakeError(ErrorCode::kInvalidArgument, 0, "at most 64 prefixes");
+  for (const std::string& prefix : prefixes) {
+    // A prefix is the start of a valid name ("team-a/" may end in '/').
+    const std::string probe = prefix.ends_with('/') ? prefix + "x" : prefix;
+    if (prefix.empty() || !ValidName(probe)) {
+      return MakeError(ErrorCode::kInvalidArgument, 0,
+                       "a prefix is the start of a name (A-Z a-z 0-9 . _ / -, not starting with '/', no '..'): '" +
+                           prefix + "'");
+    }
   }
   unsigned char raw[32];
   if (RAND_bytes(raw, sizeof raw) != 1) return MakeError(ErrorCode::kIo, 0, "the random generator failed");
   const std::string token = "ckg_" + HexLower(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
-  CKG_TRY(catalog_->AddToken(name, Sha256Hex(token), scope));
-  CKG_TRY(catalog_->Audit({0, 0, who, "token-create", name, "ok", "scope " + scope}));
+  CKG_TRY(catalog_->AddToken(name, Sha256Hex(token), scope, prefixes));
+  std::string detail = "scope " + scope;
+  for (const std::string& prefix : prefixes) detail += ", prefix " + prefix;
+  CKG_TRY(catalog_->Audit({0, 0, who, "token-create", name, "ok", detail}));
   return token;
 }
 

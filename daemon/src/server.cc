@@ -306,6 +306,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       denied = ErrorReply(http::status::unauthorized, "this request needs 'Authorization: Bearer TOKEN' (ckptguardd token create NAME)");
     } else if (need == Need::kAdmin && token->scope != "admin") {
       denied = ErrorReply(http::status::forbidden, "this request needs a token with scope admin");
+    } else if (need == Need::kWrite) {
+      // Scope and name prefixes, before any body byte is read.
+      if (auto why = PushDenied(*token, route_.Query("name"))) denied = ErrorReply(http::status::forbidden, *why);
     }
     if (denied) {
       denied->close = true;  // the body (if any) is not read
@@ -475,12 +478,26 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     auto finished = upload_->Finish();
     if (!finished) return FromError(finished.error());
     Registry& registry = server_.registry;
-    IngestRequest request{route_.Query("name"), route_.Query("tag"), who_};
-    auto record = registry.Ingest(*upload_, request);
+    IngestRequest request{route_.Query("name"), route_.Query("tag"), who_, route_.Query("force") == "1"};
+    IngestOutcome outcome;
+    auto record = registry.Ingest(*upload_, request, &outcome);
     upload_.reset();  // stored: committed already; rejected: the temp file goes now
+    if (!record && outcome.tag_holder) {
+      // Tags are immutable: 409 naming the digest the tag holds.
+      Reply reply = JsonReply(http::status::conflict, Json{{"error", record.error().detail},
+                                                           {"status", 409},
+                                                           {"existing_sha256", outcome.tag_holder->sha256},
+                                                           {"existing_status", outcome.tag_holder->status}});
+      return reply;
+    }
     if (!record) return FromError(record.error());
-    return JsonReply(record->status == "stored" ? http::status::created : http::status::unprocessable_entity,
-                     RecordJson(*record, /*details=*/true));
+    Json body = RecordJson(*record, /*details=*/true);
+    if (outcome.unchanged) {
+      body["unchanged"] = true;  // the same content to the same tag: nothing new
+      return JsonReply(http::status::ok, body);
+    }
+    if (!outcome.moved_from.empty()) body["moved_from"] = outcome.moved_from;
+    return JsonReply(record->status == "stored" ? http::status::created : http::status::unprocessable_entity, body);
   }
 
   Reply HandleSmall() {
@@ -492,6 +509,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     const bool post = method_ == "POST";
     if (s.size() == 2 && s[1] == "health" && get) {
       return JsonReply(http::status::ok, Json{{"status", "ok"}, {"service", "ckptguardd"}});
+    }
+    if (s.size() == 2 && s[1] == "registry" && get) {
+      // The identity every signature names; clients pin it.
+      return JsonReply(http::status::ok, Json{{"registry_id", registry.registry_id()},
+                                              {"registry_name", registry.options().registry_name}});
     }
     if (s.size() == 2 && s[1] == "checkpoints" && get) {
       CheckpointQuery query;
@@ -520,9 +542,17 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         return JsonReply(http::status::ok, Json{{"sha256", sha}, {"status", "revoked"}});
       }
       if (!get) return ErrorReply(http::status::method_not_allowed, "use GET");
-      auto record = registry.catalog().FindBySha256(sha);
+      // ?name=&tag= picks the row pushed under that name and tag (its
+      // signature binds them); without, the newest row of the digest.
+      const bool by_name = route_.query.contains("name");
+      auto record = by_name ? registry.catalog().FindByNameTag(sha, route_.Query("name"), route_.Query("tag"))
+                            : registry.catalog().FindBySha256(sha);
       if (!record) return FromError(record.error());
-      if (!*record) return ErrorReply(http::status::not_found, "no stored checkpoint has this digest");
+      if (!*record) {
+        return ErrorReply(http::status::not_found,
+                          by_name ? "no stored checkpoint has this digest under this name and tag"
+                                  : "no stored checkpoint has this digest");
+      }
       if (s.size() == 3) return JsonReply(http::status::ok, RecordJson(**record, true));
       if (s.size() == 4 && s[3] == "signature") {
         Reply reply;

@@ -362,6 +362,15 @@ Result<VerifiedStatement> VerifyBundleImpl(std::string_view bundle_json, const s
     if (!seen.insert(res.name).second) return Bad("file " + res.name + " is listed twice", path + ".name");
     out.resources.push_back(std::move(res));
   }
+  if (auto it = predicate->find(std::string(kRegistryClaimField)); it != predicate->end()) {
+    const std::string path = "statement.predicate." + std::string(kRegistryClaimField);
+    RegistryClaim claim;
+    CKG_ASSIGN_OR_RETURN(claim.name, StringMember(*it, "name", path));
+    CKG_ASSIGN_OR_RETURN(claim.tag, StringMember(*it, "tag", path));
+    CKG_ASSIGN_OR_RETURN(claim.registry_id, StringMember(*it, "registry_id", path));
+    CKG_ASSIGN_OR_RETURN(claim.registry_name, StringMember(*it, "registry_name", path));
+    out.registry_claim = std::move(claim);
+  }
   CKG_ASSIGN_OR_RETURN(const std::string root, RootDigest(out.resources));
   if (root != out.root_sha256) {
     return Bad("subject digest " + out.root_sha256 + " does not match the resources (their root is " + root + ")",
@@ -449,7 +458,7 @@ Result<std::string> SignResourcesImpl(const PrivateKey& key, std::string_view su
   }
   ordered_json ignore_list = ordered_json::array();
   for (const std::string& p : ignored) ignore_list.push_back(p);
-  const ordered_json statement{
+  ordered_json statement{
       {"_type", kStatementType},
       {"subject", ordered_json::array({ordered_json{{"name", subject_name}, {"digest", {{"sha256", root}}}}})},
       {"predicateType", kPredicateType},
@@ -457,6 +466,11 @@ Result<std::string> SignResourcesImpl(const PrivateKey& key, std::string_view su
        {{"serialization",
          {{"method", "files"}, {"hash_type", "sha256"}, {"allow_symlinks", false}, {"ignore_paths", ignore_list}}},
         {"resources", resource_list}}}};
+  if (options.registry_claim) {
+    const RegistryClaim& c = *options.registry_claim;
+    statement["predicate"][std::string(kRegistryClaimField)] = ordered_json{
+        {"name", c.name}, {"tag", c.tag}, {"registry_id", c.registry_id}, {"registry_name", c.registry_name}};
+  }
   std::string payload;
   try {
     payload = statement.dump(-1, ' ', false, ordered_json::error_handler_t::strict);

@@ -20,7 +20,7 @@ namespace ckptguard::daemon {
 
 // The schema version this build writes; Open migrates older databases up to
 // it, one numbered step at a time, and refuses newer ones.
-inline constexpr int kCatalogSchemaVersion = 1;
+inline constexpr int kCatalogSchemaVersion = 2;
 
 struct ManifestEntry {
   std::string key;             // state-dict key ("layer.0.weight")
@@ -74,7 +74,11 @@ struct KeyRecord {
 
 struct TokenRecord {
   std::string name;
-  std::string scope;        // "write" | "admin" (admin may also revoke)
+  // "read" (list, download, verify; what --reads-need-token asks for),
+  // "write" (also push), "admin" (also revoke, rotate, read the audit log).
+  std::string scope;
+  // write tokens: the name prefixes they may push under (empty: any name).
+  std::vector<std::string> prefixes;
   int64_t created_at = 0;
   bool revoked = false;
 };
@@ -95,6 +99,21 @@ struct CheckpointQuery {
   std::string status;       // "" = any
   uint32_t limit = 100;     // at most 1000
   int64_t before_id = 0;    // paging: only ids below this (0 = from the newest)
+};
+
+// TagGuard makes InsertCheckpoint of a "stored" row keep tags immutable: the
+// newest stored or revoked row of NAME:TAG (its holder) is read inside the
+// insert's transaction.
+//   - the holder has the same digest and is stored: nothing is written, the
+//     result is the holder's id, same_content is set (a repeated push);
+//   - the holder has another digest: nothing is written, the result is 0 and
+//     holder is set, unless allow_move; then the row is written, moved_from
+//     names the previous digest and a "retag" audit row lands with it.
+struct TagGuard {
+  bool allow_move = false;                 // in
+  std::optional<CheckpointRecord> holder;  // out
+  bool same_content = false;               // out
+  std::string moved_from;                  // out
 };
 
 class Catalog {
@@ -119,8 +138,17 @@ class Catalog {
   // commits while a push is scanned and signed still wins. Then nothing is
   // written, the result is 0 and `revoked` (when given) receives the revoked
   // row (who and why).
+  // With `tag_guard`, tags stay immutable (see TagGuard).
   Result<int64_t> InsertCheckpoint(const CheckpointRecord& record, const AuditRecord* audit = nullptr,
-                                   std::optional<CheckpointRecord>* revoked = nullptr);
+                                   std::optional<CheckpointRecord>* revoked = nullptr,
+                                   TagGuard* tag_guard = nullptr);
+  // FindTagHolder: the newest stored or revoked row named NAME:TAG (no
+  // manifest/findings), or nullopt.
+  Result<std::optional<CheckpointRecord>> FindTagHolder(const std::string& name, const std::string& tag);
+  // FindByNameTag: the newest stored or revoked row with this sha256, name and
+  // tag (with manifest and findings), or nullopt.
+  Result<std::optional<CheckpointRecord>> FindByNameTag(const std::string& sha256, const std::string& name,
+                                                        const std::string& tag);
   Result<std::vector<CheckpointRecord>> ListCheckpoints(const CheckpointQuery& query);  // newest first, no manifest/findings
   // The newest row for this sha256 with status stored or revoked (with manifest
   // and findings), or nullopt.
@@ -138,10 +166,16 @@ class Catalog {
   Result<bool> RevokeKey(const std::string& key_id, const std::string& reason);
 
   // Tokens: the raw token is never stored, only its SHA-256 (hex).
-  Status AddToken(const std::string& name, const std::string& token_sha256, const std::string& scope);
+  // scope read|write|admin; `prefixes` only for write tokens.
+  Status AddToken(const std::string& name, const std::string& token_sha256, const std::string& scope,
+                  const std::vector<std::string>& prefixes = {});
   Result<std::optional<TokenRecord>> FindToken(const std::string& token_sha256);  // nullopt if unknown or revoked
   Result<bool> RevokeToken(const std::string& name);
   Result<std::vector<TokenRecord>> ListTokens();
+
+  // EnsureRegistryId returns the registry's stable id, storing `candidate`
+  // as it when the catalog has none yet (the first start).
+  Result<std::string> EnsureRegistryId(const std::string& candidate);
 
   // Audit log: append only (no method updates or deletes; the schema has
   // triggers that abort UPDATE and DELETE on the table).

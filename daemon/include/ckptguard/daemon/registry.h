@@ -49,12 +49,31 @@ struct RegistryOptions {
   // then fails naming the process that holds it.
   bool serve = false;
   std::chrono::milliseconds lock_wait{5000};
+  // A display name or URL for this registry, signed into every statement
+  // beside its stable id ("" when none is configured).
+  std::string registry_name;
+  // Tags are immutable: a push of other content to a NAME:TAG that holds
+  // some is refused, unless this is set AND the push says force.
+  bool allow_retag = false;
 };
 
 struct IngestRequest {
   std::string name;      // [A-Za-z0-9._/-], 1..200 chars
   std::string tag;       // [A-Za-z0-9._-], 0..128 chars
   std::string uploader;  // token name
+  bool force = false;    // move the tag if it holds other content (only with allow_retag)
+};
+
+// IngestOutcome: what Ingest did besides the record it returns.
+struct IngestOutcome {
+  // The same content was pushed to the same NAME:TAG again: nothing was
+  // written; the record returned is the existing row.
+  bool unchanged = false;
+  // Set when the push was refused because NAME:TAG holds other content
+  // (Ingest then fails with kInvalidArgument naming that digest).
+  std::optional<CheckpointRecord> tag_holder;
+  // A forced retag moved the tag from this digest ("" otherwise).
+  std::string moved_from;
 };
 
 struct VerifyReport {
@@ -82,7 +101,11 @@ class Registry {
 
   // Ingest takes a finished upload. Returns the catalogued record: status
   // "stored" (signed, blob kept) or "rejected" (findings, blob dropped).
-  Result<CheckpointRecord> Ingest(Upload& upload, const IngestRequest& request);
+  // Each stored record is signed with a RegistryClaim naming its name, tag
+  // and this registry (registry_id(), options().registry_name). Tags are
+  // immutable (see RegistryOptions::allow_retag); `outcome` says when the
+  // push changed nothing or was refused for its tag.
+  Result<CheckpointRecord> Ingest(Upload& upload, const IngestRequest& request, IngestOutcome* outcome = nullptr);
 
   // VerifyDigest: is `sha256` catalogued, stored, signed by a trusted key,
   // and (rehash) does the stored blob still hash to it?
@@ -100,13 +123,19 @@ class Registry {
   // deleted; revoking the active key rotates first.
   Result<bool> RevokeKey(const std::string& key_id, const std::string& reason, const std::string& who);
   // CreateToken returns the raw token ("ckg_" + 64 hex); only its SHA-256 is kept.
-  Result<std::string> CreateToken(const std::string& name, const std::string& scope, const std::string& who);
+  // scope: read, write or admin; `prefixes` (write only): the name prefixes
+  // the token may push under (each a valid name start, e.g. "team-a/").
+  Result<std::string> CreateToken(const std::string& name, const std::string& scope, const std::string& who,
+                                  const std::vector<std::string>& prefixes = {});
   Result<bool> RevokeToken(const std::string& name, const std::string& who);
   // Authenticate maps a raw bearer token to its record (nullopt: unknown or revoked).
   Result<std::optional<TokenRecord>> Authenticate(const std::string& raw_token);
 
   // Trusted public keys as PEM, one after another, active first ("# key <id> <curve> <state>" lines between).
   Result<std::string> TrustedKeysPem();
+
+  // The registry's stable id, created with its data folder (32 hex digits).
+  const std::string& registry_id() const { return registry_id_; }
 
   Catalog& catalog() { return *catalog_; }
   const BlobStore& blobs() const { return blobs_; }
@@ -131,6 +160,7 @@ class Registry {
   std::mutex key_mutex_;                          // guards signer_
   std::optional<signing::PrivateKey> signer_;     // the active key
   std::string signer_id_;
+  std::string registry_id_;
   int lock_fd_ = -1;  // DATA/lock, flock()ed exclusively while serving
   std::vector<std::string> warnings_;
 };
@@ -139,6 +169,10 @@ class Registry {
 bool ValidName(const std::string& name);
 bool ValidTag(const std::string& tag);
 bool ValidSha256(const std::string& hex);
+
+// PushDenied: why `token` may not push NAME (scope read, or a write token
+// whose prefixes do not cover it), or nullopt when it may.
+std::optional<std::string> PushDenied(const TokenRecord& token, const std::string& name);
 
 }  // namespace ckptguard::daemon
 

@@ -7,11 +7,15 @@
 //
 // Routes (JSON unless said):
 //   GET  /v1/health
-//   POST /v1/checkpoints?name=N&tag=T           raw file body; write token; 201 stored, 422 rejected
+//   GET  /v1/registry                            {"registry_id", "registry_name"}
+//   POST /v1/checkpoints?name=N&tag=T[&force=1]  raw file body; write token (its prefixes
+//                                                checked before the body); 201 stored,
+//                                                200 same content already there, 409 the
+//                                                tag holds other content, 422 rejected
 //   GET  /v1/checkpoints?name=&tag=&status=&limit=&before=
-//   GET  /v1/checkpoints/{sha256}                record, manifest, findings, signature
+//   GET  /v1/checkpoints/{sha256}[?name=&tag=]   record, manifest, findings, signature
 //   GET  /v1/checkpoints/{sha256}/blob           the file (410 when revoked)
-//   GET  /v1/checkpoints/{sha256}/signature      the model-signing bundle
+//   GET  /v1/checkpoints/{sha256}/signature[?name=&tag=]  the model-signing bundle
 //   POST /v1/checkpoints/{sha256}/revoke         {"reason": ...}; admin token
 //   POST /v1/verify?sha256=H[&rehash=1]          or the file as the body
 //   GET  /v1/keys                                trusted public keys, PEM (?format=json: states)

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -106,6 +107,24 @@ struct Resource {
   bool operator==(const Resource&) const = default;
 };
 
+// RegistryClaim is what a registry (ckptguardd) says about the model it
+// signs: the catalog name and tag it was pushed under and the registry's
+// identity. It travels inside the signed statement as the predicate field
+// "ckptguard_registry" ({"name", "tag", "registry_id", "registry_name"}).
+// model_signing v1.0 verifiers read only predicate.serialization and
+// predicate.resources, so a bundle with a claim stays a plain model-signing
+// bundle (`model_signing verify key` accepts it).
+struct RegistryClaim {
+  std::string name;           // catalog name ("team-a/resnet50")
+  std::string tag;            // catalog tag ("v3"; may be "")
+  std::string registry_id;    // the registry's stable id (made with its data folder)
+  std::string registry_name;  // display name or URL the operator configured ("" when none)
+  bool operator==(const RegistryClaim&) const = default;
+};
+
+// kRegistryClaimField is the predicate field that carries a RegistryClaim.
+inline constexpr std::string_view kRegistryClaimField = "ckptguard_registry";
+
 // SignOptions: what to leave out, and the limits on the walk and the inputs.
 struct SignOptions {
   // Paths relative to the model folder (POSIX) left out of the signature,
@@ -121,6 +140,8 @@ struct SignOptions {
   uint64_t max_files = 100000;
   // Deepest folder nesting below the model folder (default 64).
   uint32_t max_depth = 64;
+  // SignResources/SignPath: add this claim to the predicate (none when unset).
+  std::optional<RegistryClaim> registry_claim;
   // Largest bundle VerifyBundle parses, bytes (default 16 MiB).
   uint64_t max_bundle_len = 16u << 20;
   // Deepest JSON nesting in a bundle or statement (default 32; the format needs 6).
@@ -163,6 +184,10 @@ struct VerifiedStatement {
   std::vector<Resource> resources;
   std::vector<std::string> ignore_paths;
   std::string key_id;  // KeyId() of the trusted key that verified it
+  // The predicate's "ckptguard_registry" claim, when the bundle has one
+  // (signed, like everything here). A claim that is present but not an
+  // object of four strings fails verification (kMalformed).
+  std::optional<RegistryClaim> registry_claim;
 };
 
 // VerifyBundle parses `bundle_json` (bounded by options' max_bundle_len and
