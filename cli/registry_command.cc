@@ -20,6 +20,7 @@
 
 #include "ckptguard/atomic_file.h"
 #include "ckptguard/daemon/client.h"
+#include "ckptguard/printable.h"
 #include "ckptguard/signing/model_signing.h"
 #include "cli_util.h"
 
@@ -56,7 +57,9 @@ bool IsSha256(const std::string& s) {
 std::string ServerError(const Response& r) {
   json j = json::parse(r.body, nullptr, false);
   if (j.is_object() && j.contains("error") && j["error"].is_string()) {
-    return "HTTP " + std::to_string(r.status) + ": " + j["error"].get<std::string>();
+    // The server's words: escaped for the terminal (a hostile registry
+    // cannot drive it).
+    return "HTTP " + std::to_string(r.status) + ": " + Printable(j["error"].get<std::string>());
   }
   return "HTTP " + std::to_string(r.status);
 }
@@ -86,11 +89,11 @@ Result<RegistryClient> MakeClient(const RegistryFlags& flags, const std::string&
 
 void PrintFindings(const json& record) {
   for (const auto& f : record.value("findings", json::array())) {
-    std::cout << "  [" << f.value("severity", "") << "] " << f.value("rule", "") << " at byte "
+    std::cout << "  [" << Printable(f.value("severity", "")) << "] " << Printable(f.value("rule", "")) << " at byte "
               << f.value("offset", uint64_t{0});
     const std::string entry = f.value("entry", "");
-    if (!entry.empty()) std::cout << " (" << entry << ")";
-    std::cout << ": " << f.value("message", "") << "\n";
+    if (!entry.empty()) std::cout << " (" << Printable(entry) << ")";
+    std::cout << ": " << Printable(f.value("message", "")) << "\n";
   }
 }
 
@@ -122,19 +125,19 @@ int Push(const RegistryFlags& flags) {
       record["path"] = file;
       results.push_back(record);
     } else if (response->status == 200) {
-      std::cout << file << ": already stored as " << record.value("name", "") << ":" << record.value("tag", "")
-                << " sha256 " << record.value("sha256", "") << " (same content; nothing new)\n";
+      std::cout << file << ": already stored as " << Printable(record.value("name", "")) << ":" << Printable(record.value("tag", ""))
+                << " sha256 " << Printable(record.value("sha256", "")) << " (same content; nothing new)\n";
     } else if (response->status == 201) {
       if (record.contains("moved_from")) {
-        std::cout << file << ": moved tag " << record.value("name", "") << ":" << record.value("tag", "") << " from sha256 "
-                  << record.value("moved_from", "") << "\n";
+        std::cout << file << ": moved tag " << Printable(record.value("name", "")) << ":" << Printable(record.value("tag", "")) << " from sha256 "
+                  << Printable(record.value("moved_from", "")) << "\n";
       }
-      std::cout << file << ": stored as " << record.value("name", "") << ":" << record.value("tag", "")
-                << " sha256 " << record.value("sha256", "") << ", signed by key " << record.value("key_id", "").substr(0, 16)
+      std::cout << file << ": stored as " << Printable(record.value("name", "")) << ":" << Printable(record.value("tag", ""))
+                << " sha256 " << Printable(record.value("sha256", "")) << ", signed by key " << Printable(record.value("key_id", "")).substr(0, 16)
                 << "\n";
     } else {
-      std::cout << file << ": REJECTED (verdict " << record.value("verdict", "") << "), sha256 "
-                << record.value("sha256", "") << "\n";
+      std::cout << file << ": REJECTED (verdict " << Printable(record.value("verdict", "")) << "), sha256 "
+                << Printable(record.value("sha256", "")) << "\n";
       PrintFindings(record);
     }
     if (response->status == 422 && worst == kExitOk) worst = kExitFindings;
@@ -278,7 +281,7 @@ bool ValidRefPart(const std::string& s, bool is_name) {
 
 // Refuse prints why the pull was refused (exit 1: nothing written).
 int Refuse(const std::string& ref, const std::string& why) {
-  std::cerr << "ckptguard: " << ref << ": refused: " << why << "; nothing written\n";
+  std::cerr << "ckptguard: " << Printable(ref) << ": refused: " << Printable(why) << "; nothing written\n";
   return kExitFindings;
 }
 
@@ -552,13 +555,13 @@ int Pull(const RegistryFlags& flags) {
       return kExitError;
     }
     if (first_use) {
-      std::cout << "pinned registry " << url << " (id " << entry->registry_id
-                << (entry->registry_name.empty() ? "" : ", " + entry->registry_name) << ") on first use in " << known_path
+      std::cout << "pinned registry " << Printable(url) << " (id " << Printable(entry->registry_id)
+                << (entry->registry_name.empty() ? "" : ", " + Printable(entry->registry_name)) << ") on first use in " << known_path
                 << ":\n";
-      for (const PinnedKey& k : entry->keys) std::cout << "  key " << k.key_id << "\n";
+      for (const PinnedKey& k : entry->keys) std::cout << "  key " << Printable(k.key_id) << "\n";
     }
     for (const std::string& id : newly_pinned) {
-      std::cout << "pinned new key " << id << " for " << url << " (--accept-new-key) in " << known_path << "\n";
+      std::cout << "pinned new key " << Printable(id) << " for " << url << " (--accept-new-key) in " << known_path << "\n";
     }
   }
 
@@ -596,7 +599,8 @@ int Pull(const RegistryFlags& flags) {
   std::cout << "pulled " << ref << " (sha256 " << sha << ") to " << flags.out << "\nsignature verified with key "
             << statement->key_id << ", trusted from " << trust_source;
   if (claim) {
-    std::cout << "; it names " << claim->name << ":" << claim->tag << " at registry " << claim->registry_id;
+    std::cout << "; it names " << Printable(claim->name) << ":" << Printable(claim->tag) << " at registry "
+              << Printable(claim->registry_id);
   } else {
     std::cout << "; it names no name, tag or registry (an unbound bundle)";
   }
@@ -629,11 +633,11 @@ int Verify(const RegistryFlags& flags) {
       report["path"] = file;
       std::cout << report.dump() << "\n";
     } else if (verified) {
-      std::cout << file << ": verified: catalogued as " << report.value("name", "") << ":" << report.value("tag", "")
-                << ", unchanged, signed by key " << report.value("key_id", "").substr(0, 16) << " ("
-                << report.value("key_state", "") << ")\n";
+      std::cout << file << ": verified: catalogued as " << Printable(report.value("name", "")) << ":" << Printable(report.value("tag", ""))
+                << ", unchanged, signed by key " << Printable(report.value("key_id", "")).substr(0, 16) << " ("
+                << Printable(report.value("key_state", "")) << ")\n";
     } else {
-      std::cout << file << ": NOT VERIFIED: " << report.value("detail", "") << "\n";
+      std::cout << file << ": NOT VERIFIED: " << Printable(report.value("detail", "")) << "\n";
     }
     if (!verified && worst == kExitOk) worst = kExitFindings;
   }
@@ -665,9 +669,9 @@ int List(const RegistryFlags& flags) {
     return kExitOk;
   }
   for (const auto& r : list.value("checkpoints", json::array())) {
-    std::cout << r.value("sha256", "").substr(0, 16) << "  " << r.value("status", "") << "\t" << r.value("name", "")
-              << ":" << r.value("tag", "") << "\t" << r.value("size", uint64_t{0}) << " B\t" << r.value("format", "")
-              << "\t" << r.value("verdict", "") << "\t" << r.value("uploader", "") << "\n";
+    std::cout << Printable(r.value("sha256", "")).substr(0, 16) << "  " << Printable(r.value("status", "")) << "\t" << Printable(r.value("name", ""))
+              << ":" << Printable(r.value("tag", "")) << "\t" << r.value("size", uint64_t{0}) << " B\t" << Printable(r.value("format", ""))
+              << "\t" << Printable(r.value("verdict", "")) << "\t" << Printable(r.value("uploader", "")) << "\n";
   }
   return kExitOk;
 }
