@@ -2,8 +2,10 @@
 // *_command.cc; this file only wires them up and catches what must not escape.
 #include <CLI/CLI.hpp>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <new>
+#include <string_view>
 
 #include "check_command.h"
 #include "cli_util.h"
@@ -16,54 +18,74 @@
 #include "convert_command.h"
 #include "verify_command.h"
 
+namespace {
+
+using namespace ckptguard::cli;
+
+// Command is one subcommand: how to add it to the parser and how to run it.
+struct Command {
+  const char* name;
+  std::function<void(CLI::App&)> add;
+  std::function<int()> run;
+};
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  using namespace ckptguard::cli;
   CLI::App app{"ckptguard: scan, inspect and load untrusted PyTorch checkpoints without executing them"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("ckptguard ") + CKPTGUARD_VERSION);
   app.footer("Run 'ckptguard COMMAND --help' for what a command reads, prints and returns.");
   InfoFlags info_flags;
-  AddInfoCommand(app, info_flags);
   InspectFlags inspect_flags;
-  AddInspectCommand(app, inspect_flags);
   DisasmFlags disasm_flags;
-  AddDisasmCommand(app, disasm_flags);
   ConvertFlags convert_flags;
-  AddConvertCommand(app, convert_flags);
   VerifyFlags verify_flags;
-  AddVerifyCommand(app, verify_flags);
   LatestFlags latest_flags;
-  AddLatestCommand(app, latest_flags);
   ScanFlags scan_flags;
-  AddScanCommand(app, scan_flags);
   CheckFlags check_flags;
-  AddCheckCommand(app, check_flags);
   SignFlags sign_flags;
-  AddSignCommand(app, sign_flags);
   KeygenFlags keygen_flags;
-  AddKeygenCommand(app, keygen_flags);
   VerifySignatureFlags verify_signature_flags;
-  AddVerifySignatureCommand(app, verify_signature_flags);
   RegistryFlags registry_flags;
-  AddRegistryCommand(app, registry_flags);
+  // In the order `ckptguard --help` lists them.
+  const Command commands[] = {
+      {"info", [&](CLI::App& a) { AddInfoCommand(a, info_flags); }, [&] { return RunInfo(info_flags); }},
+      {"inspect", [&](CLI::App& a) { AddInspectCommand(a, inspect_flags); }, [&] { return RunInspect(inspect_flags); }},
+      {"disasm", [&](CLI::App& a) { AddDisasmCommand(a, disasm_flags); }, [&] { return RunDisasm(disasm_flags); }},
+      {"convert", [&](CLI::App& a) { AddConvertCommand(a, convert_flags); }, [&] { return RunConvert(convert_flags); }},
+      {"verify", [&](CLI::App& a) { AddVerifyCommand(a, verify_flags); }, [&] { return RunVerify(verify_flags); }},
+      {"latest", [&](CLI::App& a) { AddLatestCommand(a, latest_flags); }, [&] { return RunLatest(latest_flags); }},
+      {"scan", [&](CLI::App& a) { AddScanCommand(a, scan_flags); }, [&] { return RunScan(scan_flags); }},
+      {"check", [&](CLI::App& a) { AddCheckCommand(a, check_flags); }, [&] { return RunCheck(check_flags); }},
+      {"sign", [&](CLI::App& a) { AddSignCommand(a, sign_flags); }, [&] { return RunSign(sign_flags); }},
+      {"keygen", [&](CLI::App& a) { AddKeygenCommand(a, keygen_flags); }, [&] { return RunKeygen(keygen_flags); }},
+      {"verify-signature", [&](CLI::App& a) { AddVerifySignatureCommand(a, verify_signature_flags); },
+       [&] { return RunVerifySignature(verify_signature_flags); }},
+      {"registry", [&](CLI::App& a) { AddRegistryCommand(a, registry_flags); }, [&] { return RunRegistry(registry_flags); }},
+  };
+  // Users run the CLI once per file: when the first argument names a
+  // subcommand, only that one is built (each defines dozens of options, the
+  // largest part of start-up); otherwise (--help, --version, a typo) all are,
+  // so that the help lists them and errors name them.
+  const Command* only = nullptr;
+  if (argc >= 2) {
+    for (const Command& c : commands) {
+      if (std::string_view(argv[1]) == c.name) only = &c;
+    }
+  }
+  for (const Command& c : commands) {
+    if (only == nullptr || only == &c) c.add(app);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitError;
   }
   try {
-    if (app.got_subcommand("info")) return RunInfo(info_flags);
-    if (app.got_subcommand("disasm")) return RunDisasm(disasm_flags);
-    if (app.got_subcommand("inspect")) return RunInspect(inspect_flags);
-    if (app.got_subcommand("check")) return RunCheck(check_flags);
-    if (app.got_subcommand("scan")) return RunScan(scan_flags);
-    if (app.got_subcommand("registry")) return RunRegistry(registry_flags);
-    if (app.got_subcommand("verify")) return RunVerify(verify_flags);
-    if (app.got_subcommand("convert")) return RunConvert(convert_flags);
-    if (app.got_subcommand("latest")) return RunLatest(latest_flags);
-    if (app.got_subcommand("sign")) return RunSign(sign_flags);
-    if (app.got_subcommand("keygen")) return RunKeygen(keygen_flags);
-    if (app.got_subcommand("verify-signature")) return RunVerifySignature(verify_signature_flags);
+    for (const Command& c : commands) {
+      if ((only == nullptr || only == &c) && app.got_subcommand(c.name)) return c.run();
+    }
   } catch (const std::bad_alloc&) {
     std::cerr << "ckptguard: out of memory\n";
     return kExitError;
