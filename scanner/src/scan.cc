@@ -1159,7 +1159,14 @@ FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& opt
       }
     });
     if (scanner.budget_error() && !first_error) first_error = *scanner.budget_error();
-    if (root.format == ContainerFormat::kUnknown) {
+    // A tar or 7z archive is judged by its members: read to its end with at
+    // least one model file inside, it is not an error (its members' findings
+    // decide); one holding no model file is not a model file either.
+    const bool archive_of_models =
+        root.archive && std::any_of(root.nested.begin(), root.nested.end(), [](const NestedContainer& n) {
+          return n.container->format != ContainerFormat::kUnknown;
+        });
+    if (root.format == ContainerFormat::kUnknown && !archive_of_models) {
       first_error = Error{ErrorCode::kUnsupportedFormat, 0, "", "not a model file: " + root.reason};
     }
     report.error = first_error;

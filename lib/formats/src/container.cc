@@ -235,6 +235,7 @@ class Opener {
       c.error = contents.error();
       return;
     }
+    c.archive = true;
     bool legacy = false;
     for (const ArchiveMember& m : contents->members) {
       legacy = legacy || m.name == "storages" || m.name == "tensors" || m.name == "pickle";

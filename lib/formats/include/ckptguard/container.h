@@ -125,6 +125,10 @@ struct NestedContainer {
 struct Container {
   ContainerFormat format = ContainerFormat::kUnknown;
   std::string reason;              // for kUnknown: why; otherwise empty
+  // kUnknown only: a tar or 7z archive read to its end, each member opened
+  // as a file of its own (in `nested`). No loader reads the archive itself;
+  // its members are what a user unpacks and loads.
+  bool archive = false;
   std::vector<Wrapper> wrappers;   // outermost first; offsets below are in the unwrapped bytes
   Bytes bytes;                     // the bytes the format was found in
   std::string prefix;              // torch zip/torchscript archive prefix, without the '/'
