@@ -384,6 +384,38 @@ Status CheckBuiltinNames() {
 }
 
 struct RuleSet::Impl {
+  Impl() = default;
+  // A copy carries the denylist parsed (a once_flag cannot be copied).
+  Impl(const Impl& other)
+      : rules((other.Loaded(), other.rules)),
+        kinds(other.kinds),
+        by_id(other.by_id),
+        allowlist(other.allowlist),
+        allowed(other.allowed),
+        strict(other.strict),
+        matcher(other.matcher),
+        matcher_source(other.matcher_source) {}
+  Impl& operator=(const Impl&) = delete;
+
+  // The built-in denylist is parsed on first need (Loaded): a file whose
+  // globals are all on the allowlist, and a pickle naming none, never need
+  // it. Everything that reads rules, kinds, by_id or matcher calls Loaded
+  // first; it is thread-safe (scan workers share the built-in set).
+  mutable std::once_flag denylist_once;
+  bool denylist_pending = false;
+  const Impl& Loaded() const {
+    if (denylist_pending) {
+      std::call_once(denylist_once, [this] {
+        Impl& self = const_cast<Impl&>(*this);
+        Result<std::vector<ParsedRule>> parsed =
+            ParseRules(kBuiltinDenylistToml, "rules/denylist.toml (built in)", /*check_patterns=*/false);
+        // A broken built-in file leaves the denylist empty; rules_test fails on it.
+        if (parsed) (void)self.AddParsed(std::move(*parsed), "rules/denylist.toml (built in)", /*lazy=*/true);
+      });
+    }
+    return *this;
+  }
+
   std::vector<Rule> rules;                  // file order: built-in first, then user files
   std::vector<RuleKind> kinds;              // parallel to rules
   std::map<std::string, size_t, std::less<>> by_id;
@@ -495,12 +527,10 @@ const RuleSet& RuleSet::Builtin() {
   static const RuleSet* const builtin = [] {
     auto* out = new RuleSet();
     out->impl_->allowlist = BuiltinAllowlist();
-    // Its patterns are checked by CheckBuiltinRules (rules_test), not at
-    // every start, and compiled when first needed.
-    Result<std::vector<ParsedRule>> parsed =
-        ParseRules(kBuiltinDenylistToml, "rules/denylist.toml (built in)", /*check_patterns=*/false);
-    // A broken built-in file leaves the denylist empty; rules_test fails on it.
-    if (parsed) (void)out->impl_->AddParsed(std::move(*parsed), "rules/denylist.toml (built in)", /*lazy=*/true);
+    // The denylist is parsed on first need (Impl::Loaded); its patterns are
+    // checked by CheckBuiltinRules (rules_test), not at every start, and
+    // compiled when a global first reaches them.
+    out->impl_->denylist_pending = true;
     return out;
   }();
   return *builtin;
@@ -513,6 +543,7 @@ Status RuleSet::AddRulesText(std::string_view text, std::string_view source) {
   AllowlistLimits limits;
   limits.max_file_len = kMaxRulesFileLen;
   CKG_ASSIGN_OR_RETURN(Allowlist user_allow, ParseAllowlist(text, source, limits));
+  impl_->Loaded();
   CKG_TRY(impl_->AddParsed(std::move(parsed), source));
   impl_->allowlist.Merge(user_allow, user_allow.replace_mode());
   return OkStatus();
@@ -600,7 +631,7 @@ GlobalClass RuleSet::ClassifyGlobal(std::string_view module, std::string_view na
   // The spelling in the file too: a user allowlist in replace mode may have
   // dropped the aliases, and the patterns know both spellings.
   if (canonical != module) AddCandidates(module, name, candidates);
-  auto [index, matched] = impl.FirstMatch(candidates, full);
+  auto [index, matched] = impl.Loaded().FirstMatch(candidates, full);
   if (index != std::string::npos) {
     out.kind = GlobalClass::kDenied;
     out.rule = &impl.rules[index];
@@ -617,8 +648,9 @@ GlobalClass RuleSet::ClassifyGlobal(std::string_view module, std::string_view na
 }
 
 const Rule& RuleSet::FixedRule(std::string_view id) const {
-  auto it = impl_->by_id.find(id);
-  if (it != impl_->by_id.end()) return impl_->rules[it->second];
+  const Impl& impl = impl_->Loaded();
+  auto it = impl.by_id.find(id);
+  if (it != impl.by_id.end()) return impl.rules[it->second];
   // Only reachable with an id the built-in file lacks (rules_test checks
   // every id the scanner uses).
   static const Rule* const missing = new Rule{"CKG-UNKNOWN", Severity::kSuspicious, "",
@@ -656,10 +688,10 @@ std::pair<std::string, std::string> RuleSet::ResolveName(std::string_view module
 
 Status CheckBuiltinRules() {
   CKG_TRY(ParseRules(kBuiltinDenylistToml, "rules/denylist.toml (built in)", /*check_patterns=*/true));
-  return RuleSet::Builtin().impl_->CheckMatcher();
+  return RuleSet::Builtin().impl_->Loaded().CheckMatcher();
 }
 
 const Allowlist& RuleSet::allowlist() const { return impl_->allowlist; }
-const std::vector<Rule>& RuleSet::rules() const { return impl_->rules; }
+const std::vector<Rule>& RuleSet::rules() const { return impl_->Loaded().rules; }
 
 }  // namespace ckptguard::scanner

@@ -277,12 +277,14 @@ class Scanner {
   Classified Classify(const std::string& module, const std::string& name) {
     Classified c;
     c.cls = Rules().ClassifyGlobal(module, name);
-    const auto [resolved_module, resolved_name] = Rules().ResolveName(module, name);
-    c.resolved = resolved_module + "." + resolved_name;
     if (c.cls.kind == GlobalClass::kAllowed) {
+      // (Python-2 renames and aliases only matter past the allowlist: a file
+      // of allowlisted globals never parses rules/pickle_names.toml.)
       if (const AllowEntry* entry = Rules().allowlist().Find(module, name)) c.action = static_cast<uint8_t>(entry->action);
       return c;
     }
+    const auto [resolved_module, resolved_name] = Rules().ResolveName(module, name);
+    c.resolved = resolved_module + "." + resolved_name;
     c.callable = Rules().FindCallable(c.resolved);
     if (c.callable == nullptr) {
       // A capitalised member of a pure-data class (an Enum member such as
