@@ -368,7 +368,7 @@ BOOST_AUTO_TEST_CASE(nested_pickles_charge_the_same_budget) {
   for (int b = 0; b < 4; ++b) outer.push_back(static_cast<char>((inner_text.size() >> (8 * b)) & 0xff));
   outer += inner_text + "X\x06\x00\x00\x00latin1\x86R\x85R."s;
   const FileReport free = scanner::ScanBytes(AsBytes(outer), "nested");
-  BOOST_TEST(HasFinding(free, "CKG-F060", "pickle.loads"), Describe(free));
+  BOOST_TEST(HasFinding(free, "CKG-F062", "pickle.loads"), Describe(free));
   BudgetLimits limits;
   // The outer pickle takes 9 opcodes, charged three times (the container's
   // detection and trailing-data pass, then the scan): 27 of 40; the inner

@@ -138,7 +138,8 @@ BOOST_AUTO_TEST_CASE(fixed_rules_exist) {
       {"CKG-F003", Severity::kDangerous},  {"CKG-F010", Severity::kSuspicious}, {"CKG-F011", Severity::kDangerous},
       {"CKG-F020", Severity::kSuspicious}, {"CKG-F030", Severity::kSuspicious}, {"CKG-F040", Severity::kSuspicious},
       {"CKG-F041", Severity::kDangerous},  {"CKG-F050", Severity::kSuspicious}, {"CKG-F060", Severity::kDangerous},
-      {"CKG-F070", Severity::kSuspicious}, {"CKG-P002", Severity::kSuspicious}, {"CKG-F061", Severity::kDangerous},
+      {"CKG-F062", Severity::kSuspicious}, {"CKG-F070", Severity::kSuspicious}, {"CKG-P002", Severity::kSuspicious},
+      {"CKG-F061", Severity::kDangerous},
       {"CKG-F080", Severity::kDangerous},  {"CKG-F081", Severity::kDangerous},  {"CKG-F082", Severity::kDangerous},
       {"CKG-F083", Severity::kDangerous},  {"CKG-F084", Severity::kDangerous},
   };

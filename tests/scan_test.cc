@@ -243,7 +243,9 @@ BOOST_AUTO_TEST_CASE(nested_pickles_in_bytes_are_scanned) {
   const FileReport r = Scan(outer);
   BOOST_TEST(r.verdict == Verdict::kDangerous, Describe(r));
   BOOST_TEST(NamesGlobal(r, "os.system"), Describe(r));
-  BOOST_TEST(HasRule(r, "CKG-F060"), Describe(r));
+  // pickle.loads handed one literal pickle runs exactly it: judged by it
+  // (F062), the danger is the nested os.system.
+  BOOST_TEST(HasRule(r, "CKG-F062"), Describe(r));
 }
 
 BOOST_AUTO_TEST_CASE(zip_disagreements_and_polyglots) {
@@ -323,6 +325,9 @@ BOOST_AUTO_TEST_CASE(not_a_model_file_is_an_error) {
 std::string G(const std::string& module, const std::string& name) { return "c" + module + "\n" + name + "\n"; }
 std::string T(const std::string& items) { return "(" + items + "t"; }
 std::string Call(const std::string& fn, const std::string& args) { return fn + T(args) + "R"; }
+std::string Bin(const std::string& bytes) {  // SHORT_BINBYTES (protocol 3 opcode; both unpicklers take it)
+  return "C" + std::string(1, static_cast<char>(bytes.size())) + bytes;
+}
 
 struct PolicyCase {
   std::string name;
@@ -392,6 +397,28 @@ std::vector<PolicyCase> PolicyCases() {
        "CKG-D001"},
       {"dunder_string", P2(Call(G("pathlib", "PosixPath"), U("__globals__"))), Verdict::kDangerous, "CKG-F082"},
       // Nested payloads and side files.
+      // A loader whose whole input is its one literal argument runs exactly
+      // what it holds (CKG-F062): plain pickle.dumps(tensor) writes
+      // _load_from_bytes(<torch.save of the storage>). Any other use of a
+      // loader is judged by its rule.
+      {"loader_on_literal_benign", P2(Call(G("pickle", "loads"), Bin(P2("K\x01.")))), Verdict::kSuspicious, "CKG-F062"},
+      {"load_from_bytes_benign", P2(Call(G("torch.storage", "_load_from_bytes"), Bin(P2("N.")))), Verdict::kSuspicious,
+       "CKG-F062"},
+      {"stream_loader_on_literal_benign",
+       P2(Call(G("torch", "load"), Call(G("_io", "BytesIO"), Bin(P2("N."))))), Verdict::kSuspicious, "CKG-F062"},
+      {"loader_on_literal_payload", P2(Call(G("pickle", "loads"), Bin(P2(Call(G("os", "system"), U("id")))))),
+       Verdict::kDangerous, "CKG-D001"},
+      {"loader_with_two_arguments", P2(Call(G("torch", "load"), Call(G("_io", "BytesIO"), Bin(P2("N."))) + U("cpu"))),
+       Verdict::kDangerous, "CKG-D038"},
+      {"loader_on_a_computed_value", P2(Call(G("torch", "load"), Call(G("mystery", "make"), ""))), Verdict::kDangerous,
+       "CKG-D038"},
+      {"loader_unlisted_on_a_computed_value", P2(Call(G("numpy", "loads"), Call(G("mystery", "make"), ""))),
+       Verdict::kDangerous, "CKG-F080"},
+      {"loader_built_as_object", P2(G("pickle", "loads") + T(Bin(P2("N."))) + "\x81"), Verdict::kDangerous, "CKG-D033"},
+      {"loader_handed_to_a_constructor",
+       P2(Call(G("collections", "defaultdict"), G("pickle", "loads"))), Verdict::kDangerous, "CKG-D033"},
+      {"loader_bound_in_a_partial", P2(Call(G("functools", "partial"), G("pickle", "loads") + Bin(P2("N.")))),
+       Verdict::kDangerous, "CKG-D033"},
       {"side_file", P2(Call(G("torch", "load"), U("weights.pt"))), Verdict::kDangerous, "CKG-F061"},
       {"side_file_opened", P2(Call(G("pickle", "load"), Call(G("builtins", "open"), U("x.pkl") + U("rb")))),
        Verdict::kDangerous, "CKG-F061"},
@@ -427,7 +454,7 @@ BOOST_AUTO_TEST_CASE(encoded_nested_pickles_are_decoded_and_scanned) {
   const std::string decoded = Call(G("zlib", "decompress"), Call(G("base64", "b64decode"), U(text)));
   const FileReport r = Scan(P2(Call(G("pickle", "loads"), decoded)));
   BOOST_TEST(r.verdict == Verdict::kDangerous, Describe(r));
-  BOOST_TEST(HasRule(r, "CKG-F060", "pickle.loads"), Describe(r));
+  BOOST_TEST(HasRule(r, "CKG-F062", "pickle.loads"), Describe(r));
   BOOST_TEST(std::any_of(r.findings.begin(), r.findings.end(),
                          [](const Finding& f) {
                            return f.rule == "CKG-F080" && f.global == "mystery.module.run" &&

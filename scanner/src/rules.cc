@@ -348,9 +348,13 @@ Status ParseNames(std::string_view text, std::string_view source, Names& out) {
       const std::optional<CallableKind> kind = ParseCallableKind(*kind_name);
       if (!kind) return Malformed(source, node.source(), "unknown callable kind '" + std::string(*kind_name) + "'");
       CallableEntry entry{std::string(*global), *kind,
-                          std::string((*t)["decode"].value<std::string_view>().value_or("")), std::string(*why)};
+                          std::string((*t)["decode"].value<std::string_view>().value_or("")),
+                          std::string((*t)["input"].value<std::string_view>().value_or("")), std::string(*why)};
       if (kind == CallableKind::kDecoder && entry.decode.empty()) {
         return Malformed(source, node.source(), "decoder " + entry.global + " needs decode");
+      }
+      if (!entry.input.empty() && (kind != CallableKind::kLoader || (entry.input != "bytes" && entry.input != "stream"))) {
+        return Malformed(source, node.source(), entry.global + ": input is \"bytes\" or \"stream\", for loaders only");
       }
       if (entry.global.ends_with(".*")) {
         if (kind != CallableKind::kClass) {

@@ -69,6 +69,10 @@ struct Sym {
   bool ordered : 1 = false;      // kDict: an OrderedDict (BUILD takes its attributes)
   bool dangerous : 1 = false;    // kGlobal: already reported dangerous by name (denylist)
   bool data_member : 1 = false;  // kGlobal: a capitalised member of a pure-data class (an Enum member)
+  // kGlobal: a loader with an `input` (rules/callables.toml) whose denylist
+  // finding waits: a call handing it one fully known literal is judged by
+  // that literal (F062 + the nested scan); any other use reports the rule.
+  bool deferred : 1 = false;
   // kGlobal: what calling it does (rules/callables.toml), or null. Results of
   // a call: the entry of the data callable that built it (BUILD on it is data).
   const CallableEntry* callable = nullptr;
@@ -358,7 +362,26 @@ class Scanner {
           *entry_, offset, full);
       return;
     }
+    if (c.callable != nullptr && c.callable->kind == CallableKind::kLoader && !c.callable->input.empty()) {
+      // A loader whose whole input is its argument: judged at its call by
+      // what it is handed (Call), reported by its rule at any other use.
+      // Named at all, it is not weights-only (torch's loader refuses it).
+      out.deferred = true;
+      Add("CKG-F062", Rules().FixedRule("CKG-F062").severity,
+          "global '" + full + "' is a loader (" + c.callable->why +
+              "): a call of it on one fully known literal is judged by that literal, any other use by " +
+              (cls.rule != nullptr ? cls.rule->id : std::string("CKG-P001")) + "; not weights-only",
+          *entry_, offset, full, "reference");
+      return;
+    }
     out.dangerous = cls.severity == Severity::kDangerous;
+    ReportGlobal(full, c, offset);
+  }
+
+  // ReportGlobal reports the denylist rule (or the policy) of a global that is
+  // neither allowed nor data.
+  void ReportGlobal(const std::string& full, const Classified& c, uint64_t offset) {
+    const GlobalClass& cls = c.cls;
     const std::string id = cls.rule != nullptr ? cls.rule->id : "CKG-P001";
     std::string message = cls.kind == GlobalClass::kDenied
                               ? "global '" + full + "'" +
@@ -367,6 +390,25 @@ class Scanner {
                                     ": " + (cls.rule != nullptr ? cls.rule->description : std::string())
                               : "global '" + full + "' is on neither the allowlist nor the denylist";
     Add(id, cls.severity, std::move(message), *entry_, offset, full);
+  }
+
+  // DeferredIsDangerous: the rule a deferred loader reports is dangerous.
+  bool DeferredIsDangerous(const Sym& g) {
+    auto cached = classes_.find(std::string(g.text));
+    return cached != classes_.end() && cached->second.cls.severity == Severity::kDangerous;
+  }
+
+  // ReportDeferred reports a deferred loader (Sym::deferred) by its rule: it
+  // is used other than called with one fully known argument.
+  void ReportDeferred(const Sym& g, uint64_t offset) {
+    const std::string full(g.text);
+    auto cached = classes_.find(full);
+    if (cached != classes_.end()) {
+      ReportGlobal(full, cached->second, offset);
+    } else {
+      // Not reachable (a deferred global was classified); never silent.
+      AddFixed("CKG-F080", "global '" + full + "' is a loader used as more than a call on literal data", offset, full);
+    }
   }
 
   // ScanStream runs the pickles of one stream through the machine, one after
@@ -500,11 +542,28 @@ class Scanner {
     const std::string_view global = t.text;
     const bool allowed = t.allowed;
     const uint8_t action = t.action;
-    const bool named_dangerous = t.dangerous;
     const CallableEntry* const callable = t.callable;
     // Only messages copy the name: a state dict makes one call per tensor.
     const std::string_view name = global;
     CheckStringArgs(op, args, name);
+    // A loader whose whole input is its argument (Sym::deferred), called
+    // with exactly one fully known literal of that input, runs what the
+    // literal holds: the nested scan below judges it (F062). Anything else
+    // (more arguments, a path, partly known bytes, nesting past the depth
+    // limit, NEWOBJ/OBJ/INST) reports the loader's rule.
+    bool judged_by_data = false;
+    if (t.deferred) {
+      const Sym* only = args.size() == 1 ? &Val(args[0]) : nullptr;
+      const std::string& input = callable->input;
+      judged_by_data = op.code == Opcode::kReduce && only != nullptr && !only->truncated && depth_ < kMaxNestedDepth &&
+                       ((input == "bytes" && only->kind == Sym::kBytes) ||
+                        (input == "stream" && only->payload == Sym::kStream));
+      if (!judged_by_data) ReportDeferred(t, op.offset);
+    }
+    // Reported dangerous by name already (no F080 on top), or judged by its
+    // literal argument (not a call of unknown code).
+    const bool named_dangerous = t.dangerous || judged_by_data || (t.deferred && DeferredIsDangerous(t));
+    const char* const nested_rule = judged_by_data ? "CKG-F062" : "CKG-F060";
     // Bytes, a byte stream or a path handed to a loader; bytes that are a
     // pickle handed to any callee not known to be data.
     const bool data_call = allowed || (callable != nullptr && IsDataKind(callable->kind));
@@ -514,9 +573,9 @@ class Scanner {
       const bool looks_pickled = a.kind == Sym::kBytes && a.text.size() >= 2 && a.text[0] == '\x80' &&
                                  static_cast<unsigned char>(a.text[1]) <= 5;
       if ((loader && a.kind == Sym::kBytes) || looks_pickled) {
-        QueueNested(op, name, a.text, a.truncated);
+        QueueNested(op, name, a.text, a.truncated, nested_rule);
       } else if (loader && a.payload == Sym::kStream) {
-        QueueNested(op, name, a.text, false);
+        QueueNested(op, name, a.text, a.truncated, nested_rule);
       } else if (loader && (a.kind == Sym::kStr || a.payload == Sym::kPath)) {
         const std::string path(a.text);
         AddFixed("CKG-F061",
@@ -701,6 +760,11 @@ class Scanner {
                    op.offset, cls);
           return;
         }
+        if (v.kind == Sym::kGlobal && v.deferred) {
+          // A loader handed to a callee, which may call it on anything.
+          ReportDeferred(v, op.offset);
+          return;
+        }
         if (v.kind != Sym::kGlobal || IsDataGlobal(v) || v.dangerous) return;
         const std::string g(v.text);
         AddFixed("CKG-F081", "global '" + g + "' is handed to '" + callee + "', which may call it", op.offset, g);
@@ -708,18 +772,28 @@ class Scanner {
     }
   }
 
-  // QueueNested schedules bytes handed to a loader for a scan of their own.
-  void QueueNested(const PickleOp& op, std::string_view callee, std::string_view bytes, bool truncated) {
+  // QueueNested schedules bytes handed to a loader for a scan of their own,
+  // reported as `rule`: CKG-F060 (dangerous: an unknown or partial nested
+  // pickle runs) or CKG-F062 (a loader judged by its literal argument).
+  void QueueNested(const PickleOp& op, std::string_view callee, std::string_view bytes, bool truncated,
+                   const char* rule = "CKG-F060") {
     if (depth_ >= kMaxNestedDepth) {
       AddFixed("CKG-F060", "bytes handed to " + callee + " are nested more than " + Num(kMaxNestedDepth) +
                                " levels deep; not scanned", op.offset, callee);
       return;
     }
-    const std::string entry = *entry_ + " > " + callee + "@" + Num(op.offset);
-    AddFixed("CKG-F060",
-             "bytes handed to " + callee + " are themselves a pickle; scanned as entry '" + entry + "'" +
-                 (truncated ? " (only their first bytes are known)" : ""),
-             op.offset, callee);
+    const std::string entry = (entry_->empty() ? std::string() : *entry_ + " > ") + callee + "@" + Num(op.offset);
+    if (std::string_view(rule) == "CKG-F062") {
+      AddFixed(rule,
+               "the only argument of " + callee + " is literal data, scanned as entry '" + entry + "': " + callee +
+                   " runs exactly what it holds (its findings are reported there); not weights-only",
+               op.offset, callee);
+    } else {
+      AddFixed(rule,
+               "bytes handed to " + callee + " are themselves a pickle; scanned as entry '" + entry + "'" +
+                   (truncated ? " (only their first bytes are known)" : ""),
+               op.offset, callee);
+    }
     nested_.push_back({std::string(bytes), entry, depth_ + 1});
   }
 
@@ -780,7 +854,11 @@ class Scanner {
       }
       case CallableKind::kPartial:
         // partial(f, ...) references f; calling the partial object is a
-        // call of a computed value (F002). Its BUILD state repeats f.
+        // call of a computed value (F002). Its BUILD state repeats f. A
+        // loader bound in a partial is no longer a call on literal data.
+        for (uint32_t id : args) {
+          if (Val(id).kind == Sym::kGlobal && Val(id).deferred) ReportDeferred(Val(id), op.offset);
+        }
         break;
       case CallableKind::kReconstructor: {
         // copyreg._reconstructor(cls, base, state): base.__new__(cls, state)
@@ -839,6 +917,7 @@ class Scanner {
         if (!args.empty() && Val(args[0]).kind == Sym::kBytes) {
           result.payload = Sym::kStream;
           result.text = Val(args[0]).text;
+          result.truncated = Val(args[0]).truncated;
         }
         break;
       case CallableKind::kFileOpener:

@@ -37,3 +37,29 @@ def test_enum_members_are_names_not_calls():
     globals_ = {f.get("global") for f in r["findings"]}
     assert "transformers.trainer_utils.IntervalStrategy.STEPS" in globals_, describe(r)
     assert r["verdict"] == "suspicious", describe(r)
+
+
+PLAIN_PICKLES = r"""
+import pickle, sys, torch
+state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(3, dtype=torch.int64), "step": 4}
+for protocol in (2, 4):
+    with open(sys.argv[1] + "/plain_p%d.pkl" % protocol, "wb") as f:
+        pickle.dump(state, f, protocol=protocol)
+    back = pickle.loads(open(sys.argv[1] + "/plain_p%d.pkl" % protocol, "rb").read())
+    assert torch.equal(back["w"], state["w"])
+"""
+
+
+def test_plainly_pickled_tensors_are_not_dangerous(tmp_path):
+    # pickle.dump of tensors (not torch.save) writes every storage as
+    # torch.storage._load_from_bytes(<torch.save of it>): the loader runs
+    # exactly that literal, which is scanned (CKG-F062), so a benign one is
+    # suspicious (not weights-only), never dangerous.
+    import subprocess
+    from ckg import PYTHON
+    subprocess.run([PYTHON, "-c", PLAIN_PICKLES, str(tmp_path)], check=True, timeout=300)
+    for protocol in (2, 4):
+        r = scan(tmp_path / ("plain_p%d.pkl" % protocol))
+        assert r["verdict"] == "suspicious", describe(r)
+        assert any(f["rule"] == "CKG-F062" and f["global"] == "torch.storage._load_from_bytes"
+                   for f in r["findings"]), describe(r)

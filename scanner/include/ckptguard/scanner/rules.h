@@ -75,6 +75,9 @@ struct CallableEntry {
   std::string global;  // dotted name; "module.*" for a class wildcard
   CallableKind kind = CallableKind::kConstructor;
   std::string decode;  // kDecoder: base64, base64url, hex, zlib, gzip, bz2, lzma, codecs, none
+  // kLoader: "bytes" (unpickles its argument's bytes), "stream" (reads a file
+  // object), or empty (a path, a database: never judged by literal data).
+  std::string input;
   std::string why;
 };
 
