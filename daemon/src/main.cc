@@ -3,6 +3,9 @@
 // same data folder from the command line (the server may be running: the
 // catalog is SQLite in WAL mode; only the server, or an admin command when
 // none runs, holds DIR/lock and cleans up).
+#include <pthread.h>
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -260,6 +263,14 @@ int main(int argc, char** argv) {
               << server_options.host << ":" << port << " from "
               << registry_options.data_dir << std::endl;
     (*server)->Wait();
+    // Stopped: a second SIGTERM/SIGINT (an impatient supervisor) during the
+    // teardown below must not turn a clean exit 0 into death by signal.
+    // Every other thread has ended, so blocking them here keeps them pending.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     std::cout << "ckptguardd: stopped" << std::endl;
     return kExitOk;
   } catch (const std::exception& e) {
