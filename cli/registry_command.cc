@@ -82,6 +82,8 @@ Result<RegistryClient> MakeClient(const RegistryFlags& flags, const std::string&
   options.url = !flags.url.empty() ? flags.url : !Env("CKPTGUARD_REGISTRY").empty() ? Env("CKPTGUARD_REGISTRY")
                                                                                        : options.url;
   options.token = !flags.token.empty() ? flags.token : Env("CKPTGUARD_TOKEN");
+  options.ca_file = !flags.ca_file.empty() ? flags.ca_file : Env("CKPTGUARD_CA_FILE");
+  options.insecure = flags.insecure;
   options.timeout = std::chrono::seconds(std::max(1, flags.timeout_seconds));
   options.progress = ProgressFor(label);
   return RegistryClient::Create(std::move(options));
@@ -700,8 +702,14 @@ int Revoke(const RegistryFlags& flags) {
 void AddRegistryCommand(CLI::App& app, RegistryFlags& flags) {
   CLI::App* cmd = app.add_subcommand("registry", "Push to, pull from and verify against a ckptguardd registry");
   cmd->require_subcommand(1);
-  cmd->add_option("--url", flags.url, "the registry (default $CKPTGUARD_REGISTRY, else http://127.0.0.1:8470)");
+  cmd->add_option("--url", flags.url,
+                  "the registry, https://HOST:PORT (or http:// on loopback) (default $CKPTGUARD_REGISTRY, else "
+                  "http://127.0.0.1:8470)");
   cmd->add_option("--token", flags.token, "bearer token for writes (default $CKPTGUARD_TOKEN)");
+  cmd->add_option("--ca-file", flags.ca_file,
+                  "https: trust the CAs in this PEM file instead of the system store (default $CKPTGUARD_CA_FILE)");
+  cmd->add_flag("--insecure", flags.insecure,
+                "allow plain http:// to an address that is not loopback (tokens and files travel in the clear)");
   cmd->add_option("--timeout", flags.timeout_seconds, "seconds without progress before giving up")->capture_default_str();
   cmd->footer(R"(The registry scans every push by content and rejects dangerous files (recorded
 with their findings); accepted files are signed (OpenSSF model-signing v1.0,
@@ -760,6 +768,8 @@ Examples:
   flags.revoke = cmd->add_subcommand("revoke", "Revoke a stored checkpoint (needs an admin token)");
   flags.revoke->add_option("SHA256", flags.ref, "the checkpoint's digest")->required();
   flags.revoke->add_option("--reason", flags.reason, "why (recorded in the catalog and audit log)")->required();
+  // --url, --token, --ca-file, --insecure and --timeout may also follow the subcommand.
+  for (CLI::App* sub : {flags.push, flags.pull, flags.verify, flags.list, flags.revoke}) sub->fallthrough();
 }
 
 int RunRegistry(RegistryFlags& flags) {

@@ -11,6 +11,8 @@ namespace ckptguard::cli {
 struct RegistryFlags {
   std::string url;
   std::string token;
+  std::string ca_file;      // https: trust this CA bundle instead of the system store
+  bool insecure = false;    // allow plain http:// to a non-loopback address
   int timeout_seconds = 120;
   bool json = false;
   // push

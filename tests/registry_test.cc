@@ -1068,10 +1068,12 @@ BOOST_AUTO_TEST_CASE(authentication_and_scopes) {
   // A revoked token is refused.
   BOOST_TEST(Ok(registry->RevokeToken("ci", "local")));
   BOOST_TEST(Push(path, "name=b", write_token).status == 401);
-  // Denials are audited.
+  // Denials are audited, in bounded form: the first per client address and
+  // reason (401, 403) in a window at once, the rest as a count when the
+  // window ends (registry_net_test checks the counts).
   int denied = 0;
   for (const AuditRecord& a : Ok(registry->catalog().ListAudit())) denied += a.result == "denied" ? 1 : 0;
-  BOOST_TEST(denied >= 5);
+  BOOST_TEST(denied >= 2);
 }
 
 BOOST_AUTO_TEST_CASE(read_routes) {

@@ -1,4 +1,5 @@
-// RegistryClient: Boost.Beast over C++20 coroutines, one io_context per call.
+// RegistryClient: Boost.Beast over C++20 coroutines, one io_context per call,
+// TLS through Asio's OpenSSL stream for https://.
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange
 
 #include "ckptguard/daemon/client.h"
@@ -9,14 +10,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 namespace ckptguard::daemon {
@@ -28,26 +35,120 @@ namespace http = beast::http;
 
 constexpr size_t kChunk = size_t{1} << 20;
 
-// Runs `body` (a coroutine taking the connected stream) and turns exceptions
-// (Asio reports network errors as system_error) into Error values.
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+template <class Stream>
+void Expire(Stream& stream, std::chrono::seconds timeout) {
+  beast::get_lowest_layer(stream).expires_after(timeout);
+}
+
+bool IsLoopback(const net::ip::address& address) {
+  if (address.is_loopback()) return true;
+  // ::ffff:127.x.y.z
+  return address.is_v6() && address.to_v6().is_v4_mapped() &&
+         net::ip::make_address_v4(net::ip::v4_mapped, address.to_v6()).is_loopback();
+}
+
+// TlsFailure turns a failed handshake into a sentence naming why the
+// certificate was refused (expired, wrong host, unknown issuer).
+std::string TlsFailure(TlsStream& stream, const std::string& host, const beast::error_code& ec) {
+  const long verify = SSL_get_verify_result(stream.native_handle());
+  std::string why = ec.message();
+  if (verify != X509_V_OK) {
+    why = std::string("the server's certificate was refused: ") + X509_verify_cert_error_string(verify);
+    if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+      why += " (it does not name " + host + ")";
+    } else if (verify == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY || verify == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+               verify == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT || verify == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE) {
+      why += " (not signed by a trusted CA; --ca-file names the registry's CA)";
+    }
+  }
+  return "TLS handshake with " + host + " failed: " + why;
+}
+
+// Runs `make` (a coroutine taking the connected stream: a beast::tcp_stream,
+// or a TlsStream after a verified handshake) and turns exceptions (Asio
+// reports network errors as system_error) into Error values.
 template <class Make>
-Result<Response> RunCall(const ClientOptions& options, const std::string& host, const std::string& port,
+Result<Response> RunCall(const ClientOptions& options, const std::string& host, const std::string& port, bool tls,
                          const std::string& what, Make make) {
   net::io_context ioc;
   std::optional<Result<Response>> result;
-  auto run = [&]() -> net::awaitable<void> {
-    auto executor = co_await net::this_coro::executor;
+  auto resolve = [&](auto executor) -> net::awaitable<net::ip::tcp::resolver::results_type> {
     net::ip::tcp::resolver resolver(executor);
-    beast::tcp_stream stream(executor);
     auto endpoints = co_await resolver.async_resolve(host, port, net::use_awaitable);
+    if (!tls && !options.insecure) {
+      // Plain HTTP carries tokens and files in the clear: loopback only,
+      // whatever the name resolved to.
+      for (const auto& entry : endpoints) {
+        if (!IsLoopback(entry.endpoint().address())) {
+          throw std::runtime_error("plain http:// to " + host + " (" + entry.endpoint().address().to_string() +
+                                   ") is refused: it is not a loopback address; use https:// (or --insecure)");
+        }
+      }
+    }
+    co_return endpoints;
+  };
+  auto run_plain = [&]() -> net::awaitable<void> {
+    auto executor = co_await net::this_coro::executor;
+    auto endpoints = co_await resolve(executor);
+    beast::tcp_stream stream(executor);
     stream.expires_after(options.timeout);
     co_await stream.async_connect(endpoints, net::use_awaitable);
     result = co_await make(stream);
     beast::error_code ignored;
     stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
   };
+  net::ssl::context ctx(net::ssl::context::tls_client);
+  auto run_tls = [&]() -> net::awaitable<void> {
+    auto executor = co_await net::this_coro::executor;
+    auto endpoints = co_await resolve(executor);
+    TlsStream stream(executor, ctx);
+    SSL* ssl = stream.native_handle();
+    beast::error_code ec;
+    const auto literal = net::ip::make_address(host, ec);
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (!ec) {
+      (void)literal;
+      if (X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str()) != 1) throw std::runtime_error("cannot check the address " + host);
+    } else {
+      // SSL_set_tlsext_host_name without its old-style cast.
+      if (SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(host.c_str())) != 1 ||
+          X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0) != 1) {
+        throw std::runtime_error("cannot check the host name " + host);
+      }
+    }
+    Expire(stream, options.timeout);
+    co_await beast::get_lowest_layer(stream).async_connect(endpoints, net::use_awaitable);
+    Expire(stream, options.timeout);
+    co_await stream.async_handshake(net::ssl::stream_base::client, net::redirect_error(net::use_awaitable, ec));
+    if (ec) throw std::runtime_error(TlsFailure(stream, host, ec));
+    result = co_await make(stream);
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream).socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  };
+  if (tls) {
+    beast::error_code ec;
+    ctx.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 | net::ssl::context::no_sslv3 |
+                        net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1,
+                    ec);
+    ctx.set_verify_mode(net::ssl::verify_peer, ec);
+    if (!options.ca_file.empty()) {
+      ctx.load_verify_file(options.ca_file, ec);
+      if (ec) return MakeError(ErrorCode::kIo, 0, "cannot load the CA file: " + ec.message(), options.ca_file);
+    } else {
+      ctx.set_default_verify_paths(ec);
+      if (ec) return MakeError(ErrorCode::kIo, 0, "cannot load the system's CA store: " + ec.message(), options.url);
+    }
+  }
   std::exception_ptr failure;
-  net::co_spawn(ioc, run(), [&](std::exception_ptr e) { failure = e; });
+  auto done = [&](std::exception_ptr e) { failure = e; };
+  if (tls) {
+    net::co_spawn(ioc, run_tls(), done);
+  } else {
+    net::co_spawn(ioc, run_plain(), done);
+  }
   ioc.run();
   if (failure) {
     try {
@@ -79,11 +180,11 @@ Response TakeResponse(http::response_parser<http::string_body>& parser) {
 }
 
 // ReadSmall reads a whole answer into a Response (bounded).
-net::awaitable<Result<Response>> ReadSmall(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                                           const ClientOptions& options) {
+template <class Stream>
+net::awaitable<Result<Response>> ReadSmall(Stream& stream, beast::flat_buffer& buffer, const ClientOptions& options) {
   http::response_parser<http::string_body> parser;
   parser.body_limit(options.max_response_bytes);
-  stream.expires_after(options.timeout);
+  Expire(stream, options.timeout);
   co_await http::async_read(stream, buffer, parser, net::use_awaitable);
   co_return TakeResponse(parser);
 }
@@ -92,27 +193,46 @@ net::awaitable<Result<Response>> ReadSmall(beast::tcp_stream& stream, beast::fla
 
 Result<RegistryClient> RegistryClient::Create(ClientOptions options) {
   std::string url = options.url;
-  const std::string scheme = "http://";
-  if (url.rfind(scheme, 0) != 0) {
-    return MakeError(ErrorCode::kInvalidArgument, 0, "the registry URL must start with http:// (e.g. http://127.0.0.1:8470)", url);
+  bool tls = false;
+  std::string rest;
+  if (url.rfind("https://", 0) == 0) {
+    tls = true;
+    rest = url.substr(8);
+  } else if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else {
+    return MakeError(ErrorCode::kInvalidArgument, 0,
+                     "the registry URL must start with https:// or http:// (e.g. https://registry.example:8470)", url);
   }
-  std::string rest = url.substr(scheme.size());
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
   const size_t colon = rest.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size() || rest.find('/') != std::string::npos) {
-    return MakeError(ErrorCode::kInvalidArgument, 0, "the registry URL must be http://HOST:PORT", url);
+    return MakeError(ErrorCode::kInvalidArgument, 0, "the registry URL must be https://HOST:PORT or http://HOST:PORT", url);
   }
   RegistryClient client(std::move(options));
+  client.tls_ = tls;
   client.host_ = rest.substr(0, colon);
   client.port_ = rest.substr(colon + 1);
   if (client.host_.size() > 2 && client.host_.front() == '[') client.host_ = client.host_.substr(1, client.host_.size() - 2);
+  if (!tls && !client.options_.insecure) {
+    // Refused before any connection when the name says so; names that
+    // resolve are checked again at connect time (RunCall).
+    beast::error_code ec;
+    const auto address = net::ip::make_address(client.host_, ec);
+    if (ec ? client.host_ != "localhost" : !IsLoopback(address)) {
+      return MakeError(ErrorCode::kInvalidArgument, 0,
+                       "plain http:// is only for loopback addresses (127.0.0.1, ::1, localhost): tokens and files "
+                       "would cross the network in the clear; use https:// (or --insecure)",
+                       url);
+    }
+  }
   return client;
 }
 
 Result<Response> RegistryClient::Call(std::string_view method, const std::string& target, const std::string& body,
                                       const std::string& content_type) {
   const std::string what = std::string(method) + " " + target;
-  return RunCall(options_, host_, port_, what, [&](beast::tcp_stream& stream) -> net::awaitable<Result<Response>> {
+  return RunCall(options_, host_, port_, tls_, what, [&](auto& stream) -> net::awaitable<Result<Response>> {
     http::request<http::string_body> req(http::string_to_verb(beast::string_view(method.data(), method.size())), target, 11);
     SetCommon(req, host_, options_);
     if (!body.empty() || method == "POST") {
@@ -120,7 +240,7 @@ Result<Response> RegistryClient::Call(std::string_view method, const std::string
       req.body() = body;
     }
     req.prepare_payload();
-    stream.expires_after(options_.timeout);
+    Expire(stream, options_.timeout);
     co_await http::async_write(stream, req, net::use_awaitable);
     beast::flat_buffer buffer;
     co_return co_await ReadSmall(stream, buffer, options_);
@@ -135,7 +255,7 @@ Result<Response> RegistryClient::SendFile(std::string_view method, const std::st
   const uint64_t total = static_cast<uint64_t>(file->identity().size);
   const std::string what = std::string(method) + " " + target;
   std::optional<Error> read_error;
-  auto result = RunCall(options_, host_, port_, what, [&](beast::tcp_stream& stream) -> net::awaitable<Result<Response>> {
+  auto result = RunCall(options_, host_, port_, tls_, what, [&](auto& stream) -> net::awaitable<Result<Response>> {
     http::request<http::empty_body> req(http::string_to_verb(beast::string_view(method.data(), method.size())), target, 11);
     SetCommon(req, host_, options_);
     req.set(http::field::content_type, "application/octet-stream");
@@ -144,13 +264,13 @@ Result<Response> RegistryClient::SendFile(std::string_view method, const std::st
     // byte is sent, instead of as a broken pipe halfway through the file.
     req.set(http::field::expect, "100-continue");
     http::request_serializer<http::empty_body> serializer(req);
-    stream.expires_after(options_.timeout);
+    Expire(stream, options_.timeout);
     co_await http::async_write_header(stream, serializer, net::use_awaitable);
     beast::flat_buffer buffer;
     {
       http::response_parser<http::string_body> first;
       first.body_limit(options_.max_response_bytes);
-      stream.expires_after(options_.timeout);
+      Expire(stream, options_.timeout);
       co_await http::async_read_header(stream, buffer, first, net::use_awaitable);
       if (first.get().result() != http::status::continue_) {
         if (!first.is_done()) co_await http::async_read(stream, buffer, first, net::use_awaitable);
@@ -173,7 +293,7 @@ Result<Response> RegistryClient::SendFile(std::string_view method, const std::st
         read_error->offset = sent;
         co_return Response{};
       }
-      stream.expires_after(options_.timeout);
+      Expire(stream, options_.timeout);
       co_await net::async_write(stream, net::buffer(chunk.data(), static_cast<size_t>(n)), net::use_awaitable);
       sent += static_cast<uint64_t>(n);
       if (options_.progress) options_.progress(sent, total);
@@ -187,20 +307,20 @@ Result<Response> RegistryClient::SendFile(std::string_view method, const std::st
 Result<Response> RegistryClient::Download(const std::string& target, AtomicFile& out, std::string& sha256_hex) {
   const std::string what = "GET " + target;
   std::optional<Error> write_error;
-  auto result = RunCall(options_, host_, port_, what, [&](beast::tcp_stream& stream) -> net::awaitable<Result<Response>> {
+  auto result = RunCall(options_, host_, port_, tls_, what, [&](auto& stream) -> net::awaitable<Result<Response>> {
     http::request<http::empty_body> req(http::verb::get, target, 11);
     SetCommon(req, host_, options_);
-    stream.expires_after(options_.timeout);
+    Expire(stream, options_.timeout);
     co_await http::async_write(stream, req, net::use_awaitable);
     beast::flat_buffer buffer;
     http::response_parser<http::buffer_body> parser;
     parser.body_limit(options_.max_download_bytes);
-    stream.expires_after(options_.timeout);
+    Expire(stream, options_.timeout);
     co_await http::async_read_header(stream, buffer, parser, net::use_awaitable);
     if (parser.get().result_int() != 200) {
       http::response_parser<http::string_body> rest(std::move(parser));
       rest.body_limit(options_.max_response_bytes);
-      stream.expires_after(options_.timeout);
+      Expire(stream, options_.timeout);
       co_await http::async_read(stream, buffer, rest, net::use_awaitable);
       co_return TakeResponse(rest);
     }
@@ -211,7 +331,7 @@ Result<Response> RegistryClient::Download(const std::string& target, AtomicFile&
     while (!parser.is_done()) {
       parser.get().body().data = chunk.data();
       parser.get().body().size = chunk.size();
-      stream.expires_after(options_.timeout);
+      Expire(stream, options_.timeout);
       beast::error_code ec;
       co_await http::async_read(stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
       if (ec && ec != http::error::need_buffer) throw boost::system::system_error(ec);

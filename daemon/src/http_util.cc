@@ -1,5 +1,6 @@
 #include "http_util.h"
 
+#include <cctype>
 #include <charconv>
 
 namespace ckptguard::daemon {
@@ -73,6 +74,90 @@ std::string PercentEncode(const std::string& text) {
       out.push_back(kHex[c & 15]);
     }
   }
+  return out;
+}
+
+namespace {
+
+bool IsCredentialName(std::string name) {
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* word : {"token", "key", "secret", "passw", "auth", "sig", "credential", "session", "cookie"}) {
+    if (name.find(word) != std::string::npos) return true;
+  }
+  return false;
+}
+
+bool IsTokenChar(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// RedactTokens replaces "ckg_" followed by 8 or more hex digits (a token,
+// whatever the context: a path, a mistyped parameter).
+std::string RedactTokens(std::string text) {
+  size_t at = 0;
+  while ((at = text.find("ckg_", at)) != std::string::npos) {
+    size_t end = at + 4;
+    while (end < text.size() && IsTokenChar(text[end])) ++end;
+    if (end - at - 4 >= 8) {
+      text.replace(at, end - at, "ckg_REDACTED");
+      at += 12;
+    } else {
+      at = end;
+    }
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string RedactTarget(std::string_view target) {
+  const size_t q = target.find('?');
+  std::string out(target.substr(0, q));
+  if (q != std::string_view::npos) {
+    std::string_view query = target.substr(q + 1);
+    out.push_back('?');
+    bool first = true;
+    while (true) {
+      const size_t amp = query.find('&');
+      std::string_view pair = query.substr(0, amp);
+      const size_t eq = pair.find('=');
+      if (!first) out.push_back('&');
+      first = false;
+      if (eq != std::string_view::npos && IsCredentialName(PercentDecode(pair.substr(0, eq), true))) {
+        out.append(pair.substr(0, eq));
+        out.append("=REDACTED");
+      } else {
+        out.append(pair);
+      }
+      if (amp == std::string_view::npos) break;
+      query.remove_prefix(amp + 1);
+    }
+  }
+  // Percent-encoded token characters are decoded first so "%63kg_..." is caught too.
+  const std::string decoded = PercentDecode(out, false);
+  if (decoded.find("ckg_") != std::string::npos) return RedactTokens(decoded);
+  return RedactTokens(std::move(out));
+}
+
+std::string LogSafe(std::string_view text, size_t max_len) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  const bool cut = text.size() > max_len;
+  if (cut) text = text.substr(0, max_len);
+  out.reserve(text.size() + 8);
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  if (cut) out += "...";
   return out;
 }
 

@@ -30,6 +30,17 @@ Target ParseTarget(const std::string& target);
 std::string PercentEncode(const std::string& text);
 std::optional<uint64_t> ParseUint(const std::string& text);
 
+// RedactTarget returns a request target fit for a log line or the audit log:
+// the value of every query parameter whose (decoded) name looks like a
+// credential (token, key, secret, password, auth, sig, credential) becomes
+// REDACTED, and so does anything shaped like one of our tokens ("ckg_" and
+// hex) anywhere in it.
+std::string RedactTarget(std::string_view target);
+// LogSafe returns `text` cut to `max_len` bytes (then "...") with backslash,
+// control characters and DEL escaped (\\, \xNN), so what a client sent
+// stays on one line (a request target has no spaces: Beast refuses them).
+std::string LogSafe(std::string_view text, size_t max_len);
+
 nlohmann::json RecordJson(const CheckpointRecord& record, bool details);
 nlohmann::json VerifyJson(const VerifyReport& report);
 

@@ -3,6 +3,9 @@
 // same data folder from the command line (the server may be running: the
 // catalog is SQLite in WAL mode; only the server, or an admin command when
 // none runs, holds DIR/lock and cleans up).
+#include <pthread.h>
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -107,6 +110,35 @@ int main(int argc, char** argv) {
   app.add_option("--request-timeout", request_timeout, "seconds for a whole upload")->capture_default_str()->check(CLI::Range(1, 7 * 86400));
   app.add_option("--drain-timeout", drain_timeout, "on SIGTERM, seconds in-flight requests may take to finish")->capture_default_str()->check(CLI::Range(0, 86400));
   app.add_option("--max-header-bytes", server_options.max_header_bytes, "largest request header")->capture_default_str();
+  app.add_option("--tls-cert", server_options.tls_cert_file,
+                 "serve HTTPS on --listen with this PEM certificate chain (with --tls-key; default: plain HTTP)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", server_options.tls_key_file, "the PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_option("--max-connections-per-address", server_options.max_connections_per_address,
+                 "connections one client address may hold open (past it, or past --max-connections: 503 with Retry-After)")
+      ->capture_default_str();
+  int transfer_grace = static_cast<int>(server_options.transfer_grace.count());
+  app.add_option("--min-transfer-rate", server_options.min_transfer_rate,
+                 "bytes/s a request header or body must keep up after --transfer-grace (0: off); slower clients are dropped")
+      ->capture_default_str();
+  app.add_option("--transfer-grace", transfer_grace, "seconds a request may take before --min-transfer-rate applies")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
+  app.add_option("--max-anonymous-upload-bytes", server_options.max_anonymous_upload_bytes,
+                 "largest body taken without a token (POST /v1/verify with the file)")
+      ->capture_default_str();
+  app.add_option("--denied-burst", server_options.denied_burst,
+                 "denied requests (401, 403; 4xx to anonymous clients) one address may make before 429")
+      ->capture_default_str();
+  app.add_option("--denied-per-second", server_options.denied_per_second,
+                 "rate at which an address's denied-request allowance refills")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  int audit_window = static_cast<int>(server_options.audit_window.count());
+  app.add_option("--audit-window", audit_window,
+                 "seconds over which denied requests are audited as one count per address and reason")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   app.add_flag("--accept-suspicious", registry_options.accept_suspicious,
                "store files the scanner calls suspicious (dangerous ones are always rejected)");
   app.add_flag("--reads-need-token", server_options.reads_need_token,
@@ -159,6 +191,8 @@ int main(int argc, char** argv) {
   server_options.idle_timeout = std::chrono::seconds(idle_timeout);
   server_options.request_timeout = std::chrono::seconds(request_timeout);
   server_options.drain_timeout = std::chrono::seconds(drain_timeout);
+  server_options.transfer_grace = std::chrono::seconds(transfer_grace);
+  server_options.audit_window = std::chrono::seconds(audit_window);
   if (curve == "P-384") registry_options.key_curve = signing::Curve::kP384;
   if (curve == "P-521") registry_options.key_curve = signing::Curve::kP521;
   if (!ParseListen(listen, server_options)) {
@@ -241,9 +275,18 @@ int main(int argc, char** argv) {
       auto written = WriteFileAtomically(port_file, Bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
       if (!written) return Fail("--port-file", written.error());
     }
-    std::cout << "ckptguardd: serving http://" << server_options.host << ":" << port << " from "
+    std::cout << "ckptguardd: serving " << (server_options.tls_cert_file.empty() ? "http" : "https") << "://"
+              << server_options.host << ":" << port << " from "
               << registry_options.data_dir << std::endl;
     (*server)->Wait();
+    // Stopped: a second SIGTERM/SIGINT (an impatient supervisor) during the
+    // teardown below must not turn a clean exit 0 into death by signal.
+    // Every other thread has ended, so blocking them here keeps them pending.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     std::cout << "ckptguardd: stopped" << std::endl;
     return kExitOk;
   } catch (const std::exception& e) {

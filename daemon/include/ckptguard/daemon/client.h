@@ -1,6 +1,9 @@
-// RegistryClient: the HTTP side of `ckptguard registry ...`. One connection
-// per call; every step (connect, send, each read) is bounded by a timeout;
-// files are streamed in 1 MiB chunks both ways, never held whole.
+// RegistryClient: the HTTP(S) side of `ckptguard registry ...`. One
+// connection per call; every step (connect, TLS handshake, send, each read) is
+// bounded by a timeout; files are streamed in 1 MiB chunks both ways, never
+// held whole. https:// verifies the server's certificate chain (the system
+// store, or ca_file) and that it names the host; plain http:// goes only to a
+// loopback address unless `insecure`.
 #ifndef CKPTGUARD_DAEMON_CLIENT_H_
 #define CKPTGUARD_DAEMON_CLIENT_H_
 
@@ -16,7 +19,9 @@
 namespace ckptguard::daemon {
 
 struct ClientOptions {
-  std::string url = "http://127.0.0.1:8470";  // http://HOST:PORT
+  std::string url = "http://127.0.0.1:8470";  // http://HOST:PORT or https://HOST:PORT
+  std::string ca_file;                        // https: trust these PEM CAs instead of the system store
+  bool insecure = false;                      // allow plain http:// to a non-loopback address
   std::string token;                          // sent as "Authorization: Bearer TOKEN" when set
   std::chrono::seconds timeout{120};          // per step: connect, each write, each read
   uint64_t max_response_bytes = uint64_t{64} << 20;  // JSON answers
@@ -33,7 +38,10 @@ struct Response {
 
 class RegistryClient {
  public:
-  // Create checks the URL ("http://HOST:PORT", optionally ending in "/").
+  // Create checks the URL ("http://HOST:PORT" or "https://HOST:PORT",
+  // optionally ending in "/"); plain http to a host that is not loopback
+  // (127.0.0.0/8, ::1, localhost) fails with kInvalidArgument unless
+  // options.insecure.
   static Result<RegistryClient> Create(ClientOptions options);
 
   // Call sends a small request and returns the whole answer (any status).
@@ -52,6 +60,7 @@ class RegistryClient {
   ClientOptions options_;
   std::string host_;
   std::string port_;
+  bool tls_ = false;
 };
 
 }  // namespace ckptguard::daemon
