@@ -321,6 +321,30 @@ BOOST_AUTO_TEST_CASE(metadata_in_a_json_schema) {
   BOOST_TEST(r.caveats.empty());
 }
 
+BOOST_AUTO_TEST_CASE(what_the_reference_cannot_tell_is_said) {
+  // A version-2 module without running stats is a BatchNorm or an
+  // InstanceNorm that does not track them; torch treats running stats from a
+  // checkpoint without a version differently for the two. A module with a
+  // version above 2 has a class of its own with its own loading.
+  testing::TempDir dir;
+  const Checkpoint ckpt = Load(dir.Write(
+      "norm.safetensors", Safetensors({{"norm.weight", {3}}, {"norm.bias", {3}}, {"norm.running_mean", {3}}})));
+  json schema = {{"norm.weight", {{"dtype", "float32"}, {"shape", {3}}}},
+                 {"norm.bias", {{"dtype", "float32"}, {"shape", {3}}}},
+                 {"_metadata", {{"", {{"version", 1}}}, {"norm", {{"version", 2}}}}}};
+  const KeyCheckResult r = Check(ckpt, Schema(dir.Write("norm.json", schema.dump())), true);
+  BOOST_TEST(r.unexpected == Keys{"norm.running_mean"});
+  BOOST_REQUIRE(r.caveats.size() == 1u);
+  BOOST_TEST(r.caveats[0].find("as an InstanceNorm torch raises 'Unexpected running stats buffer(s)'") !=
+                 std::string::npos,
+             r.caveats[0]);
+
+  schema["_metadata"]["norm"]["version"] = 3;
+  const KeyCheckResult v3 = Check(ckpt, Schema(dir.Write("norm.json", schema.dump())), true);
+  BOOST_REQUIRE(v3.caveats.size() == 1u);
+  BOOST_TEST(v3.caveats[0].find("module 'norm' has version 3") != std::string::npos, v3.caveats[0]);
+}
+
 BOOST_AUTO_TEST_CASE(a_reference_checkpoint_is_a_schema) {
   const Checkpoint ckpt = Load(Benign("mlp.params"));
   const ModelSchema legacy = Schema(Benign("mlp_legacy.pt"));

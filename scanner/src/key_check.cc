@@ -452,6 +452,11 @@ Result<Model> BuildModel(const ModelSchema& schema) {
     if (m.norm && schema.has_metadata && m.version != 2) m.norm = false;
     if (m.norm && !schema.has_metadata) norm_by_keys_only = true;
     out.num_expected += m.params.size();
+    if (m.version && *m.version > 2) {
+      out.caveats.push_back("module '" + m.path + "' has version " + std::to_string(*m.version) +
+                            ": its class versions its state, so it likely has its own _load_from_state_dict, which "
+                            "is not modelled here");
+    }
   }
   if (!schema.has_metadata) {
     out.caveats.push_back(
@@ -764,6 +769,19 @@ Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema,
                                                  "fills it when _metadata gives '") +
                                          m.path + "' " + (v.none ? "no version" : "a version below 2")});
         }
+      }
+    }
+    // _InstanceNorm._load_from_state_dict raises on running stats from a
+    // checkpoint without a version when it does not track them; a BatchNorm
+    // that does not track them has the same keys and version and reports
+    // them as unexpected. The reference cannot tell the two apart.
+    if (schema.has_metadata && m.version == 2 && !m.norm && !m.param_by_name.contains("running_mean") &&
+        (has(m.prefix + "running_mean") || has(m.prefix + "running_var"))) {
+      const Version v = LocalVersion(ckpt, sd, m.path);
+      if (!v.error && v.none) {
+        out.caveats.push_back("'" + m.path + "' looks like a BatchNorm or InstanceNorm without running stats: as "
+                              "a BatchNorm its running stats are unexpected keys (shown); as an InstanceNorm torch "
+                              "raises 'Unexpected running stats buffer(s)' instead (the checkpoint has no version)");
       }
     }
     // LazyModuleMixin._lazy_load_hook: materialize(input_param.shape).
