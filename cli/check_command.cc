@@ -146,7 +146,7 @@ void PrintText(const CheckFlags& flags, const std::string& path, const KeyCheckR
   }
   if (!r.mismatched.empty()) {
     std::cout << "mismatched (" << r.mismatched.size() << "): torch raises on these in both modes\n";
-    for (const auto& m : r.mismatched) std::cout << "  " << Printable(m.key) << ": " << Printable(m.detail) << "\n";
+    for (const auto& m : r.mismatched) std::cout << "  " << Printable(m.detail) << "\n";  // torch's message names the key
   }
   if (!r.filled.empty()) {
     std::cout << "filled (" << r.filled.size() << "): added by a load hook of torch's own modules\n";

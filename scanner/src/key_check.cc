@@ -722,7 +722,9 @@ Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema,
       if (const auto child = m.children.find(name); child != m.children.end()) {
         const Module& c = model.modules[child->second];
         if (c.none) {
-          out.ignored.push_back({key, "under '" + c.path + "', a child registered as None (load() skips it)"});
+          out.ignored.push_back({key, dot == std::string_view::npos
+                                          ? "names '" + c.path + "', a child registered as None"
+                                          : "under '" + c.path + "', a child registered as None (load() skips it)"});
           break;
         }
         if (dot == std::string_view::npos) {
