@@ -238,8 +238,12 @@ void AddCheckCommand(CLI::App& app, CheckFlags& flags) {
   (num_batches_tracked by _metadata version), LazyModuleMixin._lazy_load_hook
   (an uninitialised lazy parameter takes the checkpoint's shape), the 0-d
   parameter rule (a 1-d tensor loads as its first element), _extra_state
-  (set_extra_state). Custom hooks, an overridden _load_from_state_dict and
-  set_extra_state are user code: a note says where the answer depends on them.
+  (set_extra_state). Not modelled, and named in a note when they may act:
+  spectral_norm's load hook for checkpoints without its metadata,
+  InstanceNorm's refusal of pre-0.4 running stats (a reference cannot tell it
+  from a BatchNorm without running stats), classes with a version above 2.
+  Custom hooks, an overridden _load_from_state_dict and set_extra_state are
+  user code: a note says where the answer depends on them.
 
   SCHEMA is decided by content:
   - a reference checkpoint: torch.save(model.state_dict(), "ref.pt") (any

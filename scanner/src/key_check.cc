@@ -182,6 +182,7 @@ Result<std::vector<ExpectedModule>> MetadataFromJson(const json& meta) {
     if (entry.is_null()) {
       m.none = true;
     } else if (entry.is_object()) {
+      m.spectral_norm = entry.contains("spectral_norm");
       if (const auto v = entry.find("version"); v != entry.end() && !v->is_null()) {
         if (!v->is_number_integer()) return bad("module " + Quoted(path) + ": \"version\" must be an integer");
         m.version = v->get<int64_t>();
@@ -293,6 +294,7 @@ Result<ModelSchema> SchemaFromCheckpoint(const Checkpoint& ckpt, const std::stri
             if (lk.kind == ValueKind::kStr && lk.text == "version" && lv.kind == ValueKind::kInt) {
               mod.version = lv.int_value;
             }
+            if (lk.kind == ValueKind::kStr && lk.text == "spectral_norm") mod.spectral_norm = true;
           }
         }
         out.modules.push_back(std::move(mod));
@@ -371,6 +373,7 @@ struct Module {
   std::vector<size_t> params;                        // indices into ModelSchema::keys, in order
   std::unordered_map<std::string, size_t> param_by_name;
   bool extra_state = false;  // the class defines set_extra_state
+  bool spectral_norm = false;  // torch.nn.utils.spectral_norm registered its load pre-hook
   bool norm = false;         // _NormBase with track_running_stats
 };
 
@@ -406,6 +409,7 @@ Result<Model> BuildModel(const ModelSchema& schema) {
     const size_t i = ensure(em.path);
     out.modules[i].version = em.version;
     out.modules[i].none = out.modules[i].none || em.none;
+    out.modules[i].spectral_norm = em.spectral_norm;
   }
   for (size_t k = 0; k < schema.keys.size(); ++k) {
     const ExpectedTensor& e = schema.keys[k];
@@ -642,6 +646,23 @@ Version LocalVersion(const Checkpoint& ckpt, const StateDictView& sd, const std:
   return out;
 }
 
+// LocalHas: the checkpoint's _metadata entry for `path` is a dict with `key`.
+bool LocalHas(const Checkpoint& ckpt, const StateDictView& sd, const std::string& path, std::string_view key) {
+  if (!sd.metadata) return false;
+  const ValueArena& values = ckpt.values();
+  const Value& m = values.Get(*sd.metadata);
+  for (size_t i = 0; i + 1 < m.items.size(); i += 2) {
+    const Value& k = values.Get(m.items[i]);
+    if (k.kind != ValueKind::kStr || k.text != path) continue;
+    const Value& l = values.Get(m.items[i + 1]);
+    for (size_t j = 0; l.kind == ValueKind::kDict && j + 1 < l.items.size(); j += 2) {
+      const Value& lk = values.Get(l.items[j]);
+      if (lk.kind == ValueKind::kStr && lk.text == key) return true;
+    }
+  }
+  return false;
+}
+
 // --- load_state_dict, replayed ---------------------------------------------
 
 std::string QuotedList(const std::vector<std::string>& keys) {
@@ -785,6 +806,13 @@ Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema,
                               "a BatchNorm its running stats are unexpected keys (shown); as an InstanceNorm torch "
                               "raises 'Unexpected running stats buffer(s)' instead (the checkpoint has no version)");
       }
+    }
+    // SpectralNormLoadStateDictPreHook converts a checkpoint saved before
+    // spectral_norm's metadata (weight -> weight_v); not modelled.
+    if (m.spectral_norm && !LocalHas(ckpt, sd, m.path, "spectral_norm")) {
+      out.caveats.push_back("'" + m.path + "' uses spectral_norm and the checkpoint's _metadata gives it no "
+                            "spectral_norm version: torch's SpectralNormLoadStateDictPreHook may rewrite its keys "
+                            "(not modelled; checked as the keys stand)");
     }
     // LazyModuleMixin._lazy_load_hook: materialize(input_param.shape).
     for (size_t k : m.params) {

@@ -115,6 +115,11 @@ def models():
             self.ln = nn.LayerNorm(3)
             self.bn = nn.BatchNorm1d(3, affine=False)
 
+    class Spectral(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.utils.spectral_norm(nn.Linear(3, 3))
+
     return {k: v for k, v in locals().items() if isinstance(v, type)}
 
 
@@ -544,6 +549,14 @@ def define_cases():
         meta = copy.deepcopy(sd._metadata)
         meta["bn"] = [2]
         return M["ConvBN"], with_metadata(sd, meta)
+
+    @case("spectral_norm_exact")
+    def _():
+        return M["Spectral"], M["Spectral"]().state_dict()
+
+    @case("spectral_norm_plain_dict")
+    def _():
+        return M["Spectral"], plain(M["Spectral"]().state_dict())
 
     @case("unexpected_order_across_modules")
     def _():

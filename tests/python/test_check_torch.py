@@ -183,3 +183,12 @@ def test_a_lazy_reference_loads_and_scans_clean(manifest):
     tree = subprocess.run([CLI, "inspect", ref], capture_output=True, text=True, timeout=120)
     assert tree.returncode == 0, tree.stderr
     assert "lazy.weight: torch.nn.parameter.UninitializedParameter" in tree.stdout, tree.stdout
+
+
+def test_spectral_norm_hook_is_named_when_it_may_act(json_runs):
+    """SpectralNormLoadStateDictPreHook is torch's, but not modelled: check
+    says so when the checkpoint's _metadata does not rule it out."""
+    plain = json.loads(json_runs[("spectral_norm_plain_dict", "reference")].stdout)
+    assert any("SpectralNormLoadStateDictPreHook" in c for c in plain["caveats"]), plain["caveats"]
+    exact = json.loads(json_runs[("spectral_norm_exact", "schema")].stdout)
+    assert not any("SpectralNorm" in c for c in exact["caveats"]), exact["caveats"]

@@ -52,6 +52,7 @@ struct ExpectedModule {
   std::string path;                // "" for the model itself, "encoder.0"
   std::optional<int64_t> version;  // its class's _version (BatchNorm: 2)
   bool none = false;               // registered as None: keys under it are ignored
+  bool spectral_norm = false;      // its metadata has "spectral_norm": torch.nn.utils.spectral_norm's load hook
 };
 
 // ModelSchema is what check needs to know about a model.
