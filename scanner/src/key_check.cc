@@ -943,8 +943,6 @@ std::string CommonFirstComponent(const std::vector<std::string>& keys) {
 }
 
 constexpr const char* kKnownWrappers[] = {"module.", "model.", "_orig_mod."};
-// kMaxHintSubDicts bounds how many sub-dicts are tried as --prefix for a hint.
-constexpr size_t kMaxHintSubDicts = 16;
 
 Result<KeyCheckResult> CheckKeysImpl(const Checkpoint& checkpoint, const ModelSchema& schema,
                                      const KeyCheckOptions& options) {
@@ -1003,7 +1001,7 @@ Result<KeyCheckResult> CheckKeysImpl(const Checkpoint& checkpoint, const ModelSc
   size_t tried = 0;
   for (const Entry& e : plain.entries) {
     if (!e.str_key || checkpoint.values().Get(e.value).kind != ValueKind::kDict) continue;
-    if (++tried > kMaxHintSubDicts) break;
+    if (++tried > options.max_hint_sub_dicts) break;
     const std::string sub = options.prefix.empty() ? e.key : options.prefix + "." + e.key;
     if (fits(sub, std::nullopt, "")) {
       out.hints.push_back("the dict under '" + e.key + "' would fit: --prefix " + sub);

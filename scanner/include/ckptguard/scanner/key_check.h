@@ -90,6 +90,10 @@ struct KeyCheckOptions {
   // state_dict for Net:"); the state dict does not say.
   std::string model_class = "<model class>";
   bool hints = true;          // try known wrapper prefixes and sub-dicts when strict would fail
+  // max_hint_sub_dicts bounds how many of the state dict's dict values are
+  // tried as --prefix for a hint (each try replays the load, up to five
+  // times). Default 16: a training checkpoint has a handful of them.
+  size_t max_hint_sub_dicts = 16;
 };
 
 // PyException is an exception torch would raise: its type and str().
