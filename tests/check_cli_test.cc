@@ -1,8 +1,10 @@
 // `ckptguard check` as a user runs it: verdicts and exit codes, the --json
-// contract, --non-strict, --prefix, DataParallel prefixes, refusals and help.
+// contract, --non-strict, --prefix, wrapper prefixes (hints, --strip-prefix),
+// torch's exception text, several FILEs, refusals and help.
 #define BOOST_TEST_MODULE check_cli_test
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "test_util.h"
 
@@ -34,7 +36,11 @@ bool Has(const std::string& text, const std::string& part) { return text.find(pa
 BOOST_AUTO_TEST_CASE(fits_exit_0) {
   const auto r = Check(Params() + " " + Schema());
   BOOST_TEST(r.exit_code == 0, r.out);
-  BOOST_TEST(Has(r.out, "checkpoint: 4 tensors; expected: 4 keys from "), r.out);
+  BOOST_TEST(Has(r.out, "state dict: <class 'collections.OrderedDict'> with 4 keys; _metadata for 3 modules\n"),
+             r.out);
+  BOOST_TEST(Has(r.out, "expected: 4 tensors from "), r.out);
+  BOOST_TEST(Has(r.out, "_metadata: '' v1, 'hidden' v1, 'output' v1\n"), r.out);
+  BOOST_TEST(Has(r.out, "strict=True:  returns; loads 4 of 4 tensors\n"), r.out);
   BOOST_TEST(Has(r.out, "\nfits: load_state_dict(strict=True) would succeed\n"), r.out);
   // A reference checkpoint as the expectation.
   const auto ref = Check(Params() + " --expect " + Corpus("benign", "mlp_legacy.pt"));
@@ -50,13 +56,19 @@ BOOST_AUTO_TEST_CASE(json_contract) {
   const json doc = json::parse(r.out);
   std::vector<std::string> keys;
   for (const auto& [key, value] : doc.items()) keys.push_back(key);
-  BOOST_TEST(keys == (std::vector<std::string>{"path", "expect", "strict", "prefix", "stripped_prefix", "missing",
-                                               "unexpected", "mismatched", "ok"}));
+  BOOST_TEST(keys == (std::vector<std::string>{"path", "expect", "strict", "prefix", "strip_prefix", "model_class",
+                                               "state_dict", "expected", "missing", "unexpected", "mismatched",
+                                               "ignored", "filled", "converted", "loaded", "results", "hints",
+                                               "caveats", "ok"}));
   BOOST_TEST(doc.at("path") == (CorpusDir() / "benign" / "mlp.params").string());
   BOOST_TEST(doc.at("expect") == (CorpusDir() / "benign" / "mlp.schema.json").string());
   BOOST_TEST(doc.at("strict") == true);
   BOOST_TEST(doc.at("prefix") == "");
-  BOOST_TEST(doc.at("stripped_prefix").is_null());
+  BOOST_TEST(doc.at("strip_prefix").is_null());
+  BOOST_TEST(doc.at("state_dict").at("metadata") == json::parse(R"({"": 1, "hidden": 1, "output": 1})"));
+  BOOST_TEST(doc.at("loaded").size() == 4u);
+  BOOST_TEST(doc.at("results").at("strict") == json::parse(R"({"ok": true, "exception": null})"));
+  BOOST_TEST(doc.at("results").at("non_strict").at("loaded") == 4);
   BOOST_TEST(doc.at("missing") == json::array());
   BOOST_TEST(doc.at("unexpected") == json::array());
   BOOST_TEST(doc.at("mismatched") == json::array());
@@ -67,12 +79,20 @@ BOOST_AUTO_TEST_CASE(prefix_selects_the_model_of_a_training_checkpoint) {
   const std::string full = Corpus("benign", "mlp_full_checkpoint.pt");
   const auto without = Check(full + " " + Schema());
   BOOST_TEST(without.exit_code == 1, without.out);
-  BOOST_TEST(Has(without.out, "missing (4): expected, not in the checkpoint\n  hidden.weight  float32 [256, 20]\n"),
+  // torch sees the training checkpoint's own four keys; nested dicts are
+  // values, not dotted keys.
+  BOOST_TEST(Has(without.out, "missing (4): expected, not in the state dict\n  hidden.weight  float32 [256, 20]\n"),
              without.out);
-  BOOST_TEST(Has(without.out, "unexpected (17): in the checkpoint, not expected\n  model.hidden.weight\n"), without.out);
-  BOOST_TEST(Has(without.out, "hint: every missing key is in the checkpoint under 'model.'; try --prefix model"),
+  BOOST_TEST(Has(without.out, "unexpected (4): in the state dict, matching no parameter, buffer or child module\n"
+                              "  model\n  optimizer\n  epoch\n  rng_state\n"),
              without.out);
-  BOOST_TEST(Has(without.out, "does not fit: load_state_dict(strict=True) would fail: 4 missing keys, 17 unexpected keys"),
+  BOOST_TEST(Has(without.out, "strict=True:  raises RuntimeError: Error(s) in loading state_dict for <model class>:\n"
+                              "      Missing key(s) in state_dict: \"hidden.weight\""),
+             without.out);
+  BOOST_TEST(Has(without.out, "WARNING: strict=False would load NOTHING"), without.out);
+  BOOST_TEST(Has(without.out, "hint: the dict under 'model' would fit: --prefix model\n"), without.out);
+  BOOST_TEST(Has(without.out, "does not fit: load_state_dict(strict=True) would raise RuntimeError: 4 missing keys, "
+                              "4 unexpected keys"),
              without.out);
   for (const char* prefix : {"model", "model."}) {
     const auto with = Check("--json --prefix " + std::string(prefix) + " " + full + " " + Schema());
@@ -107,7 +127,7 @@ BOOST_AUTO_TEST_CASE(non_strict_passes_missing_and_unexpected_keys) {
   const std::string more = EditedSchema(dir, [](json& e) { e["extra.weight"] = json{{"shape", {3}}}; });
   const auto missing = Check(Params() + " " + more);
   BOOST_TEST(missing.exit_code == 1);
-  BOOST_TEST(Has(missing.out, "missing (1): expected, not in the checkpoint\n  extra.weight  any dtype [3]\n"),
+  BOOST_TEST(Has(missing.out, "missing (1): expected, not in the state dict\n  extra.weight  any dtype [3]\n"),
              missing.out);
   BOOST_TEST(Check("--non-strict " + Params() + " " + more).exit_code == 0);
 }
@@ -119,33 +139,64 @@ BOOST_AUTO_TEST_CASE(shape_mismatch_fails_in_both_modes_dtype_does_not) {
     const auto r = Check("--json " + std::string(mode) + Params() + " " + shape);
     BOOST_TEST(r.exit_code == 1, mode);
     const json doc = json::parse(r.out);
+    const std::string message =
+        "size mismatch for hidden.weight: copying a param with shape torch.Size([256, 20]) from checkpoint, the shape "
+        "in current model is torch.Size([20, 256]).";
     BOOST_TEST(doc.at("mismatched") ==
-               json::array({json{{"key", "hidden.weight"},
-                                 {"detail", "shape [256, 20] in the checkpoint, [20, 256] expected"}}}));
+               json::array({json{{"key", "hidden.weight"}, {"kind", "size"}, {"detail", message}}}));
+    BOOST_TEST(doc.at("results").at("non_strict").at("exception") ==
+               json({{"type", "RuntimeError"},
+                     {"message", "Error(s) in loading state_dict for <model class>:\n\t" + message}}));
   }
-  const auto text = Check("--non-strict " + Params() + " " + shape);
-  BOOST_TEST(Has(text.out, "does not fit: load_state_dict(strict=False) would fail: 1 shape mismatch\n"), text.out);
+  const auto text = Check("--non-strict --model-class MLP " + Params() + " " + shape);
+  BOOST_TEST(Has(text.out, "strict=False: raises RuntimeError: Error(s) in loading state_dict for MLP:\n"
+                           "      size mismatch for hidden.weight"),
+             text.out);
+  BOOST_TEST(Has(text.out, "does not fit: load_state_dict(strict=False) would raise RuntimeError: 1 size mismatch\n"),
+             text.out);
 
   const std::string dtype = EditedSchema(dir, [](json& s) { s["output.bias"]["dtype"] = "float16"; });
   const auto r = Check(Params() + " " + dtype);
   BOOST_TEST(r.exit_code == 0, r.out);
-  BOOST_TEST(Has(r.out, "  output.bias: dtype float32 in the checkpoint, float16 expected"), r.out);
+  BOOST_TEST(Has(r.out, "converted (1): torch copies across dtypes\n  output.bias: copied from float32 into float16"),
+             r.out);
   BOOST_TEST(Has(r.out, "fits: load_state_dict(strict=True) would succeed, converting the dtype of 1 tensor\n"), r.out);
 }
 
-BOOST_AUTO_TEST_CASE(data_parallel_prefix_is_named) {
+BOOST_AUTO_TEST_CASE(wrapper_prefixes_are_hints_and_strip_prefix_is_asked_for) {
+  // A DataParallel checkpoint ("module.") into a plain model: torch fails
+  // strict and strict=False loads nothing, so check does too, and says what
+  // would fit.
   testing::TempDir dir;
-  const std::string wrapped = EditedSchema(dir, [](json& s) {
-    json out = json::object();
-    for (const auto& [key, entry] : s.items()) out["module." + key] = entry;
-    s = std::move(out);
-  });
-  const auto r = Check(Params() + " " + wrapped);
-  BOOST_TEST(r.exit_code == 0, r.out);
-  BOOST_TEST(Has(r.out, "stripped prefix: 'module.' (every expected key starts with it"), r.out);
-  BOOST_TEST(Has(r.out, "would succeed once the model is unwrapped"), r.out);
-  const auto j = Check("--json " + Params() + " " + wrapped);
-  BOOST_TEST(json::parse(j.out).at("stripped_prefix") == "module.");
+  const json plain = json::parse(testing::ReadFile(CorpusDir() / "benign" / "mlp.schema.json"));
+  json wrapped = json::object();
+  for (const auto& [key, entry] : plain.items()) wrapped["module." + key] = entry;
+  const std::string wrapped_schema = "--expect " + ShellQuote(dir.Write("wrapped.json", wrapped.dump()));
+  const auto r = Check(Params() + " " + wrapped_schema);
+  BOOST_TEST(r.exit_code == 1, r.out);
+  BOOST_TEST(Has(r.out, "hint: every key would fit under 'module.': the model is wrapped"), r.out);
+  BOOST_TEST(Has(r.out, "WARNING: strict=False would load NOTHING"), r.out);
+  BOOST_TEST(Check("--non-strict " + Params() + " " + wrapped_schema).exit_code == 0);  // as torch: loads nothing
+
+  const std::string ddp = Corpus("benign", "mlp.params");  // plain; the wrapped side is the schema above
+  const auto reverse = Check("--json " + ddp + " " + wrapped_schema);
+  BOOST_TEST(json::parse(reverse.out).at("hints").size() == 1u);
+  // --strip-prefix on a plain checkpoint changes nothing.
+  const auto noop = Check("--json --strip-prefix module. " + Params() + " " + Schema());
+  BOOST_TEST(noop.exit_code == 0, noop.out);
+  BOOST_TEST(json::parse(noop.out).at("strip_prefix") == "module.");
+}
+
+BOOST_AUTO_TEST_CASE(several_files_against_one_schema) {
+  const auto r = Check("--json " + Params() + " " + Corpus("benign", "mlp_full_checkpoint.pt") + " " + Schema());
+  BOOST_TEST(r.exit_code == 1);
+  std::vector<json> docs;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) docs.push_back(json::parse(line));
+  BOOST_REQUIRE(docs.size() == 2u);
+  BOOST_TEST(docs[0].at("ok") == true);
+  BOOST_TEST(docs[1].at("ok") == false);
+  BOOST_TEST(docs[1].at("path") == (CorpusDir() / "benign" / "mlp_full_checkpoint.pt").string());
 }
 
 BOOST_AUTO_TEST_CASE(unreadable_or_hostile_files_exit_2) {
@@ -186,8 +237,10 @@ BOOST_AUTO_TEST_CASE(key_names_cannot_drive_the_terminal) {
 BOOST_AUTO_TEST_CASE(help_teaches) {
   const auto r = testing::Run(ShellQuote(CKPTGUARD_CLI) + " check --help");
   BOOST_TEST(r.exit_code == 0);
-  for (const char* part : {"load_state_dict", "missing keys", "unexpected keys", "shape mismatch", "--non-strict",
-                           "--prefix", "module.", "\"stripped_prefix\"", "Exit status: 0 when it fits, 1 when it does not",
+  for (const char* part : {"load_state_dict", "missing keys", "unexpected keys", "size mismatch", "--non-strict",
+                           "--prefix", "--strip-prefix", "module.", "consume_prefix_in_state_dict_if_present",
+                           "_NormBase._load_from_state_dict", "LazyModuleMixin._lazy_load_hook", "0-d", "_extra_state",
+                           "_metadata", "user code", "\"results\"", "Exit status: 0 when it fits, 1 when it does not",
                            "decided by content", "Examples:"}) {
     BOOST_TEST(Has(r.out, part), part);
   }

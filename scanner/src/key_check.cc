@@ -12,6 +12,7 @@
 #include <new>
 #include <nlohmann/json.hpp>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -32,12 +33,6 @@ using json = nlohmann::ordered_json;
 constexpr uint64_t kMaxSchemaJsonLen = 64ull << 20;
 // kSniffLen is how much of a schema file is read to decide JSON or checkpoint.
 constexpr size_t kSniffLen = 4096;
-
-std::string Dims(const std::vector<int64_t>& dims) {
-  std::string out = "[";
-  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
-  return out + "]";
-}
 
 std::string Quoted(std::string_view key) { return "'" + std::string(key) + "'"; }
 
@@ -86,6 +81,8 @@ const char* JsonTypeName(const json& v) {
   }
 }
 
+bool IsExtraStateKey(std::string_view key) { return key == "_extra_state" || key.ends_with("._extra_state"); }
+
 Result<ExpectedTensor> ParseEntry(const std::string& key, const json& entry) {
   auto bad = [&](const std::string& what) {
     return MakeError(ErrorCode::kMalformed, 0, "key " + Quoted(key) + ": " + what);
@@ -95,6 +92,16 @@ Result<ExpectedTensor> ParseEntry(const std::string& key, const json& entry) {
   }
   ExpectedTensor out;
   out.key = key;
+  if (const auto tensor = entry.find("tensor"); tensor != entry.end()) {
+    if (!tensor->is_boolean()) return bad(std::string("\"tensor\" must be true or false, got ") + JsonTypeName(*tensor));
+    out.tensor = tensor->get<bool>();
+    if (!out.tensor) {
+      if (!IsExtraStateKey(key)) {
+        return bad("only `_extra_state` may be a non-tensor value (\"tensor\": false); state_dict() writes tensors");
+      }
+      return out;
+    }
+  }
   const auto dtype = entry.find("dtype");
   if (dtype != entry.end() && !dtype->is_null()) {
     if (!dtype->is_string()) return bad(std::string("\"dtype\" must be a string such as \"float32\", got ") +
@@ -106,7 +113,14 @@ Result<ExpectedTensor> ParseEntry(const std::string& key, const json& entry) {
     out.dtype = std::string(DTypeName(*parsed));
   }
   const auto shape = entry.find("shape");
-  if (shape == entry.end()) return bad("no \"shape\" (a list of non-negative integers, [] for a scalar)");
+  if (shape == entry.end()) {
+    return bad("no \"shape\" (a list of non-negative integers, [] for a scalar, null for an uninitialised lazy "
+               "parameter)");
+  }
+  if (shape->is_null()) {
+    out.lazy = true;
+    return out;
+  }
   if (!shape->is_array()) {
     return bad(std::string("\"shape\" must be a list of non-negative integers, got ") + JsonTypeName(*shape));
   }
@@ -153,9 +167,37 @@ Result<json> ParseJson(const std::string& text, std::optional<std::string>& dupl
   }
 }
 
+// MetadataFromJson reads a schema's "_metadata": {path: {"version": n} | null}.
+Result<std::vector<ExpectedModule>> MetadataFromJson(const json& meta) {
+  auto bad = [&](const std::string& what) { return MakeError(ErrorCode::kMalformed, 0, "\"_metadata\": " + what); };
+  if (!meta.is_object()) {
+    return bad(std::string("must map each module path to {\"version\": n} (or null for a None child), got ") +
+               JsonTypeName(meta));
+  }
+  std::vector<ExpectedModule> out;
+  out.reserve(meta.size());
+  for (const auto& [path, entry] : meta.items()) {
+    ExpectedModule m;
+    m.path = path;
+    if (entry.is_null()) {
+      m.none = true;
+    } else if (entry.is_object()) {
+      m.spectral_norm = entry.contains("spectral_norm");
+      if (const auto v = entry.find("version"); v != entry.end() && !v->is_null()) {
+        if (!v->is_number_integer()) return bad("module " + Quoted(path) + ": \"version\" must be an integer");
+        m.version = v->get<int64_t>();
+      }
+    } else {
+      return bad("module " + Quoted(path) + ": expected {\"version\": n} or null, got " + JsonTypeName(entry));
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 // SchemaFromJson turns a parsed JSON schema into expectations, in the file's
 // key order. Errors name the key.
-Result<std::vector<ExpectedTensor>> SchemaFromJson(const json& doc, const std::optional<std::string>& duplicate) {
+Result<ModelSchema> SchemaFromJson(const json& doc, const std::optional<std::string>& duplicate) {
   if (!doc.is_object()) {
     return MakeError(ErrorCode::kMalformed, 0,
                      std::string("a JSON schema must be an object mapping each key to {\"dtype\", \"shape\"}, got ") +
@@ -164,33 +206,106 @@ Result<std::vector<ExpectedTensor>> SchemaFromJson(const json& doc, const std::o
   if (duplicate) {
     return MakeError(ErrorCode::kMalformed, 0, "key " + Quoted(*duplicate) + " appears twice in the schema");
   }
-  std::vector<ExpectedTensor> out;
-  out.reserve(doc.size());
+  ModelSchema out;
+  out.source = "JSON schema";
+  out.keys.reserve(doc.size());
   for (const auto& [key, entry] : doc.items()) {
-    CKG_ASSIGN_OR_RETURN(ExpectedTensor e, ParseEntry(key, entry));
-    out.push_back(std::move(e));
-  }
-  return out;
-}
-
-Result<std::vector<ExpectedTensor>> SchemaFromCheckpoint(const Checkpoint& ckpt, const std::string& prefix) {
-  CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> named, ckpt.StateDict(prefix));
-  std::vector<ExpectedTensor> out;
-  out.reserve(named.size());
-  std::unordered_set<std::string> seen;
-  for (NamedTensor& nt : named) {
-    if (!seen.insert(nt.path).second) {
-      return MakeError(ErrorCode::kMalformed, 0,
-                       "key " + Quoted(nt.path) + " names two tensors in the reference checkpoint");
+    if (key == "_metadata") {
+      CKG_ASSIGN_OR_RETURN(out.modules, MetadataFromJson(entry));
+      out.has_metadata = true;
+      continue;
     }
-    const Tensor& t = ckpt.tensors()[nt.tensor];
-    out.push_back(ExpectedTensor{std::move(nt.path), std::string(DTypeName(t.dtype)), t.shape});
+    CKG_ASSIGN_OR_RETURN(ExpectedTensor e, ParseEntry(key, entry));
+    out.keys.push_back(std::move(e));
   }
   return out;
 }
 
-Result<std::vector<ExpectedTensor>> LoadSchemaImpl(const std::string& path, const std::string& prefix) {
-  auto load_reference = [&]() -> Result<std::vector<ExpectedTensor>> {
+constexpr std::string_view kUninitializedParameter = "torch.nn.parameter.UninitializedParameter";
+constexpr std::string_view kUninitializedBuffer = "torch.nn.parameter.UninitializedBuffer";
+
+// FindAttr: the value of OrderedDict attribute `name` (state_dict()._metadata).
+std::optional<ValueId> FindAttr(const ValueArena& values, const Value& dict, std::string_view name) {
+  for (size_t i = 0; i + 1 < dict.attrs.size(); i += 2) {
+    const Value& k = values.Get(dict.attrs[i]);
+    if (k.kind == ValueKind::kStr && k.text == name) return dict.attrs[i + 1];
+  }
+  return std::nullopt;
+}
+
+Result<ModelSchema> SchemaFromCheckpoint(const Checkpoint& ckpt, const std::string& prefix) {
+  std::string_view p = prefix;
+  if (p.ends_with('.')) p.remove_suffix(1);
+  const std::optional<ValueId> at = p.empty() ? std::optional<ValueId>(ckpt.root()) : ckpt.Find(p);
+  if (!at) return MakeError(ErrorCode::kInvalidArgument, 0, "no value at '" + prefix + "' in the reference");
+  const ValueArena& values = ckpt.values();
+  const Value& sd = values.Get(*at);
+  if (sd.kind != ValueKind::kDict) {
+    return MakeError(ErrorCode::kInvalidArgument, 0,
+                     std::string("the reference is a ") + std::string(ValueKindName(sd.kind)) +
+                         ", not a state dict: save model.state_dict() (or pick it with --expect-prefix)");
+  }
+  ModelSchema out;
+  out.source = "reference checkpoint";
+  out.keys.reserve(sd.items.size() / 2);
+  for (size_t i = 0; i + 1 < sd.items.size(); i += 2) {
+    const Value& k = values.Get(sd.items[i]);
+    if (k.kind != ValueKind::kStr) {
+      return MakeError(ErrorCode::kMalformed, 0,
+                       std::string("the reference has a ") + std::string(ValueKindName(k.kind)) +
+                           " key; state_dict() keys are strings");
+    }
+    const Value& v = values.Get(sd.items[i + 1]);
+    ExpectedTensor e;
+    e.key = k.text;
+    if (v.kind == ValueKind::kTensor) {
+      const Tensor& t = ckpt.tensors()[v.index];
+      e.dtype = std::string(DTypeName(t.dtype));
+      e.shape = t.shape;
+    } else if (v.kind == ValueKind::kObject && (v.text == kUninitializedParameter || v.text == kUninitializedBuffer)) {
+      e.lazy = true;
+    } else if (IsExtraStateKey(k.text)) {
+      e.tensor = false;
+    } else {
+      return MakeError(ErrorCode::kInvalidArgument, 0,
+                       "the reference's value at " + Quoted(k.text) + " is a " +
+                           std::string(ValueKindName(v.kind)) +
+                           ", not a tensor: a reference is a model's state_dict() (pick it with --expect-prefix)");
+    }
+    out.keys.push_back(std::move(e));
+  }
+  if (const std::optional<ValueId> meta = FindAttr(values, sd, "_metadata")) {
+    const Value& m = values.Get(*meta);
+    if (m.kind == ValueKind::kDict) {
+      out.has_metadata = true;
+      for (size_t i = 0; i + 1 < m.items.size(); i += 2) {
+        const Value& path = values.Get(m.items[i]);
+        if (path.kind != ValueKind::kStr) continue;
+        ExpectedModule mod;
+        mod.path = path.text;
+        const Value& local = values.Get(m.items[i + 1]);
+        // None is not something state_dict() writes: a user adds it
+        // (sd._metadata["head"] = None) to say "head" is a None child.
+        mod.none = local.kind == ValueKind::kNone;
+        if (local.kind == ValueKind::kDict) {
+          for (size_t j = 0; j + 1 < local.items.size(); j += 2) {
+            const Value& lk = values.Get(local.items[j]);
+            const Value& lv = values.Get(local.items[j + 1]);
+            if (lk.kind == ValueKind::kStr && lk.text == "version" && lv.kind == ValueKind::kInt) {
+              mod.version = lv.int_value;
+            }
+            if (lk.kind == ValueKind::kStr && lk.text == "spectral_norm") mod.spectral_norm = true;
+          }
+        }
+        out.modules.push_back(std::move(mod));
+      }
+    }
+  }
+  return out;
+}
+
+Result<ModelSchema> LoadSchemaImpl(const std::string& path, const std::string& prefix) {
+  auto load_reference = [&]() -> Result<ModelSchema> {
     CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, LoadCheckpoint(path));
     return SchemaFromCheckpoint(ckpt, prefix);
   };
@@ -204,7 +319,7 @@ Result<std::vector<ExpectedTensor>> LoadSchemaImpl(const std::string& path, cons
   if (!LooksLikeJson(text)) return load_reference();
 
   if (static_cast<uint64_t>(size) > kMaxSchemaJsonLen) {
-    Result<std::vector<ExpectedTensor>> reference = load_reference();
+    Result<ModelSchema> reference = load_reference();
     if (reference) return reference;
     return MakeError(ErrorCode::kLimitExceeded, 0,
                      "schema JSON is " + std::to_string(size) + " bytes, over the limit of " +
@@ -229,19 +344,597 @@ Result<std::vector<ExpectedTensor>> LoadSchemaImpl(const std::string& path, cons
   }
   // Not JSON after all: a checkpoint that happens to start with '{' or '['
   // (see LooksLikeJson), or neither.
-  Result<std::vector<ExpectedTensor>> reference = load_reference();
+  Result<ModelSchema> reference = load_reference();
   if (reference) return reference;
   Error error = doc.error();
   error.detail = "neither a JSON schema (" + error.detail + ") nor a checkpoint (" + reference.error().ToString() + ")";
   return std::unexpected(std::move(error));
 }
 
-// FirstComponentPrefix: "P." when every key has the same first dotted
-// component P (and at least one more component), else "".
-std::string FirstComponentPrefix(const std::vector<std::string>& keys) {
+// --- the model, as torch's module tree ------------------------------------
+
+std::string_view ParentPath(std::string_view path) {
+  const size_t dot = path.rfind('.');
+  return dot == std::string_view::npos ? std::string_view() : path.substr(0, dot);
+}
+std::string_view LastName(std::string_view path) {
+  const size_t dot = path.rfind('.');
+  return dot == std::string_view::npos ? path : path.substr(dot + 1);
+}
+
+struct Module {
+  std::string path;
+  std::string prefix;  // path + "." ("" for the root), as load() passes it
+  bool none = false;
+  bool reachable = false;  // not None and no None ancestor: load() visits it
+  std::optional<int64_t> version;
+  std::unordered_map<std::string, size_t> children;  // name -> module index (None children included)
+  std::vector<size_t> child_order;
+  std::vector<size_t> params;                        // indices into ModelSchema::keys, in order
+  std::unordered_map<std::string, size_t> param_by_name;
+  bool extra_state = false;  // the class defines set_extra_state
+  bool spectral_norm = false;  // torch.nn.utils.spectral_norm registered its load pre-hook
+  bool norm = false;         // _NormBase with track_running_stats
+};
+
+struct Model {
+  std::vector<Module> modules;  // [0] is the root
+  std::vector<size_t> visit;    // load()'s order: pre-order over reachable modules
+  size_t num_expected = 0;
+  std::vector<std::string> caveats;
+};
+
+Result<Model> BuildModel(const ModelSchema& schema) {
+  Model out;
+  std::unordered_map<std::string, size_t> by_path;
+  auto ensure = [&](std::string_view path) -> size_t {
+    // Adds `path` and its ancestors (outermost first); returns its index.
+    std::vector<std::string_view> chain;
+    for (std::string_view p = path;; p = ParentPath(p)) {
+      if (by_path.contains(std::string(p))) break;
+      chain.push_back(p);
+      if (p.empty()) break;
+    }
+    for (size_t i = chain.size(); i-- > 0;) {
+      Module m;
+      m.path = std::string(chain[i]);
+      m.prefix = m.path.empty() ? "" : m.path + ".";
+      by_path.emplace(m.path, out.modules.size());
+      out.modules.push_back(std::move(m));
+    }
+    return by_path.at(std::string(path));
+  };
+  ensure("");
+  for (const ExpectedModule& em : schema.modules) {
+    const size_t i = ensure(em.path);
+    out.modules[i].version = em.version;
+    out.modules[i].none = out.modules[i].none || em.none;
+    out.modules[i].spectral_norm = em.spectral_norm;
+  }
+  for (size_t k = 0; k < schema.keys.size(); ++k) {
+    const ExpectedTensor& e = schema.keys[k];
+    const size_t i = ensure(ParentPath(e.key));
+    const std::string name(LastName(e.key));
+    if (!e.tensor || name == "_extra_state") {
+      out.modules[i].extra_state = true;
+      continue;
+    }
+    if (!out.modules[i].param_by_name.emplace(name, k).second) {
+      return MakeError(ErrorCode::kInvalidArgument, 0, "expected key " + Quoted(e.key) + " is listed twice");
+    }
+    out.modules[i].params.push_back(k);
+  }
+  // Children, in module order; a name used for a module and a parameter is
+  // not something torch allows.
+  for (size_t i = 1; i < out.modules.size(); ++i) {
+    const size_t parent = by_path.at(std::string(ParentPath(out.modules[i].path)));
+    const std::string name(LastName(out.modules[i].path));
+    if (out.modules[parent].param_by_name.contains(name)) {
+      return MakeError(ErrorCode::kInvalidArgument, 0,
+                       "the model description names " + Quoted(out.modules[i].path) +
+                           " both as a parameter and as a module");
+    }
+    out.modules[parent].children.emplace(name, i);
+    out.modules[parent].child_order.push_back(i);
+  }
+  // load() visits modules depth first from the root, skipping None children.
+  std::vector<size_t> stack{0};
+  while (!stack.empty()) {
+    const size_t i = stack.back();
+    stack.pop_back();
+    Module& m = out.modules[i];
+    if (m.none) continue;
+    m.reachable = true;
+    out.visit.push_back(i);
+    for (size_t c = m.child_order.size(); c-- > 0;) stack.push_back(m.child_order[c]);
+  }
+  bool norm_by_keys_only = false;
+  for (size_t i : out.visit) {
+    Module& m = out.modules[i];
+    m.norm = m.param_by_name.contains("running_mean") && m.param_by_name.contains("running_var") &&
+             m.param_by_name.contains("num_batches_tracked");
+    if (m.norm && schema.has_metadata && m.version != 2) m.norm = false;
+    if (m.norm && !schema.has_metadata) norm_by_keys_only = true;
+    out.num_expected += m.params.size();
+    if (m.version && *m.version > 2) {
+      out.caveats.push_back("module '" + m.path + "' has version " + std::to_string(*m.version) +
+                            ": its class versions its state, so it likely has its own _load_from_state_dict, which "
+                            "is not modelled here");
+    }
+  }
+  if (!schema.has_metadata) {
+    out.caveats.push_back(
+        "the " + schema.source +
+        " has no _metadata: modules without parameters are unknown (a key naming one is reported as unexpected, "
+        "torch ignores it), and None children cannot be known");
+    if (norm_by_keys_only) {
+      out.caveats.push_back(
+          "modules with running_mean, running_var and num_batches_tracked are taken for BatchNorm (_NormBase) "
+          "without _metadata to confirm their version");
+    }
+  }
+  return out;
+}
+
+// --- the checkpoint's state dict, as torch sees it -------------------------
+
+// PyTypeName: type(value).__name__ qualified as Python prints a class.
+std::string PyQualName(const Checkpoint& ckpt, ValueId id) {
+  const Value& v = ckpt.values().Get(id);
+  switch (v.kind) {
+    case ValueKind::kNone: return "NoneType";
+    case ValueKind::kBool: return "bool";
+    case ValueKind::kInt:
+    case ValueKind::kBigInt: return "int";
+    case ValueKind::kFloat: return "float";
+    case ValueKind::kComplex: return "complex";
+    case ValueKind::kStr: return "str";
+    case ValueKind::kBytes: return v.byte_array ? "bytearray" : "bytes";
+    case ValueKind::kTuple: return v.frozen ? "torch.Size" : "tuple";
+    case ValueKind::kList: return "list";
+    case ValueKind::kDict: return v.ordered_dict ? "collections.OrderedDict" : "dict";
+    case ValueKind::kSet: return v.frozen ? "frozenset" : "set";
+    case ValueKind::kTensor: return ckpt.tensors()[v.index].parameter ? "torch.nn.parameter.Parameter" : "torch.Tensor";
+    case ValueKind::kStorage: return "torch.storage.TypedStorage";
+    case ValueKind::kGlobal: return "type";
+    case ValueKind::kDtype: return "torch.dtype";
+    case ValueKind::kDevice: return "torch.device";
+    case ValueKind::kObject: return v.text;
+  }
+  return "object";
+}
+std::string PyClass(const Checkpoint& ckpt, ValueId id) { return "<class '" + PyQualName(ckpt, id) + "'>"; }
+std::string PyShortName(const Checkpoint& ckpt, ValueId id) { return std::string(LastName(PyQualName(ckpt, id))); }
+
+std::string TorchSize(const std::vector<int64_t>& dims) {
+  std::string out = "torch.Size([";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+  return out + "])";
+}
+
+struct Entry {
+  std::string key;      // str keys only
+  bool str_key = true;
+  ValueId key_id = 0;
+  ValueId value = 0;
+};
+
+// Local metadata version of one module: None, a number, or what torch raises.
+struct Version {
+  bool none = true;
+  double number = 0;
+  std::optional<PyException> error;
+};
+
+struct StateDictView {
+  std::string type;  // PyClass of the value
+  bool mapping = false;
+  std::vector<Entry> entries;                   // dict order
+  std::unordered_map<std::string, size_t> index;  // str key -> entries index
+  // _metadata: absent (no attribute, or None), a dict, or something else.
+  bool has_metadata = false;
+  std::optional<ValueId> metadata;  // the dict when it is one
+  std::string metadata_type;        // set when _metadata is neither None nor a dict
+};
+
+Result<StateDictView> ViewStateDict(const Checkpoint& ckpt, const std::string& prefix,
+                                    const std::optional<std::string>& strip, const std::string& add_prefix) {
+  std::string_view p = prefix;
+  if (p.ends_with('.')) p.remove_suffix(1);
+  const std::optional<ValueId> at = p.empty() ? std::optional<ValueId>(ckpt.root()) : ckpt.Find(p);
+  if (!at) return MakeError(ErrorCode::kInvalidArgument, 0, "no value at '" + prefix + "'");
+  const ValueArena& values = ckpt.values();
+  const Value& sd = values.Get(*at);
+  StateDictView out;
+  out.type = PyClass(ckpt, *at);
+  if (sd.kind != ValueKind::kDict) return out;
+  out.mapping = true;
+  out.entries.reserve(sd.items.size() / 2);
+  for (size_t i = 0; i + 1 < sd.items.size(); i += 2) {
+    const Value& k = values.Get(sd.items[i]);
+    Entry e;
+    e.key_id = sd.items[i];
+    e.value = sd.items[i + 1];
+    e.str_key = k.kind == ValueKind::kStr;
+    if (e.str_key) e.key = add_prefix + k.text;
+    out.entries.push_back(std::move(e));
+  }
+  if (const std::optional<ValueId> meta = FindAttr(values, sd, "_metadata")) {
+    const Value& m = values.Get(*meta);
+    if (m.kind == ValueKind::kDict) {
+      out.has_metadata = true;
+      out.metadata = *meta;
+    } else if (m.kind != ValueKind::kNone) {
+      out.has_metadata = true;
+      out.metadata_type = PyShortName(ckpt, *meta);
+    }
+  }
+  if (strip) {
+    // consume_prefix_in_state_dict_if_present: for key in sorted(keys): if
+    // it starts with P, state_dict[key[len(P):]] = state_dict.pop(key).
+    std::vector<size_t> order;
+    for (size_t i = 0; i < out.entries.size(); ++i) {
+      if (out.entries[i].str_key) order.push_back(i);
+    }
+    std::ranges::sort(order, [&](size_t a, size_t b) { return out.entries[a].key < out.entries[b].key; });
+    std::vector<Entry> entries = std::move(out.entries);
+    std::vector<bool> alive(entries.size(), true);
+    std::unordered_map<std::string, size_t> where;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (entries[i].str_key) where.emplace(entries[i].key, i);
+    }
+    std::vector<Entry> snapshot = entries;  // sorted() copies the keys first
+    for (size_t i : order) {
+      const std::string& key = snapshot[i].key;
+      if (!key.starts_with(*strip)) continue;
+      const auto it = where.find(key);
+      if (it == where.end()) continue;  // popped already
+      Entry moved = entries[it->second];
+      alive[it->second] = false;
+      where.erase(it);
+      moved.key = key.substr(strip->size());
+      if (const auto existing = where.find(moved.key); existing != where.end()) {
+        entries[existing->second].value = moved.value;
+      } else {
+        where.emplace(moved.key, entries.size());
+        entries.push_back(std::move(moved));
+        alive.push_back(true);
+      }
+    }
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (alive[i]) out.entries.push_back(std::move(entries[i]));
+    }
+  }
+  for (size_t i = 0; i < out.entries.size(); ++i) {
+    if (out.entries[i].str_key) out.index.emplace(out.entries[i].key, i);
+  }
+  return out;
+}
+
+// LocalVersion: metadata.get(path, {}).get("version", None), as the norm
+// hooks read it.
+Version LocalVersion(const Checkpoint& ckpt, const StateDictView& sd, const std::string& path) {
+  Version out;
+  if (!sd.metadata) return out;
+  const ValueArena& values = ckpt.values();
+  const Value& m = values.Get(*sd.metadata);
+  std::optional<ValueId> local;
+  for (size_t i = 0; i + 1 < m.items.size(); i += 2) {
+    const Value& k = values.Get(m.items[i]);
+    if (k.kind == ValueKind::kStr && k.text == path) local = m.items[i + 1];
+  }
+  if (!local) return out;
+  const Value& l = values.Get(*local);
+  if (l.kind != ValueKind::kDict) {
+    out.error = PyException{"AttributeError", "'" + PyShortName(ckpt, *local) + "' object has no attribute 'get'"};
+    return out;
+  }
+  for (size_t i = 0; i + 1 < l.items.size(); i += 2) {
+    const Value& k = values.Get(l.items[i]);
+    if (k.kind != ValueKind::kStr || k.text != "version") continue;
+    const Value& v = values.Get(l.items[i + 1]);
+    switch (v.kind) {
+      case ValueKind::kNone: out.none = true; break;
+      case ValueKind::kBool:
+      case ValueKind::kInt: out.none = false; out.number = static_cast<double>(v.int_value); break;
+      case ValueKind::kFloat: out.none = false; out.number = v.float_value; break;
+      default:
+        out.error = PyException{"TypeError", "'<' not supported between instances of '" +
+                                                 PyShortName(ckpt, l.items[i + 1]) + "' and 'int'"};
+    }
+  }
+  return out;
+}
+
+// LocalHas: the checkpoint's _metadata entry for `path` is a dict with `key`.
+bool LocalHas(const Checkpoint& ckpt, const StateDictView& sd, const std::string& path, std::string_view key) {
+  if (!sd.metadata) return false;
+  const ValueArena& values = ckpt.values();
+  const Value& m = values.Get(*sd.metadata);
+  for (size_t i = 0; i + 1 < m.items.size(); i += 2) {
+    const Value& k = values.Get(m.items[i]);
+    if (k.kind != ValueKind::kStr || k.text != path) continue;
+    const Value& l = values.Get(m.items[i + 1]);
+    for (size_t j = 0; l.kind == ValueKind::kDict && j + 1 < l.items.size(); j += 2) {
+      const Value& lk = values.Get(l.items[j]);
+      if (lk.kind == ValueKind::kStr && lk.text == key) return true;
+    }
+  }
+  return false;
+}
+
+// --- load_state_dict, replayed ---------------------------------------------
+
+std::string QuotedList(const std::vector<std::string>& keys) {
+  std::string out;
+  for (size_t i = 0; i < keys.size(); ++i) out += (i ? ", \"" : "\"") + keys[i] + "\"";
+  return out;
+}
+
+Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema, const Model& model,
+                              const StateDictView& sd, const KeyCheckOptions& options) {
+  KeyCheckResult out;
+  out.state_dict_type = sd.type;
+  out.is_mapping = sd.mapping;
+  out.num_keys = sd.entries.size();
+  out.num_expected = model.num_expected;
+  out.caveats = model.caveats;
+  auto raise_both = [&](PyException e) {
+    out.strict.exception = e;
+    out.non_strict.exception = std::move(e);
+    out.ok = false;
+    return out;
+  };
+  if (!sd.mapping) {
+    return raise_both({"TypeError", "Expected state_dict to be dict-like, got " + sd.type + "."});
+  }
+  if (sd.metadata) {
+    const ValueArena& values = ckpt.values();
+    const Value& m = values.Get(*sd.metadata);
+    std::vector<std::pair<std::string, std::optional<int64_t>>> meta;
+    for (size_t i = 0; i + 1 < m.items.size(); i += 2) {
+      const Value& k = values.Get(m.items[i]);
+      if (k.kind != ValueKind::kStr) continue;
+      std::optional<int64_t> version;
+      const Value& l = values.Get(m.items[i + 1]);
+      for (size_t j = 0; l.kind == ValueKind::kDict && j + 1 < l.items.size(); j += 2) {
+        const Value& lk = values.Get(l.items[j]);
+        const Value& lv = values.Get(l.items[j + 1]);
+        if (lk.kind == ValueKind::kStr && lk.text == "version" && lv.kind == ValueKind::kInt) version = lv.int_value;
+      }
+      meta.emplace_back(k.text, version);
+    }
+    out.metadata = std::move(meta);
+  }
+  if (sd.has_metadata && !sd.metadata) {
+    // load() calls metadata.get(prefix[:-1], {}) for the root first.
+    return raise_both({"AttributeError", "'" + sd.metadata_type + "' object has no attribute 'get'"});
+  }
+
+  // Where each key lands: walk it down the module tree as load() filters
+  // child_state_dict, and as each module's unexpected-key loop judges it.
+  const size_t num_modules = model.modules.size();
+  std::vector<size_t> visit_index(num_modules, 0);
+  for (size_t i = 0; i < model.visit.size(); ++i) visit_index[model.visit[i]] = i;
+  struct Unexpected {
+    size_t visit;
+    int extra;  // the _extra_state key is appended before the loop's keys
+    size_t entry;
+  };
+  std::vector<Unexpected> unexpected;
+  std::optional<size_t> first_bad_key;  // a non-str key: the root's loop raises on it
+  for (size_t e = 0; e < sd.entries.size(); ++e) {
+    const Entry& entry = sd.entries[e];
+    if (!entry.str_key) {
+      if (!first_bad_key) first_bad_key = e;
+      continue;
+    }
+    const std::string& key = entry.key;
+    size_t at = 0;
+    while (true) {
+      const Module& m = model.modules[at];
+      if (key == m.prefix + "_extra_state") {
+        if (!m.extra_state) unexpected.push_back({visit_index[at], 0, e});
+        break;
+      }
+      const std::string_view rest = std::string_view(key).substr(m.prefix.size());
+      const size_t dot = rest.find('.');
+      const std::string name(rest.substr(0, dot));
+      if (const auto child = m.children.find(name); child != m.children.end()) {
+        const Module& c = model.modules[child->second];
+        if (c.none) {
+          out.ignored.push_back({key, dot == std::string_view::npos
+                                          ? "names '" + c.path + "', a child registered as None"
+                                          : "under '" + c.path + "', a child registered as None (load() skips it)"});
+          break;
+        }
+        if (dot == std::string_view::npos) {
+          out.ignored.push_back({key, "names the child module '" + c.path + "' (only keys under '" + c.prefix +
+                                          "' reach it)"});
+          break;
+        }
+        at = child->second;
+        continue;
+      }
+      if (m.param_by_name.contains(name)) {
+        if (dot != std::string_view::npos) {
+          out.ignored.push_back({key, "under the parameter or buffer '" + m.prefix + name + "'"});
+        }
+        break;
+      }
+      unexpected.push_back({visit_index[at], 1, e});
+      break;
+    }
+  }
+
+  // Module by module, in load()'s order.
+  std::vector<std::string> error_msgs;
+  std::optional<PyException> raised;
+  auto has = [&](const std::string& key) -> const Entry* {
+    const auto it = sd.index.find(key);
+    return it == sd.index.end() ? nullptr : &sd.entries[it->second];
+  };
+  for (size_t mi : model.visit) {
+    const Module& m = model.modules[mi];
+    // _NormBase._load_from_state_dict: fill a missing num_batches_tracked.
+    std::optional<std::string> filled;
+    if (m.norm) {
+      const Version v = LocalVersion(ckpt, sd, m.path);
+      if (v.error) {
+        raised = v.error;
+        break;
+      }
+      if (v.none || v.number < 2) {
+        const std::string key = m.prefix + "num_batches_tracked";
+        if (!has(key)) {
+          filled = key;
+          out.filled.push_back({key, std::string("torch.tensor(0, dtype=torch.long): _NormBase._load_from_state_dict "
+                                                 "fills it when _metadata gives '") +
+                                         m.path + "' " + (v.none ? "no version" : "a version below 2")});
+        }
+      }
+    }
+    // _InstanceNorm._load_from_state_dict raises on running stats from a
+    // checkpoint without a version when it does not track them; a BatchNorm
+    // that does not track them has the same keys and version and reports
+    // them as unexpected. The reference cannot tell the two apart.
+    if (schema.has_metadata && m.version == 2 && !m.norm && !m.param_by_name.contains("running_mean") &&
+        (has(m.prefix + "running_mean") || has(m.prefix + "running_var"))) {
+      const Version v = LocalVersion(ckpt, sd, m.path);
+      if (!v.error && v.none) {
+        out.caveats.push_back("'" + m.path + "' looks like a BatchNorm or InstanceNorm without running stats: as "
+                              "a BatchNorm its running stats are unexpected keys (shown); as an InstanceNorm torch "
+                              "raises 'Unexpected running stats buffer(s)' instead (the checkpoint has no version)");
+      }
+    }
+    // SpectralNormLoadStateDictPreHook converts a checkpoint saved before
+    // spectral_norm's metadata (weight -> weight_v); not modelled.
+    if (m.spectral_norm && !LocalHas(ckpt, sd, m.path, "spectral_norm")) {
+      out.caveats.push_back("'" + m.path + "' uses spectral_norm and the checkpoint's _metadata gives it no "
+                            "spectral_norm version: torch's SpectralNormLoadStateDictPreHook may rewrite its keys "
+                            "(not modelled; checked as the keys stand)");
+    }
+    // LazyModuleMixin._lazy_load_hook: materialize(input_param.shape).
+    for (size_t k : m.params) {
+      const ExpectedTensor& p = schema.keys[k];
+      if (!p.lazy) continue;
+      const Entry* in = has(p.key);
+      if (in == nullptr) continue;
+      const Value& v = ckpt.values().Get(in->value);
+      if (v.kind != ValueKind::kTensor && !(v.kind == ValueKind::kObject && (v.text == kUninitializedParameter ||
+                                                                              v.text == kUninitializedBuffer))) {
+        raised = PyException{"AttributeError", "'" + PyShortName(ckpt, in->value) + "' object has no attribute 'shape'"};
+        break;
+      }
+    }
+    if (raised) break;
+    std::vector<std::string> missing_here;
+    for (size_t k : m.params) {
+      const ExpectedTensor& p = schema.keys[k];
+      const Entry* in = has(p.key);
+      if (in == nullptr) {
+        if (filled && *filled == p.key) {
+          if (!p.lazy && !p.shape.empty()) {
+            error_msgs.push_back("size mismatch for " + p.key + ": copying a param with shape torch.Size([]) from "
+                                 "checkpoint, the shape in current model is " + TorchSize(p.shape) + ".");
+            out.mismatched.push_back({p.key, "size", error_msgs.back()});
+          } else {
+            out.loaded.push_back(p.key);
+          }
+          continue;
+        }
+        missing_here.push_back(p.key);
+        continue;
+      }
+      const Value& v = ckpt.values().Get(in->value);
+      if (v.kind == ValueKind::kObject && (v.text == kUninitializedParameter || v.text == kUninitializedBuffer)) {
+        out.caveats.push_back("'" + p.key + "' is an uninitialised lazy parameter in the checkpoint: what torch does "
+                              "with it is not modelled");
+        continue;
+      }
+      if (v.kind != ValueKind::kTensor) {
+        error_msgs.push_back("While copying the parameter named \"" + p.key +
+                             "\", expected torch.Tensor or Tensor-like object from checkpoint but received " +
+                             PyClass(ckpt, in->value));
+        out.mismatched.push_back({p.key, "not_a_tensor", error_msgs.back()});
+        continue;
+      }
+      const Tensor& t = ckpt.tensors()[v.index];
+      if (!p.lazy) {
+        std::vector<int64_t> shape = t.shape;
+        if (p.shape.empty() && shape.size() == 1) {
+          // Backward compatibility (0.3 -> 0.4): input_param = input_param[0].
+          if (shape[0] == 0) {
+            raised = PyException{"IndexError", "index 0 is out of bounds for dimension 0 with size 0"};
+            break;
+          }
+          shape.clear();
+        }
+        if (shape != p.shape) {
+          error_msgs.push_back("size mismatch for " + p.key + ": copying a param with shape " + TorchSize(shape) +
+                               " from checkpoint, the shape in current model is " + TorchSize(p.shape) + ".");
+          out.mismatched.push_back({p.key, "size", error_msgs.back()});
+          continue;
+        }
+      }
+      const std::string_view dtype = DTypeName(t.dtype);
+      if (p.dtype && *p.dtype != dtype) {
+        out.converted.push_back({p.key, "copied from " + std::string(dtype) + " into " + *p.dtype});
+      }
+      out.loaded.push_back(p.key);
+    }
+    if (raised) break;
+    out.missing.insert(out.missing.end(), missing_here.begin(), missing_here.end());
+    if (m.extra_state) {
+      const std::string key = m.prefix + "_extra_state";
+      if (has(key)) {
+        out.caveats.push_back("'" + key + "' goes to set_extra_state() of the model's class (user code): whether "
+                              "it accepts the value is not known here");
+      } else {
+        out.missing.push_back(key);
+      }
+    }
+    if (mi == 0 && first_bad_key) {
+      const Entry& bad = sd.entries[*first_bad_key];
+      const Value& k = ckpt.values().Get(bad.key_id);
+      raised = k.kind == ValueKind::kBytes && !k.byte_array
+                   ? PyException{"TypeError", "startswith first arg must be bytes or a tuple of bytes, not str"}
+                   : PyException{"AttributeError",
+                                 "'" + PyShortName(ckpt, bad.key_id) + "' object has no attribute 'startswith'"};
+      break;
+    }
+  }
+  if (raised) return raise_both(*raised);
+
+  std::ranges::stable_sort(unexpected, [](const Unexpected& a, const Unexpected& b) {
+    return std::tie(a.visit, a.extra, a.entry) < std::tie(b.visit, b.extra, b.entry);
+  });
+  for (const Unexpected& u : unexpected) out.unexpected.push_back(sd.entries[u.entry].key);
+
+  const std::string head = "Error(s) in loading state_dict for " + options.model_class + ":\n\t";
+  auto join = [](const std::vector<std::string>& msgs) {
+    std::string s;
+    for (size_t i = 0; i < msgs.size(); ++i) s += (i ? "\n\t" : "") + msgs[i];
+    return s;
+  };
+  std::vector<std::string> strict_msgs;
+  if (!out.missing.empty()) strict_msgs.push_back("Missing key(s) in state_dict: " + QuotedList(out.missing) + ". ");
+  if (!out.unexpected.empty()) {
+    strict_msgs.push_back("Unexpected key(s) in state_dict: " + QuotedList(out.unexpected) + ". ");
+  }
+  strict_msgs.insert(strict_msgs.end(), error_msgs.begin(), error_msgs.end());
+  if (!strict_msgs.empty()) out.strict.exception = PyException{"RuntimeError", head + join(strict_msgs)};
+  if (!error_msgs.empty()) out.non_strict.exception = PyException{"RuntimeError", head + join(error_msgs)};
+  out.ok = options.strict ? out.strict.ok() : out.non_strict.ok();
+  return out;
+}
+
+// CommonFirstComponent: "P." when every str key has the first component P
+// followed by more, else "".
+std::string CommonFirstComponent(const std::vector<std::string>& keys) {
   if (keys.empty()) return "";
   const size_t dot = keys.front().find('.');
-  if (dot == std::string::npos || dot == 0) return "";
+  if (dot == std::string::npos) return "";
   const std::string prefix = keys.front().substr(0, dot + 1);
   for (const std::string& key : keys) {
     if (key.size() <= prefix.size() || !key.starts_with(prefix)) return "";
@@ -249,105 +942,87 @@ std::string FirstComponentPrefix(const std::vector<std::string>& keys) {
   return prefix;
 }
 
-size_t CountMatches(const std::vector<std::string>& keys, size_t strip, const std::unordered_set<std::string>& other) {
-  size_t n = 0;
-  for (const std::string& key : keys) n += other.contains(key.substr(strip)) ? 1 : 0;
-  return n;
-}
+constexpr const char* kKnownWrappers[] = {"module.", "model.", "_orig_mod."};
 
-Result<KeyCheckResult> CheckKeysImpl(const Checkpoint& checkpoint, const std::vector<ExpectedTensor>& expected,
+Result<KeyCheckResult> CheckKeysImpl(const Checkpoint& checkpoint, const ModelSchema& schema,
                                      const KeyCheckOptions& options) {
-  CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> named, checkpoint.StateDict(options.prefix));
-  KeyCheckResult out;
-  bool failed = false;
+  CKG_ASSIGN_OR_RETURN(Model model, BuildModel(schema));
+  CKG_ASSIGN_OR_RETURN(StateDictView sd, ViewStateDict(checkpoint, options.prefix, options.strip_prefix, ""));
+  CKG_ASSIGN_OR_RETURN(KeyCheckResult out, Replay(checkpoint, schema, model, sd, options));
+  if (!options.hints || out.strict.ok()) return out;
 
-  std::vector<std::string> have_keys;
-  have_keys.reserve(named.size());
-  for (const NamedTensor& nt : named) have_keys.push_back(nt.path);
-  std::vector<std::string> want_keys;
-  want_keys.reserve(expected.size());
-  for (const ExpectedTensor& e : expected) want_keys.push_back(e.key);
-  const std::unordered_set<std::string> have_set(have_keys.begin(), have_keys.end());
-  const std::unordered_set<std::string> want_set(want_keys.begin(), want_keys.end());
-  if (want_set.size() != want_keys.size()) {
-    std::unordered_set<std::string_view> seen;
-    for (const std::string& key : want_keys) {
-      if (!seen.insert(key).second) {
-        return MakeError(ErrorCode::kInvalidArgument, 0, "expected key " + Quoted(key) + " is listed twice");
+  // What would make it fit: a wrapper prefix on either side, or a sub-dict.
+  auto fits = [&](const std::string& prefix, const std::optional<std::string>& strip,
+                  const std::string& add) -> bool {
+    Result<StateDictView> v = ViewStateDict(checkpoint, prefix, strip, add);
+    if (!v) return false;
+    Result<KeyCheckResult> r = Replay(checkpoint, schema, model, *v, options);
+    return r && r->strict.ok();
+  };
+  auto strips_for = [&](const StateDictView& view) {
+    std::vector<std::string> keys;
+    for (const Entry& e : view.entries) {
+      if (e.str_key) keys.push_back(e.key);
+    }
+    std::vector<std::string> out_strips(std::begin(kKnownWrappers), std::end(kKnownWrappers));
+    if (const std::string common = CommonFirstComponent(keys);
+        !common.empty() && std::ranges::find(out_strips, common) == out_strips.end()) {
+      out_strips.push_back(common);
+    }
+    return out_strips;
+  };
+  const std::string flag_prefix = options.prefix.empty() ? "" : "--prefix " + options.prefix + " ";
+  CKG_ASSIGN_OR_RETURN(StateDictView plain, ViewStateDict(checkpoint, options.prefix, std::nullopt, ""));
+  for (const std::string& strip : strips_for(plain)) {
+    if (options.strip_prefix == strip) continue;
+    bool any = false;
+    for (const Entry& e : plain.entries) any = any || (e.str_key && e.key.starts_with(strip));
+    if (any && fits(options.prefix, strip, "")) {
+      out.hints.push_back("every key would fit with '" + strip + "' stripped: " + flag_prefix + "--strip-prefix " +
+                          strip + " (the checkpoint comes from a wrapped model" +
+                          (strip == "module." ? ", e.g. DataParallel" : strip == "model." ? ", e.g. a Lightning module"
+                                                : strip == "_orig_mod." ? ", e.g. torch.compile" : "") +
+                          ")");
+    }
+  }
+  {
+    std::vector<std::string> want;
+    for (const ExpectedTensor& e : schema.keys) want.push_back(e.key);
+    std::vector<std::string> adds;
+    if (const std::string common = CommonFirstComponent(want); !common.empty()) adds.push_back(common);
+    for (const std::string& add : adds) {
+      if (fits(options.prefix, options.strip_prefix, add)) {
+        out.hints.push_back("every key would fit under '" + add + "': the model is wrapped (every expected key starts "
+                            "with it, as DataParallel's do); load into the wrapped module (model." +
+                            add.substr(0, add.size() - 1) + ".load_state_dict) instead");
       }
     }
   }
-
-  // A common first component on one side only (DataParallel's "module."):
-  // strip it when every key on that side has it and stripping makes more keys
-  // match than before (so at least one). Nothing subtler: a guess that is
-  // wrong would hide the real mismatch.
-  const size_t direct = CountMatches(have_keys, 0, want_set);
-  const std::string have_prefix = FirstComponentPrefix(have_keys);
-  const std::string want_prefix = FirstComponentPrefix(want_keys);
-  const size_t have_stripped = have_prefix.empty() ? 0 : CountMatches(have_keys, have_prefix.size(), want_set);
-  const size_t want_stripped = want_prefix.empty() ? 0 : CountMatches(want_keys, want_prefix.size(), have_set);
-  size_t strip_have = 0;
-  size_t strip_want = 0;
-  if (have_stripped > direct && have_stripped >= want_stripped) {
-    strip_have = have_prefix.size();
-    out.stripped_prefix = have_prefix;
-  } else if (want_stripped > direct) {
-    strip_want = want_prefix.size();
-    out.stripped_prefix = want_prefix;
-  }
-
-  // Checkpoint keys (without a stripped prefix) -> tensor; a key that two
-  // paths flatten to ({"a.b": t} and {"a": {"b": u}}) is ambiguous.
-  std::unordered_map<std::string, uint32_t> have;
-  have.reserve(named.size());
-  std::vector<std::string> have_order;
-  have_order.reserve(named.size());
-  for (const NamedTensor& nt : named) {
-    std::string key = nt.path.substr(strip_have);
-    if (!have.emplace(key, nt.tensor).second) {
-      out.mismatched.push_back(
-          {key, "two tensors in the checkpoint have this key (nested dicts flatten to the same dotted path)"});
-      failed = true;
+  size_t tried = 0;
+  for (const Entry& e : plain.entries) {
+    if (!e.str_key || checkpoint.values().Get(e.value).kind != ValueKind::kDict) continue;
+    if (++tried > options.max_hint_sub_dicts) break;
+    const std::string sub = options.prefix.empty() ? e.key : options.prefix + "." + e.key;
+    if (fits(sub, std::nullopt, "")) {
+      out.hints.push_back("the dict under '" + e.key + "' would fit: --prefix " + sub);
       continue;
     }
-    have_order.push_back(std::move(key));
-  }
-
-  std::unordered_set<std::string> matched;
-  for (const ExpectedTensor& e : expected) {
-    const std::string key = e.key.substr(strip_want);
-    const auto it = have.find(key);
-    if (it == have.end()) {
-      out.missing.push_back(key);
-      continue;
+    Result<StateDictView> inner = ViewStateDict(checkpoint, sub, std::nullopt, "");
+    if (!inner) continue;
+    for (const std::string& strip : strips_for(*inner)) {
+      if (fits(sub, strip, "")) {
+        out.hints.push_back("the dict under '" + e.key + "' would fit with '" + strip +
+                            "' stripped: --prefix " + sub + " --strip-prefix " + strip);
+        break;
+      }
     }
-    matched.insert(key);
-    const Tensor& t = checkpoint.tensors()[it->second];
-    std::string detail;
-    if (t.shape != e.shape) {
-      detail = "shape " + Dims(t.shape) + " in the checkpoint, " + Dims(e.shape) + " expected";
-      failed = true;
-    }
-    const std::string_view dtype = DTypeName(t.dtype);
-    if (e.dtype && *e.dtype != dtype) {
-      if (!detail.empty()) detail += "; ";
-      detail += "dtype " + std::string(dtype) + " in the checkpoint, " + *e.dtype +
-                " expected (load_state_dict converts it)";
-    }
-    if (!detail.empty()) out.mismatched.push_back({key, std::move(detail)});
   }
-  for (const std::string& key : have_order) {
-    if (!matched.contains(key)) out.unexpected.push_back(key);
-  }
-  if (options.strict && (!out.missing.empty() || !out.unexpected.empty())) failed = true;
-  out.ok = !failed;
   return out;
 }
 
 }  // namespace
 
-Result<std::vector<ExpectedTensor>> LoadSchema(const std::string& path, const std::string& prefix) {
+Result<ModelSchema> LoadSchema(const std::string& path, const std::string& prefix) {
   try {
     return LoadSchemaImpl(path, prefix);
   } catch (const std::bad_alloc&) {
@@ -357,10 +1032,10 @@ Result<std::vector<ExpectedTensor>> LoadSchema(const std::string& path, const st
   }
 }
 
-Result<KeyCheckResult> CheckKeys(const Checkpoint& checkpoint, const std::vector<ExpectedTensor>& expected,
+Result<KeyCheckResult> CheckKeys(const Checkpoint& checkpoint, const ModelSchema& model,
                                  const KeyCheckOptions& options) {
   try {
-    return CheckKeysImpl(checkpoint, expected, options);
+    return CheckKeysImpl(checkpoint, model, options);
   } catch (const std::bad_alloc&) {
     return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory comparing keys");
   }

@@ -661,6 +661,7 @@ class Scanner {
           break;
         case AllowAction::kComplex:
         case AllowAction::kDevice:
+        case AllowAction::kUninitializedTensor:
           result.kind = Sym::kScalar;
           break;
         case AllowAction::kByteArray:

@@ -15,7 +15,7 @@
 namespace ckptguard {
 namespace {
 
-constexpr std::array<std::pair<AllowAction, std::string_view>, 18> kActions = {{
+constexpr std::array<std::pair<AllowAction, std::string_view>, 19> kActions = {{
     {AllowAction::kRebuildTensorV2, "rebuild_tensor_v2"},
     {AllowAction::kRebuildTensorV3, "rebuild_tensor_v3"},
     {AllowAction::kRebuildParameter, "rebuild_parameter"},
@@ -32,6 +32,7 @@ constexpr std::array<std::pair<AllowAction, std::string_view>, 18> kActions = {{
     {AllowAction::kComplex, "complex"},
     {AllowAction::kByteArray, "bytearray"},
     {AllowAction::kBytes, "bytes"},
+    {AllowAction::kUninitializedTensor, "uninitialized_tensor"},
     {AllowAction::kConstant, "constant"},
     {AllowAction::kUnsupported, "unsupported"},
 }};

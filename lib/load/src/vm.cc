@@ -883,6 +883,15 @@ class Vm {
         }
         return Add(op, std::move(v));
       }
+      case AllowAction::kUninitializedTensor: {
+        // UninitializedTensorMixin.__reduce_ex__ gives (cls, (requires_grad,)):
+        // a placeholder without shape or data, kept as an object of its class.
+        CKG_TRY(want(0, 3));
+        Value v;
+        v.kind = ValueKind::kObject;
+        v.text = fn;
+        return Add(op, std::move(v));
+      }
       case AllowAction::kUnsupported: {
         const AllowEntry* entry = FindEntry(fn);
         return Fail(ErrorCode::kUnsupportedFormat, op,

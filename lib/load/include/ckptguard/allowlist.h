@@ -38,6 +38,8 @@ enum class AllowAction : uint8_t {
   kComplex,                   // builtins.complex(real, imag)
   kByteArray,                 // builtins.bytearray([bytes])
   kBytes,                     // builtins.bytes() (protocol 2 writes b'' this way)
+  kUninitializedTensor,       // nn.parameter.UninitializedParameter/Buffer(requires_grad[, device, dtype]):
+                              // a lazy module's placeholder, no data (an object, vm.cc)
   kConstant,                  // a named constant (qscheme, layout); not callable
   kUnsupported,               // known, deliberately not loaded: the load fails naming it
 };

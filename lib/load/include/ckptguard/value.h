@@ -42,7 +42,9 @@ enum class ValueKind : uint8_t {
   kGlobal,     // an allowlisted global: text "module.name", index = AllowAction
   kDtype,      // dtype
   kDevice,     // text: "cpu", "cuda:0"
-  kObject,     // TorchScript module object: text = class name, items = attribute dict (key, value...)
+  kObject,     // an object whose code is never run: a TorchScript module object (text = class name,
+               // items = attribute dict: key, value...) or a lazy module's uninitialised parameter
+               // (text = "torch.nn.parameter.UninitializedParameter"/"UninitializedBuffer", no items)
 };
 
 std::string_view ValueKindName(ValueKind kind);
