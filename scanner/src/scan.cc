@@ -145,6 +145,12 @@ struct Nested {
   std::string bytes;
   std::string entry;
   uint32_t depth = 0;
+  // A loader judged by these bytes (CKG-F062): when their scan does not
+  // complete (the budget runs out, a scanner limit), the loader is reported
+  // by its rule after all, at `offset` of `caller_entry`.
+  std::string loader;
+  std::string caller_entry;
+  uint64_t offset = 0;
 };
 
 // Scanner runs every pickle of a file through the PickleMachine
@@ -194,35 +200,52 @@ class Scanner {
     while (!nested_.empty()) {
       Nested n = std::move(nested_.front());
       nested_.pop_front();
-      const Bytes bytes = AsBytes(n.bytes);
-      {
-        // torch.load(io.BytesIO(zip)), legacy torch streams
-        // (_load_from_bytes) and wrapped pickles: the same containers as a
-        // file's; bytes no reader recognises are scanned as a pickle stream.
-        const Container nested = OpenContainer(bytes, options_.container, &budget_);
-        if (nested.error && !nested.error->limit.empty() && !budget_error_) {
-          // The file's budget ran out reading the nested bytes: the scan is
-          // incomplete (the report's error, never "safe").
-          budget_error_ = *nested.error;
-          if (budget_error_->where.empty()) budget_error_->where = n.entry;
+      const size_t findings_before = report_.findings.size();
+      ScanNested(n);
+      if (!n.loader.empty()) {
+        // Judged by bytes it could not read to the end: no longer judged.
+        bool incomplete = budget_error_.has_value();
+        for (size_t i = findings_before; i < report_.findings.size() && !incomplete; ++i) {
+          incomplete = report_.findings[i].rule == "CKG-F040";
         }
-        if (nested.format != ContainerFormat::kUnknown) {
-          records_ = nullptr;
-          ForEachContainer(nested, [&](const Container& inner, const std::string& path) {
-            const std::string where = path.empty() ? n.entry : n.entry + " > " + path;
-            for (const Anomaly& a : inner.anomalies) AddAnomaly(a, where);
-            for (const PickleSource& source : inner.pickles) {
-              if (source.same_as) continue;
-              const std::string entry = source.entry.empty() ? where : where + " > " + source.entry;
-              ScanStream(source.data.subspan(static_cast<size_t>(source.start)), source.start, entry,
-                         source.max_pickles, n.depth, source.sniffed);
-            }
-          });
-          continue;
+        if (incomplete) {
+          entry_ = &n.caller_entry;
+          auto cached = classes_.find(n.loader);
+          if (cached != classes_.end()) ReportGlobal(n.loader, cached->second, n.offset);
         }
       }
-      ScanStream(bytes, 0, n.entry, 0, n.depth);
     }
+  }
+
+  // ScanNested scans bytes a loader was handed: as a container when a reader
+  // recognises them, else as a pickle stream.
+  void ScanNested(const Nested& n) {
+    const Bytes bytes = AsBytes(n.bytes);
+    // torch.load(io.BytesIO(zip)), legacy torch streams (_load_from_bytes)
+    // and wrapped pickles: the same containers as a file's; bytes no reader
+    // recognises are scanned as a pickle stream.
+    const Container nested = OpenContainer(bytes, options_.container, &budget_);
+    if (nested.error && !nested.error->limit.empty() && !budget_error_) {
+      // The file's budget ran out reading the nested bytes: the scan is
+      // incomplete (the report's error, never "safe").
+      budget_error_ = *nested.error;
+      if (budget_error_->where.empty()) budget_error_->where = n.entry;
+    }
+    if (nested.format == ContainerFormat::kUnknown) {
+      ScanStream(bytes, 0, n.entry, 0, n.depth);
+      return;
+    }
+    records_ = nullptr;
+    ForEachContainer(nested, [&](const Container& inner, const std::string& path) {
+      const std::string where = path.empty() ? n.entry : n.entry + " > " + path;
+      for (const Anomaly& a : inner.anomalies) AddAnomaly(a, where);
+      for (const PickleSource& source : inner.pickles) {
+        if (source.same_as) continue;
+        const std::string entry = source.entry.empty() ? where : where + " > " + source.entry;
+        ScanStream(source.data.subspan(static_cast<size_t>(source.start)), source.start, entry, source.max_pickles,
+                   n.depth, source.sniffed);
+      }
+    });
   }
 
   // budget_error is the file's budget running out during a pickle (the scan
@@ -795,7 +818,12 @@ class Scanner {
                    (truncated ? " (only their first bytes are known)" : ""),
                op.offset, callee);
     }
-    nested_.push_back({std::string(bytes), entry, depth_ + 1});
+    Nested n{std::string(bytes), entry, depth_ + 1, "", "", op.offset};
+    if (std::string_view(rule) == "CKG-F062") {
+      n.loader = std::string(callee);
+      n.caller_entry = *entry_;
+    }
+    nested_.push_back(std::move(n));
   }
 
   // DataCall is a call of a pure-data callable (rules/callables.toml): what
