@@ -274,9 +274,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       std::lock_guard lock(server_.live_mutex);
       server_.live.erase(this);
     }
-    if (counted_) server_.ReleaseAddress(peer_);
-    if (!refuse_.empty()) --server_.refusing;
-    --server_.sessions;
+    ReleaseSlot();
   }
 
   void Start() {
@@ -963,7 +961,20 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Close();
   }
 
+  // ReleaseSlot gives back this connection's place in the connection
+  // limits, once. Close calls it before the socket closes, so a client that
+  // sees the connection end may connect again at once without finding its
+  // own finished connection still counted.
+  void ReleaseSlot() {
+    if (released_) return;
+    released_ = true;
+    if (counted_) server_.ReleaseAddress(peer_);
+    if (!refuse_.empty()) --server_.refusing;
+    --server_.sessions;
+  }
+
   void Close() {
+    ReleaseSlot();
     beast::error_code ec;
     Layer().socket().shutdown(Protocol::socket::shutdown_both, ec);
     Layer().close();
@@ -974,6 +985,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   const std::string peer_;
   const bool counted_;
   const std::string refuse_;
+  bool released_ = false;  // ReleaseSlot ran (on the strand, or in the destructor)
   bool idle_ = false;  // waiting for a request header (on the strand only)
   bool request_open_ = false;  // a request began and its log line is not written yet
   beast::flat_buffer buffer_;
