@@ -681,18 +681,19 @@ Status LoadDetails(sqlite3* db, CheckpointRecord& r) {
   return OkStatus();
 }
 
-}  // namespace
-
-Result<std::optional<CheckpointRecord>> Catalog::FindBySha256(const std::string& sha256) {
-  if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
-  std::lock_guard lock(impl_->mu);
-  sqlite3* db = impl_->db;
-  return InTransaction(db, false, "find checkpoint", [&]() -> Result<std::optional<CheckpointRecord>> {
-    constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS
-                            " FROM checkpoints WHERE sha256 = ?1 AND status IN ('stored', 'revoked')"
-                            " ORDER BY id DESC LIMIT 1";
-    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find checkpoint"));
-    CKG_TRY(s.Bind(1, sha256));
+// FindCheckpointLocked: the first row of `sql` (selecting
+// CKG_CHECKPOINT_COLUMNS, parameters ?1.. bound to `params` in order) with
+// its manifest and findings, read in one transaction. The caller holds the
+// mutex.
+template <class... Params>
+Result<std::optional<CheckpointRecord>> FindCheckpointLocked(sqlite3* db, std::string_view sql, const char* what,
+                                                             const Params&... params) {
+  return InTransaction(db, false, what, [&]() -> Result<std::optional<CheckpointRecord>> {
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, what));
+    int index = 0;
+    Status bound = OkStatus();
+    ((bound = bound ? s.Bind(++index, params) : bound), ...);
+    CKG_TRY(bound);
     CKG_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return std::optional<CheckpointRecord>();
     CheckpointRecord r = CheckpointFromRow(s);
@@ -701,40 +702,33 @@ Result<std::optional<CheckpointRecord>> Catalog::FindBySha256(const std::string&
   });
 }
 
+}  // namespace
+
+Result<std::optional<CheckpointRecord>> Catalog::FindBySha256(const std::string& sha256) {
+  if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
+  std::lock_guard lock(impl_->mu);
+  return FindCheckpointLocked(impl_->db,
+                              "SELECT " CKG_CHECKPOINT_COLUMNS
+                              " FROM checkpoints WHERE sha256 = ?1 AND status IN ('stored', 'revoked')"
+                              " ORDER BY id DESC LIMIT 1",
+                              "find checkpoint", sha256);
+}
+
 Result<std::optional<CheckpointRecord>> Catalog::FindById(int64_t id) {
   std::lock_guard lock(impl_->mu);
-  sqlite3* db = impl_->db;
-  return InTransaction(db, false, "find checkpoint by id", [&]() -> Result<std::optional<CheckpointRecord>> {
-    constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS " FROM checkpoints WHERE id = ?1";
-    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find checkpoint by id"));
-    CKG_TRY(s.Bind(1, id));
-    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) return std::optional<CheckpointRecord>();
-    CheckpointRecord r = CheckpointFromRow(s);
-    CKG_TRY(LoadDetails(db, r));
-    return std::optional<CheckpointRecord>(std::move(r));
-  });
+  return FindCheckpointLocked(impl_->db, "SELECT " CKG_CHECKPOINT_COLUMNS " FROM checkpoints WHERE id = ?1",
+                              "find checkpoint by id", id);
 }
 
 Result<std::optional<CheckpointRecord>> Catalog::FindByNameTag(const std::string& sha256, const std::string& name,
                                                                const std::string& tag) {
   if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
   std::lock_guard lock(impl_->mu);
-  sqlite3* db = impl_->db;
-  return InTransaction(db, false, "find checkpoint", [&]() -> Result<std::optional<CheckpointRecord>> {
-    constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS
-                                     " FROM checkpoints WHERE sha256 = ?1 AND name = ?2 AND tag = ?3"
-                                     " AND status IN ('stored', 'revoked') ORDER BY id DESC LIMIT 1";
-    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find checkpoint"));
-    CKG_TRY(s.Bind(1, sha256));
-    CKG_TRY(s.Bind(2, name));
-    CKG_TRY(s.Bind(3, tag));
-    CKG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) return std::optional<CheckpointRecord>();
-    CheckpointRecord r = CheckpointFromRow(s);
-    CKG_TRY(LoadDetails(db, r));
-    return std::optional<CheckpointRecord>(std::move(r));
-  });
+  return FindCheckpointLocked(impl_->db,
+                              "SELECT " CKG_CHECKPOINT_COLUMNS
+                              " FROM checkpoints WHERE sha256 = ?1 AND name = ?2 AND tag = ?3"
+                              " AND status IN ('stored', 'revoked') ORDER BY id DESC LIMIT 1",
+                              "find checkpoint", sha256, name, tag);
 }
 
 Result<bool> Catalog::RevokeCheckpoint(const std::string& sha256, const std::string& reason, const std::string& by) {
