@@ -310,6 +310,23 @@ int Pull(const RegistryFlags& flags) {
     }
   }
   auto get = [&](const std::string& target) -> Result<Response> { return client->Call("GET", target); };
+  // get_json: GET `target` as a JSON object (with an array `array_field`
+  // when given); on any failure the error is printed, prefixed by `context`.
+  auto get_json = [&](const std::string& target, const char* array_field,
+                      const std::string& context) -> std::optional<json> {
+    auto response = get(target);
+    if (!response) {
+      ReportError(ref, response.error());
+      return std::nullopt;
+    }
+    json j = json::parse(response->body, nullptr, false);
+    if (response->status != 200 || !j.is_object() ||
+        (array_field != nullptr && !(j.contains(array_field) && j[array_field].is_array()))) {
+      std::cerr << "ckptguard: " << ref << ": " << context << ServerError(*response) << "\n";
+      return std::nullopt;
+    }
+    return j;
+  };
 
   // The registry's identity as it answers now.
   std::string server_id, server_name;
@@ -417,18 +434,12 @@ int Pull(const RegistryFlags& flags) {
   std::string sha = by_digest ? ref : std::string();
   std::string resolved_tag = want_tag;
   if (!by_digest) {
-    auto found = get("/v1/checkpoints?limit=100&name=" + Encode(want_name) + (has_tag ? "&tag=" + Encode(want_tag) : ""));
-    if (!found) {
-      ReportError(ref, found.error());
-      return kExitError;
-    }
-    json list = json::parse(found->body, nullptr, false);
-    if (found->status != 200 || !list.is_object() || !list.contains("checkpoints") || !list["checkpoints"].is_array()) {
-      std::cerr << "ckptguard: " << ref << ": " << ServerError(*found) << "\n";
-      return kExitError;
-    }
+    const auto list = get_json(
+        "/v1/checkpoints?limit=100&name=" + Encode(want_name) + (has_tag ? "&tag=" + Encode(want_tag) : ""),
+        "checkpoints", "");
+    if (!list) return kExitError;
     const json* holder = nullptr;
-    for (const auto& row : list["checkpoints"]) {
+    for (const auto& row : (*list)["checkpoints"]) {
       if (!row.is_object() || row.value("status", "") == "rejected") continue;
       holder = &row;
       break;
@@ -450,16 +461,9 @@ int Pull(const RegistryFlags& flags) {
 
   // The record: checkpoint revocation as the registry says it.
   {
-    auto record = get("/v1/checkpoints/" + sha + row_query);
-    if (!record) {
-      ReportError(ref, record.error());
-      return kExitError;
-    }
-    json j = json::parse(record->body, nullptr, false);
-    if (record->status != 200 || !j.is_object()) {
-      std::cerr << "ckptguard: " << ref << ": " << ServerError(*record) << "\n";
-      return kExitError;
-    }
+    const auto record = get_json("/v1/checkpoints/" + sha + row_query, nullptr, "");
+    if (!record) return kExitError;
+    const json& j = *record;
     if (j.value("sha256", "") != sha) return Refuse(ref, "the registry's record names another digest than " + sha);
     const std::string status = j.value("status", "");
     if (status == "revoked" && !flags.allow_revoked) {
@@ -534,17 +538,9 @@ int Pull(const RegistryFlags& flags) {
   // Key revocation as the registry says it (a pinned or --key key may have
   // been revoked since).
   {
-    auto states = get("/v1/keys?format=json");
-    if (!states) {
-      ReportError(ref, states.error());
-      return kExitError;
-    }
-    json j = json::parse(states->body, nullptr, false);
-    if (states->status != 200 || !j.is_object() || !j.contains("keys") || !j["keys"].is_array()) {
-      std::cerr << "ckptguard: " << ref << ": cannot check key revocation: " << ServerError(*states) << "\n";
-      return kExitError;
-    }
-    for (const auto& k : j["keys"]) {
+    const auto states = get_json("/v1/keys?format=json", "keys", "cannot check key revocation: ");
+    if (!states) return kExitError;
+    for (const auto& k : (*states)["keys"]) {
       if (k.is_object() && k.value("key_id", "") == statement->key_id && k.value("state", "") == "revoked") {
         return Refuse(ref, "the signature is by key " + statement->key_id + ", which the registry revoked: " +
                                k.value("revoked_reason", "?"));
