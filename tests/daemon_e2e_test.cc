@@ -24,11 +24,18 @@
 #include <vector>
 
 #include "ckptguard/daemon/catalog.h"
+#include "daemon_process.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using ckptguard::testing::BlobDigests;
+using ckptguard::testing::ConnectFrom;
 using ckptguard::testing::CorpusDir;
+using ckptguard::testing::LastLine;
+using ckptguard::testing::MakeToken;
+using ckptguard::testing::ReadUntilClosed;
+using ckptguard::testing::SendBytes;
 using ckptguard::testing::ReadFile;
 using ckptguard::testing::Run;
 using ckptguard::testing::ShellQuote;
@@ -37,80 +44,9 @@ using ckptguard::testing::TempDir;
 namespace {
 
 const std::string kCli = CKPTGUARD_CLI;
-const std::string kDaemon = CKPTGUARD_DAEMON;
+const std::string& kDaemon = ckptguard::testing::kDaemonPath;
 
-std::string LastLine(const std::string& text) {
-  std::string t = text;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  const size_t nl = t.rfind('\n');
-  return nl == std::string::npos ? t : t.substr(nl + 1);
-}
-
-// Daemon runs ckptguardd in the background on port 0 and reads the port it bound.
-struct Daemon {
-  pid_t pid = -1;
-  int port = 0;
-  fs::path dir;
-  fs::path log;
-
-  Daemon(const fs::path& data_dir, const fs::path& work, std::vector<std::string> extra = {}) : dir(data_dir) {
-    const fs::path port_file = work / ("port-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    log = work / (port_file.filename().string() + ".log");
-    std::vector<std::string> args = {kDaemon, "--data-dir", data_dir.string(), "--listen", "127.0.0.1:0",
-                                     "--port-file", port_file.string()};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid = ::fork();
-    if (pid == 0) {
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    for (int i = 0; i < 600 && port == 0; ++i) {  // ASan start-up can be slow: up to 60 s
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      if (fs::exists(port_file)) port = std::stoi(ReadFile(port_file));
-      int status = 0;
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
-        pid = -1;
-        break;
-      }
-    }
-    BOOST_REQUIRE_MESSAGE(port != 0, "ckptguardd did not start: " << ReadFile(log));
-  }
-  ~Daemon() { Stop(SIGTERM); }
-
-  std::string Url() const { return "http://127.0.0.1:" + std::to_string(port); }
-
-  // Stop sends `signal` and waits; returns the exit status (-1 if killed by a signal).
-  int Stop(int signal) {
-    if (pid <= 0) return -1;
-    ::kill(pid, signal);
-    int status = 0;
-    for (int i = 0; i < 600; ++i) {
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
-        pid = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-    pid = -1;
-    return -2;
-  }
-  static inline int counter = 0;
-};
-
-std::string MakeToken(const fs::path& data_dir, const std::string& name, const std::string& scope) {
-  auto r = Run(ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data_dir.string()) + " token create " + name +
-               " --scope " + scope + " 2>&1");
-  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.out);
-  return LastLine(r.out);
-}
+using Daemon = ckptguard::testing::DaemonProcess;
 
 // Env: the registry and token for a client run; pulls without --key pin the
 // registry's keys in a known-registries file beside the data folder, never
@@ -141,15 +77,6 @@ std::string ScanVerdict(const fs::path& file) {
   return j.value("verdict", "");
 }
 
-std::set<std::string> BlobDigests(const fs::path& data_dir) {
-  std::set<std::string> out;
-  if (!fs::exists(data_dir / "blobs")) return out;
-  for (const auto& e : fs::recursive_directory_iterator(data_dir / "blobs")) {
-    if (e.is_regular_file()) out.insert(e.path().filename().string());
-  }
-  return out;
-}
-
 // CheckConsistent: no stored/revoked row without its blob; with `strict`,
 // also no blob without a row (what a restart's reconciliation guarantees).
 void CheckConsistent(const fs::path& data_dir, bool strict) {
@@ -171,33 +98,6 @@ size_t CountRows(const fs::path& data_dir) {
   if (!catalog) return 0;
   auto rows = (*catalog)->ListCheckpoints({"", "", "", 1000, 0});
   return rows ? rows->size() : 0;
-}
-
-int Connect(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  return fd;
-}
-
-void SendAll(int fd, const std::string& bytes) {
-  size_t sent = 0;
-  while (sent < bytes.size()) {
-    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-    BOOST_REQUIRE(n > 0);
-    sent += static_cast<size_t>(n);
-  }
-}
-
-std::string ReadAll(int fd) {
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
-  return out;
 }
 
 }  // namespace
@@ -364,24 +264,19 @@ BOOST_AUTO_TEST_CASE(SigtermLetsAnUploadInFlightFinish) {
   const std::string token = MakeToken(data, "drain", "write");
   Daemon daemon(data, work.path);
   const std::string file = ReadFile(CorpusDir() / "benign" / "mlp.params");
-  const int fd = Connect(daemon.port);
-  SendAll(fd, "POST /v1/checkpoints?name=drained&tag=t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
+  const int fd = ConnectFrom(daemon.port);
+  BOOST_REQUIRE(fd >= 0);
+  SendBytes(fd, "POST /v1/checkpoints?name=drained&tag=t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
                   "\r\nContent-Length: " + std::to_string(file.size()) + "\r\n\r\n" + file.substr(0, file.size() / 2));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   ::kill(daemon.pid, SIGTERM);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   // New connections are refused while the upload finishes.
-  {
-    const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(daemon.port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    BOOST_CHECK(::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0);
-    ::close(probe);
-  }
-  SendAll(fd, file.substr(file.size() / 2));
-  const std::string answer = ReadAll(fd);
+  const int probe = ConnectFrom(daemon.port);
+  BOOST_CHECK(probe < 0);
+  if (probe >= 0) ::close(probe);
+  BOOST_CHECK(SendBytes(fd, file.substr(file.size() / 2)));
+  const std::string answer = ReadUntilClosed(fd);
   ::close(fd);
   BOOST_CHECK_MESSAGE(answer.rfind("HTTP/1.1 201", 0) == 0, answer.substr(0, 500));
   BOOST_CHECK_EQUAL(daemon.Stop(SIGTERM), 0);
