@@ -210,8 +210,7 @@ class Scanner {
         }
         if (incomplete) {
           entry_ = &n.caller_entry;
-          auto cached = classes_.find(n.loader);
-          if (cached != classes_.end()) ReportGlobal(n.loader, cached->second, n.offset);
+          ReportDeferred(n.loader, n.offset);
         }
       }
     }
@@ -415,19 +414,26 @@ class Scanner {
     Add(id, cls.severity, std::move(message), *entry_, offset, full);
   }
 
-  // DeferredIsDangerous: the rule a deferred loader reports is dangerous.
-  bool DeferredIsDangerous(const Sym& g) {
-    auto cached = classes_.find(std::string(g.text));
-    return cached != classes_.end() && cached->second.cls.severity == Severity::kDangerous;
+  // ClassOf: the classification of a global symbol (ClassifyAndReport
+  // made it), or nullptr.
+  const Classified* ClassOf(std::string_view full) const {
+    auto cached = classes_.find(std::string(full));
+    return cached != classes_.end() ? &cached->second : nullptr;
   }
 
-  // ReportDeferred reports a deferred loader (Sym::deferred) by its rule: it
-  // is used other than called with one fully known argument.
-  void ReportDeferred(const Sym& g, uint64_t offset) {
-    const std::string full(g.text);
-    auto cached = classes_.find(full);
-    if (cached != classes_.end()) {
-      ReportGlobal(full, cached->second, offset);
+  // DeferredIsDangerous: the rule a deferred loader reports is dangerous.
+  bool DeferredIsDangerous(const Sym& g) const {
+    const Classified* c = ClassOf(g.text);
+    return c != nullptr && c->cls.severity == Severity::kDangerous;
+  }
+
+  // ReportDeferred reports a deferred loader (Sym::deferred, or a loader
+  // whose literal could not be scanned to the end) by its rule: it is used
+  // other than called with one fully known argument.
+  void ReportDeferred(std::string_view loader, uint64_t offset) {
+    const std::string full(loader);
+    if (const Classified* c = ClassOf(full)) {
+      ReportGlobal(full, *c, offset);
     } else {
       // Not reachable (a deferred global was classified); never silent.
       AddFixed("CKG-F080", "global '" + full + "' is a loader used as more than a call on literal data", offset, full);
@@ -581,12 +587,11 @@ class Scanner {
       judged_by_data = op.code == Opcode::kReduce && only != nullptr && !only->truncated && depth_ < kMaxNestedDepth &&
                        ((input == "bytes" && only->kind == Sym::kBytes) ||
                         (input == "stream" && only->payload == Sym::kStream));
-      if (!judged_by_data) ReportDeferred(t, op.offset);
+      if (!judged_by_data) ReportDeferred(t.text, op.offset);
     }
     // Reported dangerous by name already (no F080 on top), or judged by its
     // literal argument (not a call of unknown code).
     const bool named_dangerous = t.dangerous || judged_by_data || (t.deferred && DeferredIsDangerous(t));
-    const char* const nested_rule = judged_by_data ? "CKG-F062" : "CKG-F060";
     // Bytes, a byte stream or a path handed to a loader; bytes that are a
     // pickle handed to any callee not known to be data.
     const bool data_call = allowed || (callable != nullptr && IsDataKind(callable->kind));
@@ -596,9 +601,9 @@ class Scanner {
       const bool looks_pickled = a.kind == Sym::kBytes && a.text.size() >= 2 && a.text[0] == '\x80' &&
                                  static_cast<unsigned char>(a.text[1]) <= 5;
       if ((loader && a.kind == Sym::kBytes) || looks_pickled) {
-        QueueNested(op, name, a.text, a.truncated, nested_rule);
+        QueueNested(op, name, a.text, a.truncated, judged_by_data);
       } else if (loader && a.payload == Sym::kStream) {
-        QueueNested(op, name, a.text, a.truncated, nested_rule);
+        QueueNested(op, name, a.text, a.truncated, judged_by_data);
       } else if (loader && (a.kind == Sym::kStr || a.payload == Sym::kPath)) {
         const std::string path(a.text);
         AddFixed("CKG-F061",
@@ -786,7 +791,7 @@ class Scanner {
         }
         if (v.kind == Sym::kGlobal && v.deferred) {
           // A loader handed to a callee, which may call it on anything.
-          ReportDeferred(v, op.offset);
+          ReportDeferred(v.text, op.offset);
           return;
         }
         if (v.kind != Sym::kGlobal || IsDataGlobal(v) || v.dangerous) return;
@@ -797,29 +802,30 @@ class Scanner {
   }
 
   // QueueNested schedules bytes handed to a loader for a scan of their own,
-  // reported as `rule`: CKG-F060 (dangerous: an unknown or partial nested
-  // pickle runs) or CKG-F062 (a loader judged by its literal argument).
+  // reported as CKG-F060 (dangerous: an unknown or partial nested pickle
+  // runs) or, when the loader is `judged` by this literal argument, as
+  // CKG-F062.
   void QueueNested(const PickleOp& op, std::string_view callee, std::string_view bytes, bool truncated,
-                   const char* rule = "CKG-F060") {
+                   bool judged = false) {
     if (depth_ >= kMaxNestedDepth) {
       AddFixed("CKG-F060", "bytes handed to " + callee + " are nested more than " + Num(kMaxNestedDepth) +
                                " levels deep; not scanned", op.offset, callee);
       return;
     }
     const std::string entry = (entry_->empty() ? std::string() : *entry_ + " > ") + callee + "@" + Num(op.offset);
-    if (std::string_view(rule) == "CKG-F062") {
-      AddFixed(rule,
+    if (judged) {
+      AddFixed("CKG-F062",
                "the only argument of " + callee + " is literal data, scanned as entry '" + entry + "': " + callee +
                    " runs exactly what it holds (its findings are reported there); not weights-only",
                op.offset, callee);
     } else {
-      AddFixed(rule,
+      AddFixed("CKG-F060",
                "bytes handed to " + callee + " are themselves a pickle; scanned as entry '" + entry + "'" +
                    (truncated ? " (only their first bytes are known)" : ""),
                op.offset, callee);
     }
     Nested n{std::string(bytes), entry, depth_ + 1, "", "", op.offset};
-    if (std::string_view(rule) == "CKG-F062") {
+    if (judged) {
       n.loader = std::string(callee);
       n.caller_entry = *entry_;
     }
@@ -886,7 +892,7 @@ class Scanner {
         // call of a computed value (F002). Its BUILD state repeats f. A
         // loader bound in a partial is no longer a call on literal data.
         for (uint32_t id : args) {
-          if (Val(id).kind == Sym::kGlobal && Val(id).deferred) ReportDeferred(Val(id), op.offset);
+          if (Val(id).kind == Sym::kGlobal && Val(id).deferred) ReportDeferred(Val(id).text, op.offset);
         }
         break;
       case CallableKind::kReconstructor: {
