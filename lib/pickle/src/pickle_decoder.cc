@@ -59,6 +59,60 @@ Result<PickleOp> PickleDecoder::Next() {
 
 Status PickleDecoder::Next(PickleOp& op) {
   if (failed_) return std::unexpected(*failed_);
+  // The fast path: an opcode without an operand or with a fixed-width
+  // integer one, wholly present (most of a state dict's opcodes: MARK,
+  // TUPLE*, REDUCE, BINPUT, BINGET, BININT*, NEWFALSE...). The same result
+  // as the general path below, without its error plumbing.
+  if (cursor_.Remaining() >= 5 && num_ops_ < limits_.max_ops && !between_pickles_) {
+    const uint64_t start = cursor_.Offset();
+    const OpcodeInfo* info = FindOpcode(cursor_.Rest()[0]);
+    if (info != nullptr) {
+      const OperandKind kind = info->operand;
+      const Bytes rest = cursor_.Rest();
+      uint64_t length = 0;
+      switch (kind) {
+        case OperandKind::kNone: length = 1; break;
+        case OperandKind::kUInt1:
+          length = 2;
+          op.arg.Reset();
+          op.arg.type = PickleArgType::kUInt;
+          op.arg.uint_value = rest[1];
+          break;
+        case OperandKind::kUInt2:
+          length = 3;
+          op.arg.Reset();
+          op.arg.type = PickleArgType::kUInt;
+          op.arg.uint_value = static_cast<uint16_t>(rest[1] | (rest[2] << 8));
+          break;
+        case OperandKind::kUInt4:
+        case OperandKind::kInt4: {
+          length = 5;
+          const uint32_t u = static_cast<uint32_t>(rest[1]) | (static_cast<uint32_t>(rest[2]) << 8) |
+                             (static_cast<uint32_t>(rest[3]) << 16) | (static_cast<uint32_t>(rest[4]) << 24);
+          op.arg.Reset();
+          if (kind == OperandKind::kUInt4) {
+            op.arg.type = PickleArgType::kUInt;
+            op.arg.uint_value = u;
+          } else {
+            op.arg.type = PickleArgType::kInt;
+            op.arg.int_value = static_cast<int32_t>(u);
+          }
+          break;
+        }
+        default: break;
+      }
+      if (length != 0 && info->code != Opcode::kProto && info->code != Opcode::kStop) {
+        if (kind == OperandKind::kNone) op.arg.Reset();
+        (void)cursor_.Skip(length);  // in bounds: 5 bytes or more remain
+        op.code = info->code;
+        op.offset = start;
+        op.length = length;
+        op.pickle_index = num_finished_;
+        ++num_ops_;
+        return OkStatus();
+      }
+    }
+  }
   const uint64_t start = cursor_.Offset();
   ByteCursor saved = cursor_;
   auto fail = [&](Error error) -> Status {
