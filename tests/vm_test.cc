@@ -940,6 +940,43 @@ BOOST_AUTO_TEST_CASE(PopOfAMarkAndPopMark) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(SmallIntsAreSharedAndNeverReclaimedWhileOnTheStack) {
+  using O = Opcode;
+  {
+    // One value for each of None, False, True and a small int, however often
+    // the pickle makes it (a state dict's sizes, strides and offsets).
+    Pk p;
+    p.Mark().Int(7).Int(7).None().None().Bool(false).Bool(false).Int(100000).Int(100000).Op(O::kTuple).Stop();
+    VmRun vm;
+    const Result<ValueId> root = vm.Run(p);
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    const std::vector<ValueId>& items = vm.V(*root).items;
+    BOOST_REQUIRE(items.size() == 8u);
+    BOOST_TEST(items[0] == items[1]);
+    BOOST_TEST(items[2] == items[3]);
+    BOOST_TEST(items[4] == items[5]);
+    BOOST_TEST(items[6] != items[7]);  // beyond the shared range: one value each
+    BOOST_TEST(vm.IntOf(items[0]) == 7);
+    BOOST_TEST(vm.IntOf(items[6]) == 100000);
+  }
+  {
+    // (5, 7, 5, 7) then POP: the 7 popped is the newest value, but the same
+    // shared value still sits below; reclaiming it would make that slot the
+    // next value made ('abc'). pickle.loads gives (5, 7, 5, 'abc').
+    Pk p;
+    p.Mark().Int(5).Int(7).Int(5).Int(7).Op(O::kPop).Str("abc").Op(O::kTuple).Stop();
+    VmRun vm;
+    const Result<ValueId> root = vm.Run(p);
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    const std::vector<ValueId>& items = vm.V(*root).items;
+    BOOST_REQUIRE(items.size() == 4u);
+    BOOST_TEST(vm.IntOf(items[0]) == 5);
+    BOOST_TEST(vm.IntOf(items[1]) == 7);
+    BOOST_TEST(vm.IntOf(items[2]) == 5);
+    BOOST_TEST(vm.Text(items[3]) == "abc");
+  }
+}
+
 BOOST_AUTO_TEST_CASE(MemoizeNumbering) {
   using O = Opcode;
   {
@@ -1328,7 +1365,7 @@ BOOST_AUTO_TEST_CASE(LimitsAreEnforcedAndNamed) {
   cases.push_back({"max_container_len TUPLE", [](VmLimits& l) { l.max_container_len = 2; },
                    Pk().Mark().Int(1).Int(2).Int(3).Op(O::kTuple), "max_container_len (2) exceeded"});
   cases.push_back({"max_values", [](VmLimits& l) { l.max_values = 5; },
-                   Pk().Int(1).Int(1).Int(1).Int(1).Int(1).Int(1), "max_values (5) exceeded"});
+                   Pk().Int(1).Int(2).Int(3).Int(4).Int(5).Int(6), "max_values (5) exceeded"});
   cases.push_back({"max_alloc_bytes by a long string", [](VmLimits& l) { l.max_alloc_bytes = 1000; },
                    Pk().Str(std::string(2000, 'a')), "max_alloc_bytes (1000) exceeded"});
   cases.push_back({"max_alloc_bytes by many small values", [](VmLimits& l) { l.max_alloc_bytes = 4096; },

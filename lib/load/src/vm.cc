@@ -1,6 +1,7 @@
 #include "ckptguard/vm.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -229,7 +230,29 @@ class Vm {
         }
         break;
     }
-    return Add(op, std::move(v));
+    // None, bools and small ints are never changed once made, and a state
+    // dict repeats the same few (sizes, strides, offsets, False) hundreds of
+    // thousands of times: one value each, as CPython shares them too.
+    const size_t slot = InternSlot(v);
+    if (slot == kNotInterned) return Add(op, std::move(v));
+    if (interned_[slot] == kNotInterned) {
+      CKG_ASSIGN_OR_RETURN(interned_[slot], Add(op, std::move(v)));
+    }
+    return interned_[slot];
+  }
+  // InternSlot: the slot of interned_ for None, False, True and the ints
+  // 0..kInternedInts-1, or kNotInterned.
+  static constexpr size_t kInternedInts = 1024;
+  static constexpr ValueId kNotInterned = UINT32_MAX;
+  static size_t InternSlot(const Value& v) {
+    switch (v.kind) {
+      case ValueKind::kInt:
+        return v.int_value >= 0 && v.int_value < static_cast<int64_t>(kInternedInts) ? static_cast<size_t>(v.int_value)
+                                                                                      : kNotInterned;
+      case ValueKind::kBool: return kInternedInts + (v.int_value != 0 ? 1 : 0);
+      case ValueKind::kNone: return kInternedInts + 2;
+      default: return kNotInterned;
+    }
   }
   Result<Id> Tuple(const PickleOp& op, std::span<const Id> items) {
     Value v;
@@ -348,6 +371,8 @@ class Vm {
   // pickle of such pairs would grow the arena by a Value per two bytes.
   void Discard(Id id) {
     if (id + 1 != state_.values.size()) return;
+    // A shared value (interned_) may be anywhere on the stack still.
+    if (const size_t slot = InternSlot(state_.values.Get(id)); slot != kNotInterned && interned_[slot] == id) return;
     switch (state_.values.Get(id).kind) {
       case ValueKind::kNone:
       case ValueKind::kBool:
@@ -1027,6 +1052,11 @@ class Vm {
   // Reused buffers of the key rendering (HashKey), so that indexing a key
   // allocates nothing once they have grown.
   std::vector<KeyItem> key_todo_;
+  std::array<ValueId, kInternedInts + 3> interned_ = [] {  // InternSlot -> value id
+    std::array<ValueId, kInternedInts + 3> a{};
+    a.fill(kNotInterned);
+    return a;
+  }();
   std::string key_text_;
   std::string other_key_text_;
   std::string scalar_key_;
