@@ -76,6 +76,12 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
           s << v.float_value;
           return s.str();
         }
+        case ValueKind::kComplex: {
+          std::ostringstream s;
+          s.precision(17);
+          s << "complex(" << v.float_value << ", " << v.imag_value << ")";
+          return s.str();
+        }
         case ValueKind::kStr: return "'" + v.text.substr(0, 80) + (v.text.size() > 80 ? "...'" : "'");
         case ValueKind::kBytes: return "<" + std::to_string(v.text.size()) + " bytes>";
         case ValueKind::kDtype: return "torch." + std::string(DTypeName(v.dtype));
