@@ -274,6 +274,11 @@ def test_lone_surrogates_in_strings_and_keys(tmp_path):
     path = tmp_path / "surrogates.pt"
     raw = subprocess.run([CLI, "inspect", "--json", str(path)], capture_output=True, timeout=300).stdout
     assert b'"w\\udc80"' in raw and b'"x\\ud800y\\udfffz"' in raw
+    # Text output escapes what is not well-formed UTF-8 (inspect_text decodes
+    # strictly) and keeps the three keys apart.
+    text = inspect_text(path)
+    assert "  w\\xED\\xB2\\x80  float32 [3]" in text and "  w\\xED\\xB2\\x81  float32 [4]" in text
+    assert "  w\ufffd  int64 [2]" in text and "collision" not in text
 
 
 def test_surrogate_pair_key_and_astral_key_collide_in_json(tmp_path):
