@@ -1,8 +1,11 @@
 // `ckptguard inspect`: what the hardened loader reads from a checkpoint.
 #include "inspect_command.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "ckptguard/printable.h"
@@ -19,18 +22,25 @@ std::string Dims(const std::vector<int64_t>& dims) {
   return out + "]";
 }
 
+// JsonDims is what the tensor lines have always shown: "[256,20]".
+std::string JsonDims(const std::vector<int64_t>& dims) { return json(dims).dump(); }
+
 json ErrorJson(const Error& e) {
   return json{{"code", std::string(ErrorCodeName(e.code))}, {"offset", e.offset}, {"where", e.where},
               {"detail", e.detail}, {"message", e.ToString()}};
 }
 
-// ExpectJson is the corpus's .expect.json shape (kind, tensors, skeleton)
-// with the file's name and path.
-Result<json> ExpectJson(const Checkpoint& ckpt, const std::string& path, const InspectFlags& flags) {
+// ExpectJson is the corpus's .expect.json shape (kind, tensors, skeleton...)
+// with the file's name and path first. DescribeJson writes what no JSON
+// library here would (lone surrogates as \udXXX escapes), so it is spliced
+// in as text, never parsed and dumped again.
+Result<std::string> ExpectJson(const Checkpoint& ckpt, const std::string& path, const InspectFlags& flags) {
   CKG_ASSIGN_OR_RETURN(std::string text, ckpt.DescribeJson(flags.prefix, !flags.no_digest));
-  json out = json::parse(text);
-  out["file"] = std::filesystem::path(path).filename().string();
-  out["path"] = path;
+  if (text.size() < 2 || text.front() != '{') return MakeError(ErrorCode::kInternal, 0, "DescribeJson is not an object");
+  const json names{{"file", std::filesystem::path(path).filename().string()}, {"path", path}};
+  std::string out = names.dump(-1, ' ', false, json::error_handler_t::replace);
+  out.back() = ',';
+  out.append(text, 1);
   return out;
 }
 
@@ -66,6 +76,12 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
           s << v.float_value;
           return s.str();
         }
+        case ValueKind::kComplex: {
+          std::ostringstream s;
+          s.precision(17);
+          s << "complex(" << v.float_value << ", " << v.imag_value << ")";
+          return s.str();
+        }
         case ValueKind::kStr: return "'" + v.text.substr(0, 80) + (v.text.size() > 80 ? "...'" : "'");
         case ValueKind::kBytes: return "<" + std::to_string(v.text.size()) + " bytes>";
         case ValueKind::kDtype: return "torch." + std::string(DTypeName(v.dtype));
@@ -88,6 +104,12 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
                                                                    : std::string(ValueKindName(v.kind));
       out << Printable(line) << (f.label.empty() ? "" : " ") << Printable(kind) << " (" << n << ")\n";
       if (f.depth >= 64) continue;
+      // OrderedDict attributes (state_dict()._metadata) come after the items.
+      for (size_t i = v.attrs.size() / 2; i-- > 0;) {
+        const Value& name = values.Get(v.attrs[2 * i]);
+        const std::string label = name.kind == ValueKind::kStr ? name.text : "<" + std::string(ValueKindName(name.kind)) + ">";
+        stack.push_back({v.attrs[2 * i + 1], "(attribute) " + label + ":", f.depth + 1});
+      }
       for (size_t i = n; i-- > 0;) {
         if (is_dict) {
           const Value& key = values.Get(v.items[2 * i]);
@@ -105,9 +127,56 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
   }
 }
 
+// PrintTensors prints every tensor under the prefix with its path, one a
+// line, and says which paths name more than one tensor (all are listed).
+Status PrintTensors(const Checkpoint& ckpt, const InspectFlags& flags, std::ostream& out) {
+  CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> named, ckpt.StateDict(flags.prefix));
+  std::stable_sort(named.begin(), named.end(),
+                   [](const NamedTensor& a, const NamedTensor& b) { return a.path < b.path; });
+  std::map<std::string, size_t> paths;
+  for (const NamedTensor& nt : named) ++paths[nt.path];
+  std::string text = "tensors (" + std::to_string(named.size()) +
+                     (flags.prefix.empty() ? "" : " under '" + Printable(flags.prefix) + "'") + "):\n";
+  for (const NamedTensor& nt : named) {
+    const Tensor& t = ckpt.tensors()[nt.tensor];
+    text += "  " + Printable(nt.path) + "  " + std::string(DTypeName(t.dtype)) + " " + JsonDims(t.shape) + " stride " +
+            JsonDims(t.stride) + " offset " + std::to_string(t.storage_offset) + (t.parameter ? " parameter" : "");
+    if (!flags.no_digest) {
+      CKG_ASSIGN_OR_RETURN(std::string digest, ckpt.Sha256Hex(nt.tensor));
+      text += "  sha256 " + digest;
+    }
+    text += "\n";
+  }
+  for (const auto& [path, count] : paths) {
+    if (count > 1) {
+      text += "collision: " + std::to_string(count) + " tensors have the path " + Printable(path) +
+              " (keys with dots; --json lists the keys of each)\n";
+    }
+  }
+  CKG_TRY(ckpt.CheckUnchanged());
+  out << text;
+  return OkStatus();
+}
+
 int InspectOne(const std::string& path, const InspectFlags& flags) {
   Result<Checkpoint> ckpt = LoadCheckpoint(path, flags.load);
-  Result<json> doc = ckpt ? ExpectJson(*ckpt, path, flags) : Result<json>(std::unexpected(ckpt.error()));
+  if (ckpt && !flags.json) {
+    std::ostringstream text;
+    if (Status printed = PrintTensors(*ckpt, flags, text); !printed) {
+      // A file that changed under the digests explains their error.
+      Status unchanged = ckpt->CheckUnchanged();
+      ReportError(path, unchanged ? printed.error() : unchanged.error());
+      return kExitError;
+    }
+    std::cout << "== " << Printable(path) << "\n";
+    std::cout << "format: " << ContainerFormatName(ckpt->format()) << "\n";
+    for (const std::string& note : ckpt->notes()) std::cout << "note: " << Printable(note) << "\n";
+    std::cout << text.str();
+    std::cout << "tree:\n";
+    PrintTree(*ckpt, flags.max_tree_lines, std::cout);
+    return kExitOk;
+  }
+  Result<std::string> doc = ckpt ? ExpectJson(*ckpt, path, flags) : Result<std::string>(std::unexpected(ckpt.error()));
   // The digests read tensor data through the map: torn if the file changed
   // (which also explains any error they gave).
   if (ckpt) {
@@ -122,25 +191,7 @@ int InspectOne(const std::string& path, const InspectFlags& flags) {
     }
     return kExitError;
   }
-  if (flags.json) {
-    std::cout << doc->dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
-    return kExitOk;
-  }
-  std::cout << "== " << Printable(path) << "\n";
-  std::cout << "format: " << ContainerFormatName(ckpt->format()) << "\n";
-  for (const std::string& note : ckpt->notes()) std::cout << "note: " << Printable(note) << "\n";
-  const json& tensors = (*doc)["tensors"];
-  std::cout << "tensors (" << tensors.size() << (flags.prefix.empty() ? "" : " under '" + Printable(flags.prefix) + "'")
-            << "):\n";
-  for (const auto& [name, t] : tensors.items()) {
-    std::cout << "  " << Printable(name) << "  " << Printable(t["dtype"].get<std::string>()) << " " << t["shape"].dump() << " stride "
-              << t["stride"].dump() << " offset " << t["storage_offset"].get<int64_t>()
-              << (t["parameter"].get<bool>() ? " parameter" : "");
-    if (t.contains("sha256")) std::cout << "  sha256 " << t["sha256"].get<std::string>();
-    std::cout << "\n";
-  }
-  std::cout << "tree:\n";
-  PrintTree(*ckpt, flags.max_tree_lines, std::cout);
+  std::cout << *doc << "\n";
   return kExitOk;
 }
 
@@ -162,8 +213,38 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
   in C order, little-endian (big-endian records are swapped first); then the
   values as a tree.
 
+  Two tensors can have one path ({'a.b': t1, 'a': {'b': t2}} gives a.b twice):
+  every tensor is listed, and a "collision:" line names each such path. An
+  OrderedDict's attributes (state_dict()._metadata) show in the tree as
+  "(attribute) _metadata:".
+
   --json prints one JSON object per file and line, shaped like the test corpus's
   .expect.json files (kind, tensors, skeleton), so the two compare directly.
+  It holds every value the loader read, exactly:
+    file, path       the file's name and the path given
+    kind             container format (torch-zip, torch-legacy, safetensors...)
+    tensors          {path: {dtype, shape, stride, storage_offset, parameter,
+                     sha256}}; where paths collide, the first tensor in order
+    skeleton         the top object, tensors as "<tensor>": {"__dict__":
+                     [[k, v], ...]}, {"__list__": [...]}, {"__tuple__": [...]},
+                     {"__set__": [...]}, {"__bytes__": hex}, {"__bigint__":
+                     "digits"} (beyond 2^53), {"__float__": "nan"|"inf"|"-inf"},
+                     {"__complex__": [re, im]} (each part a number or a
+                     __float__ object), {"__device__": d}, {"__global__": name}
+    collisions       (when paths collide) [{"path", "tensors": [{"keys", dtype,
+                     shape, ..., sha256}, ...]}]: every tensor of that path with
+                     the keys that lead to it (dict keys as in the skeleton,
+                     list indexes as numbers)
+    attrs            (when OrderedDicts have attributes, as every state_dict's
+                     _metadata) [{"keys", "attrs": {"__dict__": [[name, value],
+                     ...]}}], keys from the top object ([] for a bare
+                     state_dict); an attribute step in keys is {"__attr__": name}
+    notes, anomalies (when there are any)
+  Strings keep lone surrogates (which torch.load gives for such pickled str) as
+  \udXXX escapes, as Python's json.dumps writes them; a str with a high
+  surrogate directly before a low one, which a JSON reader would join into one
+  character, is {"__str__": hex of its UTF-8 with surrogates}. Paths that a
+  JSON reader would read as one key count as colliding.
 
 Exit status: 0 when every file loaded, 2 when one did not (the error names the
 file, the entry, the global or limit, and the byte offset).

@@ -13,7 +13,10 @@
 //  * NamedTensors and DescribeJson succeed or fail with kLimitExceeded;
 //    Sha256Hex and ContiguousBytes succeed on every tensor, the digest is 64
 //    hex digits and the copy holds every element;
-//  * loading the same bytes twice gives the identical DescribeJson.
+//  * loading the same bytes twice gives the identical DescribeJson;
+//  * DescribeJson is JSON (once its lone-surrogate escapes, which nlohmann
+//    refuses, are made plain) and drops no tensor: every one NamedTensors
+//    lists is under "tensors", or under "collisions" when its path is shared.
 //
 // Digests and copies take time (and a copy memory) in proportion to a
 // tensor's logical size; VmLimits::max_view_bytes bounds it (a stride-0 view
@@ -26,6 +29,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/container.h"
@@ -62,6 +67,52 @@ void CheckErrorOffset(const Error& err, const Container& container, size_t size,
 
 void CheckNotInternal(const Error& err, const char* what) {
   Check(err.code != ErrorCode::kInternal, what, err.ToString());
+}
+
+// TensorCounter counts, while nlohmann's SAX parser reads a DescribeJson,
+// the keys of "tensors", the groups of "collisions" and the tensors in them.
+// (Parsing into a json object would merge equal keys and hide a loss.)
+struct TensorCounter {
+  using Json = nlohmann::json;
+  int depth = 0;
+  std::string top;  // the member of the top object being read
+  uint64_t tensors = 0, groups = 0, entries = 0;
+
+  bool start_object(std::size_t) {
+    ++depth;
+    if (top == "collisions" && depth == 3) ++groups;
+    if (top == "collisions" && depth == 5) ++entries;
+    return true;
+  }
+  bool key(Json::string_t& k) {
+    if (depth == 1) top = k;
+    if (depth == 2 && top == "tensors") ++tensors;
+    return true;
+  }
+  bool end_object() { return --depth, true; }
+  bool start_array(std::size_t) { return ++depth, true; }
+  bool end_array() { return --depth, true; }
+  bool null() { return true; }
+  bool boolean(bool) { return true; }
+  bool number_integer(Json::number_integer_t) { return true; }
+  bool number_unsigned(Json::number_unsigned_t) { return true; }
+  bool number_float(Json::number_float_t, const Json::string_t&) { return true; }
+  bool string(Json::string_t&) { return true; }
+  bool binary(Json::binary_t&) { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) { return false; }
+};
+
+void CheckDescribed(const std::string& described, uint64_t num_named) {
+  // \udXXX escapes of lone surrogates become \u0XXX: nlohmann refuses
+  // them, and they are valid JSON otherwise.
+  std::string plain = described;
+  for (size_t at = plain.find("\\ud"); at != std::string::npos; at = plain.find("\\ud", at + 3)) plain[at + 2] = '0';
+  TensorCounter counter;
+  const bool parsed = nlohmann::json::sax_parse(plain, &counter);
+  Check(parsed, "DescribeJson is JSON", described.substr(0, 400));
+  if (!parsed) return;
+  Check(counter.tensors + counter.entries - counter.groups == num_named,
+        "DescribeJson lists every tensor NamedTensors does (under tensors or collisions)", described.substr(0, 400));
 }
 
 // CheckLoaded checks a successful load and returns its DescribeJson (or the
@@ -107,6 +158,7 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
           named.error().ToString());
   }
   Result<std::string> json = ck.DescribeJson("", digests);
+  if (json && named) CheckDescribed(*json, named->size());
   if (json) return *json;
   Check(json.error().code == ErrorCode::kLimitExceeded, "DescribeJson fails only on limits", json.error().ToString());
   return "error: " + json.error().ToString();

@@ -555,6 +555,63 @@ BOOST_AUTO_TEST_CASE(OrderedDictWithMetadataFromCPython) {
   BOOST_TEST(vm.IntOf(inner.items[1]) == 1);
 }
 
+// What the JSON of a load shows, exactly, for values JSON libraries lose:
+// lone surrogates (torch.load gives them for pickled str), nan/inf inside
+// complex numbers, -0.0, and OrderedDict attributes. Pickles from CPython 3.11
+// (pickle.dumps(value, protocol=2)).
+BOOST_AUTO_TEST_CASE(SkeletonJsonIsExactForSurrogatesComplexAndAttributes) {
+  struct Case {
+    const char* what;
+    std::string pickle_hex;
+    std::string skeleton;
+  };
+  const std::vector<Case> cases = {
+      {"{'w\\udc80': 1, 'w\\udc81': 2, 'w\\ufffd': 3}: three keys",
+       "80027d710028580400000077edb28071014b01580400000077edb28171024b02580400000077efbfbd71034b03752e",
+       "{\"__dict__\":[[\"w\\udc80\",1],[\"w\\udc81\",2],[\"w\xef\xbf\xbd\",3]]}"},
+      {"['x\\ud800y', '\\ud83d\\ude00', '\\U0001f600', '\\ude00\\ud83d']: a pair of lone surrogates is no astral "
+       "character",
+       "80025d710028580500000078eda0807971015806000000eda0bdedb88071025804000000f09f988071035806000000edb880eda0bd710465"
+       "2e",
+       "{\"__list__\":[\"x\\ud800y\",{\"__str__\":\"eda0bdedb880\"},\"\xf0\x9f\x98\x80\",\"\\ude00\\ud83d\"]}"},
+      {"[complex(nan, inf), complex(-inf, -0.0), -0.0, 1e16]",
+       "80025d710028635f5f6275696c74696e5f5f0a636f6d706c65780a7101477ff8000000000000477ff000000000000086710252710368014"
+       "7fff0000000000000478000000000000000867104527105478000000000000000474341c37937e08000652e",
+       "{\"__list__\":[{\"__complex__\":[{\"__float__\":\"nan\"},{\"__float__\":\"inf\"}]},{\"__complex__\":[{\"__float__\":"
+       "\"-inf\"},-0.0]},-0.0,1e+16]}"},
+  };
+  for (const Case& c : cases) {
+    BOOST_TEST_CONTEXT(c.what) {
+      const std::string bytes = FromHex(c.pickle_hex);
+      Result<Checkpoint> cp = LoadCheckpointBytes(AsBytes(bytes));
+      BOOST_REQUIRE_MESSAGE(cp, ErrorText(cp));
+      const Result<std::string> skeleton = cp->SkeletonJson();
+      BOOST_REQUIRE_MESSAGE(skeleton, ErrorText(skeleton));
+      BOOST_TEST(*skeleton == c.skeleton);
+      const Result<std::string> described = cp->DescribeJson("", false);
+      BOOST_REQUIRE_MESSAGE(described, ErrorText(described));
+      BOOST_TEST(described->find("\"skeleton\":" + c.skeleton) != std::string::npos, *described);
+    }
+  }
+  // {'m': od} with od = OrderedDict(a=1) and od._metadata = OrderedDict([('',
+  // {'version': 1}), ('bn', {'version': 2})]): the attributes under "attrs".
+  const std::string bytes = FromHex(
+      "80027d710058010000006d710163636f6c6c656374696f6e730a4f726465726564446963740a71022952710358010000006171044b01"
+      "737d710558090000005f6d65746164617461710668022952710728580000000071087d7109580700000076657273696f6e710a4b0173"
+      "5802000000626e710b7d710c680a4b0273757362732e");
+  Result<Checkpoint> cp = LoadCheckpointBytes(AsBytes(bytes));
+  BOOST_REQUIRE_MESSAGE(cp, ErrorText(cp));
+  const Result<std::string> described = cp->DescribeJson("", false);
+  BOOST_REQUIRE_MESSAGE(described, ErrorText(described));
+  BOOST_TEST(described->find(
+                 "\"attrs\":[{\"keys\":[\"m\"],\"attrs\":{\"__dict__\":[[\"_metadata\",{\"__dict__\":[[\"\",{\"__dict__\":"
+                 "[[\"version\",1]]}],[\"bn\",{\"__dict__\":[[\"version\",2]]}]]}]]}}]") != std::string::npos,
+             *described);
+  BOOST_TEST(described->find("\"skeleton\":{\"__dict__\":[[\"m\",{\"__dict__\":[[\"a\",1]]}]]}") != std::string::npos,
+             *described);
+  BOOST_TEST(described->find("collisions") == std::string::npos, *described);
+}
+
 BOOST_AUTO_TEST_CASE(OrderedDictAndCounterFromArguments) {
   using O = Opcode;
   {

@@ -74,6 +74,27 @@ PyInt IntFromTwosComplement(std::string_view bytes);
 // surrounding space, inf/infinity/nan in any case, overflow is an error).
 Result<double> ParseFloatLiteral(std::string_view text);
 
+// AppendJsonStr appends the str whose surrogatepass UTF-8 is `text` as a
+// JSON string literal: '"', '\\' and C0 controls escaped as nlohmann and
+// Python's json do (\b \f \n \r \t, else \u00XX), each encoded surrogate
+// U+D800..U+DFFF as \udXXX (what json.dumps writes; raw UTF-8 cannot carry
+// them), every other code point as UTF-8. A byte that is not part of a
+// surrogatepass UTF-8 sequence (not in a str, but in a zip entry name or a
+// path) becomes U+FFFD.
+void AppendJsonStr(std::string& out, std::string_view text);
+
+// HasSurrogatePair says whether `text` (surrogatepass UTF-8) holds an encoded
+// high surrogate directly followed by an encoded low one: two code points in
+// Python, which every JSON reader joins into one when it reads the escapes
+// "\ud83d\ude00", so such a str does not survive as a JSON string.
+bool HasSurrogatePair(std::string_view text);
+
+// JsonReadBack is the UTF-8 of what a JSON reader gives back for
+// AppendJsonStr(text): adjacent high and low surrogates joined into one code
+// point, lone ones kept (3 bytes), invalid bytes as U+FFFD. Two texts whose
+// JsonReadBack is equal are one key of a JSON object.
+std::string JsonReadBack(std::string_view text);
+
 // ReprStr is repr() of a str given as UTF-8 (lone surrogates allowed).
 std::string ReprStr(std::string_view utf8);
 // ReprLatin1 is repr() of the str whose code points are the bytes of `bytes`.

@@ -1,5 +1,6 @@
 #include "py_text.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -553,6 +554,118 @@ std::string ReprStr(std::string_view utf8) {
     i += len;
   }
   return ReprCodePoints(cps);
+}
+
+namespace {
+
+// NextCodePoint decodes the surrogatepass UTF-8 sequence at text[i] into
+// `cp` and returns its length, or 0 (cp untouched) when the bytes there are
+// not one.
+size_t NextCodePoint(std::string_view text, size_t i, uint32_t& cp) {
+  const auto* s = reinterpret_cast<const uint8_t*>(text.data());
+  const size_t n = text.size();
+  const uint8_t c = s[i];
+  auto cont = [&](size_t k) { return k < n && (s[k] & 0xc0) == 0x80; };
+  if (c < 0x80) {
+    cp = c;
+    return 1;
+  }
+  if (c >= 0xc2 && c <= 0xdf && cont(i + 1)) {
+    cp = ((c & 0x1fu) << 6) | (s[i + 1] & 0x3fu);
+    return 2;
+  }
+  if (c >= 0xe0 && c <= 0xef && cont(i + 1) && cont(i + 2) && (c != 0xe0 || s[i + 1] >= 0xa0)) {
+    cp = ((c & 0x0fu) << 12) | ((s[i + 1] & 0x3fu) << 6) | (s[i + 2] & 0x3fu);
+    return 3;
+  }
+  if (c >= 0xf0 && c <= 0xf4 && cont(i + 1) && cont(i + 2) && cont(i + 3) && (c != 0xf0 || s[i + 1] >= 0x90) &&
+      (c != 0xf4 || s[i + 1] <= 0x8f)) {
+    cp = ((c & 0x07u) << 18) | ((s[i + 1] & 0x3fu) << 12) | ((s[i + 2] & 0x3fu) << 6) | (s[i + 3] & 0x3fu);
+    return 4;
+  }
+  return 0;
+}
+
+bool IsHighSurrogate(uint32_t cp) { return cp >= 0xd800 && cp <= 0xdbff; }
+bool IsLowSurrogate(uint32_t cp) { return cp >= 0xdc00 && cp <= 0xdfff; }
+
+}  // namespace
+
+void AppendJsonStr(std::string& out, std::string_view text) {
+  out.push_back('"');
+  size_t i = 0;
+  while (i < text.size()) {
+    uint32_t cp = 0;
+    const size_t len = NextCodePoint(text, i, cp);
+    if (len == 0) {
+      AppendUtf8(out, 0xfffd);
+      ++i;
+      continue;
+    }
+    switch (cp) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (cp < 0x20 || (cp >= 0xd800 && cp <= 0xdfff)) {
+          AppendHexEscape(out, 'u', cp, 4);
+        } else {
+          out.append(text.substr(i, len));
+        }
+    }
+    i += len;
+  }
+  out.push_back('"');
+}
+
+bool HasSurrogatePair(std::string_view text) {
+  bool after_high = false;
+  for (size_t i = 0; i < text.size();) {
+    uint32_t cp = 0;
+    const size_t len = NextCodePoint(text, i, cp);
+    if (len == 0) {
+      after_high = false;
+      ++i;
+      continue;
+    }
+    if (after_high && IsLowSurrogate(cp)) return true;
+    after_high = IsHighSurrogate(cp);
+    i += len;
+  }
+  return false;
+}
+
+std::string JsonReadBack(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::optional<uint32_t> high;  // a high surrogate not yet written
+  for (size_t i = 0; i < text.size();) {
+    uint32_t cp = 0;
+    size_t len = NextCodePoint(text, i, cp);
+    if (len == 0) {
+      cp = 0xfffd;
+      len = 1;
+    }
+    if (high && IsLowSurrogate(cp)) {
+      AppendUtf8(out, 0x10000 + ((*high - 0xd800) << 10) + (cp - 0xdc00));
+      high.reset();
+    } else {
+      if (high) AppendUtf8(out, *high);
+      high.reset();
+      if (IsHighSurrogate(cp)) {
+        high = cp;
+      } else {
+        AppendUtf8(out, cp);
+      }
+    }
+    i += len;
+  }
+  if (high) AppendUtf8(out, *high);
+  return out;
 }
 
 std::string ReprLatin1(std::string_view bytes) {

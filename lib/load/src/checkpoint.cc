@@ -8,7 +8,6 @@
 #include <map>
 #include <unordered_map>
 #include <new>
-#include <nlohmann/json.hpp>
 
 #include "ckptguard/npy_reader.h"
 #include "ckptguard/safetensors_reader.h"
@@ -449,18 +448,309 @@ std::string KeyText(const ValueArena& values, ValueId id) {
   }
 }
 
-// Children lists (key text, child) pairs of a container in order.
-void Children(const ValueArena& values, ValueId id, std::vector<std::pair<std::string, ValueId>>& out) {
+// KeyPart is one step of a path from a value to one inside it: a dict (or
+// object) key, itself a value; a list, tuple or set index; or the name of an
+// attribute set by BUILD (state_dict()._metadata).
+struct KeyPart {
+  enum Kind : uint8_t { kKey, kIndex, kAttr };
+  Kind kind = kIndex;
+  ValueId key = 0;     // kKey, kAttr
+  uint64_t index = 0;  // kIndex
+};
+
+struct Child {
+  std::string text;  // the key as dotted paths show it
+  ValueId id;
+  KeyPart part;
+};
+
+// Children lists the children of a container, with their keys, in order.
+void Children(const ValueArena& values, ValueId id, std::vector<Child>& out) {
   out.clear();
   const Value& v = values.Get(id);
   if (v.kind == ValueKind::kDict || v.kind == ValueKind::kObject) {
-    for (size_t i = 0; i + 1 < v.items.size(); i += 2) out.emplace_back(KeyText(values, v.items[i]), v.items[i + 1]);
+    for (size_t i = 0; i + 1 < v.items.size(); i += 2) {
+      out.push_back({KeyText(values, v.items[i]), v.items[i + 1], {KeyPart::kKey, v.items[i], 0}});
+    }
   } else if (v.kind == ValueKind::kList || v.kind == ValueKind::kTuple) {
-    for (size_t i = 0; i < v.items.size(); ++i) out.emplace_back(std::to_string(i), v.items[i]);
+    for (size_t i = 0; i < v.items.size(); ++i) out.push_back({std::to_string(i), v.items[i], {KeyPart::kIndex, 0, i}});
   }
 }
 
+// WalkTensors is NamedTensors from `from`. With `keys`, it also gives the
+// keys from `from` of the i-th tensor in walk order when (*wanted)[i] (what
+// its dotted path joins, which two paths can share: {'a.b': t1, 'a': {'b':
+// t2}}); the others get none, so that a walk costs no more than its paths.
+Result<std::vector<NamedTensor>> WalkTensors(const ValueArena& values, ValueId from, const VmLimits& limits,
+                                             std::vector<std::vector<KeyPart>>* keys = nullptr,
+                                             const std::vector<bool>* wanted = nullptr) {
+  struct Frame {
+    ValueId id;
+    std::string path;
+    uint64_t depth;
+    KeyPart part;
+    bool pop = false;  // leaves the container the path stack is in
+  };
+  std::vector<NamedTensor> out;
+  std::vector<Frame> stack{{from, "", 0, {}, false}};
+  std::vector<KeyPart> trail;  // keys of the containers the walk is in (with `keys`)
+  std::vector<Child> children;
+  uint64_t visits = 0;
+  while (!stack.empty()) {
+    Frame f = std::move(stack.back());
+    stack.pop_back();
+    if (f.pop) {
+      trail.pop_back();
+      continue;
+    }
+    if (++visits > limits.max_walk_nodes) {
+      return MakeError(ErrorCode::kLimitExceeded, 0,
+                       "max_walk_nodes (" + Num(limits.max_walk_nodes) + ") exceeded listing tensors (shared subobjects "
+                       "expand at every reference)");
+    }
+    const Value& v = values.Get(f.id);
+    if (v.kind == ValueKind::kTensor) {
+      if (keys != nullptr) {
+        keys->emplace_back();
+        if (wanted != nullptr && out.size() < wanted->size() && (*wanted)[out.size()]) {
+          keys->back() = trail;
+          if (f.depth > 0) keys->back().push_back(f.part);
+        }
+      }
+      out.push_back({f.path, v.index});
+      continue;
+    }
+    Children(values, f.id, children);
+    if (children.empty()) continue;
+    if (f.depth + 1 > limits.max_walk_depth) {
+      return MakeError(ErrorCode::kLimitExceeded, 0,
+                       "max_walk_depth (" + Num(limits.max_walk_depth) + ") exceeded at '" + f.path.substr(0, 200) +
+                           "' (a cycle or very deep nesting)");
+    }
+    if (keys != nullptr && f.depth > 0) {
+      trail.push_back(f.part);
+      stack.push_back({0, "", 0, {}, true});
+    }
+    for (size_t i = children.size(); i-- > 0;) {
+      Child& c = children[i];
+      stack.push_back({c.id, f.path.empty() ? std::move(c.text) : f.path + "." + c.text, f.depth + 1, c.part, false});
+    }
+  }
+  return out;
+}
+
 std::string Hex(std::string_view bytes) { return HexLower(bytes); }
+
+// AppendJsonFloat appends a float as the skeleton shows one: a JSON number
+// (Python's repr, so -0.0 stays -0.0), or {"__float__": "nan"/"inf"/"-inf"}.
+void AppendJsonFloat(std::string& out, double value) {
+  if (std::isfinite(value)) {
+    out += py::ReprFloat(value);
+  } else {
+    out += "{\"__float__\":\"" + py::ReprFloat(value) + "\"}";
+  }
+}
+
+// AppendJsonStrValue appends a str value: a JSON string, or {"__str__": hex
+// of its surrogatepass UTF-8} when it holds a high surrogate directly
+// followed by a low one, which a JSON reader would join into one code point.
+void AppendJsonStrValue(std::string& out, std::string_view text) {
+  if (py::HasSurrogatePair(text)) {
+    out += "{\"__str__\":\"" + Hex(text) + "\"}";
+  } else {
+    py::AppendJsonStr(out, text);
+  }
+}
+
+// SkeletonWriter writes values as the corpus's skeleton JSON with one
+// explicit stack (no recursion on the file's nesting). Every value written
+// counts one visit of max_walk_nodes and may be at most max_walk_depth deep.
+// It notes each OrderedDict with BUILD attributes it writes (with the keys
+// that lead to it) so that they can be written after the skeleton.
+class SkeletonWriter {
+ public:
+  struct AttrsAt {
+    std::vector<KeyPart> keys;  // from the root
+    ValueId dict;
+  };
+
+  SkeletonWriter(const ValueArena& values, const VmLimits& limits) : values_(values), limits_(limits) {}
+
+  // Value appends value `id`, reached through `trail`.
+  Status Value(std::string& out, ValueId id, std::vector<KeyPart> trail) {
+    trail_ = std::move(trail);
+    stack_.push_back({Task::kValue, id, 0, {}, false, {}});
+    return Run(out);
+  }
+
+  // Attrs appends {"__dict__": [[name, value], ...]} of the attributes of
+  // found()[i]; OrderedDicts with attributes inside them are noted too.
+  Status Attrs(std::string& out, size_t i) {
+    trail_ = found_[i].keys;
+    const ckptguard::Value& v = values_.Get(found_[i].dict);
+    stack_.push_back({Task::kLiteral, 0, 0, {}, false, "]}"});
+    PushPairs(v.attrs, 0, KeyPart::kAttr);
+    stack_.push_back({Task::kLiteral, 0, 0, {}, false, "{\"__dict__\":["});
+    return Run(out);
+  }
+
+  // Keys appends a JSON array of the keys: a dict key as its value, an index
+  // as a number, an attribute name as {"__attr__": name}.
+  Status Keys(std::string& out, const std::vector<KeyPart>& keys) {
+    out.push_back('[');
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      const KeyPart& k = keys[i];
+      if (k.kind == KeyPart::kIndex) {
+        out += Num(k.index);
+        continue;
+      }
+      if (k.kind == KeyPart::kAttr) out += "{\"__attr__\":";
+      const bool saved = note_attrs_;
+      note_attrs_ = false;  // a key that is an OrderedDict is shown, not listed again
+      Status st = Value(out, k.key, {});
+      note_attrs_ = saved;
+      CKG_TRY(std::move(st));
+      if (k.kind == KeyPart::kAttr) out.push_back('}');
+    }
+    out.push_back(']');
+    return OkStatus();
+  }
+
+  const std::vector<AttrsAt>& found() const { return found_; }
+
+ private:
+  struct Task {
+    enum Kind : uint8_t { kValue, kLiteral, kObjectTail, kPopTrail } kind;
+    ValueId id;
+    uint64_t depth;
+    KeyPart part;          // kValue: the key that leads to it
+    bool has_part;         // kValue: false for the top value and for keys
+    std::string_view text; // kLiteral
+  };
+
+  // PushPairs pushes [k, v],[k, v]... of key, value, key, value... (the
+  // caller pushes what closes the list first).
+  void PushPairs(const std::vector<ValueId>& items, uint64_t depth, KeyPart::Kind kind) {
+    const size_t n = items.size() / 2;
+    for (size_t i = n; i-- > 0;) {
+      stack_.push_back({Task::kLiteral, 0, 0, {}, false, "]"});
+      stack_.push_back({Task::kValue, items[2 * i + 1], depth + 1, {kind, items[2 * i], 0}, true, {}});
+      stack_.push_back({Task::kLiteral, 0, 0, {}, false, ","});
+      stack_.push_back({Task::kValue, items[2 * i], depth + 1, {}, false, {}});
+      stack_.push_back({Task::kLiteral, 0, 0, {}, false, i > 0 ? ",[" : "["});
+    }
+  }
+
+  void PushSequence(std::string& out, std::string_view open, const std::vector<ValueId>& items, uint64_t depth) {
+    out += open;
+    stack_.push_back({Task::kLiteral, 0, 0, {}, false, "]}"});
+    for (size_t i = items.size(); i-- > 0;) {
+      stack_.push_back({Task::kValue, items[i], depth + 1, {KeyPart::kIndex, 0, i}, true, {}});
+      if (i > 0) stack_.push_back({Task::kLiteral, 0, 0, {}, false, ","});
+    }
+  }
+
+  Status Run(std::string& out) {
+    while (!stack_.empty()) {
+      const Task t = stack_.back();
+      stack_.pop_back();
+      if (t.kind == Task::kLiteral) {
+        out += t.text;
+        continue;
+      }
+      if (t.kind == Task::kPopTrail) {
+        trail_.pop_back();
+        continue;
+      }
+      const ckptguard::Value& v = values_.Get(t.id);
+      if (t.kind == Task::kObjectTail) {
+        out += "],\"__object__\":";
+        py::AppendJsonStr(out, v.text);
+        out.push_back('}');
+        continue;
+      }
+      if (++visits_ > limits_.max_walk_nodes) {
+        stack_.clear();
+        return MakeError(ErrorCode::kLimitExceeded, 0, "max_walk_nodes (" + Num(limits_.max_walk_nodes) + ") exceeded");
+      }
+      if (t.depth > limits_.max_walk_depth) {
+        stack_.clear();
+        return MakeError(ErrorCode::kLimitExceeded, 0,
+                         "max_walk_depth (" + Num(limits_.max_walk_depth) + ") exceeded (a cycle or very deep nesting)");
+      }
+      const bool container = v.kind == ValueKind::kList || v.kind == ValueKind::kTuple || v.kind == ValueKind::kSet ||
+                             v.kind == ValueKind::kDict || v.kind == ValueKind::kObject;
+      if (container && t.has_part) {
+        trail_.push_back(t.part);
+        stack_.push_back({Task::kPopTrail, 0, 0, {}, false, {}});
+      }
+      switch (v.kind) {
+        case ValueKind::kNone: out += "null"; break;
+        case ValueKind::kBool: out += v.int_value != 0 ? "true" : "false"; break;
+        case ValueKind::kInt:
+          if (v.int_value >= (int64_t{1} << 53) || v.int_value <= -(int64_t{1} << 53)) {
+            out += "{\"__bigint__\":\"" + std::to_string(v.int_value) + "\"}";
+          } else {
+            out += std::to_string(v.int_value);
+          }
+          break;
+        case ValueKind::kBigInt:
+          out += "{\"__bigint__\":";
+          py::AppendJsonStr(out, v.text);
+          out.push_back('}');
+          break;
+        case ValueKind::kFloat: AppendJsonFloat(out, v.float_value); break;
+        case ValueKind::kComplex:
+          out += "{\"__complex__\":[";
+          AppendJsonFloat(out, v.float_value);
+          out.push_back(',');
+          AppendJsonFloat(out, v.imag_value);
+          out += "]}";
+          break;
+        case ValueKind::kStr: AppendJsonStrValue(out, v.text); break;
+        case ValueKind::kBytes: out += "{\"__bytes__\":\"" + Hex(v.text) + "\"}"; break;
+        case ValueKind::kTensor: out += "\"<tensor>\""; break;
+        case ValueKind::kStorage: out += "\"<storage>\""; break;
+        case ValueKind::kDtype: py::AppendJsonStr(out, "torch." + std::string(DTypeName(v.dtype))); break;
+        case ValueKind::kDevice:
+          out += "{\"__device__\":";
+          py::AppendJsonStr(out, v.text);
+          out.push_back('}');
+          break;
+        case ValueKind::kGlobal:
+          out += "{\"__global__\":";
+          py::AppendJsonStr(out, v.text);
+          out.push_back('}');
+          break;
+        case ValueKind::kList: PushSequence(out, "{\"__list__\":[", v.items, t.depth); break;
+        case ValueKind::kTuple: PushSequence(out, "{\"__tuple__\":[", v.items, t.depth); break;
+        case ValueKind::kSet: PushSequence(out, "{\"__set__\":[", v.items, t.depth); break;
+        case ValueKind::kDict:
+        case ValueKind::kObject: {
+          if (v.kind == ValueKind::kDict && !v.attrs.empty() && note_attrs_) found_.push_back({trail_, t.id});
+          out += "{\"__dict__\":[";
+          if (v.kind == ValueKind::kObject) {
+            stack_.push_back({Task::kObjectTail, t.id, 0, {}, false, {}});
+          } else {
+            stack_.push_back({Task::kLiteral, 0, 0, {}, false, "]}"});
+          }
+          PushPairs(v.items, t.depth, KeyPart::kKey);
+          break;
+        }
+      }
+    }
+    return OkStatus();
+  }
+
+  const ValueArena& values_;
+  const VmLimits& limits_;
+  std::vector<Task> stack_;
+  std::vector<KeyPart> trail_;
+  std::vector<AttrsAt> found_;
+  uint64_t visits_ = 0;
+  bool note_attrs_ = true;
+};
 
 // ForEachChunk calls fn with runs of a tensor's elements in C order, each run
 // as bytes in little-endian order (swapped through `scratch` when needed).
@@ -536,15 +826,16 @@ const std::vector<Storage>& Checkpoint::storages() const { return state_->vm.sto
 std::optional<ValueId> Checkpoint::Find(std::string_view dotted_path) const {
   ValueId at = state_->root;
   std::string_view rest = dotted_path;
-  std::vector<std::pair<std::string, ValueId>> children;
+  std::vector<Child> children;
   while (!rest.empty()) {
     Children(values(), at, children);
     // The longest key that matches a prefix of `rest` up to a dot boundary.
     std::optional<std::pair<size_t, ValueId>> best;
-    for (const auto& [key, child] : children) {
+    for (const Child& c : children) {
+      const std::string& key = c.text;
       if (rest.starts_with(key) && (rest.size() == key.size() || rest[key.size()] == '.') &&
           (!best || key.size() > best->first)) {
-        best.emplace(key.size(), child);
+        best.emplace(key.size(), c.id);
       }
     }
     if (!best) return std::nullopt;
@@ -555,41 +846,7 @@ std::optional<ValueId> Checkpoint::Find(std::string_view dotted_path) const {
 }
 
 Result<std::vector<NamedTensor>> Checkpoint::NamedTensors(std::optional<ValueId> from) const {
-  const VmLimits& limits = state_->limits;
-  struct Frame {
-    ValueId id;
-    std::string path;
-    uint64_t depth;
-  };
-  std::vector<NamedTensor> out;
-  std::vector<Frame> stack{{from.value_or(state_->root), "", 0}};
-  std::vector<std::pair<std::string, ValueId>> children;
-  uint64_t visits = 0;
-  while (!stack.empty()) {
-    Frame f = std::move(stack.back());
-    stack.pop_back();
-    if (++visits > limits.max_walk_nodes) {
-      return MakeError(ErrorCode::kLimitExceeded, 0,
-                       "max_walk_nodes (" + Num(limits.max_walk_nodes) + ") exceeded listing tensors (shared subobjects "
-                       "expand at every reference)");
-    }
-    const Value& v = values().Get(f.id);
-    if (v.kind == ValueKind::kTensor) {
-      out.push_back({f.path, v.index});
-      continue;
-    }
-    Children(values(), f.id, children);
-    if (!children.empty() && f.depth + 1 > limits.max_walk_depth) {
-      return MakeError(ErrorCode::kLimitExceeded, 0,
-                       "max_walk_depth (" + Num(limits.max_walk_depth) + ") exceeded at '" + f.path.substr(0, 200) +
-                           "' (a cycle or very deep nesting)");
-    }
-    for (size_t i = children.size(); i-- > 0;) {
-      stack.push_back({children[i].second, f.path.empty() ? children[i].first : f.path + "." + children[i].first,
-                       f.depth + 1});
-    }
-  }
-  return out;
+  return WalkTensors(values(), from.value_or(state_->root), state_->limits);
 }
 
 Result<std::vector<NamedTensor>> Checkpoint::StateDict(std::string_view prefix) const {
@@ -668,111 +925,134 @@ Bytes Checkpoint::StorageBytes(uint32_t tensor) const {
 }
 
 Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool digests) const {
-  using nlohmann::json;
-  CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> named, StateDict(prefix));
-  json tensors = json::object();
-  for (const NamedTensor& nt : named) {
-    const Tensor& t = this->tensors()[nt.tensor];
-    json entry{{"dtype", std::string(DTypeName(t.dtype))},
-               {"shape", t.shape},
-               {"stride", t.stride},
-               {"storage_offset", t.storage_offset},
-               {"parameter", t.parameter}};
+  std::string_view p = prefix;
+  if (p.ends_with('.')) p.remove_suffix(1);
+  std::optional<ValueId> at = p.empty() ? std::optional<ValueId>(state_->root) : Find(p);
+  if (!at) return MakeError(ErrorCode::kInvalidArgument, 0, "no value at '" + std::string(prefix) + "'");
+  CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> named, WalkTensors(values(), *at, state_->limits));
+
+  // Tensors whose paths a JSON reader sees as one key, in walk order: the
+  // first is under "tensors", all of them under "collisions" with their keys
+  // (from a second walk, only when there are any).
+  std::map<std::string, std::vector<size_t>> by_key;
+  for (size_t i = 0; i < named.size(); ++i) by_key[py::JsonReadBack(named[i].path)].push_back(i);
+  std::vector<std::vector<KeyPart>> keys;
+  std::vector<bool> wanted(named.size(), false);
+  bool any_collision = false;
+  for (const auto& [key, group] : by_key) {
+    if (group.size() < 2) continue;
+    any_collision = true;
+    for (size_t i : group) wanted[i] = true;
+  }
+  if (any_collision) {
+    CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> again, WalkTensors(values(), *at, state_->limits, &keys, &wanted));
+    if (again.size() != named.size()) return MakeError(ErrorCode::kInternal, 0, "two walks of one load differ");
+  }
+  std::map<std::string, size_t> listed;  // raw path -> tensor, sorted as the corpus files are
+  for (const auto& [key, group] : by_key) listed.emplace(named[group.front()].path, group.front());
+
+  auto entry = [&](std::string& out, size_t i) -> Status {
+    const Tensor& t = this->tensors()[named[i].tensor];
+    auto dims = [&](const std::vector<int64_t>& d) {
+      out.push_back('[');
+      for (size_t k = 0; k < d.size(); ++k) out += (k ? "," : "") + std::to_string(d[k]);
+      out.push_back(']');
+    };
+    out += "\"dtype\":";
+    py::AppendJsonStr(out, DTypeName(t.dtype));
+    out += std::string(",\"parameter\":") + (t.parameter ? "true" : "false");
     if (digests) {
-      CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(nt.tensor));
-      entry["sha256"] = std::move(digest);
+      CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(named[i].tensor));
+      out += ",\"sha256\":\"" + digest + "\"";
     }
-    tensors[nt.path] = std::move(entry);
+    out += ",\"shape\":";
+    dims(t.shape);
+    out += ",\"storage_offset\":" + std::to_string(t.storage_offset) + ",\"stride\":";
+    dims(t.stride);
+    return OkStatus();
+  };
+
+  std::string tensors = "{";
+  for (const auto& [path, i] : listed) {
+    if (tensors.size() > 1) tensors.push_back(',');
+    py::AppendJsonStr(tensors, path);
+    tensors += ":{";
+    CKG_TRY(entry(tensors, i));
+    tensors.push_back('}');
   }
-  CKG_ASSIGN_OR_RETURN(std::string skeleton, SkeletonJson());
-  json out{{"kind", std::string(ContainerFormatName(format()))},
-           {"tensors", std::move(tensors)},
-           {"skeleton", json::parse(skeleton)}};
-  if (!notes().empty()) out["notes"] = notes();
+  tensors.push_back('}');
+
+  SkeletonWriter writer(values(), state_->limits);
+  std::string skeleton;
+  CKG_TRY(writer.Value(skeleton, state_->root, {}));
+
+  std::string collisions;
+  for (const auto& [key, group] : by_key) {
+    if (group.size() < 2) continue;
+    collisions += collisions.empty() ? "[" : ",";
+    collisions += "{\"path\":";
+    py::AppendJsonStr(collisions, named[group.front()].path);
+    collisions += ",\"tensors\":[";
+    for (size_t g = 0; g < group.size(); ++g) {
+      collisions += g ? ",{\"keys\":" : "{\"keys\":";
+      CKG_TRY(writer.Keys(collisions, keys[group[g]]));
+      collisions.push_back(',');
+      CKG_TRY(entry(collisions, group[g]));
+      collisions.push_back('}');
+    }
+    collisions += "]}";
+  }
+  if (!collisions.empty()) collisions.push_back(']');
+
+  // OrderedDict attributes (state_dict()._metadata); attributes can hold
+  // OrderedDicts with attributes of their own, noted as they are written.
+  std::string attrs;
+  for (size_t i = 0; i < writer.found().size(); ++i) {
+    attrs += attrs.empty() ? "[{\"keys\":" : ",{\"keys\":";
+    CKG_TRY(writer.Keys(attrs, writer.found()[i].keys));
+    attrs += ",\"attrs\":";
+    CKG_TRY(writer.Attrs(attrs, i));
+    attrs.push_back('}');
+  }
+  if (!attrs.empty()) attrs.push_back(']');
+
+  // Members in sorted order, as the corpus's files (and nlohmann) have them.
+  std::string out = "{";
   if (!anomalies().empty()) {
-    json list = json::array();
-    for (const Anomaly& a : anomalies()) {
-      list.push_back(json{{"kind", a.kind}, {"offset", a.offset}, {"entry", a.entry}, {"detail", a.detail}});
+    out += "\"anomalies\":[";
+    for (size_t i = 0; i < anomalies().size(); ++i) {
+      const Anomaly& a = anomalies()[i];
+      out += i ? ",{\"detail\":" : "{\"detail\":";
+      py::AppendJsonStr(out, a.detail);
+      out += ",\"entry\":";
+      py::AppendJsonStr(out, a.entry);
+      out += ",\"kind\":";
+      py::AppendJsonStr(out, a.kind);
+      out += ",\"offset\":" + Num(a.offset) + "}";
     }
-    out["anomalies"] = std::move(list);
+    out += "],";
   }
-  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (!attrs.empty()) out += "\"attrs\":" + attrs + ",";
+  if (!collisions.empty()) out += "\"collisions\":" + collisions + ",";
+  out += "\"kind\":";
+  py::AppendJsonStr(out, ContainerFormatName(format()));
+  if (!notes().empty()) {
+    out += ",\"notes\":[";
+    for (size_t i = 0; i < notes().size(); ++i) {
+      if (i) out.push_back(',');
+      py::AppendJsonStr(out, notes()[i]);
+    }
+    out.push_back(']');
+  }
+  out += ",\"skeleton\":" + skeleton + ",\"tensors\":" + tensors + "}";
+  return out;
 }
 
 Result<std::string> Checkpoint::SkeletonJson() const {
-  using nlohmann::json;
-  const VmLimits& limits = state_->limits;
-  json root;
-  struct Frame {
-    ValueId id;
-    json* slot;
-    uint64_t depth;
-  };
-  std::vector<Frame> stack{{state_->root, &root, 0}};
-  uint64_t visits = 0;
-  while (!stack.empty()) {
-    const Frame f = stack.back();
-    stack.pop_back();
-    if (++visits > limits.max_walk_nodes) {
-      return MakeError(ErrorCode::kLimitExceeded, 0, "max_walk_nodes (" + Num(limits.max_walk_nodes) + ") exceeded");
-    }
-    if (f.depth > limits.max_walk_depth) {
-      return MakeError(ErrorCode::kLimitExceeded, 0,
-                       "max_walk_depth (" + Num(limits.max_walk_depth) + ") exceeded (a cycle or very deep nesting)");
-    }
-    const Value& v = values().Get(f.id);
-    json& slot = *f.slot;
-    auto sequence = [&](const char* tag, const std::vector<ValueId>& items) {
-      slot = json::object({{tag, json::array()}});
-      json& arr = slot[tag];
-      arr.get_ref<json::array_t&>().resize(items.size());
-      for (size_t i = items.size(); i-- > 0;) stack.push_back({items[i], &arr[i], f.depth + 1});
-    };
-    switch (v.kind) {
-      case ValueKind::kNone: slot = nullptr; break;
-      case ValueKind::kBool: slot = v.int_value != 0; break;
-      case ValueKind::kInt:
-        if (v.int_value >= (int64_t{1} << 53) || v.int_value <= -(int64_t{1} << 53)) {
-          slot = json::object({{"__bigint__", std::to_string(v.int_value)}});
-        } else {
-          slot = v.int_value;
-        }
-        break;
-      case ValueKind::kBigInt: slot = json::object({{"__bigint__", v.text}}); break;
-      case ValueKind::kFloat:
-        if (std::isfinite(v.float_value)) {
-          slot = v.float_value;
-        } else {
-          slot = json::object({{"__float__", py::ReprFloat(v.float_value)}});
-        }
-        break;
-      case ValueKind::kComplex: slot = json::object({{"__complex__", {v.float_value, v.imag_value}}}); break;
-      case ValueKind::kStr: slot = v.text; break;
-      case ValueKind::kBytes: slot = json::object({{"__bytes__", Hex(v.text)}}); break;
-      case ValueKind::kTensor: slot = "<tensor>"; break;
-      case ValueKind::kStorage: slot = "<storage>"; break;
-      case ValueKind::kDtype: slot = "torch." + std::string(DTypeName(v.dtype)); break;
-      case ValueKind::kDevice: slot = json::object({{"__device__", v.text}}); break;
-      case ValueKind::kGlobal: slot = json::object({{"__global__", v.text}}); break;
-      case ValueKind::kList: sequence("__list__", v.items); break;
-      case ValueKind::kTuple: sequence("__tuple__", v.items); break;
-      case ValueKind::kSet: sequence("__set__", v.items); break;
-      case ValueKind::kDict:
-      case ValueKind::kObject: {
-        const size_t n = v.items.size() / 2;
-        slot = json::object({{"__dict__", json::array()}});
-        if (v.kind == ValueKind::kObject) slot["__object__"] = v.text;
-        json& arr = slot["__dict__"];
-        arr.get_ref<json::array_t&>().assign(n, json::array({nullptr, nullptr}));
-        for (size_t i = n; i-- > 0;) {
-          stack.push_back({v.items[2 * i + 1], &arr[i][1], f.depth + 1});
-          stack.push_back({v.items[2 * i], &arr[i][0], f.depth + 1});
-        }
-        break;
-      }
-    }
-  }
-  return root.dump(-1, ' ', false, json::error_handler_t::replace);
+  SkeletonWriter writer(values(), state_->limits);
+  std::string out;
+  CKG_TRY(writer.Value(out, state_->root, {}));
+  return out;
 }
 
 // FindForbiddenGlobal runs the first pickle of every place that holds one in

@@ -126,14 +126,34 @@ class Checkpoint {
   Status CheckUnchanged() const;
 
   // SkeletonJson renders the non-tensor structure as the corpus's
-  // .expect.json "skeleton" (tensors as "<tensor>").
+  // .expect.json "skeleton" (tensors as "<tensor>"): {"__dict__": [[k, v],
+  // ...]} (plus "__object__": class for objects), {"__list__": [...]},
+  // {"__tuple__": [...]}, {"__set__": [...]}, {"__bytes__": hex},
+  // {"__bigint__": "digits"} (beyond 2^53), {"__float__": "nan"/"inf"/"-inf"},
+  // {"__complex__": [re, im]} (each part a number or a __float__ object),
+  // {"__device__": d}, {"__global__": "module.name"}, dtypes as "torch.<name>".
+  // A str is a JSON string with its lone surrogates as \udXXX escapes (as
+  // json.dumps writes them), or {"__str__": hex of its surrogatepass UTF-8}
+  // when it holds a high surrogate directly followed by a low one (which a
+  // JSON reader would join). Fails with kLimitExceeded on max_walk_nodes or
+  // max_walk_depth.
   Result<std::string> SkeletonJson() const;
 
   // DescribeJson renders the load in the shape of the corpus's .expect.json:
   // {"kind", "tensors": {path: {dtype, shape, stride, storage_offset,
   // parameter, sha256}}, "skeleton"}, plus "notes" and "anomalies" when there
-  // are any. `prefix` selects a sub-dict as StateDict does; `digests` false
-  // skips the SHA-256 (and so reads no tensor data).
+  // are any, and:
+  //  - "collisions" when two tensors have paths a JSON reader sees as one key
+  //    ({'a.b': t1, 'a': {'b': t2}}): [{"path", "tensors": [{"keys", dtype,
+  //    ...}, ...]}], every such tensor with its keys from `prefix`'s value
+  //    (dict keys as skeleton values, list indexes as numbers); "tensors"
+  //    holds the first of them in walk order.
+  //  - "attrs" when OrderedDicts have attributes set by BUILD
+  //    (state_dict()._metadata): [{"keys": keys from the root, "attrs":
+  //    {"__dict__": [[name, value], ...]}}], once per path that reaches one
+  //    (an attribute step in keys is {"__attr__": name}).
+  // `prefix` selects a sub-dict as StateDict does; `digests` false skips the
+  // SHA-256 (and so reads no tensor data). Members are in sorted order.
   Result<std::string> DescribeJson(std::string_view prefix = "", bool digests = true) const;
 
   struct State;  // opaque: the mapped file, container, values and buffers
