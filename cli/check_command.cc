@@ -44,8 +44,7 @@ json ErrorJson(const std::string& file, const Error& e) {
 int Fail(const CheckFlags& flags, const std::string& path, const std::string& file, const Error& error) {
   ReportError(file, error);
   if (flags.json) {
-    std::cout << json{{"path", path}, {"expect", flags.expect}, {"error", ErrorJson(file, error)}}.dump(
-                     -1, ' ', false, json::error_handler_t::replace)
+    std::cout << DumpJson(json{{"path", path}, {"expect", flags.expect}, {"error", ErrorJson(file, error)}}, -1)
               << "\n";
   }
   return kExitError;
@@ -360,7 +359,7 @@ int CheckOne(const CheckFlags& flags, const std::string& path, const scanner::Mo
              {"hints", r.hints},
              {"caveats", r.caveats},
              {"ok", r.ok}};
-    std::cout << out.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    std::cout << DumpJson(out, -1) << "\n";
   } else {
     PrintText(flags, path, r, expected);
   }

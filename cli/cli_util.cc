@@ -1,6 +1,7 @@
 #include "cli_util.h"
 
 #include <iostream>
+#include <vector>
 
 #include "ckptguard/printable.h"
 
@@ -58,6 +59,61 @@ void AddBudgetOptions(CLI::App& cmd, BudgetLimits& budget) {
   cmd.add_option("--view-ratio", budget.views_per_file_byte,
                  "View bytes hashed or copied per byte of the file (0: no scaling)")
       ->capture_default_str()->group(group);
+}
+
+std::string DumpJson(const nlohmann::json& doc, int indent) {
+  using nlohmann::json;
+  struct Frame {
+    const json* node;
+    json::const_iterator next;
+    size_t depth;  // of the items inside
+    bool first;
+  };
+  std::string out;
+  std::vector<Frame> stack;
+  auto newline = [&](size_t depth) {
+    if (indent < 0) return;
+    out.push_back('\n');
+    out.append(depth * static_cast<size_t>(indent), ' ');
+  };
+  // value writes a scalar or an empty container, or opens a container.
+  auto value = [&](const json& v, size_t depth) {
+    if (v.is_string()) {
+      AppendJsonString(out, v.get_ref<const std::string&>());
+    } else if (v.is_object() || v.is_array()) {
+      if (v.empty()) {
+        out += v.is_object() ? "{}" : "[]";
+        return;
+      }
+      out.push_back(v.is_object() ? '{' : '[');
+      stack.push_back({&v, v.cbegin(), depth + 1, true});
+    } else {
+      out += v.dump();  // numbers, booleans, null as nlohmann writes them
+    }
+  };
+  value(doc, 0);
+  while (!stack.empty()) {
+    Frame& f = stack.back();
+    if (f.next == f.node->cend()) {
+      const bool object = f.node->is_object();
+      const size_t depth = f.depth;
+      stack.pop_back();
+      newline(depth - 1);
+      out.push_back(object ? '}' : ']');
+      continue;
+    }
+    if (!f.first) out.push_back(',');
+    f.first = false;
+    newline(f.depth);
+    const json::const_iterator item = f.next++;
+    const size_t depth = f.depth;
+    if (f.node->is_object()) {
+      AppendJsonString(out, item.key());
+      out += indent < 0 ? ":" : ": ";
+    }
+    value(*item, depth);  // may push: `f` is not used after this
+  }
+  return out;
 }
 
 }  // namespace ckptguard::cli

@@ -4,6 +4,7 @@
 #define CKPTGUARD_CLI_CLI_UTIL_H_
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "ckptguard/budget.h"
@@ -28,6 +29,14 @@ void AddPickleLimitOptions(CLI::App& cmd, PickleLimits& limits);
 // --max-opcodes, --max-view-bytes, ... and the ratios that scale them with the
 // file's size) to `cmd`, writing into `budget` (whose values are the defaults).
 void AddBudgetOptions(CLI::App& cmd, BudgetLimits& budget);
+
+// DumpJson writes `doc` as nlohmann's dump(indent) does (-1: compact; N:
+// N spaces per level), except strings: they are written by
+// AppendJsonString, so a key or str with lone surrogates (which the loader
+// keeps, as Python does) comes out as \udXXX escapes, not U+FFFD, and two
+// keys differing only there stay two keys. Iterative: no recursion on the
+// nesting of what a file put in `doc`.
+std::string DumpJson(const nlohmann::json& doc, int indent = -1);
 
 }  // namespace ckptguard::cli
 

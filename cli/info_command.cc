@@ -287,7 +287,7 @@ int RunInfo(const InfoFlags& flags) {
     }
   }
   if (flags.json) {
-    std::cout << json{{"files", std::move(files)}}.dump(1, ' ', false, json::error_handler_t::replace) << "\n";
+    std::cout << DumpJson(json{{"files", std::move(files)}}, 1) << "\n";
   }
   std::cout.flush();
   return all_ok ? kExitOk : kExitError;

@@ -38,7 +38,7 @@ Result<std::string> ExpectJson(const Checkpoint& ckpt, const std::string& path, 
   CKG_ASSIGN_OR_RETURN(std::string text, ckpt.DescribeJson(flags.prefix, !flags.no_digest));
   if (text.size() < 2 || text.front() != '{') return MakeError(ErrorCode::kInternal, 0, "DescribeJson is not an object");
   const json names{{"file", std::filesystem::path(path).filename().string()}, {"path", path}};
-  std::string out = names.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string out = DumpJson(names, -1);
   out.back() = ',';
   out.append(text, 1);
   return out;
@@ -185,8 +185,7 @@ int InspectOne(const std::string& path, const InspectFlags& flags) {
   if (!doc) {
     ReportError(path, doc.error());
     if (flags.json) {
-      std::cout << json{{"path", path}, {"error", ErrorJson(doc.error())}}.dump(-1, ' ', false,
-                                                                               json::error_handler_t::replace)
+      std::cout << DumpJson(json{{"path", path}, {"error", ErrorJson(doc.error())}}, -1)
                 << "\n";
     }
     return kExitError;

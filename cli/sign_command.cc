@@ -238,7 +238,7 @@ int RunVerifySignature(const VerifySignatureFlags& flags) {
       const Error& e = verified.error();
       out["error"] = {{"code", ErrorCodeName(e.code)}, {"where", e.where}, {"detail", e.detail}};
     }
-    std::cout << out.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    std::cout << DumpJson(out, -1) << "\n";
   } else if (verified) {
     std::cout << flags.model_path << ": signature OK (key " << verified->key_id << ", "
               << verified->resources.size() << " file" << (verified->resources.size() == 1 ? "" : "s") << ")\n";

@@ -75,7 +75,7 @@ int RunVerify(const VerifyFlags& flags) {
     load.budget = flags.budget;
     const VerifyReport r = VerifyCheckpoint(path, load);
     if (flags.json) {
-      std::cout << ReportJson(r).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      std::cout << DumpJson(ReportJson(r), -1) << "\n";
     } else {
       PrintReport(r, std::cout);
     }
@@ -126,7 +126,7 @@ int RunLatest(const LatestFlags& flags) {
     json doc{{"chosen", result->chosen ? ReportJson(result->chosen->report) : json(nullptr)},
              {"skipped", std::move(skipped)},
              {"not_models", std::move(not_models)}};
-    std::cout << doc.dump(1, ' ', false, json::error_handler_t::replace) << "\n";
+    std::cout << DumpJson(doc, 1) << "\n";
   } else {
     for (const LatestCandidate& c : result->skipped) {
       std::cout << "skipped ";

@@ -327,3 +327,18 @@ def test_metadata_of_real_state_dicts(tmp_path):
     # Nested and twice: a training checkpoint with a model and an EMA copy.
     loaded, doc = check(tmp_path, "metadata_nested", {"model": sd, "ema": [model.state_dict()]})
     assert [[decode(k) for k in a["keys"]] for a in doc["attrs"]] == [["model"], ["ema", 0]]
+
+
+def test_every_json_output_keeps_surrogate_keys_apart(tmp_path):
+    """check, verify, info and inspect write their JSON alike: keys that differ
+    only in a lone surrogate come out as two \\udXXX-escaped keys, never as
+    one U+FFFD key (check --json lists what strict=False would load)."""
+    path = tmp_path / "surrogate_keys.pt"
+    sd = collections.OrderedDict([("w\udc80", torch.zeros(2)), ("w\udc81", torch.ones(3))])
+    torch.save(sd, path)
+    out = subprocess.run([CLI, "check", str(path), "--expect", str(path), "--json"], capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    doc = json.loads(out.stdout.decode("utf-8"))
+    assert doc["loaded"] == list(sd.keys())
+    assert b"\\udc80" in out.stdout and "\ufffd".encode() not in out.stdout
+    assert sorted(inspect_json(path)["tensors"]) == sorted(sd.keys())

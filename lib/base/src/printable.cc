@@ -1,5 +1,7 @@
 #include "ckptguard/printable.h"
 
+#include "py_text.h"
+
 namespace ckptguard {
 namespace {
 
@@ -80,5 +82,7 @@ std::string Printable(std::string_view text) {
   AppendPrintable(out, text);
   return out;
 }
+
+void AppendJsonString(std::string& out, std::string_view text) { py::AppendJsonStr(out, text); }
 
 }  // namespace ckptguard

@@ -19,6 +19,14 @@ void AppendPrintable(std::string& out, std::string_view text);
 // Printable returns `text` escaped as AppendPrintable does.
 std::string Printable(std::string_view text);
 
+// AppendJsonString appends `text` as a JSON string literal, as Python's
+// json.dumps(ensure_ascii=False) writes the str it holds: `text` is UTF-8
+// with lone surrogates kept (CPython's "surrogatepass", as the pickle
+// decoder keeps them), which become \udXXX escapes; controls are escaped;
+// bytes that are not part of such UTF-8 (a zip entry name, a path) become
+// U+FFFD. JSON output is then lossless for every str a pickle can hold.
+void AppendJsonString(std::string& out, std::string_view text);
+
 }  // namespace ckptguard
 
 #endif  // CKPTGUARD_PRINTABLE_H_
