@@ -11,10 +11,13 @@
 #include <cstring>
 #include <ctime>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace ckptguard::daemon {
 namespace {
@@ -187,23 +190,91 @@ Result<std::vector<int64_t>> ShapeFromText(std::string_view text) {
   return out;
 }
 
-// Stmt owns one prepared statement. Bind* take 1-based indexes; Step returns
-// true for a row, false when done.
+// StmtCache keeps a catalog connection's prepared statements for reuse,
+// by SQL text: compiling a statement costs far more than running it (a push
+// runs a dozen, and compiling them was most of a small push's CPU time).
+// Statements are compiled once with SQLITE_PREPARE_PERSISTENT; SQLite
+// recompiles one itself if the schema changes under it.
+class StmtCache {
+ public:
+  StmtCache() = default;
+  StmtCache(const StmtCache&) = delete;
+  StmtCache& operator=(const StmtCache&) = delete;
+  ~StmtCache() {
+    for (auto& [sql, stmts] : free_) {
+      for (sqlite3_stmt* stmt : stmts) sqlite3_finalize(stmt);
+    }
+  }
+  // Take returns a reset statement for `sql`, or nullptr when none is free.
+  sqlite3_stmt* Take(std::string_view sql) {
+    std::lock_guard lock(mu_);
+    auto it = free_.find(std::string(sql));
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    sqlite3_stmt* stmt = it->second.back();
+    it->second.pop_back();
+    return stmt;
+  }
+  // Give takes back a statement that Take gave or Prepare made for `sql`,
+  // reset and unbound. (Every statement's SQL is a literal: a fixed set.)
+  void Give(std::string_view sql, sqlite3_stmt* stmt) {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    std::lock_guard lock(mu_);
+    free_[std::string(sql)].push_back(stmt);
+  }
+
+  // For and Register map a connection to its cache (Catalog::Open registers
+  // its connection, Catalog::Impl's destructor unregisters it).
+  static StmtCache* For(sqlite3* db) {
+    std::lock_guard lock(registry_mu_);
+    auto it = registry_.find(db);
+    return it == registry_.end() ? nullptr : it->second;
+  }
+  static void Register(sqlite3* db, StmtCache* cache) {
+    std::lock_guard lock(registry_mu_);
+    if (cache != nullptr) {
+      registry_[db] = cache;
+    } else {
+      registry_.erase(db);
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::vector<sqlite3_stmt*>> free_;
+  static inline std::mutex registry_mu_;
+  static inline std::unordered_map<sqlite3*, StmtCache*> registry_;
+};
+
+// Stmt owns one prepared statement (given back to its connection's
+// StmtCache when it has one). Bind* take 1-based indexes; Step returns true
+// for a row, false when done.
 class Stmt {
  public:
   static Result<Stmt> Prepare(sqlite3* db, std::string_view sql, std::string_view op) {
+    StmtCache* cache = StmtCache::For(db);
+    if (cache != nullptr) {
+      if (sqlite3_stmt* cached = cache->Take(sql)) return Stmt(db, cached, op, cache, sql);
+    }
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), cache != nullptr ? SQLITE_PREPARE_PERSISTENT : 0,
+                           &stmt, nullptr) != SQLITE_OK) {
       return SqliteError(db, op);
     }
-    return Stmt(db, stmt, op);
+    return Stmt(db, stmt, op, cache, sql);
   }
   Stmt(Stmt&& other) noexcept
-      : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), op_(other.op_) {}
+      : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), op_(other.op_), cache_(other.cache_),
+        sql_(other.sql_) {}
   Stmt& operator=(Stmt&&) = delete;
   Stmt(const Stmt&) = delete;
   ~Stmt() {
-    if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+    if (stmt_ == nullptr) return;
+    if (cache_ != nullptr) {
+      cache_->Give(sql_, stmt_);
+    } else {
+      sqlite3_finalize(stmt_);
+    }
   }
 
   Status Bind(int i, std::string_view text) {
@@ -241,10 +312,13 @@ class Stmt {
   }
 
  private:
-  Stmt(sqlite3* db, sqlite3_stmt* stmt, std::string_view op) : db_(db), stmt_(stmt), op_(op) {}
+  Stmt(sqlite3* db, sqlite3_stmt* stmt, std::string_view op, StmtCache* cache, std::string_view sql)
+      : db_(db), stmt_(stmt), op_(op), cache_(cache), sql_(sql) {}
   sqlite3* db_;
   sqlite3_stmt* stmt_;
   std::string_view op_;  // always a literal
+  StmtCache* cache_;     // null: finalized when done
+  std::string_view sql_;  // the cache's key: always a literal
 };
 
 // Exec runs fixed SQL text (no parameters: pragmas, schema steps, BEGIN/COMMIT).
@@ -381,7 +455,10 @@ Status Migrate(sqlite3* db) {
 struct Catalog::Impl {
   sqlite3* db = nullptr;
   std::mutex mu;
+  std::unique_ptr<StmtCache> statements;
   ~Impl() {
+    if (db != nullptr) StmtCache::Register(db, nullptr);
+    statements.reset();  // finalizes the cached statements before the close
     if (db != nullptr) sqlite3_close_v2(db);
   }
 };
@@ -423,6 +500,8 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& db_path) {
       return err;
     }
     sqlite3 *db = impl->db;
+    impl->statements = std::make_unique<StmtCache>();
+    StmtCache::Register(db, impl->statements.get());
     sqlite3_extended_result_codes(db, 1);
     if (sqlite3_busy_timeout(db, kBusyTimeoutMs) != SQLITE_OK) return SqliteError(db, "set busy_timeout");
     CKG_TRY(Exec(db, "PRAGMA foreign_keys = ON", "enable foreign keys"));
