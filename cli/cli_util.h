@@ -6,10 +6,12 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "ckptguard/budget.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
+#include "ckptguard/printable.h"
 
 namespace ckptguard::cli {
 
@@ -36,7 +38,63 @@ void AddBudgetOptions(CLI::App& cmd, BudgetLimits& budget);
 // keeps, as Python does) comes out as \udXXX escapes, not U+FFFD, and two
 // keys differing only there stay two keys. Iterative: no recursion on the
 // nesting of what a file put in `doc`.
-std::string DumpJson(const nlohmann::json& doc, int indent = -1);
+// Works for nlohmann::json and nlohmann::ordered_json alike (the order of
+// an ordered_json's keys is kept).
+template <typename Json>
+std::string DumpJson(const Json& doc, int indent = -1) {
+  using json = Json;
+  struct Frame {
+    const json* node;
+    typename json::const_iterator next;
+    size_t depth;  // of the items inside
+    bool first;
+  };
+  std::string out;
+  std::vector<Frame> stack;
+  auto newline = [&](size_t depth) {
+    if (indent < 0) return;
+    out.push_back('\n');
+    out.append(depth * static_cast<size_t>(indent), ' ');
+  };
+  // value writes a scalar or an empty container, or opens a container.
+  auto value = [&](const json& v, size_t depth) {
+    if (v.is_string()) {
+      AppendJsonString(out, v.template get_ref<const typename Json::string_t&>());
+    } else if (v.is_object() || v.is_array()) {
+      if (v.empty()) {
+        out += v.is_object() ? "{}" : "[]";
+        return;
+      }
+      out.push_back(v.is_object() ? '{' : '[');
+      stack.push_back({&v, v.cbegin(), depth + 1, true});
+    } else {
+      out += v.dump();  // numbers, booleans, null as nlohmann writes them
+    }
+  };
+  value(doc, 0);
+  while (!stack.empty()) {
+    Frame& f = stack.back();
+    if (f.next == f.node->cend()) {
+      const bool object = f.node->is_object();
+      const size_t depth = f.depth;
+      stack.pop_back();
+      newline(depth - 1);
+      out.push_back(object ? '}' : ']');
+      continue;
+    }
+    if (!f.first) out.push_back(',');
+    f.first = false;
+    newline(f.depth);
+    const typename json::const_iterator item = f.next++;
+    const size_t depth = f.depth;
+    if (f.node->is_object()) {
+      AppendJsonString(out, item.key());
+      out += indent < 0 ? ":" : ": ";
+    }
+    value(*item, depth);  // may push: `f` is not used after this
+  }
+  return out;
+}
 
 }  // namespace ckptguard::cli
 
