@@ -1,10 +1,16 @@
 // `ckptguard verify` and `ckptguard latest`.
 #include "verify_command.h"
 
+#include <unistd.h>
+
+#include <cmath>
+#include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "ckptguard/printable.h"
+#include "ckptguard/latest.h"
 #include "ckptguard/verify.h"
 #include "cli_util.h"
 
@@ -12,6 +18,38 @@ namespace ckptguard::cli {
 namespace {
 
 using nlohmann::json;
+
+// An epoch is shown as an int when it is one (Lightning's 3, not 3.0).
+json EpochJson(double epoch) {
+  if (epoch == std::floor(epoch) && std::fabs(epoch) < 9e15) return static_cast<int64_t>(epoch);
+  return epoch;
+}
+
+std::string EpochText(double epoch) {
+  std::ostringstream out;
+  out << std::setprecision(15) << epoch;
+  return out.str();
+}
+
+json ProgressJson(const Progress& p) {
+  json out = json::object();
+  if (p.step) {
+    out["step"] = *p.step;
+    out["step_from"] = p.step_from;
+  }
+  if (p.epoch) {
+    out["epoch"] = EpochJson(*p.epoch);
+    out["epoch_from"] = p.epoch_from;
+  }
+  return out;
+}
+
+std::string ProgressText(const Progress& p) {
+  std::string out;
+  if (p.step) out += "step " + std::to_string(*p.step) + " (" + Printable(p.step_from) + ")";
+  if (p.epoch) out += std::string(out.empty() ? "" : ", ") + "epoch " + EpochText(*p.epoch) + " (" + p.epoch_from + ")";
+  return out;
+}
 
 json ReportJson(const VerifyReport& r) {
   json problems = json::array();
@@ -24,7 +62,7 @@ json ReportJson(const VerifyReport& r) {
            {"tensors", r.num_tensors},
            {"tensor_bytes", r.tensor_bytes},
            {"problems", std::move(problems)}};
-  if (r.progress) out[r.progress_key] = *r.progress;
+  if (!r.progress.empty()) out["progress"] = ProgressJson(r.progress);
   return out;
 }
 
@@ -33,7 +71,7 @@ void PrintReport(const VerifyReport& r, std::ostream& out) {
   out << Printable(r.path) << " (" << r.format << "): ";
   if (r.ok()) {
     out << "ok, " << r.num_tensors << " tensors, " << r.tensor_bytes << " bytes of tensor data read";
-    if (r.progress) out << ", " << Printable(r.progress_key) << " " << *r.progress;
+    if (!r.progress.empty()) out << ", " << ProgressText(r.progress);
     out << "\n";
     return;
   }
@@ -88,25 +126,70 @@ int RunVerify(const VerifyFlags& flags) {
   return status;
 }
 
+namespace {
+
+json CandidateJson(const LatestCandidate& c, bool verified) {
+  json out = verified ? ReportJson(c.report) : json{{"path", c.path.string()}};
+  out["folder"] = c.folder;
+  out["progress"] = ProgressJson(c.progress);
+  if (c.folder && verified) {
+    out["files"] = c.files;
+    out["notes"] = c.notes;
+  }
+  return out;
+}
+
+void PrintCandidate(const char* what, const LatestCandidate& c, std::ostream& out) {
+  out << what << " ";
+  PrintReport(c.report, out);
+  for (const std::string& note : c.notes) out << "  note: " << Printable(note) << "\n";
+}
+
+}  // namespace
+
 void AddLatestCommand(CLI::App& app, LatestFlags& flags) {
   CLI::App* cmd = app.add_subcommand("latest", "Find the newest checkpoint in a folder that verifies");
   cmd->footer(R"help(What it does:
-  Looks at the model files in DIR (not in subfolders; symbolic links are not
-  followed), orders them by the training progress stored inside (a top-level
-  "global_step", "step" or "epoch" int), highest first, then by modification
-  time, newest first, and verifies them in that order (see 'ckptguard verify')
-  until one passes. Torn, truncated, partial or hostile files are skipped, each
-  with the reason. The chosen path is printed on the last line of the text
-  output, so a resume script can use $(ckptguard latest DIR | tail -1).
+  Looks at DIR's model files and checkpoint folders (a subfolder named
+  checkpoint-N, as the Hugging Face Trainer writes, or global_stepN, or one
+  holding a trainer_state.json: verified as one unit, every model file in it,
+  its sharded index and trainer_state.json), ranks them by the training
+  progress they record, and verifies them (see 'ckptguard verify') in that
+  order until one passes. Torn, truncated, partial or hostile candidates are
+  skipped, each listed with the reason; subfolders are not searched further
+  and symbolic links are not followed.
 
-Exit status: 0 a checkpoint was found, 1 none verifies, 2 the folder cannot be read.
+Progress:
+  a file's top-level "global_step" (else "step") and "epoch" (ints, or
+  one-element tensors), else its name's "step=S" and "epoch=E" (Lightning's
+  epoch=3-step=1200.ckpt); a folder's trainer_state.json "global_step" and
+  "epoch", else the N of its name. Values of different kinds are never
+  compared: if every candidate has a step, the highest step wins (then
+  epoch); else if every one has an epoch, the highest epoch (then step); else
+  the newest modification time. Candidates without progress come last,
+  newest first.
+
+Output:
+  stdout holds the chosen path alone (one line; with -0 ended by NUL), so
+  a resume script can use $(ckptguard latest DIR). Everything else (what was
+  chosen and why, what was skipped) goes to stderr. A path that a terminal
+  or a shell line would mangle (control characters, invalid UTF-8) is not
+  printed as text: use -0 or --json.
+
+Exit status: 0 a checkpoint was found, 1 none verifies, 2 the folder cannot
+be read or the chosen path cannot be printed as text.
 
 Examples:
   ckptguard latest runs/exp7/checkpoints
-  python train.py --resume "$(ckptguard latest runs/exp7/checkpoints | tail -1)"
+  python train.py --resume "$(ckptguard latest runs/exp7/checkpoints)"
+  ckptguard latest -0 output/ | xargs -0 -I{} python train.py --resume {}
+  ckptguard latest --json output/ | jq -r '.skipped[] | .path + ": " + .problems[0].detail'
 )help");
   cmd->add_option("dir", flags.dir, "Folder of checkpoints")->required()->type_name("DIR");
-  cmd->add_flag("--json", flags.json, "One JSON document: chosen, skipped (with problems), not_models");
+  cmd->add_flag("--json", flags.json,
+                "One JSON document on stdout: chosen, skipped (with problems), older (not verified), not_models, "
+                "order");
+  cmd->add_flag("-0,--null", flags.null, "End the chosen path with NUL instead of a newline (for xargs -0)");
   AddBudgetOptions(*cmd, flags.budget);
 }
 
@@ -118,30 +201,47 @@ int RunLatest(const LatestFlags& flags) {
     ReportError(flags.dir, result.error());
     return kExitError;
   }
+  const int status = result->chosen ? kExitOk : kExitFindings;
   if (flags.json) {
     json skipped = json::array();
-    for (const LatestCandidate& c : result->skipped) skipped.push_back(ReportJson(c.report));
+    for (const LatestCandidate& c : result->skipped) skipped.push_back(CandidateJson(c, true));
+    json older = json::array();
+    for (const LatestCandidate& c : result->older) older.push_back(CandidateJson(c, false));
     json not_models = json::array();
     for (const auto& p : result->not_models) not_models.push_back(p.string());
-    json doc{{"chosen", result->chosen ? ReportJson(result->chosen->report) : json(nullptr)},
+    json doc{{"chosen", result->chosen ? CandidateJson(*result->chosen, true) : json(nullptr)},
              {"skipped", std::move(skipped)},
-             {"not_models", std::move(not_models)}};
+             {"older", std::move(older)},
+             {"not_models", std::move(not_models)},
+             {"order", result->order}};
     std::cout << DumpJson(doc, 1) << "\n";
+    std::cout.flush();
+    return status;
+  }
+  for (const LatestCandidate& c : result->skipped) PrintCandidate("skipped", c, std::cerr);
+  if (!result->older.empty()) {
+    std::cerr << result->older.size() << " older candidate" << (result->older.size() == 1 ? "" : "s")
+              << " not verified (ranked below the chosen one; --json lists them)\n";
+  }
+  if (!result->chosen) {
+    std::cerr << "ckptguard latest: no checkpoint in " << Printable(flags.dir) << " verifies\n";
+    return status;
+  }
+  PrintCandidate("chosen", *result->chosen, std::cerr);
+  std::cerr << "order: " << result->order << "\n";
+  const std::string path = result->chosen->path.string();
+  if (flags.null) {
+    // Raw bytes for a pipe; a terminal gets them escaped.
+    std::cout << (isatty(STDOUT_FILENO) ? Printable(path) : path) << '\0';
+  } else if (Printable(path) != path) {
+    std::cerr << "ckptguard latest: the chosen path " << Printable(path)
+              << " has characters a terminal or a shell line would mangle; use -0 or --json to read it\n";
+    return kExitError;
   } else {
-    for (const LatestCandidate& c : result->skipped) {
-      std::cout << "skipped ";
-      PrintReport(c.report, std::cout);
-    }
-    if (result->chosen) {
-      std::cout << "chosen ";
-      PrintReport(result->chosen->report, std::cout);
-      std::cout << Printable(result->chosen->path.string()) << "\n";
-    } else {
-      std::cerr << "ckptguard latest: no checkpoint in " << Printable(flags.dir) << " verifies\n";
-    }
+    std::cout << path << "\n";
   }
   std::cout.flush();
-  return result->chosen ? kExitOk : kExitFindings;
+  return status;
 }
 
 }  // namespace ckptguard::cli

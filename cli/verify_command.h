@@ -20,6 +20,7 @@ struct VerifyFlags {
 struct LatestFlags {
   std::string dir;
   bool json = false;
+  bool null = false;  // -0: the chosen path ends in NUL, not a newline
   BudgetLimits budget;
 };
 

@@ -324,15 +324,15 @@ BOOST_AUTO_TEST_CASE(latest_skips_the_candidate_that_changes) {
       // Verified before the change (chosen), or changed before its
       // verification began (then it is a torn file: skipped as broken).
       [&](const Outcome& o) {
-        return o.exit_code == 0 && (o.out.ends_with(big + "\n") ||
-                                    (o.out.find("skipped " + big) != std::string::npos && o.out.ends_with(good + "\n")));
+        return o.exit_code == 0 && (o.out == big + "\n" ||
+                                    (o.err.find("skipped " + big) != std::string::npos && o.out == good + "\n"));
       },
       [&](const Outcome& o) {
         if (!SaysChanged(o)) return;
         // The changed file is skipped with the reason; the other one is chosen.
         BOOST_TEST(o.exit_code == 0, Describe(o));
-        BOOST_TEST(o.out.find("skipped " + big) != std::string::npos, Describe(o));
-        BOOST_TEST(o.out.ends_with(good + "\n"), Describe(o));
+        BOOST_TEST(o.err.find("skipped " + big) != std::string::npos, Describe(o));
+        BOOST_TEST(o.out == good + "\n", Describe(o));
       },
       /*change_fails=*/false,
       // Past the quick look and the ranking load, which map the file briefly.

@@ -23,6 +23,7 @@
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/scanner/scan.h"
 #include "ckptguard/sha256.h"
+#include "ckptguard/latest.h"
 #include "ckptguard/verify.h"
 #include "test_util.h"
 

@@ -1,11 +1,16 @@
 // verify and latest: whole files pass, every way of being torn fails with
 // the reason, and `latest` picks the checkpoint a resumed run should load.
 #define BOOST_TEST_MODULE verify_test
+#include <sys/stat.h>
+
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
+#include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
+#include "ckptguard/latest.h"
 #include "ckptguard/verify.h"
 #include "test_util.h"
 #include "zip_builder.h"
@@ -34,8 +39,9 @@ BOOST_AUTO_TEST_CASE(every_benign_weights_file_verifies) {
     BOOST_TEST(r.num_tensors > 0u, name);
   }
   const VerifyReport full = VerifyCheckpoint((CorpusDir() / "benign" / "mlp_full_checkpoint.pt").string());
-  BOOST_TEST((full.progress == std::optional<int64_t>(3)));
-  BOOST_TEST(full.progress_key == "epoch");
+  BOOST_TEST(!full.progress.step.has_value());
+  BOOST_TEST((full.progress.epoch == std::optional<double>(3)));
+  BOOST_TEST(full.progress.epoch_from == "epoch");
 }
 
 BOOST_AUTO_TEST_CASE(every_truncation_of_a_checkpoint_is_caught) {
@@ -114,22 +120,181 @@ BOOST_AUTO_TEST_CASE(latest_skips_torn_partial_and_hostile_files) {
   BOOST_REQUIRE(r.has_value());
   BOOST_REQUIRE(r->chosen.has_value());
   BOOST_TEST(r->chosen->path.filename() == "epoch_0003.pt");
+  BOOST_TEST(r->order == "epoch");
   std::set<std::string> skipped;
   for (const LatestCandidate& c : r->skipped) {
     skipped.insert(c.path.filename().string());
     BOOST_TEST(!c.report.ok());
   }
-  BOOST_TEST(skipped.contains("epoch_0012.pt"));  // the flipped byte: CRC
-  BOOST_TEST(!skipped.contains("weights_old.pt")); // after the chosen one in the order, never read
-  BOOST_TEST(r->not_models.size() == 1u);          // notes.txt
+  // Every broken file is listed, the torn one too although its progress
+  // could not be read (it ranks below the chosen one).
+  BOOST_TEST(skipped == (std::set<std::string>{"epoch_0009.pt", ".epoch_0010.pt.tmp-abc123", "epoch_0011.pt",
+                                               "epoch_0012.pt"}));
+  // After the chosen one in the order: not read whole, listed as older.
+  BOOST_REQUIRE(r->older.size() == 1u);
+  BOOST_TEST(r->older[0].path.filename() == "weights_old.pt");
+  BOOST_TEST(r->older[0].report.problems.empty());
+  BOOST_TEST(r->not_models.size() == 1u);  // notes.txt
   BOOST_TEST(r->not_models[0].filename() == "notes.txt");
 
-  // The CLI prints the chosen path on its last line.
-  const auto cli = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest " + ShellQuote(dir.path.string()));
+  // The CLI prints the chosen path alone on stdout; the reasons go to stderr.
+  const auto cli = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest " + ShellQuote(dir.path.string()) + " 2>/dev/null");
   BOOST_TEST(cli.exit_code == 0);
-  BOOST_TEST(cli.out.ends_with(chosen.string() + "\n"), cli.out);
-  BOOST_TEST(cli.out.find("skipped epoch_") == std::string::npos);  // lines begin with the full path
-  BOOST_TEST(cli.out.find("BROKEN") != std::string::npos, cli.out);
+  BOOST_TEST(cli.out == chosen.string() + "\n");
+  const auto both = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest " + ShellQuote(dir.path.string()) + " 2>&1");
+  BOOST_TEST(both.out.find("BROKEN") != std::string::npos, both.out);
+  BOOST_TEST(both.out.find("skipped " + corrupt.string()) != std::string::npos, both.out);
+  BOOST_TEST(both.out.find("skipped " + torn.string()) != std::string::npos, both.out);
+  BOOST_TEST(both.out.find("1 older candidate not verified") != std::string::npos, both.out);
+  // -0 ends the path with NUL; --json is one document.
+  const auto nul = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest -0 " + ShellQuote(dir.path.string()) + " 2>/dev/null");
+  BOOST_TEST(nul.out == chosen.string() + std::string(1, '\0'));
+  const auto js = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest --json " + ShellQuote(dir.path.string()) + " 2>/dev/null");
+  const nlohmann::json doc = nlohmann::json::parse(js.out);
+  BOOST_TEST(doc.at("chosen").at("path") == chosen.string());
+  BOOST_TEST(doc.at("chosen").at("progress").at("epoch") == 3);
+  BOOST_TEST(doc.at("skipped").size() == 4u);
+  BOOST_TEST(doc.at("older").size() == 1u);
+  BOOST_TEST(doc.at("order") == "epoch");
+}
+
+// MakeTrainerFolder writes a Hugging Face Trainer checkpoint folder: weights,
+// optimizer state, RNG state, trainer_state.json, training_args.bin.
+fs::path MakeTrainerFolder(const fs::path& parent, int step, double epoch) {
+  const fs::path folder = parent / ("checkpoint-" + std::to_string(step));
+  fs::create_directories(folder);
+  fs::copy_file(CorpusDir() / "benign" / "mlp.params", folder / "pytorch_model.bin");
+  fs::copy_file(CorpusDir() / "benign" / "mlp_full_checkpoint.pt", folder / "optimizer.pt");
+  fs::copy_file(CorpusDir() / "benign" / "containers.pt", folder / "rng_state.pth");
+  // The Trainer's pickled arguments (a class the loader refuses): for the
+  // record only, never loaded on resume, so never a reason to skip.
+  fs::copy_file(CorpusDir() / "malicious" / "torch_zip_injected.pt", folder / "training_args.bin");
+  std::ofstream(folder / "trainer_state.json")
+      << nlohmann::json{{"global_step", step}, {"epoch", epoch}, {"log_history", nlohmann::json::array()}}.dump();
+  return folder;
+}
+
+BOOST_AUTO_TEST_CASE(latest_takes_trainer_folders_as_one_checkpoint) {
+  TempDir dir;
+  const fs::path f500 = MakeTrainerFolder(dir.path, 500, 1.0);
+  const fs::path f1000 = MakeTrainerFolder(dir.path, 1000, 2.0);
+  const fs::path f1500 = MakeTrainerFolder(dir.path, 1500, 2.5);
+  // The newest folder's optimizer state is torn (the run died mid-save): the
+  // whole folder is skipped, although its weights are fine.
+  const std::string opt = testing::ReadFile(f1500 / "optimizer.pt");
+  std::ofstream(f1500 / "optimizer.pt", std::ios::binary | std::ios::trunc) << opt.substr(0, opt.size() / 2);
+  fs::create_directories(dir.path / "runs");  // TensorBoard's folder: no checkpoint
+  Result<LatestResult> r = FindLatest(dir.path);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_REQUIRE(r->chosen.has_value());
+  BOOST_TEST(r->chosen->path == f1000);
+  BOOST_TEST(r->chosen->folder);
+  BOOST_TEST(r->order == "step");
+  BOOST_TEST((r->chosen->progress.step == std::optional<int64_t>(1000)));
+  BOOST_TEST(r->chosen->progress.step_from == "trainer_state.json");
+  BOOST_TEST((r->chosen->progress.epoch == std::optional<double>(2.0)));
+  BOOST_TEST((r->chosen->files == std::vector<std::string>{"optimizer.pt", "pytorch_model.bin", "rng_state.pth"}));
+  BOOST_TEST(r->chosen->report.num_tensors > 4u);
+  BOOST_REQUIRE(r->chosen->notes.size() == 1u);
+  BOOST_TEST(r->chosen->notes[0].starts_with("training_args.bin"));
+  BOOST_REQUIRE(r->skipped.size() == 1u);
+  BOOST_TEST(r->skipped[0].path == f1500);
+  BOOST_REQUIRE(!r->skipped[0].report.problems.empty());
+  BOOST_TEST(r->skipped[0].report.problems[0].entry.starts_with("optimizer.pt"));
+  BOOST_REQUIRE(r->older.size() == 1u);
+  BOOST_TEST(r->older[0].path == f500);
+  BOOST_REQUIRE(r->not_models.size() == 1u);
+  BOOST_TEST(r->not_models[0].filename() == "runs");
+  const auto cli = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest " + ShellQuote(dir.path.string()) + " 2>/dev/null");
+  BOOST_TEST(cli.exit_code == 0);
+  BOOST_TEST(cli.out == f1000.string() + "\n");
+}
+
+BOOST_AUTO_TEST_CASE(latest_checks_what_a_trainer_folder_needs) {
+  TempDir dir;
+  // Each folder has one fault; the oldest one is whole.
+  const fs::path whole = MakeTrainerFolder(dir.path, 100, 1.0);
+  const fs::path no_weights = MakeTrainerFolder(dir.path, 200, 2.0);
+  fs::remove(no_weights / "pytorch_model.bin");
+  const fs::path bad_state = MakeTrainerFolder(dir.path, 300, 3.0);
+  std::ofstream(bad_state / "trainer_state.json", std::ios::trunc) << "{\"global_step\": 300, ";
+  const fs::path missing_shard = MakeTrainerFolder(dir.path, 400, 4.0);
+  std::ofstream(missing_shard / "pytorch_model.bin.index.json")
+      << R"({"metadata": {}, "weight_map": {"a": "pytorch_model-00001-of-00002.bin", "b": "pytorch_model.bin"}})";
+  const fs::path escaping_shard = MakeTrainerFolder(dir.path, 500, 5.0);
+  std::ofstream(escaping_shard / "model.safetensors.index.json")
+      << R"({"weight_map": {"a": "../checkpoint-100/pytorch_model.bin"}})";
+  // A FIFO where trainer_state.json should be: never opened, never blocks.
+  const fs::path fifo_state = MakeTrainerFolder(dir.path, 600, 6.0);
+  fs::remove(fifo_state / "trainer_state.json");
+  BOOST_REQUIRE(::mkfifo((fifo_state / "trainer_state.json").c_str(), 0600) == 0);
+  Result<LatestResult> r = FindLatest(dir.path);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_REQUIRE(r->chosen.has_value());
+  BOOST_TEST(r->chosen->path == whole);
+  std::map<std::string, std::string> why;
+  for (const LatestCandidate& c : r->skipped) {
+    std::string all;
+    for (const VerifyProblem& p : c.report.problems) all += "[" + p.kind + "] " + p.entry + ": " + p.detail + "; ";
+    why[c.path.filename().string()] = all;
+  }
+  BOOST_REQUIRE(why.size() == 5u);
+  BOOST_TEST(why["checkpoint-600"].find("not a regular file") != std::string::npos, why["checkpoint-600"]);
+  BOOST_TEST(why["checkpoint-200"].find("no model weights") != std::string::npos, why["checkpoint-200"]);
+  BOOST_TEST(why["checkpoint-300"].find("trainer_state.json") != std::string::npos, why["checkpoint-300"]);
+  BOOST_TEST(why["checkpoint-300"].find("not valid JSON") != std::string::npos, why["checkpoint-300"]);
+  BOOST_TEST(why["checkpoint-400"].find("pytorch_model-00001-of-00002.bin\" is missing") != std::string::npos,
+             why["checkpoint-400"]);
+  BOOST_TEST(why["checkpoint-500"].find("not a file name in the folder") != std::string::npos, why["checkpoint-500"]);
+}
+
+BOOST_AUTO_TEST_CASE(latest_reads_lightning_names_and_never_compares_a_step_with_an_epoch) {
+  TempDir dir;
+  // No progress inside (a bare state dict): the names say it.
+  const std::string weights = testing::ReadFile(CorpusDir() / "benign" / "mlp.params");
+  dir.Write("epoch=2-step=30.ckpt", weights);
+  dir.Write("epoch=10-step=110.ckpt", weights);
+  dir.Write("epoch=9-step=100-v1.ckpt", weights);
+  Result<LatestResult> r = FindLatest(dir.path);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_REQUIRE(r->chosen.has_value());
+  BOOST_TEST(r->chosen->path.filename() == "epoch=10-step=110.ckpt");  // not by text order
+  BOOST_TEST(r->chosen->progress.step_from == "file name");
+  BOOST_TEST(r->order == "step");
+  BOOST_TEST(r->older.size() == 2u);
+
+  // One file records a step only, the other an epoch only: 50 steps and
+  // epoch 3 are not comparable, so the newer file wins.
+  TempDir mixed;
+  const fs::path steps = mixed.Write("a.ckpt", weights);
+  const fs::path epochs = mixed.Write("b.pt", testing::ReadFile(CorpusDir() / "benign" / "mlp_full_checkpoint.pt"));
+  fs::rename(steps, mixed.path / "step=50.ckpt");
+  SetMtime(mixed.path / "step=50.ckpt", 100);
+  SetMtime(epochs, 10);
+  Result<LatestResult> m = FindLatest(mixed.path);
+  BOOST_REQUIRE(m.has_value());
+  BOOST_REQUIRE(m->chosen.has_value());
+  BOOST_TEST(m->order == "modification time");
+  BOOST_TEST(m->chosen->path.filename() == "b.pt");
+  SetMtime(epochs, 1000);
+  m = FindLatest(mixed.path);
+  BOOST_REQUIRE(m->chosen.has_value());
+  BOOST_TEST(m->chosen->path.filename() == "step=50.ckpt");
+}
+
+BOOST_AUTO_TEST_CASE(latest_never_prints_a_mangled_path_as_text) {
+  TempDir dir;
+  const std::string name = "ckpt\nepoch_9\x1b[2J.pt";
+  dir.Write(name, testing::ReadFile(CorpusDir() / "benign" / "mlp_full_checkpoint.pt"));
+  const auto text = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest " + ShellQuote(dir.path.string()) + " 2>&1");
+  BOOST_TEST(text.exit_code == 2);
+  BOOST_TEST(text.out.find("use -0 or --json") != std::string::npos, text.out);
+  BOOST_TEST(text.out.find('\x1b') == std::string::npos, text.out);
+  const auto nul = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest -0 " + ShellQuote(dir.path.string()) + " 2>/dev/null");
+  BOOST_TEST(nul.exit_code == 0);
+  BOOST_TEST(nul.out == (dir.path / name).string() + std::string(1, '\0'));
+  const auto js = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest --json " + ShellQuote(dir.path.string()) + " 2>/dev/null");
+  BOOST_TEST(nlohmann::json::parse(js.out).at("chosen").at("path") == (dir.path / name).string());
 }
 
 BOOST_AUTO_TEST_CASE(latest_without_any_good_file) {

@@ -1,6 +1,8 @@
 #include "ckptguard/verify.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "ckptguard/mapped_file.h"
 
@@ -9,23 +11,6 @@ namespace {
 
 void AddError(VerifyReport& r, const std::string& kind, const Error& e) {
   r.problems.push_back({kind, e.where, e.offset, e.ToString()});
-}
-
-void FindProgress(const Checkpoint& ckpt, VerifyReport& r) {
-  for (const char* key : {"global_step", "step", "epoch"}) {
-    // Only a top-level int counts (a dict key without dots).
-    const Value& root = ckpt.values().Get(ckpt.root());
-    if (root.kind != ValueKind::kDict) return;
-    for (size_t i = 0; i + 1 < root.items.size(); i += 2) {
-      const Value& k = ckpt.values().Get(root.items[i]);
-      const Value& v = ckpt.values().Get(root.items[i + 1]);
-      if (k.kind == ValueKind::kStr && k.text == key && v.kind == ValueKind::kInt) {
-        r.progress = v.int_value;
-        r.progress_key = key;
-        return;
-      }
-    }
-  }
 }
 
 // VerifyMapped fills `report` from the bytes of `file`.
@@ -50,7 +35,7 @@ void VerifyMapped(const MappedFile& file, const LoadOptions& options, VerifyRepo
     AddError(report, "load", ckpt.error());
     return;
   }
-  FindProgress(*ckpt, report);
+  report.progress = CheckpointProgress(*ckpt);
   // Every tensor's bytes, to the last one (a view reaching past its record
   // never loads; this reads what the views cover).
   report.num_tensors = ckpt->tensors().size();
@@ -65,6 +50,68 @@ void VerifyMapped(const MappedFile& file, const LoadOptions& options, VerifyRepo
 }
 
 }  // namespace
+
+namespace {
+
+// ScalarOf reads an int or float value, or the one element of a tensor of
+// an integer or floating dtype (torch.tensor(1200) as a step).
+std::optional<double> ScalarOf(const Checkpoint& ckpt, const Value& v, bool integral) {
+  if (v.kind == ValueKind::kInt) return static_cast<double>(v.int_value);
+  if (v.kind == ValueKind::kFloat && !integral) return v.float_value;
+  if (v.kind != ValueKind::kTensor || v.index >= ckpt.tensors().size()) return std::nullopt;
+  const Tensor& t = ckpt.tensors()[v.index];
+  if (t.num_elements != 1) return std::nullopt;
+  Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(v.index);
+  if (!bytes || bytes->size() != DTypeSize(t.dtype)) return std::nullopt;
+  auto read = [&]<typename T>(T) {
+    T x;
+    std::memcpy(&x, bytes->data(), sizeof(T));  // little-endian, as this build's targets are
+    return static_cast<double>(x);
+  };
+  switch (t.dtype) {
+    case DType::kInt8: return read(int8_t{});
+    case DType::kUInt8: return read(uint8_t{});
+    case DType::kInt16: return read(int16_t{});
+    case DType::kUInt16: return read(uint16_t{});
+    case DType::kInt32: return read(int32_t{});
+    case DType::kUInt32: return read(uint32_t{});
+    case DType::kInt64: return read(int64_t{});
+    case DType::kFloat32: return integral ? std::nullopt : std::optional<double>(read(float{}));
+    case DType::kFloat64: return integral ? std::nullopt : std::optional<double>(read(double{}));
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
+
+Progress CheckpointProgress(const Checkpoint& ckpt) {
+  Progress out;
+  const Value& root = ckpt.values().Get(ckpt.root());
+  if (root.kind != ValueKind::kDict) return out;
+  auto find = [&](std::string_view key, bool integral) -> std::optional<double> {
+    for (size_t i = 0; i + 1 < root.items.size(); i += 2) {
+      const Value& k = ckpt.values().Get(root.items[i]);
+      if (k.kind == ValueKind::kStr && k.text == key) {
+        return ScalarOf(ckpt, ckpt.values().Get(root.items[i + 1]), integral);
+      }
+    }
+    return std::nullopt;
+  };
+  for (const char* key : {"global_step", "step"}) {
+    std::optional<double> step = find(key, true);
+    // Only values an int64 holds exactly (a uint64 tensor may not).
+    if (step && *step >= -9.2e18 && *step <= 9.2e18) {
+      out.step = static_cast<int64_t>(*step);
+      out.step_from = key;
+      break;
+    }
+  }
+  if (std::optional<double> epoch = find("epoch", false); epoch && std::isfinite(*epoch)) {
+    out.epoch = *epoch;
+    out.epoch_from = "epoch";
+  }
+  return out;
+}
 
 VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& options) {
   VerifyReport report;
@@ -85,60 +132,6 @@ VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& option
     return changed;
   }
   return report;
-}
-
-Result<LatestResult> FindLatest(const std::filesystem::path& dir, const LoadOptions& options) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  std::vector<LatestCandidate> candidates;
-  LatestResult out;
-  fs::directory_iterator it(dir, ec);
-  if (ec) return MakeError(ErrorCode::kIo, 0, "cannot read the folder: " + ec.message(), dir.string());
-  for (; it != fs::directory_iterator(); it.increment(ec)) {
-    if (ec) return MakeError(ErrorCode::kIo, 0, "cannot read the folder: " + ec.message(), dir.string());
-    const fs::directory_entry& e = *it;
-    if (!e.is_regular_file(ec) || e.is_symlink(ec)) continue;
-    LatestCandidate c;
-    c.path = e.path();
-    c.mtime = e.last_write_time(ec);
-    // A cheap look at the content first: files that are no model format at
-    // all are not candidates.
-    Result<MappedFile> file = MappedFile::Open(c.path.string(), options.file);
-    if (file) {
-      ContainerLimits quick = LoaderContainerLimits();
-      // A file that changed under this look is still a candidate: the
-      // verification below says what it is (or that it changed again).
-      if (OpenContainer(file->data(), quick).format == ContainerFormat::kUnknown && file->CheckUnchanged()) {
-        out.not_models.push_back(c.path);
-        continue;
-      }
-    }
-    candidates.push_back(std::move(c));
-  }
-  // Rank by the progress value inside (a quick load without reading tensor
-  // data), then verify in that order until one passes: only the files newer
-  // than the chosen one are read whole.
-  for (LatestCandidate& c : candidates) {
-    LoadOptions quick = options;
-    quick.allow_anomalies = true;
-    if (Result<Checkpoint> ckpt = LoadCheckpoint(c.path.string(), quick)) FindProgress(*ckpt, c.report);
-  }
-  std::sort(candidates.begin(), candidates.end(), [](const LatestCandidate& a, const LatestCandidate& b) {
-    if (a.report.progress.has_value() != b.report.progress.has_value()) return a.report.progress.has_value();
-    if (a.report.progress && b.report.progress && *a.report.progress != *b.report.progress) {
-      return *a.report.progress > *b.report.progress;
-    }
-    return a.mtime != b.mtime ? a.mtime > b.mtime : a.path < b.path;
-  });
-  for (LatestCandidate& c : candidates) {
-    c.report = VerifyCheckpoint(c.path.string(), options);
-    if (c.report.ok()) {
-      out.chosen = std::move(c);
-      break;
-    }
-    out.skipped.push_back(std::move(c));
-  }
-  return out;
 }
 
 }  // namespace ckptguard
