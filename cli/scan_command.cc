@@ -52,6 +52,7 @@
 
 #include "ckptguard/input_file.h"
 #include "ckptguard/printable.h"
+#include "ckptguard/sharded.h"
 #include "ckptguard/scanner/report.h"
 #include "ckptguard/scanner/scan.h"
 #include "cli_util.h"
@@ -66,7 +67,6 @@ using scanner::Severity;
 using scanner::Verdict;
 
 // Largest shard index read (real ones are well under 1 MiB).
-constexpr uint64_t kMaxShardIndexLen = uint64_t{64} << 20;
 
 bool Matches(const std::vector<std::string>& globs, const fs::path& path) {
   const std::string full = path.string();
@@ -418,30 +418,24 @@ class Walker {
       r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, ""});
       if (error && !r.error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not everything it names was scanned (") + rule + ")"};
     };
-    Result<std::string> text = ReadInputFile(index.real, kMaxShardIndexLen);
+    Result<ShardIndex> parsed = ReadShardIndex(index.real);
     std::set<std::string> shards;
-    if (!text) {
-      add(scanner::kRuleUnreadable, "cannot read the shard index: " + text.error().ToString(), true);
-    } else {
-      const nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-      const nlohmann::json* map = nullptr;
-      if (doc.is_object()) {
-        if (auto it = doc.find("weight_map"); it != doc.end() && it->is_object()) map = &*it;
-      }
-      if (map == nullptr) {
+    if (!parsed) {
+      const Error& e = parsed.error();
+      if (e.code == ErrorCode::kMalformed) {
         add(scanner::kRuleShardIndexBad,
-            doc.is_discarded() ? "not JSON: its shards cannot be found" : "no \"weight_map\" object: its shards cannot be found",
+            e.detail == "not valid JSON" ? "not JSON: its shards cannot be found"
+                                         : "no \"weight_map\" object: its shards cannot be found",
             false);
       } else {
-        bool bad_value = false;
-        for (const auto& [tensor, shard] : map->items()) {
-          if (shard.is_string()) {
-            shards.insert(shard.get<std::string>());
-          } else {
-            bad_value = true;
-          }
-        }
-        if (bad_value) add(scanner::kRuleShardIndexBad, "a weight_map value is not a file name", false);
+        add(scanner::kRuleUnreadable, "cannot read the shard index: " + e.ToString(), true);
+      }
+    } else {
+      shards.insert(parsed->shards.begin(), parsed->shards.end());
+      if (!parsed->not_strings.empty()) add(scanner::kRuleShardIndexBad, "a weight_map value is not a file name", false);
+      for (const std::string& shard : parsed->escaping) {
+        add(scanner::kRuleShardEscapes,
+            "weight_map names \"" + shard + "\", outside the index's folder: a loader reads it, the scan does not", true);
       }
     }
     // Shards are looked up beside the index's name, not beside its target:
@@ -451,13 +445,6 @@ class Walker {
     const fs::path real_dir = index_dir ? fs::path(*index_dir) : fs::path(index.real).parent_path();
     for (const std::string& shard : shards) {
       const fs::path rel(shard);
-      bool escapes = shard.empty() || rel.is_absolute() || shard.find('\0') != std::string::npos;
-      for (const fs::path& part : rel) escapes = escapes || part == "..";
-      if (escapes) {
-        add(scanner::kRuleShardEscapes,
-            "weight_map names \"" + shard + "\", outside the index's folder: a loader reads it, the scan does not", true);
-        continue;
-      }
       // The shard's own folder, resolved (a shard may sit in a sub-folder).
       const std::optional<std::string> shard_dir = RealPath((real_dir / rel).parent_path().string());
       bool found = false;

@@ -11,6 +11,7 @@
 
 #include "ckptguard/printable.h"
 #include "ckptguard/latest.h"
+#include "ckptguard/sharded.h"
 #include "ckptguard/verify.h"
 #include "cli_util.h"
 
@@ -94,11 +95,19 @@ void AddVerifyCommand(CLI::App& app, VerifyFlags& flags) {
   loader, and every tensor's bytes inside its record and readable to the last
   one (each is hashed). It says exactly what is broken and where.
 
+  A sharded checkpoint is verified through its index (FILE ending in
+  .index.json, as Hugging Face writes model.safetensors.index.json and
+  pytorch_model.bin.index.json): every shard as above, and the index against
+  them (a shard missing or outside the index's folder, a tensor mapped to a
+  shard that does not hold it, a tensor in two shards, a shard tensor the
+  index does not name).
+
 Exit status: 0 every file is whole, 1 a file is broken, 2 a file could not be
 read at all.
 
 Examples:
   ckptguard verify checkpoints/epoch_0042.pt
+  ckptguard verify llama/model.safetensors.index.json
   ckptguard verify --json checkpoints/*.pt | jq -c '{path, ok}'
 )");
   cmd->add_option("files", flags.files, "Checkpoint files")->required()->type_name("FILE");
@@ -111,7 +120,7 @@ int RunVerify(const VerifyFlags& flags) {
   for (const std::string& path : flags.files) {
     LoadOptions load;
     load.budget = flags.budget;
-    const VerifyReport r = VerifyCheckpoint(path, load);
+    const VerifyReport r = IsShardIndexPath(path) ? VerifyShardedCheckpoint(path, load) : VerifyCheckpoint(path, load);
     if (flags.json) {
       std::cout << DumpJson(ReportJson(r), -1) << "\n";
     } else {

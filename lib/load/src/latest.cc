@@ -8,6 +8,7 @@
 
 #include "ckptguard/input_file.h"
 #include "ckptguard/mapped_file.h"
+#include "ckptguard/sharded.h"
 
 namespace ckptguard {
 namespace {
@@ -190,45 +191,31 @@ void VerifyFolder(LatestCandidate& c, const LoadOptions& options) {
     report.problems.push_back({"io", "", 0, "cannot read the folder: " + ec.message()});
     return;
   }
-  std::set<std::string> names;
-  for (const fs::directory_entry& f : files) names.insert(f.path().filename().string());
+  // Sharded weights first: each index with its shards, as one unit.
   bool weights = false;
+  std::set<std::string> covered;  // shard files verified through an index
+  auto add = [&](const std::string& name, const VerifyReport& r) {
+    for (const VerifyProblem& p : r.problems) {
+      report.problems.push_back({p.kind, p.entry.empty() || p.entry == name ? name : name + ":" + p.entry, p.offset,
+                                 p.detail});
+    }
+    report.num_tensors += r.num_tensors;
+    report.tensor_bytes += r.tensor_bytes;
+  };
   for (const fs::directory_entry& f : files) {
     const std::string name = f.path().filename().string();
+    if (!IsShardIndexPath(name)) continue;
+    weights = true;
+    c.files.push_back(name);
+    add(name, VerifyShardedCheckpoint(f.path().string(), options));
+    if (Result<ShardIndex> index = ReadShardIndex(f.path())) covered.insert(index->shards.begin(), index->shards.end());
+  }
+  for (const fs::directory_entry& f : files) {
+    const std::string name = f.path().filename().string();
+    if (IsShardIndexPath(name) || covered.contains(name)) continue;
     if (name == "trainer_state.json") {
       Result<nlohmann::json> state = ReadJsonFile(f.path());
       if (!state) FolderProblem(report, name, state.error().ToString());
-      continue;
-    }
-    if (name.ends_with(".index.json")) {
-      // A sharded checkpoint's index: {"weight_map": {tensor: shard file}}.
-      weights = true;
-      Result<nlohmann::json> index = ReadJsonFile(f.path());
-      if (!index) {
-        FolderProblem(report, name, index.error().ToString());
-        continue;
-      }
-      const auto map = index->is_object() ? index->find("weight_map") : index->end();
-      if (map == index->end() || !map->is_object()) {
-        FolderProblem(report, name, "no \"weight_map\" object");
-        continue;
-      }
-      std::set<std::string> shards;
-      for (const auto& [tensor, shard] : map->items()) {
-        if (!shard.is_string()) {
-          FolderProblem(report, name, "the shard of \"" + tensor + "\" is not a string");
-          continue;
-        }
-        shards.insert(shard.get<std::string>());
-      }
-      for (const std::string& shard : shards) {
-        // A shard is a file of this folder: never a path out of it.
-        if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..") {
-          FolderProblem(report, name, "shard \"" + shard + "\" is not a file name in the folder");
-        } else if (!names.contains(shard)) {
-          FolderProblem(report, name, "shard \"" + shard + "\" is missing");
-        }
-      }
       continue;
     }
     if (!IsModelFile(f.path(), options)) {
@@ -242,12 +229,7 @@ void VerifyFolder(LatestCandidate& c, const LoadOptions& options) {
     }
     if (!IsTrainingStateFile(name)) weights = true;
     c.files.push_back(name);
-    const VerifyReport r = VerifyCheckpoint(f.path().string(), options);
-    for (const VerifyProblem& p : r.problems) {
-      report.problems.push_back({p.kind, p.entry.empty() ? name : name + ":" + p.entry, p.offset, p.detail});
-    }
-    report.num_tensors += r.num_tensors;
-    report.tensor_bytes += r.tensor_bytes;
+    add(name, VerifyCheckpoint(f.path().string(), options));
   }
   // A trainer_state.json the Trainer would read but this never opened (a
   // FIFO, a link): the folder is not whole as far as anyone can tell.

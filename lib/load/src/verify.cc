@@ -14,7 +14,8 @@ void AddError(VerifyReport& r, const std::string& kind, const Error& e) {
 }
 
 // VerifyMapped fills `report` from the bytes of `file`.
-void VerifyMapped(const MappedFile& file, const LoadOptions& options, VerifyReport& report) {
+void VerifyMapped(const MappedFile& file, const LoadOptions& options, VerifyReport& report,
+                  const std::function<void(const Checkpoint&)>& on_loaded) {
   // The container with every check: all CRCs, records against data.pkl.
   ContainerLimits full = options.container;
   full.zip.max_crc_check_len = ContainerLimits{}.zip.max_crc_check_len;
@@ -36,6 +37,7 @@ void VerifyMapped(const MappedFile& file, const LoadOptions& options, VerifyRepo
     return;
   }
   report.progress = CheckpointProgress(*ckpt);
+  if (on_loaded) on_loaded(*ckpt);
   // Every tensor's bytes, to the last one (a view reaching past its record
   // never loads; this reads what the views cover).
   report.num_tensors = ckpt->tensors().size();
@@ -114,6 +116,11 @@ Progress CheckpointProgress(const Checkpoint& ckpt) {
 }
 
 VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& options) {
+  return VerifyCheckpoint(path, options, nullptr);
+}
+
+VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& options,
+                              const std::function<void(const Checkpoint&)>& on_loaded) {
   VerifyReport report;
   report.path = path;
   Result<MappedFile> file = MappedFile::Open(path, options.file);
@@ -122,7 +129,7 @@ VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& option
     report.format = "unknown";
     return report;
   }
-  VerifyMapped(*file, options, report);
+  VerifyMapped(*file, options, report, on_loaded);
   // Whatever was found in torn bytes is not about this file: one io problem.
   if (Status unchanged = file->CheckUnchanged(); !unchanged) {
     VerifyReport changed;

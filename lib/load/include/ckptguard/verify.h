@@ -9,6 +9,7 @@
 #define CKPTGUARD_VERIFY_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ struct VerifyReport {
 // problem, kind "io", "changed while being read" (FindLatest, latest.h,
 // skips it with that reason); a FIFO, device or socket is refused unopened ("io").
 VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& options = {});
+// This VerifyCheckpoint also hands the loaded checkpoint to `on_loaded`
+// (before its tensors are read), for checks that need its contents; it is
+// not called when the file does not load.
+VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& options,
+                              const std::function<void(const Checkpoint&)>& on_loaded);
 
 // CheckpointProgress reads the training progress of a loaded checkpoint
 // (VerifyReport::progress): its top-level "global_step" (else "step") and

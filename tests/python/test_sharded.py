@@ -1,0 +1,160 @@
+"""Issue 17: sharded checkpoints as Hugging Face writes them (an index
+mapping every tensor to its shard), with shards made by real torch 1.13 and
+safetensors shards made by `ckptguard convert`. `verify INDEX` checks every
+shard and the index against them; `latest` takes a Trainer folder whose
+weights are sharded."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ckg import CLI, PYTHON
+
+# transformers' shard_checkpoint: shards in key order, named
+# pytorch_model-0000i-of-0000n.bin, and an index with total_size.
+MAKE = r"""
+import json, os, sys, torch
+folder = sys.argv[1]
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.Linear(32, 4))
+sd = net.state_dict()
+keys = list(sd)
+shards = [keys[:3], keys[3:]]
+weight_map, total = {}, 0
+for i, part in enumerate(shards, 1):
+    name = "pytorch_model-%05d-of-%05d.bin" % (i, len(shards))
+    torch.save({k: sd[k] for k in part}, os.path.join(folder, name))
+    for k in part:
+        weight_map[k] = name
+        total += sd[k].numel() * sd[k].element_size()
+json.dump({"metadata": {"total_size": total}, "weight_map": weight_map},
+          open(os.path.join(folder, "pytorch_model.bin.index.json"), "w"), indent=2)
+"""
+
+INDEX = "pytorch_model.bin.index.json"
+
+
+def run(*args):
+    assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
+    return subprocess.run([CLI, *args], capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sharded") / "model"
+    d.mkdir()
+    subprocess.run([PYTHON, "-c", MAKE, str(d)], check=True, timeout=300)
+    return d
+
+
+def copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def verify(index):
+    out = run("verify", "--json", str(index))
+    return out.returncode, json.loads(out.stdout)
+
+
+def details(report):
+    return "\n".join("[%s] %s: %s" % (p["kind"], p["entry"], p["detail"]) for p in report["problems"])
+
+
+def test_a_whole_sharded_checkpoint_verifies(sharded):
+    code, report = verify(sharded / INDEX)
+    assert code == 0, details(report)
+    assert report["format"] == "sharded" and report["ok"]
+    assert report["tensors"] == 6
+
+
+def test_safetensors_shards_verify_too(sharded, tmp_path):
+    st = tmp_path / "st"
+    st.mkdir()
+    index = json.loads((sharded / INDEX).read_text())
+    renamed = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        target = shard.replace("pytorch_model", "model").replace(".bin", ".safetensors")
+        out = run("convert", str(sharded / shard), str(st / target))
+        assert out.returncode == 0, out.stderr.decode()
+        renamed[shard] = target
+    index["weight_map"] = {k: renamed[v] for k, v in index["weight_map"].items()}
+    (st / "model.safetensors.index.json").write_text(json.dumps(index))
+    code, report = verify(st / "model.safetensors.index.json")
+    assert code == 0, details(report)
+    assert report["tensors"] == 6
+
+
+def test_a_missing_shard_is_named(sharded, tmp_path):
+    d = copy(sharded, tmp_path / "m")
+    os.remove(d / "pytorch_model-00002-of-00002.bin")
+    code, report = verify(d / INDEX)
+    assert code == 1
+    assert "shard pytorch_model-00002-of-00002.bin is missing" in details(report)
+
+
+def test_a_torn_shard_is_named(sharded, tmp_path):
+    d = copy(sharded, tmp_path / "t")
+    shard = d / "pytorch_model-00001-of-00002.bin"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    code, report = verify(d / INDEX)
+    assert code == 1
+    assert any(p["entry"].startswith("pytorch_model-00001-of-00002.bin") for p in report["problems"]), details(report)
+
+
+def test_a_tensor_in_two_shards_or_in_the_wrong_one(sharded, tmp_path):
+    d = copy(sharded, tmp_path / "two")
+    index = json.loads((d / INDEX).read_text())
+    first = "pytorch_model-00001-of-00002.bin"
+    # The second shard also holds a tensor of the first: transformers would
+    # load whichever comes last.
+    extra = (
+        "import sys, torch; a = torch.load(sys.argv[1]); b = torch.load(sys.argv[2]); "
+        "k = sorted(a)[0]; b[k] = a[k] + 1; torch.save(b, sys.argv[2])"
+    )
+    subprocess.run([PYTHON, "-c", extra, str(d / first), str(d / "pytorch_model-00002-of-00002.bin")], check=True)
+    code, report = verify(d / INDEX)
+    assert code == 1
+    text = details(report)
+    assert "is in two shards" in text, text
+    assert "which the index does not map to it" in text, text
+
+    w = copy(sharded, tmp_path / "wrong")
+    index = json.loads((w / INDEX).read_text())
+    key = next(k for k, v in index["weight_map"].items() if v == first)
+    index["weight_map"][key] = "pytorch_model-00002-of-00002.bin"
+    (w / INDEX).write_text(json.dumps(index))
+    code, report = verify(w / INDEX)
+    assert code == 1
+    assert 'tensor "%s" is mapped to pytorch_model-00002-of-00002.bin, which does not hold it' % key in details(report)
+
+
+@pytest.mark.parametrize("shard", ["../outside.bin", "/etc/passwd", "a//b.bin", ""])
+def test_a_shard_path_never_leaves_the_folder(sharded, tmp_path, shard):
+    d = copy(sharded, tmp_path / "esc")
+    index = json.loads((d / INDEX).read_text())
+    index["weight_map"][next(iter(index["weight_map"]))] = shard
+    (d / INDEX).write_text(json.dumps(index))
+    code, report = verify(d / INDEX)
+    assert code == 1
+    assert report["problems"][0]["kind"] == "index", details(report)
+    assert json.dumps(shard)[1:-1] in details(report)
+
+
+def test_latest_takes_a_trainer_folder_with_sharded_weights(sharded, tmp_path):
+    out = tmp_path / "output"
+    for step in (100, 200):
+        d = copy(sharded, out / ("checkpoint-%d" % step))
+        (d / "trainer_state.json").write_text(json.dumps({"global_step": step, "epoch": step / 100}))
+    # The newest folder lost a shard.
+    os.remove(out / "checkpoint-200" / "pytorch_model-00002-of-00002.bin")
+    res = run("latest", "--json", str(out))
+    doc = json.loads(res.stdout)
+    assert res.returncode == 0
+    assert os.path.basename(doc["chosen"]["path"]) == "checkpoint-100"
+    assert doc["chosen"]["files"] == [INDEX]
+    assert doc["chosen"]["tensors"] == 6
+    assert [os.path.basename(c["path"]) for c in doc["skipped"]] == ["checkpoint-200"]
+    assert "is missing" in details(doc["skipped"][0])
