@@ -154,7 +154,8 @@ Candidate FolderCandidate(const fs::path& folder, fs::file_time_type mtime) {
   }
   if (Result<nlohmann::json> state = ReadJsonFile(folder / "trainer_state.json"); state && state->is_object()) {
     const auto step = state->find("global_step");
-    if (step != state->end() && step->is_number_integer()) {
+    if (step != state->end() && step->is_number_integer() &&
+        (!step->is_number_unsigned() || step->get<uint64_t>() <= uint64_t{INT64_MAX})) {
       out.c.progress.step = step->get<int64_t>();
       out.c.progress.step_from = "trainer_state.json";
     }
