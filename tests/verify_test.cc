@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "ckptguard/latest.h"
+#include "ckptguard/sharded.h"
 #include "ckptguard/verify.h"
 #include "test_util.h"
 #include "zip_builder.h"
@@ -298,6 +299,99 @@ BOOST_AUTO_TEST_CASE(latest_never_prints_a_mangled_path_as_text) {
   BOOST_TEST(nul.out == (dir.path / name).string() + std::string(1, '\0'));
   const auto js = testing::Run(ShellQuote(CKPTGUARD_CLI) + " latest --json " + ShellQuote(dir.path.string()) + " 2>/dev/null");
   BOOST_TEST(nlohmann::json::parse(js.out).at("chosen").at("path") == (dir.path / name).string());
+}
+
+// WriteIndex writes a sharded index mapping every state-dict tensor of each
+// given shard (a corpus file copied into `dir`) to it, plus `extra` entries.
+fs::path WriteIndex(const TempDir& dir, const std::vector<std::pair<std::string, std::string>>& shards,
+                    const nlohmann::json& extra = nlohmann::json::object()) {
+  nlohmann::json map = nlohmann::json::object();
+  for (const auto& [corpus, name] : shards) {
+    fs::copy_file(CorpusDir() / "benign" / corpus, dir.path / name, fs::copy_options::overwrite_existing);
+    Result<Checkpoint> ckpt = LoadCheckpoint((dir.path / name).string());
+    BOOST_REQUIRE(ckpt.has_value());
+    Result<std::vector<NamedTensor>> names = ckpt->StateDict();
+    BOOST_REQUIRE(names.has_value());
+    for (const NamedTensor& t : *names) map[t.path] = name;
+  }
+  for (const auto& [k, v] : extra.items()) map[k] = v;
+  const fs::path index = dir.path / "model.safetensors.index.json";
+  std::ofstream(index, std::ios::trunc) << nlohmann::json{{"metadata", {{"total_size", 1}}}, {"weight_map", map}}.dump();
+  return index;
+}
+
+BOOST_AUTO_TEST_CASE(a_sharded_state_dict_loads_as_one) {
+  TempDir dir;
+  const fs::path index = WriteIndex(dir, {{"mlp.params", "model-00001-of-00002.bin"},
+                                          {"dtypes.pt", "model-00002-of-00002.bin"}});
+  Result<ShardedCheckpoint> sharded = LoadShardedCheckpoint(index.string());
+  BOOST_REQUIRE_MESSAGE(sharded.has_value(), (sharded ? "" : sharded.error().ToString()));
+  Result<Checkpoint> a = LoadCheckpoint((CorpusDir() / "benign" / "mlp.params").string());
+  Result<Checkpoint> b = LoadCheckpoint((CorpusDir() / "benign" / "dtypes.pt").string());
+  BOOST_REQUIRE(a && b);
+  BOOST_TEST(sharded->tensors().size() == a->StateDict()->size() + b->StateDict()->size());
+  BOOST_TEST(sharded->shards().size() == 2u);
+  // Every tensor is the shard's own, with the digest a direct load gives.
+  for (const ShardedTensor& t : sharded->tensors()) {
+    const Checkpoint& direct = t.shard == 0 ? *a : *b;
+    std::optional<ValueId> v = direct.Find(t.name);
+    BOOST_REQUIRE_MESSAGE(v.has_value(), t.name);
+    const Value& value = direct.values().Get(*v);
+    BOOST_REQUIRE(value.kind == ValueKind::kTensor);
+    BOOST_TEST(*sharded->Sha256Hex(t) == *direct.Sha256Hex(value.index), t.name);
+    BOOST_TEST(DTypeName(sharded->TensorOf(t).dtype) == DTypeName(direct.tensors()[value.index].dtype));
+  }
+  BOOST_TEST(sharded->CheckUnchanged().has_value());
+  BOOST_TEST(VerifyShardedCheckpoint(index.string()).ok());
+}
+
+BOOST_AUTO_TEST_CASE(a_sharded_state_dict_is_refused_where_transformers_would_load_something_else) {
+  auto error = [](const fs::path& index) {
+    Result<ShardedCheckpoint> r = LoadShardedCheckpoint(index.string());
+    BOOST_REQUIRE_MESSAGE(!r.has_value(), index.string() + " loaded");
+    return r.error();
+  };
+  {
+    TempDir dir;  // the same tensors in both shards: the last one read wins in transformers
+    const Error e = error(WriteIndex(dir, {{"mlp.params", "a.bin"}, {"mlp.safetensors", "b.safetensors"}},
+                                     {{"hidden.bias", "a.bin"}}));
+    BOOST_TEST(e.detail.find("is in two shards: a.bin and b.safetensors") != std::string::npos, e.ToString());
+    BOOST_TEST(e.where == "model.safetensors.index.json");
+  }
+  {
+    TempDir dir;
+    const Error e = error(WriteIndex(dir, {{"mlp.params", "a.bin"}}, {{"lm_head.weight", "a.bin"}}));
+    BOOST_TEST(e.detail == "tensor \"lm_head.weight\" is mapped to a.bin, which does not hold it", e.ToString());
+  }
+  {
+    TempDir dir;
+    const fs::path index = WriteIndex(dir, {{"mlp.params", "a.bin"}});
+    const std::string extra = (dir.path / "b.bin").string();
+    fs::copy_file(CorpusDir() / "benign" / "dtypes.pt", extra);
+    std::ofstream(index, std::ios::trunc) << R"({"weight_map": {"float32": "b.bin"}})";
+    const Error e = error(index);
+    BOOST_TEST(e.detail.find("which the index does not map to it") != std::string::npos, e.ToString());
+  }
+  {
+    TempDir dir;
+    const Error e = error(WriteIndex(dir, {{"mlp.params", "a.bin"}}, {{"x", "gone.bin"}}));
+    BOOST_TEST((e.code == ErrorCode::kIo), e.ToString());
+    BOOST_TEST(e.detail == "shard gone.bin is missing");
+  }
+  {
+    TempDir dir;
+    const Error e = error(WriteIndex(dir, {{"mlp.params", "a.bin"}}, {{"x", "../../etc/passwd"}}));
+    BOOST_TEST((e.code == ErrorCode::kInvalidArgument), e.ToString());
+    BOOST_TEST(e.detail.find("../../etc/passwd") != std::string::npos);
+  }
+  {
+    TempDir dir;  // a hostile shard: the loader's refusal, naming the shard
+    fs::copy_file(CorpusDir() / "malicious" / "torch_zip_injected.pt", dir.path / "evil.bin");
+    std::ofstream(dir.path / "pytorch_model.bin.index.json") << R"({"weight_map": {"w": "evil.bin"}})";
+    const Error e = error(dir.path / "pytorch_model.bin.index.json");
+    BOOST_TEST((e.code == ErrorCode::kForbiddenGlobal), e.ToString());
+    BOOST_TEST(e.where.starts_with("evil.bin"), e.where);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(latest_without_any_good_file) {

@@ -173,4 +173,73 @@ VerifyReport VerifyShardedCheckpoint(const std::string& index_path, const LoadOp
   return report;
 }
 
+Status ShardedCheckpoint::CheckUnchanged() const {
+  for (const Checkpoint& shard : shards_) CKG_TRY(shard.CheckUnchanged());
+  return OkStatus();
+}
+
+Result<ShardedCheckpoint> LoadShardedCheckpoint(const std::string& index_path, const LoadOptions& options) {
+  ShardedCheckpoint out;
+  const fs::path index_file(index_path);
+  CKG_ASSIGN_OR_RETURN(out.index_, ReadShardIndex(index_file));
+  const ShardIndex& index = out.index_;
+  if (!index.escaping.empty()) {
+    return IndexError(ErrorCode::kInvalidArgument, index_file,
+                      "shard \"" + index.escaping.front() + "\" leaves the index's folder: not read");
+  }
+  if (!index.not_strings.empty()) {
+    return IndexError(ErrorCode::kMalformed, index_file,
+                      "the shard of tensor \"" + index.not_strings.front() + "\" is not a string");
+  }
+  // Tensor name -> (shard, tensor index), over every shard.
+  std::map<std::string, std::pair<uint32_t, uint32_t>, std::less<>> held;
+  out.shards_.reserve(index.shards.size());
+  for (uint32_t s = 0; s < index.shards.size(); ++s) {
+    const std::string& shard = index.shards[s];
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(index.folder / shard, ec))) {
+      return IndexError(ErrorCode::kIo, index_file, "shard " + shard + " is missing");
+    }
+    Result<Checkpoint> ckpt = LoadCheckpoint((index.folder / shard).string(), options);
+    if (!ckpt) {
+      Error e = std::move(ckpt).error();
+      e.where = e.where.empty() || e.where == (index.folder / shard).string() ? shard : shard + ":" + e.where;
+      return std::unexpected(std::move(e));
+    }
+    CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> names, ckpt->StateDict());
+    for (NamedTensor& t : names) {
+      auto [it, first] = held.emplace(t.path, std::pair<uint32_t, uint32_t>{s, t.tensor});
+      if (!first && it->second.first == s && it->second.second != t.tensor) {
+        return IndexError(ErrorCode::kMalformed, index_file,
+                          "shard " + shard + " holds two tensors named \"" + t.path + "\" (keys with dots)");
+      }
+      if (!first && it->second.first != s) {
+        return IndexError(ErrorCode::kMalformed, index_file,
+                          "tensor \"" + t.path + "\" is in two shards: " + index.shards[it->second.first] + " and " +
+                              shard);
+      }
+    }
+    out.shards_.push_back(std::move(*ckpt));
+  }
+  std::set<std::string_view> mapped;
+  out.tensors_.reserve(index.weight_map.size());
+  for (const auto& [name, shard] : index.weight_map) {
+    const auto it = held.find(name);
+    if (it == held.end() || it->second.first != shard) {
+      return IndexError(ErrorCode::kMalformed, index_file,
+                        "tensor \"" + name + "\" is mapped to " + index.shards[shard] + ", which does not hold it");
+    }
+    mapped.insert(name);
+    out.tensors_.push_back({name, shard, it->second.second});
+  }
+  for (const auto& [name, where] : held) {
+    if (!mapped.contains(name)) {
+      return IndexError(ErrorCode::kMalformed, index_file,
+                        "shard " + index.shards[where.first] + " holds tensor \"" + name +
+                            "\", which the index does not map to it");
+    }
+  }
+  return out;
+}
+
 }  // namespace ckptguard

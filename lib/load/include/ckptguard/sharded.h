@@ -75,6 +75,47 @@ Result<ShardIndex> ParseShardIndex(std::string_view text, const std::filesystem:
 // "sharded"; tensor counts are summed over the shards.
 VerifyReport VerifyShardedCheckpoint(const std::string& index_path, const LoadOptions& options = {});
 
+// ShardedTensor is one tensor of a sharded state dict: its name and where
+// it lives (a shard, and the tensor's index in that shard's tensors()).
+struct ShardedTensor {
+  std::string name;
+  uint32_t shard = 0;
+  uint32_t tensor = 0;
+};
+
+// ShardedCheckpoint is a sharded state dict loaded as one: every shard a
+// Checkpoint (zero-copy views of its own file) and the merged list of
+// tensors.
+class ShardedCheckpoint {
+ public:
+  const ShardIndex& index() const { return index_; }
+  // The shards, in index().shards order.
+  const std::vector<Checkpoint>& shards() const { return shards_; }
+  // Every tensor, in the index's order (each name once).
+  const std::vector<ShardedTensor>& tensors() const { return tensors_; }
+  const Tensor& TensorOf(const ShardedTensor& t) const { return shards_[t.shard].tensors()[t.tensor]; }
+  Result<std::string> Sha256Hex(const ShardedTensor& t) const { return shards_[t.shard].Sha256Hex(t.tensor); }
+  // CheckUnchanged: no shard changed while it was read (Checkpoint's).
+  Status CheckUnchanged() const;
+
+ private:
+  friend Result<ShardedCheckpoint> LoadShardedCheckpoint(const std::string& index_path, const LoadOptions& options);
+  ShardIndex index_;
+  std::vector<Checkpoint> shards_;
+  std::vector<ShardedTensor> tensors_;
+};
+
+// LoadShardedCheckpoint loads every shard of an index (LoadCheckpoint, each
+// with its own per-file budget) as one state dict. It fails on the first
+// thing transformers would load differently from what the index says, with
+// the index and the shard or tensor named: ReadShardIndex's errors; a shard
+// path that leaves the folder (kInvalidArgument) or is no string
+// (kMalformed); a missing shard (kIo); a shard that does not load (its
+// error, `where` prefixed with the shard); a tensor the index maps to a
+// shard that does not hold it, a tensor in two shards, a shard tensor the
+// index does not name (kMalformed).
+Result<ShardedCheckpoint> LoadShardedCheckpoint(const std::string& index_path, const LoadOptions& options = {});
+
 }  // namespace ckptguard
 
 #endif  // CKPTGUARD_SHARDED_H_
