@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ckptguard/printable.h"
+#include "ckptguard/sharded.h"
 #include "cli_util.h"
 
 namespace ckptguard::cli {
@@ -158,7 +159,53 @@ Status PrintTensors(const Checkpoint& ckpt, const InspectFlags& flags, std::ostr
   return OkStatus();
 }
 
+// InspectSharded shows a sharded state dict through its index: every shard
+// as `inspect` shows one file, after LoadShardedCheckpoint has checked that
+// the shards hold exactly what the index maps to them.
+int InspectSharded(const std::string& path, const InspectFlags& flags) {
+  Result<ShardedCheckpoint> sharded = LoadShardedCheckpoint(path, flags.load);
+  Result<std::string> out = [&]() -> Result<std::string> {
+    if (!sharded) return std::unexpected(sharded.error());
+    const ShardIndex& index = sharded->index();
+    std::string text;
+    if (flags.json) {
+      const json head{{"file", std::filesystem::path(path).filename().string()},
+                      {"path", path},
+                      {"kind", "sharded"},
+                      {"tensors", sharded->tensors().size()}};
+      text = DumpJson(head, -1);
+      text.back() = ',';
+      text += "\"shards\":[";
+      for (size_t s = 0; s < index.shards.size(); ++s) {
+        CKG_ASSIGN_OR_RETURN(std::string doc,
+                             ExpectJson(sharded->shards()[s], (index.folder / index.shards[s]).string(), flags));
+        text += (s ? "," : "") + doc;
+      }
+      text += "]}";
+    } else {
+      text = "== " + Printable(path) + "\nformat: sharded (" + std::to_string(index.shards.size()) + " shards, " +
+             std::to_string(sharded->tensors().size()) + " tensors)\n";
+      for (size_t s = 0; s < index.shards.size(); ++s) {
+        std::ostringstream one;
+        CKG_TRY(PrintTensors(sharded->shards()[s], flags, one));
+        text += "-- shard " + Printable(index.shards[s]) + " (" +
+                std::string(ContainerFormatName(sharded->shards()[s].format())) + "), " + one.str();
+      }
+    }
+    CKG_TRY(sharded->CheckUnchanged());
+    return text;
+  }();
+  if (!out) {
+    ReportError(path, out.error());
+    if (flags.json) std::cout << DumpJson(json{{"path", path}, {"error", ErrorJson(out.error())}}, -1) << "\n";
+    return kExitError;
+  }
+  std::cout << *out << (flags.json ? "\n" : "");
+  return kExitOk;
+}
+
 int InspectOne(const std::string& path, const InspectFlags& flags) {
+  if (IsShardIndexPath(path)) return InspectSharded(path, flags);
   Result<Checkpoint> ckpt = LoadCheckpoint(path, flags.load);
   if (ckpt && !flags.json) {
     std::ostringstream text;
@@ -245,12 +292,20 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
   character, is {"__str__": hex of its UTF-8 with surrogates}. Paths that a
   JSON reader would read as one key count as colliding.
 
+  A sharded checkpoint is inspected through its index (FILE ending in
+  .index.json): the shards are loaded as one state dict, and refused when the
+  index and the shards disagree (a tensor in two shards, mapped to a shard that
+  lacks it or held but not mapped; a shard missing or outside the folder).
+  Text shows each shard's tensors; --json is {file, path, kind: "sharded",
+  tensors: count, shards: [one document as above per shard]}.
+
 Exit status: 0 when every file loaded, 2 when one did not (the error names the
 file, the entry, the global or limit, and the byte offset).
 
 Examples:
   ckptguard inspect model.pt
   ckptguard inspect --prefix model checkpoint.pt        # one sub-dict
+  ckptguard inspect model.safetensors.index.json        # a sharded model
   ckptguard inspect --json model.pt | jq '.tensors | keys'
   ckptguard inspect --rules my_allowlist.toml model.pt  # extra allowed globals
 )");

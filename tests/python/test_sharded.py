@@ -158,3 +158,43 @@ def test_latest_takes_a_trainer_folder_with_sharded_weights(sharded, tmp_path):
     assert doc["chosen"]["tensors"] == 6
     assert [os.path.basename(c["path"]) for c in doc["skipped"]] == ["checkpoint-200"]
     assert "is missing" in details(doc["skipped"][0])
+
+
+DIGESTS = r"""
+import hashlib, json, sys, torch
+folder, index = sys.argv[1], json.load(open(sys.argv[2]))
+out = {}
+for shard in sorted(set(index["weight_map"].values())):
+    for k, v in torch.load(folder + "/" + shard).items():
+        out[k] = hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()
+print(json.dumps(out))
+"""
+
+
+def test_inspect_loads_the_shards_as_one_state_dict_with_torchs_values(sharded):
+    out = run("inspect", "--json", str(sharded / INDEX))
+    assert out.returncode == 0, out.stderr.decode()
+    doc = json.loads(out.stdout)
+    assert doc["kind"] == "sharded" and doc["tensors"] == 6
+    ours = {}
+    for shard in doc["shards"]:
+        for name, t in shard["tensors"].items():
+            assert name not in ours
+            ours[name] = t["sha256"]
+    torch_digests = subprocess.run([PYTHON, "-c", DIGESTS, str(sharded), str(sharded / INDEX)], check=True,
+                                   capture_output=True, text=True, timeout=300)
+    assert ours == json.loads(torch_digests.stdout)
+    text = run("inspect", str(sharded / INDEX))
+    assert b"format: sharded (2 shards, 6 tensors)" in text.stdout
+
+
+def test_inspect_refuses_an_index_the_shards_contradict(sharded, tmp_path):
+    w = copy(sharded, tmp_path / "contra")
+    index = json.loads((w / INDEX).read_text())
+    key = next(iter(index["weight_map"]))
+    index["weight_map"][key] = "pytorch_model-00002-of-00002.bin" if index["weight_map"][key].endswith(
+        "00001-of-00002.bin") else "pytorch_model-00001-of-00002.bin"
+    (w / INDEX).write_text(json.dumps(index))
+    out = run("inspect", str(w / INDEX))
+    assert out.returncode == 2
+    assert ("tensor \"%s\" is mapped to" % key).encode() in out.stderr, out.stderr.decode()
