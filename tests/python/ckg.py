@@ -19,6 +19,12 @@ def scan(path):
     return json.loads(out.stdout)["files"][0]
 
 
+def run_cli(*args, timeout=300):
+    """Runs `ckptguard ARGS...`: the CompletedProcess, stdout and stderr as bytes."""
+    assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
+    return subprocess.run([CLI, *args], capture_output=True, timeout=timeout)
+
+
 def describe(report):
     lines = [report["path"] + " [" + report["verdict"] + "]"]
     for f in report.get("findings", []):

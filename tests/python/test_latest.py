@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ckg import CLI, PYTHON
+from ckg import CLI, PYTHON, run_cli
 
 MAKE = r"""
 import json, os, sys, torch
@@ -50,8 +50,7 @@ open(cut, "wb").write(data[: len(data) - 40])
 
 
 def run(*args):
-    assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
-    return subprocess.run([CLI, *args], capture_output=True, timeout=300)
+    return run_cli(*args, timeout=300)
 
 
 @pytest.fixture(scope="module")

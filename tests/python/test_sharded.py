@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from ckg import CLI, PYTHON
+from ckg import CLI, PYTHON, run_cli
 
 # transformers' shard_checkpoint: shards in key order, named
 # pytorch_model-0000i-of-0000n.bin, and an index with total_size.
@@ -37,8 +37,7 @@ INDEX = "pytorch_model.bin.index.json"
 
 
 def run(*args):
-    assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
-    return subprocess.run([CLI, *args], capture_output=True, timeout=300)
+    return run_cli(*args, timeout=300)
 
 
 @pytest.fixture(scope="module")

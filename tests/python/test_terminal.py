@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ckg import CLI, PYTHON
+from ckg import CLI, PYTHON, run_cli
 
 # ESC (title, clear screen, colour), BEL, CR (overwrite the line), the C1 CSI
 # (U+009B) and RIGHT-TO-LEFT OVERRIDE (U+202E).
@@ -28,8 +28,7 @@ torch.save({"expected" + h: torch.zeros(3) for h in hostile}, ref)
 
 
 def run(*args):
-    assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
-    return subprocess.run([CLI, *args], capture_output=True, timeout=120)
+    return run_cli(*args, timeout=120)
 
 
 @pytest.fixture(scope="module")
