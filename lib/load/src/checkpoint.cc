@@ -1073,6 +1073,10 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
           int64_t z;
           std::memcpy(&z, zbytes.data() + k * 8, 8);
           out += std::to_string(z);
+        } else if (zp.dtype == DType::kInt32) {
+          int32_t z;
+          std::memcpy(&z, zbytes.data() + k * 4, 4);
+          out += std::to_string(z);
         } else {
           AppendJsonFloat(out, NumberAt(zbytes, zp.dtype, k));
         }
