@@ -268,7 +268,11 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
                      A quantized tensor is its integers (dtype quint8, qint8,
                      qint32; sha256 of int_repr()) plus "qscheme" and either
                      "q_scale", "q_zero_point" or "q_per_channel_axis",
-                     "q_per_channel_scales", "q_per_channel_zero_points"
+                     "q_per_channel_scales", "q_per_channel_zero_points".
+                     "conj"/"neg": true for torch 2.x's lazy conjugate and
+                     negative bits (sha256 is of the values torch gives);
+                     "state": a Parameter's Python attributes (a skeleton
+                     value)
     skeleton         the top object, tensors as "<tensor>": {"__dict__":
                      [[k, v], ...]}, {"__list__": [...]}, {"__tuple__": [...]},
                      {"__set__": [...]}, {"__bytes__": hex}, {"__bigint__":
