@@ -9,7 +9,8 @@ zero points and axis) must be the quantizer's, exactly. A tensor with the
 conjugate or negative bit (torch >= 2.0's metadata argument of
 _rebuild_tensor_v2, applied here as torch 2.x does with torch 1.13's
 _set_conj/_set_neg) digests as the values torch gives (resolve_conj(),
-resolve_neg())."""
+resolve_neg()). A legacy file with Python 2's byte-string storage keys
+loads as torch.load reads it."""
 import hashlib
 import json
 import math
@@ -106,7 +107,7 @@ def same_float(a, b):
 
 def test_corpus_is_complete():
     assert {"quantized_per_tensor.pt", "quantized_per_channel.pt", "quantize_dynamic_linear.pt",
-            "tensor_metadata_v2.pt", "parameter_with_state.pt"} <= set(FILES)
+            "tensor_metadata_v2.pt", "parameter_with_state.pt", "legacy_python2_keys.pt"} <= set(FILES)
 
 
 def test_metadata_bits_change_the_digest():

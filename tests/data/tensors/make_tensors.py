@@ -117,6 +117,38 @@ def main():
     dynamic = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     save("quantize_dynamic_linear.pt", dynamic.state_dict())
 
+    python2_legacy(os.path.join(OUT, "legacy_python2_keys.pt"))
+
+
+def python2_legacy(path):
+    """A legacy (torch <= 1.5) file as Python 2 wrote it: every str operand of
+    the five pickles as SHORT_BINSTRING (bytes) instead of BINUNICODE, as
+    pickle protocol 2 under Python 2 spells str. Made from torch 1.13's
+    legacy writer by re-encoding those operands (the storage records follow
+    the pickles, so nothing else moves)."""
+    import io
+    import pickletools
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2], dtype=torch.int64)}, buf,
+               _use_new_zipfile_serialization=False, pickle_protocol=2)
+    data = buf.getvalue()
+    out = bytearray()
+    pos = 0
+    for _ in range(5):
+        last = pos
+        for op, arg, off in pickletools.genops(data[pos:]):
+            if op.name == "BINUNICODE" and arg.isascii() and len(arg) < 256:
+                out += data[last:pos + off] + b"U" + bytes([len(arg)]) + arg.encode()
+                last = pos + off + 5 + len(arg)
+            if op.name == "STOP":
+                end = pos + off + 1
+                break
+        out += data[last:end]
+        pos = end
+    out += data[pos:]
+    with open(path, "wb") as f:
+        f.write(bytes(out))
+
 
 if __name__ == "__main__":
     main()
