@@ -110,7 +110,15 @@ int ToSafetensors(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flag
   buffers.reserve(named->size());
   for (const NamedTensor& nt : *named) {
     const Tensor& t = ckpt.tensors()[nt.tensor];
-    const auto key = std::make_tuple(t.storage, t.storage_offset, t.shape, t.stride, static_cast<int>(t.dtype));
+    if (t.quant.scheme != QScheme::kNone) {
+      // safetensors holds plain arrays: the integers alone would read as
+      // other values, and dequantizing would not be the checkpoint's data.
+      return Fail(flags.input, nt.path + ": a quantized tensor (" + std::string(DTypeName(t.dtype)) + ", " +
+                                   std::string(QSchemeName(t.quant.scheme)) + ") has no place in safetensors");
+    }
+    // The conjugate and negative bits make other values of the same bytes.
+    const auto key = std::make_tuple(t.storage, t.storage_offset, t.shape, t.stride,
+                                     static_cast<int>(t.dtype) | (t.conj ? 0x100 : 0) | (t.neg ? 0x200 : 0));
     if (auto it = seen.find(key); it != seen.end()) {
       aliases[nt.path] = it->second;
       continue;
@@ -148,6 +156,9 @@ int ToTorch(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
     std::vector<std::pair<SaveId, SaveId>> items;
     for (const NamedTensor& nt : *named) {
       const Tensor& t = ckpt.tensors()[nt.tensor];
+      if (t.quant.scheme != QScheme::kNone) {
+        return Fail(flags.input, nt.path + ": quantized tensors are not written by convert --to torch yet");
+      }
       Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(nt.tensor);
       if (!bytes) return Fail(flags.input, nt.path + ": " + bytes.error().ToString());
       const uint32_t storage = sub.AddOwnedStorage(t.dtype, std::string(bytes->begin(), bytes->end()));

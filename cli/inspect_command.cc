@@ -2,6 +2,7 @@
 #include "inspect_command.h"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -42,6 +43,45 @@ Result<std::string> ExpectJson(const Checkpoint& ckpt, const std::string& path, 
   std::string out = DumpJson(names, -1);
   out.back() = ',';
   out.append(text, 1);
+  return out;
+}
+
+// QuantText is what the text output adds for a quantized tensor: its qscheme
+// and, per tensor, scale and zero point (per channel, the axis; --json has
+// every scale).
+std::string QuantText(const Tensor& t) {
+  auto shortest = [](double d) {
+    char buf[32];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), d);
+    return std::string(buf, end);
+  };
+  switch (t.quant.scheme) {
+    case QScheme::kNone: return "";
+    case QScheme::kPerTensorAffine:
+      return " per_tensor_affine scale " + shortest(t.quant.scale) + " zero_point " + std::to_string(t.quant.zero_point);
+    default: return " " + std::string(QSchemeName(t.quant.scheme)) + " axis " + std::to_string(t.quant.axis);
+  }
+}
+
+// StateText names the attributes of a Parameter saved with some
+// (_rebuild_parameter_with_state); --json has their values.
+std::string StateText(const Checkpoint& ckpt, const Tensor& t) {
+  if (!t.state) return "";
+  std::string out = " attrs";
+  const Value& st = ckpt.values().Get(*t.state);
+  std::vector<ValueId> dicts;
+  if (st.kind == ValueKind::kDict) dicts.push_back(*t.state);
+  if (st.kind == ValueKind::kTuple) dicts.assign(st.items.begin(), st.items.end());
+  size_t shown = 0;
+  for (ValueId d : dicts) {
+    const Value& dict = ckpt.values().Get(d);
+    if (dict.kind != ValueKind::kDict) continue;
+    for (size_t i = 0; i + 1 < dict.items.size(); i += 2) {
+      const Value& key = ckpt.values().Get(dict.items[i]);
+      if (shown++ == 8) return out + " ...";
+      out += (shown == 1 ? " " : ", ") + Printable(key.kind == ValueKind::kStr ? key.text : "?");
+    }
+  }
   return out;
 }
 
@@ -90,7 +130,7 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
         case ValueKind::kTensor: {
           const Tensor& t = ckpt.tensors()[v.index];
           return std::string(t.parameter ? "Parameter " : "tensor ") + std::string(DTypeName(t.dtype)) + " " +
-                 Dims(t.shape);
+                 Dims(t.shape) + QuantText(t);
         }
         default: return "<" + std::string(ValueKindName(v.kind)) + ">";
       }
@@ -141,7 +181,8 @@ Status PrintTensors(const Checkpoint& ckpt, const InspectFlags& flags, std::ostr
   for (const NamedTensor& nt : named) {
     const Tensor& t = ckpt.tensors()[nt.tensor];
     text += "  " + Printable(nt.path) + "  " + std::string(DTypeName(t.dtype)) + " " + JsonDims(t.shape) + " stride " +
-            JsonDims(t.stride) + " offset " + std::to_string(t.storage_offset) + (t.parameter ? " parameter" : "");
+            JsonDims(t.stride) + " offset " + std::to_string(t.storage_offset) + (t.parameter ? " parameter" : "") +
+            QuantText(t) + StateText(ckpt, t);
     if (!flags.no_digest) {
       CKG_ASSIGN_OR_RETURN(std::string digest, ckpt.Sha256Hex(nt.tensor));
       text += "  sha256 " + digest;
@@ -270,7 +311,15 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
     file, path       the file's name and the path given
     kind             container format (torch-zip, torch-legacy, safetensors...)
     tensors          {path: {dtype, shape, stride, storage_offset, parameter,
-                     sha256}}; where paths collide, the first tensor in order
+                     sha256}}; where paths collide, the first tensor in order.
+                     A quantized tensor is its integers (dtype quint8, qint8,
+                     qint32; sha256 of int_repr()) plus "qscheme" and either
+                     "q_scale", "q_zero_point" or "q_per_channel_axis",
+                     "q_per_channel_scales", "q_per_channel_zero_points".
+                     "conj"/"neg": true for torch 2.x's lazy conjugate and
+                     negative bits (sha256 is of the values torch gives);
+                     "state": a Parameter's Python attributes (a skeleton
+                     value)
     skeleton         the top object, tensors as "<tensor>": {"__dict__":
                      [[k, v], ...]}, {"__list__": [...]}, {"__tuple__": [...]},
                      {"__set__": [...]}, {"__bytes__": hex}, {"__bigint__":

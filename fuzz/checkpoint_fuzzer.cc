@@ -10,6 +10,8 @@
 //    deflated zip entry the error names;
 //  * on success, every tensor's StorageBytes lies inside its storage's bytes
 //    (empty for an empty tensor, at least one element otherwise);
+//  * a quantized tensor's per-channel parameters have one value per channel,
+//    and Dequantize succeeds (or a limit ends it) with every element;
 //  * NamedTensors and DescribeJson succeed or fail with kLimitExceeded;
 //    Sha256Hex and ContiguousBytes succeed on every tensor, the digest is 64
 //    hex digits and the copy holds every element;
@@ -135,7 +137,20 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
             "StorageBytes inside its storage");
       Check(view.size() >= ckptguard::DTypeSize(t.dtype), "a non-empty tensor covers at least one element");
     }
+    if (t.quant.scheme != ckptguard::QScheme::kNone && t.quant.scheme != ckptguard::QScheme::kPerTensorAffine) {
+      Check(t.quant.axis >= 0 && static_cast<size_t>(t.quant.axis) < t.shape.size(), "per-channel axis in range");
+      Check(t.quant.scales < tensors.size() && t.quant.zero_points < tensors.size(), "per-channel params in range");
+      Check(tensors[t.quant.scales].num_elements == static_cast<uint64_t>(t.shape[t.quant.axis]) &&
+                tensors[t.quant.zero_points].num_elements == static_cast<uint64_t>(t.shape[t.quant.axis]),
+            "one scale and one zero point per channel");
+    }
     if (!digests) continue;
+    if (t.quant.scheme != ckptguard::QScheme::kNone) {
+      Result<std::vector<float>> real = ck.Dequantize(i);
+      Check(real.has_value() || real.error().code == ErrorCode::kLimitExceeded, "Dequantize succeeds or a limit ends it",
+            real ? std::string() : real.error().ToString());
+      if (real) Check(real->size() == t.num_elements, "Dequantize has every element");
+    }
     Result<std::string> digest = ck.Sha256Hex(i);
     // Hashing charges the view's logical size to the file's budget: it may
     // run out (a stride-0 view of 2^30 elements), and then says so by name.

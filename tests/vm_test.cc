@@ -452,9 +452,6 @@ std::vector<BadCase> ForbiddenCases() {
   c.push_back(Bad("READONLY_BUFFER", Pk(5).ShortBytes("x").Op(O::kReadonlyBuffer), kUnsupported,
                   "READONLY_BUFFER: out-of-band buffers"));
 
-  c.push_back(Bad("unsupported entry _rebuild_qtensor",
-                  Pk().Global("torch._utils", "_rebuild_qtensor").Op(O::kEmptyTuple).Op(O::kReduce), kUnsupported,
-                  "'torch._utils._rebuild_qtensor' is not supported: quantized tensors"));
   c.push_back(Bad("unsupported entry _rebuild_sparse_tensor",
                   Pk().Global("torch._utils", "_rebuild_sparse_tensor").Op(O::kEmptyTuple).Op(O::kReduce),
                   kUnsupported, "'torch._utils._rebuild_sparse_tensor' is not supported"));
@@ -1116,6 +1113,171 @@ BOOST_AUTO_TEST_CASE(RebuildTensorV2) {
   BOOST_TEST(r.num_elements == 16);
   BOOST_TEST((r.dtype == DType::kFloat32));
   BOOST_TEST(r.offset == persid);
+}
+
+// _rebuild_qtensor(QUInt8Storage '0' (64 bytes), offset, size, stride,
+// quantizer_params, False, OrderedDict()); `params` pushes the params.
+template <typename Params>
+Pk QTensor(std::string_view type, const std::vector<int64_t>& size, const std::vector<int64_t>& stride,
+           Params params, int64_t offset = 0) {
+  Pk p;
+  p.Global("torch._utils", "_rebuild_qtensor").Mark().Storage(type, "0", 64).Int(offset).Ints(size).Ints(stride);
+  params(p);
+  p.Bool(false).EmptyOrderedDict().Op(Opcode::kTuple).Op(Opcode::kReduce);
+  return p;
+}
+// PerTensor pushes (torch.per_tensor_affine, scale, zero_point).
+auto PerTensor(double scale, int64_t zero_point) {
+  return [=](Pk& p) { p.Mark().Global("torch", "per_tensor_affine").Float(scale).Int(zero_point).Op(Opcode::kTuple); };
+}
+// PerChannel pushes (torch.<scheme>, scales, zero_points, axis): 1-D tensors
+// of `n` elements of the given dtypes over storage '0' (as _rebuild_tensor_v3).
+auto PerChannel(std::string scheme, int64_t n, std::string scales_dtype, std::string zp_dtype, int64_t axis) {
+  return [=](Pk& p) {
+    p.Mark().Global("torch", scheme).TensorV3("0", 64, 0, {n}, {1}, scales_dtype);
+    p.TensorV3("0", 64, 0, {n}, {1}, zp_dtype).Int(axis).Op(Opcode::kTuple);
+  };
+}
+
+BOOST_AUTO_TEST_CASE(RebuildQTensor) {
+  {
+    Pk p = QTensor("QUInt8Storage", {4, 4}, {4, 1}, PerTensor(0.5, 3), 8);
+    VmRun vm;
+    const Result<ValueId> root = vm.Run(p.Stop());
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    const Tensor& t = vm.T(*root);
+    CheckTensor(t, {DType::kQUInt8, {4, 4}, {4, 1}, 8, false, false, 16});
+    BOOST_TEST((t.quant.scheme == QScheme::kPerTensorAffine));
+    BOOST_TEST(t.quant.scale == 0.5);
+    BOOST_TEST(t.quant.zero_point == 3);
+  }
+  {
+    Pk p = QTensor("QInt8Storage", {4, 2}, {2, 1}, PerChannel("per_channel_affine", 2, "float64", "int64", 1));
+    VmRun vm;
+    const Result<ValueId> root = vm.Run(p.Stop());
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    const Tensor& t = vm.T(*root);
+    CheckTensor(t, {DType::kQInt8, {4, 2}, {2, 1}, 0, false, false, 8});
+    BOOST_TEST((t.quant.scheme == QScheme::kPerChannelAffine));
+    BOOST_TEST(t.quant.axis == 1);
+    BOOST_TEST((vm.state.tensors.at(t.quant.scales).dtype == DType::kFloat64));
+    BOOST_TEST((vm.state.tensors.at(t.quant.zero_points).dtype == DType::kInt64));
+  }
+  {
+    // torch.save writes per_channel_affine for float qparams too: floating
+    // zero points make the scheme, as in ATen.
+    for (const char* scheme : {"per_channel_affine", "per_channel_affine_float_qparams"}) {
+      Pk p = QTensor("QUInt8Storage", {4}, {1}, PerChannel(scheme, 4, "float32", "float32", 0));
+      VmRun vm;
+      const Result<ValueId> root = vm.Run(p.Stop());
+      BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+      BOOST_TEST((vm.T(*root).quant.scheme == QScheme::kPerChannelAffineFloatQParams));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(RebuildQTensorHostile) {
+  using O = Opcode;
+  std::vector<BadCase> c;
+  c.push_back(Bad("view past its storage", QTensor("QUInt8Storage", {8, 9}, {9, 1}, PerTensor(1.0, 0)), kMalformed,
+                  "_rebuild_qtensor: view (offset 0, size [8, 9], stride [9, 1]) reaches past storage '0' (64 bytes"));
+  c.push_back(Bad("qint32 view past its storage", QTensor("QInt32Storage", {17}, {1}, PerTensor(1.0, 0)), kMalformed,
+                  "reaches past storage '0' (64 bytes of qint32)"));
+  c.push_back(Bad("offset past its storage", QTensor("QInt8Storage", {2}, {1}, PerTensor(1.0, 0), 63), kMalformed,
+                  "reaches past storage"));
+  c.push_back(Bad("axis out of range",
+                  QTensor("QInt8Storage", {4, 2}, {2, 1}, PerChannel("per_channel_affine", 2, "float64", "int64", 2)),
+                  kMalformed, "_rebuild_qtensor: axis 2 is out of range for a tensor of 2 dimensions"));
+  c.push_back(Bad("negative axis",
+                  QTensor("QInt8Storage", {4, 2}, {2, 1}, PerChannel("per_channel_affine", 2, "float64", "int64", -1)),
+                  kMalformed, "axis -1 is out of range"));
+  c.push_back(Bad("scales of the wrong length",
+                  QTensor("QInt8Storage", {4, 2}, {2, 1}, PerChannel("per_channel_affine", 3, "float64", "int64", 0)),
+                  kMalformed, "per-channel scales has shape [3], expected [4] (size[0])"));
+  c.push_back(Bad("integer scales",
+                  QTensor("QInt8Storage", {4, 2}, {2, 1}, PerChannel("per_channel_affine", 4, "int64", "int64", 0)),
+                  kMalformed, "per-channel scales must be a tensor of float64 or float32, not int64"));
+  c.push_back(Bad("bool zero points",
+                  QTensor("QInt8Storage", {4, 2}, {2, 1}, PerChannel("per_channel_affine", 4, "float64", "bool", 0)),
+                  kMalformed, "per-channel zero_points must be a tensor of int64, int32, float64 or float32, not bool"));
+  c.push_back(Bad("scales as a list (old torch)",
+                  QTensor("QInt8Storage", {4}, {1},
+                          [](Pk& p) {
+                            p.Mark().Global("torch", "per_channel_affine").Op(O::kEmptyList).Op(O::kEmptyList);
+                            p.Int(0).Op(O::kTuple);
+                          }),
+                  kUnsupported, "per-channel scales as a list (written by old torch) are not loaded"));
+  c.push_back(Bad("a plain storage", QTensor("FloatStorage", {4}, {1}, PerTensor(1.0, 0)), kMalformed,
+                  "storage of float32 is not a quantized storage"));
+  c.push_back(Bad("a symmetric qscheme",
+                  QTensor("QInt8Storage", {4}, {1},
+                          [](Pk& p) {
+                            p.Mark().Global("torch", "per_tensor_symmetric").Float(1.0).Int(0).Op(O::kTuple);
+                          }),
+                  kUnsupported, "qscheme 'torch.per_tensor_symmetric' is not supported"));
+  c.push_back(Bad("a str scale",
+                  QTensor("QInt8Storage", {4}, {1},
+                          [](Pk& p) { p.Mark().Global("torch", "per_tensor_affine").Str("x").Int(0).Op(O::kTuple); }),
+                  kMalformed, "scale must be a float, not str"));
+  c.push_back(Bad("params not a tuple", QTensor("QInt8Storage", {4}, {1}, [](Pk& p) { p.Int(1); }), kMalformed,
+                  "quantizer_params must be a tuple (qscheme, ...)"));
+  c.push_back(Bad("six arguments",
+                  [] {
+                    Pk p;
+                    p.Global("torch._utils", "_rebuild_qtensor").Mark().Storage("QInt8Storage", "0", 64).Int(0);
+                    p.Ints({4}).Ints({1}).None().Bool(false).Op(O::kTuple).Op(O::kReduce);
+                    return p;
+                  }(),
+                  kMalformed, "_rebuild_qtensor takes 7 arguments, got 6"));
+  RunTable(c);
+}
+
+// _rebuild_tensor_v2(<type> storage '0', 0, (4,), (1,), False, OrderedDict(),
+// metadata), torch >= 2.0's layout; `metadata` pushes the last argument.
+template <typename Metadata>
+Pk TensorV2WithMetadata(std::string_view type, Metadata metadata) {
+  Pk p;
+  p.Global("torch._utils", "_rebuild_tensor_v2").Mark().Storage(type, "0", 16).Int(0).Ints({4}).Ints({1});
+  p.Bool(false).EmptyOrderedDict();
+  metadata(p);
+  return p.Op(Opcode::kTuple).Op(Opcode::kReduce);
+}
+auto MetadataDict(std::vector<std::pair<std::string, bool>> items) {
+  return [=](Pk& p) {
+    p.Op(Opcode::kEmptyDict);
+    for (const auto& [k, v] : items) p.Str(k).Bool(v).Op(Opcode::kSetItem);
+  };
+}
+
+BOOST_AUTO_TEST_CASE(RebuildTensorMetadata) {
+  {
+    VmRun vm;
+    const Result<ValueId> root =
+        vm.Run(TensorV2WithMetadata("ComplexFloatStorage", MetadataDict({{"conj", true}, {"neg", false}})).Stop());
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    // As torch's setTensorMetadata: a key present sets its bit.
+    BOOST_TEST(vm.T(*root).conj);
+    BOOST_TEST(vm.T(*root).neg);
+  }
+  {
+    VmRun vm;
+    const Result<ValueId> root = vm.Run(TensorV2WithMetadata("FloatStorage", [](Pk& p) { p.None(); }).Stop());
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    BOOST_TEST(!vm.T(*root).conj);
+    BOOST_TEST(!vm.T(*root).neg);
+  }
+  std::vector<BadCase> c;
+  c.push_back(Bad("metadata an int", TensorV2WithMetadata("FloatStorage", [](Pk& p) { p.Int(1); }), kMalformed,
+                  "_rebuild_tensor_v2: metadata must be a dict, not int"));
+  c.push_back(Bad("an unknown key", TensorV2WithMetadata("FloatStorage", MetadataDict({{"zero", true}})), kUnsupported,
+                  "tensor metadata 'zero' is not supported (only conj and neg)"));
+  c.push_back(Bad("an int value",
+                  TensorV2WithMetadata("FloatStorage",
+                                       [](Pk& p) { p.Op(Opcode::kEmptyDict).Str("neg").Int(1).Op(Opcode::kSetItem); }),
+                  kMalformed, "metadata must map str to bool"));
+  c.push_back(Bad("neg on int64", TensorV2WithMetadata("LongStorage", MetadataDict({{"neg", true}})), kUnsupported,
+                  "the negative bit on a int64 tensor is not supported"));
+  RunTable(c);
 }
 
 BOOST_AUTO_TEST_CASE(RebuildTensorV2ArgumentChecks) {
@@ -1824,7 +1986,7 @@ BOOST_AUTO_TEST_CASE(BuiltinAllowlistContents) {
   BOOST_TEST((half->dtype == std::optional<DType>(DType::kFloat16)));
   const AllowEntry* q = b.Find("torch._utils", "_rebuild_qtensor");
   BOOST_REQUIRE(q != nullptr);
-  BOOST_TEST((q->action == AllowAction::kUnsupported));
+  BOOST_TEST((q->action == AllowAction::kRebuildQTensor));
   // Every storage_type and dtype entry has its dtype.
   for (const auto& [name, entry] : b.entries()) {
     BOOST_TEST_CONTEXT(name) {

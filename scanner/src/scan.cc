@@ -721,6 +721,7 @@ class Scanner {
           result = Sym{};
           break;
         }
+        case AllowAction::kRebuildQTensor:  // judged as before it was loaded (unknown result)
         case AllowAction::kUnsupported:
           break;
       }

@@ -112,6 +112,10 @@ Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits
             break;
           case Opcode::kBinUnicode: case Opcode::kShortBinUnicode: case Opcode::kBinUnicode8:
           case Opcode::kUnicode:
+          // Python 2 wrote its str keys as byte strings; torch.load decodes
+          // them as UTF-8 (a key that is not UTF-8 matches no storage the
+          // loader accepts, so the load fails as torch's does).
+          case Opcode::kShortBinString: case Opcode::kBinString:
             keys.emplace_back(op.arg.Data());
             break;
           default:

@@ -15,11 +15,12 @@
 namespace ckptguard {
 namespace {
 
-constexpr std::array<std::pair<AllowAction, std::string_view>, 19> kActions = {{
+constexpr std::array<std::pair<AllowAction, std::string_view>, 20> kActions = {{
     {AllowAction::kRebuildTensorV2, "rebuild_tensor_v2"},
     {AllowAction::kRebuildTensorV3, "rebuild_tensor_v3"},
     {AllowAction::kRebuildParameter, "rebuild_parameter"},
     {AllowAction::kRebuildParameterWithState, "rebuild_parameter_with_state"},
+    {AllowAction::kRebuildQTensor, "rebuild_qtensor"},
     {AllowAction::kStorageType, "storage_type"},
     {AllowAction::kDtype, "dtype"},
     {AllowAction::kTorchSize, "torch_size"},

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <unordered_map>
 #include <new>
@@ -761,6 +762,13 @@ void ForEachChunk(const Tensor& t, const Storage& st, Fn&& fn) {
   const uint8_t* base = st.bytes.data();
   const uint32_t unit = DTypeSwapUnit(t.dtype);
   const bool swap = st.big_endian && unit > 1;
+  // The lazy conjugate and negative bits flip sign bits (the top bit of a
+  // scalar's last byte once little-endian): conj the imaginary half of a
+  // complex element, neg every scalar.
+  const bool is_complex = t.dtype == DType::kComplex64 || t.dtype == DType::kComplex128;
+  const bool flip_imag = (t.conj && is_complex) != t.neg;  // a conjugate negated leaves the imaginary part
+  const bool flip_real = t.neg;
+  const bool flip = flip_imag || flip_real;
   // Contiguous C order and no swap: one run.
   bool contiguous = true;
   int64_t expect = 1;
@@ -768,7 +776,7 @@ void ForEachChunk(const Tensor& t, const Storage& st, Fn&& fn) {
     if (t.shape[i] != 1 && t.stride[i] != expect) contiguous = false;
     expect *= t.shape[i];
   }
-  if (contiguous && !swap) {
+  if (contiguous && !swap && !flip) {
     fn(base + static_cast<uint64_t>(t.storage_offset) * item, t.num_elements * item);
     return;
   }
@@ -789,6 +797,14 @@ void ForEachChunk(const Tensor& t, const Storage& st, Fn&& fn) {
     if (swap) {
       for (uint64_t u = 0; u < item; u += unit) std::reverse(scratch.begin() + static_cast<std::ptrdiff_t>(at + u),
                                                              scratch.begin() + static_cast<std::ptrdiff_t>(at + u + unit));
+    }
+    if (flip) {
+      if (is_complex) {
+        if (flip_real) scratch[at + unit - 1] ^= 0x80;
+        if (flip_imag) scratch[at + 2 * unit - 1] ^= 0x80;
+      } else {
+        scratch[at + item - 1] ^= 0x80;  // neg (floating types only: checked at load)
+      }
     }
     if (scratch.size() >= 60 * 1024) flush();
     for (size_t d = dims; d-- > 0;) {
@@ -913,6 +929,77 @@ Result<std::string> Checkpoint::Sha256Hex(uint32_t tensor) const {
   return hash.FinishHex();
 }
 
+namespace {
+
+// LittleEndianAt reads element `i` of little-endian C-order bytes of `dtype`
+// as a double (float and integer types; the caller checked the dtype).
+double NumberAt(const std::vector<uint8_t>& bytes, DType dtype, size_t i) {
+  auto load = [&](auto v) {
+    std::memcpy(&v, bytes.data() + i * sizeof(v), sizeof(v));
+    return v;
+  };
+  switch (dtype) {
+    case DType::kFloat64: return load(double{});
+    case DType::kFloat32: return load(float{});
+    case DType::kInt64: return static_cast<double>(load(int64_t{}));
+    case DType::kInt32: return load(int32_t{});
+    case DType::kQInt32: return load(int32_t{});
+    case DType::kQInt8: return load(int8_t{});
+    case DType::kQUInt8: return load(uint8_t{});
+    default: return 0.0;
+  }
+}
+
+}  // namespace
+
+Result<std::vector<double>> Checkpoint::QuantParams(uint32_t tensor, bool zero_points) const {
+  if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
+  const Quantization& q = tensors()[tensor].quant;
+  if (q.scheme == QScheme::kNone) return MakeError(ErrorCode::kInvalidArgument, 0, "tensor " + Num(tensor) + " is not quantized");
+  if (q.scheme == QScheme::kPerTensorAffine) {
+    return std::vector<double>{zero_points ? static_cast<double>(q.zero_point) : q.scale};
+  }
+  const uint32_t index = zero_points ? q.zero_points : q.scales;
+  CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ContiguousBytes(index));
+  const Tensor& p = tensors()[index];
+  std::vector<double> out(p.num_elements);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = NumberAt(bytes, p.dtype, i);
+  return out;
+}
+
+Result<std::vector<float>> Checkpoint::Dequantize(uint32_t tensor) const {
+  CKG_ASSIGN_OR_RETURN(std::vector<double> scales, QuantParams(tensor, false));
+  CKG_ASSIGN_OR_RETURN(std::vector<double> zero_points, QuantParams(tensor, true));
+  const Tensor& t = tensors()[tensor];
+  // Charged as the float32 result, which is as large as or larger than the
+  // integers (ContiguousBytes charges those).
+  const uint64_t logical = t.num_elements > UINT64_MAX / 4 ? UINT64_MAX : t.num_elements * 4;
+  CKG_TRY(state_->budget.Charge(BudgetKind::kViewBytes, logical, 0, "", "dequantize of tensor " + Num(tensor)));
+  CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> ints, ContiguousBytes(tensor));
+  // The channel of element n (C order) is (n / inner) % size[axis].
+  uint64_t inner = 1;
+  uint64_t channels = 1;
+  if (t.quant.scheme != QScheme::kPerTensorAffine) {
+    const size_t axis = static_cast<size_t>(t.quant.axis);
+    channels = static_cast<uint64_t>(t.shape[axis]);
+    for (size_t d = axis + 1; d < t.shape.size(); ++d) inner *= static_cast<uint64_t>(t.shape[d]);
+  }
+  std::vector<float> out;
+  try {
+    out.resize(t.num_elements);
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory dequantizing a tensor");
+  }
+  for (uint64_t n = 0; n < t.num_elements; ++n) {
+    const size_t c = channels == 1 ? 0 : static_cast<size_t>((n / inner) % channels);
+    // As ATen's scalar dequantize: (q - zero_point) * scale in float.
+    const float scale = static_cast<float>(scales[c]);
+    const float zero_point = static_cast<float>(zero_points[c]);
+    out[n] = (static_cast<float>(NumberAt(ints, t.dtype, n)) - zero_point) * scale;
+  }
+  return out;
+}
+
 Bytes Checkpoint::StorageBytes(uint32_t tensor) const {
   const Tensor& t = tensors()[tensor];
   const Storage& st = storages()[t.storage];
@@ -958,15 +1045,60 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
       for (size_t k = 0; k < d.size(); ++k) out += (k ? "," : "") + std::to_string(d[k]);
       out.push_back(']');
     };
+    if (t.conj) out += "\"conj\":true,";
     out += "\"dtype\":";
     py::AppendJsonStr(out, DTypeName(t.dtype));
+    if (t.neg) out += ",\"neg\":true";
     out += std::string(",\"parameter\":") + (t.parameter ? "true" : "false");
+    if (t.quant.scheme == QScheme::kPerTensorAffine) {
+      out += ",\"q_scale\":";
+      AppendJsonFloat(out, t.quant.scale);
+      out += ",\"q_zero_point\":" + std::to_string(t.quant.zero_point);
+    } else if (t.quant.scheme != QScheme::kNone) {
+      // Per channel: the scales and zero points as numbers, losslessly
+      // (float64 or float32 values are exact as doubles; int64 zero points
+      // are read as integers).
+      out += ",\"q_per_channel_axis\":" + std::to_string(t.quant.axis) + ",\"q_per_channel_scales\":[";
+      CKG_ASSIGN_OR_RETURN(std::vector<double> scales, QuantParams(named[i].tensor, false));
+      for (size_t k = 0; k < scales.size(); ++k) {
+        if (k) out.push_back(',');
+        AppendJsonFloat(out, scales[k]);
+      }
+      out += "],\"q_per_channel_zero_points\":[";
+      const Tensor& zp = this->tensors()[t.quant.zero_points];
+      CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> zbytes, ContiguousBytes(t.quant.zero_points));
+      for (uint64_t k = 0; k < zp.num_elements; ++k) {
+        if (k) out.push_back(',');
+        if (zp.dtype == DType::kInt64) {
+          int64_t z;
+          std::memcpy(&z, zbytes.data() + k * 8, 8);
+          out += std::to_string(z);
+        } else if (zp.dtype == DType::kInt32) {
+          int32_t z;
+          std::memcpy(&z, zbytes.data() + k * 4, 4);
+          out += std::to_string(z);
+        } else {
+          AppendJsonFloat(out, NumberAt(zbytes, zp.dtype, k));
+        }
+      }
+      out += "]";
+    }
+    if (t.quant.scheme != QScheme::kNone) {
+      out += ",\"qscheme\":";
+      py::AppendJsonStr(out, QSchemeName(t.quant.scheme));
+    }
     if (digests) {
       CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(named[i].tensor));
       out += ",\"sha256\":\"" + digest + "\"";
     }
     out += ",\"shape\":";
     dims(t.shape);
+    if (t.state) {
+      // A Parameter's attributes, rendered as the skeleton renders values.
+      out += ",\"state\":";
+      SkeletonWriter state_writer(values(), state_->limits);
+      CKG_TRY(state_writer.Value(out, *t.state, {}));
+    }
     out += ",\"storage_offset\":" + std::to_string(t.storage_offset) + ",\"stride\":";
     dims(t.stride);
     return OkStatus();

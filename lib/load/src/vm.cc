@@ -10,6 +10,7 @@
 
 #include "ckptguard/pickle_machine.h"
 #include "ckptguard/pickle_semantics.h"
+#include "ckptguard/printable.h"
 #include "py_text.h"
 
 namespace ckptguard {
@@ -723,6 +724,128 @@ class Vm {
     return Add(op, std::move(v));
   }
 
+  // TensorMetadata applies the metadata argument of _rebuild_tensor_v2/v3
+  // (torch >= 2.0) as torch's setTensorMetadata does: a dict of str -> bool
+  // whose keys "conj" and "neg" set the tensor's conjugate and negative bits
+  // (present means set, whatever the value). Other keys are refused: on
+  // other devices they are backend data this loader cannot interpret.
+  Status TensorMetadata(const PickleOp& op, const std::string& fn, ValueId id, Tensor& t) const {
+    const Value& m = Get(id);
+    if (m.kind == ValueKind::kNone) return OkStatus();
+    if (m.kind != ValueKind::kDict) {
+      return Malformed(op, fn + ": metadata must be a dict, not " + std::string(ValueKindName(m.kind)));
+    }
+    for (size_t i = 0; i + 1 < m.items.size(); i += 2) {
+      const Value& key = Get(m.items[i]);
+      const Value& value = Get(m.items[i + 1]);
+      if (key.kind != ValueKind::kStr || value.kind != ValueKind::kBool) {
+        return Malformed(op, fn + ": metadata must map str to bool");
+      }
+      if (key.text == "conj") {
+        t.conj = true;
+      } else if (key.text == "neg") {
+        t.neg = true;
+      } else {
+        return Fail(ErrorCode::kUnsupportedFormat, op,
+                    fn + ": tensor metadata '" + Printable(key.text.substr(0, 64)) + "' is not supported (only conj and neg)");
+      }
+    }
+    if (t.neg && !IsFloating(t.dtype)) {
+      return Fail(ErrorCode::kUnsupportedFormat, op,
+                  fn + ": the negative bit on a " + std::string(DTypeName(t.dtype)) +
+                      " tensor is not supported (only floating and complex)");
+    }
+    return OkStatus();
+  }
+  static bool IsFloating(DType d) {
+    switch (d) {
+      case DType::kFloat32: case DType::kFloat64: case DType::kFloat16: case DType::kBFloat16:
+      case DType::kComplex64: case DType::kComplex128: case DType::kFloat8E5M2: case DType::kFloat8E4M3FN:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  static bool IsQuantized(DType d) { return d == DType::kQUInt8 || d == DType::kQInt8 || d == DType::kQInt32; }
+
+  // QuantizerParams checks _rebuild_qtensor's quantizer_params as torch's
+  // _rebuild_qtensor and make_per_channel_affine_quantizer do:
+  // (torch.per_tensor_affine, scale, zero_point) or
+  // (torch.per_channel_affine[_float_qparams], scales, zero_points, axis)
+  // with 1-D tensors of size[axis] elements (per_channel_affine: floating
+  // scales, integer zero points; float_qparams: both floating).
+  Result<Quantization> QuantizerParams(const PickleOp& op, const std::string& fn, ValueId id,
+                                       const std::vector<int64_t>& size) const {
+    const Value& p = Get(id);
+    if (p.kind != ValueKind::kTuple || p.items.empty() || Get(p.items[0]).kind != ValueKind::kGlobal) {
+      return Malformed(op, fn + ": quantizer_params must be a tuple (qscheme, ...)");
+    }
+    const std::string& scheme = Get(p.items[0]).text;
+    Quantization q;
+    if (scheme == "torch.per_tensor_affine") {
+      if (p.items.size() != 3) return Malformed(op, fn + ": per_tensor_affine takes (qscheme, scale, zero_point)");
+      const Value& scale = Get(p.items[1]);
+      if (scale.kind == ValueKind::kFloat) {
+        q.scale = scale.float_value;
+      } else if (scale.kind == ValueKind::kInt || scale.kind == ValueKind::kBool) {
+        q.scale = static_cast<double>(scale.int_value);
+      } else {
+        return Malformed(op, fn + ": scale must be a float, not " + std::string(ValueKindName(scale.kind)));
+      }
+      CKG_ASSIGN_OR_RETURN(q.zero_point, ArgInt(op, fn, p.items[2], "zero_point"));
+      q.scheme = QScheme::kPerTensorAffine;
+      return q;
+    }
+    if (scheme != "torch.per_channel_affine" && scheme != "torch.per_channel_affine_float_qparams") {
+      return Fail(ErrorCode::kUnsupportedFormat, op,
+                  fn + ": qscheme '" + scheme + "' is not supported (torch cannot deserialize it either)");
+    }
+    // torch.save writes per_channel_affine for both per-channel schemes;
+    // ATen's make_per_channel_affine_quantizer picks float qparams when the
+    // zero points are floating.
+    if (p.items.size() != 4) {
+      return Malformed(op, fn + ": " + scheme.substr(6) + " takes (qscheme, scales, zero_points, axis)");
+    }
+    CKG_ASSIGN_OR_RETURN(q.axis, ArgInt(op, fn, p.items[3], "axis"));
+    if (q.axis < 0 || static_cast<uint64_t>(q.axis) >= size.size()) {
+      return Malformed(op, fn + ": axis " + std::to_string(q.axis) + " is out of range for a tensor of " +
+                               Num(size.size()) + " dimensions");
+    }
+    const int64_t channels = size[static_cast<size_t>(q.axis)];
+    auto param = [&](ValueId item, const char* what, bool want_float, uint32_t& out) -> Status {
+      const Value& v = Get(item);
+      if (v.kind == ValueKind::kList) {
+        return Fail(ErrorCode::kUnsupportedFormat, op,
+                    fn + ": per-channel " + what + " as a list (written by old torch) are not loaded");
+      }
+      if (v.kind != ValueKind::kTensor) {
+        return Malformed(op, fn + ": per-channel " + what + " must be a tensor, not " +
+                                 std::string(ValueKindName(v.kind)));
+      }
+      const Tensor& t = state_.tensors[v.index];
+      const bool is_float = t.dtype == DType::kFloat64 || t.dtype == DType::kFloat32;
+      const bool is_int = t.dtype == DType::kInt64 || t.dtype == DType::kInt32;
+      if (t.quant.scheme != QScheme::kNone || t.conj || t.neg || (want_float ? !is_float : !(is_int || is_float))) {
+        return Malformed(op, fn + ": per-channel " + what + " must be a tensor of " +
+                                 (want_float ? "float64 or float32" : "int64, int32, float64 or float32") + ", not " +
+                                 std::string(DTypeName(t.dtype)) + (t.conj || t.neg ? " with a conj/neg bit" : ""));
+      }
+      if (t.shape.size() != 1 || t.shape[0] != channels) {
+        return Malformed(op, fn + ": per-channel " + what + " has shape " + DimsText(t.shape) + ", expected [" +
+                                 std::to_string(channels) + "] (size[" + std::to_string(q.axis) + "])");
+      }
+      out = v.index;
+      return OkStatus();
+    };
+    CKG_TRY(param(p.items[1], "scales", true, q.scales));
+    CKG_TRY(param(p.items[2], "zero_points", false, q.zero_points));
+    const DType zp = state_.tensors[q.zero_points].dtype;
+    q.scheme = zp == DType::kFloat32 || zp == DType::kFloat64 ? QScheme::kPerChannelAffineFloatQParams
+                                                              : QScheme::kPerChannelAffine;
+    return q;
+  }
+
   static std::string DimsText(const std::vector<int64_t>& dims) {
     std::string out = "[";
     for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
@@ -773,7 +896,29 @@ class Vm {
           if (d.kind != ValueKind::kDtype) return Malformed(op, fn + ": dtype argument is not a dtype");
           dtype = d.dtype;
         }
-        return MakeTensor(op, fn, args[0], offset, std::move(size), std::move(stride), requires_grad, dtype);
+        const size_t metadata_at = v3 ? 7 : 6;
+        CKG_ASSIGN_OR_RETURN(ValueId t, MakeTensor(op, fn, args[0], offset, std::move(size), std::move(stride),
+                                                   requires_grad, dtype));
+        if (args.size() > metadata_at) CKG_TRY(TensorMetadata(op, fn, args[metadata_at], state_.tensors.back()));
+        return t;
+      }
+      case AllowAction::kRebuildQTensor: {
+        CKG_TRY(want(7, 7));
+        const Value& sv = Get(args[0]);
+        if (sv.kind == ValueKind::kStorage && !IsQuantized(state_.storages[sv.index].dtype)) {
+          return Malformed(op, fn + ": storage of " + std::string(DTypeName(state_.storages[sv.index].dtype)) +
+                                   " is not a quantized storage (QUInt8Storage, QInt8Storage, QInt32Storage)");
+        }
+        CKG_ASSIGN_OR_RETURN(int64_t offset, ArgInt(op, fn, args[1], "storage_offset"));
+        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> size, ArgInts(op, fn, args[2], "size"));
+        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> stride, ArgInts(op, fn, args[3], "stride"));
+        CKG_ASSIGN_OR_RETURN(Quantization quant, QuantizerParams(op, fn, args[4], size));
+        CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[5], "requires_grad"));
+        CKG_TRY(NoHooks(op, fn, args[6]));
+        CKG_ASSIGN_OR_RETURN(ValueId t, MakeTensor(op, fn, args[0], offset, std::move(size), std::move(stride),
+                                                   requires_grad, std::nullopt));
+        state_.tensors.back().quant = quant;
+        return t;
       }
       case AllowAction::kRebuildParameter:
       case AllowAction::kRebuildParameterWithState: {
@@ -783,13 +928,25 @@ class Vm {
         if (data.kind != ValueKind::kTensor) return Malformed(op, fn + ": data must be a tensor");
         CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[1], "requires_grad"));
         CKG_TRY(NoHooks(op, fn, args[2]));
+        std::optional<ValueId> param_state;
         if (with_state) {
+          // torch's _set_obj_state: a dict, or a (dict, slots dict) pair,
+          // either of which may be None.
           const Value& st = Get(args[3]);
-          if (st.kind != ValueKind::kDict && st.kind != ValueKind::kNone && st.kind != ValueKind::kTuple) {
+          auto dict_or_none = [&](const Value& x) { return x.kind == ValueKind::kDict || x.kind == ValueKind::kNone; };
+          if (st.kind == ValueKind::kTuple) {
+            if (st.items.size() != 2 || !dict_or_none(Get(st.items[0])) || !dict_or_none(Get(st.items[1]))) {
+              return Malformed(op, fn + ": state must be a dict or a (dict, slots dict) pair");
+            }
+          } else if (!dict_or_none(st)) {
             return Malformed(op, fn + ": state must be a dict");
+          }
+          if (!(st.kind == ValueKind::kNone || (st.kind == ValueKind::kDict && st.items.empty()))) {
+            param_state = args[3];
           }
         }
         Tensor t = state_.tensors[data.index];
+        t.state = param_state;
         t.parameter = true;
         t.requires_grad = requires_grad;
         if (state_.tensors.size() >= limits_.max_tensors) {
@@ -1090,6 +1247,16 @@ std::string_view ValueKindName(ValueKind kind) {
     case ValueKind::kObject: return "object";
   }
   return "value";
+}
+
+std::string_view QSchemeName(QScheme scheme) {
+  switch (scheme) {
+    case QScheme::kNone: return "none";
+    case QScheme::kPerTensorAffine: return "per_tensor_affine";
+    case QScheme::kPerChannelAffine: return "per_channel_affine";
+    case QScheme::kPerChannelAffineFloatQParams: return "per_channel_affine_float_qparams";
+  }
+  return "none";
 }
 
 VmLimits VmLimits::Clamped() const {

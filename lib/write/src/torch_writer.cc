@@ -958,6 +958,18 @@ Result<SaveTree> SaveTreeFromCheckpoint(const Checkpoint& ckpt, const SaveLimits
             break;
           }
           const ckptguard::Tensor& t = ckpt.tensors()[v.index];
+          if (t.quant.scheme != QScheme::kNone) {
+            // Written as _rebuild_tensor_v2 it would lose its quantizer.
+            return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                             "tensor " + std::to_string(v.index) + " is quantized (" +
+                                 std::string(QSchemeName(t.quant.scheme)) + "): the torch writer does not write "
+                                 "quantized tensors");
+          }
+          if (t.conj || t.neg) {
+            return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                             "tensor " + std::to_string(v.index) + " has the " + (t.conj ? "conjugate" : "negative") +
+                                 " bit: the torch writer does not write tensor metadata");
+          }
           const Storage& st = ckpt.storages()[t.storage];
           auto slot = storage_for.find({t.storage, t.dtype});
           if (slot == storage_for.end()) {

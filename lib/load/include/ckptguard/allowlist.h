@@ -26,6 +26,7 @@ enum class AllowAction : uint8_t {
   kRebuildTensorV3,           // _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype[, meta])
   kRebuildParameter,          // _rebuild_parameter(data, requires_grad, hooks)
   kRebuildParameterWithState, // _rebuild_parameter_with_state(data, requires_grad, hooks, state)
+  kRebuildQTensor,            // _rebuild_qtensor(storage, offset, size, stride, quantizer_params, requires_grad, hooks)
   kStorageType,               // a storage class named in persistent ids (dtype set)
   kDtype,                     // a dtype object such as torch.float16 (dtype set)
   kTorchSize,                 // torch.Size(tuple)

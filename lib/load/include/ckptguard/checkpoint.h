@@ -113,6 +113,17 @@ class Checkpoint {
   // ChargeView charges what ContiguousBytes/Sha256Hex would, for callers that
   // read a view's elements themselves (writers, converters).
   Status ChargeView(uint32_t tensor, std::string_view what) const;
+  // QuantParams returns a quantized tensor's scales (zero_points false) or
+  // zero points (true) as doubles: one value per tensor, or one per index
+  // along the axis. kInvalidArgument for a tensor that is not quantized.
+  Result<std::vector<double>> QuantParams(uint32_t tensor, bool zero_points) const;
+  // Dequantize returns a quantized tensor's real values in C order, as
+  // torch's dequantize() computes them in scalar code: (q - zero_point) *
+  // scale in float32 (torch's vectorised kernels use a fused multiply-add
+  // and may differ in the last bit). Charges the float32 result and the
+  // integers to the budget. kInvalidArgument for a tensor that is not
+  // quantized.
+  Result<std::vector<float>> Dequantize(uint32_t tensor) const;
   // BudgetUsed is what the load has charged to the file's budget so far.
   uint64_t BudgetUsed(BudgetKind kind) const;
   // TensorBytes is the zero-copy span of the storage bytes a view covers
@@ -142,7 +153,10 @@ class Checkpoint {
   // DescribeJson renders the load in the shape of the corpus's .expect.json:
   // {"kind", "tensors": {path: {dtype, shape, stride, storage_offset,
   // parameter, sha256}}, "skeleton"}, plus "notes" and "anomalies" when there
-  // are any, and:
+  // are any. A quantized tensor adds "qscheme" and "q_scale", "q_zero_point"
+  // (per tensor) or "q_per_channel_axis", "q_per_channel_scales",
+  // "q_per_channel_zero_points" (lists of numbers; read from their tensors
+  // even when `digests` is false). And:
   //  - "collisions" when two tensors have paths a JSON reader sees as one key
   //    ({'a.b': t1, 'a': {'b': t2}}): [{"path", "tensors": [{"keys", dtype,
   //    ...}, ...]}], every such tensor with its keys from `prefix`'s value
@@ -168,7 +182,7 @@ class Checkpoint {
 // that changed while it was loaded fails with kIo ChangedWhileReading instead
 // of whatever the torn bytes gave. Errors name the file, the entry and
 // the byte offset: kForbiddenGlobal for any global outside the allowlist,
-// kUnsupportedFormat for known but unsupported content (quantized/sparse
+// kUnsupportedFormat for known but unsupported content (sparse and meta
 // tensors, object arrays), kMalformed/kTruncated for broken files, and
 // kLimitExceeded naming the limit.
 Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options = {});

@@ -80,6 +80,33 @@ struct Storage {
   bool inflated = false;
 };
 
+// QScheme is how a quantized tensor's integers map to real values, as
+// torch.qscheme names them. kNone: not quantized.
+enum class QScheme : uint8_t {
+  kNone,
+  kPerTensorAffine,              // real = (q - zero_point) * scale
+  kPerChannelAffine,             // per index along axis: scales float64, zero_points int64
+  kPerChannelAffineFloatQParams, // per index along axis: scales and zero_points float32
+};
+
+// QSchemeName: "per_tensor_affine", ... as torch prints str(qscheme) without
+// "torch."; "none" for kNone.
+std::string_view QSchemeName(QScheme scheme);
+
+// Quantization is the quantizer of a tensor rebuilt by
+// torch._utils._rebuild_qtensor. The tensor itself is its integer
+// representation (torch's int_repr(): dtype quint8, qint8 or qint32).
+struct Quantization {
+  QScheme scheme = QScheme::kNone;
+  double scale = 0.0;       // kPerTensorAffine
+  int64_t zero_point = 0;   // kPerTensorAffine
+  // Per channel: indexes into the tensors of the checkpoint (1-D tensors of
+  // size[axis] elements, as the file stores them; checked at load).
+  uint32_t scales = 0;
+  uint32_t zero_points = 0;
+  int64_t axis = 0;
+};
+
 // Tensor is a strided view of a storage, exactly as torch describes it:
 // element i0,i1,... lives at storage element storage_offset + sum(i_k*stride_k).
 // Every view is checked against its storage before it is made.
@@ -92,6 +119,17 @@ struct Tensor {
   bool parameter = false;      // nn.Parameter
   bool requires_grad = false;
   uint64_t num_elements = 0;   // product of shape
+  Quantization quant;          // quant.scheme != kNone: a quantized tensor (dtype is its int_repr's)
+  // torch's lazy conjugate and negative bits (the metadata of torch >= 2.0's
+  // _rebuild_tensor_v2/v3): the values are the stored ones conjugated
+  // (complex only; a no-op on real tensors) and/or negated (floating and
+  // complex only). ContiguousBytes and Sha256Hex apply them.
+  bool conj = false;
+  bool neg = false;
+  // The Python attributes of an nn.Parameter saved with some
+  // (_rebuild_parameter_with_state's state: a dict of name -> value, or a
+  // (dict, slots dict) tuple), kept as values and never applied.
+  std::optional<ValueId> state;
 };
 
 // ValueArena owns every Value of one load. ValueIds index it. Values live
