@@ -2,12 +2,14 @@
 // safetensors or a torch zip, through the hardened loader only.
 #include "convert_command.h"
 
+#include <deque>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/safetensors_writer.h"
+#include "ckptguard/sharded.h"
 #include "ckptguard/torch_writer.h"
 #include "ckptguard/printable.h"
 #include "cli_util.h"
@@ -82,6 +84,61 @@ int Fail(const std::string& path, const std::string& detail) {
   return kExitError;
 }
 
+// SafetensorsOut collects the tensors of one safetensors file, from one
+// checkpoint or from the shards of one: each copied out of its map once, a
+// tensor reachable under two names (tied weights) written once and the other
+// name noted in __metadata__ ("ckptguard.aliases").
+class SafetensorsOut {
+ public:
+  // Add copies tensor `tensor` of `ckpt` (the `source`-th checkpoint) to be
+  // written under `name`. Failure: the detail names the tensor.
+  Status Add(const Checkpoint& ckpt, uint32_t source, uint32_t tensor, const std::string& name) {
+    const Tensor& t = ckpt.tensors()[tensor];
+    if (t.quant.scheme != QScheme::kNone) {
+      // safetensors holds plain arrays: the integers alone would read as
+      // other values, and dequantizing would not be the checkpoint's data.
+      return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                       name + ": a quantized tensor (" + std::string(DTypeName(t.dtype)) + ", " +
+                           std::string(QSchemeName(t.quant.scheme)) + ") has no place in safetensors");
+    }
+    // The conjugate and negative bits make other values of the same bytes.
+    const auto key = std::make_tuple(source, t.storage, t.storage_offset, t.shape, t.stride,
+                                     static_cast<int>(t.dtype) | (t.conj ? 0x100 : 0) | (t.neg ? 0x200 : 0));
+    if (auto it = seen_.find(key); it != seen_.end()) {
+      aliases_[name] = it->second;
+      return OkStatus();
+    }
+    seen_.emplace(key, name);
+    Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(tensor);
+    if (!bytes) return MakeError(bytes.error().code, bytes.error().offset, name + ": " + bytes.error().ToString());
+    buffers_.push_back(std::move(*bytes));
+    tensors_.push_back(SafetensorsTensorData{name, t.dtype, t.shape, Bytes(buffers_.back().data(), buffers_.back().size())});
+    return OkStatus();
+  }
+  // Write writes OUT atomically with `metadata` and what Add noted; the
+  // caller checks its sources are unchanged first (the copies are torn
+  // otherwise).
+  Status Write(const std::string& path, std::vector<std::pair<std::string, std::string>> metadata) {
+    if (!aliases_.empty()) metadata.emplace_back("ckptguard.aliases", aliases_.dump());
+    metadata.emplace_back("format", "pt");
+    return WriteSafetensors(path, std::move(tensors_), metadata);
+  }
+  size_t written() const { return buffers_.size(); }
+  size_t aliases() const { return aliases_.size(); }
+
+ private:
+  std::map<std::tuple<uint32_t, uint32_t, int64_t, std::vector<int64_t>, std::vector<int64_t>, int>, std::string> seen_;
+  json aliases_ = json::object();
+  std::deque<std::vector<uint8_t>> buffers_;  // stable addresses: tensors_ views them
+  std::vector<SafetensorsTensorData> tensors_;
+};
+
+void PrintWritten(const ConvertFlags& flags, const SafetensorsOut& out, size_t leaves) {
+  std::cout << flags.output << ": " << out.written() << " tensors written as safetensors"
+            << (out.aliases() == 0 ? "" : ", " + std::to_string(out.aliases()) + " shared tensor(s) noted in __metadata__")
+            << (leaves == 0 ? "" : ", " + std::to_string(leaves) + " plain values in __metadata__") << "\n";
+}
+
 int ToSafetensors(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
   Result<std::vector<NamedTensor>> named = ckpt.NamedTensors(from);
   if (!named) return Fail(flags.input, named.error().ToString());
@@ -102,43 +159,34 @@ int ToSafetensors(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flag
     for (const Leaf& l : leaves) values[l.path] = l.value;
     metadata.emplace_back("ckptguard.values", values.dump());
   }
-  // A tensor reachable under two keys (tied weights) is written once.
-  std::map<std::tuple<uint32_t, int64_t, std::vector<int64_t>, std::vector<int64_t>, int>, std::string> seen;
-  json aliases = json::object();
-  std::vector<std::vector<uint8_t>> buffers;
-  std::vector<SafetensorsTensorData> tensors;
-  buffers.reserve(named->size());
+  SafetensorsOut out;
   for (const NamedTensor& nt : *named) {
-    const Tensor& t = ckpt.tensors()[nt.tensor];
-    if (t.quant.scheme != QScheme::kNone) {
-      // safetensors holds plain arrays: the integers alone would read as
-      // other values, and dequantizing would not be the checkpoint's data.
-      return Fail(flags.input, nt.path + ": a quantized tensor (" + std::string(DTypeName(t.dtype)) + ", " +
-                                   std::string(QSchemeName(t.quant.scheme)) + ") has no place in safetensors");
-    }
-    // The conjugate and negative bits make other values of the same bytes.
-    const auto key = std::make_tuple(t.storage, t.storage_offset, t.shape, t.stride,
-                                     static_cast<int>(t.dtype) | (t.conj ? 0x100 : 0) | (t.neg ? 0x200 : 0));
-    if (auto it = seen.find(key); it != seen.end()) {
-      aliases[nt.path] = it->second;
-      continue;
-    }
-    seen.emplace(key, nt.path);
-    Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(nt.tensor);
-    if (!bytes) return Fail(flags.input, nt.path + ": " + bytes.error().ToString());
-    buffers.push_back(std::move(*bytes));
-    tensors.push_back(SafetensorsTensorData{nt.path, t.dtype, t.shape, Bytes(buffers.back().data(), buffers.back().size())});
+    if (Status added = out.Add(ckpt, 0, nt.tensor, nt.path); !added) return Fail(flags.input, added.error().detail);
   }
-  if (!aliases.empty()) metadata.emplace_back("ckptguard.aliases", aliases.dump());
-  metadata.emplace_back("format", "pt");
   // Every tensor was copied out of the map above: if the file changed while
   // it was read, the copies are torn and nothing is written.
   if (Status unchanged = ckpt.CheckUnchanged(); !unchanged) return Fail(flags.input, unchanged.error().ToString());
-  Status written = WriteSafetensors(flags.output, std::move(tensors), metadata);
+  Status written = out.Write(flags.output, std::move(metadata));
   if (!written) return Fail(flags.output, written.error().ToString());
-  std::cout << flags.output << ": " << buffers.size() << " tensors written as safetensors"
-            << (aliases.empty() ? "" : ", " + std::to_string(aliases.size()) + " shared tensor(s) noted in __metadata__")
-            << (leaves.empty() ? "" : ", " + std::to_string(leaves.size()) + " plain values in __metadata__") << "\n";
+  PrintWritten(flags, out, leaves.size());
+  return kExitOk;
+}
+
+// ShardedToSafetensors merges the shards of a sharded checkpoint (loaded as
+// one by LoadShardedCheckpoint) into one safetensors file.
+int ShardedToSafetensors(const ShardedCheckpoint& sharded, const ConvertFlags& flags) {
+  if (!flags.prefix.empty()) return Fail(flags.input, "--prefix does not apply to a sharded state dict");
+  if (sharded.tensors().empty()) return Fail(flags.input, "no tensors to convert");
+  SafetensorsOut out;
+  for (const ShardedTensor& t : sharded.tensors()) {
+    if (Status added = out.Add(sharded.shards()[t.shard], t.shard, t.tensor, t.name); !added) {
+      return Fail(flags.input, added.error().detail);
+    }
+  }
+  if (Status unchanged = sharded.CheckUnchanged(); !unchanged) return Fail(flags.input, unchanged.error().ToString());
+  Status written = out.Write(flags.output, {});
+  if (!written) return Fail(flags.output, written.error().ToString());
+  PrintWritten(flags, out, 0);
   return kExitOk;
 }
 
@@ -202,6 +250,11 @@ void AddConvertCommand(CLI::App& app, ConvertFlags& flags) {
   --keep-metadata stores them in __metadata__ as JSON ("ckptguard.values");
   --prefix picks a sub-dict (e.g. the model of a training checkpoint).
 
+  A sharded checkpoint (IN ending in .index.json, as Hugging Face writes
+  model.safetensors.index.json and pytorch_model.bin.index.json) is merged
+  into one safetensors file, after the index and the shards are checked to
+  agree (see 'ckptguard inspect --help').
+
   OUT is written atomically (a temporary file in the same folder, fsync,
   rename) after the written bytes were read back and checked: a failure at any
   point leaves no OUT, or the previous OUT untouched.
@@ -213,6 +266,7 @@ Examples:
   ckptguard convert --prefix model checkpoint.pt model.safetensors
   ckptguard convert --keep-metadata checkpoint.pt checkpoint.safetensors
   ckptguard convert model.safetensors model.pt
+  ckptguard convert pytorch_model.bin.index.json model.safetensors
 )");
   cmd->add_option("input", flags.input, "Checkpoint to read")->required()->type_name("IN");
   cmd->add_option("output", flags.output, "File to write")->required()->type_name("OUT");
@@ -231,6 +285,14 @@ int RunConvert(const ConvertFlags& flags) {
   }
   LoadOptions load;
   load.budget = flags.budget;
+  if (IsShardIndexPath(flags.input)) {
+    if (format != "safetensors") {
+      return Fail(flags.output, "a sharded checkpoint converts to one safetensors file (--to safetensors)");
+    }
+    Result<ShardedCheckpoint> sharded = LoadShardedCheckpoint(flags.input, load);
+    if (!sharded) return Fail(flags.input, sharded.error().ToString());
+    return ShardedToSafetensors(*sharded, flags);
+  }
   Result<Checkpoint> ckpt = LoadCheckpoint(flags.input, load);
   if (!ckpt) return Fail(flags.input, ckpt.error().ToString());
   std::string prefix = flags.prefix;

@@ -197,3 +197,20 @@ def test_inspect_refuses_an_index_the_shards_contradict(sharded, tmp_path):
     out = run("inspect", str(w / INDEX))
     assert out.returncode == 2
     assert ("tensor \"%s\" is mapped to" % key).encode() in out.stderr, out.stderr.decode()
+
+
+def test_convert_merges_the_shards_into_one_safetensors_file(sharded, tmp_path):
+    merged = tmp_path / "model.safetensors"
+    out = run("convert", str(sharded / INDEX), str(merged))
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"6 tensors written as safetensors" in out.stdout
+    doc = json.loads(run("inspect", "--json", str(merged)).stdout)
+    torch_digests = subprocess.run([PYTHON, "-c", DIGESTS, str(sharded), str(sharded / INDEX)], check=True,
+                                   capture_output=True, text=True, timeout=300)
+    assert {k: t["sha256"] for k, t in doc["tensors"].items()} == json.loads(torch_digests.stdout)
+    # A contradicted index writes nothing.
+    bad = copy(sharded, tmp_path / "bad")
+    os.remove(bad / "pytorch_model-00002-of-00002.bin")
+    out = run("convert", str(bad / INDEX), str(tmp_path / "none.safetensors"))
+    assert out.returncode == 2 and not (tmp_path / "none.safetensors").exists()
+    assert b"is missing" in out.stderr

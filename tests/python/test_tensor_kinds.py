@@ -107,7 +107,18 @@ def same_float(a, b):
 
 def test_corpus_is_complete():
     assert {"quantized_per_tensor.pt", "quantized_per_channel.pt", "quantize_dynamic_linear.pt",
-            "tensor_metadata_v2.pt", "parameter_with_state.pt", "legacy_python2_keys.pt"} <= set(FILES)
+            "tensor_metadata_v2.pt", "parameter_with_state.pt", "legacy_python2_keys.pt", "rebuild_tensor_v1.pt",
+            "rebuild_tensor_v1_legacy.pt"} <= set(FILES)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_the_scanner_calls_every_kind_safe(name):
+    """The loader and the scanner share the allowlist: what loads (torch's
+    weights_only accepts each of these) is never called dangerous."""
+    out = subprocess.run([CLI, "scan", "--format", "json", os.path.join(TENSORS, name)], capture_output=True,
+                         timeout=300)
+    report = json.loads(out.stdout)["files"][0]
+    assert report["verdict"] == "safe", report
 
 
 def test_metadata_bits_change_the_digest():

@@ -15,7 +15,8 @@
 namespace ckptguard {
 namespace {
 
-constexpr std::array<std::pair<AllowAction, std::string_view>, 20> kActions = {{
+constexpr std::array<std::pair<AllowAction, std::string_view>, 21> kActions = {{
+    {AllowAction::kRebuildTensor, "rebuild_tensor"},
     {AllowAction::kRebuildTensorV2, "rebuild_tensor_v2"},
     {AllowAction::kRebuildTensorV3, "rebuild_tensor_v3"},
     {AllowAction::kRebuildParameter, "rebuild_parameter"},

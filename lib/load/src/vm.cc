@@ -881,6 +881,15 @@ class Vm {
     };
     const AllowAction action = static_cast<AllowAction>(fnv.index);
     switch (action) {
+      case AllowAction::kRebuildTensor: {
+        // torch._utils._rebuild_tensor: a view of the storage with its own
+        // dtype, no requires_grad, no hooks (torch <= 0.3 wrote it).
+        CKG_TRY(want(4, 4));
+        CKG_ASSIGN_OR_RETURN(int64_t offset, ArgInt(op, fn, args[1], "storage_offset"));
+        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> size, ArgInts(op, fn, args[2], "size"));
+        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> stride, ArgInts(op, fn, args[3], "stride"));
+        return MakeTensor(op, fn, args[0], offset, std::move(size), std::move(stride), false, std::nullopt);
+      }
       case AllowAction::kRebuildTensorV2:
       case AllowAction::kRebuildTensorV3: {
         const bool v3 = action == AllowAction::kRebuildTensorV3;

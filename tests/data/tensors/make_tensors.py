@@ -53,7 +53,34 @@ class WithState:
                 (self.data, self.requires_grad, collections.OrderedDict(), self.state))
 
 
+class V1:
+    """Pickles a tensor as torch <= 0.3 did: torch._utils._rebuild_tensor(
+    storage, storage_offset, size, stride), which torch's weights_only loader
+    still accepts (torch 1.13 writes _rebuild_tensor_v2, so the call is
+    written through its pickler)."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __reduce_ex__(self, protocol):
+        t = self.tensor
+        return (torch._utils._rebuild_tensor, (t.storage(), t.storage_offset(), tuple(t.size()), t.stride()))
+
+
+def rebuild_tensor_v1():
+    """The v1 rebuild function in both containers torch 0.3 era files reach
+    users in: the legacy format and (re-saved) the zip format."""
+    torch.manual_seed(3)
+    base = torch.randn(5, 7)
+    ints = torch.arange(24, dtype=torch.int64).reshape(2, 3, 4)
+    obj = {"features.0.weight": V1(base), "features.0.bias": V1(base[0]), "transposed": V1(base.t()),
+           "slice": V1(base[1:4, 2:6]), "ints": V1(ints), "scalar": V1(torch.tensor(2.5))}
+    save("rebuild_tensor_v1.pt", obj)
+    torch.save(obj, os.path.join(OUT, "rebuild_tensor_v1_legacy.pt"), _use_new_zipfile_serialization=False)
+
+
 def main():
+    rebuild_tensor_v1()
     torch.manual_seed(17)
     x = torch.randn(4, 6) * 3
     per_tensor = {

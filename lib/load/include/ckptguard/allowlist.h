@@ -22,6 +22,7 @@ namespace ckptguard {
 
 // AllowAction is what the VM does with an allowed global.
 enum class AllowAction : uint8_t {
+  kRebuildTensor,             // _rebuild_tensor(storage, storage_offset, size, stride): torch <= 0.3 files
   kRebuildTensorV2,           // _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, meta])
   kRebuildTensorV3,           // _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype[, meta])
   kRebuildParameter,          // _rebuild_parameter(data, requires_grad, hooks)
