@@ -211,7 +211,7 @@ class MachineStack {
   MachineId back() const { return buf_[size_ - 1]; }
   MachineId operator[](size_t i) const { return buf_[i]; }
   const MachineId* data() const { return buf_.data(); }
-  void push_back(MachineId id) {
+  [[gnu::always_inline]] void push_back(MachineId id) {
     if (size_ == buf_.size()) [[unlikely]] Grow(size_ + 1);
     buf_[size_++] = id;
   }
