@@ -503,7 +503,6 @@ class Scanner {
     values_.clear();
     items_.clear();
     texts_.clear();
-    interned_.fill(kNotInterned);
   }
 
   uint32_t New(Sym s) {
@@ -998,7 +997,7 @@ class Scanner {
   void AddWeightTo(uint32_t target, std::span<const uint32_t> items) {
     const uint64_t w = WeightOf(items);
     Sym& t = Val(target);
-    if (t.kind == Sym::kScalar) return;  // the unpickler fails there; and scalars are shared (interned_)
+    if (t.kind == Sym::kScalar) return;  // the unpickler fails there; and scalars are shared (LiteralSlot)
     t.weight = AddWeight(t.weight, w - 1);
   }
 
@@ -1021,26 +1020,48 @@ class Scanner {
       case Opcode::kBinBytes8:
       case Opcode::kByteArray8:
         return New(Text(Sym::kBytes, arg));
+      default:
+        return New(ScalarSym(arg));
+    }
+  }
+  static Sym ScalarSym(const PickleArg& arg) {
+    Sym s;
+    s.kind = Sym::kScalar;
+    if (arg.type == PickleArgType::kInt || arg.type == PickleArgType::kBool) s.number = arg.int_value;
+    if (arg.type == PickleArgType::kUInt) s.number = static_cast<int64_t>(arg.uint_value);
+    s.is_int = arg.type == PickleArgType::kInt ||
+               (arg.type == PickleArgType::kUInt && arg.uint_value <= static_cast<uint64_t>(INT64_MAX));
+    return s;
+  }
+  // LiteralSlot: scalars are never changed once made, and a state dict
+  // repeats the same few (sizes, strides, offsets, False): the machine
+  // shares one value per slot (pickle_machine.h). Ints 0..1023 have a slot
+  // each; None, bools, floats and big ints, which the scanner does not tell
+  // apart (number 0 or 1, not an int), share two.
+  size_t LiteralSlot(const PickleOp& op) const {
+    switch (op.code) {
+      case Opcode::kString:
+      case Opcode::kBinString:
+      case Opcode::kShortBinString:
+      case Opcode::kUnicode:
+      case Opcode::kBinUnicode:
+      case Opcode::kShortBinUnicode:
+      case Opcode::kBinUnicode8:
+      case Opcode::kBinBytes:
+      case Opcode::kShortBinBytes:
+      case Opcode::kBinBytes8:
+      case Opcode::kByteArray8:
+        return kMachineNoSlot;
       default: {
-        Sym s;
-        s.kind = Sym::kScalar;
-        if (arg.type == PickleArgType::kInt || arg.type == PickleArgType::kBool) s.number = arg.int_value;
-        if (arg.type == PickleArgType::kUInt) s.number = static_cast<int64_t>(arg.uint_value);
-        s.is_int = arg.type == PickleArgType::kInt ||
-                   (arg.type == PickleArgType::kUInt && arg.uint_value <= static_cast<uint64_t>(INT64_MAX));
-        // Scalars are never changed once made, and a state dict repeats the
-        // same few (sizes, strides, offsets, False): one value each.
-        const size_t slot = InternSlot(s);
-        if (slot == kNotInterned) return New(std::move(s));
-        if (interned_[slot] == kNotInterned) {
-          const Id id = New(std::move(s));
-          if (id != 0) interned_[slot] = id;
-          return id;
-        }
-        return interned_[slot];
+        const Sym s = ScalarSym(op.arg);
+        if (s.is_int) return s.number >= 0 && s.number < 1024 ? static_cast<size_t>(s.number) : kMachineNoSlot;
+        return s.number == 0 || s.number == 1 ? 1024 + static_cast<size_t>(s.number) : kMachineNoSlot;
       }
     }
   }
+  // Shareable: not the one opaque value New returns past max_values (nor
+  // the first value of a pickle, which is id 0 too).
+  bool Shareable(Id id) const { return id != 0; }
   Result<Id> Tuple(const PickleOp&, std::span<const Id> items) {
     Sym s;
     s.kind = Sym::kTuple;
@@ -1161,23 +1182,8 @@ class Scanner {
   void Discard(Id id) {
     if (id == 0 || id + 1 != values_.size()) return;
     const Sym& s = values_[id];
-    if (s.kind == Sym::kScalar || s.kind == Sym::kStr || s.kind == Sym::kBytes) {
-      // A shared scalar (interned_) may be anywhere on the stack still.
-      if (s.kind == Sym::kScalar) {
-        const size_t slot = InternSlot(s);
-        if (slot != kNotInterned && interned_[slot] == id) return;
-      }
-      values_.pop_back();
-    }
-  }
-  // InternSlot: the slot of interned_ for a scalar literal that is shared
-  // (ints 0..kInternedInts-1, and None/bool/float, which the scanner does
-  // not tell apart: number 0 or 1, not an int), or kNotInterned.
-  static constexpr size_t kInternedInts = 1024;
-  static constexpr uint32_t kNotInterned = UINT32_MAX;
-  static size_t InternSlot(const Sym& s) {
-    if (s.is_int) return s.number >= 0 && s.number < static_cast<int64_t>(kInternedInts) ? static_cast<size_t>(s.number) : kNotInterned;
-    return s.number == 0 || s.number == 1 ? kInternedInts + static_cast<size_t>(s.number) : kNotInterned;
+    // (The machine never passes a shared scalar, LiteralSlot.)
+    if (s.kind == Sym::kScalar || s.kind == Sym::kStr || s.kind == Sym::kBytes) values_.pop_back();
   }
   // The C unpickler fails here (a stack underflow, a missing MARK, a memo
   // key never stored): what torch ran before stays reported, and the scan
@@ -1260,12 +1266,6 @@ class Scanner {
   bool sniffed_ = false;
   std::set<std::string> seen_;
   SymStore values_;
-  std::array<uint32_t, kInternedInts + 2> interned_ = MakeNotInterned();  // InternSlot -> value id
-  static constexpr std::array<uint32_t, kInternedInts + 2> MakeNotInterned() {
-    std::array<uint32_t, kInternedInts + 2> a{};
-    a.fill(kNotInterned);
-    return a;
-  }
   std::vector<uint32_t> items_;      // the items of every tuple (Sym::items_begin)
   std::vector<uint32_t> call_args_;  // NEWOBJ_EX's arguments with its keywords
   std::deque<std::string> texts_;  // copies that Sym::text views

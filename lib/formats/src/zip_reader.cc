@@ -27,6 +27,9 @@ uint32_t LoadU32(Bytes b, size_t at) {
   return static_cast<uint32_t>(b[at]) | (static_cast<uint32_t>(b[at + 1]) << 8) |
          (static_cast<uint32_t>(b[at + 2]) << 16) | (static_cast<uint32_t>(b[at + 3]) << 24);
 }
+uint16_t LoadU16(Bytes b, size_t at) { return static_cast<uint16_t>(b[at] | (b[at + 1] << 8)); }
+
+constexpr uint64_t kCentralHeaderLen = 46;  // the fixed part of a central directory header
 
 // FindEndRecord scans backwards, as miniz does, for the end-of-central-
 // directory signature within the last 22 + 65535 bytes.
@@ -162,23 +165,45 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
   for (uint64_t i = 0; i < dir.num_entries; ++i) {
     ZipEntry entry;
     entry.central_offset = cd.Offset();
-    CKG_ASSIGN_OR_RETURN(uint32_t sig, cd.ReadU32LE());
-    if (sig != kCentralHeaderSig) {
-      return MakeError(ErrorCode::kMalformed, entry.central_offset,
-                       "bad central directory signature for entry " + Num(i));
+    uint32_t csize = 0, usize = 0, local_offset = 0;
+    uint16_t name_len = 0, extra_len = 0, comment_len = 0;
+    if (cd.Remaining() >= kCentralHeaderLen) {
+      // The whole fixed part is there: one bounds check (below, the same
+      // reads field by field, whose errors say which field was cut).
+      const Bytes h = cd.Rest().first(kCentralHeaderLen);
+      if (LoadU32(h, 0) != kCentralHeaderSig) {
+        return MakeError(ErrorCode::kMalformed, entry.central_offset,
+                         "bad central directory signature for entry " + Num(i));
+      }
+      entry.flags = LoadU16(h, 8);
+      entry.method = LoadU16(h, 10);
+      entry.crc32 = LoadU32(h, 16);
+      csize = LoadU32(h, 20);
+      usize = LoadU32(h, 24);
+      name_len = LoadU16(h, 28);
+      extra_len = LoadU16(h, 30);
+      comment_len = LoadU16(h, 32);
+      local_offset = LoadU32(h, 42);
+      CKG_TRY(cd.Skip(kCentralHeaderLen));
+    } else {
+      CKG_ASSIGN_OR_RETURN(uint32_t sig, cd.ReadU32LE());
+      if (sig != kCentralHeaderSig) {
+        return MakeError(ErrorCode::kMalformed, entry.central_offset,
+                         "bad central directory signature for entry " + Num(i));
+      }
+      CKG_TRY(cd.Skip(4));  // versions
+      CKG_ASSIGN_OR_RETURN(entry.flags, cd.ReadU16LE());
+      CKG_ASSIGN_OR_RETURN(entry.method, cd.ReadU16LE());
+      CKG_TRY(cd.Skip(4));  // time, date
+      CKG_ASSIGN_OR_RETURN(entry.crc32, cd.ReadU32LE());
+      CKG_ASSIGN_OR_RETURN(csize, cd.ReadU32LE());
+      CKG_ASSIGN_OR_RETURN(usize, cd.ReadU32LE());
+      CKG_ASSIGN_OR_RETURN(name_len, cd.ReadU16LE());
+      CKG_ASSIGN_OR_RETURN(extra_len, cd.ReadU16LE());
+      CKG_ASSIGN_OR_RETURN(comment_len, cd.ReadU16LE());
+      CKG_TRY(cd.Skip(2 + 2 + 4));  // disk, internal and external attributes
+      CKG_ASSIGN_OR_RETURN(local_offset, cd.ReadU32LE());
     }
-    CKG_TRY(cd.Skip(4));  // versions
-    CKG_ASSIGN_OR_RETURN(entry.flags, cd.ReadU16LE());
-    CKG_ASSIGN_OR_RETURN(entry.method, cd.ReadU16LE());
-    CKG_TRY(cd.Skip(4));  // time, date
-    CKG_ASSIGN_OR_RETURN(entry.crc32, cd.ReadU32LE());
-    CKG_ASSIGN_OR_RETURN(uint32_t csize, cd.ReadU32LE());
-    CKG_ASSIGN_OR_RETURN(uint32_t usize, cd.ReadU32LE());
-    CKG_ASSIGN_OR_RETURN(uint16_t name_len, cd.ReadU16LE());
-    CKG_ASSIGN_OR_RETURN(uint16_t extra_len, cd.ReadU16LE());
-    CKG_ASSIGN_OR_RETURN(uint16_t comment_len, cd.ReadU16LE());
-    CKG_TRY(cd.Skip(2 + 2 + 4));  // disk, internal and external attributes
-    CKG_ASSIGN_OR_RETURN(uint32_t local_offset, cd.ReadU32LE());
     if (name_len > zip.limits_.max_name_len) {
       return MakeError(ErrorCode::kLimitExceeded, entry.central_offset,
                        "max_name_len (" + Num(zip.limits_.max_name_len) + ") exceeded by a name of " +
@@ -207,20 +232,20 @@ Result<ZipLocalHeader> ZipArchive::ReadLocalHeader(const ZipEntry& entry) const 
                      "local header offset " + Num(at) + " lies outside the file", entry.name);
   }
   ByteCursor local(file_.subspan(static_cast<size_t>(at)), at);
-  CKG_ASSIGN_OR_RETURN(uint32_t sig, local.ReadU32LE());
-  if (sig != kLocalHeaderSig) {
+  // The 30 fixed bytes are there (checked above): read them in place.
+  const Bytes h = local.Rest().first(30);
+  if (LoadU32(h, 0) != kLocalHeaderSig) {
     return MakeError(ErrorCode::kMalformed, at, "bad local header signature", entry.name);
   }
   ZipLocalHeader header;
-  CKG_TRY(local.Skip(2));  // version needed
-  CKG_ASSIGN_OR_RETURN(header.flags, local.ReadU16LE());
-  CKG_ASSIGN_OR_RETURN(header.method, local.ReadU16LE());
-  CKG_TRY(local.Skip(4));  // time, date
-  CKG_ASSIGN_OR_RETURN(header.crc32, local.ReadU32LE());
-  CKG_ASSIGN_OR_RETURN(uint32_t csize, local.ReadU32LE());
-  CKG_ASSIGN_OR_RETURN(uint32_t usize, local.ReadU32LE());
-  CKG_ASSIGN_OR_RETURN(uint16_t name_len, local.ReadU16LE());
-  CKG_ASSIGN_OR_RETURN(uint16_t extra_len, local.ReadU16LE());
+  header.flags = LoadU16(h, 6);  // after the version needed
+  header.method = LoadU16(h, 8);
+  header.crc32 = LoadU32(h, 14);  // after time and date
+  const uint32_t csize = LoadU32(h, 18);
+  const uint32_t usize = LoadU32(h, 22);
+  const uint16_t name_len = LoadU16(h, 26);
+  const uint16_t extra_len = LoadU16(h, 28);
+  CKG_TRY(local.Skip(30));
   Result<Bytes> name = local.ReadBytes(name_len);
   const uint64_t extra_offset = local.Offset();
   Result<Bytes> extra = name ? local.ReadBytes(extra_len) : name;

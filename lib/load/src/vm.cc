@@ -231,28 +231,33 @@ class Vm {
         }
         break;
     }
-    // None, bools and small ints are never changed once made, and a state
-    // dict repeats the same few (sizes, strides, offsets, False) hundreds of
-    // thousands of times: one value each, as CPython shares them too.
-    const size_t slot = InternSlot(v);
-    if (slot == kNotInterned) return Add(op, std::move(v));
-    if (interned_[slot] == kNotInterned) {
-      CKG_ASSIGN_OR_RETURN(interned_[slot], Add(op, std::move(v)));
-    }
-    return interned_[slot];
+    return Add(op, std::move(v));
   }
-  // InternSlot: the slot of interned_ for None, False, True and the ints
-  // 0..kInternedInts-1, or kNotInterned.
-  static constexpr size_t kInternedInts = 1024;
-  static constexpr ValueId kNotInterned = UINT32_MAX;
-  static size_t InternSlot(const Value& v) {
-    switch (v.kind) {
-      case ValueKind::kInt:
-        return v.int_value >= 0 && v.int_value < static_cast<int64_t>(kInternedInts) ? static_cast<size_t>(v.int_value)
-                                                                                      : kNotInterned;
-      case ValueKind::kBool: return kInternedInts + (v.int_value != 0 ? 1 : 0);
-      case ValueKind::kNone: return kInternedInts + 2;
-      default: return kNotInterned;
+  // LiteralSlot: None, bools and small ints are never changed once made, and
+  // a state dict repeats the same few (sizes, strides, offsets, False)
+  // hundreds of thousands of times: the machine shares one value each
+  // (pickle_machine.h), as CPython shares them too. Ints 0..1023 (of any int
+  // opcode), then False, True and None.
+  size_t LiteralSlot(const PickleOp& op) const {
+    const PickleArg& arg = op.arg;
+    switch (op.code) {
+      case Opcode::kNone: return 1024 + 2;
+      case Opcode::kNewTrue: return 1024 + 1;
+      case Opcode::kNewFalse: return 1024;
+      case Opcode::kInt:
+      case Opcode::kBinInt:
+      case Opcode::kBinInt1:
+      case Opcode::kBinInt2:
+      case Opcode::kLong:
+      case Opcode::kLong1:
+      case Opcode::kLong4:
+        if (arg.type == PickleArgType::kBool) return 1024 + (arg.int_value != 0 ? 1 : 0);
+        if (arg.type == PickleArgType::kUInt) return arg.uint_value < 1024 ? static_cast<size_t>(arg.uint_value) : kMachineNoSlot;
+        if (arg.type == PickleArgType::kInt) {
+          return arg.int_value >= 0 && arg.int_value < 1024 ? static_cast<size_t>(arg.int_value) : kMachineNoSlot;
+        }
+        return kMachineNoSlot;
+      default: return kMachineNoSlot;
     }
   }
   Result<Id> Tuple(const PickleOp& op, std::span<const Id> items) {
@@ -371,9 +376,7 @@ class Vm {
   // it (NONE POP, 1 POP...): nothing can refer to it, and without this a
   // pickle of such pairs would grow the arena by a Value per two bytes.
   void Discard(Id id) {
-    if (id + 1 != state_.values.size()) return;
-    // A shared value (interned_) may be anywhere on the stack still.
-    if (const size_t slot = InternSlot(state_.values.Get(id)); slot != kNotInterned && interned_[slot] == id) return;
+    if (id + 1 != state_.values.size()) return;  // (the machine never passes a shared value, LiteralSlot)
     switch (state_.values.Get(id).kind) {
       case ValueKind::kNone:
       case ValueKind::kBool:
@@ -1218,11 +1221,6 @@ class Vm {
   // Reused buffers of the key rendering (HashKey), so that indexing a key
   // allocates nothing once they have grown.
   std::vector<KeyItem> key_todo_;
-  std::array<ValueId, kInternedInts + 3> interned_ = [] {  // InternSlot -> value id
-    std::array<ValueId, kInternedInts + 3> a{};
-    a.fill(kNotInterned);
-    return a;
-  }();
   std::string key_text_;
   std::string other_key_text_;
   std::string scalar_key_;

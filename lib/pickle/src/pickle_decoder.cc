@@ -57,62 +57,8 @@ Result<PickleOp> PickleDecoder::Next() {
   return op;
 }
 
-Status PickleDecoder::Next(PickleOp& op) {
+Status PickleDecoder::NextSlow(PickleOp& op) {
   if (failed_) return std::unexpected(*failed_);
-  // The fast path: an opcode without an operand or with a fixed-width
-  // integer one, wholly present (most of a state dict's opcodes: MARK,
-  // TUPLE*, REDUCE, BINPUT, BINGET, BININT*, NEWFALSE...). The same result
-  // as the general path below, without its error plumbing.
-  if (cursor_.Remaining() >= 5 && num_ops_ < limits_.max_ops && !between_pickles_) {
-    const uint64_t start = cursor_.Offset();
-    const OpcodeInfo* info = FindOpcode(cursor_.Rest()[0]);
-    if (info != nullptr) {
-      const OperandKind kind = info->operand;
-      const Bytes rest = cursor_.Rest();
-      uint64_t length = 0;
-      switch (kind) {
-        case OperandKind::kNone: length = 1; break;
-        case OperandKind::kUInt1:
-          length = 2;
-          op.arg.Reset();
-          op.arg.type = PickleArgType::kUInt;
-          op.arg.uint_value = rest[1];
-          break;
-        case OperandKind::kUInt2:
-          length = 3;
-          op.arg.Reset();
-          op.arg.type = PickleArgType::kUInt;
-          op.arg.uint_value = static_cast<uint16_t>(rest[1] | (rest[2] << 8));
-          break;
-        case OperandKind::kUInt4:
-        case OperandKind::kInt4: {
-          length = 5;
-          const uint32_t u = static_cast<uint32_t>(rest[1]) | (static_cast<uint32_t>(rest[2]) << 8) |
-                             (static_cast<uint32_t>(rest[3]) << 16) | (static_cast<uint32_t>(rest[4]) << 24);
-          op.arg.Reset();
-          if (kind == OperandKind::kUInt4) {
-            op.arg.type = PickleArgType::kUInt;
-            op.arg.uint_value = u;
-          } else {
-            op.arg.type = PickleArgType::kInt;
-            op.arg.int_value = static_cast<int32_t>(u);
-          }
-          break;
-        }
-        default: break;
-      }
-      if (length != 0 && info->code != Opcode::kProto && info->code != Opcode::kStop) {
-        if (kind == OperandKind::kNone) op.arg.Reset();
-        (void)cursor_.Skip(length);  // in bounds: 5 bytes or more remain
-        op.code = info->code;
-        op.offset = start;
-        op.length = length;
-        op.pickle_index = num_finished_;
-        ++num_ops_;
-        return OkStatus();
-      }
-    }
-  }
   const uint64_t start = cursor_.Offset();
   ByteCursor saved = cursor_;
   auto fail = [&](Error error) -> Status {
@@ -194,40 +140,15 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
   switch (info.operand) {
     case OperandKind::kNone:
       return OkStatus();
-    case OperandKind::kUInt1: {
-      uint8_t v;
-      if (!cursor_.TryReadU8(v)) {
-        CKG_ASSIGN_OR_RETURN(v, cursor_.ReadU8());
-      }
-      arg.type = PickleArgType::kUInt;
-      arg.uint_value = v;
-      break;
-    }
-    case OperandKind::kUInt2: {
-      uint16_t v;
-      if (!cursor_.TryReadU16LE(v)) {
-        CKG_ASSIGN_OR_RETURN(v, cursor_.ReadU16LE());
-      }
-      arg.type = PickleArgType::kUInt;
-      arg.uint_value = v;
-      break;
-    }
-    case OperandKind::kUInt4: {
-      uint32_t v;
-      if (!cursor_.TryReadU32LE(v)) {
-        CKG_ASSIGN_OR_RETURN(v, cursor_.ReadU32LE());
-      }
-      arg.type = PickleArgType::kUInt;
-      arg.uint_value = v;
-      break;
-    }
+    case OperandKind::kUInt1:
+    case OperandKind::kUInt2:
+    case OperandKind::kUInt4:
     case OperandKind::kInt4: {
-      uint32_t u;
-      if (!cursor_.TryReadU32LE(u)) {
-        CKG_ASSIGN_OR_RETURN(u, cursor_.ReadU32LE());
-      }
-      arg.type = PickleArgType::kInt;
-      arg.int_value = static_cast<int32_t>(u);
+      const size_t width = info.operand == OperandKind::kUInt1 ? 1 : info.operand == OperandKind::kUInt2 ? 2 : 4;
+      CKG_ASSIGN_OR_RETURN(Bytes b, cursor_.ReadBytes(width));
+      uint32_t raw = 0;
+      for (size_t i = width; i-- > 0;) raw = (raw << 8) | b[i];
+      SetFixedInt(arg, raw, info.operand == OperandKind::kInt4);
       break;
     }
     case OperandKind::kUInt8: {  // FRAME
@@ -375,7 +296,7 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
       CKG_ASSIGN_OR_RETURN(Bytes qualname, read_name_line("name"));
       arg.type = PickleArgType::kGlobal;
       arg.SetView(AsStringView(module));
-      arg.SetName(std::string(AsStringView(qualname)));
+      arg.SetNameView(AsStringView(qualname));
       break;
     }
     case OperandKind::kString1:

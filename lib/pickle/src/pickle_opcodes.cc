@@ -84,11 +84,30 @@ constexpr std::array<const OpcodeInfo*, 256> BuildIndex() {
   return index;
 }
 
-constexpr std::array<const OpcodeInfo*, 256> kIndex = BuildIndex();
+constexpr std::array<uint8_t, 256> BuildFixed() {
+  std::array<uint8_t, 256> fixed{};
+  for (const OpcodeInfo& info : kOpcodes) {
+    if (info.code == Opcode::kProto || info.code == Opcode::kStop) continue;
+    uint8_t len = 0;
+    switch (info.operand) {
+      case OperandKind::kNone: len = 1; break;
+      case OperandKind::kUInt1: len = 2; break;
+      case OperandKind::kUInt2: len = 3; break;
+      case OperandKind::kUInt4: len = 5; break;
+      case OperandKind::kInt4: len = 5 | opcode_internal::kFixedSigned; break;
+      default: break;
+    }
+    fixed[static_cast<uint8_t>(info.code)] = len;
+  }
+  return fixed;
+}
 
 }  // namespace
 
-const OpcodeInfo* FindOpcode(uint8_t byte) { return kIndex[byte]; }
+namespace opcode_internal {
+extern constexpr std::array<const OpcodeInfo*, 256> kIndex = BuildIndex();
+extern constexpr std::array<uint8_t, 256> kFixed = BuildFixed();
+}  // namespace opcode_internal
 
 std::string_view OpcodeName(Opcode code) {
   const OpcodeInfo* info = FindOpcode(static_cast<uint8_t>(code));

@@ -118,13 +118,22 @@ class Budget {
   // cached and recomputed only when it can change (SetFileSize, inflation).
   Status Charge(BudgetKind kind, uint64_t amount, uint64_t offset = 0, std::string_view where = {},
                 std::string_view what = {}) {
+    if (TryCharge(kind, amount)) return OkStatus();
+    return ChargeSlow(kind, amount, offset, where, what);
+  }
+  // TryCharge is Charge's success path alone: it adds `amount` and returns
+  // true when Charge would succeed without recomputing a limit, and returns
+  // false, changing nothing, otherwise (the caller then calls Charge, which
+  // decides and builds the error). The pickle machine's per-opcode charges
+  // build no Status on the way.
+  bool TryCharge(BudgetKind kind, uint64_t amount) {
     const size_t k = static_cast<size_t>(kind);
     if (amount <= cached_limit_[k] - used_[k] && used_[k] <= cached_limit_[k] && !exhausted_[k] &&
         kind != BudgetKind::kInflatedBytes) {
       used_[k] += amount;
-      return OkStatus();
+      return true;
     }
-    return ChargeSlow(kind, amount, offset, where, what);
+    return false;
   }
   // Nest raises the current nesting depth to `depth` (MARK depth, archive
   // depth); only the deepest is kept. Same failure as Charge.

@@ -78,7 +78,7 @@ class PickleArg {
 
   // Data returns the bytes/string/module/big-int bytes of the operand.
   std::string_view Data() const { return owned_ ? std::string_view(storage_) : view_; }
-  // Name returns the second line of GLOBAL/INST.
+  // Name returns the second line of GLOBAL/INST (a view of the input).
   std::string_view Name() const { return name_; }
 
   void SetView(std::string_view view) {
@@ -89,18 +89,19 @@ class PickleArg {
     storage_ = std::move(data);
     owned_ = true;
   }
-  void SetName(std::string name) { name_ = std::move(name); }
-  // Reset empties the operand and keeps the capacity of its own strings, so
-  // a decoder loop that reuses one PickleOp allocates only for operands that
-  // must be copied.
+  // SetNameView sets Name() to `name`, a view of the decoder's input.
+  void SetNameView(std::string_view name) { name_ = name; }
+  // Reset empties the operand. The owned copy keeps its bytes and capacity
+  // (Data() no longer views it), so a decoder loop that reuses one PickleOp
+  // allocates only for operands that must be copied, and resetting one
+  // costs a few stores.
   void Reset() {
     type = PickleArgType::kNone;
     uint_value = 0;
     int_value = 0;
     float_value = 0.0;
     view_ = {};
-    storage_.clear();
-    name_.clear();
+    name_ = {};
     owned_ = false;
   }
   // IsOwned is true when Data() views this PickleArg's own copy (unescaped or
@@ -109,8 +110,8 @@ class PickleArg {
 
  private:
   std::string_view view_;
+  std::string_view name_;
   std::string storage_;
-  std::string name_;
   bool owned_ = false;
 };
 
@@ -140,7 +141,35 @@ class PickleDecoder {
   Result<PickleOp> Next();
   // Next(op) decodes into `op`, reusing its storage (the hot loops of the
   // machine and the walkers): same results and errors as Next().
-  Status Next(PickleOp& op);
+  // The fast path is inline: an opcode without an operand or with a
+  // fixed-width integer one, wholly present (most of a state dict's opcodes:
+  // MARK, TUPLE*, REDUCE, BINPUT, BINGET, BININT*, NEWFALSE...), decoded as
+  // the general path decodes it, without its error plumbing.
+  Status Next(PickleOp& op) {
+    if (cursor_.Remaining() >= 5 && num_ops_ < limits_.max_ops && !between_pickles_ && !failed_) {
+      const uint8_t* p = cursor_.Rest().data();
+      const uint8_t fixed = opcode_internal::kFixed[p[0]];
+      if (fixed != 0) {
+        const uint8_t len = fixed & 7;
+        op.arg.Reset();
+        if (len > 1) {
+          // Five bytes or more remain: load four operand bytes and keep the
+          // operand's width.
+          const uint32_t raw = LoadU32LE(p + 1) & (len == 2 ? 0xffu : len == 3 ? 0xffffu : 0xffffffffu);
+          SetFixedInt(op.arg, raw, (fixed & opcode_internal::kFixedSigned) != 0);
+        }
+        op.code = static_cast<Opcode>(p[0]);
+        op.offset = cursor_.Offset();
+        op.length = len;
+        op.pickle_index = num_finished_;
+        Bytes skipped;
+        (void)cursor_.TryReadBytes(len, skipped);  // in bounds: 5 bytes or more remain
+        ++num_ops_;
+        return OkStatus();
+      }
+    }
+    return NextSlow(op);
+  }
 
   // AtEnd is true when every byte of the input has been consumed.
   bool AtEnd() const { return cursor_.Empty(); }
@@ -152,7 +181,24 @@ class PickleDecoder {
   uint32_t NumPicklesFinished() const { return num_finished_; }
 
  private:
+  Status NextSlow(PickleOp& op);
   Status DecodeOperand(const OpcodeInfo& info, PickleOp& op);
+  static uint32_t LoadU32LE(const uint8_t* p) {
+    return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+           (static_cast<uint32_t>(p[3]) << 24);
+  }
+  // SetFixedInt sets a fixed-width integer operand (UINT1, UINT2, UINT4,
+  // INT4) from its little-endian value: the fast path and DecodeOperand
+  // share it.
+  static void SetFixedInt(PickleArg& arg, uint32_t raw, bool is_signed) {
+    if (is_signed) {
+      arg.type = PickleArgType::kInt;
+      arg.int_value = static_cast<int32_t>(raw);
+    } else {
+      arg.type = PickleArgType::kUInt;
+      arg.uint_value = raw;
+    }
+  }
 
   ByteCursor cursor_;
   PickleLimits limits_;

@@ -54,6 +54,16 @@
 //   // domain may reclaim it when it was the last value it built (a pickle of
 //   // NONE POP pairs then costs no memory per pair).
 //   void Discard(Id id);
+//   // Optional: shared literals. A domain whose scalars are never changed
+//   // once made may share one value per literal: LiteralSlot names the
+//   // literal's slot (below kMachineLiteralSlots; kMachineNoSlot: not
+//   // shared), and the machine asks Literal once per slot and pickle (per
+//   // Reset), pushes the same id for every later literal of that slot (the
+//   // value is still charged to the budget), and never passes a shared id
+//   // to Discard. Shareable, if defined, may refuse to share an id Literal
+//   // returned (the scanner's overflow value).
+//   size_t LiteralSlot(const PickleOp& op) const;
+//   bool Shareable(Id id) const;
 //
 // In strict mode (the VM) every such failure ends the run with kMalformed at
 // the opcode; in lenient mode (the scanner, the walkers) the domain hears of
@@ -67,12 +77,16 @@
 #define CKPTGUARD_PICKLE_MACHINE_H_
 
 #include <algorithm>
+#include <array>
+#include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "ckptguard/budget.h"
@@ -83,6 +97,11 @@ namespace ckptguard {
 
 using MachineId = uint32_t;
 inline constexpr MachineId kMachineNoValue = UINT32_MAX;
+// Shared literals (the Domain's LiteralSlot): enough for None, False, True
+// and the ints 0..1023, which a state dict repeats hundreds of thousands of
+// times (sizes, strides, offsets, False).
+inline constexpr size_t kMachineLiteralSlots = 1024 + 3;
+inline constexpr size_t kMachineNoSlot = SIZE_MAX;
 
 // MachineLimits bounds one run of the machine (one pickle). Each field says
 // what it bounds, its default and its ceiling (Clamped). The file's Budget
@@ -127,6 +146,7 @@ class MachineMemo {
     auto it = sparse_.find(key);
     return it == sparse_.end() ? nullptr : &it->second;
   }
+  MachineId* Find(uint64_t key) { return const_cast<MachineId*>(std::as_const(*this).Find(key)); }
   // Set stores `value` at `key`, charging `budget` for new slots first.
   Status Set(uint64_t key, MachineId value, Budget& budget, uint64_t offset, std::string_view where) {
     if (key < dense_.size()) {
@@ -141,6 +161,12 @@ class MachineMemo {
         const uint64_t cap = std::max<uint64_t>({2 * dense_.capacity(), key + 1, 64});
         CKG_TRY(budget.Charge(BudgetKind::kMemoSlots, cap - dense_.capacity(), offset, where, "memo"));
         dense_.reserve(static_cast<size_t>(cap));
+      }
+      if (key == dense_.size()) {
+        dense_.push_back(value);  // the picklers' case: keys 0, 1, 2...
+        ++count_;
+        ++dense_count_;
+        return OkStatus();
       }
       dense_.resize(static_cast<size_t>(key) + 1, kMachineNoValue);
       dense_[key] = value;
@@ -174,6 +200,38 @@ class MachineMemo {
   uint64_t dense_count_ = 0;  // keys stored in dense_
 };
 
+// MachineStack is the object stack: a vector whose push is inline (the
+// machine pushes for most opcodes; std::vector's push_back, with its
+// reallocation, stayed a call from Step).
+class MachineStack {
+ public:
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  MachineId& back() { return buf_[size_ - 1]; }
+  MachineId back() const { return buf_[size_ - 1]; }
+  MachineId operator[](size_t i) const { return buf_[i]; }
+  const MachineId* data() const { return buf_.data(); }
+  [[gnu::always_inline]] void push_back(MachineId id) {
+    if (size_ == buf_.size()) [[unlikely]] Grow(size_ + 1);
+    buf_[size_++] = id;
+  }
+  void pop_back() { --size_; }
+  // resize as std::vector's: new slots are 0.
+  void resize(size_t n) {
+    if (n > buf_.size()) Grow(n);
+    if (n > size_) std::fill(buf_.begin() + static_cast<std::ptrdiff_t>(size_), buf_.begin() + static_cast<std::ptrdiff_t>(n), 0);
+    size_ = n;
+  }
+  void clear() { size_ = 0; }
+  operator std::span<const MachineId>() const { return {buf_.data(), size_}; }
+
+ private:
+  [[gnu::noinline]] void Grow(size_t min_len) { buf_.resize(std::max<size_t>({min_len, 2 * buf_.size(), 64})); }
+
+  std::vector<MachineId> buf_;
+  size_t size_ = 0;
+};
+
 template <typename Domain>
 class PickleMachine {
  public:
@@ -182,7 +240,9 @@ class PickleMachine {
   // PickleMachine runs pickles for `domain`, charging `budget`; both must
   // outlive it. `where` names the entry in errors.
   PickleMachine(Domain& domain, const MachineLimits& limits, Budget& budget, MachineMode mode, std::string where = {})
-      : domain_(domain), limits_(limits.Clamped()), budget_(budget), mode_(mode), where_(std::move(where)) {}
+      : domain_(domain), limits_(limits.Clamped()), budget_(budget), mode_(mode), where_(std::move(where)) {
+    if constexpr (kSharesLiterals) literals_.fill(kMachineNoValue);
+  }
 
   // Reset forgets the stack, marks and memo: a new pickle starts.
   void Reset() {
@@ -190,6 +250,7 @@ class PickleMachine {
     marks_.clear();
     memo_.Clear();
     memo_high_ = -1;
+    if constexpr (kSharesLiterals) literals_.fill(kMachineNoValue);
     ops_ = 0;
     decode_failed_ = false;
     ended_before_stop_ = false;
@@ -215,7 +276,9 @@ class PickleMachine {
   // Step applies one op. After STOP, root() is the pickle's value.
   Status Step(const PickleOp& op) {
     ++ops_;
-    CKG_TRY(budget_.Charge(BudgetKind::kOpcodes, 1, op.offset, where_, "pickle opcodes"));
+    if (!budget_.TryCharge(BudgetKind::kOpcodes, 1)) [[unlikely]] {
+      CKG_TRY(ChargeSlow(BudgetKind::kOpcodes, op, "pickle opcodes"));
+    }
     const PickleArg& arg = op.arg;
     switch (op.code) {
       case Opcode::kProto:
@@ -275,6 +338,20 @@ class PickleMachine {
       case Opcode::kBinBytes8:
       case Opcode::kByteArray8: {
         CKG_TRY(ChargeValue(op));
+        if constexpr (kSharesLiterals) {
+          const size_t slot = domain_.LiteralSlot(op);
+          if (slot < kMachineLiteralSlots) {
+            Id& shared = literals_[slot];
+            if (shared != kMachineNoValue) return Push(op, shared);
+            CKG_ASSIGN_OR_RETURN(Id v, domain_.Literal(op));
+            if (Shareable(v)) {
+              shared = v;
+              // Never Discarded (DropTo): shared like a memoized value.
+              memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(v));
+            }
+            return Push(op, v);
+          }
+        }
         CKG_ASSIGN_OR_RETURN(Id v, domain_.Literal(op));
         return Push(op, v);
       }
@@ -465,6 +542,16 @@ class PickleMachine {
   void set_where(std::string where) { where_ = std::move(where); }
 
  private:
+  static constexpr bool kSharesLiterals = requires(const Domain& d, const PickleOp& op) {
+    { d.LiteralSlot(op) } -> std::convertible_to<size_t>;
+  };
+  bool Shareable(Id id) const {
+    if constexpr (requires(const Domain& d) { d.Shareable(id); }) {
+      return domain_.Shareable(id);
+    } else {
+      return true;
+    }
+  }
   static std::string Name(const PickleOp& op) { return std::string(op.Info().name); }
   static uint64_t MemoKey(const PickleArg& arg) {
     return arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
@@ -489,24 +576,32 @@ class PickleMachine {
     return std::unexpected(Error{ErrorCode::kLimitExceeded, op.offset, where_,
                                  std::string(name) + " (" + std::to_string(value) + ") exceeded"});
   }
-  Status ChargeValue(const PickleOp& op) {
-    return budget_.Charge(BudgetKind::kValues, 1, op.offset, where_, "values built");
+  // ChargeSlow is the budget's decision and error, out of the hot path.
+  [[gnu::noinline, gnu::cold]] Status ChargeSlow(BudgetKind kind, const PickleOp& op, const char* what) {
+    return budget_.Charge(kind, 1, op.offset, where_, what);
+  }
+  [[gnu::always_inline]] Status ChargeValue(const PickleOp& op) {
+    if (budget_.TryCharge(BudgetKind::kValues, 1)) [[likely]] return OkStatus();
+    return ChargeSlow(BudgetKind::kValues, op, "values built");
   }
 
-  Status Push(const PickleOp& op, Id id) {
-    if (stack_.size() >= limits_.max_stack_depth) return Limit(op, "max_stack_depth", limits_.max_stack_depth);
+  [[gnu::always_inline]] Status Push(const PickleOp& op, Id id) {
+    if (stack_.size() >= limits_.max_stack_depth) [[unlikely]] return PushLimit(op);
     stack_.push_back(id);
     return OkStatus();
   }
+  [[gnu::noinline, gnu::cold]] Status PushLimit(const PickleOp& op) const {
+    return Limit(op, "max_stack_depth", limits_.max_stack_depth);
+  }
   // Make charges one value, asks the domain for it and pushes it.
   template <typename F>
-  Status Make(const PickleOp& op, F&& make) {
+  [[gnu::always_inline]] Status Make(const PickleOp& op, F&& make) {
     CKG_TRY(ChargeValue(op));
     CKG_ASSIGN_OR_RETURN(Id v, make());
     return Push(op, v);
   }
-  Result<Id> Pop(const PickleOp& op) {
-    if (stack_.size() <= Fence()) {
+  [[gnu::always_inline]] Result<Id> Pop(const PickleOp& op) {
+    if (stack_.size() <= Fence()) [[unlikely]] {
       CKG_TRY(Structural(op, Underflow(op)));
       return domain_.Opaque();
     }
@@ -528,11 +623,17 @@ class PickleMachine {
   }
   Status Memo(const PickleOp& op, uint64_t key) {
     if (stack_.size() <= Fence()) return Structural(op, Underflow(op));
-    if (memo_.Find(key) == nullptr && memo_.size() >= limits_.max_memo_entries) {
+    const Id top = stack_.back();
+    Id* found = memo_.Find(key);
+    if (found == nullptr && memo_.size() >= limits_.max_memo_entries) {
       return Limit(op, "max_memo_entries", limits_.max_memo_entries);
     }
-    memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(stack_.back()));
-    return memo_.Set(key, stack_.back(), budget_, op.offset, where_);
+    memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(top));
+    if (found != nullptr) {
+      *found = top;  // what Set does for a key already stored, without a second lookup
+      return OkStatus();
+    }
+    return memo_.Set(key, top, budget_, op.offset, where_);
   }
 
   // DropTo shrinks the stack to `size` (POP, POP_MARK), telling a domain that
@@ -556,10 +657,12 @@ class PickleMachine {
   Budget& budget_;
   MachineMode mode_;
   std::string where_;
-  std::vector<Id> stack_;
+  MachineStack stack_;
   std::vector<size_t> marks_;
   MachineMemo memo_;
-  int64_t memo_high_ = -1;  // the highest id ever memoized (-1: none)
+  int64_t memo_high_ = -1;  // the highest id ever memoized or shared (-1: none)
+  // Shared literals (LiteralSlot -> id), for domains that share them.
+  std::array<Id, kMachineLiteralSlots> literals_;
   Id root_ = kMachineNoValue;
   uint64_t ops_ = 0;
   bool decode_failed_ = false;

@@ -4,6 +4,7 @@
 #ifndef CKPTGUARD_PICKLE_OPCODES_H_
 #define CKPTGUARD_PICKLE_OPCODES_H_
 
+#include <array>
 #include <cstdint>
 #include <string_view>
 
@@ -124,9 +125,20 @@ struct OpcodeInfo {
   uint8_t num_after;
 };
 
+namespace opcode_internal {
+// kIndex maps an opcode byte to its description (nullptr: undefined).
+extern const std::array<const OpcodeInfo*, 256> kIndex;
+// kFixed is, for the opcodes the decoder's fast path takes (no operand or a
+// fixed-width integer one, PROTO and STOP excepted), the opcode's length in
+// bytes (1, 2, 3 or 5), plus kFixedSigned for INT4 operands; 0 otherwise.
+inline constexpr uint8_t kFixedSigned = 0x80;
+extern const std::array<uint8_t, 256> kFixed;
+}  // namespace opcode_internal
+
 // FindOpcode returns the description of `byte`, or nullptr when no protocol
-// defines it. The returned pointer is to static storage.
-const OpcodeInfo* FindOpcode(uint8_t byte);
+// defines it. The returned pointer is to static storage. Inline: the decoder
+// looks up every opcode.
+inline const OpcodeInfo* FindOpcode(uint8_t byte) { return opcode_internal::kIndex[byte]; }
 
 // OpcodeName returns the CPython name of a defined opcode ("BINUNICODE").
 std::string_view OpcodeName(Opcode code);
