@@ -668,6 +668,7 @@ class Scanner {
       // What the loader builds for this global (vm.cc's Reduce), so that
       // the operations applied to the result are judged as it judges them.
       switch (static_cast<AllowAction>(action)) {
+        case AllowAction::kRebuildTensor:
         case AllowAction::kRebuildTensorV2:
         case AllowAction::kRebuildTensorV3:
         case AllowAction::kRebuildParameter:
