@@ -27,6 +27,86 @@ bool Escapes(std::string_view shard) {
   return false;
 }
 
+// IndexProblem is one way an index or its shards disagree with what a
+// loader would read, with the error code LoadShardedCheckpoint gives it.
+struct IndexProblem {
+  ErrorCode code;
+  std::string detail;
+};
+
+// IndexOnlyProblems: what is wrong with the index itself (shard paths that
+// would leave the folder, shards that are no string), before any shard is
+// opened.
+std::vector<IndexProblem> IndexOnlyProblems(const ShardIndex& index) {
+  std::vector<IndexProblem> out;
+  for (const std::string& shard : index.escaping) {
+    out.push_back({ErrorCode::kInvalidArgument, "shard \"" + shard + "\" leaves the index's folder: not read"});
+  }
+  for (const std::string& tensor : index.not_strings) {
+    out.push_back({ErrorCode::kMalformed, "the shard of tensor \"" + tensor + "\" is not a string"});
+  }
+  return out;
+}
+
+// MissingShard: a shard the index names that is not in its folder.
+std::optional<IndexProblem> MissingShard(const ShardIndex& index, uint32_t s) {
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(index.folder / index.shards[s], ec))) return std::nullopt;
+  return IndexProblem{ErrorCode::kIo, "shard " + index.shards[s] + " is missing"};
+}
+
+// ShardAgreement compares what the shards hold with what the index maps to
+// them. `contents[s]` is shard s's state dict, or nullopt when it could not
+// be read (nothing is compared for it). `held` is every name's first holder
+// (shard, tensor); `problems` come in the order LoadShardedCheckpoint
+// reports the first of them: a name twice in one shard or in two shards,
+// then a tensor mapped to a shard that does not hold it (index order), then
+// a shard tensor the index does not map to that shard.
+struct ShardAgreement {
+  std::map<std::string, std::pair<uint32_t, uint32_t>, std::less<>> held;
+  std::vector<IndexProblem> problems;
+};
+
+ShardAgreement CompareShards(const ShardIndex& index,
+                             const std::vector<std::optional<std::vector<NamedTensor>>>& contents) {
+  ShardAgreement out;
+  std::vector<std::vector<std::string_view>> names(index.shards.size());  // sorted, per shard
+  for (uint32_t s = 0; s < index.shards.size(); ++s) {
+    if (!contents[s]) continue;
+    for (const NamedTensor& t : *contents[s]) {
+      auto [it, first] = out.held.emplace(t.path, std::pair<uint32_t, uint32_t>{s, t.tensor});
+      if (!first && it->second.first == s && it->second.second != t.tensor) {
+        out.problems.push_back({ErrorCode::kMalformed, "shard " + index.shards[s] + " holds two tensors named \"" +
+                                                           t.path + "\" (keys with dots)"});
+      } else if (!first && it->second.first != s) {
+        out.problems.push_back({ErrorCode::kMalformed, "tensor \"" + t.path + "\" is in two shards: " +
+                                                           index.shards[it->second.first] + " and " + index.shards[s]});
+      }
+      names[s].push_back(t.path);
+    }
+    std::sort(names[s].begin(), names[s].end());
+    names[s].erase(std::unique(names[s].begin(), names[s].end()), names[s].end());
+  }
+  std::vector<std::vector<std::string_view>> mapped(index.shards.size());  // sorted, per shard
+  for (const auto& [name, shard] : index.weight_map) {
+    mapped[shard].push_back(name);
+    if (contents[shard] && !std::binary_search(names[shard].begin(), names[shard].end(), std::string_view(name))) {
+      out.problems.push_back({ErrorCode::kMalformed, "tensor \"" + name + "\" is mapped to " + index.shards[shard] +
+                                                         ", which does not hold it"});
+    }
+  }
+  for (uint32_t s = 0; s < index.shards.size(); ++s) {
+    std::sort(mapped[s].begin(), mapped[s].end());
+    for (std::string_view name : names[s]) {
+      if (!std::binary_search(mapped[s].begin(), mapped[s].end(), name)) {
+        out.problems.push_back({ErrorCode::kMalformed, "shard " + index.shards[s] + " holds tensor \"" +
+                                                           std::string(name) + "\", which the index does not map to it"});
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 bool IsShardIndexPath(std::string_view path) { return path.ends_with(".index.json"); }
@@ -119,57 +199,27 @@ VerifyReport VerifyShardedCheckpoint(const std::string& index_path, const LoadOp
     report.problems.push_back({e.code == ErrorCode::kIo ? "io" : "index", index_name, e.offset, e.ToString()});
     return report;
   }
-  for (const std::string& shard : index->escaping) {
-    report.problems.push_back({"index", index_name, 0, "shard \"" + shard + "\" leaves the index's folder: not read"});
-  }
-  for (const std::string& tensor : index->not_strings) {
-    report.problems.push_back({"index", index_name, 0, "the shard of tensor \"" + tensor + "\" is not a string"});
-  }
-  // What the index says each shard holds, and which shard holds each name.
-  std::vector<std::vector<std::string>> expected(index->shards.size());
-  for (const auto& [tensor, shard] : index->weight_map) expected[shard].push_back(tensor);
-  std::map<std::string, std::string> holder;  // tensor name -> the first shard found holding it
+  auto add = [&](const IndexProblem& p) { report.problems.push_back({"index", index_name, 0, p.detail}); };
+  for (const IndexProblem& p : IndexOnlyProblems(*index)) add(p);
+  std::vector<std::optional<std::vector<NamedTensor>>> contents(index->shards.size());
   for (uint32_t s = 0; s < index->shards.size(); ++s) {
     const std::string& shard = index->shards[s];
-    std::error_code ec;
-    if (!fs::exists(fs::symlink_status(index->folder / shard, ec))) {
-      report.problems.push_back({"index", index_name, 0, "shard " + shard + " is missing"});
+    if (std::optional<IndexProblem> missing = MissingShard(*index, s)) {
+      add(*missing);
       continue;
     }
-    std::vector<std::string> held;
+    std::optional<std::vector<NamedTensor>> held;
     const VerifyReport r = VerifyCheckpoint((index->folder / shard).string(), options, [&](const Checkpoint& ckpt) {
-      Result<std::vector<NamedTensor>> names = ckpt.StateDict();
-      if (names) {
-        for (NamedTensor& t : *names) held.push_back(std::move(t.path));
-      }
+      if (Result<std::vector<NamedTensor>> names = ckpt.StateDict()) held = std::move(*names);
     });
     for (const VerifyProblem& p : r.problems) {
       report.problems.push_back({p.kind, p.entry.empty() ? shard : shard + ":" + p.entry, p.offset, p.detail});
     }
     report.num_tensors += r.num_tensors;
     report.tensor_bytes += r.tensor_bytes;
-    if (!r.ok()) continue;  // its contents are not known: nothing more to compare
-    std::sort(held.begin(), held.end());
-    held.erase(std::unique(held.begin(), held.end()), held.end());
-    std::sort(expected[s].begin(), expected[s].end());
-    for (const std::string& name : held) {
-      auto [it, first] = holder.emplace(name, shard);
-      if (!first) {
-        report.problems.push_back(
-            {"index", index_name, 0, "tensor \"" + name + "\" is in two shards: " + it->second + " and " + shard});
-      }
-      if (!std::binary_search(expected[s].begin(), expected[s].end(), name)) {
-        report.problems.push_back({"index", index_name, 0,
-                                   "shard " + shard + " holds tensor \"" + name + "\", which the index does not map to it"});
-      }
-    }
-    for (const std::string& name : expected[s]) {
-      if (!std::binary_search(held.begin(), held.end(), name)) {
-        report.problems.push_back(
-            {"index", index_name, 0, "tensor \"" + name + "\" is mapped to " + shard + ", which does not hold it"});
-      }
-    }
+    if (r.ok()) contents[s] = std::move(held);  // else its contents are not known: nothing to compare
   }
+  for (const IndexProblem& p : CompareShards(*index, contents).problems) add(p);
   return report;
 }
 
@@ -183,22 +233,15 @@ Result<ShardedCheckpoint> LoadShardedCheckpoint(const std::string& index_path, c
   const fs::path index_file(index_path);
   CKG_ASSIGN_OR_RETURN(out.index_, ReadShardIndex(index_file));
   const ShardIndex& index = out.index_;
-  if (!index.escaping.empty()) {
-    return IndexError(ErrorCode::kInvalidArgument, index_file,
-                      "shard \"" + index.escaping.front() + "\" leaves the index's folder: not read");
+  if (std::vector<IndexProblem> bad = IndexOnlyProblems(index); !bad.empty()) {
+    return IndexError(bad.front().code, index_file, bad.front().detail);
   }
-  if (!index.not_strings.empty()) {
-    return IndexError(ErrorCode::kMalformed, index_file,
-                      "the shard of tensor \"" + index.not_strings.front() + "\" is not a string");
-  }
-  // Tensor name -> (shard, tensor index), over every shard.
-  std::map<std::string, std::pair<uint32_t, uint32_t>, std::less<>> held;
+  std::vector<std::optional<std::vector<NamedTensor>>> contents(index.shards.size());
   out.shards_.reserve(index.shards.size());
   for (uint32_t s = 0; s < index.shards.size(); ++s) {
     const std::string& shard = index.shards[s];
-    std::error_code ec;
-    if (!fs::exists(fs::symlink_status(index.folder / shard, ec))) {
-      return IndexError(ErrorCode::kIo, index_file, "shard " + shard + " is missing");
+    if (std::optional<IndexProblem> missing = MissingShard(index, s)) {
+      return IndexError(missing->code, index_file, missing->detail);
     }
     Result<Checkpoint> ckpt = LoadCheckpoint((index.folder / shard).string(), options);
     if (!ckpt) {
@@ -206,38 +249,16 @@ Result<ShardedCheckpoint> LoadShardedCheckpoint(const std::string& index_path, c
       e.where = e.where.empty() || e.where == (index.folder / shard).string() ? shard : shard + ":" + e.where;
       return std::unexpected(std::move(e));
     }
-    CKG_ASSIGN_OR_RETURN(std::vector<NamedTensor> names, ckpt->StateDict());
-    for (NamedTensor& t : names) {
-      auto [it, first] = held.emplace(t.path, std::pair<uint32_t, uint32_t>{s, t.tensor});
-      if (!first && it->second.first == s && it->second.second != t.tensor) {
-        return IndexError(ErrorCode::kMalformed, index_file,
-                          "shard " + shard + " holds two tensors named \"" + t.path + "\" (keys with dots)");
-      }
-      if (!first && it->second.first != s) {
-        return IndexError(ErrorCode::kMalformed, index_file,
-                          "tensor \"" + t.path + "\" is in two shards: " + index.shards[it->second.first] + " and " +
-                              shard);
-      }
-    }
+    CKG_ASSIGN_OR_RETURN(contents[s], ckpt->StateDict());
     out.shards_.push_back(std::move(*ckpt));
   }
-  std::set<std::string_view> mapped;
+  const ShardAgreement agreement = CompareShards(index, contents);
+  if (!agreement.problems.empty()) {
+    return IndexError(agreement.problems.front().code, index_file, agreement.problems.front().detail);
+  }
   out.tensors_.reserve(index.weight_map.size());
   for (const auto& [name, shard] : index.weight_map) {
-    const auto it = held.find(name);
-    if (it == held.end() || it->second.first != shard) {
-      return IndexError(ErrorCode::kMalformed, index_file,
-                        "tensor \"" + name + "\" is mapped to " + index.shards[shard] + ", which does not hold it");
-    }
-    mapped.insert(name);
-    out.tensors_.push_back({name, shard, it->second.second});
-  }
-  for (const auto& [name, where] : held) {
-    if (!mapped.contains(name)) {
-      return IndexError(ErrorCode::kMalformed, index_file,
-                        "shard " + index.shards[where.first] + " holds tensor \"" + name +
-                            "\", which the index does not map to it");
-    }
+    out.tensors_.push_back({name, shard, agreement.held.find(name)->second.second});
   }
   return out;
 }
