@@ -1,4 +1,4 @@
-// The built-in rules/callables.toml and rules/pickle_names.toml, generated
+// The built-in rules/pickle_names.toml, generated
 // into the build tree by scanner/CMakeLists.txt.
 #ifndef CKPTGUARD_SCANNER_SRC_BUILTIN_NAMES_H_
 #define CKPTGUARD_SCANNER_SRC_BUILTIN_NAMES_H_
@@ -7,8 +7,6 @@
 
 namespace ckptguard::scanner {
 
-// kBuiltinCallablesToml is the text of rules/callables.toml.
-extern const std::string_view kBuiltinCallablesToml;
 // kBuiltinPickleNamesToml is the text of rules/pickle_names.toml.
 extern const std::string_view kBuiltinPickleNamesToml;
 

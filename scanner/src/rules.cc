@@ -278,32 +278,15 @@ void AddCandidates(std::string_view module, std::string_view name, std::vector<s
   }
 }
 
-// Names is the parsed form of rules/callables.toml and rules/pickle_names.toml.
+// Names is the parsed form of rules/pickle_names.toml.
 struct Names {
-  std::map<std::string, CallableEntry, std::less<>> callables;        // exact dotted names
-  std::map<std::string, CallableEntry, std::less<>> class_wildcards;  // "module" of "module.*"
   std::map<std::string, std::string, std::less<>> compat_module;      // _compat_pickle.IMPORT_MAPPING
   std::map<std::string, std::string, std::less<>> compat_name;        // NAME_MAPPING, dotted -> dotted
   std::map<std::string, std::string, std::less<>> module_attr;        // "_os" -> "os"
 };
 
-std::optional<CallableKind> ParseCallableKind(std::string_view s) {
-  static const std::pair<std::string_view, CallableKind> kKinds[] = {
-      {"constructor", CallableKind::kConstructor}, {"class", CallableKind::kClass},
-      {"getattr", CallableKind::kGetattr},         {"partial", CallableKind::kPartial},
-      {"reconstructor", CallableKind::kReconstructor}, {"newobj", CallableKind::kNewObj},
-      {"defaultdict", CallableKind::kDefaultDict}, {"decoder", CallableKind::kDecoder},
-      {"bytes_stream", CallableKind::kBytesStream}, {"file_opener", CallableKind::kFileOpener},
-      {"loader", CallableKind::kLoader},           {"caller", CallableKind::kCaller},
-  };
-  for (const auto& [name, kind] : kKinds) {
-    if (name == s) return kind;
-  }
-  return std::nullopt;
-}
-
-// ParseNames reads the built-in callables and name-resolution files. They are
-// part of the binary: a broken one leaves its tables empty and fails
+// ParseNames reads the built-in name-resolution file. It is part of the
+// binary: a broken one leaves its tables empty and fails
 // rules_test (which checks they parse).
 Status ParseNames(std::string_view text, std::string_view source, Names& out) {
   if (Status ok = CheckTomlText(text, source); !ok) return ok;
@@ -335,44 +318,12 @@ Status ParseNames(std::string_view text, std::string_view source, Names& out) {
       out.compat_name.emplace(std::string(*from), std::string(*to));
     }
   }
-  if (const toml::array* entries = root["callable"].as_array()) {
-    for (const toml::node& node : *entries) {
-      const toml::table* t = node.as_table();
-      if (t == nullptr) return Malformed(source, node.source(), "[[callable]] entry is not a table");
-      const std::optional<std::string_view> global = (*t)["global"].value<std::string_view>();
-      const std::optional<std::string_view> kind_name = (*t)["kind"].value<std::string_view>();
-      const std::optional<std::string_view> why = (*t)["why"].value<std::string_view>();
-      if (!global || !kind_name || !why) {
-        return Malformed(source, node.source(), "[[callable]] needs global, kind and why");
-      }
-      const std::optional<CallableKind> kind = ParseCallableKind(*kind_name);
-      if (!kind) return Malformed(source, node.source(), "unknown callable kind '" + std::string(*kind_name) + "'");
-      CallableEntry entry{std::string(*global), *kind,
-                          std::string((*t)["decode"].value<std::string_view>().value_or("")),
-                          std::string((*t)["input"].value<std::string_view>().value_or("")), std::string(*why)};
-      if (kind == CallableKind::kDecoder && entry.decode.empty()) {
-        return Malformed(source, node.source(), "decoder " + entry.global + " needs decode");
-      }
-      if (!entry.input.empty() && (kind != CallableKind::kLoader || (entry.input != "bytes" && entry.input != "stream"))) {
-        return Malformed(source, node.source(), entry.global + ": input is \"bytes\" or \"stream\", for loaders only");
-      }
-      if (entry.global.ends_with(".*")) {
-        if (kind != CallableKind::kClass) {
-          return Malformed(source, node.source(), entry.global + ": only kind class may be a wildcard");
-        }
-        out.class_wildcards.emplace(entry.global.substr(0, entry.global.size() - 2), entry);
-      } else if (!out.callables.emplace(entry.global, entry).second) {
-        return Malformed(source, node.source(), "duplicate [[callable]] " + entry.global);
-      }
-    }
-  }
   return OkStatus();
 }
 
 const Names& BuiltinNames() {
   static const Names* const names = [] {
     auto* out = new Names();
-    (void)ParseNames(kBuiltinCallablesToml, "rules/callables.toml (built in)", *out);
     (void)ParseNames(kBuiltinPickleNamesToml, "rules/pickle_names.toml (built in)", *out);
     return out;
   }();
@@ -383,7 +334,7 @@ const Names& BuiltinNames() {
 
 Status CheckBuiltinNames() {
   Names names;
-  CKG_TRY(ParseNames(kBuiltinCallablesToml, "rules/callables.toml (built in)", names));
+  CKG_TRY(CheckBuiltinCallables());
   return ParseNames(kBuiltinPickleNamesToml, "rules/pickle_names.toml (built in)", names);
 }
 
@@ -663,18 +614,7 @@ const Rule& RuleSet::FixedRule(std::string_view id) const {
   return *missing;
 }
 
-const CallableEntry* RuleSet::FindCallable(std::string_view dotted) const {
-  const Names& names = BuiltinNames();
-  if (auto it = names.callables.find(dotted); it != names.callables.end()) return &it->second;
-  const size_t dot = dotted.rfind('.');
-  if (dot == std::string_view::npos || dot + 1 >= dotted.size()) return nullptr;
-  const char first = dotted[dot + 1];
-  if (first < 'A' || first > 'Z') return nullptr;
-  if (auto it = names.class_wildcards.find(dotted.substr(0, dot)); it != names.class_wildcards.end()) {
-    return &it->second;
-  }
-  return nullptr;
-}
+const CallableEntry* RuleSet::FindCallable(std::string_view dotted) const { return BuiltinCallables().Find(dotted); }
 
 std::pair<std::string, std::string> RuleSet::ResolveName(std::string_view module, std::string_view name) const {
   const Names& names = BuiltinNames();

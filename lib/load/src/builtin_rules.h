@@ -9,6 +9,8 @@ namespace ckptguard {
 
 // kBuiltinAllowlistToml is the text of rules/allowlist.toml.
 extern const std::string_view kBuiltinAllowlistToml;
+// kBuiltinCallablesToml is the text of rules/callables.toml.
+extern const std::string_view kBuiltinCallablesToml;
 
 }  // namespace ckptguard
 

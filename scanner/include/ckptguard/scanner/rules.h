@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "ckptguard/allowlist.h"
+#include "ckptguard/callables.h"
 #include "ckptguard/error.h"
 #include "ckptguard/scanner/finding.h"
 
@@ -47,39 +48,8 @@ struct Rule {
   std::string reference;    // a URL or document section
 };
 
-// CallableKind is what calling a global does (rules/callables.toml, whose
-// header explains each kind).
-enum class CallableKind : uint8_t {
-  kConstructor,    // pure data from data; calls none of its arguments
-  kClass,          // a class referenced or instantiated empty; a call with arguments is a call
-  kGetattr,        // getattr(global, 'literal') is the global "global.literal"
-  kPartial,        // functools.partial: its callable is referenced, not called
-  kReconstructor,  // copyreg._reconstructor(cls, base, state)
-  kNewObj,         // copyreg.__newobj__(cls, *args)
-  kDefaultDict,    // collections.defaultdict(factory)
-  kDecoder,        // a pure bytes decoder (CallableEntry::decode says how)
-  kBytesStream,    // io.BytesIO(bytes)
-  kFileOpener,     // opens a path named by a string argument
-  kLoader,         // unpickles the bytes, stream, path or file it is handed
-  kCaller,         // calls its arguments (map, filter, functools.reduce, ...)
-};
-
-// IsDataKind: calling a callable of this kind builds data (no code runs when
-// its arguments are data too).
-constexpr bool IsDataKind(CallableKind kind) {
-  return kind != CallableKind::kFileOpener && kind != CallableKind::kLoader && kind != CallableKind::kCaller;
-}
-
-// CallableEntry is one [[callable]] of rules/callables.toml.
-struct CallableEntry {
-  std::string global;  // dotted name; "module.*" for a class wildcard
-  CallableKind kind = CallableKind::kConstructor;
-  std::string decode;  // kDecoder: base64, base64url, hex, zlib, gzip, bz2, lzma, codecs, none
-  // kLoader: "bytes" (unpickles its argument's bytes), "stream" (reads a file
-  // object), or empty (a path, a database: never judged by literal data).
-  std::string input;
-  std::string why;
-};
+// CallableKind, IsDataKind and CallableEntry: ckptguard/callables.h (one
+// list, rules/callables.toml, for the scanner and the loader).
 
 // GlobalClass is what a RuleSet says about one global.
 struct GlobalClass {
