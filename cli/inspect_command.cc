@@ -127,6 +127,9 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
         case ValueKind::kBytes: return "<" + std::to_string(v.text.size()) + " bytes>";
         case ValueKind::kDtype: return "torch." + std::string(DTypeName(v.dtype));
         case ValueKind::kDevice: return "device('" + v.text + "')";
+        case ValueKind::kGlobal: return "global " + v.text;
+        case ValueKind::kRecord:  // a member (an Enum's): Class.NAME
+          return "member " + v.text + "." + (v.items.empty() ? "?" : values.Get(v.items[0]).text);
         case ValueKind::kTensor: {
           const Tensor& t = ckpt.tensors()[v.index];
           return std::string(t.parameter ? "Parameter " : "tensor ") + std::string(DTypeName(t.dtype)) + " " +
@@ -137,6 +140,21 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
     };
     const bool is_dict = v.kind == ValueKind::kDict || v.kind == ValueKind::kObject;
     const bool is_seq = v.kind == ValueKind::kList || v.kind == ValueKind::kTuple || v.kind == ValueKind::kSet;
+    if (v.kind == ValueKind::kRecord && v.index != static_cast<uint32_t>(RecordForm::kMember)) {
+      // A record: "record CLASS(args, state)", its arguments by index and its
+      // state (attributes) by name. Nothing was called to make it.
+      const size_t num_state = v.attrs.size() / 2;
+      out << Printable(line) << (f.label.empty() ? "" : " ") << "record " << Printable(v.text) << " ("
+          << v.items.size() << " args, " << num_state << " attrs)\n";
+      if (f.depth >= 64) continue;
+      for (size_t i = num_state; i-- > 0;) {
+        const Value& name = values.Get(v.attrs[2 * i]);
+        const std::string label = name.kind == ValueKind::kStr ? name.text : "<" + std::string(ValueKindName(name.kind)) + ">";
+        stack.push_back({v.attrs[2 * i + 1], "." + label + ":", f.depth + 1});
+      }
+      for (size_t i = v.items.size(); i-- > 0;) stack.push_back({v.items[i], "(" + std::to_string(i) + ")", f.depth + 1});
+      continue;
+    }
     if (is_dict || is_seq) {
       const size_t n = is_dict ? v.items.size() / 2 : v.items.size();
       std::string kind = v.kind == ValueKind::kObject ? v.text
@@ -294,6 +312,19 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
   rules/allowlist.toml; any other global or call stops the load with an error
   naming it and its byte offset. Nothing is imported, called or executed.
 
+  Declared records: what training checkpoints hold besides tensors, and
+  torch.load(weights_only=True) refuses, loads as records, built without
+  calling anything: argparse.Namespace and types.SimpleNamespace hyper-
+  parameters, pathlib paths, Enum members (getattr(Class, 'NAME'), as Python
+  3.11+ pickles them; the class is only named), datetime values, copyreg
+  reconstruction of plain objects, functools.partial (kept, never called),
+  omegaconf configs, defaultdicts (their factory kept as an attribute). numpy
+  arrays become tensors and numpy scalars plain values. The list is
+  rules/callables.toml's data kinds (the scanner judges calls by the same
+  list); a rules file vouches for more classes with action = "record".
+  Calling a record, or a class with arguments, still stops the load.
+  --weights-only loads only what torch's weights_only loads.
+
   For every tensor reachable from the top object it prints the dotted key path
   (model.hidden.weight, optimizer.state.0.exp_avg), dtype, shape, stride,
   storage offset, whether it is an nn.Parameter, and the SHA-256 of its elements
@@ -320,7 +351,9 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
                      negative bits (sha256 is of the values torch gives);
                      "state": a Parameter's Python attributes (a skeleton
                      value)
-    skeleton         the top object, tensors as "<tensor>": {"__dict__":
+    skeleton         the top object, tensors as "<tensor>", records as
+                     {"__record__": class, "form": "call"|"new"|"member",
+                     "args": [...], "state": [[name, value], ...]}: {"__dict__":
                      [[k, v], ...]}, {"__list__": [...]}, {"__tuple__": [...]},
                      {"__set__": [...]}, {"__bytes__": hex}, {"__bigint__":
                      "digits"} (beyond 2^53), {"__float__": "nan"|"inf"|"-inf"},
@@ -367,6 +400,9 @@ Examples:
       ->type_name("FILE");
   cmd->add_flag("--allow-anomalies", flags.load.allow_anomalies,
                 "Load even when the container has anomalies (reads what torch would read)");
+  cmd->add_flag("--weights-only", flags.weights_only,
+                "Load only what torch.load(weights_only=True) loads: no declared records (Namespace, paths, Enum "
+                "members, numpy arrays...)");
   cmd->add_option("--max-tree-lines", flags.max_tree_lines, "Most lines of the value tree in text output")
       ->capture_default_str();
   AddPickleLimitOptions(*cmd, flags.load.limits.pickle);
@@ -374,6 +410,7 @@ Examples:
 }
 
 int RunInspect(InspectFlags& flags) {
+  flags.load.records = !flags.weights_only;
   std::optional<Allowlist> allowlist;
   if (!flags.rules_file.empty()) {
     Result<Allowlist> loaded = LoadAllowlistFile(flags.rules_file);

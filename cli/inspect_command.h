@@ -15,6 +15,7 @@ struct InspectFlags {
   std::vector<std::string> files;
   bool json = false;
   bool no_digest = false;
+  bool weights_only = false;  // --weights-only: no declared records
   std::string prefix;
   std::string rules_file;
   LoadOptions load;

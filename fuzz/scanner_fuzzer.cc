@@ -10,9 +10,13 @@
 //  * agreement, both ways, with the loader strict (anomalies refused, the
 //    default) and with anomalies allowed:
 //      - what the strict loader loads, the scanner calls safe
-//        or suspicious, never dangerous, and no suspicious or dangerous
-//        finding about a global (the scanner's allowlist is the loader's,
-//        rules/allowlist.toml, so every global the VM bound is allowed);
+//        or suspicious, never dangerous, and, with declared records off
+//        (weights-only), no suspicious or dangerous finding about a global
+//        (the scanner's allowlist is the loader's, rules/allowlist.toml, so
+//        every global the VM bound is allowed); with records on (the
+//        default), what loads has no dangerous finding (a record is a call
+//        of a data kind of rules/callables.toml, which the scanner calls
+//        suspicious, never dangerous);
 //      - what the scanner calls dangerous, the strict loader refuses;
 //      - what the scanner calls dangerous, the loader with anomalies allowed
 //        refuses, or loads with at least one anomaly: the loader skips what
@@ -47,7 +51,11 @@ using ckptguard::scanner::Finding;
 using ckptguard::scanner::Severity;
 using ckptguard::scanner::Verdict;
 
-LoadOptions LoaderOptions(bool allow_anomalies) { return ckptguard::fuzz::SmallLoadOptions(allow_anomalies); }
+LoadOptions LoaderOptions(bool allow_anomalies, bool records) {
+  LoadOptions o = ckptguard::fuzz::SmallLoadOptions(allow_anomalies);
+  o.records = records;
+  return o;
+}
 
 ckptguard::scanner::ScanOptions ScannerOptions() {
   ckptguard::scanner::ScanOptions o;
@@ -86,8 +94,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         "the scan is deterministic", summary);
 
   const bool dangerous = report.verdict == Verdict::kDangerous;
+  {
+    const auto loaded = ckptguard::LoadCheckpointBytes(input, LoaderOptions(false, true));
+    if (loaded) {
+      Check(!dangerous, "the strict loader (records on) loaded what the scanner calls dangerous", summary);
+      for (const Finding& f : report.findings) {
+        Check(f.severity != Severity::kDangerous, "a strict load (records on) has no dangerous finding", summary);
+      }
+    } else {
+      Check(loaded.error().code != ErrorCode::kInternal, "load is never kInternal", loaded.error().ToString());
+    }
+  }
   for (const bool allow_anomalies : {false, true}) {
-    const auto loaded = ckptguard::LoadCheckpointBytes(input, LoaderOptions(allow_anomalies));
+    const auto loaded = ckptguard::LoadCheckpointBytes(input, LoaderOptions(allow_anomalies, false));
     if (!loaded) {
       Check(loaded.error().code != ErrorCode::kInternal, "load is never kInternal", loaded.error().ToString());
       continue;

@@ -2084,5 +2084,210 @@ BOOST_AUTO_TEST_CASE(UserAllowlistExtendsAndReplaces) {
   }
 }
 
+
+// ===========================================================================
+// Declared records (issue 17): calls of rules/callables.toml's data kinds
+// become kRecord values; nothing is called.
+
+// Attrs returns a record's state as name -> value id.
+std::map<std::string, ValueId> Attrs(const VmRun& vm, ValueId id) {
+  std::map<std::string, ValueId> out;
+  const Value& v = vm.V(id);
+  for (size_t i = 0; i + 1 < v.attrs.size(); i += 2) out[vm.Text(v.attrs[i])] = v.attrs[i + 1];
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(RecordsOfNamespacePathsAndEnumMembers) {
+  using O = Opcode;
+  // {'hp': Namespace(lr=1, path=PosixPath('/', 'a'), mode=getattr(my.Mode, 'A')),
+  //  'key': {getattr(my.Mode, 'A'): 1, getattr(my.Mode, 'A'): 2}}   (one key)
+  Pk p;
+  p.Op(O::kEmptyDict).Mark().Str("hp");
+  p.Global("argparse", "Namespace").Op(O::kEmptyTuple).Op(O::kNewObj);
+  p.Op(O::kEmptyDict).Mark().Str("lr").Int(1).Str("path");
+  p.Global("pathlib", "PosixPath").Mark().Str("/").Str("a").Op(O::kTuple).Op(O::kReduce);
+  p.Str("mode").Global("__builtin__", "getattr").Put(0).Global("my", "Mode").Put(1).Str("A").Op(O::kTuple2).Op(
+      O::kReduce);
+  p.Op(O::kSetItems).Op(O::kBuild);
+  p.Str("key").Op(O::kEmptyDict).Mark();
+  p.Get(0).Get(1).Str("A").Op(O::kTuple2).Op(O::kReduce).Int(1);
+  p.Get(0).Get(1).Str("A").Op(O::kTuple2).Op(O::kReduce).Int(2);
+  p.Op(O::kSetItems).Op(O::kSetItems).Stop();
+  VmRun vm;
+  const Result<ValueId> root = vm.Run(p);
+  BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+  const Value& d = vm.V(*root);
+  BOOST_REQUIRE(d.items.size() == 4u);
+  const ValueId hp = d.items[1];
+  BOOST_TEST((vm.V(hp).kind == ValueKind::kRecord));
+  BOOST_TEST(vm.Text(hp) == "argparse.Namespace");
+  BOOST_TEST(vm.V(hp).index == static_cast<uint32_t>(RecordForm::kNew));
+  const auto attrs = Attrs(vm, hp);
+  BOOST_REQUIRE(attrs.size() == 3u);
+  BOOST_TEST(vm.IntOf(attrs.at("lr")) == 1);
+  const Value& path = vm.V(attrs.at("path"));
+  BOOST_TEST((path.kind == ValueKind::kRecord));
+  BOOST_TEST(path.text == "pathlib.PosixPath");
+  BOOST_TEST(path.index == static_cast<uint32_t>(RecordForm::kCall));
+  BOOST_REQUIRE(path.items.size() == 2u);
+  BOOST_TEST(vm.Text(path.items[1]) == "a");
+  const Value& mode = vm.V(attrs.at("mode"));
+  BOOST_TEST((mode.kind == ValueKind::kRecord));
+  BOOST_TEST(mode.text == "my.Mode");
+  BOOST_TEST(mode.index == static_cast<uint32_t>(RecordForm::kMember));
+  // Two getattrs of one member are one dict key (Python's singleton member).
+  const Value& keyed = vm.V(d.items[3]);
+  BOOST_REQUIRE(keyed.items.size() == 2u);
+  BOOST_TEST(vm.IntOf(keyed.items[1]) == 2);
+}
+
+BOOST_AUTO_TEST_CASE(RecordsOfProtocolZeroObjectsAndReconstructors) {
+  using O = Opcode;
+  // Protocol 0/1: INST of a declared class, and copy_reg._reconstructor(cls,
+  // object, None) then BUILD, as pickle writes plain objects.
+  Pk p(1);
+  p.Mark().Mark().Inst("types", "SimpleNamespace").Op(O::kEmptyDict).Str("a").Int(1).Op(O::kSetItem).Op(O::kBuild);
+  p.Global("copy_reg", "_reconstructor").Mark().Global("argparse", "Namespace").Global("__builtin__", "object").None();
+  p.Op(O::kTuple).Op(O::kReduce).Op(O::kEmptyDict).Str("b").Int(2).Op(O::kSetItem).Op(O::kBuild);
+  p.Op(O::kTuple).Stop();
+  VmRun vm;
+  const Result<ValueId> root = vm.Run(p);
+  BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+  const Value& t = vm.V(*root);
+  BOOST_REQUIRE(t.items.size() == 2u);
+  BOOST_TEST(vm.Text(t.items[0]) == "types.SimpleNamespace");
+  BOOST_TEST(vm.IntOf(Attrs(vm, t.items[0]).at("a")) == 1);
+  BOOST_TEST(vm.Text(t.items[1]) == "argparse.Namespace");
+  BOOST_TEST(vm.V(t.items[1]).index == static_cast<uint32_t>(RecordForm::kNew));
+  BOOST_TEST(vm.IntOf(Attrs(vm, t.items[1]).at("b")) == 2);
+}
+
+BOOST_AUTO_TEST_CASE(NumpyArraysBecomeTensorsAndScalarsValues) {
+  using O = Opcode;
+  // numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b') + BUILD
+  // (1, (2, 2), dtype('i2') + BUILD (3, '>', ...), True, data): a Fortran
+  // array of big-endian int16 [[1, 3], [2, 4]] (column-major data 1 2 3 4).
+  const std::string data("\x00\x01\x00\x02\x00\x03\x00\x04", 8);
+  auto dtype = [](Pk& p, std::string_view descr, std::string_view order) {
+    p.Global("numpy", "dtype").Mark().Str(descr).Bool(false).Bool(true).Op(O::kTuple).Op(O::kReduce);
+    p.Mark().Int(3).Str(order).None().None().None().Int(-1).Int(-1).Int(0).Op(O::kTuple).Op(O::kBuild);
+  };
+  Pk p;
+  p.Mark();
+  p.Global("numpy.core.multiarray", "_reconstruct").Mark().Global("numpy", "ndarray").Int(0).Op(O::kTuple1);
+  p.ShortBytes("b").Op(O::kTuple).Op(O::kReduce);
+  p.Mark().Int(1).Int(2).Int(2).Op(O::kTuple2);
+  dtype(p, "i2", ">");
+  p.Bool(true).ShortBytes(data).Op(O::kTuple).Op(O::kBuild);
+  // numpy.core.multiarray.scalar(dtype('f8'), bytes of 0.5) and of uint64 2^63+1
+  p.Global("numpy.core.multiarray", "scalar");
+  dtype(p, "f8", "<");
+  p.ShortBytes(std::string("\x00\x00\x00\x00\x00\x00\xe0\x3f", 8)).Op(O::kTuple2).Op(O::kReduce);
+  p.Global("numpy.core.multiarray", "scalar");
+  dtype(p, "u8", "<");
+  p.ShortBytes(std::string("\x01\x00\x00\x00\x00\x00\x00\x80", 8)).Op(O::kTuple2).Op(O::kReduce);
+  p.Op(O::kTuple).Stop();
+  VmRun vm;
+  const Result<ValueId> root = vm.Run(p);
+  BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+  const Value& t = vm.V(*root);
+  BOOST_REQUIRE(t.items.size() == 3u);
+  const Tensor& a = vm.T(t.items[0]);
+  BOOST_TEST((a.dtype == DType::kInt16));
+  BOOST_TEST(a.shape == (std::vector<int64_t>{2, 2}), tt::per_element());
+  BOOST_TEST(a.stride == (std::vector<int64_t>{1, 2}), tt::per_element());
+  const Storage& st = vm.state.storages.at(a.storage);
+  BOOST_TEST(st.big_endian);
+  BOOST_TEST(std::string(reinterpret_cast<const char*>(st.bytes.data()), st.bytes.size()) == data);
+  BOOST_TEST((vm.V(t.items[1]).kind == ValueKind::kFloat));
+  BOOST_TEST(vm.V(t.items[1]).float_value == 0.5);
+  BOOST_TEST((vm.V(t.items[2]).kind == ValueKind::kBigInt));
+  BOOST_TEST(vm.Text(t.items[2]) == "9223372036854775809");
+}
+
+BOOST_AUTO_TEST_CASE(RecordsOffLoadOnlyWhatWeightsOnlyLoads) {
+  using O = Opcode;
+  Pk p;
+  p.Global("argparse", "Namespace").Op(O::kEmptyTuple).Op(O::kNewObj).Stop();
+  VmRun vm;
+  vm.options.records = false;
+  CheckError(vm.Run(p), kForbidden, 2, "global 'argparse.Namespace' is not on the allowlist");
+  VmRun with_records;
+  BOOST_TEST(with_records.Run(p).has_value());
+}
+
+std::vector<BadCase> RecordCases() {
+  using O = Opcode;
+  std::vector<BadCase> c;
+  const auto partial_of_system = [] {
+    Pk p;
+    p.Global("functools", "partial").Global("os", "system").Str("id").Op(O::kTuple2).Op(O::kReduce);
+    return p;
+  };
+  c.push_back(Bad("calling a partial record",
+                  Pk().Global("functools", "partial").Global("builtins", "list").Op(O::kTuple1).Op(O::kReduce).Op(
+                      O::kEmptyTuple).Op(O::kReduce),
+                  kForbidden, "REDUCE: calling a record"));
+  {
+    // The same with an unlisted callable: refused at its GLOBAL, which no
+    // use made acceptable before the call.
+    Pk p = partial_of_system();
+    BadCase bad = Bad("calling a partial of an unlisted global", p.Op(O::kEmptyTuple).Op(O::kReduce), kForbidden,
+                      "global 'os.system' is not on");
+    bad.offset = 21;
+    c.push_back(bad);
+  }
+  {
+    // functools.partial(os.system, 'id') kept as a value: os.system is
+    // reachable from the root, refused at its GLOBAL (offset 21).
+    Pk p = partial_of_system();
+    BadCase bad = Bad("a partial of an unlisted global kept", p, kForbidden, "global 'os.system' is not on");
+    bad.offset = 21;
+    c.push_back(bad);
+  }
+  c.push_back(Bad("calling a member record",
+                  Pk().Global("builtins", "getattr").Global("shutil", "os").Str("system").Op(O::kTuple2).Op(
+                      O::kReduce).Str("id").Op(O::kTuple1).Op(O::kReduce),
+                  kForbidden, "REDUCE: calling a record"));
+  c.push_back(Bad("getattr of a private name",
+                  Pk().Global("builtins", "getattr").Global("argparse", "Namespace").Str("__class__").Op(O::kTuple2).Op(
+                      O::kReduce),
+                  kForbidden, "only a literal public attribute name"));
+  c.push_back(Bad("getattr of a record",
+                  Pk().Global("builtins", "getattr").Op(O::kDup).Global("os", "path").Str("os").Op(O::kTuple2).Op(
+                      O::kReduce).Str("system").Op(O::kTuple2).Op(O::kReduce),
+                  kForbidden, "getattr of a record reaches an attribute"));
+  c.push_back(Bad("a class called with arguments",
+                  Pk().Global("numpy", "ndarray").Int(3).Op(O::kTuple1).Op(O::kReduce), kForbidden,
+                  "calling class 'numpy.ndarray' with arguments"));
+  {
+    // A function kind is refused at its GLOBAL unless it is called.
+    BadCase bad = Bad("NEWOBJ of a function kind",
+                      Pk().Global("functools", "partial").Op(O::kEmptyTuple).Op(O::kNewObj), kForbidden,
+                      "'functools.partial' is loaded only as a call that makes a record");
+    bad.offset = 2;
+    c.push_back(bad);
+  }
+  {
+    Pk p;
+    p.Global("builtins", "getattr");
+    const uint64_t at = p.Last();
+    BadCase bad = Bad("getattr kept as a value", p, kForbidden, "is loaded only as a call that makes a record");
+    bad.offset = at;
+    c.push_back(bad);
+  }
+  c.push_back(Bad("copyreg.__newobj__ of an unlisted callable",
+                  Pk().Global("copyreg", "__newobj__").Global("subprocess", "Popen").Op(O::kTuple1).Op(O::kReduce),
+                  kForbidden, "global 'subprocess.Popen' is not on the allowlist"));
+  return c;
+}
+
+BOOST_AUTO_TEST_CASE(RecordsNeverCall) {
+  std::vector<BadCase> cases = RecordCases();
+  // The unlisted global's own GLOBAL is where the refusal points.
+  cases.back().offset = 2 + 1 + std::string("copyreg\n__newobj__\n").size();
+  RunTable(cases);
+}
+
 }  // namespace
 }  // namespace ckptguard

@@ -500,6 +500,7 @@ std::string PyQualName(const Checkpoint& ckpt, ValueId id) {
     case ValueKind::kDtype: return "torch.dtype";
     case ValueKind::kDevice: return "torch.device";
     case ValueKind::kObject: return v.text;
+    case ValueKind::kRecord: return v.text;  // a member's class, or the record's class
   }
   return "object";
 }

@@ -722,6 +722,7 @@ class Scanner {
           break;
         }
         case AllowAction::kRebuildQTensor:  // judged as before it was loaded (unknown result)
+        case AllowAction::kRecord:          // a record the user vouched for: its result is not data the scan models
         case AllowAction::kUnsupported:
           break;
       }

@@ -1,7 +1,8 @@
 """Issue 17: `ckptguard latest` on the folders trainers write, made by real
 torch 1.13: Lightning-style files whose progress is in the name or stored
 as a tensor, and Hugging Face Trainer checkpoint-N folders taken as one
-unit. stdout is the chosen path alone, whatever else is said goes to stderr."""
+unit (their rng_state.pth holds numpy's RNG state, a declared record). stdout
+is the chosen path alone, whatever else is said goes to stderr."""
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 from ckg import CLI, PYTHON, run_cli
 
 MAKE = r"""
-import json, os, sys, torch
+import json, os, random, sys, numpy, torch
 root = sys.argv[1]
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -39,7 +40,9 @@ for step, epoch in ((500, 1.0), (1000, 2.0), (1500, 3.0)):
     torch.save(net.state_dict(), os.path.join(d, "pytorch_model.bin"))
     torch.save(opt.state_dict(), os.path.join(d, "optimizer.pt"))
     torch.save(sched.state_dict(), os.path.join(d, "scheduler.pt"))
-    torch.save({"cpu": torch.get_rng_state()}, os.path.join(d, "rng_state.pth"))
+    # As the Trainer writes it (_save_rng_state): numpy's state holds an array.
+    torch.save({"python": random.getstate(), "numpy": numpy.random.get_state(), "cpu": torch.get_rng_state()},
+               os.path.join(d, "rng_state.pth"))
     with open(os.path.join(d, "trainer_state.json"), "w") as f:
         json.dump({"global_step": step, "epoch": epoch, "log_history": [{"loss": 0.5, "step": step}]}, f)
 # The newest folder was cut off while its scheduler state was written.

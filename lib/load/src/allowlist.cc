@@ -15,7 +15,7 @@
 namespace ckptguard {
 namespace {
 
-constexpr std::array<std::pair<AllowAction, std::string_view>, 21> kActions = {{
+constexpr std::array<std::pair<AllowAction, std::string_view>, 22> kActions = {{
     {AllowAction::kRebuildTensor, "rebuild_tensor"},
     {AllowAction::kRebuildTensorV2, "rebuild_tensor_v2"},
     {AllowAction::kRebuildTensorV3, "rebuild_tensor_v3"},
@@ -36,6 +36,7 @@ constexpr std::array<std::pair<AllowAction, std::string_view>, 21> kActions = {{
     {AllowAction::kBytes, "bytes"},
     {AllowAction::kUninitializedTensor, "uninitialized_tensor"},
     {AllowAction::kConstant, "constant"},
+    {AllowAction::kRecord, "record"},
     {AllowAction::kUnsupported, "unsupported"},
 }};
 

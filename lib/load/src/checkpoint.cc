@@ -186,6 +186,7 @@ class Loader {
     };
     VmOptions vm_options{options_.allowlist, options_.limits, torchscript};
     vm_options.budget = &s_.budget;
+    vm_options.records = options_.records;
     const Bytes data = source->data.subspan(static_cast<size_t>(source->start));
     const uint64_t base = source->file_offset ? *source->file_offset + source->start : source->start;
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, source->entry, s_.vm, resolver, vm_options));
@@ -231,6 +232,7 @@ class Loader {
     };
     VmOptions vm_options{options_.allowlist, options_.limits, false};
     vm_options.budget = &s_.budget;
+    vm_options.records = options_.records;
     // torch runs the sys_info pickle (the third) before the object: it must
     // be a plain dict too. (The magic number and protocol pickles are checked
     // opcode by opcode by the container layer.)
@@ -334,17 +336,7 @@ class Loader {
       return MakeError(ErrorCode::kForbiddenGlobal, offset,
                        "object array: its data is a pickle (numpy.load(allow_pickle=True) would run it); not loaded");
     }
-    const std::pair<char, uint64_t> key{a.kind, a.item_size};
-    static const std::pair<std::pair<char, uint64_t>, DType> kMap[] = {
-        {{'f', 8}, DType::kFloat64}, {{'f', 4}, DType::kFloat32}, {{'f', 2}, DType::kFloat16},
-        {{'i', 8}, DType::kInt64},   {{'i', 4}, DType::kInt32},   {{'i', 2}, DType::kInt16},
-        {{'i', 1}, DType::kInt8},    {{'u', 8}, DType::kUInt64},  {{'u', 4}, DType::kUInt32},
-        {{'u', 2}, DType::kUInt16},  {{'u', 1}, DType::kUInt8},   {{'b', 1}, DType::kBool},
-        {{'c', 8}, DType::kComplex64}, {{'c', 16}, DType::kComplex128},
-    };
-    for (const auto& [k, d] : kMap) {
-      if (k == key) return d;
-    }
+    if (std::optional<DType> d = DTypeFromNumpy(a.kind, a.item_size)) return *d;
     return MakeError(ErrorCode::kUnsupportedFormat, offset, "numpy dtype '" + a.descr + "' is not supported");
   }
 
@@ -387,6 +379,7 @@ class Loader {
     const PickleSource& source = c.pickles.front();
     VmOptions vm_options{options_.allowlist, options_.limits, false};
     vm_options.budget = &s_.budget;
+    vm_options.records = options_.records;
     const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
     const uint64_t base = source.file_offset.value_or(0) + source.start;
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, "pickle", s_.vm, NoStorages(), vm_options));
@@ -475,6 +468,12 @@ void Children(const ValueArena& values, ValueId id, std::vector<Child>& out) {
     }
   } else if (v.kind == ValueKind::kList || v.kind == ValueKind::kTuple) {
     for (size_t i = 0; i < v.items.size(); ++i) out.push_back({std::to_string(i), v.items[i], {KeyPart::kIndex, 0, i}});
+  } else if (v.kind == ValueKind::kRecord) {
+    // A record: its arguments by index, then its state by attribute name.
+    for (size_t i = 0; i < v.items.size(); ++i) out.push_back({std::to_string(i), v.items[i], {KeyPart::kIndex, 0, i}});
+    for (size_t i = 0; i + 1 < v.attrs.size(); i += 2) {
+      out.push_back({KeyText(values, v.attrs[i]), v.attrs[i + 1], {KeyPart::kAttr, v.attrs[i], 0}});
+    }
   }
 }
 
@@ -681,7 +680,7 @@ class SkeletonWriter {
                          "max_walk_depth (" + Num(limits_.max_walk_depth) + ") exceeded (a cycle or very deep nesting)");
       }
       const bool container = v.kind == ValueKind::kList || v.kind == ValueKind::kTuple || v.kind == ValueKind::kSet ||
-                             v.kind == ValueKind::kDict || v.kind == ValueKind::kObject;
+                             v.kind == ValueKind::kDict || v.kind == ValueKind::kObject || v.kind == ValueKind::kRecord;
       if (container && t.has_part) {
         trail_.push_back(t.part);
         stack_.push_back({Task::kPopTrail, 0, 0, {}, false, {}});
@@ -724,6 +723,23 @@ class SkeletonWriter {
           py::AppendJsonStr(out, v.text);
           out.push_back('}');
           break;
+        case ValueKind::kRecord: {
+          // {"__record__": class, "form": call|new|member, "args": [...],
+          //  "state": [[name, value], ...]}
+          out += "{\"__record__\":";
+          py::AppendJsonStr(out, v.text);
+          out += ",\"form\":\"";
+          out += RecordFormName(static_cast<RecordForm>(v.index));
+          out += "\",\"args\":[";
+          stack_.push_back({Task::kLiteral, 0, 0, {}, false, "]}"});
+          PushPairs(v.attrs, t.depth, KeyPart::kAttr);
+          stack_.push_back({Task::kLiteral, 0, 0, {}, false, "],\"state\":["});
+          for (size_t i = v.items.size(); i-- > 0;) {
+            stack_.push_back({Task::kValue, v.items[i], t.depth + 1, {KeyPart::kIndex, 0, i}, true, {}});
+            if (i > 0) stack_.push_back({Task::kLiteral, 0, 0, {}, false, ","});
+          }
+          break;
+        }
         case ValueKind::kList: PushSequence(out, "{\"__list__\":[", v.items, t.depth); break;
         case ValueKind::kTuple: PushSequence(out, "{\"__tuple__\":[", v.items, t.depth); break;
         case ValueKind::kSet: PushSequence(out, "{\"__set__\":[", v.items, t.depth); break;
@@ -1195,6 +1211,7 @@ std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& 
   };
   VmOptions vm_options{options.allowlist, options.limits, false};
   vm_options.budget = &budget;
+  vm_options.records = options.records;
   for (const PickleSource& p : c.pickles) {
     if (p.same_as) continue;  // the same bytes were run already
     VmState scratch;

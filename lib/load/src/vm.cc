@@ -8,6 +8,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "ckptguard/callables.h"
 #include "ckptguard/pickle_machine.h"
 #include "ckptguard/pickle_semantics.h"
 #include "ckptguard/printable.h"
@@ -17,6 +18,25 @@ namespace ckptguard {
 namespace {
 
 constexpr uint32_t kScriptClass = 0xffff;  // kGlobal index for a TorchScript "__torch__.*" class
+// kGlobal index of a callable of a record kind of rules/callables.toml
+// (int_value: its CallableKind) or of an allowlist entry with action
+// "record" (int_value: CallableKind::kConstructor).
+constexpr uint32_t kRecordCallable = 0xfffe;
+// kGlobal index of a global on neither list while records are on
+// (int_value: index of the error its use raises). It may only be the owner
+// of a getattr that makes a record of a class attribute (an Enum member);
+// any other use, including being reachable from the root when the pickle
+// ends, fails the load with that error, naming the GLOBAL's offset.
+constexpr uint32_t kUnknownGlobal = 0xfffd;
+
+// IsPublicName: a Python identifier that does not start with '_' (the
+// attribute names a record of a class attribute may use).
+bool IsPublicName(std::string_view s) {
+  if (s.empty() || s.size() > 256 || s[0] == '_' || (s[0] >= '0' && s[0] <= '9')) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
 
 std::string Num(uint64_t v) { return std::to_string(v); }
 
@@ -158,6 +178,7 @@ class Vm {
         allowlist_(options.allowlist != nullptr ? *options.allowlist : BuiltinAllowlist()),
         limits_(options.limits.Clamped()),
         script_objects_(options.script_objects),
+        records_(options.records),
         budget_(options.budget != nullptr ? *options.budget : own_budget_) {}
 
   Result<ValueId> Run() {
@@ -171,13 +192,28 @@ class Vm {
     MachineLimits machine_limits{limits_.max_stack_depth, limits_.max_mark_depth, limits_.max_memo_entries};
     PickleMachine<Vm> machine(*this, machine_limits, budget_, MachineMode::kStrict, where_);
     Result<ValueId> root = machine.Run(decoder);
+    if (root && !unknown_.empty()) {
+      if (Status ok = CheckNoUnknownGlobal(*root); !ok) root = std::unexpected(std::move(ok).error());
+    }
     if (root) return root;
     Error e = std::move(root).error();
-    if (machine.decode_failed()) {
+    // A global that may not be a value, named before the failure and not
+    // used as one may be, is what stopped the load first (as when every
+    // unlisted global was refused at its GLOBAL).
+    for (size_t i = 0; i < unknown_.size(); ++i) {
+      if (consumed_[i] == 0 && unknown_[i].offset < e.offset) {
+        e = unknown_[i];
+        break;
+      }
+    }
+    if (machine.decode_failed() && e.code != ErrorCode::kForbiddenGlobal) {
       // The decoder names the opcode; keep the entry too.
       e.where = e.where.empty() ? where_ : where_ + ": " + e.where;
     } else {
-      if (e.code == ErrorCode::kForbiddenGlobal) AppendOtherGlobals(decoder, e);
+      if (e.code == ErrorCode::kForbiddenGlobal) {
+        PickleDecoder again(data_, limits_.pickle, base_offset_);  // the machine's may have read to the end
+        AppendOtherGlobals(again, e);
+      }
       if (e.where.empty()) e.where = where_;
     }
     return std::unexpected(std::move(e));
@@ -332,6 +368,18 @@ class Vm {
   }
   Result<Id> NewObj(const PickleOp& op, Id cls, Id args, const Id* kwargs) {
     const Value& c = Get(cls);
+    if (c.kind == ValueKind::kGlobal && c.index == kUnknownGlobal) return UnknownUse(c);
+    if (kwargs == nullptr && IsRecordClass(c)) {
+      const Value& a = Get(args);
+      if (a.kind != ValueKind::kTuple) return Malformed(op, "arguments must be a tuple");
+      if (RecordKind(c) == CallableKind::kClass && !a.items.empty()) return ClassCalled(op, c.text);
+      if (RecordKind(c) != CallableKind::kClass && RecordKind(c) != CallableKind::kConstructor) {
+        return Fail(ErrorCode::kForbiddenGlobal, op, "NEWOBJ: '" + c.text + "' is not a class (" +
+                                                         std::string(CallableKindName(RecordKind(c))) + ")");
+      }
+      const std::vector<ValueId> items = a.items;
+      return MakeRecord(op, std::string(c.text), RecordForm::kNew, items);
+    }
     if (kwargs != nullptr) {
       return Fail(ErrorCode::kForbiddenGlobal, op,
                   "NEWOBJ_EX: creating an instance" +
@@ -351,13 +399,24 @@ class Vm {
                     (c.kind == ValueKind::kGlobal ? "'" + c.text + "'" : std::string(ValueKindName(c.kind))) +
                     " is not allowed");
   }
-  Result<Id> Obj(const PickleOp& op, Id cls, std::span<const Id>) {
+  Result<Id> Obj(const PickleOp& op, Id cls, std::span<const Id> args) {
     const Value& c = Get(cls);
+    if (c.kind == ValueKind::kGlobal && c.index == kUnknownGlobal) return UnknownUse(c);
+    if (IsRecordClass(c)) {
+      const std::vector<ValueId> items(args.begin(), args.end());
+      return RecordCall(op, std::string(c.text), RecordKind(c), items);
+    }
     return Fail(ErrorCode::kForbiddenGlobal, op,
                 "OBJ: creating an instance" + (c.kind == ValueKind::kGlobal ? " of '" + c.text + "'" : std::string()) +
                     " is not allowed");
   }
-  Result<Id> Inst(const PickleOp& op, std::string_view module, std::string_view name, std::span<const Id>) {
+  Result<Id> Inst(const PickleOp& op, std::string_view module, std::string_view name, std::span<const Id> args) {
+    // INST module name: a call of the class it names (protocol 0 objects);
+    // a record for a class declared as one.
+    if (std::optional<CallableKind> kind = RecordClassKind(module, name)) {
+      const std::vector<ValueId> items(args.begin(), args.end());
+      return RecordCall(op, std::string(allowlist_.CanonicalModule(module)) + "." + std::string(name), *kind, items);
+    }
     return Fail(ErrorCode::kForbiddenGlobal, op,
                 "INST: global '" + std::string(module) + "." + std::string(name) +
                     "' is not on the allowlist (nothing was imported or called)");
@@ -474,7 +533,15 @@ class Vm {
         continue;
       }
       scalar_key_.clear();
-      if (!AppendScalarKey(v, scalar_key_)) {
+      if (v.kind == ValueKind::kRecord) {
+        // An Enum member hashes by its class and name (getattr returns the
+        // one member); any other object by identity, as object.__hash__.
+        if (v.index == static_cast<uint32_t>(RecordForm::kMember)) {
+          scalar_key_ = "m" + v.text + "." + Get(v.items[0]).text;
+        } else {
+          scalar_key_ = "o" + Num(item.id);
+        }
+      } else if (!AppendScalarKey(v, scalar_key_)) {
         return Fail(ErrorCode::kUnsupportedFormat, op,
                     std::string(op.Info().name) + ": a " + std::string(ValueKindName(v.kind)) +
                         " as a dict key or set element is not supported (unhashable, or not a plain value)");
@@ -596,13 +663,44 @@ class Vm {
     const AllowEntry* entry = allowlist_.Find(module, name);
     if (entry == nullptr) {
       const std::string_view canonical = allowlist_.CanonicalModule(module);
-      return Fail(ErrorCode::kForbiddenGlobal, op,
-                  "global '" + full + "'" +
-                      (canonical != module ? " (" + std::string(canonical) + "." + std::string(name) + ")" : "") +
-                      " is not on the allowlist (nothing was imported or called)");
+      const std::string named =
+          "global '" + full + "'" +
+          (canonical != module ? " (" + std::string(canonical) + "." + std::string(name) + ")" : "");
+      std::unexpected<Error> refused =
+          Fail(ErrorCode::kForbiddenGlobal, op, named + " is not on the allowlist (nothing was imported or called)");
+      if (!records_) return refused;
+      Value v;
+      v.kind = ValueKind::kGlobal;
+      v.text = std::string(canonical) + "." + std::string(name);
+      const CallableEntry* callable = BuiltinCallables().Find(v.text);
+      if (callable != nullptr && IsRecordKind(callable->kind)) {
+        v.index = kRecordCallable;
+        v.int_value = static_cast<int64_t>(callable->kind);
+        if (callable->kind == CallableKind::kConstructor || callable->kind == CallableKind::kClass) {
+          return Add(op, std::move(v));
+        }
+        // getattr, functools.partial, copyreg's reconstructors, defaultdict:
+        // only their calls make records; handed on as a value, they would be
+        // functions a caller could call.
+        refused.error().detail =
+            named + " is loaded only as a call that makes a record, not as a value (nothing was imported or called)";
+      } else {
+        v.index = kUnknownGlobal;
+        v.int_value = static_cast<int64_t>(unknown_.size());
+      }
+      CKG_ASSIGN_OR_RETURN(ValueId id, Add(op, std::move(v)));
+      late_errors_.emplace(id, unknown_.size());
+      unknown_.push_back(std::move(refused).error());
+      consumed_.push_back(0);
+      return id;
     }
     Value v;
-    if (entry->action == AllowAction::kDtype) {
+    if (entry->action == AllowAction::kRecord) {
+      v.kind = ValueKind::kGlobal;
+      v.index = kRecordCallable;
+      v.int_value = static_cast<int64_t>(CallableKind::kConstructor);
+      v.text = std::string(allowlist_.CanonicalModule(module)) + "." + std::string(name);
+    } else if (entry->action == AllowAction::kDtype) {
       v.kind = ValueKind::kDtype;
       v.dtype = *entry->dtype;
     } else {
@@ -869,11 +967,17 @@ class Vm {
     if (fnv.index == kScriptClass) {
       return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: calling TorchScript class '" + fn + "' is not allowed");
     }
+    if (fnv.index == kUnknownGlobal) return UnknownUse(fnv);
     const Value& argv = Get(args_id);
     if (argv.kind != ValueKind::kTuple) {
       return Malformed(op, fn + ": arguments must be a tuple, not " + std::string(ValueKindName(argv.kind)));
     }
     reduce_args_.assign(argv.items.begin(), argv.items.end());
+    if (fnv.index == kRecordCallable) {
+      Consume(fn_id);
+      const std::vector<ValueId> record_args = reduce_args_;
+      return RecordCall(op, std::string(fn), RecordKind(fnv), record_args);
+    }
     const std::vector<ValueId>& args = reduce_args_;
     auto want = [&](size_t lo, size_t hi) -> Status {
       if (args.size() < lo || args.size() > hi) {
@@ -1095,8 +1199,373 @@ class Vm {
       case AllowAction::kDtype:
       case AllowAction::kConstant:
         return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: '" + fn + "' is not callable here");
+      case AllowAction::kRecord:  // bound to kRecordCallable by GlobalValue
+        break;
     }
     return Fail(ErrorCode::kInternal, op, "unhandled allowlist action");
+  }
+
+  // --- records (rules/callables.toml's data kinds) --------------------------
+  static bool IsRecordClass(const Value& c) { return c.kind == ValueKind::kGlobal && c.index == kRecordCallable; }
+  // RecordClassKind: the kind of module.name when records are on and it is a
+  // class or constructor a record may be made of (the allowlist's "record"
+  // entries count as constructors).
+  std::optional<CallableKind> RecordClassKind(std::string_view module, std::string_view name) const {
+    if (!records_) return std::nullopt;
+    if (const AllowEntry* entry = allowlist_.Find(module, name)) {
+      if (entry->action == AllowAction::kRecord) return CallableKind::kConstructor;
+      return std::nullopt;
+    }
+    const CallableEntry* callable =
+        BuiltinCallables().Find(std::string(allowlist_.CanonicalModule(module)) + "." + std::string(name));
+    if (callable != nullptr && (callable->kind == CallableKind::kConstructor || callable->kind == CallableKind::kClass)) {
+      return callable->kind;
+    }
+    return std::nullopt;
+  }
+  static CallableKind RecordKind(const Value& c) { return static_cast<CallableKind>(c.int_value); }
+
+  // Consume notes that a global which may not be a value was used as one
+  // may be: a function kind called, an unlisted global as getattr's owner.
+  void Consume(ValueId id) {
+    if (late_errors_.empty()) return;
+    if (auto it = late_errors_.find(id); it != late_errors_.end()) consumed_[it->second] = 1;
+  }
+
+  // UnknownUse: the error of a kUnknownGlobal (int_value indexes unknown_).
+  std::unexpected<Error> UnknownUse(const Value& global) const {
+    return std::unexpected(unknown_[static_cast<size_t>(global.int_value)]);
+  }
+  std::unexpected<Error> ClassCalled(const PickleOp& op, const std::string& cls) const {
+    return Fail(ErrorCode::kForbiddenGlobal, op,
+                std::string(op.Info().name) + ": calling class '" + cls +
+                    "' with arguments would run its code; only its empty instance is built as a record");
+  }
+
+  Result<ValueId> MakeRecord(const PickleOp& op, std::string cls, RecordForm form, std::span<const ValueId> items) {
+    CKG_TRY(CheckLen(op, items.size()));
+    Value v;
+    v.kind = ValueKind::kRecord;
+    v.index = static_cast<uint32_t>(form);
+    v.text = std::move(cls);
+    v.items.assign(items.begin(), items.end());
+    return Add(op, std::move(v));
+  }
+
+  // RecordClassOf checks that `id` names a class a record may be made of
+  // (copyreg's reconstructors are handed it as an argument).
+  Result<std::string> RecordClassOf(const PickleOp& op, const std::string& fn, ValueId id) const {
+    const Value& c = Get(id);
+    if (c.kind == ValueKind::kGlobal && c.index == kUnknownGlobal) return UnknownUse(c);
+    if (IsRecordClass(c) && (RecordKind(c) == CallableKind::kConstructor || RecordKind(c) == CallableKind::kClass)) {
+      return c.text;
+    }
+    return Fail(ErrorCode::kForbiddenGlobal, op,
+                fn + ": the class must be one declared as a record, not " +
+                    (c.kind == ValueKind::kGlobal ? "'" + c.text + "'" : "a " + std::string(ValueKindName(c.kind))));
+  }
+
+  // RecordCall is REDUCE/OBJ/INST of a callable of a record kind: the value
+  // the call would return, made without calling anything.
+  Result<ValueId> RecordCall(const PickleOp& op, const std::string& fn, CallableKind kind,
+                             const std::vector<ValueId>& args) {
+    auto want = [&](size_t lo, size_t hi) -> Status {
+      if (args.size() < lo || args.size() > hi) {
+        return Malformed(op, fn + " takes " + (lo == hi ? Num(lo) : Num(lo) + " to " + Num(hi)) + " arguments, got " +
+                                 Num(args.size()));
+      }
+      return OkStatus();
+    };
+    switch (kind) {
+      case CallableKind::kConstructor: {
+        if (fn == "numpy.core.multiarray.scalar" || fn == "numpy._core.multiarray.scalar") {
+          CKG_ASSIGN_OR_RETURN(std::optional<ValueId> scalar, NumpyScalar(op, args));
+          if (scalar) return *scalar;
+        }
+        return MakeRecord(op, fn, RecordForm::kCall, args);
+      }
+      case CallableKind::kClass:
+        if (!args.empty()) return ClassCalled(op, fn);
+        return MakeRecord(op, fn, RecordForm::kCall, args);
+      case CallableKind::kPartial:
+        // functools.partial(f, *args): f is kept as a reference (a global
+        // that is on neither list stays refused), never called.
+        CKG_TRY(want(1, limits_.max_container_len));
+        return MakeRecord(op, fn, RecordForm::kCall, args);
+      case CallableKind::kGetattr: {
+        // getattr(Class, 'NAME'): how Python 3.11+ pickles an Enum member.
+        // The owner may be any global (it is only named); the attribute a
+        // literal public name.
+        CKG_TRY(want(2, 2));
+        const Value& owner = Get(args[0]);
+        const Value& attr = Get(args[1]);
+        if (owner.kind != ValueKind::kGlobal || owner.index == kScriptClass) {
+          return Fail(ErrorCode::kForbiddenGlobal, op,
+                      fn + " of a " + std::string(ValueKindName(owner.kind)) +
+                          " reaches an attribute the file does not show");
+        }
+        if (attr.kind != ValueKind::kStr || !IsPublicName(attr.text)) {
+          return Fail(ErrorCode::kForbiddenGlobal, op,
+                      fn + "('" + owner.text + "', ...): only a literal public attribute name is loaded (as a record)");
+        }
+        const ValueId name = args[1];
+        Consume(args[0]);
+        return MakeRecord(op, std::string(owner.text), RecordForm::kMember, std::span<const ValueId>(&name, 1));
+      }
+      case CallableKind::kReconstructor: {
+        // copyreg._reconstructor(cls, base, state): base.__new__(cls[, state])
+        // as protocols 0 and 1 pickle plain objects.
+        CKG_TRY(want(3, 3));
+        CKG_ASSIGN_OR_RETURN(std::string cls, RecordClassOf(op, fn, args[0]));
+        const Value& base = Get(args[1]);
+        const bool plain = base.kind == ValueKind::kGlobal && base.text == "builtins.object";
+        if (!plain && !(IsRecordClass(base) && RecordKind(base) == CallableKind::kConstructor)) {
+          return Fail(ErrorCode::kForbiddenGlobal, op, fn + ": base must be builtins.object or a data constructor");
+        }
+        const bool no_state = Get(args[2]).kind == ValueKind::kNone;
+        return MakeRecord(op, std::move(cls), RecordForm::kNew,
+                          no_state ? std::span<const ValueId>() : std::span<const ValueId>(&args[2], 1));
+      }
+      case CallableKind::kNewObj: {
+        // copyreg.__newobj__(cls, *args): cls.__new__(cls, *args).
+        CKG_TRY(want(1, limits_.max_container_len));
+        CKG_ASSIGN_OR_RETURN(std::string cls, RecordClassOf(op, fn, args[0]));
+        return MakeRecord(op, std::move(cls), RecordForm::kNew, std::span<const ValueId>(args).subspan(1));
+      }
+      case CallableKind::kDefaultDict: {
+        // collections.defaultdict(factory): a dict (SETITEMS fill it) whose
+        // factory is kept as the attribute "default_factory".
+        CKG_TRY(want(0, 1));
+        ValueId factory = 0;
+        if (args.empty()) {
+          CKG_ASSIGN_OR_RETURN(factory, Add(op, Value{}));
+        } else {
+          factory = args[0];
+          const Value& f = Get(factory);
+          if (f.kind != ValueKind::kNone && f.kind != ValueKind::kGlobal) {
+            return Fail(ErrorCode::kForbiddenGlobal, op, fn + ": the default factory must be a global or None");
+          }
+        }
+        Value key;
+        key.kind = ValueKind::kStr;
+        key.text = "default_factory";
+        CKG_ASSIGN_OR_RETURN(ValueId key_id, Add(op, std::move(key)));
+        CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, false));
+        state_.values.Mutable(d).attrs = {key_id, factory};
+        return d;
+      }
+      default:
+        break;
+    }
+    return Fail(ErrorCode::kForbiddenGlobal, op,
+                "'" + fn + "' (" + std::string(CallableKindName(kind)) + ") is not loaded as a record");
+  }
+
+  // --- numpy values: arrays become tensors, scalars plain values -------------
+  struct NumpyType {
+    DType dtype;
+    bool big_endian;
+  };
+  // NumpyTypeOf reads a record numpy.dtype(descr, align, copy) given its
+  // state (version, byteorder, ...): nullopt for a dtype not loaded (it stays
+  // a record).
+  std::optional<NumpyType> NumpyTypeOf(ValueId id) const {
+    const Value& d = Get(id);
+    if (d.kind != ValueKind::kRecord || d.text != "numpy.dtype" || d.items.empty()) return std::nullopt;
+    const Value& descr = Get(d.items[0]);
+    if (descr.kind != ValueKind::kStr || descr.text.size() < 2 || descr.text.size() > 3) return std::nullopt;
+    uint64_t size = 0;
+    for (size_t i = 1; i < descr.text.size(); ++i) {
+      const char c = descr.text[i];
+      if (c < '0' || c > '9') return std::nullopt;
+      size = size * 10 + static_cast<uint64_t>(c - '0');
+    }
+    const std::optional<DType> dtype = DTypeFromNumpy(descr.text[0], size);
+    if (!dtype) return std::nullopt;
+    char order = '=';
+    for (size_t i = 0; i + 1 < d.attrs.size(); i += 2) {
+      const Value& key = Get(d.attrs[i]);
+      const Value& st = Get(d.attrs[i + 1]);
+      if (key.kind == ValueKind::kStr && key.text == "__state__" && st.kind == ValueKind::kTuple && st.items.size() >= 2 &&
+          Get(st.items[1]).kind == ValueKind::kStr && Get(st.items[1]).text.size() == 1) {
+        order = Get(st.items[1]).text[0];
+      }
+    }
+    if (order != '<' && order != '>' && order != '|' && order != '=') return std::nullopt;
+    return NumpyType{*dtype, order == '>' && size > 1};
+  }
+
+  // NumpyArray turns a record numpy.core.multiarray._reconstruct(
+  // numpy.ndarray, (0,), b'b') given ndarray's state (version, shape, dtype,
+  // is_fortran, data bytes) into a tensor viewing those bytes. Anything else
+  // (object arrays, whose data is a list; subclasses; dtypes not loaded)
+  // stays a record.
+  Status NumpyArray(const PickleOp& op, ValueId obj, ValueId state) {
+    const Value& r = Get(obj);
+    if (r.text != "numpy.core.multiarray._reconstruct" && r.text != "numpy._core.multiarray._reconstruct") {
+      return OkStatus();
+    }
+    if (r.items.empty() || Get(r.items[0]).kind != ValueKind::kGlobal || Get(r.items[0]).text != "numpy.ndarray") {
+      return OkStatus();
+    }
+    const Value& st = Get(state);
+    if (st.kind != ValueKind::kTuple || (st.items.size() != 5 && st.items.size() != 4)) return OkStatus();
+    const size_t k = st.items.size() == 5 ? 1 : 0;
+    if (k == 1 && (Get(st.items[0]).kind != ValueKind::kInt || Get(st.items[0]).int_value != 1)) return OkStatus();
+    const ValueId data_id = st.items[k + 3];
+    const Value& data = Get(data_id);
+    if (data.kind != ValueKind::kBytes) return OkStatus();
+    const std::optional<NumpyType> type = NumpyTypeOf(st.items[k + 1]);
+    if (!type) return OkStatus();
+    const std::string fn = "numpy.ndarray.__setstate__";
+    CKG_ASSIGN_OR_RETURN(std::vector<int64_t> shape, ArgInts(op, fn, st.items[k], "shape"));
+    CKG_ASSIGN_OR_RETURN(bool fortran, ArgBool(op, fn, st.items[k + 2], "is_fortran"));
+    const uint64_t item = DTypeSize(type->dtype);
+    uint64_t numel = 1;
+    for (int64_t dim : shape) {
+      if (dim < 0 || __builtin_mul_overflow(numel, static_cast<uint64_t>(dim), &numel)) {
+        return Malformed(op, fn + ": bad shape " + DimsText(shape));
+      }
+    }
+    uint64_t need = 0;
+    if (__builtin_mul_overflow(numel, item, &need) || need != data.text.size()) {
+      return Malformed(op, fn + ": shape " + DimsText(shape) + " of " + std::string(DTypeName(type->dtype)) + " needs " +
+                               Num(need) + " bytes, the data holds " + Num(data.text.size()));
+    }
+    std::vector<int64_t> stride(shape.size(), 1);
+    int64_t step = 1;
+    for (size_t n = 0; n < shape.size(); ++n) {
+      const size_t i = fortran ? n : shape.size() - 1 - n;
+      stride[i] = step;
+      step *= std::max<int64_t>(shape[i], 1);
+    }
+    // The storage views the bytes value, which the arena keeps in place for
+    // the life of the load.
+    CKG_TRY(Account(op, sizeof(Storage)));
+    Storage storage{"numpy array at byte " + Num(op.offset), "cpu", type->dtype, numel,
+                    Bytes(reinterpret_cast<const uint8_t*>(data.text.data()), data.text.size()), type->big_endian, 0, true};
+    state_.storages.push_back(std::move(storage));
+    Value sv;
+    sv.kind = ValueKind::kStorage;
+    sv.index = static_cast<uint32_t>(state_.storages.size() - 1);
+    CKG_ASSIGN_OR_RETURN(ValueId storage_id, Add(op, std::move(sv)));
+    CKG_ASSIGN_OR_RETURN(ValueId tensor_id, MakeTensor(op, fn, storage_id, 0, std::move(shape), std::move(stride), false,
+                                                       type->dtype));
+    const uint32_t tensor = Get(tensor_id).index;
+    Value& target = state_.values.Mutable(obj);
+    target = Value{};
+    target.kind = ValueKind::kTensor;
+    target.index = tensor;
+    return OkStatus();
+  }
+
+  // NumpyScalar is numpy.core.multiarray.scalar(dtype, bytes) as a plain
+  // value (bool, int, float, complex), or nullopt (a record stays).
+  Result<std::optional<ValueId>> NumpyScalar(const PickleOp& op, const std::vector<ValueId>& args) {
+    if (args.size() != 2) return std::optional<ValueId>();
+    const std::optional<NumpyType> type = NumpyTypeOf(args[0]);
+    const Value& data = Get(args[1]);
+    if (!type || data.kind != ValueKind::kBytes || data.text.size() != DTypeSize(type->dtype)) {
+      return std::optional<ValueId>();
+    }
+    uint8_t b[16];
+    const size_t n = data.text.size();
+    std::memcpy(b, data.text.data(), n);
+    if (type->big_endian) {
+      const size_t unit = DTypeSwapUnit(type->dtype);
+      for (size_t at = 0; at < n; at += unit) std::reverse(b + at, b + at + unit);
+    }
+    auto le = [&](size_t from, size_t len) {
+      uint64_t x = 0;
+      for (size_t i = len; i-- > 0;) x = (x << 8) | b[from + i];
+      return x;
+    };
+    Value v;
+    switch (type->dtype) {
+      case DType::kBool:
+        v.kind = ValueKind::kBool;
+        v.int_value = b[0] != 0;
+        break;
+      case DType::kInt8: case DType::kInt16: case DType::kInt32: case DType::kInt64: {
+        const uint64_t x = le(0, n);
+        const unsigned shift = static_cast<unsigned>(64 - 8 * n);
+        v.kind = ValueKind::kInt;
+        v.int_value = shift == 0 ? static_cast<int64_t>(x) : static_cast<int64_t>(x << shift) >> shift;
+        break;
+      }
+      case DType::kUInt8: case DType::kUInt16: case DType::kUInt32: case DType::kUInt64: {
+        const uint64_t x = le(0, n);
+        if (x > static_cast<uint64_t>(INT64_MAX)) {
+          v.kind = ValueKind::kBigInt;
+          v.text = std::to_string(x);
+        } else {
+          v.kind = ValueKind::kInt;
+          v.int_value = static_cast<int64_t>(x);
+        }
+        break;
+      }
+      case DType::kFloat32: case DType::kComplex64: {
+        float re, im = 0;
+        const uint32_t r = static_cast<uint32_t>(le(0, 4));
+        std::memcpy(&re, &r, 4);
+        if (type->dtype == DType::kComplex64) {
+          const uint32_t i = static_cast<uint32_t>(le(4, 4));
+          std::memcpy(&im, &i, 4);
+        }
+        v.kind = type->dtype == DType::kComplex64 ? ValueKind::kComplex : ValueKind::kFloat;
+        v.float_value = re;
+        v.imag_value = im;
+        break;
+      }
+      case DType::kFloat64: case DType::kComplex128: {
+        const uint64_t r = le(0, 8);
+        std::memcpy(&v.float_value, &r, 8);
+        if (type->dtype == DType::kComplex128) {
+          const uint64_t i = le(8, 8);
+          std::memcpy(&v.imag_value, &i, 8);
+        }
+        v.kind = type->dtype == DType::kComplex128 ? ValueKind::kComplex : ValueKind::kFloat;
+        break;
+      }
+      default:
+        return std::optional<ValueId>();  // float16: kept as a record (its value is not a double here)
+    }
+    CKG_ASSIGN_OR_RETURN(ValueId id, Add(op, std::move(v)));
+    return std::optional<ValueId>(id);
+  }
+
+  // CheckNoUnknownGlobal fails, naming the first one in the pickle, when a
+  // global that may not be a value (on neither list, or a function kind of
+  // the records) was never used as one may be (getattr's owner, called); and
+  // when one is reachable from the root (through items, attributes and
+  // Parameter state) even though it was also used so: a real unpickler would
+  // import it and hand it to the caller.
+  Status CheckNoUnknownGlobal(ValueId root) {
+    for (size_t i = 0; i < unknown_.size(); ++i) {
+      if (consumed_[i] == 0) return std::unexpected(unknown_[i]);
+    }
+    std::vector<uint8_t> seen(state_.values.size(), 0);
+    std::vector<ValueId> todo{root};
+    uint64_t visits = 0;
+    while (!todo.empty()) {
+      const ValueId id = todo.back();
+      todo.pop_back();
+      if (id >= seen.size() || seen[id] != 0) continue;
+      seen[id] = 1;
+      if (++visits > limits_.max_walk_nodes) {
+        return MakeError(ErrorCode::kLimitExceeded, 0, Limit("max_walk_nodes", limits_.max_walk_nodes), where_);
+      }
+      const Value& v = Get(id);
+      if (v.kind == ValueKind::kGlobal) {
+        if (auto it = late_errors_.find(id); it != late_errors_.end()) return std::unexpected(unknown_[it->second]);
+      }
+      todo.insert(todo.end(), v.items.begin(), v.items.end());
+      todo.insert(todo.end(), v.attrs.begin(), v.attrs.end());
+      if (v.kind == ValueKind::kTensor && v.index < state_.tensors.size() && state_.tensors[v.index].state) {
+        todo.push_back(*state_.tensors[v.index].state);
+      }
+    }
+    return OkStatus();
   }
 
   const AllowEntry* FindEntry(const std::string& full) const {
@@ -1180,6 +1649,35 @@ class Vm {
       target.attrs.insert(target.attrs.end(), attrs.begin(), attrs.end());
       return OkStatus();
     }
+    if (o.kind == ValueKind::kRecord) {
+      // A record's state (its __dict__, or (dict, slots dict) from
+      // copyreg's __reduce_ex__, or whatever __getstate__ gave): kept, and no
+      // __setstate__ is run.
+      std::vector<ValueId> attrs;
+      auto dict_or_none = [&](ValueId id) {
+        const ValueKind k = Get(id).kind;
+        return k == ValueKind::kDict || k == ValueKind::kNone;
+      };
+      if (s.kind == ValueKind::kDict) {
+        attrs = s.items;
+      } else if (s.kind == ValueKind::kTuple && s.items.size() == 2 && dict_or_none(s.items[0]) &&
+                 dict_or_none(s.items[1])) {
+        for (ValueId part : s.items) {
+          const Value& d = Get(part);
+          attrs.insert(attrs.end(), d.items.begin(), d.items.end());
+        }
+      } else {
+        Value key;
+        key.kind = ValueKind::kStr;
+        key.text = "__state__";
+        CKG_ASSIGN_OR_RETURN(ValueId k, Add(op, std::move(key)));
+        attrs = {k, state};
+      }
+      CKG_TRY(Account(op, attrs.size() * sizeof(ValueId)));
+      Value& target = state_.values.Mutable(obj);
+      target.attrs.insert(target.attrs.end(), attrs.begin(), attrs.end());
+      return NumpyArray(op, obj, state);
+    }
     if (o.kind == ValueKind::kObject) {
       // A TorchScript object: record its state; its __setstate__ (TorchScript
       // code, if any) is never run.
@@ -1211,6 +1709,13 @@ class Vm {
   const Allowlist& allowlist_;
   VmLimits limits_;
   bool script_objects_;
+  bool records_;
+  // The errors of globals that may not be values (kUnknownGlobal, and the
+  // function kinds of records), raised when one is used or is reachable from
+  // the root at the end; late_errors_ maps their ids to unknown_.
+  std::vector<Error> unknown_;
+  std::vector<uint8_t> consumed_;  // parallel to unknown_: used as getattr's owner, or called
+  std::unordered_map<ValueId, size_t> late_errors_;
   Budget own_budget_;  // when the options name no budget
   Budget& budget_;
   struct KeyItem {
@@ -1252,8 +1757,18 @@ std::string_view ValueKindName(ValueKind kind) {
     case ValueKind::kDtype: return "dtype";
     case ValueKind::kDevice: return "device";
     case ValueKind::kObject: return "object";
+    case ValueKind::kRecord: return "record";
   }
   return "value";
+}
+
+std::string_view RecordFormName(RecordForm form) {
+  switch (form) {
+    case RecordForm::kCall: return "call";
+    case RecordForm::kNew: return "new";
+    case RecordForm::kMember: return "member";
+  }
+  return "unknown";
 }
 
 std::string_view QSchemeName(QScheme scheme) {

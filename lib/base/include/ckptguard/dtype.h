@@ -27,6 +27,10 @@ uint32_t DTypeSize(DType dtype);
 // DTypeSwapUnit: the size of the scalars a byte swap reverses (complex types
 // swap each half; one-byte types never swap).
 uint32_t DTypeSwapUnit(DType dtype);
+// DTypeFromNumpy maps numpy's dtype.kind ('f', 'i', 'u', 'b', 'c') and
+// itemsize to the element type; nullopt for what ckptguard does not load
+// (datetimes, strings, void, object, long double...).
+std::optional<DType> DTypeFromNumpy(char kind, uint64_t item_size);
 
 }  // namespace ckptguard
 

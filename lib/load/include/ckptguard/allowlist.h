@@ -43,6 +43,8 @@ enum class AllowAction : uint8_t {
   kUninitializedTensor,       // nn.parameter.UninitializedParameter/Buffer(requires_grad[, device, dtype]):
                               // a lazy module's placeholder, no data (an object, vm.cc)
   kConstant,                  // a named constant (qscheme, layout); not callable
+  kRecord,                    // a class the user vouches for as a record: a call or NEWOBJ of it (and
+                              // the BUILD after) makes a kRecord value; nothing is called
   kUnsupported,               // known, deliberately not loaded: the load fails naming it
 };
 

@@ -52,6 +52,9 @@ struct LoadOptions {
   // map (the default) or, with file.mode = MapMode::kRead, a pread into
   // memory the Checkpoint owns (at most file.max_read_len bytes).
   MappedFileOptions file;
+  // Declared records (vm.h VmOptions::records): on by default; false loads
+  // only what torch.load(weights_only=True) loads.
+  bool records = true;
 };
 
 // NamedTensor is a tensor reachable from the root with its dotted path, as

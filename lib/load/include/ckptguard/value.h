@@ -45,7 +45,22 @@ enum class ValueKind : uint8_t {
   kObject,     // an object whose code is never run: a TorchScript module object (text = class name,
                // items = attribute dict: key, value...) or a lazy module's uninitialised parameter
                // (text = "torch.nn.parameter.UninitializedParameter"/"UninitializedBuffer", no items)
+  kRecord,     // a declared record: what a call of a data kind of rules/callables.toml (or of an
+               // allowlist entry with action "record") would have built, built without calling
+               // anything. text = the callable's dotted name ("argparse.Namespace"), index =
+               // RecordForm, items = its arguments, attrs = the state BUILD gave it (key, value...;
+               // a state that is not a dict is kept under the key "__state__").
 };
+
+// RecordForm is how a record was made (Value::index of a kRecord).
+enum class RecordForm : uint8_t {
+  kCall,    // text(*items): REDUCE, OBJ or INST of a constructor
+  kNew,     // text.__new__(text, *items): NEWOBJ, copyreg.__newobj__, copyreg._reconstructor
+  kMember,  // getattr(text, items[0]): a class attribute, as Python 3.11+ pickles Enum members
+};
+
+// RecordFormName: "call", "new", "member".
+std::string_view RecordFormName(RecordForm form);
 
 std::string_view ValueKindName(ValueKind kind);
 

@@ -98,6 +98,12 @@ struct VmOptions {
   // nesting besides the per-run limits above. nullptr: a budget of this run
   // alone with default limits.
   Budget* budget = nullptr;
+  // Declared records (value.h, kRecord): a call of a data kind of
+  // rules/callables.toml (argparse.Namespace, pathlib paths, Enum members,
+  // copyreg reconstruction, functools.partial...) or of an allowlist entry
+  // with action "record" builds a record and calls nothing. false: only the
+  // allowlist's actions, as torch.load(weights_only=True) loads.
+  bool records = true;
 };
 
 // RunPickle runs the pickle at the start of `data` (offsets reported as
