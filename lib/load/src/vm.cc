@@ -1636,6 +1636,36 @@ class Vm {
     return Add(op, std::move(v));
   }
 
+  // StatePairs is the name, value... pairs BUILD's state gives an object
+  // whose __setstate__ is never run: a dict's items, with `slots` also a
+  // (dict or None, dict or None) tuple's (copyreg's slots state), else the
+  // state itself under the name "__state__". Charged to the allocation limit.
+  Result<std::vector<ValueId>> StatePairs(const PickleOp& op, ValueId state, bool slots) {
+    const Value& s = Get(state);
+    auto dict_or_none = [&](ValueId id) {
+      const ValueKind k = Get(id).kind;
+      return k == ValueKind::kDict || k == ValueKind::kNone;
+    };
+    std::vector<ValueId> pairs;
+    if (s.kind == ValueKind::kDict) {
+      pairs = s.items;
+    } else if (slots && s.kind == ValueKind::kTuple && s.items.size() == 2 && dict_or_none(s.items[0]) &&
+               dict_or_none(s.items[1])) {
+      for (ValueId part : s.items) {
+        const Value& d = Get(part);
+        pairs.insert(pairs.end(), d.items.begin(), d.items.end());
+      }
+    } else {
+      Value key;
+      key.kind = ValueKind::kStr;
+      key.text = "__state__";
+      CKG_ASSIGN_OR_RETURN(ValueId k, Add(op, std::move(key)));
+      pairs = {k, state};
+    }
+    CKG_TRY(Account(op, pairs.size() * sizeof(ValueId)));
+    return pairs;
+  }
+
   Status Build(const PickleOp& op, Id obj, Id state) {
     const Value& o = Get(obj);
     const Value& s = Get(state);
@@ -1653,27 +1683,7 @@ class Vm {
       // A record's state (its __dict__, or (dict, slots dict) from
       // copyreg's __reduce_ex__, or whatever __getstate__ gave): kept, and no
       // __setstate__ is run.
-      std::vector<ValueId> attrs;
-      auto dict_or_none = [&](ValueId id) {
-        const ValueKind k = Get(id).kind;
-        return k == ValueKind::kDict || k == ValueKind::kNone;
-      };
-      if (s.kind == ValueKind::kDict) {
-        attrs = s.items;
-      } else if (s.kind == ValueKind::kTuple && s.items.size() == 2 && dict_or_none(s.items[0]) &&
-                 dict_or_none(s.items[1])) {
-        for (ValueId part : s.items) {
-          const Value& d = Get(part);
-          attrs.insert(attrs.end(), d.items.begin(), d.items.end());
-        }
-      } else {
-        Value key;
-        key.kind = ValueKind::kStr;
-        key.text = "__state__";
-        CKG_ASSIGN_OR_RETURN(ValueId k, Add(op, std::move(key)));
-        attrs = {k, state};
-      }
-      CKG_TRY(Account(op, attrs.size() * sizeof(ValueId)));
+      CKG_ASSIGN_OR_RETURN(std::vector<ValueId> attrs, StatePairs(op, state, /*slots=*/true));
       Value& target = state_.values.Mutable(obj);
       target.attrs.insert(target.attrs.end(), attrs.begin(), attrs.end());
       return NumpyArray(op, obj, state);
@@ -1681,17 +1691,7 @@ class Vm {
     if (o.kind == ValueKind::kObject) {
       // A TorchScript object: record its state; its __setstate__ (TorchScript
       // code, if any) is never run.
-      std::vector<ValueId> attrs;
-      if (s.kind == ValueKind::kDict) {
-        attrs = s.items;
-      } else {
-        Value key;
-        key.kind = ValueKind::kStr;
-        key.text = "__state__";
-        CKG_ASSIGN_OR_RETURN(ValueId k, Add(op, std::move(key)));
-        attrs = {k, state};
-      }
-      CKG_TRY(Account(op, attrs.size() * sizeof(ValueId)));
+      CKG_ASSIGN_OR_RETURN(std::vector<ValueId> attrs, StatePairs(op, state, /*slots=*/false));
       Value& target = state_.values.Mutable(obj);
       target.items.insert(target.items.end(), attrs.begin(), attrs.end());
       return OkStatus();
