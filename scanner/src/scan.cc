@@ -186,7 +186,8 @@ class Scanner {
     const bool torch_archive = c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript;
     records_ = torch_archive ? &c : nullptr;
     records_entry_ = entry_name(c.prefix + "/data.pkl");
-    checked_keys_.clear();
+    checked_records_.assign(records_ != nullptr ? c.entries.size() : 0, false);
+    missing_keys_.clear();
     for (const PickleSource& source : c.pickles) {
       // A zip member named again by the directory: the same bytes were
       // scanned under the first name (the container reports zip.shared_data).
@@ -1221,15 +1222,23 @@ class Scanner {
     }
     Result<StoragePid> parsed = ParseStoragePid(std::span<const PidItem>(items, pid_items.size()));
     if (!parsed) return;  // the loader refuses it; nothing to check against a record
-    StorageRef ref;
-    ref.offset = op.offset;
-    ref.module = std::string(parsed->module);
-    ref.storage_type = std::string(parsed->type);
-    ref.key = std::string(parsed->key);
-    ref.location = std::string(parsed->location);
-    ref.numel = parsed->numel;
-    if (!checked_keys_.insert(ref.key).second) return;
-    if (std::optional<Anomaly> a = CheckStorageRecord(*records_, ref, op.offset)) AddAnomaly(*a, a->entry);
+    // Each key is checked once: a record found is marked by its index (one
+    // bit per entry, no string kept per tensor); a key with no record is
+    // remembered by name.
+    record_name_.assign(records_->prefix).append("/data/").append(parsed->key);
+    auto it = records_->entry_index.find(record_name_);
+    std::optional<size_t> index;
+    if (it != records_->entry_index.end()) {
+      index = it->second;
+      if (checked_records_[*index]) return;
+      checked_records_[*index] = true;
+    } else if (!missing_keys_.insert(std::string(parsed->key)).second) {
+      return;
+    }
+    if (std::optional<Anomaly> a = CheckStorageRecord(*records_, index, record_name_, parsed->module, parsed->type,
+                                                      parsed->key, parsed->numel, op.offset)) {
+      AddAnomaly(*a, a->entry);
+    }
   }
 
   static std::string KindName(Sym::Kind kind) {
@@ -1274,7 +1283,9 @@ class Scanner {
   std::unordered_map<std::string, Classified> classes_;
   const Container* records_ = nullptr;  // the torch archive whose data.pkl is being scanned
   std::string records_entry_;
-  std::unordered_set<std::string> checked_keys_;
+  std::vector<bool> checked_records_;             // by index in records_->entries
+  std::unordered_set<std::string> missing_keys_;  // keys with no record, reported once
+  std::string record_name_;                       // <prefix>/data/<key>, reused
 };
 
 }  // namespace

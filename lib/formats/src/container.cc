@@ -946,18 +946,25 @@ ContainerLimits ContainerLimits::Clamped() const {
 std::optional<Anomaly> CheckStorageRecord(const Container& c, const StorageRef& ref, uint64_t pid_offset) {
   const std::string name = c.prefix + "/data/" + ref.key;
   auto it = c.entry_index.find(name);
-  if (it == c.entry_index.end()) {
-    return Anomaly{"torch.missing_record", pid_offset, name,
-                   "data.pkl refers to storage '" + ref.key + "' but the archive has no record for it"};
+  return CheckStorageRecord(c, it == c.entry_index.end() ? std::nullopt : std::optional<size_t>(it->second), name,
+                            ref.module, ref.storage_type, ref.key, ref.numel, pid_offset);
+}
+
+std::optional<Anomaly> CheckStorageRecord(const Container& c, std::optional<size_t> record_index, std::string_view name,
+                                          std::string_view module, std::string_view storage_type, std::string_view key,
+                                          int64_t numel_declared, uint64_t pid_offset) {
+  if (!record_index) {
+    return Anomaly{"torch.missing_record", pid_offset, std::string(name),
+                   "data.pkl refers to storage '" + std::string(key) + "' but the archive has no record for it"};
   }
-  const ZipEntry& record = c.entries[it->second].zip;
-  std::optional<StorageType> type = ref.module == "torch" ? FindStorageType(ref.storage_type) : std::nullopt;
-  if (!type || ref.numel < 0) return std::nullopt;
-  const uint64_t numel = static_cast<uint64_t>(ref.numel);
+  const ZipEntry& record = c.entries[*record_index].zip;
+  std::optional<StorageType> type = module == "torch" ? FindStorageType(storage_type) : std::nullopt;
+  if (!type || numel_declared < 0) return std::nullopt;
+  const uint64_t numel = static_cast<uint64_t>(numel_declared);
   if (numel > UINT64_MAX / type->elem_size || numel * type->elem_size != record.uncompressed_len) {
-    return Anomaly{"torch.record_size_mismatch", record.local_header_offset, name,
+    return Anomaly{"torch.record_size_mismatch", record.local_header_offset, std::string(name),
                    "record holds " + Num(record.uncompressed_len) + " bytes; data.pkl declares " +
-                       std::to_string(ref.numel) + " x " + Num(type->elem_size) + " bytes"};
+                       std::to_string(numel_declared) + " x " + Num(type->elem_size) + " bytes"};
   }
   return std::nullopt;
 }

@@ -156,6 +156,13 @@ struct Container {
 // does not hold numel x element-size bytes. nullopt when it is fine or the
 // storage type is unknown (the loader refuses those by name).
 std::optional<Anomaly> CheckStorageRecord(const Container& c, const StorageRef& ref, uint64_t pid_offset);
+// The same with the persistent id's parts as views and the record already
+// looked up: `record_index` is the index in c.entries of `name`
+// (<prefix>/data/<key>; nullopt: the archive has none). The scanner checks
+// one storage per tensor this way without building a StorageRef.
+std::optional<Anomaly> CheckStorageRecord(const Container& c, std::optional<size_t> record_index, std::string_view name,
+                                          std::string_view module, std::string_view storage_type, std::string_view key,
+                                          int64_t numel, uint64_t pid_offset);
 
 // ForEachContainer calls `fn` on `root` and then on every nested container,
 // depth first, with the entry names that lead to it joined by " > " ("" for
