@@ -73,6 +73,12 @@ struct Sym {
   // finding waits: a call handing it one fully known literal is judged by
   // that literal (F062 + the nested scan); any other use reports the rule.
   bool deferred : 1 = false;
+  // Neither this value nor anything a walk of call arguments reaches from it
+  // (tuple items, recursively) can give a finding there (F081, F082): New
+  // sets it, and calls whose arguments are all inert skip those walks (a
+  // state dict calls a rebuild function per tensor on numbers and tuples of
+  // numbers). Never true for a str (its text is looked at only when walked).
+  bool inert : 1 = false;
   // kGlobal: what calling it does (rules/callables.toml), or null. Results of
   // a call: the entry of the data callable that built it (BUILD on it is data).
   const CallableEntry* callable = nullptr;
@@ -518,8 +524,26 @@ class Scanner {
       if (values_.empty()) values_.push_back(Sym{});
       return 0;
     }
+    if (s.kind != Sym::kTuple) s.inert = Inert(s);  // (Tuple sets its own, with its weight)
     values_.push_back(std::move(s));
     return static_cast<uint32_t>(values_.size() - 1);
+  }
+  // Inert decides Sym::inert from what CheckStringArgs and CheckGlobalArgs
+  // look at (keep the three in step).
+  static bool Inert(const Sym& s) {
+    switch (s.kind) {
+      case Sym::kStr: return false;
+      case Sym::kObject: return s.callable != nullptr;
+      case Sym::kGlobal: return !s.deferred && (IsDataGlobal(s) || s.dangerous);
+      case Sym::kTuple: return false;  // Tuple decides
+      default: return true;
+    }
+  }
+  bool AllInert(std::span<const uint32_t> args) {
+    for (uint32_t id : args) {
+      if (!Val(id).inert) return false;
+    }
+    return true;
   }
   Sym& Val(uint32_t id) { return values_[id]; }
   std::span<const uint32_t> Items(const Sym& tuple) const {
@@ -617,11 +641,13 @@ class Scanner {
     // cls.__new__(cls). INST and OBJ with no arguments do the same for a
     // class, but call anything else (both unpicklers' instantiate): a
     // capitalised last name component is taken for a class.
-    const size_t last_dot = name.rfind('.');
-    const bool capitalised = last_dot != std::string::npos && last_dot + 1 < name.size() &&
-                             name[last_dot + 1] >= 'A' && name[last_dot + 1] <= 'Z';
+    auto capitalised = [&] {
+      const size_t last_dot = name.rfind('.');
+      return last_dot != std::string::npos && last_dot + 1 < name.size() && name[last_dot + 1] >= 'A' &&
+             name[last_dot + 1] <= 'Z';
+    };
     const bool empty_instance = builds_object && args.empty() &&
-                                (op.code == Opcode::kNewObj || op.code == Opcode::kNewObjEx || capitalised);
+                                (op.code == Opcode::kNewObj || op.code == Opcode::kNewObjEx || capitalised());
     if (!allowed && callable != nullptr && IsDataKind(callable->kind)) {
       return DataCall(op, *callable, name, args, empty_instance);
     }
@@ -760,6 +786,7 @@ class Scanner {
 
   // CheckStringArgs: a string argument naming interpreter internals (F082).
   void CheckStringArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+    if (AllInert(args)) return;
     ForEachArg(args, [&](uint32_t id) {
       const Sym& v = Val(id);
       if (v.kind == Sym::kStr && NamesInternals(v.text)) {
@@ -781,6 +808,7 @@ class Scanner {
   // them (a rebuild function, a default factory), must be data (F081).
   // Each argument is walked on its own (its own bound on items looked into).
   void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+    if (AllInert(args)) return;
     for (size_t i = 0; i < args.size(); ++i) {
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
         const Sym& v = Val(id);
@@ -1070,7 +1098,15 @@ class Scanner {
     s.items_begin = static_cast<uint32_t>(items_.size());
     s.items_count = static_cast<uint32_t>(items.size());
     items_.insert(items_.end(), items.begin(), items.end());
-    s.weight = WeightOf(items);
+    uint64_t w = 1;
+    bool inert = true;
+    for (uint32_t i : items) {
+      const Sym& item = Val(i);
+      w = AddWeight(w, item.weight);
+      inert = inert && item.inert;
+    }
+    s.weight = w;
+    s.inert = inert;
     return New(std::move(s));
   }
   Result<Id> MakeContainer(Sym::Kind kind, std::span<const Id> items) {
