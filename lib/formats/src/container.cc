@@ -693,7 +693,25 @@ class Opener {
       std::optional<Bytes> bytes;     // its (inflated) bytes, once read
       std::optional<size_t> pickle;   // its index in c.pickles
     };
-    std::map<std::tuple<uint64_t, uint64_t, uint16_t>, SeenData> seen_data;
+    // Keys that arrive in increasing order (writers put entries in file
+    // order) are kept in a sorted vector, the others in a map: every key
+    // in the map is below the vector's last, so a key above it is new
+    // without a lookup, and a checkpoint allocates no node per entry.
+    using DataKey = std::tuple<uint64_t, uint64_t, uint16_t>;
+    std::vector<std::pair<DataKey, SeenData>> seen_in_order;
+    seen_in_order.reserve(zip.entries().size());
+    std::map<DataKey, SeenData> seen_out_of_order;
+    auto find_or_add = [&](const DataKey& key, size_t i) -> std::pair<SeenData*, bool> {
+      if (seen_in_order.empty() || seen_in_order.back().first < key) {
+        seen_in_order.push_back({key, SeenData{i, std::nullopt, std::nullopt}});
+        return {&seen_in_order.back().second, true};
+      }
+      auto it = std::lower_bound(seen_in_order.begin(), seen_in_order.end(), key,
+                                 [](const auto& a, const DataKey& k) { return a.first < k; });
+      if (it != seen_in_order.end() && it->first == key) return {&it->second, false};
+      auto [m, fresh] = seen_out_of_order.try_emplace(key, SeenData{i, std::nullopt, std::nullopt});
+      return {&m->second, fresh};
+    };
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
       if (!statuses[i].data_offset) continue;  // CheckZip reported it
@@ -705,8 +723,8 @@ class Opener {
       // found by content): zipfile refuses it without a password, but the
       // flag says nothing about the bytes, and other readers ignore it.
       const auto key = std::make_tuple(e.local_header_offset, e.compressed_len, e.method);
-      auto [it, first_time] = seen_data.try_emplace(key, SeenData{i, std::nullopt, std::nullopt});
-      SeenData& seen = it->second;
+      auto [seen_ptr, first_time] = find_or_add(key, i);
+      SeenData& seen = *seen_ptr;
       const size_t pickles_before = c.pickles.size();
       if (first_time) {
         seen.bytes = OpenZipEntry(c, zip, statuses, i, depth, std::nullopt);

@@ -423,18 +423,33 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses,
   const auto& entries = zip.entries();
   const ZipLayout& layout = zip.layout();
   std::vector<Span> spans;
-  // Name -> (first index, last index, count): a hash map of views, as a
-  // checkpoint's directory has one record per tensor.
+  // Name -> (first index, last index, count), as a checkpoint's directory
+  // has one record per tensor: an open-addressing table of indices into
+  // `uses` (no node allocated per name), at most half full.
   struct NameUse {
+    std::string_view name;
     size_t first, last, count;
   };
-  std::unordered_map<std::string_view, NameUse> by_name;
-  by_name.reserve(entries.size());
+  std::vector<NameUse> uses;
+  uses.reserve(entries.size());
+  size_t table_len = 16;
+  while (table_len < 2 * entries.size()) table_len *= 2;
+  std::vector<uint32_t> table(table_len, UINT32_MAX);
+  const std::hash<std::string_view> hash;
   for (size_t i = 0; i < entries.size(); ++i) {
     const ZipEntry& e = entries[i];
-    if (auto [it, fresh] = by_name.try_emplace(e.name, NameUse{i, i, 1}); !fresh) {
-      it->second.last = i;
-      ++it->second.count;
+    for (size_t slot = hash(e.name) & (table_len - 1);; slot = (slot + 1) & (table_len - 1)) {
+      if (table[slot] == UINT32_MAX) {
+        table[slot] = static_cast<uint32_t>(uses.size());
+        uses.push_back({e.name, i, i, 1});
+        break;
+      }
+      NameUse& use = uses[table[slot]];
+      if (use.name == e.name) {
+        use.last = i;
+        ++use.count;
+        break;
+      }
     }
     if ((e.flags & kFlagEncrypted) != 0) {
       out.push_back({"zip.encrypted", e.central_offset, e.name, "entry is encrypted (flag bit 0); torch refuses it"});
@@ -505,8 +520,8 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses,
     }
   }
   std::vector<std::pair<std::string_view, NameUse>> duplicates;
-  for (const auto& [name, use] : by_name) {
-    if (use.count >= 2) duplicates.emplace_back(name, use);
+  for (const NameUse& use : uses) {
+    if (use.count >= 2) duplicates.emplace_back(use.name, use);
   }
   // By name, as before: deterministic.
   std::sort(duplicates.begin(), duplicates.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
