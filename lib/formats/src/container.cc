@@ -652,11 +652,11 @@ class Opener {
     // Deflated entries are inflated once, below, and checked there.
     c.anomalies = CheckZip(zip, &statuses, false);
     c.entries.reserve(zip.entries().size());
-    c.entry_index.reserve(zip.entries().size());
+    c.entry_index.Reserve(zip.entries().size());
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
       c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false, std::nullopt});
-      c.entry_index[e.name] = i;
+      c.entry_index.Set(e.name, i);
     }
     if (zip.entries().empty()) return;
 
@@ -959,6 +959,52 @@ ContainerLimits ContainerLimits::Clamped() const {
   out.max_depth = std::min<uint32_t>(max_depth, 16);
   out.max_nested = std::min<uint64_t>(max_nested, 65'536);
   return out;
+}
+
+void EntryIndex::Reserve(size_t n) {
+  items_.reserve(n);
+  size_t len = 16;
+  while (len < 2 * n) len *= 2;
+  if (len > table_.size()) Rehash(len);
+}
+
+void EntryIndex::Rehash(size_t table_len) {
+  table_.assign(table_len, kEmpty);
+  const size_t mask = table_len - 1;
+  const std::hash<std::string_view> hash;
+  for (size_t i = 0; i < items_.size(); ++i) {
+    size_t slot = hash(NameOf(items_[i])) & mask;
+    while (table_[slot] != kEmpty) slot = (slot + 1) & mask;
+    table_[slot] = static_cast<uint32_t>(i);
+  }
+}
+
+void EntryIndex::Set(std::string_view name, size_t index) {
+  if (2 * (items_.size() + 1) > table_.size()) Rehash(std::max<size_t>(16, 2 * table_.size()));
+  const size_t mask = table_.size() - 1;
+  for (size_t slot = std::hash<std::string_view>()(name) & mask;; slot = (slot + 1) & mask) {
+    if (table_[slot] == kEmpty) {
+      table_[slot] = static_cast<uint32_t>(items_.size());
+      items_.push_back(Item{names_.size(), name.size(), index});
+      names_.append(name);
+      return;
+    }
+    Item& item = items_[table_[slot]];
+    if (NameOf(item) == name) {
+      item.second = index;
+      return;
+    }
+  }
+}
+
+EntryIndex::const_iterator EntryIndex::find(std::string_view name) const {
+  if (table_.empty()) return end();
+  const size_t mask = table_.size() - 1;
+  for (size_t slot = std::hash<std::string_view>()(name) & mask;; slot = (slot + 1) & mask) {
+    if (table_[slot] == kEmpty) return end();
+    const Item& item = items_[table_[slot]];
+    if (NameOf(item) == name) return &item;
+  }
 }
 
 std::optional<Anomaly> CheckStorageRecord(const Container& c, const StorageRef& ref, uint64_t pid_offset) {
