@@ -42,6 +42,29 @@ bool NamesInternals(std::string_view text) {
   return false;
 }
 
+// SymText is Sym::text: a string view kept as a pointer and a 32-bit length
+// (every text is bounded far below 4 GiB: literals by kMaxTextCopy, names by
+// the decoder's line limit, decoded payloads by kMaxDecodedLen), packed so
+// that it shares Sym's first eight bytes with the kind and flags: a state
+// dict holds hundreds of thousands of values, 40 bytes each instead of 56.
+struct [[gnu::packed]] SymText {
+  SymText() = default;
+  SymText(std::string_view v)  // NOLINT: implicit, as a string_view member was
+      : data_(v.data()), len_(static_cast<uint32_t>(std::min<size_t>(v.size(), UINT32_MAX))) {}
+  operator std::string_view() const { return view(); }  // NOLINT
+  std::string_view view() const { return std::string_view(data_, len_); }
+  size_t size() const { return len_; }
+  bool empty() const { return len_ == 0; }
+  char operator[](size_t i) const { return data_[i]; }
+  std::string_view substr(size_t pos, size_t n = std::string_view::npos) const { return view().substr(pos, n); }
+  bool starts_with(std::string_view prefix) const { return view().starts_with(prefix); }
+  friend bool operator==(const SymText& a, std::string_view b) { return a.view() == b; }
+
+ private:
+  const char* data_ = nullptr;
+  uint32_t len_ = 0;
+};
+
 // A symbolic value: what the scanner knows about a stack slot.
 struct Sym {
   enum Kind : uint8_t {
@@ -56,11 +79,12 @@ struct Sym {
     kGlobal,   // text: "module.name"; allowed: on the allowlist (or --allow)
     kObject,   // an instance built by NEWOBJ/OBJ/INST of `text`
     kTensor,   // what torch._utils._rebuild_tensor*/_rebuild_parameter* return
-  } kind = kUnknown;
-  uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
+  };
+  Kind kind : 4 = kUnknown;
   // A result that stands for a file: kStream, io.BytesIO(b) with `text` the
   // bytes b; kPath, what a file opener returns, with `text` the path.
-  enum Payload : uint8_t { kNoPayload, kStream, kPath } payload = kNoPayload;
+  enum Payload : uint8_t { kNoPayload, kStream, kPath };
+  Payload payload : 2 = kNoPayload;
   // Flags as bits: a state dict holds hundreds of thousands of values.
   bool allowed : 1 = false;
   bool truncated : 1 = false;    // text was cut at the copy bound
@@ -73,22 +97,36 @@ struct Sym {
   // finding waits: a call handing it one fully known literal is judged by
   // that literal (F062 + the nested scan); any other use reports the rule.
   bool deferred : 1 = false;
+  // Neither this value nor anything a walk of call arguments reaches from it
+  // (tuple items, recursively) can give a finding there (F081, F082): New
+  // sets it, and calls whose arguments are all inert skip those walks (a
+  // state dict calls a rebuild function per tensor on numbers and tuples of
+  // numbers). Never true for a str (its text is looked at only when walked).
+  bool inert : 1 = false;
+  uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
+  // The string, bytes or global name: a view of the stream's data, or of a
+  // copy kept in Scanner::texts_ (valid until the pickle ends).
+  SymText text;
   // kGlobal: what calling it does (rules/callables.toml), or null. Results of
   // a call: the entry of the data callable that built it (BUILD on it is data).
   const CallableEntry* callable = nullptr;
-  // The string, bytes or global name: a view of the stream's data, or of a
-  // copy kept in Scanner::texts_ (valid until the pickle ends).
-  std::string_view text;
-  // kTuple: its items, items_[items_begin, items_begin + items_count) of
-  // the Scanner (tuples are immutable; one pool per pickle, no allocation
-  // per tuple).
-  uint32_t items_begin = 0;
-  uint32_t items_count = 0;
-  int64_t number = 0;           // kScalar ints that fit in int64; kGlobal: length of the module part of `text`
+  // kScalar ints that fit in int64; kGlobal: length of the module part of
+  // `text`; kTuple: where its items are (items_begin, items_count).
+  int64_t number = 0;
   uint64_t weight = 1;          // values reachable counting repeats (expansion check), saturating
+
+  // kTuple: its items are items_[items_begin, items_begin + items_count) of
+  // the Scanner (tuples are immutable; one pool per pickle, no allocation
+  // per tuple), kept in `number` (low and high 32 bits).
+  uint32_t items_begin() const { return static_cast<uint32_t>(static_cast<uint64_t>(number)); }
+  uint32_t items_count() const { return static_cast<uint32_t>(static_cast<uint64_t>(number) >> 32); }
+  void SetItems(uint32_t begin, uint32_t count) {
+    number = static_cast<int64_t>(uint64_t{begin} | (uint64_t{count} << 32));
+  }
 
   static constexpr uint8_t kNoAction = 0xff;
 };
+static_assert(sizeof(Sym) == 40, "Sym: keep the kind, flags, action and text's length in the first 8 bytes");
 
 constexpr uint64_t kMaxTextCopy = uint64_t{1} << 20;  // bytes kept of one str/bytes literal
 constexpr uint64_t kWeightCap = uint64_t{1} << 62;
@@ -186,7 +224,8 @@ class Scanner {
     const bool torch_archive = c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript;
     records_ = torch_archive ? &c : nullptr;
     records_entry_ = entry_name(c.prefix + "/data.pkl");
-    checked_keys_.clear();
+    checked_records_.assign(records_ != nullptr ? c.entries.size() : 0, false);
+    missing_keys_.clear();
     for (const PickleSource& source : c.pickles) {
       // A zip member named again by the directory: the same bytes were
       // scanned under the first name (the container reports zip.shared_data).
@@ -517,12 +556,30 @@ class Scanner {
       if (values_.empty()) values_.push_back(Sym{});
       return 0;
     }
+    if (s.kind != Sym::kTuple) s.inert = Inert(s);  // (Tuple sets its own, with its weight)
     values_.push_back(std::move(s));
     return static_cast<uint32_t>(values_.size() - 1);
   }
+  // Inert decides Sym::inert from what CheckStringArgs and CheckGlobalArgs
+  // look at (keep the three in step).
+  static bool Inert(const Sym& s) {
+    switch (s.kind) {
+      case Sym::kStr: return false;
+      case Sym::kObject: return s.callable != nullptr;
+      case Sym::kGlobal: return !s.deferred && (IsDataGlobal(s) || s.dangerous);
+      case Sym::kTuple: return false;  // Tuple decides
+      default: return true;
+    }
+  }
+  bool AllInert(std::span<const uint32_t> args) {
+    for (uint32_t id : args) {
+      if (!Val(id).inert) return false;
+    }
+    return true;
+  }
   Sym& Val(uint32_t id) { return values_[id]; }
   std::span<const uint32_t> Items(const Sym& tuple) const {
-    return std::span<const uint32_t>(items_).subspan(tuple.items_begin, tuple.items_count);
+    return std::span<const uint32_t>(items_).subspan(tuple.items_begin(), tuple.items_count());
   }
 
   // Keep copies `text` where it lives as long as the pickle's values.
@@ -616,11 +673,13 @@ class Scanner {
     // cls.__new__(cls). INST and OBJ with no arguments do the same for a
     // class, but call anything else (both unpicklers' instantiate): a
     // capitalised last name component is taken for a class.
-    const size_t last_dot = name.rfind('.');
-    const bool capitalised = last_dot != std::string::npos && last_dot + 1 < name.size() &&
-                             name[last_dot + 1] >= 'A' && name[last_dot + 1] <= 'Z';
+    auto capitalised = [&] {
+      const size_t last_dot = name.rfind('.');
+      return last_dot != std::string::npos && last_dot + 1 < name.size() && name[last_dot + 1] >= 'A' &&
+             name[last_dot + 1] <= 'Z';
+    };
     const bool empty_instance = builds_object && args.empty() &&
-                                (op.code == Opcode::kNewObj || op.code == Opcode::kNewObjEx || capitalised);
+                                (op.code == Opcode::kNewObj || op.code == Opcode::kNewObjEx || capitalised());
     if (!allowed && callable != nullptr && IsDataKind(callable->kind)) {
       return DataCall(op, *callable, name, args, empty_instance);
     }
@@ -760,6 +819,7 @@ class Scanner {
 
   // CheckStringArgs: a string argument naming interpreter internals (F082).
   void CheckStringArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+    if (AllInert(args)) return;
     ForEachArg(args, [&](uint32_t id) {
       const Sym& v = Val(id);
       if (v.kind == Sym::kStr && NamesInternals(v.text)) {
@@ -781,6 +841,7 @@ class Scanner {
   // them (a rebuild function, a default factory), must be data (F081).
   // Each argument is walked on its own (its own bound on items looked into).
   void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+    if (AllInert(args)) return;
     for (size_t i = 0; i < args.size(); ++i) {
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
         const Sym& v = Val(id);
@@ -1067,10 +1128,17 @@ class Scanner {
   Result<Id> Tuple(const PickleOp&, std::span<const Id> items) {
     Sym s;
     s.kind = Sym::kTuple;
-    s.items_begin = static_cast<uint32_t>(items_.size());
-    s.items_count = static_cast<uint32_t>(items.size());
+    s.SetItems(static_cast<uint32_t>(items_.size()), static_cast<uint32_t>(items.size()));
     items_.insert(items_.end(), items.begin(), items.end());
-    s.weight = WeightOf(items);
+    uint64_t w = 1;
+    bool inert = true;
+    for (uint32_t i : items) {
+      const Sym& item = Val(i);
+      w = AddWeight(w, item.weight);
+      inert = inert && item.inert;
+    }
+    s.weight = w;
+    s.inert = inert;
     return New(std::move(s));
   }
   Result<Id> MakeContainer(Sym::Kind kind, std::span<const Id> items) {
@@ -1114,7 +1182,7 @@ class Scanner {
                    KindName(n.kind) + "): the imported name cannot be known",
                op.offset);
       s.kind = Sym::kGlobal;
-      s.text = "<unresolved>";
+      s.text = std::string_view("<unresolved>");
     }
     return New(std::move(s));
   }
@@ -1155,7 +1223,7 @@ class Scanner {
         return v.kind == Sym::kDict || (v.kind == Sym::kScalar && !v.is_int && v.number == 0);
       };
       const bool ok = st.kind == Sym::kDict ||
-                      (st.kind == Sym::kTuple && st.items_count == 2 && plain(Items(st)[0]) && plain(Items(st)[1]));
+                      (st.kind == Sym::kTuple && st.items_count() == 2 && plain(Items(st)[0]) && plain(Items(st)[1]));
       if (!ok) {
         const std::string cls(target.text);
         AddFixed("CKG-F080",
@@ -1201,7 +1269,7 @@ class Scanner {
   void CheckRecord(const PickleOp& op, uint32_t pid) {
     if (records_ == nullptr || *entry_ != records_entry_) return;
     const Sym& t = Val(pid);
-    if (t.kind != Sym::kTuple || t.items_count < 5 || t.items_count > 6) return;
+    if (t.kind != Sym::kTuple || t.items_count() < 5 || t.items_count() > 6) return;
     const std::span<const uint32_t> pid_items = Items(t);
     PidItem items[6];
     for (size_t i = 0; i < pid_items.size(); ++i) {
@@ -1222,15 +1290,23 @@ class Scanner {
     }
     Result<StoragePid> parsed = ParseStoragePid(std::span<const PidItem>(items, pid_items.size()));
     if (!parsed) return;  // the loader refuses it; nothing to check against a record
-    StorageRef ref;
-    ref.offset = op.offset;
-    ref.module = std::string(parsed->module);
-    ref.storage_type = std::string(parsed->type);
-    ref.key = std::string(parsed->key);
-    ref.location = std::string(parsed->location);
-    ref.numel = parsed->numel;
-    if (!checked_keys_.insert(ref.key).second) return;
-    if (std::optional<Anomaly> a = CheckStorageRecord(*records_, ref, op.offset)) AddAnomaly(*a, a->entry);
+    // Each key is checked once: a record found is marked by its index (one
+    // bit per entry, no string kept per tensor); a key with no record is
+    // remembered by name.
+    record_name_.assign(records_->prefix).append("/data/").append(parsed->key);
+    auto it = records_->entry_index.find(record_name_);
+    std::optional<size_t> index;
+    if (it != records_->entry_index.end()) {
+      index = it->second;
+      if (checked_records_[*index]) return;
+      checked_records_[*index] = true;
+    } else if (!missing_keys_.insert(std::string(parsed->key)).second) {
+      return;
+    }
+    if (std::optional<Anomaly> a = CheckStorageRecord(*records_, index, record_name_, parsed->module, parsed->type,
+                                                      parsed->key, parsed->numel, op.offset)) {
+      AddAnomaly(*a, a->entry);
+    }
   }
 
   static std::string KindName(Sym::Kind kind) {
@@ -1268,14 +1344,16 @@ class Scanner {
   bool sniffed_ = false;
   std::set<std::string> seen_;
   SymStore values_;
-  std::vector<uint32_t> items_;      // the items of every tuple (Sym::items_begin)
+  std::vector<uint32_t> items_;      // the items of every tuple (Sym::items_begin())
   std::vector<uint32_t> call_args_;  // NEWOBJ_EX's arguments with its keywords
   std::deque<std::string> texts_;  // copies that Sym::text views
   std::deque<Nested> nested_;
   std::unordered_map<std::string, Classified> classes_;
   const Container* records_ = nullptr;  // the torch archive whose data.pkl is being scanned
   std::string records_entry_;
-  std::unordered_set<std::string> checked_keys_;
+  std::vector<bool> checked_records_;             // by index in records_->entries
+  std::unordered_set<std::string> missing_keys_;  // keys with no record, reported once
+  std::string record_name_;                       // <prefix>/data/<key>, reused
 };
 
 }  // namespace

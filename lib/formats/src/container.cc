@@ -652,11 +652,11 @@ class Opener {
     // Deflated entries are inflated once, below, and checked there.
     c.anomalies = CheckZip(zip, &statuses, false);
     c.entries.reserve(zip.entries().size());
-    c.entry_index.reserve(zip.entries().size());
+    c.entry_index.Reserve(zip.entries().size());
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
       c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false, std::nullopt});
-      c.entry_index[e.name] = i;
+      c.entry_index.Set(e.name, i);
     }
     if (zip.entries().empty()) return;
 
@@ -693,7 +693,25 @@ class Opener {
       std::optional<Bytes> bytes;     // its (inflated) bytes, once read
       std::optional<size_t> pickle;   // its index in c.pickles
     };
-    std::map<std::tuple<uint64_t, uint64_t, uint16_t>, SeenData> seen_data;
+    // Keys that arrive in increasing order (writers put entries in file
+    // order) are kept in a sorted vector, the others in a map: every key
+    // in the map is below the vector's last, so a key above it is new
+    // without a lookup, and a checkpoint allocates no node per entry.
+    using DataKey = std::tuple<uint64_t, uint64_t, uint16_t>;
+    std::vector<std::pair<DataKey, SeenData>> seen_in_order;
+    seen_in_order.reserve(zip.entries().size());
+    std::map<DataKey, SeenData> seen_out_of_order;
+    auto find_or_add = [&](const DataKey& key, size_t i) -> std::pair<SeenData*, bool> {
+      if (seen_in_order.empty() || seen_in_order.back().first < key) {
+        seen_in_order.push_back({key, SeenData{i, std::nullopt, std::nullopt}});
+        return {&seen_in_order.back().second, true};
+      }
+      auto it = std::lower_bound(seen_in_order.begin(), seen_in_order.end(), key,
+                                 [](const auto& a, const DataKey& k) { return a.first < k; });
+      if (it != seen_in_order.end() && it->first == key) return {&it->second, false};
+      auto [m, fresh] = seen_out_of_order.try_emplace(key, SeenData{i, std::nullopt, std::nullopt});
+      return {&m->second, fresh};
+    };
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
       if (!statuses[i].data_offset) continue;  // CheckZip reported it
@@ -705,8 +723,8 @@ class Opener {
       // found by content): zipfile refuses it without a password, but the
       // flag says nothing about the bytes, and other readers ignore it.
       const auto key = std::make_tuple(e.local_header_offset, e.compressed_len, e.method);
-      auto [it, first_time] = seen_data.try_emplace(key, SeenData{i, std::nullopt, std::nullopt});
-      SeenData& seen = it->second;
+      auto [seen_ptr, first_time] = find_or_add(key, i);
+      SeenData& seen = *seen_ptr;
       const size_t pickles_before = c.pickles.size();
       if (first_time) {
         seen.bytes = OpenZipEntry(c, zip, statuses, i, depth, std::nullopt);
@@ -943,21 +961,74 @@ ContainerLimits ContainerLimits::Clamped() const {
   return out;
 }
 
+void EntryIndex::Reserve(size_t n) {
+  items_.reserve(n);
+  size_t len = 16;
+  while (len < 2 * n) len *= 2;
+  if (len > table_.size()) Rehash(len);
+}
+
+void EntryIndex::Rehash(size_t table_len) {
+  table_.assign(table_len, kEmpty);
+  const size_t mask = table_len - 1;
+  const std::hash<std::string_view> hash;
+  for (size_t i = 0; i < items_.size(); ++i) {
+    size_t slot = hash(NameOf(items_[i])) & mask;
+    while (table_[slot] != kEmpty) slot = (slot + 1) & mask;
+    table_[slot] = static_cast<uint32_t>(i);
+  }
+}
+
+void EntryIndex::Set(std::string_view name, size_t index) {
+  if (2 * (items_.size() + 1) > table_.size()) Rehash(std::max<size_t>(16, 2 * table_.size()));
+  const size_t mask = table_.size() - 1;
+  for (size_t slot = std::hash<std::string_view>()(name) & mask;; slot = (slot + 1) & mask) {
+    if (table_[slot] == kEmpty) {
+      table_[slot] = static_cast<uint32_t>(items_.size());
+      items_.push_back(Item{names_.size(), name.size(), index});
+      names_.append(name);
+      return;
+    }
+    Item& item = items_[table_[slot]];
+    if (NameOf(item) == name) {
+      item.second = index;
+      return;
+    }
+  }
+}
+
+EntryIndex::const_iterator EntryIndex::find(std::string_view name) const {
+  if (table_.empty()) return end();
+  const size_t mask = table_.size() - 1;
+  for (size_t slot = std::hash<std::string_view>()(name) & mask;; slot = (slot + 1) & mask) {
+    if (table_[slot] == kEmpty) return end();
+    const Item& item = items_[table_[slot]];
+    if (NameOf(item) == name) return &item;
+  }
+}
+
 std::optional<Anomaly> CheckStorageRecord(const Container& c, const StorageRef& ref, uint64_t pid_offset) {
   const std::string name = c.prefix + "/data/" + ref.key;
   auto it = c.entry_index.find(name);
-  if (it == c.entry_index.end()) {
-    return Anomaly{"torch.missing_record", pid_offset, name,
-                   "data.pkl refers to storage '" + ref.key + "' but the archive has no record for it"};
+  return CheckStorageRecord(c, it == c.entry_index.end() ? std::nullopt : std::optional<size_t>(it->second), name,
+                            ref.module, ref.storage_type, ref.key, ref.numel, pid_offset);
+}
+
+std::optional<Anomaly> CheckStorageRecord(const Container& c, std::optional<size_t> record_index, std::string_view name,
+                                          std::string_view module, std::string_view storage_type, std::string_view key,
+                                          int64_t numel_declared, uint64_t pid_offset) {
+  if (!record_index) {
+    return Anomaly{"torch.missing_record", pid_offset, std::string(name),
+                   "data.pkl refers to storage '" + std::string(key) + "' but the archive has no record for it"};
   }
-  const ZipEntry& record = c.entries[it->second].zip;
-  std::optional<StorageType> type = ref.module == "torch" ? FindStorageType(ref.storage_type) : std::nullopt;
-  if (!type || ref.numel < 0) return std::nullopt;
-  const uint64_t numel = static_cast<uint64_t>(ref.numel);
+  const ZipEntry& record = c.entries[*record_index].zip;
+  std::optional<StorageType> type = module == "torch" ? FindStorageType(storage_type) : std::nullopt;
+  if (!type || numel_declared < 0) return std::nullopt;
+  const uint64_t numel = static_cast<uint64_t>(numel_declared);
   if (numel > UINT64_MAX / type->elem_size || numel * type->elem_size != record.uncompressed_len) {
-    return Anomaly{"torch.record_size_mismatch", record.local_header_offset, name,
+    return Anomaly{"torch.record_size_mismatch", record.local_header_offset, std::string(name),
                    "record holds " + Num(record.uncompressed_len) + " bytes; data.pkl declares " +
-                       std::to_string(ref.numel) + " x " + Num(type->elem_size) + " bytes"};
+                       std::to_string(numel_declared) + " x " + Num(type->elem_size) + " bytes"};
   }
   return std::nullopt;
 }

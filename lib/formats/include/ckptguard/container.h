@@ -115,6 +115,42 @@ struct ContainerEntry {
 
 struct Container;
 
+// EntryIndex maps zip entry names to their index in Container::entries; a
+// name set twice keeps the later index (the entry torch reads). One string
+// holds every name and an open-addressing table (at most half full) the
+// items, so an archive of 100,000 records allocates a few blocks, not a hash
+// node and a name per record. find(name) gives an item whose `second` is the
+// index, or end() (as a map's find does).
+class EntryIndex {
+ public:
+  struct Item {
+    uint64_t name_offset = 0;  // in the index's name store
+    uint64_t name_len = 0;
+    size_t second = 0;         // the entry's index in Container::entries
+  };
+  using const_iterator = const Item*;
+
+  // Reserve makes room for `n` names without rehashing.
+  void Reserve(size_t n);
+  // Set maps `name` to `index` (replacing an earlier index of that name).
+  void Set(std::string_view name, size_t index);
+  const_iterator find(std::string_view name) const;
+  const_iterator end() const { return nullptr; }
+  bool contains(std::string_view name) const { return find(name) != end(); }
+  size_t size() const { return items_.size(); }
+
+ private:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+  std::string_view NameOf(const Item& item) const {
+    return std::string_view(names_).substr(static_cast<size_t>(item.name_offset), static_cast<size_t>(item.name_len));
+  }
+  void Rehash(size_t table_len);
+
+  std::string names_;
+  std::vector<Item> items_;
+  std::vector<uint32_t> table_;  // indices into items_, kEmpty where free; length a power of two
+};
+
 // NestedContainer is a container found inside another: a zip entry that is
 // itself a zip, the zip appended to a pickle, the content of a wrapper.
 struct NestedContainer {
@@ -135,7 +171,7 @@ struct Container {
   std::vector<ContainerEntry> entries;  // zip entries, directory order
   // Entry name -> index in `entries`; with duplicate names, the later entry
   // (the one torch reads).
-  std::unordered_map<std::string, size_t> entry_index;
+  EntryIndex entry_index;
   std::vector<PickleSource> pickles;    // every place holding pickles
   std::optional<LegacyCheckpoint> legacy;
   std::optional<SafetensorsFile> safetensors;
@@ -156,6 +192,13 @@ struct Container {
 // does not hold numel x element-size bytes. nullopt when it is fine or the
 // storage type is unknown (the loader refuses those by name).
 std::optional<Anomaly> CheckStorageRecord(const Container& c, const StorageRef& ref, uint64_t pid_offset);
+// The same with the persistent id's parts as views and the record already
+// looked up: `record_index` is the index in c.entries of `name`
+// (<prefix>/data/<key>; nullopt: the archive has none). The scanner checks
+// one storage per tensor this way without building a StorageRef.
+std::optional<Anomaly> CheckStorageRecord(const Container& c, std::optional<size_t> record_index, std::string_view name,
+                                          std::string_view module, std::string_view storage_type, std::string_view key,
+                                          int64_t numel, uint64_t pid_offset);
 
 // ForEachContainer calls `fn` on `root` and then on every nested container,
 // depth first, with the entry names that lead to it joined by " > " ("" for

@@ -184,6 +184,19 @@ class MachineMemo {
     ++count_;
     return OkStatus();
   }
+  // TryAppend stores `value` at `key` when that is Set's common case with
+  // nothing to charge (the next dense key, room reserved, no sparse keys
+  // that could hold it) and returns true; otherwise it changes nothing.
+  [[gnu::always_inline]] bool TryAppend(uint64_t key, MachineId value) {
+    if (key != dense_.size() || key >= dense_.capacity() || !sparse_.empty() || key >= (uint64_t{1} << 28) ||
+        2 * (dense_count_ + 1) < key + 1) {
+      return false;
+    }
+    dense_.push_back(value);
+    ++count_;
+    ++dense_count_;
+    return true;
+  }
   // size is the number of keys stored (len(memo), where MEMOIZE stores).
   uint64_t size() const { return count_; }
   void Clear() {
@@ -621,7 +634,19 @@ class PickleMachine {
     marks_.pop_back();
     return start;
   }
-  Status Memo(const PickleOp& op, uint64_t key) {
+  // Memo: PUT/BINPUT/LONG_BINPUT/MEMOIZE. A picklers' next key is stored
+  // inline (one per value of a state dict); the rest in MemoSlow.
+  [[gnu::always_inline]] Status Memo(const PickleOp& op, uint64_t key) {
+    if (stack_.size() > Fence() && memo_.size() < limits_.max_memo_entries) [[likely]] {
+      const Id top = stack_.back();
+      if (memo_.TryAppend(key, top)) {
+        memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(top));
+        return OkStatus();
+      }
+    }
+    return MemoSlow(op, key);
+  }
+  [[gnu::noinline]] Status MemoSlow(const PickleOp& op, uint64_t key) {
     if (stack_.size() <= Fence()) return Structural(op, Underflow(op));
     const Id top = stack_.back();
     Id* found = memo_.Find(key);
