@@ -2246,15 +2246,30 @@ std::vector<BadCase> RecordCases() {
     c.push_back(bad);
   }
   c.push_back(Bad("calling a member record",
-                  Pk().Global("builtins", "getattr").Global("shutil", "os").Str("system").Op(O::kTuple2).Op(
-                      O::kReduce).Str("id").Op(O::kTuple1).Op(O::kReduce),
+                  Pk().Global("builtins", "getattr").Global("my", "Mode").Str("A").Op(O::kTuple2).Op(O::kReduce).Str(
+                      "id").Op(O::kTuple1).Op(O::kReduce),
                   kForbidden, "REDUCE: calling a record"));
+  {
+    // getattr(shutil.os, 'system'): not an attribute of a class, so the
+    // unlisted shutil.os was never used as it may be, and is refused at its
+    // GLOBAL (offset 20).
+    BadCase bad = Bad("getattr of a module's attribute",
+                      Pk().Global("builtins", "getattr").Global("shutil", "os").Str("system").Op(O::kTuple2).Op(
+                          O::kReduce),
+                      kForbidden, "global 'shutil.os' is not on the allowlist");
+    bad.offset = 20;
+    c.push_back(bad);
+  }
+  c.push_back(Bad("getattr of a listed callable that is no class by its name",
+                  Pk().Global("builtins", "getattr").Global("builtins", "list").Str("append").Op(O::kTuple2).Op(
+                      O::kReduce),
+                  kForbidden, "only an attribute of a class"));
   c.push_back(Bad("getattr of a private name",
                   Pk().Global("builtins", "getattr").Global("argparse", "Namespace").Str("__class__").Op(O::kTuple2).Op(
                       O::kReduce),
                   kForbidden, "only a literal public attribute name"));
   c.push_back(Bad("getattr of a record",
-                  Pk().Global("builtins", "getattr").Op(O::kDup).Global("os", "path").Str("os").Op(O::kTuple2).Op(
+                  Pk().Global("builtins", "getattr").Op(O::kDup).Global("my", "Mode").Str("A").Op(O::kTuple2).Op(
                       O::kReduce).Str("system").Op(O::kTuple2).Op(O::kReduce),
                   kForbidden, "getattr of a record reaches an attribute"));
   c.push_back(Bad("a class called with arguments",

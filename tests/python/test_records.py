@@ -236,9 +236,9 @@ GETATTR = g("builtins", "getattr")
 HOSTILE = {
     # functools.partial(os.system, cmd)(): the partial record is called
     "partial_called": lambda m: p2(call(g("functools", "partial"), g("os", "system"), shell(m)) + b")R"),
-    # getattr(shutil.os, 'system')(cmd): a class attribute record is called
+    # getattr(shutil.os, 'system')(cmd): an attribute of a module (no class)
     "member_called": lambda m: p2(call(call(GETATTR, g("shutil", "os"), s("system")), shell(m))),
-    # getattr(getattr(os.path, 'os'), 'system')(cmd): getattr of a record
+    # getattr(getattr(os.path, 'os'), 'system')(cmd): a module's attribute, then getattr of it
     "getattr_of_record": lambda m: p2(call(call(GETATTR, call(GETATTR, g("os", "path"), s("os")), s("system")),
                                            shell(m))),
     # functools.partial(os.system)(cmd) kept in a list: called before it is stored
