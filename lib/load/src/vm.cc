@@ -713,6 +713,15 @@ class Vm {
   }
 
   // --- argument helpers ----------------------------------------------------
+  // Arity checks that `fn` got from `lo` to `hi` arguments (REDUCE of an
+  // allowlist action and of a record kind alike).
+  Status Arity(const PickleOp& op, const std::string& fn, size_t n, size_t lo, size_t hi) const {
+    if (n < lo || n > hi) {
+      return Malformed(op, fn + " takes " + (lo == hi ? Num(lo) : Num(lo) + " to " + Num(hi)) + " arguments, got " +
+                               Num(n));
+    }
+    return OkStatus();
+  }
   Result<int64_t> ArgInt(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
     const Value& v = Get(id);
     if (v.kind != ValueKind::kInt && v.kind != ValueKind::kBool) {
@@ -979,13 +988,7 @@ class Vm {
       return RecordCall(op, std::string(fn), RecordKind(fnv), record_args);
     }
     const std::vector<ValueId>& args = reduce_args_;
-    auto want = [&](size_t lo, size_t hi) -> Status {
-      if (args.size() < lo || args.size() > hi) {
-        return Malformed(op, fn + " takes " + (lo == hi ? Num(lo) : Num(lo) + " to " + Num(hi)) + " arguments, got " +
-                                 Num(args.size()));
-      }
-      return OkStatus();
-    };
+    auto want = [&](size_t lo, size_t hi) { return Arity(op, fn, args.size(), lo, hi); };
     const AllowAction action = static_cast<AllowAction>(fnv.index);
     switch (action) {
       case AllowAction::kRebuildTensor: {
@@ -1269,13 +1272,7 @@ class Vm {
   // the call would return, made without calling anything.
   Result<ValueId> RecordCall(const PickleOp& op, const std::string& fn, CallableKind kind,
                              const std::vector<ValueId>& args) {
-    auto want = [&](size_t lo, size_t hi) -> Status {
-      if (args.size() < lo || args.size() > hi) {
-        return Malformed(op, fn + " takes " + (lo == hi ? Num(lo) : Num(lo) + " to " + Num(hi)) + " arguments, got " +
-                                 Num(args.size()));
-      }
-      return OkStatus();
-    };
+    auto want = [&](size_t lo, size_t hi) { return Arity(op, fn, args.size(), lo, hi); };
     switch (kind) {
       case CallableKind::kConstructor: {
         if (fn == "numpy.core.multiarray.scalar" || fn == "numpy._core.multiarray.scalar") {
