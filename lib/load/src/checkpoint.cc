@@ -156,19 +156,23 @@ class Loader {
                          "byteorder record says '" + std::string(text.substr(0, 16)) + "'", order->zip.name);
       }
     }
-    std::unordered_map<std::string, uint32_t> by_key;
+    // The storage made from each entry, by the entry's index (a key names
+    // one entry, so this is the storage of each key; one lookup per request).
+    constexpr uint32_t kNoStorage = UINT32_MAX;
+    std::vector<uint32_t> storage_of_entry(c.entries.size(), kNoStorage);
     std::string name;  // reused: root + "data/" + key
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
-      if (auto it = by_key.find(r.key); it != by_key.end()) {
-        CKG_TRY(CheckSame(r, s_.vm.storages[it->second]));
-        return it->second;
-      }
       name.assign(root);
       name += "data/";
       name += r.key;
       const ContainerEntry* entry = FindEntry(name);
       if (entry == nullptr) {
         return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' has no record " + name, source->entry);
+      }
+      uint32_t& known = storage_of_entry[static_cast<size_t>(entry - c.entries.data())];
+      if (known != kNoStorage) {
+        CKG_TRY(CheckSame(r, s_.vm.storages[known]));
+        return known;
       }
       CKG_ASSIGN_OR_RETURN(auto record, ZipRecord(*entry));
       CKG_ASSIGN_OR_RETURN(uint64_t want, RecordLen(r));
@@ -181,7 +185,7 @@ class Loader {
       Storage st{r.key, r.location, r.dtype, static_cast<uint64_t>(r.num_elements), record.first, big_endian,
                  record.second ? 0 : entry->data_offset.value_or(0), record.second};
       CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
-      by_key.emplace(r.key, index);
+      known = index;
       return index;
     };
     VmOptions vm_options{options_.allowlist, options_.limits, torchscript};

@@ -221,8 +221,20 @@ class Vm {
 
   // --- the domain (pickle_machine.h) -------------------------------------
   Result<Id> Literal(const PickleOp& op) {
+    switch (op.code) {
+      case Opcode::kString:
+      case Opcode::kBinString:
+      case Opcode::kShortBinString:
+        return StrFromBytes(op);
+      default:
+        break;
+    }
+    return AddInPlace(op, [&](Value& v) { LiteralInto(op, v); });
+  }
+  // LiteralInto fills a fresh value with a literal opcode's value (every
+  // literal but the byte strings, which StrFromBytes decodes).
+  void LiteralInto(const PickleOp& op, Value& v) const {
     const PickleArg& arg = op.arg;
-    Value v;
     switch (op.code) {
       case Opcode::kNone:
         break;
@@ -236,10 +248,6 @@ class Vm {
         v.kind = ValueKind::kFloat;
         v.float_value = arg.float_value;
         break;
-      case Opcode::kString:
-      case Opcode::kBinString:
-      case Opcode::kShortBinString:
-        return StrFromBytes(op);
       case Opcode::kUnicode:
       case Opcode::kBinUnicode:
       case Opcode::kShortBinUnicode:
@@ -267,7 +275,6 @@ class Vm {
         }
         break;
     }
-    return Add(op, std::move(v));
   }
   // LiteralSlot: None, bools and small ints are never changed once made, and
   // a state dict repeats the same few (sizes, strides, offsets, False)
@@ -297,18 +304,18 @@ class Vm {
     }
   }
   Result<Id> Tuple(const PickleOp& op, std::span<const Id> items) {
-    Value v;
-    v.kind = ValueKind::kTuple;
     CKG_TRY(CheckLen(op, items.size()));
-    v.items.assign(items.begin(), items.end());
-    return Add(op, std::move(v));
+    return AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kTuple;
+      v.items.assign(items.begin(), items.end());
+    });
   }
   Result<Id> List(const PickleOp& op, std::span<const Id> items) {
-    Value v;
-    v.kind = ValueKind::kList;
     CKG_TRY(CheckLen(op, items.size()));
-    v.items.assign(items.begin(), items.end());
-    return Add(op, std::move(v));
+    return AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kList;
+      v.items.assign(items.begin(), items.end());
+    });
   }
   Result<Id> Dict(const PickleOp& op, std::span<const Id> items) {
     CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, false));
@@ -485,11 +492,23 @@ class Vm {
 
   // --- arena and accounting ------------------------------------------------
   Result<ValueId> Add(const PickleOp& op, Value&& v) {
-    if (state_.values.size() >= limits_.max_values) {
+    return AddInPlace(op, [&](Value& slot) { slot = std::move(v); });
+  }
+  // AddInPlace adds a value that `fill` builds in its arena slot (a default
+  // Value), charged as Add charges; `fill` must not add values itself.
+  template <typename F>
+  Result<ValueId> AddInPlace(const PickleOp& op, F&& fill) {
+    if (state_.values.size() >= limits_.max_values) [[unlikely]] {
       return Fail(ErrorCode::kLimitExceeded, op, Limit("max_values", limits_.max_values));
     }
-    CKG_TRY(Account(op, sizeof(Value) + v.text.size() + v.items.size() * sizeof(ValueId)));
-    return state_.values.Add(std::move(v));
+    ValueId id;
+    Value& v = state_.values.Emplace(id);
+    fill(v);
+    if (Status st = Account(op, sizeof(Value) + v.text.size() + v.items.size() * sizeof(ValueId)); !st) [[unlikely]] {
+      state_.values.PopLast();
+      return std::unexpected(std::move(st).error());
+    }
+    return id;
   }
   Status Account(const PickleOp& op, uint64_t bytes) {
     state_.alloc_bytes += bytes;
@@ -616,10 +635,10 @@ class Vm {
   }
 
   Result<ValueId> NewDict(const PickleOp& op, bool ordered) {
-    Value v;
-    v.kind = ValueKind::kDict;
-    v.ordered_dict = ordered;
-    return Add(op, std::move(v));
+    return AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kDict;
+      v.ordered_dict = ordered;
+    });
   }
 
   // --- scalars -------------------------------------------------------------
@@ -745,6 +764,7 @@ class Vm {
       return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensor_dims", limits_.max_tensor_dims));
     }
     std::vector<int64_t> out;
+    out.reserve(v.items.size());
     for (ValueId item : v.items) {
       CKG_ASSIGN_OR_RETURN(int64_t x, ArgInt(op, fn, item, what));
       out.push_back(x);
