@@ -101,6 +101,11 @@ class SafetensorsOut {
                        name + ": a quantized tensor (" + std::string(DTypeName(t.dtype)) + ", " +
                            std::string(QSchemeName(t.quant.scheme)) + ") has no place in safetensors");
     }
+    if (!t.numpy_dtype.empty()) {
+      // Its bytes as uint8 would lose what they are.
+      return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                       name + ": numpy dtype " + t.numpy_dtype + " has no safetensors dtype");
+    }
     // The conjugate and negative bits make other values of the same bytes.
     const auto key = std::make_tuple(source, t.storage, t.storage_offset, t.shape, t.stride,
                                      static_cast<int>(t.dtype) | (t.conj ? 0x100 : 0) | (t.neg ? 0x200 : 0));
@@ -206,6 +211,9 @@ int ToTorch(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
       const Tensor& t = ckpt.tensors()[nt.tensor];
       if (t.quant.scheme != QScheme::kNone) {
         return Fail(flags.input, nt.path + ": quantized tensors are not written by convert --to torch yet");
+      }
+      if (!t.numpy_dtype.empty()) {
+        return Fail(flags.input, nt.path + ": numpy dtype " + t.numpy_dtype + " has no torch dtype");
       }
       Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(nt.tensor);
       if (!bytes) return Fail(flags.input, nt.path + ": " + bytes.error().ToString());

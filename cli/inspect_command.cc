@@ -198,7 +198,9 @@ Status PrintTensors(const Checkpoint& ckpt, const InspectFlags& flags, std::ostr
                      (flags.prefix.empty() ? "" : " under '" + Printable(flags.prefix) + "'") + "):\n";
   for (const NamedTensor& nt : named) {
     const Tensor& t = ckpt.tensors()[nt.tensor];
-    text += "  " + Printable(nt.path) + "  " + std::string(DTypeName(t.dtype)) + " " + JsonDims(t.shape) + " stride " +
+    text += "  " + Printable(nt.path) + "  " +
+            (t.numpy_dtype.empty() ? "" : "numpy " + Printable(t.numpy_dtype) + " as bytes: ") +
+            std::string(DTypeName(t.dtype)) + " " + JsonDims(t.shape) + " stride " +
             JsonDims(t.stride) + " offset " + std::to_string(t.storage_offset) + (t.parameter ? " parameter" : "") +
             QuantText(t) + StateText(ckpt, t);
     if (!flags.no_digest) {

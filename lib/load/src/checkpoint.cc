@@ -259,9 +259,13 @@ class Loader {
     return s_.vm.values.Add(std::move(v));
   }
 
-  // AddDenseTensor adds a C-order (or Fortran-order) tensor over a whole storage.
-  Result<ValueId> AddDenseTensor(uint32_t storage, const std::vector<uint64_t>& shape, bool fortran) {
-    if (shape.size() > s_.limits.max_tensor_dims) {
+  // AddDenseTensor adds a C-order (or Fortran-order) tensor over a whole
+  // storage. `item_bytes` (numpy elements kept as raw bytes, see
+  // Tensor::numpy_dtype) adds a last dimension of that many bytes, stride 1,
+  // innermost in either order.
+  Result<ValueId> AddDenseTensor(uint32_t storage, const std::vector<uint64_t>& shape, bool fortran,
+                                 std::optional<uint64_t> item_bytes = std::nullopt) {
+    if (shape.size() + (item_bytes ? 1 : 0) > s_.limits.max_tensor_dims) {
       return MakeError(ErrorCode::kLimitExceeded, 0, "max_tensor_dims (" + Num(s_.limits.max_tensor_dims) + ") exceeded");
     }
     if (s_.vm.tensors.size() >= s_.limits.max_tensors) {
@@ -278,10 +282,19 @@ class Loader {
     }
     t.stride.assign(shape.size(), 0);
     int64_t step = 1;
+    if (item_bytes) {
+      if (*item_bytes > static_cast<uint64_t>(INT64_MAX)) return MakeError(ErrorCode::kMalformed, 0, "itemsize too large");
+      step = std::max<int64_t>(static_cast<int64_t>(*item_bytes), 1);
+    }
     for (size_t k = 0; k < shape.size(); ++k) {
       const size_t i = fortran ? k : shape.size() - 1 - k;
       t.stride[i] = step;
       step *= std::max<int64_t>(t.shape[i], 1);
+    }
+    if (item_bytes) {
+      t.shape.push_back(static_cast<int64_t>(*item_bytes));
+      t.stride.push_back(1);
+      t.num_elements *= *item_bytes;
     }
     s_.vm.tensors.push_back(std::move(t));
     Value v;
@@ -335,24 +348,40 @@ class Loader {
     return OkStatus();
   }
 
-  static Result<DType> NpyDType(const NpyArray& a, uint64_t offset) {
+  // NpyDType is the torch dtype of a numpy array, or nullopt for a dtype
+  // torch lacks (kept as raw bytes: Tensor::numpy_dtype).
+  static Result<std::optional<DType>> NpyDType(const NpyArray& a, uint64_t offset) {
     if (a.is_object) {
       return MakeError(ErrorCode::kForbiddenGlobal, offset,
                        "object array: its data is a pickle (numpy.load(allow_pickle=True) would run it); not loaded");
     }
-    if (std::optional<DType> d = DTypeFromNumpy(a.kind, a.item_size)) return *d;
-    return MakeError(ErrorCode::kUnsupportedFormat, offset, "numpy dtype '" + a.descr + "' is not supported");
+    if (std::optional<DType> d = DTypeFromNumpy(a.kind, a.item_size)) return d;
+    if (a.structured) {
+      return MakeError(ErrorCode::kUnsupportedFormat, offset,
+                       "numpy dtype " + a.descr.substr(0, 200) +
+                           " is not supported (structured and subarray dtypes are not loaded)");
+    }
+    return std::optional<DType>();
   }
 
   Result<ValueId> NpyTensor(const NpyArray& a, Bytes member, uint64_t member_base, const std::string& key,
                             bool inflated) {
-    CKG_ASSIGN_OR_RETURN(DType dtype, NpyDType(a, a.data_offset));
+    CKG_ASSIGN_OR_RETURN(std::optional<DType> dtype, NpyDType(a, a.data_offset));
     const uint64_t rel = a.data_offset - member_base;
     if (rel > member.size() || a.data_len > member.size() - rel) {
       return MakeError(ErrorCode::kTruncated, a.data_offset, "array data runs past the end", key);
     }
-    Storage st{key, "cpu", dtype, a.num_elements, member.subspan(static_cast<size_t>(rel), static_cast<size_t>(a.data_len)),
-               a.byte_order == '>' && a.item_size > 1, inflated ? 0 : a.data_offset, inflated};
+    const Bytes data = member.subspan(static_cast<size_t>(rel), static_cast<size_t>(a.data_len));
+    if (!dtype) {
+      // A dtype torch lacks: its elements as raw bytes, in the file's order.
+      Storage st{key, "cpu", DType::kUInt8, a.data_len, data, false, inflated ? 0 : a.data_offset, inflated};
+      CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
+      CKG_ASSIGN_OR_RETURN(ValueId tensor, AddDenseTensor(index, a.shape, a.fortran_order, a.item_size));
+      s_.vm.tensors.back().numpy_dtype = a.descr;
+      return tensor;
+    }
+    Storage st{key, "cpu", *dtype, a.num_elements, data, a.byte_order == '>' && a.item_size > 1,
+               inflated ? 0 : a.data_offset, inflated};
     CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
     return AddDenseTensor(index, a.shape, a.fortran_order);
   }
@@ -1069,6 +1098,10 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
     out += "\"dtype\":";
     py::AppendJsonStr(out, DTypeName(t.dtype));
     if (t.neg) out += ",\"neg\":true";
+    if (!t.numpy_dtype.empty()) {
+      out += ",\"numpy_dtype\":";
+      py::AppendJsonStr(out, t.numpy_dtype);
+    }
     out += std::string(",\"parameter\":") + (t.parameter ? "true" : "false");
     if (t.quant.scheme == QScheme::kPerTensorAffine) {
       out += ",\"q_scale\":";

@@ -965,6 +965,11 @@ Result<SaveTree> SaveTreeFromCheckpoint(const Checkpoint& ckpt, const SaveLimits
                                  std::string(QSchemeName(t.quant.scheme)) + "): the torch writer does not write "
                                  "quantized tensors");
           }
+          if (!t.numpy_dtype.empty()) {
+            return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                             "tensor " + std::to_string(v.index) + " is a numpy array of dtype " + t.numpy_dtype +
+                                 ", which torch has no dtype for");
+          }
           if (t.conj || t.neg) {
             return MakeError(ErrorCode::kUnsupportedFormat, 0,
                              "tensor " + std::to_string(v.index) + " has the " + (t.conj ? "conjugate" : "negative") +

@@ -297,6 +297,14 @@ struct Tensor {
   // complex only). ContiguousBytes and Sha256Hex apply them.
   bool conj = false;
   bool neg = false;
+  // A numpy array whose dtype torch has no equivalent of (datetime64,
+  // timedelta64, bytes, str, void, long double and its complex): numpy's
+  // dtype string as the file writes it ("<M8[ns]", "|S10", "<U5", "<f16"),
+  // with the elements kept as their raw bytes: dtype is uint8 and the last
+  // dimension of shape is numpy's itemsize (stride 1), so the digest is that
+  // of numpy's tobytes(), in the file's byte order. Empty for every other
+  // tensor. Writers refuse such tensors.
+  std::string numpy_dtype;
   // The Python attributes of an nn.Parameter saved with some
   // (_rebuild_parameter_with_state's state: a dict of name -> value, or a
   // (dict, slots dict) tuple), kept as values and never applied.

@@ -1,0 +1,118 @@
+"""Issue 17: every numpy array numpy.load reads without allow_pickle loads.
+
+Arrays whose dtype torch has no equivalent of (datetime64, timedelta64,
+bytes, str, void, long double and its complex) are made with Debian's numpy,
+saved with np.save / np.savez(_compressed), and loaded with `ckptguard inspect
+--json`: each comes back as its raw bytes (dtype uint8, numpy's itemsize as a
+last dimension) with "numpy_dtype" equal to numpy's dtype.str, and the SHA-256
+of its elements equal to that of numpy's own tobytes() (C order, the file's
+byte order). One such member no longer makes a whole .npz fail. Writers
+refuse such arrays (their bytes as uint8 would lose what they are); object
+arrays stay refused (their data is a pickle); structured arrays are refused
+with an error that says so."""
+import hashlib
+import json
+import subprocess
+
+import pytest
+
+np = pytest.importorskip("numpy")
+
+from ckg import CLI
+
+
+def inspect(path, *extra):
+    assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
+    return subprocess.run([CLI, "inspect", *extra, str(path)], capture_output=True, text=True, timeout=300)
+
+
+def inspect_json(path):
+    out = inspect(path, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+ARRAYS = {
+    "datetime_ns": np.array(["2024-01-01T00:00:00.123456789", "1970-01-01", "NaT"], dtype="datetime64[ns]"),
+    "datetime_day_be": np.array(["2001-02-03", "2024-12-05"], dtype=">M8[D]"),
+    "timedelta_s": np.arange(6, dtype="timedelta64[s]").reshape(2, 3),
+    "bytes": np.array([b"ab", b"", b"\x00\xffxyz"], dtype="S5"),
+    "str": np.array(["h\u00e9llo", "\u4e16", ""], dtype="<U5"),
+    "str_be_fortran": np.asfortranarray(np.array([["ab", "c"], ["d", "efg"]], dtype=">U3")),
+    "void": np.frombuffer(bytes(range(12)), dtype="V4"),
+    "longdouble": np.array([1.0, -2.5, np.pi], dtype=np.longdouble),
+    "clongdouble": np.array([1 + 2j, -0.5j], dtype=np.clongdouble),
+    "scalar_str": np.array("zero-d", dtype="U6"),
+    "empty_bytes": np.zeros((0, 4), dtype="S3"),
+}
+
+
+def check_raw(entry, arr):
+    arr_c = np.ascontiguousarray(arr)
+    assert entry["numpy_dtype"] == arr.dtype.str
+    assert entry["dtype"] == "uint8"
+    assert entry["shape"] == list(arr.shape) + [arr.dtype.itemsize]
+    assert entry["sha256"] == hashlib.sha256(arr_c.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(ARRAYS))
+def test_npy_of_dtypes_torch_lacks(tmp_path, name):
+    arr = ARRAYS[name]
+    path = tmp_path / (name + ".npy")
+    np.save(path, arr)
+    back = np.load(path)  # the oracle reads it without allow_pickle
+    assert back.dtype == arr.dtype and back.tobytes() == arr.tobytes()
+    got = inspect_json(path)
+    assert list(got["tensors"]) == [""], got["tensors"]
+    check_raw(got["tensors"][""], arr)
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_with_such_members_loads_whole(tmp_path, save):
+    path = tmp_path / "mixed.npz"
+    plain = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save(path, plain=plain, when=ARRAYS["datetime_ns"], names=ARRAYS["str"])
+    got = inspect_json(path)["tensors"]
+    assert sorted(got) == ["names", "plain", "when"]
+    assert "numpy_dtype" not in got["plain"]
+    assert got["plain"]["dtype"] == "float32" and got["plain"]["shape"] == [3, 4]
+    assert got["plain"]["sha256"] == hashlib.sha256(plain.tobytes()).hexdigest()
+    check_raw(got["when"], ARRAYS["datetime_ns"])
+    check_raw(got["names"], ARRAYS["str"])
+
+
+def test_text_output_names_the_numpy_dtype(tmp_path):
+    path = tmp_path / "when.npy"
+    np.save(path, ARRAYS["datetime_ns"])
+    out = inspect(path)
+    assert out.returncode == 0, out.stderr
+    assert "numpy <M8[ns] as bytes: uint8 [3, 8]" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("to", ["safetensors", "torch"])
+def test_convert_refuses_such_arrays(tmp_path, to):
+    src = tmp_path / "names.npz"
+    np.savez(src, names=ARRAYS["str"])
+    dst = tmp_path / ("out." + ("safetensors" if to == "safetensors" else "pt"))
+    out = subprocess.run([CLI, "convert", str(src), str(dst), "--to", to], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "<U5" in out.stderr and "numpy dtype" in out.stderr, out.stderr
+    assert not dst.exists()
+
+
+def test_structured_arrays_are_refused_saying_so(tmp_path):
+    path = tmp_path / "rec.npy"
+    np.save(path, np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8", (2,))]))
+    out = inspect(path)
+    assert out.returncode != 0
+    assert "structured" in out.stderr, out.stderr
+
+
+def test_object_arrays_stay_refused(tmp_path):
+    path = tmp_path / "obj.npy"
+    np.save(path, np.array([1, "a", None], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        np.load(path)  # numpy itself refuses without allow_pickle
+    out = inspect(path)
+    assert out.returncode != 0
+    assert "object array" in out.stderr, out.stderr
