@@ -133,7 +133,7 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
         case ValueKind::kTensor: {
           const Tensor& t = ckpt.tensors()[v.index];
           return std::string(t.parameter ? "Parameter " : "tensor ") + std::string(DTypeName(t.dtype)) + " " +
-                 Dims(t.shape) + QuantText(t);
+                 Dims(t.shape) + QuantText(t) + (t.numpy_dtype.empty() ? "" : " (numpy " + Printable(t.numpy_dtype) + ")");
         }
         default: return "<" + std::string(ValueKindName(v.kind)) + ">";
       }

@@ -967,7 +967,7 @@ Result<SaveTree> SaveTreeFromCheckpoint(const Checkpoint& ckpt, const SaveLimits
           }
           if (!t.numpy_dtype.empty()) {
             return MakeError(ErrorCode::kUnsupportedFormat, 0,
-                             "tensor " + std::to_string(v.index) + " is a numpy array of dtype " + t.numpy_dtype +
+                             "tensor " + std::to_string(v.index) + " has numpy dtype " + t.numpy_dtype +
                                  ", which torch has no dtype for");
           }
           if (t.conj || t.neg) {
