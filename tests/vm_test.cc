@@ -1362,6 +1362,47 @@ BOOST_AUTO_TEST_CASE(RebuildTensorV2ArgumentChecks) {
   RunTable(c);
 }
 
+// torch 2.x's newer dtypes (torch.storage._new_dtypes), which it writes only
+// as UntypedStorage + _rebuild_tensor_v3(..., torch.<dtype>): each loads with
+// its element size, and one byte short of the view is refused.
+BOOST_AUTO_TEST_CASE(RebuildTensorV3NewerDtypes) {
+  const struct {
+    const char* name;
+    DType dtype;
+    int64_t size;
+  } kCases[] = {
+      {"float8_e5m2fnuz", DType::kFloat8E5M2FNUZ, 1}, {"float8_e4m3fnuz", DType::kFloat8E4M3FNUZ, 1},
+      {"float8_e8m0fnu", DType::kFloat8E8M0FNU, 1},   {"float4_e2m1fn_x2", DType::kFloat4E2M1FNx2, 1},
+      {"complex32", DType::kComplex32, 4},            {"bits8", DType::kBits8, 1},
+      {"bits16", DType::kBits16, 2},                  {"bits1x8", DType::kBits1x8, 1},
+      {"bits2x4", DType::kBits2x4, 1},                {"bits4x2", DType::kBits4x2, 1},
+      {"uint1", DType::kUInt1, 1},                    {"uint4", DType::kUInt4, 1},
+      {"uint7", DType::kUInt7, 1},                    {"int1", DType::kInt1, 1},
+      {"int4", DType::kInt4, 1},                      {"int7", DType::kInt7, 1},
+  };
+  for (const auto& c : kCases) {
+    BOOST_TEST_CONTEXT(c.name) {
+      BOOST_TEST(DTypeName(c.dtype) == c.name);
+      BOOST_TEST(DTypeSize(c.dtype) == static_cast<uint32_t>(c.size));
+      BOOST_TEST((ParseDType(c.name) == c.dtype));
+      Pk p;
+      p.TensorV3("u", 6 * c.size, 0, {2, 3}, {3, 1}, c.name).Stop();
+      VmRun vm;
+      vm.records["u"] = std::string(static_cast<size_t>(6 * c.size), '\0');
+      const Result<ValueId> root = vm.Run(p);
+      BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+      CheckTensor(vm.T(*root), {c.dtype, {2, 3}, {3, 1}, 0, false, false, 6});
+      Pk q;
+      q.TensorV3("u", 6 * c.size - 1, 0, {2, 3}, {3, 1}, c.name).Stop();
+      VmRun short_vm;
+      short_vm.records["u"] = std::string(static_cast<size_t>(6 * c.size - 1), '\0');
+      const Result<ValueId> refused = short_vm.Run(q);
+      BOOST_REQUIRE(!refused);
+      BOOST_CHECK_MESSAGE(refused.error().detail.find("reaches past storage") != std::string::npos, refused.error().detail);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(RebuildTensorV3AndParameters) {
   using O = Opcode;
   {

@@ -12,7 +12,7 @@ struct DTypeInfo {
   uint32_t swap_unit;
 };
 
-constexpr std::array<DTypeInfo, 20> kDTypes = {{
+constexpr std::array<DTypeInfo, 44> kDTypes = {{
     {DType::kFloat32, "float32", 4, 4},      {DType::kFloat64, "float64", 8, 8},
     {DType::kFloat16, "float16", 2, 2},      {DType::kBFloat16, "bfloat16", 2, 2},
     {DType::kInt8, "int8", 1, 1},            {DType::kUInt8, "uint8", 1, 1},
@@ -23,6 +23,18 @@ constexpr std::array<DTypeInfo, 20> kDTypes = {{
     {DType::kComplex128, "complex128", 16, 8}, {DType::kFloat8E5M2, "float8_e5m2", 1, 1},
     {DType::kFloat8E4M3FN, "float8_e4m3fn", 1, 1}, {DType::kQInt8, "qint8", 1, 1},
     {DType::kQUInt8, "quint8", 1, 1},        {DType::kQInt32, "qint32", 4, 4},
+    {DType::kFloat8E5M2FNUZ, "float8_e5m2fnuz", 1, 1}, {DType::kFloat8E4M3FNUZ, "float8_e4m3fnuz", 1, 1},
+    {DType::kFloat8E8M0FNU, "float8_e8m0fnu", 1, 1}, {DType::kFloat4E2M1FNx2, "float4_e2m1fn_x2", 1, 1},
+    {DType::kComplex32, "complex32", 4, 2},  {DType::kBits8, "bits8", 1, 1},
+    {DType::kBits16, "bits16", 2, 2},        {DType::kBits1x8, "bits1x8", 1, 1},
+    {DType::kBits2x4, "bits2x4", 1, 1},      {DType::kBits4x2, "bits4x2", 1, 1},
+    {DType::kUInt1, "uint1", 1, 1},          {DType::kUInt2, "uint2", 1, 1},
+    {DType::kUInt3, "uint3", 1, 1},          {DType::kUInt4, "uint4", 1, 1},
+    {DType::kUInt5, "uint5", 1, 1},          {DType::kUInt6, "uint6", 1, 1},
+    {DType::kUInt7, "uint7", 1, 1},          {DType::kInt1, "int1", 1, 1},
+    {DType::kInt2, "int2", 1, 1},            {DType::kInt3, "int3", 1, 1},
+    {DType::kInt4, "int4", 1, 1},            {DType::kInt5, "int5", 1, 1},
+    {DType::kInt6, "int6", 1, 1},            {DType::kInt7, "int7", 1, 1},
 }};
 
 const DTypeInfo& Info(DType dtype) {

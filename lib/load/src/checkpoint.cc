@@ -320,7 +320,7 @@ class Loader {
         {"I64", DType::kInt64},   {"I32", DType::kInt32},    {"I16", DType::kInt16},   {"I8", DType::kInt8},
         {"U64", DType::kUInt64},  {"U32", DType::kUInt32},   {"U16", DType::kUInt16},  {"U8", DType::kUInt8},
         {"BOOL", DType::kBool},   {"C64", DType::kComplex64}, {"F8_E5M2", DType::kFloat8E5M2},
-        {"F8_E4M3", DType::kFloat8E4M3FN},
+        {"F8_E4M3", DType::kFloat8E4M3FN}, {"F8_E8M0", DType::kFloat8E8M0FNU},
     };
     for (const auto& [n, d] : kMap) {
       if (n == name) return d;
@@ -814,7 +814,7 @@ void ForEachChunk(const Tensor& t, const Storage& st, Fn&& fn) {
   // The lazy conjugate and negative bits flip sign bits (the top bit of a
   // scalar's last byte once little-endian): conj the imaginary half of a
   // complex element, neg every scalar.
-  const bool is_complex = t.dtype == DType::kComplex64 || t.dtype == DType::kComplex128;
+  const bool is_complex = t.dtype == DType::kComplex64 || t.dtype == DType::kComplex128 || t.dtype == DType::kComplex32;
   const bool flip_imag = (t.conj && is_complex) != t.neg;  // a conjugate negated leaves the imaginary part
   const bool flip_real = t.neg;
   const bool flip = flip_imag || flip_real;

@@ -891,7 +891,10 @@ class Vm {
     switch (d) {
       case DType::kFloat32: case DType::kFloat64: case DType::kFloat16: case DType::kBFloat16:
       case DType::kComplex64: case DType::kComplex128: case DType::kFloat8E5M2: case DType::kFloat8E4M3FN:
+      case DType::kComplex32:
         return true;
+      // Not the fnuz and e8m0 float8s: they have no negative zero (0x80 is
+      // their NaN) or no sign at all, so flipping a sign bit is not negation.
       default:
         return false;
     }

@@ -22,9 +22,10 @@ namespace {
 // F8_E5M2, F8_E4M3, F8_E8M0, I16, U16, F16, BF16, I32, U32, F32, C64, F64,
 // I64, U64 (the sub-byte and E8M0 types have no DType here; leaving them out
 // keeps the relative order of the rest).
-constexpr std::array<std::pair<DType, std::string_view>, 16> kNames = {{
+constexpr std::array<std::pair<DType, std::string_view>, 17> kNames = {{
     {DType::kBool, "BOOL"},        {DType::kUInt8, "U8"},       {DType::kInt8, "I8"},
-    {DType::kFloat8E5M2, "F8_E5M2"}, {DType::kFloat8E4M3FN, "F8_E4M3"}, {DType::kInt16, "I16"},
+    {DType::kFloat8E5M2, "F8_E5M2"}, {DType::kFloat8E4M3FN, "F8_E4M3"}, {DType::kFloat8E8M0FNU, "F8_E8M0"},
+    {DType::kInt16, "I16"},
     {DType::kUInt16, "U16"},       {DType::kFloat16, "F16"},    {DType::kBFloat16, "BF16"},
     {DType::kInt32, "I32"},        {DType::kUInt32, "U32"},     {DType::kFloat32, "F32"},
     {DType::kComplex64, "C64"},    {DType::kFloat64, "F64"},    {DType::kInt64, "I64"},

@@ -16,6 +16,14 @@ enum class DType : uint8_t {
   kBool, kComplex64, kComplex128,
   kFloat8E5M2, kFloat8E4M3FN,
   kQInt8, kQUInt8, kQInt32,
+  // torch 2.x's newer dtypes (torch.storage._new_dtypes: written only as
+  // UntypedStorage + _rebuild_tensor_v3). The sub-byte ones hold one value
+  // (uint1..7, int1..7) or a packed pair/quad/octet (float4_e2m1fn_x2,
+  // bits1x8, bits2x4, bits4x2) per byte; their element size is 1.
+  kFloat8E5M2FNUZ, kFloat8E4M3FNUZ, kFloat8E8M0FNU, kFloat4E2M1FNx2, kComplex32,
+  kBits8, kBits16, kBits1x8, kBits2x4, kBits4x2,
+  kUInt1, kUInt2, kUInt3, kUInt4, kUInt5, kUInt6, kUInt7,
+  kInt1, kInt2, kInt3, kInt4, kInt5, kInt6, kInt7,
 };
 
 // DTypeName: "float32", ... as torch prints str(dtype) without "torch.".
