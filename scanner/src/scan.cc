@@ -781,6 +781,9 @@ class Scanner {
           break;
         }
         case AllowAction::kRebuildQTensor:  // judged as before it was loaded (unknown result)
+        case AllowAction::kRebuildSparse:   // likewise: a tensor of component tensors, no call
+        case AllowAction::kRebuildMeta:
+        case AllowAction::kGetLayout:       // a layout constant by name
         case AllowAction::kRecord:          // a record the user vouched for: its result is not data the scan models
         case AllowAction::kUnsupported:
           break;
