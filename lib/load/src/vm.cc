@@ -1211,6 +1211,7 @@ class Vm {
       out.num_elements = size.second;
     }
     out.dtype = state_.tensors[out.sparse.values].dtype;
+    out.sparse.offset = op.offset;
     return AddTensor(op, std::move(out));
   }
 

@@ -155,6 +155,7 @@ struct SparseParts {
   // COO from torch >= 2.1: the is_coalesced item of the file (nullopt when
   // absent, as torch 1.x writes it).
   std::optional<bool> coalesced;
+  uint64_t offset = 0;  // byte offset of the REDUCE that rebuilt it (errors of later checks name it)
 };
 
 // Tensor is a strided view of a storage, exactly as torch describes it:
