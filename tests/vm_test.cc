@@ -2457,6 +2457,38 @@ BOOST_AUTO_TEST_CASE(NumpyArraysBecomeTensorsAndScalarsValues) {
   BOOST_TEST(vm.Text(t.items[2]) == "9223372036854775809");
 }
 
+BOOST_AUTO_TEST_CASE(DeviceTensorFromNumpyIsTheArray) {
+  using O = Opcode;
+  // _rebuild_device_tensor_from_numpy(<Fortran int16 array as above>, torch.<dtype>, 'xla:0', True)
+  auto pickle = [](std::string_view torch_dtype) {
+    Pk p;
+    p.Global("torch._utils", "_rebuild_device_tensor_from_numpy").Mark();
+    p.Global("numpy.core.multiarray", "_reconstruct").Mark().Global("numpy", "ndarray").Int(0).Op(O::kTuple1);
+    p.ShortBytes("b").Op(O::kTuple).Op(O::kReduce);
+    p.Mark().Int(1).Int(2).Int(2).Op(O::kTuple2);
+    p.Global("numpy", "dtype").Mark().Str("i2").Bool(false).Bool(true).Op(O::kTuple).Op(O::kReduce);
+    p.Mark().Int(3).Str("<").None().None().None().Int(-1).Int(-1).Int(0).Op(O::kTuple).Op(O::kBuild);
+    p.Bool(true).ShortBytes(std::string("\x01\x00\x02\x00\x03\x00\x04\x00", 8)).Op(O::kTuple).Op(O::kBuild);
+    p.Global("torch", torch_dtype).Str("xla:0").Bool(true).Op(O::kTuple).Op(O::kReduce);
+    return p;
+  };
+  {
+    Pk p = pickle("int16");
+    VmRun vm;
+    const Result<ValueId> root = vm.Run(p.Stop());
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    const Tensor& t = vm.T(*root);
+    CheckTensor(t, {DType::kInt16, {2, 2}, {1, 2}, 0, false, true, 4});
+    BOOST_TEST(t.HasData());
+  }
+  RunTable({Bad("another dtype", pickle("float32"), kUnsupported,
+                "_rebuild_device_tensor_from_numpy: converting the array's int16 to float32 is not supported")});
+  RunTable({Bad("data not an array",
+                Pk().Global("torch._utils", "_rebuild_device_tensor_from_numpy").Mark().Int(1).Global("torch", "int16")
+                    .Str("xla:0").Bool(false).Op(O::kTuple).Op(O::kReduce),
+                kUnsupported, "data must be a numpy array (which loads as a tensor when records are on), not int")});
+}
+
 BOOST_AUTO_TEST_CASE(RecordsOffLoadOnlyWhatWeightsOnlyLoads) {
   using O = Opcode;
   Pk p;

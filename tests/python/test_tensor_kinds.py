@@ -465,3 +465,64 @@ def test_hostile_compressed_indices_are_refused_naming_the_problem(tmp_path, nam
     out = run_text("inspect", "--json", path)
     assert out.returncode != 0
     assert needle in out.stderr, out.stderr
+
+
+# --- tensors of devices without storage, saved as numpy arrays -----------------
+
+def numpy_reduce(device):
+    """torch's reduction of an XLA/ORT/privateuse1 tensor (torch/_tensor.py),
+    for every strided tensor, with `device` as the device string."""
+    def reduce(self, proto):
+        if self.layout == torch.strided and not self.is_meta:
+            return (torch._utils._rebuild_device_tensor_from_numpy,
+                    (self.detach().numpy(), self.dtype, device, self.requires_grad))
+        return ORIGINAL_REDUCE(self, proto)
+    return reduce
+
+
+def numpy_state():
+    return {
+        "f32": torch.arange(12, dtype=torch.float32).reshape(3, 4) / 7,
+        "i64": torch.tensor([1, -2, 3]),
+        "f16_t": torch.arange(6, dtype=torch.float16).reshape(2, 3).t(),  # a Fortran-order array
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+    }
+
+
+def test_device_tensors_from_numpy_load_as_torch_loads_them(tmp_path):
+    # torch 1.13 cannot make an XLA tensor; "cpu" lets it load the file as
+    # torch.from_numpy(data).to(dtype, device) does for any device.
+    path = tmp_path / "np.pt"
+    save(numpy_state(), path, numpy_reduce("cpu"))
+    want = torch.load(path)  # the numpy globals are not weights-only for torch either
+    got = inspect_json(path)["tensors"]
+    assert sorted(got) == sorted(want)
+    for key, t in want.items():
+        assert got[key]["dtype"] == str(t.dtype).removeprefix("torch."), key
+        assert got[key]["shape"] == list(t.shape), key
+        assert got[key]["stride"] == list(t.stride()), key
+        assert got[key]["sha256"] == digest(t), key
+    # The device a file names does not change the values.
+    xla = tmp_path / "xla.pt"
+    save(numpy_state(), xla, numpy_reduce("xla:0"))
+    assert {k: v["sha256"] for k, v in inspect_json(xla)["tensors"].items()} == {
+        k: v["sha256"] for k, v in got.items()}
+
+
+def test_device_tensor_from_numpy_of_another_dtype_is_refused(tmp_path):
+    # torch 2.x writes a bfloat16 tensor as a float32 array and converts on
+    # load; the file's data are not the tensor's, and ckptguard says so.
+    def reduce(self, proto):
+        return (torch._utils._rebuild_device_tensor_from_numpy,
+                (self.detach().numpy(), torch.bfloat16, "xla:0", False))
+    path = tmp_path / "bf16.pt"
+    save({"x": torch.arange(3.0)}, path, reduce)
+    out = run_text("inspect", "--json", path)
+    assert out.returncode != 0
+    assert "converting the array's float32 to bfloat16 is not supported" in out.stderr, out.stderr
+    # --weights-only loads no numpy arrays (torch's weights_only refuses the
+    # numpy globals), so the rebuild never gets an array.
+    out = run_text("inspect", "--weights-only", "--json", tmp_path / "bf16.pt")
+    assert out.returncode != 0
+    assert "numpy" in out.stderr, out.stderr

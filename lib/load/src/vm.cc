@@ -1242,7 +1242,46 @@ class Vm {
     return AddTensor(op, std::move(t));
   }
 
-  // AddTensor adds a tensor without storage (sparse, meta) to the table.
+  // RebuildFromNumpy is _rebuild_device_tensor_from_numpy(data, dtype,
+  // device, requires_grad): torch.from_numpy(data).to(dtype=dtype,
+  // device=device), as torch writes tensors of devices without storages
+  // (XLA, ORT, privateuse1). The array has loaded as a tensor (numpy arrays
+  // are declared records); a dtype other than the array's own would be a
+  // conversion (torch 2.x writes bfloat16 as a float32 array), which is
+  // refused rather than made. The device is not kept: data is on the host.
+  Result<ValueId> RebuildFromNumpy(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+    CKG_TRY(Arity(op, fn, args.size(), 4, 4));
+    const Value& data = Get(args[0]);
+    if (data.kind != ValueKind::kTensor) {
+      return Fail(ErrorCode::kUnsupportedFormat, op,
+                  fn + ": data must be a numpy array (which loads as a tensor when records are on), not " +
+                      (data.kind == ValueKind::kRecord ? "a record of '" + data.text + "'"
+                                                       : std::string(ValueKindName(data.kind))));
+    }
+    const Value& d = Get(args[1]);
+    if (d.kind != ValueKind::kDtype) {
+      return Malformed(op, fn + ": dtype must be a dtype, not " + std::string(ValueKindName(d.kind)));
+    }
+    const Value& device = Get(args[2]);
+    if (device.kind != ValueKind::kStr || device.text.size() > 64) {
+      return Malformed(op, fn + ": device must be a short str");
+    }
+    CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[3], "requires_grad"));
+    Tensor t = state_.tensors[data.index];
+    if (!t.HasData() || t.quant.scheme != QScheme::kNone || t.parameter) {
+      return Malformed(op, fn + ": data must be a numpy array");
+    }
+    if (t.dtype != d.dtype) {
+      return Fail(ErrorCode::kUnsupportedFormat, op,
+                  fn + ": converting the array's " + std::string(DTypeName(t.dtype)) + " to " +
+                      std::string(DTypeName(d.dtype)) + " is not supported (only the array's own dtype loads)");
+    }
+    t.requires_grad = requires_grad;
+    return AddTensor(op, std::move(t));
+  }
+
+  // AddTensor adds a tensor made without MakeTensor (sparse, meta, or a
+  // copy of a checked one) to the table.
   Result<ValueId> AddTensor(const PickleOp& op, Tensor&& t) {
     if (state_.tensors.size() >= limits_.max_tensors) {
       return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensors", limits_.max_tensors));
@@ -1338,6 +1377,8 @@ class Vm {
         return RebuildMeta(op, fn, args);
       case AllowAction::kGetLayout:
         return GetLayout(op, fn, args);
+      case AllowAction::kRebuildFromNumpy:
+        return RebuildFromNumpy(op, fn, args);
       case AllowAction::kRebuildParameter:
       case AllowAction::kRebuildParameterWithState: {
         const bool with_state = action == AllowAction::kRebuildParameterWithState;
