@@ -1387,6 +1387,8 @@ BOOST_AUTO_TEST_CASE(RebuildSparseHostile) {
                   kMalformed, "crow_indices has 4 entries in its last dimension, expected 3"));
   c.push_back(Bad("CSC ccol_indices of the wrong length", Compressed("sparse_csc", "int32", {3}, {2}, {2}, {2, 5}),
                   kMalformed, "ccol_indices has 3 entries in its last dimension, expected 6"));
+  c.push_back(Bad("CSR of 2^63-1 rows", Compressed("sparse_csr", "int32", {3}, {2}, {2}, {kI64Max, 1}), kMalformed,
+                  "crow_indices has 3 entries in its last dimension, expected 9223372036854775808"));
   c.push_back(Bad("CSR nnz disagrees", Compressed("sparse_csr", "int32", {3}, {2}, {3}, {2, 5}), kMalformed,
                   "col_indices gives 2 elements (nnz), values 3"));
   c.push_back(Bad("CSR batch disagrees", Compressed("sparse_csr", "int32", {2, 3}, {3, 2}, {2, 2}, {2, 2, 5}),

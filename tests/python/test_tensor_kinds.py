@@ -442,6 +442,7 @@ HOSTILE_CSR = {
     "crow_indices not ending at nnz": (lambda c, p: (edited(c, 4, 4), p), "crow_indices of batch 0 does not end at nnz 5"),
     "crow_indices not starting at 0": (lambda c, p: (edited(c, 0, 1), p), "crow_indices of batch 0 does not start at 0"),
     "crow_indices decreasing": (lambda c, p: (edited(c, 2, 0), p), "crow_indices[2] - crow_indices[1] = -1 is not in [0, 6]"),
+    "crow_indices past nnz in the middle": (lambda c, p: (edited(c, 1, 6), p), "crow_indices[1] = 6 is past nnz 5"),
     "col_indices past the columns": (lambda c, p: (c, edited(p, 0, 6)), "col_indices[0] = 6 is out of range [0, 6)"),
     "col_indices unsorted": (lambda c, p: (c, edited(edited(p, 3, 5), 4, 0)),
                              "col_indices are not sorted and distinct within crow_indices[3]:crow_indices[4]"),

@@ -1348,6 +1348,11 @@ static Status CheckSparseIndices(const Checkpoint& ckpt) {
       for (uint64_t i = 1; i < ncompressed; ++i) {
         const int64_t lo = at(ibytes, ix.dtype, c0 + i - 1);
         const int64_t hi = at(ibytes, ix.dtype, c0 + i);
+        if (hi > static_cast<int64_t>(nnz)) {
+          // Checked before the plain indices of the slice are read: they end at nnz.
+          return refuse(std::string(cname) + "[" + Num(c0 + i) + "] = " + std::to_string(hi) + " is past nnz " +
+                        Num(nnz));
+        }
         if (hi < lo || hi - lo > nplain) {
           return refuse(std::string(cname) + "[" + Num(c0 + i) + "] - " + cname + "[" + Num(c0 + i - 1) + "] = " +
                         std::to_string(hi - lo) + " is not in [0, " + std::to_string(nplain) + "]");

@@ -1195,9 +1195,10 @@ class Vm {
                                  std::to_string(block_rows) + ", " + std::to_string(block_cols) + ")");
       }
       const int64_t ncompressed = rows ? nrows / block_rows : ncols / block_cols;
-      if (compressed.shape[batch] != ncompressed + 1) {
+      if (compressed.shape[batch] - 1 != ncompressed) {  // (ncompressed + 1 may not fit an int64)
         return Malformed(op, what + ": " + compressed_name + " has " + std::to_string(compressed.shape[batch]) +
-                                 " entries in its last dimension, expected " + std::to_string(ncompressed + 1));
+                                 " entries in its last dimension, expected " +
+                                 std::to_string(static_cast<uint64_t>(ncompressed) + 1));
       }
       if (plain.shape[batch] != values.shape[batch]) {
         return Malformed(op, what + ": " + plain_name + " gives " + std::to_string(plain.shape[batch]) +
