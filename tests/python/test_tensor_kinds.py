@@ -388,6 +388,21 @@ def test_sparse_and_meta_tensors_are_not_converted_to_safetensors(tmp_path, kind
     assert not (tmp_path / "out.safetensors").exists()
 
 
+@pytest.mark.parametrize("kind", ["sparse", "meta"])
+@pytest.mark.parametrize("prefix", [[], ["--prefix", "sd"]])
+def test_sparse_and_meta_tensors_are_not_converted_to_torch(tmp_path, kind, prefix):
+    # The whole tree (the torch writer) and a sub-dict (convert's own copy)
+    # both refuse them rather than write a tensor with no data or dense data.
+    path = tmp_path / "in.pt"
+    save({"sd": {"x": coo() if kind == "sparse" else torch.empty(2, device="meta")}}, path)
+    out = run_text("convert", *prefix, path, tmp_path / "out.pt")
+    assert out.returncode != 0
+    want = ("sparse_coo tensor: the torch writer does not write sparse tensors" if kind == "sparse"
+            else "meta tensor: the torch writer does not write meta tensors")
+    assert (want if not prefix else kind + " tensors are not written by convert --to torch") in out.stderr, out.stderr
+    assert not (tmp_path / "out.pt").exists()
+
+
 def hostile_reduce(edit):
     """torch 1.13's reduction of a COO tensor with its data edited."""
     def reduce(self, proto):
