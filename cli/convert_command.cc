@@ -106,6 +106,18 @@ class SafetensorsOut {
       return MakeError(ErrorCode::kUnsupportedFormat, 0,
                        name + ": numpy dtype " + t.numpy_dtype + " has no safetensors dtype");
     }
+    if (t.meta) {
+      return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                       name + ": a meta tensor (" + std::string(DTypeName(t.dtype)) +
+                           ") has no data to write to safetensors");
+    }
+    if (t.layout != TensorLayout::kStrided) {
+      // safetensors holds dense arrays; the dense form is not the file's data
+      // (and may be far larger than it).
+      return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                       name + ": a sparse tensor (" + std::string(TensorLayoutName(t.layout)) +
+                           ") has no place in safetensors");
+    }
     // The conjugate and negative bits make other values of the same bytes.
     const auto key = std::make_tuple(source, t.storage, t.storage_offset, t.shape, t.stride,
                                      static_cast<int>(t.dtype) | (t.conj ? 0x100 : 0) | (t.neg ? 0x200 : 0));
@@ -214,6 +226,10 @@ int ToTorch(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
       }
       if (!t.numpy_dtype.empty()) {
         return Fail(flags.input, nt.path + ": numpy dtype " + t.numpy_dtype + " has no torch dtype");
+      }
+      if (!t.HasData()) {
+        return Fail(flags.input, nt.path + ": " + (t.meta ? std::string("meta") : std::string("sparse")) +
+                                     " tensors are not written by convert --to torch");
       }
       Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(nt.tensor);
       if (!bytes) return Fail(flags.input, nt.path + ": " + bytes.error().ToString());

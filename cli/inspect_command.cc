@@ -63,6 +63,30 @@ std::string QuantText(const Tensor& t) {
   }
 }
 
+// SparseParts names a sparse tensor's components as torch's accessors do:
+// (name, tensor index) in the order --json lists them.
+std::vector<std::pair<std::string, uint32_t>> SparsePartsOf(const Tensor& t) {
+  if (t.layout == TensorLayout::kStrided) return {};
+  if (t.layout == TensorLayout::kSparseCoo) return {{"indices", t.sparse.indices}, {"values", t.sparse.values}};
+  const bool rows = t.layout == TensorLayout::kSparseCsr || t.layout == TensorLayout::kSparseBsr;
+  return {{rows ? "crow_indices" : "ccol_indices", t.sparse.indices},
+          {rows ? "col_indices" : "row_indices", t.sparse.plain_indices},
+          {"values", t.sparse.values}};
+}
+
+// KindText is what the text output adds for a tensor without data of its
+// own: "meta", or the sparse layout and its components' dtypes and shapes.
+std::string KindText(const Checkpoint& ckpt, const Tensor& t) {
+  if (t.meta) return " meta (no data)";
+  if (t.layout == TensorLayout::kStrided) return "";
+  std::string out = " " + std::string(TensorLayoutName(t.layout));
+  for (const auto& [name, index] : SparsePartsOf(t)) {
+    const Tensor& c = ckpt.tensors()[index];
+    out += " " + name + " " + std::string(DTypeName(c.dtype)) + " " + JsonDims(c.shape);
+  }
+  return out;
+}
+
 // StateText names the attributes of a Parameter saved with some
 // (_rebuild_parameter_with_state); --json has their values.
 std::string StateText(const Checkpoint& ckpt, const Tensor& t) {
@@ -133,7 +157,10 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
         case ValueKind::kTensor: {
           const Tensor& t = ckpt.tensors()[v.index];
           return std::string(t.parameter ? "Parameter " : "tensor ") + std::string(DTypeName(t.dtype)) + " " +
-                 Dims(t.shape) + QuantText(t) + (t.numpy_dtype.empty() ? "" : " (numpy " + Printable(t.numpy_dtype) + ")");
+                 Dims(t.shape) + QuantText(t) + (t.meta ? " meta" : t.layout != TensorLayout::kStrided
+                                                                         ? " " + std::string(TensorLayoutName(t.layout))
+                                                                         : std::string()) +
+                 (t.numpy_dtype.empty() ? "" : " (numpy " + Printable(t.numpy_dtype) + ")");
         }
         default: return "<" + std::string(ValueKindName(v.kind)) + ">";
       }
@@ -200,12 +227,20 @@ Status PrintTensors(const Checkpoint& ckpt, const InspectFlags& flags, std::ostr
     const Tensor& t = ckpt.tensors()[nt.tensor];
     text += "  " + Printable(nt.path) + "  " +
             (t.numpy_dtype.empty() ? "" : "numpy " + Printable(t.numpy_dtype) + " as bytes: ") +
-            std::string(DTypeName(t.dtype)) + " " + JsonDims(t.shape) + " stride " +
-            JsonDims(t.stride) + " offset " + std::to_string(t.storage_offset) + (t.parameter ? " parameter" : "") +
-            QuantText(t) + StateText(ckpt, t);
-    if (!flags.no_digest) {
+            std::string(DTypeName(t.dtype)) + " " + JsonDims(t.shape);
+    if (t.layout == TensorLayout::kStrided) {
+      text += " stride " + JsonDims(t.stride) + (t.meta ? "" : " offset " + std::to_string(t.storage_offset));
+    }
+    text += (t.parameter ? " parameter" : "") + QuantText(t) + KindText(ckpt, t) + StateText(ckpt, t);
+    if (!flags.no_digest && t.HasData()) {
       CKG_ASSIGN_OR_RETURN(std::string digest, ckpt.Sha256Hex(nt.tensor));
       text += "  sha256 " + digest;
+    } else if (!flags.no_digest) {
+      // A sparse tensor's digests are its components' (a meta tensor has none).
+      for (const auto& [name, index] : SparsePartsOf(t)) {
+        CKG_ASSIGN_OR_RETURN(std::string digest, ckpt.Sha256Hex(index));
+        text += "  " + name + " sha256 " + digest;
+      }
     }
     text += "\n";
   }
@@ -352,7 +387,16 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
                      "conj"/"neg": true for torch 2.x's lazy conjugate and
                      negative bits (sha256 is of the values torch gives);
                      "state": a Parameter's Python attributes (a skeleton
-                     value)
+                     value). A meta tensor ("meta": true) has dtype, shape
+                     and stride and no sha256. A sparse tensor has "layout"
+                     (sparse_coo, sparse_csr, sparse_csc, sparse_bsr,
+                     sparse_bsc), its dense "shape", "sparse_dim",
+                     "dense_dim", COO's "is_coalesced" when the file has it,
+                     and its components as torch's accessors name them
+                     ("indices"/"crow_indices"/"ccol_indices",
+                     "col_indices"/"row_indices", "values"), each {dtype,
+                     shape, stride, storage_offset, sha256}; no sha256 or
+                     stride of its own (no dense data is made)
     skeleton         the top object, tensors as "<tensor>", records as
                      {"__record__": class, "form": "call"|"new"|"member",
                      "args": [...], "state": [[name, value], ...]}: {"__dict__":

@@ -9,7 +9,9 @@
 //    unwrapped bytes, which are not checked), or the inflated data of the
 //    deflated zip entry the error names;
 //  * on success, every tensor's StorageBytes lies inside its storage's bytes
-//    (empty for an empty tensor, at least one element otherwise);
+//    (empty for an empty tensor, at least one element otherwise); a meta or
+//    sparse tensor covers none, refuses Sha256Hex with kUnsupportedFormat,
+//    and a sparse one's components are tensors with data of the table;
 //  * a quantized tensor's per-channel parameters have one value per channel,
 //    and Dequantize succeeds (or a limit ends it) with every element;
 //  * NamedTensors and DescribeJson succeed or fail with kLimitExceeded;
@@ -124,6 +126,31 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
   const auto& storages = ck.storages();
   for (uint32_t i = 0; i < tensors.size(); ++i) {
     const ckptguard::Tensor& t = tensors[i];
+    if (!t.HasData()) {
+      // A meta tensor (shape, no data) or a sparse one (its data are its
+      // component tensors, strided tensors with data of the same table).
+      Check(ck.StorageBytes(i).empty(), "a tensor without data covers no bytes");
+      if (t.meta) {
+        Check(t.layout == ckptguard::TensorLayout::kStrided && t.shape.size() == t.stride.size(),
+              "a meta tensor is strided, shape and stride of one rank");
+      } else {
+        const ckptguard::SparseParts& sp = t.sparse;
+        const bool coo = t.layout == ckptguard::TensorLayout::kSparseCoo;
+        Check(t.stride.empty(), "a sparse tensor has no stride");
+        Check(sp.indices < tensors.size() && sp.values < tensors.size() && (coo || sp.plain_indices < tensors.size()),
+              "sparse components in range");
+        Check(tensors[sp.indices].HasData() && tensors[sp.values].HasData() &&
+                  (coo || tensors[sp.plain_indices].HasData()),
+              "sparse components are strided tensors with data");
+      }
+      if (digests) {
+        Result<std::string> digest = ck.Sha256Hex(i);
+        Check(!digest.has_value() && digest.error().code == ErrorCode::kUnsupportedFormat,
+              "Sha256Hex of a tensor without data fails with kUnsupportedFormat",
+              digest ? *digest : digest.error().ToString());
+      }
+      continue;
+    }
     Check(t.storage < storages.size(), "tensor storage index in range");
     Check(t.shape.size() == t.stride.size(), "shape and stride have the same rank");
     const ckptguard::Storage& st = storages[t.storage];

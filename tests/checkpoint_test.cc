@@ -48,7 +48,7 @@ std::vector<std::string> BenignWithExpectations() {
 
 // Files that are not plain weights: refused with a precise error, never a
 // wrong value.
-bool Refused(const std::string& name) { return name == "exotic_quantized_sparse.pt" || name == "whole_module.pt"; }
+bool Refused(const std::string& name) { return name == "whole_module.pt"; }
 
 BOOST_DATA_TEST_CASE(benign_corpus_is_bit_exact, bdata::make(BenignWithExpectations()), name) {
   const json expect = json::parse(testing::ReadFile(Path("benign", name + ".expect.json")));
@@ -68,18 +68,6 @@ BOOST_DATA_TEST_CASE(benign_corpus_is_bit_exact, bdata::make(BenignWithExpectati
   BOOST_TEST(ckpt->anomalies().empty());
 }
 
-BOOST_AUTO_TEST_CASE(exotic_tensors_are_refused_naming_the_global) {
-  // The quantized tensor "q" loads; the sparse one after it does not yet
-  // (its layout argument, torch.serialization._get_layout, stops the load).
-  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", "exotic_quantized_sparse.pt"));
-  BOOST_REQUIRE(!ckpt.has_value());
-  BOOST_TEST(ckpt.error().code == ErrorCode::kUnsupportedFormat);
-  BOOST_TEST(ckpt.error().detail.find("'torch.serialization._get_layout' is not supported: layouts are only used by "
-                                      "sparse tensors") != std::string::npos,
-             ckpt.error().detail);
-  BOOST_TEST(ckpt.error().where == "exotic_quantized_sparse/data.pkl");
-}
-
 std::string TensorsPath(const std::string& name) { return (testing::DataDir() / "tensors" / name).string(); }
 
 // The tensors of `ckpt` by path.
@@ -89,6 +77,36 @@ std::map<std::string, uint32_t> ByPath(const Checkpoint& ckpt) {
   BOOST_REQUIRE_MESSAGE(named.has_value(), Why(named));
   for (const NamedTensor& nt : *named) out[nt.path] = nt.tensor;
   return out;
+}
+
+BOOST_AUTO_TEST_CASE(exotic_quantized_and_sparse_tensors_load) {
+  // The quantized tensor "q" and the sparse COO tensor "sparse" (its layout
+  // written as torch.serialization._get_layout("torch.sparse_coo")) load; the
+  // sparse one is its components, and has no bytes of its own to digest.
+  Result<Checkpoint> ckpt = LoadCheckpoint(Path("benign", "exotic_quantized_sparse.pt"));
+  BOOST_REQUIRE_MESSAGE(ckpt.has_value(), Why(ckpt));
+  const std::map<std::string, uint32_t> by_path = ByPath(*ckpt);
+  BOOST_REQUIRE(by_path.count("sparse") == 1u);
+  const uint32_t index = by_path.at("sparse");
+  const Tensor& t = ckpt->tensors()[index];
+  BOOST_TEST((t.layout == TensorLayout::kSparseCoo));
+  BOOST_TEST(t.shape == (std::vector<int64_t>{4, 4}), boost::test_tools::per_element());
+  const Tensor& indices = ckpt->tensors()[t.sparse.indices];
+  const Tensor& values = ckpt->tensors()[t.sparse.values];
+  BOOST_TEST((indices.dtype == DType::kInt64));
+  BOOST_TEST(indices.shape.size() == 2u);
+  BOOST_TEST(indices.shape[0] == 2);
+  BOOST_TEST(values.shape.size() == 1u);
+  BOOST_TEST(indices.shape[1] == values.shape[0]);
+  BOOST_TEST(ckpt->Sha256Hex(t.sparse.values).has_value());
+  Result<std::string> digest = ckpt->Sha256Hex(index);
+  BOOST_REQUIRE(!digest.has_value());
+  BOOST_TEST(digest.error().code == ErrorCode::kUnsupportedFormat);
+  BOOST_TEST(digest.error().detail.find("is a sparse_coo tensor: its data are its component tensors") !=
+                 std::string::npos,
+             digest.error().detail);
+  BOOST_TEST(!ckpt->ContiguousBytes(index).has_value());
+  BOOST_TEST(ckpt->StorageBytes(index).empty());
 }
 
 BOOST_AUTO_TEST_CASE(dequantize_matches_torch) {

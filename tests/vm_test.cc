@@ -13,7 +13,9 @@
 #include <bit>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <optional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -452,9 +454,9 @@ std::vector<BadCase> ForbiddenCases() {
   c.push_back(Bad("READONLY_BUFFER", Pk(5).ShortBytes("x").Op(O::kReadonlyBuffer), kUnsupported,
                   "READONLY_BUFFER: out-of-band buffers"));
 
-  c.push_back(Bad("unsupported entry _rebuild_sparse_tensor",
-                  Pk().Global("torch._utils", "_rebuild_sparse_tensor").Op(O::kEmptyTuple).Op(O::kReduce),
-                  kUnsupported, "'torch._utils._rebuild_sparse_tensor' is not supported"));
+  c.push_back(Bad("unsupported entry _rebuild_wrapper_subclass",
+                  Pk().Global("torch._utils", "_rebuild_wrapper_subclass").Op(O::kEmptyTuple).Op(O::kReduce),
+                  kUnsupported, "'torch._utils._rebuild_wrapper_subclass' is not supported"));
   c.push_back(Bad("unsupported entry _rebuild_from_type_v2 via STACK_GLOBAL",
                   Pk(4).StackGlobal("torch._tensor", "_rebuild_from_type_v2").Op(O::kEmptyTuple).Op(O::kReduce),
                   kUnsupported, "'torch._tensor._rebuild_from_type_v2' is not supported"));
@@ -1229,6 +1231,258 @@ BOOST_AUTO_TEST_CASE(RebuildQTensorHostile) {
                     return p;
                   }(),
                   kMalformed, "_rebuild_qtensor takes 7 arguments, got 6"));
+  RunTable(c);
+}
+
+// --- sparse and meta tensors (issue 17) --------------------------------------
+// Layout pushes a layout as torch 1.13/2.x pickle it (copyreg:
+// torch.serialization._get_layout("torch.sparse_coo")) or as a GLOBAL.
+void Layout(Pk& p, std::string_view name, bool by_get_layout) {
+  if (by_get_layout) {
+    p.Global("torch.serialization", "_get_layout").Mark().Str("torch." + std::string(name)).Op(Opcode::kTuple);
+    p.Op(Opcode::kReduce);
+  } else {
+    p.Global("torch", name);
+  }
+}
+
+// SparseCoo: _rebuild_sparse_tensor(layout, (indices, values, size[, is_coalesced])), components
+// as _rebuild_tensor_v3 views of storage '0' (64 bytes).
+Pk SparseCoo(std::string_view index_dtype, const std::vector<int64_t>& indices_shape,
+             const std::vector<int64_t>& values_shape, const std::vector<int64_t>& size, int coalesced = -1,
+             bool by_get_layout = true) {
+  Pk p;
+  p.Global("torch._utils", "_rebuild_sparse_tensor").Mark();
+  Layout(p, "sparse_coo", by_get_layout);
+  auto contiguous = [](const std::vector<int64_t>& shape) {
+    std::vector<int64_t> stride(shape.size(), 1);
+    for (size_t i = shape.size(); i-- > 1;) stride[i - 1] = stride[i] * shape[i];
+    return stride;
+  };
+  p.Mark().TensorV3("0", 64, 0, indices_shape, contiguous(indices_shape), index_dtype);
+  p.TensorV3("0", 64, 0, values_shape, contiguous(values_shape), "float32");
+  p.Global("torch", "Size").Mark().Ints(size).Op(Opcode::kTuple).Op(Opcode::kReduce);
+  if (coalesced >= 0) p.Bool(coalesced == 1);
+  p.Op(Opcode::kTuple).Op(Opcode::kTuple).Op(Opcode::kReduce);
+  return p;
+}
+
+// Compressed: _rebuild_sparse_tensor(layout, (compressed, plain, values, size)) (or `fn`).
+Pk Compressed(std::string_view layout, std::string_view index_dtype, const std::vector<int64_t>& compressed_shape,
+              const std::vector<int64_t>& plain_shape, const std::vector<int64_t>& values_shape,
+              const std::vector<int64_t>& size, std::string_view fn = "_rebuild_sparse_tensor",
+              std::string_view plain_dtype = "") {
+  Pk p;
+  p.Global("torch._utils", fn).Mark();
+  Layout(p, layout, false);
+  auto contiguous = [](const std::vector<int64_t>& shape) {
+    std::vector<int64_t> stride(shape.size(), 1);
+    for (size_t i = shape.size(); i-- > 1;) stride[i - 1] = stride[i] * shape[i];
+    return stride;
+  };
+  p.Mark().TensorV3("0", 64, 0, compressed_shape, contiguous(compressed_shape), index_dtype);
+  p.TensorV3("0", 64, 0, plain_shape, contiguous(plain_shape), plain_dtype.empty() ? index_dtype : plain_dtype);
+  p.TensorV3("0", 64, 0, values_shape, contiguous(values_shape), "float32");
+  p.Ints(size).Op(Opcode::kTuple).Op(Opcode::kTuple).Op(Opcode::kReduce);
+  return p;
+}
+
+BOOST_AUTO_TEST_CASE(RebuildSparseCoo) {
+  for (bool by_get_layout : {true, false}) {
+    for (int coalesced : {-1, 0, 1}) {
+      BOOST_TEST_CONTEXT("get_layout " << by_get_layout << " coalesced " << coalesced) {
+        Pk p = SparseCoo("int64", {2, 3}, {3}, {4, 5}, coalesced, by_get_layout);
+        VmRun vm;
+        const Result<ValueId> root = vm.Run(p.Stop());
+        BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+        const Tensor& t = vm.T(*root);
+        BOOST_TEST((t.layout == TensorLayout::kSparseCoo));
+        BOOST_TEST(!t.HasData());
+        BOOST_TEST(!t.meta);
+        BOOST_TEST((t.dtype == DType::kFloat32));
+        BOOST_TEST(t.shape == (std::vector<int64_t>{4, 5}), tt::per_element());
+        BOOST_TEST(t.stride.empty());
+        BOOST_TEST(t.num_elements == 20u);
+        BOOST_TEST(t.sparse.sparse_dim == 2);
+        BOOST_TEST(t.sparse.dense_dim == 0);
+        BOOST_TEST(vm.state.tensors.at(t.sparse.indices).shape == (std::vector<int64_t>{2, 3}), tt::per_element());
+        BOOST_TEST(vm.state.tensors.at(t.sparse.values).shape == (std::vector<int64_t>{3}), tt::per_element());
+        BOOST_TEST((t.sparse.coalesced == (coalesced < 0 ? std::nullopt : std::optional<bool>(coalesced == 1))));
+      }
+    }
+  }
+  {
+    // A hybrid tensor: one sparse and one dense dimension.
+    Pk p = SparseCoo("int64", {1, 2}, {2, 3}, {4, 3});
+    VmRun vm;
+    const Result<ValueId> root = vm.Run(p.Stop());
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    BOOST_TEST(vm.T(*root).sparse.sparse_dim == 1);
+    BOOST_TEST(vm.T(*root).sparse.dense_dim == 1);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(RebuildSparseCompressed) {
+  struct Case {
+    std::string layout;
+    std::vector<int64_t> compressed, plain, values, size;
+    int64_t dense_dim;
+  };
+  const std::vector<Case> cases = {
+      {"sparse_csr", {3}, {2}, {2}, {2, 5}, 0},
+      {"sparse_csc", {6}, {2}, {2}, {2, 5}, 0},
+      {"sparse_csr", {2, 3}, {2, 2}, {2, 2}, {2, 2, 5}, 0},      // batched
+      {"sparse_bsr", {3}, {1}, {1, 2, 2}, {4, 6}, 0},            // 2x2 blocks
+      {"sparse_bsc", {4}, {1}, {1, 2, 2, 1}, {4, 6, 1}, 1},      // blocks with a dense dim
+  };
+  for (const Case& c : cases) {
+    BOOST_TEST_CONTEXT(c.layout << " " << c.size.size()) {
+      Pk p = Compressed(c.layout, "int32", c.compressed, c.plain, c.values, c.size);
+      VmRun vm;
+      const Result<ValueId> root = vm.Run(p.Stop());
+      BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+      const Tensor& t = vm.T(*root);
+      BOOST_TEST(TensorLayoutName(t.layout) == c.layout);
+      BOOST_TEST(t.shape == c.size, tt::per_element());
+      BOOST_TEST(t.sparse.dense_dim == c.dense_dim);
+      BOOST_TEST(vm.state.tensors.at(t.sparse.indices).shape == c.compressed, tt::per_element());
+      BOOST_TEST(vm.state.tensors.at(t.sparse.plain_indices).shape == c.plain, tt::per_element());
+      BOOST_TEST(vm.state.tensors.at(t.sparse.values).shape == c.values, tt::per_element());
+    }
+  }
+  // torch 1.13's _rebuild_sparse_csr_tensor.
+  Pk p = Compressed("sparse_csr", "int64", {3}, {2}, {2}, {2, 5}, "_rebuild_sparse_csr_tensor");
+  VmRun vm;
+  const Result<ValueId> root = vm.Run(p.Stop());
+  BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+  BOOST_TEST((vm.T(*root).layout == TensorLayout::kSparseCsr));
+}
+
+BOOST_AUTO_TEST_CASE(RebuildSparseHostile) {
+  using O = Opcode;
+  std::vector<BadCase> c;
+  c.push_back(Bad("float indices", SparseCoo("float32", {2, 3}, {3}, {4, 5}), kMalformed,
+                  "_rebuild_sparse_tensor (sparse_coo): indices must be an int64 tensor, not float32"));
+  c.push_back(Bad("int32 COO indices", SparseCoo("int32", {2, 3}, {3}, {4, 5}), kMalformed,
+                  "indices must be an int64 tensor, not int32"));
+  c.push_back(Bad("1-D indices", SparseCoo("int64", {6}, {3}, {4, 5}), kMalformed,
+                  "indices must be sparse_dim x nnz, not of shape [6]"));
+  c.push_back(Bad("nnz disagrees", SparseCoo("int64", {2, 3}, {4}, {4, 5}), kMalformed,
+                  "indices give 3 elements (nnz), values 4"));
+  c.push_back(Bad("too few dimensions in size", SparseCoo("int64", {2, 3}, {3}, {4}), kMalformed,
+                  "size [4] has 1 dimensions, but indices give 2 sparse and values 0 dense dimensions"));
+  c.push_back(Bad("dense dims disagree", SparseCoo("int64", {1, 2}, {2, 3}, {4, 2}), kMalformed,
+                  "values of shape [2, 3] do not match the dense dimensions of size [4, 2]"));
+  c.push_back(Bad("negative size", SparseCoo("int64", {2, 3}, {3}, {4, -5}), kMalformed, "negative size [4, -5]"));
+  c.push_back(Bad("size past int64", SparseCoo("int64", {2, 3}, {3}, {kI64Max, 2}), kMalformed,
+                  "has more than 2^63-1 elements"));
+  c.push_back(Bad("0-D values", SparseCoo("int64", {2, 0}, {}, {4, 5}), kMalformed,
+                  "values must have at least one dimension"));
+  c.push_back(Bad("CSR with float crow_indices", Compressed("sparse_csr", "float64", {3}, {2}, {2}, {2, 5}), kMalformed,
+                  "_rebuild_sparse_tensor (sparse_csr): crow_indices must be an int64 or int32 tensor, not float64"));
+  c.push_back(Bad("CSR with mixed index dtypes",
+                  Compressed("sparse_csr", "int64", {3}, {2}, {2}, {2, 5}, "_rebuild_sparse_tensor", "int32"),
+                  kMalformed, "col_indices must have the dtype of crow_indices (int64), not int32"));
+  c.push_back(Bad("CSR crow_indices of the wrong length", Compressed("sparse_csr", "int32", {4}, {2}, {2}, {2, 5}),
+                  kMalformed, "crow_indices has 4 entries in its last dimension, expected 3"));
+  c.push_back(Bad("CSC ccol_indices of the wrong length", Compressed("sparse_csc", "int32", {3}, {2}, {2}, {2, 5}),
+                  kMalformed, "ccol_indices has 3 entries in its last dimension, expected 6"));
+  c.push_back(Bad("CSR of 2^63-1 rows", Compressed("sparse_csr", "int32", {3}, {2}, {2}, {kI64Max, 1}), kMalformed,
+                  "crow_indices has 3 entries in its last dimension, expected 9223372036854775808"));
+  c.push_back(Bad("CSR nnz disagrees", Compressed("sparse_csr", "int32", {3}, {2}, {3}, {2, 5}), kMalformed,
+                  "col_indices gives 2 elements (nnz), values 3"));
+  c.push_back(Bad("CSR batch disagrees", Compressed("sparse_csr", "int32", {2, 3}, {3, 2}, {2, 2}, {2, 2, 5}),
+                  kMalformed, "batch dimensions of crow_indices [2, 3], col_indices [3, 2] and values [2, 2]"));
+  c.push_back(Bad("BSR size not a multiple of the block", Compressed("sparse_bsr", "int32", {3}, {1}, {1, 2, 2}, {4, 5}),
+                  kMalformed, "size [4, 5] is not a multiple of blocksize (2, 2)"));
+  c.push_back(Bad("BSR zero blocks", Compressed("sparse_bsr", "int32", {3}, {1}, {1, 0, 2}, {4, 6}), kMalformed,
+                  "blocksize (0, 2) must be positive"));
+  c.push_back(Bad("BSR values without block dims", Compressed("sparse_bsr", "int32", {3}, {1}, {1}, {4, 6}),
+                  kMalformed, "need at least 3 dimensions (batch, nnz, block)"));
+  c.push_back(Bad("CSR indices of no dimensions", Compressed("sparse_csr", "int32", {}, {}, {2}, {2, 5}), kMalformed,
+                  "must have the same number of dimensions, at least one"));
+  c.push_back(Bad("_rebuild_sparse_csr_tensor of CSC",
+                  Compressed("sparse_csc", "int32", {6}, {2}, {2}, {2, 5}, "_rebuild_sparse_csr_tensor"), kMalformed,
+                  "layout must be torch.sparse_csr, not torch.sparse_csc"));
+  c.push_back(Bad("COO data of four tensors", Compressed("sparse_coo", "int64", {2, 3}, {3}, {3}, {4, 5}), kMalformed,
+                  "_rebuild_sparse_tensor: size must be a tuple of ints, not tensor"));
+  c.push_back(Bad("a strided layout", Compressed("strided", "int64", {3}, {2}, {2}, {2, 5}), kMalformed,
+                  "torch.strided is not a sparse layout"));
+  c.push_back(Bad("layout not a layout",
+                  Pk().Global("torch._utils", "_rebuild_sparse_tensor").Mark().Global("torch", "float32").Op(O::kEmptyTuple)
+                      .Op(O::kTuple).Op(O::kReduce),
+                  kMalformed, "layout must be a torch layout, not a dtype"));
+  c.push_back(Bad("data not a tuple",
+                  Pk().Global("torch._utils", "_rebuild_sparse_tensor").Mark().Global("torch", "sparse_coo").Int(3)
+                      .Op(O::kTuple).Op(O::kReduce),
+                  kMalformed, "data must be a tuple, not int"));
+  c.push_back(Bad("one argument",
+                  Pk().Global("torch._utils", "_rebuild_sparse_tensor").Mark().Global("torch", "sparse_coo")
+                      .Op(O::kTuple).Op(O::kReduce),
+                  kMalformed, "_rebuild_sparse_tensor takes 2 arguments, got 1"));
+  c.push_back(Bad("_get_layout of no layout",
+                  Pk().Global("torch.serialization", "_get_layout").Mark().Str("os.system").Op(O::kTuple).Op(O::kReduce),
+                  kMalformed, "_get_layout: no layout is named 'os.system'"));
+  c.push_back(Bad("_get_layout of mkldnn",
+                  Pk().Global("torch.serialization", "_get_layout").Mark().Str("torch._mkldnn").Op(O::kTuple)
+                      .Op(O::kReduce),
+                  kUnsupported, "layout 'torch._mkldnn' is not supported"));
+  c.push_back(Bad("_get_layout of an int",
+                  Pk().Global("torch.serialization", "_get_layout").Mark().Int(1).Op(O::kTuple).Op(O::kReduce),
+                  kMalformed, "the layout name must be a str, not int"));
+  // A component that is itself sparse or meta.
+  c.push_back(Bad("meta values",
+                  [] {
+                    Pk p;
+                    p.Global("torch._utils", "_rebuild_sparse_tensor").Mark().Global("torch", "sparse_coo");
+                    p.Mark().TensorV3("0", 64, 0, {1, 1}, {1, 1}, "int64");
+                    p.Global("torch._utils", "_rebuild_meta_tensor_no_storage").Mark().Global("torch", "float32");
+                    p.Ints({1}).Ints({1}).Bool(false).Op(O::kTuple).Op(O::kReduce);
+                    p.Ints({3}).Op(O::kTuple).Op(O::kTuple).Op(O::kReduce);
+                    return p;
+                  }(),
+                  kUnsupported, "values must be a strided tensor with data, not a meta tensor"));
+  RunTable(c);
+}
+
+BOOST_AUTO_TEST_CASE(RebuildMetaTensor) {
+  using O = Opcode;
+  Pk good;
+  good.Global("torch._utils", "_rebuild_meta_tensor_no_storage").Mark().Global("torch", "float16");
+  good.Ints({3, 4}).Ints({4, 1}).Bool(true).Op(O::kTuple).Op(O::kReduce);
+  VmRun vm;
+  const Result<ValueId> root = vm.Run(good.Stop());
+  BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+  const Tensor& t = vm.T(*root);
+  CheckTensor(t, {DType::kFloat16, {3, 4}, {4, 1}, 0, false, true, 12});
+  BOOST_TEST(t.meta);
+  BOOST_TEST(!t.HasData());
+  BOOST_TEST(vm.state.storages.empty());
+
+  std::vector<BadCase> c;
+  auto meta = [](std::function<void(Pk&)> args) {
+    Pk p;
+    p.Global("torch._utils", "_rebuild_meta_tensor_no_storage").Mark();
+    args(p);
+    p.Op(O::kTuple).Op(O::kReduce);
+    return p;
+  };
+  c.push_back(Bad("size and stride disagree",
+                  meta([](Pk& p) { p.Global("torch", "float32").Ints({3, 4}).Ints({1}).Bool(false); }), kMalformed,
+                  "size has 2 dimensions, stride 1"));
+  c.push_back(Bad("negative size",
+                  meta([](Pk& p) { p.Global("torch", "float32").Ints({-3}).Ints({1}).Bool(false); }), kMalformed,
+                  "negative size [-3]"));
+  c.push_back(Bad("negative stride",
+                  meta([](Pk& p) { p.Global("torch", "float32").Ints({3}).Ints({-1}).Bool(false); }), kMalformed,
+                  "negative stride in dimension 0"));
+  c.push_back(Bad("dtype not a dtype", meta([](Pk& p) { p.Str("float32").Ints({3}).Ints({1}).Bool(false); }),
+                  kMalformed, "dtype must be a dtype, not str"));
+  c.push_back(Bad("three arguments", meta([](Pk& p) { p.Global("torch", "float32").Ints({3}).Ints({1}); }), kMalformed,
+                  "takes 4 arguments, got 3"));
+  c.push_back(Bad("elements past int64",
+                  meta([](Pk& p) { p.Global("torch", "float32").Ints({kI64Max, 4}).Ints({4, 1}).Bool(false); }),
+                  kMalformed, "has more than 2^63-1 elements"));
   RunTable(c);
 }
 
@@ -2244,6 +2498,38 @@ BOOST_AUTO_TEST_CASE(NumpyArraysBecomeTensorsAndScalarsValues) {
   BOOST_TEST(vm.V(t.items[1]).float_value == 0.5);
   BOOST_TEST((vm.V(t.items[2]).kind == ValueKind::kBigInt));
   BOOST_TEST(vm.Text(t.items[2]) == "9223372036854775809");
+}
+
+BOOST_AUTO_TEST_CASE(DeviceTensorFromNumpyIsTheArray) {
+  using O = Opcode;
+  // _rebuild_device_tensor_from_numpy(<Fortran int16 array as above>, torch.<dtype>, 'xla:0', True)
+  auto pickle = [](std::string_view torch_dtype) {
+    Pk p;
+    p.Global("torch._utils", "_rebuild_device_tensor_from_numpy").Mark();
+    p.Global("numpy.core.multiarray", "_reconstruct").Mark().Global("numpy", "ndarray").Int(0).Op(O::kTuple1);
+    p.ShortBytes("b").Op(O::kTuple).Op(O::kReduce);
+    p.Mark().Int(1).Int(2).Int(2).Op(O::kTuple2);
+    p.Global("numpy", "dtype").Mark().Str("i2").Bool(false).Bool(true).Op(O::kTuple).Op(O::kReduce);
+    p.Mark().Int(3).Str("<").None().None().None().Int(-1).Int(-1).Int(0).Op(O::kTuple).Op(O::kBuild);
+    p.Bool(true).ShortBytes(std::string("\x01\x00\x02\x00\x03\x00\x04\x00", 8)).Op(O::kTuple).Op(O::kBuild);
+    p.Global("torch", torch_dtype).Str("xla:0").Bool(true).Op(O::kTuple).Op(O::kReduce);
+    return p;
+  };
+  {
+    Pk p = pickle("int16");
+    VmRun vm;
+    const Result<ValueId> root = vm.Run(p.Stop());
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    const Tensor& t = vm.T(*root);
+    CheckTensor(t, {DType::kInt16, {2, 2}, {1, 2}, 0, false, true, 4});
+    BOOST_TEST(t.HasData());
+  }
+  RunTable({Bad("another dtype", pickle("float32"), kUnsupported,
+                "_rebuild_device_tensor_from_numpy: converting the array's int16 to float32 is not supported")});
+  RunTable({Bad("data not an array",
+                Pk().Global("torch._utils", "_rebuild_device_tensor_from_numpy").Mark().Int(1).Global("torch", "int16")
+                    .Str("xla:0").Bool(false).Op(O::kTuple).Op(O::kReduce),
+                kUnsupported, "data must be a numpy array (which loads as a tensor when records are on), not int")});
 }
 
 BOOST_AUTO_TEST_CASE(RecordsOffLoadOnlyWhatWeightsOnlyLoads) {

@@ -10,7 +10,22 @@ conjugate or negative bit (torch >= 2.0's metadata argument of
 _rebuild_tensor_v2, applied here as torch 2.x does with torch 1.13's
 _set_conj/_set_neg) digests as the values torch gives (resolve_conj(),
 resolve_neg()). A legacy file with Python 2's byte-string storage keys
-loads as torch.load reads it."""
+loads as torch.load reads it.
+
+Sparse and meta tensors (issue 17) are made here with torch 1.13: COO and CSR
+as torch 1.13 saves them (_rebuild_sparse_tensor, _rebuild_sparse_csr_tensor,
+layouts by torch.serialization._get_layout), and as torch 2.x saves them (COO
+with its is_coalesced item; CSR, CSC, BSR and BSC through
+_rebuild_sparse_tensor), the latter by giving torch 1.13's pickler torch 2.x's
+reduction (torch 1.13 builds those layouts but cannot save them); meta tensors
+from _rebuild_meta_tensor_no_storage. inspect --json must give each sparse
+tensor's layout, dense size and each component as torch's accessors give it
+(dtype, shape, SHA-256), and a meta tensor's dtype, shape and stride with no
+digest; torch.load(weights_only=True) must load the same file (nothing loads
+that torch refuses), and files whose components torch refuses (shapes that
+disagree, index values out of range or unsorted) or silently converts (COO
+indices of another dtype, which torch.save never writes) are refused naming
+the problem."""
 import hashlib
 import json
 import math
@@ -173,3 +188,357 @@ def test_quantized_tensors_are_not_converted_to_safetensors(tmp_path):
     assert out.returncode != 0
     assert "quantized" in out.stderr, out.stderr
     assert not (tmp_path / "out.safetensors").exists()
+
+
+# --- sparse and meta tensors (issue 17) ---------------------------------------
+
+ORIGINAL_REDUCE = torch.Tensor._reduce_ex_internal
+ORIGINAL_REBUILD_SPARSE = torch._utils._rebuild_sparse_tensor
+COMPRESSED = (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
+
+def torch2_reduce(self, proto):
+    """torch 2.x's reduction of sparse tensors (torch/_tensor.py)."""
+    if self.layout == torch.sparse_coo:
+        return (torch._utils._rebuild_sparse_tensor,
+                (self.layout, (self._indices(), self._values(), self.size(), self.is_coalesced())))
+    if self.layout in COMPRESSED:
+        if self.layout in (torch.sparse_csr, torch.sparse_bsr):
+            compressed, plain = self.crow_indices(), self.col_indices()
+        else:
+            compressed, plain = self.ccol_indices(), self.row_indices()
+        return (torch._utils._rebuild_sparse_tensor, (self.layout, (compressed, plain, self.values(), self.size())))
+    return ORIGINAL_REDUCE(self, proto)
+
+
+def torch2_rebuild_sparse(layout, data):
+    """torch 2.x's _rebuild_sparse_tensor, validating as it does at the end
+    of a load."""
+    if layout == torch.sparse_coo:
+        indices, values, size = data[:3]
+        result = torch.sparse_coo_tensor(indices, values, size)
+        torch._validate_sparse_coo_tensor_args(result._indices(), result._values(), result.size())
+        return result
+    if layout in COMPRESSED:
+        compressed, plain, values, size = data
+        return torch.sparse_compressed_tensor(compressed, plain, values, size, layout=layout)
+    raise NotImplementedError(layout)
+
+
+# The weights-only unpickler allows torch._utils functions by their __name__.
+torch2_rebuild_sparse.__name__ = "_rebuild_sparse_tensor"
+
+
+def save(obj, path, reduce=None):
+    if reduce is not None:
+        torch.Tensor._reduce_ex_internal = reduce
+    try:
+        torch.save(obj, path)
+    finally:
+        torch.Tensor._reduce_ex_internal = ORIGINAL_REDUCE
+
+
+def weights_only_load(path, torch2=False):
+    """torch.load(weights_only=True); torch2: with torch 2.x's
+    _rebuild_sparse_tensor in the weights-only unpickler's allowed globals."""
+    from torch import _weights_only_unpickler as wou
+    if torch2:
+        torch._utils._rebuild_sparse_tensor = torch2_rebuild_sparse
+    wou._get_allowed_globals.cache_clear()
+    try:
+        return torch.load(path, weights_only=True)
+    finally:
+        torch._utils._rebuild_sparse_tensor = ORIGINAL_REBUILD_SPARSE
+        wou._get_allowed_globals.cache_clear()
+
+
+def run_text(*args):
+    assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
+    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def coo():
+    i = torch.tensor([[0, 1, 2, 2], [3, 0, 1, 3]])
+    return torch.sparse_coo_tensor(i, torch.tensor([1.5, -2.0, 3.25, 4.0]), (3, 5))
+
+
+def hybrid_coo():
+    i = torch.tensor([[0, 3]])
+    return torch.sparse_coo_tensor(i, torch.arange(6, dtype=torch.float64).reshape(2, 3), (5, 3))
+
+
+def dense():
+    d = torch.zeros(4, 6)
+    d[0, 1], d[1, 4], d[2, 2], d[3, 0], d[3, 5] = 1.0, 2.0, 3.0, 4.0, 5.0
+    return d
+
+
+def components(t):
+    """A sparse tensor's components under the names inspect --json uses."""
+    if t.layout == torch.sparse_coo:
+        return {"indices": t._indices(), "values": t._values()}
+    if t.layout in (torch.sparse_csr, torch.sparse_bsr):
+        return {"crow_indices": t.crow_indices(), "col_indices": t.col_indices(), "values": t.values()}
+    return {"ccol_indices": t.ccol_indices(), "row_indices": t.row_indices(), "values": t.values()}
+
+
+def check_sparse(got, t, coalesced=None):
+    assert got["layout"] == str(t.layout).removeprefix("torch.")
+    assert got["shape"] == list(t.shape)
+    assert got["dtype"] == str(t.dtype).removeprefix("torch.")
+    assert got["sparse_dim"] == t.sparse_dim()
+    assert got["dense_dim"] == t.dense_dim()
+    assert "sha256" not in got and "stride" not in got
+    assert got.get("is_coalesced") == coalesced
+    parts = components(t)
+    assert sorted(k for k in got if isinstance(got[k], dict)) == sorted(parts)
+    for name, c in parts.items():
+        assert got[name]["dtype"] == str(c.dtype).removeprefix("torch."), name
+        assert got[name]["shape"] == list(c.shape), name
+        assert got[name]["sha256"] == digest(c), name
+
+
+def test_torch_1_13_sparse_and_meta_load_as_torch_loads_them(tmp_path):
+    path = tmp_path / "sd.pt"
+    meta_linear = torch.nn.Linear(3, 4, device="meta")
+    state = {
+        "coo": coo(),
+        "coo_uncoalesced": torch.sparse_coo_tensor(torch.tensor([[1, 0, 1]]), torch.tensor([1, 2, 3]), (2,)),
+        "hybrid": hybrid_coo(),
+        "csr": dense().to_sparse_csr(),
+        "csr_int32": torch.sparse_csr_tensor(torch.tensor([0, 1, 1, 3], dtype=torch.int32),
+                                             torch.tensor([2, 0, 1], dtype=torch.int32),
+                                             torch.tensor([7, 8, 9], dtype=torch.int16), (3, 3)),
+        "meta": torch.empty(3, 4, dtype=torch.float16, device="meta"),
+        "meta_strided": torch.empty_strided((2, 3), (1, 2), device="meta"),
+        "meta_param": meta_linear.weight,
+        "plain": torch.arange(4.0),
+    }
+    save(state, path)
+    want = weights_only_load(path)
+    got = inspect_json(path)["tensors"]
+    assert sorted(got) == sorted(want)
+    for key in ("coo", "coo_uncoalesced", "hybrid", "csr", "csr_int32"):
+        assert want[key].layout != torch.strided, key
+        check_sparse(got[key], want[key])
+    for key in ("meta", "meta_strided", "meta_param"):
+        t = want[key]
+        assert t.is_meta, key
+        g = got[key]
+        assert g["meta"] is True, key
+        assert "sha256" not in g, key
+        assert g["dtype"] == str(t.dtype).removeprefix("torch."), key
+        assert g["shape"] == list(t.shape), key
+        assert g["stride"] == list(t.stride()), key
+        assert g["parameter"] == isinstance(t, torch.nn.Parameter), key
+    assert got["plain"]["sha256"] == digest(want["plain"])
+    assert "meta" not in got["plain"] and "layout" not in got["plain"]
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr", "csc", "bsr", "bsc", "csr_batched", "bsc_dense"])
+def test_torch_2_sparse_layouts_load_as_torch_2_loads_them(tmp_path, layout):
+    d = dense()
+    t = {
+        "coo": coo().coalesce(),
+        "csr": d.to_sparse_csr(),
+        "csc": d.to_sparse_csc(),
+        "bsr": d.to_sparse_bsr((2, 3)),
+        "bsc": d.to_sparse_bsc((2, 2)),
+        "csr_batched": torch.stack([d, d * 2]).to_sparse_csr(),
+        "bsc_dense": torch.sparse_bsc_tensor(torch.tensor([0, 1, 2]), torch.tensor([0, 1]),
+                                             torch.arange(8.0).reshape(2, 2, 1, 2), (4, 2, 2)),
+    }[layout]
+    path = tmp_path / (layout + ".pt")
+    save({"t": t}, path, torch2_reduce)
+    want = weights_only_load(path, torch2=True)["t"]
+    assert want.layout == t.layout
+    check_sparse(inspect_json(path)["tensors"]["t"], t, coalesced=True if layout == "coo" else None)
+
+
+def test_the_scanner_calls_sparse_and_meta_files_safe(tmp_path):
+    save({"coo": coo(), "csr": dense().to_sparse_csr(), "meta": torch.empty(2, device="meta")}, tmp_path / "a.pt")
+    save({"csc": dense().to_sparse_csc(), "bsr": dense().to_sparse_bsr((2, 2))}, tmp_path / "b.pt", torch2_reduce)
+    for name in ("a.pt", "b.pt"):
+        out = run_text("scan", "--format", "json", tmp_path / name)
+        report = json.loads(out.stdout)["files"][0]
+        assert report["verdict"] == "safe", report
+
+
+def test_text_inspect_shows_layout_components_and_meta(tmp_path):
+    path = tmp_path / "a.pt"
+    t = coo()
+    save({"coo": t, "meta": torch.empty(2, 3, device="meta")}, path)
+    out = run_text("inspect", path)
+    assert out.returncode == 0, out.stderr
+    coo_line = next(line for line in out.stdout.splitlines() if line.strip().startswith("coo "))
+    assert "sparse_coo" in coo_line and "indices int64 [2,4]" in coo_line, coo_line
+    assert "indices sha256 " + digest(t._indices()) in coo_line, coo_line
+    assert "values sha256 " + digest(t._values()) in coo_line, coo_line
+    meta_line = next(line for line in out.stdout.splitlines() if line.strip().startswith("meta "))
+    assert "meta (no data)" in meta_line and "sha256" not in meta_line, meta_line
+
+
+@pytest.mark.parametrize("kind", ["sparse", "meta"])
+def test_sparse_and_meta_tensors_are_not_converted_to_safetensors(tmp_path, kind):
+    path = tmp_path / "in.pt"
+    save({"x": coo() if kind == "sparse" else torch.empty(2, device="meta")}, path)
+    out = run_text("convert", path, tmp_path / "out.safetensors")
+    assert out.returncode != 0
+    assert ("a sparse tensor (sparse_coo)" if kind == "sparse" else "a meta tensor") in out.stderr, out.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("kind", ["sparse", "meta"])
+@pytest.mark.parametrize("prefix", [[], ["--prefix", "sd"]])
+def test_sparse_and_meta_tensors_are_not_converted_to_torch(tmp_path, kind, prefix):
+    # The whole tree (the torch writer) and a sub-dict (convert's own copy)
+    # both refuse them rather than write a tensor with no data or dense data.
+    path = tmp_path / "in.pt"
+    save({"sd": {"x": coo() if kind == "sparse" else torch.empty(2, device="meta")}}, path)
+    out = run_text("convert", *prefix, path, tmp_path / "out.pt")
+    assert out.returncode != 0
+    want = ("sparse_coo tensor: the torch writer does not write sparse tensors" if kind == "sparse"
+            else "meta tensor: the torch writer does not write meta tensors")
+    assert (want if not prefix else kind + " tensors are not written by convert --to torch") in out.stderr, out.stderr
+    assert not (tmp_path / "out.pt").exists()
+
+
+def hostile_reduce(edit):
+    """torch 1.13's reduction of a COO tensor with its data edited."""
+    def reduce(self, proto):
+        if self.layout == torch.sparse_coo:
+            return (torch._utils._rebuild_sparse_tensor, (self.layout, edit(self._indices(), self._values(), self.size())))
+        return ORIGINAL_REDUCE(self, proto)
+    return reduce
+
+
+# name -> (edit, what ckptguard says, whether torch refuses it too). torch's
+# Python constructors convert COO indices of any dtype to int64 (a float
+# index is truncated); torch.save never writes other dtypes, and ckptguard
+# refuses them rather than guess at a conversion.
+HOSTILE = {
+    "float indices": (lambda i, v, s: (i.double() + 0.5, v, s), "indices must be an int64 tensor, not float64", False),
+    "int32 indices": (lambda i, v, s: (i.int(), v, s), "indices must be an int64 tensor, not int32", False),
+    "nnz disagrees": (lambda i, v, s: (i, torch.cat([v, v[:1]]), s), "indices give 4 elements (nnz), values 5", True),
+    "size of too few dims": (lambda i, v, s: (i, v, torch.Size([3])),
+                             "size [3] has 1 dimensions, but indices give 2 sparse and values 0 dense dimensions", True),
+    "1-D indices": (lambda i, v, s: (i.reshape(-1), v, s), "indices must be sparse_dim x nnz, not of shape [8]", True),
+    "negative size": (lambda i, v, s: (i, v, (3, -5)), "negative size [3, -5]", True),
+    "index past its dimension": (lambda i, v, s: (i.index_put((torch.tensor(1), torch.tensor(0)), torch.tensor(7)), v, s),
+                                 "indices[1][0] = 7 is out of range for dimension 1 of size 5", True),
+    "negative index": (lambda i, v, s: (i.index_put((torch.tensor(0), torch.tensor(2)), torch.tensor(-1)), v, s),
+                       "indices[0][2] = -1 is out of range for dimension 0 of size 3", True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_sparse_components_are_refused_naming_the_problem(tmp_path, name):
+    edit, needle, torch_refuses = HOSTILE[name]
+    path = tmp_path / "bad.pt"
+    save({"x": coo()}, path, hostile_reduce(edit))
+    if torch_refuses:
+        with pytest.raises(Exception):
+            weights_only_load(path)
+    else:
+        assert weights_only_load(path)["x"]._indices().dtype == torch.int64  # converted, not kept
+    out = run_text("inspect", "--json", path)
+    assert out.returncode != 0
+    assert needle in out.stderr, out.stderr
+
+
+def edited(t, i, v):
+    t = t.clone()
+    t[i] = v
+    return t
+
+
+# CSR of dense(): crow_indices [0, 1, 2, 3, 5], col_indices [1, 4, 2, 0, 5].
+HOSTILE_CSR = {
+    "crow_indices not ending at nnz": (lambda c, p: (edited(c, 4, 4), p), "crow_indices of batch 0 does not end at nnz 5"),
+    "crow_indices not starting at 0": (lambda c, p: (edited(c, 0, 1), p), "crow_indices of batch 0 does not start at 0"),
+    "crow_indices decreasing": (lambda c, p: (edited(c, 2, 0), p), "crow_indices[2] - crow_indices[1] = -1 is not in [0, 6]"),
+    "crow_indices past nnz in the middle": (lambda c, p: (edited(c, 1, 6), p), "crow_indices[1] = 6 is past nnz 5"),
+    "col_indices past the columns": (lambda c, p: (c, edited(p, 0, 6)), "col_indices[0] = 6 is out of range [0, 6)"),
+    "col_indices unsorted": (lambda c, p: (c, edited(edited(p, 3, 5), 4, 0)),
+                             "col_indices are not sorted and distinct within crow_indices[3]:crow_indices[4]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_CSR))
+def test_hostile_compressed_indices_are_refused_naming_the_problem(tmp_path, name):
+    edit, needle = HOSTILE_CSR[name]
+
+    def reduce(self, proto):
+        if self.layout == torch.sparse_csr:
+            c, p = edit(self.crow_indices(), self.col_indices())
+            return (torch._utils._rebuild_sparse_tensor, (self.layout, (c, p, self.values(), self.size())))
+        return ORIGINAL_REDUCE(self, proto)
+
+    path = tmp_path / "bad.pt"
+    save({"x": dense().to_sparse_csr()}, path, reduce)
+    with pytest.raises(Exception):
+        weights_only_load(path, torch2=True)
+    out = run_text("inspect", "--json", path)
+    assert out.returncode != 0
+    assert needle in out.stderr, out.stderr
+
+
+# --- tensors of devices without storage, saved as numpy arrays -----------------
+
+def numpy_reduce(device):
+    """torch's reduction of an XLA/ORT/privateuse1 tensor (torch/_tensor.py),
+    for every strided tensor, with `device` as the device string."""
+    def reduce(self, proto):
+        if self.layout == torch.strided and not self.is_meta:
+            return (torch._utils._rebuild_device_tensor_from_numpy,
+                    (self.detach().numpy(), self.dtype, device, self.requires_grad))
+        return ORIGINAL_REDUCE(self, proto)
+    return reduce
+
+
+def numpy_state():
+    return {
+        "f32": torch.arange(12, dtype=torch.float32).reshape(3, 4) / 7,
+        "i64": torch.tensor([1, -2, 3]),
+        "f16_t": torch.arange(6, dtype=torch.float16).reshape(2, 3).t(),  # a Fortran-order array
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+    }
+
+
+def test_device_tensors_from_numpy_load_as_torch_loads_them(tmp_path):
+    # torch 1.13 cannot make an XLA tensor; "cpu" lets it load the file as
+    # torch.from_numpy(data).to(dtype, device) does for any device.
+    path = tmp_path / "np.pt"
+    save(numpy_state(), path, numpy_reduce("cpu"))
+    want = torch.load(path)  # the numpy globals are not weights-only for torch either
+    got = inspect_json(path)["tensors"]
+    assert sorted(got) == sorted(want)
+    for key, t in want.items():
+        assert got[key]["dtype"] == str(t.dtype).removeprefix("torch."), key
+        assert got[key]["shape"] == list(t.shape), key
+        assert got[key]["stride"] == list(t.stride()), key
+        assert got[key]["sha256"] == digest(t), key
+    # The device a file names does not change the values.
+    xla = tmp_path / "xla.pt"
+    save(numpy_state(), xla, numpy_reduce("xla:0"))
+    assert {k: v["sha256"] for k, v in inspect_json(xla)["tensors"].items()} == {
+        k: v["sha256"] for k, v in got.items()}
+
+
+def test_device_tensor_from_numpy_of_another_dtype_is_refused(tmp_path):
+    # torch 2.x writes a bfloat16 tensor as a float32 array and converts on
+    # load; the file's data are not the tensor's, and ckptguard says so.
+    def reduce(self, proto):
+        return (torch._utils._rebuild_device_tensor_from_numpy,
+                (self.detach().numpy(), torch.bfloat16, "xla:0", False))
+    path = tmp_path / "bf16.pt"
+    save({"x": torch.arange(3.0)}, path, reduce)
+    out = run_text("inspect", "--json", path)
+    assert out.returncode != 0
+    assert "converting the array's float32 to bfloat16 is not supported" in out.stderr, out.stderr
+    # --weights-only loads no numpy arrays (torch's weights_only refuses the
+    # numpy globals), so the rebuild never gets an array.
+    out = run_text("inspect", "--weights-only", "--json", tmp_path / "bf16.pt")
+    assert out.returncode != 0
+    assert "numpy" in out.stderr, out.stderr

@@ -15,13 +15,17 @@
 namespace ckptguard {
 namespace {
 
-constexpr std::array<std::pair<AllowAction, std::string_view>, 22> kActions = {{
+constexpr std::array<std::pair<AllowAction, std::string_view>, 26> kActions = {{
     {AllowAction::kRebuildTensor, "rebuild_tensor"},
     {AllowAction::kRebuildTensorV2, "rebuild_tensor_v2"},
     {AllowAction::kRebuildTensorV3, "rebuild_tensor_v3"},
     {AllowAction::kRebuildParameter, "rebuild_parameter"},
     {AllowAction::kRebuildParameterWithState, "rebuild_parameter_with_state"},
     {AllowAction::kRebuildQTensor, "rebuild_qtensor"},
+    {AllowAction::kRebuildSparse, "rebuild_sparse"},
+    {AllowAction::kRebuildMeta, "rebuild_meta"},
+    {AllowAction::kGetLayout, "get_layout"},
+    {AllowAction::kRebuildFromNumpy, "rebuild_from_numpy"},
     {AllowAction::kStorageType, "storage_type"},
     {AllowAction::kDtype, "dtype"},
     {AllowAction::kTorchSize, "torch_size"},

@@ -950,6 +950,16 @@ std::optional<std::string> Checkpoint::GetString(std::string_view dotted_path) c
 Status Checkpoint::ChargeView(uint32_t tensor, std::string_view what) const {
   if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
   const Tensor& t = tensors()[tensor];
+  if (!t.HasData()) {
+    // Nothing to read: a meta tensor has no data, and a sparse one's data
+    // are its component tensors (Tensor::sparse), read one by one.
+    return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                     "tensor " + Num(tensor) +
+                         (t.meta ? " is a meta tensor: it has a shape and no data to " + std::string(what)
+                                 : " is a " + std::string(TensorLayoutName(t.layout)) +
+                                       " tensor: its data are its component tensors (indices and values), no " +
+                                       std::string(what) + " of a dense layout is made"));
+  }
   const uint64_t item = DTypeSize(t.dtype);
   const uint64_t logical = t.num_elements > UINT64_MAX / std::max<uint64_t>(item, 1) ? UINT64_MAX : t.num_elements * item;
   return state_->budget.Charge(BudgetKind::kViewBytes, logical, 0, "", std::string(what) + " of tensor " + Num(tensor));
@@ -1051,6 +1061,7 @@ Result<std::vector<float>> Checkpoint::Dequantize(uint32_t tensor) const {
 
 Bytes Checkpoint::StorageBytes(uint32_t tensor) const {
   const Tensor& t = tensors()[tensor];
+  if (!t.HasData()) return Bytes();
   const Storage& st = storages()[t.storage];
   const uint64_t item = DTypeSize(t.dtype);
   if (t.num_elements == 0) return st.bytes.subspan(0, 0);
@@ -1102,7 +1113,7 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
       out += ",\"numpy_dtype\":";
       py::AppendJsonStr(out, t.numpy_dtype);
     }
-    out += std::string(",\"parameter\":") + (t.parameter ? "true" : "false");
+    if (t.layout == TensorLayout::kStrided) out += std::string(",\"parameter\":") + (t.parameter ? "true" : "false");
     if (t.quant.scheme == QScheme::kPerTensorAffine) {
       out += ",\"q_scale\":";
       AppendJsonFloat(out, t.quant.scale);
@@ -1140,7 +1151,52 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
       out += ",\"qscheme\":";
       py::AppendJsonStr(out, QSchemeName(t.quant.scheme));
     }
-    if (digests) {
+    if (t.layout != TensorLayout::kStrided) {
+      // A sparse tensor: its layout, dense size and components, each as an
+      // ordinary tensor under torch's accessor name.
+      auto part = [&](const char* name, uint32_t index) -> Status {
+        const Tensor& c = this->tensors()[index];
+        out += ",\"" + std::string(name) + "\":{";
+        if (c.conj) out += "\"conj\":true,";
+        out += "\"dtype\":";
+        py::AppendJsonStr(out, DTypeName(c.dtype));
+        if (c.neg) out += ",\"neg\":true";
+        if (digests) {
+          CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(index));
+          out += ",\"sha256\":\"" + digest + "\"";
+        }
+        out += ",\"shape\":";
+        dims(c.shape);
+        out += ",\"storage_offset\":" + std::to_string(c.storage_offset) + ",\"stride\":";
+        dims(c.stride);
+        out.push_back('}');
+        return OkStatus();
+      };
+      const bool rows = t.layout == TensorLayout::kSparseCsr || t.layout == TensorLayout::kSparseBsr;
+      out += ",\"dense_dim\":" + std::to_string(t.sparse.dense_dim);
+      if (t.layout == TensorLayout::kSparseCoo) {
+        CKG_TRY(part("indices", t.sparse.indices));
+        if (t.sparse.coalesced) out += std::string(",\"is_coalesced\":") + (*t.sparse.coalesced ? "true" : "false");
+      } else {
+        CKG_TRY(part(rows ? "crow_indices" : "ccol_indices", t.sparse.indices));
+        CKG_TRY(part(rows ? "col_indices" : "row_indices", t.sparse.plain_indices));
+      }
+      out += ",\"layout\":";
+      py::AppendJsonStr(out, TensorLayoutName(t.layout));
+      out += std::string(",\"parameter\":") + (t.parameter ? "true" : "false");
+      out += ",\"shape\":";
+      dims(t.shape);
+      out += ",\"sparse_dim\":" + std::to_string(t.sparse.sparse_dim);
+      if (t.state) {
+        out += ",\"state\":";
+        SkeletonWriter state_writer(values(), state_->limits);
+        CKG_TRY(state_writer.Value(out, *t.state, {}));
+      }
+      CKG_TRY(part("values", t.sparse.values));
+      return OkStatus();
+    }
+    if (t.meta) out += ",\"meta\":true";
+    if (digests && !t.meta) {
       CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(named[i].tensor));
       out += ",\"sha256\":\"" + digest + "\"";
     }
@@ -1260,6 +1316,101 @@ std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& 
   return std::nullopt;
 }
 
+// CheckSparseIndices checks the index values of every sparse tensor as
+// torch checks them when a load ends (_validate_loaded_sparse_tensors:
+// _validate_sparse_coo_tensor_args, _validate_sparse_compressed_tensor_args),
+// so that a file torch refuses is refused here too. The VM checked dtypes
+// and shapes; this reads the index tensors (charged as digests are).
+static Status CheckSparseIndices(const Checkpoint& ckpt) {
+  const std::vector<Tensor>& tensors = ckpt.tensors();
+  for (uint32_t n = 0; n < tensors.size(); ++n) {
+    const Tensor& t = tensors[n];
+    if (t.layout == TensorLayout::kStrided || t.parameter) continue;  // a Parameter's data is checked as itself
+    const std::string what = std::string(TensorLayoutName(t.layout)) + " tensor " + Num(n) + " of size " + [&] {
+      std::string s = "[";
+      for (size_t i = 0; i < t.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(t.shape[i]);
+      return s + "]";
+    }();
+    auto refuse = [&](const std::string& why) {
+      return MakeError(ErrorCode::kMalformed, t.sparse.offset, what + ": " + why + " (torch refuses it too)");
+    };
+    const Tensor& ix = tensors[t.sparse.indices];
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> ibytes, ckpt.ContiguousBytes(t.sparse.indices));
+    auto at = [](const std::vector<uint8_t>& bytes, DType dtype, uint64_t i) -> int64_t {
+      if (dtype == DType::kInt32) {
+        int32_t v;
+        std::memcpy(&v, bytes.data() + i * 4, 4);
+        return v;
+      }
+      int64_t v;
+      std::memcpy(&v, bytes.data() + i * 8, 8);
+      return v;
+    };
+    if (t.layout == TensorLayout::kSparseCoo) {
+      const uint64_t sparse_dim = static_cast<uint64_t>(ix.shape[0]);
+      const uint64_t nnz = static_cast<uint64_t>(ix.shape[1]);
+      for (uint64_t d = 0; d < sparse_dim; ++d) {
+        for (uint64_t k = 0; k < nnz; ++k) {
+          const int64_t v = at(ibytes, ix.dtype, d * nnz + k);
+          if (v < 0 || v >= t.shape[d]) {
+            return refuse("indices[" + Num(d) + "][" + Num(k) + "] = " + std::to_string(v) +
+                          " is out of range for dimension " + Num(d) + " of size " + std::to_string(t.shape[d]));
+          }
+        }
+      }
+      continue;
+    }
+    const bool rows = t.layout == TensorLayout::kSparseCsr || t.layout == TensorLayout::kSparseBsr;
+    const bool block = t.layout == TensorLayout::kSparseBsr || t.layout == TensorLayout::kSparseBsc;
+    const char* cname = rows ? "crow_indices" : "ccol_indices";
+    const char* pname = rows ? "col_indices" : "row_indices";
+    const Tensor& values = tensors[t.sparse.values];
+    const Tensor& px = tensors[t.sparse.plain_indices];
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> pbytes, ckpt.ContiguousBytes(t.sparse.plain_indices));
+    const size_t batch = ix.shape.size() - 1;
+    const int64_t block_rows = block ? values.shape[batch + 1] : 1;
+    const int64_t block_cols = block ? values.shape[batch + 2] : 1;
+    const int64_t nplain = rows ? t.shape[batch + 1] / block_cols : t.shape[batch] / block_rows;
+    const uint64_t ncompressed = static_cast<uint64_t>(ix.shape[batch]);  // entries: compressed dim + 1
+    const uint64_t nnz = static_cast<uint64_t>(px.shape[batch]);
+    uint64_t batches = 1;
+    for (size_t i = 0; i < batch; ++i) batches *= static_cast<uint64_t>(ix.shape[i]);
+    for (uint64_t b = 0; b < batches; ++b) {
+      const uint64_t c0 = b * ncompressed;
+      const uint64_t p0 = b * nnz;
+      if (at(ibytes, ix.dtype, c0) != 0) return refuse(std::string(cname) + " of batch " + Num(b) + " does not start at 0");
+      if (at(ibytes, ix.dtype, c0 + ncompressed - 1) != static_cast<int64_t>(nnz)) {
+        return refuse(std::string(cname) + " of batch " + Num(b) + " does not end at nnz " + Num(nnz));
+      }
+      for (uint64_t i = 1; i < ncompressed; ++i) {
+        const int64_t lo = at(ibytes, ix.dtype, c0 + i - 1);
+        const int64_t hi = at(ibytes, ix.dtype, c0 + i);
+        if (hi > static_cast<int64_t>(nnz)) {
+          // Checked before the plain indices of the slice are read: they end at nnz.
+          return refuse(std::string(cname) + "[" + Num(c0 + i) + "] = " + std::to_string(hi) + " is past nnz " +
+                        Num(nnz));
+        }
+        if (hi < lo || hi - lo > nplain) {
+          return refuse(std::string(cname) + "[" + Num(c0 + i) + "] - " + cname + "[" + Num(c0 + i - 1) + "] = " +
+                        std::to_string(hi - lo) + " is not in [0, " + std::to_string(nplain) + "]");
+        }
+        for (int64_t k = lo; k < hi; ++k) {
+          const int64_t v = at(pbytes, px.dtype, p0 + static_cast<uint64_t>(k));
+          if (v < 0 || v >= nplain) {
+            return refuse(std::string(pname) + "[" + Num(p0 + static_cast<uint64_t>(k)) + "] = " + std::to_string(v) +
+                          " is out of range [0, " + std::to_string(nplain) + ")");
+          }
+          if (k > lo && at(pbytes, px.dtype, p0 + static_cast<uint64_t>(k) - 1) >= v) {
+            return refuse(std::string(pname) + " are not sorted and distinct within " + cname + "[" + Num(c0 + i - 1) +
+                          "]:" + cname + "[" + Num(c0 + i) + "]");
+          }
+        }
+      }
+    }
+  }
+  return OkStatus();
+}
+
 Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOptions& options) {
   auto state = std::make_unique<Checkpoint::State>();
   state->file = std::move(file);
@@ -1291,7 +1442,12 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
   Loader loader(*state, options);
   if (Status loaded = loader.Load(); !loaded) return fail(std::move(loaded).error());
   CKG_TRY(state->file.CheckUnchanged());
-  return Checkpoint(std::move(state));
+  Checkpoint out(std::move(state));
+  if (Status sparse = CheckSparseIndices(out); !sparse) {
+    CKG_TRY(out.CheckUnchanged());
+    return std::unexpected(std::move(sparse).error());
+  }
+  return out;
 }
 
 Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options) {

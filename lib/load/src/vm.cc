@@ -959,6 +959,11 @@ class Vm {
       const Tensor& t = state_.tensors[v.index];
       const bool is_float = t.dtype == DType::kFloat64 || t.dtype == DType::kFloat32;
       const bool is_int = t.dtype == DType::kInt64 || t.dtype == DType::kInt32;
+      if (!t.HasData()) {
+        return Fail(ErrorCode::kUnsupportedFormat, op,
+                    fn + ": per-channel " + what + " must be a strided tensor with data, not a " +
+                        (t.meta ? std::string("meta") : std::string(TensorLayoutName(t.layout))) + " tensor");
+      }
       if (t.quant.scheme != QScheme::kNone || t.conj || t.neg || (want_float ? !is_float : !(is_int || is_float))) {
         return Malformed(op, fn + ": per-channel " + what + " must be a tensor of " +
                                  (want_float ? "float64 or float32" : "int64, int32, float64 or float32") + ", not " +
@@ -983,6 +988,334 @@ class Vm {
     std::string out = "[";
     for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
     return out + "]";
+  }
+
+  // --- sparse and meta tensors ----------------------------------------------
+  // LayoutNamed: the layout torch prints as `name` ("torch.sparse_coo").
+  static std::optional<TensorLayout> LayoutNamed(std::string_view name) {
+    static constexpr std::pair<std::string_view, TensorLayout> kLayouts[] = {
+        {"torch.strided", TensorLayout::kStrided},       {"torch.sparse_coo", TensorLayout::kSparseCoo},
+        {"torch.sparse_csr", TensorLayout::kSparseCsr}, {"torch.sparse_csc", TensorLayout::kSparseCsc},
+        {"torch.sparse_bsr", TensorLayout::kSparseBsr}, {"torch.sparse_bsc", TensorLayout::kSparseBsc},
+    };
+    for (const auto& [n, layout] : kLayouts) {
+      if (n == name) return layout;
+    }
+    return std::nullopt;
+  }
+
+  // GetLayout is torch.serialization._get_layout(name): copyreg pickles a
+  // torch.layout as this call of its str(). The result is the same value a
+  // GLOBAL of the layout constant gives.
+  Result<ValueId> GetLayout(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+    CKG_TRY(Arity(op, fn, args.size(), 1, 1));
+    const Value& name = Get(args[0]);
+    if (name.kind != ValueKind::kStr) {
+      return Malformed(op, fn + ": the layout name must be a str, not " + std::string(ValueKindName(name.kind)));
+    }
+    if (!LayoutNamed(name.text)) {
+      if (name.text == "torch._mkldnn" || name.text == "torch.jagged") {
+        return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": layout '" + name.text + "' is not supported");
+      }
+      return Malformed(op, fn + ": no layout is named '" + Printable(name.text.substr(0, 64)) + "'");
+    }
+    Value v;
+    v.kind = ValueKind::kGlobal;
+    v.index = static_cast<uint32_t>(AllowAction::kConstant);
+    v.text = name.text;
+    return Add(op, std::move(v));
+  }
+
+  // SparseLayoutArg: the layout argument of a sparse rebuild (a layout
+  // constant by GLOBAL or by _get_layout), which must be a sparse layout.
+  Result<TensorLayout> SparseLayoutArg(const PickleOp& op, const std::string& fn, ValueId id) const {
+    const Value& v = Get(id);
+    std::optional<TensorLayout> layout;
+    if (v.kind == ValueKind::kGlobal && v.index == static_cast<uint32_t>(AllowAction::kConstant)) {
+      layout = LayoutNamed(v.text);
+    }
+    if (!layout) {
+      return Malformed(op, fn + ": layout must be a torch layout, not " +
+                               (v.kind == ValueKind::kGlobal ? "'" + v.text + "'" : "a " + std::string(ValueKindName(v.kind))));
+    }
+    if (*layout == TensorLayout::kStrided) {
+      return Malformed(op, fn + ": torch.strided is not a sparse layout (torch raises NotImplementedError)");
+    }
+    return *layout;
+  }
+
+  // SparsePart: a component of a sparse tensor, which must be an ordinary
+  // strided tensor with data (as torch's sparse constructors require).
+  Result<uint32_t> SparsePart(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+    const Value& v = Get(id);
+    if (v.kind != ValueKind::kTensor) {
+      return Malformed(op, fn + ": " + what + " must be a tensor, not " + std::string(ValueKindName(v.kind)));
+    }
+    const Tensor& t = state_.tensors[v.index];
+    if (!t.HasData() || t.quant.scheme != QScheme::kNone) {
+      return Fail(ErrorCode::kUnsupportedFormat, op,
+                  fn + ": " + what + " must be a strided tensor with data, not a " +
+                      (t.meta ? "meta" : t.layout != TensorLayout::kStrided ? std::string(TensorLayoutName(t.layout))
+                                                                             : std::string("quantized")) +
+                      " tensor");
+    }
+    return v.index;
+  }
+
+  // SizeArg: a sparse tensor's dense size (a torch.Size), non-negative, with
+  // a product torch's int64 numel holds.
+  Result<std::pair<std::vector<int64_t>, uint64_t>> DenseSize(const PickleOp& op, const std::string& fn,
+                                                               ValueId id) const {
+    CKG_ASSIGN_OR_RETURN(std::vector<int64_t> size, ArgInts(op, fn, id, "size"));
+    uint64_t numel = 1;
+    bool empty = false;
+    for (size_t i = 0; i < size.size(); ++i) {
+      if (size[i] < 0) return Malformed(op, fn + ": negative size " + DimsText(size));
+      if (size[i] == 0) empty = true;
+    }
+    for (int64_t d : size) {
+      if (empty) break;
+      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel) || numel > static_cast<uint64_t>(INT64_MAX)) {
+        return Malformed(op, fn + ": size " + DimsText(size) + " has more than 2^63-1 elements");
+      }
+    }
+    return std::make_pair(std::move(size), empty ? uint64_t{0} : numel);
+  }
+
+  static std::vector<int64_t> Dims(const std::vector<int64_t>& d, size_t from, size_t to) {
+    return std::vector<int64_t>(d.begin() + static_cast<ptrdiff_t>(from), d.begin() + static_cast<ptrdiff_t>(to));
+  }
+
+  // RebuildSparse is _rebuild_sparse_tensor(layout, data) and torch 1.13's
+  // _rebuild_sparse_csr_tensor(layout, data): a tensor of the layout whose
+  // data are the component tensors, checked as torch's
+  // _validate_sparse_coo_tensor_args / _validate_sparse_compressed_tensor_args
+  // check dtypes and shapes. (The index values themselves are not read.)
+  Result<ValueId> RebuildSparse(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+    CKG_TRY(Arity(op, fn, args.size(), 2, 2));
+    CKG_ASSIGN_OR_RETURN(TensorLayout layout, SparseLayoutArg(op, fn, args[0]));
+    const bool csr_only = fn == "torch._utils._rebuild_sparse_csr_tensor";
+    if (csr_only && layout != TensorLayout::kSparseCsr) {
+      return Malformed(op, fn + ": layout must be torch.sparse_csr, not torch." + std::string(TensorLayoutName(layout)));
+    }
+    const Value& data = Get(args[1]);
+    if (data.kind != ValueKind::kTuple && data.kind != ValueKind::kList) {
+      return Malformed(op, fn + ": data must be a tuple, not " + std::string(ValueKindName(data.kind)));
+    }
+    const std::vector<ValueId> items = data.items;
+    Tensor out;
+    out.layout = layout;
+    const std::string what = fn + " (" + std::string(TensorLayoutName(layout)) + ")";
+    auto dtype_name = [](DType d) { return std::string(DTypeName(d)); };
+    if (layout == TensorLayout::kSparseCoo) {
+      if (items.size() != 3 && items.size() != 4) {
+        return Malformed(op, what + ": data must be (indices, values, size[, is_coalesced]), got " + Num(items.size()) +
+                                 " items");
+      }
+      CKG_ASSIGN_OR_RETURN(out.sparse.indices, SparsePart(op, fn, items[0], "indices"));
+      CKG_ASSIGN_OR_RETURN(out.sparse.values, SparsePart(op, fn, items[1], "values"));
+      CKG_ASSIGN_OR_RETURN(auto size, DenseSize(op, fn, items[2]));
+      if (items.size() == 4 && Get(items[3]).kind != ValueKind::kNone) {
+        if (Get(items[3]).kind != ValueKind::kBool) {
+          return Malformed(op, what + ": is_coalesced must be a bool or None, not " +
+                                   std::string(ValueKindName(Get(items[3]).kind)));
+        }
+        out.sparse.coalesced = Get(items[3]).int_value != 0;
+      }
+      const Tensor& indices = state_.tensors[out.sparse.indices];
+      const Tensor& values = state_.tensors[out.sparse.values];
+      if (indices.dtype != DType::kInt64) {
+        return Malformed(op, what + ": indices must be an int64 tensor, not " + dtype_name(indices.dtype));
+      }
+      if (indices.shape.size() != 2) {
+        return Malformed(op, what + ": indices must be sparse_dim x nnz, not of shape " + DimsText(indices.shape));
+      }
+      if (values.shape.empty()) {
+        return Malformed(op, what + ": values must have at least one dimension (nnz), not shape []");
+      }
+      out.sparse.sparse_dim = indices.shape[0];
+      out.sparse.dense_dim = static_cast<int64_t>(values.shape.size()) - 1;
+      const size_t sparse_dim = static_cast<size_t>(out.sparse.sparse_dim);
+      if (sparse_dim + values.shape.size() - 1 != size.first.size()) {
+        return Malformed(op, what + ": size " + DimsText(size.first) + " has " + Num(size.first.size()) +
+                                 " dimensions, but indices give " + Num(sparse_dim) + " sparse and values " +
+                                 Num(values.shape.size() - 1) + " dense dimensions");
+      }
+      if (indices.shape[1] != values.shape[0]) {
+        return Malformed(op, what + ": indices give " + std::to_string(indices.shape[1]) + " elements (nnz), values " +
+                                 std::to_string(values.shape[0]));
+      }
+      if (Dims(values.shape, 1, values.shape.size()) != Dims(size.first, sparse_dim, size.first.size())) {
+        return Malformed(op, what + ": values of shape " + DimsText(values.shape) + " do not match the dense dimensions of size " +
+                                 DimsText(size.first));
+      }
+      out.shape = std::move(size.first);
+      out.num_elements = size.second;
+    } else {
+      const bool rows = layout == TensorLayout::kSparseCsr || layout == TensorLayout::kSparseBsr;
+      const bool block = layout == TensorLayout::kSparseBsr || layout == TensorLayout::kSparseBsc;
+      const char* compressed_name = rows ? "crow_indices" : "ccol_indices";
+      const char* plain_name = rows ? "col_indices" : "row_indices";
+      if (items.size() != 4) {
+        return Malformed(op, what + ": data must be (" + compressed_name + ", " + plain_name + ", values, size), got " +
+                                 Num(items.size()) + " items");
+      }
+      CKG_ASSIGN_OR_RETURN(out.sparse.indices, SparsePart(op, fn, items[0], compressed_name));
+      CKG_ASSIGN_OR_RETURN(out.sparse.plain_indices, SparsePart(op, fn, items[1], plain_name));
+      CKG_ASSIGN_OR_RETURN(out.sparse.values, SparsePart(op, fn, items[2], "values"));
+      CKG_ASSIGN_OR_RETURN(auto size, DenseSize(op, fn, items[3]));
+      const Tensor& compressed = state_.tensors[out.sparse.indices];
+      const Tensor& plain = state_.tensors[out.sparse.plain_indices];
+      const Tensor& values = state_.tensors[out.sparse.values];
+      if (compressed.dtype != DType::kInt64 && compressed.dtype != DType::kInt32) {
+        return Malformed(op, what + ": " + compressed_name + " must be an int64 or int32 tensor, not " +
+                                 dtype_name(compressed.dtype));
+      }
+      if (plain.dtype != compressed.dtype) {
+        return Malformed(op, what + ": " + plain_name + " must have the dtype of " + compressed_name + " (" +
+                                 dtype_name(compressed.dtype) + "), not " + dtype_name(plain.dtype));
+      }
+      if (compressed.shape.empty() || compressed.shape.size() != plain.shape.size()) {
+        return Malformed(op, what + ": " + compressed_name + " of shape " + DimsText(compressed.shape) + " and " +
+                                 plain_name + " of shape " + DimsText(plain.shape) +
+                                 " must have the same number of dimensions, at least one");
+      }
+      const size_t batch = compressed.shape.size() - 1;
+      const size_t block_dims = block ? 2 : 0;
+      if (values.shape.size() < batch + 1 + block_dims) {
+        return Malformed(op, what + ": values of shape " + DimsText(values.shape) + " need at least " +
+                                 Num(batch + 1 + block_dims) + " dimensions (batch, nnz" + (block ? ", block)" : ")"));
+      }
+      const size_t dense = values.shape.size() - batch - 1 - block_dims;
+      out.sparse.sparse_dim = 2;
+      out.sparse.dense_dim = static_cast<int64_t>(dense);
+      const std::vector<int64_t>& sz = size.first;
+      if (sz.size() != batch + 2 + dense) {
+        return Malformed(op, what + ": size " + DimsText(sz) + " must have " + Num(batch + 2 + dense) + " dimensions (" +
+                                 Num(batch) + " batch, 2 sparse, " + Num(dense) + " dense)");
+      }
+      const std::vector<int64_t> batch_shape = Dims(sz, 0, batch);
+      if (Dims(compressed.shape, 0, batch) != batch_shape || Dims(plain.shape, 0, batch) != batch_shape ||
+          Dims(values.shape, 0, batch) != batch_shape) {
+        return Malformed(op, what + ": batch dimensions of " + compressed_name + " " + DimsText(compressed.shape) + ", " +
+                                 plain_name + " " + DimsText(plain.shape) + " and values " + DimsText(values.shape) +
+                                 " must equal those of size " + DimsText(sz));
+      }
+      int64_t block_rows = 1;
+      int64_t block_cols = 1;
+      if (block) {
+        block_rows = values.shape[batch + 1];
+        block_cols = values.shape[batch + 2];
+        if (block_rows <= 0 || block_cols <= 0) {
+          return Malformed(op, what + ": blocksize (" + std::to_string(block_rows) + ", " + std::to_string(block_cols) +
+                                   ") must be positive");
+        }
+      }
+      const int64_t nrows = sz[batch];
+      const int64_t ncols = sz[batch + 1];
+      if (nrows % block_rows != 0 || ncols % block_cols != 0) {
+        return Malformed(op, what + ": size " + DimsText(sz) + " is not a multiple of blocksize (" +
+                                 std::to_string(block_rows) + ", " + std::to_string(block_cols) + ")");
+      }
+      const int64_t ncompressed = rows ? nrows / block_rows : ncols / block_cols;
+      if (compressed.shape[batch] - 1 != ncompressed) {  // (ncompressed + 1 may not fit an int64)
+        return Malformed(op, what + ": " + compressed_name + " has " + std::to_string(compressed.shape[batch]) +
+                                 " entries in its last dimension, expected " +
+                                 std::to_string(static_cast<uint64_t>(ncompressed) + 1));
+      }
+      if (plain.shape[batch] != values.shape[batch]) {
+        return Malformed(op, what + ": " + plain_name + " gives " + std::to_string(plain.shape[batch]) +
+                                 " elements (nnz), values " + std::to_string(values.shape[batch]));
+      }
+      if (Dims(values.shape, batch + 1 + block_dims, values.shape.size()) != Dims(sz, batch + 2, sz.size())) {
+        return Malformed(op, what + ": values of shape " + DimsText(values.shape) +
+                                 " do not match the dense dimensions of size " + DimsText(sz));
+      }
+      out.shape = std::move(size.first);
+      out.num_elements = size.second;
+    }
+    out.dtype = state_.tensors[out.sparse.values].dtype;
+    out.sparse.offset = op.offset;
+    return AddTensor(op, std::move(out));
+  }
+
+  // RebuildMeta is _rebuild_meta_tensor_no_storage(dtype, size, stride,
+  // requires_grad) (torch 1.13 and 2.x): torch.empty_strided on the meta
+  // device, a tensor with a shape and no data.
+  Result<ValueId> RebuildMeta(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+    CKG_TRY(Arity(op, fn, args.size(), 4, 4));
+    const Value& d = Get(args[0]);
+    if (d.kind != ValueKind::kDtype) {
+      return Malformed(op, fn + ": dtype must be a dtype, not " + std::string(ValueKindName(d.kind)));
+    }
+    Tensor t;
+    t.dtype = d.dtype;
+    t.meta = true;
+    CKG_ASSIGN_OR_RETURN(auto size, DenseSize(op, fn, args[1]));
+    CKG_ASSIGN_OR_RETURN(std::vector<int64_t> stride, ArgInts(op, fn, args[2], "stride"));
+    CKG_ASSIGN_OR_RETURN(t.requires_grad, ArgBool(op, fn, args[3], "requires_grad"));
+    if (stride.size() != size.first.size()) {
+      return Malformed(op, fn + ": size has " + Num(size.first.size()) + " dimensions, stride " + Num(stride.size()));
+    }
+    for (size_t i = 0; i < stride.size(); ++i) {
+      if (stride[i] < 0) return Malformed(op, fn + ": negative stride in dimension " + Num(i));
+    }
+    t.shape = std::move(size.first);
+    t.stride = std::move(stride);
+    t.num_elements = size.second;
+    return AddTensor(op, std::move(t));
+  }
+
+  // RebuildFromNumpy is _rebuild_device_tensor_from_numpy(data, dtype,
+  // device, requires_grad): torch.from_numpy(data).to(dtype=dtype,
+  // device=device), as torch writes tensors of devices without storages
+  // (XLA, ORT, privateuse1). The array has loaded as a tensor (numpy arrays
+  // are declared records); a dtype other than the array's own would be a
+  // conversion (torch 2.x writes bfloat16 as a float32 array), which is
+  // refused rather than made. The device is not kept: data is on the host.
+  Result<ValueId> RebuildFromNumpy(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+    CKG_TRY(Arity(op, fn, args.size(), 4, 4));
+    const Value& data = Get(args[0]);
+    if (data.kind != ValueKind::kTensor) {
+      return Fail(ErrorCode::kUnsupportedFormat, op,
+                  fn + ": data must be a numpy array (which loads as a tensor when records are on), not " +
+                      (data.kind == ValueKind::kRecord ? "a record of '" + data.text + "'"
+                                                       : std::string(ValueKindName(data.kind))));
+    }
+    const Value& d = Get(args[1]);
+    if (d.kind != ValueKind::kDtype) {
+      return Malformed(op, fn + ": dtype must be a dtype, not " + std::string(ValueKindName(d.kind)));
+    }
+    const Value& device = Get(args[2]);
+    if (device.kind != ValueKind::kStr || device.text.size() > 64) {
+      return Malformed(op, fn + ": device must be a short str");
+    }
+    CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[3], "requires_grad"));
+    Tensor t = state_.tensors[data.index];
+    if (!t.HasData() || t.quant.scheme != QScheme::kNone || t.parameter) {
+      return Malformed(op, fn + ": data must be a numpy array");
+    }
+    if (t.dtype != d.dtype) {
+      return Fail(ErrorCode::kUnsupportedFormat, op,
+                  fn + ": converting the array's " + std::string(DTypeName(t.dtype)) + " to " +
+                      std::string(DTypeName(d.dtype)) + " is not supported (only the array's own dtype loads)");
+    }
+    t.requires_grad = requires_grad;
+    return AddTensor(op, std::move(t));
+  }
+
+  // AddTensor adds a tensor made without MakeTensor (sparse, meta, or a
+  // copy of a checked one) to the table.
+  Result<ValueId> AddTensor(const PickleOp& op, Tensor&& t) {
+    if (state_.tensors.size() >= limits_.max_tensors) {
+      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensors", limits_.max_tensors));
+    }
+    CKG_TRY(Account(op, sizeof(Tensor) + 16 * t.shape.size()));
+    state_.tensors.push_back(std::move(t));
+    Value v;
+    v.kind = ValueKind::kTensor;
+    v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
+    return Add(op, std::move(v));
   }
 
   // --- REDUCE --------------------------------------------------------------
@@ -1062,6 +1395,14 @@ class Vm {
         state_.tensors.back().quant = quant;
         return t;
       }
+      case AllowAction::kRebuildSparse:
+        return RebuildSparse(op, fn, args);
+      case AllowAction::kRebuildMeta:
+        return RebuildMeta(op, fn, args);
+      case AllowAction::kGetLayout:
+        return GetLayout(op, fn, args);
+      case AllowAction::kRebuildFromNumpy:
+        return RebuildFromNumpy(op, fn, args);
       case AllowAction::kRebuildParameter:
       case AllowAction::kRebuildParameterWithState: {
         const bool with_state = action == AllowAction::kRebuildParameterWithState;
@@ -1799,6 +2140,18 @@ std::string_view RecordFormName(RecordForm form) {
     case RecordForm::kMember: return "member";
   }
   return "unknown";
+}
+
+std::string_view TensorLayoutName(TensorLayout layout) {
+  switch (layout) {
+    case TensorLayout::kStrided: return "strided";
+    case TensorLayout::kSparseCoo: return "sparse_coo";
+    case TensorLayout::kSparseCsr: return "sparse_csr";
+    case TensorLayout::kSparseCsc: return "sparse_csc";
+    case TensorLayout::kSparseBsr: return "sparse_bsr";
+    case TensorLayout::kSparseBsc: return "sparse_bsc";
+  }
+  return "strided";
 }
 
 std::string_view QSchemeName(QScheme scheme) {

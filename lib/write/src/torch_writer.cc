@@ -970,6 +970,14 @@ Result<SaveTree> SaveTreeFromCheckpoint(const Checkpoint& ckpt, const SaveLimits
                              "tensor " + std::to_string(v.index) + " has numpy dtype " + t.numpy_dtype +
                                  ", which torch has no dtype for");
           }
+          if (!t.HasData()) {
+            // Written as _rebuild_tensor_v2 it would need bytes it does not have.
+            return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                             "tensor " + std::to_string(v.index) + " is a " +
+                                 (t.meta ? std::string("meta") : std::string(TensorLayoutName(t.layout))) +
+                                 " tensor: the torch writer does not write " +
+                                 (t.meta ? "meta" : "sparse") + " tensors");
+          }
           if (t.conj || t.neg) {
             return MakeError(ErrorCode::kUnsupportedFormat, 0,
                              "tensor " + std::to_string(v.index) + " has the " + (t.conj ? "conjugate" : "negative") +

@@ -28,6 +28,12 @@ enum class AllowAction : uint8_t {
   kRebuildParameter,          // _rebuild_parameter(data, requires_grad, hooks)
   kRebuildParameterWithState, // _rebuild_parameter_with_state(data, requires_grad, hooks, state)
   kRebuildQTensor,            // _rebuild_qtensor(storage, offset, size, stride, quantizer_params, requires_grad, hooks)
+  kRebuildSparse,             // _rebuild_sparse_tensor(layout, data) (COO; CSR/CSC/BSR/BSC in torch 2.x) and
+                              // torch 1.13's _rebuild_sparse_csr_tensor(layout, data): components, no dense data
+  kRebuildMeta,               // _rebuild_meta_tensor_no_storage(dtype, size, stride, requires_grad): no data
+  kGetLayout,                 // torch.serialization._get_layout("torch.sparse_coo"): a layout constant by name
+  kRebuildFromNumpy,          // _rebuild_device_tensor_from_numpy(ndarray, dtype, device, requires_grad): the
+                              // array (a tensor once numpy arrays load) when dtype is the array's own
   kStorageType,               // a storage class named in persistent ids (dtype set)
   kDtype,                     // a dtype object such as torch.float16 (dtype set)
   kTorchSize,                 // torch.Size(tuple)

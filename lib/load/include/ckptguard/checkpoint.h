@@ -115,6 +115,9 @@ class Checkpoint {
   Result<std::string> Sha256Hex(uint32_t tensor) const;
   // ChargeView charges what ContiguousBytes/Sha256Hex would, for callers that
   // read a view's elements themselves (writers, converters).
+  // All three fail with kUnsupportedFormat for a tensor without data of its
+  // own (Tensor::HasData() false): a meta tensor, or a sparse tensor, whose
+  // component tensors (Tensor::sparse) are read instead.
   Status ChargeView(uint32_t tensor, std::string_view what) const;
   // QuantParams returns a quantized tensor's scales (zero_points false) or
   // zero points (true) as doubles: one value per tensor, or one per index
@@ -130,7 +133,8 @@ class Checkpoint {
   // BudgetUsed is what the load has charged to the file's budget so far.
   uint64_t BudgetUsed(BudgetKind kind) const;
   // TensorBytes is the zero-copy span of the storage bytes a view covers
-  // (from its first to its last element), in the file's byte order.
+  // (from its first to its last element), in the file's byte order; empty
+  // for a meta or sparse tensor.
   Bytes StorageBytes(uint32_t tensor) const;
 
   // CheckUnchanged: kIo ChangedWhileReading (input_file.h) when the file the
@@ -185,8 +189,8 @@ class Checkpoint {
 // that changed while it was loaded fails with kIo ChangedWhileReading instead
 // of whatever the torn bytes gave. Errors name the file, the entry and
 // the byte offset: kForbiddenGlobal for any global outside the allowlist,
-// kUnsupportedFormat for known but unsupported content (sparse and meta
-// tensors, object arrays), kMalformed/kTruncated for broken files, and
+// kUnsupportedFormat for known but unsupported content (tensor subclasses,
+// object arrays), kMalformed/kTruncated for broken files, and
 // kLimitExceeded naming the limit.
 Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options = {});
 

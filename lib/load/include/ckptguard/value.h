@@ -278,9 +278,51 @@ struct Quantization {
   int64_t axis = 0;
 };
 
+// TensorLayout is torch.layout: how a tensor's elements are stored.
+enum class TensorLayout : uint8_t {
+  kStrided,    // a strided view of a storage (every tensor but a sparse one)
+  kSparseCoo,  // torch.sparse_coo
+  kSparseCsr,  // torch.sparse_csr
+  kSparseCsc,  // torch.sparse_csc
+  kSparseBsr,  // torch.sparse_bsr
+  kSparseBsc,  // torch.sparse_bsc
+};
+
+// TensorLayoutName: "strided", "sparse_coo", ... as torch prints str(layout)
+// without "torch.".
+std::string_view TensorLayoutName(TensorLayout layout);
+
+// SparseParts are the components of a sparse tensor, as the file stores them
+// and as torch's accessors give them: indexes into the tensors of the
+// checkpoint, each an ordinary strided tensor (checked at load: index dtypes,
+// dimensions and sizes consistent with the layout and the dense size).
+struct SparseParts {
+  // COO: indices (_indices(): int64, sparse_dim x nnz). CSR/BSR: crow_indices(),
+  // CSC/BSC: ccol_indices() (int64 or int32, batch dims then compressed+1).
+  uint32_t indices = 0;
+  // CSR/BSR: col_indices(), CSC/BSC: row_indices() (the dtype of `indices`,
+  // batch dims then nnz). Unused for COO.
+  uint32_t plain_indices = 0;
+  // COO: _values() (nnz x dense dims); compressed: values() (batch dims, nnz,
+  // [block dims,] dense dims).
+  uint32_t values = 0;
+  int64_t sparse_dim = 0;  // COO: rows of indices; compressed: 2
+  int64_t dense_dim = 0;   // dimensions of each stored value beyond the block
+  // COO from torch >= 2.1: the is_coalesced item of the file (nullopt when
+  // absent, as torch 1.x writes it).
+  std::optional<bool> coalesced;
+  uint64_t offset = 0;  // byte offset of the REDUCE that rebuilt it (errors of later checks name it)
+};
+
 // Tensor is a strided view of a storage, exactly as torch describes it:
 // element i0,i1,... lives at storage element storage_offset + sum(i_k*stride_k).
 // Every view is checked against its storage before it is made.
+//
+// Two kinds have no bytes of their own (HasData() is false; storage,
+// storage_offset mean nothing and ContiguousBytes/Sha256Hex refuse them):
+// a meta tensor (torch's device "meta": dtype, shape, stride and nothing
+// else) and a sparse tensor (layout != kStrided: dtype of its values, shape
+// = its dense size, no stride; its data is the tensors in `sparse`).
 struct Tensor {
   DType dtype = DType::kFloat32;
   std::vector<int64_t> shape;
@@ -309,6 +351,12 @@ struct Tensor {
   // (_rebuild_parameter_with_state's state: a dict of name -> value, or a
   // (dict, slots dict) tuple), kept as values and never applied.
   std::optional<ValueId> state;
+  TensorLayout layout = TensorLayout::kStrided;
+  SparseParts sparse;          // layout != kStrided
+  bool meta = false;           // _rebuild_meta_tensor_no_storage: shape and stride, no data
+
+  // HasData: the tensor is a view of a storage (not sparse, not meta).
+  bool HasData() const { return layout == TensorLayout::kStrided && !meta; }
 };
 
 // ValueArena owns every Value of one load. ValueIds index it. Values live
