@@ -839,19 +839,11 @@ class Vm {
                       DimsText(stride) + ") reaches past storage '" + storage.key + "' (" + Num(storage_bytes) +
                       " bytes of " + std::string(DTypeName(storage.dtype)) + ")");
     }
-    if (state_.tensors.size() >= limits_.max_tensors) {
-      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensors", limits_.max_tensors));
-    }
     t.shape = std::move(shape);
     t.stride = std::move(stride);
     t.storage_offset = offset;
     t.num_elements = numel;
-    CKG_TRY(Account(op, sizeof(Tensor) + 16 * t.shape.size()));
-    state_.tensors.push_back(std::move(t));
-    Value v;
-    v.kind = ValueKind::kTensor;
-    v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
-    return Add(op, std::move(v));
+    return AddTensor(op, std::move(t));
   }
 
   // TensorMetadata applies the metadata argument of _rebuild_tensor_v2/v3
