@@ -8,7 +8,8 @@
 //    item_size, item_size > 0 unless the dtype is flexible (S, U, V: '<U0'
 //    is valid), and data_offset + data_len <= size; an
 //    object or structured array has data_len 0 (an object array at least one
-//    pickle byte); anomaly offsets lie inside the input;
+//    pickle byte; a structured one an item_size below 2^31); anomaly offsets
+//    lie inside the input;
 //  * base_offset shifts every offset and nothing else: parsing with
 //    base_offset 1000 gives the same result (or error code and detail) with
 //    offsets + 1000;
@@ -80,7 +81,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (a.is_object) {
     Check(a.data_len == 0 && a.data_offset < size, "an object array has pickle bytes and no data_len");
   } else if (a.structured) {
-    Check(a.data_len == 0 && a.item_size == 0, "a structured array has no item_size or data_len");
+    Check(a.data_len == 0, "a structured array has no data_len (its loader checks the data)");
+    Check(a.item_size <= 0x7fffffffu, "a structured itemsize fits numpy's C int");
   } else {
     // Flexible dtypes may have size 0 ('<U0', '|S0', '|V0'); numpy reads them.
     Check(a.item_size > 0 || a.kind == 'S' || a.kind == 'U' || a.kind == 'V', "a plain array has an item size",

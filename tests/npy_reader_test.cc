@@ -236,13 +236,34 @@ BOOST_AUTO_TEST_CASE(structured_dtypes) {
     BOOST_TEST(a->is_object);
     BOOST_TEST(a->data_len == 0u);
   }
-  {  // Plain fields: not an object array; data length not checked.
+  {  // Plain fields: not an object array; data length not checked here.
     const std::string descr = "[('x', '<f4'), ('y', '<f4'),]";
     Result<NpyArray> a = ParseNpy(AsBytes(Npy(Dict(descr, "(3,)"), std::string(24, '\0'))));
     BOOST_REQUIRE_MESSAGE(a.has_value(), ErrorText(a));
     BOOST_TEST(a->structured);
     BOOST_TEST(!a->is_object);
-    BOOST_TEST(a->item_size == 0u);
+    BOOST_TEST(a->item_size == 8u);
+    BOOST_TEST(a->data_len == 0u);
+  }
+  {  // The itemsize numpy gives: fields summed (padding fields, titles,
+     // nested structs, field shapes), a top-level subarray's format x shape;
+     // 0 for what is no sized dtype.
+    const std::pair<std::string, uint64_t> kCases[] = {
+        {"[('a', '|i1'), ('', '|V3'), ('b', '<i4')]", 8},
+        {"[(('title', 'x'), '<f8'), ('y', '<U3')]", 20},
+        {"[('p', [('q', '<i2'), ('r', '>c16')], (2, 3))]", 108},
+        {"[('v', '<f4', 4), ('w', '<M8[ns]', ())]", 24},
+        {"('<f4', (2, 5))", 40},
+        {"[('a', 'nonsense')]", 0},
+        {"[('a', '<f4', (2, 'x'))]", 0},
+        {"[]", 0},
+        {"[('a', '|V2147483647'), ('b', '|i1')]", 0},
+    };
+    for (const auto& [descr, size] : kCases) {
+      Result<NpyArray> a = ParseNpy(AsBytes(Npy(Dict(descr, "(1,)"))));
+      BOOST_REQUIRE_MESSAGE(a.has_value(), descr + ": " + ErrorText(a));
+      BOOST_CHECK_MESSAGE(a->item_size == size, descr + ": " + std::to_string(a->item_size));
+    }
   }
   {  // A subarray descr (tuple), as numpy 2.3 writes it.
     const std::string descr = "('<f4', (2,))";

@@ -8,8 +8,10 @@ last dimension) with "numpy_dtype" equal to numpy's dtype.str, and the SHA-256
 of its elements equal to that of numpy's own tobytes() (C order, the file's
 byte order). One such member no longer makes a whole .npz fail. Writers
 refuse such arrays (their bytes as uint8 would lose what they are); object
-arrays stay refused (their data is a pickle); structured arrays are refused
-with an error that says so."""
+arrays stay refused (their data is a pickle). Structured arrays load the same
+way, with the header's descr literal as "numpy_dtype" and numpy's itemsize
+(fields summed with their shapes and padding)."""
+import ast
 import hashlib
 import json
 import subprocess
@@ -101,12 +103,53 @@ def test_convert_refuses_such_arrays(tmp_path, to):
     assert not dst.exists()
 
 
-def test_structured_arrays_are_refused_saying_so(tmp_path):
-    path = tmp_path / "rec.npy"
-    np.save(path, np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8", (2,))]))
+STRUCTURED = {
+    "fields": np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8", (2,))]),
+    "aligned_padding": np.zeros(2, dtype=np.dtype([("a", "i1"), ("b", "<i4"), ("c", "i1")], align=True)),
+    "titles_nested_be": np.zeros((2, 2), dtype=[(("Title", "t"), ">u2"), ("n", [("x", "<f4"), ("s", "S3")], (2,))]),
+    "record_array": np.rec.fromarrays([np.arange(4), np.linspace(0, 1, 4)], names="i,f"),
+}
+for name, arr in STRUCTURED.items():
+    arr.view(np.uint8)[...] = np.arange(arr.nbytes, dtype=np.uint64).astype(np.uint8).reshape(arr.view(np.uint8).shape)
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURED))
+def test_structured_arrays_load_as_their_bytes(tmp_path, name):
+    arr = STRUCTURED[name]
+    path = tmp_path / (name + ".npy")
+    np.save(path, arr)
+    back = np.load(path)
+    assert back.dtype == arr.dtype and back.tobytes() == arr.tobytes()
+    entry = inspect_json(path)["tensors"][""]
+    # The header's descr literal is numpy's dtype.descr.
+    assert ast.literal_eval(entry["numpy_dtype"]) == np.lib.format.dtype_to_descr(arr.dtype)
+    assert entry["dtype"] == "uint8"
+    assert entry["shape"] == list(arr.shape) + [arr.dtype.itemsize]
+    assert entry["sha256"] == hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def test_structured_descr_not_worked_out_is_refused_saying_so(tmp_path):
+    # A header numpy itself cannot read ('nonsense' is no dtype).
+    path = tmp_path / "bad.npy"
+    np.save(path, np.zeros(3, dtype=[("a", "<i4")]))
+    raw = path.read_bytes().replace(b"'<i4'", b"'zzz'", 1)
+    path.write_bytes(raw)
+    with pytest.raises(Exception):
+        np.load(path)
     out = inspect(path)
     assert out.returncode != 0
     assert "structured" in out.stderr, out.stderr
+
+
+def test_truncated_structured_array_is_refused(tmp_path):
+    path = tmp_path / "short.npy"
+    np.save(path, STRUCTURED["fields"])
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(ValueError):
+        np.load(path)
+    out = inspect(path)
+    assert out.returncode != 0
+    assert "past the end" in out.stderr, out.stderr
 
 
 def test_object_arrays_stay_refused(tmp_path):

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "py_text.h"
 
@@ -38,6 +40,71 @@ bool IsObjectDescr(std::string_view s) {
   if (s == "object" || s == "object_") return true;
   if (s.empty() || s[0] != 'O') return false;
   return std::all_of(s.begin() + 1, s.end(), IsDigit);
+}
+
+// SimpleDescr is a dtype string as numpy writes it (dtype.str): byte order,
+// kind, size, and for datetimes a unit in brackets.
+struct SimpleDescr {
+  char order = '=';
+  char kind = 'V';
+  uint64_t item_size = 0;
+  bool is_object = false;
+};
+
+// ParseSimpleDescr: nullopt for a string that is not a dtype numpy writes.
+std::optional<SimpleDescr> ParseSimpleDescr(std::string_view s) {
+  bool is_object = false;
+  size_t i = 0;
+  char order = '=';
+  if (!s.empty() && (s[0] == '<' || s[0] == '>' || s[0] == '|' || s[0] == '=')) order = s[i++];
+  if (i >= s.size()) return std::nullopt;
+  char kind = s[i++];
+  const size_t digits_begin = i;
+  uint64_t size = 0;
+  while (i < s.size() && IsDigit(s[i])) {
+    if (size > (std::numeric_limits<uint64_t>::max() - 9) / 10) return std::nullopt;
+    size = size * 10 + static_cast<uint64_t>(s[i++] - '0');
+  }
+  const bool has_size = i > digits_begin;
+  bool has_unit = false;
+  if (i < s.size() && s[i] == '[') {
+    const size_t close = s.find(']', i);
+    if (close == std::string::npos || close + 1 != s.size() || close == i + 1 || close - i > 24) return std::nullopt;
+    size_t j = i + 1;
+    while (j < close && IsDigit(s[j])) ++j;
+    if (j == close) return std::nullopt;
+    for (; j < close; ++j) {
+      if (!((s[j] >= 'a' && s[j] <= 'z') || (s[j] >= 'A' && s[j] <= 'Z'))) return std::nullopt;
+    }
+    has_unit = true;
+    i = close + 1;
+  }
+  if (i != s.size()) return std::nullopt;
+  if (has_unit && kind != 'M' && kind != 'm') return std::nullopt;
+  auto one_of = [&](std::initializer_list<uint64_t> sizes) {
+    return has_size && std::find(sizes.begin(), sizes.end(), size) != sizes.end();
+  };
+  uint64_t item_size = size;
+  switch (kind) {
+    case 'b': if (!one_of({1})) return std::nullopt; break;
+    case 'i': case 'u': if (!one_of({1, 2, 4, 8})) return std::nullopt; break;
+    case 'f': if (!one_of({2, 4, 8, 12, 16})) return std::nullopt; break;
+    case 'c': if (!one_of({8, 16, 24, 32})) return std::nullopt; break;
+    case 'M': case 'm': if (!one_of({8})) return std::nullopt; break;
+    case 'a': kind = 'S'; [[fallthrough]];
+    case 'S': case 'V': if (!has_size) return std::nullopt; break;
+    case 'U':
+      if (!has_size || size > std::numeric_limits<uint64_t>::max() / 4) return std::nullopt;
+      item_size = size * 4;
+      break;
+    case 'O':
+      if (has_size && !one_of({4, 8})) return std::nullopt;
+      item_size = has_size ? size : 8;
+      is_object = true;
+      break;
+    default: return std::nullopt;
+  }
+  return SimpleDescr{order, kind, item_size, is_object};
 }
 
 // HeaderParser parses the dict literal of one header, iteratively (the only
@@ -292,7 +359,7 @@ class HeaderParser {
       out_.structured = true;
       out_.kind = 'V';
       out_.byte_order = '|';
-      out_.item_size = 0;
+      out_.item_size = structured_item_size_;
       return OkStatus();
     }
     if (!AtString()) return Malformed(pos_, "descr is neither a string nor a list");
@@ -300,11 +367,73 @@ class HeaderParser {
     return OkStatus();  // interpreted once the whole dict has parsed, as numpy does
   }
 
+  // DescrNode is what a value of a structured descr literal says about its
+  // size: a str may be a dtype string (its itemsize) or a name; an int a
+  // dimension; a list a struct (the sum of its fields); a tuple a field
+  // (name, format[, shape]: the format's size times the shape's product), a
+  // shape (a product of ints), a (title, name) pair, or, at the top, a
+  // subarray (format, shape).
+  struct DescrNode {
+    enum Kind : uint8_t { kStr, kInt, kList, kTuple } kind = kStr;
+    std::optional<uint64_t> size;      // kStr: dtype itemsize; kList: struct size; kTuple: field size
+    std::optional<uint64_t> count;     // kInt: its value; kTuple of ints: their product
+    std::optional<uint64_t> subarray;  // kTuple (format, shape): the subarray's size
+    bool name = false;                 // kStr, or a kTuple of two strs
+  };
+  static std::optional<uint64_t> Times(std::optional<uint64_t> a, std::optional<uint64_t> b) {
+    uint64_t out;
+    if (!a || !b || __builtin_mul_overflow(*a, *b, &out)) return std::nullopt;
+    return out;
+  }
+  // FormatSize: the size of a field's format (a dtype string or a struct).
+  static std::optional<uint64_t> FormatSize(const DescrNode& n) {
+    return n.kind == DescrNode::kStr || n.kind == DescrNode::kList ? n.size : std::nullopt;
+  }
+  // ShapeCount: the product of a field's shape (an int or a tuple of ints).
+  static std::optional<uint64_t> ShapeCount(const DescrNode& n) {
+    return n.kind == DescrNode::kInt || n.kind == DescrNode::kTuple ? n.count : std::nullopt;
+  }
+  static DescrNode Close(char closer, const std::vector<DescrNode>& items) {
+    DescrNode node;
+    if (closer == ']') {
+      node.kind = DescrNode::kList;
+      uint64_t sum = 0;
+      bool sized = true;
+      for (const DescrNode& item : items) {
+        if (item.kind != DescrNode::kTuple || !item.size || __builtin_add_overflow(sum, *item.size, &sum)) {
+          sized = false;
+          break;
+        }
+      }
+      if (sized) node.size = sum;
+      return node;
+    }
+    node.kind = DescrNode::kTuple;
+    uint64_t product = 1;
+    bool ints = true;
+    for (const DescrNode& item : items) {
+      if (item.kind != DescrNode::kInt || __builtin_mul_overflow(product, *item.count, &product)) {
+        ints = false;
+        break;
+      }
+    }
+    if (ints) node.count = product;
+    node.name = items.size() == 2 && items[0].kind == DescrNode::kStr && items[1].kind == DescrNode::kStr;
+    if ((items.size() == 2 || items.size() == 3) && items[0].name) {
+      node.size = Times(FormatSize(items[1]), items.size() == 3 ? ShapeCount(items[2]) : std::optional<uint64_t>(1));
+    }
+    if (items.size() == 2) node.subarray = Times(FormatSize(items[0]), ShapeCount(items[1]));
+    return node;
+  }
+
   // ScanStructured checks the syntax of a list/tuple literal of strings,
-  // non-negative ints and nested lists/tuples, with an explicit stack.
+  // non-negative ints and nested lists/tuples, with an explicit stack, and
+  // works out the itemsize numpy gives the dtype (0 when the literal is not
+  // one numpy's descr_to_dtype reads as a sized dtype).
   Status ScanStructured() {
     enum class State : uint8_t { kAfterOpen, kAfterComma, kAfterValue };
     std::vector<char> closers;
+    std::vector<std::vector<DescrNode>> frames;  // the values of each open list/tuple
     State state = State::kAfterOpen;
     while (true) {
       SkipSpace();
@@ -317,14 +446,25 @@ class HeaderParser {
                       "max_descr_depth (" + Num(limits_.max_descr_depth) + ") exceeded by the descr");
         }
         closers.push_back(c == '[' ? ']' : ')');
+        frames.emplace_back();
         ++pos_;
         state = State::kAfterOpen;
       } else if (c == ']' || c == ')') {
         if (c != closers.back()) return Malformed(pos_, "mismatched bracket in the descr");
         ++pos_;
+        const DescrNode node = Close(c, frames.back());
         closers.pop_back();
+        frames.pop_back();
         state = State::kAfterValue;
-        if (closers.empty()) return OkStatus();
+        if (closers.empty()) {
+          const std::optional<uint64_t> size = c == ']' ? node.size : node.subarray;
+          // numpy's itemsize is a C int; anything larger is no dtype.
+          if (size && *size > 0 && *size <= static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
+            structured_item_size_ = *size;
+          }
+          return OkStatus();
+        }
+        frames.back().push_back(node);
       } else if (c == ',') {
         if (state != State::kAfterValue) return Malformed(pos_, "unexpected ',' in the descr");
         ++pos_;
@@ -335,9 +475,18 @@ class HeaderParser {
         Result<std::string> s = ParseString();
         if (!s) return std::unexpected(std::move(s).error());
         if (IsObjectDescr(*s)) out_.is_object = true;
+        DescrNode node;
+        node.kind = DescrNode::kStr;
+        node.name = true;
+        if (const std::optional<SimpleDescr> d = ParseSimpleDescr(*s)) node.size = d->item_size;
+        frames.back().push_back(std::move(node));
         state = State::kAfterValue;
       } else if (IsDigit(c)) {
-        CKG_TRY(ParseUInt());
+        CKG_ASSIGN_OR_RETURN(uint64_t v, ParseUInt());
+        DescrNode node;
+        node.kind = DescrNode::kInt;
+        node.count = v;
+        frames.back().push_back(node);
         state = State::kAfterValue;
       } else {
         return Malformed(pos_, "unexpected character in a structured descr");
@@ -345,64 +494,18 @@ class HeaderParser {
     }
   }
 
-  // InterpretDescr splits a dtype string as numpy writes it (dtype.str):
-  // byte order, kind, size, and for datetimes a unit in brackets.
+  // InterpretDescr splits a simple dtype string (ParseSimpleDescr).
   Status InterpretDescr() {
     const std::string& s = out_.descr;
-    auto unsupported = [&] {
+    const std::optional<SimpleDescr> d = ParseSimpleDescr(s);
+    if (!d) {
       return Fail(ErrorCode::kUnsupportedFormat, descr_pos_,
                   "descr " + py::ReprStr(s) + " is not a dtype string numpy writes");
-    };
-    size_t i = 0;
-    char order = '=';
-    if (!s.empty() && (s[0] == '<' || s[0] == '>' || s[0] == '|' || s[0] == '=')) order = s[i++];
-    if (i >= s.size()) return unsupported();
-    char kind = s[i++];
-    const size_t digits_begin = i;
-    uint64_t size = 0;
-    while (i < s.size() && IsDigit(s[i])) {
-      if (size > (std::numeric_limits<uint64_t>::max() - 9) / 10) return unsupported();
-      size = size * 10 + static_cast<uint64_t>(s[i++] - '0');
     }
-    const bool has_size = i > digits_begin;
-    bool has_unit = false;
-    if (i < s.size() && s[i] == '[') {
-      const size_t close = s.find(']', i);
-      if (close == std::string::npos || close + 1 != s.size() || close == i + 1 || close - i > 24) return unsupported();
-      size_t j = i + 1;
-      while (j < close && IsDigit(s[j])) ++j;
-      if (j == close) return unsupported();
-      for (; j < close; ++j) {
-        if (!((s[j] >= 'a' && s[j] <= 'z') || (s[j] >= 'A' && s[j] <= 'Z'))) return unsupported();
-      }
-      has_unit = true;
-      i = close + 1;
-    }
-    if (i != s.size()) return unsupported();
-    if (has_unit && kind != 'M' && kind != 'm') return unsupported();
-    auto one_of = [&](std::initializer_list<uint64_t> sizes) {
-      return has_size && std::find(sizes.begin(), sizes.end(), size) != sizes.end();
-    };
-    uint64_t item_size = size;
-    switch (kind) {
-      case 'b': if (!one_of({1})) return unsupported(); break;
-      case 'i': case 'u': if (!one_of({1, 2, 4, 8})) return unsupported(); break;
-      case 'f': if (!one_of({2, 4, 8, 12, 16})) return unsupported(); break;
-      case 'c': if (!one_of({8, 16, 24, 32})) return unsupported(); break;
-      case 'M': case 'm': if (!one_of({8})) return unsupported(); break;
-      case 'a': kind = 'S'; [[fallthrough]];
-      case 'S': case 'V': if (!has_size) return unsupported(); break;
-      case 'U':
-        if (!has_size || size > std::numeric_limits<uint64_t>::max() / 4) return unsupported();
-        item_size = size * 4;
-        break;
-      case 'O':
-        if (has_size && !one_of({4, 8})) return unsupported();
-        item_size = has_size ? size : 8;
-        out_.is_object = true;
-        break;
-      default: return unsupported();
-    }
+    const char order = d->order;
+    const char kind = d->kind;
+    const uint64_t item_size = d->item_size;
+    if (d->is_object) out_.is_object = true;
     out_.byte_order = order;
     out_.kind = kind;
     out_.item_size = item_size;
@@ -425,6 +528,7 @@ class HeaderParser {
   size_t pos_ = 0;
   size_t shape_pos_ = 0;
   size_t descr_pos_ = 0;
+  uint64_t structured_item_size_ = 0;  // ScanStructured's result (0: not sized)
   bool saw_long_suffix_ = false;
   size_t long_suffix_pos_ = 0;
 };

@@ -356,10 +356,10 @@ class Loader {
                        "object array: its data is a pickle (numpy.load(allow_pickle=True) would run it); not loaded");
     }
     if (std::optional<DType> d = DTypeFromNumpy(a.kind, a.item_size)) return d;
-    if (a.structured) {
+    if (a.structured && a.item_size == 0) {
       return MakeError(ErrorCode::kUnsupportedFormat, offset,
                        "numpy dtype " + a.descr.substr(0, 200) +
-                           " is not supported (structured and subarray dtypes are not loaded)");
+                           " is not supported (a structured descr whose itemsize is not worked out)");
     }
     return std::optional<DType>();
   }
@@ -367,14 +367,20 @@ class Loader {
   Result<ValueId> NpyTensor(const NpyArray& a, Bytes member, uint64_t member_base, const std::string& key,
                             bool inflated) {
     CKG_ASSIGN_OR_RETURN(std::optional<DType> dtype, NpyDType(a, a.data_offset));
+    uint64_t data_len = a.data_len;
+    // The reader leaves a structured array's length to the loader.
+    if (a.structured && __builtin_mul_overflow(a.num_elements, a.item_size, &data_len)) {
+      return MakeError(ErrorCode::kMalformed, a.data_offset, "the array's byte length overflows 64 bits", key);
+    }
     const uint64_t rel = a.data_offset - member_base;
-    if (rel > member.size() || a.data_len > member.size() - rel) {
+    if (rel > member.size() || data_len > member.size() - rel) {
       return MakeError(ErrorCode::kTruncated, a.data_offset, "array data runs past the end", key);
     }
-    const Bytes data = member.subspan(static_cast<size_t>(rel), static_cast<size_t>(a.data_len));
+    const Bytes data = member.subspan(static_cast<size_t>(rel), static_cast<size_t>(data_len));
     if (!dtype) {
-      // A dtype torch lacks: its elements as raw bytes, in the file's order.
-      Storage st{key, "cpu", DType::kUInt8, a.data_len, data, false, inflated ? 0 : a.data_offset, inflated};
+      // A dtype torch lacks (or a structured one): its elements as raw bytes,
+      // in the file's order.
+      Storage st{key, "cpu", DType::kUInt8, data_len, data, false, inflated ? 0 : a.data_offset, inflated};
       CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
       CKG_ASSIGN_OR_RETURN(ValueId tensor, AddDenseTensor(index, a.shape, a.fortran_order, a.item_size));
       s_.vm.tensors.back().numpy_dtype = a.descr;

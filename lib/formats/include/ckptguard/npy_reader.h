@@ -98,7 +98,7 @@ struct NpyArray {
   std::string descr;
   char byte_order = '|';     // '<', '>', '|' or '=' ('=' also when descr has none)
   char kind = 'V';           // numpy's dtype.kind: 'b','i','u','f','c','O','S','U','V','M','m' ('a' reads as 'S')
-  uint64_t item_size = 0;    // bytes per element; 0 when unknown (structured)
+  uint64_t item_size = 0;    // bytes per element; structured: numpy's itemsize, 0 when not worked out
   bool fortran_order = false;
   std::vector<uint64_t> shape;  // empty for a 0-d array (one element)
   uint64_t num_elements = 1;
@@ -107,8 +107,11 @@ struct NpyArray {
   // anywhere (conservative: a field named "O" counts too).
   bool is_object = false;
   // descr is a list (structured dtype) or tuple (subarray dtype), kept as raw
-  // text and not interpreted: item_size and data_len are 0 and the data
-  // length is not checked. kind 'V', byte_order '|'.
+  // text. item_size is the itemsize numpy's descr_to_dtype gives it (fields
+  // (name or (title, name), format[, shape]) summed, padding fields
+  // included; a subarray's format times its shape), or 0 when the literal is
+  // not such a dtype; data_len is 0 and the data length is not checked here
+  // (a loader checks num_elements x item_size). kind 'V', byte_order '|'.
   bool structured = false;
   // num_elements x item_size; 0 for object and structured arrays.
   uint64_t data_len = 0;
