@@ -160,6 +160,15 @@ class Loader {
     // one entry, so this is the storage of each key; one lookup per request).
     constexpr uint32_t kNoStorage = UINT32_MAX;
     std::vector<uint32_t> storage_of_entry(c.entries.size(), kNoStorage);
+    // One storage per data/ record at most, and torch.save writes one tensor
+    // per storage in the common case: sizing both tables from the count the
+    // archive already holds avoids regrowing them (and the slack a doubled
+    // vector leaves) on a many-tensor file.
+    const std::string data_dir = root + "data/";
+    size_t num_records = 0;
+    for (const ContainerEntry& e : c.entries) num_records += e.zip.name.starts_with(data_dir) ? 1 : 0;
+    s_.vm.storages.reserve(s_.vm.storages.size() + num_records);
+    s_.vm.tensors.reserve(s_.vm.tensors.size() + num_records);
     std::string name;  // reused: root + "data/" + key
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
       name.assign(root);

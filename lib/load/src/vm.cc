@@ -304,11 +304,17 @@ class Vm {
     }
   }
   Result<Id> Tuple(const PickleOp& op, std::span<const Id> items) {
+    // One empty tuple per run, as CPython's () is one object: a state dict
+    // pickles one per tensor (the OrderedDict() of its backward hooks). No
+    // value is changed once built as a tuple, and Discard never takes one.
+    if (items.empty() && empty_tuple_ != kMachineNoValue) return empty_tuple_;
     CKG_TRY(CheckLen(op, items.size()));
-    return AddInPlace(op, [&](Value& v) {
+    CKG_ASSIGN_OR_RETURN(ValueId id, AddInPlace(op, [&](Value& v) {
       v.kind = ValueKind::kTuple;
       v.items.assign(items.begin(), items.end());
-    });
+    }));
+    if (items.empty()) empty_tuple_ = id;
+    return id;
   }
   Result<Id> List(const PickleOp& op, std::span<const Id> items) {
     CKG_TRY(CheckLen(op, items.size()));
@@ -755,7 +761,7 @@ class Vm {
     }
     return v.int_value != 0;
   }
-  Result<std::vector<int64_t>> ArgInts(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+  Result<Dims> ArgInts(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
     const Value& v = Get(id);
     if (v.kind != ValueKind::kTuple && v.kind != ValueKind::kList) {
       return Malformed(op, fn + ": " + what + " must be a tuple of ints, not " + std::string(ValueKindName(v.kind)));
@@ -763,7 +769,7 @@ class Vm {
     if (v.items.size() > limits_.max_tensor_dims) {
       return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensor_dims", limits_.max_tensor_dims));
     }
-    std::vector<int64_t> out;
+    Dims out;
     out.reserve(v.items.size());
     for (ValueId item : v.items) {
       CKG_ASSIGN_OR_RETURN(int64_t x, ArgInt(op, fn, item, what));
@@ -782,7 +788,7 @@ class Vm {
 
   // MakeTensor checks a view against its storage and adds the tensor.
   Result<ValueId> MakeTensor(const PickleOp& op, const std::string& fn, ValueId storage_id, int64_t offset,
-                    std::vector<int64_t> shape, std::vector<int64_t> stride, bool requires_grad,
+                    Dims shape, Dims stride, bool requires_grad,
                     std::optional<DType> dtype) {
     const Value& sv = Get(storage_id);
     if (sv.kind != ValueKind::kStorage) {
@@ -901,7 +907,7 @@ class Vm {
   // with 1-D tensors of size[axis] elements (per_channel_affine: floating
   // scales, integer zero points; float_qparams: both floating).
   Result<Quantization> QuantizerParams(const PickleOp& op, const std::string& fn, ValueId id,
-                                       const std::vector<int64_t>& size) const {
+                                       const Dims& size) const {
     const Value& p = Get(id);
     if (p.kind != ValueKind::kTuple || p.items.empty() || Get(p.items[0]).kind != ValueKind::kGlobal) {
       return Malformed(op, fn + ": quantizer_params must be a tuple (qscheme, ...)");
@@ -976,7 +982,7 @@ class Vm {
     return q;
   }
 
-  static std::string DimsText(const std::vector<int64_t>& dims) {
+  static std::string DimsText(const Dims& dims) {
     std::string out = "[";
     for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
     return out + "]";
@@ -1056,9 +1062,9 @@ class Vm {
 
   // SizeArg: a sparse tensor's dense size (a torch.Size), non-negative, with
   // a product torch's int64 numel holds.
-  Result<std::pair<std::vector<int64_t>, uint64_t>> DenseSize(const PickleOp& op, const std::string& fn,
+  Result<std::pair<Dims, uint64_t>> DenseSize(const PickleOp& op, const std::string& fn,
                                                                ValueId id) const {
-    CKG_ASSIGN_OR_RETURN(std::vector<int64_t> size, ArgInts(op, fn, id, "size"));
+    CKG_ASSIGN_OR_RETURN(Dims size, ArgInts(op, fn, id, "size"));
     uint64_t numel = 1;
     bool empty = false;
     for (size_t i = 0; i < size.size(); ++i) {
@@ -1074,9 +1080,7 @@ class Vm {
     return std::make_pair(std::move(size), empty ? uint64_t{0} : numel);
   }
 
-  static std::vector<int64_t> Dims(const std::vector<int64_t>& d, size_t from, size_t to) {
-    return std::vector<int64_t>(d.begin() + static_cast<ptrdiff_t>(from), d.begin() + static_cast<ptrdiff_t>(to));
-  }
+  static Dims DimRange(const Dims& d, size_t from, size_t to) { return Dims(d.begin() + from, d.begin() + to); }
 
   // RebuildSparse is _rebuild_sparse_tensor(layout, data) and torch 1.13's
   // _rebuild_sparse_csr_tensor(layout, data): a tensor of the layout whose
@@ -1137,7 +1141,7 @@ class Vm {
         return Malformed(op, what + ": indices give " + std::to_string(indices.shape[1]) + " elements (nnz), values " +
                                  std::to_string(values.shape[0]));
       }
-      if (Dims(values.shape, 1, values.shape.size()) != Dims(size.first, sparse_dim, size.first.size())) {
+      if (DimRange(values.shape, 1, values.shape.size()) != DimRange(size.first, sparse_dim, size.first.size())) {
         return Malformed(op, what + ": values of shape " + DimsText(values.shape) + " do not match the dense dimensions of size " +
                                  DimsText(size.first));
       }
@@ -1181,14 +1185,14 @@ class Vm {
       const size_t dense = values.shape.size() - batch - 1 - block_dims;
       out.sparse.sparse_dim = 2;
       out.sparse.dense_dim = static_cast<int64_t>(dense);
-      const std::vector<int64_t>& sz = size.first;
+      const Dims& sz = size.first;
       if (sz.size() != batch + 2 + dense) {
         return Malformed(op, what + ": size " + DimsText(sz) + " must have " + Num(batch + 2 + dense) + " dimensions (" +
                                  Num(batch) + " batch, 2 sparse, " + Num(dense) + " dense)");
       }
-      const std::vector<int64_t> batch_shape = Dims(sz, 0, batch);
-      if (Dims(compressed.shape, 0, batch) != batch_shape || Dims(plain.shape, 0, batch) != batch_shape ||
-          Dims(values.shape, 0, batch) != batch_shape) {
+      const Dims batch_shape = DimRange(sz, 0, batch);
+      if (DimRange(compressed.shape, 0, batch) != batch_shape || DimRange(plain.shape, 0, batch) != batch_shape ||
+          DimRange(values.shape, 0, batch) != batch_shape) {
         return Malformed(op, what + ": batch dimensions of " + compressed_name + " " + DimsText(compressed.shape) + ", " +
                                  plain_name + " " + DimsText(plain.shape) + " and values " + DimsText(values.shape) +
                                  " must equal those of size " + DimsText(sz));
@@ -1219,7 +1223,7 @@ class Vm {
         return Malformed(op, what + ": " + plain_name + " gives " + std::to_string(plain.shape[batch]) +
                                  " elements (nnz), values " + std::to_string(values.shape[batch]));
       }
-      if (Dims(values.shape, batch + 1 + block_dims, values.shape.size()) != Dims(sz, batch + 2, sz.size())) {
+      if (DimRange(values.shape, batch + 1 + block_dims, values.shape.size()) != DimRange(sz, batch + 2, sz.size())) {
         return Malformed(op, what + ": values of shape " + DimsText(values.shape) +
                                  " do not match the dense dimensions of size " + DimsText(sz));
       }
@@ -1244,7 +1248,7 @@ class Vm {
     t.dtype = d.dtype;
     t.meta = true;
     CKG_ASSIGN_OR_RETURN(auto size, DenseSize(op, fn, args[1]));
-    CKG_ASSIGN_OR_RETURN(std::vector<int64_t> stride, ArgInts(op, fn, args[2], "stride"));
+    CKG_ASSIGN_OR_RETURN(Dims stride, ArgInts(op, fn, args[2], "stride"));
     CKG_ASSIGN_OR_RETURN(t.requires_grad, ArgBool(op, fn, args[3], "requires_grad"));
     if (stride.size() != size.first.size()) {
       return Malformed(op, fn + ": size has " + Num(size.first.size()) + " dimensions, stride " + Num(stride.size()));
@@ -1344,8 +1348,8 @@ class Vm {
         // dtype, no requires_grad, no hooks (torch <= 0.3 wrote it).
         CKG_TRY(want(4, 4));
         CKG_ASSIGN_OR_RETURN(int64_t offset, ArgInt(op, fn, args[1], "storage_offset"));
-        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> size, ArgInts(op, fn, args[2], "size"));
-        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> stride, ArgInts(op, fn, args[3], "stride"));
+        CKG_ASSIGN_OR_RETURN(Dims size, ArgInts(op, fn, args[2], "size"));
+        CKG_ASSIGN_OR_RETURN(Dims stride, ArgInts(op, fn, args[3], "stride"));
         return MakeTensor(op, fn, args[0], offset, std::move(size), std::move(stride), false, std::nullopt);
       }
       case AllowAction::kRebuildTensorV2:
@@ -1353,8 +1357,8 @@ class Vm {
         const bool v3 = action == AllowAction::kRebuildTensorV3;
         CKG_TRY(v3 ? want(7, 8) : want(6, 7));
         CKG_ASSIGN_OR_RETURN(int64_t offset, ArgInt(op, fn, args[1], "storage_offset"));
-        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> size, ArgInts(op, fn, args[2], "size"));
-        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> stride, ArgInts(op, fn, args[3], "stride"));
+        CKG_ASSIGN_OR_RETURN(Dims size, ArgInts(op, fn, args[2], "size"));
+        CKG_ASSIGN_OR_RETURN(Dims stride, ArgInts(op, fn, args[3], "stride"));
         CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[4], "requires_grad"));
         CKG_TRY(NoHooks(op, fn, args[5]));
         std::optional<DType> dtype;
@@ -1377,8 +1381,8 @@ class Vm {
                                    " is not a quantized storage (QUInt8Storage, QInt8Storage, QInt32Storage)");
         }
         CKG_ASSIGN_OR_RETURN(int64_t offset, ArgInt(op, fn, args[1], "storage_offset"));
-        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> size, ArgInts(op, fn, args[2], "size"));
-        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> stride, ArgInts(op, fn, args[3], "stride"));
+        CKG_ASSIGN_OR_RETURN(Dims size, ArgInts(op, fn, args[2], "size"));
+        CKG_ASSIGN_OR_RETURN(Dims stride, ArgInts(op, fn, args[3], "stride"));
         CKG_ASSIGN_OR_RETURN(Quantization quant, QuantizerParams(op, fn, args[4], size));
         CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[5], "requires_grad"));
         CKG_TRY(NoHooks(op, fn, args[6]));
@@ -1459,7 +1463,7 @@ class Vm {
       }
       case AllowAction::kTorchSize: {
         CKG_TRY(want(1, 1));
-        CKG_ASSIGN_OR_RETURN(std::vector<int64_t> dims, ArgInts(op, fn, args[0], "sizes"));
+        CKG_ASSIGN_OR_RETURN(Dims dims, ArgInts(op, fn, args[0], "sizes"));
         Value v;
         v.kind = ValueKind::kTuple;
         v.frozen = true;
@@ -1781,7 +1785,7 @@ class Vm {
     const std::optional<NumpyType> type = NumpyTypeOf(st.items[k + 1]);
     if (!type) return OkStatus();
     const std::string fn = "numpy.ndarray.__setstate__";
-    CKG_ASSIGN_OR_RETURN(std::vector<int64_t> shape, ArgInts(op, fn, st.items[k], "shape"));
+    CKG_ASSIGN_OR_RETURN(Dims shape, ArgInts(op, fn, st.items[k], "shape"));
     CKG_ASSIGN_OR_RETURN(bool fortran, ArgBool(op, fn, st.items[k + 2], "is_fortran"));
     const uint64_t item = DTypeSize(type->dtype);
     uint64_t numel = 1;
@@ -1795,7 +1799,7 @@ class Vm {
       return Malformed(op, fn + ": shape " + DimsText(shape) + " of " + std::string(DTypeName(type->dtype)) + " needs " +
                                Num(need) + " bytes, the data holds " + Num(data.text.size()));
     }
-    std::vector<int64_t> stride(shape.size(), 1);
+    Dims stride(shape.size(), 1);
     int64_t step = 1;
     for (size_t n = 0; n < shape.size(); ++n) {
       const size_t i = fortran ? n : shape.size() - 1 - n;
@@ -2096,6 +2100,7 @@ class Vm {
   std::string reduce_fn_;
   std::vector<ValueId> reduce_args_;
   StorageRequest request_;
+  ValueId empty_tuple_ = kMachineNoValue;  // the run's (), once built (Tuple)
 };
 
 }  // namespace

@@ -24,6 +24,7 @@
 
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/dtype.h"
+#include "ckptguard/inline_vec.h"
 
 namespace ckptguard {
 
@@ -69,173 +70,35 @@ std::string_view RecordFormName(RecordForm form);
 
 std::string_view ValueKindName(ValueKind kind);
 
-// IdList is a Value's list of ids: a vector whose first kInline ids live in
-// the value itself. Most lists a checkpoint holds are short tuples (a
-// storage's persistent id, a tensor's size and stride, a rebuild call's
-// arguments) and a state dict makes four of them per tensor, so keeping them
-// inline saves an allocation and a free each. The interface is the subset of
-// std::vector the loader uses; iterators are pointers.
-class IdList {
- public:
-  static constexpr uint32_t kInline = 6;
-  using value_type = ValueId;
-  using size_type = size_t;
-  using iterator = ValueId*;
-  using const_iterator = const ValueId*;
+// IdList is a Value's list of ids. Most lists a checkpoint holds are short
+// tuples (a storage's persistent id, a tensor's size and stride, a rebuild
+// call's arguments) and a state dict makes four of them per tensor, so the
+// first six ids live in the value itself.
+using IdList = InlineVec<ValueId, 6>;
 
-  IdList() noexcept {}
-  IdList(std::initializer_list<ValueId> ids) { assign(ids.begin(), ids.end()); }
-  IdList(const std::vector<ValueId>& ids) { assign(ids.begin(), ids.end()); }  // NOLINT: as a vector converts
-  template <typename It>
-  IdList(It first, It last) { assign(first, last); }
-  IdList(const IdList& other) { assign(other.begin(), other.end()); }
-  IdList(IdList&& other) noexcept { Steal(other); }
-  IdList& operator=(const IdList& other) {
-    if (this != &other) assign(other.begin(), other.end());
-    return *this;
-  }
-  IdList& operator=(IdList&& other) noexcept {
-    if (this != &other) {
-      Release();
-      Steal(other);
-    }
-    return *this;
-  }
-  IdList& operator=(std::initializer_list<ValueId> ids) {
-    assign(ids.begin(), ids.end());
-    return *this;
-  }
-  IdList& operator=(const std::vector<ValueId>& ids) {
-    assign(ids.begin(), ids.end());
-    return *this;
-  }
-  ~IdList() { Release(); }
+// Dims is a tensor's shape or stride: four dimensions inline (every tensor
+// of a typical state dict), more on the heap.
+using Dims = InlineVec<int64_t, 4>;
 
-  // As a std::vector (callers that keep a copy while the arena grows).
-  operator std::vector<ValueId>() const { return std::vector<ValueId>(begin(), end()); }  // NOLINT
-  operator std::span<const ValueId>() const { return {data(), size()}; }                   // NOLINT
-
-  size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
-  size_t capacity() const { return cap_; }
-  ValueId* data() { return cap_ > kInline ? heap_ : inline_; }
-  const ValueId* data() const { return cap_ > kInline ? heap_ : inline_; }
-  iterator begin() { return data(); }
-  iterator end() { return data() + size_; }
-  const_iterator begin() const { return data(); }
-  const_iterator end() const { return data() + size_; }
-  ValueId& operator[](size_t i) { return data()[i]; }
-  const ValueId& operator[](size_t i) const { return data()[i]; }
-  ValueId& at(size_t i) {
-    if (i >= size_) throw std::out_of_range("IdList::at");
-    return data()[i];
-  }
-  const ValueId& at(size_t i) const {
-    if (i >= size_) throw std::out_of_range("IdList::at");
-    return data()[i];
-  }
-  ValueId& front() { return data()[0]; }
-  const ValueId& front() const { return data()[0]; }
-  ValueId& back() { return data()[size_ - 1]; }
-  const ValueId& back() const { return data()[size_ - 1]; }
-
-  void clear() { size_ = 0; }
-  void reserve(size_t n) {
-    if (n > cap_) Grow(n);
-  }
-  void resize(size_t n, ValueId fill = 0) {
-    reserve(n);
-    for (size_t i = size_; i < n; ++i) data()[i] = fill;
-    size_ = static_cast<uint32_t>(n);
-  }
-  void push_back(ValueId id) {
-    if (size_ == cap_) Grow(size_t{cap_} * 2);
-    data()[size_++] = id;
-  }
-  ValueId& emplace_back(ValueId id) {
-    push_back(id);
-    return back();
-  }
-  void pop_back() { --size_; }
-  template <typename It>
-  void assign(It first, It last) {
-    const size_t n = static_cast<size_t>(std::distance(first, last));
-    size_ = 0;
-    reserve(n);
-    std::copy(first, last, data());
-    size_ = static_cast<uint32_t>(n);
-  }
-  // insert of a range (at any position; the ids after it move up).
-  template <typename It>
-  iterator insert(const_iterator pos, It first, It last) {
-    const size_t at = static_cast<size_t>(pos - begin());
-    const size_t n = static_cast<size_t>(std::distance(first, last));
-    if (size_t{size_} + n > cap_) Grow(std::max(size_t{size_} + n, 2 * size_t{cap_}));  // amortised, as a vector
-    ValueId* d = data();
-    std::copy_backward(d + at, d + size_, d + size_ + n);
-    std::copy(first, last, d + at);
-    size_ += static_cast<uint32_t>(n);
-    return d + at;
-  }
-  iterator erase(const_iterator pos) {
-    const size_t at = static_cast<size_t>(pos - begin());
-    ValueId* d = data();
-    std::copy(d + at + 1, d + size_, d + at);
-    --size_;
-    return d + at;
-  }
-  friend bool operator==(const IdList& a, const IdList& b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
-
- private:
-  void Grow(size_t n) {
-    if (n > UINT32_MAX) throw std::length_error("IdList");
-    n = std::max<size_t>(n, 2 * size_t{kInline});
-    ValueId* fresh = new ValueId[n];
-    std::copy(begin(), end(), fresh);
-    Release();
-    heap_ = fresh;
-    cap_ = static_cast<uint32_t>(n);
-  }
-  void Release() {
-    if (cap_ > kInline) delete[] heap_;
-    cap_ = kInline;
-  }
-  void Steal(IdList& other) {
-    size_ = other.size_;
-    cap_ = other.cap_;
-    if (other.cap_ > kInline) {
-      heap_ = other.heap_;
-    } else {
-      std::copy(other.inline_, other.inline_ + other.size_, inline_);
-    }
-    other.size_ = 0;
-    other.cap_ = kInline;
-  }
-
-  uint32_t size_ = 0;
-  uint32_t cap_ = kInline;
-  union {
-    ValueId inline_[kInline];
-    ValueId* heap_;
-  };
-};
-
+// Value is laid out for size (a many-tensor state dict builds about ten per
+// tensor): the kind, flags, dtype and index share the first eight bytes.
 struct Value {
   ValueKind kind = ValueKind::kNone;
-  bool ordered_dict = false;  // kDict from collections.OrderedDict/Counter
-  bool frozen = false;        // kSet: frozenset; kTuple: torch.Size
-  bool byte_array = false;    // kBytes: bytearray
+  bool ordered_dict : 1 = false;  // kDict from collections.OrderedDict/Counter
+  bool frozen : 1 = false;        // kSet: frozenset; kTuple: torch.Size
+  bool byte_array : 1 = false;    // kBytes: bytearray
   DType dtype = DType::kFloat32;
+  uint32_t index = 0;             // kTensor, kStorage, kGlobal (AllowAction)
   int64_t int_value = 0;
   double float_value = 0.0;
   double imag_value = 0.0;
-  uint32_t index = 0;         // kTensor, kStorage, kGlobal (AllowAction)
   std::string text;
   IdList items;
-  // Attributes set by BUILD on an OrderedDict (state_dict()._metadata):
-  // key, value, key, value...
-  IdList attrs;
+  // Attributes set by BUILD on an OrderedDict (state_dict()._metadata) or a
+  // record: key, value, key, value... (rare: two ids inline).
+  InlineVec<ValueId, 2> attrs;
 };
+static_assert(sizeof(Value) <= 112, "Value grew: a many-tensor load builds ten per tensor");
 
 // Storage is one record of tensor data: a zip `data/<key>` entry, a legacy
 // raw record, a safetensors or npy byte range. `bytes` views the memory-mapped
@@ -325,8 +188,8 @@ struct SparseParts {
 // = its dense size, no stride; its data is the tensors in `sparse`).
 struct Tensor {
   DType dtype = DType::kFloat32;
-  std::vector<int64_t> shape;
-  std::vector<int64_t> stride;
+  Dims shape;
+  Dims stride;
   int64_t storage_offset = 0;
   uint32_t storage = 0;        // index into the storages
   bool parameter = false;      // nn.Parameter
