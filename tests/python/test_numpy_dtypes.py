@@ -91,6 +91,55 @@ def test_npz_with_such_members_loads_whole(tmp_path, save):
     check_raw(got["names"], ARRAYS["str"])
 
 
+PICKLED_SKIPPED = {"scalar_str"}  # a 0-d array pickles as itself too, but is covered by the .npy case
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_pickled_arrays_of_such_dtypes_load_as_tensors(tmp_path, writer):
+    """The same arrays inside a checkpoint (numpy's own pickling:
+    _reconstruct, then __setstate__ with a numpy.dtype whose state carries
+    the byte order and a datetime's unit) load as the .npy files do."""
+    import pickle
+    arrays = {k: v for k, v in ARRAYS.items() if k not in PICKLED_SKIPPED}
+    path = tmp_path / "arrays.bin"
+    if writer == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump(arrays, f, protocol=2)
+    else:
+        torch = pytest.importorskip("torch")
+        torch.save(arrays, path)
+    got = inspect_json(path)["tensors"]
+    assert sorted(got) == sorted(arrays)
+    for name, arr in arrays.items():
+        check_raw(got[name], arr)
+
+
+def test_pickled_structured_and_object_arrays_stay_records(tmp_path):
+    """What is not loaded as bytes (fields, objects) stays a declared record,
+    as before: nothing is called, and the tensor list leaves it out."""
+    import pickle
+    path = tmp_path / "other.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"fields": STRUCTURED["fields"], "plain": np.arange(3, dtype=np.int16)}, f, protocol=2)
+    got = inspect_json(path)
+    assert list(got["tensors"]) == ["plain"]
+
+
+def test_float16_scalars_are_exact_floats(tmp_path):
+    import pickle
+    values = {"h": np.float16(-1.5), "sub": np.float16(6e-8), "max": np.float16(65504), "inf": np.float16("-inf"),
+              "f32": np.float32(0.1)}
+    path = tmp_path / "scalars.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(values, f, protocol=2)
+    skeleton = dict(inspect_json(path)["skeleton"]["__dict__"])
+    assert skeleton["h"] == -1.5
+    assert skeleton["sub"] == float(np.float16(6e-8)) == 2.0 ** -24
+    assert skeleton["max"] == 65504.0
+    assert skeleton["inf"] == {"__float__": "-inf"}
+    assert skeleton["f32"] == float(np.float32(0.1))
+
+
 def test_text_output_names_the_numpy_dtype(tmp_path):
     path = tmp_path / "when.npy"
     np.save(path, ARRAYS["datetime_ns"])

@@ -42,16 +42,8 @@ bool IsObjectDescr(std::string_view s) {
   return std::all_of(s.begin() + 1, s.end(), IsDigit);
 }
 
-// SimpleDescr is a dtype string as numpy writes it (dtype.str): byte order,
-// kind, size, and for datetimes a unit in brackets.
-struct SimpleDescr {
-  char order = '=';
-  char kind = 'V';
-  uint64_t item_size = 0;
-  bool is_object = false;
-};
+}  // namespace
 
-// ParseSimpleDescr: nullopt for a string that is not a dtype numpy writes.
 std::optional<SimpleDescr> ParseSimpleDescr(std::string_view s) {
   bool is_object = false;
   size_t i = 0;
@@ -106,6 +98,8 @@ std::optional<SimpleDescr> ParseSimpleDescr(std::string_view s) {
   }
   return SimpleDescr{order, kind, item_size, is_object};
 }
+
+namespace {
 
 // HeaderParser parses the dict literal of one header, iteratively (the only
 // nesting, structured descrs, uses an explicit bounded stack).

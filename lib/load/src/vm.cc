@@ -4,11 +4,13 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <set>
 #include <unordered_map>
 
 #include "ckptguard/callables.h"
+#include "ckptguard/npy_reader.h"
 #include "ckptguard/pickle_machine.h"
 #include "ckptguard/pickle_semantics.h"
 #include "ckptguard/printable.h"
@@ -1732,34 +1734,69 @@ class Vm {
   struct NumpyType {
     DType dtype;
     bool big_endian;
+    // A dtype torch has no equivalent of (datetime64, timedelta64, bytes,
+    // str, void, long double and its complex): its elements are kept as raw
+    // bytes (dtype uint8, raw_item bytes each) and numpy_dtype is numpy's
+    // dtype.str ("<U3", "|S2", "<M8[ns]", "<f16"), as for .npy files.
+    uint64_t raw_item = 0;
+    std::string numpy_dtype;
   };
   // NumpyTypeOf reads a record numpy.dtype(descr, align, copy) given its
-  // state (version, byteorder, ...): nullopt for a dtype not loaded (it stays
-  // a record).
+  // state (version, byteorder, subarray, names, fields, elsize, alignment,
+  // flags[, metadata]): nullopt for a dtype not loaded (object, structured
+  // and subarray dtypes: it stays a record).
   std::optional<NumpyType> NumpyTypeOf(ValueId id) const {
     const Value& d = Get(id);
     if (d.kind != ValueKind::kRecord || d.text != "numpy.dtype" || d.items.empty()) return std::nullopt;
     const Value& descr = Get(d.items[0]);
-    if (descr.kind != ValueKind::kStr || descr.text.size() < 2 || descr.text.size() > 3) return std::nullopt;
-    uint64_t size = 0;
-    for (size_t i = 1; i < descr.text.size(); ++i) {
-      const char c = descr.text[i];
-      if (c < '0' || c > '9') return std::nullopt;
-      size = size * 10 + static_cast<uint64_t>(c - '0');
-    }
-    const std::optional<DType> dtype = DTypeFromNumpy(descr.text[0], size);
-    if (!dtype) return std::nullopt;
-    char order = '=';
+    if (descr.kind != ValueKind::kStr) return std::nullopt;
+    const std::optional<SimpleDescr> sd = ParseSimpleDescr(descr.text);
+    // The descr a pickle calls numpy.dtype with has no byte order and no unit.
+    if (!sd || sd->is_object || sd->order != '=' || descr.text.find('[') != std::string::npos) return std::nullopt;
+    const Value* st = nullptr;
     for (size_t i = 0; i + 1 < d.attrs.size(); i += 2) {
       const Value& key = Get(d.attrs[i]);
-      const Value& st = Get(d.attrs[i + 1]);
-      if (key.kind == ValueKind::kStr && key.text == "__state__" && st.kind == ValueKind::kTuple && st.items.size() >= 2 &&
-          Get(st.items[1]).kind == ValueKind::kStr && Get(st.items[1]).text.size() == 1) {
-        order = Get(st.items[1]).text[0];
-      }
+      if (key.kind == ValueKind::kStr && key.text == "__state__") st = &Get(d.attrs[i + 1]);
+    }
+    char order = '=';
+    if (st != nullptr && st->kind == ValueKind::kTuple && st->items.size() >= 2 &&
+        Get(st->items[1]).kind == ValueKind::kStr && Get(st->items[1]).text.size() == 1) {
+      order = Get(st->items[1]).text[0];
     }
     if (order != '<' && order != '>' && order != '|' && order != '=') return std::nullopt;
-    return NumpyType{*dtype, order == '>' && size > 1};
+    if (const std::optional<DType> dtype = DTypeFromNumpy(sd->kind, sd->item_size)) {
+      return NumpyType{*dtype, order == '>' && sd->item_size > 1, 0, {}};
+    }
+    // Kept as bytes: a plain dtype only (no subarray, names or fields in
+    // the state; numpy writes None for each).
+    if (st == nullptr || st->kind != ValueKind::kTuple || st->items.size() < 8 || sd->item_size == 0) return std::nullopt;
+    for (size_t k = 2; k <= 4; ++k) {
+      if (Get(st->items[k]).kind != ValueKind::kNone) return std::nullopt;
+    }
+    std::string str(1, order == '=' ? '<' : order);
+    str += descr.text;
+    if (sd->kind == 'M' || sd->kind == 'm') {
+      // Version 4 states end with (metadata, (unit, num, den, events)).
+      if (st->items.size() != 9) return std::nullopt;
+      const Value& meta = Get(st->items[8]);
+      if (meta.kind != ValueKind::kTuple || meta.items.size() != 2) return std::nullopt;
+      const Value& dt = Get(meta.items[1]);
+      if (dt.kind != ValueKind::kTuple || dt.items.size() != 4) return std::nullopt;
+      const Value& unit = Get(dt.items[0]);
+      const Value& num = Get(dt.items[1]);
+      if (unit.kind != ValueKind::kBytes || unit.text.empty() || unit.text.size() > 8 || num.kind != ValueKind::kInt ||
+          num.int_value < 1) {
+        return std::nullopt;
+      }
+      for (char c : unit.text) {
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) return std::nullopt;
+      }
+      str += '[';
+      if (num.int_value != 1) str += std::to_string(num.int_value);
+      str += unit.text;
+      str += ']';
+    }
+    return NumpyType{DType::kUInt8, false, sd->item_size, std::move(str)};
   }
 
   // NumpyArray turns a record numpy.core.multiarray._reconstruct(
@@ -1787,24 +1824,33 @@ class Vm {
     const std::string fn = "numpy.ndarray.__setstate__";
     CKG_ASSIGN_OR_RETURN(Dims shape, ArgInts(op, fn, st.items[k], "shape"));
     CKG_ASSIGN_OR_RETURN(bool fortran, ArgBool(op, fn, st.items[k + 2], "is_fortran"));
-    const uint64_t item = DTypeSize(type->dtype);
+    const uint64_t item = type->raw_item != 0 ? type->raw_item : DTypeSize(type->dtype);
     uint64_t numel = 1;
     for (int64_t dim : shape) {
       if (dim < 0 || __builtin_mul_overflow(numel, static_cast<uint64_t>(dim), &numel)) {
         return Malformed(op, fn + ": bad shape " + DimsText(shape));
       }
     }
+    const std::string type_name = type->raw_item != 0 ? type->numpy_dtype : std::string(DTypeName(type->dtype));
     uint64_t need = 0;
     if (__builtin_mul_overflow(numel, item, &need) || need != data.text.size()) {
-      return Malformed(op, fn + ": shape " + DimsText(shape) + " of " + std::string(DTypeName(type->dtype)) + " needs " +
-                               Num(need) + " bytes, the data holds " + Num(data.text.size()));
+      return Malformed(op, fn + ": shape " + DimsText(shape) + " of " + type_name + " needs " + Num(need) +
+                               " bytes, the data holds " + Num(data.text.size()));
     }
+    // Raw bytes: the element is a last dimension of its bytes, stride 1 and
+    // innermost in C and Fortran order alike, as for .npy files.
+    const int64_t unit = type->raw_item != 0 ? static_cast<int64_t>(item) : 1;
     Dims stride(shape.size(), 1);
-    int64_t step = 1;
+    int64_t step = unit;
     for (size_t n = 0; n < shape.size(); ++n) {
       const size_t i = fortran ? n : shape.size() - 1 - n;
       stride[i] = step;
       step *= std::max<int64_t>(shape[i], 1);
+    }
+    if (type->raw_item != 0) {
+      shape.push_back(unit);
+      stride.push_back(1);
+      numel = need;
     }
     // The storage views the bytes value, which the arena keeps in place for
     // the life of the load.
@@ -1819,6 +1865,7 @@ class Vm {
     CKG_ASSIGN_OR_RETURN(ValueId tensor_id, MakeTensor(op, fn, storage_id, 0, std::move(shape), std::move(stride), false,
                                                        type->dtype));
     const uint32_t tensor = Get(tensor_id).index;
+    state_.tensors[tensor].numpy_dtype = type->numpy_dtype;
     Value& target = state_.values.Mutable(obj);
     target = Value{};
     target.kind = ValueKind::kTensor;
@@ -1832,7 +1879,7 @@ class Vm {
     if (args.size() != 2) return std::optional<ValueId>();
     const std::optional<NumpyType> type = NumpyTypeOf(args[0]);
     const Value& data = Get(args[1]);
-    if (!type || data.kind != ValueKind::kBytes || data.text.size() != DTypeSize(type->dtype)) {
+    if (!type || type->raw_item != 0 || data.kind != ValueKind::kBytes || data.text.size() != DTypeSize(type->dtype)) {
       return std::optional<ValueId>();
     }
     uint8_t b[16];
@@ -1894,8 +1941,26 @@ class Vm {
         v.kind = type->dtype == DType::kComplex128 ? ValueKind::kComplex : ValueKind::kFloat;
         break;
       }
+      case DType::kFloat16: {
+        // IEEE binary16, exactly as a double (every half is one): numpy's
+        // float16 scalar, as np.float16(x).item() gives it.
+        const uint32_t h = static_cast<uint32_t>(le(0, 2));
+        const uint32_t exp = (h >> 10) & 0x1f;
+        const uint32_t frac = h & 0x3ff;
+        double x = 0;
+        if (exp == 0) {
+          x = std::ldexp(static_cast<double>(frac), -24);  // zero and subnormals
+        } else if (exp == 31) {
+          x = frac != 0 ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+        } else {
+          x = std::ldexp(static_cast<double>(frac | 0x400), static_cast<int>(exp) - 25);
+        }
+        v.kind = ValueKind::kFloat;
+        v.float_value = std::copysign(x, (h & 0x8000) != 0 ? -1.0 : 1.0);
+        break;
+      }
       default:
-        return std::optional<ValueId>();  // float16: kept as a record (its value is not a double here)
+        return std::optional<ValueId>();  // (no other scalar dtype reaches here: kept as a record)
     }
     CKG_ASSIGN_OR_RETURN(ValueId id, Add(op, std::move(v)));
     return std::optional<ValueId>(id);

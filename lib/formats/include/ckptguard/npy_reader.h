@@ -60,7 +60,9 @@
 #define CKPTGUARD_NPY_READER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckptguard/anomaly.h"
@@ -125,6 +127,22 @@ struct NpyArray {
 // for plain arrays at least data_len bytes at data_offset. Failure: an Error
 // as described at the top of this header. The result owns its strings and
 // does not refer to `file`.
+// SimpleDescr is a dtype string as numpy writes it (dtype.str, or the
+// descr a pickled numpy.dtype is called with): byte order ('=' when the
+// string gives none), kind ('a' read as 'S'), item size in bytes (a 'U'
+// string's characters times 4), whether it is an object dtype. A datetime's
+// unit ("[ns]") is checked but not kept.
+struct SimpleDescr {
+  char order = '=';
+  char kind = 'V';
+  uint64_t item_size = 0;
+  bool is_object = false;
+};
+
+// ParseSimpleDescr: nullopt for a string that is not a dtype numpy writes
+// (the .npy reader and the VM's pickled numpy dtypes share it).
+std::optional<SimpleDescr> ParseSimpleDescr(std::string_view s);
+
 Result<NpyArray> ParseNpy(Bytes file, const NpyLimits& limits = {}, uint64_t base_offset = 0);
 
 }  // namespace ckptguard
