@@ -94,29 +94,12 @@ class SafetensorsOut {
   // written under `name`. Failure: the detail names the tensor.
   Status Add(const Checkpoint& ckpt, uint32_t source, uint32_t tensor, const std::string& name) {
     const Tensor& t = ckpt.tensors()[tensor];
-    if (t.quant.scheme != QScheme::kNone) {
-      // safetensors holds plain arrays: the integers alone would read as
-      // other values, and dequantizing would not be the checkpoint's data.
-      return MakeError(ErrorCode::kUnsupportedFormat, 0,
-                       name + ": a quantized tensor (" + std::string(DTypeName(t.dtype)) + ", " +
-                           std::string(QSchemeName(t.quant.scheme)) + ") has no place in safetensors");
-    }
-    if (!t.numpy_dtype.empty()) {
-      // Its bytes as uint8 would lose what they are.
-      return MakeError(ErrorCode::kUnsupportedFormat, 0,
-                       name + ": numpy dtype " + t.numpy_dtype + " has no safetensors dtype");
-    }
-    if (t.meta) {
-      return MakeError(ErrorCode::kUnsupportedFormat, 0,
-                       name + ": a meta tensor (" + std::string(DTypeName(t.dtype)) +
-                           ") has no data to write to safetensors");
-    }
-    if (t.layout != TensorLayout::kStrided) {
-      // safetensors holds dense arrays; the dense form is not the file's data
-      // (and may be far larger than it).
-      return MakeError(ErrorCode::kUnsupportedFormat, 0,
-                       name + ": a sparse tensor (" + std::string(TensorLayoutName(t.layout)) +
-                           ") has no place in safetensors");
+    if (const std::optional<std::string> why = NotAPlainArray(t)) {
+      // safetensors holds plain dense arrays: a quantized tensor's integers
+      // would read as other values, a numpy dtype's bytes would lose what
+      // they are, a meta tensor has no data and a sparse one's dense form is
+      // not the file's data (and may be far larger than it).
+      return MakeError(ErrorCode::kUnsupportedFormat, 0, name + ": " + *why + " has no place in safetensors");
     }
     // The conjugate and negative bits make other values of the same bytes.
     const auto key = std::make_tuple(source, t.storage, t.storage_offset, t.shape, t.stride,
@@ -221,15 +204,8 @@ int ToTorch(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
     std::vector<std::pair<SaveId, SaveId>> items;
     for (const NamedTensor& nt : *named) {
       const Tensor& t = ckpt.tensors()[nt.tensor];
-      if (t.quant.scheme != QScheme::kNone) {
-        return Fail(flags.input, nt.path + ": quantized tensors are not written by convert --to torch yet");
-      }
-      if (!t.numpy_dtype.empty()) {
-        return Fail(flags.input, nt.path + ": numpy dtype " + t.numpy_dtype + " has no torch dtype");
-      }
-      if (!t.HasData()) {
-        return Fail(flags.input, nt.path + ": " + (t.meta ? std::string("meta") : std::string("sparse")) +
-                                     " tensors are not written by convert --to torch");
+      if (const std::optional<std::string> why = NotAPlainArray(t)) {
+        return Fail(flags.input, nt.path + ": " + *why + ", which convert --to torch does not write");
       }
       Result<std::vector<uint8_t>> bytes = ckpt.ContiguousBytes(nt.tensor);
       if (!bytes) return Fail(flags.input, nt.path + ": " + bytes.error().ToString());

@@ -111,12 +111,13 @@ BOOST_AUTO_TEST_CASE(exotic_quantized_and_sparse_tensors_load) {
 
 BOOST_AUTO_TEST_CASE(dequantize_matches_torch) {
   // quantized_dequantized.pt holds torch 1.13's dequantize() of every tensor
-  // of the two quantized files (tests/data/tensors/make_tensors.py).
+  // of the three quantized files (tests/data/tensors/make_tensors.py),
+  // packed quint4x2 and quint2x4 values included.
   Result<Checkpoint> want = LoadCheckpoint(TensorsPath("quantized_dequantized.pt"));
   BOOST_REQUIRE_MESSAGE(want.has_value(), Why(want));
   const std::map<std::string, uint32_t> want_by_path = ByPath(*want);
   size_t compared = 0;
-  for (const std::string group : {"per_tensor", "per_channel"}) {
+  for (const std::string group : {"per_tensor", "per_channel", "packed"}) {
     Result<Checkpoint> ckpt = LoadCheckpoint(TensorsPath("quantized_" + group + ".pt"));
     BOOST_REQUIRE_MESSAGE(ckpt.has_value(), Why(ckpt));
     for (const auto& [path, index] : ByPath(*ckpt)) {
@@ -142,7 +143,7 @@ BOOST_AUTO_TEST_CASE(dequantize_matches_torch) {
       }
     }
   }
-  BOOST_TEST(compared == 10u);
+  BOOST_TEST(compared == 14u);
 }
 
 BOOST_AUTO_TEST_CASE(conj_and_neg_bits_are_applied) {

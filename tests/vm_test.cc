@@ -1178,6 +1178,32 @@ BOOST_AUTO_TEST_CASE(RebuildQTensor) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(RebuildQTensorPacked) {
+  // Every byte of the 64-byte storage, two (quint4x2) or four (quint2x4)
+  // values each; a size-1 dimension's stride does not matter.
+  const struct {
+    const char* type;
+    DType dtype;
+    std::vector<int64_t> size, stride;
+    uint64_t numel;
+  } cases[] = {{"QUInt4x2Storage", DType::kQUInt4x2, {128}, {1}, 128},
+               {"QUInt4x2Storage", DType::kQUInt4x2, {3, 1, 5}, {5, 99, 1}, 15},
+               {"QUInt2x4Storage", DType::kQUInt2x4, {16, 16}, {16, 1}, 256}};
+  for (const auto& k : cases) {
+    BOOST_TEST_CONTEXT(k.type << " " << k.numel) {
+      Pk p = QTensor(k.type, k.size, k.stride, PerTensor(0.5, 7));
+      VmRun vm;
+      const Result<ValueId> root = vm.Run(p.Stop());
+      BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+      const Tensor& t = vm.T(*root);
+      BOOST_TEST((t.dtype == k.dtype));
+      BOOST_TEST(t.num_elements == k.numel);
+      BOOST_TEST(DTypePackedBytes(t.dtype, t.num_elements) == (k.numel + DTypeValuesPerByte(k.dtype) - 1) /
+                                                                 DTypeValuesPerByte(k.dtype));
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(RebuildQTensorHostile) {
   using O = Opcode;
   std::vector<BadCase> c;
@@ -1209,6 +1235,17 @@ BOOST_AUTO_TEST_CASE(RebuildQTensorHostile) {
                             p.Int(0).Op(O::kTuple);
                           }),
                   kUnsupported, "per-channel scales as a list (written by old torch) are not loaded"));
+  // Packed values (quint4x2: two per byte, quint2x4: four): the storage's
+  // 64 bytes hold 128 or 256 values, and only contiguous views from offset 0
+  // are loaded (torch itself makes no other: q.t() fails to set its storage).
+  c.push_back(Bad("quint4x2 values past its bytes", QTensor("QUInt4x2Storage", {129}, {1}, PerTensor(1.0, 0)),
+                  kMalformed, "129 quint4x2 values need 65 bytes, storage '0' has 64"));
+  c.push_back(Bad("quint2x4 values past its bytes", QTensor("QUInt2x4Storage", {16, 17}, {17, 1}, PerTensor(1.0, 0)),
+                  kMalformed, "272 quint2x4 values need 68 bytes"));
+  c.push_back(Bad("a transposed quint4x2 view", QTensor("QUInt4x2Storage", {4, 4}, {1, 4}, PerTensor(1.0, 0)),
+                  kUnsupported, "a quint4x2 view with stride [1, 4] for size [4, 4] is not contiguous"));
+  c.push_back(Bad("a quint4x2 view at an offset", QTensor("QUInt4x2Storage", {2}, {1}, PerTensor(1.0, 0), 2),
+                  kUnsupported, "a quint4x2 view at storage offset 2"));
   c.push_back(Bad("a plain storage", QTensor("FloatStorage", {4}, {1}, PerTensor(1.0, 0)), kMalformed,
                   "storage of float32 is not a quantized storage"));
   c.push_back(Bad("a symmetric qscheme",

@@ -12,7 +12,7 @@ struct DTypeInfo {
   uint32_t swap_unit;
 };
 
-constexpr std::array<DTypeInfo, 44> kDTypes = {{
+constexpr std::array<DTypeInfo, 46> kDTypes = {{
     {DType::kFloat32, "float32", 4, 4},      {DType::kFloat64, "float64", 8, 8},
     {DType::kFloat16, "float16", 2, 2},      {DType::kBFloat16, "bfloat16", 2, 2},
     {DType::kInt8, "int8", 1, 1},            {DType::kUInt8, "uint8", 1, 1},
@@ -35,6 +35,7 @@ constexpr std::array<DTypeInfo, 44> kDTypes = {{
     {DType::kInt2, "int2", 1, 1},            {DType::kInt3, "int3", 1, 1},
     {DType::kInt4, "int4", 1, 1},            {DType::kInt5, "int5", 1, 1},
     {DType::kInt6, "int6", 1, 1},            {DType::kInt7, "int7", 1, 1},
+    {DType::kQUInt4x2, "quint4x2", 1, 1},    {DType::kQUInt2x4, "quint2x4", 1, 1},
 }};
 
 const DTypeInfo& Info(DType dtype) {
@@ -49,6 +50,34 @@ const DTypeInfo& Info(DType dtype) {
 std::string_view DTypeName(DType dtype) { return Info(dtype).name; }
 uint32_t DTypeSize(DType dtype) { return Info(dtype).size; }
 uint32_t DTypeSwapUnit(DType dtype) { return Info(dtype).swap_unit; }
+
+bool DTypeIsComplex(DType dtype) {
+  return dtype == DType::kComplex32 || dtype == DType::kComplex64 || dtype == DType::kComplex128;
+}
+
+bool DTypeIsQuantized(DType dtype) {
+  switch (dtype) {
+    case DType::kQUInt8: case DType::kQInt8: case DType::kQInt32: case DType::kQUInt4x2: case DType::kQUInt2x4:
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint32_t DTypeValuesPerByte(DType dtype) {
+  switch (dtype) {
+    case DType::kQUInt4x2: return 2;
+    case DType::kQUInt2x4: return 4;
+    default: return 1;
+  }
+}
+
+uint64_t DTypePackedBytes(DType dtype, uint64_t values) {
+  const uint64_t per_byte = DTypeValuesPerByte(dtype);
+  if (per_byte > 1) return values / per_byte + (values % per_byte != 0 ? 1 : 0);
+  const uint64_t size = DTypeSize(dtype);
+  return values > UINT64_MAX / size ? UINT64_MAX : values * size;
+}
 
 std::optional<DType> ParseDType(std::string_view name) {
   for (const DTypeInfo& info : kDTypes) {

@@ -824,12 +824,18 @@ void ForEachChunk(const Tensor& t, const Storage& st, Fn&& fn) {
   const uint64_t item = DTypeSize(t.dtype);
   if (t.num_elements == 0) return;
   const uint8_t* base = st.bytes.data();
+  if (DTypeValuesPerByte(t.dtype) > 1) {
+    // Packed values: the loader admits only contiguous views from the
+    // storage's start, whose bytes are torch's int_repr().
+    fn(base, static_cast<size_t>(DTypePackedBytes(t.dtype, t.num_elements)));
+    return;
+  }
   const uint32_t unit = DTypeSwapUnit(t.dtype);
   const bool swap = st.big_endian && unit > 1;
   // The lazy conjugate and negative bits flip sign bits (the top bit of a
   // scalar's last byte once little-endian): conj the imaginary half of a
   // complex element, neg every scalar.
-  const bool is_complex = t.dtype == DType::kComplex64 || t.dtype == DType::kComplex128 || t.dtype == DType::kComplex32;
+  const bool is_complex = DTypeIsComplex(t.dtype);
   const bool flip_imag = (t.conj && is_complex) != t.neg;  // a conjugate negated leaves the imaginary part
   const bool flip_real = t.neg;
   const bool flip = flip_imag || flip_real;
@@ -987,7 +993,7 @@ Result<std::vector<uint8_t>> Checkpoint::ContiguousBytes(uint32_t tensor) const 
   const Tensor& t = tensors()[tensor];
   std::vector<uint8_t> out;
   try {
-    out.reserve(t.num_elements * DTypeSize(t.dtype));
+    out.reserve(DTypePackedBytes(t.dtype, t.num_elements));
   } catch (const std::bad_alloc&) {
     return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory copying a tensor");
   }
@@ -1064,12 +1070,19 @@ Result<std::vector<float>> Checkpoint::Dequantize(uint32_t tensor) const {
   } catch (const std::bad_alloc&) {
     return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory dequantizing a tensor");
   }
+  // Packed values (quint4x2, quint2x4): value n is bits (n % per_byte) of
+  // byte n / per_byte, low bits first, as torch packs them.
+  const uint32_t per_byte = DTypeValuesPerByte(t.dtype);
+  const uint32_t bits = 8 / per_byte;
+  auto PackedAt = [&](uint64_t n) {
+    return (ints[static_cast<size_t>(n / per_byte)] >> (bits * (n % per_byte))) & ((1u << bits) - 1);
+  };
   for (uint64_t n = 0; n < t.num_elements; ++n) {
     const size_t c = channels == 1 ? 0 : static_cast<size_t>((n / inner) % channels);
     // As ATen's scalar dequantize: (q - zero_point) * scale in float.
     const float scale = static_cast<float>(scales[c]);
     const float zero_point = static_cast<float>(zero_points[c]);
-    out[n] = (static_cast<float>(NumberAt(ints, t.dtype, n)) - zero_point) * scale;
+    out[n] = (static_cast<float>(per_byte > 1 ? PackedAt(n) : NumberAt(ints, t.dtype, n)) - zero_point) * scale;
   }
   return out;
 }
@@ -1080,6 +1093,7 @@ Bytes Checkpoint::StorageBytes(uint32_t tensor) const {
   const Storage& st = storages()[t.storage];
   const uint64_t item = DTypeSize(t.dtype);
   if (t.num_elements == 0) return st.bytes.subspan(0, 0);
+  if (DTypeValuesPerByte(t.dtype) > 1) return st.bytes.subspan(0, static_cast<size_t>(DTypePackedBytes(t.dtype, t.num_elements)));
   uint64_t last = static_cast<uint64_t>(t.storage_offset);
   for (size_t i = 0; i < t.shape.size(); ++i) last += static_cast<uint64_t>((t.shape[i] - 1) * t.stride[i]);
   const uint64_t begin = static_cast<uint64_t>(t.storage_offset) * item;
@@ -1113,118 +1127,122 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
   std::map<std::string, size_t> listed;  // raw path -> tensor, sorted as the corpus files are
   for (const auto& [key, group] : by_key) listed.emplace(named[group.front()].path, group.front());
 
+  // One tensor's object: its fields are gathered, then written in sorted
+  // key order, as every object of this document (a sparse tensor's
+  // component names sort among the others).
+  std::vector<std::pair<std::string_view, std::string>> fields;
+  auto dims = [](std::span<const int64_t> d) {
+    std::string out = "[";
+    for (size_t k = 0; k < d.size(); ++k) out += (k ? "," : "") + std::to_string(d[k]);
+    out.push_back(']');
+    return out;
+  };
+  auto str = [](std::string_view text) {
+    std::string out;
+    py::AppendJsonStr(out, text);
+    return out;
+  };
+  auto flag = [](bool b) { return std::string(b ? "true" : "false"); };
   auto entry = [&](std::string& out, size_t i) -> Status {
     const Tensor& t = this->tensors()[named[i].tensor];
-    auto dims = [&](const std::vector<int64_t>& d) {
-      out.push_back('[');
-      for (size_t k = 0; k < d.size(); ++k) out += (k ? "," : "") + std::to_string(d[k]);
-      out.push_back(']');
-    };
-    if (t.conj) out += "\"conj\":true,";
-    out += "\"dtype\":";
-    py::AppendJsonStr(out, DTypeName(t.dtype));
-    if (t.neg) out += ",\"neg\":true";
-    if (!t.numpy_dtype.empty()) {
-      out += ",\"numpy_dtype\":";
-      py::AppendJsonStr(out, t.numpy_dtype);
-    }
-    if (t.layout == TensorLayout::kStrided) out += std::string(",\"parameter\":") + (t.parameter ? "true" : "false");
+    fields.clear();
+    if (t.conj) fields.emplace_back("conj", "true");
+    fields.emplace_back("dtype", str(DTypeName(t.dtype)));
+    if (t.neg) fields.emplace_back("neg", "true");
+    if (!t.numpy_dtype.empty()) fields.emplace_back("numpy_dtype", str(t.numpy_dtype));
+    fields.emplace_back("parameter", flag(t.parameter));
     if (t.quant.scheme == QScheme::kPerTensorAffine) {
-      out += ",\"q_scale\":";
-      AppendJsonFloat(out, t.quant.scale);
-      out += ",\"q_zero_point\":" + std::to_string(t.quant.zero_point);
+      std::string scale;
+      AppendJsonFloat(scale, t.quant.scale);
+      fields.emplace_back("q_scale", std::move(scale));
+      fields.emplace_back("q_zero_point", std::to_string(t.quant.zero_point));
     } else if (t.quant.scheme != QScheme::kNone) {
       // Per channel: the scales and zero points as numbers, losslessly
       // (float64 or float32 values are exact as doubles; int64 zero points
       // are read as integers).
-      out += ",\"q_per_channel_axis\":" + std::to_string(t.quant.axis) + ",\"q_per_channel_scales\":[";
+      fields.emplace_back("q_per_channel_axis", std::to_string(t.quant.axis));
       CKG_ASSIGN_OR_RETURN(std::vector<double> scales, QuantParams(named[i].tensor, false));
+      std::string list = "[";
       for (size_t k = 0; k < scales.size(); ++k) {
-        if (k) out.push_back(',');
-        AppendJsonFloat(out, scales[k]);
+        if (k) list.push_back(',');
+        AppendJsonFloat(list, scales[k]);
       }
-      out += "],\"q_per_channel_zero_points\":[";
+      fields.emplace_back("q_per_channel_scales", list + "]");
+      list = "[";
       const Tensor& zp = this->tensors()[t.quant.zero_points];
       CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> zbytes, ContiguousBytes(t.quant.zero_points));
       for (uint64_t k = 0; k < zp.num_elements; ++k) {
-        if (k) out.push_back(',');
+        if (k) list.push_back(',');
         if (zp.dtype == DType::kInt64) {
           int64_t z;
           std::memcpy(&z, zbytes.data() + k * 8, 8);
-          out += std::to_string(z);
+          list += std::to_string(z);
         } else if (zp.dtype == DType::kInt32) {
           int32_t z;
           std::memcpy(&z, zbytes.data() + k * 4, 4);
-          out += std::to_string(z);
+          list += std::to_string(z);
         } else {
-          AppendJsonFloat(out, NumberAt(zbytes, zp.dtype, k));
+          AppendJsonFloat(list, NumberAt(zbytes, zp.dtype, k));
         }
       }
-      out += "]";
+      fields.emplace_back("q_per_channel_zero_points", list + "]");
     }
-    if (t.quant.scheme != QScheme::kNone) {
-      out += ",\"qscheme\":";
-      py::AppendJsonStr(out, QSchemeName(t.quant.scheme));
+    if (t.quant.scheme != QScheme::kNone) fields.emplace_back("qscheme", str(QSchemeName(t.quant.scheme)));
+    fields.emplace_back("shape", dims(t.shape));
+    if (t.state) {
+      // A Parameter's attributes, rendered as the skeleton renders values.
+      std::string state;
+      SkeletonWriter state_writer(values(), state_->limits);
+      CKG_TRY(state_writer.Value(state, *t.state, {}));
+      fields.emplace_back("state", std::move(state));
     }
     if (t.layout != TensorLayout::kStrided) {
       // A sparse tensor: its layout, dense size and components, each as an
       // ordinary tensor under torch's accessor name.
-      auto part = [&](const char* name, uint32_t index) -> Status {
+      auto part = [&](std::string_view name, uint32_t index) -> Status {
         const Tensor& c = this->tensors()[index];
-        out += ",\"" + std::string(name) + "\":{";
-        if (c.conj) out += "\"conj\":true,";
-        out += "\"dtype\":";
-        py::AppendJsonStr(out, DTypeName(c.dtype));
-        if (c.neg) out += ",\"neg\":true";
+        std::string obj = "{";
+        if (c.conj) obj += "\"conj\":true,";
+        obj += "\"dtype\":" + str(DTypeName(c.dtype));
+        if (c.neg) obj += ",\"neg\":true";
         if (digests) {
           CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(index));
-          out += ",\"sha256\":\"" + digest + "\"";
+          obj += ",\"sha256\":\"" + digest + "\"";
         }
-        out += ",\"shape\":";
-        dims(c.shape);
-        out += ",\"storage_offset\":" + std::to_string(c.storage_offset) + ",\"stride\":";
-        dims(c.stride);
-        out.push_back('}');
+        obj += ",\"shape\":" + dims(c.shape) + ",\"storage_offset\":" + std::to_string(c.storage_offset) +
+               ",\"stride\":" + dims(c.stride) + "}";
+        fields.emplace_back(name, std::move(obj));
         return OkStatus();
       };
       const bool rows = t.layout == TensorLayout::kSparseCsr || t.layout == TensorLayout::kSparseBsr;
-      out += ",\"dense_dim\":" + std::to_string(t.sparse.dense_dim);
       if (t.layout == TensorLayout::kSparseCoo) {
         CKG_TRY(part("indices", t.sparse.indices));
-        if (t.sparse.coalesced) out += std::string(",\"is_coalesced\":") + (*t.sparse.coalesced ? "true" : "false");
+        if (t.sparse.coalesced) fields.emplace_back("is_coalesced", flag(*t.sparse.coalesced));
       } else {
         CKG_TRY(part(rows ? "crow_indices" : "ccol_indices", t.sparse.indices));
         CKG_TRY(part(rows ? "col_indices" : "row_indices", t.sparse.plain_indices));
       }
-      out += ",\"layout\":";
-      py::AppendJsonStr(out, TensorLayoutName(t.layout));
-      out += std::string(",\"parameter\":") + (t.parameter ? "true" : "false");
-      out += ",\"shape\":";
-      dims(t.shape);
-      out += ",\"sparse_dim\":" + std::to_string(t.sparse.sparse_dim);
-      if (t.state) {
-        out += ",\"state\":";
-        SkeletonWriter state_writer(values(), state_->limits);
-        CKG_TRY(state_writer.Value(out, *t.state, {}));
-      }
       CKG_TRY(part("values", t.sparse.values));
-      return OkStatus();
+      fields.emplace_back("dense_dim", std::to_string(t.sparse.dense_dim));
+      fields.emplace_back("layout", str(TensorLayoutName(t.layout)));
+      fields.emplace_back("sparse_dim", std::to_string(t.sparse.sparse_dim));
+    } else {
+      if (t.meta) fields.emplace_back("meta", "true");
+      if (digests && !t.meta) {
+        CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(named[i].tensor));
+        fields.emplace_back("sha256", "\"" + digest + "\"");
+      }
+      fields.emplace_back("storage_offset", std::to_string(t.storage_offset));
+      fields.emplace_back("stride", dims(t.stride));
     }
-    if (t.meta) out += ",\"meta\":true";
-    if (digests && !t.meta) {
-      CKG_ASSIGN_OR_RETURN(std::string digest, Sha256Hex(named[i].tensor));
-      out += ",\"sha256\":\"" + digest + "\"";
+    std::sort(fields.begin(), fields.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    for (size_t k = 0; k < fields.size(); ++k) {
+      if (k) out.push_back(',');
+      out.push_back('"');
+      out += fields[k].first;
+      out += "\":";
+      out += fields[k].second;
     }
-    out += ",\"shape\":";
-    dims(t.shape);
-    if (t.state) {
-      // A Parameter's attributes, rendered as the skeleton renders values.
-      out += ",\"state\":";
-      SkeletonWriter state_writer(values(), state_->limits);
-      CKG_TRY(state_writer.Value(out, *t.state, {}));
-    }
-    out += ",\"storage_offset\":" + std::to_string(t.storage_offset) + ",\"stride\":";
-    dims(t.stride);
     return OkStatus();
   };
 

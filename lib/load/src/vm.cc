@@ -840,7 +840,31 @@ class Vm {
     }
     const uint64_t storage_bytes = storage.bytes.size();
     uint64_t end_bytes;  // bytes the view needs from the start of the storage
-    if (__builtin_mul_overflow(empty ? static_cast<uint64_t>(offset) : last + 1, item, &end_bytes) ||
+    if (DTypeValuesPerByte(t.dtype) > 1) {
+      // Packed values (quint4x2, quint2x4): torch makes and saves only
+      // contiguous tensors of them from the storage's start, whose bytes are
+      // its int_repr(); any other view would address half a byte.
+      int64_t expect = 1;
+      for (size_t i = shape.size(); i-- > 0;) {
+        if (!empty && shape[i] != 1 && stride[i] != expect) {
+          return Fail(ErrorCode::kUnsupportedFormat, op,
+                      fn + ": a " + std::string(DTypeName(t.dtype)) + " view with stride " + DimsText(stride) +
+                          " for size " + DimsText(shape) + " is not contiguous (packed values are loaded only so)");
+        }
+        expect *= std::max<int64_t>(shape[i], 1);
+      }
+      if (offset != 0) {
+        return Fail(ErrorCode::kUnsupportedFormat, op,
+                    fn + ": a " + std::string(DTypeName(t.dtype)) + " view at storage offset " +
+                        std::to_string(offset) + " (packed values are loaded only from offset 0)");
+      }
+      end_bytes = DTypePackedBytes(t.dtype, numel);
+      if (end_bytes > storage_bytes) {
+        return Fail(ErrorCode::kMalformed, op,
+                    fn + ": " + Num(numel) + " " + std::string(DTypeName(t.dtype)) + " values need " + Num(end_bytes) +
+                        " bytes, storage '" + storage.key + "' has " + Num(storage_bytes));
+      }
+    } else if (__builtin_mul_overflow(empty ? static_cast<uint64_t>(offset) : last + 1, item, &end_bytes) ||
         end_bytes > storage_bytes) {
       return Fail(ErrorCode::kMalformed, op,
                   fn + ": view (offset " + std::to_string(offset) + ", size " + DimsText(shape) + ", stride " +
@@ -890,17 +914,14 @@ class Vm {
   static bool IsFloating(DType d) {
     switch (d) {
       case DType::kFloat32: case DType::kFloat64: case DType::kFloat16: case DType::kBFloat16:
-      case DType::kComplex64: case DType::kComplex128: case DType::kFloat8E5M2: case DType::kFloat8E4M3FN:
-      case DType::kComplex32:
+      case DType::kFloat8E5M2: case DType::kFloat8E4M3FN:
         return true;
       // Not the fnuz and e8m0 float8s: they have no negative zero (0x80 is
       // their NaN) or no sign at all, so flipping a sign bit is not negation.
       default:
-        return false;
+        return DTypeIsComplex(d);
     }
   }
-
-  static bool IsQuantized(DType d) { return d == DType::kQUInt8 || d == DType::kQInt8 || d == DType::kQInt32; }
 
   // QuantizerParams checks _rebuild_qtensor's quantizer_params as torch's
   // _rebuild_qtensor and make_per_channel_affine_quantizer do:
@@ -1378,7 +1399,7 @@ class Vm {
       case AllowAction::kRebuildQTensor: {
         CKG_TRY(want(7, 7));
         const Value& sv = Get(args[0]);
-        if (sv.kind == ValueKind::kStorage && !IsQuantized(state_.storages[sv.index].dtype)) {
+        if (sv.kind == ValueKind::kStorage && !DTypeIsQuantized(state_.storages[sv.index].dtype)) {
           return Malformed(op, fn + ": storage of " + std::string(DTypeName(state_.storages[sv.index].dtype)) +
                                    " is not a quantized storage (QUInt8Storage, QInt8Storage, QInt32Storage)");
         }
@@ -2214,6 +2235,17 @@ std::string_view TensorLayoutName(TensorLayout layout) {
     case TensorLayout::kSparseBsc: return "sparse_bsc";
   }
   return "strided";
+}
+
+std::optional<std::string> NotAPlainArray(const Tensor& t) {
+  if (t.quant.scheme != QScheme::kNone) {
+    return "a quantized tensor (" + std::string(DTypeName(t.dtype)) + ", " + std::string(QSchemeName(t.quant.scheme)) +
+           ")";
+  }
+  if (!t.numpy_dtype.empty()) return "a tensor of numpy dtype " + t.numpy_dtype + " (kept as its bytes)";
+  if (t.meta) return "a meta tensor (" + std::string(DTypeName(t.dtype)) + ")";
+  if (t.layout != TensorLayout::kStrided) return "a sparse tensor (" + std::string(TensorLayoutName(t.layout)) + ")";
+  return std::nullopt;
 }
 
 std::string_view QSchemeName(QScheme scheme) {

@@ -958,25 +958,12 @@ Result<SaveTree> SaveTreeFromCheckpoint(const Checkpoint& ckpt, const SaveLimits
             break;
           }
           const ckptguard::Tensor& t = ckpt.tensors()[v.index];
-          if (t.quant.scheme != QScheme::kNone) {
-            // Written as _rebuild_tensor_v2 it would lose its quantizer.
+          if (const std::optional<std::string> why = NotAPlainArray(t)) {
+            // Written as _rebuild_tensor_v2 it would lose its quantizer or
+            // numpy dtype, or need bytes it does not have.
             return MakeError(ErrorCode::kUnsupportedFormat, 0,
-                             "tensor " + std::to_string(v.index) + " is quantized (" +
-                                 std::string(QSchemeName(t.quant.scheme)) + "): the torch writer does not write "
-                                 "quantized tensors");
-          }
-          if (!t.numpy_dtype.empty()) {
-            return MakeError(ErrorCode::kUnsupportedFormat, 0,
-                             "tensor " + std::to_string(v.index) + " has numpy dtype " + t.numpy_dtype +
-                                 ", which torch has no dtype for");
-          }
-          if (!t.HasData()) {
-            // Written as _rebuild_tensor_v2 it would need bytes it does not have.
-            return MakeError(ErrorCode::kUnsupportedFormat, 0,
-                             "tensor " + std::to_string(v.index) + " is a " +
-                                 (t.meta ? std::string("meta") : std::string(TensorLayoutName(t.layout))) +
-                                 " tensor: the torch writer does not write " +
-                                 (t.meta ? "meta" : "sparse") + " tensors");
+                             "tensor " + std::to_string(v.index) + " is " + *why +
+                                 ", which the torch writer does not write");
           }
           if (t.conj || t.neg) {
             return MakeError(ErrorCode::kUnsupportedFormat, 0,

@@ -107,11 +107,22 @@ def main():
         x, torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([1.0, -2.5, 0.0, 3.25]), 0, torch.quint8)
     assert per_channel["float_qparams"].qscheme() == torch.per_channel_affine_float_qparams
     save("quantized_per_channel.pt", per_channel)
+    # Packed values: quint4x2 (two per byte) and quint2x4 (four), as
+    # 4-bit embedding bags store them; an odd count leaves half a byte.
+    packed = {
+        "quint4x2": torch.quantize_per_tensor(x, 0.5, 8, torch.quint4x2),
+        "quint4x2_odd": torch.quantize_per_tensor(torch.linspace(-1, 1, 5), 0.2, 7, torch.quint4x2),
+        "quint2x4": torch.quantize_per_tensor(x[:, :5], 2.0, 1, torch.quint2x4),
+        "quint4x2_float_qparams": torch.quantize_per_channel(
+            x, torch.tensor([0.5, 0.25, 1.0, 0.75]), torch.tensor([7.0, 8.0, 6.5, 7.25]), 0, torch.quint4x2),
+    }
+    save("quantized_packed.pt", packed)
     # What torch's dequantize() gives for each, as plain float32 tensors
     # (checkpoint_test compares Checkpoint::Dequantize with them).
     save("quantized_dequantized.pt", {
         "per_tensor": {k: v.dequantize() for k, v in per_tensor.items()},
         "per_channel": {k: v.dequantize() for k, v in per_channel.items()},
+        "packed": {k: v.dequantize() for k, v in packed.items()},
     })
 
     z = torch.complex(torch.randn(3, 4), torch.randn(3, 4))

@@ -24,6 +24,10 @@ enum class DType : uint8_t {
   kBits8, kBits16, kBits1x8, kBits2x4, kBits4x2,
   kUInt1, kUInt2, kUInt3, kUInt4, kUInt5, kUInt6, kUInt7,
   kInt1, kInt2, kInt3, kInt4, kInt5, kInt6, kInt7,
+  // Packed quantized integers (torch.quint4x2, torch.quint2x4): a tensor's
+  // shape counts 4-bit or 2-bit values, its storage's bytes hold two or four
+  // of them, low bits first (DTypeValuesPerByte).
+  kQUInt4x2, kQUInt2x4,
 };
 
 // DTypeName: "float32", ... as torch prints str(dtype) without "torch.".
@@ -32,6 +36,20 @@ std::string_view DTypeName(DType dtype);
 std::optional<DType> ParseDType(std::string_view name);
 // DTypeSize: bytes per element.
 uint32_t DTypeSize(DType dtype);
+// DTypeValuesPerByte: how many of a tensor's elements one storage byte
+// holds: 2 for quint4x2, 4 for quint2x4 (whose tensors count packed values
+// while their storages count bytes), 1 for every other dtype (whose element
+// is DTypeSize bytes, even the x2/x4/x8 ones torch counts as one element).
+uint32_t DTypeValuesPerByte(DType dtype);
+// DTypePackedBytes: the bytes `values` contiguous elements of a packed
+// dtype take (rounded up to a whole byte); values x DTypeSize otherwise.
+// Saturates at UINT64_MAX.
+uint64_t DTypePackedBytes(DType dtype, uint64_t values);
+// DTypeIsComplex: complex32, complex64, complex128 (two scalars per element).
+bool DTypeIsComplex(DType dtype);
+// DTypeIsQuantized: the integer representations of quantized tensors
+// (quint8, qint8, qint32, quint4x2, quint2x4).
+bool DTypeIsQuantized(DType dtype);
 // DTypeSwapUnit: the size of the scalars a byte swap reverses (complex types
 // swap each half; one-byte types never swap).
 uint32_t DTypeSwapUnit(DType dtype);

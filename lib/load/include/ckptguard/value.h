@@ -222,6 +222,14 @@ struct Tensor {
   bool HasData() const { return layout == TensorLayout::kStrided && !meta; }
 };
 
+// NotAPlainArray says what a tensor is when it is not a plain dense array
+// of a torch dtype, the only kind writers copy as it is: "a quantized tensor
+// (quint8, per_tensor_affine)", "a tensor of numpy dtype <U5 (kept as its
+// bytes)", "a meta tensor (float16)", "a sparse tensor (sparse_coo)".
+// nullopt for a plain array. The safetensors and torch writers and convert
+// refuse such tensors with it.
+std::optional<std::string> NotAPlainArray(const Tensor& t);
+
 // ValueArena owns every Value of one load. ValueIds index it. Values live
 // in fixed-size chunks, so adding one never moves the others (references
 // stay valid, and a large load neither copies its values on growth nor holds
