@@ -63,10 +63,17 @@ std::string QuantText(const Tensor& t) {
   }
 }
 
-// SparseParts names a sparse tensor's components as torch's accessors do:
+// SparsePartsOf names a sparse or nested tensor's components as torch's
+// accessors do:
 // (name, tensor index) in the order --json lists them.
 std::vector<std::pair<std::string, uint32_t>> SparsePartsOf(const Tensor& t) {
   if (t.layout == TensorLayout::kStrided) return {};
+  if (t.layout == TensorLayout::kNested) {
+    return {{"buffer", t.nested.buffer},
+            {"nested_sizes", t.nested.sizes},
+            {"nested_storage_offsets", t.nested.offsets},
+            {"nested_strides", t.nested.strides}};
+  }
   if (t.layout == TensorLayout::kSparseCoo) return {{"indices", t.sparse.indices}, {"values", t.sparse.values}};
   const bool rows = t.layout == TensorLayout::kSparseCsr || t.layout == TensorLayout::kSparseBsr;
   return {{rows ? "crow_indices" : "ccol_indices", t.sparse.indices},
@@ -381,7 +388,8 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
     tensors          {path: {dtype, shape, stride, storage_offset, parameter,
                      sha256}}; where paths collide, the first tensor in order.
                      A quantized tensor is its integers (dtype quint8, qint8,
-                     qint32; sha256 of int_repr()) plus "qscheme" and either
+                     qint32, packed quint4x2/quint2x4; sha256 of int_repr())
+                     plus "qscheme" and either
                      "q_scale", "q_zero_point" or "q_per_channel_axis",
                      "q_per_channel_scales", "q_per_channel_zero_points".
                      "conj"/"neg": true for torch 2.x's lazy conjugate and
@@ -396,7 +404,12 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
                      ("indices"/"crow_indices"/"ccol_indices",
                      "col_indices"/"row_indices", "values"), each {dtype,
                      shape, stride, storage_offset, sha256}; no sha256 or
-                     stride of its own (no dense data is made)
+                     stride of its own (no dense data is made). A nested
+                     tensor (torch 2.x) has "layout": "nested", "shape"
+                     [components] and its components "buffer",
+                     "nested_sizes", "nested_strides",
+                     "nested_storage_offsets" (torch's values(),
+                     _nested_tensor_size()... ), each as above
     skeleton         the top object, tensors as "<tensor>", records as
                      {"__record__": class, "form": "call"|"new"|"member",
                      "args": [...], "state": [[name, value], ...]}: {"__dict__":

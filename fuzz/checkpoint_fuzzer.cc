@@ -127,12 +127,24 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
   for (uint32_t i = 0; i < tensors.size(); ++i) {
     const ckptguard::Tensor& t = tensors[i];
     if (!t.HasData()) {
-      // A meta tensor (shape, no data) or a sparse one (its data are its
-      // component tensors, strided tensors with data of the same table).
+      // A meta tensor (shape, no data), a sparse or a nested one (its data
+      // are its component tensors, strided tensors with data of the same
+      // table).
       Check(ck.StorageBytes(i).empty(), "a tensor without data covers no bytes");
       if (t.meta) {
         Check(t.layout == ckptguard::TensorLayout::kStrided && t.shape.size() == t.stride.size(),
               "a meta tensor is strided, shape and stride of one rank");
+      } else if (t.layout == ckptguard::TensorLayout::kNested) {
+        // A nested tensor: four components, each a strided tensor with data;
+        // every component view was checked to stay inside the buffer.
+        const ckptguard::NestedParts& np = t.nested;
+        Check(t.stride.empty() && t.shape.size() == 1, "a nested tensor has [components] and no stride");
+        Check(np.buffer < tensors.size() && np.sizes < tensors.size() && np.strides < tensors.size() &&
+                  np.offsets < tensors.size(),
+              "nested components in range");
+        Check(tensors[np.buffer].HasData() && tensors[np.sizes].HasData() && tensors[np.strides].HasData() &&
+                  tensors[np.offsets].HasData() && tensors[np.buffer].shape.size() == 1,
+              "nested components are strided tensors with data, the buffer 1-D");
       } else {
         const ckptguard::SparseParts& sp = t.sparse;
         const bool coo = t.layout == ckptguard::TensorLayout::kSparseCoo;
@@ -189,7 +201,7 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
     Check(bytes.has_value() || bytes.error().code == ErrorCode::kLimitExceeded, "ContiguousBytes succeeds",
           bytes ? std::string() : bytes.error().ToString());
     if (bytes) {
-      Check(bytes->size() == t.num_elements * ckptguard::DTypeSize(t.dtype), "ContiguousBytes has every element");
+      Check(bytes->size() == ckptguard::DTypePackedBytes(t.dtype, t.num_elements), "ContiguousBytes has every element");
     }
   }
   Result<std::vector<ckptguard::NamedTensor>> named = ck.NamedTensors();

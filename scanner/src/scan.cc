@@ -783,6 +783,7 @@ class Scanner {
         case AllowAction::kRebuildQTensor:  // judged as before it was loaded (unknown result)
         case AllowAction::kRebuildSparse:   // likewise: a tensor of component tensors, no call
         case AllowAction::kRebuildMeta:
+        case AllowAction::kRebuildNested:
         case AllowAction::kGetLayout:       // a layout constant by name
         case AllowAction::kRebuildFromNumpy:  // a tensor of a numpy array (the array judged as itself)
         case AllowAction::kRecord:          // a record the user vouched for: its result is not data the scan models

@@ -543,3 +543,103 @@ def test_device_tensor_from_numpy_of_another_dtype_is_refused(tmp_path):
     out = run_text("inspect", "--weights-only", "--json", tmp_path / "bf16.pt")
     assert out.returncode != 0
     assert "numpy" in out.stderr, out.stderr
+
+
+# --- nested tensors, as torch 2.x saves them -----------------------------------
+# torch 1.13 builds nested tensors but cannot pickle one; torch 2.x reduces
+# one to _rebuild_nested_tensor(values(), _nested_tensor_size(),
+# _nested_tensor_strides(), _nested_tensor_storage_offsets()). The reduction
+# is given to torch 1.13's pickler by an object standing for the nested
+# tensor, and the function is found under its torch 2.x name.
+
+def torch2_rebuild_nested(buffer, sizes, strides, storage_offsets):
+    """torch 2.x's _rebuild_nested_tensor (_nested_view_from_buffer): the
+    components as views of the buffer."""
+    return [buffer.as_strided(s.tolist(), st.tolist(), int(o)) for s, st, o in zip(sizes, strides, storage_offsets)]
+
+
+torch2_rebuild_nested.__module__ = "torch._utils"
+torch2_rebuild_nested.__name__ = torch2_rebuild_nested.__qualname__ = "_rebuild_nested_tensor"
+
+
+class NestedStandIn:
+    def __init__(self, buffer, sizes, strides, offsets):
+        self.args = (buffer, sizes, strides, offsets)
+
+    def __reduce_ex__(self, proto):
+        return (torch2_rebuild_nested, self.args)
+
+
+def nested_parts(components):
+    """(buffer, sizes, strides, offsets) of contiguous components laid out
+    one after another, as torch.nested.nested_tensor lays them out."""
+    buffer = torch.cat([c.reshape(-1) for c in components])
+    sizes = torch.tensor([list(c.shape) for c in components], dtype=torch.int64)
+    strides = torch.tensor([list(c.stride()) for c in components], dtype=torch.int64)
+    offsets = torch.tensor([0] + [c.numel() for c in components[:-1]], dtype=torch.int64).cumsum(0)
+    return buffer, sizes, strides, offsets
+
+
+def save_nested(path, parts):
+    torch._utils._rebuild_nested_tensor = torch2_rebuild_nested
+    try:
+        torch.save({"nt": NestedStandIn(*parts), "plain": torch.ones(2)}, path)
+    finally:
+        del torch._utils._rebuild_nested_tensor
+
+
+def test_torch_2_nested_tensors_load_as_their_components(tmp_path):
+    components = [torch.arange(6.0).reshape(2, 3), torch.arange(8.0).reshape(4, 2) / 3]
+    parts = nested_parts(components)
+    path = tmp_path / "nested.pt"
+    save_nested(path, parts)
+    # The file holds what torch 2.x's rebuild makes back into the components.
+    torch._utils._rebuild_nested_tensor = torch2_rebuild_nested
+    try:
+        back = torch.load(path)["nt"]
+    finally:
+        del torch._utils._rebuild_nested_tensor
+    assert all(torch.equal(a, b) for a, b in zip(back, components))
+    got = inspect_json(path)["tensors"]
+    assert sorted(got) == ["nt", "plain"]
+    nt = got["nt"]
+    assert list(nt) == sorted(nt)
+    assert nt["layout"] == "nested" and nt["dtype"] == "float32" and nt["shape"] == [2]
+    assert "sha256" not in nt and "stride" not in nt
+    for name, t in zip(("buffer", "nested_sizes", "nested_strides", "nested_storage_offsets"), parts):
+        assert nt[name]["dtype"] == str(t.dtype).removeprefix("torch."), name
+        assert nt[name]["shape"] == list(t.shape), name
+        assert nt[name]["sha256"] == digest(t), name
+    text = run_text("inspect", path)
+    assert text.returncode == 0, text.stderr
+    assert "nt  float32 [2] nested buffer float32 [14]" in text.stdout, text.stdout
+    scan = json.loads(run_text("scan", "--format", "json", path).stdout)["files"][0]
+    assert scan["verdict"] == "safe", scan
+    out = run_text("convert", path, tmp_path / "out.safetensors")
+    assert out.returncode != 0 and "a nested tensor (2 components) has no place in safetensors" in out.stderr, out.stderr
+
+
+NESTED_HOSTILE = {
+    # (edit of (buffer, sizes, strides, offsets), what ckptguard says)
+    "a component past the buffer": (lambda b, s, st, o: (b, s, st, o + torch.tensor([0, 1])),
+                                    "component 1: reaches buffer element 14, the buffer has 14"),
+    "a negative offset": (lambda b, s, st, o: (b, s, st, o - 1), "component 0: negative storage offset -1"),
+    "strides past 2^64": (lambda b, s, st, o: (b, torch.tensor([[3, 3], [4, 2]]), torch.tensor([[2 ** 62, 2 ** 62], [2, 1]]), o),
+                          "component 0: view extent overflows"),
+    "float sizes": (lambda b, s, st, o: (b, s.double(), st, o), "sizes must be an int64 tensor, not float64"),
+    "strides of another shape": (lambda b, s, st, o: (b, s, st[:, :1], o), "strides of shape [2, 1] do not match sizes [2, 2]"),
+    "offsets of another length": (lambda b, s, st, o: (b, s, st, o[:1]),
+                                  "storage_offsets of shape [1] do not give one offset for each of 2 components"),
+    "a 2-D buffer": (lambda b, s, st, o: (b.reshape(2, 7), s, st, o), "buffer must be 1-D, not of shape [2, 7]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NESTED_HOSTILE))
+def test_hostile_nested_components_are_refused_naming_the_problem(tmp_path, name):
+    edit, needle = NESTED_HOSTILE[name]
+    components = [torch.arange(6.0).reshape(2, 3), torch.arange(8.0).reshape(4, 2)]
+    path = tmp_path / "bad.pt"
+    save_nested(path, edit(*nested_parts(components)))
+    out = run_text("inspect", "--json", path)
+    assert out.returncode != 0
+    assert needle in out.stderr, out.stderr

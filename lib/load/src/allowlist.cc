@@ -15,7 +15,7 @@
 namespace ckptguard {
 namespace {
 
-constexpr std::array<std::pair<AllowAction, std::string_view>, 26> kActions = {{
+constexpr std::array<std::pair<AllowAction, std::string_view>, 27> kActions = {{
     {AllowAction::kRebuildTensor, "rebuild_tensor"},
     {AllowAction::kRebuildTensorV2, "rebuild_tensor_v2"},
     {AllowAction::kRebuildTensorV3, "rebuild_tensor_v3"},
@@ -24,6 +24,7 @@ constexpr std::array<std::pair<AllowAction, std::string_view>, 26> kActions = {{
     {AllowAction::kRebuildQTensor, "rebuild_qtensor"},
     {AllowAction::kRebuildSparse, "rebuild_sparse"},
     {AllowAction::kRebuildMeta, "rebuild_meta"},
+    {AllowAction::kRebuildNested, "rebuild_nested"},
     {AllowAction::kGetLayout, "get_layout"},
     {AllowAction::kRebuildFromNumpy, "rebuild_from_numpy"},
     {AllowAction::kStorageType, "storage_type"},

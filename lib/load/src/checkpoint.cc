@@ -977,9 +977,10 @@ Status Checkpoint::ChargeView(uint32_t tensor, std::string_view what) const {
     return MakeError(ErrorCode::kUnsupportedFormat, 0,
                      "tensor " + Num(tensor) +
                          (t.meta ? " is a meta tensor: it has a shape and no data to " + std::string(what)
-                                 : " is a " + std::string(TensorLayoutName(t.layout)) +
-                                       " tensor: its data are its component tensors (indices and values), no " +
-                                       std::string(what) + " of a dense layout is made"));
+                                 : " is a " + std::string(TensorLayoutName(t.layout)) + " tensor: its data are its component tensors (" +
+                                       (t.layout == TensorLayout::kNested ? "buffer, sizes, strides and offsets"
+                                                                          : "indices and values") +
+                                       "), no " + std::string(what) + " of a dense layout is made"));
   }
   const uint64_t item = DTypeSize(t.dtype);
   const uint64_t logical = t.num_elements > UINT64_MAX / std::max<uint64_t>(item, 1) ? UINT64_MAX : t.num_elements * item;
@@ -1197,8 +1198,9 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
       fields.emplace_back("state", std::move(state));
     }
     if (t.layout != TensorLayout::kStrided) {
-      // A sparse tensor: its layout, dense size and components, each as an
-      // ordinary tensor under torch's accessor name.
+      // A sparse or nested tensor: its layout, dense size (nested: number of
+      // components) and components, each as an ordinary tensor under torch's
+      // accessor name.
       auto part = [&](std::string_view name, uint32_t index) -> Status {
         const Tensor& c = this->tensors()[index];
         std::string obj = "{";
@@ -1215,17 +1217,25 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
         return OkStatus();
       };
       const bool rows = t.layout == TensorLayout::kSparseCsr || t.layout == TensorLayout::kSparseBsr;
-      if (t.layout == TensorLayout::kSparseCoo) {
+      if (t.layout == TensorLayout::kNested) {
+        CKG_TRY(part("buffer", t.nested.buffer));
+        CKG_TRY(part("nested_sizes", t.nested.sizes));
+        CKG_TRY(part("nested_storage_offsets", t.nested.offsets));
+        CKG_TRY(part("nested_strides", t.nested.strides));
+        fields.emplace_back("layout", str(TensorLayoutName(t.layout)));
+      } else if (t.layout == TensorLayout::kSparseCoo) {
         CKG_TRY(part("indices", t.sparse.indices));
         if (t.sparse.coalesced) fields.emplace_back("is_coalesced", flag(*t.sparse.coalesced));
       } else {
         CKG_TRY(part(rows ? "crow_indices" : "ccol_indices", t.sparse.indices));
         CKG_TRY(part(rows ? "col_indices" : "row_indices", t.sparse.plain_indices));
       }
-      CKG_TRY(part("values", t.sparse.values));
-      fields.emplace_back("dense_dim", std::to_string(t.sparse.dense_dim));
-      fields.emplace_back("layout", str(TensorLayoutName(t.layout)));
-      fields.emplace_back("sparse_dim", std::to_string(t.sparse.sparse_dim));
+      if (t.layout != TensorLayout::kNested) {
+        CKG_TRY(part("values", t.sparse.values));
+        fields.emplace_back("dense_dim", std::to_string(t.sparse.dense_dim));
+        fields.emplace_back("layout", str(TensorLayoutName(t.layout)));
+        fields.emplace_back("sparse_dim", std::to_string(t.sparse.sparse_dim));
+      }
     } else {
       if (t.meta) fields.emplace_back("meta", "true");
       if (digests && !t.meta) {
@@ -1349,6 +1359,57 @@ std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& 
   return std::nullopt;
 }
 
+// CheckNestedViews checks that every component of every nested tensor is a
+// view inside its buffer: non-negative sizes, strides and offset, and
+// offset + sum((size - 1) * stride) < the buffer's length, without overflow
+// (torch's _nested_view_from_buffer trusts them, and a view past the buffer
+// would read memory that is not the tensor's). The index tensors are read
+// as digests read them (charged to the budget).
+static Status CheckNestedViews(const Checkpoint& ckpt) {
+  const std::vector<Tensor>& tensors = ckpt.tensors();
+  for (uint32_t n = 0; n < tensors.size(); ++n) {
+    const Tensor& t = tensors[n];
+    if (t.layout != TensorLayout::kNested) continue;
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> sizes, ckpt.ContiguousBytes(t.nested.sizes));
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> strides, ckpt.ContiguousBytes(t.nested.strides));
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> offsets, ckpt.ContiguousBytes(t.nested.offsets));
+    const Tensor& size_t_ = tensors[t.nested.sizes];
+    const uint64_t count = t.shape.empty() ? 0 : static_cast<uint64_t>(t.shape[0]);
+    const uint64_t dims = size_t_.shape.size() == 2 ? static_cast<uint64_t>(size_t_.shape[1]) : 0;
+    const uint64_t length = tensors[t.nested.buffer].num_elements;
+    auto at = [](const std::vector<uint8_t>& bytes, uint64_t i) {
+      int64_t v;
+      std::memcpy(&v, bytes.data() + i * 8, 8);
+      return v;
+    };
+    for (uint64_t c = 0; c < count; ++c) {
+      auto refuse = [&](const std::string& why) {
+        return MakeError(ErrorCode::kMalformed, t.sparse.offset,
+                         "nested tensor " + Num(n) + ", component " + Num(c) + ": " + why);
+      };
+      const int64_t offset = at(offsets, c);
+      if (offset < 0) return refuse("negative storage offset " + std::to_string(offset));
+      uint64_t last = static_cast<uint64_t>(offset);
+      bool empty = false;
+      for (uint64_t d = 0; d < dims; ++d) {
+        const int64_t size = at(sizes, c * dims + d);
+        const int64_t stride = at(strides, c * dims + d);
+        if (size < 0 || stride < 0) return refuse("negative size or stride in dimension " + Num(d));
+        if (size == 0) empty = true;
+        uint64_t span = 0;
+        if (size > 0 && (__builtin_mul_overflow(static_cast<uint64_t>(size - 1), static_cast<uint64_t>(stride), &span) ||
+                         __builtin_add_overflow(last, span, &last))) {
+          return refuse("view extent overflows");
+        }
+      }
+      if (!empty && last >= length) {
+        return refuse("reaches buffer element " + Num(last) + ", the buffer has " + Num(length));
+      }
+    }
+  }
+  return OkStatus();
+}
+
 // CheckSparseIndices checks the index values of every sparse tensor as
 // torch checks them when a load ends (_validate_loaded_sparse_tensors:
 // _validate_sparse_coo_tensor_args, _validate_sparse_compressed_tensor_args),
@@ -1358,7 +1419,9 @@ static Status CheckSparseIndices(const Checkpoint& ckpt) {
   const std::vector<Tensor>& tensors = ckpt.tensors();
   for (uint32_t n = 0; n < tensors.size(); ++n) {
     const Tensor& t = tensors[n];
-    if (t.layout == TensorLayout::kStrided || t.parameter) continue;  // a Parameter's data is checked as itself
+    if (t.layout == TensorLayout::kStrided || t.layout == TensorLayout::kNested || t.parameter) {
+      continue;  // a Parameter's data is checked as itself; nested tensors by CheckNestedViews
+    }
     const std::string what = std::string(TensorLayoutName(t.layout)) + " tensor " + Num(n) + " of size " + [&] {
       std::string s = "[";
       for (size_t i = 0; i < t.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(t.shape[i]);
@@ -1479,6 +1542,10 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
   if (Status sparse = CheckSparseIndices(out); !sparse) {
     CKG_TRY(out.CheckUnchanged());
     return std::unexpected(std::move(sparse).error());
+  }
+  if (Status nested = CheckNestedViews(out); !nested) {
+    CKG_TRY(out.CheckUnchanged());
+    return std::unexpected(std::move(nested).error());
   }
   return out;
 }

@@ -1258,6 +1258,54 @@ class Vm {
     return AddTensor(op, std::move(out));
   }
 
+  // RebuildNested is torch 2.x's _rebuild_nested_tensor(buffer, sizes,
+  // strides, storage_offsets), which calls torch._nested_view_from_buffer:
+  // a nested tensor of n components, each a view of the 1-D buffer. Shapes
+  // and dtypes are checked here (as _nested_view_from_buffer checks them);
+  // that every component stays inside the buffer is checked once the load
+  // has read the index tensors (CheckNestedViews, checkpoint.cc).
+  Result<ValueId> RebuildNested(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+    CKG_TRY(Arity(op, fn, args.size(), 4, 4));
+    Tensor out;
+    out.layout = TensorLayout::kNested;
+    CKG_ASSIGN_OR_RETURN(out.nested.buffer, SparsePart(op, fn, args[0], "buffer"));
+    CKG_ASSIGN_OR_RETURN(out.nested.sizes, SparsePart(op, fn, args[1], "sizes"));
+    CKG_ASSIGN_OR_RETURN(out.nested.strides, SparsePart(op, fn, args[2], "strides"));
+    CKG_ASSIGN_OR_RETURN(out.nested.offsets, SparsePart(op, fn, args[3], "storage_offsets"));
+    const Tensor& buffer = state_.tensors[out.nested.buffer];
+    const Tensor& sizes = state_.tensors[out.nested.sizes];
+    const Tensor& strides = state_.tensors[out.nested.strides];
+    const Tensor& offsets = state_.tensors[out.nested.offsets];
+    if (buffer.shape.size() != 1) {
+      return Malformed(op, fn + ": buffer must be 1-D, not of shape " + DimsText(buffer.shape));
+    }
+    for (const auto& [t, name] : {std::pair{&sizes, "sizes"}, {&strides, "strides"}, {&offsets, "storage_offsets"}}) {
+      if (t->dtype != DType::kInt64) {
+        return Malformed(op, fn + ": " + name + " must be an int64 tensor, not " + std::string(DTypeName(t->dtype)));
+      }
+    }
+    // sizes and strides: n x d (a 1-D empty tensor when there are no
+    // components, as torch writes it); storage_offsets: n.
+    const bool none = sizes.shape.size() == 1 && sizes.shape[0] == 0;
+    if (sizes.shape.size() != 2 && !none) {
+      return Malformed(op, fn + ": sizes must be components x dimensions, not of shape " + DimsText(sizes.shape));
+    }
+    if (strides.shape != sizes.shape) {
+      return Malformed(op, fn + ": strides of shape " + DimsText(strides.shape) + " do not match sizes " +
+                               DimsText(sizes.shape));
+    }
+    const int64_t n = sizes.shape[0];
+    if (offsets.shape.size() != 1 || offsets.shape[0] != n) {
+      return Malformed(op, fn + ": storage_offsets of shape " + DimsText(offsets.shape) + " do not give one offset for each of " +
+                               std::to_string(n) + " components");
+    }
+    out.dtype = buffer.dtype;
+    out.shape = {n};
+    out.num_elements = buffer.num_elements;
+    out.sparse.offset = op.offset;
+    return AddTensor(op, std::move(out));
+  }
+
   // RebuildMeta is _rebuild_meta_tensor_no_storage(dtype, size, stride,
   // requires_grad) (torch 1.13 and 2.x): torch.empty_strided on the meta
   // device, a tensor with a shape and no data.
@@ -1418,6 +1466,8 @@ class Vm {
         return RebuildSparse(op, fn, args);
       case AllowAction::kRebuildMeta:
         return RebuildMeta(op, fn, args);
+      case AllowAction::kRebuildNested:
+        return RebuildNested(op, fn, args);
       case AllowAction::kGetLayout:
         return GetLayout(op, fn, args);
       case AllowAction::kRebuildFromNumpy:
@@ -2233,6 +2283,7 @@ std::string_view TensorLayoutName(TensorLayout layout) {
     case TensorLayout::kSparseCsc: return "sparse_csc";
     case TensorLayout::kSparseBsr: return "sparse_bsr";
     case TensorLayout::kSparseBsc: return "sparse_bsc";
+    case TensorLayout::kNested: return "nested";
   }
   return "strided";
 }
@@ -2244,6 +2295,7 @@ std::optional<std::string> NotAPlainArray(const Tensor& t) {
   }
   if (!t.numpy_dtype.empty()) return "a tensor of numpy dtype " + t.numpy_dtype + " (kept as its bytes)";
   if (t.meta) return "a meta tensor (" + std::string(DTypeName(t.dtype)) + ")";
+  if (t.layout == TensorLayout::kNested) return "a nested tensor (" + std::to_string(t.shape.empty() ? 0 : t.shape[0]) + " components)";
   if (t.layout != TensorLayout::kStrided) return "a sparse tensor (" + std::string(TensorLayoutName(t.layout)) + ")";
   return std::nullopt;
 }

@@ -31,6 +31,8 @@ enum class AllowAction : uint8_t {
   kRebuildSparse,             // _rebuild_sparse_tensor(layout, data) (COO; CSR/CSC/BSR/BSC in torch 2.x) and
                               // torch 1.13's _rebuild_sparse_csr_tensor(layout, data): components, no dense data
   kRebuildMeta,               // _rebuild_meta_tensor_no_storage(dtype, size, stride, requires_grad): no data
+  kRebuildNested,             // _rebuild_nested_tensor(buffer, sizes, strides, storage_offsets) (torch 2.x):
+                              // components, no dense data
   kGetLayout,                 // torch.serialization._get_layout("torch.sparse_coo"): a layout constant by name
   kRebuildFromNumpy,          // _rebuild_device_tensor_from_numpy(ndarray, dtype, device, requires_grad): the
                               // array (a tensor once numpy arrays load) when dtype is the array's own

@@ -149,10 +149,11 @@ enum class TensorLayout : uint8_t {
   kSparseCsc,  // torch.sparse_csc
   kSparseBsr,  // torch.sparse_bsr
   kSparseBsc,  // torch.sparse_bsc
+  kNested,     // a nested tensor (torch's is_nested; torch reports its layout as strided): NestedParts
 };
 
 // TensorLayoutName: "strided", "sparse_coo", ... as torch prints str(layout)
-// without "torch.".
+// without "torch."; "nested" for a nested tensor.
 std::string_view TensorLayoutName(TensorLayout layout);
 
 // SparseParts are the components of a sparse tensor, as the file stores them
@@ -177,15 +178,31 @@ struct SparseParts {
   uint64_t offset = 0;  // byte offset of the REDUCE that rebuilt it (errors of later checks name it)
 };
 
+// NestedParts are the components of a nested tensor as torch 2.x saves one
+// (_rebuild_nested_tensor(buffer, sizes, strides, storage_offsets), what
+// torch's values(), _nested_tensor_size(), _nested_tensor_strides() and
+// _nested_tensor_storage_offsets() give): indexes into the tensors of the
+// checkpoint. Component i is the view of the 1-D buffer at offsets[i] with
+// sizes[i] and strides[i] (int64 tensors of n x d, n x d and n; checked at
+// load to stay inside the buffer).
+struct NestedParts {
+  uint32_t buffer = 0;
+  uint32_t sizes = 0;
+  uint32_t strides = 0;
+  uint32_t offsets = 0;
+};
+
 // Tensor is a strided view of a storage, exactly as torch describes it:
 // element i0,i1,... lives at storage element storage_offset + sum(i_k*stride_k).
 // Every view is checked against its storage before it is made.
 //
-// Two kinds have no bytes of their own (HasData() is false; storage,
+// Three kinds have no bytes of their own (HasData() is false; storage,
 // storage_offset mean nothing and ContiguousBytes/Sha256Hex refuse them):
 // a meta tensor (torch's device "meta": dtype, shape, stride and nothing
-// else) and a sparse tensor (layout != kStrided: dtype of its values, shape
-// = its dense size, no stride; its data is the tensors in `sparse`).
+// else), a sparse tensor (a sparse layout: dtype of its values, shape = its
+// dense size, no stride; its data is the tensors in `sparse`) and a nested
+// tensor (layout kNested: dtype of its buffer, shape [components], no
+// stride; its data is the tensors in `nested`).
 struct Tensor {
   DType dtype = DType::kFloat32;
   Dims shape;
@@ -215,10 +232,11 @@ struct Tensor {
   // (dict, slots dict) tuple), kept as values and never applied.
   std::optional<ValueId> state;
   TensorLayout layout = TensorLayout::kStrided;
-  SparseParts sparse;          // layout != kStrided
+  SparseParts sparse;          // a sparse layout (offset: also set for kNested)
+  NestedParts nested;          // layout kNested (shape: [number of components])
   bool meta = false;           // _rebuild_meta_tensor_no_storage: shape and stride, no data
 
-  // HasData: the tensor is a view of a storage (not sparse, not meta).
+  // HasData: the tensor is a view of a storage (not sparse, nested or meta).
   bool HasData() const { return layout == TensorLayout::kStrided && !meta; }
 };
 
