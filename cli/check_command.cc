@@ -233,6 +233,11 @@ void AddCheckCommand(CLI::App& app, CheckFlags& flags) {
   (module. from DataParallel, model. from Lightning, _orig_mod. from
   torch.compile, or a prefix every key shares) or a sub-dict such as
   "state_dict" would make it fit, a hint says so, and the check still fails.
+  A sharded checkpoint (FILE is its *.index.json, as Hugging Face writes
+  pytorch_model.bin.index.json and model.safetensors.index.json) is loaded
+  whole (every shard, checked against the index) and its shards' tensors
+  are checked as one state dict, as transformers' load_sharded_checkpoint
+  loads them (no --prefix; shards carry no _metadata).
   Modelled from torch's own modules: _NormBase._load_from_state_dict
   (num_batches_tracked by _metadata version), LazyModuleMixin._lazy_load_hook
   (an uninitialised lazy parameter takes the checkpoint's shape), the 0-d
@@ -249,6 +254,8 @@ void AddCheckCommand(CLI::App& app, CheckFlags& flags) {
     format ckptguard loads; --expect-prefix picks a sub-dict). It carries
     the keys, shapes, dtypes, _extra_state, uninitialised lazy parameters
     and _metadata (which modules exist, which are BatchNorm: version 2).
+  - a sharded checkpoint's *.index.json: the tensors of its shards, in the
+    index's order (no _metadata).
   - a JSON object mapping each key to {"dtype": "float32", "shape": [256, 20]}
     ("dtype" optional; "shape": null for an uninitialised lazy parameter;
     {"tensor": false} for a non-tensor _extra_state), plus "_metadata":
@@ -285,6 +292,7 @@ Examples:
   ckptguard check ddp.pt --expect reference.pt --strip-prefix module.
   ckptguard check finetuned.pt --expect base_model.pt --non-strict --model-class Net
   ckptguard check model.pt --expect schema.json --json | jq .results.strict.exception
+  ckptguard check llama/model.safetensors.index.json --expect llama.schema.json
 )");
   cmd->add_option("file", flags.files, "The checkpoints to check, each against SCHEMA")->required()->type_name("FILE");
   cmd->add_option("--expect", flags.expect, "What the model expects: a JSON schema or a reference checkpoint")
@@ -314,14 +322,24 @@ Examples:
 namespace {
 
 int CheckOne(const CheckFlags& flags, const std::string& path, const scanner::ModelSchema& expected) {
-  Result<Checkpoint> ckpt = LoadCheckpoint(path, flags.load);
-  if (!ckpt) return Fail(flags, path, path, ckpt.error());
   scanner::KeyCheckOptions options{.strict = !flags.non_strict, .prefix = flags.prefix,
                                    .strip_prefix = flags.strip_prefix};
   if (!flags.model_class.empty()) options.model_class = flags.model_class;
-  Result<KeyCheckResult> result = scanner::CheckKeys(*ckpt, expected, options);
+  // A sharded checkpoint (its *.index.json) is checked as its shards load
+  // into the model: one state dict of every shard's tensors.
+  Result<KeyCheckResult> result = [&]() -> Result<KeyCheckResult> {
+    if (IsShardIndexPath(path)) {
+      CKG_ASSIGN_OR_RETURN(ShardedCheckpoint sharded, LoadShardedCheckpoint(path, flags.load));
+      CKG_ASSIGN_OR_RETURN(KeyCheckResult r, scanner::CheckKeys(sharded, expected, options));
+      CKG_TRY(sharded.CheckUnchanged());
+      return r;
+    }
+    CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, LoadCheckpoint(path, flags.load));
+    CKG_ASSIGN_OR_RETURN(KeyCheckResult r, scanner::CheckKeys(ckpt, expected, options));
+    CKG_TRY(ckpt.CheckUnchanged());
+    return r;
+  }();
   if (!result) return Fail(flags, path, path, result.error());
-  if (Status unchanged = ckpt->CheckUnchanged(); !unchanged) return Fail(flags, path, path, unchanged.error());
   const KeyCheckResult& r = *result;
 
   if (flags.json) {

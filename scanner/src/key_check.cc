@@ -304,7 +304,30 @@ Result<ModelSchema> SchemaFromCheckpoint(const Checkpoint& ckpt, const std::stri
   return out;
 }
 
+// SchemaFromSharded: the keys of a sharded reference (its index's tensors,
+// each with the dtype and shape its shard holds), in the index's order.
+Result<ModelSchema> SchemaFromSharded(const std::string& path, const std::string& prefix) {
+  if (!prefix.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "--expect-prefix does not apply to a sharded reference");
+  }
+  CKG_ASSIGN_OR_RETURN(ShardedCheckpoint sharded, LoadShardedCheckpoint(path));
+  ModelSchema out;
+  out.source = "reference sharded checkpoint";
+  out.keys.reserve(sharded.tensors().size());
+  for (const ShardedTensor& st : sharded.tensors()) {
+    const Tensor& t = sharded.TensorOf(st);
+    ExpectedTensor e;
+    e.key = st.name;
+    e.dtype = std::string(DTypeName(t.dtype));
+    e.shape = t.shape;
+    out.keys.push_back(std::move(e));
+  }
+  CKG_TRY(sharded.CheckUnchanged());
+  return out;
+}
+
 Result<ModelSchema> LoadSchemaImpl(const std::string& path, const std::string& prefix) {
+  if (IsShardIndexPath(path)) return SchemaFromSharded(path, prefix);
   auto load_reference = [&]() -> Result<ModelSchema> {
     CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, LoadCheckpoint(path));
     return SchemaFromCheckpoint(ckpt, prefix);
@@ -518,6 +541,7 @@ struct Entry {
   bool str_key = true;
   ValueId key_id = 0;
   ValueId value = 0;
+  const Checkpoint* ckpt = nullptr;  // the checkpoint (a shard, for a sharded one) whose values these ids are
 };
 
 // Local metadata version of one module: None, a number, or what torch raises.
@@ -538,6 +562,9 @@ struct StateDictView {
   std::string metadata_type;        // set when _metadata is neither None nor a dict
 };
 
+void StripPrefix(StateDictView& out, const std::string& strip_prefix);
+void IndexKeys(StateDictView& out);
+
 Result<StateDictView> ViewStateDict(const Checkpoint& ckpt, const std::string& prefix,
                                     const std::optional<std::string>& strip, const std::string& add_prefix) {
   std::string_view p = prefix;
@@ -556,6 +583,7 @@ Result<StateDictView> ViewStateDict(const Checkpoint& ckpt, const std::string& p
     Entry e;
     e.key_id = sd.items[i];
     e.value = sd.items[i + 1];
+    e.ckpt = &ckpt;
     e.str_key = k.kind == ValueKind::kStr;
     if (e.str_key) e.key = add_prefix + k.text;
     out.entries.push_back(std::move(e));
@@ -570,7 +598,16 @@ Result<StateDictView> ViewStateDict(const Checkpoint& ckpt, const std::string& p
       out.metadata_type = PyShortName(ckpt, *meta);
     }
   }
-  if (strip) {
+  if (strip) StripPrefix(out, *strip);
+  IndexKeys(out);
+  return out;
+}
+
+// StripPrefix is consume_prefix_in_state_dict_if_present(sd, strip) on the
+// view's entries.
+void StripPrefix(StateDictView& out, const std::string& strip_prefix) {
+  const std::optional<std::string> strip = strip_prefix;
+  {
     // consume_prefix_in_state_dict_if_present: for key in sorted(keys): if
     // it starts with P, state_dict[key[len(P):]] = state_dict.pop(key).
     std::vector<size_t> order;
@@ -606,11 +643,50 @@ Result<StateDictView> ViewStateDict(const Checkpoint& ckpt, const std::string& p
       if (alive[i]) out.entries.push_back(std::move(entries[i]));
     }
   }
+}
+
+// IndexKeys maps each str key of the view to its entry.
+void IndexKeys(StateDictView& out) {
+  out.index.clear();
   for (size_t i = 0; i < out.entries.size(); ++i) {
     if (out.entries[i].str_key) out.index.emplace(out.entries[i].key, i);
   }
-  return out;
 }
+
+// StateDictSource is what a check replays: one checkpoint's dict at a
+// prefix, or the shards of a sharded checkpoint as one dict (as
+// transformers' load_sharded_checkpoint loads them: the index's keys against
+// the model's, then every shard's plain dict; no prefix, no _metadata).
+struct StateDictSource {
+  const Checkpoint* single = nullptr;
+  const ShardedCheckpoint* sharded = nullptr;
+
+  // The checkpoint whose _metadata the replay reads (a shard has none that
+  // applies: its view carries no metadata).
+  const Checkpoint& Primary() const { return single != nullptr ? *single : sharded->shards().front(); }
+
+  Result<StateDictView> View(const std::string& prefix, const std::optional<std::string>& strip,
+                             const std::string& add_prefix) const {
+    if (single != nullptr) return ViewStateDict(*single, prefix, strip, add_prefix);
+    if (!prefix.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, 0, "--prefix does not apply to a sharded state dict");
+    }
+    StateDictView out;
+    out.type = "<class 'dict'>";
+    out.mapping = true;
+    for (const Checkpoint& shard : sharded->shards()) {
+      CKG_ASSIGN_OR_RETURN(StateDictView one, ViewStateDict(shard, "", std::nullopt, add_prefix));
+      if (!one.mapping) {
+        // LoadShardedCheckpoint took every shard as a dict of tensors.
+        return MakeError(ErrorCode::kMalformed, 0, "a shard is a " + one.type + ", not a state dict");
+      }
+      for (Entry& e : one.entries) out.entries.push_back(std::move(e));
+    }
+    if (strip) StripPrefix(out, *strip);
+    IndexKeys(out);
+    return out;
+  }
+};
 
 // LocalVersion: metadata.get(path, {}).get("version", None), as the norm
 // hooks read it.
@@ -821,10 +897,10 @@ Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema,
       if (!p.lazy) continue;
       const Entry* in = has(p.key);
       if (in == nullptr) continue;
-      const Value& v = ckpt.values().Get(in->value);
+      const Value& v = in->ckpt->values().Get(in->value);
       if (v.kind != ValueKind::kTensor && !(v.kind == ValueKind::kObject && (v.text == kUninitializedParameter ||
                                                                               v.text == kUninitializedBuffer))) {
-        raised = PyException{"AttributeError", "'" + PyShortName(ckpt, in->value) + "' object has no attribute 'shape'"};
+        raised = PyException{"AttributeError", "'" + PyShortName(*in->ckpt, in->value) + "' object has no attribute 'shape'"};
         break;
       }
     }
@@ -847,7 +923,7 @@ Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema,
         missing_here.push_back(p.key);
         continue;
       }
-      const Value& v = ckpt.values().Get(in->value);
+      const Value& v = in->ckpt->values().Get(in->value);
       if (v.kind == ValueKind::kObject && (v.text == kUninitializedParameter || v.text == kUninitializedBuffer)) {
         out.caveats.push_back("'" + p.key + "' is an uninitialised lazy parameter in the checkpoint: what torch does "
                               "with it is not modelled");
@@ -856,11 +932,11 @@ Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema,
       if (v.kind != ValueKind::kTensor) {
         error_msgs.push_back("While copying the parameter named \"" + p.key +
                              "\", expected torch.Tensor or Tensor-like object from checkpoint but received " +
-                             PyClass(ckpt, in->value));
+                             PyClass(*in->ckpt, in->value));
         out.mismatched.push_back({p.key, "not_a_tensor", error_msgs.back()});
         continue;
       }
-      const Tensor& t = ckpt.tensors()[v.index];
+      const Tensor& t = in->ckpt->tensors()[v.index];
       if (!p.lazy) {
         std::vector<int64_t> shape = t.shape;
         if (p.shape.empty() && shape.size() == 1) {
@@ -897,11 +973,11 @@ Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema,
     }
     if (mi == 0 && first_bad_key) {
       const Entry& bad = sd.entries[*first_bad_key];
-      const Value& k = ckpt.values().Get(bad.key_id);
+      const Value& k = bad.ckpt->values().Get(bad.key_id);
       raised = k.kind == ValueKind::kBytes && !k.byte_array
                    ? PyException{"TypeError", "startswith first arg must be bytes or a tuple of bytes, not str"}
                    : PyException{"AttributeError",
-                                 "'" + PyShortName(ckpt, bad.key_id) + "' object has no attribute 'startswith'"};
+                                 "'" + PyShortName(*bad.ckpt, bad.key_id) + "' object has no attribute 'startswith'"};
       break;
     }
   }
@@ -945,17 +1021,18 @@ std::string CommonFirstComponent(const std::vector<std::string>& keys) {
 
 constexpr const char* kKnownWrappers[] = {"module.", "model.", "_orig_mod."};
 
-Result<KeyCheckResult> CheckKeysImpl(const Checkpoint& checkpoint, const ModelSchema& schema,
+Result<KeyCheckResult> CheckKeysImpl(const StateDictSource& source, const ModelSchema& schema,
                                      const KeyCheckOptions& options) {
   CKG_ASSIGN_OR_RETURN(Model model, BuildModel(schema));
-  CKG_ASSIGN_OR_RETURN(StateDictView sd, ViewStateDict(checkpoint, options.prefix, options.strip_prefix, ""));
+  CKG_ASSIGN_OR_RETURN(StateDictView sd, source.View(options.prefix, options.strip_prefix, ""));
+  const Checkpoint& checkpoint = source.Primary();
   CKG_ASSIGN_OR_RETURN(KeyCheckResult out, Replay(checkpoint, schema, model, sd, options));
   if (!options.hints || out.strict.ok()) return out;
 
   // What would make it fit: a wrapper prefix on either side, or a sub-dict.
   auto fits = [&](const std::string& prefix, const std::optional<std::string>& strip,
                   const std::string& add) -> bool {
-    Result<StateDictView> v = ViewStateDict(checkpoint, prefix, strip, add);
+    Result<StateDictView> v = source.View(prefix, strip, add);
     if (!v) return false;
     Result<KeyCheckResult> r = Replay(checkpoint, schema, model, *v, options);
     return r && r->strict.ok();
@@ -973,7 +1050,7 @@ Result<KeyCheckResult> CheckKeysImpl(const Checkpoint& checkpoint, const ModelSc
     return out_strips;
   };
   const std::string flag_prefix = options.prefix.empty() ? "" : "--prefix " + options.prefix + " ";
-  CKG_ASSIGN_OR_RETURN(StateDictView plain, ViewStateDict(checkpoint, options.prefix, std::nullopt, ""));
+  CKG_ASSIGN_OR_RETURN(StateDictView plain, source.View(options.prefix, std::nullopt, ""));
   for (const std::string& strip : strips_for(plain)) {
     if (options.strip_prefix == strip) continue;
     bool any = false;
@@ -1001,14 +1078,14 @@ Result<KeyCheckResult> CheckKeysImpl(const Checkpoint& checkpoint, const ModelSc
   }
   size_t tried = 0;
   for (const Entry& e : plain.entries) {
-    if (!e.str_key || checkpoint.values().Get(e.value).kind != ValueKind::kDict) continue;
+    if (!e.str_key || e.ckpt->values().Get(e.value).kind != ValueKind::kDict) continue;
     if (++tried > options.max_hint_sub_dicts) break;
     const std::string sub = options.prefix.empty() ? e.key : options.prefix + "." + e.key;
     if (fits(sub, std::nullopt, "")) {
       out.hints.push_back("the dict under '" + e.key + "' would fit: --prefix " + sub);
       continue;
     }
-    Result<StateDictView> inner = ViewStateDict(checkpoint, sub, std::nullopt, "");
+    Result<StateDictView> inner = source.View(sub, std::nullopt, "");
     if (!inner) continue;
     for (const std::string& strip : strips_for(*inner)) {
       if (fits(sub, strip, "")) {
@@ -1036,7 +1113,17 @@ Result<ModelSchema> LoadSchema(const std::string& path, const std::string& prefi
 Result<KeyCheckResult> CheckKeys(const Checkpoint& checkpoint, const ModelSchema& model,
                                  const KeyCheckOptions& options) {
   try {
-    return CheckKeysImpl(checkpoint, model, options);
+    return CheckKeysImpl(StateDictSource{&checkpoint, nullptr}, model, options);
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory comparing keys");
+  }
+}
+
+Result<KeyCheckResult> CheckKeys(const ShardedCheckpoint& sharded, const ModelSchema& model,
+                                 const KeyCheckOptions& options) {
+  if (sharded.shards().empty()) return MakeError(ErrorCode::kMalformed, 0, "the index lists no shards");
+  try {
+    return CheckKeysImpl(StateDictSource{nullptr, &sharded}, model, options);
   } catch (const std::bad_alloc&) {
     return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory comparing keys");
   }

@@ -214,3 +214,50 @@ def test_convert_merges_the_shards_into_one_safetensors_file(sharded, tmp_path):
     out = run("convert", str(bad / INDEX), str(tmp_path / "none.safetensors"))
     assert out.returncode == 2 and not (tmp_path / "none.safetensors").exists()
     assert b"is missing" in out.stderr
+
+
+REFERENCE = r"""
+import sys, torch
+torch.manual_seed(0)
+out = int(sys.argv[2])
+net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.Linear(32, out))
+torch.save(net.state_dict(), sys.argv[1])
+"""
+
+
+def reference(tmp_path, out_features):
+    path = tmp_path / ("ref%d.pt" % out_features)
+    subprocess.run([PYTHON, "-c", REFERENCE, str(path), str(out_features)], check=True, timeout=300)
+    return path
+
+
+def test_check_takes_an_index_as_the_checkpoint(sharded, tmp_path):
+    """`check INDEX`: the shards' tensors are one state dict, as
+    transformers' load_sharded_checkpoint loads them into the model."""
+    out = run("check", "--json", "--expect", str(reference(tmp_path, 4)), str(sharded / INDEX))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["ok"] and doc["state_dict"]["keys"] == 6 and doc["missing"] == [] and doc["unexpected"] == []
+    assert sorted(doc["loaded"]) == sorted(json.load(open(sharded / INDEX))["weight_map"])
+    bad = run("check", "--expect", str(reference(tmp_path, 5)), str(sharded / INDEX))
+    assert bad.returncode == 1
+    assert ("size mismatch for 3.weight: copying a param with shape torch.Size([4, 32]) from checkpoint, "
+            "the shape in current model is torch.Size([5, 32]).") in bad.stdout.decode(), bad.stdout
+
+
+def test_check_takes_an_index_as_the_reference(sharded, tmp_path):
+    out = run("check", "--json", "--expect", str(sharded / INDEX), str(reference(tmp_path, 4)))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["ok"] and doc["expected"] == {"source": "reference sharded checkpoint", "tensors": 6,
+                                             "has_metadata": False}
+
+
+def test_check_of_an_index_names_a_missing_shard_and_refuses_a_prefix(sharded, tmp_path):
+    ref = str(reference(tmp_path, 4))
+    out = run("check", "--prefix", "model", "--expect", ref, str(sharded / INDEX))
+    assert out.returncode == 2 and b"--prefix does not apply to a sharded state dict" in out.stderr, out.stderr
+    broken = copy(sharded, tmp_path / "broken")
+    os.remove(broken / "pytorch_model-00002-of-00002.bin")
+    out = run("check", "--expect", ref, str(broken / INDEX))
+    assert out.returncode == 2 and b"pytorch_model-00002-of-00002.bin" in out.stderr, out.stderr

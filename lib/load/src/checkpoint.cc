@@ -1359,6 +1359,19 @@ std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& 
   return std::nullopt;
 }
 
+// TensorLabel names tensor `n` in an error: its dotted path in quotes
+// ('encoder.emb') when the tree reaches it, else "tensor n" (a component, or
+// the data of a Parameter). It walks the tree, so only a failing check calls
+// it.
+static std::string TensorLabel(const Checkpoint& ckpt, uint32_t n) {
+  if (Result<std::vector<NamedTensor>> named = ckpt.NamedTensors()) {
+    for (const NamedTensor& nt : *named) {
+      if (nt.tensor == n) return "'" + nt.path + "'";
+    }
+  }
+  return "tensor " + Num(n);
+}
+
 // CheckNestedViews checks that every component of every nested tensor is a
 // view inside its buffer: non-negative sizes, strides and offset, and
 // offset + sum((size - 1) * stride) < the buffer's length, without overflow
@@ -1385,7 +1398,7 @@ static Status CheckNestedViews(const Checkpoint& ckpt) {
     for (uint64_t c = 0; c < count; ++c) {
       auto refuse = [&](const std::string& why) {
         return MakeError(ErrorCode::kMalformed, t.sparse.offset,
-                         "nested tensor " + Num(n) + ", component " + Num(c) + ": " + why);
+                         "nested tensor " + TensorLabel(ckpt, n) + ", component " + Num(c) + ": " + why);
       };
       const int64_t offset = at(offsets, c);
       if (offset < 0) return refuse("negative storage offset " + std::to_string(offset));
@@ -1422,13 +1435,12 @@ static Status CheckSparseIndices(const Checkpoint& ckpt) {
     if (t.layout == TensorLayout::kStrided || t.layout == TensorLayout::kNested || t.parameter) {
       continue;  // a Parameter's data is checked as itself; nested tensors by CheckNestedViews
     }
-    const std::string what = std::string(TensorLayoutName(t.layout)) + " tensor " + Num(n) + " of size " + [&] {
-      std::string s = "[";
-      for (size_t i = 0; i < t.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(t.shape[i]);
-      return s + "]";
-    }();
     auto refuse = [&](const std::string& why) {
-      return MakeError(ErrorCode::kMalformed, t.sparse.offset, what + ": " + why + " (torch refuses it too)");
+      std::string size = "[";
+      for (size_t i = 0; i < t.shape.size(); ++i) size += (i ? ", " : "") + std::to_string(t.shape[i]);
+      return MakeError(ErrorCode::kMalformed, t.sparse.offset,
+                       std::string(TensorLayoutName(t.layout)) + " tensor " + TensorLabel(ckpt, n) + " of size " +
+                           size + "]: " + why + " (torch refuses it too)");
     };
     const Tensor& ix = tensors[t.sparse.indices];
     CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> ibytes, ckpt.ContiguousBytes(t.sparse.indices));

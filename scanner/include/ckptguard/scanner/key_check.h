@@ -33,6 +33,7 @@
 
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/error.h"
+#include "ckptguard/sharded.h"
 
 namespace ckptguard::scanner {
 
@@ -72,6 +73,7 @@ struct ModelSchema {
 //     for a non-tensor `_extra_state`), with an optional "_metadata": {module
 //     path: {"version": n}, or null for a module registered as None}, as
 //     torch's state_dict()._metadata gives it;
+//   - a sharded checkpoint's index (*.index.json): the tensors of its shards;
 //   - any checkpoint ckptguard loads whose root (or the dict at dotted
 //     `prefix`) is a model's state_dict(): its tensors, its `_extra_state`
 //     values, its uninitialised lazy parameters and its `_metadata`. A nested
@@ -149,6 +151,12 @@ struct KeyCheckResult {
 // or the walk exceeds the checkpoint's limits; everything torch would raise
 // is a result.
 Result<KeyCheckResult> CheckKeys(const Checkpoint& checkpoint, const ModelSchema& model,
+                                 const KeyCheckOptions& options = {});
+// CheckKeys of a sharded checkpoint: its shards' dicts as one state dict (in
+// the index's shard order, no _metadata), as transformers'
+// load_sharded_checkpoint loads them into the model. options.prefix must be
+// empty (a shard is a plain dict of tensors).
+Result<KeyCheckResult> CheckKeys(const ShardedCheckpoint& sharded, const ModelSchema& model,
                                  const KeyCheckOptions& options = {});
 
 }  // namespace ckptguard::scanner
