@@ -1279,7 +1279,9 @@ class Vm {
     if (buffer.shape.size() != 1) {
       return Malformed(op, fn + ": buffer must be 1-D, not of shape " + DimsText(buffer.shape));
     }
-    for (const auto& [t, name] : {std::pair{&sizes, "sizes"}, {&strides, "strides"}, {&offsets, "storage_offsets"}}) {
+    const std::pair<const Tensor*, const char*> indexes[] = {
+        {&sizes, "sizes"}, {&strides, "strides"}, {&offsets, "storage_offsets"}};
+    for (const auto& [t, name] : indexes) {
       if (t->dtype != DType::kInt64) {
         return Malformed(op, fn + ": " + name + " must be an int64 tensor, not " + std::string(DTypeName(t->dtype)));
       }
