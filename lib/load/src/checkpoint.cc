@@ -1386,9 +1386,9 @@ static Status CheckNestedViews(const Checkpoint& ckpt) {
     CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> sizes, ckpt.ContiguousBytes(t.nested.sizes));
     CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> strides, ckpt.ContiguousBytes(t.nested.strides));
     CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> offsets, ckpt.ContiguousBytes(t.nested.offsets));
-    const Tensor& size_t_ = tensors[t.nested.sizes];
+    const Tensor& sizes_tensor = tensors[t.nested.sizes];
     const uint64_t count = t.shape.empty() ? 0 : static_cast<uint64_t>(t.shape[0]);
-    const uint64_t dims = size_t_.shape.size() == 2 ? static_cast<uint64_t>(size_t_.shape[1]) : 0;
+    const uint64_t dims = sizes_tensor.shape.size() == 2 ? static_cast<uint64_t>(sizes_tensor.shape[1]) : 0;
     const uint64_t length = tensors[t.nested.buffer].num_elements;
     auto at = [](const std::vector<uint8_t>& bytes, uint64_t i) {
       int64_t v;

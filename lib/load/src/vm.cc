@@ -1846,8 +1846,10 @@ class Vm {
     for (size_t k = 2; k <= 4; ++k) {
       if (Get(st->items[k]).kind != ValueKind::kNone) return std::nullopt;
     }
+    // dtype.str: byte order, kind, size ('U' in characters; 'a' reads as 'S').
     std::string str(1, order == '=' ? '<' : order);
-    str += descr.text;
+    str += sd->kind;
+    str += std::to_string(sd->kind == 'U' ? sd->item_size / 4 : sd->item_size);
     if (sd->kind == 'M' || sd->kind == 'm') {
       // Version 4 states end with (metadata, (unit, num, den, events)).
       if (st->items.size() != 9) return std::nullopt;
