@@ -163,10 +163,14 @@ class Loader {
     // One storage per data/ record at most, and torch.save writes one tensor
     // per storage in the common case: sizing both tables from the count the
     // archive already holds avoids regrowing them (and the slack a doubled
-    // vector leaves) on a many-tensor file.
+    // vector leaves) on a many-tensor file. Capped, so that a directory of a
+    // million empty records reserves no more than a real large model needs
+    // (the tables still grow past it as tensors are made and charged).
+    constexpr size_t kMaxReserved = size_t{1} << 17;
     const std::string data_dir = root + "data/";
     size_t num_records = 0;
     for (const ContainerEntry& e : c.entries) num_records += e.zip.name.starts_with(data_dir) ? 1 : 0;
+    num_records = std::min(num_records, kMaxReserved);
     s_.vm.storages.reserve(s_.vm.storages.size() + num_records);
     s_.vm.tensors.reserve(s_.vm.tensors.size() + num_records);
     std::string name;  // reused: root + "data/" + key

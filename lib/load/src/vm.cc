@@ -1286,8 +1286,8 @@ class Vm {
         return Malformed(op, fn + ": " + name + " must be an int64 tensor, not " + std::string(DTypeName(t->dtype)));
       }
     }
-    // sizes and strides: n x d (a 1-D empty tensor when there are no
-    // components, as torch writes it); storage_offsets: n.
+    // sizes and strides: n x d (a 1-D empty tensor is taken as no
+    // components); storage_offsets: n.
     const bool none = sizes.shape.size() == 1 && sizes.shape[0] == 0;
     if (sizes.shape.size() != 2 && !none) {
       return Malformed(op, fn + ": sizes must be components x dimensions, not of shape " + DimsText(sizes.shape));
