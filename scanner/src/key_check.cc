@@ -605,43 +605,44 @@ Result<StateDictView> ViewStateDict(const Checkpoint& ckpt, const std::string& p
 
 // StripPrefix is consume_prefix_in_state_dict_if_present(sd, strip) on the
 // view's entries.
-void StripPrefix(StateDictView& out, const std::string& strip_prefix) {
-  const std::optional<std::string> strip = strip_prefix;
-  {
-    // consume_prefix_in_state_dict_if_present: for key in sorted(keys): if
-    // it starts with P, state_dict[key[len(P):]] = state_dict.pop(key).
-    std::vector<size_t> order;
-    for (size_t i = 0; i < out.entries.size(); ++i) {
-      if (out.entries[i].str_key) order.push_back(i);
+void StripPrefix(StateDictView& out, const std::string& strip) {
+  // consume_prefix_in_state_dict_if_present: for key in sorted(keys): if
+  // it starts with P, state_dict[key[len(P):]] = state_dict.pop(key).
+  std::vector<size_t> order;
+  for (size_t i = 0; i < out.entries.size(); ++i) {
+    if (out.entries[i].str_key) order.push_back(i);
+  }
+  std::ranges::sort(order, [&](size_t a, size_t b) { return out.entries[a].key < out.entries[b].key; });
+  std::vector<Entry> entries = std::move(out.entries);
+  out.entries.clear();
+  std::vector<bool> alive(entries.size(), true);
+  std::unordered_map<std::string, size_t> where;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].str_key) where.emplace(entries[i].key, i);
+  }
+  std::vector<Entry> snapshot = entries;  // sorted() copies the keys first
+  for (size_t i : order) {
+    const std::string& key = snapshot[i].key;
+    if (!key.starts_with(strip)) continue;
+    const auto it = where.find(key);
+    if (it == where.end()) continue;  // popped already
+    Entry moved = entries[it->second];
+    alive[it->second] = false;
+    where.erase(it);
+    moved.key = key.substr(strip.size());
+    if (const auto existing = where.find(moved.key); existing != where.end()) {
+      // The value replaces the existing key's (and, sharded, may come from
+      // another shard: its ids are that shard's).
+      entries[existing->second].value = moved.value;
+      entries[existing->second].ckpt = moved.ckpt;
+    } else {
+      where.emplace(moved.key, entries.size());
+      entries.push_back(std::move(moved));
+      alive.push_back(true);
     }
-    std::ranges::sort(order, [&](size_t a, size_t b) { return out.entries[a].key < out.entries[b].key; });
-    std::vector<Entry> entries = std::move(out.entries);
-    std::vector<bool> alive(entries.size(), true);
-    std::unordered_map<std::string, size_t> where;
-    for (size_t i = 0; i < entries.size(); ++i) {
-      if (entries[i].str_key) where.emplace(entries[i].key, i);
-    }
-    std::vector<Entry> snapshot = entries;  // sorted() copies the keys first
-    for (size_t i : order) {
-      const std::string& key = snapshot[i].key;
-      if (!key.starts_with(*strip)) continue;
-      const auto it = where.find(key);
-      if (it == where.end()) continue;  // popped already
-      Entry moved = entries[it->second];
-      alive[it->second] = false;
-      where.erase(it);
-      moved.key = key.substr(strip->size());
-      if (const auto existing = where.find(moved.key); existing != where.end()) {
-        entries[existing->second].value = moved.value;
-      } else {
-        where.emplace(moved.key, entries.size());
-        entries.push_back(std::move(moved));
-        alive.push_back(true);
-      }
-    }
-    for (size_t i = 0; i < entries.size(); ++i) {
-      if (alive[i]) out.entries.push_back(std::move(entries[i]));
-    }
+  }
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (alive[i]) out.entries.push_back(std::move(entries[i]));
   }
 }
 

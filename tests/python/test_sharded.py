@@ -261,3 +261,21 @@ def test_check_of_an_index_names_a_missing_shard_and_refuses_a_prefix(sharded, t
     os.remove(broken / "pytorch_model-00002-of-00002.bin")
     out = run("check", "--expect", ref, str(broken / INDEX))
     assert out.returncode == 2 and b"pytorch_model-00002-of-00002.bin" in out.stderr, out.stderr
+
+
+def test_check_of_an_index_strips_a_wrapper_prefix_across_shards(sharded, tmp_path):
+    """Shards of a DataParallel model (every key under 'module.'): the hint
+    names --strip-prefix, and with it the keys of both shards fit."""
+    wrapped = tmp_path / "wrapped"
+    wrapped.mkdir()
+    script = MAKE.replace("sd = net.state_dict()", "sd = torch.nn.DataParallel(net).state_dict()")
+    subprocess.run([PYTHON, "-c", script, str(wrapped)], check=True, timeout=300)
+    assert all(k.startswith("module.") for k in json.load(open(wrapped / INDEX))["weight_map"])
+    ref = str(reference(tmp_path, 4))
+    out = run("check", "--json", "--expect", ref, str(wrapped / INDEX))
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert any("--strip-prefix module." in h for h in doc["hints"]), doc["hints"]
+    out = run("check", "--json", "--strip-prefix", "module.", "--expect", ref, str(wrapped / INDEX))
+    assert out.returncode == 0, out.stdout
+    assert json.loads(out.stdout)["ok"]
