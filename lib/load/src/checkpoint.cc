@@ -293,17 +293,12 @@ class Loader {
       t.shape.push_back(static_cast<int64_t>(d));
       t.num_elements *= d;  // the readers checked the product against the data
     }
-    t.stride.assign(shape.size(), 0);
-    int64_t step = 1;
+    int64_t unit = 1;
     if (item_bytes) {
       if (*item_bytes > static_cast<uint64_t>(INT64_MAX)) return MakeError(ErrorCode::kMalformed, 0, "itemsize too large");
-      step = std::max<int64_t>(static_cast<int64_t>(*item_bytes), 1);
+      unit = std::max<int64_t>(static_cast<int64_t>(*item_bytes), 1);
     }
-    for (size_t k = 0; k < shape.size(); ++k) {
-      const size_t i = fortran ? k : shape.size() - 1 - k;
-      t.stride[i] = step;
-      step *= std::max<int64_t>(t.shape[i], 1);
-    }
+    t.stride = DenseStrides(t.shape, fortran, unit);
     if (item_bytes) {
       t.shape.push_back(static_cast<int64_t>(*item_bytes));
       t.stride.push_back(1);

@@ -1915,14 +1915,11 @@ class Vm {
     // Raw bytes: the element is a last dimension of its bytes, stride 1 and
     // innermost in C and Fortran order alike, as for .npy files.
     const int64_t unit = type->raw_item != 0 ? static_cast<int64_t>(item) : 1;
-    Dims stride(shape.size(), 1);
-    int64_t step = unit;
-    for (size_t n = 0; n < shape.size(); ++n) {
-      const size_t i = fortran ? n : shape.size() - 1 - n;
-      stride[i] = step;
-      step *= std::max<int64_t>(shape[i], 1);
-    }
+    Dims stride = DenseStrides(shape, fortran, unit);
     if (type->raw_item != 0) {
+      if (shape.size() >= limits_.max_tensor_dims) {  // the byte dimension is one more, as for .npy files
+        return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensor_dims", limits_.max_tensor_dims));
+      }
       shape.push_back(unit);
       stride.push_back(1);
       numel = need;
@@ -2290,6 +2287,17 @@ std::string_view TensorLayoutName(TensorLayout layout) {
     case TensorLayout::kNested: return "nested";
   }
   return "strided";
+}
+
+Dims DenseStrides(std::span<const int64_t> shape, bool fortran, int64_t unit) {
+  Dims stride(shape.size(), 0);
+  int64_t step = unit;
+  for (size_t n = 0; n < shape.size(); ++n) {
+    const size_t i = fortran ? n : shape.size() - 1 - n;
+    stride[i] = step;
+    step *= std::max<int64_t>(shape[i], 1);
+  }
+  return stride;
 }
 
 std::optional<std::string> NotAPlainArray(const Tensor& t) {

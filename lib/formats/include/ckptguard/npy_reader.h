@@ -120,13 +120,6 @@ struct NpyArray {
   Anomalies anomalies;
 };
 
-// ParseNpy parses the .npy in `file` (the whole .npy; for an .npz member, the
-// member's uncompressed bytes) and checks its data length. `base_offset` is
-// added to every reported offset, so a caller parsing a stored .npz member in
-// place gets offsets in the .npz. Success: the header as numpy reads it, and
-// for plain arrays at least data_len bytes at data_offset. Failure: an Error
-// as described at the top of this header. The result owns its strings and
-// does not refer to `file`.
 // SimpleDescr is a dtype string as numpy writes it (dtype.str, or the
 // descr a pickled numpy.dtype is called with): byte order ('=' when the
 // string gives none), kind ('a' read as 'S'), item size in bytes (a 'U'
@@ -143,6 +136,13 @@ struct SimpleDescr {
 // (the .npy reader and the VM's pickled numpy dtypes share it).
 std::optional<SimpleDescr> ParseSimpleDescr(std::string_view s);
 
+// ParseNpy parses the .npy in `file` (the whole .npy; for an .npz member, the
+// member's uncompressed bytes) and checks its data length. `base_offset` is
+// added to every reported offset, so a caller parsing a stored .npz member in
+// place gets offsets in the .npz. Success: the header as numpy reads it, and
+// for plain arrays at least data_len bytes at data_offset. Failure: an Error
+// as described at the top of this header. The result owns its strings and
+// does not refer to `file`.
 Result<NpyArray> ParseNpy(Bytes file, const NpyLimits& limits = {}, uint64_t base_offset = 0);
 
 }  // namespace ckptguard

@@ -240,6 +240,12 @@ struct Tensor {
   bool HasData() const { return layout == TensorLayout::kStrided && !meta; }
 };
 
+// DenseStrides: the strides of a C-order (or, `fortran`, Fortran-order)
+// array of `shape` whose elements are `unit` storage elements each (a raw
+// numpy element of so many bytes); a dimension of 0 steps as 1, as numpy
+// and torch compute them. The callers have checked the product.
+Dims DenseStrides(std::span<const int64_t> shape, bool fortran, int64_t unit = 1);
+
 // NotAPlainArray says what a tensor is when it is not a plain dense array
 // of a torch dtype, the only kind writers copy as it is: "a quantized tensor
 // (quint8, per_tensor_affine)", "a tensor of numpy dtype <U5 (kept as its
