@@ -151,10 +151,10 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
         case ValueKind::kComplex: {
           std::ostringstream s;
           s.precision(17);
-          s << "complex(" << v.float_value << ", " << v.imag_value << ")";
+          s << "complex(" << v.float_value << ", " << v.imag_value() << ")";
           return s.str();
         }
-        case ValueKind::kStr: return "'" + v.text.substr(0, 80) + (v.text.size() > 80 ? "...'" : "'");
+        case ValueKind::kStr: return "'" + std::string(v.text.substr(0, 80)) + (v.text.size() > 80 ? "...'" : "'");
         case ValueKind::kBytes: return "<" + std::to_string(v.text.size()) + " bytes>";
         case ValueKind::kDtype: return "torch." + std::string(DTypeName(v.dtype));
         case ValueKind::kDevice: return "device('" + v.text + "')";
@@ -183,7 +183,7 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
       if (f.depth >= 64) continue;
       for (size_t i = num_state; i-- > 0;) {
         const Value& name = values.Get(v.attrs[2 * i]);
-        const std::string label = name.kind == ValueKind::kStr ? name.text : "<" + std::string(ValueKindName(name.kind)) + ">";
+        const std::string label = name.kind == ValueKind::kStr ? name.text.str() : "<" + std::string(ValueKindName(name.kind)) + ">";
         stack.push_back({v.attrs[2 * i + 1], "." + label + ":", f.depth + 1});
       }
       for (size_t i = v.items.size(); i-- > 0;) stack.push_back({v.items[i], "(" + std::to_string(i) + ")", f.depth + 1});
@@ -191,7 +191,7 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
     }
     if (is_dict || is_seq) {
       const size_t n = is_dict ? v.items.size() / 2 : v.items.size();
-      std::string kind = v.kind == ValueKind::kObject ? v.text
+      std::string kind = v.kind == ValueKind::kObject ? v.text.str()
                          : v.ordered_dict             ? "OrderedDict"
                          : v.frozen && v.kind == ValueKind::kTuple ? "torch.Size"
                                                                    : std::string(ValueKindName(v.kind));
@@ -200,13 +200,13 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
       // OrderedDict attributes (state_dict()._metadata) come after the items.
       for (size_t i = v.attrs.size() / 2; i-- > 0;) {
         const Value& name = values.Get(v.attrs[2 * i]);
-        const std::string label = name.kind == ValueKind::kStr ? name.text : "<" + std::string(ValueKindName(name.kind)) + ">";
+        const std::string label = name.kind == ValueKind::kStr ? name.text.str() : "<" + std::string(ValueKindName(name.kind)) + ">";
         stack.push_back({v.attrs[2 * i + 1], "(attribute) " + label + ":", f.depth + 1});
       }
       for (size_t i = n; i-- > 0;) {
         if (is_dict) {
           const Value& key = values.Get(v.items[2 * i]);
-          std::string label = key.kind == ValueKind::kStr ? key.text : key.kind == ValueKind::kInt
+          std::string label = key.kind == ValueKind::kStr ? key.text.str() : key.kind == ValueKind::kInt
                                                                             ? std::to_string(key.int_value)
                                                                             : "<" + std::string(ValueKindName(key.kind)) + ">";
           stack.push_back({v.items[2 * i + 1], label + ":", f.depth + 1});

@@ -793,7 +793,7 @@ BOOST_AUTO_TEST_CASE(SetsFrozenSetsComplexAndBytes) {
     BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
     BOOST_TEST((vm.V(*root).kind == ValueKind::kComplex));
     BOOST_TEST(vm.V(*root).float_value == 1.5);
-    BOOST_TEST(vm.V(*root).imag_value == -2.0);
+    BOOST_TEST(vm.V(*root).imag_value() == -2.0);
   }
   {
     Pk p;
@@ -802,7 +802,7 @@ BOOST_AUTO_TEST_CASE(SetsFrozenSetsComplexAndBytes) {
     const Result<ValueId> root = vm.Run(p);
     BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
     BOOST_TEST(vm.V(*root).float_value == 3.0);
-    BOOST_TEST(vm.V(*root).imag_value == 0.0);
+    BOOST_TEST(vm.V(*root).imag_value() == 0.0);
   }
   {
     Pk p;

@@ -752,7 +752,7 @@ class SkeletonWriter {
           out += "{\"__complex__\":[";
           AppendJsonFloat(out, v.float_value);
           out.push_back(',');
-          AppendJsonFloat(out, v.imag_value);
+          AppendJsonFloat(out, v.imag_value());
           out += "]}";
           break;
         case ValueKind::kStr: AppendJsonStrValue(out, v.text); break;

@@ -255,7 +255,7 @@ class Vm {
       case Opcode::kShortBinUnicode:
       case Opcode::kBinUnicode8:
         v.kind = ValueKind::kStr;
-        v.text.assign(arg.Data());
+        v.text = arg.Data();
         break;
       case Opcode::kBinBytes:
       case Opcode::kShortBinBytes:
@@ -263,7 +263,7 @@ class Vm {
       case Opcode::kByteArray8:
         v.kind = ValueKind::kBytes;
         v.byte_array = op.code == Opcode::kByteArray8;
-        v.text.assign(arg.Data());
+        v.text = arg.Data();
         break;
       default:  // INT, BININT*, LONG*
         if (arg.type == PickleArgType::kBool) {
@@ -1602,7 +1602,8 @@ class Vm {
         v.kind = ValueKind::kComplex;
         CKG_ASSIGN_OR_RETURN(v.float_value, number(args[0]));
         if (args.size() == 2) {
-          CKG_ASSIGN_OR_RETURN(v.imag_value, number(args[1]));
+          CKG_ASSIGN_OR_RETURN(const double imag, number(args[1]));
+          v.set_imag_value(imag);
         }
         return Add(op, std::move(v));
       }
@@ -2000,7 +2001,7 @@ class Vm {
         }
         v.kind = type->dtype == DType::kComplex64 ? ValueKind::kComplex : ValueKind::kFloat;
         v.float_value = re;
-        v.imag_value = im;
+        v.set_imag_value(im);
         break;
       }
       case DType::kFloat64: case DType::kComplex128: {
@@ -2008,7 +2009,7 @@ class Vm {
         std::memcpy(&v.float_value, &r, 8);
         if (type->dtype == DType::kComplex128) {
           const uint64_t i = le(8, 8);
-          std::memcpy(&v.imag_value, &i, 8);
+          v.int_value = static_cast<int64_t>(i);  // imag_value()'s bytes
         }
         v.kind = type->dtype == DType::kComplex128 ? ValueKind::kComplex : ValueKind::kFloat;
         break;

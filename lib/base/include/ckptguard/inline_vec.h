@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <iterator>
 #include <span>
@@ -27,6 +28,7 @@ class InlineVec {
   static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
                 "InlineVec holds plain values (ids, integers)");
   static_assert(N >= 1);
+  static_assert(alignof(T) <= alignof(std::max_align_t));
 
  public:
   static constexpr uint32_t kInline = N;
@@ -73,73 +75,77 @@ class InlineVec {
   operator std::vector<T>() const { return std::vector<T>(begin(), end()); }  // NOLINT
   operator std::span<const T>() const { return {data(), size()}; }           // NOLINT
 
-  size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
-  size_t capacity() const { return cap_; }
-  T* data() { return cap_ > N ? heap_ : inline_; }
-  const T* data() const { return cap_ > N ? heap_ : inline_; }
+  size_t size() const { return size_ & kSizeMask; }
+  bool empty() const { return size() == 0; }
+  size_t capacity() const { return OnHeap() ? HeapBlock()->capacity : N; }
+  T* data() { return OnHeap() ? HeapBlock()->items() : inline_; }
+  const T* data() const { return OnHeap() ? HeapBlock()->items() : inline_; }
   iterator begin() { return data(); }
-  iterator end() { return data() + size_; }
+  iterator end() { return data() + size(); }
   const_iterator begin() const { return data(); }
-  const_iterator end() const { return data() + size_; }
+  const_iterator end() const { return data() + size(); }
   auto rbegin() const { return std::reverse_iterator<const_iterator>(end()); }
   auto rend() const { return std::reverse_iterator<const_iterator>(begin()); }
   T& operator[](size_t i) { return data()[i]; }
   const T& operator[](size_t i) const { return data()[i]; }
   T& front() { return data()[0]; }
   const T& front() const { return data()[0]; }
-  T& back() { return data()[size_ - 1]; }
-  const T& back() const { return data()[size_ - 1]; }
+  T& back() { return data()[size() - 1]; }
+  const T& back() const { return data()[size() - 1]; }
 
-  void clear() { size_ = 0; }
+  void clear() { SetSize(0); }
   void reserve(size_t n) {
-    if (n > cap_) Grow(n);
+    if (n > capacity()) Grow(n);
   }
   void resize(size_t n, T fill = T{}) {
     reserve(n);
-    for (size_t i = size_; i < n; ++i) data()[i] = fill;
-    size_ = static_cast<uint32_t>(n);
+    T* d = data();
+    for (size_t i = size(); i < n; ++i) d[i] = fill;
+    SetSize(n);
   }
   void push_back(T value) {
-    if (size_ == cap_) Grow(size_t{cap_} * 2);
-    data()[size_++] = value;
+    const size_t n = size();
+    if (n == capacity()) Grow(n * 2);
+    data()[n] = value;
+    SetSize(n + 1);
   }
   T& emplace_back(T value) {
     push_back(value);
     return back();
   }
-  void pop_back() { --size_; }
+  void pop_back() { SetSize(size() - 1); }
   void assign(size_t n, T fill) {
-    size_ = 0;
+    SetSize(0);
     resize(n, fill);
   }
   template <typename It>
     requires(!std::is_integral_v<It>)
   void assign(It first, It last) {
     const size_t n = static_cast<size_t>(std::distance(first, last));
-    size_ = 0;
+    SetSize(0);
     reserve(n);
     std::copy(first, last, data());
-    size_ = static_cast<uint32_t>(n);
+    SetSize(n);
   }
   // insert of a range (at any position; the elements after it move up).
   template <typename It>
   iterator insert(const_iterator pos, It first, It last) {
     const size_t at = static_cast<size_t>(pos - begin());
     const size_t n = static_cast<size_t>(std::distance(first, last));
-    if (size_t{size_} + n > cap_) Grow(std::max(size_t{size_} + n, 2 * size_t{cap_}));  // amortised, as a vector
+    const size_t old = size();
+    if (old + n > capacity()) Grow(std::max(old + n, 2 * capacity()));  // amortised, as a vector
     T* d = data();
-    std::copy_backward(d + at, d + size_, d + size_ + n);
+    std::copy_backward(d + at, d + old, d + old + n);
     std::copy(first, last, d + at);
-    size_ += static_cast<uint32_t>(n);
+    SetSize(old + n);
     return d + at;
   }
   iterator insert(const_iterator pos, T value) { return insert(pos, &value, &value + 1); }
   iterator erase(const_iterator pos) {
     const size_t at = static_cast<size_t>(pos - begin());
     T* d = data();
-    std::copy(d + at + 1, d + size_, d + at);
-    --size_;
+    std::copy(d + at + 1, d + size(), d + at);
+    SetSize(size() - 1);
     return d + at;
   }
 
@@ -151,37 +157,49 @@ class InlineVec {
   }
 
  private:
+  // Past N elements they live in one heap block that records its own
+  // capacity, so the object itself is a 32-bit size and the inline array
+  // (the pointer to the block is kept in the array's bytes: an
+  // InlineVec<uint32_t, 6> is 28 bytes, aligned as its elements).
+  struct Heap {
+    size_t capacity;
+    T* items() { return reinterpret_cast<T*>(this + 1); }
+  };
+  static constexpr uint32_t kOnHeap = uint32_t{1} << 31;
+  static constexpr uint32_t kSizeMask = kOnHeap - 1;
+  static_assert(sizeof(T) * N >= sizeof(Heap*), "the inline array holds the heap pointer");
+
+  bool OnHeap() const { return (size_ & kOnHeap) != 0; }
+  Heap* HeapBlock() const {
+    Heap* h;
+    std::memcpy(&h, inline_, sizeof(h));
+    return h;
+  }
+  void SetSize(size_t n) { size_ = (size_ & kOnHeap) | static_cast<uint32_t>(n); }
   void Grow(size_t n) {
-    if (n > UINT32_MAX) throw std::length_error("InlineVec");
+    if (n >= kSizeMask) throw std::length_error("InlineVec");
     n = std::max<size_t>(n, 2 * size_t{N});
-    T* fresh = new T[n];
-    std::copy(begin(), end(), fresh);
+    static_assert(sizeof(Heap) % alignof(T) == 0);
+    Heap* fresh = static_cast<Heap*>(::operator new(sizeof(Heap) + n * sizeof(T)));
+    fresh->capacity = n;
+    const size_t count = size();
+    std::copy(begin(), end(), fresh->items());
     Release();
-    heap_ = fresh;
-    cap_ = static_cast<uint32_t>(n);
+    std::memcpy(inline_, &fresh, sizeof(fresh));
+    size_ = kOnHeap | static_cast<uint32_t>(count);
   }
   void Release() {
-    if (cap_ > N) delete[] heap_;
-    cap_ = N;
+    if (OnHeap()) ::operator delete(HeapBlock());
+    size_ &= kSizeMask;
   }
   void Steal(InlineVec& other) {
     size_ = other.size_;
-    cap_ = other.cap_;
-    if (other.cap_ > N) {
-      heap_ = other.heap_;
-    } else {
-      std::copy(other.inline_, other.inline_ + other.size_, inline_);
-    }
+    std::memcpy(inline_, other.inline_, other.OnHeap() ? sizeof(Heap*) : other.size() * sizeof(T));
     other.size_ = 0;
-    other.cap_ = N;
   }
 
-  uint32_t size_ = 0;
-  uint32_t cap_ = N;
-  union {
-    T inline_[N];
-    T* heap_;
-  };
+  uint32_t size_ = 0;  // kOnHeap | number of elements
+  T inline_[N];
 };
 
 }  // namespace ckptguard

@@ -10,6 +10,7 @@
 #define CKPTGUARD_VALUE_H_
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "ckptguard/byte_cursor.h"
+#include "ckptguard/compact_text.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/inline_vec.h"
 
@@ -36,7 +38,7 @@ enum class ValueKind : uint8_t {
   kInt,        // int_value
   kBigInt,     // text: decimal digits with optional '-', beyond int64
   kFloat,      // float_value
-  kComplex,    // float_value (real), imag_value
+  kComplex,    // float_value (real), imag_value()
   kStr,        // text (UTF-8, lone surrogates kept as CPython's surrogatepass)
   kBytes,      // text holds the bytes; byte_array marks bytearray
   kTuple,      // items
@@ -81,7 +83,9 @@ using IdList = InlineVec<ValueId, 6>;
 using Dims = InlineVec<int64_t, 4>;
 
 // Value is laid out for size (a many-tensor state dict builds about ten per
-// tensor): the kind, flags, dtype and index share the first eight bytes.
+// tensor): the kind, flags, dtype and index share the first eight bytes, a
+// text is one word (CompactText), the ids are inline (InlineVec), and a
+// complex number keeps its imaginary part in int_value's bytes: 72 bytes.
 struct Value {
   ValueKind kind = ValueKind::kNone;
   bool ordered_dict : 1 = false;  // kDict from collections.OrderedDict/Counter
@@ -89,16 +93,19 @@ struct Value {
   bool byte_array : 1 = false;    // kBytes: bytearray
   DType dtype = DType::kFloat32;
   uint32_t index = 0;             // kTensor, kStorage, kGlobal (AllowAction)
-  int64_t int_value = 0;
-  double float_value = 0.0;
-  double imag_value = 0.0;
-  std::string text;
+  int64_t int_value = 0;          // kBool, kInt (kComplex: imag_value()'s bytes)
+  double float_value = 0.0;       // kFloat, kComplex (the real part)
+  CompactText text;
   IdList items;
   // Attributes set by BUILD on an OrderedDict (state_dict()._metadata) or a
   // record: key, value, key, value... (rare: two ids inline).
   InlineVec<ValueId, 2> attrs;
+
+  // The imaginary part of a kComplex.
+  double imag_value() const { return std::bit_cast<double>(int_value); }
+  void set_imag_value(double imag) { int_value = std::bit_cast<int64_t>(imag); }
 };
-static_assert(sizeof(Value) <= 112, "Value grew: a many-tensor load builds ten per tensor");
+static_assert(sizeof(Value) <= 72, "Value grew: a many-tensor load builds ten per tensor");
 
 // Storage is one record of tensor data: a zip `data/<key>` entry, a legacy
 // raw record, a safetensors or npy byte range. `bytes` views the memory-mapped
