@@ -195,8 +195,14 @@ class Loader {
                              std::to_string(r.num_elements) + " x " + Num(DTypeSize(r.dtype)) + " (" + r.type_name + ")",
                          source->entry);
       }
-      Storage st{r.key, r.location, r.dtype, static_cast<uint64_t>(r.num_elements), record.first, big_endian,
-                 record.second ? 0 : entry->data_offset.value_or(0), record.second};
+      Storage st{.key = r.key,
+                 .location = r.location,
+                 .num_elements = static_cast<uint64_t>(r.num_elements),
+                 .bytes = record.first,
+                 .file_offset = record.second ? 0 : entry->data_offset.value_or(0),
+                 .dtype = r.dtype,
+                 .big_endian = big_endian,
+                 .inflated = record.second};
       CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
       known = index;
       return index;
@@ -240,9 +246,12 @@ class Loader {
                              std::to_string(r.num_elements) + " of " + r.type_name,
                          where);
       }
-      Storage st{r.key, r.location, r.dtype, record->num_elements,
-                 c.bytes.subspan(static_cast<size_t>(record->data_offset), static_cast<size_t>(record->data_len)),
-                 false, record->data_offset, false};
+      Storage st{.key = r.key,
+                 .location = r.location,
+                 .num_elements = record->num_elements,
+                 .bytes = c.bytes.subspan(static_cast<size_t>(record->data_offset), static_cast<size_t>(record->data_len)),
+                 .file_offset = record->data_offset,
+                 .dtype = r.dtype};
       CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
       by_key.emplace(r.key, index);
       return index;
@@ -348,7 +357,12 @@ class Loader {
                          "tensor '" + t.name + "': dtype " + t.dtype + " is not supported");
       }
       const Bytes bytes = s_.container.bytes.subspan(static_cast<size_t>(t.file_offset), static_cast<size_t>(t.end - t.begin));
-      Storage st{t.name, "cpu", *dtype, bytes.size() / DTypeSize(*dtype), bytes, false, t.file_offset, false};
+      Storage st{.key = t.name,
+                 .location = "cpu",
+                 .num_elements = bytes.size() / DTypeSize(*dtype),
+                 .bytes = bytes,
+                 .file_offset = t.file_offset,
+                 .dtype = *dtype};
       CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
       CKG_ASSIGN_OR_RETURN(ValueId tensor, AddDenseTensor(index, t.shape, false));
       CKG_TRY(AddItem(s_.root, t.name, tensor));
@@ -388,14 +402,26 @@ class Loader {
     if (!dtype) {
       // A dtype torch lacks (or a structured one): its elements as raw bytes,
       // in the file's order.
-      Storage st{key, "cpu", DType::kUInt8, data_len, data, false, inflated ? 0 : a.data_offset, inflated};
+      Storage st{.key = key,
+                 .location = "cpu",
+                 .num_elements = data_len,
+                 .bytes = data,
+                 .file_offset = inflated ? 0 : a.data_offset,
+                 .dtype = DType::kUInt8,
+                 .inflated = inflated};
       CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
       CKG_ASSIGN_OR_RETURN(ValueId tensor, AddDenseTensor(index, a.shape, a.fortran_order, a.item_size));
       s_.vm.tensors.back().numpy_dtype = a.descr;
       return tensor;
     }
-    Storage st{key, "cpu", *dtype, a.num_elements, data, a.byte_order == '>' && a.item_size > 1,
-               inflated ? 0 : a.data_offset, inflated};
+    Storage st{.key = key,
+               .location = "cpu",
+               .num_elements = a.num_elements,
+               .bytes = data,
+               .file_offset = inflated ? 0 : a.data_offset,
+               .dtype = *dtype,
+               .big_endian = a.byte_order == '>' && a.item_size > 1,
+               .inflated = inflated};
     CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
     return AddDenseTensor(index, a.shape, a.fortran_order);
   }

@@ -1928,8 +1928,13 @@ class Vm {
     // The storage views the bytes value, which the arena keeps in place for
     // the life of the load.
     CKG_TRY(Account(op, sizeof(Storage)));
-    Storage storage{"numpy array at byte " + Num(op.offset), "cpu", type->dtype, numel,
-                    Bytes(reinterpret_cast<const uint8_t*>(data.text.data()), data.text.size()), type->big_endian, 0, true};
+    Storage storage{.key = "numpy array at byte " + Num(op.offset),
+                    .location = "cpu",
+                    .num_elements = numel,
+                    .bytes = Bytes(reinterpret_cast<const uint8_t*>(data.text.data()), data.text.size()),
+                    .dtype = type->dtype,
+                    .big_endian = type->big_endian,
+                    .inflated = true};
     state_.storages.push_back(std::move(storage));
     Value sv;
     sv.kind = ValueKind::kStorage;

@@ -111,13 +111,13 @@ static_assert(sizeof(Value) <= 72, "Value grew: a many-tensor load builds ten pe
 // raw record, a safetensors or npy byte range. `bytes` views the memory-mapped
 // file (stored records) or a buffer the Checkpoint owns (inflated ones).
 struct Storage {
-  std::string key;            // "0", a safetensors name, an npz member
-  std::string location;       // "cpu", "cuda:0" as written (data is always read to host memory)
-  DType dtype = DType::kUInt8;  // element type of the storage as typed in the file
+  CompactText key;            // "0", a safetensors name, an npz member
+  CompactText location;       // "cpu", "cuda:0" as written (data is always read to host memory)
   uint64_t num_elements = 0;  // elements of `dtype`
   Bytes bytes;                // num_elements x DTypeSize(dtype) bytes
-  bool big_endian = false;    // records written big-endian (torch 2.x byteorder, '>' npy)
   uint64_t file_offset = 0;   // where the record starts in the container bytes (0 when inflated)
+  DType dtype = DType::kUInt8;  // element type of the storage as typed in the file
+  bool big_endian = false;    // records written big-endian (torch 2.x byteorder, '>' npy)
   bool inflated = false;
 };
 
@@ -177,11 +177,11 @@ struct SparseParts {
   // COO: _values() (nnz x dense dims); compressed: values() (batch dims, nnz,
   // [block dims,] dense dims).
   uint32_t values = 0;
-  int64_t sparse_dim = 0;  // COO: rows of indices; compressed: 2
-  int64_t dense_dim = 0;   // dimensions of each stored value beyond the block
   // COO from torch >= 2.1: the is_coalesced item of the file (nullopt when
   // absent, as torch 1.x writes it).
   std::optional<bool> coalesced;
+  int64_t sparse_dim = 0;  // COO: rows of indices; compressed: 2
+  int64_t dense_dim = 0;   // dimensions of each stored value beyond the block
   uint64_t offset = 0;  // byte offset of the REDUCE that rebuilt it (errors of later checks name it)
 };
 
@@ -212,20 +212,25 @@ struct NestedParts {
 // stride; its data is the tensors in `nested`).
 struct Tensor {
   DType dtype = DType::kFloat32;
-  Dims shape;
-  Dims stride;
-  int64_t storage_offset = 0;
-  uint32_t storage = 0;        // index into the storages
   bool parameter = false;      // nn.Parameter
   bool requires_grad = false;
-  uint64_t num_elements = 0;   // product of shape
-  Quantization quant;          // quant.scheme != kNone: a quantized tensor (dtype is its int_repr's)
   // torch's lazy conjugate and negative bits (the metadata of torch >= 2.0's
   // _rebuild_tensor_v2/v3): the values are the stored ones conjugated
   // (complex only; a no-op on real tensors) and/or negated (floating and
   // complex only). ContiguousBytes and Sha256Hex apply them.
   bool conj = false;
   bool neg = false;
+  TensorLayout layout = TensorLayout::kStrided;
+  bool meta = false;           // _rebuild_meta_tensor_no_storage: shape and stride, no data
+  uint32_t storage = 0;        // index into the storages
+  // The Python attributes of an nn.Parameter saved with some
+  // (_rebuild_parameter_with_state's state: a dict of name -> value, or a
+  // (dict, slots dict) tuple), kept as values and never applied.
+  std::optional<ValueId> state;
+  int64_t storage_offset = 0;
+  uint64_t num_elements = 0;   // product of shape
+  Dims shape;
+  Dims stride;
   // A numpy array whose dtype torch has no equivalent of (datetime64,
   // timedelta64, bytes, str, void, long double and its complex): numpy's
   // dtype string as the file writes it ("<M8[ns]", "|S10", "<U5", "<f16"),
@@ -233,19 +238,16 @@ struct Tensor {
   // dimension of shape is numpy's itemsize (stride 1), so the digest is that
   // of numpy's tobytes(), in the file's byte order. Empty for every other
   // tensor. Writers refuse such tensors.
-  std::string numpy_dtype;
-  // The Python attributes of an nn.Parameter saved with some
-  // (_rebuild_parameter_with_state's state: a dict of name -> value, or a
-  // (dict, slots dict) tuple), kept as values and never applied.
-  std::optional<ValueId> state;
-  TensorLayout layout = TensorLayout::kStrided;
+  CompactText numpy_dtype;
+  Quantization quant;          // quant.scheme != kNone: a quantized tensor (dtype is its int_repr's)
   SparseParts sparse;          // a sparse layout (offset: also set for kNested)
   NestedParts nested;          // layout kNested (shape: [number of components])
-  bool meta = false;           // _rebuild_meta_tensor_no_storage: shape and stride, no data
 
   // HasData: the tensor is a view of a storage (not sparse, nested or meta).
   bool HasData() const { return layout == TensorLayout::kStrided && !meta; }
 };
+static_assert(sizeof(Tensor) <= 224, "Tensor grew: a state dict holds one per entry");
+static_assert(sizeof(Storage) <= 64, "Storage grew: a state dict holds one per entry");
 
 // DenseStrides: the strides of a C-order (or, `fortran`, Fortran-order)
 // array of `shape` whose elements are `unit` storage elements each (a raw
