@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -510,6 +511,152 @@ BOOST_AUTO_TEST_CASE(other_globals_are_named_through_the_machine) {
   BOOST_TEST((vm.error().code == ErrorCode::kForbiddenGlobal));
   BOOST_TEST(vm.error().detail.find("'os.system'") != std::string::npos, vm.error().detail);
   BOOST_TEST(vm.error().detail.find("also names: nt.system") != std::string::npos, vm.error().detail);
+}
+
+
+// ---------------------------------------------------------------------------
+// Run's byte-level fast path (FastStep) and Step must be one machine: the
+// same root, error, values built, reports and budget charges, whatever the
+// limits, on every prefix of a limit and on damaged pickles.
+
+// SharingDomain shares literals as the VM does (LiteralSlot), so that the
+// fast path's shared BININT1, NONE, NEWTRUE and NEWFALSE are exercised.
+struct SharingDomain : CountingDomain {
+  size_t LiteralSlot(const PickleOp& op) const {
+    switch (op.code) {
+      case Opcode::kNone: return 1024 + 2;
+      case Opcode::kNewTrue: return 1024 + 1;
+      case Opcode::kNewFalse: return 1024;
+      case Opcode::kBinInt1:
+      case Opcode::kBinInt2:
+        return op.arg.uint_value < 1024 ? static_cast<size_t>(op.arg.uint_value) : kMachineNoSlot;
+      default: return kMachineNoSlot;
+    }
+  }
+};
+
+struct MachineOutcome {
+  std::string result;  // "root N" or the error
+  uint32_t values = 0;
+  uint64_t ops = 0;
+  std::vector<std::string> malformed;
+  std::vector<uint64_t> used;
+};
+
+template <typename Domain>
+MachineOutcome RunMachine(const std::string& bytes, MachineMode mode, const BudgetLimits& limits,
+                          const MachineLimits& machine_limits, bool step_only) {
+  Domain domain;
+  Budget budget(limits);
+  PickleDecoder decoder(AsBytes(bytes));
+  PickleMachine<Domain> machine(domain, machine_limits, budget, mode, "test");
+  Result<MachineId> root;
+  if (!step_only) {
+    root = machine.Run(decoder);
+  } else {
+    PickleOp op;
+    while (true) {
+      if (Status st = decoder.Next(op); !st) {
+        root = std::unexpected(std::move(st).error());
+        break;
+      }
+      if (Status st = machine.Step(op); !st) {
+        root = std::unexpected(std::move(st).error());
+        break;
+      }
+      if (op.code == Opcode::kStop) {
+        root = machine.root();
+        break;
+      }
+    }
+  }
+  MachineOutcome out;
+  out.result = root ? "root " + std::to_string(*root) : root.error().ToString() + " limit=" + root.error().limit;
+  out.values = domain.next;
+  out.ops = machine.ops();
+  out.malformed = domain.malformed;
+  for (size_t k = 0; k < kNumBudgetKinds; ++k) out.used.push_back(budget.used(static_cast<BudgetKind>(k)));
+  return out;
+}
+
+template <typename Domain>
+void CheckFastPath(const std::string& name, const std::string& bytes, const BudgetLimits& limits,
+                   const MachineLimits& machine_limits) {
+  for (MachineMode mode : {MachineMode::kStrict, MachineMode::kLenient}) {
+    const MachineOutcome fast = RunMachine<Domain>(bytes, mode, limits, machine_limits, false);
+    const MachineOutcome slow = RunMachine<Domain>(bytes, mode, limits, machine_limits, true);
+    BOOST_TEST_CONTEXT(name << (mode == MachineMode::kStrict ? " (strict)" : " (lenient)")) {
+      BOOST_TEST(fast.result == slow.result);
+      BOOST_TEST(fast.values == slow.values);
+      BOOST_TEST(fast.ops == slow.ops);
+      BOOST_TEST(fast.malformed == slow.malformed, boost::test_tools::per_element());
+      BOOST_TEST(fast.used == slow.used, boost::test_tools::per_element());
+    }
+  }
+}
+
+std::vector<std::pair<std::string, std::string>> FastPathPickles() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& path : CorpusFiles()) {
+    const std::string bytes = testing::ReadFile(path);
+    const Container c = OpenContainer(AsBytes(bytes));
+    for (const PickleSource& p : c.pickles) {
+      const Bytes data = p.data.subspan(std::min<size_t>(p.data.size(), static_cast<size_t>(p.start)));
+      if (data.size() > (1u << 16)) continue;  // enough: the test runs each many times
+      out.emplace_back(path.filename().string() + ":" + p.entry,
+                       std::string(reinterpret_cast<const char*>(data.data()), data.size()));
+    }
+  }
+  // The machine's edge cases, with bytes after them so that the fast path
+  // (five bytes or more left) sees their opcodes.
+  for (const EdgeCase& c : EdgeCases()) out.emplace_back(c.name, c.bytes + "NNNNNN."s);
+  const std::string p2 = "\x80\x02"s;
+  out.emplace_back("deep MARKs", p2 + std::string(300, '(') + "N" + std::string(300, '1') + "N.");
+  out.emplace_back("a BININT1 and a BININT2 of one value", p2 + "M\x05\x00K\x05K\x05\x86q\x00h\x00h\x00\x87.NNNNN"s);
+  out.emplace_back("BINPUT over a key", p2 + "K\x01q\x00K\x02q\x00h\x00h\x00\x86.NNNNN"s);
+  out.emplace_back("LONG_BINPUT past the dense end", p2 + "K\x01r\x00\x01\x00\x00K\x02q\x00h\x00j\x00\x01\x00\x00\x86.NNNNN"s);
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(run_fast_path_and_step_are_one_machine) {
+  const std::vector<std::pair<std::string, std::string>> pickles = FastPathPickles();
+  BOOST_TEST(pickles.size() > 30u);
+  std::mt19937 rng(20261206);
+  for (const auto& [name, bytes] : pickles) {
+    CheckFastPath<CountingDomain>(name, bytes, {}, {});
+    CheckFastPath<SharingDomain>(name, bytes, {}, {});
+    // Every budget kind the fast path charges or checks, stopped a few
+    // opcodes in, half-way and near the end.
+    const uint64_t n = bytes.size();
+    for (uint64_t at : {uint64_t{3}, uint64_t{7}, n / 4, n / 2, n - n / 8}) {
+      BudgetLimits ops;
+      ops.max_opcodes = at;
+      CheckFastPath<SharingDomain>(name + " max_opcodes=" + std::to_string(at), bytes, ops, {});
+      BudgetLimits values;
+      values.max_values = at / 2;
+      CheckFastPath<SharingDomain>(name + " max_values=" + std::to_string(at / 2), bytes, values, {});
+      BudgetLimits memo;
+      memo.max_memo_slots = at / 4;
+      CheckFastPath<SharingDomain>(name + " max_memo_slots=" + std::to_string(at / 4), bytes, memo, {});
+      MachineLimits machine;
+      machine.max_memo_entries = at / 8;
+      machine.max_stack_depth = at / 8 + 1;
+      machine.max_mark_depth = at / 64 + 1;
+      CheckFastPath<SharingDomain>(name + " machine limits " + std::to_string(at), bytes, {}, machine);
+    }
+    BudgetLimits nest;
+    nest.max_nesting = 2;
+    CheckFastPath<SharingDomain>(name + " max_nesting=2", bytes, nest, {});
+    // Damaged copies: bytes changed to the fast path's opcodes and others.
+    static const char kBytes[] = {'q', 'r', 'h', 'j', '(', 'K', 'N', '\x88', '\x89', '0', '1', 't', '.', '\0', '\xff'};
+    for (int round = 0; round < 8 && n > 4; ++round) {
+      std::string damaged = bytes;
+      for (int k = 0; k < 3; ++k) {
+        damaged[2 + rng() % (n - 2)] = kBytes[rng() % sizeof(kBytes)];
+      }
+      CheckFastPath<SharingDomain>(name + " damaged " + std::to_string(round), damaged, {}, {});
+    }
+  }
 }
 
 }  // namespace

@@ -127,13 +127,18 @@ class Budget {
   // decides and builds the error). The pickle machine's per-opcode charges
   // build no Status on the way.
   bool TryCharge(BudgetKind kind, uint64_t amount) {
-    const size_t k = static_cast<size_t>(kind);
-    if (amount <= cached_limit_[k] - used_[k] && used_[k] <= cached_limit_[k] && !exhausted_[k] &&
-        kind != BudgetKind::kInflatedBytes) {
-      used_[k] += amount;
+    if (CanCharge(kind, amount)) {
+      used_[static_cast<size_t>(kind)] += amount;
       return true;
     }
     return false;
+  }
+  // CanCharge is true when TryCharge(kind, amount) would succeed (a caller
+  // that charges two kinds checks both before it charges either).
+  bool CanCharge(BudgetKind kind, uint64_t amount) const {
+    const size_t k = static_cast<size_t>(kind);
+    return amount <= cached_limit_[k] - used_[k] && used_[k] <= cached_limit_[k] && !exhausted_[k] &&
+           kind != BudgetKind::kInflatedBytes;
   }
   // Nest raises the current nesting depth to `depth` (MARK depth, archive
   // depth); only the deepest is kept. Same failure as Charge.

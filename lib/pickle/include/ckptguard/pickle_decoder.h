@@ -171,6 +171,24 @@ class PickleDecoder {
     return NextSlow(op);
   }
 
+  // PeekFixed is the pickle machine's byte-level fast path: when the next
+  // opcode is one Next's inline path would take (five bytes or more remain,
+  // inside a pickle, under max_ops, not failed), it returns a pointer to its
+  // bytes, else nullptr. A caller that applies the opcode itself passes its
+  // length (kFixed's, 1 to 5) to SkipFixed, which consumes and counts it as
+  // Next would have.
+  const uint8_t* PeekFixed() const {
+    if (cursor_.Remaining() >= 5 && num_ops_ < limits_.max_ops && !between_pickles_ && !failed_) [[likely]] {
+      return cursor_.Rest().data();
+    }
+    return nullptr;
+  }
+  void SkipFixed(size_t len) {
+    Bytes skipped;
+    (void)cursor_.TryReadBytes(len, skipped);  // in bounds: PeekFixed saw five bytes or more
+    ++num_ops_;
+  }
+
   // AtEnd is true when every byte of the input has been consumed.
   bool AtEnd() const { return cursor_.Empty(); }
   // BetweenPickles is true before the first opcode and right after a STOP.

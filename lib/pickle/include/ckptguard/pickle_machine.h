@@ -188,14 +188,20 @@ class MachineMemo {
   // nothing to charge (the next dense key, room reserved, no sparse keys
   // that could hold it) and returns true; otherwise it changes nothing.
   [[gnu::always_inline]] bool TryAppend(uint64_t key, MachineId value) {
-    if (key != dense_.size() || key >= dense_.capacity() || !sparse_.empty() || key >= (uint64_t{1} << 28) ||
-        2 * (dense_count_ + 1) < key + 1) {
-      return false;
-    }
+    if (!CanAppend(key)) return false;
+    Append(value);
+    return true;
+  }
+  // CanAppend and Append are TryAppend in two steps (the machine's fast
+  // path checks everything before it changes anything).
+  [[gnu::always_inline]] bool CanAppend(uint64_t key) const {
+    return key == dense_.size() && key < dense_.capacity() && sparse_.empty() && key < (uint64_t{1} << 28) &&
+           2 * (dense_count_ + 1) >= key + 1;
+  }
+  [[gnu::always_inline]] void Append(MachineId value) {
     dense_.push_back(value);
     ++count_;
     ++dense_count_;
-    return true;
   }
   // size is the number of keys stored (len(memo), where MEMOIZE stores).
   uint64_t size() const { return count_; }
@@ -254,7 +260,10 @@ class PickleMachine {
   // outlive it. `where` names the entry in errors.
   PickleMachine(Domain& domain, const MachineLimits& limits, Budget& budget, MachineMode mode, std::string where = {})
       : domain_(domain), limits_(limits.Clamped()), budget_(budget), mode_(mode), where_(std::move(where)) {
-    if constexpr (kSharesLiterals) literals_.fill(kMachineNoValue);
+    if constexpr (kSharesLiterals) {
+      literals_.fill(kMachineNoValue);
+      fast_literals_.fill(kMachineNoValue);
+    }
   }
 
   // Reset forgets the stack, marks and memo: a new pickle starts.
@@ -263,7 +272,10 @@ class PickleMachine {
     marks_.clear();
     memo_.Clear();
     memo_high_ = -1;
-    if constexpr (kSharesLiterals) literals_.fill(kMachineNoValue);
+    if constexpr (kSharesLiterals) {
+      literals_.fill(kMachineNoValue);
+      fast_literals_.fill(kMachineNoValue);
+    }
     ops_ = 0;
     decode_failed_ = false;
     ended_before_stop_ = false;
@@ -276,6 +288,12 @@ class PickleMachine {
   Result<Id> Run(PickleDecoder& decoder) {
     PickleOp op;  // reused: operands that are views allocate nothing
     while (true) {
+      if (const uint8_t* p = decoder.PeekFixed()) [[likely]] {
+        if (const size_t len = FastStep(p)) {
+          decoder.SkipFixed(len);
+          continue;
+        }
+      }
       ended_before_stop_ = decoder.AtEnd();
       if (Status st = decoder.Next(op); !st) {
         decode_failed_ = true;
@@ -355,12 +373,16 @@ class PickleMachine {
           const size_t slot = domain_.LiteralSlot(op);
           if (slot < kMachineLiteralSlots) {
             Id& shared = literals_[slot];
-            if (shared != kMachineNoValue) return Push(op, shared);
+            if (shared != kMachineNoValue) {
+              RememberFastLiteral(op, shared);
+              return Push(op, shared);
+            }
             CKG_ASSIGN_OR_RETURN(Id v, domain_.Literal(op));
             if (Shareable(v)) {
               shared = v;
               // Never Discarded (DropTo): shared like a memoized value.
               memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(v));
+              RememberFastLiteral(op, v);
             }
             return Push(op, v);
           }
@@ -634,6 +656,97 @@ class PickleMachine {
     marks_.pop_back();
     return start;
   }
+  // FastStep is Run's byte-level path for the opcodes that make most of a
+  // state dict (BINPUT, LONG_BINPUT, BINGET, LONG_BINGET, MARK and the
+  // shared literals BININT1, NONE, NEWTRUE, NEWFALSE): when the opcode at
+  // `p` is one of them and its common case holds (nothing to report, no
+  // limit reached, nothing that needs the domain), it applies it exactly
+  // as Step would, opcode and value charges included, and returns its
+  // length; otherwise it changes nothing and returns 0, and Step takes the
+  // opcode (and any error) as usual. `p` has five readable bytes.
+  [[gnu::always_inline]] size_t FastStep(const uint8_t* p) {
+    switch (p[0]) {
+      case static_cast<uint8_t>(Opcode::kBinPut):
+      case static_cast<uint8_t>(Opcode::kLongBinPut): {
+        const bool long_key = p[0] == static_cast<uint8_t>(Opcode::kLongBinPut);
+        const uint64_t key = long_key ? LoadU32(p + 1) : p[1];
+        if (stack_.size() <= Fence() || memo_.size() >= limits_.max_memo_entries || !memo_.CanAppend(key) ||
+            !budget_.TryCharge(BudgetKind::kOpcodes, 1)) {
+          return 0;
+        }
+        ++ops_;
+        const Id top = stack_.back();
+        memo_.Append(top);
+        memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(top));
+        return long_key ? 5 : 2;
+      }
+      case static_cast<uint8_t>(Opcode::kBinGet):
+      case static_cast<uint8_t>(Opcode::kLongBinGet): {
+        const bool long_key = p[0] == static_cast<uint8_t>(Opcode::kLongBinGet);
+        const Id* found = memo_.Find(long_key ? LoadU32(p + 1) : p[1]);
+        if (found == nullptr || stack_.size() >= limits_.max_stack_depth ||
+            !budget_.TryCharge(BudgetKind::kOpcodes, 1)) {
+          return 0;
+        }
+        ++ops_;
+        stack_.push_back(*found);
+        return long_key ? 5 : 2;
+      }
+      case static_cast<uint8_t>(Opcode::kMark):
+        // Budget::Nest has nothing to do at a depth the file reached before.
+        if (marks_.size() >= limits_.max_mark_depth || marks_.size() + 1 > budget_.used(BudgetKind::kNesting) ||
+            !budget_.TryCharge(BudgetKind::kOpcodes, 1)) {
+          return 0;
+        }
+        ++ops_;
+        marks_.push_back(stack_.size());
+        return 1;
+      default:
+        break;
+    }
+    if constexpr (kSharesLiterals) {
+      const size_t slot = FastLiteralSlot(p);
+      if (slot == kFastLiteralSlots) return 0;
+      const Id shared = fast_literals_[slot];
+      if (shared == kMachineNoValue || stack_.size() >= limits_.max_stack_depth ||
+          !budget_.CanCharge(BudgetKind::kOpcodes, 1) || !budget_.CanCharge(BudgetKind::kValues, 1)) {
+        return 0;
+      }
+      (void)budget_.TryCharge(BudgetKind::kOpcodes, 1);
+      (void)budget_.TryCharge(BudgetKind::kValues, 1);
+      ++ops_;
+      stack_.push_back(shared);
+      return p[0] == static_cast<uint8_t>(Opcode::kBinInt1) ? 2 : 1;
+    }
+    return 0;
+  }
+  // The fast path's literals, by their bytes: BININT1 0..255, then NONE,
+  // NEWTRUE and NEWFALSE. Step records the value it shared for each
+  // (RememberFastLiteral); the domain's LiteralSlot decides what is shared.
+  static constexpr size_t kFastLiteralSlots = 256 + 3;
+  static size_t FastLiteralSlot(const uint8_t* p) {
+    switch (p[0]) {
+      case static_cast<uint8_t>(Opcode::kBinInt1): return p[1];
+      case static_cast<uint8_t>(Opcode::kNone): return 256;
+      case static_cast<uint8_t>(Opcode::kNewTrue): return 257;
+      case static_cast<uint8_t>(Opcode::kNewFalse): return 258;
+      default: return kFastLiteralSlots;
+    }
+  }
+  void RememberFastLiteral(const PickleOp& op, Id v) {
+    switch (op.code) {
+      case Opcode::kBinInt1: fast_literals_[static_cast<uint8_t>(op.arg.uint_value)] = v; break;
+      case Opcode::kNone: fast_literals_[256] = v; break;
+      case Opcode::kNewTrue: fast_literals_[257] = v; break;
+      case Opcode::kNewFalse: fast_literals_[258] = v; break;
+      default: break;
+    }
+  }
+  static uint32_t LoadU32(const uint8_t* p) {
+    return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+           (static_cast<uint32_t>(p[3]) << 24);
+  }
+
   // Memo: PUT/BINPUT/LONG_BINPUT/MEMOIZE. A picklers' next key is stored
   // inline (one per value of a state dict); the rest in MemoSlow.
   [[gnu::always_inline]] Status Memo(const PickleOp& op, uint64_t key) {
@@ -688,6 +801,7 @@ class PickleMachine {
   int64_t memo_high_ = -1;  // the highest id ever memoized or shared (-1: none)
   // Shared literals (LiteralSlot -> id), for domains that share them.
   std::array<Id, kMachineLiteralSlots> literals_;
+  std::array<Id, kFastLiteralSlots> fast_literals_;  // FastStep's view of literals_
   Id root_ = kMachineNoValue;
   uint64_t ops_ = 0;
   bool decode_failed_ = false;
