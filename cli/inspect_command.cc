@@ -177,14 +177,15 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
     if (v.kind == ValueKind::kRecord && v.index != static_cast<uint32_t>(RecordForm::kMember)) {
       // A record: "record CLASS(args, state)", its arguments by index and its
       // state (attributes) by name. Nothing was called to make it.
-      const size_t num_state = v.attrs.size() / 2;
+      const std::span<const ValueId> attrs = values.Attrs(v);
+      const size_t num_state = attrs.size() / 2;
       out << Printable(line) << (f.label.empty() ? "" : " ") << "record " << Printable(v.text) << " ("
           << v.items.size() << " args, " << num_state << " attrs)\n";
       if (f.depth >= 64) continue;
       for (size_t i = num_state; i-- > 0;) {
-        const Value& name = values.Get(v.attrs[2 * i]);
+        const Value& name = values.Get(attrs[2 * i]);
         const std::string label = name.kind == ValueKind::kStr ? name.text.str() : "<" + std::string(ValueKindName(name.kind)) + ">";
-        stack.push_back({v.attrs[2 * i + 1], "." + label + ":", f.depth + 1});
+        stack.push_back({attrs[2 * i + 1], "." + label + ":", f.depth + 1});
       }
       for (size_t i = v.items.size(); i-- > 0;) stack.push_back({v.items[i], "(" + std::to_string(i) + ")", f.depth + 1});
       continue;
@@ -198,10 +199,11 @@ void PrintTree(const Checkpoint& ckpt, uint64_t max_lines, std::ostream& out) {
       out << Printable(line) << (f.label.empty() ? "" : " ") << Printable(kind) << " (" << n << ")\n";
       if (f.depth >= 64) continue;
       // OrderedDict attributes (state_dict()._metadata) come after the items.
-      for (size_t i = v.attrs.size() / 2; i-- > 0;) {
-        const Value& name = values.Get(v.attrs[2 * i]);
+      const std::span<const ValueId> attrs = values.Attrs(v);
+      for (size_t i = attrs.size() / 2; i-- > 0;) {
+        const Value& name = values.Get(attrs[2 * i]);
         const std::string label = name.kind == ValueKind::kStr ? name.text.str() : "<" + std::string(ValueKindName(name.kind)) + ">";
-        stack.push_back({v.attrs[2 * i + 1], "(attribute) " + label + ":", f.depth + 1});
+        stack.push_back({attrs[2 * i + 1], "(attribute) " + label + ":", f.depth + 1});
       }
       for (size_t i = n; i-- > 0;) {
         if (is_dict) {

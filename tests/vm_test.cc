@@ -542,9 +542,10 @@ BOOST_AUTO_TEST_CASE(OrderedDictWithMetadataFromCPython) {
   BOOST_REQUIRE(od.items.size() == 2u);
   BOOST_TEST(vm.Text(od.items[0]) == "a");
   BOOST_TEST(vm.IntOf(od.items[1]) == 1);
-  BOOST_REQUIRE(od.attrs.size() == 2u);
-  BOOST_TEST(vm.Text(od.attrs[0]) == "_metadata");
-  const Value& meta = vm.V(od.attrs[1]);
+  const std::span<const ValueId> od_attrs = vm.state.values.Attrs(od);
+  BOOST_REQUIRE(od_attrs.size() == 2u);
+  BOOST_TEST(vm.Text(od_attrs[0]) == "_metadata");
+  const Value& meta = vm.V(od_attrs[1]);
   BOOST_REQUIRE((meta.kind == ValueKind::kDict));
   BOOST_REQUIRE(meta.items.size() == 2u);
   BOOST_TEST(vm.Text(meta.items[0]) == "");
@@ -639,7 +640,7 @@ BOOST_AUTO_TEST_CASE(OrderedDictAndCounterFromArguments) {
     const Result<ValueId> root = vm.Run(p);
     BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
     BOOST_TEST(vm.V(*root).items.size() == 2u);
-    BOOST_TEST(vm.V(*root).attrs.empty());
+    BOOST_TEST(vm.state.values.Attrs(*root).empty());
   }
   {
     // OrderedDict([1, 2]): items that are not pairs.
@@ -2424,8 +2425,8 @@ BOOST_AUTO_TEST_CASE(UserAllowlistExtendsAndReplaces) {
 // Attrs returns a record's state as name -> value id.
 std::map<std::string, ValueId> Attrs(const VmRun& vm, ValueId id) {
   std::map<std::string, ValueId> out;
-  const Value& v = vm.V(id);
-  for (size_t i = 0; i + 1 < v.attrs.size(); i += 2) out[vm.Text(v.attrs[i])] = v.attrs[i + 1];
+  const std::span<const ValueId> attrs = vm.state.values.Attrs(id);
+  for (size_t i = 0; i + 1 < attrs.size(); i += 2) out[vm.Text(attrs[i])] = attrs[i + 1];
   return out;
 }
 

@@ -226,9 +226,10 @@ constexpr std::string_view kUninitializedBuffer = "torch.nn.parameter.Uninitiali
 
 // FindAttr: the value of OrderedDict attribute `name` (state_dict()._metadata).
 std::optional<ValueId> FindAttr(const ValueArena& values, const Value& dict, std::string_view name) {
-  for (size_t i = 0; i + 1 < dict.attrs.size(); i += 2) {
-    const Value& k = values.Get(dict.attrs[i]);
-    if (k.kind == ValueKind::kStr && k.text == name) return dict.attrs[i + 1];
+  const std::span<const ValueId> attrs = values.Attrs(dict);
+  for (size_t i = 0; i + 1 < attrs.size(); i += 2) {
+    const Value& k = values.Get(attrs[i]);
+    if (k.kind == ValueKind::kStr && k.text == name) return attrs[i + 1];
   }
   return std::nullopt;
 }

@@ -544,8 +544,9 @@ void Children(const ValueArena& values, ValueId id, std::vector<Child>& out) {
   } else if (v.kind == ValueKind::kRecord) {
     // A record: its arguments by index, then its state by attribute name.
     for (size_t i = 0; i < v.items.size(); ++i) out.push_back({std::to_string(i), v.items[i], {KeyPart::kIndex, 0, i}});
-    for (size_t i = 0; i + 1 < v.attrs.size(); i += 2) {
-      out.push_back({KeyText(values, v.attrs[i]), v.attrs[i + 1], {KeyPart::kAttr, v.attrs[i], 0}});
+    const std::span<const ValueId> attrs = values.Attrs(v);
+    for (size_t i = 0; i + 1 < attrs.size(); i += 2) {
+      out.push_back({KeyText(values, attrs[i]), attrs[i + 1], {KeyPart::kAttr, attrs[i], 0}});
     }
   }
 }
@@ -662,7 +663,7 @@ class SkeletonWriter {
     trail_ = found_[i].keys;
     const ckptguard::Value& v = values_.Get(found_[i].dict);
     stack_.push_back({Task::kLiteral, 0, 0, {}, false, "]}"});
-    PushPairs(v.attrs, 0, KeyPart::kAttr);
+    PushPairs(values_.Attrs(v), 0, KeyPart::kAttr);
     stack_.push_back({Task::kLiteral, 0, 0, {}, false, "{\"__dict__\":["});
     return Run(out);
   }
@@ -704,7 +705,7 @@ class SkeletonWriter {
 
   // PushPairs pushes [k, v],[k, v]... of key, value, key, value... (the
   // caller pushes what closes the list first).
-  void PushPairs(const std::vector<ValueId>& items, uint64_t depth, KeyPart::Kind kind) {
+  void PushPairs(std::span<const ValueId> items, uint64_t depth, KeyPart::Kind kind) {
     const size_t n = items.size() / 2;
     for (size_t i = n; i-- > 0;) {
       stack_.push_back({Task::kLiteral, 0, 0, {}, false, "]"});
@@ -805,7 +806,7 @@ class SkeletonWriter {
           out += RecordFormName(static_cast<RecordForm>(v.index));
           out += "\",\"args\":[";
           stack_.push_back({Task::kLiteral, 0, 0, {}, false, "]}"});
-          PushPairs(v.attrs, t.depth, KeyPart::kAttr);
+          PushPairs(values_.Attrs(v), t.depth, KeyPart::kAttr);
           stack_.push_back({Task::kLiteral, 0, 0, {}, false, "],\"state\":["});
           for (size_t i = v.items.size(); i-- > 0;) {
             stack_.push_back({Task::kValue, v.items[i], t.depth + 1, {KeyPart::kIndex, 0, i}, true, {}});
@@ -818,7 +819,7 @@ class SkeletonWriter {
         case ValueKind::kSet: PushSequence(out, "{\"__set__\":[", v.items, t.depth); break;
         case ValueKind::kDict:
         case ValueKind::kObject: {
-          if (v.kind == ValueKind::kDict && !v.attrs.empty() && note_attrs_) found_.push_back({trail_, t.id});
+          if (v.kind == ValueKind::kDict && v.attrs_slot != 0 && note_attrs_) found_.push_back({trail_, t.id});
           out += "{\"__dict__\":[";
           if (v.kind == ValueKind::kObject) {
             stack_.push_back({Task::kObjectTail, t.id, 0, {}, false, {}});

@@ -1794,7 +1794,7 @@ class Vm {
         key.text = "default_factory";
         CKG_ASSIGN_OR_RETURN(ValueId key_id, Add(op, std::move(key)));
         CKG_ASSIGN_OR_RETURN(ValueId d, NewDict(op, false));
-        state_.values.Mutable(d).attrs = {key_id, factory};
+        state_.values.MutableAttrs(d) = {key_id, factory};
         return d;
       }
       default:
@@ -1828,9 +1828,10 @@ class Vm {
     // The descr a pickle calls numpy.dtype with has no byte order and no unit.
     if (!sd || sd->is_object || sd->order != '=' || descr.text.find('[') != std::string::npos) return std::nullopt;
     const Value* st = nullptr;
-    for (size_t i = 0; i + 1 < d.attrs.size(); i += 2) {
-      const Value& key = Get(d.attrs[i]);
-      if (key.kind == ValueKind::kStr && key.text == "__state__") st = &Get(d.attrs[i + 1]);
+    const std::span<const ValueId> attrs = state_.values.Attrs(d);
+    for (size_t i = 0; i + 1 < attrs.size(); i += 2) {
+      const Value& key = Get(attrs[i]);
+      if (key.kind == ValueKind::kStr && key.text == "__state__") st = &Get(attrs[i + 1]);
     }
     char order = '=';
     if (st != nullptr && st->kind == ValueKind::kTuple && st->items.size() >= 2 &&
@@ -2070,7 +2071,8 @@ class Vm {
         if (auto it = late_errors_.find(id); it != late_errors_.end()) return std::unexpected(unknown_[it->second]);
       }
       todo.insert(todo.end(), v.items.begin(), v.items.end());
-      todo.insert(todo.end(), v.attrs.begin(), v.attrs.end());
+      const std::span<const ValueId> attrs = state_.values.Attrs(v);
+      todo.insert(todo.end(), attrs.begin(), attrs.end());
       if (v.kind == ValueKind::kTensor && v.index < state_.tensors.size() && state_.tensors[v.index].state) {
         todo.push_back(*state_.tensors[v.index].state);
       }
@@ -2185,8 +2187,8 @@ class Vm {
       if (s.kind != ValueKind::kDict) return Malformed(op, "state of an OrderedDict must be a dict");
       std::vector<ValueId> attrs = s.items;
       CKG_TRY(Account(op, attrs.size() * sizeof(ValueId)));
-      Value& target = state_.values.Mutable(obj);
-      target.attrs.insert(target.attrs.end(), attrs.begin(), attrs.end());
+      IdList& target = state_.values.MutableAttrs(obj);
+      target.insert(target.end(), attrs.begin(), attrs.end());
       return OkStatus();
     }
     if (o.kind == ValueKind::kRecord) {
@@ -2194,8 +2196,8 @@ class Vm {
       // copyreg's __reduce_ex__, or whatever __getstate__ gave): kept, and no
       // __setstate__ is run.
       CKG_ASSIGN_OR_RETURN(std::vector<ValueId> attrs, StatePairs(op, state, /*slots=*/true));
-      Value& target = state_.values.Mutable(obj);
-      target.attrs.insert(target.attrs.end(), attrs.begin(), attrs.end());
+      IdList& target = state_.values.MutableAttrs(obj);
+      target.insert(target.end(), attrs.begin(), attrs.end());
       return NumpyArray(op, obj, state);
     }
     if (o.kind == ValueKind::kObject) {

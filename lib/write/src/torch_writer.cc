@@ -940,10 +940,11 @@ Result<SaveTree> SaveTreeFromCheckpoint(const Checkpoint& ckpt, const SaveLimits
             out.items.push_back(c);
           }
           if (v.ordered_dict) {
-            for (size_t i = 0; i + 1 < v.attrs.size(); i += 2) {
-              const std::string p = join(w.path, "<attr " + key_text(v.attrs[i]) + ">");
-              CKG_ASSIGN_OR_RETURN(SaveId k, claim(v.attrs[i], p, w.depth + 1));
-              CKG_ASSIGN_OR_RETURN(SaveId c, claim(v.attrs[i + 1], p, w.depth + 1));
+            const std::span<const ValueId> attrs = values.Attrs(v);
+            for (size_t i = 0; i + 1 < attrs.size(); i += 2) {
+              const std::string p = join(w.path, "<attr " + key_text(attrs[i]) + ">");
+              CKG_ASSIGN_OR_RETURN(SaveId k, claim(attrs[i], p, w.depth + 1));
+              CKG_ASSIGN_OR_RETURN(SaveId c, claim(attrs[i + 1], p, w.depth + 1));
               out.attrs.push_back(k);
               out.attrs.push_back(c);
             }

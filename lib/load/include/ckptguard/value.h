@@ -13,6 +13,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <initializer_list>
 #include <iterator>
 #include <memory>
@@ -84,8 +85,9 @@ using Dims = InlineVec<int64_t, 4>;
 
 // Value is laid out for size (a many-tensor state dict builds about ten per
 // tensor): the kind, flags, dtype and index share the first eight bytes, a
-// text is one word (CompactText), the ids are inline (InlineVec), and a
-// complex number keeps its imaginary part in int_value's bytes: 72 bytes.
+// text is one word (CompactText), the ids are inline (InlineVec), a complex
+// number keeps its imaginary part in int_value's bytes, and the rare
+// attributes live beside the values (ValueArena::Attrs): 64 bytes.
 struct Value {
   ValueKind kind = ValueKind::kNone;
   bool ordered_dict : 1 = false;  // kDict from collections.OrderedDict/Counter
@@ -98,14 +100,15 @@ struct Value {
   CompactText text;
   IdList items;
   // Attributes set by BUILD on an OrderedDict (state_dict()._metadata) or a
-  // record: key, value, key, value... (rare: two ids inline).
-  InlineVec<ValueId, 2> attrs;
+  // record: key, value, key, value..., read with ValueArena::Attrs. Rare:
+  // the value keeps only the number of its list in the arena (0: none).
+  uint32_t attrs_slot = 0;
 
   // The imaginary part of a kComplex.
   double imag_value() const { return std::bit_cast<double>(int_value); }
   void set_imag_value(double imag) { int_value = std::bit_cast<int64_t>(imag); }
 };
-static_assert(sizeof(Value) <= 72, "Value grew: a many-tensor load builds ten per tensor");
+static_assert(sizeof(Value) <= 64, "Value grew: a many-tensor load builds ten per tensor");
 
 // Storage is one record of tensor data: a zip `data/<key>` entry, a legacy
 // raw record, a safetensors or npy byte range. `bytes` views the memory-mapped
@@ -291,6 +294,21 @@ class ValueArena {
     return static_cast<ValueId>(size_++);
   }
   const Value& Get(ValueId id) const { return chunks_[id >> kChunkBits][id & (kChunkSize - 1)]; }
+  // Attrs is a value's attributes (key, value, key, value...; empty for
+  // most); MutableAttrs makes value `id` a list of them if it has none.
+  std::span<const ValueId> Attrs(const Value& v) const {
+    if (v.attrs_slot == 0) return {};
+    return attr_lists_[v.attrs_slot - 1];
+  }
+  std::span<const ValueId> Attrs(ValueId id) const { return Attrs(Get(id)); }
+  IdList& MutableAttrs(ValueId id) {
+    Value& v = Mutable(id);
+    if (v.attrs_slot == 0) {
+      attr_lists_.emplace_back();
+      v.attrs_slot = static_cast<uint32_t>(attr_lists_.size());
+    }
+    return attr_lists_[v.attrs_slot - 1];
+  }
   Value& Mutable(ValueId id) { return chunks_[id >> kChunkBits][id & (kChunkSize - 1)]; }
   size_t size() const { return size_; }
   // PopLast forgets the last value added (the VM reclaims a plain value that
@@ -306,6 +324,7 @@ class ValueArena {
  private:
   std::vector<std::unique_ptr<Value[]>> chunks_;
   size_t size_ = 0;
+  std::deque<IdList> attr_lists_;  // Value::attrs_slot - 1 indexes it (stable: spans of it stay valid)
 };
 
 }  // namespace ckptguard
