@@ -55,11 +55,11 @@ std::string QuantText(const Tensor& t) {
     const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), d);
     return std::string(buf, end);
   };
-  switch (t.quant.scheme) {
+  switch (t.quant->scheme) {
     case QScheme::kNone: return "";
     case QScheme::kPerTensorAffine:
-      return " per_tensor_affine scale " + shortest(t.quant.scale) + " zero_point " + std::to_string(t.quant.zero_point);
-    default: return " " + std::string(QSchemeName(t.quant.scheme)) + " axis " + std::to_string(t.quant.axis);
+      return " per_tensor_affine scale " + shortest(t.quant->scale) + " zero_point " + std::to_string(t.quant->zero_point);
+    default: return " " + std::string(QSchemeName(t.quant->scheme)) + " axis " + std::to_string(t.quant->axis);
   }
 }
 
@@ -69,16 +69,16 @@ std::string QuantText(const Tensor& t) {
 std::vector<std::pair<std::string, uint32_t>> SparsePartsOf(const Tensor& t) {
   if (t.layout == TensorLayout::kStrided) return {};
   if (t.layout == TensorLayout::kNested) {
-    return {{"buffer", t.nested.buffer},
-            {"nested_sizes", t.nested.sizes},
-            {"nested_storage_offsets", t.nested.offsets},
-            {"nested_strides", t.nested.strides}};
+    return {{"buffer", t.nested->buffer},
+            {"nested_sizes", t.nested->sizes},
+            {"nested_storage_offsets", t.nested->offsets},
+            {"nested_strides", t.nested->strides}};
   }
-  if (t.layout == TensorLayout::kSparseCoo) return {{"indices", t.sparse.indices}, {"values", t.sparse.values}};
+  if (t.layout == TensorLayout::kSparseCoo) return {{"indices", t.sparse->indices}, {"values", t.sparse->values}};
   const bool rows = t.layout == TensorLayout::kSparseCsr || t.layout == TensorLayout::kSparseBsr;
-  return {{rows ? "crow_indices" : "ccol_indices", t.sparse.indices},
-          {rows ? "col_indices" : "row_indices", t.sparse.plain_indices},
-          {"values", t.sparse.values}};
+  return {{rows ? "crow_indices" : "ccol_indices", t.sparse->indices},
+          {rows ? "col_indices" : "row_indices", t.sparse->plain_indices},
+          {"values", t.sparse->values}};
 }
 
 // KindText is what the text output adds for a tensor without data of its

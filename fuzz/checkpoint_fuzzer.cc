@@ -137,7 +137,7 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
       } else if (t.layout == ckptguard::TensorLayout::kNested) {
         // A nested tensor: four components, each a strided tensor with data;
         // every component view was checked to stay inside the buffer.
-        const ckptguard::NestedParts& np = t.nested;
+        const ckptguard::NestedParts& np = *t.nested;
         Check(t.stride.empty() && t.shape.size() == 1, "a nested tensor has [components] and no stride");
         Check(np.buffer < tensors.size() && np.sizes < tensors.size() && np.strides < tensors.size() &&
                   np.offsets < tensors.size(),
@@ -146,7 +146,7 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
                   tensors[np.offsets].HasData() && tensors[np.buffer].shape.size() == 1,
               "nested components are strided tensors with data, the buffer 1-D");
       } else {
-        const ckptguard::SparseParts& sp = t.sparse;
+        const ckptguard::SparseParts& sp = *t.sparse;
         const bool coo = t.layout == ckptguard::TensorLayout::kSparseCoo;
         Check(t.stride.empty(), "a sparse tensor has no stride");
         Check(sp.indices < tensors.size() && sp.values < tensors.size() && (coo || sp.plain_indices < tensors.size()),
@@ -176,15 +176,15 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
             "StorageBytes inside its storage");
       Check(view.size() >= ckptguard::DTypeSize(t.dtype), "a non-empty tensor covers at least one element");
     }
-    if (t.quant.scheme != ckptguard::QScheme::kNone && t.quant.scheme != ckptguard::QScheme::kPerTensorAffine) {
-      Check(t.quant.axis >= 0 && static_cast<size_t>(t.quant.axis) < t.shape.size(), "per-channel axis in range");
-      Check(t.quant.scales < tensors.size() && t.quant.zero_points < tensors.size(), "per-channel params in range");
-      Check(tensors[t.quant.scales].num_elements == static_cast<uint64_t>(t.shape[t.quant.axis]) &&
-                tensors[t.quant.zero_points].num_elements == static_cast<uint64_t>(t.shape[t.quant.axis]),
+    if (t.quant->scheme != ckptguard::QScheme::kNone && t.quant->scheme != ckptguard::QScheme::kPerTensorAffine) {
+      Check(t.quant->axis >= 0 && static_cast<size_t>(t.quant->axis) < t.shape.size(), "per-channel axis in range");
+      Check(t.quant->scales < tensors.size() && t.quant->zero_points < tensors.size(), "per-channel params in range");
+      Check(tensors[t.quant->scales].num_elements == static_cast<uint64_t>(t.shape[t.quant->axis]) &&
+                tensors[t.quant->zero_points].num_elements == static_cast<uint64_t>(t.shape[t.quant->axis]),
             "one scale and one zero point per channel");
     }
     if (!digests) continue;
-    if (t.quant.scheme != ckptguard::QScheme::kNone) {
+    if (t.quant->scheme != ckptguard::QScheme::kNone) {
       Result<std::vector<float>> real = ck.Dequantize(i);
       Check(real.has_value() || real.error().code == ErrorCode::kLimitExceeded, "Dequantize succeeds or a limit ends it",
             real ? std::string() : real.error().ToString());

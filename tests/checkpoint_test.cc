@@ -91,14 +91,14 @@ BOOST_AUTO_TEST_CASE(exotic_quantized_and_sparse_tensors_load) {
   const Tensor& t = ckpt->tensors()[index];
   BOOST_TEST((t.layout == TensorLayout::kSparseCoo));
   BOOST_TEST(t.shape == (std::vector<int64_t>{4, 4}), boost::test_tools::per_element());
-  const Tensor& indices = ckpt->tensors()[t.sparse.indices];
-  const Tensor& values = ckpt->tensors()[t.sparse.values];
+  const Tensor& indices = ckpt->tensors()[t.sparse->indices];
+  const Tensor& values = ckpt->tensors()[t.sparse->values];
   BOOST_TEST((indices.dtype == DType::kInt64));
   BOOST_TEST(indices.shape.size() == 2u);
   BOOST_TEST(indices.shape[0] == 2);
   BOOST_TEST(values.shape.size() == 1u);
   BOOST_TEST(indices.shape[1] == values.shape[0]);
-  BOOST_TEST(ckpt->Sha256Hex(t.sparse.values).has_value());
+  BOOST_TEST(ckpt->Sha256Hex(t.sparse->values).has_value());
   Result<std::string> digest = ckpt->Sha256Hex(index);
   BOOST_REQUIRE(!digest.has_value());
   BOOST_TEST(digest.error().code == ErrorCode::kUnsupportedFormat);
@@ -122,7 +122,7 @@ BOOST_AUTO_TEST_CASE(dequantize_matches_torch) {
     BOOST_REQUIRE_MESSAGE(ckpt.has_value(), Why(ckpt));
     for (const auto& [path, index] : ByPath(*ckpt)) {
       BOOST_TEST_CONTEXT(group << "." << path) {
-        BOOST_TEST((ckpt->tensors()[index].quant.scheme != QScheme::kNone));
+        BOOST_TEST((ckpt->tensors()[index].quant->scheme != QScheme::kNone));
         Result<std::vector<float>> got = ckpt->Dequantize(index);
         BOOST_REQUIRE_MESSAGE(got.has_value(), Why(got));
         Result<std::vector<uint8_t>> bytes = want->ContiguousBytes(want_by_path.at(group + "." + path));
@@ -184,7 +184,7 @@ BOOST_AUTO_TEST_CASE(quantize_dynamic_state_dict_loads) {
   const std::map<std::string, uint32_t> by_path = ByPath(*ckpt);
   const Tensor& w = ckpt->tensors()[by_path.at("0._packed_params._packed_params.0")];
   BOOST_TEST(std::string(DTypeName(w.dtype)) == "qint8");
-  BOOST_TEST((w.quant.scheme == QScheme::kPerTensorAffine));
+  BOOST_TEST((w.quant->scheme == QScheme::kPerTensorAffine));
   BOOST_TEST(w.shape == (std::vector<int64_t>{5, 6}), boost::test_tools::per_element());
   BOOST_TEST(ckpt->tensors()[by_path.at("0._packed_params._packed_params.1")].parameter);
   // A plain tensor is not quantized and Dequantize says so.

@@ -1150,9 +1150,9 @@ BOOST_AUTO_TEST_CASE(RebuildQTensor) {
     BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
     const Tensor& t = vm.T(*root);
     CheckTensor(t, {DType::kQUInt8, {4, 4}, {4, 1}, 8, false, false, 16});
-    BOOST_TEST((t.quant.scheme == QScheme::kPerTensorAffine));
-    BOOST_TEST(t.quant.scale == 0.5);
-    BOOST_TEST(t.quant.zero_point == 3);
+    BOOST_TEST((t.quant->scheme == QScheme::kPerTensorAffine));
+    BOOST_TEST(t.quant->scale == 0.5);
+    BOOST_TEST(t.quant->zero_point == 3);
   }
   {
     Pk p = QTensor("QInt8Storage", {4, 2}, {2, 1}, PerChannel("per_channel_affine", 2, "float64", "int64", 1));
@@ -1161,10 +1161,10 @@ BOOST_AUTO_TEST_CASE(RebuildQTensor) {
     BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
     const Tensor& t = vm.T(*root);
     CheckTensor(t, {DType::kQInt8, {4, 2}, {2, 1}, 0, false, false, 8});
-    BOOST_TEST((t.quant.scheme == QScheme::kPerChannelAffine));
-    BOOST_TEST(t.quant.axis == 1);
-    BOOST_TEST((vm.state.tensors.at(t.quant.scales).dtype == DType::kFloat64));
-    BOOST_TEST((vm.state.tensors.at(t.quant.zero_points).dtype == DType::kInt64));
+    BOOST_TEST((t.quant->scheme == QScheme::kPerChannelAffine));
+    BOOST_TEST(t.quant->axis == 1);
+    BOOST_TEST((vm.state.tensors.at(t.quant->scales).dtype == DType::kFloat64));
+    BOOST_TEST((vm.state.tensors.at(t.quant->zero_points).dtype == DType::kInt64));
   }
   {
     // torch.save writes per_channel_affine for float qparams too: floating
@@ -1174,7 +1174,7 @@ BOOST_AUTO_TEST_CASE(RebuildQTensor) {
       VmRun vm;
       const Result<ValueId> root = vm.Run(p.Stop());
       BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
-      BOOST_TEST((vm.T(*root).quant.scheme == QScheme::kPerChannelAffineFloatQParams));
+      BOOST_TEST((vm.T(*root).quant->scheme == QScheme::kPerChannelAffineFloatQParams));
     }
   }
 }
@@ -1341,11 +1341,11 @@ BOOST_AUTO_TEST_CASE(RebuildSparseCoo) {
         BOOST_TEST(t.shape == (std::vector<int64_t>{4, 5}), tt::per_element());
         BOOST_TEST(t.stride.empty());
         BOOST_TEST(t.num_elements == 20u);
-        BOOST_TEST(t.sparse.sparse_dim == 2);
-        BOOST_TEST(t.sparse.dense_dim == 0);
-        BOOST_TEST(vm.state.tensors.at(t.sparse.indices).shape == (std::vector<int64_t>{2, 3}), tt::per_element());
-        BOOST_TEST(vm.state.tensors.at(t.sparse.values).shape == (std::vector<int64_t>{3}), tt::per_element());
-        BOOST_TEST((t.sparse.coalesced == (coalesced < 0 ? std::nullopt : std::optional<bool>(coalesced == 1))));
+        BOOST_TEST(t.sparse->sparse_dim == 2);
+        BOOST_TEST(t.sparse->dense_dim == 0);
+        BOOST_TEST(vm.state.tensors.at(t.sparse->indices).shape == (std::vector<int64_t>{2, 3}), tt::per_element());
+        BOOST_TEST(vm.state.tensors.at(t.sparse->values).shape == (std::vector<int64_t>{3}), tt::per_element());
+        BOOST_TEST((t.sparse->coalesced == (coalesced < 0 ? std::nullopt : std::optional<bool>(coalesced == 1))));
       }
     }
   }
@@ -1355,8 +1355,8 @@ BOOST_AUTO_TEST_CASE(RebuildSparseCoo) {
     VmRun vm;
     const Result<ValueId> root = vm.Run(p.Stop());
     BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
-    BOOST_TEST(vm.T(*root).sparse.sparse_dim == 1);
-    BOOST_TEST(vm.T(*root).sparse.dense_dim == 1);
+    BOOST_TEST(vm.T(*root).sparse->sparse_dim == 1);
+    BOOST_TEST(vm.T(*root).sparse->dense_dim == 1);
   }
 }
 
@@ -1382,10 +1382,10 @@ BOOST_AUTO_TEST_CASE(RebuildSparseCompressed) {
       const Tensor& t = vm.T(*root);
       BOOST_TEST(TensorLayoutName(t.layout) == c.layout);
       BOOST_TEST(t.shape == c.size, tt::per_element());
-      BOOST_TEST(t.sparse.dense_dim == c.dense_dim);
-      BOOST_TEST(vm.state.tensors.at(t.sparse.indices).shape == c.compressed, tt::per_element());
-      BOOST_TEST(vm.state.tensors.at(t.sparse.plain_indices).shape == c.plain, tt::per_element());
-      BOOST_TEST(vm.state.tensors.at(t.sparse.values).shape == c.values, tt::per_element());
+      BOOST_TEST(t.sparse->dense_dim == c.dense_dim);
+      BOOST_TEST(vm.state.tensors.at(t.sparse->indices).shape == c.compressed, tt::per_element());
+      BOOST_TEST(vm.state.tensors.at(t.sparse->plain_indices).shape == c.plain, tt::per_element());
+      BOOST_TEST(vm.state.tensors.at(t.sparse->values).shape == c.values, tt::per_element());
     }
   }
   // torch 1.13's _rebuild_sparse_csr_tensor.

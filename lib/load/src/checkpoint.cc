@@ -1061,7 +1061,7 @@ double NumberAt(const std::vector<uint8_t>& bytes, DType dtype, size_t i) {
 
 Result<std::vector<double>> Checkpoint::QuantParams(uint32_t tensor, bool zero_points) const {
   if (tensor >= tensors().size()) return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor " + Num(tensor));
-  const Quantization& q = tensors()[tensor].quant;
+  const Quantization& q = *tensors()[tensor].quant;
   if (q.scheme == QScheme::kNone) return MakeError(ErrorCode::kInvalidArgument, 0, "tensor " + Num(tensor) + " is not quantized");
   if (q.scheme == QScheme::kPerTensorAffine) {
     return std::vector<double>{zero_points ? static_cast<double>(q.zero_point) : q.scale};
@@ -1086,8 +1086,8 @@ Result<std::vector<float>> Checkpoint::Dequantize(uint32_t tensor) const {
   // The channel of element n (C order) is (n / inner) % size[axis].
   uint64_t inner = 1;
   uint64_t channels = 1;
-  if (t.quant.scheme != QScheme::kPerTensorAffine) {
-    const size_t axis = static_cast<size_t>(t.quant.axis);
+  if (t.quant->scheme != QScheme::kPerTensorAffine) {
+    const size_t axis = static_cast<size_t>(t.quant->axis);
     channels = static_cast<uint64_t>(t.shape[axis]);
     for (size_t d = axis + 1; d < t.shape.size(); ++d) inner *= static_cast<uint64_t>(t.shape[d]);
   }
@@ -1178,16 +1178,16 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
     if (t.neg) fields.emplace_back("neg", "true");
     if (!t.numpy_dtype.empty()) fields.emplace_back("numpy_dtype", str(t.numpy_dtype));
     fields.emplace_back("parameter", flag(t.parameter));
-    if (t.quant.scheme == QScheme::kPerTensorAffine) {
+    if (t.quant->scheme == QScheme::kPerTensorAffine) {
       std::string scale;
-      AppendJsonFloat(scale, t.quant.scale);
+      AppendJsonFloat(scale, t.quant->scale);
       fields.emplace_back("q_scale", std::move(scale));
-      fields.emplace_back("q_zero_point", std::to_string(t.quant.zero_point));
-    } else if (t.quant.scheme != QScheme::kNone) {
+      fields.emplace_back("q_zero_point", std::to_string(t.quant->zero_point));
+    } else if (t.quant->scheme != QScheme::kNone) {
       // Per channel: the scales and zero points as numbers, losslessly
       // (float64 or float32 values are exact as doubles; int64 zero points
       // are read as integers).
-      fields.emplace_back("q_per_channel_axis", std::to_string(t.quant.axis));
+      fields.emplace_back("q_per_channel_axis", std::to_string(t.quant->axis));
       CKG_ASSIGN_OR_RETURN(std::vector<double> scales, QuantParams(named[i].tensor, false));
       std::string list = "[";
       for (size_t k = 0; k < scales.size(); ++k) {
@@ -1196,8 +1196,8 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
       }
       fields.emplace_back("q_per_channel_scales", list + "]");
       list = "[";
-      const Tensor& zp = this->tensors()[t.quant.zero_points];
-      CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> zbytes, ContiguousBytes(t.quant.zero_points));
+      const Tensor& zp = this->tensors()[t.quant->zero_points];
+      CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> zbytes, ContiguousBytes(t.quant->zero_points));
       for (uint64_t k = 0; k < zp.num_elements; ++k) {
         if (k) list.push_back(',');
         if (zp.dtype == DType::kInt64) {
@@ -1214,7 +1214,7 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
       }
       fields.emplace_back("q_per_channel_zero_points", list + "]");
     }
-    if (t.quant.scheme != QScheme::kNone) fields.emplace_back("qscheme", str(QSchemeName(t.quant.scheme)));
+    if (t.quant->scheme != QScheme::kNone) fields.emplace_back("qscheme", str(QSchemeName(t.quant->scheme)));
     fields.emplace_back("shape", dims(t.shape));
     if (t.state) {
       // A Parameter's attributes, rendered as the skeleton renders values.
@@ -1244,23 +1244,23 @@ Result<std::string> Checkpoint::DescribeJson(std::string_view prefix, bool diges
       };
       const bool rows = t.layout == TensorLayout::kSparseCsr || t.layout == TensorLayout::kSparseBsr;
       if (t.layout == TensorLayout::kNested) {
-        CKG_TRY(part("buffer", t.nested.buffer));
-        CKG_TRY(part("nested_sizes", t.nested.sizes));
-        CKG_TRY(part("nested_storage_offsets", t.nested.offsets));
-        CKG_TRY(part("nested_strides", t.nested.strides));
+        CKG_TRY(part("buffer", t.nested->buffer));
+        CKG_TRY(part("nested_sizes", t.nested->sizes));
+        CKG_TRY(part("nested_storage_offsets", t.nested->offsets));
+        CKG_TRY(part("nested_strides", t.nested->strides));
         fields.emplace_back("layout", str(TensorLayoutName(t.layout)));
       } else if (t.layout == TensorLayout::kSparseCoo) {
-        CKG_TRY(part("indices", t.sparse.indices));
-        if (t.sparse.coalesced) fields.emplace_back("is_coalesced", flag(*t.sparse.coalesced));
+        CKG_TRY(part("indices", t.sparse->indices));
+        if (t.sparse->coalesced) fields.emplace_back("is_coalesced", flag(*t.sparse->coalesced));
       } else {
-        CKG_TRY(part(rows ? "crow_indices" : "ccol_indices", t.sparse.indices));
-        CKG_TRY(part(rows ? "col_indices" : "row_indices", t.sparse.plain_indices));
+        CKG_TRY(part(rows ? "crow_indices" : "ccol_indices", t.sparse->indices));
+        CKG_TRY(part(rows ? "col_indices" : "row_indices", t.sparse->plain_indices));
       }
       if (t.layout != TensorLayout::kNested) {
-        CKG_TRY(part("values", t.sparse.values));
-        fields.emplace_back("dense_dim", std::to_string(t.sparse.dense_dim));
+        CKG_TRY(part("values", t.sparse->values));
+        fields.emplace_back("dense_dim", std::to_string(t.sparse->dense_dim));
         fields.emplace_back("layout", str(TensorLayoutName(t.layout)));
-        fields.emplace_back("sparse_dim", std::to_string(t.sparse.sparse_dim));
+        fields.emplace_back("sparse_dim", std::to_string(t.sparse->sparse_dim));
       }
     } else {
       if (t.meta) fields.emplace_back("meta", "true");
@@ -1409,13 +1409,13 @@ static Status CheckNestedViews(const Checkpoint& ckpt) {
   for (uint32_t n = 0; n < tensors.size(); ++n) {
     const Tensor& t = tensors[n];
     if (t.layout != TensorLayout::kNested) continue;
-    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> sizes, ckpt.ContiguousBytes(t.nested.sizes));
-    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> strides, ckpt.ContiguousBytes(t.nested.strides));
-    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> offsets, ckpt.ContiguousBytes(t.nested.offsets));
-    const Tensor& sizes_tensor = tensors[t.nested.sizes];
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> sizes, ckpt.ContiguousBytes(t.nested->sizes));
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> strides, ckpt.ContiguousBytes(t.nested->strides));
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> offsets, ckpt.ContiguousBytes(t.nested->offsets));
+    const Tensor& sizes_tensor = tensors[t.nested->sizes];
     const uint64_t count = t.shape.empty() ? 0 : static_cast<uint64_t>(t.shape[0]);
     const uint64_t dims = sizes_tensor.shape.size() == 2 ? static_cast<uint64_t>(sizes_tensor.shape[1]) : 0;
-    const uint64_t length = tensors[t.nested.buffer].num_elements;
+    const uint64_t length = tensors[t.nested->buffer].num_elements;
     auto at = [](const std::vector<uint8_t>& bytes, uint64_t i) {
       int64_t v;
       std::memcpy(&v, bytes.data() + i * 8, 8);
@@ -1423,7 +1423,7 @@ static Status CheckNestedViews(const Checkpoint& ckpt) {
     };
     for (uint64_t c = 0; c < count; ++c) {
       auto refuse = [&](const std::string& why) {
-        return MakeError(ErrorCode::kMalformed, t.sparse.offset,
+        return MakeError(ErrorCode::kMalformed, t.sparse->offset,
                          "nested tensor " + TensorLabel(ckpt, n) + ", component " + Num(c) + ": " + why);
       };
       const int64_t offset = at(offsets, c);
@@ -1464,12 +1464,12 @@ static Status CheckSparseIndices(const Checkpoint& ckpt) {
     auto refuse = [&](const std::string& why) {
       std::string size = "[";
       for (size_t i = 0; i < t.shape.size(); ++i) size += (i ? ", " : "") + std::to_string(t.shape[i]);
-      return MakeError(ErrorCode::kMalformed, t.sparse.offset,
+      return MakeError(ErrorCode::kMalformed, t.sparse->offset,
                        std::string(TensorLayoutName(t.layout)) + " tensor " + TensorLabel(ckpt, n) + " of size " +
                            size + "]: " + why + " (torch refuses it too)");
     };
-    const Tensor& ix = tensors[t.sparse.indices];
-    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> ibytes, ckpt.ContiguousBytes(t.sparse.indices));
+    const Tensor& ix = tensors[t.sparse->indices];
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> ibytes, ckpt.ContiguousBytes(t.sparse->indices));
     auto at = [](const std::vector<uint8_t>& bytes, DType dtype, uint64_t i) -> int64_t {
       if (dtype == DType::kInt32) {
         int32_t v;
@@ -1498,9 +1498,9 @@ static Status CheckSparseIndices(const Checkpoint& ckpt) {
     const bool block = t.layout == TensorLayout::kSparseBsr || t.layout == TensorLayout::kSparseBsc;
     const char* cname = rows ? "crow_indices" : "ccol_indices";
     const char* pname = rows ? "col_indices" : "row_indices";
-    const Tensor& values = tensors[t.sparse.values];
-    const Tensor& px = tensors[t.sparse.plain_indices];
-    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> pbytes, ckpt.ContiguousBytes(t.sparse.plain_indices));
+    const Tensor& values = tensors[t.sparse->values];
+    const Tensor& px = tensors[t.sparse->plain_indices];
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> pbytes, ckpt.ContiguousBytes(t.sparse->plain_indices));
     const size_t batch = ix.shape.size() - 1;
     const int64_t block_rows = block ? values.shape[batch + 1] : 1;
     const int64_t block_cols = block ? values.shape[batch + 2] : 1;

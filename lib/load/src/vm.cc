@@ -985,7 +985,7 @@ class Vm {
                     fn + ": per-channel " + what + " must be a strided tensor with data, not a " +
                         (t.meta ? std::string("meta") : std::string(TensorLayoutName(t.layout))) + " tensor");
       }
-      if (t.quant.scheme != QScheme::kNone || t.conj || t.neg || (want_float ? !is_float : !(is_int || is_float))) {
+      if (t.quant->scheme != QScheme::kNone || t.conj || t.neg || (want_float ? !is_float : !(is_int || is_float))) {
         return Malformed(op, fn + ": per-channel " + what + " must be a tensor of " +
                                  (want_float ? "float64 or float32" : "int64, int32, float64 or float32") + ", not " +
                                  std::string(DTypeName(t.dtype)) + (t.conj || t.neg ? " with a conj/neg bit" : ""));
@@ -1073,7 +1073,7 @@ class Vm {
       return Malformed(op, fn + ": " + what + " must be a tensor, not " + std::string(ValueKindName(v.kind)));
     }
     const Tensor& t = state_.tensors[v.index];
-    if (!t.HasData() || t.quant.scheme != QScheme::kNone) {
+    if (!t.HasData() || t.quant->scheme != QScheme::kNone) {
       return Fail(ErrorCode::kUnsupportedFormat, op,
                   fn + ": " + what + " must be a strided tensor with data, not a " +
                       (t.meta ? "meta" : t.layout != TensorLayout::kStrided ? std::string(TensorLayoutName(t.layout))
@@ -1131,18 +1131,18 @@ class Vm {
         return Malformed(op, what + ": data must be (indices, values, size[, is_coalesced]), got " + Num(items.size()) +
                                  " items");
       }
-      CKG_ASSIGN_OR_RETURN(out.sparse.indices, SparsePart(op, fn, items[0], "indices"));
-      CKG_ASSIGN_OR_RETURN(out.sparse.values, SparsePart(op, fn, items[1], "values"));
+      CKG_ASSIGN_OR_RETURN(out.sparse.Mut().indices, SparsePart(op, fn, items[0], "indices"));
+      CKG_ASSIGN_OR_RETURN(out.sparse.Mut().values, SparsePart(op, fn, items[1], "values"));
       CKG_ASSIGN_OR_RETURN(auto size, DenseSize(op, fn, items[2]));
       if (items.size() == 4 && Get(items[3]).kind != ValueKind::kNone) {
         if (Get(items[3]).kind != ValueKind::kBool) {
           return Malformed(op, what + ": is_coalesced must be a bool or None, not " +
                                    std::string(ValueKindName(Get(items[3]).kind)));
         }
-        out.sparse.coalesced = Get(items[3]).int_value != 0;
+        out.sparse.Mut().coalesced = Get(items[3]).int_value != 0;
       }
-      const Tensor& indices = state_.tensors[out.sparse.indices];
-      const Tensor& values = state_.tensors[out.sparse.values];
+      const Tensor& indices = state_.tensors[out.sparse->indices];
+      const Tensor& values = state_.tensors[out.sparse->values];
       if (indices.dtype != DType::kInt64) {
         return Malformed(op, what + ": indices must be an int64 tensor, not " + dtype_name(indices.dtype));
       }
@@ -1152,9 +1152,9 @@ class Vm {
       if (values.shape.empty()) {
         return Malformed(op, what + ": values must have at least one dimension (nnz), not shape []");
       }
-      out.sparse.sparse_dim = indices.shape[0];
-      out.sparse.dense_dim = static_cast<int64_t>(values.shape.size()) - 1;
-      const size_t sparse_dim = static_cast<size_t>(out.sparse.sparse_dim);
+      out.sparse.Mut().sparse_dim = indices.shape[0];
+      out.sparse.Mut().dense_dim = static_cast<int64_t>(values.shape.size()) - 1;
+      const size_t sparse_dim = static_cast<size_t>(out.sparse->sparse_dim);
       if (sparse_dim + values.shape.size() - 1 != size.first.size()) {
         return Malformed(op, what + ": size " + DimsText(size.first) + " has " + Num(size.first.size()) +
                                  " dimensions, but indices give " + Num(sparse_dim) + " sparse and values " +
@@ -1179,13 +1179,13 @@ class Vm {
         return Malformed(op, what + ": data must be (" + compressed_name + ", " + plain_name + ", values, size), got " +
                                  Num(items.size()) + " items");
       }
-      CKG_ASSIGN_OR_RETURN(out.sparse.indices, SparsePart(op, fn, items[0], compressed_name));
-      CKG_ASSIGN_OR_RETURN(out.sparse.plain_indices, SparsePart(op, fn, items[1], plain_name));
-      CKG_ASSIGN_OR_RETURN(out.sparse.values, SparsePart(op, fn, items[2], "values"));
+      CKG_ASSIGN_OR_RETURN(out.sparse.Mut().indices, SparsePart(op, fn, items[0], compressed_name));
+      CKG_ASSIGN_OR_RETURN(out.sparse.Mut().plain_indices, SparsePart(op, fn, items[1], plain_name));
+      CKG_ASSIGN_OR_RETURN(out.sparse.Mut().values, SparsePart(op, fn, items[2], "values"));
       CKG_ASSIGN_OR_RETURN(auto size, DenseSize(op, fn, items[3]));
-      const Tensor& compressed = state_.tensors[out.sparse.indices];
-      const Tensor& plain = state_.tensors[out.sparse.plain_indices];
-      const Tensor& values = state_.tensors[out.sparse.values];
+      const Tensor& compressed = state_.tensors[out.sparse->indices];
+      const Tensor& plain = state_.tensors[out.sparse->plain_indices];
+      const Tensor& values = state_.tensors[out.sparse->values];
       if (compressed.dtype != DType::kInt64 && compressed.dtype != DType::kInt32) {
         return Malformed(op, what + ": " + compressed_name + " must be an int64 or int32 tensor, not " +
                                  dtype_name(compressed.dtype));
@@ -1206,8 +1206,8 @@ class Vm {
                                  Num(batch + 1 + block_dims) + " dimensions (batch, nnz" + (block ? ", block)" : ")"));
       }
       const size_t dense = values.shape.size() - batch - 1 - block_dims;
-      out.sparse.sparse_dim = 2;
-      out.sparse.dense_dim = static_cast<int64_t>(dense);
+      out.sparse.Mut().sparse_dim = 2;
+      out.sparse.Mut().dense_dim = static_cast<int64_t>(dense);
       const Dims& sz = size.first;
       if (sz.size() != batch + 2 + dense) {
         return Malformed(op, what + ": size " + DimsText(sz) + " must have " + Num(batch + 2 + dense) + " dimensions (" +
@@ -1253,8 +1253,8 @@ class Vm {
       out.shape = std::move(size.first);
       out.num_elements = size.second;
     }
-    out.dtype = state_.tensors[out.sparse.values].dtype;
-    out.sparse.offset = op.offset;
+    out.dtype = state_.tensors[out.sparse->values].dtype;
+    out.sparse.Mut().offset = op.offset;
     return AddTensor(op, std::move(out));
   }
 
@@ -1268,14 +1268,14 @@ class Vm {
     CKG_TRY(Arity(op, fn, args.size(), 4, 4));
     Tensor out;
     out.layout = TensorLayout::kNested;
-    CKG_ASSIGN_OR_RETURN(out.nested.buffer, SparsePart(op, fn, args[0], "buffer"));
-    CKG_ASSIGN_OR_RETURN(out.nested.sizes, SparsePart(op, fn, args[1], "sizes"));
-    CKG_ASSIGN_OR_RETURN(out.nested.strides, SparsePart(op, fn, args[2], "strides"));
-    CKG_ASSIGN_OR_RETURN(out.nested.offsets, SparsePart(op, fn, args[3], "storage_offsets"));
-    const Tensor& buffer = state_.tensors[out.nested.buffer];
-    const Tensor& sizes = state_.tensors[out.nested.sizes];
-    const Tensor& strides = state_.tensors[out.nested.strides];
-    const Tensor& offsets = state_.tensors[out.nested.offsets];
+    CKG_ASSIGN_OR_RETURN(out.nested.Mut().buffer, SparsePart(op, fn, args[0], "buffer"));
+    CKG_ASSIGN_OR_RETURN(out.nested.Mut().sizes, SparsePart(op, fn, args[1], "sizes"));
+    CKG_ASSIGN_OR_RETURN(out.nested.Mut().strides, SparsePart(op, fn, args[2], "strides"));
+    CKG_ASSIGN_OR_RETURN(out.nested.Mut().offsets, SparsePart(op, fn, args[3], "storage_offsets"));
+    const Tensor& buffer = state_.tensors[out.nested->buffer];
+    const Tensor& sizes = state_.tensors[out.nested->sizes];
+    const Tensor& strides = state_.tensors[out.nested->strides];
+    const Tensor& offsets = state_.tensors[out.nested->offsets];
     if (buffer.shape.size() != 1) {
       return Malformed(op, fn + ": buffer must be 1-D, not of shape " + DimsText(buffer.shape));
     }
@@ -1304,7 +1304,7 @@ class Vm {
     out.dtype = buffer.dtype;
     out.shape = {n};
     out.num_elements = buffer.num_elements;
-    out.sparse.offset = op.offset;
+    out.sparse.Mut().offset = op.offset;
     return AddTensor(op, std::move(out));
   }
 
@@ -1361,7 +1361,7 @@ class Vm {
     }
     CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[3], "requires_grad"));
     Tensor t = state_.tensors[data.index];
-    if (!t.HasData() || t.quant.scheme != QScheme::kNone || t.parameter) {
+    if (!t.HasData() || t.quant->scheme != QScheme::kNone || t.parameter) {
       return Malformed(op, fn + ": data must be a numpy array");
     }
     if (t.dtype != d.dtype) {
@@ -2309,8 +2309,8 @@ Dims DenseStrides(std::span<const int64_t> shape, bool fortran, int64_t unit) {
 }
 
 std::optional<std::string> NotAPlainArray(const Tensor& t) {
-  if (t.quant.scheme != QScheme::kNone) {
-    return "a quantized tensor (" + std::string(DTypeName(t.dtype)) + ", " + std::string(QSchemeName(t.quant.scheme)) +
+  if (t.quant->scheme != QScheme::kNone) {
+    return "a quantized tensor (" + std::string(DTypeName(t.dtype)) + ", " + std::string(QSchemeName(t.quant->scheme)) +
            ")";
   }
   if (!t.numpy_dtype.empty()) return "a tensor of numpy dtype " + t.numpy_dtype + " (kept as its bytes)";

@@ -202,6 +202,37 @@ struct NestedParts {
   uint32_t offsets = 0;
 };
 
+// Rare<T> is a part that most objects leave at its default (a tensor's
+// quantizer, sparse or nested components): read through -> (the default
+// when unset), written through Mut(), and kept on the heap only once set,
+// so that a state dict's tensors do not each carry every kind's fields.
+template <typename T>
+class Rare {
+ public:
+  Rare() = default;
+  Rare(const Rare& other) : p_(other.p_ ? std::make_unique<T>(*other.p_) : nullptr) {}
+  Rare(Rare&&) noexcept = default;
+  Rare& operator=(const Rare& other) {
+    if (this != &other) p_ = other.p_ ? std::make_unique<T>(*other.p_) : nullptr;
+    return *this;
+  }
+  Rare& operator=(Rare&&) noexcept = default;
+  Rare& operator=(const T& value) {
+    Mut() = value;
+    return *this;
+  }
+  const T& operator*() const { return p_ ? *p_ : kDefault; }
+  const T* operator->() const { return &**this; }
+  T& Mut() {
+    if (!p_) p_ = std::make_unique<T>();
+    return *p_;
+  }
+
+ private:
+  static inline const T kDefault{};
+  std::unique_ptr<T> p_;
+};
+
 // Tensor is a strided view of a storage, exactly as torch describes it:
 // element i0,i1,... lives at storage element storage_offset + sum(i_k*stride_k).
 // Every view is checked against its storage before it is made.
@@ -242,14 +273,14 @@ struct Tensor {
   // of numpy's tobytes(), in the file's byte order. Empty for every other
   // tensor. Writers refuse such tensors.
   CompactText numpy_dtype;
-  Quantization quant;          // quant.scheme != kNone: a quantized tensor (dtype is its int_repr's)
-  SparseParts sparse;          // a sparse layout (offset: also set for kNested)
-  NestedParts nested;          // layout kNested (shape: [number of components])
+  Rare<Quantization> quant;    // quant->scheme != kNone: a quantized tensor (dtype is its int_repr's)
+  Rare<SparseParts> sparse;    // a sparse layout (offset: also set for kNested)
+  Rare<NestedParts> nested;    // layout kNested (shape: [number of components])
 
   // HasData: the tensor is a view of a storage (not sparse, nested or meta).
   bool HasData() const { return layout == TensorLayout::kStrided && !meta; }
 };
-static_assert(sizeof(Tensor) <= 224, "Tensor grew: a state dict holds one per entry");
+static_assert(sizeof(Tensor) <= 152, "Tensor grew: a state dict holds one per entry");
 static_assert(sizeof(Storage) <= 64, "Storage grew: a state dict holds one per entry");
 
 // DenseStrides: the strides of a C-order (or, `fortran`, Fortran-order)
