@@ -71,9 +71,9 @@ class InlineVec {
   }
   ~InlineVec() { Release(); }
 
-  // As a std::vector (callers that keep a copy, or APIs that take one).
+  // As a std::vector (callers that keep a copy, or APIs that take one). A
+  // span is made by std::span's constructor from a contiguous range.
   operator std::vector<T>() const { return std::vector<T>(begin(), end()); }  // NOLINT
-  operator std::span<const T>() const { return {data(), size()}; }           // NOLINT
 
   size_t size() const { return size_ & kSizeMask; }
   bool empty() const { return size() == 0; }
@@ -199,7 +199,7 @@ class InlineVec {
   }
 
   uint32_t size_ = 0;  // kOnHeap | number of elements
-  T inline_[N];
+  T inline_[N]{};  // zeroed: a moved or copied empty InlineVec reads no indeterminate bytes
 };
 
 }  // namespace ckptguard
