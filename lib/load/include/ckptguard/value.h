@@ -57,8 +57,9 @@ enum class ValueKind : uint8_t {
   kRecord,     // a declared record: what a call of a data kind of rules/callables.toml (or of an
                // allowlist entry with action "record") would have built, built without calling
                // anything. text = the callable's dotted name ("argparse.Namespace"), index =
-               // RecordForm, items = its arguments, attrs = the state BUILD gave it (key, value...;
-               // a state that is not a dict is kept under the key "__state__").
+               // RecordForm, items = its arguments, its attributes (ValueArena::Attrs) = the
+               // state BUILD gave it (key, value...; a state that is not a dict is kept under the
+               // key "__state__").
 };
 
 // RecordForm is how a record was made (Value::index of a kRecord).
