@@ -16,6 +16,7 @@
 #include <boost/test/unit_test.hpp>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "ckptguard/checkpoint.h"
@@ -134,6 +135,53 @@ BOOST_AUTO_TEST_CASE(truncated_to_zero_reads_zeros_and_reports_the_change) {
   Status s = file->CheckUnchanged();
   BOOST_REQUIRE(!s);
   ExpectChanged(s.error(), path);
+}
+
+// MappedRssKib is the resident size of the mapping that starts at `addr`,
+// as /proc/self/smaps reports it (KiB); -1 when the mapping is not found.
+long MappedRssKib(const void* addr) {
+  std::ifstream smaps("/proc/self/smaps");
+  char start[32];
+  std::snprintf(start, sizeof(start), "%lx-", static_cast<unsigned long>(reinterpret_cast<uintptr_t>(addr)));
+  std::string line;
+  bool in = false;
+  while (std::getline(smaps, line)) {
+    if (line.rfind(start, 0) == 0) {
+      in = true;
+    } else if (in && line.rfind("Rss:", 0) == 0) {
+      return std::stol(line.substr(4));
+    }
+  }
+  return -1;
+}
+
+BOOST_AUTO_TEST_CASE(drop_resident_leaves_the_resident_set_and_keeps_the_bytes) {
+  TempDir dir;
+  std::string content(size_t{4} << 20, '\0');
+  for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 131) >> 7);
+  const std::string path = dir.Write("f.bin", content);
+  Result<MappedFile> file = MappedFile::Open(path);
+  BOOST_REQUIRE(file.has_value());
+  const uint64_t sum = SumAll(file->data());  // every page read
+  BOOST_TEST(MappedRssKib(file->data().data()) >= 4000);
+  file->DropResident();
+  BOOST_TEST(MappedRssKib(file->data().data()) < 64);  // back in the page cache, not in this process
+  BOOST_TEST(SumAll(file->data()) == sum);             // read again from the file, the same bytes
+  BOOST_TEST(std::memcmp(file->data().data(), content.data(), content.size()) == 0);
+  BOOST_TEST(file->CheckUnchanged().has_value());
+  // After a truncation the torn pages stay zero pages when dropped and read
+  // again, and the change is still reported.
+  Truncate(path, 0);
+  BOOST_TEST(SumAll(file->data()) == 0u);
+  file->DropResident();
+  BOOST_TEST(SumAll(file->data()) == 0u);
+  BOOST_TEST(!file->CheckUnchanged());
+  // Owned memory (kRead) is never dropped.
+  const std::string path2 = dir.Write("g.bin", content);
+  Result<MappedFile> read = MappedFile::Open(path2, MappedFileOptions{.mode = MapMode::kRead});
+  BOOST_REQUIRE(read.has_value());
+  read->DropResident();
+  BOOST_TEST(std::memcmp(read->data().data(), content.data(), content.size()) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(truncated_to_half_keeps_the_first_half_and_reports_the_change) {

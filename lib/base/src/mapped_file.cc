@@ -249,4 +249,8 @@ void MappedFile::AdviseRandom() const {
   if (addr_ != nullptr && size_ > 0 && mode_ == MapMode::kMap) ::madvise(addr_, size_, MADV_RANDOM);
 }
 
+void MappedFile::DropResident() const {
+  if (addr_ != nullptr && size_ > 0 && mode_ == MapMode::kMap) ::madvise(addr_, size_, MADV_DONTNEED);
+}
+
 }  // namespace ckptguard

@@ -985,13 +985,13 @@ void EntryIndex::Set(std::string_view name, size_t index) {
   for (size_t slot = std::hash<std::string_view>()(name) & mask;; slot = (slot + 1) & mask) {
     if (table_[slot] == kEmpty) {
       table_[slot] = static_cast<uint32_t>(items_.size());
-      items_.push_back(Item{names_.size(), name.size(), index});
+      items_.push_back(Item{names_.size(), static_cast<uint32_t>(name.size()), static_cast<uint32_t>(index)});
       names_.append(name);
       return;
     }
     Item& item = items_[table_[slot]];
     if (NameOf(item) == name) {
-      item.second = index;
+      item.second = static_cast<uint32_t>(index);
       return;
     }
   }

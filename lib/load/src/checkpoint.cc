@@ -1573,6 +1573,10 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
                                                  : std::string()),
                      a.entry).error());
   }
+  // The directory, headers and records read to open the container need not
+  // stay in this process's memory: what a load keeps resident is what it
+  // views (the pickles, then whatever tensors the caller reads).
+  state->file.DropResident();
   Loader loader(*state, options);
   if (Status loaded = loader.Load(); !loaded) return fail(std::move(loaded).error());
   CKG_TRY(state->file.CheckUnchanged());

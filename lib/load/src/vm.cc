@@ -133,20 +133,22 @@ class KeyIndex {
         slot = i;
         return kEmpty;
       }
-      if (hash_[i] == hash && same(pos_[i])) return pos_[i];
+      if (hash_[i] == static_cast<uint32_t>(hash) && same(pos_[i])) return pos_[i];
     }
   }
   // Insert stores `position` at `slot` (from Find, with no insert between).
   void Insert(size_t slot, uint64_t hash, uint32_t position) {
     pos_[slot] = position;
-    hash_[slot] = hash;
-    if (2 * ++count_ > pos_.size()) Rehash(2 * pos_.size());
+    hash_[slot] = static_cast<uint32_t>(hash);
+    if (4 * ++count_ > 3 * pos_.size()) Rehash(2 * pos_.size());  // at most 3/4 full
   }
 
  private:
+  // Slots keep the hash's low 32 bits (the probe start uses fewer; `same`
+  // decides equality): 8 bytes a slot.
   void Rehash(size_t size) {
     std::vector<uint32_t> old_pos = std::move(pos_);
-    std::vector<uint64_t> old_hash = std::move(hash_);
+    std::vector<uint32_t> old_hash = std::move(hash_);
     pos_.assign(size, kEmpty);
     hash_.assign(size, 0);
     const size_t mask = size - 1;
@@ -160,7 +162,7 @@ class KeyIndex {
   }
 
   std::vector<uint32_t> pos_;
-  std::vector<uint64_t> hash_;
+  std::vector<uint32_t> hash_;
   size_t count_ = 0;
 };
 

@@ -74,6 +74,15 @@ class MappedFile {
   // directories, headers and pickles, never tensor data): no readahead
   // around each page touched. Advisory; errors are ignored.
   void AdviseRandom() const;
+  // DropResident lets the kernel take back the pages of the mapping this
+  // process has read so far (madvise MADV_DONTNEED): they stay in the page
+  // cache, leave this process's resident set, and are read again from the
+  // file if touched again. A load calls it once the archive's directory and
+  // headers are checked, so that what stays resident is what is viewed
+  // (the pickles it runs, the tensors a caller reads). The bytes a later read
+  // sees are the file's then (the zero-copy hazard above, nothing new;
+  // CheckUnchanged tells). kRead mode and errors: nothing happens.
+  void DropResident() const;
   const std::string& path() const { return path_; }
   MapMode mode() const { return mode_; }
 

@@ -125,8 +125,8 @@ class EntryIndex {
  public:
   struct Item {
     uint64_t name_offset = 0;  // in the index's name store
-    uint64_t name_len = 0;
-    size_t second = 0;         // the entry's index in Container::entries
+    uint32_t name_len = 0;     // a zip name is at most 65,535 bytes, a tar name a few KiB
+    uint32_t second = 0;       // the entry's index in Container::entries (fewer than 2^32)
   };
   using const_iterator = const Item*;
 

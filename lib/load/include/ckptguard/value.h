@@ -304,7 +304,7 @@ std::optional<std::string> NotAPlainArray(const Tensor& t);
 // an old and a new array at once).
 class ValueArena {
  public:
-  static constexpr size_t kChunkBits = 12;
+  static constexpr size_t kChunkBits = 10;  // 64 KiB chunks: a load wastes half of one on average
   static constexpr size_t kChunkSize = size_t{1} << kChunkBits;  // values per chunk
 
   // Emplace hands out the next slot, a default Value (slots past size() are
