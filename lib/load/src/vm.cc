@@ -188,7 +188,7 @@ class Vm {
   Result<ValueId> Run() {
     // A value takes at least ~4 pickle bytes in real files (an opcode and a
     // memo PUT): reserving the arena's chunk list from the length avoids
-    // regrowing it. Capped (2^18 values: 64 chunk pointers) so that a pickle
+    // regrowing it. Capped (2^18 values: 256 chunk pointers) so that a pickle
     // full of bytes cannot inflate it.
     state_.values.Reserve(static_cast<size_t>(std::min<uint64_t>(
         state_.values.size() + std::min<uint64_t>(data_.size() / 4, uint64_t{1} << 18), limits_.max_values)));
