@@ -519,20 +519,11 @@ BOOST_AUTO_TEST_CASE(other_globals_are_named_through_the_machine) {
 // same root, error, values built, reports and budget charges, whatever the
 // limits, on every prefix of a limit and on damaged pickles.
 
-// SharingDomain shares literals as the VM does (LiteralSlot), so that the
-// fast path's shared BININT1, NONE, NEWTRUE and NEWFALSE are exercised.
+// SharingDomain shares literals as the VM does (ScalarLiteralSlot), so
+// that the fast path's shared BININT1, NONE, NEWTRUE and NEWFALSE are
+// exercised.
 struct SharingDomain : CountingDomain {
-  size_t LiteralSlot(const PickleOp& op) const {
-    switch (op.code) {
-      case Opcode::kNone: return 1024 + 2;
-      case Opcode::kNewTrue: return 1024 + 1;
-      case Opcode::kNewFalse: return 1024;
-      case Opcode::kBinInt1:
-      case Opcode::kBinInt2:
-        return op.arg.uint_value < 1024 ? static_cast<size_t>(op.arg.uint_value) : kMachineNoSlot;
-      default: return kMachineNoSlot;
-    }
-  }
+  size_t LiteralSlot(const PickleOp& op) const { return ScalarLiteralSlot(op); }
 };
 
 struct MachineOutcome {

@@ -283,30 +283,8 @@ class Vm {
   // LiteralSlot: None, bools and small ints are never changed once made, and
   // a state dict repeats the same few (sizes, strides, offsets, False)
   // hundreds of thousands of times: the machine shares one value each
-  // (pickle_machine.h), as CPython shares them too. Ints 0..1023 (of any int
-  // opcode), then False, True and None.
-  size_t LiteralSlot(const PickleOp& op) const {
-    const PickleArg& arg = op.arg;
-    switch (op.code) {
-      case Opcode::kNone: return 1024 + 2;
-      case Opcode::kNewTrue: return 1024 + 1;
-      case Opcode::kNewFalse: return 1024;
-      case Opcode::kInt:
-      case Opcode::kBinInt:
-      case Opcode::kBinInt1:
-      case Opcode::kBinInt2:
-      case Opcode::kLong:
-      case Opcode::kLong1:
-      case Opcode::kLong4:
-        if (arg.type == PickleArgType::kBool) return 1024 + (arg.int_value != 0 ? 1 : 0);
-        if (arg.type == PickleArgType::kUInt) return arg.uint_value < 1024 ? static_cast<size_t>(arg.uint_value) : kMachineNoSlot;
-        if (arg.type == PickleArgType::kInt) {
-          return arg.int_value >= 0 && arg.int_value < 1024 ? static_cast<size_t>(arg.int_value) : kMachineNoSlot;
-        }
-        return kMachineNoSlot;
-      default: return kMachineNoSlot;
-    }
-  }
+  // (pickle_machine.h), as CPython shares them too.
+  size_t LiteralSlot(const PickleOp& op) const { return ScalarLiteralSlot(op); }
   Result<Id> Tuple(const PickleOp& op, std::span<const Id> items) {
     // One empty tuple per run, as CPython's () is one object: a state dict
     // pickles one per tensor (the OrderedDict() of its backward hooks). No

@@ -198,13 +198,16 @@ class PickleDecoder {
   // NumPicklesFinished counts the STOPs decoded so far.
   uint32_t NumPicklesFinished() const { return num_finished_; }
 
- private:
-  Status NextSlow(PickleOp& op);
-  Status DecodeOperand(const OpcodeInfo& info, PickleOp& op);
+  // LoadU32LE reads a UINT4 operand (the inline paths: Next's and the
+  // machine's over PeekFixed's bytes).
   static uint32_t LoadU32LE(const uint8_t* p) {
     return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
            (static_cast<uint32_t>(p[3]) << 24);
   }
+
+ private:
+  Status NextSlow(PickleOp& op);
+  Status DecodeOperand(const OpcodeInfo& info, PickleOp& op);
   // SetFixedInt sets a fixed-width integer operand (UINT1, UINT2, UINT4,
   // INT4) from its little-endian value: the fast path and DecodeOperand
   // share it.

@@ -103,6 +103,32 @@ inline constexpr MachineId kMachineNoValue = UINT32_MAX;
 inline constexpr size_t kMachineLiteralSlots = 1024 + 3;
 inline constexpr size_t kMachineNoSlot = SIZE_MAX;
 
+// ScalarLiteralSlot is the LiteralSlot of a domain whose None, bools and
+// small ints are never changed once made (the VM's): ints 0..1023 of any int
+// opcode, then False, True and None; kMachineNoSlot for any other op.
+inline size_t ScalarLiteralSlot(const PickleOp& op) {
+  const PickleArg& arg = op.arg;
+  switch (op.code) {
+    case Opcode::kNone: return 1024 + 2;
+    case Opcode::kNewTrue: return 1024 + 1;
+    case Opcode::kNewFalse: return 1024;
+    case Opcode::kInt:
+    case Opcode::kBinInt:
+    case Opcode::kBinInt1:
+    case Opcode::kBinInt2:
+    case Opcode::kLong:
+    case Opcode::kLong1:
+    case Opcode::kLong4:
+      if (arg.type == PickleArgType::kBool) return 1024 + (arg.int_value != 0 ? 1 : 0);
+      if (arg.type == PickleArgType::kUInt) return arg.uint_value < 1024 ? static_cast<size_t>(arg.uint_value) : kMachineNoSlot;
+      if (arg.type == PickleArgType::kInt) {
+        return arg.int_value >= 0 && arg.int_value < 1024 ? static_cast<size_t>(arg.int_value) : kMachineNoSlot;
+      }
+      return kMachineNoSlot;
+    default: return kMachineNoSlot;
+  }
+}
+
 // MachineLimits bounds one run of the machine (one pickle). Each field says
 // what it bounds, its default and its ceiling (Clamped). The file's Budget
 // bounds all runs of a file together.
@@ -669,7 +695,7 @@ class PickleMachine {
       case static_cast<uint8_t>(Opcode::kBinPut):
       case static_cast<uint8_t>(Opcode::kLongBinPut): {
         const bool long_key = p[0] == static_cast<uint8_t>(Opcode::kLongBinPut);
-        const uint64_t key = long_key ? LoadU32(p + 1) : p[1];
+        const uint64_t key = long_key ? PickleDecoder::LoadU32LE(p + 1) : p[1];
         if (stack_.size() <= Fence() || memo_.size() >= limits_.max_memo_entries || !memo_.CanAppend(key) ||
             !budget_.TryCharge(BudgetKind::kOpcodes, 1)) {
           return 0;
@@ -683,7 +709,7 @@ class PickleMachine {
       case static_cast<uint8_t>(Opcode::kBinGet):
       case static_cast<uint8_t>(Opcode::kLongBinGet): {
         const bool long_key = p[0] == static_cast<uint8_t>(Opcode::kLongBinGet);
-        const Id* found = memo_.Find(long_key ? LoadU32(p + 1) : p[1]);
+        const Id* found = memo_.Find(long_key ? PickleDecoder::LoadU32LE(p + 1) : p[1]);
         if (found == nullptr || stack_.size() >= limits_.max_stack_depth ||
             !budget_.TryCharge(BudgetKind::kOpcodes, 1)) {
           return 0;
@@ -705,7 +731,7 @@ class PickleMachine {
         break;
     }
     if constexpr (kSharesLiterals) {
-      const size_t slot = FastLiteralSlot(p);
+      const size_t slot = FastLiteralSlot(p[0], p[1]);
       if (slot == kFastLiteralSlots) return 0;
       const Id shared = fast_literals_[slot];
       if (shared == kMachineNoValue || stack_.size() >= limits_.max_stack_depth ||
@@ -720,13 +746,14 @@ class PickleMachine {
     }
     return 0;
   }
-  // The fast path's literals, by their bytes: BININT1 0..255, then NONE,
-  // NEWTRUE and NEWFALSE. Step records the value it shared for each
-  // (RememberFastLiteral); the domain's LiteralSlot decides what is shared.
+  // The fast path's literals, by opcode byte and operand byte: BININT1
+  // 0..255, then NONE, NEWTRUE and NEWFALSE; kFastLiteralSlots for any other
+  // opcode. Step records the value it shared for each (RememberFastLiteral);
+  // the domain's LiteralSlot decides what is shared.
   static constexpr size_t kFastLiteralSlots = 256 + 3;
-  static size_t FastLiteralSlot(const uint8_t* p) {
-    switch (p[0]) {
-      case static_cast<uint8_t>(Opcode::kBinInt1): return p[1];
+  static size_t FastLiteralSlot(uint8_t code, uint8_t operand) {
+    switch (code) {
+      case static_cast<uint8_t>(Opcode::kBinInt1): return operand;
       case static_cast<uint8_t>(Opcode::kNone): return 256;
       case static_cast<uint8_t>(Opcode::kNewTrue): return 257;
       case static_cast<uint8_t>(Opcode::kNewFalse): return 258;
@@ -734,17 +761,8 @@ class PickleMachine {
     }
   }
   void RememberFastLiteral(const PickleOp& op, Id v) {
-    switch (op.code) {
-      case Opcode::kBinInt1: fast_literals_[static_cast<uint8_t>(op.arg.uint_value)] = v; break;
-      case Opcode::kNone: fast_literals_[256] = v; break;
-      case Opcode::kNewTrue: fast_literals_[257] = v; break;
-      case Opcode::kNewFalse: fast_literals_[258] = v; break;
-      default: break;
-    }
-  }
-  static uint32_t LoadU32(const uint8_t* p) {
-    return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
-           (static_cast<uint32_t>(p[3]) << 24);
+    const size_t slot = FastLiteralSlot(static_cast<uint8_t>(op.code), static_cast<uint8_t>(op.arg.uint_value));
+    if (slot < kFastLiteralSlots) fast_literals_[slot] = v;
   }
 
   // Memo: PUT/BINPUT/LONG_BINPUT/MEMOIZE. A picklers' next key is stored
