@@ -9,6 +9,7 @@
 #include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "ckptguard/dcp.h"
 #include "ckptguard/printable.h"
 #include "ckptguard/sharded.h"
 #include "cli_util.h"
@@ -309,8 +310,87 @@ int InspectSharded(const std::string& path, const InspectFlags& flags) {
   return kExitOk;
 }
 
+// InDcpPrefix: whether a DCP key is under --prefix (the key itself or a
+// dotted key below it: the default planner flattens nested dicts so).
+bool InDcpPrefix(std::string_view fqn, std::string_view prefix) {
+  return prefix.empty() || fqn == prefix || (fqn.starts_with(prefix) && fqn.size() > prefix.size() &&
+                                             fqn[prefix.size()] == '.');
+}
+
+// InspectDcp shows a torch.distributed.checkpoint folder: every key with
+// its tensor (chunks assembled for the digest) or its value.
+int InspectDcp(const std::string& path, const InspectFlags& flags) {
+  Result<DcpCheckpoint> dcp = LoadDcpCheckpoint(path, flags.load);
+  Result<std::string> out = [&]() -> Result<std::string> {
+    if (!dcp) return std::unexpected(dcp.error());
+    const std::vector<DcpEntry>& entries = dcp->entries();
+    size_t num_tensors = 0;
+    for (const DcpEntry& e : entries) num_tensors += e.is_tensor ? 1 : 0;
+    std::string text;
+    std::string tensors_text;
+    std::string values_text;
+    json tensors = json::object();
+    std::string values_json;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const DcpEntry& e = entries[i];
+      if (!InDcpPrefix(e.fqn, flags.prefix)) continue;
+      if (e.is_tensor) {
+        const std::vector<int64_t> shape(e.size.begin(), e.size.end());
+        std::string digest;
+        if (!flags.no_digest) {
+          CKG_ASSIGN_OR_RETURN(digest, dcp->Sha256Hex(i));
+        }
+        json t{{"dtype", std::string(DTypeName(e.dtype))}, {"shape", shape}, {"chunks", e.chunks.size()}};
+        if (!flags.no_digest) t["sha256"] = digest;
+        tensors[e.fqn] = std::move(t);
+        tensors_text += "  " + Printable(e.fqn) + " " + std::string(DTypeName(e.dtype)) + " " + JsonDims(shape) +
+                        (e.chunks.size() > 1 ? " (" + std::to_string(e.chunks.size()) + " chunks)" : "") +
+                        (flags.no_digest ? "" : "  sha256 " + digest) + "\n";
+        continue;
+      }
+      // A value: its archive's skeleton (what torch.load gives, tensors as
+      // "<tensor>"), spliced as text (it may hold lone surrogates).
+      CKG_ASSIGN_OR_RETURN(std::string skeleton, dcp->archives()[e.archive].SkeletonJson());
+      values_json += (values_json.empty() ? "" : ",") + DumpJson(json(e.fqn), -1) + ":" + skeleton;
+      values_text += "  " + Printable(e.fqn) + " = " + Printable(skeleton) + "\n";
+    }
+    if (flags.json) {
+      const json head{{"file", std::filesystem::path(path).filename().string()},
+                      {"path", path},
+                      {"kind", "dcp"},
+                      {"files", [&] {
+                         std::vector<std::string> files;
+                         for (const DcpArchive& a : dcp->archive_refs()) {
+                           if (std::find(files.begin(), files.end(), a.file) == files.end()) files.push_back(a.file);
+                         }
+                         std::sort(files.begin(), files.end());
+                         return files;
+                       }()},
+                      {"tensors", tensors}};
+      text = DumpJson(head, -1);
+      text.back() = ',';
+      text += "\"values\":{" + values_json + "}}";
+    } else {
+      text = "== " + Printable(path) + "\nformat: dcp (torch.distributed.checkpoint: " + std::to_string(entries.size()) +
+             " keys, " + std::to_string(dcp->archives().size()) + " items)\n";
+      text += "tensors (" + std::to_string(tensors.size()) + "):\n" + tensors_text;
+      text += "values (" + std::to_string(entries.size() - num_tensors) + "):\n" + values_text;
+    }
+    CKG_TRY(dcp->CheckUnchanged());
+    return text;
+  }();
+  if (!out) {
+    ReportError(path, out.error());
+    if (flags.json) std::cout << DumpJson(json{{"path", path}, {"error", ErrorJson(out.error())}}, -1) << "\n";
+    return kExitError;
+  }
+  std::cout << *out << (flags.json ? "\n" : "");
+  return kExitOk;
+}
+
 int InspectOne(const std::string& path, const InspectFlags& flags) {
   if (IsShardIndexPath(path)) return InspectSharded(path, flags);
+  if (IsDcpFolder(path)) return InspectDcp(path, flags);
   Result<Checkpoint> ckpt = LoadCheckpoint(path, flags.load);
   if (ckpt && !flags.json) {
     std::ostringstream text;
@@ -442,6 +522,15 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
   Text shows each shard's tensors; --json is {file, path, kind: "sharded",
   tensors: count, shards: [one document as above per shard]}.
 
+  A torch.distributed.checkpoint folder (DIR holding .metadata and .distcp
+  files, as dcp.save writes it) is loaded as one state dict: .metadata as
+  declared records (torch reads it with pickle.load), every item's torch
+  archive, and each tensor saved in chunks (one per rank) assembled for its
+  digest. Text lists the tensors and the values (as skeletons); --json is
+  {file, path, kind: "dcp", files, tensors: {key: {dtype, shape, chunks,
+  sha256}}, values: {key: skeleton}}. --prefix selects keys under a dotted
+  path (model, optim).
+
 Exit status: 0 when every file loaded, 2 when one did not (the error names the
 file, the entry, the global or limit, and the byte offset).
 
@@ -449,6 +538,7 @@ Examples:
   ckptguard inspect model.pt
   ckptguard inspect --prefix model checkpoint.pt        # one sub-dict
   ckptguard inspect model.safetensors.index.json        # a sharded model
+  ckptguard inspect checkpoints/step_1200/              # a torch.distributed.checkpoint folder
   ckptguard inspect --json model.pt | jq '.tensors | keys'
   ckptguard inspect --rules my_allowlist.toml model.pt  # extra allowed globals
 )");

@@ -11,6 +11,7 @@
 
 #include "ckptguard/printable.h"
 #include "ckptguard/latest.h"
+#include "ckptguard/dcp.h"
 #include "ckptguard/sharded.h"
 #include "ckptguard/verify.h"
 #include "cli_util.h"
@@ -102,15 +103,21 @@ void AddVerifyCommand(CLI::App& app, VerifyFlags& flags) {
   shard that does not hold it, a tensor in two shards, a shard tensor the
   index does not name).
 
+  A torch.distributed.checkpoint folder (DIR holding .metadata and
+  __<rank>_<n>.distcp files) is verified whole: .metadata, every item's
+  torch archive in the .distcp files with all its CRCs, and every tensor
+  assembled from its chunks and read to the last byte.
+
 Exit status: 0 every file is whole, 1 a file is broken, 2 a file could not be
 read at all.
 
 Examples:
   ckptguard verify checkpoints/epoch_0042.pt
   ckptguard verify llama/model.safetensors.index.json
+  ckptguard verify checkpoints/step_1200/        (a torch.distributed.checkpoint folder)
   ckptguard verify --json checkpoints/*.pt | jq -c '{path, ok}'
 )");
-  cmd->add_option("files", flags.files, "Checkpoint files")->required()->type_name("FILE");
+  cmd->add_option("files", flags.files, "Checkpoint files, shard indexes or DCP folders")->required()->type_name("FILE");
   cmd->add_flag("--json", flags.json, "One JSON object per file and line: path, format, ok, tensors, problems");
   AddBudgetOptions(*cmd, flags.budget);
 }
@@ -120,7 +127,9 @@ int RunVerify(const VerifyFlags& flags) {
   for (const std::string& path : flags.files) {
     LoadOptions load;
     load.budget = flags.budget;
-    const VerifyReport r = IsShardIndexPath(path) ? VerifyShardedCheckpoint(path, load) : VerifyCheckpoint(path, load);
+    const VerifyReport r = IsShardIndexPath(path) ? VerifyShardedCheckpoint(path, load)
+                           : IsDcpFolder(path)    ? VerifyDcpCheckpoint(path, load)
+                                                  : VerifyCheckpoint(path, load);
     if (flags.json) {
       std::cout << DumpJson(ReportJson(r), -1) << "\n";
     } else {

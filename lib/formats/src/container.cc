@@ -62,6 +62,7 @@ class Opener {
     }
     if (LooksLikeZip(bytes)) {
       OpenZip(c, depth);
+      AddEmbeddedZips(c, depth);
     } else if (StartsWith(bytes, kNpyMagic)) {
       OpenNpy(c, depth);
     } else if (std::optional<Container> wrapped = OpenWrapped(bytes, DetectWrapper(bytes), depth)) {
@@ -95,6 +96,63 @@ class Opener {
       return;
     }
     c.nested.push_back({std::move(entry), std::make_unique<Container>(Open(bytes, depth + 1))});
+  }
+
+  // AddEmbeddedZips opens the other archives a zip file holds, found by
+  // their end records (FindEmbeddedZips), each as a file of its own: a
+  // reader of a byte range reads them, as torch.distributed.checkpoint reads
+  // each torch archive of a .distcp file with torch.load of its range. A
+  // well-formed archive has one end record and accounts for all its bytes,
+  // so the file is searched only when it did not open as one archive, or
+  // has bytes no entry accounts for, overlapping or misplaced entries. When
+  // the archives tile the file back to back and each opens, the file is a
+  // kZipSequence (what the whole-file reading gave is dropped: no reader
+  // loads the file whole).
+  void AddEmbeddedZips(Container& c, uint32_t depth) {
+    const bool whole = !c.error && std::none_of(c.anomalies.begin(), c.anomalies.end(), [](const Anomaly& a) {
+      return a.kind == "zip.gap" || a.kind == "zip.trailing_data" || a.kind == "zip.overlapping_entries" ||
+             a.kind == "zip.local_header_mismatch" || a.kind == "zip.bad_entry";
+    });
+    if (whole) return;
+    bool more = false;
+    const std::vector<EmbeddedZip> found = FindEmbeddedZips(c.bytes, limits_.max_nested, &more);
+    if (found.size() == 1 && found.front().begin == 0 && found.front().end == c.bytes.size()) return;  // the file itself
+    bool tiled = found.size() >= 2 && !more && found.front().begin == 0 && found.back().end == c.bytes.size();
+    for (size_t i = 1; tiled && i < found.size(); ++i) tiled = found[i].begin == found[i - 1].end;
+    const size_t nested_before = c.nested.size();
+    std::vector<uint64_t> opened_at;  // where each archive added to c.nested begins
+    for (const EmbeddedZip& z : found) {
+      if (z.begin == 0 && z.end == c.bytes.size()) continue;  // the file itself, read above
+      const size_t before = c.nested.size();
+      AddNested(c, "@" + Num(z.begin), c.bytes.subspan(static_cast<size_t>(z.begin), static_cast<size_t>(z.end - z.begin)),
+                depth);
+      if (c.nested.size() > before) opened_at.push_back(z.begin);
+    }
+    if (more) {
+      c.anomalies.push_back({"container.too_many", 0, "",
+                             "more zip archives in the file than max_nested (" + Num(limits_.max_nested) +
+                                 "): the others were not opened"});
+    }
+    const bool all_open = opened_at.size() == found.size() &&
+                          std::all_of(c.nested.begin() + static_cast<std::ptrdiff_t>(nested_before), c.nested.end(),
+                                      [](const NestedContainer& n) { return !n.container->error; });
+    if (tiled && all_open) {
+      c.format = ContainerFormat::kZipSequence;
+      c.error.reset();
+      c.anomalies.clear();
+      c.entries.clear();
+      c.entry_index = EntryIndex();
+      c.pickles.clear();
+      c.npz_members.clear();
+      c.prefix.clear();
+      c.nested.erase(c.nested.begin(), c.nested.begin() + static_cast<std::ptrdiff_t>(nested_before));
+      return;
+    }
+    for (uint64_t at : opened_at) {
+      c.anomalies.push_back({"zip.embedded_archive", at, "@" + Num(at),
+                             "a zip archive inside the file, found by its end record: a reader of that byte range "
+                             "(torch.load of a file slice) reads it"});
+    }
   }
 
   // AddReaderViews adds what other real readers see in c's bytes, beside
@@ -933,6 +991,7 @@ std::string_view ContainerFormatName(ContainerFormat format) {
     case ContainerFormat::kNumpyZip: return "numpy-zip";
     case ContainerFormat::kPickle: return "pickle";
     case ContainerFormat::kZip: return "zip";
+    case ContainerFormat::kZipSequence: return "zip-sequence";
     case ContainerFormat::kUnknown: return "unknown";
   }
   return "unknown";

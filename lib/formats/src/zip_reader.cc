@@ -139,6 +139,45 @@ ZipLimits ZipLimits::Clamped() const {
 
 bool LooksLikeZip(Bytes file) { return file.size() >= 4 && LoadU32(file, 0) == kLocalHeaderSig; }
 
+std::vector<EmbeddedZip> FindEmbeddedZips(Bytes file, size_t max, bool* more) {
+  std::vector<EmbeddedZip> out;
+  if (more != nullptr) *more = false;
+  const std::string_view text(reinterpret_cast<const char*>(file.data()), file.size());
+  constexpr std::string_view kSig("PK\x05\x06", 4);
+  constexpr uint64_t kZip64EndLen = 56;
+  for (size_t p = text.find(kSig); p != std::string_view::npos; p = text.find(kSig, p + 1)) {
+    if (file.size() - p < kEndRecordLen) break;
+    const uint64_t entries = LoadU16(file, p + 10);
+    const uint64_t cd_size = LoadU32(file, p + 12);
+    const uint64_t cd_offset = LoadU32(file, p + 16);
+    const uint64_t end = std::min<uint64_t>(file.size(), p + kEndRecordLen + LoadU16(file, p + 20));
+    uint64_t begin = 0;
+    uint64_t num_entries = entries;
+    if (p >= kZip64LocatorLen + kZip64EndLen && LoadU32(file, p - kZip64LocatorLen) == kZip64LocatorSig &&
+        LoadU32(file, p - kZip64LocatorLen - kZip64EndLen) == kZip64EndSig) {
+      // The zip64 end record right before the locator; the locator's offset
+      // of it counts from the archive's beginning.
+      const uint64_t z64_at = p - kZip64LocatorLen - kZip64EndLen;
+      const uint64_t z64_rel = static_cast<uint64_t>(LoadU32(file, p - kZip64LocatorLen + 8)) |
+                               static_cast<uint64_t>(LoadU32(file, p - kZip64LocatorLen + 12)) << 32;
+      if (z64_rel > z64_at) continue;
+      begin = z64_at - z64_rel;
+      num_entries = static_cast<uint64_t>(LoadU32(file, z64_at + 32)) |
+                    static_cast<uint64_t>(LoadU32(file, z64_at + 36)) << 32;
+    } else {
+      if (cd_size + cd_offset > p) continue;
+      begin = p - cd_size - cd_offset;
+    }
+    if (num_entries == 0 || file.size() - begin < 4 || LoadU32(file, begin) != kLocalHeaderSig) continue;
+    if (out.size() == max) {
+      if (more != nullptr) *more = true;
+      break;
+    }
+    out.push_back({begin, end});
+  }
+  return out;
+}
+
 Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
   ZipArchive zip;
   zip.file_ = file;

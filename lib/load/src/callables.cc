@@ -39,12 +39,17 @@ std::string_view CallableKindName(CallableKind kind) {
   return "unknown";
 }
 
+bool IsClassName(std::string_view dotted) {
+  size_t at = dotted.rfind('.');
+  at = at == std::string_view::npos ? 0 : at + 1;
+  while (at < dotted.size() && dotted[at] == '_') ++at;
+  return at < dotted.size() && dotted[at] >= 'A' && dotted[at] <= 'Z';
+}
+
 const CallableEntry* Callables::Find(std::string_view dotted) const {
   if (auto it = exact_.find(dotted); it != exact_.end()) return &it->second;
   const size_t dot = dotted.rfind('.');
-  if (dot == std::string_view::npos || dot + 1 >= dotted.size()) return nullptr;
-  const char first = dotted[dot + 1];
-  if (first < 'A' || first > 'Z') return nullptr;
+  if (dot == std::string_view::npos || dot + 1 >= dotted.size() || !IsClassName(dotted)) return nullptr;
   if (auto it = class_wildcards_.find(dotted.substr(0, dot)); it != class_wildcards_.end()) return &it->second;
   return nullptr;
 }

@@ -65,6 +65,11 @@ class Loader {
       case ContainerFormat::kZip:
         return MakeError(ErrorCode::kUnsupportedFormat, 0,
                          "a zip archive that is not a torch checkpoint (no <prefix>/data.pkl) or numpy .npz");
+      case ContainerFormat::kZipSequence:
+        return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                         std::to_string(c.nested.size()) +
+                             " zip archives back to back, as torch.distributed.checkpoint writes its .distcp files: "
+                             "load the checkpoint's folder (its .metadata says what each archive holds)");
       case ContainerFormat::kUnknown:
         return MakeError(ErrorCode::kUnsupportedFormat, 0, "not a model file: " + c.reason);
     }

@@ -16,17 +16,6 @@ std::unexpected<Error> IndexError(ErrorCode code, const fs::path& index, std::st
   return MakeError(code, 0, std::move(detail), index.filename().string());
 }
 
-// Escapes: whether a shard path may not be opened. transformers joins it to
-// the index's folder, so it must stay there: not empty, not absolute, no
-// ".." component, no NUL (a C path would end there).
-bool Escapes(std::string_view shard) {
-  if (shard.empty() || shard.front() == '/' || shard.find('\0') != std::string_view::npos) return true;
-  for (const fs::path& part : fs::path(shard)) {
-    if (part == "..") return true;
-  }
-  return false;
-}
-
 // IndexProblem is one way an index or its shards disagree with what a
 // loader would read, with the error code LoadShardedCheckpoint gives it.
 struct IndexProblem {
@@ -109,6 +98,14 @@ ShardAgreement CompareShards(const ShardIndex& index,
 
 }  // namespace
 
+bool PathLeavesFolder(std::string_view relative) {
+  if (relative.empty() || relative.front() == '/' || relative.find('\0') != std::string_view::npos) return true;
+  for (const fs::path& part : fs::path(relative)) {
+    if (part == "..") return true;
+  }
+  return false;
+}
+
 bool IsShardIndexPath(std::string_view path) { return path.ends_with(".index.json"); }
 
 Result<ShardIndex> ReadShardIndex(const fs::path& index_path, const ShardIndexLimits& limits) {
@@ -163,7 +160,7 @@ Result<ShardIndex> ParseShardIndex(std::string_view text, const fs::path& index_
       continue;
     }
     const std::string& file = shard.get_ref<const std::string&>();
-    if (Escapes(file)) {
+    if (PathLeavesFolder(file)) {
       escaping.insert(file);
       continue;
     }

@@ -1708,10 +1708,10 @@ class Vm {
       case CallableKind::kGetattr: {
         // getattr(Class, 'NAME'): how Python 3.11+ pickles an Enum member.
         // The owner may be any global that is a class by naming convention
-        // (its last component starts with a capital letter, as Enum classes
-        // do; it is only named), never a module or function (getattr(os,
-        // 'system') is how payloads reach a callable); the attribute a
-        // literal public name.
+        // (IsClassName: a capital letter after any leading underscores, as
+        // Enum classes have; it is only named), never a module or function
+        // (getattr(os, 'system') is how payloads reach a callable); the
+        // attribute a literal public name.
         CKG_TRY(want(2, 2));
         const Value& owner = Get(args[0]);
         const Value& attr = Get(args[1]);
@@ -1720,9 +1720,7 @@ class Vm {
                       fn + " of a " + std::string(ValueKindName(owner.kind)) +
                           " reaches an attribute the file does not show");
         }
-        const size_t dot = owner.text.rfind('.');
-        const char first = dot == std::string::npos || dot + 1 >= owner.text.size() ? '\0' : owner.text[dot + 1];
-        if (first < 'A' || first > 'Z') {
+        if (owner.text.find('.') == std::string::npos || !IsClassName(owner.text)) {
           return Fail(ErrorCode::kForbiddenGlobal, op,
                       fn + "('" + owner.text + "', ...): only an attribute of a class (a capitalized name, as an "
                            "Enum's) is loaded as a record, not of a module or function");

@@ -47,6 +47,8 @@ enum class ContainerFormat : uint8_t {
   kNumpyZip,     // .npz: a zip of .npy members
   kPickle,       // a plain pickle stream
   kZip,          // any other zip
+  kZipSequence,  // zip archives back to back (a torch.distributed.checkpoint .distcp file): each
+                 // is a nested container "@<offset>", read as a file of its own
   kUnknown,      // none of these; `reason` says why
 };
 

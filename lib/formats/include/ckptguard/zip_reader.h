@@ -144,6 +144,23 @@ uint32_t ZipCrc32(Bytes data);
 // (PK\x03\x04): the test torch itself uses to choose the zip reader.
 bool LooksLikeZip(Bytes file);
 
+// EmbeddedZip is a zip archive found inside a file by its end record: the
+// bytes [begin, end) that a reader handed just that range reads as a whole
+// archive (its directory offsets count from `begin`). torch.distributed.
+// checkpoint writes .distcp files of torch archives back to back and reads
+// each through such a range (torch.load of a file slice).
+struct EmbeddedZip {
+  uint64_t begin = 0;
+  uint64_t end = 0;
+};
+
+// FindEmbeddedZips returns, in file order, every archive of at least one
+// entry whose end record lies in `file`: an end record (with its zip64
+// records when a locator precedes it) whose directory, counted back from
+// the record, starts at a local file header. At most `max` are returned
+// (`*more` is set when there were more). It reads the whole file.
+std::vector<EmbeddedZip> FindEmbeddedZips(Bytes file, size_t max, bool* more = nullptr);
+
 }  // namespace ckptguard
 
 #endif  // CKPTGUARD_ZIP_READER_H_

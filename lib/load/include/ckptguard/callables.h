@@ -46,6 +46,13 @@ constexpr bool IsRecordKind(CallableKind kind) {
   return kind <= CallableKind::kDefaultDict;
 }
 
+// IsClassName: whether a dotted name's last component is a class by naming
+// convention: a capital letter after any leading underscores ("Adam",
+// "_MEM_FORMAT_ENCODING"), never a module or function ("system", "_helper").
+// Class wildcards ("module.*") and the owner of getattr(Class, 'NAME') are
+// judged by it.
+bool IsClassName(std::string_view dotted);
+
 // CallableKindName returns the TOML spelling ("constructor", ...).
 std::string_view CallableKindName(CallableKind kind);
 
@@ -64,7 +71,7 @@ class Callables {
  public:
   // Find returns the entry for a dotted name (after Python-2 renames and
   // module aliases): an exact entry, else a class wildcard "module.*" when
-  // the last component starts with a capital letter; or null.
+  // the last component is a class name (IsClassName); or null.
   const CallableEntry* Find(std::string_view dotted) const;
 
   const std::map<std::string, CallableEntry, std::less<>>& entries() const { return exact_; }

@@ -52,6 +52,12 @@ struct ShardIndex {
   std::optional<uint64_t> total_size;  // metadata.total_size, when given
 };
 
+// PathLeavesFolder: whether a relative path that a checkpoint's index or
+// metadata names (a shard, a DCP item's file) may not be opened, since
+// loaders join it to the checkpoint's folder: empty, absolute, with a ".."
+// component or a NUL byte (a C path would end there).
+bool PathLeavesFolder(std::string_view relative);
+
 // IsShardIndexPath: whether `path` names a sharded checkpoint's index
 // (its name ends in ".index.json").
 bool IsShardIndexPath(std::string_view path);
