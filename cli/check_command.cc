@@ -238,6 +238,10 @@ void AddCheckCommand(CLI::App& app, CheckFlags& flags) {
   whole (every shard, checked against the index) and its shards' tensors
   are checked as one state dict, as transformers' load_sharded_checkpoint
   loads them (no --prefix; shards carry no _metadata).
+  A torch.distributed.checkpoint folder (FILE is the folder holding
+  .metadata) is loaded whole and its keys under --prefix (model, for the
+  default planner's dotted keys model.fc.weight) are checked as one state
+  dict, a tensor saved in chunks with its whole shape (no _metadata).
   Modelled from torch's own modules: _NormBase._load_from_state_dict
   (num_batches_tracked by _metadata version), LazyModuleMixin._lazy_load_hook
   (an uninitialised lazy parameter takes the checkpoint's shape), the 0-d
@@ -332,6 +336,12 @@ int CheckOne(const CheckFlags& flags, const std::string& path, const scanner::Mo
       CKG_ASSIGN_OR_RETURN(ShardedCheckpoint sharded, LoadShardedCheckpoint(path, flags.load));
       CKG_ASSIGN_OR_RETURN(KeyCheckResult r, scanner::CheckKeys(sharded, expected, options));
       CKG_TRY(sharded.CheckUnchanged());
+      return r;
+    }
+    if (IsDcpFolder(path)) {
+      CKG_ASSIGN_OR_RETURN(DcpCheckpoint dcp, LoadDcpCheckpoint(path, flags.load));
+      CKG_ASSIGN_OR_RETURN(KeyCheckResult r, scanner::CheckKeys(dcp, expected, options));
+      CKG_TRY(dcp.CheckUnchanged());
       return r;
     }
     CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, LoadCheckpoint(path, flags.load));

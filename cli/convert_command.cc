@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ckptguard/checkpoint.h"
+#include "ckptguard/dcp.h"
 #include "ckptguard/safetensors_writer.h"
 #include "ckptguard/sharded.h"
 #include "ckptguard/torch_writer.h"
@@ -115,6 +116,12 @@ class SafetensorsOut {
     tensors_.push_back(SafetensorsTensorData{name, t.dtype, t.shape, Bytes(buffers_.back().data(), buffers_.back().size())});
     return OkStatus();
   }
+  // AddOwned adds bytes already made (a tensor assembled from chunks).
+  void AddOwned(std::vector<uint8_t> bytes, DType dtype, std::span<const int64_t> shape, const std::string& name) {
+    buffers_.push_back(std::move(bytes));
+    tensors_.push_back(SafetensorsTensorData{name, dtype, std::vector<int64_t>(shape.begin(), shape.end()),
+                                             Bytes(buffers_.back().data(), buffers_.back().size())});
+  }
   // Write writes OUT atomically with `metadata` and what Add noted; the
   // caller checks its sources are unchanged first (the copies are torn
   // otherwise).
@@ -190,6 +197,80 @@ int ShardedToSafetensors(const ShardedCheckpoint& sharded, const ConvertFlags& f
   return kExitOk;
 }
 
+// DcpToSafetensors writes the tensors of a torch.distributed.checkpoint
+// folder (chunks assembled) as one safetensors file; --prefix keeps the
+// keys under a dotted path, without it; values are refused, or with
+// --keep-metadata kept as JSON, as for one file.
+int DcpToSafetensors(const DcpCheckpoint& dcp, const ConvertFlags& flags) {
+  std::string prefix = flags.prefix;
+  if (prefix.ends_with('.')) prefix.pop_back();
+  // The key under --prefix (the prefix itself is the key "" of a tensor
+  // saved at it), or nullopt.
+  auto relative = [&](const std::string& fqn) -> std::optional<std::string> {
+    if (prefix.empty()) return fqn;
+    if (fqn == prefix) return std::string();
+    if (fqn.starts_with(prefix) && fqn.size() > prefix.size() && fqn[prefix.size()] == '.') {
+      return fqn.substr(prefix.size() + 1);
+    }
+    return std::nullopt;
+  };
+  SafetensorsOut out;
+  std::vector<Leaf> leaves;
+  for (size_t i = 0; i < dcp.entries().size(); ++i) {
+    const DcpEntry& e = dcp.entries()[i];
+    const std::optional<std::string> name = relative(e.fqn);
+    if (!name) continue;
+    const std::string label = name->empty() ? e.fqn : *name;
+    if (e.is_tensor) {
+      uint32_t tensor = 0;
+      if (const Checkpoint* single = dcp.SingleTensor(i, &tensor)) {
+        const uint32_t source = static_cast<uint32_t>(single - dcp.archives().data());
+        if (Status added = out.Add(*single, source, tensor, label); !added) return Fail(flags.input, added.error().detail);
+        continue;
+      }
+      Result<std::vector<uint8_t>> bytes = dcp.ContiguousBytes(i);
+      if (!bytes) return Fail(flags.input, label + ": " + bytes.error().ToString());
+      out.AddOwned(std::move(*bytes), e.dtype, e.size, label);
+      continue;
+    }
+    // A value: the tensors it holds, and its plain values (the value itself
+    // when it is one: its path inside is "").
+    auto under = [&](const std::string& path) { return path.empty() ? label : JoinPath(*name, path); };
+    const Checkpoint& a = dcp.archives()[e.archive];
+    Result<std::vector<NamedTensor>> named = a.NamedTensors(a.root());
+    if (!named) return Fail(flags.input, label + ": " + named.error().ToString());
+    for (const NamedTensor& nt : *named) {
+      const uint32_t source = static_cast<uint32_t>(&a - dcp.archives().data());
+      if (Status added = out.Add(a, source, nt.tensor, under(nt.path)); !added) {
+        return Fail(flags.input, added.error().detail);
+      }
+    }
+    for (Leaf& l : NonTensorLeaves(a, a.root(), 100'000)) leaves.push_back({under(l.path), std::move(l.value)});
+  }
+  if (out.written() + out.aliases() == 0) {
+    return Fail(flags.input, "no tensors to convert" + (prefix.empty() ? "" : " under '" + flags.prefix + "'"));
+  }
+  std::vector<std::pair<std::string, std::string>> metadata;
+  if (!leaves.empty()) {
+    if (!flags.keep_metadata) {
+      std::string names;
+      for (size_t i = 0; i < leaves.size() && i < 5; ++i) names += (i ? ", " : "") + leaves[i].path;
+      return Fail(flags.input, std::to_string(leaves.size()) + " non-tensor value(s) (" + names +
+                                   (leaves.size() > 5 ? ", ..." : "") +
+                                   ") have no place in safetensors: pass --keep-metadata to store them in "
+                                   "__metadata__ as JSON, or --prefix to convert a state dict only");
+    }
+    json values = json::object();
+    for (const Leaf& l : leaves) values[l.path] = l.value;
+    metadata.emplace_back("ckptguard.values", values.dump());
+  }
+  if (Status unchanged = dcp.CheckUnchanged(); !unchanged) return Fail(flags.input, unchanged.error().ToString());
+  Status written = out.Write(flags.output, std::move(metadata));
+  if (!written) return Fail(flags.output, written.error().ToString());
+  PrintWritten(flags, out, leaves.size());
+  return kExitOk;
+}
+
 int ToTorch(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
   // The whole file keeps its structure, sharing and views; a sub-dict is
   // rebuilt from its tensors alone (so values elsewhere cannot stop it).
@@ -255,6 +336,11 @@ void AddConvertCommand(CLI::App& app, ConvertFlags& flags) {
   into one safetensors file, after the index and the shards are checked to
   agree (see 'ckptguard inspect --help').
 
+  A torch.distributed.checkpoint folder (IN holding .metadata and .distcp
+  files) converts to one safetensors file: every tensor, chunks saved by
+  several ranks assembled; --prefix model keeps the keys under model. (the
+  default planner flattens nested dicts to dotted keys) without the prefix.
+
   OUT is written atomically (a temporary file in the same folder, fsync,
   rename) after the written bytes were read back and checked: a failure at any
   point leaves no OUT, or the previous OUT untouched.
@@ -267,6 +353,7 @@ Examples:
   ckptguard convert --keep-metadata checkpoint.pt checkpoint.safetensors
   ckptguard convert model.safetensors model.pt
   ckptguard convert pytorch_model.bin.index.json model.safetensors
+  ckptguard convert --prefix model checkpoints/step_1200/ model.safetensors
 )");
   cmd->add_option("input", flags.input, "Checkpoint to read")->required()->type_name("IN");
   cmd->add_option("output", flags.output, "File to write")->required()->type_name("OUT");
@@ -292,6 +379,14 @@ int RunConvert(const ConvertFlags& flags) {
     Result<ShardedCheckpoint> sharded = LoadShardedCheckpoint(flags.input, load);
     if (!sharded) return Fail(flags.input, sharded.error().ToString());
     return ShardedToSafetensors(*sharded, flags);
+  }
+  if (IsDcpFolder(flags.input)) {
+    if (format != "safetensors") {
+      return Fail(flags.output, "a torch.distributed.checkpoint folder converts to one safetensors file (--to safetensors)");
+    }
+    Result<DcpCheckpoint> dcp = LoadDcpCheckpoint(flags.input, load);
+    if (!dcp) return Fail(flags.input, dcp.error().ToString());
+    return DcpToSafetensors(*dcp, flags);
   }
   Result<Checkpoint> ckpt = LoadCheckpoint(flags.input, load);
   if (!ckpt) return Fail(flags.input, ckpt.error().ToString());

@@ -29,6 +29,7 @@ using testing::CorpusDir;
 using testing::ZipBuilder;
 using testing::ZipItem;
 using testing::BuildZip;
+using testing::MinimalTorchZip;
 using testing::Gzip;
 
 Container OpenBytes(const std::string& bytes, const ContainerLimits& limits = {}) {
@@ -601,6 +602,73 @@ BOOST_AUTO_TEST_CASE(unknown_says_why) {
   const Container empty = OpenBytes("");
   BOOST_TEST(empty.format == ContainerFormat::kUnknown);
   BOOST_TEST(empty.reason == "empty file");
+}
+
+// A .distcp file as torch.distributed.checkpoint writes it: torch archives
+// back to back, each read by torch.load of its byte range. Each is a nested
+// container at its offset; the file is a kZipSequence.
+BOOST_DATA_TEST_CASE(archives_back_to_back_are_each_read, boost::unit_test::data::make({false, true}), zip64) {
+  ZipBuilder a{MinimalTorchZip("first")};
+  ZipBuilder b{MinimalTorchZip("second")};
+  ZipBuilder c{MinimalTorchZip("third")};
+  a.zip64 = b.zip64 = c.zip64 = zip64;
+  const std::string first = a.Build();
+  const std::string second = b.Build();
+  const std::string file = first + second + c.Build();
+  const Container out = OpenContainer(AsBytes(file));
+  BOOST_TEST(out.format == ContainerFormat::kZipSequence);
+  BOOST_TEST(!out.error);
+  BOOST_TEST(out.anomalies.empty());
+  BOOST_TEST(out.pickles.empty());  // no reader loads the file whole
+  BOOST_REQUIRE_EQUAL(out.nested.size(), 3u);
+  BOOST_TEST(out.nested[0].entry == "@0");
+  BOOST_TEST(out.nested[1].entry == "@" + std::to_string(first.size()));
+  BOOST_TEST(out.nested[2].entry == "@" + std::to_string(first.size() + second.size()));
+  const char* prefixes[] = {"first", "second", "third"};
+  for (size_t i = 0; i < 3; ++i) {
+    const Container& inner = *out.nested[i].container;
+    BOOST_TEST(inner.format == ContainerFormat::kTorchZip);
+    BOOST_TEST(inner.prefix == prefixes[i]);
+    BOOST_TEST(inner.anomalies.empty());
+    BOOST_TEST(inner.pickles.size() == 1u);
+  }
+  BOOST_TEST(ContainerFormatName(out.format) == "zip-sequence");
+}
+
+// An archive hidden in bytes the outer archive does not account for (a gap
+// before its directory) is found by its end record and read, with the gap
+// and the embedded archive reported: a reader of that range loads it.
+BOOST_AUTO_TEST_CASE(an_archive_in_a_gap_is_found) {
+  ZipBuilder hidden{MinimalTorchZip("hidden")};
+  ZipBuilder outer{MinimalTorchZip("outer")};
+  const std::string inner = hidden.Build();
+  outer.before_directory = inner;
+  const std::string file = outer.Build();
+  const Container out = OpenContainer(AsBytes(file));
+  BOOST_TEST(out.format == ContainerFormat::kTorchZip);
+  const size_t at = file.find(inner);
+  BOOST_REQUIRE(at != std::string::npos);
+  BOOST_REQUIRE_EQUAL(out.nested.size(), 1u);
+  BOOST_TEST(out.nested[0].entry == "@" + std::to_string(at));
+  BOOST_TEST(out.nested[0].container->prefix == "hidden");
+  std::set<std::string> kinds;
+  for (const Anomaly& x : out.anomalies) kinds.insert(x.kind);
+  BOOST_TEST(kinds.count("zip.gap") == 1u);
+  BOOST_TEST(kinds.count("zip.embedded_archive") == 1u);
+}
+
+// A well-formed archive is never searched: one end record, no nesting.
+BOOST_AUTO_TEST_CASE(a_whole_archive_is_not_searched) {
+  ZipBuilder one{MinimalTorchZip()};
+  const std::string file = one.Build();
+  const Container out = OpenContainer(AsBytes(file));
+  BOOST_TEST(out.format == ContainerFormat::kTorchZip);
+  BOOST_TEST(out.nested.empty());
+  BOOST_TEST(FindEmbeddedZips(AsBytes(file), 16).size() == 1u);
+  bool more = false;
+  const std::string three = file + file + file;
+  BOOST_TEST(FindEmbeddedZips(AsBytes(three), 2, &more).size() == 2u);
+  BOOST_TEST(more);
 }
 
 }  // namespace

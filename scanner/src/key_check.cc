@@ -543,6 +543,9 @@ struct Entry {
   ValueId key_id = 0;
   ValueId value = 0;
   const Checkpoint* ckpt = nullptr;  // the checkpoint (a shard, for a sharded one) whose values these ids are
+  // A DCP tensor saved in chunks: `value` is its first chunk, this its whole
+  // shape.
+  std::optional<std::vector<int64_t>> whole_shape;
 };
 
 // Local metadata version of one module: None, a number, or what torch raises.
@@ -662,14 +665,19 @@ void IndexKeys(StateDictView& out) {
 struct StateDictSource {
   const Checkpoint* single = nullptr;
   const ShardedCheckpoint* sharded = nullptr;
+  const DcpCheckpoint* dcp = nullptr;
 
-  // The checkpoint whose _metadata the replay reads (a shard has none that
-  // applies: its view carries no metadata).
-  const Checkpoint& Primary() const { return single != nullptr ? *single : sharded->shards().front(); }
+  // The checkpoint whose _metadata the replay reads (a shard or a DCP item
+  // has none that applies: its view carries no metadata).
+  const Checkpoint& Primary() const {
+    if (single != nullptr) return *single;
+    return sharded != nullptr ? sharded->shards().front() : dcp->archives().front();
+  }
 
   Result<StateDictView> View(const std::string& prefix, const std::optional<std::string>& strip,
                              const std::string& add_prefix) const {
     if (single != nullptr) return ViewStateDict(*single, prefix, strip, add_prefix);
+    if (dcp != nullptr) return ViewDcp(prefix, strip, add_prefix);
     if (!prefix.empty()) {
       return MakeError(ErrorCode::kInvalidArgument, 0, "--prefix does not apply to a sharded state dict");
     }
@@ -684,6 +692,40 @@ struct StateDictSource {
       }
       for (Entry& e : one.entries) out.entries.push_back(std::move(e));
     }
+    if (strip) StripPrefix(out, *strip);
+    IndexKeys(out);
+    return out;
+  }
+
+  // ViewDcp: a DCP folder's keys under `prefix` (its dotted keys below it,
+  // without it), as the dict dcp.load fills; a key saved at the prefix
+  // itself is not a state dict.
+  Result<StateDictView> ViewDcp(const std::string& prefix, const std::optional<std::string>& strip,
+                                const std::string& add_prefix) const {
+    std::string_view p = prefix;
+    if (p.ends_with('.')) p.remove_suffix(1);
+    StateDictView out;
+    out.type = "<class 'dict'>";
+    out.mapping = true;
+    bool found = p.empty();
+    for (size_t i = 0; i < dcp->entries().size(); ++i) {
+      const DcpEntry& d = dcp->entries()[i];
+      std::string_view key = d.fqn;
+      if (!p.empty()) {
+        if (!key.starts_with(p) || key.size() <= p.size() || key[p.size()] != '.') continue;
+        key.remove_prefix(p.size() + 1);
+      }
+      found = true;
+      const Checkpoint& a = dcp->archives()[d.is_tensor ? d.chunks.front().archive : d.archive];
+      Entry e;
+      e.key = add_prefix + std::string(key);
+      e.value = a.root();
+      e.ckpt = &a;
+      e.key_id = a.root();
+      if (d.is_tensor && d.chunks.size() > 1) e.whole_shape = std::vector<int64_t>(d.size.begin(), d.size.end());
+      out.entries.push_back(std::move(e));
+    }
+    if (!found) return MakeError(ErrorCode::kInvalidArgument, 0, "no key under '" + prefix + "'");
     if (strip) StripPrefix(out, *strip);
     IndexKeys(out);
     return out;
@@ -940,7 +982,7 @@ Result<KeyCheckResult> Replay(const Checkpoint& ckpt, const ModelSchema& schema,
       }
       const Tensor& t = in->ckpt->tensors()[v.index];
       if (!p.lazy) {
-        std::vector<int64_t> shape = t.shape;
+        std::vector<int64_t> shape = in->whole_shape.value_or(std::vector<int64_t>(t.shape.begin(), t.shape.end()));
         if (p.shape.empty() && shape.size() == 1) {
           // Backward compatibility (0.3 -> 0.4): input_param = input_param[0].
           if (shape[0] == 0) {
@@ -1116,6 +1158,15 @@ Result<KeyCheckResult> CheckKeys(const Checkpoint& checkpoint, const ModelSchema
                                  const KeyCheckOptions& options) {
   try {
     return CheckKeysImpl(StateDictSource{&checkpoint, nullptr}, model, options);
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory comparing keys");
+  }
+}
+
+Result<KeyCheckResult> CheckKeys(const DcpCheckpoint& dcp, const ModelSchema& model, const KeyCheckOptions& options) {
+  if (dcp.archives().empty()) return MakeError(ErrorCode::kMalformed, 0, "the folder's .metadata names no items");
+  try {
+    return CheckKeysImpl(StateDictSource{nullptr, nullptr, &dcp}, model, options);
   } catch (const std::bad_alloc&) {
     return MakeError(ErrorCode::kLimitExceeded, 0, "out of memory comparing keys");
   }

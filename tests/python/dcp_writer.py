@@ -141,10 +141,11 @@ def flatten(state_dict, prefix=(), out=None):
     return out
 
 
-def save(state_dict, folder, ranks=1, split_dim0=(), raw_items=None):
-    """Writes `state_dict` as a DCP folder. Tensors named in `split_dim0` are
-    split along dimension 0 into `ranks` chunks, chunk r written by rank r (as
-    FSDP or DTensor shards do); every other value is written whole by rank 0.
+def save(state_dict, folder, ranks=1, split_dim0=(), split_dim1=(), raw_items=None):
+    """Writes `state_dict` as a DCP folder. Tensors named in `split_dim0`
+    (`split_dim1`) are split along dimension 0 (1) into `ranks` chunks, chunk
+    r written by rank r (as FSDP or DTensor shards do); every other value is
+    written whole by rank 0.
     `raw_items` (fqn -> bytes) replaces what a BYTE_IO item writes (a hostile
     item). Returns the Metadata."""
     os.makedirs(folder, exist_ok=True)
@@ -155,12 +156,15 @@ def save(state_dict, folder, ranks=1, split_dim0=(), raw_items=None):
         planner[fqn] = path
         if isinstance(value, torch.Tensor):
             value = value.detach()
-            if fqn in split_dim0:
-                bounds = [value.shape[0] * r // ranks for r in range(ranks + 1)]
+            if fqn in split_dim0 or fqn in split_dim1:
+                dim = 0 if fqn in split_dim0 else 1
+                bounds = [value.shape[dim] * r // ranks for r in range(ranks + 1)]
                 chunks = []
                 for r in range(ranks):
-                    offsets = torch.Size([bounds[r]] + [0] * (value.dim() - 1))
-                    part = value[bounds[r]:bounds[r + 1]].clone()
+                    offsets = [0] * value.dim()
+                    offsets[dim] = bounds[r]
+                    offsets = torch.Size(offsets)
+                    part = value.narrow(dim, bounds[r], bounds[r + 1] - bounds[r]).clone()
                     chunks.append(ChunkStorageMetadata(offsets, part.size()))
                     per_rank[r].append(("tensor", MetadataIndex(fqn, offsets, r), part))
             else:

@@ -116,13 +116,15 @@ class Opener {
     if (whole) return;
     bool more = false;
     const std::vector<EmbeddedZip> found = FindEmbeddedZips(c.bytes, limits_.max_nested, &more);
-    if (found.size() == 1 && found.front().begin == 0 && found.front().end == c.bytes.size()) return;  // the file itself
+    // The archive the whole-file reading read (through the last end record,
+    // from the file's start) is not read again.
+    auto read_whole = [&](const EmbeddedZip& z) { return !c.error && z.begin == 0 && &z == &found.back(); };
     bool tiled = found.size() >= 2 && !more && found.front().begin == 0 && found.back().end == c.bytes.size();
     for (size_t i = 1; tiled && i < found.size(); ++i) tiled = found[i].begin == found[i - 1].end;
     const size_t nested_before = c.nested.size();
     std::vector<uint64_t> opened_at;  // where each archive added to c.nested begins
     for (const EmbeddedZip& z : found) {
-      if (z.begin == 0 && z.end == c.bytes.size()) continue;  // the file itself, read above
+      if (read_whole(z)) continue;
       const size_t before = c.nested.size();
       AddNested(c, "@" + Num(z.begin), c.bytes.subspan(static_cast<size_t>(z.begin), static_cast<size_t>(z.end - z.begin)),
                 depth);
@@ -133,6 +135,7 @@ class Opener {
                              "more zip archives in the file than max_nested (" + Num(limits_.max_nested) +
                                  "): the others were not opened"});
     }
+    if (opened_at.empty()) return;
     const bool all_open = opened_at.size() == found.size() &&
                           std::all_of(c.nested.begin() + static_cast<std::ptrdiff_t>(nested_before), c.nested.end(),
                                       [](const NestedContainer& n) { return !n.container->error; });

@@ -50,6 +50,7 @@ struct Directory {
   uint64_t size = 0;
   uint64_t offset = 0;
   uint64_t zip64_end_offset = 0;
+  uint64_t zip64_end_len = 0;
   bool zip64 = false;
 };
 
@@ -81,7 +82,8 @@ Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
     if (sig != kZip64EndSig) {
       return MakeError(ErrorCode::kMalformed, z64_pos, "bad zip64 end-of-central-directory signature");
     }
-    CKG_TRY(z64.Skip(8 + 2 + 2 + 4 + 4));
+    CKG_ASSIGN_OR_RETURN(uint64_t z_record_size, z64.ReadU64LE());
+    CKG_TRY(z64.Skip(2 + 2 + 4 + 4));
     CKG_ASSIGN_OR_RETURN(uint64_t z_on_disk, z64.ReadU64LE());
     CKG_ASSIGN_OR_RETURN(uint64_t z_total, z64.ReadU64LE());
     CKG_ASSIGN_OR_RETURN(uint64_t z_size, z64.ReadU64LE());
@@ -89,7 +91,12 @@ Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
     if (z_on_disk != z_total) {
       return MakeError(ErrorCode::kUnsupportedFormat, z64_pos, "multi-disk zip archives are not supported");
     }
-    dir = Directory{z_total, z_size, z_offset, z64_pos, true};
+    // The record's own length, at most up to the locator (a larger size
+    // field is the writer's business: the bytes past it are accounted as
+    // the record's).
+    const uint64_t z_len = std::min<uint64_t>(z_record_size > UINT64_MAX - 12 ? UINT64_MAX : 12 + z_record_size,
+                                              end_pos - kZip64LocatorLen > z64_pos ? end_pos - kZip64LocatorLen - z64_pos : 0);
+    dir = Directory{z_total, z_size, z_offset, z64_pos, z_len, true};
   }
   if (dir.offset > file.size() || dir.size > file.size() - dir.offset) {
     return MakeError(ErrorCode::kMalformed, end_pos,
@@ -194,6 +201,7 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
     zip.layout_.directory_len = dir.size;
     zip.layout_.zip64 = dir.zip64;
     zip.layout_.zip64_end_offset = dir.zip64_end_offset;
+    zip.layout_.zip64_end_len = dir.zip64_end_len;
   }
   if (dir.num_entries > zip.limits_.max_entries) {
     return MakeError(ErrorCode::kLimitExceeded, end_pos,
@@ -590,9 +598,12 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses,
   }
   spans.push_back({layout.directory_offset, layout.directory_end, SIZE_MAX});
   if (layout.zip64) {
-    // The zip64 end record (56 bytes + extensible data) and the locator sit
-    // between the directory and the end record.
-    spans.push_back({layout.zip64_end_offset, layout.end_record_offset, SIZE_MAX});
+    // The zip64 end record (56 bytes + extensible data, as its size field
+    // says) and the locator right before the end record. Bytes between the
+    // two are no record's: a zip64 locator that points far back (at an
+    // earlier archive's record, as in archives back to back) leaves a gap.
+    spans.push_back({layout.zip64_end_offset, layout.zip64_end_offset + layout.zip64_end_len, SIZE_MAX});
+    spans.push_back({layout.end_record_offset - kZip64LocatorLen, layout.end_record_offset, SIZE_MAX});
   }
   spans.push_back({layout.end_record_offset, layout.end_record_offset + layout.end_record_len, SIZE_MAX});
   // (A stable sort of sorted spans changes nothing.)

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -483,6 +484,24 @@ Result<DcpCheckpoint> LoadDcpCheckpoint(const std::string& folder, const LoadOpt
   return out;
 }
 
+Progress DcpProgress(const DcpCheckpoint& dcp) {
+  Progress out;
+  for (const DcpEntry& e : dcp.entries()) {
+    if (e.is_tensor) continue;
+    const Checkpoint& a = dcp.archives()[e.archive];
+    const Value& v = a.values().Get(a.root());
+    if ((e.fqn == "global_step" || (e.fqn == "step" && out.step_from != "global_step")) && v.kind == ValueKind::kInt) {
+      out.step = v.int_value;
+      out.step_from = e.fqn;
+    } else if (e.fqn == "epoch" && (v.kind == ValueKind::kInt || v.kind == ValueKind::kFloat) &&
+               std::isfinite(v.kind == ValueKind::kInt ? 0.0 : v.float_value)) {
+      out.epoch = v.kind == ValueKind::kInt ? static_cast<double>(v.int_value) : v.float_value;
+      out.epoch_from = "epoch";
+    }
+  }
+  return out;
+}
+
 VerifyReport VerifyDcpCheckpoint(const std::string& folder, const LoadOptions& options) {
   VerifyReport report;
   report.path = folder;
@@ -519,18 +538,8 @@ VerifyReport VerifyDcpCheckpoint(const std::string& folder, const LoadOptions& o
       report.tensor_bytes += n ? *n * DTypeSize(e.dtype) : 0;
       continue;
     }
-    const Checkpoint& a = dcp->archives()[e.archive];
-    const Value& v = a.values().Get(a.root());
-    if (e.fqn == "global_step" || (e.fqn == "step" && !report.progress.step)) {
-      if (v.kind == ValueKind::kInt) {
-        report.progress.step = v.int_value;
-        report.progress.step_from = e.fqn;
-      }
-    } else if (e.fqn == "epoch" && (v.kind == ValueKind::kInt || v.kind == ValueKind::kFloat)) {
-      report.progress.epoch = v.kind == ValueKind::kInt ? static_cast<double>(v.int_value) : v.float_value;
-      report.progress.epoch_from = "epoch";
-    }
   }
+  report.progress = DcpProgress(*dcp);
   if (Status unchanged = dcp->CheckUnchanged(); !unchanged) {
     VerifyReport changed;
     changed.path = folder;

@@ -8,6 +8,7 @@
 
 #include "ckptguard/input_file.h"
 #include "ckptguard/mapped_file.h"
+#include "ckptguard/dcp.h"
 #include "ckptguard/sharded.h"
 
 namespace ckptguard {
@@ -47,9 +48,10 @@ std::optional<int64_t> NumberAfter(std::string_view name, std::string_view key) 
 }
 
 // FolderStep reads N from a checkpoint folder's name: checkpoint-N (Hugging
-// Face Trainer) or global_stepN (DeepSpeed).
+// Face Trainer), global_stepN (DeepSpeed), step-N (torchtitan's DCP
+// folders) or step_N.
 std::optional<int64_t> FolderStep(std::string_view name) {
-  for (std::string_view prefix : {"checkpoint-", "global_step"}) {
+  for (std::string_view prefix : {"checkpoint-", "global_step", "step-", "step_"}) {
     if (!name.starts_with(prefix) || name.size() == prefix.size()) continue;
     int64_t value = 0;
     auto [end, ec] = std::from_chars(name.data() + prefix.size(), name.data() + name.size(), value);
@@ -136,12 +138,13 @@ std::vector<fs::directory_entry> FolderFiles(const fs::path& folder, std::error_
 bool IsCheckpointFolder(const fs::path& folder) {
   std::error_code ec;
   return FolderStep(folder.filename().string()).has_value() ||
-         fs::is_regular_file(fs::symlink_status(folder / "trainer_state.json", ec));
+         fs::is_regular_file(fs::symlink_status(folder / "trainer_state.json", ec)) || IsDcpFolder(folder.string());
 }
 
-// A checkpoint folder: its progress from trainer_state.json, else its name;
-// its time the newest of its files'.
-Candidate FolderCandidate(const fs::path& folder, fs::file_time_type mtime) {
+// A checkpoint folder: its progress from trainer_state.json (a DCP folder:
+// from its values, read by a quick load), else its name; its time the
+// newest of its files'.
+Candidate FolderCandidate(const fs::path& folder, fs::file_time_type mtime, const LoadOptions& options) {
   Candidate out;
   out.c.path = folder;
   out.c.folder = true;
@@ -152,7 +155,13 @@ Candidate FolderCandidate(const fs::path& folder, fs::file_time_type mtime) {
     const fs::file_time_type t = f.last_write_time(e);
     if (!e) out.c.mtime = std::max(out.c.mtime, t);
   }
-  if (Result<nlohmann::json> state = ReadJsonFile(folder / "trainer_state.json"); state && state->is_object()) {
+  if (IsDcpFolder(folder.string())) {
+    if (Result<DcpCheckpoint> dcp = LoadDcpCheckpoint(folder.string(), options)) {
+      out.c.progress = DcpProgress(*dcp);
+    } else {
+      out.first_look_failed = true;
+    }
+  } else if (Result<nlohmann::json> state = ReadJsonFile(folder / "trainer_state.json"); state && state->is_object()) {
     const auto step = state->find("global_step");
     if (step != state->end() && step->is_number_integer() &&
         (!step->is_number_unsigned() || step->get<uint64_t>() <= uint64_t{INT64_MAX})) {
@@ -210,6 +219,17 @@ void VerifyFolder(LatestCandidate& c, const LoadOptions& options) {
     c.files.push_back(name);
     add(name, VerifyShardedCheckpoint(f.path().string(), options));
     if (Result<ShardIndex> index = ReadShardIndex(f.path())) covered.insert(index->shards.begin(), index->shards.end());
+  }
+  // A torch.distributed.checkpoint folder: .metadata and its items as one
+  // unit (every file it names; other files are verified on their own).
+  if (IsDcpFolder(c.path.string())) {
+    weights = true;
+    c.files.push_back(".metadata");
+    add(".metadata", VerifyDcpCheckpoint(c.path.string(), options));
+    covered.insert(".metadata");
+    if (Result<DcpCheckpoint> dcp = LoadDcpCheckpoint(c.path.string(), options)) {
+      for (const DcpArchive& a : dcp->archive_refs()) covered.insert(a.file);
+    }
   }
   for (const fs::directory_entry& f : files) {
     const std::string name = f.path().filename().string();
@@ -305,7 +325,7 @@ Result<LatestResult> FindLatest(const fs::path& dir, const LoadOptions& options)
       out.not_models.push_back(e.path());
     } else if (e.is_directory(e1)) {
       if (IsCheckpointFolder(e.path())) {
-        candidates.push_back(FolderCandidate(e.path(), mtime));
+        candidates.push_back(FolderCandidate(e.path(), mtime, options));
       } else {
         out.not_models.push_back(e.path());
       }

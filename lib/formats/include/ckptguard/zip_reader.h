@@ -64,6 +64,7 @@ struct ZipLayout {
   uint64_t directory_len = 0;      // as the end record declares it
   uint64_t directory_end = 0;      // where parsing the records actually ended
   uint64_t zip64_end_offset = 0;   // zip64 end record, when present
+  uint64_t zip64_end_len = 0;      // its 12 + declared size bytes (the locator follows it)
   bool zip64 = false;
   uint64_t end_record_offset = 0;  // end-of-central-directory record
   uint64_t end_record_len = 0;     // 22 + its comment

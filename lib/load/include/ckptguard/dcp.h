@@ -119,6 +119,11 @@ class DcpCheckpoint {
 Result<DcpCheckpoint> LoadDcpCheckpoint(const std::string& folder, const LoadOptions& options = {},
                                         const DcpLimits& limits = {});
 
+// DcpProgress reads the training progress of a DCP folder: its top-level
+// "global_step" (else "step") and "epoch" values (ints; an epoch may be a
+// float).
+Progress DcpProgress(const DcpCheckpoint& dcp);
+
 // VerifyDcpCheckpoint checks a DCP folder whole: .metadata, every archive
 // with all its CRCs, every tensor assembled and read to its last byte.
 // `format` is "dcp"; problems name the file ("__0_0.distcp@1609") and key;

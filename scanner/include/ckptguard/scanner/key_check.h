@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "ckptguard/checkpoint.h"
+#include "ckptguard/dcp.h"
 #include "ckptguard/error.h"
 #include "ckptguard/sharded.h"
 
@@ -157,6 +158,11 @@ Result<KeyCheckResult> CheckKeys(const Checkpoint& checkpoint, const ModelSchema
 // load_sharded_checkpoint loads them into the model. options.prefix must be
 // empty (a shard is a plain dict of tensors).
 Result<KeyCheckResult> CheckKeys(const ShardedCheckpoint& sharded, const ModelSchema& model,
+                                 const KeyCheckOptions& options = {});
+// CheckKeys of a torch.distributed.checkpoint folder: its dotted keys under
+// options.prefix (without it) as one state dict, a tensor saved in chunks
+// with its whole shape.
+Result<KeyCheckResult> CheckKeys(const DcpCheckpoint& dcp, const ModelSchema& model,
                                  const KeyCheckOptions& options = {});
 
 }  // namespace ckptguard::scanner
