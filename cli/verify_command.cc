@@ -169,9 +169,10 @@ void AddLatestCommand(CLI::App& app, LatestFlags& flags) {
   CLI::App* cmd = app.add_subcommand("latest", "Find the newest checkpoint in a folder that verifies");
   cmd->footer(R"help(What it does:
   Looks at DIR's model files and checkpoint folders (a subfolder named
-  checkpoint-N, as the Hugging Face Trainer writes, or global_stepN, or one
-  holding a trainer_state.json: verified as one unit, every model file in it,
-  its sharded index and trainer_state.json), ranks them by the training
+  checkpoint-N, as the Hugging Face Trainer writes, global_stepN, step-N or
+  step_N, or one holding a trainer_state.json or a torch.distributed.checkpoint
+  .metadata: verified as one unit, every model file in it, its sharded index,
+  its DCP items and trainer_state.json), ranks them by the training
   progress they record, and verifies them (see 'ckptguard verify') in that
   order until one passes. Torn, truncated, partial or hostile candidates are
   skipped, each listed with the reason; subfolders are not searched further
@@ -181,7 +182,8 @@ Progress:
   a file's top-level "global_step" (else "step") and "epoch" (ints, or
   one-element tensors), else its name's "step=S" and "epoch=E" (Lightning's
   epoch=3-step=1200.ckpt); a folder's trainer_state.json "global_step" and
-  "epoch", else the N of its name. Values of different kinds are never
+  "epoch" (a DCP folder's "global_step"/"step" and "epoch" values), else the
+  N of its name. Values of different kinds are never
   compared: if every candidate has a step, the highest step wins (then
   epoch); else if every one has an epoch, the highest epoch (then step); else
   the newest modification time. Candidates without progress come last,

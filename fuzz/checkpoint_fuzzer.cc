@@ -18,6 +18,10 @@
 //    Sha256Hex and ContiguousBytes succeed on every tensor, the digest is 64
 //    hex digits and the copy holds every element;
 //  * loading the same bytes twice gives the identical DescribeJson;
+//  * ReadDcpMetadata (the load read as a torch.distributed.checkpoint
+//    .metadata) is never kInternal, and what it accepts is consistent: every
+//    tensor's chunks lie inside it and cover exactly its elements, and every
+//    item path stays in the folder;
 //  * DescribeJson is JSON (once its lone-surrogate escapes, which nlohmann
 //    refuses, are made plain) and drops no tensor: every one NamedTensors
 //    lists is under "tensors", or under "collisions" when its path is shared.
@@ -38,8 +42,10 @@
 
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/container.h"
+#include "ckptguard/dcp.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/error.h"
+#include "ckptguard/sharded.h"
 #include "fuzz_check.h"
 #include "fuzz_limits.h"
 
@@ -218,6 +224,33 @@ std::string CheckLoaded(const Checkpoint& ck, bool digests) {
   return "error: " + json.error().ToString();
 }
 
+// CheckDcpMetadata reads a load as a DCP .metadata (records on, as
+// LoadDcpCheckpoint reads it) and checks what ReadDcpMetadata accepts.
+void CheckDcpMetadata(const Checkpoint& ckpt) {
+  Result<ckptguard::DcpMetadata> md = ckptguard::ReadDcpMetadata(ckpt, ckptguard::DcpLimits{});
+  if (!md) {
+    CheckNotInternal(md.error(), "ReadDcpMetadata is never kInternal");
+    return;
+  }
+  for (const ckptguard::DcpEntry& e : md->entries) {
+    if (!e.is_tensor) continue;
+    unsigned __int128 total = 1;
+    for (int64_t d : e.size) total *= static_cast<uint64_t>(d);
+    unsigned __int128 covered = 0;
+    for (const ckptguard::DcpChunk& c : e.chunks) {
+      Check(c.offsets.size() == e.size.size() && c.sizes.size() == e.size.size(), "a chunk has the tensor's rank");
+      unsigned __int128 v = 1;
+      for (size_t k = 0; k < e.size.size(); ++k) {
+        Check(c.offsets[k] >= 0 && c.sizes[k] >= 0 && c.offsets[k] + c.sizes[k] <= e.size[k], "a chunk lies inside");
+        v *= static_cast<uint64_t>(c.sizes[k]);
+      }
+      covered += v;
+    }
+    Check(covered == total, "the chunks cover the tensor");
+  }
+  for (const auto& [key, item] : md->items) Check(!ckptguard::PathLeavesFolder(item.file), "items stay in the folder");
+}
+
 void RunOnce(const uint8_t* data, size_t size, bool allow_anomalies, const Container& container) {
   const LoadOptions options = SmallOptions(allow_anomalies);
   const Bytes input(data, size);
@@ -234,6 +267,7 @@ void RunOnce(const uint8_t* data, size_t size, bool allow_anomalies, const Conta
   Result<std::string> fresh = first->DescribeJson("", digests);
   const std::string dump = fresh ? *fresh : "error: " + fresh.error().ToString();
   CheckLoaded(*first, digests);
+  CheckDcpMetadata(*first);
   Result<Checkpoint> second = ckptguard::LoadCheckpointBytes(input, options);
   Check(second.has_value(), "a second load of the same bytes succeeds",
         second ? std::string() : second.error().ToString());

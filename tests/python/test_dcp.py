@@ -184,6 +184,12 @@ def storage_of(meta, fqn):
      b"model.0.weight"),
     (lambda m: m.state_dict_metadata["model.0.weight"].chunks.pop(), b"elements of"),
     (lambda m: setattr(m.state_dict_metadata["model.2.bias"], "size", torch.Size([4])), b"model.2.bias"),
+    # One stored chunk named for both chunks of a tensor: refused, never
+    # assembled twice over.
+    (lambda m: m.storage_data.__setitem__(
+        next(k for k in m.storage_data if k.fqn == "extra.half" and k.offset[0] > 0),
+        next(v for k, v in m.storage_data.items() if k.fqn == "extra.half" and k.offset[0] == 0)),
+     b"name the same item"),
 ])
 def test_inconsistent_metadata_is_refused(folder, tmp_path, edit, message):
     d = broken_copy(folder, tmp_path, edit)

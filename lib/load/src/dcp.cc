@@ -114,10 +114,6 @@ class Reader {
   const ValueArena& values_;
 };
 
-// StorageKey is a MetadataIndex as torch hashes and compares it: the fqn
-// and the chunk's offsets (its `index` is left out of both).
-using StorageKey = std::pair<std::string, std::optional<std::vector<int64_t>>>;
-
 std::vector<int64_t> ToVector(const Dims& d) { return std::vector<int64_t>(d.begin(), d.end()); }
 
 Result<uint64_t> Volume(const Dims& dims) {
@@ -178,10 +174,11 @@ Status CheckChunks(const DcpEntry& e) {
   return OkStatus();
 }
 
-// ReadEntries turns the Metadata record into entries and the storage items
-// they name.
-Status ReadEntries(const Checkpoint& meta, const DcpLimits& limits, DcpCheckpoint::State& s,
-                   std::map<StorageKey, DcpArchive>& items) {
+}  // namespace
+
+Result<DcpMetadata> ReadDcpMetadata(const Checkpoint& meta, const DcpLimits& limits) {
+  DcpMetadata out;
+  std::map<DcpItemKey, DcpArchive>& items = out.items;
   const Reader r(meta);
   const Value& root = r.Get(meta.root());
   if (!Reader::IsMetaRecord(root, "Metadata")) {
@@ -250,7 +247,7 @@ Status ReadEntries(const Checkpoint& meta, const DcpLimits& limits, DcpCheckpoin
     DcpEntry e;
     e.fqn = *fqn;
     if (Reader::IsMetaRecord(md, "BytesStorageMetadata")) {
-      s.entries.push_back(std::move(e));
+      out.entries.push_back(std::move(e));
       continue;
     }
     if (!Reader::IsMetaRecord(md, "TensorStorageMetadata")) {
@@ -284,10 +281,12 @@ Status ReadEntries(const Checkpoint& meta, const DcpLimits& limits, DcpCheckpoin
       e.chunks.push_back({*o, *z, 0});
     }
     CKG_TRY(CheckChunks(e));
-    s.entries.push_back(std::move(e));
+    out.entries.push_back(std::move(e));
   }
-  return OkStatus();
+  return out;
 }
+
+namespace {
 
 // ForEachRun steps through a C-order tensor of `size` chunk by chunk: for every
 // run of the last dimension inside `chunk`, fn(element index in the whole
@@ -397,12 +396,19 @@ Result<DcpCheckpoint> LoadDcpCheckpoint(const std::string& folder, const LoadOpt
     return std::unexpected(std::move(e));
   }
   state->metadata.emplace(std::move(*meta));
-  std::map<StorageKey, DcpArchive> items;
-  CKG_TRY(ReadEntries(*state->metadata, limits, *state, items));
+  CKG_ASSIGN_OR_RETURN(DcpMetadata declared, ReadDcpMetadata(*state->metadata, limits));
+  state->entries = std::move(declared.entries);
+  const std::map<DcpItemKey, DcpArchive>& items = declared.items;
 
-  // Each item's archive, loaded once per (file, offset, length).
+  // Each item's archive, loaded once per (file, offset, length). torch
+  // writes every item once (replicated tensors are deduplicated before the
+  // save), so two keys or chunks naming the same bytes are refused: a chunk
+  // reused for every part of a large tensor would assemble into far more
+  // memory than the files hold. (Empty chunks may share: they copy nothing.)
   std::map<std::tuple<std::string, uint64_t, uint64_t>, uint32_t> loaded;
-  auto archive_of = [&](const std::string& fqn, const StorageKey& key, bool tensor) -> Result<uint32_t> {
+  std::vector<std::string> first_user;  // per archive, the key that named it first
+  auto archive_of = [&](const std::string& fqn, const DcpItemKey& key, bool tensor,
+                        bool empty_chunk) -> Result<uint32_t> {
     auto fail = [&](ErrorCode code, std::string detail, std::string where) {
       return MakeError(code, 0, "\"" + fqn + "\": " + detail, std::move(where));
     };
@@ -414,7 +420,12 @@ Result<DcpCheckpoint> LoadDcpCheckpoint(const std::string& folder, const LoadOpt
     }
     const DcpArchive& ref = it->second;
     const auto [pos, fresh] = loaded.try_emplace({ref.file, ref.offset, ref.length}, 0);
-    if (!fresh) return pos->second;
+    if (!fresh) {
+      if (empty_chunk) return pos->second;
+      return MetaError(ErrorCode::kMalformed, "\"" + fqn + "\" and \"" + first_user[pos->second] +
+                                                  "\" name the same item (" + Num(ref.length) + " bytes at " +
+                                                  Num(ref.offset) + " of " + ref.file + "): torch writes each once");
+    }
     auto file = state->files.find(ref.file);
     if (file == state->files.end()) {
       Result<MappedFile> mapped = MappedFile::Open((state->folder / ref.file).string(), options.file);
@@ -442,17 +453,19 @@ Result<DcpCheckpoint> LoadDcpCheckpoint(const std::string& folder, const LoadOpt
     }
     state->archives.push_back(std::move(*ckpt));
     state->refs.push_back(ref);
+    first_user.push_back(fqn);
     pos->second = static_cast<uint32_t>(state->archives.size() - 1);
     return pos->second;
   };
 
   for (DcpEntry& e : state->entries) {
     if (!e.is_tensor) {
-      CKG_ASSIGN_OR_RETURN(e.archive, archive_of(e.fqn, {e.fqn, std::nullopt}, false));
+      CKG_ASSIGN_OR_RETURN(e.archive, archive_of(e.fqn, {e.fqn, std::nullopt}, false, false));
       continue;
     }
     for (DcpChunk& c : e.chunks) {
-      CKG_ASSIGN_OR_RETURN(c.archive, archive_of(e.fqn, {e.fqn, ToVector(c.offsets)}, true));
+      CKG_ASSIGN_OR_RETURN(const uint64_t volume, Volume(c.sizes));
+      CKG_ASSIGN_OR_RETURN(c.archive, archive_of(e.fqn, {e.fqn, ToVector(c.offsets)}, true, volume == 0));
       const Checkpoint& a = state->archives[c.archive];
       const Value& root = a.values().Get(a.root());
       const DcpArchive& ref = state->refs[c.archive];

@@ -20,9 +20,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ckptguard/checkpoint.h"
@@ -72,6 +75,23 @@ struct DcpArchive {
   uint64_t offset = 0;
   uint64_t length = 0;
 };
+
+// DcpItemKey is a MetadataIndex as torch hashes and compares it: the key and
+// the chunk's offsets (none for a value); its `index` is left out of both.
+using DcpItemKey = std::pair<std::string, std::optional<std::vector<int64_t>>>;
+
+// DcpMetadata is what a .metadata declares: every key (the chunks' `archive`
+// not yet set) and where each item lies.
+struct DcpMetadata {
+  std::vector<DcpEntry> entries;
+  std::map<DcpItemKey, DcpArchive> items;  // a later equal key wins, as in the dict pickle.load builds
+};
+
+// ReadDcpMetadata reads the Metadata record of a loaded .metadata (records
+// on): errors as LoadDcpCheckpoint's about .metadata (not a Metadata, a
+// path leaving the folder, chunks that overlap, leave the tensor or do not
+// cover it, a limit).
+Result<DcpMetadata> ReadDcpMetadata(const Checkpoint& metadata, const DcpLimits& limits = {});
 
 class DcpCheckpoint {
  public:

@@ -54,14 +54,15 @@ struct LatestResult {
 
 // FindLatest picks the newest checkpoint in `dir` that verifies. Candidates
 // are the model files directly in `dir` and its checkpoint folders (a
-// subfolder named checkpoint-N or holding a trainer_state.json; symbolic
-// links are not followed, subfolders are not searched further).
+// subfolder named checkpoint-N, global_stepN, step-N or step_N, or holding
+// a trainer_state.json or a DCP .metadata (dcp.h); symbolic links are not
+// followed, subfolders are not searched further).
 //
 // Progress of a candidate (Progress in verify.h): a file's top-level
 // "global_step" or "step" and "epoch" (ints, floats for an epoch, or
 // one-element tensors), else its name's "step=S" and "epoch=E" (Lightning's
 // file names); a folder's trainer_state.json "global_step" and "epoch", else
-// the N of checkpoint-N.
+// the N of its name; a DCP folder's values (DcpProgress), else its name.
 //
 // Order: progress values of different kinds are not compared with each
 // other. If every candidate with progress has a step, they are ordered by
