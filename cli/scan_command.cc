@@ -50,7 +50,10 @@
 #include <tuple>
 #include <utility>
 
+#include "ckptguard/dcp.h"
 #include "ckptguard/input_file.h"
+#include "ckptguard/mapped_file.h"
+#include "ckptguard/zip_reader.h"
 #include "ckptguard/printable.h"
 #include "ckptguard/sharded.h"
 #include "ckptguard/scanner/report.h"
@@ -147,6 +150,56 @@ std::string ReadLink(const std::string& path) {
   if (n < 0) return "?";
   buf.resize(static_cast<size_t>(n));
   return buf;
+}
+
+// DcpItemReports reads a torch.distributed.checkpoint .metadata (as
+// records: nothing is called) and scans every item range it names that the
+// scan of its file does not already read as an archive of its own:
+// FileSystemReader hands each range to torch.load, so a range is a file of
+// its own to judge, whatever the rest of its file holds. A .metadata that
+// does not read as a DCP Metadata gives nothing here (its own scan judges
+// it); a range outside its file or a file outside the folder is reported.
+std::vector<FileReport> DcpItemReports(const std::string& display, const std::string& real,
+                                       const scanner::ScanOptions& options) {
+  std::vector<FileReport> out;
+  LoadOptions load;
+  load.budget = options.budget;
+  Result<Checkpoint> meta = LoadCheckpoint(real, load);
+  if (!meta) return out;
+  Result<DcpMetadata> md = ReadDcpMetadata(*meta);
+  if (!md) return out;
+  const fs::path display_dir = fs::path(display).parent_path();
+  const fs::path real_dir = fs::path(real).parent_path();
+  std::map<std::string, std::vector<EmbeddedZip>> archives;  // per file: what its own scan reads
+  std::set<std::tuple<std::string, uint64_t, uint64_t>> done;
+  for (const auto& [key, item] : md->items) {
+    if (!done.emplace(item.file, item.offset, item.length).second || PathLeavesFolder(item.file)) continue;
+    const std::string name = (display_dir / item.file).string() + "@" + std::to_string(item.offset);
+    Result<MappedFile> file = MappedFile::Open((real_dir / item.file).string(), options.file);
+    if (!file) continue;  // a missing item: torch.load is never reached
+    const Bytes bytes = file->data();
+    if (item.offset > bytes.size() || item.length > bytes.size() - item.offset) continue;
+    auto [it, fresh] = archives.try_emplace(item.file);
+    if (fresh) it->second = FindEmbeddedZips(bytes, options.container.max_nested);
+    const bool read_already = std::any_of(it->second.begin(), it->second.end(), [&](const EmbeddedZip& z) {
+      return z.begin == item.offset && z.end == item.offset + item.length;
+    }) || (item.offset == 0 && item.length == bytes.size());
+    if (read_already) continue;
+    FileReport r = scanner::ScanBytes(bytes.subspan(item.offset, item.length), name, options);
+    r.findings.insert(r.findings.begin(),
+                      Finding{scanner::kRuleItemRange, Severity::kInfo,
+                              "a byte range that " + display + " names (torch.load of it is how the checkpoint is "
+                              "loaded), scanned on its own: " + std::to_string(item.length) + " bytes at " +
+                              std::to_string(item.offset),
+                              "", 0, ""});
+    if (Status unchanged = file->CheckUnchanged(); !unchanged) {
+      r.findings.clear();
+      r.error = unchanged.error();
+    }
+    r.verdict = scanner::VerdictOf(r.findings, r.error);
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 // Walker lists what `scan` reads: candidates (regular files), shard indexes,
@@ -658,6 +711,15 @@ int RunScan(const ScanFlags& flags) {
     }
     ++reported[c.root];
     reports.push_back(std::move(report));
+  }
+  // torch.distributed.checkpoint folders: the item ranges their .metadata
+  // names, where a file's own scan does not read them as archives.
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (duplicate[i] || fs::path(candidates[i].display).filename() != ".metadata") continue;
+    for (FileReport& r : DcpItemReports(candidates[i].display, candidates[i].real, options)) {
+      ++reported[candidates[i].root];
+      reports.push_back(std::move(r));
+    }
   }
   // An empty scan is never clean: a command-line path under which nothing
   // was reported is a finding with an error.

@@ -320,6 +320,9 @@ const std::vector<Rule>& InputRules() {
       InputRule(kRuleShardIndexBad, Severity::kSuspicious,
                 "a shard index (*.index.json) that is not a JSON object with a weight_map of strings, as loaders "
                 "read it: its shards cannot be found and checked"),
+      InputRule(kRuleItemRange, Severity::kInfo,
+                "a byte range that a torch.distributed.checkpoint .metadata names and its file's own scan does not "
+                "read as an archive: FileSystemReader hands it to torch.load, so it is scanned on its own"),
   };
   return *rules;
 }

@@ -261,3 +261,43 @@ def test_hostile_item_among_benign_ones(folder, tmp_path, item):
     assert out.returncode == 2
     assert b"system" in out.stderr and info.relative_path.encode() in out.stderr
     assert not os.path.exists(marker)
+
+
+def split_end_records(archive, junk=b"\0" * 16):
+    """The archive with bytes between its zip64 end record and the locator:
+    torch's reader (miniz) follows the locator and loads it all the same,
+    but the archive's end no longer tells where it begins."""
+    at = archive.rfind(b"PK\x06\x07")
+    assert at > 0 and archive.rfind(b"PK\x06\x06") == at - 56
+    return archive[:at] + junk + archive[at:]
+
+
+def test_hostile_item_placed_only_by_the_metadata(tmp_path):
+    marker = marker_path()
+    buf = io.BytesIO()
+    torch.save(Payload(marker), buf)
+    hidden = split_end_records(buf.getvalue())
+    d = tmp_path / "evil"
+    meta = dcp_writer.save(training_state(), str(d), ranks=1, raw_items={"note": hidden})
+    info = storage_of(meta, "note")
+    subprocess.run([PYTHON, "-c", LOAD_SLICE, str(d / info.relative_path), str(info.offset), str(info.length)],
+                   capture_output=True, timeout=120)
+    assert os.path.exists(marker)
+    os.remove(marker)
+    out = run_cli("scan", "--format", "json", str(d))
+    report = json.loads(out.stdout)
+    by_path = {f["path"]: f for f in report["files"]}
+    item = by_path.get(str(d / info.relative_path) + "@" + str(info.offset))
+    assert item is not None, sorted(by_path)
+    assert item["verdict"] == "dangerous", item
+    assert any(f["rule"] == "CKG-W013" for f in item["findings"])
+    # The file itself does not read as archives back to back: an error.
+    assert by_path[str(d / info.relative_path)]["verdict"] == "error"
+    assert out.returncode == 2
+    # A benign folder's ranges are all archives its files' scans read: no
+    # report of their own.
+    clean = tmp_path / "clean"
+    dcp_writer.save(training_state(), str(clean), ranks=2, split_dim0=("model.0.weight",))
+    report = json.loads(run_cli("scan", "--format", "json", str(clean)).stdout)
+    assert all("@" not in f["path"] for f in report["files"]), [f["path"] for f in report["files"]]
+    assert not os.path.exists(marker)

@@ -49,6 +49,7 @@ inline constexpr char kRuleSameFile[] = "CKG-W009";        // another name of a 
 inline constexpr char kRuleShardEscapes[] = "CKG-W010";    // weight_map names a path outside the index's folder
 inline constexpr char kRuleShardMissing[] = "CKG-W011";    // weight_map names a shard that does not exist
 inline constexpr char kRuleShardIndexBad[] = "CKG-W012";   // a shard index that is not the JSON loaders read
+inline constexpr char kRuleItemRange[] = "CKG-W013";       // a DCP item range scanned on its own
 
 // ReportText: one block per file (path, format, verdict, then each finding
 // as "  [severity] RULE at byte N (entry): message"), then, when rules of
