@@ -1399,10 +1399,11 @@ BOOST_AUTO_TEST_CASE(RebuildSparseCompressed) {
 BOOST_AUTO_TEST_CASE(RebuildSparseHostile) {
   using O = Opcode;
   std::vector<BadCase> c;
-  c.push_back(Bad("float indices", SparseCoo("float32", {2, 3}, {3}, {4, 5}), kMalformed,
-                  "_rebuild_sparse_tensor (sparse_coo): indices must be an int64 tensor, not float32"));
-  c.push_back(Bad("int32 COO indices", SparseCoo("int32", {2, 3}, {3}, {4, 5}), kMalformed,
-                  "indices must be an int64 tensor, not int32"));
+  c.push_back(Bad("float16 indices", SparseCoo("float16", {2, 3}, {3}, {4, 5}), kMalformed,
+                  "_rebuild_sparse_tensor (sparse_coo): indices must be an integer, bool or float32/64 tensor "
+                  "(torch converts them to int64), not float16"));
+  c.push_back(Bad("complex COO indices", SparseCoo("complex64", {2, 3}, {3}, {4, 5}), kMalformed,
+                  "not complex64"));
   c.push_back(Bad("1-D indices", SparseCoo("int64", {6}, {3}, {4, 5}), kMalformed,
                   "indices must be sparse_dim x nnz, not of shape [6]"));
   c.push_back(Bad("nnz disagrees", SparseCoo("int64", {2, 3}, {4}, {4, 5}), kMalformed,

@@ -413,13 +413,39 @@ def hostile_reduce(edit):
     return reduce
 
 
-# name -> (edit, what ckptguard says, whether torch refuses it too). torch's
-# Python constructors convert COO indices of any dtype to int64 (a float
-# index is truncated); torch.save never writes other dtypes, and ckptguard
-# refuses them rather than guess at a conversion.
+# COO indices of another dtype: torch.save never writes them, but torch's
+# rebuild (sparse_coo_tensor) converts any to int64, a float truncated
+# toward zero and bool as 0/1; ckptguard converts them the same way.
+CONVERTED = {
+    "int32": lambda i: i.int(),
+    "int16": lambda i: i.short(),
+    "uint8": lambda i: i.to(torch.uint8),
+    "float64 + 0.5": lambda i: i.double() + 0.5,
+    "float32 + 0.75": lambda i: i.float() + 0.75,
+    "bool": lambda i: (i > 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTED))
+def test_coo_indices_of_other_dtypes_are_converted_as_torch_converts_them(tmp_path, name):
+    change = CONVERTED[name]
+    path = tmp_path / "sd.pt"
+    # bool indices would collide (coalesced duplicates): a 2 x 2 pattern
+    # whose 0/1 indices stay distinct.
+    base = (torch.sparse_coo_tensor(torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]]), torch.tensor([1.0, 2.0, 3.0, 4.0]),
+                                    (2, 2)) if name == "bool" else coo())
+    save({"x": base}, path, hostile_reduce(lambda i, v, s: (change(i), v, s)))
+    want = weights_only_load(path)["x"]
+    assert want._indices().dtype == torch.int64
+    got = inspect_json(path)["tensors"]["x"]
+    check_sparse(got, want)
+
+
+# name -> (edit, what ckptguard says, whether torch refuses it too).
 HOSTILE = {
-    "float indices": (lambda i, v, s: (i.double() + 0.5, v, s), "indices must be an int64 tensor, not float64", False),
-    "int32 indices": (lambda i, v, s: (i.int(), v, s), "indices must be an int64 tensor, not int32", False),
+    "float16 indices": (lambda i, v, s: (i.half(), v, s),
+                        "indices must be an integer, bool or float32/64 tensor (torch converts them to int64), not "
+                        "float16", False),
     "nnz disagrees": (lambda i, v, s: (i, torch.cat([v, v[:1]]), s), "indices give 4 elements (nnz), values 5", True),
     "size of too few dims": (lambda i, v, s: (i, v, torch.Size([3])),
                              "size [3] has 1 dimensions, but indices give 2 sparse and values 0 dense dimensions", True),

@@ -1454,6 +1454,74 @@ static Status CheckNestedViews(const Checkpoint& ckpt) {
   return OkStatus();
 }
 
+// ConvertCooIndices gives every COO tensor whose indices are not int64 an
+// int64 copy of them, as torch's sparse_coo_tensor converts them when it
+// rebuilds the tensor (a float truncated toward zero, NaN and values out of
+// int64's range to INT64_MIN as x86's conversion gives them; bool as 0/1):
+// a new tensor with its own storage, in a buffer the checkpoint owns,
+// charged to the budget as a copy. The original component stays in the
+// table, unreferenced.
+static Status ConvertCooIndices(Checkpoint::State& s, const Checkpoint& ckpt) {
+  for (uint32_t n = 0; n < s.vm.tensors.size(); ++n) {
+    if (s.vm.tensors[n].layout != TensorLayout::kSparseCoo) continue;
+    const uint32_t from = s.vm.tensors[n].sparse->indices;
+    const Tensor& old = s.vm.tensors[from];
+    if (old.dtype == DType::kInt64) continue;
+    CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ckpt.ContiguousBytes(from));
+    const size_t count = static_cast<size_t>(old.num_elements);
+    CKG_TRY(s.budget.Charge(BudgetKind::kViewBytes, count * sizeof(int64_t), s.vm.tensors[n].sparse->offset, "",
+                            "COO indices converted to int64"));
+    auto converted = std::make_unique<std::string>(count * sizeof(int64_t), '\0');
+    auto load = [&]<typename T>(T, size_t i) {
+      T v;
+      std::memcpy(&v, bytes.data() + i * sizeof(T), sizeof(T));
+      return v;
+    };
+    auto from_float = [](double d) -> int64_t {
+      // x86's cvttsd2si: out of range and NaN give INT64_MIN.
+      if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return INT64_MIN;
+      return static_cast<int64_t>(d);
+    };
+    for (size_t i = 0; i < count; ++i) {
+      int64_t v = 0;
+      switch (old.dtype) {
+        case DType::kInt8: v = load(int8_t{}, i); break;
+        case DType::kUInt8: v = load(uint8_t{}, i); break;
+        case DType::kBool: v = load(uint8_t{}, i) != 0; break;
+        case DType::kInt16: v = load(int16_t{}, i); break;
+        case DType::kUInt16: v = load(uint16_t{}, i); break;
+        case DType::kInt32: v = load(int32_t{}, i); break;
+        case DType::kUInt32: v = load(uint32_t{}, i); break;
+        case DType::kUInt64: v = static_cast<int64_t>(load(uint64_t{}, i)); break;
+        case DType::kFloat32: v = from_float(load(float{}, i)); break;
+        case DType::kFloat64: v = from_float(load(double{}, i)); break;
+        default:
+          return MakeError(ErrorCode::kInternal, 0, "COO indices of dtype " + std::string(DTypeName(old.dtype)));
+      }
+      std::memcpy(converted->data() + i * sizeof(int64_t), &v, sizeof(v));
+    }
+    Storage st{.key = "",
+               .location = "cpu",
+               .num_elements = count,
+               .bytes = AsBytes(*converted),
+               .file_offset = 0,
+               .dtype = DType::kInt64,
+               .big_endian = false,
+               .inflated = true};
+    s.buffers.push_back(std::move(converted));
+    s.vm.storages.push_back(std::move(st));
+    Tensor t;
+    t.dtype = DType::kInt64;
+    t.storage = static_cast<uint32_t>(s.vm.storages.size() - 1);
+    t.num_elements = old.num_elements;
+    t.shape = old.shape;
+    t.stride = DenseStrides(std::span<const int64_t>(old.shape.data(), old.shape.size()), false);
+    s.vm.tensors.push_back(std::move(t));
+    s.vm.tensors[n].sparse.Mut().indices = static_cast<uint32_t>(s.vm.tensors.size() - 1);
+  }
+  return OkStatus();
+}
+
 // CheckSparseIndices checks the index values of every sparse tensor as
 // torch checks them when a load ends (_validate_loaded_sparse_tensors:
 // _validate_sparse_coo_tensor_args, _validate_sparse_compressed_tensor_args),
@@ -1586,6 +1654,10 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
   if (Status loaded = loader.Load(); !loaded) return fail(std::move(loaded).error());
   CKG_TRY(state->file.CheckUnchanged());
   Checkpoint out(std::move(state));
+  if (Status converted = ConvertCooIndices(*out.state_, out); !converted) {
+    CKG_TRY(out.CheckUnchanged());
+    return std::unexpected(std::move(converted).error());
+  }
   if (Status sparse = CheckSparseIndices(out); !sparse) {
     CKG_TRY(out.CheckUnchanged());
     return std::unexpected(std::move(sparse).error());

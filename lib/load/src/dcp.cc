@@ -446,6 +446,8 @@ Result<DcpCheckpoint> LoadDcpCheckpoint(const std::string& folder, const LoadOpt
     }
     Result<Checkpoint> ckpt = LoadCheckpointBytes(bytes.subspan(ref.offset, ref.length), options);
     if (!ckpt) {
+      // A file that changed while it was read explains any error its bytes gave.
+      CKG_TRY(file->second->CheckUnchanged());
       Error e = std::move(ckpt).error();
       e.detail = "\"" + fqn + "\": " + e.detail;
       e.where = ref.file + "@" + Num(ref.offset) + (e.where.empty() ? std::string() : ":" + e.where);

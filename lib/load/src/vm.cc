@@ -17,6 +17,17 @@
 #include "py_text.h"
 
 namespace ckptguard {
+bool IsCooIndexDType(DType dtype) {
+  switch (dtype) {
+    case DType::kInt8: case DType::kUInt8: case DType::kInt16: case DType::kUInt16: case DType::kInt32:
+    case DType::kUInt32: case DType::kInt64: case DType::kUInt64: case DType::kBool: case DType::kFloat32:
+    case DType::kFloat64:
+      return true;
+    default:
+      return false;
+  }
+}
+
 namespace {
 
 constexpr uint32_t kScriptClass = 0xffff;  // kGlobal index for a TorchScript "__torch__.*" class
@@ -1123,8 +1134,9 @@ class Vm {
       }
       const Tensor& indices = state_.tensors[out.sparse->indices];
       const Tensor& values = state_.tensors[out.sparse->values];
-      if (indices.dtype != DType::kInt64) {
-        return Malformed(op, what + ": indices must be an int64 tensor, not " + dtype_name(indices.dtype));
+      if (!IsCooIndexDType(indices.dtype)) {
+        return Malformed(op, what + ": indices must be an integer, bool or float32/64 tensor (torch converts them "
+                                    "to int64), not " + dtype_name(indices.dtype));
       }
       if (indices.shape.size() != 2) {
         return Malformed(op, what + ": indices must be sparse_dim x nnz, not of shape " + DimsText(indices.shape));

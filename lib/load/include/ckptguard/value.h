@@ -172,7 +172,8 @@ std::string_view TensorLayoutName(TensorLayout layout);
 // checkpoint, each an ordinary strided tensor (checked at load: index dtypes,
 // dimensions and sizes consistent with the layout and the dense size).
 struct SparseParts {
-  // COO: indices (_indices(): int64, sparse_dim x nnz). CSR/BSR: crow_indices(),
+  // COO: indices (_indices(): int64, sparse_dim x nnz; another dtype in the
+  // file is converted at load, as torch converts it). CSR/BSR: crow_indices(),
   // CSC/BSC: ccol_indices() (int64 or int32, batch dims then compressed+1).
   uint32_t indices = 0;
   // CSR/BSR: col_indices(), CSC/BSC: row_indices() (the dtype of `indices`,

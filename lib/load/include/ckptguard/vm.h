@@ -80,6 +80,13 @@ using StorageResolver = std::function<Result<uint32_t>(const StorageRequest& req
 
 // VmState is what a run builds: the values, tensors and storages (the resolver
 // appends storages). Several runs may share one state.
+// IsCooIndexDType: a dtype of COO indices that torch converts to int64 when
+// it rebuilds the sparse tensor (sparse_coo_tensor: indices.to(torch.long)),
+// and the loader converts too (LoadCheckpoint: the sparse tensor's indices
+// are then an int64 tensor of their own): the integer dtypes, bool, float32
+// and float64 (truncated toward zero).
+bool IsCooIndexDType(DType dtype);
+
 struct VmState {
   ValueArena values;
   std::vector<Tensor> tensors;
