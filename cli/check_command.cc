@@ -260,6 +260,8 @@ void AddCheckCommand(CLI::App& app, CheckFlags& flags) {
     and _metadata (which modules exist, which are BatchNorm: version 2).
   - a sharded checkpoint's *.index.json: the tensors of its shards, in the
     index's order (no _metadata).
+  - a torch.distributed.checkpoint folder: its tensors under --expect-prefix
+    (model), each with its whole shape (no _metadata).
   - a JSON object mapping each key to {"dtype": "float32", "shape": [256, 20]}
     ("dtype" optional; "shape": null for an uninitialised lazy parameter;
     {"tensor": false} for a non-tensor _extra_state), plus "_metadata":

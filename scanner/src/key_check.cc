@@ -327,8 +327,39 @@ Result<ModelSchema> SchemaFromSharded(const std::string& path, const std::string
   return out;
 }
 
+// SchemaFromDcp: the tensors of a torch.distributed.checkpoint reference
+// under `prefix` (its dotted keys below it, without it), each with the dtype
+// and whole shape .metadata declares, in its order.
+Result<ModelSchema> SchemaFromDcp(const std::string& path, const std::string& prefix) {
+  CKG_ASSIGN_OR_RETURN(DcpCheckpoint dcp, LoadDcpCheckpoint(path));
+  std::string_view p = prefix;
+  if (p.ends_with('.')) p.remove_suffix(1);
+  ModelSchema out;
+  out.source = "reference torch.distributed.checkpoint folder";
+  for (const DcpEntry& d : dcp.entries()) {
+    std::string_view key = d.fqn;
+    if (!p.empty()) {
+      if (!key.starts_with(p) || key.size() <= p.size() || key[p.size()] != '.') continue;
+      key.remove_prefix(p.size() + 1);
+    }
+    if (!d.is_tensor) continue;
+    ExpectedTensor e;
+    e.key = std::string(key);
+    e.dtype = std::string(DTypeName(d.dtype));
+    e.shape.assign(d.size.begin(), d.size.end());
+    out.keys.push_back(std::move(e));
+  }
+  if (out.keys.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "no tensor" + (p.empty() ? std::string() : " under '" + prefix + "'"),
+                     path);
+  }
+  CKG_TRY(dcp.CheckUnchanged());
+  return out;
+}
+
 Result<ModelSchema> LoadSchemaImpl(const std::string& path, const std::string& prefix) {
   if (IsShardIndexPath(path)) return SchemaFromSharded(path, prefix);
+  if (IsDcpFolder(path)) return SchemaFromDcp(path, prefix);
   auto load_reference = [&]() -> Result<ModelSchema> {
     CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, LoadCheckpoint(path));
     return SchemaFromCheckpoint(ckpt, prefix);

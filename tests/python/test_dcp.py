@@ -158,6 +158,14 @@ def test_check_against_the_model(folder, tmp_path):
     assert out.returncode == 0, out.stdout.decode()
     out = run_cli("check", str(folder), "--expect", str(ref), "--prefix", "extra")
     assert out.returncode == 1
+    # The folder as the reference: a file saved from the model fits it.
+    out = run_cli("check", str(ref), "--expect", str(folder), "--expect-prefix", "model")
+    assert out.returncode == 0, out.stdout.decode()
+    other = tmp_path / "other.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(4, 7)).state_dict(), other)
+    out = run_cli("check", str(other), "--expect", str(folder), "--expect-prefix", "model")
+    assert out.returncode == 1
+    assert b"size mismatch for 0.weight" in out.stdout, out.stdout.decode()
 
 
 def broken_copy(folder, tmp_path, edit):
