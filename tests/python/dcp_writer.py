@@ -141,13 +141,33 @@ def flatten(state_dict, prefix=(), out=None):
     return out
 
 
-def save(state_dict, folder, ranks=1, split_dim0=(), split_dim1=(), raw_items=None):
+class ShardTensorProperties(TensorProperties):
+    """torch 2.0's TensorProperties, from the sharded-tensor module."""
+
+
+ShardTensorProperties.__name__ = ShardTensorProperties.__qualname__ = "TensorProperties"
+SHARD_META = "torch.distributed._shard.sharded_tensor.metadata"
+if SHARD_META not in sys.modules or not hasattr(sys.modules[SHARD_META], "TensorProperties"):
+    # Debian's torch 1.13 cannot import that module under Python 3.11.
+    for i, part in enumerate(SHARD_META.split(".")):
+        name = ".".join(SHARD_META.split(".")[:i + 1])
+        if name not in sys.modules:
+            sys.modules[name] = types.ModuleType(name)
+    ShardTensorProperties.__module__ = SHARD_META
+    sys.modules[SHARD_META].TensorProperties = ShardTensorProperties
+else:
+    ShardTensorProperties = sys.modules[SHARD_META].TensorProperties
+
+
+def save(state_dict, folder, ranks=1, split_dim0=(), split_dim1=(), raw_items=None, properties=None):
     """Writes `state_dict` as a DCP folder. Tensors named in `split_dim0`
     (`split_dim1`) are split along dimension 0 (1) into `ranks` chunks, chunk
     r written by rank r (as FSDP or DTensor shards do); every other value is
     written whole by rank 0.
     `raw_items` (fqn -> bytes) replaces what a BYTE_IO item writes (a hostile
-    item). Returns the Metadata."""
+    item); `properties` is the TensorProperties class (torch 2.0's:
+    ShardTensorProperties). Returns the Metadata."""
+    properties = properties or TensorProperties
     os.makedirs(folder, exist_ok=True)
     flat = flatten(state_dict)
     sd_meta, storage, planner = {}, {}, {}
@@ -171,7 +191,7 @@ def save(state_dict, folder, ranks=1, split_dim0=(), split_dim1=(), raw_items=No
                 offsets = torch.Size([0] * value.dim())
                 chunks = [ChunkStorageMetadata(offsets, value.size())]
                 per_rank[0].append(("tensor", MetadataIndex(fqn, offsets), value))
-            props = TensorProperties(dtype=value.dtype, requires_grad=value.requires_grad)
+            props = properties(dtype=value.dtype, requires_grad=value.requires_grad)
             sd_meta[fqn] = TensorStorageMetadata(props, value.size(), chunks)
         else:
             sd_meta[fqn] = BytesStorageMetadata()

@@ -100,6 +100,15 @@ def test_inspect_digests_equal_what_torch_reads(folder):
     assert sub["values"] == {}
 
 
+def test_torch_2_0_tensor_properties(tmp_path):
+    # torch 2.0's .metadata names the sharded-tensor module's TensorProperties.
+    d = tmp_path / "old"
+    meta = dcp_writer.save({"w": torch.arange(6.0).reshape(2, 3)}, str(d), properties=dcp_writer.ShardTensorProperties)
+    assert type(meta.state_dict_metadata["w"].properties).__module__ == dcp_writer.SHARD_META
+    doc = inspect_json(d)
+    assert doc["tensors"]["w"]["sha256"] == digest(torch.arange(6.0).reshape(2, 3))
+
+
 def test_verify_and_latest(folder, tmp_path):
     out = run_cli("verify", "--json", str(folder))
     assert out.returncode == 0, out.stdout.decode()

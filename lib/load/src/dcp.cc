@@ -96,7 +96,11 @@ class Reader {
   // its "dtype" attribute.
   std::optional<DType> DTypeOf(ValueId properties) const {
     const Value& p = Get(properties);
-    if (!IsMetaRecord(p, "TensorProperties")) return std::nullopt;
+    // torch 2.0 pickled the sharded-tensor module's TensorProperties.
+    if (!IsMetaRecord(p, "TensorProperties") &&
+        !(p.kind == ValueKind::kRecord && p.text == "torch.distributed._shard.sharded_tensor.metadata.TensorProperties")) {
+      return std::nullopt;
+    }
     std::optional<ValueId> dtype;
     if (std::optional<ValueId> state = Attr(p, "__state__")) {
       const Value& s = Get(*state);
