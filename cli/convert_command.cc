@@ -146,6 +146,27 @@ void PrintWritten(const ConvertFlags& flags, const SafetensorsOut& out, size_t l
             << (leaves == 0 ? "" : ", " + std::to_string(leaves) + " plain values in __metadata__") << "\n";
 }
 
+// ValuesMetadata: the plain values met are refused by name (false, the
+// error printed), unless --keep-metadata keeps them as JSON in __metadata__
+// ("ckptguard.values").
+bool ValuesMetadata(const std::vector<Leaf>& leaves, const ConvertFlags& flags,
+                    std::vector<std::pair<std::string, std::string>>& metadata) {
+  if (leaves.empty()) return true;
+  if (!flags.keep_metadata) {
+    std::string names;
+    for (size_t i = 0; i < leaves.size() && i < 5; ++i) names += (i ? ", " : "") + leaves[i].path;
+    Fail(flags.input, std::to_string(leaves.size()) + " non-tensor value(s) (" + names +
+                          (leaves.size() > 5 ? ", ..." : "") +
+                          ") have no place in safetensors: pass --keep-metadata to store them in "
+                          "__metadata__ as JSON, or --prefix to convert a state dict only");
+    return false;
+  }
+  json values = json::object();
+  for (const Leaf& l : leaves) values[l.path] = l.value;
+  metadata.emplace_back("ckptguard.values", values.dump());
+  return true;
+}
+
 int ToSafetensors(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flags) {
   Result<std::vector<NamedTensor>> named = ckpt.NamedTensors(from);
   if (!named) return Fail(flags.input, named.error().ToString());
@@ -153,19 +174,7 @@ int ToSafetensors(const Checkpoint& ckpt, ValueId from, const ConvertFlags& flag
   // Plain values: kept as JSON in __metadata__ only when asked.
   const std::vector<Leaf> leaves = NonTensorLeaves(ckpt, from, 100'000);
   std::vector<std::pair<std::string, std::string>> metadata;
-  if (!leaves.empty()) {
-    if (!flags.keep_metadata) {
-      std::string names;
-      for (size_t i = 0; i < leaves.size() && i < 5; ++i) names += (i ? ", " : "") + leaves[i].path;
-      return Fail(flags.input, std::to_string(leaves.size()) + " non-tensor value(s) (" + names +
-                                   (leaves.size() > 5 ? ", ..." : "") +
-                                   ") have no place in safetensors: pass --keep-metadata to store them in "
-                                   "__metadata__ as JSON, or --prefix to convert a state dict only");
-    }
-    json values = json::object();
-    for (const Leaf& l : leaves) values[l.path] = l.value;
-    metadata.emplace_back("ckptguard.values", values.dump());
-  }
+  if (!ValuesMetadata(leaves, flags, metadata)) return kExitError;
   SafetensorsOut out;
   for (const NamedTensor& nt : *named) {
     if (Status added = out.Add(ckpt, 0, nt.tensor, nt.path); !added) return Fail(flags.input, added.error().detail);
@@ -251,19 +260,7 @@ int DcpToSafetensors(const DcpCheckpoint& dcp, const ConvertFlags& flags) {
     return Fail(flags.input, "no tensors to convert" + (prefix.empty() ? "" : " under '" + flags.prefix + "'"));
   }
   std::vector<std::pair<std::string, std::string>> metadata;
-  if (!leaves.empty()) {
-    if (!flags.keep_metadata) {
-      std::string names;
-      for (size_t i = 0; i < leaves.size() && i < 5; ++i) names += (i ? ", " : "") + leaves[i].path;
-      return Fail(flags.input, std::to_string(leaves.size()) + " non-tensor value(s) (" + names +
-                                   (leaves.size() > 5 ? ", ..." : "") +
-                                   ") have no place in safetensors: pass --keep-metadata to store them in "
-                                   "__metadata__ as JSON, or --prefix to convert a state dict only");
-    }
-    json values = json::object();
-    for (const Leaf& l : leaves) values[l.path] = l.value;
-    metadata.emplace_back("ckptguard.values", values.dump());
-  }
+  if (!ValuesMetadata(leaves, flags, metadata)) return kExitError;
   if (Status unchanged = dcp.CheckUnchanged(); !unchanged) return Fail(flags.input, unchanged.error().ToString());
   Status written = out.Write(flags.output, std::move(metadata));
   if (!written) return Fail(flags.output, written.error().ToString());

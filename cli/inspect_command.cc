@@ -265,6 +265,19 @@ Status PrintTensors(const Checkpoint& ckpt, const InspectFlags& flags, std::ostr
   return OkStatus();
 }
 
+// PrintDocument prints what a many-file inspect made (text, or one JSON
+// document and a newline), or reports its error (and, with --json, prints it
+// as {path, error}).
+int PrintDocument(const std::string& path, const Result<std::string>& out, const InspectFlags& flags) {
+  if (!out) {
+    ReportError(path, out.error());
+    if (flags.json) std::cout << DumpJson(json{{"path", path}, {"error", ErrorJson(out.error())}}, -1) << "\n";
+    return kExitError;
+  }
+  std::cout << *out << (flags.json ? "\n" : "");
+  return kExitOk;
+}
+
 // InspectSharded shows a sharded state dict through its index: every shard
 // as `inspect` shows one file, after LoadShardedCheckpoint has checked that
 // the shards hold exactly what the index maps to them.
@@ -301,13 +314,7 @@ int InspectSharded(const std::string& path, const InspectFlags& flags) {
     CKG_TRY(sharded->CheckUnchanged());
     return text;
   }();
-  if (!out) {
-    ReportError(path, out.error());
-    if (flags.json) std::cout << DumpJson(json{{"path", path}, {"error", ErrorJson(out.error())}}, -1) << "\n";
-    return kExitError;
-  }
-  std::cout << *out << (flags.json ? "\n" : "");
-  return kExitOk;
+  return PrintDocument(path, out, flags);
 }
 
 // InDcpPrefix: whether a DCP key is under --prefix (the key itself or a
@@ -379,13 +386,7 @@ int InspectDcp(const std::string& path, const InspectFlags& flags) {
     CKG_TRY(dcp->CheckUnchanged());
     return text;
   }();
-  if (!out) {
-    ReportError(path, out.error());
-    if (flags.json) std::cout << DumpJson(json{{"path", path}, {"error", ErrorJson(out.error())}}, -1) << "\n";
-    return kExitError;
-  }
-  std::cout << *out << (flags.json ? "\n" : "");
-  return kExitOk;
+  return PrintDocument(path, out, flags);
 }
 
 int InspectOne(const std::string& path, const InspectFlags& flags) {
