@@ -154,13 +154,14 @@ std::string ReadLink(const std::string& path) {
 
 // DcpItemReports reads a torch.distributed.checkpoint .metadata (as
 // records: nothing is called) and scans every item range it names that the
-// scan of its file does not already read as an archive of its own:
+// scan of its file (`scanned`: the link-free paths this run scans) does not
+// already read as an archive of its own:
 // FileSystemReader hands each range to torch.load, so a range is a file of
 // its own to judge, whatever the rest of its file holds. A .metadata that
 // does not read as a DCP Metadata gives nothing here (its own scan judges
 // it); a range outside its file or a file outside the folder is reported.
 std::vector<FileReport> DcpItemReports(const std::string& display, const std::string& real,
-                                       const scanner::ScanOptions& options) {
+                                       const std::set<std::string>& scanned, const scanner::ScanOptions& options) {
   std::vector<FileReport> out;
   LoadOptions load;
   load.budget = options.budget;
@@ -179,11 +180,17 @@ std::vector<FileReport> DcpItemReports(const std::string& display, const std::st
     if (!file) continue;  // a missing item: torch.load is never reached
     const Bytes bytes = file->data();
     if (item.offset > bytes.size() || item.length > bytes.size() - item.offset) continue;
-    auto [it, fresh] = archives.try_emplace(item.file);
-    if (fresh) it->second = FindEmbeddedZips(bytes, options.container.max_nested);
-    const bool read_already = std::any_of(it->second.begin(), it->second.end(), [&](const EmbeddedZip& z) {
-      return z.begin == item.offset && z.end == item.offset + item.length;
-    }) || (item.offset == 0 && item.length == bytes.size());
+    // Read already: the file is scanned in this run and its scan reads the
+    // range as an archive of its own (or the range is the whole file).
+    const std::optional<std::string> item_real = RealPath((real_dir / item.file).string());
+    bool read_already = false;
+    if (item_real && scanned.contains(*item_real)) {
+      auto [it, fresh] = archives.try_emplace(item.file);
+      if (fresh) it->second = FindEmbeddedZips(bytes, options.container.max_nested);
+      read_already = std::any_of(it->second.begin(), it->second.end(), [&](const EmbeddedZip& z) {
+        return z.begin == item.offset && z.end == item.offset + item.length;
+      }) || (item.offset == 0 && item.length == bytes.size());
+    }
     if (read_already) continue;
     FileReport r = scanner::ScanBytes(bytes.subspan(item.offset, item.length), name, options);
     r.findings.insert(r.findings.begin(),
@@ -714,9 +721,10 @@ int RunScan(const ScanFlags& flags) {
   }
   // torch.distributed.checkpoint folders: the item ranges their .metadata
   // names, where a file's own scan does not read them as archives.
+  const std::set<std::string> scanned_paths(files.begin(), files.end());
   for (size_t i = 0; i < candidates.size(); ++i) {
     if (duplicate[i] || fs::path(candidates[i].display).filename() != ".metadata") continue;
-    for (FileReport& r : DcpItemReports(candidates[i].display, candidates[i].real, options)) {
+    for (FileReport& r : DcpItemReports(candidates[i].display, candidates[i].real, scanned_paths, options)) {
       ++reported[candidates[i].root];
       reports.push_back(std::move(r));
     }

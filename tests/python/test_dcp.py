@@ -277,6 +277,11 @@ def test_hostile_item_among_benign_ones(folder, tmp_path, item):
     out = run_cli("inspect", str(d))
     assert out.returncode == 2
     assert b"system" in out.stderr and info.relative_path.encode() in out.stderr
+    # The .metadata alone: the files it names are not in the scan, so every
+    # range it names is scanned on its own.
+    report = json.loads(run_cli("scan", "--format", "json", str(d / ".metadata")).stdout)
+    by_path = {f["path"]: f["verdict"] for f in report["files"]}
+    assert by_path[str(d / info.relative_path) + "@" + str(info.offset)] == "dangerous", by_path
     assert not os.path.exists(marker)
 
 
