@@ -150,20 +150,34 @@ Status CheckChunks(const DcpEntry& e) {
       }
     }
     CKG_ASSIGN_OR_RETURN(uint64_t v, Volume(c.sizes));
-    covered += v;  // each at most `total`, and at most max_chunks of them: no overflow
+    covered += v;  // (it can only wrap when chunks overlap, which is refused first)
   }
-  // Sorted by their first offset, a chunk can only overlap the later ones
-  // that start before it ends in dimension 0.
+  // Sorted by their offset along the dimension the chunks split most (the
+  // one a sharding splits), a chunk can only overlap the later ones that
+  // start before it ends there: a sweep, not every pair.
+  size_t split = 0;
+  size_t most = 0;
+  for (size_t k = 0; k < e.size.size(); ++k) {
+    std::vector<int64_t> starts;
+    for (const DcpChunk& c : e.chunks) starts.push_back(c.offsets[k]);
+    std::sort(starts.begin(), starts.end());
+    const size_t distinct = static_cast<size_t>(std::unique(starts.begin(), starts.end()) - starts.begin());
+    if (distinct > most) {
+      most = distinct;
+      split = k;
+    }
+  }
   std::vector<const DcpChunk*> order;
   for (const DcpChunk& c : e.chunks) order.push_back(&c);
   if (!e.size.empty()) {
-    std::sort(order.begin(), order.end(), [](const DcpChunk* a, const DcpChunk* b) { return a->offsets[0] < b->offsets[0]; });
+    std::sort(order.begin(), order.end(),
+              [split](const DcpChunk* a, const DcpChunk* b) { return a->offsets[split] < b->offsets[split]; });
   }
   for (size_t i = 0; i < order.size(); ++i) {
     for (size_t j = i + 1; j < order.size(); ++j) {
       const DcpChunk& a = *order[i];
       const DcpChunk& b = *order[j];
-      if (!e.size.empty() && b.offsets[0] >= a.offsets[0] + a.sizes[0]) break;
+      if (!e.size.empty() && b.offsets[split] >= a.offsets[split] + a.sizes[split]) break;
       bool overlap = true;
       for (size_t k = 0; k < e.size.size() && overlap; ++k) {
         overlap = a.sizes[k] > 0 && b.sizes[k] > 0 && a.offsets[k] < b.offsets[k] + b.sizes[k] &&

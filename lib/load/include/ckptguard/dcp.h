@@ -40,7 +40,8 @@ struct DcpLimits {
   uint64_t max_entries = 10'000'000;
   uint64_t max_items = 10'000'000;
   // Most chunks of one tensor. Default 65,536 (a tensor sharded over that
-  // many ranks); the chunks of a tensor are checked pairwise for overlap.
+  // many ranks); they are checked for overlap by a sweep along the
+  // dimension they split most.
   uint64_t max_chunks = 65'536;
 };
 
