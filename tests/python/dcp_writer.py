@@ -159,14 +159,16 @@ else:
     ShardTensorProperties = sys.modules[SHARD_META].TensorProperties
 
 
-def save(state_dict, folder, ranks=1, split_dim0=(), split_dim1=(), raw_items=None, properties=None):
+def save(state_dict, folder, ranks=1, split_dim0=(), split_dim1=(), raw_items=None, properties=None,
+         edit_chunk=None):
     """Writes `state_dict` as a DCP folder. Tensors named in `split_dim0`
     (`split_dim1`) are split along dimension 0 (1) into `ranks` chunks, chunk
     r written by rank r (as FSDP or DTensor shards do); every other value is
     written whole by rank 0.
     `raw_items` (fqn -> bytes) replaces what a BYTE_IO item writes (a hostile
     item); `properties` is the TensorProperties class (torch 2.0's:
-    ShardTensorProperties). Returns the Metadata."""
+    ShardTensorProperties); `edit_chunk(fqn, chunk)` replaces the tensor a
+    chunk is saved as (a hostile chunk). Returns the Metadata."""
     properties = properties or TensorProperties
     os.makedirs(folder, exist_ok=True)
     flat = flatten(state_dict)
@@ -186,6 +188,8 @@ def save(state_dict, folder, ranks=1, split_dim0=(), split_dim1=(), raw_items=No
                     offsets = torch.Size(offsets)
                     part = value.narrow(dim, bounds[r], bounds[r + 1] - bounds[r]).clone()
                     chunks.append(ChunkStorageMetadata(offsets, part.size()))
+                    if edit_chunk is not None:
+                        part = edit_chunk(fqn, part)
                     per_rank[r].append(("tensor", MetadataIndex(fqn, offsets, r), part))
             else:
                 offsets = torch.Size([0] * value.dim())

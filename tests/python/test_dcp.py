@@ -334,3 +334,17 @@ def test_many_chunks_split_along_one_dimension(tmp_path):
     doc = inspect_json(d)
     assert doc["tensors"]["w"]["chunks"] == 512
     assert doc["tensors"]["w"]["sha256"] == digest(t)
+
+
+def test_a_broadcast_chunk_is_not_assembled(tmp_path):
+    # A chunk saved as a stride-0 view of one element claims 2^20 elements:
+    # assembling it would make memory no file holds; torch's writer never
+    # saves one (it clones any view whose storage is not its own).
+    d = tmp_path / "broadcast"
+    big = torch.zeros(2, 1 << 20)
+    dcp_writer.save({"w": big}, str(d), ranks=2, split_dim0=("w",),
+                    edit_chunk=lambda fqn, part: torch.zeros(1).expand(part.shape))
+    assert os.path.getsize(d / "__0_0.distcp") < 4096
+    out = run_cli("inspect", str(d))
+    assert out.returncode == 2
+    assert b"a broadcast view" in out.stderr, out.stderr.decode()

@@ -378,7 +378,16 @@ Result<std::vector<uint8_t>> DcpCheckpoint::ContiguousBytes(size_t entry) const 
   if (const Checkpoint* single = SingleTensor(entry, &t)) return single->ContiguousBytes(t);
   CKG_ASSIGN_OR_RETURN(uint64_t total, Volume(e.size));
   const uint64_t unit = DTypeSize(e.dtype);
-  std::vector<uint8_t> out(total * unit);
+  uint64_t len = 0;
+  if (__builtin_mul_overflow(total, unit, &len) || len > std::vector<uint8_t>().max_size()) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "\"" + e.fqn + "\": too large to assemble");
+  }
+  std::vector<uint8_t> out;
+  try {
+    out.resize(static_cast<size_t>(len));
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kLimitExceeded, 0, "\"" + e.fqn + "\": out of memory assembling " + Num(len) + " bytes");
+  }
   for (const DcpChunk& c : e.chunks) {
     const Checkpoint& a = state_->archives[c.archive];
     CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> part, a.ContiguousBytes(a.values().Get(a.root()).index));
@@ -508,6 +517,20 @@ Result<DcpCheckpoint> LoadDcpCheckpoint(const std::string& folder, const LoadOpt
         return MakeError(ErrorCode::kUnsupportedFormat, 0,
                          "\"" + e.fqn + "\": a chunk of " + NotAPlainArray(t).value_or("a packed tensor") +
                              " cannot be assembled",
+                         where);
+      }
+      // torch's writer saves a chunk with a storage of its own elements
+      // (it clones any other view), so an assembled tensor is never larger
+      // than the storages it is made of: a chunk that views fewer bytes than
+      // it has elements (a stride-0 broadcast) would assemble into memory
+      // no file holds.
+      uint64_t need = 0;
+      const bool huge = __builtin_mul_overflow(volume, uint64_t{DTypeSize(t.dtype)}, &need);
+      if (e.chunks.size() > 1 && (huge || a.StorageBytes(root.index).size() < need)) {
+        return MakeError(ErrorCode::kMalformed, 0,
+                         "\"" + e.fqn + "\": a chunk of " + Num(volume) + " elements views only " +
+                             Num(a.StorageBytes(root.index).size()) + " bytes of its storage (a broadcast view): not "
+                             "what torch's writer saves",
                          where);
       }
     }
