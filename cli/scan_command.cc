@@ -159,7 +159,10 @@ std::string ReadLink(const std::string& path) {
 // FileSystemReader hands each range to torch.load, so a range is a file of
 // its own to judge, whatever the rest of its file holds. A .metadata that
 // does not read as a DCP Metadata gives nothing here (its own scan judges
-// it); a range outside its file or a file outside the folder is reported.
+// it). An item file outside the folder (CKG-W010: the loader reads it, the
+// scan does not; an error) or missing (CKG-W011) is a report on that path; a
+// range past its file's end is left out (torch.load of it reads too little
+// and fails before anything runs).
 std::vector<FileReport> DcpItemReports(const std::string& display, const std::string& real,
                                        const std::set<std::string>& scanned, const scanner::ScanOptions& options) {
   std::vector<FileReport> out;
@@ -173,11 +176,33 @@ std::vector<FileReport> DcpItemReports(const std::string& display, const std::st
   const fs::path real_dir = fs::path(real).parent_path();
   std::map<std::string, std::vector<EmbeddedZip>> archives;  // per file: what its own scan reads
   std::set<std::tuple<std::string, uint64_t, uint64_t>> done;
+  std::set<std::string> reported;  // item files with a report of their own
+  auto input_problem = [&](const std::string& file, const char* rule, const std::string& message, bool error) {
+    if (!reported.insert(file).second) return;
+    FileReport r;
+    r.path = (display_dir / file).string();
+    r.format = "unknown";
+    r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, ""});
+    if (error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not scanned (") + rule + ")"};
+    r.verdict = scanner::VerdictOf(r.findings, r.error);
+    out.push_back(std::move(r));
+  };
   for (const auto& [key, item] : md->items) {
-    if (!done.emplace(item.file, item.offset, item.length).second || PathLeavesFolder(item.file)) continue;
+    if (!done.emplace(item.file, item.offset, item.length).second) continue;
+    if (PathLeavesFolder(item.file)) {
+      input_problem(item.file, scanner::kRuleShardEscapes,
+                    display + " names \"" + item.file + "\", outside its folder: the loader reads it, the scan does not",
+                    true);
+      continue;
+    }
     const std::string name = (display_dir / item.file).string() + "@" + std::to_string(item.offset);
     Result<MappedFile> file = MappedFile::Open((real_dir / item.file).string(), options.file);
-    if (!file) continue;  // a missing item: torch.load is never reached
+    if (!file) {
+      input_problem(item.file, scanner::kRuleShardMissing,
+                    display + " names \"" + item.file + "\", which cannot be read here: " + file.error().ToString(),
+                    false);
+      continue;
+    }
     const Bytes bytes = file->data();
     if (item.offset > bytes.size() || item.length > bytes.size() - item.offset) continue;
     // Read already: the file is scanned in this run and its scan reads the

@@ -348,3 +348,17 @@ def test_a_broadcast_chunk_is_not_assembled(tmp_path):
     out = run_cli("inspect", str(d))
     assert out.returncode == 2
     assert b"a broadcast view" in out.stderr, out.stderr.decode()
+
+
+def test_scan_reports_item_files_outside_the_folder_or_missing(folder, tmp_path):
+    def edit(m):
+        storage_of(m, "step").relative_path = "../outside.distcp"
+        storage_of(m, "note").relative_path = "__7_0.distcp"
+    d = broken_copy(folder, tmp_path, edit)
+    out = run_cli("scan", "--format", "json", str(d))
+    assert out.returncode == 2  # something a loader reads was not scanned
+    by_path = {f["path"]: f for f in json.loads(out.stdout)["files"]}
+    outside = by_path[str(d / "../outside.distcp")]
+    assert outside["findings"][0]["rule"] == "CKG-W010" and outside["verdict"] == "error"
+    missing = by_path[str(d / "__7_0.distcp")]
+    assert missing["findings"][0]["rule"] == "CKG-W011"

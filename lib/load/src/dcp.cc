@@ -248,10 +248,6 @@ Result<DcpMetadata> ReadDcpMetadata(const Checkpoint& meta, const DcpLimits& lim
       return MetaError(ErrorCode::kUnsupportedFormat,
                        "\"" + *fqn + "\" is stored with transforms (transform_descriptors: compressed or encoded items)");
     }
-    if (PathLeavesFolder(*path)) {
-      return MetaError(ErrorCode::kInvalidArgument,
-                       "the item of \"" + *fqn + "\" is in \"" + *path + "\", which leaves the folder: not read");
-    }
     items[{*fqn, offsets}] = DcpArchive{*path, static_cast<uint64_t>(*offset), static_cast<uint64_t>(*length)};
   }
   const Value& entries = r.Get(*sd);
@@ -446,6 +442,10 @@ Result<DcpCheckpoint> LoadDcpCheckpoint(const std::string& folder, const LoadOpt
                                                           : " is not located by storage_data"));
     }
     const DcpArchive& ref = it->second;
+    if (PathLeavesFolder(ref.file)) {
+      return MetaError(ErrorCode::kInvalidArgument,
+                       "the item of \"" + fqn + "\" is in \"" + ref.file + "\", which leaves the folder: not read");
+    }
     const auto [pos, fresh] = loaded.try_emplace({ref.file, ref.offset, ref.length}, 0);
     if (!fresh) {
       if (empty_chunk) return pos->second;

@@ -89,9 +89,10 @@ struct DcpMetadata {
 };
 
 // ReadDcpMetadata reads the Metadata record of a loaded .metadata (records
-// on): errors as LoadDcpCheckpoint's about .metadata (not a Metadata, a
-// path leaving the folder, chunks that overlap, leave the tensor or do not
-// cover it, a limit).
+// on): errors as LoadDcpCheckpoint's about .metadata (not a Metadata,
+// chunks that overlap, leave the tensor or do not cover it, a limit). Item
+// paths are kept as written, even one that leaves the folder
+// (PathLeavesFolder: LoadDcpCheckpoint refuses it, the scanner reports it).
 Result<DcpMetadata> ReadDcpMetadata(const Checkpoint& metadata, const DcpLimits& limits = {});
 
 class DcpCheckpoint {
