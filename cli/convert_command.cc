@@ -213,21 +213,12 @@ int ShardedToSafetensors(const ShardedCheckpoint& sharded, const ConvertFlags& f
 int DcpToSafetensors(const DcpCheckpoint& dcp, const ConvertFlags& flags) {
   std::string prefix = flags.prefix;
   if (prefix.ends_with('.')) prefix.pop_back();
-  // The key under --prefix (the prefix itself is the key "" of a tensor
-  // saved at it), or nullopt.
-  auto relative = [&](const std::string& fqn) -> std::optional<std::string> {
-    if (prefix.empty()) return fqn;
-    if (fqn == prefix) return std::string();
-    if (fqn.starts_with(prefix) && fqn.size() > prefix.size() && fqn[prefix.size()] == '.') {
-      return fqn.substr(prefix.size() + 1);
-    }
-    return std::nullopt;
-  };
   SafetensorsOut out;
   std::vector<Leaf> leaves;
   for (size_t i = 0; i < dcp.entries().size(); ++i) {
     const DcpEntry& e = dcp.entries()[i];
-    const std::optional<std::string> name = relative(e.fqn);
+    // The key under --prefix (a tensor saved at the prefix itself is "").
+    const std::optional<std::string> name(DcpKeyUnder(e.fqn, prefix));
     if (!name) continue;
     const std::string label = name->empty() ? e.fqn : *name;
     if (e.is_tensor) {

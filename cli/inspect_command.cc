@@ -317,13 +317,6 @@ int InspectSharded(const std::string& path, const InspectFlags& flags) {
   return PrintDocument(path, out, flags);
 }
 
-// InDcpPrefix: whether a DCP key is under --prefix (the key itself or a
-// dotted key below it: the default planner flattens nested dicts so).
-bool InDcpPrefix(std::string_view fqn, std::string_view prefix) {
-  return prefix.empty() || fqn == prefix || (fqn.starts_with(prefix) && fqn.size() > prefix.size() &&
-                                             fqn[prefix.size()] == '.');
-}
-
 // InspectDcp shows a torch.distributed.checkpoint folder: every key with
 // its tensor (chunks assembled for the digest) or its value.
 int InspectDcp(const std::string& path, const InspectFlags& flags) {
@@ -340,7 +333,7 @@ int InspectDcp(const std::string& path, const InspectFlags& flags) {
     std::string values_json;
     for (size_t i = 0; i < entries.size(); ++i) {
       const DcpEntry& e = entries[i];
-      if (!InDcpPrefix(e.fqn, flags.prefix)) continue;
+      if (!DcpKeyUnder(e.fqn, flags.prefix)) continue;
       if (e.is_tensor) {
         const std::vector<int64_t> shape(e.size.begin(), e.size.end());
         std::string digest;

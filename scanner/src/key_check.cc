@@ -337,14 +337,10 @@ Result<ModelSchema> SchemaFromDcp(const std::string& path, const std::string& pr
   ModelSchema out;
   out.source = "reference torch.distributed.checkpoint folder";
   for (const DcpEntry& d : dcp.entries()) {
-    std::string_view key = d.fqn;
-    if (!p.empty()) {
-      if (!key.starts_with(p) || key.size() <= p.size() || key[p.size()] != '.') continue;
-      key.remove_prefix(p.size() + 1);
-    }
-    if (!d.is_tensor) continue;
+    const std::optional<std::string_view> key = DcpKeyUnder(d.fqn, p);
+    if (!key || (key->empty() && !p.empty()) || !d.is_tensor) continue;  // (a key at the prefix is no entry of it)
     ExpectedTensor e;
-    e.key = std::string(key);
+    e.key = std::string(*key);
     e.dtype = std::string(DTypeName(d.dtype));
     e.shape.assign(d.size.begin(), d.size.end());
     out.keys.push_back(std::move(e));
@@ -741,15 +737,12 @@ struct StateDictSource {
     bool found = p.empty();
     for (size_t i = 0; i < dcp->entries().size(); ++i) {
       const DcpEntry& d = dcp->entries()[i];
-      std::string_view key = d.fqn;
-      if (!p.empty()) {
-        if (!key.starts_with(p) || key.size() <= p.size() || key[p.size()] != '.') continue;
-        key.remove_prefix(p.size() + 1);
-      }
+      const std::optional<std::string_view> key = DcpKeyUnder(d.fqn, p);
+      if (!key || (key->empty() && !p.empty())) continue;  // (a key at the prefix is no entry of it)
       found = true;
       const Checkpoint& a = dcp->archives()[d.is_tensor ? d.chunks.front().archive : d.archive];
       Entry e;
-      e.key = add_prefix + std::string(key);
+      e.key = add_prefix + std::string(*key);
       e.value = a.root();
       e.ckpt = &a;
       e.key_id = a.root();

@@ -335,6 +335,14 @@ void ForEachRun(const Dims& size, const DcpChunk& chunk, Fn&& fn) {
 
 }  // namespace
 
+std::optional<std::string_view> DcpKeyUnder(std::string_view fqn, std::string_view prefix) {
+  if (prefix.empty()) return fqn;
+  if (!fqn.starts_with(prefix)) return std::nullopt;
+  if (fqn.size() == prefix.size()) return std::string_view();
+  if (fqn[prefix.size()] != '.') return std::nullopt;
+  return fqn.substr(prefix.size() + 1);
+}
+
 bool IsDcpFolder(const std::string& path) {
   std::error_code ec;
   return fs::is_directory(path, ec) && fs::is_regular_file(fs::path(path) / kMetadataName, ec);
@@ -559,6 +567,11 @@ Progress DcpProgress(const DcpCheckpoint& dcp) {
 }
 
 VerifyReport VerifyDcpCheckpoint(const std::string& folder, const LoadOptions& options) {
+  return VerifyDcpCheckpoint(folder, options, nullptr);
+}
+
+VerifyReport VerifyDcpCheckpoint(const std::string& folder, const LoadOptions& options,
+                                 const std::function<void(const DcpCheckpoint&)>& on_loaded) {
   VerifyReport report;
   report.path = folder;
   report.format = "dcp";
@@ -568,6 +581,7 @@ VerifyReport VerifyDcpCheckpoint(const std::string& folder, const LoadOptions& o
     add(IsChangedWhileReading(dcp.error()) ? "io" : "load", dcp.error());
     return report;
   }
+  if (on_loaded) on_loaded(*dcp);
   // Every archive with all its checks (CRCs, records against data.pkl).
   ContainerLimits full = options.container;
   full.zip.max_crc_check_len = ContainerLimits{}.zip.max_crc_check_len;

@@ -225,11 +225,10 @@ void VerifyFolder(LatestCandidate& c, const LoadOptions& options) {
   if (IsDcpFolder(c.path.string())) {
     weights = true;
     c.files.push_back(".metadata");
-    add(".metadata", VerifyDcpCheckpoint(c.path.string(), options));
     covered.insert(".metadata");
-    if (Result<DcpCheckpoint> dcp = LoadDcpCheckpoint(c.path.string(), options)) {
-      for (const DcpArchive& a : dcp->archive_refs()) covered.insert(a.file);
-    }
+    add(".metadata", VerifyDcpCheckpoint(c.path.string(), options, [&](const DcpCheckpoint& dcp) {
+          for (const DcpArchive& a : dcp.archive_refs()) covered.insert(a.file);
+        }));
   }
   for (const fs::directory_entry& f : files) {
     const std::string name = f.path().filename().string();

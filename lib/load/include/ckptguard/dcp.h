@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -47,6 +48,13 @@ struct DcpLimits {
 
 // IsDcpFolder: `path` is a folder holding a `.metadata` file.
 bool IsDcpFolder(const std::string& path);
+
+// DcpKeyUnder: the part of a DCP key below a dotted `prefix` ("model" and
+// "model.fc.weight" give "fc.weight"), "" for the key equal to it, the key
+// itself for an empty prefix; nullopt for a key elsewhere. The default
+// planner flattens nested dicts to dotted keys, so a prefix selects a
+// sub-dict. (A trailing '.' of the prefix is the caller's to strip.)
+std::optional<std::string_view> DcpKeyUnder(std::string_view fqn, std::string_view prefix);
 
 // DcpChunk is one saved chunk of a tensor: where it sits in the whole tensor
 // and the archive (index into DcpCheckpoint::archives()) whose root tensor
@@ -152,6 +160,11 @@ Progress DcpProgress(const DcpCheckpoint& dcp);
 // progress is read from the top-level "global_step"/"step" and "epoch"
 // values.
 VerifyReport VerifyDcpCheckpoint(const std::string& folder, const LoadOptions& options = {});
+// This VerifyDcpCheckpoint also hands the loaded folder to `on_loaded`
+// (before its tensors are read), as VerifyCheckpoint does; it is not called
+// when the folder does not load.
+VerifyReport VerifyDcpCheckpoint(const std::string& folder, const LoadOptions& options,
+                                 const std::function<void(const DcpCheckpoint&)>& on_loaded);
 
 }  // namespace ckptguard
 
