@@ -194,6 +194,65 @@ BOOST_AUTO_TEST_CASE(edge_cases_are_decided_once_for_every_domain) {
   }
 }
 
+// ReclaimingDomain asks Run for the scan of memo reads (kReclaimsConsumed).
+struct ReclaimingDomain : CountingDomain {
+  static constexpr bool kReclaimsConsumed = true;
+};
+
+// SharedHigh runs `bytes` through Run (scanned first when the domain asks)
+// and returns shared_high().
+template <typename Domain>
+int64_t SharedHigh(const std::string& bytes) {
+  Domain domain;
+  Budget budget;
+  PickleDecoder decoder(AsBytes(bytes));
+  PickleMachine<Domain> machine(domain, MachineLimits{}, budget, MachineMode::kStrict, "test");
+  Result<MachineId> root = machine.Run(decoder);
+  BOOST_REQUIRE_MESSAGE(root.has_value(), (root ? std::string() : root.error().ToString()));
+  return machine.shared_high();
+}
+
+BOOST_AUTO_TEST_CASE(memo_reads_are_scanned_before_a_run) {
+  const std::string p2 = "\x80\x02"s;
+  const std::string p4 = "\x80\x04"s;
+  // Keys 0, 1 and 20 stored, 0 and 20 read (BINGET, LONG_BINGET, GET).
+  const std::string puts = p2 + "]q\x00]q\x01]r\x14\x00\x00\x00h\x00j\x14\x00\x00\x00\x87g0\n\x86."s;
+  const MemoReads reads = ScanMemoReads(AsBytes(puts), {}, UINT64_MAX);
+  BOOST_TEST(!reads.all());
+  BOOST_TEST(reads.Read(0));
+  BOOST_TEST(!reads.Read(1));
+  BOOST_TEST(reads.Read(20));
+  BOOST_TEST(!reads.Read(21));
+  // MEMOIZE stores at len(memo): the second value is key 1.
+  const MemoReads memoized = ScanMemoReads(AsBytes(p4 + "]\x94]\x94h\x01\x86."s), {}, UINT64_MAX);
+  BOOST_TEST(!memoized.all());
+  BOOST_TEST(!memoized.Read(0));
+  BOOST_TEST(memoized.Read(1));
+  // Undecided: MEMOIZE with PUT, a key far beyond the stores, a pickle
+  // without its STOP, more opcodes than allowed.
+  BOOST_TEST(ScanMemoReads(AsBytes(p4 + "]\x94]q\x05h\x05\x86."s), {}, UINT64_MAX).all());
+  BOOST_TEST(ScanMemoReads(AsBytes(p2 + "]r\x00\x10\x00\x00j\x00\x10\x00\x00\x86."s), {}, UINT64_MAX).all());
+  BOOST_TEST(ScanMemoReads(AsBytes(p2 + "]q\x00h\x00"s), {}, UINT64_MAX).all());
+  BOOST_TEST(ScanMemoReads(AsBytes(puts), {}, 5).all());
+  // Strings are skipped whole: a BINGET byte inside one is not a read.
+  const MemoReads in_text = ScanMemoReads(AsBytes(p2 + "X\x02\x00\x00\x00h\x07q\x00\x8c\x02h\x07q\x01."s), {}, UINT64_MAX);
+  BOOST_TEST(!in_text.all());
+  BOOST_TEST(!in_text.Read(7));
+}
+
+BOOST_AUTO_TEST_CASE(shared_high_counts_only_what_can_come_back) {
+  const std::string p2 = "\x80\x02"s;
+  // [] as key 0 (read again), [] as key 1 (never read): only value 0 is
+  // held twice. Without the scan every memoized value counts.
+  const std::string memo = p2 + "]q\x00]q\x01h\x00\x87."s;
+  BOOST_TEST(SharedHigh<ReclaimingDomain>(memo) == 0);
+  BOOST_TEST(SharedHigh<CountingDomain>(memo) == 1);
+  // DUP holds its value twice.
+  BOOST_TEST(SharedHigh<ReclaimingDomain>(p2 + "]]2\x87."s) == 1);
+  // Nothing shared.
+  BOOST_TEST(SharedHigh<ReclaimingDomain>(p2 + "]]\x86."s) == -1);
+}
+
 BOOST_AUTO_TEST_CASE(memoize_stores_at_len_memo_in_the_vm) {
   // PUT 5 then MEMOIZE: len(memo) is 1, so MEMOIZE stores at key 1.
   VmState state;

@@ -189,8 +189,44 @@ class PickleDecoder {
     ++num_ops_;
   }
 
+  // SkimFixed is PeekFixed and SkipFixed in one loop, for a caller that
+  // only looks at opcodes (a scan before a run): while five bytes or more
+  // remain, max_ops allows and the next opcode is one kFixed describes,
+  // it calls `on_op(p)` with that opcode's bytes and consumes and counts it
+  // as Next would. It stops at any other opcode, and returns at once when
+  // PeekFixed would give nullptr.
+  template <typename F>
+  void SkimFixed(F&& on_op) {
+    if (between_pickles_ || failed_) return;
+    const Bytes rest = cursor_.Rest();
+    size_t pos = 0;
+    uint64_t ops = num_ops_;
+    while (rest.size() - pos >= 5 && ops < limits_.max_ops) {
+      const uint8_t fixed = opcode_internal::kFixed[rest[pos]];
+      if (fixed == 0) break;
+      on_op(rest.data() + pos);
+      pos += fixed & 7;
+      ++ops;
+    }
+    Bytes skipped;
+    (void)cursor_.TryReadBytes(pos, skipped);  // in bounds: pos <= rest.size() - 4
+    num_ops_ = ops;
+  }
+  // TrySkip consumes and counts an opcode of `len` bytes (a caller that
+  // decoded its length itself, as SkipFixed's) when that many remain;
+  // otherwise it changes nothing and returns false.
+  bool TrySkip(uint64_t len) {
+    Bytes skipped;
+    if (num_ops_ >= limits_.max_ops || between_pickles_ || failed_ || !cursor_.TryReadBytes(len, skipped)) return false;
+    ++num_ops_;
+    return true;
+  }
+
   // AtEnd is true when every byte of the input has been consumed.
   bool AtEnd() const { return cursor_.Empty(); }
+  // Rest is the input not consumed yet; limits are the decoder's.
+  Bytes Rest() const { return cursor_.Rest(); }
+  const PickleLimits& limits() const { return limits_; }
   // BetweenPickles is true before the first opcode and right after a STOP.
   bool BetweenPickles() const { return between_pickles_; }
   // Offset is the absolute offset of the next opcode.

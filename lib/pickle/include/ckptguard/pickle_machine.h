@@ -64,6 +64,17 @@
 //   // returned (the scanner's overflow value).
 //   size_t LiteralSlot(const PickleOp& op) const;
 //   bool Shareable(Id id) const;
+//   // Optional: one owner per value. A domain that defines
+//   // `static constexpr bool kReclaimsConsumed = true` has Run look through
+//   // a strict run's pickle first for the memo keys it reads (MemoReads), so
+//   // that shared_high() stays below the values nobody can reach twice; the
+//   // domain may then reclaim a value a call used up (a tensor's rebuild
+//   // arguments, a storage's persistent id) with everything only it held.
+//
+// shared_high() is the highest id the machine may hold in more than one
+// place: one stored under a memo key the pickle reads, shared as a literal,
+// or copied by DUP. Any id above it that the domain built was pushed once,
+// and after it left the stack it is held only where the domain put it.
 //
 // In strict mode (the VM) every such failure ends the run with kMalformed at
 // the opcode; in lenient mode (the scanner, the walkers) the domain hears of
@@ -245,6 +256,37 @@ class MachineMemo {
   uint64_t dense_count_ = 0;  // keys stored in dense_
 };
 
+// MemoReads is the set of memo keys a pickle reads (GET, BINGET,
+// LONG_BINGET), found by ScanMemoReads before the pickle runs. A value that
+// the pickle stores only under keys it never reads cannot come back from the
+// memo, so storing it does not make it shared (shared_high). A pickle whose
+// keys cannot be decided that way (a decode error before STOP, MEMOIZE mixed
+// with PUT, a key far beyond the number of stores) reads All.
+class MemoReads {
+ public:
+  static MemoReads All() {
+    MemoReads r;
+    r.all_ = true;
+    return r;
+  }
+  bool Read(uint64_t key) const {
+    if (all_) return true;
+    return key < uint64_t{bits_.size()} * 64 && ((bits_[static_cast<size_t>(key >> 6)] >> (key & 63)) & 1) != 0;
+  }
+  bool all() const { return all_; }
+
+ private:
+  friend MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops);
+  bool all_ = false;
+  std::vector<uint64_t> bits_;
+};
+
+// ScanMemoReads decodes the pickle at the start of `pickle` up to its STOP
+// (at most `max_ops` opcodes) and returns the memo keys it reads. The bit
+// set is at most eight bytes per memo store of the pickle; anything
+// undecided reads All.
+MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops);
+
 // MachineStack is the object stack: a vector whose push is inline (the
 // machine pushes for most opcodes; std::vector's push_back, with its
 // reallocation, stayed a call from Step).
@@ -297,7 +339,8 @@ class PickleMachine {
     stack_.clear();
     marks_.clear();
     memo_.Clear();
-    memo_high_ = -1;
+    shared_high_ = -1;
+    reads_ = MemoReads::All();
     if constexpr (kSharesLiterals) {
       literals_.fill(kMachineNoValue);
       fast_literals_.fill(kMachineNoValue);
@@ -312,6 +355,13 @@ class PickleMachine {
   // the data ended before a STOP, ended_before_stop() too), the machine's
   // and the domain's.
   Result<Id> Run(PickleDecoder& decoder) {
+    if constexpr (kReclaimsConsumed) {
+      // Strict only: a lenient run goes on past a PUT or MEMOIZE that failed,
+      // and the keys MEMOIZE stores at would no longer be the scan's.
+      if (mode_ == MachineMode::kStrict) {
+        reads_ = ScanMemoReads(decoder.Rest(), decoder.limits(), budget_.remaining(BudgetKind::kOpcodes));
+      }
+    }
     PickleOp op;  // reused: operands that are views allocate nothing
     while (true) {
       if (const uint8_t* p = decoder.PeekFixed()) [[likely]] {
@@ -369,6 +419,8 @@ class PickleMachine {
           CKG_TRY(Structural(op, Underflow(op)));
           return Push(op, domain_.Opaque());
         }
+        // Held twice now: never reclaimed (shared_high).
+        shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(stack_.back()));
         return Push(op, stack_.back());
       }
       case Opcode::kNone:
@@ -407,7 +459,7 @@ class PickleMachine {
             if (Shareable(v)) {
               shared = v;
               // Never Discarded (DropTo): shared like a memoized value.
-              memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(v));
+              shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(v));
               RememberFastLiteral(op, v);
             }
             return Push(op, v);
@@ -593,6 +645,8 @@ class PickleMachine {
 
   // root is the value STOP popped.
   Id root() const { return root_; }
+  // shared_high: see the top of this file (-1: nothing shared yet).
+  int64_t shared_high() const { return shared_high_; }
   // ops counts the opcodes of the current pickle (since Reset).
   uint64_t ops() const { return ops_; }
   bool decode_failed() const { return decode_failed_; }
@@ -606,6 +660,13 @@ class PickleMachine {
   static constexpr bool kSharesLiterals = requires(const Domain& d, const PickleOp& op) {
     { d.LiteralSlot(op) } -> std::convertible_to<size_t>;
   };
+  static constexpr bool kReclaimsConsumed = [] {
+    if constexpr (requires { Domain::kReclaimsConsumed; }) {
+      return Domain::kReclaimsConsumed;
+    } else {
+      return false;
+    }
+  }();
   bool Shareable(Id id) const {
     if constexpr (requires(const Domain& d) { d.Shareable(id); }) {
       return domain_.Shareable(id);
@@ -703,7 +764,7 @@ class PickleMachine {
         ++ops_;
         const Id top = stack_.back();
         memo_.Append(top);
-        memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(top));
+        if (reads_.Read(key)) shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(top));
         return long_key ? 5 : 2;
       }
       case static_cast<uint8_t>(Opcode::kBinGet):
@@ -771,7 +832,7 @@ class PickleMachine {
     if (stack_.size() > Fence() && memo_.size() < limits_.max_memo_entries) [[likely]] {
       const Id top = stack_.back();
       if (memo_.TryAppend(key, top)) {
-        memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(top));
+        if (reads_.Read(key)) shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(top));
         return OkStatus();
       }
     }
@@ -784,7 +845,7 @@ class PickleMachine {
     if (found == nullptr && memo_.size() >= limits_.max_memo_entries) {
       return Limit(op, "max_memo_entries", limits_.max_memo_entries);
     }
-    memo_high_ = std::max<int64_t>(memo_high_, static_cast<int64_t>(top));
+    if (reads_.Read(key)) shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(top));
     if (found != nullptr) {
       *found = top;  // what Set does for a key already stored, without a second lookup
       return OkStatus();
@@ -794,14 +855,14 @@ class PickleMachine {
 
   // DropTo shrinks the stack to `size` (POP, POP_MARK), telling a domain that
   // wants to know (Discard) of each dropped id nothing refers to any more:
-  // ids are handed out in increasing order, so one above every id ever
-  // memoized is not in the memo, and a copy left by DUP sits right below it.
+  // ids are handed out in increasing order, so one above shared_high() is
+  // not in the memo under a key the pickle reads, and was never DUPed.
   void DropTo(size_t size) {
     while (stack_.size() > size) {
       const Id id = stack_.back();
       stack_.pop_back();
       if constexpr (requires(Domain& d) { d.Discard(id); }) {
-        if (id != kMachineNoValue && static_cast<int64_t>(id) > memo_high_ && (stack_.empty() || stack_.back() != id)) {
+        if (id != kMachineNoValue && static_cast<int64_t>(id) > shared_high_) {
           domain_.Discard(id);
         }
       }
@@ -816,7 +877,8 @@ class PickleMachine {
   MachineStack stack_;
   std::vector<size_t> marks_;
   MachineMemo memo_;
-  int64_t memo_high_ = -1;  // the highest id ever memoized or shared (-1: none)
+  int64_t shared_high_ = -1;  // shared_high() (-1: none)
+  MemoReads reads_ = MemoReads::All();  // the keys the running pickle reads (Run)
   // Shared literals (LiteralSlot -> id), for domains that share them.
   std::array<Id, kMachineLiteralSlots> literals_;
   std::array<Id, kFastLiteralSlots> fast_literals_;  // FastStep's view of literals_
