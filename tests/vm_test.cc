@@ -1142,6 +1142,81 @@ auto PerChannel(std::string scheme, int64_t n, std::string scales_dtype, std::st
   };
 }
 
+// TorchStyleStateDict pickles {"w<i>": tensor i} as torch.save does: every
+// value memoized with BINPUT; the rebuild and OrderedDict globals, 'storage',
+// the storage type and 'cpu' read back with BINGET from the second tensor
+// on; tensor i a float32 view of its own storage "<i>" of `numel` elements.
+// With `reread_size`, the dict also maps "size0" to tensor 0's size tuple,
+// read back from the memo after every tensor is built.
+std::string TorchStyleStateDict(int n, int64_t numel, bool reread_size = false) {
+  using O = Opcode;
+  Pk p;
+  uint32_t memo = 0;
+  uint32_t rebuild = 0, storage = 0, type = 0, cpu = 0, odict = 0, size0 = 0;
+  p.Op(O::kEmptyDict).Put(memo++).Mark();
+  for (int i = 0; i < n; ++i) {
+    auto shared = [&](uint32_t& key, auto make) {
+      if (i == 0) {
+        make();
+        key = memo;
+        p.Put(memo++);
+      } else {
+        p.Get(key);
+      }
+    };
+    p.Str("w" + std::to_string(i)).Put(memo++);
+    shared(rebuild, [&] { p.Global("torch._utils", "_rebuild_tensor_v2"); });
+    p.Mark().Mark();
+    shared(storage, [&] { p.Str("storage"); });
+    shared(type, [&] { p.Global("torch", "FloatStorage"); });
+    p.Str(std::to_string(i)).Put(memo++);
+    shared(cpu, [&] { p.Str("cpu"); });
+    p.Int(numel).Op(O::kTuple).Put(memo++).Op(O::kBinPersId);
+    p.Int(0).Ints({numel});
+    if (i == 0) size0 = memo;
+    p.Put(memo++).Ints({1}).Put(memo++).Bool(false);
+    shared(odict, [&] { p.Global("collections", "OrderedDict"); });
+    p.Op(O::kEmptyTuple).Op(O::kReduce).Put(memo++).Op(O::kTuple).Put(memo++).Op(O::kReduce).Put(memo++);
+  }
+  if (reread_size) p.Str("size0").Get(size0);
+  return p.Op(O::kSetItems).Stop().bytes();
+}
+
+BOOST_AUTO_TEST_CASE(TensorRebuildArgumentsAreReclaimed) {
+  // A tensor's rebuild leaves its key and itself behind: the persistent id,
+  // the storage, sizes, strides (ints beyond the shared small ones here),
+  // hooks and argument tuple are used up and their slots made again.
+  auto run = [](int n, bool reread_size, VmRun& vm) {
+    for (int i = 0; i < n; ++i) vm.records[std::to_string(i)] = std::string(4 * 5000, '\0');
+    const Result<ValueId> root = vm.Run(TorchStyleStateDict(n, 5000, reread_size));
+    BOOST_REQUIRE_MESSAGE(root, ErrorText(root));
+    const Value& d = vm.V(*root);
+    BOOST_REQUIRE(d.items.size() == static_cast<size_t>(2 * n + (reread_size ? 2 : 0)));
+    for (int i = 0; i < n; ++i) {
+      BOOST_TEST(vm.Text(d.items[2 * i]) == "w" + std::to_string(i));
+      const Tensor& t = vm.T(d.items[2 * i + 1]);
+      CheckTensor(t, {DType::kFloat32, {5000}, {1}, 0, false, false, 5000});
+      BOOST_TEST(vm.state.storages[t.storage].key == std::to_string(i));
+    }
+    return *root;
+  };
+  // (From the second tensor on: the first one's shared globals and strings
+  // sit between its other values.)
+  VmRun two;
+  run(2, false, two);
+  VmRun nine;
+  run(9, false, nine);
+  BOOST_TEST(nine.state.values.size() - two.state.values.size() == 7u * 2u);
+  // A size tuple the pickle reads back from the memo is not taken, and
+  // still holds its size when the dict maps it.
+  VmRun reread;
+  const ValueId root = run(9, true, reread);
+  const Value& size0 = reread.V(reread.V(root).items.back());
+  BOOST_REQUIRE((size0.kind == ValueKind::kTuple));
+  BOOST_REQUIRE(size0.items.size() == 1u);
+  BOOST_TEST(reread.IntOf(size0.items[0]) == 5000);
+}
+
 BOOST_AUTO_TEST_CASE(RebuildQTensor) {
   {
     Pk p = QTensor("QUInt8Storage", {4, 4}, {4, 1}, PerTensor(0.5, 3), 8);

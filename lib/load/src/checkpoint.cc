@@ -33,6 +33,16 @@ struct Checkpoint::State {
 
 namespace {
 
+// PickleVmOptions: how LoadOptions run one pickle of the file, charging
+// `budget`.
+VmOptions PickleVmOptions(const LoadOptions& options, Budget* budget, bool script_objects) {
+  VmOptions vm{options.allowlist, options.limits, script_objects};
+  vm.budget = budget;
+  vm.records = options.records;
+  vm.reclaim = options.reclaim;
+  return vm;
+}
+
 std::string Num(uint64_t v) { return std::to_string(v); }
 
 bool EndsWith(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
@@ -212,9 +222,7 @@ class Loader {
       known = index;
       return index;
     };
-    VmOptions vm_options{options_.allowlist, options_.limits, torchscript};
-    vm_options.budget = &s_.budget;
-    vm_options.records = options_.records;
+    const VmOptions vm_options = PickleVmOptions(options_, &s_.budget, torchscript);
     const Bytes data = source->data.subspan(static_cast<size_t>(source->start));
     const uint64_t base = source->file_offset ? *source->file_offset + source->start : source->start;
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, source->entry, s_.vm, resolver, vm_options));
@@ -261,9 +269,7 @@ class Loader {
       by_key.emplace(r.key, index);
       return index;
     };
-    VmOptions vm_options{options_.allowlist, options_.limits, false};
-    vm_options.budget = &s_.budget;
-    vm_options.records = options_.records;
+    const VmOptions vm_options = PickleVmOptions(options_, &s_.budget, false);
     // torch runs the sys_info pickle (the third) before the object: it must
     // be a plain dict too. (The magic number and protocol pickles are checked
     // opcode by opcode by the container layer.)
@@ -455,9 +461,7 @@ class Loader {
     const Container& c = s_.container;
     if (c.pickles.empty()) return MakeError(ErrorCode::kMalformed, 0, "no pickle found");
     const PickleSource& source = c.pickles.front();
-    VmOptions vm_options{options_.allowlist, options_.limits, false};
-    vm_options.budget = &s_.budget;
-    vm_options.records = options_.records;
+    const VmOptions vm_options = PickleVmOptions(options_, &s_.budget, false);
     const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
     const uint64_t base = source.file_offset.value_or(0) + source.start;
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, "pickle", s_.vm, NoStorages(), vm_options));
@@ -1376,9 +1380,7 @@ std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& 
   StorageResolver refuse = [](const StorageRequest& r) -> Result<uint32_t> {
     return MakeError(ErrorCode::kUnsupportedFormat, r.offset, "storage");
   };
-  VmOptions vm_options{options.allowlist, options.limits, false};
-  vm_options.budget = &budget;
-  vm_options.records = options.records;
+  const VmOptions vm_options = PickleVmOptions(options, &budget, false);
   for (const PickleSource& p : c.pickles) {
     if (p.same_as) continue;  // the same bytes were run already
     VmState scratch;

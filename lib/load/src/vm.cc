@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -194,6 +195,7 @@ class Vm {
         limits_(options.limits.Clamped()),
         script_objects_(options.script_objects),
         records_(options.records),
+        reclaim_(options.reclaim),
         budget_(options.budget != nullptr ? *options.budget : own_budget_) {}
 
   Result<ValueId> Run() {
@@ -206,7 +208,11 @@ class Vm {
     PickleDecoder decoder(data_, limits_.pickle, base_offset_);
     MachineLimits machine_limits{limits_.max_stack_depth, limits_.max_mark_depth, limits_.max_memo_entries};
     PickleMachine<Vm> machine(*this, machine_limits, budget_, MachineMode::kStrict, where_);
+    machine_ = reclaim_ ? &machine : nullptr;  // (Reclaim does nothing without it)
+    // Values of earlier runs (a legacy file's other pickles) are the loader's.
+    pinned_high_ = static_cast<int64_t>(state_.values.size()) - 1;
     Result<ValueId> root = machine.Run(decoder);
+    machine_ = nullptr;
     if (root && !unknown_.empty()) {
       if (Status ok = CheckNoUnknownGlobal(*root); !ok) root = std::unexpected(std::move(ok).error());
     }
@@ -296,6 +302,9 @@ class Vm {
   // hundreds of thousands of times: the machine shares one value each
   // (pickle_machine.h), as CPython shares them too.
   size_t LiteralSlot(const PickleOp& op) const { return ScalarLiteralSlot(op); }
+  // One owner per value (pickle_machine.h): Reduce and PersistentLoad
+  // reclaim what the tensor rebuilds and storages use up.
+  static constexpr bool kReclaimsConsumed = true;
   Result<Id> Tuple(const PickleOp& op, std::span<const Id> items) {
     // One empty tuple per run, as CPython's () is one object: a state dict
     // pickles one per tensor (the OrderedDict() of its backward hooks). No
@@ -306,7 +315,10 @@ class Vm {
       v.kind = ValueKind::kTuple;
       v.items.assign(items.begin(), items.end());
     }));
-    if (items.empty()) empty_tuple_ = id;
+    if (items.empty()) {
+      empty_tuple_ = id;
+      pinned_high_ = std::max<int64_t>(pinned_high_, id);  // handed out again and again: never reclaimed
+    }
     return id;
   }
   Result<Id> List(const PickleOp& op, std::span<const Id> items) {
@@ -1381,6 +1393,91 @@ class Vm {
 
   // --- REDUCE --------------------------------------------------------------
   Result<Id> Reduce(const PickleOp& op, Id fn_id, Id args_id) {
+    const bool consumes = ConsumesArgs(Get(fn_id));
+    CKG_ASSIGN_OR_RETURN(Id result, Call(op, fn_id, args_id));
+    return consumes ? Reclaim(result, args_id) : result;
+  }
+  // ConsumesArgs: a call of `fn` keeps nothing of its arguments (the tensor
+  // rebuilds copy sizes and strides, read flags and name the storage by
+  // index), so Reclaim may take them.
+  static bool ConsumesArgs(const Value& fn) {
+    if (fn.kind != ValueKind::kGlobal) return false;
+    switch (static_cast<AllowAction>(fn.index)) {
+      case AllowAction::kRebuildTensor:
+      case AllowAction::kRebuildTensorV2:
+      case AllowAction::kRebuildTensorV3:
+      case AllowAction::kRebuildQTensor:
+      case AllowAction::kRebuildParameter:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  // Reclaim: the call that just built `result`, the arena's last value, used
+  // up `consumed` (its argument tuple, a persistent id) and kept nothing of
+  // it. A value above both the machine's shared_high() and pinned_high_ was
+  // pushed once and is held in one place only, so `consumed` and every such
+  // value that only it holds, directly or through its containers, are
+  // garbage. When they are the values just below `result`, they are
+  // dropped and `result` moves down into the first of their slots, whose id
+  // is returned: a state dict's tensor then leaves two values (its key and
+  // itself) instead of nine, which is most of a many-tensor load's memory.
+  // Bounded: a tensor's arguments are a handful of values; more is left be.
+  ValueId Reclaim(ValueId result, ValueId consumed) {
+    if (machine_ == nullptr || static_cast<size_t>(result) + 1 != state_.values.size()) return result;
+    const int64_t pinned = std::max(machine_->shared_high(), pinned_high_);
+    // Bit i of `garbage`: value result - 1 - i is garbage. Only the 64
+    // values below `result` are looked at; missing one only frees less.
+    uint64_t garbage = 0;
+    bool indexed = false;  // a dict or set with keys (dict_index_) is among it
+    constexpr size_t kMaxTodo = 64;
+    std::array<ValueId, kMaxTodo> todo;
+    size_t num_todo = 0;
+    todo[num_todo++] = consumed;
+    while (num_todo > 0) {
+      const ValueId id = todo[--num_todo];
+      if (static_cast<int64_t>(id) <= pinned || id >= result || result - id > 64) continue;
+      const uint64_t bit = uint64_t{1} << (result - 1 - id);
+      if ((garbage & bit) != 0) continue;
+      const Value& v = Get(id);
+      if (!Reclaimable(v) || (!late_errors_.empty() && late_errors_.contains(id))) continue;
+      garbage |= bit;
+      indexed |= (v.kind == ValueKind::kDict || v.kind == ValueKind::kSet) && !v.items.empty();
+      if (v.kind == ValueKind::kTuple || v.kind == ValueKind::kList || v.kind == ValueKind::kDict ||
+          v.kind == ValueKind::kSet) {
+        if (v.items.size() > kMaxTodo - num_todo) break;  // what is marked is garbage all the same
+        for (ValueId item : v.items) todo[num_todo++] = item;
+      }
+    }
+    const ValueId first = result - static_cast<ValueId>(std::countr_one(garbage));  // the garbage is [first, result)
+    if (first == result) return result;
+    if (indexed) {
+      for (ValueId id = first; id < result; ++id) {
+        const Value& v = Get(id);
+        if ((v.kind == ValueKind::kDict || v.kind == ValueKind::kSet) && !v.items.empty()) dict_index_.erase(id);
+      }
+    }
+    state_.values.Mutable(first) = std::move(state_.values.Mutable(result));
+    state_.values.Truncate(static_cast<size_t>(first) + 1);
+    return first;
+  }
+  // Reclaimable: a plain value Reclaim may drop (no attributes, nothing the
+  // VM keeps beside it: not a global, record or object).
+  static bool Reclaimable(const Value& v) {
+    if (v.attrs_slot != 0) return false;
+    switch (v.kind) {
+      case ValueKind::kGlobal:
+      case ValueKind::kObject:
+      case ValueKind::kRecord:
+        return false;
+      default:
+        return true;
+    }
+  }
+
+  // Call is REDUCE's call of `fn_id` with `args_id`.
+  Result<Id> Call(const PickleOp& op, Id fn_id, Id args_id) {
     const Value& fnv = Get(fn_id);
     if (fnv.kind != ValueKind::kGlobal) {
       return Fail(ErrorCode::kForbiddenGlobal, op,
@@ -2135,7 +2232,8 @@ class Vm {
     Value v;
     v.kind = ValueKind::kStorage;
     v.index = *index;
-    return Add(op, std::move(v));
+    CKG_ASSIGN_OR_RETURN(ValueId storage, Add(op, std::move(v)));
+    return Reclaim(storage, pid_id);  // the request copied what it needed
   }
 
   // StatePairs is the name, value... pairs BUILD's state gives an object
@@ -2212,6 +2310,7 @@ class Vm {
   VmLimits limits_;
   bool script_objects_;
   bool records_;
+  bool reclaim_;
   // The errors of globals that may not be values (kUnknownGlobal, and the
   // function kinds of records), raised when one is used or is reachable from
   // the root at the end; late_errors_ maps their ids to unknown_.
@@ -2236,6 +2335,10 @@ class Vm {
   std::vector<ValueId> reduce_args_;
   StorageRequest request_;
   ValueId empty_tuple_ = kMachineNoValue;  // the run's (), once built (Tuple)
+  PickleMachine<Vm>* machine_ = nullptr;   // the running machine (Run) when reclaiming
+  // The highest id Reclaim must never take besides the machine's
+  // shared_high(): the values before this run, and the shared ().
+  int64_t pinned_high_ = -1;
 };
 
 }  // namespace

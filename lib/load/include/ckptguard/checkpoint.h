@@ -55,6 +55,9 @@ struct LoadOptions {
   // Declared records (vm.h VmOptions::records): on by default; false loads
   // only what torch.load(weights_only=True) loads.
   bool records = true;
+  // Reclaiming used-up pickle values (vm.h VmOptions::reclaim): on by
+  // default; false only costs memory (the fuzzers compare both).
+  bool reclaim = true;
 };
 
 // NamedTensor is a tensor reachable from the root with its dotted path, as

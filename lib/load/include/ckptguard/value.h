@@ -350,6 +350,10 @@ class ValueArena {
     --size_;
     Mutable(static_cast<ValueId>(size_)) = Value{};
   }
+  // Truncate forgets every value from `n` on (n <= size()).
+  void Truncate(size_t n) {
+    while (size_ > n) PopLast();
+  }
   // Reserve makes room for the chunk list of `n` values (the chunks
   // themselves are allocated as they fill).
   void Reserve(size_t n) { chunks_.reserve((n + kChunkSize - 1) >> kChunkBits); }

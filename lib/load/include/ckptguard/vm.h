@@ -40,7 +40,8 @@ struct VmLimits {
   uint64_t max_mark_depth = 10'000;
   // Most elements in one container. Default 2^24. Ceiling 2^28.
   uint64_t max_container_len = uint64_t{1} << 24;
-  // Most values built in one load. Default 2^24. Ceiling 2^28.
+  // Most values one load holds at once (a tensor's rebuild arguments, once
+  // used up, are reclaimed: VmOptions::reclaim). Default 2^24. Ceiling 2^28.
   uint64_t max_values = uint64_t{1} << 24;
   // Bytes of strings and container slots built, all told (the file's tensor
   // data is never copied and does not count). Default 1 GiB. Ceiling 2^40.
@@ -111,6 +112,13 @@ struct VmOptions {
   // with action "record" builds a record and calls nothing. false: only the
   // allowlist's actions, as torch.load(weights_only=True) loads.
   bool records = true;
+  // Reclaiming: the values a tensor rebuild or a storage's persistent id
+  // uses up, which nothing else can reach (they are memoized only under keys
+  // the pickle never reads), are dropped and their slots made again, so a
+  // state dict holds two values per tensor (its key and itself), not nine.
+  // false keeps every value the pickle built: what a load gives is the same
+  // (the fuzzers compare both), only memory differs.
+  bool reclaim = true;
 };
 
 // RunPickle runs the pickle at the start of `data` (offsets reported as
