@@ -396,9 +396,9 @@ Result<std::vector<uint8_t>> DcpCheckpoint::ContiguousBytes(size_t entry) const 
     const Checkpoint& a = state_->archives[c.archive];
     CKG_ASSIGN_OR_RETURN(std::vector<uint8_t> part, a.ContiguousBytes(a.values().Get(a.root()).index));
     uint64_t from = 0;
-    ForEachRun(e.size, c, [&](uint64_t first, uint64_t len) {
-      std::memcpy(out.data() + first * unit, part.data() + from, len * unit);
-      from += len * unit;
+    ForEachRun(e.size, c, [&](uint64_t first, uint64_t run_len) {
+      std::memcpy(out.data() + first * unit, part.data() + from, run_len * unit);
+      from += run_len * unit;
     });
   }
   return out;
