@@ -43,6 +43,11 @@ MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_o
     reads.bits_[word] |= uint64_t{1} << (key & 63);
     return true;
   };
+  // The memo's stores: MEMOIZE's key is len(memo), PUT's its operand.
+  auto stored = [&](Opcode code) {
+    if (code == Opcode::kPut || code == Opcode::kBinPut || code == Opcode::kLongBinPut) ++puts;
+    if (code == Opcode::kMemoize) ++memoizes;
+  };
   PickleOp op;
   while (true) {
     // Most opcodes have no operand or a fixed-width integer one, and only
@@ -56,14 +61,8 @@ MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_o
         case Opcode::kLongBinGet:
           too_far |= !read(PickleDecoder::LoadU32LE(p + 1));
           break;
-        case Opcode::kBinPut:
-        case Opcode::kLongBinPut:
-          ++puts;
-          break;
-        case Opcode::kMemoize:
-          ++memoizes;
-          break;
         default:
+          stored(static_cast<Opcode>(p[0]));
           break;
       }
     });
@@ -102,15 +101,8 @@ MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_o
         }
         break;
       }
-      case Opcode::kPut:
-      case Opcode::kBinPut:
-      case Opcode::kLongBinPut:
-        ++puts;
-        break;
-      case Opcode::kMemoize:
-        ++memoizes;
-        break;
       default:
+        stored(op.code);
         break;
     }
     if (op.code == Opcode::kStop) break;
