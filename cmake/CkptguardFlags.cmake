@@ -7,13 +7,21 @@ target_compile_options(ckptguard_warnings INTERFACE
   -Wnon-virtual-dtor -Wold-style-cast -Wcast-align -Woverloaded-virtual
   -Wnull-dereference -Wimplicit-fallthrough -Werror=return-type)
 
+# Executables are position independent (PIE, linked -pie); libraries are
+# PIC, so that the same static libraries link into the executables and into
+# the Python extension (a shared object). -fno-semantic-interposition keeps
+# PIC code as fast as PIE: calls between the library's own functions are not
+# made interposable (no extension needs to interpose them).
 add_library(ckptguard_hardening INTERFACE)
+set(_ckg_is_exe "$<STREQUAL:$<TARGET_PROPERTY:TYPE>,EXECUTABLE>")
 target_compile_options(ckptguard_hardening INTERFACE
-  -fstack-protector-strong -fPIE
+  -fstack-protector-strong
+  $<IF:${_ckg_is_exe},-fPIE,-fPIC>
+  $<$<NOT:${_ckg_is_exe}>:-fno-semantic-interposition>
   $<$<NOT:$<CONFIG:Debug>>:-D_FORTIFY_SOURCE=2>)
 target_compile_definitions(ckptguard_hardening INTERFACE
   $<$<CONFIG:Debug>:_GLIBCXX_ASSERTIONS>)
-target_link_options(ckptguard_hardening INTERFACE -pie -Wl,-z,relro,-z,now)
+target_link_options(ckptguard_hardening INTERFACE $<${_ckg_is_exe}:-pie> -Wl,-z,relro,-z,now)
 
 add_library(ckptguard_sanitize INTERFACE)
 if(CKPTGUARD_SANITIZE)

@@ -27,6 +27,7 @@ struct GuardSlot {
   std::atomic<uintptr_t> begin{0};
   std::atomic<uintptr_t> end{0};  // page-rounded
   std::atomic<uint32_t> faults{0};
+  std::atomic<int> prot{PROT_READ};  // the mapping's protection, kept by the zero pages
 };
 
 GuardSlot g_slots[kMaxMaps];
@@ -74,7 +75,7 @@ void OnSigbus(int sig, siginfo_t* info, void* context) {
       const uintptr_t end = slot.end.load(std::memory_order_relaxed);
       if (addr < begin || addr >= end) continue;
       const uintptr_t start = addr & ~(page - 1);
-      void* r = ::mmap(reinterpret_cast<void*>(start), end - start, PROT_READ,
+      void* r = ::mmap(reinterpret_cast<void*>(start), end - start, slot.prot.load(std::memory_order_relaxed),
                        MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (r == MAP_FAILED) break;
       slot.faults.fetch_add(1, std::memory_order_relaxed);
@@ -108,12 +109,13 @@ void EnsureHandler() {
   ::sigaction(SIGBUS, &sa, nullptr);
 }
 
-int ClaimSlot(uintptr_t begin, uintptr_t end) {
+int ClaimSlot(uintptr_t begin, uintptr_t end, int prot) {
   for (int i = 0; i < kMaxMaps; ++i) {
     uint32_t expected = kFree;
     if (!g_slots[i].state.compare_exchange_strong(expected, kClaimed, std::memory_order_acquire)) continue;
     g_slots[i].begin.store(begin, std::memory_order_relaxed);
     g_slots[i].end.store(end, std::memory_order_relaxed);
+    g_slots[i].prot.store(prot, std::memory_order_relaxed);
     g_slots[i].faults.store(0, std::memory_order_relaxed);
     g_slots[i].state.store(kLive, std::memory_order_release);
     return i;
@@ -181,12 +183,13 @@ Result<MappedFile> MappedFile::Open(const std::string& path, const MappedFileOpt
   out.size_ = static_cast<size_t>(size);
   if (out.size_ > 0) {
     EnsureHandler();
-    void* addr = ::mmap(nullptr, out.size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
+    const int prot = options.copy_on_write ? PROT_READ | PROT_WRITE : PROT_READ;
+    void* addr = ::mmap(nullptr, out.size_, prot, MAP_PRIVATE, file.fd(), 0);
     if (addr == MAP_FAILED) return io_error("cannot map", errno);
     out.addr_ = addr;
     out.map_len_ = out.size_;
     const uintptr_t begin = reinterpret_cast<uintptr_t>(addr);
-    out.slot_ = ClaimSlot(begin, begin + RoundUp(out.size_));
+    out.slot_ = ClaimSlot(begin, begin + RoundUp(out.size_), prot);
     if (out.slot_ < 0) {
       auto err = MakeError(ErrorCode::kLimitExceeded, 0,
                            "more than " + std::to_string(kMaxMaps) + " files mapped at once (max_maps)", path);

@@ -3,7 +3,8 @@
 //
 // Model files are mapped, never read whole into memory; tensors and stored zip
 // entries are zero-copy views of the mapping. The map is MAP_PRIVATE and
-// PROT_READ: nothing can write through it.
+// PROT_READ: nothing can write through it (copy_on_write: writes go to private
+// copies of the pages, never to the file).
 //
 // Files are not memory: another process may truncate or rewrite the file while
 // it is mapped (torch.save rewrites a checkpoint in place, truncating first).
@@ -42,6 +43,12 @@ enum class MapMode : uint8_t {
 
 struct MappedFileOptions {
   MapMode mode = MapMode::kMap;
+  // kMap only: map the file copy-on-write (PROT_READ | PROT_WRITE,
+  // MAP_PRIVATE) instead of read-only, for callers that hand views to code
+  // that may write them (the Python package's torch tensors): a write makes
+  // a private copy of the page and never reaches the file. Reading is the
+  // same; every view still starts as the file's bytes.
+  bool copy_on_write = false;
   // kRead only: the largest file read into memory, bytes. A larger file fails
   // with kLimitExceeded (limit "max_read_len"). Default 4 GiB.
   uint64_t max_read_len = uint64_t{4} << 30;
