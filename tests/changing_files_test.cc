@@ -137,6 +137,31 @@ BOOST_AUTO_TEST_CASE(truncated_to_zero_reads_zeros_and_reports_the_change) {
   ExpectChanged(s.error(), path);
 }
 
+BOOST_AUTO_TEST_CASE(copy_on_write_maps_take_writes_that_never_reach_the_file) {
+  TempDir dir;
+  const std::string path = dir.Write("f.bin", std::string(size_t{1} << 16, 'x'));
+  MappedFileOptions options;
+  options.copy_on_write = true;
+  Result<MappedFile> file = MappedFile::Open(path, options);
+  BOOST_REQUIRE(file.has_value());
+  uint8_t* bytes = const_cast<uint8_t*>(file->data().data());
+  bytes[0] = 'y';
+  bytes[40000] = 'z';
+  BOOST_TEST(file->data()[0] == 'y');
+  BOOST_TEST(testing::ReadFile(path) == std::string(size_t{1} << 16, 'x'));
+  Result<MappedFile> again = MappedFile::Open(path);
+  BOOST_REQUIRE(again.has_value());
+  BOOST_TEST(again->data()[0] == 'x');
+  BOOST_TEST(file->CheckUnchanged().has_value());  // the file itself did not change
+  // After the file shrinks, reads past its end get zero pages (no SIGBUS),
+  // which keep the mapping's protection: still writable.
+  Truncate(path, 0);
+  BOOST_TEST(SumAll(file->data()) <= uint64_t{255} * (size_t{1} << 16));  // (read, not optimised away)
+  BOOST_TEST(file->faulted());
+  bytes[60000] = 'w';
+  BOOST_TEST(file->data()[60000] == 'w');
+}
+
 // MappedRssKib is the resident size of the mapping that starts at `addr`,
 // as /proc/self/smaps reports it (KiB); -1 when the mapping is not found.
 long MappedRssKib(const void* addr) {
