@@ -7,7 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release -DCKPTGUARD_BUILD_TESTS=OFF >/dev/null
-cmake --build --preset release -j "$(nproc)" --target ckptguard ckptguardd mlp_forward
+cmake --build --preset release -j "$(nproc)" --target ckptguard ckptguardd mlp_forward ckptguard_python
+# `import ckptguard` for Debian's python3: the package goes to
+# /usr/local/lib/python3.X/dist-packages (as root, or through sudo).
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+$SUDO cmake --install build/release --component python >/dev/null
 bin=build/release/cli/ckptguard
 samples=()
 for f in examples/*; do
@@ -44,6 +49,20 @@ echo "### ckptguard convert + verify: mlp.params to safetensors and back, checke
 echo
 echo "### examples/mlp_forward.cc: load the weights in C++ and run the MLP like torch did"
 build/release/examples/mlp_forward examples/mlp.params examples/mlp_input.pt examples/mlp_output.pt
+echo
+echo "### import ckptguard: the same from Python (zero-copy numpy arrays; hostile files raise)"
+/usr/bin/python3 - examples <<'PY'
+import sys, ckptguard
+ex = sys.argv[1]
+weights = ckptguard.load(f"{ex}/mlp.params")
+for name, a in weights.items():
+    print(f"{name}: {a.dtype} {a.shape} (a view of the mapped file: {not a.flags.owndata})")
+try:
+    ckptguard.load(f"{ex}/os_system_p4.pkl")
+except ckptguard.ForbiddenGlobalError as e:
+    print(f"refused: {e.code} at byte {e.offset}: {e}")
+print("scan:", [(f["path"].rsplit("/", 1)[-1], f["verdict"]) for f in ckptguard.scan([f"{ex}/mlp.params", f"{ex}/os_system_p4.pkl"])["files"]])
+PY
 
 echo
 echo "### ckptguard keygen / sign / verify-signature: OpenSSF model-signing without a daemon"

@@ -16,6 +16,9 @@ PACKAGES=(
   # daemon: SQLite catalog, Boost.Beast/Asio HTTP (header-only); the openssl
   # command (the demo, and the tests' independent check of our signatures)
   libsqlite3-dev libboost-dev openssl
+  # the Python package (python/: `import ckptguard`): pybind11 and Python's
+  # headers to build it, numpy for its arrays
+  pybind11-dev python3-dev python3-numpy
 )
 if [ "${1:-}" = "--tests" ]; then
   PACKAGES+=(

@@ -1,0 +1,399 @@
+// _core: the ckptguard Python extension (pybind11), wrapped by the pure
+// Python package in python/ckptguard/.
+//
+// A Checkpoint is loaded by the hardened loader (nothing from the file is
+// ever called) and kept alive by a shared pointer; every numpy array made
+// from one of its tensors is a view of the memory-mapped file whose base is
+// a capsule holding that pointer, so the mapping lives as long as any array
+// does. Values become Python objects by an explicit worklist (no recursion on
+// untrusted input): records, TorchScript objects, globals and devices through
+// factories the package passes in. Errors are raised as ckptguard.Error (the
+// class the package registers) with the code, file, entry, offset and limit.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ckptguard/allowlist.h"
+#include "ckptguard/checkpoint.h"
+#include "ckptguard/dtype.h"
+#include "ckptguard/error.h"
+#include "ckptguard/scanner/report.h"
+#include "ckptguard/scanner/scan.h"
+#include "ckptguard/value.h"
+
+namespace py = pybind11;
+
+namespace ckptguard::python {
+namespace {
+
+// CkgError carries an Error and the file it is about to the translator.
+struct CkgError {
+  Error error;
+  std::string path;
+};
+
+py::object& ErrorClass() {
+  static py::object* cls = new py::object();  // never destroyed: outlives the interpreter's teardown order
+  return *cls;
+}
+
+[[noreturn]] void Raise(Error error, const std::string& path) { throw CkgError{std::move(error), path}; }
+
+// The numpy dtype of a tensor's elements as the file stores them, or, for a
+// dtype numpy lacks, its raw bits (unsigned integers of its width) with the
+// torch dtype name in the dtype's metadata ("ckptguard_dtype").
+py::dtype NumpyDType(DType dtype, bool big_endian) {
+  const char order = big_endian ? '>' : '<';
+  std::string code;
+  bool native = true;
+  switch (dtype) {
+    case DType::kFloat32: code = "f4"; break;
+    case DType::kFloat64: code = "f8"; break;
+    case DType::kFloat16: code = "f2"; break;
+    case DType::kInt8: code = "i1"; break;
+    case DType::kUInt8: code = "u1"; break;
+    case DType::kInt16: code = "i2"; break;
+    case DType::kInt32: code = "i4"; break;
+    case DType::kInt64: code = "i8"; break;
+    case DType::kUInt16: code = "u2"; break;
+    case DType::kUInt32: code = "u4"; break;
+    case DType::kUInt64: code = "u8"; break;
+    case DType::kBool: code = "b1"; break;
+    case DType::kComplex64: code = "c8"; break;
+    case DType::kComplex128: code = "c16"; break;
+    default:
+      native = false;
+      code = "u" + std::to_string(DTypeSize(dtype));
+      break;
+  }
+  const std::string spec = (code == "i1" || code == "u1" || code == "b1") ? "|" + code : std::string(1, order) + code;
+  py::module_ np = py::module_::import("numpy");
+  if (native) return py::dtype::from_args(py::str(spec));
+  py::dict metadata;
+  metadata["ckptguard_dtype"] = std::string(DTypeName(dtype));
+  return py::reinterpret_steal<py::dtype>(np.attr("dtype")(spec, py::arg("metadata") = metadata).release());
+}
+
+// Loaded is a Checkpoint shared by the arrays made from it.
+class Loaded {
+ public:
+  // `writable`: the file is mapped copy-on-write, and arrays may be written.
+  Loaded(std::shared_ptr<const Checkpoint> ck, std::string path, bool writable)
+      : ck_(std::move(ck)), path_(std::move(path)), writable_(writable) {}
+
+  const std::string& path() const { return path_; }
+
+  // StateDict: (dotted path, tensor index) of every tensor under `prefix`.
+  std::vector<std::pair<std::string, uint32_t>> StateDict(const std::string& prefix) const {
+    Result<std::vector<NamedTensor>> named = ck_->StateDict(prefix);
+    if (!named) Raise(named.error(), path_);
+    std::vector<std::pair<std::string, uint32_t>> out;
+    out.reserve(named->size());
+    for (NamedTensor& n : *named) out.emplace_back(std::move(n.path), n.tensor);
+    return out;
+  }
+
+  // Info: what a caller needs besides the data: dtype name, shape, layout,
+  // flags and, for the kinds without data of their own, their components.
+  py::dict Info(uint32_t index) const {
+    const Tensor& t = Get(index);
+    py::dict d;
+    d["dtype"] = std::string(DTypeName(t.dtype));
+    d["shape"] = std::vector<int64_t>(t.shape.begin(), t.shape.end());
+    d["layout"] = std::string(TensorLayoutName(t.layout));
+    d["meta"] = t.meta;
+    d["parameter"] = t.parameter;
+    d["requires_grad"] = t.requires_grad;
+    d["quantized"] = t.quant->scheme != QScheme::kNone;
+    if (t.layout != TensorLayout::kStrided && t.layout != TensorLayout::kNested) {
+      d["indices"] = t.sparse->indices;
+      d["plain_indices"] = t.sparse->plain_indices;
+      d["values"] = t.sparse->values;
+      d["sparse_dim"] = t.sparse->sparse_dim;
+      d["dense_dim"] = t.sparse->dense_dim;
+      if (t.sparse->coalesced) d["coalesced"] = *t.sparse->coalesced;
+    }
+    if (t.layout == TensorLayout::kNested) {
+      d["buffer"] = t.nested->buffer;
+      d["sizes"] = t.nested->sizes;
+      d["strides"] = t.nested->strides;
+      d["offsets"] = t.nested->offsets;
+    }
+    if (t.quant->scheme != QScheme::kNone) {
+      d["qscheme"] = std::string(QSchemeName(t.quant->scheme));
+      if (t.quant->scheme == QScheme::kPerTensorAffine) {
+        d["scale"] = t.quant->scale;
+        d["zero_point"] = t.quant->zero_point;
+      } else {
+        d["scales"] = t.quant->scales;
+        d["zero_points"] = t.quant->zero_points;
+        d["axis"] = t.quant->axis;
+      }
+    }
+    if (!t.numpy_dtype.empty()) d["numpy_dtype"] = std::string(t.numpy_dtype);
+    return d;
+  }
+
+  // Array: the tensor's elements as a read-only numpy array. A strided view
+  // of the mapped file without a copy when its bytes are as the file holds
+  // them; a copy (C order, little-endian) when torch's conj/neg bits change
+  // the values or the elements are packed below a byte. Meta, sparse and
+  // nested tensors have no array of their own (Info names their parts).
+  py::array Array(uint32_t index) const {
+    const Tensor& t = Get(index);
+    if (!t.HasData()) {
+      Raise(Error{ErrorCode::kUnsupportedFormat, 0, {},
+                  "tensor " + std::to_string(index) + " is " + NotAPlainArray(t).value_or("without data") +
+                      ": it has no array of its own"},
+            path_);
+    }
+    const bool packed = DTypeValuesPerByte(t.dtype) > 1;
+    const bool changed = (t.conj && DTypeIsComplex(t.dtype)) || t.neg;
+    std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
+    if (packed || changed) {
+      Result<std::vector<uint8_t>> bytes = ck_->ContiguousBytes(index);
+      if (!bytes) Raise(bytes.error(), path_);
+      py::array out;
+      if (packed) {
+        // Packed values: their bytes, one dimension of bytes.
+        out = py::array(NumpyDType(DType::kUInt8, false), {static_cast<py::ssize_t>(bytes->size())}, {1}, bytes->data());
+        py::dict metadata;
+        metadata["ckptguard_dtype"] = std::string(DTypeName(t.dtype));
+        metadata["shape"] = shape;
+        out = out.attr("view")(py::module_::import("numpy").attr("dtype")("|u1", py::arg("metadata") = metadata));
+      } else {
+        out = py::array(NumpyDType(t.dtype, false), shape, bytes->data());
+      }
+      if (!writable_) out.attr("setflags")(py::arg("write") = false);
+      return out;
+    }
+    const Storage& storage = ck_->storages()[t.storage];
+    const Bytes bytes = ck_->StorageBytes(index);
+    const uint32_t unit = DTypeSize(t.dtype);
+    std::vector<py::ssize_t> strides;
+    for (int64_t s : t.stride) strides.push_back(static_cast<py::ssize_t>(s) * unit);
+    // The base keeps the Checkpoint (and its mapping) alive.
+    py::capsule base(new std::shared_ptr<const Checkpoint>(ck_), [](void* p) {
+      delete static_cast<std::shared_ptr<const Checkpoint>*>(p);
+    });
+    // No elements: an array of its own (nothing to view).
+    py::array out = bytes.empty() ? py::array(NumpyDType(t.dtype, storage.big_endian), shape)
+                                  : py::array(NumpyDType(t.dtype, storage.big_endian), shape, strides, bytes.data(), base);
+    if (!writable_) out.attr("setflags")(py::arg("write") = false);
+    return out;
+  }
+
+  // Tree: the whole object graph as Python objects (see the package's
+  // load_checkpoint). `tensor(index)` makes each tensor's object; the
+  // factories make records, objects, globals and devices.
+  py::object Tree(const py::function& tensor, const py::function& record, const py::function& script_object,
+                  const py::function& global, const py::function& device) const {
+    const ValueArena& values = ck_->values();
+    py::module_ collections = py::module_::import("collections");
+    std::vector<py::object> made(values.size());
+    std::vector<uint8_t> state(values.size(), 0);  // 0 new, 1 open (children pending), 2 done
+    constexpr size_t kMaxNodes = size_t{1} << 26;
+    size_t visits = 0;
+    struct Frame {
+      ValueId id;
+      bool children_done;
+    };
+    std::vector<Frame> todo{{ck_->root(), false}};
+    auto items_of = [&](const Value& v) -> std::vector<ValueId> {
+      std::vector<ValueId> ids(v.items.begin(), v.items.end());
+      for (ValueId a : values.Attrs(v)) ids.push_back(a);
+      return ids;
+    };
+    auto text = [](const Value& v) { return py::str(std::string(v.text)); };
+    while (!todo.empty()) {
+      if (++visits > kMaxNodes) Raise(Error{ErrorCode::kLimitExceeded, 0, {}, "more than 2^26 values to convert"}, path_);
+      const Frame f = todo.back();
+      todo.pop_back();
+      const Value& v = values.Get(f.id);
+      if (state[f.id] == 2) continue;
+      const bool container = v.kind == ValueKind::kTuple || v.kind == ValueKind::kList || v.kind == ValueKind::kDict ||
+                             v.kind == ValueKind::kSet || v.kind == ValueKind::kRecord || v.kind == ValueKind::kObject;
+      if (container && !f.children_done) {
+        if (state[f.id] == 1) {
+          // Reached again while its children are pending: a cycle. Lists and
+          // dicts exist already (made empty below) and are filled later.
+          if (made[f.id]) continue;
+          Raise(Error{ErrorCode::kUnsupportedFormat, 0, {}, "a cycle through an immutable value"}, path_);
+        }
+        state[f.id] = 1;
+        if (v.kind == ValueKind::kList) made[f.id] = py::list();
+        if (v.kind == ValueKind::kDict) made[f.id] = v.ordered_dict ? collections.attr("OrderedDict")() : py::dict();
+        todo.push_back({f.id, true});
+        const std::vector<ValueId> ids = items_of(v);
+        for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+          if (state[*it] == 0 || (state[*it] == 1 && !made[*it])) todo.push_back({*it, false});
+        }
+        continue;
+      }
+      auto get = [&](ValueId id) -> py::object {
+        if (!made[id]) Raise(Error{ErrorCode::kUnsupportedFormat, 0, {}, "a cycle through an immutable value"}, path_);
+        return made[id];
+      };
+      py::object out;
+      switch (v.kind) {
+        case ValueKind::kNone: out = py::none(); break;
+        case ValueKind::kBool: out = py::bool_(v.int_value != 0); break;
+        case ValueKind::kInt: out = py::int_(v.int_value); break;
+        case ValueKind::kBigInt:
+          out = py::reinterpret_steal<py::object>(PyLong_FromString(std::string(v.text).c_str(), nullptr, 10));
+          if (!out) throw py::error_already_set();
+          break;
+        case ValueKind::kFloat: out = py::float_(v.float_value); break;
+        case ValueKind::kComplex:
+          out = py::reinterpret_steal<py::object>(PyComplex_FromDoubles(v.float_value, v.imag_value()));
+          break;
+        case ValueKind::kStr: {
+          const std::string s(v.text);
+          out = py::reinterpret_steal<py::object>(
+              PyUnicode_DecodeUTF8(s.data(), static_cast<py::ssize_t>(s.size()), "surrogatepass"));
+          if (!out) throw py::error_already_set();
+          break;
+        }
+        case ValueKind::kBytes: {
+          const std::string s(v.text);
+          out = v.byte_array ? py::object(py::reinterpret_steal<py::object>(
+                                   PyByteArray_FromStringAndSize(s.data(), static_cast<py::ssize_t>(s.size()))))
+                             : py::object(py::bytes(s));
+          break;
+        }
+        case ValueKind::kTuple: {
+          py::tuple t(v.items.size());
+          for (size_t i = 0; i < v.items.size(); ++i) t[i] = get(v.items[i]);
+          out = t;  // a torch.Size too (frozen): a tuple of its sizes
+          break;
+        }
+        case ValueKind::kList: {
+          py::list l = made[f.id].cast<py::list>();
+          for (ValueId id : v.items) l.append(get(id));
+          out = l;
+          break;
+        }
+        case ValueKind::kDict: {
+          py::object d = made[f.id];
+          for (size_t i = 0; i + 1 < v.items.size(); i += 2) d[get(v.items[i])] = get(v.items[i + 1]);
+          const std::span<const ValueId> attrs = values.Attrs(v);
+          // state_dict()._metadata: OrderedDict attributes, set as pickle's
+          // BUILD sets them (a plain dict has none).
+          for (size_t i = 0; v.ordered_dict && i + 1 < attrs.size(); i += 2) {
+            py::object name = get(attrs[i]);
+            if (py::isinstance<py::str>(name)) py::setattr(d, name, get(attrs[i + 1]));
+          }
+          out = d;
+          break;
+        }
+        case ValueKind::kSet: {
+          py::list items;
+          for (ValueId id : v.items) items.append(get(id));
+          out = v.frozen ? py::object(py::frozenset(items)) : py::object(py::set(items));
+          break;
+        }
+        case ValueKind::kTensor: out = tensor(v.index); break;
+        case ValueKind::kStorage: {
+          const Storage& s = ck_->storages()[v.index];
+          out = py::bytes(reinterpret_cast<const char*>(s.bytes.data()), s.bytes.size());
+          break;
+        }
+        case ValueKind::kGlobal: out = global(text(v)); break;
+        case ValueKind::kDtype: out = global(py::str("torch." + std::string(DTypeName(v.dtype)))); break;
+        case ValueKind::kDevice: out = device(text(v)); break;
+        case ValueKind::kObject: {
+          py::list attrs;
+          for (ValueId id : v.items) attrs.append(get(id));
+          out = script_object(text(v), attrs);
+          break;
+        }
+        case ValueKind::kRecord: {
+          py::list args;
+          for (ValueId id : v.items) args.append(get(id));
+          py::list state_items;
+          for (ValueId id : values.Attrs(v)) state_items.append(get(id));
+          out = record(text(v), std::string(RecordFormName(static_cast<RecordForm>(v.index))), args, state_items);
+          break;
+        }
+      }
+      made[f.id] = out;
+      state[f.id] = 2;
+    }
+    return made[ck_->root()];
+  }
+
+ private:
+  const Tensor& Get(uint32_t index) const {
+    if (index >= ck_->tensors().size()) throw py::index_error("no tensor " + std::to_string(index));
+    return ck_->tensors()[index];
+  }
+
+  std::shared_ptr<const Checkpoint> ck_;
+  std::string path_;
+  bool writable_;
+};
+
+Loaded Load(const std::string& path, const std::optional<std::string>& rules, bool records, bool copy_on_write) {
+  LoadOptions options;
+  options.records = records;
+  options.file.copy_on_write = copy_on_write;
+  std::optional<Allowlist> allowlist;
+  if (rules) {
+    Result<Allowlist> parsed = LoadAllowlistFile(*rules);
+    if (!parsed) Raise(parsed.error(), *rules);
+    allowlist = std::move(*parsed);
+    options.allowlist = &*allowlist;
+  }
+  std::optional<Result<Checkpoint>> ck;
+  {
+    py::gil_scoped_release released;  // a load runs no Python
+    ck.emplace(LoadCheckpoint(path, options));
+  }
+  if (!*ck) Raise(ck->error(), path);
+  return Loaded(std::make_shared<const Checkpoint>(std::move(**ck)), path, copy_on_write);
+}
+
+std::string Scan(const std::vector<std::string>& paths) {
+  std::vector<scanner::FileReport> reports;
+  py::gil_scoped_release released;
+  for (const std::string& p : paths) reports.push_back(scanner::ScanFile(p));
+  return scanner::ReportJson(reports);
+}
+
+}  // namespace
+}  // namespace ckptguard::python
+
+PYBIND11_MODULE(_core, m) {
+  using namespace ckptguard::python;
+  m.doc() = "ckptguard's C++ core (use the ckptguard package, not this module)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const CkgError& e) {
+      py::object cls = ErrorClass() ? ErrorClass() : py::reinterpret_borrow<py::object>(PyExc_RuntimeError);
+      py::object exc = cls(e.error.ToString(), std::string(ckptguard::ErrorCodeName(e.error.code)), e.path,
+                           e.error.where, e.error.offset, e.error.limit);
+      PyErr_SetObject(cls.ptr(), exc.ptr());
+    }
+  });
+  m.def("_set_error_class", [](py::object cls) { ErrorClass() = std::move(cls); });
+  py::class_<Loaded>(m, "Loaded")
+      .def_property_readonly("path", &Loaded::path)
+      .def("state_dict", &Loaded::StateDict, py::arg("prefix") = "")
+      .def("info", &Loaded::Info)
+      .def("array", &Loaded::Array)
+      .def("tree", &Loaded::Tree);
+  m.def("load", &Load, py::arg("path"), py::arg("rules") = std::nullopt, py::arg("records") = true,
+        py::arg("copy_on_write") = false);
+  m.def("scan", &Scan, py::arg("paths"));
+}
