@@ -28,7 +28,7 @@ from . import _core
 __all__ = [
     "Error", "ForbiddenGlobalError", "LimitExceededError", "MalformedError", "UnsupportedFormatError",
     "Record", "ScriptObject", "Global", "Device", "SparseTensor", "NestedTensor", "MetaTensor",
-    "load", "load_checkpoint", "scan",
+    "load", "load_checkpoint", "save_safetensors", "scan",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -239,6 +239,50 @@ def load_checkpoint(path: PathLike, *, rules: Optional[PathLike] = None, weights
 
 def _record(cls: str, form: str, args: list, state: list) -> Record:
     return Record(cls, form, args, dict(zip(state[0::2], state[1::2])))
+
+
+_NUMPY_TO_TORCH = {"f4": "float32", "f8": "float64", "f2": "float16", "i1": "int8", "u1": "uint8", "i2": "int16",
+                   "i4": "int32", "i8": "int64", "u2": "uint16", "u4": "uint32", "u8": "uint64", "b1": "bool",
+                   "c8": "complex64", "c16": "complex128"}
+
+
+def _tensor_bytes(name: str, value: Any) -> tuple:
+    """(name, torch dtype name, shape, C-order little-endian buffer) of an
+    array or a torch tensor."""
+    import numpy as np
+    if type(value).__module__.startswith("torch"):
+        import torch
+        if value.is_quantized or value.layout != torch.strided or value.device.type == "meta":
+            raise UnsupportedFormatError(f"{name}: a tensor without plain data has no safetensors form",
+                                         "unsupported_format")
+        t = value.detach().cpu().contiguous()
+        dtype = str(t.dtype).replace("torch.", "")
+        wide = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}.get(t.element_size())
+        array = (t.view(wide) if dtype in ("bfloat16", "complex32") or dtype.startswith("float8") else t).numpy()
+        return name, dtype, list(t.shape), np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: not a numpy array or torch tensor: {type(value).__name__}")
+    meta = value.dtype.metadata or {}
+    if "shape" in meta:
+        raise UnsupportedFormatError(f"{name}: packed {meta['ckptguard_dtype']} values", "unsupported_format")
+    dtype = meta.get("ckptguard_dtype") or _NUMPY_TO_TORCH.get(value.dtype.kind + str(value.dtype.itemsize))
+    if dtype is None:
+        raise UnsupportedFormatError(f"{name}: numpy dtype {value.dtype} has no safetensors form", "unsupported_format")
+    a = np.ascontiguousarray(value)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return name, dtype, list(a.shape), a.reshape(-1).view(np.uint8)
+
+
+def save_safetensors(tensors: Dict[str, Any], path: PathLike, *, metadata: Optional[Dict[str, str]] = None) -> None:
+    """Write ``{name: numpy array or torch tensor}`` as a safetensors file, in
+    the reference implementation's layout, atomically: the file is written
+    beside its destination, read back with the strict reader and compared,
+    and only then renamed over ``path``. Arrays of raw bits from ``load``
+    keep their torch dtype (bfloat16 stays BF16). Raises Error.
+    """
+    items = [_tensor_bytes(name, value) for name, value in tensors.items()]
+    _core.save_safetensors(_fspath(path), items, dict(metadata or {}))
 
 
 def scan(paths: Union[PathLike, Iterable[PathLike]]) -> Dict[str, Any]:

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -29,6 +30,7 @@
 #include "ckptguard/error.h"
 #include "ckptguard/scanner/report.h"
 #include "ckptguard/scanner/scan.h"
+#include "ckptguard/safetensors_writer.h"
 #include "ckptguard/value.h"
 
 namespace py = pybind11;
@@ -363,6 +365,33 @@ Loaded Load(const std::string& path, const std::optional<std::string>& rules, bo
   return Loaded(std::make_shared<const Checkpoint>(std::move(**ck)), path, copy_on_write);
 }
 
+// SaveSafetensors writes `items` ((name, torch dtype name, shape, C-order
+// little-endian buffer) each) atomically as a safetensors file, read back
+// before it replaces anything (WriteSafetensors).
+void SaveSafetensors(const std::string& path, const py::list& items, const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsTensorData> tensors;
+  std::vector<py::buffer_info> held;  // the buffers stay requested while written
+  held.reserve(items.size());
+  for (const py::handle& item : items) {
+    const py::tuple t = item.cast<py::tuple>();
+    const std::string name = t[0].cast<std::string>();
+    const std::string dtype_name = t[1].cast<std::string>();
+    const std::optional<DType> dtype = ParseDType(dtype_name);
+    if (!dtype) Raise(Error{ErrorCode::kInvalidArgument, 0, name, "unknown dtype " + dtype_name}, path);
+    held.push_back(t[3].cast<py::buffer>().request());
+    const py::buffer_info& info = held.back();
+    SafetensorsTensorData d;
+    d.name = name;
+    d.dtype = *dtype;
+    d.shape = t[2].cast<std::vector<int64_t>>();
+    d.data = Bytes(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size * info.itemsize));
+    tensors.push_back(std::move(d));
+  }
+  std::vector<std::pair<std::string, std::string>> meta(metadata.begin(), metadata.end());
+  Status st = WriteSafetensors(path, std::move(tensors), meta);
+  if (!st) Raise(st.error(), path);
+}
+
 std::string Scan(const std::vector<std::string>& paths) {
   std::vector<scanner::FileReport> reports;
   py::gil_scoped_release released;
@@ -396,4 +425,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("load", &Load, py::arg("path"), py::arg("rules") = std::nullopt, py::arg("records") = true,
         py::arg("copy_on_write") = false);
   m.def("scan", &Scan, py::arg("paths"));
+  m.def("save_safetensors", &SaveSafetensors, py::arg("path"), py::arg("items"), py::arg("metadata"));
 }
