@@ -28,7 +28,7 @@ from . import _core
 __all__ = [
     "Error", "ForbiddenGlobalError", "LimitExceededError", "MalformedError", "UnsupportedFormatError",
     "Record", "ScriptObject", "Global", "Device", "SparseTensor", "NestedTensor", "MetaTensor",
-    "load", "load_checkpoint", "save_safetensors", "scan",
+    "check", "load", "load_checkpoint", "save_safetensors", "scan",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -154,8 +154,10 @@ def _fspath(path: PathLike) -> str:
     return os.fspath(path)
 
 
-def _open(path: PathLike, rules: Optional[PathLike], records: bool, copy_on_write: bool = False) -> Any:
-    return _core.load(_fspath(path), None if rules is None else _fspath(rules), records, copy_on_write)
+def _open(path: PathLike, rules: Optional[PathLike], records: bool, copy_on_write: bool = False,
+          limits: Optional[Dict[str, int]] = None) -> Any:
+    return _core.load(_fspath(path), None if rules is None else _fspath(rules), records, copy_on_write,
+                      dict(limits or {}))
 
 
 class _Arrays:
@@ -196,7 +198,7 @@ class _Arrays:
 
 
 def load(path: PathLike, *, prefix: Optional[str] = None, rules: Optional[PathLike] = None,
-         weights_only: bool = False) -> Dict[str, Any]:
+         limits: Optional[Dict[str, int]] = None, weights_only: bool = False) -> Dict[str, Any]:
     """Load the tensors of a checkpoint as ``{dotted name: numpy array}``.
 
     Reads torch zip checkpoints (``.pt``, ``.pth``, ``.bin``, ``.ckpt``), legacy
@@ -215,14 +217,18 @@ def load(path: PathLike, *, prefix: Optional[str] = None, rules: Optional[PathLi
 
     ``rules`` is a rules file (TOML) vouching for more globals, as the CLI's
     ``--rules``; ``weights_only=True`` refuses declared records too, as
-    ``torch.load(weights_only=True)`` does. Raises Error.
+    ``torch.load(weights_only=True)`` does. ``limits`` changes the file's
+    budget, by name: ``{"max_opcodes": 10**6, "max_inflated_bytes": 2**30,
+    ...}`` (every stage charges it; the defaults pass the largest real
+    checkpoints). Raises Error (LimitExceededError names the limit).
     """
-    loaded = _open(path, rules, not weights_only)
+    loaded = _open(path, rules, not weights_only, limits=limits)
     arrays = _Arrays(loaded)
     return {name: arrays(index) for name, index in loaded.state_dict(prefix or "")}
 
 
-def load_checkpoint(path: PathLike, *, rules: Optional[PathLike] = None, weights_only: bool = False) -> Any:
+def load_checkpoint(path: PathLike, *, rules: Optional[PathLike] = None, limits: Optional[Dict[str, int]] = None,
+                    weights_only: bool = False) -> Any:
     """Load a whole checkpoint's object tree: dicts (OrderedDicts with their
     ``_metadata``), lists, tuples, sets, str, bytes, numbers, None, numpy
     arrays for tensors (as ``load`` makes them), Record for declared data
@@ -231,9 +237,10 @@ def load_checkpoint(path: PathLike, *, rules: Optional[PathLike] = None, weights
 
     A training checkpoint (model, optimizer, scheduler, epoch, RNG state,
     hyper-parameters) loads completely; nothing is imported or called. Shared
-    and cyclic lists and dicts stay shared. Raises Error.
+    and cyclic lists and dicts stay shared. ``rules`` and ``limits`` as for
+    ``load``. Raises Error.
     """
-    loaded = _open(path, rules, not weights_only)
+    loaded = _open(path, rules, not weights_only, limits=limits)
     return loaded.tree(_Arrays(loaded), _record, ScriptObject, Global, Device)
 
 
@@ -283,6 +290,23 @@ def save_safetensors(tensors: Dict[str, Any], path: PathLike, *, metadata: Optio
     """
     items = [_tensor_bytes(name, value) for name, value in tensors.items()]
     _core.save_safetensors(_fspath(path), items, dict(metadata or {}))
+
+
+def check(path: PathLike, expect: PathLike, *, prefix: Optional[str] = None, strict: bool = True,
+          strip_prefix: Optional[str] = None) -> Dict[str, Any]:
+    """What ``model.load_state_dict(state_dict, strict=strict)`` would do with
+    the checkpoint's state dict (at ``prefix``), for the model ``expect``
+    describes: a reference checkpoint of it or a JSON schema (key -> dtype and
+    shape, optional ``_metadata``), as ``ckptguard check`` replays torch 1.13's
+    loading, hooks of torch's own modules included; nothing is run.
+
+    Returns ``{"ok", "missing", "unexpected", "mismatched": [{"key", "kind",
+    "detail"}], "converted", "ignored", "filled", "loaded", "caveats",
+    "hints", "strict_raises", "non_strict_raises": None or {"type",
+    "message"} (what torch would raise), ...}``. Raises Error when a file
+    cannot be loaded.
+    """
+    return _core.check(_fspath(path), _fspath(expect), prefix or "", strict, strip_prefix)
 
 
 def scan(paths: Union[PathLike, Iterable[PathLike]]) -> Dict[str, Any]:

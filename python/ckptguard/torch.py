@@ -110,7 +110,7 @@ class _Tensors:
 
 
 def load(f: Union[str, "_ckg.os.PathLike[str]"], map_location: Union[None, str, "_torch.device"] = None, *,
-         weights_only: bool = True, rules: Optional[str] = None) -> Any:
+         weights_only: bool = True, rules: Optional[str] = None, limits: Optional[Dict[str, int]] = None) -> Any:
     """Load a checkpoint as ``torch.load(f, map_location, weights_only=True)``
     would, without running anything from it.
 
@@ -118,9 +118,10 @@ def load(f: Union[str, "_ckg.os.PathLike[str]"], map_location: Union[None, str, 
     mapped file; a device ("cuda:0") copies them there. ``weights_only=False``
     also loads declared data records (argparse.Namespace, dataclasses, Enum
     members, numpy RNG state...) as ckptguard.Record, calling nothing;
-    ``rules`` is a rules file vouching for more globals. Raises ckptguard.Error
+    ``rules`` is a rules file vouching for more globals and ``limits`` the
+    file's budget by name (ckptguard.load). Raises ckptguard.Error
     (ForbiddenGlobalError for a file that would import or call anything else).
     """
     device = None if map_location is None else _torch.device(map_location)
-    loaded = _ckg._open(f, rules, not weights_only, copy_on_write=True)
+    loaded = _ckg._open(f, rules, not weights_only, copy_on_write=True, limits=limits)
     return loaded.tree(_Tensors(loaded, device), _ckg._record, _ckg.ScriptObject, _ckg.Global, _ckg.Device)

@@ -25,9 +25,11 @@
 #include <vector>
 
 #include "ckptguard/allowlist.h"
+#include "ckptguard/budget.h"
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/error.h"
+#include "ckptguard/scanner/key_check.h"
 #include "ckptguard/scanner/report.h"
 #include "ckptguard/scanner/scan.h"
 #include "ckptguard/safetensors_writer.h"
@@ -345,8 +347,36 @@ class Loaded {
   bool writable_;
 };
 
-Loaded Load(const std::string& path, const std::optional<std::string>& rules, bool records, bool copy_on_write) {
+// SetLimit sets one field of the file's budget (budget.h) by its name.
+void SetLimit(BudgetLimits& limits, const std::string& name, uint64_t value) {
+  for (size_t k = 0; k < kNumBudgetKinds; ++k) {
+    if (BudgetLimitName(static_cast<BudgetKind>(k)) == name) {
+      limits.Set(static_cast<BudgetKind>(k), value);
+      return;
+    }
+  }
+  const std::pair<const char*, uint64_t BudgetLimits::*> ratios[] = {
+      {"inflate_per_file_byte", &BudgetLimits::inflate_per_file_byte},
+      {"work_per_input_byte", &BudgetLimits::work_per_input_byte},
+      {"views_per_file_byte", &BudgetLimits::views_per_file_byte},
+      {"floor_bytes", &BudgetLimits::floor_bytes},
+      {"floor_count", &BudgetLimits::floor_count}};
+  for (const auto& [field, member] : ratios) {
+    if (name == field) {
+      limits.*member = value;
+      return;
+    }
+  }
+  std::string known;
+  for (size_t k = 0; k < kNumBudgetKinds; ++k) known += std::string(BudgetLimitName(static_cast<BudgetKind>(k))) + ", ";
+  for (const auto& [field, member] : ratios) known += std::string(field) + (field == std::string("floor_count") ? "" : ", ");
+  Raise(Error{ErrorCode::kInvalidArgument, 0, {}, "unknown limit '" + name + "' (the file's budget has " + known + ")"}, "");
+}
+
+Loaded Load(const std::string& path, const std::optional<std::string>& rules, bool records, bool copy_on_write,
+            const std::map<std::string, uint64_t>& limits) {
   LoadOptions options;
+  for (const auto& [name, value] : limits) SetLimit(options.budget, name, value);
   options.records = records;
   options.file.copy_on_write = copy_on_write;
   std::optional<Allowlist> allowlist;
@@ -392,6 +422,58 @@ void SaveSafetensors(const std::string& path, const py::list& items, const std::
   if (!st) Raise(st.error(), path);
 }
 
+// Check replays model.load_state_dict(state_dict, strict) for the
+// checkpoint at `path` against the model `expect` describes (a reference
+// checkpoint or a JSON schema), as `ckptguard check` does.
+py::dict Check(const std::string& path, const std::string& expect, const std::string& prefix, bool strict,
+               const std::optional<std::string>& strip_prefix) {
+  std::optional<Result<scanner::ModelSchema>> schema;
+  std::optional<Result<Checkpoint>> ck;
+  {
+    py::gil_scoped_release released;
+    schema.emplace(scanner::LoadSchema(expect));
+    ck.emplace(LoadCheckpoint(path));
+  }
+  if (!*schema) Raise(schema->error(), expect);
+  if (!*ck) Raise(ck->error(), path);
+  scanner::KeyCheckOptions options;
+  options.strict = strict;
+  options.prefix = prefix;
+  options.strip_prefix = strip_prefix;
+  Result<scanner::KeyCheckResult> r = scanner::CheckKeys(**ck, **schema, options);
+  if (!r) Raise(r.error(), path);
+  auto notes = [](const std::vector<scanner::KeyCheckResult::Note>& in) {
+    py::list out;
+    for (const auto& n : in) out.append(py::dict(py::arg("key") = n.key, py::arg("detail") = n.detail));
+    return out;
+  };
+  auto mode = [](const scanner::ModeResult& m) -> py::object {
+    if (m.ok()) return py::none();
+    return py::dict(py::arg("type") = m.exception->type, py::arg("message") = m.exception->message);
+  };
+  py::list mismatched;
+  for (const auto& m : r->mismatched) {
+    mismatched.append(py::dict(py::arg("key") = m.key, py::arg("kind") = m.kind, py::arg("detail") = m.detail));
+  }
+  py::dict d;
+  d["ok"] = r->ok;
+  d["state_dict_type"] = r->state_dict_type;
+  d["num_keys"] = r->num_keys;
+  d["num_expected"] = r->num_expected;
+  d["missing"] = r->missing;
+  d["unexpected"] = r->unexpected;
+  d["mismatched"] = mismatched;
+  d["converted"] = notes(r->converted);
+  d["ignored"] = notes(r->ignored);
+  d["filled"] = notes(r->filled);
+  d["loaded"] = r->loaded;
+  d["caveats"] = r->caveats;
+  d["hints"] = r->hints;
+  d["strict_raises"] = mode(r->strict);
+  d["non_strict_raises"] = mode(r->non_strict);
+  return d;
+}
+
 std::string Scan(const std::vector<std::string>& paths) {
   std::vector<scanner::FileReport> reports;
   py::gil_scoped_release released;
@@ -423,7 +505,9 @@ PYBIND11_MODULE(_core, m) {
       .def("array", &Loaded::Array)
       .def("tree", &Loaded::Tree);
   m.def("load", &Load, py::arg("path"), py::arg("rules") = std::nullopt, py::arg("records") = true,
-        py::arg("copy_on_write") = false);
+        py::arg("copy_on_write") = false, py::arg("limits") = std::map<std::string, uint64_t>{});
   m.def("scan", &Scan, py::arg("paths"));
+  m.def("check", &Check, py::arg("path"), py::arg("expect"), py::arg("prefix"), py::arg("strict"),
+        py::arg("strip_prefix"));
   m.def("save_safetensors", &SaveSafetensors, py::arg("path"), py::arg("items"), py::arg("metadata"));
 }

@@ -362,3 +362,36 @@ def test_save_safetensors_round_trips_arrays_and_tensors(tmp_path):
         ckptguard.save_safetensors({"q": torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.quint8)},
                                    tmp_path / "q.safetensors")
     assert not (tmp_path / "q.safetensors").exists()
+
+
+def test_check_replays_load_state_dict():
+    schema = os.path.join(BENIGN, "mlp.schema.json")
+    fits = ckptguard.check(os.path.join(BENIGN, "mlp.params"), schema)
+    assert fits["ok"] and not fits["missing"] and not fits["unexpected"] and fits["strict_raises"] is None
+    # The full checkpoint's state dict is under "model": at the root it does
+    # not fit, and torch would raise; the hint names the prefix.
+    root = ckptguard.check(os.path.join(BENIGN, "mlp_full_checkpoint.pt"), schema)
+    assert not root["ok"] and root["strict_raises"]["type"] == "RuntimeError"
+    assert any("model" in h for h in root["hints"])
+    assert ckptguard.check(os.path.join(BENIGN, "mlp_full_checkpoint.pt"), schema, prefix="model")["ok"]
+    # Agrees with torch itself.
+    net = torch.nn.Sequential()
+    net.add_module("hidden", torch.nn.Linear(20, 256))
+    net.add_module("output", torch.nn.Linear(256, 10))
+    with pytest.raises(RuntimeError) as info:
+        net.load_state_dict(torch.load(os.path.join(BENIGN, "mlp_full_checkpoint.pt")))
+    # (torch names the model's class, which a state dict does not say.)
+    assert str(info.value).split("\n", 1)[1] == root["strict_raises"]["message"].split("\n", 1)[1]
+
+
+def test_limits_bound_the_load_and_are_named():
+    path = os.path.join(BENIGN, "mlp_full_checkpoint.pt")
+    with pytest.raises(ckptguard.LimitExceededError) as info:
+        ckptguard.load(path, limits={"max_opcodes": 10})
+    assert info.value.limit == "max_opcodes" and info.value.code == "limit_exceeded"
+    with pytest.raises(ckptguard.LimitExceededError):
+        ckptguard.torch.load(path, limits={"max_opcodes": 10})
+    assert ckptguard.load(path, limits={"max_opcodes": 10**6})
+    with pytest.raises(ckptguard.Error) as info:
+        ckptguard.load(path, limits={"max_sheep": 1})
+    assert "max_opcodes" in str(info.value)  # the known names are listed
