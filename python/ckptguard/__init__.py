@@ -28,7 +28,7 @@ from . import _core
 __all__ = [
     "Error", "ForbiddenGlobalError", "LimitExceededError", "MalformedError", "UnsupportedFormatError",
     "Record", "ScriptObject", "Global", "Device", "SparseTensor", "NestedTensor", "MetaTensor",
-    "check", "load", "load_checkpoint", "save_safetensors", "scan",
+    "check", "convert", "load", "load_checkpoint", "save_safetensors", "scan",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -290,6 +290,21 @@ def save_safetensors(tensors: Dict[str, Any], path: PathLike, *, metadata: Optio
     """
     items = [_tensor_bytes(name, value) for name, value in tensors.items()]
     _core.save_safetensors(_fspath(path), items, dict(metadata or {}))
+
+
+def convert(src: PathLike, dst: PathLike, *, to: Optional[str] = None, prefix: Optional[str] = None,
+            keep_metadata: bool = False, limits: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+    """Convert a checkpoint as ``ckptguard convert SRC DST`` does, running
+    nothing from it: to safetensors (``dst`` ends in .safetensors, or
+    ``to="safetensors"``) or to a torch zip checkpoint (.pt/.pth/.bin/.ckpt, or
+    ``to="pt"``). ``src`` may be a checkpoint file, a sharded checkpoint's
+    ``*.index.json`` or a torch.distributed.checkpoint folder (both to
+    safetensors). ``prefix`` converts only a sub-dict ("model");
+    ``keep_metadata`` keeps plain values as JSON in safetensors' __metadata__
+    instead of refusing them. Written atomically and read back before the
+    rename. Returns ``{"format", "tensors", "aliases", "values"}``; raises Error.
+    """
+    return _core.convert(_fspath(src), _fspath(dst), to, prefix or "", keep_metadata, dict(limits or {}))
 
 
 def check(path: PathLike, expect: PathLike, *, prefix: Optional[str] = None, strict: bool = True,

@@ -27,6 +27,7 @@
 #include "ckptguard/allowlist.h"
 #include "ckptguard/budget.h"
 #include "ckptguard/checkpoint.h"
+#include "ckptguard/convert.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/error.h"
 #include "ckptguard/scanner/key_check.h"
@@ -474,6 +475,45 @@ py::dict Check(const std::string& path, const std::string& expect, const std::st
   return d;
 }
 
+// Convert: `ckptguard convert` (ConvertFile), the format from `to`
+// ("safetensors", "pt") or the output's name.
+py::dict Convert(const std::string& input, const std::string& output, const std::optional<std::string>& to,
+                 const std::string& prefix, bool keep_metadata, const std::map<std::string, uint64_t>& limits) {
+  std::optional<ConvertTo> format;
+  if (!to) {
+    format = ConvertFormatOf(output);
+  } else if (*to == "safetensors") {
+    format = ConvertTo::kSafetensors;
+  } else if (*to == "pt") {
+    format = ConvertTo::kTorch;
+  }
+  if (!format) {
+    Raise(Error{ErrorCode::kInvalidArgument, 0, {},
+                "cannot tell the output format " + (to ? "'" + *to + "'" : "from the name") +
+                    ": use to=\"safetensors\" or to=\"pt\""},
+          output);
+  }
+  LoadOptions load;
+  for (const auto& [name, value] : limits) SetLimit(load.budget, name, value);
+  std::optional<Result<ConvertSummary>> r;
+  {
+    py::gil_scoped_release released;
+    r.emplace(ConvertFile(input, output, *format, ConvertOptions{prefix, keep_metadata}, load));
+  }
+  if (!*r) {
+    Error e = (*r).error();
+    const std::string path = e.where;
+    e.where.clear();
+    Raise(std::move(e), path);
+  }
+  py::dict d;
+  d["format"] = *format == ConvertTo::kSafetensors ? "safetensors" : "pt";
+  d["tensors"] = (*r)->tensors;
+  d["aliases"] = (*r)->aliases;
+  d["values"] = (*r)->values;
+  return d;
+}
+
 std::string Scan(const std::vector<std::string>& paths) {
   std::vector<scanner::FileReport> reports;
   py::gil_scoped_release released;
@@ -507,6 +547,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("load", &Load, py::arg("path"), py::arg("rules") = std::nullopt, py::arg("records") = true,
         py::arg("copy_on_write") = false, py::arg("limits") = std::map<std::string, uint64_t>{});
   m.def("scan", &Scan, py::arg("paths"));
+  m.def("convert", &Convert, py::arg("input"), py::arg("output"), py::arg("to"), py::arg("prefix"),
+        py::arg("keep_metadata"), py::arg("limits"));
   m.def("check", &Check, py::arg("path"), py::arg("expect"), py::arg("prefix"), py::arg("strict"),
         py::arg("strip_prefix"));
   m.def("save_safetensors", &SaveSafetensors, py::arg("path"), py::arg("items"), py::arg("metadata"));

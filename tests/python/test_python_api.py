@@ -395,3 +395,26 @@ def test_limits_bound_the_load_and_are_named():
     with pytest.raises(ckptguard.Error) as info:
         ckptguard.load(path, limits={"max_sheep": 1})
     assert "max_opcodes" in str(info.value)  # the known names are listed
+
+
+def test_convert_writes_what_torch_and_the_loader_read_back(tmp_path):
+    src = os.path.join(BENIGN, "mlp_full_checkpoint.pt")
+    # Plain values have no place in safetensors: refused by name, nothing written.
+    with pytest.raises(ckptguard.Error) as info:
+        ckptguard.convert(src, tmp_path / "all.safetensors")
+    assert "non-tensor value" in str(info.value) and not (tmp_path / "all.safetensors").exists()
+    done = ckptguard.convert(src, tmp_path / "model.safetensors", prefix="model")
+    assert done == {"format": "safetensors", "tensors": 4, "aliases": 0, "values": 0}
+    ref = torch.load(src)["model"]
+    back = ckptguard.torch.load(tmp_path / "model.safetensors")
+    assert set(back) == set(ref) and all(torch.equal(back[k], ref[k]) for k in ref)
+    # To a torch zip: torch itself loads it, with the same values.
+    assert ckptguard.convert(src, tmp_path / "copy.pt")["format"] == "pt"
+    again = torch.load(tmp_path / "copy.pt")
+    assert again["epoch"] == torch.load(src)["epoch"]
+    assert all(torch.equal(again["model"][k], ref[k]) for k in ref)
+    with pytest.raises(ckptguard.Error):
+        ckptguard.convert(src, tmp_path / "x.unknown")
+    with pytest.raises(ckptguard.ForbiddenGlobalError):
+        ckptguard.convert(os.path.join(MALICIOUS, "os_system_p2.pkl"), tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
