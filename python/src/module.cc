@@ -224,6 +224,9 @@ class Loaded {
       if (++visits > kMaxNodes) Raise(Error{ErrorCode::kLimitExceeded, 0, {}, "more than 2^26 values to convert"}, path_);
       const Frame f = todo.back();
       todo.pop_back();
+      if (f.id >= values.size()) {
+        Raise(Error{ErrorCode::kInternal, 0, {}, "value " + std::to_string(f.id) + " is not in the arena"}, path_);
+      }
       const Value& v = values.Get(f.id);
       if (state[f.id] == 2) continue;
       const bool container = v.kind == ValueKind::kTuple || v.kind == ValueKind::kList || v.kind == ValueKind::kDict ||
