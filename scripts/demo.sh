@@ -60,7 +60,7 @@ for name, a in weights.items():
 try:
     ckptguard.load(f"{ex}/os_system_p4.pkl")
 except ckptguard.ForbiddenGlobalError as e:
-    print(f"refused: {e.code} at byte {e.offset}: {e}")
+    print(f"refused ({type(e).__name__}, entry {e.entry!r}, byte {e.offset}): {e}")
 print("scan:", [(f["path"].rsplit("/", 1)[-1], f["verdict"]) for f in ckptguard.scan([f"{ex}/mlp.params", f"{ex}/os_system_p4.pkl"])["files"]])
 PY
 
