@@ -331,26 +331,7 @@ int CheckOne(const CheckFlags& flags, const std::string& path, const scanner::Mo
   scanner::KeyCheckOptions options{.strict = !flags.non_strict, .prefix = flags.prefix,
                                    .strip_prefix = flags.strip_prefix};
   if (!flags.model_class.empty()) options.model_class = flags.model_class;
-  // A sharded checkpoint (its *.index.json) is checked as its shards load
-  // into the model: one state dict of every shard's tensors.
-  Result<KeyCheckResult> result = [&]() -> Result<KeyCheckResult> {
-    if (IsShardIndexPath(path)) {
-      CKG_ASSIGN_OR_RETURN(ShardedCheckpoint sharded, LoadShardedCheckpoint(path, flags.load));
-      CKG_ASSIGN_OR_RETURN(KeyCheckResult r, scanner::CheckKeys(sharded, expected, options));
-      CKG_TRY(sharded.CheckUnchanged());
-      return r;
-    }
-    if (IsDcpFolder(path)) {
-      CKG_ASSIGN_OR_RETURN(DcpCheckpoint dcp, LoadDcpCheckpoint(path, flags.load));
-      CKG_ASSIGN_OR_RETURN(KeyCheckResult r, scanner::CheckKeys(dcp, expected, options));
-      CKG_TRY(dcp.CheckUnchanged());
-      return r;
-    }
-    CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, LoadCheckpoint(path, flags.load));
-    CKG_ASSIGN_OR_RETURN(KeyCheckResult r, scanner::CheckKeys(ckpt, expected, options));
-    CKG_TRY(ckpt.CheckUnchanged());
-    return r;
-  }();
+  Result<KeyCheckResult> result = scanner::CheckKeysOfPath(path, expected, options, flags.load);
   if (!result) return Fail(flags, path, path, result.error());
   const KeyCheckResult& r = *result;
 

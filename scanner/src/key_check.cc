@@ -1206,4 +1206,26 @@ Result<KeyCheckResult> CheckKeys(const ShardedCheckpoint& sharded, const ModelSc
   }
 }
 
+Result<KeyCheckResult> CheckKeysOfPath(const std::string& path, const ModelSchema& model,
+                                       const KeyCheckOptions& options, const LoadOptions& load) {
+  // A sharded checkpoint (its *.index.json) is checked as its shards load
+  // into the model: one state dict of every shard's tensors.
+  if (IsShardIndexPath(path)) {
+    CKG_ASSIGN_OR_RETURN(ShardedCheckpoint sharded, LoadShardedCheckpoint(path, load));
+    CKG_ASSIGN_OR_RETURN(KeyCheckResult r, CheckKeys(sharded, model, options));
+    CKG_TRY(sharded.CheckUnchanged());
+    return r;
+  }
+  if (IsDcpFolder(path)) {
+    CKG_ASSIGN_OR_RETURN(DcpCheckpoint dcp, LoadDcpCheckpoint(path, load));
+    CKG_ASSIGN_OR_RETURN(KeyCheckResult r, CheckKeys(dcp, model, options));
+    CKG_TRY(dcp.CheckUnchanged());
+    return r;
+  }
+  CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, LoadCheckpoint(path, load));
+  CKG_ASSIGN_OR_RETURN(KeyCheckResult r, CheckKeys(ckpt, model, options));
+  CKG_TRY(ckpt.CheckUnchanged());
+  return r;
+}
+
 }  // namespace ckptguard::scanner

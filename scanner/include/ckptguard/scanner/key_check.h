@@ -165,6 +165,13 @@ Result<KeyCheckResult> CheckKeys(const ShardedCheckpoint& sharded, const ModelSc
 Result<KeyCheckResult> CheckKeys(const DcpCheckpoint& dcp, const ModelSchema& model,
                                  const KeyCheckOptions& options = {});
 
+// CheckKeysOfPath loads `path` with `load` as `ckptguard check` does (a
+// checkpoint file, a sharded checkpoint's *.index.json, or a DCP folder),
+// runs the CheckKeys above that fits it, and then checks the file did not
+// change while it was read. Fails with the load's error or CheckKeys'.
+Result<KeyCheckResult> CheckKeysOfPath(const std::string& path, const ModelSchema& model,
+                                       const KeyCheckOptions& options = {}, const LoadOptions& load = {});
+
 }  // namespace ckptguard::scanner
 
 #endif  // CKPTGUARD_SCANNER_KEY_CHECK_H_
