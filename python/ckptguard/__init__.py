@@ -310,7 +310,8 @@ def convert(src: PathLike, dst: PathLike, *, to: Optional[str] = None, prefix: O
 def check(path: PathLike, expect: PathLike, *, prefix: Optional[str] = None, strict: bool = True,
           strip_prefix: Optional[str] = None) -> Dict[str, Any]:
     """What ``model.load_state_dict(state_dict, strict=strict)`` would do with
-    the checkpoint's state dict (at ``prefix``), for the model ``expect``
+    the checkpoint's state dict (at ``prefix``; ``path`` may also be a sharded
+    checkpoint's ``*.index.json`` or a DCP folder), for the model ``expect``
     describes: a reference checkpoint of it or a JSON schema (key -> dtype and
     shape, optional ``_metadata``), as ``ckptguard check`` replays torch 1.13's
     loading, hooks of torch's own modules included; nothing is run.

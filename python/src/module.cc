@@ -427,25 +427,25 @@ void SaveSafetensors(const std::string& path, const py::list& items, const std::
 }
 
 // Check replays model.load_state_dict(state_dict, strict) for the
-// checkpoint at `path` against the model `expect` describes (a reference
-// checkpoint or a JSON schema), as `ckptguard check` does.
+// checkpoint at `path` (a file, a sharded checkpoint's index, a DCP folder)
+// against the model `expect` describes (a reference checkpoint or a JSON
+// schema), as `ckptguard check` does (CheckKeysOfPath).
 py::dict Check(const std::string& path, const std::string& expect, const std::string& prefix, bool strict,
                const std::optional<std::string>& strip_prefix) {
-  std::optional<Result<scanner::ModelSchema>> schema;
-  std::optional<Result<Checkpoint>> ck;
-  {
-    py::gil_scoped_release released;
-    schema.emplace(scanner::LoadSchema(expect));
-    ck.emplace(LoadCheckpoint(path));
-  }
-  if (!*schema) Raise(schema->error(), expect);
-  if (!*ck) Raise(ck->error(), path);
   scanner::KeyCheckOptions options;
   options.strict = strict;
   options.prefix = prefix;
   options.strip_prefix = strip_prefix;
-  Result<scanner::KeyCheckResult> r = scanner::CheckKeys(**ck, **schema, options);
-  if (!r) Raise(r.error(), path);
+  std::optional<Result<scanner::ModelSchema>> schema;
+  std::optional<Result<scanner::KeyCheckResult>> checked;
+  {
+    py::gil_scoped_release released;
+    schema.emplace(scanner::LoadSchema(expect));
+    if (*schema) checked.emplace(scanner::CheckKeysOfPath(path, **schema, options));
+  }
+  if (!*schema) Raise(schema->error(), expect);
+  if (!*checked) Raise(checked->error(), path);
+  const scanner::KeyCheckResult* r = &**checked;
   auto notes = [](const std::vector<scanner::KeyCheckResult::Note>& in) {
     py::list out;
     for (const auto& n : in) out.append(py::dict(py::arg("key") = n.key, py::arg("detail") = n.detail));

@@ -418,3 +418,21 @@ def test_convert_writes_what_torch_and_the_loader_read_back(tmp_path):
     with pytest.raises(ckptguard.ForbiddenGlobalError):
         ckptguard.convert(os.path.join(MALICIOUS, "os_system_p2.pkl"), tmp_path / "bad.safetensors")
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_check_takes_a_sharded_checkpoint(tmp_path):
+    # Two shards and an index as transformers' shard_checkpoint writes them.
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    sd = net.state_dict()
+    keys = list(sd)
+    weight_map = {}
+    for i, part in enumerate([keys[:2], keys[2:]], 1):
+        name = "pytorch_model-%05d-of-00002.bin" % i
+        torch.save({k: sd[k] for k in part}, tmp_path / name)
+        weight_map.update({k: name for k in part})
+    total = sum(t.numel() * t.element_size() for t in sd.values())
+    (tmp_path / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    torch.save(sd, tmp_path / "reference.pt")
+    r = ckptguard.check(tmp_path / "pytorch_model.bin.index.json", tmp_path / "reference.pt")
+    assert r["ok"] and r["num_keys"] == len(keys) and not r["missing"]
