@@ -9,10 +9,16 @@ bash scripts/setup.sh
 cmake --preset release -DCKPTGUARD_BUILD_TESTS=OFF >/dev/null
 cmake --build --preset release -j "$(nproc)" --target ckptguard ckptguardd mlp_forward ckptguard_python
 # `import ckptguard` for Debian's python3: the package goes to
-# /usr/local/lib/python3.X/dist-packages (as root, or through sudo).
-SUDO=""
-if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
-$SUDO cmake --install build/release --component python >/dev/null
+# /usr/local/lib/python3.X/dist-packages (as root, or through sudo; without
+# either, the Python section below imports it from the build folder).
+py_path=""
+if [ "$(id -u)" -eq 0 ]; then
+  cmake --install build/release --component python >/dev/null
+elif command -v sudo >/dev/null; then
+  sudo cmake --install build/release --component python >/dev/null
+else
+  py_path=build/release/python
+fi
 bin=build/release/cli/ckptguard
 samples=()
 for f in examples/*; do
@@ -51,7 +57,7 @@ echo "### examples/mlp_forward.cc: load the weights in C++ and run the MLP like 
 build/release/examples/mlp_forward examples/mlp.params examples/mlp_input.pt examples/mlp_output.pt
 echo
 echo "### import ckptguard: the same from Python (zero-copy numpy arrays; hostile files raise)"
-/usr/bin/python3 - examples <<'PY'
+PYTHONPATH="$py_path" /usr/bin/python3 - examples <<'PY'
 import sys, ckptguard
 ex = sys.argv[1]
 weights = ckptguard.load(f"{ex}/mlp.params")
