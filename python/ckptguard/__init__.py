@@ -248,14 +248,10 @@ def _record(cls: str, form: str, args: list, state: list) -> Record:
     return Record(cls, form, args, dict(zip(state[0::2], state[1::2])))
 
 
-_NUMPY_TO_TORCH = {"f4": "float32", "f8": "float64", "f2": "float16", "i1": "int8", "u1": "uint8", "i2": "int16",
-                   "i4": "int32", "i8": "int64", "u2": "uint16", "u4": "uint32", "u8": "uint64", "b1": "bool",
-                   "c8": "complex64", "c16": "complex128"}
-
-
 def _tensor_bytes(name: str, value: Any) -> tuple:
-    """(name, torch dtype name, shape, C-order little-endian buffer) of an
-    array or a torch tensor."""
+    """(name, dtype, shape, C-order little-endian buffer) of an array or a
+    torch tensor: the dtype is a torch dtype name, or the array's numpy dtype
+    (the core maps it as the loader does)."""
     import numpy as np
     if type(value).__module__.startswith("torch"):
         import torch
@@ -272,13 +268,12 @@ def _tensor_bytes(name: str, value: Any) -> tuple:
     meta = value.dtype.metadata or {}
     if "shape" in meta:
         raise UnsupportedFormatError(f"{name}: packed {meta['ckptguard_dtype']} values", "unsupported_format")
-    dtype = meta.get("ckptguard_dtype") or _NUMPY_TO_TORCH.get(value.dtype.kind + str(value.dtype.itemsize))
-    if dtype is None:
+    if value.dtype.hasobject:  # (Python objects have no bytes to write)
         raise UnsupportedFormatError(f"{name}: numpy dtype {value.dtype} has no safetensors form", "unsupported_format")
     a = np.ascontiguousarray(value)
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
-    return name, dtype, list(a.shape), a.reshape(-1).view(np.uint8)
+    return name, meta.get("ckptguard_dtype") or a.dtype, list(a.shape), a.reshape(-1).view(np.uint8)
 
 
 def save_safetensors(tensors: Dict[str, Any], path: PathLike, *, metadata: Optional[Dict[str, str]] = None) -> None:

@@ -58,35 +58,15 @@ py::object& ErrorClass() {
 // dtype numpy lacks, its raw bits (unsigned integers of its width) with the
 // torch dtype name in the dtype's metadata ("ckptguard_dtype").
 py::dtype NumpyDType(DType dtype, bool big_endian) {
-  const char order = big_endian ? '>' : '<';
-  std::string code;
-  bool native = true;
-  switch (dtype) {
-    case DType::kFloat32: code = "f4"; break;
-    case DType::kFloat64: code = "f8"; break;
-    case DType::kFloat16: code = "f2"; break;
-    case DType::kInt8: code = "i1"; break;
-    case DType::kUInt8: code = "u1"; break;
-    case DType::kInt16: code = "i2"; break;
-    case DType::kInt32: code = "i4"; break;
-    case DType::kInt64: code = "i8"; break;
-    case DType::kUInt16: code = "u2"; break;
-    case DType::kUInt32: code = "u4"; break;
-    case DType::kUInt64: code = "u8"; break;
-    case DType::kBool: code = "b1"; break;
-    case DType::kComplex64: code = "c8"; break;
-    case DType::kComplex128: code = "c16"; break;
-    default:
-      native = false;
-      code = "u" + std::to_string(DTypeSize(dtype));
-      break;
-  }
-  const std::string spec = (code == "i1" || code == "u1" || code == "b1") ? "|" + code : std::string(1, order) + code;
-  py::module_ np = py::module_::import("numpy");
-  if (native) return py::dtype::from_args(py::str(spec));
+  const std::optional<NumpyKind> numpy = DTypeToNumpy(dtype);
+  const NumpyKind kind = numpy.value_or(NumpyKind{'u', DTypeSize(dtype)});
+  const char order = kind.item_size == 1 ? '|' : big_endian ? '>' : '<';
+  const std::string spec = std::string(1, order) + kind.kind + std::to_string(kind.item_size);
+  if (numpy) return py::dtype(spec);
   py::dict metadata;
   metadata["ckptguard_dtype"] = std::string(DTypeName(dtype));
-  return py::reinterpret_steal<py::dtype>(np.attr("dtype")(spec, py::arg("metadata") = metadata).release());
+  return py::reinterpret_steal<py::dtype>(
+      py::module_::import("numpy").attr("dtype")(spec, py::arg("metadata") = metadata).release());
 }
 
 // Loaded is a Checkpoint shared by the arrays made from it.
@@ -409,9 +389,21 @@ void SaveSafetensors(const std::string& path, const py::list& items, const std::
   for (const py::handle& item : items) {
     const py::tuple t = item.cast<py::tuple>();
     const std::string name = t[0].cast<std::string>();
-    const std::string dtype_name = t[1].cast<std::string>();
-    const std::optional<DType> dtype = ParseDType(dtype_name);
-    if (!dtype) Raise(Error{ErrorCode::kInvalidArgument, 0, name, "unknown dtype " + dtype_name}, path);
+    // A torch dtype name, or a numpy dtype (DTypeFromNumpy).
+    std::optional<DType> dtype;
+    if (py::isinstance<py::str>(t[1])) {
+      const std::string dtype_name = t[1].cast<std::string>();
+      dtype = ParseDType(dtype_name);
+      if (!dtype) Raise(Error{ErrorCode::kInvalidArgument, 0, name, "unknown dtype " + dtype_name}, path);
+    } else {
+      const py::dtype numpy = t[1].cast<py::dtype>();
+      dtype = DTypeFromNumpy(numpy.kind(), static_cast<uint64_t>(numpy.itemsize()));
+      if (!dtype) {
+        Raise(Error{ErrorCode::kUnsupportedFormat, 0, name,
+                    "numpy dtype " + py::repr(numpy).cast<std::string>() + " has no safetensors form"},
+              path);
+      }
+    }
     held.push_back(t[3].cast<py::buffer>().request());
     const py::buffer_info& info = held.back();
     SafetensorsTensorData d;

@@ -86,20 +86,31 @@ std::optional<DType> ParseDType(std::string_view name) {
   return std::nullopt;
 }
 
+namespace {
+// numpy's dtype.kind and itemsize of the element types numpy has.
+constexpr struct {
+  char kind;
+  uint32_t size;
+  DType dtype;
+} kNumpyKinds[] = {
+    {'f', 8, DType::kFloat64}, {'f', 4, DType::kFloat32}, {'f', 2, DType::kFloat16},
+    {'i', 8, DType::kInt64},   {'i', 4, DType::kInt32},   {'i', 2, DType::kInt16},
+    {'i', 1, DType::kInt8},    {'u', 8, DType::kUInt64},  {'u', 4, DType::kUInt32},
+    {'u', 2, DType::kUInt16},  {'u', 1, DType::kUInt8},   {'b', 1, DType::kBool},
+    {'c', 8, DType::kComplex64}, {'c', 16, DType::kComplex128},
+};
+}  // namespace
+
 std::optional<DType> DTypeFromNumpy(char kind, uint64_t item_size) {
-  static constexpr struct {
-    char kind;
-    uint64_t size;
-    DType dtype;
-  } kMap[] = {
-      {'f', 8, DType::kFloat64}, {'f', 4, DType::kFloat32}, {'f', 2, DType::kFloat16},
-      {'i', 8, DType::kInt64},   {'i', 4, DType::kInt32},   {'i', 2, DType::kInt16},
-      {'i', 1, DType::kInt8},    {'u', 8, DType::kUInt64},  {'u', 4, DType::kUInt32},
-      {'u', 2, DType::kUInt16},  {'u', 1, DType::kUInt8},   {'b', 1, DType::kBool},
-      {'c', 8, DType::kComplex64}, {'c', 16, DType::kComplex128},
-  };
-  for (const auto& m : kMap) {
+  for (const auto& m : kNumpyKinds) {
     if (m.kind == kind && m.size == item_size) return m.dtype;
+  }
+  return std::nullopt;
+}
+
+std::optional<NumpyKind> DTypeToNumpy(DType dtype) {
+  for (const auto& m : kNumpyKinds) {
+    if (m.dtype == dtype) return NumpyKind{m.kind, m.size};
   }
   return std::nullopt;
 }

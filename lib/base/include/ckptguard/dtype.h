@@ -57,6 +57,13 @@ uint32_t DTypeSwapUnit(DType dtype);
 // itemsize to the element type; nullopt for what ckptguard does not load
 // (datetimes, strings, void, object, long double...).
 std::optional<DType> DTypeFromNumpy(char kind, uint64_t item_size);
+// DTypeToNumpy is the inverse: numpy's kind and itemsize of `dtype`; nullopt
+// for the element types numpy lacks (bfloat16, float8_*, quantized...).
+struct NumpyKind {
+  char kind;
+  uint32_t item_size;
+};
+std::optional<NumpyKind> DTypeToNumpy(DType dtype);
 
 }  // namespace ckptguard
 
