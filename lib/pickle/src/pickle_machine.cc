@@ -96,9 +96,7 @@ MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_o
         if (arg.type != PickleArgType::kUInt && !(arg.type == PickleArgType::kInt && arg.int_value >= 0)) {
           return MemoReads::All();
         }
-        if (!read(arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value))) {
-          return MemoReads::All();
-        }
+        if (!read(MemoKey(arg))) return MemoReads::All();
         break;
       }
       default:

@@ -256,6 +256,12 @@ class MachineMemo {
   uint64_t dense_count_ = 0;  // keys stored in dense_
 };
 
+// MemoKey is the memo key of a GET, PUT or EXT operand (an unsigned or a
+// signed integer operand; the machine refuses a negative or huge one first).
+inline uint64_t MemoKey(const PickleArg& arg) {
+  return arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
+}
+
 // MemoReads is the set of memo keys a pickle reads (GET, BINGET,
 // LONG_BINGET), found by ScanMemoReads before the pickle runs. A value that
 // the pickle stores only under keys it never reads cannot come back from the
@@ -420,7 +426,7 @@ class PickleMachine {
           return Push(op, domain_.Opaque());
         }
         // Held twice now: never reclaimed (shared_high).
-        shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(stack_.back()));
+        Shared(stack_.back());
         return Push(op, stack_.back());
       }
       case Opcode::kNone:
@@ -459,7 +465,7 @@ class PickleMachine {
             if (Shareable(v)) {
               shared = v;
               // Never Discarded (DropTo): shared like a memoized value.
-              shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(v));
+              Shared(v);
               RememberFastLiteral(op, v);
             }
             return Push(op, v);
@@ -675,8 +681,12 @@ class PickleMachine {
     }
   }
   static std::string Name(const PickleOp& op) { return std::string(op.Info().name); }
-  static uint64_t MemoKey(const PickleArg& arg) {
-    return arg.type == PickleArgType::kUInt ? arg.uint_value : static_cast<uint64_t>(arg.int_value);
+  // Shared: `id` may now be held in more than one place (shared_high).
+  void Shared(Id id) { shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(id)); }
+  // Stored: `id` went into the memo under `key`; it is shared only when the
+  // pickle reads that key (MemoReads).
+  void Stored(uint64_t key, Id id) {
+    if (reads_.Read(key)) Shared(id);
   }
   size_t Fence() const { return marks_.empty() ? 0 : marks_.back(); }
   std::span<const Id> Above(size_t start) const {
@@ -764,7 +774,7 @@ class PickleMachine {
         ++ops_;
         const Id top = stack_.back();
         memo_.Append(top);
-        if (reads_.Read(key)) shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(top));
+        Stored(key, top);
         return long_key ? 5 : 2;
       }
       case static_cast<uint8_t>(Opcode::kBinGet):
@@ -832,7 +842,7 @@ class PickleMachine {
     if (stack_.size() > Fence() && memo_.size() < limits_.max_memo_entries) [[likely]] {
       const Id top = stack_.back();
       if (memo_.TryAppend(key, top)) {
-        if (reads_.Read(key)) shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(top));
+        Stored(key, top);
         return OkStatus();
       }
     }
@@ -845,7 +855,7 @@ class PickleMachine {
     if (found == nullptr && memo_.size() >= limits_.max_memo_entries) {
       return Limit(op, "max_memo_entries", limits_.max_memo_entries);
     }
-    if (reads_.Read(key)) shared_high_ = std::max<int64_t>(shared_high_, static_cast<int64_t>(top));
+    Stored(key, top);
     if (found != nullptr) {
       *found = top;  // what Set does for a key already stored, without a second lookup
       return OkStatus();
