@@ -325,7 +325,9 @@ def scan(paths: Union[PathLike, Iterable[PathLike]]) -> Dict[str, Any]:
     them would run, as ``ckptguard scan --format json`` reports it:
     ``{"files": [{"path", "verdict", "findings": [...], ...}], ...}`` with
     verdicts "safe", "suspicious", "dangerous" or "error". Nothing is loaded or
-    run; unreadable files are reported, not raised.
+    run; unreadable files are reported, not raised. Folders are walked here
+    (every file, sorted; links to folders not followed), without the CLI's
+    reports on links and on a DCP folder's item ranges.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
