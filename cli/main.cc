@@ -1,6 +1,7 @@
 // ckptguard: the command-line front end. Each subcommand lives in its own
 // *_command.cc; this file only wires them up and catches what must not escape.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <exception>
 #include <functional>
 #include <iostream>
@@ -32,6 +33,10 @@ struct Command {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past `ulimit -f`, write() then fails with EFBIG and the output's
+  // temporary file is removed (AtomicFile), instead of SIGXFSZ killing the
+  // process and leaving it behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"ckptguard: scan, inspect and load untrusted PyTorch checkpoints without executing them"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("ckptguard ") + CKPTGUARD_VERSION);

@@ -40,7 +40,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -50,6 +49,7 @@
 #include <tuple>
 #include <utility>
 
+#include "ckptguard/atomic_file.h"
 #include "ckptguard/dcp.h"
 #include "ckptguard/input_file.h"
 #include "ckptguard/mapped_file.h"
@@ -794,24 +794,13 @@ int RunScan(const ScanFlags& flags) {
     if (!text.empty() && text.back() != '\n') std::cout << "\n";
     std::cout.flush();
   } else {
-    // Written whole to a temporary file, then renamed: no half report.
-    const std::string tmp = flags.output + ".tmp-ckptguard";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out << text;
-      if (!text.empty() && text.back() != '\n') out << "\n";
-      out.flush();
-      if (!out) {
-        std::remove(tmp.c_str());
-        ReportError(flags.output, Error{ErrorCode::kIo, 0, flags.output, "cannot write the report"});
-        return kExitError;
-      }
-    }
-    std::error_code ec;
-    fs::rename(tmp, flags.output, ec);
-    if (ec) {
-      std::remove(tmp.c_str());
-      ReportError(flags.output, Error{ErrorCode::kIo, 0, flags.output, "cannot write the report: " + ec.message()});
+    // Written whole through the one atomic writer: no half report, no
+    // planted temporary or link written through, the old file's mode kept.
+    if (!text.empty() && text.back() != '\n') text.push_back('\n');
+    Status written =
+        WriteFileAtomically(flags.output, Bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    if (!written) {
+      ReportError(flags.output, written.error());
       return kExitError;
     }
   }

@@ -10,6 +10,7 @@
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -125,6 +126,47 @@ BOOST_AUTO_TEST_CASE(sarif_report_is_written_whole_to_a_file) {
       " -c 'import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' " +
       ShellQuote(out) + " " + ShellQuote((testing::DataDir() / "sarif" / "sarif-schema-2.1.0.json").string()) + " 2>&1");
   BOOST_TEST(valid.exit_code == 0, valid.out);
+}
+
+// The report goes through the one atomic writer: a link planted where it
+// goes, or at the old fixed temporary name, is never written through; an
+// existing report keeps its mode; a report past `ulimit -f` is an error
+// that leaves nothing behind.
+BOOST_AUTO_TEST_CASE(reports_are_written_safely) {
+  TempDir dir;
+  const std::string victim = dir.Write("victim.txt", "precious\n");
+  const std::string out = (dir.path / "report.json").string();
+  const std::string args = "--format json --output " + ShellQuote(out) + " " + Corpus("malicious", "os_system_p4.pkl");
+  // The temporary name scan used to write through.
+  fs::create_symlink(victim, out + ".tmp-ckptguard");
+  BOOST_TEST(Scan(args).exit_code == 1);
+  BOOST_TEST(json::parse(testing::ReadFile(out)).at("files").size() == 1u);
+  BOOST_TEST(testing::ReadFile(victim) == "precious\n");
+  // An existing report keeps its mode.
+  BOOST_REQUIRE(::chmod(out.c_str(), 0600) == 0);
+  BOOST_TEST(Scan(args).exit_code == 1);
+  struct stat st {};
+  BOOST_REQUIRE(::stat(out.c_str(), &st) == 0);
+  BOOST_TEST((st.st_mode & 0777) == 0600u);
+  // The output path itself a link: refused, the link's target untouched.
+  const std::string link = (dir.path / "link.json").string();
+  fs::create_symlink(victim, link);
+  const auto refused = Scan("--format json --output " + ShellQuote(link) + " " + Corpus("benign", "mlp.params"), true);
+  BOOST_TEST(refused.exit_code == 2);
+  BOOST_TEST(refused.out.find("symbolic link") != std::string::npos, refused.out);
+  BOOST_TEST(testing::ReadFile(victim) == "precious\n");
+  BOOST_TEST(fs::is_symlink(link));
+  // Past the file size limit (1 KiB): EFBIG, not death by SIGXFSZ, and no
+  // temporary file left.
+  const std::string big = (dir.path / "big.sarif").string();
+  const auto limited = testing::Run("ulimit -f 1; " + ShellQuote(CKPTGUARD_CLI) + " scan --format sarif --output " +
+                                    ShellQuote(big) + " " + Corpus("malicious", "os_system_p4.pkl") + " 2>&1");
+  BOOST_TEST(limited.exit_code == 2, limited.out);
+  BOOST_TEST(limited.out.find("File too large") != std::string::npos, limited.out);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir.path)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  BOOST_TEST(names == (std::vector<std::string>{"link.json", "report.json", "report.json.tmp-ckptguard", "victim.txt"}));
 }
 
 BOOST_AUTO_TEST_CASE(allow_strict_and_rules_files) {

@@ -3,7 +3,9 @@
 // match the reference serializer's own test vectors byte for byte, read back
 // bit-exactly through LoadCheckpoint and independently through Python/numpy.
 #define BOOST_TEST_MODULE writer_test
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
@@ -160,6 +162,78 @@ BOOST_AUTO_TEST_CASE(missing_folder_and_empty_path) {
   Status e = WriteFileAtomically("", AsBytes("a"));
   BOOST_REQUIRE(!e.has_value());
   BOOST_TEST(e.error().code == ErrorCode::kInvalidArgument);
+}
+
+BOOST_AUTO_TEST_CASE(an_existing_file_keeps_its_mode) {
+  TempDir dir;
+  const std::string path = dir.Write("report.txt", kOld);
+  for (const mode_t mode : {mode_t{0600}, mode_t{0640}, mode_t{0755}}) {
+    BOOST_REQUIRE(::chmod(path.c_str(), mode) == 0);
+    Status s = WriteFileAtomically(path, AsBytes("new"));
+    BOOST_REQUIRE_MESSAGE(s.has_value(), Why(s));
+    struct stat st {};
+    BOOST_REQUIRE(::stat(path.c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 0777) == mode);
+    BOOST_TEST(testing::ReadFile(path) == "new");
+  }
+  // SetMode narrows it before anything is written (private keys).
+  Result<AtomicFile> file = AtomicFile::Create(path);
+  BOOST_REQUIRE(file.has_value());
+  BOOST_REQUIRE(file->SetMode(0600).has_value());
+  BOOST_REQUIRE(file->Commit().has_value());
+  struct stat st {};
+  BOOST_REQUIRE(::stat(path.c_str(), &st) == 0);
+  BOOST_TEST((st.st_mode & 0777) == 0600u);
+  BOOST_TEST(Entries(dir.path) == std::vector<std::string>{"report.txt"});
+  if (::geteuid() == 0) {
+    // Root (as in CI) may keep another user's file that user's.
+    BOOST_REQUIRE(::chown(path.c_str(), 65534, 65534) == 0);
+    BOOST_REQUIRE(WriteFileAtomically(path, AsBytes("again")).has_value());
+    BOOST_REQUIRE(::stat(path.c_str(), &st) == 0);
+    BOOST_TEST(st.st_uid == 65534u);
+    BOOST_TEST(st.st_gid == 65534u);
+  }
+}
+
+// A link, a folder or a FIFO where the output goes: refused before anything
+// is written, the link and whatever it points at unchanged.
+BOOST_AUTO_TEST_CASE(a_destination_that_is_not_a_regular_file_is_refused) {
+  TempDir dir;
+  const std::string victim = dir.Write("victim.txt", kOld);
+  const std::filesystem::path link = dir.path / "report.txt";
+  std::filesystem::create_symlink(victim, link);
+  const std::filesystem::path dangling = dir.path / "dangling.txt";
+  std::filesystem::create_symlink(dir.path / "nowhere", dangling);
+  const std::filesystem::path folder = dir.path / "folder";
+  std::filesystem::create_directory(folder);
+  const std::filesystem::path fifo = dir.path / "fifo";
+  BOOST_REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  for (const auto& [path, what] : std::vector<std::pair<std::filesystem::path, std::string>>{
+           {link, "a symbolic link"}, {dangling, "a symbolic link"}, {folder, "a folder"}, {fifo, "a FIFO"}}) {
+    Status s = WriteFileAtomically(path.string(), AsBytes("attacker's choice"));
+    BOOST_REQUIRE(!s.has_value());
+    BOOST_TEST(s.error().code == ErrorCode::kInvalidArgument);
+    BOOST_TEST(s.error().ToString().find(what) != std::string::npos, s.error().ToString());
+    BOOST_TEST(s.error().ToString().find(path.string()) != std::string::npos, s.error().ToString());
+  }
+  BOOST_TEST(testing::ReadFile(victim) == kOld);
+  BOOST_TEST(std::filesystem::is_symlink(link));
+  BOOST_TEST(!std::filesystem::exists(dir.path / "nowhere"));
+  BOOST_TEST(Entries(dir.path) == (std::vector<std::string>{"dangling.txt", "fifo", "folder", "report.txt", "victim.txt"}));
+}
+
+// NAME_MAX-long names work: the temporary name is shortened to fit.
+BOOST_AUTO_TEST_CASE(a_name_of_name_max_bytes_works) {
+  TempDir dir;
+  const std::string name(NAME_MAX, 'n');
+  const std::string path = (dir.path / name).string();
+  Result<AtomicFile> file = AtomicFile::Create(path);
+  BOOST_REQUIRE_MESSAGE(file.has_value(), Why(file));
+  BOOST_TEST(std::filesystem::path(file->temp_path()).filename().string().size() == size_t{NAME_MAX});
+  BOOST_REQUIRE(file->Write(AsBytes("abc")).has_value());
+  BOOST_REQUIRE(file->Commit().has_value());
+  BOOST_TEST(testing::ReadFile(path) == "abc");
+  BOOST_TEST(Entries(dir.path) == std::vector<std::string>{name});
 }
 
 // Each step before the rename: the old file stays byte-identical, nothing

@@ -267,6 +267,7 @@ int main(int argc, char** argv) {
 
     // Serve. Signals are handled by the server (graceful drain).
     std::signal(SIGPIPE, SIG_IGN);
+    std::signal(SIGXFSZ, SIG_IGN);  // past `ulimit -f`: EFBIG, and the blob's temporary file is removed
     auto server = Server::Start(r, server_options);
     if (!server) return Fail("serve", server.error());
     const uint16_t port = (*server)->port();

@@ -6,11 +6,9 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <string>
 
 #include "ckptguard/atomic_file.h"
@@ -180,9 +178,7 @@ Status PrivateKey::WriteFile(const std::string& path) const {
   CKG_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
   // Narrow the (still empty) temporary file to 0600 before a key byte is in
   // it; the rename keeps the mode. No umask games: those are process-wide.
-  if (::chmod(file.temp_path().c_str(), 0600) != 0) {
-    return MakeError(ErrorCode::kIo, 0, std::string("cannot chmod 0600: ") + std::strerror(errno), path);
-  }
+  CKG_TRY(file.SetMode(0600));
   CKG_TRY(file.Write(Bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
   return file.Commit();
 }

@@ -1,6 +1,7 @@
 #include "ckptguard/atomic_file.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 #include <utility>
 
@@ -40,6 +42,42 @@ std::string FolderOf(const std::string& path) {
   return parent.empty() ? std::string(".") : parent.string();
 }
 
+// TempPrefix is ".<name>.tmp-" in the destination's folder, with <name>
+// shortened so that the whole temporary name (and its six random letters)
+// fits in NAME_MAX bytes whenever the destination's name does.
+std::string TempPrefix(const std::string& folder, const std::string& name) {
+  static constexpr size_t kExtra = 1 + 5 + 6;  // ".", ".tmp-", XXXXXX
+  const std::string kept = name.size() + kExtra > NAME_MAX ? name.substr(0, NAME_MAX - kExtra) : name;
+  return (std::filesystem::path(folder) / ("." + kept + ".tmp-")).string();
+}
+
+// What Create keeps of an existing destination.
+struct Existing {
+  mode_t mode;
+  uid_t uid;
+  gid_t gid;
+};
+
+// Destination looks at `path` without following a link: nullopt when there
+// is nothing there yet, the regular file's mode and owner, or an error for
+// anything that cannot be replaced safely.
+Result<std::optional<Existing>> Destination(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::optional<Existing>();
+    return IoError(path, "cannot look at the output path", errno);
+  }
+  if (S_ISREG(st.st_mode)) return std::optional<Existing>(Existing{st.st_mode, st.st_uid, st.st_gid});
+  const char* what = S_ISLNK(st.st_mode)   ? "a symbolic link"
+                     : S_ISDIR(st.st_mode) ? "a folder"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                                            : "a device";
+  std::string detail = std::string("the output path is ") + what + ", not a regular file; ckptguard writes a new file and renames it into place, so it neither writes through nor replaces one";
+  if (S_ISLNK(st.st_mode)) detail += " (name the link's target instead)";
+  return MakeError(ErrorCode::kInvalidArgument, 0, detail, path);
+}
+
 }  // namespace
 
 void SetAtomicFileFailureForTesting(AtomicFileStep step, int errno_value, uint32_t nth) {
@@ -51,8 +89,8 @@ void SetAtomicFileFailureForTesting(AtomicFileStep step, int errno_value, uint32
 Result<AtomicFile> AtomicFile::Create(const std::string& path) {
   if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, 0, "empty output path");
   const std::string folder = FolderOf(path);
-  const std::string prefix =
-      (std::filesystem::path(folder) / ("." + std::filesystem::path(path).filename().string() + ".tmp-")).string();
+  const std::string prefix = TempPrefix(folder, std::filesystem::path(path).filename().string());
+  CKG_ASSIGN_OR_RETURN(const std::optional<Existing> existing, Destination(path));
   if (int err = Injected(AtomicFileStep::kCreate)) return IoError(path, "cannot create a temporary file in " + folder, err);
   // open(O_CREAT | O_EXCL, 0666) rather than mkstemp: mkstemp makes 0600, and
   // fixing that up needs the umask, which only umask() (process-wide, racy
@@ -79,6 +117,15 @@ Result<AtomicFile> AtomicFile::Create(const std::string& path) {
     out.path_ = path;
     out.temp_path_ = std::move(temp);
     out.fd_ = fd;
+    if (existing) {
+      // The owner first (a chown may clear mode bits), where the process may
+      // set it: root anything, others a group they are in. A file that was
+      // another user's becomes the writer's, as with any editor's save.
+      if (existing->uid != ::geteuid() || existing->gid != ::getegid()) {
+        if (::fchown(fd, existing->uid, existing->gid) != 0) (void)::fchown(fd, static_cast<uid_t>(-1), existing->gid);
+      }
+      CKG_TRY(out.SetMode(existing->mode & 0777));
+    }
     return out;
   }
   return IoError(path, "cannot create a temporary file in " + folder, EEXIST);
@@ -137,6 +184,16 @@ Status AtomicFile::Write(Bytes data) {
     done += static_cast<size_t>(n);
   }
   size_ += data.size();
+  return OkStatus();
+}
+
+Status AtomicFile::SetMode(uint32_t mode) {
+  if (fd_ < 0) return MakeError(ErrorCode::kInvalidArgument, 0, "chmod after commit or failure", path_);
+  if (::fchmod(fd_, static_cast<mode_t>(mode)) != 0) {
+    const int err = errno;
+    Abandon();
+    return IoError(path_, "cannot set the file's mode", err);
+  }
   return OkStatus();
 }
 

@@ -4,6 +4,22 @@
 // fsyncs it, renames it over the destination and fsyncs the folder. A crash
 // or failure at any step leaves either the old file or the new one, never a
 // torn one; a failed or abandoned AtomicFile removes its temporary file.
+//
+// Every file ckptguard writes (reports, conversions, signatures, keys,
+// pulled blobs) goes through here, so these rules hold for all of them:
+// - The temporary name is unpredictable and created with O_EXCL: a file or
+//   link planted next to the destination is never written through.
+// - An existing destination keeps its permission bits (0600 stays 0600) and,
+//   where the process may set them, its owner and group.
+// - A destination that is a symbolic link, a folder, a device, a FIFO or a
+//   socket is refused before anything is written: replacing a link would
+//   silently turn it into a regular file, and writing through it would let
+//   whoever planted it choose the file. Name the link's target instead.
+// - A destination name up to NAME_MAX bytes works (the temporary name is
+//   shortened to fit).
+// - A write that fails (ENOSPC, EFBIG past `ulimit -f`: the CLI and the
+//   daemon ignore SIGXFSZ so that this is an error, not a kill) removes the
+//   temporary file.
 #ifndef CKPTGUARD_ATOMIC_FILE_H_
 #define CKPTGUARD_ATOMIC_FILE_H_
 
@@ -18,9 +34,11 @@ namespace ckptguard {
 class AtomicFile {
  public:
   // Create opens a new temporary file ".<name>.tmp-XXXXXX" next to `path`
-  // (O_EXCL, O_CLOEXEC, mode 0666 minus the umask, as any new file). Failure:
-  // kInvalidArgument for an empty path, kIo naming `path`, the folder and the
-  // errno text.
+  // (O_EXCL, O_CLOEXEC; mode 0666 minus the umask for a new file, the
+  // existing file's permission bits and owner otherwise). Failure:
+  // kInvalidArgument for an empty path or a destination that is not a
+  // regular file (a link, folder, device...), kIo naming `path`, the folder
+  // and the errno text.
   static Result<AtomicFile> Create(const std::string& path);
 
   AtomicFile(AtomicFile&& other) noexcept;
@@ -36,6 +54,9 @@ class AtomicFile {
   Status Write(Bytes data);
   uint64_t size() const { return size_; }
   const std::string& temp_path() const { return temp_path_; }
+  // SetMode sets the permission bits of the (temporary, then final) file,
+  // e.g. 0600 before a private key is written into it.
+  Status SetMode(uint32_t mode);
 
   // Commit: fsync the file, close it, rename it over the destination, fsync
   // the folder. A failure before the rename (fsync, close, rename) leaves the
