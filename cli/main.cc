@@ -18,6 +18,7 @@
 #include "sign_command.h"
 #include "convert_command.h"
 #include "verify_command.h"
+#include "ckptguard/version.h"
 
 namespace {
 

@@ -53,6 +53,7 @@
 #include "ckptguard/dcp.h"
 #include "ckptguard/input_file.h"
 #include "ckptguard/mapped_file.h"
+#include "ckptguard/version.h"
 #include "ckptguard/zip_reader.h"
 #include "ckptguard/printable.h"
 #include "ckptguard/sharded.h"

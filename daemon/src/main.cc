@@ -15,6 +15,7 @@
 #include "ckptguard/atomic_file.h"
 #include "ckptguard/daemon/registry.h"
 #include "ckptguard/daemon/server.h"
+#include "ckptguard/version.h"
 
 namespace {
 
