@@ -19,6 +19,7 @@ namespace ckptguard::cli {
 inline constexpr int kExitOk = 0;        // everything read, nothing found
 inline constexpr int kExitFindings = 1;  // something suspicious or dangerous
 inline constexpr int kExitError = 2;     // a file could not be read or decoded
+inline constexpr int kExitUsage = 3;     // the command line is wrong (unknown option, bad value)
 
 // ReportError prints "ckptguard: PATH: <error>" to stderr.
 void ReportError(const std::string& path, const Error& error);

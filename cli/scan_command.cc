@@ -183,7 +183,7 @@ std::vector<FileReport> DcpItemReports(const std::string& display, const std::st
     FileReport r;
     r.path = (display_dir / file).string();
     r.format = "unknown";
-    r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, ""});
+    r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, "", ""});
     if (error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not scanned (") + rule + ")"};
     r.verdict = scanner::VerdictOf(r.findings, r.error);
     out.push_back(std::move(r));
@@ -224,7 +224,7 @@ std::vector<FileReport> DcpItemReports(const std::string& display, const std::st
                               "a byte range that " + display + " names (torch.load of it is how the checkpoint is "
                               "loaded), scanned on its own: " + std::to_string(item.length) + " bytes at " +
                               std::to_string(item.offset),
-                              "", 0, ""});
+                              "", 0, "", ""});
     if (Status unchanged = file->CheckUnchanged(); !unchanged) {
       r.findings.clear();
       r.error = unchanged.error();
@@ -286,7 +286,7 @@ class Walker {
     r.format = format;
     const scanner::Rule* input_rule = scanner::FindInputRule(rule);
     r.findings.push_back(Finding{rule, input_rule != nullptr ? input_rule->severity : Severity::kSuspicious, message,
-                                 "", 0, ""});
+                                 "", 0, "", ""});
     if (error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not scanned (") + rule + ")"};
     r.verdict = scanner::VerdictOf(r.findings, r.error);
     problems_.emplace_back(root, std::move(r));
@@ -501,7 +501,7 @@ class Walker {
     r.path = index.display;
     r.format = "shard-index";
     auto add = [&](const char* rule, const std::string& message, bool error) {
-      r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, ""});
+      r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, "", ""});
       if (error && !r.error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not everything it names was scanned (") + rule + ")"};
     };
     Result<ShardIndex> parsed = ReadShardIndex(index.real);
@@ -595,10 +595,19 @@ Folders, symbolic links and shard indexes:
   is explained in docs/rules.md.
 
 Verdicts: safe, suspicious, dangerous, error (could not be read completely).
-Exit status: 0 everything asked for was read and all of it is safe;
-1 everything was read and something is suspicious or dangerous; 2 something
-could not be read or was not scanned (an unreadable, skipped or escaping
-path, an empty scan), whatever else was found.
+Exit status: 0 everything asked for was read and nothing reached --fail-on;
+1 everything was read and a file is suspicious or dangerous (with
+--fail-on dangerous: dangerous only; --fail-on safe: any finding at all);
+2 something could not be read or was not scanned (an unreadable, skipped or
+escaping path, an empty scan), whatever else was found; 3 the command line
+is wrong.
+
+Waivers (--waive RULE[:GLOB], repeatable): a finding whose rule id matches
+RULE (fnmatch: CKG-F080, 'CKG-A*') in a file matching GLOB (as --include:
+a pattern with '/' matches the path, others the file name; no GLOB: every
+file) is still reported, marked waived (JSON "waived", SARIF suppressions),
+but does not count towards the file's verdict or the exit status. A waiver
+never hides a file that could not be read.
 
 Examples:
   ckptguard scan model.pt
@@ -606,6 +615,7 @@ Examples:
   ckptguard scan --format sarif --output results.sarif .   # for GitHub code scanning
   ckptguard scan --include '*.pt' --exclude '*/cache/*' checkpoints/
   ckptguard scan --allow myproject.config.Config --strict model.ckpt
+  ckptguard scan --fail-on dangerous --waive 'CKG-A*:legacy/*' models/   # a CI gate
 )");
   cmd->add_option("paths", flags.paths, "Files and folders to scan (folders recursively)")
       ->required()
@@ -632,8 +642,48 @@ Examples:
   cmd->add_option("--rules", flags.rules_files, "Add the rules of a TOML rules file (repeatable)")
       ->type_name("FILE");
   cmd->add_option("--jobs,-j", flags.jobs, "Files scanned at once (default: every core)");
+  cmd->add_option("--fail-on", flags.fail_on,
+                  "Least severe finding that makes the exit status 1: safe (any finding), suspicious, dangerous")
+      ->check(CLI::IsMember({"safe", "suspicious", "dangerous"}))
+      ->capture_default_str();
+  cmd->add_option("--waive", flags.waive,
+                  "Report findings of RULE (in files matching GLOB) as waived: they do not count (repeatable)")
+      ->type_name("RULE[:GLOB]");
   AddBudgetOptions(*cmd, flags.budget);
 }
+
+namespace {
+
+// Waive marks the findings the --waive options match and recomputes the
+// verdicts they change.
+void Waive(const std::vector<std::string>& waivers, std::vector<FileReport>& reports) {
+  if (waivers.empty()) return;
+  for (FileReport& r : reports) {
+    bool changed = false;
+    for (scanner::Finding& f : r.findings) {
+      for (const std::string& w : waivers) {
+        const size_t colon = w.find(':');
+        const std::string rule = w.substr(0, colon);
+        if (fnmatch(rule.c_str(), f.rule.c_str(), 0) != 0) continue;
+        if (colon != std::string::npos && !Matches({w.substr(colon + 1)}, fs::path(r.path))) continue;
+        f.waiver = w;
+        changed = true;
+        break;
+      }
+    }
+    if (changed) r.verdict = scanner::VerdictOf(r.findings, r.error);
+  }
+}
+
+// Fails is true when `r` has a finding that --fail-on counts.
+bool Fails(const FileReport& r, const std::string& fail_on) {
+  if (fail_on == "dangerous") return r.verdict == Verdict::kDangerous;
+  if (fail_on == "suspicious") return r.verdict == Verdict::kSuspicious || r.verdict == Verdict::kDangerous;
+  return r.verdict != Verdict::kSafe ||
+         std::any_of(r.findings.begin(), r.findings.end(), [](const scanner::Finding& f) { return f.waiver.empty(); });
+}
+
+}  // namespace
 
 int RunScan(const ScanFlags& flags) {
   // The built-in rules as they are need no copy: the scan parses them when a
@@ -740,7 +790,7 @@ int RunScan(const ScanFlags& flags) {
     if (first != i) {
       report.findings.push_back(Finding{scanner::kRuleSameFile, Severity::kInfo,
                                         "the same file as " + candidates[first].display + " (read and scanned once)",
-                                        "", 0, ""});
+                                        "", 0, "", ""});
     }
     ++reported[c.root];
     reports.push_back(std::move(report));
@@ -770,7 +820,7 @@ int RunScan(const ScanFlags& flags) {
     FileReport r;
     r.path = flags.paths[root];
     r.format = "folder";
-    r.findings.push_back(Finding{scanner::kRuleNothingToScan, Severity::kSuspicious, message, "", 0, ""});
+    r.findings.push_back(Finding{scanner::kRuleNothingToScan, Severity::kSuspicious, message, "", 0, "", ""});
     r.error = Error{ErrorCode::kIo, 0, "", std::string("nothing scanned (") + scanner::kRuleNothingToScan + ")"};
     r.verdict = scanner::VerdictOf(r.findings, r.error);
     std::cerr << "ckptguard scan: " << Printable(flags.paths[root]) << ": " << Printable(message) << "\n";
@@ -782,6 +832,7 @@ int RunScan(const ScanFlags& flags) {
               << " file(s) in folders that are not model files (no pickle, zip, numpy or safetensors content)\n";
   }
 
+  Waive(flags.waive, reports);
   std::string text;
   if (flags.format == "json") {
     text = scanner::ReportJson(reports);
@@ -807,8 +858,8 @@ int RunScan(const ScanFlags& flags) {
   }
   bool error = false, finding = false;
   for (const FileReport& r : reports) {
-    error = error || (r.verdict == scanner::Verdict::kError);
-    finding = finding || r.verdict == scanner::Verdict::kSuspicious || r.verdict == scanner::Verdict::kDangerous;
+    error = error || r.verdict == Verdict::kError;
+    finding = finding || Fails(r, flags.fail_on);
   }
   return error ? kExitError : finding ? kExitFindings : kExitOk;
 }

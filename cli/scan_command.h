@@ -25,6 +25,12 @@ struct ScanFlags {
   std::vector<std::string> rules_files;
   unsigned jobs = 0;  // 0: every core
   std::string output;  // "" or "-": standard output
+  // The least severe finding that makes the exit status 1: "safe" (any
+  // finding at all, info included), "suspicious" (default), "dangerous".
+  std::string fail_on = "suspicious";
+  // RULE[:GLOB] (fnmatch): findings of RULE in files matching GLOB (as
+  // --include matches) are reported as waived and do not count.
+  std::vector<std::string> waive;
   BudgetLimits budget;
 };
 

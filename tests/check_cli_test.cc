@@ -122,7 +122,7 @@ BOOST_AUTO_TEST_CASE(non_strict_passes_missing_and_unexpected_keys) {
   BOOST_TEST(Has(text.out, "fits: load_state_dict(strict=False) would succeed, ignoring 1 unexpected key\n"), text.out);
   // --strict is the default and names it; both together is a usage error.
   BOOST_TEST(Check("--strict " + Params() + " " + fewer).exit_code == 1);
-  BOOST_TEST(Check("--strict --non-strict " + Params() + " " + fewer).exit_code == 2);
+  BOOST_TEST(Check("--strict --non-strict " + Params() + " " + fewer).exit_code == 3);
 
   const std::string more = EditedSchema(dir, [](json& e) { e["extra.weight"] = json{{"shape", {3}}}; });
   const auto missing = Check(Params() + " " + more);
@@ -222,7 +222,7 @@ BOOST_AUTO_TEST_CASE(unreadable_or_hostile_files_exit_2) {
   const auto absent = Check(ShellQuote((dir.path / "absent.pt").string()) + " " + Schema(), true);
   BOOST_TEST(absent.exit_code == 2);
   BOOST_TEST(Has(absent.out, "absent.pt: io"), absent.out);
-  BOOST_TEST(Check(Params()).exit_code == 2);  // --expect is required
+  BOOST_TEST(Check(Params()).exit_code == 3);  // --expect is required: a usage error
 }
 
 BOOST_AUTO_TEST_CASE(key_names_cannot_drive_the_terminal) {

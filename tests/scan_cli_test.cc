@@ -58,6 +58,46 @@ BOOST_AUTO_TEST_CASE(exit_codes) {
   BOOST_TEST(Scan(ShellQuote(dir.Write("notes.txt", "hello"))).exit_code == 2);  // named explicitly: reported
 }
 
+// The CI gate: --fail-on sets the least severe finding that exits 1,
+// --waive RULE[:GLOB] reports matching findings as waived without counting
+// them, and a wrong command line is 3, apart from unreadable files (2).
+BOOST_AUTO_TEST_CASE(fail_on_waive_and_usage_exit_codes) {
+  const std::string suspicious = Corpus("benign", "whole_module.pt");  // suspicious only
+  const std::string dangerous = Corpus("malicious", "os_system_p0.pkl");
+  BOOST_TEST(Scan(suspicious).exit_code == 1);
+  BOOST_TEST(Scan("--fail-on dangerous " + suspicious).exit_code == 0);
+  BOOST_TEST(Scan("--fail-on dangerous " + dangerous).exit_code == 1);
+  BOOST_TEST(Scan("--fail-on safe " + Corpus("benign", "mlp.params")).exit_code == 0);
+  BOOST_TEST(Scan("--fail-on safe " + suspicious).exit_code == 1);
+  BOOST_TEST(Scan("--fail-on nothing " + suspicious).exit_code == 3);
+  BOOST_TEST(Scan("--no-such-option " + suspicious).exit_code == 3);
+  BOOST_TEST(Scan("").exit_code == 3);  // no path
+
+  // Waive every rule that fires on the dangerous file, by rule id glob and
+  // file name glob: still reported, marked, and the verdict is safe.
+  const json before = json::parse(Scan("--format json " + dangerous).out).at("files").at(0);
+  BOOST_TEST(before.at("verdict") == "dangerous");
+  std::string waivers;
+  for (const json& f : before.at("findings")) waivers += " --waive " + f.at("rule").get<std::string>() + ":'os_*.pkl'";
+  const auto waived = Scan("--format json" + waivers + " " + dangerous);
+  BOOST_TEST(waived.exit_code == 0);
+  const json after = json::parse(waived.out).at("files").at(0);
+  BOOST_TEST(after.at("verdict") == "safe");
+  BOOST_TEST(after.at("findings").size() == before.at("findings").size());
+  for (const json& f : after.at("findings")) BOOST_TEST(f.contains("waived"));
+  // A glob that does not match the file, or another rule, waives nothing.
+  BOOST_TEST(Scan("--waive 'CKG-*:other*.pkl' " + dangerous).exit_code == 1);
+  BOOST_TEST(Scan("--waive CKG-Z999 " + dangerous).exit_code == 1);
+  // In SARIF a waived result is suppressed; in text it says by what.
+  const json sarif = json::parse(Scan("--format sarif --waive 'CKG-*' " + dangerous).out);
+  for (const json& r : sarif.at("runs").at(0).at("results")) {
+    BOOST_TEST(r.at("suppressions").at(0).at("kind") == "external");
+  }
+  BOOST_TEST(Scan("--waive 'CKG-*' " + dangerous).out.find("waived by CKG-*") != std::string::npos);
+  // A waiver never hides a file that could not be read.
+  BOOST_TEST(Scan("--waive 'CKG-*' /nonexistent/model.pt").exit_code == 2);
+}
+
 BOOST_AUTO_TEST_CASE(folders_are_walked_by_content_not_name) {
   Tree tree;
   const auto r = Scan("--format json " + tree.Models(), true);

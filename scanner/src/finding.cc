@@ -31,6 +31,7 @@ std::string_view VerdictName(Verdict verdict) {
 Verdict VerdictOf(const std::vector<Finding>& findings, const std::optional<Error>& error) {
   bool suspicious = false;
   for (const Finding& f : findings) {
+    if (!f.waiver.empty()) continue;
     if (f.severity == Severity::kDangerous) return Verdict::kDangerous;
     suspicious = suspicious || f.severity == Severity::kSuspicious;
   }

@@ -363,6 +363,10 @@ std::string ReportText(const std::vector<FileReport>& files) {
     for (const Finding& finding : file.findings) {
       out += "  [";
       out += SeverityName(finding.severity);
+      if (!finding.waiver.empty()) {
+        out += ", waived by ";
+        AppendPrintable(out, finding.waiver);
+      }
       out += "] ";
       AppendPrintable(out, finding.rule);
       out += " at byte " + std::to_string(finding.offset);
@@ -416,6 +420,7 @@ std::string ReportJson(const std::vector<FileReport>& files) {
           {"global", finding.global},
           {"help", RuleDocUri(finding.rule)},
       });
+      if (!finding.waiver.empty()) findings.back()["waived"] = finding.waiver;
     }
     Json out_file = {
         {"path", file.path},
@@ -477,13 +482,18 @@ std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rul
           {"properties",
            {{"entry", finding.entry}, {"global", finding.global}, {"severity", SeverityName(finding.severity)}}},
       });
+      if (!finding.waiver.empty()) {
+        // Shown as suppressed (code scanning closes the alert), with the waiver.
+        results.back()["suppressions"] =
+            Json::array({{{"kind", "external"}, {"justification", "waived by --waive " + finding.waiver}}});
+      }
     }
     // An error no input finding explains is a CKG-W001 result too: code
     // scanning shows results, not notifications.
     const bool explained = std::any_of(file.findings.begin(), file.findings.end(), IsInputFinding);
     if (file.error && !explained) {
       Finding finding{kRuleNotScanned, Severity::kSuspicious, "not scanned completely: " + file.error->ToString(),
-                      file.error->where, file.error->offset, ""};
+                      file.error->where, file.error->offset, "", ""};
       auto it = rule_index.find(finding.rule);
       if (it == rule_index.end()) {
         descriptors.push_back(ReportingDescriptor(finding.rule, FindRule(rules, finding.rule), finding.severity));

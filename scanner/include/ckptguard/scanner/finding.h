@@ -29,6 +29,10 @@ struct Finding {
   std::string entry;    // zip entry, "" for the file itself; nested paths joined by " > "
   uint64_t offset = 0;  // byte offset in the (unwrapped) container bytes, or in the entry when inflated
   std::string global;   // "module.name" when the finding is about a global; else ""
+  // The user's waiver that matched this finding (`scan --waive RULE[:GLOB]`),
+  // "" when none did. A waived finding is still reported, marked as such,
+  // but does not count towards the verdict.
+  std::string waiver;
 };
 
 enum class Verdict : uint8_t { kSafe, kSuspicious, kDangerous, kError };
@@ -47,7 +51,8 @@ struct FileReport {
   std::optional<Error> error;
 };
 
-// VerdictOf computes the verdict from findings and error as described above.
+// VerdictOf computes the verdict from findings and error as described above
+// (waived findings do not count; an error always does).
 Verdict VerdictOf(const std::vector<Finding>& findings, const std::optional<Error>& error);
 
 }  // namespace ckptguard::scanner
