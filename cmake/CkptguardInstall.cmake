@@ -96,4 +96,8 @@ configure_file(${PROJECT_SOURCE_DIR}/cmake/ckptguard.pc.in ${PROJECT_BINARY_DIR}
 install(FILES ${PROJECT_BINARY_DIR}/generated/ckptguard.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT lib)
 
+# Built shared, the commands find the libraries from where they are installed.
+if(BUILD_SHARED_LIBS)
+  set_target_properties(ckptguard ckptguardd PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+endif()
 install(TARGETS ckptguard ckptguardd RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)

@@ -27,4 +27,6 @@ pkg-config --modversion ckptguard
 # shellcheck disable=SC2046,SC2086  # word splitting of the flags is wanted
 "$cxx" $flags -Wall -Wextra -Werror -o "$work/consumer-pc" "$src/tests/consumer/consumer.cc" \
   $(pkg-config --cflags --libs ckptguard)
-"$work/consumer-pc" "$benign" "$hostile"
+# A shared build's libraries are found as a user of an unusual prefix finds
+# them (the find_package build gets a run path from CMake instead).
+LD_LIBRARY_PATH="$(pkg-config --variable=libdir ckptguard)" "$work/consumer-pc" "$benign" "$hostile"
