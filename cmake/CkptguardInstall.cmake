@@ -101,3 +101,5 @@ if(BUILD_SHARED_LIBS)
   set_target_properties(ckptguard ckptguardd PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
 endif()
 install(TARGETS ckptguard ckptguardd RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
+
+include(CkptguardPackage)  # man pages, completions, the systemd unit, Debian packages

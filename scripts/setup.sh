@@ -9,8 +9,8 @@
 set -euo pipefail
 
 PACKAGES=(
-  # toolchain and build
-  g++ cmake ninja-build pkg-config
+  # toolchain and build; help2man makes the man pages from --help
+  g++ cmake ninja-build pkg-config help2man
   # libraries (libarchive: tar and 7z archives)
   zlib1g-dev libbz2-dev liblzma-dev libarchive-dev nlohmann-json3-dev libcli11-dev libssl-dev libtomlplusplus-dev libre2-dev
   # daemon: SQLite catalog, Boost.Beast/Asio HTTP (header-only); the openssl
