@@ -27,8 +27,9 @@ if [ "${1:-}" = "--tests" ]; then
     # jsonschema to validate SARIF output against the official schema
     libboost-test-dev python3 python3-torch python3-numpy python3-jsonschema
     # pytest: tests/python (payloads proven under the real loaders, the
-    # benign real-world corpus)
-    python3-pytest
+    # benign real-world corpus); yaml: the pre-commit hook and GitHub Action
+    # definitions, read as their hosts read them
+    python3-pytest python3-yaml
     # the reader-views test: joblib.load, and bsdtar (libarchive) for 7z
     python3-joblib libarchive-tools
     # curl: the e2e test fetches the registry's keys as any user would
