@@ -60,6 +60,7 @@
 #include "ckptguard/scanner/report.h"
 #include "ckptguard/scanner/scan.h"
 #include "cli_util.h"
+#include "remote_inputs.h"
 
 namespace ckptguard::cli {
 namespace {
@@ -616,8 +617,25 @@ Examples:
   ckptguard scan --include '*.pt' --exclude '*/cache/*' checkpoints/
   ckptguard scan --allow myproject.config.Config --strict model.ckpt
   ckptguard scan --fail-on dangerous --waive 'CKG-A*:legacy/*' models/   # a CI gate
+  ckptguard scan hf://openai-community/gpt2 --include '*.bin'       # a Hugging Face repository
+  curl -sL https://example.org/model.pt | ckptguard scan -           # standard input
+
+Remote inputs:
+  An https:// URL is downloaded (redirects followed) into a private
+  temporary folder, scanned and removed; reports name the URL.
+  hf://[datasets/]ORG/REPO[@REVISION] lists the repository through the
+  Hugging Face API at HF_ENDPOINT (default https://huggingface.co; a mirror
+  works) with HF_TOKEN (or HUGGING_FACE_HUB_TOKEN) for private and gated
+  repositories, then scans every file --include/--exclude let through (they
+  match the path in the repository), one download at a time, at the commit
+  the listing names. The token is sent to the hub only, never to a host a
+  redirect leads to. Plain http:// is refused except to a loopback address.
+  - reads standard input, at most --max-read-bytes. A download or listing
+  that fails is a CKG-W006 finding (exit status 2).
 )");
-  cmd->add_option("paths", flags.paths, "Files and folders to scan (folders recursively)")
+  cmd->add_option("paths", flags.paths,
+                  "Files and folders to scan (folders recursively); - for standard input; https:// URLs; "
+                  "hf://[datasets/]ORG/REPO[@REVISION] for a Hugging Face repository")
       ->required()
       ->type_name("PATH");
   cmd->add_option("--format", flags.format, "Report format")
@@ -646,6 +664,9 @@ Examples:
                   "Least severe finding that makes the exit status 1: safe (any finding), suspicious, dangerous")
       ->check(CLI::IsMember({"safe", "suspicious", "dangerous"}))
       ->capture_default_str();
+  cmd->add_option("--ca-file", flags.ca_file,
+                  "https:// and hf:// inputs: trust the CAs in this PEM file instead of the system store")
+      ->type_name("FILE");
   cmd->add_option("--waive", flags.waive,
                   "Report findings of RULE (in files matching GLOB) as waived: they do not count (repeatable)")
       ->type_name("RULE[:GLOB]");
@@ -685,7 +706,13 @@ bool Fails(const FileReport& r, const std::string& fail_on) {
 
 }  // namespace
 
-int RunScan(const ScanFlags& flags) {
+int RunScan(const ScanFlags& all_flags) {
+  // Standard input, URLs and Hugging Face repositories are read apart from
+  // the paths (remote_inputs.h); the rest of the scan sees the paths only.
+  ScanFlags flags = all_flags;
+  std::vector<std::string> remote_inputs;
+  flags.paths.clear();
+  for (const std::string& p : all_flags.paths) (IsRemoteInput(p) ? remote_inputs : flags.paths).push_back(p);
   // The built-in rules as they are need no copy: the scan parses them when a
   // file first needs them (a start-up cost a tiny file would otherwise pay).
   std::optional<scanner::RuleSet> custom;
@@ -832,6 +859,16 @@ int RunScan(const ScanFlags& flags) {
               << " file(s) in folders that are not model files (no pickle, zip, numpy or safetensors content)\n";
   }
 
+  if (!remote_inputs.empty()) {
+    RemoteOptions remote;
+    remote.scan = options;
+    remote.ca_file = flags.ca_file;
+    remote.progress = isatty(STDERR_FILENO) != 0;
+    remote.wanted = [&flags](const std::string& path) {
+      return (flags.include.empty() || Matches(flags.include, fs::path(path))) && !Matches(flags.exclude, fs::path(path));
+    };
+    for (FileReport& r : ScanRemoteInputs(remote_inputs, remote)) reports.push_back(std::move(r));
+  }
   Waive(flags.waive, reports);
   std::string text;
   if (flags.format == "json") {

@@ -31,6 +31,7 @@ struct ScanFlags {
   // RULE[:GLOB] (fnmatch): findings of RULE in files matching GLOB (as
   // --include matches) are reported as waived and do not count.
   std::vector<std::string> waive;
+  std::string ca_file;  // https inputs: trust these PEM CAs instead of the system store
   BudgetLimits budget;
 };
 

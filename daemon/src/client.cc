@@ -175,8 +175,8 @@ void SetCommon(Request& req, const std::string& host, const ClientOptions& optio
 
 // TakeResponse moves a parsed answer (status, content type, body) out of its parser.
 Response TakeResponse(http::response_parser<http::string_body>& parser) {
-  return Response{static_cast<int>(parser.get().result_int()),
-                  std::string(parser.get()[http::field::content_type]), std::move(parser.get().body())};
+  return Response{static_cast<int>(parser.get().result_int()), std::string(parser.get()[http::field::content_type]),
+                  std::move(parser.get().body()), std::string(parser.get()[http::field::location])};
 }
 
 // ReadSmall reads a whole answer into a Response (bounded).
@@ -205,11 +205,18 @@ Result<RegistryClient> RegistryClient::Create(ClientOptions options) {
                      "the registry URL must start with https:// or http:// (e.g. https://registry.example:8470)", url);
   }
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  // No port: the scheme's (an IPv6 literal is [..], its colons are not one).
+  const size_t bracket = rest.rfind(']');
+  const size_t last_colon = rest.rfind(':');
+  if (last_colon == std::string::npos || (bracket != std::string::npos && last_colon < bracket)) {
+    rest += tls ? ":443" : ":80";
+  }
   const size_t colon = rest.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size() || rest.find('/') != std::string::npos) {
-    return MakeError(ErrorCode::kInvalidArgument, 0, "the registry URL must be https://HOST:PORT or http://HOST:PORT", url);
+    return MakeError(ErrorCode::kInvalidArgument, 0, "the registry URL must be https://HOST[:PORT] or http://HOST[:PORT]", url);
   }
   RegistryClient client(std::move(options));
+  client.options_.url = (tls ? "https://" : "http://") + rest;  // with its port: one spelling per origin
   client.tls_ = tls;
   client.host_ = rest.substr(0, colon);
   client.port_ = rest.substr(colon + 1);
@@ -352,10 +359,88 @@ Result<Response> RegistryClient::Download(const std::string& target, AtomicFile&
       co_return Response{};
     }
     sha256_hex = *hex;
-    co_return Response{200, std::string(parser.get()[http::field::content_type]), {}};
+    co_return Response{200, std::string(parser.get()[http::field::content_type]), {}, {}};
   });
   if (write_error) return std::unexpected(*write_error);
   return result;
+}
+
+Result<std::pair<std::string, std::string>> SplitUrl(std::string_view url) {
+  size_t scheme_end = 0;
+  if (url.starts_with("https://")) {
+    scheme_end = 8;
+  } else if (url.starts_with("http://")) {
+    scheme_end = 7;
+  } else {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "not an http:// or https:// URL", std::string(url));
+  }
+  const size_t slash = url.find_first_of("/?#", scheme_end);
+  std::string origin(url.substr(0, slash));
+  std::string target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
+  if (const size_t hash = target.find('#'); hash != std::string::npos) target.resize(hash);  // never sent
+  if (target.empty() || target.front() != '/') target.insert(0, "/");
+  if (origin.size() == scheme_end || origin.find('@') != std::string::npos) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "a URL needs a host (and no user:password@)", std::string(url));
+  }
+  // The origin as Create normalises it (default port).
+  ClientOptions check;
+  check.url = origin;
+  check.insecure = true;  // a shape check only: the call's own options decide
+  CKG_ASSIGN_OR_RETURN(RegistryClient client, RegistryClient::Create(std::move(check)));
+  origin = client.options().url;
+  return std::make_pair(std::move(origin), std::move(target));
+}
+
+namespace {
+
+// Resolve returns the URL a Location header names, from `base` (absolute
+// locations as they are, "/path" on the same origin, "path" beside it).
+std::string Resolve(const std::string& base, const std::string& location) {
+  if (location.starts_with("https://") || location.starts_with("http://")) return location;
+  auto split = SplitUrl(base);
+  if (!split) return location;
+  if (location.starts_with("/")) return split->first + location;
+  std::string dir = split->second.substr(0, split->second.find('?'));
+  dir = dir.substr(0, dir.rfind('/') + 1);
+  return split->first + dir + location;
+}
+
+// Follow runs `get` (one request: origin client, target) along redirects.
+template <class Get>
+Result<Response> Follow(const std::string& url, const ClientOptions& options, Get get) {
+  std::string current = url;
+  std::string first_origin;
+  for (int hop = 0; hop <= 10; ++hop) {
+    CKG_ASSIGN_OR_RETURN(auto split, SplitUrl(current));
+    if (hop == 0) first_origin = split.first;
+    ClientOptions hop_options = options;
+    hop_options.url = split.first;
+    // The token is for the origin it was given for, never for a redirect's host.
+    if (split.first != first_origin) hop_options.token.clear();
+    CKG_ASSIGN_OR_RETURN(RegistryClient client, RegistryClient::Create(std::move(hop_options)));
+    CKG_ASSIGN_OR_RETURN(Response response, get(client, split.second));
+    const bool redirect = response.status == 301 || response.status == 302 || response.status == 303 ||
+                          response.status == 307 || response.status == 308;
+    if (!redirect) return response;
+    if (response.location.empty()) {
+      return MakeError(ErrorCode::kIo, 0, "HTTP " + std::to_string(response.status) + " without a Location", current);
+    }
+    current = Resolve(current, response.location);
+  }
+  return MakeError(ErrorCode::kIo, 0, "more than 10 redirects", url);
+}
+
+}  // namespace
+
+Result<Response> GetUrl(const std::string& url, const ClientOptions& options) {
+  return Follow(url, options, [](RegistryClient& client, const std::string& target) { return client.Call("GET", target); });
+}
+
+Result<Response> DownloadUrl(const std::string& url, const ClientOptions& options, AtomicFile& out,
+                             std::string& sha256_hex) {
+  return Follow(url, options, [&](RegistryClient& client, const std::string& target) {
+    return client.Download(target, out, sha256_hex);
+  });
 }
 
 }  // namespace ckptguard::daemon

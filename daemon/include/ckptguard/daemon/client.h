@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "ckptguard/atomic_file.h"
 #include "ckptguard/error.h"
@@ -34,12 +35,14 @@ struct Response {
   int status = 0;
   std::string content_type;
   std::string body;
+  std::string location;  // the Location header (redirects), "" when none
 };
 
 class RegistryClient {
  public:
-  // Create checks the URL ("http://HOST:PORT" or "https://HOST:PORT",
-  // optionally ending in "/"); plain http to a host that is not loopback
+  // Create checks the URL ("http://HOST[:PORT]" or "https://HOST[:PORT]",
+  // ports 80 and 443 by default, optionally ending in "/"); plain http to a
+  // host that is not loopback
   // (127.0.0.0/8, ::1, localhost) fails with kInvalidArgument unless
   // options.insecure.
   static Result<RegistryClient> Create(ClientOptions options);
@@ -62,6 +65,23 @@ class RegistryClient {
   std::string port_;
   bool tls_ = false;
 };
+
+// SplitUrl splits an absolute http(s) URL into its origin ("https://HOST:PORT",
+// what RegistryClient::Create takes; default ports filled in) and its target
+// (path and query, "/" when empty). kInvalidArgument for anything else.
+Result<std::pair<std::string, std::string>> SplitUrl(std::string_view url);
+
+// GetUrl and DownloadUrl GET an absolute http(s) URL (`options.url` is
+// ignored), following up to 10 redirects (absolute or relative Location).
+// The token in `options` is sent only to the first URL's origin, never to a
+// host a redirect leads to (a CDN's signed URL carries its own grant).
+// GetUrl returns the final answer (bounded by max_response_bytes); a
+// redirect loop or too many hops is kIo.
+Result<Response> GetUrl(const std::string& url, const ClientOptions& options);
+// DownloadUrl streams the final 200 answer into `out` (not committed), as
+// RegistryClient::Download; any other final status comes back with its body.
+Result<Response> DownloadUrl(const std::string& url, const ClientOptions& options, AtomicFile& out,
+                             std::string& sha256_hex);
 
 }  // namespace ckptguard::daemon
 
