@@ -44,7 +44,7 @@ json ErrorJson(const std::string& file, const Error& e) {
 int Fail(const CheckFlags& flags, const std::string& path, const std::string& file, const Error& error) {
   ReportError(file, error);
   if (flags.json) {
-    std::cout << DumpJson(json{{"path", path}, {"expect", flags.expect}, {"error", ErrorJson(file, error)}}, -1)
+    std::cout << DumpJson(Stamp(json{{"path", path}, {"expect", flags.expect}, {"error", ErrorJson(file, error)}}, "check"), -1)
               << "\n";
   }
   return kExitError;
@@ -370,7 +370,7 @@ int CheckOne(const CheckFlags& flags, const std::string& path, const scanner::Mo
              {"hints", r.hints},
              {"caveats", r.caveats},
              {"ok", r.ok}};
-    std::cout << DumpJson(out, -1) << "\n";
+    std::cout << DumpJson(Stamp(std::move(out), "check"), -1) << "\n";
   } else {
     PrintText(flags, path, r, expected);
   }

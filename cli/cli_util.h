@@ -6,12 +6,15 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckptguard/budget.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
 #include "ckptguard/printable.h"
+#include "ckptguard/scanner/report.h"
+#include "ckptguard/version.h"
 
 namespace ckptguard::cli {
 
@@ -20,6 +23,18 @@ inline constexpr int kExitOk = 0;        // everything read, nothing found
 inline constexpr int kExitFindings = 1;  // something suspicious or dangerous
 inline constexpr int kExitError = 2;     // a file could not be read or decoded
 inline constexpr int kExitUsage = 3;     // the command line is wrong (unknown option, bad value)
+
+// Stamp adds "schema_version" (scanner::kJsonSchemaVersion) and "tool"
+// {name, version, command} to a JSON document (or JSON line) a command
+// prints: every --json output says what made it and which contract it keeps.
+// (An ordered document gets them first.)
+template <typename Json>
+Json Stamp(Json doc, std::string_view command) {
+  Json out{{"schema_version", scanner::kJsonSchemaVersion},
+           {"tool", Json{{"name", "ckptguard"}, {"version", CKPTGUARD_VERSION}, {"command", std::string(command)}}}};
+  for (auto& [key, value] : doc.items()) out[key] = std::move(value);
+  return out;
+}
 
 // ReportError prints "ckptguard: PATH: <error>" to stderr.
 void ReportError(const std::string& path, const Error& error);

@@ -284,7 +284,7 @@ int RunDisasm(const DisasmFlags& flags) {
     if (flags.json) files.push_back(std::move(outcome.doc));
   }
   if (flags.json) {
-    std::cout << DumpJson(json{{"files", std::move(files)}}, 1) << "\n";
+    std::cout << DumpJson(Stamp(json{{"files", std::move(files)}}, "disasm"), 1) << "\n";
   }
   std::cout.flush();
   return all_ok ? kExitOk : kExitError;

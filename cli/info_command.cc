@@ -287,7 +287,7 @@ int RunInfo(const InfoFlags& flags) {
     }
   }
   if (flags.json) {
-    std::cout << DumpJson(json{{"files", std::move(files)}}, 1) << "\n";
+    std::cout << DumpJson(Stamp(json{{"files", std::move(files)}}, "info"), 1) << "\n";
   }
   std::cout.flush();
   return all_ok ? kExitOk : kExitError;

@@ -37,10 +37,14 @@ json ErrorJson(const Error& e) {
 // with the file's name and path first. DescribeJson writes what no JSON
 // library here would (lone surrogates as \udXXX escapes), so it is spliced
 // in as text, never parsed and dumped again.
-Result<std::string> ExpectJson(const Checkpoint& ckpt, const std::string& path, const InspectFlags& flags) {
+// A file's own line is stamped (schema_version, tool); a shard's object
+// inside a sharded line is not (`stamp` false).
+Result<std::string> ExpectJson(const Checkpoint& ckpt, const std::string& path, const InspectFlags& flags,
+                               bool stamp = true) {
   CKG_ASSIGN_OR_RETURN(std::string text, ckpt.DescribeJson(flags.prefix, !flags.no_digest));
   if (text.size() < 2 || text.front() != '{') return MakeError(ErrorCode::kInternal, 0, "DescribeJson is not an object");
-  const json names{{"file", std::filesystem::path(path).filename().string()}, {"path", path}};
+  json names{{"file", std::filesystem::path(path).filename().string()}, {"path", path}};
+  if (stamp) names = Stamp(std::move(names), "inspect");
   std::string out = DumpJson(names, -1);
   out.back() = ',';
   out.append(text, 1);
@@ -271,7 +275,7 @@ Status PrintTensors(const Checkpoint& ckpt, const InspectFlags& flags, std::ostr
 int PrintDocument(const std::string& path, const Result<std::string>& out, const InspectFlags& flags) {
   if (!out) {
     ReportError(path, out.error());
-    if (flags.json) std::cout << DumpJson(json{{"path", path}, {"error", ErrorJson(out.error())}}, -1) << "\n";
+    if (flags.json) std::cout << DumpJson(Stamp(json{{"path", path}, {"error", ErrorJson(out.error())}}, "inspect"), -1) << "\n";
     return kExitError;
   }
   std::cout << *out << (flags.json ? "\n" : "");
@@ -292,12 +296,12 @@ int InspectSharded(const std::string& path, const InspectFlags& flags) {
                       {"path", path},
                       {"kind", "sharded"},
                       {"tensors", sharded->tensors().size()}};
-      text = DumpJson(head, -1);
+      text = DumpJson(Stamp(head, "inspect"), -1);
       text.back() = ',';
       text += "\"shards\":[";
       for (size_t s = 0; s < index.shards.size(); ++s) {
         CKG_ASSIGN_OR_RETURN(std::string doc,
-                             ExpectJson(sharded->shards()[s], (index.folder / index.shards[s]).string(), flags));
+                             ExpectJson(sharded->shards()[s], (index.folder / index.shards[s]).string(), flags, false));
         text += (s ? "," : "") + doc;
       }
       text += "]}";
@@ -367,7 +371,7 @@ int InspectDcp(const std::string& path, const InspectFlags& flags) {
                          return files;
                        }()},
                       {"tensors", tensors}};
-      text = DumpJson(head, -1);
+      text = DumpJson(Stamp(head, "inspect"), -1);
       text.back() = ',';
       text += "\"values\":{" + values_json + "}}";
     } else {
@@ -411,7 +415,7 @@ int InspectOne(const std::string& path, const InspectFlags& flags) {
   if (!doc) {
     ReportError(path, doc.error());
     if (flags.json) {
-      std::cout << DumpJson(json{{"path", path}, {"error", ErrorJson(doc.error())}}, -1)
+      std::cout << DumpJson(Stamp(json{{"path", path}, {"error", ErrorJson(doc.error())}}, "inspect"), -1)
                 << "\n";
     }
     return kExitError;

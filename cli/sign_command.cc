@@ -238,7 +238,7 @@ int RunVerifySignature(const VerifySignatureFlags& flags) {
       const Error& e = verified.error();
       out["error"] = {{"code", ErrorCodeName(e.code)}, {"where", e.where}, {"detail", e.detail}};
     }
-    std::cout << DumpJson(out, -1) << "\n";
+    std::cout << DumpJson(Stamp(std::move(out), "verify-signature"), -1) << "\n";
   } else if (verified) {
     std::cout << flags.model_path << ": signature OK (key " << verified->key_id << ", "
               << verified->resources.size() << " file" << (verified->resources.size() == 1 ? "" : "s") << ")\n";

@@ -131,7 +131,7 @@ int RunVerify(const VerifyFlags& flags) {
                            : IsDcpFolder(path)    ? VerifyDcpCheckpoint(path, load)
                                                   : VerifyCheckpoint(path, load);
     if (flags.json) {
-      std::cout << DumpJson(ReportJson(r), -1) << "\n";
+      std::cout << DumpJson(Stamp(ReportJson(r), "verify"), -1) << "\n";
     } else {
       PrintReport(r, std::cout);
     }
@@ -234,7 +234,7 @@ int RunLatest(const LatestFlags& flags) {
              {"older", std::move(older)},
              {"not_models", std::move(not_models)},
              {"order", result->order}};
-    std::cout << DumpJson(doc, 1) << "\n";
+    std::cout << DumpJson(Stamp(std::move(doc), "latest"), 1) << "\n";
     std::cout.flush();
     return status;
   }

@@ -56,7 +56,7 @@ BOOST_AUTO_TEST_CASE(json_contract) {
   const json doc = json::parse(r.out);
   std::vector<std::string> keys;
   for (const auto& [key, value] : doc.items()) keys.push_back(key);
-  BOOST_TEST(keys == (std::vector<std::string>{"path", "expect", "strict", "prefix", "strip_prefix", "model_class",
+  BOOST_TEST(keys == (std::vector<std::string>{"schema_version", "tool", "path", "expect", "strict", "prefix", "strip_prefix", "model_class",
                                                "state_dict", "expected", "missing", "unexpected", "mismatched",
                                                "ignored", "filled", "converted", "loaded", "results", "hints",
                                                "caveats", "ok"}));

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ckptguard/scanner/report.h"
+#include "ckptguard/version.h"
 #include "test_util.h"
 
 namespace ckptguard::scanner {
@@ -89,7 +90,9 @@ BOOST_AUTO_TEST_CASE(json_contract) {
 
   std::vector<std::string> keys;
   for (const auto& [key, value] : doc.items()) keys.push_back(key);
-  BOOST_TEST(keys == (std::vector<std::string>{"files", "summary"}), boost::test_tools::per_element());
+  BOOST_TEST(keys == (std::vector<std::string>{"files", "schema_version", "summary", "tool"}), boost::test_tools::per_element());
+  BOOST_TEST(doc.at("schema_version") == kJsonSchemaVersion);
+  BOOST_TEST(doc.at("tool") == (json{{"name", "ckptguard"}, {"version", CKPTGUARD_VERSION}, {"command", "scan"}}));
 
   BOOST_REQUIRE_EQUAL(doc.at("files").size(), files.size());
   for (size_t i = 0; i < files.size(); ++i) {
@@ -161,7 +164,9 @@ BOOST_AUTO_TEST_CASE(json_contract) {
 
 BOOST_AUTO_TEST_CASE(json_empty) {
   const json doc = json::parse(ReportJson({}));
-  BOOST_TEST(doc == (json{{"files", json::array()},
+  BOOST_TEST(doc == (json{{"schema_version", kJsonSchemaVersion},
+                          {"tool", {{"name", "ckptguard"}, {"version", CKPTGUARD_VERSION}, {"command", "scan"}}},
+                          {"files", json::array()},
                           {"summary", {{"files", 0}, {"safe", 0}, {"suspicious", 0}, {"dangerous", 0}, {"error", 0}}}}));
 }
 

@@ -7,6 +7,7 @@
 // nlohmann, replacing invalid UTF-8 with U+FFFD instead of throwing; SARIF
 // URIs are percent-encoded byte by byte, so they stay exact and ASCII.
 #include "ckptguard/scanner/report.h"
+#include "ckptguard/version.h"
 
 #include "ckptguard/printable.h"
 
@@ -440,6 +441,8 @@ std::string ReportJson(const std::vector<FileReport>& files) {
   }
   const Counts counts = CountVerdicts(files);
   Json doc = {
+      {"schema_version", kJsonSchemaVersion},
+      {"tool", {{"name", "ckptguard"}, {"version", CKPTGUARD_VERSION}, {"command", "scan"}}},
       {"files", std::move(out_files)},
       {"summary",
        {

@@ -63,6 +63,12 @@ std::string ReportText(const std::vector<FileReport>& files);
 //   "where", "detail"} (only when set)}],
 //  "summary": {"files", "safe", "suspicious", "dangerous", "error"}}
 // "help" is RuleDocUri(rule), "" for rules ckptguard does not document.
+// kJsonSchemaVersion is the version of every JSON document ckptguard prints
+// (scan's report here, and every other command's --json, cli/cli_util.h):
+// each carries "schema_version" and "tool" {name, version, command}. Within
+// a version fields may be added, never removed or changed in meaning;
+// docs/output.md and the JSON Schemas in docs/schemas/ describe them.
+inline constexpr int kJsonSchemaVersion = 1;
 std::string ReportJson(const std::vector<FileReport>& files);
 
 // ReportSarif: SARIF 2.1.0 (one run, tool "ckptguard" with the rules that

@@ -1,0 +1,130 @@
+"""The output contract (docs/output.md): every --json document and line
+carries schema_version and tool and validates against its JSON Schema in
+docs/schemas/; every command answers a wrong command line with exit status
+3, apart from unreadable files (2)."""
+import json
+import pathlib
+import subprocess
+
+import pytest
+from jsonschema import Draft202012Validator, RefResolver
+
+from ckg import CLI, DATA
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "docs" / "schemas"
+CORPUS = pathlib.Path(DATA) / "corpus"
+EXAMPLES = ROOT / "examples"
+
+
+def load_schemas():
+    return {p.name: json.loads(p.read_text()) for p in SCHEMAS.glob("*.schema.json")}
+
+
+def validator(name):
+    schemas = load_schemas()
+    store = {s["$id"]: s for s in schemas.values()}
+    schema = schemas[name]
+    return Draft202012Validator(schema, resolver=RefResolver.from_schema(schema, store=store))
+
+
+def run(*args, stdin=None):
+    return subprocess.run([CLI, *args], capture_output=True, timeout=300, input=stdin)
+
+
+def corpus_files():
+    files = sorted(p for sub in ("benign", "malicious") for p in (CORPUS / sub).iterdir()
+                   if p.is_file() and not p.name.endswith(".expect.json"))
+    assert len(files) > 20
+    return files
+
+
+def test_the_schemas_are_valid_json_schemas():
+    schemas = load_schemas()
+    assert {"tool.schema.json", "scan.schema.json", "verify.schema.json", "latest.schema.json",
+            "check.schema.json"} <= set(schemas)
+    for name, schema in schemas.items():
+        Draft202012Validator.check_schema(schema)
+        assert schema["$id"].endswith("/" + name)
+
+
+def test_scan_reports_validate():
+    v = validator("scan.schema.json")
+    files = [str(p) for p in corpus_files()]
+    for args in (files, ["--waive", "CKG-*", *files[:5]], ["https://127.0.0.1:1/absent.pt"], ["/nonexistent/x.pt"]):
+        out = run("scan", "--format", "json", *args)
+        assert out.returncode in (0, 1, 2)
+        doc = json.loads(out.stdout)
+        errors = sorted(v.iter_errors(doc), key=str)
+        assert not errors, errors[0]
+        assert doc["summary"]["files"] == len(doc["files"])
+        assert sum(doc["summary"][k] for k in ("safe", "suspicious", "dangerous", "error")) == len(doc["files"])
+    out = run("scan", "--format", "json", "-", stdin=(CORPUS / "malicious" / "os_system_p0.pkl").read_bytes())
+    assert not list(v.iter_errors(json.loads(out.stdout)))
+
+
+def test_verify_lines_and_latest_validate(tmp_path):
+    v = validator("verify.schema.json")
+    out = run("verify", "--json", *[str(p) for p in corpus_files()])
+    lines = out.stdout.decode().splitlines()
+    assert len(lines) == len(corpus_files())
+    for line in lines:
+        errors = list(v.iter_errors(json.loads(line)))
+        assert not errors, errors[0]
+    latest = validator("latest.schema.json")
+    for folder in (EXAMPLES, tmp_path):
+        out = run("latest", "--json", str(folder))
+        if out.stdout.strip():
+            errors = list(latest.iter_errors(json.loads(out.stdout)))
+            assert not errors, errors[0]
+
+
+def test_check_validates():
+    v = validator("check.schema.json")
+    good = run("check", "--json", str(EXAMPLES / "mlp.params"), "--expect", str(EXAMPLES / "mlp.schema.json"))
+    bad = run("check", "--json", str(EXAMPLES / "mlp.params"), "--expect", "/nonexistent/schema.json")
+    assert good.returncode == 0 and bad.returncode == 2
+    for out in (good, bad):
+        errors = list(v.iter_errors(json.loads(out.stdout)))
+        assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("args,command", [
+    (["info", "--json"], "info"), (["disasm", "--json"], "disasm"), (["inspect", "--json"], "inspect"),
+])
+def test_every_other_json_output_carries_the_envelope(args, command):
+    v = validator("tool.schema.json")
+    out = run(*args, str(EXAMPLES / "mlp.params"))
+    assert out.returncode == 0
+    text = out.stdout.decode()
+    docs = [json.loads(line) for line in text.splitlines()] if command == "inspect" else [json.loads(text)]
+    for doc in docs:
+        assert not list(v.iter_errors(doc))
+        assert doc["tool"]["command"] == command
+
+
+def subcommands():
+    help_text = run("--help").stdout.decode()
+    names = []
+    in_list = False
+    for line in help_text.splitlines():
+        if line.startswith("Subcommands:"):
+            in_list = True
+            continue
+        if in_list and line.startswith("  ") and line.strip():
+            names.append(line.split()[0])
+        elif in_list and line and not line.startswith(" "):
+            in_list = False
+    assert "scan" in names and "registry" in names
+    return names
+
+
+def test_usage_errors_exit_3_in_every_command():
+    assert run("--no-such-option").returncode == 3
+    assert run("no-such-command").returncode == 3
+    for name in subcommands():
+        out = run(name, "--no-such-option")
+        assert out.returncode == 3, (name, out.stderr)
+    assert run("--help").returncode == 0
+    assert run("--version").returncode == 0
+    assert run("scan", "/nonexistent/model.pt").returncode == 2
