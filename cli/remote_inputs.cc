@@ -26,6 +26,9 @@ using scanner::Finding;
 
 constexpr uint64_t kMaxListingBytes = uint64_t{64} << 20;  // a hub listing (JSON)
 
+// Quiet: --quiet (the notes below go to standard error otherwise).
+thread_local bool quiet = false;
+
 FileReport Failure(const std::string& path, const char* rule, const std::string& message,
                    ErrorCode code = ErrorCode::kIo) {
   FileReport r;
@@ -34,7 +37,7 @@ FileReport Failure(const std::string& path, const char* rule, const std::string&
   r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, "", ""});
   r.error = Error{code, 0, "", message};
   r.verdict = scanner::VerdictOf(r.findings, r.error);
-  std::cerr << "ckptguard scan: " << Printable(path) << ": " << Printable(message) << "\n";
+  if (!quiet) std::cerr << "ckptguard scan: " << Printable(path) << ": " << Printable(message) << "\n";
   return r;
 }
 
@@ -133,7 +136,8 @@ std::string Env(const char* name) {
 
 // ScanHub lists hf://[datasets/]ORG/REPO[@REVISION] through the hub's API and
 // scans every file --include/--exclude let through, at the listed commit.
-std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& options, const TempFolder& folder) {
+std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& options, const TempFolder& folder,
+                                std::vector<scanner::SkippedFile>& skipped) {
   std::string rest = arg.substr(5);
   std::string kind = "models";
   if (rest.starts_with("datasets/")) {
@@ -202,11 +206,12 @@ std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& opt
     if (report.format == "unknown" && report.findings.empty() && report.error &&
         report.error->code == ErrorCode::kUnsupportedFormat) {
       ++not_models;
+      skipped.push_back({report.path, "not a model file (no pickle, zip, numpy or safetensors content)"});
       continue;
     }
     reports.push_back(std::move(report));
   }
-  if (not_models > 0) {
+  if (not_models > 0 && !quiet) {
     std::cerr << "ckptguard scan: " << Printable(arg) << ": left out " << not_models
               << " file(s) that are not model files (no pickle, zip, numpy or safetensors content)\n";
   }
@@ -248,7 +253,9 @@ bool IsRemoteInput(std::string_view arg) {
   return arg == "-" || arg.starts_with("https://") || arg.starts_with("http://") || arg.starts_with("hf://");
 }
 
-std::vector<FileReport> ScanRemoteInputs(const std::vector<std::string>& inputs, const RemoteOptions& options) {
+std::vector<FileReport> ScanRemoteInputs(const std::vector<std::string>& inputs, const RemoteOptions& options,
+                                         std::vector<scanner::SkippedFile>& skipped) {
+  quiet = options.quiet;
   std::vector<FileReport> reports;
   std::optional<TempFolder> folder;
   for (const std::string& input : inputs) {
@@ -258,7 +265,7 @@ std::vector<FileReport> ScanRemoteInputs(const std::vector<std::string>& inputs,
     }
     if (!folder) folder.emplace();
     if (input.starts_with("hf://")) {
-      for (FileReport& r : ScanHub(input, options, *folder)) reports.push_back(std::move(r));
+      for (FileReport& r : ScanHub(input, options, *folder, skipped)) reports.push_back(std::move(r));
     } else {
       reports.push_back(ScanUrl(input, input, "", options, *folder));
     }

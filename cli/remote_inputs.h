@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ckptguard/scanner/finding.h"
+#include "ckptguard/scanner/report.h"
 #include "ckptguard/scanner/scan.h"
 
 namespace ckptguard::cli {
@@ -24,6 +25,7 @@ struct RemoteOptions {
   std::function<bool(const std::string& path)> wanted;
   std::string ca_file;         // https: trust these CAs instead of the system store (--ca-file)
   bool progress = false;       // a progress line on standard error
+  bool quiet = false;          // nothing on standard error (--quiet)
 };
 
 // ScanRemoteInputs reads each input (a download streams into a private
@@ -32,7 +34,10 @@ struct RemoteOptions {
 // under its URL. Every failure (unreachable, HTTP error, too large) is a
 // CKG-W006 report with an error; a repository with nothing to scan is
 // CKG-W008.
-std::vector<scanner::FileReport> ScanRemoteInputs(const std::vector<std::string>& inputs, const RemoteOptions& options);
+// Repository files of no model format at all are left out (as in a
+// folder) and listed in `skipped`.
+std::vector<scanner::FileReport> ScanRemoteInputs(const std::vector<std::string>& inputs, const RemoteOptions& options,
+                                                  std::vector<scanner::SkippedFile>& skipped);
 
 }  // namespace ckptguard::cli
 

@@ -42,6 +42,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -664,6 +665,13 @@ Remote inputs:
                   "Least severe finding that makes the exit status 1: safe (any finding), suspicious, dangerous")
       ->check(CLI::IsMember({"safe", "suspicious", "dangerous"}))
       ->capture_default_str();
+  cmd->add_option("--color", flags.color,
+                  "Colour verdicts in text reports: auto (standard output is a terminal and NO_COLOR is unset), "
+                  "always, never (NO_COLOR set: never)")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->capture_default_str();
+  cmd->add_flag("--quiet,-q", flags.quiet, "Nothing on standard error but errors that stop the run: no notes, no progress");
+  cmd->add_flag("--verbose,-v", flags.verbose, "Each file's verdict on standard error as it is scanned");
   cmd->add_option("--ca-file", flags.ca_file,
                   "https:// and hf:// inputs: trust the CAs in this PEM file instead of the system store")
       ->type_name("FILE");
@@ -758,13 +766,21 @@ int RunScan(const ScanFlags& all_flags) {
   const unsigned jobs = std::max(1u, std::min<unsigned>(flags.jobs != 0 ? flags.jobs : std::thread::hardware_concurrency(),
                                                           static_cast<unsigned>(std::max<size_t>(files.size(), 1))));
   std::atomic<size_t> next{0}, done{0};
+  std::mutex verbose_lock;
   auto worker = [&] {
     for (size_t i = next++; i < files.size(); i = next++) {
+      const auto start = std::chrono::steady_clock::now();
       scanned[i] = scanner::ScanFile(files[i], options);
       ++done;
+      if (flags.verbose) {
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+        std::lock_guard<std::mutex> hold(verbose_lock);
+        std::cerr << "ckptguard scan: " << Printable(files[i]) << ": " << scanner::VerdictName(scanned[i].verdict) << " ("
+                  << scanned[i].findings.size() << " findings, " << ms.count() << " ms)\n";
+      }
     }
   };
-  const bool progress = isatty(STDERR_FILENO) && files.size() > 1;
+  const bool progress = isatty(STDERR_FILENO) && files.size() > 1 && !flags.quiet && !flags.verbose;
   std::vector<std::thread> threads;
   for (unsigned j = 1; j < jobs; ++j) threads.emplace_back(worker);
   std::thread progress_thread;
@@ -801,6 +817,7 @@ int RunScan(const ScanFlags& all_flags) {
     reports.push_back(std::move(report));
   }
   size_t not_models = 0;
+  std::vector<scanner::SkippedFile> skipped;
   for (size_t i = 0; i < candidates.size(); ++i) {
     if (duplicate[i]) continue;
     const Candidate& c = candidates[i];
@@ -809,6 +826,7 @@ int RunScan(const ScanFlags& all_flags) {
         base.error->code == ErrorCode::kUnsupportedFormat) {
       ++not_models;
       ++not_models_under[c.root];
+      skipped.push_back({c.display, "not a model file (no pickle, zip, numpy or safetensors content)"});
       continue;
     }
     FileReport report = base;
@@ -850,11 +868,11 @@ int RunScan(const ScanFlags& all_flags) {
     r.findings.push_back(Finding{scanner::kRuleNothingToScan, Severity::kSuspicious, message, "", 0, "", ""});
     r.error = Error{ErrorCode::kIo, 0, "", std::string("nothing scanned (") + scanner::kRuleNothingToScan + ")"};
     r.verdict = scanner::VerdictOf(r.findings, r.error);
-    std::cerr << "ckptguard scan: " << Printable(flags.paths[root]) << ": " << Printable(message) << "\n";
+    if (!flags.quiet) std::cerr << "ckptguard scan: " << Printable(flags.paths[root]) << ": " << Printable(message) << "\n";
     empties.push_back(std::move(r));
   }
   reports.insert(reports.begin(), std::make_move_iterator(empties.begin()), std::make_move_iterator(empties.end()));
-  if (not_models > 0) {
+  if (not_models > 0 && !flags.quiet) {
     std::cerr << "ckptguard scan: left out " << not_models
               << " file(s) in folders that are not model files (no pickle, zip, numpy or safetensors content)\n";
   }
@@ -863,20 +881,30 @@ int RunScan(const ScanFlags& all_flags) {
     RemoteOptions remote;
     remote.scan = options;
     remote.ca_file = flags.ca_file;
-    remote.progress = isatty(STDERR_FILENO) != 0;
+    remote.progress = isatty(STDERR_FILENO) != 0 && !flags.quiet;
+    remote.quiet = flags.quiet;
     remote.wanted = [&flags](const std::string& path) {
       return (flags.include.empty() || Matches(flags.include, fs::path(path))) && !Matches(flags.exclude, fs::path(path));
     };
-    for (FileReport& r : ScanRemoteInputs(remote_inputs, remote)) reports.push_back(std::move(r));
+    for (FileReport& r : ScanRemoteInputs(remote_inputs, remote, skipped)) {
+      if (flags.verbose) std::cerr << "ckptguard scan: " << Printable(r.path) << ": " << scanner::VerdictName(r.verdict) << "\n";
+      reports.push_back(std::move(r));
+    }
   }
   Waive(flags.waive, reports);
   std::string text;
   if (flags.format == "json") {
-    text = scanner::ReportJson(reports);
+    text = scanner::ReportJson(reports, skipped);
   } else if (flags.format == "sarif") {
-    text = scanner::ReportSarif(reports, custom ? *custom : scanner::RuleSet::Builtin(), CKPTGUARD_VERSION);
+    text = scanner::ReportSarif(reports, custom ? *custom : scanner::RuleSet::Builtin(), CKPTGUARD_VERSION, skipped);
   } else {
-    text = scanner::ReportText(reports);
+    // Colour only for a terminal that is the report's destination, and
+    // never with NO_COLOR (https://no-color.org) set.
+    const char* no_color = std::getenv("NO_COLOR");
+    const bool to_terminal = (flags.output.empty() || flags.output == "-") && isatty(STDOUT_FILENO) != 0;
+    const bool color = (no_color == nullptr || *no_color == '\0') &&
+                       (flags.color == "always" || (flags.color == "auto" && to_terminal));
+    text = scanner::ReportText(reports, skipped, color);
   }
   if (flags.output.empty() || flags.output == "-") {
     std::cout << text;

@@ -32,6 +32,9 @@ struct ScanFlags {
   // --include matches) are reported as waived and do not count.
   std::vector<std::string> waive;
   std::string ca_file;  // https inputs: trust these PEM CAs instead of the system store
+  std::string color = "auto";  // text reports: auto (a terminal, no NO_COLOR), always, never
+  bool quiet = false;          // nothing on standard error but errors that stop the run
+  bool verbose = false;        // each file's verdict on standard error as it is scanned
   BudgetLimits budget;
 };
 

@@ -90,7 +90,8 @@ BOOST_AUTO_TEST_CASE(json_contract) {
 
   std::vector<std::string> keys;
   for (const auto& [key, value] : doc.items()) keys.push_back(key);
-  BOOST_TEST(keys == (std::vector<std::string>{"files", "schema_version", "summary", "tool"}), boost::test_tools::per_element());
+  BOOST_TEST(keys == (std::vector<std::string>{"files", "schema_version", "skipped", "summary", "tool"}),
+             boost::test_tools::per_element());
   BOOST_TEST(doc.at("schema_version") == kJsonSchemaVersion);
   BOOST_TEST(doc.at("tool") == (json{{"name", "ckptguard"}, {"version", CKPTGUARD_VERSION}, {"command", "scan"}}));
 
@@ -167,6 +168,7 @@ BOOST_AUTO_TEST_CASE(json_empty) {
   BOOST_TEST(doc == (json{{"schema_version", kJsonSchemaVersion},
                           {"tool", {{"name", "ckptguard"}, {"version", CKPTGUARD_VERSION}, {"command", "scan"}}},
                           {"files", json::array()},
+                          {"skipped", json::array()},
                           {"summary", {{"files", 0}, {"safe", 0}, {"suspicious", 0}, {"dangerous", 0}, {"error", 0}}}}));
 }
 

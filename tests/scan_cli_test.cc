@@ -98,6 +98,35 @@ BOOST_AUTO_TEST_CASE(fail_on_waive_and_usage_exit_codes) {
   BOOST_TEST(Scan("--waive 'CKG-*' /nonexistent/model.pt").exit_code == 2);
 }
 
+// Files left out on purpose (no model format at all) are listed in every
+// format; colour only when asked for or on a terminal, never with NO_COLOR;
+// --quiet leaves standard error empty.
+BOOST_AUTO_TEST_CASE(skipped_files_colour_and_quiet) {
+  TempDir dir;
+  fs::copy_file(CorpusDir() / "benign" / "mlp.params", dir.path / "mlp.params");
+  dir.Write("notes.txt", "hello\n");
+  const std::string folder = ShellQuote(dir.path.string());
+  const json doc = json::parse(Scan("--format json " + folder).out);
+  BOOST_REQUIRE_EQUAL(doc.at("skipped").size(), 1u);
+  BOOST_TEST(doc.at("skipped").at(0).at("path").get<std::string>().ends_with("notes.txt"));
+  BOOST_TEST(Scan(folder).out.find("Left out (1 file, no verdict):") != std::string::npos);
+  const json sarif = json::parse(Scan("--format sarif " + folder).out);
+  const json& notes = sarif.at("runs").at(0).at("invocations").at(0).at("toolExecutionNotifications");
+  BOOST_TEST(notes.at(0).at("level") == "note");
+  BOOST_TEST(sarif.at("runs").at(0).at("invocations").at(0).at("executionSuccessful") == true);
+  // Colour: not into a pipe by default, when asked for, never with NO_COLOR.
+  const std::string hostile = Corpus("malicious", "os_system_p0.pkl");
+  BOOST_TEST(Scan(hostile).out.find("\x1b[") == std::string::npos);
+  BOOST_TEST(Scan("--color always " + hostile).out.find("\x1b[1;31mdangerous\x1b[0m") != std::string::npos);
+  const auto no_color = testing::Run("NO_COLOR=1 " + ShellQuote(CKPTGUARD_CLI) + " scan --color always " + hostile);
+  BOOST_TEST(no_color.out.find("\x1b[") == std::string::npos);
+  // --quiet: the report only.
+  const auto quiet = testing::Run(ShellQuote(CKPTGUARD_CLI) + " scan --quiet " + folder + " 2>&1 >/dev/null");
+  BOOST_TEST(quiet.out.empty(), quiet.out);
+  const auto loud = testing::Run(ShellQuote(CKPTGUARD_CLI) + " scan --verbose " + folder + " 2>&1 >/dev/null");
+  BOOST_TEST(loud.out.find("mlp.params: safe") != std::string::npos, loud.out);
+}
+
 BOOST_AUTO_TEST_CASE(folders_are_walked_by_content_not_name) {
   Tree tree;
   const auto r = Scan("--format json " + tree.Models(), true);

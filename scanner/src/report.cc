@@ -349,7 +349,22 @@ std::string RuleDocUri(std::string_view id) {
   return std::string(kRulesDocUrl) + "#" + RuleDocAnchor(id);
 }
 
-std::string ReportText(const std::vector<FileReport>& files) {
+namespace {
+
+// Colour: ANSI SGR codes for a verdict or severity word, when `on`.
+std::string Colored(std::string_view word, bool on) {
+  if (!on) return std::string(word);
+  const char* code = word == "dangerous"    ? "1;31"
+                     : word == "suspicious" ? "33"
+                     : word == "safe"       ? "32"
+                     : word == "error"      ? "1;35"
+                                            : "2";
+  return std::string("\x1b[") + code + "m" + std::string(word) + "\x1b[0m";
+}
+
+}  // namespace
+
+std::string ReportText(const std::vector<FileReport>& files, const std::vector<SkippedFile>& skipped, bool color) {
   std::string out;
   for (const FileReport& file : files) {
     AppendPrintable(out, file.path);
@@ -359,11 +374,11 @@ std::string ReportText(const std::vector<FileReport>& files) {
       out += ")";
     }
     out += ": ";
-    out += VerdictName(file.verdict);
+    out += Colored(VerdictName(file.verdict), color);
     out += "\n";
     for (const Finding& finding : file.findings) {
       out += "  [";
-      out += SeverityName(finding.severity);
+      out += Colored(SeverityName(finding.severity), color && finding.waiver.empty());
       if (!finding.waiver.empty()) {
         out += ", waived by ";
         AppendPrintable(out, finding.waiver);
@@ -400,6 +415,17 @@ std::string ReportText(const std::vector<FileReport>& files) {
     for (const std::string& id : documented) out += "  " + id + ": " + RuleDocUri(id) + "\n";
     out += "\n";
   }
+  if (!skipped.empty()) {
+    out += "Left out (" + Plural(skipped.size(), "file", "files") + ", no verdict):\n";
+    for (const SkippedFile& s : skipped) {
+      out += "  ";
+      AppendPrintable(out, s.path);
+      out += ": ";
+      AppendPrintable(out, s.reason);
+      out += "\n";
+    }
+    out += "\n";
+  }
   const Counts counts = CountVerdicts(files);
   out += Plural(files.size(), "file", "files") + ": " + std::to_string(counts.safe) + " safe, " +
          std::to_string(counts.suspicious) + " suspicious, " + std::to_string(counts.dangerous) +
@@ -407,7 +433,7 @@ std::string ReportText(const std::vector<FileReport>& files) {
   return out;
 }
 
-std::string ReportJson(const std::vector<FileReport>& files) {
+std::string ReportJson(const std::vector<FileReport>& files, const std::vector<SkippedFile>& skipped) {
   Json out_files = Json::array();
   for (const FileReport& file : files) {
     Json findings = Json::array();
@@ -444,6 +470,11 @@ std::string ReportJson(const std::vector<FileReport>& files) {
       {"schema_version", kJsonSchemaVersion},
       {"tool", {{"name", "ckptguard"}, {"version", CKPTGUARD_VERSION}, {"command", "scan"}}},
       {"files", std::move(out_files)},
+      {"skipped", [&] {
+         Json list = Json::array();
+         for (const SkippedFile& f : skipped) list.push_back({{"path", f.path}, {"reason", f.reason}});
+         return list;
+       }()},
       {"summary",
        {
            {"files", files.size()},
@@ -456,7 +487,8 @@ std::string ReportJson(const std::vector<FileReport>& files) {
   return Dump(doc);
 }
 
-std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rules, const std::string& tool_version) {
+std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rules, const std::string& tool_version,
+                        const std::vector<SkippedFile>& skipped) {
   Json descriptors = Json::array();
   std::map<std::string, size_t, std::less<>> rule_index;  // id -> index in descriptors
   Json results = Json::array();
@@ -528,7 +560,16 @@ std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rul
       });
     }
   }
-  Json invocation = {{"executionSuccessful", notifications.empty()}};
+  const bool successful = notifications.empty();
+  for (const SkippedFile& f : skipped) {
+    // Left out on purpose: a note, not a failure of the run.
+    notifications.push_back({
+        {"level", "note"},
+        {"message", {{"text", "left out: " + f.path + ": " + f.reason}}},
+        {"locations", Json::array({{{"physicalLocation", {{"artifactLocation", ArtifactLocation(f.path)}}}}})},
+    });
+  }
+  Json invocation = {{"executionSuccessful", successful}};
   if (!notifications.empty()) invocation["toolExecutionNotifications"] = std::move(notifications);
   Json driver = {
       {"name", "ckptguard"},

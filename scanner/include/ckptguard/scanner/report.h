@@ -55,12 +55,24 @@ inline constexpr char kRuleItemRange[] = "CKG-W013";       // a DCP item range s
 // as "  [severity] RULE at byte N (entry): message"), then, when rules of
 // ckptguard fired, "Rule documentation:" with one "  RULE: URL" line per
 // rule (RuleDocUri), then a summary line.
-std::string ReportText(const std::vector<FileReport>& files);
+//
+// `skipped` lists what the scan left out on purpose (files in folders or
+// repositories that are no model format at all); every format lists them
+// (text: a "Left out" section; JSON: "skipped"; SARIF: notes), without a
+// verdict. `color` adds ANSI colours to verdicts and severities (the CLI
+// decides: a terminal, no NO_COLOR).
+struct SkippedFile {
+  std::string path;
+  std::string reason;
+};
+std::string ReportText(const std::vector<FileReport>& files, const std::vector<SkippedFile>& skipped = {},
+                       bool color = false);
 
 // ReportJson: the contract other tools use:
 // {"files": [{"path", "format", "verdict", "findings": [{"rule", "severity",
 //   "message", "entry", "offset", "global", "help"}], "error": {"code", "offset",
 //   "where", "detail"} (only when set)}],
+//  "skipped": [{"path", "reason"}],
 //  "summary": {"files", "safe", "suspicious", "dangerous", "error"}}
 // "help" is RuleDocUri(rule), "" for rules ckptguard does not document.
 // kJsonSchemaVersion is the version of every JSON document ckptguard prints
@@ -69,7 +81,7 @@ std::string ReportText(const std::vector<FileReport>& files);
 // a version fields may be added, never removed or changed in meaning;
 // docs/output.md and the JSON Schemas in docs/schemas/ describe them.
 inline constexpr int kJsonSchemaVersion = 1;
-std::string ReportJson(const std::vector<FileReport>& files);
+std::string ReportJson(const std::vector<FileReport>& files, const std::vector<SkippedFile>& skipped = {});
 
 // ReportSarif: SARIF 2.1.0 (one run, tool "ckptguard" with the rules that
 // fired as reportingDescriptors with their description, helpUri (the rule's
@@ -81,7 +93,8 @@ std::string ReportJson(const std::vector<FileReport>& files);
 // not be read are toolExecutionNotifications and, so that code scanning
 // shows them too, a CKG-W001 result each. Accepted by GitHub code
 // scanning. `tool_version` goes to tool.driver.version.
-std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rules, const std::string& tool_version);
+std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rules, const std::string& tool_version,
+                        const std::vector<SkippedFile>& skipped = {});
 
 }  // namespace ckptguard::scanner
 
