@@ -319,6 +319,7 @@ Examples:
                   "The model's class name, for torch's message (\"Error(s) in loading state_dict for NAME\")")
       ->type_name("NAME");
   cmd->add_flag("--json", flags.json, "One JSON object: missing, unexpected, mismatched, results, ok");
+  AddFormatOption(*cmd, flags.json);
   cmd->add_flag("--allow-anomalies", flags.load.allow_anomalies,
                 "Load even when the container has anomalies (reads what torch would read)");
   AddPickleLimitOptions(*cmd, flags.load.limits.pickle);

@@ -61,4 +61,12 @@ void AddBudgetOptions(CLI::App& cmd, BudgetLimits& budget) {
       ->capture_default_str()->group(group);
 }
 
+void AddFormatOption(CLI::App& cmd, bool& json) {
+  cmd.add_option_function<std::string>(
+         "--format", [&json](const std::string& format) { json = format == "json"; },
+         "Output format: text, or json (the same as --json)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->type_name("FORMAT");
+}
+
 }  // namespace ckptguard::cli

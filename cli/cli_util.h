@@ -36,6 +36,11 @@ Json Stamp(Json doc, std::string_view command) {
   return out;
 }
 
+// AddFormatOption adds --format text|json to `cmd`, the same as its --json
+// flag (`json`), so that every command that reports takes --format as
+// `scan` does (scan also has sarif).
+void AddFormatOption(CLI::App& cmd, bool& json);
+
 // ReportError prints "ckptguard: PATH: <error>" to stderr.
 void ReportError(const std::string& path, const Error& error);
 

@@ -267,6 +267,7 @@ Examples:
   cmd->add_flag("--json", flags.json,
                 "Print one JSON document: files[].sources[].ops[], one object per opcode with "
                 "pickle, offset, length, opcode, byte, proto, arg (typed) and repr");
+  AddFormatOption(*cmd, flags.json);
   cmd->add_option("--indent", flags.indent, "Blanks per MARK level")->default_val(4)->check(CLI::Range(0, 16));
   cmd->add_option("--max-arg", flags.max_arg_chars,
                   "Cut operand reprs longer than this many characters")

@@ -238,6 +238,7 @@ Examples:
   cmd->add_flag("--json", flags.json,
                 "Print one JSON document: files[] with path, format, wrappers, prefix, entries, pickles, "
                 "legacy/safetensors/numpy details, anomalies, error and nested containers");
+  AddFormatOption(*cmd, flags.json);
   AddPickleLimitOptions(*cmd, flags.limits.pickle);
   AddBudgetOptions(*cmd, flags.budget);
 }

@@ -542,6 +542,7 @@ Examples:
 )");
   cmd->add_option("files", flags.files, "Checkpoint files to load")->required()->type_name("FILE");
   cmd->add_flag("--json", flags.json, "One JSON object per file and line: kind, tensors, skeleton (.expect.json shape)");
+  AddFormatOption(*cmd, flags.json);
   cmd->add_option("--prefix", flags.prefix, "List only the tensors under this dotted path (e.g. model)");
   cmd->add_flag("--no-digest", flags.no_digest, "Skip the per-tensor SHA-256 (reads no tensor data)");
   cmd->add_option("--rules", flags.rules_file,

@@ -1,11 +1,13 @@
 // ckptguard: the command-line front end. Each subcommand lives in its own
 // *_command.cc; this file only wires them up and catches what must not escape.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <exception>
 #include <functional>
 #include <iostream>
 #include <new>
+#include <sstream>
 #include <string_view>
 
 #include "check_command.h"
@@ -18,6 +20,7 @@
 #include "sign_command.h"
 #include "convert_command.h"
 #include "verify_command.h"
+#include "ckptguard/atomic_file.h"
 #include "ckptguard/version.h"
 
 namespace {
@@ -80,8 +83,20 @@ int main(int argc, char** argv) {
       if (std::string_view(argv[1]) == c.name) only = &c;
     }
   }
+  // --output for the commands that report on standard output (scan has its
+  // own): what they print is written whole through the one atomic writer.
+  static constexpr std::string_view kReporting[] = {"info", "inspect", "disasm", "verify", "latest", "check",
+                                                    "verify-signature"};
+  std::string output;
   for (const Command& c : commands) {
-    if (only == nullptr || only == &c) c.add(app);
+    if (only != nullptr && only != &c) continue;
+    c.add(app);
+    if (std::find(std::begin(kReporting), std::end(kReporting), std::string_view(c.name)) != std::end(kReporting)) {
+      app.get_subcommand(c.name)
+          ->add_option("--output,-o", output,
+                       "Write what would go to standard output to FILE instead, whole or not at all")
+          ->type_name("FILE");
+    }
   }
   try {
     app.parse(argc, argv);
@@ -92,7 +107,27 @@ int main(int argc, char** argv) {
   }
   try {
     for (const Command& c : commands) {
-      if ((only == nullptr || only == &c) && app.got_subcommand(c.name)) return c.run();
+      if ((only == nullptr || only == &c) && app.got_subcommand(c.name)) {
+        if (output.empty() || output == "-") return c.run();
+        std::ostringstream captured;
+        std::streambuf* const terminal = std::cout.rdbuf(captured.rdbuf());
+        int status = kExitError;
+        try {
+          status = c.run();
+        } catch (...) {
+          std::cout.rdbuf(terminal);
+          throw;
+        }
+        std::cout.rdbuf(terminal);
+        const std::string text = std::move(captured).str();
+        if (ckptguard::Status written = ckptguard::WriteFileAtomically(
+                output, ckptguard::Bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+            !written) {
+          ReportError(output, written.error());
+          return kExitError;
+        }
+        return status;
+      }
     }
   } catch (const std::bad_alloc&) {
     std::cerr << "ckptguard: out of memory\n";

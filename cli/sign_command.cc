@@ -202,6 +202,7 @@ Examples:
       "PUBLIC.pem");
   cmd->add_option("--ignore-paths", flags.ignore_paths, "Paths in the model folder to leave out")->type_name("P");
   cmd->add_flag("--json", flags.json, "One JSON object: path, ok, key_id, subject, files, error");
+  AddFormatOption(*cmd, flags.json);
 }
 
 int RunVerifySignature(const VerifySignatureFlags& flags) {

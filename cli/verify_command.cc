@@ -119,6 +119,7 @@ Examples:
 )");
   cmd->add_option("files", flags.files, "Checkpoint files, shard indexes or DCP folders")->required()->type_name("FILE");
   cmd->add_flag("--json", flags.json, "One JSON object per file and line: path, format, ok, tensors, problems");
+  AddFormatOption(*cmd, flags.json);
   AddBudgetOptions(*cmd, flags.budget);
 }
 
@@ -209,6 +210,7 @@ Examples:
   cmd->add_flag("--json", flags.json,
                 "One JSON document on stdout: chosen, skipped (with problems), older (not verified), not_models, "
                 "order");
+  AddFormatOption(*cmd, flags.json);
   cmd->add_flag("-0,--null", flags.null, "End the chosen path with NUL instead of a newline (for xargs -0)");
   AddBudgetOptions(*cmd, flags.budget);
 }

@@ -128,3 +128,27 @@ def test_usage_errors_exit_3_in_every_command():
     assert run("--help").returncode == 0
     assert run("--version").returncode == 0
     assert run("scan", "/nonexistent/model.pt").returncode == 2
+
+
+@pytest.mark.parametrize("args", [
+    ["info"], ["disasm"], ["inspect"], ["verify"], ["latest"],
+    ["check", "--expect", str(EXAMPLES / "mlp.schema.json")],
+])
+def test_format_and_output_on_every_reporting_command(tmp_path, args):
+    target = str(EXAMPLES if args[0] == "latest" else EXAMPLES / "mlp.params")
+    flag = run(*args, "--json", target)
+    fmt = run(*args, "--format", "json", target)
+    assert fmt.returncode == flag.returncode
+    assert fmt.stdout == flag.stdout
+    out = tmp_path / "report.json"
+    written = run(*args, "--format", "json", "--output", str(out), target)
+    assert written.returncode == flag.returncode
+    assert written.stdout == b""
+    assert out.read_bytes() == flag.stdout
+    assert run(*args, "--format", "xml", target).returncode == 3
+    # An output path that is a link is refused; its target is untouched.
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "link").symlink_to(victim)
+    assert run(*args, "--output", str(tmp_path / "link"), target).returncode == 2
+    assert victim.read_text() == "keep"
