@@ -225,25 +225,36 @@ std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& opt
   return reports;
 }
 
-// ScanStdin reads standard input whole (at most --max-read-bytes) and scans it as "-".
-FileReport ScanStdin(const RemoteOptions& options) {
-  std::vector<uint8_t> data;
+// ScanStdin copies standard input (at most --max-read-bytes) into `folder`,
+// as a download is, and scans it as "-": memory holds one chunk at a time.
+FileReport ScanStdin(const RemoteOptions& options, const TempFolder& folder) {
+  if (folder.path().empty()) return Failure("-", scanner::kRuleUnreadable, "cannot make a temporary folder");
+  const std::string local = (fs::path(folder.path()) / "stdin").string();
+  Result<AtomicFile> file = AtomicFile::Create(local);
+  if (!file) return Failure("-", scanner::kRuleUnreadable, file.error().ToString());
   const uint64_t limit = options.scan.budget.max_read_bytes;
+  uint64_t total = 0;
   std::vector<uint8_t> chunk(size_t{1} << 20);
   while (true) {
     const ssize_t n = ::read(STDIN_FILENO, chunk.data(), chunk.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Failure("-", scanner::kRuleUnreadable, std::string("cannot read standard input: ") + std::strerror(errno));
     if (n == 0) break;
-    if (data.size() + static_cast<uint64_t>(n) > limit) {
+    total += static_cast<uint64_t>(n);
+    if (total > limit) {
       return Failure("-", scanner::kRuleUnreadable,
                      "standard input is larger than --max-read-bytes (" + std::to_string(limit) + ")",
                      ErrorCode::kLimitExceeded);
     }
-    data.insert(data.end(), chunk.begin(), chunk.begin() + n);
+    if (Status written = file->Write(Bytes(chunk.data(), static_cast<size_t>(n))); !written) {
+      return Failure("-", scanner::kRuleUnreadable, written.error().ToString());
+    }
   }
-  FileReport report = scanner::ScanBytes(Bytes(data.data(), data.size()), "-", options.scan);
+  if (Status committed = file->Commit(); !committed) return Failure("-", scanner::kRuleUnreadable, committed.error().ToString());
+  FileReport report = scanner::ScanFile(local, options.scan);
   report.path = "-";
+  std::error_code ec;
+  fs::remove(local, ec);
   return report;
 }
 
@@ -259,11 +270,11 @@ std::vector<FileReport> ScanRemoteInputs(const std::vector<std::string>& inputs,
   std::vector<FileReport> reports;
   std::optional<TempFolder> folder;
   for (const std::string& input : inputs) {
+    if (!folder) folder.emplace();
     if (input == "-") {
-      reports.push_back(ScanStdin(options));
+      reports.push_back(ScanStdin(options, *folder));
       continue;
     }
-    if (!folder) folder.emplace();
     if (input.starts_with("hf://")) {
       for (FileReport& r : ScanHub(input, options, *folder, skipped)) reports.push_back(std::move(r));
     } else {

@@ -631,7 +631,8 @@ Remote inputs:
   match the path in the repository), one download at a time, at the commit
   the listing names. The token is sent to the hub only, never to a host a
   redirect leads to. Plain http:// is refused except to a loopback address.
-  - reads standard input, at most --max-read-bytes. A download or listing
+  - reads standard input (into the same kind of temporary folder), at most
+  --max-read-bytes. A download or listing
   that fails is a CKG-W006 finding (exit status 2).
 )");
   cmd->add_option("paths", flags.paths,
