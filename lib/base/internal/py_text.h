@@ -14,7 +14,9 @@
 #include <string_view>
 
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard::py {
 
 // kMaxIntStrDigits is CPython's default int_max_str_digits (3.11): decimal
@@ -112,5 +114,7 @@ std::string ReprFloat(double value);
 std::string ReprInt(const PyInt& value);
 
 }  // namespace ckptguard::py
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_LIB_SRC_PY_TEXT_H_

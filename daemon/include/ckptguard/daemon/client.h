@@ -16,7 +16,9 @@
 
 #include "ckptguard/atomic_file.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard::daemon {
 
 struct ClientOptions {
@@ -84,5 +86,7 @@ Result<Response> DownloadUrl(const std::string& url, const ClientOptions& option
                              std::string& sha256_hex);
 
 }  // namespace ckptguard::daemon
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_DAEMON_CLIENT_H_

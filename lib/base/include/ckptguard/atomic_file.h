@@ -28,7 +28,9 @@
 
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 class AtomicFile {
@@ -89,5 +91,7 @@ enum class AtomicFileStep : uint8_t { kNone, kCreate, kWrite, kFsync, kRename, k
 void SetAtomicFileFailureForTesting(AtomicFileStep step, int errno_value, uint32_t nth = 1);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_ATOMIC_FILE_H_

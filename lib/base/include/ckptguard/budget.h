@@ -23,7 +23,9 @@
 #include <string_view>
 
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // BudgetKind names what a charge counts.
@@ -164,5 +166,7 @@ class Budget {
 };
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_BUDGET_H_

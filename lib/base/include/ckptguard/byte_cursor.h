@@ -15,7 +15,9 @@
 #include <string_view>
 
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 using Bytes = std::span<const uint8_t>;
@@ -131,5 +133,7 @@ class ByteCursor {
 };
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_BYTE_CURSOR_H_

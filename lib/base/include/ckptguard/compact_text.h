@@ -21,6 +21,9 @@
 #include <string>
 #include <string_view>
 
+#include "ckptguard/export.h"
+
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 class CompactText {
@@ -150,5 +153,7 @@ class CompactText {
 };
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_COMPACT_TEXT_H_

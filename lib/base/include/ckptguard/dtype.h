@@ -7,6 +7,9 @@
 #include <optional>
 #include <string_view>
 
+#include "ckptguard/export.h"
+
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 enum class DType : uint8_t {
@@ -66,5 +69,7 @@ struct NumpyKind {
 std::optional<NumpyKind> DTypeToNumpy(DType dtype);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_DTYPE_H_

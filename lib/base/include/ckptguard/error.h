@@ -12,6 +12,9 @@
 #include <string_view>
 #include <utility>
 
+#include "ckptguard/export.h"
+
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 enum class ErrorCode : uint8_t {
@@ -85,5 +88,7 @@ inline Status OkStatus() { return {}; }
     return std::unexpected(std::move(tmp).error());     \
   }                                                     \
   lhs = std::move(*tmp)
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_ERROR_H_

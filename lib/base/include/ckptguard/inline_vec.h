@@ -21,6 +21,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "ckptguard/export.h"
+
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 template <typename T, uint32_t N>
@@ -203,5 +206,7 @@ class InlineVec {
 };
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_INLINE_VEC_H_

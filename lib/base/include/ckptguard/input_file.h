@@ -21,7 +21,9 @@
 #include <string>
 
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // FileIdentity: the fields of a stat that change when a file is replaced in
@@ -94,5 +96,7 @@ std::unexpected<Error> ChangedWhileReading(const std::string& path, std::string_
 bool IsChangedWhileReading(const Error& error);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_INPUT_FILE_H_

@@ -33,7 +33,9 @@
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/input_file.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 enum class MapMode : uint8_t {
@@ -117,5 +119,7 @@ class MappedFile {
 };
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_MAPPED_FILE_H_

@@ -6,6 +6,9 @@
 #include <string>
 #include <string_view>
 
+#include "ckptguard/export.h"
+
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // AppendPrintable appends `text` for a terminal: C0 controls (newline and
@@ -28,5 +31,7 @@ std::string Printable(std::string_view text);
 void AppendJsonString(std::string& out, std::string_view text);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_PRINTABLE_H_

@@ -10,7 +10,9 @@
 
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 class Sha256 {
@@ -53,5 +55,7 @@ Result<std::string> Sha256FileHex(const std::string& path);
 Result<std::string> Sha256FdHex(int fd, const std::string& name);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SHA256_H_

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "ckptguard/export.h"
+
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 struct Anomaly {
@@ -25,5 +28,7 @@ struct Anomaly {
 using Anomalies = std::vector<Anomaly>;
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_ANOMALY_H_

@@ -34,7 +34,9 @@
 #include "ckptguard/storage_refs.h"
 #include "ckptguard/torch_legacy.h"
 #include "ckptguard/zip_reader.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // The kinds, named as the corpus's .expect.json files name them.
@@ -217,5 +219,7 @@ void ForEachContainer(const Container& root,
 Container OpenContainer(Bytes file, const ContainerLimits& limits = {}, Budget* budget = nullptr);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_CONTAINER_H_

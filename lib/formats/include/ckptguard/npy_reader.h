@@ -68,7 +68,9 @@
 #include "ckptguard/anomaly.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // NpyLimits bounds what one header may make us do. Clamped() caps each field
@@ -146,5 +148,7 @@ std::optional<SimpleDescr> ParseSimpleDescr(std::string_view s);
 Result<NpyArray> ParseNpy(Bytes file, const NpyLimits& limits = {}, uint64_t base_offset = 0);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_NPY_READER_H_

@@ -77,7 +77,9 @@
 #include "ckptguard/anomaly.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // SafetensorsLimits bounds what one file may make us do. Clamped() caps each
@@ -135,5 +137,7 @@ std::optional<uint32_t> SafetensorsDtypeBits(std::string_view dtype);
 Result<SafetensorsFile> ParseSafetensors(Bytes file, const SafetensorsLimits& limits = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SAFETENSORS_READER_H_

@@ -9,7 +9,9 @@
 
 #include "ckptguard/container.h"
 #include "ckptguard/pickle_decoder.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // SourcePickles is a decoded PickleSource. `stream.ops` offsets are relative to
@@ -28,5 +30,7 @@ struct SourcePickles {
 SourcePickles DecodeSource(const PickleSource& source, const PickleLimits& limits = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SOURCE_PICKLES_H_

@@ -16,7 +16,9 @@
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
 #include "ckptguard/storage_refs.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 struct LegacyRecord {
@@ -60,5 +62,7 @@ bool LooksLikeTorchLegacy(Bytes file, const PickleLimits& limits = {}, Budget* b
 Result<LegacyCheckpoint> ParseTorchLegacy(Bytes file, const PickleLimits& limits = {}, Budget* budget = nullptr);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_TORCH_LEGACY_H_

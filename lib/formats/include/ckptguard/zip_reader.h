@@ -18,7 +18,9 @@
 #include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // ZipLimits bounds what one archive may make us do.
@@ -163,5 +165,7 @@ struct EmbeddedZip {
 std::vector<EmbeddedZip> FindEmbeddedZips(Bytes file, size_t max, bool* more = nullptr);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_ZIP_READER_H_

@@ -17,7 +17,9 @@
 
 #include "ckptguard/dtype.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // AllowAction is what the VM does with an allowed global.
@@ -124,5 +126,7 @@ const Allowlist& BuiltinAllowlist();
 Result<Allowlist> LoadAllowlistFile(const std::filesystem::path& path, const AllowlistLimits& limits = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_ALLOWLIST_H_

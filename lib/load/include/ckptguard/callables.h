@@ -15,7 +15,9 @@
 #include <string_view>
 
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // CallableKind is what calling a global does.
@@ -93,5 +95,7 @@ const Callables& BuiltinCallables();
 Status CheckBuiltinCallables();
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_CALLABLES_H_

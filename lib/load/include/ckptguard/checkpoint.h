@@ -26,7 +26,9 @@
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/value.h"
 #include "ckptguard/vm.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // LoaderContainerLimits: ContainerLimits for loading. CRCs are not computed
@@ -202,5 +204,7 @@ Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& op
 Result<Checkpoint> LoadCheckpointBytes(Bytes data, const LoadOptions& options = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_CHECKPOINT_H_

@@ -31,7 +31,9 @@
 
 #include "ckptguard/checkpoint.h"
 #include "ckptguard/verify.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // DcpLimits bounds what a .metadata may ask for.
@@ -167,5 +169,7 @@ VerifyReport VerifyDcpCheckpoint(const std::string& folder, const LoadOptions& o
                                  const std::function<void(const DcpCheckpoint&)>& on_loaded);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_DCP_H_

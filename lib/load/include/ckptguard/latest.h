@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "ckptguard/verify.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // LatestCandidate is one file or one checkpoint folder.
@@ -75,5 +77,7 @@ struct LatestResult {
 Result<LatestResult> FindLatest(const std::filesystem::path& dir, const LoadOptions& options = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_LATEST_H_

@@ -21,7 +21,9 @@
 #include <vector>
 
 #include "ckptguard/verify.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // ShardIndexLimits bounds an index file.
@@ -123,5 +125,7 @@ class ShardedCheckpoint {
 Result<ShardedCheckpoint> LoadShardedCheckpoint(const std::string& index_path, const LoadOptions& options = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SHARDED_H_

@@ -28,7 +28,9 @@
 #include "ckptguard/compact_text.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/inline_vec.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 using ValueId = uint32_t;
@@ -365,5 +367,7 @@ class ValueArena {
 };
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_VALUE_H_

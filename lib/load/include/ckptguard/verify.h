@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "ckptguard/checkpoint.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 struct VerifyProblem {
@@ -66,5 +68,7 @@ VerifyReport VerifyCheckpoint(const std::string& path, const LoadOptions& option
 Progress CheckpointProgress(const Checkpoint& ckpt);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_VERIFY_H_

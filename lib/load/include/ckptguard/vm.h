@@ -24,7 +24,9 @@
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
 #include "ckptguard/value.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // VmLimits bounds one load. Each field says what it bounds, its default and
@@ -129,5 +131,7 @@ Result<ValueId> RunPickle(Bytes data, uint64_t base_offset, const std::string& w
                           const StorageResolver& resolver, const VmOptions& options = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_VM_H_

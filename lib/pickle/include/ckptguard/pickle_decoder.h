@@ -21,7 +21,9 @@
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_opcodes.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // PickleLimits bounds what one decoder will accept. Defaults suit real
@@ -290,5 +292,7 @@ DecodedStream DecodeStream(Bytes input, const PickleLimits& limits = {}, uint64_
                            uint32_t max_pickles = 0);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_PICKLE_DECODER_H_

@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "ckptguard/pickle_decoder.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 struct DisasmOptions {
@@ -40,5 +42,7 @@ std::string DisassemblePickle(std::span<const PickleOp> ops, bool complete,
 std::vector<std::span<const PickleOp>> SplitPickles(const DecodedStream& stream);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_PICKLE_DISASM_H_

@@ -103,7 +103,9 @@
 #include "ckptguard/budget.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 using MachineId = uint32_t;
@@ -909,5 +911,7 @@ void CollectGlobalNames(PickleDecoder& decoder, uint64_t max_ops,
                         const std::function<bool(std::string_view module, std::string_view name)>& on_global);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_PICKLE_MACHINE_H_

@@ -8,6 +8,9 @@
 #include <cstdint>
 #include <string_view>
 
+#include "ckptguard/export.h"
+
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 enum class Opcode : uint8_t {
@@ -147,5 +150,7 @@ std::string_view OpcodeName(Opcode code);
 inline constexpr int kHighestProtocol = 5;
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_PICKLE_OPCODES_H_

@@ -13,7 +13,9 @@
 #include <string_view>
 
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 // StrOperand is what a domain knows of one value used as text: whether it is
@@ -91,5 +93,7 @@ bool IsLatin1Encoding(std::string_view encoding);
 Result<std::string> CodecsEncodeLatin1(std::string_view text, std::optional<std::string_view> encoding);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_PICKLE_SEMANTICS_H_

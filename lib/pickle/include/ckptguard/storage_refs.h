@@ -15,7 +15,9 @@
 
 #include "ckptguard/budget.h"
 #include "ckptguard/pickle_decoder.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 struct StorageRef {
@@ -47,5 +49,7 @@ std::vector<StorageRef> CollectStorageRefs(Bytes data, const PickleLimits& limit
                                            Budget* budget = nullptr);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_STORAGE_REFS_H_

@@ -7,6 +7,9 @@
 #include <optional>
 #include <string_view>
 
+#include "ckptguard/export.h"
+
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 struct StorageType {
@@ -21,5 +24,7 @@ struct StorageType {
 std::optional<StorageType> FindStorageType(std::string_view name);
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_STORAGE_TYPES_H_

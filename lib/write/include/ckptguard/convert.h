@@ -22,7 +22,9 @@
 #include "ckptguard/dcp.h"
 #include "ckptguard/error.h"
 #include "ckptguard/sharded.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 struct ConvertOptions {
@@ -69,5 +71,7 @@ Result<ConvertSummary> ConvertFile(const std::string& input, const std::string& 
                                    const ConvertOptions& options = {}, const LoadOptions& load = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_CONVERT_H_

@@ -17,7 +17,9 @@
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 struct SafetensorsTensorData {
@@ -56,5 +58,7 @@ Status WriteSafetensors(const std::string& path, std::vector<SafetensorsTensorDa
                         const std::vector<std::pair<std::string, std::string>>& metadata = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SAFETENSORS_WRITER_H_

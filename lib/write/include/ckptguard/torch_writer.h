@@ -38,7 +38,9 @@
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
 class Checkpoint;
@@ -244,5 +246,7 @@ Status WriteTorchZip(const std::string& path, const SaveTree& tree, const std::s
                      const SaveLimits& limits = {}, const std::function<Status()>& sources_unchanged = {});
 
 }  // namespace ckptguard
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_TORCH_WRITER_H_

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard::scanner {
 
 // Severity of one finding. Ordered: a file's verdict is its worst finding.
@@ -56,5 +58,7 @@ struct FileReport {
 Verdict VerdictOf(const std::vector<Finding>& findings, const std::optional<Error>& error);
 
 }  // namespace ckptguard::scanner
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SCANNER_FINDING_H_

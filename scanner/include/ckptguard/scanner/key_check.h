@@ -35,7 +35,9 @@
 #include "ckptguard/dcp.h"
 #include "ckptguard/error.h"
 #include "ckptguard/sharded.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard::scanner {
 
 // ExpectedTensor is one key of a model's state_dict(): a tensor with a dtype
@@ -173,5 +175,7 @@ Result<KeyCheckResult> CheckKeysOfPath(const std::string& path, const ModelSchem
                                        const KeyCheckOptions& options = {}, const LoadOptions& load = {});
 
 }  // namespace ckptguard::scanner
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SCANNER_KEY_CHECK_H_

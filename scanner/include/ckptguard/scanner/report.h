@@ -8,7 +8,9 @@
 
 #include "ckptguard/scanner/finding.h"
 #include "ckptguard/scanner/rules.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard::scanner {
 
 // Rule documentation. Every rule id ckptguard itself emits (the built-in
@@ -97,5 +99,7 @@ std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rul
                         const std::vector<SkippedFile>& skipped = {});
 
 }  // namespace ckptguard::scanner
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SCANNER_REPORT_H_

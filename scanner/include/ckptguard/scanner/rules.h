@@ -36,7 +36,9 @@
 #include "ckptguard/callables.h"
 #include "ckptguard/error.h"
 #include "ckptguard/scanner/finding.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard::scanner {
 
 // Rule is one entry of a rules file ([[rule]] in rules/denylist.toml).
@@ -121,5 +123,7 @@ Status CheckBuiltinRules();
 Status CheckBuiltinNames();
 
 }  // namespace ckptguard::scanner
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SCANNER_RULES_H_

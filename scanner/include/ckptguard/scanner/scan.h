@@ -19,7 +19,9 @@
 #include "ckptguard/mapped_file.h"
 #include "ckptguard/scanner/finding.h"
 #include "ckptguard/scanner/rules.h"
+#include "ckptguard/export.h"
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard::scanner {
 
 // ScanContainerLimits: no CRC checks of large records and no second decode
@@ -53,5 +55,7 @@ FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& opt
 FileReport ScanFile(const std::string& path, const ScanOptions& options = {});
 
 }  // namespace ckptguard::scanner
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SCANNER_SCAN_H_

@@ -22,9 +22,11 @@
 #include <vector>
 
 #include "ckptguard/error.h"
+#include "ckptguard/export.h"
 
 typedef struct evp_pkey_st EVP_PKEY;
 
+CKPTGUARD_API_BEGIN
 namespace ckptguard::signing {
 
 // The ECDSA curves the format allows; each fixes the signature's hash
@@ -217,5 +219,7 @@ std::string Base64Encode(std::string_view bytes);
 Result<std::string> Base64Decode(std::string_view text);
 
 }  // namespace ckptguard::signing
+
+CKPTGUARD_API_END
 
 #endif  // CKPTGUARD_SIGNING_MODEL_SIGNING_H_
