@@ -189,27 +189,30 @@ class PickleDecoder {
     ++num_ops_;
   }
 
-  // SkimFixed is PeekFixed and SkipFixed in one loop, for a caller that
-  // only looks at opcodes (a scan before a run): while five bytes or more
-  // remain, max_ops allows and the next opcode is one kFixed describes,
-  // it calls `on_op(p)` with that opcode's bytes and consumes and counts it
-  // as Next would. It stops at any other opcode, and returns at once when
-  // PeekFixed would give nullptr.
+  // Skim is PeekFixed and TrySkip in one loop, for a caller that only
+  // looks at opcodes (a scan before a run): while five bytes or more remain
+  // and max_ops allows, it calls `op_len(p, remaining)` with the next
+  // opcode's bytes (`remaining` of them readable, five or more) and
+  // consumes and counts the opcode as Next would when that returns its
+  // length (at most `remaining`), or stops when it returns 0. It returns at
+  // once when PeekFixed would give nullptr.
   template <typename F>
-  void SkimFixed(F&& on_op) {
+  void Skim(F&& op_len) {
     if (between_pickles_ || failed_) return;
     const Bytes rest = cursor_.Rest();
+    const uint8_t* const data = rest.data();
+    const size_t size = rest.size();
     size_t pos = 0;
     uint64_t ops = num_ops_;
-    while (rest.size() - pos >= 5 && ops < limits_.max_ops) {
-      const uint8_t fixed = opcode_internal::kFixed[rest[pos]];
-      if (fixed == 0) break;
-      on_op(rest.data() + pos);
-      pos += fixed & 7;
+    const uint64_t max_ops = limits_.max_ops;
+    while (size - pos >= 5 && ops < max_ops) {
+      const uint64_t len = op_len(data + pos, size - pos);
+      if (len == 0) break;
+      pos += static_cast<size_t>(len);
       ++ops;
     }
     Bytes skipped;
-    (void)cursor_.TryReadBytes(pos, skipped);  // in bounds: pos <= rest.size() - 4
+    (void)cursor_.TryReadBytes(pos, skipped);  // in bounds: op_len never passes `remaining`
     num_ops_ = ops;
   }
   // TrySkip consumes and counts an opcode of `len` bytes (a caller that
