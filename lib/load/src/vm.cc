@@ -588,14 +588,38 @@ class Vm {
 
   // FindKey looks `key_id` up in the index of `container` (whose items hold
   // keys at positions from `position_of_key`): the position of an equal key,
-  // or KeyIndex::kEmpty with `slot` and `hash` set for Insert.
-  Result<uint32_t> FindKey(const PickleOp& op, ValueId container, ValueId key_id, size_t& slot, uint64_t& hash) {
+  // or KeyIndex::kEmpty with `slot`, `hash` and `index` set for Insert.
+  // key_len_ is the length of the key's rendering (HashKey), which SetItem
+  // charges.
+  Result<uint32_t> FindKey(const PickleOp& op, ValueId container, ValueId key_id, size_t& slot, uint64_t& hash,
+                           KeyIndex*& index) {
+    const Value& key = Get(key_id);
+    if (key.kind == ValueKind::kStr) {
+      index = &dict_index_[container];
+      // A str (a state dict's keys) equals only a str of the same text: its
+      // hash is that of the text itself, without rendering it, and it is
+      // confirmed against other str keys directly. (Hashes only pick the
+      // candidates; `same` decides, so str and rendered keys may share one
+      // index.) Its rendering would be "<n+1>:s<text>,".
+      const std::string_view text = key.text;
+      char digits[24];
+      const auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), text.size() + 1);
+      key_len_ = static_cast<size_t>(end - digits) + text.size() + 3;
+      hash = std::hash<std::string_view>{}(text);
+      return index->Find(hash, [&](uint32_t position) {
+        const Value& other = Get(Get(container).items[position]);
+        return other.kind == ValueKind::kStr && other.text.view() == text;
+      }, slot);
+    }
     CKG_TRY(HashKey(op, key_id, key_text_));
+    key_len_ = key_text_.size();
     hash = std::hash<std::string_view>{}(key_text_);
-    KeyIndex& index = dict_index_[container];
+    index = &dict_index_[container];
     Status same_failed = OkStatus();
-    const uint32_t found = index.Find(hash, [&](uint32_t position) {
-      Status st = HashKey(op, Get(container).items[position], other_key_text_);
+    const uint32_t found = index->Find(hash, [&](uint32_t position) {
+      const ValueId other = Get(container).items[position];
+      if (Get(other).kind == ValueKind::kStr) return false;  // renders with 's': never this key's text
+      Status st = HashKey(op, other, other_key_text_);
       if (!st) {
         same_failed = std::move(st);
         return false;
@@ -618,15 +642,16 @@ class Vm {
   Status SetItem(const PickleOp& op, ValueId dict, ValueId key, ValueId value) {
     size_t slot = 0;
     uint64_t hash = 0;
-    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, dict, key, slot, hash));
+    KeyIndex* index = nullptr;
+    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, dict, key, slot, hash, index));
     Value& d = state_.values.Mutable(dict);
     if (found != KeyIndex::kEmpty) {
       d.items[found + 1] = value;
       return OkStatus();
     }
     CKG_TRY(CheckLen(op, d.items.size() / 2 + 1));
-    CKG_TRY(Account(op, 2 * sizeof(ValueId) + key_text_.size() + 32));
-    dict_index_[dict].Insert(slot, hash, static_cast<uint32_t>(d.items.size()));
+    CKG_TRY(Account(op, 2 * sizeof(ValueId) + key_len_ + 32));
+    index->Insert(slot, hash, static_cast<uint32_t>(d.items.size()));
     d.items.push_back(key);
     d.items.push_back(value);
     return OkStatus();
@@ -635,12 +660,13 @@ class Vm {
   Status AddToSet(const PickleOp& op, ValueId set, ValueId item) {
     size_t slot = 0;
     uint64_t hash = 0;
-    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, set, item, slot, hash));
+    KeyIndex* index = nullptr;
+    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, set, item, slot, hash, index));
     if (found != KeyIndex::kEmpty) return OkStatus();
     Value& s = state_.values.Mutable(set);
     CKG_TRY(CheckLen(op, s.items.size() + 1));
     CKG_TRY(Account(op, sizeof(ValueId) + 32));
-    dict_index_[set].Insert(slot, hash, static_cast<uint32_t>(s.items.size()));
+    index->Insert(slot, hash, static_cast<uint32_t>(s.items.size()));
     s.items.push_back(item);
     return OkStatus();
   }
@@ -2329,6 +2355,7 @@ class Vm {
   std::vector<KeyItem> key_todo_;
   std::string key_text_;
   std::string other_key_text_;
+  size_t key_len_ = 0;  // the rendering's length of FindKey's key
   std::string scalar_key_;
   // Reused by Reduce and PersistentLoad (neither runs inside the other).
   std::string reduce_fn_;
