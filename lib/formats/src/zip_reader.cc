@@ -110,6 +110,20 @@ Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
 // extended-information extra field (id 0x0001), in the order the spec gives.
 Status ApplyZip64Extra(Bytes extra, uint64_t extra_offset, ZipEntry& entry, bool need_usize,
                        bool need_csize, bool need_offset) {
+  if (!need_usize && !need_csize && !need_offset) {
+    // Nothing to apply (every entry of an archive under 4 GiB): the fields
+    // are only walked, as below, to the first zip64 field or the end. A
+    // field that runs past the end takes the walk below, for its error.
+    size_t pos = 0;
+    while (extra.size() - pos >= 4) {
+      const uint16_t id = LoadU16(extra, pos);
+      const uint16_t len = LoadU16(extra, pos + 2);
+      if (len > extra.size() - pos - 4) break;
+      if (id == 0x0001) return OkStatus();
+      pos += 4 + size_t{len};
+    }
+    if (extra.size() - pos < 4) return OkStatus();
+  }
   ByteCursor c(extra, extra_offset);
   while (c.Remaining() >= 4) {
     CKG_ASSIGN_OR_RETURN(uint16_t id, c.ReadU16LE());
@@ -231,7 +245,8 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
       extra_len = LoadU16(h, 30);
       comment_len = LoadU16(h, 32);
       local_offset = LoadU32(h, 42);
-      CKG_TRY(cd.Skip(kCentralHeaderLen));
+      Bytes fixed;
+      (void)cd.TryReadBytes(kCentralHeaderLen, fixed);  // there: checked above
     } else {
       CKG_ASSIGN_OR_RETURN(uint32_t sig, cd.ReadU32LE());
       if (sig != kCentralHeaderSig) {
@@ -256,10 +271,19 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
                        "max_name_len (" + Num(zip.limits_.max_name_len) + ") exceeded by a name of " +
                            Num(name_len) + " bytes");
     }
-    CKG_ASSIGN_OR_RETURN(Bytes name, cd.ReadBytes(name_len));
+    // TryReadBytes first (no Result built per entry); when it refuses,
+    // ReadBytes and Skip fail with the precise error.
+    Bytes name;
+    if (!cd.TryReadBytes(name_len, name)) {
+      CKG_ASSIGN_OR_RETURN(name, cd.ReadBytes(name_len));
+    }
     const uint64_t extra_offset = cd.Offset();
-    CKG_ASSIGN_OR_RETURN(Bytes extra, cd.ReadBytes(extra_len));
-    CKG_TRY(cd.Skip(comment_len));
+    Bytes extra;
+    if (!cd.TryReadBytes(extra_len, extra)) {
+      CKG_ASSIGN_OR_RETURN(extra, cd.ReadBytes(extra_len));
+    }
+    Bytes comment;
+    if (!cd.TryReadBytes(comment_len, comment)) CKG_TRY(cd.Skip(comment_len));
     entry.name = std::string(AsStringView(name));
     entry.compressed_len = csize;
     entry.uncompressed_len = usize;
@@ -292,21 +316,23 @@ Result<ZipLocalHeader> ZipArchive::ReadLocalHeader(const ZipEntry& entry) const 
   const uint32_t usize = LoadU32(h, 22);
   const uint16_t name_len = LoadU16(h, 26);
   const uint16_t extra_len = LoadU16(h, 28);
-  CKG_TRY(local.Skip(30));
-  Result<Bytes> name = local.ReadBytes(name_len);
+  Bytes fixed;
+  (void)local.TryReadBytes(30, fixed);  // there: checked above
+  Bytes name;
+  Bytes extra;
+  const bool name_read = local.TryReadBytes(name_len, name);
   const uint64_t extra_offset = local.Offset();
-  Result<Bytes> extra = name ? local.ReadBytes(extra_len) : name;
-  if (!name || !extra) {
+  if (!name_read || !local.TryReadBytes(extra_len, extra)) {
     return MakeError(ErrorCode::kTruncated, at, "local header name or extra field runs past the end of the file",
                      entry.name);
   }
-  header.name = AsStringView(*name);
+  header.name = AsStringView(name);
   header.compressed_len = csize;
   header.uncompressed_len = usize;
   ZipEntry sizes;
   sizes.compressed_len = csize;
   sizes.uncompressed_len = usize;
-  if (ApplyZip64Extra(*extra, extra_offset, sizes, usize == 0xffffffffu, csize == 0xffffffffu, false)) {
+  if (ApplyZip64Extra(extra, extra_offset, sizes, usize == 0xffffffffu, csize == 0xffffffffu, false)) {
     header.compressed_len = sizes.compressed_len;
     header.uncompressed_len = sizes.uncompressed_len;
   }
