@@ -521,12 +521,14 @@ class Vm {
     }
     return id;
   }
-  Status Account(const PickleOp& op, uint64_t bytes) {
+  // Account is inline (every value charges it); its failure is not.
+  [[gnu::always_inline]] Status Account(const PickleOp& op, uint64_t bytes) {
     state_.alloc_bytes += bytes;
-    if (state_.alloc_bytes > limits_.max_alloc_bytes) {
-      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_alloc_bytes", limits_.max_alloc_bytes));
-    }
+    if (state_.alloc_bytes > limits_.max_alloc_bytes) [[unlikely]] return AllocExceeded(op);
     return OkStatus();
+  }
+  [[gnu::noinline, gnu::cold]] Status AllocExceeded(const PickleOp& op) const {
+    return Fail(ErrorCode::kLimitExceeded, op, Limit("max_alloc_bytes", limits_.max_alloc_bytes));
   }
   const Value& Get(ValueId id) const { return state_.values.Get(id); }
 
@@ -630,11 +632,12 @@ class Vm {
     return found;
   }
 
-  Status CheckLen(const PickleOp& op, size_t len) const {
-    if (len > limits_.max_container_len) {
-      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_container_len", limits_.max_container_len));
-    }
+  [[gnu::always_inline]] Status CheckLen(const PickleOp& op, size_t len) const {
+    if (len > limits_.max_container_len) [[unlikely]] return LenExceeded(op);
     return OkStatus();
+  }
+  [[gnu::noinline, gnu::cold]] Status LenExceeded(const PickleOp& op) const {
+    return Fail(ErrorCode::kLimitExceeded, op, Limit("max_container_len", limits_.max_container_len));
   }
 
   // SetItem: d[key] = value with dict semantics (a repeated key keeps its
