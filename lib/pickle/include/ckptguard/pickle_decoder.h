@@ -12,6 +12,7 @@
 #define CKPTGUARD_PICKLE_DECODER_H_
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -167,6 +168,10 @@ class PickleDecoder {
         ++num_ops_;
         return OkStatus();
       }
+      if ((p[0] == static_cast<uint8_t>(Opcode::kBinUnicode) || p[0] == static_cast<uint8_t>(Opcode::kShortBinUnicode)) &&
+          NextAsciiText(op, p)) {
+        return OkStatus();
+      }
     }
     return NextSlow(op);
   }
@@ -246,6 +251,39 @@ class PickleDecoder {
 
  private:
   Status NextSlow(PickleOp& op);
+  // NextAsciiText is Next's inline path for BINUNICODE and SHORT_BINUNICODE
+  // (a state dict's keys): when the operand is wholly present, within
+  // max_operand_len and ASCII (valid UTF-8 without looking further), it
+  // decodes the opcode at `p` (five bytes or more remain) as the general
+  // path would and returns true; otherwise it changes nothing and returns
+  // false, and the general path decodes it (and reports any error).
+  bool NextAsciiText(PickleOp& op, const uint8_t* p) {
+    const bool short_len = p[0] == static_cast<uint8_t>(Opcode::kShortBinUnicode);
+    const uint64_t head = short_len ? 2 : 5;
+    const uint64_t n = short_len ? uint64_t{p[1]} : uint64_t{LoadU32LE(p + 1)};
+    if (n > limits_.max_operand_len || n > cursor_.Remaining() - head) return false;
+    const uint8_t* text = p + head;
+    uint64_t bits = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t word;
+      std::memcpy(&word, text + i, 8);
+      bits |= word;
+    }
+    for (; i < n; ++i) bits |= text[i];
+    if ((bits & 0x8080808080808080ULL) != 0) return false;
+    op.arg.Reset();
+    op.arg.type = PickleArgType::kString;
+    op.arg.SetView(std::string_view(reinterpret_cast<const char*>(text), static_cast<size_t>(n)));
+    op.code = static_cast<Opcode>(p[0]);
+    op.offset = cursor_.Offset();
+    op.length = head + n;
+    op.pickle_index = num_finished_;
+    Bytes skipped;
+    (void)cursor_.TryReadBytes(head + n, skipped);  // in bounds: checked above
+    ++num_ops_;
+    return true;
+  }
   Status DecodeOperand(const OpcodeInfo& info, PickleOp& op);
   // SetFixedInt sets a fixed-width integer operand (UINT1, UINT2, UINT4,
   // INT4) from its little-endian value: the fast path and DecodeOperand
