@@ -829,10 +829,9 @@ class Vm {
       return Malformed(op, fn + ": first argument must be a storage, not " + std::string(ValueKindName(sv.kind)));
     }
     const Storage& storage = state_.storages[sv.index];
-    Tensor t;
-    t.dtype = dtype.value_or(storage.dtype);
-    t.storage = sv.index;
-    t.requires_grad = requires_grad;
+    // The tensor is made in its table's slot once every check passed
+    // (AddTensor's charges first), not built aside and moved in.
+    const DType view_dtype = dtype.value_or(storage.dtype);
     if (shape.size() != stride.size()) {
       return Malformed(op, fn + ": size has " + Num(shape.size()) + " dimensions, stride " + Num(stride.size()));
     }
@@ -859,7 +858,7 @@ class Vm {
         }
       }
     }
-    const uint64_t item = DTypeSize(t.dtype);
+    const uint64_t item = DTypeSize(view_dtype);
     uint64_t view_bytes;
     if (numel > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, item, &view_bytes) ||
         view_bytes > limits_.max_view_bytes) {
@@ -872,7 +871,7 @@ class Vm {
     }
     const uint64_t storage_bytes = storage.bytes.size();
     uint64_t end_bytes;  // bytes the view needs from the start of the storage
-    if (DTypeValuesPerByte(t.dtype) > 1) {
+    if (DTypeValuesPerByte(view_dtype) > 1) {
       // Packed values (quint4x2, quint2x4): torch makes and saves only
       // contiguous tensors of them from the storage's start, whose bytes are
       // its int_repr(); any other view would address half a byte.
@@ -880,20 +879,20 @@ class Vm {
       for (size_t i = shape.size(); i-- > 0;) {
         if (!empty && shape[i] != 1 && stride[i] != expect) {
           return Fail(ErrorCode::kUnsupportedFormat, op,
-                      fn + ": a " + std::string(DTypeName(t.dtype)) + " view with stride " + DimsText(stride) +
+                      fn + ": a " + std::string(DTypeName(view_dtype)) + " view with stride " + DimsText(stride) +
                           " for size " + DimsText(shape) + " is not contiguous (packed values are loaded only so)");
         }
         expect *= std::max<int64_t>(shape[i], 1);
       }
       if (offset != 0) {
         return Fail(ErrorCode::kUnsupportedFormat, op,
-                    fn + ": a " + std::string(DTypeName(t.dtype)) + " view at storage offset " +
+                    fn + ": a " + std::string(DTypeName(view_dtype)) + " view at storage offset " +
                         std::to_string(offset) + " (packed values are loaded only from offset 0)");
       }
-      end_bytes = DTypePackedBytes(t.dtype, numel);
+      end_bytes = DTypePackedBytes(view_dtype, numel);
       if (end_bytes > storage_bytes) {
         return Fail(ErrorCode::kMalformed, op,
-                    fn + ": " + Num(numel) + " " + std::string(DTypeName(t.dtype)) + " values need " + Num(end_bytes) +
+                    fn + ": " + Num(numel) + " " + std::string(DTypeName(view_dtype)) + " values need " + Num(end_bytes) +
                         " bytes, storage '" + storage.key + "' has " + Num(storage_bytes));
       }
     } else if (__builtin_mul_overflow(empty ? static_cast<uint64_t>(offset) : last + 1, item, &end_bytes) ||
@@ -903,11 +902,16 @@ class Vm {
                       DimsText(stride) + ") reaches past storage '" + storage.key + "' (" + Num(storage_bytes) +
                       " bytes of " + std::string(DTypeName(storage.dtype)) + ")");
     }
+    CKG_TRY(ChargeTensor(op, shape.size()));
+    Tensor& t = state_.tensors.emplace_back();
+    t.dtype = view_dtype;
+    t.storage = sv.index;
+    t.requires_grad = requires_grad;
     t.shape = std::move(shape);
     t.stride = std::move(stride);
     t.storage_offset = offset;
     t.num_elements = numel;
-    return AddTensor(op, std::move(t));
+    return AddTensorValue(op);
   }
 
   // TensorMetadata applies the metadata argument of _rebuild_tensor_v2/v3
@@ -1409,15 +1413,24 @@ class Vm {
   // AddTensor adds a tensor made without MakeTensor (sparse, meta, or a
   // copy of a checked one) to the table.
   Result<ValueId> AddTensor(const PickleOp& op, Tensor&& t) {
+    CKG_TRY(ChargeTensor(op, t.shape.size()));
+    state_.tensors.push_back(std::move(t));
+    return AddTensorValue(op);
+  }
+  // ChargeTensor: the checks and charge of adding a tensor of `num_dims`
+  // dimensions to the table (AddTensor, MakeTensor).
+  Status ChargeTensor(const PickleOp& op, size_t num_dims) {
     if (state_.tensors.size() >= limits_.max_tensors) {
       return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensors", limits_.max_tensors));
     }
-    CKG_TRY(Account(op, sizeof(Tensor) + 16 * t.shape.size()));
-    state_.tensors.push_back(std::move(t));
-    Value v;
-    v.kind = ValueKind::kTensor;
-    v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
-    return Add(op, std::move(v));
+    return Account(op, sizeof(Tensor) + 16 * num_dims);
+  }
+  // AddTensorValue adds the value of the table's last tensor.
+  Result<ValueId> AddTensorValue(const PickleOp& op) {
+    return AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kTensor;
+      v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
+    });
   }
 
   // --- REDUCE --------------------------------------------------------------
