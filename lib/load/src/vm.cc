@@ -2271,10 +2271,10 @@ class Vm {
     request.offset = op.offset;
     Result<uint32_t> index = resolver_(request);
     if (!index) return std::unexpected(index.error());
-    Value v;
-    v.kind = ValueKind::kStorage;
-    v.index = *index;
-    CKG_ASSIGN_OR_RETURN(ValueId storage, Add(op, std::move(v)));
+    CKG_ASSIGN_OR_RETURN(ValueId storage, AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kStorage;
+      v.index = *index;
+    }));
     return Reclaim(storage, pid_id);  // the request copied what it needed
   }
 

@@ -122,6 +122,19 @@ class InlineVec {
     requires(!std::is_integral_v<It>)
   void assign(It first, It last) {
     const size_t n = static_cast<size_t>(std::distance(first, last));
+    if constexpr (std::random_access_iterator<It>) {
+      if (n <= N && !OnHeap()) {
+        // A few elements into the inline array: element by element (a
+        // loop of unknown length becomes a memmove call, which costs more
+        // than the copy of a tuple's ids).
+        for (uint32_t i = 0; i < N; ++i) {
+          if (i == n) break;
+          inline_[i] = first[i];
+        }
+        size_ = static_cast<uint32_t>(n);
+        return;
+      }
+    }
     SetSize(0);
     reserve(n);
     std::copy(first, last, data());
