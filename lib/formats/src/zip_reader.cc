@@ -227,6 +227,10 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
                          Num(dir.num_entries) + " entries");
   }
   ByteCursor cd(file.subspan(static_cast<size_t>(dir.offset), static_cast<size_t>(dir.size)), dir.offset);
+  // Room for the entries the directory declares, but never more than its
+  // bytes can hold (a record takes 46 bytes or more): a count alone must
+  // not size an allocation.
+  zip.entries_.reserve(static_cast<size_t>(std::min<uint64_t>(dir.num_entries, dir.size / kCentralHeaderLen)));
   for (uint64_t i = 0; i < dir.num_entries; ++i) {
     ZipEntry entry;
     entry.central_offset = cd.Offset();

@@ -207,7 +207,9 @@ class InlineVec {
   }
   void Steal(InlineVec& other) {
     size_ = other.size_;
-    std::memcpy(inline_, other.inline_, other.OnHeap() ? sizeof(Heap*) : other.size() * sizeof(T));
+    // The whole inline array (always initialised), whatever it holds: a
+    // copy of fixed length is a few moves, one of variable length a call.
+    std::memcpy(inline_, other.inline_, sizeof(inline_));
     other.size_ = 0;
   }
 
