@@ -29,6 +29,18 @@ bool StartsWith(Bytes data, std::string_view magic) { return AsStringView(data).
 
 bool EndsWith(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
 
+// EndsWithLower: `s` ends with `suffix` (lower case) when its ASCII capitals
+// are read as small letters, without copying `s`.
+bool EndsWithLower(std::string_view s, std::string_view suffix) {
+  if (s.size() < suffix.size()) return false;
+  const std::string_view tail = s.substr(s.size() - suffix.size());
+  for (size_t i = 0; i < tail.size(); ++i) {
+    const char ch = tail[i];
+    if ((ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch) != suffix[i]) return false;
+  }
+  return true;
+}
+
 // LooksLikeSafetensors: a u64 header length that fits in the file, then JSON
 // (possibly after whitespace, which the strict parser then refuses).
 bool LooksLikeSafetensors(Bytes data) {
@@ -881,11 +893,7 @@ class Opener {
       }
       const bool proto_start = bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= kHighestProtocol;
       // torch's reader (miniz) finds names case-insensitively: DATA.PKL is data.pkl.
-      std::string lower = e.name;
-      std::transform(lower.begin(), lower.end(), lower.begin(), [](char ch) {
-        return ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch;
-      });
-      const bool named = EndsWith(lower, ".pkl") || EndsWith(lower, ".debug_pkl");
+      const bool named = EndsWithLower(e.name, ".pkl") || EndsWithLower(e.name, ".debug_pkl");
       const bool encrypted = (e.flags & 0x1) != 0;
       // A protocol 0 or 1 pickle has no PROTO: a reader that picks the
       // entry by name (zipfile + pickle.load) runs it all the same. Found by

@@ -62,9 +62,13 @@ bool ZlibHeaderOk(Bytes data) {
 
 bool AloneHeaderOk(Bytes data) {
   if (data.size() < 13 || data[0] >= 9 * 5 * 5) return false;
-  ByteCursor c(data.subspan(1, 12));
-  const uint32_t dict = *c.ReadU32LE();
-  const uint64_t size = *c.ReadU64LE();
+  // Little-endian fields at 1 (dictionary size) and 5 (uncompressed size),
+  // read in place: every zip member that is not a pickle or an archive is
+  // tested here.
+  uint32_t dict = 0;
+  for (size_t i = 4; i >= 1; --i) dict = (dict << 8) | data[i];
+  uint64_t size = 0;
+  for (size_t i = 12; i >= 5; --i) size = (size << 8) | data[i];
   if (dict != UINT32_MAX) {
     // liblzma's alone_decoder with picky = true: 2^n or 2^n + 2^(n-1).
     uint32_t d = dict - 1;

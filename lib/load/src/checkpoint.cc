@@ -188,10 +188,9 @@ class Loader {
     num_records = std::min(num_records, kMaxReserved);
     s_.vm.storages.reserve(s_.vm.storages.size() + num_records);
     s_.vm.tensors.reserve(s_.vm.tensors.size() + num_records);
-    std::string name;  // reused: root + "data/" + key
+    std::string name = data_dir;  // reused: root + "data/" + key
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
-      name.assign(root);
-      name += "data/";
+      name.resize(data_dir.size());
       name += r.key;
       const ContainerEntry* entry = FindEntry(name);
       if (entry == nullptr) {

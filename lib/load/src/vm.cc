@@ -521,12 +521,14 @@ class Vm {
     }
     return id;
   }
-  Status Account(const PickleOp& op, uint64_t bytes) {
+  // Account is inline (every value charges it); its failure is not.
+  [[gnu::always_inline]] Status Account(const PickleOp& op, uint64_t bytes) {
     state_.alloc_bytes += bytes;
-    if (state_.alloc_bytes > limits_.max_alloc_bytes) {
-      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_alloc_bytes", limits_.max_alloc_bytes));
-    }
+    if (state_.alloc_bytes > limits_.max_alloc_bytes) [[unlikely]] return AllocExceeded(op);
     return OkStatus();
+  }
+  [[gnu::noinline, gnu::cold]] Status AllocExceeded(const PickleOp& op) const {
+    return Fail(ErrorCode::kLimitExceeded, op, Limit("max_alloc_bytes", limits_.max_alloc_bytes));
   }
   const Value& Get(ValueId id) const { return state_.values.Get(id); }
 
@@ -588,14 +590,38 @@ class Vm {
 
   // FindKey looks `key_id` up in the index of `container` (whose items hold
   // keys at positions from `position_of_key`): the position of an equal key,
-  // or KeyIndex::kEmpty with `slot` and `hash` set for Insert.
-  Result<uint32_t> FindKey(const PickleOp& op, ValueId container, ValueId key_id, size_t& slot, uint64_t& hash) {
+  // or KeyIndex::kEmpty with `slot`, `hash` and `index` set for Insert.
+  // key_len_ is the length of the key's rendering (HashKey), which SetItem
+  // charges.
+  Result<uint32_t> FindKey(const PickleOp& op, ValueId container, ValueId key_id, size_t& slot, uint64_t& hash,
+                           KeyIndex*& index) {
+    const Value& key = Get(key_id);
+    if (key.kind == ValueKind::kStr) {
+      index = &dict_index_[container];
+      // A str (a state dict's keys) equals only a str of the same text: its
+      // hash is that of the text itself, without rendering it, and it is
+      // confirmed against other str keys directly. (Hashes only pick the
+      // candidates; `same` decides, so str and rendered keys may share one
+      // index.) Its rendering would be "<n+1>:s<text>,".
+      const std::string_view text = key.text;
+      char digits[24];
+      const auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), text.size() + 1);
+      key_len_ = static_cast<size_t>(end - digits) + text.size() + 3;
+      hash = std::hash<std::string_view>{}(text);
+      return index->Find(hash, [&](uint32_t position) {
+        const Value& other = Get(Get(container).items[position]);
+        return other.kind == ValueKind::kStr && other.text.view() == text;
+      }, slot);
+    }
     CKG_TRY(HashKey(op, key_id, key_text_));
+    key_len_ = key_text_.size();
     hash = std::hash<std::string_view>{}(key_text_);
-    KeyIndex& index = dict_index_[container];
+    index = &dict_index_[container];
     Status same_failed = OkStatus();
-    const uint32_t found = index.Find(hash, [&](uint32_t position) {
-      Status st = HashKey(op, Get(container).items[position], other_key_text_);
+    const uint32_t found = index->Find(hash, [&](uint32_t position) {
+      const ValueId other = Get(container).items[position];
+      if (Get(other).kind == ValueKind::kStr) return false;  // renders with 's': never this key's text
+      Status st = HashKey(op, other, other_key_text_);
       if (!st) {
         same_failed = std::move(st);
         return false;
@@ -606,11 +632,12 @@ class Vm {
     return found;
   }
 
-  Status CheckLen(const PickleOp& op, size_t len) const {
-    if (len > limits_.max_container_len) {
-      return Fail(ErrorCode::kLimitExceeded, op, Limit("max_container_len", limits_.max_container_len));
-    }
+  [[gnu::always_inline]] Status CheckLen(const PickleOp& op, size_t len) const {
+    if (len > limits_.max_container_len) [[unlikely]] return LenExceeded(op);
     return OkStatus();
+  }
+  [[gnu::noinline, gnu::cold]] Status LenExceeded(const PickleOp& op) const {
+    return Fail(ErrorCode::kLimitExceeded, op, Limit("max_container_len", limits_.max_container_len));
   }
 
   // SetItem: d[key] = value with dict semantics (a repeated key keeps its
@@ -618,15 +645,16 @@ class Vm {
   Status SetItem(const PickleOp& op, ValueId dict, ValueId key, ValueId value) {
     size_t slot = 0;
     uint64_t hash = 0;
-    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, dict, key, slot, hash));
+    KeyIndex* index = nullptr;
+    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, dict, key, slot, hash, index));
     Value& d = state_.values.Mutable(dict);
     if (found != KeyIndex::kEmpty) {
       d.items[found + 1] = value;
       return OkStatus();
     }
     CKG_TRY(CheckLen(op, d.items.size() / 2 + 1));
-    CKG_TRY(Account(op, 2 * sizeof(ValueId) + key_text_.size() + 32));
-    dict_index_[dict].Insert(slot, hash, static_cast<uint32_t>(d.items.size()));
+    CKG_TRY(Account(op, 2 * sizeof(ValueId) + key_len_ + 32));
+    index->Insert(slot, hash, static_cast<uint32_t>(d.items.size()));
     d.items.push_back(key);
     d.items.push_back(value);
     return OkStatus();
@@ -635,12 +663,13 @@ class Vm {
   Status AddToSet(const PickleOp& op, ValueId set, ValueId item) {
     size_t slot = 0;
     uint64_t hash = 0;
-    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, set, item, slot, hash));
+    KeyIndex* index = nullptr;
+    CKG_ASSIGN_OR_RETURN(uint32_t found, FindKey(op, set, item, slot, hash, index));
     if (found != KeyIndex::kEmpty) return OkStatus();
     Value& s = state_.values.Mutable(set);
     CKG_TRY(CheckLen(op, s.items.size() + 1));
     CKG_TRY(Account(op, sizeof(ValueId) + 32));
-    dict_index_[set].Insert(slot, hash, static_cast<uint32_t>(s.items.size()));
+    index->Insert(slot, hash, static_cast<uint32_t>(s.items.size()));
     s.items.push_back(item);
     return OkStatus();
   }
@@ -800,10 +829,9 @@ class Vm {
       return Malformed(op, fn + ": first argument must be a storage, not " + std::string(ValueKindName(sv.kind)));
     }
     const Storage& storage = state_.storages[sv.index];
-    Tensor t;
-    t.dtype = dtype.value_or(storage.dtype);
-    t.storage = sv.index;
-    t.requires_grad = requires_grad;
+    // The tensor is made in its table's slot once every check passed
+    // (AddTensor's charges first), not built aside and moved in.
+    const DType view_dtype = dtype.value_or(storage.dtype);
     if (shape.size() != stride.size()) {
       return Malformed(op, fn + ": size has " + Num(shape.size()) + " dimensions, stride " + Num(stride.size()));
     }
@@ -830,7 +858,7 @@ class Vm {
         }
       }
     }
-    const uint64_t item = DTypeSize(t.dtype);
+    const uint64_t item = DTypeSize(view_dtype);
     uint64_t view_bytes;
     if (numel > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, item, &view_bytes) ||
         view_bytes > limits_.max_view_bytes) {
@@ -843,7 +871,7 @@ class Vm {
     }
     const uint64_t storage_bytes = storage.bytes.size();
     uint64_t end_bytes;  // bytes the view needs from the start of the storage
-    if (DTypeValuesPerByte(t.dtype) > 1) {
+    if (DTypeValuesPerByte(view_dtype) > 1) {
       // Packed values (quint4x2, quint2x4): torch makes and saves only
       // contiguous tensors of them from the storage's start, whose bytes are
       // its int_repr(); any other view would address half a byte.
@@ -851,20 +879,20 @@ class Vm {
       for (size_t i = shape.size(); i-- > 0;) {
         if (!empty && shape[i] != 1 && stride[i] != expect) {
           return Fail(ErrorCode::kUnsupportedFormat, op,
-                      fn + ": a " + std::string(DTypeName(t.dtype)) + " view with stride " + DimsText(stride) +
+                      fn + ": a " + std::string(DTypeName(view_dtype)) + " view with stride " + DimsText(stride) +
                           " for size " + DimsText(shape) + " is not contiguous (packed values are loaded only so)");
         }
         expect *= std::max<int64_t>(shape[i], 1);
       }
       if (offset != 0) {
         return Fail(ErrorCode::kUnsupportedFormat, op,
-                    fn + ": a " + std::string(DTypeName(t.dtype)) + " view at storage offset " +
+                    fn + ": a " + std::string(DTypeName(view_dtype)) + " view at storage offset " +
                         std::to_string(offset) + " (packed values are loaded only from offset 0)");
       }
-      end_bytes = DTypePackedBytes(t.dtype, numel);
+      end_bytes = DTypePackedBytes(view_dtype, numel);
       if (end_bytes > storage_bytes) {
         return Fail(ErrorCode::kMalformed, op,
-                    fn + ": " + Num(numel) + " " + std::string(DTypeName(t.dtype)) + " values need " + Num(end_bytes) +
+                    fn + ": " + Num(numel) + " " + std::string(DTypeName(view_dtype)) + " values need " + Num(end_bytes) +
                         " bytes, storage '" + storage.key + "' has " + Num(storage_bytes));
       }
     } else if (__builtin_mul_overflow(empty ? static_cast<uint64_t>(offset) : last + 1, item, &end_bytes) ||
@@ -874,11 +902,16 @@ class Vm {
                       DimsText(stride) + ") reaches past storage '" + storage.key + "' (" + Num(storage_bytes) +
                       " bytes of " + std::string(DTypeName(storage.dtype)) + ")");
     }
+    CKG_TRY(ChargeTensor(op, shape.size()));
+    Tensor& t = state_.tensors.emplace_back();
+    t.dtype = view_dtype;
+    t.storage = sv.index;
+    t.requires_grad = requires_grad;
     t.shape = std::move(shape);
     t.stride = std::move(stride);
     t.storage_offset = offset;
     t.num_elements = numel;
-    return AddTensor(op, std::move(t));
+    return AddTensorValue(op);
   }
 
   // TensorMetadata applies the metadata argument of _rebuild_tensor_v2/v3
@@ -1380,15 +1413,24 @@ class Vm {
   // AddTensor adds a tensor made without MakeTensor (sparse, meta, or a
   // copy of a checked one) to the table.
   Result<ValueId> AddTensor(const PickleOp& op, Tensor&& t) {
+    CKG_TRY(ChargeTensor(op, t.shape.size()));
+    state_.tensors.push_back(std::move(t));
+    return AddTensorValue(op);
+  }
+  // ChargeTensor: the checks and charge of adding a tensor of `num_dims`
+  // dimensions to the table (AddTensor, MakeTensor).
+  Status ChargeTensor(const PickleOp& op, size_t num_dims) {
     if (state_.tensors.size() >= limits_.max_tensors) {
       return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensors", limits_.max_tensors));
     }
-    CKG_TRY(Account(op, sizeof(Tensor) + 16 * t.shape.size()));
-    state_.tensors.push_back(std::move(t));
-    Value v;
-    v.kind = ValueKind::kTensor;
-    v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
-    return Add(op, std::move(v));
+    return Account(op, sizeof(Tensor) + 16 * num_dims);
+  }
+  // AddTensorValue adds the value of the table's last tensor.
+  Result<ValueId> AddTensorValue(const PickleOp& op) {
+    return AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kTensor;
+      v.index = static_cast<uint32_t>(state_.tensors.size() - 1);
+    });
   }
 
   // --- REDUCE --------------------------------------------------------------
@@ -2229,10 +2271,10 @@ class Vm {
     request.offset = op.offset;
     Result<uint32_t> index = resolver_(request);
     if (!index) return std::unexpected(index.error());
-    Value v;
-    v.kind = ValueKind::kStorage;
-    v.index = *index;
-    CKG_ASSIGN_OR_RETURN(ValueId storage, Add(op, std::move(v)));
+    CKG_ASSIGN_OR_RETURN(ValueId storage, AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kStorage;
+      v.index = *index;
+    }));
     return Reclaim(storage, pid_id);  // the request copied what it needed
   }
 
@@ -2329,6 +2371,7 @@ class Vm {
   std::vector<KeyItem> key_todo_;
   std::string key_text_;
   std::string other_key_text_;
+  size_t key_len_ = 0;  // the rendering's length of FindKey's key
   std::string scalar_key_;
   // Reused by Reduce and PersistentLoad (neither runs inside the other).
   std::string reduce_fn_;

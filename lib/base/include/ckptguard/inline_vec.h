@@ -125,6 +125,19 @@ class InlineVec {
     requires(!std::is_integral_v<It>)
   void assign(It first, It last) {
     const size_t n = static_cast<size_t>(std::distance(first, last));
+    if constexpr (std::random_access_iterator<It>) {
+      if (n <= N && !OnHeap()) {
+        // A few elements into the inline array: element by element (a
+        // loop of unknown length becomes a memmove call, which costs more
+        // than the copy of a tuple's ids).
+        for (uint32_t i = 0; i < N; ++i) {
+          if (i == n) break;
+          inline_[i] = first[i];
+        }
+        size_ = static_cast<uint32_t>(n);
+        return;
+      }
+    }
     SetSize(0);
     reserve(n);
     std::copy(first, last, data());
@@ -197,7 +210,9 @@ class InlineVec {
   }
   void Steal(InlineVec& other) {
     size_ = other.size_;
-    std::memcpy(inline_, other.inline_, other.OnHeap() ? sizeof(Heap*) : other.size() * sizeof(T));
+    // The whole inline array (always initialised), whatever it holds: a
+    // copy of fixed length is a few moves, one of variable length a call.
+    std::memcpy(inline_, other.inline_, sizeof(inline_));
     other.size_ = 0;
   }
 

@@ -12,6 +12,7 @@
 #define CKPTGUARD_PICKLE_DECODER_H_
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -169,6 +170,10 @@ class PickleDecoder {
         ++num_ops_;
         return OkStatus();
       }
+      if ((p[0] == static_cast<uint8_t>(Opcode::kBinUnicode) || p[0] == static_cast<uint8_t>(Opcode::kShortBinUnicode)) &&
+          NextAsciiText(op, p)) {
+        return OkStatus();
+      }
     }
     return NextSlow(op);
   }
@@ -191,27 +196,30 @@ class PickleDecoder {
     ++num_ops_;
   }
 
-  // SkimFixed is PeekFixed and SkipFixed in one loop, for a caller that
-  // only looks at opcodes (a scan before a run): while five bytes or more
-  // remain, max_ops allows and the next opcode is one kFixed describes,
-  // it calls `on_op(p)` with that opcode's bytes and consumes and counts it
-  // as Next would. It stops at any other opcode, and returns at once when
-  // PeekFixed would give nullptr.
+  // Skim is PeekFixed and TrySkip in one loop, for a caller that only
+  // looks at opcodes (a scan before a run): while five bytes or more remain
+  // and max_ops allows, it calls `op_len(p, remaining)` with the next
+  // opcode's bytes (`remaining` of them readable, five or more) and
+  // consumes and counts the opcode as Next would when that returns its
+  // length (at most `remaining`), or stops when it returns 0. It returns at
+  // once when PeekFixed would give nullptr.
   template <typename F>
-  void SkimFixed(F&& on_op) {
+  void Skim(F&& op_len) {
     if (between_pickles_ || failed_) return;
     const Bytes rest = cursor_.Rest();
+    const uint8_t* const data = rest.data();
+    const size_t size = rest.size();
     size_t pos = 0;
     uint64_t ops = num_ops_;
-    while (rest.size() - pos >= 5 && ops < limits_.max_ops) {
-      const uint8_t fixed = opcode_internal::kFixed[rest[pos]];
-      if (fixed == 0) break;
-      on_op(rest.data() + pos);
-      pos += fixed & 7;
+    const uint64_t max_ops = limits_.max_ops;
+    while (size - pos >= 5 && ops < max_ops) {
+      const uint64_t len = op_len(data + pos, size - pos);
+      if (len == 0) break;
+      pos += static_cast<size_t>(len);
       ++ops;
     }
     Bytes skipped;
-    (void)cursor_.TryReadBytes(pos, skipped);  // in bounds: pos <= rest.size() - 4
+    (void)cursor_.TryReadBytes(pos, skipped);  // in bounds: op_len never passes `remaining`
     num_ops_ = ops;
   }
   // TrySkip consumes and counts an opcode of `len` bytes (a caller that
@@ -245,6 +253,39 @@ class PickleDecoder {
 
  private:
   Status NextSlow(PickleOp& op);
+  // NextAsciiText is Next's inline path for BINUNICODE and SHORT_BINUNICODE
+  // (a state dict's keys): when the operand is wholly present, within
+  // max_operand_len and ASCII (valid UTF-8 without looking further), it
+  // decodes the opcode at `p` (five bytes or more remain) as the general
+  // path would and returns true; otherwise it changes nothing and returns
+  // false, and the general path decodes it (and reports any error).
+  bool NextAsciiText(PickleOp& op, const uint8_t* p) {
+    const bool short_len = p[0] == static_cast<uint8_t>(Opcode::kShortBinUnicode);
+    const uint64_t head = short_len ? 2 : 5;
+    const uint64_t n = short_len ? uint64_t{p[1]} : uint64_t{LoadU32LE(p + 1)};
+    if (n > limits_.max_operand_len || n > cursor_.Remaining() - head) return false;
+    const uint8_t* text = p + head;
+    uint64_t bits = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t word;
+      std::memcpy(&word, text + i, 8);
+      bits |= word;
+    }
+    for (; i < n; ++i) bits |= text[i];
+    if ((bits & 0x8080808080808080ULL) != 0) return false;
+    op.arg.Reset();
+    op.arg.type = PickleArgType::kString;
+    op.arg.SetView(std::string_view(reinterpret_cast<const char*>(text), static_cast<size_t>(n)));
+    op.code = static_cast<Opcode>(p[0]);
+    op.offset = cursor_.Offset();
+    op.length = head + n;
+    op.pickle_index = num_finished_;
+    Bytes skipped;
+    (void)cursor_.TryReadBytes(head + n, skipped);  // in bounds: checked above
+    ++num_ops_;
+    return true;
+  }
   Status DecodeOperand(const OpcodeInfo& info, PickleOp& op);
   // SetFixedInt sets a fixed-width integer operand (UINT1, UINT2, UINT4,
   // INT4) from its little-endian value: the fast path and DecodeOperand

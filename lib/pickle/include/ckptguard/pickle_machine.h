@@ -93,6 +93,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -166,6 +167,41 @@ struct MachineLimits {
 enum class MachineMode : uint8_t {
   kStrict,   // a failure of the C unpickler ends the run (the loader)
   kLenient,  // it is reported to the domain and the run goes on (the scanner, walkers)
+};
+
+// MemoSlots is the dense part of MachineMemo: a std::vector's size,
+// capacity, reserve, resize, push_back and clear, with the capacity exactly
+// what reserve asked (the budget is charged for it), and a push_back that is
+// a store when there is room (the memo's common case: its caller checked
+// the capacity first). New slots are not written until used.
+class MemoSlots {
+ public:
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  MachineId& operator[](size_t i) { return slots_[i]; }
+  const MachineId& operator[](size_t i) const { return slots_[i]; }
+  void reserve(size_t n) {
+    if (n <= capacity_) return;
+    std::unique_ptr<MachineId[]> fresh = std::make_unique_for_overwrite<MachineId[]>(n);
+    if (size_ != 0) std::copy(slots_.get(), slots_.get() + size_, fresh.get());
+    slots_ = std::move(fresh);
+    capacity_ = n;
+  }
+  [[gnu::always_inline]] void push_back(MachineId id) {
+    if (size_ == capacity_) [[unlikely]] reserve(std::max<size_t>(2 * capacity_, 64));
+    slots_[size_++] = id;
+  }
+  void resize(size_t n, MachineId fill) {
+    reserve(n);
+    if (n > size_) std::fill(slots_.get() + size_, slots_.get() + n, fill);
+    size_ = n;
+  }
+  void clear() { size_ = 0; }
+
+ private:
+  std::unique_ptr<MachineId[]> slots_;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
 };
 
 // MachineMemo maps memo keys to ids. Picklers number keys 0, 1, 2...: those
@@ -252,7 +288,7 @@ class MachineMemo {
   }
 
  private:
-  std::vector<MachineId> dense_;
+  MemoSlots dense_;
   std::unordered_map<uint64_t, MachineId> sparse_;
   uint64_t count_ = 0;
   uint64_t dense_count_ = 0;  // keys stored in dense_
