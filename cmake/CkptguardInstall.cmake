@@ -29,8 +29,9 @@ target_compile_features(ckptguard_all INTERFACE cxx_std_23)
 # ships their archives) go with the static libraries that name them.
 set_target_properties(ckptguard_re2 PROPERTIES EXPORT_NAME re2_link)
 set_target_properties(ckptguard_libarchive PROPERTIES EXPORT_NAME libarchive_link)
+set_target_properties(ckptguard_libdeflate PROPERTIES EXPORT_NAME libdeflate_link)
 
-install(TARGETS ${_ckg_libraries} ckptguard_lib ckptguard_all ckptguard_re2 ckptguard_libarchive
+install(TARGETS ${_ckg_libraries} ckptguard_lib ckptguard_all ckptguard_re2 ckptguard_libarchive ckptguard_libdeflate
   EXPORT ckptguardTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT lib
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT lib NAMELINK_COMPONENT lib
@@ -70,11 +71,11 @@ install(FILES ${PROJECT_BINARY_DIR}/generated/ckptguardConfig.cmake
 # line (Requires), shared ones only for --static (Requires.private).
 if(BUILD_SHARED_LIBS)
   set(CKPTGUARD_PC_REQUIRES "")
-  set(CKPTGUARD_PC_REQUIRES_PRIVATE "libcrypto libssl zlib liblzma re2 libarchive")
+  set(CKPTGUARD_PC_REQUIRES_PRIVATE "libcrypto libssl zlib liblzma re2 libarchive libdeflate")
   set(CKPTGUARD_PC_LIBS_PRIVATE "-lbz2 -pthread")
   set(CKPTGUARD_PC_LIBS_EXTRA "")
 else()
-  set(CKPTGUARD_PC_REQUIRES "libcrypto libssl zlib liblzma re2")
+  set(CKPTGUARD_PC_REQUIRES "libcrypto libssl zlib liblzma re2 libdeflate")
   set(CKPTGUARD_PC_REQUIRES_PRIVATE "")
   set(CKPTGUARD_PC_LIBS_PRIVATE "")
   # libarchive.pc's --libs names only -larchive; its static archive (what
@@ -85,7 +86,7 @@ else()
     set(CKPTGUARD_PC_LIBS_EXTRA "-larchive -lbz2 -pthread")
   endif()
   if(CKPTGUARD_RE2_IS_STATIC)
-    set(CKPTGUARD_PC_REQUIRES "libcrypto libssl zlib liblzma")
+    set(CKPTGUARD_PC_REQUIRES "libcrypto libssl zlib liblzma libdeflate")
     set(CKPTGUARD_PC_LIBS_EXTRA "${CKPTGUARD_RE2_STATIC} ${CKPTGUARD_PC_LIBS_EXTRA}")
   endif()
 endif()

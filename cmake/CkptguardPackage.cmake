@@ -82,5 +82,5 @@ static libraries (or shared, when built so), with headers, a CMake package
 (find_package(ckptguard), target ckptguard::ckptguard) and ckptguard.pc.")
 # The static libraries link these; a consumer needs their headers and archives.
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "libssl-dev, zlib1g-dev, libbz2-dev, liblzma-dev, libarchive-dev, libre2-dev, pkg-config")
+    "libssl-dev, zlib1g-dev, libbz2-dev, liblzma-dev, libarchive-dev, libre2-dev, libdeflate-dev, pkg-config")
 include(CPack)

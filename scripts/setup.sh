@@ -13,6 +13,8 @@ PACKAGES=(
   g++ cmake ninja-build pkg-config help2man
   # libraries (libarchive: tar and 7z archives)
   zlib1g-dev libbz2-dev liblzma-dev libarchive-dev nlohmann-json3-dev libcli11-dev libssl-dev libtomlplusplus-dev libre2-dev
+  # libdeflate: the zip CRC-32 with carry-less multiplication
+  libdeflate-dev
   # daemon: SQLite catalog, Boost.Beast/Asio HTTP (header-only); the openssl
   # command (the demo, and the tests' independent check of our signatures)
   libsqlite3-dev libboost-dev openssl

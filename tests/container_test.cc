@@ -15,6 +15,7 @@
 
 #include "ckptguard/container.h"
 #include "ckptguard/mapped_file.h"
+#include "ckptguard/zip_reader.h"
 #include "print_types.h"
 #include "test_util.h"
 #include "zip_builder.h"
@@ -314,6 +315,27 @@ BOOST_AUTO_TEST_CASE(crc_mismatch_stored_and_deflated) {
   BOOST_TEST((c.entries[1].crc_ok == std::optional<bool>(false)));
   BOOST_TEST((c.entries[2].crc_ok == std::optional<bool>(true)));
   BOOST_TEST(c.pickles.size() == 1u);  // still read: torch does not check CRCs
+}
+
+// ZipCrc32 (libdeflate's folding CRC) is zlib's crc32 for every length
+// around its block sizes and at every alignment, and for a large buffer.
+BOOST_AUTO_TEST_CASE(zip_crc32_is_zlibs) {
+  std::vector<uint8_t> buf(size_t{1} << 20);
+  uint32_t x = 0x12345678;
+  for (uint8_t& b : buf) {
+    x = x * 1664525u + 1013904223u;
+    b = static_cast<uint8_t>(x >> 24);
+  }
+  for (size_t align = 0; align < 16; ++align) {
+    for (size_t len = 0; len < 600; ++len) {
+      const Bytes data(buf.data() + align, len);
+      const auto zlib = static_cast<uint32_t>(crc32(crc32(0, nullptr, 0), data.data(), static_cast<uInt>(len)));
+      BOOST_TEST_REQUIRE(ZipCrc32(data) == zlib, "length " << len << " at alignment " << align);
+    }
+  }
+  const auto whole = static_cast<uint32_t>(crc32(crc32(0, nullptr, 0), buf.data(), static_cast<uInt>(buf.size())));
+  BOOST_TEST(ZipCrc32(Bytes(buf.data(), buf.size())) == whole);
+  BOOST_TEST(ZipCrc32(Bytes()) == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(flags_torch_refuses) {

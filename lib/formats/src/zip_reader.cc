@@ -1,10 +1,8 @@
 #include "ckptguard/zip_reader.h"
 
+#include <libdeflate.h>
 #include <zlib.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <limits>
@@ -465,107 +463,19 @@ constexpr uint16_t kFlagStrongEncryption = 0x0040;
 
 }  // namespace
 
-namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__)
-// Crc32Fold: zlib's CRC-32 (reflected polynomial 0xEDB88320) of `len`
-// bytes (at least 64, a multiple of 16), from and to the pre-inverted
-// state `crc`, by carry-less multiplication folding (Intel, "Fast CRC
-// Computation for Generic Polynomials Using PCLMULQDQ Instruction", with
-// the bit-reflected constants of its appendix, as zlib-ng and Chromium's
-// zlib use them).
-__attribute__((target("pclmul,sse4.1"))) uint32_t Crc32Fold(const uint8_t* buf, size_t len, uint32_t crc) {
-  alignas(16) static const uint64_t k1k2[] = {0x0154442bd4, 0x01c6e41596};
-  alignas(16) static const uint64_t k3k4[] = {0x01751997d0, 0x00ccaa009e};
-  alignas(16) static const uint64_t k5k0[] = {0x0163cd6124, 0x0000000000};
-  alignas(16) static const uint64_t poly[] = {0x01db710641, 0x01f7011641};
-  auto load = [](const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); };
-  __m128i x1 = load(buf + 0x00);
-  __m128i x2 = load(buf + 0x10);
-  __m128i x3 = load(buf + 0x20);
-  __m128i x4 = load(buf + 0x30);
-  x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128(static_cast<int>(crc)));
-  __m128i x0 = _mm_load_si128(reinterpret_cast<const __m128i*>(k1k2));
-  buf += 64;
-  len -= 64;
-  while (len >= 64) {  // four lanes of 16 bytes
-    const __m128i x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-    const __m128i x6 = _mm_clmulepi64_si128(x2, x0, 0x00);
-    const __m128i x7 = _mm_clmulepi64_si128(x3, x0, 0x00);
-    const __m128i x8 = _mm_clmulepi64_si128(x4, x0, 0x00);
-    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-    x2 = _mm_clmulepi64_si128(x2, x0, 0x11);
-    x3 = _mm_clmulepi64_si128(x3, x0, 0x11);
-    x4 = _mm_clmulepi64_si128(x4, x0, 0x11);
-    x1 = _mm_xor_si128(_mm_xor_si128(x1, x5), load(buf + 0x00));
-    x2 = _mm_xor_si128(_mm_xor_si128(x2, x6), load(buf + 0x10));
-    x3 = _mm_xor_si128(_mm_xor_si128(x3, x7), load(buf + 0x20));
-    x4 = _mm_xor_si128(_mm_xor_si128(x4, x8), load(buf + 0x30));
-    buf += 64;
-    len -= 64;
-  }
-  // The four lanes into one.
-  x0 = _mm_load_si128(reinterpret_cast<const __m128i*>(k3k4));
-  for (const __m128i next : {x2, x3, x4}) {
-    const __m128i x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-    x1 = _mm_xor_si128(_mm_xor_si128(x1, next), x5);
-  }
-  while (len >= 16) {
-    const __m128i x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-    x1 = _mm_xor_si128(_mm_xor_si128(x1, load(buf)), x5);
-    buf += 16;
-    len -= 16;
-  }
-  // 128 bits to 64.
-  x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
-  const __m128i mask32 = _mm_setr_epi32(~0, 0, ~0, 0);
-  x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), x2);
-  x0 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(k5k0));
-  x2 = _mm_srli_si128(x1, 4);
-  x1 = _mm_and_si128(x1, mask32);
-  x1 = _mm_clmulepi64_si128(x1, x0, 0x00);
-  x1 = _mm_xor_si128(x1, x2);
-  // Barrett reduction to 32 bits.
-  x0 = _mm_load_si128(reinterpret_cast<const __m128i*>(poly));
-  x2 = _mm_and_si128(x1, mask32);
-  x2 = _mm_clmulepi64_si128(x2, x0, 0x10);
-  x2 = _mm_and_si128(x2, mask32);
-  x2 = _mm_clmulepi64_si128(x2, x0, 0x00);
-  x1 = _mm_xor_si128(x1, x2);
-  return static_cast<uint32_t>(_mm_extract_epi32(x1, 1));
-}
-
-// HasClmul: the CPU has PCLMULQDQ and SSE4.1 (asked once).
-bool HasClmul() {
-  static const bool has = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-  return has;
-}
-#endif
-
-}  // namespace
-
 uint32_t ZipCrc32(Bytes data) {
-  uLong crc = crc32(0L, Z_NULL, 0);
+  // libdeflate's CRC-32 is zlib's (the same polynomial and result) and folds
+  // with carry-less multiplication where the CPU has it (chosen at run
+  // time): a checkpoint's pickle is checked whole on every load and scan,
+  // and zlib 1.2.13's table costs about four instructions a byte.
+  uint32_t crc = 0;
   size_t pos = 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-  // zlib's table-driven crc32 costs about four instructions a byte (a
-  // checkpoint's pickle is checked whole on every load and scan); folding
-  // with carry-less multiplication takes the 16-byte blocks at a fraction
-  // of that, and zlib the last few bytes.
-  if (data.size() >= 64 && HasClmul()) {
-    const size_t blocks = data.size() & ~size_t{15};
-    crc = ~Crc32Fold(data.data(), blocks, ~static_cast<uint32_t>(crc));
-    pos = blocks;
-  }
-#endif
   while (pos < data.size()) {
     const size_t n = std::min<size_t>(data.size() - pos, size_t{1} << 30);
-    crc = crc32(crc, data.data() + pos, static_cast<uInt>(n));
+    crc = libdeflate_crc32(crc, data.data() + pos, n);
     pos += n;
   }
-  return static_cast<uint32_t>(crc);
+  return crc;
 }
 
 namespace {
