@@ -61,6 +61,24 @@ void AddBudgetOptions(CLI::App& cmd, BudgetLimits& budget) {
       ->capture_default_str()->group(group);
 }
 
+scanner::FileReport InputReport(std::string path, std::string format, const char* rule, std::string message,
+                                std::optional<Error> error) {
+  scanner::FileReport r;
+  r.path = std::move(path);
+  r.format = std::move(format);
+  const scanner::Rule* input_rule = scanner::FindInputRule(rule);
+  r.findings.push_back(scanner::Finding{rule, input_rule != nullptr ? input_rule->severity : scanner::Severity::kSuspicious,
+                                        std::move(message), "", 0, "", ""});
+  r.error = std::move(error);
+  r.verdict = scanner::VerdictOf(r.findings, r.error);
+  return r;
+}
+
+bool IsNotAModel(const scanner::FileReport& report) {
+  return report.format == "unknown" && report.findings.empty() && report.error &&
+         report.error->code == ErrorCode::kUnsupportedFormat;
+}
+
 void AddFormatOption(CLI::App& cmd, bool& json) {
   cmd.add_option_function<std::string>(
          "--format", [&json](const std::string& format) { json = format == "json"; },

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,19 @@ Json Stamp(Json doc, std::string_view command) {
   for (auto& [key, value] : doc.items()) out[key] = std::move(value);
   return out;
 }
+
+// InputReport is the report of a path the scan could not read as asked:
+// one finding of the input rule `rule` (CKG-W..., its severity from the
+// input rules), and `error` when something was not scanned there.
+scanner::FileReport InputReport(std::string path, std::string format, const char* rule, std::string message,
+                                std::optional<Error> error);
+
+// IsNotAModel: the scan found no model format at all (no pickle, zip, numpy
+// or safetensors content: no loader runs anything from it). Such a file met
+// in a folder or a repository is left out and listed as skipped, with
+// kNotAModelReason.
+bool IsNotAModel(const scanner::FileReport& report);
+inline constexpr char kNotAModelReason[] = "not a model file (no pickle, zip, numpy or safetensors content)";
 
 // AddFormatOption adds --format text|json to `cmd`, the same as its --json
 // flag (`json`), so that every command that reports takes --format as

@@ -16,29 +16,22 @@
 #include "ckptguard/daemon/client.h"
 #include "ckptguard/printable.h"
 #include "ckptguard/scanner/report.h"
+#include "cli_util.h"
 
 namespace ckptguard::cli {
 namespace {
 
 namespace fs = std::filesystem;
 using scanner::FileReport;
-using scanner::Finding;
 
 constexpr uint64_t kMaxListingBytes = uint64_t{64} << 20;  // a hub listing (JSON)
 
-// Quiet: --quiet (the notes below go to standard error otherwise).
-thread_local bool quiet = false;
-
-FileReport Failure(const std::string& path, const char* rule, const std::string& message,
+// Failure is the report of an input that could not be read (also said on
+// standard error unless --quiet).
+FileReport Failure(const RemoteOptions& options, const std::string& path, const char* rule, const std::string& message,
                    ErrorCode code = ErrorCode::kIo) {
-  FileReport r;
-  r.path = path;
-  r.format = "unknown";
-  r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, "", ""});
-  r.error = Error{code, 0, "", message};
-  r.verdict = scanner::VerdictOf(r.findings, r.error);
-  if (!quiet) std::cerr << "ckptguard scan: " << Printable(path) << ": " << Printable(message) << "\n";
-  return r;
+  if (!options.quiet) std::cerr << "ckptguard scan: " << Printable(path) << ": " << Printable(message) << "\n";
+  return InputReport(path, "unknown", rule, message, Error{code, 0, "", message});
 }
 
 // PercentEncode escapes everything but RFC 3986's unreserved characters
@@ -108,19 +101,19 @@ void EndProgress(const RemoteOptions& options) {
 // ScanUrl downloads `url` into `folder`, scans it and reports it as `display`.
 FileReport ScanUrl(const std::string& url, const std::string& display, const std::string& token,
                    const RemoteOptions& options, const TempFolder& folder) {
-  if (folder.path().empty()) return Failure(display, scanner::kRuleUnreadable, "cannot make a temporary folder");
+  if (folder.path().empty()) return Failure(options, display, scanner::kRuleUnreadable, "cannot make a temporary folder");
   const std::string local = (fs::path(folder.path()) / "download").string();
   Result<AtomicFile> file = AtomicFile::Create(local);
-  if (!file) return Failure(display, scanner::kRuleUnreadable, file.error().ToString());
+  if (!file) return Failure(options, display, scanner::kRuleUnreadable, file.error().ToString());
   std::string sha256;
   Result<daemon::Response> got = daemon::DownloadUrl(url, ClientOptionsFor(options, token, display), *file, sha256);
   EndProgress(options);
-  if (!got) return Failure(display, scanner::kRuleUnreadable, "cannot download " + url + ": " + got.error().ToString());
+  if (!got) return Failure(options, display, scanner::kRuleUnreadable, "cannot download " + url + ": " + got.error().ToString());
   if (got->status != 200) {
-    return Failure(display, scanner::kRuleUnreadable, "cannot download " + url + ": HTTP " + std::to_string(got->status));
+    return Failure(options, display, scanner::kRuleUnreadable, "cannot download " + url + ": HTTP " + std::to_string(got->status));
   }
   if (Status committed = file->Commit(); !committed) {
-    return Failure(display, scanner::kRuleUnreadable, committed.error().ToString());
+    return Failure(options, display, scanner::kRuleUnreadable, committed.error().ToString());
   }
   FileReport report = scanner::ScanFile(local, options.scan);
   report.path = display;
@@ -157,7 +150,7 @@ std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& opt
                               std::string::npos &&
                           rest.front() != '/' && rest.find("..") == std::string::npos;
   if (!valid_repo) {
-    return {Failure(arg, scanner::kRuleUnreadable, "not a Hugging Face repository: hf://[datasets/]ORG/REPO[@REVISION]",
+    return {Failure(options, arg, scanner::kRuleUnreadable, "not a Hugging Face repository: hf://[datasets/]ORG/REPO[@REVISION]",
                     ErrorCode::kInvalidArgument)};
   }
   std::string endpoint = Env("HF_ENDPOINT");
@@ -168,16 +161,16 @@ std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& opt
   const std::string api = endpoint + "/api/" + kind + "/" + rest +
                           (revision.empty() ? std::string() : "/revision/" + PercentEncode(revision, false));
   Result<daemon::Response> listing = daemon::GetUrl(api, ClientOptionsFor(options, token, arg));
-  if (!listing) return {Failure(arg, scanner::kRuleUnreadable, "cannot list the repository: " + listing.error().ToString())};
+  if (!listing) return {Failure(options, arg, scanner::kRuleUnreadable, "cannot list the repository: " + listing.error().ToString())};
   if (listing->status != 200) {
     std::string why = "HTTP " + std::to_string(listing->status) + " from " + api;
     if (listing->status == 401 || listing->status == 403) why += " (a private or gated repository: set HF_TOKEN)";
     if (listing->status == 404) why += " (no such repository or revision)";
-    return {Failure(arg, scanner::kRuleUnreadable, "cannot list the repository: " + why)};
+    return {Failure(options, arg, scanner::kRuleUnreadable, "cannot list the repository: " + why)};
   }
   const nlohmann::json doc = nlohmann::json::parse(listing->body, nullptr, false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("siblings") || !doc["siblings"].is_array()) {
-    return {Failure(arg, scanner::kRuleUnreadable, "the hub's answer for " + api + " is not a repository listing",
+    return {Failure(options, arg, scanner::kRuleUnreadable, "the hub's answer for " + api + " is not a repository listing",
                     ErrorCode::kMalformed)};
   }
   // Files are fetched at the commit the listing names, so that all of them
@@ -193,7 +186,7 @@ std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& opt
     const std::string name = sibling["rfilename"].get<std::string>();
     ++listed;
     if (name.empty() || name.front() == '/' || name.find("..") != std::string::npos) {
-      reports.push_back(Failure(shown + name, scanner::kRuleUnreadable, "the listing names a path outside the repository",
+      reports.push_back(Failure(options, shown + name, scanner::kRuleUnreadable, "the listing names a path outside the repository",
                                 ErrorCode::kMalformed));
       continue;
     }
@@ -203,20 +196,19 @@ std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& opt
     FileReport report = ScanUrl(url, shown + name, token, options, folder);
     // As in a folder: a file of no model format at all (a README, a JSON
     // config: torch.load would run nothing from it) is left out, counted.
-    if (report.format == "unknown" && report.findings.empty() && report.error &&
-        report.error->code == ErrorCode::kUnsupportedFormat) {
+    if (IsNotAModel(report)) {
       ++not_models;
-      skipped.push_back({report.path, "not a model file (no pickle, zip, numpy or safetensors content)"});
+      skipped.push_back({report.path, kNotAModelReason});
       continue;
     }
     reports.push_back(std::move(report));
   }
-  if (not_models > 0 && !quiet) {
+  if (not_models > 0 && !options.quiet) {
     std::cerr << "ckptguard scan: " << Printable(arg) << ": left out " << not_models
               << " file(s) that are not model files (no pickle, zip, numpy or safetensors content)\n";
   }
   if (reports.empty()) {
-    FileReport r = Failure(arg, scanner::kRuleNothingToScan,
+    FileReport r = Failure(options, arg, scanner::kRuleNothingToScan,
                            "no model file to scan in the repository (" + std::to_string(listed) + " listed, " +
                                std::to_string(not_models) + " not model files, the rest left out by --include/--exclude)");
     if (listed == 0) r.findings.back().message = "empty repository: nothing to scan";
@@ -228,29 +220,29 @@ std::vector<FileReport> ScanHub(const std::string& arg, const RemoteOptions& opt
 // ScanStdin copies standard input (at most --max-read-bytes) into `folder`,
 // as a download is, and scans it as "-": memory holds one chunk at a time.
 FileReport ScanStdin(const RemoteOptions& options, const TempFolder& folder) {
-  if (folder.path().empty()) return Failure("-", scanner::kRuleUnreadable, "cannot make a temporary folder");
+  if (folder.path().empty()) return Failure(options, "-", scanner::kRuleUnreadable, "cannot make a temporary folder");
   const std::string local = (fs::path(folder.path()) / "stdin").string();
   Result<AtomicFile> file = AtomicFile::Create(local);
-  if (!file) return Failure("-", scanner::kRuleUnreadable, file.error().ToString());
+  if (!file) return Failure(options, "-", scanner::kRuleUnreadable, file.error().ToString());
   const uint64_t limit = options.scan.budget.max_read_bytes;
   uint64_t total = 0;
   std::vector<uint8_t> chunk(size_t{1} << 20);
   while (true) {
     const ssize_t n = ::read(STDIN_FILENO, chunk.data(), chunk.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Failure("-", scanner::kRuleUnreadable, std::string("cannot read standard input: ") + std::strerror(errno));
+    if (n < 0) return Failure(options, "-", scanner::kRuleUnreadable, std::string("cannot read standard input: ") + std::strerror(errno));
     if (n == 0) break;
     total += static_cast<uint64_t>(n);
     if (total > limit) {
-      return Failure("-", scanner::kRuleUnreadable,
+      return Failure(options, "-", scanner::kRuleUnreadable,
                      "standard input is larger than --max-read-bytes (" + std::to_string(limit) + ")",
                      ErrorCode::kLimitExceeded);
     }
     if (Status written = file->Write(Bytes(chunk.data(), static_cast<size_t>(n))); !written) {
-      return Failure("-", scanner::kRuleUnreadable, written.error().ToString());
+      return Failure(options, "-", scanner::kRuleUnreadable, written.error().ToString());
     }
   }
-  if (Status committed = file->Commit(); !committed) return Failure("-", scanner::kRuleUnreadable, committed.error().ToString());
+  if (Status committed = file->Commit(); !committed) return Failure(options, "-", scanner::kRuleUnreadable, committed.error().ToString());
   FileReport report = scanner::ScanFile(local, options.scan);
   report.path = "-";
   std::error_code ec;
@@ -266,7 +258,6 @@ bool IsRemoteInput(std::string_view arg) {
 
 std::vector<FileReport> ScanRemoteInputs(const std::vector<std::string>& inputs, const RemoteOptions& options,
                                          std::vector<scanner::SkippedFile>& skipped) {
-  quiet = options.quiet;
   std::vector<FileReport> reports;
   std::optional<TempFolder> folder;
   for (const std::string& input : inputs) {

@@ -182,13 +182,9 @@ std::vector<FileReport> DcpItemReports(const std::string& display, const std::st
   std::set<std::string> reported;  // item files with a report of their own
   auto input_problem = [&](const std::string& file, const char* rule, const std::string& message, bool error) {
     if (!reported.insert(file).second) return;
-    FileReport r;
-    r.path = (display_dir / file).string();
-    r.format = "unknown";
-    r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, "", ""});
-    if (error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not scanned (") + rule + ")"};
-    r.verdict = scanner::VerdictOf(r.findings, r.error);
-    out.push_back(std::move(r));
+    out.push_back(InputReport((display_dir / file).string(), "unknown", rule, message,
+                              error ? std::optional<Error>(Error{ErrorCode::kIo, 0, "", std::string("not scanned (") + rule + ")"})
+                                    : std::nullopt));
   };
   for (const auto& [key, item] : md->items) {
     if (!done.emplace(item.file, item.offset, item.length).second) continue;
@@ -283,15 +279,10 @@ class Walker {
 
   void Problem(size_t root, const std::string& path, const std::string& format, const char* rule,
                const std::string& message, bool error) {
-    FileReport r;
-    r.path = path;
-    r.format = format;
-    const scanner::Rule* input_rule = scanner::FindInputRule(rule);
-    r.findings.push_back(Finding{rule, input_rule != nullptr ? input_rule->severity : Severity::kSuspicious, message,
-                                 "", 0, "", ""});
-    if (error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not scanned (") + rule + ")"};
-    r.verdict = scanner::VerdictOf(r.findings, r.error);
-    problems_.emplace_back(root, std::move(r));
+    problems_.emplace_back(
+        root, InputReport(path, format, rule, message,
+                          error ? std::optional<Error>(Error{ErrorCode::kIo, 0, "", std::string("not scanned (") + rule + ")"})
+                                : std::nullopt));
   }
 
   void WalkRoot(size_t root, const std::string& arg) {
@@ -687,16 +678,24 @@ namespace {
 // Waive marks the findings the --waive options match and recomputes the
 // verdicts they change.
 void Waive(const std::vector<std::string>& waivers, std::vector<FileReport>& reports) {
-  if (waivers.empty()) return;
+  struct Waiver {
+    const std::string* text;          // RULE[:GLOB] as given
+    std::string rule;                 // fnmatch pattern of rule ids
+    std::vector<std::string> glob;    // the file GLOB (none: every file)
+  };
+  std::vector<Waiver> parsed;
+  for (const std::string& w : waivers) {
+    const size_t colon = w.find(':');
+    parsed.push_back({&w, w.substr(0, colon),
+                      colon == std::string::npos ? std::vector<std::string>{} : std::vector<std::string>{w.substr(colon + 1)}});
+  }
   for (FileReport& r : reports) {
     bool changed = false;
     for (scanner::Finding& f : r.findings) {
-      for (const std::string& w : waivers) {
-        const size_t colon = w.find(':');
-        const std::string rule = w.substr(0, colon);
-        if (fnmatch(rule.c_str(), f.rule.c_str(), 0) != 0) continue;
-        if (colon != std::string::npos && !Matches({w.substr(colon + 1)}, fs::path(r.path))) continue;
-        f.waiver = w;
+      for (const Waiver& w : parsed) {
+        if (fnmatch(w.rule.c_str(), f.rule.c_str(), 0) != 0) continue;
+        if (!w.glob.empty() && !Matches(w.glob, fs::path(r.path))) continue;
+        f.waiver = *w.text;
         changed = true;
         break;
       }
@@ -823,11 +822,10 @@ int RunScan(const ScanFlags& all_flags) {
     if (duplicate[i]) continue;
     const Candidate& c = candidates[i];
     const FileReport& base = scanned[scan_of[i]];
-    if (c.walked && base.format == "unknown" && base.findings.empty() && base.error &&
-        base.error->code == ErrorCode::kUnsupportedFormat) {
+    if (c.walked && IsNotAModel(base)) {
       ++not_models;
       ++not_models_under[c.root];
-      skipped.push_back({c.display, "not a model file (no pickle, zip, numpy or safetensors content)"});
+      skipped.push_back({c.display, kNotAModelReason});
       continue;
     }
     FileReport report = base;
@@ -863,14 +861,9 @@ int RunScan(const ScanFlags& all_flags) {
       message = "no model file to scan here (" + std::to_string(not_models_under[root]) + " not model files, " +
                 std::to_string(walker.excluded(root)) + " left out by --include/--exclude)";
     }
-    FileReport r;
-    r.path = flags.paths[root];
-    r.format = "folder";
-    r.findings.push_back(Finding{scanner::kRuleNothingToScan, Severity::kSuspicious, message, "", 0, "", ""});
-    r.error = Error{ErrorCode::kIo, 0, "", std::string("nothing scanned (") + scanner::kRuleNothingToScan + ")"};
-    r.verdict = scanner::VerdictOf(r.findings, r.error);
     if (!flags.quiet) std::cerr << "ckptguard scan: " << Printable(flags.paths[root]) << ": " << Printable(message) << "\n";
-    empties.push_back(std::move(r));
+    empties.push_back(InputReport(flags.paths[root], "folder", scanner::kRuleNothingToScan, message,
+                                  Error{ErrorCode::kIo, 0, "", std::string("nothing scanned (") + scanner::kRuleNothingToScan + ")"}));
   }
   reports.insert(reports.begin(), std::make_move_iterator(empties.begin()), std::make_move_iterator(empties.end()));
   if (not_models > 0 && !flags.quiet) {
