@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import pathlib
-import shutil
 import ssl
 import subprocess
 import threading
