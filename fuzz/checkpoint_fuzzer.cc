@@ -249,20 +249,38 @@ void CheckDcpMetadata(const Checkpoint& ckpt) {
 }
 
 void RunOnce(const uint8_t* data, size_t size, bool allow_anomalies, const Container& container) {
-  const LoadOptions options = SmallOptions(allow_anomalies);
+  LoadOptions options = SmallOptions(allow_anomalies);
+  options.threads = 1;
   const Bytes input(data, size);
   Result<Checkpoint> first = ckptguard::LoadCheckpointBytes(input, options);
+  // A zip's data.pkl run beside its container (on a second thread) gives
+  // what a run after it gives, error or values, and is kept only when the
+  // container reads what the directory alone does.
+  LoadOptions beside = options;
+  beside.threads = 2;
+  beside.parallel_min_bytes = 0;
+  Result<Checkpoint> other = ckptguard::LoadCheckpointBytes(input, beside);
   if (!first) {
     CheckNotInternal(first.error(), "load is never kInternal");
     CheckErrorOffset(first.error(), container, size, options);
+    Check(!other.has_value() && other.error().ToString() == first.error().ToString(),
+          "a load beside the container fails as one after it", first.error().ToString() + " vs " +
+          (other ? std::string("a checkpoint") : other.error().ToString()));
     return;
   }
+  Check(other.has_value(), "a load beside the container succeeds as one after it",
+        other ? std::string() : other.error().ToString());
+  Check(!other->ran_beside_container() || (other->anomalies().empty() && other->format() == ckptguard::ContainerFormat::kTorchZip),
+        "a run beside is kept only for a plain torch zip");
   Check(!first->anomalies().empty() ? allow_anomalies : true, "a strict load has no anomalies");
   const bool digests = true;
   // Compared on fresh loads: each Checkpoint charges its own file budget, and
   // CheckLoaded's digests and copies spend it (an error's totals then differ).
   Result<std::string> fresh = first->DescribeJson("", digests);
   const std::string dump = fresh ? *fresh : "error: " + fresh.error().ToString();
+  Result<std::string> other_json = other->DescribeJson("", digests);
+  Check(dump == (other_json ? *other_json : "error: " + other_json.error().ToString()),
+        "a load beside the container gives what one after it gives");
   CheckLoaded(*first, digests);
   CheckDcpMetadata(*first);
   Result<Checkpoint> second = ckptguard::LoadCheckpointBytes(input, options);

@@ -92,3 +92,30 @@ BOOST_AUTO_TEST_CASE(LimitsScaleWithTheFileOnceItsSizeIsKnown) {
   unscaled.SetFileSize(10);
   BOOST_TEST(unscaled.Limit(BudgetKind::kViewBytes) == off.max_view_bytes);
 }
+
+BOOST_AUTO_TEST_CASE(AStageChargedAsideIsAbsorbedOnlyWithinTheLimits) {
+  BudgetLimits limits;
+  limits.max_opcodes = 100;
+  limits.max_nesting = 5;
+  Budget file(limits);
+  Budget aside(limits);
+  BOOST_TEST(file.Charge(BudgetKind::kOpcodes, 60).has_value());
+  BOOST_TEST(aside.Charge(BudgetKind::kOpcodes, 40).has_value());
+  BOOST_TEST(file.Nest(3).has_value());
+  BOOST_TEST(aside.Nest(4).has_value());
+  BOOST_TEST(file.TryAbsorb(aside));
+  BOOST_TEST(file.used(BudgetKind::kOpcodes) == 100u);
+  BOOST_TEST(file.used(BudgetKind::kNesting) == 4u);  // the deeper, not the sum
+  // One more opcode aside would have failed one after the other: refused,
+  // and nothing changes.
+  Budget more(limits);
+  BOOST_TEST(more.Charge(BudgetKind::kOpcodes, 1).has_value());
+  BOOST_TEST(!file.TryAbsorb(more));
+  BOOST_TEST(file.used(BudgetKind::kOpcodes) == 100u);
+  // An exhausted budget is never absorbed.
+  Budget spent(limits);
+  BOOST_TEST(!spent.Charge(BudgetKind::kOpcodes, 101));
+  Budget fresh(limits);
+  BOOST_TEST(!fresh.TryAbsorb(spent));
+  BOOST_TEST(fresh.used(BudgetKind::kOpcodes) == 0u);
+}

@@ -386,6 +386,104 @@ BOOST_AUTO_TEST_CASE(anomalies_fail_the_load_unless_allowed) {
   BOOST_TEST(loaded->tensors().size() == 1u);
 }
 
+// --- data.pkl run beside the container (LoadOptions::threads) ---------------
+
+LoadOptions Beside(LoadOptions options = {}) {
+  options.threads = 2;
+  options.parallel_min_bytes = 0;  // every zip, however small
+  return options;
+}
+
+LoadOptions Alone(LoadOptions options = {}) {
+  options.threads = 1;
+  return options;
+}
+
+// Outcome: what a load gives, as text: its error, or every value, tensor
+// and digest.
+std::string Outcome(const Result<Checkpoint>& ckpt) {
+  if (!ckpt) return "error: " + ckpt.error().ToString();
+  Result<std::string> json = ckpt->DescribeJson("", true);
+  return json ? *json : "describe error: " + json.error().ToString();
+}
+
+BOOST_AUTO_TEST_CASE(a_load_beside_the_container_gives_the_same_checkpoint) {
+  std::vector<std::filesystem::path> files = testing::CorpusModelFiles();
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(CKPTGUARD_SOURCE_DIR) / "examples")) files.push_back(entry.path());
+  size_t beside = 0;
+  for (const auto& file : files) {
+    Result<Checkpoint> alone = LoadCheckpoint(file.string(), Alone());
+    Result<Checkpoint> both = LoadCheckpoint(file.string(), Beside());
+    BOOST_TEST(Outcome(alone) == Outcome(both), file.filename().string());
+    BOOST_TEST(!(alone && alone->ran_beside_container()));
+    if (both && both->ran_beside_container()) ++beside;
+    // A plain torch.save archive always keeps the run made beside.
+    if (both && both->format() == ContainerFormat::kTorchZip && both->anomalies().empty() &&
+        file.parent_path().filename() == "benign") {
+      const bool stored = std::all_of(both->container().entries.begin(), both->container().entries.end(),
+                                      [](const ContainerEntry& e) { return e.zip.method == kZipMethodStored; });
+      BOOST_TEST(both->ran_beside_container() == stored, file.filename().string());
+    }
+  }
+  BOOST_TEST(beside >= 10u);
+}
+
+BOOST_AUTO_TEST_CASE(a_run_beside_is_dropped_when_the_container_reads_otherwise) {
+  // The local header names another entry: an anomaly the directory alone
+  // does not see. Allowed, the load reads what torch reads, run again.
+  testing::ZipBuilder renamed{testing::MinimalTorchZip()};
+  renamed.items[0].local_name = "archive/data.txt";
+  LoadOptions lax;
+  lax.allow_anomalies = true;
+  const std::string bytes = renamed.Build();
+  Result<Checkpoint> alone = LoadCheckpointBytes(AsBytes(bytes), Alone(lax));
+  Result<Checkpoint> both = LoadCheckpointBytes(AsBytes(bytes), Beside(lax));
+  BOOST_REQUIRE_MESSAGE(both.has_value(), Why(both));
+  BOOST_TEST(!both->ran_beside_container());
+  BOOST_TEST(Outcome(alone) == Outcome(both));
+  // Not allowed, the anomaly fails it as before.
+  Result<Checkpoint> strict = LoadCheckpointBytes(AsBytes(bytes), Beside());
+  BOOST_REQUIRE(!strict.has_value());
+  BOOST_TEST(strict.error().detail.find("zip.local_name_mismatch") != std::string::npos, Why(strict));
+
+  // The same archive, plain: kept.
+  const std::string plain = testing::ZipBuilder{testing::MinimalTorchZip()}.Build();
+  Result<Checkpoint> kept = LoadCheckpointBytes(AsBytes(plain), Beside());
+  BOOST_REQUIRE_MESSAGE(kept.has_value(), Why(kept));
+  BOOST_TEST(kept->ran_beside_container());
+  BOOST_TEST(Outcome(kept) == Outcome(LoadCheckpointBytes(AsBytes(plain), Alone())));
+
+  // data.pkl twice in the directory: torch reads the later one, and so
+  // does the run (whichever way it is made).
+  testing::ZipBuilder twice{testing::MinimalTorchZip()};
+  twice.items.push_back(twice.items[0]);
+  const std::string doubled = twice.Build();
+  BOOST_TEST(Outcome(LoadCheckpointBytes(AsBytes(doubled), Beside(lax))) ==
+             Outcome(LoadCheckpointBytes(AsBytes(doubled), Alone(lax))));
+}
+
+BOOST_AUTO_TEST_CASE(budgets_end_a_load_beside_the_container_as_they_end_one_alone) {
+  // Both stages charge one budget: with the run beside, its charges are
+  // added to the container's afterwards, and a total past a limit makes the
+  // load run again alone, to fail where it fails alone.
+  for (const char* name : {"convnet_sgd.ckpt", "mlp_full_checkpoint.pt"}) {
+    const std::string path = Path("benign", name);
+    Result<Checkpoint> full = LoadCheckpoint(path, Alone());
+    BOOST_REQUIRE_MESSAGE(full.has_value(), Why(full));
+    for (BudgetKind kind : {BudgetKind::kReadBytes, BudgetKind::kOpcodes, BudgetKind::kValues, BudgetKind::kMemoSlots,
+                            BudgetKind::kNesting}) {
+      const uint64_t used = full->BudgetUsed(kind);
+      for (uint64_t limit : {used / 3, used / 2, used - 1, used, used + 1, 2 * used}) {
+        LoadOptions options;
+        options.budget.Set(kind, limit);
+        const std::string a = Outcome(LoadCheckpoint(path, Alone(options)));
+        const std::string b = Outcome(LoadCheckpoint(path, Beside(options)));
+        BOOST_TEST(a == b, name << " " << BudgetLimitName(kind) << " " << limit);
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(crcs_are_left_to_verify_unless_asked) {
   testing::ZipBuilder zip{testing::MinimalTorchZip()};
   zip.items[1].crc = 0x12345678;

@@ -117,6 +117,25 @@ Status Budget::ChargeSlow(BudgetKind kind, uint64_t amount, uint64_t offset, std
   return OkStatus();
 }
 
+bool Budget::TryAbsorb(const Budget& other) {
+  std::array<uint64_t, kNumBudgetKinds> sum{};
+  for (size_t k = 0; k < kNumBudgetKinds; ++k) {
+    if (exhausted_[k] || other.exhausted_[k]) return false;
+    const auto kind = static_cast<BudgetKind>(k);
+    sum[k] = kind == BudgetKind::kNesting ? std::max(used_[k], other.used_[k]) : SatAdd(used_[k], other.used_[k]);
+  }
+  // The limits that scale with the input move with the inflated bytes: the
+  // ones in force after both stages' inflation.
+  Budget merged = *this;
+  merged.used_ = sum;
+  for (size_t k = 0; k < kNumBudgetKinds; ++k) {
+    if (sum[k] > merged.Limit(static_cast<BudgetKind>(k))) return false;
+  }
+  used_ = sum;
+  Refresh();
+  return true;
+}
+
 Status Budget::Nest(uint64_t depth, uint64_t offset, std::string_view where, std::string_view what) {
   uint64_t& used = used_[static_cast<size_t>(BudgetKind::kNesting)];
   if (depth > Limit(BudgetKind::kNesting)) return Exceeded(BudgetKind::kNesting, depth, offset, where, what);

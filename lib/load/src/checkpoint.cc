@@ -9,8 +9,12 @@
 #include <map>
 #include <unordered_map>
 #include <new>
+#include <exception>
+#include <future>
+#include <thread>
 
 #include "ckptguard/npy_reader.h"
+#include "ckptguard/pickle_machine.h"
 #include "ckptguard/safetensors_reader.h"
 #include "ckptguard/torch_legacy.h"
 #include "ckptguard/zip_reader.h"
@@ -29,6 +33,9 @@ struct Checkpoint::State {
   // The file's budget: the container, every pickle and the walks charge it
   // while loading; digests and copies of views charge it afterwards.
   mutable Budget budget;
+  // data.pkl ran beside the container, on this thread while another opened
+  // it (LoadOptions::threads), and the run was kept.
+  bool ran_beside_container = false;
 };
 
 namespace {
@@ -47,10 +54,49 @@ std::string Num(uint64_t v) { return std::to_string(v); }
 
 bool EndsWith(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
 
+// TorchDataPickle is the data.pkl a torch zip's load runs: the last pickle
+// of the container under <prefix>/data.pkl; nullptr when there is none.
+const PickleSource* TorchDataPickle(const Container& c) {
+  const std::string name = c.prefix + "/data.pkl";
+  const PickleSource* source = nullptr;
+  for (const PickleSource& p : c.pickles) {
+    if (p.entry == name) source = &p;
+  }
+  return source;
+}
+
+// RecordKeyLimit bounds the storage keys looked up by number in an archive
+// of `entries` entries (RecordKey): the table is a few bytes per entry,
+// whatever keys a directory claims.
+size_t RecordKeyLimit(size_t entries) { return 2 * entries + 64; }
+
+// RecordKey is the number a storage key stands for when it is written as
+// torch.save writes its keys ("0", "1", ... "19999": decimal, no sign, no
+// leading zero) and is below `limit`; nullopt for any other key. A torch
+// zip's loader finds such records by number in a table, the others by name.
+std::optional<uint32_t> RecordKey(std::string_view key, size_t limit) {
+  if (key.empty() || key.size() > 9 || (key[0] == '0' && key.size() > 1)) return std::nullopt;
+  uint32_t value = 0;
+  for (char ch : key) {
+    if (ch < '0' || ch > '9') return std::nullopt;
+    value = value * 10 + static_cast<uint32_t>(ch - '0');
+  }
+  if (value >= limit) return std::nullopt;
+  return value;
+}
+
+// NumberedRecord: the key number of an entry named <data_dir><key> whose key
+// RecordKey takes.
+std::optional<uint32_t> NumberedRecord(std::string_view name, std::string_view data_dir, size_t limit) {
+  if (!name.starts_with(data_dir)) return std::nullopt;
+  return RecordKey(name.substr(data_dir.size()), limit);
+}
+
 // Loader builds one Checkpoint::State from its container.
 class Loader {
  public:
-  Loader(Checkpoint::State& s, const LoadOptions& options) : s_(s), options_(options) {}
+  Loader(Checkpoint::State& s, const LoadOptions& options, const MemoReadsScan* memo_reads = nullptr)
+      : s_(s), options_(options), memo_reads_(memo_reads) {}
 
   Status Load() {
     const Container& c = s_.container;
@@ -153,10 +199,7 @@ class Loader {
   Status LoadTorchZip(bool torchscript) {
     const Container& c = s_.container;
     const std::string root = c.prefix + "/";
-    const PickleSource* source = nullptr;
-    for (const PickleSource& p : c.pickles) {
-      if (p.entry == root + "data.pkl") source = &p;
-    }
+    const PickleSource* source = TorchDataPickle(c);
     if (source == nullptr) {
       return MakeError(ErrorCode::kMalformed, 0, "archive has no readable " + root + "data.pkl");
     }
@@ -183,8 +226,25 @@ class Loader {
     // (the tables still grow past it as tensors are made and charged).
     constexpr size_t kMaxReserved = size_t{1} << 17;
     const std::string data_dir = root + "data/";
+    // Records whose key torch.save would write ("0", "1", ...) by number:
+    // the pickle asks for them in key order while the directory lists them
+    // in name order ("0", "1", "10", "100"...), and a hash lookup per
+    // request then misses the cache three times. The later of two entries
+    // of one name wins, as in entry_index; every other name is looked up
+    // there.
+    const size_t key_limit = RecordKeyLimit(c.entries.size());
+    constexpr uint32_t kNoEntry = UINT32_MAX;
+    std::vector<uint32_t> entry_of_key;
     size_t num_records = 0;
-    for (const ContainerEntry& e : c.entries) num_records += e.zip.name.starts_with(data_dir) ? 1 : 0;
+    for (size_t i = 0; i < c.entries.size(); ++i) {
+      const std::string& entry_name = c.entries[i].zip.name;
+      if (!entry_name.starts_with(data_dir)) continue;
+      ++num_records;
+      if (const std::optional<uint32_t> key = NumberedRecord(entry_name, data_dir, key_limit)) {
+        if (entry_of_key.empty()) entry_of_key.assign(key_limit, kNoEntry);
+        entry_of_key[*key] = static_cast<uint32_t>(i);
+      }
+    }
     num_records = std::min(num_records, kMaxReserved);
     s_.vm.storages.reserve(s_.vm.storages.size() + num_records);
     s_.vm.tensors.reserve(s_.vm.tensors.size() + num_records);
@@ -192,7 +252,13 @@ class Loader {
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
       name.resize(data_dir.size());
       name += r.key;
-      const ContainerEntry* entry = FindEntry(name);
+      const ContainerEntry* entry = nullptr;
+      if (const std::optional<uint32_t> key = RecordKey(r.key, key_limit)) {
+        const uint32_t index = entry_of_key.empty() ? kNoEntry : entry_of_key[*key];
+        entry = index == kNoEntry ? nullptr : &c.entries[index];
+      } else {
+        entry = FindEntry(name);
+      }
       if (entry == nullptr) {
         return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' has no record " + name, source->entry);
       }
@@ -221,7 +287,8 @@ class Loader {
       known = index;
       return index;
     };
-    const VmOptions vm_options = PickleVmOptions(options_, &s_.budget, torchscript);
+    VmOptions vm_options = PickleVmOptions(options_, &s_.budget, torchscript);
+    vm_options.memo_reads = memo_reads_;
     const Bytes data = source->data.subspan(static_cast<size_t>(source->start));
     const uint64_t base = source->file_offset ? *source->file_offset + source->start : source->start;
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, source->entry, s_.vm, resolver, vm_options));
@@ -495,6 +562,7 @@ class Loader {
   }
 
   Checkpoint::State& s_;
+  const MemoReadsScan* memo_reads_;  // data.pkl's, scanned ahead (LoadCheckpointImpl)
   const LoadOptions& options_;
   std::optional<ZipArchive> zip_;
 };
@@ -940,6 +1008,7 @@ const Anomalies& Checkpoint::anomalies() const { return state_->container.anomal
 const std::vector<std::string>& Checkpoint::notes() const { return state_->notes; }
 const ValueArena& Checkpoint::values() const { return state_->vm.values; }
 ValueId Checkpoint::root() const { return state_->root; }
+bool Checkpoint::ran_beside_container() const { return state_->ran_beside_container; }
 const std::vector<Tensor>& Checkpoint::tensors() const { return state_->vm.tensors; }
 const std::vector<Storage>& Checkpoint::storages() const { return state_->vm.storages; }
 
@@ -1619,13 +1688,158 @@ static Status CheckSparseIndices(const Checkpoint& ckpt) {
   return OkStatus();
 }
 
+namespace {
+
+// --- a torch zip's data.pkl run beside its container ------------------------
+//
+// Opening a torch.save archive of many records (every local header checked
+// against the directory, every entry examined for a hidden pickle or archive)
+// takes a third of its load, and running data.pkl the rest; the run needs
+// only the directory. With LoadOptions::threads > 1, the container is opened
+// on a second thread while this one runs data.pkl against a directory-only
+// container (DirectoryOnlyTorchZip), with a budget of its own. The run is
+// kept only when the opened container agrees with the directory-only one on
+// everything the run can read (SameTorchZip: format, prefix, the data.pkl
+// source, every entry's name, method, sizes and data offset, no anomaly)
+// and the two budgets together stay within the file's limits; otherwise it
+// is dropped and data.pkl runs again against the container, as with one
+// thread. Either way the Checkpoint is the same (tests compare both on
+// every corpus file).
+
+// DirectoryOnlyTorchZip is the container the load of a torch zip reads, made
+// from the central directory and the local headers alone; nullopt when the
+// bytes are not plainly one (not a zip, no prefix, no stored data.pkl, a
+// compressed entry: the container's own reading decides those).
+// TorchDataPickleBytes is the data.pkl a torch zip's load would run when
+// the archive is plainly one (DirectoryOnlyTorchZip decides), found from the
+// directory alone.
+std::optional<Bytes> TorchDataPickleBytes(Bytes bytes, const LoadOptions& options) {
+  Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
+  if (!zip || zip->entries().empty()) return std::nullopt;
+  const std::string& first = zip->entries().front().name;
+  const size_t slash = first.find('/');
+  if (slash == std::string::npos || slash == 0) return std::nullopt;
+  const std::string pickle_name = first.substr(0, slash) + "/data.pkl";
+  for (auto e = zip->entries().rbegin(); e != zip->entries().rend(); ++e) {
+    if (e->name != pickle_name) continue;
+    if (e->method != kZipMethodStored) return std::nullopt;
+    Result<Bytes> data = zip->StoredData(*e);
+    return data ? std::optional<Bytes>(*data) : std::nullopt;
+  }
+  return std::nullopt;
+}
+
+std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, const LoadOptions& options) {
+  Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
+  if (!zip || zip->entries().empty()) return std::nullopt;
+  const std::vector<ZipEntry>& entries = zip->entries();
+  Container c;
+  c.format = ContainerFormat::kTorchZip;
+  c.bytes = bytes;
+  const size_t slash = entries.front().name.find('/');
+  if (slash == std::string::npos || slash == 0) return std::nullopt;
+  c.prefix = entries.front().name.substr(0, slash);
+  const std::string data_dir = c.prefix + "/data/";
+  const std::string pickle_name = c.prefix + "/data.pkl";
+  const size_t key_limit = RecordKeyLimit(entries.size());
+  std::optional<size_t> pickle;
+  c.entries.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const ZipEntry& e = entries[i];
+    if (e.method != kZipMethodStored) return std::nullopt;
+    Result<uint64_t> offset = zip->DataOffset(e);
+    c.entries.push_back(ContainerEntry{e, offset ? std::optional<uint64_t>(*offset) : std::nullopt, std::nullopt,
+                                       false, std::nullopt});
+    if (e.name == pickle_name) pickle = i;
+    // The loader finds numbered records without the index (LoadTorchZip).
+    if (!NumberedRecord(e.name, data_dir, key_limit)) c.entry_index.Set(e.name, i);
+  }
+  if (!pickle || !c.entries[*pickle].data_offset) return std::nullopt;
+  const ContainerEntry& p = c.entries[*pickle];
+  const uint64_t offset = *p.data_offset;
+  c.entries[*pickle].holds_pickle = true;
+  c.pickles.push_back(PickleSource{p.zip.name, bytes.subspan(static_cast<size_t>(offset), static_cast<size_t>(p.zip.compressed_len)),
+                                   0, offset, false, 0, false, std::nullopt});
+  return c;
+}
+
+// SameTorchZip: the container as opened reads, for a torch zip's load,
+// exactly what the directory-only one does.
+bool SameTorchZip(const Container& opened, const Container& directory_only) {
+  if (opened.format != ContainerFormat::kTorchZip || opened.error || !opened.anomalies.empty() ||
+      opened.prefix != directory_only.prefix || opened.bytes.data() != directory_only.bytes.data() ||
+      opened.bytes.size() != directory_only.bytes.size() || opened.entries.size() != directory_only.entries.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < opened.entries.size(); ++i) {
+    const ContainerEntry& a = opened.entries[i];
+    const ContainerEntry& b = directory_only.entries[i];
+    if (a.data_offset != b.data_offset || a.zip.method != b.zip.method || a.zip.compressed_len != b.zip.compressed_len ||
+        a.zip.uncompressed_len != b.zip.uncompressed_len || a.zip.local_header_offset != b.zip.local_header_offset ||
+        a.zip.name != b.zip.name || a.inflated) {
+      return false;
+    }
+  }
+  const PickleSource* x = TorchDataPickle(opened);
+  const PickleSource* y = TorchDataPickle(directory_only);
+  return x != nullptr && y != nullptr && x->entry == y->entry && x->data.data() == y->data.data() &&
+         x->data.size() == y->data.size() && x->start == y->start && x->file_offset == y->file_offset;
+}
+
+}  // namespace
+
 Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOptions& options) {
   auto state = std::make_unique<Checkpoint::State>();
   state->file = std::move(file);
   state->limits = options.limits.Clamped();
   state->budget = Budget(options.budget);
-  state->container =
-      OpenContainer(state->file.data().empty() ? data : state->file.data(), options.container, &state->budget);
+  const Bytes bytes = state->file.data().empty() ? data : state->file.data();
+  // A large zip: its container is opened on a second thread while this one
+  // runs data.pkl (see DirectoryOnlyTorchZip above); `beside` is that run.
+  std::unique_ptr<Checkpoint::State> beside;
+  bool beside_ok = false;
+  if (options.threads > 1 && bytes.size() >= options.parallel_min_bytes && LooksLikeZip(bytes)) {
+    std::exception_ptr container_error;
+    // The run's budget, fresh: what the memo scan ahead must assume.
+    Budget beside_budget(options.budget);
+    beside_budget.SetFileSize(bytes.size());
+    // The other thread first scans data.pkl's memo reads (the run's first
+    // step) while this one reads the directory, then opens the container.
+    std::promise<MemoReadsScan> scanned;
+    std::future<MemoReadsScan> memo_reads = scanned.get_future();
+    {
+      std::jthread opener([&] {
+        MemoReadsScan scan;
+        try {
+          if (std::optional<Bytes> pickle = TorchDataPickleBytes(bytes, options)) {
+            scan = ScanMemoReadsAhead(*pickle, state->limits.pickle, beside_budget.remaining(BudgetKind::kOpcodes));
+          }
+        } catch (...) {
+          scan = MemoReadsScan{};  // (the run scans for itself)
+        }
+        scanned.set_value(std::move(scan));
+        try {
+          state->container = OpenContainer(bytes, options.container, &state->budget);
+          // What the container read need not stay resident (as below); the
+          // run reads only data.pkl again.
+          state->file.DropResident();
+        } catch (...) {
+          container_error = std::current_exception();
+        }
+      });
+      if (std::optional<Container> directory_only = DirectoryOnlyTorchZip(bytes, options)) {
+        beside = std::make_unique<Checkpoint::State>();
+        beside->limits = state->limits;
+        beside->budget = beside_budget;
+        beside->container = std::move(*directory_only);
+        const MemoReadsScan scan = memo_reads.get();
+        beside_ok = static_cast<bool>(Loader(*beside, options, &scan).Load());
+      }
+    }  // joins the opener
+    if (container_error) std::rethrow_exception(container_error);
+  } else {
+    state->container = OpenContainer(bytes, options.container, &state->budget);
+  }
   const Container& c = state->container;
   // A file that changed while it was read explains any error its bytes gave.
   auto fail = [&](Error e) -> Result<Checkpoint> {
@@ -1651,8 +1865,18 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
   // stay in this process's memory: what a load keeps resident is what it
   // views (the pickles, then whatever tensors the caller reads).
   state->file.DropResident();
-  Loader loader(*state, options);
-  if (Status loaded = loader.Load(); !loaded) return fail(std::move(loaded).error());
+  if (beside_ok && SameTorchZip(c, beside->container) && state->budget.TryAbsorb(beside->budget)) {
+    state->vm = std::move(beside->vm);
+    state->root = beside->root;
+    state->notes = std::move(beside->notes);
+    state->buffers = std::move(beside->buffers);
+    state->ran_beside_container = true;
+  } else {
+    beside.reset();
+    Loader loader(*state, options);
+    if (Status loaded = loader.Load(); !loaded) return fail(std::move(loaded).error());
+  }
+  beside.reset();
   CKG_TRY(state->file.CheckUnchanged());
   Checkpoint out(std::move(state));
   if (Status converted = ConvertCooIndices(*out.state_, out); !converted) {

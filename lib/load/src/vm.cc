@@ -196,6 +196,7 @@ class Vm {
         script_objects_(options.script_objects),
         records_(options.records),
         reclaim_(options.reclaim),
+        memo_reads_(options.memo_reads),
         budget_(options.budget != nullptr ? *options.budget : own_budget_) {}
 
   Result<ValueId> Run() {
@@ -208,6 +209,7 @@ class Vm {
     PickleDecoder decoder(data_, limits_.pickle, base_offset_);
     MachineLimits machine_limits{limits_.max_stack_depth, limits_.max_mark_depth, limits_.max_memo_entries};
     PickleMachine<Vm> machine(*this, machine_limits, budget_, MachineMode::kStrict, where_);
+    machine.UseScan(memo_reads_);
     machine_ = reclaim_ ? &machine : nullptr;  // (Reclaim does nothing without it)
     // Values of earlier runs (a legacy file's other pickles) are the loader's.
     pinned_high_ = static_cast<int64_t>(state_.values.size()) - 1;
@@ -2353,6 +2355,7 @@ class Vm {
   bool script_objects_;
   bool records_;
   bool reclaim_;
+  const MemoReadsScan* memo_reads_;
   // The errors of globals that may not be values (kUnknownGlobal, and the
   // function kinds of records), raised when one is used or is reachable from
   // the root at the end; late_errors_ maps their ids to unknown_.

@@ -146,6 +146,15 @@ class Budget {
   // depth); only the deepest is kept. Same failure as Charge.
   Status Nest(uint64_t depth, uint64_t offset = 0, std::string_view where = {}, std::string_view what = {});
 
+  // TryAbsorb adds the charges of `other`, a budget of the same file that a
+  // stage charged on its own (a pickle run beside the container, on another
+  // thread), when the totals stay within the limits in force here (the
+  // deepest nesting of the two within its limit) and neither budget is
+  // exhausted; otherwise it returns false and changes nothing. Totals only
+  // grow, so the sums fit exactly when every charge of both, made one after
+  // the other on one budget, would have fit.
+  bool TryAbsorb(const Budget& other);
+
   uint64_t used(BudgetKind kind) const { return used_[static_cast<size_t>(kind)]; }
   uint64_t remaining(BudgetKind kind) const;
   const BudgetLimits& limits() const { return limits_; }

@@ -68,6 +68,8 @@ struct VmLimits {
 };
 
 // StorageRequest is one persistent id ('storage', type, key, location, numel[, view]).
+struct MemoReadsScan;  // pickle_machine.h
+
 struct StorageRequest {
   std::string key;
   DType dtype = DType::kUInt8;   // from the storage type global
@@ -121,6 +123,9 @@ struct VmOptions {
   // false keeps every value the pickle built: what a load gives is the same
   // (the fuzzers compare both), only memory differs.
   bool reclaim = true;
+  // A memo scan of the pickle made ahead (pickle_machine.h MemoReadsScan),
+  // used only when it was made for exactly this run; nullptr: the run scans.
+  const MemoReadsScan* memo_reads = nullptr;
 };
 
 // RunPickle runs the pickle at the start of `data` (offsets reported as

@@ -53,6 +53,7 @@ struct PickleLimits {
   uint64_t max_pickles = 1024;
 
   PickleLimits Clamped() const;
+  bool operator==(const PickleLimits&) const = default;
 };
 
 // PickleArgType says which fields of a PickleArg hold the operand.

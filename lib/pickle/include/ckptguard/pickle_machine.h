@@ -331,6 +331,27 @@ class MemoReads {
 // undecided reads All.
 MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops);
 
+// MemoReadsScan is a ScanMemoReads made ahead, with the arguments it was
+// made for: a run given one (PickleMachine::UseScan, VmOptions::memo_reads)
+// uses its answer only when the run would scan exactly those bytes with
+// those limits, and scans itself otherwise. A loader scans data.pkl on
+// another thread while this one reads the zip directory.
+struct MemoReadsScan {
+  const uint8_t* data = nullptr;  // nullptr: no scan
+  size_t size = 0;
+  PickleLimits limits;
+  uint64_t max_ops = 0;
+  MemoReads reads = MemoReads::All();
+
+  bool For(Bytes pickle, const PickleLimits& run_limits, uint64_t run_max_ops) const {
+    return data != nullptr && data == pickle.data() && size == pickle.size() && limits == run_limits &&
+           max_ops == run_max_ops;
+  }
+};
+inline MemoReadsScan ScanMemoReadsAhead(Bytes pickle, const PickleLimits& limits, uint64_t max_ops) {
+  return MemoReadsScan{pickle.data(), pickle.size(), limits, max_ops, ScanMemoReads(pickle, limits, max_ops)};
+}
+
 // MachineStack is the object stack: a vector whose push is inline (the
 // machine pushes for most opcodes; std::vector's push_back, with its
 // reallocation, stayed a call from Step).
@@ -378,6 +399,10 @@ class PickleMachine {
     }
   }
 
+  // UseScan gives Run a memo scan made ahead (MemoReadsScan), used when it
+  // was made for the pickle Run starts; `scan` must outlive the runs.
+  void UseScan(const MemoReadsScan* scan) { scan_ = scan; }
+
   // Reset forgets the stack, marks and memo: a new pickle starts.
   void Reset() {
     stack_.clear();
@@ -403,7 +428,13 @@ class PickleMachine {
       // Strict only: a lenient run goes on past a PUT or MEMOIZE that failed,
       // and the keys MEMOIZE stores at would no longer be the scan's.
       if (mode_ == MachineMode::kStrict) {
-        reads_ = ScanMemoReads(decoder.Rest(), decoder.limits(), budget_.remaining(BudgetKind::kOpcodes));
+        const Bytes rest = decoder.Rest();
+        const uint64_t max_ops = budget_.remaining(BudgetKind::kOpcodes);
+        if (scan_ != nullptr && scan_->For(rest, decoder.limits(), max_ops)) {
+          reads_ = scan_->reads;
+        } else {
+          reads_ = ScanMemoReads(rest, decoder.limits(), max_ops);
+        }
       }
     }
     PickleOp op;  // reused: operands that are views allocate nothing
@@ -927,6 +958,7 @@ class PickleMachine {
   MachineMemo memo_;
   int64_t shared_high_ = -1;  // shared_high() (-1: none)
   MemoReads reads_ = MemoReads::All();  // the keys the running pickle reads (Run)
+  const MemoReadsScan* scan_ = nullptr;  // UseScan
   // Shared literals (LiteralSlot -> id), for domains that share them.
   std::array<Id, kMachineLiteralSlots> literals_;
   std::array<Id, kFastLiteralSlots> fast_literals_;  // FastStep's view of literals_
