@@ -68,7 +68,7 @@ scanner::FileReport InputReport(std::string path, std::string format, const char
   r.format = std::move(format);
   const scanner::Rule* input_rule = scanner::FindInputRule(rule);
   r.findings.push_back(scanner::Finding{rule, input_rule != nullptr ? input_rule->severity : scanner::Severity::kSuspicious,
-                                        std::move(message), "", 0, "", ""});
+                                        std::move(message), "", 0, "", "", "", ""});
   r.error = std::move(error);
   r.verdict = scanner::VerdictOf(r.findings, r.error);
   return r;

@@ -222,7 +222,7 @@ std::vector<FileReport> DcpItemReports(const std::string& display, const std::st
                               "a byte range that " + display + " names (torch.load of it is how the checkpoint is "
                               "loaded), scanned on its own: " + std::to_string(item.length) + " bytes at " +
                               std::to_string(item.offset),
-                              "", 0, "", ""});
+                              "", 0, "", "", "", ""});
     if (Status unchanged = file->CheckUnchanged(); !unchanged) {
       r.findings.clear();
       r.error = unchanged.error();
@@ -494,7 +494,7 @@ class Walker {
     r.path = index.display;
     r.format = "shard-index";
     auto add = [&](const char* rule, const std::string& message, bool error) {
-      r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, "", ""});
+      r.findings.push_back(Finding{rule, scanner::FindInputRule(rule)->severity, message, "", 0, "", "", "", ""});
       if (error && !r.error) r.error = Error{ErrorCode::kIo, 0, "", std::string("not everything it names was scanned (") + rule + ")"};
     };
     Result<ShardIndex> parsed = ReadShardIndex(index.real);
@@ -600,7 +600,12 @@ RULE (fnmatch: CKG-F080, 'CKG-A*') in a file matching GLOB (as --include:
 a pattern with '/' matches the path, others the file name; no GLOB: every
 file) is still reported, marked waived (JSON "waived", SARIF suppressions),
 but does not count towards the file's verdict or the exit status. A waiver
-never hides a file that could not be read.
+never hides a file that could not be read. A --rules file can hold waivers
+too, each with the reason it was accepted (docs/rules.md):
+  [[waive]]
+  rule = "CKG-F080"
+  path = "legacy/*.pt"
+  reason = "reviewed 2026-11: an old exporter's padding, not a payload"
 
 Examples:
   ckptguard scan model.pt
@@ -675,27 +680,26 @@ Remote inputs:
 
 namespace {
 
-// Waive marks the findings the --waive options match and recomputes the
-// verdicts they change.
-void Waive(const std::vector<std::string>& waivers, std::vector<FileReport>& reports) {
-  struct Waiver {
-    const std::string* text;          // RULE[:GLOB] as given
-    std::string rule;                 // fnmatch pattern of rule ids
-    std::vector<std::string> glob;    // the file GLOB (none: every file)
-  };
-  std::vector<Waiver> parsed;
-  for (const std::string& w : waivers) {
+// Waive marks the findings the waivers match (the --waive options first,
+// then the rules files' [[waive]] entries; the first that matches names the
+// finding's waiver) and recomputes the verdicts they change.
+void Waive(const std::vector<std::string>& options, const std::vector<scanner::Waiver>& from_rules,
+           std::vector<FileReport>& reports) {
+  std::vector<scanner::Waiver> waivers;
+  for (const std::string& w : options) {
     const size_t colon = w.find(':');
-    parsed.push_back({&w, w.substr(0, colon),
-                      colon == std::string::npos ? std::vector<std::string>{} : std::vector<std::string>{w.substr(colon + 1)}});
+    waivers.push_back({w.substr(0, colon), colon == std::string::npos ? std::string() : w.substr(colon + 1), "", "--waive"});
   }
+  waivers.insert(waivers.end(), from_rules.begin(), from_rules.end());
   for (FileReport& r : reports) {
     bool changed = false;
     for (scanner::Finding& f : r.findings) {
-      for (const Waiver& w : parsed) {
+      for (const scanner::Waiver& w : waivers) {
         if (fnmatch(w.rule.c_str(), f.rule.c_str(), 0) != 0) continue;
-        if (!w.glob.empty() && !Matches(w.glob, fs::path(r.path))) continue;
-        f.waiver = *w.text;
+        if (!w.path.empty() && !Matches({w.path}, fs::path(r.path))) continue;
+        f.waiver = w.Text();
+        f.waiver_source = w.source;
+        f.waiver_reason = w.reason;
         changed = true;
         break;
       }
@@ -834,7 +838,7 @@ int RunScan(const ScanFlags& all_flags) {
     if (first != i) {
       report.findings.push_back(Finding{scanner::kRuleSameFile, Severity::kInfo,
                                         "the same file as " + candidates[first].display + " (read and scanned once)",
-                                        "", 0, "", ""});
+                                        "", 0, "", "", "", ""});
     }
     ++reported[c.root];
     reports.push_back(std::move(report));
@@ -885,7 +889,7 @@ int RunScan(const ScanFlags& all_flags) {
       reports.push_back(std::move(r));
     }
   }
-  Waive(flags.waive, reports);
+  Waive(flags.waive, custom ? custom->waivers() : std::vector<scanner::Waiver>{}, reports);
   std::string text;
   if (flags.format == "json") {
     text = scanner::ReportJson(reports, skipped);

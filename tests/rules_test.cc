@@ -478,6 +478,48 @@ BOOST_DATA_TEST_CASE(bad_user_files_are_refused_with_file_and_line, bdata::make(
   BOOST_TEST(rules.rules().size() == before);
 }
 
+BOOST_AUTO_TEST_CASE(waivers_in_rules_files_need_a_rule_and_a_reason) {
+  RuleSet rules = RuleSet::Builtin();
+  BOOST_TEST(rules.waivers().empty());
+  const Status added = rules.AddRulesText(R"(version = 1
+
+[[waive]]
+rule = "CKG-F080"
+path = "legacy/*.pt"
+reason = "reviewed: the old exporter's padding"
+
+[[waive]]
+rule = "CKG-A*"
+reason = "accepted for every file"
+)", "gate.toml");
+  BOOST_REQUIRE_MESSAGE(added, Why(added));
+  BOOST_REQUIRE(rules.waivers().size() == 2u);
+  BOOST_TEST(rules.waivers()[0].Text() == "CKG-F080:legacy/*.pt");
+  BOOST_TEST(rules.waivers()[0].source == "gate.toml:3");
+  BOOST_TEST(rules.waivers()[0].reason == "reviewed: the old exporter's padding");
+  BOOST_TEST(rules.waivers()[1].Text() == "CKG-A*");
+  BOOST_TEST(rules.waivers()[1].source == "gate.toml:8");
+  // A copy keeps them.
+  const RuleSet copy = rules;
+  BOOST_TEST(copy.waivers().size() == 2u);
+
+  auto refused = [](const std::string& text) {
+    RuleSet r = RuleSet::Builtin();
+    const Status s = r.AddRulesText(text, "bad.toml");
+    BOOST_TEST(r.waivers().empty());
+    return s ? std::string("accepted") : s.error().detail;
+  };
+  BOOST_TEST(refused("version = 1\n[[waive]]\nrule = \"CKG-F080\"\n").find("bad.toml:2: [[waive]] of CKG-F080 without 'reason'") !=
+             std::string::npos);
+  BOOST_TEST(refused("version = 1\n[[waive]]\nreason = \"x\"\n").find("bad.toml:2: [[waive]] without 'rule'") !=
+             std::string::npos);
+  BOOST_TEST(refused("version = 1\n[[waive]]\nrule = \"X\"\nreason = \"y\"\nexpires = \"2027\"\n")
+                 .find("bad.toml:5: unknown field 'expires' in [[waive]]") != std::string::npos);
+  BOOST_TEST(refused("version = 1\n[[waive]]\nrule = 7\nreason = \"y\"\n").find("bad.toml:3: 'rule' must be a string") !=
+             std::string::npos);
+  BOOST_TEST(refused("version = 1\nwaive = \"CKG-*\"\n").find("'waive' must be an array of tables") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(non_ascii_in_strings_and_comments_is_fine) {
   RuleSet rules = RuleSet::Builtin();
   const Status status = rules.AddRulesText(

@@ -96,6 +96,38 @@ BOOST_AUTO_TEST_CASE(fail_on_waive_and_usage_exit_codes) {
   BOOST_TEST(Scan("--waive 'CKG-*' " + dangerous).out.find("waived by CKG-*") != std::string::npos);
   // A waiver never hides a file that could not be read.
   BOOST_TEST(Scan("--waive 'CKG-*' /nonexistent/model.pt").exit_code == 2);
+
+  // The same waivers kept in a rules file, each with its reason: reports
+  // say where and why; a path that does not match waives nothing.
+  testing::TempDir dir;
+  std::string rules = "version = 1\n";
+  for (const json& f : before.at("findings")) {
+    rules += "\n[[waive]]\nrule = \"" + f.at("rule").get<std::string>() +
+             "\"\npath = \"os_*.pkl\"\nreason = \"reviewed: a test payload\"\n";
+  }
+  const std::string gate = dir.Write("gate.toml", rules);
+  const auto kept = Scan("--format json --rules " + gate + " " + dangerous);
+  BOOST_TEST(kept.exit_code == 0, kept.out);
+  const json kept_file = json::parse(kept.out).at("files").at(0);
+  BOOST_TEST(kept_file.at("verdict") == "safe");
+  for (const json& f : kept_file.at("findings")) {
+    BOOST_TEST(f.at("waived").get<std::string>().ends_with(":os_*.pkl"));
+    BOOST_TEST(f.at("waiver_source").get<std::string>().starts_with(gate + ":"));
+    BOOST_TEST(f.at("waiver_reason") == "reviewed: a test payload");
+  }
+  const json kept_sarif = json::parse(Scan("--format sarif --rules " + gate + " " + dangerous).out);
+  for (const json& r : kept_sarif.at("runs").at(0).at("results")) {
+    BOOST_TEST(r.at("suppressions").at(0).at("justification").get<std::string>().find("reviewed: a test payload") !=
+               std::string::npos);
+  }
+  BOOST_TEST(Scan("--rules " + gate + " " + dangerous).out.find("reviewed: a test payload") != std::string::npos);
+  const std::string elsewhere = dir.Write("elsewhere.toml", "version = 1\n[[waive]]\nrule = \"CKG-*\"\npath = \"other*.pkl\"\nreason = \"x\"\n");
+  BOOST_TEST(Scan("--rules " + elsewhere + " " + dangerous).exit_code == 1);
+  // A waiver without its reason is a broken rules file: the scan stops (2).
+  const std::string broken = dir.Write("broken.toml", "version = 1\n[[waive]]\nrule = \"CKG-*\"\n");
+  const auto refused = Scan("--rules " + broken + " " + dangerous, /*merge_stderr=*/true);
+  BOOST_TEST(refused.exit_code == 2);
+  BOOST_TEST(refused.out.find("without 'reason'") != std::string::npos, refused.out);
 }
 
 // Files left out on purpose (no model format at all) are listed in every

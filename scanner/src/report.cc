@@ -382,6 +382,14 @@ std::string ReportText(const std::vector<FileReport>& files, const std::vector<S
       if (!finding.waiver.empty()) {
         out += ", waived by ";
         AppendPrintable(out, finding.waiver);
+        if (!finding.waiver_source.empty() && finding.waiver_source != "--waive") {
+          out += " in ";
+          AppendPrintable(out, finding.waiver_source);
+        }
+        if (!finding.waiver_reason.empty()) {
+          out += ": ";
+          AppendPrintable(out, finding.waiver_reason);
+        }
       }
       out += "] ";
       AppendPrintable(out, finding.rule);
@@ -447,7 +455,11 @@ std::string ReportJson(const std::vector<FileReport>& files, const std::vector<S
           {"global", finding.global},
           {"help", RuleDocUri(finding.rule)},
       });
-      if (!finding.waiver.empty()) findings.back()["waived"] = finding.waiver;
+      if (!finding.waiver.empty()) {
+        findings.back()["waived"] = finding.waiver;
+        if (!finding.waiver_source.empty()) findings.back()["waiver_source"] = finding.waiver_source;
+        if (!finding.waiver_reason.empty()) findings.back()["waiver_reason"] = finding.waiver_reason;
+      }
     }
     Json out_file = {
         {"path", file.path},
@@ -519,8 +531,12 @@ std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rul
       });
       if (!finding.waiver.empty()) {
         // Shown as suppressed (code scanning closes the alert), with the waiver.
+        std::string justification = finding.waiver_source.empty() || finding.waiver_source == "--waive"
+                                        ? "waived by --waive " + finding.waiver
+                                        : "waived by " + finding.waiver + " in " + finding.waiver_source;
+        if (!finding.waiver_reason.empty()) justification += ": " + finding.waiver_reason;
         results.back()["suppressions"] =
-            Json::array({{{"kind", "external"}, {"justification", "waived by --waive " + finding.waiver}}});
+            Json::array({{{"kind", "external"}, {"justification", std::move(justification)}}});
       }
     }
     // An error no input finding explains is a CKG-W001 result too: code
@@ -528,7 +544,7 @@ std::string ReportSarif(const std::vector<FileReport>& files, const RuleSet& rul
     const bool explained = std::any_of(file.findings.begin(), file.findings.end(), IsInputFinding);
     if (file.error && !explained) {
       Finding finding{kRuleNotScanned, Severity::kSuspicious, "not scanned completely: " + file.error->ToString(),
-                      file.error->where, file.error->offset, "", ""};
+                      file.error->where, file.error->offset, "", "", "", ""};
       auto it = rule_index.find(finding.rule);
       if (it == rule_index.end()) {
         descriptors.push_back(ReportingDescriptor(finding.rule, FindRule(rules, finding.rule), finding.severity));

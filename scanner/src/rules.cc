@@ -103,6 +103,51 @@ std::unexpected<Error> Malformed(std::string_view source, const toml::source_reg
   return MakeError(ErrorCode::kMalformed, region.begin.line, Where(source, region) + ": " + what, std::string(source));
 }
 
+// ParseWaivers reads the [[waive]] entries of a rules file: rule (an
+// fnmatch pattern of rule ids), path (optional glob), reason (required: a
+// waiver nobody can explain later is a hole in the gate).
+Result<std::vector<Waiver>> ParseWaivers(std::string_view text, std::string_view source) {
+  toml::parse_result parsed = toml::parse(text, source);
+  if (!parsed) return std::vector<Waiver>{};  // ParseRules reported it
+  const toml::node* waive = parsed.table().get("waive");
+  std::vector<Waiver> out;
+  if (waive == nullptr) return out;
+  const toml::array* entries = waive->as_array();
+  if (entries == nullptr) return Malformed(source, waive->source(), "'waive' must be an array of tables ([[waive]])");
+  if (entries->size() > kMaxRulesPerFile) {
+    return MakeError(ErrorCode::kLimitExceeded, 0,
+                     "max_rules (" + std::to_string(kMaxRulesPerFile) + ") exceeded: " +
+                         std::to_string(entries->size()) + " [[waive]] entries",
+                     std::string(source));
+  }
+  static constexpr std::array<std::string_view, 3> kFields = {"rule", "path", "reason"};
+  for (const toml::node& node : *entries) {
+    const toml::table* entry = node.as_table();
+    if (entry == nullptr) return Malformed(source, node.source(), "[[waive]] entry is not a table");
+    for (const auto& [key, value] : *entry) {
+      if (std::find(kFields.begin(), kFields.end(), key.str()) == kFields.end()) {
+        return Malformed(source, value.source(), "unknown field '" + std::string(key.str()) + "' in [[waive]]");
+      }
+    }
+    Waiver w;
+    for (const auto& [name, field] : {std::pair<std::string_view, std::string*>{"rule", &w.rule},
+                                      {"path", &w.path}, {"reason", &w.reason}}) {
+      const toml::node* n = entry->get(name);
+      if (n == nullptr) continue;
+      const std::optional<std::string_view> value = n->value<std::string_view>();
+      if (!value) return Malformed(source, n->source(), "'" + std::string(name) + "' must be a string");
+      *field = std::string(*value);
+    }
+    if (w.rule.empty()) return Malformed(source, node.source(), "[[waive]] without 'rule' (a rule id or pattern: CKG-F080, 'CKG-A*')");
+    if (w.reason.empty()) {
+      return Malformed(source, node.source(), "[[waive]] of " + w.rule + " without 'reason' (why the finding is accepted)");
+    }
+    w.source = std::string(source) + ":" + std::to_string(node.source().begin.line);
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
 bool ValidId(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   if (!((id[0] >= 'A' && id[0] <= 'Z') || (id[0] >= 'a' && id[0] <= 'z'))) return false;
@@ -346,6 +391,7 @@ struct RuleSet::Impl {
         kinds(other.kinds),
         by_id(other.by_id),
         allowlist(other.allowlist),
+        waivers(other.waivers),
         allowed(other.allowed),
         strict(other.strict),
         matcher(other.matcher),
@@ -375,6 +421,7 @@ struct RuleSet::Impl {
   std::vector<RuleKind> kinds;              // parallel to rules
   std::map<std::string, size_t, std::less<>> by_id;
   Allowlist allowlist;
+  std::vector<Waiver> waivers;                  // [[waive]] entries of the added files
   std::set<std::string, std::less<>> allowed;  // Allow()ed dotted names, as given
   bool strict = false;
   std::shared_ptr<const Matcher> matcher;   // compiled global rules; null when there are none
@@ -498,11 +545,16 @@ Status RuleSet::AddRulesText(std::string_view text, std::string_view source) {
   AllowlistLimits limits;
   limits.max_file_len = kMaxRulesFileLen;
   CKG_ASSIGN_OR_RETURN(Allowlist user_allow, ParseAllowlist(text, source, limits));
+  CKG_ASSIGN_OR_RETURN(std::vector<Waiver> waivers, ParseWaivers(text, source));
   impl_->Loaded();
   CKG_TRY(impl_->AddParsed(std::move(parsed), source));
   impl_->allowlist.Merge(user_allow, user_allow.replace_mode());
+  impl_->waivers.insert(impl_->waivers.end(), std::make_move_iterator(waivers.begin()),
+                        std::make_move_iterator(waivers.end()));
   return OkStatus();
 }
+
+const std::vector<Waiver>& RuleSet::waivers() const { return impl_->waivers; }
 
 Status RuleSet::AddRulesFile(const std::filesystem::path& path) {
   const std::string name = path.string();

@@ -302,11 +302,11 @@ class Scanner {
       if (report_.findings.size() == kMaxFindings) {
         report_.findings.push_back({"CKG-F040", Severity::kSuspicious,
                                     "more than " + Num(kMaxFindings) + " findings; the rest are not listed", entry,
-                                    offset, "", ""});
+                                    offset, "", "", "", ""});
       }
       return;
     }
-    report_.findings.push_back({rule, severity, std::move(message), entry, offset, std::string(global), ""});
+    report_.findings.push_back({rule, severity, std::move(message), entry, offset, std::string(global), "", "", ""});
   }
   void AddFixed(const std::string& rule, std::string message, uint64_t offset, std::string_view global = {}) {
     Add(rule, Rules().FixedRule(rule).severity, std::move(message), *entry_, offset, global);

@@ -31,10 +31,14 @@ struct Finding {
   std::string entry;    // zip entry, "" for the file itself; nested paths joined by " > "
   uint64_t offset = 0;  // byte offset in the (unwrapped) container bytes, or in the entry when inflated
   std::string global;   // "module.name" when the finding is about a global; else ""
-  // The user's waiver that matched this finding (`scan --waive RULE[:GLOB]`),
-  // "" when none did. A waived finding is still reported, marked as such,
-  // but does not count towards the verdict.
+  // The user's waiver that matched this finding (`scan --waive RULE[:GLOB]`
+  // or a rules file's [[waive]], rules.h Waiver): "RULE[:GLOB]", "" when none
+  // did. A waived finding is still reported, marked as such, but does not
+  // count towards the verdict. Where it was given ("--waive", "FILE:LINE")
+  // and the rules file's reason ("" for --waive) come with it.
   std::string waiver;
+  std::string waiver_source;
+  std::string waiver_reason;
 };
 
 enum class Verdict : uint8_t { kSafe, kSuspicious, kDangerous, kError };

@@ -50,6 +50,21 @@ struct Rule {
   std::string reference;    // a URL or document section
 };
 
+// Waiver is one [[waive]] entry of a rules file (or one `scan --waive
+// RULE[:GLOB]`): findings whose rule id matches `rule` (an fnmatch pattern,
+// "CKG-F080", "CKG-A*") in files matching `path` (a glob as `scan
+// --include` takes it: with a '/', matched against the path as given, else
+// against the file name; empty: every file) are reported as waived and do
+// not count towards the verdict or the exit status.
+struct Waiver {
+  std::string rule;
+  std::string path;
+  std::string reason;  // why the finding is accepted (required in rules files)
+  std::string source;  // "rules.toml:12", or "--waive"
+  // Text is how reports name the waiver: "RULE" or "RULE:GLOB".
+  std::string Text() const { return path.empty() ? rule : rule + ":" + path; }
+};
+
 // CallableKind, IsDataKind and CallableEntry: ckptguard/callables.h (one
 // list, rules/callables.toml, for the scanner and the loader).
 
@@ -79,6 +94,8 @@ class RuleSet {
   Status AddRulesFile(const std::filesystem::path& path);
   // AddRulesText is AddRulesFile for text already in memory (`source` names it).
   Status AddRulesText(std::string_view text, std::string_view source);
+  // Waivers are the [[waive]] entries of the rules files added, in order.
+  const std::vector<Waiver>& waivers() const;
   // Allow marks "module.name" safe (the command line's --allow).
   void Allow(std::string_view dotted_global);
   // SetStrict makes unknown globals dangerous instead of suspicious.
