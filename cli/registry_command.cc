@@ -144,7 +144,7 @@ int Push(const RegistryFlags& flags) {
     }
     if (response->status == 422 && worst == kExitOk) worst = kExitFindings;
   }
-  if (flags.json) std::cout << results.dump(2) << "\n";
+  if (flags.json) std::cout << Stamp(json{{"files", std::move(results)}}, "registry push").dump(2) << "\n";
   return worst;
 }
 
@@ -608,6 +608,7 @@ int Pull(const RegistryFlags& flags) {
 
 int Verify(const RegistryFlags& flags) {
   int worst = kExitOk;
+  json reports = json::array();
   for (const std::string& file : flags.files) {
     auto client = MakeClient(flags, "verifying " + file);
     if (!client) {
@@ -629,7 +630,7 @@ int Verify(const RegistryFlags& flags) {
     const bool verified = report.value("verified", false);
     if (flags.json) {
       report["path"] = file;
-      std::cout << report.dump() << "\n";
+      reports.push_back(std::move(report));
     } else if (verified) {
       std::cout << file << ": verified: catalogued as " << Printable(report.value("name", "")) << ":" << Printable(report.value("tag", ""))
                 << ", unchanged, signed by key " << Printable(report.value("key_id", "")).substr(0, 16) << " ("
@@ -639,6 +640,7 @@ int Verify(const RegistryFlags& flags) {
     }
     if (!verified && worst == kExitOk) worst = kExitFindings;
   }
+  if (flags.json) std::cout << Stamp(json{{"files", std::move(reports)}}, "registry verify").dump(2) << "\n";
   return worst;
 }
 
@@ -663,7 +665,7 @@ int List(const RegistryFlags& flags) {
     return kExitError;
   }
   if (flags.json) {
-    std::cout << list.dump(2) << "\n";
+    std::cout << Stamp(std::move(list), "registry list").dump(2) << "\n";
     return kExitOk;
   }
   for (const auto& r : list.value("checkpoints", json::array())) {
@@ -727,7 +729,7 @@ Examples:
   flags.push->add_option("FILE", flags.files, "model files")->required()->check(CLI::ExistingFile);
   flags.push->add_option("--name", flags.name, "catalog name (default: the file name)");
   flags.push->add_option("--tag", flags.tag, "version or tag, e.g. v3 or epoch-40");
-  flags.push->add_flag("--json", flags.json, "print the catalog records as JSON");
+  flags.push->add_flag("--json", flags.json, "one JSON document: files[] (the catalog record of each push, with its path)");
   flags.push->add_flag("--force", flags.force,
                        "move NAME:TAG if it holds other content (tags are immutable unless the server runs with "
                        "--allow-retag; the move is audited)");
@@ -751,7 +753,7 @@ Examples:
 
   flags.verify = cmd->add_subcommand("verify", "Is this file catalogued, unchanged and signed by a trusted key?");
   flags.verify->add_option("FILE", flags.files, "files to check (their bytes are sent)")->required()->check(CLI::ExistingFile);
-  flags.verify->add_flag("--json", flags.json, "one JSON report per line");
+  flags.verify->add_flag("--json", flags.json, "one JSON document: files[] (path, verified, name, tag, key_id, detail...)");
 
   flags.list = cmd->add_subcommand("list", "List catalogued checkpoints, newest first");
   flags.list->add_option("--name", flags.name, "only this name");
@@ -759,7 +761,7 @@ Examples:
   flags.list->add_option("--status", flags.status, "stored, rejected or revoked")
       ->check(CLI::IsMember({"stored", "rejected", "revoked"}));
   flags.list->add_option("--limit", flags.limit, "at most this many (<= 1000)")->capture_default_str();
-  flags.list->add_flag("--json", flags.json, "print JSON");
+  flags.list->add_flag("--json", flags.json, "one JSON document: checkpoints[] as the registry lists them");
 
   flags.revoke = cmd->add_subcommand("revoke", "Revoke a stored checkpoint (needs an admin token)");
   flags.revoke->add_option("SHA256", flags.ref, "the checkpoint's digest")->required();

@@ -51,6 +51,17 @@ using Daemon = ckptguard::testing::DaemonProcess;
 // Env: the registry and token for a client run; pulls without --key pin the
 // registry's keys in a known-registries file beside the data folder, never
 // under the user's own ~/.config.
+// PushRecords: the records of `registry push --json` (one document: the
+// envelope and files[]), or null when the output is not that document.
+json PushRecords(const std::string& out) {
+  json doc = json::parse(out, nullptr, false);
+  if (!doc.is_object() || doc.value("schema_version", 0) != 1 || !doc["tool"].is_object() ||
+      doc["tool"].value("command", "") != "registry push") {
+    return nullptr;
+  }
+  return doc["files"];
+}
+
 std::string Env(const Daemon& d, const std::string& token) {
   return "CKPTGUARD_REGISTRY=" + d.Url() + " CKPTGUARD_TOKEN=" + token + " XDG_CONFIG_HOME=" +
          ShellQuote((d.dir.parent_path() / "config").string()) + " ";
@@ -141,7 +152,7 @@ BOOST_AUTO_TEST_CASE(ConcurrentPushesOfTheCorporaAreCataloguedSignedAndAudited) 
   for (int c = 0; c < kClients; ++c) {
     BOOST_TEST_CONTEXT("client " << c) {
       BOOST_CHECK_EQUAL(results[c].exit_code, 1);  // some were rejected
-      json records = json::parse(results[c].out, nullptr, false);
+      json records = PushRecords(results[c].out);
       BOOST_REQUIRE_MESSAGE(records.is_array(), results[c].out.substr(0, 2000));
       BOOST_CHECK_EQUAL(records.size(), all.size());  // an answer for every push
       for (const auto& r : records) {
@@ -169,6 +180,8 @@ BOOST_AUTO_TEST_CASE(ConcurrentPushesOfTheCorporaAreCataloguedSignedAndAudited) 
   auto list = Run(Env(daemon, token) + ShellQuote(kCli) + " registry list --json --limit 1000");
   json rows = json::parse(list.out, nullptr, false);
   BOOST_REQUIRE(rows.is_object());
+  BOOST_CHECK_EQUAL(rows.value("schema_version", 0), 1);
+  BOOST_CHECK_EQUAL(rows["tool"].value("command", ""), "registry list");
   BOOST_CHECK_EQUAL(rows["checkpoints"].size(), pushes);
   BOOST_CHECK(BlobDigests(data) == stored_digests);
 
@@ -332,6 +345,20 @@ BOOST_AUTO_TEST_CASE(ClientErrorsAreClearAndPullWritesNothingUnverified) {
   auto verify = Run(Env(daemon, token) + ShellQuote(kCli) + " registry verify " + ShellQuote(mlp) + " 2>&1");
   BOOST_CHECK_EQUAL(verify.exit_code, 1);
   BOOST_CHECK_MESSAGE(verify.out.find("leaked") != std::string::npos, verify.out);
+  // The same answer as one JSON document, with the contract's envelope.
+  auto verify_json = Run(Env(daemon, token) + ShellQuote(kCli) + " registry verify --json " + ShellQuote(mlp) + " " +
+                         ShellQuote(mlp) + " 2>/dev/null");
+  BOOST_CHECK_EQUAL(verify_json.exit_code, 1);
+  const json verified = json::parse(verify_json.out, nullptr, false);
+  BOOST_REQUIRE_MESSAGE(verified.is_object(), verify_json.out);
+  BOOST_CHECK_EQUAL(verified.value("schema_version", 0), 1);
+  BOOST_CHECK_EQUAL(verified["tool"].value("command", ""), "registry verify");
+  BOOST_REQUIRE_EQUAL(verified["files"].size(), 2u);
+  for (const json& f : verified["files"]) {
+    BOOST_CHECK_EQUAL(f.value("path", ""), mlp);
+    BOOST_CHECK(!f.value("verified", true));
+    BOOST_CHECK_MESSAGE(f.dump().find("leaked") != std::string::npos, f.dump());
+  }
   pull = Run(Env(daemon, token) + ShellQuote(kCli) + " registry pull " + LastLine(sha.out) + " --out " +
              ShellQuote(out) + " 2>&1");
   BOOST_CHECK_EQUAL(pull.exit_code, 1);
@@ -389,7 +416,7 @@ BOOST_AUTO_TEST_CASE(AdminCommandsBesideARunningServerLoseNothing) {
   BOOST_CHECK_GT(admin_runs.load(), 0);
   BOOST_CHECK_EQUAL(admin_failures.load(), 0);
   for (int c = 0; c < kClients; ++c) {
-    json records = json::parse(results[c].out, nullptr, false);
+    json records = PushRecords(results[c].out);
     BOOST_REQUIRE_MESSAGE(records.is_array(), results[c].out.substr(0, 2000));
     BOOST_CHECK_EQUAL(records.size(), 2 * benign.size());
     for (const auto& r : records) {
@@ -413,7 +440,7 @@ BOOST_AUTO_TEST_CASE(KeyRevokedFromTheCommandLineStopsSigningAtOnce) {
   auto push = [&](const std::string& file, const std::string& tag) {
     auto r = Run(Env(daemon, token) + ShellQuote(kCli) + " registry push --json --tag " + tag + " " +
                  ShellQuote((CorpusDir() / "benign" / file).string()) + " 2>&1");
-    json j = json::parse(r.out, nullptr, false);
+    json j = PushRecords(r.out);
     BOOST_REQUIRE_MESSAGE(j.is_array() && j.size() == 1, r.out);
     BOOST_REQUIRE_EQUAL(j[0].value("status", ""), "stored");
     return j[0].value("key_id", "");
