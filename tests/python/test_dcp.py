@@ -112,7 +112,9 @@ def test_torch_2_0_tensor_properties(tmp_path):
 def test_verify_and_latest(folder, tmp_path):
     out = run_cli("verify", "--json", str(folder))
     assert out.returncode == 0, out.stdout.decode()
-    report = json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    assert doc["summary"] == {"files": 1, "ok": 1, "failed": 0}, doc
+    report = doc["files"][0]
     assert report["ok"] and report["format"] == "dcp"
     runs = tmp_path / "runs"
     shutil.copytree(folder, runs / "step-1200")

@@ -63,14 +63,18 @@ def test_scan_reports_validate():
     assert not list(v.iter_errors(json.loads(out.stdout)))
 
 
-def test_verify_lines_and_latest_validate(tmp_path):
+def test_verify_and_latest_validate(tmp_path):
     v = validator("verify.schema.json")
-    out = run("verify", "--json", *[str(p) for p in corpus_files()])
-    lines = out.stdout.decode().splitlines()
-    assert len(lines) == len(corpus_files())
-    for line in lines:
-        errors = list(v.iter_errors(json.loads(line)))
-        assert not errors, errors[0]
+    files = [str(p) for p in corpus_files()]
+    out = run("verify", "--json", *files, "/nonexistent/x.pt")
+    assert out.returncode == 2  # the file that is not there
+    doc = json.loads(out.stdout)
+    errors = sorted(v.iter_errors(doc), key=str)
+    assert not errors, errors[0]
+    assert [f["path"] for f in doc["files"]] == files + ["/nonexistent/x.pt"]
+    ok = sum(1 for f in doc["files"] if f["ok"])
+    assert doc["summary"] == {"files": len(files) + 1, "ok": ok, "failed": len(files) + 1 - ok}
+    assert 0 < ok < len(files)  # the corpus has whole and broken files
     latest = validator("latest.schema.json")
     for folder in (EXAMPLES, tmp_path):
         out = run("latest", "--json", str(folder))

@@ -53,9 +53,20 @@ def copy(src, dst):
     return dst
 
 
+def only_file(out):
+    """The object of the only file in the one document of inspect, verify
+    or check --json."""
+    doc = json.loads(out.stdout)
+    assert len(doc["files"]) == 1, doc
+    return doc["files"][0]
+
+
 def verify(index):
     out = run("verify", "--json", str(index))
-    return out.returncode, json.loads(out.stdout)
+    report = only_file(out)
+    ok = 1 if report["ok"] else 0
+    assert json.loads(out.stdout)["summary"] == {"files": 1, "ok": ok, "failed": 1 - ok}
+    return out.returncode, report
 
 
 def details(report):
