@@ -85,12 +85,19 @@ def test_verify_and_latest_validate(tmp_path):
 
 def test_check_validates():
     v = validator("check.schema.json")
-    good = run("check", "--json", str(EXAMPLES / "mlp.params"), "--expect", str(EXAMPLES / "mlp.schema.json"))
+    schema = str(EXAMPLES / "mlp.schema.json")
+    good = run("check", "--json", str(EXAMPLES / "mlp.params"), "--expect", schema)
     bad = run("check", "--json", str(EXAMPLES / "mlp.params"), "--expect", "/nonexistent/schema.json")
-    assert good.returncode == 0 and bad.returncode == 2
-    for out in (good, bad):
-        errors = list(v.iter_errors(json.loads(out.stdout)))
+    several = run("check", "--json", *[str(p) for p in corpus_files()], "--expect", schema)
+    assert good.returncode == 0 and bad.returncode == 2 and several.returncode == 2
+    for out, n in ((good, 1), (bad, 1), (several, len(corpus_files()))):
+        doc = json.loads(out.stdout)
+        errors = sorted(v.iter_errors(doc), key=str)
         assert not errors, errors[0]
+        assert len(doc["files"]) == n
+    assert "error" in json.loads(bad.stdout)["files"][0]
+    kinds = {"error" in f for f in json.loads(several.stdout)["files"]}
+    assert kinds == {True, False}  # the corpus has files check reads and files it refuses
 
 
 @pytest.mark.parametrize("args,command", [

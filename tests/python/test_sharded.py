@@ -247,7 +247,7 @@ def test_check_takes_an_index_as_the_checkpoint(sharded, tmp_path):
     transformers' load_sharded_checkpoint loads them into the model."""
     out = run("check", "--json", "--expect", str(reference(tmp_path, 4)), str(sharded / INDEX))
     assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
+    doc = only_file(out)
     assert doc["ok"] and doc["state_dict"]["keys"] == 6 and doc["missing"] == [] and doc["unexpected"] == []
     assert sorted(doc["loaded"]) == sorted(json.load(open(sharded / INDEX))["weight_map"])
     bad = run("check", "--expect", str(reference(tmp_path, 5)), str(sharded / INDEX))
@@ -259,7 +259,7 @@ def test_check_takes_an_index_as_the_checkpoint(sharded, tmp_path):
 def test_check_takes_an_index_as_the_reference(sharded, tmp_path):
     out = run("check", "--json", "--expect", str(sharded / INDEX), str(reference(tmp_path, 4)))
     assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
+    doc = only_file(out)
     assert doc["ok"] and doc["expected"] == {"source": "reference sharded checkpoint", "tensors": 6,
                                              "has_metadata": False}
 
@@ -285,8 +285,8 @@ def test_check_of_an_index_strips_a_wrapper_prefix_across_shards(sharded, tmp_pa
     ref = str(reference(tmp_path, 4))
     out = run("check", "--json", "--expect", ref, str(wrapped / INDEX))
     assert out.returncode == 1
-    doc = json.loads(out.stdout)
+    doc = only_file(out)
     assert any("--strip-prefix module." in h for h in doc["hints"]), doc["hints"]
     out = run("check", "--json", "--strip-prefix", "module.", "--expect", ref, str(wrapped / INDEX))
     assert out.returncode == 0, out.stdout
-    assert json.loads(out.stdout)["ok"]
+    assert only_file(out)["ok"]
