@@ -57,9 +57,12 @@ def folder(tmp_path_factory):
 
 
 def inspect_json(path, *args):
+    """The object of `path` in `inspect --json`'s document (its only file)."""
     out = run_cli("inspect", "--json", *args, str(path))
     assert out.returncode == 0, out.stderr.decode()
-    return json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    assert len(doc["files"]) == 1, doc
+    return doc["files"][0]
 
 
 def test_a_distcp_file_is_archives_back_to_back(folder):

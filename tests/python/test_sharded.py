@@ -184,7 +184,7 @@ print(json.dumps(out))
 def test_inspect_loads_the_shards_as_one_state_dict_with_torchs_values(sharded):
     out = run("inspect", "--json", str(sharded / INDEX))
     assert out.returncode == 0, out.stderr.decode()
-    doc = json.loads(out.stdout)
+    doc = only_file(out)
     assert doc["kind"] == "sharded" and doc["tensors"] == 6
     ours = {}
     for shard in doc["shards"]:
@@ -215,7 +215,7 @@ def test_convert_merges_the_shards_into_one_safetensors_file(sharded, tmp_path):
     out = run("convert", str(sharded / INDEX), str(merged))
     assert out.returncode == 0, out.stderr.decode()
     assert b"6 tensors written as safetensors" in out.stdout
-    doc = json.loads(run("inspect", "--json", str(merged)).stdout)
+    doc = only_file(run("inspect", "--json", str(merged)))
     torch_digests = subprocess.run([PYTHON, "-c", DIGESTS, str(sharded), str(sharded / INDEX)], check=True,
                                    capture_output=True, text=True, timeout=300)
     assert {k: t["sha256"] for k, t in doc["tensors"].items()} == json.loads(torch_digests.stdout)
