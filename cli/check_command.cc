@@ -39,13 +39,13 @@ json ErrorJson(const std::string& file, const Error& e) {
               {"message", e.ToString()}};
 }
 
-// Fail reports an error about `file` (the checkpoint `path` or the reference)
-// and gives the exit status.
-int Fail(const CheckFlags& flags, const std::string& path, const std::string& file, const Error& error) {
+// Fail reports an error about `file` (the checkpoint `path` or the reference),
+// with --json as `path`'s object in `doc`, and gives the exit status.
+int Fail(const CheckFlags& flags, JsonFilesDocument& doc, const std::string& path, const std::string& file,
+         const Error& error) {
   ReportError(file, error);
   if (flags.json) {
-    std::cout << DumpJson(Stamp(json{{"path", path}, {"expect", flags.expect}, {"error", ErrorJson(file, error)}}, "check"), -1)
-              << "\n";
+    doc.Add(DumpJson(json{{"path", path}, {"expect", flags.expect}, {"error", ErrorJson(file, error)}}, -1));
   }
   return kExitError;
 }
@@ -277,7 +277,8 @@ void AddCheckCommand(CLI::App& app, CheckFlags& flags) {
   Without _metadata, modules without parameters and None children are
   unknown and BatchNorm is recognised by its buffers alone (a note says so).
 
-  --json prints one object: {"path", "expect", "strict", "prefix",
+  --json prints one document: {"schema_version", "tool", "files": [...]},
+  one object per FILE: {"path", "expect", "strict", "prefix",
   "strip_prefix", "model_class", "state_dict": {"type", "keys", "metadata"},
   "expected": {"source", "tensors", "has_metadata"}, "missing",
   "unexpected", "mismatched": [{"key", "kind", "detail"}], "ignored",
@@ -285,8 +286,8 @@ void AddCheckCommand(CLI::App& app, CheckFlags& flags) {
   "exception": {"type", "message"} | null}, "non_strict": {...}}, "hints",
   "caveats", "ok"}; on an error {"path", "expect", "error": {...}}.
 
-  Several FILEs are each checked against SCHEMA (read once); --json then
-  prints one object per line.
+  Several FILEs are each checked against SCHEMA (read once); --json lists
+  their objects in "files", in the order given.
 
 Exit status: 0 when it fits, 1 when it does not, 2 when FILE or SCHEMA cannot
 be read or is refused (with several FILEs, the highest) (the error names the file, the global or limit, and the
@@ -297,7 +298,7 @@ Examples:
   ckptguard check checkpoint.pt --prefix model --expect model.schema.json
   ckptguard check ddp.pt --expect reference.pt --strip-prefix module.
   ckptguard check finetuned.pt --expect base_model.pt --non-strict --model-class Net
-  ckptguard check model.pt --expect schema.json --json | jq .results.strict.exception
+  ckptguard check model.pt --expect schema.json --json | jq '.files[0].results.strict.exception'
   ckptguard check llama/model.safetensors.index.json --expect llama.schema.json
 )");
   cmd->add_option("file", flags.files, "The checkpoints to check, each against SCHEMA")->required()->type_name("FILE");
@@ -318,7 +319,8 @@ Examples:
   cmd->add_option("--model-class", flags.model_class,
                   "The model's class name, for torch's message (\"Error(s) in loading state_dict for NAME\")")
       ->type_name("NAME");
-  cmd->add_flag("--json", flags.json, "One JSON object: missing, unexpected, mismatched, results, ok");
+  cmd->add_flag("--json", flags.json,
+                "Print one JSON document: files[] with missing, unexpected, mismatched, results, ok");
   AddFormatOption(*cmd, flags.json);
   cmd->add_flag("--allow-anomalies", flags.load.allow_anomalies,
                 "Load even when the container has anomalies (reads what torch would read)");
@@ -328,12 +330,13 @@ Examples:
 
 namespace {
 
-int CheckOne(const CheckFlags& flags, const std::string& path, const scanner::ModelSchema& expected) {
+int CheckOne(const CheckFlags& flags, JsonFilesDocument& doc, const std::string& path,
+             const scanner::ModelSchema& expected) {
   scanner::KeyCheckOptions options{.strict = !flags.non_strict, .prefix = flags.prefix,
                                    .strip_prefix = flags.strip_prefix};
   if (!flags.model_class.empty()) options.model_class = flags.model_class;
   Result<KeyCheckResult> result = scanner::CheckKeysOfPath(path, expected, options, flags.load);
-  if (!result) return Fail(flags, path, path, result.error());
+  if (!result) return Fail(flags, doc, path, path, result.error());
   const KeyCheckResult& r = *result;
 
   if (flags.json) {
@@ -371,7 +374,7 @@ int CheckOne(const CheckFlags& flags, const std::string& path, const scanner::Mo
              {"hints", r.hints},
              {"caveats", r.caveats},
              {"ok", r.ok}};
-    std::cout << DumpJson(Stamp(std::move(out), "check"), -1) << "\n";
+    doc.Add(DumpJson(out, -1));
   } else {
     PrintText(flags, path, r, expected);
   }
@@ -386,10 +389,14 @@ int RunCheck(CheckFlags& flags) {
   // The model's description is read once for every FILE.
   Result<scanner::ModelSchema> expected = scanner::LoadSchema(flags.expect, flags.expect_prefix);
   int status = kExitOk;
+  JsonFilesDocument doc(std::cout, "check", flags.json);
   for (const std::string& path : flags.files) {
-    const int one = expected ? CheckOne(flags, path, *expected) : Fail(flags, path, flags.expect, expected.error());
+    const int one =
+        expected ? CheckOne(flags, doc, path, *expected) : Fail(flags, doc, path, flags.expect, expected.error());
     status = std::max(status, one);
   }
+  doc.Close();
+  std::cout.flush();
   return status;
 }
 

@@ -79,6 +79,31 @@ bool IsNotAModel(const scanner::FileReport& report) {
          report.error->code == ErrorCode::kUnsupportedFormat;
 }
 
+JsonFilesDocument::JsonFilesDocument(std::ostream& out, std::string_view command, bool enabled)
+    : out_(out), open_(enabled) {
+  if (!open_) return;
+  std::string head = DumpJson(Stamp(nlohmann::ordered_json::object(), command), -1);
+  head.pop_back();  // the envelope's '}': "files" follows
+  out_ << head << ",\"files\":[";
+}
+
+void JsonFilesDocument::Add(std::string_view object) {
+  if (!open_) return;
+  out_ << (first_ ? "\n" : ",\n") << object;
+  first_ = false;
+}
+
+void JsonFilesDocument::Close(const nlohmann::ordered_json& more) {
+  if (!open_) return;
+  open_ = false;
+  out_ << "\n]";
+  for (const auto& [key, value] : more.items()) {
+    std::string member = DumpJson(nlohmann::ordered_json{{key, value}}, -1);  // {"key":value}
+    out_ << "," << std::string_view(member).substr(1, member.size() - 2);
+  }
+  out_ << "}\n";
+}
+
 void AddFormatOption(CLI::App& cmd, bool& json) {
   cmd.add_option_function<std::string>(
          "--format", [&json](const std::string& format) { json = format == "json"; },

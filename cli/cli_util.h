@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,8 +27,8 @@ inline constexpr int kExitError = 2;     // a file could not be read or decoded
 inline constexpr int kExitUsage = 3;     // the command line is wrong (unknown option, bad value)
 
 // Stamp adds "schema_version" (scanner::kJsonSchemaVersion) and "tool"
-// {name, version, command} to a JSON document (or JSON line) a command
-// prints: every --json output says what made it and which contract it keeps.
+// {name, version, command} to the JSON document a command prints: every
+// --json output says what made it and which contract it keeps.
 // (An ordered document gets them first.)
 template <typename Json>
 Json Stamp(Json doc, std::string_view command) {
@@ -130,6 +131,41 @@ std::string DumpJson(const Json& doc, int indent = -1) {
   }
   return out;
 }
+
+// JsonFilesDocument prints the one JSON document of a command that reports
+// file by file (inspect, verify, check) while the files are done, so that
+// no file's object waits for the others (inspect's can be large):
+//   {"schema_version":1,"tool":{...},"files":[
+//   {...the first file...},
+//   {...the next...}
+//   ]}
+// The head (Stamp's envelope) is printed by the constructor, each file's
+// object on a line of its own by Add, and the end by Close, with the
+// members that follow "files" (verify's "summary"), or at the latest by the
+// destructor: the document stays valid JSON whichever file fails, and even
+// when the run stops on an exception. With `enabled` false (text output)
+// it prints nothing.
+class JsonFilesDocument {
+ public:
+  JsonFilesDocument(std::ostream& out, std::string_view command, bool enabled);
+  ~JsonFilesDocument() {
+    if (open_) out_ << "\n]}\n";  // no `more`: nothing that may throw
+  }
+  JsonFilesDocument(const JsonFilesDocument&) = delete;
+  JsonFilesDocument& operator=(const JsonFilesDocument&) = delete;
+
+  // Add prints one element of "files": `object` is one JSON object as
+  // compact text (DumpJson(..., -1), or text spliced as inspect makes it).
+  void Add(std::string_view object);
+  // Close ends "files" and the document; `more`'s members come after
+  // "files", in its order. Later calls print nothing.
+  void Close(const nlohmann::ordered_json& more = nlohmann::ordered_json::object());
+
+ private:
+  std::ostream& out_;
+  bool open_;
+  bool first_ = true;
+};
 
 }  // namespace ckptguard::cli
 

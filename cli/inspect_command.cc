@@ -34,17 +34,14 @@ json ErrorJson(const Error& e) {
 }
 
 // ExpectJson is the corpus's .expect.json shape (kind, tensors, skeleton...)
-// with the file's name and path first. DescribeJson writes what no JSON
-// library here would (lone surrogates as \udXXX escapes), so it is spliced
-// in as text, never parsed and dumped again.
-// A file's own line is stamped (schema_version, tool); a shard's object
-// inside a sharded line is not (`stamp` false).
-Result<std::string> ExpectJson(const Checkpoint& ckpt, const std::string& path, const InspectFlags& flags,
-                               bool stamp = true) {
+// with the file's name and path first: a file's object in the document's
+// "files", or a shard's inside a sharded file's object. DescribeJson writes
+// what no JSON library here would (lone surrogates as \udXXX escapes), so
+// it is spliced in as text, never parsed and dumped again.
+Result<std::string> ExpectJson(const Checkpoint& ckpt, const std::string& path, const InspectFlags& flags) {
   CKG_ASSIGN_OR_RETURN(std::string text, ckpt.DescribeJson(flags.prefix, !flags.no_digest));
   if (text.size() < 2 || text.front() != '{') return MakeError(ErrorCode::kInternal, 0, "DescribeJson is not an object");
-  json names{{"file", std::filesystem::path(path).filename().string()}, {"path", path}};
-  if (stamp) names = Stamp(std::move(names), "inspect");
+  const json names{{"file", std::filesystem::path(path).filename().string()}, {"path", path}};
   std::string out = DumpJson(names, -1);
   out.back() = ',';
   out.append(text, 1);
@@ -269,23 +266,33 @@ Status PrintTensors(const Checkpoint& ckpt, const InspectFlags& flags, std::ostr
   return OkStatus();
 }
 
-// PrintDocument prints what a many-file inspect made (text, or one JSON
-// document and a newline), or reports its error (and, with --json, prints it
-// as {path, error}).
-int PrintDocument(const std::string& path, const Result<std::string>& out, const InspectFlags& flags) {
+// ErrorObject is a file's object in "files" when it could not be inspected.
+std::string ErrorObject(const std::string& path, const Error& error) {
+  return DumpJson(json{{"path", path}, {"error", ErrorJson(error)}}, -1);
+}
+
+// PrintDocument prints what a many-file inspect made (text, or its object
+// in `doc`), or reports its error (and, with --json, adds it to `doc` as
+// {path, error}).
+int PrintDocument(const std::string& path, const Result<std::string>& out, const InspectFlags& flags,
+                  JsonFilesDocument& doc) {
   if (!out) {
     ReportError(path, out.error());
-    if (flags.json) std::cout << DumpJson(Stamp(json{{"path", path}, {"error", ErrorJson(out.error())}}, "inspect"), -1) << "\n";
+    if (flags.json) doc.Add(ErrorObject(path, out.error()));
     return kExitError;
   }
-  std::cout << *out << (flags.json ? "\n" : "");
+  if (flags.json) {
+    doc.Add(*out);
+  } else {
+    std::cout << *out;
+  }
   return kExitOk;
 }
 
 // InspectSharded shows a sharded state dict through its index: every shard
 // as `inspect` shows one file, after LoadShardedCheckpoint has checked that
 // the shards hold exactly what the index maps to them.
-int InspectSharded(const std::string& path, const InspectFlags& flags) {
+int InspectSharded(const std::string& path, const InspectFlags& flags, JsonFilesDocument& doc) {
   Result<ShardedCheckpoint> sharded = LoadShardedCheckpoint(path, flags.load);
   Result<std::string> out = [&]() -> Result<std::string> {
     if (!sharded) return std::unexpected(sharded.error());
@@ -296,13 +303,13 @@ int InspectSharded(const std::string& path, const InspectFlags& flags) {
                       {"path", path},
                       {"kind", "sharded"},
                       {"tensors", sharded->tensors().size()}};
-      text = DumpJson(Stamp(head, "inspect"), -1);
+      text = DumpJson(head, -1);
       text.back() = ',';
       text += "\"shards\":[";
       for (size_t s = 0; s < index.shards.size(); ++s) {
-        CKG_ASSIGN_OR_RETURN(std::string doc,
-                             ExpectJson(sharded->shards()[s], (index.folder / index.shards[s]).string(), flags, false));
-        text += (s ? "," : "") + doc;
+        CKG_ASSIGN_OR_RETURN(std::string shard,
+                             ExpectJson(sharded->shards()[s], (index.folder / index.shards[s]).string(), flags));
+        text += (s ? "," : "") + shard;
       }
       text += "]}";
     } else {
@@ -318,12 +325,12 @@ int InspectSharded(const std::string& path, const InspectFlags& flags) {
     CKG_TRY(sharded->CheckUnchanged());
     return text;
   }();
-  return PrintDocument(path, out, flags);
+  return PrintDocument(path, out, flags, doc);
 }
 
 // InspectDcp shows a torch.distributed.checkpoint folder: every key with
 // its tensor (chunks assembled for the digest) or its value.
-int InspectDcp(const std::string& path, const InspectFlags& flags) {
+int InspectDcp(const std::string& path, const InspectFlags& flags, JsonFilesDocument& doc) {
   Result<DcpCheckpoint> dcp = LoadDcpCheckpoint(path, flags.load);
   Result<std::string> out = [&]() -> Result<std::string> {
     if (!dcp) return std::unexpected(dcp.error());
@@ -371,7 +378,7 @@ int InspectDcp(const std::string& path, const InspectFlags& flags) {
                          return files;
                        }()},
                       {"tensors", tensors}};
-      text = DumpJson(Stamp(head, "inspect"), -1);
+      text = DumpJson(head, -1);
       text.back() = ',';
       text += "\"values\":{" + values_json + "}}";
     } else {
@@ -383,12 +390,12 @@ int InspectDcp(const std::string& path, const InspectFlags& flags) {
     CKG_TRY(dcp->CheckUnchanged());
     return text;
   }();
-  return PrintDocument(path, out, flags);
+  return PrintDocument(path, out, flags, doc);
 }
 
-int InspectOne(const std::string& path, const InspectFlags& flags) {
-  if (IsShardIndexPath(path)) return InspectSharded(path, flags);
-  if (IsDcpFolder(path)) return InspectDcp(path, flags);
+int InspectOne(const std::string& path, const InspectFlags& flags, JsonFilesDocument& doc) {
+  if (IsShardIndexPath(path)) return InspectSharded(path, flags, doc);
+  if (IsDcpFolder(path)) return InspectDcp(path, flags, doc);
   Result<Checkpoint> ckpt = LoadCheckpoint(path, flags.load);
   if (ckpt && !flags.json) {
     std::ostringstream text;
@@ -406,22 +413,14 @@ int InspectOne(const std::string& path, const InspectFlags& flags) {
     PrintTree(*ckpt, flags.max_tree_lines, std::cout);
     return kExitOk;
   }
-  Result<std::string> doc = ckpt ? ExpectJson(*ckpt, path, flags) : Result<std::string>(std::unexpected(ckpt.error()));
+  Result<std::string> object =
+      ckpt ? ExpectJson(*ckpt, path, flags) : Result<std::string>(std::unexpected(ckpt.error()));
   // The digests read tensor data through the map: torn if the file changed
   // (which also explains any error they gave).
   if (ckpt) {
-    if (Status unchanged = ckpt->CheckUnchanged(); !unchanged) doc = std::unexpected(unchanged.error());
+    if (Status unchanged = ckpt->CheckUnchanged(); !unchanged) object = std::unexpected(unchanged.error());
   }
-  if (!doc) {
-    ReportError(path, doc.error());
-    if (flags.json) {
-      std::cout << DumpJson(Stamp(json{{"path", path}, {"error", ErrorJson(doc.error())}}, "inspect"), -1)
-                << "\n";
-    }
-    return kExitError;
-  }
-  std::cout << *doc << "\n";
-  return kExitOk;
+  return PrintDocument(path, object, flags, doc);
 }
 
 }  // namespace
@@ -460,9 +459,11 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
   OrderedDict's attributes (state_dict()._metadata) show in the tree as
   "(attribute) _metadata:".
 
-  --json prints one JSON object per file and line, shaped like the test corpus's
-  .expect.json files (kind, tensors, skeleton), so the two compare directly.
-  It holds every value the loader read, exactly:
+  --json prints one JSON document, {schema_version, tool, files: [...]}, with
+  one object per file in files, in order, shaped like the test corpus's
+  .expect.json files (kind, tensors, skeleton), so the two compare directly;
+  a file that could not be loaded is {path, error: {code, offset, where,
+  detail, message}}. Each object holds every value the loader read, exactly:
     file, path       the file's name and the path given
     kind             container format (torch-zip, torch-legacy, safetensors...)
     tensors          {path: {dtype, shape, stride, storage_offset, parameter,
@@ -517,17 +518,18 @@ void AddInspectCommand(CLI::App& app, InspectFlags& flags) {
   .index.json): the shards are loaded as one state dict, and refused when the
   index and the shards disagree (a tensor in two shards, mapped to a shard that
   lacks it or held but not mapped; a shard missing or outside the folder).
-  Text shows each shard's tensors; --json is {file, path, kind: "sharded",
-  tensors: count, shards: [one document as above per shard]}.
+  Text shows each shard's tensors; its object in --json's files is {file,
+  path, kind: "sharded", tensors: count, shards: [one object as above per
+  shard]}.
 
   A torch.distributed.checkpoint folder (DIR holding .metadata and .distcp
   files, as dcp.save writes it) is loaded as one state dict: .metadata as
   declared records (torch reads it with pickle.load), every item's torch
   archive, and each tensor saved in chunks (one per rank) assembled for its
-  digest. Text lists the tensors and the values (as skeletons); --json is
-  {file, path, kind: "dcp", files, tensors: {key: {dtype, shape, chunks,
-  sha256}}, values: {key: skeleton}}. --prefix selects keys under a dotted
-  path (model, optim).
+  digest. Text lists the tensors and the values (as skeletons); its object
+  in --json's files is {file, path, kind: "dcp", files, tensors: {key:
+  {dtype, shape, chunks, sha256}}, values: {key: skeleton}}. --prefix
+  selects keys under a dotted path (model, optim).
 
 Exit status: 0 when every file loaded, 2 when one did not (the error names the
 file, the entry, the global or limit, and the byte offset).
@@ -537,11 +539,12 @@ Examples:
   ckptguard inspect --prefix model checkpoint.pt        # one sub-dict
   ckptguard inspect model.safetensors.index.json        # a sharded model
   ckptguard inspect checkpoints/step_1200/              # a torch.distributed.checkpoint folder
-  ckptguard inspect --json model.pt | jq '.tensors | keys'
+  ckptguard inspect --json model.pt | jq '.files[0].tensors | keys'
   ckptguard inspect --rules my_allowlist.toml model.pt  # extra allowed globals
 )");
   cmd->add_option("files", flags.files, "Checkpoint files to load")->required()->type_name("FILE");
-  cmd->add_flag("--json", flags.json, "One JSON object per file and line: kind, tensors, skeleton (.expect.json shape)");
+  cmd->add_flag("--json", flags.json,
+                "Print one JSON document: files[] with kind, tensors, skeleton (.expect.json shape)");
   AddFormatOption(*cmd, flags.json);
   cmd->add_option("--prefix", flags.prefix, "List only the tensors under this dotted path (e.g. model)");
   cmd->add_flag("--no-digest", flags.no_digest, "Skip the per-tensor SHA-256 (reads no tensor data)");
@@ -573,9 +576,11 @@ int RunInspect(InspectFlags& flags) {
   }
   flags.load.container.pickle = flags.load.limits.pickle;
   int status = kExitOk;
+  JsonFilesDocument doc(std::cout, "inspect", flags.json);
   for (const std::string& path : flags.files) {
-    if (InspectOne(path, flags) != kExitOk) status = kExitError;
+    if (InspectOne(path, flags, doc) != kExitOk) status = kExitError;
   }
+  doc.Close();
   std::cout.flush();
   return status;
 }

@@ -108,6 +108,12 @@ void AddVerifyCommand(CLI::App& app, VerifyFlags& flags) {
   torch archive in the .distcp files with all its CRCs, and every tensor
   assembled from its chunks and read to the last byte.
 
+Output:
+  --json prints one document: {schema_version, tool, files: [one object per
+  FILE, in order: path, format, ok, tensors, tensor_bytes, problems: [{kind,
+  entry, offset, detail}], progress when the file records any], summary:
+  {files, ok, failed}}.
+
 Exit status: 0 every file is whole, 1 a file is broken, 2 a file could not be
 read at all.
 
@@ -115,16 +121,19 @@ Examples:
   ckptguard verify checkpoints/epoch_0042.pt
   ckptguard verify llama/model.safetensors.index.json
   ckptguard verify checkpoints/step_1200/        (a torch.distributed.checkpoint folder)
-  ckptguard verify --json checkpoints/*.pt | jq -c '{path, ok}'
+  ckptguard verify --json checkpoints/*.pt | jq -c '.files[] | {path, ok}'
 )");
   cmd->add_option("files", flags.files, "Checkpoint files, shard indexes or DCP folders")->required()->type_name("FILE");
-  cmd->add_flag("--json", flags.json, "One JSON object per file and line: path, format, ok, tensors, problems");
+  cmd->add_flag("--json", flags.json,
+                "Print one JSON document: files[] (path, format, ok, tensors, problems) and summary");
   AddFormatOption(*cmd, flags.json);
   AddBudgetOptions(*cmd, flags.budget);
 }
 
 int RunVerify(const VerifyFlags& flags) {
   int status = kExitOk;
+  size_t num_ok = 0;
+  JsonFilesDocument doc(std::cout, "verify", flags.json);
   for (const std::string& path : flags.files) {
     LoadOptions load;
     load.budget = flags.budget;
@@ -132,15 +141,20 @@ int RunVerify(const VerifyFlags& flags) {
                            : IsDcpFolder(path)    ? VerifyDcpCheckpoint(path, load)
                                                   : VerifyCheckpoint(path, load);
     if (flags.json) {
-      std::cout << DumpJson(Stamp(ReportJson(r), "verify"), -1) << "\n";
+      doc.Add(DumpJson(ReportJson(r), -1));
     } else {
       PrintReport(r, std::cout);
     }
-    if (!r.ok()) {
+    if (r.ok()) {
+      ++num_ok;
+    } else {
       const bool unreadable = r.problems.size() == 1 && r.problems[0].kind == "io";
       status = std::max(status, unreadable ? kExitError : kExitFindings);
     }
   }
+  doc.Close(nlohmann::ordered_json{
+      {"summary", nlohmann::ordered_json{
+                      {"files", flags.files.size()}, {"ok", num_ok}, {"failed", flags.files.size() - num_ok}}}});
   std::cout.flush();
   return status;
 }

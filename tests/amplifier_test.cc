@@ -66,6 +66,13 @@ std::pair<Measured, Measured> CheckCli(const std::string& name, const std::strin
   Measured inspect = RunMeasured({"inspect", "--json", path}, dir);
   BOOST_TEST(inspect.exit_code <= 2, name << ": inspect exit " << inspect.exit_code);
   BOOST_TEST(inspect.max_rss_kb < kMaxRssKb, name << ": inspect peak RSS " << inspect.max_rss_kb << " KB");
+  // One JSON document whatever the answer: the file's object, or its error.
+  const nlohmann::json doc = nlohmann::json::parse(inspect.out, nullptr, false);
+  BOOST_TEST(!doc.is_discarded(), name << ": inspect --json is not one JSON document");
+  if (!doc.is_discarded()) {
+    BOOST_TEST(doc.at("files").size() == 1u, name);
+    BOOST_TEST(doc.at("files").at(0).contains("error") == (inspect.exit_code != 0), name);
+  }
   return {scan, inspect};
 }
 

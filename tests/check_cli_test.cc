@@ -33,6 +33,22 @@ std::string EditedSchema(const testing::TempDir& dir, Edit edit) {
 
 bool Has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
+// Files parses --json's one document, checks its envelope and gives its
+// files[] (one object per checkpoint given).
+json Files(const std::string& out) {
+  const json doc = json::parse(out);
+  BOOST_TEST(doc.at("schema_version") == 1);
+  BOOST_TEST(doc.at("tool").at("command") == "check");
+  return doc.at("files");
+}
+
+// One is the object of the only checkpoint of a --json run.
+json One(const std::string& out) {
+  const json files = Files(out);
+  BOOST_TEST(files.size() == 1u, out);
+  return files.at(0);
+}
+
 BOOST_AUTO_TEST_CASE(fits_exit_0) {
   const auto r = Check(Params() + " " + Schema());
   BOOST_TEST(r.exit_code == 0, r.out);
@@ -53,10 +69,14 @@ BOOST_AUTO_TEST_CASE(fits_exit_0) {
 BOOST_AUTO_TEST_CASE(json_contract) {
   const auto r = Check("--json " + Params() + " " + Schema());
   BOOST_TEST(r.exit_code == 0);
-  const json doc = json::parse(r.out);
+  const json whole = json::parse(r.out);
+  std::vector<std::string> envelope;
+  for (const auto& [key, value] : whole.items()) envelope.push_back(key);
+  BOOST_TEST(envelope == (std::vector<std::string>{"schema_version", "tool", "files"}));
+  const json doc = One(r.out);
   std::vector<std::string> keys;
   for (const auto& [key, value] : doc.items()) keys.push_back(key);
-  BOOST_TEST(keys == (std::vector<std::string>{"schema_version", "tool", "path", "expect", "strict", "prefix", "strip_prefix", "model_class",
+  BOOST_TEST(keys == (std::vector<std::string>{"path", "expect", "strict", "prefix", "strip_prefix", "model_class",
                                                "state_dict", "expected", "missing", "unexpected", "mismatched",
                                                "ignored", "filled", "converted", "loaded", "results", "hints",
                                                "caveats", "ok"}));
@@ -97,7 +117,7 @@ BOOST_AUTO_TEST_CASE(prefix_selects_the_model_of_a_training_checkpoint) {
   for (const char* prefix : {"model", "model."}) {
     const auto with = Check("--json --prefix " + std::string(prefix) + " " + full + " " + Schema());
     BOOST_TEST(with.exit_code == 0, with.out);
-    BOOST_TEST(json::parse(with.out).at("prefix") == prefix);
+    BOOST_TEST(One(with.out).at("prefix") == prefix);
   }
   const auto typo = Check("--prefix modle " + full + " " + Schema(), true);
   BOOST_TEST(typo.exit_code == 2);
@@ -109,12 +129,12 @@ BOOST_AUTO_TEST_CASE(non_strict_passes_missing_and_unexpected_keys) {
   const std::string fewer = EditedSchema(dir, [](json& s) { s.erase("output.bias"); });
   const auto strict = Check("--json " + Params() + " " + fewer);
   BOOST_TEST(strict.exit_code == 1);
-  const json s = json::parse(strict.out);
+  const json s = One(strict.out);
   BOOST_TEST(s.at("unexpected") == json::array({"output.bias"}));
   BOOST_TEST(s.at("ok") == false);
   const auto loose = Check("--json --non-strict " + Params() + " " + fewer);
   BOOST_TEST(loose.exit_code == 0);
-  const json l = json::parse(loose.out);
+  const json l = One(loose.out);
   BOOST_TEST(l.at("strict") == false);
   BOOST_TEST(l.at("unexpected") == json::array({"output.bias"}));
   BOOST_TEST(l.at("ok") == true);
@@ -138,7 +158,7 @@ BOOST_AUTO_TEST_CASE(shape_mismatch_fails_in_both_modes_dtype_does_not) {
   for (const char* mode : {"", "--non-strict "}) {
     const auto r = Check("--json " + std::string(mode) + Params() + " " + shape);
     BOOST_TEST(r.exit_code == 1, mode);
-    const json doc = json::parse(r.out);
+    const json doc = One(r.out);
     const std::string message =
         "size mismatch for hidden.weight: copying a param with shape torch.Size([256, 20]) from checkpoint, the shape "
         "in current model is torch.Size([20, 256]).";
@@ -180,23 +200,31 @@ BOOST_AUTO_TEST_CASE(wrapper_prefixes_are_hints_and_strip_prefix_is_asked_for) {
 
   const std::string ddp = Corpus("benign", "mlp.params");  // plain; the wrapped side is the schema above
   const auto reverse = Check("--json " + ddp + " " + wrapped_schema);
-  BOOST_TEST(json::parse(reverse.out).at("hints").size() == 1u);
+  BOOST_TEST(One(reverse.out).at("hints").size() == 1u);
   // --strip-prefix on a plain checkpoint changes nothing.
   const auto noop = Check("--json --strip-prefix module. " + Params() + " " + Schema());
   BOOST_TEST(noop.exit_code == 0, noop.out);
-  BOOST_TEST(json::parse(noop.out).at("strip_prefix") == "module.");
+  BOOST_TEST(One(noop.out).at("strip_prefix") == "module.");
 }
 
 BOOST_AUTO_TEST_CASE(several_files_against_one_schema) {
   const auto r = Check("--json " + Params() + " " + Corpus("benign", "mlp_full_checkpoint.pt") + " " + Schema());
   BOOST_TEST(r.exit_code == 1);
-  std::vector<json> docs;
-  std::istringstream lines(r.out);
-  for (std::string line; std::getline(lines, line);) docs.push_back(json::parse(line));
+  const json docs = Files(r.out);
   BOOST_REQUIRE(docs.size() == 2u);
   BOOST_TEST(docs[0].at("ok") == true);
   BOOST_TEST(docs[1].at("ok") == false);
   BOOST_TEST(docs[1].at("path") == (CorpusDir() / "benign" / "mlp_full_checkpoint.pt").string());
+  // A checkpoint that cannot be read between two that can: its error object
+  // in files, the document whole, the highest exit status.
+  const auto mixed = Check("--json " + Params() + " " + Corpus("malicious", "torch_zip_injected.pt") + " " +
+                           Corpus("benign", "mlp_full_checkpoint.pt") + " " + Schema());
+  BOOST_TEST(mixed.exit_code == 2);
+  const json three = Files(mixed.out);
+  BOOST_REQUIRE(three.size() == 3u);
+  BOOST_TEST(three[0].at("ok") == true);
+  BOOST_TEST(three[1].at("error").at("code") == "forbidden_global");
+  BOOST_TEST(three[2].at("ok") == false);
 }
 
 BOOST_AUTO_TEST_CASE(unreadable_or_hostile_files_exit_2) {
@@ -210,7 +238,7 @@ BOOST_AUTO_TEST_CASE(unreadable_or_hostile_files_exit_2) {
   BOOST_TEST(Has(hostile_ref.out, "global 'os.system'"), hostile_ref.out);
   const auto hostile_json = Check("--json " + Corpus("malicious", "torch_zip_injected.pt") + " " + Schema());
   BOOST_TEST(hostile_json.exit_code == 2);
-  const json doc = json::parse(hostile_json.out);
+  const json doc = One(hostile_json.out);
   BOOST_TEST(doc.at("error").at("code") == "forbidden_global");
   BOOST_TEST(Has(doc.at("error").at("detail").get<std::string>(), "os.system"));
 

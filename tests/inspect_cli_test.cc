@@ -19,10 +19,23 @@ testing::CommandResult Inspect(const std::string& args, bool merge_stderr = fals
 
 std::string Corpus(const char* sub, const char* name) { return ShellQuote((CorpusDir() / sub / name).string()); }
 
+// Files parses --json's one document, checks its envelope and gives its
+// files[] (one object per file given).
+json Files(const std::string& out) {
+  const json doc = json::parse(out);
+  BOOST_TEST(doc.at("schema_version") == 1);
+  BOOST_TEST(doc.at("tool").at("command") == "inspect");
+  return doc.at("files");
+}
+
 BOOST_AUTO_TEST_CASE(json_matches_the_expect_file) {
   const auto r = Inspect("--json " + Corpus("benign", "mlp_full_checkpoint.pt"));
   BOOST_TEST(r.exit_code == 0);
-  const json got = json::parse(r.out);
+  const json files = Files(r.out);
+  BOOST_REQUIRE(files.size() == 1u);
+  const json& got = files[0];
+  BOOST_TEST(!got.contains("schema_version"));  // the envelope's, not each file's
+  BOOST_TEST(!got.contains("tool"));
   const json want = json::parse(testing::ReadFile(CorpusDir() / "benign" / "mlp_full_checkpoint.pt.expect.json"));
   BOOST_TEST(got.at("kind") == want.at("kind"));
   BOOST_TEST(got.at("tensors") == want.at("tensors"));
@@ -30,21 +43,26 @@ BOOST_AUTO_TEST_CASE(json_matches_the_expect_file) {
   BOOST_TEST(got.at("file") == "mlp_full_checkpoint.pt");
 }
 
-BOOST_AUTO_TEST_CASE(one_json_line_per_file_and_errors_as_objects) {
+BOOST_AUTO_TEST_CASE(one_json_document_with_errors_as_objects) {
   const auto r = Inspect("--json " + Corpus("benign", "mlp.params") + " " + Corpus("malicious", "os_system_p2.pkl") +
                          " " + Corpus("benign", "mlp.safetensors"));
   BOOST_TEST(r.exit_code == 2);
-  std::istringstream lines(r.out);
-  std::vector<json> docs;
-  for (std::string line; std::getline(lines, line);) docs.push_back(json::parse(line));
+  const json docs = Files(r.out);  // one document, whole although a file failed midway
   BOOST_REQUIRE(docs.size() == 3u);
   BOOST_TEST(docs[0].at("kind") == "torch-zip");
   BOOST_TEST(docs[1].at("error").at("code") == "forbidden_global");
   BOOST_TEST(docs[1].at("error").at("detail").get<std::string>().find("os.system") != std::string::npos);
   BOOST_TEST(docs[1].at("error").at("offset") == 2);
+  BOOST_TEST(docs[1].at("path") == (CorpusDir() / "malicious" / "os_system_p2.pkl").string());
   BOOST_TEST(docs[2].at("kind") == "safetensors");
   const json want = json::parse(testing::ReadFile(CorpusDir() / "benign" / "mlp.safetensors.expect.json"));
   BOOST_TEST(docs[2].at("tensors") == want.at("tensors"));
+  // The last file failing still leaves one whole document.
+  const auto last = Inspect("--json " + Corpus("benign", "mlp.params") + " " + Corpus("malicious", "os_system_p2.pkl"));
+  BOOST_TEST(last.exit_code == 2);
+  const json two = Files(last.out);
+  BOOST_REQUIRE(two.size() == 2u);
+  BOOST_TEST(two[1].at("error").at("code") == "forbidden_global");
 }
 
 BOOST_AUTO_TEST_CASE(text_lists_tensors_and_the_tree) {
@@ -61,7 +79,7 @@ BOOST_AUTO_TEST_CASE(text_lists_tensors_and_the_tree) {
 BOOST_AUTO_TEST_CASE(prefix_selects_a_sub_dict) {
   const auto r = Inspect("--json --prefix model " + Corpus("benign", "mlp_full_checkpoint.pt"));
   BOOST_TEST(r.exit_code == 0);
-  const json got = json::parse(r.out);
+  const json got = Files(r.out).at(0);
   BOOST_TEST(got.at("tensors").size() == 4u);
   BOOST_TEST(got.at("tensors").contains("hidden.weight"));
   const auto bad = Inspect("--prefix modle " + Corpus("benign", "mlp_full_checkpoint.pt"), true);

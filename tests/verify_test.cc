@@ -411,13 +411,27 @@ BOOST_AUTO_TEST_CASE(verify_cli_exit_codes_and_json) {
   BOOST_TEST(testing::Run(ShellQuote(CKPTGUARD_CLI) + " verify " + ShellQuote(good)).exit_code == 0);
   const auto r = testing::Run(ShellQuote(CKPTGUARD_CLI) + " verify --json " + ShellQuote(good) + " " + ShellQuote(torn));
   BOOST_TEST(r.exit_code == 1);
-  std::istringstream lines(r.out);
-  std::string first, second;
-  std::getline(lines, first);
-  std::getline(lines, second);
-  BOOST_TEST(nlohmann::json::parse(first).at("ok") == true);
-  BOOST_TEST(nlohmann::json::parse(second).at("ok") == false);
-  BOOST_TEST(!nlohmann::json::parse(second).at("problems").empty());
+  // One document: the envelope, one object per file in order, the summary.
+  const nlohmann::json doc = nlohmann::json::parse(r.out);
+  BOOST_TEST(doc.at("schema_version") == 1);
+  BOOST_TEST(doc.at("tool").at("command") == "verify");
+  const nlohmann::json& files = doc.at("files");
+  BOOST_REQUIRE(files.size() == 2u);
+  BOOST_TEST(files[0].at("path") == good);
+  BOOST_TEST(files[0].at("ok") == true);
+  BOOST_TEST(files[1].at("path") == torn);
+  BOOST_TEST(files[1].at("ok") == false);
+  BOOST_TEST(!files[1].at("problems").empty());
+  BOOST_TEST(!files[0].contains("schema_version"));  // the envelope's, not each file's
+  BOOST_TEST(doc.at("summary") == nlohmann::json::parse(R"({"files": 2, "ok": 1, "failed": 1})"));
+  // An unreadable file is in files too (a problem of kind io), exit 2.
+  const auto gone = testing::Run(ShellQuote(CKPTGUARD_CLI) + " verify --json " + ShellQuote(good) +
+                                 " /nonexistent.pt 2>/dev/null");
+  BOOST_TEST(gone.exit_code == 2);
+  const nlohmann::json unread = nlohmann::json::parse(gone.out);
+  BOOST_REQUIRE(unread.at("files").size() == 2u);
+  BOOST_TEST(unread.at("files")[1].at("problems")[0].at("kind") == "io");
+  BOOST_TEST(unread.at("summary") == nlohmann::json::parse(R"({"files": 2, "ok": 1, "failed": 1})"));
   BOOST_TEST(testing::Run(ShellQuote(CKPTGUARD_CLI) + " verify /nonexistent.pt").exit_code == 2);
 }
 

@@ -37,7 +37,8 @@ def json_runs(manifest):
     """`check --json` of every pair with both kinds of reference. Pairs that
     share a reference (and --prefix/--strip-prefix) go through one run with
     several FILEs (an ASan build takes most of a second to start): one JSON
-    object per line, in FILE order."""
+    document, its files[] one object per FILE, in FILE order. Each pair's
+    run holds its own object as stdout."""
     groups = collections.OrderedDict()
     for name in check_oracle.CASES:
         p = manifest[name]
@@ -48,10 +49,13 @@ def json_runs(manifest):
         names, kind = job
         first = manifest[names[0]]
         out = check(first, kind, "--json", *[manifest[n]["checkpoint"] for n in names[1:]])
-        lines = out.stdout.splitlines()
-        assert len(lines) == len(names), (out.stdout, out.stderr)
-        return [((n, kind), subprocess.CompletedProcess(out.args, out.returncode, line, out.stderr))
-                for n, line in zip(names, lines)]
+        doc = json.loads(out.stdout)
+        assert doc["tool"]["command"] == "check", out.stdout
+        files = doc["files"]
+        assert len(files) == len(names), (out.stdout, out.stderr)
+        assert [f["path"] for f in files] == [manifest[n]["checkpoint"] for n in names]
+        return [((n, kind), subprocess.CompletedProcess(out.args, out.returncode, json.dumps(f), out.stderr))
+                for n, f in zip(names, files)]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         return dict(item for items in pool.map(run, jobs) for item in items)

@@ -57,9 +57,12 @@ def folder(tmp_path_factory):
 
 
 def inspect_json(path, *args):
+    """The object of `path` in `inspect --json`'s document (its only file)."""
     out = run_cli("inspect", "--json", *args, str(path))
     assert out.returncode == 0, out.stderr.decode()
-    return json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    assert len(doc["files"]) == 1, doc
+    return doc["files"][0]
 
 
 def test_a_distcp_file_is_archives_back_to_back(folder):
@@ -112,7 +115,9 @@ def test_torch_2_0_tensor_properties(tmp_path):
 def test_verify_and_latest(folder, tmp_path):
     out = run_cli("verify", "--json", str(folder))
     assert out.returncode == 0, out.stdout.decode()
-    report = json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    assert doc["summary"] == {"files": 1, "ok": 1, "failed": 0}, doc
+    report = doc["files"][0]
     assert report["ok"] and report["format"] == "dcp"
     runs = tmp_path / "runs"
     shutil.copytree(folder, runs / "step-1200")

@@ -39,10 +39,10 @@ def inspect_json(path, *extra):
     assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
     out = subprocess.run([CLI, "inspect", "--json", *extra, str(path)], capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode(errors="replace")
-    lines = out.stdout.splitlines()
-    assert len(lines) == 1, out.stdout
     # Lone surrogates arrive as \\udXXX escapes: the bytes are ASCII-safe JSON.
-    return json.loads(lines[0].decode("utf-8"))
+    doc = json.loads(out.stdout.decode("utf-8"))
+    assert len(doc["files"]) == 1, out.stdout
+    return doc["files"][0]
 
 
 def inspect_text(path):
@@ -338,7 +338,7 @@ def test_every_json_output_keeps_surrogate_keys_apart(tmp_path):
     torch.save(sd, path)
     out = subprocess.run([CLI, "check", str(path), "--expect", str(path), "--json"], capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode(errors="replace")
-    doc = json.loads(out.stdout.decode("utf-8"))
+    doc = json.loads(out.stdout.decode("utf-8"))["files"][0]
     assert doc["loaded"] == list(sd.keys())
     assert b"\\udc80" in out.stdout and "\ufffd".encode() not in out.stdout
     assert sorted(inspect_json(path)["tensors"]) == sorted(sd.keys())

@@ -37,9 +37,12 @@ def inspect_refused(path, *needles):
 
 
 def inspect_json(path):
+    """The object of `path` in `inspect --json`'s document (its only file)."""
     out = inspect(path, "--json")
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    assert len(doc["files"]) == 1, out.stdout
+    return doc["files"][0]
 
 
 ARRAYS = {

@@ -1,7 +1,7 @@
-"""The output contract (docs/output.md): every --json document and line
-carries schema_version and tool and validates against its JSON Schema in
-docs/schemas/; every command answers a wrong command line with exit status
-3, apart from unreadable files (2)."""
+"""The output contract (docs/output.md): every --json output is one
+document, carries schema_version and tool and validates against its JSON
+Schema in docs/schemas/; every command answers a wrong command line with
+exit status 3, apart from unreadable files (2)."""
 import json
 import pathlib
 import subprocess
@@ -42,7 +42,7 @@ def corpus_files():
 def test_the_schemas_are_valid_json_schemas():
     schemas = load_schemas()
     assert {"tool.schema.json", "scan.schema.json", "verify.schema.json", "latest.schema.json",
-            "check.schema.json"} <= set(schemas)
+            "check.schema.json", "inspect.schema.json"} <= set(schemas)
     for name, schema in schemas.items():
         Draft202012Validator.check_schema(schema)
         assert schema["$id"].endswith("/" + name)
@@ -63,14 +63,18 @@ def test_scan_reports_validate():
     assert not list(v.iter_errors(json.loads(out.stdout)))
 
 
-def test_verify_lines_and_latest_validate(tmp_path):
+def test_verify_and_latest_validate(tmp_path):
     v = validator("verify.schema.json")
-    out = run("verify", "--json", *[str(p) for p in corpus_files()])
-    lines = out.stdout.decode().splitlines()
-    assert len(lines) == len(corpus_files())
-    for line in lines:
-        errors = list(v.iter_errors(json.loads(line)))
-        assert not errors, errors[0]
+    files = [str(p) for p in corpus_files()]
+    out = run("verify", "--json", *files, "/nonexistent/x.pt")
+    assert out.returncode == 2  # the file that is not there
+    doc = json.loads(out.stdout)
+    errors = sorted(v.iter_errors(doc), key=str)
+    assert not errors, errors[0]
+    assert [f["path"] for f in doc["files"]] == files + ["/nonexistent/x.pt"]
+    ok = sum(1 for f in doc["files"] if f["ok"])
+    assert doc["summary"] == {"files": len(files) + 1, "ok": ok, "failed": len(files) + 1 - ok}
+    assert 0 < ok < len(files)  # the corpus has whole and broken files
     latest = validator("latest.schema.json")
     for folder in (EXAMPLES, tmp_path):
         out = run("latest", "--json", str(folder))
@@ -81,26 +85,67 @@ def test_verify_lines_and_latest_validate(tmp_path):
 
 def test_check_validates():
     v = validator("check.schema.json")
-    good = run("check", "--json", str(EXAMPLES / "mlp.params"), "--expect", str(EXAMPLES / "mlp.schema.json"))
+    schema = str(EXAMPLES / "mlp.schema.json")
+    good = run("check", "--json", str(EXAMPLES / "mlp.params"), "--expect", schema)
     bad = run("check", "--json", str(EXAMPLES / "mlp.params"), "--expect", "/nonexistent/schema.json")
-    assert good.returncode == 0 and bad.returncode == 2
-    for out in (good, bad):
-        errors = list(v.iter_errors(json.loads(out.stdout)))
+    several = run("check", "--json", *[str(p) for p in corpus_files()], "--expect", schema)
+    assert good.returncode == 0 and bad.returncode == 2 and several.returncode == 2
+    for out, n in ((good, 1), (bad, 1), (several, len(corpus_files()))):
+        doc = json.loads(out.stdout)
+        errors = sorted(v.iter_errors(doc), key=str)
         assert not errors, errors[0]
+        assert len(doc["files"]) == n
+    assert "error" in json.loads(bad.stdout)["files"][0]
+    kinds = {"error" in f for f in json.loads(several.stdout)["files"]}
+    assert kinds == {True, False}  # the corpus has files check reads and files it refuses
 
 
-@pytest.mark.parametrize("args,command", [
-    (["info", "--json"], "info"), (["disasm", "--json"], "disasm"), (["inspect", "--json"], "inspect"),
-])
-def test_every_other_json_output_carries_the_envelope(args, command):
-    v = validator("tool.schema.json")
-    out = run(*args, str(EXAMPLES / "mlp.params"))
-    assert out.returncode == 0
-    text = out.stdout.decode()
-    docs = [json.loads(line) for line in text.splitlines()] if command == "inspect" else [json.loads(text)]
-    for doc in docs:
-        assert not list(v.iter_errors(doc))
-        assert doc["tool"]["command"] == command
+def test_inspect_validates():
+    v = validator("inspect.schema.json")
+    files = [str(p) for p in corpus_files()]
+    out = run("inspect", "--json", *files)
+    assert out.returncode == 2  # the hostile files are refused
+    doc = json.loads(out.stdout)
+    errors = sorted(v.iter_errors(doc), key=str)
+    assert not errors, errors[0]
+    assert [f["path"] for f in doc["files"]] == files
+    assert {"error" in f for f in doc["files"]} == {True, False}
+    for f in doc["files"]:
+        assert "schema_version" not in f and "tool" not in f  # the envelope's, once
+    # A file that fails last still leaves one whole document.
+    out = run("inspect", "--json", str(EXAMPLES / "mlp.params"), "/nonexistent/x.pt")
+    assert out.returncode == 2
+    doc = json.loads(out.stdout)
+    assert not list(v.iter_errors(doc))
+    assert doc["files"][1]["error"]["code"] == "io"
+
+
+# Every command that prints JSON, and the schema its document keeps
+# (info and disasm: the envelope).
+SCHEMA_OF = {
+    "scan": "scan.schema.json", "info": "tool.schema.json", "disasm": "tool.schema.json",
+    "inspect": "inspect.schema.json", "verify": "verify.schema.json", "latest": "latest.schema.json",
+    "check": "check.schema.json",
+}
+
+
+@pytest.mark.parametrize("args", [
+    ["scan", "--format", "json"], ["info", "--json"], ["disasm", "--json"], ["inspect", "--json"],
+    ["verify", "--json"], ["latest", "--json"], ["check", "--json", "--expect", str(EXAMPLES / "mlp.schema.json")],
+], ids=lambda args: args[0])
+def test_every_json_output_is_one_document_with_the_envelope(args):
+    command = args[0]
+    target = str(EXAMPLES if command == "latest" else EXAMPLES / "mlp.params")
+    out = run(*args, target)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)  # one document: json.loads refuses anything after it
+    assert not list(validator("tool.schema.json").iter_errors(doc))
+    errors = sorted(validator(SCHEMA_OF[command]).iter_errors(doc), key=str)
+    assert not errors, errors[0]
+    assert doc["tool"]["command"] == command
+    if command in ("inspect", "verify", "check"):
+        # Printed while the files are done: the envelope comes first.
+        assert list(doc)[:3] == ["schema_version", "tool", "files"]
 
 
 def subcommands():

@@ -42,9 +42,12 @@ class Mode(enum.Enum):
 
 
 def inspect_json(path, *extra):
+    """The object of `path` in `inspect --json`'s document (its only file)."""
     out = run_cli("inspect", "--json", *extra, str(path))
     assert out.returncode == 0, out.stderr.decode()
-    return json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    assert len(doc["files"]) == 1, doc
+    return doc["files"][0]
 
 
 @pytest.fixture(scope="module")

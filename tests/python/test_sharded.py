@@ -53,9 +53,20 @@ def copy(src, dst):
     return dst
 
 
+def only_file(out):
+    """The object of the only file in the one document of inspect, verify
+    or check --json."""
+    doc = json.loads(out.stdout)
+    assert len(doc["files"]) == 1, doc
+    return doc["files"][0]
+
+
 def verify(index):
     out = run("verify", "--json", str(index))
-    return out.returncode, json.loads(out.stdout)
+    report = only_file(out)
+    ok = 1 if report["ok"] else 0
+    assert json.loads(out.stdout)["summary"] == {"files": 1, "ok": ok, "failed": 1 - ok}
+    return out.returncode, report
 
 
 def details(report):
@@ -173,7 +184,7 @@ print(json.dumps(out))
 def test_inspect_loads_the_shards_as_one_state_dict_with_torchs_values(sharded):
     out = run("inspect", "--json", str(sharded / INDEX))
     assert out.returncode == 0, out.stderr.decode()
-    doc = json.loads(out.stdout)
+    doc = only_file(out)
     assert doc["kind"] == "sharded" and doc["tensors"] == 6
     ours = {}
     for shard in doc["shards"]:
@@ -204,7 +215,7 @@ def test_convert_merges_the_shards_into_one_safetensors_file(sharded, tmp_path):
     out = run("convert", str(sharded / INDEX), str(merged))
     assert out.returncode == 0, out.stderr.decode()
     assert b"6 tensors written as safetensors" in out.stdout
-    doc = json.loads(run("inspect", "--json", str(merged)).stdout)
+    doc = only_file(run("inspect", "--json", str(merged)))
     torch_digests = subprocess.run([PYTHON, "-c", DIGESTS, str(sharded), str(sharded / INDEX)], check=True,
                                    capture_output=True, text=True, timeout=300)
     assert {k: t["sha256"] for k, t in doc["tensors"].items()} == json.loads(torch_digests.stdout)
@@ -236,7 +247,7 @@ def test_check_takes_an_index_as_the_checkpoint(sharded, tmp_path):
     transformers' load_sharded_checkpoint loads them into the model."""
     out = run("check", "--json", "--expect", str(reference(tmp_path, 4)), str(sharded / INDEX))
     assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
+    doc = only_file(out)
     assert doc["ok"] and doc["state_dict"]["keys"] == 6 and doc["missing"] == [] and doc["unexpected"] == []
     assert sorted(doc["loaded"]) == sorted(json.load(open(sharded / INDEX))["weight_map"])
     bad = run("check", "--expect", str(reference(tmp_path, 5)), str(sharded / INDEX))
@@ -248,7 +259,7 @@ def test_check_takes_an_index_as_the_checkpoint(sharded, tmp_path):
 def test_check_takes_an_index_as_the_reference(sharded, tmp_path):
     out = run("check", "--json", "--expect", str(sharded / INDEX), str(reference(tmp_path, 4)))
     assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
+    doc = only_file(out)
     assert doc["ok"] and doc["expected"] == {"source": "reference sharded checkpoint", "tensors": 6,
                                              "has_metadata": False}
 
@@ -274,8 +285,8 @@ def test_check_of_an_index_strips_a_wrapper_prefix_across_shards(sharded, tmp_pa
     ref = str(reference(tmp_path, 4))
     out = run("check", "--json", "--expect", ref, str(wrapped / INDEX))
     assert out.returncode == 1
-    doc = json.loads(out.stdout)
+    doc = only_file(out)
     assert any("--strip-prefix module." in h for h in doc["hints"]), doc["hints"]
     out = run("check", "--json", "--strip-prefix", "module.", "--expect", ref, str(wrapped / INDEX))
     assert out.returncode == 0, out.stdout
-    assert json.loads(out.stdout)["ok"]
+    assert only_file(out)["ok"]

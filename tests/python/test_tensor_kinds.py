@@ -46,7 +46,9 @@ def inspect_json(path):
     assert CLI, "CKPTGUARD_CLI is not set (run through ctest)"
     out = subprocess.run([CLI, "inspect", "--json", str(path)], capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode()
-    return json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    assert len(doc["files"]) == 1, doc
+    return doc["files"][0]
 
 
 def rebuild_tensor_v2_with_metadata(storage, storage_offset, size, stride, requires_grad, backward_hooks,
