@@ -15,9 +15,10 @@ PACKAGES=(
   zlib1g-dev libbz2-dev liblzma-dev libarchive-dev nlohmann-json3-dev libcli11-dev libssl-dev libtomlplusplus-dev libre2-dev
   # libdeflate: the zip CRC-32 with carry-less multiplication
   libdeflate-dev
-  # daemon: SQLite catalog, Boost.Beast/Asio HTTP (header-only); the openssl
-  # command (the demo, and the tests' independent check of our signatures)
-  libsqlite3-dev libboost-dev openssl
+  # daemon: SQLite catalog, the PostgreSQL catalog's client library (libpq),
+  # Boost.Beast/Asio HTTP (header-only); the openssl command (the demo, and
+  # the tests' independent check of our signatures)
+  libsqlite3-dev libpq-dev libboost-dev openssl
   # the Python package (python/: `import ckptguard`): pybind11 and Python's
   # headers to build it, numpy for its arrays
   pybind11-dev python3-dev python3-numpy
@@ -36,6 +37,9 @@ if [ "${1:-}" = "--tests" ]; then
     python3-joblib libarchive-tools
     # curl: the e2e test fetches the registry's keys as any user would
     curl
+    # the PostgreSQL catalog tests start a throwaway server (initdb, pg_ctl;
+    # as `nobody` when run as root)
+    postgresql
     # fuzzing: clang-16 with libFuzzer, on Debian's libstdc++ 12 (the fuzz
     # preset explains the __cpp_concepts define that lets it use <expected>)
     clang-16 libclang-rt-16-dev

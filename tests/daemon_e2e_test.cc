@@ -25,6 +25,7 @@
 
 #include "ckptguard/daemon/catalog.h"
 #include "daemon_process.h"
+#include "postgres_server.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -90,8 +91,8 @@ std::string ScanVerdict(const fs::path& file) {
 
 // CheckConsistent: no stored/revoked row without its blob; with `strict`,
 // also no blob without a row (what a restart's reconciliation guarantees).
-void CheckConsistent(const fs::path& data_dir, bool strict) {
-  auto catalog = ckptguard::daemon::Catalog::Open((data_dir / "catalog.db").string());
+void CheckConsistent(const fs::path& data_dir, const std::string& catalog_spec, bool strict) {
+  auto catalog = ckptguard::daemon::Catalog::Open(catalog_spec);
   if (!catalog) BOOST_FAIL("cannot open the catalog: " << catalog.error().ToString());
   auto referenced = (*catalog)->ReferencedBlobs();
   BOOST_REQUIRE(referenced.has_value());
@@ -102,6 +103,10 @@ void CheckConsistent(const fs::path& data_dir, bool strict) {
     for (const auto& sha : blobs) BOOST_CHECK_MESSAGE(rows.contains(sha), "blob without row: " << sha);
     BOOST_CHECK_MESSAGE(fs::is_empty(data_dir / "tmp"), "uploads left in tmp/");
   }
+}
+
+void CheckConsistent(const fs::path& data_dir, bool strict) {
+  CheckConsistent(data_dir, (data_dir / "catalog.db").string(), strict);
 }
 
 size_t CountRows(const fs::path& data_dir) {
@@ -524,4 +529,60 @@ BOOST_AUTO_TEST_CASE(PrefixTokensAndRetagFromTheCommandLine) {
   BOOST_CHECK_MESSAGE(forced.out.find("moved tag team-a/m:v1 from sha256 " + mlp_sha) != std::string::npos, forced.out);
   auto audit = Run(daemon_cmd + " audit 2>&1");
   BOOST_CHECK_MESSAGE(audit.out.find("\tretag\tteam-a/m:v1\t") != std::string::npos, audit.out);
+}
+
+// The server with --catalog on PostgreSQL (a throwaway server, as root through
+// `nobody`): pushes land in that database and nothing in DATA/catalog.db;
+// the admin commands given the same --catalog see them; a revocation made
+// there is what the server answers next.
+BOOST_AUTO_TEST_CASE(CatalogOnPostgresql) {
+  auto& server = ckptguard::testing::PostgresServer::Shared();
+  BOOST_REQUIRE_MESSAGE(server.ok(), server.error());
+  std::string err;
+  const std::string uri = server.CreateDatabase(&err);
+  BOOST_REQUIRE_MESSAGE(!uri.empty(), err);
+  TempDir work;
+  const fs::path data = work.path / "registry";
+  const std::string admin_cmd = ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string()) + " --catalog " +
+                                ShellQuote(uri) + " ";
+  auto created = Run(admin_cmd + "token create ci --scope admin 2>&1");
+  BOOST_REQUIRE_MESSAGE(created.exit_code == 0, created.out);
+  const std::string token = LastLine(created.out);
+  Daemon daemon(data, work.path, {"--catalog", uri});
+  const auto benign = Files("benign");
+  const auto hostile = Files("malicious");
+  BOOST_REQUIRE(!benign.empty() && !hostile.empty());
+  fs::path safe_file;
+  for (const auto& f : benign) {
+    if (ScanVerdict(f) == "safe") {
+      safe_file = f;
+      break;
+    }
+  }
+  BOOST_REQUIRE(!safe_file.empty());
+  auto push = Run(Env(daemon, token) + ShellQuote(kCli) + " registry push --tag v1 " + ShellQuote(safe_file.string()) +
+                  " " + ShellQuote(hostile[0].string()) + " 2>&1");
+  BOOST_CHECK_EQUAL(push.exit_code, 1);  // the hostile one is rejected
+  BOOST_TEST(!fs::exists(data / "catalog.db"));
+  auto catalog = ckptguard::daemon::Catalog::Open(uri);
+  BOOST_REQUIRE_MESSAGE(catalog.has_value(), (catalog ? std::string() : catalog.error().ToString()));
+  auto rows = (*catalog)->ListCheckpoints({});
+  BOOST_REQUIRE(rows.has_value());
+  BOOST_REQUIRE_EQUAL(rows->size(), 2u);
+  std::set<std::string> statuses;
+  for (const auto& r : *rows) statuses.insert(r.status);
+  BOOST_TEST((statuses == std::set<std::string>{"rejected", "stored"}));
+  CheckConsistent(data, uri, true);
+  auto audit = Run(admin_cmd + "audit 2>&1");
+  BOOST_CHECK_MESSAGE(audit.exit_code == 0 && audit.out.find("push") != std::string::npos, audit.out);
+  // Revoked through the catalog (as another server would): the server answers so.
+  std::string stored_sha;
+  for (const auto& r : *rows) {
+    if (r.status == "stored") stored_sha = r.sha256;
+  }
+  BOOST_REQUIRE(*(*catalog)->RevokeCheckpoint(stored_sha, "leaked", "other-server"));
+  auto verify = Run(Env(daemon, token) + ShellQuote(kCli) + " registry verify " + ShellQuote(safe_file.string()) + " 2>&1");
+  BOOST_CHECK_EQUAL(verify.exit_code, 1);
+  BOOST_CHECK_MESSAGE(verify.out.find("leaked") != std::string::npos, verify.out);
+  BOOST_CHECK_EQUAL(daemon.Stop(SIGTERM), 0);
 }

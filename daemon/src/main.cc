@@ -1,8 +1,8 @@
 // ckptguardd: the signed checkpoint registry. `ckptguardd --data-dir DIR`
 // serves; `ckptguardd --data-dir DIR token|key|audit ...` administers the
 // same data folder from the command line (the server may be running: the
-// catalog is SQLite in WAL mode; only the server, or an admin command when
-// none runs, holds DIR/lock and cleans up).
+// catalog is SQLite in WAL mode, or PostgreSQL with --catalog; only the
+// server, or an admin command when none runs, holds DIR/lock and cleans up).
 #include <pthread.h>
 #include <signal.h>
 
@@ -80,12 +80,14 @@ int main(int argc, char** argv) {
       "Every upload is scanned by content (the same scanner as 'ckptguard scan'); dangerous files\n"
       "are rejected and recorded with their findings; accepted ones are signed (OpenSSF\n"
       "model-signing v1.0, key mode: 'model_signing verify key' accepts the bundles), stored by\n"
-      "SHA-256 and catalogued in SQLite with their state-dict manifest. A fresh DIR just works:\n"
-      "the database and an ECDSA signing key are created on first start. One server per data\n"
-      "folder (it holds DIR/lock); the token, key and audit commands work beside a running one.\n\n"
+      "SHA-256 and catalogued with their state-dict manifest (in SQLite, DIR/catalog.db, or in\n"
+      "PostgreSQL with --catalog). A fresh DIR just works: the database and an ECDSA signing key\n"
+      "are created on first start. One server per data folder (it holds DIR/lock); the token,\n"
+      "key and audit commands work beside a running one.\n\n"
       "  ckptguardd --data-dir DIR --listen 127.0.0.1:8470     serve\n"
       "  ckptguardd --data-dir DIR token create ci             print a write token (last line)\n"
-      "  ckptguardd --data-dir DIR key rotate                  new signing key; old ones still verify\n"};
+      "  ckptguardd --data-dir DIR key rotate                  new signing key; old ones still verify\n"
+      "  ckptguardd --data-dir DIR --catalog postgresql://ckg@db.internal/registry   catalog on PostgreSQL\n"};
   app.set_version_flag("--version", std::string("ckptguardd ") + CKPTGUARD_VERSION);
   RegistryOptions registry_options;
   ServerOptions server_options;
@@ -95,6 +97,12 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", registry_options.data_dir,
                  "the registry's folder: catalog.db, blobs/, keys/ (created when missing)")
       ->required();
+  app.add_option("--catalog", registry_options.catalog,
+                 "where the catalog lives: sqlite:PATH (default sqlite:DIR/catalog.db) or a libpq URI,\n"
+                 "postgresql://USER@HOST[:PORT]/DB[?sslmode=verify-full&...] (the database must exist;\n"
+                 "the tables are created). Keep the password out of the command line: libpq reads\n"
+                 "PGPASSWORD or ~/.pgpass. Blobs and keys stay in --data-dir.")
+      ->default_str("sqlite:DIR/catalog.db");
   app.add_option("--listen", listen, "HOST:PORT to serve HTTP on (port 0: any free port)")->capture_default_str();
   app.add_option("--unix-socket", server_options.unix_socket, "also serve on this Unix socket (mode 0660)");
   app.add_option("--port-file", port_file, "write the port actually bound to this file once listening");
@@ -279,7 +287,10 @@ int main(int argc, char** argv) {
     }
     std::cout << "ckptguardd: serving " << (server_options.tls_cert_file.empty() ? "http" : "https") << "://"
               << server_options.host << ":" << port << " from "
-              << registry_options.data_dir << std::endl;
+              << registry_options.data_dir
+              << (registry_options.catalog.empty() ? std::string()
+                                                   : ", catalog " + RedactCatalogSpec(registry_options.catalog))
+              << std::endl;
     (*server)->Wait();
     // Stopped: a second SIGTERM/SIGINT (an impatient supervisor) during the
     // teardown below must not turn a clean exit 0 into death by signal.

@@ -183,7 +183,8 @@ Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options)
                          "; one server per folder (stop it first, or use another --data-dir)",
                      options.data_dir);
   }
-  CKG_ASSIGN_OR_RETURN(auto catalog, Catalog::Open(options.data_dir + "/catalog.db"));
+  CKG_ASSIGN_OR_RETURN(auto catalog,
+                       Catalog::Open(options.catalog.empty() ? "sqlite:" + options.data_dir + "/catalog.db" : options.catalog));
   CKG_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(options.data_dir));
   std::unique_ptr<Registry> registry(new Registry(options, std::move(catalog), std::move(blobs)));
   registry->warnings_ = std::move(warnings);

@@ -1,10 +1,14 @@
-// Catalog: the registry's SQLite database (WAL, foreign keys, versioned
-// schema migrations). It records every checkpoint pushed (stored or rejected,
-// with its findings and state-dict manifest), the signing keys (active,
-// retired, revoked), write tokens (only their SHA-256 is stored) and an
-// append-only audit log. One Catalog is shared by the server's threads; every
-// method is safe to call concurrently (one connection, serialized by a mutex;
-// each write is one transaction).
+// Catalog: the registry's database. It records every checkpoint pushed
+// (stored or rejected, with its findings and state-dict manifest), the signing
+// keys (active, retired, revoked), write tokens (only their SHA-256 is stored)
+// and an append-only audit log. Two backends implement it:
+//   - SQLite (the default: DATA/catalog.db; WAL, foreign keys, versioned
+//     schema migrations; one connection serialized by a mutex);
+//   - PostgreSQL (a libpq URI; the same schema and migrations, so several
+//     processes may share one database: writes take one transaction-scoped
+//     advisory lock, the catalog's equivalent of SQLite's single writer).
+// One Catalog is shared by the server's threads; every method is safe to call
+// concurrently (each write is one transaction).
 #ifndef CKPTGUARD_DAEMON_CATALOG_H_
 #define CKPTGUARD_DAEMON_CATALOG_H_
 
@@ -12,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckptguard/error.h"
@@ -118,15 +123,23 @@ struct TagGuard {
 
 class Catalog {
  public:
-  // Open creates the database file when it is missing and migrates it to
+  // Open opens the catalog `spec` names and migrates it to
   // kCatalogSchemaVersion (schema_version table; each migration one
-  // transaction). Sets WAL, foreign_keys=ON, synchronous=FULL, busy_timeout.
-  static Result<std::unique_ptr<Catalog>> Open(const std::string& db_path);
-  ~Catalog();
+  // transaction; a newer schema is refused with kUnsupportedFormat):
+  //   "sqlite:PATH" or a plain PATH: SQLite; creates the file when missing.
+  //     Sets WAL, foreign_keys=ON, synchronous=FULL, busy_timeout.
+  //   "postgresql://..." or "postgres://...": PostgreSQL through libpq (the
+  //     database must exist; the tables are created). Errors name the URI
+  //     with its password masked (RedactCatalogSpec).
+  static Result<std::unique_ptr<Catalog>> Open(const std::string& spec);
+  virtual ~Catalog() = default;
   Catalog(const Catalog&) = delete;
   Catalog& operator=(const Catalog&) = delete;
 
-  Result<int> SchemaVersion();
+  // Backend is "sqlite" or "postgresql".
+  virtual std::string_view Backend() const = 0;
+
+  virtual Result<int> SchemaVersion() = 0;
 
   // Checkpoints. InsertCheckpoint writes the row, its manifest and findings in
   // one transaction and returns the id. The same sha256 may be pushed again
@@ -139,54 +152,57 @@ class Catalog {
   // written, the result is 0 and `revoked` (when given) receives the revoked
   // row (who and why).
   // With `tag_guard`, tags stay immutable (see TagGuard).
-  Result<int64_t> InsertCheckpoint(const CheckpointRecord& record, const AuditRecord* audit = nullptr,
-                                   std::optional<CheckpointRecord>* revoked = nullptr,
-                                   TagGuard* tag_guard = nullptr);
+  virtual Result<int64_t> InsertCheckpoint(const CheckpointRecord& record, const AuditRecord* audit = nullptr,
+                                           std::optional<CheckpointRecord>* revoked = nullptr,
+                                           TagGuard* tag_guard = nullptr) = 0;
   // FindTagHolder: the newest stored or revoked row named NAME:TAG (no
   // manifest/findings), or nullopt.
-  Result<std::optional<CheckpointRecord>> FindTagHolder(const std::string& name, const std::string& tag);
+  virtual Result<std::optional<CheckpointRecord>> FindTagHolder(const std::string& name, const std::string& tag) = 0;
   // FindByNameTag: the newest stored or revoked row with this sha256, name and
   // tag (with manifest and findings), or nullopt.
-  Result<std::optional<CheckpointRecord>> FindByNameTag(const std::string& sha256, const std::string& name,
-                                                        const std::string& tag);
-  Result<std::vector<CheckpointRecord>> ListCheckpoints(const CheckpointQuery& query);  // newest first, no manifest/findings
+  virtual Result<std::optional<CheckpointRecord>> FindByNameTag(const std::string& sha256, const std::string& name,
+                                                                const std::string& tag) = 0;
+  virtual Result<std::vector<CheckpointRecord>> ListCheckpoints(const CheckpointQuery& query) = 0;  // newest first, no manifest/findings
   // The newest row for this sha256 with status stored or revoked (with manifest
   // and findings), or nullopt.
-  Result<std::optional<CheckpointRecord>> FindBySha256(const std::string& sha256);
-  Result<std::optional<CheckpointRecord>> FindById(int64_t id);
+  virtual Result<std::optional<CheckpointRecord>> FindBySha256(const std::string& sha256) = 0;
+  virtual Result<std::optional<CheckpointRecord>> FindById(int64_t id) = 0;
   // Marks every stored row of sha256 revoked; false when there was none.
-  Result<bool> RevokeCheckpoint(const std::string& sha256, const std::string& reason, const std::string& by);
+  virtual Result<bool> RevokeCheckpoint(const std::string& sha256, const std::string& reason, const std::string& by) = 0;
   // Every sha256 that some stored or revoked row references (for reconciling the blob store).
-  Result<std::vector<std::string>> ReferencedBlobs();
+  virtual Result<std::vector<std::string>> ReferencedBlobs() = 0;
 
   // Keys.
-  Status AddKey(const KeyRecord& key);  // state "active" retires the previous active key in the same transaction
-  Result<std::vector<KeyRecord>> ListKeys();  // every key, newest first
-  Result<std::optional<KeyRecord>> ActiveKey();
-  Result<bool> RevokeKey(const std::string& key_id, const std::string& reason);
+  virtual Status AddKey(const KeyRecord& key) = 0;  // state "active" retires the previous active key in the same transaction
+  virtual Result<std::vector<KeyRecord>> ListKeys() = 0;  // every key, newest first
+  virtual Result<std::optional<KeyRecord>> ActiveKey() = 0;
+  virtual Result<bool> RevokeKey(const std::string& key_id, const std::string& reason) = 0;
 
   // Tokens: the raw token is never stored, only its SHA-256 (hex).
   // scope read|write|admin; `prefixes` only for write tokens.
-  Status AddToken(const std::string& name, const std::string& token_sha256, const std::string& scope,
-                  const std::vector<std::string>& prefixes = {});
-  Result<std::optional<TokenRecord>> FindToken(const std::string& token_sha256);  // nullopt if unknown or revoked
-  Result<bool> RevokeToken(const std::string& name);
-  Result<std::vector<TokenRecord>> ListTokens();
+  virtual Status AddToken(const std::string& name, const std::string& token_sha256, const std::string& scope,
+                          const std::vector<std::string>& prefixes = {}) = 0;
+  virtual Result<std::optional<TokenRecord>> FindToken(const std::string& token_sha256) = 0;  // nullopt if unknown or revoked
+  virtual Result<bool> RevokeToken(const std::string& name) = 0;
+  virtual Result<std::vector<TokenRecord>> ListTokens() = 0;
 
   // EnsureRegistryId returns the registry's stable id, storing `candidate`
   // as it when the catalog has none yet (the first start).
-  Result<std::string> EnsureRegistryId(const std::string& candidate);
+  virtual Result<std::string> EnsureRegistryId(const std::string& candidate) = 0;
 
   // Audit log: append only (no method updates or deletes; the schema has
   // triggers that abort UPDATE and DELETE on the table).
-  Status Audit(const AuditRecord& record);  // id and at (when 0) are filled in
-  Result<std::vector<AuditRecord>> ListAudit(int64_t after_id = 0, uint32_t limit = 1000);
+  virtual Status Audit(const AuditRecord& record) = 0;  // id and at (when 0) are filled in
+  virtual Result<std::vector<AuditRecord>> ListAudit(int64_t after_id = 0, uint32_t limit = 1000) = 0;
 
- private:
-  struct Impl;
-  explicit Catalog(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+ protected:
+  Catalog() = default;
 };
+
+// RedactCatalogSpec returns `spec` fit for logs and errors: the password of
+// a URI's user info (postgresql://user:secret@host/db) and a password=...
+// query parameter become "***". Other specs are returned as they are.
+std::string RedactCatalogSpec(std::string_view spec);
 
 }  // namespace ckptguard::daemon
 

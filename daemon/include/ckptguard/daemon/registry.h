@@ -40,6 +40,10 @@ namespace ckptguard::daemon {
 
 struct RegistryOptions {
   std::string data_dir;
+  // The catalog, as Catalog::Open takes it: "" means sqlite:DATA/catalog.db;
+  // "postgresql://user@host/db" puts it on PostgreSQL (blobs and keys stay
+  // in data_dir).
+  std::string catalog;
   // Policy: dangerous and unreadable files are always rejected; suspicious
   // ones (unknown globals, container anomalies) only when this is false.
   bool accept_suspicious = false;

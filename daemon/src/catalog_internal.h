@@ -1,0 +1,52 @@
+// What the catalog backends (catalog_sqlite.cc, catalog_postgres.cc) share:
+// argument checks and the text forms of shapes and token prefixes, so that
+// both accept and refuse the same calls and store the same values.
+// Private to daemon/src.
+#ifndef CKPTGUARD_DAEMON_CATALOG_INTERNAL_H_
+#define CKPTGUARD_DAEMON_CATALOG_INTERNAL_H_
+
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptguard/daemon/catalog.h"
+#include "ckptguard/error.h"
+
+namespace ckptguard::daemon::catalog_internal {
+
+inline constexpr std::string_view kWhere = "catalog";
+
+// OpenSqlite / OpenPostgres: the backends' Open (Catalog::Open dispatches).
+Result<std::unique_ptr<Catalog>> OpenSqlite(const std::string& db_path);
+Result<std::unique_ptr<Catalog>> OpenPostgres(const std::string& uri);
+
+int64_t Now();
+bool IsSha256Hex(std::string_view s);
+bool IsScope(std::string_view s);
+bool IsStatus(std::string_view s);
+std::unexpected<Error> InvalidArgument(std::string detail);
+
+// ShapeToText: "768,3072" ("" for a scalar); ShapeFromText parses it back.
+std::string ShapeToText(const std::vector<int64_t>& shape);
+Result<std::vector<int64_t>> ShapeFromText(std::string_view text);
+
+// Token prefixes are stored one per line ("" = any name).
+std::vector<std::string> SplitPrefixes(std::string_view joined);
+
+// The argument checks every backend runs before it touches the database.
+Status CheckCheckpoint(const CheckpointRecord& r);
+Status CheckKey(const KeyRecord& key);
+// CheckToken returns the prefixes joined for storage.
+Result<std::string> CheckToken(const std::string& name, const std::string& token_sha256, const std::string& scope,
+                               const std::vector<std::string>& prefixes);
+// CheckpointLimit: query.limit clamped to 1..1000 (0 means 100); refuses an unknown status.
+Result<int64_t> CheckpointLimit(const CheckpointQuery& query);
+// AuditLimit: `limit` clamped to 1..1000 (0 means 1000).
+int64_t AuditLimit(uint32_t limit);
+
+}  // namespace ckptguard::daemon::catalog_internal
+
+#endif  // CKPTGUARD_DAEMON_CATALOG_INTERNAL_H_
