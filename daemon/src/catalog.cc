@@ -118,6 +118,27 @@ Result<int64_t> CheckpointLimit(const CheckpointQuery& query) {
 
 int64_t AuditLimit(uint32_t limit) { return limit == 0 ? 1000 : std::min<int64_t>(limit, 1000); }
 
+TagDecision DecideTag(std::optional<CheckpointRecord> holder, const CheckpointRecord& r, TagGuard& guard) {
+  TagDecision out;
+  if (holder && holder->sha256 == r.sha256 && holder->status == "stored") {
+    guard.same_content = true;
+    out.write = false;
+    out.id = holder->id;
+    guard.holder = std::move(holder);
+    return out;
+  }
+  if (holder && holder->sha256 != r.sha256) {
+    if (!guard.allow_move) {
+      out.write = false;
+      guard.holder = std::move(holder);
+      return out;
+    }
+    out.moved_from = holder->sha256;
+    guard.moved_from = out.moved_from;
+  }
+  return out;
+}
+
 }  // namespace catalog_internal
 
 namespace {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,6 +47,18 @@ Result<std::string> CheckToken(const std::string& name, const std::string& token
 Result<int64_t> CheckpointLimit(const CheckpointQuery& query);
 // AuditLimit: `limit` clamped to 1..1000 (0 means 1000).
 int64_t AuditLimit(uint32_t limit);
+
+// TagDecision is what InsertCheckpoint does with a stored row's NAME:TAG
+// given its current holder (read under the backend's write lock), as
+// TagGuard documents: write the row (moved_from names a holder it replaces),
+// or return `id` without writing (0: refused, the guard holds the holder;
+// else the holder's id for the same content).
+struct TagDecision {
+  bool write = true;
+  int64_t id = 0;
+  std::string moved_from;
+};
+TagDecision DecideTag(std::optional<CheckpointRecord> holder, const CheckpointRecord& r, TagGuard& guard);
 
 }  // namespace ckptguard::daemon::catalog_internal
 

@@ -43,7 +43,9 @@
 namespace ckptguard::daemon {
 namespace {
 
+using catalog_internal::DecideTag;
 using catalog_internal::InvalidArgument;
+using catalog_internal::TagDecision;
 using catalog_internal::IsSha256Hex;
 using catalog_internal::kWhere;
 using catalog_internal::Now;
@@ -563,20 +565,9 @@ class PostgresCatalog final : public Catalog {
         // the same write lock as the insert, so two pushes racing for one
         // tag (from any server on this database) cannot both take it.
         CKG_ASSIGN_OR_RETURN(auto holder, TagHolderLocked(c, r.name, r.tag));
-        if (holder && holder->sha256 == r.sha256 && holder->status == "stored") {
-          tag_guard->same_content = true;
-          const int64_t id = holder->id;
-          tag_guard->holder = std::move(holder);
-          return id;
-        }
-        if (holder && holder->sha256 != r.sha256) {
-          if (!tag_guard->allow_move) {
-            tag_guard->holder = std::move(holder);
-            return int64_t{0};
-          }
-          moved_from = holder->sha256;
-          tag_guard->moved_from = moved_from;
-        }
+      TagDecision decision = DecideTag(std::move(holder), r, *tag_guard);
+      if (!decision.write) return decision.id;
+      moved_from = std::move(decision.moved_from);
       }
       CKG_ASSIGN_OR_RETURN(
           Rows s, c.Exec("INSERT INTO checkpoints (name, tag, sha256, size, format, verdict, status, signature, "
