@@ -48,6 +48,62 @@ Result<int64_t> CheckpointLimit(const CheckpointQuery& query);
 // AuditLimit: `limit` clamped to 1..1000 (0 means 1000).
 int64_t AuditLimit(uint32_t limit);
 
+// The columns the backends select for a record, in the order the row
+// readers below take them (literals, so that queries stay compile-time
+// constants).
+#define CKG_CATALOG_CHECKPOINT_COLUMNS                                                           \
+  "id, name, tag, sha256, size, format, verdict, status, signature, key_id, uploader, created_at, " \
+  "revoked_reason, revoked_by, revoked_at"
+#define CKG_CATALOG_KEY_COLUMNS "key_id, public_pem, curve, state, created_at, revoked_reason, revoked_at"
+#define CKG_CATALOG_TOKEN_COLUMNS "name, scope, created_at, revoked, prefixes"
+
+// CheckpointFromRow, KeyFromRow, TokenFromRow read one selected row of
+// those columns from either backend: `row` has Text(col) and Int(col).
+template <typename Row>
+CheckpointRecord CheckpointFromRow(const Row& row) {
+  CheckpointRecord r;
+  r.id = row.Int(0);
+  r.name = row.Text(1);
+  r.tag = row.Text(2);
+  r.sha256 = row.Text(3);
+  r.size = static_cast<uint64_t>(row.Int(4));
+  r.format = row.Text(5);
+  r.verdict = row.Text(6);
+  r.status = row.Text(7);
+  r.signature = row.Text(8);
+  r.key_id = row.Text(9);
+  r.uploader = row.Text(10);
+  r.created_at = row.Int(11);
+  r.revoked_reason = row.Text(12);
+  r.revoked_by = row.Text(13);
+  r.revoked_at = row.Int(14);
+  return r;
+}
+
+template <typename Row>
+KeyRecord KeyFromRow(const Row& row) {
+  KeyRecord k;
+  k.key_id = row.Text(0);
+  k.public_pem = row.Text(1);
+  k.curve = row.Text(2);
+  k.state = row.Text(3);
+  k.created_at = row.Int(4);
+  k.revoked_reason = row.Text(5);
+  k.revoked_at = row.Int(6);
+  return k;
+}
+
+template <typename Row>
+TokenRecord TokenFromRow(const Row& row) {
+  TokenRecord t;
+  t.name = row.Text(0);
+  t.scope = row.Text(1);
+  t.created_at = row.Int(2);
+  t.revoked = row.Int(3) != 0;
+  t.prefixes = SplitPrefixes(row.Text(4));
+  return t;
+}
+
 // TagDecision is what InsertCheckpoint does with a stored row's NAME:TAG
 // given its current holder (read under the backend's write lock), as
 // TagGuard documents: write the row (moved_from names a holder it replaces),

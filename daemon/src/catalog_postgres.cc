@@ -174,11 +174,6 @@ ALTER TABLE tokens ADD COLUMN prefixes TEXT NOT NULL DEFAULT '';  -- one name pr
 };
 static_assert(std::size(kMigrations) == kCatalogSchemaVersion, "one migration step per schema version");
 
-// The columns CheckpointFromRow reads, in its order.
-#define CKG_PG_CHECKPOINT_COLUMNS                                                                  \
-  "id, name, tag, sha256, size, format, verdict, status, signature, key_id, uploader, created_at, " \
-  "revoked_reason, revoked_by, revoked_at"
-
 constexpr Oid kInt8Oid = 20;  // pg_type.oid of bigint
 constexpr Oid kTextOid = 25;  // pg_type.oid of text
 
@@ -356,47 +351,16 @@ auto InTransaction(Connection& c, TxKind kind, std::string_view op, Fn&& body, i
   }
 }
 
-CheckpointRecord CheckpointFromRow(const Rows& s, int row) {
-  CheckpointRecord r;
-  r.id = s.Int(row, 0);
-  r.name = s.Text(row, 1);
-  r.tag = s.Text(row, 2);
-  r.sha256 = s.Text(row, 3);
-  r.size = static_cast<uint64_t>(s.Int(row, 4));
-  r.format = s.Text(row, 5);
-  r.verdict = s.Text(row, 6);
-  r.status = s.Text(row, 7);
-  r.signature = s.Text(row, 8);
-  r.key_id = s.Text(row, 9);
-  r.uploader = s.Text(row, 10);
-  r.created_at = s.Int(row, 11);
-  r.revoked_reason = s.Text(row, 12);
-  r.revoked_by = s.Text(row, 13);
-  r.revoked_at = s.Int(row, 14);
-  return r;
-}
-
-KeyRecord KeyFromRow(const Rows& s, int row) {
-  KeyRecord k;
-  k.key_id = s.Text(row, 0);
-  k.public_pem = s.Text(row, 1);
-  k.curve = s.Text(row, 2);
-  k.state = s.Text(row, 3);
-  k.created_at = s.Int(row, 4);
-  k.revoked_reason = s.Text(row, 5);
-  k.revoked_at = s.Int(row, 6);
-  return k;
-}
-
-TokenRecord TokenFromRow(const Rows& s, int row) {
-  TokenRecord t;
-  t.name = s.Text(row, 0);
-  t.scope = s.Text(row, 1);
-  t.created_at = s.Int(row, 2);
-  t.revoked = s.Int(row, 3) != 0;
-  t.prefixes = catalog_internal::SplitPrefixes(s.Text(row, 4));
-  return t;
-}
+// RowOf is one row of a result, as the shared row readers take it.
+struct RowOf {
+  const Rows& rows;
+  int row;
+  std::string Text(int col) const { return rows.Text(row, col); }
+  int64_t Int(int col) const { return rows.Int(row, col); }
+};
+CheckpointRecord CheckpointFromRow(const Rows& s, int row) { return catalog_internal::CheckpointFromRow(RowOf{s, row}); }
+KeyRecord KeyFromRow(const Rows& s, int row) { return catalog_internal::KeyFromRow(RowOf{s, row}); }
+TokenRecord TokenFromRow(const Rows& s, int row) { return catalog_internal::TokenFromRow(RowOf{s, row}); }
 
 Result<int> ReadSchemaVersion(Connection& c) {
   CKG_ASSIGN_OR_RETURN(Rows s, c.Exec("SELECT COALESCE(MAX(version), 0) FROM schema_version", {}, "read schema version"));
@@ -460,7 +424,7 @@ Status AppendAudit(Connection& c, const AuditRecord& record) {
 // TagHolderLocked: the newest stored or revoked row of NAME:TAG (a rejected
 // push never takes a tag). The caller holds the mutex.
 Result<std::optional<CheckpointRecord>> TagHolderLocked(Connection& c, const std::string& name, const std::string& tag) {
-  CKG_ASSIGN_OR_RETURN(Rows s, c.Exec("SELECT " CKG_PG_CHECKPOINT_COLUMNS
+  CKG_ASSIGN_OR_RETURN(Rows s, c.Exec("SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                                       " FROM checkpoints WHERE name = $1 AND tag = $2"
                                       " AND status IN ('stored', 'revoked') ORDER BY id DESC LIMIT 1",
                                       {name, tag}, "find tag holder"));
@@ -496,7 +460,7 @@ Status LoadDetails(Connection& c, CheckpointRecord& r) {
 }
 
 // FindCheckpointLocked: the first row of `sql` (selecting
-// CKG_PG_CHECKPOINT_COLUMNS) with its manifest and findings, read in one
+// CKG_CATALOG_CHECKPOINT_COLUMNS) with its manifest and findings, read in one
 // snapshot. The caller holds the mutex.
 Result<std::optional<CheckpointRecord>> FindCheckpointLocked(Connection& c, std::string_view sql,
                                                              std::initializer_list<Param> params, const char* what) {
@@ -617,7 +581,7 @@ class PostgresCatalog final : public Catalog {
     if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
     std::lock_guard lock(mu_);
     return FindCheckpointLocked(conn_,
-                                "SELECT " CKG_PG_CHECKPOINT_COLUMNS
+                                "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                                 " FROM checkpoints WHERE sha256 = $1 AND name = $2 AND tag = $3"
                                 " AND status IN ('stored', 'revoked') ORDER BY id DESC LIMIT 1",
                                 {sha256, name, tag}, "find checkpoint");
@@ -628,11 +592,11 @@ class PostgresCatalog final : public Catalog {
     std::lock_guard lock(mu_);
     // Two constant statements: with a name, "name = $1" lets the (name, tag)
     // index drive the search; without one, the walk goes down the ids.
-    constexpr std::string_view kByName = "SELECT " CKG_PG_CHECKPOINT_COLUMNS
+    constexpr std::string_view kByName = "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                                          " FROM checkpoints WHERE name = $1 AND ($2 = '' OR tag = $2)"
                                          " AND ($3 = '' OR status = $3) AND ($4 <= 0 OR id < $4)"
                                          " ORDER BY id DESC LIMIT $5";
-    constexpr std::string_view kAny = "SELECT " CKG_PG_CHECKPOINT_COLUMNS
+    constexpr std::string_view kAny = "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                                       " FROM checkpoints WHERE $1 = '' AND ($2 = '' OR tag = $2)"
                                       " AND ($3 = '' OR status = $3) AND ($4 <= 0 OR id < $4)"
                                       " ORDER BY id DESC LIMIT $5";
@@ -649,7 +613,7 @@ class PostgresCatalog final : public Catalog {
     if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
     std::lock_guard lock(mu_);
     return FindCheckpointLocked(conn_,
-                                "SELECT " CKG_PG_CHECKPOINT_COLUMNS
+                                "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                                 " FROM checkpoints WHERE sha256 = $1 AND status IN ('stored', 'revoked')"
                                 " ORDER BY id DESC LIMIT 1",
                                 {sha256}, "find checkpoint");
@@ -657,7 +621,7 @@ class PostgresCatalog final : public Catalog {
 
   Result<std::optional<CheckpointRecord>> FindById(int64_t id) override {
     std::lock_guard lock(mu_);
-    return FindCheckpointLocked(conn_, "SELECT " CKG_PG_CHECKPOINT_COLUMNS " FROM checkpoints WHERE id = $1", {id},
+    return FindCheckpointLocked(conn_, "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS " FROM checkpoints WHERE id = $1", {id},
                                 "find checkpoint by id");
   }
 
@@ -703,8 +667,8 @@ class PostgresCatalog final : public Catalog {
 
   Result<std::vector<KeyRecord>> ListKeys() override {
     std::lock_guard lock(mu_);
-    CKG_ASSIGN_OR_RETURN(Rows s, conn_.Read("SELECT key_id, public_pem, curve, state, created_at, revoked_reason, "
-                                            "revoked_at FROM keys ORDER BY created_at DESC, seq DESC",
+    CKG_ASSIGN_OR_RETURN(Rows s, conn_.Read("SELECT " CKG_CATALOG_KEY_COLUMNS
+                                            " FROM keys ORDER BY created_at DESC, seq DESC",
                                             {}, "list keys"));
     std::vector<KeyRecord> out;
     out.reserve(static_cast<size_t>(s.size()));
@@ -714,8 +678,8 @@ class PostgresCatalog final : public Catalog {
 
   Result<std::optional<KeyRecord>> ActiveKey() override {
     std::lock_guard lock(mu_);
-    CKG_ASSIGN_OR_RETURN(Rows s, conn_.Read("SELECT key_id, public_pem, curve, state, created_at, revoked_reason, "
-                                            "revoked_at FROM keys WHERE state = 'active'",
+    CKG_ASSIGN_OR_RETURN(Rows s, conn_.Read("SELECT " CKG_CATALOG_KEY_COLUMNS
+                                            " FROM keys WHERE state = 'active'",
                                             {}, "read the active key"));
     if (s.size() == 0) return std::optional<KeyRecord>();
     return std::optional<KeyRecord>(KeyFromRow(s, 0));
@@ -747,7 +711,7 @@ class PostgresCatalog final : public Catalog {
   Result<std::optional<TokenRecord>> FindToken(const std::string& token_sha256) override {
     if (!IsSha256Hex(token_sha256)) return std::optional<TokenRecord>();
     std::lock_guard lock(mu_);
-    CKG_ASSIGN_OR_RETURN(Rows s, conn_.Read("SELECT name, scope, created_at, revoked, prefixes FROM tokens "
+    CKG_ASSIGN_OR_RETURN(Rows s, conn_.Read("SELECT " CKG_CATALOG_TOKEN_COLUMNS " FROM tokens "
                                             "WHERE token_sha256 = $1 AND revoked = 0",
                                             {token_sha256}, "find token"));
     if (s.size() == 0) return std::optional<TokenRecord>();
@@ -766,7 +730,7 @@ class PostgresCatalog final : public Catalog {
 
   Result<std::vector<TokenRecord>> ListTokens() override {
     std::lock_guard lock(mu_);
-    CKG_ASSIGN_OR_RETURN(Rows s, conn_.Read("SELECT name, scope, created_at, revoked, prefixes FROM tokens ORDER BY id",
+    CKG_ASSIGN_OR_RETURN(Rows s, conn_.Read("SELECT " CKG_CATALOG_TOKEN_COLUMNS " FROM tokens ORDER BY id",
                                             {}, "list tokens"));
     std::vector<TokenRecord> out;
     out.reserve(static_cast<size_t>(s.size()));

@@ -25,7 +25,10 @@
 namespace ckptguard::daemon {
 namespace {
 
+using catalog_internal::CheckpointFromRow;
 using catalog_internal::DecideTag;
+using catalog_internal::KeyFromRow;
+using catalog_internal::TokenFromRow;
 using catalog_internal::InvalidArgument;
 using catalog_internal::TagDecision;
 using catalog_internal::IsSha256Hex;
@@ -316,55 +319,6 @@ auto InTransaction(sqlite3* db, bool write, std::string_view op, Fn&& body) -> d
   return result;
 }
 
-// The columns CheckpointFromRow reads, in its order (a literal, so queries
-// stay compile-time constants).
-#define CKG_CHECKPOINT_COLUMNS                                                                   \
-  "id, name, tag, sha256, size, format, verdict, status, signature, key_id, uploader, created_at, " \
-  "revoked_reason, revoked_by, revoked_at"
-
-
-CheckpointRecord CheckpointFromRow(const Stmt& s) {
-  CheckpointRecord r;
-  r.id = s.Int(0);
-  r.name = s.Text(1);
-  r.tag = s.Text(2);
-  r.sha256 = s.Text(3);
-  r.size = static_cast<uint64_t>(s.Int(4));
-  r.format = s.Text(5);
-  r.verdict = s.Text(6);
-  r.status = s.Text(7);
-  r.signature = s.Text(8);
-  r.key_id = s.Text(9);
-  r.uploader = s.Text(10);
-  r.created_at = s.Int(11);
-  r.revoked_reason = s.Text(12);
-  r.revoked_by = s.Text(13);
-  r.revoked_at = s.Int(14);
-  return r;
-}
-
-KeyRecord KeyFromRow(const Stmt& s) {
-  KeyRecord k;
-  k.key_id = s.Text(0);
-  k.public_pem = s.Text(1);
-  k.curve = s.Text(2);
-  k.state = s.Text(3);
-  k.created_at = s.Int(4);
-  k.revoked_reason = s.Text(5);
-  k.revoked_at = s.Int(6);
-  return k;
-}
-
-TokenRecord TokenFromRow(const Stmt& s) {
-  TokenRecord t;
-  t.name = s.Text(0);
-  t.scope = s.Text(1);
-  t.created_at = s.Int(2);
-  t.revoked = s.Int(3) != 0;
-  t.prefixes = catalog_internal::SplitPrefixes(s.Text(4));
-  return t;
-}
-
 Result<int> ReadSchemaVersion(sqlite3* db) {
   CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version",
                                              "read schema version"));
@@ -547,7 +501,7 @@ namespace {
 // TagHolderLocked: the newest stored or revoked row of NAME:TAG (a rejected
 // push never takes a tag). The caller holds the mutex.
 Result<std::optional<CheckpointRecord>> TagHolderLocked(sqlite3* db, const std::string& name, const std::string& tag) {
-  constexpr std::string_view sql = "SELECT " CKG_CHECKPOINT_COLUMNS
+  constexpr std::string_view sql = "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                                    " FROM checkpoints WHERE name = ?1 AND tag = ?2 AND status IN ('stored', 'revoked')"
                                    " ORDER BY id DESC LIMIT 1";
   CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, sql, "find tag holder"));
@@ -677,11 +631,11 @@ Result<std::vector<CheckpointRecord>> SqliteCatalog::ListCheckpoints(const Check
   sqlite3* db = impl_->db;
   // Two constant statements: with a name, "name = ?1" lets the (name, tag)
   // index drive the search; without one, the walk goes down the ids.
-  constexpr std::string_view kByName = "SELECT " CKG_CHECKPOINT_COLUMNS
+  constexpr std::string_view kByName = "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                                        " FROM checkpoints WHERE name = ?1 AND (?2 = '' OR tag = ?2)"
                                        " AND (?3 = '' OR status = ?3) AND (?4 <= 0 OR id < ?4)"
                                        " ORDER BY id DESC LIMIT ?5";
-  constexpr std::string_view kAny = "SELECT " CKG_CHECKPOINT_COLUMNS
+  constexpr std::string_view kAny = "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                                     " FROM checkpoints WHERE ?1 = '' AND (?2 = '' OR tag = ?2)"
                                     " AND (?3 = '' OR status = ?3) AND (?4 <= 0 OR id < ?4)"
                                     " ORDER BY id DESC LIMIT ?5";
@@ -739,7 +693,7 @@ Status LoadDetails(sqlite3* db, CheckpointRecord& r) {
 }
 
 // FindCheckpointLocked: the first row of `sql` (selecting
-// CKG_CHECKPOINT_COLUMNS, parameters ?1.. bound to `params` in order) with
+// CKG_CATALOG_CHECKPOINT_COLUMNS, parameters ?1.. bound to `params` in order) with
 // its manifest and findings, read in one transaction. The caller holds the
 // mutex.
 template <class... Params>
@@ -765,7 +719,7 @@ Result<std::optional<CheckpointRecord>> SqliteCatalog::FindBySha256(const std::s
   if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
   std::lock_guard lock(impl_->mu);
   return FindCheckpointLocked(impl_->db,
-                              "SELECT " CKG_CHECKPOINT_COLUMNS
+                              "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                               " FROM checkpoints WHERE sha256 = ?1 AND status IN ('stored', 'revoked')"
                               " ORDER BY id DESC LIMIT 1",
                               "find checkpoint", sha256);
@@ -773,7 +727,7 @@ Result<std::optional<CheckpointRecord>> SqliteCatalog::FindBySha256(const std::s
 
 Result<std::optional<CheckpointRecord>> SqliteCatalog::FindById(int64_t id) {
   std::lock_guard lock(impl_->mu);
-  return FindCheckpointLocked(impl_->db, "SELECT " CKG_CHECKPOINT_COLUMNS " FROM checkpoints WHERE id = ?1",
+  return FindCheckpointLocked(impl_->db, "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS " FROM checkpoints WHERE id = ?1",
                               "find checkpoint by id", id);
 }
 
@@ -782,7 +736,7 @@ Result<std::optional<CheckpointRecord>> SqliteCatalog::FindByNameTag(const std::
   if (!IsSha256Hex(sha256)) return InvalidArgument("find checkpoint: sha256 is not 64 lower-case hex digits");
   std::lock_guard lock(impl_->mu);
   return FindCheckpointLocked(impl_->db,
-                              "SELECT " CKG_CHECKPOINT_COLUMNS
+                              "SELECT " CKG_CATALOG_CHECKPOINT_COLUMNS
                               " FROM checkpoints WHERE sha256 = ?1 AND name = ?2 AND tag = ?3"
                               " AND status IN ('stored', 'revoked') ORDER BY id DESC LIMIT 1",
                               "find checkpoint", sha256, name, tag);
@@ -849,8 +803,8 @@ Status SqliteCatalog::AddKey(const KeyRecord& key) {
 Result<std::vector<KeyRecord>> SqliteCatalog::ListKeys() {
   std::lock_guard lock(impl_->mu);
   CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
-                                             "SELECT key_id, public_pem, curve, state, created_at, revoked_reason, "
-                                             "revoked_at FROM keys ORDER BY created_at DESC, rowid DESC",
+                                             "SELECT " CKG_CATALOG_KEY_COLUMNS
+                                             " FROM keys ORDER BY created_at DESC, rowid DESC",
                                              "list keys"));
   std::vector<KeyRecord> out;
   while (true) {
@@ -864,8 +818,8 @@ Result<std::vector<KeyRecord>> SqliteCatalog::ListKeys() {
 Result<std::optional<KeyRecord>> SqliteCatalog::ActiveKey() {
   std::lock_guard lock(impl_->mu);
   CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
-                                             "SELECT key_id, public_pem, curve, state, created_at, revoked_reason, "
-                                             "revoked_at FROM keys WHERE state = 'active'",
+                                             "SELECT " CKG_CATALOG_KEY_COLUMNS
+                                             " FROM keys WHERE state = 'active'",
                                              "read the active key"));
   CKG_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::optional<KeyRecord>();
@@ -930,7 +884,7 @@ Result<std::optional<TokenRecord>> SqliteCatalog::FindToken(const std::string& t
   if (!IsSha256Hex(token_sha256)) return std::optional<TokenRecord>();
   std::lock_guard lock(impl_->mu);
   CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
-                                             "SELECT name, scope, created_at, revoked, prefixes FROM tokens "
+                                             "SELECT " CKG_CATALOG_TOKEN_COLUMNS " FROM tokens "
                                              "WHERE token_sha256 = ?1 AND revoked = 0",
                                              "find token"));
   CKG_TRY(s.Bind(1, token_sha256));
@@ -957,7 +911,7 @@ Result<bool> SqliteCatalog::RevokeToken(const std::string& name) {
 Result<std::vector<TokenRecord>> SqliteCatalog::ListTokens() {
   std::lock_guard lock(impl_->mu);
   CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(impl_->db,
-                                             "SELECT name, scope, created_at, revoked, prefixes FROM tokens ORDER BY id",
+                                             "SELECT " CKG_CATALOG_TOKEN_COLUMNS " FROM tokens ORDER BY id",
                                              "list tokens"));
   std::vector<TokenRecord> out;
   while (true) {
