@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -103,40 +104,64 @@ std::unexpected<Error> Malformed(std::string_view source, const toml::source_reg
   return MakeError(ErrorCode::kMalformed, region.begin.line, Where(source, region) + ": " + what, std::string(source));
 }
 
+// TableArray is `root`'s [[name]] entries: an array of at most
+// kMaxRulesPerFile tables (nullptr when the file has none).
+Result<const toml::array*> TableArray(const toml::table& root, std::string_view name, std::string_view source) {
+  const toml::node* node = root.get(name);
+  if (node == nullptr) return nullptr;
+  const toml::array* entries = node->as_array();
+  const std::string n(name);
+  if (entries == nullptr) return Malformed(source, node->source(), "'" + n + "' must be an array of tables ([[" + n + "]])");
+  if (entries->size() > kMaxRulesPerFile) {
+    return MakeError(ErrorCode::kLimitExceeded, 0,
+                     "max_rules (" + std::to_string(kMaxRulesPerFile) + ") exceeded: " +
+                         std::to_string(entries->size()) + " [[" + n + "]] entries",
+                     std::string(source));
+  }
+  return entries;
+}
+
+// TableEntry is one entry of a TableArray: a table with no field but `fields`.
+Result<const toml::table*> TableEntry(const toml::node& node, std::string_view name, std::string_view source,
+                                      std::span<const std::string_view> fields) {
+  const toml::table* entry = node.as_table();
+  if (entry == nullptr) return Malformed(source, node.source(), "[[" + std::string(name) + "]] entry is not a table");
+  for (const auto& [key, value] : *entry) {
+    if (std::find(fields.begin(), fields.end(), key.str()) == fields.end()) {
+      return Malformed(source, value.source(),
+                       "unknown field '" + std::string(key.str()) + "' in [[" + std::string(name) + "]]");
+    }
+  }
+  return entry;
+}
+
+// StringField is an entry's field `name`: nullopt when absent, an error
+// when it is not a string.
+Result<std::optional<std::string>> StringField(const toml::table& entry, std::string_view name, std::string_view source) {
+  const toml::node* n = entry.get(name);
+  if (n == nullptr) return std::optional<std::string>();
+  const std::optional<std::string_view> s = n->value<std::string_view>();
+  if (!s) return Malformed(source, n->source(), "'" + std::string(name) + "' must be a string");
+  return std::optional<std::string>(std::string(*s));
+}
+
 // ParseWaivers reads the [[waive]] entries of a rules file: rule (an
 // fnmatch pattern of rule ids), path (optional glob), reason (required: a
 // waiver nobody can explain later is a hole in the gate).
 Result<std::vector<Waiver>> ParseWaivers(std::string_view text, std::string_view source) {
   toml::parse_result parsed = toml::parse(text, source);
   if (!parsed) return std::vector<Waiver>{};  // ParseRules reported it
-  const toml::node* waive = parsed.table().get("waive");
   std::vector<Waiver> out;
-  if (waive == nullptr) return out;
-  const toml::array* entries = waive->as_array();
-  if (entries == nullptr) return Malformed(source, waive->source(), "'waive' must be an array of tables ([[waive]])");
-  if (entries->size() > kMaxRulesPerFile) {
-    return MakeError(ErrorCode::kLimitExceeded, 0,
-                     "max_rules (" + std::to_string(kMaxRulesPerFile) + ") exceeded: " +
-                         std::to_string(entries->size()) + " [[waive]] entries",
-                     std::string(source));
-  }
+  CKG_ASSIGN_OR_RETURN(const toml::array* entries, TableArray(parsed.table(), "waive", source));
+  if (entries == nullptr) return out;
   static constexpr std::array<std::string_view, 3> kFields = {"rule", "path", "reason"};
   for (const toml::node& node : *entries) {
-    const toml::table* entry = node.as_table();
-    if (entry == nullptr) return Malformed(source, node.source(), "[[waive]] entry is not a table");
-    for (const auto& [key, value] : *entry) {
-      if (std::find(kFields.begin(), kFields.end(), key.str()) == kFields.end()) {
-        return Malformed(source, value.source(), "unknown field '" + std::string(key.str()) + "' in [[waive]]");
-      }
-    }
+    CKG_ASSIGN_OR_RETURN(const toml::table* entry, TableEntry(node, "waive", source, kFields));
     Waiver w;
     for (const auto& [name, field] : {std::pair<std::string_view, std::string*>{"rule", &w.rule},
                                       {"path", &w.path}, {"reason", &w.reason}}) {
-      const toml::node* n = entry->get(name);
-      if (n == nullptr) continue;
-      const std::optional<std::string_view> value = n->value<std::string_view>();
-      if (!value) return Malformed(source, n->source(), "'" + std::string(name) + "' must be a string");
-      *field = std::string(*value);
+      CKG_ASSIGN_OR_RETURN(std::optional<std::string> value, StringField(*entry, name, source));
+      if (value) *field = std::move(*value);
     }
     if (w.rule.empty()) return Malformed(source, node.source(), "[[waive]] without 'rule' (a rule id or pattern: CKG-F080, 'CKG-A*')");
     if (w.reason.empty()) {
@@ -193,38 +218,16 @@ Result<std::vector<ParsedRule>> ParseRules(std::string_view text, std::string_vi
     return MakeError(ErrorCode::kMalformed, 0, src + ": expected version = 1", src);
   }
   std::vector<ParsedRule> out;
-  const toml::node* rules = root.get("rule");
-  if (rules == nullptr) return out;
-  const toml::array* entries = rules->as_array();
-  if (entries == nullptr) {
-    return Malformed(source, rules->source(), "'rule' must be an array of tables ([[rule]])");
-  }
-  if (entries->size() > kMaxRulesPerFile) {
-    return MakeError(ErrorCode::kLimitExceeded, 0,
-                     "max_rules (" + std::to_string(kMaxRulesPerFile) + ") exceeded: " +
-                         std::to_string(entries->size()) + " [[rule]] entries",
-                     src);
-  }
+  CKG_ASSIGN_OR_RETURN(const toml::array* entries, TableArray(root, "rule", source));
+  if (entries == nullptr) return out;
   static constexpr std::array<std::string_view, 6> kFields = {"id",      "kind",        "severity",
                                                               "pattern", "description", "reference"};
   const RE2::Options options = PatternOptions();
   out.reserve(entries->size());
   for (const toml::node& node : *entries) {
-    const toml::table* entry = node.as_table();
-    if (entry == nullptr) return Malformed(source, node.source(), "[[rule]] entry is not a table");
-    for (const auto& [key, value] : *entry) {
-      if (std::find(kFields.begin(), kFields.end(), key.str()) == kFields.end()) {
-        return Malformed(source, value.source(), "unknown field '" + std::string(key.str()) + "' in [[rule]]");
-      }
-    }
+    CKG_ASSIGN_OR_RETURN(const toml::table* entry, TableEntry(node, "rule", source, kFields));
     // Every field present must be a string; missing ones are reported by name.
-    auto field = [&](std::string_view name) -> Result<std::optional<std::string>> {
-      const toml::node* n = entry->get(name);
-      if (n == nullptr) return std::optional<std::string>();
-      const std::optional<std::string_view> s = n->value<std::string_view>();
-      if (!s) return Malformed(source, n->source(), "'" + std::string(name) + "' must be a string");
-      return std::optional<std::string>(std::string(*s));
-    };
+    auto field = [&](std::string_view name) { return StringField(*entry, name, source); };
     CKG_ASSIGN_OR_RETURN(std::optional<std::string> id, field("id"));
     CKG_ASSIGN_OR_RETURN(std::optional<std::string> kind, field("kind"));
     CKG_ASSIGN_OR_RETURN(std::optional<std::string> severity, field("severity"));
