@@ -1710,16 +1710,25 @@ namespace {
 // from the central directory and the local headers alone; nullopt when the
 // bytes are not plainly one (not a zip, no prefix, no stored data.pkl, a
 // compressed entry: the container's own reading decides those).
+// ZipPrefix is the folder torch takes a zip's records from: the first
+// entry's, up to its first '/'; nullopt when it has none (torch refuses
+// the archive).
+std::optional<std::string> ZipPrefix(const std::vector<ZipEntry>& entries) {
+  if (entries.empty()) return std::nullopt;
+  const size_t slash = entries.front().name.find('/');
+  if (slash == std::string::npos || slash == 0) return std::nullopt;
+  return entries.front().name.substr(0, slash);
+}
+
 // TorchDataPickleBytes is the data.pkl a torch zip's load would run when
 // the archive is plainly one (DirectoryOnlyTorchZip decides), found from the
 // directory alone.
 std::optional<Bytes> TorchDataPickleBytes(Bytes bytes, const LoadOptions& options) {
   Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
-  if (!zip || zip->entries().empty()) return std::nullopt;
-  const std::string& first = zip->entries().front().name;
-  const size_t slash = first.find('/');
-  if (slash == std::string::npos || slash == 0) return std::nullopt;
-  const std::string pickle_name = first.substr(0, slash) + "/data.pkl";
+  if (!zip) return std::nullopt;
+  const std::optional<std::string> prefix = ZipPrefix(zip->entries());
+  if (!prefix) return std::nullopt;
+  const std::string pickle_name = *prefix + "/data.pkl";
   for (auto e = zip->entries().rbegin(); e != zip->entries().rend(); ++e) {
     if (e->name != pickle_name) continue;
     if (e->method != kZipMethodStored) return std::nullopt;
@@ -1731,14 +1740,14 @@ std::optional<Bytes> TorchDataPickleBytes(Bytes bytes, const LoadOptions& option
 
 std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, const LoadOptions& options) {
   Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
-  if (!zip || zip->entries().empty()) return std::nullopt;
+  if (!zip) return std::nullopt;
   const std::vector<ZipEntry>& entries = zip->entries();
+  std::optional<std::string> prefix = ZipPrefix(entries);
+  if (!prefix) return std::nullopt;
   Container c;
   c.format = ContainerFormat::kTorchZip;
   c.bytes = bytes;
-  const size_t slash = entries.front().name.find('/');
-  if (slash == std::string::npos || slash == 0) return std::nullopt;
-  c.prefix = entries.front().name.substr(0, slash);
+  c.prefix = std::move(*prefix);
   const std::string data_dir = c.prefix + "/data/";
   const std::string pickle_name = c.prefix + "/data.pkl";
   const size_t key_limit = RecordKeyLimit(entries.size());
