@@ -1,7 +1,9 @@
 // load_bench: how long ckptguard::LoadCheckpoint takes to open, parse and
 // build zero-copy views of a checkpoint, and how much memory it holds.
 //
-// Usage: load_bench FILE [--repeat N] [--digest] [--threads N]
+// Usage: load_bench FILE [--repeat N] [--digest] [--threads N] [--beside]
+// (--threads and --beside set LoadOptions::threads and run_beside_container;
+// the defaults are the library's.)
 // Prints one JSON line: best and median seconds of N loads (default 20), the
 // peak resident set (ru_maxrss) and the baseline before the first load, the
 // tensor count, and with --digest also the time to SHA-256 every tensor
@@ -33,7 +35,7 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: load_bench FILE [--repeat N] [--digest] [--threads N]\n");
+    std::fprintf(stderr, "usage: load_bench FILE [--repeat N] [--digest] [--threads N] [--beside]\n");
     return 2;
   }
   const std::string path = argv[1];
@@ -45,6 +47,8 @@ int main(int argc, char** argv) {
       repeat = std::max(1, std::atoi(argv[++i]));
     } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       options.threads = static_cast<unsigned>(std::max(1, std::atoi(argv[++i])));
+    } else if (std::strcmp(argv[i], "--beside") == 0) {
+      options.run_beside_container = true;
     } else if (std::strcmp(argv[i], "--digest") == 0) {
       digest = true;
     }
@@ -54,6 +58,7 @@ int main(int argc, char** argv) {
   size_t tensors = 0;
   uint64_t bytes = 0;
   bool beside = false;
+  bool ahead = false;
   for (int i = 0; i < repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
     auto ckpt = ckptguard::LoadCheckpoint(path, options);
@@ -66,6 +71,7 @@ int main(int argc, char** argv) {
     tensors = ckpt->tensors().size();
     bytes = ckpt->container().bytes.size();
     beside = ckpt->ran_beside_container();
+    ahead = ckpt->scanned_ahead();
   }
   const long peak_load = PeakRssKib();
   std::sort(times.begin(), times.end());
@@ -80,11 +86,11 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "{\"tool\":\"ckptguard LoadCheckpoint\",\"file\":\"%s\",\"file_bytes\":%llu,\"tensors\":%zu,\"repeat\":%d,"
-      "\"threads\":%u,\"ran_beside_container\":%s,"
+      "\"threads\":%u,\"ran_beside_container\":%s,\"scanned_ahead\":%s,"
       "\"seconds_best\":%.6f,\"seconds_median\":%.6f,\"baseline_rss_kib\":%ld,\"peak_rss_kib_load\":%ld,"
       "\"peak_rss_kib\":%ld,\"digest_all_seconds\":%.3f}\n",
       path.c_str(), static_cast<unsigned long long>(bytes), tensors, repeat, options.threads,
-      beside ? "true" : "false", times.front(), times[times.size() / 2],
+      beside ? "true" : "false", ahead ? "true" : "false", times.front(), times[times.size() / 2],
       baseline, peak_load, PeakRssKib(), digest_seconds);
   return 0;
 }

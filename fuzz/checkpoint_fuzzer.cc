@@ -258,8 +258,16 @@ void RunOnce(const uint8_t* data, size_t size, bool allow_anomalies, const Conta
   // container reads what the directory alone does.
   LoadOptions beside = options;
   beside.threads = 2;
+  beside.run_beside_container = true;
   beside.parallel_min_bytes = 0;
   Result<Checkpoint> other = ckptguard::LoadCheckpointBytes(input, beside);
+  // The same with only the memo scan of data.pkl made on the other thread.
+  LoadOptions ahead = beside;
+  ahead.run_beside_container = false;
+  Result<Checkpoint> scanned = ckptguard::LoadCheckpointBytes(input, ahead);
+  Check(scanned.has_value() == first.has_value() &&
+            (scanned ? !scanned->ran_beside_container() : scanned.error().ToString() == first.error().ToString()),
+        "a load with the memo scan ahead fails or succeeds as one without");
   if (!first) {
     CheckNotInternal(first.error(), "load is never kInternal");
     CheckErrorOffset(first.error(), container, size, options);

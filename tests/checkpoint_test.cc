@@ -390,7 +390,17 @@ BOOST_AUTO_TEST_CASE(anomalies_fail_the_load_unless_allowed) {
 
 LoadOptions Beside(LoadOptions options = {}) {
   options.threads = 2;
+  options.run_beside_container = true;
   options.parallel_min_bytes = 0;  // every zip, however small
+  return options;
+}
+
+// Ahead: the default way for a large zip, for every zip: data.pkl's memo
+// reads scanned on another thread while the container opens.
+LoadOptions Ahead(LoadOptions options = {}) {
+  options.threads = 2;
+  options.run_beside_container = false;
+  options.parallel_min_bytes = 0;
   return options;
 }
 
@@ -411,21 +421,29 @@ BOOST_AUTO_TEST_CASE(a_load_beside_the_container_gives_the_same_checkpoint) {
   std::vector<std::filesystem::path> files = testing::CorpusModelFiles();
   for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(CKPTGUARD_SOURCE_DIR) / "examples")) files.push_back(entry.path());
   size_t beside = 0;
+  size_t ahead = 0;
   for (const auto& file : files) {
     Result<Checkpoint> alone = LoadCheckpoint(file.string(), Alone());
     Result<Checkpoint> both = LoadCheckpoint(file.string(), Beside());
+    Result<Checkpoint> scanned = LoadCheckpoint(file.string(), Ahead());
     BOOST_TEST(Outcome(alone) == Outcome(both), file.filename().string());
-    BOOST_TEST(!(alone && alone->ran_beside_container()));
+    BOOST_TEST(Outcome(alone) == Outcome(scanned), file.filename().string());
+    BOOST_TEST(!(alone && (alone->ran_beside_container() || alone->scanned_ahead())));
+    BOOST_TEST(!(scanned && scanned->ran_beside_container()));
     if (both && both->ran_beside_container()) ++beside;
+    if (scanned && scanned->scanned_ahead()) ++ahead;
     // A plain torch.save archive always keeps the run made beside.
     if (both && both->format() == ContainerFormat::kTorchZip && both->anomalies().empty() &&
         file.parent_path().filename() == "benign") {
       const bool stored = std::all_of(both->container().entries.begin(), both->container().entries.end(),
                                       [](const ContainerEntry& e) { return e.zip.method == kZipMethodStored; });
       BOOST_TEST(both->ran_beside_container() == stored, file.filename().string());
+      BOOST_REQUIRE(scanned.has_value());
+      BOOST_TEST(scanned->scanned_ahead() == stored, file.filename().string());
     }
   }
   BOOST_TEST(beside >= 10u);
+  BOOST_TEST(ahead >= 10u);
 }
 
 BOOST_AUTO_TEST_CASE(a_run_beside_is_dropped_when_the_container_reads_otherwise) {
@@ -478,7 +496,9 @@ BOOST_AUTO_TEST_CASE(budgets_end_a_load_beside_the_container_as_they_end_one_alo
         options.budget.Set(kind, limit);
         const std::string a = Outcome(LoadCheckpoint(path, Alone(options)));
         const std::string b = Outcome(LoadCheckpoint(path, Beside(options)));
+        const std::string c = Outcome(LoadCheckpoint(path, Ahead(options)));
         BOOST_TEST(a == b, name << " " << BudgetLimitName(kind) << " " << limit);
+        BOOST_TEST(a == c, name << " " << BudgetLimitName(kind) << " " << limit << " (scanned ahead)");
       }
     }
   }

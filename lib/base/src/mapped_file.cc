@@ -20,6 +20,8 @@ namespace {
 // is claimed with a compare-and-swap and published (state kLive) only after
 // its range is stored, and retired (state kFree) before the range is unmapped.
 constexpr int kMaxMaps = 4096;
+// Files up to this size are mapped with MAP_POPULATE (Open).
+constexpr size_t kPopulateMaxBytes = size_t{32} << 20;
 enum SlotState : uint32_t { kFree = 0, kClaimed = 1, kLive = 2 };
 
 struct GuardSlot {
@@ -184,7 +186,12 @@ Result<MappedFile> MappedFile::Open(const std::string& path, const MappedFileOpt
   if (out.size_ > 0) {
     EnsureHandler();
     const int prot = options.copy_on_write ? PROT_READ | PROT_WRITE : PROT_READ;
-    void* addr = ::mmap(nullptr, out.size_, prot, MAP_PRIVATE, file.fd(), 0);
+    // A small file is read whole by any load or scan (a zip's local headers
+    // sit between its records): its page table is filled in one call instead
+    // of a page fault per few pages (costly where faults exit to a
+    // hypervisor). A large one is mapped lazily: its tensors may never be read.
+    const int populate = out.size_ <= kPopulateMaxBytes ? MAP_POPULATE : 0;
+    void* addr = ::mmap(nullptr, out.size_, prot, MAP_PRIVATE | populate, file.fd(), 0);
     if (addr == MAP_FAILED) return io_error("cannot map", errno);
     out.addr_ = addr;
     out.map_len_ = out.size_;

@@ -721,11 +721,13 @@ class Opener {
       return;
     }
     const ZipArchive& zip = *opened;
-    std::vector<ZipEntryStatus> statuses;
+    BulkVector<ZipEntryStatus> statuses;
     // Deflated entries are inflated once, below, and checked there.
     c.anomalies = CheckZip(zip, &statuses, false);
     c.entries.reserve(zip.entries().size());
-    c.entry_index.Reserve(zip.entries().size());
+    size_t name_bytes = 0;
+    for (const ZipEntry& e : zip.entries()) name_bytes += e.name.size();
+    c.entry_index.Reserve(zip.entries().size(), name_bytes);
     for (size_t i = 0; i < zip.entries().size(); ++i) {
       const ZipEntry& e = zip.entries()[i];
       c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false, std::nullopt});
@@ -836,7 +838,7 @@ class Opener {
   // as they are (not inflated or CRC-checked again) and a nested archive in
   // them is not opened again. Returns the entry's bytes, or nullopt when they
   // could not be read.
-  std::optional<Bytes> OpenZipEntry(Container& c, const ZipArchive& zip, const std::vector<ZipEntryStatus>& statuses,
+  std::optional<Bytes> OpenZipEntry(Container& c, const ZipArchive& zip, const BulkVector<ZipEntryStatus>& statuses,
                                     size_t i, uint32_t depth, std::optional<Bytes> shared) {
     {
       const ZipEntry& e = zip.entries()[i];
@@ -1031,8 +1033,9 @@ ContainerLimits ContainerLimits::Clamped() const {
   return out;
 }
 
-void EntryIndex::Reserve(size_t n) {
+void EntryIndex::Reserve(size_t n, size_t name_bytes) {
   items_.reserve(n);
+  names_.reserve(name_bytes);
   size_t len = 16;
   while (len < 2 * n) len *= 2;
   if (len > table_.size()) Rehash(len);

@@ -497,15 +497,17 @@ struct Span {
 
 }  // namespace
 
-Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses, bool check_deflated) {
+Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, bool check_deflated) {
   Anomalies out;
-  std::vector<ZipEntryStatus> local_statuses;
-  std::vector<ZipEntryStatus>& status = statuses != nullptr ? *statuses : local_statuses;
+  BulkVector<ZipEntryStatus> local_statuses;
+  BulkVector<ZipEntryStatus>& status = statuses != nullptr ? *statuses : local_statuses;
   status.assign(zip.entries().size(), ZipEntryStatus{});
   const Bytes file = zip.file();
-  const auto& entries = zip.entries();
+  const std::span<const ZipEntry> entries = zip.entries();
   const ZipLayout& layout = zip.layout();
-  std::vector<Span> spans;
+  // One span per entry, plus the archive's own records.
+  BulkVector<Span> spans;
+  spans.reserve(entries.size() + 4);
   // Name -> (first index, last index, count), as a checkpoint's directory
   // has one record per tensor: an open-addressing table of indices into
   // `uses` (no node allocated per name), at most half full.
@@ -513,11 +515,11 @@ Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses,
     std::string_view name;
     size_t first, last, count;
   };
-  std::vector<NameUse> uses;
+  BulkVector<NameUse> uses;
   uses.reserve(entries.size());
   size_t table_len = 16;
   while (table_len < 2 * entries.size()) table_len *= 2;
-  std::vector<uint32_t> table(table_len, UINT32_MAX);
+  BulkVector<uint32_t> table(table_len, UINT32_MAX);
   const std::hash<std::string_view> hash;
   for (size_t i = 0; i < entries.size(); ++i) {
     const ZipEntry& e = entries[i];

@@ -11,6 +11,7 @@
 #include <new>
 #include <exception>
 #include <future>
+#include <system_error>
 #include <thread>
 
 #include "ckptguard/npy_reader.h"
@@ -36,6 +37,9 @@ struct Checkpoint::State {
   // data.pkl ran beside the container, on this thread while another opened
   // it (LoadOptions::threads), and the run was kept.
   bool ran_beside_container = false;
+  // data.pkl's memo reads were scanned on another thread while this one
+  // opened the container (LoadOptions::threads), and the run used them.
+  bool scanned_ahead = false;
 };
 
 namespace {
@@ -562,8 +566,8 @@ class Loader {
   }
 
   Checkpoint::State& s_;
-  const MemoReadsScan* memo_reads_;  // data.pkl's, scanned ahead (LoadCheckpointImpl)
   const LoadOptions& options_;
+  const MemoReadsScan* memo_reads_;  // data.pkl's, scanned ahead (LoadCheckpointImpl)
   std::optional<ZipArchive> zip_;
 };
 
@@ -1009,8 +1013,9 @@ const std::vector<std::string>& Checkpoint::notes() const { return state_->notes
 const ValueArena& Checkpoint::values() const { return state_->vm.values; }
 ValueId Checkpoint::root() const { return state_->root; }
 bool Checkpoint::ran_beside_container() const { return state_->ran_beside_container; }
-const std::vector<Tensor>& Checkpoint::tensors() const { return state_->vm.tensors; }
-const std::vector<Storage>& Checkpoint::storages() const { return state_->vm.storages; }
+bool Checkpoint::scanned_ahead() const { return state_->scanned_ahead; }
+std::span<const Tensor> Checkpoint::tensors() const { return state_->vm.tensors; }
+std::span<const Storage> Checkpoint::storages() const { return state_->vm.storages; }
 
 std::optional<ValueId> Checkpoint::Find(std::string_view dotted_path) const {
   ValueId at = state_->root;
@@ -1480,7 +1485,7 @@ static std::string TensorLabel(const Checkpoint& ckpt, uint32_t n) {
 // would read memory that is not the tensor's). The index tensors are read
 // as digests read them (charged to the budget).
 static Status CheckNestedViews(const Checkpoint& ckpt) {
-  const std::vector<Tensor>& tensors = ckpt.tensors();
+  const std::span<const Tensor> tensors = ckpt.tensors();
   for (uint32_t n = 0; n < tensors.size(); ++n) {
     const Tensor& t = tensors[n];
     if (t.layout != TensorLayout::kNested) continue;
@@ -1598,7 +1603,7 @@ static Status ConvertCooIndices(Checkpoint::State& s, const Checkpoint& ckpt) {
 // so that a file torch refuses is refused here too. The VM checked dtypes
 // and shapes; this reads the index tensors (charged as digests are).
 static Status CheckSparseIndices(const Checkpoint& ckpt) {
-  const std::vector<Tensor>& tensors = ckpt.tensors();
+  const std::span<const Tensor> tensors = ckpt.tensors();
   for (uint32_t n = 0; n < tensors.size(); ++n) {
     const Tensor& t = tensors[n];
     if (t.layout == TensorLayout::kStrided || t.layout == TensorLayout::kNested || t.parameter) {
@@ -1713,7 +1718,7 @@ namespace {
 // ZipPrefix is the folder torch takes a zip's records from: the first
 // entry's, up to its first '/'; nullopt when it has none (torch refuses
 // the archive).
-std::optional<std::string> ZipPrefix(const std::vector<ZipEntry>& entries) {
+std::optional<std::string> ZipPrefix(std::span<const ZipEntry> entries) {
   if (entries.empty()) return std::nullopt;
   const size_t slash = entries.front().name.find('/');
   if (slash == std::string::npos || slash == 0) return std::nullopt;
@@ -1741,7 +1746,7 @@ std::optional<Bytes> TorchDataPickleBytes(Bytes bytes, const LoadOptions& option
 std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, const LoadOptions& options) {
   Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
   if (!zip) return std::nullopt;
-  const std::vector<ZipEntry>& entries = zip->entries();
+  const std::span<const ZipEntry> entries = zip->entries();
   std::optional<std::string> prefix = ZipPrefix(entries);
   if (!prefix) return std::nullopt;
   Container c;
@@ -1805,9 +1810,32 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
   const Bytes bytes = state->file.data().empty() ? data : state->file.data();
   // A large zip: its container is opened on a second thread while this one
   // runs data.pkl (see DirectoryOnlyTorchZip above); `beside` is that run.
+  // Or, by default, the second thread only scans data.pkl's memo reads while
+  // this one opens the container; `ahead` is that scan.
   std::unique_ptr<Checkpoint::State> beside;
   bool beside_ok = false;
-  if (options.threads > 1 && bytes.size() >= options.parallel_min_bytes && LooksLikeZip(bytes)) {
+  MemoReadsScan ahead;
+  const bool parallel = options.threads > 1 && bytes.size() >= options.parallel_min_bytes && LooksLikeZip(bytes);
+  if (parallel && !options.run_beside_container) {
+    // The most opcodes the run can have: the container's charges only lower it.
+    Budget fresh(options.budget);
+    fresh.SetFileSize(bytes.size());
+    std::optional<std::jthread> scanner;
+    try {
+      scanner.emplace([&] {
+        try {
+          if (std::optional<Bytes> pickle = TorchDataPickleBytes(bytes, options)) {
+            ahead = ScanMemoReadsAhead(*pickle, state->limits.pickle, fresh.remaining(BudgetKind::kOpcodes));
+          }
+        } catch (...) {
+          ahead = MemoReadsScan{};  // (the run scans for itself)
+        }
+      });
+    } catch (const std::system_error&) {
+      // No thread to be had: the run scans for itself.
+    }
+    state->container = OpenContainer(bytes, options.container, &state->budget);
+  } else if (parallel) {
     std::exception_ptr container_error;
     // The run's budget, fresh: what the memo scan ahead must assume.
     Budget beside_budget(options.budget);
@@ -1882,8 +1910,9 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
     state->ran_beside_container = true;
   } else {
     beside.reset();
-    Loader loader(*state, options);
+    Loader loader(*state, options, ahead.data != nullptr ? &ahead : nullptr);
     if (Status loaded = loader.Load(); !loaded) return fail(std::move(loaded).error());
+    state->scanned_ahead = ahead.used;
   }
   beside.reset();
   CKG_TRY(state->file.CheckUnchanged());

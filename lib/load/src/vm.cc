@@ -2389,6 +2389,33 @@ class Vm {
 
 }  // namespace
 
+void ValueArena::AddChunk() {
+  Value* chunk = nullptr;
+  if (slab_left_ > 0) {
+    const Block& slab = blocks_.back();
+    chunk = slab.first + (slab.chunks - slab_left_) * kChunkSize;
+    --slab_left_;
+  } else {
+    const size_t n = chunks_.size() < kSmallChunks ? 1 : kSlabChunks;
+    chunks_.reserve(chunks_.size() + n);  // so that push_back below cannot throw
+    blocks_.reserve(blocks_.size() + 1);
+    chunk = BulkAllocator<Value>().allocate(n * kChunkSize);
+    blocks_.push_back(Block{chunk, n});
+    slab_left_ = n - 1;
+  }
+  std::uninitialized_value_construct_n(chunk, kChunkSize);
+  chunks_.push_back(chunk);
+}
+
+void ValueArena::Release() noexcept {
+  for (Value* chunk : chunks_) std::destroy_n(chunk, kChunkSize);
+  for (const Block& block : blocks_) BulkAllocator<Value>().deallocate(block.first, block.chunks * kChunkSize);
+  chunks_.clear();
+  blocks_.clear();
+  slab_left_ = 0;
+  size_ = 0;
+}
+
 std::string_view ValueKindName(ValueKind kind) {
   switch (kind) {
     case ValueKind::kNone: return "None";

@@ -62,7 +62,7 @@ std::array<uint16_t, 256> BuildScanTable() {
 
 }  // namespace
 
-MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops) {
+MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops, uint64_t* ops_to_stop) {
   PickleLimits scan_limits = limits;
   scan_limits.max_ops = std::min<uint64_t>(limits.max_ops, max_ops);
   PickleDecoder decoder(pickle, scan_limits);
@@ -139,7 +139,10 @@ MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_o
         stored(op.code);
         break;
     }
-    if (op.code == Opcode::kStop) break;
+    if (op.code == Opcode::kStop) {
+      if (ops_to_stop != nullptr) *ops_to_stop = decoder.NumOps();
+      break;
+    }
   }
   // MEMOIZE stores at len(memo): with PUTs too, that is not simply the
   // number of MEMOIZEs before it.

@@ -794,7 +794,7 @@ Status VerifyLoaded(Result<Checkpoint> loaded, const SaveTree& tree, const SaveL
     Pickler pickler(tree, limits);
     CKG_ASSIGN_OR_RETURN(PickleOut pickled, pickler.Run());
     CKG_ASSIGN_OR_RETURN(Checkpoint ckpt, std::move(loaded));
-    const std::vector<ckptguard::Tensor>& got = ckpt.tensors();
+    const std::span<const ckptguard::Tensor> got = ckpt.tensors();
     if (got.size() != pickled.emitted.size()) {
       return MakeError(ErrorCode::kInternal, 0,
                        "read back " + Num(got.size()) + " tensors, wrote " + Num(pickled.emitted.size()));

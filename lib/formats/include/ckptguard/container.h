@@ -26,6 +26,7 @@
 
 #include "ckptguard/anomaly.h"
 #include "ckptguard/budget.h"
+#include "ckptguard/bulk_allocator.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/npy_reader.h"
@@ -134,8 +135,9 @@ class EntryIndex {
   };
   using const_iterator = const Item*;
 
-  // Reserve makes room for `n` names without rehashing.
-  void Reserve(size_t n);
+  // Reserve makes room for `n` names of `name_bytes` bytes in all without
+  // rehashing or regrowing.
+  void Reserve(size_t n, size_t name_bytes = 0);
   // Set maps `name` to `index` (replacing an earlier index of that name).
   void Set(std::string_view name, size_t index);
   const_iterator find(std::string_view name) const;
@@ -151,8 +153,8 @@ class EntryIndex {
   void Rehash(size_t table_len);
 
   std::string names_;
-  std::vector<Item> items_;
-  std::vector<uint32_t> table_;  // indices into items_, kEmpty where free; length a power of two
+  BulkVector<Item> items_;  // bulk_allocator.h: one per tensor of a checkpoint
+  BulkVector<uint32_t> table_;  // indices into items_, kEmpty where free; length a power of two
 };
 
 // NestedContainer is a container found inside another: a zip entry that is
@@ -172,7 +174,7 @@ struct Container {
   std::vector<Wrapper> wrappers;   // outermost first; offsets below are in the unwrapped bytes
   Bytes bytes;                     // the bytes the format was found in
   std::string prefix;              // torch zip/torchscript archive prefix, without the '/'
-  std::vector<ContainerEntry> entries;  // zip entries, directory order
+  BulkVector<ContainerEntry> entries;  // zip entries, directory order
   // Entry name -> index in `entries`; with duplicate names, the later entry
   // (the one torch reads).
   EntryIndex entry_index;

@@ -10,12 +10,14 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "ckptguard/anomaly.h"
 #include "ckptguard/budget.h"
+#include "ckptguard/bulk_allocator.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/export.h"
@@ -90,7 +92,7 @@ class ZipArchive {
   // offset of the bad record, kLimitExceeded naming the limit.
   static Result<ZipArchive> Open(Bytes file, const ZipLimits& limits = {});
 
-  const std::vector<ZipEntry>& entries() const { return entries_; }
+  std::span<const ZipEntry> entries() const { return entries_; }
   const ZipLayout& layout() const { return layout_; }
   Bytes file() const { return file_; }
   const ZipLimits& limits() const { return limits_; }
@@ -115,7 +117,7 @@ class ZipArchive {
   Bytes file_;
   ZipLimits limits_;
   ZipLayout layout_;
-  std::vector<ZipEntry> entries_;
+  BulkVector<ZipEntry> entries_;  // bulk_allocator.h: one per tensor of a checkpoint
 };
 
 // CheckZip lists what a strict reader notices and torch's does not: local
@@ -137,7 +139,7 @@ struct ZipEntryStatus {
 // With `check_deflated` false, deflated entries are neither inflated nor
 // CRC-checked (nor their inflate errors reported) here: a caller that
 // inflates them anyway checks them then (ZipCrc32), so nothing is inflated twice.
-Anomalies CheckZip(const ZipArchive& zip, std::vector<ZipEntryStatus>* statuses = nullptr,
+Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses = nullptr,
                    bool check_deflated = true);
 
 // ZipCrc32 is the zip CRC-32 of `data`.

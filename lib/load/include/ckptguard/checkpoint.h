@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,20 +61,26 @@ struct LoadOptions {
   // Reclaiming used-up pickle values (vm.h VmOptions::reclaim): on by
   // default; false only costs memory (the fuzzers compare both).
   bool reclaim = true;
-  // Threads a load may use. With 2, a torch zip of at least
-  // parallel_min_bytes has its container opened (every local header, every
-  // entry examined for hidden pickles and archives) on a second thread while
-  // this one runs data.pkl against the directory alone; the run is kept only
-  // when the opened container agrees with the directory on everything the
-  // run read and the file's budget holds both, and is otherwise run again
-  // against the container. The result is the same either way. The price is
-  // memory: the file's pages that opening the container reads stay resident
-  // while the pickle runs (one after the other, they never overlap), so the
-  // peak RSS can grow by up to the file's size; a 20,000-record state dict
-  // loads about 15 % faster (docs/benchmarks.md). 1 (the default) never
-  // starts a thread.
-  unsigned threads = 1;
+  // Threads a load may use. With 2 (the default), a torch zip of at least
+  // parallel_min_bytes has the first step of its data.pkl run, finding the
+  // memo keys the pickle reads (pickle_machine.h ScanMemoReads), done on a
+  // second thread while this one opens the container (every local header,
+  // every entry examined for hidden pickles and archives): the same work,
+  // the same memory, about a tenth less time for a 20,000-record state dict
+  // (docs/benchmarks.md). 1 never starts a thread; nor does a load when the
+  // system refuses one (it then runs on this thread).
+  unsigned threads = 2;
   uint64_t parallel_min_bytes = uint64_t{1} << 20;
+  // With threads of 2 or more, also run data.pkl itself on this thread
+  // against the directory alone while the other opens the container; the
+  // run is kept only when the opened container agrees with the directory on
+  // everything the run read and the file's budget holds both, and is
+  // otherwise run again against the container. The result is the same
+  // either way. The price is memory: the file's pages that opening the
+  // container reads stay resident while the pickle runs (one after the
+  // other, they never overlap), so the peak RSS can grow by up to the
+  // file's size. Off by default.
+  bool run_beside_container = false;
 };
 
 // NamedTensor is a tensor reachable from the root with its dotted path, as
@@ -103,8 +110,12 @@ class Checkpoint {
   // container, and that run was kept (LoadOptions::threads). For tests and
   // benchmarks; the Checkpoint is the same either way.
   bool ran_beside_container() const;
-  const std::vector<Tensor>& tensors() const;
-  const std::vector<Storage>& storages() const;
+  // scanned_ahead: data.pkl's memo reads were found on another thread while
+  // the container opened, and the run used them (LoadOptions::threads). For
+  // tests and benchmarks; the Checkpoint is the same either way.
+  bool scanned_ahead() const;
+  std::span<const Tensor> tensors() const;
+  std::span<const Storage> storages() const;
 
   // Find follows a dotted path of dict keys / list indexes from the root
   // ("model", "optimizer.state.0"); nullopt when there is none. A dict key

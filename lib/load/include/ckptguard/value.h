@@ -22,9 +22,11 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ckptguard/byte_cursor.h"
+#include "ckptguard/bulk_allocator.h"
 #include "ckptguard/compact_text.h"
 #include "ckptguard/dtype.h"
 #include "ckptguard/inline_vec.h"
@@ -304,27 +306,55 @@ std::optional<std::string> NotAPlainArray(const Tensor& t);
 // ValueArena owns every Value of one load. ValueIds index it. Values live
 // in fixed-size chunks, so adding one never moves the others (references
 // stay valid, and a large load neither copies its values on growth nor holds
-// an old and a new array at once).
+// an old and a new array at once). The first kSmallChunks chunks are
+// allocated one by one (a small pickle's values take one); after them,
+// chunks are cut from slabs of kSlabChunks, which BulkAllocator backs with
+// a huge page (a 20,000-tensor state dict keeps some 50,000 values).
 class ValueArena {
  public:
   static constexpr size_t kChunkBits = 10;  // 64 KiB chunks: a load wastes half of one on average
   static constexpr size_t kChunkSize = size_t{1} << kChunkBits;  // values per chunk
+  static constexpr size_t kSmallChunks = 8;
+  static constexpr size_t kSlabChunks = 32;  // 2 MiB
+
+  ValueArena() = default;
+  ValueArena(ValueArena&& other) noexcept
+      : chunks_(std::move(other.chunks_)),
+        blocks_(std::move(other.blocks_)),
+        slab_left_(std::exchange(other.slab_left_, 0)),
+        size_(std::exchange(other.size_, 0)),
+        attr_lists_(std::move(other.attr_lists_)) {
+    other.chunks_.clear();
+    other.blocks_.clear();
+  }
+  ValueArena& operator=(ValueArena&& other) noexcept {
+    if (this != &other) {
+      Release();
+      chunks_ = std::move(other.chunks_);
+      blocks_ = std::move(other.blocks_);
+      slab_left_ = std::exchange(other.slab_left_, 0);
+      size_ = std::exchange(other.size_, 0);
+      attr_lists_ = std::move(other.attr_lists_);
+      other.chunks_.clear();
+      other.blocks_.clear();
+    }
+    return *this;
+  }
+  ValueArena(const ValueArena&) = delete;
+  ValueArena& operator=(const ValueArena&) = delete;
+  ~ValueArena() { Release(); }
 
   // Emplace hands out the next slot, a default Value (slots past size() are
   // always default: chunks are made so and PopLast resets), to be filled in
   // place instead of building a Value and moving it in.
   Value& Emplace(ValueId& id) {
-    if ((size_ & (kChunkSize - 1)) == 0 && size_ >> kChunkBits == chunks_.size()) {
-      chunks_.push_back(std::make_unique<Value[]>(kChunkSize));
-    }
+    if ((size_ & (kChunkSize - 1)) == 0 && size_ >> kChunkBits == chunks_.size()) AddChunk();
     const size_t at = size_++;
     id = static_cast<ValueId>(at);
     return chunks_[at >> kChunkBits][at & (kChunkSize - 1)];
   }
   ValueId Add(Value&& value) {
-    if ((size_ & (kChunkSize - 1)) == 0 && size_ >> kChunkBits == chunks_.size()) {
-      chunks_.push_back(std::make_unique<Value[]>(kChunkSize));
-    }
+    if ((size_ & (kChunkSize - 1)) == 0 && size_ >> kChunkBits == chunks_.size()) AddChunk();
     chunks_[size_ >> kChunkBits][size_ & (kChunkSize - 1)] = std::move(value);
     return static_cast<ValueId>(size_++);
   }
@@ -365,7 +395,17 @@ class ValueArena {
   void Reserve(size_t n) { chunks_.reserve((n + kChunkSize - 1) >> kChunkBits); }
 
  private:
-  std::vector<std::unique_ptr<Value[]>> chunks_;
+  // A block of chunks from BulkAllocator: its first chunk and how many.
+  struct Block {
+    Value* first;
+    size_t chunks;
+  };
+  void AddChunk();
+  void Release() noexcept;
+
+  std::vector<Value*> chunks_;  // each kChunkSize default-made or used values
+  std::vector<Block> blocks_;   // what chunks_ were cut from
+  size_t slab_left_ = 0;        // chunks of blocks_.back() not yet in chunks_
   size_t size_ = 0;
   std::deque<IdList> attr_lists_;  // Value::attrs_slot - 1 indexes it (stable: spans of it stay valid)
 };

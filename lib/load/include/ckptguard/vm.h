@@ -20,6 +20,7 @@
 
 #include "ckptguard/allowlist.h"
 #include "ckptguard/budget.h"
+#include "ckptguard/bulk_allocator.h"
 #include "ckptguard/byte_cursor.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
@@ -94,8 +95,8 @@ bool IsCooIndexDType(DType dtype);
 
 struct VmState {
   ValueArena values;
-  std::vector<Tensor> tensors;
-  std::vector<Storage> storages;
+  BulkVector<Tensor> tensors;    // bulk_allocator.h: they grow with the number of tensors
+  BulkVector<Storage> storages;
   uint64_t alloc_bytes = 0;  // accounted against max_alloc_bytes
 };
 

@@ -242,6 +242,8 @@ class PickleDecoder {
   bool BetweenPickles() const { return between_pickles_; }
   // Offset is the absolute offset of the next opcode.
   uint64_t Offset() const { return cursor_.Offset(); }
+  // NumOps counts the opcodes decoded (or skipped) so far.
+  uint64_t NumOps() const { return num_ops_; }
   // NumPicklesFinished counts the STOPs decoded so far.
   uint32_t NumPicklesFinished() const { return num_finished_; }
 

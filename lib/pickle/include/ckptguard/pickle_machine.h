@@ -102,6 +102,7 @@
 #include <vector>
 
 #include "ckptguard/budget.h"
+#include "ckptguard/bulk_allocator.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
 #include "ckptguard/export.h"
@@ -180,11 +181,16 @@ class MemoSlots {
   size_t capacity() const { return capacity_; }
   MachineId& operator[](size_t i) { return slots_[i]; }
   const MachineId& operator[](size_t i) const { return slots_[i]; }
+  MemoSlots() = default;
+  MemoSlots(const MemoSlots&) = delete;
+  MemoSlots& operator=(const MemoSlots&) = delete;
+  ~MemoSlots() { BulkAllocator<MachineId>().deallocate(slots_, capacity_); }
   void reserve(size_t n) {
     if (n <= capacity_) return;
-    std::unique_ptr<MachineId[]> fresh = std::make_unique_for_overwrite<MachineId[]>(n);
-    if (size_ != 0) std::copy(slots_.get(), slots_.get() + size_, fresh.get());
-    slots_ = std::move(fresh);
+    MachineId* fresh = BulkAllocator<MachineId>().allocate(n);
+    if (size_ != 0) std::copy(slots_, slots_ + size_, fresh);
+    BulkAllocator<MachineId>().deallocate(slots_, capacity_);
+    slots_ = fresh;
     capacity_ = n;
   }
   [[gnu::always_inline]] void push_back(MachineId id) {
@@ -193,13 +199,13 @@ class MemoSlots {
   }
   void resize(size_t n, MachineId fill) {
     reserve(n);
-    if (n > size_) std::fill(slots_.get() + size_, slots_.get() + n, fill);
+    if (n > size_) std::fill(slots_ + size_, slots_ + n, fill);
     size_ = n;
   }
   void clear() { size_ = 0; }
 
  private:
-  std::unique_ptr<MachineId[]> slots_;
+  MachineId* slots_ = nullptr;  // BulkAllocator: a state dict's memo runs to megabytes
   size_t size_ = 0;
   size_t capacity_ = 0;
 };
@@ -320,7 +326,7 @@ class MemoReads {
   bool all() const { return all_; }
 
  private:
-  friend MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops);
+  friend MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops, uint64_t* ops_to_stop);
   bool all_ = false;
   std::vector<uint64_t> bits_;
 };
@@ -328,8 +334,10 @@ class MemoReads {
 // ScanMemoReads decodes the pickle at the start of `pickle` up to its STOP
 // (at most `max_ops` opcodes) and returns the memo keys it reads. The bit
 // set is at most eight bytes per memo store of the pickle; anything
-// undecided reads All.
-MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops);
+// undecided reads All. When it reached the STOP, `ops_to_stop` (if given)
+// receives the opcodes it decoded, STOP included: the answer is then the
+// same for any max_ops of at least that many.
+MemoReads ScanMemoReads(Bytes pickle, const PickleLimits& limits, uint64_t max_ops, uint64_t* ops_to_stop = nullptr);
 
 // MemoReadsScan is a ScanMemoReads made ahead, with the arguments it was
 // made for: a run given one (PickleMachine::UseScan, VmOptions::memo_reads)
@@ -341,15 +349,24 @@ struct MemoReadsScan {
   size_t size = 0;
   PickleLimits limits;
   uint64_t max_ops = 0;
+  uint64_t ops_to_stop = 0;  // 0: the scan stopped before the STOP (an error or max_ops)
   MemoReads reads = MemoReads::All();
+  mutable bool used = false;  // a run took its answer (For held); for tests
 
+  // For: the run's own scan would answer the same. A scan that reached the
+  // STOP answers the same for any max_ops that lets it get there (the run's
+  // budget has usually been charged by then, by opening the container); one
+  // that did not, only for its own max_ops.
   bool For(Bytes pickle, const PickleLimits& run_limits, uint64_t run_max_ops) const {
-    return data != nullptr && data == pickle.data() && size == pickle.size() && limits == run_limits &&
-           max_ops == run_max_ops;
+    if (data == nullptr || data != pickle.data() || size != pickle.size() || !(limits == run_limits)) return false;
+    if (ops_to_stop != 0 && ops_to_stop <= max_ops) return ops_to_stop <= run_max_ops;
+    return max_ops == run_max_ops;
   }
 };
 inline MemoReadsScan ScanMemoReadsAhead(Bytes pickle, const PickleLimits& limits, uint64_t max_ops) {
-  return MemoReadsScan{pickle.data(), pickle.size(), limits, max_ops, ScanMemoReads(pickle, limits, max_ops)};
+  MemoReadsScan out{pickle.data(), pickle.size(), limits, max_ops, 0, MemoReads::All(), false};
+  out.reads = ScanMemoReads(pickle, limits, max_ops, &out.ops_to_stop);
+  return out;
 }
 
 // MachineStack is the object stack: a vector whose push is inline (the
@@ -432,6 +449,7 @@ class PickleMachine {
         const uint64_t max_ops = budget_.remaining(BudgetKind::kOpcodes);
         if (scan_ != nullptr && scan_->For(rest, decoder.limits(), max_ops)) {
           reads_ = scan_->reads;
+          scan_->used = true;
         } else {
           reads_ = ScanMemoReads(rest, decoder.limits(), max_ops);
         }
