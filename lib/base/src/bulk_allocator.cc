@@ -8,6 +8,7 @@ namespace ckptguard {
 namespace {
 
 constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kPage = 4096;  // a multiple of any page size munmap needs here (x86-64, arm64 4K)
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kMapLargeBlocks = false;
@@ -22,7 +23,14 @@ constexpr bool kMapLargeBlocks = true;
 #endif
 
 bool Mapped(size_t bytes) { return kMapLargeBlocks && bytes >= kBulkMinBytes; }
-size_t MappedLength(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
+// MappedLength: whole huge pages when that adds at most half of one (the
+// last huge page is then at least half used), else whole pages: the tail is
+// ordinary pages, populated at once all the same.
+size_t MappedLength(size_t bytes) {
+  const size_t tail = bytes % kHugePage;
+  if (tail == 0 || tail >= kHugePage / 2) return bytes + (tail == 0 ? 0 : kHugePage - tail);
+  return (bytes + kPage - 1) / kPage * kPage;
+}
 
 }  // namespace
 
@@ -42,8 +50,10 @@ void* AllocateBulk(size_t bytes, size_t align) {
   const uintptr_t tail = aligned + len;
   const uintptr_t end = start + len + kHugePage;
   if (end > tail) ::munmap(reinterpret_cast<void*>(tail), end - tail);
-  // A hint: without transparent huge pages the block is ordinary pages.
+  // Hints: without transparent huge pages the block is ordinary pages, and
+  // before Linux 5.14 it is populated page by page as it is touched.
   (void)::madvise(reinterpret_cast<void*>(aligned), len, MADV_HUGEPAGE);
+  (void)::madvise(reinterpret_cast<void*>(aligned), len, MADV_POPULATE_WRITE);
   return reinterpret_cast<void*>(aligned);
 }
 

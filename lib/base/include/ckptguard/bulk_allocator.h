@@ -1,18 +1,21 @@
 // BulkAllocator: the allocator of the few arrays that grow with the number
-// of tensors (a checkpoint's tensors and storages, a container's entries,
-// the pickle memo).
+// of tensors (a checkpoint's tensors and storages, a zip's and a
+// container's entries, the pickle memo, the value arena's slabs).
 //
 // A 20,000-tensor state dict holds about 8 MiB in such arrays, and every
 // load maps them fresh (malloc serves blocks this large with mmap and gives
 // them back on free), so a load touches some 2,000 new pages, one page fault
 // each. On a virtual machine whose guest page faults exit to the hypervisor
 // that was a third of the load's time. A block of kBulkMinBytes or more is
-// therefore mapped on its own, rounded up to whole 2 MiB huge pages, aligned
-// to 2 MiB and advised MADV_HUGEPAGE: the kernel then backs it with one
-// fault per 2 MiB where transparent huge pages are enabled ("always" or
-// "madvise"), and with ordinary pages elsewhere. The rounding costs at most
-// one huge page less a byte of resident memory per array. Smaller blocks
-// come from operator new.
+// therefore mapped on its own, aligned to 2 MiB, advised MADV_HUGEPAGE and
+// populated in one call (MADV_POPULATE_WRITE, Linux 5.14): the kernel backs
+// each whole 2 MiB of it with a huge page where transparent huge pages are
+// enabled ("always" or "madvise") and the rest with ordinary pages, without
+// a fault per page. The block is rounded up to whole huge pages when that
+// adds at most 1 MiB (its last huge page is at least half used), else to
+// whole pages: rounding every block would add up to 2 MiB of resident
+// memory per array, which a scan's peak felt. Smaller blocks come from
+// operator new.
 //
 // Failure to map throws std::bad_alloc, as operator new does. Under
 // AddressSanitizer every block comes from operator new (BulkBlocksAreMapped).
