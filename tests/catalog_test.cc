@@ -74,10 +74,7 @@ CheckpointRecord MakeRecord(const std::string& name, const std::string& tag, con
   return r;
 }
 
-bool UsePostgres() {
-  const char* backend = std::getenv("CKPTGUARD_TEST_CATALOG");
-  return backend != nullptr && std::string(backend) == "postgres";
-}
+bool UsePostgres() { return ckptguard::testing::TestCatalogIsPostgres(); }
 
 // Store is one fresh, empty catalog location on the backend under test: a
 // database file in a temporary folder, or a new database on the shared

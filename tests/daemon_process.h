@@ -112,8 +112,12 @@ struct DaemonProcess {
   static inline int counter = 0;
 };
 
-inline std::string MakeToken(const std::filesystem::path& data_dir, const std::string& name, const std::string& scope) {
-  auto r = Run(ShellQuote(kDaemonPath) + " --data-dir " + ShellQuote(data_dir.string()) + " token create " + name +
+// MakeToken creates a token with `ckptguardd token create` (on the catalog
+// `catalog` names: "" for DATA/catalog.db) and returns it.
+inline std::string MakeToken(const std::filesystem::path& data_dir, const std::string& name, const std::string& scope,
+                             const std::string& catalog = "") {
+  auto r = Run(ShellQuote(kDaemonPath) + " --data-dir " + ShellQuote(data_dir.string()) +
+               (catalog.empty() ? std::string() : " --catalog " + ShellQuote(catalog)) + " token create " + name +
                " --scope " + scope + " 2>&1");
   BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.out);
   return LastLine(r.out);

@@ -2,6 +2,12 @@
 // verification, key rotation and revocation, tokens, crash reconciliation) and
 // the HTTP Server over loopback (RegistryClient and raw sockets: auth, routes,
 // limits, timeouts, keep-alive, concurrency, draining).
+//
+// Every case runs on the catalog backend $CKPTGUARD_TEST_CATALOG names
+// (CTest runs the program for each): SQLite in DATA/catalog.db, or a fresh
+// database per data folder on a throwaway PostgreSQL server
+// (postgres_server.h). What only one backend has (the catalog file, the
+// one-server-per-folder lock) is checked on that backend only.
 #define BOOST_TEST_MODULE registry_test
 #include <boost/test/unit_test.hpp>
 
@@ -43,6 +49,7 @@
 #include "ckptguard/sha256.h"
 #include "ckptguard/signing/model_signing.h"
 #include "amplifiers.h"
+#include "postgres_server.h"
 #include "test_util.h"
 
 namespace ckptguard::daemon {
@@ -65,9 +72,21 @@ void Check(const Status& s) { BOOST_REQUIRE_MESSAGE(s.has_value(), (s ? std::str
 std::string Benign(const std::string& name) { return (CorpusDir() / "benign" / name).string(); }
 std::string Malicious(const std::string& name) { return (CorpusDir() / "malicious" / name).string(); }
 
-std::unique_ptr<Registry> OpenRegistry(const fs::path& dir, bool accept_suspicious = false) {
+using ckptguard::testing::TestCatalogIsPostgres;
+
+// OptionsFor: a registry on `dir` with the catalog under test (the same
+// PostgreSQL database whenever `dir` is opened again).
+RegistryOptions OptionsFor(const fs::path& dir) {
   RegistryOptions options;
   options.data_dir = dir.string();
+  std::string err;
+  options.catalog = ckptguard::testing::TestCatalogFor(options.data_dir, &err);
+  BOOST_REQUIRE_MESSAGE(err.empty(), err);
+  return options;
+}
+
+std::unique_ptr<Registry> OpenRegistry(const fs::path& dir, bool accept_suspicious = false) {
+  RegistryOptions options = OptionsFor(dir);
   options.accept_suspicious = accept_suspicious;
   return Ok(Registry::Open(options));
 }
@@ -127,7 +146,7 @@ BOOST_AUTO_TEST_CASE(first_open_creates_database_and_key_reopen_keeps_it) {
   std::string key_id;
   {
     auto registry = OpenRegistry(data);
-    BOOST_TEST(fs::is_regular_file(data / "catalog.db"));
+    BOOST_TEST(fs::is_regular_file(data / "catalog.db") == !TestCatalogIsPostgres());
     BOOST_TEST(fs::is_directory(data / "blobs"));
     BOOST_TEST(fs::is_directory(data / "tmp"));
     struct stat st{};
@@ -171,8 +190,7 @@ BOOST_AUTO_TEST_CASE(open_refuses_a_missing_private_key) {
   std::string key_id;
   { key_id = Ok(OpenRegistry(data)->catalog().ActiveKey())->key_id; }
   fs::remove(data / "keys" / (key_id + ".pem"));
-  RegistryOptions options;
-  options.data_dir = data.string();
+  RegistryOptions options = OptionsFor(data);
   BOOST_TEST(!Registry::Open(options).has_value());
 }
 
@@ -556,7 +574,16 @@ BOOST_AUTO_TEST_CASE(tokens) {
   BOOST_TEST(found->scope == "write");
   BOOST_TEST(Ok(registry->Authenticate(admin))->scope == "admin");
   // The raw token is not stored anywhere in the database file.
-  BOOST_TEST(ReadFile(tmp.path / "data" / "catalog.db").find(token) == std::string::npos);
+  if (TestCatalogIsPostgres()) {
+    const std::string uri = ckptguard::testing::TestCatalogFor((tmp.path / "data").string());
+    // No column of any token row holds the raw token (the token is hex: no quoting needed).
+    BOOST_TEST(ckptguard::testing::PostgresServer::Count(
+                   uri, "SELECT count(*) FROM tokens WHERE strpos(name || token_sha256 || prefixes, '" + token +
+                            "') > 0 OR strpos(token_sha256, '" + token.substr(4) + "') > 0") == 0);
+    BOOST_TEST(ckptguard::testing::PostgresServer::Count(uri, "SELECT count(*) FROM tokens") == 2);
+  } else {
+    BOOST_TEST(ReadFile(tmp.path / "data" / "catalog.db").find(token) == std::string::npos);
+  }
   // Malformed or altered tokens.
   std::string altered = token;
   altered.back() = altered.back() == '0' ? '1' : '0';
@@ -608,8 +635,7 @@ BOOST_AUTO_TEST_CASE(reconcile_removes_strays_keeps_referenced) {
 BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) {
   TempDir tmp;
   const fs::path data = tmp.path / "data";
-  RegistryOptions serve;
-  serve.data_dir = data.string();
+  RegistryOptions serve = OptionsFor(data);
   serve.serve = true;
   serve.lock_wait = std::chrono::milliseconds(200);
   auto server = Ok(Registry::Open(serve));
@@ -705,8 +731,7 @@ BOOST_AUTO_TEST_CASE(a_stored_row_is_never_written_for_revoked_content) {
 BOOST_AUTO_TEST_CASE(key_changes_by_another_process_reach_the_signer_at_once) {
   TempDir tmp;
   const fs::path data = tmp.path / "data";
-  RegistryOptions serve;
-  serve.data_dir = data.string();
+  RegistryOptions serve = OptionsFor(data);
   serve.serve = true;
   auto server = Ok(Registry::Open(serve));
   const std::string k1 = Ok(IngestFile(*server, Benign("mlp.params"), "a")).key_id;
@@ -735,8 +760,7 @@ BOOST_AUTO_TEST_CASE(statement_binds_name_tag_and_registry_id) {
   TempDir tmp;
   std::string id;
   {
-    RegistryOptions options;
-    options.data_dir = (tmp.path / "data").string();
+    RegistryOptions options = OptionsFor(tmp.path / "data");
     options.registry_name = "https://ckpt.example";
     auto registry = Ok(Registry::Open(options));
     id = registry->registry_id();
@@ -764,8 +788,7 @@ BOOST_AUTO_TEST_CASE(tags_are_immutable_same_content_is_idempotent_retag_needs_b
   const std::string b = Benign("mlp_input.pt");
   for (const bool allow_retag : {false, true}) {
     BOOST_TEST_CONTEXT("allow_retag " << allow_retag) {
-      RegistryOptions options;
-      options.data_dir = (tmp.path / (allow_retag ? "retag" : "strict")).string();
+      RegistryOptions options = OptionsFor(tmp.path / (allow_retag ? "retag" : "strict"));
       options.allow_retag = allow_retag;
       auto registry = Ok(Registry::Open(options));
       const CheckpointRecord first = Ok(IngestFile(*registry, a, "m", "v1"));
@@ -1597,8 +1620,7 @@ BOOST_AUTO_TEST_CASE(retag_with_allow_retag_and_force_is_audited) {
   server->Wait();
   server.reset();
   registry.reset();
-  RegistryOptions ro;
-  ro.data_dir = (tmp.path / "data").string();
+  RegistryOptions ro = OptionsFor(tmp.path / "data");
   ro.allow_retag = true;
   registry = Ok(Registry::Open(ro));
   server = Ok(Server::Start(*registry, options));
