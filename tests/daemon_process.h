@@ -208,6 +208,25 @@ inline std::set<std::string> BlobDigests(const std::filesystem::path& data_dir) 
   return out;
 }
 
+// CheckBlobsMatchRows: no stored or revoked row of the catalog `catalog_spec`
+// names lacks its blob in `data_dir`; with `strict` (after a cleanup) no blob
+// lacks its row either, and no upload is left under tmp/ (the servers'
+// upload folders may remain, empty).
+inline void CheckBlobsMatchRows(const std::filesystem::path& data_dir, const std::string& catalog_spec, bool strict) {
+  auto catalog = ckptguard::daemon::Catalog::Open(catalog_spec);
+  if (!catalog) BOOST_FAIL("cannot open the catalog: " << catalog.error().ToString());
+  auto referenced = (*catalog)->ReferencedBlobs();
+  BOOST_REQUIRE(referenced.has_value());
+  const std::set<std::string> blobs = BlobDigests(data_dir);
+  for (const auto& sha : *referenced) BOOST_CHECK_MESSAGE(blobs.contains(sha), "row without blob: " << sha);
+  if (!strict) return;
+  const std::set<std::string> rows(referenced->begin(), referenced->end());
+  for (const auto& sha : blobs) BOOST_CHECK_MESSAGE(rows.contains(sha), "blob without row: " << sha);
+  for (const auto& e : std::filesystem::recursive_directory_iterator(data_dir / "tmp")) {
+    BOOST_CHECK_MESSAGE(!e.is_regular_file(), "upload left in tmp/: " << e.path());
+  }
+}
+
 // CountLines: lines of `text` that contain `needle`.
 inline size_t CountLines(const std::string& text, const std::string& needle) {
   size_t count = 0, start = 0;

@@ -68,18 +68,7 @@ std::vector<CheckpointRecord> AllRows(const fs::path& data) {
 
 // CheckConsistent: no stored/revoked row without its blob; with `strict`
 // (after a restart's reconciliation) no blob without a row either.
-void CheckConsistent(const fs::path& data, bool strict) {
-  auto catalog = Catalog::Open(CatalogOf(data));
-  BOOST_REQUIRE(catalog.has_value());
-  auto referenced = (*catalog)->ReferencedBlobs();
-  BOOST_REQUIRE(referenced.has_value());
-  const std::set<std::string> blobs = BlobDigests(data);
-  for (const auto& sha : *referenced) BOOST_CHECK_MESSAGE(blobs.contains(sha), "row without blob: " << sha);
-  if (strict) {
-    const std::set<std::string> rows(referenced->begin(), referenced->end());
-    for (const auto& sha : blobs) BOOST_CHECK_MESSAGE(rows.contains(sha), "blob without row: " << sha);
-  }
-}
+void CheckConsistent(const fs::path& data, bool strict) { CheckBlobsMatchRows(data, CatalogOf(data), strict); }
 
 std::string Admin(const fs::path& data, const std::string& args) {
   return ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string()) +

@@ -633,6 +633,7 @@ BOOST_AUTO_TEST_CASE(reconcile_removes_strays_keeps_referenced) {
 // loss of issue 15: a cleanup that read the catalog before listing blobs
 // deleted blobs whose rows were being committed).
 BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) {
+  if (TestCatalogIsPostgres()) return;  // the SQLite rule (PostgreSQL: several_servers_share_one_folder)
   TempDir tmp;
   const fs::path data = tmp.path / "data";
   RegistryOptions serve = OptionsFor(data);
@@ -651,6 +652,7 @@ BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) 
   BOOST_REQUIRE(!second.has_value());
   BOOST_TEST(second.error().detail.find("another ckptguardd serves this data folder") != std::string::npos,
              second.error().ToString());
+  BOOST_TEST(second.error().detail.find("--catalog postgresql://") != std::string::npos, second.error().ToString());
   BOOST_TEST(second.error().detail.find("pid " + std::to_string(::getpid())) != std::string::npos,
              second.error().ToString());
 
@@ -673,6 +675,99 @@ BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) 
   }
   // And a server can start again.
   BOOST_TEST(Registry::Open(serve).has_value());
+}
+
+// With the catalog on PostgreSQL, several servers serve one data folder:
+// a cleanup by one never removes a blob another has reserved (published,
+// its row not yet committed) nor that server's uploads in progress, and
+// removes what a server that is gone left behind.
+BOOST_AUTO_TEST_CASE(several_servers_share_one_folder) {
+  if (!TestCatalogIsPostgres()) return;  // SQLite: one server per folder (above)
+  TempDir tmp;
+  const fs::path data = tmp.path / "data";
+  RegistryOptions serve = OptionsFor(data);
+  serve.serve = true;
+  serve.lock_wait = std::chrono::milliseconds(200);
+  auto a = Ok(Registry::Open(serve));
+  auto b = Ok(Registry::Open(serve));
+  BOOST_TEST(a->server_id() != b->server_id());
+  BOOST_TEST(a->registry_id() == b->registry_id());
+  BOOST_TEST(!fs::exists(data / "lock"));
+  const CheckpointRecord through_a = Ok(IngestFile(*a, Benign("mlp.params"), "m", "v1"));
+  const CheckpointRecord through_b = Ok(IngestFile(*b, Benign("mlp_input.pt"), "m", "v2"));
+  BOOST_TEST(through_a.key_id == through_b.key_id, "one signing key for the registry");
+  BOOST_TEST(Ok(b->VerifyDigest(through_a.sha256, true)).verified());
+  // A's push in flight: blob reserved and published, row not yet written;
+  // and an upload still streaming.
+  Upload upload = UploadBytes(a->blobs(), "a push between blob and row");
+  const std::string in_flight = upload.sha256();
+  const int64_t reservation = Ok(a->catalog().ReserveBlob(in_flight, a->server_id()));
+  Check(a->blobs().Commit(upload));
+  Upload streaming = Ok(a->blobs().BeginUpload(1000));
+  Check(streaming.Append(Bytes(reinterpret_cast<const uint8_t*>("half"), 4)));
+  // An orphan no one reserved (a push that lost its tag race).
+  Upload orphan_upload = UploadBytes(b->blobs(), "orphan bytes");
+  const std::string orphan = orphan_upload.sha256();
+  Check(b->blobs().Commit(orphan_upload));
+  // A server that is gone (kill -9) left an upload folder, a reservation
+  // and its published blob. (A registry closed cleanly leaves nothing.)
+  int64_t gone = 0;
+  {
+    auto c = Ok(Registry::Open(serve));
+    gone = c->server_id();
+  }
+  const std::string gone_folder = "s" + std::to_string(gone);
+  BOOST_TEST(!fs::exists(data / "tmp" / gone_folder), "a clean shutdown removes its upload folder");
+  fs::create_directories(data / "tmp" / gone_folder);
+  std::ofstream(data / "tmp" / gone_folder / "upload-left") << "half";
+  Upload left = UploadBytes(b->blobs(), "left by a dead server");
+  const std::string left_sha = left.sha256();
+  Ok(b->catalog().ReserveBlob(left_sha, gone));
+  Check(b->blobs().Commit(left));
+  Check(b->Reconcile());
+  BOOST_TEST(!b->blobs().Has(left_sha), "a dead server's reservation does not keep its blob");
+  BOOST_TEST(b->blobs().Has(in_flight), "a blob another server reserved survives its cleanup");
+  BOOST_TEST(fs::exists(streaming.temp_path()), "another server's upload in progress survives");
+  BOOST_TEST(!b->blobs().Has(orphan));
+  BOOST_TEST(!fs::exists(data / "tmp" / gone_folder));
+  BOOST_TEST(Ok(b->blobs().List()).size() == 3u, "two rows' blobs and the reserved one");
+  // Once A's row commits, the blob is referenced; released unreferenced, it goes.
+  Check(a->catalog().ReleaseBlob(reservation));
+  Check(b->Reconcile());
+  BOOST_TEST(!b->blobs().Has(in_flight));
+  BOOST_TEST(b->blobs().Has(through_a.sha256));
+  BOOST_TEST(b->blobs().Has(through_b.sha256));
+}
+
+// A revocation or key change made through one server is in force at the
+// other's next request: nothing is cached in process.
+BOOST_AUTO_TEST_CASE(changes_through_one_server_are_in_force_on_the_other) {
+  if (!TestCatalogIsPostgres()) return;
+  TempDir tmp;
+  RegistryOptions serve = OptionsFor(tmp.path / "data");
+  serve.serve = true;
+  auto a = Ok(Registry::Open(serve));
+  auto b = Ok(Registry::Open(serve));
+  const CheckpointRecord first = Ok(IngestFile(*b, Benign("mlp.params"), "m", "v1"));
+  const std::string token = Ok(a->CreateToken("ci", "write", "local"));
+  BOOST_TEST(Ok(b->Authenticate(token)).has_value());
+  BOOST_TEST(Ok(a->RevokeToken("ci", "local")));
+  BOOST_TEST(!Ok(b->Authenticate(token)).has_value());
+  BOOST_TEST(Ok(a->RevokeCheckpoint(first.sha256, "backdoored", "admin")));
+  const VerifyReport report = Ok(b->VerifyDigest(first.sha256, false));
+  BOOST_TEST(!report.verified());
+  BOOST_TEST(report.status == "revoked");
+  BOOST_TEST(Ok(IngestFile(*b, Benign("mlp.params"), "m", "v2")).status == "rejected");
+  // Key revoked on A: B signs its next push with the key A rotated to, and
+  // what the revoked key signed no longer verifies on B.
+  const CheckpointRecord signed_by_old = Ok(IngestFile(*b, Benign("mlp_input.pt"), "n", "v1"));
+  BOOST_TEST(Ok(a->RevokeKey(signed_by_old.key_id, "leaked", "admin")));
+  const std::string rotated = Ok(a->catalog().ActiveKey())->key_id;
+  BOOST_TEST(!Ok(b->VerifyDigest(signed_by_old.sha256, false)).verified());
+  BOOST_TEST(!fs::exists(tmp.path / "data" / "keys" / (signed_by_old.key_id + ".pem")));
+  const CheckpointRecord after = Ok(IngestFile(*b, Benign("mlp_input.pt"), "n", "v2"));
+  BOOST_TEST(after.key_id == rotated);
+  BOOST_TEST(Ok(a->VerifyDigest(after.sha256, true)).verified());
 }
 
 BOOST_AUTO_TEST_CASE(catalog_files_and_data_folder_are_owner_only) {
