@@ -12,11 +12,15 @@
 #include <boost/test/unit_test.hpp>
 
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -870,6 +874,70 @@ BOOST_AUTO_TEST_CASE(postgres_reconnects_after_the_server_drops_the_connection) 
                             "WHERE application_name = 'ckptguardd' AND datname = current_database()") == 1);
   OkStatus(catalog->AddKey(MakeKey(3, "active", 300)));
   BOOST_TEST(Ok(catalog->ActiveKey())->key_id == Sha(3));
+}
+
+// --- CatalogOptions ----------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(catalog_options_are_clamped) {
+  const CatalogOptions low = CatalogOptions{.max_attempts = 0, .connect_timeout_seconds = -5}.Clamped();
+  BOOST_TEST(low.max_attempts == 1);
+  BOOST_TEST(low.connect_timeout_seconds == 1);
+  const CatalogOptions high = CatalogOptions{.max_attempts = 1 << 30, .connect_timeout_seconds = 1 << 30}.Clamped();
+  BOOST_TEST(high.max_attempts == CatalogOptions::kMaxAttempts);
+  BOOST_TEST(high.connect_timeout_seconds == CatalogOptions::kMaxConnectTimeoutSeconds);
+  BOOST_TEST(CatalogOptions{}.Clamped().max_attempts == 5);
+  BOOST_TEST(CatalogOptions{}.Clamped().connect_timeout_seconds == 10);
+}
+
+// A "server" that accepts on a Unix socket and never answers: Open gives up
+// after connect_timeout_seconds, not libpq's default or ours.
+BOOST_AUTO_TEST_CASE(postgres_connect_timeout_is_configurable) {
+  TempDir dir;
+  const std::string socket_path = (dir.path / ".s.PGSQL.5432").string();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  BOOST_REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  BOOST_REQUIRE(socket_path.size() < sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  BOOST_REQUIRE_EQUAL(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  BOOST_REQUIRE_EQUAL(::listen(fd, 8), 0);  // connections queue; nothing ever answers
+  const auto start = std::chrono::steady_clock::now();
+  auto opened = Catalog::Open("postgresql://u@/db?host=" + dir.path.string(), CatalogOptions{.connect_timeout_seconds = 2});
+  const auto took = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  BOOST_REQUIRE(!opened.has_value());
+  BOOST_TEST(opened.error().detail.find("connect") != std::string::npos, opened.error().ToString());
+  BOOST_TEST((took >= std::chrono::milliseconds(1500)), "gave up after " << took.count() << " ns");
+  BOOST_TEST((took < std::chrono::seconds(8)), "gave up after " << took.count() << " ns (the default is 10 s)");
+}
+
+// A transaction failing with a serialization failure is run again, up to
+// max_attempts times in all. The failures are injected by a trigger that
+// raises SQLSTATE 40001 on the first inserts (a sequence counts them: it is
+// not rolled back with the failed transaction).
+BOOST_AUTO_TEST_CASE(postgres_retries_as_configured) {
+  if (!UsePostgres()) return;  // SQLite has no serialization failures to retry
+  Store store;
+  { auto migrate = Ok(Catalog::Open(store.spec)); }
+  BOOST_REQUIRE(store.Exec(
+      "CREATE SEQUENCE injected_failures;"
+      "CREATE FUNCTION fail_first_two() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+      "  IF nextval('injected_failures') <= 2 THEN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END IF;"
+      "  RETURN NEW; END $$;"
+      "CREATE TRIGGER fail_first_two BEFORE INSERT ON tokens FOR EACH ROW EXECUTE FUNCTION fail_first_two();"));
+  {
+    auto two = Ok(Catalog::Open(store.spec, CatalogOptions{.max_attempts = 2}));
+    auto failed = two->AddToken("a", Sha(1), "write");
+    BOOST_REQUIRE(!failed.has_value());
+    BOOST_TEST(failed.error().detail.find("injected") != std::string::npos, failed.error().ToString());
+    BOOST_TEST(store.Count("SELECT last_value FROM injected_failures") == 2);
+  }
+  BOOST_REQUIRE(store.Exec("ALTER SEQUENCE injected_failures RESTART WITH 1"));
+  auto three = Ok(Catalog::Open(store.spec, CatalogOptions{.max_attempts = 3}));
+  OkStatus(three->AddToken("a", Sha(1), "write"));
+  BOOST_TEST(store.Count("SELECT last_value FROM injected_failures") == 3);
+  BOOST_TEST(Ok(three->FindToken(Sha(1))).has_value());
 }
 
 // --- Servers sharing a blob store --------------------------------------------

@@ -186,10 +186,17 @@ std::string RedactCatalogSpec(std::string_view spec) {
   return out;
 }
 
-Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& spec) {
+CatalogOptions CatalogOptions::Clamped() const {
+  CatalogOptions out = *this;
+  out.max_attempts = std::clamp(max_attempts, 1, kMaxAttempts);
+  out.connect_timeout_seconds = std::clamp(connect_timeout_seconds, 1, kMaxConnectTimeoutSeconds);
+  return out;
+}
+
+Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& spec, const CatalogOptions& options) {
   try {
     if (StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://")) {
-      return catalog_internal::OpenPostgres(spec);
+      return catalog_internal::OpenPostgres(spec, options.Clamped());
     }
     if (StartsWith(spec, "postgresql:") || StartsWith(spec, "postgres:")) {
       return catalog_internal::InvalidArgument("catalog: a PostgreSQL catalog is named by a URI, postgresql://...");

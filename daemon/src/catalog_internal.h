@@ -22,7 +22,7 @@ inline constexpr std::string_view kWhere = "catalog";
 
 // OpenSqlite / OpenPostgres: the backends' Open (Catalog::Open dispatches).
 Result<std::unique_ptr<Catalog>> OpenSqlite(const std::string& db_path);
-Result<std::unique_ptr<Catalog>> OpenPostgres(const std::string& uri);
+Result<std::unique_ptr<Catalog>> OpenPostgres(const std::string& uri, const CatalogOptions& options);
 
 int64_t Now();
 bool IsSha256Hex(std::string_view s);

@@ -16,7 +16,7 @@
 //   - reads of several statements run in one REPEATABLE READ snapshot;
 //   - a transaction that fails with a serialization failure or a deadlock
 //     (SQLSTATE 40001, 40P01; possible with other clients of the database)
-//     is retried, up to kMaxAttempts times;
+//     is run again, up to CatalogOptions::max_attempts times in all;
 //   - the unique partial index on the active key backs the code up;
 //   - servers sharing the blob store: each registered server holds a
 //     session-level advisory lock (kServerLockClass, its id) for as long as
@@ -60,11 +60,6 @@ using catalog_internal::Now;
 using catalog_internal::ShapeFromText;
 using catalog_internal::ShapeToText;
 
-// Transactions that fail with a serialization failure or deadlock are run
-// again up to this many times in all (each after a short, growing pause).
-constexpr int kMaxAttempts = 5;
-// Seconds libpq waits for a connection (unless the URI says connect_timeout).
-constexpr const char* kConnectTimeoutSeconds = "10";
 // The oldest server with what the schema needs (identity columns).
 constexpr int kMinServerVersion = 100000;
 
@@ -266,7 +261,10 @@ class Rows {
 // is kept for the retry decision.
 class Connection {
  public:
-  explicit Connection(std::unique_ptr<PGconn, ConnDeleter> conn) : conn_(std::move(conn)) {}
+  // max_attempts: CatalogOptions::max_attempts, for InTransaction.
+  Connection(std::unique_ptr<PGconn, ConnDeleter> conn, int max_attempts)
+      : conn_(std::move(conn)), max_attempts_(max_attempts) {}
+  int max_attempts() const { return max_attempts_; }
 
   // Exec runs one statement with parameters $1.. = `params`.
   Result<Rows> Exec(std::string_view sql, std::initializer_list<Param> params, std::string_view op) {
@@ -355,6 +353,7 @@ class Connection {
   std::unique_ptr<PGconn, ConnDeleter> conn_;
   std::string sqlstate_;
   std::vector<int64_t> servers_;  // registered through this connection
+  int max_attempts_;
 };
 
 enum class TxKind {
@@ -391,10 +390,10 @@ auto InTransaction(Connection& c, TxKind kind, std::string_view op, Fn&& body, i
       Status committed = c.Script("COMMIT", op);
       if (committed) return result;
       c.Rollback();
-      if (!c.Retryable() || attempt >= kMaxAttempts) return std::unexpected(std::move(committed).error());
+      if (!c.Retryable() || attempt >= c.max_attempts()) return std::unexpected(std::move(committed).error());
     } else {
       c.Rollback();
-      if (!c.Retryable() || attempt >= kMaxAttempts) return result;
+      if (!c.Retryable() || attempt >= c.max_attempts()) return result;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10 * attempt * attempt));
   }
@@ -524,7 +523,7 @@ Result<std::optional<CheckpointRecord>> FindCheckpointLocked(Connection& c, std:
 
 class PostgresCatalog final : public Catalog {
  public:
-  explicit PostgresCatalog(std::unique_ptr<PGconn, ConnDeleter> conn) : conn_(std::move(conn)) {}
+  PostgresCatalog(std::unique_ptr<PGconn, ConnDeleter> conn, int max_attempts) : conn_(std::move(conn), max_attempts) {}
 
   std::string_view Backend() const override { return "postgresql"; }
 
@@ -963,11 +962,12 @@ class PostgresCatalog final : public Catalog {
 
 }  // namespace
 
-Result<std::unique_ptr<Catalog>> catalog_internal::OpenPostgres(const std::string& uri) {
+Result<std::unique_ptr<Catalog>> catalog_internal::OpenPostgres(const std::string& uri, const CatalogOptions& options) {
   const std::string shown = RedactCatalogSpec(uri);
   // The URI comes last: what it says (connect_timeout too) wins.
+  const std::string connect_timeout = std::to_string(options.connect_timeout_seconds);
   const char* const keywords[] = {"connect_timeout", "application_name", "dbname", nullptr};
-  const char* const values[] = {kConnectTimeoutSeconds, "ckptguardd", uri.c_str(), nullptr};
+  const char* const values[] = {connect_timeout.c_str(), "ckptguardd", uri.c_str(), nullptr};
   std::unique_ptr<PGconn, ConnDeleter> conn(PQconnectdbParams(keywords, values, /*expand_dbname=*/1));
   if (conn == nullptr) return MakeError(ErrorCode::kIo, 0, "connect: out of memory", shown);
   if (PQstatus(conn.get()) != CONNECTION_OK) {
@@ -982,7 +982,7 @@ Result<std::unique_ptr<Catalog>> catalog_internal::OpenPostgres(const std::strin
   if (PQserverVersion(conn.get()) < kMinServerVersion) {
     return MakeError(ErrorCode::kUnsupportedFormat, 0, "the catalog needs PostgreSQL 10 or newer", shown);
   }
-  auto catalog = std::make_unique<PostgresCatalog>(std::move(conn));
+  auto catalog = std::make_unique<PostgresCatalog>(std::move(conn), options.max_attempts);
   if (Status migrated = catalog->Init(); !migrated) {
     Error e = std::move(migrated).error();
     e.where = shown;

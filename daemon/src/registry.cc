@@ -185,7 +185,8 @@ Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options)
     }
   }
   CKG_ASSIGN_OR_RETURN(auto catalog,
-                       Catalog::Open(options.catalog.empty() ? "sqlite:" + options.data_dir + "/catalog.db" : options.catalog));
+                       Catalog::Open(options.catalog.empty() ? "sqlite:" + options.data_dir + "/catalog.db" : options.catalog,
+                                     options.catalog_options));
   // SQLite: one server per data folder, through DATA/lock. A server waits
   // for the lock (an admin command may hold it while it cleans up); an
   // admin command only tries: a running server means "do no cleanup".

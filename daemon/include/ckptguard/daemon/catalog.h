@@ -136,6 +136,26 @@ struct TagGuard {
 };
 
 
+// CatalogOptions: how a PostgreSQL catalog connects and retries (SQLite
+// ignores them). Each field says its default and its ceiling (Clamped).
+struct CatalogOptions {
+  // Times a transaction is run in all when it fails with a serialization
+  // failure or a deadlock (SQLSTATE 40001, 40P01: other clients of the
+  // database can cause them; the registry's own writes are serialized by
+  // one advisory lock), each run after a short, growing pause (10 ms x
+  // attempt^2). Default 5; 1 to kMaxAttempts.
+  int max_attempts = 5;
+  static constexpr int kMaxAttempts = 100;
+  // Seconds libpq waits for the database, at Open and whenever a dropped
+  // connection is reopened, unless the URI says connect_timeout. Default 10;
+  // 1 to kMaxConnectTimeoutSeconds.
+  int connect_timeout_seconds = 10;
+  static constexpr int kMaxConnectTimeoutSeconds = 3600;
+
+  // Clamped: every field within [1, its ceiling].
+  CatalogOptions Clamped() const;
+};
+
 class Catalog {
  public:
   // Open opens the catalog `spec` names and migrates it to
@@ -145,8 +165,9 @@ class Catalog {
   //     Sets WAL, foreign_keys=ON, synchronous=FULL, busy_timeout.
   //   "postgresql://..." or "postgres://...": PostgreSQL through libpq (the
   //     database must exist; the tables are created). Errors name the URI
-  //     with its password masked (RedactCatalogSpec).
-  static Result<std::unique_ptr<Catalog>> Open(const std::string& spec);
+  //     with its password masked (RedactCatalogSpec); `options` (clamped)
+  //     say how it connects and retries.
+  static Result<std::unique_ptr<Catalog>> Open(const std::string& spec, const CatalogOptions& options = {});
   virtual ~Catalog() = default;
   Catalog(const Catalog&) = delete;
   Catalog& operator=(const Catalog&) = delete;

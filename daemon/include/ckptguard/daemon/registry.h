@@ -52,6 +52,9 @@ struct RegistryOptions {
   // "postgresql://user@host/db" puts it on PostgreSQL (blobs and keys stay
   // in data_dir).
   std::string catalog;
+  // How a PostgreSQL catalog connects and retries (--catalog-attempts,
+  // --catalog-connect-timeout).
+  CatalogOptions catalog_options;
   // Policy: dangerous and unreadable files are always rejected; suspicious
   // ones (unknown globals, container anomalies) only when this is false.
   bool accept_suspicious = false;
