@@ -85,6 +85,15 @@ RegistryOptions OptionsFor(const fs::path& dir) {
   return options;
 }
 
+// ServingOptionsFor: OptionsFor a server (RegistryOptions::serve), which
+// waits at most 200 ms for DATA/lock (SQLite).
+RegistryOptions ServingOptionsFor(const fs::path& dir) {
+  RegistryOptions options = OptionsFor(dir);
+  options.serve = true;
+  options.lock_wait = std::chrono::milliseconds(200);
+  return options;
+}
+
 std::unique_ptr<Registry> OpenRegistry(const fs::path& dir, bool accept_suspicious = false) {
   RegistryOptions options = OptionsFor(dir);
   options.accept_suspicious = accept_suspicious;
@@ -636,9 +645,7 @@ BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) 
   if (TestCatalogIsPostgres()) return;  // the SQLite rule (PostgreSQL: several_servers_share_one_folder)
   TempDir tmp;
   const fs::path data = tmp.path / "data";
-  RegistryOptions serve = OptionsFor(data);
-  serve.serve = true;
-  serve.lock_wait = std::chrono::milliseconds(200);
+  const RegistryOptions serve = ServingOptionsFor(data);
   auto server = Ok(Registry::Open(serve));
   const std::string kept = Ok(IngestFile(*server, Benign("mlp.params"), "kept")).sha256;
   // A blob committed whose row is not written yet (a push in flight).
@@ -685,9 +692,7 @@ BOOST_AUTO_TEST_CASE(several_servers_share_one_folder) {
   if (!TestCatalogIsPostgres()) return;  // SQLite: one server per folder (above)
   TempDir tmp;
   const fs::path data = tmp.path / "data";
-  RegistryOptions serve = OptionsFor(data);
-  serve.serve = true;
-  serve.lock_wait = std::chrono::milliseconds(200);
+  const RegistryOptions serve = ServingOptionsFor(data);
   auto a = Ok(Registry::Open(serve));
   auto b = Ok(Registry::Open(serve));
   BOOST_TEST(a->server_id() != b->server_id());
@@ -744,8 +749,7 @@ BOOST_AUTO_TEST_CASE(several_servers_share_one_folder) {
 BOOST_AUTO_TEST_CASE(changes_through_one_server_are_in_force_on_the_other) {
   if (!TestCatalogIsPostgres()) return;
   TempDir tmp;
-  RegistryOptions serve = OptionsFor(tmp.path / "data");
-  serve.serve = true;
+  const RegistryOptions serve = ServingOptionsFor(tmp.path / "data");
   auto a = Ok(Registry::Open(serve));
   auto b = Ok(Registry::Open(serve));
   const CheckpointRecord first = Ok(IngestFile(*b, Benign("mlp.params"), "m", "v1"));
@@ -826,8 +830,7 @@ BOOST_AUTO_TEST_CASE(a_stored_row_is_never_written_for_revoked_content) {
 BOOST_AUTO_TEST_CASE(key_changes_by_another_process_reach_the_signer_at_once) {
   TempDir tmp;
   const fs::path data = tmp.path / "data";
-  RegistryOptions serve = OptionsFor(data);
-  serve.serve = true;
+  const RegistryOptions serve = ServingOptionsFor(data);
   auto server = Ok(Registry::Open(serve));
   const std::string k1 = Ok(IngestFile(*server, Benign("mlp.params"), "a")).key_id;
   std::string k2;

@@ -399,6 +399,20 @@ auto InTransaction(Connection& c, TxKind kind, std::string_view op, Fn&& body, i
   }
 }
 
+// InDigestTransaction runs `body` in a write transaction holding only the
+// lock of digest `sha256` (kLockBlob): what ReserveBlob and SweepBlob need
+// (InsertCheckpoint takes it after kWriteLock).
+template <typename Fn>
+auto InDigestTransaction(Connection& c, std::string_view op, const std::string& sha256, Fn&& body) -> decltype(body()) {
+  return InTransaction(
+      c, TxKind::kWrite, op,
+      [&]() -> decltype(body()) {
+        CKG_TRY(c.Exec(kLockBlob, {sha256}, "lock blob"));
+        return body();
+      },
+      kNoLock);
+}
+
 // RowOf is one row of a result, as the shared row readers take it.
 struct RowOf {
   const Rows& rows;
@@ -680,17 +694,13 @@ class PostgresCatalog final : public Catalog {
     if (!IsSha256Hex(sha256)) return InvalidArgument("reserve blob: sha256 is not 64 lower-case hex digits");
     std::lock_guard lock(mu_);
     Connection& c = conn_;
-    return InTransaction(
-        c, TxKind::kWrite, "reserve blob",
-        [&]() -> Result<int64_t> {
-          CKG_TRY(c.Exec(kLockBlob, {sha256}, "lock blob"));
-          CKG_ASSIGN_OR_RETURN(Rows s, c.Exec("INSERT INTO blob_reservations (sha256, server_id, created_at) "
-                                              "VALUES ($1, $2, $3) RETURNING id",
-                                              {sha256, server, Now()}, "reserve blob"));
-          if (s.size() != 1) return MakeError(ErrorCode::kInternal, 0, "insert returned no id", std::string(kWhere));
-          return s.Int(0, 0);
-        },
-        kNoLock);
+    return InDigestTransaction(c, "reserve blob", sha256, [&]() -> Result<int64_t> {
+      CKG_ASSIGN_OR_RETURN(Rows s, c.Exec("INSERT INTO blob_reservations (sha256, server_id, created_at) "
+                                          "VALUES ($1, $2, $3) RETURNING id",
+                                          {sha256, server, Now()}, "reserve blob"));
+      if (s.size() != 1) return MakeError(ErrorCode::kInternal, 0, "insert returned no id", std::string(kWhere));
+      return s.Int(0, 0);
+    });
   }
 
   Status ReleaseBlob(int64_t reservation) override {
@@ -729,19 +739,15 @@ class PostgresCatalog final : public Catalog {
     if (!IsSha256Hex(sha256)) return InvalidArgument("sweep blob: sha256 is not 64 lower-case hex digits");
     std::lock_guard lock(mu_);
     Connection& c = conn_;
-    return InTransaction(
-        c, TxKind::kWrite, "sweep blob",
-        [&]() -> Result<bool> {
-          CKG_TRY(c.Exec(kLockBlob, {sha256}, "lock blob"));
-          CKG_ASSIGN_OR_RETURN(Rows q, c.Exec("SELECT EXISTS (SELECT 1 FROM checkpoints WHERE sha256 = $1 "
-                                              "AND status IN ('stored', 'revoked')) OR EXISTS "
-                                              "(SELECT 1 FROM blob_reservations WHERE sha256 = $1)",
-                                              {sha256}, "sweep blob"));
-          if (q.size() != 1 || q.Text(0, 0) != "f") return false;
-          CKG_TRY(remove());  // under the digest's lock, before the commit
-          return true;
-        },
-        kNoLock);
+    return InDigestTransaction(c, "sweep blob", sha256, [&]() -> Result<bool> {
+      CKG_ASSIGN_OR_RETURN(Rows q, c.Exec("SELECT EXISTS (SELECT 1 FROM checkpoints WHERE sha256 = $1 "
+                                          "AND status IN ('stored', 'revoked')) OR EXISTS "
+                                          "(SELECT 1 FROM blob_reservations WHERE sha256 = $1)",
+                                          {sha256}, "sweep blob"));
+      if (q.size() != 1 || q.Text(0, 0) != "f") return false;
+      CKG_TRY(remove());  // under the digest's lock, before the commit
+      return true;
+    });
   }
 
   Result<std::optional<CheckpointRecord>> FindTagHolder(const std::string& name, const std::string& tag) override {
