@@ -1247,6 +1247,10 @@ BOOST_AUTO_TEST_CASE(blob_remove_stale_uploads) {
   for (const char* bad : {"", ".", "..", "../data", "s7/.."}) BOOST_TEST(!store.RemoveUploads(bad).has_value());
   OkStatus(store.RemoveUploads("s7"));
   BOOST_TEST(CountFiles(root + "/tmp") == 0u);
+  // Removed under a live store (its server was judged dead while its
+  // catalog connection was down): the next upload makes the folder again.
+  auto after = Ok(store.BeginUpload(10));
+  BOOST_TEST(after.temp_path().starts_with(root + "/tmp/s7/upload-"));
   BOOST_TEST(store.Has(kAbcSha));  // blobs untouched
   BOOST_TEST(!BlobStore::Open(root, "../x").has_value());
 }

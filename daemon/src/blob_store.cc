@@ -259,7 +259,14 @@ Result<Upload> BlobStore::BeginUpload(uint64_t max_bytes) const {
     auto impl = std::make_unique<Upload::Impl>();
     std::string templ = upload_dir_ + "/upload-XXXXXX";
     // mkostemp: O_EXCL, mode 0600, unique name.
-    const int fd = ::mkostemp(templ.data(), O_CLOEXEC);
+    int fd = ::mkostemp(templ.data(), O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+      // The folder is gone: another server's cleanup judged this one dead
+      // while its catalog connection was down. Make it again.
+      CKG_TRY(MakeDir(upload_dir_));
+      templ = upload_dir_ + "/upload-XXXXXX";
+      fd = ::mkostemp(templ.data(), O_CLOEXEC);
+    }
     if (fd < 0) return IoError(upload_dir_, "cannot create upload file", errno);
     impl->fd = fd;
     impl->temp_path = std::move(templ);

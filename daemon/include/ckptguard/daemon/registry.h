@@ -16,7 +16,7 @@
 // Several servers: with the catalog on PostgreSQL, any number of servers
 // share one data folder (on a shared filesystem): each registers in the
 // catalog (alive while its session holds an advisory lock), cleanup runs at
-// every start (and `ckptguardd gc`) and never races another server's push,
+// every start and admin command and never races another server's push,
 // and the signing keys are the files in DATA/keys, named by the catalog's
 // keys table. With SQLite, one server per data folder: DATA/lock is
 // flock()ed by a serving registry (RegistryOptions::serve) for its
