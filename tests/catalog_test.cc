@@ -12,10 +12,15 @@
 #include <boost/test/unit_test.hpp>
 
 #include <sqlite3.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -74,10 +79,7 @@ CheckpointRecord MakeRecord(const std::string& name, const std::string& tag, con
   return r;
 }
 
-bool UsePostgres() {
-  const char* backend = std::getenv("CKPTGUARD_TEST_CATALOG");
-  return backend != nullptr && std::string(backend) == "postgres";
-}
+bool UsePostgres() { return ckptguard::testing::TestCatalogIsPostgres(); }
 
 // Store is one fresh, empty catalog location on the backend under test: a
 // database file in a temporary folder, or a new database on the shared
@@ -130,13 +132,13 @@ struct Store {
 
 // --- Catalog: schema -------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(open_fresh_creates_version_2) {
+BOOST_AUTO_TEST_CASE(open_fresh_creates_the_current_version) {
   Store store;
   const std::string& path = store.spec;
   auto catalog = Ok(Catalog::Open(path));
   if (!store.postgres()) BOOST_TEST(fs::exists(path));
   BOOST_TEST(Ok(catalog->SchemaVersion()) == kCatalogSchemaVersion);
-  BOOST_TEST(Ok(catalog->SchemaVersion()) == 2);
+  BOOST_TEST(Ok(catalog->SchemaVersion()) == 3);
   BOOST_TEST(Ok(catalog->ListCheckpoints({})).empty());
   BOOST_TEST(!Ok(catalog->ActiveKey()).has_value());
 }
@@ -182,7 +184,7 @@ BOOST_AUTO_TEST_CASE(reopen_keeps_data) {
     OkStatus(catalog->AddToken("ci", Sha(50), "write"));
   }
   auto catalog = Ok(Catalog::Open(path));
-  BOOST_TEST(Ok(catalog->SchemaVersion()) == 2);
+  BOOST_TEST(Ok(catalog->SchemaVersion()) == kCatalogSchemaVersion);
   auto found = Ok(catalog->FindById(id));
   BOOST_REQUIRE(found.has_value());
   BOOST_TEST(found->name == "resnet");
@@ -520,7 +522,7 @@ BOOST_AUTO_TEST_CASE(migration_2_keeps_tokens_and_adds_scopes_prefixes_and_regis
                              rows));
   }
   auto catalog = Ok(Catalog::Open(path));
-  BOOST_TEST(Ok(catalog->SchemaVersion()) == 2);
+  BOOST_TEST(Ok(catalog->SchemaVersion()) == kCatalogSchemaVersion);
   auto ci = Ok(catalog->FindToken(Sha(1)));
   BOOST_REQUIRE(ci.has_value());
   BOOST_TEST(ci->scope == "write");
@@ -874,6 +876,180 @@ BOOST_AUTO_TEST_CASE(postgres_reconnects_after_the_server_drops_the_connection) 
   BOOST_TEST(Ok(catalog->ActiveKey())->key_id == Sha(3));
 }
 
+// --- CatalogOptions ----------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(catalog_options_are_clamped) {
+  const CatalogOptions low = CatalogOptions{.max_attempts = 0, .connect_timeout_seconds = -5}.Clamped();
+  BOOST_TEST(low.max_attempts == 1);
+  BOOST_TEST(low.connect_timeout_seconds == 1);
+  const CatalogOptions high = CatalogOptions{.max_attempts = 1 << 30, .connect_timeout_seconds = 1 << 30}.Clamped();
+  BOOST_TEST(high.max_attempts == CatalogOptions::kMaxAttempts);
+  BOOST_TEST(high.connect_timeout_seconds == CatalogOptions::kMaxConnectTimeoutSeconds);
+  BOOST_TEST(CatalogOptions{}.Clamped().max_attempts == 5);
+  BOOST_TEST(CatalogOptions{}.Clamped().connect_timeout_seconds == 10);
+}
+
+// A "server" that accepts on a Unix socket and never answers: Open gives up
+// after connect_timeout_seconds, not libpq's default or ours.
+BOOST_AUTO_TEST_CASE(postgres_connect_timeout_is_configurable) {
+  TempDir dir;
+  const std::string socket_path = (dir.path / ".s.PGSQL.5432").string();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  BOOST_REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  BOOST_REQUIRE(socket_path.size() < sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  BOOST_REQUIRE_EQUAL(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  BOOST_REQUIRE_EQUAL(::listen(fd, 8), 0);  // connections queue; nothing ever answers
+  const auto start = std::chrono::steady_clock::now();
+  auto opened = Catalog::Open("postgresql://u@/db?host=" + dir.path.string(), CatalogOptions{.connect_timeout_seconds = 2});
+  const auto took = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  BOOST_REQUIRE(!opened.has_value());
+  BOOST_TEST(opened.error().detail.find("connect") != std::string::npos, opened.error().ToString());
+  BOOST_TEST((took >= std::chrono::milliseconds(1500)), "gave up after " << took.count() << " ns");
+  BOOST_TEST((took < std::chrono::seconds(8)), "gave up after " << took.count() << " ns (the default is 10 s)");
+}
+
+// A transaction failing with a serialization failure is run again, up to
+// max_attempts times in all. The failures are injected by a trigger that
+// raises SQLSTATE 40001 on the first inserts (a sequence counts them: it is
+// not rolled back with the failed transaction).
+BOOST_AUTO_TEST_CASE(postgres_retries_as_configured) {
+  if (!UsePostgres()) return;  // SQLite has no serialization failures to retry
+  Store store;
+  { auto migrate = Ok(Catalog::Open(store.spec)); }
+  BOOST_REQUIRE(store.Exec(
+      "CREATE SEQUENCE injected_failures;"
+      "CREATE FUNCTION fail_first_two() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+      "  IF nextval('injected_failures') <= 2 THEN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END IF;"
+      "  RETURN NEW; END $$;"
+      "CREATE TRIGGER fail_first_two BEFORE INSERT ON tokens FOR EACH ROW EXECUTE FUNCTION fail_first_two();"));
+  {
+    auto two = Ok(Catalog::Open(store.spec, CatalogOptions{.max_attempts = 2}));
+    auto failed = two->AddToken("a", Sha(1), "write");
+    BOOST_REQUIRE(!failed.has_value());
+    BOOST_TEST(failed.error().detail.find("injected") != std::string::npos, failed.error().ToString());
+    BOOST_TEST(store.Count("SELECT last_value FROM injected_failures") == 2);
+  }
+  BOOST_REQUIRE(store.Exec("ALTER SEQUENCE injected_failures RESTART WITH 1"));
+  auto three = Ok(Catalog::Open(store.spec, CatalogOptions{.max_attempts = 3}));
+  OkStatus(three->AddToken("a", Sha(1), "write"));
+  BOOST_TEST(store.Count("SELECT last_value FROM injected_failures") == 3);
+  BOOST_TEST(Ok(three->FindToken(Sha(1))).has_value());
+}
+
+// --- Servers sharing a blob store --------------------------------------------
+
+// A reserved blob is never swept; a released one that no row references is,
+// inside the transaction that decided so; a referenced one never.
+BOOST_AUTO_TEST_CASE(sweep_spares_reserved_and_referenced_blobs) {
+  Store store;
+  auto catalog = Ok(Catalog::Open(store.spec));
+  const int64_t server = Ok(catalog->RegisterServer("host-a", 42));
+  BOOST_TEST(server > 0);
+  int removed = 0;
+  auto remove = [&]() -> Status {
+    ++removed;
+    return ckptguard::OkStatus();
+  };
+  const int64_t reservation = Ok(catalog->ReserveBlob(Sha(1), server));
+  BOOST_TEST(!Ok(catalog->SweepBlob(Sha(1), remove)));
+  BOOST_TEST(removed == 0);
+  OkStatus(catalog->ReleaseBlob(reservation));
+  BOOST_TEST(Ok(catalog->SweepBlob(Sha(1), remove)));
+  BOOST_TEST(removed == 1);
+  // Referenced by a stored row, then by the revoked row: kept.
+  const int64_t held = Ok(catalog->ReserveBlob(Sha(2), server));
+  TagGuard guard;
+  guard.reservation = held;
+  BOOST_TEST(Ok(catalog->InsertCheckpoint(MakeRecord("m", "v1", Sha(2)), nullptr, nullptr, &guard)) > 0);
+  BOOST_TEST(store.Count("SELECT COUNT(*) FROM blob_reservations") == 0, "the insert released the reservation");
+  BOOST_TEST(!Ok(catalog->SweepBlob(Sha(2), remove)));
+  BOOST_TEST(Ok(catalog->RevokeCheckpoint(Sha(2), "bad", "admin")));
+  BOOST_TEST(!Ok(catalog->SweepBlob(Sha(2), remove)));
+  BOOST_TEST(removed == 1);
+  // A failing removal fails the sweep.
+  auto failing = []() -> Status { return MakeError(ErrorCode::kIo, 0, "disk on fire"); };
+  BOOST_TEST(!catalog->SweepBlob(Sha(3), failing).has_value());
+  BOOST_TEST(!catalog->ReserveBlob("not a digest", server).has_value());
+}
+
+// An insert whose reservation a sweep removed writes nothing; one whose
+// signer was revoked meanwhile writes nothing and keeps the reservation.
+BOOST_AUTO_TEST_CASE(insert_checks_its_reservation_and_signer) {
+  Store store;
+  auto catalog = Ok(Catalog::Open(store.spec));
+  const int64_t server = Ok(catalog->RegisterServer("host-a", 42));
+  OkStatus(catalog->AddKey(MakeKey(999, "active", 100)));  // MakeRecord's signer
+  const int64_t lost = Ok(catalog->ReserveBlob(Sha(1), server));
+  BOOST_REQUIRE(store.Exec("DELETE FROM blob_reservations WHERE id = " + std::to_string(lost)));
+  TagGuard guard;
+  guard.reservation = lost;
+  auto refused = catalog->InsertCheckpoint(MakeRecord("m", "v1", Sha(1)), nullptr, nullptr, &guard);
+  BOOST_REQUIRE(!refused.has_value());
+  BOOST_TEST(refused.error().detail.find("reservation") != std::string::npos, refused.error().ToString());
+  BOOST_TEST(Ok(catalog->ListCheckpoints({})).empty());
+  // A reservation of another digest does not stand in for this one.
+  const int64_t other = Ok(catalog->ReserveBlob(Sha(2), server));
+  guard = TagGuard{};
+  guard.reservation = other;
+  BOOST_TEST(!catalog->InsertCheckpoint(MakeRecord("m", "v1", Sha(1)), nullptr, nullptr, &guard).has_value());
+  // The signer revoked: nothing written, the reservation kept.
+  const int64_t kept = Ok(catalog->ReserveBlob(Sha(3), server));
+  BOOST_REQUIRE(Ok(catalog->RevokeKey(Sha(999), "leaked")));
+  guard = TagGuard{};
+  guard.reservation = kept;
+  BOOST_TEST(Ok(catalog->InsertCheckpoint(MakeRecord("m", "v3", Sha(3)), nullptr, nullptr, &guard)) == 0);
+  BOOST_TEST(guard.signer_revoked);
+  BOOST_TEST(Ok(catalog->ListCheckpoints({})).empty());
+  BOOST_TEST(store.Count("SELECT COUNT(*) FROM blob_reservations WHERE id = " + std::to_string(kept)) == 1);
+  BOOST_TEST(!Ok(catalog->SweepBlob(Sha(3), []() -> Status { return ckptguard::OkStatus(); })));
+}
+
+// Servers that are gone lose their entries and reservations; live ones keep
+// them. PostgreSQL: alive while the catalog's session holds its lock (a
+// closed catalog, as after kill -9, is gone; a dropped connection retakes
+// it). SQLite: only this catalog's own servers are alive.
+BOOST_AUTO_TEST_CASE(prune_servers_keeps_the_live_ones) {
+  Store store;
+  auto catalog = Ok(Catalog::Open(store.spec));
+  const int64_t mine = Ok(catalog->RegisterServer("host-a", 1));
+  Ok(catalog->ReserveBlob(Sha(1), mine));
+  int64_t gone = 0;
+  {
+    auto other = Ok(Catalog::Open(store.spec));
+    gone = Ok(other->RegisterServer("host-b", 2));
+    Ok(other->ReserveBlob(Sha(2), gone));
+    if (store.postgres()) {
+      // Alive while its session lives.
+      BOOST_TEST((Ok(catalog->PruneServers()) == std::vector<int64_t>{mine, gone}));
+    }
+  }
+  BOOST_TEST(gone > mine);
+  if (store.postgres()) {
+    // The closed session's lock is released by the server shortly after.
+    for (int i = 0; i < 100 && store.Count("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = "
+                                           "'ckptguardd' AND datname = current_database()") > 1;
+         ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  BOOST_TEST((Ok(catalog->PruneServers()) == std::vector<int64_t>{mine}));
+  BOOST_TEST(store.Count("SELECT COUNT(*) FROM blob_reservations") == 1);
+  BOOST_TEST(store.Count("SELECT COUNT(*) FROM servers") == 1);
+  BOOST_TEST(!Ok(catalog->SweepBlob(Sha(1), []() -> Status { return ckptguard::OkStatus(); })));
+  BOOST_TEST(Ok(catalog->SweepBlob(Sha(2), []() -> Status { return ckptguard::OkStatus(); })));
+  if (store.postgres()) {
+    // A dropped connection is reopened with the server's lock taken again.
+    BOOST_REQUIRE(store.Count("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                              "WHERE application_name = 'ckptguardd' AND datname = current_database()") == 1);
+    BOOST_TEST(Ok(catalog->ListKeys()).empty());  // reconnects
+    BOOST_TEST((Ok(catalog->PruneServers()) == std::vector<int64_t>{mine}));
+  }
+}
+
 // --- BlobStore ---------------------------------------------------------------
 
 size_t CountFiles(const fs::path& dir) {
@@ -1047,20 +1223,62 @@ BOOST_AUTO_TEST_CASE(blob_destructor_and_move_clean_temp) {
   BOOST_TEST(CountFiles(root + "/tmp") == 0u);
 }
 
-BOOST_AUTO_TEST_CASE(blob_remove_temp) {
+BOOST_AUTO_TEST_CASE(blob_remove_stale_uploads) {
   TempDir dir;
   const std::string root = (dir.path / "data").string();
-  auto store = Ok(BlobStore::Open(root));
+  auto store = Ok(BlobStore::Open(root, "s7"));
+  BOOST_TEST(fs::is_directory(root + "/tmp/s7"));
   std::ofstream(root + "/tmp/upload-crashed") << "left over";
   fs::create_directory(root + "/tmp/sub");
   std::ofstream(root + "/tmp/sub/file") << "x";
   auto upload = Ok(store.BeginUpload(10));
+  BOOST_TEST(upload.temp_path().starts_with(root + "/tmp/s7/upload-"));
   OkStatus(upload.Append(AsBytes("abc")));
   OkStatus(upload.Finish());
+  auto in_flight = Ok(store.BeginUpload(10));  // another upload, still streaming
+  OkStatus(in_flight.Append(AsBytes("ab")));
   OkStatus(store.Commit(upload));
-  OkStatus(store.RemoveTemp());
+  BOOST_TEST((Ok(store.UploadEntries()) == std::vector<std::string>{"s7", "sub", "upload-crashed"}));
+  OkStatus(store.RemoveUploads("upload-crashed"));
+  OkStatus(store.RemoveUploads("sub"));
+  BOOST_TEST(!fs::exists(root + "/tmp/upload-crashed"));
+  BOOST_TEST(!fs::exists(root + "/tmp/sub"));
+  BOOST_TEST(fs::exists(in_flight.temp_path()), "another folder is kept");
+  for (const char* bad : {"", ".", "..", "../data", "s7/.."}) BOOST_TEST(!store.RemoveUploads(bad).has_value());
+  OkStatus(store.RemoveUploads("s7"));
   BOOST_TEST(CountFiles(root + "/tmp") == 0u);
+  // Removed under a live store (its server was judged dead while its
+  // catalog connection was down): the next upload makes the folder again.
+  auto after = Ok(store.BeginUpload(10));
+  BOOST_TEST(after.temp_path().starts_with(root + "/tmp/s7/upload-"));
   BOOST_TEST(store.Has(kAbcSha));  // blobs untouched
+  BOOST_TEST(!BlobStore::Open(root, "../x").has_value());
+}
+
+// Two stores on one folder (two servers on a shared filesystem) publish the
+// same content: the first blob stays, the second copy is dropped, never
+// replacing the file a reader may have open.
+BOOST_AUTO_TEST_CASE(blob_publish_never_replaces_a_blob) {
+  TempDir dir;
+  const std::string root = (dir.path / "data").string();
+  auto a = Ok(BlobStore::Open(root, "s1"));
+  auto b = Ok(BlobStore::Open(root, "s2"));
+  auto first = Ok(a.BeginUpload(10));
+  auto second = Ok(b.BeginUpload(10));
+  for (Upload* u : {&first, &second}) {
+    OkStatus(u->Append(AsBytes("abc")));
+    OkStatus(u->Finish());
+  }
+  OkStatus(a.Commit(first));
+  struct stat before{};
+  BOOST_REQUIRE_EQUAL(::stat(a.PathOf(kAbcSha).c_str(), &before), 0);
+  OkStatus(b.Commit(second));
+  struct stat after{};
+  BOOST_REQUIRE_EQUAL(::stat(b.PathOf(kAbcSha).c_str(), &after), 0);
+  BOOST_TEST(before.st_ino == after.st_ino);
+  BOOST_TEST(after.st_nlink == 1u, "the upload's own name is gone");
+  BOOST_TEST(CountFiles(root + "/tmp/s1") == 0u);
+  BOOST_TEST(CountFiles(root + "/tmp/s2") == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(blob_bad_digests_are_refused) {

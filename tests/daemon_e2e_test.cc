@@ -92,17 +92,7 @@ std::string ScanVerdict(const fs::path& file) {
 // CheckConsistent: no stored/revoked row without its blob; with `strict`,
 // also no blob without a row (what a restart's reconciliation guarantees).
 void CheckConsistent(const fs::path& data_dir, const std::string& catalog_spec, bool strict) {
-  auto catalog = ckptguard::daemon::Catalog::Open(catalog_spec);
-  if (!catalog) BOOST_FAIL("cannot open the catalog: " << catalog.error().ToString());
-  auto referenced = (*catalog)->ReferencedBlobs();
-  BOOST_REQUIRE(referenced.has_value());
-  const std::set<std::string> blobs = BlobDigests(data_dir);
-  for (const auto& sha : *referenced) BOOST_CHECK_MESSAGE(blobs.contains(sha), "row without blob: " << sha);
-  if (strict) {
-    const std::set<std::string> rows(referenced->begin(), referenced->end());
-    for (const auto& sha : blobs) BOOST_CHECK_MESSAGE(rows.contains(sha), "blob without row: " << sha);
-    BOOST_CHECK_MESSAGE(fs::is_empty(data_dir / "tmp"), "uploads left in tmp/");
-  }
+  ckptguard::testing::CheckBlobsMatchRows(data_dir, catalog_spec, strict);
 }
 
 void CheckConsistent(const fs::path& data_dir, bool strict) {

@@ -112,8 +112,12 @@ struct DaemonProcess {
   static inline int counter = 0;
 };
 
-inline std::string MakeToken(const std::filesystem::path& data_dir, const std::string& name, const std::string& scope) {
-  auto r = Run(ShellQuote(kDaemonPath) + " --data-dir " + ShellQuote(data_dir.string()) + " token create " + name +
+// MakeToken creates a token with `ckptguardd token create` (on the catalog
+// `catalog` names: "" for DATA/catalog.db) and returns it.
+inline std::string MakeToken(const std::filesystem::path& data_dir, const std::string& name, const std::string& scope,
+                             const std::string& catalog = "") {
+  auto r = Run(ShellQuote(kDaemonPath) + " --data-dir " + ShellQuote(data_dir.string()) +
+               (catalog.empty() ? std::string() : " --catalog " + ShellQuote(catalog)) + " token create " + name +
                " --scope " + scope + " 2>&1");
   BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.out);
   return LastLine(r.out);
@@ -202,6 +206,25 @@ inline std::set<std::string> BlobDigests(const std::filesystem::path& data_dir) 
     if (e.is_regular_file()) out.insert(e.path().filename().string());
   }
   return out;
+}
+
+// CheckBlobsMatchRows: no stored or revoked row of the catalog `catalog_spec`
+// names lacks its blob in `data_dir`; with `strict` (after a cleanup) no blob
+// lacks its row either, and no upload is left under tmp/ (the servers'
+// upload folders may remain, empty).
+inline void CheckBlobsMatchRows(const std::filesystem::path& data_dir, const std::string& catalog_spec, bool strict) {
+  auto catalog = ckptguard::daemon::Catalog::Open(catalog_spec);
+  if (!catalog) BOOST_FAIL("cannot open the catalog: " << catalog.error().ToString());
+  auto referenced = (*catalog)->ReferencedBlobs();
+  BOOST_REQUIRE(referenced.has_value());
+  const std::set<std::string> blobs = BlobDigests(data_dir);
+  for (const auto& sha : *referenced) BOOST_CHECK_MESSAGE(blobs.contains(sha), "row without blob: " << sha);
+  if (!strict) return;
+  const std::set<std::string> rows(referenced->begin(), referenced->end());
+  for (const auto& sha : blobs) BOOST_CHECK_MESSAGE(rows.contains(sha), "blob without row: " << sha);
+  for (const auto& e : std::filesystem::recursive_directory_iterator(data_dir / "tmp")) {
+    BOOST_CHECK_MESSAGE(!e.is_regular_file(), "upload left in tmp/: " << e.path());
+  }
 }
 
 // CountLines: lines of `text` that contain `needle`.

@@ -38,7 +38,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -248,6 +250,37 @@ class PostgresServer {
   gid_t run_as_gid_ = static_cast<gid_t>(-1);
   std::atomic<int> databases_{0};
 };
+
+// TestCatalogIsPostgres: the suites that run on either catalog backend
+// (catalog_test, registry_test, registry_stress_test) run on the one
+// $CKPTGUARD_TEST_CATALOG names: "sqlite" (the default) or "postgres"; CTest
+// registers each program once per backend.
+inline bool TestCatalogIsPostgres() {
+  const char* backend = std::getenv("CKPTGUARD_TEST_CATALOG");
+  return backend != nullptr && std::string(backend) == "postgres";
+}
+
+// TestCatalogFor returns the --catalog spec a registry on `data_dir` uses
+// under test: "" (its own DATA/catalog.db) on SQLite; on PostgreSQL a fresh
+// database of the shared server, the same one each time `data_dir` is asked
+// for again (a reopened registry finds its catalog). `*err` says why when
+// the server or the database could not be made ("" returned).
+inline std::string TestCatalogFor(const std::string& data_dir, std::string* err = nullptr) {
+  if (!TestCatalogIsPostgres()) return "";
+  static std::mutex mu;
+  static std::map<std::string, std::string> by_dir;
+  std::lock_guard lock(mu);
+  const std::string key = std::filesystem::absolute(data_dir).lexically_normal().string();
+  if (auto it = by_dir.find(key); it != by_dir.end()) return it->second;
+  PostgresServer& server = PostgresServer::Shared();
+  if (!server.ok()) {
+    if (err != nullptr) *err = server.error();
+    return "";
+  }
+  std::string uri = server.CreateDatabase(err);
+  if (!uri.empty()) by_dir[key] = uri;
+  return uri;
+}
 
 }  // namespace ckptguard::testing
 

@@ -6,6 +6,9 @@
 // row has its blob and every blob its row, revoked content and revoked keys
 // never come back (never downloadable, never verify as good), no 500s.
 // Bounded: three rounds ended by row counts, each capped in time.
+// Runs on the catalog $CKPTGUARD_TEST_CATALOG names (CTest runs it for
+// each): SQLite in DATA/catalog.db, or a fresh database on a throwaway
+// PostgreSQL server (postgres_server.h).
 #define BOOST_TEST_MODULE registry_stress_test
 #include <boost/test/unit_test.hpp>
 #include <atomic>
@@ -22,6 +25,7 @@
 
 #include "ckptguard/daemon/catalog.h"
 #include "daemon_process.h"
+#include "postgres_server.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -36,9 +40,21 @@ namespace {
 const std::string kCli = kCliPath;
 const std::string kDaemon = kDaemonPath;
 
+// The catalog spec the daemons of this run get ("" for DATA/catalog.db),
+// set once at the start of the test.
+std::string catalog_spec;
+
+std::string CatalogOf(const fs::path& data) {
+  return catalog_spec.empty() ? (data / "catalog.db").string() : catalog_spec;
+}
+
+std::vector<std::string> CatalogArgs() {
+  return catalog_spec.empty() ? std::vector<std::string>{} : std::vector<std::string>{"--catalog", catalog_spec};
+}
+
 std::vector<CheckpointRecord> AllRows(const fs::path& data) {
   std::vector<CheckpointRecord> out;
-  auto catalog = Catalog::Open((data / "catalog.db").string());
+  auto catalog = Catalog::Open(CatalogOf(data));
   if (!catalog) return out;
   int64_t before = 0;
   while (true) {
@@ -52,21 +68,11 @@ std::vector<CheckpointRecord> AllRows(const fs::path& data) {
 
 // CheckConsistent: no stored/revoked row without its blob; with `strict`
 // (after a restart's reconciliation) no blob without a row either.
-void CheckConsistent(const fs::path& data, bool strict) {
-  auto catalog = Catalog::Open((data / "catalog.db").string());
-  BOOST_REQUIRE(catalog.has_value());
-  auto referenced = (*catalog)->ReferencedBlobs();
-  BOOST_REQUIRE(referenced.has_value());
-  const std::set<std::string> blobs = BlobDigests(data);
-  for (const auto& sha : *referenced) BOOST_CHECK_MESSAGE(blobs.contains(sha), "row without blob: " << sha);
-  if (strict) {
-    const std::set<std::string> rows(referenced->begin(), referenced->end());
-    for (const auto& sha : blobs) BOOST_CHECK_MESSAGE(rows.contains(sha), "blob without row: " << sha);
-  }
-}
+void CheckConsistent(const fs::path& data, bool strict) { CheckBlobsMatchRows(data, CatalogOf(data), strict); }
 
 std::string Admin(const fs::path& data, const std::string& args) {
-  return ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string()) + " " + args;
+  return ShellQuote(kDaemon) + " --data-dir " + ShellQuote(data.string()) +
+         (catalog_spec.empty() ? std::string() : " --catalog " + ShellQuote(catalog_spec)) + " " + args;
 }
 
 std::string Client(const DaemonProcess& d, const std::string& token, const std::string& args) {
@@ -87,8 +93,11 @@ struct PushRun {
 BOOST_AUTO_TEST_CASE(PushesAdminCommandsRevocationsAndKillNine) {
   TempDir work;
   const fs::path data = work.path / "registry";
-  const std::string writer = MakeToken(data, "writer", "write");
-  const std::string admin = MakeToken(data, "admin", "admin");
+  std::string err;
+  catalog_spec = TestCatalogFor(data.string(), &err);
+  BOOST_REQUIRE_MESSAGE(err.empty(), err);
+  const std::string writer = MakeToken(data, "writer", "write", catalog_spec);
+  const std::string admin = MakeToken(data, "admin", "admin", catalog_spec);
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(CorpusDir() / "benign")) {
     const std::string ext = e.path().extension().string();
@@ -110,7 +119,7 @@ BOOST_AUTO_TEST_CASE(PushesAdminCommandsRevocationsAndKillNine) {
   constexpr size_t kFilesPerRun = 3;
   for (int round = 0; round < kRounds; ++round) {
     BOOST_TEST_CONTEXT("round " << round) {
-      auto daemon = std::make_unique<DaemonProcess>(data, work.path);
+      auto daemon = std::make_unique<DaemonProcess>(data, work.path, CatalogArgs());
       logs.push_back(daemon->log);
       CheckConsistent(data, /*strict=*/true);  // the restart reconciled the last crash
       const size_t rows_at_start = AllRows(data).size();
@@ -211,7 +220,7 @@ BOOST_AUTO_TEST_CASE(PushesAdminCommandsRevocationsAndKillNine) {
   }
 
   // Restart; check what came back.
-  DaemonProcess daemon(data, work.path);
+  DaemonProcess daemon(data, work.path, CatalogArgs());
   logs.push_back(daemon.log);
   CheckConsistent(data, /*strict=*/true);
   BOOST_CHECK_EQUAL(admin_failures, 0);

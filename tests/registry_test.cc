@@ -2,6 +2,12 @@
 // verification, key rotation and revocation, tokens, crash reconciliation) and
 // the HTTP Server over loopback (RegistryClient and raw sockets: auth, routes,
 // limits, timeouts, keep-alive, concurrency, draining).
+//
+// Every case runs on the catalog backend $CKPTGUARD_TEST_CATALOG names
+// (CTest runs the program for each): SQLite in DATA/catalog.db, or a fresh
+// database per data folder on a throwaway PostgreSQL server
+// (postgres_server.h). What only one backend has (the catalog file, the
+// one-server-per-folder lock) is checked on that backend only.
 #define BOOST_TEST_MODULE registry_test
 #include <boost/test/unit_test.hpp>
 
@@ -43,6 +49,7 @@
 #include "ckptguard/sha256.h"
 #include "ckptguard/signing/model_signing.h"
 #include "amplifiers.h"
+#include "postgres_server.h"
 #include "test_util.h"
 
 namespace ckptguard::daemon {
@@ -65,9 +72,30 @@ void Check(const Status& s) { BOOST_REQUIRE_MESSAGE(s.has_value(), (s ? std::str
 std::string Benign(const std::string& name) { return (CorpusDir() / "benign" / name).string(); }
 std::string Malicious(const std::string& name) { return (CorpusDir() / "malicious" / name).string(); }
 
-std::unique_ptr<Registry> OpenRegistry(const fs::path& dir, bool accept_suspicious = false) {
+using ckptguard::testing::TestCatalogIsPostgres;
+
+// OptionsFor: a registry on `dir` with the catalog under test (the same
+// PostgreSQL database whenever `dir` is opened again).
+RegistryOptions OptionsFor(const fs::path& dir) {
   RegistryOptions options;
   options.data_dir = dir.string();
+  std::string err;
+  options.catalog = ckptguard::testing::TestCatalogFor(options.data_dir, &err);
+  BOOST_REQUIRE_MESSAGE(err.empty(), err);
+  return options;
+}
+
+// ServingOptionsFor: OptionsFor a server (RegistryOptions::serve), which
+// waits at most 200 ms for DATA/lock (SQLite).
+RegistryOptions ServingOptionsFor(const fs::path& dir) {
+  RegistryOptions options = OptionsFor(dir);
+  options.serve = true;
+  options.lock_wait = std::chrono::milliseconds(200);
+  return options;
+}
+
+std::unique_ptr<Registry> OpenRegistry(const fs::path& dir, bool accept_suspicious = false) {
+  RegistryOptions options = OptionsFor(dir);
   options.accept_suspicious = accept_suspicious;
   return Ok(Registry::Open(options));
 }
@@ -127,7 +155,7 @@ BOOST_AUTO_TEST_CASE(first_open_creates_database_and_key_reopen_keeps_it) {
   std::string key_id;
   {
     auto registry = OpenRegistry(data);
-    BOOST_TEST(fs::is_regular_file(data / "catalog.db"));
+    BOOST_TEST(fs::is_regular_file(data / "catalog.db") == !TestCatalogIsPostgres());
     BOOST_TEST(fs::is_directory(data / "blobs"));
     BOOST_TEST(fs::is_directory(data / "tmp"));
     struct stat st{};
@@ -171,8 +199,7 @@ BOOST_AUTO_TEST_CASE(open_refuses_a_missing_private_key) {
   std::string key_id;
   { key_id = Ok(OpenRegistry(data)->catalog().ActiveKey())->key_id; }
   fs::remove(data / "keys" / (key_id + ".pem"));
-  RegistryOptions options;
-  options.data_dir = data.string();
+  RegistryOptions options = OptionsFor(data);
   BOOST_TEST(!Registry::Open(options).has_value());
 }
 
@@ -556,7 +583,16 @@ BOOST_AUTO_TEST_CASE(tokens) {
   BOOST_TEST(found->scope == "write");
   BOOST_TEST(Ok(registry->Authenticate(admin))->scope == "admin");
   // The raw token is not stored anywhere in the database file.
-  BOOST_TEST(ReadFile(tmp.path / "data" / "catalog.db").find(token) == std::string::npos);
+  if (TestCatalogIsPostgres()) {
+    const std::string uri = ckptguard::testing::TestCatalogFor((tmp.path / "data").string());
+    // No column of any token row holds the raw token (the token is hex: no quoting needed).
+    BOOST_TEST(ckptguard::testing::PostgresServer::Count(
+                   uri, "SELECT count(*) FROM tokens WHERE strpos(name || token_sha256 || prefixes, '" + token +
+                            "') > 0 OR strpos(token_sha256, '" + token.substr(4) + "') > 0") == 0);
+    BOOST_TEST(ckptguard::testing::PostgresServer::Count(uri, "SELECT count(*) FROM tokens") == 2);
+  } else {
+    BOOST_TEST(ReadFile(tmp.path / "data" / "catalog.db").find(token) == std::string::npos);
+  }
   // Malformed or altered tokens.
   std::string altered = token;
   altered.back() = altered.back() == '0' ? '1' : '0';
@@ -606,12 +642,10 @@ BOOST_AUTO_TEST_CASE(reconcile_removes_strays_keeps_referenced) {
 // loss of issue 15: a cleanup that read the catalog before listing blobs
 // deleted blobs whose rows were being committed).
 BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) {
+  if (TestCatalogIsPostgres()) return;  // the SQLite rule (PostgreSQL: several_servers_share_one_folder)
   TempDir tmp;
   const fs::path data = tmp.path / "data";
-  RegistryOptions serve;
-  serve.data_dir = data.string();
-  serve.serve = true;
-  serve.lock_wait = std::chrono::milliseconds(200);
+  const RegistryOptions serve = ServingOptionsFor(data);
   auto server = Ok(Registry::Open(serve));
   const std::string kept = Ok(IngestFile(*server, Benign("mlp.params"), "kept")).sha256;
   // A blob committed whose row is not written yet (a push in flight).
@@ -625,6 +659,7 @@ BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) 
   BOOST_REQUIRE(!second.has_value());
   BOOST_TEST(second.error().detail.find("another ckptguardd serves this data folder") != std::string::npos,
              second.error().ToString());
+  BOOST_TEST(second.error().detail.find("--catalog postgresql://") != std::string::npos, second.error().ToString());
   BOOST_TEST(second.error().detail.find("pid " + std::to_string(::getpid())) != std::string::npos,
              second.error().ToString());
 
@@ -647,6 +682,96 @@ BOOST_AUTO_TEST_CASE(one_server_per_folder_and_admin_never_cleans_up_beside_it) 
   }
   // And a server can start again.
   BOOST_TEST(Registry::Open(serve).has_value());
+}
+
+// With the catalog on PostgreSQL, several servers serve one data folder:
+// a cleanup by one never removes a blob another has reserved (published,
+// its row not yet committed) nor that server's uploads in progress, and
+// removes what a server that is gone left behind.
+BOOST_AUTO_TEST_CASE(several_servers_share_one_folder) {
+  if (!TestCatalogIsPostgres()) return;  // SQLite: one server per folder (above)
+  TempDir tmp;
+  const fs::path data = tmp.path / "data";
+  const RegistryOptions serve = ServingOptionsFor(data);
+  auto a = Ok(Registry::Open(serve));
+  auto b = Ok(Registry::Open(serve));
+  BOOST_TEST(a->server_id() != b->server_id());
+  BOOST_TEST(a->registry_id() == b->registry_id());
+  BOOST_TEST(!fs::exists(data / "lock"));
+  const CheckpointRecord through_a = Ok(IngestFile(*a, Benign("mlp.params"), "m", "v1"));
+  const CheckpointRecord through_b = Ok(IngestFile(*b, Benign("mlp_input.pt"), "m", "v2"));
+  BOOST_TEST(through_a.key_id == through_b.key_id, "one signing key for the registry");
+  BOOST_TEST(Ok(b->VerifyDigest(through_a.sha256, true)).verified());
+  // A's push in flight: blob reserved and published, row not yet written;
+  // and an upload still streaming.
+  Upload upload = UploadBytes(a->blobs(), "a push between blob and row");
+  const std::string in_flight = upload.sha256();
+  const int64_t reservation = Ok(a->catalog().ReserveBlob(in_flight, a->server_id()));
+  Check(a->blobs().Commit(upload));
+  Upload streaming = Ok(a->blobs().BeginUpload(1000));
+  Check(streaming.Append(Bytes(reinterpret_cast<const uint8_t*>("half"), 4)));
+  // An orphan no one reserved (a push that lost its tag race).
+  Upload orphan_upload = UploadBytes(b->blobs(), "orphan bytes");
+  const std::string orphan = orphan_upload.sha256();
+  Check(b->blobs().Commit(orphan_upload));
+  // A server that is gone (kill -9) left an upload folder, a reservation
+  // and its published blob. (A registry closed cleanly leaves nothing.)
+  int64_t gone = 0;
+  {
+    auto c = Ok(Registry::Open(serve));
+    gone = c->server_id();
+  }
+  const std::string gone_folder = "s" + std::to_string(gone);
+  BOOST_TEST(!fs::exists(data / "tmp" / gone_folder), "a clean shutdown removes its upload folder");
+  fs::create_directories(data / "tmp" / gone_folder);
+  std::ofstream(data / "tmp" / gone_folder / "upload-left") << "half";
+  Upload left = UploadBytes(b->blobs(), "left by a dead server");
+  const std::string left_sha = left.sha256();
+  Ok(b->catalog().ReserveBlob(left_sha, gone));
+  Check(b->blobs().Commit(left));
+  Check(b->Reconcile());
+  BOOST_TEST(!b->blobs().Has(left_sha), "a dead server's reservation does not keep its blob");
+  BOOST_TEST(b->blobs().Has(in_flight), "a blob another server reserved survives its cleanup");
+  BOOST_TEST(fs::exists(streaming.temp_path()), "another server's upload in progress survives");
+  BOOST_TEST(!b->blobs().Has(orphan));
+  BOOST_TEST(!fs::exists(data / "tmp" / gone_folder));
+  BOOST_TEST(Ok(b->blobs().List()).size() == 3u, "two rows' blobs and the reserved one");
+  // Once A's row commits, the blob is referenced; released unreferenced, it goes.
+  Check(a->catalog().ReleaseBlob(reservation));
+  Check(b->Reconcile());
+  BOOST_TEST(!b->blobs().Has(in_flight));
+  BOOST_TEST(b->blobs().Has(through_a.sha256));
+  BOOST_TEST(b->blobs().Has(through_b.sha256));
+}
+
+// A revocation or key change made through one server is in force at the
+// other's next request: nothing is cached in process.
+BOOST_AUTO_TEST_CASE(changes_through_one_server_are_in_force_on_the_other) {
+  if (!TestCatalogIsPostgres()) return;
+  TempDir tmp;
+  const RegistryOptions serve = ServingOptionsFor(tmp.path / "data");
+  auto a = Ok(Registry::Open(serve));
+  auto b = Ok(Registry::Open(serve));
+  const CheckpointRecord first = Ok(IngestFile(*b, Benign("mlp.params"), "m", "v1"));
+  const std::string token = Ok(a->CreateToken("ci", "write", "local"));
+  BOOST_TEST(Ok(b->Authenticate(token)).has_value());
+  BOOST_TEST(Ok(a->RevokeToken("ci", "local")));
+  BOOST_TEST(!Ok(b->Authenticate(token)).has_value());
+  BOOST_TEST(Ok(a->RevokeCheckpoint(first.sha256, "backdoored", "admin")));
+  const VerifyReport report = Ok(b->VerifyDigest(first.sha256, false));
+  BOOST_TEST(!report.verified());
+  BOOST_TEST(report.status == "revoked");
+  BOOST_TEST(Ok(IngestFile(*b, Benign("mlp.params"), "m", "v2")).status == "rejected");
+  // Key revoked on A: B signs its next push with the key A rotated to, and
+  // what the revoked key signed no longer verifies on B.
+  const CheckpointRecord signed_by_old = Ok(IngestFile(*b, Benign("mlp_input.pt"), "n", "v1"));
+  BOOST_TEST(Ok(a->RevokeKey(signed_by_old.key_id, "leaked", "admin")));
+  const std::string rotated = Ok(a->catalog().ActiveKey())->key_id;
+  BOOST_TEST(!Ok(b->VerifyDigest(signed_by_old.sha256, false)).verified());
+  BOOST_TEST(!fs::exists(tmp.path / "data" / "keys" / (signed_by_old.key_id + ".pem")));
+  const CheckpointRecord after = Ok(IngestFile(*b, Benign("mlp_input.pt"), "n", "v2"));
+  BOOST_TEST(after.key_id == rotated);
+  BOOST_TEST(Ok(a->VerifyDigest(after.sha256, true)).verified());
 }
 
 BOOST_AUTO_TEST_CASE(catalog_files_and_data_folder_are_owner_only) {
@@ -705,9 +830,7 @@ BOOST_AUTO_TEST_CASE(a_stored_row_is_never_written_for_revoked_content) {
 BOOST_AUTO_TEST_CASE(key_changes_by_another_process_reach_the_signer_at_once) {
   TempDir tmp;
   const fs::path data = tmp.path / "data";
-  RegistryOptions serve;
-  serve.data_dir = data.string();
-  serve.serve = true;
+  const RegistryOptions serve = ServingOptionsFor(data);
   auto server = Ok(Registry::Open(serve));
   const std::string k1 = Ok(IngestFile(*server, Benign("mlp.params"), "a")).key_id;
   std::string k2;
@@ -735,8 +858,7 @@ BOOST_AUTO_TEST_CASE(statement_binds_name_tag_and_registry_id) {
   TempDir tmp;
   std::string id;
   {
-    RegistryOptions options;
-    options.data_dir = (tmp.path / "data").string();
+    RegistryOptions options = OptionsFor(tmp.path / "data");
     options.registry_name = "https://ckpt.example";
     auto registry = Ok(Registry::Open(options));
     id = registry->registry_id();
@@ -764,8 +886,7 @@ BOOST_AUTO_TEST_CASE(tags_are_immutable_same_content_is_idempotent_retag_needs_b
   const std::string b = Benign("mlp_input.pt");
   for (const bool allow_retag : {false, true}) {
     BOOST_TEST_CONTEXT("allow_retag " << allow_retag) {
-      RegistryOptions options;
-      options.data_dir = (tmp.path / (allow_retag ? "retag" : "strict")).string();
+      RegistryOptions options = OptionsFor(tmp.path / (allow_retag ? "retag" : "strict"));
       options.allow_retag = allow_retag;
       auto registry = Ok(Registry::Open(options));
       const CheckpointRecord first = Ok(IngestFile(*registry, a, "m", "v1"));
@@ -1597,8 +1718,7 @@ BOOST_AUTO_TEST_CASE(retag_with_allow_retag_and_force_is_audited) {
   server->Wait();
   server.reset();
   registry.reset();
-  RegistryOptions ro;
-  ro.data_dir = (tmp.path / "data").string();
+  RegistryOptions ro = OptionsFor(tmp.path / "data");
   ro.allow_retag = true;
   registry = Ok(Registry::Open(ro));
   server = Ok(Server::Start(*registry, options));

@@ -236,23 +236,38 @@ const std::string& Upload::temp_path() const {
   return impl_ ? impl_->temp_path : kEmpty;
 }
 
-Result<BlobStore> BlobStore::Open(const std::string& root) {
+Result<BlobStore> BlobStore::Open(const std::string& root, const std::string& upload_folder) {
   if (root.empty()) return MakeError(ErrorCode::kInvalidArgument, 0, "empty blob store root");
+  if (upload_folder.find('/') != std::string::npos || upload_folder == "." || upload_folder == "..") {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "an upload folder is one name inside tmp/", upload_folder);
+  }
   std::error_code ec;
   std::filesystem::create_directories(root, ec);
   if (ec) return IoError(root, "cannot create blob store root", ec.value());
   CKG_TRY(MakeDir(root + "/blobs"));
   CKG_TRY(MakeDir(root + "/tmp"));
-  return BlobStore(root);
+  std::string upload_dir = root + "/tmp";
+  if (!upload_folder.empty()) {
+    upload_dir += "/" + upload_folder;
+    CKG_TRY(MakeDir(upload_dir));
+  }
+  return BlobStore(root, std::move(upload_dir));
 }
 
 Result<Upload> BlobStore::BeginUpload(uint64_t max_bytes) const {
   try {
     auto impl = std::make_unique<Upload::Impl>();
-    std::string templ = root_ + "/tmp/upload-XXXXXX";
+    std::string templ = upload_dir_ + "/upload-XXXXXX";
     // mkostemp: O_EXCL, mode 0600, unique name.
-    const int fd = ::mkostemp(templ.data(), O_CLOEXEC);
-    if (fd < 0) return IoError(root_ + "/tmp", "cannot create upload file", errno);
+    int fd = ::mkostemp(templ.data(), O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+      // The folder is gone: another server's cleanup judged this one dead
+      // while its catalog connection was down. Make it again.
+      CKG_TRY(MakeDir(upload_dir_));
+      templ = upload_dir_ + "/upload-XXXXXX";
+      fd = ::mkostemp(templ.data(), O_CLOEXEC);
+    }
+    if (fd < 0) return IoError(upload_dir_, "cannot create upload file", errno);
     impl->fd = fd;
     impl->temp_path = std::move(templ);
     impl->max_bytes = max_bytes;
@@ -275,15 +290,25 @@ Status BlobStore::Commit(Upload& upload) const {
   bool created = false;
   CKG_TRY(MakeDir(fan, &created));
   if (created) CKG_TRY(FsyncDir(blobs));
-  struct stat st{};
-  if (::lstat(dest.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-    // Same digest, same content: keep the blob we have.
+  // Publish with link(): atomic, and it never replaces a blob another
+  // process published (EEXIST: same digest, same content; keep theirs).
+  // Where the filesystem has no hard links, rename() (also atomic; it
+  // replaces a blob only with the same bytes).
+  if (::link(u.temp_path.c_str(), dest.c_str()) != 0) {
+    const int err = errno;
+    if (err == EEXIST) {
+      ::unlink(u.temp_path.c_str());
+      u.committed = true;
+      return OkStatus();
+    }
+    if (err != EPERM && err != ENOTSUP && err != ENOSYS) {
+      return IoError(dest, "cannot publish upload into the blob store", err);
+    }
+    if (::rename(u.temp_path.c_str(), dest.c_str()) != 0) {
+      return IoError(dest, "cannot move upload into the blob store", errno);
+    }
+  } else {
     ::unlink(u.temp_path.c_str());
-    u.committed = true;
-    return OkStatus();
-  }
-  if (::rename(u.temp_path.c_str(), dest.c_str()) != 0) {
-    return IoError(dest, "cannot move upload into the blob store", errno);
   }
   u.committed = true;
   CKG_TRY(FsyncDir(fan));
@@ -340,22 +365,30 @@ Result<std::vector<std::string>> BlobStore::List() const {
   return out;
 }
 
-Status BlobStore::RemoveTemp() const {
+Result<std::vector<std::string>> BlobStore::UploadEntries() const {
   namespace fs = std::filesystem;
   std::error_code ec;
   const std::string tmp = root_ + "/tmp";
-  std::vector<fs::path> entries;
+  std::vector<std::string> out;
   fs::directory_iterator it(tmp, ec);
   if (ec) return IoError(tmp, "cannot list temp folder", ec.value());
   for (; it != fs::directory_iterator(); it.increment(ec)) {
     if (ec) return IoError(tmp, "cannot list temp folder", ec.value());
-    entries.push_back(it->path());
+    out.push_back(it->path().filename().string());
   }
   if (ec) return IoError(tmp, "cannot list temp folder", ec.value());
-  for (const fs::path& p : entries) {
-    fs::remove_all(p, ec);
-    if (ec) return IoError(p.string(), "cannot remove temp file", ec.value());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Status BlobStore::RemoveUploads(const std::string& name) const {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
+    return MakeError(ErrorCode::kInvalidArgument, 0, "not a name inside tmp/", name);
   }
+  std::error_code ec;
+  const std::string path = root_ + "/tmp/" + name;
+  std::filesystem::remove_all(path, ec);
+  if (ec) return IoError(path, "cannot remove temp file", ec.value());
   return OkStatus();
 }
 

@@ -116,6 +116,13 @@ Result<int64_t> CheckpointLimit(const CheckpointQuery& query) {
   return query.limit == 0 ? 100 : std::min<int64_t>(query.limit, 1000);
 }
 
+std::unexpected<Error> ReservationLost(const std::string& sha256) {
+  return MakeError(ErrorCode::kIo, 0,
+                   "the reservation of blob " + sha256 +
+                       " is gone (a sweep found this server's catalog session dead); nothing was written, push again",
+                   std::string(kWhere));
+}
+
 int64_t AuditLimit(uint32_t limit) { return limit == 0 ? 1000 : std::min<int64_t>(limit, 1000); }
 
 TagDecision DecideTag(std::optional<CheckpointRecord> holder, const CheckpointRecord& r, TagGuard& guard) {
@@ -179,10 +186,17 @@ std::string RedactCatalogSpec(std::string_view spec) {
   return out;
 }
 
-Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& spec) {
+CatalogOptions CatalogOptions::Clamped() const {
+  CatalogOptions out = *this;
+  out.max_attempts = std::clamp(max_attempts, 1, kMaxAttempts);
+  out.connect_timeout_seconds = std::clamp(connect_timeout_seconds, 1, kMaxConnectTimeoutSeconds);
+  return out;
+}
+
+Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& spec, const CatalogOptions& options) {
   try {
     if (StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://")) {
-      return catalog_internal::OpenPostgres(spec);
+      return catalog_internal::OpenPostgres(spec, options.Clamped());
     }
     if (StartsWith(spec, "postgresql:") || StartsWith(spec, "postgres:")) {
       return catalog_internal::InvalidArgument("catalog: a PostgreSQL catalog is named by a URI, postgresql://...");

@@ -22,7 +22,7 @@ inline constexpr std::string_view kWhere = "catalog";
 
 // OpenSqlite / OpenPostgres: the backends' Open (Catalog::Open dispatches).
 Result<std::unique_ptr<Catalog>> OpenSqlite(const std::string& db_path);
-Result<std::unique_ptr<Catalog>> OpenPostgres(const std::string& uri);
+Result<std::unique_ptr<Catalog>> OpenPostgres(const std::string& uri, const CatalogOptions& options);
 
 int64_t Now();
 bool IsSha256Hex(std::string_view s);
@@ -43,6 +43,9 @@ Status CheckKey(const KeyRecord& key);
 // CheckToken returns the prefixes joined for storage.
 Result<std::string> CheckToken(const std::string& name, const std::string& token_sha256, const std::string& scope,
                                const std::vector<std::string>& prefixes);
+// ReservationLost: the error of an insert whose blob reservation a sweep
+// removed (it presumed the reserving server dead): nothing was written.
+std::unexpected<Error> ReservationLost(const std::string& sha256);
 // CheckpointLimit: query.limit clamped to 1..1000 (0 means 100); refuses an unknown status.
 Result<int64_t> CheckpointLimit(const CheckpointQuery& query);
 // AuditLimit: `limit` clamped to 1..1000 (0 means 1000).

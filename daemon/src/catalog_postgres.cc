@@ -16,8 +16,15 @@
 //   - reads of several statements run in one REPEATABLE READ snapshot;
 //   - a transaction that fails with a serialization failure or a deadlock
 //     (SQLSTATE 40001, 40P01; possible with other clients of the database)
-//     is retried, up to kMaxAttempts times;
-//   - the unique partial index on the active key backs the code up.
+//     is run again, up to CatalogOptions::max_attempts times in all;
+//   - the unique partial index on the active key backs the code up;
+//   - servers sharing the blob store: each registered server holds a
+//     session-level advisory lock (kServerLockClass, its id) for as long as
+//     its connection lives, so "alive" is what pg_locks says, whatever
+//     happened to the process (kill -9 closes the connection). Blob
+//     reservations, inserts of stored rows and sweeps of one digest are
+//     serialized by a transaction-scoped lock on (kBlobLockClass, the
+//     digest's first 32 bits).
 // Within a process, one connection is serialized by a mutex (as SQLite's).
 // Values travel only as PQexecParams parameters with explicit types.
 #include <libpq-fe.h>
@@ -25,6 +32,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <memory>
@@ -52,11 +60,6 @@ using catalog_internal::Now;
 using catalog_internal::ShapeFromText;
 using catalog_internal::ShapeToText;
 
-// Transactions that fail with a serialization failure or deadlock are run
-// again up to this many times in all (each after a short, growing pause).
-constexpr int kMaxAttempts = 5;
-// Seconds libpq waits for a connection (unless the URI says connect_timeout).
-constexpr const char* kConnectTimeoutSeconds = "10";
 // The oldest server with what the schema needs (identity columns).
 constexpr int kMinServerVersion = 100000;
 
@@ -64,6 +67,18 @@ constexpr int kMinServerVersion = 100000;
 // else uses it: the high bytes spell "ckptgrd").
 constexpr int64_t kWriteLock = 0x636b7074677264'01;
 constexpr int64_t kMigrationLock = 0x636b7074677264'02;
+// Two-key advisory locks (int4, int4): the classes spell "ckp" + 1 or 2.
+// Literals in the SQL below, so that pg_locks can be searched for them.
+#define CKG_PG_SERVER_LOCK_CLASS "1667985409"  // 0x636b7001: (class, server id), session-level
+#define CKG_PG_BLOB_LOCK_CLASS "1667985410"    // 0x636b7002: (class, first 32 bits of a digest), per transaction
+constexpr std::string_view kLockBlob =
+    "SELECT pg_advisory_xact_lock(" CKG_PG_BLOB_LOCK_CLASS ", ('x' || substr($1, 1, 8))::bit(32)::int)";
+constexpr std::string_view kLockServer = "SELECT pg_advisory_lock(" CKG_PG_SERVER_LOCK_CLASS ", $1::int4)";
+// A condition on servers row `s`: its server holds its session lock.
+#define CKG_PG_SERVER_ALIVE(id)                                                                            \
+  "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"         \
+  " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"                      \
+  " AND l.classid = " CKG_PG_SERVER_LOCK_CLASS " AND l.objid::bigint = " id ")"
 
 // kMigrations[i] takes the schema from version i to version i + 1, as the
 // SQLite backend's steps do (same version numbers, same tables). Each runs in
@@ -171,6 +186,24 @@ ALTER TABLE tokens DROP CONSTRAINT tokens_scope;
 ALTER TABLE tokens ADD CONSTRAINT tokens_scope CHECK (scope IN ('read', 'write', 'admin'));
 ALTER TABLE tokens ADD COLUMN prefixes TEXT NOT NULL DEFAULT '';  -- one name prefix per line; '' = any name
 )sql",
+    // 2 -> 3: servers sharing the blob store and their blob reservations
+    // (a blob is reserved from before it is published until its row
+    // commits; sweeps leave reserved blobs alone).
+    R"sql(
+CREATE TABLE servers (
+  id         BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY CHECK (id < 2147483648),
+  host       TEXT    NOT NULL,
+  pid        BIGINT  NOT NULL,
+  started_at BIGINT  NOT NULL
+);
+CREATE TABLE blob_reservations (
+  id         BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  sha256     TEXT    NOT NULL CHECK (length(sha256) = 64),
+  server_id  BIGINT  NOT NULL,
+  created_at BIGINT  NOT NULL
+);
+CREATE INDEX blob_reservations_sha256 ON blob_reservations (sha256);
+)sql",
 };
 static_assert(std::size(kMigrations) == kCatalogSchemaVersion, "one migration step per schema version");
 
@@ -228,7 +261,10 @@ class Rows {
 // is kept for the retry decision.
 class Connection {
  public:
-  explicit Connection(std::unique_ptr<PGconn, ConnDeleter> conn) : conn_(std::move(conn)) {}
+  // max_attempts: CatalogOptions::max_attempts, for InTransaction.
+  Connection(std::unique_ptr<PGconn, ConnDeleter> conn, int max_attempts)
+      : conn_(std::move(conn)), max_attempts_(max_attempts) {}
+  int max_attempts() const { return max_attempts_; }
 
   // Exec runs one statement with parameters $1.. = `params`.
   Result<Rows> Exec(std::string_view sql, std::initializer_list<Param> params, std::string_view op) {
@@ -259,13 +295,20 @@ class Connection {
   }
   void Rollback() { PQclear(PQexec(conn_.get(), "ROLLBACK")); }
 
-  // EnsureOpen reconnects a connection the server or the network dropped.
+  // EnsureOpen reconnects a connection the server or the network dropped,
+  // and takes the registered servers' session locks again.
   Status EnsureOpen() {
     if (PQstatus(conn_.get()) == CONNECTION_OK) return OkStatus();
     PQreset(conn_.get());
-    if (PQstatus(conn_.get()) == CONNECTION_OK) return OkStatus();
-    return MakeError(ErrorCode::kIo, 0, "reconnect: " + LastMessage(), std::string(kWhere));
+    if (PQstatus(conn_.get()) != CONNECTION_OK) {
+      return MakeError(ErrorCode::kIo, 0, "reconnect: " + LastMessage(), std::string(kWhere));
+    }
+    for (const int64_t id : servers_) CKG_TRY(Exec(kLockServer, {id}, "lock server"));
+    return OkStatus();
   }
+  // KeepServerLock: the session lock of server `id` (held now) is taken again after every reconnect.
+  void KeepServerLock(int64_t id) { servers_.push_back(id); }
+  void DropServerLock(int64_t id) { std::erase(servers_, id); }
 
   // Read runs one read-only statement outside a transaction; when the
   // connection turns out to have been dropped (a server restart, an idle
@@ -309,12 +352,17 @@ class Connection {
 
   std::unique_ptr<PGconn, ConnDeleter> conn_;
   std::string sqlstate_;
+  std::vector<int64_t> servers_;  // registered through this connection
+  int max_attempts_;
 };
 
 enum class TxKind {
   kRead,   // REPEATABLE READ, READ ONLY: one snapshot for several statements
   kWrite,  // READ COMMITTED holding kWriteLock (or `lock`): writers one at a time
 };
+
+// kNoLock as InTransaction's `lock`: a write that takes only the locks its body takes.
+constexpr int64_t kNoLock = 0;
 
 // InTransaction runs `body` in a transaction of `kind`, rolling back when the
 // body or the commit fails, and runs it again (from BEGIN) after a
@@ -335,20 +383,34 @@ auto InTransaction(Connection& c, TxKind kind, std::string_view op, Fn&& body, i
       continue;
     }
     decltype(body()) result = [&]() -> decltype(body()) {
-      if (kind == TxKind::kWrite) CKG_TRY(c.Exec("SELECT pg_advisory_xact_lock($1)", {lock}, op));
+      if (kind == TxKind::kWrite && lock != kNoLock) CKG_TRY(c.Exec("SELECT pg_advisory_xact_lock($1)", {lock}, op));
       return body();
     }();
     if (result) {
       Status committed = c.Script("COMMIT", op);
       if (committed) return result;
       c.Rollback();
-      if (!c.Retryable() || attempt >= kMaxAttempts) return std::unexpected(std::move(committed).error());
+      if (!c.Retryable() || attempt >= c.max_attempts()) return std::unexpected(std::move(committed).error());
     } else {
       c.Rollback();
-      if (!c.Retryable() || attempt >= kMaxAttempts) return result;
+      if (!c.Retryable() || attempt >= c.max_attempts()) return result;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10 * attempt * attempt));
   }
+}
+
+// InDigestTransaction runs `body` in a write transaction holding only the
+// lock of digest `sha256` (kLockBlob): what ReserveBlob and SweepBlob need
+// (InsertCheckpoint takes it after kWriteLock).
+template <typename Fn>
+auto InDigestTransaction(Connection& c, std::string_view op, const std::string& sha256, Fn&& body) -> decltype(body()) {
+  return InTransaction(
+      c, TxKind::kWrite, op,
+      [&]() -> decltype(body()) {
+        CKG_TRY(c.Exec(kLockBlob, {sha256}, "lock blob"));
+        return body();
+      },
+      kNoLock);
 }
 
 // RowOf is one row of a result, as the shared row readers take it.
@@ -475,7 +537,7 @@ Result<std::optional<CheckpointRecord>> FindCheckpointLocked(Connection& c, std:
 
 class PostgresCatalog final : public Catalog {
  public:
-  explicit PostgresCatalog(std::unique_ptr<PGconn, ConnDeleter> conn) : conn_(std::move(conn)) {}
+  PostgresCatalog(std::unique_ptr<PGconn, ConnDeleter> conn, int max_attempts) : conn_(std::move(conn), max_attempts) {}
 
   std::string_view Backend() const override { return "postgresql"; }
 
@@ -502,9 +564,9 @@ class PostgresCatalog final : public Catalog {
     // restored before every attempt.
     const std::optional<CheckpointRecord> revoked_in = revoked != nullptr ? *revoked : std::nullopt;
     const std::optional<TagGuard> guard_in = tag_guard != nullptr ? std::optional<TagGuard>(*tag_guard) : std::nullopt;
-    return InTransaction(c, TxKind::kWrite, "insert checkpoint", [&]() -> Result<int64_t> {
-      if (revoked != nullptr) *revoked = revoked_in;
-      if (tag_guard != nullptr) *tag_guard = *guard_in;
+    const bool guarded = r.status == "stored" && tag_guard != nullptr;
+    const int64_t reservation = guarded ? tag_guard->reservation : 0;
+    auto write = [&]() -> Result<int64_t> {
       if (r.status == "stored") {
         // Revocation is final: checked under the same write lock as the insert.
         CKG_ASSIGN_OR_RETURN(Rows q, c.Exec("SELECT revoked_reason, revoked_by, revoked_at FROM checkpoints "
@@ -567,6 +629,124 @@ class PostgresCatalog final : public Catalog {
                                 "tag moved from " + moved_from + " to " + r.sha256}));
       }
       return id;
+    };
+    return InTransaction(c, TxKind::kWrite, "insert checkpoint", [&]() -> Result<int64_t> {
+      if (revoked != nullptr) *revoked = revoked_in;
+      if (tag_guard != nullptr) *tag_guard = *guard_in;
+      if (guarded) {
+        // After kWriteLock, the digest's lock: a sweep of this blob decides
+        // either before this insert (and removed the reservation) or after
+        // it (and sees the row).
+        CKG_TRY(c.Exec(kLockBlob, {r.sha256}, "lock blob"));
+        if (reservation != 0) {
+          CKG_ASSIGN_OR_RETURN(Rows q, c.Exec("SELECT 1 FROM blob_reservations WHERE id = $1 AND sha256 = $2",
+                                              {reservation, r.sha256}, "check blob reservation"));
+          if (q.size() == 0) return catalog_internal::ReservationLost(r.sha256);
+        }
+        if (!r.key_id.empty()) {
+          CKG_ASSIGN_OR_RETURN(Rows k, c.Exec("SELECT 1 FROM keys WHERE key_id = $1 AND state = 'revoked'",
+                                              {r.key_id}, "check signer key"));
+          if (k.size() > 0) {
+            tag_guard->signer_revoked = true;  // the reservation stays: the caller signs again
+            return int64_t{0};
+          }
+        }
+      }
+      CKG_ASSIGN_OR_RETURN(const int64_t id, write());
+      if (reservation != 0) {
+        CKG_TRY(c.Exec("DELETE FROM blob_reservations WHERE id = $1", {reservation}, "release blob"));
+      }
+      return id;
+    });
+  }
+
+  Result<int64_t> RegisterServer(const std::string& host, int64_t pid) override {
+    std::lock_guard lock(mu_);
+    Connection& c = conn_;
+    Result<int64_t> registered = InTransaction(c, TxKind::kWrite, "register server", [&]() -> Result<int64_t> {
+      CKG_ASSIGN_OR_RETURN(Rows s, c.Exec("INSERT INTO servers (host, pid, started_at) VALUES ($1, $2, $3) RETURNING id",
+                                          {host, pid, Now()}, "register server"));
+      if (s.size() != 1) return MakeError(ErrorCode::kInternal, 0, "insert returned no id", std::string(kWhere));
+      // Session-level: held after the commit, for as long as the connection
+      // lives (taken inside the transaction, so that the row is never
+      // visible without its lock).
+      CKG_TRY(c.Exec(kLockServer, {s.Int(0, 0)}, "lock server"));
+      return s.Int(0, 0);
+    });
+    if (registered) c.KeepServerLock(*registered);
+    return registered;
+  }
+
+  Status RetireServer(int64_t server) override {
+    std::lock_guard lock(mu_);
+    Connection& c = conn_;
+    CKG_TRY(InTransaction(c, TxKind::kWrite, "retire server", [&]() -> Status {
+      CKG_TRY(c.Exec("DELETE FROM blob_reservations WHERE server_id = $1", {server}, "retire server"));
+      CKG_TRY(c.Exec("DELETE FROM servers WHERE id = $1", {server}, "retire server"));
+      return OkStatus();
+    }));
+    c.DropServerLock(server);
+    CKG_TRY(c.Exec("SELECT pg_advisory_unlock(" CKG_PG_SERVER_LOCK_CLASS ", $1::int4)", {server}, "unlock server"));
+    return OkStatus();
+  }
+
+  Result<int64_t> ReserveBlob(const std::string& sha256, int64_t server) override {
+    if (!IsSha256Hex(sha256)) return InvalidArgument("reserve blob: sha256 is not 64 lower-case hex digits");
+    std::lock_guard lock(mu_);
+    Connection& c = conn_;
+    return InDigestTransaction(c, "reserve blob", sha256, [&]() -> Result<int64_t> {
+      CKG_ASSIGN_OR_RETURN(Rows s, c.Exec("INSERT INTO blob_reservations (sha256, server_id, created_at) "
+                                          "VALUES ($1, $2, $3) RETURNING id",
+                                          {sha256, server, Now()}, "reserve blob"));
+      if (s.size() != 1) return MakeError(ErrorCode::kInternal, 0, "insert returned no id", std::string(kWhere));
+      return s.Int(0, 0);
+    });
+  }
+
+  Status ReleaseBlob(int64_t reservation) override {
+    std::lock_guard lock(mu_);
+    Connection& c = conn_;
+    return InTransaction(
+        c, TxKind::kWrite, "release blob",
+        [&]() -> Status {
+          CKG_TRY(c.Exec("DELETE FROM blob_reservations WHERE id = $1", {reservation}, "release blob"));
+          return OkStatus();
+        },
+        kNoLock);
+  }
+
+  Result<std::vector<int64_t>> PruneServers() override {
+    std::lock_guard lock(mu_);
+    Connection& c = conn_;
+    return InTransaction(c, TxKind::kWrite, "prune servers", [&]() -> Result<std::vector<int64_t>> {
+      CKG_TRY(c.Exec("DELETE FROM blob_reservations r WHERE NOT " CKG_PG_SERVER_ALIVE("r.server_id"), {},
+                     "prune reservations"));
+      CKG_TRY(c.Exec("DELETE FROM servers s WHERE NOT " CKG_PG_SERVER_ALIVE("s.id"), {}, "prune servers"));
+      // Alive by their locks: a server still inside its RegisterServer
+      // transaction (row not yet visible) counts too.
+      CKG_ASSIGN_OR_RETURN(Rows ids, c.Exec("SELECT DISTINCT l.objid::bigint FROM pg_locks l WHERE l.locktype = 'advisory'"
+                                            " AND l.granted AND l.objsubid = 2 AND l.classid = " CKG_PG_SERVER_LOCK_CLASS
+                                            " AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+                                            "current_database()) ORDER BY 1",
+                                            {}, "list live servers"));
+      std::vector<int64_t> live;
+      for (int i = 0; i < ids.size(); ++i) live.push_back(ids.Int(i, 0));
+      return live;
+    });
+  }
+
+  Result<bool> SweepBlob(const std::string& sha256, const std::function<Status()>& remove) override {
+    if (!IsSha256Hex(sha256)) return InvalidArgument("sweep blob: sha256 is not 64 lower-case hex digits");
+    std::lock_guard lock(mu_);
+    Connection& c = conn_;
+    return InDigestTransaction(c, "sweep blob", sha256, [&]() -> Result<bool> {
+      CKG_ASSIGN_OR_RETURN(Rows q, c.Exec("SELECT EXISTS (SELECT 1 FROM checkpoints WHERE sha256 = $1 "
+                                          "AND status IN ('stored', 'revoked')) OR EXISTS "
+                                          "(SELECT 1 FROM blob_reservations WHERE sha256 = $1)",
+                                          {sha256}, "sweep blob"));
+      if (q.size() != 1 || q.Text(0, 0) != "f") return false;
+      CKG_TRY(remove());  // under the digest's lock, before the commit
+      return true;
     });
   }
 
@@ -788,11 +968,12 @@ class PostgresCatalog final : public Catalog {
 
 }  // namespace
 
-Result<std::unique_ptr<Catalog>> catalog_internal::OpenPostgres(const std::string& uri) {
+Result<std::unique_ptr<Catalog>> catalog_internal::OpenPostgres(const std::string& uri, const CatalogOptions& options) {
   const std::string shown = RedactCatalogSpec(uri);
   // The URI comes last: what it says (connect_timeout too) wins.
+  const std::string connect_timeout = std::to_string(options.connect_timeout_seconds);
   const char* const keywords[] = {"connect_timeout", "application_name", "dbname", nullptr};
-  const char* const values[] = {kConnectTimeoutSeconds, "ckptguardd", uri.c_str(), nullptr};
+  const char* const values[] = {connect_timeout.c_str(), "ckptguardd", uri.c_str(), nullptr};
   std::unique_ptr<PGconn, ConnDeleter> conn(PQconnectdbParams(keywords, values, /*expand_dbname=*/1));
   if (conn == nullptr) return MakeError(ErrorCode::kIo, 0, "connect: out of memory", shown);
   if (PQstatus(conn.get()) != CONNECTION_OK) {
@@ -807,7 +988,7 @@ Result<std::unique_ptr<Catalog>> catalog_internal::OpenPostgres(const std::strin
   if (PQserverVersion(conn.get()) < kMinServerVersion) {
     return MakeError(ErrorCode::kUnsupportedFormat, 0, "the catalog needs PostgreSQL 10 or newer", shown);
   }
-  auto catalog = std::make_unique<PostgresCatalog>(std::move(conn));
+  auto catalog = std::make_unique<PostgresCatalog>(std::move(conn), options.max_attempts);
   if (Status migrated = catalog->Init(); !migrated) {
     Error e = std::move(migrated).error();
     e.where = shown;

@@ -149,6 +149,25 @@ INSERT INTO tokens_v2 (id, name, token_sha256, scope, prefixes, created_at, revo
 DROP TABLE tokens;
 ALTER TABLE tokens_v2 RENAME TO tokens;
 )sql",
+    // 2 -> 3: servers sharing the blob store and their blob reservations
+    // (a blob is reserved from before it is published until its row
+    // commits; sweeps leave reserved blobs alone). AUTOINCREMENT: ids are
+    // never reused (a server's upload folder is named by its id).
+    R"sql(
+CREATE TABLE servers (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  host       TEXT    NOT NULL,
+  pid        INTEGER NOT NULL,
+  started_at INTEGER NOT NULL
+);
+CREATE TABLE blob_reservations (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  sha256     TEXT    NOT NULL CHECK (length(sha256) = 64),
+  server_id  INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX blob_reservations_sha256 ON blob_reservations (sha256);
+)sql",
 };
 static_assert(std::size(kMigrations) == kCatalogSchemaVersion,
               "one migration step per schema version");
@@ -397,6 +416,12 @@ class SqliteCatalog final : public Catalog {
   Result<std::string> EnsureRegistryId(const std::string& candidate) override;
   Status Audit(const AuditRecord& record) override;
   Result<std::vector<AuditRecord>> ListAudit(int64_t after_id, uint32_t limit) override;
+  Result<int64_t> RegisterServer(const std::string& host, int64_t pid) override;
+  Status RetireServer(int64_t server) override;
+  Result<int64_t> ReserveBlob(const std::string& sha256, int64_t server) override;
+  Status ReleaseBlob(int64_t reservation) override;
+  Result<std::vector<int64_t>> PruneServers() override;
+  Result<bool> SweepBlob(const std::string& sha256, const std::function<Status()>& remove) override;
 
  private:
   std::unique_ptr<Impl> impl_;
@@ -405,6 +430,9 @@ class SqliteCatalog final : public Catalog {
 struct SqliteCatalog::Impl {
   sqlite3* db = nullptr;
   std::mutex mu;
+  // The servers this object registered: the only live ones (SQLite sweeps
+  // only under DATA/lock, when no other process serves the folder).
+  std::vector<int64_t> servers;
   std::unique_ptr<StmtCache> statements;
   ~Impl() {
     if (db != nullptr) StmtCache::Register(db, nullptr);
@@ -512,6 +540,13 @@ Result<std::optional<CheckpointRecord>> TagHolderLocked(sqlite3* db, const std::
   return std::optional<CheckpointRecord>(CheckpointFromRow(s));
 }
 
+// ReleaseLocked deletes one blob reservation. The caller holds the mutex.
+Status ReleaseLocked(sqlite3* db, int64_t reservation) {
+  CKG_ASSIGN_OR_RETURN(Stmt d, Stmt::Prepare(db, "DELETE FROM blob_reservations WHERE id = ?1", "release blob"));
+  CKG_TRY(d.Bind(1, reservation));
+  return d.Run();
+}
+
 }  // namespace
 
 Result<std::optional<CheckpointRecord>> SqliteCatalog::FindTagHolder(const std::string& name, const std::string& tag) {
@@ -524,7 +559,9 @@ Result<int64_t> SqliteCatalog::InsertCheckpoint(const CheckpointRecord& r, const
   CKG_TRY(catalog_internal::CheckCheckpoint(r));
   std::lock_guard lock(impl_->mu);
   sqlite3* db = impl_->db;
-  return InTransaction(db, true, "insert checkpoint", [&]() -> Result<int64_t> {
+  const bool guarded = r.status == "stored" && tag_guard != nullptr;
+  const int64_t reservation = guarded ? tag_guard->reservation : 0;
+  auto write = [&]() -> Result<int64_t> {
     if (r.status == "stored") {
       // Revocation is final: checked under the same write lock as the insert.
       CKG_ASSIGN_OR_RETURN(Stmt q, Stmt::Prepare(db,
@@ -621,6 +658,32 @@ Result<int64_t> SqliteCatalog::InsertCheckpoint(const CheckpointRecord& r, const
       CKG_TRY(AppendAudit(db, {0, 0, audit != nullptr ? audit->who : r.uploader, "retag", r.name + ":" + r.tag, "ok",
                                "tag moved from " + moved_from + " to " + r.sha256}));
     }
+    return id;
+  };
+  return InTransaction(db, true, "insert checkpoint", [&]() -> Result<int64_t> {
+    if (guarded) {
+      tag_guard->signer_revoked = false;
+      if (reservation != 0) {
+        CKG_ASSIGN_OR_RETURN(Stmt q, Stmt::Prepare(db, "SELECT 1 FROM blob_reservations WHERE id = ?1 AND sha256 = ?2",
+                                                   "check blob reservation"));
+        CKG_TRY(q.Bind(1, reservation));
+        CKG_TRY(q.Bind(2, r.sha256));
+        CKG_ASSIGN_OR_RETURN(bool held, q.Step());
+        if (!held) return catalog_internal::ReservationLost(r.sha256);
+      }
+      if (!r.key_id.empty()) {
+        CKG_ASSIGN_OR_RETURN(Stmt k, Stmt::Prepare(db, "SELECT 1 FROM keys WHERE key_id = ?1 AND state = 'revoked'",
+                                                   "check signer key"));
+        CKG_TRY(k.Bind(1, r.key_id));
+        CKG_ASSIGN_OR_RETURN(bool key_revoked, k.Step());
+        if (key_revoked) {
+          tag_guard->signer_revoked = true;  // the reservation stays: the caller signs again
+          return int64_t{0};
+        }
+      }
+    }
+    CKG_ASSIGN_OR_RETURN(const int64_t id, write());
+    if (reservation != 0) CKG_TRY(ReleaseLocked(db, reservation));
     return id;
   });
 }
@@ -953,6 +1016,93 @@ Result<std::vector<AuditRecord>> SqliteCatalog::ListAudit(int64_t after_id, uint
     out.push_back(std::move(a));
   }
   return out;
+}
+
+Result<int64_t> SqliteCatalog::RegisterServer(const std::string& host, int64_t pid) {
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  Result<int64_t> registered = InTransaction(db, true, "register server", [&]() -> Result<int64_t> {
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "INSERT INTO servers (host, pid, started_at) VALUES (?1, ?2, ?3)",
+                                               "register server"));
+    CKG_TRY(s.Bind(1, host));
+    CKG_TRY(s.Bind(2, pid));
+    CKG_TRY(s.Bind(3, Now()));
+    CKG_TRY(s.Run());
+    return static_cast<int64_t>(sqlite3_last_insert_rowid(db));
+  });
+  if (registered) impl_->servers.push_back(*registered);
+  return registered;
+}
+
+Status SqliteCatalog::RetireServer(int64_t server) {
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  CKG_TRY(InTransaction(db, true, "retire server", [&]() -> Status {
+    const std::string id = std::to_string(server);
+    CKG_TRY(Exec(db, "DELETE FROM blob_reservations WHERE server_id = " + id, "retire server"));
+    return Exec(db, "DELETE FROM servers WHERE id = " + id, "retire server");
+  }));
+  std::erase(impl_->servers, server);
+  return OkStatus();
+}
+
+Result<int64_t> SqliteCatalog::ReserveBlob(const std::string& sha256, int64_t server) {
+  if (!IsSha256Hex(sha256)) return InvalidArgument("reserve blob: sha256 is not 64 lower-case hex digits");
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "reserve blob", [&]() -> Result<int64_t> {
+    CKG_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db,
+                                               "INSERT INTO blob_reservations (sha256, server_id, created_at) "
+                                               "VALUES (?1, ?2, ?3)",
+                                               "reserve blob"));
+    CKG_TRY(s.Bind(1, sha256));
+    CKG_TRY(s.Bind(2, server));
+    CKG_TRY(s.Bind(3, Now()));
+    CKG_TRY(s.Run());
+    return static_cast<int64_t>(sqlite3_last_insert_rowid(db));
+  });
+}
+
+Status SqliteCatalog::ReleaseBlob(int64_t reservation) {
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  return InTransaction(db, true, "release blob", [&]() -> Status { return ReleaseLocked(db, reservation); });
+}
+
+Result<std::vector<int64_t>> SqliteCatalog::PruneServers() {
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  std::vector<int64_t> live = impl_->servers;
+  std::sort(live.begin(), live.end());
+  // The live ids as a list literal of integers (ours, never input).
+  std::string in = "(0";
+  for (const int64_t id : live) in += "," + std::to_string(id);
+  in += ")";
+  Status pruned = InTransaction(db, true, "prune servers", [&]() -> Status {
+    CKG_TRY(Exec(db, "DELETE FROM blob_reservations WHERE server_id NOT IN " + in, "prune reservations"));
+    return Exec(db, "DELETE FROM servers WHERE id NOT IN " + in, "prune servers");
+  });
+  if (!pruned) return std::unexpected(std::move(pruned).error());
+  return live;
+}
+
+Result<bool> SqliteCatalog::SweepBlob(const std::string& sha256, const std::function<Status()>& remove) {
+  if (!IsSha256Hex(sha256)) return InvalidArgument("sweep blob: sha256 is not 64 lower-case hex digits");
+  std::lock_guard lock(impl_->mu);
+  sqlite3* db = impl_->db;
+  // BEGIN IMMEDIATE: no insert or reservation commits while it decides and removes.
+  return InTransaction(db, true, "sweep blob", [&]() -> Result<bool> {
+    CKG_ASSIGN_OR_RETURN(Stmt q, Stmt::Prepare(db,
+                                               "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE sha256 = ?1 "
+                                               "AND status IN ('stored', 'revoked')) OR EXISTS "
+                                               "(SELECT 1 FROM blob_reservations WHERE sha256 = ?1)",
+                                               "sweep blob"));
+    CKG_TRY(q.Bind(1, sha256));
+    CKG_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row || q.Int(0) != 0) return false;
+    CKG_TRY(remove());
+    return true;
+  });
 }
 
 }  // namespace ckptguard::daemon

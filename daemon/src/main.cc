@@ -82,8 +82,10 @@ int main(int argc, char** argv) {
       "model-signing v1.0, key mode: 'model_signing verify key' accepts the bundles), stored by\n"
       "SHA-256 and catalogued with their state-dict manifest (in SQLite, DIR/catalog.db, or in\n"
       "PostgreSQL with --catalog). A fresh DIR just works: the database and an ECDSA signing key\n"
-      "are created on first start. One server per data folder (it holds DIR/lock); the token,\n"
-      "key and audit commands work beside a running one.\n\n"
+      "are created on first start. With the SQLite catalog, one server per data folder (it holds\n"
+      "DIR/lock); with --catalog postgresql://..., several servers may share one data folder\n"
+      "(on a shared filesystem) and one database. The token, key and audit commands work beside\n"
+      "running servers.\n\n"
       "  ckptguardd --data-dir DIR --listen 127.0.0.1:8470     serve\n"
       "  ckptguardd --data-dir DIR token create ci             print a write token (last line)\n"
       "  ckptguardd --data-dir DIR key rotate                  new signing key; old ones still verify\n"
@@ -103,6 +105,16 @@ int main(int argc, char** argv) {
                  "the tables are created). Keep the password out of the command line: libpq reads\n"
                  "PGPASSWORD or ~/.pgpass. Blobs and keys stay in --data-dir.")
       ->default_str("sqlite:DIR/catalog.db");
+  app.add_option("--catalog-attempts", registry_options.catalog_options.max_attempts,
+                 "PostgreSQL catalog: times a transaction is run in all when it fails with a serialization\n"
+                 "failure or deadlock (SQLSTATE 40001, 40P01) before the request fails")
+      ->capture_default_str()
+      ->check(CLI::Range(1, CatalogOptions::kMaxAttempts));
+  app.add_option("--catalog-connect-timeout", registry_options.catalog_options.connect_timeout_seconds,
+                 "PostgreSQL catalog: seconds to wait for the database at start and when a dropped\n"
+                 "connection is reopened (a connect_timeout in the URI wins)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, CatalogOptions::kMaxConnectTimeoutSeconds));
   app.add_option("--listen", listen, "HOST:PORT to serve HTTP on (port 0: any free port)")->capture_default_str();
   app.add_option("--unix-socket", server_options.unix_socket, "also serve on this Unix socket (mode 0660)");
   app.add_option("--port-file", port_file, "write the port actually bound to this file once listening");

@@ -9,9 +9,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <thread>
 #include <utility>
@@ -112,7 +114,13 @@ struct FolderLock {
   int fd = -1;
   FolderLock() = default;
   FolderLock(FolderLock&& other) noexcept : fd(other.Release()) {}
-  FolderLock& operator=(FolderLock&&) = delete;
+  FolderLock& operator=(FolderLock&& other) noexcept {
+    if (this != &other) {
+      if (fd >= 0) ::close(fd);
+      fd = other.Release();
+    }
+    return *this;
+  }
   FolderLock(const FolderLock&) = delete;
   ~FolderLock() {
     if (fd >= 0) ::close(fd);
@@ -152,6 +160,11 @@ Result<FolderLock> LockFolder(const std::string& data_dir, std::chrono::millisec
 }  // namespace
 
 Registry::~Registry() {
+  // A clean shutdown leaves no entry among the store's servers and no
+  // upload folder (a crash's are cleaned up by the next Reconcile).
+  if (catalog_ && server_id_ != 0 && catalog_->RetireServer(server_id_)) {
+    (void)blobs_.RemoveUploads("s" + std::to_string(server_id_));
+  }
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
@@ -171,26 +184,40 @@ Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options)
       }
     }
   }
-  // A server waits for the lock (an admin command may hold it while it
-  // cleans up); an admin command only tries: a running server means "do
-  // no cleanup".
-  std::string holder;
-  CKG_ASSIGN_OR_RETURN(FolderLock lock,
-                       LockFolder(options.data_dir, options.serve ? options.lock_wait : std::chrono::milliseconds(0), holder));
-  if (options.serve && lock.fd < 0) {
-    return MakeError(ErrorCode::kInvalidArgument, 0,
-                     "another ckptguardd serves this data folder" + (holder.empty() ? std::string() : " (" + holder + ")") +
-                         "; one server per folder (stop it first, or use another --data-dir)",
-                     options.data_dir);
-  }
   CKG_ASSIGN_OR_RETURN(auto catalog,
-                       Catalog::Open(options.catalog.empty() ? "sqlite:" + options.data_dir + "/catalog.db" : options.catalog));
-  CKG_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(options.data_dir));
+                       Catalog::Open(options.catalog.empty() ? "sqlite:" + options.data_dir + "/catalog.db" : options.catalog,
+                                     options.catalog_options));
+  // SQLite: one server per data folder, through DATA/lock. A server waits
+  // for the lock (an admin command may hold it while it cleans up); an
+  // admin command only tries: a running server means "do no cleanup".
+  // PostgreSQL: no folder lock; the servers coordinate through the catalog.
+  const bool shared = catalog->Backend() != "sqlite";
+  FolderLock lock;
+  if (!shared) {
+    std::string holder;
+    CKG_ASSIGN_OR_RETURN(lock, LockFolder(options.data_dir,
+                                          options.serve ? options.lock_wait : std::chrono::milliseconds(0), holder));
+    if (options.serve && lock.fd < 0) {
+      return MakeError(ErrorCode::kInvalidArgument, 0,
+                       "another ckptguardd serves this data folder" +
+                           (holder.empty() ? std::string() : " (" + holder + ")") +
+                           "; with the SQLite catalog one server per folder (stop it first, use another --data-dir, "
+                           "or put the catalog on PostgreSQL with --catalog postgresql://... to run several)",
+                       options.data_dir);
+    }
+  }
+  // This process's entry among the servers of the blob store; its uploads
+  // go to tmp/s<id>, which no other server's cleanup touches while it lives.
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  CKG_ASSIGN_OR_RETURN(const int64_t server_id, catalog->RegisterServer(host, ::getpid()));
+  CKG_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(options.data_dir, "s" + std::to_string(server_id)));
   std::unique_ptr<Registry> registry(new Registry(options, std::move(catalog), std::move(blobs)));
+  registry->server_id_ = server_id;
   registry->warnings_ = std::move(warnings);
-  if (lock.fd >= 0) {
-    // Nobody else writes this folder: uploads left in tmp/ and blobs no row
-    // references are leftovers of a crash.
+  if (shared || lock.fd >= 0) {
+    // Uploads of servers that are gone and blobs no row references are
+    // leftovers of a crash (or of a push that lost its tag race).
     CKG_TRY(registry->Reconcile());
   }
   {
@@ -203,7 +230,7 @@ Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options)
                              HexLower(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw))));
   }
   CKG_TRY(registry->EnsureSigningKey());
-  if (options.serve) {
+  if (options.serve && lock.fd >= 0) {
     const std::string text = "pid " + std::to_string(::getpid()) + "\n";
     if (::ftruncate(lock.fd, 0) != 0 || ::pwrite(lock.fd, text.data(), text.size(), 0) < 0) {
       // Only informative (who holds the lock); the flock is what counts.
@@ -217,15 +244,32 @@ std::string Registry::KeyPath(const std::string& key_id) const {
   return options_.data_dir + "/keys/" + key_id + ".pem";
 }
 
-// Reconcile: uploads interrupted by a crash are dropped, and so are blobs
-// that were committed but whose catalog transaction never did.
+// Reconcile: the entries of servers that are gone are dropped with their
+// upload folders (and files an older layout left in tmp/), and so are blobs
+// that were published but whose row never committed. Each blob is removed
+// by Catalog::SweepBlob, which decides under the digest's lock: never one
+// a live server has reserved, never one a row references.
 Status Registry::Reconcile() {
-  CKG_TRY(blobs_.RemoveTemp());
+  // Listed before the servers are judged: a folder seen here was made after
+  // its server registered, so the judgement below covers it.
+  CKG_ASSIGN_OR_RETURN(const std::vector<std::string> uploads, blobs_.UploadEntries());
+  CKG_ASSIGN_OR_RETURN(const std::vector<int64_t> live, catalog_->PruneServers());
+  for (const std::string& name : uploads) {
+    // "s<id>": a server's upload folder; anything else: an older layout's leftovers.
+    int64_t id = 0;
+    const char* first = name.data() + 1;
+    const char* last = name.data() + name.size();
+    const bool server_folder = name.size() >= 2 && name[0] == 's' &&
+                               std::from_chars(first, last, id).ptr == last;
+    if (server_folder && std::binary_search(live.begin(), live.end(), id)) continue;
+    CKG_TRY(blobs_.RemoveUploads(name));
+  }
   CKG_ASSIGN_OR_RETURN(auto referenced, catalog_->ReferencedBlobs());
   std::set<std::string> keep(referenced.begin(), referenced.end());
   CKG_ASSIGN_OR_RETURN(auto present, blobs_.List());
   for (const std::string& sha : present) {
-    if (!keep.contains(sha)) CKG_TRY(blobs_.Remove(sha));
+    if (keep.contains(sha)) continue;
+    CKG_TRY(catalog_->SweepBlob(sha, [&] { return blobs_.Remove(sha); }));
   }
   return OkStatus();
 }
@@ -360,30 +404,60 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
   }
 
   record.manifest = ManifestOf(upload.temp_path());
-  {
+  // Sign: with the active key as the catalog says now, so that a rotation
+  // or revocation made by any process (another server, `ckptguardd key`)
+  // takes effect at this signature. The model is the single file, named
+  // "." (model_signing's single-file form); it was hashed once, while it
+  // streamed in. The statement binds what a pull asks for: name, tag and
+  // this registry.
+  auto sign = [&]() -> Status {
     std::lock_guard lock(key_mutex_);
-    // The active key as the catalog says now: `ckptguardd key rotate|revoke`
-    // run by another process takes effect at this signature.
     CKG_TRY(RefreshSignerLocked());
-    // The model is the single file, named "." (model_signing's single-file
-    // form); it was hashed once, while it streamed in.
-    // The statement binds what a pull asks for: name, tag and this registry.
     signing::SignOptions sign_options;
     sign_options.registry_claim =
         signing::RegistryClaim{record.name, record.tag, registry_id_, options_.registry_name};
     CKG_ASSIGN_OR_RETURN(record.signature,
                          signing::SignResources(*signer_, record.name, {{".", record.sha256}}, sign_options));
     record.key_id = signer_id_;
-  }
+    return OkStatus();
+  };
   record.status = "stored";
+  // The blob is reserved before it is published and until its row commits
+  // (InsertCheckpoint releases it), so that no server's cleanup removes it
+  // in between; every other way out releases it here.
+  CKG_ASSIGN_OR_RETURN(const int64_t reservation, catalog_->ReserveBlob(record.sha256, server_id_));
+  bool reservation_released = false;
+  struct ReleaseOnExit {
+    std::function<void()> run;
+    ~ReleaseOnExit() { run(); }
+  } release_on_exit{[&] {
+    if (!reservation_released) (void)catalog_->ReleaseBlob(reservation);  // a leftover is pruned with its server
+  }};
   CKG_TRY(blobs_.Commit(upload));
-  const AuditRecord audit{0, 0, request.uploader, "push", record.sha256, "stored",
-                           "name " + record.name + " tag " + record.tag + ": verdict " + record.verdict +
-                               ", signed by " + record.key_id};
   std::optional<CheckpointRecord> revoked;
   TagGuard guard;
-  guard.allow_move = allow_move;
-  CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit, &revoked, &guard));
+  // A key revoked between the signature and the insert (by any process) is
+  // caught inside the insert's transaction: sign again with the new active
+  // key (a revocation of the active key rotates first).
+  constexpr int kMaxSignatures = 3;
+  for (int attempt = 1;; ++attempt) {
+    CKG_TRY(sign());
+    const AuditRecord audit{0, 0, request.uploader, "push", record.sha256, "stored",
+                            "name " + record.name + " tag " + record.tag + ": verdict " + record.verdict +
+                                ", signed by " + record.key_id};
+    revoked.reset();
+    guard = TagGuard{};
+    guard.allow_move = allow_move;
+    guard.reservation = reservation;
+    CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit, &revoked, &guard));
+    if (!guard.signer_revoked) break;
+    if (attempt >= kMaxSignatures) {
+      return MakeError(ErrorCode::kIo, 0,
+                       "the signing key was revoked " + std::to_string(kMaxSignatures) +
+                           " times while this push was signed; push again");
+    }
+  }
+  reservation_released = true;
   if (guard.same_content) {
     // A concurrent push of the same bytes to the same tag won the race.
     CKG_ASSIGN_OR_RETURN(auto full, catalog_->FindById(record.id));
@@ -392,8 +466,8 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
   }
   if (!revoked && guard.holder) {
     // Another push took the tag while this one was scanned. Its blob stays
-    // in the store until a start that holds the folder's lock reconciles
-    // (it may be shared with a push of the same bytes still in flight).
+    // in the store until the next cleanup sweeps it (not while a push of
+    // the same bytes still holds a reservation).
     out.tag_holder = guard.holder;
     return TagTaken(*guard.holder, record.name, record.tag, options_.allow_retag);
   }

@@ -1,8 +1,13 @@
 // BlobStore: the registry's content-addressed file store under DATA/blobs.
 // A blob's path is blobs/<first two hex>/<sha256>; uploads are written to
-// DATA/tmp first and hashed while they stream, so the bytes are read once.
-// Commit fsyncs the file, renames it into place and fsyncs the folders: a
-// blob is either whole under its digest or absent.
+// DATA/tmp/<upload folder> first and hashed while they stream, so the bytes
+// are read once. Commit fsyncs the file, publishes it under its digest with
+// link() (never replacing a blob: the first publisher wins, later ones of
+// the same content drop their copy) and fsyncs the folders: a blob is
+// either whole under its digest or absent. Nothing here relies on a
+// process-local lock, so several servers may share the folder (a shared
+// filesystem with atomic link/rename, such as NFSv4 or CephFS); which blobs
+// may be removed is decided through the catalog (Catalog::SweepBlob).
 #ifndef CKPTGUARD_DAEMON_BLOB_STORE_H_
 #define CKPTGUARD_DAEMON_BLOB_STORE_H_
 
@@ -43,8 +48,9 @@ class Upload {
 
 class BlobStore {
  public:
-  // Open creates root/blobs and root/tmp when missing.
-  static Result<BlobStore> Open(const std::string& root);
+  // Open creates root/blobs, root/tmp and root/tmp/<upload_folder> (where
+  // this process's uploads go; "" means root/tmp itself) when missing.
+  static Result<BlobStore> Open(const std::string& root, const std::string& upload_folder = "");
 
   Result<Upload> BeginUpload(uint64_t max_bytes) const;
   // Commit moves a finished upload to PathOf(upload.sha256()); when that blob
@@ -54,14 +60,17 @@ class BlobStore {
   bool Has(const std::string& sha256) const;
   Status Remove(const std::string& sha256) const;
   Result<std::vector<std::string>> List() const;  // digests of every blob
-  // RemoveTemp deletes everything under root/tmp (run at start-up: those
-  // are uploads a crash interrupted).
-  Status RemoveTemp() const;
+  // UploadEntries lists the names in root/tmp (processes' upload folders,
+  // and files an older layout left there); RemoveUploads deletes one of them
+  // with everything in it (uploads a crash interrupted).
+  Result<std::vector<std::string>> UploadEntries() const;
+  Status RemoveUploads(const std::string& name) const;
   const std::string& root() const { return root_; }
 
  private:
-  explicit BlobStore(std::string root) : root_(std::move(root)) {}
+  BlobStore(std::string root, std::string upload_dir) : root_(std::move(root)), upload_dir_(std::move(upload_dir)) {}
   std::string root_;
+  std::string upload_dir_;  // root/tmp[/<upload folder>]
 };
 
 // (Sha256FileHex, to re-hash a blob, is in ckptguard/sha256.h.)

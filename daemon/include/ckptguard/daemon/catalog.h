@@ -7,12 +7,17 @@
 //   - PostgreSQL (a libpq URI; the same schema and migrations, so several
 //     processes may share one database: writes take one transaction-scoped
 //     advisory lock, the catalog's equivalent of SQLite's single writer).
+// Servers sharing one blob store coordinate through it (RegisterServer,
+// ReserveBlob, PruneServers, SweepBlob): a blob is reserved before it is
+// published and until its row commits, and a sweep removes only blobs that
+// no row references and no live server has reserved.
 // One Catalog is shared by the server's threads; every method is safe to call
 // concurrently (each write is one transaction).
 #ifndef CKPTGUARD_DAEMON_CATALOG_H_
 #define CKPTGUARD_DAEMON_CATALOG_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,7 +30,7 @@ namespace ckptguard::daemon {
 
 // The schema version this build writes; Open migrates older databases up to
 // it, one numbered step at a time, and refuses newer ones.
-inline constexpr int kCatalogSchemaVersion = 2;
+inline constexpr int kCatalogSchemaVersion = 3;
 
 struct ManifestEntry {
   std::string key;             // state-dict key ("layer.0.weight")
@@ -114,11 +119,41 @@ struct CheckpointQuery {
 //   - the holder has another digest: nothing is written, the result is 0 and
 //     holder is set, unless allow_move; then the row is written, moved_from
 //     names the previous digest and a "retag" audit row lands with it.
+// It also carries what else is checked for a stored row in that transaction:
+//   - reservation (ReserveBlob's id for the row's blob): it must still exist
+//     (a sweep that presumed its server dead fails the insert with kIo and
+//     writes nothing); it is released when the row is written or refused
+//     (tag, revocation), and kept when the signer was revoked;
+//   - the row's signer key (key_id) must not be revoked: else nothing is
+//     written, the result is 0 and signer_revoked is set (sign again).
 struct TagGuard {
   bool allow_move = false;                 // in
+  int64_t reservation = 0;                 // in (0: none)
   std::optional<CheckpointRecord> holder;  // out
   bool same_content = false;               // out
   std::string moved_from;                  // out
+  bool signer_revoked = false;             // out
+};
+
+
+// CatalogOptions: how a PostgreSQL catalog connects and retries (SQLite
+// ignores them). Each field says its default and its ceiling (Clamped).
+struct CatalogOptions {
+  // Times a transaction is run in all when it fails with a serialization
+  // failure or a deadlock (SQLSTATE 40001, 40P01: other clients of the
+  // database can cause them; the registry's own writes are serialized by
+  // one advisory lock), each run after a short, growing pause (10 ms x
+  // attempt^2). Default 5; 1 to kMaxAttempts.
+  int max_attempts = 5;
+  static constexpr int kMaxAttempts = 100;
+  // Seconds libpq waits for the database, at Open and whenever a dropped
+  // connection is reopened, unless the URI says connect_timeout. Default 10;
+  // 1 to kMaxConnectTimeoutSeconds.
+  int connect_timeout_seconds = 10;
+  static constexpr int kMaxConnectTimeoutSeconds = 3600;
+
+  // Clamped: every field within [1, its ceiling].
+  CatalogOptions Clamped() const;
 };
 
 class Catalog {
@@ -130,8 +165,9 @@ class Catalog {
   //     Sets WAL, foreign_keys=ON, synchronous=FULL, busy_timeout.
   //   "postgresql://..." or "postgres://...": PostgreSQL through libpq (the
   //     database must exist; the tables are created). Errors name the URI
-  //     with its password masked (RedactCatalogSpec).
-  static Result<std::unique_ptr<Catalog>> Open(const std::string& spec);
+  //     with its password masked (RedactCatalogSpec); `options` (clamped)
+  //     say how it connects and retries.
+  static Result<std::unique_ptr<Catalog>> Open(const std::string& spec, const CatalogOptions& options = {});
   virtual ~Catalog() = default;
   Catalog(const Catalog&) = delete;
   Catalog& operator=(const Catalog&) = delete;
@@ -189,6 +225,33 @@ class Catalog {
   // EnsureRegistryId returns the registry's stable id, storing `candidate`
   // as it when the catalog has none yet (the first start).
   virtual Result<std::string> EnsureRegistryId(const std::string& candidate) = 0;
+
+  // Servers sharing the blob store. RegisterServer records this process as
+  // a server (host and pid, for operators) and returns its id; it stays
+  // alive while this Catalog lives: on PostgreSQL it holds a session-level
+  // advisory lock (retaken when a dropped connection is reopened), on
+  // SQLite it is alive only to this Catalog object (one server per data
+  // folder: SQLite sweeps only under DATA/lock).
+  virtual Result<int64_t> RegisterServer(const std::string& host, int64_t pid) = 0;
+  // RetireServer removes a server this Catalog registered (its row and
+  // reservations; on PostgreSQL its lock is released): a clean shutdown.
+  virtual Status RetireServer(int64_t server) = 0;
+  // ReserveBlob records that `server` is about to publish blob `sha256` and
+  // write its row; returns the reservation's id (for TagGuard, ReleaseBlob).
+  virtual Result<int64_t> ReserveBlob(const std::string& sha256, int64_t server) = 0;
+  virtual Status ReleaseBlob(int64_t reservation) = 0;
+  // PruneServers deletes the rows and reservations of servers that are not
+  // alive and returns the ids of the live ones, ascending. A server is
+  // alive from inside its RegisterServer transaction on, so anything it
+  // made after RegisterServer returned (its upload folder) and that was
+  // seen before this call belongs to a server this call judges.
+  virtual Result<std::vector<int64_t>> PruneServers() = 0;
+  // SweepBlob: when no stored or revoked row references `sha256` and no
+  // reservation holds it, runs `remove` (deleting the file) inside the
+  // transaction that decided so, holding the lock that ReserveBlob and
+  // InsertCheckpoint take for that digest; true when it removed. A failed
+  // `remove` fails the sweep.
+  virtual Result<bool> SweepBlob(const std::string& sha256, const std::function<Status()>& remove) = 0;
 
   // Audit log: append only (no method updates or deletes; the schema has
   // triggers that abort UPDATE and DELETE on the table).

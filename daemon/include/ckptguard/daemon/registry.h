@@ -1,25 +1,33 @@
 // Registry: what ckptguardd does, without the HTTP. It owns the data folder
-//   DATA/catalog.db        the Catalog (SQLite)
-//   DATA/blobs/, DATA/tmp/ the BlobStore
+//   DATA/catalog.db        the Catalog (SQLite; or PostgreSQL with --catalog)
+//   DATA/blobs/, DATA/tmp/ the BlobStore (uploads in tmp/s<server id>/)
 //   DATA/keys/<id>.pem     private signing keys (folder 0700, files 0600)
 // and runs the ingest pipeline: upload (hashed while it streamed) -> scan
-// -> policy -> sign -> blob into the store -> one catalog transaction. A
-// rejected upload is catalogued with its findings and its bytes dropped.
+// -> policy -> sign -> reserve the blob in the catalog -> publish it into
+// the store -> one catalog transaction (the row; the reservation released).
+// A rejected upload is catalogued with its findings and its bytes dropped.
 //
-// Crash safety: a blob is committed before its row, and Open removes
-// uploads left in tmp/ and blobs no row references, so after kill -9 at any
-// moment and a restart there is no row without its blob and no blob without
-// its row.
+// Crash safety: a blob is published before its row, and cleanup
+// (Reconcile) removes the upload folders of servers that are gone and
+// blobs that no row references and no live server has reserved, so after
+// kill -9 at any moment and a restart there is no row without its blob and
+// no blob without its row.
 //
-// One writer per data folder: DATA/lock is flock()ed. A serving registry
-// (RegistryOptions::serve) holds it exclusively for its lifetime, and a
-// second one refuses to start. Administration (token, key, audit commands)
-// opens the same folder while a server runs; it cleans up (removes
-// unreferenced blobs and stale uploads) only when it gets the lock, i.e.
-// when no server runs, and releases it at once. So cleanup never races a
-// push whose blob is committed and whose row is not yet. Key changes made
-// by another process reach a running server at its next signature (the
-// active key is read from the catalog each time).
+// Several servers: with the catalog on PostgreSQL, any number of servers
+// share one data folder (on a shared filesystem): each registers in the
+// catalog (alive while its session holds an advisory lock), cleanup runs at
+// every start and admin command and never races another server's push,
+// and the signing keys are the files in DATA/keys, named by the catalog's
+// keys table. With SQLite, one server per data folder: DATA/lock is
+// flock()ed by a serving registry (RegistryOptions::serve) for its
+// lifetime, and a second one refuses to start. Administration (token, key,
+// audit commands) opens the same folder while a server runs; on SQLite it
+// cleans up only when it gets the lock, i.e. when no server runs.
+// Everything a request depends on is read from the catalog at that request
+// (tokens, revocations, the active key before each signature, the trusted
+// keys), so a change made by any process is in force at the next request;
+// a key revoked while a push was being signed is caught in the insert's
+// transaction and the push is signed again.
 #ifndef CKPTGUARD_DAEMON_REGISTRY_H_
 #define CKPTGUARD_DAEMON_REGISTRY_H_
 
@@ -44,13 +52,17 @@ struct RegistryOptions {
   // "postgresql://user@host/db" puts it on PostgreSQL (blobs and keys stay
   // in data_dir).
   std::string catalog;
+  // How a PostgreSQL catalog connects and retries (--catalog-attempts,
+  // --catalog-connect-timeout).
+  CatalogOptions catalog_options;
   // Policy: dangerous and unreadable files are always rejected; suspicious
   // ones (unknown globals, container anomalies) only when this is false.
   bool accept_suspicious = false;
   signing::Curve key_curve = signing::Curve::kP256;  // for keys this registry creates
-  // serve: hold DATA/lock for the registry's lifetime (a server). Open waits
-  // up to lock_wait for it (an admin command may hold it for its cleanup),
-  // then fails naming the process that holds it.
+  // serve: with the SQLite catalog, hold DATA/lock for the registry's
+  // lifetime (a server). Open waits up to lock_wait for it (an admin command
+  // may hold it for its cleanup), then fails naming the process that holds
+  // it. With PostgreSQL there is no folder lock (several servers may serve).
   bool serve = false;
   std::chrono::milliseconds lock_wait{5000};
   // A display name or URL for this registry, signed into every statement
@@ -97,7 +109,9 @@ struct VerifyReport {
 class Registry {
  public:
   // Open creates DATA and everything in it on first start (database, a
-  // signing key), then reconciles the blob store with the catalog.
+  // signing key), registers this process among the store's servers, then
+  // reconciles the blob store with the catalog (SQLite: when it holds
+  // DATA/lock; PostgreSQL: always).
   static Result<std::unique_ptr<Registry>> Open(const RegistryOptions& options);
   ~Registry();
   Registry(const Registry&) = delete;
@@ -135,8 +149,17 @@ class Registry {
   // Authenticate maps a raw bearer token to its record (nullopt: unknown or revoked).
   Result<std::optional<TokenRecord>> Authenticate(const std::string& raw_token);
 
+  // Reconcile removes the upload folders of servers that are gone and blobs
+  // no row references and no live server reserved (safe beside other
+  // servers only on PostgreSQL: on SQLite call it only under DATA/lock, as
+  // Open does).
+  Status Reconcile();
+
   // Trusted public keys as PEM, one after another, active first ("# key <id> <curve> <state>" lines between).
   Result<std::string> TrustedKeysPem();
+
+  // This process among the servers of the blob store (Catalog::RegisterServer).
+  int64_t server_id() const { return server_id_; }
 
   // The registry's stable id, created with its data folder (32 hex digits).
   const std::string& registry_id() const { return registry_id_; }
@@ -154,7 +177,6 @@ class Registry {
   // another process rotated or revoked keys since this one last signed.
   Status RefreshSignerLocked();
   Status LoadSignerLocked(const KeyRecord& active);
-  Status Reconcile();
   Result<std::vector<signing::PublicKey>> TrustedKeys();
   std::string KeyPath(const std::string& key_id) const;
 
@@ -165,7 +187,8 @@ class Registry {
   std::optional<signing::PrivateKey> signer_;     // the active key
   std::string signer_id_;
   std::string registry_id_;
-  int lock_fd_ = -1;  // DATA/lock, flock()ed exclusively while serving
+  int64_t server_id_ = 0;  // this process among the blob store's servers (Catalog::RegisterServer)
+  int lock_fd_ = -1;  // DATA/lock, flock()ed exclusively while serving (SQLite)
   std::vector<std::string> warnings_;
 };
 
