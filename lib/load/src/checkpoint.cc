@@ -1743,6 +1743,20 @@ std::optional<Bytes> TorchDataPickleBytes(Bytes bytes, const LoadOptions& option
   return std::nullopt;
 }
 
+// ScanTorchDataPickleAhead scans the memo reads of the data.pkl that
+// TorchDataPickleBytes finds, for a run with at most `max_ops` opcodes; no
+// scan (the run scans for itself) when there is none or anything fails.
+MemoReadsScan ScanTorchDataPickleAhead(Bytes bytes, const LoadOptions& options, const PickleLimits& limits,
+                                       uint64_t max_ops) {
+  try {
+    if (std::optional<Bytes> pickle = TorchDataPickleBytes(bytes, options)) {
+      return ScanMemoReadsAhead(*pickle, limits, max_ops);
+    }
+  } catch (...) {
+  }
+  return MemoReadsScan{};
+}
+
 std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, const LoadOptions& options) {
   Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
   if (!zip) return std::nullopt;
@@ -1823,13 +1837,7 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
     std::optional<std::jthread> scanner;
     try {
       scanner.emplace([&] {
-        try {
-          if (std::optional<Bytes> pickle = TorchDataPickleBytes(bytes, options)) {
-            ahead = ScanMemoReadsAhead(*pickle, state->limits.pickle, fresh.remaining(BudgetKind::kOpcodes));
-          }
-        } catch (...) {
-          ahead = MemoReadsScan{};  // (the run scans for itself)
-        }
+        ahead = ScanTorchDataPickleAhead(bytes, options, state->limits.pickle, fresh.remaining(BudgetKind::kOpcodes));
       });
     } catch (const std::system_error&) {
       // No thread to be had: the run scans for itself.
@@ -1846,15 +1854,8 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
     std::future<MemoReadsScan> memo_reads = scanned.get_future();
     {
       std::jthread opener([&] {
-        MemoReadsScan scan;
-        try {
-          if (std::optional<Bytes> pickle = TorchDataPickleBytes(bytes, options)) {
-            scan = ScanMemoReadsAhead(*pickle, state->limits.pickle, beside_budget.remaining(BudgetKind::kOpcodes));
-          }
-        } catch (...) {
-          scan = MemoReadsScan{};  // (the run scans for itself)
-        }
-        scanned.set_value(std::move(scan));
+        scanned.set_value(ScanTorchDataPickleAhead(bytes, options, state->limits.pickle,
+                                                   beside_budget.remaining(BudgetKind::kOpcodes)));
         try {
           state->container = OpenContainer(bytes, options.container, &state->budget);
           // What the container read need not stay resident (as below); the
