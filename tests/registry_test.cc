@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sqlite3.h>
 #include <optional>
 #include <set>
 #include <string>
@@ -1769,6 +1770,34 @@ BOOST_AUTO_TEST_CASE(token_scopes_enforced_before_the_body) {
   BOOST_TEST(Ok(Ok(RegistryClient::Create(o)).Call("GET", "/v1/audit")).status == 403);
   strict_server->Stop();
   strict_server->Wait();
+}
+
+// A passing condition is a 503 with Retry-After, nothing written, and the
+// same request made again succeeds: here another writer (an admin command,
+// a backup) holds the SQLite catalog past the busy timeout.
+BOOST_AUTO_TEST_CASE(a_catalog_held_by_another_writer_is_503_with_retry_after) {
+  if (TestCatalogIsPostgres()) return;  // SQLite's file lock (PostgreSQL: its own tests of lost sessions)
+  const std::string path = Benign("mlp_input.pt");
+  const std::string body = ReadFile(path);
+  sqlite3* db = nullptr;
+  BOOST_REQUIRE_EQUAL(sqlite3_open((tmp.path / "data" / "catalog.db").c_str(), &db), SQLITE_OK);
+  BOOST_REQUIRE_EQUAL(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  {
+    RawConn conn(server->port(), 30);
+    conn.Send("POST /v1/checkpoints?name=held&tag=v1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + write_token +
+              "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    auto reply = conn.ReadReply();
+    BOOST_TEST(reply.status == 503, reply.head);
+    BOOST_TEST(reply.head.find("Retry-After: 1\r\n") != std::string::npos, reply.head);
+    BOOST_TEST(reply.body.find("unavailable") != std::string::npos, reply.body);
+  }
+  BOOST_REQUIRE_EQUAL(sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  BOOST_TEST(Ok(registry->catalog().ListCheckpoints({.name = "held"})).empty());
+  BOOST_TEST(!registry->blobs().Has(FileSha256(path)));
+  BOOST_TEST(CountFiles(tmp.path / "data" / "tmp") == 0u);
+  Response again = Push(path, "name=held&tag=v1", write_token);
+  BOOST_TEST(again.status == 201, again.body);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

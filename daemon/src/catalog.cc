@@ -117,7 +117,7 @@ Result<int64_t> CheckpointLimit(const CheckpointQuery& query) {
 }
 
 std::unexpected<Error> ReservationLost(const std::string& sha256) {
-  return MakeError(ErrorCode::kIo, 0,
+  return MakeError(ErrorCode::kUnavailable, 0,
                    "the reservation of blob " + sha256 +
                        " is gone (a sweep found this server's catalog session dead); nothing was written, push again",
                    std::string(kWhere));

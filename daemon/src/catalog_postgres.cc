@@ -301,7 +301,7 @@ class Connection {
     if (PQstatus(conn_.get()) == CONNECTION_OK) return OkStatus();
     PQreset(conn_.get());
     if (PQstatus(conn_.get()) != CONNECTION_OK) {
-      return MakeError(ErrorCode::kIo, 0, "reconnect: " + LastMessage(), std::string(kWhere));
+      return MakeError(ErrorCode::kUnavailable, 0, "reconnect: " + LastMessage(), std::string(kWhere));
     }
     for (const int64_t id : servers_) CKG_TRY(Exec(kLockServer, {id}, "lock server"));
     return OkStatus();
@@ -336,7 +336,8 @@ class Connection {
   Result<Rows> Check(std::unique_ptr<PGresult, ResultDeleter> result, std::string_view op) {
     if (result == nullptr) {
       sqlstate_.clear();
-      return MakeError(ErrorCode::kIo, 0, std::string(op) + ": " + LastMessage(), std::string(kWhere));
+      return MakeError(Open() ? ErrorCode::kIo : ErrorCode::kUnavailable, 0, std::string(op) + ": " + LastMessage(),
+                       std::string(kWhere));
     }
     const ExecStatusType status = PQresultStatus(result.get());
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return Rows(std::move(result));
@@ -345,8 +346,17 @@ class Connection {
     sqlstate_ = state != nullptr ? state : "";
     std::string msg = primary != nullptr ? std::string(primary) : LastMessage();
     // Constraint violations (class 23: a duplicate token name, a bad state)
-    // are the caller's, as SQLITE_CONSTRAINT is for the SQLite backend.
-    const ErrorCode ec = sqlstate_.starts_with("23") ? ErrorCode::kInvalidArgument : ErrorCode::kIo;
+    // are the caller's, as SQLITE_CONSTRAINT is for the SQLite backend. A
+    // lost connection (class 08, or the session gone), a serialization
+    // failure or deadlock that outlasted the retries (40), an operator's
+    // shutdown (57P) or too many connections (53) pass: kUnavailable.
+    ErrorCode ec = ErrorCode::kIo;
+    if (sqlstate_.starts_with("23")) {
+      ec = ErrorCode::kInvalidArgument;
+    } else if (sqlstate_.starts_with("08") || sqlstate_.starts_with("40") || sqlstate_.starts_with("57P") ||
+               sqlstate_.starts_with("53") || !Open()) {
+      ec = ErrorCode::kUnavailable;
+    }
     return MakeError(ec, 0, std::string(op) + ": " + msg, std::string(kWhere));
   }
 

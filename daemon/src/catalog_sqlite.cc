@@ -174,11 +174,16 @@ static_assert(std::size(kMigrations) == kCatalogSchemaVersion,
 
 // SqliteError turns the connection's last error into an Error naming the
 // operation. Constraint violations (duplicate token name, bad state...) are the
-// caller's: kInvalidArgument; the rest is kIo.
+// caller's: kInvalidArgument; a database still busy or locked by another
+// writer once busy_timeout has passed is kUnavailable (the request may be
+// made again); the rest is kIo.
 std::unexpected<Error> SqliteError(sqlite3* db, std::string_view op) {
   const int code = db != nullptr ? sqlite3_errcode(db) : SQLITE_NOMEM;
   const char* msg = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
-  const ErrorCode ec = (code & 0xff) == SQLITE_CONSTRAINT ? ErrorCode::kInvalidArgument : ErrorCode::kIo;
+  const int primary = code & 0xff;
+  const ErrorCode ec = primary == SQLITE_CONSTRAINT                         ? ErrorCode::kInvalidArgument
+                       : primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? ErrorCode::kUnavailable
+                                                                            : ErrorCode::kIo;
   return MakeError(ec, 0, std::string(op) + ": " + msg, std::string(kWhere));
 }
 

@@ -452,7 +452,7 @@ Result<CheckpointRecord> Registry::Ingest(Upload& upload, const IngestRequest& r
     CKG_ASSIGN_OR_RETURN(record.id, catalog_->InsertCheckpoint(record, &audit, &revoked, &guard));
     if (!guard.signer_revoked) break;
     if (attempt >= kMaxSignatures) {
-      return MakeError(ErrorCode::kIo, 0,
+      return MakeError(ErrorCode::kUnavailable, 0,
                        "the signing key was revoked " + std::to_string(kMaxSignatures) +
                            " times while this push was signed; push again");
     }

@@ -115,6 +115,9 @@ std::string TimeNow() {
 
 // Retry-After for 503 answers when the connection slots are full.
 constexpr uint32_t kBusyRetryAfterSeconds = 5;
+// Retry-After for 503 answers to a request that met a transient condition
+// (ErrorCode::kUnavailable): making it again is likely to succeed at once.
+constexpr uint32_t kRetryAfterSeconds = 1;
 
 // SessionBase: what the server needs of a live connection when it drains.
 struct SessionBase {
@@ -227,6 +230,7 @@ Reply ErrorReply(http::status status, const std::string& message) {
 
 Reply FromError(const Error& error) {
   http::status status = http::status::internal_server_error;
+  uint32_t retry_after = 0;
   switch (error.code) {
     case ErrorCode::kInvalidArgument:
     case ErrorCode::kMalformed:
@@ -235,10 +239,19 @@ Reply FromError(const Error& error) {
     case ErrorCode::kLimitExceeded:
       status = http::status::payload_too_large;
       break;
+    case ErrorCode::kUnavailable:
+      // Nothing was written and the same request may succeed when made
+      // again (a catalog session that dropped, a reservation swept while it
+      // was away, a key revoked again and again while a push was signed).
+      status = http::status::service_unavailable;
+      retry_after = kRetryAfterSeconds;
+      break;
     default:
       break;
   }
-  return ErrorReply(status, error.ToString());
+  Reply reply = ErrorReply(status, error.ToString());
+  reply.retry_after = retry_after;
+  return reply;
 }
 
 // RateDeadline: when `bytes` received since `start` fall below the minimum

@@ -27,6 +27,8 @@ enum class ErrorCode : uint8_t {
   kIo,                 // The operating system refused a read, open, map or write.
   kInvalidArgument,    // The caller passed something unusable (empty path, bad option).
   kInternal,           // A bug in ckptguard: an invariant did not hold. Fuzzers abort on it.
+  kUnavailable,        // A transient condition (a lost database session, a concurrent change): the
+                       // same request may succeed when made again. The daemon answers 503 with Retry-After.
 };
 
 // ErrorCodeName returns a stable lower_snake name for `code` ("truncated", ...),
