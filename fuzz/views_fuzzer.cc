@@ -67,7 +67,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 1: RunUnwrap(ckptguard::Wrapper::kBzip2, input); break;
     case 2: RunUnwrap(ckptguard::Wrapper::kXz, input); break;
     case 3: RunUnwrap(ckptguard::Wrapper::kZlib, input); break;
-    case 4: RunUnwrap(ckptguard::Wrapper::kLzmaAlone, input); break;
+    case 4:
+      RunUnwrap((data[0] & 0x80) != 0 ? ckptguard::Wrapper::kJoblibZf : ckptguard::Wrapper::kLzmaAlone, input);
+      break;
     case 5: {
       Budget budget;
       budget.SetFileSize(input.size());

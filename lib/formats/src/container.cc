@@ -1017,6 +1017,7 @@ std::string_view WrapperName(Wrapper wrapper) {
     case Wrapper::kXz: return "xz";
     case Wrapper::kZlib: return "zlib";
     case Wrapper::kLzmaAlone: return "lzma";
+    case Wrapper::kJoblibZf: return "joblib-zf";
   }
   return "?";
 }

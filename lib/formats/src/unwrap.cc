@@ -244,6 +244,53 @@ Result<Unwrapped> Unzlib(Bytes data, Sink sink) {
   return result;
 }
 
+// JoblibZfBody: where the zlib data of joblib's pre-0.10 compressed format
+// begins ("ZF", then the uncompressed length as Python's hex() padded with
+// spaces to 19 bytes, which joblib reads back with int(text, 16), then an
+// optional space some writers added: numpy_pickle_compat.read_zfile), or
+// nullopt when `data` is not one.
+std::optional<size_t> JoblibZfBody(Bytes data) {
+  constexpr size_t kPrefix = 2;
+  constexpr size_t kLenField = 19;  // len(hex(2**64))
+  if (data.size() < kPrefix + kLenField + 2 || data[0] != 'Z' || data[1] != 'F') return std::nullopt;
+  // int(text, 16): ASCII whitespace around, an optional sign and 0x prefix,
+  // hex digits with single underscores between them.
+  auto space = [](uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+  auto hex = [](uint8_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); };
+  size_t i = kPrefix;
+  const size_t end = kPrefix + kLenField;
+  while (i < end && space(data[i])) ++i;
+  if (i < end && (data[i] == '+' || data[i] == '-')) ++i;
+  if (i + 1 < end && data[i] == '0' && (data[i + 1] == 'x' || data[i + 1] == 'X')) {
+    i += 2;
+    if (i < end && data[i] == '_') ++i;
+  }
+  size_t digits = 0;
+  while (i < end && hex(data[i])) {
+    ++digits;
+    ++i;
+    if (i + 1 < end && data[i] == '_' && hex(data[i + 1])) ++i;
+  }
+  if (digits == 0) return std::nullopt;
+  while (i < end && space(data[i])) ++i;
+  if (i != end) return std::nullopt;
+  return data[end] == ' ' ? end + 1 : end;
+}
+
+// UnJoblibZf reads joblib's "ZF" format: the header, then zlib streams.
+// Offsets are of the whole file.
+Result<Unwrapped> UnJoblibZf(Bytes data, Sink sink) {
+  const std::optional<size_t> body = JoblibZfBody(data);
+  if (!body) return MakeError(ErrorCode::kMalformed, 0, "not a joblib ZF header");
+  CKG_ASSIGN_OR_RETURN(Unwrapped u, Unzlib(data.subspan(*body), std::move(sink)));
+  if (u.trailing_len > 0) u.trailing_offset += *body;
+  if (u.error) u.error->offset += *body;
+  if (u.num_streams == 0 && !u.error) {
+    u.error = Error{ErrorCode::kMalformed, *body, "joblib-zf", "no zlib stream after the joblib ZF header"};
+  }
+  return u;
+}
+
 // Bunzip2 reads concatenated bzip2 streams as bz2.BZ2File does: after a
 // stream, bytes that do not start another one are trailing data it ignores.
 Result<Unwrapped> Bunzip2(Bytes data, Sink sink) {
@@ -433,6 +480,7 @@ std::optional<Wrapper> DetectWrapper(Bytes data) {
   if (StartsWith(data, {0x1f, 0x8b, 0x08})) return Wrapper::kGzip;
   if (data.size() >= 4 && StartsWith(data, {'B', 'Z', 'h'}) && data[3] >= '1' && data[3] <= '9') return Wrapper::kBzip2;
   if (StartsWith(data, {0xfd, '7', 'z', 'X', 'Z', 0x00})) return Wrapper::kXz;
+  if (JoblibZfBody(data)) return Wrapper::kJoblibZf;
   if (ZlibHeaderOk(data)) return Wrapper::kZlib;
   // A pickle starts with 0x80 (PROTO), which is also a valid properties
   // byte: the dictionary-size test rules real pickles out.
@@ -449,6 +497,7 @@ Result<Unwrapped> Unwrap(Wrapper wrapper, Bytes data, uint64_t max_len, uint64_t
     case Wrapper::kXz:
     case Wrapper::kLzmaAlone: return Unlzma(data, sink);
     case Wrapper::kZlib: return Unzlib(data, sink);
+    case Wrapper::kJoblibZf: return UnJoblibZf(data, sink);
   }
   return MakeError(ErrorCode::kInternal, 0, "unknown wrapper");
 }

@@ -60,8 +60,10 @@ std::string_view ContainerFormatName(ContainerFormat format);
 
 // kZlib: a raw zlib stream (joblib's compress='zlib'); kLzmaAlone: the old
 // .lzma format (lzma.open reads it as well as xz).
-enum class Wrapper : uint8_t { kGzip, kBzip2, kXz, kZlib, kLzmaAlone };
-std::string_view WrapperName(Wrapper wrapper);  // "gzip", "bzip2", "xz", "zlib", "lzma"
+// kJoblibZf: joblib's pre-0.10 compressed format ("ZF", a hex length, zlib
+// data), which joblib.load still reads.
+enum class Wrapper : uint8_t { kGzip, kBzip2, kXz, kZlib, kLzmaAlone, kJoblibZf };
+std::string_view WrapperName(Wrapper wrapper);  // "gzip", "bzip2", "xz", "zlib", "lzma", "joblib-zf"
 
 struct ContainerLimits {
   ZipLimits zip;
