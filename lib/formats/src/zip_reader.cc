@@ -510,17 +510,34 @@ Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, 
   spans.reserve(entries.size() + 4);
   // Name -> (first index, last index, count), as a checkpoint's directory
   // has one record per tensor: an open-addressing table of indices into
-  // `uses` (no node allocated per name), at most half full.
+  // `uses` (no node allocated per name), at most half full. Names are
+  // compared without regard to ASCII case, as torch's reader (miniz's
+  // mz_zip_reader_locate_file without MZ_ZIP_FLAG_CASE_SENSITIVE) finds
+  // them: 'archive/DATA.PKL' and 'archive/data.pkl' are one name to torch,
+  // and which of the two it reads depends on the directory's order.
   struct NameUse {
     std::string_view name;
     size_t first, last, count;
+    std::string_view other_case;  // a spelling differing from `name` in case, if any
   };
   BulkVector<NameUse> uses;
   uses.reserve(entries.size());
   size_t table_len = 16;
   while (table_len < 2 * entries.size()) table_len *= 2;
   BulkVector<uint32_t> table(table_len, UINT32_MAX);
-  const std::hash<std::string_view> hash;
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+  auto hash = [&](std::string_view name) {
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the ASCII-lowercased name
+    for (char c : name) h = (h ^ static_cast<uint8_t>(lower(c))) * 0x100000001b3ull;
+    return static_cast<size_t>(h ^ (h >> 29));
+  };
+  auto same_name = [&](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t k = 0; k < a.size(); ++k) {
+      if (a[k] != b[k] && lower(a[k]) != lower(b[k])) return false;
+    }
+    return true;
+  };
   // The local headers lie between the records, one cache line (and, in a
   // checkpoint of small records, one page) each: asking for a few ahead lets
   // their reads overlap instead of waiting on memory one by one.
@@ -533,13 +550,14 @@ Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, 
     for (size_t slot = hash(e.name) & (table_len - 1);; slot = (slot + 1) & (table_len - 1)) {
       if (table[slot] == UINT32_MAX) {
         table[slot] = static_cast<uint32_t>(uses.size());
-        uses.push_back({e.name, i, i, 1});
+        uses.push_back({e.name, i, i, 1, {}});
         break;
       }
       NameUse& use = uses[table[slot]];
-      if (use.name == e.name) {
+      if (same_name(use.name, e.name)) {
         use.last = i;
         ++use.count;
+        if (use.name != e.name && use.other_case.empty()) use.other_case = e.name;
         break;
       }
     }
@@ -619,6 +637,14 @@ Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, 
   std::sort(duplicates.begin(), duplicates.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (const auto& [name, use] : duplicates) {
     const ZipEntry& used = entries[use.last];
+    if (!use.other_case.empty()) {
+      out.push_back({"zip.duplicate_name", entries[use.first].central_offset, std::string(name),
+                     "name appears " + Num(use.count) + " times when case is ignored (also as '" +
+                         std::string(use.other_case) +
+                         "'): torch's reader looks names up without regard to case, so which entry it reads "
+                         "depends on the directory's order"});
+      continue;
+    }
     out.push_back({"zip.duplicate_name", entries[use.first].central_offset, std::string(name),
                    "name appears " + Num(use.count) + " times; torch reads the last, at offset " +
                        Num(used.local_header_offset)});
