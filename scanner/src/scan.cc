@@ -103,6 +103,13 @@ struct Sym {
   // state dict calls a rebuild function per tensor on numbers and tuples of
   // numbers). Never true for a str (its text is looked at only when walked).
   bool inert : 1 = false;
+  // BUILD gave this value a dict (or (dict, slots) pair) state: its instance
+  // attributes are whatever the pickle put there. The unpicklers and torch
+  // look some methods up on the instance itself (BUILD: __setstate__;
+  // APPEND(S): append, extend; ADDITEMS: add; dict(x) and other mapping
+  // constructors: keys; torch's persistent_load: location.startswith), so
+  // any later use of that kind calls a value the pickle chose.
+  bool attrs : 1 = false;
   uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
@@ -847,6 +854,19 @@ class Scanner {
   // Each argument is walked on its own (its own bound on items looked into).
   void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
     if (AllInert(args)) return;
+    for (uint32_t id : args) {
+      // A value whose attributes a BUILD set, handed to a call: a mapping
+      // constructor (dict(x), OrderedDict(x), Counter(x)...) calls x.keys(),
+      // looked up on the instance, and other callees may call methods
+      // looked up the same way (Sym::attrs).
+      const Sym& v = Val(id);
+      if (!v.attrs || v.kind == Sym::kScalar) continue;
+      const std::string what = v.text.empty() ? KindName(v.kind) : std::string(v.text);
+      AddFixed("CKG-F081",
+               "a '" + what + "' whose attributes a BUILD set is handed to '" + std::string(callee) +
+                   "', which may call a method looked up on it (dict() and OrderedDict() call its keys attribute)",
+               op.offset, what);
+    }
     for (size_t i = 0; i < args.size(); ++i) {
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
         const Sym& v = Val(id);
@@ -1161,11 +1181,45 @@ class Scanner {
   }
   Status Append(const PickleOp& op, Id target, std::span<const Id> items) {
     CheckTarget(op, target);
+    CheckAttributeCall(op, target);
     AddWeightTo(target, items);
     return OkStatus();
   }
   Status SetItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
   Status AddItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
+  // CheckAttributeCall: APPEND/APPENDS on anything but a list, ADDITEMS on
+  // anything but a set and BUILD call a method the unpickler looks up on
+  // the instance (append, extend, add, __setstate__); when an earlier BUILD
+  // set the target's attributes (Sym::attrs), that method may be any value
+  // the pickle put there: a call of it (F002). Benign picklers write a
+  // list's or set's items before its BUILD, and one BUILD per object.
+  void CheckAttributeCall(const PickleOp& op, uint32_t target) {
+    const Sym& t = Val(target);
+    if (!t.attrs) return;
+    const char* method = nullptr;
+    switch (op.code) {
+      case Opcode::kAppend:
+        if (t.kind != Sym::kList) method = "append";
+        break;
+      case Opcode::kAppends:
+        if (t.kind != Sym::kList) method = "extend (or append)";
+        break;
+      case Opcode::kAddItems:
+        if (t.kind != Sym::kSet) method = "add";
+        break;
+      case Opcode::kBuild:
+        method = "__setstate__";
+        break;
+      default:
+        break;
+    }
+    if (method == nullptr) return;
+    const std::string what = t.text.empty() ? KindName(t.kind) : "'" + std::string(t.text) + "'";
+    AddFixed("CKG-F002",
+             std::string(op.Info().name) + " on " + what + " after a BUILD set its attributes: the unpickler calls its " +
+                 method + " attribute, which that state may have set to any callable",
+             op.offset);
+  }
 
   Result<Id> Global(const PickleOp& op, std::string_view module, std::string_view name) {
     Sym s;
@@ -1217,6 +1271,7 @@ class Scanner {
   }
   Status Build(const PickleOp& op, Id obj, Id state) {
     CheckTarget(op, obj);
+    CheckAttributeCall(op, obj);
     // An object of a class not known to be data, given a state that is not
     // a plain dict (or the (dict, slots) pair the default __setstate__
     // takes): only a __setstate__ of that class accepts it, and it runs.
@@ -1237,6 +1292,16 @@ class Scanner {
                  op.offset, cls);
       }
     }
+    // A dict state (or a (dict or None, dict or None) slots pair) sets the
+    // instance's attributes (Sym::attrs). Scalars are shared and never
+    // take attributes (the unpickler fails there).
+    Sym& t = Val(obj);
+    const Sym& st = Val(state);
+    if (t.kind != Sym::kScalar && t.kind != Sym::kStr && t.kind != Sym::kBytes &&
+        (st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items_count() == 2))) {
+      t.attrs = true;
+      t.inert = false;
+    }
     return OkStatus();
   }
   Result<Id> Ext(const PickleOp& op, uint64_t code) {
@@ -1247,8 +1312,30 @@ class Scanner {
     return New(Sym{});
   }
   Result<Id> PersistentLoad(const PickleOp& op, const Id* pid) {
-    if (pid != nullptr) CheckRecord(op, *pid);
+    if (pid != nullptr) {
+      CheckRecord(op, *pid);
+      CheckStorageLocation(op, *pid);
+    }
     return New(Sym{});
+  }
+  // CheckStorageLocation: torch's persistent_load (zip and legacy formats)
+  // hands a storage id's location to restore_location, whose CUDA
+  // deserializer calls location.startswith('cuda'): a method looked up on
+  // the instance. A location that is neither str nor bytes, but a value a
+  // call or a BUILD made, has that method chosen by the pickle (F002).
+  void CheckStorageLocation(const PickleOp& op, uint32_t pid) {
+    const Sym& t = Val(pid);
+    if (t.kind != Sym::kTuple || t.items_count() < 5 || t.items_count() > 6) return;
+    const std::span<const uint32_t> items = Items(t);
+    const Sym& first = Val(items[0]);
+    if ((first.kind != Sym::kStr && first.kind != Sym::kBytes) || first.text != "storage") return;
+    const Sym& location = Val(items[3]);
+    if (location.kind != Sym::kUnknown && location.kind != Sym::kObject && !location.attrs) return;
+    AddFixed("CKG-F002",
+             "a storage's persistent id has a " + KindName(location.kind) +
+                 " as its location: torch's persistent_load calls location.startswith('cuda'), a method of a value "
+                 "the pickle built",
+             op.offset);
   }
   Result<Id> Buffer(const PickleOp&, const Id* target) { return target != nullptr ? *target : New(Sym{}); }
   Id Opaque() { return New(Sym{}); }

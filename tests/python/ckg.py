@@ -45,6 +45,7 @@ LOADERS = {
     "pickle._loads": "import pickle,sys; pickle._loads(open(sys.argv[1],'rb').read())",
     "torch.load": "import torch,sys; torch.load(sys.argv[1])",
     "numpy.load": "import numpy,sys; numpy.load(sys.argv[1], allow_pickle=True)",
+    "joblib.load": "import joblib,sys; joblib.load(sys.argv[1])",
 }
 
 

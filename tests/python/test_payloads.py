@@ -15,7 +15,7 @@ import zlib
 
 import pytest
 
-from ckg import describe, load_runs_payload, marker_path, scan
+from ckg import describe, load_runs_payload, marker_path, run_cli, scan
 
 
 # --- a small pickle assembler (opcodes of Lib/pickletools.py) -------------------
@@ -243,6 +243,107 @@ def test_side_file_loader(tmp_path, how):
         body = call(g("pickle", "load"), call(g("builtins", "open"), s("side.bin"), s("rb")))
     path = write(tmp_path, "outer.pkl", p2(body))
     assert_proven_and_dangerous(path, m, cwd=str(tmp_path), want=("CKG-F061",))
+
+
+# 11. Calls through instance attributes. The unpicklers look some methods up
+# on the instance, not its class: BUILD calls inst.__setstate__, APPEND(S) on
+# a non-list inst.append/extend, ADDITEMS on a non-set inst.add, and dict(x)
+# or OrderedDict(x) call x.keys(). A record of a pure-data class
+# (SimpleNamespace, argparse.Namespace, OrderedDict) takes any attributes
+# from a dict BUILD, so a second use of it calls what the pickle put there.
+EMPTY_DICT, SETITEM, BUILD, EMPTY_TUPLE, REDUCE = b"}", b"s", b"b", b")", b"R"
+
+
+def with_attr(cls, name, value):  # cls(), then BUILD {name: value}
+    return cls + EMPTY_TUPLE + REDUCE + EMPTY_DICT + s(name) + value + SETITEM + BUILD
+
+
+def mbox_of(marker):  # functools.partial(mailbox.mbox, marker): calling it creates the file
+    return call(g("functools", "partial"), g("mailbox", "mbox"), s(marker))
+
+
+HIDDEN_CALLS = {
+    # typing.get_type_hints(obj) eval()s the strings in obj.__annotations__.
+    "setstate_eval": lambda m: with_attr(g("types", "SimpleNamespace"), "__setstate__", g("typing", "get_type_hints"))
+    + with_attr(g("types", "SimpleNamespace"), "__annotations__", EMPTY_DICT + s("a") + s(touch_code(m)) + SETITEM)
+    + BUILD,
+    "setstate_ordered_dict": lambda m: with_attr(g("collections", "OrderedDict"), "__setstate__", g("mailbox", "mbox"))
+    + s(m) + BUILD,
+    "setstate_slots": lambda m: g("types", "SimpleNamespace") + EMPTY_TUPLE + REDUCE + NONE + EMPTY_DICT
+    + s("__setstate__") + g("mailbox", "mbox") + SETITEM + b"\x86" + BUILD + s(m) + BUILD,
+    "append": lambda m: with_attr(g("argparse", "Namespace"), "append", g("mailbox", "mbox")) + s(m) + b"a",
+    "appends": lambda m: with_attr(g("types", "SimpleNamespace"), "append", g("mailbox", "mbox")) + b"(" + s(m) + b"e",
+    "additems": lambda m: with_attr(g("types", "SimpleNamespace"), "add", g("mailbox", "mbox")) + b"(" + s(m) + b"\x90",
+    "dict_keys": lambda m: g("builtins", "dict") + tup(with_attr(g("types", "SimpleNamespace"), "keys", mbox_of(m)))
+    + REDUCE,
+    "ordered_dict_keys": lambda m: g("collections", "OrderedDict")
+    + tup(with_attr(g("types", "SimpleNamespace"), "keys", mbox_of(m))) + REDUCE,
+}
+
+
+@pytest.mark.parametrize("how", sorted(HIDDEN_CALLS))
+def test_call_through_an_instance_attribute(tmp_path, how):
+    m = marker_path()
+    path = write(tmp_path, how + ".pkl", p4(HIDDEN_CALLS[how](m)))
+    r = assert_proven_and_dangerous(path, m)
+    assert {f["rule"] for f in r["findings"]} & {"CKG-F002", "CKG-F081"}, describe(r)
+
+
+def test_storage_location_with_a_method(tmp_path):
+    # torch's persistent_load calls location.startswith('cuda') (its CUDA
+    # deserializer): a location that is a record whose startswith is a
+    # partial(mailbox.mbox, marker) runs it in an ordinary torch.load.
+    import zipfile
+    m = marker_path()
+    location = with_attr(g("types", "SimpleNamespace"), "startswith", mbox_of(m))
+    pid = tup(s("storage"), g("torch", "FloatStorage"), s("0"), location, b"K\x01") + b"Q"
+    tensor = call(g("torch._utils", "_rebuild_tensor_v2"), pid, b"K\x00", tup(b"K\x01"), tup(b"K\x01"), b"\x89",
+                  call(g("collections", "OrderedDict")))
+    path = tmp_path / "location.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", p2(EMPTY_DICT + s("w") + tensor + SETITEM))
+        z.writestr("archive/data/0", struct.pack("<f", 1.0))
+        z.writestr("archive/version", "3\n")
+    r = assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-F002",))
+    assert any("location" in f["message"] for f in r["findings"]), describe(r)
+
+
+# 12. joblib's own ways to load another file or an old format.
+def test_joblib_record_that_loads_a_side_file(tmp_path):
+    # joblib's pre-0.10 NDArrayWrapper: at its BUILD, joblib.load reads the
+    # file its `filename` names with numpy.load(allow_pickle=True).
+    m = marker_path()
+    write(tmp_path, "notes.txt", p2(call(g("uu", "encode"), s("/etc/hostname"), s(m))))
+    state = EMPTY_DICT + b"(" + s("filename") + s("notes.txt") + s("subclass") + g("numpy", "ndarray") + \
+        s("allow_mmap") + b"\x89u"
+    path = write(tmp_path, "model.joblib",
+                 p2(g("joblib.numpy_pickle_compat", "NDArrayWrapper") + EMPTY_TUPLE + b"\x81" + state + BUILD))
+    assert_proven_and_dangerous(path, m, loaders=("joblib.load",), want=("CKG-D069",))
+
+
+def test_joblib_zf_format(tmp_path):
+    # joblib.load still reads its pre-0.10 format: "ZF", the length in hex
+    # padded to 19 bytes, zlib data.
+    m = marker_path()
+    inner = p2(call(g("uu", "encode"), s("/etc/hostname"), s(m)))
+    path = write(tmp_path, "old.pkl", b"ZF" + hex(len(inner)).encode().ljust(19) + zlib.compress(inner))
+    assert_proven_and_dangerous(path, m, loaders=("joblib.load",), want=("CKG-F080",))
+
+
+# 13. Two names torch's reader takes for one: miniz finds 'data.pkl' without
+# regard to case, so 'archive/DATA.PKL' written first is the one it runs.
+def test_data_pickle_named_in_another_case(tmp_path):
+    import zipfile
+    m = marker_path()
+    path = tmp_path / "case.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/DATA.PKL", p2(call(g("uu", "encode"), s("/etc/hostname"), s(m))))
+        z.writestr("archive/data.pkl", p2(EMPTY_DICT))
+        z.writestr("archive/version", "3\n")
+    assert_proven_and_dangerous(path, m, loaders=("torch.load",))
+    out = run_cli("inspect", str(path))
+    assert out.returncode == 2, out.stdout
+    assert b"zip.duplicate_name" in out.stderr or b"uu.encode" in out.stderr, out.stderr
 
 
 def test_no_markers_left():
