@@ -195,13 +195,15 @@ def ordered_dicts_with_attrs(value):
     return out
 
 
-def check(tmp_path, name, value):
-    """Saves `value` with torch, compares inspect --json with torch.load."""
+def check(tmp_path, name, value, **save_options):
+    """Saves `value` with torch (torch.save's keyword `save_options`),
+    compares inspect --json with torch.load."""
     path = tmp_path / (name + ".pt")
-    torch.save(value, path)
+    torch.save(value, path, **save_options)
     loaded = torch.load(path)
     doc = inspect_json(path)
-    assert doc["kind"] == "torch-zip"
+    legacy = save_options.get("_use_new_zipfile_serialization", True) is False
+    assert doc["kind"] == ("torch-legacy" if legacy else "torch-zip")
     assert_same(loaded, decode(doc["skeleton"]))
     assert_tensors(loaded, doc)
     want_attrs = ordered_dicts_with_attrs(loaded)
@@ -240,6 +242,27 @@ def test_optimizer_and_scheduler_state(tmp_path):
     assert "optimizer.state.0.exp_avg" in doc["tensors"]
     assert "optimizer.state.0.max_exp_avg_sq" in doc["tensors"]
     assert [decode(k) for k in doc["attrs"][0]["keys"]] == ["model"]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_every_pickle_protocol_torch_writes(tmp_path, protocol, legacy):
+    # Protocols 4 and 5 frame every pickle (FRAME): the legacy format's
+    # magic-number and version pickles too. Protocols 0 and 1 write text
+    # persistent ids, which torch.load itself refuses.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    value = {"model": model.state_dict(), "optimizer": opt.state_dict(), "view": torch.arange(12.0).view(3, 4)[:, 1:]}
+    options = {"pickle_protocol": protocol}
+    if legacy:
+        options["_use_new_zipfile_serialization"] = False
+    check(tmp_path, "p%d" % protocol, value, **options)
+    report = json.loads(subprocess.run([CLI, "scan", "--format", "json", str(tmp_path / ("p%d.pt" % protocol))],
+                                       capture_output=True, text=True, timeout=120).stdout)
+    assert report["files"][0]["verdict"] == "safe", report
 
 
 def test_big_ints(tmp_path):

@@ -20,9 +20,11 @@ constexpr std::string_view kLegacyMagicLE = "\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x5
 }  // namespace
 
 bool IsLegacyHeaderPickle(std::span<const PickleOp> ops, int index) {
+  // PROTO and FRAME (torch.save's pickle_protocol >= 4 frames every pickle)
+  // do nothing to the stack: the body is one int and STOP.
   std::vector<const PickleOp*> body;
   for (const PickleOp& op : ops) {
-    if (op.code != Opcode::kProto) body.push_back(&op);
+    if (op.code != Opcode::kProto && op.code != Opcode::kFrame) body.push_back(&op);
   }
   if (body.size() != 2 || body[1]->code != Opcode::kStop) return false;
   const PickleArg& arg = body[0]->arg;
@@ -47,7 +49,7 @@ namespace {
 class HeaderOps {
  public:
   void Add(PickleOp op) {
-    if (op.code != Opcode::kProto) ++body_;
+    if (op.code != Opcode::kProto && op.code != Opcode::kFrame) ++body_;
     if (body_ > 2 || ops_.size() >= kMaxOps) shaped_ = false;
     if (shaped_) ops_.push_back(std::move(op));
   }
