@@ -211,6 +211,51 @@ class Scanner {
   Scanner(const RuleSet* rules, const ScanOptions& options, FileReport& report, Budget& budget)
       : rules_(rules), options_(options), report_(report), budget_(budget) {}
 
+  // CheckTorchScriptCode looks through a TorchScript archive's code files
+  // for the builtins that reach the file system: torch.from_file opens the
+  // path it is given, creating or growing it (shared=True maps it writable).
+  // torch.jit.load runs a module's __setstate__ as it loads, so code that
+  // calls one touches files at load time (F031, dangerous). Every file
+  // under code/ is read as torch's reader reads it (stored or deflated).
+  template <typename EntryName>
+  void CheckTorchScriptCode(const Container& c, const EntryName& entry_name) {
+    static constexpr std::string_view kFileBuiltins[] = {"from_file"};
+    std::optional<ZipArchive> zip;
+    for (const ContainerEntry& e : c.entries) {
+      // The sources torch.jit.load compiles (code/**/*.py); the .debug_pkl
+      // beside each only maps source ranges for error messages.
+      if (!e.zip.name.starts_with(c.prefix + "/code/") || !e.zip.name.ends_with(".py") || !e.data_offset) continue;
+      Bytes code;
+      std::string inflated;
+      if (e.inflated) {
+        code = *e.inflated;
+      } else if (e.zip.method == kZipMethodStored) {
+        if (*e.data_offset > c.bytes.size() || e.zip.compressed_len > c.bytes.size() - *e.data_offset) continue;
+        code = c.bytes.subspan(static_cast<size_t>(*e.data_offset), static_cast<size_t>(e.zip.compressed_len));
+      } else {
+        if (!zip) {
+          Result<ZipArchive> opened = ZipArchive::Open(c.bytes, options_.container.zip);
+          if (!opened) return;
+          zip.emplace(std::move(*opened));
+        }
+        Result<std::string> data = zip->ReadEntry(e.zip, &budget_);
+        if (!data) continue;  // the container reports what it could not read
+        inflated = std::move(*data);
+        code = AsBytes(inflated);
+      }
+      const std::string_view text = AsStringView(code);
+      for (std::string_view builtin : kFileBuiltins) {
+        const size_t at = text.find(builtin);
+        if (at == std::string_view::npos) continue;
+        Add("CKG-F031", Rules().FixedRule("CKG-F031").severity,
+            "TorchScript code calls torch." + std::string(builtin) +
+                ", which opens (and may create or grow) the file it names when the code runs; "
+                "torch.jit.load runs a module's __setstate__ as it loads",
+            entry_name(e.zip.name), e.inflated || e.zip.method != kZipMethodStored ? at : *e.data_offset + at, "");
+      }
+    }
+  }
+
   void ScanContainer(const Container& c, const std::string& nested_path) {
     auto entry_name = [&](const std::string& entry) {
       if (nested_path.empty()) return entry;
@@ -224,9 +269,10 @@ class Scanner {
         if (e.zip.name.starts_with(c.prefix + "/code/")) ++code_files;
       }
       Add("CKG-F030", Severity::kSuspicious,
-          "TorchScript archive: torch.jit.load (and torch.load before 2.6 with weights_only) runs its code (" +
-              Num(code_files) + " files under " + c.prefix + "/code/)",
+          "TorchScript archive: torch.jit.load, and torch.load before torch 2.6 whatever its arguments, runs its "
+          "code (" + Num(code_files) + " files under " + c.prefix + "/code/)",
           entry_name(""), 0, "");
+      CheckTorchScriptCode(c, entry_name);
     }
     const bool torch_archive = c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript;
     records_ = torch_archive ? &c : nullptr;

@@ -346,5 +346,43 @@ def test_data_pickle_named_in_another_case(tmp_path):
     assert b"zip.duplicate_name" in out.stderr or b"uu.encode" in out.stderr, out.stderr
 
 
+# 14. TorchScript that touches files as it loads: torch.load of a TorchScript
+# archive (torch < 2.6, any arguments) hands it to torch.jit.load, which runs
+# the module's __setstate__; torch.from_file creates the file it names.
+TORCHSCRIPT_FROM_FILE = r"""
+import sys, torch
+from typing import Tuple
+class M(torch.nn.Module):
+    def __init__(self, p: str):
+        super().__init__()
+        self.p = p
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, bool]:
+        return (self.p, self.training)
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, bool]):
+        self.p = state[0]
+        # used, so that TorchScript keeps the call
+        self.training = bool(torch.from_file(self.p, True, 4).numel() > 0) and state[1]
+    def forward(self, x):
+        return x
+torch.jit.save(torch.jit.script(M(sys.argv[2])), sys.argv[1])
+"""
+
+
+def test_torchscript_that_creates_a_file_as_it_loads(tmp_path):
+    import subprocess
+    from ckg import PYTHON
+    m = marker_path()
+    path = tmp_path / "scripted.pt"
+    script = write(tmp_path, "make_scripted.py", TORCHSCRIPT_FROM_FILE.encode())  # torch.jit.script reads the source
+    made = subprocess.run([PYTHON, str(script), str(path), m], capture_output=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    if os.path.exists(m):
+        os.remove(m)  # torch.jit.script runs nothing, but be sure the marker is the load's
+    r = assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-F031",))
+    assert any(f["rule"] == "CKG-F030" for f in r["findings"]), describe(r)
+
+
 def test_no_markers_left():
     assert not glob.glob("/tmp/ckptguard-pwned-%d-*" % os.getpid())
