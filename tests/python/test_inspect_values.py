@@ -365,3 +365,64 @@ def test_every_json_output_keeps_surrogate_keys_apart(tmp_path):
     assert doc["loaded"] == list(sd.keys())
     assert b"\\udc80" in out.stdout and "\ufffd".encode() not in out.stdout
     assert sorted(inspect_json(path)["tensors"]) == sorted(sd.keys())
+
+
+SCRIPTED_MODULES = r"""
+import sys, torch
+from typing import Dict, List
+torch.manual_seed(0)
+
+class Typed(torch.nn.Module):
+    # Attributes of every list type torch.jit.save tags (build_intlist,
+    # build_doublelist, build_boollist, build_tensorlist, restore_type_tag).
+    def __init__(self):
+        super().__init__()
+        self.ints: List[int] = [1, 2, 3]
+        self.floats: List[float] = [0.5, 1.5]
+        self.flags: List[bool] = [True, False]
+        self.names: List[str] = ["a", "b"]
+        self.nested: List[List[int]] = [[1], [2, 3]]
+        self.table: Dict[str, int] = {"x": 1}
+        self.tensors: List[torch.Tensor] = [torch.arange(3.0), torch.ones(2, 2)]
+        self.w = torch.nn.Parameter(torch.randn(3, 2))
+    def forward(self, x):
+        return x @ self.w
+
+modules = {
+    "conv2d": torch.nn.Conv2d(3, 4, 3, stride=2),
+    "conv_bn": torch.nn.Sequential(torch.nn.Conv1d(2, 3, 2), torch.nn.BatchNorm1d(3)),
+    "lstm": torch.nn.LSTM(3, 4, num_layers=2),
+    "gru": torch.nn.GRU(3, 4),
+    "typed": Typed(),
+}
+for name, module in modules.items():
+    torch.jit.save(torch.jit.script(module), sys.argv[1] + "/" + name + ".pt")
+"""
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_bn", "lstm", "gru", "typed"])
+def test_scripted_modules_load_their_weights(tmp_path_factory, name):
+    # Scripted modules pickle typed lists through torch.jit._pickle's
+    # helpers, which return their argument: the weights load, equal to
+    # torch.jit.load's, and the code is never run.
+    folder = tmp_path_factory.getbasetemp() / "scripted"
+    if not (folder / "typed.pt").exists():
+        folder.mkdir(exist_ok=True)
+        script = folder / "make.py"
+        script.write_text(SCRIPTED_MODULES)  # torch.jit.script reads the source
+        made = subprocess.run(["/usr/bin/python3", str(script), str(folder)], capture_output=True, timeout=300)
+        assert made.returncode == 0, made.stderr.decode(errors="replace")
+    path = folder / (name + ".pt")
+    doc = inspect_json(path)
+    assert doc["kind"] == "torchscript"
+    loaded = torch.jit.load(str(path))
+    want = {k: v for k, v in loaded.state_dict().items()}
+    got = doc["tensors"]
+    for key, t in want.items():
+        assert key in got, (key, sorted(got))
+        assert got[key]["dtype"] == str(t.dtype).replace("torch.", ""), key
+        assert got[key]["shape"] == list(t.shape), key
+        assert got[key]["sha256"] == digest(t), key
+    if name == "typed":
+        for i, t in enumerate(loaded.tensors):
+            assert got["tensors.%d" % i]["sha256"] == digest(t)

@@ -15,7 +15,7 @@
 namespace ckptguard {
 namespace {
 
-constexpr std::array<std::pair<AllowAction, std::string_view>, 27> kActions = {{
+constexpr std::array<std::pair<AllowAction, std::string_view>, 28> kActions = {{
     {AllowAction::kRebuildTensor, "rebuild_tensor"},
     {AllowAction::kRebuildTensorV2, "rebuild_tensor_v2"},
     {AllowAction::kRebuildTensorV3, "rebuild_tensor_v3"},
@@ -40,6 +40,7 @@ constexpr std::array<std::pair<AllowAction, std::string_view>, 27> kActions = {{
     {AllowAction::kByteArray, "bytearray"},
     {AllowAction::kBytes, "bytes"},
     {AllowAction::kUninitializedTensor, "uninitialized_tensor"},
+    {AllowAction::kIdentity, "identity"},
     {AllowAction::kConstant, "constant"},
     {AllowAction::kRecord, "record"},
     {AllowAction::kUnsupported, "unsupported"},

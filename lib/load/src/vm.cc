@@ -1762,6 +1762,21 @@ class Vm {
         v.text = fn;
         return Add(op, std::move(v));
       }
+      case AllowAction::kIdentity: {
+        // TorchScript's pickler tags lists with their element type:
+        // build_intlist(data), restore_type_tag(value, 'List[str]')... return
+        // the value itself (torch/jit/_pickle.py; the C++ unpickler keeps it).
+        CKG_TRY(want(1, 2));
+        if (args.size() == 2 && Get(args[1]).kind != ValueKind::kStr) {
+          return Malformed(op, fn + ": the type tag must be a str, not a " +
+                                   std::string(ValueKindName(Get(args[1]).kind)));
+        }
+        const ValueId value = args[0];
+        // Held by the argument tuple and wherever the result goes: never
+        // reclaimed as a value only one place holds.
+        pinned_high_ = std::max<int64_t>(pinned_high_, value);
+        return value;
+      }
       case AllowAction::kUnsupported: {
         const AllowEntry* entry = FindEntry(fn);
         return Fail(ErrorCode::kUnsupportedFormat, op,

@@ -52,6 +52,8 @@ enum class AllowAction : uint8_t {
   kBytes,                     // builtins.bytes() (protocol 2 writes b'' this way)
   kUninitializedTensor,       // nn.parameter.UninitializedParameter/Buffer(requires_grad[, device, dtype]):
                               // a lazy module's placeholder, no data (an object, vm.cc)
+  kIdentity,                  // returns its first argument: TorchScript's torch.jit._pickle.build_intlist
+                              // (and the other build_*list) and restore_type_tag(value, type_str)
   kConstant,                  // a named constant (qscheme, layout); not callable
   kRecord,                    // a class the user vouches for as a record: a call or NEWOBJ of it (and
                               // the BUILD after) makes a kRecord value; nothing is called
