@@ -214,3 +214,17 @@ def test_object_arrays_stay_refused(tmp_path):
     with pytest.raises(ValueError):
         np.load(path)  # numpy itself refuses without allow_pickle
     inspect_refused(path, "object", "allow_pickle")
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_of_no_arrays(tmp_path, save):
+    # np.savez() of nothing writes a zip end record alone; numpy.load reads
+    # it as an empty NpzFile.
+    path = tmp_path / "empty.npz"
+    save(path)
+    assert len(np.load(path).files) == 0
+    doc = inspect_json(path)
+    assert doc["kind"] == "numpy-zip" and doc["tensors"] == {}, doc
+    report = json.loads(subprocess.run([CLI, "scan", "--format", "json", str(path)], capture_output=True,
+                                       timeout=60).stdout)
+    assert report["files"][0]["verdict"] == "safe", report

@@ -17,6 +17,7 @@ namespace ckptguard {
 namespace {
 
 constexpr std::string_view kNpyMagic = "\x93NUMPY";
+constexpr std::string_view kEmptyZipMagic("PK\x05\x06", 4);  // an end record at offset 0
 constexpr std::string_view kZipMagic = "PK\x03\x04";
 // Most .npy arrays read one after another from one file.
 constexpr uint32_t kMaxNpyArrays = 4096;
@@ -72,7 +73,9 @@ class Opener {
       c.error = read.error();
       return c;
     }
-    if (LooksLikeZip(bytes)) {
+    // An archive of no entries is its end record alone: numpy.load reads
+    // one (np.savez() of no arrays) as an empty .npz.
+    if (LooksLikeZip(bytes) || StartsWith(bytes, kEmptyZipMagic)) {
       OpenZip(c, depth);
       AddEmbeddedZips(c, depth);
     } else if (StartsWith(bytes, kNpyMagic)) {
@@ -733,7 +736,12 @@ class Opener {
       c.entries.push_back(ContainerEntry{e, statuses[i].data_offset, statuses[i].crc_ok, false, std::nullopt});
       c.entry_index.Set(e.name, i);
     }
-    if (zip.entries().empty()) return;
+    if (zip.entries().empty()) {
+      // numpy.load takes a file that starts with an end record for an .npz
+      // (np.savez of no arrays writes one); torch.load does not read it.
+      if (StartsWith(c.bytes, kEmptyZipMagic)) c.format = ContainerFormat::kNumpyZip;
+      return;
+    }
 
     const std::string& first = zip.entries().front().name;
     const size_t slash = first.find('/');
