@@ -97,24 +97,51 @@ def test_npz_with_such_members_loads_whole(tmp_path, save):
 PICKLED_SKIPPED = {"scalar_str"}  # a 0-d array pickles as itself too, but is covered by the .npy case
 
 
-@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+@pytest.mark.parametrize("writer", ["torch.save", "pickle", "torch.save protocol 5", "pickle protocol 5"])
 def test_pickled_arrays_of_such_dtypes_load_as_tensors(tmp_path, writer):
     """The same arrays inside a checkpoint (numpy's own pickling:
     _reconstruct, then __setstate__ with a numpy.dtype whose state carries
-    the byte order and a datetime's unit) load as the .npy files do."""
+    the byte order and a datetime's unit; with protocol 5,
+    _frombuffer(buffer, dtype, shape, order)) load as the .npy files do."""
     import pickle
     arrays = {k: v for k, v in ARRAYS.items() if k not in PICKLED_SKIPPED}
     path = tmp_path / "arrays.bin"
-    if writer == "pickle":
+    protocol = 5 if writer.endswith("protocol 5") else 2
+    if writer.startswith("pickle"):
         with open(path, "wb") as f:
-            pickle.dump(arrays, f, protocol=2)
+            pickle.dump(arrays, f, protocol=protocol)
     else:
         torch = pytest.importorskip("torch")
-        torch.save(arrays, path)
+        torch.save(arrays, path, pickle_protocol=protocol)
     got = inspect_json(path)["tensors"]
     assert sorted(got) == sorted(arrays)
     for name, arr in arrays.items():
         check_raw(got[name], arr)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_pickled_arrays_of_torch_dtypes_in_either_order(tmp_path, protocol):
+    import pickle
+    arrays = {
+        "f32": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "i64_fortran": np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+        "i32_be": np.arange(5, dtype=">i4"),
+        "bool": np.array([True, False, True]),
+        "c64": np.array([1 + 2j, -3j], dtype=np.complex64),
+        "empty": np.zeros((0, 2)),
+    }
+    path = tmp_path / "arrays.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(arrays, f, protocol=protocol)
+    got = inspect_json(path)["tensors"]
+    assert sorted(got) == sorted(arrays)
+    for name, arr in arrays.items():
+        entry = got[name]
+        assert entry["shape"] == list(arr.shape), name
+        values = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"))
+        if arr.dtype == np.bool_:
+            values = values.astype(np.uint8)
+        assert entry["sha256"] == hashlib.sha256(values.tobytes()).hexdigest(), name
 
 
 def test_pickled_structured_and_object_arrays_stay_records(tmp_path):

@@ -1863,6 +1863,10 @@ class Vm {
           CKG_ASSIGN_OR_RETURN(std::optional<ValueId> scalar, NumpyScalar(op, args));
           if (scalar) return *scalar;
         }
+        if (fn == "numpy.core.numeric._frombuffer" || fn == "numpy._core.numeric._frombuffer") {
+          CKG_ASSIGN_OR_RETURN(std::optional<ValueId> array, NumpyFromBuffer(op, fn, args));
+          if (array) return *array;
+        }
         return MakeRecord(op, fn, RecordForm::kCall, args);
       }
       case CallableKind::kClass:
@@ -2047,6 +2051,20 @@ class Vm {
     const std::string fn = "numpy.ndarray.__setstate__";
     CKG_ASSIGN_OR_RETURN(Dims shape, ArgInts(op, fn, st.items[k], "shape"));
     CKG_ASSIGN_OR_RETURN(bool fortran, ArgBool(op, fn, st.items[k + 2], "is_fortran"));
+    CKG_ASSIGN_OR_RETURN(const uint32_t tensor, ArrayOfBytes(op, fn, data, *type, std::move(shape), fortran));
+    Value& target = state_.values.Mutable(obj);
+    target = Value{};
+    target.kind = ValueKind::kTensor;
+    target.index = tensor;
+    return OkStatus();
+  }
+
+  // ArrayOfBytes makes the tensor of a numpy array whose elements are
+  // `data`'s bytes (a bytes value the arena keeps in place for the load), of
+  // `type`, in C or Fortran order; its index in the tensor table.
+  Result<uint32_t> ArrayOfBytes(const PickleOp& op, const std::string& fn, const Value& data, const NumpyType& type_in,
+                                Dims shape, bool fortran) {
+    const NumpyType* type = &type_in;
     const uint64_t item = type->raw_item != 0 ? type->raw_item : DTypeSize(type->dtype);
     uint64_t numel = 1;
     for (int64_t dim : shape) {
@@ -2091,11 +2109,31 @@ class Vm {
                                                        type->dtype));
     const uint32_t tensor = Get(tensor_id).index;
     state_.tensors[tensor].numpy_dtype = type->numpy_dtype;
-    Value& target = state_.values.Mutable(obj);
-    target = Value{};
-    target.kind = ValueKind::kTensor;
-    target.index = tensor;
-    return OkStatus();
+    return tensor;
+  }
+
+  // NumpyFromBuffer is numpy's protocol-5 array,
+  // numpy.core.numeric._frombuffer(buffer, dtype, shape, order), which is
+  // frombuffer(buffer, dtype).reshape(shape, order=order): the buffer's
+  // elements in C ('C') or Fortran ('F') order. nullopt (a record stays)
+  // when the arguments are not those.
+  Result<std::optional<ValueId>> NumpyFromBuffer(const PickleOp& op, const std::string& fn,
+                                                 const std::vector<ValueId>& args) {
+    if (args.size() != 4) return std::optional<ValueId>();
+    const Value& data = Get(args[0]);
+    const Value& order = Get(args[3]);
+    if (data.kind != ValueKind::kBytes || order.kind != ValueKind::kStr || (order.text != "C" && order.text != "F")) {
+      return std::optional<ValueId>();
+    }
+    const std::optional<NumpyType> type = NumpyTypeOf(args[1]);
+    if (!type || Get(args[2]).kind != ValueKind::kTuple) return std::optional<ValueId>();
+    CKG_ASSIGN_OR_RETURN(Dims shape, ArgInts(op, fn, args[2], "shape"));
+    CKG_ASSIGN_OR_RETURN(const uint32_t tensor, ArrayOfBytes(op, fn, data, *type, std::move(shape), order.text == "F"));
+    CKG_ASSIGN_OR_RETURN(ValueId id, AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kTensor;
+      v.index = tensor;
+    }));
+    return std::optional<ValueId>(id);
   }
 
   // NumpyScalar is numpy.core.multiarray.scalar(dtype, bytes) as a plain
