@@ -616,6 +616,7 @@ class Scanner {
   // Inert decides Sym::inert from what CheckStringArgs and CheckGlobalArgs
   // look at (keep the three in step).
   static bool Inert(const Sym& s) {
+    if (s.attrs) return false;
     switch (s.kind) {
       case Sym::kStr: return false;
       case Sym::kObject: return s.callable != nullptr;
@@ -842,10 +843,50 @@ class Scanner {
         case AllowAction::kRecord:          // a record the user vouched for: its result is not data the scan models
         case AllowAction::kUnsupported:
           break;
+        case AllowAction::kIdentity:  // torch.jit._pickle's helpers: the argument itself
+          if (!args.empty()) return args[0];
+          break;
       }
     }
+    if (global == "torch._tensor._rebuild_from_type_v2") CheckRebuildFromType(op, args, result);
     result.weight = WeightOf(args);
     return New(std::move(result));
+  }
+
+  // CheckRebuildFromType: torch._tensor._rebuild_from_type_v2(func, new_type,
+  // args, state) returns func(*args) as it is when new_type is Tensor; for
+  // any other new_type it calls ret.__setstate__(state) when the class has
+  // one, else it splits a (state, slots) pair and runs setattr(ret, k, v)
+  // for each of state.items(). `items` is looked up on the instance: a
+  // state that is not a plain dict (a record or an OrderedDict a BUILD gave
+  // attributes) has it chosen by the pickle (F002). And the result's
+  // attributes are the state's, so later uses of it are judged as after a
+  // BUILD (Sym::attrs).
+  void CheckRebuildFromType(const PickleOp& op, std::span<const uint32_t> args, Sym& result) {
+    if (args.size() != 4) return;
+    const Sym& new_type = Val(args[1]);
+    if (new_type.kind == Sym::kGlobal && (new_type.text == "torch.Tensor" || new_type.text == "torch._tensor.Tensor")) {
+      return;
+    }
+    const Sym& state = Val(args[3]);
+    std::array<uint32_t, 2> parts{args[3], args[3]};
+    size_t num_parts = 1;
+    if (state.kind == Sym::kTuple && state.items_count() == 2) {
+      parts = {Items(state)[0], Items(state)[1]};
+      num_parts = 2;
+    }
+    for (size_t i = 0; i < num_parts; ++i) {
+      const Sym& part = Val(parts[i]);
+      const bool none = part.kind == Sym::kScalar && !part.is_int && part.number == 0;
+      if (none || (part.kind == Sym::kDict && !part.attrs)) continue;
+      AddFixed("CKG-F002",
+               "_rebuild_from_type_v2 of a non-Tensor type calls items() of its state, here a " +
+                   KindName(part.kind) + (part.attrs ? " whose attributes a BUILD set" : "") +
+                   ": a method looked up on a value the pickle built",
+               op.offset);
+    }
+    result.attrs = true;
+    attrs_seen_ = true;
   }
 
   // ForEachArg calls fn on each argument and the items of tuple arguments,
@@ -895,24 +936,31 @@ class Scanner {
            (v.allowed || v.data_member || (v.callable != nullptr && IsDataKind(v.callable->kind)));
   }
 
+  // CheckAttributedArgs: a value whose attributes the pickle set
+  // (Sym::attrs), handed to a call, also inside tuples (a rebuild function
+  // calls func(*args)): a mapping constructor (dict(x), OrderedDict(x),
+  // Counter(x)...) calls x.keys(), looked up on the instance, and other
+  // callees may call methods looked up the same way. Run whether or not the
+  // arguments are inert: a tuple made before a BUILD gave its item
+  // attributes still says inert (only calls after such a BUILD pay).
+  void CheckAttributedArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+    ForEachArg(args, [&](uint32_t id) {
+      const Sym& v = Val(id);
+      if (!v.attrs || v.kind == Sym::kScalar) return;
+      const std::string what = v.text.empty() ? KindName(v.kind) : std::string(v.text);
+      AddFixed("CKG-F081",
+               "a '" + what + "' whose attributes the pickle set is handed to '" + std::string(callee) +
+                   "', which may call a method looked up on it (dict() and OrderedDict() call its keys attribute)",
+               op.offset, what);
+    });
+  }
+
   // CheckGlobalArgs: globals handed to a call of `callee`, which may call
   // them (a rebuild function, a default factory), must be data (F081).
   // Each argument is walked on its own (its own bound on items looked into).
   void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+    if (attrs_seen_) CheckAttributedArgs(op, args, callee);
     if (AllInert(args)) return;
-    for (uint32_t id : args) {
-      // A value whose attributes a BUILD set, handed to a call: a mapping
-      // constructor (dict(x), OrderedDict(x), Counter(x)...) calls x.keys(),
-      // looked up on the instance, and other callees may call methods
-      // looked up the same way (Sym::attrs).
-      const Sym& v = Val(id);
-      if (!v.attrs || v.kind == Sym::kScalar) continue;
-      const std::string what = v.text.empty() ? KindName(v.kind) : std::string(v.text);
-      AddFixed("CKG-F081",
-               "a '" + what + "' whose attributes a BUILD set is handed to '" + std::string(callee) +
-                   "', which may call a method looked up on it (dict() and OrderedDict() call its keys attribute)",
-               op.offset, what);
-    }
     for (size_t i = 0; i < args.size(); ++i) {
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
         const Sym& v = Val(id);
@@ -1347,6 +1395,7 @@ class Scanner {
         (st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items_count() == 2))) {
       t.attrs = true;
       t.inert = false;
+      attrs_seen_ = true;
     }
     return OkStatus();
   }
@@ -1476,6 +1525,9 @@ class Scanner {
   std::optional<Error> budget_error_;
   bool torchscript_ = false;
   bool overflow_reported_ = false;
+  // A BUILD (or _rebuild_from_type_v2) gave some value attributes
+  // (Sym::attrs): calls then look for such values among their arguments.
+  bool attrs_seen_ = false;
   // The stream being scanned.
   const std::string* entry_ = nullptr;
   uint32_t depth_ = 0;

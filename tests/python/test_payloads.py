@@ -308,6 +308,40 @@ def test_storage_location_with_a_method(tmp_path):
     assert any("location" in f["message"] for f in r["findings"]), describe(r)
 
 
+# torch's _rebuild_from_type_v2(func, new_type, args, state), for a new_type
+# that is not Tensor, runs setattr(ret, k, v) for each of state.items(): the
+# state's items() is looked up on the instance, and the rebuilt value's
+# attributes (append, __setstate__...) are whatever the state holds.
+def from_type(state):
+    od = g("collections", "OrderedDict")
+    return g("torch._tensor", "_rebuild_from_type_v2") + b"(" + od + od + b")" + state + b"tR"
+
+
+REBUILT_ATTRIBUTES = {
+    "state_items": lambda m: from_type(
+        with_attr(g("collections", "OrderedDict"), "items", mbox_of(m)) + NONE + b"\x86"),
+    "append": lambda m: from_type(EMPTY_DICT + s("append") + mbox_of(m) + SETITEM) + s("x") + b"a",
+    "setstate_eval": lambda m: from_type(EMPTY_DICT + s("__setstate__") + g("typing", "get_type_hints") + SETITEM)
+    + from_type(EMPTY_DICT + s("__annotations__") + EMPTY_DICT + s("a") + s(touch_code(m)) + SETITEM + SETITEM)
+    + BUILD,
+}
+
+
+@pytest.mark.parametrize("how", sorted(REBUILT_ATTRIBUTES))
+def test_attributes_set_by_rebuild_from_type(tmp_path, how):
+    import zipfile
+    m = marker_path()
+    body = p2(REBUILT_ATTRIBUTES[how](m))
+    path = tmp_path / (how + ".pt")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", body)
+        z.writestr("archive/version", "3\n")
+    r = assert_proven_and_dangerous(path, m, loaders=("torch.load",))
+    assert {f["rule"] for f in r["findings"]} & {"CKG-F002", "CKG-F081"}, describe(r)
+    plain = write(tmp_path, how + ".pkl", body)
+    assert_proven_and_dangerous(plain, m, loaders=("pickle.loads", "pickle._loads"))
+
+
 # 12. joblib's own ways to load another file or an old format.
 def test_joblib_record_that_loads_a_side_file(tmp_path):
     # joblib's pre-0.10 NDArrayWrapper: at its BUILD, joblib.load reads the
