@@ -5,6 +5,8 @@
 
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <limits>
 #include <cstdio>
 #include <map>
@@ -526,13 +528,59 @@ Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, 
   while (table_len < 2 * entries.size()) table_len *= 2;
   BulkVector<uint32_t> table(table_len, UINT32_MAX);
   auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+  // Eight bytes at a time: ASCII 'A'-'Z' lowered in place (a byte with its
+  // top bit set is left alone), then mixed into the hash.
+  auto lower_word = [](uint64_t w) {
+    constexpr uint64_t kOnes = 0x0101010101010101ull;
+    const uint64_t low7 = w & (0x7f * kOnes);
+    const uint64_t above_z = low7 + (0x25 * kOnes);     // top bit: byte > 'Z'
+    const uint64_t from_a = low7 + (0x3f * kOnes);      // top bit: byte >= 'A'
+    const uint64_t upper = (from_a & ~above_z) & ~w & (0x80 * kOnes);
+    return w | (upper >> 2);
+  };
+  // MurmurHash3's word mixing and finalizer (every input bit reaches the
+  // table's low bits; record names differ only in their last bytes).
+  auto mix = [](uint64_t h, uint64_t w) {
+    w *= 0x87c37b91114253d5ull;
+    w = (w << 31) | (w >> 33);
+    w *= 0x4cf5ad432745937full;
+    h ^= w;
+    return ((h << 27) | (h >> 37)) * 5 + 0x52dce729;
+  };
+  // Seeded per call (the table's address, which ASLR moves, and the clock):
+  // names chosen to collide in one process's table do not in another's.
+  // Nothing reported depends on the table's order.
+  const uint64_t seed = mix(reinterpret_cast<uintptr_t>(table.data()),
+                            static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   auto hash = [&](std::string_view name) {
-    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the ASCII-lowercased name
-    for (char c : name) h = (h ^ static_cast<uint8_t>(lower(c))) * 0x100000001b3ull;
-    return static_cast<size_t>(h ^ (h >> 29));
+    uint64_t h = seed ^ name.size();
+    size_t k = 0;
+    for (; k + 8 <= name.size(); k += 8) {
+      uint64_t w;
+      std::memcpy(&w, name.data() + k, 8);
+      h = mix(h, lower_word(w));
+    }
+    if (k < name.size()) {
+      // The last eight bytes (overlapping the words before: names equal
+      // without regard to case still hash alike), or the short name's bytes.
+      uint64_t w = 0;
+      if (name.size() >= 8) {
+        std::memcpy(&w, name.data() + name.size() - 8, 8);
+      } else {
+        for (size_t b = 0; b < name.size(); ++b) w |= uint64_t{static_cast<uint8_t>(name[b])} << (8 * b);
+      }
+      h = mix(h, lower_word(w));
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return static_cast<size_t>(h);
   };
   auto same_name = [&](std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
+    if (a == b) return true;
     for (size_t k = 0; k < a.size(); ++k) {
       if (a[k] != b[k] && lower(a[k]) != lower(b[k])) return false;
     }
