@@ -110,6 +110,16 @@ struct Sym {
   // constructors: keys; torch's persistent_load: location.startswith), so
   // any later use of that kind calls a value the pickle chose.
   bool attrs : 1 = false;
+  // A callable that is not a named global: a functools.partial object, or an
+  // attribute of a computed value (a bound method: getattr(PosixPath(p),
+  // 'write_text')). Handed to a call, the callee may call it (F081).
+  bool callable_value : 1 = false;
+  // kDict: an item's value was a callable (a global or a callable value):
+  // a class's own __setstate__ given this state may call it.
+  bool holds_callable : 1 = false;
+  // kObject: an instance of a class whose own __setstate__ calls the
+  // instance's attributes (CallableEntry::setstate_calls_attributes).
+  bool setstate_calls : 1 = false;
   uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
@@ -610,13 +620,14 @@ class Scanner {
       return 0;
     }
     if (s.kind != Sym::kTuple) s.inert = Inert(s);  // (Tuple sets its own, with its weight)
+    if (s.callable_value) callable_values_seen_ = true;
     values_.push_back(std::move(s));
     return static_cast<uint32_t>(values_.size() - 1);
   }
   // Inert decides Sym::inert from what CheckStringArgs and CheckGlobalArgs
   // look at (keep the three in step).
   static bool Inert(const Sym& s) {
-    if (s.attrs) return false;
+    if (s.attrs || s.callable_value) return false;
     switch (s.kind) {
       case Sym::kStr: return false;
       case Sym::kObject: return s.callable != nullptr;
@@ -955,11 +966,35 @@ class Scanner {
     });
   }
 
+  // CheckCallableValueArgs: a callable value (Sym::callable_value: a
+  // functools.partial object, a bound method) handed to a call, also inside
+  // tuples: the callee may call it (torch's _rebuild_from_type_v2 calls
+  // func(*args), numpy's __randomstate_ctor calls ctor(name)), and what it
+  // calls was never judged as a call (F081).
+  void CheckCallableValueArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+    ForEachArg(args, [&](uint32_t id) {
+      const Sym& v = Val(id);
+      if (!v.callable_value) return;
+      const std::string what = v.callable != nullptr ? std::string(v.text) + " object" : "an attribute of a computed value";
+      AddFixed("CKG-F081",
+               "a callable value (" + what + ") is handed to '" + std::string(callee) + "', which may call it",
+               op.offset, v.callable != nullptr ? std::string(v.text) : std::string());
+    });
+  }
+  // CheckCallArgs: the argument checks of a call whose callee may call
+  // methods of its arguments, when the pickle has made such values.
+  void CheckCallArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+    if (attrs_seen_) CheckAttributedArgs(op, args, callee);
+    if (callable_values_seen_) CheckCallableValueArgs(op, args, callee);
+  }
+
   // CheckGlobalArgs: globals handed to a call of `callee`, which may call
   // them (a rebuild function, a default factory), must be data (F081).
   // Each argument is walked on its own (its own bound on items looked into).
-  void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+  void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee,
+                       bool calls_callable_values = true) {
     if (attrs_seen_) CheckAttributedArgs(op, args, callee);
+    if (calls_callable_values && callable_values_seen_) CheckCallableValueArgs(op, args, callee);
     if (AllInert(args)) return;
     for (size_t i = 0; i < args.size(); ++i) {
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
@@ -1037,6 +1072,7 @@ class Scanner {
         } else if (builds_object) {
           result.kind = Sym::kObject;
           result.callable = nullptr;  // a BUILD on it is judged as on any object
+          result.setstate_calls = entry.setstate_calls_attributes;
           AddFixed("CKG-F050",
                    "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
                    op.offset, name);
@@ -1068,19 +1104,24 @@ class Scanner {
         }
         result.callable = nullptr;
         result.text = {};
+        result.callable_value = true;  // a bound method, as likely as not
         break;
       }
       case CallableKind::kPartial:
         // partial(f, ...) references f; calling the partial object is a
-        // call of a computed value (F002). Its BUILD state repeats f. A
-        // loader bound in a partial is no longer a call on literal data.
+        // call of a computed value (F002), and so is handing it to a callee
+        // that calls it (F081). Its BUILD state repeats f. A loader bound in
+        // a partial is no longer a call on literal data.
         for (uint32_t id : args) {
           if (Val(id).kind == Sym::kGlobal && Val(id).deferred) ReportDeferred(Val(id).text, op.offset);
         }
+        result.callable_value = true;
         break;
       case CallableKind::kReconstructor: {
         // copyreg._reconstructor(cls, base, state): base.__new__(cls, state)
-        // and, unless base is object, base.__init__(obj, state).
+        // and, unless base is object, base.__init__(obj, state), which may
+        // call methods of the state (dict.__init__ calls state.keys()).
+        CheckCallArgs(op, args, name);
         if (args.size() >= 2) {
           const Sym& base = Val(args[1]);
           const bool plain = base.kind == Sym::kGlobal && (IsDataGlobal(base) || base.text == "builtins.object" ||
@@ -1093,13 +1134,18 @@ class Scanner {
         result.kind = Sym::kObject;
         result.callable = nullptr;
         result.text = !args.empty() && Val(args[0]).kind == Sym::kGlobal ? Val(args[0]).text : result.text;
+        result.setstate_calls = !args.empty() && Val(args[0]).callable != nullptr &&
+                                Val(args[0]).callable->setstate_calls_attributes;
         AddFixed("CKG-F050", "an instance of '" + std::string(result.text) +
                                  "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
                  op.offset, std::string(result.text));
         break;
       }
       case CallableKind::kNewObj: {
-        // copyreg.__newobj__(cls, *args) is NEWOBJ.
+        // copyreg.__newobj__(cls, *args) is NEWOBJ: cls.__new__(cls, *args)
+        // may call methods of the arguments (Parameter.__new__ calls
+        // data.detach()).
+        CheckCallArgs(op, args, name);
         if (args.empty()) break;
         const Sym& cls = Val(args[0]);
         if (args.size() > 1 && !IsDataGlobal(cls) && !cls.dangerous) {
@@ -1109,10 +1155,13 @@ class Scanner {
         result.kind = Sym::kObject;
         result.callable = IsDataGlobal(cls) ? &entry : nullptr;
         result.text = cls.kind == Sym::kGlobal ? cls.text : result.text;
+        result.setstate_calls = cls.callable != nullptr && cls.callable->setstate_calls_attributes;
         break;
       }
       case CallableKind::kDefaultDict:
-        CheckGlobalArgs(op, args, name);
+        // The factory is called only for a missing key, which unpickling
+        // never asks for: a partial or bound method there is not a call.
+        CheckGlobalArgs(op, args, name, /*calls_callable_values=*/false);
         break;
       case CallableKind::kDecoder: {
         if (args.empty()) break;
@@ -1267,7 +1316,25 @@ class Scanner {
     return New(std::move(s));
   }
   Result<Id> List(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kList, items); }
-  Result<Id> Dict(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kDict, items); }
+  Result<Id> Dict(const PickleOp&, std::span<const Id> items) {
+    CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(Sym::kDict, items));
+    NoteCallableValues(id, items);
+    return id;
+  }
+  // NoteCallableValues: a dict whose values (every second item) include a
+  // callable (a global not known to be data, or a callable value) holds
+  // one (Sym::holds_callable).
+  void NoteCallableValues(uint32_t dict, std::span<const uint32_t> items) {
+    Sym& d = Val(dict);
+    if (d.kind != Sym::kDict || d.holds_callable) return;
+    for (size_t i = 1; i < items.size(); i += 2) {
+      const Sym& v = Val(items[i]);
+      if (v.callable_value || (v.kind == Sym::kGlobal && !IsDataGlobal(v))) {
+        d.holds_callable = true;
+        return;
+      }
+    }
+  }
   Result<Id> Set(const PickleOp&, std::span<const Id> items, bool frozen) {
     CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(Sym::kSet, items));
     Val(id).frozen = frozen;
@@ -1279,7 +1346,10 @@ class Scanner {
     AddWeightTo(target, items);
     return OkStatus();
   }
-  Status SetItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
+  Status SetItems(const PickleOp& op, Id target, std::span<const Id> items) {
+    NoteCallableValues(target, items);
+    return Append(op, target, items);
+  }
   Status AddItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
   // CheckAttributeCall: APPEND/APPENDS on anything but a list, ADDITEMS on
   // anything but a set and BUILD call a method the unpickler looks up on
@@ -1386,18 +1456,57 @@ class Scanner {
                  op.offset, cls);
       }
     }
+    CheckBuildState(op, obj, state);
     // A dict state (or a (dict or None, dict or None) slots pair) sets the
-    // instance's attributes (Sym::attrs). Scalars are shared and never
-    // take attributes (the unpickler fails there).
+    // instance's attributes (Sym::attrs), and so does the fourth item of a
+    // functools.partial's state (its __dict__). Scalars are shared and
+    // never take attributes (the unpickler fails there).
     Sym& t = Val(obj);
     const Sym& st = Val(state);
+    const bool partial_dict = t.callable != nullptr && t.callable->kind == CallableKind::kPartial &&
+                              st.kind == Sym::kTuple && st.items_count() >= 4 &&
+                              Val(Items(st)[3]).kind != Sym::kScalar;
     if (t.kind != Sym::kScalar && t.kind != Sym::kStr && t.kind != Sym::kBytes &&
-        (st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items_count() == 2))) {
+        (st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items_count() == 2) || partial_dict)) {
       t.attrs = true;
       t.inert = false;
       attrs_seen_ = true;
     }
     return OkStatus();
+  }
+  // CheckBuildState: what a BUILD does with its state beyond setting
+  // attributes. pickle's pure-Python unpickler runs state.items() (looked up
+  // on the instance) when the state is not a plain dict; and an instance of
+  // a class whose own __setstate__ calls the instance's attributes
+  // (rules/callables.toml's setstate = "calls_attributes":
+  // torch.optim.Optimizer's calls self._hook_for_profile() right after it
+  // set the state's) given a state that holds a callable calls it (F002).
+  void CheckBuildState(const PickleOp& op, uint32_t obj, uint32_t state) {
+    const Sym& st = Val(state);
+    std::array<uint32_t, 2> parts{state, state};
+    size_t num_parts = 1;
+    if (st.kind == Sym::kTuple && st.items_count() == 2) {
+      parts = {Items(st)[0], Items(st)[1]};
+      num_parts = 2;
+    }
+    const Sym& t = Val(obj);
+    const bool own_setstate = t.kind == Sym::kObject && t.setstate_calls;
+    for (size_t i = 0; i < num_parts; ++i) {
+      const Sym& part = Val(parts[i]);
+      if (part.attrs && part.kind != Sym::kScalar) {
+        AddFixed("CKG-F002",
+                 "BUILD's state is a " + KindName(part.kind) +
+                     " whose attributes the pickle set: pickle's unpickler calls its items attribute",
+                 op.offset);
+      }
+      if (own_setstate && part.kind == Sym::kDict && part.holds_callable) {
+        const std::string cls(t.text);
+        AddFixed("CKG-F002",
+                 "BUILD gives an instance of '" + cls +
+                     "' a state that holds a callable: its class's __setstate__ may call what the state sets",
+                 op.offset, cls);
+      }
+    }
   }
   Result<Id> Ext(const PickleOp& op, uint64_t code) {
     AddFixed("CKG-F003",
@@ -1528,6 +1637,9 @@ class Scanner {
   // A BUILD (or _rebuild_from_type_v2) gave some value attributes
   // (Sym::attrs): calls then look for such values among their arguments.
   bool attrs_seen_ = false;
+  // A callable value (Sym::callable_value) was made: calls then look for
+  // one among their arguments.
+  bool callable_values_seen_ = false;
   // The stream being scanned.
   const std::string* entry_ = nullptr;
   uint32_t depth_ = 0;

@@ -342,6 +342,68 @@ def test_attributes_set_by_rebuild_from_type(tmp_path, how):
     assert_proven_and_dangerous(plain, m, loaders=("pickle.loads", "pickle._loads"))
 
 
+# Callable values: a bound method (getattr of a computed value) or a
+# functools.partial object, handed to a callee that calls it, or set as an
+# attribute that the loaders or a class's __setstate__ call.
+def bound(path, method):  # getattr(PosixPath(path), method): a bound method
+    return call(g("builtins", "getattr"), call(g("pathlib", "PosixPath"), s(path)), s(method))
+
+
+def partial_with_dict(name, value):
+    # partial(dict), then BUILD (dict, (), {}, {name: value}): the fourth
+    # item of partial's state is its __dict__.
+    return call(g("functools", "partial"), g("builtins", "dict")) + b"(" + g("builtins", "dict") + b")}}" + \
+        s(name) + value + SETITEM + b"t" + BUILD
+
+
+def simple_namespace_with(name, value):
+    return with_attr(g("types", "SimpleNamespace"), name, value)
+
+
+CALLABLE_VALUES = {
+    # torch's _rebuild_from_type_v2(func, Tensor, args, state) returns func(*args).
+    "rebuild_from_type_bound_method": lambda m: call(g("torch._tensor", "_rebuild_from_type_v2"), bound(m, "write_text"),
+                                                     g("torch._tensor", "Tensor"), tup(s("x")), EMPTY_DICT),
+    "rebuild_from_type_partial": lambda m: call(g("torch._tensor", "_rebuild_from_type_v2"), mbox_of(m),
+                                                g("torch._tensor", "Tensor"), EMPTY_TUPLE, EMPTY_DICT),
+    # numpy's RandomState pickling helper calls ctor(name).
+    "randomstate_ctor": lambda m: call(g("numpy.random._pickle", "__randomstate_ctor"), s("x"), bound(m, "write_text")),
+    # partial's __dict__: a later BUILD calls its __setstate__, dict(x) its keys.
+    "partial_dict_setstate": lambda m: partial_with_dict("__setstate__", bound(m, "write_text")) + s("x") + BUILD,
+    "partial_dict_keys": lambda m: call(g("builtins", "dict"), partial_with_dict("keys", mbox_of(m))),
+    "rebuild_parameter_detach": lambda m: call(g("torch._utils", "_rebuild_parameter"),
+                                               partial_with_dict("detach", mbox_of(m)), b"\x89",
+                                               call(g("collections", "OrderedDict"))),
+    # copyreg's helpers call methods of their arguments too.
+    "reconstructor_keys": lambda m: call(g("copyreg", "_reconstructor"), g("collections", "OrderedDict"),
+                                         g("builtins", "dict"), simple_namespace_with("keys", mbox_of(m))),
+    "newobj_parameter_detach": lambda m: call(g("copyreg", "__newobj__"), g("torch.nn.parameter", "Parameter"),
+                                              simple_namespace_with("detach", mbox_of(m))),
+    # torch.optim.Optimizer.__setstate__ calls self._hook_for_profile() after
+    # it set the state's attributes.
+    "optimizer_setstate": lambda m: g("torch.optim", "SGD") + EMPTY_TUPLE + b"\x81" + EMPTY_DICT + b"(" +
+    s("_hook_for_profile") + bound(m, "touch") + s("defaults") + EMPTY_DICT + s("param_groups") + b"]u" + BUILD,
+}
+
+
+@pytest.mark.parametrize("how", sorted(CALLABLE_VALUES))
+def test_callable_values_that_get_called(tmp_path, how):
+    m = marker_path()
+    path = write(tmp_path, how + ".pkl", p2(CALLABLE_VALUES[how](m)))
+    r = assert_proven_and_dangerous(path, m, loaders=("pickle.loads", "pickle._loads", "torch.load"))
+    assert {f["rule"] for f in r["findings"]} & {"CKG-F002", "CKG-F081"}, describe(r)
+    assert not any(f["rule"] in ("CKG-P001", "CKG-F080") for f in r["findings"] if f["severity"] == "dangerous")
+
+
+def test_pure_python_unpickler_calls_items_of_a_state_with_attributes(tmp_path):
+    # pickle._Unpickler's default BUILD runs state.items(), looked up on the
+    # state: a partial whose __dict__ sets items (the C unpickler refuses it).
+    m = marker_path()
+    body = call(g("types", "SimpleNamespace")) + partial_with_dict("items", mbox_of(m)) + BUILD
+    path = write(tmp_path, "state_items.pkl", p2(body))
+    assert_proven_and_dangerous(path, m, loaders=("pickle._loads",), want=("CKG-F002",))
+
+
 # 12. joblib's own ways to load another file or an old format.
 def test_joblib_record_that_loads_a_side_file(tmp_path):
     # joblib's pre-0.10 NDArrayWrapper: at its BUILD, joblib.load reads the

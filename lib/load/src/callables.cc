@@ -78,6 +78,13 @@ Result<Callables> ParseCallables(std::string_view text, std::string_view source)
     if (!kind) return Malformed(source, node.source(), "unknown callable kind '" + std::string(*kind_name) + "'");
     CallableEntry entry{std::string(*global), *kind, std::string((*t)["decode"].value<std::string_view>().value_or("")),
                         std::string((*t)["input"].value<std::string_view>().value_or("")), std::string(*why)};
+    if (const std::optional<std::string_view> setstate = (*t)["setstate"].value<std::string_view>()) {
+      if (*setstate != "calls_attributes" || kind != CallableKind::kClass) {
+        return Malformed(source, node.source(),
+                         entry.global + ": setstate is \"calls_attributes\", for classes only");
+      }
+      entry.setstate_calls_attributes = true;
+    }
     if (kind == CallableKind::kDecoder && entry.decode.empty()) {
       return Malformed(source, node.source(), "decoder " + entry.global + " needs decode");
     }

@@ -67,6 +67,11 @@ struct CallableEntry {
   // object), or empty (a path, a database: never judged by literal data).
   std::string input;
   std::string why;
+  // kClass: the class's own __setstate__ calls attributes of the instance
+  // after it set the state's (torch.optim.Optimizer.__setstate__ calls
+  // self._hook_for_profile()): a BUILD state that holds a callable is a
+  // call of it. TOML: setstate = "calls_attributes".
+  bool setstate_calls_attributes = false;
 };
 
 class Callables {
