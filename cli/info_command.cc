@@ -221,6 +221,8 @@ void AddInfoCommand(CLI::App& app, InfoFlags& flags) {
                               the central directory (torch reads the directory)
     zip.crc_mismatch          bytes changed after writing (torch never checks CRCs)
     zip.duplicate_name        two entries with one name (torch reads the later)
+    zip.case_duplicate_name   two names that differ only in case (one name to
+                              torch's reader, which ignores case)
     zip.gap / zip.trailing_data / zip.overlapping_entries
     polyglot.zip_after_pickle a pickle with a zip appended: torch runs the pickle
     legacy.numel_mismatch     a legacy storage record of the wrong size

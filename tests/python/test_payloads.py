@@ -9,6 +9,7 @@ random._os): the scanner must catch them by what loading does (default deny on
 calls), not by their names."""
 import base64
 import glob
+import json
 import os
 import struct
 import zlib
@@ -439,7 +440,20 @@ def test_data_pickle_named_in_another_case(tmp_path):
     assert_proven_and_dangerous(path, m, loaders=("torch.load",))
     out = run_cli("inspect", str(path))
     assert out.returncode == 2, out.stdout
-    assert b"zip.duplicate_name" in out.stderr or b"uu.encode" in out.stderr, out.stderr
+    assert b"zip.case_duplicate_name" in out.stderr or b"uu.encode" in out.stderr, out.stderr
+
+
+def test_npz_members_that_differ_only_in_case_load(tmp_path):
+    # numpy.load reads an .npz with Python's zipfile, which tells 'a.npy'
+    # from 'A.npy': only torch's reader takes them for one name.
+    import numpy as np
+    path = tmp_path / "cased.npz"
+    np.savez(path, a=np.arange(3), A=np.ones(2))
+    assert sorted(np.load(path).files) == ["A", "a"]
+    out = run_cli("inspect", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["files"][0]["tensors"]) == ["A", "a"]
+    assert scan(path)["verdict"] == "safe"
 
 
 # 14. TorchScript that touches files as it loads: torch.load of a TorchScript

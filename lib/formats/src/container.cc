@@ -767,6 +767,12 @@ class Opener {
                            [](const ZipEntry& e) { return EndsWith(e.name, ".npy"); })) {
       c.format = ContainerFormat::kNumpyZip;
     }
+    // Names one only to torch's reader (miniz ignores case; Python's zipfile
+    // and so numpy.load do not): an anomaly of torch archives only, where
+    // which entry torch reads depends on the directory's order.
+    if (c.format != ContainerFormat::kTorchZip && c.format != ContainerFormat::kTorchScript) {
+      std::erase_if(c.anomalies, [](const Anomaly& a) { return a.kind == "zip.case_duplicate_name"; });
+    }
 
     // Entries: pickles, npz members, nested archives. A central directory
     // may name the same bytes (local header offset and size) many times: they

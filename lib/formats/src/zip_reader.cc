@@ -686,7 +686,7 @@ Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, 
   for (const auto& [name, use] : duplicates) {
     const ZipEntry& used = entries[use.last];
     if (!use.other_case.empty()) {
-      out.push_back({"zip.duplicate_name", entries[use.first].central_offset, std::string(name),
+      out.push_back({"zip.case_duplicate_name", entries[use.first].central_offset, std::string(name),
                      "name appears " + Num(use.count) + " times when case is ignored (also as '" +
                          std::string(use.other_case) +
                          "'): torch's reader looks names up without regard to case, so which entry it reads "

@@ -125,7 +125,11 @@ class ZipArchive {
 // zip.local_header_mismatch), CRC mismatches (zip.crc_mismatch; torch does not
 // check them), flag bits torch refuses (zip.encrypted, zip.refused_flags),
 // compression methods it cannot read (zip.unsupported_method), duplicate names
-// (zip.duplicate_name, naming the entry torch uses: the later one), entries
+// (zip.duplicate_name, naming the entry torch uses: the later one), names
+// that differ only in ASCII case (zip.case_duplicate_name: one name to
+// torch's reader, which looks names up without regard to case; the
+// container keeps it for torch archives only, as zipfile and numpy tell
+// such names apart), entries
 // overlapping each other (zip.overlapping_entries), bytes no entry accounts
 // for (zip.gap), bytes after the end record (zip.trailing_data), unreadable
 // local headers or data (zip.bad_entry). Offsets are absolute. CRCs of
