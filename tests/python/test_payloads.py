@@ -456,6 +456,25 @@ def test_npz_members_that_differ_only_in_case_load(tmp_path):
     assert scan(path)["verdict"] == "safe"
 
 
+def test_exact_repeat_inside_names_that_differ_in_case_is_still_a_duplicate(tmp_path):
+    # 'a.npy' twice beside 'A.npy': the case-only pair is torch's concern,
+    # the exact repeat every reader's (zipfile's namelist has it twice).
+    import io
+    import warnings
+    import zipfile
+    import numpy as np
+    buf = io.BytesIO()
+    np.save(buf, np.arange(3))
+    path = tmp_path / "repeat.npz"
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as z:
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name it writes
+        for name in ("a.npy", "A.npy", "a.npy"):
+            z.writestr(name, buf.getvalue())
+    out = run_cli("inspect", str(path))
+    assert out.returncode == 2, out.stdout
+    assert b"zip.duplicate_name" in out.stderr, out.stderr
+
+
 # 14. TorchScript that touches files as it loads: torch.load of a TorchScript
 # archive (torch < 2.6, any arguments) hands it to torch.jit.load, which runs
 # the module's __setstate__; torch.from_file creates the file it names.

@@ -678,11 +678,40 @@ Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, 
     }
   }
   std::vector<std::pair<std::string_view, NameUse>> duplicates;
+  bool mixed_case = false;
   for (const NameUse& use : uses) {
     if (use.count >= 2) duplicates.emplace_back(use.name, use);
+    mixed_case = mixed_case || !use.other_case.empty();
   }
-  // By name, as before: deterministic.
-  std::sort(duplicates.begin(), duplicates.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  if (mixed_case) {
+    // A group of names that differ in case may also repeat one name exactly
+    // (zip.duplicate_name, which every reader sees, not torch's alone): its
+    // entries are found again by their group and compared by exact name.
+    // Rare, so the common path pays nothing.
+    std::vector<std::pair<std::string_view, size_t>> spelled;  // (name, entry) in groups of several spellings
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const std::string_view name = entries[i].name;
+      for (size_t slot = hash(name) & (table_len - 1);; slot = (slot + 1) & (table_len - 1)) {
+        const NameUse& use = uses[table[slot]];
+        if (!same_name(use.name, name)) continue;
+        if (!use.other_case.empty()) spelled.emplace_back(name, i);
+        break;
+      }
+    }
+    std::stable_sort(spelled.begin(), spelled.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (size_t run = 0, next = 0; run < spelled.size(); run = next) {
+      next = run + 1;
+      while (next < spelled.size() && spelled[next].first == spelled[run].first) ++next;
+      if (next - run < 2) continue;
+      duplicates.emplace_back(spelled[run].first,
+                              NameUse{spelled[run].first, spelled[run].second, spelled[next - 1].second, next - run, {}});
+    }
+  }
+  // By name, as before (a name's exact repeats before its case group):
+  // deterministic.
+  std::sort(duplicates.begin(), duplicates.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first < b.first : a.second.other_case.empty() > b.second.other_case.empty();
+  });
   for (const auto& [name, use] : duplicates) {
     const ZipEntry& used = entries[use.last];
     if (!use.other_case.empty()) {
