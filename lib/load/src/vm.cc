@@ -2051,7 +2051,8 @@ class Vm {
     const std::string fn = "numpy.ndarray.__setstate__";
     CKG_ASSIGN_OR_RETURN(Dims shape, ArgInts(op, fn, st.items[k], "shape"));
     CKG_ASSIGN_OR_RETURN(bool fortran, ArgBool(op, fn, st.items[k + 2], "is_fortran"));
-    CKG_ASSIGN_OR_RETURN(const uint32_t tensor, ArrayOfBytes(op, fn, data, *type, std::move(shape), fortran));
+    CKG_ASSIGN_OR_RETURN(const ValueId tensor_id, ArrayOfBytes(op, fn, data, *type, std::move(shape), fortran));
+    const uint32_t tensor = Get(tensor_id).index;
     Value& target = state_.values.Mutable(obj);
     target = Value{};
     target.kind = ValueKind::kTensor;
@@ -2061,18 +2062,17 @@ class Vm {
 
   // ArrayOfBytes makes the tensor of a numpy array whose elements are
   // `data`'s bytes (a bytes value the arena keeps in place for the load), of
-  // `type`, in C or Fortran order; its index in the tensor table.
-  Result<uint32_t> ArrayOfBytes(const PickleOp& op, const std::string& fn, const Value& data, const NumpyType& type_in,
-                                Dims shape, bool fortran) {
-    const NumpyType* type = &type_in;
-    const uint64_t item = type->raw_item != 0 ? type->raw_item : DTypeSize(type->dtype);
+  // `type`, in C or Fortran order; its tensor value.
+  Result<ValueId> ArrayOfBytes(const PickleOp& op, const std::string& fn, const Value& data, const NumpyType& type,
+                               Dims shape, bool fortran) {
+    const uint64_t item = type.raw_item != 0 ? type.raw_item : DTypeSize(type.dtype);
     uint64_t numel = 1;
     for (int64_t dim : shape) {
       if (dim < 0 || __builtin_mul_overflow(numel, static_cast<uint64_t>(dim), &numel)) {
         return Malformed(op, fn + ": bad shape " + DimsText(shape));
       }
     }
-    const std::string type_name = type->raw_item != 0 ? type->numpy_dtype : std::string(DTypeName(type->dtype));
+    const std::string type_name = type.raw_item != 0 ? type.numpy_dtype : std::string(DTypeName(type.dtype));
     uint64_t need = 0;
     if (__builtin_mul_overflow(numel, item, &need) || need != data.text.size()) {
       return Malformed(op, fn + ": shape " + DimsText(shape) + " of " + type_name + " needs " + Num(need) +
@@ -2080,9 +2080,9 @@ class Vm {
     }
     // Raw bytes: the element is a last dimension of its bytes, stride 1 and
     // innermost in C and Fortran order alike, as for .npy files.
-    const int64_t unit = type->raw_item != 0 ? static_cast<int64_t>(item) : 1;
+    const int64_t unit = type.raw_item != 0 ? static_cast<int64_t>(item) : 1;
     Dims stride = DenseStrides(shape, fortran, unit);
-    if (type->raw_item != 0) {
+    if (type.raw_item != 0) {
       if (shape.size() >= limits_.max_tensor_dims) {  // the byte dimension is one more, as for .npy files
         return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensor_dims", limits_.max_tensor_dims));
       }
@@ -2097,8 +2097,8 @@ class Vm {
                     .location = "cpu",
                     .num_elements = numel,
                     .bytes = Bytes(reinterpret_cast<const uint8_t*>(data.text.data()), data.text.size()),
-                    .dtype = type->dtype,
-                    .big_endian = type->big_endian,
+                    .dtype = type.dtype,
+                    .big_endian = type.big_endian,
                     .inflated = true};
     state_.storages.push_back(std::move(storage));
     Value sv;
@@ -2106,10 +2106,9 @@ class Vm {
     sv.index = static_cast<uint32_t>(state_.storages.size() - 1);
     CKG_ASSIGN_OR_RETURN(ValueId storage_id, Add(op, std::move(sv)));
     CKG_ASSIGN_OR_RETURN(ValueId tensor_id, MakeTensor(op, fn, storage_id, 0, std::move(shape), std::move(stride), false,
-                                                       type->dtype));
-    const uint32_t tensor = Get(tensor_id).index;
-    state_.tensors[tensor].numpy_dtype = type->numpy_dtype;
-    return tensor;
+                                                       type.dtype));
+    state_.tensors[Get(tensor_id).index].numpy_dtype = type.numpy_dtype;
+    return tensor_id;
   }
 
   // NumpyFromBuffer is numpy's protocol-5 array,
@@ -2128,12 +2127,8 @@ class Vm {
     const std::optional<NumpyType> type = NumpyTypeOf(args[1]);
     if (!type || Get(args[2]).kind != ValueKind::kTuple) return std::optional<ValueId>();
     CKG_ASSIGN_OR_RETURN(Dims shape, ArgInts(op, fn, args[2], "shape"));
-    CKG_ASSIGN_OR_RETURN(const uint32_t tensor, ArrayOfBytes(op, fn, data, *type, std::move(shape), order.text == "F"));
-    CKG_ASSIGN_OR_RETURN(ValueId id, AddInPlace(op, [&](Value& v) {
-      v.kind = ValueKind::kTensor;
-      v.index = tensor;
-    }));
-    return std::optional<ValueId>(id);
+    CKG_ASSIGN_OR_RETURN(const ValueId tensor, ArrayOfBytes(op, fn, data, *type, std::move(shape), order.text == "F"));
+    return std::optional<ValueId>(tensor);
   }
 
   // NumpyScalar is numpy.core.multiarray.scalar(dtype, bytes) as a plain
