@@ -864,6 +864,22 @@ class Scanner {
     return New(std::move(result));
   }
 
+  // NoneLike: None as the scan tells it (a scalar 0 that is not an int:
+  // None, False and 0.0 share it).
+  static bool NoneLike(const Sym& v) { return v.kind == Sym::kScalar && !v.is_int && v.number == 0; }
+  // StateParts: the parts of a BUILD state as the default __setstate__ (and
+  // torch's _rebuild_from_type_v2) split it: a (state, slots) pair's two
+  // items, or the state itself.
+  struct StateSplit {
+    std::array<uint32_t, 2> parts;
+    size_t size;
+  };
+  StateSplit StateParts(uint32_t state) {
+    const Sym& st = Val(state);
+    if (st.kind == Sym::kTuple && st.items_count() == 2) return {{Items(st)[0], Items(st)[1]}, 2};
+    return {{state, state}, 1};
+  }
+
   // CheckRebuildFromType: torch._tensor._rebuild_from_type_v2(func, new_type,
   // args, state) returns func(*args) as it is when new_type is Tensor; for
   // any other new_type it calls ret.__setstate__(state) when the class has
@@ -879,17 +895,10 @@ class Scanner {
     if (new_type.kind == Sym::kGlobal && (new_type.text == "torch.Tensor" || new_type.text == "torch._tensor.Tensor")) {
       return;
     }
-    const Sym& state = Val(args[3]);
-    std::array<uint32_t, 2> parts{args[3], args[3]};
-    size_t num_parts = 1;
-    if (state.kind == Sym::kTuple && state.items_count() == 2) {
-      parts = {Items(state)[0], Items(state)[1]};
-      num_parts = 2;
-    }
-    for (size_t i = 0; i < num_parts; ++i) {
-      const Sym& part = Val(parts[i]);
-      const bool none = part.kind == Sym::kScalar && !part.is_int && part.number == 0;
-      if (none || (part.kind == Sym::kDict && !part.attrs)) continue;
+    const StateSplit state = StateParts(args[3]);
+    for (size_t i = 0; i < state.size; ++i) {
+      const Sym& part = Val(state.parts[i]);
+      if (NoneLike(part) || (part.kind == Sym::kDict && !part.attrs)) continue;
       AddFixed("CKG-F002",
                "_rebuild_from_type_v2 of a non-Tensor type calls items() of its state, here a " +
                    KindName(part.kind) + (part.attrs ? " whose attributes a BUILD set" : "") +
@@ -983,9 +992,12 @@ class Scanner {
   }
   // CheckCallArgs: the argument checks of a call whose callee may call
   // methods of its arguments, when the pickle has made such values.
-  void CheckCallArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
+  // `calls_callable_values` false: the callee is known never to call a
+  // callable it is handed during the load (a defaultdict's factory).
+  void CheckCallArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee,
+                     bool calls_callable_values = true) {
     if (attrs_seen_) CheckAttributedArgs(op, args, callee);
-    if (callable_values_seen_) CheckCallableValueArgs(op, args, callee);
+    if (calls_callable_values && callable_values_seen_) CheckCallableValueArgs(op, args, callee);
   }
 
   // CheckGlobalArgs: globals handed to a call of `callee`, which may call
@@ -993,8 +1005,7 @@ class Scanner {
   // Each argument is walked on its own (its own bound on items looked into).
   void CheckGlobalArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee,
                        bool calls_callable_values = true) {
-    if (attrs_seen_) CheckAttributedArgs(op, args, callee);
-    if (calls_callable_values && callable_values_seen_) CheckCallableValueArgs(op, args, callee);
+    CheckCallArgs(op, args, callee, calls_callable_values);
     if (AllInert(args)) return;
     for (size_t i = 0; i < args.size(); ++i) {
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
@@ -1444,7 +1455,7 @@ class Scanner {
       const Sym& st = Val(state);
       auto plain = [&](uint32_t id) {
         const Sym& v = Val(id);
-        return v.kind == Sym::kDict || (v.kind == Sym::kScalar && !v.is_int && v.number == 0);
+        return v.kind == Sym::kDict || NoneLike(v);
       };
       const bool ok = st.kind == Sym::kDict ||
                       (st.kind == Sym::kTuple && st.items_count() == 2 && plain(Items(st)[0]) && plain(Items(st)[1]));
@@ -1482,17 +1493,11 @@ class Scanner {
   // torch.optim.Optimizer's calls self._hook_for_profile() right after it
   // set the state's) given a state that holds a callable calls it (F002).
   void CheckBuildState(const PickleOp& op, uint32_t obj, uint32_t state) {
-    const Sym& st = Val(state);
-    std::array<uint32_t, 2> parts{state, state};
-    size_t num_parts = 1;
-    if (st.kind == Sym::kTuple && st.items_count() == 2) {
-      parts = {Items(st)[0], Items(st)[1]};
-      num_parts = 2;
-    }
+    const StateSplit split = StateParts(state);
     const Sym& t = Val(obj);
     const bool own_setstate = t.kind == Sym::kObject && t.setstate_calls;
-    for (size_t i = 0; i < num_parts; ++i) {
-      const Sym& part = Val(parts[i]);
+    for (size_t i = 0; i < split.size; ++i) {
+      const Sym& part = Val(split.parts[i]);
       if (part.attrs && part.kind != Sym::kScalar) {
         AddFixed("CKG-F002",
                  "BUILD's state is a " + KindName(part.kind) +
