@@ -221,7 +221,16 @@ struct VmRun {
   // key -> record bytes. "0" is 64 zero bytes (16 floats) unless a test changes it.
   std::map<std::string, std::string> records{{"0", std::string(64, '\0')}};
   std::map<std::string, uint32_t> resolved;
-  std::vector<StorageRequest> requests;
+  // What the resolver was asked, copied (a request's texts are views of the run).
+  struct Request {
+    std::string key;
+    DType dtype;
+    std::string type_name;
+    std::string location;
+    int64_t num_elements;
+    uint64_t offset;
+  };
+  std::vector<Request> requests;
   VmOptions options;
   std::string pickle;
 
@@ -229,10 +238,12 @@ struct VmRun {
   Result<ValueId> Run(std::string bytes, uint64_t base_offset = 0) {
     pickle = std::move(bytes);
     StorageResolver resolver = [this](const StorageRequest& r) -> Result<uint32_t> {
-      requests.push_back(r);
-      if (auto it = resolved.find(r.key); it != resolved.end()) return it->second;
-      auto rec = records.find(r.key);
-      if (rec == records.end()) return MakeError(ErrorCode::kMalformed, r.offset, "no record '" + r.key + "'");
+      requests.push_back(Request{std::string(r.key), r.dtype, std::string(r.type_name), std::string(r.location),
+                                 r.num_elements, r.offset});
+      const std::string key(r.key);
+      if (auto it = resolved.find(key); it != resolved.end()) return it->second;
+      auto rec = records.find(key);
+      if (rec == records.end()) return MakeError(ErrorCode::kMalformed, r.offset, "no record '" + key + "'");
       Storage st;
       st.key = r.key;
       st.location = r.location;
@@ -241,7 +252,7 @@ struct VmRun {
       st.num_elements = rec->second.size() / DTypeSize(r.dtype);
       state.storages.push_back(st);
       const uint32_t index = static_cast<uint32_t>(state.storages.size() - 1);
-      resolved.emplace(r.key, index);
+      resolved.emplace(key, index);
       return index;
     };
     return RunPickle(AsBytes(pickle), base_offset, "data.pkl", state, resolver, options);
@@ -1109,7 +1120,7 @@ BOOST_AUTO_TEST_CASE(RebuildTensorV2) {
   BOOST_TEST(vm.T(d.items[1]).storage == 0u);
   BOOST_TEST(vm.T(d.items[3]).storage == 0u);
   BOOST_REQUIRE(vm.requests.size() == 2u);
-  const StorageRequest& r = vm.requests[0];
+  const auto& r = vm.requests[0];
   BOOST_TEST(r.key == "0");
   BOOST_TEST(r.type_name == "torch.FloatStorage");
   BOOST_TEST(r.location == "cpu");

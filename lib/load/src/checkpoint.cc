@@ -147,8 +147,8 @@ class Loader {
   Status CheckSame(const StorageRequest& r, const Storage& st) const {
     if (st.dtype != r.dtype || st.num_elements != static_cast<uint64_t>(r.num_elements)) {
       return MakeError(ErrorCode::kMalformed, r.offset,
-                       "storage '" + r.key + "' is declared twice with different types or sizes (" +
-                           std::string(DTypeName(st.dtype)) + " x " + Num(st.num_elements) + " and " + r.type_name +
+                       "storage '" + std::string(r.key) + "' is declared twice with different types or sizes (" +
+                           std::string(DTypeName(st.dtype)) + " x " + Num(st.num_elements) + " and " + std::string(r.type_name) +
                            " x " + std::to_string(r.num_elements) + ")");
     }
     return OkStatus();
@@ -157,7 +157,7 @@ class Loader {
   Result<uint64_t> RecordLen(const StorageRequest& r) const {
     uint64_t len;
     if (__builtin_mul_overflow(static_cast<uint64_t>(r.num_elements), uint64_t{DTypeSize(r.dtype)}, &len)) {
-      return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' size overflows");
+      return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + std::string(r.key) + "' size overflows");
     }
     return len;
   }
@@ -252,19 +252,23 @@ class Loader {
     num_records = std::min(num_records, kMaxReserved);
     s_.vm.storages.reserve(s_.vm.storages.size() + num_records);
     s_.vm.tensors.reserve(s_.vm.tensors.size() + num_records);
-    std::string name = data_dir;  // reused: root + "data/" + key
-    StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
+    std::string name = data_dir;  // reused: root + "data/" + key, for names not found by number and errors
+    auto record_name = [&](std::string_view key) -> const std::string& {
       name.resize(data_dir.size());
-      name += r.key;
+      name += key;
+      return name;
+    };
+    StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
       const ContainerEntry* entry = nullptr;
       if (const std::optional<uint32_t> key = RecordKey(r.key, key_limit)) {
         const uint32_t index = entry_of_key.empty() ? kNoEntry : entry_of_key[*key];
         entry = index == kNoEntry ? nullptr : &c.entries[index];
       } else {
-        entry = FindEntry(name);
+        entry = FindEntry(record_name(r.key));
       }
       if (entry == nullptr) {
-        return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' has no record " + name, source->entry);
+        return MakeError(ErrorCode::kMalformed, r.offset,
+                         "storage '" + std::string(r.key) + "' has no record " + record_name(r.key), source->entry);
       }
       uint32_t& known = storage_of_entry[static_cast<size_t>(entry - c.entries.data())];
       if (known != kNoStorage) {
@@ -275,8 +279,8 @@ class Loader {
       CKG_ASSIGN_OR_RETURN(uint64_t want, RecordLen(r));
       if (record.first.size() != want) {
         return MakeError(ErrorCode::kMalformed, r.offset,
-                         "record " + name + " holds " + Num(record.first.size()) + " bytes; data.pkl declares " +
-                             std::to_string(r.num_elements) + " x " + Num(DTypeSize(r.dtype)) + " (" + r.type_name + ")",
+                         "record " + record_name(r.key) + " holds " + Num(record.first.size()) + " bytes; data.pkl declares " +
+                             std::to_string(r.num_elements) + " x " + Num(DTypeSize(r.dtype)) + " (" + std::string(r.type_name) + ")",
                          source->entry);
       }
       Storage st{.key = r.key,
@@ -305,7 +309,7 @@ class Loader {
     const uint64_t begin = legacy.pickle_offsets[3];
     const uint64_t end = legacy.pickle_offsets[4];
     if (begin > end || end > c.bytes.size()) return MakeError(ErrorCode::kInternal, begin, "legacy pickle offsets");
-    std::unordered_map<std::string, uint32_t> by_key;
+    std::unordered_map<std::string_view, uint32_t> by_key;  // views of the storages' keys
     // The records by key, the last of a repeated key winning as before (a
     // scan per request made a file of n storages cost n^2).
     std::unordered_map<std::string_view, const LegacyRecord*> records;
@@ -320,13 +324,14 @@ class Loader {
       const auto found = records.find(r.key);
       const LegacyRecord* record = found == records.end() ? nullptr : found->second;
       if (record == nullptr) {
-        return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + r.key + "' has no raw record", where);
+        return MakeError(ErrorCode::kMalformed, r.offset, "storage '" + std::string(r.key) + "' has no raw record", where);
       }
       CKG_ASSIGN_OR_RETURN(uint64_t want, RecordLen(r));
       if (record->data_len != want || record->elem_size != DTypeSize(r.dtype)) {
         return MakeError(ErrorCode::kMalformed, record->count_offset,
-                         "record '" + r.key + "' holds " + Num(record->num_elements) + " elements; the object pickle declares " +
-                             std::to_string(r.num_elements) + " of " + r.type_name,
+                         "record '" + std::string(r.key) + "' holds " + Num(record->num_elements) +
+                             " elements; the object pickle declares " + std::to_string(r.num_elements) + " of " +
+                             std::string(r.type_name),
                          where);
       }
       Storage st{.key = r.key,
@@ -336,7 +341,9 @@ class Loader {
                  .file_offset = record->data_offset,
                  .dtype = r.dtype};
       CKG_ASSIGN_OR_RETURN(uint32_t index, AddStorage(std::move(st)));
-      by_key.emplace(r.key, index);
+      // The key the record holds (the request's view is the run's): the
+      // records outlive the resolver.
+      by_key.emplace(record->key, index);
       return index;
     };
     const VmOptions vm_options = PickleVmOptions(options_, &s_.budget, false);

@@ -776,31 +776,31 @@ class Vm {
   // --- argument helpers ----------------------------------------------------
   // Arity checks that `fn` got from `lo` to `hi` arguments (REDUCE of an
   // allowlist action and of a record kind alike).
-  Status Arity(const PickleOp& op, const std::string& fn, size_t n, size_t lo, size_t hi) const {
+  Status Arity(const PickleOp& op, std::string_view fn, size_t n, size_t lo, size_t hi) const {
     if (n < lo || n > hi) {
-      return Malformed(op, fn + " takes " + (lo == hi ? Num(lo) : Num(lo) + " to " + Num(hi)) + " arguments, got " +
+      return Malformed(op, std::string(fn) + " takes " + (lo == hi ? Num(lo) : Num(lo) + " to " + Num(hi)) + " arguments, got " +
                                Num(n));
     }
     return OkStatus();
   }
-  Result<int64_t> ArgInt(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+  Result<int64_t> ArgInt(const PickleOp& op, std::string_view fn, ValueId id, const char* what) const {
     const Value& v = Get(id);
     if (v.kind != ValueKind::kInt && v.kind != ValueKind::kBool) {
-      return Malformed(op, fn + ": " + what + " must be an int, not " + std::string(ValueKindName(v.kind)));
+      return Malformed(op, std::string(fn) + ": " + what + " must be an int, not " + std::string(ValueKindName(v.kind)));
     }
     return v.int_value;
   }
-  Result<bool> ArgBool(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+  Result<bool> ArgBool(const PickleOp& op, std::string_view fn, ValueId id, const char* what) const {
     const Value& v = Get(id);
     if (v.kind != ValueKind::kBool && v.kind != ValueKind::kInt) {
-      return Malformed(op, fn + ": " + what + " must be a bool, not " + std::string(ValueKindName(v.kind)));
+      return Malformed(op, std::string(fn) + ": " + what + " must be a bool, not " + std::string(ValueKindName(v.kind)));
     }
     return v.int_value != 0;
   }
-  Result<Dims> ArgInts(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+  Result<Dims> ArgInts(const PickleOp& op, std::string_view fn, ValueId id, const char* what) const {
     const Value& v = Get(id);
     if (v.kind != ValueKind::kTuple && v.kind != ValueKind::kList) {
-      return Malformed(op, fn + ": " + what + " must be a tuple of ints, not " + std::string(ValueKindName(v.kind)));
+      return Malformed(op, std::string(fn) + ": " + what + " must be a tuple of ints, not " + std::string(ValueKindName(v.kind)));
     }
     if (v.items.size() > limits_.max_tensor_dims) {
       return Fail(ErrorCode::kLimitExceeded, op, Limit("max_tensor_dims", limits_.max_tensor_dims));
@@ -808,47 +808,50 @@ class Vm {
     Dims out;
     out.reserve(v.items.size());
     for (ValueId item : v.items) {
-      CKG_ASSIGN_OR_RETURN(int64_t x, ArgInt(op, fn, item, what));
-      out.push_back(x);
+      const Value& x = Get(item);
+      if (x.kind != ValueKind::kInt && x.kind != ValueKind::kBool) [[unlikely]] {
+        return std::unexpected(ArgInt(op, fn, item, what).error());
+      }
+      out.push_back(x.int_value);
     }
     return out;
   }
-  Status NoHooks(const PickleOp& op, const std::string& fn, ValueId id) const {
+  Status NoHooks(const PickleOp& op, std::string_view fn, ValueId id) const {
     const Value& v = Get(id);
     if (v.kind == ValueKind::kNone) return OkStatus();
     if (v.kind != ValueKind::kDict || !v.items.empty()) {
-      return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": backward hooks are not loaded (expected an empty OrderedDict)");
+      return Fail(ErrorCode::kUnsupportedFormat, op, std::string(fn) + ": backward hooks are not loaded (expected an empty OrderedDict)");
     }
     return OkStatus();
   }
 
   // MakeTensor checks a view against its storage and adds the tensor.
-  Result<ValueId> MakeTensor(const PickleOp& op, const std::string& fn, ValueId storage_id, int64_t offset,
+  Result<ValueId> MakeTensor(const PickleOp& op, std::string_view fn, ValueId storage_id, int64_t offset,
                     Dims shape, Dims stride, bool requires_grad,
                     std::optional<DType> dtype) {
     const Value& sv = Get(storage_id);
     if (sv.kind != ValueKind::kStorage) {
-      return Malformed(op, fn + ": first argument must be a storage, not " + std::string(ValueKindName(sv.kind)));
+      return Malformed(op, std::string(fn) + ": first argument must be a storage, not " + std::string(ValueKindName(sv.kind)));
     }
     const Storage& storage = state_.storages[sv.index];
     // The tensor is made in its table's slot once every check passed
     // (AddTensor's charges first), not built aside and moved in.
     const DType view_dtype = dtype.value_or(storage.dtype);
     if (shape.size() != stride.size()) {
-      return Malformed(op, fn + ": size has " + Num(shape.size()) + " dimensions, stride " + Num(stride.size()));
+      return Malformed(op, std::string(fn) + ": size has " + Num(shape.size()) + " dimensions, stride " + Num(stride.size()));
     }
-    if (offset < 0) return Malformed(op, fn + ": negative storage offset " + std::to_string(offset));
+    if (offset < 0) return Malformed(op, std::string(fn) + ": negative storage offset " + std::to_string(offset));
     // Extent in elements: offset + sum((size-1)*stride) + 1, with overflow checks.
     uint64_t numel = 1;
     uint64_t last = static_cast<uint64_t>(offset);
     bool empty = false;
     for (size_t i = 0; i < shape.size(); ++i) {
       if (shape[i] < 0 || stride[i] < 0) {
-        return Malformed(op, fn + ": negative size or stride in dimension " + Num(i));
+        return Malformed(op, std::string(fn) + ": negative size or stride in dimension " + Num(i));
       }
       if (shape[i] == 0) empty = true;
       if (__builtin_mul_overflow(numel, static_cast<uint64_t>(shape[i]), &numel)) {
-        return Malformed(op, fn + ": element count overflows");
+        return Malformed(op, std::string(fn) + ": element count overflows");
       }
     }
     if (!empty) {
@@ -856,7 +859,7 @@ class Vm {
         uint64_t span;
         if (__builtin_mul_overflow(static_cast<uint64_t>(shape[i] - 1), static_cast<uint64_t>(stride[i]), &span) ||
             __builtin_add_overflow(last, span, &last)) {
-          return Malformed(op, fn + ": view extent overflows");
+          return Malformed(op, std::string(fn) + ": view extent overflows");
         }
       }
     }
@@ -868,7 +871,7 @@ class Vm {
       // can claim far more elements than their storage holds, and copying or
       // hashing one costs its logical size.
       return Fail(ErrorCode::kLimitExceeded, op,
-                  fn + ": a view of " + Num(numel) + " elements of " + Num(item) + " bytes: " +
+                  std::string(fn) + ": a view of " + Num(numel) + " elements of " + Num(item) + " bytes: " +
                       Limit("max_view_bytes", limits_.max_view_bytes));
     }
     const uint64_t storage_bytes = storage.bytes.size();
@@ -881,26 +884,26 @@ class Vm {
       for (size_t i = shape.size(); i-- > 0;) {
         if (!empty && shape[i] != 1 && stride[i] != expect) {
           return Fail(ErrorCode::kUnsupportedFormat, op,
-                      fn + ": a " + std::string(DTypeName(view_dtype)) + " view with stride " + DimsText(stride) +
+                      std::string(fn) + ": a " + std::string(DTypeName(view_dtype)) + " view with stride " + DimsText(stride) +
                           " for size " + DimsText(shape) + " is not contiguous (packed values are loaded only so)");
         }
         expect *= std::max<int64_t>(shape[i], 1);
       }
       if (offset != 0) {
         return Fail(ErrorCode::kUnsupportedFormat, op,
-                    fn + ": a " + std::string(DTypeName(view_dtype)) + " view at storage offset " +
+                    std::string(fn) + ": a " + std::string(DTypeName(view_dtype)) + " view at storage offset " +
                         std::to_string(offset) + " (packed values are loaded only from offset 0)");
       }
       end_bytes = DTypePackedBytes(view_dtype, numel);
       if (end_bytes > storage_bytes) {
         return Fail(ErrorCode::kMalformed, op,
-                    fn + ": " + Num(numel) + " " + std::string(DTypeName(view_dtype)) + " values need " + Num(end_bytes) +
+                    std::string(fn) + ": " + Num(numel) + " " + std::string(DTypeName(view_dtype)) + " values need " + Num(end_bytes) +
                         " bytes, storage '" + storage.key + "' has " + Num(storage_bytes));
       }
     } else if (__builtin_mul_overflow(empty ? static_cast<uint64_t>(offset) : last + 1, item, &end_bytes) ||
         end_bytes > storage_bytes) {
       return Fail(ErrorCode::kMalformed, op,
-                  fn + ": view (offset " + std::to_string(offset) + ", size " + DimsText(shape) + ", stride " +
+                  std::string(fn) + ": view (offset " + std::to_string(offset) + ", size " + DimsText(shape) + ", stride " +
                       DimsText(stride) + ") reaches past storage '" + storage.key + "' (" + Num(storage_bytes) +
                       " bytes of " + std::string(DTypeName(storage.dtype)) + ")");
     }
@@ -921,17 +924,17 @@ class Vm {
   // whose keys "conj" and "neg" set the tensor's conjugate and negative bits
   // (present means set, whatever the value). Other keys are refused: on
   // other devices they are backend data this loader cannot interpret.
-  Status TensorMetadata(const PickleOp& op, const std::string& fn, ValueId id, Tensor& t) const {
+  Status TensorMetadata(const PickleOp& op, std::string_view fn, ValueId id, Tensor& t) const {
     const Value& m = Get(id);
     if (m.kind == ValueKind::kNone) return OkStatus();
     if (m.kind != ValueKind::kDict) {
-      return Malformed(op, fn + ": metadata must be a dict, not " + std::string(ValueKindName(m.kind)));
+      return Malformed(op, std::string(fn) + ": metadata must be a dict, not " + std::string(ValueKindName(m.kind)));
     }
     for (size_t i = 0; i + 1 < m.items.size(); i += 2) {
       const Value& key = Get(m.items[i]);
       const Value& value = Get(m.items[i + 1]);
       if (key.kind != ValueKind::kStr || value.kind != ValueKind::kBool) {
-        return Malformed(op, fn + ": metadata must map str to bool");
+        return Malformed(op, std::string(fn) + ": metadata must map str to bool");
       }
       if (key.text == "conj") {
         t.conj = true;
@@ -939,12 +942,12 @@ class Vm {
         t.neg = true;
       } else {
         return Fail(ErrorCode::kUnsupportedFormat, op,
-                    fn + ": tensor metadata '" + Printable(key.text.substr(0, 64)) + "' is not supported (only conj and neg)");
+                    std::string(fn) + ": tensor metadata '" + Printable(key.text.substr(0, 64)) + "' is not supported (only conj and neg)");
       }
     }
     if (t.neg && !IsFloating(t.dtype)) {
       return Fail(ErrorCode::kUnsupportedFormat, op,
-                  fn + ": the negative bit on a " + std::string(DTypeName(t.dtype)) +
+                  std::string(fn) + ": the negative bit on a " + std::string(DTypeName(t.dtype)) +
                       " tensor is not supported (only floating and complex)");
     }
     return OkStatus();
@@ -967,23 +970,23 @@ class Vm {
   // (torch.per_channel_affine[_float_qparams], scales, zero_points, axis)
   // with 1-D tensors of size[axis] elements (per_channel_affine: floating
   // scales, integer zero points; float_qparams: both floating).
-  Result<Quantization> QuantizerParams(const PickleOp& op, const std::string& fn, ValueId id,
+  Result<Quantization> QuantizerParams(const PickleOp& op, std::string_view fn, ValueId id,
                                        const Dims& size) const {
     const Value& p = Get(id);
     if (p.kind != ValueKind::kTuple || p.items.empty() || Get(p.items[0]).kind != ValueKind::kGlobal) {
-      return Malformed(op, fn + ": quantizer_params must be a tuple (qscheme, ...)");
+      return Malformed(op, std::string(fn) + ": quantizer_params must be a tuple (qscheme, ...)");
     }
     const std::string& scheme = Get(p.items[0]).text;
     Quantization q;
     if (scheme == "torch.per_tensor_affine") {
-      if (p.items.size() != 3) return Malformed(op, fn + ": per_tensor_affine takes (qscheme, scale, zero_point)");
+      if (p.items.size() != 3) return Malformed(op, std::string(fn) + ": per_tensor_affine takes (qscheme, scale, zero_point)");
       const Value& scale = Get(p.items[1]);
       if (scale.kind == ValueKind::kFloat) {
         q.scale = scale.float_value;
       } else if (scale.kind == ValueKind::kInt || scale.kind == ValueKind::kBool) {
         q.scale = static_cast<double>(scale.int_value);
       } else {
-        return Malformed(op, fn + ": scale must be a float, not " + std::string(ValueKindName(scale.kind)));
+        return Malformed(op, std::string(fn) + ": scale must be a float, not " + std::string(ValueKindName(scale.kind)));
       }
       CKG_ASSIGN_OR_RETURN(q.zero_point, ArgInt(op, fn, p.items[2], "zero_point"));
       q.scheme = QScheme::kPerTensorAffine;
@@ -991,17 +994,17 @@ class Vm {
     }
     if (scheme != "torch.per_channel_affine" && scheme != "torch.per_channel_affine_float_qparams") {
       return Fail(ErrorCode::kUnsupportedFormat, op,
-                  fn + ": qscheme '" + scheme + "' is not supported (torch cannot deserialize it either)");
+                  std::string(fn) + ": qscheme '" + scheme + "' is not supported (torch cannot deserialize it either)");
     }
     // torch.save writes per_channel_affine for both per-channel schemes;
     // ATen's make_per_channel_affine_quantizer picks float qparams when the
     // zero points are floating.
     if (p.items.size() != 4) {
-      return Malformed(op, fn + ": " + scheme.substr(6) + " takes (qscheme, scales, zero_points, axis)");
+      return Malformed(op, std::string(fn) + ": " + scheme.substr(6) + " takes (qscheme, scales, zero_points, axis)");
     }
     CKG_ASSIGN_OR_RETURN(q.axis, ArgInt(op, fn, p.items[3], "axis"));
     if (q.axis < 0 || static_cast<uint64_t>(q.axis) >= size.size()) {
-      return Malformed(op, fn + ": axis " + std::to_string(q.axis) + " is out of range for a tensor of " +
+      return Malformed(op, std::string(fn) + ": axis " + std::to_string(q.axis) + " is out of range for a tensor of " +
                                Num(size.size()) + " dimensions");
     }
     const int64_t channels = size[static_cast<size_t>(q.axis)];
@@ -1009,10 +1012,10 @@ class Vm {
       const Value& v = Get(item);
       if (v.kind == ValueKind::kList) {
         return Fail(ErrorCode::kUnsupportedFormat, op,
-                    fn + ": per-channel " + what + " as a list (written by old torch) are not loaded");
+                    std::string(fn) + ": per-channel " + what + " as a list (written by old torch) are not loaded");
       }
       if (v.kind != ValueKind::kTensor) {
-        return Malformed(op, fn + ": per-channel " + what + " must be a tensor, not " +
+        return Malformed(op, std::string(fn) + ": per-channel " + what + " must be a tensor, not " +
                                  std::string(ValueKindName(v.kind)));
       }
       const Tensor& t = state_.tensors[v.index];
@@ -1020,16 +1023,16 @@ class Vm {
       const bool is_int = t.dtype == DType::kInt64 || t.dtype == DType::kInt32;
       if (!t.HasData()) {
         return Fail(ErrorCode::kUnsupportedFormat, op,
-                    fn + ": per-channel " + what + " must be a strided tensor with data, not a " +
+                    std::string(fn) + ": per-channel " + what + " must be a strided tensor with data, not a " +
                         (t.meta ? std::string("meta") : std::string(TensorLayoutName(t.layout))) + " tensor");
       }
       if (t.quant->scheme != QScheme::kNone || t.conj || t.neg || (want_float ? !is_float : !(is_int || is_float))) {
-        return Malformed(op, fn + ": per-channel " + what + " must be a tensor of " +
+        return Malformed(op, std::string(fn) + ": per-channel " + what + " must be a tensor of " +
                                  (want_float ? "float64 or float32" : "int64, int32, float64 or float32") + ", not " +
                                  std::string(DTypeName(t.dtype)) + (t.conj || t.neg ? " with a conj/neg bit" : ""));
       }
       if (t.shape.size() != 1 || t.shape[0] != channels) {
-        return Malformed(op, fn + ": per-channel " + what + " has shape " + DimsText(t.shape) + ", expected [" +
+        return Malformed(op, std::string(fn) + ": per-channel " + what + " has shape " + DimsText(t.shape) + ", expected [" +
                                  std::to_string(channels) + "] (size[" + std::to_string(q.axis) + "])");
       }
       out = v.index;
@@ -1066,17 +1069,17 @@ class Vm {
   // GetLayout is torch.serialization._get_layout(name): copyreg pickles a
   // torch.layout as this call of its str(). The result is the same value a
   // GLOBAL of the layout constant gives.
-  Result<ValueId> GetLayout(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+  Result<ValueId> GetLayout(const PickleOp& op, std::string_view fn, std::span<const ValueId> args) {
     CKG_TRY(Arity(op, fn, args.size(), 1, 1));
     const Value& name = Get(args[0]);
     if (name.kind != ValueKind::kStr) {
-      return Malformed(op, fn + ": the layout name must be a str, not " + std::string(ValueKindName(name.kind)));
+      return Malformed(op, std::string(fn) + ": the layout name must be a str, not " + std::string(ValueKindName(name.kind)));
     }
     if (!LayoutNamed(name.text)) {
       if (name.text == "torch._mkldnn" || name.text == "torch.jagged") {
-        return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": layout '" + name.text + "' is not supported");
+        return Fail(ErrorCode::kUnsupportedFormat, op, std::string(fn) + ": layout '" + name.text + "' is not supported");
       }
-      return Malformed(op, fn + ": no layout is named '" + Printable(name.text.substr(0, 64)) + "'");
+      return Malformed(op, std::string(fn) + ": no layout is named '" + Printable(name.text.substr(0, 64)) + "'");
     }
     Value v;
     v.kind = ValueKind::kGlobal;
@@ -1087,33 +1090,33 @@ class Vm {
 
   // SparseLayoutArg: the layout argument of a sparse rebuild (a layout
   // constant by GLOBAL or by _get_layout), which must be a sparse layout.
-  Result<TensorLayout> SparseLayoutArg(const PickleOp& op, const std::string& fn, ValueId id) const {
+  Result<TensorLayout> SparseLayoutArg(const PickleOp& op, std::string_view fn, ValueId id) const {
     const Value& v = Get(id);
     std::optional<TensorLayout> layout;
     if (v.kind == ValueKind::kGlobal && v.index == static_cast<uint32_t>(AllowAction::kConstant)) {
       layout = LayoutNamed(v.text);
     }
     if (!layout) {
-      return Malformed(op, fn + ": layout must be a torch layout, not " +
+      return Malformed(op, std::string(fn) + ": layout must be a torch layout, not " +
                                (v.kind == ValueKind::kGlobal ? "'" + v.text + "'" : "a " + std::string(ValueKindName(v.kind))));
     }
     if (*layout == TensorLayout::kStrided) {
-      return Malformed(op, fn + ": torch.strided is not a sparse layout (torch raises NotImplementedError)");
+      return Malformed(op, std::string(fn) + ": torch.strided is not a sparse layout (torch raises NotImplementedError)");
     }
     return *layout;
   }
 
   // SparsePart: a component of a sparse tensor, which must be an ordinary
   // strided tensor with data (as torch's sparse constructors require).
-  Result<uint32_t> SparsePart(const PickleOp& op, const std::string& fn, ValueId id, const char* what) const {
+  Result<uint32_t> SparsePart(const PickleOp& op, std::string_view fn, ValueId id, const char* what) const {
     const Value& v = Get(id);
     if (v.kind != ValueKind::kTensor) {
-      return Malformed(op, fn + ": " + what + " must be a tensor, not " + std::string(ValueKindName(v.kind)));
+      return Malformed(op, std::string(fn) + ": " + what + " must be a tensor, not " + std::string(ValueKindName(v.kind)));
     }
     const Tensor& t = state_.tensors[v.index];
     if (!t.HasData() || t.quant->scheme != QScheme::kNone) {
       return Fail(ErrorCode::kUnsupportedFormat, op,
-                  fn + ": " + what + " must be a strided tensor with data, not a " +
+                  std::string(fn) + ": " + what + " must be a strided tensor with data, not a " +
                       (t.meta ? "meta" : t.layout != TensorLayout::kStrided ? std::string(TensorLayoutName(t.layout))
                                                                              : std::string("quantized")) +
                       " tensor");
@@ -1123,19 +1126,19 @@ class Vm {
 
   // SizeArg: a sparse tensor's dense size (a torch.Size), non-negative, with
   // a product torch's int64 numel holds.
-  Result<std::pair<Dims, uint64_t>> DenseSize(const PickleOp& op, const std::string& fn,
+  Result<std::pair<Dims, uint64_t>> DenseSize(const PickleOp& op, std::string_view fn,
                                                                ValueId id) const {
     CKG_ASSIGN_OR_RETURN(Dims size, ArgInts(op, fn, id, "size"));
     uint64_t numel = 1;
     bool empty = false;
     for (size_t i = 0; i < size.size(); ++i) {
-      if (size[i] < 0) return Malformed(op, fn + ": negative size " + DimsText(size));
+      if (size[i] < 0) return Malformed(op, std::string(fn) + ": negative size " + DimsText(size));
       if (size[i] == 0) empty = true;
     }
     for (int64_t d : size) {
       if (empty) break;
       if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel) || numel > static_cast<uint64_t>(INT64_MAX)) {
-        return Malformed(op, fn + ": size " + DimsText(size) + " has more than 2^63-1 elements");
+        return Malformed(op, std::string(fn) + ": size " + DimsText(size) + " has more than 2^63-1 elements");
       }
     }
     return std::make_pair(std::move(size), empty ? uint64_t{0} : numel);
@@ -1148,21 +1151,21 @@ class Vm {
   // data are the component tensors, checked as torch's
   // _validate_sparse_coo_tensor_args / _validate_sparse_compressed_tensor_args
   // check dtypes and shapes. (The index values themselves are not read.)
-  Result<ValueId> RebuildSparse(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+  Result<ValueId> RebuildSparse(const PickleOp& op, std::string_view fn, std::span<const ValueId> args) {
     CKG_TRY(Arity(op, fn, args.size(), 2, 2));
     CKG_ASSIGN_OR_RETURN(TensorLayout layout, SparseLayoutArg(op, fn, args[0]));
     const bool csr_only = fn == "torch._utils._rebuild_sparse_csr_tensor";
     if (csr_only && layout != TensorLayout::kSparseCsr) {
-      return Malformed(op, fn + ": layout must be torch.sparse_csr, not torch." + std::string(TensorLayoutName(layout)));
+      return Malformed(op, std::string(fn) + ": layout must be torch.sparse_csr, not torch." + std::string(TensorLayoutName(layout)));
     }
     const Value& data = Get(args[1]);
     if (data.kind != ValueKind::kTuple && data.kind != ValueKind::kList) {
-      return Malformed(op, fn + ": data must be a tuple, not " + std::string(ValueKindName(data.kind)));
+      return Malformed(op, std::string(fn) + ": data must be a tuple, not " + std::string(ValueKindName(data.kind)));
     }
     const std::vector<ValueId> items = data.items;
     Tensor out;
     out.layout = layout;
-    const std::string what = fn + " (" + std::string(TensorLayoutName(layout)) + ")";
+    const std::string what = std::string(fn) + " (" + std::string(TensorLayoutName(layout)) + ")";
     auto dtype_name = [](DType d) { return std::string(DTypeName(d)); };
     if (layout == TensorLayout::kSparseCoo) {
       if (items.size() != 3 && items.size() != 4) {
@@ -1303,7 +1306,7 @@ class Vm {
   // and dtypes are checked here (as _nested_view_from_buffer checks them);
   // that every component stays inside the buffer is checked once the load
   // has read the index tensors (CheckNestedViews, checkpoint.cc).
-  Result<ValueId> RebuildNested(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+  Result<ValueId> RebuildNested(const PickleOp& op, std::string_view fn, std::span<const ValueId> args) {
     CKG_TRY(Arity(op, fn, args.size(), 4, 4));
     Tensor out;
     out.layout = TensorLayout::kNested;
@@ -1316,28 +1319,28 @@ class Vm {
     const Tensor& strides = state_.tensors[out.nested->strides];
     const Tensor& offsets = state_.tensors[out.nested->offsets];
     if (buffer.shape.size() != 1) {
-      return Malformed(op, fn + ": buffer must be 1-D, not of shape " + DimsText(buffer.shape));
+      return Malformed(op, std::string(fn) + ": buffer must be 1-D, not of shape " + DimsText(buffer.shape));
     }
     const std::pair<const Tensor*, const char*> indexes[] = {
         {&sizes, "sizes"}, {&strides, "strides"}, {&offsets, "storage_offsets"}};
     for (const auto& [t, name] : indexes) {
       if (t->dtype != DType::kInt64) {
-        return Malformed(op, fn + ": " + name + " must be an int64 tensor, not " + std::string(DTypeName(t->dtype)));
+        return Malformed(op, std::string(fn) + ": " + name + " must be an int64 tensor, not " + std::string(DTypeName(t->dtype)));
       }
     }
     // sizes and strides: n x d (a 1-D empty tensor is taken as no
     // components); storage_offsets: n.
     const bool none = sizes.shape.size() == 1 && sizes.shape[0] == 0;
     if (sizes.shape.size() != 2 && !none) {
-      return Malformed(op, fn + ": sizes must be components x dimensions, not of shape " + DimsText(sizes.shape));
+      return Malformed(op, std::string(fn) + ": sizes must be components x dimensions, not of shape " + DimsText(sizes.shape));
     }
     if (strides.shape != sizes.shape) {
-      return Malformed(op, fn + ": strides of shape " + DimsText(strides.shape) + " do not match sizes " +
+      return Malformed(op, std::string(fn) + ": strides of shape " + DimsText(strides.shape) + " do not match sizes " +
                                DimsText(sizes.shape));
     }
     const int64_t n = sizes.shape[0];
     if (offsets.shape.size() != 1 || offsets.shape[0] != n) {
-      return Malformed(op, fn + ": storage_offsets of shape " + DimsText(offsets.shape) + " do not give one offset for each of " +
+      return Malformed(op, std::string(fn) + ": storage_offsets of shape " + DimsText(offsets.shape) + " do not give one offset for each of " +
                                std::to_string(n) + " components");
     }
     out.dtype = buffer.dtype;
@@ -1350,11 +1353,11 @@ class Vm {
   // RebuildMeta is _rebuild_meta_tensor_no_storage(dtype, size, stride,
   // requires_grad) (torch 1.13 and 2.x): torch.empty_strided on the meta
   // device, a tensor with a shape and no data.
-  Result<ValueId> RebuildMeta(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+  Result<ValueId> RebuildMeta(const PickleOp& op, std::string_view fn, std::span<const ValueId> args) {
     CKG_TRY(Arity(op, fn, args.size(), 4, 4));
     const Value& d = Get(args[0]);
     if (d.kind != ValueKind::kDtype) {
-      return Malformed(op, fn + ": dtype must be a dtype, not " + std::string(ValueKindName(d.kind)));
+      return Malformed(op, std::string(fn) + ": dtype must be a dtype, not " + std::string(ValueKindName(d.kind)));
     }
     Tensor t;
     t.dtype = d.dtype;
@@ -1363,10 +1366,10 @@ class Vm {
     CKG_ASSIGN_OR_RETURN(Dims stride, ArgInts(op, fn, args[2], "stride"));
     CKG_ASSIGN_OR_RETURN(t.requires_grad, ArgBool(op, fn, args[3], "requires_grad"));
     if (stride.size() != size.first.size()) {
-      return Malformed(op, fn + ": size has " + Num(size.first.size()) + " dimensions, stride " + Num(stride.size()));
+      return Malformed(op, std::string(fn) + ": size has " + Num(size.first.size()) + " dimensions, stride " + Num(stride.size()));
     }
     for (size_t i = 0; i < stride.size(); ++i) {
-      if (stride[i] < 0) return Malformed(op, fn + ": negative stride in dimension " + Num(i));
+      if (stride[i] < 0) return Malformed(op, std::string(fn) + ": negative stride in dimension " + Num(i));
     }
     t.shape = std::move(size.first);
     t.stride = std::move(stride);
@@ -1381,31 +1384,31 @@ class Vm {
   // are declared records); a dtype other than the array's own would be a
   // conversion (torch 2.x writes bfloat16 as a float32 array), which is
   // refused rather than made. The device is not kept: data is on the host.
-  Result<ValueId> RebuildFromNumpy(const PickleOp& op, const std::string& fn, const std::vector<ValueId>& args) {
+  Result<ValueId> RebuildFromNumpy(const PickleOp& op, std::string_view fn, std::span<const ValueId> args) {
     CKG_TRY(Arity(op, fn, args.size(), 4, 4));
     const Value& data = Get(args[0]);
     if (data.kind != ValueKind::kTensor) {
       return Fail(ErrorCode::kUnsupportedFormat, op,
-                  fn + ": data must be a numpy array (which loads as a tensor when records are on), not " +
+                  std::string(fn) + ": data must be a numpy array (which loads as a tensor when records are on), not " +
                       (data.kind == ValueKind::kRecord ? "a record of '" + data.text + "'"
                                                        : std::string(ValueKindName(data.kind))));
     }
     const Value& d = Get(args[1]);
     if (d.kind != ValueKind::kDtype) {
-      return Malformed(op, fn + ": dtype must be a dtype, not " + std::string(ValueKindName(d.kind)));
+      return Malformed(op, std::string(fn) + ": dtype must be a dtype, not " + std::string(ValueKindName(d.kind)));
     }
     const Value& device = Get(args[2]);
     if (device.kind != ValueKind::kStr || device.text.size() > 64) {
-      return Malformed(op, fn + ": device must be a short str");
+      return Malformed(op, std::string(fn) + ": device must be a short str");
     }
     CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[3], "requires_grad"));
     Tensor t = state_.tensors[data.index];
     if (!t.HasData() || t.quant->scheme != QScheme::kNone || t.parameter) {
-      return Malformed(op, fn + ": data must be a numpy array");
+      return Malformed(op, std::string(fn) + ": data must be a numpy array");
     }
     if (t.dtype != d.dtype) {
       return Fail(ErrorCode::kUnsupportedFormat, op,
-                  fn + ": converting the array's " + std::string(DTypeName(t.dtype)) + " to " +
+                  std::string(fn) + ": converting the array's " + std::string(DTypeName(t.dtype)) + " to " +
                       std::string(DTypeName(d.dtype)) + " is not supported (only the array's own dtype loads)");
     }
     t.requires_grad = requires_grad;
@@ -1527,25 +1530,24 @@ class Vm {
       return Fail(ErrorCode::kForbiddenGlobal, op,
                   "REDUCE: calling a " + std::string(ValueKindName(fnv.kind)) + " is not allowed");
     }
-    // Reused buffers: the arena may grow (and move the strings) while the
-    // call runs, and copying per call would allocate per tensor.
-    reduce_fn_.assign(fnv.text);
-    const std::string& fn = reduce_fn_;
+    // Views of the callable's name and the argument tuple's items: values
+    // never move (the arena grows by chunks), a global's name and a built
+    // tuple never change, and nothing is reclaimed until the call returns.
+    const std::string_view fn = fnv.text;
     if (fnv.index == kScriptClass) {
-      return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: calling TorchScript class '" + fn + "' is not allowed");
+      return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: calling TorchScript class '" + std::string(fn) + "' is not allowed");
     }
     if (fnv.index == kUnknownGlobal) return UnknownUse(fnv);
     const Value& argv = Get(args_id);
     if (argv.kind != ValueKind::kTuple) {
-      return Malformed(op, fn + ": arguments must be a tuple, not " + std::string(ValueKindName(argv.kind)));
+      return Malformed(op, std::string(fn) + ": arguments must be a tuple, not " + std::string(ValueKindName(argv.kind)));
     }
-    reduce_args_.assign(argv.items.begin(), argv.items.end());
     if (fnv.index == kRecordCallable) {
       Consume(fn_id);
-      const std::vector<ValueId> record_args = reduce_args_;
+      const std::vector<ValueId> record_args(argv.items.begin(), argv.items.end());
       return RecordCall(op, std::string(fn), RecordKind(fnv), record_args);
     }
-    const std::vector<ValueId>& args = reduce_args_;
+    const std::span<const ValueId> args(argv.items.data(), argv.items.size());
     auto want = [&](size_t lo, size_t hi) { return Arity(op, fn, args.size(), lo, hi); };
     const AllowAction action = static_cast<AllowAction>(fnv.index);
     switch (action) {
@@ -1570,7 +1572,7 @@ class Vm {
         std::optional<DType> dtype;
         if (v3) {
           const Value& d = Get(args[6]);
-          if (d.kind != ValueKind::kDtype) return Malformed(op, fn + ": dtype argument is not a dtype");
+          if (d.kind != ValueKind::kDtype) return Malformed(op, std::string(fn) + ": dtype argument is not a dtype");
           dtype = d.dtype;
         }
         const size_t metadata_at = v3 ? 7 : 6;
@@ -1583,7 +1585,7 @@ class Vm {
         CKG_TRY(want(7, 7));
         const Value& sv = Get(args[0]);
         if (sv.kind == ValueKind::kStorage && !DTypeIsQuantized(state_.storages[sv.index].dtype)) {
-          return Malformed(op, fn + ": storage of " + std::string(DTypeName(state_.storages[sv.index].dtype)) +
+          return Malformed(op, std::string(fn) + ": storage of " + std::string(DTypeName(state_.storages[sv.index].dtype)) +
                                    " is not a quantized storage (QUInt8Storage, QInt8Storage, QInt32Storage)");
         }
         CKG_ASSIGN_OR_RETURN(int64_t offset, ArgInt(op, fn, args[1], "storage_offset"));
@@ -1612,7 +1614,7 @@ class Vm {
         const bool with_state = action == AllowAction::kRebuildParameterWithState;
         CKG_TRY(with_state ? want(4, 4) : want(3, 3));
         const Value& data = Get(args[0]);
-        if (data.kind != ValueKind::kTensor) return Malformed(op, fn + ": data must be a tensor");
+        if (data.kind != ValueKind::kTensor) return Malformed(op, std::string(fn) + ": data must be a tensor");
         CKG_ASSIGN_OR_RETURN(bool requires_grad, ArgBool(op, fn, args[1], "requires_grad"));
         CKG_TRY(NoHooks(op, fn, args[2]));
         std::optional<ValueId> param_state;
@@ -1623,10 +1625,10 @@ class Vm {
           auto dict_or_none = [&](const Value& x) { return x.kind == ValueKind::kDict || x.kind == ValueKind::kNone; };
           if (st.kind == ValueKind::kTuple) {
             if (st.items.size() != 2 || !dict_or_none(Get(st.items[0])) || !dict_or_none(Get(st.items[1]))) {
-              return Malformed(op, fn + ": state must be a dict or a (dict, slots dict) pair");
+              return Malformed(op, std::string(fn) + ": state must be a dict or a (dict, slots dict) pair");
             }
           } else if (!dict_or_none(st)) {
-            return Malformed(op, fn + ": state must be a dict");
+            return Malformed(op, std::string(fn) + ": state must be a dict");
           }
           if (!(st.kind == ValueKind::kNone || (st.kind == ValueKind::kDict && st.items.empty()))) {
             param_state = args[3];
@@ -1659,12 +1661,12 @@ class Vm {
             for (ValueId p : pairs) {
               const Value& pair = Get(p);
               if ((pair.kind != ValueKind::kTuple && pair.kind != ValueKind::kList) || pair.items.size() != 2) {
-                return Malformed(op, fn + ": items must be (key, value) pairs");
+                return Malformed(op, std::string(fn) + ": items must be (key, value) pairs");
               }
               CKG_TRY(SetItem(op, d, pair.items[0], pair.items[1]));
             }
           } else {
-            return Malformed(op, fn + ": argument must be a dict or a list of pairs");
+            return Malformed(op, std::string(fn) + ": argument must be a dict or a list of pairs");
           }
         }
         return d;
@@ -1681,7 +1683,7 @@ class Vm {
       case AllowAction::kDevice: {
         CKG_TRY(want(1, 2));
         const Value& type = Get(args[0]);
-        if (type.kind != ValueKind::kStr || type.text.size() > 64) return Malformed(op, fn + ": device must be a short str");
+        if (type.kind != ValueKind::kStr || type.text.size() > 64) return Malformed(op, std::string(fn) + ": device must be a short str");
         Value v;
         v.kind = ValueKind::kDevice;
         v.text = type.text;
@@ -1694,13 +1696,13 @@ class Vm {
       case AllowAction::kCodecsEncode: {
         CKG_TRY(want(1, 2));
         const Value& text = Get(args[0]);
-        if (text.kind != ValueKind::kStr) return Malformed(op, fn + ": text must be a str");
+        if (text.kind != ValueKind::kStr) return Malformed(op, std::string(fn) + ": text must be a str");
         std::optional<std::string_view> encoding;
         if (args.size() == 2 && Get(args[1]).kind == ValueKind::kStr) encoding = Get(args[1]).text;
         if (args.size() == 2 && !encoding) encoding = std::string_view("(not a str)");
         // One decoding for the VM and the scanner (pickle_semantics.h).
         Result<std::string> bytes = CodecsEncodeLatin1(text.text, encoding);
-        if (!bytes) return Fail(bytes.error().code, op, fn + ": " + bytes.error().detail);
+        if (!bytes) return Fail(bytes.error().code, op, std::string(fn) + ": " + bytes.error().detail);
         Value v;
         v.kind = ValueKind::kBytes;
         v.text = std::move(*bytes);
@@ -1716,7 +1718,7 @@ class Vm {
         if (args.size() == 1) {
           const Value& src = Get(args[0]);
           if (src.kind != ValueKind::kList && src.kind != ValueKind::kTuple && src.kind != ValueKind::kSet) {
-            return Malformed(op, fn + ": argument must be a list, tuple or set");
+            return Malformed(op, std::string(fn) + ": argument must be a list, tuple or set");
           }
           const std::vector<ValueId> items = src.items;
           for (ValueId item : items) CKG_TRY(AddToSet(op, s, item));
@@ -1729,7 +1731,7 @@ class Vm {
           const Value& x = Get(id);
           if (x.kind == ValueKind::kFloat) return x.float_value;
           if (x.kind == ValueKind::kInt || x.kind == ValueKind::kBool) return static_cast<double>(x.int_value);
-          return Malformed(op, fn + ": arguments must be numbers");
+          return Malformed(op, std::string(fn) + ": arguments must be numbers");
         };
         Value v;
         v.kind = ValueKind::kComplex;
@@ -1748,7 +1750,7 @@ class Vm {
         v.byte_array = action == AllowAction::kByteArray;
         if (args.size() == 1) {
           const Value& src = Get(args[0]);
-          if (src.kind != ValueKind::kBytes) return Malformed(op, fn + ": argument must be bytes");
+          if (src.kind != ValueKind::kBytes) return Malformed(op, std::string(fn) + ": argument must be bytes");
           v.text = src.text;
         }
         return Add(op, std::move(v));
@@ -1768,7 +1770,7 @@ class Vm {
         // the value itself (torch/jit/_pickle.py; the C++ unpickler keeps it).
         CKG_TRY(want(1, 2));
         if (args.size() == 2 && Get(args[1]).kind != ValueKind::kStr) {
-          return Malformed(op, fn + ": the type tag must be a str, not a " +
+          return Malformed(op, std::string(fn) + ": the type tag must be a str, not a " +
                                    std::string(ValueKindName(Get(args[1]).kind)));
         }
         const ValueId value = args[0];
@@ -1778,14 +1780,14 @@ class Vm {
         return value;
       }
       case AllowAction::kUnsupported: {
-        const AllowEntry* entry = FindEntry(fn);
+        const AllowEntry* entry = FindEntry(std::string(fn));
         return Fail(ErrorCode::kUnsupportedFormat, op,
-                    "'" + fn + "' is not supported: " + (entry != nullptr ? entry->why : std::string("not loaded")));
+                    "'" + std::string(fn) + "' is not supported: " + (entry != nullptr ? entry->why : std::string("not loaded")));
       }
       case AllowAction::kStorageType:
       case AllowAction::kDtype:
       case AllowAction::kConstant:
-        return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: '" + fn + "' is not callable here");
+        return Fail(ErrorCode::kForbiddenGlobal, op, "REDUCE: '" + std::string(fn) + "' is not callable here");
       case AllowAction::kRecord:  // bound to kRecordCallable by GlobalValue
         break;
     }
@@ -1841,21 +1843,21 @@ class Vm {
 
   // RecordClassOf checks that `id` names a class a record may be made of
   // (copyreg's reconstructors are handed it as an argument).
-  Result<std::string> RecordClassOf(const PickleOp& op, const std::string& fn, ValueId id) const {
+  Result<std::string> RecordClassOf(const PickleOp& op, std::string_view fn, ValueId id) const {
     const Value& c = Get(id);
     if (c.kind == ValueKind::kGlobal && c.index == kUnknownGlobal) return UnknownUse(c);
     if (IsRecordClass(c) && (RecordKind(c) == CallableKind::kConstructor || RecordKind(c) == CallableKind::kClass)) {
       return c.text;
     }
     return Fail(ErrorCode::kForbiddenGlobal, op,
-                fn + ": the class must be one declared as a record, not " +
+                std::string(fn) + ": the class must be one declared as a record, not " +
                     (c.kind == ValueKind::kGlobal ? "'" + c.text + "'" : "a " + std::string(ValueKindName(c.kind))));
   }
 
   // RecordCall is REDUCE/OBJ/INST of a callable of a record kind: the value
   // the call would return, made without calling anything.
-  Result<ValueId> RecordCall(const PickleOp& op, const std::string& fn, CallableKind kind,
-                             const std::vector<ValueId>& args) {
+  Result<ValueId> RecordCall(const PickleOp& op, std::string_view fn, CallableKind kind,
+                             std::span<const ValueId> args) {
     auto want = [&](size_t lo, size_t hi) { return Arity(op, fn, args.size(), lo, hi); };
     switch (kind) {
       case CallableKind::kConstructor: {
@@ -1867,16 +1869,16 @@ class Vm {
           CKG_ASSIGN_OR_RETURN(std::optional<ValueId> array, NumpyFromBuffer(op, fn, args));
           if (array) return *array;
         }
-        return MakeRecord(op, fn, RecordForm::kCall, args);
+        return MakeRecord(op, std::string(fn), RecordForm::kCall, args);
       }
       case CallableKind::kClass:
-        if (!args.empty()) return ClassCalled(op, fn);
-        return MakeRecord(op, fn, RecordForm::kCall, args);
+        if (!args.empty()) return ClassCalled(op, std::string(fn));
+        return MakeRecord(op, std::string(fn), RecordForm::kCall, args);
       case CallableKind::kPartial:
         // functools.partial(f, *args): f is kept as a reference (a global
         // that is on neither list stays refused), never called.
         CKG_TRY(want(1, limits_.max_container_len));
-        return MakeRecord(op, fn, RecordForm::kCall, args);
+        return MakeRecord(op, std::string(fn), RecordForm::kCall, args);
       case CallableKind::kGetattr: {
         // getattr(Class, 'NAME'): how Python 3.11+ pickles an Enum member.
         // The owner may be any global that is a class by naming convention
@@ -1889,17 +1891,17 @@ class Vm {
         const Value& attr = Get(args[1]);
         if (owner.kind != ValueKind::kGlobal || owner.index == kScriptClass) {
           return Fail(ErrorCode::kForbiddenGlobal, op,
-                      fn + " of a " + std::string(ValueKindName(owner.kind)) +
+                      std::string(fn) + " of a " + std::string(ValueKindName(owner.kind)) +
                           " reaches an attribute the file does not show");
         }
         if (owner.text.find('.') == std::string::npos || !IsClassName(owner.text)) {
           return Fail(ErrorCode::kForbiddenGlobal, op,
-                      fn + "('" + owner.text + "', ...): only an attribute of a class (a capitalized name, as an "
+                      std::string(fn) + "('" + owner.text + "', ...): only an attribute of a class (a capitalized name, as an "
                            "Enum's) is loaded as a record, not of a module or function");
         }
         if (attr.kind != ValueKind::kStr || !IsPublicName(attr.text)) {
           return Fail(ErrorCode::kForbiddenGlobal, op,
-                      fn + "('" + owner.text + "', ...): only a literal public attribute name is loaded (as a record)");
+                      std::string(fn) + "('" + owner.text + "', ...): only a literal public attribute name is loaded (as a record)");
         }
         const ValueId name = args[1];
         Consume(args[0]);
@@ -1913,7 +1915,7 @@ class Vm {
         const Value& base = Get(args[1]);
         const bool plain = base.kind == ValueKind::kGlobal && base.text == "builtins.object";
         if (!plain && !(IsRecordClass(base) && RecordKind(base) == CallableKind::kConstructor)) {
-          return Fail(ErrorCode::kForbiddenGlobal, op, fn + ": base must be builtins.object or a data constructor");
+          return Fail(ErrorCode::kForbiddenGlobal, op, std::string(fn) + ": base must be builtins.object or a data constructor");
         }
         const bool no_state = Get(args[2]).kind == ValueKind::kNone;
         return MakeRecord(op, std::move(cls), RecordForm::kNew,
@@ -1936,7 +1938,7 @@ class Vm {
           factory = args[0];
           const Value& f = Get(factory);
           if (f.kind != ValueKind::kNone && f.kind != ValueKind::kGlobal) {
-            return Fail(ErrorCode::kForbiddenGlobal, op, fn + ": the default factory must be a global or None");
+            return Fail(ErrorCode::kForbiddenGlobal, op, std::string(fn) + ": the default factory must be a global or None");
           }
         }
         Value key;
@@ -1951,7 +1953,7 @@ class Vm {
         break;
     }
     return Fail(ErrorCode::kForbiddenGlobal, op,
-                "'" + fn + "' (" + std::string(CallableKindName(kind)) + ") is not loaded as a record");
+                "'" + std::string(fn) + "' (" + std::string(CallableKindName(kind)) + ") is not loaded as a record");
   }
 
   // --- numpy values: arrays become tensors, scalars plain values -------------
@@ -2063,19 +2065,19 @@ class Vm {
   // ArrayOfBytes makes the tensor of a numpy array whose elements are
   // `data`'s bytes (a bytes value the arena keeps in place for the load), of
   // `type`, in C or Fortran order; its tensor value.
-  Result<ValueId> ArrayOfBytes(const PickleOp& op, const std::string& fn, const Value& data, const NumpyType& type,
+  Result<ValueId> ArrayOfBytes(const PickleOp& op, std::string_view fn, const Value& data, const NumpyType& type,
                                Dims shape, bool fortran) {
     const uint64_t item = type.raw_item != 0 ? type.raw_item : DTypeSize(type.dtype);
     uint64_t numel = 1;
     for (int64_t dim : shape) {
       if (dim < 0 || __builtin_mul_overflow(numel, static_cast<uint64_t>(dim), &numel)) {
-        return Malformed(op, fn + ": bad shape " + DimsText(shape));
+        return Malformed(op, std::string(fn) + ": bad shape " + DimsText(shape));
       }
     }
     const std::string type_name = type.raw_item != 0 ? type.numpy_dtype : std::string(DTypeName(type.dtype));
     uint64_t need = 0;
     if (__builtin_mul_overflow(numel, item, &need) || need != data.text.size()) {
-      return Malformed(op, fn + ": shape " + DimsText(shape) + " of " + type_name + " needs " + Num(need) +
+      return Malformed(op, std::string(fn) + ": shape " + DimsText(shape) + " of " + type_name + " needs " + Num(need) +
                                " bytes, the data holds " + Num(data.text.size()));
     }
     // Raw bytes: the element is a last dimension of its bytes, stride 1 and
@@ -2116,8 +2118,8 @@ class Vm {
   // frombuffer(buffer, dtype).reshape(shape, order=order): the buffer's
   // elements in C ('C') or Fortran ('F') order. nullopt (a record stays)
   // when the arguments are not those.
-  Result<std::optional<ValueId>> NumpyFromBuffer(const PickleOp& op, const std::string& fn,
-                                                 const std::vector<ValueId>& args) {
+  Result<std::optional<ValueId>> NumpyFromBuffer(const PickleOp& op, std::string_view fn,
+                                                 std::span<const ValueId> args) {
     if (args.size() != 4) return std::optional<ValueId>();
     const Value& data = Get(args[0]);
     const Value& order = Get(args[3]);
@@ -2133,7 +2135,7 @@ class Vm {
 
   // NumpyScalar is numpy.core.multiarray.scalar(dtype, bytes) as a plain
   // value (bool, int, float, complex), or nullopt (a record stays).
-  Result<std::optional<ValueId>> NumpyScalar(const PickleOp& op, const std::vector<ValueId>& args) {
+  Result<std::optional<ValueId>> NumpyScalar(const PickleOp& op, std::span<const ValueId> args) {
     if (args.size() != 2) return std::optional<ValueId>();
     const std::optional<NumpyType> type = NumpyTypeOf(args[0]);
     const Value& data = Get(args[1]);
@@ -2312,13 +2314,14 @@ class Vm {
                   "persistent id: storage views (legacy view_metadata) are not supported");
     }
     const Value& type = Get(pid.items[1]);
-    StorageRequest& request = request_;  // reused: its strings keep their capacity
-    request.key.assign(parsed->key);
-    request.dtype = type.dtype;
-    request.type_name.assign(type.text);
-    request.location.assign(parsed->location);
-    request.num_elements = parsed->numel;
-    request.offset = op.offset;
+    // Views of the persistent id's values, which stay put while the
+    // resolver runs (it adds no value).
+    const StorageRequest request{.key = parsed->key,
+                                 .dtype = type.dtype,
+                                 .type_name = type.text,
+                                 .location = parsed->location,
+                                 .num_elements = parsed->numel,
+                                 .offset = op.offset};
     Result<uint32_t> index = resolver_(request);
     if (!index) return std::unexpected(index.error());
     CKG_ASSIGN_OR_RETURN(ValueId storage, AddInPlace(op, [&](Value& v) {
@@ -2424,10 +2427,6 @@ class Vm {
   std::string other_key_text_;
   size_t key_len_ = 0;  // the rendering's length of FindKey's key
   std::string scalar_key_;
-  // Reused by Reduce and PersistentLoad (neither runs inside the other).
-  std::string reduce_fn_;
-  std::vector<ValueId> reduce_args_;
-  StorageRequest request_;
   ValueId empty_tuple_ = kMachineNoValue;  // the run's (), once built (Tuple)
   PickleMachine<Vm>* machine_ = nullptr;   // the running machine (Run) when reclaiming
   // The highest id Reclaim must never take besides the machine's

@@ -71,11 +71,13 @@ struct VmLimits {
 // StorageRequest is one persistent id ('storage', type, key, location, numel[, view]).
 struct MemoReadsScan;  // pickle_machine.h
 
+// Its texts are views of the run's values, valid during the resolver's call
+// only: a resolver copies what it keeps.
 struct StorageRequest {
-  std::string key;
+  std::string_view key;
   DType dtype = DType::kUInt8;   // from the storage type global
-  std::string type_name;         // "torch.FloatStorage"
-  std::string location;
+  std::string_view type_name;    // "torch.FloatStorage"
+  std::string_view location;
   int64_t num_elements = 0;
   uint64_t offset = 0;           // of the BINPERSID opcode
 };

@@ -179,31 +179,14 @@ class PickleDecoder {
     return NextSlow(op);
   }
 
-  // PeekFixed is the pickle machine's byte-level fast path: when the next
-  // opcode is one Next's inline path would take (five bytes or more remain,
-  // inside a pickle, under max_ops, not failed), it returns a pointer to its
-  // bytes, else nullptr. A caller that applies the opcode itself passes its
-  // length (kFixed's, 1 to 5) to SkipFixed, which consumes and counts it as
-  // Next would have.
-  const uint8_t* PeekFixed() const {
-    if (cursor_.Remaining() >= 5 && num_ops_ < limits_.max_ops && !between_pickles_ && !failed_) [[likely]] {
-      return cursor_.Rest().data();
-    }
-    return nullptr;
-  }
-  void SkipFixed(size_t len) {
-    Bytes skipped;
-    (void)cursor_.TryReadBytes(len, skipped);  // in bounds: PeekFixed saw five bytes or more
-    ++num_ops_;
-  }
-
-  // Skim is PeekFixed and TrySkip in one loop, for a caller that only
-  // looks at opcodes (a scan before a run): while five bytes or more remain
+  // Skim is the byte-level fast path of the pickle machine and the memo
+  // scan (a caller that applies or skips the common opcodes itself): while
+  // inside a pickle, not failed, and five bytes or more remain
   // and max_ops allows, it calls `op_len(p, remaining)` with the next
   // opcode's bytes (`remaining` of them readable, five or more) and
   // consumes and counts the opcode as Next would when that returns its
-  // length (at most `remaining`), or stops when it returns 0. It returns at
-  // once when PeekFixed would give nullptr.
+  // length (at most `remaining`), or stops when it returns 0 (the caller
+  // then decodes that opcode with Next, which applies every check).
   template <typename F>
   void Skim(F&& op_len) {
     if (between_pickles_ || failed_) return;
@@ -248,7 +231,7 @@ class PickleDecoder {
   uint32_t NumPicklesFinished() const { return num_finished_; }
 
   // LoadU32LE reads a UINT4 operand (the inline paths: Next's and the
-  // machine's over PeekFixed's bytes).
+  // machine's and the memo scan's over Skim's bytes).
   static uint32_t LoadU32LE(const uint8_t* p) {
     return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
            (static_cast<uint32_t>(p[3]) << 24);

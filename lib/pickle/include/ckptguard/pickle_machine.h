@@ -457,12 +457,9 @@ class PickleMachine {
     }
     PickleOp op;  // reused: operands that are views allocate nothing
     while (true) {
-      if (const uint8_t* p = decoder.PeekFixed()) [[likely]] {
-        if (const size_t len = FastStep(p)) {
-          decoder.SkipFixed(len);
-          continue;
-        }
-      }
+      // The common opcodes in one loop over the bytes (Skim keeps the
+      // position and count in registers); the rest, and every error, Step.
+      decoder.Skim([this](const uint8_t* p, size_t) -> uint64_t { return FastStep(p); });
       ended_before_stop_ = decoder.AtEnd();
       if (Status st = decoder.Next(op); !st) {
         decode_failed_ = true;
