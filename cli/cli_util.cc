@@ -17,9 +17,11 @@ void AddPickleLimitOptions(CLI::App& cmd, PickleLimits& limits) {
   const std::string group = "Limits (fail closed with limit_exceeded when hit)";
   cmd.add_option("--max-operand-len", limits.max_operand_len, "Longest counted pickle operand, bytes")
       ->capture_default_str()->group(group);
-  cmd.add_option("--max-line-len", limits.max_line_len, "Longest text-opcode line, bytes")
+  cmd.add_option("--max-line-len", limits.max_line_len,
+                 "Longest text-opcode line, bytes (scan reads a longer one as an opaque operand)")
       ->capture_default_str()->group(group);
-  cmd.add_option("--max-long-len", limits.max_long_len, "Longest LONG1/LONG4 integer, bytes")
+  cmd.add_option("--max-long-len", limits.max_long_len,
+                 "Longest LONG1/LONG4 integer, bytes (scan reads a longer one as an opaque operand)")
       ->capture_default_str()->group(group);
   cmd.add_option("--max-frame-len", limits.max_frame_len, "Largest FRAME, bytes")
       ->capture_default_str()->group(group);

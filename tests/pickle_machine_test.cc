@@ -360,7 +360,7 @@ BOOST_AUTO_TEST_CASE(dense_memo_slots_are_charged_as_allocated) {
   BOOST_TEST(budget.used(BudgetKind::kMemoSlots) <= 512u);
 }
 
-BOOST_AUTO_TEST_CASE(each_budget_kind_stops_the_vm_and_the_scanner) {
+BOOST_AUTO_TEST_CASE(each_budget_kind_stops_the_vm_and_the_scanner_but_nesting_only_the_vm) {
   struct Row {
     BudgetKind kind;
     uint64_t limit;
@@ -393,6 +393,14 @@ BOOST_AUTO_TEST_CASE(each_budget_kind_stops_the_vm_and_the_scanner) {
       scanner::ScanOptions scan;
       scan.budget = limits;
       const FileReport report = scanner::ScanBytes(AsBytes(r.bytes), "budget", scan);
+      if (r.kind == BudgetKind::kNesting) {
+        // The scanner keeps MARKs as offsets and walks nothing recursively:
+        // nesting no unpickler limits must not hide what follows it (a
+        // payload after 10,001 MARKs runs), so only the loader stops there.
+        BOOST_TEST(report.verdict == Verdict::kSafe, Describe(report));
+        BOOST_TEST(!report.error.has_value(), Describe(report));
+        continue;
+      }
       BOOST_TEST(report.verdict == Verdict::kError, Describe(report));
       BOOST_REQUIRE(report.error.has_value());
       BOOST_TEST(report.error->limit == std::string(BudgetLimitName(r.kind)), Describe(report));

@@ -35,6 +35,9 @@ bool NamesInternals(std::string_view text) {
   static constexpr std::string_view kDunders[] = {
       "__globals__", "__builtins__", "__import__", "__subclasses__", "__class__", "__bases__", "__base__",
       "__mro__",     "__code__",     "__getattribute__", "__reduce__", "__reduce_ex__", "__closure__", "__loader__",
+      // A builtin function's module (getattr(getattr, '__self__') is
+      // builtins), a bound method's function, a module's namespace.
+      "__self__",    "__func__",     "__dict__",         "__wrapped__", "__objclass__", "__spec__",
   };
   for (std::string_view d : kDunders) {
     if (text.find(d) != std::string_view::npos) return true;
@@ -114,9 +117,17 @@ struct Sym {
   // attribute of a computed value (a bound method: getattr(PosixPath(p),
   // 'write_text')). Handed to a call, the callee may call it (F081).
   bool callable_value : 1 = false;
-  // kDict: an item's value was a callable (a global or a callable value):
-  // a class's own __setstate__ given this state may call it.
+  // A callable (a global not known to be data, or a callable value) is an
+  // item of this container (a dict's value, a list's or set's item), of a
+  // container among its items, of what a data constructor built from such
+  // arguments, or an attribute a BUILD gave this object: a class's own
+  // __setstate__ given this state may call it.
   bool holds_callable : 1 = false;
+  // An item of this list or set, or a key of this dict, is an instance of a
+  // class not known to be data (or a value whose attributes the pickle
+  // set): a callee that iterates, unpacks or hashes the container calls its
+  // methods.
+  bool holds_object : 1 = false;
   // kObject: an instance of a class whose own __setstate__ calls the
   // instance's attributes (CallableEntry::setstate_calls_attributes).
   bool setstate_calls : 1 = false;
@@ -362,13 +373,20 @@ class Scanner {
            std::string_view global, const std::string& kind = "") {
     if (!seen_.insert(rule + "\x1f" + global + "\x1f" + entry + "\x1f" + kind).second) return;
     if (report_.findings.size() >= kMaxFindings) {
-      if (report_.findings.size() == kMaxFindings) {
+      if (!capped_) {
+        capped_ = true;
         report_.findings.push_back({"CKG-F040", Severity::kSuspicious,
-                                    "more than " + Num(kMaxFindings) + " findings; the rest are not listed", entry,
-                                    offset, "", "", "", ""});
+                                    "more than " + Num(kMaxFindings) + " findings; the rest are not listed, but for " +
+                                        "the first of each severity higher than any listed",
+                                    entry, offset, "", "", "", ""});
+        worst_listed_ = std::max(worst_listed_, Severity::kSuspicious);
       }
-      return;
+      // Past the bound, a finding more severe than every listed one is
+      // still listed (at most one per severity): a file cannot bury its
+      // dangerous call under a thousand harmless findings.
+      if (severity <= worst_listed_) return;
     }
+    worst_listed_ = std::max(worst_listed_, severity);
     report_.findings.push_back({rule, severity, std::move(message), entry, offset, std::string(global), "", "", ""});
   }
   void AddFixed(const std::string& rule, std::string message, uint64_t offset, std::string_view global = {}) {
@@ -550,6 +568,10 @@ class Scanner {
                   bool sniffed = false) {
     if (budget_error_) return;
     PickleDecoder decoder(data, options_.container.pickle, base);
+    // Read past what only the C unpickler refuses (pure-Python float() and
+    // int() lines, huge memo keys) and past operands longer than a limit:
+    // what another unpickler runs after them is scanned.
+    decoder.SetLenientOperands(true);
     entry_ = &entry;
     depth_ = depth;
     sniffed_ = sniffed;
@@ -627,7 +649,7 @@ class Scanner {
   // Inert decides Sym::inert from what CheckStringArgs and CheckGlobalArgs
   // look at (keep the three in step).
   static bool Inert(const Sym& s) {
-    if (s.attrs || s.callable_value) return false;
+    if (s.attrs || s.callable_value || s.holds_callable || s.holds_object) return false;
     switch (s.kind) {
       case Sym::kStr: return false;
       case Sym::kObject: return s.callable != nullptr;
@@ -859,9 +881,44 @@ class Scanner {
           break;
       }
     }
-    if (global == "torch._tensor._rebuild_from_type_v2") CheckRebuildFromType(op, args, result);
+    if (global == "torch._tensor._rebuild_from_type_v2") {
+      // It returns func(*args): that call is judged as the pickle's own
+      // (a REDUCE of func), and its result is what the rebuild returns.
+      if (std::optional<Sym> inner = RebuildFromTypeCall(op, args)) result = std::move(*inner);
+      CheckRebuildFromType(op, args, result);
+    }
     result.weight = WeightOf(args);
     return New(std::move(result));
+  }
+
+  // RebuildFromTypeCall judges the call func(*args) that
+  // torch._tensor._rebuild_from_type_v2(func, new_type, args, state) makes,
+  // as a REDUCE of func with args's items (func may be getattr, a computed
+  // callable, another rebuild...), and returns its result; nullopt when
+  // there are not four arguments. Arguments that are not a tuple the scan
+  // knows are a call with arguments it cannot see: judged as a call of func
+  // with none (getattr without a literal name, a computed func: dangerous).
+  // Nested rebuilds are followed kMaxInnerCalls deep; past that, the call is
+  // reported (no recursion bound by the input).
+  std::optional<Sym> RebuildFromTypeCall(const PickleOp& op, std::span<const uint32_t> args) {
+    if (args.size() != 4) return std::nullopt;
+    if (inner_calls_ >= kMaxInnerCalls) {
+      AddFixed("CKG-F081",
+               "_rebuild_from_type_v2 calls its first argument with its third; nested more than " +
+                   Num(kMaxInnerCalls) + " levels deep, the call is not followed",
+               op.offset);
+      return std::nullopt;
+    }
+    const Sym& call_args = Val(args[2]);
+    std::vector<uint32_t> items;  // a copy: the call adds values and items
+    if (call_args.kind == Sym::kTuple) {
+      const std::span<const uint32_t> known = Items(call_args);
+      items.assign(known.begin(), known.end());
+    }
+    ++inner_calls_;
+    const uint32_t id = Call(op, args[0], items, /*builds_object=*/false);
+    --inner_calls_;
+    return Val(id);
   }
 
   // NoneLike: None as the scan tells it (a scalar 0 that is not an int:
@@ -881,20 +938,33 @@ class Scanner {
   }
 
   // CheckRebuildFromType: torch._tensor._rebuild_from_type_v2(func, new_type,
-  // args, state) returns func(*args) as it is when new_type is Tensor; for
-  // any other new_type it calls ret.__setstate__(state) when the class has
-  // one, else it splits a (state, slots) pair and runs setattr(ret, k, v)
-  // for each of state.items(). `items` is looked up on the instance: a
-  // state that is not a plain dict (a record or an OrderedDict a BUILD gave
-  // attributes) has it chosen by the pickle (F002). And the result's
+  // args, state) makes ret = func(*args) (RebuildFromTypeCall judges that
+  // call; `result` is its result), calls ret.as_subclass(new_type) when
+  // type(ret) is not new_type (a method of what func returned: F002 when
+  // that is a value the pickle gave attributes or an object of an unlisted
+  // class), then ret.__setstate__(state) when ret's class has its own, else
+  // torch._utils._set_obj_state, which splits a (state, slots) pair and
+  // runs setattr(ret, k, v) for each of state.items(), for a Tensor type
+  // too. `items` is looked up on the instance: a state that is not a plain
+  // dict (a record or an OrderedDict a BUILD gave attributes) has it chosen
+  // by the pickle (F002). For a type other than Tensor the result's
   // attributes are the state's, so later uses of it are judged as after a
   // BUILD (Sym::attrs).
   void CheckRebuildFromType(const PickleOp& op, std::span<const uint32_t> args, Sym& result) {
     if (args.size() != 4) return;
     const Sym& new_type = Val(args[1]);
-    if (new_type.kind == Sym::kGlobal && (new_type.text == "torch.Tensor" || new_type.text == "torch._tensor.Tensor")) {
-      return;
+    const bool tensor_type =
+        new_type.kind == Sym::kGlobal && (new_type.text == "torch.Tensor" || new_type.text == "torch._tensor.Tensor");
+    if (!tensor_type && (result.attrs || (result.kind == Sym::kObject && result.callable == nullptr))) {
+      // ret.as_subclass(new_type), looked up on what func returned.
+      AddFixed("CKG-F002",
+               "_rebuild_from_type_v2 calls as_subclass() of what its function returned, here a " +
+                   KindName(result.kind) + (result.attrs ? " whose attributes the pickle set" : " of an unlisted class") +
+                   ": a method looked up on a value the pickle built",
+               op.offset);
     }
+    // torch._utils._set_obj_state(ret, state) for a Tensor type too: a
+    // state's items() (and its truth value) come from the state itself.
     const StateSplit state = StateParts(args[3]);
     for (size_t i = 0; i < state.size; ++i) {
       const Sym& part = Val(state.parts[i]);
@@ -905,6 +975,7 @@ class Scanner {
                    ": a method looked up on a value the pickle built",
                op.offset);
     }
+    if (tensor_type) return;
     result.attrs = true;
     attrs_seen_ = true;
   }
@@ -1018,6 +1089,15 @@ class Scanner {
                    op.offset, cls);
           return;
         }
+        if (v.holds_object) {
+          // The same inside a list or set, or as a dict key: iterating,
+          // unpacking (OrderedDict([x])) or hashing it calls its methods.
+          AddFixed("CKG-F081",
+                   "a " + KindName(v.kind) + " holding an instance of a class not known to be data (or a value whose " +
+                       "attributes the pickle set) is handed to '" + callee + "', which iterates or hashes it",
+                   op.offset);
+          return;
+        }
         if (v.kind == Sym::kGlobal && v.deferred) {
           // A loader handed to a callee, which may call it on anything.
           ReportDeferred(v.text, op.offset);
@@ -1073,6 +1153,16 @@ class Scanner {
     switch (entry.kind) {
       case CallableKind::kConstructor:
         CheckGlobalArgs(op, args, name);
+        // What it builds holds what its arguments hold (dict(d), tuple(l),
+        // OrderedDict(pairs)...): a BUILD state made so is judged as the
+        // literal would be.
+        if (!AllInert(args)) {
+          ForEachArg(args, [&](uint32_t id) {
+            const Sym& v = Val(id);
+            result.holds_callable |= IsCallable(v) || v.holds_callable;
+            result.holds_object |= v.holds_object;
+          });
+        }
         break;
       case CallableKind::kClass:
         if (!args.empty()) {
@@ -1311,40 +1401,56 @@ class Scanner {
     items_.insert(items_.end(), items.begin(), items.end());
     uint64_t w = 1;
     bool inert = true;
+    bool callable = false;
     for (uint32_t i : items) {
       const Sym& item = Val(i);
       w = AddWeight(w, item.weight);
       inert = inert && item.inert;
+      if (!item.inert) callable |= IsCallable(item) || item.holds_callable;
     }
     s.weight = w;
     s.inert = inert;
+    s.holds_callable = callable;  // (the walks see a tuple's items themselves)
     return New(std::move(s));
   }
   Result<Id> MakeContainer(Sym::Kind kind, std::span<const Id> items) {
     Sym s;
     s.kind = kind;
     s.weight = WeightOf(items);
-    return New(std::move(s));
-  }
-  Result<Id> List(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kList, items); }
-  Result<Id> Dict(const PickleOp&, std::span<const Id> items) {
-    CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(Sym::kDict, items));
-    NoteCallableValues(id, items);
+    const Id id = New(std::move(s));
+    NoteItems(id, items);
     return id;
   }
-  // NoteCallableValues: a dict whose values (every second item) include a
-  // callable (a global not known to be data, or a callable value) holds
-  // one (Sym::holds_callable).
-  void NoteCallableValues(uint32_t dict, std::span<const uint32_t> items) {
-    Sym& d = Val(dict);
-    if (d.kind != Sym::kDict || d.holds_callable) return;
-    for (size_t i = 1; i < items.size(); i += 2) {
+  Result<Id> List(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kList, items); }
+  Result<Id> Dict(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kDict, items); }
+  // IsCallable: a value a callee may call: a global not known to be data,
+  // or a callable value.
+  static bool IsCallable(const Sym& v) { return v.callable_value || (v.kind == Sym::kGlobal && !IsDataGlobal(v)); }
+  // IsForeignObject: an instance of a class not known to be data, or a value
+  // whose attributes the pickle set: iterating, unpacking or hashing it
+  // calls methods the pickle chose.
+  static bool IsForeignObject(const Sym& v) {
+    return (v.kind == Sym::kObject && v.callable == nullptr) || (v.attrs && v.kind != Sym::kScalar);
+  }
+  // NoteItems: what `items`, put into container `target` (a list's or set's
+  // items, a dict's keys and values in turn), make it hold
+  // (Sym::holds_callable, Sym::holds_object). A dict's values are not
+  // touched by building it, only its keys (hashed).
+  void NoteItems(uint32_t target, std::span<const uint32_t> items) {
+    Sym& t = Val(target);
+    if (t.kind != Sym::kDict && t.kind != Sym::kList && t.kind != Sym::kSet) return;
+    const bool dict = t.kind == Sym::kDict;
+    bool callable = false;
+    bool object = false;
+    for (size_t i = 0; i < items.size(); ++i) {
       const Sym& v = Val(items[i]);
-      if (v.callable_value || (v.kind == Sym::kGlobal && !IsDataGlobal(v))) {
-        d.holds_callable = true;
-        return;
-      }
+      callable |= IsCallable(v) || v.holds_callable;
+      if (!dict || i % 2 == 0) object |= IsForeignObject(v);
     }
+    Sym& after = Val(target);
+    after.holds_callable |= callable;
+    after.holds_object |= object;
+    if (callable || object) after.inert = false;
   }
   Result<Id> Set(const PickleOp&, std::span<const Id> items, bool frozen) {
     CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(Sym::kSet, items));
@@ -1355,12 +1461,10 @@ class Scanner {
     CheckTarget(op, target);
     CheckAttributeCall(op, target);
     AddWeightTo(target, items);
+    NoteItems(target, items);
     return OkStatus();
   }
-  Status SetItems(const PickleOp& op, Id target, std::span<const Id> items) {
-    NoteCallableValues(target, items);
-    return Append(op, target, items);
-  }
+  Status SetItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
   Status AddItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
   // CheckAttributeCall: APPEND/APPENDS on anything but a list, ADDITEMS on
   // anything but a set and BUILD call a method the unpickler looks up on
@@ -1477,8 +1581,11 @@ class Scanner {
     const bool partial_dict = t.callable != nullptr && t.callable->kind == CallableKind::kPartial &&
                               st.kind == Sym::kTuple && st.items_count() >= 4 &&
                               Val(Items(st)[3]).kind != Sym::kScalar;
+    // A state computed by a call (dict(...), tuple(...)) is taken for one
+    // of those: what it holds is not known item by item.
     if (t.kind != Sym::kScalar && t.kind != Sym::kStr && t.kind != Sym::kBytes &&
-        (st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items_count() == 2) || partial_dict)) {
+        (st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items_count() == 2) || partial_dict ||
+         st.kind == Sym::kUnknown)) {
       t.attrs = true;
       t.inert = false;
       attrs_seen_ = true;
@@ -1487,11 +1594,14 @@ class Scanner {
   }
   // CheckBuildState: what a BUILD does with its state beyond setting
   // attributes. pickle's pure-Python unpickler runs state.items() (looked up
-  // on the instance) when the state is not a plain dict; and an instance of
-  // a class whose own __setstate__ calls the instance's attributes
-  // (rules/callables.toml's setstate = "calls_attributes":
-  // torch.optim.Optimizer's calls self._hook_for_profile() right after it
-  // set the state's) given a state that holds a callable calls it (F002).
+  // on the instance) when the state is not a plain dict, and a state that
+  // is an instance of a class not known to be data has its methods called
+  // by any reader (F081); and an instance of a class whose own __setstate__
+  // calls the instance's attributes (rules/callables.toml's setstate =
+  // "calls_attributes": torch.optim.Optimizer's calls
+  // self._hook_for_profile() right after it set the state's) given a state
+  // that holds a callable (a literal's item, or what dict(...) or
+  // tuple(...) built from one) calls it (F002).
   void CheckBuildState(const PickleOp& op, uint32_t obj, uint32_t state) {
     const StateSplit split = StateParts(state);
     const Sym& t = Val(obj);
@@ -1503,8 +1613,14 @@ class Scanner {
                  "BUILD's state is a " + KindName(part.kind) +
                      " whose attributes the pickle set: pickle's unpickler calls its items attribute",
                  op.offset);
+      } else if (part.kind == Sym::kObject && part.callable == nullptr) {
+        const std::string cls(part.text);
+        AddFixed("CKG-F081",
+                 "BUILD's state is an instance of '" + cls +
+                     "': the unpickler (or a __setstate__) calls its methods (items, keys, iteration)",
+                 op.offset, cls);
       }
-      if (own_setstate && part.kind == Sym::kDict && part.holds_callable) {
+      if (own_setstate && part.holds_callable) {
         const std::string cls(t.text);
         AddFixed("CKG-F002",
                  "BUILD gives an instance of '" + cls +
@@ -1642,6 +1758,9 @@ class Scanner {
   // A BUILD (or _rebuild_from_type_v2) gave some value attributes
   // (Sym::attrs): calls then look for such values among their arguments.
   bool attrs_seen_ = false;
+  // Calls that _rebuild_from_type_v2 makes, being judged (RebuildFromTypeCall).
+  static constexpr uint32_t kMaxInnerCalls = 8;
+  uint32_t inner_calls_ = 0;
   // A callable value (Sym::callable_value) was made: calls then look for
   // one among their arguments.
   bool callable_values_seen_ = false;
@@ -1650,6 +1769,8 @@ class Scanner {
   uint32_t depth_ = 0;
   bool sniffed_ = false;
   std::set<std::string> seen_;
+  bool capped_ = false;                           // more than kMaxFindings: the F040 note is listed
+  Severity worst_listed_ = Severity::kInfo;        // the highest severity among the listed findings
   SymStore values_;
   std::vector<uint32_t> items_;      // the items of every tuple (Sym::items_begin())
   std::vector<uint32_t> call_args_;  // NEWOBJ_EX's arguments with its keywords

@@ -513,5 +513,131 @@ def test_torchscript_that_creates_a_file_as_it_loads(tmp_path):
     assert any(f["rule"] == "CKG-F030" for f in r["findings"]), describe(r)
 
 
+# 15. What torch._tensor._rebuild_from_type_v2(func, Tensor, args, state)
+# calls: func(*args), judged as the pickle's own call. getattr reaches the
+# builtins module through a builtin function's __self__, then exec; or a
+# bound method of a path, called by a second rebuild. Only globals known as
+# data are named.
+def rebuild_from_type(func, args):
+    return call(g("torch._tensor", "_rebuild_from_type_v2"), func, g("torch._tensor", "Tensor"), args, NONE)
+
+
+def test_rebuild_from_type_calls_getattr_through_to_exec(tmp_path):
+    m = marker_path()
+    getattr_ = g("builtins", "getattr")
+    builtins_module = rebuild_from_type(getattr_, tup(getattr_, s("__self__")))
+    exec_ = rebuild_from_type(getattr_, tup(builtins_module, s("exec")))
+    path = write(tmp_path, "rft_exec.pkl", p2(rebuild_from_type(exec_, tup(s(touch_code(m))))))
+    assert_proven_and_dangerous(path, m, loaders=("pickle.loads", "pickle._loads", "torch.load"))
+
+
+def test_rebuild_from_type_calls_a_bound_method(tmp_path):
+    m = marker_path()
+    touch = rebuild_from_type(g("builtins", "getattr"), tup(call(g("pathlib", "PosixPath"), s(m)), s("touch")))
+    path = write(tmp_path, "rft_bound.pkl", p2(rebuild_from_type(touch, EMPTY_TUPLE)))
+    assert_proven_and_dangerous(path, m, loaders=("pickle.loads", "pickle._loads", "torch.load"),
+                                want=("CKG-F002",))
+
+
+# 16. A BUILD state made by a call (dict(...), tuple(...)) gives attributes as
+# the literal would: torch calls storage.untyped() of a SimpleNamespace
+# storage, Optimizer.__setstate__ calls self._hook_for_profile(), numpy's bit
+# generator calls state.get(); and an instance of an unlisted class inside a
+# list handed to OrderedDict() is unpacked (its __getitem__ calls its fn).
+def dict_of(*kv):
+    return EMPTY_DICT + b"(" + b"".join(kv) + b"u"
+
+
+def list_of(*items):
+    return b"](" + b"".join(items) + b"e"
+
+
+def namespace_storage(state):
+    ns = call(g("types", "SimpleNamespace")) + state + BUILD
+    return call(g("torch._utils", "_rebuild_tensor_v2"), ns, b"K\x00", tup(b"K\x00"), tup(b"K\x01"), b"\x89",
+                call(g("collections", "OrderedDict")))
+
+
+COMPUTED_STATES = {
+    "dict_state_storage": lambda m: namespace_storage(
+        call(g("builtins", "dict"), dict_of(s("untyped"), bound(m, "touch"), s("dtype"), g("torch", "float32")))),
+    "tuple_slot_state_storage": lambda m: namespace_storage(
+        call(g("builtins", "tuple"),
+             list_of(NONE, dict_of(s("untyped"), bound(m, "touch"), s("dtype"), g("torch", "float32"))))),
+    "optimizer_dict_state": lambda m: call(g("copyreg", "__newobj__"), g("torch.optim", "SGD")) + call(
+        g("builtins", "dict"),
+        dict_of(s("_hook_for_profile"), bound(m, "touch"), s("defaults"), EMPTY_DICT, s("param_groups"), b"]")) + BUILD,
+    "bit_generator_state_get": lambda m: g("numpy.random._mt19937", "MT19937") + EMPTY_TUPLE + b"\x81" + call(
+        g("collections", "OrderedDict")) + call(g("builtins", "dict"), dict_of(s("get"), bound(m, "write_text"))) +
+    BUILD + BUILD,
+    "object_in_a_list_unpacked": lambda m: call(g("collections", "OrderedDict"), list_of(
+        g("torch.utils.data.datapipes.map.callable", "MapperMapDataPipe") + EMPTY_TUPLE + b"\x81" +
+        dict_of(s("datapipe"), list_of(b"K\x07"), s("fn"), bound(m, "touch")) + BUILD)),
+}
+
+
+@pytest.mark.parametrize("how", sorted(COMPUTED_STATES))
+def test_computed_states_and_objects_in_containers(tmp_path, how):
+    m = marker_path()
+    path = write(tmp_path, how + ".pkl", p2(COMPUTED_STATES[how](m)))
+    r = assert_proven_and_dangerous(path, m, loaders=("pickle.loads", "pickle._loads"))
+    assert {f["rule"] for f in r["findings"]} & {"CKG-F002", "CKG-F081"}, describe(r)
+
+
+# 17. What stops one unpickler must not stop the scan when another reads on:
+# limits of the scanner's own (a LONG4 past max_long_len, a text line past
+# max_line_len, MARKs nested past the nesting budget), lines only the
+# pure-Python unpickler (joblib's, dill's) reads (float() and int() take
+# underscores and spaces; a PUT key past ssize_t), and a thousand harmless
+# findings before the dangerous one.
+def os_touch(m):
+    return call(g("os", "system"), s("touch " + m))
+
+
+def harmless_globals(n):
+    # Real, importable names that the scan lists as unknown (suspicious),
+    # each referenced once (GLOBAL, POP): the unpicklers import them all.
+    import importlib
+    import types
+    named_dangerous = {"torch.from_file", "torch.save", "torch.trace", "torch.load"}
+    out = []
+    for module in ("torch", "torch.nn.functional", "math", "numpy", "torch.nn"):
+        mod = importlib.import_module(module)
+        for name in sorted(dir(mod)):
+            if name.startswith("_") or isinstance(getattr(mod, name), types.ModuleType):
+                continue
+            if "%s.%s" % (module, name) not in named_dangerous:
+                out.append(g(module, name) + b"0")
+    assert len(out) >= n
+    return b"".join(out[:n])
+
+
+PAST_A_STOP = {
+    "long4_past_max_long_len": (lambda m: b"\x8b" + struct.pack("<i", 70000) + b"\x01" * 70000 + b"0" + os_touch(m),
+                                ("pickle.loads", "pickle._loads")),
+    "unicode_line_past_max_line_len": (lambda m: b"V" + b"a" * ((1 << 20) + 10) + b"\n0" + os_touch(m),
+                                       ("pickle.loads", "pickle._loads")),
+    "marks_past_the_nesting_budget": (lambda m: b"(" * 10001 + os_touch(m), ("pickle.loads", "pickle._loads")),
+    "float_with_underscores": (lambda m: b"F1_0.5\n0" + os_touch(m), ("pickle._loads",)),
+    "put_key_past_ssize_t": (lambda m: b"Np9999999999999999999\n0" + os_touch(m), ("pickle._loads",)),
+    "findings_past_the_cap": (lambda m: harmless_globals(1300) + os_touch(m), ("pickle.loads",)),
+}
+
+
+@pytest.mark.parametrize("how", sorted(PAST_A_STOP))
+def test_payload_after_what_stops_one_reader(tmp_path, how):
+    m = marker_path()
+    make, loaders = PAST_A_STOP[how]
+    path = write(tmp_path, how + ".pkl", p2(make(m)))
+    assert_proven_and_dangerous(path, m, loaders=loaders)
+
+
+def test_pure_python_float_line_first(tmp_path):
+    # The stream's first opcode is one only pickle._Unpickler reads: still a pickle.
+    m = marker_path()
+    path = write(tmp_path, "float_first.pkl", b"F1_0.5\n0" + os_touch(m) + b".")
+    assert_proven_and_dangerous(path, m, loaders=("pickle._loads",))
+
+
 def test_no_markers_left():
     assert not glob.glob("/tmp/ckptguard-pwned-%d-*" % os.getpid())

@@ -610,7 +610,10 @@ class Opener {
       c.legacy = std::move(*legacy);
       return;
     }
-    Result<uint64_t> first_end = FirstPickleEnd(bytes, limits_.pickle, 0, &budget_);
+    // Read as some unpickler would (the pure-Python one's float() and int()
+    // lines, operands past a decoding limit): a stream only that one runs is
+    // still a pickle.
+    Result<uint64_t> first_end = FirstPickleEnd(bytes, limits_.pickle, 0, &budget_, {}, /*lenient_operands=*/true);
     if (!first_end && first_end.error().code == ErrorCode::kLimitExceeded && !first_end.error().limit.empty()) {
       c.format = ContainerFormat::kPickle;
       c.error = first_end.error();
@@ -630,6 +633,7 @@ class Opener {
     // Find where the complete pickles end; what follows is trailing data
     // (or another container appended to the pickle).
     PickleDecoder decoder(bytes, limits_.pickle);
+    decoder.SetLenientOperands(true);
     uint64_t complete_end = 0;
     std::optional<Error> error;
     std::vector<std::pair<uint64_t, std::string_view>> zips_in_bytes;

@@ -1,6 +1,7 @@
 #include "ckptguard/pickle_decoder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "py_text.h"
@@ -129,7 +130,24 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
     }
     return bytes;
   };
-  auto read_line = [&]() -> Result<Bytes> { return cursor_.ReadLine(limits_.max_line_len); };
+  // A line past max_line_len is read whole (up to max_operand_len) when
+  // operands are lenient, and `cut` to max_line_len: the opcode then
+  // decodes as an opaque operand (below).
+  bool cut = false;
+  auto read_line = [&]() -> Result<Bytes> {
+    if (!lenient_operands_) return cursor_.ReadLine(limits_.max_line_len);
+    CKG_ASSIGN_OR_RETURN(Bytes line, cursor_.ReadLine(std::max(limits_.max_line_len, limits_.max_operand_len)));
+    if (line.size() <= limits_.max_line_len) return line;
+    cut = true;
+    return line.first(static_cast<size_t>(limits_.max_line_len));
+  };
+  // Opaque sets the lenient reading of a number or memo key that the C
+  // unpickler refuses (or that is too long to convert): kBigInt viewing
+  // its raw text or bytes.
+  auto opaque = [&](std::string_view raw) {
+    arg.type = PickleArgType::kBigInt;
+    arg.SetView(raw);
+  };
   auto check_utf8 = [&](std::string_view text, uint64_t at, bool surrogates) -> Status {
     if (std::optional<size_t> bad = py::Utf8Error(text, surrogates)) {
       return MakeError(ErrorCode::kMalformed, at + *bad, "invalid UTF-8");
@@ -181,6 +199,10 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
         // load_int & co.: `if (len < 2) return bad_readline();`
         return MakeError(ErrorCode::kMalformed, at, "empty line (pickle data was truncated)");
       }
+      if (cut) {
+        opaque(text);
+        break;
+      }
       Result<py::PyInt> value;
       if (op.code == Opcode::kInt) {
         // load_int: strtol(s, &end, 0) first; a two-character line whose
@@ -204,6 +226,11 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
         // PyLong_AsSsize_t; PUT refuses a negative key, and a negative GET
         // key is never in the memo ("Memo value not found").
         value = py::ParsePyLong(text, 10);
+        if (lenient_operands_ && (!value || value->big)) {
+          // pickle's pure-Python unpickler: int(line), any size, as a dict key.
+          opaque(text);
+          break;
+        }
         if (value && value->big) {
           return MakeError(ErrorCode::kMalformed, at, "memo key does not fit in ssize_t");
         }
@@ -212,6 +239,10 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
                            op.code == Opcode::kPut ? "negative PUT argument" : "negative GET argument");
         }
       }
+      if (!value && lenient_operands_) {
+        opaque(text);  // int(line, 0) of the pure-Python unpickler may still read it
+        break;
+      }
       if (!value) return std::unexpected(Rebase(value.error(), at, name));
       SetInt(arg, *value);
       break;
@@ -219,7 +250,8 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
     case OperandKind::kFloatNl: {
       const uint64_t at = cursor_.Offset();
       CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
-      Result<double> value = py::ParseFloatLiteral(AsStringView(line));
+      Result<double> value = cut ? Result<double>(std::nan("")) : py::ParseFloatLiteral(AsStringView(line));
+      if (!value && lenient_operands_) value = std::nan("");  // float(line) of the pure-Python unpickler
       if (!value) return std::unexpected(Rebase(value.error(), at, name));
       arg.type = PickleArgType::kFloat;
       arg.float_value = *value;
@@ -236,6 +268,11 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
         if (n < 0) return MakeError(ErrorCode::kMalformed, op.offset + 1, "LONG4 byte count < 0");
         len = static_cast<uint64_t>(n);
       }
+      if (lenient_operands_ && len > limits_.max_long_len) {
+        CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(len, limits_.max_operand_len, "max_operand_len"));
+        opaque(AsStringView(bytes));
+        break;
+      }
       CKG_ASSIGN_OR_RETURN(Bytes bytes, read_counted(len, limits_.max_long_len, "max_long_len"));
       py::PyInt value = py::IntFromTwosComplement(AsStringView(bytes));
       if (value.big) {
@@ -251,6 +288,11 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
       const uint64_t at = cursor_.Offset();
       CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
       std::string_view text = AsStringView(line);
+      if (cut) {
+        arg.type = PickleArgType::kBytes;  // its first max_line_len bytes, as written
+        arg.SetView(text);
+        break;
+      }
       if (text.size() < 2 || text.front() != text.back() || (text.front() != '\'' && text.front() != '"')) {
         return MakeError(ErrorCode::kMalformed, at, "the STRING opcode argument must be quoted");
       }
@@ -360,6 +402,11 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
     case OperandKind::kUnicodeStringNl: {
       const uint64_t at = cursor_.Offset();
       CKG_ASSIGN_OR_RETURN(Bytes line, read_line());
+      if (cut) {
+        arg.type = PickleArgType::kString;  // its first max_line_len bytes, as written
+        arg.SetView(AsStringView(line));
+        break;
+      }
       Result<std::string> decoded = py::DecodeRawUnicodeEscape(AsStringView(line));
       if (!decoded) return std::unexpected(Rebase(decoded.error(), at, name));
       arg.type = PickleArgType::kString;
@@ -375,8 +422,9 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
 }
 
 Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits, uint64_t base_offset, Budget* budget,
-                                std::string_view where) {
+                                std::string_view where, bool lenient_operands) {
   PickleDecoder decoder(input, limits, base_offset);
+  decoder.SetLenientOperands(lenient_operands);
   PickleOp op;
   while (true) {
     CKG_TRY(decoder.Next(op));

@@ -138,6 +138,20 @@ class PickleDecoder {
   // returns. Offsets are reported as `base_offset` + position in `input`.
   explicit PickleDecoder(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0);
 
+  // SetLenientOperands makes the decoder read as the scanner must: past
+  // every operand some unpickler reads. A number or memo key that CPython's
+  // C unpickler refuses as a value but the pure-Python one (joblib's, dill's)
+  // reads -- a FLOAT, INT or LONG line that float() or int() accepts, a
+  // GET/PUT key beyond ssize_t -- or a LONG1/LONG4 operand longer than
+  // max_long_len, decodes as kBigInt viewing its raw text or bytes (the
+  // machine treats such a memo key as never stored), a FLOAT as NaN; a text
+  // line longer than max_line_len is read up to max_operand_len and its
+  // first max_line_len bytes are the operand, as written (an INT, LONG,
+  // GET or PUT line as kBigInt). Structural errors (no newline, a truncated
+  // operand, an unknown opcode) still fail. Off by default (the loader's
+  // reading is the C unpickler's).
+  void SetLenientOperands(bool lenient) { lenient_operands_ = lenient; }
+
   // Next decodes the next opcode. On failure the decoder stays failed and
   // every later call returns the same error. Calling Next at the end of the
   // input is kTruncated ("pickle exhausted before STOP") inside a pickle, and
@@ -291,6 +305,7 @@ class PickleDecoder {
   uint64_t num_ops_ = 0;
   uint32_t num_finished_ = 0;
   bool between_pickles_ = true;
+  bool lenient_operands_ = false;
   std::optional<Error> failed_;
 };
 
@@ -310,10 +325,11 @@ struct DecodedStream {
 // FirstPickleEnd decodes the first pickle of `input` as a stream (its ops are
 // not kept) and returns the absolute offset just past its STOP. Each opcode is
 // charged to `budget` (BudgetKind::kOpcodes) when given; `where` names the
-// input in a budget error. Failure: the decoder's error, or the budget's
-// (Error::limit set).
+// input in a budget error; `lenient_operands` decodes as
+// PickleDecoder::SetLenientOperands does. Failure: the decoder's error, or
+// the budget's (Error::limit set).
 Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0,
-                                Budget* budget = nullptr, std::string_view where = {});
+                                Budget* budget = nullptr, std::string_view where = {}, bool lenient_operands = false);
 
 DecodedStream DecodeStream(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0,
                            uint32_t max_pickles = 0);

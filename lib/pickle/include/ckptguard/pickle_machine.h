@@ -487,7 +487,10 @@ class PickleMachine {
       }
       case Opcode::kMark:
         if (marks_.size() >= limits_.max_mark_depth) return Limit(op, "max_mark_depth", limits_.max_mark_depth);
-        CKG_TRY(budget_.Nest(marks_.size() + 1, op.offset, where_, "MARK nesting"));
+        // A lenient run (the scanner's) keeps its marks as offsets, as CPython
+        // does, with no nesting to walk: only the opcode budget bounds them,
+        // so that MARKs no unpickler limits cannot hide what follows them.
+        if (mode_ == MachineMode::kStrict) CKG_TRY(budget_.Nest(marks_.size() + 1, op.offset, where_, "MARK nesting"));
         marks_.push_back(stack_.size());
         return OkStatus();
       case Opcode::kPop:
@@ -875,7 +878,8 @@ class PickleMachine {
       }
       case static_cast<uint8_t>(Opcode::kMark):
         // Budget::Nest has nothing to do at a depth the file reached before.
-        if (marks_.size() >= limits_.max_mark_depth || marks_.size() + 1 > budget_.used(BudgetKind::kNesting) ||
+        if (marks_.size() >= limits_.max_mark_depth ||
+            (mode_ == MachineMode::kStrict && marks_.size() + 1 > budget_.used(BudgetKind::kNesting)) ||
             !budget_.TryCharge(BudgetKind::kOpcodes, 1)) {
           return 0;
         }
