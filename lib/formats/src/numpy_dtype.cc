@@ -76,6 +76,16 @@ NumpyDtype Objects() {
   return d;
 }
 
+// StructuredObjects: fields or a subarray holding objects.
+NumpyDtype StructuredObjects() {
+  NumpyDtype d = Objects();
+  d.kind = 'V';
+  d.order = '|';
+  d.item_size = 0;
+  d.structured = true;
+  return d;
+}
+
 NumpyDtype Simple(char kind, uint64_t size, char order) {
   if (kind == 'O') return Objects();
   NumpyDtype d;
@@ -105,7 +115,9 @@ struct Shape {
 
 // Subarray is numpy.dtype((base, shape)).
 NumpyDtype Subarray(const NumpyDtype& base, const Shape& shape) {
-  if (base.holds == Holds::kObjects) return base;  // objects whatever the count
+  if (base.holds == Holds::kObjects) {  // objects whatever the count
+    return shape.valid && shape.is_int && shape.count == 1 ? base : StructuredObjects();
+  }
   if (base.holds != Holds::kPlain || !shape.valid) return Unknown();
   if (base.unsized) {
     // ('S', 5) is S5, ('U', 3) is U3; a sequence there is not numpy's form.
@@ -140,7 +152,7 @@ class Fields {
     }
   }
   NumpyDtype Result() const {
-    if (objects_) return Objects();
+    if (objects_) return StructuredObjects();
     if (unknown_) return Unknown();
     NumpyDtype d;
     d.holds = Holds::kPlain;
