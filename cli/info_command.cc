@@ -95,6 +95,8 @@ json ContainerJson(const Container& c, uint32_t depth) {
                 {"shape", a.shape},
                 {"fortran_order", a.fortran_order},
                 {"object", a.is_object},
+                {"object_unsure", a.object_unsure},
+                {"item_size", a.item_size},
                 {"data_offset", a.data_offset},
                 {"data_len", a.data_len}};
   };

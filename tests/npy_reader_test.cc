@@ -288,6 +288,89 @@ BOOST_AUTO_TEST_CASE(structured_dtypes) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(literal_eval_forms_numpy_reads) {
+  const std::string data48(48, '\0');
+  {  // A comment, a line continuation, joined strings: literal_eval takes them.
+    const std::string d = "{'descr': '<' 'f4', # the dtype\n 'fortran_order': False, \\\n 'shape': (3, 4), } # end";
+    Result<NpyArray> a = ParseNpy(AsBytes(Npy(d, data48)));
+    BOOST_REQUIRE_MESSAGE(a.has_value(), ErrorText(a));
+    BOOST_TEST(a->descr == "<f4");
+    BOOST_TEST(a->item_size == 4u);
+    BOOST_TEST(!a->is_object);
+  }
+  {  // A duplicate key: the last one wins (an anomaly).
+    const std::string d = "{'descr': '<f4', 'descr': '|O', 'fortran_order': False, 'shape': (1,), }";
+    Result<NpyArray> a = ParseNpy(AsBytes(Npy(d, "\x80\x02N."s)));
+    BOOST_REQUIRE_MESSAGE(a.has_value(), ErrorText(a));
+    BOOST_TEST(a->is_object);
+    BOOST_TEST(!a->object_unsure);
+    BOOST_TEST(Kinds(a->anomalies) == (std::vector<std::string>{"npy.duplicate_key"}), boost::test_tools::per_element());
+    BOOST_TEST(a->anomalies[0].offset == At(d, "'descr': '|O'"));
+  }
+  {  // Type names and other spellings numpy reads (np.sctypeDict, comma and repeat strings).
+    struct Row {
+      const char* descr;
+      bool object;
+      uint64_t item_size;
+      char kind;
+    };
+    const Row rows[] = {{"'float32'", false, 4, 'f'},  {"'int64'", false, 8, 'i'},   {"'d'", false, 8, 'f'},
+                        {"'<q'", false, 8, 'i'},       {"'object'", true, 8, 'O'},   {"'object0'", true, 8, 'O'},
+                        {"'O4'", true, 8, 'O'},        {"'2O'", true, 0, 'V'},       {"'i4,O'", true, 0, 'V'},
+                        {"'(2,)O'", true, 0, 'V'},     {"'i4,f8'", false, 12, 'V'},  {"'2i4'", false, 8, 'V'},
+                        {"('O', 2)", true, 0, 'V'},    {"[('a', 'object0')]", true, 0, 'V'},
+                        {"[('a', 'i4,O')]", true, 0, 'V'}, {"['aO']", true, 0, 'V'}};
+    for (const Row& row : rows) {
+      BOOST_TEST_CONTEXT(row.descr) {
+        Result<NpyArray> a = ParseNpy(AsBytes(Npy(Dict(row.descr, "(1,)"), std::string(row.object ? 4 : row.item_size, '\x80'))));
+        BOOST_REQUIRE_MESSAGE(a.has_value(), ErrorText(a));
+        BOOST_TEST(a->is_object == row.object);
+        BOOST_TEST(!a->object_unsure);
+        BOOST_TEST(a->item_size == row.item_size);
+        BOOST_TEST(a->kind == row.kind);
+      }
+    }
+  }
+  {  // Not worked out (numpy refuses most of them): read as possible objects, never as plain data.
+    for (const char* descr : {"'<f3'", "'<i16'", "'|b2'", "'<M9'", "'O16'", "''", "5", "None",
+                              "[('a', '<f4', (-1,))]", "[('a', 'nonsense')]", "('<f4',)", "'<float64'"}) {
+      BOOST_TEST_CONTEXT(descr) {
+        Result<NpyArray> a = ParseNpy(AsBytes(Npy(Dict(descr, "(3, 4)"), data48)));
+        BOOST_REQUIRE_MESSAGE(a.has_value(), ErrorText(a));
+        BOOST_TEST(a->is_object);
+        BOOST_TEST(a->object_unsure);
+        BOOST_TEST(Kinds(a->anomalies) == (std::vector<std::string>{"npy.unknown_dtype"}), boost::test_tools::per_element());
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(descr_literals_interpreted_as_numpy_does) {
+  struct Row {
+    const char* literal;
+    NumpyDtype::Holds holds;
+    uint64_t item_size;
+  };
+  using H = NumpyDtype::Holds;
+  const Row rows[] = {{"'<f8'", H::kPlain, 8},          {"'float64'", H::kPlain, 8},   {"'|S5'", H::kPlain, 5},
+                      {"'<U3'", H::kPlain, 12},         {"'M8[ns]'", H::kPlain, 8},    {"'O'", H::kObjects, 8},
+                      {"'i4, (2,)O'", H::kObjects, 8},  {"'(2,3)f8'", H::kPlain, 48},  {"'<i4,>f8'", H::kPlain, 12},
+                      {"('S', 5)", H::kPlain, 5},       {"('<i4', [2])", H::kPlain, 8}, {"('<i4', 1)", H::kPlain, 4},
+                      {"[('a', '<i4'), ('', '|V4')]", H::kPlain, 8},
+                      {"[('a', [('b', [('c', 'O')])])]", H::kObjects, 8},
+                      {"'f-8'", H::kUnknown, 0},        {"' O'", H::kUnknown, 0},      {"('<i4', True)", H::kUnknown, 0}};
+  for (const Row& row : rows) {
+    BOOST_TEST_CONTEXT(row.literal) {
+      Result<NumpyDtype> d = ParseDescrLiteral(row.literal);
+      BOOST_REQUIRE(d.has_value());
+      BOOST_TEST(static_cast<int>(d->holds) == static_cast<int>(row.holds));
+      if (row.holds == H::kPlain) BOOST_TEST(d->item_size == row.item_size);
+    }
+  }
+  BOOST_TEST(!ParseDescrLiteral("[('a', 'O')").has_value());
+  BOOST_TEST(static_cast<int>(InterpretDescr({}).holds) == static_cast<int>(H::kUnknown));
+}
+
 BOOST_AUTO_TEST_CASE(anomalies_numpy_accepts) {
   const std::string f32 = Dict("'<f4'", "(3, 4)");
   {
@@ -385,8 +468,6 @@ std::vector<BadRow> BadRows() {
   {
     const std::string d = "('descr', '<f4')";
     add("header is a tuple", Npy(d, data48), ErrorCode::kMalformed, 10);
-    const std::string c = f32 + " # comment";
-    add("comment after the dict", Npy(c, data48), ErrorCode::kMalformed, At(c, "#"));
     const std::string t = f32 + " {}";
     add("second dict", Npy(t, data48), ErrorCode::kMalformed, At(t, "{}"));
   }
@@ -397,12 +478,8 @@ std::vector<BadRow> BadRows() {
     add("missing key", Npy(d, data48), ErrorCode::kMalformed, At(d, "}"));
     const std::string e = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), 'extra': 1, }";
     add("extra key", Npy(e, data48), ErrorCode::kMalformed, At(e, "'extra'"));
-    const std::string dup = "{'descr': '|O', 'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }";
-    add("duplicate key", Npy(dup, data48), ErrorCode::kMalformed, At(dup, "'descr': '<f4'"));
     const std::string bytes_key = "{b'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }";
     add("bytes key", Npy(bytes_key, data48), ErrorCode::kMalformed, At(bytes_key, "b'"));
-    const std::string concat = "{'descr': '<' 'f4', 'fortran_order': False, 'shape': (3, 4), }";
-    add("implicit string concatenation", Npy(concat, data48), ErrorCode::kMalformed, At(concat, "'f4'"));
     const std::string unterminated = "{'descr': '<f4, 'fortran_order': False, 'shape': (3, 4), }";
     add("string with a bad quote", Npy(unterminated, data48), ErrorCode::kMalformed,
         At(unterminated, "fortran_order"));
@@ -449,15 +526,7 @@ std::vector<BadRow> BadRows() {
     const std::string t = Dict("'<f4'", "(3, 4)", "Truee");
     add("fortran_order Truee", Npy(t, data48), ErrorCode::kMalformed, At(t, "Truee"));
   }
-  const char* unsupported[] = {"'float32'", "'<f3'", "'<i16'", "'|b2'", "'<q'", "'<U'", "'<M8[]'", "'<f4[s]'",
-                               "'O16'", "''"};
-  for (const char* descr : unsupported) {
-    const std::string d = Dict(descr, "(3, 4)");
-    add("descr "s + descr, Npy(d, data48), ErrorCode::kUnsupportedFormat, At(d, descr));
-  }
   {
-    const std::string d = Dict("5", "(3, 4)");
-    add("descr is an int", Npy(d, data48), ErrorCode::kMalformed, At(d, "5"));
     const std::string n = Dict("'\\N{LATIN SMALL LETTER A}'", "(3, 4)");
     add("\\N escape", Npy(n, data48), ErrorCode::kMalformed, At(n, "\\N"));
     const std::string q = Dict("'''<f4'''", "(3, 4)");
@@ -466,8 +535,6 @@ std::vector<BadRow> BadRows() {
     add("structured descr missing a comma", Npy(s, data48), ErrorCode::kMalformed, At(s, "('b'"));
     const std::string m = Dict("[('a', '<f4'))", "(3,)");
     add("structured descr with a mismatched bracket", Npy(m, data48), ErrorCode::kMalformed, At(m, "))") + 1);
-    const std::string neg = Dict("[('a', '<f4', (-1,))]", "(3,)");
-    add("structured descr with a negative int", Npy(neg, data48), ErrorCode::kMalformed, At(neg, "-1"));
     const std::string bomb = Dict(std::string(1000, '['), "(3,)");
     add("structured descr depth bomb", Npy(bomb, data48), ErrorCode::kLimitExceeded, At(bomb, "[") + 32);
   }

@@ -81,9 +81,13 @@ class Opener {
     } else if (StartsWith(bytes, kNpyMagic)) {
       OpenNpy(c, depth);
     } else if (std::optional<Container> wrapped = OpenWrapped(bytes, DetectWrapper(bytes), depth)) {
+      const size_t sources_before = wrapped->pickles.size();
+      AddRawPickleView(*wrapped, bytes, "compressed");
+      AddReaderViews(*wrapped, depth, /*zipfile_view=*/false, sources_before);
       return std::move(*wrapped);
     } else if (std::optional<ArchiveKind> archive = DetectArchive(bytes)) {
       OpenArchive(c, *archive, depth);
+      AddRawPickleView(c, bytes, "archive");
     } else if (LooksLikeSafetensors(bytes)) {
       OpenSafetensors(c);
     } else {
@@ -111,6 +115,39 @@ class Opener {
       return;
     }
     c.nested.push_back({std::move(entry), std::make_unique<Container>(Open(bytes, depth + 1))});
+  }
+
+  // AddRawPickleView: pickle.load reads any file as a pickle from byte 0;
+  // numpy.load does for a file that is neither a zip nor an .npy; joblib.load
+  // for one that does not start with a compressor magic joblib knows (an
+  // LZMA-alone header other than ']\0\0', a tar); torch.load for one that is
+  // not a zip and that Python's tarfile refuses. So when a file detected as
+  // an archive or a compressed stream (`what`) also decodes as a complete
+  // pickle from byte 0, that pickle is read too, as a source found by content
+  // (its parse errors are no findings: the file may just be what it looks
+  // like). A file that does not decode so is not touched.
+  // A lone STOP (a tar whose first name starts with '.') is no pickle to
+  // CPython (its stack is empty): at least one op must come before it.
+  void AddRawPickleView(Container& c, Bytes raw, std::string_view what) {
+    if (raw.empty()) return;
+    PickleDecoder decoder(raw, limits_.pickle);
+    uint64_t num_ops = 0;
+    std::optional<uint64_t> end;
+    while (!end) {
+      Result<PickleOp> op = decoder.Next();
+      if (!op) return;
+      if (Status charged = budget_.Charge(BudgetKind::kOpcodes, 1, op->offset, "", "pickle polyglot check"); !charged) {
+        if (!c.error) c.error = charged.error();
+        return;
+      }
+      ++num_ops;
+      if (op->code == Opcode::kStop) end = decoder.Offset();
+    }
+    if (num_ops < 2) return;
+    c.anomalies.push_back({"polyglot.pickle_and_" + std::string(what), 0, "[pickle.load]",
+                           "the first " + Num(*end) + " bytes also decode as a pickle, which pickle.load, "
+                           "numpy.load, joblib.load and torch.load's legacy reader run; scanned as '[pickle.load]'"});
+    c.pickles.push_back(PickleSource{"[pickle.load]", raw, 0, 0, false, 0, true, std::nullopt});
   }
 
   // AddEmbeddedZips opens the other archives a zip file holds, found by
@@ -178,9 +215,10 @@ class Opener {
   // source where its FRAME handling parts from the C unpickler's
   // (pickle_views.h), and a zip that Python's zipfile finds through the end
   // record of a file that does not start with one.
-  void AddReaderViews(Container& c, uint32_t depth, bool zipfile_view = true) {
+  // Sources before `first_source` already have their views.
+  void AddReaderViews(Container& c, uint32_t depth, bool zipfile_view = true, size_t first_source = 0) {
     const size_t num_sources = c.pickles.size();
-    for (size_t i = 0; i < num_sources; ++i) {
+    for (size_t i = first_source; i < num_sources; ++i) {
       if (c.pickles[i].same_as) continue;
       const PickleSource source = c.pickles[i];  // a copy: push_back below moves the vector
       Result<std::optional<UnframedView>> view = std::optional<UnframedView>();
@@ -248,6 +286,12 @@ class Opener {
     for (uint64_t at : (*joblib)->object_pickles) {
       c.pickles.push_back(PickleSource{entry + " @" + Num(at), source.data, at, source.file_offset, source.deflated, 1,
                                        source.sniffed, std::nullopt});
+    }
+    // Arrays whose dtype the view could not work out: read as possible
+    // pickles (found by content, so a parse error is not a finding).
+    for (uint64_t at : (*joblib)->maybe_object_pickles) {
+      c.pickles.push_back(PickleSource{entry + " @" + Num(at), source.data, at, source.file_offset, source.deflated, 1,
+                                       true, std::nullopt});
     }
   }
 
@@ -481,11 +525,13 @@ class Opener {
     }
     c.anomalies.insert(c.anomalies.end(), array->anomalies.begin(), array->anomalies.end());
     std::optional<uint64_t> end = NpyEnd(c, *array);
-    if (array->is_object) {
-      c.anomalies.push_back({"npy.object_array", array->data_offset, "",
-                             "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
+    if (array->is_object && array->data_offset < c.bytes.size()) {
+      if (!array->object_unsure) {
+        c.anomalies.push_back({"npy.object_array", array->data_offset, "",
+                               "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
+      }
       c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, NextIsNpy(c.bytes, end) ? 1u : 0u,
-                                       false, std::nullopt});
+                                       array->object_unsure, std::nullopt});
     }
     c.npy = std::move(*array);
     // numpy.load on an open file reads one array and leaves the file right
@@ -511,6 +557,7 @@ class Opener {
       Result<NpyArray> next = ParseNpy(c.bytes.subspan(static_cast<size_t>(at)), limits_.npy, at);
       if (!next) {
         c.anomalies.push_back({"npy.unreadable_member", next.error().offset, entry, next.error().ToString()});
+        AddUnparsedNpyData(c, entry, c.bytes, at, 0, false);
         break;
       }
       for (Anomaly a : next->anomalies) {
@@ -518,11 +565,13 @@ class Opener {
         c.anomalies.push_back(std::move(a));
       }
       end = NpyEnd(c, *next);
-      if (next->is_object) {
-        c.anomalies.push_back({"npy.object_array", next->data_offset, entry,
-                               "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
+      if (next->is_object && next->data_offset < c.bytes.size()) {
+        if (!next->object_unsure) {
+          c.anomalies.push_back({"npy.object_array", next->data_offset, entry,
+                                 "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
+        }
         c.pickles.push_back(PickleSource{entry, c.bytes, next->data_offset, 0, false,
-                                         NextIsNpy(c.bytes, end) ? 1u : 0u, false, std::nullopt});
+                                         NextIsNpy(c.bytes, end) ? 1u : 0u, next->object_unsure, std::nullopt});
       }
     }
   }
@@ -534,6 +583,7 @@ class Opener {
   // NpyEnd is where numpy.load leaves the file after `array`: after its data,
   // or after the STOP of an object array's pickle; nullopt when unknown.
   std::optional<uint64_t> NpyEnd(const Container& c, const NpyArray& array) {
+    if (array.object_unsure) return std::nullopt;
     if (array.is_object) {
       if (array.data_offset >= c.bytes.size()) return std::nullopt;
       Result<uint64_t> end = FirstPickleEnd(c.bytes.subspan(static_cast<size_t>(array.data_offset)), limits_.pickle,
@@ -545,13 +595,21 @@ class Opener {
     return array.data_offset + array.data_len;
   }
 
-  // AddNpyFallback: our header parser refused a header (it refuses some
-  // literals Python's parser takes). numpy finds the data right after the
-  // declared header length whatever the header says: when the header names
-  // an object dtype ('O') or the data starts like a pickle, that data is
-  // read as a pickle found by content.
-  void AddNpyFallback(Container& c) {
-    ByteCursor cur(c.bytes.subspan(std::min<size_t>(6, c.bytes.size())), 6);
+  // AddNpyFallback: our header parser refused the header of the file.
+  void AddNpyFallback(Container& c) { AddUnparsedNpyData(c, "", c.bytes, 0, 0, false); }
+
+  // AddUnparsedNpyData: the header of the .npy at `npy_at` in `data` was
+  // refused by our parser (it refuses some literals Python's parser takes,
+  // and some dtypes). numpy finds the data right after the declared header
+  // length whatever the header says, and unpickles it when its dtype holds
+  // objects: that data is always read as a pickle found by content (a parse
+  // error there is no finding; it may be plain data). `file_offset` is where
+  // data[0] sits in the container's bytes (unset for inflated members).
+  void AddUnparsedNpyData(Container& c, const std::string& entry, Bytes data, uint64_t npy_at,
+                          std::optional<uint64_t> file_offset, bool deflated) {
+    if (npy_at >= data.size()) return;
+    ByteCursor cur(data.subspan(static_cast<size_t>(npy_at)), npy_at);
+    if (!cur.Skip(6)) return;
     Result<uint8_t> major = cur.ReadU8();
     if (!major || !cur.Skip(1)) return;
     uint64_t header_len = 0;
@@ -564,14 +622,11 @@ class Opener {
       if (!len) return;
       header_len = *len;
     }
+    if (header_len >= data.size() - cur.Offset()) return;
     const uint64_t data_offset = cur.Offset() + header_len;
-    if (data_offset >= c.bytes.size()) return;
-    const std::string_view header = AsStringView(c.bytes).substr(static_cast<size_t>(cur.Offset()),
-                                                                 static_cast<size_t>(header_len));
-    if (header.find('O') == std::string_view::npos && c.bytes[data_offset] != 0x80) return;
-    c.anomalies.push_back({"npy.unparsed_header_pickle", data_offset, "",
-                           "the header could not be parsed; the data after it is read as a pickle"});
-    c.pickles.push_back(PickleSource{"", c.bytes, data_offset, 0, false, 0, true, std::nullopt});
+    c.anomalies.push_back({"npy.unparsed_header_pickle", file_offset.value_or(0) + data_offset, entry,
+                           "the header could not be parsed; the data after it is read as a possible pickle"});
+    c.pickles.push_back(PickleSource{entry, data, data_offset, file_offset, deflated, 0, true, std::nullopt});
   }
 
   void OpenSafetensors(Container& c) {
@@ -885,17 +940,22 @@ class Opener {
           // archive); a deflated member's offsets are inside its inflated bytes.
           Error error = array.error();
           c.anomalies.push_back({"npy.unreadable_member", error.offset, e.name, error.ToString()});
+          AddUnparsedNpyData(c, e.name, bytes, 0, file_offset, deflated);
+          if (c.pickles.size() > 0 && c.pickles.back().entry == e.name) c.entries[i].holds_pickle = true;
           return bytes;
         }
         for (Anomaly a : array->anomalies) {
           a.entry = e.name;
           c.anomalies.push_back(std::move(a));
         }
-        if (array->is_object) {
+        if (array->is_object && array->data_offset - file_offset.value_or(0) < bytes.size()) {
           const uint64_t base = file_offset.value_or(0);
-          c.anomalies.push_back({"npy.object_array", file_offset ? array->data_offset : e.local_header_offset, e.name,
-                                 "object dtype: the member's data is a pickle"});
-          c.pickles.push_back(PickleSource{e.name, bytes, array->data_offset - base, file_offset, deflated, 0, false, std::nullopt});
+          if (!array->object_unsure) {
+            c.anomalies.push_back({"npy.object_array", file_offset ? array->data_offset : e.local_header_offset,
+                                   e.name, "object dtype: the member's data is a pickle"});
+          }
+          c.pickles.push_back(PickleSource{e.name, bytes, array->data_offset - base, file_offset, deflated, 0,
+                                           array->object_unsure, std::nullopt});
           c.entries[i].holds_pickle = true;
         }
         c.npz_members.emplace_back(e.name, std::move(*array));

@@ -1,7 +1,9 @@
 #include "joblib_view.h"
 
 #include <span>
+#include <unordered_map>
 
+#include "ckptguard/npy_reader.h"
 #include "ckptguard/pickle_machine.h"
 #include "ckptguard/pickle_semantics.h"
 
@@ -11,23 +13,32 @@ namespace {
 constexpr uint8_t kFrameByte = static_cast<uint8_t>(Opcode::kFrame);
 constexpr size_t kMaxText = 4096;               // bytes kept of one string
 constexpr uint64_t kMaxValues = uint64_t{1} << 22;  // values kept by one view (then opaque)
+constexpr size_t kMaxItems = 64;                 // items kept of one tuple, list or dict
+constexpr size_t kMaxDescrNodes = 4096;          // values of one dtype description worked out
 
 std::string Num(uint64_t v) { return std::to_string(v); }
 
-// The little of a value the view needs: strings, ints, tuples and dicts (the
-// wrapper's state), globals, numpy dtypes and wrapper objects.
+// The little of a value the view needs: strings, ints, tuples, lists and
+// dicts (the wrapper's state, a dtype's description), globals, numpy dtypes
+// and wrapper objects.
 struct JVal {
-  enum Kind : uint8_t { kOther, kStr, kInt, kTuple, kDict, kGlobal, kDtype, kWrapper } kind = kOther;
-  bool truncated = false;       // kStr: text was cut at kMaxText
-  std::string text;             // kStr, kGlobal (module.name), kDtype (the dtype string)
+  enum Kind : uint8_t { kOther, kStr, kInt, kTuple, kList, kDict, kGlobal, kDtype, kWrapper } kind = kOther;
+  bool truncated = false;       // kStr: text cut at kMaxText; kTuple/kList/kDict: items cut at kMaxItems
+  std::string text;             // kStr, kGlobal (module.name)
   int64_t number = 0;           // kInt
-  std::vector<MachineId> items;  // kTuple items, kDict key/value pairs
-  int64_t item_size = -1;       // kDtype: elsize from its BUILD state (> 0 for structured dtypes)
+  bool is_bool = false;         // kInt: True or False
+  std::vector<MachineId> items;  // kTuple/kList items, kDict key/value pairs
+  // kDtype: what numpy.dtype was called with, and the BUILD state, if any.
+  std::optional<MachineId> dtype_arg;
+  std::optional<MachineId> dtype_state;
 };
 
 // Pending is a wrapper BUILD the driver must act on: the array's bytes follow.
 struct Pending {
   bool object = false;
+  // The dtype is not worked out: joblib may unpickle the data (read as a
+  // possible pickle, then followed past its STOP when it is one).
+  bool maybe_object = false;
   std::optional<uint64_t> len;  // bytes of array data (unset: unknown)
   bool aligned = false;         // a padding byte (and padding) comes first
   std::string why;              // when len is unset
@@ -35,34 +46,6 @@ struct Pending {
 
 bool IsWrapperName(std::string_view name) {
   return name == "joblib.numpy_pickle.NumpyArrayWrapper" || name == "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper";
-}
-
-// DtypeItemSize reads numpy's dtype strings: [<>|=]? kind [digits], with
-// 'U' counting 4 bytes a character; nullopt when not understood.
-std::optional<uint64_t> DtypeItemSize(std::string_view s, bool* object) {
-  if (!s.empty() && (s[0] == '<' || s[0] == '>' || s[0] == '|' || s[0] == '=')) s.remove_prefix(1);
-  if (s.empty()) return std::nullopt;
-  const char kind = s[0];
-  s.remove_prefix(1);
-  uint64_t digits = 0;
-  for (char ch : s) {
-    if (ch < '0' || ch > '9' || digits > (uint64_t{1} << 40)) return std::nullopt;
-    digits = digits * 10 + static_cast<uint64_t>(ch - '0');
-  }
-  if (kind == 'O') {
-    *object = true;
-    return 8;
-  }
-  if (s.empty()) {
-    switch (kind) {
-      case '?': case 'b': case 'B': return 1;
-      case 'h': case 'H': case 'e': return 2;
-      case 'i': case 'I': case 'f': case 'l': case 'L': return kind == 'l' || kind == 'L' ? 8 : 4;
-      case 'q': case 'Q': case 'd': case 'g': return 8;
-      default: return std::nullopt;
-    }
-  }
-  return kind == 'U' ? digits * 4 : digits;
 }
 
 class JoblibDomain {
@@ -82,6 +65,7 @@ class JoblibDomain {
       case PickleArgType::kBool:
         v.kind = JVal::kInt;
         v.number = op.arg.int_value;
+        v.is_bool = op.arg.type == PickleArgType::kBool;
         break;
       case PickleArgType::kUInt:
         v.kind = JVal::kInt;
@@ -95,10 +79,15 @@ class JoblibDomain {
   Result<Id> Tuple(const PickleOp&, std::span<const Id> items) {
     JVal v;
     v.kind = JVal::kTuple;
-    v.items.assign(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(items.size(), 64)));
+    AddItems(v, items);
     return New(std::move(v));
   }
-  Result<Id> List(const PickleOp&, std::span<const Id>) { return New(JVal{}); }
+  Result<Id> List(const PickleOp&, std::span<const Id> items) {
+    JVal v;
+    v.kind = JVal::kList;
+    AddItems(v, items);
+    return New(std::move(v));
+  }
   Result<Id> Dict(const PickleOp&, std::span<const Id> items) {
     JVal v;
     v.kind = JVal::kDict;
@@ -106,7 +95,10 @@ class JoblibDomain {
     return New(std::move(v));
   }
   Result<Id> Set(const PickleOp&, std::span<const Id>, bool) { return New(JVal{}); }
-  Status Append(const PickleOp&, Id, std::span<const Id>) { return OkStatus(); }
+  Status Append(const PickleOp&, Id list, std::span<const Id> items) {
+    if (Val(list).kind == JVal::kList) AddItems(Val(list), items);
+    return OkStatus();
+  }
   Status SetItems(const PickleOp&, Id dict, std::span<const Id> items) {
     if (Val(dict).kind == JVal::kDict) Add(Val(dict), items);
     return OkStatus();
@@ -134,10 +126,9 @@ class JoblibDomain {
     JVal v;
     if (c.kind == JVal::kGlobal && IsWrapperName(c.text)) {
       v.kind = JVal::kWrapper;
-    } else if (c.kind == JVal::kGlobal && (c.text == "numpy.dtype" || c.text == "numpy.core.multiarray.dtype") &&
-               !args.empty() && Val(args[0]).kind == JVal::kStr) {
+    } else if (c.kind == JVal::kGlobal && (c.text == "numpy.dtype" || c.text == "numpy.core.multiarray.dtype")) {
       v.kind = JVal::kDtype;
-      v.text = Val(args[0]).text;
+      if (!args.empty()) v.dtype_arg = args[0];
     }
     return New(std::move(v));
   }
@@ -151,8 +142,9 @@ class JoblibDomain {
   Status Build(const PickleOp&, Id obj, Id state) {
     JVal& o = Val(obj);
     const JVal& s = Val(state);
-    if (o.kind == JVal::kDtype && s.kind == JVal::kTuple && s.items.size() >= 6 && Val(s.items[5]).kind == JVal::kInt) {
-      o.item_size = Val(s.items[5]).number;
+    (void)s;
+    if (o.kind == JVal::kDtype) {
+      o.dtype_state = state;
     } else if (o.kind == JVal::kWrapper) {
       pending = WrapperRead(s);
     }
@@ -176,10 +168,97 @@ class JoblibDomain {
   }
   JVal& Val(Id id) { return values_[id]; }
   void Add(JVal& dict, std::span<const Id> items) {
-    for (size_t i = 0; i + 1 < items.size() && dict.items.size() < 64; i += 2) {
+    for (size_t i = 0; i + 1 < items.size(); i += 2) {
+      if (dict.items.size() >= kMaxItems) {
+        dict.truncated = true;
+        break;
+      }
       dict.items.push_back(items[i]);
       dict.items.push_back(items[i + 1]);
     }
+  }
+  static void AddItems(JVal& seq, std::span<const Id> items) {
+    for (Id item : items) {
+      if (seq.items.size() >= kMaxItems) {
+        seq.truncated = true;
+        return;
+      }
+      seq.items.push_back(item);
+    }
+  }
+  // DescrOf converts the value numpy.dtype was called with into
+  // InterpretDescr's post-order nodes, iteratively (a value shared through
+  // the memo is converted once; a cycle or a value the view did not keep
+  // is kOther, which InterpretDescr reads as unknown).
+  std::vector<DescrValue> DescrOf(Id root) {
+    std::vector<DescrValue> out;
+    std::unordered_map<Id, uint32_t> done;
+    std::unordered_map<Id, bool> open;
+    std::vector<std::pair<Id, bool>> work{{root, false}};  // (value, its items are done)
+    while (!work.empty()) {
+      auto [id, expanded] = work.back();
+      work.pop_back();
+      if (done.contains(id)) continue;
+      const JVal& v = Val(id);
+      const bool seq = (v.kind == JVal::kTuple || v.kind == JVal::kList) && !v.truncated;
+      if (!expanded && seq) {
+        if (open[id]) {  // a cycle: not a literal numpy reads
+          DescrValue other;
+          if (out.size() >= kMaxDescrNodes) return {};
+          out.push_back(other);
+          done[id] = static_cast<uint32_t>(out.size() - 1);
+          continue;
+        }
+        open[id] = true;
+        work.push_back({id, true});
+        for (auto it = v.items.rbegin(); it != v.items.rend(); ++it) work.push_back({*it, false});
+        continue;
+      }
+      if (out.size() >= kMaxDescrNodes) return {};
+      DescrValue d;
+      if (v.kind == JVal::kStr && !v.truncated) {
+        d.kind = DescrValue::Kind::kStr;
+        d.text = v.text;
+      } else if (v.kind == JVal::kInt) {
+        d.kind = DescrValue::Kind::kInt;
+        d.number = v.number;
+        d.is_bool = v.is_bool;
+      } else if (seq) {
+        d.kind = v.kind == JVal::kTuple ? DescrValue::Kind::kTuple : DescrValue::Kind::kList;
+        for (Id item : v.items) {
+          auto it = done.find(item);
+          if (it == done.end()) return {};  // (a cycle through an item: unknown)
+          d.items.push_back(it->second);
+        }
+      }
+      out.push_back(std::move(d));
+      done[id] = static_cast<uint32_t>(out.size() - 1);
+    }
+    return out;
+  }
+  // DtypeOf is what numpy makes of a pickled numpy.dtype: the description
+  // it was called with, then its BUILD state, whose flags (item 7 of a
+  // version 3 or 4 state) alone decide dtype.hasobject (numpy's
+  // __setstate__ takes them as given) and whose elsize (item 5) sizes a
+  // flexible or structured dtype.
+  NumpyDtype DtypeOf(const JVal& dtype) {
+    if (!dtype.dtype_arg) return NumpyDtype{};
+    NumpyDtype d = InterpretDescr(DescrOf(*dtype.dtype_arg));
+    if (!dtype.dtype_state) return d;
+    const JVal& st = Val(*dtype.dtype_state);
+    if (st.kind != JVal::kTuple || st.truncated || st.items.size() < 8 || Val(st.items[0]).kind != JVal::kInt ||
+        (Val(st.items[0]).number != 3 && Val(st.items[0]).number != 4) || Val(st.items[7]).kind != JVal::kInt) {
+      return NumpyDtype{};  // a state numpy may read otherwise: not worked out
+    }
+    const bool has_object = (Val(st.items[7]).number & 1) != 0;
+    if (has_object) return d.holds == NumpyDtype::Holds::kUnknown ? d : NumpyDtype{NumpyDtype::Holds::kObjects, 8, 'O'};
+    if (d.holds != NumpyDtype::Holds::kPlain) return NumpyDtype{};  // objects without the flag: not worked out
+    const JVal& elsize = Val(st.items[5]);
+    if ((d.unsized || d.structured || d.kind == 'V') && elsize.kind == JVal::kInt && elsize.number > 0) {
+      d.item_size = static_cast<uint64_t>(elsize.number);
+      d.unsized = false;
+    }
+    return d;
   }
   std::vector<Id> TupleItems(Id args) {
     return Val(args).kind == JVal::kTuple ? Val(args).items : std::vector<Id>{};
@@ -201,24 +280,31 @@ class JoblibDomain {
     p.aligned = Get(state, "numpy_array_alignment_bytes") != nullptr;
     const JVal* dtype = Get(state, "dtype");
     const JVal* shape = Get(state, "shape");
-    if (dtype == nullptr || dtype->kind != JVal::kDtype) {
-      p.why = "its dtype is not a numpy.dtype of a literal string";
+    if (state.truncated) {
+      p.maybe_object = true;
+      p.why = "its BUILD state has more items than the view keeps";
       return p;
     }
-    bool object = false;
-    std::optional<uint64_t> item = DtypeItemSize(dtype->text, &object);
-    if (dtype->item_size > 0) item = static_cast<uint64_t>(dtype->item_size);
-    if (object) {
+    if (dtype == nullptr || dtype->kind != JVal::kDtype) {
+      p.maybe_object = true;
+      p.why = "its dtype is not a numpy.dtype call";
+      return p;
+    }
+    const NumpyDtype dt = DtypeOf(*dtype);
+    if (dt.holds == NumpyDtype::Holds::kObjects) {
       p.object = true;
       return p;
     }
-    if (!item) {
-      p.why = "its dtype '" + dtype->text + "' is not understood";
+    if (dt.holds == NumpyDtype::Holds::kUnknown || dt.unsized) {
+      p.maybe_object = true;
+      p.why = "its dtype is not worked out";
       return p;
     }
+    const std::optional<uint64_t> item = dt.item_size;
     uint64_t count = 1;
-    if (shape == nullptr || shape->kind != JVal::kTuple) {
-      p.why = "its shape is not a tuple";
+    // joblib: count = np.multiply.reduce([np.int64(x) for x in self.shape]).
+    if (shape == nullptr || (shape->kind != JVal::kTuple && shape->kind != JVal::kList) || shape->truncated) {
+      p.why = "its shape is not a tuple or list";
       return p;
     }
     for (Id d : shape->items) {
@@ -301,13 +387,25 @@ Result<std::optional<JoblibView>> ReadJoblibView(Bytes data, uint64_t start, con
     }
     frame_end.reset();
     ++view.num_arrays;
-    if (pending.object) {
+    if (pending.object || pending.maybe_object) {
       // pickle.load(file): one pickle, run by the C unpickler.
+      if (pos >= data.size()) break;
       Result<uint64_t> end = FirstPickleEnd(data.subspan(static_cast<size_t>(pos)), limits, pos, &budget, where);
-      view.object_pickles.push_back(pos);
+      (pending.object ? view.object_pickles : view.maybe_object_pickles).push_back(pos);
       if (!end) {
         if (!end.error().limit.empty()) return std::unexpected(end.error());
+        if (pending.maybe_object) {
+          view.anomalies.push_back({"joblib.unknown_array", pos, std::string(where),
+                                    "a NumpyArrayWrapper whose array cannot be worked out (" + pending.why +
+                                        "): its data is read as a possible pickle; joblib's reading is not "
+                                        "followed past it"});
+        }
         break;  // scanned from `pos` as its own pickle source
+      }
+      if (pending.maybe_object) {
+        view.anomalies.push_back({"joblib.unknown_array", pos, std::string(where),
+                                  "a NumpyArrayWrapper whose array cannot be worked out (" + pending.why +
+                                      "): its data is read as a pickle, and the reading goes on after it"});
       }
       pos = *end;
       continue;

@@ -29,6 +29,9 @@ struct JoblibView {
   // Object-dtype arrays: the offsets (in the source data) of the pickles
   // that pickle.load reads from the file.
   std::vector<uint64_t> object_pickles;
+  // Arrays whose dtype is not worked out (it may hold objects): the offsets
+  // of the data, read as possible pickles (found by content).
+  std::vector<uint64_t> maybe_object_pickles;
   // Where the reading stopped before its STOP and why (an array whose
   // bytes run past the data, a wrapper whose dtype or shape is unknown).
   Anomalies anomalies;

@@ -16,6 +16,8 @@ namespace {
 constexpr std::string_view kMagic = "\x93NUMPY";
 constexpr uint64_t kNumpyMaxHeaderChars = 10'000;  // numpy.lib.format._MAX_HEADER_SIZE
 constexpr uint64_t kDataAlign = 16;                  // the oldest alignment numpy's writer used
+// Most values in one descr literal (each is a node InterpretDescr works out).
+constexpr size_t kMaxDescrValues = 1'000'000;
 
 std::string Num(uint64_t v) { return std::to_string(v); }
 
@@ -33,13 +35,6 @@ uint32_t HexValue(char c) {
   if (IsDigit(c)) return static_cast<uint32_t>(c - '0');
   if (c >= 'a' && c <= 'f') return static_cast<uint32_t>(c - 'a' + 10);
   return static_cast<uint32_t>(c - 'A' + 10);
-}
-
-bool IsObjectDescr(std::string_view s) {
-  if (!s.empty() && (s[0] == '<' || s[0] == '>' || s[0] == '|' || s[0] == '=')) s.remove_prefix(1);
-  if (s == "object" || s == "object_") return true;
-  if (s.empty() || s[0] != 'O') return false;
-  return std::all_of(s.begin() + 1, s.end(), IsDigit);
 }
 
 }  // namespace
@@ -128,7 +123,9 @@ class HeaderParser {
       CKG_ASSIGN_OR_RETURN(std::string key, ParseString());
       const int which = key == "descr" ? 0 : key == "fortran_order" ? 1 : key == "shape" ? 2 : -1;
       if (which < 0) return Malformed(key_pos, "unexpected key " + py::ReprStr(key));
-      if (seen[static_cast<size_t>(which)]) return Malformed(key_pos, "duplicate key " + py::ReprStr(key));
+      // A dict literal keeps the last of duplicate keys (silently, as
+      // literal_eval does): the value parsed last replaces the earlier one.
+      if (seen[static_cast<size_t>(which)]) duplicate_key_pos_ = key_pos;
       seen[static_cast<size_t>(which)] = true;
       SkipSpace();
       if (pos_ >= text_.size() || text_[pos_] != ':') return Malformed(pos_, "expected ':' after a key");
@@ -156,13 +153,26 @@ class HeaderParser {
     for (size_t i = 0; i < seen.size(); ++i) {
       if (!seen[i]) return Malformed(close_pos, "the header lacks the key " + std::string(kKeys[i]));
     }
-    return out_.structured ? OkStatus() : InterpretDescr();
+    return InterpretDescr();
   }
+
+  // ParseLiteralOnly parses the whole text as one descr literal.
+  Status ParseLiteralOnly() {
+    SkipSpace();
+    CKG_TRY(ParseDescr());
+    SkipSpace();
+    if (pos_ < text_.size()) return Malformed(pos_, "unexpected text after the literal");
+    return OkStatus();
+  }
+  const std::vector<DescrValue>& descr_values() const { return values_; }
 
   uint64_t shape_offset() const { return base_ + shape_pos_; }
   uint64_t descr_offset() const { return base_ + descr_pos_; }
   bool saw_long_suffix() const { return saw_long_suffix_; }
   uint64_t long_suffix_offset() const { return base_ + long_suffix_pos_; }
+  std::optional<uint64_t> duplicate_key_offset() const {
+    return duplicate_key_pos_ ? std::optional<uint64_t>(base_ + *duplicate_key_pos_) : std::nullopt;
+  }
 
  private:
   std::unexpected<Error> Fail(ErrorCode code, size_t pos, std::string detail) const {
@@ -174,8 +184,22 @@ class HeaderParser {
     return Fail(ErrorCode::kMalformed, pos, std::move(detail));
   }
 
+  // SkipSpace skips what Python's tokenizer skips between tokens inside
+  // brackets: whitespace, newlines, comments ('#' to the end of the line)
+  // and backslash line continuations.
   void SkipSpace() {
-    while (pos_ < text_.size() && IsSpace(text_[pos_])) ++pos_;
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (IsSpace(c)) {
+        ++pos_;
+      } else if (c == '#') {
+        while (pos_ < text_.size() && text_[pos_] != '\n' && text_[pos_] != '\r') ++pos_;
+      } else if (c == '\\' && pos_ + 1 < text_.size() && (text_[pos_ + 1] == '\n' || text_[pos_ + 1] == '\r')) {
+        pos_ += 2;
+      } else {
+        break;
+      }
+    }
   }
   bool AtString() const {
     if (pos_ >= text_.size()) return false;
@@ -318,6 +342,7 @@ class HeaderParser {
 
   Status ParseShape() {
     shape_pos_ = pos_;
+    out_.shape.clear();
     if (pos_ >= text_.size() || text_[pos_] != '(') return Malformed(pos_, "shape is not a tuple");
     ++pos_;
     bool comma = false;
@@ -345,166 +370,163 @@ class HeaderParser {
     }
   }
 
+  // ParseStrings reads a string literal and any that follow it (Python
+  // joins adjacent string literals).
+  Result<std::string> ParseStrings() {
+    CKG_ASSIGN_OR_RETURN(std::string out, ParseString());
+    while (true) {
+      const size_t before = pos_;
+      SkipSpace();
+      if (!AtString()) {
+        pos_ = before;
+        return out;
+      }
+      CKG_ASSIGN_OR_RETURN(std::string more, ParseString());
+      out += more;
+    }
+  }
+
+  // ParseDescr reads the descr's literal into values_ (post-order nodes,
+  // InterpretDescr's input), iteratively: strings, ints (a sign allowed),
+  // True/False, None, and lists/tuples nested up to max_descr_depth.
   Status ParseDescr() {
     descr_pos_ = pos_;
-    if (pos_ < text_.size() && (text_[pos_] == '[' || text_[pos_] == '(')) {
-      CKG_TRY(ScanStructured());
-      out_.descr = RawText(descr_pos_, pos_);
-      out_.structured = true;
-      out_.kind = 'V';
-      out_.byte_order = '|';
-      out_.item_size = structured_item_size_;
-      return OkStatus();
-    }
-    if (!AtString()) return Malformed(pos_, "descr is neither a string nor a list");
-    CKG_ASSIGN_OR_RETURN(out_.descr, ParseString());
-    return OkStatus();  // interpreted once the whole dict has parsed, as numpy does
-  }
-
-  // DescrNode is what a value of a structured descr literal says about its
-  // size: a str may be a dtype string (its itemsize) or a name; an int a
-  // dimension; a list a struct (the sum of its fields); a tuple a field
-  // (name, format[, shape]: the format's size times the shape's product), a
-  // shape (a product of ints), a (title, name) pair, or, at the top, a
-  // subarray (format, shape).
-  struct DescrNode {
-    enum Kind : uint8_t { kStr, kInt, kList, kTuple } kind = kStr;
-    std::optional<uint64_t> size;      // kStr: dtype itemsize; kList: struct size; kTuple: field size
-    std::optional<uint64_t> count;     // kInt: its value; kTuple of ints: their product
-    std::optional<uint64_t> subarray;  // kTuple (format, shape): the subarray's size
-    bool name = false;                 // kStr, or a kTuple of two strs
-  };
-  static std::optional<uint64_t> Times(std::optional<uint64_t> a, std::optional<uint64_t> b) {
-    uint64_t out;
-    if (!a || !b || __builtin_mul_overflow(*a, *b, &out)) return std::nullopt;
-    return out;
-  }
-  // FormatSize: the size of a field's format (a dtype string or a struct).
-  static std::optional<uint64_t> FormatSize(const DescrNode& n) {
-    return n.kind == DescrNode::kStr || n.kind == DescrNode::kList ? n.size : std::nullopt;
-  }
-  // ShapeCount: the product of a field's shape (an int or a tuple of ints).
-  static std::optional<uint64_t> ShapeCount(const DescrNode& n) {
-    return n.kind == DescrNode::kInt || n.kind == DescrNode::kTuple ? n.count : std::nullopt;
-  }
-  static DescrNode Close(char closer, const std::vector<DescrNode>& items) {
-    DescrNode node;
-    if (closer == ']') {
-      node.kind = DescrNode::kList;
-      uint64_t sum = 0;
-      bool sized = true;
-      for (const DescrNode& item : items) {
-        if (item.kind != DescrNode::kTuple || !item.size || __builtin_add_overflow(sum, *item.size, &sum)) {
-          sized = false;
-          break;
-        }
-      }
-      if (sized) node.size = sum;
-      return node;
-    }
-    node.kind = DescrNode::kTuple;
-    uint64_t product = 1;
-    bool ints = true;
-    for (const DescrNode& item : items) {
-      if (item.kind != DescrNode::kInt || __builtin_mul_overflow(product, *item.count, &product)) {
-        ints = false;
-        break;
-      }
-    }
-    if (ints) node.count = product;
-    node.name = items.size() == 2 && items[0].kind == DescrNode::kStr && items[1].kind == DescrNode::kStr;
-    if ((items.size() == 2 || items.size() == 3) && items[0].name) {
-      node.size = Times(FormatSize(items[1]), items.size() == 3 ? ShapeCount(items[2]) : std::optional<uint64_t>(1));
-    }
-    if (items.size() == 2) node.subarray = Times(FormatSize(items[0]), ShapeCount(items[1]));
-    return node;
-  }
-
-  // ScanStructured checks the syntax of a list/tuple literal of strings,
-  // non-negative ints and nested lists/tuples, with an explicit stack, and
-  // works out the itemsize numpy gives the dtype (0 when the literal is not
-  // one numpy's descr_to_dtype reads as a sized dtype).
-  Status ScanStructured() {
+    values_.clear();
+    out_.structured = pos_ < text_.size() && (text_[pos_] == '[' || text_[pos_] == '(');
     enum class State : uint8_t { kAfterOpen, kAfterComma, kAfterValue };
-    std::vector<char> closers;
-    std::vector<std::vector<DescrNode>> frames;  // the values of each open list/tuple
+    struct Frame {
+      char closer;
+      size_t open_pos;
+      std::vector<uint32_t> items;
+      bool comma = false;  // a comma was seen (a parenthesized value with one is a tuple)
+    };
+    std::vector<Frame> frames;
     State state = State::kAfterOpen;
+    auto add = [&](DescrValue v) -> Status {
+      if (values_.size() >= kMaxDescrValues) {
+        return Fail(ErrorCode::kLimitExceeded, pos_, "the descr has more than " + Num(kMaxDescrValues) + " values");
+      }
+      values_.push_back(std::move(v));
+      if (!frames.empty()) frames.back().items.push_back(static_cast<uint32_t>(values_.size() - 1));
+      state = State::kAfterValue;
+      return OkStatus();
+    };
     while (true) {
-      SkipSpace();
-      if (pos_ >= text_.size()) return Malformed(descr_pos_, "unterminated descr list");
+      if (!frames.empty()) SkipSpace();
+      if (pos_ >= text_.size()) return Malformed(descr_pos_, "unterminated descr");
       const char c = text_[pos_];
-      if (c == '[' || c == '(') {
-        if (state == State::kAfterValue) return Malformed(pos_, "expected ',' or a closing bracket");
-        if (closers.size() >= limits_.max_descr_depth) {
+      if (state != State::kAfterValue && (c == '[' || c == '(')) {
+        if (frames.size() >= limits_.max_descr_depth) {
           return Fail(ErrorCode::kLimitExceeded, pos_,
                       "max_descr_depth (" + Num(limits_.max_descr_depth) + ") exceeded by the descr");
         }
-        closers.push_back(c == '[' ? ']' : ')');
-        frames.emplace_back();
+        frames.push_back(Frame{c == '[' ? ']' : ')', pos_, {}, false});
         ++pos_;
         state = State::kAfterOpen;
-      } else if (c == ']' || c == ')') {
-        if (c != closers.back()) return Malformed(pos_, "mismatched bracket in the descr");
+      } else if (!frames.empty() && (c == ']' || c == ')')) {
+        if (c != frames.back().closer) return Malformed(pos_, "mismatched bracket in the descr");
+        if (state == State::kAfterComma && frames.back().items.empty()) return Malformed(pos_, "unexpected ','");
         ++pos_;
-        const DescrNode node = Close(c, frames.back());
-        closers.pop_back();
+        Frame frame = std::move(frames.back());
         frames.pop_back();
-        state = State::kAfterValue;
-        if (closers.empty()) {
-          const std::optional<uint64_t> size = c == ']' ? node.size : node.subarray;
-          // numpy's itemsize is a C int; anything larger is no dtype.
-          if (size && *size > 0 && *size <= static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
-            structured_item_size_ = *size;
-          }
-          return OkStatus();
+        if (c == ')' && frame.items.size() == 1 && !frame.comma) {
+          // (x) is x, not a tuple.
+          if (!frames.empty()) frames.back().items.push_back(frame.items[0]);
+          state = State::kAfterValue;
+        } else {
+          DescrValue v;
+          v.kind = c == ']' ? DescrValue::Kind::kList : DescrValue::Kind::kTuple;
+          v.items = std::move(frame.items);
+          CKG_TRY(add(std::move(v)));
         }
-        frames.back().push_back(node);
-      } else if (c == ',') {
+      } else if (!frames.empty() && c == ',') {
         if (state != State::kAfterValue) return Malformed(pos_, "unexpected ',' in the descr");
+        frames.back().comma = true;
         ++pos_;
         state = State::kAfterComma;
       } else if (state == State::kAfterValue) {
         return Malformed(pos_, "expected ',' or a closing bracket");
       } else if (AtString()) {
-        Result<std::string> s = ParseString();
-        if (!s) return std::unexpected(std::move(s).error());
-        if (IsObjectDescr(*s)) out_.is_object = true;
-        DescrNode node;
-        node.kind = DescrNode::kStr;
-        node.name = true;
-        if (const std::optional<SimpleDescr> d = ParseSimpleDescr(*s)) node.size = d->item_size;
-        frames.back().push_back(std::move(node));
-        state = State::kAfterValue;
-      } else if (IsDigit(c)) {
-        CKG_ASSIGN_OR_RETURN(uint64_t v, ParseUInt());
-        DescrNode node;
-        node.kind = DescrNode::kInt;
-        node.count = v;
-        frames.back().push_back(node);
-        state = State::kAfterValue;
+        DescrValue v;
+        v.kind = DescrValue::Kind::kStr;
+        CKG_ASSIGN_OR_RETURN(v.text, ParseStrings());
+        CKG_TRY(add(std::move(v)));
+      } else if (IsDigit(c) || c == '-' || c == '+') {
+        const bool negative = c == '-';
+        const size_t start = pos_;
+        if (c == '-' || c == '+') {
+          ++pos_;
+          SkipSpace();
+        }
+        DescrValue v;
+        v.kind = DescrValue::Kind::kInt;
+        Result<uint64_t> n = ParseUInt();
+        if (!n) return Malformed(start, "expected an integer");
+        if (*n <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          v.number = negative ? -static_cast<int64_t>(*n) : static_cast<int64_t>(*n);
+        }
+        CKG_TRY(add(std::move(v)));
+      } else if (const std::optional<std::string_view> word = Word()) {
+        DescrValue v;
+        if (*word == "True" || *word == "False") {
+          v.kind = DescrValue::Kind::kInt;
+          v.is_bool = true;
+          v.number = *word == "True" ? 1 : 0;
+        } else if (*word != "None") {
+          return Malformed(pos_, "unexpected name in the descr");
+        }
+        pos_ += word->size();
+        CKG_TRY(add(std::move(v)));
       } else {
-        return Malformed(pos_, "unexpected character in a structured descr");
+        return Malformed(pos_, "unexpected character in the descr");
       }
+      if (frames.empty() && state == State::kAfterValue) break;
     }
+    if (out_.structured) out_.descr = RawText(descr_pos_, pos_);
+    else out_.descr = values_.back().text;
+    return OkStatus();
   }
 
-  // InterpretDescr splits a simple dtype string (ParseSimpleDescr).
+  // Word: the identifier at pos_, if any.
+  std::optional<std::string_view> Word() const {
+    size_t end = pos_;
+    while (end < text_.size() && IsIdentChar(text_[end])) ++end;
+    if (end == pos_ || IsDigit(text_[pos_])) return std::nullopt;
+    return text_.substr(pos_, end - pos_);
+  }
+
+  // InterpretDescr works the dtype out (InterpretDescr of numpy_dtype.cc:
+  // numpy's descr_to_dtype), once the whole dict has parsed, as numpy does.
   Status InterpretDescr() {
+    const NumpyDtype d = ckptguard::InterpretDescr(values_);
+    const bool literal_str = !out_.structured;
     const std::string& s = out_.descr;
-    const std::optional<SimpleDescr> d = ParseSimpleDescr(s);
-    if (!d) {
-      return Fail(ErrorCode::kUnsupportedFormat, descr_pos_,
-                  "descr " + py::ReprStr(s) + " is not a dtype string numpy writes");
+    out_.structured = out_.structured || d.structured;
+    out_.byte_order = literal_str && !s.empty() && (s[0] == '<' || s[0] == '>' || s[0] == '|' || s[0] == '=') ? s[0]
+                                                                                                           : '=';
+    if (out_.structured) out_.byte_order = '|';
+    switch (d.holds) {
+      case NumpyDtype::Holds::kObjects:
+        out_.is_object = true;
+        out_.kind = out_.structured ? 'V' : 'O';
+        out_.item_size = out_.structured ? 0 : 8;
+        return OkStatus();
+      case NumpyDtype::Holds::kUnknown:
+        out_.is_object = true;
+        out_.object_unsure = true;
+        out_.kind = 'V';
+        out_.item_size = 0;
+        return OkStatus();
+      case NumpyDtype::Holds::kPlain:
+        break;
     }
-    const char order = d->order;
-    const char kind = d->kind;
-    const uint64_t item_size = d->item_size;
-    if (d->is_object) out_.is_object = true;
-    out_.byte_order = order;
-    out_.kind = kind;
-    out_.item_size = item_size;
-    const bool order_matters = item_size > 1 && (kind == 'i' || kind == 'u' || kind == 'f' || kind == 'c' ||
-                                                 kind == 'M' || kind == 'm' || kind == 'U');
+    out_.kind = d.kind;
+    out_.item_size = d.item_size;
+    const char order = out_.byte_order;
+    const char kind = d.kind;
+    const bool order_matters = !out_.structured && d.item_size > 1 &&
+                               (kind == 'i' || kind == 'u' || kind == 'f' || kind == 'c' || kind == 'M' ||
+                                kind == 'm' || kind == 'U');
     if (order_matters && (order == '=' || order == '|')) {
       out_.anomalies.push_back({"npy.native_byte_order", base_ + descr_pos_, "",
                                 "descr " + py::ReprStr(s) +
@@ -522,7 +544,8 @@ class HeaderParser {
   size_t pos_ = 0;
   size_t shape_pos_ = 0;
   size_t descr_pos_ = 0;
-  uint64_t structured_item_size_ = 0;  // ScanStructured's result (0: not sized)
+  std::vector<DescrValue> values_;      // the descr literal, post-order
+  std::optional<size_t> duplicate_key_pos_;
   bool saw_long_suffix_ = false;
   size_t long_suffix_pos_ = 0;
 };
@@ -600,6 +623,15 @@ Result<NpyArray> ParseNpy(Bytes file, const NpyLimits& limits_in, uint64_t base_
                                  " characters; numpy.load refuses more than 10000 unless max_header_size is "
                                  "raised or allow_pickle=True"});
   }
+  if (std::optional<uint64_t> at = parser.duplicate_key_offset()) {
+    out.anomalies.push_back({"npy.duplicate_key", *at, "",
+                             "a key of the header dict is given twice; numpy keeps the last one"});
+  }
+  if (out.object_unsure) {
+    out.anomalies.push_back({"npy.unknown_dtype", parser.descr_offset(), "",
+                             "numpy's dtype for descr " + py::ReprStr(out.descr) +
+                                 " is not worked out: the data is read as a pickle in case it holds objects"});
+  }
   if (parser.saw_long_suffix()) {
     out.anomalies.push_back({"npy.python2_header", parser.long_suffix_offset(), "",
                              "an 'L' suffix on an integer: written by Python 2; numpy rereads it with "
@@ -617,6 +649,7 @@ Result<NpyArray> ParseNpy(Bytes file, const NpyLimits& limits_in, uint64_t base_
     }
   }
   const uint64_t remaining = cursor.Remaining();
+  if (out.object_unsure) return out;  // read as a possible pickle by the caller
   if (out.is_object) {
     if (remaining == 0) {
       return MakeError(ErrorCode::kTruncated, out.data_offset, "object array without pickle data");
@@ -637,6 +670,14 @@ Result<NpyArray> ParseNpy(Bytes file, const NpyLimits& limits_in, uint64_t base_
                              Num(remaining - out.data_len) + " bytes after the array data (numpy.load ignores them)"});
   }
   return out;
+}
+
+Result<NumpyDtype> ParseDescrLiteral(std::string_view text) {
+  NpyArray scratch;
+  const NpyLimits limits = NpyLimits{}.Clamped();
+  HeaderParser parser(text, 0, /*utf8=*/true, /*allow_long_suffix=*/false, limits, scratch);
+  CKG_TRY(parser.ParseLiteralOnly());
+  return InterpretDescr(parser.descr_values());
 }
 
 }  // namespace ckptguard

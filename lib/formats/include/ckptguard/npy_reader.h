@@ -8,37 +8,43 @@
 // or a pickle when the dtype holds Python objects.
 //
 // The header grammar accepted is what numpy's writer produces plus the
-// variations a hand-written or Python 2 header may have: either quote style,
-// a u'' prefix, backslash escapes (\\ \' \" \a \b \f \n \r \t \v, octal,
-// \xhh, \uXXXX, \UXXXXXXXX, backslash-newline; unknown escapes stay as
-// written, as in Python), any whitespace between tokens, trailing commas,
-// leading spaces/tabs, and for 1.0/2.0 the Python 2 'L' suffix on shape ints
-// (numpy retries with _filter_header). Refused although Python would parse
-// them (kMalformed): comments, implicit string concatenation, triple quotes,
-// other string prefixes, \N{...} escapes, surrogate escapes, integers that
-// are not plain decimal (hex, underscores, leading zeros, signs), booleans in
-// the shape, and duplicate keys (Python keeps the last one silently).
+// variations ast.literal_eval takes that a hand-written or Python 2 header may
+// have: either quote style, a u'' prefix, backslash escapes (\\ \' \" \a \b
+// \f \n \r \t \v, octal, \xhh, \uXXXX, \UXXXXXXXX, backslash-newline;
+// unknown escapes stay as written, as in Python), any whitespace between
+// tokens, comments, line continuations, adjacent strings (joined), trailing
+// commas, leading spaces/tabs, duplicate keys (the last wins, as in Python;
+// npy.duplicate_key), and for 1.0/2.0 the Python 2 'L' suffix on shape ints
+// (numpy's _filter_header). The descr may be any literal of strings, ints,
+// True/False/None, lists and tuples: numpy's dtype for it is worked out by
+// InterpretDescr (below), and one it does not work out is read as possibly
+// holding objects (object_unsure). Refused although Python would parse them
+// (kMalformed): triple quotes, other string prefixes, \N{...} escapes,
+// surrogate escapes, shape integers that are not plain decimal (hex,
+// underscores, leading zeros, signs), booleans in the shape. A caller that
+// meets a refused header still reads the data after it as a possible pickle
+// (numpy may read the header).
 //
 // Errors (offsets absolute: `base_offset` + position in `file`):
 //   kTruncated         the file ends inside the magic, version or length
 //                      (offset of the read); the header runs past the end
 //                      (offset of the header); a plain array has fewer data
 //                      bytes than shape x itemsize (offset data_offset); an
-//                      object array has no pickle bytes at all.
+//                      object array (not object_unsure) has no pickle bytes.
 //   kMalformed         bad magic (offset 0); a NUL byte or (3.0) invalid UTF-8
 //                      in the header; a header that is not a dict literal,
-//                      with a missing, unknown or duplicate key, a shape that
-//                      is not a tuple of non-negative ints, a fortran_order
-//                      that is not True/False, a descr that is neither a
-//                      string nor a list/tuple; text after the dict other than
-//                      whitespace; a shape product or data length that
+//                      with a missing or unknown key, a shape that is not a
+//                      tuple of non-negative ints, a fortran_order that is
+//                      not True/False, a descr that is not a literal of
+//                      strings, ints, True/False/None, lists and tuples;
+//                      text after the dict
+//                      other than whitespace and comments; a shape product or data length that
 //                      overflows 64 bits (offset of the token at fault).
-//   kUnsupportedFormat a version other than 1.0, 2.0, 3.0 (offset 6); a descr
-//                      string that is not a dtype string numpy writes
-//                      ([<>|=]? kind digits, datetime units in brackets).
+//   kUnsupportedFormat a version other than 1.0, 2.0, 3.0 (offset 6).
 //   kLimitExceeded     header_len > max_header_len (offset of the length
-//                      field); more than max_rank dimensions; structured
-//                      descr nesting deeper than max_descr_depth.
+//                      field); more than max_rank dimensions; descr nesting
+//                      deeper than max_descr_depth, or more than 1,000,000
+//                      values in it.
 //
 // Anomalies (numpy loads the file; a strict reader notes it):
 //   npy.header_no_newline  the header does not end with '\n' (numpy's writer
@@ -52,6 +58,9 @@
 //                          different numbers on machines of different
 //                          endianness (numpy's writer always says '<', '>' or '|')
 //   npy.python2_header     an 'L' suffix on a shape int (a Python 2 writer)
+//   npy.duplicate_key      a key of the dict is given twice (the last wins)
+//   npy.unknown_dtype      numpy's dtype for descr is not worked out: the data
+//                          is read as a possible pickle (object_unsure)
 //   npy.unaligned_data     the data does not start at a multiple of 16 bytes
 //                          from the start of the .npy (numpy's writer aligns it
 //                          to 64 bytes, old versions to 16)
@@ -61,6 +70,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -106,10 +116,14 @@ struct NpyArray {
   bool fortran_order = false;
   std::vector<uint64_t> shape;  // empty for a 0-d array (one element)
   uint64_t num_elements = 1;
-  // The data is a pickle (numpy.load needs allow_pickle=True): descr is an
-  // object dtype ('|O', 'O', '|O8'...), or a structured descr mentions one
-  // anywhere (conservative: a field named "O" counts too).
+  // The data is a pickle (numpy.load needs allow_pickle=True): numpy's
+  // dtype for descr has objects (InterpretDescr: '|O', 'object0', 'i4,O',
+  // '2O', a field of any depth...), or may have them (object_unsure).
   bool is_object = false;
+  // InterpretDescr could not work the dtype out (kUnknown): is_object is set
+  // so that the data is read as a pickle, found by content (it may be plain
+  // data); item_size is 0.
+  bool object_unsure = false;
   // descr is a list (structured dtype) or tuple (subarray dtype), kept as raw
   // text. item_size is the itemsize numpy's descr_to_dtype gives it (fields
   // (name or (title, name), format[, shape]) summed, padding fields
@@ -135,8 +149,64 @@ struct SimpleDescr {
 };
 
 // ParseSimpleDescr: nullopt for a string that is not a dtype numpy writes
-// (the .npy reader and the VM's pickled numpy dtypes share it).
+// (the VM's pickled numpy dtypes use it).
 std::optional<SimpleDescr> ParseSimpleDescr(std::string_view s);
+
+// NumpyDtype is what numpy 1.24 makes of a dtype description, as far as a
+// reader of the data needs it: whether the dtype holds Python objects (then
+// numpy.load and joblib.load unpickle the data), and otherwise its item size.
+// One interpreter decides it for the .npy/.npz reader and joblib's
+// NumpyArrayWrapper view, so that they cannot disagree.
+struct NumpyDtype {
+  enum class Holds : uint8_t {
+    kPlain,    // no object field anywhere: the data is item_size bytes per element
+    kObjects,  // dtype.hasobject: the data is a pickle
+    kUnknown,  // not worked out (a spelling, a shape or a form the interpreter
+               // does not know, or one numpy refuses): may hold objects, so a
+               // reader must read the data as a possible pickle, never as harmless
+  };
+  Holds holds = Holds::kUnknown;
+  uint64_t item_size = 0;  // kPlain: numpy's dtype.itemsize
+  // numpy's dtype.kind for a dtype without fields or subarray ('b', 'i', 'u',
+  // 'f', 'c', 'O', 'S', 'U', 'V', 'M', 'm'); 'V' for a structured or
+  // subarray dtype.
+  char kind = 'V';
+  // The byte order as spelled: '<', '>', '|', or '=' when the spelling gives
+  // none (a type name such as 'float64', or a bare code such as 'd').
+  char order = '=';
+  bool structured = false;  // fields or a subarray
+  // 'S', 'U', 'V' without a size ('S', 'str', 'void'...): numpy reads a
+  // following int as the size in (dtype, n).
+  bool unsized = false;
+};
+
+// InterpretDtypeString is numpy.dtype(s) for a str `s` (numpy 1.24's
+// _convert_from_str: byte order, one-letter codes, kind + size, the names of
+// np.sctypeDict such as 'float64' or 'object0', datetimes, and comma / repeat
+// strings such as 'i4,O', '2O' or '(2,)O' through _internal._commastring).
+NumpyDtype InterpretDtypeString(std::string_view s);
+
+// DescrValue is one node of a Python literal (what ast.literal_eval gives
+// for an .npy header's descr, or what a pickled numpy.dtype call is given):
+// nodes are in post-order, a container's items are indices of earlier nodes.
+struct DescrValue {
+  enum class Kind : uint8_t { kStr, kInt, kTuple, kList, kOther } kind = Kind::kOther;
+  std::string text;                 // kStr
+  bool is_bool = false;             // kInt: True or False (an int to Python)
+  std::optional<int64_t> number;    // kInt: its value when it fits
+  std::vector<uint32_t> items;      // kTuple, kList
+};
+
+// InterpretDescr is numpy.lib.format.descr_to_dtype(values.back()) (a str:
+// numpy.dtype(str); a tuple: (descr_to_dtype(t[0]), t[1]) as a subarray; any
+// other sequence: fields (name, descr[, shape]) whose sizes are summed). No
+// recursion: one pass over the post-order nodes. An empty span is kUnknown.
+NumpyDtype InterpretDescr(std::span<const DescrValue> values);
+
+// ParseDescrLiteral parses the Python literal `text` (strings, ints, True,
+// False, tuples and lists, as an .npy header writes a descr) and interprets
+// it with InterpretDescr. Malformed text is an error.
+Result<NumpyDtype> ParseDescrLiteral(std::string_view text);
 
 // ParseNpy parses the .npy in `file` (the whole .npy; for an .npz member, the
 // member's uncompressed bytes) and checks its data length. `base_offset` is
