@@ -306,12 +306,16 @@ class Opener {
     if (view->entries().empty()) return;
     const uint64_t base = view->base();
     // The same reading made already: this file's own (torch's reader), or
-    // the archive found at that offset (a zip appended to a pickle, an
-    // archive of a .distcp file).
+    // a nested one of the same bytes (the archive found at that offset: a
+    // zip appended to a pickle, an archive of a .distcp file; the last
+    // member of a tar, which zipfile finds through the tar's end).
     if (zip_start && base == 0 && SameReading(c, *view, 0)) return;
     const std::string at_base = "@" + Num(base);
+    const Bytes from_base = view->file();
     for (const NestedContainer& n : c.nested) {
-      if (n.entry == at_base && SameReading(*n.container, *view, 0)) return;
+      const Bytes nested = n.container->bytes;
+      if (!SameReading(*n.container, *view, 0) || nested.size() > from_base.size()) continue;
+      if (n.entry == at_base || std::memcmp(nested.data(), from_base.data(), nested.size()) == 0) return;
     }
     std::string entry;
     if (!zip_start) {
