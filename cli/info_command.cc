@@ -226,6 +226,9 @@ void AddInfoCommand(CLI::App& app, InfoFlags& flags) {
     zip.case_duplicate_name   two names that differ only in case (one name to
                               torch's reader, which ignores case)
     zip.gap / zip.trailing_data / zip.overlapping_entries
+    zip.zipfile_view          Python's zipfile (numpy.load) reads the directory
+                              otherwise (count, offsets, names): read as '[zipfile]'
+    zip.stored_size_mismatch  a stored entry torch reads to its uncompressed size
     polyglot.zip_after_pickle a pickle with a zip appended: torch runs the pickle
     legacy.numel_mismatch     a legacy storage record of the wrong size
     torch.record_size_mismatch a data/<key> record that disagrees with data.pkl

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "ckptguard/storage_refs.h"
 #include "ckptguard/storage_types.h"
@@ -170,7 +171,11 @@ class Opener {
     const std::vector<EmbeddedZip> found = FindEmbeddedZips(c.bytes, limits_.max_nested, &more);
     // The archive the whole-file reading read (through the last end record,
     // from the file's start) is not read again.
-    auto read_whole = [&](const EmbeddedZip& z) { return !c.error && z.begin == 0 && &z == &found.back(); };
+    // An archive spanning the whole file is these very bytes: opening them
+    // again reads the same (or fails the same way, nested to max_depth).
+    auto read_whole = [&](const EmbeddedZip& z) {
+      return z.begin == 0 && ((!c.error && &z == &found.back()) || z.end == c.bytes.size());
+    };
     bool tiled = found.size() >= 2 && !more && found.front().begin == 0 && found.back().end == c.bytes.size();
     for (size_t i = 1; tiled && i < found.size(); ++i) tiled = found[i].begin == found[i - 1].end;
     const size_t nested_before = c.nested.size();
@@ -213,8 +218,8 @@ class Opener {
   // AddReaderViews adds what other real readers see in c's bytes, beside
   // what torch sees: the pure-Python unpickler's reading of each pickle
   // source where its FRAME handling parts from the C unpickler's
-  // (pickle_views.h), and a zip that Python's zipfile finds through the end
-  // record of a file that does not start with one.
+  // (pickle_views.h), and Python's zipfile's reading of a zip it finds
+  // through the file's last end record (AddZipfileView).
   // Sources before `first_source` already have their views.
   void AddReaderViews(Container& c, uint32_t depth, bool zipfile_view = true, size_t first_source = 0) {
     const size_t num_sources = c.pickles.size();
@@ -238,7 +243,7 @@ class Opener {
       c.pickles.push_back(PickleSource{entry, AsBytes(*c.buffers.back()), 0, std::nullopt, source.deflated,
                                        source.max_pickles, source.sniffed, std::nullopt});
     }
-    if (zipfile_view && !LooksLikeZip(c.bytes)) AddZipfileView(c, depth);
+    if (zipfile_view) AddZipfileView(c, depth);
   }
 
   // MayReadFramesDifferently: the readings can only part at a FRAME opcode,
@@ -295,50 +300,132 @@ class Opener {
     }
   }
 
-  // AddZipfileView: Python's zipfile finds the end record by searching back
-  // from the end of the file and accepts any data before the archive (it
-  // shifts every offset by the difference); torch wants PK\x03\x04 at 0.
+  // SameReading: `c` holds the entries of `zip`, with the same names,
+  // offsets (c's counted from `shift` bytes before zip's), sizes, methods
+  // and flags, in the same order: what one reader reads, the other does.
+  static bool SameReading(const Container& c, const ZipArchive& zip, uint64_t shift) {
+    if (c.error || c.entries.size() != zip.entries().size()) return false;
+    for (size_t i = 0; i < c.entries.size(); ++i) {
+      const ZipEntry& a = c.entries[i].zip;
+      const ZipEntry& b = zip.entries()[i];
+      if (a.name != b.name || a.local_header_offset != b.local_header_offset + shift ||
+          a.compressed_len != b.compressed_len || a.uncompressed_len != b.uncompressed_len || a.method != b.method ||
+          a.flags != b.flags) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // AddZipfileView adds Python's zipfile's reading of c's bytes
+  // (ZipArchive::OpenAsZipfile), which numpy.load and any zipfile user
+  // read, where it differs from every reading already made: zipfile finds
+  // the end record by searching back from the file's end, takes the
+  // directory that ends there (shifting every offset by the bytes before
+  // it), reads records until the directory's size is used up (whatever the
+  // count), ignores disk numbers and cuts names at NUL; torch's reader
+  // (miniz) does none of these and wants PK\x03\x04 at 0. A file that does
+  // not start with a zip gets zip.data_before_archive, a zip that zipfile
+  // reads otherwise zip.zipfile_view; either way the reading is a nested
+  // container ('@<offset>' or '[zipfile]') whose entries, under the names
+  // zipfile gives them, are examined and scanned as any zip's.
   void AddZipfileView(Container& c, uint32_t depth) {
     const Bytes bytes = c.bytes;
     if (bytes.size() < 22) return;
+    // Cheap first: zipfile needs an end record in the last 64 KiB + 22 bytes.
     const std::string_view text = AsStringView(bytes);
-    const size_t from = bytes.size() > 65'557 ? bytes.size() - 65'557 : 0;
-    const size_t found = text.substr(from).rfind(std::string_view("PK\x05\x06", 4));
-    if (found == std::string_view::npos) return;
-    const size_t end_at = from + found;
-    if (bytes.size() - end_at < 22) return;
-    ByteCursor cur(bytes.subspan(end_at + 12, 8), end_at + 12);
-    const uint64_t cd_len = *cur.ReadU32LE();
-    const uint64_t cd_offset = *cur.ReadU32LE();
-    if (cd_len + cd_offset > end_at) return;
-    const uint64_t start = end_at - cd_len - cd_offset;
-    const std::string entry = "@" + Num(start);
-    for (const NestedContainer& n : c.nested) {
-      if (n.entry == entry) return;  // already opened (a zip appended to a pickle)
-    }
-    const Bytes zip_bytes = bytes.subspan(static_cast<size_t>(start));
-    Result<ZipArchive> probe = ZipArchive::Open(zip_bytes, limits_.zip);
-    if (!probe || probe->entries().empty()) return;
-    c.anomalies.push_back({"zip.data_before_archive", start, entry,
-                           "Python's zipfile reads a zip archive that ends the file (its end record at " +
-                               Num(end_at) + "); torch does not, since the file does not start with PK\\x03\\x04"});
-    if (depth + 1 > limits_.max_depth || ++num_nested_ > limits_.max_nested) {
-      c.anomalies.push_back({"container.too_deep", start, entry, "the zip archive was not opened: nesting limits"});
+    const size_t from = bytes.size() > 65'558 ? bytes.size() - 65'558 : 0;
+    if (text.substr(from).rfind(std::string_view("PK\x05\x06", 4)) == std::string_view::npos) return;
+    const bool zip_start = LooksLikeZip(bytes) || StartsWith(bytes, kEmptyZipMagic);
+    Result<ZipArchive> view = ZipArchive::OpenAsZipfile(bytes, limits_.zip);
+    if (!view) {
+      // zipfile refuses what it cannot read (it runs nothing); our own
+      // limits refusing it are a different matter.
+      if (view.error().code == ErrorCode::kLimitExceeded) {
+        c.anomalies.push_back({"zip.zipfile_view", view.error().offset, "[zipfile]",
+                               "Python's zipfile's reading of the archive was not made: " + view.error().ToString()});
+      }
       return;
     }
-    if (Status nest = budget_.Nest(depth + 1, start, entry, "nested container"); !nest) {
-      c.anomalies.push_back({"container.too_deep", start, entry, "the zip archive was not opened: " + nest.error().detail});
+    if (view->entries().empty()) return;
+    const uint64_t base = view->base();
+    // The same reading made already: this file's own (torch's reader), or
+    // a nested one of the same bytes (the archive found at that offset: a
+    // zip appended to a pickle, an archive of a .distcp file; the last
+    // member of a tar, which zipfile finds through the tar's end).
+    if (zip_start && base == 0 && SameReading(c, *view, 0)) return;
+    const std::string at_base = "@" + Num(base);
+    const Bytes from_base = view->file();
+    for (const NestedContainer& n : c.nested) {
+      const Bytes nested = n.container->bytes;
+      if (!SameReading(*n.container, *view, 0) || nested.size() > from_base.size()) continue;
+      if (n.entry == at_base || std::memcmp(nested.data(), from_base.data(), nested.size()) == 0) return;
+    }
+    std::string entry;
+    if (!zip_start) {
+      entry = at_base;
+      c.anomalies.push_back({"zip.data_before_archive", base, entry,
+                             "Python's zipfile reads a zip archive that ends the file (its end record at " +
+                                 Num(base + view->layout().end_record_offset) +
+                                 "); torch does not, since the file does not start with PK\\x03\\x04"});
+    } else {
+      entry = "[zipfile]";
+      c.anomalies.push_back({"zip.zipfile_view", base + view->layout().directory_offset, entry,
+                             "Python's zipfile (numpy.load) reads this archive differently from torch's reader: " +
+                                 DescribeDifference(c, *view) + "; its reading is scanned as '[zipfile]'"});
+    }
+    if (depth + 1 > limits_.max_depth || ++num_nested_ > limits_.max_nested) {
+      c.anomalies.push_back({"container.too_deep", base, entry, "the zip archive was not opened: nesting limits"});
+      return;
+    }
+    if (Status nest = budget_.Nest(depth + 1, base, entry, "nested container"); !nest) {
+      c.anomalies.push_back({"container.too_deep", base, entry, "the zip archive was not opened: " + nest.error().detail});
       return;
     }
     auto inner = std::make_unique<Container>();
-    inner->bytes = zip_bytes;
-    if (Status read = budget_.Charge(BudgetKind::kReadBytes, zip_bytes.size(), start, entry, "container"); !read) {
+    inner->bytes = view->file();
+    if (Status read = budget_.Charge(BudgetKind::kReadBytes, inner->bytes.size(), base, entry, "container"); !read) {
       inner->error = read.error();
     } else {
-      OpenZip(*inner, depth + 1);
+      OpenZip(*inner, depth + 1, std::move(*view));
       AddReaderViews(*inner, depth + 1, false);
     }
     c.nested.push_back({entry, std::move(inner)});
+  }
+
+  // DescribeDifference says how zipfile's reading `view` of c's bytes
+  // differs from the one c holds (torch's reader's).
+  static std::string DescribeDifference(const Container& c, const ZipArchive& view) {
+    std::string out;
+    if (c.error) {
+      out = "torch's reader refuses it (" + c.error->ToString() + ")";
+    } else if (c.entries.size() != view.entries().size()) {
+      out = "torch's reader reads " + Num(c.entries.size()) + " entries (the end record's count)";
+    } else {
+      out = "torch's reader reads its " + Num(c.entries.size()) + " entries";
+    }
+    out += ", zipfile " + Num(view.entries().size());
+    if (view.concat() != 0) {
+      out += " from the directory that ends at the end record, every offset shifted by " + std::to_string(view.concat());
+    }
+    // The first few entries zipfile reads that torch's reader does not.
+    std::set<std::tuple<std::string_view, uint64_t, uint64_t, uint64_t>> own;
+    for (const ContainerEntry& e : c.entries) {
+      own.emplace(e.zip.name, e.zip.local_header_offset, e.zip.compressed_len, e.zip.uncompressed_len);
+    }
+    size_t listed = 0, other = 0;
+    std::string names;
+    for (const ZipEntry& e : view.entries()) {
+      if (own.contains({e.name, e.local_header_offset + view.base(), e.compressed_len, e.uncompressed_len})) continue;
+      ++other;
+      if (listed < 4) {
+        names += (listed++ == 0 ? "" : ", ") + std::string("'") + e.name + "' at " + Num(e.local_header_offset + view.base());
+      }
+    }
+    if (other > 0) {
+      out += "; " + Num(other) + " of them only zipfile reads (" + names + (other > listed ? ", ..." : "") + ")";
+    }
+    return out;
   }
 
   // OpenArchive reads a tar or 7z archive (archive_reader.h): every member
@@ -734,32 +821,49 @@ class Opener {
     }
   }
 
-  // EntryData returns an entry's bytes: a view when stored, an owned inflated
-  // copy (kept in c.buffers) when deflated. `at` is where its data starts, as
-  // CheckZip read it from the local header (and checked against the file's
-  // end): the header is not parsed again.
-  Result<std::pair<Bytes, bool>> EntryData(Container& c, const ZipArchive& zip, const ZipEntry& entry, uint64_t at) {
+  // EntryBytes is an entry's data as its readers read it.
+  struct EntryBytes {
+    Bytes bytes;
+    bool deflated = false;  // decoded into an owned buffer (not a view of the file)
+    bool partial = false;   // the data broke: `bytes` is what was decoded before
+  };
+
+  // EntryData returns an entry's bytes: a view when stored (as many bytes
+  // as its readers read: ZipStoredReadLen), an owned decoded copy (kept in
+  // c.buffers) otherwise. `at` is where its data starts, as CheckZip read
+  // it from the local header (and checked against the file's end): the
+  // header is not parsed again. Data that breaks while it decodes is kept
+  // up to the break, as Python's zipfile hands it out before it raises (a
+  // pickle streamed from it has run by then), with a zip.bad_entry anomaly.
+  Result<EntryBytes> EntryData(Container& c, const ZipArchive& zip, const ZipEntry& entry, uint64_t at) {
     if (entry.method == kZipMethodStored) {
-      return std::pair<Bytes, bool>{zip.file().subspan(static_cast<size_t>(at), static_cast<size_t>(entry.compressed_len)),
-                                    false};
+      return EntryBytes{zip.file().subspan(static_cast<size_t>(at),
+                                           static_cast<size_t>(ZipStoredReadLen(zip.file(), entry, at))),
+                        false, false};
     }
+    std::optional<Error> damage;
+    std::string decoded;
     if (entry.method == kZipMethodBzip2 || entry.method == kZipMethodLzma) {
       // Python's zipfile reads these; torch's reader does not (CheckZip
       // reports zip.unsupported_method): what zipfile would hand out is read.
-      const Bytes raw = c.bytes.subspan(static_cast<size_t>(at), static_cast<size_t>(entry.compressed_len));
+      const Bytes raw = zip.file().subspan(static_cast<size_t>(at), static_cast<size_t>(entry.compressed_len));
       CKG_ASSIGN_OR_RETURN(Unwrapped out, DecompressZipMember(entry.method, raw, limits_.zip.max_inflated_len,
                                                               limits_.zip.max_ratio, &budget_));
-      if (out.error) {
-        if (out.data.empty()) return MakeError(out.error->code, at + out.error->offset, out.error->detail, entry.name);
-        c.anomalies.push_back({"zip.bad_entry", at + out.error->offset, entry.name,
-                               out.error->detail + "; the " + Num(out.data.size()) + " bytes decoded before are read"});
-      }
-      c.buffers.push_back(std::make_unique<std::string>(std::move(out.data)));
-      return std::pair<Bytes, bool>{AsBytes(*c.buffers.back()), true};
+      if (out.error) damage = Error{out.error->code, at + out.error->offset, entry.name, out.error->detail};
+      decoded = std::move(out.data);
+    } else {
+      CKG_ASSIGN_OR_RETURN(ZipEntryPrefix out, zip.ReadEntryPrefix(entry, &budget_));
+      damage = std::move(out.damage);
+      decoded = std::move(out.data);
     }
-    CKG_ASSIGN_OR_RETURN(std::string inflated, zip.ReadEntry(entry, &budget_));
-    c.buffers.push_back(std::make_unique<std::string>(std::move(inflated)));
-    return std::pair<Bytes, bool>{AsBytes(*c.buffers.back()), true};
+    if (damage) {
+      if (decoded.empty()) return std::unexpected(std::move(*damage));
+      c.anomalies.push_back({"zip.bad_entry", damage->offset, entry.name,
+                             damage->detail + "; the " + Num(decoded.size()) +
+                                 " bytes decoded before are read (Python's zipfile hands them out before it fails)"});
+    }
+    c.buffers.push_back(std::make_unique<std::string>(std::move(decoded)));
+    return EntryBytes{AsBytes(*c.buffers.back()), true, damage.has_value()};
   }
 
   // CheckCrc checks entry i's CRC-32 over its (inflated) bytes, recording
@@ -775,9 +879,11 @@ class Opener {
     }
   }
 
-  void OpenZip(Container& c, uint32_t depth) {
+  // OpenZip reads c.bytes as torch's reader reads a zip, or, when `given`,
+  // as that archive (another reader's reading of c.bytes) says.
+  void OpenZip(Container& c, uint32_t depth, std::optional<ZipArchive> given = std::nullopt) {
     c.format = ContainerFormat::kZip;
-    Result<ZipArchive> opened = ZipArchive::Open(c.bytes, limits_.zip);
+    Result<ZipArchive> opened = given ? Result<ZipArchive>(std::move(*given)) : ZipArchive::Open(c.bytes, limits_.zip);
     if (!opened) {
       c.error = opened.error();
       return;
@@ -915,8 +1021,8 @@ class Opener {
                                     size_t i, uint32_t depth, std::optional<Bytes> shared) {
     {
       const ZipEntry& e = zip.entries()[i];
-      Result<std::pair<Bytes, bool>> data =
-          shared ? Result<std::pair<Bytes, bool>>(std::pair<Bytes, bool>{*shared, e.method == kZipMethodDeflated})
+      Result<EntryBytes> data =
+          shared ? Result<EntryBytes>(EntryBytes{*shared, e.method != kZipMethodStored, false})
                  : EntryData(c, zip, e, *statuses[i].data_offset);
       if (!data) {
         if (e.method != kZipMethodStored) {
@@ -924,8 +1030,10 @@ class Opener {
         }
         return std::nullopt;  // (stored entries: CheckZip reported it)
       }
-      const auto [bytes, deflated] = *data;
-      if (deflated && !shared) {
+      const auto [bytes, deflated, partial] = *data;
+      // A broken entry's prefix is scanned, never handed to the loader as
+      // the entry (`inflated`) nor CRC-checked (its anomaly says enough).
+      if (deflated && !shared && !partial) {
         c.entries[i].inflated = bytes;
         if (e.uncompressed_len <= limits_.zip.max_crc_check_len) {
           CheckCrc(c, i, bytes, *statuses[i].data_offset);
@@ -991,7 +1099,7 @@ class Opener {
         c.entries[i].holds_pickle = true;
         // A pickle is read whole anyway: check its CRC whatever the limit
         // for records says (a changed pickle is the tampering that matters).
-        if (!c.entries[i].crc_ok && !shared && (e.flags & 0x1) == 0) {
+        if (!c.entries[i].crc_ok && !shared && !partial && (e.flags & 0x1) == 0) {
           CheckCrc(c, i, bytes, *statuses[i].data_offset);
         }
       }

@@ -56,6 +56,7 @@ struct Directory {
   uint64_t zip64_end_offset = 0;
   uint64_t zip64_end_len = 0;
   bool zip64 = false;
+  uint16_t disk_number = 0;  // the end record's (0, or 1 as the directory's disk too)
 };
 
 Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
@@ -67,8 +68,12 @@ Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
   CKG_ASSIGN_OR_RETURN(uint16_t entries_total, end.ReadU16LE());
   CKG_ASSIGN_OR_RETURN(uint32_t cd_size, end.ReadU32LE());
   CKG_ASSIGN_OR_RETURN(uint32_t cd_offset, end.ReadU32LE());
-  Directory dir{entries_total, cd_size, cd_offset, 0, false};
-  if (disk != 0 || cd_disk != 0 || entries_on_disk != entries_total) {
+  Directory dir{entries_total, cd_size, cd_offset, 0, 0, false, disk};
+  // miniz's test (mz_zip_reader_read_central_dir): disk numbers 0/0, or 1/1
+  // (the last disk of a spanned set, read as a whole archive all the same);
+  // the entry counts must agree. Python's zipfile ignores all three fields
+  // (its reading is ZipArchive::OpenAsZipfile).
+  if (((disk | cd_disk) != 0 && (disk != 1 || cd_disk != 1)) || entries_on_disk != entries_total) {
     return MakeError(ErrorCode::kUnsupportedFormat, end_pos, "multi-disk zip archives are not supported");
   }
   // A zip64 locator right before the end record points at the zip64 end record.
@@ -100,7 +105,7 @@ Result<Directory> ReadDirectoryLocation(Bytes file, uint64_t end_pos) {
     // the record's).
     const uint64_t z_len = std::min<uint64_t>(z_record_size > UINT64_MAX - 12 ? UINT64_MAX : 12 + z_record_size,
                                               end_pos - kZip64LocatorLen > z64_pos ? end_pos - kZip64LocatorLen - z64_pos : 0);
-    dir = Directory{z_total, z_size, z_offset, z64_pos, z_len, true};
+    dir = Directory{z_total, z_size, z_offset, z64_pos, z_len, true, disk};
   }
   if (dir.offset > file.size() || dir.size > file.size() - dir.offset) {
     return MakeError(ErrorCode::kMalformed, end_pos,
@@ -220,6 +225,7 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
     zip.layout_.zip64 = dir.zip64;
     zip.layout_.zip64_end_offset = dir.zip64_end_offset;
     zip.layout_.zip64_end_len = dir.zip64_end_len;
+    zip.layout_.disk_number = dir.disk_number;
   }
   if (dir.num_entries > zip.limits_.max_entries) {
     return MakeError(ErrorCode::kLimitExceeded, end_pos,
@@ -304,6 +310,210 @@ Result<ZipArchive> ZipArchive::Open(Bytes file, const ZipLimits& limits) {
   return zip;
 }
 
+namespace {
+
+// ValidUtf8 is Python's strict UTF-8 decoder's test (no overlong forms, no
+// surrogates, nothing above U+10FFFF).
+bool ValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const uint8_t c = static_cast<uint8_t>(s[i]);
+    size_t n = 0;
+    uint8_t lo = 0x80, hi = 0xbf;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      return false;
+    }
+    if (s.size() - i - 1 < n) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      const uint8_t b = static_cast<uint8_t>(s[i + k]);
+      if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xbf)) return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<ZipArchive> ZipArchive::OpenAsZipfile(Bytes whole, const ZipLimits& limits) {
+  // _EndRecData: an end record with no comment in the last 22 bytes, else
+  // the last signature in the last 64 KiB + 22 bytes (which must have its
+  // 22 bytes: zipfile does not look for an earlier one).
+  const uint64_t size = whole.size();
+  if (size < kEndRecordLen) {
+    return MakeError(ErrorCode::kTruncated, 0, "too short for an end-of-central-directory record");
+  }
+  uint64_t end_pos = size - kEndRecordLen;
+  if (!(LoadU32(whole, static_cast<size_t>(end_pos)) == kEndSig && LoadU16(whole, static_cast<size_t>(size - 2)) == 0)) {
+    const uint64_t first = size > (uint64_t{1} << 16) + kEndRecordLen ? size - (uint64_t{1} << 16) - kEndRecordLen : 0;
+    const std::string_view tail(reinterpret_cast<const char*>(whole.data()) + first, static_cast<size_t>(size - first));
+    const size_t found = tail.rfind(std::string_view("PK\x05\x06", 4));
+    if (found == std::string_view::npos) {
+      return MakeError(ErrorCode::kMalformed, first, "no end-of-central-directory record");
+    }
+    end_pos = first + found;
+    if (size - end_pos < kEndRecordLen) {
+      return MakeError(ErrorCode::kTruncated, end_pos, "the last end-of-central-directory record is cut short");
+    }
+  }
+  uint64_t cd_size = LoadU32(whole, static_cast<size_t>(end_pos + 12));
+  uint64_t cd_offset = LoadU32(whole, static_cast<size_t>(end_pos + 16));
+  const uint16_t comment_len = LoadU16(whole, static_cast<size_t>(end_pos + 20));
+  // _EndRecData64: a locator right before the end record (its disk fields
+  // are checked, its offset is not used), and the zip64 end record assumed
+  // to sit right before the locator, 56 bytes long.
+  constexpr uint64_t kZip64EndLen = 56;
+  bool zip64 = false;
+  if (end_pos >= kZip64LocatorLen && LoadU32(whole, static_cast<size_t>(end_pos - kZip64LocatorLen)) == kZip64LocatorSig) {
+    const uint64_t loc = end_pos - kZip64LocatorLen;
+    if (LoadU32(whole, static_cast<size_t>(loc + 4)) != 0 || LoadU32(whole, static_cast<size_t>(loc + 16)) > 1) {
+      return MakeError(ErrorCode::kUnsupportedFormat, loc, "zipfiles that span multiple disks are not supported");
+    }
+    if (loc >= kZip64EndLen && LoadU32(whole, static_cast<size_t>(loc - kZip64EndLen)) == kZip64EndSig) {
+      ByteCursor z64(whole.subspan(static_cast<size_t>(loc - kZip64EndLen + 40), 16), loc - kZip64EndLen + 40);
+      cd_size = *z64.ReadU64LE();
+      cd_offset = *z64.ReadU64LE();
+      zip64 = true;
+    }
+  }
+  // _RealGetContents: the directory is the cd_size bytes that end at the
+  // end record (or at the zip64 records), whatever cd_offset says; the
+  // difference (`concat`, bytes prepended to the archive) shifts every
+  // local header offset.
+  const uint64_t records_end = end_pos - (zip64 ? kZip64EndLen + kZip64LocatorLen : 0);
+  if (zip64 && end_pos < kZip64EndLen + kZip64LocatorLen) {
+    return MakeError(ErrorCode::kMalformed, end_pos, "Bad offset for central directory");
+  }
+  if (cd_size > records_end) {
+    return MakeError(ErrorCode::kMalformed, end_pos, "Bad offset for central directory");
+  }
+  const uint64_t start_dir = records_end - cd_size;
+  // concat = start_dir - cd_offset, as a sign and a magnitude (both are
+  // 64-bit values).
+  const bool shifted_back = cd_offset > start_dir;
+  const uint64_t shift = shifted_back ? cd_offset - start_dir : start_dir - cd_offset;
+  // The archive's file starts at `concat` when it is positive: zipfile reads
+  // nothing before it (offsets are unsigned), and offsets in the view count
+  // from there.
+  const uint64_t base = shifted_back ? 0 : shift;
+  ZipArchive zip;
+  zip.file_ = whole.subspan(static_cast<size_t>(base));
+  zip.limits_ = limits.Clamped();
+  zip.base_ = base;
+  const int64_t clamped = static_cast<int64_t>(std::min<uint64_t>(shift, INT64_MAX));
+  zip.concat_ = shifted_back ? -clamped : clamped;
+  zip.layout_.end_record_offset = end_pos - base;
+  zip.layout_.end_record_len = std::min<uint64_t>(kEndRecordLen + comment_len, size - end_pos);
+  zip.layout_.directory_offset = start_dir - base;
+  zip.layout_.directory_len = cd_size;
+  zip.layout_.zip64 = zip64;
+  if (zip64) {
+    zip.layout_.zip64_end_offset = end_pos - kZip64LocatorLen - kZip64EndLen - base;
+    zip.layout_.zip64_end_len = kZip64EndLen;
+  }
+  // The records are read from the directory's bytes (fewer when the file
+  // ends first) until cd_size bytes are counted: the end record's count is
+  // not used. Any bad record refuses the whole archive, as zipfile does.
+  const uint64_t available = std::min<uint64_t>(cd_size, size - start_dir);
+  ByteCursor cd(whole.subspan(static_cast<size_t>(start_dir), static_cast<size_t>(available)), start_dir);
+  uint64_t total = 0;
+  while (total < cd_size) {
+    if (cd.Remaining() < kCentralHeaderLen) {
+      return MakeError(ErrorCode::kTruncated, cd.Offset(), "Truncated central directory");
+    }
+    if (zip.entries_.size() >= zip.limits_.max_entries) {
+      return MakeError(ErrorCode::kLimitExceeded, cd.Offset(),
+                       "max_entries (" + Num(zip.limits_.max_entries) + ") exceeded by Python's zipfile reading");
+    }
+    ZipEntry entry;
+    entry.central_offset = cd.Offset() - base;
+    const Bytes h = cd.Rest().first(kCentralHeaderLen);
+    if (LoadU32(h, 0) != kCentralHeaderSig) {
+      return MakeError(ErrorCode::kMalformed, cd.Offset(), "Bad magic number for central directory");
+    }
+    const uint8_t extract_version = h[6];
+    entry.flags = LoadU16(h, 8);
+    entry.method = LoadU16(h, 10);
+    entry.crc32 = LoadU32(h, 16);
+    entry.compressed_len = LoadU32(h, 20);
+    entry.uncompressed_len = LoadU32(h, 24);
+    const uint16_t name_len = LoadU16(h, 28), extra_len = LoadU16(h, 30), comment = LoadU16(h, 32);
+    uint64_t header_offset = LoadU32(h, 42);
+    Bytes fixed;
+    (void)cd.TryReadBytes(kCentralHeaderLen, fixed);
+    if (name_len > zip.limits_.max_name_len) {
+      return MakeError(ErrorCode::kLimitExceeded, entry.central_offset + base,
+                       "max_name_len (" + Num(zip.limits_.max_name_len) + ") exceeded by a name of " + Num(name_len) +
+                           " bytes");
+    }
+    // fp.read(n) of the directory's bytes: short at their end, never an error.
+    auto read_short = [&](uint64_t n) {
+      Bytes out;
+      const uint64_t take = std::min<uint64_t>(n, cd.Remaining());
+      (void)cd.TryReadBytes(take, out);
+      return out;
+    };
+    const std::string_view raw_name = AsStringView(read_short(name_len));
+    const uint64_t extra_offset = cd.Offset();
+    Bytes extra = read_short(extra_len);
+    (void)read_short(comment);
+    if ((entry.flags & 0x0800) != 0 && !ValidUtf8(raw_name)) {
+      return MakeError(ErrorCode::kMalformed, entry.central_offset + base,
+                       "a name flagged UTF-8 that is not (zipfile's decode fails)");
+    }
+    if (extract_version > 63) {
+      return MakeError(ErrorCode::kUnsupportedFormat, entry.central_offset + base,
+                       "zip file version " + Num(extract_version / 10) + "." + Num(extract_version % 10) +
+                           " (zipfile refuses the archive)");
+    }
+    // ZipInfo: the name ends at the first NUL (os.sep is '/' here).
+    entry.name = std::string(raw_name.substr(0, raw_name.find('\0')));
+    // _decodeExtra: every zip64 field (0x0001), in order, fills the values
+    // that are still 0xffffffff; a field longer than the rest refuses the
+    // archive, and so does a zip64 field too short for what it must fill.
+    while (extra.size() >= 4) {
+      const uint16_t id = LoadU16(extra, 0), len = LoadU16(extra, 2);
+      if (uint64_t{len} + 4 > extra.size()) {
+        return MakeError(ErrorCode::kMalformed, extra_offset, "Corrupt extra field");
+      }
+      if (id == 0x0001) {
+        ByteCursor field(extra.subspan(4, len), extra_offset + 4);
+        auto fill = [&](uint64_t& value) -> Status {
+          CKG_ASSIGN_OR_RETURN(value, field.ReadU64LE());
+          return OkStatus();
+        };
+        if (entry.uncompressed_len == 0xffffffffu || entry.uncompressed_len == UINT64_MAX) CKG_TRY(fill(entry.uncompressed_len));
+        if (entry.compressed_len == 0xffffffffu) CKG_TRY(fill(entry.compressed_len));
+        if (header_offset == 0xffffffffu) CKG_TRY(fill(header_offset));
+      }
+      extra = extra.subspan(4 + size_t{len});
+    }
+    // header_offset + concat, counted from the view's base; one before the
+    // file's start (a negative concat) is unreadable to zipfile too.
+    // (Counted from base: + shift - base is + 0 when concat >= 0.)
+    entry.local_header_offset = !shifted_back ? header_offset
+                                : header_offset >= shift ? header_offset - shift
+                                                         : UINT64_MAX;
+    zip.entries_.push_back(std::move(entry));
+    total += kCentralHeaderLen + uint64_t{name_len} + extra_len + comment;
+  }
+  zip.layout_.directory_end = cd.Offset() - base;
+  return zip;
+}
+
 Result<ZipLocalHeader> ZipArchive::ReadLocalHeader(const ZipEntry& entry) const {
   const uint64_t at = entry.local_header_offset;
   if (at > file_.size() || file_.size() - at < 30) {
@@ -375,6 +585,15 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry, Budget* budget)
     }
     return std::string(AsStringView(data));
   }
+  CKG_ASSIGN_OR_RETURN(ZipEntryPrefix read, Inflate(entry, budget, false));
+  return std::move(read.data);
+}
+
+Result<ZipEntryPrefix> ZipArchive::ReadEntryPrefix(const ZipEntry& entry, Budget* budget) const {
+  return Inflate(entry, budget, true);
+}
+
+Result<ZipEntryPrefix> ZipArchive::Inflate(const ZipEntry& entry, Budget* budget, bool keep_prefix) const {
   if (entry.method != kZipMethodDeflated) {
     return MakeError(ErrorCode::kUnsupportedFormat, entry.central_offset,
                      "compression method " + Num(entry.method) + " is not supported (torch reads stored and deflated)",
@@ -397,7 +616,8 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry, Budget* budget)
   // The output grows as data arrives (never sized from the declared length
   // alone: a 100-byte entry may declare 4 GiB), and every inflated byte is
   // charged to the file's budget before it is kept.
-  std::string out;
+  ZipEntryPrefix result;
+  std::string& out = result.data;
   const uint64_t declared = entry.uncompressed_len;
   const uint64_t first_len = std::min<uint64_t>(declared, std::max<uint64_t>(uint64_t{1} << 16, entry.compressed_len * 4));
   out.resize(static_cast<size_t>(first_len));
@@ -409,6 +629,10 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry, Budget* budget)
   uint64_t in_pos = 0, out_pos = 0;
   int rc = Z_OK;
   constexpr uint64_t kChunk = uint64_t{1} << 30;  // z_stream counts are 32-bit
+  // Where the stream broke, when it did: with keep_prefix the bytes
+  // inflated before are the result (Python's ZipExtFile hands them out
+  // before it raises, cut at the declared size), and this is the damage.
+  std::optional<Error> damage;
   while (rc == Z_OK) {
     if (out_pos == out.size() && out.size() < declared) {
       out.resize(static_cast<size_t>(std::min<uint64_t>(declared, out.size() * 2)));
@@ -426,9 +650,9 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry, Budget* budget)
     in_pos += avail_in_before - zs.avail_in;
     const uint64_t produced = avail_out_before - zs.avail_out;
     if (out_left == 0 && produced > 0) {
-      inflateEnd(&zs);
-      return MakeError(ErrorCode::kMalformed, data_offset + in_pos,
-                       "inflates to more than the declared " + Num(entry.uncompressed_len) + " bytes", entry.name);
+      damage = Error{ErrorCode::kMalformed, data_offset + in_pos, entry.name,
+                     "inflates to more than the declared " + Num(entry.uncompressed_len) + " bytes"};
+      break;
     }
     if (budget != nullptr && produced > 0) {
       if (Status charged = budget->Charge(BudgetKind::kInflatedBytes, produced, data_offset + in_pos, entry.name,
@@ -443,16 +667,25 @@ Result<std::string> ZipArchive::ReadEntry(const ZipEntry& entry, Budget* budget)
   }
   const std::string zlib_msg = zs.msg != nullptr ? zs.msg : "incomplete";
   inflateEnd(&zs);
-  if (rc != Z_STREAM_END) {
-    return MakeError(in_pos >= in.size() ? ErrorCode::kTruncated : ErrorCode::kMalformed,
-                     data_offset + in_pos, "deflate stream is corrupt (zlib: " + zlib_msg + ")", entry.name);
+  if (!damage && rc != Z_STREAM_END) {
+    damage = Error{in_pos >= in.size() ? ErrorCode::kTruncated : ErrorCode::kMalformed, data_offset + in_pos,
+                   entry.name, "deflate stream is corrupt (zlib: " + zlib_msg + ")"};
   }
-  if (out_pos != declared) {
-    return MakeError(ErrorCode::kMalformed, data_offset + in_pos,
-                     "inflates to " + Num(out_pos) + " bytes, not the declared " + Num(entry.uncompressed_len),
-                     entry.name);
+  if (!damage && out_pos != declared) {
+    damage = Error{ErrorCode::kMalformed, data_offset + in_pos, entry.name,
+                   "inflates to " + Num(out_pos) + " bytes, not the declared " + Num(entry.uncompressed_len)};
   }
-  return out;
+  if (damage) {
+    if (!keep_prefix) return std::unexpected(std::move(*damage));
+    out.resize(static_cast<size_t>(out_pos));
+    result.damage = std::move(damage);
+  }
+  return result;
+}
+
+uint64_t ZipStoredReadLen(Bytes file, const ZipEntry& entry, uint64_t data_offset) {
+  if (data_offset <= file.size() && entry.uncompressed_len <= file.size() - data_offset) return entry.uncompressed_len;
+  return std::min(entry.compressed_len, entry.uncompressed_len);
 }
 
 namespace {
@@ -501,6 +734,12 @@ struct Span {
 
 Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, bool check_deflated) {
   Anomalies out;
+  if (zip.layout().disk_number != 0) {
+    out.push_back({"zip.disk_numbers", zip.layout().end_record_offset, "",
+                   "the end record numbers this disk " + Num(zip.layout().disk_number) +
+                       " (a spanned archive's last disk): torch's reader and Python's zipfile read it as a whole "
+                       "archive all the same"});
+  }
   BulkVector<ZipEntryStatus> local_statuses;
   BulkVector<ZipEntryStatus>& status = statuses != nullptr ? *statuses : local_statuses;
   status.assign(zip.entries().size(), ZipEntryStatus{});
@@ -620,6 +859,16 @@ Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, 
     if (e.method != kZipMethodStored && e.method != kZipMethodDeflated) {
       out.push_back({"zip.unsupported_method", e.central_offset, e.name,
                      "compression method " + Num(e.method) + "; torch reads only stored (0) and deflated (8)"});
+    }
+    if (e.method == kZipMethodStored && e.compressed_len != e.uncompressed_len) {
+      // miniz reads a stored entry's uncompressed size (and only refuses
+      // the sizes differing when the method and time fields, read as one
+      // 32-bit word, are zero); Python's zipfile reads the smaller size.
+      out.push_back({"zip.stored_size_mismatch", e.central_offset, e.name,
+                     "stored entry of " + Num(e.compressed_len) + " bytes declares " + Num(e.uncompressed_len) +
+                         " uncompressed: torch's reader (miniz) reads " + Num(e.uncompressed_len) +
+                         " bytes from its data (past its end, into what follows, when larger), Python's zipfile " +
+                         Num(std::min(e.compressed_len, e.uncompressed_len)) + "; what torch reads is scanned"});
     }
     Result<ZipLocalHeader> local = zip.ReadLocalHeader(e);
     if (!local) {

@@ -72,6 +72,15 @@ struct ZipLayout {
   bool zip64 = false;
   uint64_t end_record_offset = 0;  // end-of-central-directory record
   uint64_t end_record_len = 0;     // 22 + its comment
+  uint16_t disk_number = 0;        // the end record's: 0, or 1 (miniz reads 1/1 as one archive)
+};
+
+// ZipEntryPrefix is what a lenient reader hands out of an entry: the bytes
+// decoded before the data broke, and where and how it broke (unset when the
+// entry decoded whole, to its declared size).
+struct ZipEntryPrefix {
+  std::string data;
+  std::optional<Error> damage;
 };
 
 // ZipLocalHeader is an entry's local file header.
@@ -91,6 +100,24 @@ class ZipArchive {
   // (which must outlive the archive). Failure: kTruncated/kMalformed with the
   // offset of the bad record, kLimitExceeded naming the limit.
   static Result<ZipArchive> Open(Bytes file, const ZipLimits& limits = {});
+
+  // OpenAsZipfile reads `file`'s directory as Python's zipfile does
+  // (zipfile.py's _EndRecData, _EndRecData64, _RealGetContents and ZipInfo),
+  // which numpy.load and any zipfile user read: the last end record (one
+  // with no comment at the very end first), the zip64 end record assumed
+  // right before its locator, the directory taken as the cd_size bytes that
+  // end at those records whatever their offset field says, every offset
+  // shifted by the difference (`concat`, bytes prepended to the archive),
+  // records read until cd_size bytes are counted (the entry counts and disk
+  // numbers are not used), names cut at their first NUL. Any bad record
+  // fails the whole reading, as zipfile refuses the archive. The archive's
+  // file() is `file` from base() on (the shift, when positive: zipfile reads
+  // nothing before it), and every offset in it counts from there.
+  static Result<ZipArchive> OpenAsZipfile(Bytes file, const ZipLimits& limits = {});
+  // Where file() starts in the file OpenAsZipfile was given (0 for Open).
+  uint64_t base() const { return base_; }
+  // zipfile's `concat`: the shift of every offset (0 for Open).
+  int64_t concat() const { return concat_; }
 
   std::span<const ZipEntry> entries() const { return entries_; }
   const ZipLayout& layout() const { return layout_; }
@@ -112,8 +139,17 @@ class ZipArchive {
   // inflated byte (and a stored entry's copy) is charged to `budget` when
   // given, and running out stops the inflate with the budget's error.
   Result<std::string> ReadEntry(const ZipEntry& entry, Budget* budget = nullptr) const;
+  // ReadEntryPrefix inflates a deflated entry as Python's ZipExtFile hands
+  // it out: up to its declared size, and when the stream breaks (or ends
+  // short, or runs on) the bytes inflated before, with the damage. The
+  // limits and the budget still fail it.
+  Result<ZipEntryPrefix> ReadEntryPrefix(const ZipEntry& entry, Budget* budget = nullptr) const;
 
  private:
+  Result<ZipEntryPrefix> Inflate(const ZipEntry& entry, Budget* budget, bool keep_prefix) const;
+
+  uint64_t base_ = 0;
+  int64_t concat_ = 0;
   Bytes file_;
   ZipLimits limits_;
   ZipLayout layout_;
@@ -124,7 +160,10 @@ class ZipArchive {
 // headers that disagree with the central directory (zip.local_name_mismatch,
 // zip.local_header_mismatch), CRC mismatches (zip.crc_mismatch; torch does not
 // check them), flag bits torch refuses (zip.encrypted, zip.refused_flags),
-// compression methods it cannot read (zip.unsupported_method), duplicate names
+// compression methods it cannot read (zip.unsupported_method), stored entries
+// whose two sizes differ (zip.stored_size_mismatch: torch's reader reads the
+// uncompressed size), an end record numbering its disk 1 (zip.disk_numbers),
+// duplicate names
 // (zip.duplicate_name, naming the entry torch uses: the later one), names
 // that differ only in ASCII case (zip.case_duplicate_name: one name to
 // torch's reader, which looks names up without regard to case; the
@@ -145,6 +184,14 @@ struct ZipEntryStatus {
 // inflates them anyway checks them then (ZipCrc32), so nothing is inflated twice.
 Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses = nullptr,
                    bool check_deflated = true);
+
+// ZipStoredReadLen is how many bytes of a stored entry whose data starts at
+// `data_offset` of `file` its readers read: torch's reader (miniz's
+// mz_zip_reader_extract_to_mem) reads the uncompressed size, Python's
+// zipfile reads the compressed size cut at the uncompressed one. The
+// uncompressed size when it fits in the file (it covers both), else the
+// smaller of the two.
+uint64_t ZipStoredReadLen(Bytes file, const ZipEntry& entry, uint64_t data_offset);
 
 // ZipCrc32 is the zip CRC-32 of `data`.
 uint32_t ZipCrc32(Bytes data);
