@@ -240,12 +240,26 @@ class Scanner {
   // under code/ is read as torch's reader reads it (stored or deflated).
   template <typename EntryName>
   void CheckTorchScriptCode(const Container& c, const EntryName& entry_name) {
-    static constexpr std::string_view kFileBuiltins[] = {"from_file"};
+    // TorchScript builtins that open files: torch.from_file creates or
+    // grows the file it names, torch.save (aten::save) writes any path.
+    static constexpr std::string_view kFileBuiltins[] = {"from_file", "torch.save", "aten.save"};
     std::optional<ZipArchive> zip;
+    const std::string code_dir = c.prefix + "/code/";
+    auto ascii_lower_equal = [](std::string_view a, std::string_view b) {
+      return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+             });
+    };
     for (const ContainerEntry& e : c.entries) {
       // The sources torch.jit.load compiles (code/**/*.py); the .debug_pkl
-      // beside each only maps source ranges for error messages.
-      if (!e.zip.name.starts_with(c.prefix + "/code/") || !e.zip.name.ends_with(".py") || !e.data_offset) continue;
+      // beside each only maps source ranges for error messages. torch's zip
+      // reader finds names without regard to ASCII case, so the folder and
+      // the suffix are compared so too.
+      const std::string_view name = e.zip.name;
+      if (name.size() < code_dir.size() + 3 || !ascii_lower_equal(name.substr(0, code_dir.size()), code_dir) ||
+          !ascii_lower_equal(name.substr(name.size() - 3), ".py") || !e.data_offset) {
+        continue;
+      }
       Bytes code;
       std::string inflated;
       if (e.inflated) {
@@ -269,8 +283,8 @@ class Scanner {
         const size_t at = text.find(builtin);
         if (at == std::string_view::npos) continue;
         Add("CKG-F031", Rules().FixedRule("CKG-F031").severity,
-            "TorchScript code calls torch." + std::string(builtin) +
-                ", which opens (and may create or grow) the file it names when the code runs; "
+            "TorchScript code calls " + std::string(builtin.starts_with("from_file") ? "torch." : "") +
+                std::string(builtin) + ", which opens (and may create, grow or write) the file it names when the code runs; "
                 "torch.jit.load runs a module's __setstate__ as it loads",
             entry_name(e.zip.name), e.inflated || e.zip.method != kZipMethodStored ? at : *e.data_offset + at, "");
       }
@@ -1252,6 +1266,14 @@ class Scanner {
         if (args.size() > 1 && !IsDataGlobal(cls) && !cls.dangerous) {
           AddFixed("CKG-F080", "copyreg.__newobj__ calls __new__ of '" + std::string(cls.text) + "' with arguments",
                    op.offset, std::string(cls.text));
+        }
+        if (cls.callable != nullptr && cls.callable->kind == CallableKind::kPartial) {
+          // partial.__new__(partial, f): a partial object as partial(f)
+          // makes, and its BUILD state may set its function and __dict__.
+          result.callable = cls.callable;
+          result.text = cls.text;
+          result.callable_value = true;
+          break;
         }
         result.kind = Sym::kObject;
         result.callable = IsDataGlobal(cls) ? &entry : nullptr;

@@ -639,5 +639,134 @@ def test_pure_python_float_line_first(tmp_path):
     assert_proven_and_dangerous(path, m, loaders=("pickle._loads",))
 
 
+# 18. A functools.partial made by copyreg.__newobj__(partial, f) is a
+# callable value as partial(f) is; its BUILD sets its function and __dict__.
+def hidden_partial(func, dct=NONE):
+    return call(g("copyreg", "__newobj__"), g("functools", "partial"), g("builtins", "dict")) + \
+        tup(func, EMPTY_TUPLE, NONE, dct) + BUILD
+
+
+NEWOBJ_PARTIALS = {
+    "randomstate_ctor": lambda m: call(g("numpy.random._pickle", "__randomstate_ctor"), s("MT19937"),
+                                       hidden_partial(bound(m, "write_text"))),
+    "storage_untyped": lambda m: call(
+        g("torch._utils", "_rebuild_tensor_v2"),
+        hidden_partial(g("builtins", "dict"), dict_of(s("untyped"), bound(m, "touch"), s("dtype"), g("torch", "float32"))),
+        b"K\x00", tup(b"K\x01"), tup(b"K\x01"), b"\x89", call(g("collections", "OrderedDict"))),
+}
+
+
+@pytest.mark.parametrize("how", sorted(NEWOBJ_PARTIALS))
+def test_partial_made_by_newobj(tmp_path, how):
+    m = marker_path()
+    path = write(tmp_path, how + ".pkl", p2(NEWOBJ_PARTIALS[how](m)))
+    assert_proven_and_dangerous(path, m, loaders=("pickle.loads", "pickle._loads"))
+
+
+# 19. joblib's reading of its inline arrays: the wrapper named through an
+# escaped UNICODE string, no padding when numpy_array_alignment_bytes is
+# None; the C unpickler's reading of the same bytes is one harmless bytes
+# literal, so inspect must refuse what joblib's reading holds.
+def joblib_stream(m, escaped=False, alignment_none=False):
+    f8 = call(g("numpy", "dtype"), s("f8"), b"\x89", b"\x88") + \
+        tup(b"K\x03", s("<"), NONE, NONE, NONE, b"J\xff\xff\xff\xff", b"J\xff\xff\xff\xff", b"K\x00") + BUILD
+    wrapper = b"Vjoblib.numpy_pickle\nVNumpy\\u0041rrayWrapper\n\x93" if escaped else \
+        g("joblib.numpy_pickle", "NumpyArrayWrapper")
+    items = [s("subclass"), g("numpy", "ndarray"), s("shape"), tup(b"K\x01"), s("order"), s("C"), s("dtype"), f8,
+             s("allow_mmap"), b"\x89"]
+    if alignment_none:
+        items += [s("numpy_array_alignment_bytes"), NONE]
+    payload = call(g("posix", "system"), b"\x8c" + bytes([len("touch " + m)]) + ("touch " + m).encode())
+    if alignment_none:
+        # A view that read a padding byte here (the array's first, 'B' = 66)
+        # would skip 1 + 66 + 8 bytes and land on the final STOP: the payload
+        # is padded to exactly 67 bytes (a short marker keeps it that short).
+        pad = 67 - len(payload) - 3
+        assert 0 <= pad < 256
+        payload = b"\x8c" + bytes([pad]) + b"a" * pad + b"0" + payload
+    array = b"B" + struct.pack("<I", 3 + len(payload)) + b"\0\0\0"  # 8 bytes: joblib's array, the C view's bytes
+    return proto(4) + wrapper + EMPTY_TUPLE + b"\x81" + dict_of(*items) + BUILD + array + payload + b"."
+
+
+@pytest.mark.parametrize("how", ["escaped_wrapper_name", "alignment_none"])
+def test_joblib_inline_array_readings(tmp_path, how):
+    import uuid
+    m = "/tmp/ckptguard-pwned-%s" % uuid.uuid4().hex[:8]
+    path = write(tmp_path, how + ".joblib",
+                 joblib_stream(m, escaped=how == "escaped_wrapper_name", alignment_none=how == "alignment_none"))
+    assert_proven_and_dangerous(path, m, loaders=("joblib.load",))
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
+
+
+def test_lzma_alone_with_dictionary_size_zero(tmp_path):
+    # liblzma's check of the dictionary size (2^n or 2^n + 2^(n-1)) wraps
+    # round for 0 and takes it: lzma.open and joblib.load read the stream.
+    import lzma
+    m = marker_path()
+    data = bytearray(lzma.compress(p2(os_touch(m)), format=lzma.FORMAT_ALONE,
+                                   filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 4096}]))
+    data[1:5] = b"\0\0\0\0"
+    path = write(tmp_path, "dict0.lzma", bytes(data))
+    assert_proven_and_dangerous(path, m, loaders=("joblib.load",))
+
+
+# 20. TorchScript code that writes a file with torch.save, and code files
+# whose folder or suffix is in another case (torch's zip reader finds names
+# without regard to case).
+TORCHSCRIPT_SAVE = r"""
+import sys, torch
+from typing import Tuple
+class M(torch.nn.Module):
+    def __init__(self, p: str):
+        super().__init__()
+        self.p = p
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, bool]:
+        return (self.p, self.training)
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, bool]):
+        self.p = state[0]
+        self.training = state[1]
+        torch.save(torch.zeros(1), self.p)
+    def forward(self, x):
+        return x
+torch.jit.save(torch.jit.script(M(sys.argv[2])), sys.argv[1])
+"""
+
+
+def scripted(tmp_path, source, name, m):
+    import subprocess
+    from ckg import PYTHON
+    path = tmp_path / name
+    script = write(tmp_path, "make_" + name + ".py", source.encode())
+    made = subprocess.run([PYTHON, str(script), str(path), m], capture_output=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    if os.path.exists(m):
+        os.remove(m)
+    return path
+
+
+def rename_members(path, rename):
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        members = [(i, z.read(i.filename)) for i in z.infolist()]
+    with zipfile.ZipFile(path, "w") as z:
+        for info, data in members:
+            info.filename = rename(info.filename)
+            z.writestr(info, data)
+
+
+@pytest.mark.parametrize("how", ["as_saved", "code_folder_upper", "suffix_upper"])
+def test_torchscript_that_writes_a_file_with_torch_save(tmp_path, how):
+    m = marker_path()
+    path = scripted(tmp_path, TORCHSCRIPT_SAVE, how + ".pt", m)
+    if how == "code_folder_upper":
+        rename_members(path, lambda n: n.replace("/code/", "/CODE/"))
+    elif how == "suffix_upper":
+        rename_members(path, lambda n: n[:-3] + ".PY" if n.endswith(".py") else n)
+    assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-F031",))
+
+
 def test_no_markers_left():
     assert not glob.glob("/tmp/ckptguard-pwned-%d-*" % os.getpid())

@@ -22,7 +22,7 @@ std::string Num(uint64_t v) { return std::to_string(v); }
 // dicts (the wrapper's state, a dtype's description), globals, numpy dtypes
 // and wrapper objects.
 struct JVal {
-  enum Kind : uint8_t { kOther, kStr, kInt, kTuple, kList, kDict, kGlobal, kDtype, kWrapper } kind = kOther;
+  enum Kind : uint8_t { kOther, kNone, kStr, kInt, kTuple, kList, kDict, kGlobal, kDtype, kWrapper } kind = kOther;
   bool truncated = false;       // kStr: text cut at kMaxText; kTuple/kList/kDict: items cut at kMaxItems
   std::string text;             // kStr, kGlobal (module.name)
   int64_t number = 0;           // kInt
@@ -55,6 +55,10 @@ class JoblibDomain {
 
   Result<Id> Literal(const PickleOp& op) {
     JVal v;
+    if (op.code == Opcode::kNone) {
+      v.kind = JVal::kNone;
+      return New(std::move(v));
+    }
     switch (op.arg.type) {
       case PickleArgType::kString:
         v.kind = JVal::kStr;
@@ -277,7 +281,10 @@ class JoblibDomain {
       p.why = "its BUILD state is not a plain dict";
       return p;
     }
-    p.aligned = Get(state, "numpy_array_alignment_bytes") != nullptr;
+    // safe_get_numpy_array_alignment_bytes() is not None: a padding byte
+    // (and its padding) precede the data; None (or no key) means none.
+    const JVal* alignment = Get(state, "numpy_array_alignment_bytes");
+    p.aligned = alignment != nullptr && alignment->kind != JVal::kNone;
     const JVal* dtype = Get(state, "dtype");
     const JVal* shape = Get(state, "shape");
     if (state.truncated) {

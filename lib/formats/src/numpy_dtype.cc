@@ -86,6 +86,17 @@ NumpyDtype StructuredObjects() {
   return d;
 }
 
+// StructuredPlain: a structured (or subarray) dtype of plain fields, `size` bytes.
+NumpyDtype StructuredPlain(uint64_t size) {
+  NumpyDtype d;
+  d.holds = Holds::kPlain;
+  d.item_size = size;
+  d.kind = 'V';
+  d.order = '|';
+  d.structured = true;
+  return d;
+}
+
 NumpyDtype Simple(char kind, uint64_t size, char order) {
   if (kind == 'O') return Objects();
   NumpyDtype d;
@@ -132,13 +143,7 @@ NumpyDtype Subarray(const NumpyDtype& base, const Shape& shape) {
   if (shape.is_int && shape.count == 1) return base;  // (type, 1) is the type (a FutureWarning)
   uint64_t size = 0;
   if (__builtin_mul_overflow(base.item_size, shape.count, &size) || size > kMaxItemSize) return Unknown();
-  NumpyDtype d;
-  d.holds = Holds::kPlain;
-  d.item_size = size;
-  d.kind = 'V';
-  d.order = '|';
-  d.structured = true;
-  return d;
+  return StructuredPlain(size);
 }
 
 // Fields sums the field dtypes of a structured dtype.
@@ -154,13 +159,7 @@ class Fields {
   NumpyDtype Result() const {
     if (objects_) return StructuredObjects();
     if (unknown_) return Unknown();
-    NumpyDtype d;
-    d.holds = Holds::kPlain;
-    d.item_size = size_;
-    d.kind = 'V';
-    d.order = '|';
-    d.structured = true;
-    return d;
+    return StructuredPlain(size_);
   }
 
  private:

@@ -70,7 +70,8 @@ bool AloneHeaderOk(Bytes data) {
   uint64_t size = 0;
   for (size_t i = 12; i >= 5; --i) size = (size << 8) | data[i];
   if (dict != UINT32_MAX) {
-    // liblzma's alone_decoder with picky = true: 2^n or 2^n + 2^(n-1).
+    // liblzma's alone_decoder with picky = true: 2^n or 2^n + 2^(n-1) (and
+    // 0, whose dict - 1 wraps round to pass the same test).
     uint32_t d = dict - 1;
     d |= d >> 2;
     d |= d >> 3;
@@ -78,7 +79,7 @@ bool AloneHeaderOk(Bytes data) {
     d |= d >> 8;
     d |= d >> 16;
     ++d;
-    if (d != dict || dict == 0) return false;
+    if (d != dict) return false;
   }
   return size == UINT64_MAX || size < (uint64_t{1} << 38);
 }

@@ -542,6 +542,22 @@ class Loader {
     const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
     const uint64_t base = source.file_offset.value_or(0) + source.start;
     CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(data, base, "pickle", s_.vm, NoStorages(), vm_options));
+    // Other readers' readings of the same file (joblib.load's without its
+    // inline array bytes, the pure-Python unpickler's, a polyglot's pickle
+    // from byte 0...) run too when a user loads the file with them: any of
+    // them the VM refuses for a global or a call is this load's refusal.
+    for (const PickleSource& other : c.pickles) {
+      if (&other == &source || other.same_as) continue;
+      VmState scratch;
+      const Bytes other_data = other.data.subspan(static_cast<size_t>(std::min<uint64_t>(other.start, other.data.size())));
+      Result<ValueId> r = RunPickle(other_data, other.file_offset.value_or(0) + other.start,
+                                    other.entry.empty() ? "pickle" : other.entry, scratch, NoStorages(), vm_options);
+      if (!r && (r.error().code == ErrorCode::kForbiddenGlobal || !r.error().limit.empty())) {
+        Error e = r.error();
+        e.detail += " (in another reader's reading of the file: " + (other.entry.empty() ? "pickle" : other.entry) + ")";
+        return std::unexpected(std::move(e));
+      }
+    }
     // pickle.load reads one pickle; bytes after its STOP are where a second
     // payload hides (a later load of the same stream would run it).
     // Where the first pickle ends (decoded as a stream: its ops are not kept).
