@@ -667,7 +667,7 @@ def test_partial_made_by_newobj(tmp_path, how):
 # escaped UNICODE string, no padding when numpy_array_alignment_bytes is
 # None; the C unpickler's reading of the same bytes is one harmless bytes
 # literal, so inspect must refuse what joblib's reading holds.
-def joblib_stream(m, escaped=False, alignment_none=False):
+def joblib_stream(m, escaped=False, alignment_none=False, state_form="dict"):
     f8 = call(g("numpy", "dtype"), s("f8"), b"\x89", b"\x88") + \
         tup(b"K\x03", s("<"), NONE, NONE, NONE, b"J\xff\xff\xff\xff", b"J\xff\xff\xff\xff", b"K\x00") + BUILD
     wrapper = b"Vjoblib.numpy_pickle\nVNumpy\\u0041rrayWrapper\n\x93" if escaped else \
@@ -685,15 +685,22 @@ def joblib_stream(m, escaped=False, alignment_none=False):
         assert 0 <= pad < 256
         payload = b"\x8c" + bytes([pad]) + b"a" * pad + b"0" + payload
     array = b"B" + struct.pack("<I", 3 + len(payload)) + b"\0\0\0"  # 8 bytes: joblib's array, the C view's bytes
-    return proto(4) + wrapper + EMPTY_TUPLE + b"\x81" + dict_of(*items) + BUILD + array + payload + b"."
+    state = dict_of(*items)
+    if state_form == "slots":  # (None, slots state): pickle's BUILD setattr()s the slots
+        state = tup(NONE, state)
+    elif state_form == "dict_call":
+        state = call(g("builtins", "dict"), state)
+    return proto(4) + wrapper + EMPTY_TUPLE + b"\x81" + state + BUILD + array + payload + b"."
 
 
-@pytest.mark.parametrize("how", ["escaped_wrapper_name", "alignment_none"])
+@pytest.mark.parametrize("how", ["escaped_wrapper_name", "alignment_none", "slots_state", "dict_call_state"])
 def test_joblib_inline_array_readings(tmp_path, how):
     import uuid
     m = "/tmp/ckptguard-pwned-%s" % uuid.uuid4().hex[:8]
+    form = {"slots_state": "slots", "dict_call_state": "dict_call"}.get(how, "dict")
     path = write(tmp_path, how + ".joblib",
-                 joblib_stream(m, escaped=how == "escaped_wrapper_name", alignment_none=how == "alignment_none"))
+                 joblib_stream(m, escaped=how == "escaped_wrapper_name", alignment_none=how == "alignment_none",
+                               state_form=form))
     assert_proven_and_dangerous(path, m, loaders=("joblib.load",))
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
@@ -708,6 +715,19 @@ def test_lzma_alone_with_dictionary_size_zero(tmp_path):
                                    filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 4096}]))
     data[1:5] = b"\0\0\0\0"
     path = write(tmp_path, "dict0.lzma", bytes(data))
+    assert_proven_and_dangerous(path, m, loaders=("joblib.load",))
+
+
+def test_lzma_alone_stream_right_after_an_xz_stream(tmp_path):
+    # LZMAFile starts its next decoder where the xz stream ended: zeros there
+    # (properties 0) begin an LZMA-alone stream, not padding.
+    import lzma
+    m = marker_path()
+    head = proto(2) + b"]q\x00(X\x07\x00\x00\x00weightsK\x01e0"
+    tail = os_touch(m) + b"."
+    data = lzma.compress(head, format=lzma.FORMAT_XZ) + lzma.compress(
+        tail, format=lzma.FORMAT_ALONE, filters=[{"id": lzma.FILTER_LZMA1, "lc": 0, "lp": 0, "pb": 0, "dict_size": 4096}])
+    path = write(tmp_path, "xz_then_alone.xz", data)
     assert_proven_and_dangerous(path, m, loaders=("joblib.load",))
 
 

@@ -133,6 +133,11 @@ class JoblibDomain {
     } else if (c.kind == JVal::kGlobal && (c.text == "numpy.dtype" || c.text == "numpy.core.multiarray.dtype")) {
       v.kind = JVal::kDtype;
       if (!args.empty()) v.dtype_arg = args[0];
+    } else if (c.kind == JVal::kGlobal && (c.text == "builtins.dict" || c.text == "__builtin__.dict") &&
+               (args.empty() || (args.size() == 1 && Val(args[0]).kind == JVal::kDict))) {
+      // dict() or dict(d): a state spelled as a call is the dict it copies.
+      if (!args.empty()) v = Val(args[0]);
+      v.kind = JVal::kDict;
     }
     return New(std::move(v));
   }
@@ -150,7 +155,7 @@ class JoblibDomain {
     if (o.kind == JVal::kDtype) {
       o.dtype_state = state;
     } else if (o.kind == JVal::kWrapper) {
-      pending = WrapperRead(s);
+      pending = WrapperRead(StateAttributes(s));
     }
     return OkStatus();
   }
@@ -273,6 +278,23 @@ class JoblibDomain {
       if (Val(dict.items[i]).kind == JVal::kStr && Val(dict.items[i]).text == key) found = &Val(dict.items[i + 1]);
     }
     return found;
+  }
+  // StateAttributes is the attributes pickle's default BUILD gives an
+  // object from `state`: a dict's items, or a (dict or None, slots dict or
+  // None) pair's, the slots last (set after the dict; Get keeps the last).
+  // Anything else is returned as it is (WrapperRead gives up on it).
+  JVal StateAttributes(const JVal& state) {
+    if (state.kind != JVal::kTuple || state.items.size() != 2) return state;
+    JVal merged;
+    merged.kind = JVal::kDict;
+    for (Id part : state.items) {
+      const JVal& p = Val(part);
+      if (p.kind == JVal::kNone) continue;
+      if (p.kind != JVal::kDict) return state;
+      merged.items.insert(merged.items.end(), p.items.begin(), p.items.end());
+      merged.truncated = merged.truncated || p.truncated;
+    }
+    return merged;
   }
   // WrapperRead is NumpyArrayWrapper.read_array's plan for this state.
   Pending WrapperRead(const JVal& state) {

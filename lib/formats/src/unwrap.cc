@@ -386,8 +386,12 @@ Result<StreamRun> RunLzma(lzma_stream& strm, Bytes data, uint64_t pos, Sink& sin
 }
 
 // Unlzma reads what lzma.open (FORMAT_AUTO) reads: xz streams and LZMA-alone
-// streams, one after another; zero padding after an xz stream is skipped;
-// bytes that start no stream are trailing data (LZMAFile ignores them).
+// streams, one after another; bytes that start no stream are trailing data
+// (LZMAFile ignores them). LZMAFile starts its next decoder right where an
+// xz stream ended: zeros there that make an LZMA-alone header (properties
+// 0, dictionary size 0) start a stream. Other zero padding is skipped (a
+// further xz stream after it is read, though LZMAFile would stop: more
+// than it reads, never less).
 Result<Unwrapped> Unlzma(Bytes data, Sink sink) {
   Unwrapped result;
   std::vector<uint8_t> buf(kChunk);
@@ -427,7 +431,7 @@ Result<Unwrapped> Unlzma(Bytes data, Sink sink) {
     }
     ++result.num_streams;
     pos += run.consumed;
-    if (xz) {
+    if (xz && !AloneHeaderOk(data.subspan(static_cast<size_t>(pos)))) {
       while (pos < data.size() && data[pos] == 0) ++pos;  // stream padding
     }
   }
