@@ -270,10 +270,15 @@ class Opener {
     // nothing, and running it would double the cost of every pickle (a
     // 20,000-tensor data.pkl spent half its scan here). The name is in the
     // stream as written, or spelled with escapes (a STRING's \x41, a
-    // UNICODE's \u0041): any backslash runs the view too.
+    // UNICODE's \u0041): in a file joblib.load reads (a whole file, not a
+    // member of an archive, which joblib never reads), any backslash runs
+    // the view too.
     static constexpr std::string_view kWrapper = "NumpyArrayWrapper";
     const std::string_view text = AsStringView(source.data.subspan(static_cast<size_t>(std::min<uint64_t>(source.start, source.data.size()))));
-    if (text.find(kWrapper) == std::string_view::npos && text.find('\\') == std::string_view::npos) return;
+    const bool whole_file = source.entry.empty();
+    if (text.find(kWrapper) == std::string_view::npos && !(whole_file && text.find('\\') != std::string_view::npos)) {
+      return;
+    }
     Result<std::optional<JoblibView>> joblib =
         ReadJoblibView(source.data, source.start, limits_.pickle, budget_, source.entry);
     if (!joblib) {
