@@ -478,7 +478,9 @@ def test_exact_repeat_inside_names_that_differ_in_case_is_still_a_duplicate(tmp_
 # 14. TorchScript that touches files as it loads: torch.load of a TorchScript
 # archive (torch < 2.6, any arguments) hands it to torch.jit.load, which runs
 # the module's __setstate__; torch.from_file creates the file it names.
-TORCHSCRIPT_FROM_FILE = r"""
+# A scripted module whose __setstate__ runs STATEMENT (TorchScript), saved
+# with torch.jit.save to argv[1] with argv[2] as its path attribute.
+TORCHSCRIPT_SETSTATE = r"""
 import sys, torch
 from typing import Tuple
 class M(torch.nn.Module):
@@ -491,24 +493,20 @@ class M(torch.nn.Module):
     @torch.jit.export
     def __setstate__(self, state: Tuple[str, bool]):
         self.p = state[0]
-        # used, so that TorchScript keeps the call
-        self.training = bool(torch.from_file(self.p, True, 4).numel() > 0) and state[1]
+        self.training = state[1]
+        STATEMENT
     def forward(self, x):
         return x
 torch.jit.save(torch.jit.script(M(sys.argv[2])), sys.argv[1])
 """
+# used, so that TorchScript keeps the call
+TORCHSCRIPT_FROM_FILE = TORCHSCRIPT_SETSTATE.replace(
+    "STATEMENT", "self.training = bool(torch.from_file(self.p, True, 4).numel() > 0) and state[1]")
 
 
 def test_torchscript_that_creates_a_file_as_it_loads(tmp_path):
-    import subprocess
-    from ckg import PYTHON
     m = marker_path()
-    path = tmp_path / "scripted.pt"
-    script = write(tmp_path, "make_scripted.py", TORCHSCRIPT_FROM_FILE.encode())  # torch.jit.script reads the source
-    made = subprocess.run([PYTHON, str(script), str(path), m], capture_output=True, timeout=300)
-    assert made.returncode == 0, made.stderr
-    if os.path.exists(m):
-        os.remove(m)  # torch.jit.script runs nothing, but be sure the marker is the load's
+    path = scripted(tmp_path, TORCHSCRIPT_FROM_FILE, "scripted.pt", m)
     r = assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-F031",))
     assert any(f["rule"] == "CKG-F030" for f in r["findings"]), describe(r)
 
@@ -734,28 +732,12 @@ def test_lzma_alone_stream_right_after_an_xz_stream(tmp_path):
 # 20. TorchScript code that writes a file with torch.save, and code files
 # whose folder or suffix is in another case (torch's zip reader finds names
 # without regard to case).
-TORCHSCRIPT_SAVE = r"""
-import sys, torch
-from typing import Tuple
-class M(torch.nn.Module):
-    def __init__(self, p: str):
-        super().__init__()
-        self.p = p
-    @torch.jit.export
-    def __getstate__(self) -> Tuple[str, bool]:
-        return (self.p, self.training)
-    @torch.jit.export
-    def __setstate__(self, state: Tuple[str, bool]):
-        self.p = state[0]
-        self.training = state[1]
-        torch.save(torch.zeros(1), self.p)
-    def forward(self, x):
-        return x
-torch.jit.save(torch.jit.script(M(sys.argv[2])), sys.argv[1])
-"""
+TORCHSCRIPT_SAVE = TORCHSCRIPT_SETSTATE.replace("STATEMENT", "torch.save(torch.zeros(1), self.p)")
 
 
 def scripted(tmp_path, source, name, m):
+    # Runs `source` (torch.jit.script reads it from a file) to save the
+    # module as `name`; the marker it would write is the load's, not this.
     import subprocess
     from ckg import PYTHON
     path = tmp_path / name
