@@ -232,65 +232,6 @@ class Scanner {
   Scanner(const RuleSet* rules, const ScanOptions& options, FileReport& report, Budget& budget)
       : rules_(rules), options_(options), report_(report), budget_(budget) {}
 
-  // CheckTorchScriptCode looks through a TorchScript archive's code files
-  // for the builtins that reach the file system: torch.from_file opens the
-  // path it is given, creating or growing it (shared=True maps it writable).
-  // torch.jit.load runs a module's __setstate__ as it loads, so code that
-  // calls one touches files at load time (F031, dangerous). Every file
-  // under code/ is read as torch's reader reads it (stored or deflated).
-  template <typename EntryName>
-  void CheckTorchScriptCode(const Container& c, const EntryName& entry_name) {
-    // TorchScript builtins that open files: torch.from_file creates or
-    // grows the file it names, torch.save (aten::save) writes any path.
-    static constexpr std::string_view kFileBuiltins[] = {"from_file", "torch.save", "aten.save"};
-    std::optional<ZipArchive> zip;
-    const std::string code_dir = c.prefix + "/code/";
-    auto ascii_lower_equal = [](std::string_view a, std::string_view b) {
-      return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-             });
-    };
-    for (const ContainerEntry& e : c.entries) {
-      // The sources torch.jit.load compiles (code/**/*.py); the .debug_pkl
-      // beside each only maps source ranges for error messages. torch's zip
-      // reader finds names without regard to ASCII case, so the folder and
-      // the suffix are compared so too.
-      const std::string_view name = e.zip.name;
-      if (name.size() < code_dir.size() + 3 || !ascii_lower_equal(name.substr(0, code_dir.size()), code_dir) ||
-          !ascii_lower_equal(name.substr(name.size() - 3), ".py") || !e.data_offset) {
-        continue;
-      }
-      Bytes code;
-      std::string inflated;
-      if (e.inflated) {
-        code = *e.inflated;
-      } else if (e.zip.method == kZipMethodStored) {
-        if (*e.data_offset > c.bytes.size() || e.zip.compressed_len > c.bytes.size() - *e.data_offset) continue;
-        code = c.bytes.subspan(static_cast<size_t>(*e.data_offset), static_cast<size_t>(e.zip.compressed_len));
-      } else {
-        if (!zip) {
-          Result<ZipArchive> opened = ZipArchive::Open(c.bytes, options_.container.zip);
-          if (!opened) return;
-          zip.emplace(std::move(*opened));
-        }
-        Result<std::string> data = zip->ReadEntry(e.zip, &budget_);
-        if (!data) continue;  // the container reports what it could not read
-        inflated = std::move(*data);
-        code = AsBytes(inflated);
-      }
-      const std::string_view text = AsStringView(code);
-      for (std::string_view builtin : kFileBuiltins) {
-        const size_t at = text.find(builtin);
-        if (at == std::string_view::npos) continue;
-        Add("CKG-F031", Rules().FixedRule("CKG-F031").severity,
-            "TorchScript code calls " + std::string(builtin.starts_with("from_file") ? "torch." : "") +
-                std::string(builtin) + ", which opens (and may create, grow or write) the file it names when the code runs; "
-                "torch.jit.load runs a module's __setstate__ as it loads",
-            entry_name(e.zip.name), e.inflated || e.zip.method != kZipMethodStored ? at : *e.data_offset + at, "");
-      }
-    }
-  }
-
   void ScanContainer(const Container& c, const std::string& nested_path) {
     auto entry_name = [&](const std::string& entry) {
       if (nested_path.empty()) return entry;
@@ -299,6 +240,8 @@ class Scanner {
     torchscript_ = c.format == ContainerFormat::kTorchScript;
     for (const Anomaly& a : c.anomalies) AddAnomaly(a, entry_name(a.entry));
     if (torchscript_) {
+      // (Code that calls a builtin opening files is the container's
+      // anomaly torchscript.file_builtin, reported as F031 by AddAnomaly.)
       size_t code_files = 0;
       for (const ContainerEntry& e : c.entries) {
         if (e.zip.name.starts_with(c.prefix + "/code/")) ++code_files;
@@ -307,7 +250,6 @@ class Scanner {
           "TorchScript archive: torch.jit.load, and torch.load before torch 2.6 whatever its arguments, runs its "
           "code (" + Num(code_files) + " files under " + c.prefix + "/code/)",
           entry_name(""), 0, "");
-      CheckTorchScriptCode(c, entry_name);
     }
     const bool torch_archive = c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript;
     records_ = torch_archive ? &c : nullptr;
@@ -409,6 +351,10 @@ class Scanner {
 
   void AddAnomaly(const Anomaly& a, const std::string& entry) {
     if (a.kind == "pickle.decode_error") return;  // the scan reports its own parse errors
+    if (a.kind == "torchscript.file_builtin") {
+      Add("CKG-F031", Rules().FixedRule("CKG-F031").severity, a.detail, entry, a.offset, "");
+      return;
+    }
     if (a.kind == "npy.object_array") {
       Add("CKG-F070", Rules().FixedRule("CKG-F070").severity,
           "numpy object array: its data is a pickle, which numpy.load(allow_pickle=True) runs", entry, a.offset, "");

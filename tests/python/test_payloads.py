@@ -509,6 +509,7 @@ def test_torchscript_that_creates_a_file_as_it_loads(tmp_path):
     path = scripted(tmp_path, TORCHSCRIPT_FROM_FILE, "scripted.pt", m)
     r = assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-F031",))
     assert any(f["rule"] == "CKG-F030" for f in r["findings"]), describe(r)
+    assert_loader_refuses(path, b"torchscript.file_builtin")
 
 
 # 15. What torch._tensor._rebuild_from_type_v2(func, Tensor, args, state)
@@ -768,6 +769,15 @@ def test_torchscript_that_writes_a_file_with_torch_save(tmp_path, how):
     elif how == "suffix_upper":
         rename_members(path, lambda n: n[:-3] + ".PY" if n.endswith(".py") else n)
     assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-F031",))
+    assert_loader_refuses(path, b"torchscript.file_builtin")
+
+
+def assert_loader_refuses(path, why):
+    # The loader reads weights without running code, but refuses an archive
+    # whose loading by torch would touch files (the container's anomaly).
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
+    assert why in out.stderr, out.stderr
 
 
 def test_no_markers_left():

@@ -1,6 +1,7 @@
 #include "ckptguard/container.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -1014,9 +1015,60 @@ class Opener {
     if (c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript) {
       CheckTorchArchive(c, zip);
     }
+    if (c.format == ContainerFormat::kTorchScript) CheckTorchScriptCode(c, zip);
     // In file order, whichever check found them.
     std::stable_sort(c.anomalies.begin(), c.anomalies.end(),
                      [](const Anomaly& a, const Anomaly& b) { return a.offset < b.offset; });
+  }
+
+  // CheckTorchScriptCode: torch.load of a TorchScript archive (torch < 2.6,
+  // whatever its arguments) hands it to torch.jit.load, which compiles the
+  // archive's code (code/**/*.py; the folder and the suffix in any ASCII
+  // case, as torch's reader finds names) and runs a module's __setstate__.
+  // Code that calls a builtin opening files touches the file system on load
+  // (torchscript.file_builtin): torch.from_file creates or grows the file it
+  // names, torch.save (aten::save) writes any path. A model's weights never
+  // need them.
+  void CheckTorchScriptCode(Container& c, const ZipArchive& zip) {
+    static constexpr std::string_view kFileBuiltins[] = {"from_file", "torch.save", "aten.save"};
+    const std::string code_dir = c.prefix + "/code/";
+    auto lower_equal = [](std::string_view a, std::string_view b) {
+      return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+             });
+    };
+    for (const ContainerEntry& e : c.entries) {
+      const std::string_view name = e.zip.name;
+      if (name.size() < code_dir.size() + 3 || !lower_equal(name.substr(0, code_dir.size()), code_dir) ||
+          !lower_equal(name.substr(name.size() - 3), ".py") || !e.data_offset) {
+        continue;
+      }
+      Bytes code;
+      std::string inflated;
+      if (e.inflated) {
+        code = *e.inflated;
+      } else if (e.zip.method == kZipMethodStored) {
+        if (*e.data_offset > c.bytes.size() || e.zip.compressed_len > c.bytes.size() - *e.data_offset) continue;
+        code = c.bytes.subspan(static_cast<size_t>(*e.data_offset), static_cast<size_t>(e.zip.compressed_len));
+      } else {
+        Result<std::string> data = zip.ReadEntry(e.zip, &budget_);
+        if (!data) continue;  // reported where the entry was read
+        inflated = std::move(*data);
+        code = AsBytes(inflated);
+      }
+      const std::string_view text = AsStringView(code);
+      for (std::string_view builtin : kFileBuiltins) {
+        const size_t at = text.find(builtin);
+        if (at == std::string_view::npos) continue;
+        const bool in_file = !e.inflated && e.zip.method == kZipMethodStored;
+        c.anomalies.push_back({"torchscript.file_builtin", in_file ? *e.data_offset + at : e.zip.local_header_offset,
+                               e.zip.name,
+                               "TorchScript code calls " + std::string(builtin.starts_with("from_file") ? "torch." : "") +
+                                   std::string(builtin) +
+                                   ", which opens (and may create, grow or write) the file it names when the code "
+                                   "runs; torch.jit.load runs a module's __setstate__ as it loads"});
+      }
+    }
   }
 
   // OpenZipEntry reads entry i: its pickle, npz member or nested archive.
