@@ -79,7 +79,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (uint64_t d : a.shape) n *= d;  // ParseNpy refuses overflow
   Check(n == a.num_elements, "num_elements is the product of the shape");
   if (a.is_object) {
-    Check(a.data_len == 0 && a.data_offset < size, "an object array has pickle bytes and no data_len");
+    // A dtype the interpreter could not work out (object_unsure) may hold
+    // plain data, or none at all; an array of objects has pickle bytes.
+    Check(a.data_len == 0 && (a.data_offset < size || a.object_unsure),
+          "an object array has pickle bytes and no data_len");
   } else if (a.structured) {
     Check(a.data_len == 0, "a structured array has no data_len (its loader checks the data)");
     Check(a.item_size <= 0x7fffffffu, "a structured itemsize fits numpy's C int");
