@@ -1,7 +1,6 @@
 #include "ckptguard/container.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -32,16 +31,21 @@ bool StartsWith(Bytes data, std::string_view magic) { return AsStringView(data).
 
 bool EndsWith(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
 
+// EqualsIgnoringCase: `a` and `b` are equal when ASCII capitals are read as
+// small letters (as torch's zip reader compares names), without copies.
+bool EqualsIgnoringCase(std::string_view a, std::string_view b) {
+  auto lower = [](char ch) { return ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch; };
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
 // EndsWithLower: `s` ends with `suffix` (lower case) when its ASCII capitals
 // are read as small letters, without copying `s`.
 bool EndsWithLower(std::string_view s, std::string_view suffix) {
-  if (s.size() < suffix.size()) return false;
-  const std::string_view tail = s.substr(s.size() - suffix.size());
-  for (size_t i = 0; i < tail.size(); ++i) {
-    const char ch = tail[i];
-    if ((ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch) != suffix[i]) return false;
-  }
-  return true;
+  return s.size() >= suffix.size() && EqualsIgnoringCase(s.substr(s.size() - suffix.size()), suffix);
 }
 
 // LooksLikeSafetensors: a u64 header length that fits in the file, then JSON
@@ -1032,15 +1036,10 @@ class Opener {
   void CheckTorchScriptCode(Container& c, const ZipArchive& zip) {
     static constexpr std::string_view kFileBuiltins[] = {"from_file", "torch.save", "aten.save"};
     const std::string code_dir = c.prefix + "/code/";
-    auto lower_equal = [](std::string_view a, std::string_view b) {
-      return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-             });
-    };
     for (const ContainerEntry& e : c.entries) {
       const std::string_view name = e.zip.name;
-      if (name.size() < code_dir.size() + 3 || !lower_equal(name.substr(0, code_dir.size()), code_dir) ||
-          !lower_equal(name.substr(name.size() - 3), ".py") || !e.data_offset) {
+      if (name.size() < code_dir.size() + 3 || !EqualsIgnoringCase(name.substr(0, code_dir.size()), code_dir) ||
+          !EndsWithLower(name, ".py") || !e.data_offset) {
         continue;
       }
       Bytes code;

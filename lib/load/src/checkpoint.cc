@@ -42,6 +42,10 @@ struct Checkpoint::State {
   bool scanned_ahead = false;
 };
 
+// FindForbiddenGlobal (below): the loader's refusal of any reader's pickle.
+std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& options, Budget& budget,
+                                         const PickleSource* skip = nullptr);
+
 namespace {
 
 // PickleVmOptions: how LoadOptions run one pickle of the file, charging
@@ -546,17 +550,9 @@ class Loader {
     // inline array bytes, the pure-Python unpickler's, a polyglot's pickle
     // from byte 0...) run too when a user loads the file with them: any of
     // them the VM refuses for a global or a call is this load's refusal.
-    for (const PickleSource& other : c.pickles) {
-      if (&other == &source || other.same_as) continue;
-      VmState scratch;
-      const Bytes other_data = other.data.subspan(static_cast<size_t>(std::min<uint64_t>(other.start, other.data.size())));
-      Result<ValueId> r = RunPickle(other_data, other.file_offset.value_or(0) + other.start,
-                                    other.entry.empty() ? "pickle" : other.entry, scratch, NoStorages(), vm_options);
-      if (!r && (r.error().code == ErrorCode::kForbiddenGlobal || !r.error().limit.empty())) {
-        Error e = r.error();
-        e.detail += " (in another reader's reading of the file: " + (other.entry.empty() ? "pickle" : other.entry) + ")";
-        return std::unexpected(std::move(e));
-      }
+    if (std::optional<Error> other = FindForbiddenGlobal(c, options_, s_.budget, &source)) {
+      other->detail += " (in another reader's reading of the file: " + other->where + ")";
+      return std::unexpected(std::move(*other));
     }
     // pickle.load reads one pickle; bytes after its STOP are where a second
     // payload hides (a later load of the same stream would run it).
@@ -1470,15 +1466,17 @@ Result<std::string> Checkpoint::SkeletonJson() const {
   return out;
 }
 
-// FindForbiddenGlobal runs the first pickle of every place that holds one in
-// a scratch VM and returns the first forbidden-global error.
-std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& options, Budget& budget) {
+// FindForbiddenGlobal runs the first pickle of every place that holds one
+// (but `skip`, already run) in a scratch VM and returns the first
+// forbidden-global or budget error.
+std::optional<Error> FindForbiddenGlobal(const Container& c, const LoadOptions& options, Budget& budget,
+                                         const PickleSource* skip) {
   StorageResolver refuse = [](const StorageRequest& r) -> Result<uint32_t> {
     return MakeError(ErrorCode::kUnsupportedFormat, r.offset, "storage");
   };
   const VmOptions vm_options = PickleVmOptions(options, &budget, false);
   for (const PickleSource& p : c.pickles) {
-    if (p.same_as) continue;  // the same bytes were run already
+    if (p.same_as || &p == skip) continue;  // the same bytes were run already
     VmState scratch;
     const Bytes data = p.data.subspan(static_cast<size_t>(p.start));
     Result<ValueId> r =
