@@ -203,6 +203,74 @@ BOOST_AUTO_TEST_CASE(clean_built_archive_has_no_anomaly) {
   BOOST_TEST(c.pickles.size() == 1u);
 }
 
+// Python's zipfile's reading (ZipArchive::OpenAsZipfile) against torch's
+// reader's (ZipArchive::Open), and the cheap check that they agree
+// (ZipfileReadsAs), which the container uses to skip the full reading.
+struct ZipfileCase {
+  const char* name;
+  // Changes a clean three-entry torch zip, then its bytes.
+  void (*edit)(ZipBuilder&);
+  void (*patch)(std::string&);
+  bool same;             // zipfile reads exactly torch's entries, from offset 0
+  size_t zipfile_count;  // entries zipfile reads
+  uint64_t base;         // where zipfile's archive starts
+};
+std::ostream& operator<<(std::ostream& os, const ZipfileCase& c) { return os << c.name; }
+
+const ZipfileCase kZipfileCases[] = {
+    {"clean", nullptr, nullptr, true, 3, 0},
+    // Offsets that count the bytes before the archive (a self-extracting
+    // zip): both readers read the same (the container notes the bytes).
+    {"offsets_count_leading_bytes", [](ZipBuilder& z) { z.leading = "JUNKJUNK"; }, nullptr, true, 3, 0},
+    // Bytes prepended to an archive: zipfile shifts every offset by them.
+    {"bytes_prepended", nullptr, [](std::string& bytes) { bytes.insert(0, "JUNKJUNK"); }, false, 3, 8},
+    {"name_cut_at_nul", [](ZipBuilder& z) { z.items[2].name = std::string("archive/version\0x", 17); }, nullptr,
+     false, 3, 0},
+    {"count_short_of_size", nullptr,
+     [](std::string& bytes) {
+       // The end record says 2 entries; the directory's size holds 3.
+       bytes[bytes.size() - 22 + 8] = 2;
+       bytes[bytes.size() - 22 + 10] = 2;
+     },
+     false, 3, 0},
+    {"comment", [](ZipBuilder& z) { z.comment = "a comment"; }, nullptr, true, 3, 0},
+};
+
+BOOST_DATA_TEST_CASE(zipfile_reading_and_its_cheap_check, bdata::make(kZipfileCases), c) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  if (c.edit != nullptr) c.edit(zip);
+  std::string bytes = zip.Build();
+  if (c.patch != nullptr) c.patch(bytes);
+  const Bytes file = AsBytes(bytes);
+  Result<ZipArchive> view = ZipArchive::OpenAsZipfile(file);
+  BOOST_REQUIRE_MESSAGE(view.has_value(), (view ? std::string() : view.error().ToString()));
+  BOOST_TEST(view->entries().size() == c.zipfile_count);
+  BOOST_TEST(view->base() == c.base);
+  // torch's reading, which a leading prefix makes it refuse.
+  Result<ZipArchive> torch = ZipArchive::Open(file);
+  std::vector<ZipEntry> own;
+  if (torch) own.assign(torch->entries().begin(), torch->entries().end());
+  auto same_entry = [&](size_t i, const ZipEntry& e, std::string_view name) {
+    const ZipEntry& a = own[i];
+    return a.name == name && a.local_header_offset == e.local_header_offset && a.compressed_len == e.compressed_len &&
+           a.uncompressed_len == e.uncompressed_len && a.method == e.method && a.flags == e.flags;
+  };
+  BOOST_TEST(ZipArchive::ZipfileReadsAs(file, {}, own.size(), same_entry) == c.same);
+  if (c.same) {
+    // The full reading agrees entry by entry, and a check that expects
+    // anything else (one entry fewer, one differing) says so.
+    for (size_t i = 0; i < own.size(); ++i) BOOST_TEST(same_entry(i, view->entries()[i], view->entries()[i].name));
+    BOOST_TEST(!ZipArchive::ZipfileReadsAs(file, {}, own.size() - 1, same_entry));
+    BOOST_TEST(!ZipArchive::ZipfileReadsAs(file, {}, own.size(), [&](size_t i, const ZipEntry& e, std::string_view n) {
+      return i != 1 && same_entry(i, e, n);
+    }));
+  }
+  // A limit zipfile's reading exceeds is no agreement either.
+  ZipLimits few;
+  few.max_entries = 2;
+  BOOST_TEST(!ZipArchive::ZipfileReadsAs(file, few, own.size(), same_entry));
+}
+
 BOOST_AUTO_TEST_CASE(local_name_mismatch) {
   ZipBuilder zip{testing::MinimalTorchZip()};
   zip.items[0].local_name = "archive/harmless";

@@ -318,15 +318,15 @@ class Opener {
   static bool SameReading(const Container& c, const ZipArchive& zip, uint64_t shift) {
     if (c.error || c.entries.size() != zip.entries().size()) return false;
     for (size_t i = 0; i < c.entries.size(); ++i) {
-      const ZipEntry& a = c.entries[i].zip;
-      const ZipEntry& b = zip.entries()[i];
-      if (a.name != b.name || a.local_header_offset != b.local_header_offset + shift ||
-          a.compressed_len != b.compressed_len || a.uncompressed_len != b.uncompressed_len || a.method != b.method ||
-          a.flags != b.flags) {
-        return false;
-      }
+      if (!SameEntry(c.entries[i].zip, zip.entries()[i], zip.entries()[i].name, shift)) return false;
     }
     return true;
+  }
+  // SameEntry: `a` and `b` (named `b_name`) agree as SameReading wants.
+  static bool SameEntry(const ZipEntry& a, const ZipEntry& b, std::string_view b_name, uint64_t shift) {
+    return a.name == b_name && a.local_header_offset == b.local_header_offset + shift &&
+           a.compressed_len == b.compressed_len && a.uncompressed_len == b.uncompressed_len && a.method == b.method &&
+           a.flags == b.flags;
   }
 
   // AddZipfileView adds Python's zipfile's reading of c's bytes
@@ -349,6 +349,15 @@ class Opener {
     const size_t from = bytes.size() > 65'558 ? bytes.size() - 65'558 : 0;
     if (text.substr(from).rfind(std::string_view("PK\x05\x06", 4)) == std::string_view::npos) return;
     const bool zip_start = LooksLikeZip(bytes) || StartsWith(bytes, kEmptyZipMagic);
+    // The common case, a zip that zipfile reads as torch's reader does
+    // (SameReading below), is learnt without keeping zipfile's entries.
+    if (zip_start && !c.error &&
+        ZipArchive::ZipfileReadsAs(bytes, limits_.zip, c.entries.size(),
+                                   [&](size_t i, const ZipEntry& b, std::string_view name) {
+                                     return SameEntry(c.entries[i].zip, b, name, 0);
+                                   })) {
+      return;
+    }
     Result<ZipArchive> view = ZipArchive::OpenAsZipfile(bytes, limits_.zip);
     if (!view) {
       // zipfile refuses what it cannot read (it runs nothing); our own

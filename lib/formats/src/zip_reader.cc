@@ -348,7 +348,13 @@ bool ValidUtf8(std::string_view s) {
 
 }  // namespace
 
-Result<ZipArchive> ZipArchive::OpenAsZipfile(Bytes whole, const ZipLimits& limits) {
+// ReadAsZipfile is OpenAsZipfile's reading into `zip` (its file, base,
+// concat and layout), handing each record to `on_entry(entry, name)` with
+// the entry's name left empty and `name` the one zipfile gives: false from
+// on_entry stops the reading (the result is then false; true when every
+// record was read).
+template <typename OnEntry>
+Result<bool> ZipArchive::ReadAsZipfile(Bytes whole, const ZipLimits& limits, ZipArchive& zip, OnEntry&& on_entry) {
   // _EndRecData: an end record with no comment in the last 22 bytes, else
   // the last signature in the last 64 KiB + 22 bytes (which must have its
   // 22 bytes: zipfile does not look for an earlier one).
@@ -409,7 +415,6 @@ Result<ZipArchive> ZipArchive::OpenAsZipfile(Bytes whole, const ZipLimits& limit
   // nothing before it (offsets are unsigned), and offsets in the view count
   // from there.
   const uint64_t base = shifted_back ? 0 : shift;
-  ZipArchive zip;
   zip.file_ = whole.subspan(static_cast<size_t>(base));
   zip.limits_ = limits.Clamped();
   zip.base_ = base;
@@ -430,11 +435,12 @@ Result<ZipArchive> ZipArchive::OpenAsZipfile(Bytes whole, const ZipLimits& limit
   const uint64_t available = std::min<uint64_t>(cd_size, size - start_dir);
   ByteCursor cd(whole.subspan(static_cast<size_t>(start_dir), static_cast<size_t>(available)), start_dir);
   uint64_t total = 0;
+  size_t count = 0;
   while (total < cd_size) {
     if (cd.Remaining() < kCentralHeaderLen) {
       return MakeError(ErrorCode::kTruncated, cd.Offset(), "Truncated central directory");
     }
-    if (zip.entries_.size() >= zip.limits_.max_entries) {
+    if (count >= zip.limits_.max_entries) {
       return MakeError(ErrorCode::kLimitExceeded, cd.Offset(),
                        "max_entries (" + Num(zip.limits_.max_entries) + ") exceeded by Python's zipfile reading");
     }
@@ -479,8 +485,6 @@ Result<ZipArchive> ZipArchive::OpenAsZipfile(Bytes whole, const ZipLimits& limit
                        "zip file version " + Num(extract_version / 10) + "." + Num(extract_version % 10) +
                            " (zipfile refuses the archive)");
     }
-    // ZipInfo: the name ends at the first NUL (os.sep is '/' here).
-    entry.name = std::string(raw_name.substr(0, raw_name.find('\0')));
     // _decodeExtra: every zip64 field (0x0001), in order, fills the values
     // that are still 0xffffffff; a field longer than the rest refuses the
     // archive, and so does a zip64 field too short for what it must fill.
@@ -507,11 +511,33 @@ Result<ZipArchive> ZipArchive::OpenAsZipfile(Bytes whole, const ZipLimits& limit
     entry.local_header_offset = !shifted_back ? header_offset
                                 : header_offset >= shift ? header_offset - shift
                                                          : UINT64_MAX;
-    zip.entries_.push_back(std::move(entry));
+    // ZipInfo: the name ends at the first NUL (os.sep is '/' here).
+    if (!on_entry(entry, raw_name.substr(0, raw_name.find('\0')))) return false;
+    ++count;
     total += kCentralHeaderLen + uint64_t{name_len} + extra_len + comment;
   }
   zip.layout_.directory_end = cd.Offset() - base;
+  return true;
+}
+
+Result<ZipArchive> ZipArchive::OpenAsZipfile(Bytes whole, const ZipLimits& limits) {
+  ZipArchive zip;
+  CKG_TRY(ReadAsZipfile(whole, limits, zip, [&](ZipEntry& entry, std::string_view name) {
+    entry.name = std::string(name);
+    zip.entries_.push_back(std::move(entry));
+    return true;
+  }));
   return zip;
+}
+
+bool ZipArchive::ZipfileReadsAs(Bytes file, const ZipLimits& limits, size_t count,
+                                const std::function<bool(size_t, const ZipEntry&, std::string_view)>& same) {
+  ZipArchive zip;
+  size_t i = 0;
+  const Result<bool> read = ReadAsZipfile(file, limits, zip, [&](const ZipEntry& entry, std::string_view name) {
+    return i < count && same(i++, entry, name);
+  });
+  return read && *read && i == count && zip.base_ == 0;
 }
 
 Result<ZipLocalHeader> ZipArchive::ReadLocalHeader(const ZipEntry& entry) const {

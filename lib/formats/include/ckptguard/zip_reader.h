@@ -9,10 +9,12 @@
 #define CKPTGUARD_ZIP_READER_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ckptguard/anomaly.h"
@@ -114,12 +116,21 @@ class ZipArchive {
   // file() is `file` from base() on (the shift, when positive: zipfile reads
   // nothing before it), and every offset in it counts from there.
   static Result<ZipArchive> OpenAsZipfile(Bytes file, const ZipLimits& limits = {});
+  // ZipfileReadsAs: OpenAsZipfile(file, limits) would succeed with base() 0
+  // and give exactly `count` entries, entry i one for which `same(i, entry,
+  // name)` holds (`name` is the name zipfile gives it; entry.name is left
+  // empty). It stops at the first that differs and keeps no entry: the cheap
+  // way to learn that zipfile reads what another reading already holds.
+  static bool ZipfileReadsAs(Bytes file, const ZipLimits& limits, size_t count,
+                             const std::function<bool(size_t, const ZipEntry&, std::string_view)>& same);
   // Where file() starts in the file OpenAsZipfile was given (0 for Open).
   uint64_t base() const { return base_; }
   // zipfile's `concat`: the shift of every offset (0 for Open).
   int64_t concat() const { return concat_; }
 
   std::span<const ZipEntry> entries() const { return entries_; }
+  // ReleaseEntries hands the entries over (the archive keeps none).
+  BulkVector<ZipEntry> ReleaseEntries() { return std::exchange(entries_, {}); }
   const ZipLayout& layout() const { return layout_; }
   Bytes file() const { return file_; }
   const ZipLimits& limits() const { return limits_; }
@@ -146,6 +157,8 @@ class ZipArchive {
   Result<ZipEntryPrefix> ReadEntryPrefix(const ZipEntry& entry, Budget* budget = nullptr) const;
 
  private:
+  template <typename OnEntry>
+  static Result<bool> ReadAsZipfile(Bytes whole, const ZipLimits& limits, ZipArchive& zip, OnEntry&& on_entry);
   Result<ZipEntryPrefix> Inflate(const ZipEntry& entry, Budget* budget, bool keep_prefix) const;
 
   uint64_t base_ = 0;
