@@ -1746,43 +1746,48 @@ std::optional<std::string> ZipPrefix(std::span<const ZipEntry> entries) {
   return entries.front().name.substr(0, slash);
 }
 
-// TorchDataPickleBytes is the data.pkl a torch zip's load would run when
-// the archive is plainly one (DirectoryOnlyTorchZip decides), found from the
-// directory alone.
-std::optional<Bytes> TorchDataPickleBytes(Bytes bytes, const LoadOptions& options) {
-  Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
-  if (!zip) return std::nullopt;
-  const std::optional<std::string> prefix = ZipPrefix(zip->entries());
+// TorchDataPickleIn is the data.pkl a torch zip's load would run when the
+// archive `zip` is plainly one (DirectoryOnlyTorchZip decides), found from
+// its directory alone.
+std::optional<Bytes> TorchDataPickleIn(const ZipArchive& zip) {
+  const std::optional<std::string> prefix = ZipPrefix(zip.entries());
   if (!prefix) return std::nullopt;
   const std::string pickle_name = *prefix + "/data.pkl";
-  for (auto e = zip->entries().rbegin(); e != zip->entries().rend(); ++e) {
+  for (auto e = zip.entries().rbegin(); e != zip.entries().rend(); ++e) {
     if (e->name != pickle_name) continue;
     if (e->method != kZipMethodStored) return std::nullopt;
-    Result<Bytes> data = zip->StoredData(*e);
+    Result<Bytes> data = zip.StoredData(*e);
     return data ? std::optional<Bytes>(*data) : std::nullopt;
   }
   return std::nullopt;
 }
 
-// ScanTorchDataPickleAhead scans the memo reads of the data.pkl that
-// TorchDataPickleBytes finds, for a run with at most `max_ops` opcodes; no
-// scan (the run scans for itself) when there is none or anything fails.
+// ScanTorchDataPickleAhead scans the memo reads of `pickle` (the data.pkl
+// TorchDataPickleIn found, when it found one), for a run with at most
+// `max_ops` opcodes; no scan (the run scans for itself) when there is none
+// or anything fails.
+MemoReadsScan ScanTorchDataPickleAhead(std::optional<Bytes> pickle, const PickleLimits& limits, uint64_t max_ops) {
+  try {
+    if (pickle) return ScanMemoReadsAhead(*pickle, limits, max_ops);
+  } catch (...) {
+  }
+  return MemoReadsScan{};
+}
+// The same, finding data.pkl in `bytes`' directory first.
 MemoReadsScan ScanTorchDataPickleAhead(Bytes bytes, const LoadOptions& options, const PickleLimits& limits,
                                        uint64_t max_ops) {
   try {
-    if (std::optional<Bytes> pickle = TorchDataPickleBytes(bytes, options)) {
-      return ScanMemoReadsAhead(*pickle, limits, max_ops);
-    }
+    Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
+    if (zip) return ScanTorchDataPickleAhead(TorchDataPickleIn(*zip), limits, max_ops);
   } catch (...) {
   }
   return MemoReadsScan{};
 }
 
-std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, const LoadOptions& options) {
-  Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
-  if (!zip) return std::nullopt;
-  const std::span<const ZipEntry> entries = zip->entries();
-  std::optional<std::string> prefix = ZipPrefix(entries);
+// DirectoryOnlyTorchZip takes the entries of `zip` (the directory of
+// `bytes`, which must be in `zip` too) into the container described above.
+std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, ZipArchive zip) {
+  std::optional<std::string> prefix = ZipPrefix(zip.entries());
   if (!prefix) return std::nullopt;
   Container c;
   c.format = ContainerFormat::kTorchZip;
@@ -1790,18 +1795,21 @@ std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, const LoadOptions& o
   c.prefix = std::move(*prefix);
   const std::string data_dir = c.prefix + "/data/";
   const std::string pickle_name = c.prefix + "/data.pkl";
-  const size_t key_limit = RecordKeyLimit(entries.size());
   std::optional<size_t> pickle;
+  // The entries are moved, names and all, out of the archive (which still
+  // reads their local headers).
+  BulkVector<ZipEntry> entries = zip.ReleaseEntries();
+  const size_t key_limit = RecordKeyLimit(entries.size());
   c.entries.reserve(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
-    const ZipEntry& e = entries[i];
-    if (e.method != kZipMethodStored) return std::nullopt;
-    Result<uint64_t> offset = zip->DataOffset(e);
-    c.entries.push_back(ContainerEntry{e, offset ? std::optional<uint64_t>(*offset) : std::nullopt, std::nullopt,
-                                       false, std::nullopt});
-    if (e.name == pickle_name) pickle = i;
+    if (entries[i].method != kZipMethodStored) return std::nullopt;
+    Result<uint64_t> offset = zip.DataOffset(entries[i]);
+    const ContainerEntry& e =
+        c.entries.emplace_back(ContainerEntry{std::move(entries[i]), offset ? std::optional<uint64_t>(*offset) : std::nullopt,
+                                              std::nullopt, false, std::nullopt});
+    if (e.zip.name == pickle_name) pickle = i;
     // The loader finds numbered records without the index (LoadTorchZip).
-    if (!NumberedRecord(e.name, data_dir, key_limit)) c.entry_index.Set(e.name, i);
+    if (!NumberedRecord(e.zip.name, data_dir, key_limit)) c.entry_index.Set(e.zip.name, i);
   }
   if (!pickle || !c.entries[*pickle].data_offset) return std::nullopt;
   const ContainerEntry& p = c.entries[*pickle];
@@ -1869,13 +1877,16 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
     // The run's budget, fresh: what the memo scan ahead must assume.
     Budget beside_budget(options.budget);
     beside_budget.SetFileSize(bytes.size());
-    // The other thread first scans data.pkl's memo reads (the run's first
-    // step) while this one reads the directory, then opens the container.
+    // This thread reads the directory; the other first scans data.pkl's
+    // memo reads (the run's first step) while this one makes the
+    // directory-only container, then opens the container.
+    Result<ZipArchive> directory = ZipArchive::Open(bytes, options.container.Clamped().zip);
+    const std::optional<Bytes> pickle = directory ? TorchDataPickleIn(*directory) : std::nullopt;
     std::promise<MemoReadsScan> scanned;
     std::future<MemoReadsScan> memo_reads = scanned.get_future();
     {
       std::jthread opener([&] {
-        scanned.set_value(ScanTorchDataPickleAhead(bytes, options, state->limits.pickle,
+        scanned.set_value(ScanTorchDataPickleAhead(pickle, state->limits.pickle,
                                                    beside_budget.remaining(BudgetKind::kOpcodes)));
         try {
           state->container = OpenContainer(bytes, options.container, &state->budget);
@@ -1886,7 +1897,9 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
           container_error = std::current_exception();
         }
       });
-      if (std::optional<Container> directory_only = DirectoryOnlyTorchZip(bytes, options)) {
+      std::optional<Container> directory_only;
+      if (pickle) directory_only = DirectoryOnlyTorchZip(bytes, std::move(*directory));
+      if (directory_only) {
         beside = std::make_unique<Checkpoint::State>();
         beside->limits = state->limits;
         beside->budget = beside_budget;
