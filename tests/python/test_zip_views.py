@@ -211,6 +211,74 @@ def test_torch_stored_data_pkl_read_to_its_uncompressed_size(tmp_path):
     assert_proven_and_dangerous(path, m, "torch.load", anomaly="stored entry of 7 bytes")
 
 
+# --- 4. duplicate names: the copy torch's reader (miniz) finds -----------------
+# miniz sorts the directory by name (an unstable heap sort, case ignored) and
+# binary-searches it, so which of several entries of one name torch reads
+# follows only from the whole directory. `inspect --allow-anomalies` reads
+# "what torch reads": it must read the same copies as torch.load.
+DUPLICATES_SCRIPT = r"""
+import io, json, random, sys, zipfile, warnings, torch
+warnings.simplefilter("ignore")
+out = sys.argv[1]
+def torch_members(key, values):
+    buf = io.BytesIO()
+    torch.save({key: torch.tensor(values, dtype=torch.float32)}, buf)
+    z = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    return {n.split("/", 1)[1]: z.read(n) for n in z.namelist()}
+rng = random.Random(1307)
+made = []
+for case in range(24):
+    copies = 2 + case % 3
+    versions = [torch_members("k%d" % i, [float(i), case, 1.0, 2.0]) for i in range(copies)]
+    entries = []
+    for i, m in enumerate(versions):
+        # data.pkl repeated (case % 2 == 0) or data/0 repeated (odd cases)
+        if case % 2 == 0 or i == 0:
+            entries.append(("data.pkl", m["data.pkl"]))
+        entries.append(("data/0", m["data/0"]))
+    entries += [("version", b"3\n")] + [("filler%d" % j, b"") for j in range(rng.randrange(0, 9))]
+    first = entries.pop(rng.randrange(len(entries)))
+    rng.shuffle(entries)
+    entries.insert(0, first)
+    if case % 5 == 4:  # one copy spelled in capitals: miniz ignores case
+        name, data = entries[-1]
+        entries[-1] = (name.upper() if name.startswith("data") else name, data)
+    path = "%s/dup%d.pt" % (out, case)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in entries:
+            z.writestr("a/" + name, data)
+    try:
+        d = torch.load(path, weights_only=True)
+        got = {k: v.numpy().tobytes().hex() for k, v in d.items()}
+    except Exception as e:
+        got = None
+    made.append((path, got))
+print(json.dumps(made))
+"""
+
+
+def test_duplicate_names_read_as_torch_reads_them(tmp_path):
+    import json
+    made = subprocess.run([PYTHON, "-c", DUPLICATES_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600)
+    assert made.returncode == 0, made.stderr
+    compared = 0
+    for path, torch_values in json.loads(made.stdout):
+        r = run_cli("inspect", "--allow-anomalies", "--json", path)
+        if torch_values is None:
+            continue  # torch refuses it (a capitals-only data.pkl it finds no prefix for, say)
+        assert r.returncode == 0, (path, r.stdout, r.stderr)
+        report = json.loads(r.stdout)["files"][0]
+        ours = {k: v["sha256"] for k, v in report["tensors"].items()}
+        import hashlib
+        want = {k: hashlib.sha256(bytes.fromhex(v)).hexdigest() for k, v in torch_values.items()}
+        assert ours == want, (path, report.get("anomalies"))
+        kinds = {a["kind"] for a in report["anomalies"]}
+        assert kinds & {"zip.duplicate_name", "zip.case_duplicate_name"}, (path, kinds)
+        compared += 1
+    assert compared >= 16
+
+
 # --- benign: archives both readers read alike have no zipfile view --------------
 def test_benign_archives_have_one_reading(tmp_path):
     made = subprocess.run(

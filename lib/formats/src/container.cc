@@ -933,7 +933,8 @@ class Opener {
     const size_t slash = first.find('/');
     c.prefix = slash == std::string::npos ? std::string() : first.substr(0, slash);
     const std::string root = c.prefix + "/";
-    // c.entry_index keeps the later of duplicate names: the one torch reads.
+    // c.entry_index keeps the later of duplicate names, as zipfile does
+    // (torch archives: see NamesRepeat below).
     auto has = [&](const std::string& name) { return c.entry_index.contains(name); };
     if (c.prefix.empty() && has("data.pkl")) {
       // Shaped like a checkpoint, but torch takes the prefix from the first
@@ -958,6 +959,15 @@ class Opener {
     // which entry torch reads depends on the directory's order.
     if (c.format != ContainerFormat::kTorchZip && c.format != ContainerFormat::kTorchScript) {
       std::erase_if(c.anomalies, [](const Anomaly& a) { return a.kind == "zip.case_duplicate_name"; });
+    }
+    // A name torch's reader finds more than one entry for (repeated, or
+    // repeated but for case) maps to the entry its lookup meets
+    // (MinizLocate), not to the later one as for zipfile (numpy.load).
+    if ((c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript) && NamesRepeat(c)) {
+      const std::vector<uint32_t> order = MinizNameOrder(zip.entries());
+      for (const ZipEntry& e : zip.entries()) {
+        if (const std::optional<size_t> found = MinizLocate(zip.entries(), order, e.name)) c.entry_index.Set(e.name, *found);
+      }
     }
 
     // Entries: pickles, npz members, nested archives. A central directory
@@ -1358,6 +1368,12 @@ std::optional<Anomaly> CheckStorageRecord(const Container& c, std::optional<size
                        std::to_string(numel_declared) + " x " + Num(type->elem_size) + " bytes"};
   }
   return std::nullopt;
+}
+
+bool NamesRepeat(const Container& c) {
+  return std::any_of(c.anomalies.begin(), c.anomalies.end(), [](const Anomaly& a) {
+    return a.kind == "zip.duplicate_name" || a.kind == "zip.case_duplicate_name";
+  });
 }
 
 void ForEachContainer(const Container& root,

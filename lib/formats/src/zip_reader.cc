@@ -540,6 +540,70 @@ bool ZipArchive::ZipfileReadsAs(Bytes file, const ZipLimits& limits, size_t coun
   return read && *read && i == count && zip.base_ == 0;
 }
 
+namespace {
+
+// MinizLower is miniz's MZ_TOLOWER: ASCII capitals only.
+uint8_t MinizLower(uint8_t c) { return c >= 'A' && c <= 'Z' ? static_cast<uint8_t>(c - 'A' + 'a') : c; }
+
+// MinizCompare is miniz's name comparison (mz_zip_filename_compare; its
+// sort's mz_zip_reader_filename_less is MinizCompare < 0): bytes compared
+// with case ignored up to the shorter name's length, then the lengths.
+int MinizCompare(std::string_view a, std::string_view b) {
+  const size_t n = std::min(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t l = MinizLower(static_cast<uint8_t>(a[i])), r = MinizLower(static_cast<uint8_t>(b[i]));
+    if (l != r) return l < r ? -1 : 1;
+  }
+  return a.size() < b.size() ? -1 : a.size() > b.size() ? 1 : 0;
+}
+
+}  // namespace
+
+std::vector<uint32_t> MinizNameOrder(std::span<const ZipEntry> entries) {
+  const int64_t size = static_cast<int64_t>(entries.size());
+  std::vector<uint32_t> order(entries.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<uint32_t>(i);
+  auto less = [&](int64_t x, int64_t y) {
+    return MinizCompare(entries[order[static_cast<size_t>(x)]].name, entries[order[static_cast<size_t>(y)]].name) < 0;
+  };
+  // Sifts order[root] down the heap order[0, end), as miniz does: to the
+  // larger child (the right one only when the left is less), while the
+  // root is less than it.
+  auto sift = [&](int64_t root, int64_t end) {
+    while (true) {
+      int64_t child = 2 * root + 1;
+      if (child >= end) break;
+      if (child + 1 < end && less(child, child + 1)) ++child;
+      if (!less(root, child)) break;
+      std::swap(order[static_cast<size_t>(root)], order[static_cast<size_t>(child)]);
+      root = child;
+    }
+  };
+  for (int64_t start = (size - 2) / 2; size >= 2 && start >= 0; --start) sift(start, size);
+  for (int64_t end = size - 1; end > 0; --end) {
+    std::swap(order[static_cast<size_t>(end)], order[0]);
+    sift(0, end);
+  }
+  return order;
+}
+
+std::optional<size_t> MinizLocate(std::span<const ZipEntry> entries, std::span<const uint32_t> order,
+                                  std::string_view name) {
+  int64_t low = 0, high = static_cast<int64_t>(order.size()) - 1;
+  while (low <= high) {
+    const int64_t mid = low + ((high - low) >> 1);
+    const uint32_t index = order[static_cast<size_t>(mid)];
+    const int comp = MinizCompare(entries[index].name, name);
+    if (comp == 0) return index;
+    if (comp < 0) {
+      low = mid + 1;
+    } else {
+      high = mid - 1;
+    }
+  }
+  return std::nullopt;
+}
+
 Result<ZipLocalHeader> ZipArchive::ReadLocalHeader(const ZipEntry& entry) const {
   const uint64_t at = entry.local_header_offset;
   if (at > file_.size() || file_.size() - at < 30) {
@@ -987,19 +1051,28 @@ Anomalies CheckZip(const ZipArchive& zip, BulkVector<ZipEntryStatus>* statuses, 
   std::sort(duplicates.begin(), duplicates.end(), [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first < b.first : a.second.other_case.empty() > b.second.other_case.empty();
   });
+  // Which entry torch's reader reads for each such name: miniz's lookup
+  // over its name-sorted directory (MinizNameOrder), sorted only here.
+  std::vector<uint32_t> miniz_order;
+  if (!duplicates.empty()) miniz_order = MinizNameOrder(entries);
+  auto torch_reads = [&](std::string_view name) {
+    const std::optional<size_t> found = MinizLocate(entries, miniz_order, name);
+    if (!found) return std::string("none of them");  // not reached: the name is there
+    const ZipEntry& e = entries[*found];
+    return (e.name == name ? std::string("the copy") : "'" + e.name + "'") + " at offset " + Num(e.local_header_offset);
+  };
   for (const auto& [name, use] : duplicates) {
-    const ZipEntry& used = entries[use.last];
     if (!use.other_case.empty()) {
       out.push_back({"zip.case_duplicate_name", entries[use.first].central_offset, std::string(name),
                      "name appears " + Num(use.count) + " times when case is ignored (also as '" +
                          std::string(use.other_case) +
-                         "'): torch's reader looks names up without regard to case, so which entry it reads "
-                         "depends on the directory's order"});
+                         "'): torch's reader looks names up without regard to case and reads " + torch_reads(name) +
+                         " (the one its binary search over the names, sorted by an unstable heap sort, meets)"});
       continue;
     }
     out.push_back({"zip.duplicate_name", entries[use.first].central_offset, std::string(name),
-                   "name appears " + Num(use.count) + " times; torch reads the last, at offset " +
-                       Num(used.local_header_offset)});
+                   "name appears " + Num(use.count) + " times; torch's reader reads " + torch_reads(name) +
+                       " (the one its binary search over the names, sorted by an unstable heap sort, meets)"});
   }
   // Coverage: entries (with their data descriptors), then the directory and
   // end records; anything between is a gap, anything overlapping is hostile.

@@ -62,13 +62,23 @@ std::string Num(uint64_t v) { return std::to_string(v); }
 
 bool EndsWith(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
 
-// TorchDataPickle is the data.pkl a torch zip's load runs: the last pickle
-// of the container under <prefix>/data.pkl; nullptr when there is none.
+// TorchDataPickle is the data.pkl a torch zip's load runs: the pickle of
+// the entry torch's reader finds under <prefix>/data.pkl (entry_index: of
+// several copies, the one its lookup meets), else the last pickle of that
+// name; nullptr when there is none.
 const PickleSource* TorchDataPickle(const Container& c) {
   const std::string name = c.prefix + "/data.pkl";
+  const auto it = c.entry_index.find(name);
+  const ContainerEntry* read = it == c.entry_index.end() ? nullptr : &c.entries[it->second];
   const PickleSource* source = nullptr;
   for (const PickleSource& p : c.pickles) {
-    if (p.entry == name) source = &p;
+    if (p.entry != name) continue;
+    if (read != nullptr && p.start == 0 &&
+        ((p.file_offset && read->data_offset && *p.file_offset == *read->data_offset) ||
+         (read->inflated && p.data.data() == read->inflated->data()))) {
+      return &p;
+    }
+    source = &p;
   }
   return source;
 }
@@ -199,7 +209,7 @@ class Loader {
   }
 
   const ContainerEntry* FindEntry(const std::string& name) const {
-    auto it = s_.container.entry_index.find(name);  // the later duplicate, as in torch
+    auto it = s_.container.entry_index.find(name);  // of duplicates, the one torch's reader finds (NamesRepeat)
     return it == s_.container.entry_index.end() ? nullptr : &s_.container.entries[it->second];
   }
 
@@ -237,17 +247,19 @@ class Loader {
     // Records whose key torch.save would write ("0", "1", ...) by number:
     // the pickle asks for them in key order while the directory lists them
     // in name order ("0", "1", "10", "100"...), and a hash lookup per
-    // request then misses the cache three times. The later of two entries
-    // of one name wins, as in entry_index; every other name is looked up
-    // there.
+    // request then misses the cache three times. Every other name, and
+    // every name when some repeat for torch's reader (then entry_index
+    // says which entry it finds), is looked up in entry_index.
     const size_t key_limit = RecordKeyLimit(c.entries.size());
     constexpr uint32_t kNoEntry = UINT32_MAX;
     std::vector<uint32_t> entry_of_key;
     size_t num_records = 0;
+    const bool by_number = !NamesRepeat(c);
     for (size_t i = 0; i < c.entries.size(); ++i) {
       const std::string& entry_name = c.entries[i].zip.name;
       if (!entry_name.starts_with(data_dir)) continue;
       ++num_records;
+      if (!by_number) continue;
       if (const std::optional<uint32_t> key = NumberedRecord(entry_name, data_dir, key_limit)) {
         if (entry_of_key.empty()) entry_of_key.assign(key_limit, kNoEntry);
         entry_of_key[*key] = static_cast<uint32_t>(i);
@@ -264,7 +276,7 @@ class Loader {
     };
     StorageResolver resolver = [&](const StorageRequest& r) -> Result<uint32_t> {
       const ContainerEntry* entry = nullptr;
-      if (const std::optional<uint32_t> key = RecordKey(r.key, key_limit)) {
+      if (const std::optional<uint32_t> key = by_number ? RecordKey(r.key, key_limit) : std::nullopt) {
         const uint32_t index = entry_of_key.empty() ? kNoEntry : entry_of_key[*key];
         entry = index == kNoEntry ? nullptr : &c.entries[index];
       } else {

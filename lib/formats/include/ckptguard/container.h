@@ -123,7 +123,7 @@ struct ContainerEntry {
 struct Container;
 
 // EntryIndex maps zip entry names to their index in Container::entries; a
-// name set twice keeps the later index (the entry torch reads). One string
+// name set twice keeps the later index. One string
 // holds every name and an open-addressing table (at most half full) the
 // items, so an archive of 100,000 records allocates a few blocks, not a hash
 // node and a name per record. find(name) gives an item whose `second` is the
@@ -178,7 +178,8 @@ struct Container {
   std::string prefix;              // torch zip/torchscript archive prefix, without the '/'
   BulkVector<ContainerEntry> entries;  // zip entries, directory order
   // Entry name -> index in `entries`; with duplicate names, the later entry
-  // (the one torch reads).
+  // (the one Python's zipfile reads), but in a torch archive the one torch's
+  // reader finds (NamesRepeat).
   EntryIndex entry_index;
   std::vector<PickleSource> pickles;    // every place holding pickles
   std::optional<LegacyCheckpoint> legacy;
@@ -207,6 +208,12 @@ std::optional<Anomaly> CheckStorageRecord(const Container& c, const StorageRef& 
 std::optional<Anomaly> CheckStorageRecord(const Container& c, std::optional<size_t> record_index, std::string_view name,
                                           std::string_view module, std::string_view storage_type, std::string_view key,
                                           int64_t numel, uint64_t pid_offset);
+
+// NamesRepeat: `c`'s zip names some entry more than once as torch's reader
+// looks names up (zip.duplicate_name or zip.case_duplicate_name). Its
+// entry_index then maps each name to the entry that reader finds
+// (MinizLocate) in a torch archive, and a loader must look names up there.
+bool NamesRepeat(const Container& c);
 
 // ForEachContainer calls `fn` on `root` and then on every nested container,
 // depth first, with the entry names that lead to it joined by " > " ("" for

@@ -169,6 +169,20 @@ class ZipArchive {
   BulkVector<ZipEntry> entries_;  // bulk_allocator.h: one per tensor of a checkpoint
 };
 
+// MinizNameOrder is the order in which torch's zip reader (miniz, which
+// PyTorchStreamReader opens with the central directory sorted) keeps the
+// entries to look names up: miniz's heap sort of the entry indexes by name
+// with ASCII case ignored. A heap sort is not stable, so among entries of
+// one name (or of names equal but for case) which comes where follows only
+// from this exact sort of the whole directory.
+std::vector<uint32_t> MinizNameOrder(std::span<const ZipEntry> entries);
+// MinizLocate is the entry torch's reader reads for `name`
+// (mz_zip_reader_locate_file: a binary search of `order`, which
+// MinizNameOrder made from `entries`, case ignored, stopping at the first
+// equal name it meets); nullopt when it finds none.
+std::optional<size_t> MinizLocate(std::span<const ZipEntry> entries, std::span<const uint32_t> order,
+                                  std::string_view name);
+
 // CheckZip lists what a strict reader notices and torch's does not: local
 // headers that disagree with the central directory (zip.local_name_mismatch,
 // zip.local_header_mismatch), CRC mismatches (zip.crc_mismatch; torch does not
@@ -177,7 +191,7 @@ class ZipArchive {
 // whose two sizes differ (zip.stored_size_mismatch: torch's reader reads the
 // uncompressed size), an end record numbering its disk 1 (zip.disk_numbers),
 // duplicate names
-// (zip.duplicate_name, naming the entry torch uses: the later one), names
+// (zip.duplicate_name, naming the entry torch reads: MinizLocate), names
 // that differ only in ASCII case (zip.case_duplicate_name: one name to
 // torch's reader, which looks names up without regard to case; the
 // container keeps it for torch archives only, as zipfile and numpy tell
