@@ -117,12 +117,24 @@ struct Sym {
   // attribute of a computed value (a bound method: getattr(PosixPath(p),
   // 'write_text')). Handed to a call, the callee may call it (F081).
   bool callable_value : 1 = false;
+  // A callable value whose call only builds data: a functools.partial of a
+  // data constructor with inert arguments (partial(defaultdict, list), the
+  // nested defaultdict's factory). A BUILD on it (which may set its
+  // function) clears it.
+  bool pure_call : 1 = false;
   // A callable (a global not known to be data, or a callable value) is an
   // item of this container (a dict's value, a list's or set's item), of a
   // container among its items, of what a data constructor built from such
   // arguments, or an attribute a BUILD gave this object: a class's own
   // __setstate__ given this state may call it.
   bool holds_callable : 1 = false;
+  // The same for callable values alone (IsCallableValue: a partial object,
+  // a bound method), not globals: the state an unknown class's __setstate__
+  // may call (unknown globals in states are as often enum members).
+  bool holds_callable_value : 1 = false;
+  // kObject: an instance of a class the rules list (its __setstate__ is
+  // known, and calls attributes only when setstate_calls says so).
+  bool known_class : 1 = false;
   // An item of this list or set, or a key of this dict, is an instance of a
   // class not known to be data (or a value whose attributes the pickle
   // set): a callee that iterates, unpacks or hashes the container calls its
@@ -1014,7 +1026,7 @@ class Scanner {
   void CheckCallableValueArgs(const PickleOp& op, std::span<const uint32_t> args, std::string_view callee) {
     ForEachArg(args, [&](uint32_t id) {
       const Sym& v = Val(id);
-      if (!v.callable_value) return;
+      if (!v.callable_value || v.pure_call) return;
       const std::string what = v.callable != nullptr ? std::string(v.text) + " object" : "an attribute of a computed value";
       AddFixed("CKG-F081",
                "a callable value (" + what + ") is handed to '" + std::string(callee) + "', which may call it",
@@ -1113,6 +1125,7 @@ class Scanner {
     switch (entry.kind) {
       case CallableKind::kConstructor:
         CheckGlobalArgs(op, args, name);
+        result.setstate_calls = entry.setstate_calls_attributes;
         // What it builds holds what its arguments hold (dict(d), tuple(l),
         // OrderedDict(pairs)...): a BUILD state made so is judged as the
         // literal would be.
@@ -1120,6 +1133,7 @@ class Scanner {
           ForEachArg(args, [&](uint32_t id) {
             const Sym& v = Val(id);
             result.holds_callable |= IsCallable(v) || v.holds_callable;
+            result.holds_callable_value |= IsCallableValue(v) || v.holds_callable_value;
             result.holds_object |= v.holds_object;
           });
         }
@@ -1134,6 +1148,7 @@ class Scanner {
           result.kind = Sym::kObject;
           result.callable = nullptr;  // a BUILD on it is judged as on any object
           result.setstate_calls = entry.setstate_calls_attributes;
+          result.known_class = true;
           AddFixed("CKG-F050",
                    "an instance of '" + name + "' is built: not weights-only (torch.load(weights_only=True) refuses it)",
                    op.offset, name);
@@ -1177,6 +1192,7 @@ class Scanner {
           if (Val(id).kind == Sym::kGlobal && Val(id).deferred) ReportDeferred(Val(id).text, op.offset);
         }
         result.callable_value = true;
+        result.pure_call = !args.empty() && PureCall(args[0], args.subspan(1));
         break;
       case CallableKind::kReconstructor: {
         // copyreg._reconstructor(cls, base, state): base.__new__(cls, state)
@@ -1228,9 +1244,11 @@ class Scanner {
         break;
       }
       case CallableKind::kDefaultDict:
-        // The factory is called only for a missing key, which unpickling
-        // never asks for: a partial or bound method there is not a call.
-        CheckGlobalArgs(op, args, name, /*calls_callable_values=*/false);
+        // The factory is called for any missing key: unpickling asks for
+        // none, but what the loaded value is handed to may (UUID's and
+        // Random's __setstate__, numpy.dtype(d) look keys up). A factory
+        // that only builds data (list, partial(defaultdict, list)) is fine.
+        CheckGlobalArgs(op, args, name);
         break;
       case CallableKind::kDecoder: {
         if (args.empty()) break;
@@ -1370,15 +1388,20 @@ class Scanner {
     uint64_t w = 1;
     bool inert = true;
     bool callable = false;
+    bool callable_value = false;
     for (uint32_t i : items) {
       const Sym& item = Val(i);
       w = AddWeight(w, item.weight);
       inert = inert && item.inert;
-      if (!item.inert) callable |= IsCallable(item) || item.holds_callable;
+      if (!item.inert) {
+        callable |= IsCallable(item) || item.holds_callable;
+        callable_value |= IsCallableValue(item) || item.holds_callable_value;
+      }
     }
     s.weight = w;
     s.inert = inert;
     s.holds_callable = callable;  // (the walks see a tuple's items themselves)
+    s.holds_callable_value = callable_value;
     return New(std::move(s));
   }
   Result<Id> MakeContainer(Sym::Kind kind, std::span<const Id> items) {
@@ -1393,7 +1416,37 @@ class Scanner {
   Result<Id> Dict(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kDict, items); }
   // IsCallable: a value a callee may call: a global not known to be data,
   // or a callable value.
-  static bool IsCallable(const Sym& v) { return v.callable_value || (v.kind == Sym::kGlobal && !IsDataGlobal(v)); }
+  static bool IsCallable(const Sym& v) { return IsCallableValue(v) || (v.kind == Sym::kGlobal && !IsDataGlobal(v)); }
+  // PureCall: calling `fn` with `args` only builds data: fn is a data
+  // constructor (or defaultdict) and every argument is inert or a data
+  // global (list, the factory of a nested defaultdict).
+  bool PureCall(uint32_t fn, std::span<const uint32_t> args) {
+    const Sym& f = Val(fn);
+    if (!IsDataGlobal(f) || f.dangerous || f.callable == nullptr ||
+        (f.callable->kind != CallableKind::kConstructor && f.callable->kind != CallableKind::kDefaultDict)) {
+      return false;
+    }
+    return std::all_of(args.begin(), args.end(), [&](uint32_t id) {
+      const Sym& v = Val(id);
+      return v.inert || (IsDataGlobal(v) && !v.dangerous && !v.deferred);
+    });
+  }
+  // PurePartialState: a partial's BUILD state (func, args, kwds, __dict__)
+  // that makes it a pure call (PureCall) with no keywords or attributes.
+  bool PurePartialState(const Sym& st) {
+    if (st.kind != Sym::kTuple || st.items_count() < 3 || st.items_count() > 4) return false;
+    const std::span<const uint32_t> parts = Items(st);
+    const Sym& args = Val(parts[1]);
+    auto empty = [&](uint32_t id) {
+      const Sym& v = Val(id);
+      return NoneLike(v) || (v.kind == Sym::kDict && v.weight <= 1);
+    };
+    return args.kind == Sym::kTuple && PureCall(parts[0], Items(args)) && empty(parts[2]) &&
+           (parts.size() < 4 || empty(parts[3]));
+  }
+  // IsCallableValue: a callable value whose call may run code (not a pure
+  // partial).
+  static bool IsCallableValue(const Sym& v) { return v.callable_value && !v.pure_call; }
   // IsForeignObject: an instance of a class not known to be data, or a value
   // whose attributes the pickle set: iterating, unpacking or hashing it
   // calls methods the pickle chose.
@@ -1409,14 +1462,17 @@ class Scanner {
     if (t.kind != Sym::kDict && t.kind != Sym::kList && t.kind != Sym::kSet) return;
     const bool dict = t.kind == Sym::kDict;
     bool callable = false;
+    bool callable_value = false;
     bool object = false;
     for (size_t i = 0; i < items.size(); ++i) {
       const Sym& v = Val(items[i]);
       callable |= IsCallable(v) || v.holds_callable;
+      callable_value |= IsCallableValue(v) || v.holds_callable_value;
       if (!dict || i % 2 == 0) object |= IsForeignObject(v);
     }
     Sym& after = Val(target);
     after.holds_callable |= callable;
+    after.holds_callable_value |= callable_value;
     after.holds_object |= object;
     if (callable || object) after.inert = false;
   }
@@ -1545,6 +1601,9 @@ class Scanner {
     // functools.partial's state (its __dict__). Scalars are shared and
     // never take attributes (the unpickler fails there).
     Sym& t = Val(obj);
+    // A partial's state sets its function, arguments and keywords (as
+    // pickle writes every partial).
+    t.pure_call = t.callable_value && PurePartialState(Val(state));
     const Sym& st = Val(state);
     const bool partial_dict = t.callable != nullptr && t.callable->kind == CallableKind::kPartial &&
                               st.kind == Sym::kTuple && st.items_count() >= 4 &&
@@ -1573,7 +1632,10 @@ class Scanner {
   void CheckBuildState(const PickleOp& op, uint32_t obj, uint32_t state) {
     const StateSplit split = StateParts(state);
     const Sym& t = Val(obj);
-    const bool own_setstate = t.kind == Sym::kObject && t.setstate_calls;
+    // Its class's own __setstate__ calls attributes it set (the rules say
+    // so), or is not known at all (a class the rules do not list), given a
+    // partial object or bound method.
+    const bool unknown_class = t.kind == Sym::kObject && t.callable == nullptr && !t.known_class;
     for (size_t i = 0; i < split.size; ++i) {
       const Sym& part = Val(split.parts[i]);
       if (part.attrs && part.kind != Sym::kScalar) {
@@ -1588,11 +1650,11 @@ class Scanner {
                      "': the unpickler (or a __setstate__) calls its methods (items, keys, iteration)",
                  op.offset, cls);
       }
-      if (own_setstate && part.holds_callable) {
+      if ((t.setstate_calls && part.holds_callable) || (unknown_class && part.holds_callable_value)) {
         const std::string cls(t.text);
         AddFixed("CKG-F002",
-                 "BUILD gives an instance of '" + cls +
-                     "' a state that holds a callable: its class's __setstate__ may call what the state sets",
+                 "BUILD gives an instance of '" + cls + "' a state that holds a callable: its class's __setstate__ " +
+                     (t.setstate_calls ? "calls" : "(not known to be data) may call") + " what the state sets",
                  op.offset, cls);
       }
     }

@@ -384,6 +384,21 @@ CALLABLE_VALUES = {
     # it set the state's attributes.
     "optimizer_setstate": lambda m: g("torch.optim", "SGD") + EMPTY_TUPLE + b"\x81" + EMPTY_DICT + b"(" +
     s("_hook_for_profile") + bound(m, "touch") + s("defaults") + EMPTY_DICT + s("param_groups") + b"]u" + BUILD,
+    # The same class under the names torch writes (its defining module) and
+    # as torch.optim.lr_scheduler imports it.
+    **{"optimizer_setstate_" + module.replace(".", "_"): (lambda module, name: lambda m: g(module, name) + EMPTY_TUPLE +
+       b"\x81" + EMPTY_DICT + b"(" + s("_hook_for_profile") + bound(m, "touch") + s("defaults") + EMPTY_DICT +
+       s("state") + EMPTY_DICT + s("param_groups") + b"]u" + BUILD)(module, name)
+       for module, name in (("torch.optim.optimizer", "Optimizer"), ("torch.optim.lr_scheduler", "Optimizer"),
+                            ("torch.optim.lbfgs", "LBFGS"), ("torch.optim.rprop", "Rprop"))},
+    # A defaultdict's factory runs for any missing key: UUID's and Random's
+    # __setstate__ and numpy.dtype() look keys up in what they are handed.
+    "defaultdict_uuid_state": lambda m: g("uuid", "UUID") + EMPTY_TUPLE + b"\x81" +
+    call(g("collections", "defaultdict"), bound(m, "touch")) + BUILD,
+    "defaultdict_random_state": lambda m: g("random", "Random") + EMPTY_TUPLE + b"\x81" +
+    call(g("collections", "defaultdict"), bound(m, "touch")) + BUILD,
+    "defaultdict_numpy_dtype": lambda m: call(g("numpy", "dtype"), call(g("collections", "defaultdict"),
+                                                                        bound(m, "touch"))),
 }
 
 
@@ -394,6 +409,32 @@ def test_callable_values_that_get_called(tmp_path, how):
     r = assert_proven_and_dangerous(path, m, loaders=("pickle.loads", "pickle._loads", "torch.load"))
     assert {f["rule"] for f in r["findings"]} & {"CKG-F002", "CKG-F081"}, describe(r)
     assert not any(f["rule"] in ("CKG-P001", "CKG-F080") for f in r["findings"] if f["severity"] == "dangerous")
+
+
+def test_benign_nested_defaultdicts_stay_safe(tmp_path):
+    # defaultdict(partial(defaultdict, list)): the factory only builds data.
+    import subprocess
+    from ckg import PYTHON
+    path = tmp_path / "nested.pkl"
+    made = subprocess.run([PYTHON, "-c", "import collections, functools, pickle, sys\n"
+                           "d = collections.defaultdict(functools.partial(collections.defaultdict, list))\n"
+                           "d['a']['b'].append(1)\n"
+                           "pickle.dump(d, open(sys.argv[1], 'wb'), protocol=2)\n", str(path)], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    r = scan(path)
+    assert r["verdict"] != "dangerous", describe(r)
+
+
+def test_joblib_wrapper_whose_state_sets_read(tmp_path):
+    # joblib's NumpyUnpickler calls array_wrapper.read(unpickler) right after
+    # the BUILD, looked up on the instance: a state that sets `read` runs it.
+    m = marker_path()
+    read = call(g("functools", "partial"), bound(m, "touch"), b"J" + struct.pack("<i", 0o644))
+    body = g("joblib.numpy_pickle", "NumpyArrayWrapper") + EMPTY_TUPLE + b"\x81" + EMPTY_DICT + b"(" + s("read") + \
+        read + b"u" + BUILD
+    path = write(tmp_path, "wrapper_read.pkl", p2(body))
+    r = assert_proven_and_dangerous(path, m, loaders=("joblib.load",))
+    assert "CKG-F002" in {f["rule"] for f in r["findings"]}, describe(r)
 
 
 def test_pure_python_unpickler_calls_items_of_a_state_with_attributes(tmp_path):

@@ -79,9 +79,9 @@ Result<Callables> ParseCallables(std::string_view text, std::string_view source)
     CallableEntry entry{std::string(*global), *kind, std::string((*t)["decode"].value<std::string_view>().value_or("")),
                         std::string((*t)["input"].value<std::string_view>().value_or("")), std::string(*why)};
     if (const std::optional<std::string_view> setstate = (*t)["setstate"].value<std::string_view>()) {
-      if (*setstate != "calls_attributes" || kind != CallableKind::kClass) {
+      if (*setstate != "calls_attributes" || (kind != CallableKind::kClass && kind != CallableKind::kConstructor)) {
         return Malformed(source, node.source(),
-                         entry.global + ": setstate is \"calls_attributes\", for classes only");
+                         entry.global + ": setstate is \"calls_attributes\", for classes and constructors only");
       }
       entry.setstate_calls_attributes = true;
     }
