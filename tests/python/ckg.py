@@ -46,6 +46,9 @@ LOADERS = {
     "torch.load": "import torch,sys; torch.load(sys.argv[1])",
     "numpy.load": "import numpy,sys; numpy.load(sys.argv[1], allow_pickle=True)",
     "joblib.load": "import joblib,sys; joblib.load(sys.argv[1])",
+    # numpy.load called again on one open file until it ends (arrays appended
+    # one after another, as numpy.save to an open file writes them).
+    "numpy.load*": "import numpy,sys\nf=open(sys.argv[1],'rb')\nwhile f.peek(1):\n  numpy.load(f, allow_pickle=True)",
 }
 
 

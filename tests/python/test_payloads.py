@@ -821,5 +821,67 @@ def assert_loader_refuses(path, why):
     assert why in out.stderr, out.stderr
 
 
+# --- frames the C unpickler reads whole ------------------------------------------
+# The C unpickler reads a frame with file.read() when it is 128 KiB or more,
+# longer than what the file's peek() hands out, or the file has no peek(); a
+# STOP inside it then leaves the file at the frame's end, and the next load
+# starts there, not right after the STOP (a frame it peeked leaves it so).
+def legacy_frame_read_whole(marker):
+    # torch's legacy format: magic number, protocol, sys_info pickles, then the
+    # object. Pickle 1's frame is small (peeked: the next pickle starts right
+    # after its STOP); pickle 2's is 9,000 bytes (read whole: the next starts at
+    # its end). The readings that continue elsewhere swallow the payload in a
+    # BINBYTES operand.
+    magic = b"\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little")
+    big, small_end = 9000, 60
+    payload = b"cposix\nsystem\n(V touch " + marker.encode() + b"\ntR." + b"}." + b"]."
+    payload_at = 35 + big
+    swallow_end = payload_at + len(payload) + 16
+    buf = bytearray(swallow_end + 1)
+    buf[0:11] = b"\x80\x04\x95" + struct.pack("<Q", small_end - 11)
+    buf[11:24] = magic + b"."
+    buf[24:35] = b"\x80\x04\x95" + struct.pack("<Q", big)
+    buf[35:39] = b"M\xe9\x03."
+    buf[39:46] = b"\x80\x03B" + struct.pack("<I", swallow_end - 46)
+    buf[small_end:small_end + 7] = b"\x80\x03B" + struct.pack("<I", swallow_end - (small_end + 7))
+    buf[payload_at:payload_at + len(payload)] = payload
+    buf[swallow_end] = ord(".")
+    return bytes(buf) + b"}." + b"]."
+
+
+def npy_arrays_frame_read_whole(marker):
+    # Two object arrays: the first's pickle has a small frame whose last op
+    # is a 9,000-byte FRAME with [None] and STOP early in it; numpy.load
+    # leaves the file at the big frame's end, where the second array (the
+    # payload) starts. Read right after the STOP, the rest is a BINBYTES.
+    def header():
+        text = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+        text += b" " * (64 - 10 - len(text) - 1) + b"\n"
+        return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+    big = 9000
+    second = header() + b"\x80\x02cposix\nsystem\n(V touch " + marker.encode() + b"\ntR."
+    big_header = b"\x95" + struct.pack("<Q", big)
+    small = b"\x80\x04\x95" + struct.pack("<Q", len(big_header) + 1) + big_header
+    body = b"]Na."
+    left = big - len(body)
+    swallow = b"\x80\x03B" + struct.pack("<I", left - 7 + len(second))
+    first = small + body + swallow + b"\0" * (left - len(swallow))
+    return header() + first + second + b"."
+
+
+@pytest.mark.parametrize("how", ["torch_legacy", "npy_appended_arrays"])
+def test_pickle_after_a_frame_read_whole(tmp_path, how):
+    m = marker_path()
+    if how == "torch_legacy":
+        path = write(tmp_path, "legacy.pt", legacy_frame_read_whole(m))
+        r = assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-D001",))
+    else:
+        path = write(tmp_path, "arrays.npy", npy_arrays_frame_read_whole(m))
+        r = assert_proven_and_dangerous(path, m, loaders=("numpy.load*",), want=("CKG-D001",))
+    assert any("read the frame whole" in f["message"] for f in r["findings"]), describe(r)
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
+
+
 def test_no_markers_left():
     assert not glob.glob("/tmp/ckptguard-pwned-%d-*" % os.getpid())

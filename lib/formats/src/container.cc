@@ -22,6 +22,9 @@ constexpr std::string_view kEmptyZipMagic("PK\x05\x06", 4);  // an end record at
 constexpr std::string_view kZipMagic = "PK\x03\x04";
 // Most .npy arrays read one after another from one file.
 constexpr uint32_t kMaxNpyArrays = 4096;
+// The most pickles read only when frames are read whole (FrameEndPickles)
+// scanned per source.
+constexpr size_t kMaxFrameEndPickles = 64;
 // How far into a safetensors header whitespace may go before the '{'.
 constexpr size_t kMaxLeadingSpace = 64;
 
@@ -239,7 +242,34 @@ class Opener {
         if (!c.error) c.error = view.error();
         return;
       }
+      // The C unpickler's pickles when it reads frames whole (the file
+      // position after a STOP inside one is the frame's end).
+      Result<FrameEndStarts> whole = FrameEndStarts{};
+      if (MayReadFramesDifferently(c, source) && source.max_pickles != 1) {
+        whole = FrameEndPickles(source.data, source.start, source.max_pickles, kMaxFrameEndPickles, limits_.pickle,
+                                budget_, source.entry);
+      }
+      if (!whole) {
+        if (!c.error) c.error = whole.error();
+        return;
+      }
       AddJoblibView(c, source);
+      if (!whole->starts.empty()) {
+        size_t scanned = 0;
+        for (uint64_t at : whole->starts) {
+          // An array there is the .npy reading's (OpenNpy follows it).
+          if (StartsWith(source.data.subspan(static_cast<size_t>(at)), kNpyMagic)) continue;
+          c.pickles.push_back(PickleSource{source.entry + " [frame end @" + Num(at) + "]", source.data, at,
+                                           source.file_offset, source.deflated, 1, source.sniffed, std::nullopt});
+          ++scanned;
+        }
+        c.anomalies.push_back(
+            {"pickle.frame_mismatch", source.file_offset.value_or(0) + whole->first_stop, source.entry,
+             Num(whole->first_left) + " frame bytes after a STOP: the C unpickler leaves a file at the frame's end "
+                 "when it read the frame whole (a frame of 128 KiB or more, a file without peek()), and the next "
+                 "load starts there; " + Num(scanned) + " pickle(s) read only so are scanned" +
+                 (whole->more ? " (more were not: too many readings)" : "")});
+      }
       if (!*view) continue;
       const std::string entry = source.entry.empty() ? "[pickle._Unpickler]" : source.entry + " [pickle._Unpickler]";
       c.anomalies.push_back({"pickle.frame_mismatch", source.file_offset.value_or(0) + (*view)->frame_offset,
@@ -632,7 +662,8 @@ class Opener {
       return;
     }
     c.anomalies.insert(c.anomalies.end(), array->anomalies.begin(), array->anomalies.end());
-    std::optional<uint64_t> end = NpyEnd(c, *array);
+    std::optional<uint64_t> frame_end;
+    std::optional<uint64_t> end = NpyEnd(c, *array, &frame_end);
     if (array->is_object && array->data_offset < c.bytes.size()) {
       if (!array->object_unsure) {
         c.anomalies.push_back({"npy.object_array", array->data_offset, "",
@@ -643,11 +674,21 @@ class Opener {
     }
     c.npy = std::move(*array);
     // numpy.load on an open file reads one array and leaves the file right
-    // after it (after the pickle's STOP for an object array): a caller that
-    // loads again reads the next array. Every array appended is read.
+    // after it (after the pickle's STOP for an object array; at the end of
+    // the frame the STOP is in when the unpickler read that frame whole:
+    // pickle_views.h): a caller that loads again reads the next array.
+    // Every array either way reaches is read, each once.
+    std::vector<uint64_t> next_at;
+    std::set<uint64_t> seen;
+    auto follow = [&](std::optional<uint64_t> at) {
+      if (NextIsNpy(c.bytes, at) && seen.insert(*at).second) next_at.push_back(*at);
+    };
+    follow(frame_end);
+    follow(end);
     uint32_t num_arrays = 1;
-    while (NextIsNpy(c.bytes, end)) {
-      const uint64_t at = *end;
+    while (!next_at.empty()) {
+      const uint64_t at = next_at.back();
+      next_at.pop_back();
       if (++num_arrays > kMaxNpyArrays) {
         c.anomalies.push_back({"npy.too_many_arrays", at, "@" + Num(at),
                                "more arrays follow; not read past " + Num(num_arrays - 1)});
@@ -666,21 +707,24 @@ class Opener {
       if (!next) {
         c.anomalies.push_back({"npy.unreadable_member", next.error().offset, entry, next.error().ToString()});
         AddUnparsedNpyData(c, entry, c.bytes, at, 0, false);
-        break;
+        continue;
       }
       for (Anomaly a : next->anomalies) {
         a.entry = entry;
         c.anomalies.push_back(std::move(a));
       }
-      end = NpyEnd(c, *next);
+      std::optional<uint64_t> next_frame_end;
+      const std::optional<uint64_t> next_end = NpyEnd(c, *next, &next_frame_end);
       if (next->is_object && next->data_offset < c.bytes.size()) {
         if (!next->object_unsure) {
           c.anomalies.push_back({"npy.object_array", next->data_offset, entry,
                                  "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
         }
         c.pickles.push_back(PickleSource{entry, c.bytes, next->data_offset, 0, false,
-                                         NextIsNpy(c.bytes, end) ? 1u : 0u, next->object_unsure, std::nullopt});
+                                         NextIsNpy(c.bytes, next_end) ? 1u : 0u, next->object_unsure, std::nullopt});
       }
+      follow(next_frame_end);
+      follow(next_end);
     }
   }
 
@@ -690,12 +734,15 @@ class Opener {
 
   // NpyEnd is where numpy.load leaves the file after `array`: after its data,
   // or after the STOP of an object array's pickle; nullopt when unknown.
-  std::optional<uint64_t> NpyEnd(const Container& c, const NpyArray& array) {
+  // `frame_end`: where it leaves the file instead when the unpickler read
+  // the frame holding the STOP whole (nullopt: no such frame).
+  std::optional<uint64_t> NpyEnd(const Container& c, const NpyArray& array, std::optional<uint64_t>* frame_end) {
+    *frame_end = std::nullopt;
     if (array.object_unsure) return std::nullopt;
     if (array.is_object) {
       if (array.data_offset >= c.bytes.size()) return std::nullopt;
       Result<uint64_t> end = FirstPickleEnd(c.bytes.subspan(static_cast<size_t>(array.data_offset)), limits_.pickle,
-                                            array.data_offset, &budget_);
+                                            array.data_offset, &budget_, {}, false, frame_end);
       return end ? std::optional<uint64_t>(*end) : std::nullopt;
     }
     if (array.structured) return std::nullopt;

@@ -1,5 +1,8 @@
 #include "pickle_views.h"
 
+#include <algorithm>
+#include <tuple>
+
 namespace ckptguard {
 namespace {
 
@@ -99,6 +102,55 @@ Result<std::optional<UnframedView>> PythonUnpicklerView(Bytes data, uint64_t sta
   }
   CKG_TRY(budget.Charge(BudgetKind::kReadBytes, view.bytes.size(), start, where, "pure-Python unpickler view"));
   return std::optional<UnframedView>(std::move(view));
+}
+
+Result<FrameEndStarts> FrameEndPickles(Bytes data, uint64_t start, uint32_t max_pickles, size_t max_starts,
+                                       const PickleLimits& limits, Budget& budget, std::string_view where) {
+  FrameEndStarts out;
+  // (offset, pickles before it, on the after-the-STOP chain) to read; the
+  // offsets seen, so that each pickle is decoded once.
+  std::vector<std::tuple<uint64_t, uint32_t, bool>> todo{{start, 0, true}};
+  std::vector<uint64_t> seen;
+  while (!todo.empty()) {
+    const auto [at, before, on_chain] = todo.back();
+    todo.pop_back();
+    if (at >= data.size() || (max_pickles != 0 && before >= max_pickles)) continue;
+    if (!on_chain) {
+      if (std::find(seen.begin(), seen.end(), at) != seen.end()) continue;
+      if (out.starts.size() >= max_starts) {
+        out.more = true;
+        continue;
+      }
+      seen.push_back(at);
+      out.starts.push_back(at);
+    }
+    // The pickle at `at`, to its STOP, frames read through.
+    PickleDecoder decoder(data.subspan(static_cast<size_t>(at)), limits, at);
+    std::optional<uint64_t> frame_end;
+    while (true) {
+      Result<PickleOp> op = decoder.Next();
+      if (!op) break;  // the C unpickler fails here too: nothing follows
+      CKG_TRY(budget.Charge(BudgetKind::kOpcodes, 1, op->offset, where, "frame-end pickles"));
+      const uint64_t op_end = op->offset + op->length;
+      if (op->code == Opcode::kFrame) {
+        frame_end = op->arg.uint_value == 0 ? std::nullopt : std::optional<uint64_t>(op_end + op->arg.uint_value);
+        continue;
+      }
+      if (frame_end && op_end >= *frame_end) frame_end.reset();
+      if (op->code != Opcode::kStop) continue;
+      todo.emplace_back(op_end, before + 1, on_chain);
+      if (frame_end) {
+        if (out.starts.empty() && !out.more && on_chain) {
+          out.first_stop = op->offset;
+          out.first_left = *frame_end - op_end;
+        }
+        todo.emplace_back(*frame_end, before + 1, false);
+      }
+      break;
+    }
+  }
+  std::sort(out.starts.begin(), out.starts.end());
+  return out;
 }
 
 }  // namespace ckptguard

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
@@ -40,6 +41,28 @@ struct UnframedView {
 Result<std::optional<UnframedView>> PythonUnpicklerView(Bytes data, uint64_t start, uint32_t max_pickles,
                                                         const PickleLimits& limits, Budget& budget,
                                                         std::string_view where);
+
+// FrameEndPickles: the pickles of data[start...] that the C unpickler runs
+// only when it reads a frame whole. It reads a frame with file.read() (a
+// frame of 128 KiB or more, one longer than what the file's peek() hands
+// out, any file object without peek(), such as io.BytesIO); after a STOP
+// inside such a frame the file is left at the frame's end, and the next
+// pickle.load (torch's legacy loader, numpy.load called again) starts
+// there, where a peeked frame leaves it right after the STOP. Which way a
+// frame is read depends on the file object and its buffer, so every
+// pickle either way reaches is returned: the start offsets (in `data`)
+// not on the after-the-STOP chain the container already reads, in order,
+// at most `max_starts` (more: `more` is set). Each pickle is decoded as
+// the C unpickler decodes it; `max_pickles` as PickleSource (0: until the
+// data ends). Opcodes are charged to `budget`.
+struct FrameEndStarts {
+  std::vector<uint64_t> starts;
+  uint64_t first_stop = 0;   // the STOP (in `data`) of the first such frame
+  uint64_t first_left = 0;   // the frame bytes after it
+  bool more = false;
+};
+Result<FrameEndStarts> FrameEndPickles(Bytes data, uint64_t start, uint32_t max_pickles, size_t max_starts,
+                                       const PickleLimits& limits, Budget& budget, std::string_view where);
 
 }  // namespace ckptguard
 

@@ -422,14 +422,24 @@ Status PickleDecoder::DecodeOperand(const OpcodeInfo& info, PickleOp& op) {
 }
 
 Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits, uint64_t base_offset, Budget* budget,
-                                std::string_view where, bool lenient_operands) {
+                                std::string_view where, bool lenient_operands, std::optional<uint64_t>* frame_end) {
   PickleDecoder decoder(input, limits, base_offset);
   decoder.SetLenientOperands(lenient_operands);
   PickleOp op;
+  std::optional<uint64_t> frame;  // the end of the frame being read
   while (true) {
     CKG_TRY(decoder.Next(op));
     if (budget != nullptr) CKG_TRY(budget->Charge(BudgetKind::kOpcodes, 1, op.offset, where, "finding a pickle's end"));
-    if (op.code == Opcode::kStop) return decoder.Offset();
+    const uint64_t op_end = decoder.Offset();
+    if (op.code == Opcode::kFrame) {
+      frame = op.arg.uint_value == 0 ? std::nullopt : std::optional<uint64_t>(op_end + op.arg.uint_value);
+      continue;
+    }
+    if (frame && op_end >= *frame) frame.reset();
+    if (op.code == Opcode::kStop) {
+      if (frame_end != nullptr) *frame_end = frame;
+      return op_end;
+    }
   }
 }
 

@@ -326,10 +326,14 @@ struct DecodedStream {
 // not kept) and returns the absolute offset just past its STOP. Each opcode is
 // charged to `budget` (BudgetKind::kOpcodes) when given; `where` names the
 // input in a budget error; `lenient_operands` decodes as
-// PickleDecoder::SetLenientOperands does. Failure: the decoder's error, or
-// the budget's (Error::limit set).
+// PickleDecoder::SetLenientOperands does. When `frame_end` is given, it is
+// set to the absolute end of the frame the STOP lies in when frame bytes
+// follow the STOP (where the C unpickler leaves a file that it read the
+// frame of whole: pickle_views.h), else to nullopt. Failure: the decoder's
+// error, or the budget's (Error::limit set).
 Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0,
-                                Budget* budget = nullptr, std::string_view where = {}, bool lenient_operands = false);
+                                Budget* budget = nullptr, std::string_view where = {}, bool lenient_operands = false,
+                                std::optional<uint64_t>* frame_end = nullptr);
 
 DecodedStream DecodeStream(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0,
                            uint32_t max_pickles = 0);
