@@ -883,5 +883,60 @@ def test_pickle_after_a_frame_read_whole(tmp_path, how):
     assert out.returncode == 2, out.stdout
 
 
+# --- a deflated data.pkl only torch's reader inflates -----------------------------
+def deflate_with_incomplete_distance_code(data):
+    # One dynamic block: literals 0..254 of 8 bits, 255, 256 of 9, and ONE
+    # distance code of length 2 (a code short of its code space). zlib
+    # refuses it ("invalid distances set"); miniz's tinfl, torch's reader,
+    # does not check and inflates it.
+    bits = []
+    def put(value, n):  # LSB-first field
+        bits.extend((value >> i) & 1 for i in range(n))
+    def huff(code, n):  # Huffman code, MSB first
+        bits.extend((code >> i) & 1 for i in reversed(range(n)))
+    put(1, 1)
+    put(2, 2)
+    put(0, 5)  # HLIT 257
+    put(0, 5)  # HDIST 1
+    put(12, 4)  # HCLEN 16
+    order = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15]
+    code_len = {0: 2, 2: 2, 8: 2, 9: 2}
+    for sym in order[:16]:
+        put(code_len.get(sym, 0), 3)
+    code = {0: 0, 2: 1, 8: 2, 9: 3}
+    for length in [8] * 255 + [9, 9] + [2]:
+        huff(code[length], 2)
+    for sym in list(data) + [256]:
+        if sym < 255:
+            huff(sym, 8)
+        else:
+            huff(510 + sym - 255, 9)
+    out = bytearray()
+    for i in range(0, len(bits), 8):
+        out.append(sum(bit << j for j, bit in enumerate(bits[i:i + 8])))
+    return bytes(out)
+
+
+def test_deflated_data_pickle_only_torch_inflates(tmp_path):
+    m = marker_path()
+    pkl = b"\x80\x02cposix\nsystem\n(V touch " + m.encode() + b"\ntR."
+    entries = [("archive/data.pkl", pkl, 8, deflate_with_incomplete_distance_code(pkl)),
+               ("archive/version", b"3\n", 0, b"3\n")]
+    blob, central = bytearray(), bytearray()
+    for name, raw, method, comp in entries:
+        off, crc, n = len(blob), zlib.crc32(raw), name.encode()
+        blob += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0, crc, len(comp), len(raw), len(n), 0) + n
+        blob += comp
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0, crc, len(comp), len(raw),
+                               len(n), 0, 0, 0, 0, 0, off) + n
+    cd_off = len(blob)
+    blob += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(central), cd_off, 0)
+    with pytest.raises(zlib.error):
+        zlib.decompressobj(-15).decompress(entries[0][3])
+    path = write(tmp_path, "incomplete_code.pt", bytes(blob))
+    r = assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-F011",))
+    assert any("polyglot.undecodable_pickle" in f["message"] for f in r["findings"]), describe(r)
+
+
 def test_no_markers_left():
     assert not glob.glob("/tmp/ckptguard-pwned-%d-*" % os.getpid())

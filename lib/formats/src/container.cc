@@ -947,6 +947,24 @@ class Opener {
     }
   }
 
+  // NoteHiddenTorchPickle: a deflated entry of a torch archive that torch
+  // unpickles (<prefix>/*.pkl: data.pkl, a TorchScript archive's
+  // constants.pkl) broke while zlib inflated it. torch's reader (miniz)
+  // inflates streams zlib refuses (Huffman codes that do not fill their
+  // code space), so torch may run a pickle nobody else can read: a
+  // polyglot of the decoders (polyglot.undecodable_pickle).
+  static void NoteHiddenTorchPickle(Container& c, const ZipEntry& e, uint64_t offset) {
+    if (e.method != kZipMethodDeflated || c.prefix.empty() ||
+        (c.format != ContainerFormat::kTorchZip && c.format != ContainerFormat::kTorchScript) ||
+        !e.name.starts_with(c.prefix + "/") || !e.name.ends_with(".pkl")) {
+      return;
+    }
+    c.anomalies.push_back({"polyglot.undecodable_pickle", offset, e.name,
+                           "a deflated pickle torch unpickles that zlib cannot inflate whole: torch's reader (miniz) "
+                           "inflates streams zlib refuses (Huffman codes short of their code space), so torch may run "
+                           "what no other reader shows"});
+  }
+
   // OpenZip reads c.bytes as torch's reader reads a zip, or, when `given`,
   // as that archive (another reader's reading of c.bytes) says.
   void OpenZip(Container& c, uint32_t depth, std::optional<ZipArchive> given = std::nullopt) {
@@ -1151,10 +1169,12 @@ class Opener {
       if (!data) {
         if (e.method != kZipMethodStored) {
           c.anomalies.push_back({"zip.bad_entry", data.error().offset, e.name, data.error().detail});
+          NoteHiddenTorchPickle(c, e, data.error().offset);
         }
         return std::nullopt;  // (stored entries: CheckZip reported it)
       }
       const auto [bytes, deflated, partial] = *data;
+      if (partial) NoteHiddenTorchPickle(c, e, *statuses[i].data_offset);
       // A broken entry's prefix is scanned, never handed to the loader as
       // the entry (`inflated`) nor CRC-checked (its anomaly says enough).
       if (deflated && !shared && !partial) {
