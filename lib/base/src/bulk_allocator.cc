@@ -23,12 +23,14 @@ constexpr bool kMapLargeBlocks = true;
 #endif
 
 bool Mapped(size_t bytes) { return kMapLargeBlocks && bytes >= kBulkMinBytes; }
-// MappedLength: whole pages. The block's whole 2 MiB stretches are huge
-// pages, its tail ordinary pages, populated in the same call: rounding the
-// tail up to a huge page would add up to 2 MiB of resident memory per
-// array (a many-tensor load holds some eight of them at once, most just
-// over 1 MiB) to save a few hundred page-table entries.
-size_t MappedLength(size_t bytes) { return (bytes + kPage - 1) / kPage * kPage; }
+// MappedLength: whole huge pages when that adds at most half of one (the
+// last huge page is then at least half used), else whole pages: the tail is
+// ordinary pages, populated at once all the same.
+size_t MappedLength(size_t bytes) {
+  const size_t tail = bytes % kHugePage;
+  if (tail == 0 || tail >= kHugePage / 2) return bytes + (tail == 0 ? 0 : kHugePage - tail);
+  return (bytes + kPage - 1) / kPage * kPage;
+}
 
 }  // namespace
 

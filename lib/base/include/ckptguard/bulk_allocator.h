@@ -11,9 +11,10 @@
 // populated in one call (MADV_POPULATE_WRITE, Linux 5.14): the kernel backs
 // each whole 2 MiB of it with a huge page where transparent huge pages are
 // enabled ("always" or "madvise") and the rest with ordinary pages, without
-// a fault per page. The block is rounded up to whole pages only: its last
-// part short of 2 MiB is ordinary pages (rounding it up to a huge page would
-// add up to 2 MiB of resident memory per array). Smaller blocks come from
+// a fault per page. The block is rounded up to whole huge pages when that
+// adds at most 1 MiB (its last huge page is at least half used), else to
+// whole pages: rounding every block would add up to 2 MiB of resident
+// memory per array, which a scan's peak felt. Smaller blocks come from
 // operator new.
 //
 // Failure to map throws std::bad_alloc, as operator new does. Under
