@@ -1,6 +1,7 @@
 #include "ckptguard/scanner/scan.h"
 
 #include <algorithm>
+#include <functional>
 #include <array>
 #include <deque>
 #include <map>
@@ -1823,7 +1824,12 @@ ContainerLimits ScanContainerLimits() {
   return limits;
 }
 
-FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& options) {
+namespace {
+
+// ScanOpened is ScanBytes; `opened`, when set, runs once the container is
+// open (before any pickle is scanned).
+FileReport ScanOpened(Bytes data, const std::string& path, const ScanOptions& options,
+                      const std::function<void()>& opened) {
   FileReport report;
   report.path = path;
   try {
@@ -1831,6 +1837,7 @@ FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& opt
     // every nested pickle charge it.
     Budget budget(options.budget);
     const Container root = OpenContainer(data, options.container, &budget);
+    if (opened) opened();
     report.format = std::string(ContainerFormatName(root.format));
     Scanner scanner(options.rules, options, report, budget);
     std::optional<Error> first_error;
@@ -1865,6 +1872,12 @@ FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& opt
   return report;
 }
 
+}  // namespace
+
+FileReport ScanBytes(Bytes data, const std::string& path, const ScanOptions& options) {
+  return ScanOpened(data, path, options, nullptr);
+}
+
 FileReport ScanFile(const std::string& path, const ScanOptions& options) {
   Result<MappedFile> file = MappedFile::Open(path, options.file);
   if (!file) {
@@ -1876,7 +1889,10 @@ FileReport ScanFile(const std::string& path, const ScanOptions& options) {
     return report;
   }
   file->AdviseRandom();
-  FileReport report = ScanBytes(file->data(), path, options);
+  // The directory, local headers and records read to open the container
+  // need not stay resident while the pickles are scanned (the pages are
+  // read again, from the page cache, where a pickle is).
+  FileReport report = ScanOpened(file->data(), path, options, [&] { file->DropResident(); });
   // Findings in torn bytes are about no file that ever existed: one error.
   if (Status unchanged = file->CheckUnchanged(); !unchanged) {
     report.findings.clear();
