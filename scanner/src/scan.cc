@@ -120,8 +120,8 @@ struct Sym {
   bool callable_value : 1 = false;
   // A callable value whose call only builds data: a functools.partial of a
   // data constructor with inert arguments (partial(defaultdict, list), the
-  // nested defaultdict's factory). A BUILD on it (which may set its
-  // function) clears it.
+  // nested defaultdict's factory). A BUILD on a partial sets its function
+  // and arguments: it is pure after it only when that state makes it so.
   bool pure_call : 1 = false;
   // A callable (a global not known to be data, or a callable value) is an
   // item of this container (a dict's value, a list's or set's item), of a
@@ -1604,7 +1604,8 @@ class Scanner {
     Sym& t = Val(obj);
     // A partial's state sets its function, arguments and keywords (as
     // pickle writes every partial).
-    t.pure_call = t.callable_value && PurePartialState(Val(state));
+    t.pure_call = t.callable_value && t.callable != nullptr && t.callable->kind == CallableKind::kPartial &&
+                  PurePartialState(Val(state));
     const Sym& st = Val(state);
     const bool partial_dict = t.callable != nullptr && t.callable->kind == CallableKind::kPartial &&
                               st.kind == Sym::kTuple && st.items_count() >= 4 &&
