@@ -13,29 +13,57 @@ namespace {
 constexpr size_t kChunk = 64 * 1024;
 
 std::optional<std::string> Base64(std::string_view in, bool url) {
-  // As binascii.a2b_base64 without strict mode: characters outside the
-  // alphabet are skipped, decoding stops at padding.
+  // As binascii.a2b_base64 without strict mode (what base64.b64decode,
+  // urlsafe_b64decode and the base64 codec call): characters outside the
+  // alphabet are skipped; a '=' is skipped unless it completes a group
+  // that holds two or three characters, which ends the decoding; a group
+  // left unfinished is an error. urlsafe_b64decode translates '-' and '_'
+  // to '+' and '/' first, so both spellings are digits there.
   std::array<int, 256> value{};
   value.fill(-1);
   const std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   for (size_t i = 0; i < alphabet.size(); ++i) value[static_cast<unsigned char>(alphabet[i])] = static_cast<int>(i);
-  value[static_cast<unsigned char>(url ? '-' : '+')] = 62;
-  value[static_cast<unsigned char>(url ? '_' : '/')] = 63;
+  value[static_cast<unsigned char>('+')] = 62;
+  value[static_cast<unsigned char>('/')] = 63;
+  if (url) {
+    value[static_cast<unsigned char>('-')] = 62;
+    value[static_cast<unsigned char>('_')] = 63;
+  }
   std::string out;
   out.reserve(in.size() / 4 * 3);
-  uint32_t acc = 0;
-  int bits = 0;
+  uint32_t left = 0;
+  int quad = 0;  // digits of the current group
+  int pads = 0;  // '=' since the last digit
   for (char c : in) {
-    if (c == '=') break;
+    if (c == '=') {
+      if (quad >= 2 && quad + ++pads >= 4) return out;
+      continue;
+    }
     const int v = value[static_cast<unsigned char>(c)];
     if (v < 0) continue;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    pads = 0;
+    switch (quad) {
+      case 0:
+        left = static_cast<uint32_t>(v);
+        quad = 1;
+        break;
+      case 1:
+        out.push_back(static_cast<char>((left << 2) | (static_cast<uint32_t>(v) >> 4)));
+        left = static_cast<uint32_t>(v) & 0x0f;
+        quad = 2;
+        break;
+      case 2:
+        out.push_back(static_cast<char>((left << 4) | (static_cast<uint32_t>(v) >> 2)));
+        left = static_cast<uint32_t>(v) & 0x03;
+        quad = 3;
+        break;
+      default:
+        out.push_back(static_cast<char>((left << 6) | static_cast<uint32_t>(v)));
+        quad = 0;
+        break;
     }
   }
+  if (quad != 0) return std::nullopt;  // binascii.Error: the caller never gets bytes
   return out;
 }
 
@@ -104,7 +132,13 @@ std::optional<std::string> Zlib(std::string_view in, int window_bits, bool membe
     }
     pos = in.size() - z.avail_in;
     inflateEnd(&z);
-  } while (members && pos + 2 <= in.size() && in[pos] == '\x1f' && in[pos + 1] == '\x8b');
+    if (!members) break;
+    // gzip.decompress: the NUL bytes after a member are dropped; then the
+    // data ends, or another member starts (anything else: BadGzipFile).
+    while (pos < in.size() && in[pos] == '\0') ++pos;
+    if (pos == in.size()) break;
+    if (pos + 2 > in.size() || in[pos] != '\x1f' || in[pos + 1] != '\x8b') return std::nullopt;
+  } while (true);
   return std::move(sink.out);
 }
 

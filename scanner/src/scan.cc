@@ -285,10 +285,14 @@ class Scanner {
       const size_t findings_before = report_.findings.size();
       ScanNested(n);
       if (!n.loader.empty()) {
-        // Judged by bytes it could not read to the end: no longer judged.
+        // Judged by bytes it could not read to the end, or that are no
+        // pickle the loader would finish (it raises on them: a difference
+        // between our decoding and Python's is the likelier story): no
+        // longer judged.
         bool incomplete = budget_error_.has_value();
         for (size_t i = findings_before; i < report_.findings.size() && !incomplete; ++i) {
-          incomplete = report_.findings[i].rule == "CKG-F040";
+          const std::string& rule = report_.findings[i].rule;
+          incomplete = rule == "CKG-F040" || rule == "CKG-F020" || rule == "CKG-F010";
         }
         if (incomplete) {
           entry_ = &n.caller_entry;
@@ -1260,7 +1264,12 @@ class Scanner {
         result.kind = Sym::kBytes;
         result.truncated = true;  // opaque unless decoded below
         result.text = {};
-        if (!in.truncated) {
+        // An argument the decoder is not modelled with (b64decode's
+        // altchars, zlib.decompress's wbits, an errors handler) changes what
+        // it makes: the result stays opaque, and a loader handed it reports
+        // its own rule.
+        const bool modelled = args.size() <= (entry.decode == "codecs" ? 2u : 1u);
+        if (!in.truncated && modelled) {
           if (std::optional<std::string> out = DecodePayload(entry.decode, encoding, in.text, kMaxDecodedLen, budget_)) {
             result.truncated = false;
             result.text = Keep(*out);

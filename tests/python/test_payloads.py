@@ -938,5 +938,65 @@ def test_deflated_data_pickle_only_torch_inflates(tmp_path):
     assert any("polyglot.undecodable_pickle" in f["message"] for f in r["findings"]), describe(r)
 
 
+# --- decoders read as Python reads them -------------------------------------------
+# pickle.loads(DECODER(literal)) is judged by decoding the literal: where the
+# decoding differs from CPython's, the scan would judge a pickle that never
+# runs. Hunt 12 found seven such differences.
+def short_unicode(text):
+    data = text.encode()
+    return b"\x8c" + bytes([len(data)]) + data
+
+
+def loads_of(module, function, literal, extra=b""):
+    args = literal + extra + (b"\x86" if extra else b"\x85")
+    return (b"\x80\x04" + short_unicode("pickle") + short_unicode("loads") + b"\x93" + short_unicode(module) +
+            short_unicode(function) + b"\x93" + args + b"R\x85R.")
+
+
+def shifted_base64(marker, filler, encode):
+    # Python decodes the filler groups to 3 bytes each, which the hidden
+    # literal's length swallows, then runs the payload; a decoder that skips
+    # them reads a harmless literal that swallows the payload instead.
+    import base64
+    hostile = b"cos\nsystem\n(S'touch " + marker.encode() + b"'\ntR0"
+    while len(hostile) % 3:
+        hostile += b"N"
+    hidden = b"x" * 60
+    tail = hidden + hostile
+    tail += b"N" * ((-(len(tail) + 1)) % 3) + b"."
+    head = b"NC" + bytes([len(hidden) + len(hostile)])
+    return encode(head) + filler * (len(hostile) // 3) + encode(tail)
+
+
+def decoder_payload(marker, how):
+    import base64
+    import gzip
+    if how == "urlsafe_plus_slash":
+        text = shifted_base64(marker, b"////", base64.urlsafe_b64encode)
+        return loads_of("base64", "urlsafe_b64decode", b"X" + struct.pack("<I", len(text)) + text)
+    if how == "altchars":
+        text = shifted_base64(marker, b"....", base64.b64encode)
+        return loads_of("base64", "b64decode", b"B" + struct.pack("<I", len(text)) + text, b"C\x02.,")
+    whole = b"N0N" + b"cos\nsystem\n(S'touch " + marker.encode() + b"'\ntR0."
+    head, tail = whole[:3], whole[3:]
+    if how == "gzip_nul_between_members":
+        data = gzip.compress(head) + b"\0" + gzip.compress(tail)
+        return loads_of("gzip", "decompress", b"B" + struct.pack("<I", len(data)) + data)
+    # A '=' that starts a group is skipped by binascii.a2b_base64.
+    data = base64.b64encode(head) + b"=" + base64.b64encode(tail)
+    literal = b"B" + struct.pack("<I", len(data)) + data
+    return {"b64decode_stray_pad": lambda: loads_of("base64", "b64decode", literal),
+            "codecs_stray_pad": lambda: loads_of("codecs", "decode", literal, short_unicode("base64")),
+            "a2b_base64_stray_pad": lambda: loads_of("binascii", "a2b_base64", literal)}[how]()
+
+
+@pytest.mark.parametrize("how", ["urlsafe_plus_slash", "altchars", "gzip_nul_between_members", "b64decode_stray_pad",
+                                 "codecs_stray_pad", "a2b_base64_stray_pad"])
+def test_nested_pickle_decoded_as_python_decodes_it(tmp_path, how):
+    m = marker_path()
+    path = write(tmp_path, how + ".pkl", decoder_payload(m, how))
+    assert_proven_and_dangerous(path, m, loaders=("pickle.loads",))
+
+
 def test_no_markers_left():
     assert not glob.glob("/tmp/ckptguard-pwned-%d-*" % os.getpid())
