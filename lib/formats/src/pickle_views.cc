@@ -124,29 +124,22 @@ Result<FrameEndStarts> FrameEndPickles(Bytes data, uint64_t start, uint32_t max_
       seen.push_back(at);
       out.starts.push_back(at);
     }
-    // The pickle at `at`, to its STOP, frames read through.
-    PickleDecoder decoder(data.subspan(static_cast<size_t>(at)), limits, at);
+    // The pickle at `at`, to its STOP, frames read through; a decode error
+    // (the C unpickler fails there too) leaves nothing after it.
     std::optional<uint64_t> frame_end;
-    while (true) {
-      Result<PickleOp> op = decoder.Next();
-      if (!op) break;  // the C unpickler fails here too: nothing follows
-      CKG_TRY(budget.Charge(BudgetKind::kOpcodes, 1, op->offset, where, "frame-end pickles"));
-      const uint64_t op_end = op->offset + op->length;
-      if (op->code == Opcode::kFrame) {
-        frame_end = op->arg.uint_value == 0 ? std::nullopt : std::optional<uint64_t>(op_end + op->arg.uint_value);
-        continue;
+    const Result<uint64_t> end = FirstPickleEnd(data.subspan(static_cast<size_t>(at)), limits, at, &budget, where,
+                                                false, &frame_end);
+    if (!end) {
+      if (!end.error().limit.empty()) return std::unexpected(end.error());  // the file's budget
+      continue;
+    }
+    todo.emplace_back(*end, before + 1, on_chain);
+    if (frame_end) {
+      if (out.starts.empty() && !out.more && on_chain) {
+        out.first_stop = *end - 1;  // STOP is one byte
+        out.first_left = *frame_end - *end;
       }
-      if (frame_end && op_end >= *frame_end) frame_end.reset();
-      if (op->code != Opcode::kStop) continue;
-      todo.emplace_back(op_end, before + 1, on_chain);
-      if (frame_end) {
-        if (out.starts.empty() && !out.more && on_chain) {
-          out.first_stop = op->offset;
-          out.first_left = *frame_end - op_end;
-        }
-        todo.emplace_back(*frame_end, before + 1, false);
-      }
-      break;
+      todo.emplace_back(*frame_end, before + 1, false);
     }
   }
   std::sort(out.starts.begin(), out.starts.end());
