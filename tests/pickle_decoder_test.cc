@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -1282,6 +1283,60 @@ BOOST_AUTO_TEST_CASE(SeveralPicklesInOneStream) {
   BOOST_TEST(pickles[0].size() == 3u);
   BOOST_TEST(pickles[1].size() == 3u);
   BOOST_TEST(pickles[2].size() == 2u);
+}
+
+// Frames split by an opcode (PickleDecoder::FrameSplit): the C unpickler
+// that read a frame whole from a file drops the frame's rest and reads the
+// operand after it (_Unpickler_ReadImpl's refill replaces the buffer), and
+// goes on after the outer frame when a FRAME begins inside one; pickle.loads
+// reads straight on. No pickler writes either (both frame at op boundaries).
+BOOST_AUTO_TEST_CASE(FrameSplitByAnOpcode) {
+  struct Case {
+    const char* name;
+    std::string in;
+    std::optional<uint64_t> split;  // the offset of the first splitting opcode
+  };
+  const std::vector<Case> cases = {
+      // PROTO 4, FRAME 8: BINUNICODE 'ab' (7 bytes), STOP: ends at the frame's end.
+      {"whole", "\x80\x04\x95\x08\x00\x00\x00\x00\x00\x00\x00X\x02\x00\x00\x00" "ab."s, std::nullopt},
+      // FRAME 6: the BINUNICODE's text runs one byte past the frame.
+      {"operand", "\x80\x04\x95\x06\x00\x00\x00\x00\x00\x00\x00X\x02\x00\x00\x00" "ab."s, 11},
+      // FRAME 3: the length itself runs past the frame.
+      {"length", "\x80\x04\x95\x03\x00\x00\x00\x00\x00\x00\x00X\x02\x00\x00\x00" "ab."s, 11},
+      // FRAME 10, inside it FRAME 1 (N): a frame begun inside another.
+      {"nested", "\x80\x04\x95\x0a\x00\x00\x00\x00\x00\x00\x00\x95\x01\x00\x00\x00\x00\x00\x00\x00N."s, 11},
+      // Two frames one after the other, each whole: no split.
+      {"consecutive",
+       "\x80\x04\x95\x01\x00\x00\x00\x00\x00\x00\x00N\x95\x01\x00\x00\x00\x00\x00\x00\x00" "0."s, std::nullopt},
+      // A STOP inside a frame, then a pickle whose op crosses that frame's
+      // end: the next load's unpickler knows no frame (no split).
+      {"after_stop",
+       "\x80\x04\x95\x04\x00\x00\x00\x00\x00\x00\x00N.K\x05."s, std::nullopt},
+  };
+  for (const Case& c : cases) {
+    BOOST_TEST_CONTEXT(c.name) {
+      // Strict (the loader's): an error at the splitting opcode.
+      DecodedStream strict = DecodeStream(AsBytes(c.in));
+      BOOST_TEST(strict.error.has_value() == c.split.has_value());
+      if (c.split && strict.error) {
+        BOOST_TEST(strict.error->offset == *c.split);
+        BOOST_TEST(strict.error->detail.find("frame") != std::string::npos);
+      }
+      // Lenient (the scanner's): read straight on, the split reported.
+      PickleDecoder lenient(AsBytes(c.in));
+      lenient.SetLenientOperands(true);
+      while (!lenient.AtEnd()) BOOST_TEST_REQUIRE(lenient.Next().has_value());
+      BOOST_TEST((lenient.FrameSplit() == c.split));
+    }
+  }
+  // FirstPickleEnd follows the outer frame of nested ones: the C unpickler
+  // that read it whole is at its end.
+  const std::string nested = "\x80\x04\x95\x0c\x00\x00\x00\x00\x00\x00\x00\x95\x02\x00\x00\x00\x00\x00\x00\x00N.NN"s;
+  std::optional<uint64_t> frame_end;
+  const Result<uint64_t> end = FirstPickleEnd(AsBytes(nested), {}, 0, nullptr, {}, false, &frame_end);
+  BOOST_TEST_REQUIRE(end.has_value());
+  BOOST_TEST(*end == 22u);
+  BOOST_TEST((frame_end == std::optional<uint64_t>(23)));
 }
 
 BOOST_AUTO_TEST_CASE(DecoderStateAcrossPickles) {

@@ -545,6 +545,22 @@ class Scanner {
                   bool sniffed = false) {
     if (budget_error_) return;
     PickleDecoder decoder(data, options_.container.pickle, base);
+    RunStream(decoder, entry, max_pickles, depth, sniffed);
+    // A frame split (PickleDecoder::FrameSplit): the unpicklers read this
+    // stream differently from there; the scan read on as pickle.loads does.
+    if (const std::optional<uint64_t> at = decoder.FrameSplit(); at && !sniffed) {
+      entry_ = &entry;
+      Add("CKG-F011", Rules().FixedRule("CKG-F011").severity,
+          "polyglot.frame_split: an opcode at byte " + Num(*at) +
+              " runs past the end of its FRAME, or begins a FRAME inside one; the C unpickler that reads a frame "
+              "whole from a file (any frame through io.BytesIO, as torch reads data.pkl; 128 KiB or more from "
+              "open()) reads on from the frame's end, pickle.loads reads straight on and pickle._Unpickler "
+              "refuses: each runs a different pickle (only the straight reading is scanned); no pickler writes this",
+          entry, *at, "", "polyglot.frame_split");
+    }
+  }
+  void RunStream(PickleDecoder& decoder, const std::string& entry, uint32_t max_pickles, uint32_t depth,
+                 bool sniffed) {
     // Read past what only the C unpickler refuses (pure-Python float() and
     // int() lines, huge memo keys) and past operands longer than a limit:
     // what another unpickler runs after them is scanned.

@@ -43,6 +43,7 @@ LOADERS = {
     # name -> Python source that loads the file at sys.argv[1] the way a user would.
     "pickle.loads": "import pickle,sys; pickle.loads(open(sys.argv[1],'rb').read())",
     "pickle._loads": "import pickle,sys; pickle._loads(open(sys.argv[1],'rb').read())",
+    "pickle.load": "import pickle,sys; pickle.load(open(sys.argv[1],'rb'))",
     "torch.load": "import torch,sys; torch.load(sys.argv[1])",
     "numpy.load": "import numpy,sys; numpy.load(sys.argv[1], allow_pickle=True)",
     "joblib.load": "import joblib,sys; joblib.load(sys.argv[1])",

@@ -883,6 +883,78 @@ def test_pickle_after_a_frame_read_whole(tmp_path, how):
     assert out.returncode == 2, out.stdout
 
 
+# --- opcodes that split a frame the C unpickler read whole -------------------------
+# Reading a frame whole, the C unpickler holds only that frame: an operand that
+# runs past its end makes it drop the frame's rest and read the operand from
+# after the frame; a FRAME begun inside it leaves the file at the outer frame's
+# end. pickle.loads reads such bytes straight on: the readings part there.
+def frame_straddle_pickle(marker, frame_len):
+    n, r = 10, 2  # a BINUNICODE of n bytes with r of them in the frame
+    code = touch_code(marker).encode()
+    payload = b"0" + g("builtins", "exec") + b"(X" + struct.pack("<I", len(code)) + code + b"tR."
+    k = len(payload) + 4
+    tail = b"X" + struct.pack("<I", n) + b"zz"
+    fill = frame_len - len(tail) - 6
+    frame = b(b"\0" * fill) + b"0" + tail
+    # After the frame: n - r bytes both readings share, then what the straight
+    # reading takes for a SHORT_BINBYTES over the payload the other one runs.
+    after = b"A" * (n - r) + b"C" + bytes([k]) + payload + b"\0" * (k - len(payload)) + b"0."
+    return proto(4) + b"\x95" + struct.pack("<Q", frame_len) + frame + after
+
+
+def torch_zip_of(pickle_bytes):
+    import io
+    import zipfile
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        z.writestr("archive/version", "3\n")
+    return out.getvalue()
+
+
+def legacy_nested_frames(marker):
+    # torch's legacy chain, its first pickle PROTO 2, FRAME(outer, 140,000
+    # bytes), FRAME(inner: the magic number, STOP). Read straight on, the next
+    # pickles follow the inner STOP (1001, {}, a BINBYTES over the rest, []);
+    # torch's C unpickler read the outer frame whole and goes on at its end:
+    # 1001, {}, the payload, [].
+    magic = b"\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little") + b"."
+    outer_len = 140000
+    end = 11 + outer_len
+    chain = p2(b"M\xe9\x03") + p2(b"}") + p2(call(g("posix", "system"), b"V touch " + marker.encode() + b"\n")) + p2(b"]")
+    head = proto(2) + b"\x95" + struct.pack("<Q", outer_len) + b"\x95" + struct.pack("<Q", len(magic)) + magic
+    head += p2(b"M\xe9\x03") + p2(b"}")
+    swallow_end = end + len(chain) + 16
+    head += proto(2) + b"B" + struct.pack("<I", swallow_end - (len(head) + 7))
+    data = bytearray(head + b"\0" * (swallow_end - len(head)))
+    data[end:end + len(chain)] = chain
+    return bytes(data) + b"." + p2(b"]")
+
+
+@pytest.mark.parametrize("how", ["pickle_file", "torch_zip", "torch_zip_protocol_2", "legacy_nested_frames"])
+def test_opcode_that_splits_a_frame(tmp_path, how):
+    m = marker_path()
+    if how == "pickle_file":  # a frame of 128 KiB or more, read whole by pickle.load(open(f))
+        path = write(tmp_path, "split.pkl", frame_straddle_pickle(m, 140000))
+        loaders = ("pickle.load",)
+    elif how.startswith("torch_zip"):  # torch reads data.pkl through io.BytesIO: any frame
+        data = frame_straddle_pickle(m, 200)
+        if how.endswith("2"):
+            data = proto(2) + data[2:]
+        path = write(tmp_path, "split.pt", torch_zip_of(data))
+        loaders = ("torch.load",)
+    else:
+        path = write(tmp_path, "nested.pt", legacy_nested_frames(m))
+        loaders = ("torch.load",)
+    r = assert_proven_and_dangerous(path, m, loaders=loaders, want=("CKG-F011",))
+    assert any("polyglot.frame_split" in f["message"] for f in r["findings"]), describe(r)
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
+    # pickle.loads reads straight on and runs nothing.
+    if how == "pickle_file":
+        assert not load_runs_payload(path, m, "pickle.loads")
+
+
 # --- a deflated data.pkl only torch's reader inflates -----------------------------
 def deflate_with_incomplete_distance_code(data):
     # One dynamic block: literals 0..254 of 8 bits, 255, 256 of 9, and ONE

@@ -102,9 +102,38 @@ Status PickleDecoder::NextSlow(PickleOp& op) {
     return fail(std::move(error));
   }
   op.length = cursor_.Offset() - start;
+  if (Status st = CheckFrame(op); !st) return fail(std::move(st).error());
   ++num_ops_;
   between_pickles_ = op.code == Opcode::kStop;
   if (between_pickles_) ++num_finished_;
+  return OkStatus();
+}
+
+Status PickleDecoder::CheckFrame(const PickleOp& op) {
+  const uint64_t end = op.offset + op.length;
+  if (frame_end_ > op.offset && (op.code == Opcode::kFrame || end > frame_end_)) {
+    if (!lenient_operands_ && !frame_splits_allowed_) {
+      return MakeError(ErrorCode::kMalformed, op.offset,
+                       op.code == Opcode::kFrame
+                           ? "a FRAME begins inside the frame ending at byte " + Num(frame_end_) +
+                                 ": the C unpickler reading the outer frame whole from a file goes on after it, "
+                                 "pickle.loads inside it (no pickler writes this)"
+                           : "the opcode runs past the end of its frame at byte " + Num(frame_end_) +
+                                 ": the C unpickler reading the frame whole from a file drops the frame's rest and "
+                                 "reads the operand after it, pickle.loads reads on (no pickler writes this)");
+    }
+    if (!frame_split_) frame_split_ = op.offset;
+  }
+  if (op.code == Opcode::kFrame) {
+    // (As pickle.loads reads: a frame inside another changes nothing; the
+    // window is then the inner frame's, which ends no later than the input.)
+    frame_end_ = end + op.arg.uint_value;
+  } else if (end > frame_end_ || op.code == Opcode::kStop) {
+    // Read on past a split frame as pickle.loads does. After a STOP, the next
+    // pickle is the next load's, by a new unpickler that knows no frame (one
+    // that read this frame whole starts at its end: FrameEndPickles).
+    frame_end_ = 0;
+  }
   return OkStatus();
 }
 
@@ -425,6 +454,7 @@ Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits, uint64_
                                 std::string_view where, bool lenient_operands, std::optional<uint64_t>* frame_end) {
   PickleDecoder decoder(input, limits, base_offset);
   decoder.SetLenientOperands(lenient_operands);
+  decoder.SetFrameSplitsAllowed(frame_end != nullptr);
   PickleOp op;
   std::optional<uint64_t> frame;  // the end of the frame being read
   while (true) {
@@ -432,7 +462,10 @@ Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits, uint64_
     if (budget != nullptr) CKG_TRY(budget->Charge(BudgetKind::kOpcodes, 1, op.offset, where, "finding a pickle's end"));
     const uint64_t op_end = decoder.Offset();
     if (op.code == Opcode::kFrame) {
-      frame = op.arg.uint_value == 0 ? std::nullopt : std::optional<uint64_t>(op_end + op.arg.uint_value);
+      // A frame begun inside another (a lenient decode reads on): the C
+      // unpickler that read the outer one whole is at the outer one's end.
+      const uint64_t end = op_end + op.arg.uint_value;
+      if (op.arg.uint_value != 0 && (!frame || end > *frame)) frame = end;
       continue;
     }
     if (frame && op_end >= *frame) frame.reset();

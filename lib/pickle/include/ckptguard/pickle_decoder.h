@@ -152,6 +152,24 @@ class PickleDecoder {
   // reading is the C unpickler's).
   void SetLenientOperands(bool lenient) { lenient_operands_ = lenient; }
 
+  // Frames split by an opcode. CPython's picklers end a FRAME at an opcode
+  // boundary, write large operands outside any frame and never begin a
+  // frame inside another. When the C unpickler reads a frame whole from a
+  // file (a frame of 128 KiB or more, or any frame from a file without
+  // peek(): torch reads data.pkl through io.BytesIO), it holds just that
+  // frame: an opcode whose operand (or line) runs past the frame's end makes
+  // it drop the frame's rest and read the operand from after the frame, and
+  // a FRAME begun inside it leaves the file at the outer frame's end.
+  // pickle.loads reads such bytes straight on and pickle._Unpickler refuses
+  // them, so readers disagree about what the pickle holds. The strict
+  // decoder (the loader's) fails there; a lenient one (the scanner's) reads
+  // on as pickle.loads does and FrameSplit() gives the first such opcode's
+  // offset.
+  std::optional<uint64_t> FrameSplit() const { return frame_split_; }
+  // SetFrameSplitsAllowed: a strict decoder reads on past a frame split
+  // too (FirstPickleEnd following where the C unpickler leaves a file).
+  void SetFrameSplitsAllowed(bool allowed) { frame_splits_allowed_ = allowed; }
+
   // Next decodes the next opcode. On failure the decoder stays failed and
   // every later call returns the same error. Calling Next at the end of the
   // input is kTruncated ("pickle exhausted before STOP") inside a pickle, and
@@ -164,7 +182,7 @@ class PickleDecoder {
   // MARK, TUPLE*, REDUCE, BINPUT, BINGET, BININT*, NEWFALSE...), decoded as
   // the general path decodes it, without its error plumbing.
   Status Next(PickleOp& op) {
-    if (cursor_.Remaining() >= 5 && num_ops_ < limits_.max_ops && !between_pickles_ && !failed_) {
+    if (Window() >= 5 && num_ops_ < limits_.max_ops && !between_pickles_ && !failed_) {
       const uint8_t* p = cursor_.Rest().data();
       const uint8_t fixed = opcode_internal::kFixed[p[0]];
       if (fixed != 0) {
@@ -197,16 +215,16 @@ class PickleDecoder {
   // scan (a caller that applies or skips the common opcodes itself): while
   // inside a pickle, not failed, and five bytes or more remain
   // and max_ops allows, it calls `op_len(p, remaining)` with the next
-  // opcode's bytes (`remaining` of them readable, five or more) and
+  // opcode's bytes (`remaining` of them readable, five or more, never past
+  // the end of the frame being read: Next checks an opcode that would) and
   // consumes and counts the opcode as Next would when that returns its
   // length (at most `remaining`), or stops when it returns 0 (the caller
   // then decodes that opcode with Next, which applies every check).
   template <typename F>
   void Skim(F&& op_len) {
     if (between_pickles_ || failed_) return;
-    const Bytes rest = cursor_.Rest();
-    const uint8_t* const data = rest.data();
-    const size_t size = rest.size();
+    const uint8_t* const data = cursor_.Rest().data();
+    const size_t size = Window();
     size_t pos = 0;
     uint64_t ops = num_ops_;
     const uint64_t max_ops = limits_.max_ops;
@@ -225,7 +243,10 @@ class PickleDecoder {
   // otherwise it changes nothing and returns false.
   bool TrySkip(uint64_t len) {
     Bytes skipped;
-    if (num_ops_ >= limits_.max_ops || between_pickles_ || failed_ || !cursor_.TryReadBytes(len, skipped)) return false;
+    if (num_ops_ >= limits_.max_ops || between_pickles_ || failed_ || len > Window() ||
+        !cursor_.TryReadBytes(len, skipped)) {
+      return false;
+    }
     ++num_ops_;
     return true;
   }
@@ -253,6 +274,15 @@ class PickleDecoder {
 
  private:
   Status NextSlow(PickleOp& op);
+  // Window is how many bytes the next opcode may take: to the end of the
+  // frame being read, else to the end of the input. (The fast paths stay
+  // inside it; NextSlow checks an opcode that crosses a frame's end.)
+  size_t Window() const {
+    const uint64_t at = cursor_.Offset();
+    return frame_end_ > at ? static_cast<size_t>(frame_end_ - at) : cursor_.Remaining();
+  }
+  // CheckFrame: `op` (decoded, `op.length` set) against the frame being read.
+  Status CheckFrame(const PickleOp& op);
   // NextAsciiText is Next's inline path for BINUNICODE and SHORT_BINUNICODE
   // (a state dict's keys): when the operand is wholly present, within
   // max_operand_len and ASCII (valid UTF-8 without looking further), it
@@ -263,7 +293,7 @@ class PickleDecoder {
     const bool short_len = p[0] == static_cast<uint8_t>(Opcode::kShortBinUnicode);
     const uint64_t head = short_len ? 2 : 5;
     const uint64_t n = short_len ? uint64_t{p[1]} : uint64_t{LoadU32LE(p + 1)};
-    if (n > limits_.max_operand_len || n > cursor_.Remaining() - head) return false;
+    if (n > limits_.max_operand_len || n > Window() - head) return false;
     const uint8_t* text = p + head;
     uint64_t bits = 0;
     size_t i = 0;
@@ -307,6 +337,9 @@ class PickleDecoder {
   bool between_pickles_ = true;
   bool lenient_operands_ = false;
   std::optional<Error> failed_;
+  bool frame_splits_allowed_ = false;
+  uint64_t frame_end_ = 0;  // absolute end of the frame being read (none when at or below the offset)
+  std::optional<uint64_t> frame_split_;
 };
 
 // DecodedStream is everything decoded from a stream: the ops of every pickle
@@ -329,7 +362,9 @@ struct DecodedStream {
 // PickleDecoder::SetLenientOperands does. When `frame_end` is given, it is
 // set to the absolute end of the frame the STOP lies in when frame bytes
 // follow the STOP (where the C unpickler leaves a file that it read the
-// frame of whole: pickle_views.h), else to nullopt. Failure: the decoder's
+// frame of whole: pickle_views.h; of a frame begun inside another, the
+// outer one's), else to nullopt; the decode then reads on past frame splits
+// (PickleDecoder::FrameSplit). Failure: the decoder's
 // error, or the budget's (Error::limit set).
 Result<uint64_t> FirstPickleEnd(Bytes input, const PickleLimits& limits = {}, uint64_t base_offset = 0,
                                 Budget* budget = nullptr, std::string_view where = {}, bool lenient_operands = false,
