@@ -144,6 +144,10 @@ class Loader {
                          std::to_string(c.nested.size()) +
                              " zip archives back to back, as torch.distributed.checkpoint writes its .distcp files: "
                              "load the checkpoint's folder (its .metadata says what each archive holds)");
+      case ContainerFormat::kTorchScriptFlatbuffer:
+        return MakeError(ErrorCode::kUnsupportedFormat, 4,
+                         "a TorchScript flatbuffer module ('PTMF' at bytes 4..7): torch.jit.load and "
+                         "_load_for_lite_interpreter run its code, and its weights are not read without running it");
       case ContainerFormat::kUnknown:
         return MakeError(ErrorCode::kUnsupportedFormat, 0, "not a model file: " + c.reason);
     }
