@@ -551,6 +551,133 @@ BOOST_AUTO_TEST_CASE(classification_by_entries) {
   BOOST_TEST(c.pickles.empty());
 }
 
+// TorchScript code that reaches a builtin opening files (torchscript.file_builtin),
+// tokenized as torch's lexer reads it: {code statement, flagged}. Each statement
+// sits in a method of a class in archive/code/__torch__.py.
+struct ScriptCase {
+  const char* code;
+  bool flagged;
+};
+
+const ScriptCase kScriptCases[] = {
+    // Spellings torch reads as aten::save / aten::from_file.
+    {"torch.save(x, \"/tmp/p\")", true},
+    {"torch . save(x, \"/tmp/p\")", true},
+    {"torch. save(x, \"/tmp/p\")", true},
+    {"torch\t.\x0csave(x, \"/tmp/p\")", true},
+    {"torch.\\\n      save(x, \"/tmp/p\")", true},
+    {"ops.aten . save(x, \"/tmp/p\")", true},
+    {"ops.aten.from_file(\"/tmp/p\", True, 1)", true},
+    {"_0 = torch . from_file(\"/tmp/p\", True, 1)", true},
+    {"(torch).save(x, \"/tmp/p\")", true},
+    {"(torch\n      ).save(x, \"/tmp/p\")", true},
+    {"(torch # a comment\n     .save)(x, \"/tmp/p\")", true},
+    {"torch.autograd.save(x, \"/tmp/p\")", true},
+    {"t = torch\n    t.save(x, \"/tmp/p\")", true},
+    {"t = ops.aten\n    (t).save(x, \"/tmp/p\")", true},
+    {"u = (torch)\n    t = u\n    t.save(x, \"/tmp/p\")", true},
+    {"f = torch.save\n    f(x, \"/tmp/p\")", true},
+    {"getattr(torch, \"save\")(x, \"/tmp/p\")", true},
+    {"getattr(torch, \"sa\" \"ve\")(x, \"/tmp/p\")", true},
+    {"getattr(torch, \"\\163ave\")(x, \"/tmp/p\")", true},
+    {"getattr(ops, \"aten\").save(x, \"/tmp/p\")", true},
+    {"t = getattr(ops, \"aten\")\n    t.from_file(\"/tmp/p\", True, 1)", true},
+    // Not file builtins: a class's own method named save (as torch.jit.save
+    // prints its calls), names in strings and comments, other builtins.
+    {"_0 = (self).save(x, )", false},
+    {"sub = self.sub\n    _1 = (sub).save(x, )", false},
+    {"_00 = getattr(self, \"0\")\n    _2 = (_00).save(x, )", false},
+    {"h = __torch__.Holder.__new__(__torch__.Holder)\n    _3 = (h).save(1, )", false},
+    {"y = torch.add(x, 1)\n    _4 = (y).save(1, )", false},
+    {"_5 = self.save", false},
+    {"_6 = getattr(self, \"save\")", false},
+    {"_7 = \"torch.save(x, p)\"", false},
+    {"_8 = 1  # torch.save(x, p)", false},
+    {"_9 = torch.saved(x)", false},
+    {"_10 = torch.add(x, torch.ones([1])).save_as(1)", false},
+    {"_11 = __torch__.torch.save(x)", false},
+};
+
+std::string ScriptArchive(const std::string& statement) {
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items.push_back(ZipItem{"archive/constants.pkl", "\x80\x02)."});
+  zip.items.push_back(ZipItem{"archive/code/__torch__.py",
+                              "class M(Module):\n  __parameters__ = []\n  def __setstate__(self: __torch__.M,\n"
+                              "    s: Tuple[int, bool]) -> NoneType:\n    x = torch.zeros([1])\n    " +
+                                  statement + "\n    return None\n"});
+  return zip.Build();
+}
+
+BOOST_AUTO_TEST_CASE(torchscript_code_is_tokenized_for_file_builtins) {
+  for (const ScriptCase& c : kScriptCases) {
+    BOOST_TEST_CONTEXT(c.code) {
+      const std::string bytes = ScriptArchive(c.code);
+      const Container opened = OpenBytes(bytes);
+      BOOST_TEST(opened.format == ContainerFormat::kTorchScript);
+      BOOST_TEST(Has(opened, "torchscript.file_builtin") == c.flagged, Describe(opened));
+      if (!c.flagged || !Has(opened, "torchscript.file_builtin")) continue;
+      // Stored entry: the offset is the name's (or getattr's string's) byte in the file.
+      const Anomaly& a = Find(opened, "torchscript.file_builtin");
+      BOOST_REQUIRE(a.offset < bytes.size());
+      const std::string_view at = std::string_view(bytes).substr(static_cast<size_t>(a.offset));
+      BOOST_TEST((at.starts_with("save") || at.starts_with("from_file") || at.starts_with("\"")), at.substr(0, 12));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(mobile_bytecode_naming_a_file_builtin) {
+  // _save_for_lite_interpreter's layout without code/ or constants.pkl: the
+  // lite interpreter runs bytecode.pkl's __setstate__ all the same.
+  auto pickled_names = [](std::string_view op) {
+    std::string pkl = "\x80\x02(X";
+    const uint32_t len = static_cast<uint32_t>(op.size());
+    pkl.append(reinterpret_cast<const char*>(&len), 4);
+    pkl += op;
+    pkl += "X\x00\x00\x00\x00\x86t.";
+    return pkl;
+  };
+  for (const auto& [op, flagged] : {std::pair{"aten::save", true}, {"aten::from_file", true}, {"aten::add", false}}) {
+    BOOST_TEST_CONTEXT(op) {
+      ZipBuilder zip{{ZipItem{"archive/data.pkl", "\x80\x02}q\x00."}, ZipItem{"archive/bytecode.pkl", pickled_names(op)},
+                      ZipItem{"archive/version", "8\n"}}};
+      const Container c = OpenBytes(zip.Build());
+      BOOST_TEST(c.format == ContainerFormat::kTorchScript);
+      BOOST_TEST(Has(c, "torchscript.file_builtin") == flagged, Describe(c));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(torchscript_flatbuffer_at_the_top_level) {
+  // A flatbuffer module: a root offset, "PTMF", then tables.
+  std::string flatbuffer("\x18\x00\x00\x00PTMF\x00\x00\x00\x00", 12);
+  flatbuffer += std::string(32, '\0');
+  {
+    const Container c = OpenBytes(flatbuffer);
+    BOOST_TEST(c.format == ContainerFormat::kTorchScriptFlatbuffer, Describe(c));
+    BOOST_TEST(!Has(c, "torchscript.file_builtin"));
+    BOOST_TEST(!c.error.has_value());
+  }
+  {
+    std::string with_save = flatbuffer + std::string("\x0a\x00\x00\x00" "aten::save\0", 15);
+    const Container c = OpenBytes(with_save);
+    BOOST_TEST(c.format == ContainerFormat::kTorchScriptFlatbuffer);
+    BOOST_TEST(Find(c, "torchscript.file_builtin").offset == flatbuffer.size() + 4);
+  }
+  {
+    // Also a pickle: MARK, SHORT_BINBYTES of 5 bytes "\0PTMF", LIST, STOP.
+    const std::string polyglot("(C\x05\x00PTMF" "l.", 10);
+    const Container c = OpenBytes(polyglot);
+    BOOST_TEST(c.format == ContainerFormat::kPickle);
+    BOOST_TEST(Find(c, "polyglot.torchscript_flatbuffer").offset == 4u);
+  }
+  {
+    // Nested bytes are not files torch.jit.load opens.
+    ZipBuilder zip{{ZipItem{"bundle/inner.bin", flatbuffer}}};
+    const Container c = OpenBytes(zip.Build());
+    BOOST_TEST(!Has(c, "polyglot.torchscript_flatbuffer"));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(zip_inside_zip_is_opened) {
   ZipBuilder inner{testing::MinimalTorchZip()};
   ZipBuilder outer{{ZipItem{"bundle/model.pt", inner.Build()}}};

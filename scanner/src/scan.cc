@@ -264,6 +264,14 @@ class Scanner {
           "code (" + Num(code_files) + " files under " + c.prefix + "/code/)",
           entry_name(""), 0, "");
     }
+    if (c.format == ContainerFormat::kTorchScriptFlatbuffer) {
+      // (A file that is also another format: polyglot.torchscript_flatbuffer,
+      // CKG-F011, by AddAnomaly.)
+      Add("CKG-F030", Severity::kSuspicious,
+          "TorchScript flatbuffer module ('PTMF' at bytes 4..7): torch.jit.load and _load_for_lite_interpreter run "
+          "its code",
+          entry_name(""), 4, "");
+    }
     const bool torch_archive = c.format == ContainerFormat::kTorchZip || c.format == ContainerFormat::kTorchScript;
     records_ = torch_archive ? &c : nullptr;
     records_entry_ = entry_name(c.prefix + "/data.pkl");

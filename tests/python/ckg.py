@@ -47,6 +47,9 @@ LOADERS = {
     "torch.load": "import torch,sys; torch.load(sys.argv[1])",
     "numpy.load": "import numpy,sys; numpy.load(sys.argv[1], allow_pickle=True)",
     "joblib.load": "import joblib,sys; joblib.load(sys.argv[1])",
+    "torch.load(weights_only)": "import torch,sys; torch.load(sys.argv[1], weights_only=True)",
+    "torch.jit.load": "import torch,sys; torch.jit.load(sys.argv[1])",
+    "_load_for_lite_interpreter": "import torch,torch.jit.mobile,sys; torch.jit.mobile._load_for_lite_interpreter(sys.argv[1])",
     # numpy.load called again on one open file until it ends (arrays appended
     # one after another, as numpy.save to an open file writes them).
     "numpy.load*": "import numpy,sys\nf=open(sys.argv[1],'rb')\nwhile f.peek(1):\n  numpy.load(f, allow_pickle=True)",

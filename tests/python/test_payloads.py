@@ -553,6 +553,254 @@ def test_torchscript_that_creates_a_file_as_it_loads(tmp_path):
     assert_loader_refuses(path, b"torchscript.file_builtin")
 
 
+# 14b. TorchScript spellings of torch.save that no byte string shows: torch's
+# lexer makes '.' a token of its own and skips blanks, comments and
+# backslash-newlines; a name assigned `torch` or getattr reach it too. The
+# archive is what torch.jit.save writes, with the call in __setstate__.
+TS_CALLS = {
+    "space": 'torch . save(torch.zeros([1]), "{m}")',
+    "space2": 'torch. save(torch.zeros([1]), "{m}")',
+    "continuation": 'torch.\\\n      save(torch.zeros([1]), "{m}")',
+    "ops": 'ops.aten . save(torch.zeros([1]), "{m}")',
+    "alias": 't = torch\n    (t).save(torch.zeros([1]), "{m}")',
+    "getattr": 'getattr(torch, "sa" "ve")(torch.zeros([1]), "{m}")',
+}
+
+
+def torchscript_archive(tmp_path, name, call):
+    import zipfile
+    code = """class M(Module):
+  __parameters__ = []
+  __buffers__ = []
+  training : bool
+  _is_full_backward_hook : Optional[bool]
+  x : int
+  def __getstate__(self: __torch__.M) -> Tuple[int, bool]:
+    x = self.x
+    training = self.training
+    return (x, training)
+  def __setstate__(self: __torch__.M,
+    s: Tuple[int, bool]) -> NoneType:
+    self.x = (s)[0]
+    self.training = (s)[1]
+    CALL
+    return None
+""".replace("CALL", call)
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("m/data.pkl", b"\x80\x02c__torch__\nM\nq\x00)\x81K\x01\x88\x86q\x01bq\x02.")
+        z.writestr("m/code/__torch__.py", code)
+        z.writestr("m/constants.pkl", b"\x80\x02).")
+        z.writestr("m/version", b"3\n")
+    return path
+
+
+@pytest.mark.parametrize("how", sorted(TS_CALLS))
+def test_torchscript_save_spelled_as_torch_lexes_it(tmp_path, how):
+    m = marker_path()
+    path = torchscript_archive(tmp_path, how + ".pt", TS_CALLS[how].format(m=m))
+    assert_proven_and_dangerous(path, m, loaders=("torch.load", "torch.jit.load"), want=("CKG-F031",))
+    assert_loader_refuses(path, b"torchscript.file_builtin")
+
+
+# 14c. A mobile (lite-interpreter) module with code/ removed: the lite
+# interpreter runs __setstate__ from bytecode.pkl, whose operator table names
+# aten::save. argv[1]: the file; argv[2]: the module's path attribute.
+MOBILE_SETSTATE = r"""
+import io, sys, zipfile, torch
+from typing import Tuple
+class M(torch.nn.Module):
+    def __init__(self, p: str):
+        super().__init__()
+        self.p = p
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, bool]:
+        return (self.p, self.training)
+    @torch.jit.export
+    def __setstate__(self, s: Tuple[str, bool]):
+        self.p = s[0]
+        self.training = s[1]
+        torch.save(torch.zeros(1), self.p)
+    def forward(self, x):
+        return x
+m = torch.jit.script(M(sys.argv[2]))
+if len(sys.argv) > 3 and sys.argv[3] == "flatbuffer":
+    torch.jit.save_jit_module_to_flatbuffer(m, sys.argv[1])
+    sys.exit(0)
+zin = zipfile.ZipFile(io.BytesIO(m._save_to_buffer_for_lite_interpreter()))
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_STORED) as z:
+    for n in zin.namelist():
+        if "/code/" not in n and not n.endswith("/constants.pkl"):
+            z.writestr(n, zin.read(n))
+"""
+
+
+def test_mobile_module_without_code(tmp_path):
+    m = marker_path()
+    path = scripted(tmp_path, MOBILE_SETSTATE, "nocode.ptl", m)
+    r = assert_proven_and_dangerous(path, m, loaders=("_load_for_lite_interpreter",), want=("CKG-F031",))
+    assert any(f["rule"] == "CKG-F031" and "bytecode.pkl" in f.get("entry", "") for f in r["findings"]), describe(r)
+    assert_loader_refuses(path, b"torchscript.file_builtin")
+
+
+# 14d. torch.jit.load and _load_for_lite_interpreter read any file with "PTMF"
+# at bytes 4..7 as a TorchScript flatbuffer module, whatever else it is.
+def flatbuffer_module(tmp_path, m):
+    path = tmp_path / "module.ff"
+    script = write(tmp_path, "make_flatbuffer.py", MOBILE_SETSTATE.encode())
+    import subprocess
+    from ckg import PYTHON
+    made = subprocess.run([PYTHON, str(script), str(path), m, "flatbuffer"], capture_output=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    data = path.read_bytes()
+    assert data[4:8] == b"PTMF"
+    return data
+
+
+def pickle_flatbuffer(fb):
+    # Bytes 0..3 are both the flatbuffer's root offset and the pickle's
+    # MARK, SHORT_BINBYTES of 5 bytes (b"\0PTMF"); BINBYTES then covers zero
+    # padding and the flatbuffer, placed where the root offset points
+    # (64-aligned, so that its own offsets hold); LIST, STOP.
+    root = struct.unpack("<I", fb[:4])[0]
+    at = struct.unpack("<I", b"(C\x05\x00")[0] - root
+    assert at % 64 == 0 and at > 13
+    body = bytes(at - 13) + fb
+    return b"(C\x05\x00PTMF" + b"B" + struct.pack("<I", len(body)) + body + b"l."
+
+
+def legacy_flatbuffer(fb):
+    # A legacy torch.save of a uint8 tensor whose storage bytes hold the
+    # flatbuffer, its first pickle starting MARK SHORT_BINBYTES(b"\0PTMF")
+    # POP_MARK before the magic number: torch.load returns the tensor.
+    import io
+    import torch
+    root = struct.unpack("<I", fb[:4])[0]
+    at = struct.unpack("<I", b"(C\x05\x00")[0] - root
+    magic = 0x1950A86A20F9469CFC6C
+    first = b"(C\x05\x00PTMF1\x8a\x0a" + magic.to_bytes(10, "little") + b"."
+
+    def build(n):
+        s = io.BytesIO()
+        torch.save(torch.zeros(n, dtype=torch.uint8), s, _use_new_zipfile_serialization=False)
+        raw = s.getvalue()
+        assert raw[:4] == b"\x80\x02\x8a\x0a" and raw[14:15] == b"."
+        return first + raw[15:]
+    probe = build(len(fb) + at)
+    data_start = len(probe) - (len(fb) + at)
+    n = at - data_start + len(fb)
+    blob = bytearray(build(n))
+    blob[at:at + len(fb)] = fb
+    return bytes(blob)
+
+
+def test_torchscript_flatbuffer_module(tmp_path):
+    m = marker_path()
+    path = write(tmp_path, "plain.ptl", flatbuffer_module(tmp_path, m))
+    r = assert_proven_and_dangerous(path, m, loaders=("torch.jit.load", "_load_for_lite_interpreter"),
+                                    want=("CKG-F031",))
+    assert r["format"] == "torchscript-flatbuffer", describe(r)
+    assert any(f["rule"] == "CKG-F030" for f in r["findings"]), describe(r)
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
+    assert b"flatbuffer" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("how", ["pickle", "legacy"])
+def test_flatbuffer_polyglot(tmp_path, how):
+    m = marker_path()
+    fb = flatbuffer_module(tmp_path, m)
+    path = write(tmp_path, "poly." + how, pickle_flatbuffer(fb) if how == "pickle" else legacy_flatbuffer(fb))
+    r = assert_proven_and_dangerous(path, m, loaders=("torch.jit.load",), want=("CKG-F011", "CKG-F031"))
+    assert any("polyglot.torchscript_flatbuffer" in f["message"] for f in r["findings"]), describe(r)
+    out = run_cli("inspect", "--no-digest", str(path))  # (the legacy file's first anomaly is legacy.bad_magic)
+    assert out.returncode == 2, out.stdout
+    assert b"polyglot.torchscript_flatbuffer" in out.stderr or b"more; see" in out.stderr, out.stderr
+
+
+# 14e. torch.load(weights_only=True) of torch < 2.0 hands a TorchScript
+# archive to torch.jit.load, which runs its code: a weights-only load refuses
+# every TorchScript archive, hostile or not.
+def test_weights_only_refuses_torchscript(tmp_path):
+    m = marker_path()
+    path = torchscript_archive(tmp_path, "wo.pt", TS_CALLS["space"].format(m=m))
+    assert load_runs_payload(path, m, "torch.load(weights_only)"), "torch.load(weights_only=True) did not run it"
+    out = run_cli("inspect", "--no-digest", "--weights-only", "--allow-anomalies", str(path))
+    assert out.returncode == 2, out.stdout
+    assert b"weights-only" in out.stderr and b"torch.jit.load" in out.stderr, out.stderr
+    benign = scripted(tmp_path, BENIGN_SCRIPTED, "benign.pt", m)
+    out = run_cli("inspect", "--no-digest", "--weights-only", str(benign))
+    assert out.returncode == 2, out.stdout
+    assert b"weights-only" in out.stderr, out.stderr
+    assert run_cli("inspect", "--no-digest", str(benign)).returncode == 0
+
+
+# Benign scripted modules: methods named save (called on self, a submodule,
+# a module list's item and a scripted class's object, as torch.jit.save
+# prints the calls), saved by torch.jit.save, _save_for_lite_interpreter and
+# as a flatbuffer. TorchScript runs on load (CKG-F030), but nothing here
+# touches files.
+BENIGN_SCRIPTED = r"""
+import io, sys, torch
+class Sub(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2))
+    @torch.jit.export
+    def save(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.w
+    def forward(self, x):
+        return self.save(x)
+class Holder:
+    def __init__(self, v: int):
+        self.v = v
+    def save(self, k: int) -> int:
+        return self.v + k
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sub = Sub()
+        self.seq = torch.nn.Sequential(Sub(), Sub())
+        self.lst = torch.nn.ModuleList([Sub(), Sub()])
+    @torch.jit.export
+    def save(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+    def forward(self, x):
+        y = self.save(x) + self.sub.save(x)
+        for m in self.lst:
+            y = y + m.save(x)
+        return self.seq(y + self.seq[0].save(x))
+class WithObject(M):  # a scripted class's object (the mobile formats have none)
+    def forward(self, x):
+        h = Holder(3)
+        return self.save(x) + h.save(1)
+kind = sys.argv[3] if len(sys.argv) > 3 else "jit"
+m = torch.jit.script(WithObject() if kind == "jit" else M())
+if kind == "jit":
+    # (torch.jit.save(m, path) would call the module's own save method)
+    buf = io.BytesIO()
+    torch.jit.save(m, buf)
+    open(sys.argv[1], "wb").write(buf.getvalue())
+elif kind == "lite":
+    m._save_for_lite_interpreter(sys.argv[1])
+else:
+    torch.jit.save_jit_module_to_flatbuffer(m, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("kind", ["jit", "lite", "flatbuffer"])
+def test_benign_scripted_modules_are_not_dangerous(tmp_path, kind):
+    import subprocess
+    from ckg import PYTHON
+    path = tmp_path / ("benign." + kind)
+    script = write(tmp_path, "make_benign.py", BENIGN_SCRIPTED.encode())
+    made = subprocess.run([PYTHON, str(script), str(path), "unused", kind], capture_output=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    r = scan(path)
+    assert r["verdict"] == "suspicious", describe(r)
+    assert {f["rule"] for f in r["findings"]} == {"CKG-F030"}, describe(r)
+
+
 # 15. What torch._tensor._rebuild_from_type_v2(func, Tensor, args, state)
 # calls: func(*args), judged as the pickle's own call. getattr reaches the
 # builtins module through a builtin function's __self__, then exec; or a

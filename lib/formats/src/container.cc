@@ -12,6 +12,7 @@
 #include "archive_reader.h"
 #include "joblib_view.h"
 #include "pickle_views.h"
+#include "torchscript_code.h"
 #include "unwrap.h"
 
 namespace ckptguard {
@@ -93,6 +94,7 @@ class Opener {
       const size_t sources_before = wrapped->pickles.size();
       AddRawPickleView(*wrapped, bytes, "compressed");
       AddReaderViews(*wrapped, depth, /*zipfile_view=*/false, sources_before);
+      if (depth == 0) AddTorchScriptFlatbuffer(*wrapped, bytes);
       return std::move(*wrapped);
     } else if (std::optional<ArchiveKind> archive = DetectArchive(bytes)) {
       OpenArchive(c, *archive, depth);
@@ -103,6 +105,7 @@ class Opener {
       OpenPickleStream(c, depth);
     }
     AddReaderViews(c, depth);
+    if (depth == 0) AddTorchScriptFlatbuffer(c, bytes);
     return c;
   }
 
@@ -1011,7 +1014,10 @@ class Opener {
     const std::string code_folder = root + "code/";
     const bool has_code = std::any_of(zip.entries().begin(), zip.entries().end(),
                                       [&](const ZipEntry& e) { return e.name.starts_with(code_folder); });
-    if (!c.prefix.empty() && (has(root + "constants.pkl") || (has_code && has(root + "data.pkl")))) {
+    // A mobile module (_save_for_lite_interpreter) needs neither code/ nor
+    // constants.pkl: _load_for_lite_interpreter runs bytecode.pkl's methods.
+    if (!c.prefix.empty() &&
+        (has(root + "constants.pkl") || (has_code && has(root + "data.pkl")) || has(root + "bytecode.pkl"))) {
       c.format = ContainerFormat::kTorchScript;
     } else if (!c.prefix.empty() && has(root + "data.pkl")) {
       c.format = ContainerFormat::kTorchZip;
@@ -1112,13 +1118,15 @@ class Opener {
   // CheckTorchScriptCode: torch.load of a TorchScript archive (torch < 2.6,
   // whatever its arguments) hands it to torch.jit.load, which compiles the
   // archive's code (code/**/*.py; the folder and the suffix in any ASCII
-  // case, as torch's reader finds names) and runs a module's __setstate__.
-  // Code that calls a builtin opening files touches the file system on load
-  // (torchscript.file_builtin): torch.from_file creates or grows the file it
-  // names, torch.save (aten::save) writes any path. A model's weights never
-  // need them.
+  // case, as torch's reader finds names) and runs a module's __setstate__;
+  // _load_for_lite_interpreter runs the methods of bytecode.pkl instead
+  // (CheckMobileBytecode). Code that calls a builtin opening files touches
+  // the file system on load (torchscript.file_builtin): torch.from_file
+  // creates or grows the file it names, torch.save (aten::save) writes any
+  // path. A model's weights never need them. The code is tokenized as
+  // torch's lexer reads it (torchscript_code.h: `torch . save`, a name
+  // assigned `torch`, getattr), within the file's budget.
   void CheckTorchScriptCode(Container& c, const ZipArchive& zip) {
-    static constexpr std::string_view kFileBuiltins[] = {"from_file", "torch.save", "aten.save"};
     const std::string code_dir = c.prefix + "/code/";
     for (const ContainerEntry& e : c.entries) {
       const std::string_view name = e.zip.name;
@@ -1139,19 +1147,109 @@ class Opener {
         inflated = std::move(*data);
         code = AsBytes(inflated);
       }
-      const std::string_view text = AsStringView(code);
-      for (std::string_view builtin : kFileBuiltins) {
-        const size_t at = text.find(builtin);
-        if (at == std::string_view::npos) continue;
-        const bool in_file = !e.inflated && e.zip.method == kZipMethodStored;
-        c.anomalies.push_back({"torchscript.file_builtin", in_file ? *e.data_offset + at : e.zip.local_header_offset,
+      const bool in_file = !e.inflated && e.zip.method == kZipMethodStored;
+      Result<std::vector<FileBuiltinUse>> uses =
+          FindFileBuiltins(AsStringView(code), limits_.max_torchscript_code_len, &budget_);
+      if (!uses) {
+        if (uses.error().limit == "max_torchscript_code_len") {
+          c.anomalies.push_back({"torchscript.unchecked_code", e.zip.local_header_offset, e.zip.name,
+                                 uses.error().detail + ": not checked for builtins that open files"});
+        } else if (!c.error) {
+          c.error = uses.error();
+        }
+        continue;
+      }
+      for (const FileBuiltinUse& use : *uses) {
+        const std::string qualified = use.builtin == "from_file" ? "torch.from_file" : "torch.save (aten::save)";
+        c.anomalies.push_back({"torchscript.file_builtin", in_file ? *e.data_offset + use.offset : e.zip.local_header_offset,
                                e.zip.name,
-                               "TorchScript code calls " + std::string(builtin.starts_with("from_file") ? "torch." : "") +
-                                   std::string(builtin) +
-                                   ", which opens (and may create, grow or write) the file it names when the code "
+                               "TorchScript code calls " + qualified + " (spelled " + use.how +
+                                   "), which opens (and may create, grow or write) the file it names when the code "
                                    "runs; torch.jit.load runs a module's __setstate__ as it loads"});
       }
     }
+    CheckMobileBytecode(c);
+  }
+
+  // CheckMobileBytecode: a mobile module's methods are bytecode in
+  // <prefix>/bytecode.pkl (found in any ASCII case, as torch's reader finds
+  // names), each with its operator table of names such as ('aten::save', '').
+  // _load_for_lite_interpreter runs a class's __setstate__ from there (with
+  // code/ removed, nothing else shows it), so an operator name that is a file
+  // builtin is torchscript.file_builtin. The pickle is decoded, not searched
+  // (a name split across opcodes or escaped is the decoder's to join), up to
+  // its STOP, charging the budget per opcode.
+  void CheckMobileBytecode(Container& c) {
+    const std::string bytecode = c.prefix + "/bytecode.pkl";
+    for (const PickleSource& source : c.pickles) {
+      if (source.same_as || !EqualsIgnoringCase(source.entry, bytecode) || source.start > source.data.size()) continue;
+      PickleDecoder decoder(source.data.subspan(static_cast<size_t>(source.start)), limits_.pickle, source.start);
+      size_t found = 0;
+      while (!decoder.AtEnd() && found < kMaxFileBuiltinUses) {
+        Result<PickleOp> op = decoder.Next();
+        if (!op) break;  // the scan reports the pickle's own errors
+        if (Status charged = budget_.Charge(BudgetKind::kOpcodes, 1, op->offset, source.entry, "mobile bytecode check");
+            !charged) {
+          if (!c.error) c.error = charged.error();
+          return;
+        }
+        if (op->code == Opcode::kStop) break;
+        if ((op->arg.type != PickleArgType::kString && op->arg.type != PickleArgType::kBytes) ||
+            !IsFileBuiltinOperator(op->arg.Data())) {
+          continue;
+        }
+        ++found;
+        c.anomalies.push_back({"torchscript.file_builtin",
+                               source.file_offset ? *source.file_offset + op->offset : op->offset, source.entry,
+                               "mobile bytecode names the operator " + std::string(op->arg.Data()) +
+                                   ", which opens (and may create, grow or write) the file it names; "
+                                   "_load_for_lite_interpreter runs a class's __setstate__ from bytecode.pkl as it "
+                                   "loads"});
+      }
+    }
+  }
+
+  // AddTorchScriptFlatbuffer: torch.jit.load and _load_for_lite_interpreter
+  // read any file with "PTMF" at bytes 4..7 as a TorchScript flatbuffer
+  // module (getFileFormat tests that before the zip magic), whatever else the
+  // file is, and run its objects' __setstate__ as they load. Called for the
+  // file itself (depth 0), which is what those loaders open. A file that is
+  // nothing else is kTorchScriptFlatbuffer; one that is also another format
+  // (a pickle, a zip, a legacy checkpoint, ...) has the anomaly
+  // polyglot.torchscript_flatbuffer: its readers disagree on what it is.
+  // Its operator table names builtins as flatbuffer strings (a u32 length,
+  // then the bytes): the file is searched for the names of file builtins
+  // (kFileBuiltinOperators) rather than parsed, which also finds them in
+  // tables a parser of ours might read differently from torch's; the search
+  // is linear in the file and charged to the budget.
+  void AddTorchScriptFlatbuffer(Container& c, Bytes file) {
+    if (file.size() < 8 || AsStringView(file).substr(4, 4) != "PTMF") return;
+    if (c.format == ContainerFormat::kUnknown && !c.archive && c.wrappers.empty()) {
+      c.format = ContainerFormat::kTorchScriptFlatbuffer;
+      c.reason.clear();
+    } else {
+      c.anomalies.insert(c.anomalies.begin(),
+                         Anomaly{"polyglot.torchscript_flatbuffer", 4, "",
+                                 "'PTMF' at bytes 4..7: torch.jit.load and _load_for_lite_interpreter read the file "
+                                 "as a TorchScript flatbuffer module and run its code, while other readers read it as " +
+                                     std::string(c.format == ContainerFormat::kUnknown ? "something else"
+                                                                                       : ContainerFormatName(c.format))});
+    }
+    if (Status read = budget_.Charge(BudgetKind::kReadBytes, file.size(), 0, "", "flatbuffer operator names"); !read) {
+      if (!c.error) c.error = read.error();
+      return;
+    }
+    const std::string_view text = AsStringView(file);
+    for (std::string_view name : kFileBuiltinOperators) {
+      const size_t at = text.find(name);
+      if (at == std::string_view::npos) continue;
+      c.anomalies.push_back({"torchscript.file_builtin", at, "",
+                             "the TorchScript flatbuffer module names the operator " + std::string(name) +
+                                 ", which opens (and may create, grow or write) the file it names; torch.jit.load "
+                                 "runs a class's __setstate__ as it loads"});
+    }
+    std::stable_sort(c.anomalies.begin(), c.anomalies.end(),
+                     [](const Anomaly& a, const Anomaly& b) { return a.offset < b.offset; });
   }
 
   // OpenZipEntry reads entry i: its pickle, npz member or nested archive.
@@ -1335,6 +1433,7 @@ std::string_view ContainerFormatName(ContainerFormat format) {
     case ContainerFormat::kPickle: return "pickle";
     case ContainerFormat::kZip: return "zip";
     case ContainerFormat::kZipSequence: return "zip-sequence";
+    case ContainerFormat::kTorchScriptFlatbuffer: return "torchscript-flatbuffer";
     case ContainerFormat::kUnknown: return "unknown";
   }
   return "unknown";
@@ -1361,6 +1460,7 @@ ContainerLimits ContainerLimits::Clamped() const {
   out.max_unwrapped_len = std::min<uint64_t>(max_unwrapped_len, uint64_t{1} << 40);
   out.max_depth = std::min<uint32_t>(max_depth, 16);
   out.max_nested = std::min<uint64_t>(max_nested, 65'536);
+  out.max_torchscript_code_len = std::min<uint64_t>(max_torchscript_code_len, uint64_t{1} << 30);
   return out;
 }
 

@@ -122,6 +122,16 @@ class Loader {
       case ContainerFormat::kTorchZip:
         return LoadTorchZip(false);
       case ContainerFormat::kTorchScript:
+        if (!options_.records) {
+          // torch.load(weights_only=True) before torch 2.x hands a TorchScript
+          // archive to torch.jit.load, which runs its code (torch 2.x raises
+          // "Cannot use weights_only=True with TorchScript archives").
+          return MakeError(ErrorCode::kUnsupportedFormat, 0,
+                           "TorchScript archive refused by a weights-only load: torch.load(weights_only=True) of "
+                           "torch < 2.0 hands it to torch.jit.load, which runs its code (torch 2.x raises 'Cannot use "
+                           "weights_only=True with TorchScript archives'); a load that is not weights-only reads the "
+                           "weights of its data.pkl without running code");
+        }
         s_.notes.push_back(
             "TorchScript archive: only the weights in data.pkl were read; its code (code/, constants.pkl) was not "
             "run, and torch.jit.load would run it");
@@ -144,6 +154,10 @@ class Loader {
                          std::to_string(c.nested.size()) +
                              " zip archives back to back, as torch.distributed.checkpoint writes its .distcp files: "
                              "load the checkpoint's folder (its .metadata says what each archive holds)");
+      case ContainerFormat::kTorchScriptFlatbuffer:
+        return MakeError(ErrorCode::kUnsupportedFormat, 4,
+                         "a TorchScript flatbuffer module ('PTMF' at bytes 4..7): torch.jit.load and "
+                         "_load_for_lite_interpreter run its code, and its weights are not read without running it");
       case ContainerFormat::kUnknown:
         return MakeError(ErrorCode::kUnsupportedFormat, 0, "not a model file: " + c.reason);
     }

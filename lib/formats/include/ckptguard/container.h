@@ -7,7 +7,11 @@
 // unwrapped (bounded) and their content detected in turn; safetensors when
 // the first 8 bytes are a header length that fits and JSON follows; a pickle
 // stream otherwise (legacy torch when its first pickle is the magic number or
-// its second the protocol 1001); else unknown, with the reason. A file that is
+// its second the protocol 1001); else unknown, with the reason. A file (not
+// a nested one: torch.jit.load reads files) with "PTMF" at bytes 4..7 is a
+// TorchScript flatbuffer module, as torch.jit.load decides before anything
+// else: torchscript-flatbuffer when it is nothing else, a
+// polyglot.torchscript_flatbuffer anomaly beside the other format otherwise. A file that is
 // two things at once (a pickle with a zip appended, a pickle that is also a
 // safetensors file, a zip inside a pickle's bytes) is reported as what torch
 // reads, plus a "polyglot.*" anomaly and the other reading as a nested
@@ -44,7 +48,7 @@ namespace ckptguard {
 enum class ContainerFormat : uint8_t {
   kTorchZip,     // torch.save since 1.6: <prefix>/data.pkl + data/<key> records
   kTorchLegacy,  // five pickles, then raw storage records
-  kTorchScript,  // torch.jit.save: a zip with constants.pkl and code/
+  kTorchScript,  // torch.jit.save: a zip with constants.pkl and code/ (or a mobile module's bytecode.pkl)
   kSafetensors,  // u64 header length, JSON header, raw data
   kNumpy,        // .npy
   kNumpyZip,     // .npz: a zip of .npy members
@@ -52,6 +56,8 @@ enum class ContainerFormat : uint8_t {
   kZip,          // any other zip
   kZipSequence,  // zip archives back to back (a torch.distributed.checkpoint .distcp file): each
                  // is a nested container "@<offset>", read as a file of its own
+  kTorchScriptFlatbuffer,  // a TorchScript module in torch's flatbuffer format ("PTMF" at bytes 4..7, which
+                           // torch.jit.load and _load_for_lite_interpreter test before anything else)
   kUnknown,      // none of these; `reason` says why
 };
 
@@ -80,6 +86,12 @@ struct ContainerLimits {
   // archives, wrappers, polyglot readings). Default 256; ceiling 65,536. More
   // are reported (container.too_many), not opened.
   uint64_t max_nested = 256;
+  // Longest TorchScript code file (code/**/*.py) tokenized to find the
+  // builtins it calls that open files (torchscript.file_builtin). Tokens
+  // take 12 bytes per byte at most. Default 64 MiB (torch.jit.save writes a
+  // few KB to a few MB per file); ceiling 1 GiB. A longer file is reported
+  // (torchscript.unchecked_code), not read.
+  uint64_t max_torchscript_code_len = uint64_t{64} << 20;
   // Decode a torch archive's data.pkl here to check every data/<key> record
   // against its persistent ids (torch.missing_record, record_size_mismatch,
   // unlisted_record). Default on; the loader turns it off because its VM
