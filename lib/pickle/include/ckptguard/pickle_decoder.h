@@ -278,6 +278,7 @@ class PickleDecoder {
   // frame being read, else to the end of the input. (The fast paths stay
   // inside it; NextSlow checks an opcode that crosses a frame's end.)
   size_t Window() const {
+    if (frame_end_ == 0) [[likely]] return cursor_.Remaining();  // no frame (torch's protocol 2)
     const uint64_t at = cursor_.Offset();
     return frame_end_ > at ? static_cast<size_t>(frame_end_ - at) : cursor_.Remaining();
   }
