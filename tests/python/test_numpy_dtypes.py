@@ -255,3 +255,68 @@ def test_npz_of_no_arrays(tmp_path, save):
     report = json.loads(subprocess.run([CLI, "scan", "--format", "json", str(path)], capture_output=True,
                                        timeout=60).stdout)
     assert report["files"][0]["verdict"] == "safe", report
+
+
+# --- joblib's inline arrays ---------------------------------------------------------
+# joblib.dump writes each numpy array as a NumpyArrayWrapper whose BUILD is
+# followed by the array's bytes in the stream (after a padding byte and
+# padding); joblib.load reads them there and puts the array in the
+# wrapper's place. pickle.load fails at those bytes: the loader reads such a
+# file as joblib.load does.
+JOBLIB_ARRAYS = {
+    "f32": np.arange(12, dtype=np.float32).reshape(3, 4),
+    "i64_fortran": np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+    "i32_be": np.arange(5, dtype=">i4"),
+    "bool": np.array([True, False, True]),
+    "empty": np.zeros((0, 2)),
+    "zero_d": np.array(7.5),
+    "u8_3d": np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+    "datetime_day": np.array(["2024-01-01", "1970-01-02"], dtype="M8[D]"),
+}
+
+
+@pytest.mark.parametrize("compress", [0, 3, "lzma"])
+def test_joblib_dumps_load_as_joblib_reads_them(tmp_path, compress):
+    joblib = pytest.importorskip("joblib")
+    value = {"arrays": JOBLIB_ARRAYS, "meta": {"epoch": 3, "name": "run"}, "list": [np.arange(3), "x"]}
+    path = tmp_path / "model.joblib"
+    joblib.dump(value, path, compress=(compress, 3) if isinstance(compress, str) else compress)
+    loaded = joblib.load(path)  # the oracle
+    doc = inspect_json(path)
+    got = doc["tensors"]
+    want = {"arrays." + k: v for k, v in loaded["arrays"].items()}
+    want["list.0"] = loaded["list"][0]
+    assert sorted(got) == sorted(want)
+    for name, arr in want.items():
+        entry = got[name]
+        if arr.dtype.kind == "M":  # kept as its raw bytes, numpy's dtype named
+            assert entry["numpy_dtype"] == arr.dtype.str, name
+            assert entry["shape"] == list(arr.shape) + [arr.dtype.itemsize], name
+            assert entry["sha256"] == hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest(), name
+            continue
+        assert entry["shape"] == list(arr.shape), name
+        values = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"))
+        if arr.dtype == np.bool_:
+            values = values.astype(np.uint8)
+        assert entry["sha256"] == hashlib.sha256(values.tobytes()).hexdigest(), name
+
+
+@pytest.mark.parametrize("how", ["object_array", "matrix_subclass"])
+def test_joblib_arrays_the_loader_refuses(tmp_path, how):
+    joblib = pytest.importorskip("joblib")
+    path = tmp_path / "refused.joblib"
+    if how == "object_array":  # its data is a pickle joblib.load runs
+        joblib.dump({"a": np.array([1, "a"], dtype=object)}, path)
+        inspect_refused(path, "object array")
+    else:  # joblib builds the subclass and calls its __array_prepare__
+        joblib.dump({"m": np.matrix([[1.0, 2.0]])}, path)
+        inspect_refused(path, "subclass")
+
+
+def test_joblib_dump_followed_by_more_bytes_is_refused(tmp_path):
+    joblib = pytest.importorskip("joblib")
+    path = tmp_path / "trailing.joblib"
+    joblib.dump({"w": np.arange(4.0)}, path)
+    with open(path, "ab") as f:
+        f.write(b"\x80\x02N.")
+    inspect_refused(path, "follow the pickle's STOP")

@@ -333,6 +333,22 @@ class Opener {
     c.buffers.push_back(std::make_unique<std::string>(std::move((*joblib)->bytes)));
     c.pickles.push_back(PickleSource{entry, AsBytes(*c.buffers.back()), 0, std::nullopt, source.deflated, 1,
                                      source.sniffed, std::nullopt});
+    if (whole_file && !c.joblib) {
+      // What a loader reads as joblib.load does (joblib reads whole files).
+      JoblibReading reading{.pickle = c.pickles.size() - 1, .complete = (*joblib)->complete, .end = (*joblib)->end};
+      // A stream pickle.load cannot read past its first array is joblib's
+      // format, not a broken pickle, when joblib reads it to its STOP.
+      if (reading.complete && broken_stream_ && c.error && c.error->offset == broken_stream_->offset &&
+          c.error->detail == broken_stream_->detail) {
+        c.error.reset();
+      }
+      for (const JoblibView::Array& a : (*joblib)->arrays) {
+        const Bytes bytes = a.object ? Bytes() : source.data.subspan(static_cast<size_t>(a.offset), static_cast<size_t>(a.len));
+        reading.arrays.push_back({bytes, source.file_offset ? std::optional<uint64_t>(*source.file_offset + a.offset) : std::nullopt,
+                                  a.object});
+      }
+      c.joblib = std::move(reading);
+    }
     for (uint64_t at : (*joblib)->object_pickles) {
       c.pickles.push_back(PickleSource{entry + " @" + Num(at), source.data, at, source.file_offset, source.deflated, 1,
                                        source.sniffed, std::nullopt});
@@ -867,8 +883,10 @@ class Opener {
       if (op->code == Opcode::kStop) complete_end = decoder.Offset();
     }
     if (error && complete_end == 0) {
-      // Not even one complete pickle: the stream itself is broken.
+      // Not even one complete pickle: the stream itself is broken (unless
+      // joblib reads it whole: AddJoblibView).
       c.error = error;
+      broken_stream_ = error;
     } else if (complete_end < bytes.size()) {
       const Bytes rest = bytes.subspan(static_cast<size_t>(complete_end));
       const size_t zip_at = AsStringView(rest).find(kZipMagic);
@@ -1418,6 +1436,9 @@ class Opener {
   const ContainerLimits& limits_;
   Budget& budget_;
   uint64_t num_nested_ = 0;  // containers opened inside the file, all depths
+  // The error of a pickle stream with no complete pickle (OpenPickleStream),
+  // which AddJoblibView clears when joblib reads that stream to its STOP.
+  std::optional<Error> broken_stream_;
 };
 
 }  // namespace

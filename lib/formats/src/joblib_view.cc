@@ -403,7 +403,11 @@ Result<std::optional<JoblibView>> ReadJoblibView(Bytes data, uint64_t start, con
     }
     view.bytes.append(reinterpret_cast<const char*>(data.data() + pos), static_cast<size_t>(op->length));
     pos += op->length;
-    if (op->code == Opcode::kStop) break;
+    if (op->code == Opcode::kStop) {
+      view.complete = view.anomalies.empty();
+      view.end = pos;
+      break;
+    }
     if (!domain.pending) continue;
     const Pending pending = *domain.pending;
     domain.pending.reset();
@@ -417,6 +421,7 @@ Result<std::optional<JoblibView>> ReadJoblibView(Bytes data, uint64_t start, con
     frame_end.reset();
     ++view.num_arrays;
     if (pending.object || pending.maybe_object) {
+      view.arrays.push_back({pos, 0, true});
       // pickle.load(file): one pickle, run by the C unpickler.
       if (pos >= data.size()) break;
       Result<uint64_t> end = FirstPickleEnd(data.subspan(static_cast<size_t>(pos)), limits, pos, &budget, where);
@@ -455,6 +460,7 @@ Result<std::optional<JoblibView>> ReadJoblibView(Bytes data, uint64_t start, con
                                 "a NumpyArrayWrapper array of " + Num(*pending.len) + " bytes runs past the data"});
       break;
     }
+    view.arrays.push_back({pos + skip, *pending.len, false});
     pos += skip + *pending.len;
   }
   if (view.num_arrays == 0) return std::nullopt;

@@ -35,6 +35,19 @@ struct JoblibView {
   // Where the reading stopped before its STOP and why (an array whose
   // bytes run past the data, a wrapper whose dtype or shape is unknown).
   Anomalies anomalies;
+  // Every wrapper BUILD's array, in the order joblib reads them: where its
+  // data starts in `data` (after the padding) and its length; an object
+  // array's (or one not worked out) is the pickle at `offset`, length 0.
+  struct Array {
+    uint64_t offset = 0;
+    uint64_t len = 0;
+    bool object = false;
+  };
+  std::vector<Array> arrays;
+  // The reading got to its STOP with every array known; `end` is the offset
+  // in `data` just after that STOP (bytes from there are not read).
+  bool complete = false;
+  uint64_t end = 0;
 };
 
 // ReadJoblibView returns joblib's reading of data[start...] when it holds at

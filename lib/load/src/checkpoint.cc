@@ -567,6 +567,7 @@ class Loader {
   Status LoadPlainPickle() {
     const Container& c = s_.container;
     if (c.pickles.empty()) return MakeError(ErrorCode::kMalformed, 0, "no pickle found");
+    if (c.joblib) return LoadJoblib();
     const PickleSource& source = c.pickles.front();
     const VmOptions vm_options = PickleVmOptions(options_, &s_.budget, false);
     const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
@@ -599,6 +600,42 @@ class Loader {
                        Num(base + data.size() - end_offset) +
                            " bytes follow the pickle's STOP (a second pickle would run on the next load); not loaded",
                        "pickle");
+    }
+    return OkStatus();
+  }
+
+  // LoadJoblib loads a file whose arrays joblib writes inline after their
+  // NumpyArrayWrapper BUILDs, as joblib.load reads it (container.h
+  // JoblibReading): the reading's opcodes, each wrapper BUILD taking the next
+  // array, which views the file (or the unwrapped data). pickle.load fails
+  // on such a file at the first array's bytes; joblib.load is its reader.
+  Status LoadJoblib() {
+    const Container& c = s_.container;
+    const JoblibReading& reading = *c.joblib;
+    const PickleSource& stream = c.pickles.front();
+    const PickleSource& source = c.pickles[reading.pickle];
+    const uint64_t base = stream.file_offset.value_or(0);
+    if (!reading.complete) {
+      return MakeError(ErrorCode::kMalformed, base + reading.end,
+                       "joblib.load's reading of the file does not reach its STOP", "[joblib]");
+    }
+    VmOptions vm_options = PickleVmOptions(options_, &s_.budget, false);
+    vm_options.joblib = &reading;
+    CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(source.data, 0, source.entry, s_.vm, NoStorages(), vm_options));
+    // The other readings of the file (pickle.load's stops at the first
+    // array's bytes): any of them the VM refuses for a global or a call is
+    // this load's refusal, as for any pickle.
+    if (std::optional<Error> other = FindForbiddenGlobal(c, options_, s_.budget, &source)) {
+      other->detail += " (in another reader's reading of the file: " + other->where + ")";
+      return std::unexpected(std::move(*other));
+    }
+    // joblib.load reads one pickle; bytes after its STOP are where a second
+    // payload hides.
+    if (reading.end < stream.data.size()) {
+      return MakeError(ErrorCode::kMalformed, base + reading.end,
+                       Num(stream.data.size() - reading.end) +
+                           " bytes follow the pickle's STOP (a second pickle would run on the next load); not loaded",
+                       "[joblib]");
     }
     return OkStatus();
   }

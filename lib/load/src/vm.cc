@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "ckptguard/callables.h"
+#include "ckptguard/container.h"
 #include "ckptguard/npy_reader.h"
 #include "ckptguard/pickle_machine.h"
 #include "ckptguard/pickle_semantics.h"
@@ -188,6 +189,7 @@ class Vm {
      const VmOptions& options)
       : data_(data),
         base_offset_(base_offset),
+        joblib_(options.joblib),
         where_(where),
         state_(state),
         resolver_(resolver),
@@ -2067,6 +2069,13 @@ class Vm {
   // `type`, in C or Fortran order; its tensor value.
   Result<ValueId> ArrayOfBytes(const PickleOp& op, std::string_view fn, const Value& data, const NumpyType& type,
                                Dims shape, bool fortran) {
+    return ArrayOfBytes(op, fn, Bytes(reinterpret_cast<const uint8_t*>(data.text.data()), data.text.size()),
+                        "numpy array at byte " + Num(op.offset), std::nullopt, type, std::move(shape), fortran);
+  }
+  // The same for `data` from anywhere the load keeps in place: a view of the
+  // file at `file_offset`, or (unset) of a buffer.
+  Result<ValueId> ArrayOfBytes(const PickleOp& op, std::string_view fn, Bytes data, std::string key,
+                               std::optional<uint64_t> file_offset, const NumpyType& type, Dims shape, bool fortran) {
     const uint64_t item = type.raw_item != 0 ? type.raw_item : DTypeSize(type.dtype);
     uint64_t numel = 1;
     for (int64_t dim : shape) {
@@ -2076,9 +2085,9 @@ class Vm {
     }
     const std::string type_name = type.raw_item != 0 ? type.numpy_dtype : std::string(DTypeName(type.dtype));
     uint64_t need = 0;
-    if (__builtin_mul_overflow(numel, item, &need) || need != data.text.size()) {
+    if (__builtin_mul_overflow(numel, item, &need) || need != data.size()) {
       return Malformed(op, std::string(fn) + ": shape " + DimsText(shape) + " of " + type_name + " needs " + Num(need) +
-                               " bytes, the data holds " + Num(data.text.size()));
+                               " bytes, the data holds " + Num(data.size()));
     }
     // Raw bytes: the element is a last dimension of its bytes, stride 1 and
     // innermost in C and Fortran order alike, as for .npy files.
@@ -2092,16 +2101,17 @@ class Vm {
       stride.push_back(1);
       numel = need;
     }
-    // The storage views the bytes value, which the arena keeps in place for
-    // the life of the load.
+    // The storage views the bytes: a bytes value the arena keeps in place, or
+    // the file or a buffer the load keeps, for the life of the load.
     CKG_TRY(Account(op, sizeof(Storage)));
-    Storage storage{.key = "numpy array at byte " + Num(op.offset),
+    Storage storage{.key = std::move(key),
                     .location = "cpu",
                     .num_elements = numel,
-                    .bytes = Bytes(reinterpret_cast<const uint8_t*>(data.text.data()), data.text.size()),
+                    .bytes = data,
+                    .file_offset = file_offset.value_or(0),
                     .dtype = type.dtype,
                     .big_endian = type.big_endian,
-                    .inflated = true};
+                    .inflated = !file_offset};
     state_.storages.push_back(std::move(storage));
     Value sv;
     sv.kind = ValueKind::kStorage;
@@ -2361,18 +2371,20 @@ class Vm {
     return pairs;
   }
 
-  Status Build(const PickleOp& op, Id obj, Id state) {
+  // Build applies BUILD to `obj` and returns what the stack's top becomes:
+  // `obj`, or the array joblib's NumpyUnpickler puts in a wrapper's place.
+  Result<Id> Build(const PickleOp& op, Id obj, Id state) {
     const Value& o = Get(obj);
     const Value& s = Get(state);
     if (o.kind == ValueKind::kDict && o.ordered_dict) {
       // OrderedDict.__reduce__ gives vars(od) as state: state_dict()._metadata.
-      if (s.kind == ValueKind::kNone) return OkStatus();
+      if (s.kind == ValueKind::kNone) return obj;
       if (s.kind != ValueKind::kDict) return Malformed(op, "state of an OrderedDict must be a dict");
       std::vector<ValueId> attrs = s.items;
       CKG_TRY(Account(op, attrs.size() * sizeof(ValueId)));
       IdList& target = state_.values.MutableAttrs(obj);
       target.insert(target.end(), attrs.begin(), attrs.end());
-      return OkStatus();
+      return obj;
     }
     if (o.kind == ValueKind::kRecord) {
       // A record's state (its __dict__, or (dict, slots dict) from
@@ -2381,7 +2393,9 @@ class Vm {
       CKG_ASSIGN_OR_RETURN(std::vector<ValueId> attrs, StatePairs(op, state, /*slots=*/true));
       IdList& target = state_.values.MutableAttrs(obj);
       target.insert(target.end(), attrs.begin(), attrs.end());
-      return NumpyArray(op, obj, state);
+      if (joblib_ != nullptr && IsJoblibWrapper(Get(obj))) return JoblibArray(op, obj);
+      CKG_TRY(NumpyArray(op, obj, state));
+      return obj;
     }
     if (o.kind == ValueKind::kObject) {
       // A TorchScript object: record its state; its __setstate__ (TorchScript
@@ -2389,15 +2403,77 @@ class Vm {
       CKG_ASSIGN_OR_RETURN(std::vector<ValueId> attrs, StatePairs(op, state, /*slots=*/false));
       Value& target = state_.values.Mutable(obj);
       target.items.insert(target.items.end(), attrs.begin(), attrs.end());
-      return OkStatus();
+      return obj;
     }
     return Fail(ErrorCode::kForbiddenGlobal, op,
                 "BUILD on a " + std::string(ValueKindName(o.kind)) +
                     " is not allowed (it would call __setstate__ or set attributes)");
   }
 
+  // --- joblib's inline arrays ----------------------------------------------
+  static bool IsJoblibWrapper(const Value& v) {
+    return v.kind == ValueKind::kRecord && v.text == "joblib.numpy_pickle.NumpyArrayWrapper";
+  }
+  // Attr: the value of a record's attribute `name` (the last one set), or
+  // nullptr.
+  const Value* Attr(const Value& record, std::string_view name, ValueId* id = nullptr) const {
+    const Value* found = nullptr;
+    const std::span<const ValueId> attrs = state_.values.Attrs(record);
+    for (size_t i = 0; i + 1 < attrs.size(); i += 2) {
+      const Value& key = Get(attrs[i]);
+      if (key.kind == ValueKind::kStr && key.text == name) {
+        found = &Get(attrs[i + 1]);
+        if (id != nullptr) *id = attrs[i + 1];
+      }
+    }
+    return found;
+  }
+  // JoblibArray is NumpyArrayWrapper.read(): the next array of joblib's
+  // reading (JoblibReading), of the wrapper's dtype and shape, in its order
+  // ('F': Fortran, anything else C), in the wrapper's place. The memo keeps
+  // the wrapper, as joblib's does. Refused: an object array (its data is a
+  // pickle joblib runs), a dtype not loaded, a subclass other than
+  // numpy.ndarray or numpy.memmap (joblib makes one through its
+  // __array_prepare__), and arrays the reading does not have.
+  Result<Id> JoblibArray(const PickleOp& op, ValueId wrapper) {
+    const std::string fn = "joblib.numpy_pickle.NumpyArrayWrapper.read";
+    if (joblib_next_ >= joblib_->arrays.size()) {
+      return Malformed(op, fn + ": joblib's reading of the file has no array for this wrapper");
+    }
+    const JoblibReading::Array& array = joblib_->arrays[joblib_next_++];
+    if (array.object) {
+      return Fail(ErrorCode::kForbiddenGlobal, op,
+                  fn + ": an object array, whose data is a pickle joblib.load runs; not loaded");
+    }
+    const Value& w = Get(wrapper);
+    const Value* subclass = Attr(w, "subclass");
+    if (subclass == nullptr || subclass->kind != ValueKind::kGlobal ||
+        (subclass->text != "numpy.ndarray" && subclass->text != "numpy.memmap" &&
+         subclass->text != "numpy.core.memmap.memmap")) {
+      return Fail(ErrorCode::kForbiddenGlobal, op,
+                  fn + ": the array's subclass is not numpy.ndarray (joblib would build one and call its "
+                       "__array_prepare__)");
+    }
+    ValueId dtype_id = 0;
+    ValueId shape_id = 0;
+    if (Attr(w, "dtype", &dtype_id) == nullptr || Attr(w, "shape", &shape_id) == nullptr) {
+      return Malformed(op, fn + ": the wrapper has no dtype or shape");
+    }
+    const std::optional<NumpyType> type = NumpyTypeOf(dtype_id);
+    if (!type) return Fail(ErrorCode::kUnsupportedFormat, op, fn + ": the array's dtype is not one the loader reads");
+    CKG_ASSIGN_OR_RETURN(Dims shape, ArgInts(op, fn, shape_id, "shape"));
+    const Value* order = Attr(w, "order");
+    const bool fortran = order != nullptr && order->kind == ValueKind::kStr && order->text == "F";
+    CKG_ASSIGN_OR_RETURN(const ValueId tensor,
+                         ArrayOfBytes(op, fn, array.data, "joblib array " + Num(joblib_next_ - 1), array.file_offset,
+                                      *type, std::move(shape), fortran));
+    return tensor;
+  }
+
   Bytes data_;
   uint64_t base_offset_;
+  const JoblibReading* joblib_;
+  size_t joblib_next_ = 0;  // the next of joblib_'s arrays a wrapper BUILD reads
   const std::string& where_;
   VmState& state_;
   const StorageResolver& resolver_;

@@ -178,6 +178,26 @@ struct NestedContainer {
   std::unique_ptr<Container> container;
 };
 
+// JoblibReading is joblib.load's reading of a pickle file whose
+// NumpyArrayWrapper arrays follow their BUILDs inline (joblib >= 0.10):
+// the opcodes it reads, without the array bytes, are the pickle source
+// `pickle` (in Container::pickles); each wrapper BUILD there reads the next
+// of `arrays`.
+struct JoblibReading {
+  struct Array {
+    Bytes data;  // the array's bytes (empty for an object array)
+    std::optional<uint64_t> file_offset;  // where they start in the container's bytes (unset when inflated)
+    // Its data is a pickle joblib runs (an object dtype, or one not worked out).
+    bool object = false;
+  };
+  size_t pickle = 0;
+  std::vector<Array> arrays;
+  // Read to its STOP with every array known; `end` is where that STOP ends
+  // in the stream's data (what follows is not read by joblib.load).
+  bool complete = false;
+  uint64_t end = 0;
+};
+
 struct Container {
   ContainerFormat format = ContainerFormat::kUnknown;
   std::string reason;              // for kUnknown: why; otherwise empty
@@ -199,6 +219,8 @@ struct Container {
   std::optional<NpyArray> npy;
   std::vector<std::pair<std::string, NpyArray>> npz_members;  // numpy-zip: entry -> array
   std::vector<NestedContainer> nested;
+  // kPickle: joblib.load's reading of the stream, when it reads arrays inline.
+  std::optional<JoblibReading> joblib;
   Anomalies anomalies;
   // The problem that stopped reading, when the detected format could not be
   // read completely (what was read before it is kept).

@@ -30,6 +30,8 @@
 CKPTGUARD_API_BEGIN
 namespace ckptguard {
 
+struct JoblibReading;  // container.h
+
 // VmLimits bounds one load. Each field says what it bounds, its default and
 // its ceiling (Clamped). Hitting one is kLimitExceeded naming the field.
 struct VmLimits {
@@ -129,6 +131,12 @@ struct VmOptions {
   // A memo scan of the pickle made ahead (pickle_machine.h MemoReadsScan),
   // used only when it was made for exactly this run; nullptr: the run scans.
   const MemoReadsScan* memo_reads = nullptr;
+  // joblib.load's reading of the file (container.h JoblibReading), run as
+  // joblib's NumpyUnpickler runs it: each BUILD of a
+  // joblib.numpy_pickle.NumpyArrayWrapper reads the reading's next array
+  // and leaves the array, not the wrapper, on the stack. nullptr: a wrapper
+  // stays a record. Must outlive the values (the arrays view its bytes).
+  const JoblibReading* joblib = nullptr;
 };
 
 // RunPickle runs the pickle at the start of `data` (offsets reported as

@@ -97,6 +97,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -711,7 +712,15 @@ class PickleMachine {
       case Opcode::kBuild: {
         CKG_ASSIGN_OR_RETURN(Id state, Pop(op));
         if (stack_.size() <= Fence()) return Structural(op, Underflow(op));
-        return domain_.Build(op, stack_.back(), state);
+        if constexpr (std::is_same_v<decltype(domain_.Build(op, stack_.back(), state)), Result<Id>>) {
+          // A domain whose BUILD may leave another value in the object's
+          // place (joblib's NumpyUnpickler leaves the array it reads).
+          CKG_ASSIGN_OR_RETURN(const Id top, domain_.Build(op, stack_.back(), state));
+          stack_.back() = top;
+          return OkStatus();
+        } else {
+          return domain_.Build(op, stack_.back(), state);
+        }
       }
       case Opcode::kExt1:
       case Opcode::kExt2:
