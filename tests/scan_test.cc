@@ -431,6 +431,64 @@ BOOST_DATA_TEST_CASE(calls_are_judged_not_names, bdata::make(PolicyCases()), c) 
   if (!c.rule.empty()) BOOST_TEST(HasRule(r, c.rule), Describe(r));
 }
 
+// A functools.partial of a data constructor is a pure call only while
+// nothing it holds can change: an empty dict, list or record it holds may
+// later get only data; anything else put there (by SETITEM, APPEND or BUILD)
+// is what the constructor meets when the partial runs, as a defaultdict's
+// factory (CKG-F081). Memo 0 is the held value, memo 1 the defaultdict.
+std::string Put(int i) { return std::string("q") + static_cast<char>(i); }  // BINPUT
+std::string Get(int i) { return std::string("h") + static_cast<char>(i); }  // BINGET
+
+std::vector<PolicyCase> PurePartialCases() {
+  const std::string partial = G("functools", "partial");
+  const std::string defaultdict = G("collections", "defaultdict");
+  const std::string dict = G("builtins", "dict");
+  const std::string hostile = Call(partial, G("mailbox", "mbox") + U("/tmp/x"));
+  const std::string one = "K\x01";
+  // (The scan's first value of a pickle, id 0, is never held: past
+  // max_values every value is that one. The bodies begin with another.)
+  auto held = [&](const std::string& value, const std::string& fn) {  // value; defaultdict(partial(fn, value))
+    return dict + "0" + value + Put(0) + "0" + Call(defaultdict, Call(partial, fn + Get(0))) + Put(1) + "0";
+  };
+  // partial(dict), BUILD (dict, (), {} as memo 0, None): the C pickler's form.
+  const std::string keywords_held =
+      dict + "0" + Call(defaultdict, Call(partial, dict) + T(dict + ")}" + Put(0) + "N") + "b") + Put(1) + "0";
+  return {
+      {"empty_dict_never_changed", P2(held("}", dict) + "N."), Verdict::kSuspicious, "CKG-P002"},
+      {"empty_dict_given_data", P2(held("}", dict) + Get(0) + U("a") + T(one + U("b")) + "s0N."),
+       Verdict::kSuspicious, "CKG-P002"},
+      {"empty_dict_given_a_partial", P2(held("}", dict) + Get(0) + U("a") + hostile + "s0N."), Verdict::kDangerous,
+       "CKG-F081"},
+      {"empty_list_given_an_empty_dict_then_a_partial",
+       P2(held("]", dict) + "}" + Put(2) + "0" + Get(0) + Get(2) + "a0" + Get(2) + U("a") + hostile + "s0N."),
+       Verdict::kDangerous, "CKG-F081"},
+      {"empty_record_given_attributes",
+       P2(held(Call(G("types", "SimpleNamespace"), ""), dict) + Get(0) + "}" + U("keys") + hostile + "sb0N."),
+       Verdict::kDangerous, "CKG-F081"},
+      {"empty_defaultdict_given_a_factory",
+       P2(held(Call(defaultdict, ""), G("numpy", "dtype")) + Get(0) + T("N}" + U("default_factory") + hostile + "s") +
+          "b0N."),
+       Verdict::kDangerous, "CKG-F081"},
+      {"keywords_never_changed", P2(keywords_held + "N."), Verdict::kSuspicious, "CKG-P002"},
+      {"keywords_given_a_partial", P2(keywords_held + Get(0) + U("k") + hostile + "s0N."), Verdict::kDangerous,
+       "CKG-F081"},
+      // Held values whose inside the scan does not keep are not pure: the
+      // factory is a callable value.
+      {"filled_dict_is_not_pure", P2(held("}" + U("a") + one + "s", dict) + "N."), Verdict::kDangerous, "CKG-F081"},
+      {"tuples_nested_too_deep_are_not_pure", P2(held(T(T(T(T(T(one))))), dict) + "N."), Verdict::kDangerous,
+       "CKG-F081"},
+      {"tuples_of_data_are_pure", P2(held(T(T(one + one) + G("builtins", "list")), dict) + "N."),
+       Verdict::kSuspicious, "CKG-P002"},
+  };
+}
+
+BOOST_DATA_TEST_CASE(pure_partials_stay_pure_only_while_what_they_hold_stays_data, bdata::make(PurePartialCases()),
+                     c) {
+  const FileReport r = Scan(c.bytes);
+  BOOST_TEST(r.verdict == c.verdict, Describe(r));
+  if (!c.rule.empty()) BOOST_TEST(HasRule(r, c.rule), Describe(r));
+}
+
 BOOST_AUTO_TEST_CASE(encoded_nested_pickles_are_decoded_and_scanned) {
   // pickle.loads(zlib.decompress(base64.b64decode('...'))) of a pickle that
   // calls an unknown function: the inner call is found in the nested entry.

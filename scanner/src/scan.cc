@@ -144,6 +144,12 @@ struct Sym {
   // kObject: an instance of a class whose own __setstate__ calls the
   // instance's attributes (CallableEntry::setstate_calls_attributes).
   bool setstate_calls : 1 = false;
+  // An empty dict, list, set or record that a pure call holds (a
+  // partial(dict, ns) judged pure, a partial's empty keywords dict): the
+  // call was judged on it while empty, and the partial keeps a reference, so
+  // what a later APPEND(S), SETITEM(S), ADDITEMS or BUILD puts into it must
+  // keep the call pure (AdmitToPureCall), or the change is reported (F081).
+  bool held_by_pure_call : 1 = false;
   uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
@@ -172,6 +178,10 @@ static_assert(sizeof(Sym) == 40, "Sym: keep the kind, flags, action and text's l
 constexpr uint64_t kMaxTextCopy = uint64_t{1} << 20;  // bytes kept of one str/bytes literal
 constexpr uint64_t kWeightCap = uint64_t{1} << 62;
 constexpr uint32_t kMaxNestedDepth = 4;
+// AdmitToPureCall's bounds: ScanOptions::max_pure_call_values' ceiling, and
+// how deep tuples in a pure call's arguments are read.
+constexpr uint64_t kMaxPureCallValues = 4096;
+constexpr uint32_t kMaxPureCallDepth = 4;
 constexpr size_t kMaxFindings = 1000;
 constexpr uint64_t kMaxDecodedLen = uint64_t{256} << 20;  // bytes one decoder call may produce (and the budget)
 
@@ -886,6 +896,9 @@ class Scanner {
       // It returns func(*args): that call is judged as the pickle's own
       // (a REDUCE of func), and its result is what the rebuild returns.
       if (std::optional<Sym> inner = RebuildFromTypeCall(op, args)) result = std::move(*inner);
+      // func may return a value of the pickle's (torch.jit._pickle's
+      // helpers return their argument), whose attributes the state sets.
+      if (args.size() == 4) CheckPureCallHeld(op, result.held_by_pure_call, args.subspan(3, 1));
       CheckRebuildFromType(op, args, result);
     }
     result.weight = WeightOf(args);
@@ -1451,22 +1464,28 @@ class Scanner {
   // IsCallable: a value a callee may call: a global not known to be data,
   // or a callable value.
   static bool IsCallable(const Sym& v) { return IsCallableValue(v) || (v.kind == Sym::kGlobal && !IsDataGlobal(v)); }
-  // PureCall: calling `fn` with `args` only builds data: fn is a data
-  // constructor (or defaultdict) and every argument is inert or a data
-  // global (list, the factory of a nested defaultdict).
-  bool PureCall(uint32_t fn, std::span<const uint32_t> args) {
+  // PureCall: calling `fn` with `args` (and the keywords dict `keywords`,
+  // none or empty) only builds data, now and whenever it is called: fn is a
+  // data constructor (or defaultdict), every argument is inert or a data
+  // global (list, the factory of a nested defaultdict), and nothing the
+  // pickle does later can change that (AdmitToPureCall: the partial keeps
+  // references to its arguments, which a later BUILD or SETITEM may fill).
+  bool PureCall(uint32_t fn, std::span<const uint32_t> args, std::span<const uint32_t> keywords = {}) {
     const Sym& f = Val(fn);
     if (!IsDataGlobal(f) || f.dangerous || f.callable == nullptr ||
         (f.callable->kind != CallableKind::kConstructor && f.callable->kind != CallableKind::kDefaultDict)) {
       return false;
     }
-    return std::all_of(args.begin(), args.end(), [&](uint32_t id) {
+    const bool data = std::all_of(args.begin(), args.end(), [&](uint32_t id) {
       const Sym& v = Val(id);
       return v.inert || (IsDataGlobal(v) && !v.dangerous && !v.deferred);
     });
+    return data && AdmitToPureCall(args, keywords);
   }
   // PurePartialState: a partial's BUILD state (func, args, kwds, __dict__)
-  // that makes it a pure call (PureCall) with no keywords or attributes.
+  // that makes it a pure call (PureCall) with no keywords (None, or the
+  // empty dict the C partial writes, which it then keeps: that dict is held)
+  // and no attributes.
   bool PurePartialState(const Sym& st) {
     if (st.kind != Sym::kTuple || st.items_count() < 3 || st.items_count() > 4) return false;
     const std::span<const uint32_t> parts = Items(st);
@@ -1475,8 +1494,85 @@ class Scanner {
       const Sym& v = Val(id);
       return NoneLike(v) || (v.kind == Sym::kDict && v.weight <= 1);
     };
-    return args.kind == Sym::kTuple && PureCall(parts[0], Items(args)) && empty(parts[2]) &&
-           (parts.size() < 4 || empty(parts[3]));
+    if (args.kind != Sym::kTuple || !empty(parts[2]) || (parts.size() == 4 && !empty(parts[3]))) return false;
+    const bool keywords = !NoneLike(Val(parts[2]));
+    return PureCall(parts[0], Items(args), keywords ? parts.subspan(2, 1) : std::span<const uint32_t>());
+  }
+  // EmptyMutable: an empty dict, list or set, or a record a data constructor
+  // made without arguments (SimpleNamespace(), defaultdict()), with no
+  // attributes: what it will hold is all put there later, by opcodes the
+  // scan sees. (Not id 0: past max_values every value is that one.)
+  bool EmptyMutable(uint32_t id) {
+    const Sym& v = Val(id);
+    if (id == 0 || v.weight > 1 || !v.inert || v.attrs || v.callable_value || v.payload != Sym::kNoPayload) {
+      return false;
+    }
+    return v.kind == Sym::kDict || v.kind == Sym::kList || v.kind == Sym::kSet ||
+           (v.kind == Sym::kUnknown && v.callable != nullptr && IsDataKind(v.callable->kind));
+  }
+  // AdmitToPureCall: nothing the pickle does afterwards can make `ids` (and
+  // `more`) run code when a pure call that holds them is made: each is
+  // immutable data (a number, str or bytes, a data global, a tuple of such,
+  // whose items the scan keeps and reads here), or an empty value
+  // (EmptyMutable), which is then marked held_by_pure_call, so that what is
+  // later put into it is judged by this same rule (CheckPureCallHeld). No
+  // for anything else: a dict or list with items (the scan does not keep
+  // them, and they may be changed later), a record with attributes, an
+  // object, an opaque value, a partial, or more than
+  // ScanOptions::max_pure_call_values values or tuples nested deeper than
+  // kMaxPureCallDepth. A worklist, no recursion; marks only on yes.
+  bool AdmitToPureCall(std::span<const uint32_t> ids, std::span<const uint32_t> more = {}) {
+    const uint64_t max_values = std::min<uint64_t>(options_.max_pure_call_values, kMaxPureCallValues);
+    pure_work_.clear();
+    pure_held_.clear();
+    if (ids.size() + more.size() > max_values) return false;
+    for (uint32_t id : more) pure_work_.push_back({id, 0});
+    for (uint32_t id : ids) pure_work_.push_back({id, 0});
+    uint64_t visited = 0;
+    while (!pure_work_.empty()) {
+      if (++visited > max_values) return false;
+      const PureWork w = pure_work_.back();
+      pure_work_.pop_back();
+      const Sym& v = Val(w.id);
+      switch (v.kind) {
+        case Sym::kScalar:
+        case Sym::kStr:
+        case Sym::kBytes:
+          continue;
+        case Sym::kGlobal:
+          if (!IsDataGlobal(v) || v.dangerous || v.deferred) return false;
+          continue;
+        case Sym::kTuple: {
+          const std::span<const uint32_t> items = Items(v);
+          if (w.depth >= kMaxPureCallDepth || pure_work_.size() + items.size() > max_values) return false;
+          for (uint32_t id : items) pure_work_.push_back({id, w.depth + 1});
+          continue;
+        }
+        default:
+          break;
+      }
+      if (!EmptyMutable(w.id)) return false;
+      pure_held_.push_back(w.id);
+    }
+    for (uint32_t id : pure_held_) Val(id).held_by_pure_call = true;
+    return true;
+  }
+  // CheckPureCallHeld: `op` puts `items` into (APPEND(S), SETITEM(S),
+  // ADDITEMS) or sets them on (BUILD, _rebuild_from_type_v2's state) a value
+  // that a pure call holds (`held`: Sym::held_by_pure_call). The call was
+  // judged to build only data while the value was empty; if what it gets
+  // now could run code (a callable attribute: dict(ns) calls ns.keys(); a
+  // defaultdict's default_factory; anything AdmitToPureCall refuses), the
+  // partial runs it whenever it is called, as a defaultdict's factory when
+  // a key is looked up (UUID's and Random's __setstate__, numpy.dtype(d)).
+  void CheckPureCallHeld(const PickleOp& op, bool held, std::span<const uint32_t> items) {
+    if (!held || AdmitToPureCall(items)) return;
+    AddFixed("CKG-F081",
+             std::string(op.Info().name) +
+                 " changes a value that a functools.partial of a data constructor holds, after the partial was judged "
+                 "to build only data: calling it (a defaultdict's factory, a callee) meets what this puts there "
+                 "(dict(ns) calls ns.keys(); a defaultdict calls its default_factory)",
+             op.offset);
   }
   // IsCallableValue: a callable value whose call may run code (not a pure
   // partial).
@@ -1518,6 +1614,7 @@ class Scanner {
   Status Append(const PickleOp& op, Id target, std::span<const Id> items) {
     CheckTarget(op, target);
     CheckAttributeCall(op, target);
+    CheckPureCallHeld(op, Val(target).held_by_pure_call, items);
     AddWeightTo(target, items);
     NoteItems(target, items);
     return OkStatus();
@@ -1630,6 +1727,7 @@ class Scanner {
       }
     }
     CheckBuildState(op, obj, state);
+    CheckPureCallHeld(op, Val(obj).held_by_pure_call, std::span<const uint32_t>(&state, 1));
     // A dict state (or a (dict or None, dict or None) slots pair) sets the
     // instance's attributes (Sym::attrs), and so does the fourth item of a
     // functools.partial's state (its __dict__). Scalars are shared and
@@ -1839,6 +1937,13 @@ class Scanner {
   SymStore values_;
   std::vector<uint32_t> items_;      // the items of every tuple (Sym::items_begin())
   std::vector<uint32_t> call_args_;  // NEWOBJ_EX's arguments with its keywords
+  // AdmitToPureCall's worklist and the empty values it found (reused).
+  struct PureWork {
+    uint32_t id;
+    uint32_t depth;
+  };
+  std::vector<PureWork> pure_work_;
+  std::vector<uint32_t> pure_held_;
   std::deque<std::string> texts_;  // copies that Sym::text views
   std::deque<Nested> nested_;
   std::unordered_map<std::string, Classified> classes_;

@@ -1318,5 +1318,115 @@ def test_nested_pickle_decoded_as_python_decodes_it(tmp_path, how):
     assert_proven_and_dangerous(path, m, loaders=("pickle.loads",))
 
 
+# 20. A functools.partial of a data constructor is a pure call (it builds
+# data) only while nothing it holds can change: the partial keeps references
+# to its arguments, and a later BUILD or APPEND may give an argument that was
+# empty when the partial was made what the constructor calls (dict(ns) calls
+# ns.keys(); numpy.dtype(d) looks keys up, running d's default_factory). Run
+# as a defaultdict's factory: UUID's and Random's __setstate__ and
+# numpy.dtype() look a key up in what they are handed.
+def put(i):  # BINPUT
+    return b"q" + bytes([i])
+
+
+def get(i):  # BINGET
+    return b"h" + bytes([i])
+
+
+POP = b"0"
+
+
+def later_keys(i, m):  # memo i gets attribute keys = partial(mailbox.mbox, m) by a BUILD
+    return get(i) + EMPTY_DICT + s("keys") + mbox_of(m) + SETITEM + BUILD + POP
+
+
+def later_factory(i, m):  # defaultdict memo i gets default_factory by a slots-state BUILD
+    return get(i) + tup(NONE, EMPTY_DICT + s("default_factory") + mbox_of(m) + SETITEM) + BUILD + POP
+
+
+def made(value, i):  # value, memoised as i and popped
+    return value + put(i) + POP
+
+
+def empty_namespace(i):
+    return made(call(g("types", "SimpleNamespace")), i)
+
+
+def factory_dict(i, factory):  # defaultdict(factory), memoised as i
+    return made(call(g("collections", "defaultdict"), factory), i)
+
+
+def uuid_state(i):  # UUID.__setstate__(memo i): looks up 'int'
+    return g("uuid", "UUID") + EMPTY_TUPLE + b"\x81" + get(i) + BUILD
+
+
+def random_state(i):  # Random.__setstate__(memo i): unpacks it, looking its items up
+    return g("random", "Random") + EMPTY_TUPLE + b"\x81" + get(i) + BUILD
+
+
+def dict_of_namespace(i):  # functools.partial(builtins.dict, memo i)
+    return call(g("functools", "partial"), g("builtins", "dict"), get(i))
+
+
+def dict_of_namespace_as_pickle_writes_it(i):  # partial(dict), BUILD (dict, (memo i,), None, None)
+    return call(g("functools", "partial"), g("builtins", "dict")) + \
+        tup(g("builtins", "dict"), tup(get(i)), NONE, NONE) + BUILD
+
+
+PURE_PARTIALS_CHANGED = {
+    "namespace_uuid": lambda m: empty_namespace(0) + factory_dict(1, dict_of_namespace(0)) + later_keys(0, m) +
+    uuid_state(1),
+    "namespace_random": lambda m: empty_namespace(0) + factory_dict(1, dict_of_namespace(0)) + later_keys(0, m) +
+    random_state(1),
+    "namespace_numpy_dtype": lambda m: empty_namespace(0) + factory_dict(1, dict_of_namespace(0)) +
+    later_keys(0, m) + call(g("numpy", "dtype"), get(1)),
+    "namespace_partial_state_uuid": lambda m: empty_namespace(0) +
+    factory_dict(1, dict_of_namespace_as_pickle_writes_it(0)) + later_keys(0, m) + uuid_state(1),
+    # partial(numpy.dtype, D): D = defaultdict(None), or defaultdict(), gets
+    # its default_factory from a later slots-state BUILD.
+    "defaultdict_factory_slot": lambda m: made(call(g("collections", "defaultdict"), NONE), 0) +
+    factory_dict(1, call(g("functools", "partial"), g("numpy", "dtype"), get(0))) + later_factory(0, m) +
+    uuid_state(1),
+    "empty_defaultdict_factory_slot": lambda m: made(call(g("collections", "defaultdict")), 0) +
+    factory_dict(1, call(g("functools", "partial"), g("numpy", "dtype"), get(0))) + later_factory(0, m) +
+    uuid_state(1),
+    # partial(numpy.dtype, L): L = [] gets a field ('f', D) by APPEND, and
+    # D = defaultdict() its default_factory afterwards.
+    "list_field_factory_slot": lambda m: made(b"]", 0) + made(call(g("collections", "defaultdict")), 2) +
+    factory_dict(1, call(g("functools", "partial"), g("numpy", "dtype"), get(0))) +
+    get(0) + tup(s("f"), get(2)) + b"a" + POP + later_factory(2, m) + uuid_state(1),
+}
+
+
+@pytest.mark.parametrize("how", sorted(PURE_PARTIALS_CHANGED))
+def test_pure_partial_whose_argument_changes_later(tmp_path, how):
+    m = marker_path()
+    path = write(tmp_path, how + ".pkl", p2(PURE_PARTIALS_CHANGED[how](m)))
+    r = assert_proven_and_dangerous(path, m, loaders=("pickle.loads", "pickle._loads"))
+    assert "CKG-F081" in {f["rule"] for f in r["findings"] if f["severity"] == "dangerous"}, describe(r)
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
+
+
+def test_pure_partials_as_pickle_writes_them_stay_safe(tmp_path):
+    # What the C pickler writes for partial(defaultdict, list) (its keywords
+    # are an empty dict the partial keeps), and partial(dict, {}) or
+    # partial(list, []) of an empty dict or list never changed
+    # afterwards: pure calls, not reported as callable values.
+    import subprocess
+    from ckg import PYTHON
+    path = tmp_path / "pure.pkl"
+    done = subprocess.run([PYTHON, "-c", "import collections, functools, pickle, sys\n"
+                           "d = collections.defaultdict(functools.partial(collections.defaultdict, list))\n"
+                           "d['a']['b'].append(1)\n"
+                           "e = collections.defaultdict(functools.partial(dict, {}))\n"
+                           "f = collections.defaultdict(functools.partial(list, []))\n"
+                           "pickle.dump([d, e, f], open(sys.argv[1], 'wb'), protocol=2)\n", str(path)],
+                          capture_output=True)
+    assert done.returncode == 0, done.stderr
+    r = scan(path)
+    assert r["verdict"] != "dangerous", describe(r)
+
+
 def test_no_markers_left():
     assert not glob.glob("/tmp/ckptguard-pwned-%d-*" % os.getpid())

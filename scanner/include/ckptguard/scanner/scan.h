@@ -38,6 +38,14 @@ struct ScanOptions {
   // A pickle whose memo GETs and DUPs reference more than this many values
   // per opcode on average is reported as a resource-exhaustion pattern.
   uint64_t expansion_ratio = 64;
+  // Most values one judgement of a pure call looks at: the arguments of a
+  // functools.partial of a data constructor (and the tuples among them),
+  // or what a later APPEND(S), SETITEM(S), ADDITEMS or BUILD puts into a
+  // value such a partial holds. Past it the partial is not pure (a callable
+  // value like any other) or the change is reported. Each judgement belongs
+  // to one opcode, which the budget charges. Default 32 (partial(defaultdict,
+  // list) needs 1); ceiling 4096.
+  uint64_t max_pure_call_values = 32;
   // The per-file budget (budget.h) every stage of the scan charges: the
   // container layer, each pickle's decoder and symbolic machine, nested
   // pickles. ScanFile and ScanBytes create one Budget per file from these.
