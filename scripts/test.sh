@@ -17,7 +17,7 @@ ctest --preset asan-ubsan -j "$jobs"
 
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j "$jobs"
-bash scripts/run_fuzzers.sh build/fuzz "${FUZZ_SECONDS:-20}"
+bash scripts/run_fuzzers.sh build/fuzz "${FUZZ_SECONDS:-15}"
 # The fuzzers find bugs: npy_fuzzer must find a planted one (a test-only build
 # without a bounds check) within 60 s.
 bash scripts/planted_bug_test.sh 60

@@ -313,6 +313,20 @@ def test_joblib_arrays_the_loader_refuses(tmp_path, how):
         inspect_refused(path, "subclass")
 
 
+def test_joblib_wrapper_with_an_attribute_joblib_does_not_write_is_refused(tmp_path):
+    # An instance attribute named as one of the wrapper's methods is what
+    # joblib calls (read, safe_get_numpy_array_alignment_bytes...): any
+    # attribute beyond the six joblib writes is refused, even a harmless one.
+    joblib = pytest.importorskip("joblib")
+    path = tmp_path / "extra.joblib"
+    joblib.dump({"w": np.arange(4.0)}, path)
+    data = path.read_bytes()
+    marker = b"\x8c\x0aallow_mmap"  # SHORT_BINUNICODE 'allow_mmap' (protocol 4+), renamed in place
+    assert marker in data
+    path.write_bytes(data.replace(marker, b"\x8c\x0aallow_mmaq", 1))
+    inspect_refused(path, "allow_mmaq")
+
+
 def test_joblib_dump_followed_by_more_bytes_is_refused(tmp_path):
     joblib = pytest.importorskip("joblib")
     path = tmp_path / "trailing.joblib"

@@ -2446,6 +2446,25 @@ class Vm {
                   fn + ": an object array, whose data is a pickle joblib.load runs; not loaded");
     }
     const Value& w = Get(wrapper);
+    // The attributes joblib writes; any other would shadow one of the
+    // wrapper's methods that read() calls (its state setting `read` makes
+    // joblib call that value).
+    static constexpr std::string_view kWrapperAttrs[] = {"subclass", "shape", "order", "dtype", "allow_mmap",
+                                                         "numpy_array_alignment_bytes"};
+    const std::span<const ValueId> attrs = state_.values.Attrs(w);
+    for (size_t i = 0; i + 1 < attrs.size(); i += 2) {
+      const Value& key = Get(attrs[i]);
+      const bool known = key.kind == ValueKind::kStr &&
+                         std::any_of(std::begin(kWrapperAttrs), std::end(kWrapperAttrs),
+                                     [&](std::string_view name) { return key.text == name; });
+      if (!known) {
+        return Fail(ErrorCode::kForbiddenGlobal, op,
+                    fn + ": the wrapper's state sets " +
+                        (key.kind == ValueKind::kStr ? "attribute '" + Printable(key.text.substr(0, 64)) + "'" : "a non-str attribute") +
+                        ", which joblib does not write (an attribute named as a method of the wrapper is what "
+                        "joblib calls)");
+      }
+    }
     const Value* subclass = Attr(w, "subclass");
     if (subclass == nullptr || subclass->kind != ValueKind::kGlobal ||
         (subclass->text != "numpy.ndarray" && subclass->text != "numpy.memmap" &&
