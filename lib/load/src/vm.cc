@@ -1981,12 +1981,7 @@ class Vm {
     const std::optional<SimpleDescr> sd = ParseSimpleDescr(descr.text);
     // The descr a pickle calls numpy.dtype with has no byte order and no unit.
     if (!sd || sd->is_object || sd->order != '=' || descr.text.find('[') != std::string::npos) return std::nullopt;
-    const Value* st = nullptr;
-    const std::span<const ValueId> attrs = state_.values.Attrs(d);
-    for (size_t i = 0; i + 1 < attrs.size(); i += 2) {
-      const Value& key = Get(attrs[i]);
-      if (key.kind == ValueKind::kStr && key.text == "__state__") st = &Get(attrs[i + 1]);
-    }
+    const Value* st = Attr(d, "__state__");
     char order = '=';
     if (st != nullptr && st->kind == ValueKind::kTuple && st->items.size() >= 2 &&
         Get(st->items[1]).kind == ValueKind::kStr && Get(st->items[1]).text.size() == 1) {
@@ -2415,7 +2410,7 @@ class Vm {
     return v.kind == ValueKind::kRecord && v.text == "joblib.numpy_pickle.NumpyArrayWrapper";
   }
   // Attr: the value of a record's attribute `name` (the last one set), or
-  // nullptr.
+  // nullptr (a dtype's BUILD state is its attribute "__state__").
   const Value* Attr(const Value& record, std::string_view name, ValueId* id = nullptr) const {
     const Value* found = nullptr;
     const std::span<const ValueId> attrs = state_.values.Attrs(record);
