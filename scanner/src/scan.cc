@@ -293,8 +293,19 @@ class Scanner {
       if (source.same_as) continue;
       const Bytes data = source.data.subspan(static_cast<size_t>(source.start));
       const uint64_t base = source.file_offset.value_or(0) + source.start;
+      const size_t findings_before = report_.findings.size();
+      const size_t nested_before = nested_.size();
       ScanStream(data, base, entry_name(source.entry.empty() ? "" : source.entry), source.max_pickles, 0,
                  source.sniffed);
+      // Bytes rebuilt from pieces (joblib's reading): offsets into the file.
+      if (!source.offset_map.empty()) {
+        for (size_t i = findings_before; i < report_.findings.size(); ++i) {
+          report_.findings[i].offset = SourceOffset(source.offset_map, report_.findings[i].offset);
+        }
+        for (size_t i = nested_before; i < nested_.size(); ++i) {
+          nested_[i].offset = SourceOffset(source.offset_map, nested_[i].offset);
+        }
+      }
     }
     // Pickles handed to loaders as bytes, breadth first, bounded in depth.
     while (!nested_.empty()) {

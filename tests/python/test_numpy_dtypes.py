@@ -275,12 +275,18 @@ JOBLIB_ARRAYS = {
 }
 
 
-@pytest.mark.parametrize("compress", [0, 3, "lzma"])
-def test_joblib_dumps_load_as_joblib_reads_them(tmp_path, compress):
+@pytest.mark.parametrize("compress,protocol", [(0, None), (3, None), ("lzma", None), (0, 0), (0, 1), ("zlib", 1)])
+def test_joblib_dumps_load_as_joblib_reads_them(tmp_path, compress, protocol):
+    # Protocols 0 and 1 have no PROTO opcode, and pickle.load cannot read
+    # past the first array: the file is still joblib's (copyreg makes each
+    # wrapper).
     joblib = pytest.importorskip("joblib")
     value = {"arrays": JOBLIB_ARRAYS, "meta": {"epoch": 3, "name": "run"}, "list": [np.arange(3), "x"]}
     path = tmp_path / "model.joblib"
-    joblib.dump(value, path, compress=(compress, 3) if isinstance(compress, str) else compress)
+    joblib.dump(value, path, compress=(compress, 3) if isinstance(compress, str) else compress, protocol=protocol)
+    if protocol is not None:
+        from ckg import scan
+        assert scan(path)["verdict"] == "suspicious"  # not weights-only, and nothing else
     loaded = joblib.load(path)  # the oracle
     doc = inspect_json(path)
     got = doc["tensors"]
@@ -334,3 +340,37 @@ def test_joblib_dump_followed_by_more_bytes_is_refused(tmp_path):
     with open(path, "ab") as f:
         f.write(b"\x80\x02N.")
     inspect_refused(path, "follow the pickle's STOP")
+
+
+def test_joblib_reading_reports_offsets_in_the_file(tmp_path):
+    # joblib's reading is rebuilt without FRAME headers and inline array
+    # bytes; what the scanner and the loader say about it names the file's
+    # bytes. Here a global after the first array (only joblib's reading gets
+    # there: pickle.load stops at the array's bytes) and a refusal there.
+    import datetime
+    joblib = pytest.importorskip("joblib")
+    from ckg import scan
+    path = tmp_path / "after_array.joblib"
+    joblib.dump({"w": np.arange(4.0), "when": datetime.date(2020, 1, 2)}, path)
+    data = path.read_bytes()
+    spelled = b"\x8c\x08datetime\x94\x8c\x04date\x94\x93"  # SHORT_BINUNICODE x2, MEMOIZE x2, STACK_GLOBAL
+    assert data.count(spelled) == 1
+    at = data.index(spelled) + len(spelled) - 1
+    report = scan(path)
+    found = [f for f in report["findings"] if f.get("global") == "datetime.date"]
+    assert found, report
+    assert all(f["entry"] == "[joblib]" and f["offset"] == at for f in found), (at, found)
+
+    refused = tmp_path / "matrix_after_array.joblib"
+    joblib.dump({"w": np.arange(4.0), "m": np.matrix([[5.5, 7.25]])}, refused)
+    data = refused.read_bytes()
+    # The matrix wrapper's BUILD: its padding-length byte, the padding and
+    # the array's 16 bytes follow it.
+    import struct
+    array_at = data.index(struct.pack("<2d", 5.5, 7.25))
+    build = [p for p in range(array_at - 1) if data[p] == ord("b") and p + 2 + data[p + 1] == array_at]
+    assert len(build) == 1, build
+    out = inspect(refused)
+    assert out.returncode != 0 and "subclass" in out.stderr, out.stderr
+    import re
+    assert re.search(r"\bat byte %d\b" % build[0], out.stderr), (build[0], out.stderr)

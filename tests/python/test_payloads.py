@@ -10,7 +10,9 @@ calls), not by their names."""
 import base64
 import glob
 import json
+import lzma
 import os
+import pickle
 import struct
 import zlib
 
@@ -1446,3 +1448,97 @@ def test_pure_partials_as_pickle_writes_them_stay_safe(tmp_path):
 
 def test_no_markers_left():
     assert not glob.glob("/tmp/ckptguard-pwned-%d-*" % os.getpid())
+
+
+# 21. joblib readings joblib.dump never writes (hunt 14). joblib.load's
+# NumpyUnpickler reads each NumpyArrayWrapper's array from the file right
+# after its BUILD: how many bytes (padding first?) depends on every attribute
+# the wrapper holds, not only its BUILD state; an object array's pickle is
+# read by the C unpickler, which leaves the file at the end of a frame it
+# read whole. The scan's reading of such files cannot know where joblib reads
+# on: dangerous (CKG-F011 polyglot.joblib_reading), and inspect refuses them.
+def _jl_str(x):
+    b = x.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def _jl_dtype(code, flags=0):
+    return (b"cnumpy\ndtype\n(" + _jl_str(code) + b"\x89\x88tR(K\x03" + _jl_str("<" if code == "i8" else "|") +
+            b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK" + bytes([flags]) + b"tb")
+
+
+def _jl_state(dtype, align):
+    st = (b"}(" + _jl_str("subclass") + b"cnumpy\nndarray\n" + _jl_str("shape") + b"(K\x03t" + _jl_str("order") +
+          _jl_str("C") + _jl_str("dtype") + dtype + _jl_str("allow_mmap") + b"\x89")
+    if align:
+        st += _jl_str("numpy_array_alignment_bytes") + b"K\x10"
+    return st + b"u"
+
+
+def _jl_os_system(m):
+    return b"0cos\nsystem\n(V" + ("touch " + m).encode() + b"\ntR."
+
+
+def _jl_misaligned_tail(m, pad=10):
+    # joblib reads a padding byte (10), 10 bytes of padding and 24 bytes of
+    # data, then the payload; read without padding, the 24 bytes end early
+    # and a BINBYTES covers the payload.
+    data = bytes([pad]) + b"\x00" * 23
+    inner = b"\x00" * ((1 + pad + 24) - (24 + 5)) + _jl_os_system(m)
+    return data + b"B" + struct.pack("<I", len(inner)) + inner + b"0."
+
+
+def joblib_foreign_reading(m, how):
+    wrapper = b"cjoblib.numpy_pickle\nNumpyArrayWrapper\n"
+    if how.startswith("constructed"):
+        # NumpyArrayWrapper(ndarray, (3,), 'C', dtype): __init__ sets
+        # numpy_array_alignment_bytes=16, which the BUILD state leaves out.
+        head = (b"\x80\x02" + wrapper + b"(cnumpy\nndarray\n(K\x03t" + _jl_str("C") + _jl_dtype("i8") + b"tR" +
+                _jl_state(_jl_dtype("i8"), False) + b"b")
+        data = head + _jl_misaligned_tail(m)
+        if how.endswith("_zlib"):
+            data = zlib.compress(data, 3)
+        elif how.endswith("_xz"):
+            data = lzma.compress(data)
+        return data
+    if how == "built_twice":
+        # The first BUILD sets the alignment, which stays for the second.
+        first = b"\x80\x02" + wrapper + b")\x81q\x00" + _jl_state(_jl_dtype("i8"), True) + b"b\x00" + b"\x01" * 24
+        return first + b"0h\x00" + _jl_state(_jl_dtype("i8"), False) + b"b" + _jl_misaligned_tail(m)
+    if how == "numpy_int_shape":
+        # (numpy.int64(3),): joblib takes it, the view cannot size it.
+        scalar = (b"cnumpy.core.multiarray\nscalar\n(" + _jl_dtype("i8") + b"C\x08" + struct.pack("<q", 3) + b"tR")
+        state = (b"}(" + _jl_str("subclass") + b"cnumpy\nndarray\n" + _jl_str("shape") + b"(" + scalar + b"t" +
+                 _jl_str("order") + _jl_str("C") + _jl_str("dtype") + _jl_dtype("i8") + _jl_str("allow_mmap") +
+                 b"\x89u")
+        return b"\x80\x02" + wrapper + b")\x81" + state + b"b" + b"\xff" * 24 + _jl_os_system(m)
+    # object_frame[_zlib]: an object array whose pickle's FRAME runs on past
+    # its STOP; the C unpickler that read the frame whole goes on at the
+    # frame's end, where the payload is (after an int64 array whose bytes
+    # stop pickle.load's own reading).
+    import numpy as np
+    inner = pickle.dumps(np.array([1, 2, 3], dtype=object), protocol=4)
+    assert inner[2] == 0x95 and inner.endswith(b".")
+    # The C unpickler peeks at small frames instead: in an open() file's
+    # 8 KiB buffer, in joblib's decompressors' 1 MiB one.
+    rest = 1200000 if how.endswith("_zlib") else 30000
+    payload = _jl_os_system(m)
+    frame = inner[11:] + b"B" + struct.pack("<I", rest - 5 + len(payload)) + b"\x00" * (rest - 5)
+    obj = inner[:2] + b"\x95" + struct.pack("<Q", len(frame)) + frame
+    head = (b"\x80\x02(" + wrapper + b")\x81" + _jl_state(_jl_dtype("i8"), False) + b"b" + b"\xff" * 24 + wrapper +
+            b")\x81" + _jl_state(_jl_dtype("O", 63), False) + b"b")
+    data = head + obj + payload + b"0l."
+    if how.endswith("_zlib"):
+        data = zlib.compress(data, 3)
+    return data
+
+
+@pytest.mark.parametrize("how", ["constructed", "constructed_zlib", "constructed_xz", "built_twice",
+                                 "numpy_int_shape", "object_frame", "object_frame_zlib"])
+def test_joblib_reading_joblib_dump_never_writes(tmp_path, how):
+    m = marker_path()
+    path = write(tmp_path, how + ".joblib", joblib_foreign_reading(m, how))
+    r = assert_proven_and_dangerous(path, m, loaders=("joblib.load",), want=("CKG-F011",))
+    assert "polyglot.joblib_reading" in describe(r), describe(r)
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout

@@ -159,7 +159,7 @@ class Opener {
     c.anomalies.push_back({"polyglot.pickle_and_" + std::string(what), 0, "[pickle.load]",
                            "the first " + Num(*end) + " bytes also decode as a pickle, which pickle.load, "
                            "numpy.load, joblib.load and torch.load's legacy reader run; scanned as '[pickle.load]'"});
-    c.pickles.push_back(PickleSource{"[pickle.load]", raw, 0, 0, false, 0, true, std::nullopt});
+    c.pickles.push_back(PickleSource{"[pickle.load]", raw, 0, 0, false, 0, true, std::nullopt, {}});
   }
 
   // AddEmbeddedZips opens the other archives a zip file holds, found by
@@ -263,7 +263,7 @@ class Opener {
           // An array there is the .npy reading's (OpenNpy follows it).
           if (StartsWith(source.data.subspan(static_cast<size_t>(at)), kNpyMagic)) continue;
           c.pickles.push_back(PickleSource{source.entry + " [frame end @" + Num(at) + "]", source.data, at,
-                                           source.file_offset, source.deflated, 1, source.sniffed, std::nullopt});
+                                           source.file_offset, source.deflated, 1, source.sniffed, std::nullopt, {}});
           ++scanned;
         }
         c.anomalies.push_back(
@@ -279,7 +279,7 @@ class Opener {
                              source.entry, (*view)->detail + "; that reading is scanned as '" + entry + "'"});
       c.buffers.push_back(std::make_unique<std::string>(std::move((*view)->bytes)));
       c.pickles.push_back(PickleSource{entry, AsBytes(*c.buffers.back()), 0, std::nullopt, source.deflated,
-                                       source.max_pickles, source.sniffed, std::nullopt});
+                                       source.max_pickles, source.sniffed, std::nullopt, {}});
     }
     if (zipfile_view) AddZipfileView(c, depth);
   }
@@ -331,11 +331,13 @@ class Opener {
       c.anomalies.push_back(std::move(a));
     }
     c.buffers.push_back(std::make_unique<std::string>(std::move((*joblib)->bytes)));
+    std::vector<OffsetRun> runs = std::move((*joblib)->runs);
+    for (OffsetRun& run : runs) run.source += source.file_offset.value_or(0);
     c.pickles.push_back(PickleSource{entry, AsBytes(*c.buffers.back()), 0, std::nullopt, source.deflated, 1,
-                                     source.sniffed, std::nullopt});
+                                     source.sniffed, std::nullopt, std::move(runs)});
     if (whole_file && !c.joblib) {
       // What a loader reads as joblib.load does (joblib reads whole files).
-      JoblibReading reading{.pickle = c.pickles.size() - 1, .complete = (*joblib)->complete, .end = (*joblib)->end};
+      JoblibReading reading{.pickle = c.pickles.size() - 1, .arrays = {}, .complete = (*joblib)->complete, .end = (*joblib)->end};
       // A stream pickle.load cannot read past its first array is joblib's
       // format, not a broken pickle, when joblib reads it to its STOP.
       if (reading.complete && broken_stream_ && c.error && c.error->offset == broken_stream_->offset &&
@@ -351,13 +353,13 @@ class Opener {
     }
     for (uint64_t at : (*joblib)->object_pickles) {
       c.pickles.push_back(PickleSource{entry + " @" + Num(at), source.data, at, source.file_offset, source.deflated, 1,
-                                       source.sniffed, std::nullopt});
+                                       source.sniffed, std::nullopt, {}});
     }
     // Arrays whose dtype the view could not work out: read as possible
     // pickles (found by content, so a parse error is not a finding).
     for (uint64_t at : (*joblib)->maybe_object_pickles) {
       c.pickles.push_back(PickleSource{entry + " @" + Num(at), source.data, at, source.file_offset, source.deflated, 1,
-                                       true, std::nullopt});
+                                       true, std::nullopt, {}});
     }
   }
 
@@ -557,7 +559,7 @@ class Opener {
     };
     // One pickle at `at`: added as a source; returns its end and its ops.
     auto pickle_at = [&](uint64_t at) -> std::optional<std::pair<uint64_t, std::vector<PickleOp>>> {
-      c.pickles.push_back(PickleSource{name + " @" + Num(at), data, at, std::nullopt, true, 1, false, std::nullopt});
+      c.pickles.push_back(PickleSource{name + " @" + Num(at), data, at, std::nullopt, true, 1, false, std::nullopt, {}});
       if (at >= data.size()) return std::nullopt;
       Result<uint64_t> end = FirstPickleEnd(data.subspan(static_cast<size_t>(at)), limits_.pickle, at, &budget_, name);
       if (!end) return std::nullopt;  // the scan reports the break
@@ -689,7 +691,7 @@ class Opener {
                                "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
       }
       c.pickles.push_back(PickleSource{"", c.bytes, array->data_offset, 0, false, NextIsNpy(c.bytes, end) ? 1u : 0u,
-                                       array->object_unsure, std::nullopt});
+                                       array->object_unsure, std::nullopt, {}});
     }
     c.npy = std::move(*array);
     // numpy.load on an open file reads one array and leaves the file right
@@ -740,7 +742,7 @@ class Opener {
                                  "object dtype: the data is a pickle (numpy.load needs allow_pickle=True)"});
         }
         c.pickles.push_back(PickleSource{entry, c.bytes, next->data_offset, 0, false,
-                                         NextIsNpy(c.bytes, next_end) ? 1u : 0u, next->object_unsure, std::nullopt});
+                                         NextIsNpy(c.bytes, next_end) ? 1u : 0u, next->object_unsure, std::nullopt, {}});
       }
       follow(next_frame_end);
       follow(next_end);
@@ -800,7 +802,7 @@ class Opener {
     const uint64_t data_offset = cur.Offset() + header_len;
     c.anomalies.push_back({"npy.unparsed_header_pickle", file_offset.value_or(0) + data_offset, entry,
                            "the header could not be parsed; the data after it is read as a possible pickle"});
-    c.pickles.push_back(PickleSource{entry, data, data_offset, file_offset, deflated, 0, true, std::nullopt});
+    c.pickles.push_back(PickleSource{entry, data, data_offset, file_offset, deflated, 0, true, std::nullopt, {}});
   }
 
   void OpenSafetensors(Container& c) {
@@ -817,7 +819,7 @@ class Opener {
     if (Result<uint64_t> end = FirstPickleEnd(c.bytes, limits_.pickle, 0, &budget_)) {
       c.anomalies.push_back({"polyglot.pickle_and_safetensors", 0, "",
                              "the first " + Num(*end) + " bytes also decode as a pickle, which torch.load would run"});
-      c.pickles.push_back(PickleSource{"", c.bytes, 0, 0, false, 0, false, std::nullopt});
+      c.pickles.push_back(PickleSource{"", c.bytes, 0, 0, false, 0, false, std::nullopt, {}});
     }
   }
 
@@ -829,7 +831,7 @@ class Opener {
     }
     if (LooksLikeTorchLegacy(bytes, limits_.pickle, &budget_)) {
       c.format = ContainerFormat::kTorchLegacy;
-      c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 5, false, std::nullopt});
+      c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 5, false, std::nullopt, {}});
       Result<LegacyCheckpoint> legacy = ParseTorchLegacy(bytes, limits_.pickle, &budget_);
       if (!legacy) {
         c.error = legacy.error();
@@ -849,7 +851,20 @@ class Opener {
       return;
     }
     const bool proto_start = bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] <= kHighestProtocol;
+    // A pickle of protocol 0 or 1 (no PROTO opcode) that pickle.load cannot
+    // read past its first inline array is still joblib.dump's format when
+    // joblib's reading meets a NumpyArrayWrapper BUILD.
+    bool joblib_stream = false;
     if (!first_end && !proto_start) {
+      Result<std::optional<JoblibView>> joblib = ReadJoblibView(bytes, 0, limits_.pickle, budget_, "");
+      if (!joblib && !joblib.error().limit.empty()) {
+        c.format = ContainerFormat::kPickle;
+        c.error = joblib.error();
+        return;
+      }
+      joblib_stream = joblib && joblib->has_value();
+    }
+    if (!first_end && !proto_start && !joblib_stream) {
       char magic[48];
       std::snprintf(magic, sizeof(magic), "%02x %02x %02x %02x", bytes[0], bytes.size() > 1 ? bytes[1] : 0,
                     bytes.size() > 2 ? bytes[2] : 0, bytes.size() > 3 ? bytes[3] : 0);
@@ -858,7 +873,7 @@ class Opener {
       return;
     }
     c.format = ContainerFormat::kPickle;
-    c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 0, false, std::nullopt});
+    c.pickles.push_back(PickleSource{"", bytes, 0, 0, false, 0, false, std::nullopt, {}});
     // Find where the complete pickles end; what follows is trailing data
     // (or another container appended to the pickle).
     PickleDecoder decoder(bytes, limits_.pickle);
@@ -1323,7 +1338,7 @@ class Opener {
                                    e.name, "object dtype: the member's data is a pickle"});
           }
           c.pickles.push_back(PickleSource{e.name, bytes, array->data_offset - base, file_offset, deflated, 0,
-                                           array->object_unsure, std::nullopt});
+                                           array->object_unsure, std::nullopt, {}});
           c.entries[i].holds_pickle = true;
         }
         c.npz_members.emplace_back(e.name, std::move(*array));
@@ -1355,7 +1370,7 @@ class Opener {
       }
       if (named || proto_start || old_protocol) {
         c.pickles.push_back(
-            PickleSource{e.name, bytes, 0, file_offset, deflated, 0, !named || encrypted, std::nullopt});
+            PickleSource{e.name, bytes, 0, file_offset, deflated, 0, !named || encrypted, std::nullopt, {}});
         c.entries[i].holds_pickle = true;
         // A pickle is read whole anyway: check its CRC whatever the limit
         // for records says (a changed pickle is the tampering that matters).
@@ -1575,6 +1590,15 @@ void ForEachContainer(const Container& root,
       stack.emplace_back(it->container.get(), path.empty() ? it->entry : path + " > " + it->entry);
     }
   }
+}
+
+uint64_t SourceOffset(std::span<const OffsetRun> runs, uint64_t offset) {
+  if (runs.empty()) return offset;
+  auto after = std::upper_bound(runs.begin(), runs.end(), offset,
+                                [](uint64_t o, const OffsetRun& run) { return o < run.view; });
+  if (after == runs.begin()) return offset;
+  const OffsetRun& run = *std::prev(after);
+  return run.source + (offset - run.view);
 }
 
 Container OpenContainer(Bytes file, const ContainerLimits& limits, Budget* budget) {

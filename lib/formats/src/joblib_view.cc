@@ -11,6 +11,9 @@ namespace ckptguard {
 namespace {
 
 constexpr uint8_t kFrameByte = static_cast<uint8_t>(Opcode::kFrame);
+// A reading joblib.dump never writes, which joblib.load may read on from
+// where the view cannot follow: a polyglot (CKG-F011, dangerous).
+constexpr std::string_view kForeignReading = "polyglot.joblib_reading";
 constexpr size_t kMaxText = 4096;               // bytes kept of one string
 constexpr uint64_t kMaxValues = uint64_t{1} << 22;  // values kept by one view (then opaque)
 constexpr size_t kMaxItems = 64;                 // items kept of one tuple, list or dict
@@ -31,6 +34,12 @@ struct JVal {
   // kDtype: what numpy.dtype was called with, and the BUILD state, if any.
   std::optional<MachineId> dtype_arg;
   std::optional<MachineId> dtype_state;
+  // kWrapper: made by calling the class (its __init__ sets attributes,
+  // numpy_array_alignment_bytes among them), and BUILT already (attributes
+  // set then stay): joblib writes neither, it makes each wrapper with
+  // cls.__new__ and BUILDs it once.
+  bool constructed = false;
+  bool built = false;
 };
 
 // Pending is a wrapper BUILD the driver must act on: the array's bytes follow.
@@ -42,10 +51,20 @@ struct Pending {
   std::optional<uint64_t> len;  // bytes of array data (unset: unknown)
   bool aligned = false;         // a padding byte (and padding) comes first
   std::string why;              // when len is unset
+  // A wrapper joblib never writes (made by a call, BUILT twice, a state or
+  // shape of another form): where joblib reads on is not known, and bytes
+  // it may run lie there (the reading stops, reported as a polyglot).
+  bool foreign = false;
 };
 
 bool IsWrapperName(std::string_view name) {
   return name == "joblib.numpy_pickle.NumpyArrayWrapper" || name == "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper";
+}
+
+// copyreg's reconstructors, which make an object of the class they are given.
+bool IsNewObjName(std::string_view name) {
+  return name == "copyreg.__newobj__" || name == "copyreg._reconstructor" || name == "copy_reg.__newobj__" ||
+         name == "copy_reg._reconstructor";
 }
 
 class JoblibDomain {
@@ -125,11 +144,25 @@ class JoblibDomain {
     v.text = std::string(g->module) + "." + std::string(g->name);
     return New(std::move(v));
   }
-  Result<Id> Call(Id callable, std::span<const Id> args) {
+  // Call is callable(*args); `init` is false for cls.__new__(cls, *args)
+  // (NEWOBJ, copyreg.__newobj__), which runs no __init__.
+  Result<Id> Call(Id callable, std::span<const Id> args, bool init = true) {
     const JVal& c = Val(callable);
     JVal v;
     if (c.kind == JVal::kGlobal && IsWrapperName(c.text)) {
       v.kind = JVal::kWrapper;
+      v.constructed = init;
+    } else if (c.kind == JVal::kGlobal && IsNewObjName(c.text) && !args.empty() && Val(args[0]).kind == JVal::kGlobal &&
+               IsWrapperName(Val(args[0]).text)) {
+      // copyreg.__newobj__(cls, *args) is cls.__new__(cls, *args);
+      // copyreg._reconstructor(cls, object, None) is object.__new__(cls)
+      // (pickle protocols 0 and 1 write it), with any other base or state
+      // that base's constructor.
+      v.kind = JVal::kWrapper;
+      v.constructed = c.text.ends_with("._reconstructor") &&
+                      !(args.size() == 3 && Val(args[1]).kind == JVal::kGlobal &&
+                        (Val(args[1]).text == "builtins.object" || Val(args[1]).text == "__builtin__.object") &&
+                        Val(args[2]).kind == JVal::kNone);
     } else if (c.kind == JVal::kGlobal && (c.text == "numpy.dtype" || c.text == "numpy.core.multiarray.dtype")) {
       v.kind = JVal::kDtype;
       if (!args.empty()) v.dtype_arg = args[0];
@@ -142,7 +175,7 @@ class JoblibDomain {
     return New(std::move(v));
   }
   Result<Id> Reduce(const PickleOp&, Id callable, Id args) { return Call(callable, TupleItems(args)); }
-  Result<Id> NewObj(const PickleOp&, Id cls, Id args, const Id*) { return Call(cls, TupleItems(args)); }
+  Result<Id> NewObj(const PickleOp&, Id cls, Id args, const Id*) { return Call(cls, TupleItems(args), false); }
   Result<Id> Obj(const PickleOp&, Id cls, std::span<const Id> args) { return Call(cls, args); }
   Result<Id> Inst(const PickleOp& op, std::string_view module, std::string_view name, std::span<const Id> args) {
     CKG_ASSIGN_OR_RETURN(Id g, Global(op, module, name));
@@ -155,7 +188,17 @@ class JoblibDomain {
     if (o.kind == JVal::kDtype) {
       o.dtype_state = state;
     } else if (o.kind == JVal::kWrapper) {
-      pending = WrapperRead(StateAttributes(s));
+      const bool built_before = o.built;
+      o.built = true;
+      if (o.constructed || built_before) {
+        pending = Pending{};
+        pending->foreign = true;
+        pending->why = built_before ? "a wrapper BUILT a second time (attributes the first BUILD set stay)"
+                                    : "a wrapper made by calling its class (its __init__ sets attributes the BUILD "
+                                      "state does not show, numpy_array_alignment_bytes among them)";
+      } else {
+        pending = WrapperRead(StateAttributes(s));
+      }
     }
     return OkStatus();
   }
@@ -300,6 +343,7 @@ class JoblibDomain {
   Pending WrapperRead(const JVal& state) {
     Pending p;
     if (state.kind != JVal::kDict) {
+      p.foreign = true;
       p.why = "its BUILD state is not a plain dict";
       return p;
     }
@@ -310,12 +354,12 @@ class JoblibDomain {
     const JVal* dtype = Get(state, "dtype");
     const JVal* shape = Get(state, "shape");
     if (state.truncated) {
-      p.maybe_object = true;
+      p.foreign = true;
       p.why = "its BUILD state has more items than the view keeps";
       return p;
     }
     if (dtype == nullptr || dtype->kind != JVal::kDtype) {
-      p.maybe_object = true;
+      p.foreign = true;
       p.why = "its dtype is not a numpy.dtype call";
       return p;
     }
@@ -333,23 +377,27 @@ class JoblibDomain {
     uint64_t count = 1;
     // joblib: count = np.multiply.reduce([np.int64(x) for x in self.shape]).
     if (shape == nullptr || (shape->kind != JVal::kTuple && shape->kind != JVal::kList) || shape->truncated) {
+      p.foreign = true;
       p.why = "its shape is not a tuple or list";
       return p;
     }
     for (Id d : shape->items) {
       const JVal& dim = Val(d);
       if (dim.kind != JVal::kInt || dim.number < 0) {
+        p.foreign = true;
         p.why = "its shape holds something other than a non-negative int";
         return p;
       }
       const uint64_t n = static_cast<uint64_t>(dim.number);
       if (n != 0 && count > UINT64_MAX / n) {
+        p.foreign = true;
         p.why = "its shape overflows";
         return p;
       }
       count *= n;
     }
     if (*item != 0 && count > UINT64_MAX / *item) {
+      p.foreign = true;
       p.why = "its size overflows";
       return p;
     }
@@ -380,13 +428,15 @@ Result<std::optional<JoblibView>> ReadJoblibView(Bytes data, uint64_t start, con
   JoblibView view;
   // As the pure-Python unpickler reads (pickle_views.h): FRAME buffers.
   uint64_t pos = start;
-  std::optional<uint64_t> frame_end;
+  // The end of the frame being read (kNoFrame: none).
+  constexpr uint64_t kNoFrame = UINT64_MAX;
+  uint64_t frame_end = kNoFrame;
   while (true) {
-    if (frame_end && pos >= *frame_end) frame_end.reset();
-    const uint64_t limit = frame_end.value_or(data.size());
+    if (frame_end <= pos) frame_end = kNoFrame;
+    const uint64_t limit = frame_end != kNoFrame ? frame_end : data.size();
     if (pos >= limit) break;
     if (data[pos] == kFrameByte) {
-      if (frame_end) break;
+      if (frame_end != kNoFrame) break;
       ByteCursor c(data.subspan(static_cast<size_t>(pos + 1)), pos + 1);
       Result<uint64_t> len = c.ReadU64LE();
       if (!len) break;
@@ -401,6 +451,9 @@ Result<std::optional<JoblibView>> ReadJoblibView(Bytes data, uint64_t start, con
       if (!st.error().limit.empty()) return std::unexpected(st.error());
       break;
     }
+    if (view.runs.empty() || view.runs.back().source + (view.bytes.size() - view.runs.back().view) != pos) {
+      view.runs.push_back({view.bytes.size(), pos});
+    }
     view.bytes.append(reinterpret_cast<const char*>(data.data() + pos), static_cast<size_t>(op->length));
     pos += op->length;
     if (op->code == Opcode::kStop) {
@@ -413,19 +466,44 @@ Result<std::optional<JoblibView>> ReadJoblibView(Bytes data, uint64_t start, con
     domain.pending.reset();
     // The array's bytes come from the file, after the unpickler's buffer:
     // joblib ends the frame right after the wrapper's BUILD.
-    if (frame_end && pos != *frame_end) {
-      view.anomalies.push_back({"joblib.array_in_frame", pos, std::string(where),
-                                "a NumpyArrayWrapper BUILD inside a frame: joblib reads its array after the frame"});
-      pos = *frame_end;
+    // Inside a frame, joblib would read the array after the frame and the
+    // frame's rest after the array: no writer does that, and the view does
+    // not follow it.
+    if (frame_end != kNoFrame && pos != frame_end) {
+      view.anomalies.push_back({std::string(kForeignReading), pos, std::string(where),
+                                "a NumpyArrayWrapper BUILD inside a frame: joblib reads its array after the frame, "
+                                "then the frame's rest; joblib.dump ends the frame at the BUILD. Where joblib reads "
+                                "on is not followed"});
+      break;
     }
-    frame_end.reset();
+    frame_end = kNoFrame;
     ++view.num_arrays;
+    if (pending.foreign) {
+      view.anomalies.push_back({std::string(kForeignReading), pos, std::string(where),
+                                "a NumpyArrayWrapper joblib.dump does not write (" + pending.why +
+                                    "): how many bytes joblib reads as its array is not known, and joblib.load runs "
+                                    "what follows them; not followed"});
+      break;
+    }
     if (pending.object || pending.maybe_object) {
       view.arrays.push_back({pos, 0, true});
       // pickle.load(file): one pickle, run by the C unpickler.
       if (pos >= data.size()) break;
-      Result<uint64_t> end = FirstPickleEnd(data.subspan(static_cast<size_t>(pos)), limits, pos, &budget, where);
+      std::optional<uint64_t> frame_after_stop;
+      Result<uint64_t> end = FirstPickleEnd(data.subspan(static_cast<size_t>(pos)), limits, pos, &budget, where,
+                                            /*lenient_operands=*/false, &frame_after_stop);
       (pending.object ? view.object_pickles : view.maybe_object_pickles).push_back(pos);
+      if (end && frame_after_stop && *frame_after_stop > *end) {
+        // The C unpickler that read that frame whole (any frame from
+        // joblib's decompressors, a large one from a file) leaves the file
+        // at the frame's end; one that peeked leaves it after the STOP.
+        view.anomalies.push_back({std::string(kForeignReading), *end, std::string(where),
+                                  "the object array's pickle stops inside a FRAME that runs on to byte " +
+                                      Num(*frame_after_stop) +
+                                      ": joblib.load goes on from the STOP or from the frame's end, depending on how "
+                                      "its file reads; pickle.dump ends the frame at the STOP. Not followed"});
+        break;
+      }
       if (!end) {
         if (!end.error().limit.empty()) return std::unexpected(end.error());
         if (pending.maybe_object) {
@@ -463,7 +541,7 @@ Result<std::optional<JoblibView>> ReadJoblibView(Bytes data, uint64_t start, con
     view.arrays.push_back({pos + skip, *pending.len, false});
     pos += skip + *pending.len;
   }
-  if (view.num_arrays == 0) return std::nullopt;
+  if (view.num_arrays == 0 && view.anomalies.empty()) return std::nullopt;
   CKG_TRY(budget.Charge(BudgetKind::kReadBytes, view.bytes.size(), start, where, "joblib view"));
   return std::optional<JoblibView>(std::move(view));
 }

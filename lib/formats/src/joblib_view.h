@@ -10,6 +10,7 @@
 #include "ckptguard/anomaly.h"
 #include "ckptguard/budget.h"
 #include "ckptguard/byte_cursor.h"
+#include "ckptguard/container.h"
 #include "ckptguard/error.h"
 #include "ckptguard/pickle_decoder.h"
 
@@ -25,6 +26,9 @@ struct JoblibView {
   // The opcodes the unpickler reads, FRAME opcodes and inline array bytes
   // cut out: one pickle the C-unpickler decoder reads as joblib does.
   std::string bytes;
+  // Where `bytes` came from: runs of (offset in `bytes`, offset in the
+  // source data), in order; a run lasts until the next one starts.
+  std::vector<OffsetRun> runs;
   uint32_t num_arrays = 0;  // inline arrays cut out
   // Object-dtype arrays: the offsets (in the source data) of the pickles
   // that pickle.load reads from the file.

@@ -621,7 +621,14 @@ class Loader {
     }
     VmOptions vm_options = PickleVmOptions(options_, &s_.budget, false);
     vm_options.joblib = &reading;
-    CKG_ASSIGN_OR_RETURN(s_.root, RunPickle(source.data, 0, source.entry, s_.vm, NoStorages(), vm_options));
+    Result<ValueId> root = RunPickle(source.data, 0, source.entry, s_.vm, NoStorages(), vm_options);
+    if (!root) {
+      // The reading is rebuilt without frames and arrays: name the file's byte.
+      Error e = std::move(root.error());
+      e.offset = SourceOffset(source.offset_map, e.offset);
+      return std::unexpected(std::move(e));
+    }
+    s_.root = *root;
     // The other readings of the file (pickle.load's stops at the first
     // array's bytes): any of them the VM refuses for a global or a call is
     // this load's refusal, as for any pickle.
@@ -1879,7 +1886,7 @@ std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, ZipArchive zip) {
   const uint64_t offset = *p.data_offset;
   c.entries[*pickle].holds_pickle = true;
   c.pickles.push_back(PickleSource{p.zip.name, bytes.subspan(static_cast<size_t>(offset), static_cast<size_t>(p.zip.compressed_len)),
-                                   0, offset, false, 0, false, std::nullopt});
+                                   0, offset, false, 0, false, std::nullopt, {}});
   return c;
 }
 

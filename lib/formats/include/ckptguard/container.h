@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -102,6 +103,17 @@ struct ContainerLimits {
 };
 
 // PickleSource is one run of bytes that holds one or more pickles.
+// OffsetRun: bytes rebuilt from pieces of a file (a joblib reading without
+// its FRAME headers and inline arrays) starting at `view` came from `source`.
+struct OffsetRun {
+  uint64_t view = 0;
+  uint64_t source = 0;
+};
+
+// SourceOffset maps an offset in rebuilt bytes back through `runs` (sorted
+// by `view`); with no runs the offset is returned as is.
+uint64_t SourceOffset(std::span<const OffsetRun> runs, uint64_t offset);
+
 struct PickleSource {
   std::string entry;       // zip entry name (central directory); empty for the stream itself
   Bytes data;              // the entry's (inflated) data, or the container's bytes
@@ -119,6 +131,10 @@ struct PickleSource {
   // very same bytes: a zip whose directory names one member several times.
   // Readers that judge content (the scanner) read it once.
   std::optional<size_t> same_as;
+  // `data` is rebuilt from pieces (a joblib reading): where each piece sits
+  // in the container's bytes, or in the entry's data when `file_offset` is
+  // unset (SourceOffset). Empty for bytes read as they are.
+  std::vector<OffsetRun> offset_map;
 };
 
 // ContainerEntry is one zip entry as `info` shows it.
