@@ -1542,3 +1542,28 @@ def test_joblib_reading_joblib_dump_never_writes(tmp_path, how):
     assert "polyglot.joblib_reading" in describe(r), describe(r)
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
+
+
+# 22. Files Python's tarfile reads as a tar (hunt 15). torch.load tries
+# tarfile first for any file that does not start with a zip local header,
+# and tarfile reads numbers with int(s, 8) ('0o', a sign, underscores):
+# a checksum so spelled made a valid tar to Python and "not a tar" to the
+# scan; a size so spelled is 0 bytes to libarchive. The generators are in
+# tar_payloads/.
+@pytest.mark.parametrize("gen,style", [("tar_legacy_polyglot", None), ("tar_in_gzip_extra", None),
+                                       ("tar_in_npy", None), ("tar_in_zlib", None), ("tar_in_safetensors", None),
+                                       ("tar_chksum_spelling", None), ("tar_octal_hidden2", "0o"),
+                                       ("tar_octal_hidden2", "plus"), ("tar_octal_hidden2", "underscore")])
+def test_file_python_reads_as_a_tar(tmp_path, gen, style):
+    import subprocess
+    from ckg import PYTHON
+    m = marker_path()
+    path = tmp_path / (gen + ".pt")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tar_payloads", gen + ".py")
+    args = [PYTHON, script, str(path), m] + ([style] if style else [])
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
+    assert not os.path.exists(m)
+    r = assert_proven_and_dangerous(path, m, loaders=("torch.load",), want=("CKG-F011",))
+    assert "polyglot.tar" in describe(r), describe(r)
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout

@@ -18,29 +18,129 @@ struct ArchiveDeleter {
   void operator()(struct archive* a) const { archive_read_free(a); }
 };
 
-// TarChecksumOk is tarfile's test of a header block: the checksum field
-// (octal, NUL/space padded) equals the sum of the block's bytes with that
-// field read as spaces, unsigned or signed.
-bool TarChecksumOk(Bytes block) {
-  std::string_view field = AsStringView(block.subspan(148, 8));
-  while (!field.empty() && (field.back() == '\0' || field.back() == ' ')) field.remove_suffix(1);
-  while (!field.empty() && (field.front() == ' ' || field.front() == '\0')) field.remove_prefix(1);
-  if (field.empty()) return false;
-  int64_t want = 0;
-  for (char ch : field) {
-    if (ch < '0' || ch > '7') return false;
-    want = want * 8 + (ch - '0');
+// PyTarNumber is Python's tarfile.nti: base-256 when the first byte is 0x80
+// or 0xff, else the field cut at its first NUL, decoded as ASCII (strict),
+// stripped of whitespace and read by int(s, 8), which takes a sign, a 0o
+// prefix and single underscores between digits. nullopt: tarfile raises
+// (InvalidHeaderError), or the value does not fit in 63 bits.
+std::optional<int64_t> PyTarNumber(Bytes field) {
+  if (!field.empty() && (field[0] == 0x80 || field[0] == 0xff)) {
+    uint64_t n = 0;
+    for (size_t i = 1; i < field.size(); ++i) {
+      if (n >> 55) return std::nullopt;
+      n = (n << 8) | field[i];
+    }
+    if (n > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    if (field[0] == 0x80) return static_cast<int64_t>(n);
+    // -(256 ** (len - 1) - n)
+    if (field.size() - 1 >= 8) return std::nullopt;
+    const uint64_t whole = uint64_t{1} << (8 * (field.size() - 1));
+    return -static_cast<int64_t>(whole - n);
   }
+  std::string_view text = AsStringView(field);
+  text = text.substr(0, text.find('\0'));
+  for (char ch : text) {
+    if (static_cast<unsigned char>(ch) >= 0x80) return std::nullopt;
+  }
+  auto space = [](char ch) { return ch == ' ' || (ch >= '\t' && ch <= '\r') || (ch >= '\x1c' && ch <= '\x1f'); };
+  while (!text.empty() && space(text.front())) text.remove_prefix(1);
+  while (!text.empty() && space(text.back())) text.remove_suffix(1);
+  if (text.empty()) return 0;
+  bool negative = false;
+  if (text.front() == '+' || text.front() == '-') {
+    negative = text.front() == '-';
+    text.remove_prefix(1);
+  }
+  bool prefixed = false;
+  if (text.size() >= 2 && text[0] == '0' && (text[1] == 'o' || text[1] == 'O')) {
+    text.remove_prefix(2);
+    prefixed = true;
+  }
+  // Digits with single underscores between them (after a prefix, one may
+  // come first: int('0o_7', 8) is 7).
+  uint64_t n = 0;
+  bool digits = false;
+  bool underscore = prefixed;  // an underscore may follow
+  bool last_underscore = false;
+  for (char ch : text) {
+    if (ch == '_') {
+      if (!underscore || last_underscore) return std::nullopt;
+      last_underscore = true;
+      continue;
+    }
+    if (ch < '0' || ch > '7') return std::nullopt;
+    if (n >> 59) return std::nullopt;
+    n = n * 8 + static_cast<uint64_t>(ch - '0');
+    digits = true;
+    underscore = true;
+    last_underscore = false;
+  }
+  if (!digits || last_underscore) return std::nullopt;
+  return negative ? -static_cast<int64_t>(n) : static_cast<int64_t>(n);
+}
+
+// StrictTarNumber is how C tar readers (libarchive) read a number field:
+// base-256 as above, else blanks skipped, then octal digits up to the first
+// other byte.
+int64_t StrictTarNumber(Bytes field) {
+  if (!field.empty() && (field[0] == 0x80 || field[0] == 0xff)) return PyTarNumber(field).value_or(-1);
+  size_t i = 0;
+  while (i < field.size() && (field[i] == ' ' || field[i] == '\t')) ++i;
+  int64_t n = 0;
+  for (; i < field.size() && field[i] >= '0' && field[i] <= '7'; ++i) {
+    if (n >> 59) return -1;
+    n = n * 8 + (field[i] - '0');
+  }
+  return n;
+}
+
+// TarChecksumOk is tarfile's test of a header block (TarInfo.frombuf): not
+// all NUL, and the checksum field (PyTarNumber) equals the sum of the
+// block's bytes with that field read as spaces, unsigned or signed.
+bool TarChecksumOk(Bytes block) {
+  if (block.size() != 512) return false;
+  if (std::all_of(block.begin(), block.end(), [](uint8_t b) { return b == 0; })) return false;
+  const std::optional<int64_t> want = PyTarNumber(block.subspan(148, 8));
+  if (!want) return false;
   int64_t unsigned_sum = 8 * ' ', signed_sum = 8 * ' ';
   for (size_t i = 0; i < 512; ++i) {
     if (i >= 148 && i < 156) continue;
     unsigned_sum += block[i];
     signed_sum += static_cast<int8_t>(block[i]);
   }
-  return want == unsigned_sum || want == signed_sum;
+  return *want == unsigned_sum || *want == signed_sum;
 }
 
 }  // namespace
+
+bool PythonReadsAsTar(Bytes data) { return data.size() >= 512 && TarChecksumOk(data.first(512)); }
+
+std::optional<TarNumberDifference> TarNumbersDiffer(Bytes data, uint64_t max_headers) {
+  // Python's TarFile.next(): a header per member; the data of regular
+  // members, of types it does not know and of its own GNU long-name and pax
+  // records follows (rounded to 512 bytes); links, directories and devices
+  // have none. A header that does not check ends the walk.
+  uint64_t at = 0;
+  for (uint64_t n = 0; n < max_headers && data.size() >= 512 && at <= data.size() - 512; ++n) {
+    const Bytes block = data.subspan(static_cast<size_t>(at), 512);
+    if (!TarChecksumOk(block)) break;
+    const Bytes size_field = block.subspan(124, 12);
+    const std::optional<int64_t> size = PyTarNumber(size_field);
+    const int64_t strict = StrictTarNumber(size_field);
+    if (!size || *size != strict) return TarNumberDifference{at + 124, size.value_or(-1), strict};
+    const char type = static_cast<char>(block[156]);
+    static constexpr std::string_view kNoData = "123456";
+    if (*size < 0) break;
+    uint64_t next = at + 512;
+    if (kNoData.find(type) == std::string_view::npos) {
+      const uint64_t len = static_cast<uint64_t>(*size);
+      if (len > data.size()) break;
+      next += (len + 511) / 512 * 512;
+    }
+    at = next;
+  }
+  return std::nullopt;
+}
 
 std::optional<ArchiveKind> DetectArchive(Bytes data) {
   static constexpr uint8_t k7z[] = {'7', 'z', 0xbc, 0xaf, 0x27, 0x1c};

@@ -24,6 +24,23 @@ enum class ArchiveKind : uint8_t { kTar, kSevenZip };
 // tars without the "ustar" magic count too).
 std::optional<ArchiveKind> DetectArchive(Bytes data);
 
+// PythonReadsAsTar: Python's tarfile takes the first 512-byte header (its
+// checksum field read as tarfile.nti reads numbers: int(s, 8), so '0o',
+// a sign, blanks and underscores are taken). torch.load tries that before
+// anything else for a file that does not start with a zip local header.
+bool PythonReadsAsTar(Bytes data);
+
+// TarNumbersDiffer walks a tar's headers as Python's tarfile does (at most
+// `max_headers`) and returns the first size field that Python and C tar
+// readers (libarchive: octal digits up to the first other byte) read as
+// different numbers: the members then differ between the readers.
+struct TarNumberDifference {
+  uint64_t offset = 0;
+  int64_t python = 0;  // -1: tarfile refuses the field
+  int64_t strict = 0;
+};
+std::optional<TarNumberDifference> TarNumbersDiffer(Bytes data, uint64_t max_headers);
+
 struct ArchiveMember {
   std::string name;  // as the archive spells it
   std::string data;  // its whole content (regular files only)

@@ -83,26 +83,35 @@ class Opener {
       c.error = read.error();
       return c;
     }
+    // torch.load reads a file that does not start with a zip local header
+    // as a tar first, when Python's tarfile takes its first header.
+    const bool python_tar = !LooksLikeZip(bytes) && PythonReadsAsTar(bytes);
     // An archive of no entries is its end record alone: numpy.load reads
     // one (np.savez() of no arrays) as an empty .npz.
     if (LooksLikeZip(bytes) || StartsWith(bytes, kEmptyZipMagic)) {
       OpenZip(c, depth);
       AddEmbeddedZips(c, depth);
+      if (python_tar) AddPythonTar(c, depth, "a zip archive");
     } else if (StartsWith(bytes, kNpyMagic)) {
       OpenNpy(c, depth);
+      if (python_tar) AddPythonTar(c, depth, "an .npy file");
     } else if (std::optional<Container> wrapped = OpenWrapped(bytes, DetectWrapper(bytes), depth)) {
       const size_t sources_before = wrapped->pickles.size();
       AddRawPickleView(*wrapped, bytes, "compressed");
       AddReaderViews(*wrapped, depth, /*zipfile_view=*/false, sources_before);
       if (depth == 0) AddTorchScriptFlatbuffer(*wrapped, bytes);
+      if (python_tar) AddPythonTar(*wrapped, depth, "a compressed stream");
       return std::move(*wrapped);
+    } else if (LooksLikeSafetensors(bytes)) {
+      OpenSafetensors(c);
+      if (python_tar) AddPythonTar(c, depth, "a safetensors file");
     } else if (std::optional<ArchiveKind> archive = DetectArchive(bytes)) {
       OpenArchive(c, *archive, depth);
       AddRawPickleView(c, bytes, "archive");
-    } else if (LooksLikeSafetensors(bytes)) {
-      OpenSafetensors(c);
+      if (python_tar && *archive != ArchiveKind::kTar) AddPythonTar(c, depth, "a 7z archive");
     } else {
       OpenPickleStream(c, depth);
+      if (python_tar) AddPythonTar(c, depth, "a pickle");
     }
     AddReaderViews(c, depth);
     if (depth == 0) AddTorchScriptFlatbuffer(c, bytes);
@@ -500,6 +509,24 @@ class Opener {
     return out;
   }
 
+  // AddPythonTar: a file that is `what` to its other readers and a tar to
+  // Python's tarfile, which torch.load tries first (torch < 0.4's format:
+  // it unpickles the 'storages', 'tensors' and 'pickle' members). No writer
+  // makes both: CKG-F011, and the tar's members are read as
+  // '[tarfile]' (with libarchive; polyglot.tar_numbers where Python's
+  // reading of the headers differs from it).
+  void AddPythonTar(Container& c, uint32_t depth, const std::string& what) {
+    c.anomalies.push_back({"polyglot.tar", 0, "",
+                           "the file is " + what + ", and Python's tarfile reads it as a tar too: torch.load tries "
+                           "that first and unpickles its 'storages', 'tensors' and 'pickle' members; read as "
+                           "'[tarfile]'"});
+    if (depth + 1 > limits_.max_depth) return;
+    auto tar = std::make_unique<Container>();
+    tar->bytes = c.bytes;
+    OpenArchive(*tar, ArchiveKind::kTar, depth + 1);
+    c.nested.push_back({"[tarfile]", std::move(tar)});
+  }
+
   // OpenArchive reads a tar or 7z archive (archive_reader.h): every member
   // is opened as a file of its own. A tar is what torch.load tries first
   // (its torch < 0.4 format, whose 'storages', 'tensors' and 'pickle'
@@ -507,8 +534,27 @@ class Opener {
   // reads it), with the reason.
   void OpenArchive(Container& c, ArchiveKind kind, uint32_t depth) {
     const std::string name = kind == ArchiveKind::kTar ? "tar" : "7z";
+    if (kind == ArchiveKind::kTar) {
+      if (std::optional<TarNumberDifference> d = TarNumbersDiffer(c.bytes, limits_.zip.max_entries)) {
+        c.anomalies.push_back({"polyglot.tar_numbers", d->offset, "",
+                               "a tar header's size field that Python's tarfile (int(s, 8): '0o', a sign, "
+                               "underscores, blanks) reads as " +
+                                   (d->python < 0 ? std::string("an error") : Num(static_cast<uint64_t>(d->python))) +
+                                   " and C tar readers as " + Num(static_cast<uint64_t>(std::max<int64_t>(d->strict, 0))) +
+                                   ": the members torch.load unpickles are not the ones read here"});
+      }
+    }
     Result<ArchiveContents> contents = ReadArchive(c.bytes, kind, limits_.zip.max_entries, limits_.max_unwrapped_len,
                                                    limits_.zip.max_ratio, budget_);
+    if (kind == ArchiveKind::kTar && PythonReadsAsTar(c.bytes) &&
+        (!contents || (contents->members.empty() && contents->error))) {
+      // libarchive refuses what Python's tarfile reads (a header only
+      // tarfile's int(s, 8) takes): torch.load's members are not read here.
+      c.anomalies.push_back({"polyglot.tar", 0, "",
+                             "Python's tarfile reads this file as a tar (torch.load tries that first and unpickles "
+                             "its 'storages', 'tensors' and 'pickle' members), and C tar readers do not: " +
+                                 (contents ? contents->error->detail : contents.error().detail)});
+    }
     if (!contents) {
       c.reason = "a " + name + " archive that could not be read";
       c.error = contents.error();
