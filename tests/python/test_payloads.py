@@ -1548,12 +1548,20 @@ def test_joblib_reading_joblib_dump_never_writes(tmp_path, how):
 # tarfile first for any file that does not start with a zip local header,
 # and tarfile reads numbers with int(s, 8) ('0o', a sign, underscores):
 # a checksum so spelled made a valid tar to Python and "not a tar" to the
-# scan; a size so spelled is 0 bytes to libarchive. The generators are in
-# tar_payloads/.
+# scan; a size so spelled is 0 bytes to libarchive. Pax, GNU sparse and
+# unknown-type headers are read differently by the two as well (hunt 16).
+# The generators are in tar_payloads/.
 @pytest.mark.parametrize("gen,style", [("tar_legacy_polyglot", None), ("tar_in_gzip_extra", None),
                                        ("tar_in_npy", None), ("tar_in_zlib", None), ("tar_in_safetensors", None),
                                        ("tar_chksum_spelling", None), ("tar_octal_hidden2", "0o"),
-                                       ("tar_octal_hidden2", "plus"), ("tar_octal_hidden2", "underscore")])
+                                       ("tar_octal_hidden2", "plus"), ("tar_octal_hidden2", "underscore"),
+                                       # hunt 16: members tarfile and libarchive read differently
+                                       ("tar_pax_size", "plus"), ("tar_pax_size", "underscore"),
+                                       ("tar_pax_size", "unicode"), ("tar_pax_size", "beyond"),
+                                       ("tar_two_pax", None), ("tar_global_pax", None), ("tar_pax_sparse_size", None),
+                                       ("tar_oldgnu_sparse", "plus"), ("tar_pax_path_slash", None),
+                                       ("tar_type", "V"), ("tar_type", "M"), ("tar_later_chksum", "0o"),
+                                       ("tar_later_chksum", "underscore")])
 def test_file_python_reads_as_a_tar(tmp_path, gen, style):
     import subprocess
     from ckg import PYTHON

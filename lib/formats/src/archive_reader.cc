@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <tuple>
 
 namespace ckptguard {
 namespace {
@@ -115,25 +116,47 @@ bool TarChecksumOk(Bytes block) {
 
 bool PythonReadsAsTar(Bytes data) { return data.size() >= 512 && TarChecksumOk(data.first(512)); }
 
-std::optional<TarNumberDifference> TarNumbersDiffer(Bytes data, uint64_t max_headers) {
+std::optional<TarReadingDifference> TarReadingDiffers(Bytes data, uint64_t max_headers) {
   // Python's TarFile.next(): a header per member; the data of regular
-  // members, of types it does not know and of its own GNU long-name and pax
-  // records follows (rounded to 512 bytes); links, directories and devices
-  // have none. A header that does not check ends the walk.
+  // members and of types it does not know follows (rounded to 512 bytes);
+  // links, directories and devices have none. A header that does not check
+  // ends the walk. The walk stops at the first header whose reading C tar
+  // readers may not share.
+  auto number = [](int64_t v) { return v < 0 ? std::string("an error") : std::to_string(v); };
   uint64_t at = 0;
   for (uint64_t n = 0; n < max_headers && data.size() >= 512 && at <= data.size() - 512; ++n) {
     const Bytes block = data.subspan(static_cast<size_t>(at), 512);
     if (!TarChecksumOk(block)) break;
-    const Bytes size_field = block.subspan(124, 12);
-    const std::optional<int64_t> size = PyTarNumber(size_field);
-    const int64_t strict = StrictTarNumber(size_field);
-    if (!size || *size != strict) return TarNumberDifference{at + 124, size.value_or(-1), strict};
+    for (const auto& [field_at, len, what] : {std::tuple<size_t, size_t, const char*>{148, 8, "checksum"},
+                                              std::tuple<size_t, size_t, const char*>{124, 12, "size"}}) {
+      const Bytes field = block.subspan(field_at, len);
+      const std::optional<int64_t> python = PyTarNumber(field);
+      const int64_t strict = StrictTarNumber(field);
+      if (!python || *python != strict) {
+        return TarReadingDifference{at + field_at,
+                                    std::string("a tar header's ") + what + " field that Python's tarfile (int(s, 8): '0o', a sign, underscores, blanks) reads as " +
+                                        number(python.value_or(-1)) + " and C tar readers as " + number(strict),
+                                    false};
+      }
+    }
     const char type = static_cast<char>(block[156]);
-    static constexpr std::string_view kNoData = "123456";
-    if (*size < 0) break;
+    static constexpr std::string_view kPlain("0123456\x00" "7", 9);
+    if (kPlain.find(type) == std::string_view::npos) {
+      // pax ('x', 'g'), GNU long names ('L', 'K') and sparse files ('S'),
+      // and types tarfile does not know (read as regular files): Python's
+      // tarfile and C tar readers differ in how they read each (a record
+      // past the header's size, the first of two pax headers, a global
+      // size, a path ending in '/', a sparse map's numbers).
+      return TarReadingDifference{at + 156,
+                                  std::string("a tar header of type '") + (type >= 0x20 && type < 0x7f ? std::string(1, type) : "\\x" + std::to_string(static_cast<uint8_t>(type))) +
+                                      "' (pax, GNU or a type Python's tarfile reads as a regular file), which Python's tarfile and C tar readers read differently",
+                                  true};
+    }
+    const int64_t size = *PyTarNumber(block.subspan(124, 12));
+    if (size < 0) break;
     uint64_t next = at + 512;
-    if (kNoData.find(type) == std::string_view::npos) {
-      const uint64_t len = static_cast<uint64_t>(*size);
+    if (type == '0' || type == '\0' || type == '7') {
+      const uint64_t len = static_cast<uint64_t>(size);
       if (len > data.size()) break;
       next += (len + 511) / 512 * 512;
     }

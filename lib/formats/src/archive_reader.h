@@ -30,16 +30,18 @@ std::optional<ArchiveKind> DetectArchive(Bytes data);
 // anything else for a file that does not start with a zip local header.
 bool PythonReadsAsTar(Bytes data);
 
-// TarNumbersDiffer walks a tar's headers as Python's tarfile does (at most
-// `max_headers`) and returns the first size field that Python and C tar
-// readers (libarchive: octal digits up to the first other byte) read as
-// different numbers: the members then differ between the readers.
-struct TarNumberDifference {
+// TarReadingDiffers walks a tar's headers as Python's tarfile does (at most
+// `max_headers`) and returns the first place where Python and C tar readers
+// (libarchive) may read different members: a checksum or size field the two
+// read as different numbers (libarchive: octal digits up to the first other
+// byte), or (`extension`) a pax, GNU long-name or sparse header or a type
+// tarfile reads as a regular file, each of which the two read differently.
+struct TarReadingDifference {
   uint64_t offset = 0;
-  int64_t python = 0;  // -1: tarfile refuses the field
-  int64_t strict = 0;
+  std::string detail;
+  bool extension = false;
 };
-std::optional<TarNumberDifference> TarNumbersDiffer(Bytes data, uint64_t max_headers);
+std::optional<TarReadingDifference> TarReadingDiffers(Bytes data, uint64_t max_headers);
 
 struct ArchiveMember {
   std::string name;  // as the archive spells it

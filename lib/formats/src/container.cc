@@ -513,7 +513,7 @@ class Opener {
   // Python's tarfile, which torch.load tries first (torch < 0.4's format:
   // it unpickles the 'storages', 'tensors' and 'pickle' members). No writer
   // makes both: CKG-F011, and the tar's members are read as
-  // '[tarfile]' (with libarchive; polyglot.tar_numbers where Python's
+  // '[tarfile]' (with libarchive; polyglot.tar_reading where Python's
   // reading of the headers differs from it).
   void AddPythonTar(Container& c, uint32_t depth, const std::string& what) {
     c.anomalies.push_back({"polyglot.tar", 0, "",
@@ -535,13 +535,15 @@ class Opener {
   void OpenArchive(Container& c, ArchiveKind kind, uint32_t depth) {
     const std::string name = kind == ArchiveKind::kTar ? "tar" : "7z";
     if (kind == ArchiveKind::kTar) {
-      if (std::optional<TarNumberDifference> d = TarNumbersDiffer(c.bytes, limits_.zip.max_entries)) {
-        c.anomalies.push_back({"polyglot.tar_numbers", d->offset, "",
-                               "a tar header's size field that Python's tarfile (int(s, 8): '0o', a sign, "
-                               "underscores, blanks) reads as " +
-                                   (d->python < 0 ? std::string("an error") : Num(static_cast<uint64_t>(d->python))) +
-                                   " and C tar readers as " + Num(static_cast<uint64_t>(std::max<int64_t>(d->strict, 0))) +
-                                   ": the members torch.load unpickles are not the ones read here"});
+      // Where Python's tarfile and libarchive may read different members:
+      // numbers always; pax, GNU and unknown headers in a tar that may hold
+      // a member torch.load unpickles ('storages' is in its bytes: a name
+      // field, a pax path or a GNU long name spells it).
+      if (std::optional<TarReadingDifference> d = TarReadingDiffers(c.bytes, limits_.zip.max_entries);
+          d && (!d->extension || AsStringView(c.bytes).find("storages") != std::string_view::npos)) {
+        c.anomalies.push_back({"polyglot.tar_reading", d->offset, "",
+                               d->detail + ": the members torch.load unpickles (it reads the tar with Python's "
+                                           "tarfile) may not be the ones read here"});
       }
     }
     Result<ArchiveContents> contents = ReadArchive(c.bytes, kind, limits_.zip.max_entries, limits_.max_unwrapped_len,
