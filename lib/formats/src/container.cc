@@ -119,22 +119,29 @@ class Opener {
   }
 
  private:
-  void AddNested(Container& c, std::string entry, Bytes bytes, uint32_t depth) {
+  // MayNest counts one more container nested in `c` at depth + 1 and says
+  // whether it may be opened (else the anomaly saying why is added).
+  bool MayNest(Container& c, const std::string& entry, uint32_t depth) {
     if (depth + 1 > limits_.max_depth) {
       c.anomalies.push_back({"container.too_deep", 0, entry,
                              "nested container not opened: max_depth (" + Num(limits_.max_depth) + ") reached"});
-      return;
+      return false;
     }
     if (++num_nested_ > limits_.max_nested) {
       c.anomalies.push_back({"container.too_many", 0, entry,
                              "nested container not opened: max_nested (" + Num(limits_.max_nested) +
                                  ") containers already opened in this file"});
-      return;
+      return false;
     }
     if (Status nest = budget_.Nest(depth + 1, 0, entry, "nested container"); !nest) {
       c.anomalies.push_back({"container.too_deep", 0, entry, "nested container not opened: " + nest.error().detail});
-      return;
+      return false;
     }
+    return true;
+  }
+
+  void AddNested(Container& c, std::string entry, Bytes bytes, uint32_t depth) {
+    if (!MayNest(c, entry, depth)) return;
     c.nested.push_back({std::move(entry), std::make_unique<Container>(Open(bytes, depth + 1))});
   }
 
@@ -520,7 +527,9 @@ class Opener {
                            "the file is " + what + ", and Python's tarfile reads it as a tar too: torch.load tries "
                            "that first and unpickles its 'storages', 'tensors' and 'pickle' members; read as "
                            "'[tarfile]'"});
-    if (depth + 1 > limits_.max_depth) return;
+    // Counted as a nested container; the same bytes are read again as a
+    // tar, not opened again (that would find `what` again).
+    if (!MayNest(c, "[tarfile]", depth)) return;
     auto tar = std::make_unique<Container>();
     tar->bytes = c.bytes;
     OpenArchive(*tar, ArchiveKind::kTar, depth + 1);
