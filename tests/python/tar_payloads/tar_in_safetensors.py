@@ -4,9 +4,7 @@ __metadata__ string of the JSON header (checksum spelled "0o" + 6 octal digits, 
 TarChecksumOk refuses and tarfile.nti accepts), tar header 1 'storages' and the payload in the tensor
 data. torch.load on it tries tarfile first. Usage: tar_in_safetensors.py OUT MARKER"""
 import sys, struct, json
-from tarblocks import header as tar_header
-def payload(marker):
-    return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
+from tarblocks import header as tar_header, payload
 def build(marker):
     pay = payload(marker)
     data = tar_header(b'storages', len(pay)) + pay

