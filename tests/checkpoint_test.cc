@@ -480,6 +480,29 @@ BOOST_AUTO_TEST_CASE(a_run_beside_is_dropped_when_the_container_reads_otherwise)
              Outcome(LoadCheckpointBytes(AsBytes(doubled), Alone(lax))));
 }
 
+BOOST_AUTO_TEST_CASE(zipfile_reading_made_ahead_loads_as_one_made_alone) {
+  // The second thread compares Python's zipfile's reading with torch's
+  // reader's for the container (ContainerAhead): where they part (a name
+  // zipfile cuts at its NUL, bytes prepended), the load is refused, and
+  // allowed it reads, exactly as a load that made the reading itself.
+  testing::ZipBuilder cut{testing::MinimalTorchZip()};
+  cut.items[2].name = std::string("archive/version\0x", 17);
+  testing::ZipBuilder leading{testing::MinimalTorchZip()};
+  leading.leading = "JUNKJUNK";
+  for (const std::string& bytes : {cut.Build(), leading.Build(), testing::ZipBuilder{testing::MinimalTorchZip()}.Build()}) {
+    LoadOptions lax;
+    lax.allow_anomalies = true;
+    for (const LoadOptions& base : {LoadOptions{}, lax}) {
+      const std::string alone = Outcome(LoadCheckpointBytes(AsBytes(bytes), Alone(base)));
+      BOOST_TEST(Outcome(LoadCheckpointBytes(AsBytes(bytes), Ahead(base))) == alone);
+      BOOST_TEST(Outcome(LoadCheckpointBytes(AsBytes(bytes), Beside(base))) == alone);
+    }
+  }
+  Result<Checkpoint> refused = LoadCheckpointBytes(AsBytes(cut.Build()), Ahead());
+  BOOST_REQUIRE(!refused.has_value());
+  BOOST_TEST(refused.error().detail.find("and 1 more") != std::string::npos, Why(refused));  // zip.zipfile_view
+}
+
 BOOST_AUTO_TEST_CASE(budgets_end_a_load_beside_the_container_as_they_end_one_alone) {
   // Both stages charge one budget: with the run beside, its charges are
   // added to the container's afterwards, and a total past a limit makes the

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -269,6 +270,41 @@ BOOST_DATA_TEST_CASE(zipfile_reading_and_its_cheap_check, bdata::make(kZipfileCa
   ZipLimits few;
   few.max_entries = 2;
   BOOST_TEST(!ZipArchive::ZipfileReadsAs(file, few, own.size(), same_entry));
+
+  // The same check made ahead, from torch's reading (LoadCheckpoint's
+  // second thread), and a container opened with it reads as one without.
+  if (torch) {
+    BOOST_TEST(ZipfileReadsAsTorch(file, {}, *torch) == c.same);
+    std::promise<bool> same;
+    const ContainerAhead ahead{.file = file, .num_entries = torch->entries().size(), .zipfile_same = same.get_future().share()};
+    same.set_value(ZipfileReadsAsTorch(file, {}, *torch));
+    BOOST_TEST(Describe(OpenContainer(file, {}, nullptr, &ahead)) == Describe(OpenContainer(file)));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(zipfile_reading_made_ahead_counts_only_for_its_own_file) {
+  // zipfile cuts this name at its NUL: a reading of its own ([zipfile]).
+  ZipBuilder zip{testing::MinimalTorchZip()};
+  zip.items[2].name = std::string("archive/version\0x", 17);
+  const std::string bytes = zip.Build();
+  const Bytes file = AsBytes(bytes);
+  BOOST_TEST(Describe(OpenContainer(file)).find("zip.zipfile_view") != std::string::npos);
+  const std::string copy = bytes;
+  auto opened_with = [&](Bytes ahead_file, size_t num_entries, bool verdict) {
+    std::promise<bool> same;
+    const ContainerAhead ahead{.file = ahead_file, .num_entries = num_entries, .zipfile_same = same.get_future().share()};
+    same.set_value(verdict);
+    return Describe(OpenContainer(file, {}, nullptr, &ahead));
+  };
+  // "Not known": the container reads zipfile's view itself.
+  BOOST_TEST(opened_with(file, 3, false).find("zip.zipfile_view") != std::string::npos);
+  // A verdict made of other bytes (a copy), or of a reading with another
+  // number of entries, is not this file's and is not used.
+  BOOST_TEST(opened_with(AsBytes(copy), 3, true).find("zip.zipfile_view") != std::string::npos);
+  BOOST_TEST(opened_with(file, 2, true).find("zip.zipfile_view") != std::string::npos);
+  // This file's verdict is taken as given (the caller vouches for it: here,
+  // wrongly, which is how this test sees that it is used at all).
+  BOOST_TEST(opened_with(file, 3, true).find("zip.zipfile_view") == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(local_name_mismatch) {

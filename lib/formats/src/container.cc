@@ -71,9 +71,19 @@ bool InRange(Bytes outer, std::string_view inner) {
   return b >= outer.data() && b + inner.size() <= outer.data() + outer.size();
 }
 
+// SameZipEntry: `a` and `b` (named `b_name`) are the same entry, `a`'s
+// offsets counted from `shift` bytes before `b`'s: what one zip reader
+// reads, the other does.
+bool SameZipEntry(const ZipEntry& a, const ZipEntry& b, std::string_view b_name, uint64_t shift) {
+  return a.name == b_name && a.local_header_offset == b.local_header_offset + shift &&
+         a.compressed_len == b.compressed_len && a.uncompressed_len == b.uncompressed_len && a.method == b.method &&
+         a.flags == b.flags;
+}
+
 class Opener {
  public:
-  Opener(const ContainerLimits& limits, Budget& budget) : limits_(limits), budget_(budget) {}
+  Opener(const ContainerLimits& limits, Budget& budget, const ContainerAhead* ahead = nullptr)
+      : limits_(limits), budget_(budget), ahead_(ahead) {}
 
   Container Open(Bytes bytes, uint32_t depth) {
     Container c;
@@ -389,11 +399,8 @@ class Opener {
     }
     return true;
   }
-  // SameEntry: `a` and `b` (named `b_name`) agree as SameReading wants.
   static bool SameEntry(const ZipEntry& a, const ZipEntry& b, std::string_view b_name, uint64_t shift) {
-    return a.name == b_name && a.local_header_offset == b.local_header_offset + shift &&
-           a.compressed_len == b.compressed_len && a.uncompressed_len == b.uncompressed_len && a.method == b.method &&
-           a.flags == b.flags;
+    return SameZipEntry(a, b, b_name, shift);
   }
 
   // AddZipfileView adds Python's zipfile's reading of c's bytes
@@ -408,6 +415,19 @@ class Opener {
   // reads otherwise zip.zipfile_view; either way the reading is a nested
   // container ('@<offset>' or '[zipfile]') whose entries, under the names
   // zipfile gives them, are examined and scanned as any zip's.
+  // ZipfileSameAhead: the caller's ContainerAhead found, for the file's own
+  // zip (depth 0, these bytes, as many entries as c read), that zipfile
+  // reads it as torch's reader does. c.entries are then that reading's:
+  // OpenZip read them with ZipArchive::Open of the same bytes and limits.
+  bool ZipfileSameAhead(const Container& c, uint32_t depth) const {
+    if (ahead_ == nullptr || depth != 0 || c.bytes.data() != ahead_->file.data() ||
+        c.bytes.size() != ahead_->file.size() || !ahead_->zipfile_same.valid()) {
+      return false;
+    }
+    // get() first: num_entries is set before the value is.
+    return ahead_->zipfile_same.get() && ahead_->num_entries == c.entries.size();
+  }
+
   void AddZipfileView(Container& c, uint32_t depth) {
     const Bytes bytes = c.bytes;
     if (bytes.size() < 22) return;
@@ -419,10 +439,11 @@ class Opener {
     // The common case, a zip that zipfile reads as torch's reader does
     // (SameReading below), is learnt without keeping zipfile's entries.
     if (zip_start && !c.error &&
-        ZipArchive::ZipfileReadsAs(bytes, limits_.zip, c.entries.size(),
-                                   [&](size_t i, const ZipEntry& b, std::string_view name) {
-                                     return SameEntry(c.entries[i].zip, b, name, 0);
-                                   })) {
+        (ZipfileSameAhead(c, depth) ||
+         ZipArchive::ZipfileReadsAs(bytes, limits_.zip, c.entries.size(),
+                                    [&](size_t i, const ZipEntry& b, std::string_view name) {
+                                      return SameEntry(c.entries[i].zip, b, name, 0);
+                                    }))) {
       return;
     }
     Result<ZipArchive> view = ZipArchive::OpenAsZipfile(bytes, limits_.zip);
@@ -1507,6 +1528,7 @@ class Opener {
 
   const ContainerLimits& limits_;
   Budget& budget_;
+  const ContainerAhead* ahead_;  // nullptr: nothing done ahead
   uint64_t num_nested_ = 0;  // containers opened inside the file, all depths
   // The error of a pickle stream with no complete pickle (OpenPickleStream),
   // which AddJoblibView clears when joblib reads that stream to its STOP.
@@ -1659,11 +1681,22 @@ uint64_t SourceOffset(std::span<const OffsetRun> runs, uint64_t offset) {
 }
 
 Container OpenContainer(Bytes file, const ContainerLimits& limits, Budget* budget) {
+  return OpenContainer(file, limits, budget, nullptr);
+}
+
+Container OpenContainer(Bytes file, const ContainerLimits& limits, Budget* budget, const ContainerAhead* ahead) {
   const ContainerLimits clamped = limits.Clamped();
   Budget own;
   Budget& charged = budget != nullptr ? *budget : own;
   charged.SetFileSize(file.size());
-  return Opener(clamped, charged).Open(file, 0);
+  return Opener(clamped, charged, ahead).Open(file, 0);
+}
+
+bool ZipfileReadsAsTorch(Bytes file, const ZipLimits& limits, const ZipArchive& zip) {
+  const std::span<const ZipEntry> entries = zip.entries();
+  return ZipArchive::ZipfileReadsAs(file, limits, entries.size(), [&](size_t i, const ZipEntry& b, std::string_view name) {
+    return SameZipEntry(entries[i], b, name, 0);
+  });
 }
 
 }  // namespace ckptguard

@@ -1843,17 +1843,6 @@ MemoReadsScan ScanTorchDataPickleAhead(std::optional<Bytes> pickle, const Pickle
   }
   return MemoReadsScan{};
 }
-// The same, finding data.pkl in `bytes`' directory first.
-MemoReadsScan ScanTorchDataPickleAhead(Bytes bytes, const LoadOptions& options, const PickleLimits& limits,
-                                       uint64_t max_ops) {
-  try {
-    Result<ZipArchive> zip = ZipArchive::Open(bytes, options.container.Clamped().zip);
-    if (zip) return ScanTorchDataPickleAhead(TorchDataPickleIn(*zip), limits, max_ops);
-  } catch (...) {
-  }
-  return MemoReadsScan{};
-}
-
 // DirectoryOnlyTorchZip takes the entries of `zip` (the directory of
 // `bytes`, which must be in `zip` too) into the container described above.
 std::optional<Container> DirectoryOnlyTorchZip(Bytes bytes, ZipArchive zip) {
@@ -1933,15 +1922,34 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
     // The most opcodes the run can have: the container's charges only lower it.
     Budget fresh(options.budget);
     fresh.SetFileSize(bytes.size());
+    // The second thread reads the directory to find data.pkl; with it, it
+    // first compares Python's zipfile's reading with torch's reader's, which
+    // the container then need not make (ContainerAhead), then scans data.pkl.
+    std::promise<bool> zipfile_same;
+    ContainerAhead container_ahead{.file = bytes, .num_entries = 0, .zipfile_same = zipfile_same.get_future().share()};
     std::optional<std::jthread> scanner;
     try {
       scanner.emplace([&] {
-        ahead = ScanTorchDataPickleAhead(bytes, options, state->limits.pickle, fresh.remaining(BudgetKind::kOpcodes));
+        std::optional<Bytes> pickle;
+        bool published = false;
+        try {
+          const ZipLimits zip_limits = options.container.Clamped().zip;
+          Result<ZipArchive> zip = ZipArchive::Open(bytes, zip_limits);
+          if (zip) {
+            container_ahead.num_entries = zip->entries().size();
+            zipfile_same.set_value(ZipfileReadsAsTorch(bytes, zip_limits, *zip));
+            published = true;
+            pickle = TorchDataPickleIn(*zip);
+          }
+        } catch (...) {
+        }
+        if (!published) zipfile_same.set_value(false);  // not known: the container reads it itself
+        ahead = ScanTorchDataPickleAhead(std::move(pickle), state->limits.pickle, fresh.remaining(BudgetKind::kOpcodes));
       });
     } catch (const std::system_error&) {
-      // No thread to be had: the run scans for itself.
+      // No thread to be had: the container and the run do it all.
     }
-    state->container = OpenContainer(bytes, options.container, &state->budget);
+    state->container = OpenContainer(bytes, options.container, &state->budget, scanner ? &container_ahead : nullptr);
   } else if (parallel) {
     std::exception_ptr container_error;
     // The run's budget, fresh: what the memo scan ahead must assume.

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <span>
@@ -278,6 +279,32 @@ void ForEachContainer(const Container& root,
 // file's (nullptr: a budget of this call alone with default limits); when it
 // runs out, `error` names the limit.
 Container OpenContainer(Bytes file, const ContainerLimits& limits = {}, Budget* budget = nullptr);
+
+// ContainerAhead is work on a zip that OpenContainer would do, done by a
+// caller on another thread while OpenContainer runs (LoadCheckpoint's second
+// thread, which reads the zip's directory anyway to find data.pkl). It is
+// made from ZipArchive::Open(file, limits.Clamped().zip) of the `file` and
+// `limits` later given to OpenContainer; OpenContainer uses it only for that
+// file, and only where its own reading of the directory has the same number
+// of entries (the same function of the same bytes and limits gives the same
+// entries), and otherwise does the work itself.
+struct ContainerAhead {
+  Bytes file;
+  // The number of entries of that reading; set before `zipfile_same` is.
+  size_t num_entries = 0;
+  // ZipfileReadsAsTorch of that reading: true when Python's zipfile reads
+  // the archive as torch's reader does. false means "not known": the
+  // container makes zipfile's reading itself. OpenContainer waits for it.
+  std::shared_future<bool> zipfile_same;
+};
+// OpenContainer with work done ahead (nullptr: none).
+Container OpenContainer(Bytes file, const ContainerLimits& limits, Budget* budget, const ContainerAhead* ahead);
+
+// ZipfileReadsAsTorch: Python's zipfile (ZipArchive::ZipfileReadsAs) reads
+// `file` as exactly the entries of `zip`, torch's reader's reading of it
+// (ZipArchive::Open(file, limits)): the same names, offsets, sizes, methods
+// and flags, in the same order, from offset 0.
+bool ZipfileReadsAsTorch(Bytes file, const ZipLimits& limits, const ZipArchive& zip);
 
 }  // namespace ckptguard
 
