@@ -123,3 +123,50 @@ BOOST_AUTO_TEST_CASE(a_value_arena_past_its_small_chunks_keeps_every_value_in_pl
   BOOST_TEST(arena.size() == n);
   BOOST_TEST(arena.Get(static_cast<ValueId>(n - 2)).int_value == static_cast<int64_t>(n - 2));
 }
+
+BOOST_AUTO_TEST_CASE(blocks_freed_under_bulk_reuse_are_handed_out_again_then_trimmed) {
+  TrimBulkCache();
+  BulkAllocator<uint8_t> alloc;
+  const size_t big = 3 * kBulkMinBytes;
+  const size_t small = 2 * kBulkMinBytes;
+  // Freed outside a BulkReuse: unmapped, nothing kept.
+  uint8_t* outside = alloc.allocate(big);
+  alloc.deallocate(outside, big);
+  BOOST_TEST(BulkCacheBytes() == 0u);
+  if (!BulkBlocksAreMapped()) return;  // AddressSanitizer: operator new's blocks, never kept
+
+  uint8_t* kept = alloc.allocate(big);
+  std::fill(kept, kept + big, uint8_t{7});
+  {
+    const BulkReuse reuse;
+    alloc.deallocate(kept, big);
+  }
+  BOOST_TEST(BulkCacheBytes() >= big);
+  // A smaller block comes out of it, cut to its length, and is usable to its
+  // last byte; the cut-off tail is given back, not kept.
+  uint8_t* again = alloc.allocate(small);
+  BOOST_TEST(again == kept);
+  BOOST_TEST(BulkCacheBytes() == 0u);
+  std::fill(again, again + small, uint8_t{9});
+  BOOST_TEST(again[small - 1] == 9);
+  // Nothing kept fits a larger block: a fresh one.
+  {
+    const BulkReuse reuse;
+    alloc.deallocate(again, small);
+  }
+  uint8_t* larger = alloc.allocate(big);
+  BOOST_TEST(larger != again);
+  BOOST_TEST(BulkCacheBytes() > 0u);
+  // TrimBulkCache gives back everything kept.
+  TrimBulkCache();
+  BOOST_TEST(BulkCacheBytes() == 0u);
+  alloc.deallocate(larger, big);
+  // At most kBulkCacheMaxBytes are kept.
+  const size_t huge = kBulkCacheMaxBytes + kBulkMinBytes;
+  uint8_t* too_big = alloc.allocate(huge);
+  {
+    const BulkReuse reuse;
+    alloc.deallocate(too_big, huge);
+  }
+  BOOST_TEST(BulkCacheBytes() == 0u);
+}

@@ -584,6 +584,48 @@ BOOST_AUTO_TEST_CASE(unreadable_inputs_fail_with_the_reason) {
   BOOST_TEST(unknown.error().detail.find("not a model file") != std::string::npos, Why(unknown));
 }
 
+// ManyTensorZip: a torch zip of a state dict of `n` one-element float
+// tensors t0, t1, ..., written as torch.save writes them (protocol 2).
+std::string ManyTensorZip(size_t n) {
+  auto unicode = [](const std::string& text) {
+    std::string out = "X";
+    for (int i = 0; i < 4; ++i) out += static_cast<char>((text.size() >> (8 * i)) & 0xff);
+    return out + text;
+  };
+  std::string pkl = "\x80\x02}(";  // PROTO 2, EMPTY_DICT, MARK
+  std::vector<testing::ZipItem> items;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string key = std::to_string(i);
+    using namespace std::string_literals;
+    pkl += unicode("t" + key) + "ctorch._utils\n_rebuild_tensor_v2\n((" + unicode("storage") + "ctorch\nFloatStorage\n" +
+           unicode(key) + unicode("cpu") + "K\x01" "tQ" "K\x00" "K\x01\x85" "K\x01\x85" "\x89"s +
+           "ccollections\nOrderedDict\n)RtR";
+    items.push_back(testing::ZipItem{"archive/data/" + key, std::string(4, '\0')});
+  }
+  pkl += "u.";
+  items.insert(items.begin(), testing::ZipItem{"archive/data.pkl", pkl});
+  items.push_back(testing::ZipItem{"archive/version", "3\n"});
+  return testing::BuildZip(items);
+}
+
+BOOST_AUTO_TEST_CASE(a_dropped_checkpoints_arrays_serve_the_next_load_and_no_longer) {
+  // BulkReuse: the large arrays of a checkpoint, when it is dropped, are
+  // kept for the next load, which takes what it can and gives back the rest
+  // when it returns; the loads are the same either way.
+  const std::string bytes = ManyTensorZip(12'000);
+  TrimBulkCache();
+  Result<Checkpoint> first = LoadCheckpointBytes(AsBytes(bytes));
+  BOOST_REQUIRE_MESSAGE(first.has_value(), Why(first));
+  BOOST_TEST(first->tensors().size() == 12'000u);
+  BOOST_TEST(BulkCacheBytes() == 0u);
+  const std::string outcome = Outcome(first);
+  first = std::unexpected(Error{});  // drops the checkpoint
+  if (BulkBlocksAreMapped()) BOOST_TEST(BulkCacheBytes() >= kBulkMinBytes);  // its tensor table at least
+  Result<Checkpoint> second = LoadCheckpointBytes(AsBytes(bytes));
+  BOOST_TEST(Outcome(second) == outcome);
+  BOOST_TEST(BulkCacheBytes() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(no_payload_ever_ran) { BOOST_TEST(NoPwnedMarkers()); }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 namespace ckptguard {
 namespace {
@@ -32,7 +34,82 @@ size_t MappedLength(size_t bytes) {
   return (bytes + kPage - 1) / kPage * kPage;
 }
 
+// The blocks BulkReuse keeps: (start, mapped length). Never destroyed, so
+// that blocks freed during exit find it.
+struct Cache {
+  std::mutex mu;
+  std::vector<std::pair<void*, size_t>> blocks;
+  size_t bytes = 0;
+};
+Cache& TheCache() {
+  static Cache* cache = new Cache;
+  return *cache;
+}
+thread_local unsigned reuse_depth = 0;
+
+// Take the smallest kept block of a mapped length of `len` or more, cut to
+// `len` (its tail unmapped: blocks start on a 2 MiB boundary and end on a
+// page, so the head keeps both); nullptr when there is none.
+void* TakeCached(size_t len) {
+  Cache& cache = TheCache();
+  void* p = nullptr;
+  size_t have = 0;
+  {
+    std::lock_guard<std::mutex> lock(cache.mu);
+    if (cache.bytes == 0) return nullptr;
+    size_t best = cache.blocks.size();
+    for (size_t i = 0; i < cache.blocks.size(); ++i) {
+      const size_t n = cache.blocks[i].second;
+      if (n >= len && (best == cache.blocks.size() || n < cache.blocks[best].second)) best = i;
+    }
+    if (best == cache.blocks.size()) return nullptr;
+    p = cache.blocks[best].first;
+    have = cache.blocks[best].second;
+    cache.blocks.erase(cache.blocks.begin() + static_cast<std::ptrdiff_t>(best));
+    cache.bytes -= have;
+  }
+  if (have > len) ::munmap(static_cast<char*>(p) + len, have - len);
+  return p;
+}
+
+// Keep a block (BulkReuse open on this thread and room left); false: the
+// caller unmaps it.
+bool KeepCached(void* p, size_t len) noexcept {
+  if (reuse_depth == 0) return false;
+  Cache& cache = TheCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  if (len > kBulkCacheMaxBytes - cache.bytes) return false;
+  try {
+    cache.blocks.emplace_back(p, len);
+  } catch (...) {
+    return false;
+  }
+  cache.bytes += len;
+  return true;
+}
+
 }  // namespace
+
+BulkReuse::BulkReuse() noexcept { ++reuse_depth; }
+BulkReuse::~BulkReuse() { --reuse_depth; }
+
+void TrimBulkCache() noexcept {
+  Cache& cache = TheCache();
+  std::vector<std::pair<void*, size_t>> blocks;
+  {
+    std::lock_guard<std::mutex> lock(cache.mu);
+    if (cache.bytes == 0) return;
+    blocks.swap(cache.blocks);
+    cache.bytes = 0;
+  }
+  for (const auto& [p, len] : blocks) ::munmap(p, len);
+}
+
+size_t BulkCacheBytes() noexcept {
+  Cache& cache = TheCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  return cache.bytes;
+}
 
 bool BulkBlocksAreMapped() { return kMapLargeBlocks; }
 
@@ -40,6 +117,7 @@ void* AllocateBulk(size_t bytes, size_t align) {
   if (!Mapped(bytes)) return ::operator new(bytes, std::align_val_t(align));
   if (bytes > SIZE_MAX - 2 * kHugePage) throw std::bad_alloc();
   const size_t len = MappedLength(bytes);
+  if (void* kept = TakeCached(len)) return kept;
   // Map one huge page more than needed and cut the block at a 2 MiB boundary
   // out of it (mmap aligns only to pages).
   void* raw = ::mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -63,7 +141,8 @@ void FreeBulk(void* p, size_t bytes, size_t align) noexcept {
     ::operator delete(p, std::align_val_t(align));
     return;
   }
-  ::munmap(p, MappedLength(bytes));
+  const size_t len = MappedLength(bytes);
+  if (!KeepCached(p, len)) ::munmap(p, len);
 }
 
 }  // namespace ckptguard

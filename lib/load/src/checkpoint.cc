@@ -1092,7 +1092,11 @@ ContainerLimits LoaderContainerLimits() {
 Checkpoint::Checkpoint(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Checkpoint::Checkpoint(Checkpoint&&) noexcept = default;
 Checkpoint& Checkpoint::operator=(Checkpoint&&) noexcept = default;
-Checkpoint::~Checkpoint() = default;
+Checkpoint::~Checkpoint() {
+  // Its arrays serve the next load of this process (BulkReuse).
+  const BulkReuse reuse;
+  state_.reset();
+}
 
 ContainerFormat Checkpoint::format() const { return state_->container.format; }
 Status Checkpoint::CheckUnchanged() const { return state_->file.CheckUnchanged(); }
@@ -1905,6 +1909,7 @@ bool SameTorchZip(const Container& opened, const Container& directory_only) {
 }  // namespace
 
 Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOptions& options) {
+  const BulkReuse reuse;
   auto state = std::make_unique<Checkpoint::State>();
   state->file = std::move(file);
   state->limits = options.limits.Clamped();
@@ -1930,6 +1935,7 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
     std::optional<std::jthread> scanner;
     try {
       scanner.emplace([&] {
+        const BulkReuse reuse;
         std::optional<Bytes> pickle;
         bool published = false;
         try {
@@ -2045,7 +2051,14 @@ Result<Checkpoint> LoadCheckpointImpl(MappedFile file, Bytes data, const LoadOpt
   return out;
 }
 
+// TrimBulkCacheAtEnd: what a dropped checkpoint left for this load and it
+// did not take is given back when the load returns (BulkReuse).
+struct TrimBulkCacheAtEnd {
+  ~TrimBulkCacheAtEnd() { TrimBulkCache(); }
+};
+
 Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& options) {
+  const TrimBulkCacheAtEnd trim;
   try {
     CKG_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path, options.file));
     return LoadCheckpointImpl(std::move(file), {}, options);
@@ -2055,6 +2068,7 @@ Result<Checkpoint> LoadCheckpoint(const std::string& path, const LoadOptions& op
 }
 
 Result<Checkpoint> LoadCheckpointBytes(Bytes data, const LoadOptions& options) {
+  const TrimBulkCacheAtEnd trim;
   try {
     return LoadCheckpointImpl(MappedFile(), data, options);
   } catch (const std::bad_alloc&) {
