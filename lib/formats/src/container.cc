@@ -399,8 +399,22 @@ class Opener {
     }
     return true;
   }
+  // SameEntry: SameReading's test of one entry (SameZipEntry).
   static bool SameEntry(const ZipEntry& a, const ZipEntry& b, std::string_view b_name, uint64_t shift) {
     return SameZipEntry(a, b, b_name, shift);
+  }
+
+  // ZipfileSameAhead: the caller's ContainerAhead found, for the file's own
+  // zip (depth 0, these bytes, as many entries as c read), that zipfile
+  // reads it as torch's reader does. c.entries are then that reading's:
+  // OpenZip read them with ZipArchive::Open of the same bytes and limits.
+  bool ZipfileSameAhead(const Container& c, uint32_t depth) const {
+    if (ahead_ == nullptr || depth != 0 || c.bytes.data() != ahead_->file.data() ||
+        c.bytes.size() != ahead_->file.size() || !ahead_->zipfile_same.valid()) {
+      return false;
+    }
+    // get() first: num_entries is set before the value is.
+    return ahead_->zipfile_same.get() && ahead_->num_entries == c.entries.size();
   }
 
   // AddZipfileView adds Python's zipfile's reading of c's bytes
@@ -415,19 +429,6 @@ class Opener {
   // reads otherwise zip.zipfile_view; either way the reading is a nested
   // container ('@<offset>' or '[zipfile]') whose entries, under the names
   // zipfile gives them, are examined and scanned as any zip's.
-  // ZipfileSameAhead: the caller's ContainerAhead found, for the file's own
-  // zip (depth 0, these bytes, as many entries as c read), that zipfile
-  // reads it as torch's reader does. c.entries are then that reading's:
-  // OpenZip read them with ZipArchive::Open of the same bytes and limits.
-  bool ZipfileSameAhead(const Container& c, uint32_t depth) const {
-    if (ahead_ == nullptr || depth != 0 || c.bytes.data() != ahead_->file.data() ||
-        c.bytes.size() != ahead_->file.size() || !ahead_->zipfile_same.valid()) {
-      return false;
-    }
-    // get() first: num_entries is set before the value is.
-    return ahead_->zipfile_same.get() && ahead_->num_entries == c.entries.size();
-  }
-
   void AddZipfileView(Container& c, uint32_t depth) {
     const Bytes bytes = c.bytes;
     if (bytes.size() < 22) return;
