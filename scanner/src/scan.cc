@@ -150,7 +150,14 @@ struct Sym {
   // what a later APPEND(S), SETITEM(S), ADDITEMS or BUILD puts into it must
   // keep the call pure (AdmitToPureCall), or the change is reported (F081).
   bool held_by_pure_call : 1 = false;
-  uint8_t action = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
+  // kDict: a value under a key that starts with '_' is a callable value (a
+  // partial object, a bound method). Given to an instance by BUILD it
+  // shadows a method that the class's own methods call on the instance
+  // (argparse.Namespace's __repr__ calls self._get_args(); numpy converts
+  // an object by calling its __array__), so printing or converting the
+  // instance calls it.
+  bool private_callable_attr : 1 = false;
+  uint8_t action : 7 = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
   SymText text;
@@ -171,7 +178,8 @@ struct Sym {
     number = static_cast<int64_t>(uint64_t{begin} | (uint64_t{count} << 32));
   }
 
-  static constexpr uint8_t kNoAction = 0xff;
+  static constexpr uint8_t kNoAction = 0x7f;  // action is 7 bits
+  static_assert(static_cast<uint8_t>(AllowAction::kUnsupported) < kNoAction, "AllowAction outgrew Sym::action");
 };
 static_assert(sizeof(Sym) == 40, "Sym: keep the kind, flags, action and text's length in the first 8 bytes");
 
@@ -498,7 +506,7 @@ class Scanner {
     out.callable = c.callable;
     if (cls.kind == GlobalClass::kAllowed) {
       out.allowed = true;
-      out.action = c.action;
+      out.action = c.action & Sym::kNoAction;  // 7 bits: every AllowAction (static_assert above)
       return;
     }
     if (c.data) {
@@ -1605,15 +1613,21 @@ class Scanner {
     bool callable = false;
     bool callable_value = false;
     bool object = false;
+    bool private_callable = false;
     for (size_t i = 0; i < items.size(); ++i) {
       const Sym& v = Val(items[i]);
       callable |= IsCallable(v) || v.holds_callable;
       callable_value |= IsCallableValue(v) || v.holds_callable_value;
       if (!dict || i % 2 == 0) object |= IsForeignObject(v);
+      if (dict && i % 2 == 1) {
+        const Sym& key = Val(items[i - 1]);
+        private_callable |= key.kind == Sym::kStr && key.text.starts_with("_") && IsCallableValue(v);
+      }
     }
     Sym& after = Val(target);
     after.holds_callable |= callable;
     after.holds_callable_value |= callable_value;
+    after.private_callable_attr |= private_callable;
     after.holds_object |= object;
     if (callable || object) after.inert = false;
   }
@@ -1793,6 +1807,20 @@ class Scanner {
                  "BUILD's state is an instance of '" + cls +
                      "': the unpickler (or a __setstate__) calls its methods (items, keys, iteration)",
                  op.offset, cls);
+      }
+      if (part.private_callable_attr || (part.kind == Sym::kUnknown && part.holds_callable_value)) {
+        // A known class or data record too: its own methods call the
+        // attribute (a state computed by a call: its keys are not known).
+        const std::string cls = t.text.empty() ? std::string(KindName(t.kind)) : std::string(t.text);
+        AddFixed("CKG-F002",
+                 "BUILD gives an instance of '" + cls + "' " +
+                     (part.private_callable_attr ? "an attribute named '_...'" : "a computed state") +
+                     " holding a callable value (a functools.partial, a bound method): it shadows a method that "
+                     "the class's own methods call on the instance (argparse.Namespace's repr calls "
+                     "self._get_args(), numpy calls __array__ to convert it), so printing, formatting or "
+                     "converting the value, as torch and numpy do, calls it",
+                 op.offset, cls);
+        continue;
       }
       if ((t.setstate_calls && part.holds_callable) || (unknown_class && part.holds_callable_value)) {
         const std::string cls(t.text);

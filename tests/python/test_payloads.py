@@ -1575,3 +1575,96 @@ def test_file_python_reads_as_a_tar(tmp_path, gen, style):
     assert "polyglot.tar" in describe(r), describe(r)
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
+
+
+# 23. A callable planted by BUILD under a private attribute name (hunt 17).
+# argparse.Namespace's repr calls self._get_args(), looked up on the
+# instance; numpy converts an object by calling its __array__, also looked up
+# on the instance. A Namespace record given such an attribute (a
+# functools.partial of anything) runs it wherever the loader formats or
+# converts the record: torch's persistent_load formats a storage id's type
+# name, the legacy format its protocol version, numpy's SETITEM converts a
+# key or a value; and so does any print() of the loaded object. The BUILD is
+# dangerous by itself (CKG-F002).
+def _partial_open_memmap(marker):
+    # functools.partial(numpy.lib.format.open_memmap, MARKER, 'w+', 'u1', (1,)):
+    # calling it creates the marker file.
+    return call(g("functools", "partial"), g("numpy.lib.format", "open_memmap"), s(marker), s("w+"), s("u1"),
+                tup(b"K\x01"))
+
+
+def _namespace_with(name, value):  # argparse.Namespace(), then BUILD {name: value}
+    return call(g("argparse", "Namespace")) + b"(" + s(name) + value + b"db"
+
+
+def _rebuild_v2(pid):
+    return call(g("torch._utils", "_rebuild_tensor_v2"), pid, b"K\x00", tup(b"K\x02"), tup(b"K\x01"), b"\x89",
+                call(g("collections", "OrderedDict")))
+
+
+def _torch_zip_with_record(pickle_bytes, record=b"\0" * 8):
+    import io
+    import zipfile
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        z.writestr("archive/data/0", record)
+        z.writestr("archive/version", "3\n")
+    return out.getvalue()
+
+
+def private_attribute_payload(m, how):
+    import numpy as np
+    magic = b"\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little")
+    if how == "zip_storage_type_name":
+        pid = tup(_namespace_with("_get_args", _partial_open_memmap(m)), g("torch", "FloatStorage"), s("0"), s("cpu"),
+                  b"K\x02") + b"Q"
+        return _torch_zip_with_record(p2(b"(" + s("w") + _rebuild_v2(pid) + b"d"))
+    if how == "legacy_protocol_version":
+        return p2(magic) + p2(_namespace_with("_get_args", _partial_open_memmap(m)))
+    if how == "legacy_storage_type_name":
+        sys_info = (b"(" + s("protocol_version") + b"M\xe9\x03" + s("little_endian") + b"\x88" + s("type_sizes") +
+                    b"(" + s("short") + b"K\x02" + s("int") + b"K\x04" + s("long") + b"K\x04" + b"d" + b"d")
+        main = b"(" + s("w") + tup(_namespace_with("_get_args", _partial_open_memmap(m)), s("x")) + b"Q" + b"d"
+        return p2(magic) + p2(b"M\xe9\x03") + p2(sys_info) + p2(main) + p2(b"(l")
+    ints = pickle.dumps(np.zeros(3, "i8"), protocol=2)[2:-1]
+    if how == "ndarray_key_array":
+        return p2(ints + _namespace_with("__array__", _partial_open_memmap(m)) + b"K\x01s")
+    if how == "ndarray_key_array_in_zip":
+        pid = tup(s("storage"), g("torch", "FloatStorage"), s("0"), s("cpu"), b"K\x02") + b"Q"
+        mask = ints + _namespace_with("__array__", _partial_open_memmap(m)) + b"K\x01s"
+        return _torch_zip_with_record(p2(b"(" + s("w") + _rebuild_v2(pid) + s("mask") + mask + b"d"))
+    assert how == "ndarray_str_value"
+    strs = pickle.dumps(np.array(["a" * 64, "b"]), protocol=2)[2:-1]
+    return p2(strs + b"K\x00" + _namespace_with("_get_args", _partial_open_memmap(m)) + b"s")
+
+
+@pytest.mark.parametrize("how,ext,loaders", [
+    ("zip_storage_type_name", ".pt", ("torch.load",)),
+    ("legacy_protocol_version", ".pt", ("torch.load",)),
+    ("legacy_storage_type_name", ".pt", ("torch.load",)),
+    ("ndarray_key_array", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+    ("ndarray_key_array_in_zip", ".pt", ("torch.load",)),
+    ("ndarray_str_value", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+])
+def test_callable_planted_under_a_private_attribute_name(tmp_path, how, ext, loaders):
+    m = marker_path()
+    path = write(tmp_path, how + ext, private_attribute_payload(m, how))
+    r = assert_proven_and_dangerous(path, m, loaders=loaders, want=("CKG-F002",))
+    assert "attribute named '_...'" in describe(r), describe(r)
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
+
+
+def test_namespace_with_public_hyper_parameters_stays_data(tmp_path):
+    # The same record as argparse and Lightning users save it: values under
+    # public names, a partial of an optimizer class among them. Printing it
+    # calls nothing, and it is not dangerous.
+    import argparse
+    import functools
+    import torch
+    path = tmp_path / "args.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1, name="run", opt=functools.partial(torch.optim.Adam, lr=0.1))}, path)
+    r = scan(path)
+    assert r["verdict"] == "suspicious", describe(r)
+    assert not any(f["rule"] == "CKG-F002" for f in r["findings"]), describe(r)
