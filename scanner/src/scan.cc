@@ -1808,17 +1808,32 @@ class Scanner {
                      "': the unpickler (or a __setstate__) calls its methods (items, keys, iteration)",
                  op.offset, cls);
       }
-      if (part.private_callable_attr || (part.kind == Sym::kUnknown && part.holds_callable_value)) {
-        // A known class or data record too: its own methods call the
-        // attribute (a state computed by a call: its keys are not known).
+      // A callable value (a partial object, a bound method) among the
+      // attributes of a pure-data record (argparse.Namespace,
+      // collections.Counter: instances of Python classes with a __dict__),
+      // or of any instance under a name that starts with '_' (or in a state
+      // computed by a call, whose keys are not known): it shadows a method
+      // the class's own methods call on the instance (Namespace's repr calls
+      // self._get_args(), Counter's self.most_common(); numpy calls
+      // __array__ to convert an object), so printing, formatting or
+      // converting the value, as torch's errors and numpy's SETITEM do,
+      // calls it. (Instances of classes the rules do not list: below.)
+      // (OrderedDict and Counter are on the allowlist: their results are
+      // ordered dicts.)
+      const bool data_record = (t.callable != nullptr && t.callable->kind == CallableKind::kConstructor) ||
+                               (t.kind == Sym::kDict && t.ordered);
+      if (part.private_callable_attr || (part.kind == Sym::kUnknown && part.holds_callable_value) ||
+          (data_record && part.holds_callable_value)) {
         const std::string cls = t.text.empty() ? std::string(KindName(t.kind)) : std::string(t.text);
+        const std::string where = data_record ? "a pure-data record of '" + cls + "' attributes"
+                                  : part.private_callable_attr ? "an instance of '" + cls + "' an attribute named '_...'"
+                                                               : "an instance of '" + cls + "' a computed state";
         AddFixed("CKG-F002",
-                 "BUILD gives an instance of '" + cls + "' " +
-                     (part.private_callable_attr ? "an attribute named '_...'" : "a computed state") +
+                 "BUILD gives " + where +
                      " holding a callable value (a functools.partial, a bound method): it shadows a method that "
                      "the class's own methods call on the instance (argparse.Namespace's repr calls "
-                     "self._get_args(), numpy calls __array__ to convert it), so printing, formatting or "
-                     "converting the value, as torch and numpy do, calls it",
+                     "self._get_args(), Counter's self.most_common(), numpy calls __array__ to convert it), so "
+                     "printing, formatting or converting the value, as torch and numpy do, calls it",
                  op.offset, cls);
         continue;
       }

@@ -1634,6 +1634,12 @@ def private_attribute_payload(m, how):
         pid = tup(s("storage"), g("torch", "FloatStorage"), s("0"), s("cpu"), b"K\x02") + b"Q"
         mask = ints + _namespace_with("__array__", _partial_open_memmap(m)) + b"K\x01s"
         return _torch_zip_with_record(p2(b"(" + s("w") + _rebuild_v2(pid) + s("mask") + mask + b"d"))
+    if how == "zip_storage_type_name_counter":
+        # Counter.__repr__ calls self.most_common(): a public name.
+        counter = (call(g("collections", "Counter"), b"(" + s("a") + b"K\x01d") + b"(" + s("most_common") +
+                   _partial_open_memmap(m) + b"db")
+        pid = tup(counter, g("torch", "FloatStorage"), s("0"), s("cpu"), b"K\x02") + b"Q"
+        return _torch_zip_with_record(p2(b"(" + s("w") + _rebuild_v2(pid) + b"d"))
     assert how == "ndarray_str_value"
     strs = pickle.dumps(np.array(["a" * 64, "b"]), protocol=2)[2:-1]
     return p2(strs + b"K\x00" + _namespace_with("_get_args", _partial_open_memmap(m)) + b"s")
@@ -1641,6 +1647,7 @@ def private_attribute_payload(m, how):
 
 @pytest.mark.parametrize("how,ext,loaders", [
     ("zip_storage_type_name", ".pt", ("torch.load",)),
+    ("zip_storage_type_name_counter", ".pt", ("torch.load",)),
     ("legacy_protocol_version", ".pt", ("torch.load",)),
     ("legacy_storage_type_name", ".pt", ("torch.load",)),
     ("ndarray_key_array", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
@@ -1651,20 +1658,32 @@ def test_callable_planted_under_a_private_attribute_name(tmp_path, how, ext, loa
     m = marker_path()
     path = write(tmp_path, how + ext, private_attribute_payload(m, how))
     r = assert_proven_and_dangerous(path, m, loaders=loaders, want=("CKG-F002",))
-    assert "attribute named '_...'" in describe(r), describe(r)
+    assert "shadows a method" in describe(r), describe(r)
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
 
 
-def test_namespace_with_public_hyper_parameters_stays_data(tmp_path):
-    # The same record as argparse and Lightning users save it: values under
-    # public names, a partial of an optimizer class among them. Printing it
-    # calls nothing, and it is not dangerous.
+def test_partials_among_hyper_parameters(tmp_path):
+    # Lightning keeps hyper-parameters in a dict: a partial of an optimizer
+    # class as an item is data until called (suspicious, not weights-only).
+    # As an attribute of a pure-data record it is a callable the record's
+    # own methods may call (Counter's repr calls self.most_common()), and a
+    # Namespace is judged as any record: dangerous.
     import argparse
     import functools
     import torch
-    path = tmp_path / "args.pt"
-    torch.save({"args": argparse.Namespace(lr=0.1, name="run", opt=functools.partial(torch.optim.Adam, lr=0.1))}, path)
-    r = scan(path)
+    items = tmp_path / "hparams.pt"
+    torch.save({"hyper_parameters": {"lr": 0.1, "optimizer": functools.partial(torch.optim.Adam, lr=0.1)}}, items)
+    r = scan(items)
     assert r["verdict"] == "suspicious", describe(r)
     assert not any(f["rule"] == "CKG-F002" for f in r["findings"]), describe(r)
+    attrs = tmp_path / "args.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1, opt=functools.partial(torch.optim.Adam, lr=0.1))}, attrs)
+    r = scan(attrs)
+    assert r["verdict"] == "dangerous", describe(r)
+    assert any(f["rule"] == "CKG-F002" for f in r["findings"]), describe(r)
+    # Without a callable it is the record it always was.
+    plain = tmp_path / "plain.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1, name="run", layers=[1, 2])}, plain)
+    r = scan(plain)
+    assert r["verdict"] == "suspicious", describe(r)
