@@ -1505,6 +1505,24 @@ class Scanner {
   // that makes it a pure call (PureCall) with no keywords (None, or the
   // empty dict the C partial writes, which it then keeps: that dict is held)
   // and no attributes.
+  // DataConstructorState: a partial's BUILD state whose function is still a
+  // data constructor (or defaultdict) and whose arguments and keywords hold
+  // no callable and no object whose methods a constructor would call
+  // (PurePartialState also wants the keywords empty, to judge them once:
+  // partial(dict, a=1) is written with its keywords filled).
+  bool DataConstructorState(const Sym& st) {
+    if (st.kind != Sym::kTuple || st.items_count() < 3) return false;
+    const std::span<const uint32_t> parts = Items(st);
+    const Sym& f = Val(parts[0]);
+    if (!IsDataGlobal(f) || f.dangerous || f.callable == nullptr ||
+        (f.callable->kind != CallableKind::kConstructor && f.callable->kind != CallableKind::kDefaultDict)) {
+      return false;
+    }
+    return std::none_of(parts.begin() + 1, parts.end(), [&](uint32_t id) {
+      const Sym& v = Val(id);
+      return IsCallable(v) || v.holds_callable || v.holds_object || IsForeignObject(v);
+    });
+  }
   bool PurePartialState(const Sym& st) {
     if (st.kind != Sym::kTuple || st.items_count() < 3 || st.items_count() > 4) return false;
     const std::span<const uint32_t> parts = Items(st);
@@ -1760,8 +1778,20 @@ class Scanner {
     Sym& t = Val(obj);
     // A partial's state sets its function, arguments and keywords (as
     // pickle writes every partial).
+    const bool was_pure = t.pure_call;
     t.pure_call = t.callable_value && t.callable != nullptr && t.callable->kind == CallableKind::kPartial &&
                   PurePartialState(Val(state));
+    if (was_pure && !t.pure_call && !DataConstructorState(Val(state))) {
+      // pickle writes a partial's own function again in its state: a state
+      // that makes a partial of a data constructor call something else
+      // rewrites, in place, a callable already judged as data, and whatever
+      // holds it (a record's attribute, an object's state, a container) was
+      // judged on what it was.
+      AddFixed("CKG-F002",
+               "BUILD rewrites a functools.partial of a data constructor into a call of something else: what "
+               "already holds it (an attribute, a state, a container) now holds that call",
+               op.offset);
+    }
     const Sym& st = Val(state);
     const bool partial_dict = t.callable != nullptr && t.callable->kind == CallableKind::kPartial &&
                               st.kind == Sym::kTuple && st.items_count() >= 4 &&
@@ -1786,14 +1816,12 @@ class Scanner {
   // "calls_attributes": torch.optim.Optimizer's calls
   // self._hook_for_profile() right after it set the state's) given a state
   // that holds a callable (a literal's item, or what dict(...) or
-  // tuple(...) built from one) calls it (F002).
+  // tuple(...) built from one) calls it (F002); and any instance given a
+  // partial object or bound method as an attribute may call it (F002,
+  // below).
   void CheckBuildState(const PickleOp& op, uint32_t obj, uint32_t state) {
     const StateSplit split = StateParts(state);
     const Sym& t = Val(obj);
-    // Its class's own __setstate__ calls attributes it set (the rules say
-    // so), or is not known at all (a class the rules do not list), given a
-    // partial object or bound method.
-    const bool unknown_class = t.kind == Sym::kObject && t.callable == nullptr && !t.known_class;
     for (size_t i = 0; i < split.size; ++i) {
       const Sym& part = Val(split.parts[i]);
       if (part.attrs && part.kind != Sym::kScalar) {
@@ -1809,25 +1837,31 @@ class Scanner {
                  op.offset, cls);
       }
       // A callable value (a partial object, a bound method) among the
-      // attributes of a pure-data record (argparse.Namespace,
-      // collections.Counter: instances of Python classes with a __dict__),
-      // or of any instance under a name that starts with '_' (or in a state
-      // computed by a call, whose keys are not known): it shadows a method
-      // the class's own methods call on the instance (Namespace's repr calls
-      // self._get_args(), Counter's self.most_common(); numpy calls
-      // __array__ to convert an object), so printing, formatting or
-      // converting the value, as torch's errors and numpy's SETITEM do,
-      // calls it. (Instances of classes the rules do not list: below.)
+      // attributes BUILD gives an instance, under any name: it may shadow a
+      // method the class's own methods call on the instance (a pure-data
+      // record's: Namespace's repr calls self._get_args(), Counter's
+      // self.most_common(); a listed class's: Optimizer.__setstate__ calls
+      // self.defaults.setdefault(...); numpy calls __array__ to convert any
+      // object), so printing, formatting or converting the value, as
+      // torch's errors and numpy's SETITEM do, calls it. Also under a name
+      // that starts with '_' whatever the target, and in a state computed
+      // by a call (its keys are not known).
       // (OrderedDict and Counter are on the allowlist: their results are
       // ordered dicts.)
       const bool data_record = (t.callable != nullptr && t.callable->kind == CallableKind::kConstructor) ||
                                (t.kind == Sym::kDict && t.ordered);
+      // Any other instance likewise (a name the rules match by a wildcard
+      // may be another class again: torch.optim.lr_scheduler.Counter is
+      // collections.Counter). A partial's own state is judged in Build
+      // (PurePartialState, DataConstructorState).
+      const bool instance = !t.callable_value && t.kind != Sym::kScalar && t.kind != Sym::kStr && t.kind != Sym::kBytes;
       if (part.private_callable_attr || (part.kind == Sym::kUnknown && part.holds_callable_value) ||
-          (data_record && part.holds_callable_value)) {
+          ((data_record || instance) && part.holds_callable_value)) {
         const std::string cls = t.text.empty() ? std::string(KindName(t.kind)) : std::string(t.text);
         const std::string where = data_record ? "a pure-data record of '" + cls + "' attributes"
                                   : part.private_callable_attr ? "an instance of '" + cls + "' an attribute named '_...'"
-                                                               : "an instance of '" + cls + "' a computed state";
+                                  : part.kind == Sym::kUnknown ? "an instance of '" + cls + "' a computed state"
+                                                               : "an instance of '" + cls + "' attributes";
         AddFixed("CKG-F002",
                  "BUILD gives " + where +
                      " holding a callable value (a functools.partial, a bound method): it shadows a method that "
@@ -1837,11 +1871,13 @@ class Scanner {
                  op.offset, cls);
         continue;
       }
-      if ((t.setstate_calls && part.holds_callable) || (unknown_class && part.holds_callable_value)) {
+      // (A callable value in the state of an instance of a class the rules
+      // do not list, whose __setstate__ is not known, is the case above.)
+      if (t.setstate_calls && part.holds_callable) {
         const std::string cls(t.text);
         AddFixed("CKG-F002",
-                 "BUILD gives an instance of '" + cls + "' a state that holds a callable: its class's __setstate__ " +
-                     (t.setstate_calls ? "calls" : "(not known to be data) may call") + " what the state sets",
+                 "BUILD gives an instance of '" + cls + "' a state that holds a callable: its class's __setstate__ "
+                 "calls what the state sets",
                  op.offset, cls);
       }
     }

@@ -1687,3 +1687,62 @@ def test_partials_among_hyper_parameters(tmp_path):
     torch.save({"args": argparse.Namespace(lr=0.1, name="run", layers=[1, 2])}, plain)
     r = scan(plain)
     assert r["verdict"] == "suspicious", describe(r)
+
+
+# 24. The same callables reached around that rule (hunt 18): a partial of a
+# data constructor stored first and rewritten by a later BUILD into a call
+# of something else (Python changes it in place: every holder now holds the
+# call; Optimizer.__setstate__ calls self._hook_for_profile()), and public
+# names on instances of classes the rules list (Optimizer.__setstate__
+# calls self.defaults.setdefault(...); torch.optim.lr_scheduler.Counter is
+# collections.Counter, whose repr calls self.most_common()), with a partial
+# or a bound method (getattr(PosixPath(p), 'touch')).
+def attribute_callable_payload(m, how):
+    import numpy as np
+    memmap_args = tup(s(m), s("w+"), s("u1"), tup(b"K\x01"))
+    refill = b"h\xc8" + tup(g("numpy.lib.format", "open_memmap"), memmap_args, NONE, NONE) + b"b0"
+    pure = call(g("functools", "partial"), g("builtins", "dict")) + b"q\xc8"  # PUT 200: above the array pickle's keys
+    strs = pickle.dumps(np.array(["a" * 64, "b"]), protocol=2)[2:-1]
+    if how == "refilled_partial_storage_type_name":
+        ns = call(g("argparse", "Namespace")) + b"(" + s("_get_args") + pure + b"db" + b"q\xc9" + b"0"
+        pid = tup(b"h\xc9", g("torch", "FloatStorage"), s("0"), s("cpu"), b"K\x02") + b"Q"
+        return _torch_zip_with_record(proto(2) + ns + refill + b"(" + s("w") + _rebuild_v2(pid) + b"d.")
+    if how == "refilled_partial_ndarray":
+        ns = call(g("argparse", "Namespace")) + b"(" + s("_get_args") + pure + b"db" + b"q\xc9" + b"0"
+        return proto(2) + ns + refill + strs + b"K\x00" + b"h\xc9" + b"s."
+    if how == "refilled_optimizer_hook":
+        opt = (g("torch.optim", "SGD") + b")\x81" + b"(" + s("defaults") + b"}" + s("state") + b"}" +
+               s("param_groups") + b"]" + s("_hook_for_profile") + pure + b"d" + refill + b"b")
+        return p2(b"(" + s("optimizer") + opt + b"d")
+    if how == "optimizer_defaults_setdefault":
+        p3 = call(g("functools", "partial"), g("numpy.lib.format", "open_memmap"), s(m), s("w+"), s("u1"))
+        sched = g("torch.optim.lr_scheduler", "StepLR") + b")\x81" + b"(" + s("setdefault") + p3 + b"db"
+        opt = (g("torch.optim", "SGD") + b")\x81" + b"(" + s("defaults") + sched + s("state") + b"}" +
+               s("param_groups") + b"]" + b"db")
+        return p2(b"(" + s("optimizer") + opt + b"d")
+    touch = call(g("builtins", "getattr"), call(g("pathlib", "PosixPath"), s(m)), s("touch"))
+    value = touch if how.startswith("counter_bound_method") else _partial_open_memmap(m)
+    ctr = (g("torch.optim.lr_scheduler", "Counter") + b")\x81" + s("k") + b"K\x01s" + b"(" + s("most_common") +
+           value + b"db")
+    if how.endswith("_in_zip"):
+        pid = tup(ctr, g("torch", "FloatStorage"), s("0"), s("cpu"), b"K\x02") + b"Q"
+        return _torch_zip_with_record(p2(b"(" + s("w") + _rebuild_v2(pid) + b"d"))
+    return p2(strs + b"K\x00" + ctr + b"s")
+
+
+@pytest.mark.parametrize("how,ext,loaders", [
+    ("refilled_partial_storage_type_name", ".pt", ("torch.load",)),
+    ("refilled_partial_ndarray", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+    ("refilled_optimizer_hook", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+    ("optimizer_defaults_setdefault", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+    ("counter_most_common_in_zip", ".pt", ("torch.load",)),
+    ("counter_most_common", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+    ("counter_bound_method_in_zip", ".pt", ("torch.load",)),
+    ("counter_bound_method", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+])
+def test_callable_attribute_around_the_private_name_rule(tmp_path, how, ext, loaders):
+    m = marker_path()
+    path = write(tmp_path, how + ext, attribute_callable_payload(m, how))
+    r = assert_proven_and_dangerous(path, m, loaders=loaders, want=("CKG-F002",))
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
