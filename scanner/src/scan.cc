@@ -150,13 +150,13 @@ struct Sym {
   // what a later APPEND(S), SETITEM(S), ADDITEMS or BUILD puts into it must
   // keep the call pure (AdmitToPureCall), or the change is reported (F081).
   bool held_by_pure_call : 1 = false;
-  // kDict: a value under a key that starts with '_' is a callable value (a
-  // partial object, a bound method). Given to an instance by BUILD it
-  // shadows a method that the class's own methods call on the instance
-  // (argparse.Namespace's __repr__ calls self._get_args(); numpy converts
-  // an object by calling its __array__), so printing or converting the
-  // instance calls it.
-  bool private_callable_attr : 1 = false;
+  // kDict: one of its values (not keys) is an instance of a class the
+  // rules do not list, which may be callable (its class may define
+  // __call__: joblib's BatchedCalls runs the calls it holds). Given as an
+  // attribute by BUILD to an instance whose class's own methods call its
+  // attributes (a pure-data record's repr, Optimizer.__setstate__, joblib's
+  // read_array), it is called.
+  bool object_attr : 1 = false;
   uint8_t action : 7 = kNoAction;  // kGlobal: the allowlist action it binds to in the loader
   // The string, bytes or global name: a view of the stream's data, or of a
   // copy kept in Scanner::texts_ (valid until the pickle ends).
@@ -1614,6 +1614,9 @@ class Scanner {
   // IsCallableValue: a callable value whose call may run code (not a pure
   // partial).
   static bool IsCallableValue(const Sym& v) { return v.callable_value && !v.pure_call; }
+  // IsUnlistedObject: an instance of a class the rules do not list (NEWOBJ,
+  // OBJ or INST of it): its methods, __call__ among them, are not known.
+  static bool IsUnlistedObject(const Sym& v) { return v.kind == Sym::kObject && v.callable == nullptr && !v.known_class; }
   // IsForeignObject: an instance of a class not known to be data, or a value
   // whose attributes the pickle set: iterating, unpacking or hashing it
   // calls methods the pickle chose.
@@ -1631,21 +1634,18 @@ class Scanner {
     bool callable = false;
     bool callable_value = false;
     bool object = false;
-    bool private_callable = false;
+    bool object_value = false;
     for (size_t i = 0; i < items.size(); ++i) {
       const Sym& v = Val(items[i]);
       callable |= IsCallable(v) || v.holds_callable;
       callable_value |= IsCallableValue(v) || v.holds_callable_value;
       if (!dict || i % 2 == 0) object |= IsForeignObject(v);
-      if (dict && i % 2 == 1) {
-        const Sym& key = Val(items[i - 1]);
-        private_callable |= key.kind == Sym::kStr && key.text.starts_with("_") && IsCallableValue(v);
-      }
+      if (dict && i % 2 == 1) object_value |= IsUnlistedObject(v);
     }
     Sym& after = Val(target);
     after.holds_callable |= callable;
     after.holds_callable_value |= callable_value;
-    after.private_callable_attr |= private_callable;
+    after.object_attr |= object_value;
     after.holds_object |= object;
     if (callable || object) after.inert = false;
   }
@@ -1837,36 +1837,41 @@ class Scanner {
                  op.offset, cls);
       }
       // A callable value (a partial object, a bound method) among the
-      // attributes BUILD gives an instance, under any name: it may shadow a
-      // method the class's own methods call on the instance (a pure-data
-      // record's: Namespace's repr calls self._get_args(), Counter's
-      // self.most_common(); a listed class's: Optimizer.__setstate__ calls
-      // self.defaults.setdefault(...); numpy calls __array__ to convert any
-      // object), so printing, formatting or converting the value, as
-      // torch's errors and numpy's SETITEM do, calls it. Also under a name
-      // that starts with '_' whatever the target, and in a state computed
-      // by a call (its keys are not known).
+      // attributes BUILD gives an instance, under any name (or in a state
+      // computed by a call): it may shadow a method the class's own methods
+      // call on the instance (a pure-data record's: Namespace's repr calls
+      // self._get_args(), Counter's self.most_common(); a listed class's:
+      // Optimizer.__setstate__ calls self.defaults.setdefault(...); numpy
+      // calls __array__ to convert any object), so printing, formatting or
+      // converting the value, as torch's errors and numpy's SETITEM do,
+      // calls it. A name the rules match by a wildcard may be another class
+      // again (torch.optim.lr_scheduler.Counter is collections.Counter). A
+      // partial's own state is judged in Build (PurePartialState,
+      // DataConstructorState).
       // (OrderedDict and Counter are on the allowlist: their results are
       // ordered dicts.)
       const bool data_record = (t.callable != nullptr && t.callable->kind == CallableKind::kConstructor) ||
                                (t.kind == Sym::kDict && t.ordered);
-      // Any other instance likewise (a name the rules match by a wildcard
-      // may be another class again: torch.optim.lr_scheduler.Counter is
-      // collections.Counter). A partial's own state is judged in Build
-      // (PurePartialState, DataConstructorState).
       const bool instance = !t.callable_value && t.kind != Sym::kScalar && t.kind != Sym::kStr && t.kind != Sym::kBytes;
-      if (part.private_callable_attr || (part.kind == Sym::kUnknown && part.holds_callable_value) ||
-          ((data_record || instance) && part.holds_callable_value)) {
+      // An instance of a class the rules list (a record, or a class whose
+      // own methods are known to call attributes) given, as an attribute,
+      // an instance of a class they do not list: that may be a callable
+      // object (its class's __call__: joblib's BatchedCalls, loky's
+      // _CallItem run the calls they hold). Instances of unlisted classes
+      // holding each other (a model's submodules) are not counted: their
+      // own methods are not known either way.
+      const bool listed = data_record || t.known_class || t.setstate_calls;
+      if (instance && (part.holds_callable_value || (listed && part.object_attr))) {
         const std::string cls = t.text.empty() ? std::string(KindName(t.kind)) : std::string(t.text);
-        const std::string where = data_record ? "a pure-data record of '" + cls + "' attributes"
-                                  : part.private_callable_attr ? "an instance of '" + cls + "' an attribute named '_...'"
-                                  : part.kind == Sym::kUnknown ? "an instance of '" + cls + "' a computed state"
-                                                               : "an instance of '" + cls + "' attributes";
+        const std::string what = part.holds_callable_value
+                                     ? "a callable value (a functools.partial, a bound method)"
+                                     : "an instance of a class the rules do not list (it may define __call__)";
         AddFixed("CKG-F002",
-                 "BUILD gives " + where +
-                     " holding a callable value (a functools.partial, a bound method): it shadows a method that "
-                     "the class's own methods call on the instance (argparse.Namespace's repr calls "
-                     "self._get_args(), Counter's self.most_common(), numpy calls __array__ to convert it), so "
+                 "BUILD gives " + (data_record ? "a pure-data record of '" + cls + "'" : "an instance of '" + cls + "'") +
+                     " an attribute holding " + what +
+                     ": it may shadow a method that the class's own methods call on the instance "
+                     "(argparse.Namespace's repr calls self._get_args(), Counter's self.most_common(), "
+                     "Optimizer.__setstate__ self._hook_for_profile(), numpy calls __array__ to convert it), so "
                      "printing, formatting or converting the value, as torch and numpy do, calls it",
                  op.offset, cls);
         continue;

@@ -1658,7 +1658,7 @@ def test_callable_planted_under_a_private_attribute_name(tmp_path, how, ext, loa
     m = marker_path()
     path = write(tmp_path, how + ext, private_attribute_payload(m, how))
     r = assert_proven_and_dangerous(path, m, loaders=loaders, want=("CKG-F002",))
-    assert "shadows a method" in describe(r), describe(r)
+    assert "shadow a method" in describe(r), describe(r)
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
 
@@ -1744,5 +1744,68 @@ def test_callable_attribute_around_the_private_name_rule(tmp_path, how, ext, loa
     m = marker_path()
     path = write(tmp_path, how + ext, attribute_callable_payload(m, how))
     r = assert_proven_and_dangerous(path, m, loaders=loaders, want=("CKG-F002",))
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
+
+
+# 25. Callable objects and a shadowed joblib method (hunt 19). An instance
+# of a class the rules do not list may itself be callable (joblib's
+# BatchedCalls and loky's _CallItem run the calls they hold from
+# __call__): given as an attribute to an instance whose class's own
+# methods call it (Optimizer.__setstate__, Namespace.__repr__, joblib's
+# read_array), it runs. And joblib's read_array decides its padding by
+# calling self.safe_get_numpy_array_alignment_bytes(): a BUILD state key of
+# that name (set to builtins.dict, pure data) made joblib read a padding
+# byte the joblib view did not, and run what the view took for bytes.
+def _batched_calls(m):
+    item = tup(g("numpy.lib.format", "open_memmap"), tup(s(m), s("w+"), s("u1"), tup(b"K\x01")), b"}")
+    return (g("joblib.parallel", "BatchedCalls") + b")\x81" + b"(" + s("items") + b"(" + item + b"l" +
+            s("_backend") + s("sequential") + s("_n_jobs") + b"K\x01" + b"db")
+
+
+def _u1_dtype():
+    return (call(g("numpy", "dtype"), s("u1"), b"\x89", b"\x88") +
+            tup(b"K\x03", s("|"), NONE, NONE, NONE, b"J\xff\xff\xff\xff", b"J\xff\xff\xff\xff", b"K\x00") + b"b")
+
+
+def callable_object_payload(m, how):
+    import numpy as np
+    if how == "optimizer_hook_batched_calls" or how == "optimizer_hook_loky_call_item":
+        if how.endswith("batched_calls"):
+            hook = _batched_calls(m)
+        else:
+            hook = (g("joblib.externals.loky.process_executor", "_CallItem") + b")\x81" + b"(" + s("work_id") +
+                    b"K\x00" + s("fn") + g("numpy.lib.format", "open_memmap") + s("args") +
+                    tup(s(m), s("w+"), s("u1"), tup(b"K\x01")) + s("kwargs") + b"}" + s("loky_pickler") + NONE +
+                    b"db")
+        opt = (g("torch.optim", "SGD") + b")\x81" + b"(" + s("defaults") + b"}" + s("state") + b"}" +
+               s("param_groups") + b"]" + s("_hook_for_profile") + hook + b"db")
+        return p2(b"(" + s("optimizer") + opt + b"d")
+    if how == "namespace_callable_object_ndarray":
+        strs = pickle.dumps(np.array(["a" * 64, "b"]), protocol=2)[2:-1]
+        ns = call(g("argparse", "Namespace")) + b"(" + s("_get_args") + _batched_calls(m) + b"db"
+        return p2(strs + b"K\x00" + ns + b"s")
+    wrapper = (g("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + b"(" + s("subclass") + g("numpy", "ndarray") +
+               s("shape") + tup(b"K\x01") + s("order") + s("C") + s("dtype") + _u1_dtype() + s("allow_mmap") + b"\x89" +
+               s("safe_get_numpy_array_alignment_bytes"))
+    if how == "joblib_alignment_callable_object":
+        return proto(2) + wrapper + _batched_calls(m) + b"db" + b"\x00."
+    assert how == "joblib_alignment_shadowed"
+    hidden = b"\x00" + call(g("os", "system"), s("touch " + m)) + b"."  # a data byte, then what joblib runs
+    return proto(2) + wrapper + g("builtins", "dict") + b"db" + bytes([5]) + b"B" + struct.pack("<I", len(hidden)) + \
+        hidden + b"0."
+
+
+@pytest.mark.parametrize("how,loaders,want", [
+    ("optimizer_hook_batched_calls", ("pickle.loads", "numpy.load", "joblib.load", "torch.load"), "CKG-F002"),
+    ("optimizer_hook_loky_call_item", ("pickle.loads", "joblib.load"), "CKG-F002"),
+    ("namespace_callable_object_ndarray", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("joblib_alignment_callable_object", ("joblib.load",), "CKG-F002"),
+    ("joblib_alignment_shadowed", ("joblib.load",), "CKG-F011"),
+])
+def test_callable_object_or_shadowed_method(tmp_path, how, loaders, want):
+    m = marker_path()
+    path = write(tmp_path, how + ".pkl", callable_object_payload(m, how))
+    assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout

@@ -366,9 +366,19 @@ class Opener {
       JoblibReading reading{.pickle = c.pickles.size() - 1, .arrays = {}, .complete = (*joblib)->complete, .end = (*joblib)->end};
       // A stream pickle.load cannot read past its first array is joblib's
       // format, not a broken pickle, when joblib reads it to its STOP.
-      if (reading.complete && broken_stream_ && c.error && c.error->offset == broken_stream_->offset &&
-          c.error->detail == broken_stream_->detail) {
+      const bool broken = broken_stream_ && c.error && c.error->offset == broken_stream_->offset &&
+                          c.error->detail == broken_stream_->detail;
+      if (reading.complete && broken) {
         c.error.reset();
+      } else if (broken && !(*joblib)->anomalies.empty()) {
+        // Neither reading goes through: pickle.load stops at the first
+        // array's bytes, and joblib's reading takes a turn the view does not
+        // follow. That turn, not the array's bytes, is why the file cannot
+        // be read as joblib.load reads it.
+        const Anomaly& a = (*joblib)->anomalies.front();
+        c.error = MakeError(ErrorCode::kMalformed, a.offset + source.file_offset.value_or(0),
+                            "joblib.load's reading of this file is not followed: " + a.detail, source.entry)
+                      .error();
       }
       for (const JoblibView::Array& a : (*joblib)->arrays) {
         const Bytes bytes = a.object ? Bytes() : source.data.subspan(static_cast<size_t>(a.offset), static_cast<size_t>(a.len));

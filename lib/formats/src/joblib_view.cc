@@ -1,5 +1,6 @@
 #include "joblib_view.h"
 
+#include <algorithm>
 #include <span>
 #include <unordered_map>
 
@@ -357,6 +358,25 @@ class JoblibDomain {
       p.foreign = true;
       p.why = "its BUILD state has more items than the view keeps";
       return p;
+    }
+    // joblib.dump writes these attributes and no other (older joblibs
+    // leave out the alignment): any other key is an instance attribute that
+    // may shadow one of the wrapper's methods (read_array calls
+    // self.safe_get_numpy_array_alignment_bytes(), not the attribute the
+    // view reads), and a key that is not a str is no attribute joblib writes.
+    static constexpr std::string_view kWritten[] = {"subclass", "shape", "order", "dtype", "allow_mmap",
+                                                    "numpy_array_alignment_bytes"};
+    for (size_t i = 0; i < state.items.size(); i += 2) {
+      const JVal& key = Val(state.items[i]);
+      if (key.kind != JVal::kStr ||
+          std::find(std::begin(kWritten), std::end(kWritten), std::string_view(key.text)) == std::end(kWritten)) {
+        p.foreign = true;
+        p.why = key.kind == JVal::kStr
+                    ? "its BUILD state sets '" + std::string(key.text).substr(0, 64) +
+                          "', an attribute joblib.dump never writes (it may shadow a method read_array calls)"
+                    : "its BUILD state has a key that is not a str";
+        return p;
+      }
     }
     if (dtype == nullptr || dtype->kind != JVal::kDtype) {
       p.foreign = true;
