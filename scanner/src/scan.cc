@@ -1489,12 +1489,16 @@ class Scanner {
   // global (list, the factory of a nested defaultdict), and nothing the
   // pickle does later can change that (AdmitToPureCall: the partial keeps
   // references to its arguments, which a later BUILD or SETITEM may fill).
+  // IsDataConstructor: a global whose call builds data from its arguments
+  // (a constructor of rules/callables.toml, or defaultdict), not named
+  // dangerous.
+  static bool IsDataConstructor(const Sym& f) {
+    return IsDataGlobal(f) && !f.dangerous && f.callable != nullptr &&
+           (f.callable->kind == CallableKind::kConstructor || f.callable->kind == CallableKind::kDefaultDict);
+  }
   bool PureCall(uint32_t fn, std::span<const uint32_t> args, std::span<const uint32_t> keywords = {}) {
     const Sym& f = Val(fn);
-    if (!IsDataGlobal(f) || f.dangerous || f.callable == nullptr ||
-        (f.callable->kind != CallableKind::kConstructor && f.callable->kind != CallableKind::kDefaultDict)) {
-      return false;
-    }
+    if (!IsDataConstructor(f)) return false;
     const bool data = std::all_of(args.begin(), args.end(), [&](uint32_t id) {
       const Sym& v = Val(id);
       return v.inert || (IsDataGlobal(v) && !v.dangerous && !v.deferred);
@@ -1514,10 +1518,7 @@ class Scanner {
     if (st.kind != Sym::kTuple || st.items_count() < 3) return false;
     const std::span<const uint32_t> parts = Items(st);
     const Sym& f = Val(parts[0]);
-    if (!IsDataGlobal(f) || f.dangerous || f.callable == nullptr ||
-        (f.callable->kind != CallableKind::kConstructor && f.callable->kind != CallableKind::kDefaultDict)) {
-      return false;
-    }
+    if (!IsDataConstructor(f)) return false;
     return std::none_of(parts.begin() + 1, parts.end(), [&](uint32_t id) {
       const Sym& v = Val(id);
       return IsCallable(v) || v.holds_callable || v.holds_object || IsForeignObject(v);
