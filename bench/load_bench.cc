@@ -1,9 +1,10 @@
 // load_bench: how long ckptguard::LoadCheckpoint takes to open, parse and
 // build zero-copy views of a checkpoint, and how much memory it holds.
 //
-// Usage: load_bench FILE [--repeat N] [--digest] [--threads N] [--beside]
-// (--threads and --beside set LoadOptions::threads and run_beside_container;
-// the defaults are the library's.)
+// Usage: load_bench FILE [--repeat N] [--digest] [--threads N] [--beside] [--opcodes]
+// (--threads and --beside set LoadOptions::threads and run_beside_container,
+// --opcodes turns LoadOptions::tensor_records off; the defaults are the
+// library's.)
 // Prints one JSON line: best and median seconds of N loads (default 20), the
 // peak resident set (ru_maxrss) and the baseline before the first load, the
 // tensor count, and with --digest also the time to SHA-256 every tensor
@@ -51,6 +52,8 @@ int main(int argc, char** argv) {
       options.run_beside_container = true;
     } else if (std::strcmp(argv[i], "--digest") == 0) {
       digest = true;
+    } else if (std::strcmp(argv[i], "--opcodes") == 0) {
+      options.tensor_records = false;  // every opcode on its own (pickle_machine.h MachineTensorRecord)
     }
   }
   const long baseline = PeakRssKib();
@@ -59,6 +62,7 @@ int main(int argc, char** argv) {
   uint64_t bytes = 0;
   bool beside = false;
   bool ahead = false;
+  uint64_t records = 0;
   for (int i = 0; i < repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
     auto ckpt = ckptguard::LoadCheckpoint(path, options);
@@ -72,6 +76,7 @@ int main(int argc, char** argv) {
     bytes = ckpt->container().bytes.size();
     beside = ckpt->ran_beside_container();
     ahead = ckpt->scanned_ahead();
+    records = ckpt->tensor_records();
   }
   const long peak_load = PeakRssKib();
   std::sort(times.begin(), times.end());
@@ -86,11 +91,11 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "{\"tool\":\"ckptguard LoadCheckpoint\",\"file\":\"%s\",\"file_bytes\":%llu,\"tensors\":%zu,\"repeat\":%d,"
-      "\"threads\":%u,\"ran_beside_container\":%s,\"scanned_ahead\":%s,"
+      "\"threads\":%u,\"ran_beside_container\":%s,\"scanned_ahead\":%s,\"tensor_records\":%llu,"
       "\"seconds_best\":%.6f,\"seconds_median\":%.6f,\"baseline_rss_kib\":%ld,\"peak_rss_kib_load\":%ld,"
       "\"peak_rss_kib\":%ld,\"digest_all_seconds\":%.3f}\n",
       path.c_str(), static_cast<unsigned long long>(bytes), tensors, repeat, options.threads,
-      beside ? "true" : "false", ahead ? "true" : "false", times.front(), times[times.size() / 2],
+      beside ? "true" : "false", ahead ? "true" : "false", static_cast<unsigned long long>(records), times.front(), times[times.size() / 2],
       baseline, peak_load, PeakRssKib(), digest_seconds);
   return 0;
 }

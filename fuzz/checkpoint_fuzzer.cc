@@ -268,6 +268,28 @@ void RunOnce(const uint8_t* data, size_t size, bool allow_anomalies, const Conta
   Check(scanned.has_value() == first.has_value() &&
             (scanned ? !scanned->ran_beside_container() : scanned.error().ToString() == first.error().ToString()),
         "a load with the memo scan ahead fails or succeeds as one without");
+  // Tensor records read whole (pickle_machine.h MachineTensorRecord) leave
+  // what their opcodes run one by one leave: the same values, the same
+  // error at the same opcode, the same limit reached.
+  LoadOptions by_opcode = options;
+  by_opcode.tensor_records = false;
+  {
+    Result<Checkpoint> plain = ckptguard::LoadCheckpointBytes(input, by_opcode);
+    Check(plain.has_value() == first.has_value(), "tensor records load or fail as their opcodes do",
+          plain.has_value() == first.has_value() ? std::string()
+          : first                                ? plain.error().ToString()
+                                                 : first.error().ToString());
+    if (!first) {
+      Check(plain.error().ToString() == first.error().ToString(), "tensor records fail as their opcodes do",
+            first.error().ToString() + " vs " + plain.error().ToString());
+    } else {
+      Result<Checkpoint> fused = ckptguard::LoadCheckpointBytes(input, options);
+      Result<std::string> a = fused->DescribeJson("", true);
+      Result<std::string> b = plain->DescribeJson("", true);
+      Check((a ? *a : a.error().ToString()) == (b ? *b : b.error().ToString()),
+            "tensor records give what their opcodes give");
+    }
+  }
   if (!first) {
     CheckNotInternal(first.error(), "load is never kInternal");
     CheckErrorOffset(first.error(), container, size, options);

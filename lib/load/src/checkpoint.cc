@@ -55,6 +55,7 @@ VmOptions PickleVmOptions(const LoadOptions& options, Budget* budget, bool scrip
   vm.budget = budget;
   vm.records = options.records;
   vm.reclaim = options.reclaim;
+  vm.tensor_records = options.tensor_records;
   return vm;
 }
 
@@ -1106,6 +1107,7 @@ const std::vector<std::string>& Checkpoint::notes() const { return state_->notes
 const ValueArena& Checkpoint::values() const { return state_->vm.values; }
 ValueId Checkpoint::root() const { return state_->root; }
 bool Checkpoint::ran_beside_container() const { return state_->ran_beside_container; }
+uint64_t Checkpoint::tensor_records() const { return state_->vm.tensor_records; }
 bool Checkpoint::scanned_ahead() const { return state_->scanned_ahead; }
 std::span<const Tensor> Checkpoint::tensors() const { return state_->vm.tensors; }
 std::span<const Storage> Checkpoint::storages() const { return state_->vm.storages; }

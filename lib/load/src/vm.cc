@@ -198,6 +198,7 @@ class Vm {
         script_objects_(options.script_objects),
         records_(options.records),
         reclaim_(options.reclaim),
+        tensor_records_(options.tensor_records),
         memo_reads_(options.memo_reads),
         budget_(options.budget != nullptr ? *options.budget : own_budget_) {}
 
@@ -306,6 +307,7 @@ class Vm {
   // hundreds of thousands of times: the machine shares one value each
   // (pickle_machine.h), as CPython shares them too.
   size_t LiteralSlot(const PickleOp& op) const { return ScalarLiteralSlot(op); }
+  static constexpr bool kScalarLiteralSlots = true;  // (tensor records rely on it)
   // One owner per value (pickle_machine.h): Reduce and PersistentLoad
   // reclaim what the tensor rebuilds and storages use up.
   static constexpr bool kReclaimsConsumed = true;
@@ -2282,34 +2284,47 @@ class Vm {
       return Malformed(op, "persistent id must be ('storage', type, key, location, numel[, view]), not a " +
                                std::string(ValueKindName(pid.kind)) + " of " + Num(pid.items.size()));
     }
-    // The shape is decided once, for the VM, the scanner and the container
-    // layer's walker (ParseStoragePid).
     PidItem items[6];
-    for (size_t i = 0; i < pid.items.size(); ++i) {
-      const Value& x = Get(pid.items[i]);
-      PidItem& item = items[i];
-      switch (x.kind) {
-        case ValueKind::kStr:
-          item.kind = PidItem::kStr;
-          item.text = x.text;
-          break;
-        case ValueKind::kInt:
-          item.kind = PidItem::kInt;
-          item.number = x.int_value;
-          break;
-        case ValueKind::kNone:
-          item.kind = PidItem::kNone;
-          break;
-        case ValueKind::kGlobal:
-          item.kind = PidItem::kGlobal;
-          item.module = x.text;
-          item.storage_type = x.index == static_cast<uint32_t>(AllowAction::kStorageType);
-          break;
-        default:
-          break;
-      }
+    for (size_t i = 0; i < pid.items.size(); ++i) items[i] = PidItemOf(Get(pid.items[i]));
+    CKG_ASSIGN_OR_RETURN(const uint32_t index,
+                         ResolveStorage(op, std::span<const PidItem>(items, pid.items.size()), Get(pid.items[1])));
+    CKG_ASSIGN_OR_RETURN(ValueId storage, AddInPlace(op, [&](Value& v) {
+      v.kind = ValueKind::kStorage;
+      v.index = index;
+    }));
+    return Reclaim(storage, pid_id);  // the request copied what it needed
+  }
+  // PidItemOf is a persistent id's item as ParseStoragePid reads it.
+  static PidItem PidItemOf(const Value& x) {
+    PidItem item;
+    switch (x.kind) {
+      case ValueKind::kStr:
+        item.kind = PidItem::kStr;
+        item.text = x.text;
+        break;
+      case ValueKind::kInt:
+        item.kind = PidItem::kInt;
+        item.number = x.int_value;
+        break;
+      case ValueKind::kNone:
+        item.kind = PidItem::kNone;
+        break;
+      case ValueKind::kGlobal:
+        item.kind = PidItem::kGlobal;
+        item.module = x.text;
+        item.storage_type = x.index == static_cast<uint32_t>(AllowAction::kStorageType);
+        break;
+      default:
+        break;
     }
-    Result<StoragePid> parsed = ParseStoragePid(std::span<const PidItem>(items, pid.items.size()));
+    return item;
+  }
+  // ResolveStorage checks a persistent id's items (the shape is decided
+  // once, for the VM, the scanner and the container layer's walker:
+  // ParseStoragePid) and asks the resolver for its storage; `type` is the
+  // value of its second item.
+  Result<uint32_t> ResolveStorage(const PickleOp& op, std::span<const PidItem> items, const Value& type) {
+    Result<StoragePid> parsed = ParseStoragePid(items);
     if (!parsed) {
       const Error& e = parsed.error();
       return e.code == ErrorCode::kMalformed ? Malformed(op, e.detail) : Fail(e.code, op, e.detail);
@@ -2318,7 +2333,6 @@ class Vm {
       return Fail(ErrorCode::kUnsupportedFormat, op,
                   "persistent id: storage views (legacy view_metadata) are not supported");
     }
-    const Value& type = Get(pid.items[1]);
     // Views of the persistent id's values, which stay put while the
     // resolver runs (it adds no value).
     const StorageRequest request{.key = parsed->key,
@@ -2327,13 +2341,90 @@ class Vm {
                                  .location = parsed->location,
                                  .num_elements = parsed->numel,
                                  .offset = op.offset};
-    Result<uint32_t> index = resolver_(request);
-    if (!index) return std::unexpected(index.error());
-    CKG_ASSIGN_OR_RETURN(ValueId storage, AddInPlace(op, [&](Value& v) {
+    return resolver_(request);
+  }
+
+  // --- tensor records (pickle_machine.h MachineTensorRecord) ---------------
+  // The records of torch._utils._rebuild_tensor_v2 with an empty
+  // OrderedDict of hooks: a state dict's tensors.
+  bool FusesCallsOf(Id id) const {
+    if (!tensor_records_) return false;
+    const Value& v = Get(id);
+    return v.kind == ValueKind::kGlobal && v.index == static_cast<uint32_t>(AllowAction::kRebuildTensorV2);
+  }
+  // RecordStorage and RecordTensor do what a record's opcodes would:
+  // PersistentLoad's storage, then the REDUCE of the hooks' OrderedDict(),
+  // the argument tuple and the REDUCE that rebuilds the tensor, with
+  // Reclaim after PersistentLoad and after the rebuild. Of the values they
+  // build, Reclaim would leave only the tensor, in the first slot they
+  // took; so do these, charging what they would have. RecordStorage takes a
+  // record only when none of those steps could fail but in the resolver or
+  // MakeTensor (whose errors are then the same, at the same opcodes) and
+  // Reclaim would take every value they build; otherwise it changes
+  // nothing and returns std::nullopt.
+  Result<std::optional<Id>> RecordStorage(const MachineTensorRecord& r) {
+    const Value& hooks = Get(r.hooks);
+    if (machine_ == nullptr || !late_errors_.empty() || !FusesCallsOf(r.fn) || hooks.kind != ValueKind::kGlobal ||
+        hooks.index != static_cast<uint32_t>(AllowAction::kOrderedDict) || empty_tuple_ == kMachineNoValue) {
+      return std::nullopt;
+    }
+    const ValueId first = static_cast<ValueId>(state_.values.size());
+    if (static_cast<int64_t>(first) <= std::max(machine_->shared_high(), pinned_high_)) return std::nullopt;
+    const size_t dims = std::max(r.size.size(), r.stride.size());
+    if (std::max<size_t>(6, dims) > limits_.max_container_len || dims > limits_.max_tensor_dims) return std::nullopt;
+    // Values held as each is added (an add needs fewer than max_values
+    // before it): the key, an unshared numel, the persistent id and the
+    // storage; then, the first three reclaimed, the storage, unshared
+    // ints, the size and stride tuples, the hooks, the arguments and the
+    // tensor.
+    const uint64_t unshared_numel = r.numel_shared ? 0 : 1;
+    const uint64_t unshared = (r.offset_shared ? 0 : 1) + r.unshared_size + r.unshared_stride;
+    const uint64_t tuples = (r.size.empty() ? 0 : 1) + (r.stride.empty() ? 0 : 1);
+    const uint64_t most = std::max<uint64_t>(3 + unshared_numel, 4 + unshared + tuples);
+    if (first + most > limits_.max_values) return std::nullopt;
+    const uint64_t total = RecordBytesBeforeStorage(r) + sizeof(Value) + RecordBytesBeforeTensor(r) + sizeof(Tensor) +
+                           16 * r.size.size() + sizeof(Value);
+    if (state_.alloc_bytes > limits_.max_alloc_bytes || total > limits_.max_alloc_bytes - state_.alloc_bytes) {
+      return std::nullopt;
+    }
+    // From here on, as the opcodes.
+    PidItem items[5] = {PidItemOf(Get(r.pid_storage)), PidItemOf(Get(r.pid_type)), PidItem{}, PidItemOf(Get(r.pid_location)),
+                        PidItem{}};
+    items[2].kind = PidItem::kStr;
+    items[2].text = r.key;
+    items[4].kind = PidItem::kInt;
+    items[4].number = r.numel;
+    state_.alloc_bytes += RecordBytesBeforeStorage(r);
+    record_op_.code = Opcode::kBinPersId;
+    record_op_.offset = r.persid_offset;
+    CKG_ASSIGN_OR_RETURN(const uint32_t index, ResolveStorage(record_op_, items, Get(r.pid_type)));
+    return AddInPlace(record_op_, [&](Value& v) {
       v.kind = ValueKind::kStorage;
-      v.index = *index;
-    }));
-    return Reclaim(storage, pid_id);  // the request copied what it needed
+      v.index = index;
+    });
+  }
+  Result<Id> RecordTensor(const MachineTensorRecord& r, Id storage) {
+    state_.alloc_bytes += RecordBytesBeforeTensor(r);
+    record_op_.code = Opcode::kReduce;
+    record_op_.offset = r.reduce_offset;
+    CKG_ASSIGN_OR_RETURN(const ValueId tensor, MakeTensor(record_op_, Get(r.fn).text, storage, r.offset, r.size, r.stride,
+                                                          r.requires_grad, std::nullopt));
+    state_.values.Mutable(storage) = std::move(state_.values.Mutable(tensor));
+    state_.values.Truncate(static_cast<size_t>(storage) + 1);
+    ++state_.tensor_records;
+    return storage;
+  }
+  // The bytes the opcodes of a record account for the values that are not
+  // made when it is read whole: before the storage, the key, an unshared
+  // numel and the persistent id; before the tensor, unshared ints, the size
+  // and stride tuples, the hooks' OrderedDict and the argument tuple.
+  static uint64_t RecordBytesBeforeStorage(const MachineTensorRecord& r) {
+    return (sizeof(Value) + r.key.size()) + (r.numel_shared ? 0 : sizeof(Value)) + (sizeof(Value) + 5 * sizeof(ValueId));
+  }
+  static uint64_t RecordBytesBeforeTensor(const MachineTensorRecord& r) {
+    const uint64_t unshared = (r.offset_shared ? 0 : 1) + r.unshared_size + r.unshared_stride;
+    auto tuple = [](size_t n) { return n == 0 ? 0 : sizeof(Value) + n * sizeof(ValueId); };
+    return unshared * sizeof(Value) + tuple(r.size.size()) + tuple(r.stride.size()) + sizeof(Value) + tuple(6);
   }
 
   // StatePairs is the name, value... pairs BUILD's state gives an object
@@ -2496,6 +2587,7 @@ class Vm {
   bool script_objects_;
   bool records_;
   bool reclaim_;
+  bool tensor_records_;
   const MemoReadsScan* memo_reads_;
   // The errors of globals that may not be values (kUnknownGlobal, and the
   // function kinds of records), raised when one is used or is reachable from
@@ -2522,6 +2614,7 @@ class Vm {
   // The highest id Reclaim must never take besides the machine's
   // shared_high(): the values before this run, and the shared ().
   int64_t pinned_high_ = -1;
+  PickleOp record_op_;  // RecordStorage's and RecordTensor's opcodes, for their steps' errors
 };
 
 }  // namespace

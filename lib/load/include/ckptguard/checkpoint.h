@@ -61,6 +61,9 @@ struct LoadOptions {
   // Reclaiming used-up pickle values (vm.h VmOptions::reclaim): on by
   // default; false only costs memory (the fuzzers compare both).
   bool reclaim = true;
+  // Tensor records read whole (vm.h VmOptions::tensor_records): on by
+  // default; false runs every opcode on its own, for the same result.
+  bool tensor_records = true;
   // Threads a load may use. With 2 (the default), a torch zip of at least
   // parallel_min_bytes has the first step of its data.pkl run, finding the
   // memo keys the pickle reads (pickle_machine.h ScanMemoReads), done on a
@@ -110,6 +113,10 @@ class Checkpoint {
   // container, and that run was kept (LoadOptions::threads). For tests and
   // benchmarks; the Checkpoint is the same either way.
   bool ran_beside_container() const;
+  // tensor_records: how many tensors the pickle machine read as whole
+  // records (LoadOptions::tensor_records). For tests and benchmarks; the
+  // Checkpoint is the same either way.
+  uint64_t tensor_records() const;
   // scanned_ahead: data.pkl's memo reads were found on another thread while
   // the container opened, and the run used them (LoadOptions::threads). For
   // tests and benchmarks; the Checkpoint is the same either way.

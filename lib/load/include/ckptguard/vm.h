@@ -102,6 +102,7 @@ struct VmState {
   BulkVector<Tensor> tensors;    // bulk_allocator.h: they grow with the number of tensors
   BulkVector<Storage> storages;
   uint64_t alloc_bytes = 0;  // accounted against max_alloc_bytes
+  uint64_t tensor_records = 0;  // tensor records read whole (VmOptions::tensor_records), for tests
 };
 
 struct VmOptions {
@@ -128,6 +129,12 @@ struct VmOptions {
   // false keeps every value the pickle built: what a load gives is the same
   // (the fuzzers compare both), only memory differs.
   bool reclaim = true;
+  // Tensor records: a state dict's tensor after the first, pickled as
+  // torch.save pickles it, is read whole (pickle_machine.h
+  // MachineTensorRecord) rather than opcode by opcode, leaving what the
+  // opcodes would have left, charges included. false runs every opcode on
+  // its own (the tests and fuzzers compare both). Needs reclaim.
+  bool tensor_records = true;
   // A memo scan of the pickle made ahead (pickle_machine.h MemoReadsScan),
   // used only when it was made for exactly this run; nullptr: the run scans.
   const MemoReadsScan* memo_reads = nullptr;

@@ -251,6 +251,41 @@ class PickleDecoder {
     return true;
   }
 
+  // SkimWindow is the bytes Skim would read from (empty when Skim would
+  // read nothing: between pickles, after a failure), for a caller that
+  // matches several opcodes at once (the machine's tensor records), which
+  // TrySkipOps then consumes.
+  Bytes SkimWindow() const {
+    if (between_pickles_ || failed_) return {};
+    return cursor_.Rest().first(Window());
+  }
+  // TrySkipOps consumes and counts `ops` opcodes of `len` bytes in all (a
+  // caller that decoded them itself from SkimWindow) when they fit the
+  // window and max_ops, as Skim would one by one; otherwise it changes
+  // nothing and returns false.
+  bool TrySkipOps(uint64_t len, uint64_t ops) {
+    Bytes skipped;
+    if (between_pickles_ || failed_ || ops > limits_.max_ops || num_ops_ > limits_.max_ops - ops || len > Window() ||
+        !cursor_.TryReadBytes(len, skipped)) {
+      return false;
+    }
+    num_ops_ += ops;
+    return true;
+  }
+  // IsAscii: every byte of `text` is below 0x80 (valid UTF-8 without
+  // looking further), as the inline text paths require.
+  static bool IsAscii(const uint8_t* text, uint64_t n) {
+    uint64_t bits = 0;
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t word;
+      std::memcpy(&word, text + i, 8);
+      bits |= word;
+    }
+    for (; i < n; ++i) bits |= text[i];
+    return (bits & 0x8080808080808080ULL) == 0;
+  }
+
   // AtEnd is true when every byte of the input has been consumed.
   bool AtEnd() const { return cursor_.Empty(); }
   // Rest is the input not consumed yet; limits are the decoder's.
@@ -296,15 +331,7 @@ class PickleDecoder {
     const uint64_t n = short_len ? uint64_t{p[1]} : uint64_t{LoadU32LE(p + 1)};
     if (n > limits_.max_operand_len || n > Window() - head) return false;
     const uint8_t* text = p + head;
-    uint64_t bits = 0;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      uint64_t word;
-      std::memcpy(&word, text + i, 8);
-      bits |= word;
-    }
-    for (; i < n; ++i) bits |= text[i];
-    if ((bits & 0x8080808080808080ULL) != 0) return false;
+    if (!IsAscii(text, n)) return false;
     op.arg.Reset();
     op.arg.type = PickleArgType::kString;
     op.arg.SetView(std::string_view(reinterpret_cast<const char*>(text), static_cast<size_t>(n)));

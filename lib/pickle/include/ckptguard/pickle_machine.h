@@ -70,6 +70,18 @@
 //   // that shared_high() stays below the values nobody can reach twice; the
 //   // domain may then reclaim a value a call used up (a tensor's rebuild
 //   // arguments, a storage's persistent id) with everything only it held.
+//   // Optional, with reclaiming: tensor records (MachineTensorRecord
+//   // below). FusesCallsOf says whether a GLOBAL or STACK_GLOBAL's value is
+//   // the callable whose records the machine may hand over whole. Then
+//   // RecordStorage does what the record's opcodes up to its BINPERSID
+//   // would have done, or returns std::nullopt, having changed nothing (the
+//   // machine then runs them one by one), and RecordTensor does what the
+//   // rest would have done with the storage it gave. The domain's
+//   // LiteralSlot must be ScalarLiteralSlot, which it says with
+//   // `static constexpr bool kScalarLiteralSlots = true`.
+//   bool FusesCallsOf(Id callable) const;
+//   Result<std::optional<Id>> RecordStorage(const MachineTensorRecord& record);
+//   Result<Id> RecordTensor(const MachineTensorRecord& record, Id storage);
 //
 // shared_high() is the highest id the machine may hold in more than one
 // place: one stored under a memo key the pickle reads, shared as a literal,
@@ -94,6 +106,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -105,6 +118,7 @@
 #include "ckptguard/budget.h"
 #include "ckptguard/bulk_allocator.h"
 #include "ckptguard/error.h"
+#include "ckptguard/inline_vec.h"
 #include "ckptguard/pickle_decoder.h"
 #include "ckptguard/export.h"
 
@@ -144,6 +158,51 @@ inline size_t ScalarLiteralSlot(const PickleOp& op) {
     default: return kMachineNoSlot;
   }
 }
+
+// MachineTensorRecord is one tensor of a state dict as torch.save pickles
+// it after the first (protocol 2, the callable and the persistent id's
+// constants already in the memo), from the callable's BINGET to the REDUCE
+// that calls it:
+//
+//   BINGET fn  MARK  MARK  BINGET 'storage'  BINGET type  BINUNICODE key [PUT]
+//   BINGET location  int numel  TUPLE [PUT]  BINPERSID  int offset
+//   size [PUT]  stride [PUT]  NEWFALSE|NEWTRUE  BINGET hooks  EMPTY_TUPLE
+//   REDUCE [PUT]  TUPLE [PUT]  REDUCE
+//
+// (a size or stride is EMPTY_TUPLE, one to three ints and TUPLE1-3, or MARK,
+// ints and TUPLE; an int is BININT1, BININT2 or BININT, never negative;
+// a BINGET may be LONG_BINGET and a PUT BINPUT or LONG_BINPUT.) When every
+// opcode of it would run without a limit reached, a memo key it stores read
+// later, or a shared literal not made yet, the machine hands the record to
+// the domain whole (RecordStorage, RecordTensor) instead of running its
+// 30-odd opcodes, and charges, counts and stores what they would have. The
+// domain must leave what running them would have left: here the VM's one
+// tensor value, its arguments and persistent id reclaimed; an error must be
+// the one the opcode that meets it would have made, with the file's budget
+// charged up to that opcode (tensor_records_test compares both ways under
+// every limit).
+struct MachineTensorRecord {
+  MachineId fn = 0;            // the callable (FusesCallsOf)
+  MachineId pid_storage = 0;   // the persistent id's items the memo gave
+  MachineId pid_type = 0;
+  MachineId pid_location = 0;
+  MachineId hooks = 0;         // the callable called with () for the hooks
+  std::string_view key;        // the storage key (ASCII)
+  int64_t numel = 0;
+  int64_t offset = 0;
+  InlineVec<int64_t, 4> size;
+  InlineVec<int64_t, 4> stride;
+  bool requires_grad = false;
+  // The ints among numel, offset, size and stride that no literal slot
+  // shares (each a value the opcodes would have built).
+  bool numel_shared = true;
+  bool offset_shared = true;
+  uint32_t unshared_size = 0;
+  uint32_t unshared_stride = 0;
+  // Absolute offsets of the opcodes a domain names in errors.
+  uint64_t persid_offset = 0;
+  uint64_t reduce_offset = 0;
+};
 
 // MachineLimits bounds one run of the machine (one pickle). Each field says
 // what it bounds, its default and its ceiling (Clamped). The file's Budget
@@ -279,6 +338,11 @@ class MachineMemo {
   [[gnu::always_inline]] bool CanAppend(uint64_t key) const {
     return key == dense_.size() && key < dense_.capacity() && sparse_.empty() && key < (uint64_t{1} << 28) &&
            2 * (dense_count_ + 1) >= key + 1;
+  }
+  // CanAppendRun: `count` keys from `key` on could each be appended in
+  // turn (CanAppend before each Append).
+  bool CanAppendRun(uint64_t key, uint64_t count) const {
+    return count == 0 || (CanAppend(key) && key + count <= dense_.capacity() && key + count <= (uint64_t{1} << 28));
   }
   [[gnu::always_inline]] void Append(MachineId value) {
     dense_.push_back(value);
@@ -433,6 +497,8 @@ class PickleMachine {
       fast_literals_.fill(kMachineNoValue);
     }
     ops_ = 0;
+    fuse_fn_ = kMachineNoValue;
+    fuse_next_ = false;
     decode_failed_ = false;
     ended_before_stop_ = false;
   }
@@ -460,7 +526,15 @@ class PickleMachine {
     while (true) {
       // The common opcodes in one loop over the bytes (Skim keeps the
       // position and count in registers); the rest, and every error, Step.
-      decoder.Skim([this](const uint8_t* p, size_t) -> uint64_t { return FastStep(p); });
+      decoder.Skim([this](const uint8_t* p, size_t n) -> uint64_t { return FastStep(p, n); });
+      if constexpr (kFusesTensorRecords) {
+        if (fuse_next_) {
+          // FastStep stopped at the BINGET that may start a tensor record.
+          fuse_next_ = false;
+          CKG_ASSIGN_OR_RETURN(const bool fused, TryTensorRecord(decoder));
+          if (fused) continue;
+        }
+      }
       ended_before_stop_ = decoder.AtEnd();
       if (Status st = decoder.Next(op); !st) {
         decode_failed_ = true;
@@ -665,11 +739,15 @@ class PickleMachine {
       case Opcode::kMemoize:
         return Memo(op, memo_.size());
       case Opcode::kGlobal:
-        return Make(op, [&] { return domain_.Global(op, arg.Data(), arg.Name()); });
+        CKG_TRY(Make(op, [&] { return domain_.Global(op, arg.Data(), arg.Name()); }));
+        NoteFusable(stack_.back());
+        return OkStatus();
       case Opcode::kStackGlobal: {
         CKG_ASSIGN_OR_RETURN(Id name, Pop(op));
         CKG_ASSIGN_OR_RETURN(Id module, Pop(op));
-        return Make(op, [&] { return domain_.StackGlobal(op, module, name); });
+        CKG_TRY(Make(op, [&] { return domain_.StackGlobal(op, module, name); }));
+        NoteFusable(stack_.back());
+        return OkStatus();
       }
       case Opcode::kReduce: {
         CKG_ASSIGN_OR_RETURN(Id args, Pop(op));
@@ -769,6 +847,26 @@ class PickleMachine {
       return false;
     }
   }();
+  static constexpr bool kFusesTensorRecords = [] {
+    if constexpr (requires(Domain& d, const MachineTensorRecord& r, Id id) {
+                    Domain::kScalarLiteralSlots;
+                    { std::as_const(d).FusesCallsOf(id) } -> std::convertible_to<bool>;
+                    { d.RecordStorage(r) } -> std::same_as<Result<std::optional<Id>>>;
+                    { d.RecordTensor(r, id) } -> std::same_as<Result<Id>>;
+                  }) {
+      return kReclaimsConsumed && kSharesLiterals && Domain::kScalarLiteralSlots;
+    } else {
+      return false;
+    }
+  }();
+  // NoteFusable: a GLOBAL or STACK_GLOBAL just pushed `id`; a later BINGET
+  // of it may start a tensor record (strict runs only: the records stand
+  // for opcodes that would all have run).
+  void NoteFusable(Id id) {
+    if constexpr (kFusesTensorRecords) {
+      if (mode_ == MachineMode::kStrict && domain_.FusesCallsOf(id)) fuse_fn_ = id;
+    }
+  }
   bool Shareable(Id id) const {
     if constexpr (requires(const Domain& d) { d.Shareable(id); }) {
       return domain_.Shareable(id);
@@ -857,7 +955,8 @@ class PickleMachine {
   // as Step would, opcode and value charges included, and returns its
   // length; otherwise it changes nothing and returns 0, and Step takes the
   // opcode (and any error) as usual. `p` has five readable bytes.
-  [[gnu::always_inline]] size_t FastStep(const uint8_t* p) {
+  [[gnu::always_inline]] size_t FastStep(const uint8_t* p, size_t avail) {
+    (void)avail;
     switch (p[0]) {
       case static_cast<uint8_t>(Opcode::kBinPut):
       case static_cast<uint8_t>(Opcode::kLongBinPut): {
@@ -877,6 +976,16 @@ class PickleMachine {
       case static_cast<uint8_t>(Opcode::kLongBinGet): {
         const bool long_key = p[0] == static_cast<uint8_t>(Opcode::kLongBinGet);
         const Id* found = memo_.Find(long_key ? PickleDecoder::LoadU32LE(p + 1) : p[1]);
+        if constexpr (kFusesTensorRecords) {
+          // The callable of tensor records, then MARK MARK: Run tries the
+          // record whole.
+          const size_t len = long_key ? 5 : 2;
+          if (found != nullptr && *found == fuse_fn_ && avail >= len + 2 &&
+              p[len] == static_cast<uint8_t>(Opcode::kMark) && p[len + 1] == static_cast<uint8_t>(Opcode::kMark)) {
+            fuse_next_ = true;
+            return 0;
+          }
+        }
         if (found == nullptr || stack_.size() >= limits_.max_stack_depth ||
             !budget_.TryCharge(BudgetKind::kOpcodes, 1)) {
           return 0;
@@ -914,6 +1023,227 @@ class PickleMachine {
     }
     return 0;
   }
+  // TryTensorRecord reads a tensor record (MachineTensorRecord) at the
+  // decoder's position, which FastStep left at its callable's BINGET. When
+  // every opcode of it would run here without an error of the machine's (a
+  // limit, the budget, a memo key it stores that the pickle reads later, a
+  // shared literal not made yet) and the domain takes it, it charges,
+  // counts, stores and pushes as those opcodes would have and returns true;
+  // otherwise it changes nothing and returns false, and Step runs them. The
+  // domain's error (a storage that does not resolve, a view past its
+  // storage) is the run's, as the opcode that meets it would have made it.
+  [[gnu::noinline]] Result<bool> TryTensorRecord(PickleDecoder& decoder) {
+    const Bytes window = decoder.SkimWindow();
+    const uint8_t* const p = window.data();
+    const size_t n = window.size();
+    const uint64_t base = decoder.Offset();
+    size_t pos = 0;
+    uint64_t ops = 0;
+    uint64_t values = 0;
+    // The stack above its top now, its peak, and the MARKs open (as heights).
+    size_t height = 0;
+    size_t peak = 0;
+    size_t marks[2];
+    size_t num_marks = 0;
+    size_t max_marks = 0;
+    uint64_t puts = 0;
+    MachineTensorRecord r;
+    auto at = [&](Opcode code) __attribute__((always_inline)) { return pos < n && p[pos] == static_cast<uint8_t>(code); };
+    auto push = [&]() __attribute__((always_inline)) {
+      ++height;
+      peak = std::max(peak, height);
+    };
+    auto op1 = [&](Opcode code) __attribute__((always_inline)) {  // an opcode without an operand
+      if (!at(code)) return false;
+      ++pos;
+      ++ops;
+      return true;
+    };
+    auto get = [&](Id& id) __attribute__((always_inline)) {
+      uint64_t key;
+      if (at(Opcode::kBinGet) && n - pos >= 2) {
+        key = p[pos + 1];
+        pos += 2;
+      } else if (at(Opcode::kLongBinGet) && n - pos >= 5) {
+        key = PickleDecoder::LoadU32LE(p + pos + 1);
+        pos += 5;
+      } else {
+        return false;
+      }
+      const Id* found = memo_.Find(key);
+      if (found == nullptr) return false;
+      id = *found;
+      ++ops;
+      push();
+      return true;
+    };
+    auto put = [&]() __attribute__((always_inline)) {  // optional; its key must be the memo's next and never read
+      uint64_t key;
+      size_t len;
+      if (at(Opcode::kBinPut) && n - pos >= 2) {
+        key = p[pos + 1];
+        len = 2;
+      } else if (at(Opcode::kLongBinPut) && n - pos >= 5) {
+        key = PickleDecoder::LoadU32LE(p + pos + 1);
+        len = 5;
+      } else {
+        return !at(Opcode::kBinPut) && !at(Opcode::kLongBinPut);
+      }
+      if (key != memo_.size() + puts || reads_.Read(key)) return false;
+      pos += len;
+      ++ops;
+      ++puts;
+      return true;
+    };
+    auto mark = [&]() __attribute__((always_inline)) {
+      if (num_marks == 2 || !op1(Opcode::kMark)) return false;
+      marks[num_marks++] = height;
+      max_marks = std::max(max_marks, num_marks);
+      return true;
+    };
+    // A literal the machine would share (ScalarLiteralSlot, the domain's
+    // LiteralSlot) must be made already: the slot, or kMachineNoSlot.
+    auto made = [&](size_t slot) __attribute__((always_inline)) {
+      return slot == kMachineNoSlot || literals_[slot] != kMachineNoValue;
+    };
+    auto integer = [&](int64_t& v, bool& is_shared) __attribute__((always_inline)) {
+      if (pos >= n) return false;
+      uint32_t raw;
+      size_t len;
+      bool is_signed = false;
+      switch (static_cast<Opcode>(p[pos])) {
+        case Opcode::kBinInt1: len = 2; break;
+        case Opcode::kBinInt2: len = 3; break;
+        case Opcode::kBinInt: len = 5; is_signed = true; break;
+        default: return false;
+      }
+      if (n - pos < 5) return false;  // (five bytes read: as the decoder's own fast path)
+      raw = PickleDecoder::LoadU32LE(p + pos + 1) & (len == 2 ? 0xffu : len == 3 ? 0xffffu : 0xffffffffu);
+      v = is_signed ? int64_t{static_cast<int32_t>(raw)} : int64_t{raw};
+      if (v < 0) return false;
+      const size_t slot = v < 1024 ? static_cast<size_t>(v) : kMachineNoSlot;
+      if (!made(slot)) return false;
+      is_shared = slot != kMachineNoSlot;
+      pos += len;
+      ++ops;
+      ++values;
+      push();
+      return true;
+    };
+    // A tuple of ints (size, stride), as the picklers write one.
+    auto ints = [&](InlineVec<int64_t, 4>& out, uint32_t& unshared) __attribute__((always_inline)) {
+      constexpr size_t kMaxDims = 16;  // the domain reclaims a record's values in one window
+      int64_t v;
+      bool is_shared;
+      if (op1(Opcode::kEmptyTuple)) {
+        ++values;
+        push();
+        return true;
+      }
+      const bool marked = at(Opcode::kMark);
+      if (marked && !mark()) return false;
+      while (out.size() < kMaxDims && pos < n &&
+             (at(Opcode::kBinInt1) || at(Opcode::kBinInt2) || at(Opcode::kBinInt))) {
+        if (!integer(v, is_shared)) return false;
+        out.push_back(v);
+        unshared += is_shared ? 0 : 1;
+      }
+      if (marked) {
+        if (!op1(Opcode::kTuple)) return false;
+        --num_marks;
+      } else if (!(out.size() == 1 && op1(Opcode::kTuple1)) && !(out.size() == 2 && op1(Opcode::kTuple2)) &&
+                 !(out.size() == 3 && op1(Opcode::kTuple3))) {
+        return false;
+      }
+      ++values;
+      height -= out.size();
+      push();
+      return out.empty() || put();
+    };
+    auto pop_to_mark = [&](size_t items) __attribute__((always_inline)) {  // TUPLE of `items` above the innermost MARK
+      if (num_marks == 0 || height - marks[num_marks - 1] != items) return false;
+      height = marks[--num_marks];
+      ++values;
+      push();
+      return true;
+    };
+
+    Id fn;
+    if (!get(fn) || fn != fuse_fn_ || !mark() || !mark()) return false;
+    if (!get(r.pid_storage) || !get(r.pid_type)) return false;
+    {  // the storage key: BINUNICODE or SHORT_BINUNICODE, ASCII
+      const bool short_len = at(Opcode::kShortBinUnicode);
+      if (!short_len && !at(Opcode::kBinUnicode)) return false;
+      const size_t head = short_len ? 2 : 5;
+      if (n - pos < head) return false;
+      const uint64_t len = short_len ? uint64_t{p[pos + 1]} : uint64_t{PickleDecoder::LoadU32LE(p + pos + 1)};
+      if (len > decoder.limits().max_operand_len || len > n - pos - head ||
+          !PickleDecoder::IsAscii(p + pos + head, len)) {
+        return false;
+      }
+      r.key = std::string_view(reinterpret_cast<const char*>(p + pos + head), static_cast<size_t>(len));
+      pos += head + static_cast<size_t>(len);
+      ++ops;
+      ++values;
+      push();
+    }
+    if (!put() || !get(r.pid_location) || !integer(r.numel, r.numel_shared)) return false;
+    if (!op1(Opcode::kTuple) || !pop_to_mark(5) || !put()) return false;
+    r.persid_offset = base + pos;
+    if (!op1(Opcode::kBinPersId)) return false;
+    ++values;  // the persistent id's place: the storage
+    const uint64_t ops_to_storage = ops;
+    const uint64_t values_to_storage = values;
+    if (!integer(r.offset, r.offset_shared)) return false;
+    if (!ints(r.size, r.unshared_size) || !ints(r.stride, r.unshared_stride)) return false;
+    {
+      const bool grad = at(Opcode::kNewTrue);
+      if (!grad && !at(Opcode::kNewFalse)) return false;
+      if (!made(grad ? 1024 + 1 : 1024)) return false;
+      r.requires_grad = grad;
+      ++pos;
+      ++ops;
+      ++values;
+      push();
+    }
+    if (!get(r.hooks) || !op1(Opcode::kEmptyTuple)) return false;
+    ++values;
+    push();
+    if (!op1(Opcode::kReduce)) return false;
+    ++values;
+    height -= 1;  // callable and () make the hooks
+    if (!put() || !op1(Opcode::kTuple) || !pop_to_mark(6) || !put()) return false;
+    r.reduce_offset = base + pos;
+    if (!op1(Opcode::kReduce)) return false;
+    ++values;
+    r.fn = fn;
+
+    // What Step would have checked on the way.
+    if (stack_.size() + peak > limits_.max_stack_depth || marks_.size() + max_marks > limits_.max_mark_depth ||
+        marks_.size() + max_marks > budget_.used(BudgetKind::kNesting) ||
+        memo_.size() + puts > limits_.max_memo_entries || !memo_.CanAppendRun(memo_.size(), puts) ||
+        !budget_.CanCharge(BudgetKind::kOpcodes, ops) || !budget_.CanCharge(BudgetKind::kValues, values) ||
+        decoder.NumOps() > decoder.limits().max_ops || ops > decoder.limits().max_ops - decoder.NumOps()) {
+      return false;
+    }
+    // The charges of the opcodes through BINPERSID, then of the rest, as
+    // Step makes them before each opcode's work (checked above: they fit).
+    Result<std::optional<Id>> storage = domain_.RecordStorage(r);
+    if (storage && !storage->has_value()) return false;
+    (void)budget_.TryCharge(BudgetKind::kOpcodes, ops_to_storage);
+    (void)budget_.TryCharge(BudgetKind::kValues, values_to_storage);
+    if (!storage) return std::unexpected(std::move(storage).error());
+    Result<Id> tensor = domain_.RecordTensor(r, **storage);
+    (void)budget_.TryCharge(BudgetKind::kOpcodes, ops - ops_to_storage);
+    (void)budget_.TryCharge(BudgetKind::kValues, values - values_to_storage);
+    if (!tensor) return std::unexpected(std::move(tensor).error());
+    ops_ += ops;
+    for (uint64_t i = 0; i < puts; ++i) memo_.Append(*tensor);  // (never read)
+    stack_.push_back(*tensor);
+    (void)decoder.TrySkipOps(pos, ops);
+    return true;
+  }
+
   // The fast path's literals, by opcode byte and operand byte: BININT1
   // 0..255, then NONE, NEWTRUE and NEWFALSE; kFastLiteralSlots for any other
   // opcode. Step records the value it shared for each (RememberFastLiteral);
@@ -991,6 +1321,8 @@ class PickleMachine {
   std::array<Id, kMachineLiteralSlots> literals_;
   std::array<Id, kFastLiteralSlots> fast_literals_;  // FastStep's view of literals_
   Id root_ = kMachineNoValue;
+  Id fuse_fn_ = kMachineNoValue;  // NoteFusable
+  bool fuse_next_ = false;        // FastStep stopped at a record's first BINGET
   uint64_t ops_ = 0;
   bool decode_failed_ = false;
   bool ended_before_stop_ = false;
