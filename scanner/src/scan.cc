@@ -951,6 +951,12 @@ class Scanner {
     ++inner_calls_;
     const uint32_t id = Call(op, args[0], items, /*builds_object=*/false);
     --inner_calls_;
+    // Then ret.__setstate__(state) when ret's class has its own, else
+    // setattr(ret, k, v) for each of state's items: a BUILD of ret with
+    // that state, judged as one (a callable planted as an attribute; a
+    // class whose __setstate__ calls its attributes: Optimizer's calls
+    // self._hook_for_profile()).
+    CheckBuildState(op, id, args[3]);
     return Val(id);
   }
 
@@ -1475,7 +1481,7 @@ class Scanner {
     s.kind = kind;
     s.weight = WeightOf(items);
     const Id id = New(std::move(s));
-    NoteItems(id, items);
+    NoteItems(id, items, kind == Sym::kDict);
     return id;
   }
   Result<Id> List(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kList, items); }
@@ -1625,13 +1631,15 @@ class Scanner {
     return (v.kind == Sym::kObject && v.callable == nullptr) || (v.attrs && v.kind != Sym::kScalar);
   }
   // NoteItems: what `items`, put into container `target` (a list's or set's
-  // items, a dict's keys and values in turn), make it hold
+  // items; with `pairs`, a dict's keys and values in turn), make it hold
   // (Sym::holds_callable, Sym::holds_object). A dict's values are not
-  // touched by building it, only its keys (hashed).
-  void NoteItems(uint32_t target, std::span<const uint32_t> items) {
+  // touched by building it, only its keys (hashed). Any target counts: a
+  // dict made by a call (dict(), copyreg.__newobj__(OrderedDict)) and
+  // filled by SETITEM is a BUILD state as much as a literal one.
+  void NoteItems(uint32_t target, std::span<const uint32_t> items, bool pairs) {
     Sym& t = Val(target);
-    if (t.kind != Sym::kDict && t.kind != Sym::kList && t.kind != Sym::kSet) return;
-    const bool dict = t.kind == Sym::kDict;
+    if (t.kind == Sym::kScalar || t.kind == Sym::kStr || t.kind == Sym::kBytes) return;
+    const bool dict = pairs;
     bool callable = false;
     bool callable_value = false;
     bool object = false;
@@ -1659,9 +1667,37 @@ class Scanner {
     CheckTarget(op, target);
     CheckAttributeCall(op, target);
     CheckPureCallHeld(op, Val(target).held_by_pure_call, items);
+    CheckItemsHanded(op, target, items);
     AddWeightTo(target, items);
-    NoteItems(target, items);
+    NoteItems(target, items, op.code == Opcode::kSetItem || op.code == Opcode::kSetItems);
     return OkStatus();
+  }
+  // CheckItemsHanded: APPEND(S), SETITEM(S) and ADDITEMS on a numpy value
+  // (an array _reconstruct made, a matrix, a scalar) or on the result of a
+  // call the scan does not model hand each item to its __setitem__, and
+  // numpy's assignment converts the value (str(), int(), float(): a unicode
+  // array's SETITEM runs the value's __str__). An item that is an instance
+  // of a class not known to be data, or a value whose attributes the
+  // pickle set, then has its methods called (F081). (Instances of dict
+  // subclasses the rules do not list, lightning's AttributeDict, take
+  // items with dict's own __setitem__: their class is reported already.)
+  void CheckItemsHanded(const PickleOp& op, uint32_t target, std::span<const uint32_t> items) {
+    const Sym& t = Val(target);
+    const bool numpy = t.kind == Sym::kObject && t.callable != nullptr && t.callable->global.starts_with("numpy");
+    if (!numpy && !(t.kind == Sym::kUnknown && !t.text.empty())) return;
+    for (uint32_t item : items) {
+      const Sym& v = Val(item);
+      if (!IsForeignObject(v)) continue;
+      const std::string what = v.attrs ? "a " + KindName(v.kind) + " whose attributes the pickle set"
+                                       : "an instance of '" + std::string(v.text) + "'";
+      AddFixed("CKG-F081",
+               std::string(op.Info().name) + " hands " + what + " to a method of " +
+                   (t.text.empty() ? KindName(t.kind) : "'" + std::string(t.text) + "'") +
+                   ", which may convert or format it (numpy's array assignment calls str() of the value): its "
+                   "methods run",
+               op.offset, v.attrs ? std::string_view{} : std::string_view(v.text));
+      return;
+    }
   }
   Status SetItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
   Status AddItems(const PickleOp& op, Id target, std::span<const Id> items) { return Append(op, target, items); }
@@ -1799,9 +1835,11 @@ class Scanner {
                               Val(Items(st)[3]).kind != Sym::kScalar;
     // A state computed by a call (dict(...), tuple(...)) is taken for one
     // of those: what it holds is not known item by item.
+    // So is an object a call made and SETITEM filled (copyreg.__newobj__(
+    // OrderedDict)): BUILD takes any mapping as a dict state.
     if (t.kind != Sym::kScalar && t.kind != Sym::kStr && t.kind != Sym::kBytes &&
         (st.kind == Sym::kDict || (st.kind == Sym::kTuple && st.items_count() == 2) || partial_dict ||
-         st.kind == Sym::kUnknown)) {
+         st.kind == Sym::kUnknown || st.kind == Sym::kObject)) {
       t.attrs = true;
       t.inert = false;
       attrs_seen_ = true;
@@ -1899,8 +1937,34 @@ class Scanner {
     if (pid != nullptr) {
       CheckRecord(op, *pid);
       CheckStorageLocation(op, *pid);
+      CheckPidItems(op, *pid);
     }
     return New(Sym{});
+  }
+  // CheckPidItems: torch's persistent_load indexes the persistent id
+  // (saved_id[0]), compares its typename with 'storage' and formats it in
+  // its assert message, looks its key up in a dict (hash, ==), multiplies
+  // its count and reads its storage type's dtype. An id, or an item of it,
+  // that is an instance of a class not known to be data or a value whose
+  // attributes the pickle set has those methods chosen by the pickle (F081).
+  void CheckPidItems(const PickleOp& op, uint32_t pid) {
+    const Sym& t = Val(pid);
+    const Sym* bad = IsForeignObject(t) ? &t : nullptr;
+    if (bad == nullptr && t.kind == Sym::kTuple) {
+      for (uint32_t item : Items(t)) {
+        if (IsForeignObject(Val(item))) {
+          bad = &Val(item);
+          break;
+        }
+      }
+    }
+    if (bad == nullptr) return;
+    const std::string what = bad->attrs ? "a " + KindName(bad->kind) + " whose attributes the pickle set"
+                                        : "an instance of '" + std::string(bad->text) + "'";
+    AddFixed("CKG-F081",
+             std::string(op.Info().name) + ": the persistent id " + (bad == &t ? "is " : "holds ") + what +
+                 ": torch's persistent_load indexes, compares, formats and hashes it (its methods run)",
+             op.offset, bad->attrs ? std::string_view{} : std::string_view(bad->text));
   }
   // CheckStorageLocation: torch's persistent_load (zip and legacy formats)
   // hands a storage id's location to restore_location, whose CUDA

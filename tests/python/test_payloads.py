@@ -1809,3 +1809,96 @@ def test_callable_object_or_shadowed_method(tmp_path, how, loaders, want):
     assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
+
+
+# 26. States and wrappers the scan did not follow (hunt 20). A BUILD state
+# made by a call and filled by SETITEM (dict(), copyreg.__newobj__(
+# OrderedDict)) sets attributes as a literal dict does; torch's
+# _rebuild_from_type_v2 sets its state's items on what its function made
+# (or runs that class's __setstate__: Optimizer's calls
+# self._hook_for_profile()) as a BUILD does; numpy's assignment into a
+# unicode array and torch's persistent_load format the values they are
+# given (str(), f-strings), so an instance the pickle gave attributes runs
+# its methods there, whatever its class; and joblib reads an array's bytes
+# after the BUILD of a NumpyArrayWrapper however the wrapper was named (a
+# protocol 4 dotted name through another module, a STRING with octal
+# escapes) or made (_rebuild_from_type_v2 of copyreg.__newobj__), where the
+# scan read those bytes as a literal that hid what joblib then runs.
+def _unicode_array_setitem(value):  # arr[0] = value into a unicode array: numpy calls str(value)
+    import numpy as np
+    strs = pickle.dumps(np.array(["a" * 64, "b"]), protocol=2)[2:-1]
+    return p2(strs + b"K\x00" + value + b"s")
+
+
+def _storage_type_name(value):  # torch's persistent_load formats the id's type name
+    pid = tup(value, g("torch", "FloatStorage"), s("0"), s("cpu"), b"K\x02") + b"Q"
+    return _torch_zip_with_record(p2(b"(" + s("w") + _rebuild_v2(pid) + b"d"))
+
+
+def _joblib_polyglot(m, wrapper, protocol=2):
+    # A wrapper BUILT with a one-byte array's state: joblib reads five bytes
+    # there (the straight reading: BINBYTES) and runs the pickle after them.
+    state = (b"(" + s("subclass") + g("numpy", "ndarray") + s("shape") + tup(b"K\x05") + s("order") + s("C") +
+             s("dtype") + _u1_dtype() + s("allow_mmap") + b"\x89" + b"d")
+    payload = call(g("os", "system"), s("touch " + m))
+    return proto(protocol) + wrapper + state + b"b" + b"B" + struct.pack("<I", len(payload)) + payload + b"0."
+
+
+def state_and_wrapper_payload(m, how):
+    get_args = _partial_open_memmap(m)
+    if how.startswith("newobj_ordered_dict_state"):
+        od = call(g("copyreg", "__newobj__"), g("collections", "OrderedDict")) + s("_get_args") + get_args + b"s"
+        data = p2(call(g("builtins", "str"), call(g("argparse", "Namespace")) + od + b"b"))
+        return _torch_zip_with_record(data) if how.endswith("_in_zip") else data
+    if how.startswith("dict_call_state"):
+        ns = call(g("argparse", "Namespace")) + call(g("builtins", "dict")) + s("_get_args") + get_args + b"s" + b"b"
+        return _storage_type_name(ns) if how.endswith("_in_zip") else _unicode_array_setitem(ns)
+    if how.startswith("rebuild_from_type_setattr"):
+        ns = call(g("torch._tensor", "_rebuild_from_type_v2"), g("argparse", "Namespace"), g("argparse", "Namespace"),
+                  b")", b"(" + s("_get_args") + get_args + b"d")
+        return _storage_type_name(ns) if how.endswith("_in_zip") else _unicode_array_setitem(ns)
+    if how.startswith("rebuild_from_type_optimizer"):
+        opt = call(g("torch._tensor", "_rebuild_from_type_v2"), g("copyreg", "__newobj__"), g("torch.optim", "SGD"),
+                   tup(g("torch.optim", "SGD")),
+                   b"(" + s("_hook_for_profile") + get_args + s("defaults") + b"}" + s("param_groups") + b"]" +
+                   s("state") + b"}" + b"d")
+        data = p2(b"(" + s("optimizer") + opt + b"d")
+        return _torch_zip_with_record(data) if how.endswith("_in_zip") else data
+    if how.startswith("unlisted_holder_callable_object"):
+        parser = (g("argparse", "ArgumentParser") + b")\x81" + b"(" + s("_get_args") + _batched_calls(m) +
+                  s("_get_kwargs") + g("builtins", "list") + b"db")
+        return _storage_type_name(parser) if how.endswith("_in_zip") else _unicode_array_setitem(parser)
+    if how == "joblib_wrapper_by_rebuild_from_type":
+        wrapper = call(g("torch._tensor", "_rebuild_from_type_v2"), g("copyreg", "__newobj__"),
+                       g("torch._tensor", "Tensor"), tup(g("joblib.numpy_pickle", "NumpyArrayWrapper")), NONE)
+        return _joblib_polyglot(m, wrapper)
+    if how == "joblib_wrapper_through_another_module":
+        return _joblib_polyglot(m, sg("joblib._store_backends", "numpy_pickle.NumpyArrayWrapper") + b")\x81", 4)
+    assert how == "joblib_wrapper_named_with_octal_escapes"
+    wrapper = b"S'joblib.numpy_pickle'\n" + b"S'Numpy\\101rrayWrapper'\n" + b"\x93" + b")\x81"
+    data = _joblib_polyglot(m, wrapper, 4)
+    assert b"ArrayWrapper" not in data and b"\\x" not in data and b"\\u00" not in data
+    return data
+
+
+@pytest.mark.parametrize("how,ext,loaders,want", [
+    ("newobj_ordered_dict_state", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("newobj_ordered_dict_state_in_zip", ".pt", ("torch.load",), "CKG-F002"),
+    ("dict_call_state", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("dict_call_state_in_zip", ".pt", ("torch.load",), "CKG-F002"),
+    ("rebuild_from_type_setattr", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("rebuild_from_type_setattr_in_zip", ".pt", ("torch.load",), "CKG-F002"),
+    ("rebuild_from_type_optimizer", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("rebuild_from_type_optimizer_in_zip", ".pt", ("torch.load",), "CKG-F002"),
+    ("unlisted_holder_callable_object", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
+    ("unlisted_holder_callable_object_in_zip", ".pt", ("torch.load",), "CKG-F081"),
+    ("joblib_wrapper_by_rebuild_from_type", ".pkl", ("joblib.load",), "CKG-D001"),
+    ("joblib_wrapper_through_another_module", ".pkl", ("joblib.load",), "CKG-D001"),
+    ("joblib_wrapper_named_with_octal_escapes", ".pkl", ("joblib.load",), "CKG-D001"),
+])
+def test_state_or_wrapper_the_scan_did_not_follow(tmp_path, how, ext, loaders, want):
+    m = marker_path()
+    path = write(tmp_path, how + ext, state_and_wrapper_payload(m, how))
+    assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout

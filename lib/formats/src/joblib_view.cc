@@ -41,6 +41,10 @@ struct JVal {
   // cls.__new__ and BUILDs it once.
   bool constructed = false;
   bool built = false;
+  // kOther: a call whose arguments name the wrapper class in a way the view
+  // does not follow (a call of a call): it may be a wrapper, whose BUILD
+  // joblib follows with an array's bytes.
+  bool maybe_wrapper = false;
 };
 
 // Pending is a wrapper BUILD the driver must act on: the array's bytes follow.
@@ -58,8 +62,20 @@ struct Pending {
   bool foreign = false;
 };
 
+// IsWrapperName: a global that names joblib's NumpyArrayWrapper. The
+// class is found through any module that imports it (joblib._store_backends
+// names numpy_pickle, and protocol 4 resolves a dotted name attribute by
+// attribute), so any name whose last part is the class's counts.
 bool IsWrapperName(std::string_view name) {
-  return name == "joblib.numpy_pickle.NumpyArrayWrapper" || name == "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper";
+  constexpr std::string_view kClass = "NumpyArrayWrapper";
+  return name.size() > kClass.size() && name.ends_with(kClass) && name[name.size() - kClass.size() - 1] == '.';
+}
+
+// IsRebuildFromType: torch's _rebuild_from_type_v2(func, new_type, args,
+// state), which calls func(*args) (and returns that untouched for
+// new_type Tensor).
+bool IsRebuildFromType(std::string_view name) {
+  return name == "torch._tensor._rebuild_from_type_v2" || name == "torch._utils._rebuild_from_type_v2";
 }
 
 // copyreg's reconstructors, which make an object of the class they are given.
@@ -79,7 +95,10 @@ class JoblibDomain {
       v.kind = JVal::kNone;
       return New(std::move(v));
     }
-    switch (op.arg.type) {
+    // A Python 2 str (STRING, BINSTRING, SHORT_BINSTRING) is a str to
+    // joblib's unpickler (encoding 'ASCII'): a STACK_GLOBAL may take it.
+    const bool py2_str = op.code == Opcode::kString || op.code == Opcode::kBinString || op.code == Opcode::kShortBinString;
+    switch (py2_str ? PickleArgType::kString : op.arg.type) {
       case PickleArgType::kString:
         v.kind = JVal::kStr;
         v.text = std::string(op.arg.Data().substr(0, kMaxText));
@@ -150,6 +169,22 @@ class JoblibDomain {
   Result<Id> Call(Id callable, std::span<const Id> args, bool init = true) {
     const JVal& c = Val(callable);
     JVal v;
+    if (c.kind == JVal::kGlobal && IsRebuildFromType(c.text) && args.size() == 4 && Val(args[2]).kind == JVal::kTuple &&
+        !Val(args[2]).truncated && !in_rebuild_) {
+      // func(*args), as torch returns it for a Tensor type; for another
+      // type, what as_subclass makes of it.
+      const JVal& new_type = Val(args[1]);
+      const bool tensor = new_type.kind == JVal::kGlobal &&
+                          (new_type.text == "torch._tensor.Tensor" || new_type.text == "torch.Tensor");
+      const std::vector<Id> inner_args = Val(args[2]).items;  // (New may grow values_)
+      in_rebuild_ = true;
+      Result<Id> inner = Call(args[0], inner_args);
+      in_rebuild_ = false;
+      if (tensor || !inner) return inner;
+      if (Val(*inner).kind != JVal::kWrapper && !Val(*inner).maybe_wrapper) return inner;
+      v.maybe_wrapper = true;
+      return New(std::move(v));
+    }
     if (c.kind == JVal::kGlobal && IsWrapperName(c.text)) {
       v.kind = JVal::kWrapper;
       v.constructed = init;
@@ -172,8 +207,30 @@ class JoblibDomain {
       // dict() or dict(d): a state spelled as a call is the dict it copies.
       if (!args.empty()) v = Val(args[0]);
       v.kind = JVal::kDict;
+    } else if (NamesWrapper(callable) || std::any_of(args.begin(), args.end(), [&](Id a) { return NamesWrapper(a); })) {
+      v.maybe_wrapper = true;
     }
     return New(std::move(v));
+  }
+  // NamesWrapper: `id` is the wrapper class, a value that may be a wrapper,
+  // or a tuple holding one (two levels: the arguments of a call of a call).
+  bool NamesWrapper(Id id) {
+    const JVal& v = Val(id);
+    auto direct = [&](const JVal& x) {
+      return (x.kind == JVal::kGlobal && IsWrapperName(x.text)) || x.kind == JVal::kWrapper || x.maybe_wrapper;
+    };
+    if (direct(v)) return true;
+    if (v.kind != JVal::kTuple) return false;
+    for (Id item : v.items) {
+      const JVal& x = Val(item);
+      if (direct(x)) return true;
+      if (x.kind == JVal::kTuple) {
+        for (Id inner : x.items) {
+          if (direct(Val(inner))) return true;
+        }
+      }
+    }
+    return false;
   }
   Result<Id> Reduce(const PickleOp&, Id callable, Id args) { return Call(callable, TupleItems(args)); }
   Result<Id> NewObj(const PickleOp&, Id cls, Id args, const Id*) { return Call(cls, TupleItems(args), false); }
@@ -188,6 +245,11 @@ class JoblibDomain {
     (void)s;
     if (o.kind == JVal::kDtype) {
       o.dtype_state = state;
+    } else if (o.maybe_wrapper) {
+      pending = Pending{};
+      pending->foreign = true;
+      pending->why = "a BUILD of a value that may be a NumpyArrayWrapper, made by a call the view does not follow "
+                     "(joblib reads an array's bytes after the BUILD of any wrapper)";
     } else if (o.kind == JVal::kWrapper) {
       const bool built_before = o.built;
       o.built = true;
@@ -220,6 +282,7 @@ class JoblibDomain {
     return static_cast<Id>(values_.size() - 1);
   }
   JVal& Val(Id id) { return values_[id]; }
+  bool in_rebuild_ = false;  // Call follows one _rebuild_from_type_v2 level
   void Add(JVal& dict, std::span<const Id> items) {
     for (size_t i = 0; i + 1 < items.size(); i += 2) {
       if (dict.items.size() >= kMaxItems) {
@@ -428,12 +491,30 @@ class JoblibDomain {
   std::vector<JVal> values_;
 };
 
-// MayHoldWrapper: a cheap test before decoding anything (the name can only
-// be spelled in plain text, or in protocol-0 escapes).
+// MayHoldWrapper: a cheap test before decoding anything. The name can only
+// be spelled in plain text or in protocol-0 escapes: a UNICODE operand's
+// \u00XX or \U000000XX, a STRING operand's \xXX or octal \ooo (looked for
+// only on the lines of STRING opcodes, S'...' or S"...", since a backslash
+// and a digit are common bytes of binary operands).
 bool MayHoldWrapper(Bytes data) {
   const std::string_view text = AsStringView(data);
-  return text.find("ArrayWrapper") != std::string_view::npos || text.find("\\u00") != std::string_view::npos ||
-         text.find("\\x") != std::string_view::npos;
+  if (text.find("ArrayWrapper") != std::string_view::npos || text.find("\\u00") != std::string_view::npos ||
+      text.find("\\U0000") != std::string_view::npos || text.find("\\x") != std::string_view::npos) {
+    return true;
+  }
+  size_t at = text.find('S');
+  while (at != std::string_view::npos && at + 1 < text.size()) {
+    if (text[at + 1] != '\'' && text[at + 1] != '"') {
+      at = text.find('S', at + 1);
+      continue;
+    }
+    const size_t end = std::min(text.find('\n', at), text.size());
+    for (size_t i = at + 2; i + 1 < end; ++i) {
+      if (text[i] == '\\' && text[i + 1] >= '0' && text[i + 1] <= '7') return true;
+    }
+    at = text.find('S', end);  // (no octal escape before `end`: every byte is looked at once)
+  }
+  return false;
 }
 
 }  // namespace
