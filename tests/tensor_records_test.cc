@@ -413,7 +413,12 @@ std::string Outcome(const Result<Checkpoint>& ckpt) {
 
 BOOST_AUTO_TEST_CASE(real_files_load_the_same_with_whole_records) {
   std::vector<std::filesystem::path> files = testing::CorpusModelFiles();
-  for (const auto& entry : std::filesystem::directory_iterator(testing::DataDir() / "tensors")) files.push_back(entry.path());
+  for (const char* sub : {"tensors", "realworld", "reader_views"}) {
+    if (!std::filesystem::is_directory(testing::DataDir() / sub)) continue;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(testing::DataDir() / sub)) {
+      files.push_back(entry.path());
+    }
+  }
   for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(CKPTGUARD_SOURCE_DIR) / "examples")) {
     files.push_back(entry.path());
   }

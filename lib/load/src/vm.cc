@@ -2323,7 +2323,7 @@ class Vm {
   // once, for the VM, the scanner and the container layer's walker:
   // ParseStoragePid) and asks the resolver for its storage; `type` is the
   // value of its second item.
-  Result<uint32_t> ResolveStorage(const PickleOp& op, std::span<const PidItem> items, const Value& type) {
+  [[gnu::always_inline]] Result<uint32_t> ResolveStorage(const PickleOp& op, std::span<const PidItem> items, const Value& type) {
     Result<StoragePid> parsed = ParseStoragePid(items);
     if (!parsed) {
       const Error& e = parsed.error();
