@@ -307,7 +307,9 @@ class Vm {
   // hundreds of thousands of times: the machine shares one value each
   // (pickle_machine.h), as CPython shares them too.
   size_t LiteralSlot(const PickleOp& op) const { return ScalarLiteralSlot(op); }
-  static constexpr bool kScalarLiteralSlots = true;  // (tensor records rely on it)
+  // Tensor records (pickle_machine.h MachineTensorRecord): FusesCallsOf,
+  // RecordStorage, RecordTensor below; LiteralSlot is ScalarLiteralSlot.
+  static constexpr bool kFusesTensorRecords = true;
   // One owner per value (pickle_machine.h): Reduce and PersistentLoad
   // reclaim what the tensor rebuilds and storages use up.
   static constexpr bool kReclaimsConsumed = true;
