@@ -855,6 +855,9 @@ class Scanner {
         case AllowAction::kCounter:
           result.kind = Sym::kDict;
           result.ordered = true;
+          // OrderedDict(pairs), Counter(mapping): what it is built from it
+          // holds (a BUILD state spelled so is judged as the literal).
+          NoteHeld(result, args);
           break;
         case AllowAction::kTorchSize:
           result.kind = Sym::kTuple;
@@ -1128,7 +1131,7 @@ class Scanner {
                    op.offset, cls);
           return;
         }
-        if (v.holds_object) {
+        if (v.holds_object && v.kind != Sym::kTuple) {
           // The same inside a list or set, or as a dict key: iterating,
           // unpacking (OrderedDict([x])) or hashing it calls its methods.
           AddFixed("CKG-F081",
@@ -1180,6 +1183,20 @@ class Scanner {
     nested_.push_back(std::move(n));
   }
 
+  // NoteHeld: `result`, built from `args` by a data constructor (dict(d),
+  // tuple(l), OrderedDict(pairs), Counter(mapping)), holds what they hold.
+  void NoteHeld(Sym& result, std::span<const uint32_t> args) {
+    if (AllInert(args)) return;
+    ForEachArg(args, [&](uint32_t id) {
+      const Sym& v = Val(id);
+      result.holds_callable |= IsCallable(v) || v.holds_callable;
+      result.holds_callable_value |= IsCallableValue(v) || v.holds_callable_value;
+      result.holds_object |= v.holds_object;
+      result.object_attr |= v.object_attr || IsUnlistedObject(v);
+    });
+    if (result.holds_callable || result.holds_object || result.object_attr) result.inert = false;
+  }
+
   // DataCall is a call of a pure-data callable (rules/callables.toml): what
   // it is handed decides whether anything runs.
   uint32_t DataCall(const PickleOp& op, const CallableEntry& entry, std::string_view name,
@@ -1196,14 +1213,7 @@ class Scanner {
         // What it builds holds what its arguments hold (dict(d), tuple(l),
         // OrderedDict(pairs)...): a BUILD state made so is judged as the
         // literal would be.
-        if (!AllInert(args)) {
-          ForEachArg(args, [&](uint32_t id) {
-            const Sym& v = Val(id);
-            result.holds_callable |= IsCallable(v) || v.holds_callable;
-            result.holds_callable_value |= IsCallableValue(v) || v.holds_callable_value;
-            result.holds_object |= v.holds_object;
-          });
-        }
+        NoteHeld(result, args);
         break;
       case CallableKind::kClass:
         if (!args.empty()) {
@@ -1461,6 +1471,8 @@ class Scanner {
     bool inert = true;
     bool callable = false;
     bool callable_value = false;
+    bool object = false;
+    bool object_value = false;
     for (uint32_t i : items) {
       const Sym& item = Val(i);
       w = AddWeight(w, item.weight);
@@ -1468,12 +1480,16 @@ class Scanner {
       if (!item.inert) {
         callable |= IsCallable(item) || item.holds_callable;
         callable_value |= IsCallableValue(item) || item.holds_callable_value;
+        object |= IsForeignObject(item) || item.holds_object;
+        object_value |= IsUnlistedObject(item) || item.object_attr;
       }
     }
     s.weight = w;
     s.inert = inert;
     s.holds_callable = callable;  // (the walks see a tuple's items themselves)
     s.holds_callable_value = callable_value;
+    s.holds_object = object;
+    s.object_attr = object_value;
     return New(std::move(s));
   }
   Result<Id> MakeContainer(Sym::Kind kind, std::span<const Id> items) {
@@ -1621,6 +1637,13 @@ class Scanner {
   // IsCallableValue: a callable value whose call may run code (not a pure
   // partial).
   static bool IsCallableValue(const Sym& v) { return v.callable_value && !v.pure_call; }
+  // IsNumpyValue: what a numpy constructor made (an array _reconstruct
+  // made, a masked array, a scalar), or an instance of a numpy class
+  // (copyreg.__newobj__(numpy.ndarray, shape, 'U1') is a real array).
+  static bool IsNumpyValue(const Sym& v) {
+    return (v.callable != nullptr && v.callable->global.starts_with("numpy")) ||
+           (v.kind == Sym::kObject && v.text.starts_with("numpy"));
+  }
   // IsUnlistedObject: an instance of a class the rules do not list (NEWOBJ,
   // OBJ or INST of it): its methods, __call__ among them, are not known.
   static bool IsUnlistedObject(const Sym& v) { return v.kind == Sym::kObject && v.callable == nullptr && !v.known_class; }
@@ -1673,8 +1696,8 @@ class Scanner {
     return OkStatus();
   }
   // CheckItemsHanded: APPEND(S), SETITEM(S) and ADDITEMS on a numpy value
-  // (an array _reconstruct made, a matrix, a scalar) or on the result of a
-  // call the scan does not model hand each item to its __setitem__, and
+  // (IsNumpyValue) or on the result of a call the scan does not model hand
+  // each item to its __setitem__, and
   // numpy's assignment converts the value (str(), int(), float(): a unicode
   // array's SETITEM runs the value's __str__). An item that is an instance
   // of a class not known to be data, or a value whose attributes the
@@ -1683,8 +1706,9 @@ class Scanner {
   // items with dict's own __setitem__: their class is reported already.)
   void CheckItemsHanded(const PickleOp& op, uint32_t target, std::span<const uint32_t> items) {
     const Sym& t = Val(target);
-    const bool numpy = t.kind == Sym::kObject && t.callable != nullptr && t.callable->global.starts_with("numpy");
-    if (!numpy && !(t.kind == Sym::kUnknown && !t.text.empty())) return;
+    // (A data constructor's result, dict() or defaultdict(list), takes
+    // items with dict's own __setitem__.)
+    if (!IsNumpyValue(t) && !(t.kind == Sym::kUnknown && !t.text.empty() && t.callable == nullptr)) return;
     for (uint32_t item : items) {
       const Sym& v = Val(item);
       if (!IsForeignObject(v)) continue;
@@ -1720,6 +1744,14 @@ class Scanner {
         break;
       case Opcode::kAddItems:
         if (t.kind != Sym::kSet) method = "add";
+        break;
+      case Opcode::kSetItem:
+      case Opcode::kSetItems:
+        // Looked up on the class, whose own __setitem__ may call the
+        // instance's attributes (torch's ModuleDict.__setitem__ calls
+        // self.add_module(k, v)); picklers write an object's items before
+        // its BUILD.
+        if (t.kind != Sym::kDict) method = "__setitem__ (its class's, which may call attributes the state set)";
         break;
       case Opcode::kBuild:
         method = "__setstate__";
@@ -1807,6 +1839,7 @@ class Scanner {
       }
     }
     CheckBuildState(op, obj, state);
+    CheckNumpyState(op, obj, state);
     CheckPureCallHeld(op, Val(obj).held_by_pure_call, std::span<const uint32_t>(&state, 1));
     // A dict state (or a (dict or None, dict or None) slots pair) sets the
     // instance's attributes (Sym::attrs), and so does the fourth item of a
@@ -1843,8 +1876,43 @@ class Scanner {
       t.attrs = true;
       t.inert = false;
       attrs_seen_ = true;
+      // What its attributes hold, the object holds (Armed): a holder that
+      // is itself put somewhere (a numpy array, a persistent id, a state)
+      // carries it there.
+      const StateSplit split = StateParts(state);
+      for (size_t i = 0; i < split.size; ++i) {
+        const Sym& part = Val(split.parts[i]);
+        Sym& o = Val(obj);
+        o.holds_callable |= part.holds_callable;
+        o.holds_callable_value |= part.holds_callable_value;
+        o.object_attr |= part.object_attr;
+      }
     }
     return OkStatus();
+  }
+  // CheckNumpyState: numpy's __setstate__ of an array, a masked array or a
+  // scalar converts the items of its state tuple (a MaskedArray's fill
+  // value with str(), a dtype's fields): an item that is an instance of a
+  // class not known to be data, or a value whose attributes the pickle
+  // set, has its methods called (F081).
+  void CheckNumpyState(const PickleOp& op, uint32_t obj, uint32_t state) {
+    const Sym& t = Val(obj);
+    if (!IsNumpyValue(t)) return;
+    const Sym& st = Val(state);
+    if (st.kind != Sym::kTuple) return;
+    for (uint32_t item : Items(st)) {
+      const Sym& v = Val(item);
+      if (!IsForeignObject(v)) continue;
+      AddFixed("CKG-F081",
+               "BUILD gives a numpy value (" + std::string(t.callable != nullptr ? t.callable->global : std::string(t.text)) +
+                   ") a state holding " +
+                   (v.attrs ? "a " + KindName(v.kind) + " whose attributes the pickle set"
+                            : "an instance of '" + std::string(v.text) + "'") +
+                   ": numpy's __setstate__ converts its state's items (a masked array's fill value with str()), "
+                   "calling its methods",
+               op.offset, v.attrs ? std::string_view{} : std::string_view(v.text));
+      return;
+    }
   }
   // CheckBuildState: what a BUILD does with its state beyond setting
   // attributes. pickle's pure-Python unpickler runs state.items() (looked up

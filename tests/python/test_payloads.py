@@ -1902,3 +1902,85 @@ def test_state_or_wrapper_the_scan_did_not_follow(tmp_path, how, ext, loaders, w
     assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
+
+
+# 27. Hunt 21: more holders and triggers. A class's own __setitem__ after a
+# BUILD set its attributes (torch's ModuleDict.__setitem__ calls
+# self.add_module(k, v)); a wrapper reached by getattr(joblib.numpy_pickle,
+# 'NumpyArrayWrapper'); a DataPipe serialization wrapper, whose __setstate__
+# unpickles its state (a dict's key); an OrderedDict(pairs) or Counter(d)
+# state, which holds what it is built from; a masked array's fill value
+# (numpy's __setstate__ formats it) and an item put into an array made by
+# copyreg.__newobj__(numpy.ndarray, ...); callable objects that run the
+# calls they hold (joblib's BatchedCalls, torch's quantization
+# _PartialWrapper), planted where NumpyVersion.__ne__ calls
+# self._compare(), which torch's legacy reader runs on the first pickle.
+def _partial_wrapper(m):
+    return (g("torch.ao.quantization.observer", "_PartialWrapper") + b")\x81" + b"(" + s("p") + g("builtins", "abs") +
+            s("callable_args") + b"(" + s("x") + _batched_calls(m) + b"d" + b"db")
+
+
+def _argument_parser_holding(m):
+    kw = b"".join(s(k) + NONE for k in ("prog", "usage", "description", "formatter_class", "conflict_handler"))
+    return (g("argparse", "ArgumentParser") + b")\x81" + b"(" + s("_get_args") + _batched_calls(m) + kw + s("add_help") +
+            b"\x89" + b"db")
+
+
+def hunt21_payload(m, how):
+    import numpy as np
+    sgd_state = s("defaults") + b"}" + s("param_groups") + b"]" + s("state") + b"}"
+    if how.startswith("module_dict_setitem"):
+        data = p2(g("torch.nn.modules.container", "ModuleDict") + b")\x81" + b"(" + s("add_module") +
+                  g("numpy.lib.format", "open_memmap") + b"db" + s(m) + s("w+") + b"s")
+        return _torch_zip_with_record(data) if how.endswith("_in_zip") else data
+    if how == "joblib_wrapper_by_getattr":
+        cls = call(g("builtins", "getattr"), g("joblib", "numpy_pickle"), s("NumpyArrayWrapper"))
+        return _joblib_polyglot(m, cls + b")\x81")
+    if how.startswith("datapipe_wrapper_dict_key"):
+        nested = b"cos\nsystem\n(S'touch " + m.encode() + b"'\ntR."
+        data = proto(3) + g("torch.utils.data.datapipes.datapipe", "_DataPipeSerializationWrapper") + b")\x81" + \
+            b"(" + b(nested) + b"K\x00K\x00K\x00" + b"db."
+        return _torch_zip_with_record(data) if how.endswith("_in_zip") else data
+    if how.startswith("optimizer_ordered_dict_pairs"):
+        pairs = (b"(" + tup(s("_hook_for_profile"), _partial_open_memmap(m)) + tup(s("defaults"), b"}") +
+                 tup(s("param_groups"), b"]") + tup(s("state"), b"}") + b"l")
+        data = p2(g("torch.optim.sgd", "SGD") + b")\x81" + call(g("collections", "OrderedDict"), pairs) + b"b")
+        return _torch_zip_with_record(data) if how.endswith("_in_zip") else data
+    if how == "optimizer_counter_state":
+        d = b"(" + s("_hook_for_profile") + _partial_open_memmap(m) + sgd_state + b"d"
+        return p2(g("torch.optim.sgd", "SGD") + b")\x81" + call(g("collections", "Counter"), d) + b"b")
+    if how.startswith("masked_array_fill_value"):
+        p = pickle.dumps(np.ma.array(np.array(["a"], dtype="U1"), mask=[False]), protocol=2)
+        assert p.endswith(b"Nt" + b"q\x16" + b"b."), p[-12:]
+        data = p[:-len(b"Ntq\x16b.")] + _argument_parser_holding(m) + b"t" + b"q\x16" + b"b."
+        return _torch_zip_with_record(data) if how.endswith("_in_zip") else data
+    if how.startswith("newobj_ndarray_setitem"):
+        arr = call(g("copyreg", "__newobj__"), g("numpy", "ndarray"), tup(b"K\x01"), s("U1"))
+        data = p2(arr + b"K\x00" + _argument_parser_holding(m) + b"s")
+        return _torch_zip_with_record(data) if how.endswith("_in_zip") else data
+    assert how == "legacy_magic_number_ne"
+    magic = p2(g("numpy.lib._version", "NumpyVersion") + b")\x81" + b"(" + s("_compare") + _partial_wrapper(m) + b"db")
+    return magic + p2(b"M\xe9\x03") + p2(b"}") + p2(b"}") + p2(b"]")
+
+
+@pytest.mark.parametrize("how,ext,loaders,want", [
+    ("module_dict_setitem", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("module_dict_setitem_in_zip", ".pt", ("torch.load",), "CKG-F002"),
+    ("joblib_wrapper_by_getattr", ".pkl", ("joblib.load",), "CKG-D001"),
+    ("datapipe_wrapper_dict_key", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-D071"),
+    ("datapipe_wrapper_dict_key_in_zip", ".pt", ("torch.load",), "CKG-D071"),
+    ("optimizer_ordered_dict_pairs", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("optimizer_ordered_dict_pairs_in_zip", ".pt", ("torch.load",), "CKG-F002"),
+    ("optimizer_counter_state", ".pkl", ("pickle.loads",), "CKG-F002"),
+    ("masked_array_fill_value", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
+    ("masked_array_fill_value_in_zip", ".pt", ("torch.load",), "CKG-F081"),
+    ("newobj_ndarray_setitem", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
+    ("newobj_ndarray_setitem_in_zip", ".pt", ("torch.load",), "CKG-F081"),
+    ("legacy_magic_number_ne", ".pt", ("torch.load",), "CKG-D070"),
+])
+def test_holders_and_triggers_of_hunt_21(tmp_path, how, ext, loaders, want):
+    m = marker_path()
+    path = write(tmp_path, how + ext, hunt21_payload(m, how))
+    assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout

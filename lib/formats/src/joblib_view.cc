@@ -185,6 +185,20 @@ class JoblibDomain {
       v.maybe_wrapper = true;
       return New(std::move(v));
     }
+    if (c.kind == JVal::kGlobal && (c.text == "builtins.getattr" || c.text == "__builtin__.getattr") &&
+        args.size() >= 2 && Val(args[1]).kind == JVal::kStr) {
+      // getattr(module or class, 'name'): the global it names (a
+      // NumpyArrayWrapper reached as an attribute of joblib.numpy_pickle).
+      const JVal& owner = Val(args[0]);
+      const std::string& attr = Val(args[1]).text;
+      if (owner.kind == JVal::kGlobal) {
+        v.kind = JVal::kGlobal;
+        v.text = owner.text + "." + attr;
+      } else {
+        v.maybe_wrapper = IsWrapperName("." + attr) || owner.maybe_wrapper;
+      }
+      return New(std::move(v));
+    }
     if (c.kind == JVal::kGlobal && IsWrapperName(c.text)) {
       v.kind = JVal::kWrapper;
       v.constructed = init;
