@@ -303,8 +303,11 @@ class Scanner {
       const uint64_t base = source.file_offset.value_or(0) + source.start;
       const size_t findings_before = report_.findings.size();
       const size_t nested_before = nested_.size();
+      legacy_stream_ = (c.format == ContainerFormat::kPickle || c.format == ContainerFormat::kTorchLegacy) &&
+                       source.entry.empty() && nested_path.empty();
       ScanStream(data, base, entry_name(source.entry.empty() ? "" : source.entry), source.max_pickles, 0,
                  source.sniffed);
+      legacy_stream_ = false;
       // Bytes rebuilt from pieces (joblib's reading): offsets into the file.
       if (!source.offset_map.empty()) {
         for (size_t i = findings_before; i < report_.findings.size(); ++i) {
@@ -620,6 +623,7 @@ class Scanner {
       Result<Id> root = machine.Run(decoder);
       if (root) {
         CheckExpansion(entry, decoder.Offset() - 1, machine.ops());
+        if (legacy_stream_) CheckLegacyRoot(done, *root, !decoder.AtEnd(), decoder.Offset() - 1);
         ++done;
         Reset();
         continue;
@@ -657,6 +661,32 @@ class Scanner {
     values_.clear();
     items_.clear();
     texts_.clear();
+  }
+  // CheckLegacyRoot: torch.load reads a file that is not a zip as its
+  // legacy format, a stream of pickles: it compares the first pickle's value
+  // with the magic number (!=) and the second's with the protocol version,
+  // which it formats into its error ("%s"), and iterates the fifth, the
+  // storage keys, looking each up in a dict. An instance of a class not
+  // known to be data there, or a value whose attributes the pickle set (or
+  // a container holding one), has its methods run (F081). Only when more
+  // pickles follow the first: a file of one pickle is not read past its
+  // value's comparison, and a lone object is what a plain pickle holds.
+  void CheckLegacyRoot(uint32_t index, uint32_t root, bool more_follow, uint64_t offset) {
+    if (index != 1 && index != 4 && !(index == 0 && more_follow)) return;
+    const Sym& v = Val(root);
+    if (!HoldsForeign(v)) return;
+    static constexpr const char* kWhat[] = {"compares the first pickle's value with its magic number (__ne__)",
+                                            "compares the second pickle's value with its protocol version and "
+                                            "formats it into its error (__ne__, __str__)",
+                                            "", "",
+                                            "iterates the fifth pickle's value, the storage keys, hashing each"};
+    AddFixed("CKG-F081",
+             std::string("torch.load's legacy reader ") + kWhat[index] + ": here " +
+                 (IsForeignObject(v) ? (v.attrs ? "a " + KindName(v.kind) + " whose attributes the pickle set"
+                                                : "an instance of '" + std::string(v.text) + "'")
+                                     : "a " + KindName(v.kind) + " holding such a value") +
+                 ", whose methods run",
+             offset, IsForeignObject(v) && !v.attrs ? std::string_view(v.text) : std::string_view{});
   }
 
   uint32_t New(Sym s) {
@@ -1120,6 +1150,9 @@ class Scanner {
                        bool calls_callable_values = true) {
     CheckCallArgs(op, args, callee, calls_callable_values);
     if (AllInert(args)) return;
+    const bool formats = callee == "builtins.str" || callee == "builtins.repr" || callee == "builtins.format" ||
+                         callee == "builtins.ascii" || callee == "builtins.print" || callee == "__builtin__.str" ||
+                         callee == "__builtin__.repr" || callee == "__builtin__.format";
     for (size_t i = 0; i < args.size(); ++i) {
       ForEachArg(args.subspan(i, 1), [&](uint32_t id) {
         const Sym& v = Val(id);
@@ -1129,6 +1162,15 @@ class Scanner {
           const std::string cls(v.text);
           AddFixed("CKG-F081", "an instance of '" + cls + "' is handed to '" + callee + "', which calls its methods",
                    op.offset, cls);
+          return;
+        }
+        if (formats && HoldsForeign(v) && v.kind != Sym::kTuple) {
+          // str(), repr() and format() of a container format every value
+          // in it, a dict's values too.
+          AddFixed("CKG-F081",
+                   "a " + KindName(v.kind) + " holding an instance of a class not known to be data (or a value whose " +
+                       "attributes the pickle set) is handed to '" + callee + "', which formats what it holds",
+                   op.offset);
           return;
         }
         if (v.holds_object && v.kind != Sym::kTuple) {
@@ -1492,16 +1534,16 @@ class Scanner {
     s.object_attr = object_value;
     return New(std::move(s));
   }
-  Result<Id> MakeContainer(Sym::Kind kind, std::span<const Id> items) {
+  Result<Id> MakeContainer(const PickleOp& op, Sym::Kind kind, std::span<const Id> items) {
     Sym s;
     s.kind = kind;
     s.weight = WeightOf(items);
     const Id id = New(std::move(s));
-    NoteItems(id, items, kind == Sym::kDict);
+    NoteItems(id, items, kind == Sym::kDict, op.offset);
     return id;
   }
-  Result<Id> List(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kList, items); }
-  Result<Id> Dict(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kDict, items); }
+  Result<Id> List(const PickleOp& op, std::span<const Id> items) { return MakeContainer(op, Sym::kList, items); }
+  Result<Id> Dict(const PickleOp& op, std::span<const Id> items) { return MakeContainer(op, Sym::kDict, items); }
   // IsCallable: a value a callee may call: a global not known to be data,
   // or a callable value.
   static bool IsCallable(const Sym& v) { return IsCallableValue(v) || (v.kind == Sym::kGlobal && !IsDataGlobal(v)); }
@@ -1637,6 +1679,12 @@ class Scanner {
   // IsCallableValue: a callable value whose call may run code (not a pure
   // partial).
   static bool IsCallableValue(const Sym& v) { return v.callable_value && !v.pure_call; }
+  // HoldsForeign: `v` is, or holds somewhere inside (a list's or set's item,
+  // a dict's key or value, a tuple's item, an attribute), an instance of a
+  // class not known to be data or a value whose attributes the pickle set:
+  // converting or formatting it (str(), repr(), numpy's assignment, torch's
+  // f-strings) reaches that value's methods.
+  static bool HoldsForeign(const Sym& v) { return IsForeignObject(v) || v.holds_object || v.object_attr; }
   // IsNumpyValue: what a numpy constructor made (an array _reconstruct
   // made, a masked array, a scalar), or an instance of a numpy class
   // (copyreg.__newobj__(numpy.ndarray, shape, 'U1') is a real array).
@@ -1659,10 +1707,26 @@ class Scanner {
   // touched by building it, only its keys (hashed). Any target counts: a
   // dict made by a call (dict(), copyreg.__newobj__(OrderedDict)) and
   // filled by SETITEM is a BUILD state as much as a literal one.
-  void NoteItems(uint32_t target, std::span<const uint32_t> items, bool pairs) {
+  void NoteItems(uint32_t target, std::span<const uint32_t> items, bool pairs, uint64_t offset) {
     Sym& t = Val(target);
     if (t.kind == Sym::kScalar || t.kind == Sym::kStr || t.kind == Sym::kBytes) return;
     const bool dict = pairs;
+    if (t.kind == Sym::kDict || t.kind == Sym::kSet) {
+      // A dict's keys and a set's members are hashed as they go in, and
+      // compared with a key of the same hash: an instance of a class the
+      // rules do not list has its own __hash__ and __eq__ run (F081). (A
+      // listed record's are its class's, on its fields: a DCP metadata's
+      // MetadataIndex keys.)
+      for (size_t i = 0; i < items.size(); i += dict ? 2 : 1) {
+        const Sym& k = Val(items[i]);
+        if (!IsUnlistedObject(k)) continue;
+        AddFixed("CKG-F081",
+                 std::string(t.kind == Sym::kDict ? "a dict key" : "a set member") + " is an instance of '" +
+                     std::string(k.text) + "': hashing it (and comparing it with a key of the same hash) runs its methods",
+                 offset, std::string_view(k.text));
+        break;
+      }
+    }
     bool callable = false;
     bool callable_value = false;
     bool object = false;
@@ -1681,8 +1745,8 @@ class Scanner {
     after.holds_object |= object;
     if (callable || object) after.inert = false;
   }
-  Result<Id> Set(const PickleOp&, std::span<const Id> items, bool frozen) {
-    CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(Sym::kSet, items));
+  Result<Id> Set(const PickleOp& op, std::span<const Id> items, bool frozen) {
+    CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(op, Sym::kSet, items));
     Val(id).frozen = frozen;
     return id;
   }
@@ -1692,7 +1756,7 @@ class Scanner {
     CheckPureCallHeld(op, Val(target).held_by_pure_call, items);
     CheckItemsHanded(op, target, items);
     AddWeightTo(target, items);
-    NoteItems(target, items, op.code == Opcode::kSetItem || op.code == Opcode::kSetItems);
+    NoteItems(target, items, op.code == Opcode::kSetItem || op.code == Opcode::kSetItems, op.offset);
     return OkStatus();
   }
   // CheckItemsHanded: APPEND(S), SETITEM(S) and ADDITEMS on a numpy value
@@ -1711,9 +1775,10 @@ class Scanner {
     if (!IsNumpyValue(t) && !(t.kind == Sym::kUnknown && !t.text.empty() && t.callable == nullptr)) return;
     for (uint32_t item : items) {
       const Sym& v = Val(item);
-      if (!IsForeignObject(v)) continue;
-      const std::string what = v.attrs ? "a " + KindName(v.kind) + " whose attributes the pickle set"
-                                       : "an instance of '" + std::string(v.text) + "'";
+      if (!HoldsForeign(v)) continue;
+      const std::string what = !IsForeignObject(v) ? "a " + KindName(v.kind) + " holding such a value"
+                               : v.attrs           ? "a " + KindName(v.kind) + " whose attributes the pickle set"
+                                                   : "an instance of '" + std::string(v.text) + "'";
       AddFixed("CKG-F081",
                std::string(op.Info().name) + " hands " + what + " to a method of " +
                    (t.text.empty() ? KindName(t.kind) : "'" + std::string(t.text) + "'") +
@@ -1902,7 +1967,7 @@ class Scanner {
     if (st.kind != Sym::kTuple) return;
     for (uint32_t item : Items(st)) {
       const Sym& v = Val(item);
-      if (!IsForeignObject(v)) continue;
+      if (!HoldsForeign(v)) continue;
       AddFixed("CKG-F081",
                "BUILD gives a numpy value (" + std::string(t.callable != nullptr ? t.callable->global : std::string(t.text)) +
                    ") a state holding " +
@@ -2020,7 +2085,7 @@ class Scanner {
     const Sym* bad = IsForeignObject(t) ? &t : nullptr;
     if (bad == nullptr && t.kind == Sym::kTuple) {
       for (uint32_t item : Items(t)) {
-        if (IsForeignObject(Val(item))) {
+        if (HoldsForeign(Val(item))) {
           bad = &Val(item);
           break;
         }
@@ -2149,6 +2214,7 @@ class Scanner {
   // A BUILD (or _rebuild_from_type_v2) gave some value attributes
   // (Sym::attrs): calls then look for such values among their arguments.
   bool attrs_seen_ = false;
+  bool legacy_stream_ = false;  // the stream torch.load reads as its legacy format (CheckLegacyRoot)
   // Calls that _rebuild_from_type_v2 makes, being judged (RebuildFromTypeCall).
   static constexpr uint32_t kMaxInnerCalls = 8;
   uint32_t inner_calls_ = 0;

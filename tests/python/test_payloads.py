@@ -1984,3 +1984,86 @@ def test_holders_and_triggers_of_hunt_21(tmp_path, how, ext, loaders, want):
     assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
+
+
+# 28. Hunt 22: more triggers for the same holders. The payload is a plain
+# function that creates its path (mailbox.mbox), planted as an attribute
+# that a class's own method calls: ipaddress.IPv4Interface's str() calls
+# self._string_from_ip_int(self._ip), a LegacyVersion's == calls
+# self._compare, an enum.Flag's iteration self._iter_member_, a
+# numpy.vectorize's call self._vectorize_call_with_signature, and
+# finalizers run at the end of the loading process (torch.library.Library
+# iterates _op_impls, wave.Wave_read calls self.close()). The triggers: a
+# dict key hashed and compared with an equal-hash key; a gadget inside a
+# list assigned into a numpy array or held by a persistent id, or a dict's
+# value formatted by str(); torch's legacy reader formatting its second
+# pickle and iterating its fifth; Optimizer's __setstate__ under another
+# module's name (torch.optim.adam.Optimizer).
+def _ipv4_interface(m):  # str() of it runs mailbox.mbox(m)
+    return (g("ipaddress", "IPv4Interface") + b")\x81" +
+            tup(b"(" + s("_string_from_ip_int") + g("mailbox", "mbox") + s("_prefixlen") + b"K\x01" + b"d",
+                b"(" + s("_ip") + s(m) + b"d") + b"b")
+
+
+def _vectorize(m):  # calling it runs mailbox.mbox(m, args)
+    return (g("numpy", "vectorize") + b")\x81" + b"(" + s("pyfunc") + s(m) + s("excluded") + NONE + s("signature") +
+            s("(n)->()") + s("_vectorize_call_with_signature") + g("mailbox", "mbox") + b"db")
+
+
+def _flag(m):  # iterating it runs mailbox.mbox(m)
+    return (call(g("copyreg", "_reconstructor"), g("enum", "Flag"), g("builtins", "object"), NONE) + b"(" +
+            s("_iter_member_") + g("mailbox", "mbox") + s("_value_") + s(m) + b"db")
+
+
+def hunt22_payload(m, how):
+    import numpy as np
+    magic = pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2)
+    zipped = how.endswith("_in_zip")
+    if how.startswith("dict_key_equal_hash"):
+        version = (g("numpy.compat._pep440", "LegacyVersion") + b")\x81" + b"(" + s("_key") + s(m) + s("_compare") +
+                   g("mailbox", "mbox") + b"db")
+        data = p2(b"(" + s(m) + b"K\x00" + version + b"K\x01" + b"d")
+    elif how.startswith("array_assigned_list"):
+        arr = pickle.dumps(np.zeros(1, "U80"), protocol=2)[:-1]
+        data = arr + call(g("builtins", "slice"), NONE) + b"(" + _ipv4_interface(m) + b"l" + b"s."
+    elif how == "storage_type_name_list_in_zip":
+        data = p2(tup(b"(" + _ipv4_interface(m) + b"l") + b"Q")
+    elif how.startswith("str_of_dict_value"):
+        data = p2(b"(" + s("x") + call(g("builtins", "str"), b"(" + s("k") + _ipv4_interface(m) + b"d") + b"d")
+    elif how.startswith("optimizer_under_another_module"):
+        opt = (g("torch.optim.adam", "Optimizer") + b")\x81" + b"(" + s("_hook_for_profile") + _vectorize(m) +
+               s("defaults") + b"}" + s("param_groups") + b"]" + s("state") + b"}" + b"db")
+        data = p2(b"(" + s("optimizer") + opt + b"d")
+    elif how.startswith("finalizer_library"):
+        lib = g("torch.library", "Library") + b")\x81" + b"(" + s("_op_impls") + _flag(m) + s("m") + NONE + b"db"
+        data = p2(b"(" + s("lib") + lib + b"d")
+    elif how == "legacy_protocol_version_formatted":
+        return magic + p2(_ipv4_interface(m)) + pickle.dumps({}, protocol=2) + pickle.dumps([], protocol=2) + \
+            pickle.dumps({}, protocol=2) + pickle.dumps([], protocol=2)
+    else:
+        assert how == "legacy_storage_keys_iterated"
+        return (magic + pickle.dumps(1001, protocol=2) + pickle.dumps({}, protocol=2) +
+                pickle.dumps({"a": 1}, protocol=2) + p2(_flag(m)))
+    return _torch_zip_with_record(data) if zipped else data
+
+
+@pytest.mark.parametrize("how,ext,loaders,want", [
+    ("dict_key_equal_hash", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
+    ("dict_key_equal_hash_in_zip", ".pt", ("torch.load",), "CKG-F081"),
+    ("array_assigned_list", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
+    ("storage_type_name_list_in_zip", ".pt", ("torch.load",), "CKG-F081"),
+    ("str_of_dict_value", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
+    ("str_of_dict_value_in_zip", ".pt", ("torch.load",), "CKG-F081"),
+    ("optimizer_under_another_module", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("optimizer_under_another_module_in_zip", ".pt", ("torch.load",), "CKG-F002"),
+    ("finalizer_library", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-D072"),
+    ("finalizer_library_in_zip", ".pt", ("torch.load",), "CKG-D072"),
+    ("legacy_protocol_version_formatted", ".pt", ("torch.load",), "CKG-F081"),
+    ("legacy_storage_keys_iterated", ".pt", ("torch.load",), "CKG-F081"),
+])
+def test_triggers_of_hunt_22(tmp_path, how, ext, loaders, want):
+    m = marker_path()
+    path = write(tmp_path, how + ext, hunt22_payload(m, how))
+    assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
