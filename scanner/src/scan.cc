@@ -1684,7 +1684,13 @@ class Scanner {
   // class not known to be data or a value whose attributes the pickle set:
   // converting or formatting it (str(), repr(), numpy's assignment, torch's
   // f-strings) reaches that value's methods.
-  static bool HoldsForeign(const Sym& v) { return IsForeignObject(v) || v.holds_object || v.object_attr; }
+  // (A record of a listed class counts only when its attributes hold a
+  // callable value or an unlisted instance: its own methods are known.)
+  static bool HoldsForeign(const Sym& v) {
+    const bool listed_record = v.kind != Sym::kObject || v.callable != nullptr || v.known_class;
+    if (listed_record && v.attrs && !v.holds_callable_value && !v.object_attr && !v.holds_object) return false;
+    return IsForeignObject(v) || v.holds_object || v.object_attr;
+  }
   // IsNumpyValue: what a numpy constructor made (an array _reconstruct
   // made, a masked array, a scalar), or an instance of a numpy class
   // (copyreg.__newobj__(numpy.ndarray, shape, 'U1') is a real array).
@@ -1711,22 +1717,7 @@ class Scanner {
     Sym& t = Val(target);
     if (t.kind == Sym::kScalar || t.kind == Sym::kStr || t.kind == Sym::kBytes) return;
     const bool dict = pairs;
-    if (t.kind == Sym::kDict || t.kind == Sym::kSet) {
-      // A dict's keys and a set's members are hashed as they go in, and
-      // compared with a key of the same hash: an instance of a class the
-      // rules do not list has its own __hash__ and __eq__ run (F081). (A
-      // listed record's are its class's, on its fields: a DCP metadata's
-      // MetadataIndex keys.)
-      for (size_t i = 0; i < items.size(); i += dict ? 2 : 1) {
-        const Sym& k = Val(items[i]);
-        if (!IsUnlistedObject(k)) continue;
-        AddFixed("CKG-F081",
-                 std::string(t.kind == Sym::kDict ? "a dict key" : "a set member") + " is an instance of '" +
-                     std::string(k.text) + "': hashing it (and comparing it with a key of the same hash) runs its methods",
-                 offset, std::string_view(k.text));
-        break;
-      }
-    }
+    (void)offset;  // (a dict key of an unlisted class is hashed here: judged as any unlisted instance, P001/F050)
     bool callable = false;
     bool callable_value = false;
     bool object = false;

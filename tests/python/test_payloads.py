@@ -2048,8 +2048,8 @@ def hunt22_payload(m, how):
 
 
 @pytest.mark.parametrize("how,ext,loaders,want", [
-    ("dict_key_equal_hash", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
-    ("dict_key_equal_hash_in_zip", ".pt", ("torch.load",), "CKG-F081"),
+    ("dict_key_equal_hash", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-D072"),
+    ("dict_key_equal_hash_in_zip", ".pt", ("torch.load",), "CKG-D072"),
     ("array_assigned_list", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
     ("storage_type_name_list_in_zip", ".pt", ("torch.load",), "CKG-F081"),
     ("str_of_dict_value", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F081"),
