@@ -1300,6 +1300,11 @@ class Scanner {
         result.callable = nullptr;
         result.text = {};
         result.callable_value = true;  // a bound method, as likely as not
+        // torch 1.x's OneCycleLR keeps its annealing function as a bound
+        // method of itself (anneal_func), in its __dict__ and its
+        // state_dict(): arithmetic on three floats, data to call.
+        result.pure_call = object.kind == Sym::kObject && object.text == "torch.optim.lr_scheduler.OneCycleLR" &&
+                           (attr == "_annealing_cos" || attr == "_annealing_linear");
         break;
       }
       case CallableKind::kPartial:

@@ -2067,3 +2067,79 @@ def test_triggers_of_hunt_22(tmp_path, how, ext, loaders, want):
     assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
+
+
+def test_benign_scheduler_and_version_records_are_not_dangerous(tmp_path):
+    # Benign files the hunts' rules must not flag (a benign-file hunt found
+    # them dangerous): torch 1.x's OneCycleLR keeps its annealing function
+    # as a bound method of itself in its state_dict(); checkpoints save
+    # torch.__version__ (TorchVersion, a str subclass); numpy record arrays.
+    import numpy as np
+    import torch
+    m = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    path = tmp_path / "one_cycle.pt"
+    torch.save({"sched": sched.state_dict(), "opt": opt.state_dict(), "torch_version": torch.__version__}, path)
+    r = scan(path)
+    assert r["verdict"] == "suspicious", describe(r)
+    rec = tmp_path / "recarray.pkl"
+    rec.write_bytes(pickle.dumps({"r": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+                                  "c": np.char.array(["ab", "c"])}, protocol=2))
+    r = scan(rec)
+    assert r["verdict"] == "suspicious", describe(r)
+
+
+# 29. Hunt 23: the same objects under other names, and finalizers. A
+# denylisted class is found through every module that re-exports it
+# (joblib._dask.BatchedCalls, torch.utils.data.dataloader's DataPipe
+# wrappers), numpy.matlib.X is numpy.X, torch 1.x's foreach optimizers
+# (torch.optim._multi_tensor) keep Optimizer's __setstate__ rule, and the
+# finalizers of sunau's, aifc's and cgi's file wrappers call self.close():
+# a BatchedCalls there runs typing.get_type_hints on a Namespace whose
+# annotation is code (eval) when the loaded object is dropped.
+def _get_type_hints_item(m):  # one BatchedCalls item: typing.get_type_hints(ns) evals ns.__annotations__
+    expr = "__import__('pathlib').Path(%r).touch()" % m
+    ns = _namespace_with("__annotations__", b"(" + s("x") + s(expr) + b"d")
+    return tup(g("typing", "get_type_hints"), tup(ns), b"}")
+
+
+def _dask_batched_calls(item):
+    return (g("joblib._dask", "BatchedCalls") + b")\x81" + b"(" + s("items") + b"(" + item + b"l" + s("_backend") +
+            s("sequential") + s("_n_jobs") + b"K\x01" + s("_reducer_callback") + NONE + s("_pickle_cache") + b"}" +
+            b"db")
+
+
+def hunt23_payload(m, how):
+    zipped = how.endswith("_in_zip")
+    if how.startswith("datapipe_wrapper_from_dataloader"):
+        nested = b"cos\nsystem\n(S'touch " + m.encode() + b"'\ntR."
+        data = (proto(3) + g("torch.utils.data.dataloader", "_IterDataPipeSerializationWrapper") + b")\x81" + b"(" +
+                b(nested) + b"K\x00K\x00K\x00" + b"db.")
+    elif how.startswith("finalizer_sunau"):
+        obj = (g("sunau", "Au_read") + b")\x81" + b"(" + s("_file") + b"K\x01" + s("close") +
+               _dask_batched_calls(_get_type_hints_item(m)) + b"db")
+        data = p2(b"(" + s("audio") + obj + b"d")
+    else:
+        assert how.startswith("foreach_optimizer")
+        opt = (g("torch.optim._multi_tensor", "Adam") + b")\x81" + b"(" + s("_hook_for_profile") +
+               _dask_batched_calls(_get_type_hints_item(m)) + s("defaults") + b"}" + s("param_groups") + b"]" +
+               s("state") + b"}" + b"db")
+        data = p2(b"(" + s("optimizer") + opt + b"d")
+    return _torch_zip_with_record(data) if zipped else data
+
+
+@pytest.mark.parametrize("how,ext,loaders,want", [
+    ("datapipe_wrapper_from_dataloader", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-D071"),
+    ("datapipe_wrapper_from_dataloader_in_zip", ".pt", ("torch.load",), "CKG-D071"),
+    ("finalizer_sunau", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-D072"),
+    ("finalizer_sunau_in_zip", ".pt", ("torch.load",), "CKG-D072"),
+    ("foreach_optimizer", ".pkl", ("pickle.loads", "numpy.load", "joblib.load"), "CKG-F002"),
+    ("foreach_optimizer_in_zip", ".pt", ("torch.load",), "CKG-F002"),
+])
+def test_other_names_and_finalizers_of_hunt_23(tmp_path, how, ext, loaders, want):
+    m = marker_path()
+    path = write(tmp_path, how + ext, hunt23_payload(m, how))
+    assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
