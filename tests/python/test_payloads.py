@@ -2143,3 +2143,39 @@ def test_other_names_and_finalizers_of_hunt_23(tmp_path, how, ext, loaders, want
     assert_proven_and_dangerous(path, m, loaders=loaders, want=(want,))
     out = run_cli("inspect", "--no-digest", str(path))
     assert out.returncode == 2, out.stdout
+
+
+# 30. Hunt 24: finalizers. A class whose __del__ calls an attribute of the
+# instance runs whatever a BUILD put there when the loaded object is
+# dropped (at the latest when the loading process ends): zipfile's
+# ZipFile.__del__ calls self._fpclose(self.fp) (as torch.utils._zip names
+# it), torch's StorageWeakRef self._free_weak_ref(self.cdata) (as
+# torch._subclasses names it). typing.get_type_hints there evals a
+# Namespace's annotation.
+def hunt24_payload(m, how):
+    expr = "__import__('pathlib').Path(%r).touch()" % m
+    ns = _namespace_with("__annotations__", b"(" + s("x") + s(expr) + b"d") + b"q\x01"
+    gth = g("typing", "get_type_hints")
+    if how.startswith("zipfile_of_torch_utils"):
+        fin = (g("torch.utils._zip", "ZipFile") + b")\x81" + b"(" + s("fp") + b"h\x01" + s("_writing") + b"\x89" +
+               s("mode") + s("r") + s("_fpclose") + gth + b"db")
+    else:
+        assert how.startswith("storage_weak_ref_of_fake_tensor")
+        fin = (g("torch._subclasses.fake_tensor", "StorageWeakRef") + b")\x81" + b"(" + s("cdata") + b"h\x01" +
+               s("_free_weak_ref") + gth + b"db")
+    data = p2(b"(" + ns + fin + b"t")
+    return _torch_zip_with_record(data) if how.endswith("_in_zip") else data
+
+
+@pytest.mark.parametrize("how,ext,loaders", [
+    ("zipfile_of_torch_utils", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+    ("zipfile_of_torch_utils_in_zip", ".pt", ("torch.load",)),
+    ("storage_weak_ref_of_fake_tensor", ".pkl", ("pickle.loads", "numpy.load", "joblib.load")),
+    ("storage_weak_ref_of_fake_tensor_in_zip", ".pt", ("torch.load",)),
+])
+def test_finalizers_of_hunt_24(tmp_path, how, ext, loaders):
+    m = marker_path()
+    path = write(tmp_path, how + ext, hunt24_payload(m, how))
+    assert_proven_and_dangerous(path, m, loaders=loaders, want=("CKG-D074",))
+    out = run_cli("inspect", "--no-digest", str(path))
+    assert out.returncode == 2, out.stdout
