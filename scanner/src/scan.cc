@@ -1539,16 +1539,16 @@ class Scanner {
     s.object_attr = object_value;
     return New(std::move(s));
   }
-  Result<Id> MakeContainer(const PickleOp& op, Sym::Kind kind, std::span<const Id> items) {
+  Result<Id> MakeContainer(Sym::Kind kind, std::span<const Id> items) {
     Sym s;
     s.kind = kind;
     s.weight = WeightOf(items);
     const Id id = New(std::move(s));
-    NoteItems(id, items, kind == Sym::kDict, op.offset);
+    NoteItems(id, items, kind == Sym::kDict);
     return id;
   }
-  Result<Id> List(const PickleOp& op, std::span<const Id> items) { return MakeContainer(op, Sym::kList, items); }
-  Result<Id> Dict(const PickleOp& op, std::span<const Id> items) { return MakeContainer(op, Sym::kDict, items); }
+  Result<Id> List(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kList, items); }
+  Result<Id> Dict(const PickleOp&, std::span<const Id> items) { return MakeContainer(Sym::kDict, items); }
   // IsCallable: a value a callee may call: a global not known to be data,
   // or a callable value.
   static bool IsCallable(const Sym& v) { return IsCallableValue(v) || (v.kind == Sym::kGlobal && !IsDataGlobal(v)); }
@@ -1718,11 +1718,10 @@ class Scanner {
   // touched by building it, only its keys (hashed). Any target counts: a
   // dict made by a call (dict(), copyreg.__newobj__(OrderedDict)) and
   // filled by SETITEM is a BUILD state as much as a literal one.
-  void NoteItems(uint32_t target, std::span<const uint32_t> items, bool pairs, uint64_t offset) {
+  void NoteItems(uint32_t target, std::span<const uint32_t> items, bool pairs) {
     Sym& t = Val(target);
     if (t.kind == Sym::kScalar || t.kind == Sym::kStr || t.kind == Sym::kBytes) return;
     const bool dict = pairs;
-    (void)offset;  // (a dict key of an unlisted class is hashed here: judged as any unlisted instance, P001/F050)
     bool callable = false;
     bool callable_value = false;
     bool object = false;
@@ -1741,8 +1740,8 @@ class Scanner {
     after.holds_object |= object;
     if (callable || object) after.inert = false;
   }
-  Result<Id> Set(const PickleOp& op, std::span<const Id> items, bool frozen) {
-    CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(op, Sym::kSet, items));
+  Result<Id> Set(const PickleOp&, std::span<const Id> items, bool frozen) {
+    CKG_ASSIGN_OR_RETURN(Id id, MakeContainer(Sym::kSet, items));
     Val(id).frozen = frozen;
     return id;
   }
@@ -1752,7 +1751,7 @@ class Scanner {
     CheckPureCallHeld(op, Val(target).held_by_pure_call, items);
     CheckItemsHanded(op, target, items);
     AddWeightTo(target, items);
-    NoteItems(target, items, op.code == Opcode::kSetItem || op.code == Opcode::kSetItems, op.offset);
+    NoteItems(target, items, op.code == Opcode::kSetItem || op.code == Opcode::kSetItems);
     return OkStatus();
   }
   // CheckItemsHanded: APPEND(S), SETITEM(S) and ADDITEMS on a numpy value
