@@ -681,12 +681,9 @@ class Scanner {
                                             "", "",
                                             "iterates the fifth pickle's value, the storage keys, hashing each"};
     AddFixed("CKG-F081",
-             std::string("torch.load's legacy reader ") + kWhat[index] + ": here " +
-                 (IsForeignObject(v) ? (v.attrs ? "a " + KindName(v.kind) + " whose attributes the pickle set"
-                                                : "an instance of '" + std::string(v.text) + "'")
-                                     : "a " + KindName(v.kind) + " holding such a value") +
+             std::string("torch.load's legacy reader ") + kWhat[index] + ": here " + ForeignWhat(v) +
                  ", whose methods run",
-             offset, IsForeignObject(v) && !v.attrs ? std::string_view(v.text) : std::string_view{});
+             offset, ForeignGlobal(v));
   }
 
   uint32_t New(Sym s) {
@@ -1691,6 +1688,19 @@ class Scanner {
   // f-strings) reaches that value's methods.
   // (A record of a listed class counts only when its attributes hold a
   // callable value or an unlisted instance: its own methods are known.)
+  // ForeignWhat names a value HoldsForeign accepts in an F081 message, and
+  // ForeignGlobal the global the finding names (the class of an instance).
+  static std::string ForeignWhat(const Sym& v) {
+    if (!IsForeignObject(v)) {
+      return "a " + KindName(v.kind) +
+             " holding an instance of a class not known to be data (or a value whose attributes the pickle set)";
+    }
+    if (v.attrs) return "a " + KindName(v.kind) + " whose attributes the pickle set";
+    return "an instance of '" + std::string(v.text) + "'";
+  }
+  static std::string_view ForeignGlobal(const Sym& v) {
+    return IsForeignObject(v) && !v.attrs ? std::string_view(v.text) : std::string_view{};
+  }
   static bool HoldsForeign(const Sym& v) {
     const bool listed_record = v.kind != Sym::kObject || v.callable != nullptr || v.known_class;
     if (listed_record && v.attrs && !v.holds_callable_value && !v.object_attr && !v.holds_object) return false;
@@ -1771,15 +1781,12 @@ class Scanner {
     for (uint32_t item : items) {
       const Sym& v = Val(item);
       if (!HoldsForeign(v)) continue;
-      const std::string what = !IsForeignObject(v) ? "a " + KindName(v.kind) + " holding such a value"
-                               : v.attrs           ? "a " + KindName(v.kind) + " whose attributes the pickle set"
-                                                   : "an instance of '" + std::string(v.text) + "'";
       AddFixed("CKG-F081",
-               std::string(op.Info().name) + " hands " + what + " to a method of " +
+               std::string(op.Info().name) + " hands " + ForeignWhat(v) + " to a method of " +
                    (t.text.empty() ? KindName(t.kind) : "'" + std::string(t.text) + "'") +
                    ", which may convert or format it (numpy's array assignment calls str() of the value): its "
                    "methods run",
-               op.offset, v.attrs ? std::string_view{} : std::string_view(v.text));
+               op.offset, ForeignGlobal(v));
       return;
     }
   }
@@ -1965,12 +1972,10 @@ class Scanner {
       if (!HoldsForeign(v)) continue;
       AddFixed("CKG-F081",
                "BUILD gives a numpy value (" + std::string(t.callable != nullptr ? t.callable->global : std::string(t.text)) +
-                   ") a state holding " +
-                   (v.attrs ? "a " + KindName(v.kind) + " whose attributes the pickle set"
-                            : "an instance of '" + std::string(v.text) + "'") +
+                   ") a state holding " + ForeignWhat(v) +
                    ": numpy's __setstate__ converts its state's items (a masked array's fill value with str()), "
                    "calling its methods",
-               op.offset, v.attrs ? std::string_view{} : std::string_view(v.text));
+               op.offset, ForeignGlobal(v));
       return;
     }
   }
@@ -2087,12 +2092,10 @@ class Scanner {
       }
     }
     if (bad == nullptr) return;
-    const std::string what = bad->attrs ? "a " + KindName(bad->kind) + " whose attributes the pickle set"
-                                        : "an instance of '" + std::string(bad->text) + "'";
     AddFixed("CKG-F081",
-             std::string(op.Info().name) + ": the persistent id " + (bad == &t ? "is " : "holds ") + what +
+             std::string(op.Info().name) + ": the persistent id " + (bad == &t ? "is " : "holds ") + ForeignWhat(*bad) +
                  ": torch's persistent_load indexes, compares, formats and hashes it (its methods run)",
-             op.offset, bad->attrs ? std::string_view{} : std::string_view(bad->text));
+             op.offset, ForeignGlobal(*bad));
   }
   // CheckStorageLocation: torch's persistent_load (zip and legacy formats)
   // hands a storage id's location to restore_location, whose CUDA
